@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import type { Group } from '../harness.js';
+import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
+import type { BackupServiceContext } from './context.js';
+import { fillRealistic, newRecord, readVolume, restoreBytes, takeBackup, writeVolume } from './helpers.js';
+
+export const backupRoundTrip: Group<BackupServiceContext> = {
+  name: 'backup and restore',
+  cases: [
+    {
+      name: 'describe() names the service and lists its compression, default first',
+      async run({ service }) {
+        const d = service.describe();
+        assert.equal(d.name, service.name);
+        assert.ok(d.capabilities.compression.length > 0, 'compression lists at least "none"');
+      },
+    },
+    {
+      name: 'a full backup restores byte-exact into a new volume',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize, name: 'src', metadata: { os: 'linux' } });
+        await fillRealistic(ctx, v, 1);
+        const expected = await readVolume(ctx, v);
+        const b = await takeBackup(ctx, v);
+        assert.ok(b.stats && b.stats.bytesRead > 0, 'stats report bytes read');
+        assertSameBytes(await restoreBytes(ctx, b), expected, 'restored volume');
+      },
+    },
+    {
+      name: 'restore into a used volume overwrites every byte, zeros included',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await writeVolume(ctx, v, [{ offset: 65536, data: patternBytes(65536, 3) }]);
+        const expected = await readVolume(ctx, v);
+        const b = await takeBackup(ctx, v);
+        const target = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await writeVolume(ctx, target, [{ offset: 0, data: patternBytes(ctx.volumeSize, 4) }]);
+        const a = await ctx.volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        await ctx.service.restore(b, a.device, { targetIsZeroed: false });
+        await ctx.volumes.detach(a.id);
+        assertSameBytes(await readVolume(ctx, target), expected, 'restored over garbage');
+      },
+    },
+    {
+      name: 'restore into a larger volume writes the backup and leaves the tail alone',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 2);
+        const expected = await readVolume(ctx, v);
+        const b = await takeBackup(ctx, v);
+        const got = await restoreBytes(ctx, b, ctx.volumeSize * 2);
+        assertSameBytes(got.subarray(0, ctx.volumeSize), expected, 'restored head');
+        assert.ok(got.subarray(ctx.volumeSize).every((x) => x === 0), 'tail untouched');
+      },
+    },
+    {
+      name: 'restore into a smaller volume fails with INVALID_INPUT',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        const b = await takeBackup(ctx, v);
+        const small = await ctx.volumes.createVolume({ size: ctx.volumeSize / 2 });
+        const a = await ctx.volumes.attach({ kind: 'volume', id: small.id }, 'rw');
+        await rejectsWithCode(ctx.service.restore(b, a.device), 'INVALID_INPUT', 'restore into smaller');
+        await ctx.volumes.detach(a.id);
+      },
+    },
+    {
+      name: 'a backup cancelled before it ends fails with CANCELLED and leaves nothing to restore',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 5);
+        const controller = new AbortController();
+        controller.abort();
+        const record = newRecord(ctx, v);
+        const a = await ctx.volumes.attach({ kind: 'volume', id: v.id }, 'ro');
+        await rejectsWithCode(
+          ctx.service.backup({ backup: record, volume: v, signal: controller.signal, progress: () => {} }, { device: a.device }),
+          'CANCELLED',
+          'cancelled backup',
+        );
+        await ctx.volumes.detach(a.id);
+        const target = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        const t = await ctx.volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        await rejectsWithCode(ctx.service.restore({ ...record, status: 'available' }, t.device), 'NOT_FOUND', 'restore of cancelled');
+        await ctx.volumes.detach(t.id);
+      },
+    },
+    {
+      name: 'delete is idempotent and a deleted backup restores with NOT_FOUND',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 6);
+        const b = await takeBackup(ctx, v);
+        await ctx.service.delete(b);
+        await ctx.service.delete(b);
+        const target = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        const t = await ctx.volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        await rejectsWithCode(ctx.service.restore(b, t.device), 'NOT_FOUND', 'restore after delete');
+        await ctx.volumes.detach(t.id);
+      },
+    },
+    {
+      name: 'exportRecord then importRecord gives back a record that restores; garbage fails with INVALID_INPUT',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 7);
+        const expected = await readVolume(ctx, v);
+        const b = await takeBackup(ctx, v);
+        const exported = await ctx.service.exportRecord(b);
+        assert.equal(typeof exported, 'string');
+        const imported = await ctx.service.importRecord(exported);
+        assert.equal(imported.id, b.id);
+        assert.equal(imported.status, 'available');
+        assertSameBytes(await restoreBytes(ctx, imported), expected, 'restore of imported record');
+        await rejectsWithCode(ctx.service.importRecord('not a record'), 'INVALID_INPUT', 'importRecord(garbage)');
+        await ctx.service.delete(b);
+        await rejectsWithCode(ctx.service.importRecord(exported), 'NOT_FOUND', 'importRecord(deleted data)');
+      },
+    },
+  ],
+};
+
+export const backupVerify: Group<BackupServiceContext> = {
+  name: 'verify',
+  cases: [
+    {
+      name: 'verify of intact backups reports no problems, and after corruption names the broken backup',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 8);
+        const b = await takeBackup(ctx, v);
+        const clean = await ctx.service.verify(b);
+        assert.deepEqual(clean.problems, []);
+        assert.deepEqual(clean.checked, [b.id]);
+        assert.deepEqual((await ctx.service.verify()).problems, []);
+        await ctx.corrupt(b);
+        const report = await ctx.service.verify(b);
+        assert.ok(report.problems.some((p) => p.backupId === b.id && p.code === 'CORRUPT'), `problems: ${JSON.stringify(report.problems)}`);
+        const target = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        const t = await ctx.volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        await rejectsWithCode(ctx.service.restore(b, t.device), 'CORRUPT', 'restore of corrupted backup');
+        await ctx.volumes.detach(t.id);
+      },
+    },
+  ],
+};

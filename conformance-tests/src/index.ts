@@ -1,0 +1,20 @@
+/**
+ * @cairn/conformance — the shared suite every Cairn plugin passes.
+ * Each suite is a function over a factory; its groups are exported one by one, and each group's
+ * cases are plain functions that reject when the implementation under test is wrong.
+ */
+export * from './harness.js';
+export type * from './volume-driver/context.js';
+export { volumeDriverSuite, volumeDriverGroups, declaredCapabilities } from './volume-driver/suite.js';
+export { volumeLifecycle } from './volume-driver/lifecycle.js';
+export { volumeIo } from './volume-driver/io.js';
+export { snapshotCases, snapshotRefusals } from './volume-driver/snapshots.js';
+export { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals } from './volume-driver/extents.js';
+export type * from './object-store/context.js';
+export { objectStoreSuite, objectStoreGroups } from './object-store/suite.js';
+export { objectReadWrite, objectListing, objectConcurrency, newPrefix } from './object-store/cases.js';
+export type * from './backup-service/context.js';
+export { backupServiceSuite, backupServiceGroups } from './backup-service/suite.js';
+export { backupRoundTrip, backupVerify } from './backup-service/roundtrip.js';
+export { incrementalCases, dependentChainCases, independentBackupCases, incrementalRefusals } from './backup-service/incremental.js';
+export { newRecord, takeBackup, restoreBytes, readVolume, writeVolume, fillRealistic } from './backup-service/helpers.js';

@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import type { ObjectInfo } from '@cairn/core';
+import type { Group } from '../harness.js';
+import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
+import type { ObjectStoreContext } from './context.js';
+
+async function collect(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const o of it) out.push(o);
+  return out;
+}
+
+export const objectReadWrite: Group<ObjectStoreContext> = {
+  name: 'put, get, head, delete',
+  cases: [
+    {
+      name: 'put then get returns the exact bytes, and head reports the size',
+      async run({ store, prefix }) {
+        const data = patternBytes(1_000_003, 1);
+        await store.put(`${prefix}/a/b.bin`, data);
+        assertSameBytes(await store.get(`${prefix}/a/b.bin`), data, 'get');
+        const info = await store.head(`${prefix}/a/b.bin`);
+        assert.equal(info.size, data.length);
+        assert.equal(info.key, `${prefix}/a/b.bin`);
+        assert.ok(!Number.isNaN(Date.parse(info.modifiedAt)), 'modifiedAt is an ISO time');
+      },
+    },
+    {
+      name: 'put of an empty object round-trips',
+      async run({ store, prefix }) {
+        await store.put(`${prefix}/empty`, new Uint8Array(0));
+        assert.equal((await store.get(`${prefix}/empty`)).length, 0);
+        assert.equal((await store.head(`${prefix}/empty`)).size, 0);
+      },
+    },
+    {
+      name: 'put without ifAbsent replaces the object',
+      async run({ store, prefix }) {
+        await store.put(`${prefix}/k`, Buffer.from('first'));
+        await store.put(`${prefix}/k`, Buffer.from('second, longer'));
+        assert.equal((await store.get(`${prefix}/k`)).toString(), 'second, longer');
+      },
+    },
+    {
+      name: 'put(ifAbsent) of an existing key fails with ALREADY_EXISTS and keeps the original',
+      async run({ store, prefix }) {
+        await store.put(`${prefix}/once`, Buffer.from('original'), { ifAbsent: true });
+        await rejectsWithCode(store.put(`${prefix}/once`, Buffer.from('intruder'), { ifAbsent: true }), 'ALREADY_EXISTS', 'put(ifAbsent)');
+        assert.equal((await store.get(`${prefix}/once`)).toString(), 'original');
+      },
+    },
+    {
+      name: 'get(range) returns exactly the requested bytes; a range past the end fails with INVALID_INPUT',
+      async run({ store, prefix }) {
+        const data = patternBytes(300_000, 2);
+        await store.put(`${prefix}/ranged`, data);
+        for (const [offset, length] of [[0, 1], [1, 65536], [123_457, 100_000], [299_999, 1], [0, 300_000]] as const) {
+          assertSameBytes(await store.get(`${prefix}/ranged`, { offset, length }), data.subarray(offset, offset + length), `range ${offset}+${length}`);
+        }
+        await rejectsWithCode(store.get(`${prefix}/ranged`, { offset: 299_000, length: 2000 }), 'INVALID_INPUT', 'range past end');
+      },
+    },
+    {
+      name: 'get and head of a missing key fail with NOT_FOUND',
+      async run({ store, prefix }) {
+        await rejectsWithCode(store.get(`${prefix}/missing`), 'NOT_FOUND', 'get');
+        await rejectsWithCode(store.get(`${prefix}/missing`, { offset: 0, length: 1 }), 'NOT_FOUND', 'ranged get');
+        await rejectsWithCode(store.head(`${prefix}/missing`), 'NOT_FOUND', 'head');
+      },
+    },
+    {
+      name: 'delete removes an object and is idempotent',
+      async run({ store, prefix }) {
+        await store.put(`${prefix}/gone`, Buffer.from('x'));
+        await store.delete(`${prefix}/gone`);
+        await store.delete(`${prefix}/gone`);
+        await rejectsWithCode(store.get(`${prefix}/gone`), 'NOT_FOUND', 'get after delete');
+      },
+    },
+    {
+      name: 'malformed keys fail with INVALID_INPUT',
+      async run({ store, prefix }) {
+        for (const key of ['', '/abs', `${prefix}/../escape`, `${prefix}//double`, `${prefix}/sp ace`, `${prefix}/./dot`, `${prefix}/trailing/`]) {
+          await rejectsWithCode(store.put(key, Buffer.from('x')), 'INVALID_INPUT', `put(${JSON.stringify(key)})`);
+          await rejectsWithCode(store.get(key), 'INVALID_INPUT', `get(${JSON.stringify(key)})`);
+        }
+      },
+    },
+  ],
+};
+
+export const objectListing: Group<ObjectStoreContext> = {
+  name: 'list',
+  cases: [
+    {
+      name: 'list(prefix) returns every key under the prefix exactly once and nothing else',
+      async run({ store, prefix, listKeys }) {
+        const n = listKeys ?? 1100;
+        const expected: string[] = [];
+        const puts: Promise<void>[] = [];
+        for (let i = 0; i < n; i++) {
+          const key = `${prefix}/many/${String(i % 7)}/k${String(i).padStart(5, '0')}`;
+          expected.push(key);
+          puts.push(store.put(key, Buffer.from(String(i))));
+          if (puts.length >= 32) await Promise.all(puts.splice(0));
+        }
+        await Promise.all(puts);
+        await store.put(`${prefix}/other`, Buffer.from('not listed'));
+        await store.put(`${prefix}/manyfold`, Buffer.from('listed under "many" but not "many/"'));
+        const got = (await collect(store.list(`${prefix}/many/`))).map((o) => o.key).sort();
+        assert.equal(got.length, n, 'count');
+        assert.deepEqual(got, expected.sort());
+        const sub = (await collect(store.list(`${prefix}/many/3/`))).map((o) => o.key);
+        assert.equal(sub.length, expected.filter((k) => k.startsWith(`${prefix}/many/3/`)).length);
+        const partial = (await collect(store.list(`${prefix}/many`))).map((o) => o.key);
+        assert.equal(partial.length, n + 1, 'a prefix that is not a whole segment still matches by string');
+      },
+    },
+    {
+      name: 'list of a prefix with no objects is empty and sizes are reported',
+      async run({ store, prefix }) {
+        assert.deepEqual(await collect(store.list(`${prefix}/nothing/`)), []);
+        await store.put(`${prefix}/sized/a`, Buffer.alloc(1234));
+        const [info] = await collect(store.list(`${prefix}/sized/`));
+        assert.equal(info?.size, 1234);
+      },
+    },
+  ],
+};
+
+export const objectConcurrency: Group<ObjectStoreContext> = {
+  name: 'concurrent writers',
+  cases: [
+    {
+      name: 'of concurrent put(ifAbsent) calls on one key exactly one wins and its bytes are whole',
+      async run({ store, prefix }) {
+        const key = `${prefix}/race`;
+        const payloads = Array.from({ length: 8 }, (_, i) => patternBytes(200_000, 50 + i));
+        const results = await Promise.allSettled(payloads.map((p) => store.put(key, p, { ifAbsent: true })));
+        const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+        assert.equal(winners.length, 1, `winners: ${winners.join(',')}`);
+        for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as { code?: string }).code, 'ALREADY_EXISTS');
+        assertSameBytes(await store.get(key), payloads[winners[0]!]!, 'winner bytes');
+      },
+    },
+  ],
+};
+
+export const newPrefix = (): string => `t${randomUUID().replaceAll('-', '')}`;

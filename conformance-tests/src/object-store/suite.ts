@@ -1,0 +1,21 @@
+import type { Group } from '../harness.js';
+import { registerGroups } from '../harness.js';
+import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
+import { newPrefix, objectConcurrency, objectListing, objectReadWrite } from './cases.js';
+import type { ObjectStoreCapabilities } from '@cairn/core';
+
+/** Groups for a store's declared capabilities (concurrency only with atomic ifAbsent). */
+export function objectStoreGroups(caps: ObjectStoreCapabilities): Group<ObjectStoreContext>[] {
+  return caps.atomicIfAbsent ? [objectReadWrite, objectListing, objectConcurrency] : [objectReadWrite, objectListing];
+}
+
+/** Registers the object-store suite with vitest. Each case works under its own key prefix. */
+export function objectStoreSuite(title: string, options: ObjectStoreSuiteOptions): void {
+  registerGroups(title, objectStoreGroups(options.capabilities), {
+    setup: async () => ({ store: await options.factory(), prefix: newPrefix(), listKeys: options.listKeys }),
+    teardown: async (ctx) => options.dispose?.(ctx.store),
+    beforeAll: options.beforeAll,
+    afterAll: options.afterAll,
+    timeout: options.timeout,
+  });
+}

@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import type { ByteRange, Extent } from '@cairn/core';
+import type { Group } from '../harness.js';
+import { patternBytes, rejectsWithCode } from '../harness.js';
+import type { VolumeDriverContext } from './context.js';
+
+/** Asserts `extents` cover every written range and stretch past them by less than `unit` each side. */
+function assertExactWithin(extents: Extent[], written: ByteRange[], unit: number, size: number, what: string): void {
+  const covered = (offset: number) => extents.some((e) => e.offset <= offset && offset < e.offset + e.length);
+  for (const w of written) {
+    for (const probe of [w.offset, w.offset + Math.floor(w.length / 2), w.offset + w.length - 1]) {
+      assert.ok(covered(probe), `${what}: written byte ${probe} is not reported (extents ${JSON.stringify(extents)})`);
+    }
+  }
+  const allowed = written.map((w) => {
+    const start = Math.floor(w.offset / unit) * unit;
+    const end = Math.min(Math.ceil((w.offset + w.length) / unit) * unit, size);
+    return { start, end };
+  });
+  for (const e of extents) {
+    for (let pos = e.offset; pos < e.offset + e.length; pos += Math.min(unit, e.offset + e.length - pos)) {
+      assert.ok(allowed.some((a) => a.start <= pos && pos < a.end), `${what}: byte ${pos} reported but never written (extents ${JSON.stringify(extents)})`);
+    }
+  }
+  for (let i = 1; i < extents.length; i++) {
+    assert.ok(extents[i - 1]!.offset + extents[i - 1]!.length <= extents[i]!.offset, `${what}: extents not sorted and disjoint`);
+  }
+}
+
+const scattered = (size: number): ByteRange[] => [
+  { offset: 0, length: 100 },
+  { offset: 200_000, length: 4096 },
+  { offset: size / 2 + 777, length: 300_000 },
+  { offset: size - 4096, length: 4096 },
+];
+
+export const allocatedExtents: Group<VolumeDriverContext> = {
+  name: 'allocated extents',
+  cases: [
+    {
+      name: 'extents(allocated) covers every written byte and everything outside it reads as zeros',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const writes = scattered(volumeSize);
+        for (const [i, w] of writes.entries()) await a.device.write(w.offset, patternBytes(w.length, 100 + i));
+        await a.device.flush();
+        const extents = await a.device.extents({ kind: 'allocated' });
+        for (const w of writes) {
+          assert.ok(
+            extents.some((e) => !e.zero && e.offset <= w.offset && w.offset + w.length <= e.offset + e.length),
+            `written range ${JSON.stringify(w)} is not inside one data extent: ${JSON.stringify(extents)}`,
+          );
+        }
+        let pos = 0;
+        for (const e of [...extents, { offset: volumeSize, length: 0 }]) {
+          if (e.offset > pos) {
+            const gap = await a.device.read(pos, e.offset - pos);
+            assert.ok(gap.every((b) => b === 0), `unallocated range [${pos}, ${e.offset}) holds data`);
+          }
+          pos = Math.max(pos, e.offset + e.length);
+        }
+        await driver.detach(a.id);
+      },
+    },
+    {
+      name: 'extents(allocated, range) stays inside the range, and a range outside the device fails with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await a.device.write(0, patternBytes(volumeSize, 5));
+        const range = { offset: 65536, length: 131072 };
+        const extents = await a.device.extents({ kind: 'allocated' }, range);
+        assert.ok(extents.length > 0, 'a fully written range reports data');
+        for (const e of extents) assert.ok(e.offset >= range.offset && e.offset + e.length <= range.offset + range.length, 'extent leaves the range');
+        await rejectsWithCode(a.device.extents({ kind: 'allocated' }, { offset: volumeSize - 512, length: 1024 }), 'INVALID_INPUT', 'extents past end');
+        await driver.detach(a.id);
+      },
+    },
+  ],
+};
+
+/** Runs when the driver declares `changedBlockTracking`. */
+export const changedExtents: Group<VolumeDriverContext> = {
+  name: 'changed-block tracking',
+  cases: [
+    {
+      name: 'extents(changed since checkpoint) is exact and complete: every write after it, nothing before it',
+      async run({ driver, volumeSize }) {
+        const cbt = driver.changedBlockTracking!;
+        assert.ok(cbt, 'changedBlockTracking must be present when declared');
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await a.device.write(0, patternBytes(volumeSize, 9)); // before the checkpoint: must not show
+        await a.device.flush();
+        const cp = await cbt.createCheckpoint(v.id);
+        assert.equal(cp.volumeId, v.id);
+        const writes = scattered(volumeSize);
+        for (const [i, w] of writes.entries()) await a.device.write(w.offset, patternBytes(w.length, 200 + i));
+        const zeroed = { offset: volumeSize / 4, length: 8192 };
+        await a.device.writeZeroes(zeroed.offset, zeroed.length);
+        await a.device.flush();
+        const changed = await a.device.extents({ kind: 'changed', since: cp.id });
+        assertExactWithin(changed, [...writes, zeroed], a.device.extentGranularity, volumeSize, 'changed extents');
+        await driver.detach(a.id);
+        await cbt.deleteCheckpoint(v.id, cp.id);
+      },
+    },
+    {
+      name: 'checkpoints are listed oldest first; extents since an unknown or deleted checkpoint fail with NOT_FOUND',
+      async run({ driver, volumeSize }) {
+        const cbt = driver.changedBlockTracking!;
+        const v = await driver.createVolume({ size: volumeSize });
+        const c1 = await cbt.createCheckpoint(v.id);
+        const c2 = await cbt.createCheckpoint(v.id);
+        assert.deepEqual((await cbt.listCheckpoints(v.id)).map((c) => c.id), [c1.id, c2.id]);
+        await cbt.deleteCheckpoint(v.id, c1.id);
+        await cbt.deleteCheckpoint(v.id, c1.id); // idempotent
+        assert.deepEqual((await cbt.listCheckpoints(v.id)).map((c) => c.id), [c2.id]);
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: c1.id }), 'NOT_FOUND', 'extents since deleted checkpoint');
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: 'no-such-checkpoint' }), 'NOT_FOUND', 'extents since unknown checkpoint');
+        assert.deepEqual(await a.device.extents({ kind: 'changed', since: c2.id }), [], 'nothing written since c2');
+        await driver.detach(a.id);
+        await rejectsWithCode(cbt.createCheckpoint('00000000-0000-4000-8000-000000000003'), 'NOT_FOUND', 'createCheckpoint(unknown volume)');
+      },
+    },
+  ],
+};
+
+/** Runs when the driver declares both `changedBlockTracking` and `snapshots`. */
+export const changedExtentsOfSnapshots: Group<VolumeDriverContext> = {
+  name: 'changed-block tracking of snapshots',
+  cases: [
+    {
+      name: 'a snapshot taken after a checkpoint reports the changes up to the snapshot',
+      async run({ driver, volumeSize }) {
+        const cbt = driver.changedBlockTracking!;
+        const v = await driver.createVolume({ size: volumeSize });
+        const cp = await cbt.createCheckpoint(v.id);
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const first = { offset: 1_048_576, length: 65536 };
+        await a.device.write(first.offset, patternBytes(first.length, 1));
+        await a.device.flush();
+        const snap = await driver.createSnapshot(v.id);
+        const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+        const changed = await s.device.extents({ kind: 'changed', since: cp.id });
+        assertExactWithin(changed, [first], s.device.extentGranularity, volumeSize, 'snapshot changed extents');
+        await driver.detach(s.id);
+        await driver.detach(a.id);
+        await driver.deleteSnapshot(snap.id);
+      },
+    },
+  ],
+};
+
+/** Runs when the driver does not declare `changedBlockTracking`. */
+export const changedExtentsRefusals: Group<VolumeDriverContext> = {
+  name: 'changed-block tracking (not supported)',
+  cases: [
+    {
+      name: 'extents(changed) fails with NOT_SUPPORTED and no tracking interface is exposed',
+      async run({ driver, volumeSize }) {
+        assert.equal(driver.changedBlockTracking, undefined);
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: 'any' }), 'NOT_SUPPORTED', 'extents(changed)');
+        await driver.detach(a.id);
+      },
+    },
+  ],
+};

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import type { Group } from '../harness.js';
+import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
+import type { VolumeDriverContext } from './context.js';
+
+export const volumeIo: Group<VolumeDriverContext> = {
+  name: 'attach, read, write, detach',
+  cases: [
+    {
+      name: 'a new volume reads as zeros',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assert.equal(a.device.size, volumeSize);
+        assertSameBytes(await a.device.read(0, volumeSize), Buffer.alloc(volumeSize), 'fresh volume');
+        await driver.detach(a.id);
+      },
+    },
+    {
+      name: 'write then read returns the exact bytes, at unaligned offsets, across detach and attach',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const writes = [
+          { offset: 0, data: patternBytes(4096, 1) },
+          { offset: 12345, data: patternBytes(70_001, 2) },
+          { offset: volumeSize / 2 - 3, data: patternBytes(1_048_583, 3) },
+          { offset: volumeSize - 511, data: patternBytes(511, 4) },
+        ];
+        for (const w of writes) await rw.device.write(w.offset, w.data);
+        await rw.device.flush();
+        await driver.detach(rw.id);
+        const expected = Buffer.alloc(volumeSize);
+        for (const w of writes) w.data.copy(expected, w.offset);
+        const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assertSameBytes(await ro.device.read(0, volumeSize), expected, 'whole volume');
+        assertSameBytes(await ro.device.read(12340, 20), expected.subarray(12340, 12360), 'small unaligned read');
+        const into = Buffer.alloc(8192, 0xee);
+        const got = await ro.device.read(4096, 8192, into);
+        assertSameBytes(got, expected.subarray(4096, 4096 + 8192), 'read into a caller buffer');
+        await driver.detach(ro.id);
+      },
+    },
+    {
+      name: 'writeZeroes zeroes exactly its range and keeps the neighbours',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const data = patternBytes(volumeSize, 7);
+        await a.device.write(0, data);
+        await a.device.writeZeroes(1000, 200_000);
+        await a.device.writeZeroes(volumeSize - 65536, 65536);
+        data.fill(0, 1000, 201_000);
+        data.fill(0, volumeSize - 65536);
+        assertSameBytes(await a.device.read(0, volumeSize), data, 'after writeZeroes');
+        await driver.detach(a.id);
+      },
+    },
+    {
+      name: 'a read-only device refuses write and writeZeroes with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assert.equal(a.device.mode, 'ro');
+        await rejectsWithCode(a.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'write(ro)');
+        await rejectsWithCode(a.device.writeZeroes(0, 512), 'INVALID_INPUT', 'writeZeroes(ro)');
+        await driver.detach(a.id);
+      },
+    },
+    {
+      name: 'reads and writes outside the device fail with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await rejectsWithCode(a.device.read(volumeSize - 10, 11), 'INVALID_INPUT', 'read past end');
+        await rejectsWithCode(a.device.read(-1, 1), 'INVALID_INPUT', 'read at -1');
+        await rejectsWithCode(a.device.write(volumeSize, Buffer.alloc(1)), 'INVALID_INPUT', 'write past end');
+        await rejectsWithCode(a.device.writeZeroes(volumeSize - 512, 1024), 'INVALID_INPUT', 'writeZeroes past end');
+        await driver.detach(a.id);
+      },
+    },
+    {
+      name: 'attach rw marks the volume in-use, a second rw attach fails with BUSY, detach makes it available',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        assert.equal((await driver.getVolume(v.id)).status, 'in-use');
+        await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'second rw attach');
+        await driver.detach(a.id);
+        assert.equal((await driver.getVolume(v.id)).status, 'available');
+      },
+    },
+    {
+      name: 'detach is idempotent: a second detach and an unknown attachment id succeed',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await driver.detach(a.id);
+        await driver.detach(a.id);
+        await driver.detach('00000000-0000-4000-8000-00000000dead');
+        await rejectsWithCode(a.device.read(0, 512), 'INVALID_INPUT', 'read after detach');
+      },
+    },
+    {
+      name: 'attach with an unknown mode fails with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rwx' as never), 'INVALID_INPUT', 'attach(rwx)');
+      },
+    },
+  ],
+};

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import type { Group } from '../harness.js';
+import { rejectsWithCode } from '../harness.js';
+import type { VolumeDriverContext } from './context.js';
+
+export const volumeLifecycle: Group<VolumeDriverContext> = {
+  name: 'volume lifecycle',
+  cases: [
+    {
+      name: 'createVolume returns an available volume of the requested size, name and metadata',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize, name: 'vol-a', metadata: { tier: 'gold' } });
+        assert.equal(v.size, volumeSize);
+        assert.equal(v.name, 'vol-a');
+        assert.equal(v.status, 'available');
+        assert.deepEqual(v.metadata, { tier: 'gold' });
+        const again = await driver.getVolume(v.id);
+        assert.equal(again.id, v.id);
+        assert.equal(again.size, volumeSize);
+      },
+    },
+    {
+      name: 'createVolume with a size that is not a positive multiple of 512 fails with INVALID_INPUT',
+      async run({ driver }) {
+        for (const size of [0, -512, 1000, 1.5 * 512, Number.NaN]) {
+          await rejectsWithCode(driver.createVolume({ size }), 'INVALID_INPUT', `createVolume(${size})`);
+        }
+        assert.equal((await driver.listVolumes()).length, 0, 'a refused create must leave nothing behind');
+      },
+    },
+    {
+      name: 'listVolumes lists created volumes and deleteVolume removes them',
+      async run({ driver, volumeSize }) {
+        const a = await driver.createVolume({ size: volumeSize, name: 'a' });
+        const b = await driver.createVolume({ size: volumeSize, name: 'b' });
+        assert.deepEqual((await driver.listVolumes()).map((v) => v.id).sort(), [a.id, b.id].sort());
+        await driver.deleteVolume(a.id);
+        assert.deepEqual((await driver.listVolumes()).map((v) => v.id), [b.id]);
+        await rejectsWithCode(driver.getVolume(a.id), 'NOT_FOUND', 'getVolume(deleted)');
+      },
+    },
+    {
+      name: 'getVolume, deleteVolume and attach of an unknown id fail with NOT_FOUND',
+      async run({ driver }) {
+        const unknown = '00000000-0000-4000-8000-000000000000';
+        await rejectsWithCode(driver.getVolume(unknown), 'NOT_FOUND', 'getVolume');
+        await rejectsWithCode(driver.deleteVolume(unknown), 'NOT_FOUND', 'deleteVolume');
+        await rejectsWithCode(driver.attach({ kind: 'volume', id: unknown }, 'ro'), 'NOT_FOUND', 'attach');
+      },
+    },
+    {
+      name: 'deleteVolume of an attached volume fails with BUSY and keeps it',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(attached)');
+        await driver.detach(a.id);
+        await driver.deleteVolume(v.id);
+      },
+    },
+    {
+      name: 'extendVolume grows a volume, keeps its data, reads zeros in the new tail and refuses to shrink',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await a.device.write(volumeSize - 4096, Buffer.alloc(4096, 0x5a));
+        await driver.detach(a.id);
+        const grown = await driver.extendVolume(v.id, volumeSize * 2);
+        assert.equal(grown.size, volumeSize * 2);
+        const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assert.equal(r.device.size, volumeSize * 2);
+        assert.ok((await r.device.read(volumeSize - 4096, 4096)).equals(Buffer.alloc(4096, 0x5a)), 'old data kept');
+        assert.ok((await r.device.read(volumeSize, volumeSize)).equals(Buffer.alloc(volumeSize)), 'new tail reads zeros');
+        await driver.detach(r.id);
+        await rejectsWithCode(driver.extendVolume(v.id, volumeSize), 'INVALID_INPUT', 'extendVolume(shrink)');
+      },
+    },
+  ],
+};

@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import type { Group } from '../harness.js';
+import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
+import type { VolumeDriverContext } from './context.js';
+
+/** Runs when the driver declares `snapshots`. */
+export const snapshotCases: Group<VolumeDriverContext> = {
+  name: 'snapshots',
+  cases: [
+    {
+      name: 'attach(snapshot) reads the data of its time: writes after the snapshot do not show in it',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const before = patternBytes(volumeSize, 11);
+        await rw.device.write(0, before);
+        await rw.device.flush();
+        const snap = await driver.createSnapshot(v.id, 'snap-1');
+        assert.equal(snap.volumeId, v.id);
+        assert.equal(snap.size, volumeSize);
+        const after = Buffer.from(before);
+        const patch = patternBytes(300_000, 12);
+        patch.copy(after, 4096);
+        await rw.device.write(4096, patch);
+        await rw.device.writeZeroes(volumeSize - 8192, 8192);
+        after.fill(0, volumeSize - 8192);
+        await rw.device.flush();
+        const ro = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+        assert.equal(ro.device.mode, 'ro');
+        assertSameBytes(await ro.device.read(0, volumeSize), before, 'snapshot content');
+        assertSameBytes(await rw.device.read(0, volumeSize), after, 'volume content');
+        await driver.detach(ro.id);
+        await driver.detach(rw.id);
+        await driver.deleteSnapshot(snap.id);
+      },
+    },
+    {
+      name: 'attach(snapshot, rw) fails with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const snap = await driver.createSnapshot(v.id);
+        await rejectsWithCode(driver.attach({ kind: 'snapshot', id: snap.id }, 'rw'), 'INVALID_INPUT', 'attach(snapshot, rw)');
+        await driver.deleteSnapshot(snap.id);
+      },
+    },
+    {
+      name: 'listSnapshots lists a volume\'s snapshots oldest first and deleteSnapshot removes them',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const s1 = await driver.createSnapshot(v.id, 'one');
+        const s2 = await driver.createSnapshot(v.id, 'two');
+        assert.deepEqual((await driver.listSnapshots(v.id)).map((s) => s.id), [s1.id, s2.id]);
+        await driver.deleteSnapshot(s1.id);
+        assert.deepEqual((await driver.listSnapshots(v.id)).map((s) => s.id), [s2.id]);
+        await rejectsWithCode(driver.attach({ kind: 'snapshot', id: s1.id }, 'ro'), 'NOT_FOUND', 'attach(deleted snapshot)');
+        await driver.deleteSnapshot(s2.id);
+      },
+    },
+    {
+      name: 'createSnapshot of an unknown volume and deleteSnapshot of an unknown id fail with NOT_FOUND',
+      async run({ driver }) {
+        await rejectsWithCode(driver.createSnapshot('00000000-0000-4000-8000-000000000001'), 'NOT_FOUND', 'createSnapshot');
+        await rejectsWithCode(driver.deleteSnapshot('00000000-0000-4000-8000-000000000002'), 'NOT_FOUND', 'deleteSnapshot');
+      },
+    },
+    {
+      name: 'two snapshots of one volume stay isolated from each other',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await rw.device.write(0, Buffer.alloc(65536, 1));
+        const s1 = await driver.createSnapshot(v.id);
+        await rw.device.write(0, Buffer.alloc(65536, 2));
+        const s2 = await driver.createSnapshot(v.id);
+        await rw.device.write(0, Buffer.alloc(65536, 3));
+        await driver.detach(rw.id);
+        for (const [snap, byte] of [[s1, 1], [s2, 2]] as const) {
+          const a = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+          assertSameBytes(await a.device.read(0, 65536), Buffer.alloc(65536, byte), `snapshot ${byte}`);
+          await driver.detach(a.id);
+        }
+        await driver.deleteSnapshot(s2.id);
+        await driver.deleteSnapshot(s1.id);
+      },
+    },
+  ],
+};
+
+/** Runs when the driver does not declare `snapshots`: the calls are refused, not ignored. */
+export const snapshotRefusals: Group<VolumeDriverContext> = {
+  name: 'snapshots (not supported)',
+  cases: [
+    {
+      name: 'createSnapshot fails with NOT_SUPPORTED',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        await rejectsWithCode(driver.createSnapshot(v.id), 'NOT_SUPPORTED', 'createSnapshot');
+      },
+    },
+  ],
+};

@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import type { Group } from '../harness.js';
+import { registerGroups } from '../harness.js';
+import type { VolumeDriverContext, VolumeDriverSuiteOptions } from './context.js';
+import { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals } from './extents.js';
+import { volumeIo } from './io.js';
+import { volumeLifecycle } from './lifecycle.js';
+import { snapshotCases, snapshotRefusals } from './snapshots.js';
+import type { VolumeDriverCapabilities } from '@cairn/core';
+
+/** The driver declares what the suite was told, and exposes exactly the interfaces it declares. */
+export function declaredCapabilities(caps: VolumeDriverCapabilities): Group<VolumeDriverContext> {
+  return {
+    name: 'declared capabilities',
+    cases: [
+      {
+        name: 'capabilities are data that match the optional interfaces present',
+        async run({ driver }) {
+          assert.deepEqual(driver.capabilities, caps, 'driver.capabilities differs from what the suite was given');
+          assert.equal(!!driver.changedBlockTracking, caps.changedBlockTracking, 'changedBlockTracking presence');
+          assert.equal(!!driver.quiesce, caps.quiesce, 'quiesce presence');
+          assert.equal(!!driver.flowOverride, caps.flowOverride, 'flowOverride presence');
+          assert.equal(typeof driver.name, 'string');
+        },
+      },
+    ],
+  };
+}
+
+/**
+ * Picks the groups a driver's declared capabilities call for. A declared capability runs its
+ * cases; a missing one runs the opposite case (the call fails with NOT_SUPPORTED), never a skip.
+ */
+export function volumeDriverGroups(caps: VolumeDriverCapabilities): Group<VolumeDriverContext>[] {
+  const groups = [volumeLifecycle];
+  if (caps.attach) groups.push(volumeIo, allocatedExtents);
+  groups.push(caps.snapshots ? snapshotCases : snapshotRefusals);
+  if (caps.attach) groups.push(caps.changedBlockTracking ? changedExtents : changedExtentsRefusals);
+  if (caps.attach && caps.changedBlockTracking && caps.snapshots) groups.push(changedExtentsOfSnapshots);
+  return [declaredCapabilities(caps), ...groups];
+}
+
+/** Registers the whole volume-driver suite with vitest. */
+export function volumeDriverSuite(title: string, options: VolumeDriverSuiteOptions & { capabilities: VolumeDriverCapabilities }): void {
+  registerGroups(title, volumeDriverGroups(options.capabilities), {
+    setup: async () => ({ driver: await options.factory(), volumeSize: options.volumeSize ?? 4 * 1024 * 1024 }),
+    teardown: async (ctx) => options.dispose?.(ctx.driver),
+    beforeAll: options.beforeAll,
+    afterAll: options.afterAll,
+    timeout: options.timeout,
+  });
+}

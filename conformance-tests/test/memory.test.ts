@@ -1,0 +1,22 @@
+import { MemoryBackupService, MemoryObjectStore, MemoryVolumeDriver } from '@cairn/core';
+import { backupServiceSuite, objectStoreSuite, volumeDriverSuite } from '../src/index.js';
+
+// The suite tests itself against the memory reference drivers.
+
+volumeDriverSuite('MemoryVolumeDriver', {
+  factory: async () => new MemoryVolumeDriver(),
+  capabilities: new MemoryVolumeDriver().capabilities,
+});
+
+objectStoreSuite('MemoryObjectStore', {
+  factory: async () => new MemoryObjectStore(),
+  capabilities: { atomicIfAbsent: true },
+});
+
+backupServiceSuite('MemoryBackupService', {
+  factory: async () => {
+    const service = new MemoryBackupService();
+    return { service, corrupt: async (b) => service.corrupt(b.id) };
+  },
+  capabilities: new MemoryBackupService().describe().capabilities,
+});

@@ -1,0 +1,124 @@
+import type { BlockDevice } from './block-device.js';
+import type { Volume } from './volume-driver.js';
+import type { BackupRecord, BackupStats } from './records.js';
+import type { ProgressSink } from './progress.js';
+
+export type CompressionAlgorithm = 'zstd' | 'lz4' | 'gzip' | 'none';
+
+/** Capabilities are data: the flow and the conformance suite read them. */
+export interface BackupServiceCapabilities {
+  /** Incremental backups (with a parent) are accepted. */
+  incremental: boolean;
+  /** An incremental needs its parent to restore; deleting a parent with children is `CONFLICT`. */
+  dependentChains: boolean;
+  /** `delete(…, {cascade:true})` deletes a backup together with its dependents. */
+  cascadeDelete: boolean;
+  /** Identical data is stored once across backups and volumes. */
+  dedup: boolean;
+  /** Data can be encrypted at rest. */
+  encryption: boolean;
+  /** Reads only changed extents when the source offers changed-block tracking. */
+  changedBlockTracking: boolean;
+  /** A VM configuration blob can be stored with a backup. */
+  vmConfig: boolean;
+  /** Compression algorithms offered, default first; `['none']` when none. */
+  compression: CompressionAlgorithm[];
+}
+
+export interface BackupServiceDescription {
+  name: string;
+  capabilities: BackupServiceCapabilities;
+}
+
+export interface BackupJob {
+  /** The record being created (status `creating`); its id names the backup. */
+  backup: BackupRecord;
+  /** The parent backup, for an incremental. */
+  parent?: BackupRecord;
+  volume: Volume;
+  /** VM configuration to keep with the backup (e.g. libvirt domain XML, OVF). */
+  vmConfig?: Uint8Array;
+  signal: AbortSignal;
+  progress: ProgressSink;
+}
+
+export interface BackupSource {
+  /** The point-in-time device to read; never written. */
+  device: BlockDevice;
+  /**
+   * Checkpoint of the parent backup. When set, the service may read only
+   * `device.extents({kind:'changed', since})` and take the rest from the parent; if that call
+   * fails with NOT_FOUND/NOT_SUPPORTED, it must fall back to reading everything.
+   */
+  changedSince?: string;
+}
+
+export interface BackupResult {
+  /** Opaque data stored in the record and handed back on restore/delete/verify. */
+  serviceData: Record<string, unknown>;
+  stats: BackupStats;
+}
+
+export interface RestoreOptions {
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+  /** The target is known to read as zeros (fresh volume): zero chunks need not be written. */
+  targetIsZeroed?: boolean;
+}
+
+export interface DeleteOptions {
+  /** Also delete backups that depend on this one (requires `cascadeDelete`). */
+  cascade?: boolean;
+}
+
+export interface VerifyProblem {
+  /** Backup the problem breaks. */
+  backupId: string;
+  code: 'CORRUPT' | 'NOT_FOUND';
+  message: string;
+}
+
+export interface VerifyReport {
+  /** Backups checked. */
+  checked: string[];
+  /** Empty when everything checked is intact. */
+  problems: VerifyProblem[];
+  /** Logical bytes read and checked. */
+  bytesChecked: number;
+}
+
+/**
+ * A backup service stores backups somewhere. Every method fails with CairnError codes tagged with
+ * the service's name.
+ */
+export interface BackupService {
+  readonly name: string;
+  describe(): BackupServiceDescription;
+  /**
+   * Copies `source.device` into a new backup named by `job.backup.id`. On failure or cancel
+   * (`CANCELLED`) nothing that restore or list would see is left behind. `INVALID_INPUT` for an
+   * incremental without the capability (`NOT_SUPPORTED`) or a parent of another volume.
+   */
+  backup(job: BackupJob, source: BackupSource): Promise<BackupResult>;
+  /**
+   * Writes the backup's bytes to `target` (size ≥ backup size, else `INVALID_INPUT`), byte-exact.
+   * `NOT_FOUND` if the data is gone; `CORRUPT` if it fails its checks — never wrong bytes.
+   */
+  restore(backup: BackupRecord, target: BlockDevice, options?: RestoreOptions): Promise<void>;
+  /**
+   * Deletes a backup's data. Idempotent. With dependent chains, a backup that others depend on
+   * is refused with `CONFLICT` unless `cascade` (then `NOT_SUPPORTED` without `cascadeDelete`).
+   */
+  delete(backup: BackupRecord, options?: DeleteOptions): Promise<void>;
+  /** Reads and checks one backup, or every backup the service holds when `backup` is omitted. */
+  verify(backup?: BackupRecord, options?: { signal?: AbortSignal }): Promise<VerifyReport>;
+  /** Serializes a record so another deployment reaching the same storage can import it. */
+  exportRecord(backup: BackupRecord): Promise<string>;
+  /**
+   * Parses an exported record and checks the data is reachable. `INVALID_INPUT` for a malformed
+   * or foreign record, `NOT_FOUND` when the data is gone. Returns the record with status `available`.
+   */
+  importRecord(exported: string): Promise<BackupRecord>;
+  /** Releases connections and workers. Idempotent. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,43 @@
+import type { ByteRange } from './block-device.js';
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** ISO time of the last write. */
+  modifiedAt: string;
+}
+
+export interface PutOptions {
+  /** Fail with `ALREADY_EXISTS` instead of replacing an existing object (atomically). */
+  ifAbsent?: boolean;
+}
+
+export interface ObjectStoreCapabilities {
+  /** `put(…, {ifAbsent})` is atomic against concurrent writers (else best effort: head+put). */
+  atomicIfAbsent: boolean;
+}
+
+/**
+ * The primitives under the chunked repository. Keys are `/`-separated segments of
+ * `[A-Za-z0-9._-]` (no empty, `.` or `..` segment), at most 1024 bytes; anything else is
+ * `INVALID_INPUT`. A put is atomic: readers see the old object or the whole new one, never a part.
+ */
+export interface ObjectStore {
+  readonly name: string;
+  readonly capabilities: ObjectStoreCapabilities;
+  /** Stores `data` under `key`. `ALREADY_EXISTS` with `ifAbsent` when present. Idempotent without it. */
+  put(key: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  /**
+   * Returns the object, or `range` of it. `NOT_FOUND` if absent; `INVALID_INPUT` if the range
+   * leaves the object. Idempotent.
+   */
+  get(key: string, range?: ByteRange): Promise<Buffer>;
+  /** Size and time of an object. `NOT_FOUND` if absent. */
+  head(key: string): Promise<ObjectInfo>;
+  /** Removes an object. Idempotent: absent keys succeed. */
+  delete(key: string): Promise<void>;
+  /** Every object whose key starts with `prefix`, each exactly once, in no promised order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Releases connections. Idempotent. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,59 @@
+/**
+ * Records the BackupManager keeps in a Catalog. States follow OpenStack Cinder.
+ */
+
+/** creating → available | error; available → deleting → (gone) | error_deleting; available ⇄ restoring. */
+export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
+
+/** Flow states the manager lays over a volume's driver status while it works on it. */
+export type VolumeFlowStatus = 'backing-up' | 'restoring-backup' | 'error_restoring';
+
+export interface BackupStats {
+  /** Logical bytes read from the source. */
+  bytesRead: number;
+  /** Bytes of data the repository did not have before (before compression). */
+  bytesNew: number;
+  /** Bytes of data found already stored (deduplicated or taken from the parent). */
+  bytesReused: number;
+  /** Bytes written to the backend (after compression and encryption, including metadata). */
+  bytesStored: number;
+  /** Milliseconds the copy took. */
+  durationMs: number;
+}
+
+export interface BackupRecord {
+  id: string;
+  name: string;
+  description: string;
+  volumeId: string;
+  volumeName: string;
+  /** Size of the volume at backup time, in bytes. */
+  size: number;
+  status: BackupStatus;
+  /** Why the backup is in `error`/`error_deleting`, when it is. */
+  failReason?: string;
+  /** Name of the backup service holding the data. */
+  service: string;
+  /** Parent backup for an incremental, else undefined. */
+  parentId?: string;
+  incremental: boolean;
+  /** Changed-block-tracking checkpoint taken at backup time (the next incremental's base). */
+  checkpointId?: string;
+  /** Volume metadata at backup time. */
+  volumeMetadata: Record<string, string>;
+  /** Opaque data the service needs to find the backup again (manifest id, object prefix…). */
+  serviceData: Record<string, unknown>;
+  stats?: BackupStats;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface VolumeFlowState {
+  volumeId: string;
+  status: VolumeFlowStatus;
+  /** The status shown before the flow started, restored when it ends. */
+  previousStatus: string;
+  /** Backup the flow works on. */
+  backupId: string;
+  since: string;
+}

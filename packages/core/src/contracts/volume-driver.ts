@@ -1,0 +1,159 @@
+import type { AttachMode, BlockDevice } from './block-device.js';
+import type { BackupRecord } from './records.js';
+import type { BackupService, RestoreOptions } from './backup-service.js';
+import type { ProgressSink } from './progress.js';
+
+/** Volume status as the driver sees it. The BackupManager overlays its own flow states. */
+export type DriverVolumeStatus = 'available' | 'in-use' | 'error';
+
+export interface Volume {
+  id: string;
+  name: string;
+  /** Size in bytes. */
+  size: number;
+  /** `in-use` while attached read-write by anyone. */
+  status: DriverVolumeStatus;
+  createdAt: string;
+  metadata: Record<string, string>;
+}
+
+export interface Snapshot {
+  id: string;
+  volumeId: string;
+  name: string;
+  /** Size of the volume when the snapshot was taken. */
+  size: number;
+  createdAt: string;
+}
+
+export interface CreateVolumeSpec {
+  /** Size in bytes; a positive multiple of 512. */
+  size: number;
+  name?: string;
+  metadata?: Record<string, string>;
+}
+
+/** What to attach: a volume or a snapshot of one. */
+export type AttachTarget = { kind: 'volume'; id: string } | { kind: 'snapshot'; id: string };
+
+export interface Attachment {
+  id: string;
+  target: AttachTarget;
+  mode: AttachMode;
+  device: BlockDevice;
+}
+
+/** Capabilities are data: the flow and the conformance suite read them to choose what to call. */
+export interface VolumeDriverCapabilities {
+  /** createSnapshot/deleteSnapshot/listSnapshots and `attach({kind:'snapshot'})` work. */
+  snapshots: boolean;
+  /** `changedBlockTracking` is present and `extents({kind:'changed'})` works. */
+  changedBlockTracking: boolean;
+  /** `quiesce` is present (freeze/thaw around a point-in-time capture). */
+  quiesce: boolean;
+  /** `flowOverride` is present: backups go through the driver, not through a BlockDevice. */
+  flowOverride: boolean;
+  /** `attach` itself works. False only for drivers that rely entirely on `flowOverride`. */
+  attach: boolean;
+  /** Several read-only attachments of one target may exist at once. */
+  multiAttachReadOnly: boolean;
+}
+
+export interface Checkpoint {
+  id: string;
+  volumeId: string;
+  createdAt: string;
+}
+
+/**
+ * Changed-block tracking. A checkpoint records "now"; later, `extents({kind:'changed', since})`
+ * on a device of the same volume (or of a snapshot taken after the checkpoint) lists every range
+ * written after the checkpoint was created. Over-reporting is allowed within the device's
+ * granularity; missing a written range is a bug.
+ */
+export interface ChangedBlockTracking {
+  /** Starts tracking from now. `NOT_FOUND` for an unknown volume. Not idempotent. */
+  createCheckpoint(volumeId: string): Promise<Checkpoint>;
+  /** Checkpoints of a volume, oldest first. `NOT_FOUND` for an unknown volume. */
+  listCheckpoints(volumeId: string): Promise<Checkpoint[]>;
+  /** Stops tracking. Idempotent: an unknown checkpoint of a known volume is not an error. */
+  deleteCheckpoint(volumeId: string, checkpointId: string): Promise<void>;
+}
+
+/** Freeze/thaw hooks around a point-in-time capture (guest agent, fsfreeze…). */
+export interface QuiesceHooks {
+  /** Flushes and freezes writers of the volume. `UNAVAILABLE` if the agent cannot be reached. */
+  freeze(volumeId: string): Promise<void>;
+  /** Thaws what freeze froze. Idempotent. Always called after a successful freeze. */
+  thaw(volumeId: string): Promise<void>;
+}
+
+export interface FlowBackupContext {
+  volume: Volume;
+  backup: BackupRecord;
+  parent: BackupRecord | undefined;
+  service: BackupService;
+  signal: AbortSignal;
+  progress: ProgressSink;
+}
+
+/**
+ * Whole-flow overrides, for drivers that cannot expose a BlockDevice (Cinder's VMDK driver:
+ * stream-optimized export through a temporary backing VM). Core still owns validation, locks,
+ * states and records; the driver owns only the copy.
+ */
+export interface FlowOverride {
+  /** Copies the volume into `service`; returns the service's result. Not idempotent. */
+  backupVolume(ctx: FlowBackupContext): Promise<import('./backup-service.js').BackupResult>;
+  /** Restores `backup` into the existing volume `volumeId` (already validated by core). */
+  restoreBackup(ctx: {
+    volume: Volume;
+    backup: BackupRecord;
+    service: BackupService;
+    options: RestoreOptions;
+    signal: AbortSignal;
+    progress: ProgressSink;
+  }): Promise<void>;
+}
+
+/**
+ * A volume driver reaches volumes' bytes. Methods validate input and fail with the stable codes
+ * of CairnError, tagged with the driver's name.
+ */
+export interface VolumeDriver {
+  /** Registry name, e.g. `file`, `qcow2`, `memory`. */
+  readonly name: string;
+  readonly capabilities: VolumeDriverCapabilities;
+  /** Present exactly when `capabilities.changedBlockTracking`. */
+  readonly changedBlockTracking?: ChangedBlockTracking;
+  /** Present exactly when `capabilities.quiesce`. */
+  readonly quiesce?: QuiesceHooks;
+  /** Present exactly when `capabilities.flowOverride`. */
+  readonly flowOverride?: FlowOverride;
+
+  /** Creates a zero-filled volume. `INVALID_INPUT` for a bad size. Not idempotent. */
+  createVolume(spec: CreateVolumeSpec): Promise<Volume>;
+  /** Deletes a volume. `NOT_FOUND` if unknown; `BUSY` while attached or while it has snapshots. */
+  deleteVolume(volumeId: string): Promise<void>;
+  /** Returns a volume. `NOT_FOUND` if unknown. */
+  getVolume(volumeId: string): Promise<Volume>;
+  /** Lists volumes, ordered by creation. */
+  listVolumes(): Promise<Volume[]>;
+  /** Grows a volume to `size` bytes. `INVALID_INPUT` when shrinking; `BUSY` while attached. */
+  extendVolume(volumeId: string, size: number): Promise<Volume>;
+
+  /** Takes a crash-consistent snapshot. `NOT_SUPPORTED` without the capability; `NOT_FOUND` if unknown. */
+  createSnapshot(volumeId: string, name?: string): Promise<Snapshot>;
+  /** Deletes a snapshot. `NOT_FOUND` if unknown; `BUSY` while attached. */
+  deleteSnapshot(snapshotId: string): Promise<void>;
+  /** Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. */
+  listSnapshots(volumeId: string): Promise<Snapshot[]>;
+
+  /**
+   * Attaches a volume or snapshot. Snapshots attach read-only only (`INVALID_INPUT` for `rw`).
+   * A second read-write attachment of one volume fails with `BUSY`. `NOT_FOUND` if unknown.
+   */
+  attach(target: AttachTarget, mode: AttachMode): Promise<Attachment>;
+  /** Detaches, flushing a read-write device first. Idempotent: unknown attachment ids succeed. */
+  detach(attachmentId: string): Promise<void>;
+}

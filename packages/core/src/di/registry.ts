@@ -1,0 +1,103 @@
+import 'reflect-metadata';
+import { readFile } from 'node:fs/promises';
+import { Container, injectable, multiInject, optional, type ContainerModule } from 'inversify';
+import type { BackupService } from '../contracts/backup-service.js';
+import type { ObjectStore } from '../contracts/object-store.js';
+import type { VolumeDriver } from '../contracts/volume-driver.js';
+import { CairnError } from '../errors.js';
+import {
+  BackupServiceFactory,
+  DriverRegistry as DriverRegistryToken,
+  ObjectStoreFactory,
+  VolumeDriverFactory,
+  type DriverFactory,
+  type FactoryContext,
+} from './tokens.js';
+
+type Kind = 'volume driver' | 'backup service' | 'object store';
+
+function byName<T>(kind: Kind, factories: DriverFactory<T>[]): Map<string, DriverFactory<T>> {
+  const map = new Map<string, DriverFactory<T>>();
+  for (const f of factories) {
+    if (map.has(f.name)) throw new CairnError('CONFLICT', `two plugins register the ${kind} "${f.name}"`, { driver: 'registry' });
+    map.set(f.name, f);
+  }
+  return map;
+}
+
+/**
+ * Resolves drivers by plugin name. Built from the factories that plugin modules bound; refuses
+ * duplicate names at construction (`CONFLICT`), and unknown names at use (`NOT_FOUND`).
+ */
+@injectable()
+export class DriverRegistry implements FactoryContext {
+  private readonly volumes: Map<string, DriverFactory<VolumeDriver>>;
+  private readonly services: Map<string, DriverFactory<BackupService>>;
+  private readonly stores: Map<string, DriverFactory<ObjectStore>>;
+
+  constructor(
+    @multiInject(VolumeDriverFactory) @optional() volumes: DriverFactory<VolumeDriver>[] = [],
+    @multiInject(BackupServiceFactory) @optional() services: DriverFactory<BackupService>[] = [],
+    @multiInject(ObjectStoreFactory) @optional() stores: DriverFactory<ObjectStore>[] = [],
+  ) {
+    this.volumes = byName('volume driver', volumes ?? []);
+    this.services = byName('backup service', services ?? []);
+    this.stores = byName('object store', stores ?? []);
+  }
+
+  /** Composes plugin modules into a container and returns its registry. `CONFLICT` on duplicate names. */
+  static compose(...modules: ContainerModule[]): DriverRegistry {
+    const container = new Container();
+    container.load(...modules);
+    container.bind(DriverRegistryToken).to(DriverRegistry).inSingletonScope();
+    return container.get<DriverRegistry>(DriverRegistryToken);
+  }
+
+  names(): { volumeDrivers: string[]; backupServices: string[]; objectStores: string[] } {
+    return { volumeDrivers: [...this.volumes.keys()], backupServices: [...this.services.keys()], objectStores: [...this.stores.keys()] };
+  }
+
+  describe(): { kind: Kind; name: string; description: string }[] {
+    const rows = (kind: Kind, m: Map<string, DriverFactory<unknown>>) => [...m.values()].map((f) => ({ kind, name: f.name, description: f.description }));
+    return [...rows('volume driver', this.volumes), ...rows('backup service', this.services), ...rows('object store', this.stores)];
+  }
+
+  async createVolumeDriver(plugin: string, options: Record<string, unknown> = {}): Promise<VolumeDriver> {
+    return this.factory('volume driver', this.volumes, plugin).create(options, this);
+  }
+
+  async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
+    return this.factory('backup service', this.services, plugin).create(options, this);
+  }
+
+  async objectStore(plugin: string, options: Record<string, unknown> = {}): Promise<ObjectStore> {
+    return this.factory('object store', this.stores, plugin).create(options, this);
+  }
+
+  /** Reads `env:NAME` or `file:/path`. `INVALID_INPUT` for other forms, `NOT_FOUND` when unset or missing. */
+  async secret(reference: string): Promise<string> {
+    if (typeof reference === 'string' && reference.startsWith('env:')) {
+      const value = process.env[reference.slice(4)];
+      if (value === undefined || value === '') throw new CairnError('NOT_FOUND', `environment variable ${reference.slice(4)} is not set`, { driver: 'registry' });
+      return value;
+    }
+    if (typeof reference === 'string' && reference.startsWith('file:')) {
+      try {
+        return (await readFile(reference.slice(5), 'utf8')).replace(/\r?\n$/, '');
+      } catch (cause) {
+        throw new CairnError('NOT_FOUND', `secret file ${reference.slice(5)} cannot be read`, { driver: 'registry', cause });
+      }
+    }
+    throw new CairnError('INVALID_INPUT', 'a secret must be given as env:NAME or file:/path', { driver: 'registry' });
+  }
+
+  private factory<T>(kind: Kind, map: Map<string, DriverFactory<T>>, plugin: string): DriverFactory<T> {
+    const f = map.get(plugin);
+    if (!f) {
+      const known = [...map.keys()].join(', ') || 'none';
+      throw new CairnError('NOT_FOUND', `no ${kind} plugin named "${plugin}" (known: ${known})`, { driver: 'registry' });
+    }
+    return f;
+  }
+}
+

@@ -1,0 +1,114 @@
+/**
+ * One error type for all of Cairn. Callers branch on `code`, never on message text.
+ * Every driver tags its errors with its name, so a message always says who failed.
+ */
+
+/** Stable error codes. Adding a code is a minor change; renaming one is a breaking change. */
+export const ErrorCodes = [
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'NOT_SUPPORTED',
+  'INVALID_INPUT',
+  'CONFLICT',
+  'BUSY',
+  'CORRUPT',
+  'UNAVAILABLE',
+  'CANCELLED',
+  'INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+/** Codes for which the same call may succeed if repeated later. */
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set(['BUSY', 'UNAVAILABLE']);
+
+export interface CairnErrorOptions {
+  /** Name of the driver, service or component that raised the error (e.g. `volume-file`). */
+  driver?: string;
+  /** The underlying error, kept for diagnostics. */
+  cause?: unknown;
+  /** Structured details (ids, sizes) safe to log; never secrets. */
+  details?: Record<string, unknown>;
+}
+
+export class CairnError extends Error {
+  override readonly name = 'CairnError';
+  readonly code: ErrorCode;
+  readonly driver: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: CairnErrorOptions = {}) {
+    super(options.driver ? `[${options.driver}] ${message}` : message, { cause: options.cause });
+    this.code = code;
+    this.driver = options.driver;
+    this.details = options.details;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, driver: this.driver, details: this.details };
+  }
+}
+
+export function isCairnError(err: unknown): err is CairnError {
+  return err instanceof CairnError;
+}
+
+export function hasCode(err: unknown, code: ErrorCode): boolean {
+  return isCairnError(err) && err.code === code;
+}
+
+export const isNotFound = (err: unknown): boolean => hasCode(err, 'NOT_FOUND');
+export const isAlreadyExists = (err: unknown): boolean => hasCode(err, 'ALREADY_EXISTS');
+export const isNotSupported = (err: unknown): boolean => hasCode(err, 'NOT_SUPPORTED');
+export const isConflict = (err: unknown): boolean => hasCode(err, 'CONFLICT');
+export const isCorrupt = (err: unknown): boolean => hasCode(err, 'CORRUPT');
+export const isCancelled = (err: unknown): boolean => hasCode(err, 'CANCELLED');
+
+/** True when repeating the call later may succeed (`BUSY`, `UNAVAILABLE`). */
+export function isRetryable(err: unknown): boolean {
+  return isCairnError(err) && RETRYABLE.has(err.code);
+}
+
+/**
+ * Wraps any thrown value as a CairnError. A CairnError passes through unchanged; an AbortError
+ * becomes `CANCELLED`; Node system errors map to the closest code (ENOENT → NOT_FOUND,
+ * EEXIST → ALREADY_EXISTS, ENOSPC/EDQUOT → UNAVAILABLE, ECONNREFUSED/ECONNRESET → UNAVAILABLE,
+ * EBUSY/EAGAIN → BUSY, EINVAL → INVALID_INPUT); anything else becomes `INTERNAL`.
+ */
+export function toCairnError(err: unknown, driver?: string, context?: string): CairnError {
+  if (err instanceof CairnError) return err;
+  const prefix = context ? `${context}: ` : '';
+  const e = err as { name?: string; code?: string; message?: string } | undefined;
+  if (e?.name === 'AbortError') return new CairnError('CANCELLED', `${prefix}operation cancelled`, { driver, cause: err });
+  const sys = typeof e?.code === 'string' ? SYSTEM_CODES[e.code] : undefined;
+  const message = `${prefix}${e?.message ?? String(err)}`;
+  return new CairnError(sys ?? 'INTERNAL', message, { driver, cause: err });
+}
+
+const SYSTEM_CODES: Record<string, ErrorCode> = {
+  ENOENT: 'NOT_FOUND',
+  EEXIST: 'ALREADY_EXISTS',
+  ENOTEMPTY: 'CONFLICT',
+  ENOSPC: 'UNAVAILABLE',
+  EDQUOT: 'UNAVAILABLE',
+  EROFS: 'UNAVAILABLE',
+  EIO: 'UNAVAILABLE',
+  ECONNREFUSED: 'UNAVAILABLE',
+  ECONNRESET: 'UNAVAILABLE',
+  ETIMEDOUT: 'UNAVAILABLE',
+  EPIPE: 'UNAVAILABLE',
+  EHOSTUNREACH: 'UNAVAILABLE',
+  EBUSY: 'BUSY',
+  EAGAIN: 'BUSY',
+  EWOULDBLOCK: 'BUSY',
+  EINVAL: 'INVALID_INPUT',
+  ENOTSUP: 'NOT_SUPPORTED',
+  EOPNOTSUPP: 'NOT_SUPPORTED',
+};
+
+/** Throws `CANCELLED` if the signal is aborted. Call between units of work. */
+export function throwIfAborted(signal: AbortSignal | undefined, driver?: string): void {
+  if (signal?.aborted) {
+    throw new CairnError('CANCELLED', 'operation cancelled', { driver, cause: signal.reason });
+  }
+}

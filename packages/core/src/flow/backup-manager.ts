@@ -1,0 +1,477 @@
+import { EventEmitter } from 'node:events';
+import type { BackupService } from '../contracts/backup-service.js';
+import type { Catalog } from '../contracts/catalog.js';
+import type { ProgressEvent } from '../contracts/progress.js';
+import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
+import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
+import { CairnError, isCairnError, toCairnError } from '../errors.js';
+import { newId, nowIso } from '../util/clock.js';
+import { linkedController, type Job } from './jobs.js';
+import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
+import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
+
+export interface BackupManagerOptions {
+  /** The volume driver whose volumes this manager backs up. */
+  volumes: VolumeDriver;
+  /** Backup targets by name. */
+  targets: Record<string, BackupService>;
+  /** Target used when a request names none. Default: the first of `targets`. */
+  defaultTarget?: string;
+  catalog: Catalog;
+  /** Default: in-process locks. */
+  locks?: VolumeLocks;
+}
+
+export interface BackupRequest {
+  volumeId: string;
+  /** Base the backup on the volume's latest available backup in the target. Default false. */
+  incremental?: boolean;
+  /** Back up a volume in use through a temporary snapshot. Default false (refused with CONFLICT). */
+  force?: boolean;
+  name?: string;
+  description?: string;
+  target?: string;
+  vmConfig?: Uint8Array;
+  signal?: AbortSignal;
+}
+
+export type RestoreRequest =
+  | { backupId: string; volumeId: string; signal?: AbortSignal }
+  | { backupId: string; newVolume: { name?: string }; signal?: AbortSignal };
+
+export interface RestoreResult {
+  backup: BackupRecord;
+  volume: Volume;
+}
+
+/** What the manager shows for a volume: the driver's view with the flow's state laid over it. */
+export interface VolumeView extends Omit<Volume, 'status'> {
+  status: Volume['status'] | VolumeFlowStatus;
+  previousStatus?: string;
+}
+
+export interface BackupManagerEvents {
+  progress: [ProgressEvent];
+  /** A cleanup step (detach, temporary delete, state reset) failed; the flow's outcome stands. */
+  warning: [CairnError];
+}
+
+/**
+ * The flow core owns (Cinder's backup manager, made explicit). Drivers implement primitives; the
+ * manager validates, locks, moves states, and detaches and deletes temporaries in `finally`.
+ */
+export class BackupManager extends EventEmitter<BackupManagerEvents> {
+  private readonly volumes: VolumeDriver;
+  private readonly targets: Record<string, BackupService>;
+  private readonly defaultTarget: string;
+  private readonly catalog: Catalog;
+  private readonly locks: VolumeLocks;
+  private readonly jobs = new Map<string, Job>();
+
+  constructor(options: BackupManagerOptions) {
+    super();
+    this.volumes = options.volumes;
+    this.targets = options.targets;
+    const names = Object.keys(options.targets);
+    if (names.length === 0) throw new CairnError('INVALID_INPUT', 'a backup manager needs at least one target');
+    this.defaultTarget = options.defaultTarget ?? names[0]!;
+    if (!this.targets[this.defaultTarget]) throw new CairnError('INVALID_INPUT', `default target ${this.defaultTarget} is not configured`);
+    this.catalog = options.catalog;
+    this.locks = options.locks ?? new InProcessVolumeLocks();
+  }
+
+  /** Backs up a volume and resolves with the `available` record. See `startBackup`. */
+  async backup(request: BackupRequest): Promise<BackupRecord> {
+    return (await this.startBackup(request)).done;
+  }
+
+  /**
+   * Validates and starts a backup. Rejects at once (no record) with `NOT_FOUND` for an unknown
+   * volume or target, `CONFLICT` for a volume in use without `force` or busy in another flow,
+   * `INVALID_INPUT` for an incremental with no full backup, `NOT_SUPPORTED` for an incremental the
+   * target cannot take. The job's `done` settles with the record in `available`, or rejects
+   * (record in `error`; `CANCELLED` when cancelled). Not idempotent.
+   */
+  async startBackup(request: BackupRequest): Promise<Job> {
+    const service = this.target(request.target);
+    const volume = await this.volumes.getVolume(request.volumeId);
+    await this.assertNoFlow(volume.id);
+    if (volume.status === 'in-use' && !request.force) {
+      throw new CairnError('CONFLICT', `volume ${volume.id} is in use; pass force to back it up through a snapshot`);
+    }
+    if (volume.status === 'in-use' && !this.volumes.capabilities.snapshots && !this.volumes.capabilities.flowOverride) {
+      throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} cannot snapshot, so in-use volume ${volume.id} cannot be backed up`);
+    }
+    let parent: BackupRecord | undefined;
+    if (request.incremental) {
+      if (!service.describe().capabilities.incremental) {
+        throw new CairnError('NOT_SUPPORTED', `target ${service.name} does not take incremental backups`);
+      }
+      parent = await this.latestAvailable(volume.id, service.name);
+      if (!parent) throw new CairnError('INVALID_INPUT', `volume ${volume.id} has no available backup to base an incremental on`);
+    }
+    const now = nowIso();
+    const record: BackupRecord = {
+      id: newId(),
+      name: request.name ?? '',
+      description: request.description ?? '',
+      volumeId: volume.id,
+      volumeName: volume.name,
+      size: volume.size,
+      status: 'creating',
+      service: service.name,
+      parentId: parent?.id,
+      incremental: !!parent,
+      volumeMetadata: { ...volume.metadata },
+      serviceData: {},
+      createdAt: now,
+      updatedAt: now,
+    };
+    await this.catalog.putBackup(record);
+    const controller = linkedController(request.signal);
+    const progress = { bytesDone: 0, bytesTotal: volume.size };
+    const job: Job = {
+      id: record.id,
+      kind: 'backup',
+      backupId: record.id,
+      volumeId: volume.id,
+      done: this.runBackup(record, parent, service, request, controller.signal, progress),
+      cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
+      progress: () => ({ ...progress }),
+    };
+    this.track(job);
+    return job;
+  }
+
+  private async runBackup(
+    record: BackupRecord,
+    parent: BackupRecord | undefined,
+    service: BackupService,
+    request: BackupRequest,
+    signal: AbortSignal,
+    progress: { bytesDone: number; bytesTotal: number },
+  ): Promise<BackupRecord> {
+    const release = await this.locks.acquire(record.volumeId);
+    let attachment: Attachment | undefined;
+    let snapshot: Snapshot | undefined;
+    let checkpoint: Checkpoint | undefined;
+    let succeeded = false;
+    let flowStarted = false;
+    const cbt = this.volumes.capabilities.changedBlockTracking ? this.volumes.changedBlockTracking : undefined;
+    try {
+      await this.assertNoFlow(record.volumeId);
+      const volume = await this.volumes.getVolume(record.volumeId);
+      await this.beginVolumeFlow(volume, 'backing-up', record.id);
+      flowStarted = true;
+      const sink = this.progressSink(record.id, 'backup', progress);
+      const job = { backup: record, parent, volume, vmConfig: request.vmConfig, signal, progress: sink };
+      let result;
+      if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
+        result = await this.volumes.flowOverride.backupVolume({ volume, backup: record, parent, service, signal, progress: sink });
+      } else {
+        if (cbt) checkpoint = await cbt.createCheckpoint(volume.id);
+        if (volume.status === 'in-use') {
+          snapshot = await this.pointInTime(volume);
+          attachment = await this.volumes.attach({ kind: 'snapshot', id: snapshot.id }, 'ro');
+        } else {
+          attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
+        }
+        const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
+        result = await service.backup(job, { device: attachment.device, changedSince });
+      }
+      if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
+      Object.assign(record, {
+        status: 'available',
+        serviceData: result.serviceData,
+        stats: result.stats,
+        checkpointId: checkpoint?.id,
+        updatedAt: nowIso(),
+      });
+      await this.catalog.putBackup(record);
+      succeeded = true;
+      return { ...record };
+    } catch (err) {
+      const e = signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
+      await this.catalog.putBackup({ ...record, status: 'error', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
+      throw e;
+    } finally {
+      await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
+      await this.cleanup(async () => snapshot && this.volumes.deleteSnapshot(snapshot.id));
+      if (cbt && checkpoint) await this.cleanup(() => (succeeded ? this.pruneCheckpoints(record.volumeId) : cbt.deleteCheckpoint(record.volumeId, checkpoint!.id)));
+      if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(record.volumeId));
+      await release();
+    }
+  }
+
+  /** Takes the temporary snapshot of an in-use volume, quiescing around it when the driver can. */
+  private async pointInTime(volume: Volume): Promise<Snapshot> {
+    const q = this.volumes.capabilities.quiesce ? this.volumes.quiesce : undefined;
+    if (q) await q.freeze(volume.id);
+    try {
+      return await this.volumes.createSnapshot(volume.id, `${TEMP_SNAPSHOT_PREFIX}${newId()}`);
+    } finally {
+      if (q) await q.thaw(volume.id);
+    }
+  }
+
+  /** Keeps only checkpoints that the newest available backup of each target still needs. */
+  private async pruneCheckpoints(volumeId: string): Promise<void> {
+    const cbt = this.volumes.changedBlockTracking!;
+    const backups = await this.catalog.listBackups({ volumeId, status: 'available' });
+    const newestPerTarget = new Map<string, BackupRecord>();
+    for (const b of backups) newestPerTarget.set(b.service, b);
+    const keep = new Set([...newestPerTarget.values()].map((b) => b.checkpointId).filter(Boolean));
+    for (const cp of await cbt.listCheckpoints(volumeId)) {
+      if (!keep.has(cp.id)) await cbt.deleteCheckpoint(volumeId, cp.id);
+    }
+  }
+
+  /** Restores a backup and resolves with the record and the volume. See `startRestore`. */
+  async restore(request: RestoreRequest): Promise<RestoreResult> {
+    const { job, volume } = await this.startRestore(request);
+    const backup = await job.done;
+    return { backup, volume: await this.volumes.getVolume(volume.id) };
+  }
+
+  /**
+   * Validates and starts a restore. Rejects at once with `NOT_FOUND` (backup, volume),
+   * `CONFLICT` (backup not `available`, volume not `available`), `INVALID_INPUT` (volume smaller
+   * than the backup). On failure an existing volume is left `error_restoring`; a new volume is
+   * deleted. The backup returns to `available` either way.
+   */
+  async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume }> {
+    const backup = await this.catalog.getBackup(request.backupId);
+    if (backup.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
+    const service = this.target(backup.service);
+    let volume: Volume;
+    let created = false;
+    if ('volumeId' in request) {
+      volume = await this.volumes.getVolume(request.volumeId);
+      const flow = await this.catalog.getVolumeState(volume.id);
+      if (flow && flow.status !== 'error_restoring') throw new CairnError('CONFLICT', `volume ${volume.id} is ${flow.status}`);
+      if (volume.status !== 'available') throw new CairnError('CONFLICT', `volume ${volume.id} is ${volume.status}, not available`);
+      if (volume.size < backup.size) {
+        throw new CairnError('INVALID_INPUT', `volume ${volume.id} (${volume.size} bytes) is smaller than backup ${backup.id} (${backup.size} bytes)`);
+      }
+    } else {
+      volume = await this.volumes.createVolume({ size: backup.size, name: request.newVolume.name ?? `restore-${backup.id}`, metadata: backup.volumeMetadata });
+      created = true;
+    }
+    const controller = linkedController(request.signal);
+    const progress = { bytesDone: 0, bytesTotal: backup.size };
+    const job: Job = {
+      id: newId(),
+      kind: 'restore',
+      backupId: backup.id,
+      volumeId: volume.id,
+      done: this.runRestore(backup, volume, created, service, controller.signal, progress),
+      cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
+      progress: () => ({ ...progress }),
+    };
+    this.track(job);
+    return { job, volume };
+  }
+
+  private async runRestore(
+    backup: BackupRecord,
+    volume: Volume,
+    created: boolean,
+    service: BackupService,
+    signal: AbortSignal,
+    progress: { bytesDone: number; bytesTotal: number },
+  ): Promise<BackupRecord> {
+    const release = await this.locks.acquire(volume.id);
+    let attachment: Attachment | undefined;
+    let ok = false;
+    try {
+      await this.catalog.putBackup({ ...backup, status: 'restoring', updatedAt: nowIso() });
+      await this.beginVolumeFlow(volume, 'restoring-backup', backup.id);
+      const sink = this.progressSink(backup.id, 'restore', progress);
+      if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
+        await this.volumes.flowOverride.restoreBackup({ volume, backup, service, options: { targetIsZeroed: created }, signal, progress: sink });
+      } else {
+        attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
+        await service.restore(backup, attachment.device, { signal, progress: sink, targetIsZeroed: created });
+        await attachment.device.flush();
+      }
+      if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
+      ok = true;
+      return { ...backup, status: 'available' };
+    } catch (err) {
+      throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
+    } finally {
+      await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
+      await this.cleanup(() => this.catalog.putBackup({ ...backup, status: 'available', updatedAt: nowIso() }));
+      if (ok) {
+        await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
+      } else if (created) {
+        await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
+        await this.cleanup(() => this.volumes.deleteVolume(volume.id));
+      } else {
+        await this.cleanup(() => this.markErrorRestoring(volume.id, backup.id));
+      }
+      await release();
+    }
+  }
+
+  /**
+   * Deletes a backup (Cinder semantics). `CONFLICT` when it is in a flow or, on a target with
+   * dependent chains, when others depend on it and `cascade` is not set; `NOT_SUPPORTED` for
+   * `cascade` on a target without cascade delete. Deletes dependents first, newest first.
+   * Idempotent for an id already gone? No: `NOT_FOUND`.
+   */
+  async deleteBackup(backupId: string, options: { cascade?: boolean } = {}): Promise<void> {
+    const backup = await this.catalog.getBackup(backupId);
+    if (backup.status === 'creating' || backup.status === 'restoring') {
+      throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}`);
+    }
+    const service = this.target(backup.service);
+    const caps = service.describe().capabilities;
+    const children = (await this.catalog.listBackups({ parentId: backup.id })).filter((c) => c.status !== 'error');
+    if (children.length > 0 && caps.dependentChains) {
+      if (!options.cascade) throw new CairnError('CONFLICT', `backup ${backup.id} has ${children.length} dependent backup(s); delete them first or cascade`);
+      if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
+      for (const child of children.reverse()) await this.deleteBackup(child.id, options);
+    }
+    await this.catalog.putBackup({ ...backup, status: 'deleting', updatedAt: nowIso() });
+    await this.finishDelete(backup, service);
+  }
+
+  /** Removes a backup's data then its record; on failure the record goes to `error_deleting`. */
+  private async finishDelete(backup: BackupRecord, service: BackupService): Promise<void> {
+    try {
+      await service.delete(backup);
+      await this.catalog.deleteBackup(backup.id);
+    } catch (err) {
+      const e = toCairnError(err);
+      await this.catalog.putBackup({ ...backup, status: 'error_deleting', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
+      throw e;
+    }
+  }
+
+  /** Resolves what a crash left in flight, as Cinder's manager does at start. Idempotent. */
+  async recover(): Promise<RecoveryReport> {
+    return recoverInFlight({
+      catalog: this.catalog,
+      volumes: this.volumes,
+      finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
+    });
+  }
+
+  async getBackup(backupId: string): Promise<BackupRecord> {
+    return this.catalog.getBackup(backupId);
+  }
+
+  async listBackups(filter?: { volumeId?: string }): Promise<BackupRecord[]> {
+    return this.catalog.listBackups(filter);
+  }
+
+  /** Backups whose parent is `backupId` (libvirt's children listing). `NOT_FOUND` if unknown. */
+  async children(backupId: string): Promise<BackupRecord[]> {
+    await this.catalog.getBackup(backupId);
+    return this.catalog.listBackups({ parentId: backupId });
+  }
+
+  /** The driver's view of a volume with the manager's flow state laid over it. */
+  async getVolume(volumeId: string): Promise<VolumeView> {
+    const volume = await this.volumes.getVolume(volumeId);
+    const flow = await this.catalog.getVolumeState(volumeId);
+    return flow ? { ...volume, status: flow.status, previousStatus: flow.previousStatus } : volume;
+  }
+
+  async verify(backupId?: string) {
+    if (backupId === undefined) {
+      const reports = await Promise.all(Object.values(this.targets).map((t) => t.verify()));
+      return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
+    }
+    const backup = await this.catalog.getBackup(backupId);
+    return this.target(backup.service).verify(backup);
+  }
+
+  /** Cinder's export_record: the record alone, for a deployment that reaches the same storage. */
+  async exportRecord(backupId: string): Promise<{ service: string; record: string }> {
+    const backup = await this.catalog.getBackup(backupId);
+    if (backup.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
+    return { service: backup.service, record: await this.target(backup.service).exportRecord(backup) };
+  }
+
+  /** Cinder's import_record. `ALREADY_EXISTS` when the id is already known here. */
+  async importRecord(service: string, exported: string): Promise<BackupRecord> {
+    const record = await this.target(service).importRecord(exported);
+    const existing = await this.catalog.getBackup(record.id).catch(() => undefined);
+    if (existing) throw new CairnError('ALREADY_EXISTS', `backup ${record.id} is already in the catalog`);
+    const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
+    await this.catalog.putBackup(imported);
+    return imported;
+  }
+
+  /** Cancels a running job. `NOT_FOUND` when no such job runs. */
+  cancel(jobId: string, reason?: string): void {
+    const job = this.jobs.get(jobId);
+    if (!job) throw new CairnError('NOT_FOUND', `no running job ${jobId}`);
+    job.cancel(reason);
+  }
+
+  listJobs(): Job[] {
+    return [...this.jobs.values()];
+  }
+
+  private track(job: Job): void {
+    this.jobs.set(job.id, job);
+    job.done.then(
+      () => this.jobs.delete(job.id),
+      () => this.jobs.delete(job.id),
+    );
+  }
+
+  private progressSink(id: string, phase: ProgressEvent['phase'], state: { bytesDone: number; bytesTotal: number }) {
+    return (done: number, total: number) => {
+      state.bytesDone = Math.max(state.bytesDone, done);
+      state.bytesTotal = total;
+      this.emit('progress', { id, phase, bytesDone: state.bytesDone, bytesTotal: total });
+    };
+  }
+
+  private target(name?: string): BackupService {
+    const key = name ?? this.defaultTarget;
+    const service = this.targets[key];
+    if (!service) throw new CairnError('NOT_FOUND', `backup target ${key} is not configured`);
+    return service;
+  }
+
+  private async latestAvailable(volumeId: string, service: string): Promise<BackupRecord | undefined> {
+    const list = await this.catalog.listBackups({ volumeId, status: 'available' });
+    return list.filter((b) => b.service === service).at(-1);
+  }
+
+  private async assertNoFlow(volumeId: string): Promise<void> {
+    const flow = await this.catalog.getVolumeState(volumeId);
+    if (flow && flow.status !== 'error_restoring') throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`);
+  }
+
+  private async beginVolumeFlow(volume: Volume, status: VolumeFlowStatus, backupId: string): Promise<void> {
+    const existing = await this.catalog.getVolumeState(volume.id);
+    const previousStatus = existing?.status === 'error_restoring' ? existing.previousStatus : volume.status;
+    await this.catalog.putVolumeState({ volumeId: volume.id, status, previousStatus, backupId, since: nowIso() });
+  }
+
+  private async markErrorRestoring(volumeId: string, backupId: string): Promise<void> {
+    const existing = await this.catalog.getVolumeState(volumeId);
+    await this.catalog.putVolumeState({
+      volumeId,
+      status: 'error_restoring',
+      previousStatus: existing?.previousStatus ?? 'available',
+      backupId,
+      since: nowIso(),
+    });
+  }
+
+  /** Runs a cleanup step; a failure there never hides the flow's own outcome. */
+  private async cleanup(step: () => Promise<unknown>): Promise<void> {
+    try {
+      await step();
+    } catch (err) {
+      this.emit('warning', toCairnError(err));
+    }
+  }
+}

@@ -1,0 +1,27 @@
+import type { BackupRecord } from '../contracts/records.js';
+
+export type JobKind = 'backup' | 'restore';
+
+/** A running backup or restore. */
+export interface Job {
+  id: string;
+  kind: JobKind;
+  backupId: string;
+  volumeId: string;
+  /** Settles with the final record (backup) or the restored volume id (restore). */
+  done: Promise<BackupRecord>;
+  /** Requests cancellation; the job ends with `CANCELLED`. Idempotent. */
+  cancel(reason?: string): void;
+  /** Latest progress, in logical bytes. */
+  progress(): { bytesDone: number; bytesTotal: number };
+}
+
+/** Links an external signal to a new controller, so a job can be cancelled from either side. */
+export function linkedController(external?: AbortSignal): AbortController {
+  const controller = new AbortController();
+  if (external) {
+    if (external.aborted) controller.abort(external.reason);
+    else external.addEventListener('abort', () => controller.abort(external.reason), { once: true });
+  }
+  return controller;
+}

@@ -1,0 +1,79 @@
+import type { Catalog } from '../contracts/catalog.js';
+import type { BackupRecord } from '../contracts/records.js';
+import type { VolumeDriver } from '../contracts/volume-driver.js';
+import { nowIso } from '../util/clock.js';
+
+/** Name prefix of the snapshots the flow takes for itself; recovery deletes leftovers. */
+export const TEMP_SNAPSHOT_PREFIX = 'cairn-temp-';
+
+export interface RecoveryReport {
+  /** Backups moved from `creating` to `error`. */
+  failedBackups: string[];
+  /** Backups moved from `restoring` back to `available`. */
+  restoredBackups: string[];
+  /** Backups whose interrupted delete was resumed (and finished, unless listed in `errors`). */
+  resumedDeletes: string[];
+  /** Volumes put back to their previous status (were `backing-up`). */
+  resetVolumes: string[];
+  /** Volumes left in `error_restoring` (were `restoring-backup`). */
+  errorRestoringVolumes: string[];
+  /** Temporary snapshots removed. */
+  removedSnapshots: string[];
+  /** Steps that failed, as `id: CODE message`. */
+  errors: string[];
+}
+
+/**
+ * Resolves what a crash left in flight, exactly as Cinder's backup manager does at start:
+ * creating → error; restoring → available with the volume in error_restoring; deleting resumed;
+ * a volume left backing-up returns to its previous status. Idempotent.
+ */
+export async function recoverInFlight(deps: {
+  catalog: Catalog;
+  volumes: VolumeDriver;
+  finishDelete: (backup: BackupRecord) => Promise<void>;
+}): Promise<RecoveryReport> {
+  const { catalog, volumes } = deps;
+  const report: RecoveryReport = {
+    failedBackups: [],
+    restoredBackups: [],
+    resumedDeletes: [],
+    resetVolumes: [],
+    errorRestoringVolumes: [],
+    removedSnapshots: [],
+    errors: [],
+  };
+  for (const b of await catalog.listBackups()) {
+    if (b.status === 'creating') {
+      await catalog.putBackup({ ...b, status: 'error', failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
+      report.failedBackups.push(b.id);
+    } else if (b.status === 'restoring') {
+      await catalog.putBackup({ ...b, status: 'available', updatedAt: nowIso() });
+      report.restoredBackups.push(b.id);
+    } else if (b.status === 'deleting') {
+      report.resumedDeletes.push(b.id);
+      await deps.finishDelete(b).catch((err) => report.errors.push(`${b.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
+    }
+  }
+  for (const state of await catalog.listVolumeStates()) {
+    if (state.status === 'backing-up') {
+      await catalog.clearVolumeState(state.volumeId);
+      report.resetVolumes.push(state.volumeId);
+    } else if (state.status === 'restoring-backup') {
+      await catalog.putVolumeState({ ...state, status: 'error_restoring', since: nowIso() });
+      report.errorRestoringVolumes.push(state.volumeId);
+    }
+  }
+  if (volumes.capabilities.snapshots) {
+    for (const volume of await volumes.listVolumes()) {
+      for (const snap of await volumes.listSnapshots(volume.id)) {
+        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX)) continue;
+        await volumes
+          .deleteSnapshot(snap.id)
+          .then(() => report.removedSnapshots.push(snap.id))
+          .catch((err) => report.errors.push(`${snap.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
+      }
+    }
+  }
+  return report;
+}

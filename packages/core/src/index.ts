@@ -1,0 +1,33 @@
+import 'reflect-metadata';
+
+export * from './errors.js';
+export type * from './contracts/block-device.js';
+export type * from './contracts/volume-driver.js';
+export type * from './contracts/backup-service.js';
+export type * from './contracts/object-store.js';
+export type * from './contracts/catalog.js';
+export type * from './contracts/records.js';
+export type { ProgressEvent, ProgressSink } from './contracts/progress.js';
+export { noProgress } from './contracts/progress.js';
+
+export { BaseBlockDevice } from './drivers/base-block-device.js';
+
+export * from './di/tokens.js';
+export { pluginModule, type PluginContributions } from './di/plugin-module.js';
+export { DriverRegistry } from './di/registry.js';
+
+export * from './flow/backup-manager.js';
+export type { Job, JobKind } from './flow/jobs.js';
+export { InProcessVolumeLocks, type VolumeLocks } from './flow/locks.js';
+export { TEMP_SNAPSHOT_PREFIX, type RecoveryReport } from './flow/recovery.js';
+
+export { MemoryVolumeDriver, type MemoryVolumeDriverOptions } from './memory/memory-volume-driver.js';
+export { MemoryObjectStore } from './memory/memory-object-store.js';
+export { MemoryBackupService } from './memory/memory-backup-service.js';
+export { MemoryCatalog } from './memory/memory-catalog.js';
+export { memoryModule } from './memory/memory-module.js';
+
+export * from './util/extents.js';
+export * from './util/validate.js';
+export { KeyedMutex } from './util/keyed-mutex.js';
+export { newId, nowIso } from './util/clock.js';

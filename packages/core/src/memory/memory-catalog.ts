@@ -1,0 +1,58 @@
+import type { BackupFilter, Catalog } from '../contracts/catalog.js';
+import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
+import { CairnError } from '../errors.js';
+
+const clone = <T>(v: T): T => structuredClone(v);
+
+/** Records in memory. Enough for tests and single-process use; lost with the process. */
+export class MemoryCatalog implements Catalog {
+  private readonly backups = new Map<string, BackupRecord>();
+  private readonly volumeStates = new Map<string, VolumeFlowState>();
+
+  async putBackup(record: BackupRecord): Promise<void> {
+    this.backups.set(record.id, clone(record));
+  }
+
+  async getBackup(backupId: string): Promise<BackupRecord> {
+    const r = this.backups.get(backupId);
+    if (!r) throw new CairnError('NOT_FOUND', `backup ${backupId} not found`, { driver: 'catalog' });
+    return clone(r);
+  }
+
+  async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
+    return [...this.backups.values()]
+      .filter((r) => matches(r, filter))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      .map(clone);
+  }
+
+  async deleteBackup(backupId: string): Promise<void> {
+    this.backups.delete(backupId);
+  }
+
+  async getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined> {
+    const s = this.volumeStates.get(volumeId);
+    return s && clone(s);
+  }
+
+  async listVolumeStates(): Promise<VolumeFlowState[]> {
+    return [...this.volumeStates.values()].map(clone);
+  }
+
+  async putVolumeState(state: VolumeFlowState): Promise<void> {
+    this.volumeStates.set(state.volumeId, clone(state));
+  }
+
+  async clearVolumeState(volumeId: string): Promise<void> {
+    this.volumeStates.delete(volumeId);
+  }
+}
+
+/** True when `record` matches every field set in `filter`. */
+export function matches(record: BackupRecord, filter: BackupFilter): boolean {
+  return (
+    (filter.volumeId === undefined || record.volumeId === filter.volumeId) &&
+    (filter.status === undefined || record.status === filter.status) &&
+    (filter.parentId === undefined || record.parentId === filter.parentId)
+  );
+}

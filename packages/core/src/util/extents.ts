@@ -1,0 +1,54 @@
+import type { ByteRange, Extent } from '../contracts/block-device.js';
+
+/** Sorts, clips to `within` and merges touching ranges with the same `zero` flag. Pure. */
+export function normalizeExtents(extents: Iterable<Extent>, within?: ByteRange): Extent[] {
+  const lo = within?.offset ?? 0;
+  const hi = within ? within.offset + within.length : Number.MAX_SAFE_INTEGER;
+  const clipped: Extent[] = [];
+  for (const e of extents) {
+    const start = Math.max(e.offset, lo);
+    const end = Math.min(e.offset + e.length, hi);
+    if (end > start) clipped.push(e.zero ? { offset: start, length: end - start, zero: true } : { offset: start, length: end - start });
+  }
+  clipped.sort((a, b) => a.offset - b.offset);
+  const out: Extent[] = [];
+  for (const e of clipped) {
+    const last = out[out.length - 1];
+    const lastEnd = last ? last.offset + last.length : -1;
+    const sameKind = !!last?.zero === !!e.zero;
+    // Touching ranges of one kind merge; overlapping ranges of different kinds merge as data.
+    if (last && (lastEnd > e.offset || (lastEnd === e.offset && sameKind))) {
+      last.length = Math.max(lastEnd, e.offset + e.length) - last.offset;
+      if (!sameKind) delete last.zero;
+    } else {
+      out.push({ ...e });
+    }
+  }
+  return out;
+}
+
+/** Rounds a range outward to multiples of `unit`, clipped to `[0, limit)`. */
+export function alignOut(range: ByteRange, unit: number, limit: number): ByteRange {
+  const start = Math.floor(range.offset / unit) * unit;
+  const end = Math.min(Math.ceil((range.offset + range.length) / unit) * unit, limit);
+  return { offset: start, length: Math.max(0, end - start) };
+}
+
+/** Indexes of the `chunkSize` chunks that any extent touches, ascending and unique. */
+export function chunksTouched(extents: Iterable<ByteRange>, chunkSize: number): number[] {
+  const set = new Set<number>();
+  for (const e of extents) {
+    if (e.length <= 0) continue;
+    const first = Math.floor(e.offset / chunkSize);
+    const last = Math.floor((e.offset + e.length - 1) / chunkSize);
+    for (let i = first; i <= last; i++) set.add(i);
+  }
+  return [...set].sort((a, b) => a - b);
+}
+
+/** Total bytes covered by extents (assumes them normalized). */
+export function extentBytes(extents: Iterable<ByteRange>): number {
+  let n = 0;
+  for (const e of extents) n += e.length;
+  return n;
+}

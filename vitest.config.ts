@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+import NoSkipReporter from './scripts/no-skip-reporter.js';
+
+export default defineConfig({
+  test: {
+    include: ['packages/*/test/**/*.test.ts', 'plugins/*/test/**/*.test.ts', 'conformance-tests/test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    pool: 'forks',
+    reporters: ['default', new NoSkipReporter()],
+  },
+});
