@@ -5,6 +5,11 @@ set -euo pipefail
 
 # command → Debian package that provides it
 declare -A NEEDS=(
+  [qemu-img]=qemu-utils
+  [qemu-nbd]=qemu-utils
+  [qemu-storage-daemon]=qemu-system-common
+  [nbdinfo]=libnbd-bin
+  [nbdcopy]=libnbd-bin
 )
 
 missing=()
