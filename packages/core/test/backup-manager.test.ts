@@ -1,0 +1,263 @@
+import { describe, expect, it } from 'vitest';
+import { MiB, contents, expectCode, filledVolume, rig } from './helpers.js';
+import { BackupManager, MemoryCatalog, type ProgressEvent } from '../src/index.js';
+
+describe('BackupManager.backup', () => {
+  it('backup(volume) creates an available record, reports monotonic progress and leaves the volume available', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    const events: ProgressEvent[] = [];
+    manager.on('progress', (e) => events.push(e));
+    const b = await manager.backup({ volumeId: v.id, name: 'nightly', description: 'first' });
+    expect(b).toMatchObject({ status: 'available', volumeId: v.id, size: v.size, incremental: false, name: 'nightly', service: 'scripted' });
+    expect(b.stats?.bytesRead).toBe(v.size);
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    expect(events.length).toBeGreaterThan(1);
+    for (let i = 1; i < events.length; i++) expect(events[i]!.bytesDone).toBeGreaterThanOrEqual(events[i - 1]!.bytesDone);
+    expect(events.at(-1)!.bytesDone).toBe(v.size);
+    expect((await manager.getVolume(v.id)).status).toBe('available');
+    expect(await volumes.listSnapshots(v.id)).toEqual([]);
+  });
+
+  it('backup(unknown volume or target) fails with NOT_FOUND and records nothing', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    await expectCode(manager.backup({ volumeId: 'no-such-volume' }), 'NOT_FOUND');
+    await expectCode(manager.backup({ volumeId: v.id, target: 'nowhere' }), 'NOT_FOUND');
+    expect(await manager.listBackups()).toEqual([]);
+  });
+
+  it('backup(in-use volume) without force fails with CONFLICT; with force it reads a temporary snapshot and deletes it', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const rw = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await expectCode(manager.backup({ volumeId: v.id }), 'CONFLICT');
+    expect(await manager.listBackups()).toEqual([]);
+    const before = Buffer.from(await rw.device.read(0, v.size));
+    const job = await manager.startBackup({ volumeId: v.id, force: true });
+    // Once the copy has started, overwrite the tail it has not read yet: the backup must not see it.
+    await service.started;
+    await rw.device.write(v.size - MiB, Buffer.alloc(MiB, 0xab));
+    const b = await job.done;
+    expect(b.status).toBe('available');
+    expect(await volumes.listSnapshots(v.id)).toEqual([]);
+    expect((await manager.getVolume(v.id)).status).toBe('in-use');
+    await volumes.detach(rw.id);
+    const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).equals(before)).toBe(true);
+  });
+
+  it('backup whose service throws mid-copy ends in error: device detached, snapshot deleted, volume back to its status', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const rw = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    service.failAfterBytes = 2 * MiB;
+    await expectCode(manager.backup({ volumeId: v.id, force: true }), 'INTERNAL');
+    const [record] = await manager.listBackups();
+    expect(record).toMatchObject({ status: 'error' });
+    expect(record!.failReason).toMatch(/^INTERNAL/);
+    expect(await volumes.listSnapshots(v.id)).toEqual([]);
+    expect((await manager.getVolume(v.id)).status).toBe('in-use');
+    await volumes.detach(rw.id);
+    expect((await manager.getVolume(v.id)).status).toBe('available');
+    expect(await volumes.changedBlockTracking.listCheckpoints(v.id)).toEqual([]);
+    await volumes.deleteVolume(v.id); // nothing left attached
+  });
+
+  it('cancel mid-copy ends with CANCELLED: no available record, no snapshot, no checkpoint, device detached', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const rw = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    service.stallAfterBytes = MiB;
+    const job = await manager.startBackup({ volumeId: v.id, force: true });
+    await service.reachedStall;
+    expect((await manager.getVolume(v.id)).status).toBe('backing-up');
+    expect(manager.listJobs().map((j) => j.id)).toContain(job.id);
+    manager.cancel(job.id);
+    await expectCode(job.done, 'CANCELLED');
+    expect((await manager.getBackup(job.backupId)).status).toBe('error');
+    expect((await manager.getBackup(job.backupId)).failReason).toMatch(/^CANCELLED/);
+    expect((await manager.listBackups({ volumeId: v.id })).filter((b) => b.status === 'available')).toEqual([]);
+    expect(await volumes.listSnapshots(v.id)).toEqual([]);
+    expect(await volumes.changedBlockTracking.listCheckpoints(v.id)).toEqual([]);
+    expect((await manager.getVolume(v.id)).status).toBe('in-use');
+    await volumes.detach(rw.id);
+    await volumes.deleteVolume(v.id);
+  });
+
+  it('an AbortSignal from the caller cancels the job the same way', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    service.stallAfterBytes = MiB;
+    const controller = new AbortController();
+    const job = await manager.startBackup({ volumeId: v.id, signal: controller.signal });
+    await service.reachedStall;
+    controller.abort();
+    await expectCode(job.done, 'CANCELLED');
+    expect((await manager.getVolume(v.id)).status).toBe('available');
+  });
+
+  it('incremental(volume) reads only blocks changed since the parent through changed-block tracking', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    const full = await manager.backup({ volumeId: v.id });
+    expect(full.checkpointId).toBeTruthy();
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(3 * MiB + 5, Buffer.alloc(1000, 7));
+    await volumes.detach(a.id);
+    const expected = await contents(volumes, v.id);
+    const inc = await manager.backup({ volumeId: v.id, incremental: true });
+    expect(inc).toMatchObject({ incremental: true, parentId: full.id });
+    expect(inc.stats!.bytesRead).toBe(64 * 1024);
+    const { volume } = await manager.restore({ backupId: inc.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).equals(expected)).toBe(true);
+    // Only the newest backup's checkpoint is kept.
+    expect((await volumes.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([inc.checkpointId]);
+  });
+
+  it('incremental(volume without a full backup) fails with INVALID_INPUT', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    await expectCode(manager.backup({ volumeId: v.id, incremental: true }), 'INVALID_INPUT');
+  });
+
+  it('two backups of one volume serialize; backups of different volumes overlap', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes, 4 * MiB, 1);
+    const w = await filledVolume(volumes, 4 * MiB, 2);
+    const same = await Promise.all([manager.backup({ volumeId: v.id }), manager.backup({ volumeId: v.id })]);
+    expect(same.map((b) => b.status)).toEqual(['available', 'available']);
+    expect(service.maxActive).toBe(1);
+    service.maxActive = 0;
+    await Promise.all([manager.backup({ volumeId: v.id }), manager.backup({ volumeId: w.id })]);
+    expect(service.maxActive).toBe(2);
+  });
+});
+
+describe('BackupManager.restore', () => {
+  it('restore(backup, existing volume) is byte-exact and leaves the volume available', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes, 8 * MiB, 3);
+    const expected = await contents(volumes, v.id);
+    const b = await manager.backup({ volumeId: v.id });
+    const target = await filledVolume(volumes, 8 * MiB, 4);
+    const { volume } = await manager.restore({ backupId: b.id, volumeId: target.id });
+    expect(volume.status).toBe('available');
+    expect((await contents(volumes, target.id)).equals(expected)).toBe(true);
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+  });
+
+  it('restore to a smaller volume fails with INVALID_INPUT, to an in-use volume with CONFLICT, of an unknown backup with NOT_FOUND', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes, 8 * MiB);
+    const b = await manager.backup({ volumeId: v.id });
+    const small = await volumes.createVolume({ size: 4 * MiB });
+    await expectCode(manager.restore({ backupId: b.id, volumeId: small.id }), 'INVALID_INPUT');
+    const busy = await volumes.createVolume({ size: 8 * MiB });
+    await volumes.attach({ kind: 'volume', id: busy.id }, 'rw');
+    await expectCode(manager.restore({ backupId: b.id, volumeId: busy.id }), 'CONFLICT');
+    await expectCode(manager.restore({ backupId: 'missing', newVolume: {} }), 'NOT_FOUND');
+  });
+
+  it('a failed restore leaves an existing volume error_restoring and deletes a new one; the backup stays available', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const b = await manager.backup({ volumeId: v.id });
+    service.restore = async () => {
+      throw new Error('disk on fire');
+    };
+    const target = await volumes.createVolume({ size: v.size });
+    await expectCode(manager.restore({ backupId: b.id, volumeId: target.id }), 'INTERNAL');
+    expect((await manager.getVolume(target.id)).status).toBe('error_restoring');
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    const before = (await volumes.listVolumes()).length;
+    await expectCode(manager.restore({ backupId: b.id, newVolume: { name: 'doomed' } }), 'INTERNAL');
+    expect((await volumes.listVolumes()).length).toBe(before);
+    expect((await volumes.listVolumes()).some((x) => x.name === 'doomed')).toBe(false);
+  });
+});
+
+describe('BackupManager.deleteBackup', () => {
+  it('deleteBackup(parent) fails with CONFLICT on a dependent-chain target; cascade deletes it and its children', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    const full = await manager.backup({ volumeId: v.id });
+    const inc = await manager.backup({ volumeId: v.id, incremental: true });
+    expect((await manager.children(full.id)).map((c) => c.id)).toEqual([inc.id]);
+    await expectCode(manager.deleteBackup(full.id), 'CONFLICT');
+    expect((await manager.getBackup(full.id)).status).toBe('available');
+    await manager.deleteBackup(full.id, { cascade: true });
+    expect(await manager.listBackups()).toEqual([]);
+    await expectCode(manager.deleteBackup(full.id), 'NOT_FOUND');
+  });
+
+  it('deleteBackup whose service fails leaves error_deleting', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const b = await manager.backup({ volumeId: v.id });
+    service.delete = async () => {
+      throw Object.assign(new Error('backend down'), { code: 'ECONNREFUSED' });
+    };
+    await expectCode(manager.deleteBackup(b.id), 'UNAVAILABLE');
+    expect((await manager.getBackup(b.id)).status).toBe('error_deleting');
+  });
+});
+
+describe('BackupManager.recover', () => {
+  it('recover() resolves a crash as Cinder does: creating→error, restoring→available with volume error_restoring, deleting resumed', async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes);
+    const w = await filledVolume(volumes, 8 * MiB, 9);
+    const done = await manager.backup({ volumeId: v.id });
+    const deleting = await manager.backup({ volumeId: w.id });
+    const now = new Date().toISOString();
+    await catalog.putBackup({ ...done, id: 'crashed-create', status: 'creating' });
+    await catalog.putBackup({ ...done, status: 'restoring' });
+    await catalog.putBackup({ ...deleting, status: 'deleting' });
+    await catalog.putVolumeState({ volumeId: v.id, status: 'backing-up', previousStatus: 'available', backupId: 'crashed-create', since: now });
+    await catalog.putVolumeState({ volumeId: w.id, status: 'restoring-backup', previousStatus: 'available', backupId: done.id, since: now });
+    const leftover = await volumes.createSnapshot(v.id, 'cairn-temp-leftover');
+    const report = await manager.recover();
+    expect(report.failedBackups).toEqual(['crashed-create']);
+    expect(report.restoredBackups).toEqual([done.id]);
+    expect(report.resumedDeletes).toEqual([deleting.id]);
+    expect(report.removedSnapshots).toEqual([leftover.id]);
+    expect((await manager.getBackup('crashed-create')).status).toBe('error');
+    expect((await manager.getBackup(done.id)).status).toBe('available');
+    await expectCode(manager.getBackup(deleting.id), 'NOT_FOUND');
+    expect((await manager.getVolume(v.id)).status).toBe('available');
+    expect((await manager.getVolume(w.id)).status).toBe('error_restoring');
+    // A later successful restore clears error_restoring.
+    await manager.restore({ backupId: done.id, volumeId: w.id });
+    expect((await manager.getVolume(w.id)).status).toBe('available');
+    // Recovery is idempotent.
+    const again = await manager.recover();
+    expect(again.failedBackups).toEqual([]);
+  });
+});
+
+describe('BackupManager records', () => {
+  it('exportRecord then importRecord into another manager on the same storage restores the backup', async () => {
+    const first = rig();
+    const v = await filledVolume(first.volumes);
+    const expected = await contents(first.volumes, v.id);
+    const b = await first.manager.backup({ volumeId: v.id });
+    const exported = await first.manager.exportRecord(b.id);
+    const second = new BackupManager({ volumes: first.volumes, targets: { scripted: first.service }, catalog: new MemoryCatalog() });
+    const imported = await second.importRecord(exported.service, exported.record);
+    expect(imported).toMatchObject({ id: b.id, status: 'available' });
+    await expectCode(second.importRecord(exported.service, exported.record), 'ALREADY_EXISTS');
+    const { volume } = await second.restore({ backupId: b.id, newVolume: {} });
+    expect((await contents(first.volumes, volume.id)).equals(expected)).toBe(true);
+  });
+
+  it('verify() reports a corrupted backup by id', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const b = await manager.backup({ volumeId: v.id });
+    expect((await manager.verify(b.id)).problems).toEqual([]);
+    service.corrupt(b.id);
+    const report = await manager.verify();
+    expect(report.problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
+  });
+});

@@ -1,0 +1,95 @@
+import { expect } from 'vitest';
+import {
+  BackupManager,
+  MemoryBackupService,
+  MemoryCatalog,
+  MemoryVolumeDriver,
+  type BackupJob,
+  type BackupResult,
+  type BackupSource,
+  type Volume,
+} from '../src/index.js';
+
+export const MiB = 1024 * 1024;
+
+export async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  await expect(p).rejects.toMatchObject({ code });
+}
+
+/** A memory backup service that can be told to fail or stall in the middle of a copy. */
+export class ScriptedService extends MemoryBackupService {
+  failAfterBytes: number | undefined;
+  /** Once a backup has read this many bytes, it waits for its signal. */
+  stallAfterBytes: number | undefined;
+  reachedStall: Promise<void>;
+  private markStall!: () => void;
+  /** Resolves at the first read of a backup. */
+  started: Promise<void>;
+  private markStarted!: () => void;
+  active = 0;
+  maxActive = 0;
+
+  constructor() {
+    super('scripted');
+    this.reachedStall = new Promise((r) => (this.markStall = r));
+    this.started = new Promise((r) => (this.markStarted = r));
+  }
+
+  override async backup(job: BackupJob, source: BackupSource): Promise<BackupResult> {
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    try {
+      const device = source.device;
+      const read = device.read.bind(device);
+      let seen = 0;
+      device.read = async (offset, length, into) => {
+        seen += length;
+        this.markStarted();
+        if (this.failAfterBytes !== undefined && seen > this.failAfterBytes) throw new Error('backend exploded mid-copy');
+        if (this.stallAfterBytes !== undefined && seen > this.stallAfterBytes) {
+          this.markStall();
+          await new Promise((_, reject) => job.signal.addEventListener('abort', () => reject(job.signal.reason), { once: true }));
+        }
+        await new Promise((r) => setImmediate(r));
+        return read(offset, length, into);
+      };
+      return await super.backup(job, source);
+    } finally {
+      this.active--;
+    }
+  }
+}
+
+export interface Rig {
+  volumes: MemoryVolumeDriver;
+  service: ScriptedService;
+  catalog: MemoryCatalog;
+  manager: BackupManager;
+}
+
+export function rig(): Rig {
+  const volumes = new MemoryVolumeDriver();
+  const service = new ScriptedService();
+  const catalog = new MemoryCatalog();
+  const manager = new BackupManager({ volumes, targets: { scripted: service }, catalog });
+  return { volumes, service, catalog, manager };
+}
+
+export async function filledVolume(volumes: MemoryVolumeDriver, size = 8 * MiB, seed = 1): Promise<Volume> {
+  const v = await volumes.createVolume({ size, name: `vol-${seed}` });
+  const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+  const data = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 4) data.writeUInt32LE((i * 2654435761 + seed) >>> 0, i);
+  await a.device.write(0, data);
+  await volumes.detach(a.id);
+  return v;
+}
+
+export async function contents(volumes: MemoryVolumeDriver, volumeId: string): Promise<Buffer> {
+  const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'ro');
+  try {
+    return Buffer.from(await a.device.read(0, a.device.size));
+  } finally {
+    await volumes.detach(a.id);
+  }
+}

@@ -1,0 +1,46 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DriverRegistry, MemoryVolumeDriver, memoryModule, pluginModule } from '../src/index.js';
+import { expectCode } from './helpers.js';
+
+describe('DriverRegistry', () => {
+  it('compose(modules) resolves drivers by plugin name', async () => {
+    const registry = DriverRegistry.compose(memoryModule);
+    expect(registry.names()).toEqual({ volumeDrivers: ['memory'], backupServices: ['memory'], objectStores: ['memory'] });
+    const driver = await registry.createVolumeDriver('memory', { pageSize: 8192 });
+    expect(driver).toBeInstanceOf(MemoryVolumeDriver);
+    const v = await driver.createVolume({ size: 1 << 20 });
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    expect(a.device.extentGranularity).toBe(8192);
+    expect((await registry.createBackupService('memory')).describe().name).toBe('memory');
+    expect((await registry.objectStore('memory')).name).toBe('memory');
+  });
+
+  it('compose(two modules registering one name) fails with CONFLICT at start', () => {
+    const twin = pluginModule({ volumeDrivers: [{ name: 'memory', description: 'an impostor', create: async () => new MemoryVolumeDriver() }] });
+    expect(() => DriverRegistry.compose(memoryModule, twin)).toThrow(expect.objectContaining({ code: 'CONFLICT' }));
+  });
+
+  it('createVolumeDriver(unknown plugin) fails with NOT_FOUND naming the known ones', async () => {
+    const registry = DriverRegistry.compose(memoryModule);
+    await expect(registry.createVolumeDriver('nope')).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('memory') });
+  });
+
+  it('compose() with no modules is empty, not an error', () => {
+    expect(DriverRegistry.compose().names()).toEqual({ volumeDrivers: [], backupServices: [], objectStores: [] });
+  });
+
+  it('secret(env:NAME | file:path) reads the value; other forms fail with INVALID_INPUT, missing ones with NOT_FOUND', async () => {
+    const registry = DriverRegistry.compose();
+    process.env.CAIRN_TEST_SECRET = 's3cret';
+    expect(await registry.secret('env:CAIRN_TEST_SECRET')).toBe('s3cret');
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-secret-'));
+    await writeFile(join(dir, 'key'), 'from-file\n');
+    expect(await registry.secret(`file:${join(dir, 'key')}`)).toBe('from-file');
+    await expectCode(registry.secret('plain-text'), 'INVALID_INPUT');
+    await expectCode(registry.secret('env:CAIRN_UNSET_VARIABLE_X'), 'NOT_FOUND');
+    await expectCode(registry.secret(`file:${join(dir, 'absent')}`), 'NOT_FOUND');
+  });
+});
