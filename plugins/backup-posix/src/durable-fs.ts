@@ -1,0 +1,119 @@
+/**
+ * The filesystem primitives the store is built from, each durable when it returns: directories
+ * created and their entries fsynced, temporary files written and fsynced, whole reads and
+ * positional range reads that loop over short reads.
+ */
+import { link, lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { CairnError } from '@cairn/core';
+import { DRIVER, errnoOf, fsError } from './fs-errors.js';
+import { newTempName } from './key-layout.js';
+
+/** Largest single write(2); bounds each syscall, not the object size. */
+const WRITE_CHUNK = 8 * 1024 * 1024;
+
+/**
+ * fsyncs a directory so that entries created, renamed or removed in it survive a crash.
+ * Filesystems that cannot fsync a directory (EINVAL, ENOTSUP) are tolerated: there, rename is
+ * as durable as the filesystem makes it.
+ */
+export async function fsyncDir(path: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'r');
+    await fh.sync();
+  } catch (err) {
+    const code = errnoOf(err);
+    if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Creates `root/segments…` (and `root` itself when missing), fsyncing the parent of every
+ * directory it created. Idempotent. `CONFLICT` when a component exists as a file.
+ */
+export async function ensureDir(root: string, segments: readonly string[]): Promise<string> {
+  const dir = join(root, ...segments);
+  let first: string | undefined;
+  try {
+    first = await mkdir(dir, { recursive: true });
+  } catch (err) {
+    if (errnoOf(err) === 'EEXIST' || errnoOf(err) === 'ENOTDIR') {
+      throw new CairnError('CONFLICT', `a key's directory ${segments.join('/')} collides with an object`, { driver: DRIVER, cause: err });
+    }
+    throw fsError(err, `mkdir ${segments.join('/')}`);
+  }
+  if (first !== undefined) {
+    // Every directory from the first one created up to `dir` is new: fsync each one's parent.
+    for (let d = dir; ; d = dirname(d)) {
+      await fsyncDir(dirname(d));
+      if (d === first || dirname(d) === d) break;
+    }
+  }
+  return dir;
+}
+
+/** Writes all of `data` from offset 0 of an open file, looping over short writes. */
+async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const length = Math.min(WRITE_CHUNK, data.length - done);
+    const { bytesWritten } = await fh.write(data, done, length, done);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Writes `data` to a new temporary file in `dir` (created exclusively, so never shared with
+ * another writer), fsyncs and closes it, and returns its path. On any failure the temporary
+ * file is removed before the error (mapped: ENOSPC → UNAVAILABLE) is thrown.
+ */
+export async function writeTempFile(dir: string, data: Uint8Array): Promise<string> {
+  const path = join(dir, newTempName());
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'wx');
+    await writeAll(fh, data);
+    await fh.sync();
+    const closing = fh;
+    fh = undefined;
+    await closing.close();
+    return path;
+  } catch (err) {
+    await fh?.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw fsError(err, 'writing a temporary file');
+  }
+}
+
+/**
+ * Links `temp` to `final` unless `final` exists: true when linked, false when `final` already
+ * existed. Atomic across processes and NFS clients. An EEXIST after a lost NFS reply is resolved
+ * the way open(2) recommends: if `temp` now has two links, our link did succeed.
+ */
+export async function linkIfAbsent(temp: string, final: string): Promise<boolean> {
+  try {
+    await link(temp, final);
+    return true;
+  } catch (err) {
+    if (errnoOf(err) !== 'EEXIST') throw err;
+    const st = await lstat(temp);
+    return st.nlink >= 2;
+  }
+}
+
+/** Reads exactly `length` bytes at `offset` with positional reads. `CORRUPT` if the file is shorter. */
+export async function readExactly(fh: FileHandle, offset: number, length: number, what: string): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(out, done, length - done, offset + done);
+    if (bytesRead === 0) {
+      throw new CairnError('CORRUPT', `${what} ended after ${done} of ${length} bytes`, { driver: DRIVER, details: { offset, length } });
+    }
+    done += bytesRead;
+  }
+  return out;
+}

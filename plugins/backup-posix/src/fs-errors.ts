@@ -1,0 +1,37 @@
+import { CairnError, toCairnError } from '@cairn/core';
+
+export const DRIVER = 'posix';
+
+/** The errno-style code of a Node system error, if any. */
+export function errnoOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Maps a filesystem error to a CairnError tagged `posix`. Beyond core's `toCairnError`
+ * (ENOENT → NOT_FOUND, ENOSPC/EDQUOT/EROFS/EIO → UNAVAILABLE, …): ENOTDIR/EISDIR → CONFLICT
+ * (a key collides with another key's directory), ENAMETOOLONG → INVALID_INPUT (a key segment
+ * longer than the filesystem's name limit), EACCES/EPERM → UNAVAILABLE, ESTALE → UNAVAILABLE.
+ */
+export function fsError(err: unknown, context: string): CairnError {
+  if (err instanceof CairnError) return err;
+  const local = LOCAL_CODES[errnoOf(err) ?? ''];
+  if (local) return new CairnError(local, `${context}: ${(err as Error).message}`, { driver: DRIVER, cause: err });
+  return toCairnError(err, DRIVER, context);
+}
+
+const LOCAL_CODES: Record<string, CairnError['code']> = {
+  ENOTDIR: 'CONFLICT',
+  EISDIR: 'CONFLICT',
+  ENAMETOOLONG: 'INVALID_INPUT',
+  EACCES: 'UNAVAILABLE',
+  EPERM: 'UNAVAILABLE',
+  ESTALE: 'UNAVAILABLE',
+};
+
+/** True for errors meaning "this path holds no object" (missing, or a component is not a directory). */
+export function isAbsent(err: unknown): boolean {
+  const code = errnoOf(err);
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

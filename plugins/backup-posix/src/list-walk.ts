@@ -1,0 +1,120 @@
+/**
+ * Walking the store's directory tree: every object under a key prefix (for `list`), and every
+ * temporary file (for `sweepTemp`). Walks stream directories (`opendir`), visit only the
+ * directories that can hold a match, and tolerate entries removed while they walk.
+ */
+import type { Dir, Dirent } from 'node:fs';
+import { lstat, opendir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ObjectInfo } from '@cairn/core';
+import { fsError, isAbsent } from './fs-errors.js';
+import { isKeySegment, isShardDirName, isTempName, segmentsToKey } from './key-layout.js';
+
+type Kind = 'dir' | 'file' | 'other';
+
+/** The kind of an entry, with an lstat when the filesystem does not report it (some NFS servers). */
+async function kindOf(dirPath: string, entry: Dirent): Promise<Kind | undefined> {
+  if (entry.isDirectory()) return 'dir';
+  if (entry.isFile()) return 'file';
+  if (entry.isSymbolicLink() || entry.isFIFO() || entry.isSocket() || entry.isBlockDevice() || entry.isCharacterDevice()) return 'other';
+  try {
+    const st = await lstat(join(dirPath, entry.name));
+    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
+  } catch (err) {
+    if (isAbsent(err)) return undefined;
+    throw fsError(err, `lstat ${entry.name}`);
+  }
+}
+
+/** Opens a directory for streaming, or `undefined` when it no longer exists (or is not a directory). */
+async function openDir(path: string): Promise<Dir | undefined> {
+  try {
+    return await opendir(path, { bufferSize: 256 });
+  } catch (err) {
+    if (isAbsent(err)) return undefined;
+    throw fsError(err, `opendir ${path}`);
+  }
+}
+
+/** Entries of a directory with their kinds; nothing when it vanished during the walk. */
+async function* entries(dirPath: string): AsyncGenerator<{ name: string; kind: Kind }> {
+  const dir = await openDir(dirPath);
+  if (!dir) return;
+  try {
+    for await (const entry of dir) {
+      const kind = await kindOf(dirPath, entry);
+      if (kind) yield { name: entry.name, kind };
+    }
+  } catch (err) {
+    if (isAbsent(err)) return;
+    throw fsError(err, `readdir ${dirPath}`);
+  }
+}
+
+/**
+ * Every object whose key starts with `prefix` (a validated key prefix), each once.
+ * Starts at the directory of the prefix's complete segments; at that level it descends only
+ * into directories whose name starts with the partial last segment, or — for the files of a
+ * shard directory — whose two-hex name the partial segment starts with.
+ */
+export async function* listObjects(root: string, prefix: string): AsyncGenerator<ObjectInfo> {
+  const cut = prefix.lastIndexOf('/');
+  const base = cut < 0 ? [] : prefix.slice(0, cut).split('/');
+  const partial = prefix.slice(cut + 1);
+  yield* walkObjects(root, base, prefix, partial, false);
+}
+
+async function* walkObjects(
+  root: string,
+  segments: string[],
+  prefix: string,
+  partial: string | undefined,
+  filesOnly: boolean,
+): AsyncGenerator<ObjectInfo> {
+  const dirPath = join(root, ...segments);
+  const seen = new Set<string>();
+  for await (const { name, kind } of entries(dirPath)) {
+    if (!isKeySegment(name) || seen.has(name)) continue;
+    seen.add(name);
+    if (kind === 'dir' && !filesOnly) {
+      if (partial === undefined || name.startsWith(partial)) {
+        yield* walkObjects(root, [...segments, name], prefix, undefined, false);
+      } else if (isShardDirName(name) && partial.startsWith(name)) {
+        yield* walkObjects(root, [...segments, name], prefix, undefined, true);
+      }
+    } else if (kind === 'file') {
+      const key = segmentsToKey(segments, name);
+      if (key === undefined || !key.startsWith(prefix)) continue;
+      const info = await statObject(join(dirPath, name), key);
+      if (info) yield info;
+    }
+  }
+}
+
+/** Size and time of the file holding `key`, or `undefined` when it is gone or not a file. */
+export async function statObject(path: string, key: string): Promise<ObjectInfo | undefined> {
+  try {
+    const st = await lstat(path);
+    if (!st.isFile()) return undefined;
+    return { key, size: st.size, modifiedAt: st.mtime.toISOString() };
+  } catch (err) {
+    if (isAbsent(err)) return undefined;
+    throw fsError(err, `stat ${key}`);
+  }
+}
+
+/** Every temporary file in the tree, as `{ path, mtimeMs }`; entries removed meanwhile are skipped. */
+export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number }> {
+  for await (const { name, kind } of entries(root)) {
+    const path = join(root, name);
+    if (kind === 'dir' && isKeySegment(name)) {
+      yield* tempFiles(path);
+    } else if (kind === 'file' && isTempName(name)) {
+      try {
+        yield { path, mtimeMs: (await lstat(path)).mtimeMs };
+      } catch (err) {
+        if (!isAbsent(err)) throw fsError(err, `stat ${name}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,42 @@
+import { isAbsolute } from 'node:path';
+import { CairnError } from '@cairn/core';
+import { DRIVER } from './fs-errors.js';
+
+/** Options of the `posix` object store. */
+export interface PosixObjectStoreOptions {
+  /**
+   * Absolute path of the directory that holds the objects: local disk or an NFS mount.
+   * Required. Two stores (in any processes or on any NFS clients) may share one directory.
+   */
+  directory: string;
+  /**
+   * Create `directory` (and its parents) when it does not exist. Default `true`. Set `false`
+   * for a mount point, so that a missing mount fails with `UNAVAILABLE` instead of writing
+   * backups to the disk under it.
+   */
+  createDirectory?: boolean;
+}
+
+const KNOWN = new Set(['directory', 'createDirectory']);
+
+function invalid(option: string, message: string): CairnError {
+  return new CairnError('INVALID_INPUT', `option ${option}: ${message}`, { driver: DRIVER, details: { option } });
+}
+
+/**
+ * Validates factory options. `INVALID_INPUT` with `details.option` naming the bad option:
+ * `directory` missing, not a string or not absolute; `createDirectory` not a boolean; any
+ * unknown option (a typo would otherwise be ignored silently).
+ */
+export function parsePosixOptions(raw: Record<string, unknown>): PosixObjectStoreOptions {
+  if (raw === null || typeof raw !== 'object') throw invalid('directory', 'options must be an object');
+  for (const name of Object.keys(raw)) {
+    if (!KNOWN.has(name)) throw invalid(name, 'unknown option');
+  }
+  const { directory, createDirectory } = raw;
+  if (typeof directory !== 'string' || directory === '') throw invalid('directory', 'is required (an absolute path)');
+  if (!isAbsolute(directory)) throw invalid('directory', `must be an absolute path, got ${JSON.stringify(directory)}`);
+  if (directory.includes('\0')) throw invalid('directory', 'must not contain NUL');
+  if (createDirectory !== undefined && typeof createDirectory !== 'boolean') throw invalid('createDirectory', 'must be a boolean');
+  return createDirectory === undefined ? { directory } : { directory, createDirectory };
+}

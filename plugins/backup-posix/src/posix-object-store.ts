@@ -1,0 +1,203 @@
+import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import {
+  CairnError,
+  assertObjectKey,
+  assertObjectPrefix,
+  resolveRange,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+  type ObjectStoreCapabilities,
+  type PutOptions,
+} from '@cairn/core';
+import { ensureDir, fsyncDir, linkIfAbsent, readExactly, writeTempFile } from './durable-fs.js';
+import { DRIVER, errnoOf, fsError, isAbsent } from './fs-errors.js';
+import { keyToSegments } from './key-layout.js';
+import { listObjects, statObject, tempFiles } from './list-walk.js';
+import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
+
+/** Default age after which `sweepTemp()` removes a temporary file: one hour. */
+export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * An ObjectStore over a directory (local disk or NFS), the embedded default backup target.
+ * Layout and key mapping: see key-layout.ts and the README. Every put is atomic and durable
+ * when it resolves (temporary file, fsync, rename or link, fsync of the directory); readers and
+ * `list` never see a partial object. Safe to share one directory between processes and hosts.
+ */
+export class PosixObjectStore implements ObjectStore {
+  readonly name = DRIVER;
+  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true };
+  /** The absolute directory holding the objects. */
+  readonly directory: string;
+  private readonly createDirectory: boolean;
+
+  /** Validates options without touching the disk (`INVALID_INPUT` naming the option). */
+  constructor(options: PosixObjectStoreOptions) {
+    const parsed = parsePosixOptions({ ...options });
+    this.directory = resolve(parsed.directory);
+    this.createDirectory = parsed.createDirectory ?? true;
+  }
+
+  /**
+   * Builds a store and checks its directory: created when missing and `createDirectory` is not
+   * false, else `UNAVAILABLE` (details.option = `directory`); `INVALID_INPUT` when it is a file.
+   */
+  static async open(options: PosixObjectStoreOptions): Promise<PosixObjectStore> {
+    const store = new PosixObjectStore(options);
+    await store.checkDirectory();
+    return store;
+  }
+
+  private async checkDirectory(): Promise<void> {
+    const details = { option: 'directory' };
+    try {
+      if (!(await stat(this.directory)).isDirectory()) {
+        throw new CairnError('INVALID_INPUT', `option directory: ${this.directory} is not a directory`, { driver: DRIVER, details });
+      }
+    } catch (err) {
+      if (!isAbsent(err)) throw fsError(err, `option directory: ${this.directory}`);
+      if (!this.createDirectory) {
+        throw new CairnError('UNAVAILABLE', `option directory: ${this.directory} does not exist`, { driver: DRIVER, cause: err, details });
+      }
+      await mkdir(this.directory, { recursive: true }).catch((e: unknown) => {
+        throw fsError(e, `creating ${this.directory}`);
+      });
+    }
+  }
+
+  /**
+   * Atomic and durable when it resolves. Without `ifAbsent`: replaces by rename (idempotent).
+   * With `ifAbsent`: publishes by link(2), which fails when the key exists → `ALREADY_EXISTS`,
+   * atomically against every other process and NFS client. ENOSPC → `UNAVAILABLE`, leaving the
+   * previous object (if any) and no temporary file. `CONFLICT` when the key collides with a
+   * directory of other keys.
+   */
+  async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    assertObjectKey(key, DRIVER);
+    const segments = keyToSegments(key);
+    const dir = await ensureDir(this.directory, segments.slice(0, -1));
+    const final = join(dir, segments[segments.length - 1]!);
+    const temp = await writeTempFile(dir, data);
+    try {
+      if (!options.ifAbsent) {
+        await rename(temp, final);
+      } else if (await linkIfAbsent(temp, final)) {
+        await unlink(temp).catch(() => undefined); // a leftover second link is swept later; the object is whole
+      } else {
+        throw await this.linkRefusal(key, final);
+      }
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      if (err instanceof CairnError) throw err;
+      throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : fsError(err, `put ${key}`);
+    }
+    await fsyncDir(dir).catch((err: unknown) => {
+      throw fsError(err, `fsync of the directory of ${key}`);
+    });
+  }
+
+  /**
+   * The object, or `range` of it, read with positional reads of just that range from one open
+   * file (a concurrent replace never mixes two versions). `NOT_FOUND` if absent; `INVALID_INPUT`
+   * if the range leaves the object. Idempotent.
+   */
+  async get(key: string, range?: ByteRange): Promise<Buffer> {
+    assertObjectKey(key, DRIVER);
+    let fh: FileHandle;
+    try {
+      fh = await open(this.pathOf(key), 'r');
+    } catch (err) {
+      throw isAbsent(err) ? this.notFound(key, err) : fsError(err, `get ${key}`);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw this.notFound(key);
+      const r = resolveRange(range, st.size, DRIVER);
+      return await readExactly(fh, r.offset, r.length, `object ${key}`);
+    } catch (err) {
+      throw fsError(err, `get ${key}`);
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  /** Size and modification time from stat(2). `NOT_FOUND` if absent. Idempotent. */
+  async head(key: string): Promise<ObjectInfo> {
+    assertObjectKey(key, DRIVER);
+    const info = await statObject(this.pathOf(key), key);
+    if (!info) throw this.notFound(key);
+    return info;
+  }
+
+  /**
+   * Removes the object and fsyncs its directory. Idempotent: an absent key succeeds. Directories
+   * (shards included) are never removed, so a concurrent put into them can not lose its directory.
+   */
+  async delete(key: string): Promise<void> {
+    assertObjectKey(key, DRIVER);
+    const path = this.pathOf(key);
+    try {
+      await unlink(path);
+    } catch (err) {
+      if (isAbsent(err) || errnoOf(err) === 'EISDIR') return; // a directory is no object
+      throw fsError(err, `delete ${key}`);
+    }
+    await fsyncDir(dirname(path)).catch((err: unknown) => {
+      throw fsError(err, `fsync after delete ${key}`);
+    });
+  }
+
+  /** Every object under `prefix`, each once, in no promised order; temporary files never appear. */
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    assertObjectPrefix(prefix, DRIVER);
+    yield* listObjects(this.directory, prefix);
+  }
+
+  /**
+   * Removes temporary files (left by crashed or killed writers) whose mtime is older than
+   * `olderThanMs` (default one hour; keep it well above the longest put). Returns how many it
+   * removed. Idempotent; safe while other writers run, as long as their puts are younger.
+   */
+  async sweepTemp(olderThanMs = DEFAULT_TEMP_AGE_MS): Promise<number> {
+    if (!Number.isFinite(olderThanMs) || olderThanMs < 0) {
+      throw new CairnError('INVALID_INPUT', 'olderThanMs must be a non-negative number', { driver: DRIVER });
+    }
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    for await (const { path, mtimeMs } of tempFiles(this.directory)) {
+      if (mtimeMs > cutoff) continue;
+      try {
+        await unlink(path);
+        removed++;
+      } catch (err) {
+        if (!isAbsent(err)) throw fsError(err, 'sweeping a temporary file');
+      }
+    }
+    return removed;
+  }
+
+  /** Nothing to release. Idempotent. */
+  async close(): Promise<void> {}
+
+  /** The absolute path that holds `key` (see key-layout.ts). The key must be validated. */
+  pathOf(key: string): string {
+    return join(this.directory, ...keyToSegments(key));
+  }
+
+  /** Why link(2) found `final` taken: a directory of other keys (`CONFLICT`) or the object itself. */
+  private async linkRefusal(key: string, final: string): Promise<CairnError> {
+    const st = await stat(final).catch(() => undefined);
+    if (st?.isDirectory()) return this.collision(key);
+    return new CairnError('ALREADY_EXISTS', `object ${key} already exists`, { driver: DRIVER });
+  }
+
+  private collision(key: string, cause?: unknown): CairnError {
+    return new CairnError('CONFLICT', `object ${key} collides with a directory of other keys`, { driver: DRIVER, cause });
+  }
+
+  private notFound(key: string, cause?: unknown): CairnError {
+    return new CairnError('NOT_FOUND', `object ${key} not found`, { driver: DRIVER, cause });
+  }
+}
