@@ -1,0 +1,229 @@
+/**
+ * Supervises one `qemu-storage-daemon` process with a QMP monitor on a unix socket in its own
+ * temp dir (`/tmp/cairn-qsd-XXXXXX/qmp.sock`, well under the 108-byte limit).
+ *
+ * Contracts:
+ * - `start` resolves once QMP answered the handshake, or throws UNAVAILABLE (binary missing,
+ *   daemon exited, no QMP in time) with the daemon's stderr in the message and `details.log`;
+ *   INVALID_INPUT when the socket path would be 108 bytes or longer.
+ * - `stop` asks `quit`, waits, then SIGTERM, then SIGKILL; it resolves with the exit status.
+ *   Idempotent. A clean `quit` is what makes qemu write persistent bitmaps to qcow2 files.
+ * - `kill` (SIGKILL by default) simulates a crash; the QMP client then fails every pending
+ *   and later call with UNAVAILABLE.
+ * - One instance is one process: to restart, `start` a new instance on the same images.
+ * - The temp dir (socket, log) is removed after exit unless `keepDir`. Daemons still running
+ *   when the Node process exits are SIGKILLed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CairnError } from '@cairn/core';
+import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
+import { unavailable } from './qmp-errors.js';
+
+export interface QemuStorageDaemonOptions {
+  /** Extra arguments, e.g. `['--blockdev', 'driver=file,node-name=f0,filename=/x.qcow2']`. Default none. */
+  args?: string[];
+  /** Program to run. Default `qemu-storage-daemon` (from PATH). */
+  binary?: string;
+  /** Deadline from spawn to a ready QMP client. Default 10 000 ms. */
+  startTimeoutMs?: number;
+  /** Parent of the temp dir. Default `/tmp`. */
+  tmpParent?: string;
+  /** Keep the temp dir (socket, log) after the daemon exits. Default false. */
+  keepDir?: boolean;
+  /** Name used in error messages. Default `qemu-storage-daemon`. */
+  driver?: string;
+  /** Default `timeoutMs` of the QMP client's `execute`. Default 30 000 ms. */
+  commandTimeoutMs?: number;
+}
+
+export interface StopOptions {
+  /** Wait this long for exit after `quit`, before SIGTERM. Default 5 000 ms. */
+  quitTimeoutMs?: number;
+  /** Wait this long after SIGTERM, before SIGKILL. Default 3 000 ms. */
+  termTimeoutMs?: number;
+}
+
+/** How the daemon ended: exit code, or the signal that killed it. */
+export interface DaemonExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+const DRIVER = 'qemu-storage-daemon';
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+/** Escapes a value for qemu's `key=value,...` option syntax (a comma is doubled). */
+const optValue = (value: string): string => value.replaceAll(',', ',,');
+
+export class QemuStorageDaemon {
+  private stopping: Promise<DaemonExit> | undefined;
+  private exitStatus: DaemonExit | undefined;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    /** The temp dir holding the socket and the log. */
+    readonly dir: string,
+    /** The QMP unix socket. */
+    readonly socketPath: string,
+    /** stdout and stderr of the daemon. */
+    readonly logPath: string,
+    /** Resolves when the process has exited. */
+    readonly whenExited: Promise<DaemonExit>,
+    private readonly keepDir: boolean,
+    readonly driver: string,
+    /** The connected QMP client; closed once the daemon exits. */
+    readonly qmp: QmpClient,
+  ) {
+    void whenExited.then((exit) => (this.exitStatus = exit));
+  }
+
+  /** Spawns the daemon and connects QMP (see the file comment for errors). */
+  static async start(options: QemuStorageDaemonOptions = {}): Promise<QemuStorageDaemon> {
+    const driver = options.driver ?? DRIVER;
+    const keepDir = options.keepDir ?? false;
+    const dir = await mkdtemp(join(options.tmpParent ?? '/tmp', 'cairn-qsd-'));
+    const socketPath = join(dir, 'qmp.sock');
+    const logPath = join(dir, 'daemon.log');
+    if (Buffer.byteLength(socketPath) > MAX_UNIX_SOCKET_PATH_BYTES) {
+      await rm(dir, { recursive: true, force: true });
+      throw new CairnError('INVALID_INPUT', `QMP socket path is longer than ${MAX_UNIX_SOCKET_PATH_BYTES} bytes: ${socketPath}`, { driver });
+    }
+    const argv = [
+      '--chardev',
+      `socket,id=qmp0,path=${optValue(socketPath)},server=on,wait=off`,
+      '--monitor',
+      'chardev=qmp0',
+      ...(options.args ?? []),
+    ];
+    const logFd = openSync(logPath, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(options.binary ?? 'qemu-storage-daemon', argv, { stdio: ['ignore', logFd, logFd] });
+    } finally {
+      closeSync(logFd);
+    }
+    installExitHook();
+    live.add(child);
+    let spawnError: Error | undefined;
+    const whenExited = new Promise<DaemonExit>((resolve) => {
+      child.once('error', (err) => {
+        spawnError = err;
+        resolve({ code: null, signal: null });
+      });
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    }).finally(() => live.delete(child));
+    let exited = false;
+    void whenExited.then(() => (exited = true));
+
+    const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+    const deadline = Date.now() + startTimeoutMs;
+    let lastError: unknown;
+    while (!exited && Date.now() < deadline) {
+      try {
+        const qmp = await QmpClient.connect(
+          { path: socketPath },
+          { driver, timeoutMs: Math.max(1, deadline - Date.now()), commandTimeoutMs: options.commandTimeoutMs },
+        );
+        return new QemuStorageDaemon(child, dir, socketPath, logPath, whenExited, keepDir, driver, qmp);
+      } catch (err) {
+        lastError = err;
+        await sleep(10);
+      }
+    }
+    if (!exited) child.kill('SIGKILL');
+    const exit = await whenExited;
+    const log = await readFile(logPath, 'utf8').catch(() => '');
+    if (!keepDir) await rm(dir, { recursive: true, force: true });
+    const why = spawnError
+      ? `cannot run ${options.binary ?? 'qemu-storage-daemon'}: ${spawnError.message}`
+      : exited && exit.signal !== 'SIGKILL'
+        ? `daemon exited during startup (code ${exit.code}, signal ${exit.signal})`
+        : `no QMP on ${socketPath} within ${startTimeoutMs} ms`;
+    throw unavailable(`${why}${log.trim() ? `; stderr: ${log.trim().slice(-2000)}` : ''}`, driver, spawnError ?? lastError, {
+      log,
+      exit,
+      args: argv,
+    });
+  }
+
+  /** The daemon's process id. */
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** The exit status once the daemon has exited, else undefined. */
+  get exit(): DaemonExit | undefined {
+    return this.exitStatus;
+  }
+
+  /** The daemon's stdout and stderr so far ('' once the temp dir is removed). */
+  readLog(): Promise<string> {
+    return readFile(this.logPath, 'utf8').catch(() => '');
+  }
+
+  /** Clean shutdown: `quit`, then SIGTERM, then SIGKILL after the timeouts. Idempotent. */
+  stop(options: StopOptions = {}): Promise<DaemonExit> {
+    this.stopping ??= this.doStop(options.quitTimeoutMs ?? 5_000, options.termTimeoutMs ?? 3_000);
+    return this.stopping;
+  }
+
+  /** Sends `signal` (default SIGKILL) and waits for the exit. Use for crash tests. */
+  kill(signal: 'SIGKILL' | 'SIGTERM' | 'SIGINT' = 'SIGKILL'): Promise<DaemonExit> {
+    this.stopping ??= (async () => {
+      if (!this.exitStatus) this.child.kill(signal);
+      return this.finish();
+    })();
+    return this.stopping;
+  }
+
+  /** Sends any signal without waiting (e.g. SIGSTOP / SIGCONT to freeze the daemon in tests). */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.exitStatus) this.child.kill(signal);
+  }
+
+  private async doStop(quitTimeoutMs: number, termTimeoutMs: number): Promise<DaemonExit> {
+    if (!this.exitStatus && !this.qmp.closed) {
+      await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs }).catch(() => undefined);
+    }
+    if (!(await this.exitsWithin(quitTimeoutMs))) {
+      this.child.kill('SIGTERM');
+      if (!(await this.exitsWithin(termTimeoutMs))) this.child.kill('SIGKILL');
+    }
+    return this.finish();
+  }
+
+  private async exitsWithin(ms: number): Promise<boolean> {
+    if (this.exitStatus) return true;
+    const ac = new AbortController();
+    const won = await Promise.race([
+      this.whenExited.then(() => true),
+      sleep(ms, false, { signal: ac.signal }).catch(() => false),
+    ]);
+    ac.abort();
+    return won;
+  }
+
+  private async finish(): Promise<DaemonExit> {
+    const exit = await this.whenExited;
+    // Let the client see the socket's EOF itself (so it records a lost connection), then close.
+    const ac = new AbortController();
+    await Promise.race([this.qmp.whenClosed, sleep(200, undefined, { signal: ac.signal }).catch(() => undefined)]);
+    ac.abort();
+    await this.qmp.close();
+    if (!this.keepDir) await rm(this.dir, { recursive: true, force: true });
+    return exit;
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * A QMP (QEMU Machine Protocol) client over a unix socket or TCP.
+ *
+ * Contracts:
+ * - `connect` reads the greeting, sends `qmp_capabilities`, and returns a ready client, or throws
+ *   UNAVAILABLE (socket missing, refused, no greeting in time), INVALID_INPUT (unix path ≥ 108
+ *   bytes) or CANCELLED (signal).
+ * - Every `execute` carries a unique `id`; replies are matched by id only, never by order, so
+ *   concurrent calls and interleaved events are safe. Errors follow `qmpErrorCode`.
+ * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
+ *   carry the command out, and its late reply is dropped (counted in `droppedReplies`).
+ * - When the connection closes, every pending call fails with UNAVAILABLE, waiters reject with
+ *   UNAVAILABLE, and later calls fail with UNAVAILABLE. A closed client stays closed: there is
+ *   no reconnect; call `connect` again for a new client.
+ */
+import net from 'node:net';
+import { CairnError } from '@cairn/core';
+import type { QemuVersionInfo } from './block-types.js';
+import type { QmpArgs, QmpCommandName, QmpResult, TransactionAction, TransactionProperties } from './commands.js';
+import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOptions } from './events.js';
+import { JsonLineDecoder } from './json-lines.js';
+import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
+
+/** Where the QMP monitor listens: a unix socket path, or a TCP host and port. */
+export type QmpTarget = { path: string } | { host: string; port: number };
+
+/** Longest unix socket path (bytes) the kernel accepts is 107 plus the terminating NUL. */
+export const MAX_UNIX_SOCKET_PATH_BYTES = 107;
+
+export interface QmpConnectOptions {
+  /** Deadline for connect + greeting + qmp_capabilities. Default 5 000 ms. */
+  timeoutMs?: number;
+  /** Aborting during the handshake throws CANCELLED. */
+  signal?: AbortSignal;
+  /** Name used in error messages. Default `qmp`. */
+  driver?: string;
+  /** Default `timeoutMs` of `execute`. Default 30 000 ms. */
+  commandTimeoutMs?: number;
+}
+
+export interface ExecuteOptions {
+  /** Fail with UNAVAILABLE when no reply arrives in time. Default: the client's `commandTimeoutMs`; `Infinity` waits forever. */
+  timeoutMs?: number;
+  /** Aborting fails the call with CANCELLED (qemu may still run the command). */
+  signal?: AbortSignal;
+}
+
+/** The greeting qemu sends on connect. */
+export interface QmpGreeting {
+  version: QemuVersionInfo;
+  /** Capabilities offered (qemu 7.2: `oob`); this client enables none. */
+  capabilities: string[];
+}
+
+type ExecuteParams<K extends QmpCommandName> = undefined extends QmpArgs<K>
+  ? [args?: QmpArgs<K>, options?: ExecuteOptions]
+  : [args: QmpArgs<K>, options?: ExecuteOptions];
+
+interface Pending {
+  command: string;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+
+export class QmpClient {
+  private readonly hub: EventHub;
+  private readonly pending = new Map<string, Pending>();
+  private readonly decoder = new JsonLineDecoder();
+  private seq = 0;
+  private closedReason: { error: CairnError | undefined } | undefined;
+  private quitAcknowledged = false;
+  private greetingWaiter: { resolve: (g: QmpGreeting) => void; reject: (e: unknown) => void } | undefined;
+  private resolveClosed!: (error: CairnError | undefined) => void;
+  private dropped = 0;
+  private greetingValue: QmpGreeting | undefined;
+
+  /** Settles when the connection is gone: `undefined` for a deliberate close (close() or quit), the error otherwise. */
+  readonly whenClosed: Promise<CairnError | undefined>;
+
+  private constructor(
+    private readonly socket: net.Socket,
+    readonly driver: string,
+    private readonly commandTimeoutMs: number,
+  ) {
+    this.hub = new EventHub(driver);
+    this.whenClosed = new Promise((resolve) => (this.resolveClosed = resolve));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.shutdown(unavailable(`QMP connection failed: ${err.message}`, driver, err)));
+    socket.on('close', () =>
+      this.shutdown(this.quitAcknowledged ? undefined : unavailable('QMP connection closed by the peer', driver)),
+    );
+  }
+
+  /** Connects to `target` and completes the handshake (see the file comment for errors). */
+  static async connect(target: QmpTarget, options: QmpConnectOptions = {}): Promise<QmpClient> {
+    const driver = options.driver ?? QMP_DRIVER;
+    const { signal } = options;
+    if ('path' in target && Buffer.byteLength(target.path) > MAX_UNIX_SOCKET_PATH_BYTES) {
+      throw new CairnError('INVALID_INPUT', `unix socket path is longer than ${MAX_UNIX_SOCKET_PATH_BYTES} bytes: ${target.path}`, { driver });
+    }
+    if (signal?.aborted) throw new CairnError('CANCELLED', 'connect cancelled', { driver, cause: signal.reason });
+    const where = 'path' in target ? target.path : `${target.host}:${target.port}`;
+    const socket = 'path' in target ? net.createConnection({ path: target.path }) : net.createConnection({ host: target.host, port: target.port });
+    const client = new QmpClient(socket, driver, options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(unavailable(`no QMP handshake from ${where} within ${timeoutMs} ms`, driver)), timeoutMs);
+      onAbort = () => reject(new CairnError('CANCELLED', 'connect cancelled', { driver, cause: signal?.reason }));
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    deadline.catch(() => undefined);
+    try {
+      const greeting = await Promise.race([client.greetingPromise(), deadline]);
+      client.greetingValue = greeting;
+      await Promise.race([client.execute('qmp_capabilities', undefined, { timeoutMs: Infinity }), deadline]);
+      return client;
+    } catch (err) {
+      client.shutdown(undefined);
+      if (err instanceof CairnError && err.code !== 'UNAVAILABLE') throw err;
+      const cause = err instanceof CairnError && err.cause !== undefined ? err.cause : err;
+      const reason = cause instanceof Error ? cause.message : String(cause);
+      throw unavailable(`cannot open QMP at ${where}: ${reason}`, driver, cause, { target: where });
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** The greeting received on connect. */
+  get greeting(): QmpGreeting {
+    return this.greetingValue!;
+  }
+
+  /** True once the connection is gone; a closed client never reopens. */
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  /** Replies that arrived for no pending call (after a timeout or abort) and were dropped. */
+  get droppedReplies(): number {
+    return this.dropped;
+  }
+
+  /**
+   * Sends `command` and resolves with its `return` value. Typed for the commands in
+   * QmpCommandMap; any other name is sent untyped (`execute<T>('x-foo', {...})`).
+   * Errors: mapped QMP error codes, UNAVAILABLE (timeout, closed), CANCELLED (signal).
+   */
+  execute<K extends QmpCommandName>(command: K, ...params: ExecuteParams<K>): Promise<QmpResult<K>>;
+  execute<T = unknown, C extends string = string>(
+    command: C extends QmpCommandName ? never : C,
+    args?: Record<string, unknown>,
+    options?: ExecuteOptions,
+  ): Promise<T>;
+  execute(command: string, args?: unknown, options: ExecuteOptions = {}): Promise<unknown> {
+    if (this.closedReason) {
+      return Promise.reject(unavailable(`${command}: QMP connection is closed`, this.driver, this.closedReason.error));
+    }
+    const { signal } = options;
+    if (signal?.aborted) {
+      return Promise.reject(new CairnError('CANCELLED', `${command} cancelled`, { driver: this.driver, cause: signal.reason }));
+    }
+    const id = `cairn-${++this.seq}`;
+    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (): void => {
+        this.pending.delete(id);
+        if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onAbort = (): void => {
+        settle();
+        reject(new CairnError('CANCELLED', `${command} cancelled`, { driver: this.driver, cause: signal?.reason }));
+      };
+      this.pending.set(id, {
+        command,
+        resolve: (value) => {
+          settle();
+          if (command === 'quit') this.quitAcknowledged = true;
+          resolve(value);
+        },
+        reject: (error) => {
+          settle();
+          reject(error);
+        },
+      });
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          settle();
+          reject(unavailable(`${command}: no reply within ${timeoutMs} ms`, this.driver, undefined, { command, timeoutMs }));
+        }, timeoutMs);
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const message = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
+      this.socket.write(`${JSON.stringify(message)}\n`);
+    });
+  }
+
+  /** Runs `actions` atomically with the `transaction` command: all apply, or none does. */
+  transaction(actions: TransactionAction[], options: ExecuteOptions & { properties?: TransactionProperties } = {}): Promise<void> {
+    const { properties, ...rest } = options;
+    const args = properties ? { actions, properties } : { actions };
+    return this.execute('transaction', args, rest).then(() => undefined);
+  }
+
+  /** Calls `fn` for each event named `name` (`'*'`: every event) from now on. Returns an unsubscribe function. */
+  on<N extends string>(name: N, fn: QmpEventListener<N>): () => void {
+    return this.hub.on(name, fn as QmpEventListener);
+  }
+
+  /** Removes a listener added with `on`. Idempotent. */
+  off<N extends string>(name: N, fn: QmpEventListener<N>): void {
+    this.hub.off(name, fn as QmpEventListener);
+  }
+
+  /** Async iterator over events (optionally only `names`), buffered from this call on; see EventHub.iterate. */
+  events(options: { names?: readonly string[]; signal?: AbortSignal } = {}): AsyncIterableIterator<QmpEvent> {
+    return this.hub.iterate(options.names, options.signal);
+  }
+
+  /** Same as `events()`. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<QmpEvent> {
+    return this.events();
+  }
+
+  /**
+   * Resolves with the first `name` event (matching `predicate`) that arrives after this call.
+   * Create it before the `execute` that triggers the event. Rejects UNAVAILABLE on timeout
+   * (default 30 000 ms) or close, CANCELLED on abort.
+   */
+  waitForEvent<N extends string>(name: N, predicate?: (event: QmpEvent<N>) => boolean, options?: WaitForEventOptions): Promise<QmpEvent<N>> {
+    return this.hub.wait(name, predicate as ((event: QmpEvent) => boolean) | undefined, options) as Promise<QmpEvent<N>>;
+  }
+
+  /** Closes the connection. Pending calls fail with UNAVAILABLE; iterators end. Idempotent. */
+  async close(): Promise<void> {
+    this.shutdown(undefined);
+    await this.whenClosed;
+  }
+
+  private greetingPromise(): Promise<QmpGreeting> {
+    return new Promise((resolve, reject) => (this.greetingWaiter = { resolve, reject }));
+  }
+
+  private onData(chunk: Buffer): void {
+    let messages: unknown[];
+    try {
+      messages = this.decoder.push(chunk);
+    } catch (err) {
+      this.shutdown(unavailable(`QMP stream is not valid JSON lines: ${(err as Error).message}`, this.driver, err));
+      return;
+    }
+    for (const message of messages) {
+      if (this.closedReason) return;
+      this.dispatch(message as Record<string, unknown>);
+    }
+  }
+
+  private dispatch(msg: Record<string, unknown>): void {
+    if (this.greetingWaiter) {
+      const waiter = this.greetingWaiter;
+      this.greetingWaiter = undefined;
+      const qmp = msg?.QMP as QmpGreeting | undefined;
+      if (qmp && typeof qmp === 'object') waiter.resolve({ version: qmp.version, capabilities: qmp.capabilities ?? [] });
+      else waiter.reject(unavailable('peer did not send a QMP greeting', this.driver, undefined, { received: msg }));
+      return;
+    }
+    if (typeof msg?.event === 'string') {
+      this.hub.emit(msg as unknown as QmpEvent);
+      return;
+    }
+    if (!('return' in msg) && !('error' in msg)) return;
+    const pending = typeof msg.id === 'string' ? this.pending.get(msg.id) : undefined;
+    if (!pending) {
+      this.dropped++;
+      return;
+    }
+    if ('error' in msg) pending.reject(qmpError(pending.command, msg.error as QmpErrorBody, this.driver));
+    else pending.resolve(msg.return);
+  }
+
+  /** Marks the client closed (once): fails pending calls and waiters, ends iterators. */
+  private shutdown(error: CairnError | undefined): void {
+    if (this.closedReason) return;
+    this.closedReason = { error };
+    const why = error ? 'QMP connection lost' : 'QMP client closed';
+    this.greetingWaiter?.reject(error ?? unavailable(why, this.driver));
+    this.greetingWaiter = undefined;
+    for (const p of [...this.pending.values()]) p.reject(unavailable(`${p.command}: ${why}`, this.driver, error));
+    this.pending.clear();
+    this.hub.close(error);
+    this.socket.destroy();
+    this.resolveClosed(error);
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Maps QMP error replies (`{"error": {"class", "desc"}}`) to CairnError codes.
+ *
+ * qemu 7.2 reports almost every block-layer failure as `GenericError`, so for that class the
+ * description decides (first matching rule wins, case-insensitive):
+ *   1. "already exists", "duplicate", "id '…' is already in use"         → ALREADY_EXISTS
+ *   2. "not found", "cannot find", "failed to find", "no such file",
+ *      "does not exist"                                                   → NOT_FOUND
+ *   3. "in use", "busy", "lock", "permission conflict", "already running",
+ *      "is being", "currently"                                            → CONFLICT
+ *   4. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
+ * Other classes: CommandNotFound → NOT_SUPPORTED, DeviceNotFound → NOT_FOUND,
+ * DeviceNotActive → CONFLICT, KVMMissingCap → NOT_SUPPORTED, unknown classes → INTERNAL.
+ * The QMP class, desc and command are kept in `details` (`qmpClass`, `qmpDesc`, `command`).
+ */
+import { CairnError, type ErrorCode } from '@cairn/core';
+
+/** Driver name used in every error raised by this package. */
+export const QMP_DRIVER = 'qmp';
+
+/** The `error` member of a QMP reply. */
+export interface QmpErrorBody {
+  class: string;
+  desc: string;
+}
+
+const ALREADY_EXISTS = /already exists|duplicate|id '[^']*' is already in use/i;
+const NOT_FOUND = /not found|cannot find|failed to find|no such file|does not exist/i;
+const CONFLICT = /in use|busy|\block\b|permission conflict|already running|is being|currently/i;
+
+/** The Cairn code for a QMP error class and description (rules in the file comment). */
+export function qmpErrorCode(qmpClass: string, desc: string): ErrorCode {
+  switch (qmpClass) {
+    case 'CommandNotFound':
+    case 'KVMMissingCap':
+      return 'NOT_SUPPORTED';
+    case 'DeviceNotFound':
+      return 'NOT_FOUND';
+    case 'DeviceNotActive':
+      return 'CONFLICT';
+    case 'GenericError':
+      if (ALREADY_EXISTS.test(desc)) return 'ALREADY_EXISTS';
+      if (NOT_FOUND.test(desc)) return 'NOT_FOUND';
+      if (CONFLICT.test(desc)) return 'CONFLICT';
+      return 'INVALID_INPUT';
+    default:
+      return 'INTERNAL';
+  }
+}
+
+/** A CairnError for a QMP error reply to `command`. */
+export function qmpError(command: string, body: QmpErrorBody, driver: string = QMP_DRIVER): CairnError {
+  const qmpClass = typeof body?.class === 'string' ? body.class : 'GenericError';
+  const desc = typeof body?.desc === 'string' ? body.desc : JSON.stringify(body);
+  return new CairnError(qmpErrorCode(qmpClass, desc), `${command}: ${desc}`, {
+    driver,
+    details: { command, qmpClass, qmpDesc: desc },
+  });
+}
+
+/** UNAVAILABLE: the connection is gone, never came up, or the daemon did not answer in time. */
+export function unavailable(message: string, driver: string = QMP_DRIVER, cause?: unknown, details?: Record<string, unknown>): CairnError {
+  return new CairnError('UNAVAILABLE', message, { driver, cause, details });
+}
