@@ -1,0 +1,59 @@
+import { link, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { PosixObjectStore } from '../src/index.js';
+import { newTempName } from '../src/key-layout.js';
+import { allFiles, listKeys, tempStore } from './helpers.js';
+
+const KEY = `data/${'7f'.repeat(32)}`;
+
+describe('sweepTemp', () => {
+  let store: PosixObjectStore;
+  afterEach(async () => rm(store.directory, { recursive: true, force: true }));
+
+  it('sweepTemp(olderThanMs) removes temporary files older than the age in every directory and keeps younger ones and all objects', async () => {
+    store = await tempStore('sweep');
+    await store.put(KEY, Buffer.from('object'));
+    await store.put('index/latest', Buffer.from('i'));
+    const shard = dirname(store.pathOf(KEY));
+    const old = [join(shard, newTempName()), join(store.directory, 'index', newTempName()), join(store.directory, newTempName())];
+    const young = join(shard, newTempName());
+    for (const p of [...old, young]) await writeFile(p, 'partial');
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    for (const p of old) await utimes(p, hourAgo, hourAgo);
+
+    expect(await store.sweepTemp(60_000)).toBe(3);
+    const left = (await allFiles(store.directory)).filter((f) => f.includes('~'));
+    expect(left).toEqual([young.slice(store.directory.length + 1)]);
+    expect(await listKeys(store)).toEqual(['index/latest', KEY].sort());
+    expect(await store.sweepTemp(0)).toBe(1);
+    expect(await store.sweepTemp(0)).toBe(0);
+    expect((await store.get(KEY)).toString()).toBe('object');
+  });
+
+  it('sweepTemp removes a leftover second link of a published object without touching the object', async () => {
+    store = await tempStore('sweep-link');
+    await store.put(KEY, Buffer.from('published'), { ifAbsent: true });
+    // As if the writer died between link(temp, final) and unlink(temp).
+    const leftover = join(dirname(store.pathOf(KEY)), newTempName());
+    await link(store.pathOf(KEY), leftover);
+    expect(await listKeys(store)).toEqual([KEY]);
+    expect(await store.sweepTemp(0)).toBe(1);
+    expect(await readdir(dirname(leftover))).toEqual([KEY.split('/')[1]]);
+    expect((await store.get(KEY)).toString()).toBe('published');
+  });
+
+  it('sweepTemp(-1) fails with INVALID_INPUT', async () => {
+    store = await tempStore('sweep-bad');
+    await expect(store.sweepTemp(-1)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  });
+
+  it('put leaves no temporary file behind after success, ifAbsent refusal or replace', async () => {
+    store = await tempStore('no-temp');
+    await store.put(KEY, Buffer.alloc(100_000, 1));
+    await store.put(KEY, Buffer.alloc(50_000, 2));
+    await expect(store.put(KEY, Buffer.alloc(10, 3), { ifAbsent: true })).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
+    await store.put('other', Buffer.alloc(10, 4), { ifAbsent: true });
+    expect((await allFiles(store.directory)).sort()).toEqual(['other', `data/7f/${'7f'.repeat(32)}`].sort());
+  });
+});
