@@ -1,0 +1,60 @@
+import { mkdir, unlink } from 'node:fs/promises';
+import type { Extent } from '@cairn/core';
+import { writeFileAtomic } from './atomic-file.js';
+import { DirtyBitmap } from './dirty-bitmap.js';
+import { WriteGate } from './write-gate.js';
+
+/**
+ * The dirty bitmaps of one volume while it is attached read-write in this process: every write
+ * and writeZeroes marks all of them before touching the image; `save` persists them. The volume's
+ * sidecar carries a writer mark for as long as a tracker lives, so bits lost to a crash make the
+ * checkpoints inconsistent instead of wrong.
+ */
+export class ChangeTracker {
+  readonly gate = new WriteGate();
+  private readonly bitmaps = new Map<string, DirtyBitmap>();
+
+  constructor(
+    private readonly bitmapPath: (checkpointId: string) => string,
+    private readonly cbtDir: string,
+  ) {}
+
+  add(checkpointId: string, bitmap: DirtyBitmap): void {
+    this.bitmaps.set(checkpointId, bitmap);
+  }
+
+  remove(checkpointId: string): void {
+    this.bitmaps.delete(checkpointId);
+  }
+
+  has(checkpointId: string): boolean {
+    return this.bitmaps.has(checkpointId);
+  }
+
+  mark(offset: number, length: number): void {
+    for (const b of this.bitmaps.values()) b.mark(offset, length);
+  }
+
+  /** Changed extents since `checkpointId`, or undefined when this tracker does not track it. */
+  changedSince(checkpointId: string): Extent[] | undefined {
+    return this.bitmaps.get(checkpointId)?.extents();
+  }
+
+  /** Copies of every bitmap, for a snapshot taken now. */
+  snapshot(): Map<string, DirtyBitmap> {
+    return new Map([...this.bitmaps].map(([id, b]) => [id, b.clone()]));
+  }
+
+  /** Writes every bitmap atomically and durably. */
+  async save(): Promise<void> {
+    await mkdir(this.cbtDir, { recursive: true });
+    for (const [id, b] of this.bitmaps) await writeFileAtomic(this.bitmapPath(id), b.serialize());
+  }
+}
+
+/** Drops a bitmap file; a missing file is not an error. Idempotent. */
+export async function removeBitmap(path: string): Promise<void> {
+  await unlink(path).catch((err: { code?: string }) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}

@@ -1,0 +1,79 @@
+import type { FileHandle } from 'node:fs/promises';
+import type { ByteRange, Extent } from '@cairn/core';
+import { fsExt, seekData, seekHole } from './native-fs.js';
+
+/** Unit of the zero scan used without fs-ext, in bytes. */
+const SCAN_GRANULE = 64 * 1024;
+const SCAN_CHUNK = 1024 * 1024;
+const ZEROS = Buffer.alloc(SCAN_CHUNK);
+
+/**
+ * Ranges of `range` that may hold data in the file behind `fh`; everything outside them reads as
+ * zeros. With fs-ext: the file system's own map (lseek SEEK_DATA/SEEK_HOLE), exact to its block
+ * size. Without: a read of the range that reports every 64 KiB granule holding a non-zero byte
+ * (reads of holes cost no disk I/O, but the scan is O(size)). Never misses data.
+ */
+export async function dataExtents(fh: FileHandle, range: ByteRange): Promise<Extent[]> {
+  const end = range.offset + range.length;
+  if (range.length === 0) return [];
+  const stat = await fh.stat();
+  if (stat.blocks === 0) return [];
+  const ext = fsExt();
+  if (ext) {
+    const out: Extent[] = [];
+    let pos = range.offset;
+    while (pos < end) {
+      const data = seekData(ext, fh.fd, pos, end);
+      if (data >= end) break;
+      const hole = seekHole(ext, fh.fd, data, end);
+      out.push({ offset: data, length: hole - data });
+      pos = hole;
+    }
+    return out;
+  }
+  return scanNonZero(fh, range);
+}
+
+async function scanNonZero(fh: FileHandle, range: ByteRange): Promise<Extent[]> {
+  const end = range.offset + range.length;
+  const buf = Buffer.allocUnsafe(SCAN_CHUNK);
+  const out: Extent[] = [];
+  let pos = range.offset;
+  while (pos < end) {
+    const n = Math.min(SCAN_CHUNK, end - pos);
+    await readFully(fh, buf.subarray(0, n), pos);
+    for (let at = 0; at < n; ) {
+      const granuleEnd = Math.min(n, at + SCAN_GRANULE - ((pos + at) % SCAN_GRANULE));
+      if (!buf.subarray(at, granuleEnd).equals(ZEROS.subarray(0, granuleEnd - at))) {
+        const last = out[out.length - 1];
+        if (last && last.offset + last.length === pos + at) last.length += granuleEnd - at;
+        else out.push({ offset: pos + at, length: granuleEnd - at });
+      }
+      at = granuleEnd;
+    }
+    pos += n;
+  }
+  return out;
+}
+
+/** Reads exactly `into.length` bytes at `position`; bytes past the end of the file read as zeros. */
+export async function readFully(fh: FileHandle, into: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < into.length) {
+    const { bytesRead } = await fh.read(into, done, into.length - done, position + done);
+    if (bytesRead === 0) {
+      into.fill(0, done);
+      return;
+    }
+    done += bytesRead;
+  }
+}
+
+/** Writes all of `data` at `position`. */
+export async function writeFully(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}

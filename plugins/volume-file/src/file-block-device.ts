@@ -1,0 +1,112 @@
+import type { FileHandle } from 'node:fs/promises';
+import { BaseBlockDevice, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
+import type { ChangeTracker } from './change-tracker.js';
+import { dataExtents, writeFully } from './data-extents.js';
+import { PUNCH_ALIGN, PUNCH_MIN, punchHole } from './hole-punch.js';
+import { fsExt, seekData } from './native-fs.js';
+
+/** Unit of allocated/changed extents and of the dirty bitmaps: 64 KiB. */
+export const GRANULARITY = 64 * 1024;
+
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+export interface FileDeviceHooks {
+  /** Set on a read-write volume device: the bitmaps to mark and the gate snapshots pause. */
+  tracker?: ChangeTracker;
+  /** Changed extents since a checkpoint; `NOT_FOUND` when unknown or inconsistent. */
+  changedSince(checkpointId: string): Promise<Extent[]>;
+  /** Called once by close, after the last I/O: release locks, clear the writer mark. */
+  closed(flushedCleanly: boolean): Promise<void>;
+}
+
+/**
+ * A raw image file as a BlockDevice: positional reads and writes straight to one descriptor,
+ * allocated extents from the file system's map, changed extents from the dirty bitmaps.
+ */
+export class FileBlockDevice extends BaseBlockDevice {
+  constructor(
+    driver: string,
+    private readonly fh: FileHandle,
+    private readonly path: string,
+    size: number,
+    mode: AttachMode,
+    private readonly hooks: FileDeviceHooks,
+  ) {
+    super(driver, size, mode, GRANULARITY);
+  }
+
+  protected async _read(offset: number, into: Buffer): Promise<void> {
+    let done = 0;
+    while (done < into.length) {
+      const { bytesRead } = await this.fh.read(into, done, into.length - done, offset + done);
+      if (bytesRead === 0) throw new Error(`image ${this.path} ended at ${offset + done}, before the device size`);
+      done += bytesRead;
+    }
+  }
+
+  protected async _write(offset: number, data: Uint8Array): Promise<void> {
+    await this.tracked(offset, data.length, () => writeFully(this.fh, data, offset));
+  }
+
+  /**
+   * Zeros are written for ranges under 1 MiB and for partial 4 KiB blocks; whole blocks of larger
+   * ranges are deallocated with a hole punch when the file system allows it. A range that is
+   * already a hole is left alone. Either way the range reads as zeros afterwards.
+   */
+  protected async _writeZeroes(offset: number, length: number): Promise<void> {
+    await this.tracked(offset, length, async () => {
+      const end = offset + length;
+      const ext = fsExt();
+      if (ext && seekData(ext, this.fh.fd, offset, end) >= end) return; // already all hole
+      if (length >= PUNCH_MIN) {
+        const start = Math.ceil(offset / PUNCH_ALIGN) * PUNCH_ALIGN;
+        const stop = Math.floor(end / PUNCH_ALIGN) * PUNCH_ALIGN;
+        if (stop > start && (await punchHole(this.path, start, stop - start))) {
+          await this.zeros(offset, start - offset);
+          await this.zeros(stop, end - stop);
+          return;
+        }
+      }
+      await this.zeros(offset, length);
+    });
+  }
+
+  protected async _flush(): Promise<void> {
+    await this.fh.sync();
+    await this.hooks.tracker?.save();
+  }
+
+  protected async _extents(query: ExtentQuery, range: ByteRange): Promise<Extent[]> {
+    if (query.kind === 'allocated') return dataExtents(this.fh, range);
+    return this.hooks.changedSince(query.since);
+  }
+
+  protected async _close(): Promise<void> {
+    let clean = this.mode === 'ro';
+    try {
+      if (this.mode === 'rw') {
+        await this._flush();
+        clean = true;
+      }
+    } finally {
+      await this.fh.close().catch(() => {});
+      await this.hooks.closed(clean);
+    }
+  }
+
+  /** Marks the dirty bitmaps, then runs the write, outside any snapshot's exclusive section. */
+  private async tracked(offset: number, length: number, fn: () => Promise<void>): Promise<void> {
+    const tracker = this.hooks.tracker;
+    if (!tracker) return fn();
+    await tracker.gate.write(async () => {
+      tracker.mark(offset, length);
+      await fn();
+    });
+  }
+
+  private async zeros(offset: number, length: number): Promise<void> {
+    for (let done = 0; done < length; done += ZERO_CHUNK.length) {
+      await writeFully(this.fh, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done)), offset + done);
+    }
+  }
+}

@@ -1,0 +1,334 @@
+import { open, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import {
+  assertVolumeSize,
+  newId,
+  nowIso,
+  toCairnError,
+  type AttachMode,
+  type AttachTarget,
+  type Attachment,
+  type CreateVolumeSpec,
+  type Snapshot,
+  type Volume,
+  type VolumeDriver,
+  type VolumeDriverCapabilities,
+} from '@cairn/core';
+import { syncDir } from './atomic-file.js';
+import { ChangeTracker } from './change-tracker.js';
+import { DriverContext } from './driver-context.js';
+import { FileBlockDevice } from './file-block-device.js';
+import { FileCheckpoints } from './file-checkpoints.js';
+import type { RecordKind } from './layout.js';
+import type { SnapshotRecord, VolumeRecord } from './records.js';
+import { createSnapshotFiles } from './snapshot-files.js';
+
+export interface FileVolumeDriverOptions {
+  /** Directory holding images, sidecars and bitmaps; created when missing. Required. */
+  directory: string;
+}
+
+/**
+ * The embedded default volume driver: each volume is a sparse raw image file with a JSON sidecar
+ * under `directory`; snapshots are reflinks or sparse copies; changed blocks are tracked by dirty
+ * bitmaps; flock(2) keeps two processes from writing one image. See README.md.
+ */
+export class FileVolumeDriver implements VolumeDriver {
+  readonly name = 'file';
+  readonly capabilities: VolumeDriverCapabilities = {
+    snapshots: true,
+    changedBlockTracking: true,
+    quiesce: false,
+    flowOverride: false,
+    attach: true,
+    multiAttachReadOnly: true,
+  };
+  readonly changedBlockTracking: FileCheckpoints;
+  private readonly ctx: DriverContext;
+  private readonly attachments = new Map<string, Attachment>();
+
+  constructor(options: FileVolumeDriverOptions) {
+    this.ctx = new DriverContext(this.name, options.directory);
+    this.changedBlockTracking = new FileCheckpoints(this.ctx);
+  }
+
+  /** The directory this driver works in. */
+  get directory(): string {
+    return this.ctx.store.layout.directory;
+  }
+
+  /** Creates a sparse zero-filled image. `INVALID_INPUT` for a bad size, name or metadata. Not idempotent. */
+  async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
+    return this.guard('createVolume', async () => {
+      assertVolumeSize(spec?.size, this.name);
+      if (spec.name !== undefined && typeof spec.name !== 'string') throw this.ctx.err('INVALID_INPUT', 'volume name must be a string');
+      const metadata = spec.metadata ?? {};
+      if (typeof metadata !== 'object' || Object.values(metadata).some((v) => typeof v !== 'string')) {
+        throw this.ctx.err('INVALID_INPUT', 'volume metadata must map strings to strings');
+      }
+      await this.ctx.store.init();
+      const id = newId();
+      const fh = await open(this.ctx.store.layout.image('volume', id), 'wx', 0o600);
+      try {
+        await fh.truncate(spec.size);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      const record: VolumeRecord = {
+        format: 1,
+        kind: 'volume',
+        id,
+        name: spec.name ?? '',
+        size: spec.size,
+        createdAt: nowIso(),
+        metadata: { ...metadata },
+        checkpoints: [],
+        writer: null,
+      };
+      await this.ctx.store.put(record); // the sidecar appearing is what makes the volume exist
+      return toVolume(record, 'available');
+    });
+  }
+
+  /** `NOT_FOUND` if unknown; `BUSY` while attached (here or by another process) or while it has snapshots. */
+  async deleteVolume(volumeId: string): Promise<void> {
+    return this.guard('deleteVolume', () =>
+      this.ctx.targets.run(`volume:${volumeId}`, async () => {
+        await this.ctx.store.volume(volumeId);
+        if (this.attachedHere('volume', volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} is attached`);
+        if ((await this.ctx.store.snapshots()).some((s) => s.volumeId === volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} has snapshots`);
+        await this.removeFiles('volume', volumeId);
+      }),
+    );
+  }
+
+  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. */
+  async getVolume(volumeId: string): Promise<Volume> {
+    return this.guard('getVolume', async () => {
+      const r = await this.ctx.store.volume(volumeId);
+      return toVolume(r, await this.statusOf(r));
+    });
+  }
+
+  /** Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. */
+  async listVolumes(): Promise<Volume[]> {
+    return this.guard('listVolumes', async () => {
+      const out: Volume[] = [];
+      for (const r of await this.ctx.store.volumes()) out.push(toVolume(r, await this.statusOf(r)));
+      return out;
+    });
+  }
+
+  /**
+   * Grows the image (sparse) to `size`; the new tail counts as changed for every checkpoint.
+   * `INVALID_INPUT` when shrinking; `BUSY` while attached here or by another process.
+   */
+  async extendVolume(volumeId: string, size: number): Promise<Volume> {
+    return this.guard('extendVolume', async () => {
+      await this.ctx.targets.run(`volume:${volumeId}`, async () => {
+        const current = await this.ctx.store.volume(volumeId);
+        assertVolumeSize(size, this.name);
+        if (size < current.size) throw this.ctx.err('INVALID_INPUT', `cannot shrink volume ${volumeId} from ${current.size} to ${size}`);
+        if (this.attachedHere('volume', volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} is attached`);
+        const image = this.ctx.store.layout.image('volume', volumeId);
+        await this.ctx.locks.during(image, 'exclusive', async () => {
+          await this.ctx.store.updateVolume(volumeId, async (r) => {
+            this.ctx.recover(r);
+            for (const c of r.checkpoints.filter((x) => x.consistent)) {
+              const bitmap = await this.ctx.loadBitmap('volume', volumeId, c.id, r.size);
+              if (!bitmap) {
+                c.consistent = false;
+                continue;
+              }
+              bitmap.grow(size);
+              await this.ctx.saveBitmap('volume', volumeId, c.id, bitmap);
+            }
+            r.size = size;
+          });
+          await truncate(image, size); // after the sidecar: attach heals an image left shorter by a crash
+        });
+      });
+      return this.getVolume(volumeId);
+    });
+  }
+
+  /**
+   * A crash-consistent copy of the volume (writes through this driver pause during it) with its
+   * checkpoints' bitmaps. `NOT_FOUND` if unknown; `BUSY` while another process writes the volume.
+   */
+  async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
+    return this.guard('createSnapshot', () =>
+      this.ctx.targets.run(`volume:${volumeId}`, async () => {
+        await this.ctx.store.volume(volumeId);
+        if (name !== undefined && typeof name !== 'string') throw this.ctx.err('INVALID_INPUT', 'snapshot name must be a string');
+        const id = newId();
+        const tracker = this.ctx.trackers.get(volumeId);
+        let record: SnapshotRecord;
+        if (tracker) {
+          record = await tracker.gate.exclusive(async () =>
+            createSnapshotFiles(this.ctx, await this.ctx.store.volume(volumeId), id, name ?? '', tracker.snapshot()),
+          );
+        } else {
+          const image = this.ctx.store.layout.image('volume', volumeId);
+          record = await this.ctx.locks.during(image, 'shared', async () =>
+            createSnapshotFiles(this.ctx, await this.ctx.recovered(volumeId), id, name ?? '', undefined),
+          );
+        }
+        return toSnapshot(record);
+      }),
+    );
+  }
+
+  /** `NOT_FOUND` if unknown; `BUSY` while attached here or by another process. */
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    return this.guard('deleteSnapshot', () =>
+      this.ctx.targets.run(`snapshot:${snapshotId}`, async () => {
+        await this.ctx.store.snapshot(snapshotId);
+        if (this.attachedHere('snapshot', snapshotId)) throw this.ctx.err('BUSY', `snapshot ${snapshotId} is attached`);
+        await this.removeFiles('snapshot', snapshotId);
+      }),
+    );
+  }
+
+  /** Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. */
+  async listSnapshots(volumeId: string): Promise<Snapshot[]> {
+    return this.guard('listSnapshots', async () => {
+      await this.ctx.store.volume(volumeId);
+      return (await this.ctx.store.snapshots()).filter((s) => s.volumeId === volumeId).map(toSnapshot);
+    });
+  }
+
+  /**
+   * Opens the image with a flock: exclusive for `rw`, shared for `ro`. `BUSY` when the volume is
+   * attached read-write here, or locked by another process in a conflicting mode; snapshots
+   * attach `ro` only (`INVALID_INPUT` for `rw`). `NOT_FOUND` if unknown.
+   */
+  async attach(target: AttachTarget, mode: AttachMode): Promise<Attachment> {
+    return this.guard('attach', async () => {
+      if (mode !== 'ro' && mode !== 'rw') throw this.ctx.err('INVALID_INPUT', `unknown attach mode ${String(mode)}`);
+      if (target?.kind !== 'volume' && target?.kind !== 'snapshot') throw this.ctx.err('INVALID_INPUT', `unknown attach target ${JSON.stringify(target)}`);
+      const { kind, id } = target;
+      return this.ctx.targets.run(`${kind}:${id}`, async () => {
+        const record = kind === 'volume' ? await this.ctx.store.volume(id) : await this.ctx.store.snapshot(id);
+        if (kind === 'snapshot' && mode === 'rw') throw this.ctx.err('INVALID_INPUT', `snapshot ${id} can only be attached read-only`);
+        if (kind === 'volume' && mode === 'rw' && this.ctx.trackers.has(id)) throw this.ctx.err('BUSY', `volume ${id} is already attached read-write`);
+        const image = this.ctx.store.layout.image(kind, id);
+        const release = await this.ctx.locks.hold(image, mode === 'rw' ? 'exclusive' : 'shared');
+        try {
+          return await this.openDevice(kind, record, mode, release);
+        } catch (err) {
+          await release();
+          throw err;
+        }
+      });
+    });
+  }
+
+  /** Flushes a read-write device, saves its bitmaps and drops its lock. Idempotent: unknown ids succeed. */
+  async detach(attachmentId: string): Promise<void> {
+    return this.guard('detach', async () => {
+      await this.attachments.get(attachmentId)?.device.close();
+    });
+  }
+
+  /** Called holding the image lock; opens the device and registers the attachment. */
+  private async openDevice(kind: RecordKind, record: VolumeRecord | SnapshotRecord, mode: AttachMode, release: () => Promise<void>): Promise<Attachment> {
+    const { ctx } = this;
+    const image = ctx.store.layout.image(kind, record.id);
+    let size = record.size;
+    if (kind === 'volume') size = (await ctx.recovered(record.id)).size;
+    const actual = (await stat(image)).size;
+    if (actual > size || (actual < size && kind === 'snapshot')) throw ctx.err('CORRUPT', `image ${image} has ${actual} bytes, its sidecar says ${size}`);
+    if (actual < size) await truncate(image, size); // an extend interrupted between sidecar and truncate
+    let tracker: ChangeTracker | undefined;
+    if (mode === 'rw') {
+      const t = new ChangeTracker((cp) => ctx.store.layout.bitmap('volume', record.id, cp), ctx.store.layout.cbtDir('volume', record.id));
+      await ctx.store.updateVolume(record.id, async (r) => {
+        for (const c of r.checkpoints.filter((x) => x.consistent)) {
+          const bitmap = await ctx.loadBitmap('volume', r.id, c.id, r.size);
+          if (bitmap) t.add(c.id, bitmap);
+          else c.consistent = false;
+        }
+        r.writer = { pid: process.pid, hostname: hostname(), since: nowIso() };
+      });
+      ctx.trackers.set(record.id, (tracker = t));
+    }
+    const fh = await open(image, mode === 'rw' ? 'r+' : 'r').catch(async (err: unknown) => {
+      if (tracker) await this.endWriter(record.id, false);
+      throw err;
+    });
+    const id = newId();
+    const device = new FileBlockDevice(this.name, fh, image, size, mode, {
+      tracker,
+      changedSince: (cp) => this.changedBlockTracking.changedSince(kind, record.id, cp),
+      closed: async (clean) => {
+        this.attachments.delete(id);
+        try {
+          if (tracker) await ctx.targets.run(`volume:${record.id}`, () => this.endWriter(record.id, clean));
+        } finally {
+          await release();
+        }
+      },
+    });
+    const attachment: Attachment = { id, target: { kind, id: record.id }, mode, device };
+    this.attachments.set(id, attachment);
+    return attachment;
+  }
+
+  /** Ends a read-write session: the writer mark is cleared only when the bitmaps were saved. */
+  private async endWriter(volumeId: string, clean: boolean): Promise<void> {
+    this.ctx.trackers.delete(volumeId);
+    if (clean) {
+      await this.ctx.store.updateVolume(volumeId, (r) => {
+        r.writer = null;
+      });
+    }
+  }
+
+  /** Removes a sidecar (the record is gone at that instant), then its image and bitmaps, holding an exclusive lock. */
+  private async removeFiles(kind: RecordKind, id: string): Promise<void> {
+    const { layout } = this.ctx.store;
+    await this.ctx.locks.during(layout.image(kind, id), 'exclusive', async () => {
+      await this.ctx.store.exclusively(async () => {
+        await unlink(layout.sidecar(kind, id));
+        await syncDir(layout.dir(kind));
+      });
+      await rm(layout.image(kind, id), { force: true });
+      await rm(layout.cbtDir(kind, id), { recursive: true, force: true });
+    });
+  }
+
+  private attachedHere(kind: RecordKind, id: string): boolean {
+    return [...this.attachments.values()].some((a) => a.target.kind === kind && a.target.id === id);
+  }
+
+  /** `in-use` while attached read-write here, or while another live process holds it read-write. */
+  private async statusOf(r: VolumeRecord): Promise<Volume['status']> {
+    if (this.ctx.trackers.has(r.id)) return 'in-use';
+    if (!r.writer) return 'available';
+    try {
+      await this.ctx.locks.during(this.ctx.store.layout.image('volume', r.id), 'shared', async () => {});
+      return 'available'; // the marked writer is gone; the next attach recovers
+    } catch (err) {
+      if ((err as { code?: string }).code === 'BUSY') return 'in-use';
+      throw err;
+    }
+  }
+
+  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toCairnError(err, this.name, what);
+    }
+  }
+}
+
+function toVolume(r: VolumeRecord, status: Volume['status']): Volume {
+  return { id: r.id, name: r.name, size: r.size, status, createdAt: r.createdAt, metadata: { ...r.metadata } };
+}
+
+function toSnapshot(r: SnapshotRecord): Snapshot {
+  return { id: r.id, volumeId: r.volumeId, name: r.name, size: r.size, createdAt: r.createdAt };
+}

@@ -1,0 +1,44 @@
+import { join } from 'node:path';
+
+/**
+ * Where things live under the driver's `directory`:
+ *
+ *   .lock                                  flock(2) serializing metadata changes across processes
+ *   volumes/<id>.json                      volume sidecar (VolumeRecord); its presence makes the volume exist
+ *   volumes/<id>.img                       raw image, sparse, exactly `size` bytes
+ *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
+ *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
+ */
+export type RecordKind = 'volume' | 'snapshot';
+
+export class Layout {
+  constructor(readonly directory: string) {}
+
+  get lockFile(): string {
+    return join(this.directory, '.lock');
+  }
+
+  dir(kind: RecordKind): string {
+    return join(this.directory, kind === 'volume' ? 'volumes' : 'snapshots');
+  }
+
+  sidecar(kind: RecordKind, id: string): string {
+    return join(this.dir(kind), `${id}.json`);
+  }
+
+  image(kind: RecordKind, id: string): string {
+    return join(this.dir(kind), `${id}.img`);
+  }
+
+  cbtDir(kind: RecordKind, id: string): string {
+    return join(this.dir(kind), `${id}.cbt`);
+  }
+
+  bitmap(kind: RecordKind, id: string, checkpointId: string): string {
+    return join(this.cbtDir(kind, id), `${checkpointId}.bitmap`);
+  }
+}
+
+/** Ids are UUIDs; anything else cannot name a file of ours (and is never found). */
+export const isUuid = (id: unknown): id is string =>
+  typeof id === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id);

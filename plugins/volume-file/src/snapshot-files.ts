@@ -1,0 +1,41 @@
+import { mkdir } from 'node:fs/promises';
+import { nowIso } from '@cairn/core';
+import type { DirtyBitmap } from './dirty-bitmap.js';
+import type { DriverContext } from './driver-context.js';
+import { copyImage } from './image-copy.js';
+import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.js';
+
+/**
+ * Writes a snapshot of `volume`: the image copy (reflink or sparse copy), each consistent
+ * checkpoint's bitmap as of now (`live` bitmaps of a local writer, else the saved ones), then the
+ * sidecar, whose appearance makes the snapshot exist. The caller keeps the image from changing.
+ */
+export async function createSnapshotFiles(
+  ctx: DriverContext,
+  volume: VolumeRecord,
+  id: string,
+  name: string,
+  live: Map<string, DirtyBitmap> | undefined,
+): Promise<SnapshotRecord> {
+  const { layout } = ctx.store;
+  await copyImage(layout.image('volume', volume.id), layout.image('snapshot', id));
+  await mkdir(layout.cbtDir('snapshot', id), { recursive: true });
+  const checkpoints: CheckpointRecord[] = [];
+  for (const c of volume.checkpoints) {
+    const bitmap = !c.consistent ? undefined : live ? live.get(c.id) : await ctx.loadBitmap('volume', volume.id, c.id, volume.size);
+    if (bitmap) await ctx.saveBitmap('snapshot', id, c.id, bitmap);
+    checkpoints.push({ id: c.id, createdAt: c.createdAt, consistent: !!bitmap });
+  }
+  const record: SnapshotRecord = {
+    format: 1,
+    kind: 'snapshot',
+    id,
+    volumeId: volume.id,
+    name,
+    size: volume.size,
+    createdAt: nowIso(),
+    checkpoints,
+  };
+  await ctx.store.put(record);
+  return record;
+}

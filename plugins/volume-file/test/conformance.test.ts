@@ -1,0 +1,11 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { volumeDriverSuite } from '@cairn/conformance';
+import { FileVolumeDriver } from '../src/index.js';
+
+volumeDriverSuite('FileVolumeDriver', {
+  factory: async () => new FileVolumeDriver({ directory: await mkdtemp(join(tmpdir(), 'cairn-volume-file-')) }),
+  dispose: async (driver) => rm((driver as FileVolumeDriver).directory, { recursive: true, force: true }),
+  capabilities: new FileVolumeDriver({ directory: '/nonexistent' }).capabilities,
+});
