@@ -3,7 +3,7 @@
  * created and their entries fsynced, temporary files written and fsynced, whole reads and
  * positional range reads that loop over short reads.
  */
-import { link, lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CairnError } from '@cairn/core';
 import { DRIVER, errnoOf, fsError } from './fs-errors.js';
@@ -31,28 +31,44 @@ export async function fsyncDir(path: string): Promise<void> {
 }
 
 /**
- * Creates `root/segments…` (and `root` itself when missing), fsyncing the parent of every
- * directory it created. Idempotent. `CONFLICT` when a component exists as a file.
+ * Creates `root/segments…` one level at a time (never `root` itself), fsyncing the parent of
+ * every directory it created. Idempotent and safe against concurrent creators. `CONFLICT` when a
+ * component exists as a file; `UNAVAILABLE` when `root` is gone; ENOSPC → `UNAVAILABLE`.
+ * (Node's recursive mkdir is not used: it reports ENOENT for an ENOSPC in a parent.)
  */
 export async function ensureDir(root: string, segments: readonly string[]): Promise<string> {
   const dir = join(root, ...segments);
-  let first: string | undefined;
+  const st = await stat(dir).catch((err: unknown) => {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw errnoOf(err) === 'ENOTDIR' ? collision(segments, err) : fsError(err, `stat ${segments.join('/')}`);
+  });
+  if (st?.isDirectory()) return dir;
+  if (st) throw collision(segments);
+  for (let depth = 1; depth <= segments.length; depth++) await mkdirOne(root, segments.slice(0, depth));
+  return dir;
+}
+
+async function mkdirOne(root: string, segments: readonly string[]): Promise<void> {
+  const dir = join(root, ...segments);
   try {
-    first = await mkdir(dir, { recursive: true });
+    await mkdir(dir);
   } catch (err) {
-    if (errnoOf(err) === 'EEXIST' || errnoOf(err) === 'ENOTDIR') {
-      throw new CairnError('CONFLICT', `a key's directory ${segments.join('/')} collides with an object`, { driver: DRIVER, cause: err });
+    const code = errnoOf(err);
+    if (code === 'EEXIST') {
+      if ((await stat(dir).catch(() => undefined))?.isDirectory()) return;
+      throw collision(segments, err);
+    }
+    if (code === 'ENOTDIR') throw collision(segments, err);
+    if (code === 'ENOENT') {
+      throw new CairnError('UNAVAILABLE', `the store's directory ${root} is missing`, { driver: DRIVER, cause: err });
     }
     throw fsError(err, `mkdir ${segments.join('/')}`);
   }
-  if (first !== undefined) {
-    // Every directory from the first one created up to `dir` is new: fsync each one's parent.
-    for (let d = dir; ; d = dirname(d)) {
-      await fsyncDir(dirname(d));
-      if (d === first || dirname(d) === d) break;
-    }
-  }
-  return dir;
+  await fsyncDir(dirname(dir));
+}
+
+function collision(segments: readonly string[], cause?: unknown): CairnError {
+  return new CairnError('CONFLICT', `a key's directory ${segments.join('/')} collides with an object`, { driver: DRIVER, cause });
 }
 
 /** Writes all of `data` from offset 0 of an open file, looping over short writes. */

@@ -41,12 +41,10 @@ export async function allFiles(dir: string, rel = ''): Promise<string[]> {
  * Throws with the fix when dist is missing or older than src (`npm test` builds first).
  */
 export function assertDistFresh(): void {
-  const dist = join(PACKAGE_DIR, 'dist', 'index.js');
-  if (!existsSync(dist)) throw new Error('plugins/backup-posix/dist is missing: run `npx tsc -b plugins/backup-posix`');
-  const built = statSync(dist).mtimeMs;
-  for (const f of readdirSync(join(PACKAGE_DIR, 'src'))) {
-    if (statSync(join(PACKAGE_DIR, 'src', f)).mtimeMs > built + 1) {
-      throw new Error(`plugins/backup-posix/dist is older than src/${f}: run \`npx tsc -b plugins/backup-posix\``);
+  for (const f of readdirSync(join(PACKAGE_DIR, 'src')).filter((n) => n.endsWith('.ts'))) {
+    const out = join(PACKAGE_DIR, 'dist', f.replace(/\.ts$/, '.js'));
+    if (!existsSync(out) || statSync(join(PACKAGE_DIR, 'src', f)).mtimeMs > statSync(out).mtimeMs + 1) {
+      throw new Error(`plugins/backup-posix/dist is missing or older than src/${f}: run \`npx tsc -b plugins/backup-posix\``);
     }
   }
 }

@@ -1,0 +1,97 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmdirSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { PosixObjectStore } from '../src/index.js';
+import { allFiles, listKeys } from './helpers.js';
+
+// A real full disk: a 1 MiB tmpfs (and one with few inodes), mounted here when we may (root).
+const mountpoints: string[] = [];
+let mountError = '';
+function mountTmpfs(options: string): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-posix-full-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { stdio: 'pipe' });
+    mountpoints.push(dir);
+    return dir;
+  } catch (err) {
+    mountError = String((err as Error).message).split('\n')[0]!;
+    rmdirSync(dir);
+    return undefined;
+  }
+}
+const small = mountTmpfs('size=1m,mode=0700');
+const fewInodes = small ? mountTmpfs('size=4m,nr_inodes=12,mode=0700') : undefined;
+if (!small) console.warn(`disk-full tests skipped: cannot mount a tmpfs (${mountError})`);
+
+const freeBlocks = async (dir: string): Promise<number> => (await statfs(dir)).bfree;
+const temps = async (dir: string): Promise<string[]> => (await allFiles(dir)).filter((f) => f.includes('~'));
+
+describe.skipIf(!small)('a full disk (1 MiB tmpfs)', () => {
+  afterAll(() => {
+    for (const dir of mountpoints) {
+      execFileSync('umount', [dir]);
+      rmdirSync(dir);
+    }
+  });
+  afterEach(async () => {
+    for (const dir of mountpoints) execFileSync('find', [dir, '-mindepth', '1', '-delete']);
+  });
+
+  it('put(2 MiB) on a 1 MiB filesystem fails with UNAVAILABLE, leaves no object and no temporary file, and frees every block it took', async () => {
+    const store = await PosixObjectStore.open({ directory: small!, createDirectory: false });
+    await store.put('data/placeholder', Buffer.from('so the directory exists'));
+    const free = await freeBlocks(small!);
+    const key = `data/${'e1'.repeat(32)}`;
+    await store.put(`data/${'e1'.repeat(31)}00`, Buffer.from('shard dir exists too'));
+    const freeWithShard = await freeBlocks(small!);
+    await expect(store.put(key, Buffer.alloc(2 * 1024 * 1024, 7))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(store.head(key)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(await temps(small!)).toEqual([]);
+    expect(await freeBlocks(small!)).toBe(freeWithShard);
+    expect(free).toBeGreaterThanOrEqual(freeWithShard);
+    // The space really is back: an object of most of the disk fits now.
+    await store.put(key, Buffer.alloc(700 * 1024, 8));
+    expect((await store.head(key)).size).toBe(700 * 1024);
+  });
+
+  it('put replacing an object with one too large for the disk fails with UNAVAILABLE and keeps the old object whole', async () => {
+    const store = await PosixObjectStore.open({ directory: small!, createDirectory: false });
+    const old = Buffer.alloc(300 * 1024, 3);
+    await store.put('index/latest', old);
+    await expect(store.put('index/latest', Buffer.alloc(900 * 1024, 4))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect((await store.get('index/latest')).equals(old)).toBe(true);
+    expect(await listKeys(store)).toEqual(['index/latest']);
+    expect(await temps(small!)).toEqual([]);
+  });
+
+  it('put(ifAbsent) too large for the disk fails with UNAVAILABLE, not ALREADY_EXISTS, and a retry that fits succeeds', async () => {
+    const store = await PosixObjectStore.open({ directory: small!, createDirectory: false });
+    await expect(store.put('once', Buffer.alloc(2 * 1024 * 1024, 5), { ifAbsent: true })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await temps(small!)).toEqual([]);
+    await store.put('once', Buffer.alloc(1000, 6), { ifAbsent: true });
+    expect((await store.get('once')).equals(Buffer.alloc(1000, 6))).toBe(true);
+  });
+
+  it.skipIf(!fewInodes)('put when the filesystem has no free inodes fails with UNAVAILABLE and earlier objects stay readable', async () => {
+    const store = await PosixObjectStore.open({ directory: fewInodes!, createDirectory: false });
+    const stored: string[] = [];
+    let failure: unknown;
+    for (let i = 0; i < 40 && !failure; i++) {
+      const key = `d${i % 3}/${i.toString(16).padStart(2, '0')}${'ab'.repeat(10)}`;
+      try {
+        await store.put(key, Buffer.from(key));
+        stored.push(key);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    expect(failure).toMatchObject({ code: 'UNAVAILABLE' });
+    expect(stored.length).toBeGreaterThan(0);
+    for (const key of stored) expect((await store.get(key)).toString()).toBe(key);
+    expect(await listKeys(store)).toEqual([...stored].sort());
+    expect(await temps(fewInodes!)).toEqual([]);
+  });
+});
