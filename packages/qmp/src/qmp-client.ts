@@ -5,6 +5,7 @@
  * - `connect` reads the greeting, sends `qmp_capabilities`, and returns a ready client, or throws
  *   UNAVAILABLE (socket missing, refused, no greeting in time), INVALID_INPUT (unix path ≥ 108
  *   bytes) or CANCELLED (signal).
+ * - Arguments known to crash qemu 7.2 are refused with INVALID_INPUT before sending (preflight.ts).
  * - Every `execute` carries a unique `id`; replies are matched by id only, never by order, so
  *   concurrent calls and interleaved events are safe. Errors follow `qmpErrorCode`.
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
@@ -19,6 +20,7 @@ import type { QemuVersionInfo } from './block-types.js';
 import type { QmpArgs, QmpCommandName, QmpResult, TransactionAction, TransactionProperties } from './commands.js';
 import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOptions } from './events.js';
 import { JsonLineDecoder } from './json-lines.js';
+import { assertSafeCommand } from './preflight.js';
 import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
 
 /** Where the QMP monitor listens: a unix socket path, or a TCP host and port. */
@@ -71,13 +73,13 @@ export class QmpClient {
   private readonly decoder = new JsonLineDecoder();
   private seq = 0;
   private closedReason: { error: CairnError | undefined } | undefined;
-  private quitAcknowledged = false;
+  private quitSent = false;
   private greetingWaiter: { resolve: (g: QmpGreeting) => void; reject: (e: unknown) => void } | undefined;
   private resolveClosed!: (error: CairnError | undefined) => void;
   private dropped = 0;
   private greetingValue: QmpGreeting | undefined;
 
-  /** Settles when the connection is gone: `undefined` for a deliberate close (close() or quit), the error otherwise. */
+  /** Settles when the connection is gone: `undefined` for a deliberate close (close(), or hang-up after `quit`), the error otherwise. */
   readonly whenClosed: Promise<CairnError | undefined>;
 
   private constructor(
@@ -88,10 +90,9 @@ export class QmpClient {
     this.hub = new EventHub(driver);
     this.whenClosed = new Promise((resolve) => (this.resolveClosed = resolve));
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err) => this.shutdown(unavailable(`QMP connection failed: ${err.message}`, driver, err)));
-    socket.on('close', () =>
-      this.shutdown(this.quitAcknowledged ? undefined : unavailable('QMP connection closed by the peer', driver)),
-    );
+    // After `quit` was sent, the peer hanging up (cleanly or with a reset) is the expected outcome.
+    socket.on('error', (err) => this.hangUp(unavailable(`QMP connection failed: ${err.message}`, driver, err)));
+    socket.on('close', () => this.hangUp(unavailable('QMP connection closed by the peer', driver)));
   }
 
   /** Connects to `target` and completes the handshake (see the file comment for errors). */
@@ -161,6 +162,11 @@ export class QmpClient {
     if (this.closedReason) {
       return Promise.reject(unavailable(`${command}: QMP connection is closed`, this.driver, this.closedReason.error));
     }
+    try {
+      assertSafeCommand(command, args, this.driver);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const { signal } = options;
     if (signal?.aborted) {
       return Promise.reject(new CairnError('CANCELLED', `${command} cancelled`, { driver: this.driver, cause: signal.reason }));
@@ -182,7 +188,6 @@ export class QmpClient {
         command,
         resolve: (value) => {
           settle();
-          if (command === 'quit') this.quitAcknowledged = true;
           resolve(value);
         },
         reject: (error) => {
@@ -197,6 +202,7 @@ export class QmpClient {
         }, timeoutMs);
       }
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (command === 'quit') this.quitSent = true;
       const message = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
       this.socket.write(`${JSON.stringify(message)}\n`);
     });
@@ -283,6 +289,14 @@ export class QmpClient {
     }
     if ('error' in msg) pending.reject(qmpError(pending.command, msg.error as QmpErrorBody, this.driver));
     else pending.resolve(msg.return);
+  }
+
+  /** The peer hung up. After `quit` that is the expected outcome: a pending `quit` succeeds and the close counts as deliberate. */
+  private hangUp(error: CairnError): void {
+    if (this.closedReason) return;
+    if (!this.quitSent) return this.shutdown(error);
+    for (const p of [...this.pending.values()]) if (p.command === 'quit') p.resolve({});
+    this.shutdown(undefined);
   }
 
   /** Marks the client closed (once): fails pending calls and waiters, ends iterators. */

@@ -6,9 +6,10 @@
  *   1. "already exists", "duplicate", "id '…' is already in use"         → ALREADY_EXISTS
  *   2. "not found", "cannot find", "failed to find", "no such file",
  *      "does not exist"                                                   → NOT_FOUND
- *   3. "in use", "busy", "lock", "permission conflict", "already running",
+ *   3. "inconsistent", "corrupt"  (e.g. a bitmap left by a crash)          → CORRUPT
+ *   4. "in use", "busy", "lock", "permission conflict", "already running",
  *      "is being", "currently"                                            → CONFLICT
- *   4. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
+ *   5. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
  * Other classes: CommandNotFound → NOT_SUPPORTED, DeviceNotFound → NOT_FOUND,
  * DeviceNotActive → CONFLICT, KVMMissingCap → NOT_SUPPORTED, unknown classes → INTERNAL.
  * The QMP class, desc and command are kept in `details` (`qmpClass`, `qmpDesc`, `command`).
@@ -26,6 +27,7 @@ export interface QmpErrorBody {
 
 const ALREADY_EXISTS = /already exists|duplicate|id '[^']*' is already in use/i;
 const NOT_FOUND = /not found|cannot find|failed to find|no such file|does not exist/i;
+const CORRUPT = /inconsistent|corrupt/i;
 const CONFLICT = /in use|busy|\block\b|permission conflict|already running|is being|currently/i;
 
 /** The Cairn code for a QMP error class and description (rules in the file comment). */
@@ -41,6 +43,7 @@ export function qmpErrorCode(qmpClass: string, desc: string): ErrorCode {
     case 'GenericError':
       if (ALREADY_EXISTS.test(desc)) return 'ALREADY_EXISTS';
       if (NOT_FOUND.test(desc)) return 'NOT_FOUND';
+      if (CORRUPT.test(desc)) return 'CORRUPT';
       if (CONFLICT.test(desc)) return 'CONFLICT';
       return 'INVALID_INPUT';
     default:
