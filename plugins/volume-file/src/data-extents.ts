@@ -1,6 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { ByteRange, Extent } from '@cairn/core';
-import { fsExt, seekData, seekHole } from './native-fs.js';
+import { fsExt, seekData, seekHole, type FsExt } from './native-fs.js';
 
 /** Unit of the zero scan used without fs-ext, in bytes. */
 const SCAN_GRANULE = 64 * 1024;
@@ -11,14 +11,14 @@ const ZEROS = Buffer.alloc(SCAN_CHUNK);
  * Ranges of `range` that may hold data in the file behind `fh`; everything outside them reads as
  * zeros. With fs-ext: the file system's own map (lseek SEEK_DATA/SEEK_HOLE), exact to its block
  * size. Without: a read of the range that reports every 64 KiB granule holding a non-zero byte
- * (reads of holes cost no disk I/O, but the scan is O(size)). Never misses data.
+ * (reads of holes cost no disk I/O, but the scan is O(size)). Never misses data. `ext` defaults
+ * to the loaded fs-ext; pass null to force the scan.
  */
-export async function dataExtents(fh: FileHandle, range: ByteRange): Promise<Extent[]> {
+export async function dataExtents(fh: FileHandle, range: ByteRange, ext: FsExt | null = fsExt() ?? null): Promise<Extent[]> {
   const end = range.offset + range.length;
   if (range.length === 0) return [];
   const stat = await fh.stat();
   if (stat.blocks === 0) return [];
-  const ext = fsExt();
   if (ext) {
     const out: Extent[] = [];
     let pos = range.offset;

@@ -69,14 +69,18 @@ function helperLock(path: string, mode: LockMode, driver: string): Promise<HeldL
     child.stdout.on('data', (d: Buffer) => {
       if (settled || !d.toString().includes('locked')) return;
       settled = true;
+      // A held lock must not keep the process alive; waiting for its release must.
+      const streams = [child.stdin, child.stdout, child.stderr] as unknown as { ref?: () => void; unref?: () => void }[];
       child.unref();
-      for (const s of [child.stdin, child.stdout, child.stderr] as unknown as { unref?: () => void }[]) s.unref?.();
+      for (const s of streams) s.unref?.();
       let released = false;
       resolve({
         mode,
         release: async () => {
           if (released) return;
           released = true;
+          child.ref();
+          for (const s of streams) s.ref?.();
           child.stdin.end();
           await exited;
         },

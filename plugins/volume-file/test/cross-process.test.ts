@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'vitest';
+import { rejectsWithCode } from '@cairn/conformance';
+import { FileVolumeDriver } from '../src/index.js';
+import { removeDir, spawnHolder, tempDir, untilNotBusy, type Holder } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+describe('FileVolumeDriver across processes', () => {
+  let dir: string;
+  let driver: FileVolumeDriver;
+  let holder: Holder | undefined;
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    driver = new FileVolumeDriver({ directory: dir });
+  });
+
+  afterEach(async () => {
+    if (holder && holder.child.exitCode === null && holder.child.signalCode === null) await holder.kill();
+    holder = undefined;
+    await removeDir(dir);
+  });
+
+  it('attach(rw) of a volume another process holds read-write fails with BUSY, and works once it detaches', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    holder = spawnHolder(dir, v.id, 'rw', 0);
+    assert.equal(await holder.ready, 'attached');
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while another process writes');
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) while another process writes');
+    assert.equal((await driver.getVolume(v.id)).status, 'in-use', 'status seen from this process');
+    await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume while another process writes');
+    await rejectsWithCode(driver.extendVolume(v.id, 8 * MiB), 'BUSY', 'extendVolume while another process writes');
+    await rejectsWithCode(driver.createSnapshot(v.id), 'BUSY', 'createSnapshot while another process writes');
+    await rejectsWithCode(driver.changedBlockTracking.createCheckpoint(v.id), 'BUSY', 'createCheckpoint while another process writes');
+    assert.equal(await holder.stop(), 0);
+    assert.equal((await driver.getVolume(v.id)).status, 'available');
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    assert.ok((await a.device.read(0, 4096)).equals(Buffer.alloc(4096, 0x77)), 'the other process wrote through its own driver');
+    await driver.detach(a.id);
+  });
+
+  it('attach(ro) is shared with another process reading, and attach(rw) meanwhile fails with BUSY', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    holder = spawnHolder(dir, v.id, 'ro');
+    assert.equal(await holder.ready, 'attached');
+    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while another process reads');
+    await driver.detach(ro.id);
+    assert.equal(await holder.stop(), 0);
+    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await driver.detach(rw.id);
+  });
+
+  it('a process killed while attached read-write releases its lock and leaves its checkpoints inconsistent: extents(changed) fails with NOT_FOUND', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    holder = spawnHolder(dir, v.id, 'rw', MiB);
+    assert.equal(await holder.ready, 'attached');
+    await holder.kill();
+    const a = await untilNotBusy(() => driver.attach({ kind: 'volume', id: v.id }, 'ro'));
+    assert.ok((await a.device.read(MiB, 4096)).equals(Buffer.alloc(4096, 0x77)), 'the write itself reached the image');
+    await rejectsWithCode(a.device.extents({ kind: 'changed', since: cp.id }), 'NOT_FOUND', 'extents(changed) after a crash');
+    assert.deepEqual((await driver.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id), [cp.id], 'the checkpoint is still listed');
+    await driver.detach(a.id);
+    // A checkpoint taken after recovery tracks again.
+    const cp2 = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await rw.device.write(2 * MiB, Buffer.alloc(512, 1));
+    assert.deepEqual(await rw.device.extents({ kind: 'changed', since: cp2.id }), [{ offset: 2 * MiB, length: 65536 }]);
+    await driver.detach(rw.id);
+  });
+
+  it('a cleanly detached writer in another process leaves its changes in the checkpoint', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    holder = spawnHolder(dir, v.id, 'rw', 3 * MiB + 100);
+    assert.equal(await holder.ready, 'attached');
+    assert.equal(await holder.stop(), 0);
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    assert.deepEqual(await a.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 3 * MiB, length: 65536 }]);
+    await driver.detach(a.id);
+  });
+});

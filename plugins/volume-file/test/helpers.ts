@@ -1,0 +1,71 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'cairn-volume-file-'));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+const fixture = fileURLToPath(new URL('./fixtures/hold-attachment.mjs', import.meta.url));
+const built = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+
+export interface Holder {
+  child: ChildProcessWithoutNullStreams;
+  /** Resolves with the child's first line: `attached` or `error <CODE>`. */
+  ready: Promise<string>;
+  /** Closes the child's stdin (clean detach) and waits for it to exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILLs the child (no detach) and waits for it to exit. */
+  kill(): Promise<void>;
+}
+
+/** Spawns a second Node process that attaches `volumeId` through the built package. */
+export function spawnHolder(directory: string, volumeId: string, mode: 'ro' | 'rw', writeOffset?: number): Holder {
+  if (!existsSync(built)) throw new Error(`${built} is missing: run \`npx tsc -b plugins/volume-file\` first`);
+  const args = [fixture, directory, volumeId, mode, ...(writeOffset === undefined ? [] : [String(writeOffset)])];
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let out = '';
+  const ready = new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    void exited.then((code) => reject(new Error(`holder exited ${String(code)} before attaching: ${out}`)));
+  });
+  ready.catch(() => {});
+  return {
+    child,
+    ready,
+    stop: async () => {
+      child.stdin.end();
+      return exited;
+    },
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Retries `fn` until it stops failing with BUSY (a killed process's locks go with its helpers), up to 5 s. */
+export async function untilNotBusy<T>(fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'BUSY' || Date.now() > deadline) throw err;
+      await sleep(20);
+    }
+  }
+}
