@@ -1,0 +1,65 @@
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DriverRegistry, memoryModule } from '@cairn/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PosixObjectStore, posixModule } from '../src/index.js';
+
+describe('posixModule', () => {
+  let base: string;
+  let registry: DriverRegistry;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'cairn-posix-module-'));
+    registry = DriverRegistry.compose(memoryModule, posixModule);
+  });
+  afterAll(async () => rm(base, { recursive: true, force: true }));
+
+  it('registry.objectStore(posix, {directory}) builds a working PosixObjectStore with atomicIfAbsent', async () => {
+    expect(registry.names().objectStores).toContain('posix');
+    const store = await registry.objectStore('posix', { directory: join(base, 'ok') });
+    expect(store).toBeInstanceOf(PosixObjectStore);
+    expect(store.capabilities.atomicIfAbsent).toBe(true);
+    await store.put('k', Buffer.from('v'));
+    expect((await store.get('k')).toString()).toBe('v');
+    await store.close?.();
+    await store.close?.();
+  });
+
+  it('objectStore(posix) creates a missing directory by default', async () => {
+    const dir = join(base, 'made', 'deeper');
+    await registry.objectStore('posix', { directory: dir });
+    expect((await stat(dir)).isDirectory()).toBe(true);
+  });
+
+  it('objectStore(posix, {createDirectory: false}) of a missing directory fails with UNAVAILABLE naming directory', async () => {
+    await expect(registry.objectStore('posix', { directory: join(base, 'absent'), createDirectory: false })).rejects.toMatchObject({
+      code: 'UNAVAILABLE',
+      details: { option: 'directory' },
+    });
+  });
+
+  it('objectStore(posix) with a bad option fails with INVALID_INPUT naming that option', async () => {
+    const file = join(base, 'a-file');
+    await writeFile(file, 'x');
+    const cases: [Record<string, unknown>, string][] = [
+      [{}, 'directory'],
+      [{ directory: '' }, 'directory'],
+      [{ directory: 42 }, 'directory'],
+      [{ directory: 'relative/path' }, 'directory'],
+      [{ directory: file }, 'directory'],
+      [{ directory: base, createDirectory: 'yes' }, 'createDirectory'],
+      [{ directory: base, direktory: base }, 'direktory'],
+    ];
+    for (const [options, option] of cases) {
+      await expect(registry.objectStore('posix', options), JSON.stringify(options)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option } });
+    }
+  });
+
+  it('new PosixObjectStore({directory: relative}) fails with INVALID_INPUT', () => {
+    expect(() => new PosixObjectStore({ directory: 'rel' })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
+  });
+
+  it('composing posixModule twice fails with CONFLICT', () => {
+    expect(() => DriverRegistry.compose(posixModule, posixModule)).toThrow(expect.objectContaining({ code: 'CONFLICT' }));
+  });
+});
