@@ -269,3 +269,54 @@ describe('QmpClient events', () => {
     await expectCode(waiting, 'CANCELLED');
   });
 });
+
+describe('QmpClient jobs (fleecing flow)', () => {
+  it('transaction(bitmap add + disable + blockdev-backup sync=none) starts a job; block-job-cancel ends it with BLOCK_JOB_CANCELLED', async () => {
+    const overlay = await createQcow2(dir, 'fleece.qcow2', SIZE);
+    await qmp.execute('block-dirty-bitmap-add', { node: 'disk', name: 'fl-old' });
+    await qmp.execute('blockdev-add', {
+      driver: 'qcow2',
+      'node-name': 'fleece',
+      file: { driver: 'file', filename: overlay },
+      backing: 'disk',
+    });
+    const statuses: string[] = [];
+    const jobEvents = qmp.events({ names: ['JOB_STATUS_CHANGE'] });
+    await qmp.transaction([
+      actions.bitmapAdd({ node: 'disk', name: 'fl-new' }),
+      actions.bitmapDisable({ node: 'disk', name: 'fl-old' }),
+      actions.blockdevBackup({ 'job-id': 'fleece-job', device: 'disk', target: 'fleece', sync: 'none' }),
+    ]);
+    const jobs = await qmp.execute('query-block-jobs');
+    expect(jobs.find((j) => j.device === 'fleece-job')).toMatchObject({ type: 'backup', status: 'running' });
+    expect((await qmp.execute('query-jobs')).map((j) => j.id)).toContain('fleece-job');
+
+    await qmp.execute('block-export-add', { type: 'nbd', id: 'fleece-exp', 'node-name': 'fleece', bitmaps: ['fl-old'] });
+    const exportGone = qmp.waitForEvent('BLOCK_EXPORT_DELETED', (e) => e.data.id === 'fleece-exp');
+    await qmp.execute('block-export-del', { id: 'fleece-exp' });
+    await exportGone;
+
+    const cancelled = qmp.waitForEvent('BLOCK_JOB_CANCELLED', (e) => e.data.device === 'fleece-job');
+    await qmp.execute('block-job-cancel', { device: 'fleece-job' });
+    expect((await cancelled).data.type).toBe('backup');
+    for await (const e of jobEvents) {
+      const { id, status } = (e as QmpEvent<'JOB_STATUS_CHANGE'>).data;
+      if (id !== 'fleece-job') continue;
+      statuses.push(status);
+      if (status === 'null') break;
+    }
+    expect(statuses[0]).toBe('created');
+    expect(statuses).toContain('running');
+    expect(statuses.at(-1)).toBe('null');
+    expect(await qmp.execute('query-block-jobs')).toEqual([]);
+
+    await qmp.execute('blockdev-del', { 'node-name': 'fleece' });
+    const left = await bitmaps('disk');
+    expect(left.get('fl-old')?.recording).toBe(false);
+    expect(left.get('fl-new')?.recording).toBe(true);
+    await qmp.transaction([
+      actions.bitmapRemove({ node: 'disk', name: 'fl-old' }),
+      actions.bitmapRemove({ node: 'disk', name: 'fl-new' }),
+    ]);
+  });
+});
