@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'vitest';
+import { DriverRegistry } from '@cairn/core';
+import { patternBytes, rejectsWithCode } from '@cairn/conformance';
+import { FileVolumeDriver, fileVolumeModule } from '../src/index.js';
+import { removeDir, tempDir } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+describe('FileVolumeDriver state in its directory', () => {
+  let dir: string;
+  let driver: FileVolumeDriver;
+  const sidecar = (kind: 'volumes' | 'snapshots', id: string) => join(dir, kind, `${id}.json`);
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    driver = new FileVolumeDriver({ directory: dir });
+  });
+  afterEach(async () => removeDir(dir));
+
+  it('a second driver instance on the same directory sees the same volumes, bytes, snapshots and checkpoints', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB, name: 'data', metadata: { tier: 'gold' } });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const bytes = patternBytes(100_000, 5);
+    await a.device.write(MiB, bytes);
+    await driver.detach(a.id);
+    const snap = await driver.createSnapshot(v.id, 'snap');
+
+    const other = new FileVolumeDriver({ directory: dir });
+    assert.deepEqual(await other.listVolumes(), await driver.listVolumes());
+    assert.deepEqual(await other.getVolume(v.id), { ...v, status: 'available' });
+    assert.deepEqual(await other.listSnapshots(v.id), [snap]);
+    assert.deepEqual(await other.changedBlockTracking.listCheckpoints(v.id), [cp]);
+    const r = await other.attach({ kind: 'volume', id: v.id }, 'ro');
+    assert.ok((await r.device.read(MiB, bytes.length)).equals(bytes));
+    assert.deepEqual(await r.device.extents({ kind: 'changed', since: cp.id }), [{ offset: MiB, length: 2 * 65536 }]);
+    await other.detach(r.id);
+  });
+
+  it('attach(rw) through a second driver instance while the first holds the volume read-write fails with BUSY', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const other = new FileVolumeDriver({ directory: dir });
+    await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) from a second instance');
+    assert.equal((await other.getVolume(v.id)).status, 'in-use');
+    await driver.detach(a.id);
+    const b = await other.attach({ kind: 'volume', id: v.id }, 'rw');
+    await other.detach(b.id);
+  });
+
+  it('getVolume, listVolumes and attach of a volume whose sidecar is damaged fail with CORRUPT', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    for (const damage of ['{"format":1,"kind":"vol', '{}', '[1,2]', JSON.stringify({ ...JSON.parse(await readFile(sidecar('volumes', v.id), 'utf8')), size: -1 })]) {
+      await writeFile(sidecar('volumes', v.id), damage);
+      await rejectsWithCode(driver.getVolume(v.id), 'CORRUPT', `getVolume(${damage})`);
+      await rejectsWithCode(driver.listVolumes(), 'CORRUPT', `listVolumes(${damage})`);
+      await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'CORRUPT', `attach(${damage})`);
+    }
+  });
+
+  it('listSnapshots and attach of a snapshot whose sidecar is damaged fail with CORRUPT', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const snap = await driver.createSnapshot(v.id);
+    await writeFile(sidecar('snapshots', snap.id), 'not json');
+    await rejectsWithCode(driver.listSnapshots(v.id), 'CORRUPT', 'listSnapshots');
+    await rejectsWithCode(driver.attach({ kind: 'snapshot', id: snap.id }, 'ro'), 'CORRUPT', 'attach(snapshot)');
+  });
+
+  it('an image whose size disagrees with its sidecar fails attach with CORRUPT', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    await writeFile(join(dir, 'volumes', `${v.id}.img`), Buffer.alloc(5 * MiB));
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'CORRUPT', 'attach(oversized image)');
+  });
+
+  it('after a simulated crash (writer mark left in the sidecar) extents(changed) fails with NOT_FOUND and the volume works', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const record = JSON.parse(await readFile(sidecar('volumes', v.id), 'utf8'));
+    record.writer = { pid: 2 ** 22 + 1, hostname: 'gone', since: new Date().toISOString() };
+    await writeFile(sidecar('volumes', v.id), JSON.stringify(record));
+    assert.equal((await driver.getVolume(v.id)).status, 'available', 'nobody holds the lock of a dead writer');
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, Buffer.alloc(512, 1));
+    await rejectsWithCode(a.device.extents({ kind: 'changed', since: cp.id }), 'NOT_FOUND', 'extents(changed) after the crash');
+    await driver.detach(a.id);
+    const after = JSON.parse(await readFile(sidecar('volumes', v.id), 'utf8'));
+    assert.equal(after.writer, null, 'a clean detach clears the writer mark');
+    assert.deepEqual(after.checkpoints.map((c: { consistent: boolean }) => c.consistent), [false]);
+  });
+
+  it('a damaged bitmap makes extents(changed) fail with NOT_FOUND instead of under-reporting', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, Buffer.alloc(512, 1));
+    await driver.detach(a.id);
+    const bitmap = join(dir, 'volumes', `${v.id}.cbt`, `${cp.id}.bitmap`);
+    const bytes = await readFile(bitmap);
+    bytes[bytes.length - 1] ^= 0xff;
+    await writeFile(bitmap, bytes);
+    const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await rejectsWithCode(r.device.extents({ kind: 'changed', since: cp.id }), 'NOT_FOUND', 'extents(changed) with a damaged bitmap');
+    await driver.detach(r.id);
+  });
+
+  it('temporary files left by an interrupted sidecar write are not listed as volumes', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    await writeFile(join(dir, 'volumes', `.${v.id}.json.abc.tmp`), '{');
+    await writeFile(join(dir, 'volumes', 'notes.json'), '{');
+    assert.deepEqual((await driver.listVolumes()).map((x) => x.id), [v.id]);
+  });
+
+  it('getVolume of a malformed id fails with NOT_FOUND without touching other paths', async () => {
+    await rejectsWithCode(driver.getVolume('../../etc/passwd'), 'NOT_FOUND', 'getVolume(path)');
+    await rejectsWithCode(driver.attach({ kind: 'snapshot', id: '..' }, 'ro'), 'NOT_FOUND', 'attach(path)');
+  });
+});
+
+describe('fileVolumeModule', () => {
+  it('createVolumeDriver("file", {directory}) builds a working FileVolumeDriver', async () => {
+    const dir = await tempDir();
+    try {
+      const registry = DriverRegistry.compose(fileVolumeModule);
+      const driver = await registry.createVolumeDriver('file', { directory: dir });
+      assert.ok(driver instanceof FileVolumeDriver);
+      assert.equal(driver.name, 'file');
+      const v = await driver.createVolume({ size: MiB });
+      assert.deepEqual((await driver.listVolumes()).map((x) => x.id), [v.id]);
+    } finally {
+      await removeDir(dir);
+    }
+  });
+
+  it('createVolumeDriver("file") without a string directory fails with INVALID_INPUT', async () => {
+    const registry = DriverRegistry.compose(fileVolumeModule);
+    for (const options of [{}, { directory: 42 }, { directory: '' }]) {
+      await rejectsWithCode(registry.createVolumeDriver('file', options), 'INVALID_INPUT', `create(${JSON.stringify(options)})`);
+    }
+  });
+});
