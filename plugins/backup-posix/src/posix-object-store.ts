@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import {
@@ -91,6 +92,11 @@ export class PosixObjectStore implements ObjectStore {
     } catch (err) {
       await unlink(temp).catch(() => undefined);
       if (err instanceof CairnError) throw err;
+      if (errnoOf(err) === 'ENOENT') {
+        // The temporary file or the directory vanished before publishing (a sweep with too short
+        // an age, or an outside removal): nothing was published; the put may be retried.
+        throw new CairnError('UNAVAILABLE', `put ${key}: the temporary file vanished before it was published`, { driver: DRIVER, cause: err });
+      }
       throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : fsError(err, `put ${key}`);
     }
     await fsyncDir(dir).catch((err: unknown) => {
@@ -107,9 +113,10 @@ export class PosixObjectStore implements ObjectStore {
     assertObjectKey(key, DRIVER);
     let fh: FileHandle;
     try {
-      fh = await open(this.pathOf(key), 'r');
+      fh = await open(this.pathOf(key), constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch (err) {
-      throw isAbsent(err) ? this.notFound(key, err) : fsError(err, `get ${key}`);
+      // Objects are regular files: a symbolic link (ELOOP) is no object, as in head and list.
+      throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `get ${key}`);
     }
     try {
       const st = await fh.stat();

@@ -1,4 +1,5 @@
-import { rm, utimes } from 'node:fs/promises';
+import { rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { PosixObjectStore } from '../src/index.js';
 import { allFiles, collect, tempStore } from './helpers.js';
@@ -63,5 +64,16 @@ describe('put and get on one directory', () => {
     }
     await expect(collect(store.list('../'))).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect(await allFiles(store.directory)).toEqual([]);
+  });
+
+  it('a symbolic link at a key\'s path is no object: get and head fail with NOT_FOUND and list skips it', async () => {
+    store = await tempStore('symlink');
+    await store.put('real', Buffer.from('r'));
+    await writeFile(join(store.directory, '..', `${store.directory.split('/').pop()}-outside`), 'secret');
+    await symlink(`../${store.directory.split('/').pop()}-outside`, join(store.directory, 'link'));
+    await expect(store.get('link')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(store.head('link')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await collect(store.list(''))).map((o) => o.key)).toEqual(['real']);
+    await rm(`${store.directory}-outside`);
   });
 });
