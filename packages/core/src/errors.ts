@@ -49,8 +49,14 @@ export class CairnError extends Error {
   }
 }
 
+/**
+ * True for a CairnError, including one from another copy of this package (two builds of core
+ * loaded side by side): recognized by name and a known code, not only by class identity.
+ */
 export function isCairnError(err: unknown): err is CairnError {
-  return err instanceof CairnError;
+  if (err instanceof CairnError) return true;
+  const e = err as { name?: unknown; code?: unknown } | null;
+  return !!e && e.name === 'CairnError' && (ErrorCodes as readonly unknown[]).includes(e.code);
 }
 
 export function hasCode(err: unknown, code: ErrorCode): boolean {
@@ -76,7 +82,7 @@ export function isRetryable(err: unknown): boolean {
  * EBUSY/EAGAIN → BUSY, EINVAL → INVALID_INPUT); anything else becomes `INTERNAL`.
  */
 export function toCairnError(err: unknown, driver?: string, context?: string): CairnError {
-  if (err instanceof CairnError) return err;
+  if (isCairnError(err)) return err;
   const prefix = context ? `${context}: ` : '';
   const e = err as { name?: string; code?: string; message?: string } | undefined;
   if (e?.name === 'AbortError') return new CairnError('CANCELLED', `${prefix}operation cancelled`, { driver, cause: err });

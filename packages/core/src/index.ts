@@ -31,3 +31,10 @@ export * from './util/extents.js';
 export * from './util/validate.js';
 export { KeyedMutex } from './util/keyed-mutex.js';
 export { newId, nowIso } from './util/clock.js';
+
+export { Repository, type InitOptions, type OpenOptions } from './repository/repository.js';
+export { ChunkedBackupService, type ChunkedServiceOptions, type RepositoryStats } from './repository/chunked-backup-service.js';
+export { RepositoryCatalog } from './repository/repository-catalog.js';
+export type { GcOptions, GcReport } from './repository/garbage-collector.js';
+export type { LockInfo, LockKind } from './repository/repository-locks.js';
+export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';

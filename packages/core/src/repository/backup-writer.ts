@@ -1,0 +1,152 @@
+import type { BackupJob, BackupResult, BackupSource } from '../contracts/backup-service.js';
+import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { chunksTouched } from '../util/extents.js';
+import type { Manifest } from './format.js';
+import { FORMAT_VERSION } from './format.js';
+import { PackWriter } from './pack-writer.js';
+import type { Repository } from './repository.js';
+
+export interface WriteOptions {
+  /** Chunks read ahead of the workers. Default: 2 per worker + 2. Bounds memory at (this × chunk size). */
+  readAhead?: number;
+  /** Pack uploads in flight. Default 2. */
+  uploads?: number;
+}
+
+/** Chunk indexes to read: those changed since the parent (plus any new tail), or all; never a guess. */
+async function chunksToRead(source: BackupSource, parent: Manifest | undefined, count: number, chunkSize: number): Promise<{ read: number[]; usedChanges: boolean }> {
+  const all = (): number[] => Array.from({ length: count }, (_, i) => i);
+  if (!parent || !source.changedSince || parent.chunkSize !== chunkSize) return { read: all(), usedChanges: false };
+  try {
+    const changed = await source.device.extents({ kind: 'changed', since: source.changedSince });
+    const touched = new Set(chunksTouched(changed, chunkSize));
+    for (let i = parent.chunks.length; i < count; i++) touched.add(i);
+    // The parent's last chunk may have been partial: re-read it when the volume grew.
+    if (count > parent.chunks.length && parent.chunks.length > 0) touched.add(parent.chunks.length - 1);
+    return { read: [...touched].sort((a, b) => a - b), usedChanges: true };
+  } catch (err) {
+    if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED')) return { read: all(), usedChanges: false };
+    throw err;
+  }
+}
+
+/** Chunks that may hold data; chunks outside every allocated extent are zero without reading. */
+async function allocatedChunks(source: BackupSource, chunkSize: number): Promise<Set<number> | undefined> {
+  try {
+    return new Set(chunksTouched((await source.device.extents({ kind: 'allocated' })).filter((e) => !e.zero), chunkSize));
+  } catch (err) {
+    if (isCairnError(err)) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Copies a device into the repository: read → hash → compress → seal (worker threads) → pack →
+ * upload, bounded by `readAhead` chunk buffers and the pack writer's upload window. The manifest
+ * is written last, so a failed or cancelled backup leaves only unreferenced packs (GC's to take).
+ */
+export async function writeBackup(repo: Repository, job: BackupJob, source: BackupSource, parent: Manifest | undefined, options: WriteOptions = {}): Promise<{ result: BackupResult; manifest: Manifest }> {
+  const started = Date.now();
+  const { chunkSize } = repo.config;
+  const device = source.device;
+  const size = device.size;
+  const count = Math.ceil(size / chunkSize);
+  const chunks: (string | null)[] = new Array<string | null>(count).fill(null);
+  const { read, usedChanges } = await chunksToRead(source, parent, count, chunkSize);
+  const sameLayout = parent && parent.chunkSize === chunkSize;
+  if (usedChanges && parent) for (let i = 0; i < Math.min(count, parent.chunks.length); i++) chunks[i] = parent.chunks[i] ?? null;
+  const allocated = await allocatedChunks(source, chunkSize);
+  const toRead = allocated ? read.filter((i) => allocated.has(i)) : read;
+  for (const i of read) if (allocated && !allocated.has(i)) chunks[i] = null;
+
+  const processor = repo.processor();
+  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, chunkSize + 64, options.uploads ?? 2);
+  const slots = options.readAhead ?? processor.size * 2 + 2;
+  const free: Buffer[] = Array.from({ length: slots }, () => Buffer.from(new ArrayBuffer(chunkSize)));
+  const waiting: ((b: Buffer) => void)[] = [];
+  const take = (): Promise<Buffer> => (free.length > 0 ? Promise.resolve(free.pop()!) : new Promise((r) => waiting.push(r)));
+  const give = (b: Buffer): void => {
+    const w = waiting.shift();
+    if (w) w(b);
+    else free.push(b);
+  };
+  const pendingIds = new Set<string>();
+  const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };
+  const total = toRead.length * chunkSize;
+  let failure: unknown;
+  const inflight = new Set<Promise<void>>();
+
+  const handle = async (index: number, buf: Buffer, length: number): Promise<void> => {
+    const parentId = sameLayout ? (parent!.chunks[index] ?? null) : null;
+    const r = await processor.process(buf, length, parentId);
+    give(r.buf);
+    if (r.zero) {
+      chunks[index] = null;
+      return;
+    }
+    const id = r.id!;
+    chunks[index] = id;
+    if (r.same || repo.index.has(id) || pendingIds.has(id)) {
+      stats.bytesReused += length;
+      return;
+    }
+    pendingIds.add(id);
+    stats.bytesNew += length;
+    await writer.add(id, r.encoded!, length);
+  };
+
+  try {
+    for (const index of toRead) {
+      if (failure) break;
+      throwIfAborted(job.signal);
+      const buf = await take();
+      const offset = index * chunkSize;
+      const length = Math.min(chunkSize, size - offset);
+      try {
+        await device.read(offset, length, buf);
+      } catch (err) {
+        give(buf);
+        throw err;
+      }
+      stats.bytesRead += length;
+      job.progress(stats.bytesRead, total);
+      const p = handle(index, buf, length).catch((err) => {
+        failure ??= err;
+      });
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p));
+    }
+    await Promise.all(inflight);
+    if (failure) throw failure;
+    throwIfAborted(job.signal);
+    await writer.finish();
+    throwIfAborted(job.signal);
+  } catch (err) {
+    await Promise.allSettled(inflight);
+    await writer.abandon();
+    throw err;
+  }
+
+  stats.durationMs = Date.now() - started;
+  const manifest: Manifest = {
+    version: FORMAT_VERSION,
+    backupId: job.backup.id,
+    volumeId: job.volume.id,
+    volumeName: job.volume.name,
+    size,
+    chunkSize,
+    parentId: parent?.backupId,
+    createdAt: job.backup.createdAt,
+    chunks,
+    volumeMetadata: { ...job.volume.metadata },
+    vmConfig: job.vmConfig ? Buffer.from(job.vmConfig).toString('base64') : undefined,
+    stats,
+    record: { ...job.backup, size, status: 'available' },
+  };
+  const manifestBytes = await repo.writeManifest({ ...manifest, stats: { ...stats, bytesStored: writer.bytesStored } }).catch((err) => {
+    if (isCairnError(err) && err.code === 'ALREADY_EXISTS') throw new CairnError('CONFLICT', `backup id ${job.backup.id} already has a manifest`, { cause: err });
+    throw err;
+  });
+  stats.bytesStored = writer.bytesStored + manifestBytes;
+  return { result: { serviceData: { repository: repo.config.id, manifest: `manifests/${job.backup.id}` }, stats }, manifest };
+}

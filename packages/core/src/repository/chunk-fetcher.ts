@@ -1,0 +1,107 @@
+import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import type { Location } from './chunk-index.js';
+import { Keys } from './format.js';
+import type { Repository } from './repository.js';
+
+/** A contiguous byte range of one pack, covering one or more blobs. */
+interface PackRange {
+  pack: string;
+  offset: number;
+  length: number;
+  blobs: Location[];
+}
+
+export interface FetchOptions {
+  /** Ranged gets in flight. Default 4. */
+  concurrency?: number;
+  /** Largest coalesced range, bytes. Default 8 MiB. */
+  maxRange?: number;
+  /** Largest gap between two blobs read in one range, bytes. Default 256 KiB. */
+  maxGap?: number;
+  signal?: AbortSignal;
+}
+
+/** Groups blob locations into few, sequential ranged gets per pack. Pure. */
+export function planRanges(locations: Iterable<Location>, maxRange: number, maxGap: number): PackRange[] {
+  const byPack = new Map<string, Location[]>();
+  for (const l of locations) {
+    const list = byPack.get(l.pack) ?? [];
+    list.push(l);
+    byPack.set(l.pack, list);
+  }
+  const ranges: PackRange[] = [];
+  for (const [pack, list] of byPack) {
+    list.sort((a, b) => a.offset - b.offset);
+    let cur: PackRange | undefined;
+    for (const l of list) {
+      const end = l.offset + l.length;
+      if (cur && l.offset - (cur.offset + cur.length) <= maxGap && end - cur.offset <= maxRange) {
+        cur.length = Math.max(cur.length, end - cur.offset);
+        cur.blobs.push(l);
+      } else {
+        cur = { pack, offset: l.offset, length: l.length, blobs: [l] };
+        ranges.push(cur);
+      }
+    }
+  }
+  return ranges;
+}
+
+/**
+ * Fetches and opens chunks by id, calling `onChunk` with each chunk's checked plaintext. Every
+ * chunk is fetched once however many times it is wanted. `NOT_FOUND` names a chunk the index
+ * lacks or whose pack is gone; `CORRUPT` a chunk that fails its checks. With `tolerant`, errors
+ * are passed to `onError` instead and the walk goes on (verify).
+ */
+export async function fetchChunks(
+  repo: Repository,
+  ids: Iterable<string>,
+  onChunk: (id: string, data: Buffer) => Promise<void>,
+  options: FetchOptions & { onError?: (id: string, err: CairnError) => void } = {},
+): Promise<void> {
+  const locations: Location[] = [];
+  for (const id of new Set(ids)) {
+    const l = repo.index.get(id);
+    if (l) locations.push(l);
+    else {
+      const err = new CairnError('NOT_FOUND', `chunk ${id} is in no pack`, { details: { chunk: id } });
+      if (options.onError) options.onError(id, err);
+      else throw err;
+    }
+  }
+  const ranges = planRanges(locations, options.maxRange ?? 8 * 1024 * 1024, options.maxGap ?? 256 * 1024);
+  const processor = repo.processor();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < ranges.length) {
+      throwIfAborted(options.signal);
+      const r = ranges[next++]!;
+      let buf: Buffer;
+      try {
+        buf = await repo.store.get(Keys.pack(r.pack), { offset: r.offset, length: r.length });
+      } catch (err) {
+        const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')
+          ? new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${r.pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err })
+          : err;
+        if (!options.onError || !isCairnError(e)) throw e;
+        for (const b of r.blobs) options.onError(b.id, e);
+        continue;
+      }
+      await Promise.all(
+        r.blobs.map(async (b) => {
+          try {
+            const data = await processor.decode(buf, b.offset - r.offset, b.length, b.id, b.rawLength);
+            await onChunk(b.id, data);
+          } catch (err) {
+            if (options.onError && isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) options.onError(b.id, err);
+            else throw err;
+          }
+        }),
+      );
+    }
+  };
+  const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
+  const results = await Promise.allSettled(Array.from({ length: n }, worker));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}

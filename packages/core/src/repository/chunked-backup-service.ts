@@ -1,0 +1,225 @@
+import type {
+  BackupJob,
+  BackupResult,
+  BackupService,
+  BackupServiceDescription,
+  BackupSource,
+  CompressionAlgorithm,
+  DeleteOptions,
+  RestoreOptions,
+  VerifyReport,
+} from '../contracts/backup-service.js';
+import type { BlockDevice } from '../contracts/block-device.js';
+import type { ObjectStore } from '../contracts/object-store.js';
+import type { BackupRecord } from '../contracts/records.js';
+import { CairnError, isCairnError, toCairnError } from '../errors.js';
+import { writeBackup, type WriteOptions } from './backup-writer.js';
+import type { Manifest } from './format.js';
+import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
+import { Repository, type InitOptions, type OpenOptions } from './repository.js';
+import { restoreBackup } from './restorer.js';
+import { verifyBackups } from './verifier.js';
+import type { LockInfo } from './repository-locks.js';
+
+const RECORD_FORMAT = 'cairn-record/1';
+
+export interface ChunkedServiceOptions extends OpenOptions, WriteOptions {
+  /** Service name in records and errors (the target's name, e.g. `posix`). Default: the store's name. */
+  name?: string;
+  /** Create the repository when the store has none. Default false (`NOT_FOUND`). */
+  init?: InitOptions | boolean;
+}
+
+export interface RepositoryStats {
+  id: string;
+  encrypted: boolean;
+  chunkSize: number;
+  compression: CompressionAlgorithm;
+  backups: number;
+  packs: number;
+  chunks: number;
+  /** Bytes in pack objects. */
+  storedBytes: number;
+  /** Sum of chunk plaintext lengths. */
+  rawBytes: number;
+}
+
+/**
+ * Cinder's chunked template made a deduplicating repository: any ObjectStore (posix, S3, Swift…)
+ * becomes a full backup service. Every backup is a self-contained manifest over shared chunks,
+ * so backups do not depend on each other (`dependentChains: false`) and each restores in one pass.
+ */
+export class ChunkedBackupService implements BackupService {
+  readonly name: string;
+
+  private constructor(
+    readonly repository: Repository,
+    private readonly options: ChunkedServiceOptions,
+  ) {
+    this.name = options.name ?? repository.store.name;
+  }
+
+  /** Opens (or with `init`, creates then opens) the repository in `store`. See Repository.open. */
+  static async open(store: ObjectStore, options: ChunkedServiceOptions = {}): Promise<ChunkedBackupService> {
+    if (options.init) {
+      try {
+        await Repository.init(store, options.init === true ? { passphrase: options.passphrase } : { passphrase: options.passphrase, ...options.init });
+      } catch (err) {
+        if (!(isCairnError(err) && err.code === 'ALREADY_EXISTS')) throw err;
+      }
+    }
+    return new ChunkedBackupService(await Repository.open(store, options), options);
+  }
+
+  describe(): BackupServiceDescription {
+    const all: CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
+    const first = this.repository.config.compression;
+    return {
+      name: this.name,
+      capabilities: {
+        incremental: true,
+        dependentChains: false,
+        cascadeDelete: false,
+        dedup: true,
+        encryption: true,
+        changedBlockTracking: true,
+        vmConfig: true,
+        compression: [first, ...all.filter((c) => c !== first)],
+      },
+    };
+  }
+
+  async backup(job: BackupJob, source: BackupSource): Promise<BackupResult> {
+    return this.tag(async () => {
+      const repo = this.repository;
+      const shared = await repo.locks.acquire('shared', { purpose: `backup ${job.backup.id}`, wait: true, signal: job.signal });
+      try {
+        const volumeLock = await repo.locks.acquire('volume', { purpose: `backup ${job.backup.id}`, volumeId: job.volume.id, wait: true, signal: job.signal });
+        try {
+          let parent: Manifest | undefined;
+          if (job.parent) {
+            parent = await repo.readManifest(job.parent.id);
+            if (parent.volumeId !== job.volume.id) throw new CairnError('INVALID_INPUT', `parent ${job.parent.id} belongs to volume ${parent.volumeId}, not ${job.volume.id}`);
+          }
+          await repo.index.refresh();
+          return (await writeBackup(repo, job, source, parent, this.options)).result;
+        } finally {
+          await volumeLock.release();
+        }
+      } finally {
+        await shared.release();
+      }
+    });
+  }
+
+  async restore(backup: BackupRecord, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
+    return this.tag(async () => {
+      const manifest = await this.repository.readManifest(backup.id);
+      await restoreBackup(this.repository, manifest, target, options);
+    });
+  }
+
+  /** Removes the backup's manifest (idempotent); its chunks go at the next `gc`. */
+  async delete(backup: BackupRecord, _options: DeleteOptions = {}): Promise<void> {
+    return this.tag(() => this.repository.deleteManifest(backup.id));
+  }
+
+  async verify(backup?: BackupRecord, options: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
+    return this.tag(() => verifyBackups(this.repository, backup ? [backup.id] : undefined, options.signal));
+  }
+
+  async exportRecord(backup: BackupRecord): Promise<string> {
+    return this.tag(async () => {
+      const m = await this.repository.readManifest(backup.id);
+      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, status: 'available' } };
+      return Buffer.from(JSON.stringify(doc)).toString('base64');
+    });
+  }
+
+  async importRecord(exported: string): Promise<BackupRecord> {
+    return this.tag(async () => {
+      let doc: { format?: string; repository?: string; record?: BackupRecord };
+      try {
+        doc = JSON.parse(Buffer.from(String(exported), 'base64').toString('utf8'));
+      } catch (cause) {
+        throw new CairnError('INVALID_INPUT', 'exported record is not valid', { cause });
+      }
+      if (doc?.format !== RECORD_FORMAT || typeof doc.record?.id !== 'string') throw new CairnError('INVALID_INPUT', 'exported record has an unknown format');
+      if (doc.repository !== this.repository.config.id) throw new CairnError('INVALID_INPUT', `record belongs to repository ${String(doc.repository)}, not ${this.repository.config.id}`);
+      await this.repository.readManifest(doc.record.id);
+      return { ...doc.record, service: this.name, status: 'available' };
+    });
+  }
+
+  /** Records of every backup in the repository, from their manifests (works from any machine). */
+  async listBackups(): Promise<BackupRecord[]> {
+    return this.tag(async () => {
+      const records: BackupRecord[] = [];
+      for (const id of await this.repository.listBackupIds()) {
+        const m = await this.repository.readManifest(id);
+        records.push({ ...m.record, service: this.name, status: 'available', stats: m.stats });
+      }
+      return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    });
+  }
+
+  /** The VM configuration stored with a backup, if any. `NOT_FOUND` for an unknown backup. */
+  async vmConfig(backupId: string): Promise<Buffer | undefined> {
+    const m = await this.repository.readManifest(backupId);
+    return m.vmConfig ? Buffer.from(m.vmConfig, 'base64') : undefined;
+  }
+
+  async gc(options: GcOptions = {}): Promise<GcReport> {
+    return this.tag(() => collectGarbage(this.repository, options));
+  }
+
+  async stats(): Promise<RepositoryStats> {
+    return this.tag(async () => {
+      const repo = this.repository;
+      await repo.index.refresh();
+      let storedBytes = 0;
+      let packs = 0;
+      for await (const o of repo.store.list('packs/')) {
+        storedBytes += o.size;
+        packs++;
+      }
+      let rawBytes = 0;
+      const seen = new Set<string>();
+      for (const entries of repo.index.packs().values()) for (const e of entries) if (!seen.has(e.id)) (seen.add(e.id), (rawBytes += e.rawLength));
+      return {
+        id: repo.config.id,
+        encrypted: repo.encrypted,
+        chunkSize: repo.config.chunkSize,
+        compression: repo.config.compression,
+        backups: (await repo.listBackupIds()).length,
+        packs,
+        chunks: seen.size,
+        storedBytes,
+        rawBytes,
+      };
+    });
+  }
+
+  async locks(): Promise<LockInfo[]> {
+    return this.repository.locks.list();
+  }
+
+  /** Removes stale locks, or every lock with `all` (only when nothing else uses the repository). */
+  async breakLocks(options: { all?: boolean } = {}): Promise<string[]> {
+    return this.repository.locks.breakLocks(options);
+  }
+
+  async close(): Promise<void> {
+    await this.repository.close();
+  }
+
+  /** Tags errors with the service name. */
+  private async tag<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = toCairnError(err, this.name);
+      throw e.driver ? e : new CairnError(e.code, e.message, { driver: this.name, cause: e.cause ?? e, details: e.details });
+    }
+  }
+}

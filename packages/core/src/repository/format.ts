@@ -1,0 +1,96 @@
+/**
+ * The repository's object layout and record shapes. docs/repository-format.md is the
+ * specification; this file is its code. Change either only together, and bump FORMAT_VERSION
+ * for anything an older reader would misread.
+ */
+import type { CompressionAlgorithm } from '../contracts/backup-service.js';
+import type { BackupRecord, BackupStats } from '../contracts/records.js';
+
+export const FORMAT_NAME = 'cairn-repository';
+export const FORMAT_VERSION = 1;
+
+/** Object keys. Ids are lowercase hex SHA-256 (64 chars) or UUIDs. */
+export const Keys = {
+  config: 'config',
+  pack: (packId: string) => `packs/${packId}`,
+  index: (packId: string) => `index/${packId}`,
+  manifest: (backupId: string) => `manifests/${backupId}`,
+  lock: (lockId: string) => `locks/${lockId}`,
+  packs: 'packs/',
+  indexes: 'index/',
+  manifests: 'manifests/',
+  locks: 'locks/',
+} as const;
+
+/** Trailer of every pack: encoded index length (u32 BE) then this magic. */
+export const PACK_MAGIC = Buffer.from('CAIRNPK1', 'ascii');
+export const PACK_TRAILER = 4 + PACK_MAGIC.length;
+
+/** Blob type byte (first byte of a blob's plaintext envelope). */
+export const BlobType = { none: 0, zstd: 1, lz4: 2, gzip: 3 } as const satisfies Record<CompressionAlgorithm, number>;
+
+export interface EncryptionParams {
+  kdf: 'scrypt';
+  /** scrypt cost parameters. */
+  N: number;
+  r: number;
+  p: number;
+  /** base64 salt. */
+  salt: string;
+  /** The 64-byte master key (32 data + 32 id) sealed with AES-256-GCM under the KDF's key: base64 of nonce|ciphertext|tag. */
+  sealedKey: string;
+}
+
+/** The `config` object: written once at init (only-if-absent), checked at every open. Never encrypted. */
+export interface RepositoryConfig {
+  format: typeof FORMAT_NAME;
+  version: number;
+  /** Repository id (UUID). Exported records name it, so they import only where they belong. */
+  id: string;
+  createdAt: string;
+  /** Chunk size in bytes (power of two). Fixed for the repository's life. */
+  chunkSize: number;
+  /** Default compression for new chunks. */
+  compression: CompressionAlgorithm;
+  /** Target pack size in bytes. */
+  packSize: number;
+  encryption: EncryptionParams | null;
+}
+
+/** One blob in a pack, as listed in the pack's index. */
+export interface IndexEntry {
+  /** Chunk id (hex). */
+  id: string;
+  /** Byte offset of the blob in the pack. */
+  offset: number;
+  /** Stored length of the blob. */
+  length: number;
+  /** Length of the chunk's plaintext. */
+  rawLength: number;
+}
+
+/** Serialized pack index: `blobs` as [id, offset, length, rawLength] tuples. */
+export interface PackIndexDoc {
+  version: number;
+  blobs: [string, number, number, number][];
+}
+
+/** The manifest of one backup: everything needed to restore it in one pass. */
+export interface Manifest {
+  version: number;
+  backupId: string;
+  volumeId: string;
+  volumeName: string;
+  size: number;
+  chunkSize: number;
+  parentId?: string;
+  createdAt: string;
+  /** Chunk id per chunk index, or null for an all-zero chunk. */
+  chunks: (string | null)[];
+  volumeMetadata: Record<string, string>;
+  /** base64 VM configuration (libvirt XML, OVF…), when given. */
+  vmConfig?: string;
+  stats: BackupStats;
+  /** The record as the manager created it, so list/lookup work from any machine. */
+  record: BackupRecord;
+}

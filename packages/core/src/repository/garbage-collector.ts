@@ -1,0 +1,124 @@
+import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { fetchChunks } from './chunk-fetcher.js';
+import { Keys } from './format.js';
+import { PackWriter } from './pack-writer.js';
+import type { Repository } from './repository.js';
+
+export interface GcOptions {
+  /** Packs younger than this are never removed (a backup elsewhere may be about to reference them). Default 1 hour. */
+  graceMs?: number;
+  /** Repack a pack when at least this share of its bytes is unreferenced. Default 0.25. */
+  repackThreshold?: number;
+  /** Report what would be done without doing it. Default false. */
+  dryRun?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GcReport {
+  backups: number;
+  packsDeleted: number;
+  packsRepacked: number;
+  chunksRemoved: number;
+  bytesFreed: number;
+  /** Packs left alone because they are younger than the grace period. */
+  packsInGrace: number;
+}
+
+/**
+ * Removes chunks no manifest references and repacks mostly-empty packs, under the repository's
+ * exclusive lock (`BUSY` while any backup holds its shared lock). Refuses (`CORRUPT`) when a
+ * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
+ * new packs and indexes first, then old indexes, then old packs — a crash leaves extra data,
+ * never missing data.
+ */
+export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
+  const grace = options.graceMs ?? 60 * 60_000;
+  const threshold = options.repackThreshold ?? 0.25;
+  const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0 };
+  try {
+    await repo.index.refresh();
+    if (repo.index.damaged.size > 0) {
+      throw new CairnError('CORRUPT', `pack indexes cannot be read: ${[...repo.index.damaged].join(', ')}; run verify`);
+    }
+    const referenced = new Set<string>();
+    for (const backupId of await repo.listBackupIds()) {
+      const m = await repo.readManifest(backupId); // CORRUPT aborts the collection
+      report.backups++;
+      for (const id of m.chunks) if (id) referenced.add(id);
+    }
+    const now = Date.now();
+    const packTimes = new Map<string, number>();
+    for await (const o of repo.store.list(Keys.packs)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
+    const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
+    const kept = new Set<string>(); // chunk ids with a surviving copy
+    const toRepack: string[] = [];
+    const toDelete: string[] = [];
+    for (const [packId, entries] of repo.index.packs()) {
+      throwIfAborted(options.signal);
+      let live = 0;
+      let liveBytes = 0;
+      let total = 0;
+      for (const e of entries) {
+        total += e.length;
+        if (referenced.has(e.id) && !kept.has(e.id)) {
+          kept.add(e.id);
+          live++;
+          liveBytes += e.length;
+        }
+      }
+      if (live === entries.length) continue;
+      if (!old(packId)) {
+        report.packsInGrace++;
+        for (const e of entries) kept.add(e.id);
+        continue;
+      }
+      if (live === 0) toDelete.push(packId);
+      else if ((total - liveBytes) / total >= threshold) toRepack.push(packId);
+    }
+    // Packs with no index (a writer died between the two puts) hold nothing reachable.
+    const orphans = [...packTimes.keys()].filter((p) => !repo.index.packs().has(p) && old(p));
+    if (options.dryRun) {
+      report.packsDeleted = toDelete.length + orphans.length;
+      report.packsRepacked = toRepack.length;
+      return report;
+    }
+    if (toRepack.length > 0) {
+      const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, repo.config.chunkSize + 64);
+      const wanted = new Set<string>();
+      for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
+      // Re-encode from checked plaintext so corruption is never copied forward.
+      await fetchChunks(repo, wanted, async (id, data) => {
+        await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+      }, { signal: options.signal });
+      await writer.finish();
+      report.packsRepacked = toRepack.length;
+    }
+    for (const packId of [...toRepack, ...toDelete]) {
+      const entries = repo.index.packs().get(packId) ?? [];
+      for (const e of entries) if (!referenced.has(e.id)) report.chunksRemoved++;
+      await repo.store.delete(Keys.index(packId));
+      report.bytesFreed += await sizeOf(repo, packId);
+      await repo.store.delete(Keys.pack(packId));
+      repo.index.remove(packId);
+      if (toDelete.includes(packId)) report.packsDeleted++;
+    }
+    for (const packId of orphans) {
+      report.bytesFreed += await sizeOf(repo, packId);
+      await repo.store.delete(Keys.pack(packId));
+      report.packsDeleted++;
+    }
+    return report;
+  } finally {
+    await lock.release();
+  }
+}
+
+async function sizeOf(repo: Repository, packId: string): Promise<number> {
+  try {
+    return (await repo.store.head(Keys.pack(packId))).size;
+  } catch (err) {
+    if (isCairnError(err) && err.code === 'NOT_FOUND') return 0;
+    throw err;
+  }
+}

@@ -1,0 +1,149 @@
+import { hostname } from 'node:os';
+import type { ObjectStore } from '../contracts/object-store.js';
+import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { newId } from '../util/clock.js';
+import { Keys } from './format.js';
+
+export type LockKind = 'shared' | 'exclusive' | 'volume';
+
+/** A lock object (`locks/<id>`), plain JSON. */
+export interface LockDoc {
+  id: string;
+  kind: LockKind;
+  /** For `volume` locks: the volume they serialize. */
+  volumeId?: string;
+  owner: { host: string; pid: number };
+  purpose: string;
+  createdAt: string;
+  expiresAt: string;
+}
+
+export interface LockInfo extends LockDoc {
+  /** Expired, or held by a process of this host that no longer runs. Stale locks block nothing. */
+  stale: boolean;
+}
+
+export interface LockHandle {
+  doc: LockDoc;
+  /** Deletes the lock and stops refreshing it. Idempotent. */
+  release(): Promise<void>;
+}
+
+export interface LockOptions {
+  purpose: string;
+  volumeId?: string;
+  /** Wait for conflicting locks to go (default false: fail with BUSY at once). */
+  wait?: boolean;
+  signal?: AbortSignal;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** True when a lock no longer protects anything: expired, or its owner on this host is gone. */
+export function isStale(doc: LockDoc, now = Date.now()): boolean {
+  if (Date.parse(doc.expiresAt) < now) return true;
+  return doc.owner.host === hostname() && doc.owner.pid !== process.pid && !pidAlive(doc.owner.pid);
+}
+
+/** Whether `mine` must give way to the live lock `other`. */
+function conflicts(mine: LockDoc, other: LockDoc): boolean {
+  if (mine.kind === 'exclusive') return true;
+  if (mine.kind === 'shared') return other.kind === 'exclusive';
+  // volume: the older lock on the same volume wins; ties break by id.
+  return other.kind === 'volume' && other.volumeId === mine.volumeId && (other.createdAt < mine.createdAt || (other.createdAt === mine.createdAt && other.id < mine.id));
+}
+
+/**
+ * Locks as objects in the store, with owner and expiry, refreshed while held. Backups hold
+ * `shared` (and `volume` for their volume); GC holds `exclusive`. Stale locks are ignored by
+ * conflict checks, listed by `list`, and removed only by an explicit `breakLocks`.
+ */
+export class RepositoryLocks {
+  constructor(
+    private readonly store: ObjectStore,
+    /** Lock lifetime in ms without a refresh. Default 5 minutes; refreshed every third of it. */
+    private readonly ttlMs = 5 * 60_000,
+    /** Poll interval while waiting, in ms. Default 250. */
+    private readonly pollMs = 250,
+  ) {}
+
+  async acquire(kind: LockKind, options: LockOptions): Promise<LockHandle> {
+    for (;;) {
+      throwIfAborted(options.signal);
+      const now = Date.now();
+      const doc: LockDoc = {
+        id: newId(),
+        kind,
+        volumeId: options.volumeId,
+        owner: { host: hostname(), pid: process.pid },
+        purpose: options.purpose,
+        createdAt: new Date(now).toISOString(),
+        expiresAt: new Date(now + this.ttlMs).toISOString(),
+      };
+      await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true });
+      const blocker = (await this.list()).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+      if (!blocker) return this.hold(doc);
+      await this.store.delete(Keys.lock(doc.id));
+      if (!options.wait) {
+        throw new CairnError('BUSY', `repository is locked (${blocker.kind} lock by ${blocker.owner.host}:${blocker.owner.pid} for ${blocker.purpose}, until ${blocker.expiresAt})`, {
+          details: { lock: blocker.id },
+        });
+      }
+      await new Promise((r) => setTimeout(r, this.pollMs * (0.5 + Math.random())));
+    }
+  }
+
+  /** Every lock object, stale ones marked. Unreadable lock objects are reported stale. */
+  async list(): Promise<LockInfo[]> {
+    const out: LockInfo[] = [];
+    for await (const o of this.store.list(Keys.locks)) {
+      try {
+        const doc = JSON.parse((await this.store.get(o.key)).toString('utf8')) as LockDoc;
+        out.push({ ...doc, stale: isStale(doc) });
+      } catch (err) {
+        if (isCairnError(err) && err.code === 'NOT_FOUND') continue;
+        const id = o.key.slice(Keys.locks.length);
+        out.push({ id, kind: 'shared', owner: { host: '?', pid: 0 }, purpose: 'unreadable lock object', createdAt: o.modifiedAt, expiresAt: o.modifiedAt, stale: true });
+      }
+    }
+    return out;
+  }
+
+  /** Removes stale locks (or, with `all`, every lock: only when no Cairn process uses the repository). */
+  async breakLocks(options: { all?: boolean } = {}): Promise<string[]> {
+    const broken: string[] = [];
+    for (const l of await this.list()) {
+      if (!options.all && !l.stale) continue;
+      await this.store.delete(Keys.lock(l.id));
+      broken.push(l.id);
+    }
+    return broken;
+  }
+
+  private hold(doc: LockDoc): LockHandle {
+    let released = false;
+    let refreshing: Promise<void> = Promise.resolve();
+    const timer = setInterval(() => {
+      const refreshed = { ...doc, expiresAt: new Date(Date.now() + this.ttlMs).toISOString() };
+      refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed))).catch(() => {});
+    }, Math.max(1000, this.ttlMs / 3));
+    timer.unref();
+    return {
+      doc,
+      release: async () => {
+        if (released) return;
+        released = true;
+        clearInterval(timer);
+        await refreshing; // a refresh landing after the delete would resurrect the lock
+        await this.store.delete(Keys.lock(doc.id));
+      },
+    };
+  }
+}

@@ -1,0 +1,166 @@
+import type { CompressionAlgorithm } from '../contracts/backup-service.js';
+import type { ObjectStore } from '../contracts/object-store.js';
+import { CairnError, isCairnError } from '../errors.js';
+import { newId, nowIso } from '../util/clock.js';
+import { ChunkCodec, decodeDocument, encodeDocument } from './codec.js';
+import { ChunkIndex } from './chunk-index.js';
+import { ChunkProcessor } from './chunk-processor.js';
+import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
+import { DEFAULT_KDF, createKeys, openKeys, type RepositoryKeys } from './keys.js';
+import { RepositoryLocks } from './repository-locks.js';
+
+const COMPRESSIONS: CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
+
+export interface InitOptions {
+  /** Chunk size in bytes, a power of two from 64 KiB to 16 MiB. Default 1 MiB (docs/repository-format.md says why). */
+  chunkSize?: number;
+  /** Default compression. Default `zstd`. */
+  compression?: CompressionAlgorithm;
+  /** Target pack size in bytes, 1–256 MiB. Default 16 MiB. */
+  packSize?: number;
+  /** Encrypts the repository with keys sealed under this passphrase. Default: not encrypted. */
+  passphrase?: string;
+  /** scrypt cost. Default N=2^17, r=8, p=1. */
+  kdf?: { N: number; r: number; p: number };
+}
+
+export interface OpenOptions {
+  /** Passphrase of an encrypted repository. */
+  passphrase?: string;
+  /** Worker threads for hashing/compression. Default: available parallelism; 0 runs inline. */
+  workers?: number;
+  /** Lock lifetime without refresh, ms. Default 5 minutes. */
+  lockTtlMs?: number;
+}
+
+const label = {
+  manifest: (backupId: string) => `manifest:${backupId}`,
+};
+
+/**
+ * A repository in an ObjectStore: self-describing (`config` checked at open), content-addressed
+ * chunks in packs, one manifest per backup. Several processes may use one repository at once.
+ */
+export class Repository {
+  readonly index: ChunkIndex;
+  readonly codec: ChunkCodec;
+  readonly locks: RepositoryLocks;
+  private processorInstance: ChunkProcessor | undefined;
+
+  private constructor(
+    readonly store: ObjectStore,
+    readonly config: RepositoryConfig,
+    private readonly keys: RepositoryKeys | undefined,
+    private readonly options: OpenOptions,
+  ) {
+    this.codec = new ChunkCodec(keys?.idKey, keys?.dataKey);
+    this.index = new ChunkIndex(store, this.codec);
+    this.locks = new RepositoryLocks(store, options.lockTtlMs);
+  }
+
+  /** Writes a new repository's `config`. `ALREADY_EXISTS` when one is there; `INVALID_INPUT` for bad options. */
+  static async init(store: ObjectStore, options: InitOptions = {}): Promise<RepositoryConfig> {
+    const chunkSize = options.chunkSize ?? 1024 * 1024;
+    if (!Number.isSafeInteger(chunkSize) || chunkSize < 65536 || chunkSize > 16 * 1024 * 1024 || (chunkSize & (chunkSize - 1)) !== 0) {
+      throw new CairnError('INVALID_INPUT', `chunkSize must be a power of two from 64 KiB to 16 MiB, got ${String(chunkSize)}`);
+    }
+    const compression = options.compression ?? 'zstd';
+    if (!COMPRESSIONS.includes(compression)) throw new CairnError('INVALID_INPUT', `compression must be one of ${COMPRESSIONS.join(', ')}`);
+    const packSize = options.packSize ?? 16 * 1024 * 1024;
+    if (!Number.isSafeInteger(packSize) || packSize < 1024 * 1024 || packSize > 256 * 1024 * 1024) {
+      throw new CairnError('INVALID_INPUT', 'packSize must be from 1 MiB to 256 MiB');
+    }
+    const encryption = options.passphrase !== undefined ? (await createKeys(options.passphrase, options.kdf ?? DEFAULT_KDF)).params : null;
+    const config: RepositoryConfig = { format: FORMAT_NAME, version: FORMAT_VERSION, id: newId(), createdAt: nowIso(), chunkSize, compression, packSize, encryption };
+    try {
+      await store.put(Keys.config, Buffer.from(JSON.stringify(config, null, 2)), { ifAbsent: true });
+    } catch (err) {
+      if (isCairnError(err) && err.code === 'ALREADY_EXISTS') throw new CairnError('ALREADY_EXISTS', 'a repository already exists here', { cause: err });
+      throw err;
+    }
+    return config;
+  }
+
+  /**
+   * Opens a repository. `NOT_FOUND` when there is none, `NOT_SUPPORTED` for a newer format,
+   * `CORRUPT` for an unreadable config, `INVALID_INPUT` for a missing or wrong passphrase.
+   */
+  static async open(store: ObjectStore, options: OpenOptions = {}): Promise<Repository> {
+    let raw: Buffer;
+    try {
+      raw = await store.get(Keys.config);
+    } catch (err) {
+      if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `no repository in ${store.name} (run init first)`, { cause: err });
+      throw err;
+    }
+    let config: RepositoryConfig;
+    try {
+      config = JSON.parse(raw.toString('utf8')) as RepositoryConfig;
+    } catch (cause) {
+      throw new CairnError('CORRUPT', 'repository config is not valid JSON', { cause });
+    }
+    if (config?.format !== FORMAT_NAME) throw new CairnError('CORRUPT', 'repository config does not describe a Cairn repository');
+    if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
+    let keys: RepositoryKeys | undefined;
+    if (config.encryption) {
+      if (!options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
+      keys = await openKeys(options.passphrase, config.encryption);
+    }
+    return new Repository(store, config, keys, options);
+  }
+
+  get encrypted(): boolean {
+    return !!this.keys;
+  }
+
+  /** The worker pool, created on first use. */
+  processor(): ChunkProcessor {
+    this.processorInstance ??= new ChunkProcessor(
+      { idKey: this.keys?.idKey, dataKey: this.keys?.dataKey, compression: this.config.compression, chunkSize: this.config.chunkSize },
+      this.options.workers,
+    );
+    return this.processorInstance;
+  }
+
+  /** Reads a backup's manifest. `NOT_FOUND` when absent, `CORRUPT` when damaged; both name the backup. */
+  async readManifest(backupId: string): Promise<Manifest> {
+    let blob: Buffer;
+    try {
+      blob = await this.store.get(Keys.manifest(backupId));
+    } catch (err) {
+      if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `backup ${backupId} has no manifest in the repository`, { cause: err });
+      throw err;
+    }
+    try {
+      const m = decodeDocument<Manifest>(this.codec, blob, label.manifest(backupId));
+      if (m.backupId !== backupId || !Array.isArray(m.chunks) || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
+      return m;
+    } catch (cause) {
+      throw new CairnError('CORRUPT', `manifest of backup ${backupId} is damaged: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  /** Writes a manifest once. `ALREADY_EXISTS` if the backup id is taken. */
+  async writeManifest(manifest: Manifest): Promise<number> {
+    const blob = encodeDocument(this.codec, manifest, label.manifest(manifest.backupId));
+    await this.store.put(Keys.manifest(manifest.backupId), blob, { ifAbsent: true });
+    return blob.length;
+  }
+
+  /** Ids of every backup with a manifest. */
+  async listBackupIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const o of this.store.list(Keys.manifests)) ids.push(o.key.slice(Keys.manifests.length));
+    return ids;
+  }
+
+  /** Removes a manifest. Idempotent. Its chunks go at the next GC. */
+  async deleteManifest(backupId: string): Promise<void> {
+    await this.store.delete(Keys.manifest(backupId));
+  }
+
+  async close(): Promise<void> {
+    await this.processorInstance?.close();
+    this.processorInstance = undefined;
+  }
+}

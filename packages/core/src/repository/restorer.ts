@@ -1,0 +1,65 @@
+import type { BlockDevice } from '../contracts/block-device.js';
+import type { RestoreOptions } from '../contracts/backup-service.js';
+import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { fetchChunks } from './chunk-fetcher.js';
+import type { Manifest } from './format.js';
+import type { Repository } from './repository.js';
+
+/**
+ * Writes a backup to `target` in one pass, whatever its parent chain: each distinct chunk is
+ * fetched once (ranged gets, coalesced per pack), checked against its id, and written at every
+ * offset that holds it; zero runs become write-zeroes (or nothing on a zeroed target).
+ * `INVALID_INPUT` for a small target; `NOT_FOUND`/`CORRUPT` naming the backup; never wrong bytes.
+ */
+export async function restoreBackup(repo: Repository, manifest: Manifest, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
+  const { size, chunkSize, backupId } = manifest;
+  if (target.size < size) throw new CairnError('INVALID_INPUT', `target of ${target.size} bytes is smaller than backup ${backupId} (${size} bytes)`);
+  await repo.index.refresh();
+  let done = 0;
+  const advance = (n: number): void => {
+    done += n;
+    options.progress?.(done, size);
+  };
+  const offsets = new Map<string, number[]>();
+  let zeroStart = -1;
+  const flushZeros = async (end: number): Promise<void> => {
+    if (zeroStart < 0) return;
+    const length = Math.min(end, size) - zeroStart;
+    if (!options.targetIsZeroed) await target.writeZeroes(zeroStart, length);
+    advance(length);
+    zeroStart = -1;
+  };
+  for (let i = 0; i < manifest.chunks.length; i++) {
+    const id = manifest.chunks[i];
+    if (id === null || id === undefined) {
+      if (zeroStart < 0) zeroStart = i * chunkSize;
+      continue;
+    }
+    await flushZeros(i * chunkSize);
+    const list = offsets.get(id) ?? [];
+    list.push(i * chunkSize);
+    offsets.set(id, list);
+  }
+  await flushZeros(size);
+  throwIfAborted(options.signal);
+  try {
+    await fetchChunks(
+      repo,
+      offsets.keys(),
+      async (id, data) => {
+        for (const offset of offsets.get(id)!) {
+          const length = Math.min(chunkSize, size - offset);
+          if (data.length !== length) throw new CairnError('CORRUPT', `chunk ${id} has ${data.length} bytes where ${length} belong`);
+          await target.write(offset, data);
+          advance(length);
+        }
+      },
+      { signal: options.signal },
+    );
+  } catch (err) {
+    if (isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) {
+      throw new CairnError(err.code, `backup ${backupId} cannot be restored: ${err.message}`, { cause: err, details: { backupId, ...err.details } });
+    }
+    throw err;
+  }
+}
