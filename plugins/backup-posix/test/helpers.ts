@@ -41,9 +41,12 @@ export async function allFiles(dir: string, rel = ''): Promise<string[]> {
  * Throws with the fix when dist is missing or older than src (`npm test` builds first).
  */
 export function assertDistFresh(): void {
+  // tsc -b may leave an unchanged output alone and only touch its build info.
+  const info = join(PACKAGE_DIR, 'dist', '.tsbuildinfo');
+  const built = existsSync(info) ? statSync(info).mtimeMs : 0;
   for (const f of readdirSync(join(PACKAGE_DIR, 'src')).filter((n) => n.endsWith('.ts'))) {
     const out = join(PACKAGE_DIR, 'dist', f.replace(/\.ts$/, '.js'));
-    if (!existsSync(out) || statSync(join(PACKAGE_DIR, 'src', f)).mtimeMs > statSync(out).mtimeMs + 1) {
+    if (!existsSync(out) || statSync(join(PACKAGE_DIR, 'src', f)).mtimeMs > Math.max(built, statSync(out).mtimeMs) + 1) {
       throw new Error(`plugins/backup-posix/dist is missing or older than src/${f}: run \`npx tsc -b plugins/backup-posix\``);
     }
   }
