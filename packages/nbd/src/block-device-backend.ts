@@ -1,0 +1,66 @@
+import type { BlockDevice, Extent } from '@cairn/core';
+import type { NbdBackend, ReadRun, StatusDescriptor } from './nbd-backend.js';
+import { BASE_ALLOCATION, DIRTY_BITMAP_PREFIX, STATE_DIRTY, STATE_HOLE, STATE_ZERO } from './protocol.js';
+
+export interface BlockDeviceBackendOptions {
+  /**
+   * Checkpoint ids served as `qemu:dirty-bitmap:<id>` contexts, from
+   * `device.extents({kind:'changed', since: id})`. Default none.
+   */
+  checkpoints?: string[];
+}
+
+/**
+ * Serves a Cairn BlockDevice over NBD: reads return holes where the device reports no allocated
+ * extent, `base:allocation` comes from `extents({kind:'allocated'})`, writes go to the device
+ * (read-only when the device is `ro`). Device errors pass through as CairnErrors.
+ */
+export function blockDeviceBackend(device: BlockDevice, options: BlockDeviceBackendOptions = {}): NbdBackend {
+  const checkpoints = options.checkpoints ?? [];
+  const backend: NbdBackend = {
+    size: device.size,
+    readOnly: device.mode === 'ro',
+    metaContexts: checkpoints.map((c) => DIRTY_BITMAP_PREFIX + c),
+    async read(offset, length) {
+      const extents = await device.extents({ kind: 'allocated' }, { offset, length });
+      const runs: ReadRun[] = [];
+      let at = offset;
+      for (const e of extents) {
+        if (e.offset > at) runs.push({ zero: e.offset - at });
+        runs.push(e.zero ? { zero: e.length } : await device.read(e.offset, e.length));
+        at = e.offset + e.length;
+      }
+      if (at < offset + length) runs.push({ zero: offset + length - at });
+      return runs;
+    },
+    async blockStatus(context, offset, length) {
+      if (context === BASE_ALLOCATION) {
+        const extents = await device.extents({ kind: 'allocated' }, { offset, length });
+        return descriptors(extents, offset, length, (e) => (e.zero ? STATE_ZERO : 0), STATE_HOLE | STATE_ZERO);
+      }
+      const since = context.startsWith(DIRTY_BITMAP_PREFIX) ? context.slice(DIRTY_BITMAP_PREFIX.length) : undefined;
+      if (since === undefined || !checkpoints.includes(since)) return undefined;
+      const changed = await device.extents({ kind: 'changed', since }, { offset, length });
+      return descriptors(changed, offset, length, () => STATE_DIRTY, 0);
+    },
+  };
+  if (device.mode === 'rw') {
+    backend.write = (offset, data) => device.write(offset, data);
+    backend.writeZeroes = (offset, length) => device.writeZeroes(offset, length);
+    backend.flush = () => device.flush();
+  }
+  return backend;
+}
+
+/** Extents → consecutive descriptors over `[offset, offset+length)`, gaps flagged `gapFlags`. */
+function descriptors(extents: Extent[], offset: number, length: number, flagsOf: (e: Extent) => number, gapFlags: number): StatusDescriptor[] {
+  const out: StatusDescriptor[] = [];
+  let at = offset;
+  for (const e of extents) {
+    if (e.offset > at) out.push({ length: e.offset - at, flags: gapFlags });
+    out.push({ length: e.length, flags: flagsOf(e) });
+    at = e.offset + e.length;
+  }
+  if (at < offset + length) out.push({ length: offset + length - at, flags: gapFlags });
+  return out;
+}

@@ -1,0 +1,214 @@
+import { CairnError } from '@cairn/core';
+import type { ByteReader } from './byte-reader.js';
+import { optionErrorCode, protocolError } from './error-map.js';
+import { PayloadCursor, encodeOption, encodeString32, readOptionReply, type OptionReply } from './handshake-codec.js';
+import {
+  FLAG_C_FIXED_NEWSTYLE,
+  FLAG_C_NO_ZEROES,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  IHAVEOPT,
+  INFO,
+  MAX_PAYLOAD_CAP,
+  NBD_MAGIC,
+  OPT,
+  REP,
+  REP_ERR,
+  REP_ERR_BIT,
+} from './protocol.js';
+
+/** Block size constraints of an export (NBD_INFO_BLOCK_SIZE), in bytes. */
+export interface BlockSizes {
+  /** Requests must be aligned to this. Default 1 when the server does not say. */
+  min: number;
+  /** Preferred request granularity. Default 4096. */
+  preferred: number;
+  /** Largest payload of one request, capped at 32 MiB. Default 32 MiB. */
+  max: number;
+}
+
+export interface NegotiateOptions {
+  exportName: string;
+  structuredReplies: boolean;
+  metaContexts: string[];
+  driver: string;
+}
+
+/** What option haggling settled for the transmission phase. */
+export interface NegotiatedExport {
+  exportName: string;
+  size: number;
+  /** Transmission flags (TF.*). */
+  flags: number;
+  structuredReplies: boolean;
+  /** Context name → id the server assigned (ids are not fixed across servers or sessions). */
+  contexts: Map<string, number>;
+  blockSizes: BlockSizes;
+}
+
+type Send = (b: Buffer) => void;
+
+/** Reads the server greeting and answers with client flags; returns whether fixed newstyle is on. */
+async function greet(reader: ByteReader, send: Send, driver: string): Promise<{ fixed: boolean; noZeroes: boolean }> {
+  const hello = await reader.read(18);
+  if (hello.readBigUInt64BE(0) !== NBD_MAGIC) throw protocolError('bad server magic (not an NBD server)', driver);
+  if (hello.readBigUInt64BE(8) !== IHAVEOPT) {
+    throw new CairnError('NOT_SUPPORTED', 'server uses oldstyle negotiation', { driver });
+  }
+  const flags = hello.readUInt16BE(16);
+  const fixed = (flags & FLAG_FIXED_NEWSTYLE) !== 0;
+  const noZeroes = (flags & FLAG_NO_ZEROES) !== 0;
+  const reply = Buffer.allocUnsafe(4);
+  reply.writeUInt32BE((fixed ? FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? FLAG_C_NO_ZEROES : 0), 0);
+  send(reply);
+  return { fixed, noZeroes };
+}
+
+/** Sends an option and reads replies until a final one; `onReply` sees the non-final ones. */
+async function haggle(reader: ByteReader, send: Send, driver: string, option: number, data: Buffer, onReply?: (r: OptionReply) => void): Promise<OptionReply> {
+  send(encodeOption(option, data));
+  for (;;) {
+    const r = await readOptionReply(reader, driver);
+    if (r.option !== option) throw protocolError(`reply to option ${r.option} while ${option} was pending`, driver);
+    if (r.type === REP.ACK || (r.type & REP_ERR_BIT) !== 0) return r;
+    onReply?.(r);
+  }
+}
+
+function optionFailure(r: OptionReply, what: string, driver: string): CairnError {
+  const message = r.data.length > 0 ? `: ${r.data.toString('utf8')}` : '';
+  return new CairnError(optionErrorCode(r.type), `${what} refused by the server (reply ${r.type - REP_ERR_BIT})${message}`, {
+    driver,
+    details: { optionReply: r.type },
+  });
+}
+
+function exportNameData(name: string): Buffer {
+  return encodeString32(name);
+}
+
+/** Runs the fixed newstyle handshake through NBD_OPT_GO (or EXPORT_NAME as a fallback). */
+export async function negotiate(reader: ByteReader, send: Send, opts: NegotiateOptions): Promise<NegotiatedExport> {
+  const { driver } = opts;
+  const { fixed, noZeroes } = await greet(reader, send, driver);
+  const result: NegotiatedExport = {
+    exportName: opts.exportName,
+    size: 0,
+    flags: 0,
+    structuredReplies: false,
+    contexts: new Map(),
+    blockSizes: { min: 1, preferred: 4096, max: MAX_PAYLOAD_CAP },
+  };
+  if (fixed && opts.structuredReplies) {
+    const r = await haggle(reader, send, driver, OPT.STRUCTURED_REPLY, Buffer.alloc(0));
+    result.structuredReplies = r.type === REP.ACK;
+  }
+  if (fixed && result.structuredReplies && opts.metaContexts.length > 0) {
+    await setMetaContexts(reader, send, opts, result.contexts);
+  }
+  if (fixed) {
+    const done = await go(reader, send, opts, result);
+    if (done) return result;
+  }
+  // NBD_OPT_EXPORT_NAME: the server either answers with size and flags or hangs up.
+  send(encodeOption(OPT.EXPORT_NAME, Buffer.from(opts.exportName, 'utf8')));
+  const info = await reader.read(noZeroes ? 10 : 134).catch((err: unknown) => {
+    throw new CairnError('NOT_FOUND', `export ${JSON.stringify(opts.exportName)} refused (server closed the connection)`, { driver, cause: err });
+  });
+  result.size = readSize(info, 0, driver);
+  result.flags = info.readUInt16BE(8);
+  return result;
+}
+
+async function setMetaContexts(reader: ByteReader, send: Send, opts: NegotiateOptions, into: Map<string, number>): Promise<void> {
+  const count = Buffer.allocUnsafe(4);
+  count.writeUInt32BE(opts.metaContexts.length, 0);
+  const data = Buffer.concat([exportNameData(opts.exportName), count, ...opts.metaContexts.map(encodeString32)]);
+  const r = await haggle(reader, send, opts.driver, OPT.SET_META_CONTEXT, data, (reply) => {
+    if (reply.type !== REP.META_CONTEXT) return;
+    const c = new PayloadCursor(reply.data);
+    const id = c.u32();
+    const name = c.string();
+    if (id === undefined || name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', opts.driver);
+    into.set(name, id);
+  });
+  // A server that cannot do meta contexts still serves data: carry on without them.
+  if (r.type !== REP.ACK) into.clear();
+}
+
+/** NBD_OPT_GO; returns false when the server does not know GO (caller falls back to EXPORT_NAME). */
+async function go(reader: ByteReader, send: Send, opts: NegotiateOptions, result: NegotiatedExport): Promise<boolean> {
+  const requests = Buffer.allocUnsafe(4);
+  requests.writeUInt16BE(1, 0);
+  requests.writeUInt16BE(INFO.BLOCK_SIZE, 2);
+  let sawExport = false;
+  const r = await haggle(reader, send, opts.driver, OPT.GO, Buffer.concat([exportNameData(opts.exportName), requests]), (reply) => {
+    if (reply.type !== REP.INFO) return;
+    const c = new PayloadCursor(reply.data);
+    const type = c.u16();
+    if (type === INFO.EXPORT) {
+      const size = c.u64();
+      const flags = c.u16();
+      if (size === undefined || flags === undefined) throw protocolError('malformed NBD_INFO_EXPORT', opts.driver);
+      result.size = size;
+      result.flags = flags;
+      sawExport = true;
+    } else if (type === INFO.BLOCK_SIZE) {
+      const min = c.u32();
+      const preferred = c.u32();
+      const max = c.u32();
+      if (min === undefined || preferred === undefined || max === undefined || min < 1 || max < min) {
+        throw protocolError('malformed NBD_INFO_BLOCK_SIZE', opts.driver);
+      }
+      result.blockSizes = { min, preferred, max: Math.min(max, MAX_PAYLOAD_CAP) };
+    }
+  });
+  if (r.type === REP_ERR.UNSUP) return false;
+  if (r.type !== REP.ACK) throw optionFailure(r, `export ${JSON.stringify(opts.exportName)}`, opts.driver);
+  if (!sawExport) throw protocolError('NBD_OPT_GO acknowledged without NBD_INFO_EXPORT', opts.driver);
+  return true;
+}
+
+function readSize(b: Buffer, at: number, driver: string): number {
+  const v = b.readBigUInt64BE(at);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`export size ${v} too large`, driver);
+  return Number(v);
+}
+
+/** NBD_OPT_LIST then NBD_OPT_ABORT: the export names the server offers. */
+export async function listExportsOver(reader: ByteReader, send: Send, driver: string): Promise<string[]> {
+  const { fixed } = await greet(reader, send, driver);
+  if (!fixed) throw new CairnError('NOT_SUPPORTED', 'server does not support fixed newstyle (no NBD_OPT_LIST)', { driver });
+  const names: string[] = [];
+  const r = await haggle(reader, send, driver, OPT.LIST, Buffer.alloc(0), (reply) => {
+    if (reply.type !== REP.SERVER) return;
+    const name = new PayloadCursor(reply.data).string32();
+    if (name === undefined) throw protocolError('malformed NBD_REP_SERVER', driver);
+    names.push(name);
+  });
+  if (r.type !== REP.ACK) throw optionFailure(r, 'NBD_OPT_LIST', driver);
+  send(encodeOption(OPT.ABORT));
+  return names;
+}
+
+/** NBD_OPT_LIST_META_CONTEXT then NBD_OPT_ABORT: context names matching `queries` (all when empty). */
+export async function listMetaContextsOver(reader: ByteReader, send: Send, driver: string, exportName: string, queries: string[]): Promise<string[]> {
+  const { fixed } = await greet(reader, send, driver);
+  if (!fixed) throw new CairnError('NOT_SUPPORTED', 'server does not support fixed newstyle', { driver });
+  const sr = await haggle(reader, send, driver, OPT.STRUCTURED_REPLY, Buffer.alloc(0));
+  if (sr.type !== REP.ACK) throw optionFailure(sr, 'NBD_OPT_STRUCTURED_REPLY', driver);
+  const count = Buffer.allocUnsafe(4);
+  count.writeUInt32BE(queries.length, 0);
+  const names: string[] = [];
+  const r = await haggle(reader, send, driver, OPT.LIST_META_CONTEXT, Buffer.concat([exportNameData(exportName), count, ...queries.map(encodeString32)]), (reply) => {
+    if (reply.type !== REP.META_CONTEXT) return;
+    const c = new PayloadCursor(reply.data);
+    c.u32();
+    const name = c.string();
+    if (name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', driver);
+    names.push(name);
+  });
+  if (r.type !== REP.ACK) throw optionFailure(r, 'NBD_OPT_LIST_META_CONTEXT', driver);
+  send(encodeOption(OPT.ABORT));
+  return names;
+}

@@ -1,0 +1,111 @@
+import net from 'node:net';
+import { CairnError } from '@cairn/core';
+import { ByteReader } from './byte-reader.js';
+import { connectionLost } from './error-map.js';
+
+/** Where an NBD server listens: a unix socket path, or a TCP host and port. */
+export type NbdAddress = { path: string } | { host: string; port: number };
+
+/** Size of the reused socket receive buffer (256 KiB). */
+const RECEIVE_BUFFER = 256 * 1024;
+
+/**
+ * A client socket whose incoming bytes go first to a ByteReader (handshake) and later to a
+ * synchronous consumer (transmission). Bytes are received into one reused buffer, so consumers
+ * must copy what they keep.
+ */
+export class ClientConnection {
+  readonly reader = new ByteReader();
+  private consumer: ((chunk: Buffer) => void) | undefined;
+  private closedError: CairnError | undefined;
+  private readonly closeHandlers: Array<(err: CairnError) => void> = [];
+
+  private constructor(
+    readonly socket: net.Socket,
+    private readonly driver: string,
+  ) {}
+
+  /** Connects; `UNAVAILABLE` when nothing listens there or the connection times out. */
+  static open(address: NbdAddress, driver: string, timeoutMs: number): Promise<ClientConnection> {
+    return new Promise((resolve, reject) => {
+      let conn: ClientConnection | undefined = undefined;
+      const onread = {
+        buffer: Buffer.allocUnsafe(RECEIVE_BUFFER),
+        callback: (n: number, buf: Uint8Array): boolean => {
+          conn?.onData(Buffer.from(buf.buffer, buf.byteOffset, n));
+          return true;
+        },
+      };
+      const socket =
+        'path' in address
+          ? net.connect({ path: address.path, onread })
+          : net.connect({ host: address.host, port: address.port, onread, noDelay: true });
+      conn = new ClientConnection(socket, driver);
+      const c = conn;
+      const timer = setTimeout(() => socket.destroy(connectionLost(`connect timed out after ${timeoutMs} ms`, driver)), timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', onConnectError);
+        socket.on('error', () => undefined); // reported through 'close'
+        resolve(c);
+      });
+      const onConnectError = (err: Error): void => {
+        clearTimeout(timer);
+        reject(connectionLost(`cannot connect to ${describe(address)}: ${err.message}`, driver, err));
+      };
+      socket.once('error', onConnectError);
+      socket.once('close', () => c.onClose());
+    });
+  }
+
+  /** Routes later bytes to `consumer` (handing over anything the handshake left buffered). */
+  startTransmission(consumer: (chunk: Buffer) => void): void {
+    this.consumer = consumer;
+    const rest = this.reader.drain();
+    if (rest.length > 0) consumer(rest);
+  }
+
+  /** Called once with the reason when the connection ends. */
+  onClosed(handler: (err: CairnError) => void): void {
+    if (this.closedError) handler(this.closedError);
+    else this.closeHandlers.push(handler);
+  }
+
+  /** Tears the connection down with `err` as the reason every waiter sees. Idempotent. */
+  abort(err: CairnError): void {
+    this.closedError ??= err;
+    this.socket.destroy();
+  }
+
+  get closed(): boolean {
+    return this.closedError !== undefined;
+  }
+
+  /** Why the connection ended, once it has. */
+  get error(): CairnError | undefined {
+    return this.closedError;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closedError) return;
+    if (!this.consumer) {
+      this.reader.push(chunk);
+      return;
+    }
+    try {
+      this.consumer(chunk);
+    } catch (err) {
+      this.abort(err instanceof CairnError ? err : connectionLost(`reply handling failed: ${String(err)}`, this.driver, err));
+    }
+  }
+
+  private onClose(): void {
+    this.closedError ??= connectionLost('connection to the NBD server was lost', this.driver);
+    this.reader.fail(this.closedError);
+    for (const h of this.closeHandlers.splice(0)) h(this.closedError);
+  }
+}
+
+export function describe(address: NbdAddress): string {
+  return 'path' in address ? `unix:${address.path}` : `${address.host}:${address.port}`;
+}

@@ -1,0 +1,110 @@
+import type { ByteReader } from './byte-reader.js';
+import { protocolError } from './error-map.js';
+import { IHAVEOPT, MAX_STRING, OPTION_REPLY_MAGIC } from './protocol.js';
+
+/** Largest option or option reply payload either side accepts (64 KiB); larger is a violation. */
+export const MAX_OPTION_DATA = 64 * 1024;
+
+export interface OptionMessage {
+  option: number;
+  data: Buffer;
+}
+
+export interface OptionReply {
+  option: number;
+  type: number;
+  data: Buffer;
+}
+
+/** Encodes one client option: IHAVEOPT, option, length, data. */
+export function encodeOption(option: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.allocUnsafe(16);
+  head.writeBigUInt64BE(IHAVEOPT, 0);
+  head.writeUInt32BE(option, 8);
+  head.writeUInt32BE(data.length, 12);
+  return Buffer.concat([head, data]);
+}
+
+/** Encodes one server option reply. */
+export function encodeOptionReply(option: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.allocUnsafe(20);
+  head.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
+  head.writeUInt32BE(option, 8);
+  head.writeUInt32BE(type >>> 0, 12);
+  head.writeUInt32BE(data.length, 16);
+  return Buffer.concat([head, data]);
+}
+
+/** Reads one option reply; `CORRUPT` on a bad magic or an oversize payload. */
+export async function readOptionReply(reader: ByteReader, driver: string): Promise<OptionReply> {
+  const head = await reader.read(20);
+  if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw protocolError('bad option reply magic', driver);
+  const option = head.readUInt32BE(8);
+  const type = head.readUInt32BE(12);
+  const length = head.readUInt32BE(16);
+  if (length > MAX_OPTION_DATA) throw protocolError(`option reply of ${length} bytes`, driver);
+  return { option, type, data: await reader.read(length) };
+}
+
+/** Reads one client option; `CORRUPT` on a bad magic or an oversize payload. */
+export async function readOption(reader: ByteReader, driver: string): Promise<OptionMessage> {
+  const head = await reader.read(16);
+  if (head.readBigUInt64BE(0) !== IHAVEOPT) throw protocolError('bad option magic', driver);
+  const option = head.readUInt32BE(8);
+  const length = head.readUInt32BE(12);
+  if (length > MAX_OPTION_DATA) throw protocolError(`option of ${length} bytes`, driver);
+  return { option, data: await reader.read(length) };
+}
+
+/** Appends a u32 length and the UTF-8 bytes of `s`. */
+export function encodeString32(s: string): Buffer {
+  const bytes = Buffer.from(s, 'utf8');
+  const len = Buffer.allocUnsafe(4);
+  len.writeUInt32BE(bytes.length, 0);
+  return Buffer.concat([len, bytes]);
+}
+
+/** A bounds-checked cursor over an option payload; every overrun is `undefined`. */
+export class PayloadCursor {
+  private pos = 0;
+  constructor(private readonly buf: Buffer) {}
+
+  get remaining(): number {
+    return this.buf.length - this.pos;
+  }
+
+  u16(): number | undefined {
+    if (this.remaining < 2) return undefined;
+    const v = this.buf.readUInt16BE(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
+  u32(): number | undefined {
+    if (this.remaining < 4) return undefined;
+    const v = this.buf.readUInt32BE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  u64(): number | undefined {
+    if (this.remaining < 8) return undefined;
+    const v = this.buf.readBigUInt64BE(this.pos);
+    this.pos += 8;
+    return v > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : Number(v);
+  }
+
+  /** A string of `length` bytes (or all remaining bytes); undefined past the end or > 4096 bytes. */
+  string(length = this.remaining): string | undefined {
+    if (length > this.remaining || length > MAX_STRING) return undefined;
+    const s = this.buf.toString('utf8', this.pos, this.pos + length);
+    this.pos += length;
+    return s;
+  }
+
+  /** A u32-length-prefixed string. */
+  string32(): string | undefined {
+    const n = this.u32();
+    return n === undefined ? undefined : this.string(n);
+  }
+}

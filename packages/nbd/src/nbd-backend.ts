@@ -1,0 +1,57 @@
+/**
+ * What an NbdServer serves: one backend per named export. Errors thrown by a backend become
+ * NBD error replies (CairnError CORRUPT → EIO, INVALID_INPUT → EINVAL, NOT_SUPPORTED → ENOTSUP,
+ * UNAVAILABLE and anything else → EIO); the connection stays up.
+ */
+
+/** A run of a read result: bytes, or `{ zero: n }` for n bytes that read as zeros (sent as a hole). */
+export type ReadRun = Buffer | { zero: number };
+
+/** One block-status descriptor, relative to the queried offset (consecutive from it). */
+export interface StatusDescriptor {
+  length: number;
+  /** Context-defined flags; for `base:allocation` 1 = hole, 2 = reads as zeros. */
+  flags: number;
+}
+
+export interface NbdBackend {
+  /** Size in bytes, fixed while served. */
+  readonly size: number;
+  /** Writes, zeroing and trim get EPERM. Default: true when `write` is absent. */
+  readonly readOnly?: boolean;
+  /**
+   * Reads `[offset, offset+length)` (checked by the server to lie inside the export): one buffer
+   * of exactly `length` bytes, or runs that cover exactly `length` bytes in order. Idempotent.
+   */
+  read(offset: number, length: number): Promise<Buffer | ReadRun[]>;
+  /** Writes `data` at `offset`; with `fua`, durable before resolving. Absent: export is read-only. */
+  write?(offset: number, data: Buffer, options: { fua: boolean }): Promise<void>;
+  /** Makes a range read as zeros; `mayTrim` false means keep it allocated. Absent: not offered. */
+  writeZeroes?(offset: number, length: number, options: { fua: boolean; mayTrim: boolean }): Promise<void>;
+  /** Discards a range (a hint). Absent: not offered. */
+  trim?(offset: number, length: number): Promise<void>;
+  /** Makes completed writes durable. Absent: flush is a no-op. */
+  flush?(): Promise<void>;
+  /** Meta context names served besides `base:allocation` (for example `qemu:dirty-bitmap:b0`). */
+  readonly metaContexts?: readonly string[];
+  /**
+   * Status of `[offset, offset+length)` for `context` (`base:allocation` or one of `metaContexts`):
+   * consecutive descriptors from `offset`, at least one, covering at most `length` bytes. Absent,
+   * or returning undefined for `base:allocation`, reports everything as allocated data (flags 0).
+   */
+  blockStatus?(context: string, offset: number, length: number): Promise<StatusDescriptor[] | undefined>;
+}
+
+/** One named export of an NbdServer. */
+export interface NbdExport {
+  /** Export name clients ask for ('' is the default export). */
+  name: string;
+  backend: NbdBackend;
+  /** Free text shown by `nbdinfo`. Default none. */
+  description?: string;
+}
+
+/** Whether the export refuses writes. */
+export function isReadOnly(backend: NbdBackend): boolean {
+  return backend.readOnly ?? backend.write === undefined;
+}

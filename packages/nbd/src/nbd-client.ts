@@ -1,0 +1,365 @@
+import { CairnError, assertRange } from '@cairn/core';
+import { ClientConnection, type NbdAddress } from './connection.js';
+import { listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
+import { NBD_DRIVER, connectionLost, protocolError } from './error-map.js';
+import { InFlightWindow } from './in-flight-window.js';
+import { BASE_ALLOCATION, CMD, CMD_FLAG, REQUEST_HEADER_SIZE, REQUEST_MAGIC, TF } from './protocol.js';
+import { ReplyParser, type NbdExtent, type PendingReply } from './reply-parser.js';
+
+export type { NbdExtent } from './reply-parser.js';
+export type { BlockSizes } from './client-handshake.js';
+
+export type NbdConnectOptions = NbdAddress & {
+  /** Export to open. Default `''` (the server's default export). */
+  exportName?: string;
+  /** Meta contexts to select with NBD_OPT_SET_META_CONTEXT. Default `['base:allocation']`. */
+  metaContexts?: string[];
+  /** Ask for structured replies. Default true; without them reads still work, block status does not. */
+  structuredReplies?: boolean;
+  /** Requests in flight at once on this connection; further calls wait. Default 16. */
+  maxInFlight?: number;
+  /** Longest range asked in one BLOCK_STATUS request. Default 1 GiB. */
+  blockStatusChunk?: number;
+  /** Connect and handshake deadline in ms. Default 30000. */
+  connectTimeoutMs?: number;
+  /** Name used in errors. Default `nbd`. */
+  driver?: string;
+};
+
+interface Pending extends PendingReply {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** Largest TRIM / WRITE_ZEROES length sent in one request (1 GiB); longer ranges are split. */
+const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
+
+/**
+ * An NBD client over one connection: fixed newstyle handshake, structured replies, meta contexts,
+ * and pipelined requests matched by cookie inside a bounded window (`maxInFlight`). Every method
+ * may be called concurrently. Errors are CairnErrors: NBD error replies map per `nbdErrorCode`,
+ * a lost connection fails every request in flight (and every later one) with `UNAVAILABLE`, a
+ * protocol violation by the server with `CORRUPT`. Calls after `disconnect()` fail with
+ * `INVALID_INPUT`.
+ */
+export class NbdClient {
+  readonly size: number;
+  /** Transmission flags (TF.*). */
+  readonly flags: number;
+  readonly exportName: string;
+  readonly structuredReplies: boolean;
+  /** Selected meta contexts: name → server-assigned id. */
+  readonly metaContexts: ReadonlyMap<string, number>;
+  readonly blockSizes: BlockSizes;
+  readonly driver: string;
+  private readonly window: InFlightWindow;
+  private readonly pending = new Map<number, Pending>();
+  private nextCookie = 1;
+  private readonly blockStatusChunk: number;
+  private disconnecting: Promise<void> | undefined;
+
+  private constructor(
+    private readonly conn: ClientConnection,
+    negotiated: NegotiatedExport,
+    options: NbdConnectOptions,
+  ) {
+    this.size = negotiated.size;
+    this.flags = negotiated.flags;
+    this.exportName = negotiated.exportName;
+    this.structuredReplies = negotiated.structuredReplies;
+    this.metaContexts = negotiated.contexts;
+    this.blockSizes = negotiated.blockSizes;
+    this.driver = options.driver ?? NBD_DRIVER;
+    this.window = new InFlightWindow(options.maxInFlight ?? 16);
+    this.blockStatusChunk = options.blockStatusChunk ?? 1 << 30;
+    const parser = new ReplyParser((c) => this.pending.get(c), (c) => this.settle(c), this.driver, this.structuredReplies);
+    conn.onClosed((err) => this.failAll(err));
+    conn.startTransmission((chunk) => parser.push(chunk));
+  }
+
+  /** Connects and negotiates. `UNAVAILABLE` if unreachable, `NOT_FOUND` for an unknown export, `CORRUPT` for a non-NBD peer. */
+  static async connect(options: NbdConnectOptions): Promise<NbdClient> {
+    const driver = options.driver ?? NBD_DRIVER;
+    const timeout = options.connectTimeoutMs ?? 30_000;
+    const conn = await ClientConnection.open(options, driver, timeout);
+    const timer = setTimeout(() => conn.abort(connectionLost(`handshake timed out after ${timeout} ms`, driver)), timeout);
+    try {
+      const negotiated = await negotiate(conn.reader, (b) => conn.socket.write(b), {
+        exportName: options.exportName ?? '',
+        structuredReplies: options.structuredReplies ?? true,
+        metaContexts: options.metaContexts ?? [BASE_ALLOCATION],
+        driver,
+      });
+      return new NbdClient(conn, negotiated, options);
+    } catch (err) {
+      conn.abort(err instanceof CairnError ? err : connectionLost(String(err), driver, err));
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Export names the server lists (NBD_OPT_LIST). */
+  static async listExports(address: NbdAddress, driver = NBD_DRIVER): Promise<string[]> {
+    const conn = await ClientConnection.open(address, driver, 30_000);
+    try {
+      return await listExportsOver(conn.reader, (b) => conn.socket.write(b), driver);
+    } finally {
+      conn.socket.end();
+    }
+  }
+
+  /** Meta context names an export offers for `queries` (NBD_OPT_LIST_META_CONTEXT; all when empty). */
+  static async listMetaContexts(address: NbdAddress, exportName = '', queries: string[] = [], driver = NBD_DRIVER): Promise<string[]> {
+    const conn = await ClientConnection.open(address, driver, 30_000);
+    try {
+      return await listMetaContextsOver(conn.reader, (b) => conn.socket.write(b), driver, exportName, queries);
+    } finally {
+      conn.socket.end();
+    }
+  }
+
+  get readOnly(): boolean {
+    return (this.flags & TF.READ_ONLY) !== 0;
+  }
+  get canFlush(): boolean {
+    return (this.flags & TF.SEND_FLUSH) !== 0;
+  }
+  get canFua(): boolean {
+    return (this.flags & TF.SEND_FUA) !== 0;
+  }
+  get canTrim(): boolean {
+    return (this.flags & TF.SEND_TRIM) !== 0;
+  }
+  get canWriteZeroes(): boolean {
+    return (this.flags & TF.SEND_WRITE_ZEROES) !== 0;
+  }
+  /** Requests in flight now, and the most ever at once (never above `maxInFlight`). */
+  get inFlight(): number {
+    return this.window.inFlight;
+  }
+  get peakInFlight(): number {
+    return this.window.peakInFlight;
+  }
+  /** Largest payload per request: the server's maximum block size, capped at 32 MiB. */
+  get maxPayload(): number {
+    return this.blockSizes.max;
+  }
+
+  /**
+   * Reads `length` bytes at `offset` into `into` (or a new buffer), split at the maximum payload
+   * and pipelined. Holes are zero-filled. `INVALID_INPUT` outside the export. Idempotent.
+   */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    this.checkRange(offset, length);
+    if (into && into.length < length) throw new CairnError('INVALID_INPUT', `read buffer of ${into.length} bytes is smaller than ${length}`, { driver: this.driver });
+    const target = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    const min = this.blockSizes.min;
+    if (offset % min !== 0 || length % min !== 0) {
+      // Honour the minimum block size with an aligned bounce read.
+      const start = offset - (offset % min);
+      const end = Math.min(Math.ceil((offset + length) / min) * min, this.size);
+      const bounce = await this.read(start, end - start);
+      bounce.copy(target, 0, offset - start, offset - start + length);
+      return target;
+    }
+    await this.split(offset, length, this.maxPayload, (o, n) =>
+      this.submit(CMD.READ, 0, o, n, { target: target.subarray(o - offset, o - offset + n), what: 'read' }),
+    );
+    return target;
+  }
+
+  /** Writes `data` at `offset` (with FUA when asked; a server without FUA gets a flush after). */
+  async write(offset: number, data: Uint8Array, options: { fua?: boolean } = {}): Promise<void> {
+    this.checkRange(offset, data.length);
+    this.checkAligned(offset, data.length, 'write');
+    const fua = options.fua === true && this.canFua ? CMD_FLAG.FUA : 0;
+    await this.split(offset, data.length, this.maxPayload, (o, n) =>
+      this.submit(CMD.WRITE, fua, o, n, { payload: data.subarray(o - offset, o - offset + n), what: 'write' }),
+    );
+    if (options.fua && !fua && this.canFlush) await this.flush();
+  }
+
+  /**
+   * Makes a range read as zeros. By default the server may punch holes (NBD_CMD_FLAG_NO_HOLE off);
+   * `noHole: true` asks it to keep the range allocated. `NOT_SUPPORTED` without SEND_WRITE_ZEROES.
+   */
+  async writeZeroes(offset: number, length: number, options: { fua?: boolean; noHole?: boolean } = {}): Promise<void> {
+    this.checkRange(offset, length);
+    this.checkAligned(offset, length, 'write-zeroes');
+    if (!this.canWriteZeroes) throw new CairnError('NOT_SUPPORTED', 'server does not support WRITE_ZEROES', { driver: this.driver });
+    const flags = (options.fua && this.canFua ? CMD_FLAG.FUA : 0) | (options.noHole ? CMD_FLAG.NO_HOLE : 0);
+    await this.split(offset, length, this.noPayloadLimit(), (o, n) => this.submit(CMD.WRITE_ZEROES, flags, o, n, { what: 'write-zeroes' }));
+  }
+
+  /** Discards a range (contents become unspecified). `NOT_SUPPORTED` without SEND_TRIM. */
+  async trim(offset: number, length: number, options: { fua?: boolean } = {}): Promise<void> {
+    this.checkRange(offset, length);
+    this.checkAligned(offset, length, 'trim');
+    if (!this.canTrim) throw new CairnError('NOT_SUPPORTED', 'server does not support TRIM', { driver: this.driver });
+    const flags = options.fua && this.canFua ? CMD_FLAG.FUA : 0;
+    await this.split(offset, length, this.noPayloadLimit(), (o, n) => this.submit(CMD.TRIM, flags, o, n, { what: 'trim' }));
+  }
+
+  /** Makes completed writes durable; a no-op when the server does not offer FLUSH. Idempotent. */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    if (this.canFlush) await this.submit(CMD.FLUSH, 0, 0, 0, { what: 'flush' });
+  }
+
+  /**
+   * One BLOCK_STATUS request for `context` starting at `offset`, asking at most
+   * min(length, blockStatusChunk) bytes and never past the end. The server may describe less than
+   * asked; the result is non-empty and starts at `offset`. `NOT_SUPPORTED` when `context` was not
+   * negotiated.
+   */
+  async blockStatus(context: string, offset: number, length: number): Promise<NbdExtent[]> {
+    this.checkRange(offset, length);
+    const contextId = this.metaContexts.get(context);
+    if (contextId === undefined) throw new CairnError('NOT_SUPPORTED', `meta context ${JSON.stringify(context)} was not negotiated`, { driver: this.driver });
+    if (length === 0) return [];
+    const ask = Math.min(length, this.blockStatusChunk, this.size - offset);
+    const extents = await this.submit(CMD.BLOCK_STATUS, 0, offset, ask, { contextId, what: `block-status(${context})` });
+    if (!extents || extents.length === 0) throw protocolError(`no block status for context ${context}`, this.driver);
+    return extents;
+  }
+
+  /** Every extent of `context` over `[offset, offset+length)`, looping BLOCK_STATUS; adjacent equal flags merged. */
+  async mapExtents(context: string, offset = 0, length = this.size - offset): Promise<NbdExtent[]> {
+    this.checkRange(offset, length);
+    const out: NbdExtent[] = [];
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      for (const e of await this.blockStatus(context, at, end - at)) {
+        const len = Math.min(e.length, end - e.offset);
+        const last = out[out.length - 1];
+        if (last && last.flags === e.flags && last.offset + last.length === e.offset) last.length += len;
+        else out.push({ offset: e.offset, length: len, flags: e.flags });
+        at = e.offset + len;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Waits for requests in flight, sends NBD_CMD_DISC and closes the connection. Idempotent.
+   * Later calls fail with `INVALID_INPUT`.
+   */
+  disconnect(): Promise<void> {
+    this.disconnecting ??= (async () => {
+      this.window.fail(new CairnError('INVALID_INPUT', 'client is disconnected', { driver: this.driver }));
+      await this.window.idle();
+      if (this.conn.closed) return;
+      const closed = new Promise<void>((resolve) => this.conn.onClosed(() => resolve()));
+      this.conn.socket.end(this.header(CMD.DISC, 0, 0, 0, 0));
+      await closed;
+    })();
+    return this.disconnecting;
+  }
+
+  private async submit(
+    cmd: number,
+    flags: number,
+    offset: number,
+    length: number,
+    extra: { target?: Buffer; payload?: Uint8Array; contextId?: number; what: string },
+  ): Promise<NbdExtent[] | undefined> {
+    await this.window.acquire();
+    try {
+      if (this.conn.error) throw this.conn.error;
+      const cookie = this.nextCookie++;
+      if (this.nextCookie > 0xffffffff) this.nextCookie = 1;
+      return await new Promise<NbdExtent[] | undefined>((resolve, reject) => {
+        const p: Pending = {
+          cmd,
+          offset,
+          length,
+          covered: 0,
+          what: extra.what,
+          resolve: () => resolve(p.extents),
+          reject,
+        };
+        if (extra.target) p.target = extra.target;
+        if (extra.contextId !== undefined) p.contextId = extra.contextId;
+        this.pending.set(cookie, p);
+        const head = this.header(cmd, flags, cookie, offset, length);
+        const socket = this.conn.socket;
+        if (extra.payload) {
+          socket.cork();
+          socket.write(head);
+          socket.write(extra.payload);
+          socket.uncork();
+        } else {
+          socket.write(head);
+        }
+      });
+    } finally {
+      this.window.release();
+    }
+  }
+
+  private settle(cookie: number): void {
+    const p = this.pending.get(cookie)!;
+    this.pending.delete(cookie);
+    if (p.error) return p.reject(p.error);
+    if (p.cmd === CMD.READ && p.covered !== p.length) {
+      return p.reject(protocolError(`read reply covered ${p.covered} of ${p.length} bytes`, this.driver));
+    }
+    p.resolve();
+  }
+
+  private failAll(err: CairnError): void {
+    this.window.fail(err);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  private header(cmd: number, flags: number, cookie: number, offset: number, length: number): Buffer {
+    const h = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+    h.writeUInt32BE(REQUEST_MAGIC, 0);
+    h.writeUInt16BE(flags, 4);
+    h.writeUInt16BE(cmd, 6);
+    h.writeUInt32BE(0, 8);
+    h.writeUInt32BE(cookie, 12);
+    h.writeUInt32BE(Math.floor(offset / 0x100000000), 16);
+    h.writeUInt32BE(offset >>> 0, 20);
+    h.writeUInt32BE(length, 24);
+    return h;
+  }
+
+  /** Runs `fn` over consecutive pieces of at most `max` bytes, concurrently; waits for all, then throws the first failure. */
+  private async split(offset: number, length: number, max: number, fn: (o: number, n: number) => Promise<unknown>): Promise<void> {
+    if (length === 0) return;
+    if (length <= max) {
+      await fn(offset, length);
+      return;
+    }
+    const jobs: Promise<unknown>[] = [];
+    for (let o = offset; o < offset + length; o += max) jobs.push(fn(o, Math.min(max, offset + length - o)));
+    const results = await Promise.allSettled(jobs);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  private noPayloadLimit(): number {
+    const min = this.blockSizes.min;
+    return MAX_NO_PAYLOAD_REQUEST - (MAX_NO_PAYLOAD_REQUEST % min);
+  }
+
+  private checkOpen(): void {
+    if (this.disconnecting) throw new CairnError('INVALID_INPUT', 'client is disconnected', { driver: this.driver });
+    if (this.conn.closed) throw connectionLost('connection to the NBD server was lost', this.driver);
+  }
+
+  private checkRange(offset: number, length: number): void {
+    this.checkOpen();
+    assertRange(offset, length, this.size, this.driver);
+  }
+
+  private checkAligned(offset: number, length: number, what: string): void {
+    const min = this.blockSizes.min;
+    if (offset % min !== 0 || length % min !== 0) {
+      throw new CairnError('INVALID_INPUT', `${what} [${offset}, +${length}) is not aligned to the export's minimum block size ${min}`, { driver: this.driver });
+    }
+  }
+}

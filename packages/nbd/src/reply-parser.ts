@@ -1,0 +1,267 @@
+import type { CairnError } from '@cairn/core';
+import { nbdReplyError, protocolError } from './error-map.js';
+import {
+  CMD,
+  NBD_ERR,
+  REPLY_FLAG_DONE,
+  REPLY_TYPE,
+  REPLY_TYPE_ERROR_BIT,
+  SIMPLE_REPLY_MAGIC,
+  SIMPLE_REPLY_SIZE,
+  STRUCTURED_HEADER_SIZE,
+  STRUCTURED_REPLY_MAGIC,
+} from './protocol.js';
+
+/** One descriptor of a block-status reply, made absolute. */
+export interface NbdExtent {
+  offset: number;
+  length: number;
+  /** Context-defined status flags (base:allocation: 1 = hole, 2 = zero; dirty bitmap: 1 = dirty). */
+  flags: number;
+}
+
+/** A request awaiting its reply, as the parser needs it. */
+export interface PendingReply {
+  cmd: number;
+  offset: number;
+  length: number;
+  /** READ: where the data lands (exactly `length` bytes). */
+  target?: Buffer;
+  /** BLOCK_STATUS: the context id whose descriptors to keep. */
+  contextId?: number;
+  extents?: NbdExtent[];
+  /** Bytes of a READ covered by data and hole chunks so far. */
+  covered: number;
+  error?: CairnError;
+  what: string;
+}
+
+/** Largest non-data chunk payload accepted (64 MiB); larger is a protocol violation. */
+const MAX_CHUNK_BODY = 64 * 1024 * 1024;
+
+const enum State {
+  Header,
+  SimpleData,
+  DataOffset,
+  Data,
+  Body,
+}
+
+/**
+ * The client's transmission-phase parser: a synchronous state machine fed with socket chunks.
+ * Read payloads are copied once, straight from the socket chunk into the request's target; the
+ * parser keeps no reference to pushed chunks. Any violation throws a `CORRUPT` CairnError and the
+ * caller must drop the connection.
+ */
+export class ReplyParser {
+  private state = State.Header;
+  private readonly header = Buffer.allocUnsafe(STRUCTURED_HEADER_SIZE);
+  private headerHave = 0;
+  private headerNeed = 4;
+  private cookie = 0;
+  private current: PendingReply | undefined;
+  private chunkFlags = 0;
+  private chunkType = 0;
+  /** Remaining bytes of the current payload section. */
+  private remaining = 0;
+  /** Where the next data byte lands inside `current.target`. */
+  private dataPos = 0;
+  private body: Buffer = Buffer.alloc(0);
+  private bodyHave = 0;
+
+  constructor(
+    private readonly lookup: (cookie: number) => PendingReply | undefined,
+    private readonly complete: (cookie: number) => void,
+    private readonly driver: string,
+    /** Whether structured replies were negotiated (then a READ never gets a simple data reply). */
+    private readonly structured: boolean,
+  ) {}
+
+  push(chunk: Buffer): void {
+    let p = 0;
+    const n = chunk.length;
+    while (p < n) {
+      switch (this.state) {
+        case State.Header: {
+          const take = Math.min(this.headerNeed - this.headerHave, n - p);
+          chunk.copy(this.header, this.headerHave, p, p + take);
+          this.headerHave += take;
+          p += take;
+          if (this.headerHave === this.headerNeed) this.onHeaderBytes();
+          break;
+        }
+        case State.SimpleData:
+        case State.Data: {
+          const take = Math.min(this.remaining, n - p);
+          chunk.copy(this.current!.target!, this.dataPos, p, p + take);
+          this.dataPos += take;
+          this.remaining -= take;
+          p += take;
+          if (this.remaining === 0) {
+            if (this.state === State.SimpleData) this.finish();
+            else this.chunkDone();
+          }
+          break;
+        }
+        case State.DataOffset:
+        case State.Body: {
+          const take = Math.min(this.body.length - this.bodyHave, n - p);
+          chunk.copy(this.body, this.bodyHave, p, p + take);
+          this.bodyHave += take;
+          p += take;
+          if (this.bodyHave === this.body.length) {
+            if (this.state === State.DataOffset) this.onDataOffset();
+            else this.onBody();
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  private onHeaderBytes(): void {
+    if (this.headerNeed === 4) {
+      const magic = this.header.readUInt32BE(0);
+      if (magic === SIMPLE_REPLY_MAGIC) this.headerNeed = SIMPLE_REPLY_SIZE;
+      else if (magic === STRUCTURED_REPLY_MAGIC) this.headerNeed = STRUCTURED_HEADER_SIZE;
+      else throw protocolError(`bad reply magic 0x${magic.toString(16)}`, this.driver);
+      return;
+    }
+    this.headerHave = 0;
+    this.headerNeed = 4;
+    if (this.header.readUInt32BE(0) === SIMPLE_REPLY_MAGIC) this.onSimpleHeader();
+    else this.onChunkHeader();
+  }
+
+  private request(hi: number, lo: number): PendingReply {
+    this.cookie = hi * 0x100000000 + lo;
+    const r = this.lookup(this.cookie);
+    if (!r) throw protocolError(`reply for unknown cookie ${this.cookie}`, this.driver);
+    return r;
+  }
+
+  private onSimpleHeader(): void {
+    const errno = this.header.readUInt32BE(4);
+    const r = (this.current = this.request(this.header.readUInt32BE(8), this.header.readUInt32BE(12)));
+    if (errno !== 0) {
+      r.error = nbdReplyError(errno, r.what, undefined, this.driver);
+      return this.finish();
+    }
+    if (r.cmd === CMD.READ && r.length > 0) {
+      if (this.structured || !r.target) throw protocolError('simple data reply where a structured reply was negotiated', this.driver);
+      this.state = State.SimpleData;
+      this.remaining = r.length;
+      this.dataPos = 0;
+      r.covered = r.length;
+      return;
+    }
+    if (r.cmd === CMD.READ) r.covered = r.length;
+    this.finish();
+  }
+
+  private onChunkHeader(): void {
+    this.chunkFlags = this.header.readUInt16BE(4);
+    this.chunkType = this.header.readUInt16BE(6);
+    const r = (this.current = this.request(this.header.readUInt32BE(8), this.header.readUInt32BE(12)));
+    const length = this.header.readUInt32BE(16);
+    if (this.chunkType === REPLY_TYPE.OFFSET_DATA) {
+      if (r.cmd !== CMD.READ || length < 9) throw protocolError(`bad OFFSET_DATA chunk (length ${length})`, this.driver);
+      this.remaining = length - 8;
+      return this.expectBody(8, State.DataOffset);
+    }
+    if (length > MAX_CHUNK_BODY) throw protocolError(`chunk of ${length} bytes`, this.driver);
+    if (length === 0) return this.onBody0();
+    this.expectBody(length, State.Body);
+  }
+
+  private expectBody(length: number, state: State): void {
+    this.body = Buffer.allocUnsafe(length);
+    this.bodyHave = 0;
+    this.state = state;
+  }
+
+  private onDataOffset(): void {
+    const r = this.current!;
+    const at = this.u64(this.body, 0);
+    this.checkInside(r, at, this.remaining, 'OFFSET_DATA');
+    this.dataPos = at - r.offset;
+    r.covered += this.remaining;
+    this.state = State.Data;
+  }
+
+  private onBody0(): void {
+    if (this.chunkType !== REPLY_TYPE.NONE) throw protocolError(`empty chunk of type ${this.chunkType}`, this.driver);
+    this.chunkDone();
+  }
+
+  private onBody(): void {
+    const r = this.current!;
+    const b = this.body;
+    switch (this.chunkType) {
+      case REPLY_TYPE.OFFSET_HOLE: {
+        if (r.cmd !== CMD.READ || b.length !== 12) throw protocolError('bad OFFSET_HOLE chunk', this.driver);
+        const at = this.u64(b, 0);
+        const len = b.readUInt32BE(8);
+        this.checkInside(r, at, len, 'OFFSET_HOLE');
+        r.target!.fill(0, at - r.offset, at - r.offset + len);
+        r.covered += len;
+        break;
+      }
+      case REPLY_TYPE.BLOCK_STATUS: {
+        if (r.cmd !== CMD.BLOCK_STATUS || b.length < 12 || (b.length - 4) % 8 !== 0) throw protocolError('bad BLOCK_STATUS chunk', this.driver);
+        if (b.readUInt32BE(0) === r.contextId) r.extents = this.descriptors(r, b);
+        break;
+      }
+      case REPLY_TYPE.ERROR:
+      case REPLY_TYPE.ERROR_OFFSET:
+        r.error ??= this.errorChunk(r, b);
+        break;
+      default:
+        if ((this.chunkType & REPLY_TYPE_ERROR_BIT) === 0) throw protocolError(`unknown chunk type ${this.chunkType}`, this.driver);
+        r.error ??= nbdReplyError(b.length >= 4 ? b.readUInt32BE(0) || NBD_ERR.EIO : NBD_ERR.EIO, r.what, undefined, this.driver);
+    }
+    this.chunkDone();
+  }
+
+  private descriptors(r: PendingReply, b: Buffer): NbdExtent[] {
+    const out: NbdExtent[] = [];
+    let at = r.offset;
+    for (let i = 4; i < b.length; i += 8) {
+      const length = b.readUInt32BE(i);
+      if (length === 0) throw protocolError('zero-length block status descriptor', this.driver);
+      out.push({ offset: at, length, flags: b.readUInt32BE(i + 4) });
+      at += length;
+    }
+    if (at > r.offset + r.length) throw protocolError('block status descriptors exceed the request', this.driver);
+    return out;
+  }
+
+  private errorChunk(r: PendingReply, b: Buffer): CairnError {
+    if (b.length < 6) throw protocolError('short error chunk', this.driver);
+    const errno = b.readUInt32BE(0) || NBD_ERR.EIO;
+    const msgLen = b.readUInt16BE(4);
+    if (6 + msgLen > b.length) throw protocolError('error chunk message overruns the chunk', this.driver);
+    const message = b.toString('utf8', 6, 6 + msgLen);
+    return nbdReplyError(errno, r.what, message, this.driver);
+  }
+
+  private chunkDone(): void {
+    this.state = State.Header;
+    if ((this.chunkFlags & REPLY_FLAG_DONE) !== 0) this.finish();
+  }
+
+  private finish(): void {
+    this.state = State.Header;
+    const cookie = this.cookie;
+    this.current = undefined;
+    this.complete(cookie);
+  }
+
+  private checkInside(r: PendingReply, at: number, length: number, what: string): void {
+    if (at < r.offset || at + length > r.offset + r.length) throw protocolError(`${what} chunk outside the request`, this.driver);
+  }
+
+  private u64(b: Buffer, at: number): number {
+    return b.readUInt32BE(at) * 0x100000000 + b.readUInt32BE(at + 4);
+  }
+}

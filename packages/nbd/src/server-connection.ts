@@ -1,0 +1,177 @@
+import type net from 'node:net';
+import { CairnError } from '@cairn/core';
+import { ByteReader } from './byte-reader.js';
+import { connectionLost } from './error-map.js';
+import type { NbdExport } from './nbd-backend.js';
+import { CMD, REQUEST_HEADER_SIZE, REQUEST_MAGIC } from './protocol.js';
+import { serverHandshake, type ServerBlockSizes, type ServerSession } from './server-handshake.js';
+import { RequestHandler, type NbdRequest } from './server-requests.js';
+
+export interface ServerConnectionOptions {
+  exports: ReadonlyMap<string, NbdExport>;
+  blockSizes: ServerBlockSizes;
+  /** Requests handled at once before the connection stops reading. */
+  maxInFlight: number;
+  handshakeTimeoutMs: number;
+  shuttingDown: () => boolean;
+  driver: string;
+}
+
+/**
+ * One client of an NbdServer: handshake, then a request parser feeding a RequestHandler.
+ * Reading pauses while `maxInFlight` requests are being handled or the socket's write buffer is
+ * full. A bad request magic or an oversize write payload is a protocol violation: the connection
+ * is dropped (the stream cannot be resynchronised).
+ */
+export class ServerConnection {
+  private readonly reader = new ByteReader();
+  private handler: RequestHandler | undefined;
+  private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+  private headerHave = 0;
+  private request: NbdRequest | undefined;
+  private payloadHave = 0;
+  private stopReading = false;
+  private ended = false;
+  private readonly endWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly options: ServerConnectionOptions,
+  ) {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => undefined); // surfaces as 'close'
+    socket.on('drain', () => this.updateFlow());
+    socket.on('close', () => this.onClose());
+    void this.handshake();
+  }
+
+  /** Resolves once the socket closed. */
+  closed(): Promise<void> {
+    if (this.ended) return Promise.resolve();
+    return new Promise((resolve) => this.endWaiters.push(resolve));
+  }
+
+  /**
+   * Stops taking requests, lets the ones being handled answer, then closes. After `timeoutMs`
+   * the socket is destroyed regardless. Idempotent.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.stopReading = true;
+    this.updateFlow();
+    const timer = setTimeout(() => this.socket.destroy(), timeoutMs);
+    try {
+      if (this.handler) await this.handler.idle();
+      this.socket.end();
+      await this.closed();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async handshake(): Promise<void> {
+    const { options } = this;
+    const timer = setTimeout(() => this.socket.destroy(), options.handshakeTimeoutMs);
+    let session: ServerSession | undefined;
+    try {
+      session = await serverHandshake({
+        reader: this.reader,
+        send: (b) => this.socket.write(b),
+        exports: options.exports,
+        blockSizes: options.blockSizes,
+        shuttingDown: options.shuttingDown,
+        driver: options.driver,
+      });
+    } catch {
+      session = undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!session) {
+      this.socket.end();
+      return;
+    }
+    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, () => this.updateFlow());
+    const rest = this.reader.drain();
+    if (rest.length > 0) this.onData(rest);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (!this.handler) {
+      this.reader.push(chunk);
+      return;
+    }
+    let p = 0;
+    while (p < chunk.length && !this.ended && !this.stopReading) {
+      if (this.request) {
+        const req = this.request;
+        const take = Math.min(req.length - this.payloadHave, chunk.length - p);
+        chunk.copy(req.payload!, this.payloadHave, p, p + take);
+        this.payloadHave += take;
+        p += take;
+        if (this.payloadHave === req.length) this.dispatch(req);
+        continue;
+      }
+      const take = Math.min(REQUEST_HEADER_SIZE - this.headerHave, chunk.length - p);
+      chunk.copy(this.header, this.headerHave, p, p + take);
+      this.headerHave += take;
+      p += take;
+      if (this.headerHave === REQUEST_HEADER_SIZE) {
+        this.headerHave = 0;
+        if (!this.onHeader()) return;
+      }
+    }
+  }
+
+  /** Parses a request header; false when the connection was dropped. */
+  private onHeader(): boolean {
+    const h = this.header;
+    if (h.readUInt32BE(0) !== REQUEST_MAGIC) return this.violation('bad request magic');
+    const req: NbdRequest = {
+      flags: h.readUInt16BE(4),
+      type: h.readUInt16BE(6),
+      cookie: Buffer.from(h.subarray(8, 16)),
+      offset: h.readUInt32BE(16) * 0x100000000 + h.readUInt32BE(20),
+      length: h.readUInt32BE(24),
+    };
+    if (req.type === CMD.WRITE) {
+      if (req.length > this.options.blockSizes.max) return this.violation(`write payload of ${req.length} bytes`);
+      req.payload = Buffer.allocUnsafe(req.length);
+      this.payloadHave = 0;
+      if (req.length > 0) {
+        this.request = req;
+        return true;
+      }
+    }
+    this.dispatch(req);
+    return true;
+  }
+
+  private dispatch(req: NbdRequest): void {
+    this.request = undefined;
+    if (req.type === CMD.DISC) {
+      void this.drain(30_000);
+      return;
+    }
+    this.handler!.handle(req);
+    this.updateFlow();
+  }
+
+  private violation(why: string): false {
+    this.socket.destroy(connectionLost(`client protocol violation: ${why}`, this.options.driver));
+    this.ended = true;
+    return false;
+  }
+
+  private updateFlow(): void {
+    const busy = this.handler ? this.handler.inFlight >= this.options.maxInFlight : false;
+    const pause = this.stopReading || busy || this.socket.writableNeedDrain;
+    if (pause && !this.socket.isPaused()) this.socket.pause();
+    else if (!pause && this.socket.isPaused()) this.socket.resume();
+  }
+
+  private onClose(): void {
+    this.ended = true;
+    this.reader.fail(new CairnError('UNAVAILABLE', 'client went away', { driver: this.options.driver }));
+    for (const w of this.endWaiters.splice(0)) w();
+  }
+}

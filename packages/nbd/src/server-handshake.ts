@@ -1,0 +1,231 @@
+import type { ByteReader } from './byte-reader.js';
+import { PayloadCursor, encodeOptionReply, encodeString32, readOption } from './handshake-codec.js';
+import { isReadOnly, type NbdExport } from './nbd-backend.js';
+import {
+  BASE_ALLOCATION,
+  FLAG_C_FIXED_NEWSTYLE,
+  FLAG_C_NO_ZEROES,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  IHAVEOPT,
+  INFO,
+  NBD_MAGIC,
+  OPT,
+  REP,
+  REP_ERR,
+  TF,
+} from './protocol.js';
+
+/** Block sizes the server advertises (NBD_INFO_BLOCK_SIZE). */
+export interface ServerBlockSizes {
+  min: number;
+  preferred: number;
+  max: number;
+}
+
+/** The outcome of a successful handshake. */
+export interface ServerSession {
+  export: NbdExport;
+  flags: number;
+  structured: boolean;
+  /** Selected contexts: id → name. */
+  contexts: Map<number, string>;
+}
+
+export interface ServerHandshakeContext {
+  reader: ByteReader;
+  send: (b: Buffer) => void;
+  exports: ReadonlyMap<string, NbdExport>;
+  blockSizes: ServerBlockSizes;
+  shuttingDown: () => boolean;
+  driver: string;
+}
+
+/** Every context an export offers, `base:allocation` first; the id of a context is its index + 1. */
+export function offeredContexts(exp: NbdExport): string[] {
+  return [BASE_ALLOCATION, ...(exp.backend.metaContexts ?? []).filter((c) => c !== BASE_ALLOCATION)];
+}
+
+/** Transmission flags for an export. */
+export function transmissionFlags(exp: NbdExport): number {
+  const b = exp.backend;
+  let f = TF.HAS_FLAGS;
+  if (isReadOnly(b)) f |= TF.READ_ONLY;
+  else {
+    f |= TF.SEND_FLUSH;
+    if (b.write) f |= TF.SEND_FUA;
+    if (b.trim) f |= TF.SEND_TRIM;
+    if (b.writeZeroes) f |= TF.SEND_WRITE_ZEROES;
+  }
+  // SEND_DF is not offered: reads may come back in several chunks.
+  return f;
+}
+
+/**
+ * Runs the server side of the fixed newstyle handshake. Resolves with the session once the client
+ * entered transmission (NBD_OPT_GO or NBD_OPT_EXPORT_NAME), or undefined when the client
+ * aborted or must be dropped (unknown client flags, unknown export on EXPORT_NAME).
+ * Rejects with `CORRUPT` on a malformed option stream.
+ */
+export async function serverHandshake(ctx: ServerHandshakeContext): Promise<ServerSession | undefined> {
+  const hello = Buffer.allocUnsafe(18);
+  hello.writeBigUInt64BE(NBD_MAGIC, 0);
+  hello.writeBigUInt64BE(IHAVEOPT, 8);
+  hello.writeUInt16BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 16);
+  ctx.send(hello);
+  const clientFlags = (await ctx.reader.read(4)).readUInt32BE(0);
+  if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0) return undefined;
+  const noZeroes = (clientFlags & FLAG_C_NO_ZEROES) !== 0;
+  let structured = false;
+  let selected: { exportName: string; contexts: Map<number, string> } | undefined;
+
+  for (;;) {
+    const { option, data } = await readOption(ctx.reader, ctx.driver);
+    const reply = (type: number, payload?: Buffer): void => ctx.send(encodeOptionReply(option, type, payload));
+    const invalid = (why: string): void => reply(REP_ERR.INVALID, Buffer.from(why));
+    if (ctx.shuttingDown() && option !== OPT.ABORT) {
+      reply(REP_ERR.SHUTDOWN, Buffer.from('server is shutting down'));
+      continue;
+    }
+    switch (option) {
+      case OPT.EXPORT_NAME: {
+        const exp = ctx.exports.get(data.toString('utf8'));
+        if (!exp) return undefined;
+        const tail = Buffer.alloc(noZeroes ? 10 : 134);
+        tail.writeBigUInt64BE(BigInt(exp.backend.size), 0);
+        const flags = transmissionFlags(exp);
+        tail.writeUInt16BE(flags, 8);
+        ctx.send(tail);
+        return { export: exp, flags, structured, contexts: contextsFor(selected, exp.name) };
+      }
+      case OPT.ABORT:
+        reply(REP.ACK);
+        return undefined;
+      case OPT.LIST:
+        if (data.length !== 0) {
+          invalid('NBD_OPT_LIST takes no data');
+          break;
+        }
+        for (const name of ctx.exports.keys()) reply(REP.SERVER, encodeString32(name));
+        reply(REP.ACK);
+        break;
+      case OPT.STRUCTURED_REPLY:
+        if (data.length !== 0) invalid('NBD_OPT_STRUCTURED_REPLY takes no data');
+        else {
+          structured = true;
+          reply(REP.ACK);
+        }
+        break;
+      case OPT.LIST_META_CONTEXT:
+      case OPT.SET_META_CONTEXT: {
+        const set = option === OPT.SET_META_CONTEXT;
+        if (set && !structured) {
+          invalid('structured replies must be negotiated first');
+          break;
+        }
+        const req = parseMetaRequest(data);
+        if (!req) {
+          invalid('malformed meta context request');
+          break;
+        }
+        const exp = ctx.exports.get(req.exportName);
+        if (!exp) {
+          reply(REP_ERR.UNKNOWN, Buffer.from(`no export ${JSON.stringify(req.exportName)}`));
+          break;
+        }
+        const offered = offeredContexts(exp);
+        const chosen = new Map<number, string>();
+        offered.forEach((name, i) => {
+          const match = set
+            ? req.queries.includes(name)
+            : req.queries.length === 0 || req.queries.some((q) => q === name || (q.endsWith(':') && name.startsWith(q)));
+          if (match) chosen.set(i + 1, name);
+        });
+        for (const [id, name] of chosen) {
+          const idBuf = Buffer.allocUnsafe(4);
+          idBuf.writeUInt32BE(set ? id : 0, 0);
+          reply(REP.META_CONTEXT, Buffer.concat([idBuf, Buffer.from(name, 'utf8')]));
+        }
+        if (set) selected = { exportName: req.exportName, contexts: chosen };
+        reply(REP.ACK);
+        break;
+      }
+      case OPT.INFO:
+      case OPT.GO: {
+        const req = parseInfoRequest(data);
+        if (!req) {
+          invalid('malformed NBD_OPT_INFO/GO request');
+          break;
+        }
+        const exp = ctx.exports.get(req.exportName);
+        if (!exp) {
+          reply(REP_ERR.UNKNOWN, Buffer.from(`no export ${JSON.stringify(req.exportName)}`));
+          break;
+        }
+        const flags = transmissionFlags(exp);
+        const info = Buffer.allocUnsafe(12);
+        info.writeUInt16BE(INFO.EXPORT, 0);
+        info.writeBigUInt64BE(BigInt(exp.backend.size), 2);
+        info.writeUInt16BE(flags, 10);
+        reply(REP.INFO, info);
+        for (const type of new Set(req.infos)) {
+          if (type === INFO.BLOCK_SIZE) {
+            const bs = Buffer.allocUnsafe(14);
+            bs.writeUInt16BE(INFO.BLOCK_SIZE, 0);
+            bs.writeUInt32BE(ctx.blockSizes.min, 2);
+            bs.writeUInt32BE(ctx.blockSizes.preferred, 6);
+            bs.writeUInt32BE(ctx.blockSizes.max, 10);
+            reply(REP.INFO, bs);
+          } else if (type === INFO.NAME) {
+            reply(REP.INFO, Buffer.concat([u16(INFO.NAME), Buffer.from(exp.name, 'utf8')]));
+          } else if (type === INFO.DESCRIPTION && exp.description) {
+            reply(REP.INFO, Buffer.concat([u16(INFO.DESCRIPTION), Buffer.from(exp.description, 'utf8')]));
+          }
+        }
+        reply(REP.ACK);
+        if (option === OPT.GO) return { export: exp, flags, structured, contexts: contextsFor(selected, exp.name) };
+        break;
+      }
+      default:
+        reply(REP_ERR.UNSUP, Buffer.from(`option ${option} is not supported`));
+    }
+  }
+}
+
+function contextsFor(selected: { exportName: string; contexts: Map<number, string> } | undefined, exportName: string): Map<number, string> {
+  return selected && selected.exportName === exportName ? selected.contexts : new Map();
+}
+
+function u16(v: number): Buffer {
+  const b = Buffer.allocUnsafe(2);
+  b.writeUInt16BE(v, 0);
+  return b;
+}
+
+function parseMetaRequest(data: Buffer): { exportName: string; queries: string[] } | undefined {
+  const c = new PayloadCursor(data);
+  const exportName = c.string32();
+  const count = c.u32();
+  if (exportName === undefined || count === undefined || count > 1024) return undefined;
+  const queries: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const q = c.string32();
+    if (q === undefined) return undefined;
+    queries.push(q);
+  }
+  return c.remaining === 0 ? { exportName, queries } : undefined;
+}
+
+function parseInfoRequest(data: Buffer): { exportName: string; infos: number[] } | undefined {
+  const c = new PayloadCursor(data);
+  const exportName = c.string32();
+  const count = c.u16();
+  if (exportName === undefined || count === undefined) return undefined;
+  const infos: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t = c.u16();
+    if (t === undefined) return undefined;
+    infos.push(t);
+  }
+  return c.remaining === 0 ? { exportName, infos } : undefined;
+}

@@ -1,0 +1,238 @@
+import type net from 'node:net';
+import { toNbdErrno } from './error-map.js';
+import type { NbdBackend, ReadRun, StatusDescriptor } from './nbd-backend.js';
+import { isReadOnly } from './nbd-backend.js';
+import {
+  BASE_ALLOCATION,
+  CMD,
+  CMD_FLAG,
+  NBD_ERR,
+  REPLY_FLAG_DONE,
+  REPLY_TYPE,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+} from './protocol.js';
+import type { ServerSession } from './server-handshake.js';
+
+/** A parsed transmission request. */
+export interface NbdRequest {
+  flags: number;
+  type: number;
+  /** The client's 8-byte cookie, echoed verbatim. */
+  cookie: Buffer;
+  offset: number;
+  length: number;
+  /** WRITE: the data. */
+  payload?: Buffer;
+}
+
+/** A request refused with an NBD error value. */
+class Refusal {
+  constructor(
+    readonly errno: number,
+    readonly message: string,
+  ) {}
+}
+
+const KNOWN_FLAGS = CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.DF | CMD_FLAG.REQ_ONE | CMD_FLAG.FAST_ZERO;
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+/**
+ * Executes requests of one session against its backend and writes the replies (in completion
+ * order; each reply is written in one synchronous burst so replies never interleave).
+ * Range and permission checks: READ/BLOCK_STATUS past the end → EINVAL, READ above the maximum
+ * payload → EINVAL, WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only
+ * export → EPERM, unknown command or flag → EINVAL, BLOCK_STATUS without a selected context →
+ * EINVAL. Backend errors map through `toNbdErrno`.
+ */
+export class RequestHandler {
+  inFlight = 0;
+  private readonly backend: NbdBackend;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly session: ServerSession,
+    private readonly maxPayload: number,
+    private readonly onSettled: () => void,
+  ) {
+    this.backend = session.export.backend;
+  }
+
+  handle(req: NbdRequest): void {
+    this.inFlight++;
+    void this.run(req).finally(() => {
+      this.inFlight--;
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      this.onSettled();
+    });
+  }
+
+  /** Resolves once no request is being handled. */
+  idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async run(req: NbdRequest): Promise<void> {
+    try {
+      if ((req.flags & ~KNOWN_FLAGS) !== 0) throw new Refusal(NBD_ERR.EINVAL, 'unknown command flag');
+      switch (req.type) {
+        case CMD.READ:
+          return this.sendRead(req, await this.read(req));
+        case CMD.BLOCK_STATUS:
+          return this.sendStatus(req, await this.blockStatus(req));
+        case CMD.WRITE:
+          this.checkWritable(req);
+          await this.backend.write!(req.offset, req.payload!, { fua: (req.flags & CMD_FLAG.FUA) !== 0 });
+          break;
+        case CMD.WRITE_ZEROES:
+          this.checkWritable(req);
+          if (!this.backend.writeZeroes) throw new Refusal(NBD_ERR.EINVAL, 'WRITE_ZEROES is not offered');
+          await this.backend.writeZeroes(req.offset, req.length, {
+            fua: (req.flags & CMD_FLAG.FUA) !== 0,
+            mayTrim: (req.flags & CMD_FLAG.NO_HOLE) === 0,
+          });
+          break;
+        case CMD.TRIM:
+          this.checkWritable(req);
+          if (!this.backend.trim) throw new Refusal(NBD_ERR.EINVAL, 'TRIM is not offered');
+          await this.backend.trim(req.offset, req.length);
+          break;
+        case CMD.FLUSH:
+          await this.backend.flush?.();
+          break;
+        default:
+          throw new Refusal(NBD_ERR.EINVAL, `unknown command ${req.type}`);
+      }
+      this.sendSimple(req.cookie, 0);
+    } catch (err) {
+      const refusal = err instanceof Refusal ? err : new Refusal(toNbdErrno(err), err instanceof Error ? err.message : String(err));
+      this.sendError(req, refusal);
+    }
+  }
+
+  private async read(req: NbdRequest): Promise<ReadRun[]> {
+    if (req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.EINVAL, 'read past the end of the export');
+    if (req.length > this.maxPayload) throw new Refusal(NBD_ERR.EINVAL, `read of ${req.length} bytes exceeds ${this.maxPayload}`);
+    if (req.length === 0) return [];
+    const got = await this.backend.read(req.offset, req.length);
+    const runs = Buffer.isBuffer(got) ? [got] : got;
+    let total = 0;
+    for (const r of runs) total += Buffer.isBuffer(r) ? r.length : r.zero;
+    if (total !== req.length) throw new Refusal(NBD_ERR.EIO, `backend returned ${total} of ${req.length} bytes`);
+    return runs;
+  }
+
+  private async blockStatus(req: NbdRequest): Promise<Array<[number, StatusDescriptor[]]>> {
+    if (!this.session.structured || this.session.contexts.size === 0) throw new Refusal(NBD_ERR.EINVAL, 'no meta context selected');
+    if (req.length === 0 || req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.EINVAL, 'block status past the end of the export');
+    const out: Array<[number, StatusDescriptor[]]> = [];
+    for (const [id, name] of this.session.contexts) {
+      const got = (await this.backend.blockStatus?.(name, req.offset, req.length)) ?? (name === BASE_ALLOCATION ? undefined : []);
+      out.push([id, clipDescriptors(got ?? [{ length: req.length, flags: 0 }], req.length, (req.flags & CMD_FLAG.REQ_ONE) !== 0)]);
+    }
+    return out;
+  }
+
+  private checkWritable(req: NbdRequest): void {
+    if (isReadOnly(this.backend)) throw new Refusal(NBD_ERR.EPERM, 'export is read-only');
+    if (req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.ENOSPC, 'write past the end of the export');
+  }
+
+  private sendSimple(cookie: Buffer, errno: number, data: Buffer[] = []): void {
+    const h = Buffer.allocUnsafe(16);
+    h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+    h.writeUInt32BE(errno, 4);
+    cookie.copy(h, 8);
+    this.writeAll([h, ...data]);
+  }
+
+  private chunkHeader(cookie: Buffer, flags: number, type: number, length: number): Buffer {
+    const h = Buffer.allocUnsafe(20);
+    h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+    h.writeUInt16BE(flags, 4);
+    h.writeUInt16BE(type, 6);
+    cookie.copy(h, 8);
+    h.writeUInt32BE(length, 16);
+    return h;
+  }
+
+  private sendError(req: NbdRequest, r: Refusal): void {
+    if (!this.session.structured) return this.sendSimple(req.cookie, r.errno);
+    const msg = Buffer.from(r.message.slice(0, 200), 'utf8');
+    const body = Buffer.allocUnsafe(6);
+    body.writeUInt32BE(r.errno, 0);
+    body.writeUInt16BE(msg.length, 4);
+    this.writeAll([this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, 6 + msg.length), body, msg]);
+  }
+
+  private sendRead(req: NbdRequest, runs: ReadRun[]): void {
+    if (!this.session.structured) {
+      const data: Buffer[] = [];
+      for (const r of runs) {
+        if (Buffer.isBuffer(r)) data.push(r);
+        else for (let left = r.zero; left > 0; left -= ZEROES.length) data.push(ZEROES.subarray(0, Math.min(left, ZEROES.length)));
+      }
+      return this.sendSimple(req.cookie, 0, data);
+    }
+    const parts: Buffer[] = [];
+    const nonEmpty = runs.filter((r) => (Buffer.isBuffer(r) ? r.length : r.zero) > 0);
+    let at = req.offset;
+    nonEmpty.forEach((r, i) => {
+      const flags = i === nonEmpty.length - 1 ? REPLY_FLAG_DONE : 0;
+      const off = Buffer.allocUnsafe(8);
+      off.writeUInt32BE(Math.floor(at / 0x100000000), 0);
+      off.writeUInt32BE(at >>> 0, 4);
+      if (Buffer.isBuffer(r)) {
+        parts.push(this.chunkHeader(req.cookie, flags, REPLY_TYPE.OFFSET_DATA, 8 + r.length), off, r);
+        at += r.length;
+      } else {
+        const hole = Buffer.allocUnsafe(4);
+        hole.writeUInt32BE(r.zero, 0);
+        parts.push(this.chunkHeader(req.cookie, flags, REPLY_TYPE.OFFSET_HOLE, 12), off, hole);
+        at += r.zero;
+      }
+    });
+    if (nonEmpty.length === 0) parts.push(this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0));
+    this.writeAll(parts);
+  }
+
+  private sendStatus(req: NbdRequest, perContext: Array<[number, StatusDescriptor[]]>): void {
+    const parts: Buffer[] = [];
+    perContext.forEach(([id, descs], i) => {
+      const body = Buffer.allocUnsafe(4 + 8 * descs.length);
+      body.writeUInt32BE(id, 0);
+      descs.forEach((d, j) => {
+        body.writeUInt32BE(d.length, 4 + 8 * j);
+        body.writeUInt32BE(d.flags >>> 0, 8 + 8 * j);
+      });
+      const flags = i === perContext.length - 1 ? REPLY_FLAG_DONE : 0;
+      parts.push(this.chunkHeader(req.cookie, flags, REPLY_TYPE.BLOCK_STATUS, body.length), body);
+    });
+    this.writeAll(parts);
+  }
+
+  private writeAll(parts: Buffer[]): void {
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    this.socket.cork();
+    for (const p of parts) this.socket.write(p);
+    this.socket.uncork();
+  }
+}
+
+/** Keeps descriptors with positive length inside `limit` bytes (at least one); `one` keeps only the first. */
+function clipDescriptors(descs: StatusDescriptor[], limit: number, one: boolean): StatusDescriptor[] {
+  const out: StatusDescriptor[] = [];
+  let sum = 0;
+  for (const d of descs) {
+    if (sum >= limit) break;
+    const length = Math.min(Math.floor(d.length), limit - sum);
+    if (length <= 0) continue;
+    out.push({ length, flags: d.flags });
+    sum += length;
+    if (one) break;
+  }
+  if (out.length === 0) out.push({ length: limit, flags: 0 });
+  return out;
+}
