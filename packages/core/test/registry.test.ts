@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DriverRegistry, MemoryVolumeDriver, memoryModule, pluginModule } from '../src/index.js';
+import { ChunkedBackupService, DriverRegistry, MemoryObjectStore, MemoryVolumeDriver, memoryModule, pluginModule } from '../src/index.js';
 import { expectCode } from './helpers.js';
 
 describe('DriverRegistry', () => {
@@ -42,5 +42,16 @@ describe('DriverRegistry', () => {
     await expectCode(registry.secret('plain-text'), 'INVALID_INPUT');
     await expectCode(registry.secret('env:CAIRN_UNSET_VARIABLE_X'), 'NOT_FOUND');
     await expectCode(registry.secret(`file:${join(dir, 'absent')}`), 'NOT_FOUND');
+  });
+});
+
+describe('DriverRegistry and the chunked repository', () => {
+  it('createBackupService(an object-store plugin) builds the chunked repository over that store', async () => {
+    const registry = DriverRegistry.compose(pluginModule({ objectStores: [{ name: 'mem', description: 'test store', create: async () => new MemoryObjectStore('mem') }] }));
+    process.env.CAIRN_TEST_PASSPHRASE = 'pw';
+    const service = await registry.createBackupService('mem', { repository: { init: { kdf: { N: 1024, r: 8, p: 1 } }, passphrase: 'env:CAIRN_TEST_PASSPHRASE', workers: 0 } });
+    expect(service).toBeInstanceOf(ChunkedBackupService);
+    expect(service.describe()).toMatchObject({ name: 'mem', capabilities: { dedup: true, dependentChains: false } });
+    expect((service as ChunkedBackupService).repository.encrypted).toBe(true);
   });
 });

@@ -5,6 +5,7 @@ import type { BackupService } from '../contracts/backup-service.js';
 import type { ObjectStore } from '../contracts/object-store.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError } from '../errors.js';
+import { ChunkedBackupService, type ChunkedServiceOptions } from '../repository/chunked-backup-service.js';
 import {
   BackupServiceFactory,
   DriverRegistry as DriverRegistryToken,
@@ -66,8 +67,22 @@ export class DriverRegistry implements FactoryContext {
     return this.factory('volume driver', this.volumes, plugin).create(options, this);
   }
 
+  /**
+   * Builds a backup service. A plugin that registers only an ObjectStore (posix, s3, swift…)
+   * gets the chunked repository over it: `options.repository` holds the repository's own
+   * options (`passphrase` as a secret reference `env:NAME`/`file:path`, `init`, `workers`,
+   * `uploads`); every other option goes to the store.
+   */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
-    return this.factory('backup service', this.services, plugin).create(options, this);
+    if (this.services.has(plugin) || !this.stores.has(plugin)) return this.factory('backup service', this.services, plugin).create(options, this);
+    const { repository = {}, ...storeOptions } = options as { repository?: Record<string, unknown> };
+    const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
+    const store = await this.objectStore(plugin, storeOptions);
+    return ChunkedBackupService.open(store, {
+      ...(rest as ChunkedServiceOptions),
+      name: plugin,
+      passphrase: passphrase === undefined ? undefined : await this.secret(passphrase),
+    });
   }
 
   async objectStore(plugin: string, options: Record<string, unknown> = {}): Promise<ObjectStore> {

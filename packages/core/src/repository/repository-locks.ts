@@ -56,8 +56,9 @@ export function isStale(doc: LockDoc, now = Date.now()): boolean {
 function conflicts(mine: LockDoc, other: LockDoc): boolean {
   if (mine.kind === 'exclusive') return true;
   if (mine.kind === 'shared') return other.kind === 'exclusive';
-  // volume: the older lock on the same volume wins; ties break by id.
-  return other.kind === 'volume' && other.volumeId === mine.volumeId && (other.createdAt < mine.createdAt || (other.createdAt === mine.createdAt && other.id < mine.id));
+  // volume: any other live lock on the same volume. A granted lock never re-checks, so the
+  // newcomer always yields; two newcomers both yield and retry after a random delay.
+  return other.kind === 'volume' && other.volumeId === mine.volumeId;
 }
 
 /**

@@ -1,0 +1,294 @@
+import { describe, expect, it } from 'vitest';
+import {
+  BackupManager,
+  ChunkedBackupService,
+  MemoryObjectStore,
+  MemoryVolumeDriver,
+  Repository,
+  RepositoryCatalog,
+  type ObjectStore,
+} from '../src/index.js';
+import { MiB, contents, expectCode, filledVolume } from './helpers.js';
+
+const FAST_KDF = { N: 1024, r: 8, p: 1 };
+
+async function rig(options: { passphrase?: string; store?: ObjectStore; workers?: number } = {}) {
+  const store = options.store ?? new MemoryObjectStore('mem');
+  const service = await ChunkedBackupService.open(store, {
+    name: 'repo',
+    workers: options.workers ?? 0,
+    passphrase: options.passphrase,
+    init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: FAST_KDF },
+  });
+  const volumes = new MemoryVolumeDriver();
+  const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+  return { store, service, volumes, manager };
+}
+
+async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of store.list(prefix)) out.push(o.key);
+  return out.sort();
+}
+
+describe('Repository', () => {
+  it('init writes a self-describing config; a second init fails with ALREADY_EXISTS; open of an empty store with NOT_FOUND', async () => {
+    const store = new MemoryObjectStore();
+    await expectCode(Repository.open(store), 'NOT_FOUND');
+    const config = await Repository.init(store, { chunkSize: 128 * 1024 });
+    expect(config).toMatchObject({ format: 'cairn-repository', version: 1, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
+    await expectCode(Repository.init(store), 'ALREADY_EXISTS');
+    expect((await Repository.open(store)).config.id).toBe(config.id);
+  });
+
+  it('open of a newer format fails with NOT_SUPPORTED, of garbage with CORRUPT', async () => {
+    const store = new MemoryObjectStore();
+    const config = await Repository.init(store);
+    await store.put('config', Buffer.from(JSON.stringify({ ...config, version: 99 })));
+    await expectCode(Repository.open(store), 'NOT_SUPPORTED');
+    await store.put('config', Buffer.from('{not json'));
+    await expectCode(Repository.open(store), 'CORRUPT');
+  });
+
+  it('init with a bad chunk size or compression fails with INVALID_INPUT and writes nothing', async () => {
+    const store = new MemoryObjectStore();
+    await expectCode(Repository.init(store, { chunkSize: 1000 }), 'INVALID_INPUT');
+    await expectCode(Repository.init(store, { compression: 'brotli' as never }), 'INVALID_INPUT');
+    expect(await keys(store, '')).toEqual([]);
+  });
+
+  it('an encrypted repository needs its passphrase: none or a wrong one fails with INVALID_INPUT', async () => {
+    const store = new MemoryObjectStore();
+    await Repository.init(store, { passphrase: 'right', kdf: FAST_KDF });
+    await expectCode(Repository.open(store), 'INVALID_INPUT');
+    await expectCode(Repository.open(store, { passphrase: 'wrong' }), 'INVALID_INPUT');
+    expect((await Repository.open(store, { passphrase: 'right' })).encrypted).toBe(true);
+  });
+
+  it('an encrypted repository stores no plaintext: neither data, volume names nor the passphrase appear in any object', async () => {
+    const { store, volumes, manager } = await rig({ passphrase: 'hunter2-passphrase' });
+    const v = await volumes.createVolume({ size: 4 * MiB, name: 'secret-volume-name' });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    const marker = Buffer.from('TOP-SECRET-PAYLOAD-'.repeat(4000));
+    await a.device.write(0, marker);
+    await volumes.detach(a.id);
+    const b = await manager.backup({ volumeId: v.id });
+    for (const key of await keys(store, '')) {
+      const obj = await store.get(key);
+      expect(obj.includes('TOP-SECRET-PAYLOAD')).toBe(false);
+      expect(obj.includes('secret-volume-name')).toBe(false);
+      expect(obj.includes('hunter2-passphrase')).toBe(false);
+    }
+    const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).subarray(0, marker.length).equals(marker)).toBe(true);
+  });
+});
+
+describe('ChunkedBackupService storage', () => {
+  it('a chunk the repository has is never stored again, across backups and volumes', async () => {
+    const { store, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 8 * MiB, 5);
+    const first = await manager.backup({ volumeId: v.id });
+    expect(first.stats!.bytesNew).toBe(8 * MiB);
+    const packsBefore = await keys(store, 'packs/');
+    const again = await manager.backup({ volumeId: v.id });
+    expect(again.stats!.bytesNew).toBe(0);
+    expect(again.stats!.bytesReused).toBe(8 * MiB);
+    const twin = await filledVolume(volumes, 8 * MiB, 5); // same content, another volume
+    const third = await manager.backup({ volumeId: twin.id });
+    expect(third.stats!.bytesNew).toBe(0);
+    expect(await keys(store, 'packs/')).toEqual(packsBefore);
+  });
+
+  it('all-zero chunks are recorded as zero and not stored; holes are not even read', async () => {
+    const { service, volumes, manager } = await rig();
+    const v = await volumes.createVolume({ size: 16 * MiB });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(5 * MiB, Buffer.alloc(1000, 1));
+    await a.device.write(9 * MiB, Buffer.alloc(256 * 1024)); // allocated but zero
+    await volumes.detach(a.id);
+    const b = await manager.backup({ volumeId: v.id });
+    const m = await service.repository.readManifest(b.id);
+    expect(m.chunks.filter((c) => c !== null)).toHaveLength(1);
+    expect(b.stats!.bytesRead).toBe(512 * 1024); // two allocated chunks of 256 KiB
+    const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).equals(await contents(volumes, v.id))).toBe(true);
+  });
+
+  it('an incremental with changed-block tracking reads only touched chunks and stores about what changed', async () => {
+    const { volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 16 * MiB, 6);
+    await manager.backup({ volumeId: v.id });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(3 * MiB + 100, Buffer.alloc(4096, 9));
+    await a.device.write(11 * MiB, Buffer.alloc(65536, 8));
+    await volumes.detach(a.id);
+    const inc = await manager.backup({ volumeId: v.id, incremental: true });
+    expect(inc.stats!.bytesRead).toBe(2 * 256 * 1024);
+    expect(inc.stats!.bytesNew).toBe(2 * 256 * 1024);
+    const { volume } = await manager.restore({ backupId: inc.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).equals(await contents(volumes, v.id))).toBe(true);
+  });
+
+  it('packs hold many chunks: objects stay few', async () => {
+    const { store, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 16 * MiB, 7);
+    await manager.backup({ volumeId: v.id });
+    const packs = await keys(store, 'packs/');
+    expect(packs.length).toBeGreaterThan(0);
+    expect(packs.length).toBeLessThanOrEqual(64 / 2); // 64 distinct chunks of 256 KiB, several per 1 MiB pack
+    expect(await keys(store, 'index/')).toHaveLength(packs.length);
+  });
+
+  it('a middle backup restores byte-exact after its parent was deleted and GC ran', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 8 * MiB, 8);
+    const full = await manager.backup({ volumeId: v.id });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, Buffer.alloc(3 * MiB, 0x33));
+    await volumes.detach(a.id);
+    const middleBytes = await contents(volumes, v.id);
+    const middle = await manager.backup({ volumeId: v.id, incremental: true });
+    const b = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await b.device.write(4 * MiB, Buffer.alloc(MiB, 0x44));
+    await volumes.detach(b.id);
+    const last = await manager.backup({ volumeId: v.id, incremental: true });
+    const storedBefore = (await service.stats()).storedBytes;
+    await manager.deleteBackup(full.id);
+    const report = await service.gc({ graceMs: 0, repackThreshold: 0.01 });
+    expect(report.chunksRemoved).toBeGreaterThan(0);
+    expect((await service.stats()).storedBytes).toBeLessThan(storedBefore);
+    expect(await service.verify()).toMatchObject({ problems: [] });
+    const { volume } = await manager.restore({ backupId: middle.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).equals(middleBytes)).toBe(true);
+    expect((await manager.restore({ backupId: last.id, newVolume: {} })).backup.id).toBe(last.id);
+    expect(await keys(store, 'manifests/')).toHaveLength(2);
+  });
+
+  it('gc keeps unreferenced packs younger than the grace period', async () => {
+    const { service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 4 * MiB, 10);
+    const b = await manager.backup({ volumeId: v.id });
+    await manager.deleteBackup(b.id);
+    const kept = await service.gc({ graceMs: 60_000 });
+    expect(kept.packsDeleted).toBe(0);
+    expect(kept.packsInGrace).toBeGreaterThan(0);
+    const gone = await service.gc({ graceMs: 0 });
+    expect(gone.packsDeleted).toBeGreaterThan(0);
+    expect((await service.stats()).chunks).toBe(0);
+  });
+
+  it('gc fails with BUSY while a backup holds the shared lock, and refuses with CORRUPT when a manifest is unreadable', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 4 * MiB, 11);
+    const b = await manager.backup({ volumeId: v.id });
+    const held = await service.repository.locks.acquire('shared', { purpose: 'a backup elsewhere' });
+    await expectCode(service.gc({ graceMs: 0 }), 'BUSY');
+    await held.release();
+    const key = `manifests/${b.id}`;
+    const m = await store.get(key);
+    await store.put(key, m.subarray(0, m.length - 10));
+    await expectCode(service.gc({ graceMs: 0 }), 'CORRUPT');
+    expect((await service.stats()).chunks).toBeGreaterThan(0); // nothing deleted
+  });
+});
+
+describe('ChunkedBackupService damage', () => {
+  async function backedUp() {
+    const r = await rig();
+    const v = await filledVolume(r.volumes, 4 * MiB, 12);
+    const b = await r.manager.backup({ volumeId: v.id });
+    await r.service.repository.index.refresh();
+    return { ...r, v, b };
+  }
+
+  it('a flipped byte in a pack: verify names the backup with CORRUPT and restore fails with CORRUPT', async () => {
+    const { store, service, manager, b } = await backedUp();
+    const [packKey] = await keys(store, 'packs/');
+    const pack = await store.get(packKey!);
+    pack[100] ^= 1;
+    await store.put(packKey!, pack);
+    const report = await manager.verify(b.id);
+    expect(report.problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
+    await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
+    expect((await service.verify()).problems.map((p) => p.backupId)).toEqual([b.id]);
+  });
+
+  it('a missing pack: verify reports NOT_FOUND for the backup and restore fails with NOT_FOUND', async () => {
+    const { store, manager, b } = await backedUp();
+    const [packKey] = await keys(store, 'packs/');
+    await store.delete(packKey!);
+    expect((await manager.verify(b.id)).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'NOT_FOUND' })]);
+    await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining(b.id) });
+  });
+
+  it('a truncated manifest: verify reports CORRUPT naming the backup and restore fails with CORRUPT', async () => {
+    const { store, manager, b } = await backedUp();
+    const key = `manifests/${b.id}`;
+    const m = await store.get(key);
+    await store.put(key, m.subarray(0, Math.floor(m.length / 2)));
+    expect((await manager.verify(b.id)).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
+    await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
+  });
+
+  it('a cancelled backup leaves no manifest, and gc removes what it uploaded', async () => {
+    const { store, service, volumes, manager } = await rig({ workers: 2 });
+    const v = await filledVolume(volumes, 16 * MiB, 13);
+    const controller = new AbortController();
+    let seen = 0;
+    manager.on('progress', (e) => {
+      seen = e.bytesDone;
+      if (seen >= 8 * MiB) controller.abort();
+    });
+    await expectCode(manager.backup({ volumeId: v.id, signal: controller.signal }), 'CANCELLED');
+    expect(await keys(store, 'manifests/')).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+    await service.gc({ graceMs: 0 });
+    expect(await keys(store, 'packs/')).toEqual([]);
+  });
+});
+
+describe('Repository locks', () => {
+  it('a lock of a dead process on this host is stale: it blocks nothing and goes only when broken explicitly', async () => {
+    const { store, service } = await rig();
+    const { hostname } = await import('node:os');
+    const dead = { id: 'dead-lock', kind: 'exclusive', owner: { host: hostname(), pid: 2 ** 22 + 12345 }, purpose: 'crashed gc', createdAt: new Date().toISOString(), expiresAt: new Date(Date.now() + 3600_000).toISOString() };
+    await store.put('locks/dead-lock', Buffer.from(JSON.stringify(dead)));
+    expect((await service.locks()).map((l) => [l.id, l.stale])).toEqual([['dead-lock', true]]);
+    const shared = await service.repository.locks.acquire('shared', { purpose: 'test' });
+    await shared.release();
+    expect((await service.locks()).map((l) => l.id)).toEqual(['dead-lock']);
+    expect(await service.breakLocks()).toEqual(['dead-lock']);
+    expect(await service.locks()).toEqual([]);
+  });
+
+  it('two backups of one volume into one repository serialize on the volume lock', async () => {
+    const { service, volumes } = await rig();
+    const v = await filledVolume(volumes, 4 * MiB, 14);
+    const held = await service.repository.locks.acquire('volume', { purpose: 'other machine', volumeId: v.id });
+    const other = await service.repository.locks.acquire('volume', { purpose: 'other volume', volumeId: 'another' });
+    await other.release();
+    let acquired = false;
+    const waiting = service.repository.locks.acquire('volume', { purpose: 'second', volumeId: v.id, wait: true }).then((h) => ((acquired = true), h));
+    await new Promise((r) => setTimeout(r, 600));
+    expect(acquired).toBe(false);
+    await held.release();
+    await (await waiting).release();
+    expect(acquired).toBe(true);
+  });
+});
+
+describe('RepositoryCatalog', () => {
+  it('records live in the repository: a manager on another machine sees them and restores', async () => {
+    const first = await rig({ passphrase: 'pw' });
+    const v = await filledVolume(first.volumes, 4 * MiB, 15);
+    const b = await first.manager.backup({ volumeId: v.id, name: 'weekly' });
+    const expected = await contents(first.volumes, v.id);
+    // Another machine: a fresh service on the same store, fresh volumes.
+    const second = await rig({ passphrase: 'pw', store: first.store });
+    expect((await second.manager.listBackups()).map((r) => [r.id, r.name, r.status])).toEqual([[b.id, 'weekly', 'available']]);
+    expect((await second.service.listBackups()).map((r) => r.id)).toEqual([b.id]);
+    const { volume } = await second.manager.restore({ backupId: b.id, newVolume: {} });
+    expect((await contents(second.volumes, volume.id)).equals(expected)).toBe(true);
+  });
+});
