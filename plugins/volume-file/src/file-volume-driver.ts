@@ -20,7 +20,7 @@ import { DriverContext } from './driver-context.js';
 import { FileBlockDevice } from './file-block-device.js';
 import { FileCheckpoints } from './file-checkpoints.js';
 import type { RecordKind } from './layout.js';
-import type { SnapshotRecord, VolumeRecord } from './records.js';
+import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
 
 export interface FileVolumeDriverOptions {
@@ -323,12 +323,4 @@ export class FileVolumeDriver implements VolumeDriver {
       throw toCairnError(err, this.name, what);
     }
   }
-}
-
-function toVolume(r: VolumeRecord, status: Volume['status']): Volume {
-  return { id: r.id, name: r.name, size: r.size, status, createdAt: r.createdAt, metadata: { ...r.metadata } };
-}
-
-function toSnapshot(r: SnapshotRecord): Snapshot {
-  return { id: r.id, volumeId: r.volumeId, name: r.name, size: r.size, createdAt: r.createdAt };
 }

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
+import { CairnError, type Snapshot, type Volume } from '@cairn/core';
 import { writeFileAtomic } from './atomic-file.js';
 import { isUuid } from './layout.js';
 
@@ -116,3 +116,13 @@ const isWriter = (v: unknown): boolean => {
   const r = v as Record<string, unknown> | null;
   return !!r && typeof r === 'object' && typeof r.pid === 'number' && typeof r.hostname === 'string' && typeof r.since === 'string';
 };
+
+/** The contract's view of a volume record. */
+export function toVolume(r: VolumeRecord, status: Volume['status']): Volume {
+  return { id: r.id, name: r.name, size: r.size, status, createdAt: r.createdAt, metadata: { ...r.metadata } };
+}
+
+/** The contract's view of a snapshot record. */
+export function toSnapshot(r: SnapshotRecord): Snapshot {
+  return { id: r.id, volumeId: r.volumeId, name: r.name, size: r.size, createdAt: r.createdAt };
+}
