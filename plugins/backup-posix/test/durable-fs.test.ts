@@ -1,0 +1,65 @@
+import { link, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ensureDir, linkIfAbsent, writeTempFile } from '../src/durable-fs.js';
+import { isTempName } from '../src/key-layout.js';
+
+describe('durable-fs primitives', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cairn-posix-dfs-'));
+  });
+  afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+  it('linkIfAbsent(temp, final) of a free name links and returns true', async () => {
+    const temp = await writeTempFile(dir, Buffer.from('mine'));
+    expect(await linkIfAbsent(temp, join(dir, 'final'))).toBe(true);
+    expect(await readFile(join(dir, 'final'), 'utf8')).toBe('mine');
+  });
+
+  it('linkIfAbsent returns false when another file holds the name, and leaves that file alone', async () => {
+    await writeFile(join(dir, 'final'), 'theirs');
+    const temp = await writeTempFile(dir, Buffer.from('mine'));
+    expect(await linkIfAbsent(temp, join(dir, 'final'))).toBe(false);
+    expect(await readFile(join(dir, 'final'), 'utf8')).toBe('theirs');
+  });
+
+  it('linkIfAbsent returns true on EEXIST when the name already is our file (a retried NFS LINK whose reply was lost)', async () => {
+    const temp = await writeTempFile(dir, Buffer.from('mine'));
+    await link(temp, join(dir, 'final')); // the first LINK succeeded; its reply "was lost"
+    expect(await linkIfAbsent(temp, join(dir, 'final'))).toBe(true);
+  });
+
+  it('writeTempFile writes a temporary name in the directory that holds exactly the bytes', async () => {
+    const data = Buffer.alloc(20 * 1024 * 1024 + 5, 0x61); // more than one write chunk
+    const temp = await writeTempFile(dir, data);
+    expect(isTempName(temp.slice(dir.length + 1))).toBe(true);
+    expect((await readFile(temp)).equals(data)).toBe(true);
+  });
+
+  it('writeTempFile into a missing directory fails with NOT_FOUND and creates nothing', async () => {
+    await expect(writeTempFile(join(dir, 'absent'), Buffer.from('x'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('ensureDir creates nested directories, is idempotent, and fails with CONFLICT when a component is a file', async () => {
+    const made = await ensureDir(dir, ['a', 'b', 'c']);
+    expect((await stat(made)).isDirectory()).toBe(true);
+    expect(await ensureDir(dir, ['a', 'b', 'c'])).toBe(made);
+    await writeFile(join(dir, 'a', 'file'), 'x');
+    await expect(ensureDir(dir, ['a', 'file', 'd'])).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(ensureDir(dir, ['a', 'file'])).rejects.toMatchObject({ code: 'CONFLICT' });
+  });
+
+  it('ensureDir under a removed store directory fails with UNAVAILABLE instead of recreating it', async () => {
+    await rm(dir, { recursive: true });
+    await expect(ensureDir(dir, ['a'])).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(stat(dir)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('concurrent ensureDir calls for the same new path all succeed', async () => {
+    await Promise.all(Array.from({ length: 16 }, () => ensureDir(dir, ['x', 'y', 'z'])));
+    expect((await stat(join(dir, 'x', 'y', 'z'))).isDirectory()).toBe(true);
+  });
+});
