@@ -38,8 +38,19 @@ export class PackWriter {
     private readonly uploads = 2,
   ) {}
 
-  /** Appends a blob; uploads the pack when full. Not idempotent: the same id twice is stored twice. */
-  async add(id: string, blob: Uint8Array, rawLength: number): Promise<void> {
+  private queue: Promise<void> = Promise.resolve();
+
+  /**
+   * Appends a blob; uploads the pack when full. Calls may overlap: they are applied one at a time
+   * in call order. Not idempotent: the same id twice is stored twice.
+   */
+  add(id: string, blob: Uint8Array, rawLength: number): Promise<void> {
+    const next = this.queue.then(() => this.addNow(id, blob, rawLength));
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private async addNow(id: string, blob: Uint8Array, rawLength: number): Promise<void> {
     this.check();
     if (blob.length > this.maxBlob) throw new CairnError('INTERNAL', `blob of ${blob.length} bytes exceeds the pack slot of ${this.maxBlob}`);
     if (this.current && (this.current.used + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
@@ -52,6 +63,7 @@ export class PackWriter {
 
   /** Uploads the last pack and waits for every upload. Rejects with the first upload failure. */
   async finish(): Promise<void> {
+    await this.queue;
     if (this.current && this.current.entries.length > 0) await this.seal();
     await Promise.all(this.inflight);
     this.check();
@@ -59,6 +71,7 @@ export class PackWriter {
 
   /** Waits for uploads without raising (used on the failure path). */
   async abandon(): Promise<void> {
+    await this.queue;
     this.current = undefined;
     await Promise.allSettled(this.inflight);
   }
