@@ -3,19 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backupServiceSuite } from '@cairn/conformance';
 import { ChunkedBackupService, type BackupRecord } from '@cairn/core';
-import { PosixObjectStore } from '../../src/index.js';
+import { PosixObjectStore } from '../src/index.js';
 
 // The embedded default target end to end: core's chunked repository over this store, running
 // the shared backup-service suite (each case in a fresh directory).
-//
-// PENDING (not run: the name does not end in .test.ts). 6 of its 16 cases fail today because of
-// a race in core, not in this store: writeBackup calls PackWriter.add() from several chunks at
-// once, and add() is not safe for that — two calls can both find `current` undefined across
-// `await seal()` / `await takeBuffer()`, and the second assignment drops the first one's blobs,
-// so a manifest names a chunk that is "in no pack". It shows with any store whose put takes real
-// time (MemoryObjectStore with a 5 ms delayed put fails the same way). Serializing add() (a
-// promise chain in PackWriter) makes all 16 pass over this store. Once core is fixed, move this
-// file to ../chunked-over-posix.test.ts.
+
 
 const dirs = new Map<ChunkedBackupService, string>();
 
