@@ -99,6 +99,9 @@ export class ChunkProcessor {
       }
     }
     return new Promise((resolve, reject) => {
+      // Workers are unref'd while idle (an idle pool never keeps the process alive) and ref'd
+      // while work is pending (a pending task must, or the process exits mid-backup).
+      if (this.pending.size === 0) for (const w of this.workers) w.ref();
       this.pending.set(req.seq, { resolve, reject });
       this.queue.push({ req, transfer });
       this.pump();
@@ -117,6 +120,7 @@ export class ChunkProcessor {
     this.idle.push(w);
     const p = this.pending.get(reply.seq);
     this.pending.delete(reply.seq);
+    if (this.pending.size === 0) for (const x of this.workers) x.unref();
     p?.resolve(reply);
     this.pump();
   }
