@@ -60,7 +60,8 @@ export class ServerConnection {
     this.updateFlow();
     const timer = setTimeout(() => this.socket.destroy(), timeoutMs);
     try {
-      if (this.handler) await this.handler.idle();
+      // A backend call that never settles must not hold close() past the timeout.
+      if (this.handler) await Promise.race([this.handler.idle(), this.closed()]);
       this.socket.end();
       await this.closed();
     } finally {

@@ -1,0 +1,132 @@
+// Hand-built NBD frames for protocol-violation tests, independent of the package's own codec.
+import net from 'node:net';
+
+/** A socket with exact-length awaited reads. */
+export class RawSocket {
+  private buf = Buffer.alloc(0);
+  private waiter: (() => void) | undefined;
+  readonly closed: Promise<void>;
+  private ended = false;
+
+  constructor(readonly socket: net.Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.waiter?.();
+    });
+    socket.on('error', () => undefined);
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        this.ended = true;
+        this.waiter?.();
+        resolve();
+      }),
+    );
+  }
+
+  static connect(path: string): Promise<RawSocket> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(path);
+      s.once('connect', () => resolve(new RawSocket(s))).once('error', reject);
+    });
+  }
+
+  /** Bytes received so far and not yet read. */
+  get pending(): number {
+    return this.buf.length;
+  }
+
+  async read(n: number): Promise<Buffer> {
+    while (this.buf.length < n) {
+      if (this.ended) throw new Error(`connection closed with ${this.buf.length}/${n} bytes`);
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  write(b: Buffer): void {
+    this.socket.write(b);
+  }
+}
+
+const IHAVEOPT = Buffer.from('IHAVEOPT');
+
+function u16(v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v);
+  return b;
+}
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v);
+  return b;
+}
+function u64(v: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(v));
+  return b;
+}
+
+/** Connects and negotiates `exportName` with NBD_OPT_GO only (simple replies). Returns the export size. */
+export async function rawGo(path: string, exportName: string): Promise<{ raw: RawSocket; size: number }> {
+  const raw = await RawSocket.connect(path);
+  await raw.read(18);
+  raw.write(u32(3));
+  const name = Buffer.from(exportName);
+  const data = Buffer.concat([u32(name.length), name, u16(0)]);
+  raw.write(Buffer.concat([IHAVEOPT, u32(7), u32(data.length), data]));
+  let size = -1;
+  for (;;) {
+    const head = await raw.read(20);
+    const type = head.readUInt32BE(12);
+    const body = await raw.read(head.readUInt32BE(16));
+    if (type === 3 && body.readUInt16BE(0) === 0) size = Number(body.readBigUInt64BE(2));
+    if (type === 1) return { raw, size };
+    if (type >= 0x80000000) throw new Error(`GO refused: ${type}`);
+  }
+}
+
+/** One request frame: magic, flags, type, cookie, offset, length (+ payload). */
+export function request(type: number, cookie: number, offset: number, length: number, payload?: Buffer, magic = 0x25609513): Buffer {
+  return Buffer.concat([u32(magic), u16(0), u16(type), u64(cookie), u64(offset), u32(length), payload ?? Buffer.alloc(0)]);
+}
+
+/** Reads a simple reply: errno and cookie. */
+export async function simpleReply(raw: RawSocket): Promise<{ errno: number; cookie: number }> {
+  const r = await raw.read(16);
+  if (r.readUInt32BE(0) !== 0x67446698) throw new Error('not a simple reply');
+  return { errno: r.readUInt32BE(4), cookie: Number(r.readBigUInt64BE(8)) };
+}
+
+/**
+ * A fake fixed-newstyle server: refuses every option but GO, answers GO with an export of `size`
+ * bytes, then calls `onRequests` with the socket once `requests` request headers arrived.
+ */
+export function fakeServer(size: number, requests: number, onRequests: (s: net.Socket) => void): net.Server {
+  return net.createServer((s) => {
+    s.on('error', () => undefined);
+    const raw = new RawSocket(s);
+    void (async () => {
+      s.write(Buffer.concat([Buffer.from('NBDMAGIC'), IHAVEOPT, u16(3)]));
+      await raw.read(4);
+      for (;;) {
+        const head = await raw.read(16);
+        const opt = head.readUInt32BE(8);
+        await raw.read(head.readUInt32BE(12));
+        const reply = (type: number, body = Buffer.alloc(0)): void => {
+          s.write(Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]));
+        };
+        if (opt !== 7) {
+          reply(0x80000001);
+          continue;
+        }
+        reply(3, Buffer.concat([u16(0), u64(size), u16(1)]));
+        reply(1);
+        break;
+      }
+      await raw.read(28 * requests);
+      onRequests(s);
+    })().catch(() => s.destroy());
+  });
+}
