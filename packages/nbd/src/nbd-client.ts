@@ -3,7 +3,8 @@ import { ClientConnection, type NbdAddress } from './connection.js';
 import { listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
 import { NBD_DRIVER, connectionLost, protocolError } from './error-map.js';
 import { InFlightWindow } from './in-flight-window.js';
-import { BASE_ALLOCATION, CMD, CMD_FLAG, REQUEST_HEADER_SIZE, REQUEST_MAGIC, TF } from './protocol.js';
+import { BASE_ALLOCATION, CMD, CMD_FLAG, TF } from './protocol.js';
+import { encodeRequest, splitRange } from './request-frames.js';
 import { ReplyParser, type NbdExtent, type PendingReply } from './reply-parser.js';
 
 export type { NbdExtent } from './reply-parser.js';
@@ -163,7 +164,7 @@ export class NbdClient {
       bounce.copy(target, 0, offset - start, offset - start + length);
       return target;
     }
-    await this.split(offset, length, this.maxPayload, (o, n) =>
+    await splitRange(offset, length, this.maxPayload, (o, n) =>
       this.submit(CMD.READ, 0, o, n, { target: target.subarray(o - offset, o - offset + n), what: 'read' }),
     );
     return target;
@@ -174,7 +175,7 @@ export class NbdClient {
     this.checkRange(offset, data.length);
     this.checkAligned(offset, data.length, 'write');
     const fua = options.fua === true && this.canFua ? CMD_FLAG.FUA : 0;
-    await this.split(offset, data.length, this.maxPayload, (o, n) =>
+    await splitRange(offset, data.length, this.maxPayload, (o, n) =>
       this.submit(CMD.WRITE, fua, o, n, { payload: data.subarray(o - offset, o - offset + n), what: 'write' }),
     );
     if (options.fua && !fua && this.canFlush) await this.flush();
@@ -189,7 +190,7 @@ export class NbdClient {
     this.checkAligned(offset, length, 'write-zeroes');
     if (!this.canWriteZeroes) throw new CairnError('NOT_SUPPORTED', 'server does not support WRITE_ZEROES', { driver: this.driver });
     const flags = (options.fua && this.canFua ? CMD_FLAG.FUA : 0) | (options.noHole ? CMD_FLAG.NO_HOLE : 0);
-    await this.split(offset, length, this.noPayloadLimit(), (o, n) => this.submit(CMD.WRITE_ZEROES, flags, o, n, { what: 'write-zeroes' }));
+    await splitRange(offset, length, this.noPayloadLimit(), (o, n) => this.submit(CMD.WRITE_ZEROES, flags, o, n, { what: 'write-zeroes' }));
   }
 
   /** Discards a range (contents become unspecified). `NOT_SUPPORTED` without SEND_TRIM. */
@@ -198,7 +199,7 @@ export class NbdClient {
     this.checkAligned(offset, length, 'trim');
     if (!this.canTrim) throw new CairnError('NOT_SUPPORTED', 'server does not support TRIM', { driver: this.driver });
     const flags = options.fua && this.canFua ? CMD_FLAG.FUA : 0;
-    await this.split(offset, length, this.noPayloadLimit(), (o, n) => this.submit(CMD.TRIM, flags, o, n, { what: 'trim' }));
+    await splitRange(offset, length, this.noPayloadLimit(), (o, n) => this.submit(CMD.TRIM, flags, o, n, { what: 'trim' }));
   }
 
   /** Makes completed writes durable; a no-op when the server does not offer FLUSH. Idempotent. */
@@ -251,7 +252,7 @@ export class NbdClient {
       await this.window.idle();
       if (this.conn.closed) return;
       const closed = new Promise<void>((resolve) => this.conn.onClosed(() => resolve()));
-      this.conn.socket.end(this.header(CMD.DISC, 0, 0, 0, 0));
+      this.conn.socket.end(encodeRequest(CMD.DISC, 0, 0, 0, 0));
       await closed;
     })();
     return this.disconnecting;
@@ -282,7 +283,7 @@ export class NbdClient {
         if (extra.target) p.target = extra.target;
         if (extra.contextId !== undefined) p.contextId = extra.contextId;
         this.pending.set(cookie, p);
-        const head = this.header(cmd, flags, cookie, offset, length);
+        const head = encodeRequest(cmd, flags, cookie, offset, length);
         const socket = this.conn.socket;
         if (extra.payload) {
           socket.cork();
@@ -312,33 +313,6 @@ export class NbdClient {
     this.window.fail(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-  }
-
-  private header(cmd: number, flags: number, cookie: number, offset: number, length: number): Buffer {
-    const h = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
-    h.writeUInt32BE(REQUEST_MAGIC, 0);
-    h.writeUInt16BE(flags, 4);
-    h.writeUInt16BE(cmd, 6);
-    h.writeUInt32BE(0, 8);
-    h.writeUInt32BE(cookie, 12);
-    h.writeUInt32BE(Math.floor(offset / 0x100000000), 16);
-    h.writeUInt32BE(offset >>> 0, 20);
-    h.writeUInt32BE(length, 24);
-    return h;
-  }
-
-  /** Runs `fn` over consecutive pieces of at most `max` bytes, concurrently; waits for all, then throws the first failure. */
-  private async split(offset: number, length: number, max: number, fn: (o: number, n: number) => Promise<unknown>): Promise<void> {
-    if (length === 0) return;
-    if (length <= max) {
-      await fn(offset, length);
-      return;
-    }
-    const jobs: Promise<unknown>[] = [];
-    for (let o = offset; o < offset + length; o += max) jobs.push(fn(o, Math.min(max, offset + length - o)));
-    const results = await Promise.allSettled(jobs);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
   }
 
   private noPayloadLimit(): number {

@@ -38,6 +38,7 @@ export class ServerConnection {
     readonly socket: net.Socket,
     private readonly options: ServerConnectionOptions,
   ) {
+    socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined); // surfaces as 'close'
     socket.on('drain', () => this.updateFlow());

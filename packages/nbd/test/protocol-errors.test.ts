@@ -61,12 +61,43 @@ describe('NbdClient protocol errors', () => {
   });
 
   it('a reply with a bad magic fails every request in flight with CORRUPT, later ones with UNAVAILABLE', async () => {
-    const path = await listen(fakeServer(MiB, 2, (s) => s.write(Buffer.alloc(16, 0xee))));
+    const path = await listen(
+      fakeServer(MiB, async (s, raw) => {
+        await raw.read(2 * 28);
+        s.write(Buffer.alloc(16, 0xee));
+      }),
+    );
     const c = await NbdClient.connect({ path });
     expect(c.structuredReplies).toBe(false);
     const reads = [c.read(0, 4096), c.read(4096, 4096)];
     for (const r of reads) await expect(r).rejects.toMatchObject({ code: 'CORRUPT' });
     await expect(c.read(0, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('connect() falls back to NBD_OPT_EXPORT_NAME when the server refuses NBD_OPT_GO, and reads through simple replies', async () => {
+    const bytes = pattern(MiB, 11);
+    const path = await listen(
+      fakeServer(
+        MiB,
+        async (s, raw) => {
+          for (;;) {
+            const req = await raw.read(28);
+            const offset = Number(req.readBigUInt64BE(16));
+            const length = req.readUInt32BE(24);
+            const reply = Buffer.alloc(16);
+            reply.writeUInt32BE(0x67446698, 0);
+            req.copy(reply, 8, 8, 16);
+            s.write(Buffer.concat([reply, bytes.subarray(offset, offset + length)]));
+          }
+        },
+        true,
+      ),
+    );
+    const c = await NbdClient.connect({ path, exportName: 'any' });
+    expect(c.size).toBe(MiB);
+    expect(c.structuredReplies).toBe(false);
+    const [a, b] = await Promise.all([c.read(0, 300_000), c.read(300_000, MiB - 300_000)]);
+    expect(Buffer.concat([a, b]).equals(bytes)).toBe(true);
   });
 
   it('connection loss fails requests in flight and those waiting for the window with UNAVAILABLE', async () => {

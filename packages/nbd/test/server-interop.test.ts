@@ -134,6 +134,19 @@ describe('NbdServer with real NBD clients', () => {
     await Promise.all(clients.map((c) => c.disconnect()));
   });
 
+  it('NbdServer on 127.0.0.1:0 serves our client and nbdinfo over TCP', async () => {
+    const tcp = new NbdServer({ exports: [{ name: 'ro', backend: roBackend }] });
+    const addr = await tcp.listen({ port: 0 });
+    if ('path' in addr) throw new Error('expected a TCP address');
+    expect(addr.host).toBe('127.0.0.1');
+    const c = await NbdClient.connect({ host: addr.host, port: addr.port, exportName: 'ro' });
+    expect((await c.read(MiB, MiB)).equals(roBytes.subarray(MiB, 2 * MiB))).toBe(true);
+    await c.disconnect();
+    const info = JSON.parse(await mustRun('nbdinfo', ['--json', `nbd://127.0.0.1:${addr.port}/ro`])) as { exports: Array<Record<string, unknown>> };
+    expect(info.exports[0]).toMatchObject({ 'export-size': RO_SIZE, is_read_only: true });
+    await tcp.close();
+  });
+
   it('write to the read-only export fails with EPERM (INVALID_INPUT) and nbdcopy into it fails', async () => {
     const c = await NbdClient.connect({ path: sock, exportName: 'ro' });
     expect(c.readOnly).toBe(true);

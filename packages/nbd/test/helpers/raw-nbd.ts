@@ -100,10 +100,11 @@ export async function simpleReply(raw: RawSocket): Promise<{ errno: number; cook
 }
 
 /**
- * A fake fixed-newstyle server: refuses every option but GO, answers GO with an export of `size`
- * bytes, then calls `onRequests` with the socket once `requests` request headers arrived.
+ * A fake fixed-newstyle server: refuses every option but the way in (NBD_OPT_GO, or with
+ * `exportNameOnly` NBD_OPT_EXPORT_NAME while GO gets NBD_REP_ERR_UNSUP), announces an export of
+ * `size` bytes, then hands the socket to `transmission`.
  */
-export function fakeServer(size: number, requests: number, onRequests: (s: net.Socket) => void): net.Server {
+export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawSocket) => Promise<void>, exportNameOnly = false): net.Server {
   return net.createServer((s) => {
     s.on('error', () => undefined);
     const raw = new RawSocket(s);
@@ -117,7 +118,11 @@ export function fakeServer(size: number, requests: number, onRequests: (s: net.S
         const reply = (type: number, body = Buffer.alloc(0)): void => {
           s.write(Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]));
         };
-        if (opt !== 7) {
+        if (exportNameOnly && opt === 1) {
+          s.write(Buffer.concat([u64(size), u16(1)]));
+          break;
+        }
+        if (exportNameOnly || opt !== 7) {
           reply(0x80000001);
           continue;
         }
@@ -125,8 +130,7 @@ export function fakeServer(size: number, requests: number, onRequests: (s: net.S
         reply(1);
         break;
       }
-      await raw.read(28 * requests);
-      onRequests(s);
+      await transmission(s, raw);
     })().catch(() => s.destroy());
   });
 }
