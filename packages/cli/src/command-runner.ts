@@ -1,0 +1,49 @@
+import type { Command } from 'commander';
+import { CliContext, type GlobalOptions } from './context.js';
+import { exitCodeFor } from './exit-codes.js';
+import { Output } from './output/output.js';
+
+/** A command body: positional arguments, its own options, the context; returns the exit code (default 0). */
+export type CommandBody<O> = (ctx: CliContext, args: string[], opts: O) => Promise<number | void>;
+
+/** Positional arguments, options and globals of a commander action call. */
+function split<O>(raw: unknown[]): { args: string[]; opts: O; globals: GlobalOptions } {
+  const cmd = raw[raw.length - 1] as Command;
+  return { args: raw.slice(0, -2) as string[], opts: raw[raw.length - 2] as O, globals: cmd.optsWithGlobals() as GlobalOptions };
+}
+
+/**
+ * Wraps a command body as a commander action: loads the config into a CliContext, runs the
+ * body, prints any error (text, or JSON with `--json`) and sets the exit code from its
+ * CairnError code. The context is closed in `finally`.
+ */
+export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Promise<void> {
+  return async (...raw) => {
+    const { args, opts, globals } = split<O>(raw);
+    const out = new Output(globals);
+    let ctx: CliContext | undefined;
+    try {
+      ctx = await CliContext.create(globals, out);
+      process.exitCode = (await body(ctx, args, opts)) ?? 0;
+    } catch (err) {
+      out.error(err);
+      process.exitCode = exitCodeFor(err);
+    } finally {
+      await ctx?.close();
+    }
+  };
+}
+
+/** Like `withContext` for commands that load no config (`init`, `demo`): the body gets the Output and globals. */
+export function withoutContext<O>(body: (out: Output, args: string[], opts: O, globals: GlobalOptions) => Promise<number | void>): (...raw: unknown[]) => Promise<void> {
+  return async (...raw) => {
+    const { args, opts, globals } = split<O>(raw);
+    const out = new Output(globals);
+    try {
+      process.exitCode = (await body(out, args, opts, globals)) ?? 0;
+    } catch (err) {
+      out.error(err);
+      process.exitCode = exitCodeFor(err);
+    }
+  };
+}

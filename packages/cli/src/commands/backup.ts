@@ -1,0 +1,225 @@
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { CairnError, type BackupRecord } from '@cairn/core';
+import type { Command } from 'commander';
+import { importArchive } from '../archive/importer.js';
+import { writeArchive } from '../archive/writer.js';
+import { withContext } from '../command-runner.js';
+import type { CliContext } from '../context.js';
+import { ExitCode } from '../exit-codes.js';
+import { cancelJob, listJobs } from '../jobs/job-files.js';
+import { runJob } from '../jobs/run-job.js';
+import { progressReporter } from '../output/progress.js';
+import { renderFields, renderTable } from '../output/table.js';
+import { formatBytes, parseSize } from '../output/units.js';
+import { backupColumns, backupJson, backupText, volumeJson } from '../output/views.js';
+
+const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
+
+/** `cairn backup …`: the BackupManager's flow (create, restore, delete, verify, cancel) plus archives and record export. */
+export function registerBackupCommands(program: Command): void {
+  const backup = program.command('backup').description('back up, restore, verify and move backups');
+
+  backup
+    .command('create <volume>')
+    .description('back up a volume (by id or unique name) to a target')
+    .option('-i, --incremental', "base the backup on the volume's latest available backup in the target", false)
+    .option('--force', 'back up a volume in use through a temporary snapshot', false)
+    .option('-n, --name <name>', 'backup name')
+    .option('-d, --description <text>', 'backup description')
+    .option('-t, --target <name>', 'target from the config (default: defaultTarget)')
+    .option('--read-rate <size>', 'read the volume at most this many bytes per second, e.g. 50MiB', parseSize)
+    .action(
+      withContext<{ incremental: boolean; force: boolean; name?: string; description?: string; target?: string; readRate?: number }>(async (ctx, [ref], o) => {
+        const manager = await ctx.manager({ recover: true, readRate: o.readRate });
+        const v = await ctx.resolveVolume(ref!);
+        const job = await manager.startBackup({ volumeId: v.id, incremental: o.incremental, force: o.force, name: o.name, description: o.description, target: o.target });
+        const record = await runJob(manager, job, ctx.stateDir, ctx.out);
+        ctx.out.result(backupJson(record), () => backupText(record));
+      }),
+    );
+
+  backup
+    .command('list')
+    .description('list backups, oldest first')
+    .option('--volume <volume>', 'only backups of this volume (id, or name of an existing volume)')
+    .action(
+      withContext<{ volume?: string }>(async (ctx, _args, o) => {
+        const manager = await ctx.manager();
+        let volumeId = o.volume;
+        if (volumeId !== undefined) volumeId = await ctx.resolveVolume(volumeId).then((v) => v.id, () => o.volume);
+        list(ctx, await manager.listBackups(volumeId === undefined ? {} : { volumeId }));
+      }),
+    );
+
+  backup
+    .command('show <id>')
+    .description('show one backup')
+    .action(
+      withContext(async (ctx, [id]) => {
+        const b = await (await ctx.manager()).getBackup(id!);
+        ctx.out.result(backupJson(b), () => backupText(b));
+      }),
+    );
+
+  backup
+    .command('children <id>')
+    .description('backups whose parent is this backup')
+    .action(withContext(async (ctx, [id]) => list(ctx, await (await ctx.manager()).children(id!))));
+
+  backup
+    .command('restore <id>')
+    .description('restore a backup to an existing volume (--to) or a new one (--new)')
+    .option('--to <volume>', 'existing volume to overwrite (available, at least the backup size)')
+    .option('--new', 'restore to a new volume', false)
+    .option('-n, --name <name>', 'name of the new volume (with --new)')
+    .action(
+      withContext<{ to?: string; new: boolean; name?: string }>(async (ctx, [id], o) => {
+        if (!!o.to === o.new) throw new CairnError('INVALID_INPUT', 'give exactly one of --to <volume> and --new');
+        if (o.name !== undefined && !o.new) throw new CairnError('INVALID_INPUT', '--name goes with --new');
+        const manager = await ctx.manager({ recover: true });
+        const request = o.to ? { backupId: id!, volumeId: (await ctx.resolveVolume(o.to)).id } : { backupId: id!, newVolume: { name: o.name } };
+        const { job, volume } = await manager.startRestore(request);
+        const record = await runJob(manager, job, ctx.stateDir, ctx.out);
+        const view = await manager.getVolume(volume.id);
+        ctx.out.result({ backup: backupJson(record), volume: volumeJson(view) }, () => `restored backup ${record.id} to volume ${view.id} (${view.name})`);
+      }),
+    );
+
+  backup
+    .command('delete <id>')
+    .description('delete a backup (its chunks go at the next repo gc)')
+    .option('--cascade', 'also delete backups that depend on it (targets with dependent chains)', false)
+    .action(
+      withContext<{ cascade: boolean }>(async (ctx, [id], o) => {
+        await (await ctx.manager({ recover: true })).deleteBackup(id!, { cascade: o.cascade });
+        ctx.out.result({ deleted: id }, () => `deleted backup ${id}`);
+      }),
+    );
+
+  backup
+    .command('verify [id]')
+    .description('read and check one backup, or every backup of every target (exit 5 on any problem)')
+    .action(
+      withContext(async (ctx, [id]) => {
+        const report = await (await ctx.manager()).verify(id);
+        ctx.out.result(report, () =>
+          [
+            `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
+            ...report.problems.map((p) => `problem [${p.code}] backup ${p.backupId}: ${p.message}`),
+            report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
+          ].join('\n'),
+        );
+        return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;
+      }),
+    );
+
+  backup
+    .command('jobs')
+    .description('backup and restore jobs running from this state directory')
+    .action(
+      withContext(async (ctx) => {
+        const jobs = (await listJobs(ctx.stateDir)).filter((j) => j.alive);
+        ctx.out.result(jobs.map(({ alive: _a, ...j }) => j), () =>
+          renderTable(jobs, [
+            { header: 'JOB', value: (j) => j.id },
+            { header: 'KIND', value: (j) => j.kind },
+            { header: 'BACKUP', value: (j) => j.backupId },
+            { header: 'VOLUME', value: (j) => j.volumeId },
+            { header: 'PID', value: (j) => j.pid, right: true },
+            { header: 'STARTED', value: (j) => j.startedAt },
+          ]),
+        );
+      }),
+    );
+
+  backup
+    .command('cancel <job>')
+    .description('cancel a running backup or restore job (signals the process running it and waits for it to stop)')
+    .option('--wait <seconds>', 'how long to wait for the job to stop', (s) => Number(s), 30)
+    .action(
+      withContext<{ wait: number }>(async (ctx, [id], o) => {
+        const job = await cancelJob(ctx.stateDir, id!, o.wait * 1000);
+        ctx.out.result({ cancelled: job.id, kind: job.kind, backupId: job.backupId, pid: job.pid }, () => `cancelled ${job.kind} job ${job.id} (process ${job.pid})`);
+      }),
+    );
+
+  backup
+    .command('export <id>')
+    .description('write a backup as a self-contained, verifiable tar archive')
+    .requiredOption('-a, --archive <file>', 'archive file to write (.tar)')
+    .option('--force', 'overwrite an existing file', false)
+    .action(
+      withContext<{ archive: string; force: boolean }>(async (ctx, [id], o) => {
+        const file = resolve(o.archive);
+        if (!o.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
+        const manager = await ctx.manager();
+        const record = await manager.getBackup(id!);
+        const progress = progressReporter('export', ctx.out.options);
+        const result = await writeArchive(await ctx.target(record.service), record, file, { progress: progress.update }).finally(() => progress.stop());
+        ctx.out.result(result, () =>
+          renderFields([
+            ['archive', result.file],
+            ['backup', result.backupId],
+            ['size', formatBytes(result.size)],
+            ['data', `${formatBytes(result.dataBytes)} in ${result.chunks} chunk(s)`],
+          ]),
+        );
+      }),
+    );
+
+  backup
+    .command('import <archive>')
+    .description('check an archive completely, then write its data into a target and register the backup')
+    .option('-t, --target <name>', 'target from the config (default: defaultTarget)')
+    .action(
+      withContext<{ target?: string }>(async (ctx, [file], o) => {
+        await ctx.manager({ recover: true });
+        const progress = progressReporter('import', ctx.out.options);
+        const record = await importArchive(await ctx.target(o.target), await ctx.catalog(), resolve(file!), { progress: progress.update }).finally(() => progress.stop());
+        ctx.out.result(backupJson(record), () => backupText(record));
+      }),
+    );
+
+  backup
+    .command('export-record <id>')
+    .description("print a backup's record (Cinder's export_record) for a deployment that reaches the same repository")
+    .option('-o, --output <file>', 'write the record to a file instead of stdout')
+    .action(
+      withContext<{ output?: string }>(async (ctx, [id], o) => {
+        const doc = await (await ctx.manager()).exportRecord(id!);
+        const text = `${JSON.stringify(doc, null, 2)}\n`;
+        if (o.output) {
+          await writeFile(resolve(o.output), text, { mode: 0o600 });
+          ctx.out.result({ exported: id, file: resolve(o.output) }, () => `wrote the record of backup ${id} to ${resolve(o.output!)}`);
+        } else {
+          process.stdout.write(text);
+        }
+      }),
+    );
+
+  backup
+    .command('import-record [file]')
+    .description('register a record written by export-record (from a file, or stdin when omitted or "-")')
+    .option('-t, --target <name>', "target holding the backup's data (default: the record's own target name)")
+    .action(
+      withContext<{ target?: string }>(async (ctx, [file], o) => {
+        const text = !file || file === '-' ? await readStdin() : await readFile(resolve(file), 'utf8').catch((cause) => Promise.reject(new CairnError('NOT_FOUND', `${file} cannot be read`, { cause })));
+        let doc: { service?: unknown; record?: unknown };
+        try {
+          doc = JSON.parse(text);
+        } catch (cause) {
+          throw new CairnError('INVALID_INPUT', 'the exported record is not JSON (expected {"service", "record"} from export-record)', { cause });
+        }
+        if (typeof doc?.record !== 'string' || typeof doc.service !== 'string') throw new CairnError('INVALID_INPUT', 'the exported record must be {"service": string, "record": string}');
+        const record = await (await ctx.manager({ recover: true })).importRecord(o.target ?? doc.service, doc.record);
+        ctx.out.result(backupJson(record), () => backupText(record));
+      }),
+    );
+}
+
+async function readStdin(): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const p of process.stdin) parts.push(p as Buffer);
+  return Buffer.concat(parts).toString('utf8');
+}

@@ -1,0 +1,117 @@
+import { stat, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { createInterface } from 'node:readline/promises';
+import { CairnError, ChunkedBackupService, isNotFound, type CompressionAlgorithm } from '@cairn/core';
+import type { Command } from 'commander';
+import { stringify as toYaml } from 'yaml';
+import { withoutContext } from '../command-runner.js';
+import { fromText } from '../config/load.js';
+import { composeRegistry } from '../context.js';
+import { renderFields } from '../output/table.js';
+import { parseSize } from '../output/units.js';
+
+interface InitOptions {
+  yes: boolean;
+  volumesDir: string;
+  repositoryDir: string;
+  encrypt: boolean;
+  passphraseEnv?: string;
+  passphraseFile?: string;
+  compression?: CompressionAlgorithm;
+  chunkSize?: number;
+  force: boolean;
+}
+
+/** `cairn init`: writes a config (file volumes + posix repository) and initialises the repository. */
+export function registerInitCommand(program: Command): void {
+  program
+    .command('init')
+    .description('create a config (file volumes, posix repository) and initialise the repository')
+    .option('-y, --yes', 'ask nothing; take the defaults and the options given', false)
+    .option('--volumes-dir <dir>', 'where the file driver keeps volumes (relative to the config file)', '.cairn/volumes')
+    .option('--repository-dir <dir>', 'where the posix repository lives (relative to the config file)', '.cairn/repository')
+    .option('--encrypt', 'encrypt the repository (needs --passphrase-env or --passphrase-file)', false)
+    .option('--passphrase-env <NAME>', 'environment variable holding the passphrase (the config stores env:NAME)')
+    .option('--passphrase-file <path>', 'file holding the passphrase (the config stores file:/absolute/path)')
+    .option('--compression <algorithm>', 'default compression: zstd, lz4, gzip, none (default zstd)')
+    .option('--chunk-size <size>', 'chunk size, a power of two from 64KiB to 16MiB (default 1MiB)', parseSize)
+    .option('--force', 'overwrite an existing config file', false)
+    .action(
+      withoutContext<InitOptions>(async (out, _args, opts, globals) => {
+        const file = resolve(globals.config ?? process.env.CAIRN_CONFIG ?? 'cairn.config.json');
+        if (!opts.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
+        const o = opts.yes ? opts : await ask(opts);
+        if (o.passphraseEnv && o.passphraseFile) throw new CairnError('INVALID_INPUT', '--passphrase-env and --passphrase-file exclude each other');
+        if ((o.passphraseEnv || o.passphraseFile) && !o.encrypt) o.encrypt = true;
+        if (o.encrypt && !o.passphraseEnv && !o.passphraseFile) {
+          throw new CairnError('INVALID_INPUT', '--encrypt needs --passphrase-env NAME or --passphrase-file PATH (a passphrase is never taken from the command line)');
+        }
+        const passphrase = o.passphraseEnv ? `env:${o.passphraseEnv}` : o.passphraseFile ? `file:${resolve(o.passphraseFile)}` : undefined;
+        const doc = {
+          version: 1,
+          stateDir: '.cairn',
+          volumeDrivers: { file: { plugin: 'file', options: { directory: o.volumesDir } } },
+          targets: { posix: { plugin: 'posix', options: { directory: o.repositoryDir, ...(passphrase ? { repository: { passphrase } } : {}) } } },
+          defaultTarget: 'posix',
+        };
+        const text = /\.ya?ml$/i.test(file) ? toYaml(doc) : `${JSON.stringify(doc, null, 2)}\n`;
+        const loaded = fromText(file, text); // validates and resolves paths exactly as a later load will
+        const target = loaded.config.targets.posix!;
+        const registry = composeRegistry();
+        const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
+        const store = await registry.objectStore('posix', storeOptions);
+        const existed = await store.head('config').then(() => true, (err) => (isNotFound(err) ? false : Promise.reject(err)));
+        const init = { ...(o.compression ? { compression: o.compression } : {}), ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) };
+        const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
+        try {
+          await stat(dirname(file)).catch(() => {
+            throw new CairnError('NOT_FOUND', `directory ${dirname(file)} does not exist`);
+          });
+          await writeFile(file, text, { mode: 0o600 });
+          const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
+          const result = {
+            config: file,
+            volumesDirectory: loaded.config.volumeDrivers.file!.options.directory,
+            repositoryDirectory: target.options.directory,
+            repositoryId: stats?.id,
+            repositoryCreated: !existed,
+            encrypted: stats?.encrypted ?? !!passphrase,
+          };
+          out.result(result, () =>
+            renderFields([
+              ['config', result.config],
+              ['volumes', String(result.volumesDirectory)],
+              ['repository', `${String(result.repositoryDirectory)} (${existed ? 'existing, adopted' : 'created'})`],
+              ['repository id', result.repositoryId],
+              ['encrypted', result.encrypted ? `yes (passphrase from ${passphrase})` : 'no'],
+            ]),
+          );
+        } finally {
+          await service.close?.();
+        }
+      }),
+    );
+}
+
+/** Asks for what was not given (empty answer = the default shown in brackets). */
+async function ask(opts: InitOptions): Promise<InitOptions> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const q = async (question: string, dflt: string) => (await rl.question(`${question} [${dflt}]: `)).trim() || dflt;
+    const o = { ...opts };
+    o.volumesDir = await q('volume directory', o.volumesDir);
+    o.repositoryDir = await q('repository directory', o.repositoryDir);
+    if (!o.passphraseEnv && !o.passphraseFile) {
+      o.encrypt = /^y/i.test(await q('encrypt the repository? (y/n)', o.encrypt ? 'y' : 'n'));
+      if (o.encrypt) {
+        const src = await q('passphrase source: env:NAME or file:/path', 'env:CAIRN_PASSPHRASE');
+        if (src.startsWith('env:')) o.passphraseEnv = src.slice(4);
+        else if (src.startsWith('file:')) o.passphraseFile = src.slice(5);
+        else throw new CairnError('INVALID_INPUT', 'the passphrase source must be env:NAME or file:/path');
+      }
+    }
+    return o;
+  } finally {
+    rl.close();
+  }
+}

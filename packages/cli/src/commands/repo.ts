@@ -1,0 +1,106 @@
+import type { Command } from 'commander';
+import { withContext } from '../command-runner.js';
+import { ExitCode } from '../exit-codes.js';
+import { renderFields, renderTable } from '../output/table.js';
+import { formatBytes, parseDuration } from '../output/units.js';
+
+/** `cairn repo …`: maintenance of a target's chunked repository. */
+export function registerRepoCommands(program: Command): void {
+  const repo = program
+    .command('repo')
+    .description("maintenance of a target's repository")
+    .option('-t, --target <name>', 'target from the config (default: defaultTarget)');
+  const target = (cmd: Command) => (cmd.optsWithGlobals() as { target?: string }).target;
+
+  repo
+    .command('gc')
+    .description('remove chunks no backup references and repack mostly-empty packs (exclusive lock: BUSY while a backup runs)')
+    .option('--grace <duration>', 'never remove packs younger than this, e.g. 0, 10m, 1h', parseDuration, 3_600_000)
+    .option('--dry-run', 'report what would be removed, remove nothing', false)
+    .action(
+      withContext<{ grace: number; dryRun: boolean }>(async (ctx, _a, o) => {
+        await ctx.manager({ recover: true });
+        const report = await (await ctx.repository(target(repo))).gc({ graceMs: o.grace, dryRun: o.dryRun });
+        ctx.out.result(report, () =>
+          renderFields([
+            ['backups', report.backups],
+            ['packs deleted', report.packsDeleted],
+            ['packs repacked', report.packsRepacked],
+            ['packs in grace', report.packsInGrace],
+            ['chunks removed', report.chunksRemoved],
+            ['bytes freed', formatBytes(report.bytesFreed)],
+          ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),
+        );
+      }),
+    );
+
+  repo
+    .command('verify')
+    .description('read and check every backup in the repository (exit 5 on any problem)')
+    .action(
+      withContext(async (ctx) => {
+        const report = await (await ctx.repository(target(repo))).verify();
+        ctx.out.result(report, () =>
+          [
+            `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
+            ...report.problems.map((p) => `problem [${p.code}] backup ${p.backupId}: ${p.message}`),
+            report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
+          ].join('\n'),
+        );
+        return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;
+      }),
+    );
+
+  repo
+    .command('stats')
+    .description('size, dedup and layout of the repository')
+    .action(
+      withContext(async (ctx) => {
+        const s = await (await ctx.repository(target(repo))).stats();
+        ctx.out.result(s, () =>
+          renderFields([
+            ['repository', s.id],
+            ['encrypted', s.encrypted ? 'yes' : 'no'],
+            ['chunk size', formatBytes(s.chunkSize)],
+            ['compression', s.compression],
+            ['backups', s.backups],
+            ['packs', s.packs],
+            ['chunks', s.chunks],
+            ['raw bytes', formatBytes(s.rawBytes)],
+            ['stored bytes', formatBytes(s.storedBytes)],
+            ['ratio', s.rawBytes > 0 ? (s.storedBytes / s.rawBytes).toFixed(3) : undefined],
+          ]),
+        );
+      }),
+    );
+
+  repo
+    .command('locks')
+    .description("list the repository's locks (stale ones marked)")
+    .action(
+      withContext(async (ctx) => {
+        const locks = await (await ctx.repository(target(repo))).locks();
+        ctx.out.result(locks, () =>
+          renderTable(locks, [
+            { header: 'ID', value: (l) => l.id },
+            { header: 'KIND', value: (l) => l.kind },
+            { header: 'OWNER', value: (l) => `${l.owner.host}:${l.owner.pid}` },
+            { header: 'PURPOSE', value: (l) => l.purpose },
+            { header: 'EXPIRES', value: (l) => l.expiresAt },
+            { header: 'STALE', value: (l) => (l.stale ? 'yes' : 'no') },
+          ]),
+        );
+      }),
+    );
+
+  repo
+    .command('unlock')
+    .description('remove stale locks; with --force every lock (only when no Cairn process uses the repository)')
+    .option('--force', 'remove every lock, live ones included', false)
+    .action(
+      withContext<{ force: boolean }>(async (ctx, _a, o) => {
+        const removed = await (await ctx.repository(target(repo))).breakLocks({ all: o.force });
+        ctx.out.result({ removed }, () => `removed ${removed.length} lock(s)`);
+      }),
+    );
+}

@@ -1,0 +1,214 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { CairnError, type VolumeDriver } from '@cairn/core';
+import type { Command } from 'commander';
+import { withContext } from '../command-runner.js';
+import type { CliContext } from '../context.js';
+import { detectFormat, formatFromName, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
+import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
+import { progressReporter } from '../output/progress.js';
+import { renderFields, renderTable } from '../output/table.js';
+import { formatBytes, parseSize } from '../output/units.js';
+import { snapshotColumns, snapshotJson, volumeColumns, volumeJson, volumeText } from '../output/views.js';
+
+/** `key=value` → accumulated metadata. `INVALID_INPUT` without `=`. */
+function metadataPair(text: string, acc: Record<string, string> = {}): Record<string, string> {
+  const i = text.indexOf('=');
+  if (i <= 0) throw new CairnError('INVALID_INPUT', `metadata "${text}" is not key=value`);
+  return { ...acc, [text.slice(0, i)]: text.slice(i + 1) };
+}
+
+/** `cairn volume …`: volumes and snapshots on the configured volume driver, raw/qcow2/VMDK import and export. */
+export function registerVolumeCommands(program: Command): void {
+  const volume = program.command('volume').description('volumes and snapshots on the configured volume driver');
+
+  volume
+    .command('create <name>')
+    .description('create a zero-filled volume')
+    .requiredOption('-s, --size <size>', 'size, e.g. 64MiB, 1G (a multiple of 512 bytes)', parseSize)
+    .option('-m, --metadata <key=value>', 'metadata (repeatable)', metadataPair, {})
+    .action(
+      withContext<{ size: number; metadata: Record<string, string> }>(async (ctx, [name], opts) => {
+        const v = await (await ctx.volumes()).createVolume({ name, size: opts.size, metadata: opts.metadata });
+        ctx.out.result(volumeJson(v), () => volumeText(v));
+      }),
+    );
+
+  volume
+    .command('list')
+    .description('list volumes, oldest first, with the backup flow state laid over their status')
+    .action(
+      withContext(async (ctx) => {
+        const manager = await ctx.manager();
+        const views = await Promise.all((await (await ctx.volumes()).listVolumes()).map((v) => manager.getVolume(v.id)));
+        ctx.out.result(views.map(volumeJson), () => renderTable(views, volumeColumns));
+      }),
+    );
+
+  volume
+    .command('show <volume>')
+    .description('show a volume (by id or unique name) and its snapshots')
+    .action(
+      withContext(async (ctx, [ref]) => {
+        const v = await ctx.resolveVolume(ref!);
+        const view = await (await ctx.manager()).getVolume(v.id);
+        const driver = await ctx.volumes();
+        const snapshots = driver.capabilities.snapshots ? await driver.listSnapshots(v.id) : [];
+        ctx.out.result({ ...volumeJson(view), snapshots: snapshots.map(snapshotJson) }, () => volumeText(view, snapshots));
+      }),
+    );
+
+  volume
+    .command('delete <volume>')
+    .description('delete a volume (refused with BUSY while attached or while it has snapshots)')
+    .action(
+      withContext(async (ctx, [ref]) => {
+        const v = await ctx.resolveVolume(ref!);
+        const view = await (await ctx.manager({ recover: true })).getVolume(v.id);
+        if (view.status !== 'available' && view.status !== 'error') throw new CairnError('CONFLICT', `volume ${v.id} is ${view.status}`);
+        await (await ctx.volumes()).deleteVolume(v.id);
+        ctx.out.result({ deleted: v.id }, () => `deleted volume ${v.id}`);
+      }),
+    );
+
+  volume
+    .command('snapshot <volume>')
+    .description('take a crash-consistent snapshot of a volume')
+    .option('-n, --name <name>', 'snapshot name')
+    .action(
+      withContext<{ name?: string }>(async (ctx, [ref], opts) => {
+        const v = await ctx.resolveVolume(ref!);
+        const s = await (await ctx.volumes()).createSnapshot(v.id, opts.name);
+        ctx.out.result(snapshotJson(s), () => renderTable([s], snapshotColumns));
+      }),
+    );
+
+  volume
+    .command('snapshots <volume>')
+    .description("list a volume's snapshots, oldest first")
+    .action(
+      withContext(async (ctx, [ref]) => {
+        const v = await ctx.resolveVolume(ref!);
+        const list = await (await ctx.volumes()).listSnapshots(v.id);
+        ctx.out.result(list.map(snapshotJson), () => renderTable(list, snapshotColumns));
+      }),
+    );
+
+  volume
+    .command('delete-snapshot <snapshot-id>')
+    .description('delete a snapshot')
+    .action(
+      withContext(async (ctx, [id]) => {
+        await (await ctx.volumes()).deleteSnapshot(id!);
+        ctx.out.result({ deleted: id }, () => `deleted snapshot ${id}`);
+      }),
+    );
+
+  volume
+    .command('import <image-file>')
+    .description('bring a raw, qcow2 or VMDK image in as a new volume, or overwrite a volume with it (only differing blocks are written)')
+    .option('-n, --name <name>', 'name of the new volume (default: the file name)')
+    .option('--into <volume>', 'overwrite this existing volume instead of creating one')
+    .option('-f, --format <format>', 'image format: auto, raw, qcow2, vmdk', parseFormat, 'auto')
+    .action(withContext<{ name?: string; into?: string; format: ImageFormat | 'auto' }>((ctx, [file], opts) => importImage(ctx, resolve(file!), opts)));
+
+  volume
+    .command('export <volume> <file>')
+    .description("write a volume's content to a raw, qcow2 or VMDK image file")
+    .option('-f, --format <format>', 'image format: auto (from the file name), raw, qcow2, vmdk', parseFormat, 'auto')
+    .option('--force', 'overwrite an existing file', false)
+    .action(withContext<{ format: ImageFormat | 'auto'; force: boolean }>((ctx, [ref, file], opts) => exportImage(ctx, ref!, resolve(file!), opts)));
+}
+
+async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }): Promise<void> {
+  if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
+  const info = await stat(file).catch((cause) => {
+    throw new CairnError('NOT_FOUND', `image ${file} cannot be read`, { cause });
+  });
+  if (!info.isFile()) throw new CairnError('INVALID_INPUT', `${file} is not a regular file`);
+  const format = opts.format === 'auto' ? await detectFormat(file) : opts.format;
+  const driver = await ctx.volumes();
+  const manager = await ctx.manager({ recover: true });
+  let temp: string | undefined;
+  try {
+    let raw = file;
+    if (format !== 'raw') {
+      temp = await mkdtemp(join(tmpdir(), 'cairn-import-'));
+      raw = join(temp, 'image.raw');
+      ctx.out.info(`converting ${format} image to raw with qemu-img`);
+      await qemuConvert(file, format, raw, 'raw');
+    }
+    const rawSize = (await stat(raw)).size;
+    if (rawSize === 0) throw new CairnError('INVALID_INPUT', `image ${file} is empty`);
+    let volumeId: string;
+    let created = false;
+    if (opts.into !== undefined) {
+      const v = await ctx.resolveVolume(opts.into);
+      const view = await manager.getVolume(v.id);
+      if (view.status !== 'available') throw new CairnError('CONFLICT', `volume ${v.id} is ${view.status}, not available`);
+      if (rawSize > v.size) throw new CairnError('INVALID_INPUT', `image ${file} (${rawSize} bytes) is larger than volume ${v.id} (${v.size} bytes)`);
+      volumeId = v.id;
+    } else {
+      const size = Math.ceil(rawSize / 512) * 512;
+      volumeId = (await driver.createVolume({ size, name: opts.name ?? basename(file).replace(/\.(raw|img|qcow2?|vmdk)$/i, '') })).id;
+      created = true;
+    }
+    const stats = await copyInto(ctx, driver, volumeId, raw, created).catch(async (err) => {
+      if (created) await driver.deleteVolume(volumeId).catch(() => {});
+      throw err;
+    });
+    const view = await manager.getVolume(volumeId);
+    ctx.out.result({ volume: volumeJson(view), format, created, ...stats }, () =>
+      `${created ? 'imported' : 'overwrote'} volume ${view.id} (${view.name}) from ${format} image: ${formatBytes(stats.bytesScanned)} scanned, ${formatBytes(stats.bytesWritten)} written`,
+    );
+  } finally {
+    if (temp) await rm(temp, { recursive: true, force: true });
+  }
+}
+
+async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string, raw: string, zeroed: boolean) {
+  const a = await driver.attach({ kind: 'volume', id: volumeId }, 'rw');
+  const progress = progressReporter('import', ctx.out.options);
+  try {
+    return await writeImageToDevice(raw, a.device, { targetIsZeroed: zeroed, progress: progress.update });
+  } finally {
+    progress.stop();
+    await driver.detach(a.id);
+  }
+}
+
+async function exportImage(ctx: CliContext, ref: string, file: string, opts: { format: ImageFormat | 'auto'; force: boolean }): Promise<void> {
+  const format = opts.format === 'auto' ? formatFromName(file) : opts.format;
+  if (!opts.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
+  await stat(dirname(file)).catch((cause) => {
+    throw new CairnError('NOT_FOUND', `directory ${dirname(file)} does not exist`, { cause });
+  });
+  const v = await ctx.resolveVolume(ref);
+  const driver = await ctx.volumes();
+  let temp: string | undefined;
+  try {
+    const raw = format === 'raw' ? file : join((temp = await mkdtemp(join(tmpdir(), 'cairn-export-'))), 'image.raw');
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const progress = progressReporter('export', ctx.out.options);
+    let stats;
+    try {
+      stats = await writeDeviceToImage(a.device, raw, progress.update);
+    } finally {
+      progress.stop();
+      await driver.detach(a.id);
+    }
+    if (format !== 'raw') await qemuConvert(raw, 'raw', file, format);
+    ctx.out.result({ volumeId: v.id, file, format, size: v.size, ...stats }, () =>
+      renderFields([
+        ['volume', `${v.name} (${v.id})`],
+        ['file', file],
+        ['format', format],
+        ['size', formatBytes(v.size)],
+        ['data written', formatBytes(stats.bytesWritten)],
+      ]),
+    );
+  } finally {
+    if (temp) await rm(temp, { recursive: true, force: true });
+  }
+}

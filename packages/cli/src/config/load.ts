@@ -1,0 +1,89 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { CairnError } from '@cairn/core';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { ConfigSchema, type CairnConfig } from './schema.js';
+
+/** File names looked up in the working directory, in this order. */
+export const CONFIG_NAMES = ['cairn.config.json', 'cairn.config.yaml', 'cairn.config.yml'] as const;
+
+export interface LoadedConfig {
+  /** Absolute path of the file, or `undefined` for the embedded defaults. */
+  file: string | undefined;
+  /** The validated config with every relative path made absolute. */
+  config: CairnConfig;
+  /** Absolute state directory (jobs live in `<stateDir>/jobs`). */
+  stateDir: string;
+}
+
+/**
+ * The embedded defaults, relative to `baseDir`: file volumes in `.cairn/volumes`, a posix
+ * repository in `.cairn/repository` (created on first use, not encrypted).
+ */
+export function embeddedDefaults(baseDir: string): CairnConfig {
+  return {
+    version: 1,
+    stateDir: resolve(baseDir, '.cairn'),
+    volumeDrivers: { file: { plugin: 'file', options: { directory: resolve(baseDir, '.cairn/volumes') } } },
+    targets: { posix: { plugin: 'posix', options: { directory: resolve(baseDir, '.cairn/repository'), repository: { init: true } } } },
+  };
+}
+
+/**
+ * Finds and loads the config: `explicit` (from `--config`), else `$CAIRN_CONFIG`, else the first
+ * of CONFIG_NAMES in `cwd`, else the embedded defaults. `NOT_FOUND` when a named file is
+ * missing; `INVALID_INPUT` naming the file, the path in it and what is expected when it is wrong.
+ */
+export async function loadConfig(explicit: string | undefined, cwd = process.cwd()): Promise<LoadedConfig> {
+  const named = explicit ?? (process.env.CAIRN_CONFIG || undefined);
+  if (named) {
+    const file = resolve(cwd, named);
+    const text = await readText(file);
+    if (text === undefined) throw new CairnError('NOT_FOUND', `config file ${file} does not exist`, { driver: 'config' });
+    return fromText(file, text);
+  }
+  for (const name of CONFIG_NAMES) {
+    const file = resolve(cwd, name);
+    const text = await readText(file);
+    if (text !== undefined) return fromText(file, text);
+  }
+  const config = embeddedDefaults(cwd);
+  return { file: undefined, config, stateDir: config.stateDir };
+}
+
+/** Parses and validates a config document; `file` names it in errors and anchors relative paths. */
+export function fromText(file: string, text: string): LoadedConfig {
+  let raw: unknown;
+  try {
+    raw = /\.ya?ml$/i.test(file) ? parseYaml(text) : JSON.parse(text);
+  } catch (cause) {
+    throw new CairnError('INVALID_INPUT', `${file}: not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${(cause as Error).message}`, { driver: 'config', cause });
+  }
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) throw invalidConfig(file, parsed.error);
+  const baseDir = dirname(file);
+  const config = parsed.data;
+  const absolute = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  for (const entry of [...Object.values(config.volumeDrivers), ...Object.values(config.targets)]) {
+    if (typeof entry.options.directory === 'string' && entry.options.directory !== '') entry.options.directory = absolute(entry.options.directory);
+  }
+  config.stateDir = absolute(config.stateDir);
+  return { file, config, stateDir: config.stateDir };
+}
+
+/** One INVALID_INPUT listing every issue as `<file>: <path>: <what is expected>`. */
+function invalidConfig(file: string, error: z.ZodError): CairnError {
+  const issues = error.issues.map((i) => ({ path: i.path.map(String).join('.') || '(top level)', message: i.message }));
+  const lines = issues.map((i) => `${file}: ${i.path}: ${i.message}`);
+  return new CairnError('INVALID_INPUT', `invalid config\n  ${lines.join('\n  ')}`, { driver: 'config', details: { file, issues } });
+}
+
+async function readText(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CairnError('UNAVAILABLE', `config file ${file} cannot be read: ${(err as Error).message}`, { driver: 'config', cause: err });
+  }
+}

@@ -1,0 +1,152 @@
+import {
+  BackupManager,
+  CairnError,
+  ChunkedBackupService,
+  DriverRegistry,
+  RepositoryCatalog,
+  type BackupService,
+  type Volume,
+  type VolumeDriver,
+} from '@cairn/core';
+import { posixModule } from '@cairn/backup-posix';
+import { fileVolumeModule } from '@cairn/volume-file';
+import { loadConfig, type LoadedConfig } from './config/load.js';
+import { otherJobsRunning } from './jobs/job-files.js';
+import { throttledDriver } from './io/throttled-driver.js';
+import type { Output } from './output/output.js';
+
+/** Options every command accepts (see docs/cli.md, "Global options"). */
+export interface GlobalOptions {
+  config?: string;
+  /** Volume driver name from the config. Default: `defaultVolumeDriver` or the first. */
+  driver?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** The plugins this binary composes. */
+export function composeRegistry(): DriverRegistry {
+  return DriverRegistry.compose(fileVolumeModule, posixModule);
+}
+
+/**
+ * What a command works with, built lazily from the config: the registry, the volume driver, the
+ * targets and the BackupManager (its catalog is a RepositoryCatalog in the default target's
+ * repository). `close()` releases every target (worker threads); call it in `finally`.
+ */
+export class CliContext {
+  readonly registry = composeRegistry();
+  private volumeDriver?: Promise<VolumeDriver>;
+  private readonly services = new Map<string, Promise<BackupService>>();
+  private managerPromise?: Promise<BackupManager>;
+
+  private constructor(
+    readonly loaded: LoadedConfig,
+    readonly globals: GlobalOptions,
+    readonly out: Output,
+  ) {}
+
+  static async create(globals: GlobalOptions, out: Output): Promise<CliContext> {
+    return new CliContext(await loadConfig(globals.config), globals, out);
+  }
+
+  /** A context over an already loaded config (the demo builds its own). */
+  static forConfig(loaded: LoadedConfig, globals: GlobalOptions, out: Output): CliContext {
+    return new CliContext(loaded, globals, out);
+  }
+
+  get stateDir(): string {
+    return this.loaded.stateDir;
+  }
+
+  get defaultTargetName(): string {
+    const c = this.loaded.config;
+    return c.defaultTarget ?? Object.keys(c.targets)[0]!;
+  }
+
+  /** The configured volume driver (`--driver` or the default). `NOT_FOUND` for an unknown name. */
+  volumes(): Promise<VolumeDriver> {
+    this.volumeDriver ??= (async () => {
+      const c = this.loaded.config;
+      const name = this.globals.driver ?? c.defaultVolumeDriver ?? Object.keys(c.volumeDrivers)[0]!;
+      const entry = c.volumeDrivers[name];
+      if (!entry) throw new CairnError('NOT_FOUND', `volume driver ${name} is not in the config (known: ${Object.keys(c.volumeDrivers).join(', ')})`, { driver: 'config' });
+      return this.registry.createVolumeDriver(entry.plugin, entry.options);
+    })();
+    return this.volumeDriver;
+  }
+
+  /** A configured target by name (default: the default target). `NOT_FOUND` for an unknown name. */
+  target(name = this.defaultTargetName): Promise<BackupService> {
+    let p = this.services.get(name);
+    if (!p) {
+      const entry = this.loaded.config.targets[name];
+      if (!entry) return Promise.reject(new CairnError('NOT_FOUND', `backup target ${name} is not in the config (known: ${Object.keys(this.loaded.config.targets).join(', ')})`, { driver: 'config' }));
+      p = this.registry.createBackupService(entry.plugin, { ...entry.options });
+      p.catch(() => {});
+      this.services.set(name, p);
+    }
+    return p;
+  }
+
+  /** A target that is a chunked repository (every target over an object store). `NOT_SUPPORTED` otherwise. */
+  async repository(name?: string): Promise<ChunkedBackupService> {
+    const service = await this.target(name);
+    if (!(service instanceof ChunkedBackupService)) throw new CairnError('NOT_SUPPORTED', `target ${service.name} is not a chunked repository`);
+    return service;
+  }
+
+  /** The catalog the manager uses: records in the default target's repository. */
+  async catalog(): Promise<RepositoryCatalog> {
+    return new RepositoryCatalog((await this.repository(this.defaultTargetName)).repository);
+  }
+
+  /**
+   * The BackupManager over every configured target. With `recover`, resolves what an earlier
+   * crash left in flight first (mutating commands do), unless another live process of this
+   * state dir runs a job (its records are in flight, not abandoned). `readRate` (bytes/s) throttles reads
+   * from volumes. Manager warnings go to stderr.
+   */
+  async manager(options: { recover?: boolean; readRate?: number } = {}): Promise<BackupManager> {
+    this.managerPromise ??= (async () => {
+      const targets: Record<string, BackupService> = {};
+      for (const name of Object.keys(this.loaded.config.targets)) targets[name] = await this.target(name);
+      let volumes = await this.volumes();
+      if (options.readRate) volumes = throttledDriver(volumes, options.readRate);
+      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog() });
+      manager.on('warning', (e) => this.out.warn(e.message));
+      return manager;
+    })();
+    const manager = await this.managerPromise;
+    if (options.recover && !(await otherJobsRunning(this.stateDir))) {
+      const report = await manager.recover();
+      const n = Object.values(report).reduce<number>((s, v) => s + (Array.isArray(v) ? v.length : 0), 0);
+      if (n > 0) this.out.info(`recovered ${n} item(s) left in flight by an earlier run`);
+    }
+    return manager;
+  }
+
+  /** A volume by id, or by name when exactly one volume has it. `NOT_FOUND`, or `CONFLICT` when ambiguous. */
+  async resolveVolume(ref: string): Promise<Volume> {
+    const driver = await this.volumes();
+    const all = await driver.listVolumes();
+    const byId = all.find((v) => v.id === ref);
+    if (byId) return byId;
+    const named = all.filter((v) => v.name === ref);
+    if (named.length === 1) return named[0]!;
+    if (named.length > 1) throw new CairnError('CONFLICT', `${named.length} volumes are named ${ref}; use an id`);
+    throw new CairnError('NOT_FOUND', `no volume with id or name ${ref}`);
+  }
+
+  /** Releases every opened target. Idempotent; never throws. */
+  async close(): Promise<void> {
+    for (const p of this.services.values()) {
+      try {
+        await (await p).close?.();
+      } catch {
+        /* a target that failed to open has nothing to close */
+      }
+    }
+    this.services.clear();
+  }
+}

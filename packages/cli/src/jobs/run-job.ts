@@ -1,0 +1,38 @@
+import type { BackupManager, BackupRecord, Job } from '@cairn/core';
+import { progressReporter } from '../output/progress.js';
+import type { Output } from '../output/output.js';
+import { registerJob } from './job-files.js';
+
+/**
+ * Runs a started job in the foreground: records it in the state dir's jobs directory (so
+ * `cairn backup cancel` can find it), shows progress, and turns SIGINT/SIGTERM into a
+ * cancellation through the job's AbortSignal (a second signal exits at once with 130).
+ * Settles like `job.done`; the job record is removed either way.
+ */
+export async function runJob(manager: BackupManager, job: Job, stateDir: string, out: Output): Promise<BackupRecord> {
+  const progress = progressReporter(job.kind, out.options);
+  const onProgress = (e: { id: string; bytesDone: number; bytesTotal: number }) => {
+    if (e.id === job.backupId) progress.update(e.bytesDone, e.bytesTotal);
+  };
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (++signals > 1) process.exit(130);
+    out.info(`${sig}: cancelling ${job.kind} job ${job.id}`);
+    job.cancel(`cancelled by ${sig}`);
+  };
+  manager.on('progress', onProgress);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let unregister = async () => {};
+  try {
+    unregister = await registerJob(stateDir, { id: job.id, kind: job.kind, backupId: job.backupId, volumeId: job.volumeId });
+    out.info(`${job.kind} job ${job.id} started (cancel with: cairn backup cancel ${job.id})`);
+    return await job.done;
+  } finally {
+    progress.stop();
+    manager.off('progress', onProgress);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await unregister();
+  }
+}

@@ -1,0 +1,48 @@
+import { isCairnError, toCairnError } from '@cairn/core';
+
+/** Where a command's results go: JSON or human text on stdout, messages on stderr. */
+export interface OutputOptions {
+  /** Print results as one JSON document on stdout. Default false (human text). */
+  json?: boolean;
+  /** Suppress progress and informational messages on stderr. Default false. */
+  quiet?: boolean;
+}
+
+export class Output {
+  constructor(readonly options: OutputOptions) {}
+
+  get json(): boolean {
+    return !!this.options.json;
+  }
+
+  /** Prints a command's result: `value` as JSON, or `human()` as text. */
+  result(value: unknown, human: () => string): void {
+    process.stdout.write(this.json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+  }
+
+  /** An informational line on stderr (never data). Suppressed by `--quiet`. */
+  info(message: string): void {
+    if (!this.options.quiet) process.stderr.write(`${message}\n`);
+  }
+
+  /** A warning on stderr, printed even with `--quiet`. */
+  warn(message: string): void {
+    process.stderr.write(`warning: ${message}\n`);
+  }
+
+  /**
+   * Prints an error on stderr: `error [CODE]: message`, or with `--json` the document
+   * `{"error":{"code","message","details"}}`. Causes are never printed (they may hold paths of
+   * secret files); `CAIRN_DEBUG=1` prints the stack.
+   */
+  error(err: unknown): void {
+    const e = toCairnError(err);
+    if (this.json) {
+      process.stderr.write(`${JSON.stringify({ error: { code: e.code, message: e.message, details: e.details ?? {} } })}\n`);
+    } else {
+      process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+    }
+    if (process.env.CAIRN_DEBUG && !isCairnError(err)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+    else if (process.env.CAIRN_DEBUG) process.stderr.write(`${e.stack}\n`);
+  }
+}

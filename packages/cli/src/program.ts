@@ -1,0 +1,49 @@
+import { Command, CommanderError, Option } from 'commander';
+import { registerBackupCommands } from './commands/backup.js';
+import { registerDemoCommand } from './commands/demo.js';
+import { registerInitCommand } from './commands/init.js';
+import { registerRepoCommands } from './commands/repo.js';
+import { registerVolumeCommands } from './commands/volume.js';
+import { ExitCode } from './exit-codes.js';
+
+export const VERSION = '0.1.0';
+
+/** The whole `cairn` command tree (commander). Global options are accepted before or after the subcommand. */
+export function buildProgram(): Command {
+  const program = new Command('cairn')
+    .description('Back up and restore block volumes through pluggable drivers')
+    .version(VERSION)
+    .option('-c, --config <file>', 'config file (default: $CAIRN_CONFIG, else cairn.config.json|yaml|yml in the working directory, else the embedded defaults)')
+    .option('--driver <name>', 'volume driver from the config (default: defaultVolumeDriver, else the first)')
+    .option('--json', 'print results as JSON on stdout (errors as JSON on stderr)', false)
+    .addOption(new Option('-q, --quiet', 'no progress or informational lines on stderr').default(false))
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerInitCommand(program);
+  registerVolumeCommands(program);
+  registerBackupCommands(program);
+  registerRepoCommands(program);
+  registerDemoCommand(program);
+  for (const c of allCommands(program)) c.exitOverride();
+  return program;
+}
+
+function allCommands(c: Command): Command[] {
+  return [c, ...c.commands.flatMap(allCommands)];
+}
+
+/** Runs `cairn` with `argv` (node-style) and resolves with the exit code; usage errors are 2. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.OK;
+      // commander already printed the message; a group without a subcommand shows its help.
+      return err.code === 'commander.executeSubCommandAsync' ? ExitCode.INTERNAL : ExitCode.USAGE;
+    }
+    throw err;
+  }
+}
