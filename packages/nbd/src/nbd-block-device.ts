@@ -5,7 +5,12 @@ import { BASE_ALLOCATION, DIRTY_BITMAP_PREFIX, STATE_DIRTY, STATE_HOLE, STATE_ZE
 export interface NbdBlockDeviceOptions {
   /** `ro` refuses writes locally; `rw` on a read-only export is `INVALID_INPUT`. Default: the export's own mode. */
   mode?: AttachMode;
-  /** Reported extent granularity (power of two ≥ 512). Default max(512, the export's minimum block size). */
+  /**
+   * Reported extent granularity (power of two ≥ 512): an upper bound on how far `base:allocation`
+   * and dirty-bitmap ranges may stretch past written bytes. Pass the image's real value (qcow2
+   * cluster size, dirty-bitmap granularity) when known. Default 65536 (qemu's default for both),
+   * or the export's minimum block size if larger.
+   */
   extentGranularity?: number;
   /** Name used in errors. Default the client's driver name. */
   driverName?: string;
@@ -17,6 +22,8 @@ export interface NbdBlockDeviceOptions {
   trackedBitmaps?: string[];
 }
 
+/** qemu's default qcow2 cluster size and dirty-bitmap granularity (64 KiB). */
+const DEFAULT_GRANULARITY = 64 * 1024;
 /** Largest zero buffer written when the server lacks WRITE_ZEROES (1 MiB). */
 const ZERO_FILL = 1024 * 1024;
 
@@ -38,7 +45,7 @@ export class NbdBlockDevice extends BaseBlockDevice {
     const mode = options.mode ?? (client.readOnly ? 'ro' : 'rw');
     const driver = options.driverName ?? client.driver;
     if (mode === 'rw' && client.readOnly) throw new CairnError('INVALID_INPUT', 'export is read-only; cannot attach rw', { driver });
-    super(driver, client.size, mode, options.extentGranularity ?? Math.max(512, client.blockSizes.min));
+    super(driver, client.size, mode, options.extentGranularity ?? Math.max(DEFAULT_GRANULARITY, client.blockSizes.min));
     const negotiated = [...client.metaContexts.keys()].filter((c) => c.startsWith(DIRTY_BITMAP_PREFIX)).map((c) => c.slice(DIRTY_BITMAP_PREFIX.length));
     this.bitmaps = new Set(options.trackedBitmaps ?? negotiated);
     this.zeroFallback = !client.canWriteZeroes;
