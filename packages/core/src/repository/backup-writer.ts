@@ -7,8 +7,10 @@ import { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
 
 export interface WriteOptions {
-  /** Chunks read ahead of the workers. Default: 2 per worker + 2. Bounds memory at (this × chunk size). */
+  /** Read units in flight ahead of the workers. Default: 2 per worker + 2. Memory: this × unit. */
   readAhead?: number;
+  /** Bytes read and handed to a worker at once (whole chunks, at least one). Default 1 MiB. */
+  readUnit?: number;
   /** Pack uploads in flight. Default 2. */
   uploads?: number;
 }
@@ -28,6 +30,17 @@ async function chunksToRead(source: BackupSource, parent: Manifest | undefined, 
     if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED')) return { read: all(), usedChanges: false };
     throw err;
   }
+}
+
+/** Splits ascending chunk indexes into runs of consecutive indexes, at most `max` long. */
+export function runsOf(indexes: number[], max: number): number[][] {
+  const runs: number[][] = [];
+  for (const i of indexes) {
+    const last = runs[runs.length - 1];
+    if (last && last[last.length - 1] === i - 1 && last.length < max) last.push(i);
+    else runs.push([i]);
+  }
+  return runs;
 }
 
 /** Chunks that may hold data; chunks outside every allocated extent are zero without reading. */
@@ -61,8 +74,9 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
 
   const processor = repo.processor();
   const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, chunkSize + 64, options.uploads ?? 2);
+  const perUnit = Math.max(1, Math.floor((options.readUnit ?? 1024 * 1024) / chunkSize));
   const slots = options.readAhead ?? processor.size * 2 + 2;
-  const free: Buffer[] = Array.from({ length: slots }, () => Buffer.from(new ArrayBuffer(chunkSize)));
+  const free: Buffer[] = Array.from({ length: slots }, () => Buffer.from(new ArrayBuffer(chunkSize * perUnit)));
   const waiting: ((b: Buffer) => void)[] = [];
   const take = (): Promise<Buffer> => (free.length > 0 ? Promise.resolve(free.pop()!) : new Promise((r) => waiting.push(r)));
   const give = (b: Buffer): void => {
@@ -76,32 +90,36 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   let failure: unknown;
   const inflight = new Set<Promise<void>>();
 
-  const handle = async (index: number, buf: Buffer, length: number): Promise<void> => {
-    const parentId = sameLayout ? (parent!.chunks[index] ?? null) : null;
-    const r = await processor.process(buf, length, parentId);
+  const handle = async (run: number[], buf: Buffer, length: number): Promise<void> => {
+    const parentIds = run.map((i) => (sameLayout ? (parent!.chunks[i] ?? null) : null));
+    const r = await processor.process(buf, length, parentIds);
     give(r.buf);
-    if (r.zero) {
-      chunks[index] = null;
-      return;
+    for (const [k, c] of r.chunks.entries()) {
+      const index = run[k]!;
+      const n = Math.min(chunkSize, size - index * chunkSize);
+      if (c.zero) {
+        chunks[index] = null;
+        continue;
+      }
+      const id = c.id!;
+      chunks[index] = id;
+      if (c.same || repo.index.has(id) || pendingIds.has(id)) {
+        stats.bytesReused += n;
+        continue;
+      }
+      pendingIds.add(id);
+      stats.bytesNew += n;
+      await writer.add(id, c.encoded!, n);
     }
-    const id = r.id!;
-    chunks[index] = id;
-    if (r.same || repo.index.has(id) || pendingIds.has(id)) {
-      stats.bytesReused += length;
-      return;
-    }
-    pendingIds.add(id);
-    stats.bytesNew += length;
-    await writer.add(id, r.encoded!, length);
   };
 
   try {
-    for (const index of toRead) {
+    for (const run of runsOf(toRead, perUnit)) {
       if (failure) break;
       throwIfAborted(job.signal);
       const buf = await take();
-      const offset = index * chunkSize;
-      const length = Math.min(chunkSize, size - offset);
+      const offset = run[0]! * chunkSize;
+      const length = Math.min(run.length * chunkSize, size - offset);
       try {
         await device.read(offset, length, buf);
       } catch (err) {
@@ -110,7 +128,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       }
       stats.bytesRead += length;
       job.progress(stats.bytesRead, total);
-      const p = handle(index, buf, length).catch((err) => {
+      const p = handle(run, buf, length).catch((err) => {
         failure ??= err;
       });
       inflight.add(p);

@@ -8,13 +8,15 @@ interface PackRange {
   pack: string;
   offset: number;
   length: number;
+  /** Plaintext bytes of the blobs (bounds the decoded batch). */
+  raw: number;
   blobs: Location[];
 }
 
 export interface FetchOptions {
   /** Ranged gets in flight. Default 4. */
   concurrency?: number;
-  /** Largest coalesced range, bytes. Default 8 MiB. */
+  /** Largest coalesced range, in stored bytes and in plaintext bytes. Default 4 MiB. */
   maxRange?: number;
   /** Largest gap between two blobs read in one range, bytes. Default 256 KiB. */
   maxGap?: number;
@@ -35,11 +37,12 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
     let cur: PackRange | undefined;
     for (const l of list) {
       const end = l.offset + l.length;
-      if (cur && l.offset - (cur.offset + cur.length) <= maxGap && end - cur.offset <= maxRange) {
+      if (cur && l.offset - (cur.offset + cur.length) <= maxGap && end - cur.offset <= maxRange && cur.raw + l.rawLength <= maxRange) {
         cur.length = Math.max(cur.length, end - cur.offset);
+        cur.raw += l.rawLength;
         cur.blobs.push(l);
       } else {
-        cur = { pack, offset: l.offset, length: l.length, blobs: [l] };
+        cur = { pack, offset: l.offset, length: l.length, raw: l.rawLength, blobs: [l] };
         ranges.push(cur);
       }
     }
@@ -69,7 +72,7 @@ export async function fetchChunks(
       else throw err;
     }
   }
-  const ranges = planRanges(locations, options.maxRange ?? 8 * 1024 * 1024, options.maxGap ?? 256 * 1024);
+  const ranges = planRanges(locations, options.maxRange ?? 4 * 1024 * 1024, options.maxGap ?? 256 * 1024);
   const processor = repo.processor();
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -87,17 +90,16 @@ export async function fetchChunks(
         for (const b of r.blobs) options.onError(b.id, e);
         continue;
       }
-      await Promise.all(
-        r.blobs.map(async (b) => {
-          try {
-            const data = await processor.decode(buf, b.offset - r.offset, b.length, b.id, b.rawLength);
-            await onChunk(b.id, data);
-          } catch (err) {
-            if (options.onError && isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) options.onError(b.id, err);
-            else throw err;
-          }
-        }),
+      const decoded = await processor.decode(
+        buf,
+        r.blobs.map((b) => ({ offset: b.offset - r.offset, length: b.length, id: b.id, rawLength: b.rawLength })),
       );
+      for (const d of decoded) {
+        if (d.data) continue;
+        if (options.onError && (d.error!.code === 'CORRUPT' || d.error!.code === 'NOT_FOUND')) options.onError(d.id, d.error!);
+        else throw d.error!;
+      }
+      await Promise.all(decoded.filter((d) => d.data).map((d) => onChunk(d.id, d.data!)));
     }
   };
   const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));

@@ -6,12 +6,17 @@ import { CairnError } from '../errors.js';
 import { TaskRunner, ownBuffer, type CodecSettings, type DecodeReply, type ProcessReply, type TaskReply, type TaskRequest } from './chunk-tasks.js';
 
 export interface ProcessedChunk {
-  /** The caller's buffer, given back. */
-  buf: Buffer;
   zero: boolean;
   id: string | null;
   same: boolean;
+  /** The sealed blob (a view into the batch's shared buffer), when encoded. */
   encoded: Buffer | null;
+}
+
+export interface DecodedChunk {
+  id: string;
+  data?: Buffer;
+  error?: CairnError;
 }
 
 type Distribute<T> = T extends TaskRequest ? Omit<T, 'seq'> : never;
@@ -60,27 +65,38 @@ export class ChunkProcessor {
     return this.workers.length || 1;
   }
 
-  async process(buf: Buffer, length: number, parentId: string | null): Promise<ProcessedChunk> {
+  /**
+   * Processes the consecutive chunks in `buf[0, length)`. Takes `buf` for the duration and gives
+   * it back in `buf` of the result (it is transferred to a worker and back).
+   */
+  async process(buf: Buffer, length: number, parentIds: (string | null)[]): Promise<{ buf: Buffer; chunks: ProcessedChunk[] }> {
     const ab = ownBuffer(buf);
-    const reply = (await this.submit({ kind: 'process', buf: ab, length, parentId }, [ab])) as ProcessReply;
+    const reply = (await this.submit({ kind: 'process', buf: ab, length, parentIds }, [ab])) as ProcessReply;
+    const encoded = reply.encoded ? Buffer.from(reply.encoded) : null;
     return {
       buf: Buffer.from(reply.buf),
-      zero: reply.zero,
-      id: reply.id,
-      same: reply.same,
-      encoded: reply.encoded ? Buffer.from(reply.encoded) : null,
+      chunks: reply.outcomes.map((o) => ({
+        zero: o.zero,
+        id: o.id,
+        same: o.same,
+        encoded: o.length > 0 && encoded ? encoded.subarray(o.offset, o.offset + o.length) : null,
+      })),
     };
   }
 
   /**
-   * Opens the blob at `blob[offset, offset+length)`; `CORRUPT` when it fails its checks.
-   * Takes ownership of those bytes: when they are the whole of `blob`, `blob` is detached.
+   * Opens the blobs at `entries` of a fetched range, each checked against its id. Per entry:
+   * the plaintext, or the `CORRUPT` error that stopped it. Takes ownership of `range`.
    */
-  async decode(blob: Buffer, offset: number, length: number, id: string, rawLength: number): Promise<Buffer> {
-    const ab = ownBuffer(blob.subarray(offset, offset + length));
-    const reply = (await this.submit({ kind: 'decode', blob: ab, blobOffset: 0, blobLength: length, id, rawLength }, [ab])) as DecodeReply;
-    if (reply.error) throw new CairnError(reply.error.code as CairnError['code'], reply.error.message, { details: { chunk: id } });
-    return Buffer.from(reply.data!);
+  async decode(range: Buffer, entries: { offset: number; length: number; id: string; rawLength: number }[]): Promise<DecodedChunk[]> {
+    const ab = ownBuffer(range);
+    const reply = (await this.submit({ kind: 'decode', blob: ab, entries }, [ab])) as DecodeReply;
+    const data = reply.data ? Buffer.from(reply.data) : Buffer.alloc(0);
+    return reply.results.map((r, i) =>
+      'error' in r
+        ? { id: entries[i]!.id, error: new CairnError(r.error.code as CairnError['code'], r.error.message, { details: { chunk: entries[i]!.id } }) }
+        : { id: entries[i]!.id, data: data.subarray(r.offset, r.offset + r.length) },
+    );
   }
 
   async close(): Promise<void> {

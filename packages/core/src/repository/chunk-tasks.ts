@@ -1,5 +1,7 @@
 /**
  * The CPU work of the pipeline, as messages: one module runs it in worker threads and inline.
+ * Work travels in batches (a read unit of several chunks, or a coalesced pack range of several
+ * blobs) so that per-message costs do not grow with smaller chunks.
  */
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import { isCairnError } from '../errors.js';
@@ -13,44 +15,53 @@ export interface CodecSettings {
   chunkSize: number;
 }
 
-/** Hash (and, unless zero or same as the parent's chunk, compress and seal) one chunk. */
+/**
+ * Hash every chunk of `buf[0, length)` (consecutive chunks of `chunkSize`), and compress and seal
+ * those that are neither zero nor equal to the parent's chunk at the same index.
+ */
 export interface ProcessRequest {
   kind: 'process';
   seq: number;
   buf: ArrayBuffer;
   length: number;
-  /** The parent backup's chunk id at the same index; equal content is not encoded again. */
-  parentId: string | null;
+  /** Per chunk: the parent backup's chunk id at that index, or null. */
+  parentIds: (string | null)[];
+}
+
+export interface ChunkOutcome {
+  zero: boolean;
+  id: string | null;
+  /** Equal to the parent's chunk at the same index (not encoded). */
+  same: boolean;
+  /** Where the chunk's blob sits in `encoded` (length 0 when not encoded). */
+  offset: number;
+  length: number;
 }
 
 export interface ProcessReply {
   kind: 'process';
   seq: number;
   buf: ArrayBuffer;
-  zero: boolean;
-  id: string | null;
-  /** True when the chunk equals the parent's at the same index (not encoded). */
-  same: boolean;
+  outcomes: ChunkOutcome[];
+  /** The encoded blobs, back to back. */
   encoded: ArrayBuffer | null;
 }
 
-/** Open, decompress and check one blob. */
+/** Open, decompress and check the blobs of one fetched pack range. */
 export interface DecodeRequest {
   kind: 'decode';
   seq: number;
   blob: ArrayBuffer;
-  blobOffset: number;
-  blobLength: number;
-  id: string;
-  rawLength: number;
+  entries: { offset: number; length: number; id: string; rawLength: number }[];
 }
 
 export interface DecodeReply {
   kind: 'decode';
   seq: number;
+  /** Plaintexts back to back, in entry order. */
   data: ArrayBuffer | null;
-  blob: ArrayBuffer;
-  error: { code: string; message: string } | null;
+  /** Per entry: where its plaintext is in `data`, or the error that stopped it. */
+  results: ({ offset: number; length: number } | { error: { code: string; message: string } })[];
 }
 
 export type TaskRequest = ProcessRequest | DecodeRequest;
@@ -62,6 +73,19 @@ export function ownBuffer(b: Uint8Array): ArrayBuffer {
   const copy = new ArrayBuffer(b.length);
   new Uint8Array(copy).set(b);
   return copy;
+}
+
+/** Concatenates buffers into one new ArrayBuffer (one transfer instead of many). */
+function join(parts: Buffer[], total: number): ArrayBuffer | null {
+  if (parts.length === 0) return null;
+  const out = new ArrayBuffer(total);
+  const view = new Uint8Array(out);
+  let at = 0;
+  for (const p of parts) {
+    view.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /** Executes requests against one codec; the same code runs in each worker and inline. */
@@ -82,24 +106,44 @@ export class TaskRunner {
   }
 
   private process(req: ProcessRequest): ProcessReply {
-    const data = Buffer.from(req.buf, 0, req.length);
-    if (data.equals(this.zeros.subarray(0, req.length))) {
-      return { kind: 'process', seq: req.seq, buf: req.buf, zero: true, id: null, same: false, encoded: null };
+    const { chunkSize } = this.settings;
+    const outcomes: ChunkOutcome[] = [];
+    const parts: Buffer[] = [];
+    let total = 0;
+    for (let i = 0, at = 0; at < req.length; i++, at += chunkSize) {
+      const n = Math.min(chunkSize, req.length - at);
+      const data = Buffer.from(req.buf, at, n);
+      if (data.equals(this.zeros.subarray(0, n))) {
+        outcomes.push({ zero: true, id: null, same: false, offset: 0, length: 0 });
+        continue;
+      }
+      const id = this.codec.chunkId(data);
+      if (id === req.parentIds[i]) {
+        outcomes.push({ zero: false, id, same: true, offset: 0, length: 0 });
+        continue;
+      }
+      const encoded = this.codec.encode(data, this.settings.compression, id);
+      outcomes.push({ zero: false, id, same: false, offset: total, length: encoded.length });
+      parts.push(encoded);
+      total += encoded.length;
     }
-    const id = this.codec.chunkId(data);
-    if (id === req.parentId) return { kind: 'process', seq: req.seq, buf: req.buf, zero: false, id, same: true, encoded: null };
-    const encoded = this.codec.encode(data, this.settings.compression, id);
-    return { kind: 'process', seq: req.seq, buf: req.buf, zero: false, id, same: false, encoded: ownBuffer(encoded) };
+    return { kind: 'process', seq: req.seq, buf: req.buf, outcomes, encoded: join(parts, total) };
   }
 
   private decode(req: DecodeRequest): DecodeReply {
-    try {
-      const blob = new Uint8Array(req.blob, req.blobOffset, req.blobLength);
-      const data = this.codec.decode(blob, req.id, req.rawLength);
-      return { kind: 'decode', seq: req.seq, data: ownBuffer(data), blob: req.blob, error: null };
-    } catch (err) {
-      const code = isCairnError(err) ? err.code : 'INTERNAL';
-      return { kind: 'decode', seq: req.seq, data: null, blob: req.blob, error: { code, message: (err as Error).message } };
+    const results: DecodeReply['results'] = [];
+    const parts: Buffer[] = [];
+    let total = 0;
+    for (const e of req.entries) {
+      try {
+        const data = this.codec.decode(new Uint8Array(req.blob, e.offset, e.length), e.id, e.rawLength);
+        results.push({ offset: total, length: data.length });
+        parts.push(data);
+        total += data.length;
+      } catch (err) {
+        results.push({ error: { code: isCairnError(err) ? err.code : 'INTERNAL', message: (err as Error).message } });
+      }
     }
+    return { kind: 'decode', seq: req.seq, data: join(parts, total), results };
   }
 }

@@ -10,9 +10,8 @@ parentPort!.on('message', (req: TaskRequest) => {
   if (reply.kind === 'process') {
     transfer.push(reply.buf);
     if (reply.encoded) transfer.push(reply.encoded);
-  } else {
-    transfer.push(reply.blob);
-    if (reply.data) transfer.push(reply.data);
+  } else if (reply.data) {
+    transfer.push(reply.data);
   }
   parentPort!.postMessage(reply, transfer);
 });
