@@ -62,6 +62,10 @@ const variants = {
   'nbdcopy URI /dev/null': () => execFileSync('nbdcopy', [uri, '/dev/null']),
   'NbdClient every byte, 1 MiB x 16 in flight': () => readAll(client, MiB, 16, whole),
   'NbdClient every byte, 4 MiB x 8 in flight': () => readAll(client, 4 * MiB, 8, whole),
+  'NbdClient base:allocation, data only, 1 MiB x 16': async () => {
+    const map = await client.mapExtents('base:allocation');
+    await readAll(client, MiB, 16, map.filter((e) => (e.flags & (STATE_HOLE | STATE_ZERO)) === 0));
+  },
   'NbdClient base:allocation, data only, 4 MiB x 8': async () => {
     const map = await client.mapExtents('base:allocation');
     await readAll(client, 4 * MiB, 8, map.filter((e) => (e.flags & (STATE_HOLE | STATE_ZERO)) === 0));
