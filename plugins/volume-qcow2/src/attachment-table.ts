@@ -1,0 +1,160 @@
+import { CairnError, newId, type AttachMode, type AttachTarget, type Attachment, type ByteRange, type Extent } from '@cairn/core';
+import { NbdClient } from '@cairn/nbd';
+import { queryChangedExtents } from './bitmap-query.js';
+import type { DaemonSession } from './daemon-session.js';
+import type { FleecingView } from './fleecing-view.js';
+import { Qcow2BlockDevice, type ChangedSource } from './qcow2-block-device.js';
+import type { RecordStore } from './record-store.js';
+import { bitmapChain } from './records.js';
+import type { Runtime } from './runtime.js';
+
+interface Entry {
+  attachment: Attachment;
+  device: Qcow2BlockDevice;
+  session: DaemonSession;
+  exportId: string;
+  /** The volume whose image this attachment reads (for volumes and views), if any. */
+  volumeId?: string;
+  /** Drops the node reference taken at attach. */
+  release: () => Promise<void>;
+}
+
+/**
+ * The driver's attachments: each one is its own NBD export (a fresh name) of the right node and
+ * one NbdClient connected to it. attach = open node (blockdev-add when not yet open) +
+ * block-export-add + connect; detach = flush (rw) + disconnect + block-export-del (waiting for
+ * BLOCK_EXPORT_DELETED) + close the node when nothing else uses it.
+ */
+export class AttachmentTable {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly driver: string,
+    private readonly store: RecordStore,
+    private readonly runtime: Runtime,
+    private readonly views: ReadonlyMap<string, FleecingView>,
+  ) {}
+
+  hasWriter(volumeId: string): boolean {
+    return [...this.entries.values()].some((e) => e.attachment.mode === 'rw' && e.attachment.target.kind === 'volume' && e.attachment.target.id === volumeId);
+  }
+
+  usesVolume(volumeId: string): boolean {
+    return [...this.entries.values()].some((e) => e.attachment.target.kind === 'volume' && e.attachment.target.id === volumeId);
+  }
+
+  usesSnapshot(snapshotId: string): boolean {
+    return [...this.entries.values()].some((e) => e.attachment.target.kind === 'snapshot' && e.attachment.target.id === snapshotId);
+  }
+
+  async attach(target: AttachTarget, mode: AttachMode): Promise<Attachment> {
+    if (mode !== 'ro' && mode !== 'rw') throw this.err('INVALID_INPUT', `unknown attach mode ${String(mode)}`);
+    if (target?.kind === 'volume') return this.attachVolume(target.id, mode);
+    if (target?.kind === 'snapshot') {
+      if (mode === 'rw') throw this.err('INVALID_INPUT', `snapshot ${target.id} can only be attached read-only`);
+      const view = this.views.get(target.id);
+      return view ? this.attachView(view) : this.attachCopy(target.id);
+    }
+    throw this.err('INVALID_INPUT', `unknown attach target ${JSON.stringify(target)}`);
+  }
+
+  private async attachVolume(volumeId: string, mode: AttachMode): Promise<Attachment> {
+    return this.runtime.locks.run(volumeId, async () => {
+      await this.store.volume(volumeId);
+      if (mode === 'rw' && this.hasWriter(volumeId)) throw this.err('BUSY', `volume ${volumeId} is already attached read-write`);
+      const { session, node } = await this.runtime.openVolume(volumeId);
+      const release = () => this.runtime.releaseVolume(session, volumeId);
+      const changed: ChangedSource = async (since, range) => {
+        const chain = bitmapChain((await this.store.volume(volumeId)).checkpoints, since);
+        if (!chain) throw this.notFound(since);
+        return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
+      };
+      return this.open({ kind: 'volume', id: volumeId }, mode, session, this.runtime.top(volumeId, node), release, changed, volumeId);
+    });
+  }
+
+  private async attachView(view: FleecingView): Promise<Attachment> {
+    const changed = async (since: string, range: ByteRange): Promise<Extent[]> => {
+      const frozen = view.frozen.get(since);
+      if (!frozen) throw this.notFound(since);
+      return queryChangedExtents(view.session, { bitmapNode: view.node, exportNode: view.overlay, sources: [frozen], range, driver: this.driver });
+    };
+    return this.open({ kind: 'snapshot', id: view.info.id }, 'ro', view.session, view.overlay, async () => {}, changed, view.info.volumeId);
+  }
+
+  private async attachCopy(snapshotId: string): Promise<Attachment> {
+    const record = await this.store.snapshot(snapshotId);
+    const session = await this.runtime.session();
+    const path = this.store.layout.image('snapshot', snapshotId);
+    const { name: node } = await session.openNode(path, true);
+    const changed = async (since: string, range: ByteRange): Promise<Extent[]> => {
+      const chain = bitmapChain(record.checkpoints, since);
+      if (!chain) throw this.notFound(since);
+      return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
+    };
+    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, () => session.releaseNode(path), changed);
+  }
+
+  /** Exports `node`, connects, and records the attachment; on failure releases what it took. */
+  private async open(
+    target: AttachTarget,
+    mode: AttachMode,
+    session: DaemonSession,
+    node: string,
+    release: () => Promise<void>,
+    changed: ChangedSource,
+    volumeId?: string,
+  ): Promise<Attachment> {
+    let exportId: string | undefined;
+    try {
+      exportId = await session.addExport(node, mode === 'rw');
+      const client = await NbdClient.connect({ path: session.nbdSocket, exportName: exportId, driver: this.driver });
+      const device = new Qcow2BlockDevice(client, mode, this.driver, changed);
+      const attachment: Attachment = { id: newId(), target: { ...target }, mode, device };
+      this.entries.set(attachment.id, { attachment, device, session, exportId, volumeId, release });
+      return attachment;
+    } catch (err) {
+      if (exportId) await session.deleteExport(exportId).catch(() => {});
+      await release().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Idempotent: an unknown attachment id succeeds. */
+  async detach(attachmentId: string): Promise<void> {
+    const entry = this.entries.get(attachmentId);
+    if (!entry) return;
+    const lockKey = entry.volumeId ?? entry.attachment.target.id;
+    await this.runtime.locks.run(lockKey, async () => {
+      if (!this.entries.delete(attachmentId)) return;
+      try {
+        if (entry.attachment.mode === 'rw' && !entry.device.isClosed && entry.session.alive) await entry.device.flush();
+      } finally {
+        await entry.device.close().catch(() => {});
+        await entry.session.deleteExport(entry.exportId);
+        await entry.release();
+      }
+    });
+  }
+
+  async detachAll(): Promise<void> {
+    for (const id of [...this.entries.keys()]) await this.detach(id).catch(() => {});
+  }
+
+  /** The daemon died: forget its attachments (their devices fail with UNAVAILABLE from now on). */
+  dropSession(session: DaemonSession): void {
+    for (const [id, e] of this.entries) {
+      if (e.session !== session) continue;
+      this.entries.delete(id);
+      void e.device.close().catch(() => {});
+    }
+  }
+
+  private notFound(since: string): CairnError {
+    return new CairnError('NOT_FOUND', `checkpoint ${JSON.stringify(since)} is unknown or its dirty bitmap is no longer consistent`, { driver: this.driver });
+  }
+
+  private err(code: CairnError['code'], message: string): CairnError {
+    return new CairnError(code, message, { driver: this.driver });
+  }
+}

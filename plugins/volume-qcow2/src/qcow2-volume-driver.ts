@@ -1,0 +1,303 @@
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import {
+  CairnError,
+  assertVolumeSize,
+  newId,
+  nowIso,
+  toCairnError,
+  type AttachMode,
+  type AttachTarget,
+  type Attachment,
+  type CreateVolumeSpec,
+  type Snapshot,
+  type Volume,
+  type VolumeDriver,
+  type VolumeDriverCapabilities,
+} from '@cairn/core';
+import { AttachmentTable } from './attachment-table.js';
+import type { DaemonSession } from './daemon-session.js';
+import { createView, destroyView, type FleecingView } from './fleecing-view.js';
+import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
+import { QemuImg } from './qemu-img.js';
+import { RecordStore } from './record-store.js';
+import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
+import { Runtime } from './runtime.js';
+
+export interface Qcow2VolumeDriverOptions {
+  /** Directory holding images, sidecars and temporary overlays; created when missing. Required. */
+  directory: string;
+  /** Parent of the daemon's temp dir holding the QMP and NBD unix sockets (paths must stay under 108 bytes). Default `os.tmpdir()`. */
+  runtimeDir?: string;
+  /** The qemu-img program. Default `qemu-img` from PATH. */
+  qemuImg?: string;
+  /** The qemu-storage-daemon program. Default `qemu-storage-daemon` from PATH. */
+  qemuStorageDaemon?: string;
+}
+
+/**
+ * qcow2 volumes managed with `qemu-img` and served by ONE qemu-storage-daemon per driver
+ * instance (started on first need, restarted after a crash on the next need, stopped by
+ * `close()`): QMP for control, NBD for data. Snapshots of a volume whose image is open in the
+ * daemon are fleecing views; of a closed one, sparse copies with their bitmaps. Checkpoints are
+ * persistent dirty bitmaps. See README.md for the mapping onto qemu primitives.
+ */
+export class Qcow2VolumeDriver implements VolumeDriver {
+  readonly name = 'qcow2';
+  readonly capabilities: VolumeDriverCapabilities = {
+    snapshots: true,
+    changedBlockTracking: true,
+    quiesce: false,
+    flowOverride: false,
+    attach: true,
+    multiAttachReadOnly: true,
+  };
+  readonly changedBlockTracking: Qcow2Checkpoints;
+  private readonly store: RecordStore;
+  private readonly runtime: Runtime;
+  private readonly qemuImg: QemuImg;
+  private readonly table: AttachmentTable;
+  private readonly views = new Map<string, FleecingView>();
+
+  constructor(options: Qcow2VolumeDriverOptions) {
+    if (typeof options?.directory !== 'string' || options.directory.trim() === '') {
+      throw new CairnError('INVALID_INPUT', 'option `directory` is required and must be a non-empty string', { driver: this.name });
+    }
+    this.store = new RecordStore(options.directory, this.name);
+    this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name);
+    this.runtime = new Runtime({
+      driver: this.name,
+      binary: options.qemuStorageDaemon ?? 'qemu-storage-daemon',
+      runtimeDir: options.runtimeDir ?? tmpdir(),
+      store: this.store,
+      onSessionLost: (s) => this.sessionLost(s),
+    });
+    this.table = new AttachmentTable(this.name, this.store, this.runtime, this.views);
+    this.changedBlockTracking = new Qcow2Checkpoints(this.store, this.runtime);
+  }
+
+  /** The directory this driver works in. */
+  get directory(): string {
+    return this.store.layout.directory;
+  }
+
+  /** The daemon's pid while one runs, else undefined (for supervision and crash tests). */
+  daemonPid(): Promise<number | undefined> {
+    return this.runtime.daemonPid();
+  }
+
+  /** Creates an empty qcow2 image (no data clusters). `INVALID_INPUT` for a bad size, name or metadata. Not idempotent. */
+  async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
+    return this.guard('createVolume', async () => {
+      assertVolumeSize(spec?.size, this.name);
+      if (spec.name !== undefined && typeof spec.name !== 'string') throw this.err('INVALID_INPUT', 'volume name must be a string');
+      const metadata = spec.metadata ?? {};
+      if (typeof metadata !== 'object' || Object.values(metadata).some((v) => typeof v !== 'string')) {
+        throw this.err('INVALID_INPUT', 'volume metadata must map strings to strings');
+      }
+      await this.store.init();
+      const id = newId();
+      const image = this.store.layout.image('volume', id);
+      const record: VolumeRecord = { format: 1, kind: 'volume', id, name: spec.name ?? '', size: spec.size, createdAt: nowIso(), metadata: { ...metadata }, checkpoints: [] };
+      try {
+        await this.qemuImg.create(image, spec.size);
+        await this.store.put(record); // the sidecar appearing is what makes the volume exist
+      } catch (err) {
+        await rm(image, { force: true });
+        throw err;
+      }
+      return toVolume(record, 'available');
+    });
+  }
+
+  /** `NOT_FOUND` if unknown; `BUSY` while attached, while a view of it exists, or while it has snapshots. */
+  async deleteVolume(volumeId: string): Promise<void> {
+    return this.guard('deleteVolume', () =>
+      this.runtime.locks.run(volumeId, async () => {
+        await this.store.volume(volumeId);
+        if (this.table.usesVolume(volumeId)) throw this.err('BUSY', `volume ${volumeId} is attached`);
+        if ([...this.views.values()].some((v) => v.info.volumeId === volumeId) || (await this.store.snapshots()).some((s) => s.volumeId === volumeId)) {
+          throw this.err('BUSY', `volume ${volumeId} has snapshots`);
+        }
+        await this.store.remove('volume', volumeId);
+        await rm(this.store.layout.image('volume', volumeId), { force: true });
+      }),
+    );
+  }
+
+  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. */
+  async getVolume(volumeId: string): Promise<Volume> {
+    return this.guard('getVolume', async () => {
+      const r = await this.store.volume(volumeId);
+      return toVolume(r, this.table.hasWriter(r.id) ? 'in-use' : 'available');
+    });
+  }
+
+  /** Every volume, ordered by creation. */
+  async listVolumes(): Promise<Volume[]> {
+    return this.guard('listVolumes', async () => (await this.store.volumes()).map((r) => toVolume(r, this.table.hasWriter(r.id) ? 'in-use' : 'available')));
+  }
+
+  /**
+   * Grows the image with `qemu-img resize` (the tail reads as zeros). qemu cannot mark the new
+   * tail dirty, so every checkpoint of the volume becomes inconsistent (the next backup is full).
+   * `INVALID_INPUT` when shrinking; `BUSY` while attached or while a view of it exists.
+   */
+  async extendVolume(volumeId: string, size: number): Promise<Volume> {
+    return this.guard('extendVolume', () =>
+      this.runtime.locks.run(volumeId, async () => {
+        const current = await this.store.volume(volumeId);
+        assertVolumeSize(size, this.name);
+        if (size < current.size) throw this.err('INVALID_INPUT', `cannot shrink volume ${volumeId} from ${current.size} to ${size}`);
+        if (this.table.usesVolume(volumeId) || [...this.views.values()].some((v) => v.info.volumeId === volumeId)) {
+          throw this.err('BUSY', `volume ${volumeId} is attached`);
+        }
+        if (size === current.size) return toVolume(current, 'available');
+        const image = this.store.layout.image('volume', volumeId);
+        await this.store.updateVolume(volumeId, (r) => r.checkpoints.forEach((c) => (c.consistent = false)));
+        for (const c of current.checkpoints) await this.qemuImg.removeBitmap(image, c.id).catch(() => {});
+        await this.qemuImg.resize(image, size);
+        const updated = await this.store.updateVolume(volumeId, (r) => {
+          r.size = size;
+          return r;
+        });
+        return toVolume(updated, 'available');
+      }),
+    );
+  }
+
+  /**
+   * Takes a crash-consistent snapshot. While the volume's image is open in the daemon (attached,
+   * or held by another view) it is a fleecing view: O(1), read-only, living until deleteSnapshot,
+   * `close()` or the daemon's death. Otherwise it is a durable sparse copy of the image with its
+   * bitmaps (`qemu-img convert --bitmaps`). `NOT_FOUND` for an unknown volume. Not idempotent.
+   */
+  async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
+    return this.guard('createSnapshot', () =>
+      this.runtime.locks.run(volumeId, async () => {
+        const record = await this.store.volume(volumeId);
+        const session = await this.runtime.running();
+        const image = this.store.layout.image('volume', volumeId);
+        const node = session?.nodeOf(image);
+        if (session && node) {
+          await session.openNode(image, false); // the view's own reference
+          try {
+            const view = await createView({
+              session,
+              qemuImg: this.qemuImg,
+              volumeId,
+              name: name ?? '',
+              size: record.size,
+              node,
+              checkpoints: record.checkpoints,
+              overlayPath: (id) => this.store.layout.overlay(id),
+            });
+            this.runtime.pushFilter(volumeId, view.filter);
+            this.views.set(view.info.id, view);
+            return { ...view.info };
+          } catch (err) {
+            await session.releaseNode(image);
+            throw err;
+          }
+        }
+        const snap: SnapshotRecord = {
+          format: 1,
+          kind: 'snapshot',
+          id: newId(),
+          volumeId,
+          name: name ?? '',
+          size: record.size,
+          createdAt: nowIso(),
+          checkpoints: record.checkpoints.map((c) => ({ ...c })),
+        };
+        const copy = this.store.layout.image('snapshot', snap.id);
+        try {
+          await this.qemuImg.copyWithBitmaps(image, copy);
+          await this.store.put(snap);
+        } catch (err) {
+          await rm(copy, { force: true });
+          throw err;
+        }
+        return toSnapshot(snap);
+      }),
+    );
+  }
+
+  /** `NOT_FOUND` if unknown; `BUSY` while attached. */
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    return this.guard('deleteSnapshot', async () => {
+      const view = this.views.get(snapshotId);
+      const volumeId = view?.info.volumeId ?? (await this.store.snapshot(snapshotId)).volumeId;
+      await this.runtime.locks.run(volumeId, async () => {
+        if (this.table.usesSnapshot(snapshotId)) throw this.err('BUSY', `snapshot ${snapshotId} is attached`);
+        if (view) {
+          if (!this.views.delete(snapshotId)) return;
+          await destroyView(view);
+          this.runtime.removeFilter(volumeId, view.filter);
+          await view.session.releaseNode(this.store.layout.image('volume', volumeId));
+          return;
+        }
+        await this.store.snapshot(snapshotId);
+        await this.store.remove('snapshot', snapshotId);
+        await rm(this.store.layout.image('snapshot', snapshotId), { force: true });
+      });
+    });
+  }
+
+  /** Views and copies of a volume, oldest first. `NOT_FOUND` for an unknown volume. */
+  async listSnapshots(volumeId: string): Promise<Snapshot[]> {
+    return this.guard('listSnapshots', async () => {
+      await this.store.volume(volumeId);
+      const copies = (await this.store.snapshots()).filter((s) => s.volumeId === volumeId).map(toSnapshot);
+      const views = [...this.views.values()].filter((v) => v.info.volumeId === volumeId).map((v) => ({ ...v.info }));
+      return [...copies, ...views].sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+    });
+  }
+
+  /**
+   * Attaches through a new NBD export. Snapshots attach read-only only (`INVALID_INPUT` for
+   * `rw`); a second `rw` attachment of a volume is `BUSY`; `NOT_FOUND` if unknown; `BUSY` when
+   * another process holds the image.
+   */
+  async attach(target: AttachTarget, mode: AttachMode): Promise<Attachment> {
+    return this.guard('attach', () => this.table.attach(target, mode));
+  }
+
+  /** Flushes a read-write device, disconnects, removes the export and closes unused nodes. Idempotent. */
+  async detach(attachmentId: string): Promise<void> {
+    return this.guard('detach', () => this.table.detach(attachmentId));
+  }
+
+  /**
+   * Detaches everything, tears views down and stops the daemon cleanly (`quit`, so qemu writes
+   * the persistent bitmaps into the images). Later calls that need the daemon fail with
+   * `UNAVAILABLE`. Idempotent.
+   */
+  async close(): Promise<void> {
+    await this.table.detachAll();
+    for (const view of [...this.views.values()]) await this.deleteSnapshot(view.info.id).catch(() => {});
+    await this.runtime.close();
+  }
+
+  /** The daemon died: its attachments fail from now on and its views are gone. */
+  private sessionLost(session: DaemonSession): void {
+    this.table.dropSession(session);
+    for (const [id, view] of this.views) {
+      if (view.session !== session) continue;
+      this.views.delete(id);
+      void rm(view.overlayPath, { force: true });
+    }
+  }
+
+  private err(code: CairnError['code'], message: string): CairnError {
+    return new CairnError(code, message, { driver: this.name });
+  }
+
+  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toCairnError(err, this.name, what);
+    }
+  }
+}

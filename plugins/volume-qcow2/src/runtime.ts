@@ -1,0 +1,107 @@
+import { CairnError, KeyedMutex } from '@cairn/core';
+import { reconcileCheckpoints } from './checkpoint-chain.js';
+import { DaemonSession } from './daemon-session.js';
+import type { RecordStore } from './record-store.js';
+
+export interface RuntimeOptions {
+  driver: string;
+  binary: string;
+  runtimeDir: string;
+  store: RecordStore;
+  /** Called once when a daemon exits without being asked to (crash, SIGKILL). */
+  onSessionLost: (session: DaemonSession) => void;
+}
+
+/**
+ * The driver's process model: at most one qemu-storage-daemon at a time, started on first need,
+ * restarted on the next need after it died, stopped by `close()`. Also the per-volume lock that
+ * serializes structural changes (attach, detach, snapshot, checkpoint, extend, delete), and the
+ * stack of copy-before-write filters that fleecing views put above a volume's node: new exports
+ * of a volume must sit on the top of it so that their writes pass through every filter.
+ */
+export class Runtime {
+  /** Per-volume lock for structural changes. */
+  readonly locks = new KeyedMutex();
+  private starting: Promise<DaemonSession> | undefined;
+  private closed = false;
+  private readonly filters = new Map<string, string[]>();
+
+  constructor(private readonly options: RuntimeOptions) {}
+
+  /** The running session, starting a daemon when none runs. `UNAVAILABLE` when it cannot start or after `close()`. */
+  async session(): Promise<DaemonSession> {
+    if (this.closed) throw new CairnError('UNAVAILABLE', 'driver is closed', { driver: this.options.driver });
+    const current = await this.starting?.catch(() => undefined);
+    if (current?.alive) return current;
+    this.starting = DaemonSession.start(this.options).then((s) => {
+      void s.daemon.whenExited.then(() => {
+        this.filters.clear();
+        if (!s.stopRequested) this.options.onSessionLost(s);
+      });
+      return s;
+    });
+    return this.starting;
+  }
+
+  /** The running session without starting one. */
+  async running(): Promise<DaemonSession | undefined> {
+    const s = await this.starting?.catch(() => undefined);
+    return s?.alive ? s : undefined;
+  }
+
+  /**
+   * Opens a volume's image as a writable node (or takes another reference). When this call
+   * opened it, the checkpoint chain is reconciled with the bitmaps qemu loaded (see
+   * reconcileCheckpoints). Callers hold the volume's lock.
+   */
+  async openVolume(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
+    const session = await this.session();
+    const path = this.options.store.layout.image('volume', volumeId);
+    const { name, fresh } = await session.openNode(path, false);
+    if (fresh) {
+      try {
+        await reconcileCheckpoints(session, name, this.options.store, volumeId);
+      } catch (err) {
+        await session.releaseNode(path).catch(() => {});
+        throw err;
+      }
+    }
+    return { session, node: name };
+  }
+
+  /** Drops a reference taken by openVolume. */
+  async releaseVolume(session: DaemonSession, volumeId: string): Promise<void> {
+    await session.releaseNode(this.options.store.layout.image('volume', volumeId));
+  }
+
+  /**
+   * The node new exports of the volume attach to. Each fleecing job inserts its filter directly
+   * above the volume's node, below the filters already there, so the top is the oldest filter
+   * still present (else the node itself).
+   */
+  top(volumeId: string, node: string): string {
+    return this.filters.get(volumeId)?.[0] ?? node;
+  }
+
+  pushFilter(volumeId: string, filter: string): void {
+    this.filters.set(volumeId, [...(this.filters.get(volumeId) ?? []), filter]);
+  }
+
+  removeFilter(volumeId: string, filter: string): void {
+    const rest = (this.filters.get(volumeId) ?? []).filter((f) => f !== filter);
+    if (rest.length) this.filters.set(volumeId, rest);
+    else this.filters.delete(volumeId);
+  }
+
+  /** The daemon's pid while one runs (for supervision and crash tests). */
+  async daemonPid(): Promise<number | undefined> {
+    return (await this.running())?.daemon.pid;
+  }
+
+  /** Stops the daemon cleanly (persistent bitmaps are written). Later calls fail with UNAVAILABLE. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const s = await this.starting?.catch(() => undefined);
+    if (s) await s.stop();
+  }
+}

@@ -1,0 +1,46 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Qcow2VolumeDriver } from '../src/index.js';
+
+export const MiB = 1024 * 1024;
+
+/** True when `program` runs (`--version`). */
+export function has(program: string): boolean {
+  try {
+    execFileSync(program, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Missing qemu programs: a test file skips with this reason outside CI (a skip fails under CI=true). */
+export const missingQemu = ['qemu-img', 'qemu-storage-daemon'].filter((p) => !has(p));
+
+export async function tempDir(prefix = 'cairn-qcow2-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** A driver on a fresh temp directory. */
+export async function freshDriver(): Promise<Qcow2VolumeDriver> {
+  return new Qcow2VolumeDriver({ directory: await tempDir() });
+}
+
+/** Closes the driver (stopping its daemon) and removes its directory. */
+export async function disposeDriver(driver: Qcow2VolumeDriver): Promise<void> {
+  await driver.close();
+  await rm(driver.directory, { recursive: true, force: true });
+}
+
+/** Runs qemu-img and returns its exit status and output (never throws). */
+export function qemuImg(args: string[]): { status: number; stdout: string; stderr: string } {
+  try {
+    const stdout = execFileSync('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+    return { status: 0, stdout, stderr: '' };
+  } catch (err) {
+    const e = err as { status?: number; stdout?: Buffer; stderr?: Buffer };
+    return { status: e.status ?? -1, stdout: String(e.stdout ?? ''), stderr: String(e.stderr ?? '') };
+  }
+}
