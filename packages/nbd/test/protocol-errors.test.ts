@@ -192,6 +192,29 @@ describe('NbdServer protocol errors', () => {
     await server.close();
   });
 
+  it('block sizes are honoured: writes split at the maximum payload, unaligned reads bounce, unaligned writes fail INVALID_INPUT', async () => {
+    const backend = memoryBackend(8 * MiB);
+    const sizes: number[] = [];
+    const write = backend.write!.bind(backend);
+    backend.write = async (o, data, opts) => {
+      sizes.push(data.length);
+      await write(o, data, opts);
+    };
+    const server = new NbdServer({ exports: [{ name: 'x', backend }], minBlockSize: 512, preferredBlockSize: 4096, maxPayload: MiB });
+    const path = sockPath();
+    await server.listen({ path });
+    const c = await NbdClient.connect({ path, exportName: 'x' });
+    expect(c.blockSizes).toEqual({ min: 512, preferred: 4096, max: MiB });
+    const data = pattern(3.5 * MiB, 21);
+    await c.write(MiB, data);
+    expect(sizes).toEqual([MiB, MiB, MiB, MiB / 2]);
+    expect(backend.bytes.subarray(MiB, 4.5 * MiB).equals(data)).toBe(true);
+    expect((await c.read(MiB + 100, 1000)).equals(data.subarray(100, 1100))).toBe(true);
+    await expect(c.write(100, Buffer.alloc(512))).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await c.disconnect();
+    await server.close();
+  });
+
   it('close() lets requests in flight finish, then disconnects and refuses new clients', async () => {
     const backend = memoryBackend(MiB);
     const slow: NbdBackend = { size: MiB, read: (o, len) => new Promise((r) => setTimeout(() => r(backend.read(o, len)), 100)) };
