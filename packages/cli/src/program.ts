@@ -19,12 +19,20 @@ export function buildProgram(): Command {
     .addOption(new Option('-q, --quiet', 'no progress or informational lines on stderr').default(false))
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  // With --json anywhere on the line, usage errors are JSON too: {"error":{"code":"INVALID_INPUT",…}}.
+  const json = process.argv.includes('--json');
   registerInitCommand(program);
   registerVolumeCommands(program);
   registerBackupCommands(program);
   registerRepoCommands(program);
   registerDemoCommand(program);
-  for (const c of allCommands(program)) c.exitOverride();
+  for (const c of allCommands(program)) {
+    c.exitOverride();
+    if (json) {
+      c.showHelpAfterError(false);
+      c.configureOutput({ outputError: (text, write) => write(`${JSON.stringify({ error: { code: 'INVALID_INPUT', message: text.replace(/^error: /, '').trim(), details: {} } })}\n`) });
+    }
+  }
   return program;
 }
 

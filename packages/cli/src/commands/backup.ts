@@ -11,7 +11,7 @@ import { cancelJob, listJobs } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
-import { formatBytes, parseSize } from '../output/units.js';
+import { formatBytes, parseSize, optionParser } from '../output/units.js';
 import { backupColumns, backupJson, backupText, volumeJson } from '../output/views.js';
 
 const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
@@ -28,7 +28,7 @@ export function registerBackupCommands(program: Command): void {
     .option('-n, --name <name>', 'backup name')
     .option('-d, --description <text>', 'backup description')
     .option('-t, --target <name>', 'target from the config (default: defaultTarget)')
-    .option('--read-rate <size>', 'read the volume at most this many bytes per second, e.g. 50MiB', parseSize)
+    .option('--read-rate <size>', 'read the volume at most this many bytes per second, e.g. 50MiB', optionParser(parseSize))
     .action(
       withContext<{ incremental: boolean; force: boolean; name?: string; description?: string; target?: string; readRate?: number }>(async (ctx, [ref], o) => {
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });

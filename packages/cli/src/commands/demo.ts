@@ -10,7 +10,7 @@ import { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { runJob } from '../jobs/run-job.js';
 import { renderTable } from '../output/table.js';
-import { formatBytes, formatDuration, parseSize } from '../output/units.js';
+import { formatBytes, formatDuration, parseSize, optionParser } from '../output/units.js';
 
 const MiB = 1024 * 1024;
 const TEXT = Buffer.from('Cairn keeps each backup as a manifest over shared chunks; lorem ipsum dolor sit amet. '.repeat(12_500));
@@ -31,7 +31,7 @@ export function registerDemoCommand(program: Command): void {
     .command('demo')
     .description('full + incremental backup of a volume with realistic content, two restores, byte-for-byte checks (exit 5 on a mismatch)')
     .option('--dir <dir>', 'work here (kept afterwards) instead of a temporary directory (removed afterwards)')
-    .option('-s, --size <size>', 'size of the demo volume', parseSize, 64 * MiB)
+    .option('-s, --size <size>', 'size of the demo volume', optionParser(parseSize), 64 * MiB)
     .option('--keep', 'keep the temporary directory', false)
     .action(
       withoutContext<{ dir?: string; size: number; keep: boolean }>(async (out, _a, o, globals) => {

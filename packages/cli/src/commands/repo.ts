@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
 import { renderFields, renderTable } from '../output/table.js';
-import { formatBytes, parseDuration } from '../output/units.js';
+import { formatBytes, parseDuration, optionParser } from '../output/units.js';
 
 /** `cairn repo …`: maintenance of a target's chunked repository. */
 export function registerRepoCommands(program: Command): void {
@@ -15,7 +15,7 @@ export function registerRepoCommands(program: Command): void {
   repo
     .command('gc')
     .description('remove chunks no backup references and repack mostly-empty packs (exclusive lock: BUSY while a backup runs)')
-    .option('--grace <duration>', 'never remove packs younger than this, e.g. 0, 10m, 1h', parseDuration, 3_600_000)
+    .option('--grace <duration>', 'never remove packs younger than this, e.g. 0, 10m, 1h', optionParser(parseDuration), 3_600_000)
     .option('--dry-run', 'report what would be removed, remove nothing', false)
     .action(
       withContext<{ grace: number; dryRun: boolean }>(async (ctx, _a, o) => {

@@ -9,7 +9,7 @@ import { detectFormat, formatFromName, parseFormat, qemuConvert, type ImageForma
 import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
-import { formatBytes, parseSize } from '../output/units.js';
+import { formatBytes, parseSize, optionParser } from '../output/units.js';
 import { snapshotColumns, snapshotJson, volumeColumns, volumeJson, volumeText } from '../output/views.js';
 
 /** `key=value` → accumulated metadata. `INVALID_INPUT` without `=`. */
@@ -26,8 +26,8 @@ export function registerVolumeCommands(program: Command): void {
   volume
     .command('create <name>')
     .description('create a zero-filled volume')
-    .requiredOption('-s, --size <size>', 'size, e.g. 64MiB, 1G (a multiple of 512 bytes)', parseSize)
-    .option('-m, --metadata <key=value>', 'metadata (repeatable)', metadataPair, {})
+    .requiredOption('-s, --size <size>', 'size, e.g. 64MiB, 1G (a multiple of 512 bytes)', optionParser(parseSize))
+    .option('-m, --metadata <key=value>', 'metadata (repeatable)', (text: string, acc: Record<string, string>) => optionParser((t) => metadataPair(t, acc))(text), {})
     .action(
       withContext<{ size: number; metadata: Record<string, string> }>(async (ctx, [name], opts) => {
         const v = await (await ctx.volumes()).createVolume({ name, size: opts.size, metadata: opts.metadata });
@@ -110,13 +110,13 @@ export function registerVolumeCommands(program: Command): void {
     .description('bring a raw, qcow2 or VMDK image in as a new volume, or overwrite a volume with it (only differing blocks are written)')
     .option('-n, --name <name>', 'name of the new volume (default: the file name)')
     .option('--into <volume>', 'overwrite this existing volume instead of creating one')
-    .option('-f, --format <format>', 'image format: auto, raw, qcow2, vmdk', parseFormat, 'auto')
+    .option('-f, --format <format>', 'image format: auto, raw, qcow2, vmdk', optionParser(parseFormat), 'auto')
     .action(withContext<{ name?: string; into?: string; format: ImageFormat | 'auto' }>((ctx, [file], opts) => importImage(ctx, resolve(file!), opts)));
 
   volume
     .command('export <volume> <file>')
     .description("write a volume's content to a raw, qcow2 or VMDK image file")
-    .option('-f, --format <format>', 'image format: auto (from the file name), raw, qcow2, vmdk', parseFormat, 'auto')
+    .option('-f, --format <format>', 'image format: auto (from the file name), raw, qcow2, vmdk', optionParser(parseFormat), 'auto')
     .option('--force', 'overwrite an existing file', false)
     .action(withContext<{ format: ImageFormat | 'auto'; force: boolean }>((ctx, [ref, file], opts) => exportImage(ctx, ref!, resolve(file!), opts)));
 }

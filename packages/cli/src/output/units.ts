@@ -1,4 +1,5 @@
-import { CairnError } from '@cairn/core';
+import { CairnError, isCairnError } from '@cairn/core';
+import { InvalidArgumentError } from 'commander';
 
 const UNITS: Record<string, number> = {
   '': 1,
@@ -52,4 +53,18 @@ export function parseDuration(text: string): number {
   if (!m) throw new CairnError('INVALID_INPUT', `"${text}" is not a duration (examples: 0, 90s, 10m, 1h)`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
   return Math.round(Number(m[1]) * unit);
+}
+
+/**
+ * Adapts a parser that throws CairnError (parseSize, parseDuration…) to commander, which reports
+ * an InvalidArgumentError as a usage error (exit 2) naming the option.
+ */
+export function optionParser<T>(parse: (text: string) => T): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (err) {
+      throw isCairnError(err) ? new InvalidArgumentError(err.message) : err;
+    }
+  };
 }

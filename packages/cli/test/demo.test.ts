@@ -1,0 +1,44 @@
+import { stat } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cairn, MiB, removeDir, tempDir } from './helpers.js';
+
+describe('cairn demo', () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+
+  it('demo --json runs full + incremental, restores both byte-exact and exits 0', async () => {
+    const r = await cairn(['demo', '--size', '4MiB', '--json'], { cwd });
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.ok).toBe(true);
+    expect(doc.volumeSize).toBe(4 * MiB);
+    expect(doc.steps.map((s: { step: string }) => s.step)).toEqual(['full backup', 'incremental backup', 'restore of full', 'restore of incremental']);
+    expect(doc.steps.filter((s: { check?: string }) => s.check === 'byte-exact')).toHaveLength(2);
+    const [full, inc] = doc.steps;
+    expect(full.bytesRead).toBeGreaterThan(0);
+    expect(inc.bytesRead).toBeLessThan(full.bytesRead);
+    expect(doc.kept).toBe(false);
+    await expect(stat(doc.directory)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('demo prints a table with sizes, bytes read, bytes stored and time', async () => {
+    const r = await cairn(['demo', '--size', '2MiB', '-q'], { cwd });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/STEP\s+SIZE\s+BYTES READ\s+BYTES STORED\s+TIME/);
+    expect(r.stdout).toContain('byte-exact');
+  });
+
+  it('demo --size 1000 fails with INVALID_INPUT (exit 2)', async () => {
+    const r = await cairn(['demo', '--size', '1000', '--json'], { cwd });
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stderr).error.code).toBe('INVALID_INPUT');
+  });
+
+  it('an unknown command exits 2 and --version exits 0', async () => {
+    expect((await cairn(['frobnicate'], { cwd })).code).toBe(2);
+    const v = await cairn(['--version'], { cwd });
+    expect(v.code).toBe(0);
+    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});

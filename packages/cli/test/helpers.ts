@@ -1,0 +1,99 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../bin/cairn.js');
+export const MiB = 1024 * 1024;
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  cwd: string;
+  env?: Record<string, string | undefined>;
+  input?: string;
+}
+
+/** Runs the real binary as a child process; never rejects on a non-zero exit. */
+export function cairn(args: string[], options: RunOptions): Promise<CliResult> {
+  return new Promise((resolvePromise) => {
+    const child = execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd: options.cwd, env: { ...process.env, CAIRN_CONFIG: undefined, ...options.env }, maxBuffer: 64 * MiB },
+      (err, stdout, stderr) => {
+        const code = err ? ((err as { code?: unknown }).code as number) : 0;
+        resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
+      },
+    );
+    child.stdin?.end(options.input ?? '');
+  });
+}
+
+/** Runs a command that must succeed with `--json` and returns its parsed stdout. */
+export async function cairnJson<T = any>(args: string[], options: RunOptions): Promise<T> {
+  const r = await cairn([...args, '--json'], options);
+  if (r.code !== 0) throw new Error(`cairn ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** Starts the binary in the background (for cancel tests). */
+export function cairnSpawn(args: string[], options: RunOptions): { child: ChildProcess; exit: Promise<CliResult> } {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: options.cwd, env: { ...process.env, CAIRN_CONFIG: undefined, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<CliResult>((r) => child.on('close', (code) => r({ code: code ?? 1, stdout, stderr })));
+  return { child, exit };
+}
+
+export async function tempDir(prefix = 'cairn-cli-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** A raw image of `size` bytes: random MiBs, text MiBs and holes, in turn. */
+export async function writeRawImage(file: string, size: number): Promise<Buffer> {
+  const data = Buffer.alloc(size);
+  for (let off = 0, i = 0; off < size; off += MiB, i++) {
+    const len = Math.min(MiB, size - off);
+    if (i % 3 === 0) randomBytes(len).copy(data, off);
+    else if (i % 3 === 1) data.fill(`block ${i} of a test image; `, off, off + len);
+  }
+  await writeFile(file, data);
+  return data;
+}
+
+export async function readBytes(file: string): Promise<Buffer> {
+  return readFile(file);
+}
+
+/** Every file under `dir` with its size (to show that a refused command wrote nothing). */
+export async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.push(`${p.slice(dir.length)} ${(await stat(p)).size}`);
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}

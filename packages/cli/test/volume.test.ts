@@ -1,0 +1,116 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+
+describe('cairn volume', () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+  const run = (args: string[]) => cairn(args, { cwd });
+  const json = (args: string[]) => cairnJson(args, { cwd });
+
+  it('volume create --json returns the volume; list and show find it by id and by name', async () => {
+    const v = await json(['volume', 'create', 'alpha', '--size', '2MiB', '-m', 'role=db']);
+    expect(v).toMatchObject({ name: 'alpha', size: 2 * MiB, status: 'available', metadata: { role: 'db' } });
+    expect(typeof v.id).toBe('string');
+    const list = await json(['volume', 'list']);
+    expect(list.map((x: { id: string }) => x.id)).toContain(v.id);
+    const shown = await json(['volume', 'show', 'alpha']);
+    expect(shown).toMatchObject({ id: v.id, snapshots: [] });
+    const human = await run(['volume', 'show', v.id]);
+    expect(human.stdout).toContain('alpha');
+  });
+
+  it('volume create with a bad size exits 2 (INVALID_INPUT)', async () => {
+    const r = await run(['volume', 'create', 'bad', '--size', '1000', '--json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stderr).error.code).toBe('INVALID_INPUT');
+    expect((await run(['volume', 'create', 'bad', '--size', 'lots'])).code).toBe(2);
+  });
+
+  it('volume show of an unknown volume exits 3 (NOT_FOUND)', async () => {
+    const r = await run(['volume', 'show', 'no-such-volume', '--json']);
+    expect(r.code).toBe(3);
+    expect(JSON.parse(r.stderr).error.code).toBe('NOT_FOUND');
+  });
+
+  it('volume snapshot, snapshots and delete-snapshot manage snapshots; delete refuses a volume with snapshots (BUSY, exit 4)', async () => {
+    const v = await json(['volume', 'create', 'snappy', '--size', '1MiB']);
+    const s = await json(['volume', 'snapshot', v.id, '--name', 'first']);
+    expect(s).toMatchObject({ volumeId: v.id, name: 'first' });
+    expect((await json(['volume', 'snapshots', 'snappy'])).map((x: { id: string }) => x.id)).toEqual([s.id]);
+    expect((await run(['volume', 'delete', v.id])).code).toBe(4);
+    expect(await json(['volume', 'delete-snapshot', s.id])).toEqual({ deleted: s.id });
+    expect(await json(['volume', 'delete', v.id])).toEqual({ deleted: v.id });
+    expect((await run(['volume', 'show', v.id])).code).toBe(3);
+  });
+
+  it('volume import of a raw image creates a volume whose export is byte-identical', async () => {
+    const image = join(cwd, 'disk.raw');
+    const data = await writeRawImage(image, 3 * MiB);
+    const r = await json(['volume', 'import', image, '--name', 'imported']);
+    expect(r).toMatchObject({ format: 'raw', created: true, volume: { name: 'imported', size: 3 * MiB } });
+    const out = join(cwd, 'out.raw');
+    const e = await json(['volume', 'export', 'imported', out]);
+    expect(e).toMatchObject({ format: 'raw', size: 3 * MiB });
+    expect((await readFile(out)).equals(data)).toBe(true);
+    expect((await run(['volume', 'export', 'imported', out])).code).toBe(4);
+  });
+
+  it('volume import --into writes only the blocks that differ', async () => {
+    const image = join(cwd, 'base.raw');
+    const data = await writeRawImage(image, 2 * MiB);
+    const v = await json(['volume', 'import', image, '--name', 'target']);
+    const changed = Buffer.from(data);
+    randomBytes(65536).copy(changed, 5 * 65536);
+    await writeFile(join(cwd, 'changed.raw'), changed);
+    const r = await json(['volume', 'import', join(cwd, 'changed.raw'), '--into', v.volume.id]);
+    expect(r).toMatchObject({ created: false, bytesScanned: 2 * MiB, bytesWritten: 65536 });
+    const out = join(cwd, 'target.raw');
+    await json(['volume', 'export', v.volume.id, out]);
+    expect((await readFile(out)).equals(changed)).toBe(true);
+  });
+
+  it('volume import --into a smaller volume fails with INVALID_INPUT (exit 2) and --name with --into is refused', async () => {
+    const image = join(cwd, 'big.raw');
+    await writeRawImage(image, 2 * MiB);
+    const small = await json(['volume', 'create', 'small', '--size', '1MiB']);
+    const r = await run(['volume', 'import', image, '--into', small.id, '--json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stderr).error.code).toBe('INVALID_INPUT');
+    expect((await run(['volume', 'import', image, '--into', small.id, '--name', 'x'])).code).toBe(2);
+    expect((await run(['volume', 'import', join(cwd, 'missing.raw')])).code).toBe(3);
+  });
+
+  it('volume import of a qcow2 image and export to qcow2 go through qemu-img', async () => {
+    const raw = join(cwd, 'q.raw');
+    const data = await writeRawImage(raw, 2 * MiB);
+    const qcow = join(cwd, 'q.qcow2');
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow]);
+    const r = await json(['volume', 'import', qcow, '--name', 'from-qcow2']);
+    expect(r).toMatchObject({ format: 'qcow2', volume: { size: 2 * MiB } });
+    const back = join(cwd, 'back.qcow2');
+    expect(await json(['volume', 'export', 'from-qcow2', back])).toMatchObject({ format: 'qcow2' });
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', back]).toString());
+    expect(info.format).toBe('qcow2');
+    const again = join(cwd, 'again.raw');
+    execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', back, again]);
+    expect((await readFile(again)).equals(data)).toBe(true);
+  });
+
+  it('volume export --format vmdk writes a VMDK that qemu-img reads back', async () => {
+    const raw = join(cwd, 'v.raw');
+    const data = await writeRawImage(raw, 1 * MiB);
+    await json(['volume', 'import', raw, '--name', 'for-vmdk']);
+    const vmdk = join(cwd, 'out.img');
+    await json(['volume', 'export', 'for-vmdk', vmdk, '--format', 'vmdk']);
+    const imported = await json(['volume', 'import', vmdk, '--name', 'from-vmdk']);
+    expect(imported.format).toBe('vmdk');
+    const out = join(cwd, 'from-vmdk.raw');
+    await json(['volume', 'export', 'from-vmdk', out]);
+    expect((await readFile(out)).equals(data)).toBe(true);
+  });
+});
