@@ -160,14 +160,20 @@ export class NbdClient {
       // Honour the minimum block size with an aligned bounce read.
       const start = offset - (offset % min);
       const end = Math.min(Math.ceil((offset + length) / min) * min, this.size);
-      const bounce = await this.read(start, end - start);
+      const bounce = Buffer.allocUnsafe(end - start);
+      await this.readPieces(start, bounce);
       bounce.copy(target, 0, offset - start, offset - start + length);
       return target;
     }
-    await splitRange(offset, length, this.maxPayload, (o, n) =>
+    await this.readPieces(offset, target);
+    return target;
+  }
+
+  /** Fills `target` from `offset` in pieces of at most the maximum payload. */
+  private readPieces(offset: number, target: Buffer): Promise<void> {
+    return splitRange(offset, target.length, this.maxPayload, (o, n) =>
       this.submit(CMD.READ, 0, o, n, { target: target.subarray(o - offset, o - offset + n), what: 'read' }),
     );
-    return target;
   }
 
   /** Writes `data` at `offset` (with FUA when asked; a server without FUA gets a flush after). */
