@@ -128,11 +128,15 @@ export class AttachmentTable {
     await this.runtime.locks.run(lockKey, async () => {
       if (!this.entries.delete(attachmentId)) return;
       try {
-        if (entry.attachment.mode === 'rw' && !entry.device.isClosed && entry.session.alive) await entry.device.flush();
-      } finally {
-        await entry.device.close().catch(() => {});
+        if (entry.attachment.mode === 'rw' && !entry.device.isClosed) await entry.device.flush();
+        await entry.device.close();
         await entry.session.deleteExport(entry.exportId);
         await entry.release();
+      } catch (err) {
+        // After the daemon died there is nothing left to flush or release: detach succeeds.
+        if ((err as CairnError).code === 'UNAVAILABLE') await entry.session.exitedWithin(1000);
+        if (entry.session.alive) throw err;
+        await entry.device.close().catch(() => {});
       }
     });
   }

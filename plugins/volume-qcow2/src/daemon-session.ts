@@ -56,6 +56,17 @@ export class DaemonSession {
     return !this.daemon.exit && !this.qmp.closed;
   }
 
+  /** Waits up to `ms` for the daemon to exit; true if it has. */
+  async exitedWithin(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const exited = await Promise.race([
+      this.daemon.whenExited.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+    ]);
+    clearTimeout(timer);
+    return exited;
+  }
+
   /** True once `stop()` was called (an exit after that is not a crash). */
   get stopRequested(): boolean {
     return this.stopping;

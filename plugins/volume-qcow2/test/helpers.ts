@@ -44,3 +44,23 @@ export function qemuImg(args: string[]): { status: number; stdout: string; stder
     return { status: e.status ?? -1, stdout: String(e.stdout ?? ''), stderr: String(e.stderr ?? '') };
   }
 }
+
+/** Deterministic pseudo-random bytes (xorshift32). */
+export function pattern(length: number, seed: number): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  let x = (seed | 0) || 0x9e3779b9;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Half data, half zeros, in 1 MiB runs: what a real disk looks like to a sparse copy. */
+export function halfSparse(size: number, seed: number): Buffer {
+  const out = Buffer.alloc(size);
+  for (let at = 0; at < size; at += 2 * MiB) pattern(Math.min(MiB, size - at), seed + at).copy(out, at);
+  return out;
+}
