@@ -51,7 +51,8 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
 }
 
 /**
- * Fetches and opens chunks by id, calling `onChunk` with each chunk's checked plaintext. Every
+ * Fetches and opens chunks by id, calling `onChunks` with the checked plaintexts of each fetched
+ * range, in pack order (plaintexts of one range are views into one buffer, back to back). Every
  * chunk is fetched once however many times it is wanted. `NOT_FOUND` names a chunk the index
  * lacks or whose pack is gone; `CORRUPT` a chunk that fails its checks. With `tolerant`, errors
  * are passed to `onError` instead and the walk goes on (verify).
@@ -59,7 +60,7 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
 export async function fetchChunks(
   repo: Repository,
   ids: Iterable<string>,
-  onChunk: (id: string, data: Buffer) => Promise<void>,
+  onChunks: (chunks: { id: string; data: Buffer }[]) => Promise<void>,
   options: FetchOptions & { onError?: (id: string, err: CairnError) => void } = {},
 ): Promise<void> {
   const locations: Location[] = [];
@@ -99,7 +100,7 @@ export async function fetchChunks(
         if (options.onError && (d.error!.code === 'CORRUPT' || d.error!.code === 'NOT_FOUND')) options.onError(d.id, d.error!);
         else throw d.error!;
       }
-      await Promise.all(decoded.filter((d) => d.data).map((d) => onChunk(d.id, d.data!)));
+      await onChunks(decoded.filter((d) => d.data).map((d) => ({ id: d.id, data: d.data! })));
     }
   };
   const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));

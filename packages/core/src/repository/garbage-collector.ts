@@ -88,8 +88,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       const wanted = new Set<string>();
       for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
       // Re-encode from checked plaintext so corruption is never copied forward.
-      await fetchChunks(repo, wanted, async (id, data) => {
-        await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+      await fetchChunks(repo, wanted, async (chunks) => {
+        for (const { id, data } of chunks) await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
       }, { signal: options.signal });
       await writer.finish();
       report.packsRepacked = toRepack.length;

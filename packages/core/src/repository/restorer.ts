@@ -6,6 +6,29 @@ import type { Manifest } from './format.js';
 import type { Repository } from './repository.js';
 
 /**
+ * Sorts writes by offset and merges neighbours whose bytes are also neighbours in memory (chunks
+ * decoded from one pack range in volume order), so a range becomes a few large writes. Pure.
+ */
+export function coalesceWrites(writes: { offset: number; data: Buffer }[]): { offset: number; data: Buffer }[] {
+  const sorted = [...writes].sort((a, b) => a.offset - b.offset);
+  const out: { offset: number; data: Buffer }[] = [];
+  for (const w of sorted) {
+    const last = out[out.length - 1];
+    if (
+      last &&
+      last.offset + last.data.length === w.offset &&
+      last.data.buffer === w.data.buffer &&
+      last.data.byteOffset + last.data.length === w.data.byteOffset
+    ) {
+      last.data = Buffer.from(last.data.buffer, last.data.byteOffset, last.data.length + w.data.length);
+    } else {
+      out.push({ offset: w.offset, data: w.data });
+    }
+  }
+  return out;
+}
+
+/**
  * Writes a backup to `target` in one pass, whatever its parent chain: each distinct chunk is
  * fetched once (ranged gets, coalesced per pack), checked against its id, and written at every
  * offset that holds it; zero runs become write-zeroes (or nothing on a zeroed target).
@@ -46,12 +69,18 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
     await fetchChunks(
       repo,
       offsets.keys(),
-      async (id, data) => {
-        for (const offset of offsets.get(id)!) {
-          const length = Math.min(chunkSize, size - offset);
-          if (data.length !== length) throw new CairnError('CORRUPT', `chunk ${id} has ${data.length} bytes where ${length} belong`);
-          await target.write(offset, data);
-          advance(length);
+      async (chunks) => {
+        const placed: { offset: number; data: Buffer }[] = [];
+        for (const { id, data } of chunks) {
+          for (const offset of offsets.get(id)!) {
+            const length = Math.min(chunkSize, size - offset);
+            if (data.length !== length) throw new CairnError('CORRUPT', `chunk ${id} has ${data.length} bytes where ${length} belong`);
+            placed.push({ offset, data });
+          }
+        }
+        for (const w of coalesceWrites(placed)) {
+          await target.write(w.offset, w.data);
+          advance(w.data.length);
         }
       },
       { signal: options.signal },

@@ -34,8 +34,8 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
   await fetchChunks(
     repo,
     users.keys(),
-    async (_id, data) => {
-      report.bytesChecked += data.length;
+    async (chunks) => {
+      for (const c of chunks) report.bytesChecked += c.data.length;
     },
     { signal, onError: (id, err) => bad.set(id, err) },
   );
