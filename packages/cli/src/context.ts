@@ -82,11 +82,30 @@ export class CliContext {
     if (!p) {
       const entry = this.loaded.config.targets[name];
       if (!entry) return Promise.reject(new CairnError('NOT_FOUND', `backup target ${name} is not in the config (known: ${Object.keys(this.loaded.config.targets).join(', ')})`, { driver: 'config' }));
-      p = this.registry.createBackupService(entry.plugin, { ...entry.options });
+      p = this.buildTarget(name, entry.plugin, { ...entry.options });
       p.catch(() => {});
       this.services.set(name, p);
     }
     return p;
+  }
+
+  /**
+   * Builds target `name`. Records name their target by `service.name`, and the manager finds a
+   * record's target by that name, so the service must carry the config's target name, not the
+   * plugin's. DriverRegistry.createBackupService names a chunked repository after its plugin,
+   * so for object-store plugins the repository is opened here with the same steps (store from
+   * the registry, secret through registry.secret) and the target's name.
+   */
+  private async buildTarget(name: string, plugin: string, options: Record<string, unknown>): Promise<BackupService> {
+    if (!this.registry.names().objectStores.includes(plugin)) {
+      const service = await this.registry.createBackupService(plugin, options);
+      if (service.name === name) return service;
+      throw new CairnError('INVALID_INPUT', `target ${name} must be named ${service.name}, the name its plugin gives the service`, { driver: 'config' });
+    }
+    const { repository = {}, ...storeOptions } = options as { repository?: Record<string, unknown> };
+    const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
+    const store = await this.registry.objectStore(plugin, storeOptions);
+    return ChunkedBackupService.open(store, { ...rest, name, passphrase: passphrase === undefined ? undefined : await this.registry.secret(passphrase) });
   }
 
   /** A target that is a chunked repository (every target over an object store). `NOT_SUPPORTED` otherwise. */

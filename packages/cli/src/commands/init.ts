@@ -95,9 +95,15 @@ export function registerInitCommand(program: Command): void {
 
 /** Asks for what was not given (empty answer = the default shown in brackets). */
 async function ask(opts: InitOptions): Promise<InitOptions> {
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  // On a terminal, readline asks line by line; from a pipe, the answers are read up front (one per line).
+  const rl = process.stdin.isTTY ? createInterface({ input: process.stdin, output: process.stderr }) : undefined;
+  const piped = rl ? [] : (await readAll()).split(/\r?\n/);
   try {
-    const q = async (question: string, dflt: string) => (await rl.question(`${question} [${dflt}]: `)).trim() || dflt;
+    const q = async (question: string, dflt: string) => {
+      if (rl) return (await rl.question(`${question} [${dflt}]: `)).trim() || dflt;
+      process.stderr.write(`${question} [${dflt}]: \n`);
+      return (piped.shift() ?? '').trim() || dflt;
+    };
     const o = { ...opts };
     o.volumesDir = await q('volume directory', o.volumesDir);
     o.repositoryDir = await q('repository directory', o.repositoryDir);
@@ -112,6 +118,12 @@ async function ask(opts: InitOptions): Promise<InitOptions> {
     }
     return o;
   } finally {
-    rl.close();
+    rl?.close();
   }
+}
+
+async function readAll(): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const p of process.stdin) parts.push(p as Buffer);
+  return Buffer.concat(parts).toString('utf8');
 }

@@ -1,0 +1,133 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cairn, cairnJson, listTree, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+
+interface Entry {
+  name: string;
+  data: Buffer;
+  type?: 'file' | 'symlink';
+  size?: number;
+}
+
+/** Reads every entry of a tar (test-side, with tar-stream). */
+async function readEntries(file: string): Promise<Entry[]> {
+  const extract = tar.extract();
+  const out: Entry[] = [];
+  const done = (async () => {
+    for await (const e of extract) {
+      const parts: Buffer[] = [];
+      for await (const p of e as unknown as AsyncIterable<Buffer>) parts.push(p);
+      out.push({ name: e.header.name, data: Buffer.concat(parts) });
+    }
+  })();
+  extract.end(await readFile(file));
+  await done;
+  return out;
+}
+
+/** Writes entries as a tar; `size` may lie about an entry's length in its header. */
+async function writeEntries(file: string, entries: Entry[]): Promise<void> {
+  const pack = tar.pack();
+  const done = pipeline(pack, createWriteStream(file));
+  for (const e of entries) {
+    if (e.type === 'symlink') pack.entry({ name: e.name, type: 'symlink', linkname: '/etc/passwd' });
+    else await new Promise<void>((r, j) => pack.entry({ name: e.name, size: e.data.length }, e.data, (err) => (err ? j(err) : r())));
+  }
+  pack.finalize();
+  await done;
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const resum = (entries: Entry[]) => {
+  const body = entries.filter((e) => e.name !== 'SHA256SUMS').map((e) => `${sha(e.data)}  ${e.name}`).join('\n');
+  return [...entries.filter((e) => e.name !== 'SHA256SUMS'), { name: 'SHA256SUMS', data: Buffer.from(`${body}\n`) }];
+};
+
+describe('cairn backup export/import (archives)', () => {
+  let cwd: string;
+  let other: string;
+  let data: Buffer;
+  let backup: any;
+  let archive: string;
+  let entries: Entry[];
+  const run = (args: string[]) => cairn(args, { cwd });
+
+  beforeAll(async () => {
+    cwd = await tempDir();
+    other = await tempDir();
+    data = await writeRawImage(join(cwd, 'a.raw'), 3 * MiB);
+    await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
+    backup = await cairnJson(['backup', 'create', 'a', '--name', 'archived'], { cwd });
+    archive = join(cwd, 'b.tar');
+  });
+  afterAll(async () => {
+    await removeDir(cwd);
+    await removeDir(other);
+  });
+
+  it('backup export --archive writes manifest, data entries and SHA256SUMS', async () => {
+    const r = await cairnJson(['backup', 'export', backup.id, '--archive', archive], { cwd });
+    expect(r).toMatchObject({ backupId: backup.id, size: 3 * MiB, file: archive });
+    entries = await readEntries(archive);
+    expect(entries[0]!.name).toBe('cairn-archive.json');
+    expect(entries.at(-1)!.name).toBe('SHA256SUMS');
+    const manifest = JSON.parse(entries[0]!.data.toString());
+    expect(manifest).toMatchObject({ format: 'cairn-archive/1', size: 3 * MiB, record: { id: backup.id, name: 'archived' } });
+    expect(entries.filter((e) => e.name.startsWith('data/'))).toHaveLength(manifest.chunks.length);
+    expect((await run(['backup', 'export', backup.id, '--archive', archive])).code).toBe(4);
+  });
+
+  it('backup import into another deployment registers the backup, which restores byte-exact', async () => {
+    const imported = await cairnJson(['backup', 'import', archive], { cwd: other });
+    expect(imported).toMatchObject({ id: backup.id, name: 'archived', status: 'available', incremental: false, size: 3 * MiB });
+    expect(await cairnJson(['backup', 'verify', backup.id], { cwd: other })).toMatchObject({ problems: [] });
+    const restored = await cairnJson(['backup', 'restore', backup.id, '--new'], { cwd: other });
+    await cairnJson(['volume', 'export', restored.volume.id, join(other, 'r.raw')], { cwd: other });
+    expect((await readFile(join(other, 'r.raw'))).equals(data)).toBe(true);
+  });
+
+  it('backup import of an id already present fails with ALREADY_EXISTS (exit 4)', async () => {
+    const r = await run(['backup', 'import', archive, '--json']);
+    expect(r.code).toBe(4);
+    expect(JSON.parse(r.stderr).error.code).toBe('ALREADY_EXISTS');
+  });
+
+  const refused: [string, () => Entry[], number, string][] = [
+    ['a flipped byte in a data entry', () => entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e)), 5, 'CORRUPT'],
+    ['an entry escaping the target (../)', () => resum([entries[0]!, { name: '../escape.bin', data: Buffer.from('x') }, ...entries.slice(1)]), 2, 'INVALID_INPUT'],
+    ['an absolute entry name', () => resum([entries[0]!, { name: '/tmp/abs.bin', data: Buffer.from('x') }, ...entries.slice(1)]), 2, 'INVALID_INPUT'],
+    ['a duplicated entry name', () => resum([entries[0]!, entries[1]!, entries[1]!, ...entries.slice(2)]), 2, 'INVALID_INPUT'],
+    ['a symbolic link entry', () => [entries[0]!, { name: 'data/link', data: Buffer.alloc(0), type: 'symlink' }, ...entries.slice(1)], 2, 'INVALID_INPUT'],
+    ['a data entry of the wrong size', () => resum(entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: e.data.subarray(0, e.data.length - 512) } : e))), 5, 'CORRUPT'],
+    ['a missing data entry', () => resum(entries.filter((e, i) => !(e.name.startsWith('data/') && i === 1))), 5, 'CORRUPT'],
+    ['no manifest first', () => entries.slice(1), 2, 'INVALID_INPUT'],
+  ];
+
+  for (const [what, make, code, errorCode] of refused) {
+    it(`backup import of an archive with ${what} is refused with ${errorCode} and writes nothing`, async () => {
+      const bad = join(cwd, 'bad.tar');
+      const list = make();
+      await writeEntries(bad, list);
+      const before = await listTree(other);
+      const r = await cairn(['backup', 'import', bad, '--json'], { cwd: other });
+      expect(r.code, r.stderr).toBe(code);
+      expect(JSON.parse(r.stderr).error.code).toBe(errorCode);
+      expect(await listTree(other)).toEqual(before);
+    });
+  }
+
+  it('backup import of a truncated archive is CORRUPT (exit 5) and writes nothing', async () => {
+    const whole = await readFile(archive);
+    const bad = join(cwd, 'truncated.tar');
+    await writeFile(bad, whole.subarray(0, Math.floor(whole.length / 2)));
+    const before = await listTree(other);
+    const r = await cairn(['backup', 'import', bad, '--json'], { cwd: other });
+    expect(r.code).toBe(5);
+    expect(await listTree(other)).toEqual(before);
+  });
+});

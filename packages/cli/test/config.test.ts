@@ -1,0 +1,155 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cairn, cairnJson, MiB, removeDir, tempDir } from './helpers.js';
+
+describe('cairn config', () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+
+  const good = {
+    volumeDrivers: { disks: { plugin: 'file', options: { directory: 'vols' } } },
+    targets: { main: { plugin: 'posix', options: { directory: 'repo', repository: { init: true } } } },
+  };
+
+  async function withConfig(name: string, body: string) {
+    const file = join(cwd, name);
+    await writeFile(file, body);
+    return file;
+  }
+
+  it('a config found through CAIRN_CONFIG places volumes and repository relative to it', async () => {
+    const file = await withConfig('a.json', JSON.stringify(good));
+    const v = await cairnJson(['volume', 'create', 'x', '--size', '1MiB'], { cwd: '/', env: { CAIRN_CONFIG: file } });
+    expect(v.size).toBe(MiB);
+    const b = await cairnJson(['backup', 'create', v.id], { cwd: '/', env: { CAIRN_CONFIG: file } });
+    expect(b.target).toBe('main');
+    const restored = await cairnJson(['backup', 'restore', b.id, '--new'], { cwd: '/', env: { CAIRN_CONFIG: file } });
+    expect(restored.backup.target).toBe('main');
+    const files = await import('node:fs/promises').then((fs) => fs.readdir(join(cwd, 'repo')));
+    expect(files).toContain('config');
+  });
+
+  it('a YAML config given with --config works', async () => {
+    const file = await withConfig('b.yaml', 'volumeDrivers:\n  disks:\n    plugin: file\n    options: { directory: yvols }\ntargets:\n  t:\n    plugin: posix\n    options:\n      directory: yrepo\n      repository: { init: true }\n');
+    const v = await cairnJson(['--config', file, 'volume', 'create', 'y', '--size', '1MiB'], { cwd });
+    expect((await cairnJson(['volume', 'list', '--config', file], { cwd })).map((x: { id: string }) => x.id)).toEqual([v.id]);
+  });
+
+  it('invalid JSON is INVALID_INPUT (exit 2) naming the file', async () => {
+    const file = await withConfig('broken.json', '{ "volumeDrivers": ');
+    const r = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });
+    expect(r.code).toBe(2);
+    const err = JSON.parse(r.stderr).error;
+    expect(err.code).toBe('INVALID_INPUT');
+    expect(err.message).toContain(file);
+  });
+
+  it('a schema error names the file and the path in it, in text and in JSON details', async () => {
+    const bad = { ...good, targets: { main: { plugin: 42, options: {} } }, extra: true };
+    const file = await withConfig('schema.json', JSON.stringify(bad));
+    const r = await cairn(['backup', 'list', '--config', file, '--json'], { cwd });
+    expect(r.code).toBe(2);
+    const err = JSON.parse(r.stderr).error;
+    expect(err.details.file).toBe(file);
+    expect(err.details.issues.map((i: { path: string }) => i.path).sort()).toEqual(['(top level)', 'targets.main.plugin']);
+    const text = await cairn(['backup', 'list', '--config', file], { cwd });
+    expect(text.stderr).toContain(`${file}: targets.main.plugin:`);
+  });
+
+  it('a passphrase written in the config is refused and never printed', async () => {
+    const bad = { ...good, targets: { main: { plugin: 'posix', options: { directory: 'r2', repository: { passphrase: 'hunter2-secret' } } } } };
+    const file = await withConfig('secret.json', JSON.stringify(bad));
+    const r = await cairn(['backup', 'list', '--config', file], { cwd });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('targets.main.options.repository.passphrase');
+    expect(r.stderr + r.stdout).not.toContain('hunter2-secret');
+  });
+
+  it('defaultTarget naming no target is INVALID_INPUT; an unknown plugin is NOT_FOUND (exit 3)', async () => {
+    const f1 = await withConfig('dt.json', JSON.stringify({ ...good, defaultTarget: 'nope' }));
+    expect((await cairn(['backup', 'list', '--config', f1], { cwd })).code).toBe(2);
+    const f2 = await withConfig('plugin.json', JSON.stringify({ ...good, volumeDrivers: { d: { plugin: 'floppy', options: {} } } }));
+    expect((await cairn(['volume', 'list', '--config', f2], { cwd })).code).toBe(3);
+  });
+
+  it('a config named by CAIRN_CONFIG that does not exist is NOT_FOUND (exit 3)', async () => {
+    const r = await cairn(['volume', 'list'], { cwd, env: { CAIRN_CONFIG: join(cwd, 'missing.json') } });
+    expect(r.code).toBe(3);
+  });
+
+  it('with no config the embedded defaults put everything under ./.cairn', async () => {
+    const dir = await tempDir();
+    try {
+      await cairnJson(['volume', 'create', 'd', '--size', '1MiB'], { cwd: dir });
+      expect(await cairnJson(['backup', 'list'], { cwd: dir })).toEqual([]);
+      const fs = await import('node:fs/promises');
+      expect((await fs.readdir(join(dir, '.cairn'))).sort()).toEqual(expect.arrayContaining(['repository', 'volumes']));
+    } finally {
+      await removeDir(dir);
+    }
+  });
+});
+
+describe('cairn init', () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+
+  it('init --yes writes cairn.config.json and creates the repository; a second init is ALREADY_EXISTS (exit 4)', async () => {
+    const r = await cairnJson(['init', '--yes'], { cwd });
+    expect(r).toMatchObject({ config: join(cwd, 'cairn.config.json'), repositoryCreated: true, encrypted: false });
+    const config = JSON.parse(await readFile(join(cwd, 'cairn.config.json'), 'utf8'));
+    expect(config.targets.posix).toMatchObject({ plugin: 'posix', options: { directory: '.cairn/repository' } });
+    expect((await cairn(['init', '--yes'], { cwd })).code).toBe(4);
+    expect(await cairnJson(['init', '--yes', '--force'], { cwd })).toMatchObject({ repositoryCreated: false });
+  });
+
+  it('init --encrypt --passphrase-env keeps only env:NAME in the config and needs the variable later', async () => {
+    const dir = await tempDir();
+    const env = { CAIRN_TEST_PW: 'correct horse battery staple' };
+    try {
+      const r = await cairn(['init', '--yes', '--encrypt', '--passphrase-env', 'CAIRN_TEST_PW', '--json'], { cwd: dir, env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ encrypted: true });
+      const text = await readFile(join(dir, 'cairn.config.json'), 'utf8');
+      expect(text).toContain('env:CAIRN_TEST_PW');
+      expect(text + r.stdout + r.stderr).not.toContain(env.CAIRN_TEST_PW);
+      expect(await cairnJson(['repo', 'stats'], { cwd: dir, env })).toMatchObject({ encrypted: true });
+      const without = await cairn(['repo', 'stats', '--json'], { cwd: dir, env: { CAIRN_TEST_PW: undefined } });
+      expect(without.code).toBe(3);
+      const wrong = await cairn(['repo', 'stats'], { cwd: dir, env: { CAIRN_TEST_PW: 'zebra-9-quartz' } });
+      expect(wrong.code).toBe(2);
+      expect(wrong.stderr).not.toContain('zebra-9-quartz');
+    } finally {
+      await removeDir(dir);
+    }
+  });
+
+  it('init --encrypt with a key file works; --encrypt without a source is INVALID_INPUT (exit 2)', async () => {
+    const dir = await tempDir();
+    try {
+      await writeFile(join(dir, 'key'), 'a key from a file\n');
+      const r = await cairnJson(['init', '--yes', '--passphrase-file', 'key'], { cwd: dir });
+      expect(r.encrypted).toBe(true);
+      expect(await readFile(join(dir, 'cairn.config.json'), 'utf8')).toContain(`file:${join(dir, 'key')}`);
+      expect((await cairn(['init', '--yes', '--encrypt', '--force'], { cwd: dir })).code).toBe(2);
+    } finally {
+      await removeDir(dir);
+    }
+  });
+
+  it('init without --yes asks for the directories on stdin', async () => {
+    const dir = await tempDir();
+    try {
+      const r = await cairn(['init', '--json'], { cwd: dir, input: 'my-volumes\nmy-repo\nn\n' });
+      expect(r.code, r.stderr).toBe(0);
+      const config = JSON.parse(await readFile(join(dir, 'cairn.config.json'), 'utf8'));
+      expect(config.volumeDrivers.file.options.directory).toBe('my-volumes');
+      expect(config.targets.posix.options.directory).toBe('my-repo');
+    } finally {
+      await removeDir(dir);
+    }
+  });
+});
