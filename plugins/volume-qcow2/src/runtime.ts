@@ -1,3 +1,5 @@
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { CairnError, KeyedMutex } from '@cairn/core';
 import { reconcileCheckpoints } from './checkpoint-chain.js';
 import { DaemonSession } from './daemon-session.js';
@@ -28,19 +30,34 @@ export class Runtime {
 
   constructor(private readonly options: RuntimeOptions) {}
 
-  /** The running session, starting a daemon when none runs. `UNAVAILABLE` when it cannot start or after `close()`. */
-  async session(): Promise<DaemonSession> {
-    if (this.closed) throw new CairnError('UNAVAILABLE', 'driver is closed', { driver: this.options.driver });
-    const current = await this.starting?.catch(() => undefined);
-    if (current?.alive) return current;
-    this.starting = DaemonSession.start(this.options).then((s) => {
-      void s.daemon.whenExited.then(() => {
-        this.filters.clear();
-        if (!s.stopRequested) this.options.onSessionLost(s);
-      });
-      return s;
-    });
+  /**
+   * The running session, starting a daemon when none runs. Calls are chained, so concurrent
+   * callers share one start. `UNAVAILABLE` when it cannot start or after `close()`.
+   */
+  session(): Promise<DaemonSession> {
+    if (this.closed) return Promise.reject(new CairnError('UNAVAILABLE', 'driver is closed', { driver: this.options.driver }));
+    const previous = this.starting?.catch(() => undefined) ?? Promise.resolve(undefined);
+    this.starting = previous.then((current) => (current?.alive ? current : this.start()));
     return this.starting;
+  }
+
+  private async start(): Promise<DaemonSession> {
+    await this.clearStaleOverlays();
+    const s = await DaemonSession.start(this.options);
+    void s.daemon.whenExited.then(() => {
+      this.filters.clear();
+      if (s.stopRequested) return;
+      this.options.onSessionLost(s);
+      void s.daemon.kill().catch(() => {}); // reaps the client and removes the daemon's temp dir
+    });
+    return s;
+  }
+
+  /** Views never outlive a daemon: overlays left by a crashed process are removed before a new one starts. */
+  private async clearStaleOverlays(): Promise<void> {
+    const dir = this.options.store.layout.viewsDir;
+    await this.options.store.init();
+    for (const name of await readdir(dir)) await rm(join(dir, name), { force: true });
   }
 
   /** The running session without starting one. */

@@ -1,0 +1,35 @@
+import { rm } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { DriverRegistry } from '@cairn/core';
+import { Qcow2VolumeDriver, qcow2VolumeModule } from '../src/index.js';
+import { tempDir } from './helpers.js';
+
+describe('qcow2VolumeModule', () => {
+  const registry = DriverRegistry.compose(qcow2VolumeModule);
+
+  it('registers the volume driver `qcow2`', () => {
+    expect(registry.names().volumeDrivers).toEqual(['qcow2']);
+  });
+
+  it('createVolumeDriver(qcow2) without a directory, or with a non-string option, fails with INVALID_INPUT', async () => {
+    await expect(registry.createVolumeDriver('qcow2', {})).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(registry.createVolumeDriver('qcow2', { directory: 5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', runtimeDir: '' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  });
+
+  it('createVolumeDriver(qcow2, {directory}) builds a driver that starts no daemon until needed', async () => {
+    const driver = (await registry.createVolumeDriver('qcow2', { directory: '/nonexistent/cairn' })) as Qcow2VolumeDriver;
+    expect(driver).toBeInstanceOf(Qcow2VolumeDriver);
+    expect(await driver.daemonPid()).toBeUndefined();
+    await driver.close();
+  });
+
+  it('a missing qemu-storage-daemon program makes attach fail with UNAVAILABLE', async () => {
+    const driver = new Qcow2VolumeDriver({ directory: await tempDir(), qemuStorageDaemon: '/nonexistent/qemu-storage-daemon' });
+    const v = await driver.createVolume({ size: 1024 * 1024 });
+    await expect(driver.attach({ kind: 'volume', id: v.id }, 'ro')).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await driver.deleteVolume(v.id);
+    await driver.close();
+    await rm(driver.directory, { recursive: true, force: true });
+  });
+});
