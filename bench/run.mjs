@@ -1,0 +1,89 @@
+/**
+ * `npm run bench [-- --size 2G] [--keep] [--plain]`: Cairn and restic side by side, same run, same
+ * data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
+ * gives elapsed time and peak RSS for both. Prints a table and writes bench/results/<date>.json.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const argv = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : fallback;
+};
+const parseSize = (s) => Number(s.replace(/[GMK]$/i, '')) * { G: 2 ** 30, M: 2 ** 20, K: 2 ** 10 }[s.at(-1).toUpperCase()] || Number(s);
+const size = parseSize(opt('--size', '2G'));
+const encrypt = !argv.includes('--plain');
+const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
+const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSITORY: join(work, 'restic'), RESTIC_CACHE_DIR: join(work, 'restic-cache') };
+
+function timed(cmd, args, cwd = work) {
+  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
+  const json = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
+  return { seconds: Number(m[1]), rssMiB: Math.round(Number(m[2]) / 1024), out: json ? JSON.parse(json) : undefined };
+}
+const cairn = (...a) => timed(process.execPath, [join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'));
+const restic = (...a) => timed('restic', ['--no-cache', ...a]);
+const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
+const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);
+const mbps = (s) => Math.round(size / 1e6 / s);
+
+console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}`);
+cairn('prepare', String(size));
+const changed = cairn('modify').out; // measure the twin's delta size once, then rebuild the base
+rmSync(join(work, 'volumes'), { recursive: true, force: true });
+rmSync(join(work, 'image.raw'), { force: true });
+cairn('prepare', String(size));
+cairn('init', ...(encrypt ? ['--encrypt'] : []), ...(opt('--chunk') ? ['--chunk', String(parseSize(opt('--chunk')))] : []));
+restic('init');
+
+const rows = [];
+cairn('digest', 'full');
+const c1 = cairn('backup', 'full');
+const stored1 = du(join(work, 'repo'));
+const r1 = restic('backup', 'image.raw');
+const rstored1 = du(join(work, 'restic'));
+rows.push(['full backup', c1, r1, stored1, rstored1]);
+
+cairn('modify');
+cairn('digest', 'incremental');
+const c2 = cairn('backup', 'incremental', '--incremental');
+const stored2 = du(join(work, 'repo')) - stored1;
+const c3 = cairn('backup', 'incremental-nocbt', '--incremental', '--no-cbt');
+const stored3 = du(join(work, 'repo')) - stored1 - stored2;
+const r2 = restic('backup', 'image.raw');
+const rstored2 = du(join(work, 'restic')) - rstored1;
+rows.push(['incremental, changed-block tracking', c2, undefined, stored2, undefined]);
+rows.push(['incremental, no tracking (read all)', c3, r2, stored3, rstored2]);
+
+const c4 = cairn('restore', 'full');
+Object.assign(c4.out, cairn('check', 'full').out);
+mkdirSync(join(work, 'restic-restore'));
+const r4 = restic('restore', 'latest', '--target', join(work, 'restic-restore'));
+const resticRestoredDisk = duDisk(join(work, 'restic-restore'));
+rows.push(['restore (full)', c4, r4, c4.out.allocatedBytes, resticRestoredDisk]);
+
+const fmt = (n) => (n === undefined ? '—' : String(n));
+const MiB = (b) => (b === undefined ? '—' : `${(b / 2 ** 20).toFixed(1)} MiB`);
+console.log('\n| operation | Cairn MB/s | Cairn peak RSS | Cairn stored | restic MB/s | restic peak RSS | restic stored | Cairn/restic speed |');
+console.log('|---|---|---|---|---|---|---|---|');
+for (const [name, c, r, cs, rs] of rows) {
+  const ratio = r ? (r.seconds / c.seconds).toFixed(2) : '—';
+  console.log(`| ${name} | ${mbps(c.seconds)} | ${c.rssMiB} MiB | ${MiB(cs)} | ${r ? mbps(r.seconds) : '—'} | ${r ? `${r.rssMiB} MiB` : '—'} | ${MiB(rs)} | ${ratio}× |`);
+}
+console.log(`\nbytes changed by the day of writes: ${MiB(changed.bytesChanged)}; CBT incremental took ${((c2.seconds / c1.seconds) * 100).toFixed(1)}% of the full backup's time and stored ${(stored2 / changed.bytesChanged).toFixed(2)}× the changed bytes`);
+console.log(`restores byte-exact: ${c4.out.exact}; restored volume allocates ${MiB(c4.out.allocatedBytes)} of ${MiB(size)} (restic 0.14 restores without holes: ${MiB(resticRestoredDisk)})`);
+console.log(`Cairn in-process times (ms, excluding process start and key derivation): full ${c1.out.ms}, incremental ${c2.out.ms}, no-cbt ${c3.out.ms}, restore ${c4.out.ms}`);
+console.log(`Cairn stats: full ${JSON.stringify(c1.out.stats)}\n             incremental ${JSON.stringify(c2.out.stats)}\n             no-cbt ${JSON.stringify(c3.out.stats)}`);
+mkdirSync(join(here, 'results'), { recursive: true });
+const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);
+writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
+console.log(`results: ${file}`);
+if (!argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
+if (!c4.out.exact) process.exit(1);
