@@ -13,8 +13,8 @@ interface Entry {
   device: Qcow2BlockDevice;
   session: DaemonSession;
   exportId: string;
-  /** The volume whose image this attachment reads (for volumes and views), if any. */
-  volumeId?: string;
+  /** The volume this attachment belongs to (its lock serializes attach, detach and deletes). */
+  volumeId: string;
   /** Drops the node reference taken at attach. */
   release: () => Promise<void>;
 }
@@ -53,7 +53,9 @@ export class AttachmentTable {
     if (target?.kind === 'snapshot') {
       if (mode === 'rw') throw this.err('INVALID_INPUT', `snapshot ${target.id} can only be attached read-only`);
       const view = this.views.get(target.id);
-      return view ? this.attachView(view) : this.attachCopy(target.id);
+      if (view) return this.runtime.locks.run(view.info.volumeId, () => this.attachView(view));
+      const { volumeId } = await this.store.snapshot(target.id);
+      return this.runtime.locks.run(volumeId, () => this.attachCopy(target.id));
     }
     throw this.err('INVALID_INPUT', `unknown attach target ${JSON.stringify(target)}`);
   }
@@ -74,6 +76,7 @@ export class AttachmentTable {
   }
 
   private async attachView(view: FleecingView): Promise<Attachment> {
+    if (this.views.get(view.info.id) !== view) throw this.err('NOT_FOUND', `snapshot ${view.info.id} not found`);
     const changed = async (since: string, range: ByteRange): Promise<Extent[]> => {
       const frozen = view.frozen.get(since);
       if (!frozen) throw this.notFound(since);
@@ -92,7 +95,7 @@ export class AttachmentTable {
       if (!chain) throw this.notFound(since);
       return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
     };
-    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, () => session.releaseNode(path), changed);
+    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, () => session.releaseNode(path), changed, record.volumeId);
   }
 
   /** Exports `node`, connects, and records the attachment; on failure releases what it took. */
@@ -103,7 +106,7 @@ export class AttachmentTable {
     node: string,
     release: () => Promise<void>,
     changed: ChangedSource,
-    volumeId?: string,
+    volumeId: string,
   ): Promise<Attachment> {
     let exportId: string | undefined;
     try {
@@ -124,8 +127,7 @@ export class AttachmentTable {
   async detach(attachmentId: string): Promise<void> {
     const entry = this.entries.get(attachmentId);
     if (!entry) return;
-    const lockKey = entry.volumeId ?? entry.attachment.target.id;
-    await this.runtime.locks.run(lockKey, async () => {
+    await this.runtime.locks.run(entry.volumeId, async () => {
       if (!this.entries.delete(attachmentId)) return;
       try {
         if (entry.attachment.mode === 'rw' && !entry.device.isClosed) await entry.device.flush();
