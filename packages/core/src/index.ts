@@ -38,3 +38,4 @@ export { RepositoryCatalog } from './repository/repository-catalog.js';
 export type { GcOptions, GcReport } from './repository/garbage-collector.js';
 export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
+export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';

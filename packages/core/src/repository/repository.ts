@@ -12,7 +12,7 @@ import { RepositoryLocks } from './repository-locks.js';
 const COMPRESSIONS: CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
 
 export interface InitOptions {
-  /** Chunk size in bytes, a power of two from 64 KiB to 16 MiB. Default 1 MiB (docs/repository-format.md says why). */
+  /** Chunk size in bytes, a power of two from 64 KiB to 16 MiB. Default 128 KiB (docs/repository-format.md says why). */
   chunkSize?: number;
   /** Default compression. Default `zstd`. */
   compression?: CompressionAlgorithm;
@@ -60,7 +60,7 @@ export class Repository {
 
   /** Writes a new repository's `config`. `ALREADY_EXISTS` when one is there; `INVALID_INPUT` for bad options. */
   static async init(store: ObjectStore, options: InitOptions = {}): Promise<RepositoryConfig> {
-    const chunkSize = options.chunkSize ?? 1024 * 1024;
+    const chunkSize = options.chunkSize ?? 128 * 1024;
     if (!Number.isSafeInteger(chunkSize) || chunkSize < 65536 || chunkSize > 16 * 1024 * 1024 || (chunkSize & (chunkSize - 1)) !== 0) {
       throw new CairnError('INVALID_INPUT', `chunkSize must be a power of two from 64 KiB to 16 MiB, got ${String(chunkSize)}`);
     }

@@ -1,0 +1,158 @@
+import type { ByteRange, Extent } from '../contracts/block-device.js';
+import { CairnError, isCairnError } from '../errors.js';
+import { assertRange } from '../util/validate.js';
+import { fetchChunks } from './chunk-fetcher.js';
+import type { Manifest } from './format.js';
+import type { Repository } from './repository.js';
+
+export interface BackupReaderOptions {
+  /** Chunks kept decoded in memory (LRU). Default 64. */
+  cacheChunks?: number;
+  /** Chunks fetched ahead when reads go forward. Default 16. */
+  readAhead?: number;
+}
+
+/**
+ * Random access to one backup's bytes straight from the repository, without restoring it: the
+ * basis of serving a backup as an NBD export. Chunks are fetched on demand, checked against their
+ * ids, kept in a bounded LRU cache, and read ahead for sequential access. A damaged chunk fails
+ * the read that needs it with `CORRUPT` (never wrong bytes); others stay readable. Safe for
+ * concurrent reads.
+ */
+export class BackupReader {
+  private readonly cache = new Map<number, Promise<Buffer>>();
+  private readonly cacheChunks: number;
+  private readonly readAhead: number;
+  private lastChunk = -2;
+
+  private constructor(
+    private readonly repo: Repository,
+    readonly manifest: Manifest,
+    options: BackupReaderOptions,
+  ) {
+    this.cacheChunks = Math.max(4, options.cacheChunks ?? 64);
+    this.readAhead = Math.max(0, Math.min(options.readAhead ?? 16, this.cacheChunks / 2));
+  }
+
+  /** `NOT_FOUND`/`CORRUPT` for a missing or damaged manifest. */
+  static async open(repo: Repository, backupId: string, options: BackupReaderOptions = {}): Promise<BackupReader> {
+    const manifest = await repo.readManifest(backupId);
+    await repo.index.refresh();
+    return new BackupReader(repo, manifest, options);
+  }
+
+  get size(): number {
+    return this.manifest.size;
+  }
+
+  get chunkSize(): number {
+    return this.manifest.chunkSize;
+  }
+
+  /** Reads `length` bytes at `offset`. `INVALID_INPUT` outside the backup; `CORRUPT`/`NOT_FOUND` for bad data. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    assertRange(offset, length, this.size);
+    const out = Buffer.alloc(length);
+    if (length === 0) return out;
+    const first = Math.floor(offset / this.chunkSize);
+    const last = Math.floor((offset + length - 1) / this.chunkSize);
+    this.prefetch(first, last);
+    await Promise.all(
+      Array.from({ length: last - first + 1 }, async (_, k) => {
+        const i = first + k;
+        if (this.manifest.chunks[i] === null) return; // zero chunk: already zeros
+        const data = await this.chunk(i);
+        const chunkStart = i * this.chunkSize;
+        const from = Math.max(offset, chunkStart);
+        const to = Math.min(offset + length, chunkStart + data.length);
+        data.copy(out, from - offset, from - chunkStart, to - chunkStart);
+      }),
+    );
+    return out;
+  }
+
+  /** Ranges holding data (non-zero chunks) inside `range`; everything else reads as zeros. */
+  allocated(range: ByteRange = { offset: 0, length: this.size }): Extent[] {
+    const out: Extent[] = [];
+    const first = Math.floor(range.offset / this.chunkSize);
+    const end = range.offset + range.length;
+    for (let i = first; i * this.chunkSize < end && i < this.manifest.chunks.length; i++) {
+      if (this.manifest.chunks[i] === null) continue;
+      const start = Math.max(range.offset, i * this.chunkSize);
+      const stop = Math.min(end, (i + 1) * this.chunkSize, this.size);
+      const prev = out[out.length - 1];
+      if (prev && prev.offset + prev.length === start) prev.length += stop - start;
+      else out.push({ offset: start, length: stop - start });
+    }
+    return out;
+  }
+
+  /** Fetches and caches chunks ahead of a forward-moving reader (errors surface when read). */
+  private prefetch(first: number, last: number): void {
+    const sequential = first <= this.lastChunk + 1 && last >= this.lastChunk;
+    this.lastChunk = last;
+    if (!sequential || this.readAhead === 0) return;
+    const wanted: number[] = [];
+    for (let i = last + 1; i <= last + this.readAhead && i < this.manifest.chunks.length; i++) {
+      if (this.manifest.chunks[i] !== null && !this.cache.has(i)) wanted.push(i);
+    }
+    if (wanted.length > 0) this.load(wanted);
+  }
+
+  private chunk(index: number): Promise<Buffer> {
+    const hit = this.cache.get(index);
+    if (hit) {
+      this.cache.delete(index); // refresh LRU position
+      this.cache.set(index, hit);
+      return hit;
+    }
+    this.load([index]);
+    return this.cache.get(index)!;
+  }
+
+  /** Starts one batched fetch for `indexes`, caching a promise per index. */
+  private load(indexes: number[]): void {
+    const byId = new Map<string, number[]>();
+    for (const i of indexes) {
+      const id = this.manifest.chunks[i]!;
+      byId.set(id, [...(byId.get(id) ?? []), i]);
+    }
+    const settle = new Map<number, { resolve: (b: Buffer) => void; reject: (e: unknown) => void }>();
+    for (const i of indexes) {
+      const p = new Promise<Buffer>((resolve, reject) => settle.set(i, { resolve, reject }));
+      p.catch(() => this.cache.delete(i)); // a failed chunk is retried on the next read
+      this.cache.set(i, p);
+    }
+    const errors = new Map<string, CairnError>();
+    fetchChunks(
+      this.repo,
+      byId.keys(),
+      async (chunks) => {
+        for (const { id, data } of chunks) for (const i of byId.get(id)!) settle.get(i)!.resolve(Buffer.from(data));
+      },
+      { onError: (id, err) => errors.set(id, err) },
+    )
+      .catch((err) => {
+        for (const s of settle.values()) s.reject(err);
+      })
+      .finally(() => {
+        for (const [id, err] of errors) {
+          const e = new CairnError(err.code, `backup ${this.manifest.backupId}: ${err.message}`, { cause: err, details: err.details });
+          for (const i of byId.get(id)!) settle.get(i)!.reject(e);
+        }
+        // Settling twice is a no-op: this only catches a chunk that was neither delivered nor failed.
+        for (const s of settle.values()) s.reject(new CairnError('INTERNAL', 'chunk fetch ended without delivering the chunk'));
+        this.evict();
+      });
+  }
+
+  private evict(): void {
+    while (this.cache.size > this.cacheChunks) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cache.delete(oldest);
+    }
+  }
+}
+
+/** True when `err` is a data error of a backup (the NBD export answers EIO for it). */
+export const isDataError = (err: unknown): boolean => isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND');
