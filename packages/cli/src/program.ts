@@ -48,9 +48,9 @@ export async function run(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.OK;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.OK;
-      // commander already printed the message; a group without a subcommand shows its help.
-      return err.code === 'commander.executeSubCommandAsync' ? ExitCode.INTERNAL : ExitCode.USAGE;
+      // commander already printed the message or the help. --help and --version exit 0; a group
+      // without its subcommand (help shown as an error) and every parse error exit 2.
+      return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
     }
     throw err;
   }
