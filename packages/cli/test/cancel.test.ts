@@ -14,8 +14,8 @@ describe('cairn backup cancel (a real second process)', () => {
   afterAll(() => removeDir(cwd));
 
   it('backup cancel <job> stops a running backup: exit 130, record in error, no temporaries, no locks', async () => {
-    // 8 MiB read at 1 MiB/s: the backup runs for seconds, long enough to be cancelled.
-    const { exit } = cairnSpawn(['backup', 'create', volumeId, '--read-rate', '1MiB', '--json'], { cwd });
+    // 8 MiB read at 512 KiB/s: the backup runs for seconds, long enough to be cancelled.
+    const { exit } = cairnSpawn(['backup', 'create', volumeId, '--read-rate', '512KiB', '--json'], { cwd });
     let jobs: { id: string; kind: string; backupId: string; pid: number }[] = [];
     for (let i = 0; i < 100 && jobs.length === 0; i++) {
       jobs = await cairnJson(['backup', 'jobs'], { cwd });
@@ -23,6 +23,9 @@ describe('cairn backup cancel (a real second process)', () => {
     }
     expect(jobs).toHaveLength(1);
     expect(jobs[0]).toMatchObject({ kind: 'backup', volumeId });
+    // A mutating command in another process must not "recover" the live job's record.
+    expect((await cairn(['backup', 'delete', 'no-such-backup'], { cwd })).code).toBe(3);
+    expect(await cairnJson(['backup', 'show', jobs[0]!.backupId], { cwd })).toMatchObject({ status: 'creating' });
     const cancel = await cairnJson(['backup', 'cancel', jobs[0]!.id], { cwd });
     expect(cancel).toMatchObject({ cancelled: jobs[0]!.id, kind: 'backup' });
     const result = await exit;

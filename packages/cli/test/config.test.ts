@@ -37,6 +37,15 @@ describe('cairn config', () => {
     expect((await cairnJson(['volume', 'list', '--config', file], { cwd })).map((x: { id: string }) => x.id)).toEqual([v.id]);
   });
 
+  it('--driver picks a volume driver from the config; an unknown one is NOT_FOUND (exit 3)', async () => {
+    const two = { ...good, volumeDrivers: { first: { plugin: 'file', options: { directory: 'd1' } }, second: { plugin: 'file', options: { directory: 'd2' } } } };
+    const file = await withConfig('two.json', JSON.stringify(two));
+    const v = await cairnJson(['--config', file, '--driver', 'second', 'volume', 'create', 'z', '--size', '1MiB'], { cwd });
+    expect((await cairnJson(['--config', file, '--driver', 'second', 'volume', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual([v.id]);
+    expect(await cairnJson(['--config', file, 'volume', 'list'], { cwd })).toEqual([]);
+    expect((await cairn(['--config', file, '--driver', 'third', 'volume', 'list'], { cwd })).code).toBe(3);
+  });
+
   it('invalid JSON is INVALID_INPUT (exit 2) naming the file', async () => {
     const file = await withConfig('broken.json', '{ "volumeDrivers": ');
     const r = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });
