@@ -261,3 +261,24 @@ describe('BackupManager records', () => {
     expect(report.problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
   });
 });
+
+describe('BackupManager.recover and live owners', () => {
+  it('recover() leaves records whose owner process still runs, with their volume state and temporary snapshot', async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes);
+    const base = await manager.backup({ volumeId: v.id });
+    const now = new Date().toISOString();
+    const { hostname } = await import('node:os');
+    const liveOwner = { host: hostname(), pid: process.ppid }; // the test runner's parent: alive
+    await catalog.putBackup({ ...base, id: 'running-elsewhere', status: 'creating', owner: liveOwner });
+    await catalog.putBackup({ ...base, id: 'died', status: 'creating', owner: { host: hostname(), pid: 2 ** 22 + 4321 } });
+    await catalog.putVolumeState({ volumeId: v.id, status: 'backing-up', previousStatus: 'available', backupId: 'running-elsewhere', since: now });
+    const snap = await volumes.createSnapshot(v.id, 'cairn-temp-running-elsewhere');
+    const report = await manager.recover();
+    expect(report.skipped).toEqual(['running-elsewhere']);
+    expect(report.failedBackups).toEqual(['died']);
+    expect((await manager.getBackup('running-elsewhere')).status).toBe('creating');
+    expect((await manager.getVolume(v.id)).status).toBe('backing-up');
+    expect((await volumes.listSnapshots(v.id)).map((s) => s.id)).toEqual([snap.id]);
+  });
+});

@@ -53,5 +53,7 @@ describe('DriverRegistry and the chunked repository', () => {
     expect(service).toBeInstanceOf(ChunkedBackupService);
     expect(service.describe()).toMatchObject({ name: 'mem', capabilities: { dedup: true, dependentChains: false } });
     expect((service as ChunkedBackupService).repository.encrypted).toBe(true);
+    const named = await registry.createBackupService('mem', { repository: { init: true, workers: 0, name: 'offsite' } });
+    expect(named.name).toBe('offsite');
   });
 });

@@ -173,7 +173,13 @@ describe('ChunkedBackupService storage', () => {
     const kept = await service.gc({ graceMs: 60_000 });
     expect(kept.packsDeleted).toBe(0);
     expect(kept.packsInGrace).toBeGreaterThan(0);
+    const dry = await service.gc({ graceMs: 0, dryRun: true });
+    expect(dry.chunksRemoved).toBeGreaterThan(0);
+    expect(dry.bytesFreed).toBeGreaterThan(0);
+    expect((await service.stats()).chunks).toBe(dry.chunksRemoved); // nothing removed yet
     const gone = await service.gc({ graceMs: 0 });
+    expect(gone.chunksRemoved).toBe(dry.chunksRemoved);
+    expect(gone.bytesFreed).toBe(dry.bytesFreed);
     expect(gone.packsDeleted).toBeGreaterThan(0);
     expect((await service.stats()).chunks).toBe(0);
   });

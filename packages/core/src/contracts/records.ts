@@ -44,6 +44,8 @@ export interface BackupRecord {
   /** Opaque data the service needs to find the backup again (manifest id, object prefix…). */
   serviceData: Record<string, unknown>;
   stats?: BackupStats;
+  /** Process working on the record while it is `creating`/`restoring`/`deleting`; recovery leaves live owners alone. */
+  owner?: { host: string; pid: number };
   createdAt: string;
   updatedAt: string;
 }

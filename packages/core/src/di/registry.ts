@@ -71,7 +71,8 @@ export class DriverRegistry implements FactoryContext {
    * Builds a backup service. A plugin that registers only an ObjectStore (posix, s3, swift…)
    * gets the chunked repository over it: `options.repository` holds the repository's own
    * options (`passphrase` as a secret reference `env:NAME`/`file:path`, `init`, `workers`,
-   * `uploads`); every other option goes to the store.
+   * `uploads`, and `name`: the target's name in records, default the plugin's name); every other
+   * option goes to the store.
    */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
     if (this.services.has(plugin) || !this.stores.has(plugin)) return this.factory('backup service', this.services, plugin).create(options, this);
@@ -80,7 +81,7 @@ export class DriverRegistry implements FactoryContext {
     const store = await this.objectStore(plugin, storeOptions);
     return ChunkedBackupService.open(store, {
       ...(rest as ChunkedServiceOptions),
-      name: plugin,
+      name: typeof rest.name === 'string' ? rest.name : plugin,
       passphrase: passphrase === undefined ? undefined : await this.secret(passphrase),
     });
   }

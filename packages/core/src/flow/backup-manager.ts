@@ -6,6 +6,7 @@ import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
+import { currentOwner, ownerMayBeAlive } from '../util/process-owner.js';
 import { linkedController, type Job } from './jobs.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
@@ -119,6 +120,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       volumeName: volume.name,
       size: volume.size,
       status: 'creating',
+      owner: currentOwner(),
       service: service.name,
       parentId: parent?.id,
       incremental: !!parent,
@@ -171,7 +173,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       } else {
         if (cbt) checkpoint = await cbt.createCheckpoint(volume.id);
         if (volume.status === 'in-use') {
-          snapshot = await this.pointInTime(volume);
+          snapshot = await this.pointInTime(volume, record.id);
           attachment = await this.volumes.attach({ kind: 'snapshot', id: snapshot.id }, 'ro');
         } else {
           attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
@@ -185,6 +187,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         serviceData: result.serviceData,
         stats: result.stats,
         checkpointId: checkpoint?.id,
+        owner: undefined,
         updatedAt: nowIso(),
       });
       await this.catalog.putBackup(record);
@@ -192,7 +195,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       return { ...record };
     } catch (err) {
       const e = signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
-      await this.catalog.putBackup({ ...record, status: 'error', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
+      await this.catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
       throw e;
     } finally {
       await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
@@ -204,11 +207,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /** Takes the temporary snapshot of an in-use volume, quiescing around it when the driver can. */
-  private async pointInTime(volume: Volume): Promise<Snapshot> {
+  private async pointInTime(volume: Volume, backupId: string): Promise<Snapshot> {
     const q = this.volumes.capabilities.quiesce ? this.volumes.quiesce : undefined;
     if (q) await q.freeze(volume.id);
     try {
-      return await this.volumes.createSnapshot(volume.id, `${TEMP_SNAPSHOT_PREFIX}${newId()}`);
+      return await this.volumes.createSnapshot(volume.id, `${TEMP_SNAPSHOT_PREFIX}${backupId}`);
     } finally {
       if (q) await q.thaw(volume.id);
     }
@@ -284,7 +287,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let attachment: Attachment | undefined;
     let ok = false;
     try {
-      await this.catalog.putBackup({ ...backup, status: 'restoring', updatedAt: nowIso() });
+      await this.catalog.putBackup({ ...backup, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() });
       await this.beginVolumeFlow(volume, 'restoring-backup', backup.id);
       const sink = this.progressSink(backup.id, 'restore', progress);
       if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
@@ -333,7 +336,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
       for (const child of children.reverse()) await this.deleteBackup(child.id, options);
     }
-    await this.catalog.putBackup({ ...backup, status: 'deleting', updatedAt: nowIso() });
+    await this.catalog.putBackup({ ...backup, status: 'deleting', owner: currentOwner(), updatedAt: nowIso() });
     await this.finishDelete(backup, service);
   }
 
@@ -349,11 +352,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 
-  /** Resolves what a crash left in flight, as Cinder's manager does at start. Idempotent. */
+  /**
+   * Resolves what a crash left in flight, as Cinder's manager does at start. Idempotent. Records
+   * whose owner may still be working (a job of this manager, a live process on this host, or a
+   * process on another host) are left alone and listed in `skipped`.
+   */
   async recover(): Promise<RecoveryReport> {
+    const running = new Set(this.listJobs().map((j) => j.backupId));
     return recoverInFlight({
       catalog: this.catalog,
       volumes: this.volumes,
+      isLive: (b) => running.has(b.id) || (!!b.owner && b.owner.pid !== process.pid && ownerMayBeAlive(b.owner)),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });
   }

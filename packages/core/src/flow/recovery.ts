@@ -3,7 +3,7 @@ import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { nowIso } from '../util/clock.js';
 
-/** Name prefix of the snapshots the flow takes for itself; recovery deletes leftovers. */
+/** Name prefix of the snapshots the flow takes for itself (`cairn-temp-<backupId>`); recovery deletes leftovers. */
 export const TEMP_SNAPSHOT_PREFIX = 'cairn-temp-';
 
 export interface RecoveryReport {
@@ -19,6 +19,8 @@ export interface RecoveryReport {
   errorRestoringVolumes: string[];
   /** Temporary snapshots removed. */
   removedSnapshots: string[];
+  /** Backups left alone because their owner may still be working on them. */
+  skipped: string[];
   /** Steps that failed, as `id: CODE message`. */
   errors: string[];
 }
@@ -32,6 +34,8 @@ export async function recoverInFlight(deps: {
   catalog: Catalog;
   volumes: VolumeDriver;
   finishDelete: (backup: BackupRecord) => Promise<void>;
+  /** True when the record's owner may still be working on it (then it is not touched). */
+  isLive: (backup: BackupRecord) => boolean;
 }): Promise<RecoveryReport> {
   const { catalog, volumes } = deps;
   const report: RecoveryReport = {
@@ -41,14 +45,21 @@ export async function recoverInFlight(deps: {
     resetVolumes: [],
     errorRestoringVolumes: [],
     removedSnapshots: [],
+    skipped: [],
     errors: [],
   };
+  const live = new Set<string>();
   for (const b of await catalog.listBackups()) {
+    if ((b.status === 'creating' || b.status === 'restoring' || b.status === 'deleting') && deps.isLive(b)) {
+      live.add(b.id);
+      report.skipped.push(b.id);
+      continue;
+    }
     if (b.status === 'creating') {
-      await catalog.putBackup({ ...b, status: 'error', failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
+      await catalog.putBackup({ ...b, status: 'error', owner: undefined, failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
       report.failedBackups.push(b.id);
     } else if (b.status === 'restoring') {
-      await catalog.putBackup({ ...b, status: 'available', updatedAt: nowIso() });
+      await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
       report.restoredBackups.push(b.id);
     } else if (b.status === 'deleting') {
       report.resumedDeletes.push(b.id);
@@ -56,6 +67,7 @@ export async function recoverInFlight(deps: {
     }
   }
   for (const state of await catalog.listVolumeStates()) {
+    if (live.has(state.backupId)) continue;
     if (state.status === 'backing-up') {
       await catalog.clearVolumeState(state.volumeId);
       report.resetVolumes.push(state.volumeId);
@@ -67,7 +79,8 @@ export async function recoverInFlight(deps: {
   if (volumes.capabilities.snapshots) {
     for (const volume of await volumes.listVolumes()) {
       for (const snap of await volumes.listSnapshots(volume.id)) {
-        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX)) continue;
+        // Named after the backup that took it; a live backup's snapshot is still in use.
+        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX) || live.has(snap.name.slice(TEMP_SNAPSHOT_PREFIX.length))) continue;
         await volumes
           .deleteSnapshot(snap.id)
           .then(() => report.removedSnapshots.push(snap.id))

@@ -9,7 +9,7 @@ export interface GcOptions {
   graceMs?: number;
   /** Repack a pack when at least this share of its bytes is unreferenced. Default 0.25. */
   repackThreshold?: number;
-  /** Report what would be done without doing it. Default false. */
+  /** Report what would be done (same counts, bytes freed by repacks estimated from blob sizes) without doing it. Default false. */
   dryRun?: boolean;
   signal?: AbortSignal;
 }
@@ -81,6 +81,12 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     if (options.dryRun) {
       report.packsDeleted = toDelete.length + orphans.length;
       report.packsRepacked = toRepack.length;
+      for (const packId of [...toRepack, ...toDelete]) {
+        for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
+        if (toDelete.includes(packId)) report.bytesFreed += await sizeOf(repo, packId);
+        else for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.bytesFreed += e.length;
+      }
+      for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
       return report;
     }
     if (toRepack.length > 0) {

@@ -1,8 +1,8 @@
-import { hostname } from 'node:os';
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { newId } from '../util/clock.js';
 import { Keys } from './format.js';
+import { currentOwner, ownerMayBeAlive } from '../util/process-owner.js';
 
 export type LockKind = 'shared' | 'exclusive' | 'volume';
 
@@ -37,19 +37,10 @@ export interface LockOptions {
   signal?: AbortSignal;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** True when a lock no longer protects anything: expired, or its owner on this host is gone. */
 export function isStale(doc: LockDoc, now = Date.now()): boolean {
   if (Date.parse(doc.expiresAt) < now) return true;
-  return doc.owner.host === hostname() && doc.owner.pid !== process.pid && !pidAlive(doc.owner.pid);
+  return !ownerMayBeAlive(doc.owner);
 }
 
 /** Whether `mine` must give way to the live lock `other`. */
@@ -83,7 +74,7 @@ export class RepositoryLocks {
         id: newId(),
         kind,
         volumeId: options.volumeId,
-        owner: { host: hostname(), pid: process.pid },
+        owner: currentOwner(),
         purpose: options.purpose,
         createdAt: new Date(now).toISOString(),
         expiresAt: new Date(now + this.ttlMs).toISOString(),
