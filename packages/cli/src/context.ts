@@ -91,21 +91,17 @@ export class CliContext {
 
   /**
    * Builds target `name`. Records name their target by `service.name`, and the manager finds a
-   * record's target by that name, so the service must carry the config's target name, not the
-   * plugin's. DriverRegistry.createBackupService names a chunked repository after its plugin,
-   * so for object-store plugins the repository is opened here with the same steps (store from
-   * the registry, secret through registry.secret) and the target's name.
+   * record's target by that name, so the service carries the config's target name (the registry
+   * passes `repository.name` to a chunked repository over an object-store plugin).
    */
   private async buildTarget(name: string, plugin: string, options: Record<string, unknown>): Promise<BackupService> {
-    if (!this.registry.names().objectStores.includes(plugin)) {
-      const service = await this.registry.createBackupService(plugin, options);
-      if (service.name === name) return service;
-      throw new CairnError('INVALID_INPUT', `target ${name} must be named ${service.name}, the name its plugin gives the service`, { driver: 'config' });
+    if (this.registry.names().objectStores.includes(plugin)) {
+      const repository = { ...((options.repository as Record<string, unknown> | undefined) ?? {}), name };
+      return this.registry.createBackupService(plugin, { ...options, repository });
     }
-    const { repository = {}, ...storeOptions } = options as { repository?: Record<string, unknown> };
-    const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
-    const store = await this.registry.objectStore(plugin, storeOptions);
-    return ChunkedBackupService.open(store, { ...rest, name, passphrase: passphrase === undefined ? undefined : await this.registry.secret(passphrase) });
+    const service = await this.registry.createBackupService(plugin, options);
+    if (service.name === name) return service;
+    throw new CairnError('INVALID_INPUT', `target ${name} must be named ${service.name}, the name its plugin gives the service`, { driver: 'config' });
   }
 
   /** A target that is a chunked repository (every target over an object store). `NOT_SUPPORTED` otherwise. */
@@ -139,7 +135,8 @@ export class CliContext {
     const manager = await this.managerPromise;
     if (options.recover && !(await otherJobsRunning(this.stateDir))) {
       const report = await manager.recover();
-      const n = Object.values(report).reduce<number>((s, v) => s + (Array.isArray(v) ? v.length : 0), 0);
+      const { skipped: _skipped, ...resolved } = report;
+      const n = Object.values(resolved).reduce<number>((s, v) => s + (Array.isArray(v) ? v.length : 0), 0);
       if (n > 0) this.out.info(`recovered ${n} item(s) left in flight by an earlier run`);
     }
     return manager;
