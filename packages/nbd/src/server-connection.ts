@@ -31,6 +31,8 @@ export class ServerConnection {
   private request: NbdRequest | undefined;
   private payloadHave = 0;
   private stopReading = false;
+  /** Set once drain has ended the socket: reading resumes only to see the client hang up. */
+  private finishing = false;
   private ended = false;
   private readonly endWaiters: Array<() => void> = [];
 
@@ -64,6 +66,9 @@ export class ServerConnection {
       // A backend call that never settles must not hold close() past the timeout.
       if (this.handler) await Promise.race([this.handler.idle(), this.closed()]);
       this.socket.end();
+      // Keep reading (and ignoring) so the client's FIN is seen; a paused socket never closes.
+      this.finishing = true;
+      this.socket.resume();
       await this.closed();
     } finally {
       clearTimeout(timer);
@@ -166,7 +171,7 @@ export class ServerConnection {
 
   private updateFlow(): void {
     const busy = this.handler ? this.handler.inFlight >= this.options.maxInFlight : false;
-    const pause = this.stopReading || busy || this.socket.writableNeedDrain;
+    const pause = !this.finishing && (this.stopReading || busy || this.socket.writableNeedDrain);
     if (pause && !this.socket.isPaused()) this.socket.pause();
     else if (!pause && this.socket.isPaused()) this.socket.resume();
   }
