@@ -1,0 +1,97 @@
+import type { BackupReader, Extent } from '@cairn/core';
+import type { NbdBackend, ReadRun, StatusDescriptor } from '../nbd-backend.js';
+import { BASE_ALLOCATION, STATE_HOLE, STATE_ZERO } from '../protocol.js';
+import type { OverlayFile } from './overlay-file.js';
+
+const ZERO_PIECE = Buffer.alloc(4 * 1024 * 1024);
+
+/**
+ * An NbdBackend over one backup, read chunk by chunk from the repository through `reader`.
+ * All-zero chunks are sent as holes and reported by `base:allocation` as hole|zero, so clients
+ * copy sparsely. A read touching a damaged or missing chunk fails with the reader's `CORRUPT` /
+ * `NOT_FOUND`, which the server answers with EIO; other ranges stay readable.
+ *
+ * Without `overlay` the export is read-only. With it, writes, write-zeroes and flush go to the
+ * overlay, and reads take overlay blocks where written, else the backup (reported as data).
+ */
+export function backupBackend(reader: BackupReader, overlay?: OverlayFile): NbdBackend {
+  const backend: NbdBackend = {
+    size: reader.size,
+    readOnly: overlay === undefined,
+    async read(offset, length) {
+      const runs: ReadRun[] = [];
+      await walk(overlay, offset, length, async (from, len, inOverlay) => {
+        if (inOverlay) runs.push(await overlay!.read(from, len));
+        else runs.push(...(await baseRuns(reader, from, len)));
+      });
+      return runs;
+    },
+    async blockStatus(context, offset, length) {
+      if (context !== BASE_ALLOCATION) return undefined;
+      const out: StatusDescriptor[] = [];
+      await walk(overlay, offset, length, async (from, len, inOverlay) => {
+        if (inOverlay) push(out, len, 0);
+        else for (const d of baseStatus(reader.allocated({ offset: from, length: len }), from, len)) push(out, d.length, d.flags);
+      });
+      return out;
+    },
+  };
+  if (overlay) {
+    backend.write = (offset, data, { fua }) => overlay.write(offset, data, fua);
+    backend.writeZeroes = async (offset, length, { fua }) => {
+      for (let at = offset; at < offset + length; at += ZERO_PIECE.length) {
+        await overlay.write(at, ZERO_PIECE.subarray(0, Math.min(ZERO_PIECE.length, offset + length - at)));
+      }
+      if (fua) await overlay.flush();
+    };
+    backend.flush = () => overlay.flush();
+  }
+  return backend;
+}
+
+/** Calls `visit` for consecutive pieces of the range, in order, saying whether each is in the overlay. */
+async function walk(overlay: OverlayFile | undefined, offset: number, length: number, visit: (from: number, len: number, inOverlay: boolean) => Promise<void>): Promise<void> {
+  let at = offset;
+  for (const w of overlay ? overlay.written(offset, length) : []) {
+    if (w.offset > at) await visit(at, w.offset - at, false);
+    await visit(w.offset, w.length, true);
+    at = w.offset + w.length;
+  }
+  if (at < offset + length) await visit(at, offset + length - at, false);
+}
+
+/** The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one read. */
+async function baseRuns(reader: BackupReader, offset: number, length: number): Promise<ReadRun[]> {
+  const data = reader.allocated({ offset, length });
+  if (data.length === 0) return [{ zero: length }];
+  const bytes = await reader.read(offset, length);
+  const runs: ReadRun[] = [];
+  let at = offset;
+  for (const e of data) {
+    if (e.offset > at) runs.push({ zero: e.offset - at });
+    runs.push(bytes.subarray(e.offset - offset, e.offset - offset + e.length));
+    at = e.offset + e.length;
+  }
+  if (at < offset + length) runs.push({ zero: offset + length - at });
+  return runs;
+}
+
+/** `base:allocation` descriptors of the backup: data 0, zero chunks hole|zero. */
+function baseStatus(data: Extent[], offset: number, length: number): StatusDescriptor[] {
+  const out: StatusDescriptor[] = [];
+  let at = offset;
+  for (const e of data) {
+    if (e.offset > at) out.push({ length: e.offset - at, flags: STATE_HOLE | STATE_ZERO });
+    out.push({ length: e.length, flags: 0 });
+    at = e.offset + e.length;
+  }
+  if (at < offset + length) out.push({ length: offset + length - at, flags: STATE_HOLE | STATE_ZERO });
+  return out;
+}
+
+/** Appends a descriptor, merging it into the previous one when the flags are equal. */
+function push(out: StatusDescriptor[], length: number, flags: number): void {
+  const prev = out[out.length - 1];
+  if (prev && prev.flags === flags) prev.length += length;
+  else out.push({ length, flags });
+}

@@ -1,0 +1,271 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { CairnError, KeyedMutex, toCairnError, type Extent } from '@cairn/core';
+
+/** Default overlay block size: 64 KiB. */
+export const OVERLAY_BLOCK_SIZE = 64 * 1024;
+
+const MAGIC = 'CAIRN-OVERLAY/1\n';
+/** The map file: a 4 KiB header (magic + JSON, space-padded), then one bit per block, LSB first. */
+const HEADER_SIZE = 4096;
+const DRIVER = 'backup-export';
+
+/** Overlay files open in this process: one writer per overlay. */
+const openPaths = new Set<string>();
+
+export interface OverlayIdentity {
+  /** The backup the overlay belongs to; reopening it over another backup is `CONFLICT`. */
+  backupId: string;
+  /** The backup's size in bytes (the data file's size). */
+  size: number;
+}
+
+export interface OverlayOpenOptions {
+  /** Block size of a new overlay (a power of two, 4 KiB–16 MiB). Default 64 KiB; an existing overlay keeps its own. */
+  blockSize?: number;
+}
+
+interface Header extends OverlayIdentity {
+  blockSize: number;
+}
+
+/**
+ * A local copy-on-write overlay over a read-only backup: `<path>` is a sparse data file of the
+ * backup's size holding the blocks written so far, `<path>.map` records which blocks those are
+ * (written after the data they describe; both fsynced by `flush`). Reopening the same path over
+ * the same backup brings the writes back. The backup itself is never written.
+ *
+ * Partial writes to a block not yet in the overlay copy the block from the base first
+ * (`readBase`, which may fail with the base's error: then the write fails and nothing changes).
+ */
+export class OverlayFile {
+  private readonly locks = new KeyedMutex();
+  private closed = false;
+  private writtenCount: number;
+
+  private constructor(
+    readonly path: string,
+    readonly header: Header,
+    private readonly data: FileHandle,
+    private readonly map: FileHandle,
+    private readonly bits: Uint8Array,
+    private readonly readBase: (offset: number, length: number) => Promise<Buffer>,
+  ) {
+    this.writtenCount = bits.reduce((n, b) => n + popcount(b), 0);
+  }
+
+  /**
+   * Opens the overlay at `path`, creating it (data + map) when neither file exists.
+   * `CONFLICT` when it belongs to another backup or size, when only one of the two files exists,
+   * or when this process already has it open; `CORRUPT` for a map that is not an overlay map;
+   * `INVALID_INPUT` for a bad block size.
+   */
+  static async open(path: string, identity: OverlayIdentity, readBase: (offset: number, length: number) => Promise<Buffer>, options: OverlayOpenOptions = {}): Promise<OverlayFile> {
+    const blockSize = options.blockSize ?? OVERLAY_BLOCK_SIZE;
+    if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 16 << 20 || (blockSize & (blockSize - 1)) !== 0) {
+      throw new CairnError('INVALID_INPUT', `overlay block size must be a power of two from 4 KiB to 16 MiB, not ${blockSize}`, { driver: DRIVER });
+    }
+    if (openPaths.has(path)) throw new CairnError('CONFLICT', `overlay ${path} is already open`, { driver: DRIVER });
+    openPaths.add(path);
+    try {
+      const data = await openOrCreate(path);
+      const map = await openOrCreate(`${path}.map`).catch(async (err) => {
+        await data.handle.close();
+        throw err;
+      });
+      try {
+        if (data.created !== map.created) {
+          throw new CairnError('CONFLICT', `${data.created ? `${path}.map` : path} exists without its pair: not an overlay of this kind`, { driver: DRIVER });
+        }
+        const header: Header = { backupId: identity.backupId, size: identity.size, blockSize };
+        const blocks = Math.ceil(identity.size / blockSize);
+        let bits: Uint8Array;
+        if (data.created) {
+          await data.handle.truncate(identity.size);
+          bits = new Uint8Array(Math.ceil(blocks / 8));
+          await writeHeader(map.handle, header, bits);
+        } else {
+          const found = await readHeader(map.handle, path);
+          if (found.backupId !== identity.backupId || found.size !== identity.size) {
+            throw new CairnError('CONFLICT', `overlay ${path} belongs to backup ${found.backupId} (${found.size} bytes), not ${identity.backupId}`, { driver: DRIVER });
+          }
+          header.blockSize = found.blockSize;
+          bits = new Uint8Array(Math.ceil(Math.ceil(identity.size / found.blockSize) / 8));
+          await map.handle.read(bits, 0, bits.length, HEADER_SIZE);
+        }
+        return new OverlayFile(path, header, data.handle, map.handle, bits, readBase);
+      } catch (err) {
+        await Promise.allSettled([data.handle.close(), map.handle.close()]);
+        throw err;
+      }
+    } catch (err) {
+      openPaths.delete(path);
+      throw toCairnError(err, DRIVER, `open overlay ${path}`);
+    }
+  }
+
+  get blockSize(): number {
+    return this.header.blockSize;
+  }
+
+  /** Blocks held by the overlay. */
+  get blocksWritten(): number {
+    return this.writtenCount;
+  }
+
+  /** Ranges of `[offset, offset+length)` held by the overlay, merged, in order. */
+  written(offset: number, length: number): Extent[] {
+    const out: Extent[] = [];
+    if (this.writtenCount === 0 || length === 0) return out;
+    const bs = this.blockSize;
+    const end = offset + length;
+    for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+      if (!this.has(b)) continue;
+      const start = Math.max(offset, b * bs);
+      const stop = Math.min(end, (b + 1) * bs);
+      const prev = out[out.length - 1];
+      if (prev && prev.offset + prev.length === start) prev.length += stop - start;
+      else out.push({ offset: start, length: stop - start });
+    }
+    return out;
+  }
+
+  /** Reads overlay bytes (only meaningful inside `written` ranges). */
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.assertOpen();
+    const out = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.data.read(out, done, length - done, offset + done);
+      if (bytesRead === 0) {
+        out.fill(0, done);
+        break;
+      }
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  /**
+   * Writes `bytes` at `offset` (inside the backup's size, checked by the caller) into the overlay,
+   * then marks the blocks; with `fua`, both are durable before resolving. Not idempotent only in
+   * the sense that later writes win. Base read errors fail the write (`CORRUPT`/`NOT_FOUND`).
+   */
+  async write(offset: number, bytes: Buffer, fua = false): Promise<void> {
+    this.assertOpen();
+    if (bytes.length === 0) return;
+    const bs = this.blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + bytes.length - 1) / bs);
+    const releases: Array<() => void> = [];
+    try {
+      for (let b = first; b <= last; b++) releases.push(await this.locks.acquire(String(b)));
+      const fresh: number[] = [];
+      for (const b of [first, last]) {
+        if (this.has(b) || fresh.includes(b)) continue;
+        const blockStart = b * bs;
+        const blockEnd = Math.min(blockStart + bs, this.header.size);
+        if (offset <= blockStart && offset + bytes.length >= blockEnd) continue; // fully overwritten
+        const base = await this.readBase(blockStart, blockEnd - blockStart);
+        const from = Math.max(offset, blockStart);
+        const to = Math.min(offset + bytes.length, blockEnd);
+        bytes.copy(base, from - blockStart, from - offset, to - offset);
+        await this.writeAt(base, blockStart);
+        fresh.push(b);
+      }
+      await this.writeAt(bytes, offset);
+      await this.mark(first, last);
+      if (fua) await this.flush();
+    } finally {
+      for (const release of releases) release();
+    }
+  }
+
+  /** Makes written data and the map durable (fsync both, data first). */
+  async flush(): Promise<void> {
+    this.assertOpen();
+    await this.data.sync();
+    await this.map.sync();
+  }
+
+  /** Flushes and closes both files. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      openPaths.delete(this.path);
+      await Promise.allSettled([this.data.close(), this.map.close()]);
+    }
+  }
+
+  private has(block: number): boolean {
+    return (this.bits[block >> 3]! & (1 << (block & 7))) !== 0;
+  }
+
+  /** Sets the bits of blocks `first..last` and writes the map bytes that changed. */
+  private async mark(first: number, last: number): Promise<void> {
+    let changed = false;
+    for (let b = first; b <= last; b++) {
+      if (this.has(b)) continue;
+      this.bits[b >> 3]! |= 1 << (b & 7);
+      this.writtenCount++;
+      changed = true;
+    }
+    if (!changed) return;
+    const from = first >> 3;
+    const to = (last >> 3) + 1;
+    await this.map.write(this.bits, from, to - from, HEADER_SIZE + from);
+  }
+
+  private async writeAt(bytes: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) {
+      const { bytesWritten } = await this.data.write(bytes, done, bytes.length - done, position + done);
+      done += bytesWritten;
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CairnError('UNAVAILABLE', `overlay ${this.path} is closed`, { driver: DRIVER });
+  }
+}
+
+async function openOrCreate(path: string): Promise<{ handle: FileHandle; created: boolean }> {
+  try {
+    return { handle: await open(path, 'wx+'), created: true };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return { handle: await open(path, 'r+'), created: false };
+  }
+}
+
+async function writeHeader(map: FileHandle, header: Header, bits: Uint8Array): Promise<void> {
+  const head = Buffer.alloc(HEADER_SIZE, 0x20);
+  head.write(MAGIC + JSON.stringify(header) + '\n');
+  await map.write(head, 0, HEADER_SIZE, 0);
+  await map.write(bits, 0, bits.length, HEADER_SIZE);
+  await map.sync();
+}
+
+async function readHeader(map: FileHandle, path: string): Promise<Header> {
+  const head = Buffer.alloc(HEADER_SIZE);
+  const { bytesRead } = await map.read(head, 0, HEADER_SIZE, 0);
+  const text = head.subarray(0, bytesRead).toString('utf8');
+  const bad = (): CairnError => new CairnError('CORRUPT', `${path}.map is not a Cairn overlay map`, { driver: DRIVER });
+  if (bytesRead < HEADER_SIZE || !text.startsWith(MAGIC)) throw bad();
+  let parsed: Partial<Header>;
+  try {
+    parsed = JSON.parse(text.slice(MAGIC.length, text.indexOf('\n', MAGIC.length))) as Partial<Header>;
+  } catch (cause) {
+    throw new CairnError('CORRUPT', `${path}.map has an unreadable header`, { driver: DRIVER, cause });
+  }
+  if (typeof parsed.backupId !== 'string' || !Number.isSafeInteger(parsed.size) || !Number.isSafeInteger(parsed.blockSize)) throw bad();
+  return parsed as Header;
+}
+
+function popcount(byte: number): number {
+  let n = 0;
+  for (let b = byte; b; b &= b - 1) n++;
+  return n;
+}
