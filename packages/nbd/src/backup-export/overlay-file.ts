@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { CairnError, KeyedMutex, toCairnError, type Extent } from '@cairn/core';
 
 /** Default overlay block size: 64 KiB. */
@@ -67,15 +67,20 @@ export class OverlayFile {
     if (openPaths.has(path)) throw new CairnError('CONFLICT', `overlay ${path} is already open`, { driver: DRIVER });
     openPaths.add(path);
     try {
-      const data = await openOrCreate(path);
-      const map = await openOrCreate(`${path}.map`).catch(async (err) => {
-        await data.handle.close();
-        throw err;
-      });
+      const [dataExists, mapExists] = await Promise.all([exists(path), exists(`${path}.map`)]);
+      if (dataExists !== mapExists) {
+        throw new CairnError('CONFLICT', `${dataExists ? path : `${path}.map`} exists without its pair: not an overlay of this kind`, { driver: DRIVER });
+      }
+      const flags = dataExists ? 'r+' : 'wx+';
+      const data = { handle: await open(path, flags), created: !dataExists };
+      const map = await open(`${path}.map`, flags).then(
+        (handle) => ({ handle, created: !mapExists }),
+        async (err: unknown) => {
+          await data.handle.close();
+          throw err;
+        },
+      );
       try {
-        if (data.created !== map.created) {
-          throw new CairnError('CONFLICT', `${data.created ? `${path}.map` : path} exists without its pair: not an overlay of this kind`, { driver: DRIVER });
-        }
         const header: Header = { backupId: identity.backupId, size: identity.size, blockSize };
         const blocks = Math.ceil(identity.size / blockSize);
         let bits: Uint8Array;
@@ -231,12 +236,13 @@ export class OverlayFile {
   }
 }
 
-async function openOrCreate(path: string): Promise<{ handle: FileHandle; created: boolean }> {
+async function exists(path: string): Promise<boolean> {
   try {
-    return { handle: await open(path, 'wx+'), created: true };
+    await stat(path);
+    return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return { handle: await open(path, 'r+'), created: false };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
   }
 }
 
@@ -260,7 +266,8 @@ async function readHeader(map: FileHandle, path: string): Promise<Header> {
   } catch (cause) {
     throw new CairnError('CORRUPT', `${path}.map has an unreadable header`, { driver: DRIVER, cause });
   }
-  if (typeof parsed.backupId !== 'string' || !Number.isSafeInteger(parsed.size) || !Number.isSafeInteger(parsed.blockSize)) throw bad();
+  const bs = parsed.blockSize;
+  if (typeof parsed.backupId !== 'string' || !Number.isSafeInteger(parsed.size) || !Number.isSafeInteger(bs) || bs! < 4096 || (bs! & (bs! - 1)) !== 0) throw bad();
   return parsed as Header;
 }
 
