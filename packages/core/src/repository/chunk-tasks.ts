@@ -131,19 +131,19 @@ export class TaskRunner {
   }
 
   private decode(req: DecodeRequest): DecodeReply {
+    const total = req.entries.reduce((n, e) => n + e.rawLength, 0);
+    const data = new ArrayBuffer(total);
     const results: DecodeReply['results'] = [];
-    const parts: Buffer[] = [];
-    let total = 0;
+    let at = 0;
     for (const e of req.entries) {
       try {
-        const data = this.codec.decode(new Uint8Array(req.blob, e.offset, e.length), e.id, e.rawLength);
-        results.push({ offset: total, length: data.length });
-        parts.push(data);
-        total += data.length;
+        this.codec.decodeInto(new Uint8Array(req.blob, e.offset, e.length), e.id, Buffer.from(data, at, e.rawLength));
+        results.push({ offset: at, length: e.rawLength });
       } catch (err) {
         results.push({ error: { code: isCairnError(err) ? err.code : 'INTERNAL', message: (err as Error).message } });
       }
+      at += e.rawLength;
     }
-    return { kind: 'decode', seq: req.seq, data: join(parts, total), results };
+    return { kind: 'decode', seq: req.seq, data, results };
   }
 }

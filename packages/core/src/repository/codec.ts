@@ -111,34 +111,44 @@ export class ChunkCodec {
    * compression or the id does not check out — never returns wrong bytes.
    */
   decode(blob: Uint8Array, id: string, rawLength: number): Buffer {
+    const out = Buffer.allocUnsafe(rawLength);
+    this.decodeInto(blob, id, out);
+    return out;
+  }
+
+  /**
+   * Like `decode`, writing the plaintext into `out` (exactly the chunk's length) without an
+   * intermediate copy for zstd blobs. On `CORRUPT`, `out` holds garbage.
+   */
+  decodeInto(blob: Uint8Array, id: string, out: Buffer): void {
     try {
       const envelope = this.unseal(blob, id);
       if (envelope.length < 1) throw new Error('empty blob');
       const payload = envelope.subarray(1);
-      let data: Buffer;
+      let n: number;
       switch (envelope[0]) {
         case BlobType.none:
-          data = Buffer.from(payload);
+          n = payload.length === out.length ? payload.copy(out) : -1;
           break;
-        case BlobType.zstd: {
-          data = Buffer.allocUnsafe(rawLength);
+        case BlobType.zstd:
           this.dctx ??= new (zstdBinding().DCtx)();
-          const n = this.dctx.decompress(data, payload);
-          if (n !== rawLength) throw new Error(`zstd gave ${n} bytes, expected ${rawLength}`);
+          n = this.dctx.decompress(out, payload);
+          break;
+        case BlobType.lz4: {
+          const d = lz4Binding().uncompressSync(payload);
+          n = d.length === out.length ? d.copy(out) : -1;
           break;
         }
-        case BlobType.lz4:
-          data = lz4Binding().uncompressSync(payload);
+        case BlobType.gzip: {
+          const d = gunzipSync(payload);
+          n = d.length === out.length ? d.copy(out) : -1;
           break;
-        case BlobType.gzip:
-          data = gunzipSync(payload);
-          break;
+        }
         default:
           throw new Error(`unknown blob type ${envelope[0]}`);
       }
-      if (data.length !== rawLength) throw new Error(`length ${data.length} != ${rawLength}`);
-      if (this.chunkId(data) !== id) throw new Error('content does not match its id');
-      return data;
+      if (n !== out.length) throw new Error(`plaintext length differs from ${out.length}`);
+      if (this.chunkId(out) !== id) throw new Error('content does not match its id');
     } catch (cause) {
       throw new CairnError('CORRUPT', `chunk ${id} is damaged: ${(cause as Error).message}`, { cause, details: { chunk: id } });
     }

@@ -5,6 +5,9 @@ import { fetchChunks } from './chunk-fetcher.js';
 import type { Manifest } from './format.js';
 import type { Repository } from './repository.js';
 
+/** Bytes written between background flushes of the target. */
+const FLUSH_EVERY = 256 * 1024 * 1024;
+
 /**
  * Sorts writes by offset and merges neighbours whose bytes are also neighbours in memory (chunks
  * decoded from one pack range in volume order), so a range becomes a few large writes. Pure.
@@ -39,9 +42,22 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
   if (target.size < size) throw new CairnError('INVALID_INPUT', `target of ${target.size} bytes is smaller than backup ${backupId} (${size} bytes)`);
   await repo.index.refresh();
   let done = 0;
+  // Flushing in the background every FLUSH_EVERY bytes overlaps writeback with decoding, instead of
+  // leaving the whole restore to one long flush at the end.
+  let sinceFlush = 0;
+  let flushing: Promise<void> | undefined;
+  let flushError: unknown;
   const advance = (n: number): void => {
     done += n;
+    sinceFlush += n;
     options.progress?.(done, size);
+    if (sinceFlush >= FLUSH_EVERY && !flushing) {
+      sinceFlush = 0;
+      flushing = target
+        .flush()
+        .catch((err) => void (flushError ??= err)) // raised after the copy
+        .finally(() => (flushing = undefined));
+    }
   };
   const offsets = new Map<string, number[]>();
   let zeroStart = -1;
@@ -85,7 +101,10 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
       },
       { signal: options.signal },
     );
+    await flushing;
+    if (flushError) throw flushError;
   } catch (err) {
+    await flushing;
     if (isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) {
       throw new CairnError(err.code, `backup ${backupId} cannot be restored: ${err.message}`, { cause: err, details: { backupId, ...err.details } });
     }
