@@ -5,30 +5,15 @@
  */
 import { link, lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError, syncDir } from '@cairn/core';
 import { DRIVER, errnoOf, fsError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 
 /** Largest single write(2); bounds each syscall, not the object size. */
 const WRITE_CHUNK = 8 * 1024 * 1024;
 
-/**
- * fsyncs a directory so that entries created, renamed or removed in it survive a crash.
- * Filesystems that cannot fsync a directory (EINVAL, ENOTSUP) are tolerated: there, rename is
- * as durable as the filesystem makes it.
- */
-export async function fsyncDir(path: string): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(path, 'r');
-    await fh.sync();
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
-  } finally {
-    await fh?.close().catch(() => undefined);
-  }
-}
+/** fsyncs a directory (core's syncDir: tolerates filesystems that cannot fsync directories). */
+export const fsyncDir = syncDir;
 
 /**
  * Creates `root/segments…` one level at a time (never `root` itself), fsyncing the parent of

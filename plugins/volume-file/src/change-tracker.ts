@@ -1,6 +1,6 @@
 import { mkdir, unlink } from 'node:fs/promises';
 import type { Extent } from '@cairn/core';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '@cairn/core';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { WriteGate } from './write-gate.js';
 

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { CairnError, KeyedMutex } from '@cairn/core';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';

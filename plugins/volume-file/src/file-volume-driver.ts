@@ -14,7 +14,7 @@ import {
   type VolumeDriver,
   type VolumeDriverCapabilities,
 } from '@cairn/core';
-import { syncDir } from './atomic-file.js';
+import { syncDir } from '@cairn/core';
 import { ChangeTracker } from './change-tracker.js';
 import { DriverContext } from './driver-context.js';
 import { FileBlockDevice } from './file-block-device.js';

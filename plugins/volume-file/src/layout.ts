@@ -40,5 +40,4 @@ export class Layout {
 }
 
 /** Ids are UUIDs; anything else cannot name a file of ours (and is never found). */
-export const isUuid = (id: unknown): id is string =>
-  typeof id === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id);
+export { isUuid } from '@cairn/core';

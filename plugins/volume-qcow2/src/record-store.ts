@@ -1,6 +1,6 @@
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { CairnError, KeyedMutex } from '@cairn/core';
-import { syncDir, writeFileAtomic } from './atomic-file.js';
+import { syncDir, writeFileAtomic } from '@cairn/core';
 import { isUuid, Layout, type RecordKind } from './layout.js';
 import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeRecord } from './records.js';
 
