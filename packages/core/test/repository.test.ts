@@ -338,3 +338,20 @@ describe('BackupReader', () => {
     expect((await reader.read(0, chunk)).equals((await contents(volumes, v.id)).subarray(0, chunk))).toBe(true);
   });
 });
+
+describe('ChunkedBackupService concurrency', () => {
+  it('concurrent backups of different volumes into one repository each restore byte-exact', async () => {
+    const { store, service, volumes, manager } = await rig({ workers: 2 });
+    const vs = await Promise.all([31, 32, 33].map((seed) => filledVolume(volumes, 8 * MiB, seed)));
+    // A second service instance on the same store plays another process.
+    const other = await ChunkedBackupService.open(store, { name: 'repo', workers: 2 });
+    const otherManager = new BackupManager({ volumes, targets: { repo: other }, catalog: new RepositoryCatalog(other.repository) });
+    const backups = await Promise.all([manager.backup({ volumeId: vs[0]!.id }), otherManager.backup({ volumeId: vs[1]!.id }), manager.backup({ volumeId: vs[2]!.id })]);
+    expect((await service.verify()).problems).toEqual([]);
+    for (const [i, b] of backups.entries()) {
+      const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
+      expect((await contents(volumes, volume.id)).equals(await contents(volumes, vs[i]!.id))).toBe(true);
+    }
+    await other.close();
+  });
+});
