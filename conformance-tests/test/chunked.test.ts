@@ -20,6 +20,7 @@ const variants: [string, { workers: number; passphrase?: string; compression?: '
   ['zstd, worker threads', { workers: 2 }],
   ['lz4, inline', { workers: 0, compression: 'lz4' }],
   ['encrypted, gzip, worker threads', { workers: 2, passphrase: 'correct horse battery staple', compression: 'gzip' }],
+  ['no compression, inline', { workers: 0, compression: 'none' }],
 ];
 
 for (const [label, v] of variants) {
