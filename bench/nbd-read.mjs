@@ -1,14 +1,14 @@
 #!/usr/bin/env node
-// Measures (not a test): reading a 1 GiB qcow2 (half data) served by qemu-storage-daemon, through
-// @cairn/nbd's NbdClient to /dev/null, against `nbdcopy` of the same export to /dev/null.
-// Run after `npx tsc -b packages/nbd`:  node packages/nbd/scripts/measure-read.mjs
+// Measures (not a test): reading a qcow2 (half data; default 2 GiB) served by qemu-storage-daemon,
+// through @cairn/nbd's NbdClient to /dev/null, against `nbdcopy` of the same export to /dev/null,
+// interleaved in one run.   npm run bench:nbd   (or: node bench/nbd-read.mjs [GiB])
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, rmSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NbdClient, STATE_HOLE, STATE_ZERO } from '../dist/index.js';
+import { NbdClient, STATE_HOLE, STATE_ZERO } from '@cairn/nbd';
 
-const GiB = 1024 ** 3;
+const GiB = 1024 ** 3 * Number(process.argv[2] ?? 2); // bytes in the image
 const MiB = 1024 ** 2;
 const RUNS = 7;
 
