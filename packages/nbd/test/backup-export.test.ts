@@ -3,7 +3,9 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackupReader } from '@cairn/core';
 import { NbdClient, serveBackup, type BackupExport } from '../src/index.js';
+import { WindowReader } from '../src/backup-export/window-reader.js';
 import { CHUNK, MiB, backupFixture, type BackupFixture } from './backup-export-fixture.js';
 import { mustRun, qmpConnect, run, startDaemon, tempDir, type Daemon } from './helpers/peers.js';
 
@@ -178,6 +180,18 @@ describe('serveBackup: a backup as an NBD export', () => {
     expect([true, 'UNAVAILABLE']).toContain(await pending);
     await client.disconnect().catch(() => undefined);
   }, 15_000);
+
+  it('WindowReader.read in forward steps that straddle windows returns exactly the backup bytes', async () => {
+    const reader = await BackupReader.open(f.service.repository, f.backup.id, { readAhead: 4, cacheChunks: 20 });
+    const windows = new WindowReader(reader, { windowChunks: 4, windowsAhead: 2, windowsCached: 4 });
+    const step = 300 * 1024 + 3;
+    const reads: Promise<boolean>[] = [];
+    for (let at = 4096; at < f.source.length; at += step) {
+      const n = Math.min(step, f.source.length - at);
+      reads.push(windows.read(at, n).then((b) => b.equals(f.source.subarray(at, at + n))));
+    }
+    expect(await Promise.all(reads)).not.toContain(false);
+  });
 
   it('the fixture has data chunks and zero chunks (the map test can fail)', () => {
     expect(f.holes.length).toBeGreaterThan(2);

@@ -2,6 +2,7 @@ import type { BackupReader, Extent } from '@cairn/core';
 import type { NbdBackend, ReadRun, StatusDescriptor } from '../nbd-backend.js';
 import { BASE_ALLOCATION, STATE_HOLE, STATE_ZERO } from '../protocol.js';
 import type { OverlayFile } from './overlay-file.js';
+import { WindowReader, type WindowReaderOptions } from './window-reader.js';
 
 const ZERO_PIECE = Buffer.alloc(4 * 1024 * 1024);
 
@@ -11,10 +12,14 @@ const ZERO_PIECE = Buffer.alloc(4 * 1024 * 1024);
  * copy sparsely. A read touching a damaged or missing chunk fails with the reader's `CORRUPT` /
  * `NOT_FOUND`, which the server answers with EIO; other ranges stay readable.
  *
+ * Sequential reads go through a WindowReader (`windows`: large read-ahead windows, replies as
+ * views); random reads straight to the reader.
+ *
  * Without `overlay` the export is read-only. With it, writes, write-zeroes and flush go to the
  * overlay, and reads take overlay blocks where written, else the backup (reported as data).
  */
-export function backupBackend(reader: BackupReader, overlay?: OverlayFile): NbdBackend {
+export function backupBackend(reader: BackupReader, overlay?: OverlayFile, windows: WindowReaderOptions = {}): NbdBackend {
+  const sequential = new WindowReader(reader, windows);
   const backend: NbdBackend = {
     size: reader.size,
     readOnly: overlay === undefined,
@@ -22,7 +27,7 @@ export function backupBackend(reader: BackupReader, overlay?: OverlayFile): NbdB
       const runs: ReadRun[] = [];
       await walk(overlay, offset, length, async (from, len, inOverlay) => {
         if (inOverlay) runs.push(await overlay!.read(from, len));
-        else runs.push(...(await baseRuns(reader, from, len)));
+        else runs.push(...(await baseRuns(reader, sequential, from, len)));
       });
       return runs;
     },
@@ -60,11 +65,11 @@ async function walk(overlay: OverlayFile | undefined, offset: number, length: nu
   if (at < offset + length) await visit(at, offset + length - at, false);
 }
 
-/** The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one read. */
-async function baseRuns(reader: BackupReader, offset: number, length: number): Promise<ReadRun[]> {
+/** The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one (windowed) read. */
+async function baseRuns(reader: BackupReader, windows: WindowReader, offset: number, length: number): Promise<ReadRun[]> {
   const data = reader.allocated({ offset, length });
   if (data.length === 0) return [{ zero: length }];
-  const bytes = await reader.read(offset, length);
+  const bytes = await windows.read(offset, length);
   const runs: ReadRun[] = [];
   let at = offset;
   for (const e of data) {

@@ -24,10 +24,13 @@ export interface ServeBackupOptions {
   writableOverlay?: string;
   /** Block size of a new overlay. Default 64 KiB. */
   overlayBlockSize?: number;
-  /** Decoded chunks kept in memory (LRU), shared by all clients. Default 256 (32 MiB at 128 KiB chunks). */
-  cacheChunks?: number;
-  /** Chunks fetched ahead of sequential reads. Default 64. */
+  /**
+   * Read-ahead unit in chunks: sequential reads are served from windows of this many chunks,
+   * fetched in one batch, two windows ahead, six kept. Default 32 (4 MiB at 128 KiB chunks).
+   */
   readAhead?: number;
+  /** Decoded chunks kept by the BackupReader (LRU), shared by all clients. Default 5 × `readAhead`. */
+  cacheChunks?: number;
   /** Hold a `shared` repository lock while serving, so `gc` cannot remove chunks in use. Default true. */
   lock?: boolean;
   /** Requests handled at once per connection. Default 32. */
@@ -72,7 +75,9 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     if (!Number.isInteger(listen.port) || listen.port < 0 || listen.port > 65535) throw new CairnError('INVALID_INPUT', `bad port ${listen.port}`, { driver: DRIVER });
   }
   const repo = service.repository;
-  const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 256, readAhead: options.readAhead ?? 64 });
+  const readAhead = options.readAhead ?? 32;
+  if (!Number.isInteger(readAhead) || readAhead < 1) throw new CairnError('INVALID_INPUT', `readAhead must be a positive number of chunks, not ${readAhead}`, { driver: DRIVER });
+  const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 5 * readAhead, readAhead });
   const cleanups: Array<() => Promise<void>> = [];
   const cleanup = async (): Promise<void> => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
@@ -89,7 +94,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     }
     const exportName = options.exportName ?? backupId;
     const server = new NbdServer({
-      exports: [{ name: exportName, backend: backupBackend(reader, overlay), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
+      exports: [{ name: exportName, backend: backupBackend(reader, overlay, { windowChunks: readAhead }), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
       maxInFlightPerConnection: options.maxInFlightPerConnection,
       driver: DRIVER,
     });

@@ -1,0 +1,114 @@
+import type { BackupReader } from '@cairn/core';
+
+export interface WindowReaderOptions {
+  /** Chunks per window. Default 32 (4 MiB at 128 KiB chunks). */
+  windowChunks?: number;
+  /** Windows read ahead of a sequential reader. Default 2. */
+  windowsAhead?: number;
+  /** Windows kept in memory (LRU). Default 6. */
+  windowsCached?: number;
+}
+
+/** Windows remembered to tell a sequential reader from a random one. */
+const RECENT = 8;
+
+/**
+ * Sequential reads served from large aligned windows of the backup, each read through the
+ * BackupReader in one call (so its chunks are fetched in one batch) and read ahead; replies are
+ * views of a window, not copies. Reads that are not near a recent one go straight to the reader,
+ * so random access (a guest booting, a file system being mounted) does not pay for whole windows.
+ * A window that fails (a damaged chunk somewhere in it) is dropped and the request is retried
+ * straight from the reader: only reads touching the damaged chunk fail. Safe for concurrent reads.
+ */
+export class WindowReader {
+  readonly windowSize: number;
+  private readonly windowsAhead: number;
+  private readonly windowsCached: number;
+  private readonly windows = new Map<number, Promise<Buffer[]>>();
+  private readonly recent: number[] = [];
+
+  constructor(
+    private readonly reader: BackupReader,
+    options: WindowReaderOptions = {},
+  ) {
+    this.windowSize = (options.windowChunks ?? 32) * reader.chunkSize;
+    this.windowsAhead = options.windowsAhead ?? 2;
+    this.windowsCached = Math.max(options.windowsCached ?? 6, this.windowsAhead + 2);
+  }
+
+  /** Reads `[offset, offset+length)` (inside the backup); `CORRUPT`/`NOT_FOUND` from the reader for bad data. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const first = Math.floor(offset / this.windowSize);
+    const last = Math.floor((offset + length - 1) / this.windowSize);
+    const sequential = this.recent.includes(first) || this.recent.includes(first - 1);
+    this.remember(last);
+    if (!sequential) return this.reader.read(offset, length);
+    for (let w = last + 1; w <= last + this.windowsAhead; w++) void this.window(w)?.catch(() => undefined);
+    try {
+      const parts: Buffer[] = [];
+      for (let w = first; w <= last; w++) {
+        const start = w * this.windowSize;
+        const from = Math.max(offset, start);
+        const to = Math.min(offset + length, start + this.windowSize);
+        const pieces = await this.window(w);
+        if (pieces) parts.push(...slice(pieces, from - start, to - start));
+        else parts.push(Buffer.alloc(to - from));
+      }
+      return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    } catch {
+      return this.reader.read(offset, length);
+    }
+  }
+
+  /** The window's bytes (cached, LRU); undefined past the end or for a window of zero chunks only. */
+  private window(w: number): Promise<Buffer[]> | undefined {
+    const start = w * this.windowSize;
+    if (start >= this.reader.size) return undefined;
+    let p = this.windows.get(w);
+    if (p) {
+      this.windows.delete(w);
+      this.windows.set(w, p);
+      return p;
+    }
+    const length = Math.min(this.windowSize, this.reader.size - start);
+    if (this.reader.allocated({ offset: start, length }).length === 0) return undefined;
+    p = this.fetch(start, length);
+    p.catch(() => this.windows.get(w) === p && this.windows.delete(w));
+    this.windows.set(w, p);
+    while (this.windows.size > this.windowsCached) this.windows.delete(this.windows.keys().next().value as number);
+    return p;
+  }
+
+  /**
+   * Reads a window as three forward reads: its first chunk, its second, then the rest. The reader
+   * reads ahead only after a forward step, and loads the missing chunks of one read one by one;
+   * stepping forward first makes it fetch the rest of the window (and beyond) in one batch.
+   */
+  private fetch(start: number, length: number): Promise<Buffer[]> {
+    const cs = this.reader.chunkSize;
+    const reads: Promise<Buffer>[] = [];
+    for (const [from, to] of [[0, cs], [cs, 2 * cs], [2 * cs, length]] as const) {
+      if (from < Math.min(to, length)) reads.push(this.reader.read(start + from, Math.min(to, length) - from));
+    }
+    return Promise.all(reads);
+  }
+
+  private remember(w: number): void {
+    if (this.recent.includes(w)) return;
+    this.recent.push(w);
+    if (this.recent.length > RECENT) this.recent.shift();
+  }
+}
+
+/** `[from, to)` of the concatenation of `pieces`, as views. */
+function slice(pieces: Buffer[], from: number, to: number): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (const p of pieces) {
+    const a = Math.max(from, at);
+    const b = Math.min(to, at + p.length);
+    if (a < b) out.push(p.subarray(a - at, b - at));
+    at += p.length;
+  }
+  return out;
+}
