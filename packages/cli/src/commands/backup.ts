@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { writeArchive } from '../archive/writer.js';
 import { withContext } from '../command-runner.js';
+import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { cancelJob, listJobs } from '../jobs/job-files.js';
@@ -19,6 +20,7 @@ const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(
 /** `cairn backup …`: the BackupManager's flow (create, restore, delete, verify, cancel) plus archives and record export. */
 export function registerBackupCommands(program: Command): void {
   const backup = program.command('backup').description('back up, restore, verify and move backups');
+  registerServeCommand(backup);
 
   backup
     .command('create <volume>')
