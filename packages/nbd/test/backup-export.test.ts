@@ -127,7 +127,7 @@ describe('serveBackup: a backup as an NBD export', () => {
   it('serveBackup of an unknown backup fails with NOT_FOUND; on a non-loopback host with INVALID_INPUT; on a socket in use with CONFLICT', async () => {
     await expect(serveBackup(f.service, 'no-such-backup', { listen: { path: join(dir.path, 'x.sock') } })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(serveBackup(f.service, f.backup.id, { listen: { host: '0.0.0.0', port: 0 } })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    await expect(serveBackup(f.service, f.backup.id, { listen: { path: sock }, lock: false })).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(serveBackup(f.service, f.backup.id, { listen: { path: sock } })).rejects.toMatchObject({ code: 'CONFLICT' });
     expect(existsSync(join(dir.path, 'x.sock'))).toBe(false);
   });
 
@@ -191,6 +191,12 @@ describe('serveBackup: a backup as an NBD export', () => {
       reads.push(windows.read(at, n).then((b) => b.equals(f.source.subarray(at, at + n))));
     }
     expect(await Promise.all(reads)).not.toContain(false);
+  });
+
+  it('once every export is closed, gc runs: failed and closed exports left no lock behind', async () => {
+    await served.close();
+    await expect(f.service.gc({ graceMs: 0 })).resolves.toMatchObject({ backups: expect.any(Number) });
+    served = await serveBackup(f.service, f.backup.id, { listen: { path: sock } });
   });
 
   it('the fixture has data chunks and zero chunks (the map test can fail)', () => {
