@@ -38,6 +38,6 @@ export { RepositoryCatalog } from './repository/repository-catalog.js';
 export type { GcOptions, GcReport } from './repository/garbage-collector.js';
 export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
-export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';
+export { BackupReader, isDataError, type BackupReaderOptions } from './repository/backup-reader.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
 export * from './drivers/sidecar-records.js';

@@ -56,6 +56,10 @@ export class BackupReader {
     if (length === 0) return out;
     const first = Math.floor(offset / this.chunkSize);
     const last = Math.floor((offset + length - 1) / this.chunkSize);
+    // Every chunk of the range that is neither cached nor zero is fetched in one batch.
+    const missing: number[] = [];
+    for (let i = first; i <= last; i++) if (this.manifest.chunks[i] !== null && !this.cache.has(i)) missing.push(i);
+    if (missing.length > 0) this.load(missing);
     this.prefetch(first, last);
     await Promise.all(
       Array.from({ length: last - first + 1 }, async (_, k) => {
@@ -141,7 +145,8 @@ export class BackupReader {
           for (const i of byId.get(id)!) settle.get(i)!.reject(e);
         }
         // Settling twice is a no-op: this only catches a chunk that was neither delivered nor failed.
-        for (const s of settle.values()) s.reject(new CairnError('INTERNAL', 'chunk fetch ended without delivering the chunk'));
+        let lost: CairnError | undefined;
+        for (const s of settle.values()) s.reject((lost ??= new CairnError('INTERNAL', 'chunk fetch ended without delivering the chunk')));
         this.evict();
       });
   }
