@@ -7,6 +7,7 @@
  *   backup <name> [--incremental] [--no-cbt]
  *   digest <name>         records the volume's SHA-256 under <name> (not timed)
  *   restore <name>        into a new volume
+ *   restore-phases <name>  restore through the service, timing the copy and the flush apart
  *   check <name>          compares the restored volume with the digest, reports its allocation, deletes it
  * Prints one JSON line on stdout.
  */
@@ -102,6 +103,22 @@ if (op === 'prepare') {
   out.ms = Math.round(performance.now() - t0);
   s.restored = { ...(s.restored ?? {}), [args[0]]: volume.id };
   await writeFile(statePath, JSON.stringify(s));
+  await service.close();
+} else if (op === 'restore-phases') {
+  // The same restore through the service directly, timing the copy and the final flush apart
+  // (restic's restore does not fsync; the manager's always does).
+  const { s, service, volumes, manager: m } = await manager(false);
+  const b = (await m.listBackups()).find((x) => x.name === args[0]);
+  const v = await volumes.createVolume({ size: b.size, name: `phases-${args[0]}` });
+  const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+  const t0 = performance.now();
+  await service.restore(b, a.device, { targetIsZeroed: true });
+  out.copyMs = Math.round(performance.now() - t0);
+  const t1 = performance.now();
+  await a.device.flush();
+  out.flushMs = Math.round(performance.now() - t1);
+  await volumes.detach(a.id);
+  await volumes.deleteVolume(v.id);
   await service.close();
 } else if (op === 'check') {
   const s = await state();

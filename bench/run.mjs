@@ -64,6 +64,7 @@ rows.push(['incremental, no tracking (read all)', c3, r2, stored3, rstored2]);
 
 const c4 = cairn('restore', 'full');
 Object.assign(c4.out, cairn('check', 'full').out);
+const phases = cairn('restore-phases', 'full').out;
 mkdirSync(join(work, 'restic-restore'));
 const r4 = restic('restore', 'latest', '--target', join(work, 'restic-restore'));
 const resticRestoredDisk = duDisk(join(work, 'restic-restore'));
@@ -80,10 +81,11 @@ for (const [name, c, r, cs, rs] of rows) {
 console.log(`\nbytes changed by the day of writes: ${MiB(changed.bytesChanged)}; CBT incremental took ${((c2.seconds / c1.seconds) * 100).toFixed(1)}% of the full backup's time and stored ${(stored2 / changed.bytesChanged).toFixed(2)}× the changed bytes`);
 console.log(`restores byte-exact: ${c4.out.exact}; restored volume allocates ${MiB(c4.out.allocatedBytes)} of ${MiB(size)} (restic 0.14 restores without holes: ${MiB(resticRestoredDisk)})`);
 console.log(`Cairn in-process times (ms, excluding process start and key derivation): full ${c1.out.ms}, incremental ${c2.out.ms}, no-cbt ${c3.out.ms}, restore ${c4.out.ms}`);
+console.log(`Cairn restore phases: copy ${phases.copyMs} ms (${mbps(phases.copyMs / 1000)} MB/s of image, data in the page cache, like restic's), final fdatasync ${phases.flushMs} ms`);
 console.log(`Cairn stats: full ${JSON.stringify(c1.out.stats)}\n             incremental ${JSON.stringify(c2.out.stats)}\n             no-cbt ${JSON.stringify(c3.out.stats)}`);
 mkdirSync(join(here, 'results'), { recursive: true });
 const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);
-writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
+writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, phases, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
 console.log(`results: ${file}`);
 if (!argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
 if (!c4.out.exact) process.exit(1);
