@@ -15,8 +15,8 @@ import { join } from 'node:path';
 import { PosixObjectStore } from '@cairn/backup-posix';
 import { BackupManager, ChunkedBackupService, RepositoryCatalog } from '@cairn/core';
 import { FileVolumeDriver } from '@cairn/volume-file';
-import { generateImage } from '../../../bench/lib/image.mjs';
-import { serveBackup } from '../dist/index.js';
+import { generateImage } from './lib/image.mjs';
+import { serveBackup } from '@cairn/nbd';
 
 const MiB = 1024 * 1024;
 const sizeMiB = Number(process.argv[2] ?? 2048);
