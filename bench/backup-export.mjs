@@ -5,7 +5,7 @@
  * Both read the same posix repository (page cache warm after the first round). Rounds are
  * interleaved; medians of logical bytes per second (the volume's size over the time) are printed.
  *
- * usage: npx tsc -b packages/nbd && node packages/nbd/scripts/bench-backup-export.mjs [sizeMiB=2048] [rounds=3] [workdir]
+ * usage: npm run bench:export --  [sizeMiB=2048] [rounds=3] [workdir]
  * Needs nbdcopy (libnbd-bin). The workdir (default a fresh temp dir) is removed at the end.
  */
 import { spawn } from 'node:child_process';
