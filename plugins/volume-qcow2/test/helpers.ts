@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Qcow2VolumeDriver } from '../src/index.js';
+import { patternBytes } from '@cairn/conformance';
 
 export const MiB = 1024 * 1024;
 
@@ -45,18 +46,8 @@ export function qemuImg(args: string[]): { status: number; stdout: string; stder
   }
 }
 
-/** Deterministic pseudo-random bytes (xorshift32). */
-export function pattern(length: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  let x = (seed | 0) || 0x9e3779b9;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+/** Deterministic pseudo-random bytes: the conformance suite's generator. */
+export const pattern = patternBytes;
 
 /** Half data, half zeros, in 1 MiB runs: what a real disk looks like to a sparse copy. */
 export function halfSparse(size: number, seed: number): Buffer {

@@ -13,7 +13,7 @@ import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseSize, optionParser } from '../output/units.js';
-import { backupColumns, backupJson, backupText, volumeJson } from '../output/views.js';
+import { backupColumns, backupJson, backupText, verifyText, volumeJson } from '../output/views.js';
 
 const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
 
@@ -105,13 +105,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext(async (ctx, [id]) => {
         const report = await (await ctx.manager()).verify(id);
-        ctx.out.result(report, () =>
-          [
-            `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
-            ...report.problems.map((p) => `problem [${p.code}] backup ${p.backupId}: ${p.message}`),
-            report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
-          ].join('\n'),
-        );
+        ctx.out.result(report, () => verifyText(report));
         return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;
       }),
     );

@@ -3,6 +3,7 @@ import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseDuration, optionParser } from '../output/units.js';
+import { verifyText } from '../output/views.js';
 
 /** `cairn repo …`: maintenance of a target's chunked repository. */
 export function registerRepoCommands(program: Command): void {
@@ -40,13 +41,7 @@ export function registerRepoCommands(program: Command): void {
     .action(
       withContext(async (ctx) => {
         const report = await (await ctx.repository(target(repo))).verify();
-        ctx.out.result(report, () =>
-          [
-            `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
-            ...report.problems.map((p) => `problem [${p.code}] backup ${p.backupId}: ${p.message}`),
-            report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
-          ].join('\n'),
-        );
+        ctx.out.result(report, () => verifyText(report));
         return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;
       }),
     );

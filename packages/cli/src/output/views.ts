@@ -1,4 +1,4 @@
-import type { BackupRecord, Snapshot, VolumeView } from '@cairn/core';
+import type { BackupRecord, Snapshot, VerifyReport, VolumeView } from '@cairn/core';
 import { renderFields, renderTable, type Column } from './table.js';
 import { formatBytes, formatDuration } from './units.js';
 
@@ -90,4 +90,13 @@ export function backupText(b: BackupRecord): string {
     ['created', b.createdAt],
     ['updated', b.updatedAt],
   ]);
+}
+
+/** Human text of a verify report. */
+export function verifyText(report: VerifyReport): string {
+  return [
+    `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
+    ...report.problems.map((p) => `problem [${p.code}] backup ${p.backupId}: ${p.message}`),
+    report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
+  ].join('\n');
 }
