@@ -41,3 +41,4 @@ export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, typ
 export { BackupReader, isDataError, type BackupReaderOptions } from './repository/backup-reader.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
 export * from './drivers/sidecar-records.js';
+export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';

@@ -1,11 +1,4 @@
-import {
-  readSnapshotSidecar,
-  readVolumeSidecar,
-  writeSidecar,
-  type CheckpointRecord,
-  type SnapshotSidecar,
-  type VolumeSidecar,
-} from '@cairn/core';
+import { readSnapshotSidecar, readVolumeSidecar, type SnapshotSidecar, type VolumeSidecar } from '@cairn/core';
 
 export { toSnapshot, toVolume, type CheckpointRecord } from '@cairn/core';
 
@@ -29,8 +22,6 @@ const isWriter = (v: unknown): boolean => {
   return !!r && typeof r === 'object' && typeof r.pid === 'number' && typeof r.hostname === 'string' && typeof r.since === 'string';
 };
 
-/** Writes a sidecar atomically and durably. */
-export const writeRecord = (path: string, record: VolumeRecord | SnapshotRecord): Promise<void> => writeSidecar(path, record);
 
 /** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when unreadable JSON or of the wrong shape. */
 export const readVolumeRecord = (path: string, driver: string): Promise<VolumeRecord> =>

@@ -1,0 +1,135 @@
+import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError, isCairnError } from '../errors.js';
+import { syncDir } from '../util/durable-file.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
+import { isUuid, writeSidecar, type SnapshotSidecar, type VolumeSidecar } from './sidecar-records.js';
+
+export type SidecarKind = 'volume' | 'snapshot';
+
+export interface SidecarStoreOptions<V extends VolumeSidecar, S extends SnapshotSidecar> {
+  /** Driver name for errors. */
+  driver: string;
+  /** Directory holding the `<id>.json` sidecars of a kind. */
+  dir(kind: SidecarKind): string;
+  readVolume(path: string, driver: string): Promise<V>;
+  readSnapshot(path: string, driver: string): Promise<S>;
+  /** One-time setup beyond the two sidecar directories (more directories, a lock file). */
+  setup?(): Promise<void>;
+  /** Wraps every read-modify-write, e.g. in a cross-process lock. Default: the in-process mutex alone. */
+  guard?<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+const byCreation = (a: { createdAt: string; id: string }, b: { createdAt: string; id: string }) =>
+  a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+
+/**
+ * The JSON sidecars of a file-based volume driver, read fresh on every call (so several driver
+ * instances on one directory see the same volumes). Writes are atomic and durable; a sidecar's
+ * presence is what makes a volume or snapshot exist. Read-modify-writes are serialized per volume
+ * in-process, and through `guard` beyond it.
+ */
+export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
+  private readonly mutex = new KeyedMutex();
+  private ready: Promise<void> | undefined;
+
+  constructor(protected readonly options: SidecarStoreOptions<V, S>) {}
+
+  /** Path of a sidecar. */
+  sidecarPath(kind: SidecarKind, id: string): string {
+    return join(this.options.dir(kind), `${id}.json`);
+  }
+
+  /** Creates the directory tree once. */
+  init(): Promise<void> {
+    this.ready ??= (async () => {
+      await mkdir(this.options.dir('volume'), { recursive: true });
+      await mkdir(this.options.dir('snapshot'), { recursive: true });
+      await this.options.setup?.();
+    })();
+    return this.ready;
+  }
+
+  /** `NOT_FOUND` when unknown (or not a UUID); `CORRUPT` when its sidecar is damaged. */
+  async volume(id: string): Promise<V> {
+    return this.read('volume', id, this.options.readVolume);
+  }
+
+  /** Same errors as `volume`. */
+  async snapshot(id: string): Promise<S> {
+    return this.read('snapshot', id, this.options.readSnapshot);
+  }
+
+  /** Every volume, ordered by creation. `CORRUPT` if any sidecar is damaged. */
+  async volumes(): Promise<V[]> {
+    return (await this.all('volume', (id) => this.volume(id))).sort(byCreation);
+  }
+
+  /** Every snapshot (of every volume), ordered by creation. `CORRUPT` if any sidecar is damaged. */
+  async snapshots(): Promise<S[]> {
+    return (await this.all('snapshot', (id) => this.snapshot(id))).sort(byCreation);
+  }
+
+  /** Writes a new or replaced sidecar atomically. Idempotent. */
+  async put(record: V | S): Promise<void> {
+    await this.init();
+    await writeSidecar(this.sidecarPath(record.kind, record.id), record);
+  }
+
+  /** Removes a sidecar durably: the record is gone from that instant. Idempotent. */
+  async remove(kind: SidecarKind, id: string): Promise<void> {
+    await unlink(this.sidecarPath(kind, id)).catch((err: { code?: string }) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+    await syncDir(this.options.dir(kind));
+  }
+
+  /**
+   * Read-modify-write of a volume sidecar: `fn` edits the record in place and may return a value;
+   * the record is written back only when `fn` returns without throwing.
+   */
+  async updateVolume<T>(id: string, fn: (r: V) => Promise<T> | T): Promise<T> {
+    await this.init();
+    return this.mutex.run(`volume:${id}`, () =>
+      this.guarded(async () => {
+        const record = await this.volume(id);
+        const result = await fn(record);
+        await this.put(record);
+        return result;
+      }),
+    );
+  }
+
+  /** Runs `fn` inside `guard` (when given). */
+  protected guarded<T>(fn: () => Promise<T>): Promise<T> {
+    return this.options.guard ? this.options.guard(fn) : fn();
+  }
+
+  private async read<R>(kind: SidecarKind, id: string, reader: (path: string, driver: string) => Promise<R>): Promise<R> {
+    await this.init();
+    if (!isUuid(id)) throw this.notFound(kind, id);
+    try {
+      return await reader(this.sidecarPath(kind, id), this.options.driver);
+    } catch (err) {
+      throw isCairnError(err) && err.code === 'NOT_FOUND' ? this.notFound(kind, id) : err;
+    }
+  }
+
+  private async all<R>(kind: SidecarKind, read: (id: string) => Promise<R>): Promise<R[]> {
+    await this.init();
+    const ids = (await readdir(this.options.dir(kind))).filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
+    const out: R[] = [];
+    for (const id of ids) {
+      try {
+        out.push(await read(id));
+      } catch (err) {
+        if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err; // deleted meanwhile is fine
+      }
+    }
+    return out;
+  }
+
+  private notFound(kind: SidecarKind, id: string): CairnError {
+    return new CairnError('NOT_FOUND', `${kind} ${String(id)} not found`, { driver: this.options.driver });
+  }
+}
