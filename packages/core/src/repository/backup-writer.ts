@@ -4,6 +4,7 @@ import { chunksTouched } from '../util/extents.js';
 import type { Manifest } from './format.js';
 import { FORMAT_VERSION } from './format.js';
 import { PackWriter } from './pack-writer.js';
+import type { ProcessedChunk } from './chunk-processor.js';
 import type { Repository } from './repository.js';
 
 export interface WriteOptions {
@@ -92,9 +93,24 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
 
   const handle = async (run: number[], buf: Buffer, length: number): Promise<void> => {
     const parentIds = run.map((i) => (sameLayout ? (parent!.chunks[i] ?? null) : null));
-    const r = await processor.process(buf, length, parentIds);
-    give(r.buf);
-    for (const [k, c] of r.chunks.entries()) {
+    let r: Awaited<ReturnType<typeof processor.process>>;
+    try {
+      r = await processor.process(buf, length, parentIds);
+    } catch (err) {
+      give(Buffer.from(new ArrayBuffer(chunkSize * perUnit))); // `buf` went to a failed worker; never strand the reader
+      throw err;
+    }
+    // The read slot comes back only once its chunks are packed: when uploads lag, reading waits,
+    // so encoded data in memory stays bounded by the slots (and the packs in flight).
+    try {
+      await packChunks(run, r.chunks);
+    } finally {
+      give(r.buf);
+    }
+  };
+
+  const packChunks = async (run: number[], processed: ProcessedChunk[]): Promise<void> => {
+    for (const [k, c] of processed.entries()) {
       const index = run[k]!;
       const n = Math.min(chunkSize, size - index * chunkSize);
       if (c.zero) {
