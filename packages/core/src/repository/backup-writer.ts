@@ -12,7 +12,7 @@ export interface WriteOptions {
   readAhead?: number;
   /** Bytes read and handed to a worker at once (whole chunks, at least one). Default 1 MiB. */
   readUnit?: number;
-  /** Pack uploads in flight. Default 2. */
+  /** Pack uploads in flight. Default 3 (measured: 1 → 5.6 s, 2 → 4.5 s, 3 → 4.1–4.3 s for the 2 GiB benchmark; 4 adds 30 MiB RSS for little). */
   uploads?: number;
 }
 
@@ -74,7 +74,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   for (const i of read) if (allocated && !allocated.has(i)) chunks[i] = null;
 
   const processor = repo.processor();
-  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, chunkSize + 64, options.uploads ?? 2);
+  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, chunkSize + 64, options.uploads ?? 3);
   const perUnit = Math.max(1, Math.floor((options.readUnit ?? 1024 * 1024) / chunkSize));
   const slots = options.readAhead ?? processor.size * 2 + 2;
   const free: Buffer[] = Array.from({ length: slots }, () => Buffer.from(new ArrayBuffer(chunkSize * perUnit)));

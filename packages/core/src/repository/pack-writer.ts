@@ -34,8 +34,8 @@ export class PackWriter {
     private readonly packSize: number,
     /** Largest blob that can be added (chunk size + envelope overhead). */
     private readonly maxBlob: number,
-    /** Pack uploads in flight. Default 2. */
-    private readonly uploads = 2,
+    /** Pack uploads in flight. Default 3. */
+    private readonly uploads = 3,
   ) {}
 
   private queue: Promise<void> = Promise.resolve();
