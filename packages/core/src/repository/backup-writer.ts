@@ -8,7 +8,7 @@ import type { ProcessedChunk } from './chunk-processor.js';
 import type { Repository } from './repository.js';
 
 export interface WriteOptions {
-  /** Read units in flight ahead of the workers. Default: 2 per worker + 2. Memory: this × unit. */
+  /** Read units in flight ahead of the workers. Default: 4 per worker + 4. Memory: this × unit (plus its encoded form). */
   readAhead?: number;
   /** Bytes read and handed to a worker at once (whole chunks, at least one). Default 1 MiB. */
   readUnit?: number;
@@ -76,7 +76,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const processor = repo.processor();
   const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, chunkSize + 64, options.uploads ?? 3);
   const perUnit = Math.max(1, Math.floor((options.readUnit ?? 1024 * 1024) / chunkSize));
-  const slots = options.readAhead ?? processor.size * 2 + 2;
+  const slots = options.readAhead ?? processor.size * 4 + 4;
   const free: Buffer[] = Array.from({ length: slots }, () => Buffer.from(new ArrayBuffer(chunkSize * perUnit)));
   const waiting: ((b: Buffer) => void)[] = [];
   const take = (): Promise<Buffer> => (free.length > 0 ? Promise.resolve(free.pop()!) : new Promise((r) => waiting.push(r)));
