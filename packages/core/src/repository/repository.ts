@@ -20,7 +20,7 @@ export interface InitOptions {
   packSize?: number;
   /** Encrypts the repository with keys sealed under this passphrase. Default: not encrypted. */
   passphrase?: string;
-  /** scrypt cost. Default N=2^17, r=8, p=1. */
+  /** scrypt cost. Default N=2^15, r=8, p=1 (32 MiB; see keys.ts). */
   kdf?: { N: number; r: number; p: number };
 }
 
