@@ -8,7 +8,6 @@ export type * from './contracts/object-store.js';
 export type * from './contracts/catalog.js';
 export type * from './contracts/records.js';
 export type { ProgressEvent, ProgressSink } from './contracts/progress.js';
-export { noProgress } from './contracts/progress.js';
 
 export { BaseBlockDevice } from './drivers/base-block-device.js';
 
@@ -38,7 +37,7 @@ export { RepositoryCatalog } from './repository/repository-catalog.js';
 export type { GcOptions, GcReport } from './repository/garbage-collector.js';
 export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
-export { BackupReader, isDataError, type BackupReaderOptions } from './repository/backup-reader.js';
+export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
 export * from './drivers/sidecar-records.js';
 export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';

@@ -11,5 +11,3 @@ export interface ProgressEvent {
 
 /** Receives progress. Must not throw and must return quickly. */
 export type ProgressSink = (done: number, total: number) => void;
-
-export const noProgress: ProgressSink = () => {};

@@ -1,5 +1,5 @@
 import type { ByteRange, Extent } from '../contracts/block-device.js';
-import { CairnError, isCairnError } from '../errors.js';
+import { CairnError } from '../errors.js';
 import { assertRange } from '../util/validate.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import type { Manifest } from './format.js';
@@ -159,5 +159,3 @@ export class BackupReader {
   }
 }
 
-/** True when `err` is a data error of a backup (the NBD export answers EIO for it). */
-export const isDataError = (err: unknown): boolean => isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND');

@@ -107,18 +107,10 @@ export class ChunkCodec {
   }
 
   /**
-   * Opens, decompresses and checks a blob against its id. `CORRUPT` when the seal, the
-   * compression or the id does not check out — never returns wrong bytes.
-   */
-  decode(blob: Uint8Array, id: string, rawLength: number): Buffer {
-    const out = Buffer.allocUnsafe(rawLength);
-    this.decodeInto(blob, id, out);
-    return out;
-  }
-
-  /**
-   * Like `decode`, writing the plaintext into `out` (exactly the chunk's length) without an
-   * intermediate copy for zstd blobs. On `CORRUPT`, `out` holds garbage.
+   * Opens, decompresses and checks a blob against its id, writing the plaintext into `out`
+   * (exactly the chunk's length) without an intermediate copy for zstd blobs. `CORRUPT` when the
+   * seal, the compression or the id does not check out — then `out` holds garbage, never bytes
+   * that pass for the chunk.
    */
   decodeInto(blob: Uint8Array, id: string, out: Buffer): void {
     try {

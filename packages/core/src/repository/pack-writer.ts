@@ -54,7 +54,7 @@ export class PackWriter {
     this.check();
     if (blob.length > this.maxBlob) throw new CairnError('INTERNAL', `blob of ${blob.length} bytes exceeds the pack slot of ${this.maxBlob}`);
     if (this.current && (this.current.used + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
-    if (!this.current) this.current = { buf: await this.takeBuffer(), used: 0, entries: [] };
+    if (!this.current) this.current = { buf: this.takeBuffer(), used: 0, entries: [] };
     const c = this.current;
     c.buf.set(blob, c.used);
     c.entries.push({ id, offset: c.used, length: blob.length, rawLength });
@@ -116,7 +116,7 @@ export class PackWriter {
     }
   }
 
-  private async takeBuffer(): Promise<Buffer> {
+  private takeBuffer(): Buffer {
     return this.free.pop() ?? Buffer.allocUnsafe(this.packSize + this.maxBlob + INDEX_SLACK);
   }
 

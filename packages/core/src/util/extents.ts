@@ -27,13 +27,6 @@ export function normalizeExtents(extents: Iterable<Extent>, within?: ByteRange):
   return out;
 }
 
-/** Rounds a range outward to multiples of `unit`, clipped to `[0, limit)`. */
-export function alignOut(range: ByteRange, unit: number, limit: number): ByteRange {
-  const start = Math.floor(range.offset / unit) * unit;
-  const end = Math.min(Math.ceil((range.offset + range.length) / unit) * unit, limit);
-  return { offset: start, length: Math.max(0, end - start) };
-}
-
 /** Indexes of the `chunkSize` chunks that any extent touches, ascending and unique. */
 export function chunksTouched(extents: Iterable<ByteRange>, chunkSize: number): number[] {
   const set = new Set<number>();
@@ -46,9 +39,3 @@ export function chunksTouched(extents: Iterable<ByteRange>, chunkSize: number): 
   return [...set].sort((a, b) => a - b);
 }
 
-/** Total bytes covered by extents (assumes them normalized). */
-export function extentBytes(extents: Iterable<ByteRange>): number {
-  let n = 0;
-  for (const e of extents) n += e.length;
-  return n;
-}
