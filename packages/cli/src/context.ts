@@ -11,7 +11,6 @@ import {
 import { posixModule } from '@cairn/backup-posix';
 import { fileVolumeModule } from '@cairn/volume-file';
 import { loadConfig, type LoadedConfig } from './config/load.js';
-import { otherJobsRunning } from './jobs/job-files.js';
 import { throttledDriver } from './io/throttled-driver.js';
 import type { Output } from './output/output.js';
 
@@ -118,9 +117,9 @@ export class CliContext {
 
   /**
    * The BackupManager over every configured target. With `recover`, resolves what an earlier
-   * crash left in flight first (mutating commands do), unless another live process of this
-   * state dir runs a job (its records are in flight, not abandoned). `readRate` (bytes/s) throttles reads
-   * from volumes. Manager warnings go to stderr.
+   * crash left in flight first (mutating commands do); core leaves the records of live processes
+   * (a job still running elsewhere) alone. `readRate` (bytes/s) throttles reads from volumes.
+   * Manager warnings go to stderr.
    */
   async manager(options: { recover?: boolean; readRate?: number } = {}): Promise<BackupManager> {
     this.managerPromise ??= (async () => {
@@ -133,7 +132,7 @@ export class CliContext {
       return manager;
     })();
     const manager = await this.managerPromise;
-    if (options.recover && !(await otherJobsRunning(this.stateDir))) {
+    if (options.recover) {
       const report = await manager.recover();
       const { skipped: _skipped, ...resolved } = report;
       const n = Object.values(resolved).reduce<number>((s, v) => s + (Array.isArray(v) ? v.length : 0), 0);

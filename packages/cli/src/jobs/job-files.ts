@@ -52,11 +52,6 @@ export async function listJobs(stateDir: string): Promise<JobListing[]> {
   return out.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
 }
 
-/** True when another live process of this state dir runs a job (recovery must then wait). */
-export async function otherJobsRunning(stateDir: string): Promise<boolean> {
-  return (await listJobs(stateDir)).some((j) => j.alive && j.pid !== process.pid);
-}
-
 /**
  * Asks the process running job `id` to cancel it (SIGTERM; its handler aborts the job) and
  * waits up to `waitMs` (default 30 s) for the job record to go. `NOT_FOUND` for an unknown or
