@@ -17,6 +17,7 @@ import {
   changedExtents,
   dependentChainCases,
   objectListing,
+  objectReadInto,
   objectReadWrite,
   runCase,
   snapshotCases,
@@ -140,6 +141,16 @@ describe('the object-store suite catches a broken store', () => {
     store.get = (key: string, range?: ByteRange) => get(key, range && range.offset > 0 ? { offset: range.offset - 1, length: range.length } : range);
     const c = byName(objectReadWrite.cases, 'get(range)');
     await expect(runCase(c, { setup: async () => ({ store, prefix: 'p3' }) })).rejects.toThrow(/range 1\+65536/);
+  });
+
+  it('a getInto that writes past the range fails the getInto case', async () => {
+    const store = new MemoryObjectStore();
+    store.getInto = async (key: string, range: ByteRange, into: Buffer) => {
+      (await store.get(key, range)).copy(into);
+      into[range.length] = 0; // one byte too many
+    };
+    const c = byName(objectReadInto.cases, 'getInto fills exactly');
+    await expect(runCase(c, { setup: async () => ({ store, prefix: 'p4' }) })).rejects.toThrow(/untouched/);
   });
 });
 

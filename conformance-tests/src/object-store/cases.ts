@@ -148,3 +148,32 @@ export const objectConcurrency: Group<ObjectStoreContext> = {
 };
 
 export const newPrefix = (): string => `t${randomUUID().replaceAll('-', '')}`;
+
+/** For stores that declare `readInto`: getInto is get's twin, filling the caller's memory. */
+export const objectReadInto: Group<ObjectStoreContext> = {
+  name: 'getInto (readInto)',
+  cases: [
+    {
+      name: 'getInto fills exactly range.length bytes of the buffer with the range, and leaves the rest alone',
+      async run({ store, prefix }) {
+        assert.equal(typeof store.getInto, 'function', 'a store declaring readInto implements getInto');
+        const data = patternBytes(300_000, 5);
+        await store.put(`${prefix}/into`, data);
+        for (const [offset, length] of [[0, 1], [1, 65536], [123_457, 100_000], [0, 300_000]] as const) {
+          const into = Buffer.alloc(length + 7, 0xee);
+          await store.getInto!(`${prefix}/into`, { offset, length }, into);
+          assertSameBytes(into.subarray(0, length), data.subarray(offset, offset + length), `range ${offset}+${length}`);
+          assert.ok(into.subarray(length).every((b) => b === 0xee), `bytes after range ${offset}+${length} untouched`);
+        }
+      },
+    },
+    {
+      name: 'getInto fails as get does: NOT_FOUND for a missing key, INVALID_INPUT past the end',
+      async run({ store, prefix }) {
+        await store.put(`${prefix}/short`, patternBytes(1000, 6));
+        await rejectsWithCode(store.getInto!(`${prefix}/missing`, { offset: 0, length: 1 }, Buffer.alloc(1)), 'NOT_FOUND', 'getInto of a missing key');
+        await rejectsWithCode(store.getInto!(`${prefix}/short`, { offset: 900, length: 200 }, Buffer.alloc(200)), 'INVALID_INPUT', 'getInto past the end');
+      },
+    },
+  ],
+};

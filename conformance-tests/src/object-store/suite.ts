@@ -1,12 +1,12 @@
 import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
-import { newPrefix, objectConcurrency, objectListing, objectReadWrite } from './cases.js';
+import { newPrefix, objectConcurrency, objectListing, objectReadInto, objectReadWrite } from './cases.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
-/** Groups for a store's declared capabilities (concurrency only with atomic ifAbsent). */
+/** Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only with readInto). */
 export function objectStoreGroups(caps: ObjectStoreCapabilities): Group<ObjectStoreContext>[] {
-  return caps.atomicIfAbsent ? [objectReadWrite, objectListing, objectConcurrency] : [objectReadWrite, objectListing];
+  return [objectReadWrite, objectListing, ...(caps.atomicIfAbsent ? [objectConcurrency] : []), ...(caps.readInto ? [objectReadInto] : [])];
 }
 
 /** Registers the object-store suite with vitest. Each case works under its own key prefix. */

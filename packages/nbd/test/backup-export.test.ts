@@ -142,14 +142,23 @@ describe('serveBackup: a backup as an NBD export', () => {
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     const repo = f.service.repository;
+    const waitAtGate = async (key: string): Promise<void> => {
+      if (key.startsWith('packs/')) {
+        entered();
+        await gate;
+      }
+    };
     const store = Object.create(repo.store, {
       get: {
         value: async (key: string, range?: { offset: number; length: number }) => {
-          if (key.startsWith('packs/')) {
-            entered();
-            await gate;
-          }
+          await waitAtGate(key);
           return repo.store.get(key, range);
+        },
+      },
+      getInto: {
+        value: async (key: string, range: { offset: number; length: number }, into: Buffer) => {
+          await waitAtGate(key);
+          return repo.store.getInto!(key, range, into);
         },
       },
     });

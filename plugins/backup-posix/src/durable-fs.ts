@@ -3,9 +3,10 @@
  * created and their entries fsynced, temporary files written and fsynced, whole reads and
  * positional range reads that loop over short reads.
  */
+import { constants } from 'node:fs';
 import { link, lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { CairnError, syncDir } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, syncDir, writeDirect } from '@cairn/core';
 import { DRIVER, errnoOf, fsError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 
@@ -66,17 +67,29 @@ async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
   }
 }
 
+/** Objects at least this large, in an aligned buffer, are written with O_DIRECT (see core's direct-io). */
+const DIRECT_MIN = 1024 * 1024;
+
 /**
  * Writes `data` to a new temporary file in `dir` (created exclusively, so never shared with
- * another writer), fsyncs and closes it, and returns its path. On any failure the temporary
- * file is removed before the error (mapped: ENOSPC → UNAVAILABLE) is thrown.
+ * another writer), fsyncs and closes it, and returns its path. Large objects handed over in an
+ * aligned buffer (pack files) bypass the page cache with O_DIRECT where the file system allows it;
+ * the result is the same file. On any failure the temporary file is removed before the error
+ * (mapped: ENOSPC → UNAVAILABLE) is thrown.
  */
 export async function writeTempFile(dir: string, data: Uint8Array): Promise<string> {
   const path = join(dir, newTempName());
   let fh: FileHandle | undefined;
   try {
-    fh = await open(path, 'wx');
-    await writeAll(fh, data);
+    const direct = data.length >= DIRECT_MIN && isDirectIoReady(data, 0);
+    fh = direct ? await openDirect(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL) : undefined;
+    if (fh) {
+      await writeDirect(fh, data, 0);
+      if (data.length % DIRECT_IO_ALIGN !== 0) await fh.truncate(data.length);
+    } else {
+      fh = await open(path, 'wx');
+      await writeAll(fh, data);
+    }
     await fh.sync();
     const closing = fh;
     fh = undefined;
@@ -105,9 +118,8 @@ export async function linkIfAbsent(temp: string, final: string): Promise<boolean
   }
 }
 
-/** Reads exactly `length` bytes at `offset` with positional reads. `CORRUPT` if the file is shorter. */
-export async function readExactly(fh: FileHandle, offset: number, length: number, what: string): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(length);
+/** Reads exactly `length` bytes at `offset` into `out` with positional reads; returns `out[0, length)`. `CORRUPT` if the file is shorter. */
+export async function readExactly(fh: FileHandle, offset: number, length: number, what: string, out: Buffer): Promise<Buffer> {
   let done = 0;
   while (done < length) {
     const { bytesRead } = await fh.read(out, done, length - done, offset + done);
@@ -116,5 +128,5 @@ export async function readExactly(fh: FileHandle, offset: number, length: number
     }
     done += bytesRead;
   }
-  return out;
+  return out.subarray(0, length);
 }

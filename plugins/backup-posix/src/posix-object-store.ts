@@ -29,7 +29,7 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  */
 export class PosixObjectStore implements ObjectStore {
   readonly name = DRIVER;
-  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true };
+  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true };
   /** The absolute directory holding the objects. */
   readonly directory: string;
   private readonly createDirectory: boolean;
@@ -110,21 +110,37 @@ export class PosixObjectStore implements ObjectStore {
    * if the range leaves the object. Idempotent.
    */
   async get(key: string, range?: ByteRange): Promise<Buffer> {
+    return this.withObject(key, 'get', (fh, size) => {
+      const r = resolveRange(range, size, DRIVER);
+      return readExactly(fh, r.offset, r.length, `object ${key}`, Buffer.allocUnsafe(r.length));
+    });
+  }
+
+  /** get's range read into `into` (no intermediate buffer). Same errors as get. */
+  async getInto(key: string, range: ByteRange, into: Buffer): Promise<void> {
+    if (into.length < range.length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes for a range of ${range.length}`, { driver: DRIVER });
+    await this.withObject(key, 'get', (fh, size) => {
+      const r = resolveRange(range, size, DRIVER);
+      return readExactly(fh, r.offset, r.length, `object ${key}`, into);
+    });
+  }
+
+  /** Runs `fn` on the object's open file and size; errors mapped as get's. */
+  private async withObject<T>(key: string, op: string, fn: (fh: FileHandle, size: number) => Promise<T>): Promise<T> {
     assertObjectKey(key, DRIVER);
     let fh: FileHandle;
     try {
       fh = await open(this.pathOf(key), constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch (err) {
       // Objects are regular files: a symbolic link (ELOOP) is no object, as in head and list.
-      throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `get ${key}`);
+      throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `${op} ${key}`);
     }
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw this.notFound(key);
-      const r = resolveRange(range, st.size, DRIVER);
-      return await readExactly(fh, r.offset, r.length, `object ${key}`);
+      return await fn(fh, st.size);
     } catch (err) {
-      throw fsError(err, `get ${key}`);
+      throw fsError(err, `${op} ${key}`);
     } finally {
       await fh.close().catch(() => undefined);
     }

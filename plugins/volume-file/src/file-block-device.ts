@@ -1,5 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
-import { BaseBlockDevice, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
+import { constants } from 'node:fs';
+import { BaseBlockDevice, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { dataExtents, writeFully } from './data-extents.js';
 import { PUNCH_ALIGN, PUNCH_MIN, punchHole } from './hole-punch.js';
@@ -9,6 +10,8 @@ import { fsExt, seekData } from './native-fs.js';
 export const GRANULARITY = 64 * 1024;
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+/** Writes at least this large, from aligned memory at aligned offsets, go through O_DIRECT. */
+const DIRECT_MIN = 256 * 1024;
 
 export interface FileDeviceHooks {
   /** Set on a read-write volume device: the bitmaps to mark and the gate snapshots pause. */
@@ -24,6 +27,9 @@ export interface FileDeviceHooks {
  * allocated extents from the file system's map, changed extents from the dirty bitmaps.
  */
 export class FileBlockDevice extends BaseBlockDevice {
+  /** The O_DIRECT descriptor: pending, opened, or null when unavailable. */
+  private direct: Promise<FileHandle | null> | undefined;
+
   constructor(
     driver: string,
     private readonly fh: FileHandle,
@@ -45,7 +51,21 @@ export class FileBlockDevice extends BaseBlockDevice {
   }
 
   protected async _write(offset: number, data: Uint8Array): Promise<void> {
-    await this.tracked(offset, data.length, () => writeFully(this.fh, data, offset));
+    await this.tracked(offset, data.length, async () => {
+      const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
+      if (direct) await writeDirect(direct, data, offset);
+      else await writeFully(this.fh, data, offset);
+    });
+  }
+
+  /**
+   * A second descriptor with O_DIRECT, opened on first use, for large aligned writes (a restore's):
+   * they skip the page cache, and flush has only metadata left to sync. Undefined where the file
+   * system refuses O_DIRECT. The kernel keeps both descriptors' views coherent.
+   */
+  private async directHandle(): Promise<FileHandle | undefined> {
+    if (this.direct === undefined) this.direct = openDirect(this.path, constants.O_WRONLY).then((fh) => fh ?? null, () => null);
+    return (await this.direct) ?? undefined;
   }
 
   /**
@@ -89,6 +109,8 @@ export class FileBlockDevice extends BaseBlockDevice {
         clean = true;
       }
     } finally {
+      const direct = await this.direct;
+      await direct?.close().catch(() => {});
       await this.fh.close().catch(() => {});
       await this.hooks.closed(clean);
     }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { alignedBuffer } from '@cairn/core';
 import { patternBytes, rejectsWithCode } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
 import { removeDir, tempDir } from './helpers.js';
@@ -52,6 +53,31 @@ describe('FileVolumeDriver on disk', () => {
     assert.ok(volFile.subarray(16 * MiB, 17 * MiB).equals(after), 'volume image has the new bytes');
     assert.ok(snapFile.subarray(0, 16 * MiB).every((b) => b === 0), 'holes read as zeros in the copy');
     await driver.deleteSnapshot(snap.id);
+  });
+
+  it('large aligned writes (the O_DIRECT path) and buffered writes over each other read back exactly, and CBT sees both', async () => {
+    const v = await driver.createVolume({ size: 32 * MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const expected = Buffer.alloc(32 * MiB);
+    const put = async (offset: number, data: Buffer): Promise<void> => {
+      await rw.device.write(offset, data);
+      data.copy(expected, offset);
+    };
+    const direct = alignedBuffer(4 * MiB);
+    patternBytes(4 * MiB, 11).copy(direct);
+    await put(0, patternBytes(MiB, 12)); // buffered, then overwritten in part by a direct write
+    await put(512 * KiB, direct);
+    await put(MiB, patternBytes(100 * KiB, 13)); // buffered over the direct write's range
+    await put(8 * MiB, direct.subarray(0, 2 * MiB)); // aligned view of aligned memory
+    await put(12 * MiB, direct.subarray(0, MiB + 100)); // odd length: buffered
+    expect((await rw.device.read(0, 32 * MiB)).equals(expected)).toBe(true);
+    const changed = await rw.device.extents({ kind: 'changed', since: cp.id });
+    for (const [offset, length] of [[0, 4.5 * MiB], [8 * MiB, 2 * MiB], [12 * MiB, MiB + 100]]) {
+      expect(changed.some((e) => e.offset <= offset! && offset! + length! <= e.offset + e.length), `change at ${offset}`).toBe(true);
+    }
+    await driver.detach(rw.id);
+    expect((await readFile(volumeImage(v.id))).equals(expected)).toBe(true);
   });
 
   it('writeZeroes of a large range deallocates it, and the range reads as zeros and drops out of extents(allocated)', async () => {

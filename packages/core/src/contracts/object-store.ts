@@ -15,6 +15,8 @@ export interface PutOptions {
 export interface ObjectStoreCapabilities {
   /** `put(…, {ifAbsent})` is atomic against concurrent writers (else best effort: head+put). */
   atomicIfAbsent: boolean;
+  /** Implements getInto (ranged reads into caller memory). */
+  readInto?: boolean;
 }
 
 /**
@@ -32,6 +34,12 @@ export interface ObjectStore {
    * leaves the object. Idempotent.
    */
   get(key: string, range?: ByteRange): Promise<Buffer>;
+  /**
+   * Optional: reads `range` of the object into `into[0, range.length)`, with the errors of get.
+   * Stores that can fill caller memory directly implement it (the restore path reads into
+   * reused shared buffers instead of allocating one per read); callers fall back to get.
+   */
+  getInto?(key: string, range: ByteRange, into: Buffer): Promise<void>;
   /** Size and time of an object. `NOT_FOUND` if absent. */
   head(key: string): Promise<ObjectInfo>;
   /** Removes an object. Idempotent: absent keys succeed. */

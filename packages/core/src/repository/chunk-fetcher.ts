@@ -1,5 +1,6 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import type { Location } from './chunk-index.js';
+import { ChunkProcessor } from './chunk-processor.js';
 import { Keys } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -52,7 +53,8 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
 
 /**
  * Fetches and opens chunks by id, calling `onChunks` with the checked plaintexts of each fetched
- * range, in pack order (plaintexts of one range are views into one buffer, back to back). Every
+ * range, in pack order (plaintexts of one range are views into one buffer, back to back, which is
+ * reused once `onChunks` resolves: copy what must outlive the call). Every
  * chunk is fetched once however many times it is wanted. `NOT_FOUND` names a chunk the index
  * lacks or whose pack is gone; `CORRUPT` a chunk that fails its checks. With `tolerant`, errors
  * are passed to `onError` instead and the walk goes on (verify).
@@ -73,16 +75,27 @@ export async function fetchChunks(
       else throw err;
     }
   }
-  const ranges = planRanges(locations, options.maxRange ?? 2 * 1024 * 1024, options.maxGap ?? 256 * 1024);
+  const maxRange = options.maxRange ?? 2 * 1024 * 1024;
+  const ranges = planRanges(locations, maxRange, options.maxGap ?? 256 * 1024);
   const processor = repo.processor();
+  const store = repo.store;
+  const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
+  // Per fetch loop: a range buffer and a plaintext buffer, shared with the workers and reused.
+  // A range holds at most maxRange bytes, or one blob larger than that.
+  const largest = Math.ceil(ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) / 65536) * 65536;
+  const arena = ranges.length > 0 ? ChunkProcessor.buffer(n * 2 * largest) : Buffer.alloc(0);
   let next = 0;
-  const worker = async (): Promise<void> => {
+  const worker = async (k: number): Promise<void> => {
+    const input = arena.subarray(2 * k * largest, (2 * k + 1) * largest);
+    const output = arena.subarray((2 * k + 1) * largest, (2 * k + 2) * largest);
     while (next < ranges.length) {
       throwIfAborted(options.signal);
       const r = ranges[next++]!;
-      let buf: Buffer;
+      const range = input.subarray(0, r.length);
       try {
-        buf = await repo.store.get(Keys.pack(r.pack), { offset: r.offset, length: r.length });
+        const key = Keys.pack(r.pack);
+        if (store.getInto) await store.getInto(key, { offset: r.offset, length: r.length }, range);
+        else (await store.get(key, { offset: r.offset, length: r.length })).copy(range);
       } catch (err) {
         const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')
           ? new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${r.pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err })
@@ -92,7 +105,8 @@ export async function fetchChunks(
         continue;
       }
       const decoded = await processor.decode(
-        buf,
+        range,
+        output,
         r.blobs.map((b) => ({ offset: b.offset - r.offset, length: b.length, id: b.id, rawLength: b.rawLength })),
       );
       for (const d of decoded) {
@@ -103,8 +117,7 @@ export async function fetchChunks(
       await onChunks(decoded.filter((d) => d.data).map((d) => ({ id: d.id, data: d.data! })));
     }
   };
-  const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
-  const results = await Promise.allSettled(Array.from({ length: n }, worker));
+  const results = await Promise.allSettled(Array.from({ length: n }, (_, k) => worker(k)));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
 }

@@ -3,13 +3,14 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CairnError } from '../errors.js';
-import { TaskRunner, ownBuffer, type CodecSettings, type DecodeReply, type ProcessReply, type TaskReply, type TaskRequest } from './chunk-tasks.js';
+import { alignedBuffer } from '../util/direct-io.js';
+import { TaskRunner, regionOf, type CodecSettings, type DecodeReply, type ProcessReply, type TaskReply, type TaskRequest } from './chunk-tasks.js';
 
 export interface ProcessedChunk {
   zero: boolean;
   id: string | null;
   same: boolean;
-  /** The sealed blob (a view into the batch's shared buffer), when encoded. */
+  /** The sealed blob (a view into the caller's output buffer), when encoded. */
   encoded: Buffer | null;
 }
 
@@ -32,13 +33,13 @@ function workerUrl(): URL {
 
 /**
  * Runs chunk hashing, compression, sealing and opening on a pool of worker threads (or inline when
- * `workers` is 0). Buffers are transferred, not copied. Memory: one task per worker in flight
- * plus the queue the caller bounds.
+ * `workers` is 0), on shared memory the caller owns: messages carry only offsets, ids and
+ * outcomes. Memory: the callers' buffers; the queue is bounded by the callers.
  */
 export class ChunkProcessor {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
-  private readonly queue: { req: TaskRequest; transfer: ArrayBuffer[] }[] = [];
+  private readonly queue: TaskRequest[] = [];
   private readonly pending = new Map<number, { resolve: (r: TaskReply) => void; reject: (e: unknown) => void }>();
   private readonly inline: TaskRunner | undefined;
   private seq = 0;
@@ -66,36 +67,41 @@ export class ChunkProcessor {
   }
 
   /**
-   * Processes the consecutive chunks in `buf[0, length)`. Takes `buf` for the duration and gives
-   * it back in `buf` of the result (it is transferred to a worker and back).
+   * Memory for process() and decode(): shared with the workers (read and written in place) and
+   * page-aligned (so decoded data can go to an O_DIRECT write). Allocate once, reuse.
    */
-  async process(buf: Buffer, length: number, parentIds: (string | null)[]): Promise<{ buf: Buffer; chunks: ProcessedChunk[] }> {
-    const ab = ownBuffer(buf);
-    const reply = (await this.submit({ kind: 'process', buf: ab, length, parentIds }, [ab])) as ProcessReply;
-    const encoded = reply.encoded ? Buffer.from(reply.encoded) : null;
-    return {
-      buf: Buffer.from(reply.buf),
-      chunks: reply.outcomes.map((o) => ({
-        zero: o.zero,
-        id: o.id,
-        same: o.same,
-        encoded: o.length > 0 && encoded ? encoded.subarray(o.offset, o.offset + o.length) : null,
-      })),
-    };
+  static buffer(size: number): Buffer {
+    return alignedBuffer(size, { shared: true });
   }
 
   /**
-   * Opens the blobs at `entries` of a fetched range, each checked against its id. Per entry:
-   * the plaintext, or the `CORRUPT` error that stopped it. Takes ownership of `range`.
+   * Processes the consecutive chunks in `input`, writing encoded blobs into `output` (room:
+   * ChunkCodec.maxEncodedLength(chunkSize) per chunk). Both come from ChunkProcessor.buffer and
+   * belong to the caller, who must not touch them until this resolves; the results' `encoded`
+   * are views into `output`.
    */
-  async decode(range: Buffer, entries: { offset: number; length: number; id: string; rawLength: number }[]): Promise<DecodedChunk[]> {
-    const ab = ownBuffer(range);
-    const reply = (await this.submit({ kind: 'decode', blob: ab, entries }, [ab])) as DecodeReply;
-    const data = reply.data ? Buffer.from(reply.data) : Buffer.alloc(0);
+  async process(input: Buffer, output: Buffer, parentIds: (string | null)[]): Promise<ProcessedChunk[]> {
+    const reply = (await this.submit({ kind: 'process', input: this.shared(input), output: this.shared(output), parentIds })) as ProcessReply;
+    return reply.outcomes.map((o) => ({
+      zero: o.zero,
+      id: o.id,
+      same: o.same,
+      encoded: o.length > 0 ? output.subarray(o.offset, o.offset + o.length) : null,
+    }));
+  }
+
+  /**
+   * Opens the blobs at `entries` of a fetched range `input`, each checked against its id, writing
+   * plaintexts back to back into `output` (room: the entries' rawLength). Same ownership rules
+   * as process(). Per entry: a view of its plaintext in `output`, or the `CORRUPT` error that
+   * stopped it.
+   */
+  async decode(input: Buffer, output: Buffer, entries: { offset: number; length: number; id: string; rawLength: number }[]): Promise<DecodedChunk[]> {
+    const reply = (await this.submit({ kind: 'decode', input: this.shared(input), output: this.shared(output), entries })) as DecodeReply;
     return reply.results.map((r, i) =>
       'error' in r
         ? { id: entries[i]!.id, error: new CairnError(r.error.code as CairnError['code'], r.error.message, { details: { chunk: entries[i]!.id } }) }
-        : { id: entries[i]!.id, data: data.subarray(r.offset, r.offset + r.length) },
+        : { id: entries[i]!.id, data: output.subarray(r.offset, r.offset + r.length) },
     );
   }
 
@@ -104,22 +110,28 @@ export class ChunkProcessor {
     await Promise.all(ws.map((w) => w.terminate()));
   }
 
-  private submit(partial: Distribute<TaskRequest>, transfer: ArrayBuffer[]): Promise<TaskReply> {
+  /** The region of `b`, which workers can only reach in shared memory. */
+  private shared(b: Buffer): ReturnType<typeof regionOf> {
+    if (!this.inline && !(b.buffer instanceof SharedArrayBuffer)) throw new CairnError('INTERNAL', 'chunk processor buffers must come from ChunkProcessor.buffer()');
+    return regionOf(b);
+  }
+
+  private async submit(partial: Distribute<TaskRequest>): Promise<ProcessReply | DecodeReply> {
+    const reply = await this.dispatch(partial);
+    if (reply.kind === 'failed') throw new CairnError(reply.error.code as CairnError['code'], reply.error.message);
+    return reply;
+  }
+
+  private dispatch(partial: Distribute<TaskRequest>): Promise<TaskReply> {
     if (this.failure) return Promise.reject(this.failure);
     const req = { ...partial, seq: ++this.seq } as TaskRequest;
-    if (this.inline) {
-      try {
-        return Promise.resolve(this.inline.run(req));
-      } catch (err) {
-        return Promise.reject(err);
-      }
-    }
+    if (this.inline) return Promise.resolve(this.inline.run(req));
     return new Promise((resolve, reject) => {
       // Workers are unref'd while idle (an idle pool never keeps the process alive) and ref'd
       // while work is pending (a pending task must, or the process exits mid-backup).
       if (this.pending.size === 0) for (const w of this.workers) w.ref();
       this.pending.set(req.seq, { resolve, reject });
-      this.queue.push({ req, transfer });
+      this.queue.push(req);
       this.pump();
     });
   }
@@ -127,8 +139,7 @@ export class ChunkProcessor {
   private pump(): void {
     while (this.idle.length > 0 && this.queue.length > 0) {
       const w = this.idle.pop()!;
-      const { req, transfer } = this.queue.shift()!;
-      w.postMessage(req, transfer);
+      w.postMessage(this.queue.shift()!);
     }
   }
 

@@ -1,7 +1,9 @@
 /**
  * The CPU work of the pipeline, as messages: one module runs it in worker threads and inline.
  * Work travels in batches (a read unit of several chunks, or a coalesced pack range of several
- * blobs) so that per-message costs do not grow with smaller chunks.
+ * blobs) so that per-message costs do not grow with smaller chunks. The bytes stay where they are:
+ * requests name regions of shared memory the caller owns, and workers read and write them in
+ * place, so no batch is copied, transferred or allocated per message.
  */
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import { isCairnError } from '../errors.js';
@@ -16,14 +18,25 @@ export interface CodecSettings {
 }
 
 /**
- * Hash every chunk of `buf[0, length)` (consecutive chunks of `chunkSize`), and compress and seal
- * those that are neither zero nor equal to the parent's chunk at the same index.
+ * A region of memory both sides can see: a SharedArrayBuffer when the work crosses to a worker
+ * thread (nothing is transferred or copied), any ArrayBuffer inline.
+ */
+export interface Region {
+  buffer: ArrayBufferLike;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Hash every chunk of `input` (consecutive chunks of `chunkSize`), and compress and seal those
+ * that are neither zero nor equal to the parent's chunk at the same index into `output`, back to
+ * back (room: maxEncodedLength(chunkSize) per chunk).
  */
 export interface ProcessRequest {
   kind: 'process';
   seq: number;
-  buf: ArrayBuffer;
-  length: number;
+  input: Region;
+  output: Region;
   /** Per chunk: the parent backup's chunk id at that index, or null. */
   parentIds: (string | null)[];
 }
@@ -33,7 +46,7 @@ export interface ChunkOutcome {
   id: string | null;
   /** Equal to the parent's chunk at the same index (not encoded). */
   same: boolean;
-  /** Where the chunk's blob sits in `encoded` (length 0 when not encoded). */
+  /** Where the chunk's blob sits in the output region (length 0 when not encoded). */
   offset: number;
   length: number;
 }
@@ -41,52 +54,43 @@ export interface ChunkOutcome {
 export interface ProcessReply {
   kind: 'process';
   seq: number;
-  buf: ArrayBuffer;
   outcomes: ChunkOutcome[];
-  /** The encoded blobs, back to back. */
-  encoded: ArrayBuffer | null;
 }
 
-/** Open, decompress and check the blobs of one fetched pack range. */
+/**
+ * Open, decompress and check the blobs of one fetched pack range (`input`; entry offsets are
+ * relative to it), writing the plaintexts back to back into `output` in entry order.
+ */
 export interface DecodeRequest {
   kind: 'decode';
   seq: number;
-  blob: ArrayBuffer;
+  input: Region;
+  output: Region;
   entries: { offset: number; length: number; id: string; rawLength: number }[];
 }
 
 export interface DecodeReply {
   kind: 'decode';
   seq: number;
-  /** Plaintexts back to back, in entry order. */
-  data: ArrayBuffer | null;
-  /** Per entry: where its plaintext is in `data`, or the error that stopped it. */
+  /** Per entry: where its plaintext is in the output region, or the error that stopped it. */
   results: ({ offset: number; length: number } | { error: { code: string; message: string } })[];
 }
 
+/** A request that threw (a caller's mistake, such as too small an output region). */
+export interface FailedReply {
+  kind: 'failed';
+  seq: number;
+  error: { code: string; message: string };
+}
+
 export type TaskRequest = ProcessRequest | DecodeRequest;
-export type TaskReply = ProcessReply | DecodeReply;
+export type TaskReply = ProcessReply | DecodeReply | FailedReply;
 
-/** An ArrayBuffer holding exactly `b`'s bytes, safe to transfer (copies only when `b` is a view into a larger one). */
-export function ownBuffer(b: Uint8Array): ArrayBuffer {
-  if (b.byteOffset === 0 && b.buffer.byteLength === b.length && b.buffer instanceof ArrayBuffer) return b.buffer;
-  const copy = new ArrayBuffer(b.length);
-  new Uint8Array(copy).set(b);
-  return copy;
-}
+/** A Buffer over a region. */
+export const view = (r: Region): Buffer => Buffer.from(r.buffer, r.offset, r.length);
 
-/** Concatenates buffers into one new ArrayBuffer (one transfer instead of many). */
-function join(parts: Buffer[], total: number): ArrayBuffer | null {
-  if (parts.length === 0) return null;
-  const out = new ArrayBuffer(total);
-  const view = new Uint8Array(out);
-  let at = 0;
-  for (const p of parts) {
-    view.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+/** The region a Buffer covers. */
+export const regionOf = (b: Buffer): Region => ({ buffer: b.buffer, offset: b.byteOffset, length: b.length });
 
 /** Executes requests against one codec; the same code runs in each worker and inline. */
 export class TaskRunner {
@@ -101,18 +105,24 @@ export class TaskRunner {
     this.zeros = Buffer.alloc(settings.chunkSize);
   }
 
+  /** Runs one request; never throws (a failure becomes a FailedReply, so a worker survives it). */
   run(req: TaskRequest): TaskReply {
-    return req.kind === 'process' ? this.process(req) : this.decode(req);
+    try {
+      return req.kind === 'process' ? this.process(req) : this.decode(req);
+    } catch (err) {
+      return { kind: 'failed', seq: req.seq, error: { code: isCairnError(err) ? err.code : 'INTERNAL', message: (err as Error).message } };
+    }
   }
 
   private process(req: ProcessRequest): ProcessReply {
     const { chunkSize } = this.settings;
+    const input = view(req.input);
+    const output = view(req.output);
     const outcomes: ChunkOutcome[] = [];
-    const parts: Buffer[] = [];
     let total = 0;
-    for (let i = 0, at = 0; at < req.length; i++, at += chunkSize) {
-      const n = Math.min(chunkSize, req.length - at);
-      const data = Buffer.from(req.buf, at, n);
+    for (let i = 0, at = 0; at < input.length; i++, at += chunkSize) {
+      const n = Math.min(chunkSize, input.length - at);
+      const data = input.subarray(at, at + n);
       if (data.equals(this.zeros.subarray(0, n))) {
         outcomes.push({ zero: true, id: null, same: false, offset: 0, length: 0 });
         continue;
@@ -122,28 +132,29 @@ export class TaskRunner {
         outcomes.push({ zero: false, id, same: true, offset: 0, length: 0 });
         continue;
       }
-      const encoded = this.codec.encode(data, this.settings.compression, id);
-      outcomes.push({ zero: false, id, same: false, offset: total, length: encoded.length });
-      parts.push(encoded);
-      total += encoded.length;
+      if (output.length - total < ChunkCodec.maxEncodedLength(n)) throw new Error(`output region of ${output.length} bytes is too small`);
+      const length = this.codec.encodeInto(data, this.settings.compression, id, output.subarray(total));
+      outcomes.push({ zero: false, id, same: false, offset: total, length });
+      total += length;
     }
-    return { kind: 'process', seq: req.seq, buf: req.buf, outcomes, encoded: join(parts, total) };
+    return { kind: 'process', seq: req.seq, outcomes };
   }
 
   private decode(req: DecodeRequest): DecodeReply {
-    const total = req.entries.reduce((n, e) => n + e.rawLength, 0);
-    const data = new ArrayBuffer(total);
+    const input = view(req.input);
+    const output = view(req.output);
     const results: DecodeReply['results'] = [];
     let at = 0;
     for (const e of req.entries) {
       try {
-        this.codec.decodeInto(new Uint8Array(req.blob, e.offset, e.length), e.id, Buffer.from(data, at, e.rawLength));
+        if (at + e.rawLength > output.length) throw new Error(`output region of ${output.length} bytes is too small`);
+        this.codec.decodeInto(input.subarray(e.offset, e.offset + e.length), e.id, output.subarray(at, at + e.rawLength));
         results.push({ offset: at, length: e.rawLength });
       } catch (err) {
         results.push({ error: { code: isCairnError(err) ? err.code : 'INTERNAL', message: (err as Error).message } });
       }
       at += e.rawLength;
     }
-    return { kind: 'decode', seq: req.seq, data, results };
+    return { kind: 'decode', seq: req.seq, results };
   }
 }

@@ -3,7 +3,7 @@
  * inline path. Envelope: type byte + payload, AES-256-GCM sealed (nonce | ciphertext | tag, the
  * chunk id as associated data) when the repository is encrypted.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
@@ -11,6 +11,11 @@ import { CairnError } from '../errors.js';
 import { BlobType } from './format.js';
 
 const require = createRequire(import.meta.url);
+
+const NONCE_LENGTH = 12;
+const TAG_LENGTH = 16;
+/** Nonce + type byte + tag: the most an envelope adds to its payload. */
+const ENVELOPE_OVERHEAD = NONCE_LENGTH + 1 + TAG_LENGTH;
 
 interface ZstdBinding {
   CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number };
@@ -33,11 +38,10 @@ let lz4: Lz4 | undefined;
 const zstdBinding = (): ZstdBinding => (zstd ??= require('zstd-napi/binding') as ZstdBinding);
 const lz4Binding = (): Lz4 => (lz4 ??= require('lz4-napi') as Lz4);
 
-/** Per-thread codec state: compression contexts and scratch buffers are reused, not reallocated. */
+/** Per-thread codec state: compression contexts are reused, not reallocated. */
 export class ChunkCodec {
   private cctx?: InstanceType<ZstdBinding['CCtx']>;
   private dctx?: InstanceType<ZstdBinding['DCtx']>;
-  private scratch = Buffer.alloc(0);
 
   constructor(
     private readonly idKey: Buffer | undefined,
@@ -51,34 +55,55 @@ export class ChunkCodec {
     return (this.idKey ? createHmac('sha256', this.idKey) : createHash('sha256')).update(data).digest('hex');
   }
 
+  /** Bytes an encoded chunk of `length` plaintext bytes may take (envelope overhead included). */
+  static maxEncodedLength(length: number): number {
+    return length + ENVELOPE_OVERHEAD;
+  }
+
   /**
-   * Compresses (keeping the plaintext when compression saves < 3%) and seals a chunk.
-   * Returns a new Buffer owned by the caller.
+   * Compresses (keeping the plaintext when compression saves < 3%) and seals a chunk into `out`
+   * (at least maxEncodedLength(data.length) bytes); returns the encoded length. The compressor
+   * writes straight into `out`, so the only copy is the cipher's output.
    */
-  encode(data: Uint8Array, algorithm: CompressionAlgorithm, id: string): Buffer {
-    let type: number = BlobType.none;
-    let payload: Uint8Array = data;
+  encodeInto(data: Uint8Array, algorithm: CompressionAlgorithm, id: string, out: Buffer): number {
+    const head = this.dataKey ? NONCE_LENGTH : 0;
+    const body = out.subarray(head + 1); // type byte at out[head], payload after it
     const limit = Math.floor(data.length * 0.97);
+    let type: number = BlobType.none;
+    let n = data.length;
     if (algorithm === 'zstd') {
-      if (this.scratch.length < data.length + 1) this.scratch = Buffer.allocUnsafe(data.length + 1);
       try {
         this.cctx ??= new (zstdBinding().CCtx)();
-        const n = this.cctx.compress(this.scratch.subarray(1, 1 + limit), data, this.zstdLevel);
-        if (n < limit) {
-          type = BlobType.zstd;
-          payload = this.scratch.subarray(1, 1 + n);
-        }
+        const c = this.cctx.compress(body.subarray(0, limit), data, this.zstdLevel);
+        if (c < limit) [type, n] = [BlobType.zstd, c];
       } catch {
         // dst too small: compression does not help, keep the plaintext.
       }
     } else if (algorithm === 'lz4') {
       const c = lz4Binding().compressSync(Buffer.from(data.buffer, data.byteOffset, data.length));
-      if (c.length < limit) [type, payload] = [BlobType.lz4, c];
+      if (c.length < limit) [type, n] = [BlobType.lz4, c.copy(body)];
     } else if (algorithm === 'gzip') {
       const c = gzipSync(data, { level: 1 });
-      if (c.length < limit) [type, payload] = [BlobType.gzip, c];
+      if (c.length < limit) [type, n] = [BlobType.gzip, c.copy(body)];
     }
-    return this.seal(type, payload, id);
+    if (type === BlobType.none) body.set(data);
+    out[head] = type;
+    if (!this.dataKey) return 1 + n;
+    const nonce = out.subarray(0, NONCE_LENGTH);
+    randomFillSync(nonce);
+    const c = createCipheriv('aes-256-gcm', this.dataKey, nonce);
+    c.setAAD(Buffer.from(id, 'utf8'));
+    const plain = out.subarray(head, head + 1 + n);
+    c.update(plain).copy(plain); // GCM is a stream cipher: the ciphertext has the plaintext's length
+    c.final();
+    c.getAuthTag().copy(out, head + 1 + n);
+    return head + 1 + n + TAG_LENGTH;
+  }
+
+  /** Compresses and seals a chunk into a new Buffer (see encodeInto). */
+  encode(data: Uint8Array, algorithm: CompressionAlgorithm, id: string): Buffer {
+    const out = Buffer.allocUnsafe(ChunkCodec.maxEncodedLength(data.length));
+    return out.subarray(0, this.encodeInto(data, algorithm, id, out));
   }
 
   /** Envelope: type byte + payload, sealed under the data key (with `aad`) when encrypted. */
@@ -99,11 +124,13 @@ export class ChunkCodec {
   unseal(blob: Uint8Array, aad: string): Buffer {
     const envelope = Buffer.from(blob.buffer, blob.byteOffset, blob.length);
     if (!this.dataKey) return envelope;
-    if (envelope.length < 29) throw new Error('sealed blob is truncated');
-    const d = createDecipheriv('aes-256-gcm', this.dataKey, envelope.subarray(0, 12));
+    if (envelope.length < NONCE_LENGTH + 1 + TAG_LENGTH) throw new Error('sealed blob is truncated');
+    const d = createDecipheriv('aes-256-gcm', this.dataKey, envelope.subarray(0, NONCE_LENGTH));
     d.setAAD(Buffer.from(aad, 'utf8'));
-    d.setAuthTag(envelope.subarray(envelope.length - 16));
-    return Buffer.concat([d.update(envelope.subarray(12, envelope.length - 16)), d.final()]);
+    d.setAuthTag(envelope.subarray(envelope.length - TAG_LENGTH));
+    const plain = d.update(envelope.subarray(NONCE_LENGTH, envelope.length - TAG_LENGTH));
+    d.final(); // throws when the tag does not check out; GCM emits nothing here
+    return plain;
   }
 
   /**

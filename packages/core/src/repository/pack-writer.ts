@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
+import { alignedBuffer } from '../util/direct-io.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument } from './codec.js';
 import { indexLabel, type ChunkIndex } from './chunk-index.js';
@@ -34,8 +35,8 @@ export class PackWriter {
     private readonly packSize: number,
     /** Largest blob that can be added (chunk size + envelope overhead). */
     private readonly maxBlob: number,
-    /** Pack uploads in flight. Default 3. */
-    private readonly uploads = 3,
+    /** Pack uploads in flight. Default 2. */
+    private readonly uploads = 2,
   ) {}
 
   private queue: Promise<void> = Promise.resolve();
@@ -117,7 +118,8 @@ export class PackWriter {
   }
 
   private takeBuffer(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafe(this.packSize + this.maxBlob + INDEX_SLACK);
+    // Page-aligned, so an object store that can write with O_DIRECT does (see util/direct-io).
+    return this.free.pop() ?? alignedBuffer(this.packSize + this.maxBlob + INDEX_SLACK);
   }
 
   private release(buf: Buffer): void {
