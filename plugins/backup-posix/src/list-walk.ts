@@ -64,6 +64,16 @@ export async function* listObjects(root: string, prefix: string): AsyncGenerator
   yield* walkObjects(root, base, prefix, partial, false);
 }
 
+/** Files stat'ed at once, and shard directories listed at once (each fs call is a thread-pool round trip). */
+const STAT_BATCH = 32;
+const SHARD_BATCH = 8;
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
 async function* walkObjects(
   root: string,
   segments: string[],
@@ -73,22 +83,35 @@ async function* walkObjects(
 ): AsyncGenerator<ObjectInfo> {
   const dirPath = join(root, ...segments);
   const seen = new Set<string>();
+  const files: { path: string; key: string }[] = [];
+  const shards: { segments: string[]; filesOnly: boolean }[] = [];
+  const subtrees: string[][] = [];
   for await (const { name, kind } of entries(dirPath)) {
     if (!isKeySegment(name) || seen.has(name)) continue;
     seen.add(name);
     if (kind === 'dir' && !filesOnly) {
+      const below = [...segments, name];
       if (partial === undefined || name.startsWith(partial)) {
-        yield* walkObjects(root, [...segments, name], prefix, undefined, false);
+        if (isShardDirName(name)) shards.push({ segments: below, filesOnly: false });
+        else subtrees.push(below);
       } else if (isShardDirName(name) && partial.startsWith(name)) {
-        yield* walkObjects(root, [...segments, name], prefix, undefined, true);
+        shards.push({ segments: below, filesOnly: true });
       }
     } else if (kind === 'file') {
       const key = segmentsToKey(segments, name);
-      if (key === undefined || !key.startsWith(prefix)) continue;
-      const info = await statObject(join(dirPath, name), key);
-      if (info) yield info;
+      if (key !== undefined && key.startsWith(prefix)) files.push({ path: join(dirPath, name), key });
     }
   }
+  for (let i = 0; i < files.length; i += STAT_BATCH) {
+    const infos = await Promise.all(files.slice(i, i + STAT_BATCH).map((f) => statObject(f.path, f.key)));
+    for (const info of infos) if (info) yield info;
+  }
+  // Shard directories are flat (one level of files), so several are listed at once, each whole.
+  for (let i = 0; i < shards.length; i += SHARD_BATCH) {
+    const lists = await Promise.all(shards.slice(i, i + SHARD_BATCH).map((d) => collect(walkObjects(root, d.segments, prefix, undefined, d.filesOnly))));
+    for (const list of lists) yield* list;
+  }
+  for (const below of subtrees) yield* walkObjects(root, below, prefix, undefined, false);
 }
 
 /** Size and time of the file holding `key`, or `undefined` when it is gone or not a file. */

@@ -91,7 +91,8 @@ describe('on-disk layout and list', () => {
     expect(new Set(seen).size).toBe(seen.length);
     for (const k of keys) if (!deleted.has(k)) expect(seen, k).toContain(k);
     expect(deleted.size).toBeGreaterThan(10);
-    for (const k of deleted) expect(seen, k).not.toContain(k);
+    // A key deleted during the walk may still be reported (its stat may precede the delete, as an
+    // object deleted just after list returns it would be): the contract is about the others.
     for (const k of seen) expect(keys).toContain(k);
   });
 

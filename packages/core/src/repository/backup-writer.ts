@@ -16,6 +16,8 @@ export interface WriteOptions {
   readUnit?: number;
   /** Pack uploads in flight. Default 2 (measured with O_DIRECT pack writes, 2 GiB benchmark: 1 → 2.85 s, 2 → 2.58 s, 3 → 2.63 s and +18 MiB of RSS). */
   uploads?: number;
+  /** Resolves when repo.index is loaded (a refresh started by the caller); awaited before the first dedup check. Default: refresh here. */
+  indexReady?: Promise<void>;
 }
 
 /** A read unit and the room for its encoded chunks, in memory shared with the workers. */
@@ -41,7 +43,7 @@ async function chunksToRead(source: BackupSource, parent: Manifest | undefined, 
   }
 }
 
-/** Splits ascending chunk indexes into runs of consecutive indexes, at most `max` long. */
+/** Splits ascending chunk indexes into runs of consecutive indexes, at most `max` long. Pure. */
 export function runsOf(indexes: number[], max: number): number[][] {
   const runs: number[][] = [];
   for (const i of indexes) {
@@ -50,6 +52,16 @@ export function runsOf(indexes: number[], max: number): number[][] {
     else runs.push([i]);
   }
   return runs;
+}
+
+/**
+ * Splits ascending chunk indexes into batches of `max` (the last may be shorter), consecutive or
+ * not: scattered changed chunks still travel to a worker a read unit at a time. Pure.
+ */
+export function batchesOf(indexes: number[], max: number): number[][] {
+  const batches: number[][] = [];
+  for (let i = 0; i < indexes.length; i += max) batches.push(indexes.slice(i, i + max));
+  return batches;
 }
 
 /** Chunks that may hold data; chunks outside every allocated extent are zero without reading. */
@@ -118,7 +130,10 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     }
   };
 
+  const indexReady = options.indexReady ?? repo.index.refresh();
+  indexReady.catch(() => undefined); // raised where it is awaited
   const packChunks = async (run: number[], processed: ProcessedChunk[]): Promise<void> => {
+    await indexReady;
     for (const [k, c] of processed.entries()) {
       const index = run[k]!;
       const n = Math.min(chunkSize, size - index * chunkSize);
@@ -139,21 +154,29 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   };
 
   try {
-    for (const run of runsOf(toRead, perUnit)) {
+    for (const batch of batchesOf(toRead, perUnit)) {
       if (failure) break;
       throwIfAborted(job.signal);
       const slot = await take();
-      const offset = run[0]! * chunkSize;
-      const length = Math.min(run.length * chunkSize, size - offset);
-      try {
-        await device.read(offset, length, slot.input);
-      } catch (err) {
+      // The batch's chunks sit back to back in the slot; each run of consecutive ones is one read.
+      // Only the volume's last chunk can be short, and it is always last in its batch.
+      let length = 0;
+      const reads: Promise<Buffer>[] = [];
+      for (const run of runsOf(batch, perUnit)) {
+        const offset = run[0]! * chunkSize;
+        const n = Math.min(run.length * chunkSize, size - offset);
+        reads.push(device.read(offset, n, slot.input.subarray(length, length + n)));
+        length += n;
+      }
+      const read = await Promise.allSettled(reads);
+      const failed = read.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) {
         give(slot);
-        throw err;
+        throw failed.reason;
       }
       stats.bytesRead += length;
       job.progress(stats.bytesRead, total);
-      const p = handle(run, slot, length).catch((err) => {
+      const p = handle(batch, slot, length).catch((err) => {
         failure ??= err;
       });
       inflight.add(p);

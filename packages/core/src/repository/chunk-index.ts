@@ -11,13 +11,16 @@ export interface Location extends IndexEntry {
 /** Label under which a pack's index document is sealed. */
 export const indexLabel = (packId: string): string => `index:${packId}`;
 
+/** Index objects fetched at once by refresh. */
+const LOAD_CONCURRENCY = 16;
+
 /**
  * Where every chunk lives: the union of all pack indexes, loaded incrementally. A chunk stored
  * twice (two writers racing) resolves to the first pack seen; GC keeps one copy.
  */
 export class ChunkIndex {
   private readonly byId = new Map<string, Location>();
-  private readonly byPack = new Map<string, IndexEntry[]>();
+  private readonly byPack = new Map<string, Location[]>();
   /** Index objects that could not be read (verify reports them, GC leaves their packs alone). */
   readonly damaged = new Set<string>();
 
@@ -26,32 +29,38 @@ export class ChunkIndex {
     private readonly codec: ChunkCodec,
   ) {}
 
-  /** Loads index objects written since the last refresh (by any process). */
+  /**
+   * Loads index objects written since the last refresh (by any process). Loads start while the
+   * listing still runs, up to LOAD_CONCURRENCY at a time.
+   */
   async refresh(): Promise<void> {
-    const fresh: string[] = [];
+    const loading = new Set<Promise<void>>();
     for await (const o of this.store.list(Keys.indexes)) {
       const packId = o.key.slice(Keys.indexes.length);
-      if (!this.byPack.has(packId) && !this.damaged.has(packId)) fresh.push(packId);
+      if (this.byPack.has(packId) || this.damaged.has(packId)) continue;
+      const p = this.load(packId).finally(() => loading.delete(p));
+      loading.add(p);
+      if (loading.size >= LOAD_CONCURRENCY) await Promise.race(loading);
     }
-    for (let i = 0; i < fresh.length; i += 16) {
-      await Promise.all(fresh.slice(i, i + 16).map((p) => this.load(p)));
-    }
+    await Promise.all(loading);
   }
 
   private async load(packId: string): Promise<void> {
     try {
       const doc = decodeDocument<PackIndexDoc>(this.codec, await this.store.get(Keys.index(packId)), indexLabel(packId));
-      this.add(packId, doc.blobs.map(([id, offset, length, rawLength]) => ({ id, offset, length, rawLength })));
+      if (this.byPack.has(packId)) return; // loaded meanwhile by add()
+      this.add(packId, doc.blobs.map(([id, offset, length, rawLength]) => ({ id, offset, length, rawLength, pack: packId })));
     } catch (err) {
       if (isCairnError(err) && err.code === 'NOT_FOUND') return; // deleted while listing
       this.damaged.add(packId);
     }
   }
 
-  /** Records a pack this process just wrote. */
+  /** Records a pack's entries (a pack this process just wrote, or one just loaded). */
   add(packId: string, entries: IndexEntry[]): void {
-    this.byPack.set(packId, entries);
-    for (const e of entries) if (!this.byId.has(e.id)) this.byId.set(e.id, { ...e, pack: packId });
+    const located = entries.map((e) => ('pack' in e && (e as Location).pack === packId ? (e as Location) : { ...e, pack: packId }));
+    this.byPack.set(packId, located);
+    for (const e of located) if (!this.byId.has(e.id)) this.byId.set(e.id, e);
   }
 
   /** Forgets a pack (after GC deleted it); chunks found in another pack stay reachable. */

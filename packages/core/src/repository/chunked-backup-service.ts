@@ -92,18 +92,22 @@ export class ChunkedBackupService implements BackupService {
   async backup(job: BackupJob, source: BackupSource): Promise<BackupResult> {
     return this.tag(async () => {
       const repo = this.repository;
+      repo.processor(); // the worker threads boot while the locks are taken and the index loads
       const shared = await repo.locks.acquire('shared', { purpose: `backup ${job.backup.id}`, wait: true, signal: job.signal });
       try {
         const volumeLock = await repo.locks.acquire('volume', { purpose: `backup ${job.backup.id}`, volumeId: job.volume.id, wait: true, signal: job.signal });
+        // The index loads alongside the parent's manifest and the first reads; writeBackup waits
+        // for it before its first dedup decision.
+        const indexReady = repo.index.refresh();
         try {
           let parent: Manifest | undefined;
           if (job.parent) {
             parent = await repo.readManifest(job.parent.id);
             if (parent.volumeId !== job.volume.id) throw new CairnError('INVALID_INPUT', `parent ${job.parent.id} belongs to volume ${parent.volumeId}, not ${job.volume.id}`);
           }
-          await repo.index.refresh();
-          return (await writeBackup(repo, job, source, parent, this.options)).result;
+          return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady })).result;
         } finally {
+          await indexReady.catch(() => undefined); // its failure, if any, was raised by writeBackup
           await volumeLock.release();
         }
       } finally {

@@ -40,6 +40,7 @@ export function coalesceWrites(writes: { offset: number; data: Buffer }[]): { of
 export async function restoreBackup(repo: Repository, manifest: Manifest, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
   const { size, chunkSize, backupId } = manifest;
   if (target.size < size) throw new CairnError('INVALID_INPUT', `target of ${target.size} bytes is smaller than backup ${backupId} (${size} bytes)`);
+  repo.processor(); // the worker threads boot while the index loads
   await repo.index.refresh();
   let done = 0;
   // Flushing in the background every FLUSH_EVERY bytes overlaps writeback with decoding, instead of
