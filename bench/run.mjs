@@ -22,6 +22,8 @@ const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
 const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSITORY: join(work, 'restic'), RESTIC_CACHE_DIR: join(work, 'restic-cache') };
 
 function timed(cmd, args, cwd = work) {
+  // Start every measured operation with no writeback pending from the previous one (either tool's).
+  execFileSync('sync');
   const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   BackupManager,
@@ -36,7 +37,7 @@ describe('Repository', () => {
     const store = new MemoryObjectStore();
     await expectCode(Repository.open(store), 'NOT_FOUND');
     const config = await Repository.init(store, { chunkSize: 128 * 1024 });
-    expect(config).toMatchObject({ format: 'cairn-repository', version: 1, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
+    expect(config).toMatchObject({ format: 'cairn-repository', version: 2, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
     await expectCode(Repository.init(store), 'ALREADY_EXISTS');
     expect((await Repository.open(store)).config.id).toBe(config.id);
   });
@@ -137,7 +138,50 @@ describe('ChunkedBackupService storage', () => {
     const packs = await keys(store, 'packs/');
     expect(packs.length).toBeGreaterThan(0);
     expect(packs.length).toBeLessThanOrEqual(64 / 2); // 64 distinct chunks of 256 KiB, several per 1 MiB pack
-    expect(await keys(store, 'index/')).toHaveLength(packs.length);
+    // One index object names every pack of the backup.
+    expect(await keys(store, 'index/')).toHaveLength(1);
+    const fresh = await Repository.open(store);
+    await fresh.index.refresh();
+    expect([...fresh.index.packs().keys()].map((p) => `packs/${p}`).sort()).toEqual(packs);
+  });
+
+  it('a format-1 repository (one index object per pack) is read as it is, and upgraded to format 2 by its first backup', async () => {
+    const { store, volumes, manager } = await rig({ passphrase: 'pw' });
+    const v = await filledVolume(volumes, 8 * MiB, 3);
+    const first = await manager.backup({ volumeId: v.id });
+    // Rewrite it the way format 1 stored it: each pack's trailer index as index/<packId>.
+    for (const key of await keys(store, 'index/')) await store.delete(key);
+    const packs = await keys(store, 'packs/');
+    for (const key of packs) {
+      const pack = await store.get(key);
+      const n = pack.readUInt32BE(pack.length - 12);
+      await store.put(`index/${key.slice('packs/'.length)}`, pack.subarray(pack.length - 12 - n, pack.length - 12));
+    }
+    const config = JSON.parse((await store.get('config')).toString());
+    await store.put('config', Buffer.from(JSON.stringify({ ...config, version: 1 })));
+
+    const old = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: 'pw' });
+    expect(old.repository.config.version).toBe(1);
+    await old.repository.index.refresh();
+    expect(old.repository.index.damaged.size).toBe(0);
+    expect(old.repository.index.packs().size).toBe(packs.length);
+    const m2 = new BackupManager({ volumes, targets: { repo: old }, catalog: new RepositoryCatalog(old.repository) });
+    const { volume } = await m2.restore({ backupId: first.id, newVolume: {} });
+    expect((await contents(volumes, volume.id)).equals(await contents(volumes, v.id))).toBe(true);
+    expect((await old.verify()).problems).toEqual([]);
+    expect(JSON.parse((await store.get('config')).toString()).version).toBe(1); // reading wrote nothing
+
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(MiB, randomBytes(MiB));
+    await volumes.detach(a.id);
+    const second = await m2.backup({ volumeId: v.id, incremental: true });
+    expect(JSON.parse((await store.get('config')).toString()).version).toBe(2);
+    expect(second.stats!.bytesNew).toBe(MiB); // the format-1 index still serves dedup
+    await m2.deleteBackup(first.id);
+    await old.gc({ graceMs: 0, repackThreshold: 0.01 });
+    const { volume: again } = await m2.restore({ backupId: second.id, newVolume: {} });
+    expect((await contents(volumes, again.id)).equals(await contents(volumes, v.id))).toBe(true);
+    expect((await old.verify()).problems).toEqual([]);
   });
 
   it('a middle backup restores byte-exact after its parent was deleted and GC ran', async () => {
@@ -163,6 +207,14 @@ describe('ChunkedBackupService storage', () => {
     expect((await contents(volumes, volume.id)).equals(middleBytes)).toBe(true);
     expect((await manager.restore({ backupId: last.id, newVolume: {} })).backup.id).toBe(last.id);
     expect(await keys(store, 'manifests/')).toHaveLength(2);
+    // The index objects that named removed packs were replaced: a fresh reader finds exactly the
+    // stored packs, each named, and nothing damaged.
+    const fresh = await Repository.open(store);
+    await fresh.index.refresh();
+    expect(fresh.index.damaged.size).toBe(0);
+    const stored = (await keys(store, 'packs/')).map((k) => k.slice('packs/'.length)).sort();
+    expect([...fresh.index.packs().keys()].sort()).toEqual(stored);
+    expect([...fresh.index.indexedPacks()].sort()).toEqual(stored);
   });
 
   it('gc keeps unreferenced packs younger than the grace period', async () => {

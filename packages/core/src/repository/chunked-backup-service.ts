@@ -100,6 +100,7 @@ export class ChunkedBackupService implements BackupService {
         // for it before its first dedup decision.
         const indexReady = repo.index.refresh();
         try {
+          await repo.upgradeFormat();
           let parent: Manifest | undefined;
           if (job.parent) {
             parent = await repo.readManifest(job.parent.id);

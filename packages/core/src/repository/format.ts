@@ -7,13 +7,18 @@ import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { BackupRecord, BackupStats } from '../contracts/records.js';
 
 export const FORMAT_NAME = 'cairn-repository';
-export const FORMAT_VERSION = 1;
+/**
+ * 2: index objects (`index/<indexId>`) name several packs (IndexDoc). Format-1 index objects
+ * (`index/<packId>`, one PackIndexDoc each) are still read; a format-1 repository is upgraded
+ * to 2 when opened for writing, so that an older reader refuses it instead of misreading.
+ */
+export const FORMAT_VERSION = 2;
 
 /** Object keys. Ids are lowercase hex SHA-256 (64 chars) or UUIDs. */
 export const Keys = {
   config: 'config',
   pack: (packId: string) => `packs/${packId}`,
-  index: (packId: string) => `index/${packId}`,
+  index: (indexId: string) => `index/${indexId}`,
   manifest: (backupId: string) => `manifests/${backupId}`,
   lock: (lockId: string) => `locks/${lockId}`,
   packs: 'packs/',
@@ -69,10 +74,19 @@ export interface IndexEntry {
   rawLength: number;
 }
 
-/** Serialized pack index: `blobs` as [id, offset, length, rawLength] tuples. */
+/** One blob as serialized in an index: [id, offset, length, rawLength]. */
+export type BlobTuple = [string, number, number, number];
+
+/** A pack's own index, sealed into its trailer (and, in format 1, also stored as `index/<packId>`). */
 export interface PackIndexDoc {
-  version: number;
-  blobs: [string, number, number, number][];
+  version: 1;
+  blobs: BlobTuple[];
+}
+
+/** An index object of format 2: the indexes of several packs, as [packId, blobs] pairs. */
+export interface IndexDoc {
+  version: 2;
+  packs: [string, BlobTuple[]][];
 }
 
 /** The manifest of one backup: everything needed to restore it in one pass. */

@@ -1,7 +1,8 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
+import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
-import { PackWriter } from './pack-writer.js';
+import { PackWriter, writeIndexObject } from './pack-writer.js';
 import type { Repository } from './repository.js';
 
 export interface GcOptions {
@@ -28,8 +29,9 @@ export interface GcReport {
  * Removes chunks no manifest references and repacks mostly-empty packs, under the repository's
  * exclusive lock (`BUSY` while any backup holds its shared lock). Refuses (`CORRUPT`) when a
  * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
- * new packs and indexes first, then old indexes, then old packs — a crash leaves extra data,
- * never missing data.
+ * new packs and their index object first, then an index object naming the surviving packs of
+ * every index object that named a removed pack, then those old index objects, then old packs —
+ * a crash leaves extra data, never missing data.
  */
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
@@ -37,6 +39,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
   const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0 };
   try {
+    if (!options.dryRun) await repo.upgradeFormat();
     await repo.index.refresh();
     if (repo.index.damaged.size > 0) {
       throw new CairnError('CORRUPT', `pack indexes cannot be read: ${[...repo.index.damaged].join(', ')}; run verify`);
@@ -76,8 +79,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       if (live === 0) toDelete.push(packId);
       else if ((total - liveBytes) / total >= threshold) toRepack.push(packId);
     }
-    // Packs with no index (a writer died between the two puts) hold nothing reachable.
-    const orphans = [...packTimes.keys()].filter((p) => !repo.index.packs().has(p) && old(p));
+    // Packs no index object names (a writer died before naming them) hold nothing reachable.
+    const indexed = repo.index.indexedPacks();
+    const orphans = [...packTimes.keys()].filter((p) => !indexed.has(p) && old(p));
     if (options.dryRun) {
       report.packsDeleted = toDelete.length + orphans.length;
       report.packsRepacked = toRepack.length;
@@ -90,7 +94,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       return report;
     }
     if (toRepack.length > 0) {
-      const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, repo.config.chunkSize + 64);
+      const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
       const wanted = new Set<string>();
       for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
       // Re-encode from checked plaintext so corruption is never copied forward.
@@ -100,10 +104,21 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       await writer.finish();
       report.packsRepacked = toRepack.length;
     }
-    for (const packId of [...toRepack, ...toDelete]) {
+    const removed = new Set([...toRepack, ...toDelete]);
+    if (removed.size > 0) {
+      // Index objects naming a removed pack are replaced by one naming their other packs, written
+      // before they are deleted: a crash in between leaves a pack named twice, never unnamed.
+      const affected = repo.index.objectsNaming(removed);
+      const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p));
+      if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
+      for (const indexId of affected.keys()) {
+        await repo.store.delete(Keys.index(indexId));
+        repo.index.forgetObject(indexId);
+      }
+    }
+    for (const packId of removed) {
       const entries = repo.index.packs().get(packId) ?? [];
       for (const e of entries) if (!referenced.has(e.id)) report.chunksRemoved++;
-      await repo.store.delete(Keys.index(packId));
       report.bytesFreed += await sizeOf(repo, packId);
       await repo.store.delete(Keys.pack(packId));
       repo.index.remove(packId);

@@ -4,20 +4,37 @@ import { CairnError, isCairnError } from '../errors.js';
 import { alignedBuffer } from '../util/direct-io.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument } from './codec.js';
-import { indexLabel, type ChunkIndex } from './chunk-index.js';
-import { Keys, PACK_MAGIC, type IndexEntry, type PackIndexDoc } from './format.js';
+import { indexLabel, toTuples, type ChunkIndex } from './chunk-index.js';
+import { Keys, PACK_MAGIC, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 /** Room kept after a pack's blobs for its sealed index and trailer. */
 const INDEX_SLACK = 2 * 1024 * 1024;
 /** Bounds a pack's index (about 40 bytes per blob sealed). */
 const MAX_BLOBS_PER_PACK = 20_000;
+/** An index object is written once this many packs (or blobs) await one. */
+const INDEX_EVERY_PACKS = 64;
+const INDEX_EVERY_BLOBS = 100_000;
+
+/**
+ * Writes one index object (format 2) naming `packs`, which must all be stored already, and
+ * records it in `index`. Returns the bytes written.
+ */
+export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][]): Promise<number> {
+  const indexId = randomBytes(32).toString('hex');
+  const doc: IndexDoc = { version: 2, packs: packs.map(([packId, entries]) => [packId, toTuples(entries)]) };
+  const sealed = encodeDocument(codec, doc, indexLabel(indexId));
+  await store.put(Keys.index(indexId), sealed, { ifAbsent: true });
+  index.recordObject(indexId, packs.map(([packId]) => packId));
+  return sealed.length;
+}
 
 /**
  * Packs encoded blobs into pack objects of about `packSize` bytes and uploads them, at most
  * `uploads` at a time (add() waits beyond that, which bounds memory). A pack is
- * `blobs | sealed index | u32 index length | PACK_MAGIC`; its index is also written to
- * `index/<packId>` after the pack itself, so an index never names a missing pack.
- * Pack buffers are allocated once and reused.
+ * `blobs | sealed index | u32 index length | PACK_MAGIC`. Uploaded packs are named by index
+ * objects (`index/<indexId>`, each covering up to INDEX_EVERY_PACKS packs), written only after
+ * every pack they name: an index never names a missing pack, and a writer that dies leaves at
+ * most its last packs unindexed (GC's orphans). Pack buffers are allocated once and reused.
  */
 export class PackWriter {
   private current: { buf: Buffer; used: number; entries: IndexEntry[] } | undefined;
@@ -40,6 +57,11 @@ export class PackWriter {
   ) {}
 
   private queue: Promise<void> = Promise.resolve();
+  /** Uploaded packs no index object names yet. */
+  private unindexed: [string, IndexEntry[]][] = [];
+  private unindexedBlobs = 0;
+  /** The index object being written, if any (they are written one at a time). */
+  private indexing: Promise<void> = Promise.resolve();
 
   /**
    * Appends a blob; uploads the pack when full. Calls may overlap: they are applied one at a time
@@ -62,26 +84,53 @@ export class PackWriter {
     c.used += blob.length;
   }
 
-  /** Uploads the last pack and waits for every upload. Rejects with the first upload failure. */
+  /**
+   * Uploads the last pack, waits for every upload and writes the index object for the packs
+   * not yet named by one. Rejects with the first failure.
+   */
   async finish(): Promise<void> {
     await this.queue;
     if (this.current && this.current.entries.length > 0) await this.seal();
     await Promise.all(this.inflight);
     this.check();
+    this.writeIndex();
+    await this.indexing;
+    this.check();
   }
 
-  /** Waits for uploads without raising (used on the failure path). */
+  /** Starts writing an index object for the unindexed packs (after any index object in progress). */
+  private writeIndex(evenAfterFailure = false): void {
+    if (this.unindexed.length === 0) return;
+    const packs = this.unindexed;
+    this.unindexed = [];
+    this.unindexedBlobs = 0;
+    this.indexing = this.indexing.then(async () => {
+      if (this.failure && !evenAfterFailure) return;
+      try {
+        this.bytesStored += await writeIndexObject(this.store, this.codec, this.index, packs);
+      } catch (err) {
+        this.failure ??= err; // raised by finish(); abandon() ignores it
+      }
+    });
+  }
+
+  /**
+   * Waits for uploads without raising (used on the failure path), then names the packs that did
+   * land in an index object, best effort, so that the next backup reuses their chunks.
+   */
   async abandon(): Promise<void> {
     await this.queue;
     this.current = undefined;
     await Promise.allSettled(this.inflight);
+    this.writeIndex(true);
+    await this.indexing;
   }
 
   private async seal(): Promise<void> {
     const c = this.current!;
     this.current = undefined;
     const packId = randomBytes(32).toString('hex');
-    const doc: PackIndexDoc = { version: 1, blobs: c.entries.map((e) => [e.id, e.offset, e.length, e.rawLength]) };
+    const doc: PackIndexDoc = { version: 1, blobs: toTuples(c.entries) };
     const sealedIndex = encodeDocument(this.codec, doc, indexLabel(packId));
     const total = c.used + sealedIndex.length + 4 + PACK_MAGIC.length;
     // The trailer goes into the pooled buffer's slack; only an outsized index forces a copy.
@@ -96,10 +145,13 @@ export class PackWriter {
       } finally {
         this.release(c.buf);
       }
-      await this.putOnce(Keys.index(packId), sealedIndex);
-      this.bytesStored += pack.length + sealedIndex.length;
+      this.bytesStored += pack.length;
       this.packsWritten++;
+      // Usable for dedup by this writer at once; named by an index object for everyone else soon.
       this.index.add(packId, entries);
+      this.unindexed.push([packId, entries]);
+      this.unindexedBlobs += entries.length;
+      if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_EVERY_BLOBS) this.writeIndex();
     })().catch((err) => {
       this.failure ??= err;
     });

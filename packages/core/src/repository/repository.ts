@@ -109,6 +109,20 @@ export class Repository {
     return new Repository(store, config, keys, options);
   }
 
+  /**
+   * Brings a repository of an older format up to FORMAT_VERSION before this process writes into
+   * it (called by the writers, under their lock): format 1 only lacks multi-pack index objects,
+   * so the upgrade is rewriting `config` with the new version, after which an older Cairn
+   * refuses the repository (NOT_SUPPORTED) instead of misreading its new index objects.
+   * Idempotent; concurrent upgraders write the same bytes.
+   */
+  async upgradeFormat(): Promise<void> {
+    if (this.config.version >= FORMAT_VERSION) return;
+    const upgraded: RepositoryConfig = { ...this.config, version: FORMAT_VERSION };
+    await this.store.put(Keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)));
+    (this as { config: RepositoryConfig }).config = upgraded;
+  }
+
   get encrypted(): boolean {
     return !!this.keys;
   }
