@@ -94,7 +94,12 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   for (const i of read) if (allocated && !allocated.has(i)) chunks[i] = null;
 
   const processor = repo.processor();
-  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(chunkSize), options.uploads ?? 2);
+  // Ids decided for upload but not yet in the index; each leaves once its pack is stored (the
+  // index answers for it then), so this set stays as small as the data in flight.
+  const pendingIds = new Set<string>();
+  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(chunkSize), options.uploads ?? 2, (entries) => {
+    for (const e of entries) pendingIds.delete(e.id);
+  });
   const perUnit = Math.max(1, Math.floor((options.readUnit ?? 1024 * 1024) / chunkSize));
   const slots = options.readAhead ?? processor.size * 4 + 4;
   // One shared arena: per slot, a read unit and room for its encoded chunks. Workers work in place.
@@ -112,7 +117,6 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     if (w) w(s);
     else free.push(s);
   };
-  const pendingIds = new Set<string>();
   const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };
   const total = toRead.length * chunkSize;
   let failure: unknown;

@@ -73,7 +73,8 @@ export class ChunkIndex {
 
   /** Records a pack's entries (a pack this process just wrote, or one just loaded). */
   add(packId: string, entries: IndexEntry[]): void {
-    const located = entries.map((e) => ('pack' in e && (e as Location).pack === packId ? (e as Location) : { ...e, pack: packId }));
+    const ours = (e: IndexEntry): e is Location => (e as Location).pack === packId;
+    const located = entries.every(ours) ? entries : entries.map((e) => (ours(e) ? e : { ...e, pack: packId }));
     this.byPack.set(packId, located);
     for (const e of located) if (!this.byId.has(e.id)) this.byId.set(e.id, e);
   }

@@ -4,7 +4,7 @@ import { CairnError, isCairnError } from '../errors.js';
 import { alignedBuffer } from '../util/direct-io.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument } from './codec.js';
-import { indexLabel, toTuples, type ChunkIndex } from './chunk-index.js';
+import { indexLabel, toTuples, type ChunkIndex, type Location } from './chunk-index.js';
 import { Keys, PACK_MAGIC, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 /** Room kept after a pack's blobs for its sealed index and trailer. */
@@ -37,7 +37,7 @@ export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, in
  * most its last packs unindexed (GC's orphans). Pack buffers are allocated once and reused.
  */
 export class PackWriter {
-  private current: { buf: Buffer; used: number; entries: IndexEntry[] } | undefined;
+  private current: { buf: Buffer; used: number; entries: Location[] } | undefined;
   private readonly free: Buffer[] = [];
   private readonly inflight = new Set<Promise<void>>();
   private failure: unknown;
@@ -54,6 +54,8 @@ export class PackWriter {
     private readonly maxBlob: number,
     /** Pack uploads in flight. Default 2. */
     private readonly uploads = 2,
+    /** Called with a pack's entries once it is stored and in `index`. */
+    private readonly onStored?: (entries: readonly IndexEntry[]) => void,
   ) {}
 
   private queue: Promise<void> = Promise.resolve();
@@ -80,7 +82,7 @@ export class PackWriter {
     if (!this.current) this.current = { buf: this.takeBuffer(), used: 0, entries: [] };
     const c = this.current;
     c.buf.set(blob, c.used);
-    c.entries.push({ id, offset: c.used, length: blob.length, rawLength });
+    c.entries.push({ id, offset: c.used, length: blob.length, rawLength, pack: '' }); // pack set when sealed
     c.used += blob.length;
   }
 
@@ -139,6 +141,7 @@ export class PackWriter {
     pack.writeUInt32BE(sealedIndex.length, c.used + sealedIndex.length);
     PACK_MAGIC.copy(pack, c.used + sealedIndex.length + 4);
     const entries = c.entries;
+    for (const e of entries) e.pack = packId; // the index keeps these very objects
     const upload = (async () => {
       try {
         await this.putOnce(Keys.pack(packId), pack);
@@ -149,6 +152,7 @@ export class PackWriter {
       this.packsWritten++;
       // Usable for dedup by this writer at once; named by an index object for everyone else soon.
       this.index.add(packId, entries);
+      this.onStored?.(entries);
       this.unindexed.push([packId, entries]);
       this.unindexedBlobs += entries.length;
       if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_EVERY_BLOBS) this.writeIndex();
