@@ -5,7 +5,7 @@ import type { Manifest } from './format.js';
 import { FORMAT_VERSION } from './format.js';
 import { PackWriter } from './pack-writer.js';
 import { ChunkCodec } from './codec.js';
-import { ChunkProcessor } from './chunk-processor.js';
+import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import type { ProcessedChunk } from './chunk-processor.js';
 import type { Repository } from './repository.js';
 
@@ -108,7 +108,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   // One shared arena: per slot, a read unit and room for its encoded chunks. Workers work in place.
   const inputSize = chunkSize * perUnit;
   const outputSize = ChunkCodec.maxEncodedLength(chunkSize) * perUnit;
-  const arena = ChunkProcessor.buffer(slots * (inputSize + outputSize));
+  const arena = takeSharedBuffer(slots * (inputSize + outputSize));
   const free: Slot[] = Array.from({ length: slots }, (_, k) => {
     const at = k * (inputSize + outputSize);
     return { input: arena.subarray(at, at + inputSize), output: arena.subarray(at + inputSize, at + inputSize + outputSize) };
@@ -198,6 +198,8 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     await Promise.allSettled(inflight);
     await writer.abandon();
     throw err;
+  } finally {
+    giveSharedBuffer(arena); // every batch has settled: no worker holds a slot
   }
 
   stats.durationMs = Date.now() - started;

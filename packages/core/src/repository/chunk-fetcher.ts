@@ -1,6 +1,6 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import type { Location } from './chunk-index.js';
-import { ChunkProcessor } from './chunk-processor.js';
+import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { Keys } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -83,7 +83,7 @@ export async function fetchChunks(
   // Per fetch loop: a range buffer and a plaintext buffer, shared with the workers and reused.
   // A range holds at most maxRange bytes, or one blob larger than that.
   const largest = Math.ceil(ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) / 65536) * 65536;
-  const arena = ranges.length > 0 ? ChunkProcessor.buffer(n * 2 * largest) : Buffer.alloc(0);
+  const arena = takeSharedBuffer(n * 2 * largest);
   let next = 0;
   const worker = async (k: number): Promise<void> => {
     const input = arena.subarray(2 * k * largest, (2 * k + 1) * largest);
@@ -118,6 +118,7 @@ export async function fetchChunks(
     }
   };
   const results = await Promise.allSettled(Array.from({ length: n }, (_, k) => worker(k)));
+  giveSharedBuffer(arena);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
-import { alignedBuffer } from '../util/direct-io.js';
+import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument } from './codec.js';
 import { indexLabel, toTuples, type ChunkIndex, type Location } from './chunk-index.js';
@@ -93,11 +93,21 @@ export class PackWriter {
   async finish(): Promise<void> {
     await this.queue;
     if (this.current && this.current.entries.length > 0) await this.seal();
+    else if (this.current) {
+      this.release(this.current.buf);
+      this.current = undefined;
+    }
     await Promise.all(this.inflight);
     this.check();
     this.writeIndex();
     await this.indexing;
+    this.returnBuffers();
     this.check();
+  }
+
+  /** Hands the pooled pack buffers back (every upload has finished with its buffer). */
+  private returnBuffers(): void {
+    for (const b of this.free.splice(0)) giveSharedBuffer(b);
   }
 
   /** Starts writing an index object for the unindexed packs (after any index object in progress). */
@@ -122,10 +132,12 @@ export class PackWriter {
    */
   async abandon(): Promise<void> {
     await this.queue;
+    if (this.current) this.release(this.current.buf);
     this.current = undefined;
     await Promise.allSettled(this.inflight);
     this.writeIndex(true);
     await this.indexing;
+    this.returnBuffers();
   }
 
   private async seal(): Promise<void> {
@@ -174,12 +186,14 @@ export class PackWriter {
   }
 
   private takeBuffer(): Buffer {
-    // Page-aligned, so an object store that can write with O_DIRECT does (see util/direct-io).
-    return this.free.pop() ?? alignedBuffer(this.packSize + this.maxBlob + INDEX_SLACK);
+    // Page-aligned, so an object store that can write with O_DIRECT does (see util/direct-io);
+    // pooled, so a long-running process reuses them across backups.
+    return this.free.pop() ?? takeSharedBuffer(this.packSize + this.maxBlob + INDEX_SLACK);
   }
 
   private release(buf: Buffer): void {
     if (this.free.length < this.uploads + 1) this.free.push(buf);
+    else giveSharedBuffer(buf);
   }
 
   private check(): void {

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { giveSharedBuffer, takeSharedBuffer } from '../src/util/buffer-pool.js';
+
+const MiB = 1024 * 1024;
+
+describe('shared buffer pool', () => {
+  it('a buffer given back is handed out again for a request of the same rounded size, and not while taken', () => {
+    const a = takeSharedBuffer(3 * MiB + 5);
+    expect(a.length).toBe(3 * MiB + 5);
+    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
+    const b = takeSharedBuffer(3 * MiB + 5);
+    expect(b.buffer).not.toBe(a.buffer); // both taken: distinct memory
+    giveSharedBuffer(a);
+    const c = takeSharedBuffer(4 * MiB - 1); // rounds to the same 4 MiB
+    expect(c.buffer).toBe(a.buffer);
+    expect(c.length).toBe(4 * MiB - 1);
+    const d = takeSharedBuffer(2 * MiB); // another size class: fresh
+    expect(d.buffer).not.toBe(a.buffer);
+    giveSharedBuffer(b);
+    giveSharedBuffer(c);
+    giveSharedBuffer(d);
+  });
+
+  it('keeps at most 96 MiB free: beyond that, given-back buffers are left to the garbage collector', () => {
+    const big = Array.from({ length: 4 }, () => takeSharedBuffer(32 * MiB));
+    for (const b of big) giveSharedBuffer(b);
+    const again = Array.from({ length: 4 }, () => takeSharedBuffer(32 * MiB));
+    const reused = again.filter((b) => big.some((x) => x.buffer === b.buffer)).length;
+    // 4 × 32 MiB exceed the 96 MiB kept (less whatever other tests left in the pool).
+    expect(reused).toBeGreaterThanOrEqual(1);
+    expect(reused).toBeLessThanOrEqual(3);
+    for (const b of again) giveSharedBuffer(b);
+  });
+
+  it('a view that does not start the buffer is not pooled (only whole buffers from take are)', () => {
+    const a = takeSharedBuffer(MiB);
+    giveSharedBuffer(a.subarray(4096));
+    expect(takeSharedBuffer(MiB).buffer).not.toBe(a.buffer);
+  });
+});
