@@ -31,4 +31,34 @@ describe('PackWriter', () => {
     await fresh.refresh();
     expect(fresh.chunkCount).toBe(40);
   });
+
+  it('names its packs in index objects of at most 64 packs, each written after its packs; a fresh index sees every pack', async () => {
+    const store = new MemoryObjectStore();
+    const codec = new ChunkCodec(undefined, undefined);
+    const index = new ChunkIndex(store, codec);
+    const writer = new PackWriter(store, codec, index, 1024 * 1024, 700 * 1024, 2);
+    const puts: string[] = [];
+    const put = store.put.bind(store);
+    store.put = async (key, data, options) => {
+      puts.push(key);
+      return put(key, data, options);
+    };
+    // 600 KiB blobs: one per 1 MiB pack, so 150 blobs make 150 packs.
+    for (let i = 0; i < 150; i++) await writer.add(`id${i}`, Buffer.alloc(600 * 1024, i), 600 * 1024);
+    await writer.finish();
+    const packs = puts.filter((k) => k.startsWith('packs/'));
+    const indexes = puts.filter((k) => k.startsWith('index/'));
+    expect(packs).toHaveLength(150);
+    expect(indexes).toHaveLength(3); // 64 + 64 + 22
+    // Every index object came after every pack it names.
+    const fresh = new ChunkIndex(store, codec);
+    await fresh.refresh();
+    expect(fresh.damaged.size).toBe(0);
+    expect(fresh.packs().size).toBe(150);
+    for (const [packId] of fresh.packs()) {
+      const named = [...fresh.objectsNaming(new Set([packId])).keys()];
+      expect(named).toHaveLength(1);
+      expect(puts.indexOf(`packs/${packId}`)).toBeLessThan(puts.indexOf(`index/${named[0]}`));
+    }
+  });
 });

@@ -217,6 +217,25 @@ describe('ChunkedBackupService storage', () => {
     expect([...fresh.index.indexedPacks()].sort()).toEqual(stored);
   });
 
+  it('a damaged index object: verify names the backup, restore fails, gc refuses with CORRUPT and deletes nothing', async () => {
+    const { store, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 4 * MiB, 21);
+    const b = await manager.backup({ volumeId: v.id });
+    const [indexKey] = await keys(store, 'index/');
+    const blob = await store.get(indexKey!);
+    blob[blob.length - 3]! ^= 0xff;
+    await store.put(indexKey!, blob);
+    const other = await ChunkedBackupService.open(store, { name: 'repo', workers: 0 });
+    const m2 = new BackupManager({ volumes, targets: { repo: other }, catalog: new RepositoryCatalog(other.repository) });
+    const report = await other.verify();
+    expect(report.problems.map((p) => p.backupId)).toEqual([b.id]);
+    expect(report.problems[0]!.message).toContain(`unreadable index objects: ${indexKey}`);
+    await expect(m2.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: expect.stringMatching(/NOT_FOUND|CORRUPT/) });
+    const before = await keys(store, 'packs/');
+    await expectCode(other.gc({ graceMs: 0 }), 'CORRUPT');
+    expect(await keys(store, 'packs/')).toEqual(before);
+  });
+
   it('gc keeps unreferenced packs younger than the grace period', async () => {
     const { service, volumes, manager } = await rig();
     const v = await filledVolume(volumes, 4 * MiB, 10);

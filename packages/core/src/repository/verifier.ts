@@ -51,6 +51,11 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
       }
     }
   }
+  // A chunk "in no pack" is most often a pack whose index object cannot be read: say which.
+  if (repo.index.damaged.size > 0) {
+    const damaged = [...repo.index.damaged].map((id) => `index/${id}`).join(', ');
+    for (const p of perBackup.values()) if (p.code === 'NOT_FOUND') p.message += ` (unreadable index objects: ${damaged})`;
+  }
   report.problems.push(...perBackup.values());
   return report;
 }
