@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkProcessor } from '../src/repository/chunk-processor.js';
+import { outputBytesPerChunk } from '../src/repository/chunk-tasks.js';
 
 const chunkSize = 64 * 1024;
 const settings = { compression: 'zstd' as const, chunkSize, idKey: Buffer.alloc(32, 1), dataKey: Buffer.alloc(32, 2) };
@@ -17,11 +18,13 @@ describe('ChunkProcessor on shared memory', () => {
   for (let i = 2 * chunkSize; i < 4 * chunkSize; i++) input[i] = (i * 2654435761) >>> 24; // noisy
 
   it('process() in workers encodes in place into the caller\'s output; decode() restores every chunk exactly, as inline does', async () => {
-    const output = ChunkProcessor.buffer(4 * ChunkCodec.maxEncodedLength(chunkSize));
+    const output = ChunkProcessor.buffer(4 * outputBytesPerChunk(chunkSize));
     const chunks = await pool.process(input, output, [null, null, null, null]);
     expect(chunks.map((c) => c.zero)).toEqual([false, true, false, false]);
     expect(chunks[0]!.encoded!.length).toBeLessThan(chunkSize / 4); // compressed
     expect(chunks[0]!.encoded!.buffer).toBe(output.buffer); // a view, not a copy
+    // Every payload (after nonce and type byte) starts on an 8-byte boundary.
+    for (const c of chunks.filter((x) => x.encoded)) expect((c.encoded!.byteOffset + 13) % 8).toBe(0);
     // Same ids inline: the id depends only on the bytes and the key.
     const plainOut = Buffer.alloc(4 * ChunkCodec.maxEncodedLength(chunkSize));
     expect((await inline.process(Buffer.from(input), plainOut, [null, null, null, null])).map((c) => c.id)).toEqual(chunks.map((c) => c.id));

@@ -30,6 +30,19 @@ describe('PackWriter', () => {
     const fresh = new ChunkIndex(store, codec);
     await fresh.refresh();
     expect(fresh.chunkCount).toBe(40);
+    // Blobs keep their source's alignment mod 8 (all sources here start at offset 0)...
+    for (let i = 0; i < blobs.length; i++) expect(index.get(`id${i}`)!.offset % 8).toBe(0);
+    // ...also an odd one, with zeros as padding before it.
+    const odd = Buffer.alloc(1000, 9).subarray(3, 800); // byteOffset 3 (within a larger allocation)
+    const w2 = new PackWriter(store, codec, index, 1024 * 1024, 300 * 1024, 2);
+    await w2.add('a', Buffer.alloc(10, 1), 10);
+    await w2.add('b', odd, odd.length);
+    await w2.finish();
+    const b = index.get('b')!;
+    expect(b.offset % 8).toBe(odd.byteOffset % 8);
+    const packBytes = await store.get(`packs/${b.pack}`);
+    expect(packBytes.subarray(10, b.offset).every((x) => x === 0)).toBe(true);
+    expect(packBytes.subarray(b.offset, b.offset + odd.length).equals(odd)).toBe(true);
   });
 
   it('names its packs in index objects of at most 64 packs, each written after its packs; a fresh index sees every pack', async () => {

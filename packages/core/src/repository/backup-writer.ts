@@ -5,6 +5,7 @@ import type { Manifest } from './format.js';
 import { FORMAT_VERSION } from './format.js';
 import { PackWriter } from './pack-writer.js';
 import { ChunkCodec } from './codec.js';
+import { outputBytesPerChunk } from './chunk-tasks.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import type { ProcessedChunk } from './chunk-processor.js';
 import type { Repository } from './repository.js';
@@ -107,7 +108,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const slots = options.readAhead ?? processor.size * 4 + 4;
   // One shared arena: per slot, a read unit and room for its encoded chunks. Workers work in place.
   const inputSize = chunkSize * perUnit;
-  const outputSize = ChunkCodec.maxEncodedLength(chunkSize) * perUnit;
+  const outputSize = outputBytesPerChunk(chunkSize) * perUnit;
   const arena = takeSharedBuffer(slots * (inputSize + outputSize));
   const free: Slot[] = Array.from({ length: slots }, (_, k) => {
     const at = k * (inputSize + outputSize);

@@ -81,8 +81,8 @@ export async function fetchChunks(
   const store = repo.store;
   const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
   // Per fetch loop: a range buffer and a plaintext buffer, shared with the workers and reused.
-  // A range holds at most maxRange bytes, or one blob larger than that.
-  const largest = Math.ceil(ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) / 65536) * 65536;
+  // A range holds at most maxRange bytes, or one blob larger than that (plus 8 for alignment).
+  const largest = Math.ceil((ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) + 8) / 65536) * 65536;
   const arena = takeSharedBuffer(n * 2 * largest);
   let next = 0;
   const worker = async (k: number): Promise<void> => {
@@ -91,7 +91,11 @@ export async function fetchChunks(
     while (next < ranges.length) {
       throwIfAborted(options.signal);
       const r = ranges[next++]!;
-      const range = input.subarray(0, r.length);
+      // The range sits at its pack offset's alignment mod 8, so each blob is as aligned in memory
+      // as the writer laid it out (copies out of shared memory are fast only between equally
+      // aligned addresses).
+      const shift = r.offset % 8;
+      const range = input.subarray(shift, shift + r.length);
       try {
         const key = Keys.pack(r.pack);
         if (store.getInto) await store.getInto(key, { offset: r.offset, length: r.length }, range);

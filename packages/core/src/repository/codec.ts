@@ -60,10 +60,18 @@ export class ChunkCodec {
     return length + ENVELOPE_OVERHEAD;
   }
 
+  /** Where a blob's payload starts, from the blob's first byte (after the nonce and type byte). */
+  get payloadOffset(): number {
+    return (this.dataKey ? NONCE_LENGTH : 0) + 1;
+  }
+
   /**
    * Compresses (keeping the plaintext when compression saves < 3%) and seals a chunk into `out`
    * (at least maxEncodedLength(data.length) bytes); returns the encoded length. The compressor
-   * writes straight into `out`, so the only copy is the cipher's output.
+   * writes straight into `out`, so the only copy is the cipher's output (or the plaintext, when
+   * neither compression nor encryption applies). Copies into shared memory run at full speed only
+   * when source and target share their alignment mod 8: callers place `out` so that
+   * `out.byteOffset + payloadOffset` is a multiple of 8 (see TaskRunner).
    */
   encodeInto(data: Uint8Array, algorithm: CompressionAlgorithm, id: string, out: Buffer): number {
     const head = this.dataKey ? NONCE_LENGTH : 0;
@@ -86,15 +94,18 @@ export class ChunkCodec {
       const c = gzipSync(data, { level: 1 });
       if (c.length < limit) [type, n] = [BlobType.gzip, c.copy(body)];
     }
-    if (type === BlobType.none) body.set(data);
-    out[head] = type;
-    if (!this.dataKey) return 1 + n;
-    const nonce = out.subarray(0, NONCE_LENGTH);
-    randomFillSync(nonce);
-    const c = createCipheriv('aes-256-gcm', this.dataKey, nonce);
+    if (!this.dataKey) {
+      out[0] = type;
+      if (type === BlobType.none) body.set(data);
+      return 1 + n;
+    }
+    randomFillSync(out, 0, NONCE_LENGTH);
+    const c = createCipheriv('aes-256-gcm', this.dataKey, out.subarray(0, NONCE_LENGTH));
     c.setAAD(Buffer.from(id, 'utf8'));
-    const plain = out.subarray(head, head + 1 + n);
-    c.update(plain).copy(plain); // GCM is a stream cipher: the ciphertext has the plaintext's length
+    // GCM is a stream cipher: split updates give the ciphertext of the whole, and the payload's
+    // ciphertext starts a fresh buffer, so it lands in `out` with matching alignment.
+    out[head] = c.update(Buffer.of(type))[0]!;
+    c.update(type === BlobType.none ? data : body.subarray(0, n)).copy(body);
     c.final();
     c.getAuthTag().copy(out, head + 1 + n);
     return head + 1 + n + TAG_LENGTH;
@@ -120,17 +131,25 @@ export class ChunkCodec {
     return Buffer.concat([nonce, c.update(Buffer.of(type)), c.update(payload), c.final(), c.getAuthTag()]);
   }
 
-  /** Opens an envelope; returns type byte + payload. Throws (plain Error) when the seal fails. */
-  unseal(blob: Uint8Array, aad: string): Buffer {
+  /**
+   * Opens an envelope: its type byte and payload. Throws (plain Error) when the seal fails. When
+   * encrypted, the payload is a fresh buffer starting at its first byte (so copying it into
+   * aligned shared memory runs at full speed).
+   */
+  unseal(blob: Uint8Array, aad: string): { type: number; payload: Buffer } {
     const envelope = Buffer.from(blob.buffer, blob.byteOffset, blob.length);
-    if (!this.dataKey) return envelope;
+    if (!this.dataKey) {
+      if (envelope.length < 1) throw new Error('empty blob');
+      return { type: envelope[0]!, payload: envelope.subarray(1) };
+    }
     if (envelope.length < NONCE_LENGTH + 1 + TAG_LENGTH) throw new Error('sealed blob is truncated');
     const d = createDecipheriv('aes-256-gcm', this.dataKey, envelope.subarray(0, NONCE_LENGTH));
     d.setAAD(Buffer.from(aad, 'utf8'));
     d.setAuthTag(envelope.subarray(envelope.length - TAG_LENGTH));
-    const plain = d.update(envelope.subarray(NONCE_LENGTH, envelope.length - TAG_LENGTH));
+    const type = d.update(envelope.subarray(NONCE_LENGTH, NONCE_LENGTH + 1))[0]!;
+    const payload = d.update(envelope.subarray(NONCE_LENGTH + 1, envelope.length - TAG_LENGTH));
     d.final(); // throws when the tag does not check out; GCM emits nothing here
-    return plain;
+    return { type, payload };
   }
 
   /**
@@ -141,11 +160,9 @@ export class ChunkCodec {
    */
   decodeInto(blob: Uint8Array, id: string, out: Buffer): void {
     try {
-      const envelope = this.unseal(blob, id);
-      if (envelope.length < 1) throw new Error('empty blob');
-      const payload = envelope.subarray(1);
+      const { type, payload } = this.unseal(blob, id);
       let n: number;
-      switch (envelope[0]) {
+      switch (type) {
         case BlobType.none:
           n = payload.length === out.length ? payload.copy(out) : -1;
           break;
@@ -164,7 +181,7 @@ export class ChunkCodec {
           break;
         }
         default:
-          throw new Error(`unknown blob type ${envelope[0]}`);
+          throw new Error(`unknown blob type ${type}`);
       }
       if (n !== out.length) throw new Error(`plaintext length differs from ${out.length}`);
       if (this.chunkId(out) !== id) throw new Error('content does not match its id');
@@ -183,9 +200,9 @@ export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string): 
 /** Opens a metadata document. `CORRUPT` when damaged, sealed for another label, or not JSON. */
 export function decodeDocument<T>(codec: ChunkCodec, blob: Uint8Array, label: string): T {
   try {
-    const envelope = codec.unseal(blob, label);
-    if (envelope[0] !== BlobType.zstd) throw new Error(`unexpected document type ${envelope[0]}`);
-    return JSON.parse(zstdSimple().decompress(envelope.subarray(1)).toString('utf8')) as T;
+    const { type, payload } = codec.unseal(blob, label);
+    if (type !== BlobType.zstd) throw new Error(`unexpected document type ${type}`);
+    return JSON.parse(zstdSimple().decompress(payload).toString('utf8')) as T;
   } catch (cause) {
     throw new CairnError('CORRUPT', `${label} is damaged: ${(cause as Error).message}`, { cause });
   }

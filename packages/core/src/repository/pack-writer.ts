@@ -78,12 +78,16 @@ export class PackWriter {
   private async addNow(id: string, blob: Uint8Array, rawLength: number): Promise<void> {
     this.check();
     if (blob.length > this.maxBlob) throw new CairnError('INTERNAL', `blob of ${blob.length} bytes exceeds the pack slot of ${this.maxBlob}`);
-    if (this.current && (this.current.used + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
+    if (this.current && (this.current.used + 7 + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
     if (!this.current) this.current = { buf: this.takeBuffer(), used: 0, entries: [] };
     const c = this.current;
-    c.buf.set(blob, c.used);
-    c.entries.push({ id, offset: c.used, length: blob.length, rawLength, pack: '' }); // pack set when sealed
-    c.used += blob.length;
+    // The blob goes where its address mod 8 matches its source's (up to 7 zero bytes of padding):
+    // a copy between shared buffers is fast only between equally aligned addresses.
+    const at = c.used + ((((blob.byteOffset - c.used) % 8) + 8) % 8);
+    c.buf.fill(0, c.used, at);
+    c.buf.set(blob, at);
+    c.entries.push({ id, offset: at, length: blob.length, rawLength, pack: '' }); // pack set when sealed
+    c.used = at + blob.length;
   }
 
   /**
