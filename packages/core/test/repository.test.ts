@@ -353,6 +353,20 @@ describe('Repository locks', () => {
     await (await waiting).release();
     expect(acquired).toBe(true);
   });
+
+  it('a backup waiting for GC\'s exclusive lock takes its volume lock meanwhile, and a cancel gives both up', async () => {
+    const { service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 4 * MiB, 16);
+    const gc = await service.repository.locks.acquire('exclusive', { purpose: 'gc elsewhere' });
+    const job = await manager.startBackup({ volumeId: v.id });
+    await new Promise((r) => setTimeout(r, 400));
+    // The shared lock keeps being refused while GC holds its lock; the volume lock is held.
+    expect((await service.repository.locks.list()).map((l) => l.kind).sort()).toEqual(['exclusive', 'volume']);
+    job.cancel();
+    await expect(job.done).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect((await service.repository.locks.list()).map((l) => l.kind)).toEqual(['exclusive']);
+    await gc.release();
+  });
 });
 
 describe('RepositoryCatalog', () => {

@@ -18,6 +18,7 @@ import type { Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
 import { Repository, type InitOptions, type OpenOptions } from './repository.js';
 import { restoreBackup } from './restorer.js';
+import type { LockHandle } from './repository-locks.js';
 import { verifyBackups } from './verifier.js';
 import type { LockInfo } from './repository-locks.js';
 
@@ -93,9 +94,8 @@ export class ChunkedBackupService implements BackupService {
     return this.tag(async () => {
       const repo = this.repository;
       repo.processor(); // the worker threads boot while the locks are taken and the index loads
-      const shared = await repo.locks.acquire('shared', { purpose: `backup ${job.backup.id}`, wait: true, signal: job.signal });
+      const [shared, volumeLock] = await this.backupLocks(job);
       try {
-        const volumeLock = await repo.locks.acquire('volume', { purpose: `backup ${job.backup.id}`, volumeId: job.volume.id, wait: true, signal: job.signal });
         // The index loads alongside the parent's manifest and the first reads; writeBackup waits
         // for it before its first dedup decision.
         const indexReady = repo.index.refresh();
@@ -109,12 +109,34 @@ export class ChunkedBackupService implements BackupService {
           return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady })).result;
         } finally {
           await indexReady.catch(() => undefined); // its failure, if any, was raised by writeBackup
-          await volumeLock.release();
         }
       } finally {
+        await volumeLock.release();
         await shared.release();
       }
     });
+  }
+
+  /**
+   * A backup's two locks, `shared` (against GC) and `volume` (against another backup of the same
+   * volume), taken at once: they never conflict with each other. When one cannot be had, the
+   * other is given up (or its wait stopped) before the error is raised.
+   */
+  private async backupLocks(job: BackupJob): Promise<[LockHandle, LockHandle]> {
+    const stop = new AbortController();
+    const signal = job.signal ? AbortSignal.any([job.signal, stop.signal]) : stop.signal;
+    const purpose = `backup ${job.backup.id}`;
+    const taking = [
+      this.repository.locks.acquire('shared', { purpose, wait: true, signal }),
+      this.repository.locks.acquire('volume', { purpose, volumeId: job.volume.id, wait: true, signal }),
+    ];
+    for (const t of taking) t.catch(() => stop.abort());
+    const [a, b] = await Promise.allSettled(taking);
+    if (a!.status === 'fulfilled' && b!.status === 'fulfilled') return [a!.value, b!.value];
+    for (const r of [a!, b!]) if (r.status === 'fulfilled') await r.value.release();
+    // The first real failure, not the abort it caused in the other.
+    const reasons = [a!, b!].filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+    throw reasons.find((e) => !(isCairnError(e) && e.code === 'CANCELLED' && !job.signal?.aborted)) ?? reasons[0];
   }
 
   async restore(backup: BackupRecord, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
