@@ -39,6 +39,6 @@ export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
 export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
-export { alignedBuffer, isDirectIoReady, openDirect, writeDirect, DIRECT_IO_ALIGN } from './util/direct-io.js';
+export { alignedBuffer, alignPad, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';
 export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DIRECT_IO_ALIGN, alignedBuffer, isDirectIoReady, openDirect, writeDirect } from '../src/index.js';
+import { COPY_ALIGN, DIRECT_IO_ALIGN, alignPad, alignedBuffer, isDirectIoReady, openDirect, writeDirect } from '../src/index.js';
 
 describe('direct I/O helpers', () => {
   let dir: string;
@@ -58,5 +58,16 @@ describe('direct I/O helpers', () => {
 
   it('openDirect passes on errors other than a refusal of O_DIRECT (a missing directory is ENOENT)', async () => {
     await expect(openDirect(join(dir, 'no', 'such'), constants.O_WRONLY | constants.O_CREAT)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('alignPad gives the smallest padding that makes an offset agree with another mod COPY_ALIGN', () => {
+    for (const at of [0, 1, 7, 8, 13, 4097]) {
+      for (const like of [0, 3, 8, 13, 131_072 + 5]) {
+        const pad = alignPad(at, like);
+        expect(pad).toBeGreaterThanOrEqual(0);
+        expect(pad).toBeLessThan(COPY_ALIGN);
+        expect((at + pad) % COPY_ALIGN).toBe(like % COPY_ALIGN);
+      }
+    }
   });
 });

@@ -4,6 +4,7 @@ import {
   assertVolumeSize,
   newId,
   nowIso,
+  syncDir,
   toCairnError,
   type AttachMode,
   type AttachTarget,
@@ -14,7 +15,6 @@ import {
   type VolumeDriver,
   type VolumeDriverCapabilities,
 } from '@cairn/core';
-import { syncDir } from '@cairn/core';
 import { ChangeTracker } from './change-tracker.js';
 import { DriverContext } from './driver-context.js';
 import { FileBlockDevice } from './file-block-device.js';

@@ -1,6 +1,7 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import type { Location } from './chunk-index.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
+import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
 import { Keys } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -81,8 +82,8 @@ export async function fetchChunks(
   const store = repo.store;
   const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
   // Per fetch loop: a range buffer and a plaintext buffer, shared with the workers and reused.
-  // A range holds at most maxRange bytes, or one blob larger than that (plus 8 for alignment).
-  const largest = Math.ceil((ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) + 8) / 65536) * 65536;
+  // A range holds at most maxRange bytes, or one blob larger than that (plus its alignment shift).
+  const largest = Math.ceil((ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) + COPY_ALIGN) / 65536) * 65536;
   const arena = takeSharedBuffer(n * 2 * largest);
   let next = 0;
   const worker = async (k: number): Promise<void> => {
@@ -91,10 +92,9 @@ export async function fetchChunks(
     while (next < ranges.length) {
       throwIfAborted(options.signal);
       const r = ranges[next++]!;
-      // The range sits at its pack offset's alignment mod 8, so each blob is as aligned in memory
-      // as the writer laid it out (copies out of shared memory are fast only between equally
-      // aligned addresses).
-      const shift = r.offset % 8;
+      // The range sits at its pack offset's alignment, so each blob is as aligned in memory as
+      // the writer laid it out (see util/direct-io's COPY_ALIGN).
+      const shift = alignPad(0, r.offset);
       const range = input.subarray(shift, shift + r.length);
       try {
         const key = Keys.pack(r.pack);

@@ -68,7 +68,8 @@ export class ChunkProcessor {
 
   /**
    * Memory for process() and decode(): shared with the workers (read and written in place) and
-   * page-aligned (so decoded data can go to an O_DIRECT write). Allocate once, reuse.
+   * page-aligned (so decoded data can go to an O_DIRECT write). Allocate once, reuse; code that
+   * needs such memory per operation takes it from util/buffer-pool instead.
    */
   static buffer(size: number): Buffer {
     return alignedBuffer(size, { shared: true });
@@ -76,9 +77,9 @@ export class ChunkProcessor {
 
   /**
    * Processes the consecutive chunks in `input`, writing encoded blobs into `output` (room:
-   * ChunkCodec.maxEncodedLength(chunkSize) per chunk). Both come from ChunkProcessor.buffer and
-   * belong to the caller, who must not touch them until this resolves; the results' `encoded`
-   * are views into `output`.
+   * outputBytesPerChunk(chunkSize) per chunk). Both are shared memory (ChunkProcessor.buffer or
+   * util/buffer-pool) and belong to the caller, who must not touch them until this resolves; the
+   * results' `encoded` are views into `output`.
    */
   async process(input: Buffer, output: Buffer, parentIds: (string | null)[]): Promise<ProcessedChunk[]> {
     const reply = (await this.submit({ kind: 'process', input: this.shared(input), output: this.shared(output), parentIds })) as ProcessReply;
@@ -112,7 +113,7 @@ export class ChunkProcessor {
 
   /** The region of `b`, which workers can only reach in shared memory. */
   private shared(b: Buffer): ReturnType<typeof regionOf> {
-    if (!this.inline && !(b.buffer instanceof SharedArrayBuffer)) throw new CairnError('INTERNAL', 'chunk processor buffers must come from ChunkProcessor.buffer()');
+    if (!this.inline && !(b.buffer instanceof SharedArrayBuffer)) throw new CairnError('INTERNAL', 'chunk processor buffers must be shared memory (ChunkProcessor.buffer or util/buffer-pool)');
     return regionOf(b);
   }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
+import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument } from './codec.js';
 import { indexLabel, toTuples, type ChunkIndex, type Location } from './chunk-index.js';
@@ -78,12 +79,12 @@ export class PackWriter {
   private async addNow(id: string, blob: Uint8Array, rawLength: number): Promise<void> {
     this.check();
     if (blob.length > this.maxBlob) throw new CairnError('INTERNAL', `blob of ${blob.length} bytes exceeds the pack slot of ${this.maxBlob}`);
-    if (this.current && (this.current.used + 7 + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
+    if (this.current && (this.current.used + COPY_ALIGN - 1 + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
     if (!this.current) this.current = { buf: this.takeBuffer(), used: 0, entries: [] };
     const c = this.current;
-    // The blob goes where its address mod 8 matches its source's (up to 7 zero bytes of padding):
-    // a copy between shared buffers is fast only between equally aligned addresses.
-    const at = c.used + ((((blob.byteOffset - c.used) % 8) + 8) % 8);
+    // The blob goes where its address matches its source's alignment (see util/direct-io's
+    // COPY_ALIGN; up to 7 zero bytes of padding, which the format allows).
+    const at = c.used + alignPad(c.used, blob.byteOffset);
     c.buf.fill(0, c.used, at);
     c.buf.set(blob, at);
     c.entries.push({ id, offset: at, length: blob.length, rawLength, pack: '' }); // pack set when sealed

@@ -97,3 +97,15 @@ export async function writeDirect(fh: FileHandle, data: Uint8Array, position: nu
     if (tails.length < 8) tails.push(block);
   }
 }
+
+/**
+ * Copies into or out of shared memory run at full speed only between addresses equal mod this
+ * (V8 copies shared memory with relaxed atomics, a byte at a time otherwise: measured 4 GB/s
+ * against 27 GB/s aligned).
+ */
+export const COPY_ALIGN = 8;
+
+/** The bytes (0 to COPY_ALIGN - 1) to add to `at` so that it is equal to `like` mod COPY_ALIGN. */
+export function alignPad(at: number, like: number): number {
+  return (((like - at) % COPY_ALIGN) + COPY_ALIGN) % COPY_ALIGN;
+}
