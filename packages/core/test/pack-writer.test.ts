@@ -1,8 +1,12 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { MemoryObjectStore, type ObjectStore, type PutOptions } from '../src/index.js';
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkIndex } from '../src/repository/chunk-index.js';
 import { PackWriter } from '../src/repository/pack-writer.js';
+
+/** A chunk id (64 hex digits) named by `label`. */
+const hexId = (label: string | number): string => createHash('sha256').update(String(label)).digest('hex');
 
 /** A store whose puts take a while, as a real disk or network does. */
 class SlowStore extends MemoryObjectStore {
@@ -19,10 +23,10 @@ describe('PackWriter', () => {
     const index = new ChunkIndex(store, codec);
     const writer = new PackWriter(store, codec, index, 1024 * 1024, 300 * 1024, 2);
     const blobs = Array.from({ length: 40 }, (_, i) => Buffer.alloc(100 * 1024 + i, i + 1));
-    await Promise.all(blobs.map((b, i) => writer.add(`id${i}`, b, b.length)));
+    await Promise.all(blobs.map((b, i) => writer.add(hexId(i), b, b.length)));
     await writer.finish();
     for (let i = 0; i < blobs.length; i++) {
-      const loc = index.get(`id${i}`);
+      const loc = index.get(hexId(i));
       expect(loc, `blob ${i}`).toBeDefined();
       const got = await store.get(`packs/${loc!.pack}`, { offset: loc!.offset, length: loc!.length });
       expect(got.equals(blobs[i]!)).toBe(true);
@@ -31,14 +35,14 @@ describe('PackWriter', () => {
     await fresh.refresh();
     expect(fresh.chunkCount).toBe(40);
     // Blobs keep their source's alignment mod 8 (all sources here start at offset 0)...
-    for (let i = 0; i < blobs.length; i++) expect(index.get(`id${i}`)!.offset % 8).toBe(0);
+    for (let i = 0; i < blobs.length; i++) expect(index.get(hexId(i))!.offset % 8).toBe(0);
     // ...also an odd one, with zeros as padding before it.
     const odd = Buffer.alloc(1000, 9).subarray(3, 800); // byteOffset 3 (within a larger allocation)
     const w2 = new PackWriter(store, codec, index, 1024 * 1024, 300 * 1024, 2);
-    await w2.add('a', Buffer.alloc(10, 1), 10);
-    await w2.add('b', odd, odd.length);
+    await w2.add(hexId('a'), Buffer.alloc(10, 1), 10);
+    await w2.add(hexId('b'), odd, odd.length);
     await w2.finish();
-    const b = index.get('b')!;
+    const b = index.get(hexId('b'))!;
     expect(b.offset % 8).toBe(odd.byteOffset % 8);
     const packBytes = await store.get(`packs/${b.pack}`);
     expect(packBytes.subarray(10, b.offset).every((x) => x === 0)).toBe(true);
@@ -57,7 +61,7 @@ describe('PackWriter', () => {
       return put(key, data, options);
     };
     // 600 KiB blobs: one per 1 MiB pack, so 150 blobs make 150 packs.
-    for (let i = 0; i < 150; i++) await writer.add(`id${i}`, Buffer.alloc(600 * 1024, i), 600 * 1024);
+    for (let i = 0; i < 150; i++) await writer.add(hexId(i), Buffer.alloc(600 * 1024, i), 600 * 1024);
     await writer.finish();
     const packs = puts.filter((k) => k.startsWith('packs/'));
     const indexes = puts.filter((k) => k.startsWith('index/'));

@@ -1,6 +1,6 @@
 import type { BackupJob, BackupResult, BackupSource } from '../contracts/backup-service.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
-import { chunksTouched } from '../util/extents.js';
+import { batchesIn, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import { FORMAT_VERSION } from './format.js';
 import { PackWriter } from './pack-writer.js';
@@ -27,51 +27,31 @@ interface Slot {
   output: Buffer;
 }
 
-/** Chunk indexes to read: those changed since the parent (plus any new tail), or all; never a guess. */
-async function chunksToRead(source: BackupSource, parent: Manifest | undefined, count: number, chunkSize: number): Promise<{ read: number[]; usedChanges: boolean }> {
-  const all = (): number[] => Array.from({ length: count }, (_, i) => i);
-  if (!parent || !source.changedSince || parent.chunkSize !== chunkSize) return { read: all(), usedChanges: false };
-  try {
-    const changed = await source.device.extents({ kind: 'changed', since: source.changedSince });
-    const touched = new Set(chunksTouched(changed, chunkSize));
-    for (let i = parent.chunks.length; i < count; i++) touched.add(i);
-    // The parent's last chunk may have been partial: re-read it when the volume grew.
-    if (count > parent.chunks.length && parent.chunks.length > 0) touched.add(parent.chunks.length - 1);
-    return { read: [...touched].sort((a, b) => a - b), usedChanges: true };
-  } catch (err) {
-    if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED')) return { read: all(), usedChanges: false };
-    throw err;
-  }
-}
-
-/** Splits ascending chunk indexes into runs of consecutive indexes, at most `max` long. Pure. */
-export function runsOf(indexes: number[], max: number): number[][] {
-  const runs: number[][] = [];
-  for (const i of indexes) {
-    const last = runs[runs.length - 1];
-    if (last && last[last.length - 1] === i - 1 && last.length < max) last.push(i);
-    else runs.push([i]);
-  }
-  return runs;
-}
-
 /**
- * Splits ascending chunk indexes into batches of `max` (the last may be shorter), consecutive or
- * not: scattered changed chunks still travel to a worker a read unit at a time. Pure.
+ * The chunks to read: those changed since the parent (plus any new tail), or with no usable
+ * change tracking every chunk that may hold data (chunks outside every allocated extent are zero
+ * without reading); never a guess.
  */
-export function batchesOf(indexes: number[], max: number): number[][] {
-  const batches: number[][] = [];
-  for (let i = 0; i < indexes.length; i += max) batches.push(indexes.slice(i, i + max));
-  return batches;
-}
-
-/** Chunks that may hold data; chunks outside every allocated extent are zero without reading. */
-async function allocatedChunks(source: BackupSource, chunkSize: number): Promise<Set<number> | undefined> {
+async function chunksToRead(source: BackupSource, parent: Manifest | undefined, count: number, chunkSize: number): Promise<{ ranges: ChunkRange[]; usedChanges: boolean }> {
+  if (parent && source.changedSince && parent.chunkSize === chunkSize) {
+    try {
+      const changed = chunkRangesOf(await source.device.extents({ kind: 'changed', since: source.changedSince }), chunkSize);
+      // New chunks when the volume grew, and the parent's last chunk, which may have been partial.
+      const grown: ChunkRange[] = count > parent.chunks.length ? [[Math.max(0, parent.chunks.length - 1), count]] : [];
+      return { ranges: mergeRanges([...changed, ...grown]).map(([s, e]): ChunkRange => [s, Math.min(e, count)]).filter(([s, e]) => e > s), usedChanges: true };
+    } catch (err) {
+      if (!(isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED'))) throw err;
+    }
+  }
+  // Changed extents are already few; only a full read is worth a walk of the allocation map
+  // (measured: 20 ms for a 2 GiB file, a tenth of a small incremental). A changed chunk that is
+  // a hole now reads as zeros and is recorded as zero all the same.
   try {
-    return new Set(chunksTouched((await source.device.extents({ kind: 'allocated' })).filter((e) => !e.zero), chunkSize));
+    const allocated = await source.device.extents({ kind: 'allocated' });
+    return { ranges: chunkRangesOf(allocated.filter((e) => !e.zero), chunkSize).map(([s, e]): ChunkRange => [s, Math.min(e, count)]).filter(([s, e]) => e > s), usedChanges: false };
   } catch (err) {
-    if (isCairnError(err)) return undefined;
-    throw err;
+    if (!isCairnError(err)) throw err;
+    return { ranges: count > 0 ? [[0, count]] : [], usedChanges: false };
   }
 }
 
@@ -86,16 +66,11 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const device = source.device;
   const size = device.size;
   const count = Math.ceil(size / chunkSize);
+  // Chunks not read are zero, or (with change tracking) the parent's.
   const chunks: (string | null)[] = new Array<string | null>(count).fill(null);
-  const { read, usedChanges } = await chunksToRead(source, parent, count, chunkSize);
+  const { ranges, usedChanges } = await chunksToRead(source, parent, count, chunkSize);
   const sameLayout = parent && parent.chunkSize === chunkSize;
   if (usedChanges && parent) for (let i = 0; i < Math.min(count, parent.chunks.length); i++) chunks[i] = parent.chunks[i] ?? null;
-  // Changed extents are already few; only a full read is worth a walk of the allocation map
-  // (measured: 20 ms for a 2 GiB file, a tenth of a small incremental). A changed chunk that is
-  // a hole now reads as zeros and is recorded as zero all the same.
-  const allocated = usedChanges ? undefined : await allocatedChunks(source, chunkSize);
-  const toRead = allocated ? read.filter((i) => allocated.has(i)) : read;
-  for (const i of read) if (allocated && !allocated.has(i)) chunks[i] = null;
 
   const processor = repo.processor();
   // Ids decided for upload but not yet in the index; each leaves once its pack is stored (the
@@ -122,7 +97,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     else free.push(s);
   };
   const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };
-  const total = toRead.length * chunkSize;
+  const total = chunksIn(ranges) * chunkSize;
   let failure: unknown;
   const inflight = new Set<Promise<void>>();
 
@@ -162,7 +137,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   };
 
   try {
-    for (const batch of batchesOf(toRead, perUnit)) {
+    for (const batch of batchesIn(ranges, perUnit)) {
       if (failure) break;
       throwIfAborted(job.signal);
       const slot = await take();

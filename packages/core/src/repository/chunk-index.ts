@@ -17,15 +17,43 @@ const LOAD_CONCURRENCY = 16;
 /** The blob tuples of index entries. Pure. */
 export const toTuples = (entries: readonly IndexEntry[]): BlobTuple[] => entries.map((e) => [e.id, e.offset, e.length, e.rawLength]);
 
+/** Bytes of a chunk id (SHA-256 or HMAC-SHA-256); ids are written as 64 lowercase hex digits. */
+const ID_BYTES = 32;
+/** Per entry in `fields`: pack ordinal, offset, stored length, plaintext length. */
+const FIELDS = 4;
+const HEX_ID = /^[0-9a-f]{64}$/;
+const U32_MAX = 0xffffffff;
+
+/** The value of hex digit code `c` (caller checked the id). */
+const nibble = (c: number): number => (c <= 57 ? c - 48 : c - 87);
+
 /**
  * Where every chunk lives: the union of all index objects, loaded incrementally. An index object
  * names one pack (format 1: its id is the pack's) or several (format 2). A chunk stored twice
  * (two writers racing) resolves to the first pack seen; GC keeps one copy. A pack named by two
  * index objects (a GC rewrite interrupted) counts once.
+ *
+ * Memory: entries live in typed arrays (32 binary id bytes and four u32 per blob, plus an
+ * open-addressing table of i32 slots), about 60 bytes a chunk rather than ~200 as JS objects and
+ * hex strings, so the index of a large repository stays small. Objects are made only on the way
+ * out (`get`, `packs`).
  */
 export class ChunkIndex {
-  private readonly byId = new Map<string, Location>();
-  private readonly byPack = new Map<string, Location[]>();
+  /** Entry k: id bytes at [k*32, k*32+32), fields at [k*4, k*4+4). Dead packs' entries linger until a rebuild. */
+  private ids = new Uint8Array(ID_BYTES * 256);
+  private fields = new Uint32Array(FIELDS * 256);
+  private entries = 0;
+  /** Open addressing (linear probing) from an id's first four bytes to its first live entry; -1 is empty. */
+  private slots = new Int32Array(512).fill(-1);
+  private unique = 0;
+  /** Pack ordinals (as stored in `fields`) to pack ids; ordinals are never reused. */
+  private readonly packIds: string[] = [];
+  /** Live packs in the order they became known, each with its entries' place. */
+  private readonly byPack = new Map<string, { ordinal: number; first: number; count: number }>();
+  /** A pack was removed: the table is rebuilt (and dead entries dropped) before the next lookup. */
+  private stale = false;
+  /** A looked-up id decoded, so probing compares bytes without allocating. */
+  private readonly key = new Uint8Array(ID_BYTES);
   /** Index objects known (loaded, or written by this process) and the packs each names. */
   private readonly objects = new Map<string, string[]>();
   /** Index objects that could not be read (verify reports them, GC refuses to run). */
@@ -59,11 +87,12 @@ export class ChunkIndex {
       if (doc.version === 1 && Array.isArray(doc.blobs)) packs = [[indexId, doc.blobs]];
       else if (doc.version === 2 && Array.isArray(doc.packs)) packs = doc.packs;
       else throw new Error(`unknown index version ${String((doc as { version?: unknown }).version)}`);
+      for (const [packId, blobs] of packs) if (typeof packId !== 'string' || !Array.isArray(blobs) || !blobs.every(validTuple)) throw new Error('malformed pack entry');
       if (this.objects.has(indexId)) return; // recorded meanwhile by this process
       this.recordObject(indexId, packs.map(([packId]) => packId));
       for (const [packId, blobs] of packs) {
         if (this.byPack.has(packId)) continue;
-        this.add(packId, blobs.map(([id, offset, length, rawLength]) => ({ id, offset, length, rawLength, pack: packId })));
+        this.addTuples(packId, blobs);
       }
     } catch (err) {
       if (isCairnError(err) && err.code === 'NOT_FOUND') return; // deleted while listing
@@ -71,12 +100,31 @@ export class ChunkIndex {
     }
   }
 
-  /** Records a pack's entries (a pack this process just wrote, or one just loaded). */
-  add(packId: string, entries: IndexEntry[]): void {
-    const ours = (e: IndexEntry): e is Location => (e as Location).pack === packId;
-    const located = entries.every(ours) ? entries : entries.map((e) => (ours(e) ? e : { ...e, pack: packId }));
-    this.byPack.set(packId, located);
-    for (const e of located) if (!this.byId.has(e.id)) this.byId.set(e.id, e);
+  /**
+   * Records a pack's entries (a pack this process just wrote, or one just loaded); a pack known
+   * already is replaced. Throws (plain Error) for an id that is not 64 hex digits or a field
+   * that is not a u32, adding nothing.
+   */
+  add(packId: string, entries: readonly IndexEntry[]): void {
+    const tuples = entries.map((e): BlobTuple => [e.id, e.offset, e.length, e.rawLength]);
+    if (!tuples.every(validTuple)) throw new Error(`pack ${packId} has a malformed entry`);
+    this.addTuples(packId, tuples);
+  }
+
+  private addTuples(packId: string, blobs: readonly BlobTuple[]): void {
+    if (this.byPack.has(packId)) this.remove(packId);
+    this.refreshTable();
+    this.reserve(this.entries + blobs.length);
+    const ordinal = this.packIds.push(packId) - 1;
+    const first = this.entries;
+    for (const [id, offset, length, rawLength] of blobs) {
+      const k = this.entries++;
+      decodeId(id, this.ids, k * ID_BYTES);
+      const f = k * FIELDS;
+      [this.fields[f], this.fields[f + 1], this.fields[f + 2], this.fields[f + 3]] = [ordinal, offset, length, rawLength];
+      this.insert(k);
+    }
+    this.byPack.set(packId, { ordinal, first, count: blobs.length });
   }
 
   /** Records that index object `indexId` names `packIds` (one this process wrote, or loaded). */
@@ -105,34 +153,179 @@ export class ChunkIndex {
 
   /** Forgets a pack (after GC deleted it); chunks found in another pack stay reachable. */
   remove(packId: string): void {
-    const entries = this.byPack.get(packId) ?? [];
-    this.byPack.delete(packId);
-    for (const e of entries) {
-      if (this.byId.get(e.id)?.pack !== packId) continue;
-      this.byId.delete(e.id);
-      for (const [, list] of this.byPack) {
-        const again = list.find((x) => x.id === e.id);
-        if (again) {
-          this.byId.set(e.id, again);
-          break;
-        }
-      }
-    }
+    if (this.byPack.delete(packId)) this.stale = true;
   }
 
   has(id: string): boolean {
-    return this.byId.has(id);
+    return this.find(id) >= 0;
   }
 
   get(id: string): Location | undefined {
-    return this.byId.get(id);
+    const k = this.find(id);
+    return k < 0 ? undefined : this.entryAt(k, id);
   }
 
+  /** Every live pack with its entries; a view: entries are made when a pack is asked for. */
   packs(): ReadonlyMap<string, IndexEntry[]> {
-    return this.byPack;
+    return new PackView(this.byPack, (first, count) => Array.from({ length: count }, (_, j) => this.entryAt(first + j)));
   }
 
   get chunkCount(): number {
-    return this.byId.size;
+    this.refreshTable();
+    return this.unique;
+  }
+
+  private entryAt(k: number, id?: string): Location {
+    const f = k * FIELDS;
+    return {
+      id: id ?? Buffer.from(this.ids.buffer, this.ids.byteOffset + k * ID_BYTES, ID_BYTES).toString('hex'),
+      offset: this.fields[f + 1]!,
+      length: this.fields[f + 2]!,
+      rawLength: this.fields[f + 3]!,
+      pack: this.packIds[this.fields[f]!]!,
+    };
+  }
+
+  /** The first live entry with `id`, or -1 (also for anything that is not a 64-hex-digit id). */
+  private find(id: string): number {
+    if (!decodeId(id, this.key, 0)) return -1;
+    this.refreshTable();
+    const mask = this.slots.length - 1;
+    for (let s = hashAt(this.key, 0) & mask; ; s = (s + 1) & mask) {
+      const k = this.slots[s]!;
+      if (k < 0) return -1;
+      if (this.sameId(k, this.key)) return k;
+    }
+  }
+
+  private sameId(k: number, key: Uint8Array, keyAt = 0): boolean {
+    const at = k * ID_BYTES;
+    for (let i = 0; i < ID_BYTES; i++) if (this.ids[at + i] !== key[keyAt + i]) return false;
+    return true;
+  }
+
+  /** Puts entry k in the table unless its id is there already (the first pack seen wins). */
+  private insert(k: number): void {
+    if ((this.unique + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
+    const mask = this.slots.length - 1;
+    for (let s = hashAt(this.ids, k * ID_BYTES) & mask; ; s = (s + 1) & mask) {
+      const other = this.slots[s]!;
+      if (other < 0) {
+        this.slots[s] = k;
+        this.unique++;
+        return;
+      }
+      if (this.sameId(other, this.ids, k * ID_BYTES)) return;
+    }
+  }
+
+  private rehash(size: number): void {
+    const old = this.slots;
+    this.slots = new Int32Array(size).fill(-1);
+    const mask = size - 1;
+    for (const k of old) {
+      if (k < 0) continue;
+      let s = hashAt(this.ids, k * ID_BYTES) & mask;
+      while (this.slots[s]! >= 0) s = (s + 1) & mask;
+      this.slots[s] = k;
+    }
+  }
+
+  /** Room for `n` entries (grown by half again, so appends cost O(1) amortized). */
+  private reserve(n: number): void {
+    if (n * FIELDS <= this.fields.length) return;
+    const cap = Math.max(n, Math.ceil((this.fields.length / FIELDS) * 1.5));
+    const ids = new Uint8Array(cap * ID_BYTES);
+    ids.set(this.ids.subarray(0, this.entries * ID_BYTES));
+    const fields = new Uint32Array(cap * FIELDS);
+    fields.set(this.fields.subarray(0, this.entries * FIELDS));
+    [this.ids, this.fields] = [ids, fields];
+  }
+
+  /** After removals: keeps only live packs' entries (in the order the packs became known) and rebuilds the table. */
+  private refreshTable(): void {
+    if (!this.stale) return;
+    this.stale = false;
+    let live = 0;
+    for (const p of this.byPack.values()) live += p.count;
+    const ids = new Uint8Array(Math.max(256, live) * ID_BYTES);
+    const fields = new Uint32Array(Math.max(256, live) * FIELDS);
+    let at = 0;
+    for (const p of this.byPack.values()) {
+      ids.set(this.ids.subarray(p.first * ID_BYTES, (p.first + p.count) * ID_BYTES), at * ID_BYTES);
+      fields.set(this.fields.subarray(p.first * FIELDS, (p.first + p.count) * FIELDS), at * FIELDS);
+      p.first = at;
+      at += p.count;
+    }
+    [this.ids, this.fields, this.entries, this.unique] = [ids, fields, at, 0];
+    let size = 512;
+    while (size < at * 2) size *= 2;
+    this.slots = new Int32Array(size).fill(-1);
+    for (let k = 0; k < at; k++) this.insert(k);
+  }
+}
+
+const isHexCode = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 97 && c <= 102);
+
+/** Writes the 32 bytes of hex id `id` at `into[at]`; false (leaving garbage) when `id` is not 64 lowercase hex digits. */
+function decodeId(id: string, into: Uint8Array, at: number): boolean {
+  if (id.length !== ID_BYTES * 2) return false;
+  for (let i = 0; i < ID_BYTES; i++) {
+    const hi = id.charCodeAt(2 * i);
+    const lo = id.charCodeAt(2 * i + 1);
+    if (!isHexCode(hi) || !isHexCode(lo)) return false;
+    into[at + i] = (nibble(hi) << 4) | nibble(lo);
+  }
+  return true;
+}
+
+/** The four bytes at `at` as a table hash: ids are uniformly random, so their prefix spreads well. */
+const hashAt = (bytes: Uint8Array, at: number): number => (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+
+/** A blob tuple with a 64-hex-digit id and u32 fields. */
+function validTuple(t: unknown): t is BlobTuple {
+  if (!Array.isArray(t) || t.length !== 4 || typeof t[0] !== 'string' || !HEX_ID.test(t[0])) return false;
+  for (let i = 1; i < 4; i++) if (!Number.isInteger(t[i]) || t[i] < 0 || t[i] > U32_MAX) return false;
+  return true;
+}
+
+/** ChunkIndex.packs(): a read-only map over the live packs that makes each pack's entries when asked. */
+class PackView implements ReadonlyMap<string, IndexEntry[]> {
+  constructor(
+    private readonly byPack: ReadonlyMap<string, { first: number; count: number }>,
+    private readonly entriesOf: (first: number, count: number) => IndexEntry[],
+  ) {}
+
+  get size(): number {
+    return this.byPack.size;
+  }
+
+  has(packId: string): boolean {
+    return this.byPack.has(packId);
+  }
+
+  get(packId: string): IndexEntry[] | undefined {
+    const p = this.byPack.get(packId);
+    return p && this.entriesOf(p.first, p.count);
+  }
+
+  keys(): MapIterator<string> {
+    return this.byPack.keys();
+  }
+
+  *entries(): MapIterator<[string, IndexEntry[]]> {
+    for (const [packId, p] of this.byPack) yield [packId, this.entriesOf(p.first, p.count)];
+  }
+
+  *values(): MapIterator<IndexEntry[]> {
+    for (const [, entries] of this.entries()) yield entries;
+  }
+
+  forEach(fn: (value: IndexEntry[], key: string, map: ReadonlyMap<string, IndexEntry[]>) => void): void {
+    for (const [k, v] of this.entries()) fn(v, k, this);
+  }
+
+  [Symbol.iterator](): MapIterator<[string, IndexEntry[]]> {
+    return this.entries();
   }
 }

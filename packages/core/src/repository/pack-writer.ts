@@ -158,7 +158,7 @@ export class PackWriter {
     pack.writeUInt32BE(sealedIndex.length, c.used + sealedIndex.length);
     PACK_MAGIC.copy(pack, c.used + sealedIndex.length + 4);
     const entries = c.entries;
-    for (const e of entries) e.pack = packId; // the index keeps these very objects
+    for (const e of entries) e.pack = packId;
     const upload = (async () => {
       try {
         await this.putOnce(Keys.pack(packId), pack);
