@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -42,6 +42,7 @@ describe('DriverRegistry', () => {
     await expectCode(registry.secret('plain-text'), 'INVALID_INPUT');
     await expectCode(registry.secret('env:CAIRN_UNSET_VARIABLE_X'), 'NOT_FOUND');
     await expectCode(registry.secret(`file:${join(dir, 'absent')}`), 'NOT_FOUND');
+    await rm(dir, { recursive: true });
   });
 });
 

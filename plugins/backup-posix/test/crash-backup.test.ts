@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, Repository, RepositoryCatalog } from '@cairn/core';
 import { PosixObjectStore } from '../src/index.js';
 import { PACKAGE_DIR } from './helpers.js';
@@ -47,6 +47,7 @@ describe('a backup killed with SIGKILL', () => {
   for (const fraction of [0, 0.3, 0.7, 0.99]) {
     it(`at ${Math.round(fraction * 100)}% leaves a repository that verify passes and the next backup, restore and gc handle`, async () => {
       const dir = await mkdtemp(join(tmpdir(), 'cairn-crash-'));
+      onTestFinished(() => rm(dir, { recursive: true, force: true }));
       await Repository.init(await PosixObjectStore.open({ directory: dir }), { chunkSize: 256 * 1024, packSize: 2 * 1024 * 1024 });
       // A first, complete backup, so the crash happens in a repository with history.
       const first = await backupUntil(dir, Infinity);
