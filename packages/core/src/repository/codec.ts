@@ -9,6 +9,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import { CairnError } from '../errors.js';
 import { BlobType } from './format.js';
+import { ChunkList } from './chunk-list.js';
 
 const require = createRequire(import.meta.url);
 
@@ -18,8 +19,19 @@ const TAG_LENGTH = 16;
 const ENVELOPE_OVERHEAD = NONCE_LENGTH + 1 + TAG_LENGTH;
 
 interface ZstdBinding {
-  CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number };
+  CCtx: new () => {
+    compress(dst: Uint8Array, src: Uint8Array, level: number): number;
+    setParameter(param: number, value: number): void;
+    setPledgedSrcSize(size: number): void;
+    reset(directive: number): void;
+    /** [bytes still to flush (0 when done, for `end`), bytes written to dst, bytes taken from src] */
+    compressStream2(dst: Uint8Array, src: Uint8Array, endOp: number): [number, number, number];
+  };
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+  CParameter: { compressionLevel: number; windowLog: number };
+  EndDirective: { continue: number; end: number };
+  ResetDirective: { sessionOnly: number };
+  cStreamOutSize(): number;
 }
 interface Lz4 {
   compressSync(data: Buffer): Buffer;
@@ -117,18 +129,29 @@ export class ChunkCodec {
     return out.subarray(0, this.encodeInto(data, algorithm, id, out));
   }
 
-  /** Envelope: type byte + payload, sealed under the data key (with `aad`) when encrypted. */
-  seal(type: number, payload: Uint8Array, aad: string): Buffer {
+  /**
+   * Envelope: type byte + payload, sealed under the data key (with `aad`) when encrypted. The
+   * payload may come in pieces (sealed as their concatenation, into one buffer).
+   */
+  seal(type: number, payload: Uint8Array | readonly Uint8Array[], aad: string): Buffer {
+    const pieces = payload instanceof Uint8Array ? [payload] : payload;
+    const length = pieces.reduce((n, p) => n + p.length, 0);
+    const head = this.dataKey ? NONCE_LENGTH : 0;
+    const out = Buffer.allocUnsafe(head + 1 + length + (this.dataKey ? TAG_LENGTH : 0));
+    let at = head + 1;
     if (!this.dataKey) {
-      const out = Buffer.allocUnsafe(1 + payload.length);
       out[0] = type;
-      out.set(payload, 1);
+      for (const p of pieces) (out.set(p, at), (at += p.length));
       return out;
     }
-    const nonce = randomBytes(12);
-    const c = createCipheriv('aes-256-gcm', this.dataKey, nonce);
+    randomFillSync(out, 0, NONCE_LENGTH);
+    const c = createCipheriv('aes-256-gcm', this.dataKey, out.subarray(0, NONCE_LENGTH));
     c.setAAD(Buffer.from(aad, 'utf8'));
-    return Buffer.concat([nonce, c.update(Buffer.of(type)), c.update(payload), c.final(), c.getAuthTag()]);
+    out[head] = c.update(Buffer.of(type))[0]!;
+    for (const p of pieces) at += c.update(p).copy(out, at);
+    c.final();
+    c.getAuthTag().copy(out, at);
+    return out;
   }
 
   /**
@@ -191,10 +214,64 @@ export class ChunkCodec {
   }
 }
 
-/** Seals a metadata document (manifest, index, record): zstd-compressed JSON, `label` as associated data. */
-export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string): Buffer {
-  const json = Buffer.from(JSON.stringify(doc), 'utf8');
-  return codec.seal(BlobType.zstd, zstdSimple().compress(json, { compressionLevel: 3 }), label);
+/** Elements of a document's bulk array serialized at a time. */
+const JSON_SLICE = 4096;
+
+/**
+ * The JSON text of `doc` in pieces: the array property `bulk` (moved to the end) a slice at a
+ * time, so a manifest's chunk list is never one string. Joined, the pieces are valid JSON that
+ * parses to the same document. Pure.
+ */
+export function* jsonPieces(doc: unknown, bulk?: string): Generator<string> {
+  const list = bulk && doc && typeof doc === 'object' ? (doc as Record<string, unknown>)[bulk] : undefined;
+  if (!Array.isArray(list) && !(list instanceof ChunkList)) {
+    yield JSON.stringify(doc);
+    return;
+  }
+  const { [bulk!]: _, ...rest } = doc as Record<string, unknown>;
+  const head = JSON.stringify(rest);
+  yield `${head.slice(0, -1)}${head.length > 2 ? ',' : ''}${JSON.stringify(bulk)}:[`;
+  for (let i = 0; i < list.length; i += JSON_SLICE) yield `${i > 0 ? ',' : ''}${JSON.stringify(list.slice(i, i + JSON_SLICE)).slice(1, -1)}`;
+  yield ']}';
+}
+
+/** The context that compresses documents; they are encoded one at a time, synchronously. */
+let documentContext: InstanceType<ZstdBinding['CCtx']> | undefined;
+
+/**
+ * Seals a metadata document (manifest, index, record): zstd-compressed JSON (level 3, one frame
+ * that records its content size), `label` as associated data. With `bulk`, that array property
+ * is serialized and compressed a slice at a time (see jsonPieces): an 8 GiB backup's manifest
+ * then peaks at its compressed size plus a slice, instead of ~4 times its JSON text.
+ */
+export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, bulk?: string): Buffer {
+  const z = zstdBinding();
+  let size = 0;
+  for (const piece of jsonPieces(doc, bulk)) size += Buffer.byteLength(piece, 'utf8');
+  if (!documentContext) {
+    documentContext = new z.CCtx();
+    documentContext.setParameter(z.CParameter.compressionLevel, 3);
+    // Documents are mostly hex ids, which compress by entropy coding, not by distant matches: a
+    // 128 KiB window bounds the context's memory for any size of document at the same ratio
+    // (measured on an 8 GiB backup's manifest: 0.518 → 0.510 of the JSON, 1 MiB less RSS).
+    documentContext.setParameter(z.CParameter.windowLog, 17);
+  }
+  const cctx = documentContext;
+  cctx.reset(z.ResetDirective.sessionOnly); // a frame abandoned by an earlier failure is dropped
+  cctx.setPledgedSrcSize(size);
+  const room = Buffer.allocUnsafe(z.cStreamOutSize());
+  const out: Buffer[] = [];
+  const drain = (src: Uint8Array, op: number): number => {
+    const [left, written, taken] = cctx.compressStream2(room, src, op);
+    if (written > 0) out.push(Buffer.from(room.subarray(0, written)));
+    return op === z.EndDirective.end ? left : src.length - taken;
+  };
+  for (const piece of jsonPieces(doc, bulk)) {
+    let src: Uint8Array = Buffer.from(piece, 'utf8');
+    while (src.length > 0) src = src.subarray(src.length - drain(src, z.EndDirective.continue));
+  }
+  while (drain(Buffer.alloc(0), z.EndDirective.end) > 0);
+  return codec.seal(BlobType.zstd, out, label);
 }
 
 /** Opens a metadata document. `CORRUPT` when damaged, sealed for another label, or not JSON. */
