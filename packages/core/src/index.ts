@@ -38,6 +38,7 @@ export type { GcOptions, GcReport } from './repository/garbage-collector.js';
 export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
 export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';
+export { ChunkList } from './repository/chunk-list.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
 export { alignedBuffer, alignPad, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';

@@ -10,6 +10,8 @@ import {
   type ObjectStore,
 } from '../src/index.js';
 import { MiB, contents, expectCode, filledVolume } from './helpers.js';
+import { decodeDocument, encodeDocument } from '../src/repository/codec.js';
+import { restoreBackup } from '../src/repository/restorer.js';
 
 const FAST_KDF = { N: 1024, r: 8, p: 1 };
 
@@ -101,6 +103,28 @@ describe('ChunkedBackupService storage', () => {
     expect(await keys(store, 'packs/')).toEqual(packsBefore);
   });
 
+  it('a restore in windows smaller than the volume is byte-exact: zero runs across windows, a chunk in several windows', async () => {
+    const { service, volumes, manager } = await rig();
+    const v = await volumes.createVolume({ size: 16 * MiB });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    const block = randomBytes(128 * 1024); // the repository's chunk size: the same chunk at three offsets
+    for (const at of [0, 5 * MiB, 15 * MiB]) await a.device.write(at, block);
+    await a.device.write(7 * MiB + 3, randomBytes(3 * MiB)); // data over window boundaries
+    await volumes.detach(a.id);
+    const b = await manager.backup({ volumeId: v.id });
+    const manifest = await service.repository.readManifest(b.id);
+    for (const windowBytes of [128 * 1024, 3 * MiB, 64 * MiB]) {
+      for (const zeroed of [true, false]) {
+        const target = await volumes.createVolume({ size: 16 * MiB });
+        const t = await volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        if (!zeroed) await t.device.write(0, Buffer.alloc(16 * MiB, 0xee)); // an existing volume's old bytes
+        await restoreBackup(service.repository, manifest, t.device, { targetIsZeroed: zeroed }, windowBytes);
+        await volumes.detach(t.id);
+        expect((await contents(volumes, target.id)).equals(await contents(volumes, v.id)), `window ${windowBytes}, zeroed ${zeroed}`).toBe(true);
+      }
+    }
+  });
+
   it('all-zero chunks are recorded as zero and not stored; holes are not even read', async () => {
     const { service, volumes, manager } = await rig();
     const v = await volumes.createVolume({ size: 16 * MiB });
@@ -110,7 +134,7 @@ describe('ChunkedBackupService storage', () => {
     await volumes.detach(a.id);
     const b = await manager.backup({ volumeId: v.id });
     const m = await service.repository.readManifest(b.id);
-    expect(m.chunks.filter((c) => c !== null)).toHaveLength(1);
+    expect(m.chunks.slice().filter((c) => c !== null)).toHaveLength(1);
     expect(b.stats!.bytesRead).toBe(512 * 1024); // two allocated chunks of 256 KiB
     const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
     expect((await contents(volumes, volume.id)).equals(await contents(volumes, v.id))).toBe(true);
@@ -308,6 +332,18 @@ describe('ChunkedBackupService damage', () => {
     await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
   });
 
+  it('a manifest whose chunk list holds a malformed id is CORRUPT, naming the backup', async () => {
+    const { store, service, manager, b } = await backedUp();
+    const key = `manifests/${b.id}`;
+    const repo = service.repository;
+    const doc = decodeDocument<Record<string, unknown> & { chunks: (string | null)[] }>(repo.codec, await store.get(key), `manifest:${b.id}`);
+    doc.chunks[doc.chunks.findIndex((c) => c !== null)] = 'not-a-chunk-id';
+    await store.put(key, encodeDocument(repo.codec, doc, `manifest:${b.id}`));
+    await expect(repo.readManifest(b.id)).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(/manifest.*malformed id/) });
+    expect((await manager.verify(b.id)).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
+    await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
+  });
+
   it('a cancelled backup leaves no manifest, and gc removes what it uploaded', async () => {
     const { store, service, volumes, manager } = await rig({ workers: 2 });
     const v = await filledVolume(volumes, 16 * MiB, 13);
@@ -412,7 +448,7 @@ describe('BackupReader', () => {
     const repo = service.repository;
     await repo.index.refresh();
     const m = await repo.readManifest(b.id);
-    const loc = repo.index.get(m.chunks[5]!)!;
+    const loc = repo.index.get(m.chunks.get(5)!)!;
     const pack = await store.get(`packs/${loc.pack}`);
     pack[loc.offset + 3] ^= 0xff;
     await store.put(`packs/${loc.pack}`, pack);

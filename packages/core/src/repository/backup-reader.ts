@@ -58,13 +58,13 @@ export class BackupReader {
     const last = Math.floor((offset + length - 1) / this.chunkSize);
     // Every chunk of the range that is neither cached nor zero is fetched in one batch.
     const missing: number[] = [];
-    for (let i = first; i <= last; i++) if (this.manifest.chunks[i] !== null && !this.cache.has(i)) missing.push(i);
+    for (let i = first; i <= last; i++) if (!this.manifest.chunks.isZero(i) && !this.cache.has(i)) missing.push(i);
     if (missing.length > 0) this.load(missing);
     this.prefetch(first, last);
     await Promise.all(
       Array.from({ length: last - first + 1 }, async (_, k) => {
         const i = first + k;
-        if (this.manifest.chunks[i] === null) return; // zero chunk: already zeros
+        if (this.manifest.chunks.isZero(i)) return; // zero chunk: already zeros
         const data = await this.chunk(i);
         const chunkStart = i * this.chunkSize;
         const from = Math.max(offset, chunkStart);
@@ -81,7 +81,7 @@ export class BackupReader {
     const first = Math.floor(range.offset / this.chunkSize);
     const end = range.offset + range.length;
     for (let i = first; i * this.chunkSize < end && i < this.manifest.chunks.length; i++) {
-      if (this.manifest.chunks[i] === null) continue;
+      if (this.manifest.chunks.isZero(i)) continue;
       const start = Math.max(range.offset, i * this.chunkSize);
       const stop = Math.min(end, (i + 1) * this.chunkSize, this.size);
       const prev = out[out.length - 1];
@@ -98,7 +98,7 @@ export class BackupReader {
     if (!sequential || this.readAhead === 0) return;
     const wanted: number[] = [];
     for (let i = last + 1; i <= last + this.readAhead && i < this.manifest.chunks.length; i++) {
-      if (this.manifest.chunks[i] !== null && !this.cache.has(i)) wanted.push(i);
+      if (!this.manifest.chunks.isZero(i) && !this.cache.has(i)) wanted.push(i);
     }
     if (wanted.length > 0) this.load(wanted);
   }
@@ -118,7 +118,7 @@ export class BackupReader {
   private load(indexes: number[]): void {
     const byId = new Map<string, number[]>();
     for (const i of indexes) {
-      const id = this.manifest.chunks[i]!;
+      const id = this.manifest.chunks.get(i)!;
       byId.set(id, [...(byId.get(id) ?? []), i]);
     }
     const settle = new Map<number, { resolve: (b: Buffer) => void; reject: (e: unknown) => void }>();

@@ -3,6 +3,7 @@ import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { batchesIn, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import { FORMAT_VERSION } from './format.js';
+import { ChunkList } from './chunk-list.js';
 import { PackWriter } from './pack-writer.js';
 import { ChunkCodec } from './codec.js';
 import { outputBytesPerChunk } from './chunk-tasks.js';
@@ -67,10 +68,10 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const size = device.size;
   const count = Math.ceil(size / chunkSize);
   // Chunks not read are zero, or (with change tracking) the parent's.
-  const chunks: (string | null)[] = new Array<string | null>(count).fill(null);
+  const chunks = new ChunkList(count);
   const { ranges, usedChanges } = await chunksToRead(source, parent, count, chunkSize);
   const sameLayout = parent && parent.chunkSize === chunkSize;
-  if (usedChanges && parent) for (let i = 0; i < Math.min(count, parent.chunks.length); i++) chunks[i] = parent.chunks[i] ?? null;
+  if (usedChanges && parent) chunks.copyFrom(parent.chunks, count);
 
   const processor = repo.processor();
   // Ids decided for upload but not yet in the index; each leaves once its pack is stored (the
@@ -105,7 +106,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   // encoded data in memory stays bounded by the slots (and the packs in flight).
   const handle = async (run: number[], slot: Slot, length: number): Promise<void> => {
     try {
-      const parentIds = run.map((i) => (sameLayout ? (parent!.chunks[i] ?? null) : null));
+      const parentIds = run.map((i) => (sameLayout ? parent!.chunks.get(i) : null));
       const processed = await processor.process(slot.input.subarray(0, length), slot.output, parentIds);
       await packChunks(run, processed);
     } finally {
@@ -121,11 +122,11 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       const index = run[k]!;
       const n = Math.min(chunkSize, size - index * chunkSize);
       if (c.zero) {
-        chunks[index] = null;
+        chunks.set(index, null);
         continue;
       }
       const id = c.id!;
-      chunks[index] = id;
+      chunks.set(index, id);
       if (c.same || repo.index.has(id) || pendingIds.has(id)) {
         stats.bytesReused += n;
         continue;

@@ -5,6 +5,7 @@
  */
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { BackupRecord, BackupStats } from '../contracts/records.js';
+import type { ChunkList } from './chunk-list.js';
 
 export const FORMAT_NAME = 'cairn-repository';
 /**
@@ -99,8 +100,8 @@ export interface Manifest {
   chunkSize: number;
   parentId?: string;
   createdAt: string;
-  /** Chunk id per chunk index, or null for an all-zero chunk. */
-  chunks: (string | null)[];
+  /** Chunk id per chunk index, or null for an all-zero chunk (a JSON array in the object). */
+  chunks: ChunkList;
   volumeMetadata: Record<string, string>;
   /** base64 VM configuration (libvirt XML, OVF…), when given. */
   vmConfig?: string;

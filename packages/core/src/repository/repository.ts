@@ -8,6 +8,7 @@ import { ChunkProcessor } from './chunk-processor.js';
 import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
 import { DEFAULT_KDF, createKeys, openKeys, type RepositoryKeys } from './keys.js';
 import { RepositoryLocks } from './repository-locks.js';
+import { ChunkList } from './chunk-list.js';
 
 const COMPRESSIONS: CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
 
@@ -146,9 +147,9 @@ export class Repository {
       throw err;
     }
     try {
-      const m = decodeDocument<Manifest>(this.codec, blob, label.manifest(backupId));
+      const m = decodeDocument<Omit<Manifest, 'chunks'> & { chunks: unknown }>(this.codec, blob, label.manifest(backupId));
       if (m.backupId !== backupId || !Array.isArray(m.chunks) || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
-      return m;
+      return { ...m, chunks: ChunkList.from(m.chunks) };
     } catch (cause) {
       throw new CairnError('CORRUPT', `manifest of backup ${backupId} is damaged: ${(cause as Error).message}`, { cause });
     }
@@ -156,7 +157,7 @@ export class Repository {
 
   /** Writes a manifest once. `ALREADY_EXISTS` if the backup id is taken. */
   async writeManifest(manifest: Manifest): Promise<number> {
-    const blob = encodeDocument(this.codec, manifest, label.manifest(manifest.backupId));
+    const blob = encodeDocument(this.codec, manifest, label.manifest(manifest.backupId), 'chunks');
     await this.store.put(Keys.manifest(manifest.backupId), blob, { ifAbsent: true });
     return blob.length;
   }

@@ -7,6 +7,12 @@ import type { Repository } from './repository.js';
 
 /** Bytes written between background flushes of the target. */
 const FLUSH_EVERY = 256 * 1024 * 1024;
+/**
+ * Bytes of the volume restored per window. A window's chunks are planned and fetched together,
+ * so the restore's memory follows the window, not the volume; a chunk used in two windows is
+ * fetched once per window.
+ */
+const WINDOW_BYTES = 1024 * 1024 * 1024;
 
 /**
  * Sorts writes by offset and merges neighbours whose bytes are also neighbours in memory (chunks
@@ -32,12 +38,13 @@ export function coalesceWrites(writes: { offset: number; data: Buffer }[]): { of
 }
 
 /**
- * Writes a backup to `target` in one pass, whatever its parent chain: each distinct chunk is
- * fetched once (ranged gets, coalesced per pack), checked against its id, and written at every
- * offset that holds it; zero runs become write-zeroes (or nothing on a zeroed target).
+ * Writes a backup to `target` in one pass, whatever its parent chain, a window of the volume
+ * (`windowBytes`, default WINDOW_BYTES) at a time: each distinct chunk of a window is fetched once
+ * (ranged gets, coalesced per pack), checked against its id, and written at every offset of the
+ * window that holds it; zero runs become write-zeroes (or nothing on a zeroed target).
  * `INVALID_INPUT` for a small target; `NOT_FOUND`/`CORRUPT` naming the backup; never wrong bytes.
  */
-export async function restoreBackup(repo: Repository, manifest: Manifest, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
+export async function restoreBackup(repo: Repository, manifest: Manifest, target: BlockDevice, options: RestoreOptions = {}, windowBytes = WINDOW_BYTES): Promise<void> {
   const { size, chunkSize, backupId } = manifest;
   if (target.size < size) throw new CairnError('INVALID_INPUT', `target of ${target.size} bytes is smaller than backup ${backupId} (${size} bytes)`);
   repo.processor(); // the worker threads boot while the index loads
@@ -60,7 +67,6 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
         .finally(() => (flushing = undefined));
     }
   };
-  const offsets = new Map<string, number[]>();
   let zeroStart = -1;
   const flushZeros = async (end: number): Promise<void> => {
     if (zeroStart < 0) return;
@@ -69,39 +75,45 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
     advance(length);
     zeroStart = -1;
   };
-  for (let i = 0; i < manifest.chunks.length; i++) {
-    const id = manifest.chunks[i];
-    if (id === null || id === undefined) {
-      if (zeroStart < 0) zeroStart = i * chunkSize;
-      continue;
-    }
-    await flushZeros(i * chunkSize);
-    const list = offsets.get(id) ?? [];
-    list.push(i * chunkSize);
-    offsets.set(id, list);
-  }
-  await flushZeros(size);
-  throwIfAborted(options.signal);
+  const perWindow = Math.max(1, Math.floor(windowBytes / chunkSize));
   try {
-    await fetchChunks(
-      repo,
-      offsets.keys(),
-      async (chunks) => {
-        const placed: { offset: number; data: Buffer }[] = [];
-        for (const { id, data } of chunks) {
-          for (const offset of offsets.get(id)!) {
-            const length = Math.min(chunkSize, size - offset);
-            if (data.length !== length) throw new CairnError('CORRUPT', `chunk ${id} has ${data.length} bytes where ${length} belong`);
-            placed.push({ offset, data });
+    for (let start = 0; start < manifest.chunks.length; start += perWindow) {
+      // Chunk id → the offsets that hold it, in this window.
+      const offsets = new Map<string, number[]>();
+      for (let i = start; i < Math.min(start + perWindow, manifest.chunks.length); i++) {
+        const id = manifest.chunks.get(i);
+        if (id === null) {
+          if (zeroStart < 0) zeroStart = i * chunkSize;
+          continue;
+        }
+        await flushZeros(i * chunkSize);
+        const list = offsets.get(id);
+        if (list) list.push(i * chunkSize);
+        else offsets.set(id, [i * chunkSize]);
+      }
+      throwIfAborted(options.signal);
+      await fetchChunks(
+        repo,
+        offsets.keys(),
+        async (chunks) => {
+          const placed: { offset: number; data: Buffer }[] = [];
+          for (const { id, data } of chunks) {
+            for (const offset of offsets.get(id)!) {
+              const length = Math.min(chunkSize, size - offset);
+              if (data.length !== length) throw new CairnError('CORRUPT', `chunk ${id} has ${data.length} bytes where ${length} belong`);
+              placed.push({ offset, data });
+            }
           }
-        }
-        for (const w of coalesceWrites(placed)) {
-          await target.write(w.offset, w.data);
-          advance(w.data.length);
-        }
-      },
-      { signal: options.signal },
-    );
+          for (const w of coalesceWrites(placed)) {
+            await target.write(w.offset, w.data);
+            advance(w.data.length);
+          }
+        },
+        { signal: options.signal },
+      );
+    }
+    await flushZeros(size);
+    throwIfAborted(options.signal);
     await flushing;
     if (flushError) throw flushError;
   } catch (err) {

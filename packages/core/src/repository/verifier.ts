@@ -23,7 +23,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
       report.problems.push({ backupId, code: err.code, message: err.message });
       continue;
     }
-    for (const id of new Set(m.chunks)) {
+    for (const id of m.chunks.distinct()) {
       if (!id) continue;
       const list = users.get(id) ?? [];
       list.push(backupId);

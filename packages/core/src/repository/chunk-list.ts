@@ -1,0 +1,87 @@
+/**
+ * A backup's chunk ids by chunk index, in 33 bytes a chunk (the id as 32 binary bytes and a
+ * flag) instead of a JavaScript string each: the manifest of an 8 GiB volume takes 2 MiB in
+ * memory rather than about 6. Zero chunks have no id. Serialized, it is the manifest's JSON array
+ * of 64-hex-digit ids and nulls.
+ */
+const ID_BYTES = 32;
+const HEX_ID = /^[0-9a-f]{64}$/;
+const scratch = Buffer.alloc(ID_BYTES);
+
+export class ChunkList {
+  private readonly bytes: Uint8Array;
+  /** 1 where chunk i has an id, 0 for a zero chunk. */
+  private readonly present: Uint8Array;
+
+  /** `length` zero chunks. */
+  constructor(readonly length: number) {
+    this.bytes = new Uint8Array(length * ID_BYTES);
+    this.present = new Uint8Array(length);
+  }
+
+  /** From ids and nulls. Throws (plain Error) for anything else, naming the index. */
+  static from(ids: readonly unknown[]): ChunkList {
+    const list = new ChunkList(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id === null) continue;
+      if (typeof id !== 'string' || !HEX_ID.test(id)) throw new Error(`chunk ${i} has a malformed id`);
+      list.set(i, id);
+    }
+    return list;
+  }
+
+  /** The id of chunk `i` (hex), or null for a zero chunk or an index outside the list. */
+  get(i: number): string | null {
+    if (!this.present[i]) return null;
+    return Buffer.from(this.bytes.buffer, this.bytes.byteOffset + i * ID_BYTES, ID_BYTES).toString('hex');
+  }
+
+  isZero(i: number): boolean {
+    return !this.present[i];
+  }
+
+  /** Sets chunk `i` to `id` (64 lowercase hex digits, as chunk ids are) or to zero. */
+  set(i: number, id: string | null): void {
+    if (i < 0 || i >= this.length || !Number.isInteger(i)) throw new RangeError(`chunk index ${i} is outside 0..${this.length - 1}`);
+    if (id === null) {
+      this.present[i] = 0;
+      return;
+    }
+    // Decoded aside first, so a bad id leaves the chunk as it was.
+    if (id.length !== ID_BYTES * 2 || scratch.write(id, 'hex') !== ID_BYTES) throw new Error(`not a chunk id: ${id.slice(0, 80)}`);
+    this.bytes.set(scratch, i * ID_BYTES);
+    this.present[i] = 1;
+  }
+
+  /** Copies the first `count` chunks of `from` (bytes, no strings). */
+  copyFrom(from: ChunkList, count: number): void {
+    const n = Math.min(count, from.length, this.length);
+    this.bytes.set(from.bytes.subarray(0, n * ID_BYTES));
+    this.present.set(from.present.subarray(0, n));
+  }
+
+  /** Ids and nulls of chunks [start, end). */
+  slice(start = 0, end = this.length): (string | null)[] {
+    const out: (string | null)[] = [];
+    for (let i = Math.max(0, start); i < Math.min(end, this.length); i++) out.push(this.get(i));
+    return out;
+  }
+
+  /** Every id, once, in the order of its first chunk. */
+  *distinct(): Generator<string> {
+    const seen = new Set<string>();
+    for (let i = 0; i < this.length; i++) {
+      const id = this.get(i);
+      if (id !== null && !seen.has(id)) {
+        seen.add(id);
+        yield id;
+      }
+    }
+  }
+
+  /** The manifest's JSON form. */
+  toJSON(): (string | null)[] {
+    return this.slice();
+  }
+}
