@@ -31,7 +31,7 @@ function timed(cmd, args, cwd = work) {
   return { seconds: Number(m[1]), rssMiB: Math.round(Number(m[2]) / 1024), out: json ? JSON.parse(json) : undefined };
 }
 // The same V8 setting the `cairn` binary runs with (packages/cli/bin/cairn.js).
-const NODE_FLAGS = ['--max-semi-space-size=4'];
+const NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
 const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'));
 const restic = (...a) => timed('restic', ['--no-cache', ...a]);
 const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
