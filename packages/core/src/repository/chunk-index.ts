@@ -1,7 +1,8 @@
 import type { ObjectStore } from '../contracts/object-store.js';
 import { isCairnError } from '../errors.js';
 import type { ChunkCodec } from './codec.js';
-import { decodeDocument } from './codec.js';
+import { openDocument } from './codec.js';
+import { scanIndexDocument } from './index-scan.js';
 import { Keys, type BlobTuple, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 export interface Location extends IndexEntry {
@@ -82,7 +83,20 @@ export class ChunkIndex {
 
   private async load(indexId: string): Promise<void> {
     try {
-      const doc = decodeDocument<PackIndexDoc | IndexDoc>(this.codec, await this.store.get(Keys.index(indexId)), indexLabel(indexId));
+      const json = openDocument(this.codec, await this.store.get(Keys.index(indexId)), indexLabel(indexId));
+      const scanned = scanIndexDocument(json, indexId);
+      if (scanned) {
+        if (this.objects.has(indexId)) return; // recorded meanwhile by this process
+        this.recordObject(indexId, scanned.packs.map((p) => p.packId));
+        let first = 0;
+        for (const { packId, count } of scanned.packs) {
+          if (!this.byPack.has(packId)) this.addBinary(packId, scanned.ids.subarray(first * ID_BYTES, (first + count) * ID_BYTES), scanned.fields.subarray(first * 3, (first + count) * 3));
+          first += count;
+        }
+        return;
+      }
+      // Not in the form Cairn writes (hand-made, reformatted): parsed and checked as JSON.
+      const doc = JSON.parse(json.toString('utf8')) as PackIndexDoc | IndexDoc;
       let packs: [string, BlobTuple[]][];
       if (doc.version === 1 && Array.isArray(doc.blobs)) packs = [[indexId, doc.blobs]];
       else if (doc.version === 2 && Array.isArray(doc.packs)) packs = doc.packs;
@@ -111,20 +125,33 @@ export class ChunkIndex {
     this.addTuples(packId, tuples);
   }
 
+  /** Tuples already checked (validTuple). */
   private addTuples(packId: string, blobs: readonly BlobTuple[]): void {
+    const ids = new Uint8Array(blobs.length * ID_BYTES);
+    const fields = new Uint32Array(blobs.length * 3);
+    blobs.forEach(([id, offset, length, rawLength], j) => {
+      decodeId(id, ids, j * ID_BYTES);
+      fields.set([offset, length, rawLength], j * 3);
+    });
+    this.addBinary(packId, ids, fields);
+  }
+
+  /** A pack's blobs as 32 id bytes and [offset, length, rawLength] each; a pack known already is replaced. */
+  private addBinary(packId: string, ids: Uint8Array, fields: Uint32Array): void {
     if (this.byPack.has(packId)) this.remove(packId);
     this.refreshTable();
-    this.reserve(this.entries + blobs.length);
+    const count = ids.length / ID_BYTES;
+    this.reserve(this.entries + count);
     const ordinal = this.packIds.push(packId) - 1;
     const first = this.entries;
-    for (const [id, offset, length, rawLength] of blobs) {
+    this.ids.set(ids, first * ID_BYTES);
+    for (let j = 0; j < count; j++) {
       const k = this.entries++;
-      decodeId(id, this.ids, k * ID_BYTES);
       const f = k * FIELDS;
-      [this.fields[f], this.fields[f + 1], this.fields[f + 2], this.fields[f + 3]] = [ordinal, offset, length, rawLength];
+      [this.fields[f], this.fields[f + 1], this.fields[f + 2], this.fields[f + 3]] = [ordinal, fields[j * 3]!, fields[j * 3 + 1]!, fields[j * 3 + 2]!];
       this.insert(k);
     }
-    this.byPack.set(packId, { ordinal, first, count: blobs.length });
+    this.byPack.set(packId, { ordinal, first, count });
   }
 
   /** Records that index object `indexId` names `packIds` (one this process wrote, or loaded). */

@@ -276,10 +276,20 @@ export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, b
 
 /** Opens a metadata document. `CORRUPT` when damaged, sealed for another label, or not JSON. */
 export function decodeDocument<T>(codec: ChunkCodec, blob: Uint8Array, label: string): T {
+  const json = openDocument(codec, blob, label);
+  try {
+    return JSON.parse(json.toString('utf8')) as T;
+  } catch (cause) {
+    throw new CairnError('CORRUPT', `${label} is damaged: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** A metadata document's JSON text as bytes (opened and decompressed, not parsed). `CORRUPT` when damaged or sealed for another label. */
+export function openDocument(codec: ChunkCodec, blob: Uint8Array, label: string): Buffer {
   try {
     const { type, payload } = codec.unseal(blob, label);
     if (type !== BlobType.zstd) throw new Error(`unexpected document type ${type}`);
-    return JSON.parse(zstdSimple().decompress(payload).toString('utf8')) as T;
+    return zstdSimple().decompress(payload);
   } catch (cause) {
     throw new CairnError('CORRUPT', `${label} is damaged: ${(cause as Error).message}`, { cause });
   }

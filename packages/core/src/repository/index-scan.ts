@@ -1,0 +1,128 @@
+/**
+ * Reads an index document's blob tuples straight from its JSON bytes, without an object or a
+ * string per blob: loading the index of a large repository then costs little more memory than
+ * the index itself. Only the exact form JSON.stringify gives the documents Cairn writes is
+ * scanned; for anything else (whitespace, other key order, other ids) the scan answers
+ * undefined and the caller parses the document with JSON.parse.
+ */
+
+/** Blobs read from an index document: per pack its id and blob count; per blob 32 id bytes and [offset, length, rawLength]. */
+export interface ScannedIndex {
+  version: 1 | 2;
+  packs: { packId: string; count: number }[];
+  ids: Uint8Array;
+  fields: Uint32Array;
+}
+
+const ID_HEX = 64;
+const U32_MAX = 0xffffffff;
+const [QUOTE, COMMA, LBRACKET, RBRACKET, RBRACE] = [0x22, 0x2c, 0x5b, 0x5d, 0x7d];
+
+/** Hex digit value of byte `c`, or -1 (lowercase only, as ids are written). */
+const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
+
+class Cursor {
+  at = 0;
+  constructor(readonly bytes: Uint8Array) {}
+
+  /** Consumes `text` (ASCII) when it comes next. */
+  take(text: string): boolean {
+    if (this.at + text.length > this.bytes.length) return false;
+    for (let i = 0; i < text.length; i++) if (this.bytes[this.at + i] !== text.charCodeAt(i)) return false;
+    this.at += text.length;
+    return true;
+  }
+
+  byte(b: number): boolean {
+    if (this.bytes[this.at] !== b) return false;
+    this.at++;
+    return true;
+  }
+
+  /** A quoted id of 64 lowercase hex digits, decoded into `into` at `offset` (when given); false otherwise. */
+  id(into?: Uint8Array, offset = 0): boolean {
+    const b = this.bytes;
+    if (b[this.at] !== QUOTE || b[this.at + ID_HEX + 1] !== QUOTE) return false;
+    for (let i = 0; i < ID_HEX / 2; i++) {
+      const hi = hexValue(b[this.at + 1 + 2 * i]!);
+      const lo = hexValue(b[this.at + 2 + 2 * i]!);
+      if (hi < 0 || lo < 0) return false;
+      if (into) into[offset + i] = (hi << 4) | lo;
+    }
+    this.at += ID_HEX + 2;
+    return true;
+  }
+
+  /** A u32 in canonical decimal (no sign, no leading zero, no fraction); -1 otherwise. */
+  u32(): number {
+    const b = this.bytes;
+    const start = this.at;
+    let n = 0;
+    while (this.at < b.length && b[this.at]! >= 48 && b[this.at]! <= 57 && this.at - start < 11) n = n * 10 + (b[this.at++]! - 48);
+    const digits = this.at - start;
+    if (digits === 0 || (digits > 1 && b[start] === 48) || n > U32_MAX) return -1;
+    return n;
+  }
+}
+
+interface Sink {
+  ids: Uint8Array;
+  fields: Uint32Array;
+  n: number;
+}
+
+/** Scans `[["<id>",offset,length,rawLength],…]`, decoding into `out` (when given); the blob count, or -1 for any other form. */
+function scanTuples(c: Cursor, out?: Sink): number {
+  if (!c.byte(LBRACKET)) return -1;
+  if (c.byte(RBRACKET)) return 0;
+  let count = 0;
+  do {
+    const k = out ? out.n++ : 0;
+    if (!c.byte(LBRACKET) || !c.id(out?.ids, k * 32)) return -1;
+    for (let f = 0; f < 3; f++) {
+      const v = c.byte(COMMA) ? c.u32() : -1;
+      if (v < 0) return -1;
+      if (out) out.fields[k * 3 + f] = v;
+    }
+    if (!c.byte(RBRACKET)) return -1;
+    count++;
+  } while (c.byte(COMMA));
+  return c.byte(RBRACKET) ? count : -1;
+}
+
+/** One pass over the document: checks and counts (no `out`) or decodes into `out`. The packs, or undefined for another form. */
+function pass(json: Uint8Array, indexId: string, out?: Sink): { version: 1 | 2; packs: { packId: string; count: number }[] } | undefined {
+  const c = new Cursor(json);
+  if (c.take('{"version":1,"blobs":')) {
+    const count = scanTuples(c, out);
+    return count >= 0 && c.byte(RBRACE) && c.at === json.length ? { version: 1, packs: [{ packId: indexId, count }] } : undefined;
+  }
+  if (!c.take('{"version":2,"packs":[')) return undefined;
+  const packs: { packId: string; count: number }[] = [];
+  if (!c.byte(RBRACKET)) {
+    do {
+      if (!c.byte(LBRACKET)) return undefined;
+      const idAt = c.at + 1;
+      if (!c.id() || !c.byte(COMMA)) return undefined;
+      const count = scanTuples(c, out);
+      if (count < 0 || !c.byte(RBRACKET)) return undefined;
+      packs.push({ packId: Buffer.from(json.buffer, json.byteOffset + idAt, ID_HEX).toString('latin1'), count });
+    } while (c.byte(COMMA));
+    if (!c.byte(RBRACKET)) return undefined;
+  }
+  return c.byte(RBRACE) && c.at === json.length ? { version: 2, packs } : undefined;
+}
+
+/**
+ * The blobs of a version 1 (`indexId` is then the pack's id) or version 2 index document in
+ * JSON.stringify's form, or undefined for any other form (the caller then parses it as JSON).
+ * Two passes: one counts and checks, one decodes into arrays of the exact size.
+ */
+export function scanIndexDocument(json: Uint8Array, indexId: string): ScannedIndex | undefined {
+  const shape = pass(json, indexId);
+  if (!shape) return undefined;
+  const total = shape.packs.reduce((n, p) => n + p.count, 0);
+  const out = { ids: new Uint8Array(total * 32), fields: new Uint32Array(total * 3), n: 0 };
+  pass(json, indexId, out);
+  return { version: shape.version, packs: shape.packs, ids: out.ids, fields: out.fields };
+}
