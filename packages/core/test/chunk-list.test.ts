@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ChunkList } from '../src/repository/chunk-list.js';
 import { jsonPieces } from '../src/repository/codec.js';
+import { parseManifest } from '../src/repository/repository.js';
 
 const hexId = (i: number): string => createHash('sha256').update(String(i)).digest('hex');
 
@@ -44,5 +45,43 @@ describe('ChunkList', () => {
     expect(() => list.set(2, hexId(1))).toThrow(RangeError);
     expect(() => list.set(0, 'zz'.repeat(32))).toThrow(/not a chunk id/);
     expect(() => list.set(0, hexId(1).slice(0, 62))).toThrow(/not a chunk id/);
+  });
+});
+
+describe('manifest chunk lists read from JSON bytes', () => {
+  const ids = Array.from({ length: 9000 }, (_, i) => (i % 5 === 0 ? null : hexId(i)));
+  const doc = { version: 2, backupId: 'b', size: 9000, volumeMetadata: { note: 'has "chunks":[ in it' }, chunks: ChunkList.from(ids) };
+
+  it('parseManifest reads the chunk list written last, and any other form as JSON', () => {
+    const written = Buffer.from([...jsonPieces(doc, 'chunks')].join(''));
+    const m = parseManifest(written);
+    expect(m.chunks.slice()).toEqual(ids);
+    expect({ ...m, chunks: undefined }).toEqual({ ...doc, chunks: undefined });
+    // Format 1 wrote chunks in the middle: parsed as JSON, same result.
+    const middle = Buffer.from(JSON.stringify({ version: 1, backupId: 'b', chunks: ids, size: 9000, volumeMetadata: doc.volumeMetadata }));
+    expect(parseManifest(middle).chunks.slice()).toEqual(ids);
+    // Whitespace, an empty list, a list alone.
+    expect(parseManifest(Buffer.from(JSON.stringify({ ...doc, chunks: ids }, null, 1))).chunks.slice()).toEqual(ids);
+    expect(parseManifest(Buffer.from('{"a":1,"chunks":[]}'))).toMatchObject({ a: 1 });
+    expect(parseManifest(Buffer.from(`{"chunks":[null,"${hexId(1)}"]}`)).chunks.slice()).toEqual([null, hexId(1)]);
+  });
+
+  it('parseManifest refuses malformed lists and documents', () => {
+    expect(() => parseManifest(Buffer.from(`{"a":1,"chunks":["${hexId(1).toUpperCase()}"]}`))).toThrow(/malformed/);
+    expect(() => parseManifest(Buffer.from(`{"a":1,"chunks":["abc",null]}`))).toThrow(/malformed/);
+    expect(() => parseManifest(Buffer.from(`{"a":1,"chunks":[nul]}`))).toThrow();
+    expect(() => parseManifest(Buffer.from('{"a":1}'))).toThrow(/no chunk list/);
+    expect(() => parseManifest(Buffer.from('[1]'))).toThrow(/no chunk list/);
+    // Every truncation of a written manifest fails; none is misread.
+    const written = Buffer.from([...jsonPieces({ a: 1, chunks: ChunkList.from(ids.slice(0, 20)) }, 'chunks')].join(''));
+    for (let n = 0; n < written.length; n++) expect(() => parseManifest(written.subarray(0, n))).toThrow();
+  });
+
+  it('ChunkList.scan stops at the closing bracket and refuses other forms', () => {
+    const json = Buffer.from(`x[null,"${hexId(2)}"]tail`);
+    const s = ChunkList.scan(json, 1)!;
+    expect(s.list.slice()).toEqual([null, hexId(2)]);
+    expect(json.subarray(s.end).toString()).toBe('tail');
+    for (const bad of ['[null,]', '[,null]', '[null null]', `["${hexId(2)}" ]`, '[1]', 'null']) expect(ChunkList.scan(Buffer.from(bad), 0), bad).toBeUndefined();
   });
 });

@@ -8,6 +8,9 @@ const ID_BYTES = 32;
 const HEX_ID = /^[0-9a-f]{64}$/;
 const scratch = Buffer.alloc(ID_BYTES);
 
+/** Value of a lowercase hex digit's byte, or -1. */
+const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
+
 export class ChunkList {
   private readonly bytes: Uint8Array;
   /** 1 where chunk i has an id, 0 for a zero chunk. */
@@ -29,6 +32,45 @@ export class ChunkList {
       list.set(i, id);
     }
     return list;
+  }
+
+  /**
+   * Reads a JSON array of ids and nulls, in JSON.stringify's form, straight from bytes, starting
+   * at the `[` at `start`: the list and the offset just past its `]`, or undefined for anything
+   * else (the caller then parses the JSON). No string is made per chunk.
+   */
+  static scan(json: Uint8Array, start: number): { list: ChunkList; end: number } | undefined {
+    const entry = (at: number, into?: ChunkList, i = 0): number => {
+      if (json[at] === 0x6e) return json[at + 1] === 0x75 && json[at + 2] === 0x6c && json[at + 3] === 0x6c ? at + 4 : -1; // null
+      if (json[at] !== 0x22 || json[at + 65] !== 0x22) return -1;
+      for (let k = 0; k < ID_BYTES; k++) {
+        const hi = hexValue(json[at + 1 + 2 * k]!);
+        const lo = hexValue(json[at + 2 + 2 * k]!);
+        if (hi < 0 || lo < 0) return -1;
+        if (into) into.bytes[i * ID_BYTES + k] = (hi << 4) | lo;
+      }
+      if (into) into.present[i] = 1;
+      return at + 66;
+    };
+    const walk = (into?: ChunkList): { count: number; end: number } | undefined => {
+      if (json[start] !== 0x5b) return undefined;
+      let at = start + 1;
+      let count = 0;
+      if (json[at] === 0x5d) return { count, end: at + 1 };
+      for (;;) {
+        at = entry(at, into, count);
+        if (at < 0) return undefined;
+        count++;
+        if (json[at] === 0x2c) at++;
+        else if (json[at] === 0x5d) return { count, end: at + 1 };
+        else return undefined;
+      }
+    };
+    const shape = walk();
+    if (!shape) return undefined;
+    const list = new ChunkList(shape.count);
+    walk(list);
+    return { list, end: shape.end };
   }
 
   /** The id of chunk `i` (hex), or null for a zero chunk or an index outside the list. */

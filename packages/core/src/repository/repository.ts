@@ -2,7 +2,7 @@ import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { ChunkCodec, decodeDocument, encodeDocument } from './codec.js';
+import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './codec.js';
 import { ChunkIndex } from './chunk-index.js';
 import { ChunkProcessor } from './chunk-processor.js';
 import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
@@ -147,15 +147,15 @@ export class Repository {
       throw err;
     }
     try {
-      const m = decodeDocument<Omit<Manifest, 'chunks'> & { chunks: unknown }>(this.codec, blob, label.manifest(backupId));
-      if (m.backupId !== backupId || !Array.isArray(m.chunks) || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
-      return { ...m, chunks: ChunkList.from(m.chunks) };
+      const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)));
+      if (m.backupId !== backupId || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
+      return m;
     } catch (cause) {
       throw new CairnError('CORRUPT', `manifest of backup ${backupId} is damaged: ${(cause as Error).message}`, { cause });
     }
   }
 
-  /** Writes a manifest once. `ALREADY_EXISTS` if the backup id is taken. */
+  /** Writes a manifest once (its chunk list last: see parseManifest). `ALREADY_EXISTS` if the backup id is taken. */
   async writeManifest(manifest: Manifest): Promise<number> {
     const blob = encodeDocument(this.codec, manifest, label.manifest(manifest.backupId), 'chunks');
     await this.store.put(Keys.manifest(manifest.backupId), blob, { ifAbsent: true });
@@ -178,4 +178,26 @@ export class Repository {
     await this.processorInstance?.close();
     this.processorInstance = undefined;
   }
+}
+
+const CHUNKS_KEY = Buffer.from('"chunks":');
+
+/**
+ * A manifest from its JSON bytes. The chunk list, which writeManifest puts last, is read straight
+ * into a ChunkList (no string per chunk); a manifest in any other form (format 1, or chunks not
+ * last) is parsed as JSON. Throws (plain Error) for what is not a manifest.
+ */
+export function parseManifest(json: Buffer): Manifest {
+  const key = json.lastIndexOf(CHUNKS_KEY);
+  if (key > 0 && (json[key - 1] === 0x2c || json[key - 1] === 0x7b)) {
+    const scanned = ChunkList.scan(json, key + CHUNKS_KEY.length);
+    if (scanned && scanned.end === json.length - 1 && json[json.length - 1] === 0x7d) {
+      const head = json[key - 1] === 0x2c ? `${json.toString('utf8', 0, key - 1)}}` : '{}';
+      const doc = JSON.parse(head) as Omit<Manifest, 'chunks'>;
+      if (doc && typeof doc === 'object' && !Array.isArray(doc) && !('chunks' in doc)) return { ...doc, chunks: scanned.list };
+    }
+  }
+  const doc = JSON.parse(json.toString('utf8')) as Omit<Manifest, 'chunks'> & { chunks: unknown };
+  if (!doc || typeof doc !== 'object' || !Array.isArray(doc.chunks)) throw new Error('manifest has no chunk list');
+  return { ...doc, chunks: ChunkList.from(doc.chunks) };
 }
