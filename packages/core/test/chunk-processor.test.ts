@@ -52,7 +52,7 @@ describe('ChunkProcessor on shared memory', () => {
   });
 
   it('a chunk equal to the parent\'s is reported same and not encoded', async () => {
-    const output = ChunkProcessor.buffer(4 * ChunkCodec.maxEncodedLength(chunkSize));
+    const output = ChunkProcessor.buffer(4 * outputBytesPerChunk(chunkSize));
     const first = await pool.process(input, output, [null, null, null, null]);
     const second = await pool.process(input, output, first.map((c) => c.id));
     expect(second.map((c) => c.same)).toEqual([true, false, true, true]);
@@ -63,7 +63,7 @@ describe('ChunkProcessor on shared memory', () => {
     await expect(pool.process(Buffer.from(input), ChunkProcessor.buffer(4 * chunkSize * 2), [null, null, null, null])).rejects.toMatchObject({ code: 'INTERNAL' });
     await expect(pool.process(input, ChunkProcessor.buffer(chunkSize), [null, null, null, null])).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/too small/) });
     // The failed batch did not take the pool down.
-    const ok = await pool.process(input, ChunkProcessor.buffer(4 * ChunkCodec.maxEncodedLength(chunkSize)), [null, null, null, null]);
+    const ok = await pool.process(input, ChunkProcessor.buffer(4 * outputBytesPerChunk(chunkSize)), [null, null, null, null]);
     expect(ok.filter((c) => c.encoded).length).toBe(3);
   });
 });

@@ -90,8 +90,8 @@ export type TaskReply = ProcessReply | DecodeReply | FailedReply;
 /** A Buffer over a region. */
 export const view = (r: Region): Buffer => Buffer.from(r.buffer, r.offset, r.length);
 
-/** Room an output region needs per chunk: the largest blob plus its alignment padding. */
-export const outputBytesPerChunk = (chunkSize: number): number => ChunkCodec.maxEncodedLength(chunkSize) + COPY_ALIGN - 1;
+/** Room an output region needs per chunk: encodeInto's working room plus the blob's alignment padding. */
+export const outputBytesPerChunk = (chunkSize: number): number => ChunkCodec.encodeRoom(chunkSize) + COPY_ALIGN - 1;
 
 /** The region a Buffer covers. */
 export const regionOf = (b: Buffer): Region => ({ buffer: b.buffer, offset: b.byteOffset, length: b.length });
@@ -138,7 +138,7 @@ export class TaskRunner {
       }
       // Each blob's payload starts on a COPY_ALIGN boundary (see util/direct-io).
       const start = total + alignPad(output.byteOffset + total + this.codec.payloadOffset, 0);
-      if (output.length - start < ChunkCodec.maxEncodedLength(n)) throw new Error(`output region of ${output.length} bytes is too small`);
+      if (output.length - start < ChunkCodec.encodeRoom(n)) throw new Error(`output region of ${output.length} bytes is too small`);
       const length = this.codec.encodeInto(data, this.settings.compression, id, output.subarray(start));
       outcomes.push({ zero: false, id, same: false, offset: start, length });
       total = start + length;

@@ -28,6 +28,7 @@ interface ZstdBinding {
     compressStream2(dst: Uint8Array, src: Uint8Array, endOp: number): [number, number, number];
   };
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+  compressBound(length: number): number;
   CParameter: { compressionLevel: number; windowLog: number };
   EndDirective: { continue: number; end: number };
   ResetDirective: { sessionOnly: number };
@@ -72,6 +73,15 @@ export class ChunkCodec {
     return length + ENVELOPE_OVERHEAD;
   }
 
+  /**
+   * Room encodeInto needs for `length` plaintext bytes: the largest blob, or the compressor's
+   * worst case when that is larger (zstd then never fails for want of room: an exception per
+   * incompressible chunk cost 5 µs and a captured stack trace each).
+   */
+  static encodeRoom(length: number): number {
+    return Math.max(ChunkCodec.maxEncodedLength(length), ENVELOPE_OVERHEAD + zstdBinding().compressBound(length));
+  }
+
   /** Where a blob's payload starts, from the blob's first byte (after the nonce and type byte). */
   get payloadOffset(): number {
     return (this.dataKey ? NONCE_LENGTH : 0) + 1;
@@ -79,7 +89,8 @@ export class ChunkCodec {
 
   /**
    * Compresses (keeping the plaintext when compression saves < 3%) and seals a chunk into `out`
-   * (at least maxEncodedLength(data.length) bytes); returns the encoded length. The compressor
+   * (at least encodeRoom(data.length) bytes); returns the encoded length, at most
+   * maxEncodedLength(data.length). The compressor
    * writes straight into `out`, so the only copy is the cipher's output (or the plaintext, when
    * neither compression nor encryption applies). Copies into shared memory run at full speed only
    * when source and target share their alignment mod 8: callers place `out` so that
@@ -92,13 +103,9 @@ export class ChunkCodec {
     let type: number = BlobType.none;
     let n = data.length;
     if (algorithm === 'zstd') {
-      try {
-        this.cctx ??= new (zstdBinding().CCtx)();
-        const c = this.cctx.compress(body.subarray(0, limit), data, this.zstdLevel);
-        if (c < limit) [type, n] = [BlobType.zstd, c];
-      } catch {
-        // dst too small: compression does not help, keep the plaintext.
-      }
+      this.cctx ??= new (zstdBinding().CCtx)();
+      const c = this.cctx.compress(body.subarray(0, zstdBinding().compressBound(data.length)), data, this.zstdLevel);
+      if (c < limit) [type, n] = [BlobType.zstd, c];
     } else if (algorithm === 'lz4') {
       const c = lz4Binding().compressSync(Buffer.from(data.buffer, data.byteOffset, data.length));
       if (c.length < limit) [type, n] = [BlobType.lz4, c.copy(body)];
@@ -125,7 +132,7 @@ export class ChunkCodec {
 
   /** Compresses and seals a chunk into a new Buffer (see encodeInto). */
   encode(data: Uint8Array, algorithm: CompressionAlgorithm, id: string): Buffer {
-    const out = Buffer.allocUnsafe(ChunkCodec.maxEncodedLength(data.length));
+    const out = Buffer.allocUnsafe(ChunkCodec.encodeRoom(data.length));
     return out.subarray(0, this.encodeInto(data, algorithm, id, out));
   }
 
