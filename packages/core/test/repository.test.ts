@@ -437,6 +437,15 @@ describe('BackupReader', () => {
     }
     const sequential = Buffer.concat(await Promise.all(Array.from({ length: 32 }, (_, i) => reader.read(i * 256 * 1024, 256 * 1024))));
     expect(sequential.equals(expected)).toBe(true);
+    // readRange: the same bytes in one batch, into a caller's buffer (zero chunks written as zeros over old bytes).
+    for (const [offset, length] of [[0, 1], [12345, 300_000], [2 * MiB - 10, MiB + 20], [8 * MiB - 7, 7], [0, 8 * MiB]] as const) {
+      const into = Buffer.alloc(length + 5, 0xee);
+      const got = await reader.readRange(offset, length, into);
+      expect(got.buffer).toBe(into.buffer);
+      expect(got.equals(expected.subarray(offset, offset + length))).toBe(true);
+    }
+    await expectCode(reader.readRange(8 * MiB - 1, 2), 'INVALID_INPUT');
+    await expectCode(reader.readRange(0, 10, Buffer.alloc(5)), 'INVALID_INPUT');
     expect(reader.allocated()).toEqual([{ offset: 0, length: 2 * MiB }, { offset: 3 * MiB, length: 5 * MiB }]);
     await expectCode(reader.read(8 * MiB - 1, 2), 'INVALID_INPUT');
   });
@@ -456,6 +465,8 @@ describe('BackupReader', () => {
     const reader = await BackupReader.open(repo, b.id, { readAhead: 0 });
     const chunk = m.chunkSize;
     await expect(reader.read(5 * chunk + 10, 100)).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
+    await expect(reader.readRange(4 * chunk, 3 * chunk)).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
+    expect((await reader.readRange(6 * chunk, chunk)).equals((await contents(volumes, v.id)).subarray(6 * chunk, 7 * chunk))).toBe(true);
     expect((await reader.read(0, chunk)).equals((await contents(volumes, v.id)).subarray(0, chunk))).toBe(true);
   });
 });

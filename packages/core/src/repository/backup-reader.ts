@@ -75,6 +75,53 @@ export class BackupReader {
     return out;
   }
 
+  /**
+   * Reads `length` bytes at `offset` into `into` (default: a new buffer) in one batch, bypassing
+   * the chunk cache: every chunk the range touches is fetched at once (ranged gets coalesced per
+   * pack), checked, and copied straight to its place; zero chunks are written as zeros. Meant
+   * for large sequential reads (an export reading ahead in windows), where the cache would only
+   * add a copy. `INVALID_INPUT` outside the backup; `CORRUPT`/`NOT_FOUND` naming the backup for
+   * bad data (then `into` holds garbage).
+   */
+  async readRange(offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length)): Promise<Buffer> {
+    assertRange(offset, length, this.size);
+    if (into.length < length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes cannot hold ${length}`);
+    const out = into.subarray(0, length);
+    if (length === 0) return out;
+    const cs = this.chunkSize;
+    const byId = new Map<string, number[]>();
+    for (let i = Math.floor(offset / cs); i * cs < offset + length; i++) {
+      const from = Math.max(offset, i * cs) - offset;
+      const to = Math.min(offset + length, (i + 1) * cs) - offset;
+      const id = this.manifest.chunks.get(i);
+      if (id === null) {
+        out.fill(0, from, to);
+        continue;
+      }
+      const list = byId.get(id);
+      if (list) list.push(i);
+      else byId.set(id, [i]);
+    }
+    let failure: CairnError | undefined;
+    await fetchChunks(
+      this.repo,
+      byId.keys(),
+      async (chunks) => {
+        for (const { id, data } of chunks) {
+          for (const i of byId.get(id)!) {
+            const start = i * cs;
+            const from = Math.max(offset, start);
+            const to = Math.min(offset + length, start + data.length);
+            data.copy(out, from - offset, from - start, to - start);
+          }
+        }
+      },
+      { onError: (_id, err) => void (failure ??= err) },
+    );
+    if (failure) throw new CairnError(failure.code, `backup ${this.manifest.backupId}: ${failure.message}`, { cause: failure, details: failure.details });
+    return out;
+  }
+
   /** Ranges holding data (non-zero chunks) inside `range`; everything else reads as zeros. */
   allocated(range: ByteRange = { offset: 0, length: this.size }): Extent[] {
     const out: Extent[] = [];

@@ -79,18 +79,9 @@ export class WindowReader {
     return p;
   }
 
-  /**
-   * Reads a window as three forward reads: its first chunk, its second, then the rest. The reader
-   * reads ahead only after a forward step, and loads the missing chunks of one read one by one;
-   * stepping forward first makes it fetch the rest of the window (and beyond) in one batch.
-   */
-  private fetch(start: number, length: number): Promise<Buffer[]> {
-    const cs = this.reader.chunkSize;
-    const reads: Promise<Buffer>[] = [];
-    for (const [from, to] of [[0, cs], [cs, 2 * cs], [2 * cs, length]] as const) {
-      if (from < Math.min(to, length)) reads.push(this.reader.read(start + from, Math.min(to, length) - from));
-    }
-    return Promise.all(reads);
+  /** Reads a window in one batch, each chunk copied once, straight to its place (BackupReader.readRange). */
+  private async fetch(start: number, length: number): Promise<Buffer[]> {
+    return [await this.reader.readRange(start, length)];
   }
 
   private remember(w: number): void {
