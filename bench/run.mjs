@@ -21,18 +21,19 @@ const encrypt = !argv.includes('--plain');
 const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
 const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSITORY: join(work, 'restic'), RESTIC_CACHE_DIR: join(work, 'restic-cache') };
 
-function timed(cmd, args, cwd = work) {
+function timed(cmd, args, cwd = work, processEnv = env) {
   // Start every measured operation with no writeback pending from the previous one (either tool's).
   execFileSync('sync');
-  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env: processEnv, encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
   const json = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
   return { seconds: Number(m[1]), rssMiB: Math.round(Number(m[2]) / 1024), out: json ? JSON.parse(json) : undefined };
 }
-// The same V8 setting the `cairn` binary runs with (packages/cli/bin/cairn.js).
+// The same V8 flags and malloc setting the `cairn` binary runs with (packages/cli/bin/cairn.js).
 const NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
-const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'));
+const CAIRN_ENV = { ...env, MALLOC_MMAP_THRESHOLD_: '131072' };
+const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV);
 const restic = (...a) => timed('restic', ['--no-cache', ...a]);
 const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);

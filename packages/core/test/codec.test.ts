@@ -41,3 +41,24 @@ describe('metadata documents', () => {
     expect(zstd.getFrameContentSize(blob.subarray(1))).toBe(Buffer.byteLength(json));
   });
 });
+
+describe('chunk envelopes', () => {
+  for (const encrypted of [false, true]) {
+    it(`encodeInto/decodeInto round-trip stored, compressed and odd-sized chunks${encrypted ? ', sealed' : ''}; a flipped byte is CORRUPT`, () => {
+      const codec = encrypted ? new ChunkCodec(randomBytes(32), randomBytes(32)) : new ChunkCodec(undefined, undefined);
+      const samples = [randomBytes(131072), Buffer.alloc(131072, 'text-like '), randomBytes(100_003), Buffer.concat([randomBytes(70_000), Buffer.alloc(61_072, 7)]), randomBytes(1)];
+      for (const data of samples) {
+        const id = codec.chunkId(data);
+        const room = Buffer.alloc(ChunkCodec.encodeRoom(data.length));
+        const n = codec.encodeInto(data, 'zstd', id, room);
+        expect(n).toBeLessThanOrEqual(ChunkCodec.maxEncodedLength(data.length));
+        const out = Buffer.alloc(data.length, 0xee);
+        codec.decodeInto(room.subarray(0, n), id, out);
+        expect(out.equals(data)).toBe(true);
+        const bad = Buffer.from(room.subarray(0, n));
+        bad[Math.floor(n / 2)]! ^= 1;
+        expect(() => codec.decodeInto(bad, id, Buffer.alloc(data.length))).toThrow(expect.objectContaining({ code: 'CORRUPT' }));
+      }
+    });
+  }
+});

@@ -17,6 +17,18 @@ const NONCE_LENGTH = 12;
 const TAG_LENGTH = 16;
 /** Nonce + type byte + tag: the most an envelope adds to its payload. */
 const ENVELOPE_OVERHEAD = NONCE_LENGTH + 1 + TAG_LENGTH;
+/**
+ * Bytes per cipher update. node:crypto returns each update's output in a new buffer; a whole
+ * 128 KiB chunk at once would be an allocation above glibc's default mmap threshold per chunk
+ * (an mmap, page faults and an munmap each, or, once glibc raises its threshold, fragmented
+ * malloc arenas that grew with the volume). 32 KiB outputs come from the heap and are reused.
+ */
+const CIPHER_PIECE = 32 * 1024;
+
+/** Runs `cipher` over `src` in CIPHER_PIECE updates, writing the output to `dst` (may be `src`). */
+function cipherInto(cipher: { update(data: Uint8Array): Buffer }, src: Uint8Array, dst: Buffer): void {
+  for (let at = 0; at < src.length; at += CIPHER_PIECE) cipher.update(src.subarray(at, at + CIPHER_PIECE)).copy(dst, at);
+}
 
 interface ZstdBinding {
   CCtx: new () => {
@@ -55,6 +67,8 @@ const lz4Binding = (): Lz4 => (lz4 ??= require('lz4-napi') as Lz4);
 export class ChunkCodec {
   private cctx?: InstanceType<ZstdBinding['CCtx']>;
   private dctx?: InstanceType<ZstdBinding['DCtx']>;
+  /** Deciphered payloads awaiting decompression (grown to the largest seen; never shared). */
+  private scratch = Buffer.alloc(0);
 
   constructor(
     private readonly idKey: Buffer | undefined,
@@ -124,7 +138,7 @@ export class ChunkCodec {
     // GCM is a stream cipher: split updates give the ciphertext of the whole, and the payload's
     // ciphertext starts a fresh buffer, so it lands in `out` with matching alignment.
     out[head] = c.update(Buffer.of(type))[0]!;
-    c.update(type === BlobType.none ? data : body.subarray(0, n)).copy(body);
+    cipherInto(c, type === BlobType.none ? data : body.subarray(0, n), body);
     c.final();
     c.getAuthTag().copy(out, head + 1 + n);
     return head + 1 + n + TAG_LENGTH;
@@ -167,6 +181,15 @@ export class ChunkCodec {
    * aligned shared memory runs at full speed).
    */
   unseal(blob: Uint8Array, aad: string): { type: number; payload: Buffer } {
+    return this.open(blob, aad, (length) => Buffer.allocUnsafe(length));
+  }
+
+  /**
+   * unseal, deciphering the payload (in CIPHER_PIECE updates) into the buffer `room(length,
+   * type)` gives (at least `length` bytes). Unencrypted payloads are returned in place. Throws
+   * (plain Error) when the seal fails; the room then holds garbage.
+   */
+  private open(blob: Uint8Array, aad: string, room: (length: number, type: number) => Buffer): { type: number; payload: Buffer } {
     const envelope = Buffer.from(blob.buffer, blob.byteOffset, blob.length);
     if (!this.dataKey) {
       if (envelope.length < 1) throw new Error('empty blob');
@@ -177,7 +200,9 @@ export class ChunkCodec {
     d.setAAD(Buffer.from(aad, 'utf8'));
     d.setAuthTag(envelope.subarray(envelope.length - TAG_LENGTH));
     const type = d.update(envelope.subarray(NONCE_LENGTH, NONCE_LENGTH + 1))[0]!;
-    const payload = d.update(envelope.subarray(NONCE_LENGTH + 1, envelope.length - TAG_LENGTH));
+    const sealed = envelope.subarray(NONCE_LENGTH + 1, envelope.length - TAG_LENGTH);
+    const payload = room(sealed.length, type).subarray(0, sealed.length);
+    cipherInto(d, sealed, payload);
     d.final(); // throws when the tag does not check out; GCM emits nothing here
     return { type, payload };
   }
@@ -190,11 +215,15 @@ export class ChunkCodec {
    */
   decodeInto(blob: Uint8Array, id: string, out: Buffer): void {
     try {
-      const { type, payload } = this.unseal(blob, id);
+      // A stored plaintext is deciphered straight into `out`; anything else into scratch memory
+      // reused across chunks, and decompressed from there.
+      const { type, payload } = this.open(blob, id, (length, type) =>
+        type === BlobType.none && length === out.length ? out : length <= this.scratch.length ? this.scratch : (this.scratch = Buffer.allocUnsafeSlow(length)),
+      );
       let n: number;
       switch (type) {
         case BlobType.none:
-          n = payload.length === out.length ? payload.copy(out) : -1;
+          n = payload.length !== out.length ? -1 : payload.buffer === out.buffer && payload.byteOffset === out.byteOffset ? out.length : payload.copy(out);
           break;
         case BlobType.zstd:
           this.dctx ??= new (zstdBinding().DCtx)();
