@@ -3,6 +3,7 @@ import { isCairnError } from '../errors.js';
 import type { ChunkCodec } from './codec.js';
 import { openDocument } from './codec.js';
 import { scanIndexDocument } from './index-scan.js';
+import { HEX_ID, ID_BYTES, decodeId, encodeId } from './chunk-id.js';
 import { Keys, type BlobTuple, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 export interface Location extends IndexEntry {
@@ -18,15 +19,10 @@ const LOAD_CONCURRENCY = 16;
 /** The blob tuples of index entries. Pure. */
 export const toTuples = (entries: readonly IndexEntry[]): BlobTuple[] => entries.map((e) => [e.id, e.offset, e.length, e.rawLength]);
 
-/** Bytes of a chunk id (SHA-256 or HMAC-SHA-256); ids are written as 64 lowercase hex digits. */
-const ID_BYTES = 32;
 /** Per entry in `fields`: pack ordinal, offset, stored length, plaintext length. */
 const FIELDS = 4;
-const HEX_ID = /^[0-9a-f]{64}$/;
 const U32_MAX = 0xffffffff;
 
-/** The value of hex digit code `c` (caller checked the id). */
-const nibble = (c: number): number => (c <= 57 ? c - 48 : c - 87);
 
 /**
  * Where every chunk lives: the union of all index objects, loaded incrementally. An index object
@@ -205,7 +201,7 @@ export class ChunkIndex {
   private entryAt(k: number, id?: string): Location {
     const f = k * FIELDS;
     return {
-      id: id ?? Buffer.from(this.ids.buffer, this.ids.byteOffset + k * ID_BYTES, ID_BYTES).toString('hex'),
+      id: id ?? encodeId(this.ids, k * ID_BYTES),
       offset: this.fields[f + 1]!,
       length: this.fields[f + 2]!,
       rawLength: this.fields[f + 3]!,
@@ -290,20 +286,6 @@ export class ChunkIndex {
     this.slots = new Int32Array(size).fill(-1);
     for (let k = 0; k < at; k++) this.insert(k);
   }
-}
-
-const isHexCode = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 97 && c <= 102);
-
-/** Writes the 32 bytes of hex id `id` at `into[at]`; false (leaving garbage) when `id` is not 64 lowercase hex digits. */
-function decodeId(id: string, into: Uint8Array, at: number): boolean {
-  if (id.length !== ID_BYTES * 2) return false;
-  for (let i = 0; i < ID_BYTES; i++) {
-    const hi = id.charCodeAt(2 * i);
-    const lo = id.charCodeAt(2 * i + 1);
-    if (!isHexCode(hi) || !isHexCode(lo)) return false;
-    into[at + i] = (nibble(hi) << 4) | nibble(lo);
-  }
-  return true;
 }
 
 /** The four bytes at `at` as a table hash: ids are uniformly random, so their prefix spreads well. */

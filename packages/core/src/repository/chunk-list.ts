@@ -4,12 +4,9 @@
  * memory rather than about 6. Zero chunks have no id. Serialized, it is the manifest's JSON array
  * of 64-hex-digit ids and nulls.
  */
-const ID_BYTES = 32;
-const HEX_ID = /^[0-9a-f]{64}$/;
-const scratch = Buffer.alloc(ID_BYTES);
+import { HEX_ID, ID_BYTES, ID_HEX, decodeId, decodeIdBytes, encodeId } from './chunk-id.js';
 
-/** Value of a lowercase hex digit's byte, or -1. */
-const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
+const scratch = new Uint8Array(ID_BYTES);
 
 export class ChunkList {
   private readonly bytes: Uint8Array;
@@ -42,15 +39,9 @@ export class ChunkList {
   static scan(json: Uint8Array, start: number): { list: ChunkList; end: number } | undefined {
     const entry = (at: number, into?: ChunkList, i = 0): number => {
       if (json[at] === 0x6e) return json[at + 1] === 0x75 && json[at + 2] === 0x6c && json[at + 3] === 0x6c ? at + 4 : -1; // null
-      if (json[at] !== 0x22 || json[at + 65] !== 0x22) return -1;
-      for (let k = 0; k < ID_BYTES; k++) {
-        const hi = hexValue(json[at + 1 + 2 * k]!);
-        const lo = hexValue(json[at + 2 + 2 * k]!);
-        if (hi < 0 || lo < 0) return -1;
-        if (into) into.bytes[i * ID_BYTES + k] = (hi << 4) | lo;
-      }
+      if (json[at] !== 0x22 || json[at + ID_HEX + 1] !== 0x22 || !decodeIdBytes(json, at + 1, into?.bytes, i * ID_BYTES)) return -1;
       if (into) into.present[i] = 1;
-      return at + 66;
+      return at + ID_HEX + 2;
     };
     const walk = (into?: ChunkList): { count: number; end: number } | undefined => {
       if (json[start] !== 0x5b) return undefined;
@@ -75,8 +66,7 @@ export class ChunkList {
 
   /** The id of chunk `i` (hex), or null for a zero chunk or an index outside the list. */
   get(i: number): string | null {
-    if (!this.present[i]) return null;
-    return Buffer.from(this.bytes.buffer, this.bytes.byteOffset + i * ID_BYTES, ID_BYTES).toString('hex');
+    return this.present[i] ? encodeId(this.bytes, i * ID_BYTES) : null;
   }
 
   isZero(i: number): boolean {
@@ -91,7 +81,7 @@ export class ChunkList {
       return;
     }
     // Decoded aside first, so a bad id leaves the chunk as it was.
-    if (id.length !== ID_BYTES * 2 || scratch.write(id, 'hex') !== ID_BYTES) throw new Error(`not a chunk id: ${id.slice(0, 80)}`);
+    if (!decodeId(id, scratch, 0)) throw new Error(`not a chunk id: ${id.slice(0, 80)}`);
     this.bytes.set(scratch, i * ID_BYTES);
     this.present[i] = 1;
   }

@@ -6,6 +6,8 @@
  * undefined and the caller parses the document with JSON.parse.
  */
 
+import { ID_BYTES, ID_HEX, decodeIdBytes } from './chunk-id.js';
+
 /** Blobs read from an index document: per pack its id and blob count; per blob 32 id bytes and [offset, length, rawLength]. */
 export interface ScannedIndex {
   version: 1 | 2;
@@ -14,12 +16,9 @@ export interface ScannedIndex {
   fields: Uint32Array;
 }
 
-const ID_HEX = 64;
 const U32_MAX = 0xffffffff;
 const [QUOTE, COMMA, LBRACKET, RBRACKET, RBRACE] = [0x22, 0x2c, 0x5b, 0x5d, 0x7d];
 
-/** Hex digit value of byte `c`, or -1 (lowercase only, as ids are written). */
-const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
 
 class Cursor {
   at = 0;
@@ -42,13 +41,7 @@ class Cursor {
   /** A quoted id of 64 lowercase hex digits, decoded into `into` at `offset` (when given); false otherwise. */
   id(into?: Uint8Array, offset = 0): boolean {
     const b = this.bytes;
-    if (b[this.at] !== QUOTE || b[this.at + ID_HEX + 1] !== QUOTE) return false;
-    for (let i = 0; i < ID_HEX / 2; i++) {
-      const hi = hexValue(b[this.at + 1 + 2 * i]!);
-      const lo = hexValue(b[this.at + 2 + 2 * i]!);
-      if (hi < 0 || lo < 0) return false;
-      if (into) into[offset + i] = (hi << 4) | lo;
-    }
+    if (b[this.at] !== QUOTE || b[this.at + ID_HEX + 1] !== QUOTE || !decodeIdBytes(b, this.at + 1, into, offset)) return false;
     this.at += ID_HEX + 2;
     return true;
   }
@@ -78,7 +71,7 @@ function scanTuples(c: Cursor, out?: Sink): number {
   let count = 0;
   do {
     const k = out ? out.n++ : 0;
-    if (!c.byte(LBRACKET) || !c.id(out?.ids, k * 32)) return -1;
+    if (!c.byte(LBRACKET) || !c.id(out?.ids, k * ID_BYTES)) return -1;
     for (let f = 0; f < 3; f++) {
       const v = c.byte(COMMA) ? c.u32() : -1;
       if (v < 0) return -1;
@@ -122,7 +115,7 @@ export function scanIndexDocument(json: Uint8Array, indexId: string): ScannedInd
   const shape = pass(json, indexId);
   if (!shape) return undefined;
   const total = shape.packs.reduce((n, p) => n + p.count, 0);
-  const out = { ids: new Uint8Array(total * 32), fields: new Uint32Array(total * 3), n: 0 };
+  const out = { ids: new Uint8Array(total * ID_BYTES), fields: new Uint32Array(total * 3), n: 0 };
   pass(json, indexId, out);
   return { version: shape.version, packs: shape.packs, ids: out.ids, fields: out.fields };
 }

@@ -1,0 +1,45 @@
+/**
+ * Chunk ids as the repository writes them (64 lowercase hex digits: a SHA-256 or HMAC-SHA-256)
+ * and as the compact in-memory structures hold them (32 bytes). Decoders write into a caller's
+ * array and allocate nothing.
+ */
+
+/** Bytes of a chunk id. */
+export const ID_BYTES = 32;
+/** Hex digits of a chunk id. */
+export const ID_HEX = ID_BYTES * 2;
+/** A chunk id, exactly. */
+export const HEX_ID = /^[0-9a-f]{64}$/;
+
+/** The value of a lowercase hex digit's character code, or -1. */
+export const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
+
+/** Writes the 32 bytes of id `id` at `into[at]`; false (leaving garbage there) when `id` is not a chunk id. */
+export function decodeId(id: string, into: Uint8Array, at: number): boolean {
+  if (id.length !== ID_HEX) return false;
+  for (let i = 0; i < ID_BYTES; i++) {
+    const hi = hexValue(id.charCodeAt(2 * i));
+    const lo = hexValue(id.charCodeAt(2 * i + 1));
+    if (hi < 0 || lo < 0) return false;
+    into[at + i] = (hi << 4) | lo;
+  }
+  return true;
+}
+
+/**
+ * Decodes the 64 hex digits at `bytes[from]` (ASCII, as in JSON text) into `into[at]` (skipped
+ * when `into` is undefined: a check only); false when they are not all lowercase hex digits.
+ */
+export function decodeIdBytes(bytes: Uint8Array, from: number, into: Uint8Array | undefined, at: number): boolean {
+  if (from + ID_HEX > bytes.length) return false;
+  for (let i = 0; i < ID_BYTES; i++) {
+    const hi = hexValue(bytes[from + 2 * i]!);
+    const lo = hexValue(bytes[from + 2 * i + 1]!);
+    if (hi < 0 || lo < 0) return false;
+    if (into) into[at + i] = (hi << 4) | lo;
+  }
+  return true;
+}
+
+/** The hex id of the 32 bytes at `bytes[at]`. */
+export const encodeId = (bytes: Uint8Array, at: number): string => Buffer.from(bytes.buffer, bytes.byteOffset + at, ID_BYTES).toString('hex');
