@@ -23,7 +23,6 @@ export const toTuples = (entries: readonly IndexEntry[]): BlobTuple[] => entries
 const FIELDS = 4;
 const U32_MAX = 0xffffffff;
 
-
 /**
  * Where every chunk lives: the union of all index objects, loaded incrementally. An index object
  * names one pack (format 1: its id is the pack's) or several (format 2). A chunk stored twice
