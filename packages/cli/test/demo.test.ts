@@ -1,6 +1,8 @@
-import { stat } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, MiB, removeDir, tempDir } from './helpers.js';
+import { BIN, cairn, MiB, removeDir, tempDir } from './helpers.js';
 
 describe('cairn demo', () => {
   let cwd: string;
@@ -40,5 +42,12 @@ describe('cairn demo', () => {
     const v = await cairn(['--version'], { cwd });
     expect(v.code).toBe(0);
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('the bin runs through its own shebang (env -S with the malloc setting and V8 flags)', async () => {
+    const { stdout } = await promisify(execFile)(BIN, ['--version'], { cwd });
+    expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    const shebang = (await readFile(BIN, 'utf8')).split('\n')[0];
+    expect(shebang).toBe('#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=4 --optimize-for-size');
   });
 });
