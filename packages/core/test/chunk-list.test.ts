@@ -1,10 +1,12 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ChunkList } from '../src/repository/chunk-list.js';
-import { jsonPieces } from '../src/repository/codec.js';
+import { ChunkCodec, encodeDocument, jsonPieces, openDocument } from '../src/repository/codec.js';
 import { parseManifest } from '../src/repository/repository.js';
 
 const hexId = (i: number): string => createHash('sha256').update(String(i)).digest('hex');
+/** The document's JSON as encodeDocument sees it: each piece consumed before the next is made. */
+const jsonText = (doc: unknown): string => Array.from(jsonPieces(doc, 'chunks'), (p) => p.toString()).join('');
 
 describe('ChunkList', () => {
   it('holds ids and zero chunks by index, and serializes as the manifest’s JSON array', () => {
@@ -18,7 +20,11 @@ describe('ChunkList', () => {
     expect(list.get(10)).toBeNull();
     expect(list.slice(2, 5)).toEqual(ids.slice(2, 5));
     expect(JSON.parse(JSON.stringify({ chunks: list }))).toEqual({ chunks: ids });
-    expect(JSON.parse([...jsonPieces({ a: 1, chunks: list }, 'chunks')].join(''))).toEqual({ a: 1, chunks: ids });
+    expect(JSON.parse(jsonText({ a: 1, chunks: list }))).toEqual({ a: 1, chunks: ids });
+    expect(list.jsonBytes(2, 5, false).toString()).toBe(JSON.stringify(ids.slice(2, 5)).slice(1, -1));
+    expect(list.jsonBytes(3, 4, true).toString()).toBe(`,${JSON.stringify(ids.slice(3, 4)).slice(1, -1)}`);
+    expect(list.jsonBytes(8, 20, true).toString()).toBe(`,${JSON.stringify(ids.slice(8)).slice(1, -1)}`);
+    expect(list.jsonBytes(4, 4, true).length).toBe(0);
   });
 
   it('set and copyFrom change chunks without touching the others', () => {
@@ -53,7 +59,7 @@ describe('manifest chunk lists read from JSON bytes', () => {
   const doc = { version: 2, backupId: 'b', size: 9000, volumeMetadata: { note: 'has "chunks":[ in it' }, chunks: ChunkList.from(ids) };
 
   it('parseManifest reads the chunk list written last, and any other form as JSON', () => {
-    const written = Buffer.from([...jsonPieces(doc, 'chunks')].join(''));
+    const written = Buffer.from(jsonText(doc));
     const m = parseManifest(written);
     expect(m.chunks.slice()).toEqual(ids);
     expect({ ...m, chunks: undefined }).toEqual({ ...doc, chunks: undefined });
@@ -66,6 +72,14 @@ describe('manifest chunk lists read from JSON bytes', () => {
     expect(parseManifest(Buffer.from(`{"chunks":[null,"${hexId(1)}"]}`)).chunks.slice()).toEqual([null, hexId(1)]);
   });
 
+  it('encodeDocument writes a ChunkList of many slices that reads back whole', () => {
+    const codec = new ChunkCodec(randomBytes(32), randomBytes(32));
+    const blob = encodeDocument(codec, doc, 'manifest:b', 'chunks');
+    const m = parseManifest(openDocument(codec, blob, 'manifest:b'));
+    expect(m.chunks.slice()).toEqual(ids);
+    expect(m.volumeMetadata).toEqual(doc.volumeMetadata);
+  });
+
   it('parseManifest refuses malformed lists and documents', () => {
     expect(() => parseManifest(Buffer.from(`{"a":1,"chunks":["${hexId(1).toUpperCase()}"]}`))).toThrow(/malformed/);
     expect(() => parseManifest(Buffer.from(`{"a":1,"chunks":["abc",null]}`))).toThrow(/malformed/);
@@ -73,7 +87,7 @@ describe('manifest chunk lists read from JSON bytes', () => {
     expect(() => parseManifest(Buffer.from('{"a":1}'))).toThrow(/no chunk list/);
     expect(() => parseManifest(Buffer.from('[1]'))).toThrow(/no chunk list/);
     // Every truncation of a written manifest fails; none is misread.
-    const written = Buffer.from([...jsonPieces({ a: 1, chunks: ChunkList.from(ids.slice(0, 20)) }, 'chunks')].join(''));
+    const written = Buffer.from(jsonText({ a: 1, chunks: ChunkList.from(ids.slice(0, 20)) }));
     for (let n = 0; n < written.length; n++) expect(() => parseManifest(written.subarray(0, n))).toThrow();
   });
 

@@ -7,6 +7,7 @@
 import { HEX_ID, ID_BYTES, ID_HEX, decodeId, decodeIdBytes, encodeId } from './chunk-id.js';
 
 const scratch = new Uint8Array(ID_BYTES);
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
 
 export class ChunkList {
   private readonly bytes: Uint8Array;
@@ -91,6 +92,39 @@ export class ChunkList {
     const n = Math.min(count, from.length, this.length);
     this.bytes.set(from.bytes.subarray(0, n * ID_BYTES));
     this.present.set(from.present.subarray(0, n));
+  }
+
+  /**
+   * The JSON text of chunks [start, end) as array elements (`"<id>",null,…`, no brackets), as
+   * bytes, with a leading comma when `comma`: the manifest is written from these without a
+   * string per chunk. Written into `into` when it is large enough (jsonRoom), else a new buffer.
+   */
+  jsonBytes(start: number, end: number, comma: boolean, into?: Buffer): Buffer {
+    const from = Math.max(0, start);
+    const to = Math.min(end, this.length);
+    const room = ChunkList.jsonRoom(to - from);
+    const out = into && into.length >= room ? into : Buffer.allocUnsafe(room);
+    let at = 0;
+    for (let i = from; i < to; i++) {
+      if (comma || i > from) out[at++] = 0x2c;
+      if (!this.present[i]) {
+        at += out.write('null', at, 'latin1');
+        continue;
+      }
+      out[at++] = 0x22;
+      for (let k = 0; k < ID_BYTES; k++) {
+        const b = this.bytes[i * ID_BYTES + k]!;
+        out[at++] = HEX_DIGITS[b >> 4]!;
+        out[at++] = HEX_DIGITS[b & 15]!;
+      }
+      out[at++] = 0x22;
+    }
+    return out.subarray(0, at);
+  }
+
+  /** Bytes jsonBytes may need for `count` chunks. */
+  static jsonRoom(count: number): number {
+    return Math.max(0, count) * (ID_HEX + 3) + 1;
   }
 
   /** Ids and nulls of chunks [start, end). */

@@ -255,10 +255,11 @@ const JSON_SLICE = 4096;
 
 /**
  * The JSON text of `doc` in pieces: the array property `bulk` (moved to the end) a slice at a
- * time, so a manifest's chunk list is never one string. Joined, the pieces are valid JSON that
- * parses to the same document. Pure.
+ * time, so a manifest's chunk list is never one string (a ChunkList's slices come as bytes, with
+ * no string per chunk, in one buffer that the next slice overwrites: consume each piece before
+ * asking for the next). Joined, the pieces are valid JSON that parses to the same document.
  */
-export function* jsonPieces(doc: unknown, bulk?: string): Generator<string> {
+export function* jsonPieces(doc: unknown, bulk?: string): Generator<string | Buffer> {
   const list = bulk && doc && typeof doc === 'object' ? (doc as Record<string, unknown>)[bulk] : undefined;
   if (!Array.isArray(list) && !(list instanceof ChunkList)) {
     yield JSON.stringify(doc);
@@ -267,7 +268,12 @@ export function* jsonPieces(doc: unknown, bulk?: string): Generator<string> {
   const { [bulk!]: _, ...rest } = doc as Record<string, unknown>;
   const head = JSON.stringify(rest);
   yield `${head.slice(0, -1)}${head.length > 2 ? ',' : ''}${JSON.stringify(bulk)}:[`;
-  for (let i = 0; i < list.length; i += JSON_SLICE) yield `${i > 0 ? ',' : ''}${JSON.stringify(list.slice(i, i + JSON_SLICE)).slice(1, -1)}`;
+  // A ChunkList's slices are written into one buffer, reused: each is consumed before the next.
+  const room = list instanceof ChunkList ? Buffer.allocUnsafe(ChunkList.jsonRoom(JSON_SLICE)) : undefined;
+  for (let i = 0; i < list.length; i += JSON_SLICE) {
+    if (list instanceof ChunkList) yield list.jsonBytes(i, i + JSON_SLICE, i > 0, room);
+    else yield `${i > 0 ? ',' : ''}${JSON.stringify(list.slice(i, i + JSON_SLICE)).slice(1, -1)}`;
+  }
   yield ']}';
 }
 
@@ -283,7 +289,7 @@ let documentContext: InstanceType<ZstdBinding['CCtx']> | undefined;
 export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, bulk?: string): Buffer {
   const z = zstdBinding();
   let size = 0;
-  for (const piece of jsonPieces(doc, bulk)) size += Buffer.byteLength(piece, 'utf8');
+  for (const piece of jsonPieces(doc, bulk)) size += typeof piece === 'string' ? Buffer.byteLength(piece, 'utf8') : piece.length;
   if (!documentContext) {
     documentContext = new z.CCtx();
     documentContext.setParameter(z.CParameter.compressionLevel, 3);
@@ -303,7 +309,7 @@ export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, b
     return op === z.EndDirective.end ? left : src.length - taken;
   };
   for (const piece of jsonPieces(doc, bulk)) {
-    let src: Uint8Array = Buffer.from(piece, 'utf8');
+    let src: Uint8Array = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
     while (src.length > 0) src = src.subarray(src.length - drain(src, z.EndDirective.continue));
   }
   while (drain(Buffer.alloc(0), z.EndDirective.end) > 0);
