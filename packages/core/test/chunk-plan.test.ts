@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { batchesIn, chunkRangesOf, chunksIn, mergeRanges, runsOf } from '../src/repository/chunk-plan.js';
+import { batchesIn, chunkRangesOf, chunksIn, indexesIn, mergeRanges, runsOf } from '../src/repository/chunk-plan.js';
 
 describe('chunk plan', () => {
   it('turns extents into merged, ascending chunk ranges', () => {
@@ -14,6 +14,16 @@ describe('chunk plan', () => {
       [0, 3],
       [40, 44],
     ]);
+  });
+
+  it('stops at a chunk limit and lists the indexes of ranges', () => {
+    const extents = [{ offset: 0, length: 3 * 16384 }, { offset: 9 * 16384, length: 4 * 16384 }, { offset: 20 * 16384, length: 1 }];
+    expect(chunkRangesOf(extents, 16384, 11)).toEqual([
+      [0, 3],
+      [9, 11],
+    ]);
+    expect(indexesIn(chunkRangesOf(extents, 16384, 11))).toEqual([0, 1, 2, 9, 10]);
+    expect(indexesIn([])).toEqual([]);
   });
 
   it('merges overlapping and adjacent ranges given in any order', () => {

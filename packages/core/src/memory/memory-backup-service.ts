@@ -12,7 +12,7 @@ import type {
 } from '../contracts/backup-service.js';
 import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
-import { chunksTouched } from '../util/extents.js';
+import { chunkRangesOf, indexesIn, mergeRanges } from '../repository/chunk-plan.js';
 
 interface StoredBackup {
   id: string;
@@ -201,8 +201,7 @@ export class MemoryBackupService implements BackupService {
     if (!parent || !source.changedSince) return all;
     try {
       const changed = await source.device.extents({ kind: 'changed', since: source.changedSince });
-      const grown = all.filter((i) => i >= parent.hashes.length);
-      return [...new Set([...chunksTouched(changed, this.blockSize), ...grown])].sort((a, b) => a - b);
+      return indexesIn(mergeRanges([...chunkRangesOf(changed, this.blockSize), [parent.hashes.length, count]]));
     } catch (err) {
       if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED')) return all;
       throw err;

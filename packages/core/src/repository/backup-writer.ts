@@ -36,10 +36,10 @@ interface Slot {
 async function chunksToRead(source: BackupSource, parent: Manifest | undefined, count: number, chunkSize: number): Promise<{ ranges: ChunkRange[]; usedChanges: boolean }> {
   if (parent && source.changedSince && parent.chunkSize === chunkSize) {
     try {
-      const changed = chunkRangesOf(await source.device.extents({ kind: 'changed', since: source.changedSince }), chunkSize);
+      const changed = chunkRangesOf(await source.device.extents({ kind: 'changed', since: source.changedSince }), chunkSize, count);
       // New chunks when the volume grew, and the parent's last chunk, which may have been partial.
       const grown: ChunkRange[] = count > parent.chunks.length ? [[Math.max(0, parent.chunks.length - 1), count]] : [];
-      return { ranges: mergeRanges([...changed, ...grown]).map(([s, e]): ChunkRange => [s, Math.min(e, count)]).filter(([s, e]) => e > s), usedChanges: true };
+      return { ranges: mergeRanges([...changed, ...grown]), usedChanges: true };
     } catch (err) {
       if (!(isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED'))) throw err;
     }
@@ -49,7 +49,7 @@ async function chunksToRead(source: BackupSource, parent: Manifest | undefined, 
   // a hole now reads as zeros and is recorded as zero all the same.
   try {
     const allocated = await source.device.extents({ kind: 'allocated' });
-    return { ranges: chunkRangesOf(allocated.filter((e) => !e.zero), chunkSize).map(([s, e]): ChunkRange => [s, Math.min(e, count)]).filter(([s, e]) => e > s), usedChanges: false };
+    return { ranges: chunkRangesOf(allocated.filter((e) => !e.zero), chunkSize, count), usedChanges: false };
   } catch (err) {
     if (!isCairnError(err)) throw err;
     return { ranges: count > 0 ? [[0, count]] : [], usedChanges: false };

@@ -9,14 +9,14 @@ import type { ByteRange } from '../contracts/block-device.js';
 export type ChunkRange = readonly [start: number, end: number];
 
 /**
- * The chunk ranges that `extents` touch, ascending, with overlapping or adjacent ranges merged.
- * Empty extents are ignored. Pure.
+ * The chunk ranges that `extents` touch, below chunk `limit` (default: no limit), ascending, with
+ * overlapping or adjacent ranges merged. Empty extents are ignored. Pure.
  */
-export function chunkRangesOf(extents: Iterable<ByteRange>, chunkSize: number): ChunkRange[] {
+export function chunkRangesOf(extents: Iterable<ByteRange>, chunkSize: number, limit = Infinity): ChunkRange[] {
   const touched: [number, number][] = [];
   for (const e of extents) {
     if (e.length <= 0) continue;
-    touched.push([Math.floor(e.offset / chunkSize), Math.floor((e.offset + e.length - 1) / chunkSize) + 1]);
+    touched.push([Math.floor(e.offset / chunkSize), Math.min(limit, Math.floor((e.offset + e.length - 1) / chunkSize) + 1)]);
   }
   return mergeRanges(touched);
 }
@@ -32,6 +32,9 @@ export function mergeRanges(ranges: Iterable<ChunkRange>): ChunkRange[] {
   }
   return out;
 }
+
+/** The ranges' chunk indexes, in order. Pure. */
+export const indexesIn = (ranges: readonly ChunkRange[]): number[] => ranges.flatMap(([s, e]) => Array.from({ length: e - s }, (_, k) => s + k));
 
 /** How many chunks the ranges hold. Pure. */
 export const chunksIn = (ranges: readonly ChunkRange[]): number => ranges.reduce((n, [s, e]) => n + e - s, 0);

@@ -26,16 +26,3 @@ export function normalizeExtents(extents: Iterable<Extent>, within?: ByteRange):
   }
   return out;
 }
-
-/** Indexes of the `chunkSize` chunks that any extent touches, ascending and unique. */
-export function chunksTouched(extents: Iterable<ByteRange>, chunkSize: number): number[] {
-  const set = new Set<number>();
-  for (const e of extents) {
-    if (e.length <= 0) continue;
-    const first = Math.floor(e.offset / chunkSize);
-    const last = Math.floor((e.offset + e.length - 1) / chunkSize);
-    for (let i = first; i <= last; i++) set.add(i);
-  }
-  return [...set].sort((a, b) => a - b);
-}
-
