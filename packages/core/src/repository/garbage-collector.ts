@@ -48,7 +48,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     for (const backupId of await repo.listBackupIds()) {
       const m = await repo.readManifest(backupId); // CORRUPT aborts the collection
       report.backups++;
-      for (let i = 0; i < m.chunks.length; i++) if (!m.chunks.isZero(i)) referenced.add(m.chunks.get(i)!);
+      for (const id of m.chunks.ids()) referenced.add(id);
     }
     const now = Date.now();
     const packTimes = new Map<string, number>();

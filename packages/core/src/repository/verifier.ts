@@ -23,8 +23,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
       report.problems.push({ backupId, code: err.code, message: err.message });
       continue;
     }
-    for (const id of m.chunks.distinct()) {
-      if (!id) continue;
+    for (const id of new Set(m.chunks.ids())) {
       const list = users.get(id) ?? [];
       list.push(backupId);
       users.set(id, list);
