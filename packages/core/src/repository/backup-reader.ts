@@ -118,7 +118,7 @@ export class BackupReader {
       },
       { onError: (_id, err) => void (failure ??= err) },
     );
-    if (failure) throw new CairnError(failure.code, `backup ${this.manifest.backupId}: ${failure.message}`, { cause: failure, details: failure.details });
+    if (failure) throw this.named(failure);
     return out;
   }
 
@@ -188,7 +188,7 @@ export class BackupReader {
       })
       .finally(() => {
         for (const [id, err] of errors) {
-          const e = new CairnError(err.code, `backup ${this.manifest.backupId}: ${err.message}`, { cause: err, details: err.details });
+          const e = this.named(err);
           for (const i of byId.get(id)!) settle.get(i)!.reject(e);
         }
         // Settling twice is a no-op: this only catches a chunk that was neither delivered nor failed.
@@ -196,6 +196,11 @@ export class BackupReader {
         for (const s of settle.values()) s.reject((lost ??= new CairnError('INTERNAL', 'chunk fetch ended without delivering the chunk')));
         this.evict();
       });
+  }
+
+  /** A chunk's error, naming this backup. */
+  private named(err: CairnError): CairnError {
+    return new CairnError(err.code, `backup ${this.manifest.backupId}: ${err.message}`, { cause: err, details: err.details });
   }
 
   private evict(): void {

@@ -24,7 +24,7 @@ export class WindowReader {
   readonly windowSize: number;
   private readonly windowsAhead: number;
   private readonly windowsCached: number;
-  private readonly windows = new Map<number, Promise<Buffer[]>>();
+  private readonly windows = new Map<number, Promise<Buffer>>();
   private readonly recent: number[] = [];
 
   constructor(
@@ -50,9 +50,8 @@ export class WindowReader {
         const start = w * this.windowSize;
         const from = Math.max(offset, start);
         const to = Math.min(offset + length, start + this.windowSize);
-        const pieces = await this.window(w);
-        if (pieces) parts.push(...slice(pieces, from - start, to - start));
-        else parts.push(Buffer.alloc(to - from));
+        const bytes = await this.window(w);
+        parts.push(bytes ? bytes.subarray(from - start, to - start) : Buffer.alloc(to - from));
       }
       return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     } catch {
@@ -61,7 +60,7 @@ export class WindowReader {
   }
 
   /** The window's bytes (cached, LRU); undefined past the end or for a window of zero chunks only. */
-  private window(w: number): Promise<Buffer[]> | undefined {
+  private window(w: number): Promise<Buffer> | undefined {
     const start = w * this.windowSize;
     if (start >= this.reader.size) return undefined;
     let p = this.windows.get(w);
@@ -72,16 +71,12 @@ export class WindowReader {
     }
     const length = Math.min(this.windowSize, this.reader.size - start);
     if (this.reader.allocated({ offset: start, length }).length === 0) return undefined;
-    p = this.fetch(start, length);
+    // One batched fetch, each chunk copied once, straight to its place.
+    p = this.reader.readRange(start, length);
     p.catch(() => this.windows.get(w) === p && this.windows.delete(w));
     this.windows.set(w, p);
     while (this.windows.size > this.windowsCached) this.windows.delete(this.windows.keys().next().value as number);
     return p;
-  }
-
-  /** Reads a window in one batch, each chunk copied once, straight to its place (BackupReader.readRange). */
-  private async fetch(start: number, length: number): Promise<Buffer[]> {
-    return [await this.reader.readRange(start, length)];
   }
 
   private remember(w: number): void {
@@ -89,17 +84,4 @@ export class WindowReader {
     this.recent.push(w);
     if (this.recent.length > RECENT) this.recent.shift();
   }
-}
-
-/** `[from, to)` of the concatenation of `pieces`, as views. */
-function slice(pieces: Buffer[], from: number, to: number): Buffer[] {
-  const out: Buffer[] = [];
-  let at = 0;
-  for (const p of pieces) {
-    const a = Math.max(from, at);
-    const b = Math.min(to, at + p.length);
-    if (a < b) out.push(p.subarray(a - at, b - at));
-    at += p.length;
-  }
-  return out;
 }
