@@ -4,7 +4,8 @@
  * memory rather than about 6. Zero chunks have no id. Serialized, it is the manifest's JSON array
  * of 64-hex-digit ids and nulls.
  */
-import { HEX_ID, ID_BYTES, ID_HEX, decodeId, decodeIdBytes, encodeId } from './chunk-id.js';
+import { HEX_ID, ID_BYTES, ID_HEX, decodeId, encodeId } from './chunk-id.js';
+import { COMMA, JsonCursor, LBRACKET, RBRACKET } from './json-cursor.js';
 
 const scratch = new Uint8Array(ID_BYTES);
 const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
@@ -38,25 +39,21 @@ export class ChunkList {
    * else (the caller then parses the JSON). No string is made per chunk.
    */
   static scan(json: Uint8Array, start: number): { list: ChunkList; end: number } | undefined {
-    const entry = (at: number, into?: ChunkList, i = 0): number => {
-      if (json[at] === 0x6e) return json[at + 1] === 0x75 && json[at + 2] === 0x6c && json[at + 3] === 0x6c ? at + 4 : -1; // null
-      if (json[at] !== 0x22 || json[at + ID_HEX + 1] !== 0x22 || !decodeIdBytes(json, at + 1, into?.bytes, i * ID_BYTES)) return -1;
-      if (into) into.present[i] = 1;
-      return at + ID_HEX + 2;
-    };
+    // One pass counts and checks (no `into`), the second decodes into a list of that length.
     const walk = (into?: ChunkList): { count: number; end: number } | undefined => {
-      if (json[start] !== 0x5b) return undefined;
-      let at = start + 1;
+      const c = new JsonCursor(json, start);
+      if (!c.byte(LBRACKET)) return undefined;
       let count = 0;
-      if (json[at] === 0x5d) return { count, end: at + 1 };
-      for (;;) {
-        at = entry(at, into, count);
-        if (at < 0) return undefined;
-        count++;
-        if (json[at] === 0x2c) at++;
-        else if (json[at] === 0x5d) return { count, end: at + 1 };
-        else return undefined;
+      if (!c.byte(RBRACKET)) {
+        do {
+          if (c.id(into?.bytes, count * ID_BYTES)) {
+            if (into) into.present[count] = 1;
+          } else if (!c.take('null')) return undefined;
+          count++;
+        } while (c.byte(COMMA));
+        if (!c.byte(RBRACKET)) return undefined;
       }
+      return { count, end: c.at };
     };
     const shape = walk();
     if (!shape) return undefined;

@@ -6,7 +6,8 @@
  * undefined and the caller parses the document with JSON.parse.
  */
 
-import { ID_BYTES, ID_HEX, decodeIdBytes } from './chunk-id.js';
+import { ID_BYTES, ID_HEX } from './chunk-id.js';
+import { COMMA, JsonCursor, LBRACKET, RBRACE, RBRACKET } from './json-cursor.js';
 
 /** Blobs read from an index document: per pack its id and blob count; per blob 32 id bytes and [offset, length, rawLength]. */
 export interface ScannedIndex {
@@ -16,48 +17,6 @@ export interface ScannedIndex {
   fields: Uint32Array;
 }
 
-const U32_MAX = 0xffffffff;
-const [QUOTE, COMMA, LBRACKET, RBRACKET, RBRACE] = [0x22, 0x2c, 0x5b, 0x5d, 0x7d];
-
-
-class Cursor {
-  at = 0;
-  constructor(readonly bytes: Uint8Array) {}
-
-  /** Consumes `text` (ASCII) when it comes next. */
-  take(text: string): boolean {
-    if (this.at + text.length > this.bytes.length) return false;
-    for (let i = 0; i < text.length; i++) if (this.bytes[this.at + i] !== text.charCodeAt(i)) return false;
-    this.at += text.length;
-    return true;
-  }
-
-  byte(b: number): boolean {
-    if (this.bytes[this.at] !== b) return false;
-    this.at++;
-    return true;
-  }
-
-  /** A quoted id of 64 lowercase hex digits, decoded into `into` at `offset` (when given); false otherwise. */
-  id(into?: Uint8Array, offset = 0): boolean {
-    const b = this.bytes;
-    if (b[this.at] !== QUOTE || b[this.at + ID_HEX + 1] !== QUOTE || !decodeIdBytes(b, this.at + 1, into, offset)) return false;
-    this.at += ID_HEX + 2;
-    return true;
-  }
-
-  /** A u32 in canonical decimal (no sign, no leading zero, no fraction); -1 otherwise. */
-  u32(): number {
-    const b = this.bytes;
-    const start = this.at;
-    let n = 0;
-    while (this.at < b.length && b[this.at]! >= 48 && b[this.at]! <= 57 && this.at - start < 11) n = n * 10 + (b[this.at++]! - 48);
-    const digits = this.at - start;
-    if (digits === 0 || (digits > 1 && b[start] === 48) || n > U32_MAX) return -1;
-    return n;
-  }
-}
-
 interface Sink {
   ids: Uint8Array;
   fields: Uint32Array;
@@ -65,7 +24,7 @@ interface Sink {
 }
 
 /** Scans `[["<id>",offset,length,rawLength],…]`, decoding into `out` (when given); the blob count, or -1 for any other form. */
-function scanTuples(c: Cursor, out?: Sink): number {
+function scanTuples(c: JsonCursor, out?: Sink): number {
   if (!c.byte(LBRACKET)) return -1;
   if (c.byte(RBRACKET)) return 0;
   let count = 0;
@@ -85,7 +44,7 @@ function scanTuples(c: Cursor, out?: Sink): number {
 
 /** One pass over the document: checks and counts (no `out`) or decodes into `out`. The packs, or undefined for another form. */
 function pass(json: Uint8Array, indexId: string, out?: Sink): { version: 1 | 2; packs: { packId: string; count: number }[] } | undefined {
-  const c = new Cursor(json);
+  const c = new JsonCursor(json);
   if (c.take('{"version":1,"blobs":')) {
     const count = scanTuples(c, out);
     return count >= 0 && c.byte(RBRACE) && c.at === json.length ? { version: 1, packs: [{ packId: indexId, count }] } : undefined;
