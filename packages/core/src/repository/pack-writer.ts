@@ -5,7 +5,7 @@ import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument } from './codec.js';
-import { indexLabel, toTuples, type ChunkIndex, type Location } from './chunk-index.js';
+import { indexLabel, toTuples, type ChunkIndex } from './chunk-index.js';
 import { Keys, PACK_MAGIC, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 /** Room kept after a pack's blobs for its sealed index and trailer. */
@@ -38,7 +38,7 @@ export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, in
  * most its last packs unindexed (GC's orphans). Pack buffers are allocated once and reused.
  */
 export class PackWriter {
-  private current: { buf: Buffer; used: number; entries: Location[] } | undefined;
+  private current: { buf: Buffer; used: number; entries: IndexEntry[] } | undefined;
   private readonly free: Buffer[] = [];
   private readonly inflight = new Set<Promise<void>>();
   private failure: unknown;
@@ -87,7 +87,7 @@ export class PackWriter {
     const at = c.used + alignPad(c.used, blob.byteOffset);
     c.buf.fill(0, c.used, at);
     c.buf.set(blob, at);
-    c.entries.push({ id, offset: at, length: blob.length, rawLength, pack: '' }); // pack set when sealed
+    c.entries.push({ id, offset: at, length: blob.length, rawLength });
     c.used = at + blob.length;
   }
 
@@ -158,7 +158,6 @@ export class PackWriter {
     pack.writeUInt32BE(sealedIndex.length, c.used + sealedIndex.length);
     PACK_MAGIC.copy(pack, c.used + sealedIndex.length + 4);
     const entries = c.entries;
-    for (const e of entries) e.pack = packId;
     const upload = (async () => {
       try {
         await this.putOnce(Keys.pack(packId), pack);
