@@ -110,37 +110,32 @@ export class PosixObjectStore implements ObjectStore {
    * if the range leaves the object. Idempotent.
    */
   async get(key: string, range?: ByteRange): Promise<Buffer> {
-    return this.withObject(key, 'get', (fh, size) => {
-      const r = resolveRange(range, size, DRIVER);
-      return readExactly(fh, r.offset, r.length, `object ${key}`, Buffer.allocUnsafe(r.length));
-    });
+    return this.read(key, range);
   }
 
   /** get's range read into `into` (no intermediate buffer). Same errors as get. */
   async getInto(key: string, range: ByteRange, into: Buffer): Promise<void> {
     if (into.length < range.length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes for a range of ${range.length}`, { driver: DRIVER });
-    await this.withObject(key, 'get', (fh, size) => {
-      const r = resolveRange(range, size, DRIVER);
-      return readExactly(fh, r.offset, r.length, `object ${key}`, into);
-    });
+    await this.read(key, range, into);
   }
 
-  /** Runs `fn` on the object's open file and size; errors mapped as get's. */
-  private async withObject<T>(key: string, op: string, fn: (fh: FileHandle, size: number) => Promise<T>): Promise<T> {
+  /** get and getInto: reads `range` (default: all) of the object into `into` (default: a new buffer). */
+  private async read(key: string, range: ByteRange | undefined, into?: Buffer): Promise<Buffer> {
     assertObjectKey(key, DRIVER);
     let fh: FileHandle;
     try {
       fh = await open(this.pathOf(key), constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch (err) {
       // Objects are regular files: a symbolic link (ELOOP) is no object, as in head and list.
-      throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `${op} ${key}`);
+      throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `get ${key}`);
     }
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw this.notFound(key);
-      return await fn(fh, st.size);
+      const r = resolveRange(range, st.size, DRIVER);
+      return await readExactly(fh, r.offset, r.length, `object ${key}`, into ?? Buffer.allocUnsafe(r.length));
     } catch (err) {
-      throw fsError(err, `${op} ${key}`);
+      throw fsError(err, `get ${key}`);
     } finally {
       await fh.close().catch(() => undefined);
     }
