@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { giveSharedBuffer, takeSharedBuffer } from '../src/util/buffer-pool.js';
+import { FreeList } from '../src/util/free-list.js';
 
 const MiB = 1024 * 1024;
 
@@ -36,5 +37,22 @@ describe('shared buffer pool', () => {
     const a = takeSharedBuffer(MiB);
     giveSharedBuffer(a.subarray(4096));
     expect(takeSharedBuffer(MiB).buffer).not.toBe(a.buffer);
+  });
+});
+
+describe('FreeList', () => {
+  it('hands out only the items it was given; a taker waits for a give, first come first served', async () => {
+    const list = new FreeList(['a', 'b']);
+    const first = [await list.take(), await list.take()].sort();
+    expect(first).toEqual(['a', 'b']);
+    const order: string[] = [];
+    const w1 = list.take().then((x) => order.push(`w1:${x}`));
+    const w2 = list.take().then((x) => order.push(`w2:${x}`));
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([]); // nothing free: both wait
+    list.give('b');
+    list.give('a');
+    await Promise.all([w1, w2]);
+    expect(order).toEqual(['w1:b', 'w2:a']);
   });
 });

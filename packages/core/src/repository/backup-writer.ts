@@ -8,6 +8,7 @@ import { PackWriter } from './pack-writer.js';
 import { ChunkCodec } from './codec.js';
 import { outputBytesPerChunk } from './chunk-tasks.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
+import { FreeList } from '../util/free-list.js';
 import type { ProcessedChunk } from './chunk-processor.js';
 import type { Repository } from './repository.js';
 
@@ -86,17 +87,12 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const inputSize = chunkSize * perUnit;
   const outputSize = outputBytesPerChunk(chunkSize) * perUnit;
   const arena = takeSharedBuffer(slots * (inputSize + outputSize));
-  const free: Slot[] = Array.from({ length: slots }, (_, k) => {
-    const at = k * (inputSize + outputSize);
-    return { input: arena.subarray(at, at + inputSize), output: arena.subarray(at + inputSize, at + inputSize + outputSize) };
-  });
-  const waiting: ((s: Slot) => void)[] = [];
-  const take = (): Promise<Slot> => (free.length > 0 ? Promise.resolve(free.pop()!) : new Promise((r) => waiting.push(r)));
-  const give = (s: Slot): void => {
-    const w = waiting.shift();
-    if (w) w(s);
-    else free.push(s);
-  };
+  const free = new FreeList<Slot>(
+    Array.from({ length: slots }, (_, k) => {
+      const at = k * (inputSize + outputSize);
+      return { input: arena.subarray(at, at + inputSize), output: arena.subarray(at + inputSize, at + inputSize + outputSize) };
+    }),
+  );
   const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };
   const total = chunksIn(ranges) * chunkSize;
   let failure: unknown;
@@ -110,7 +106,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       const processed = await processor.process(slot.input.subarray(0, length), slot.output, parentIds);
       await packChunks(run, processed);
     } finally {
-      give(slot);
+      free.give(slot);
     }
   };
 
@@ -141,7 +137,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     for (const batch of batchesIn(ranges, perUnit)) {
       if (failure) break;
       throwIfAborted(job.signal);
-      const slot = await take();
+      const slot = await free.take();
       // The batch's chunks sit back to back in the slot; each run of consecutive ones is one read.
       // Only the volume's last chunk can be short, and it is always last in its batch.
       let length = 0;
@@ -155,7 +151,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       const read = await Promise.allSettled(reads);
       const failed = read.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) {
-        give(slot);
+        free.give(slot);
         throw failed.reason;
       }
       stats.bytesRead += length;

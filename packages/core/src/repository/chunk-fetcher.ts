@@ -1,6 +1,7 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import type { Location } from './chunk-index.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
+import { FreeList } from '../util/free-list.js';
 import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
 import { Keys } from './format.js';
 import type { Repository } from './repository.js';
@@ -16,8 +17,10 @@ interface PackRange {
 }
 
 export interface FetchOptions {
-  /** Ranged gets in flight. Default 4. */
+  /** Ranged gets in flight (each with its own range buffer). Default 4. */
   concurrency?: number;
+  /** Plaintext buffers: ranges being decoded or handed to onChunks. Default concurrency + 2. */
+  decodeBuffers?: number;
   /** Largest coalesced range, in stored bytes and in plaintext bytes. Default 2 MiB (measured best of 2/4/8 here). */
   maxRange?: number;
   /** Largest gap between two blobs read in one range, bytes. Default 256 KiB. */
@@ -54,11 +57,13 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
 
 /**
  * Fetches and opens chunks by id, calling `onChunks` with the checked plaintexts of each fetched
- * range, in pack order (plaintexts of one range are views into one buffer, back to back, which is
- * reused once `onChunks` resolves: copy what must outlive the call). Every
+ * range as it is decoded (ranges are planned in pack order and several are in flight, so calls
+ * may overlap and come in any order; the plaintexts of one range are views into one buffer, back
+ * to back, which is reused once `onChunks` resolves: copy what must outlive the call). Every
  * chunk is fetched once however many times it is wanted. `NOT_FOUND` names a chunk the index
- * lacks or whose pack is gone; `CORRUPT` a chunk that fails its checks. With `tolerant`, errors
- * are passed to `onError` instead and the walk goes on (verify).
+ * lacks or whose pack is gone; `CORRUPT` a chunk that fails its checks. With `onError`, those
+ * errors are passed to it instead and the walk goes on (verify). On any other failure no new
+ * range starts, the ranges in flight settle, and the first error is thrown.
  */
 export async function fetchChunks(
   repo: Repository,
@@ -80,18 +85,25 @@ export async function fetchChunks(
   const ranges = planRanges(locations, maxRange, options.maxGap ?? 256 * 1024);
   const processor = repo.processor();
   const store = repo.store;
-  const n = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
-  // Per fetch loop: a range buffer and a plaintext buffer, shared with the workers and reused.
-  // A range holds at most maxRange bytes, or one blob larger than that (plus its alignment shift).
+  const reads = Math.max(1, Math.min(options.concurrency ?? 4, ranges.length));
+  const decodes = Math.max(1, Math.min(options.decodeBuffers ?? reads + 2, ranges.length));
+  // Two pools of buffers shared with the workers and reused: ranges as read, and plaintexts. A
+  // range's buffer is free again once it is decoded, so the next read overlaps the previous
+  // range's onChunks (the restore's writes); a plaintext buffer is free once onChunks resolves.
+  // A buffer holds at most maxRange bytes, or one blob larger than that (plus its alignment shift).
   const largest = Math.ceil((ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) + COPY_ALIGN) / 65536) * 65536;
-  const arena = takeSharedBuffer(n * 2 * largest);
-  let next = 0;
-  const worker = async (k: number): Promise<void> => {
-    const input = arena.subarray(2 * k * largest, (2 * k + 1) * largest);
-    const output = arena.subarray((2 * k + 1) * largest, (2 * k + 2) * largest);
-    while (next < ranges.length) {
-      throwIfAborted(options.signal);
-      const r = ranges[next++]!;
+  const arena = takeSharedBuffer((reads + decodes) * largest);
+  const pool = (first: number, count: number): FreeList<Buffer> => new FreeList(Array.from({ length: count }, (_, k) => arena.subarray((first + k) * largest, (first + k + 1) * largest)));
+  const inputs = pool(0, reads);
+  const outputs = pool(reads, decodes);
+  let failure: { error: unknown } | undefined;
+  const inflight = new Set<Promise<void>>();
+
+  // One range: read (holding an input), decode (holding both), hand over (holding the output).
+  const run = async (r: PackRange, input: Buffer): Promise<void> => {
+    let holdsInput = true;
+    let output: Buffer | undefined;
+    try {
       // The range sits at its pack offset's alignment, so each blob is as aligned in memory as
       // the writer laid it out (see util/direct-io's COPY_ALIGN).
       const shift = alignPad(0, r.offset);
@@ -106,23 +118,46 @@ export async function fetchChunks(
           : err;
         if (!options.onError || !isCairnError(e)) throw e;
         for (const b of r.blobs) options.onError(b.id, e);
-        continue;
+        return;
       }
+      output = await outputs.take();
       const decoded = await processor.decode(
         range,
         output,
         r.blobs.map((b) => ({ offset: b.offset - r.offset, length: b.length, id: b.id, rawLength: b.rawLength })),
       );
+      inputs.give(input);
+      holdsInput = false;
       for (const d of decoded) {
         if (d.data) continue;
         if (options.onError && (d.error!.code === 'CORRUPT' || d.error!.code === 'NOT_FOUND')) options.onError(d.id, d.error!);
         else throw d.error!;
       }
       await onChunks(decoded.filter((d) => d.data).map((d) => ({ id: d.id, data: d.data! })));
+    } catch (err) {
+      failure ??= { error: err };
+    } finally {
+      if (holdsInput) inputs.give(input);
+      if (output) outputs.give(output);
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: n }, (_, k) => worker(k)));
-  giveSharedBuffer(arena);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
+
+  try {
+    for (const r of ranges) {
+      throwIfAborted(options.signal);
+      const input = await inputs.take();
+      if (failure) {
+        inputs.give(input);
+        break;
+      }
+      const p = run(r, input);
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p));
+    }
+  } catch (err) {
+    failure ??= { error: err };
+  }
+  await Promise.all(inflight); // run() settles every range and never rejects
+  giveSharedBuffer(arena); // no worker holds a buffer now
+  if (failure) throw failure.error;
 }
