@@ -3,15 +3,19 @@ import { describe, expect, it } from 'vitest';
 import {
   BackupManager,
   ChunkedBackupService,
+  MemoryCatalog,
   MemoryObjectStore,
   MemoryVolumeDriver,
   Repository,
   RepositoryCatalog,
+  type BackupRecord,
+  type ByteRange,
   type ObjectStore,
 } from '../src/index.js';
 import { MiB, contents, expectCode, filledVolume } from './helpers.js';
 import { decodeDocument, encodeDocument } from '../src/repository/codec.js';
 import { restoreBackup } from '../src/repository/restorer.js';
+import { volumeEntryKey } from '../src/repository/repository-catalog.js';
 
 const FAST_KDF = { N: 1024, r: 8, p: 1 };
 
@@ -28,6 +32,15 @@ async function rig(options: { passphrase?: string; store?: ObjectStore; workers?
   return { store, service, volumes, manager };
 }
 
+/** Counts the catalog records read. */
+class CountingStore extends MemoryObjectStore {
+  gets = 0;
+  override async get(key: string, range?: ByteRange): Promise<Buffer> {
+    if (key.startsWith('catalog/backups/')) this.gets++;
+    return super.get(key, range);
+  }
+}
+
 async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
   const out: string[] = [];
   for await (const o of store.list(prefix)) out.push(o.key);
@@ -39,7 +52,7 @@ describe('Repository', () => {
     const store = new MemoryObjectStore();
     await expectCode(Repository.open(store), 'NOT_FOUND');
     const config = await Repository.init(store, { chunkSize: 128 * 1024 });
-    expect(config).toMatchObject({ format: 'cairn-repository', version: 2, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
+    expect(config).toMatchObject({ format: 'cairn-repository', version: 3, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
     await expectCode(Repository.init(store), 'ALREADY_EXISTS');
     expect((await Repository.open(store)).config.id).toBe(config.id);
   });
@@ -169,7 +182,7 @@ describe('ChunkedBackupService storage', () => {
     expect([...fresh.index.packs().keys()].map((p) => `packs/${p}`).sort()).toEqual(packs);
   });
 
-  it('a format-1 repository (one index object per pack) is read as it is, and upgraded to format 2 by its first backup', async () => {
+  it('a format-1 repository (one index object per pack, no catalog volume entries) is read as it is, and upgraded to format 3 by its first backup', async () => {
     const { store, volumes, manager } = await rig({ passphrase: 'pw' });
     const v = await filledVolume(volumes, 8 * MiB, 3);
     const first = await manager.backup({ volumeId: v.id });
@@ -181,6 +194,7 @@ describe('ChunkedBackupService storage', () => {
       const n = pack.readUInt32BE(pack.length - 12);
       await store.put(`index/${key.slice('packs/'.length)}`, pack.subarray(pack.length - 12 - n, pack.length - 12));
     }
+    for (const key of await keys(store, 'catalog/by-volume/')) await store.delete(key);
     const config = JSON.parse((await store.get('config')).toString());
     await store.put('config', Buffer.from(JSON.stringify({ ...config, version: 1 })));
 
@@ -198,8 +212,12 @@ describe('ChunkedBackupService storage', () => {
     const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(MiB, randomBytes(MiB));
     await volumes.detach(a.id);
+    expect((await m2.listBackups({ volumeId: v.id })).map((b) => b.id)).toEqual([first.id]); // read in full
     const second = await m2.backup({ volumeId: v.id, incremental: true });
-    expect(JSON.parse((await store.get('config')).toString()).version).toBe(2);
+    expect(second.parentId).toBe(first.id);
+    expect(JSON.parse((await store.get('config')).toString()).version).toBe(3);
+    // The upgrade gave the older record its volume entry; the new one came with its own.
+    expect(await keys(store, 'catalog/by-volume/')).toEqual([volumeEntryKey(first), volumeEntryKey(second)].sort());
     expect(second.stats!.bytesNew).toBe(MiB); // the format-1 index still serves dedup
     await m2.deleteBackup(first.id);
     await old.gc({ graceMs: 0, repackThreshold: 0.01 });
@@ -406,6 +424,77 @@ describe('Repository locks', () => {
 });
 
 describe('RepositoryCatalog', () => {
+  /** A record of `volumeId`, created `minute` minutes into the day. */
+  const record = (id: number, volumeId: string, minute: number, status: BackupRecord['status'], service = 'repo'): BackupRecord => ({
+    id: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+    name: '',
+    description: '',
+    volumeId,
+    volumeName: 'v',
+    size: MiB,
+    status,
+    service,
+    incremental: false,
+    volumeMetadata: {},
+    serviceData: {},
+    createdAt: new Date(Date.UTC(2026, 10, 24, 0, minute)).toISOString(),
+    updatedAt: new Date(Date.UTC(2026, 10, 24, 0, minute)).toISOString(),
+  });
+
+  /** 60 records over three volumes (one id with a colon), with errors and another service mixed in. */
+  async function catalogs() {
+    const store = new CountingStore('mem');
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: 'pw', init: { kdf: FAST_KDF } });
+    const catalog = new RepositoryCatalog(service.repository);
+    const memory = new MemoryCatalog();
+    const volumes = ['vol-a', 'vol-b', 'pool:vol-c'];
+    for (let i = 0; i < 60; i++) {
+      const r = record(i, volumes[i % 3]!, (i * 7) % 60, i % 5 === 4 ? 'error' : 'available', i % 11 === 10 ? 'other' : 'repo');
+      await catalog.putBackup(r);
+      await memory.putBackup(r);
+    }
+    store.gets = 0;
+    return { store, catalog, memory, volumes };
+  }
+
+  it('a volume\'s listing reads only its own records, its newest backup only a few, with the same answers as the memory catalog', async () => {
+    const { store, catalog, memory, volumes } = await catalogs();
+    for (const volumeId of volumes) {
+      store.gets = 0;
+      const listed = await catalog.listBackups({ volumeId });
+      expect(listed).toEqual(await memory.listBackups({ volumeId }));
+      expect(listed).toHaveLength(20);
+      expect(store.gets).toBe(20);
+      for (const filter of [{ volumeId }, { volumeId, status: 'available' as const, service: 'repo' }, { volumeId, status: 'error' as const }, { volumeId, service: 'other' }]) {
+        const latest = await catalog.latestBackup(filter);
+        expect(latest).toBeDefined();
+        expect(latest).toEqual(await memory.latestBackup(filter));
+      }
+      // What an incremental asks for: among the newest few (rarer matches read further back).
+      store.gets = 0;
+      await catalog.latestBackup({ volumeId, status: 'available', service: 'repo' });
+      expect(store.gets).toBeLessThanOrEqual(8);
+    }
+    expect(await catalog.latestBackup({ volumeId: 'vol-z' })).toBeUndefined();
+    store.gets = 0;
+    expect(await catalog.listBackups({ status: 'error' })).toEqual(await memory.listBackups({ status: 'error' }));
+    expect(store.gets).toBe(60); // no volume: every record
+  });
+
+  it('a deleted record takes its volume entry along; an entry whose record is gone is skipped', async () => {
+    const { store, catalog, memory } = await catalogs();
+    const newest = (await catalog.latestBackup({ volumeId: 'vol-a' }))!;
+    await catalog.deleteBackup(newest.id);
+    await memory.deleteBackup(newest.id);
+    expect(await keys(store, volumeEntryKey(newest))).toEqual([]);
+    expect(await catalog.listBackups({ volumeId: 'vol-a' })).toEqual(await memory.listBackups({ volumeId: 'vol-a' }));
+    // An entry left by a delete that stopped between the record and its entry.
+    await store.put(volumeEntryKey(record(99, 'vol-a', 59, 'available')), Buffer.alloc(0));
+    expect(await catalog.latestBackup({ volumeId: 'vol-a' })).toEqual(await memory.latestBackup({ volumeId: 'vol-a' }));
+    expect(await catalog.listBackups({ volumeId: 'vol-a' })).toHaveLength(19);
+    await catalog.deleteBackup(newest.id); // idempotent
+  });
+
   it('records live in the repository: a manager on another machine sees them and restores', async () => {
     const first = await rig({ passphrase: 'pw' });
     const v = await filledVolume(first.volumes, 4 * MiB, 15);

@@ -330,7 +330,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
     const service = this.target(backup.service);
     const caps = service.describe().capabilities;
-    const children = (await this.catalog.listBackups({ parentId: backup.id })).filter((c) => c.status !== 'error');
+    const children = (await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id })).filter((c) => c.status !== 'error');
     if (children.length > 0 && caps.dependentChains) {
       if (!options.cascade) throw new CairnError('CONFLICT', `backup ${backup.id} has ${children.length} dependent backup(s); delete them first or cascade`);
       if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
@@ -449,8 +449,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   private async latestAvailable(volumeId: string, service: string): Promise<BackupRecord | undefined> {
-    const list = await this.catalog.listBackups({ volumeId, status: 'available' });
-    return list.filter((b) => b.service === service).at(-1);
+    return this.catalog.latestBackup({ volumeId, status: 'available', service });
   }
 
   private async assertNoFlow(volumeId: string): Promise<void> {

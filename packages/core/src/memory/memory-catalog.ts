@@ -22,8 +22,12 @@ export class MemoryCatalog implements Catalog {
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
     return [...this.backups.values()]
       .filter((r) => matches(r, filter))
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))
       .map(clone);
+  }
+
+  async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
+    return (await this.listBackups(filter)).at(-1);
   }
 
   async deleteBackup(backupId: string): Promise<void> {
@@ -53,6 +57,7 @@ export function matches(record: BackupRecord, filter: BackupFilter): boolean {
   return (
     (filter.volumeId === undefined || record.volumeId === filter.volumeId) &&
     (filter.status === undefined || record.status === filter.status) &&
-    (filter.parentId === undefined || record.parentId === filter.parentId)
+    (filter.parentId === undefined || record.parentId === filter.parentId) &&
+    (filter.service === undefined || record.service === filter.service)
   );
 }

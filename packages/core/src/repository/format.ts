@@ -10,10 +10,13 @@ import type { ChunkList } from './chunk-list.js';
 export const FORMAT_NAME = 'cairn-repository';
 /**
  * 2: index objects (`index/<indexId>`) name several packs (IndexDoc). Format-1 index objects
- * (`index/<packId>`, one PackIndexDoc each) are still read; a format-1 repository is upgraded
- * to 2 when opened for writing, so that an older reader refuses it instead of misreading.
+ * (`index/<packId>`, one PackIndexDoc each) are still read.
+ * 3: every catalog record has an entry under its volume (`catalog/by-volume/…`, see
+ * repository-catalog.ts), so a volume's records are found without reading all of them.
+ * An older repository is upgraded when opened for writing (Repository.upgradeFormat), so that an
+ * older Cairn refuses it instead of misreading it or writing records without entries.
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 
 /** Object keys. Ids are lowercase hex SHA-256 (64 chars) or UUIDs. */
 export const Keys = {

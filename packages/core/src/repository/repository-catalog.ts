@@ -5,17 +5,45 @@ import { matches } from '../memory/memory-catalog.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import type { Repository } from './repository.js';
 
-const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/' } as const;
+const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/', byVolume: 'catalog/by-volume/' } as const;
+
+/** Records read at once when a listing reads several. */
+const READ_CONCURRENCY = 8;
+
+/** Format version from which every record has its by-volume entry (see volumeEntryKey). */
+export const CATALOG_BY_VOLUME_VERSION = 3;
+
+/** The directory of a volume's entries: the volume id in hex (ids may hold `:`, keys may not). */
+const volumePrefix = (volumeId: string): string => `${PREFIX.byVolume}${Buffer.from(volumeId, 'utf8').toString('hex')}/`;
+
+/**
+ * A record's entry under its volume: an empty object named `<createdAt as YYYYMMDDTHHMMSSmmmZ>.<backupId>`,
+ * so that names sort as records do (creation time, then id) and a volume's newest backups are found
+ * without reading its older records or any other volume's.
+ */
+export function volumeEntryKey(record: Pick<BackupRecord, 'volumeId' | 'createdAt' | 'id'>): string {
+  // Normalised through Date, so that times written with other precisions sort the same way.
+  const t = Date.parse(record.createdAt);
+  const at = Number.isFinite(t) ? new Date(t).toISOString().replace(/[-:.]/g, '') : '00000000T000000000Z';
+  return `${volumePrefix(record.volumeId)}${at}.${record.id}`;
+}
 
 /**
  * The BackupManager's records kept in the repository itself (sealed like manifests when the
  * repository is encrypted), so nothing is lost with a local database and any machine that
  * reaches the repository sees the same records. Each record is one object; writes are atomic.
+ *
+ * Each record also has an empty entry under its volume (`volumeEntryKey`), written before the
+ * record and removed after it, so an entry may lack its record (skipped) but a record never lacks
+ * its entry. Listings for one volume and the newest backup of a volume read through the entries
+ * in repositories of format 3 and later (older ones, whose records may lack entries, are read in
+ * full until their first writer upgrades them: see writeVolumeEntries).
  */
 export class RepositoryCatalog implements Catalog {
   constructor(private readonly repo: Repository) {}
 
   async putBackup(record: BackupRecord): Promise<void> {
+    await this.repo.store.put(volumeEntryKey(record), Buffer.alloc(0));
     await this.write(PREFIX.backups, record.id, record);
   }
 
@@ -26,16 +54,32 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
-    const out: BackupRecord[] = [];
-    for await (const o of this.repo.store.list(PREFIX.backups)) {
-      const r = await this.read<BackupRecord>(PREFIX.backups, o.key.slice(PREFIX.backups.length));
-      if (r && matches(r, filter)) out.push(r);
-    }
-    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+    const ids = filter.volumeId !== undefined && this.indexed ? (await this.volumeEntries(filter.volumeId)).map((e) => e.backupId) : await this.allIds();
+    const records = await this.readMany(ids);
+    return records.filter((r) => matches(r, filter)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
   }
 
+  async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
+    if (!this.indexed) return (await this.listBackups(filter)).at(-1);
+    const entries = await this.volumeEntries(filter.volumeId);
+    // Newest first, a few at a time: usually the first one read is the answer.
+    for (let end = entries.length; end > 0; end -= READ_CONCURRENCY) {
+      const batch = entries.slice(Math.max(0, end - READ_CONCURRENCY), end).map((e) => e.backupId);
+      const records = await this.readMany(batch);
+      const hit = records.filter((r) => matches(r, filter)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id)).at(-1);
+      if (hit) return hit;
+    }
+    return undefined;
+  }
+
+  /** Removes the record, then its volume entry. Idempotent. */
   async deleteBackup(backupId: string): Promise<void> {
+    const record = await this.read<BackupRecord>(PREFIX.backups, backupId).catch((err: unknown) => {
+      if (isCairnError(err) && err.code === 'CORRUPT') return undefined; // a damaged record still goes
+      throw err;
+    });
     await this.repo.store.delete(PREFIX.backups + backupId);
+    if (record) await this.repo.store.delete(volumeEntryKey(record));
   }
 
   async getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined> {
@@ -59,6 +103,43 @@ export class RepositoryCatalog implements Catalog {
     await this.repo.store.delete(PREFIX.volumes + volumeId);
   }
 
+  /** Whether every record has its volume entry (format 3 and later). */
+  private get indexed(): boolean {
+    return this.repo.config.version >= CATALOG_BY_VOLUME_VERSION;
+  }
+
+  /** A volume's entries, oldest first. */
+  private async volumeEntries(volumeId: string): Promise<{ name: string; backupId: string }[]> {
+    const prefix = volumePrefix(volumeId);
+    const out: { name: string; backupId: string }[] = [];
+    for await (const o of this.repo.store.list(prefix)) {
+      const name = o.key.slice(prefix.length);
+      const dot = name.indexOf('.');
+      if (dot > 0 && !name.includes('/')) out.push({ name, backupId: name.slice(dot + 1) });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  private async allIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const o of this.repo.store.list(PREFIX.backups)) ids.push(o.key.slice(PREFIX.backups.length));
+    return ids;
+  }
+
+  /** The records of `ids` that exist, READ_CONCURRENCY reads at a time. */
+  private async readMany(ids: readonly string[]): Promise<BackupRecord[]> {
+    const out: BackupRecord[] = [];
+    let next = 0;
+    const reader = async (): Promise<void> => {
+      while (next < ids.length) {
+        const r = await this.read<BackupRecord>(PREFIX.backups, ids[next++]!);
+        if (r) out.push(r);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, ids.length) }, reader));
+    return out;
+  }
+
   private async write(prefix: string, id: string, doc: unknown): Promise<void> {
     await this.repo.store.put(prefix + id, encodeDocument(this.repo.codec, doc, prefix + id));
   }
@@ -73,5 +154,26 @@ export class RepositoryCatalog implements Catalog {
       throw err;
     }
     return decodeDocument<T>(this.repo.codec, blob, prefix + id);
+  }
+}
+
+/**
+ * Gives every record in the repository its volume entry: part of the upgrade to format 3, run
+ * before `config` says 3 (records written meanwhile by this version come with their entries).
+ * Damaged records are left as they are (they list as CORRUPT either way). Idempotent.
+ */
+export async function writeVolumeEntries(repo: Repository): Promise<void> {
+  const catalog = new RepositoryCatalog(repo);
+  const ids: string[] = [];
+  for await (const o of repo.store.list(PREFIX.backups)) ids.push(o.key.slice(PREFIX.backups.length));
+  for (const id of ids) {
+    let record: BackupRecord;
+    try {
+      record = await catalog.getBackup(id);
+    } catch (err) {
+      if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'CORRUPT')) continue;
+      throw err;
+    }
+    await repo.store.put(volumeEntryKey(record), Buffer.alloc(0));
   }
 }

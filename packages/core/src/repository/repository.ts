@@ -3,6 +3,7 @@ import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './codec.js';
+import { CATALOG_BY_VOLUME_VERSION, writeVolumeEntries } from './repository-catalog.js';
 import { ChunkIndex } from './chunk-index.js';
 import { ChunkProcessor } from './chunk-processor.js';
 import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
@@ -112,13 +113,15 @@ export class Repository {
 
   /**
    * Brings a repository of an older format up to FORMAT_VERSION before this process writes into
-   * it (called by the writers, under their lock): format 1 only lacks multi-pack index objects,
-   * so the upgrade is rewriting `config` with the new version, after which an older Cairn
-   * refuses the repository (NOT_SUPPORTED) instead of misreading its new index objects.
+   * it (called by the writers, under their lock). Format 1 only lacks multi-pack index objects;
+   * formats 1 and 2 lack the catalog's volume entries, which are written first. Then `config` is
+   * rewritten with the new version, after which an older Cairn refuses the repository
+   * (NOT_SUPPORTED) instead of misreading its index objects or writing records without entries.
    * Idempotent; concurrent upgraders write the same bytes.
    */
   async upgradeFormat(): Promise<void> {
     if (this.config.version >= FORMAT_VERSION) return;
+    if (this.config.version < CATALOG_BY_VOLUME_VERSION) await writeVolumeEntries(this);
     const upgraded: RepositoryConfig = { ...this.config, version: FORMAT_VERSION };
     await this.store.put(Keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)));
     (this as { config: RepositoryConfig }).config = upgraded;
