@@ -1,10 +1,10 @@
 /**
- * `npm run bench [-- --size 2G] [--keep] [--plain]`: Cairn and restic side by side, same run, same
+ * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold]`: Cairn and restic side by side, same run, same
  * data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
  * gives elapsed time and peak RSS for both. Prints a table and writes bench/results/<date>.json.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,9 +21,29 @@ const encrypt = !argv.includes('--plain');
 const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
 const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSITORY: join(work, 'restic'), RESTIC_CACHE_DIR: join(work, 'restic-cache') };
 
-function timed(cmd, args, cwd = work, processEnv = env) {
-  // Start every measured operation with no writeback pending from the previous one (either tool's).
+// `--cold`: every measured operation starts with the page cache dropped (needs root), as for a
+// backup or restore run long after the last one. By default caches stay warm, which favours
+// whichever tool left its files there: restic writes its packs through the page cache, Cairn with
+// O_DIRECT, so restic's restore reads its repository from memory and Cairn's from the disk.
+const cold = argv.includes('--cold');
+if (cold && !canDropCaches()) throw new Error('--cold needs write access to /proc/sys/vm/drop_caches (root)');
+function canDropCaches() {
+  try {
+    accessSync('/proc/sys/vm/drop_caches', constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function timed(cmd, args, cwd = work, processEnv = env, measured = false) {
+  // Start every operation with no writeback pending from the previous one (either tool's).
   execFileSync('sync');
+  if (cold && measured) {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    // Give the VM time to hand the freed pages back, as it would between two real operations.
+    execFileSync('sleep', ['3']);
+  }
   const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env: processEnv, encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
@@ -33,13 +53,15 @@ function timed(cmd, args, cwd = work, processEnv = env) {
 // The same V8 flags and malloc setting the `cairn` binary runs with (packages/cli/bin/cairn.js).
 const NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
 const CAIRN_ENV = { ...env, MALLOC_MMAP_THRESHOLD_: '131072' };
-const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV);
-const restic = (...a) => timed('restic', ['--no-cache', ...a]);
+/** The operations in the table; the others (prepare, digest, check…) set them up and check them. */
+const MEASURED = new Set(['backup', 'restore']);
+const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV, MEASURED.has(a[0]));
+const restic = (...a) => timed('restic', ['--no-cache', ...a], work, env, MEASURED.has(a[0]));
 const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);
 const mbps = (s) => Math.round(size / 1e6 / s);
 
-console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}`);
+console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}; ${cold ? 'page cache dropped before every measured operation (--cold)' : 'page cache left warm between operations'}`);
 cairn('prepare', String(size));
 const changed = cairn('modify').out; // measure the twin's delta size once, then rebuild the base
 rmSync(join(work, 'volumes'), { recursive: true, force: true });
@@ -86,11 +108,11 @@ for (const [name, c, r, cs, rs] of rows) {
 console.log(`\nbytes changed by the day of writes: ${MiB(changed.bytesChanged)}; CBT incremental took ${((c2.seconds / c1.seconds) * 100).toFixed(1)}% of the full backup's time and stored ${(stored2 / changed.bytesChanged).toFixed(2)}× the changed bytes`);
 console.log(`restores byte-exact: ${c4.out.exact}; restored volume allocates ${MiB(c4.out.allocatedBytes)} of ${MiB(size)} (restic 0.14 restores without holes: ${MiB(resticRestoredDisk)})`);
 console.log(`Cairn in-process times (ms, excluding process start and key derivation): full ${c1.out.ms}, incremental ${c2.out.ms}, no-cbt ${c3.out.ms}, restore ${c4.out.ms}`);
-console.log(`Cairn restore phases: copy ${phases.copyMs} ms (${mbps(phases.copyMs / 1000)} MB/s of image, data in the page cache, like restic's), final fdatasync ${phases.flushMs} ms`);
+console.log(`Cairn restore phases (a second restore, packs now in the page cache): copy ${phases.copyMs} ms (${mbps(phases.copyMs / 1000)} MB/s of image), final fdatasync ${phases.flushMs} ms`);
 console.log(`Cairn stats: full ${JSON.stringify(c1.out.stats)}\n             incremental ${JSON.stringify(c2.out.stats)}\n             no-cbt ${JSON.stringify(c3.out.stats)}`);
 mkdirSync(join(here, 'results'), { recursive: true });
 const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);
-writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, phases, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
+writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, cold, phases, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
 console.log(`results: ${file}`);
 if (!argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
 if (!c4.out.exact) process.exit(1);
