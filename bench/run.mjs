@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold]`: Cairn and restic side by side, same run, same
+ * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold] [--settle 3]`: Cairn and restic side by side, same run, same
  * data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
  * gives elapsed time and peak RSS for both. Prints a table and writes bench/results/<date>.json.
  */
@@ -36,13 +36,18 @@ function canDropCaches() {
   }
 }
 
+// Seconds of quiet before each measured operation (`--settle`). `sync` returns once the guest has
+// handed its writes to the virtual disk, while the host may still be writing them: without the
+// pause, Cairn's first restore, which reads its packs from the disk right after restic's backup,
+// took 3.1–3.2 s in-process in three runs, and 1.95–2.04 s in two runs with it.
+const settle = Number(opt('--settle', '3'));
+
 function timed(cmd, args, cwd = work, processEnv = env, measured = false) {
   // Start every operation with no writeback pending from the previous one (either tool's).
   execFileSync('sync');
-  if (cold && measured) {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-    // Give the VM time to hand the freed pages back, as it would between two real operations.
-    execFileSync('sleep', ['3']);
+  if (measured) {
+    if (cold) writeFileSync('/proc/sys/vm/drop_caches', '3');
+    if (settle > 0) execFileSync('sleep', [String(settle)]);
   }
   const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env: processEnv, encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
@@ -61,7 +66,7 @@ const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).sp
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);
 const mbps = (s) => Math.round(size / 1e6 / s);
 
-console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}; ${cold ? 'page cache dropped before every measured operation (--cold)' : 'page cache left warm between operations'}`);
+console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}; ${cold ? 'page cache dropped' : 'page cache left warm'} and ${settle} s of quiet before every measured operation`);
 cairn('prepare', String(size));
 const changed = cairn('modify').out; // measure the twin's delta size once, then rebuild the base
 rmSync(join(work, 'volumes'), { recursive: true, force: true });
@@ -112,7 +117,7 @@ console.log(`Cairn restore phases (a second restore, packs now in the page cache
 console.log(`Cairn stats: full ${JSON.stringify(c1.out.stats)}\n             incremental ${JSON.stringify(c2.out.stats)}\n             no-cbt ${JSON.stringify(c3.out.stats)}`);
 mkdirSync(join(here, 'results'), { recursive: true });
 const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);
-writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, cold, phases, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
+writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, cold, settle, phases, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
 console.log(`results: ${file}`);
 if (!argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
 if (!c4.out.exact) process.exit(1);
