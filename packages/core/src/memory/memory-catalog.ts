@@ -22,7 +22,7 @@ export class MemoryCatalog implements Catalog {
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
     return [...this.backups.values()]
       .filter((r) => matches(r, filter))
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))
+      .sort(byCreation)
       .map(clone);
   }
 
@@ -51,6 +51,9 @@ export class MemoryCatalog implements Catalog {
     this.volumeStates.delete(volumeId);
   }
 }
+
+/** The order of catalog listings: creation time, then id. */
+export const byCreation = (a: BackupRecord, b: BackupRecord): number => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id);
 
 /** True when `record` matches every field set in `filter`. */
 export function matches(record: BackupRecord, filter: BackupFilter): boolean {

@@ -13,6 +13,7 @@ import type { BlockDevice } from '../contracts/block-device.js';
 import type { ObjectStore } from '../contracts/object-store.js';
 import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
+import { byCreation } from '../memory/memory-catalog.js';
 import { writeBackup, type WriteOptions } from './backup-writer.js';
 import type { Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
@@ -186,7 +187,7 @@ export class ChunkedBackupService implements BackupService {
         const m = await this.repository.readManifest(id);
         records.push({ ...m.record, service: this.name, status: 'available', stats: m.stats });
       }
-      return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+      return records.sort(byCreation);
     });
   }
 

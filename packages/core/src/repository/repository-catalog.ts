@@ -1,7 +1,7 @@
 import type { BackupFilter, Catalog } from '../contracts/catalog.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { CairnError, isCairnError } from '../errors.js';
-import { matches } from '../memory/memory-catalog.js';
+import { byCreation, matches } from '../memory/memory-catalog.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import type { Repository } from './repository.js';
 
@@ -54,9 +54,9 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
-    const ids = filter.volumeId !== undefined && this.indexed ? (await this.volumeEntries(filter.volumeId)).map((e) => e.backupId) : await this.allIds();
+    const ids = filter.volumeId !== undefined && this.indexed ? (await this.volumeEntries(filter.volumeId)).map((e) => e.backupId) : await recordIds(this.repo);
     const records = await this.readMany(ids);
-    return records.filter((r) => matches(r, filter)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+    return records.filter((r) => matches(r, filter)).sort(byCreation);
   }
 
   async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
@@ -66,7 +66,7 @@ export class RepositoryCatalog implements Catalog {
     for (let end = entries.length; end > 0; end -= READ_CONCURRENCY) {
       const batch = entries.slice(Math.max(0, end - READ_CONCURRENCY), end).map((e) => e.backupId);
       const records = await this.readMany(batch);
-      const hit = records.filter((r) => matches(r, filter)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id)).at(-1);
+      const hit = records.filter((r) => matches(r, filter)).sort(byCreation).at(-1);
       if (hit) return hit;
     }
     return undefined;
@@ -120,12 +120,6 @@ export class RepositoryCatalog implements Catalog {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  private async allIds(): Promise<string[]> {
-    const ids: string[] = [];
-    for await (const o of this.repo.store.list(PREFIX.backups)) ids.push(o.key.slice(PREFIX.backups.length));
-    return ids;
-  }
-
   /** The records of `ids` that exist, READ_CONCURRENCY reads at a time. */
   private async readMany(ids: readonly string[]): Promise<BackupRecord[]> {
     const out: BackupRecord[] = [];
@@ -164,9 +158,7 @@ export class RepositoryCatalog implements Catalog {
  */
 export async function writeVolumeEntries(repo: Repository): Promise<void> {
   const catalog = new RepositoryCatalog(repo);
-  const ids: string[] = [];
-  for await (const o of repo.store.list(PREFIX.backups)) ids.push(o.key.slice(PREFIX.backups.length));
-  for (const id of ids) {
+  for (const id of await recordIds(repo)) {
     let record: BackupRecord;
     try {
       record = await catalog.getBackup(id);
@@ -176,4 +168,11 @@ export async function writeVolumeEntries(repo: Repository): Promise<void> {
     }
     await repo.store.put(volumeEntryKey(record), Buffer.alloc(0));
   }
+}
+
+/** The ids of every record in the repository, in no order. */
+async function recordIds(repo: Repository): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const o of repo.store.list(PREFIX.backups)) ids.push(o.key.slice(PREFIX.backups.length));
+  return ids;
 }
