@@ -113,7 +113,7 @@ for (const [name, c, r, cs, rs] of rows) {
 console.log(`\nbytes changed by the day of writes: ${MiB(changed.bytesChanged)}; CBT incremental took ${((c2.seconds / c1.seconds) * 100).toFixed(1)}% of the full backup's time and stored ${(stored2 / changed.bytesChanged).toFixed(2)}× the changed bytes`);
 console.log(`restores byte-exact: ${c4.out.exact}; restored volume allocates ${MiB(c4.out.allocatedBytes)} of ${MiB(size)} (restic 0.14 restores without holes: ${MiB(resticRestoredDisk)})`);
 console.log(`Cairn in-process times (ms, excluding process start and key derivation): full ${c1.out.ms}, incremental ${c2.out.ms}, no-cbt ${c3.out.ms}, restore ${c4.out.ms} (CPU: ${c4.out.cpuMs.user} ms user, ${c4.out.cpuMs.system} ms system)`);
-console.log(`Cairn restore phases (a second restore, packs now in the page cache): copy ${phases.copyMs} ms (${mbps(phases.copyMs / 1000)} MB/s of image), final fdatasync ${phases.flushMs} ms`);
+console.log(`Cairn restore phases (a second restore; packs are read with O_DIRECT, as in the first): copy ${phases.copyMs} ms (${mbps(phases.copyMs / 1000)} MB/s of image), final fdatasync ${phases.flushMs} ms`);
 console.log(`Cairn stats: full ${JSON.stringify(c1.out.stats)}\n             incremental ${JSON.stringify(c2.out.stats)}\n             no-cbt ${JSON.stringify(c3.out.stats)}`);
 mkdirSync(join(here, 'results'), { recursive: true });
 const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);

@@ -10,6 +10,7 @@ declare -A NEEDS=(
   [qemu-storage-daemon]=qemu-system-common
   [nbdinfo]=libnbd-bin
   [nbdcopy]=libnbd-bin
+  [fincore]=util-linux-extra
 )
 
 missing=()

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import type { ObjectInfo } from '@cairn/core';
+import { DIRECT_IO_ALIGN, alignedBuffer, type ObjectInfo } from '@cairn/core';
 import type { Group } from '../harness.js';
 import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
 import type { ObjectStoreContext } from './context.js';
@@ -164,6 +164,21 @@ export const objectReadInto: Group<ObjectStoreContext> = {
           await store.getInto!(`${prefix}/into`, { offset, length }, into);
           assertSameBytes(into.subarray(0, length), data.subarray(offset, offset + length), `range ${offset}+${length}`);
           assert.ok(into.subarray(length).every((b) => b === 0xee), `bytes after range ${offset}+${length} untouched`);
+        }
+      },
+    },
+    {
+      name: 'getInto with `once` gives the same bytes, with `into` in plain memory or laid out for a direct read',
+      async run({ store, prefix }) {
+        const data = patternBytes(300_000, 7);
+        await store.put(`${prefix}/once`, data);
+        for (const [offset, length] of [[0, 4096], [123_457, 100_000], [299_000, 1000]] as const) {
+          const shift = offset % DIRECT_IO_ALIGN;
+          const laidOut = alignedBuffer(length + 2 * DIRECT_IO_ALIGN).subarray(shift, shift + length);
+          for (const into of [Buffer.alloc(length), laidOut]) {
+            await store.getInto!(`${prefix}/once`, { offset, length }, into, { once: true });
+            assertSameBytes(into, data.subarray(offset, offset + length), `once, range ${offset}+${length}`);
+          }
         }
       },
     },

@@ -40,6 +40,6 @@ export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, typ
 export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';
 export { ChunkList } from './repository/chunk-list.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
-export { alignedBuffer, alignPad, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
+export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';
 export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { COPY_ALIGN, DIRECT_IO_ALIGN, alignPad, alignedBuffer, isDirectIoReady, openDirect, writeDirect } from '../src/index.js';
+import { COPY_ALIGN, DIRECT_IO_ALIGN, alignPad, alignedBuffer, directReadSpan, isDirectIoReady, openDirect, writeDirect } from '../src/index.js';
 
 describe('direct I/O helpers', () => {
   let dir: string;
@@ -25,6 +25,23 @@ describe('direct I/O helpers', () => {
     } finally {
       await fh!.close();
     }
+  });
+
+  it('directReadSpan: the block-rounded span around `into` when it sits at the offset\'s alignment with room around it, else nothing', () => {
+    const A = DIRECT_IO_ALIGN;
+    const buf = alignedBuffer(4 * A);
+    const into = buf.subarray(100, 100 + 5000); // for file offset 3 * A + 100
+    const span = directReadSpan(into, 3 * A + 100, 5000)!;
+    expect(span.buffer).toBe(buf.buffer);
+    expect(span.byteOffset).toBe(0);
+    expect(span.length).toBe(2 * A); // 100 + 5000 rounded up
+    expect(directReadSpan(buf.subarray(0, A), 7 * A, A)!.length).toBe(A); // already aligned: itself
+    expect(directReadSpan(into, 3 * A + 101, 5000)).toBeUndefined(); // not at the offset's alignment
+    expect(directReadSpan(Buffer.alloc(5000), 100, 5000)).toBeUndefined(); // not aligned memory
+    // Aligned memory comes in whole pages, so the rounding may reach past the Buffer's own end.
+    const small = alignedBuffer(5000);
+    expect(directReadSpan(small, 0, 5000)!.length).toBe(2 * A);
+    expect(directReadSpan(buf.subarray(100, 200), A + 100, 100)!.length).toBe(A);
   });
 
   it('isDirectIoReady accepts only aligned buffers from alignedBuffer at aligned positions', () => {

@@ -130,3 +130,19 @@ export async function readExactly(fh: FileHandle, offset: number, length: number
   }
   return out.subarray(0, length);
 }
+
+/**
+ * Reads the bytes `[from, to)` of an O_DIRECT file into `span`, which starts at the aligned
+ * offset `from` and is as long as the aligned end (util/direct-io's directReadSpan). Every read
+ * asks for whole aligned blocks; only the file's end makes one short. `CORRUPT` when the file
+ * ends before `to`.
+ */
+export async function readDirect(fh: FileHandle, span: Buffer, from: number, to: number, what: string): Promise<void> {
+  let done = 0;
+  while (from + done < to) {
+    const { bytesRead } = await fh.read(span, done, span.length - done, from + done);
+    if (bytesRead === 0) throw new CairnError('CORRUPT', `${what} ended after ${from + done} of ${to} bytes`, { driver: DRIVER, details: { offset: from, length: to - from } });
+    done += bytesRead;
+    if (from + done < to && done % DIRECT_IO_ALIGN !== 0) throw new CairnError('INTERNAL', `${what}: short O_DIRECT read of ${bytesRead} bytes`, { driver: DRIVER });
+  }
+}

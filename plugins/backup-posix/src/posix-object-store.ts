@@ -3,16 +3,20 @@ import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/prom
 import { dirname, join, resolve } from 'node:path';
 import {
   CairnError,
+  DIRECT_IO_ALIGN,
   assertObjectKey,
   assertObjectPrefix,
+  directReadSpan,
+  openDirect,
   resolveRange,
   type ByteRange,
+  type GetIntoOptions,
   type ObjectInfo,
   type ObjectStore,
   type ObjectStoreCapabilities,
   type PutOptions,
 } from '@cairn/core';
-import { ensureDir, fsyncDir, linkIfAbsent, readExactly, writeTempFile } from './durable-fs.js';
+import { ensureDir, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
 import { DRIVER, errnoOf, fsError, isAbsent } from './fs-errors.js';
 import { keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
@@ -113,18 +117,30 @@ export class PosixObjectStore implements ObjectStore {
     return this.read(key, range);
   }
 
-  /** get's range read into `into` (no intermediate buffer). Same errors as get. */
-  async getInto(key: string, range: ByteRange, into: Buffer): Promise<void> {
+  /**
+   * get's range read into `into` (no intermediate buffer). Same errors as get. With `once`, and
+   * `into` laid out for it (ObjectStore.getInto), the file is read with O_DIRECT: a restore's
+   * packs then never fill the page cache (on this kind of VM, filling it with a restore's gigabyte
+   * of packs cost up to 1.7 s of kernel time in one run and 0.1 s in the next).
+   */
+  async getInto(key: string, range: ByteRange, into: Buffer, options: GetIntoOptions = {}): Promise<void> {
     if (into.length < range.length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes for a range of ${range.length}`, { driver: DRIVER });
-    await this.read(key, range, into);
+    await this.read(key, range, into, options.once ? directReadSpan(into, range.offset, range.length) : undefined);
   }
 
-  /** get and getInto: reads `range` (default: all) of the object into `into` (default: a new buffer). */
-  private async read(key: string, range: ByteRange | undefined, into?: Buffer): Promise<Buffer> {
+  /**
+   * get and getInto: reads `range` (default: all) of the object into `into` (default: a new
+   * buffer); through `span` (directReadSpan of `into`) with O_DIRECT where the file system allows.
+   */
+  private async read(key: string, range: ByteRange | undefined, into?: Buffer, span?: Buffer): Promise<Buffer> {
     assertObjectKey(key, DRIVER);
     let fh: FileHandle;
+    let direct = false;
     try {
-      fh = await open(this.pathOf(key), constants.O_RDONLY | constants.O_NOFOLLOW);
+      const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
+      const directFh = span ? await openDirect(this.pathOf(key), flags) : undefined;
+      direct = directFh !== undefined;
+      fh = directFh ?? (await open(this.pathOf(key), flags));
     } catch (err) {
       // Objects are regular files: a symbolic link (ELOOP) is no object, as in head and list.
       throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `get ${key}`);
@@ -133,6 +149,11 @@ export class PosixObjectStore implements ObjectStore {
       const st = await fh.stat();
       if (!st.isFile()) throw this.notFound(key);
       const r = resolveRange(range, st.size, DRIVER);
+      if (direct) {
+        const from = r.offset - (r.offset % DIRECT_IO_ALIGN);
+        await readDirect(fh, span!, from, r.offset + r.length, `object ${key}`);
+        return into!.subarray(0, r.length);
+      }
       return await readExactly(fh, r.offset, r.length, `object ${key}`, into ?? Buffer.allocUnsafe(r.length));
     } catch (err) {
       throw fsError(err, `get ${key}`);

@@ -19,6 +19,11 @@ export interface ObjectStoreCapabilities {
   readInto?: boolean;
 }
 
+export interface GetIntoOptions {
+  /** The bytes are read once: caches may be bypassed (see getInto). */
+  once?: boolean;
+}
+
 /**
  * The primitives under the chunked repository. Keys are `/`-separated segments of
  * `[A-Za-z0-9._-]` (no empty, `.` or `..` segment), at most 1024 bytes; anything else is
@@ -38,8 +43,12 @@ export interface ObjectStore {
    * Optional: reads `range` of the object into `into[0, range.length)`, with the errors of get.
    * Stores that can fill caller memory directly implement it (the restore path reads into
    * reused shared buffers instead of allocating one per read); callers fall back to get.
+   * `options.once`: the caller reads these bytes once (a restore, a verify), so the store may
+   * bypass its caches. When `into` is laid out for it (util/direct-io's directReadSpan: an
+   * aligned buffer, `into` at the range offset's alignment, room around it), the store may then
+   * also overwrite up to DIRECT_IO_ALIGN - 1 bytes of that buffer before and after `into`.
    */
-  getInto?(key: string, range: ByteRange, into: Buffer): Promise<void>;
+  getInto?(key: string, range: ByteRange, into: Buffer, options?: GetIntoOptions): Promise<void>;
   /** Size and time of an object. `NOT_FOUND` if absent. */
   head(key: string): Promise<ObjectInfo>;
   /** Removes an object. Idempotent: absent keys succeed. */

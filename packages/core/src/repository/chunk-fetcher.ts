@@ -2,7 +2,7 @@ import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import type { Location } from './chunk-index.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { FreeList } from '../util/free-list.js';
-import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
+import { DIRECT_IO_ALIGN, alignPad } from '../util/direct-io.js';
 import { Keys } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -25,6 +25,11 @@ export interface FetchOptions {
   maxRange?: number;
   /** Largest gap between two blobs read in one range, bytes. Default 256 KiB. */
   maxGap?: number;
+  /**
+   * Each range is read once (a restore, a verify): ranges are laid out so that the store may read
+   * them past its caches (ObjectStore.getInto's `once`). Default false (an NBD export rereads).
+   */
+  once?: boolean;
   signal?: AbortSignal;
 }
 
@@ -91,7 +96,8 @@ export async function fetchChunks(
   // range's buffer is free again once it is decoded, so the next read overlaps the previous
   // range's onChunks (the restore's writes); a plaintext buffer is free once onChunks resolves.
   // A buffer holds at most maxRange bytes, or one blob larger than that (plus its alignment shift).
-  const largest = Math.ceil((ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) + COPY_ALIGN) / 65536) * 65536;
+  // With `once`, a range also needs room for its rounding to DIRECT_IO_ALIGN on both sides.
+  const largest = Math.ceil((ranges.reduce((m, r) => Math.max(m, r.length, r.raw), maxRange) + 2 * DIRECT_IO_ALIGN) / 65536) * 65536;
   const arena = takeSharedBuffer((reads + decodes) * largest);
   const pool = (first: number, count: number): FreeList<Buffer> => new FreeList(Array.from({ length: count }, (_, k) => arena.subarray((first + k) * largest, (first + k + 1) * largest)));
   const inputs = pool(0, reads);
@@ -105,12 +111,13 @@ export async function fetchChunks(
     let output: Buffer | undefined;
     try {
       // The range sits at its pack offset's alignment, so each blob is as aligned in memory as
-      // the writer laid it out (see util/direct-io's COPY_ALIGN).
-      const shift = alignPad(0, r.offset);
+      // the writer laid it out (see util/direct-io's COPY_ALIGN); with `once`, at its alignment to
+      // DIRECT_IO_ALIGN from the buffer's page-aligned start (directReadSpan's layout).
+      const shift = options.once ? r.offset % DIRECT_IO_ALIGN : alignPad(0, r.offset);
       const range = input.subarray(shift, shift + r.length);
       try {
         const key = Keys.pack(r.pack);
-        if (store.getInto) await store.getInto(key, { offset: r.offset, length: r.length }, range);
+        if (store.getInto) await store.getInto(key, { offset: r.offset, length: r.length }, range, { once: options.once });
         else (await store.get(key, { offset: r.offset, length: r.length })).copy(range);
       } catch (err) {
         const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')

@@ -109,7 +109,7 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
             advance(w.data.length);
           }
         },
-        { signal: options.signal },
+        { signal: options.signal, once: true },
       );
     }
     await flushZeros(size);

@@ -36,7 +36,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
     async (chunks) => {
       for (const c of chunks) report.bytesChecked += c.data.length;
     },
-    { signal, onError: (id, err) => bad.set(id, err) },
+    { signal, once: true, onError: (id, err) => bad.set(id, err) },
   );
   const perBackup = new Map<string, VerifyProblem>();
   for (const [chunk, err] of bad) {

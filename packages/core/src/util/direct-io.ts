@@ -65,6 +65,23 @@ export async function openDirect(path: string, flags: number, mode = 0o666): Pro
   }
 }
 
+/**
+ * For an O_DIRECT read of `length` bytes at file `offset` into `into`: the span to read instead,
+ * from `offset` rounded down to the end rounded up to DIRECT_IO_ALIGN, as a view of the memory
+ * around `into` (so the wanted bytes land exactly in `into`). Undefined unless `into` lies in a
+ * buffer from alignedBuffer at `offset`'s alignment, with room in that buffer for the rounding on
+ * both sides; a caller that lays `into` out so hands that room over (ObjectStore.getInto's `once`).
+ */
+export function directReadSpan(into: Uint8Array, offset: number, length: number): Buffer | undefined {
+  if (!aligned.has(into.buffer)) return undefined;
+  const before = offset % DIRECT_IO_ALIGN;
+  const start = into.byteOffset - before;
+  if (start < 0 || start % DIRECT_IO_ALIGN !== 0) return undefined;
+  const span = Math.ceil((before + length) / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
+  if (start + span > into.buffer.byteLength) return undefined;
+  return Buffer.from(into.buffer, start, span);
+}
+
 /** Largest single O_DIRECT write(2). */
 const DIRECT_WRITE_MAX = 16 * 1024 * 1024;
 
