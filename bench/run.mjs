@@ -36,10 +36,9 @@ function canDropCaches() {
   }
 }
 
-// Seconds of quiet before each measured operation (`--settle`). `sync` returns once the guest has
-// handed its writes to the virtual disk, while the host may still be writing them: without the
-// pause, Cairn's first restore, which reads its packs from the disk right after restic's backup,
-// took 3.1–3.2 s in-process in three of five runs, and 1.90–2.04 s in four runs of four with it.
+// Seconds of quiet before each measured operation (`--settle`), for both tools: `sync` returns
+// once the guest has handed its writes to the virtual disk, while the host may still be writing
+// them, and the next operation should not pay for that.
 const settle = Number(opt('--settle', '3'));
 
 function timed(cmd, args, cwd = work, processEnv = env, measured = false) {
