@@ -120,8 +120,8 @@ export class PosixObjectStore implements ObjectStore {
   /**
    * get's range read into `into` (no intermediate buffer). Same errors as get. With `once`, and
    * `into` laid out for it (ObjectStore.getInto), the file is read with O_DIRECT: a restore's
-   * packs then never fill the page cache (on this kind of VM, filling it with a restore's gigabyte
-   * of packs cost up to 1.7 s of kernel time in one run and 0.1 s in the next).
+   * packs then never fill the page cache (on this kind of VM, a 2 GiB restore spent 1.7–2.4 s in
+   * the kernel filling it in some benchmark runs and 0.4–0.6 s in others; 0.4–0.5 s direct).
    */
   async getInto(key: string, range: ByteRange, into: Buffer, options: GetIntoOptions = {}): Promise<void> {
     if (into.length < range.length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes for a range of ${range.length}`, { driver: DRIVER });
