@@ -8,7 +8,7 @@ async function corruptChunk(service: ChunkedBackupService, store: MemoryObjectSt
   const repo = service.repository;
   const manifest = await repo.readManifest(backup.id);
   await repo.index.refresh();
-  const id = manifest.chunks.slice().find((c) => c !== null);
+  const id = (await manifest.chunks.slice()).find((c) => c !== null);
   const loc = repo.index.get(id!)!;
   const key = `packs/${loc.pack}`;
   const pack = await store.get(key);

@@ -39,6 +39,7 @@ export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
 export { BackupReader, type BackupReaderOptions } from './repository/backup-reader.js';
 export { ChunkList } from './repository/chunk-list.js';
+export { ChunkMap, ChunkWindow, PAGE_CHUNKS } from './repository/chunk-map.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
 export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';

@@ -31,7 +31,8 @@ async function rig() {
   const v = await filledVolume(volumes, 8 * MiB);
   const b = await manager.backup({ volumeId: v.id });
   const repo = service.repository;
-  const ids = [...(await repo.readManifest(b.id)).chunks.ids()];
+  const ids: string[] = [];
+  for await (const id of (await repo.readManifest(b.id)).chunks.chunkIds()) ids.push(id);
   store.started = 0;
   return { store, repo, ids };
 }

@@ -52,7 +52,7 @@ describe('Repository', () => {
     const store = new MemoryObjectStore();
     await expectCode(Repository.open(store), 'NOT_FOUND');
     const config = await Repository.init(store, { chunkSize: 128 * 1024 });
-    expect(config).toMatchObject({ format: 'cairn-repository', version: 3, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
+    expect(config).toMatchObject({ format: 'cairn-repository', version: 4, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
     await expectCode(Repository.init(store), 'ALREADY_EXISTS');
     expect((await Repository.open(store)).config.id).toBe(config.id);
   });
@@ -147,7 +147,7 @@ describe('ChunkedBackupService storage', () => {
     await volumes.detach(a.id);
     const b = await manager.backup({ volumeId: v.id });
     const m = await service.repository.readManifest(b.id);
-    expect(m.chunks.slice().filter((c) => c !== null)).toHaveLength(1);
+    expect((await m.chunks.slice()).filter((c) => c !== null)).toHaveLength(1);
     expect(b.stats!.bytesRead).toBe(512 * 1024); // two allocated chunks of 256 KiB
     const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
     expect((await contents(volumes, volume.id)).equals(await contents(volumes, v.id))).toBe(true);
@@ -182,7 +182,7 @@ describe('ChunkedBackupService storage', () => {
     expect([...fresh.index.packs().keys()].map((p) => `packs/${p}`).sort()).toEqual(packs);
   });
 
-  it('a format-1 repository (one index object per pack, no catalog volume entries) is read as it is, and upgraded to format 3 by its first backup', async () => {
+  it('a format-1 repository (one index object per pack, no catalog volume entries) is read as it is, and upgraded to format 4 by its first backup', async () => {
     const { store, volumes, manager } = await rig({ passphrase: 'pw' });
     const v = await filledVolume(volumes, 8 * MiB, 3);
     const first = await manager.backup({ volumeId: v.id });
@@ -215,7 +215,7 @@ describe('ChunkedBackupService storage', () => {
     expect((await m2.listBackups({ volumeId: v.id })).map((b) => b.id)).toEqual([first.id]); // read in full
     const second = await m2.backup({ volumeId: v.id, incremental: true });
     expect(second.parentId).toBe(first.id);
-    expect(JSON.parse((await store.get('config')).toString()).version).toBe(3);
+    expect(JSON.parse((await store.get('config')).toString()).version).toBe(4);
     // The upgrade gave the older record its volume entry; the new one came with its own.
     expect(await keys(store, 'catalog/by-volume/')).toEqual([volumeEntryKey(first), volumeEntryKey(second)].sort());
     expect(second.stats!.bytesNew).toBe(MiB); // the format-1 index still serves dedup
@@ -350,13 +350,14 @@ describe('ChunkedBackupService damage', () => {
     await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
   });
 
-  it('a manifest whose chunk list holds a malformed id is CORRUPT, naming the backup', async () => {
+  it('an inline chunk list (a format-3 manifest) holding a malformed id is CORRUPT, naming the backup', async () => {
     const { store, service, manager, b } = await backedUp();
     const key = `manifests/${b.id}`;
     const repo = service.repository;
-    const doc = decodeDocument<Record<string, unknown> & { chunks: (string | null)[] }>(repo.codec, await store.get(key), `manifest:${b.id}`);
-    doc.chunks[doc.chunks.findIndex((c) => c !== null)] = 'not-a-chunk-id';
-    await store.put(key, encodeDocument(repo.codec, doc, `manifest:${b.id}`));
+    const { chunkPages: _p, pageChunks: _n, ...doc } = decodeDocument<Record<string, unknown>>(repo.codec, await store.get(key), `manifest:${b.id}`);
+    const chunks = await (await repo.readManifest(b.id)).chunks.slice();
+    chunks[chunks.findIndex((c) => c !== null)] = 'not-a-chunk-id';
+    await store.put(key, encodeDocument(repo.codec, { ...doc, version: 3, chunks }, `manifest:${b.id}`));
     await expect(repo.readManifest(b.id)).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(/manifest.*malformed id/) });
     expect((await manager.verify(b.id)).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
     await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(b.id) });
@@ -376,6 +377,7 @@ describe('ChunkedBackupService damage', () => {
     expect(await service.locks()).toEqual([]);
     await service.gc({ graceMs: 0 });
     expect(await keys(store, 'packs/')).toEqual([]);
+    expect(await keys(store, 'chunklists/')).toEqual([]);
   });
 });
 
@@ -535,7 +537,7 @@ describe('BackupReader', () => {
     }
     await expectCode(reader.readRange(8 * MiB - 1, 2), 'INVALID_INPUT');
     await expectCode(reader.readRange(0, 10, Buffer.alloc(5)), 'INVALID_INPUT');
-    expect(reader.allocated()).toEqual([{ offset: 0, length: 2 * MiB }, { offset: 3 * MiB, length: 5 * MiB }]);
+    expect(await reader.allocated()).toEqual([{ offset: 0, length: 2 * MiB }, { offset: 3 * MiB, length: 5 * MiB }]);
     await expectCode(reader.read(8 * MiB - 1, 2), 'INVALID_INPUT');
   });
 
@@ -546,7 +548,7 @@ describe('BackupReader', () => {
     const repo = service.repository;
     await repo.index.refresh();
     const m = await repo.readManifest(b.id);
-    const loc = repo.index.get(m.chunks.get(5)!)!;
+    const loc = repo.index.get((await m.chunks.get(5))!)!;
     const pack = await store.get(`packs/${loc.pack}`);
     pack[loc.offset + 3] ^= 0xff;
     await store.put(`packs/${loc.pack}`, pack);

@@ -96,8 +96,9 @@ describe('serveBackup over a damaged repository', () => {
     const repo = f.service.repository;
     const manifest = await repo.readManifest(f.backup.id);
     const lastData = manifest.chunks.length - 1;
-    const lost = repo.index.get(manifest.chunks.get(lastData)!)!.pack;
-    const kept = manifest.chunks.slice().findIndex((c) => c !== null && repo.index.get(c)!.pack !== lost && c !== manifest.chunks.get(BAD.offset / CHUNK));
+    const lost = repo.index.get((await manifest.chunks.get(lastData))!)!.pack;
+    const badId = await manifest.chunks.get(BAD.offset / CHUNK);
+    const kept = (await manifest.chunks.slice()).findIndex((c) => c !== null && repo.index.get(c)!.pack !== lost && c !== badId);
     expect(kept).toBeGreaterThanOrEqual(0);
     await f.store.delete(`packs/${lost}`);
     const fresh = await serveBackup(f.service, f.backup.id, { listen: { path: join(dir.path, 'lost.sock') }, lock: false });

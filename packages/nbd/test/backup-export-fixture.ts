@@ -100,7 +100,7 @@ export async function corruptChunk(f: BackupFixture, index: number): Promise<voi
   const repo = f.service.repository;
   const manifest = await repo.readManifest(f.backup.id);
   await repo.index.refresh();
-  const id = manifest.chunks.get(index);
+  const id = await manifest.chunks.get(index);
   if (!id) throw new Error(`chunk ${index} is a zero chunk`);
   const loc = repo.index.get(id)!;
   const key = `packs/${loc.pack}`;

@@ -16,7 +16,7 @@ async function corruptChunk(service: ChunkedBackupService, store: PosixObjectSto
   const repo = service.repository;
   const manifest = await repo.readManifest(backup.id);
   await repo.index.refresh();
-  const loc = repo.index.get(manifest.chunks.slice().find((c) => c !== null)!)!;
+  const loc = repo.index.get((await manifest.chunks.slice()).find((c) => c !== null)!)!;
   const key = `packs/${loc.pack}`;
   const pack = await store.get(key);
   pack[loc.offset + Math.floor(loc.length / 2)]! ^= 0x40;

@@ -28,6 +28,7 @@ export function registerRepoCommands(program: Command): void {
             ['packs deleted', report.packsDeleted],
             ['packs repacked', report.packsRepacked],
             ['packs in grace', report.packsInGrace],
+            ['chunk list pages deleted', report.pagesDeleted],
             ['chunks removed', report.chunksRemoved],
             ['bytes freed', formatBytes(report.bytesFreed)],
           ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),

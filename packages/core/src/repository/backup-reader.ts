@@ -3,6 +3,7 @@ import { CairnError } from '../errors.js';
 import { assertRange } from '../util/validate.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import type { Manifest } from './format.js';
+import type { ChunkWindow } from './chunk-map.js';
 import type { Repository } from './repository.js';
 
 export interface BackupReaderOptions {
@@ -56,16 +57,17 @@ export class BackupReader {
     if (length === 0) return out;
     const first = Math.floor(offset / this.chunkSize);
     const last = Math.floor((offset + length - 1) / this.chunkSize);
+    const window = await this.manifest.chunks.window(first, last + 1);
     // Every chunk of the range that is neither cached nor zero is fetched in one batch.
     const missing: number[] = [];
-    for (let i = first; i <= last; i++) if (!this.manifest.chunks.isZero(i) && !this.cache.has(i)) missing.push(i);
-    if (missing.length > 0) this.load(missing);
-    this.prefetch(first, last);
+    for (let i = first; i <= last; i++) if (!window.isZero(i) && !this.cache.has(i)) missing.push(i);
+    if (missing.length > 0) this.load(missing, window);
+    await this.prefetch(first, last);
     await Promise.all(
       Array.from({ length: last - first + 1 }, async (_, k) => {
         const i = first + k;
-        if (this.manifest.chunks.isZero(i)) return; // zero chunk: already zeros
-        const data = await this.chunk(i);
+        if (window.isZero(i)) return; // zero chunk: already zeros
+        const data = await this.chunk(i, window);
         const chunkStart = i * this.chunkSize;
         const from = Math.max(offset, chunkStart);
         const to = Math.min(offset + length, chunkStart + data.length);
@@ -90,10 +92,11 @@ export class BackupReader {
     if (length === 0) return out;
     const cs = this.chunkSize;
     const byId = new Map<string, number[]>();
+    const window = await this.manifest.chunks.window(Math.floor(offset / cs), Math.ceil((offset + length) / cs));
     for (let i = Math.floor(offset / cs); i * cs < offset + length; i++) {
       const from = Math.max(offset, i * cs) - offset;
       const to = Math.min(offset + length, (i + 1) * cs) - offset;
-      const id = this.manifest.chunks.get(i);
+      const id = window.get(i);
       if (id === null) {
         out.fill(0, from, to);
         continue;
@@ -122,13 +125,17 @@ export class BackupReader {
     return out;
   }
 
-  /** Ranges holding data (non-zero chunks) inside `range`; everything else reads as zeros. */
-  allocated(range: ByteRange = { offset: 0, length: this.size }): Extent[] {
+  /**
+   * Ranges holding data (non-zero chunks) inside `range`; everything else reads as zeros.
+   * `NOT_FOUND`/`CORRUPT` naming the backup when a page of its chunk list cannot be read.
+   */
+  async allocated(range: ByteRange = { offset: 0, length: this.size }): Promise<Extent[]> {
     const out: Extent[] = [];
     const first = Math.floor(range.offset / this.chunkSize);
     const end = range.offset + range.length;
+    const window = await this.manifest.chunks.window(first, Math.ceil(end / this.chunkSize));
     for (let i = first; i * this.chunkSize < end && i < this.manifest.chunks.length; i++) {
-      if (this.manifest.chunks.isZero(i)) continue;
+      if (window.isZero(i)) continue;
       const start = Math.max(range.offset, i * this.chunkSize);
       const stop = Math.min(end, (i + 1) * this.chunkSize, this.size);
       const prev = out[out.length - 1];
@@ -139,33 +146,36 @@ export class BackupReader {
   }
 
   /** Fetches and caches chunks ahead of a forward-moving reader (errors surface when read). */
-  private prefetch(first: number, last: number): void {
+  private async prefetch(first: number, last: number): Promise<void> {
     const sequential = first <= this.lastChunk + 1 && last >= this.lastChunk;
     this.lastChunk = last;
     if (!sequential || this.readAhead === 0) return;
+    const end = Math.min(last + 1 + this.readAhead, this.manifest.chunks.length);
+    // A page of the chunk list that cannot be read only stops the read-ahead; the read that
+    // needs it fails.
+    const window = await this.manifest.chunks.window(last + 1, end).catch(() => undefined);
+    if (!window) return;
     const wanted: number[] = [];
-    for (let i = last + 1; i <= last + this.readAhead && i < this.manifest.chunks.length; i++) {
-      if (!this.manifest.chunks.isZero(i) && !this.cache.has(i)) wanted.push(i);
-    }
-    if (wanted.length > 0) this.load(wanted);
+    for (let i = last + 1; i < end; i++) if (!window.isZero(i) && !this.cache.has(i)) wanted.push(i);
+    if (wanted.length > 0) this.load(wanted, window);
   }
 
-  private chunk(index: number): Promise<Buffer> {
+  private chunk(index: number, window: ChunkWindow): Promise<Buffer> {
     const hit = this.cache.get(index);
     if (hit) {
       this.cache.delete(index); // refresh LRU position
       this.cache.set(index, hit);
       return hit;
     }
-    this.load([index]);
+    this.load([index], window);
     return this.cache.get(index)!;
   }
 
-  /** Starts one batched fetch for `indexes`, caching a promise per index. */
-  private load(indexes: number[]): void {
+  /** Starts one batched fetch for `indexes` (non-zero chunks of `window`), caching a promise per index. */
+  private load(indexes: number[], window: ChunkWindow): void {
     const byId = new Map<string, number[]>();
     for (const i of indexes) {
-      const id = this.manifest.chunks.get(i)!;
+      const id = window.get(i)!;
       byId.set(id, [...(byId.get(id) ?? []), i]);
     }
     const settle = new Map<number, { resolve: (b: Buffer) => void; reject: (e: unknown) => void }>();

@@ -84,11 +84,11 @@ export class ChunkList {
     this.present[i] = 1;
   }
 
-  /** Copies the first `count` chunks of `from` (bytes, no strings). */
-  copyFrom(from: ChunkList, count: number): void {
-    const n = Math.min(count, from.length, this.length);
-    this.bytes.set(from.bytes.subarray(0, n * ID_BYTES));
-    this.present.set(from.present.subarray(0, n));
+  /** Copies `count` chunks of `from`, starting at its chunk `fromStart`, to this list's chunk `toStart` on (bytes, no strings; clipped to both lists). */
+  copyFrom(from: ChunkList, count: number, fromStart = 0, toStart = 0): void {
+    const n = Math.max(0, Math.min(count, from.length - fromStart, this.length - toStart));
+    this.bytes.set(from.bytes.subarray(fromStart * ID_BYTES, (fromStart + n) * ID_BYTES), toStart * ID_BYTES);
+    this.present.set(from.present.subarray(fromStart, fromStart + n), toStart);
   }
 
   /**

@@ -287,9 +287,17 @@ let documentContext: InstanceType<ZstdBinding['CCtx']> | undefined;
  * then peaks at its compressed size plus a slice, instead of ~4 times its JSON text.
  */
 export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, bulk?: string): Buffer {
+  return sealPieces(codec, () => jsonPieces(doc, bulk), label);
+}
+
+/**
+ * Seals JSON text given in pieces as a document (see encodeDocument). `pieces` is called twice
+ * (once to size the frame, once to compress) and must give the same text both times.
+ */
+export function sealPieces(codec: ChunkCodec, pieces: () => Iterable<string | Buffer>, label: string): Buffer {
   const z = zstdBinding();
   let size = 0;
-  for (const piece of jsonPieces(doc, bulk)) size += typeof piece === 'string' ? Buffer.byteLength(piece, 'utf8') : piece.length;
+  for (const piece of pieces()) size += typeof piece === 'string' ? Buffer.byteLength(piece, 'utf8') : piece.length;
   if (!documentContext) {
     documentContext = new z.CCtx();
     documentContext.setParameter(z.CParameter.compressionLevel, 3);
@@ -308,7 +316,7 @@ export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, b
     if (written > 0) out.push(Buffer.from(room.subarray(0, written)));
     return op === z.EndDirective.end ? left : src.length - taken;
   };
-  for (const piece of jsonPieces(doc, bulk)) {
+  for (const piece of pieces()) {
     let src: Uint8Array = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
     while (src.length > 0) src = src.subarray(src.length - drain(src, z.EndDirective.continue));
   }

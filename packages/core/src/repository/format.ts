@@ -5,7 +5,7 @@
  */
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { BackupRecord, BackupStats } from '../contracts/records.js';
-import type { ChunkList } from './chunk-list.js';
+import type { ChunkMap } from './chunk-map.js';
 
 export const FORMAT_NAME = 'cairn-repository';
 /**
@@ -16,7 +16,13 @@ export const FORMAT_NAME = 'cairn-repository';
  * An older repository is upgraded when opened for writing (Repository.upgradeFormat), so that an
  * older Cairn refuses it instead of misreading it or writing records without entries.
  */
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
+/**
+ * 4: a manifest names its chunk list's pages (`chunkPages`, `pageChunks`), each stored as a
+ * `chunklists/<id>` object (see chunk-map.ts), instead of holding the list inline. Manifests of
+ * format 3 and older are still read.
+ */
+export const PAGED_MANIFEST_VERSION = 4;
 
 /** Object keys. Ids are lowercase hex SHA-256 (64 chars) or UUIDs. */
 export const Keys = {
@@ -25,10 +31,12 @@ export const Keys = {
   index: (indexId: string) => `index/${indexId}`,
   manifest: (backupId: string) => `manifests/${backupId}`,
   lock: (lockId: string) => `locks/${lockId}`,
+  chunkList: (pageId: string) => `chunklists/${pageId}`,
   packs: 'packs/',
   indexes: 'index/',
   manifests: 'manifests/',
   locks: 'locks/',
+  chunkLists: 'chunklists/',
 } as const;
 
 /** Trailer of every pack: encoded index length (u32 BE) then this magic. */
@@ -103,8 +111,12 @@ export interface Manifest {
   chunkSize: number;
   parentId?: string;
   createdAt: string;
-  /** Chunk id per chunk index, or null for an all-zero chunk (a JSON array in the object). */
-  chunks: ChunkList;
+  /**
+   * Chunk id per chunk index, or null for an all-zero chunk. Stored (format 4) as `pageChunks`
+   * and `chunkPages`, the ids of the chunk list's pages; format 3 and older held the list
+   * inline as `chunks`, a JSON array.
+   */
+  chunks: ChunkMap;
   volumeMetadata: Record<string, string>;
   /** base64 VM configuration (libvirt XML, OVF…), when given. */
   vmConfig?: string;

@@ -23,6 +23,8 @@ export interface GcReport {
   bytesFreed: number;
   /** Packs left alone because they are younger than the grace period. */
   packsInGrace: number;
+  /** Chunk list pages (format 4) no manifest names, removed once older than the grace period. */
+  pagesDeleted: number;
 }
 
 /**
@@ -37,7 +39,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
   const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, pagesDeleted: 0 };
   try {
     if (!options.dryRun) await repo.upgradeFormat();
     await repo.index.refresh();
@@ -45,12 +47,28 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       throw new CairnError('CORRUPT', `pack indexes cannot be read: ${[...repo.index.damaged].join(', ')}; run verify`);
     }
     const referenced = new Set<string>();
+    const pages = new Set<string>(); // chunk list pages named by a manifest (read once each)
     for (const backupId of await repo.listBackupIds()) {
-      const m = await repo.readManifest(backupId); // CORRUPT aborts the collection
+      const m = await repo.readManifest(backupId); // CORRUPT or NOT_FOUND (a page) aborts the collection
       report.backups++;
-      for (const id of m.chunks.ids()) referenced.add(id);
+      for (let k = 0; k < m.chunks.pageCount; k++) {
+        throwIfAborted(options.signal);
+        const pageId = m.chunks.pageId(k);
+        if (pageId) {
+          if (pages.has(pageId)) continue;
+          pages.add(pageId);
+        }
+        for (const id of (await m.chunks.page(k)).ids()) referenced.add(id);
+      }
     }
     const now = Date.now();
+    // Pages no manifest names: a backup that failed or was deleted. Young ones may belong to a
+    // backup still running elsewhere.
+    const deadPages: string[] = [];
+    for await (const o of repo.store.list(Keys.chunkLists)) {
+      const pageId = o.key.slice(Keys.chunkLists.length);
+      if (!pages.has(pageId) && now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
+    }
     const packTimes = new Map<string, number>();
     for await (const o of repo.store.list(Keys.packs)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
     const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
@@ -85,6 +103,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     if (options.dryRun) {
       report.packsDeleted = toDelete.length + orphans.length;
       report.packsRepacked = toRepack.length;
+      report.pagesDeleted = deadPages.length;
       for (const packId of [...toRepack, ...toDelete]) {
         for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
         if (toDelete.includes(packId)) report.bytesFreed += await sizeOf(repo, packId);
@@ -128,6 +147,10 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       report.bytesFreed += await sizeOf(repo, packId);
       await repo.store.delete(Keys.pack(packId));
       report.packsDeleted++;
+    }
+    for (const pageId of deadPages) {
+      await repo.store.delete(Keys.chunkList(pageId));
+      report.pagesDeleted++;
     }
     return report;
   } finally {

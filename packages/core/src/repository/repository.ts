@@ -10,6 +10,8 @@ import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig
 import { DEFAULT_KDF, createKeys, openKeys, type RepositoryKeys } from './keys.js';
 import { RepositoryLocks } from './repository-locks.js';
 import { ChunkList } from './chunk-list.js';
+import { ChunkMap, readPage } from './chunk-map.js';
+import { HEX_ID } from './chunk-id.js';
 
 const COMPRESSIONS: CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
 
@@ -114,9 +116,10 @@ export class Repository {
   /**
    * Brings a repository of an older format up to FORMAT_VERSION before this process writes into
    * it (called by the writers, under their lock). Format 1 only lacks multi-pack index objects;
-   * formats 1 and 2 lack the catalog's volume entries, which are written first. Then `config` is
-   * rewritten with the new version, after which an older Cairn refuses the repository
-   * (NOT_SUPPORTED) instead of misreading its index objects or writing records without entries.
+   * formats 1 and 2 lack the catalog's volume entries, which are written first; format 3 only
+   * lacks paged manifests (its inline ones stay readable). Then `config` is rewritten with the
+   * new version, after which an older Cairn refuses the repository (NOT_SUPPORTED) instead of
+   * misreading its index objects or manifests, or writing records without entries.
    * Idempotent; concurrent upgraders write the same bytes.
    */
   async upgradeFormat(): Promise<void> {
@@ -150,7 +153,7 @@ export class Repository {
       throw err;
     }
     try {
-      const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)));
+      const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)), (id) => readPage(this.store, this.codec, id));
       if (m.backupId !== backupId || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
       return m;
     } catch (cause) {
@@ -158,9 +161,15 @@ export class Repository {
     }
   }
 
-  /** Writes a manifest once (its chunk list last: see parseManifest). `ALREADY_EXISTS` if the backup id is taken. */
+  /**
+   * Writes a manifest once, naming its chunk list's pages (which must be stored already: see
+   * ChunkPageWriter). `ALREADY_EXISTS` if the backup id is taken.
+   */
   async writeManifest(manifest: Manifest): Promise<number> {
-    const blob = encodeDocument(this.codec, manifest, label.manifest(manifest.backupId), 'chunks');
+    const { chunks, ...rest } = manifest;
+    if (!chunks.pageIds) throw new CairnError('INTERNAL', `manifest of backup ${manifest.backupId} has no stored chunk list pages`);
+    const doc = { ...rest, version: FORMAT_VERSION, pageChunks: chunks.pageChunks, chunkPages: chunks.pageIds };
+    const blob = encodeDocument(this.codec, doc, label.manifest(manifest.backupId));
     await this.store.put(Keys.manifest(manifest.backupId), blob, { ifAbsent: true });
     return blob.length;
   }
@@ -184,23 +193,36 @@ export class Repository {
 }
 
 const CHUNKS_KEY = Buffer.from('"chunks":');
+const noPages = (id: string): Promise<ChunkList> => Promise.reject(new CairnError('INTERNAL', `no store to read chunk list page ${id} from`));
 
 /**
- * A manifest from its JSON bytes. The chunk list, which writeManifest puts last, is read straight
- * into a ChunkList (no string per chunk); a manifest in any other form (format 1, or chunks not
- * last) is parsed as JSON. Throws (plain Error) for what is not a manifest.
+ * A manifest from its JSON bytes. Format 4 names its chunk list's pages (`pageChunks`,
+ * `chunkPages`), loaded later through `loadPage`. Older manifests hold the list inline; writers
+ * of format 3 put it last, and it is read straight into a ChunkList (no string per chunk); any
+ * other form (format 1, or chunks not last) is parsed as JSON. Throws (plain Error) for what is
+ * not a manifest.
  */
-export function parseManifest(json: Buffer): Manifest {
+export function parseManifest(json: Buffer, loadPage: (id: string) => Promise<ChunkList> = noPages): Manifest {
   const key = json.lastIndexOf(CHUNKS_KEY);
   if (key > 0 && (json[key - 1] === 0x2c || json[key - 1] === 0x7b)) {
     const scanned = ChunkList.scan(json, key + CHUNKS_KEY.length);
     if (scanned && scanned.end === json.length - 1 && json[json.length - 1] === 0x7d) {
       const head = json[key - 1] === 0x2c ? `${json.toString('utf8', 0, key - 1)}}` : '{}';
       const doc = JSON.parse(head) as Omit<Manifest, 'chunks'>;
-      if (doc && typeof doc === 'object' && !Array.isArray(doc) && !('chunks' in doc)) return { ...doc, chunks: scanned.list };
+      if (doc && typeof doc === 'object' && !Array.isArray(doc) && !('chunks' in doc)) return { ...doc, chunks: ChunkMap.inMemory(String(doc.backupId), scanned.list) };
     }
   }
-  const doc = JSON.parse(json.toString('utf8')) as Omit<Manifest, 'chunks'> & { chunks: unknown };
-  if (!doc || typeof doc !== 'object' || !Array.isArray(doc.chunks)) throw new Error('manifest has no chunk list');
-  return { ...doc, chunks: ChunkList.from(doc.chunks) };
+  const doc = JSON.parse(json.toString('utf8')) as Omit<Manifest, 'chunks'> & { chunks?: unknown; pageChunks?: unknown; chunkPages?: unknown };
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new Error('manifest has no chunk list');
+  if ('chunkPages' in doc) {
+    const { pageChunks, chunkPages, ...rest } = doc;
+    if (!Number.isSafeInteger(pageChunks) || (pageChunks as number) < 1) throw new Error('manifest has a malformed page size');
+    if (!Array.isArray(chunkPages) || !chunkPages.every((p) => p === null || (typeof p === 'string' && HEX_ID.test(p)))) throw new Error('manifest has a malformed list of chunk list pages');
+    if (!Number.isSafeInteger(rest.size) || rest.size < 0 || !Number.isSafeInteger(rest.chunkSize) || rest.chunkSize < 1) throw new Error('manifest has a malformed size');
+    const count = Math.ceil(rest.size / rest.chunkSize);
+    if (chunkPages.length !== Math.ceil(count / (pageChunks as number))) throw new Error(`manifest names ${chunkPages.length} chunk list pages for ${count} chunks`);
+    return { ...rest, chunks: ChunkMap.paged(String(rest.backupId), count, pageChunks as number, chunkPages as (string | null)[], loadPage) };
+  }
+  if (!Array.isArray(doc.chunks)) throw new Error('manifest has no chunk list');
+  return { ...doc, chunks: ChunkMap.inMemory(String(doc.backupId), ChunkList.from(doc.chunks)) };
 }

@@ -80,8 +80,10 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
     for (let start = 0; start < manifest.chunks.length; start += perWindow) {
       // Chunk id → the offsets that hold it, in this window.
       const offsets = new Map<string, number[]>();
-      for (let i = start; i < Math.min(start + perWindow, manifest.chunks.length); i++) {
-        const id = manifest.chunks.get(i);
+      const end = Math.min(start + perWindow, manifest.chunks.length);
+      const window = await manifest.chunks.window(start, end);
+      for (let i = start; i < end; i++) {
+        const id = window.get(i);
         if (id === null) {
           if (zeroStart < 0) zeroStart = i * chunkSize;
           continue;

@@ -1,32 +1,34 @@
 import type { VerifyProblem, VerifyReport } from '../contracts/backup-service.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
-import type { Manifest } from './format.js';
 import type { Repository } from './repository.js';
 
 /**
  * Reads and checks every chunk the given backups use (all backups when `backupIds` is omitted),
- * each chunk once, and reports which backups a bad or missing chunk breaks.
+ * each chunk once, and reports which backups a bad or missing chunk, chunk list page or manifest
+ * breaks (one problem per backup, in the order given).
  */
 export async function verifyBackups(repo: Repository, backupIds?: string[], signal?: AbortSignal): Promise<VerifyReport> {
   await repo.index.refresh();
   const ids = backupIds ?? (await repo.listBackupIds());
   const report: VerifyReport = { checked: [], problems: [], bytesChecked: 0 };
   const users = new Map<string, string[]>();
+  // One problem per backup: a manifest's or page's first, then its chunks'.
+  const perBackup = new Map<string, VerifyProblem>();
   for (const backupId of ids) {
     report.checked.push(backupId);
-    let m: Manifest;
+    // A manifest or chunk list page that cannot be read breaks the backup; its chunks read so
+    // far are still checked.
     try {
-      m = await repo.readManifest(backupId);
+      const m = await repo.readManifest(backupId);
+      for await (const id of m.chunks.chunkIds()) {
+        const list = users.get(id);
+        if (!list) users.set(id, [backupId]);
+        else if (list[list.length - 1] !== backupId) list.push(backupId);
+      }
     } catch (err) {
       if (!isCairnError(err) || (err.code !== 'CORRUPT' && err.code !== 'NOT_FOUND')) throw err;
-      report.problems.push({ backupId, code: err.code, message: err.message });
-      continue;
-    }
-    for (const id of new Set(m.chunks.ids())) {
-      const list = users.get(id) ?? [];
-      list.push(backupId);
-      users.set(id, list);
+      perBackup.set(backupId, { backupId, code: err.code, message: err.message });
     }
   }
   const bad = new Map<string, CairnError>();
@@ -38,7 +40,6 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
     },
     { signal, once: true, onError: (id, err) => bad.set(id, err) },
   );
-  const perBackup = new Map<string, VerifyProblem>();
   for (const [chunk, err] of bad) {
     for (const backupId of users.get(chunk) ?? []) {
       const p = perBackup.get(backupId);
@@ -55,6 +56,6 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], sign
     const damaged = [...repo.index.damaged].map((id) => `index/${id}`).join(', ');
     for (const p of perBackup.values()) if (p.code === 'NOT_FOUND') p.message += ` (unreadable index objects: ${damaged})`;
   }
-  report.problems.push(...perBackup.values());
+  report.problems.push(...[...new Set(ids)].filter((id) => perBackup.has(id)).map((id) => perBackup.get(id)!));
   return report;
 }

@@ -36,7 +36,7 @@ export function backupBackend(reader: BackupReader, overlay?: OverlayFile, windo
       const out: StatusDescriptor[] = [];
       await walk(overlay, offset, length, async (from, len, inOverlay) => {
         if (inOverlay) push(out, len, 0);
-        else for (const d of baseStatus(reader.allocated({ offset: from, length: len }), from, len)) push(out, d.length, d.flags);
+        else for (const d of baseStatus(await reader.allocated({ offset: from, length: len }), from, len)) push(out, d.length, d.flags);
       });
       return out;
     },
@@ -67,7 +67,7 @@ async function walk(overlay: OverlayFile | undefined, offset: number, length: nu
 
 /** The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one (windowed) read. */
 async function baseRuns(reader: BackupReader, windows: WindowReader, offset: number, length: number): Promise<ReadRun[]> {
-  const data = reader.allocated({ offset, length });
+  const data = await reader.allocated({ offset, length });
   if (data.length === 0) return [{ zero: length }];
   const bytes = await windows.read(offset, length);
   const runs: ReadRun[] = [];

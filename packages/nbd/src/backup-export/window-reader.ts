@@ -24,7 +24,8 @@ export class WindowReader {
   readonly windowSize: number;
   private readonly windowsAhead: number;
   private readonly windowsCached: number;
-  private readonly windows = new Map<number, Promise<Buffer>>();
+  /** Each window's bytes, or undefined for a window of zero chunks only. */
+  private readonly windows = new Map<number, Promise<Buffer | undefined>>();
   private readonly recent: number[] = [];
 
   constructor(
@@ -59,8 +60,8 @@ export class WindowReader {
     }
   }
 
-  /** The window's bytes (cached, LRU); undefined past the end or for a window of zero chunks only. */
-  private window(w: number): Promise<Buffer> | undefined {
+  /** The window's bytes (cached, LRU), resolving to undefined for a window of zero chunks only; undefined past the end. */
+  private window(w: number): Promise<Buffer | undefined> | undefined {
     const start = w * this.windowSize;
     if (start >= this.reader.size) return undefined;
     let p = this.windows.get(w);
@@ -70,9 +71,8 @@ export class WindowReader {
       return p;
     }
     const length = Math.min(this.windowSize, this.reader.size - start);
-    if (this.reader.allocated({ offset: start, length }).length === 0) return undefined;
     // One batched fetch, each chunk copied once, straight to its place.
-    p = this.reader.readRange(start, length);
+    p = this.reader.allocated({ offset: start, length }).then((data) => (data.length === 0 ? undefined : this.reader.readRange(start, length)));
     p.catch(() => this.windows.get(w) === p && this.windows.delete(w));
     this.windows.set(w, p);
     while (this.windows.size > this.windowsCached) this.windows.delete(this.windows.keys().next().value as number);
