@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { MemoryObjectStore, type ObjectStore, type PutOptions } from '../src/index.js';
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkIndex } from '../src/repository/chunk-index.js';
-import { PackWriter } from '../src/repository/pack-writer.js';
+import { PackWriter, indexDocPieces } from '../src/repository/pack-writer.js';
+import { scanIndexDocument } from '../src/repository/index-scan.js';
+import type { IndexEntry } from '../src/repository/format.js';
 
 /** A chunk id (64 hex digits) named by `label`. */
 const hexId = (label: string | number): string => createHash('sha256').update(String(label)).digest('hex');
@@ -76,6 +78,16 @@ describe('PackWriter', () => {
       const named = [...fresh.objectsNaming(new Set([packId])).keys()];
       expect(named).toHaveLength(1);
       expect(puts.indexOf(`packs/${packId}`)).toBeLessThan(puts.indexOf(`index/${named[0]}`));
+    }
+  });
+
+  it('writes the text of an index object a pack at a time, exactly as JSON.stringify would, in the form the index scan reads', () => {
+    const entries = (p: number, n: number): IndexEntry[] => Array.from({ length: n }, (_, i) => ({ id: hexId(`${p}/${i}`), offset: i * 131_080, length: 131_000 + i, rawLength: 131_072 }));
+    for (const packs of [[], [[hexId('p0'), []]], [[hexId('p1'), entries(1, 3)], [hexId('p2'), entries(2, 200)]]] as [string, IndexEntry[]][][]) {
+      const text = [...indexDocPieces(packs)].join('');
+      expect(text).toBe(JSON.stringify({ version: 2, packs: packs.map(([id, es]) => [id, es.map((e) => [e.id, e.offset, e.length, e.rawLength])]) }));
+      const scanned = scanIndexDocument(Buffer.from(text), 'x');
+      expect(scanned?.packs).toEqual(packs.map(([packId, es]) => ({ packId, count: es.length })));
     }
   });
 });

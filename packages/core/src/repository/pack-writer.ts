@@ -4,9 +4,9 @@ import { CairnError, isCairnError } from '../errors.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
 import type { ChunkCodec } from './codec.js';
-import { encodeDocument } from './codec.js';
+import { encodeDocument, sealPieces } from './codec.js';
 import { indexLabel, toTuples, type ChunkIndex } from './chunk-index.js';
-import { Keys, PACK_MAGIC, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
+import { Keys, PACK_MAGIC, type IndexEntry, type PackIndexDoc } from './format.js';
 
 /** Room kept after a pack's blobs for its sealed index and trailer. */
 const INDEX_SLACK = 2 * 1024 * 1024;
@@ -17,13 +17,27 @@ const INDEX_EVERY_PACKS = 64;
 const INDEX_EVERY_BLOBS = 100_000;
 
 /**
+ * The JSON text of an IndexDoc naming `packs`, exactly as JSON.stringify writes it, a pack at a
+ * time: an index object of 64 packs (about 12,000 blobs, 1 MiB of text) is never one string, nor
+ * an array per blob. Pure.
+ */
+export function* indexDocPieces(packs: readonly [string, readonly IndexEntry[]][]): Generator<string> {
+  yield '{"version":2,"packs":[';
+  for (const [k, [packId, entries]] of packs.entries()) {
+    let piece = `${k > 0 ? ',' : ''}[${JSON.stringify(packId)},[`;
+    for (const [n, e] of entries.entries()) piece += `${n > 0 ? ',' : ''}[${JSON.stringify(e.id)},${e.offset},${e.length},${e.rawLength}]`;
+    yield `${piece}]]`;
+  }
+  yield ']}';
+}
+
+/**
  * Writes one index object (format 2) naming `packs`, which must all be stored already, and
  * records it in `index`. Returns the bytes written.
  */
 export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][]): Promise<number> {
   const indexId = randomBytes(32).toString('hex');
-  const doc: IndexDoc = { version: 2, packs: packs.map(([packId, entries]) => [packId, toTuples(entries)]) };
-  const sealed = encodeDocument(codec, doc, indexLabel(indexId));
+  const sealed = sealPieces(codec, () => indexDocPieces(packs), indexLabel(indexId));
   await store.put(Keys.index(indexId), sealed, { ifAbsent: true });
   index.recordObject(indexId, packs.map(([packId]) => packId));
   return sealed.length;
