@@ -1,7 +1,9 @@
 /**
  * One Cairn operation per process, so /usr/bin/time measures its elapsed time and peak RSS.
  * usage: node bench/cairn-op.mjs <op> <workdir> [options]
- *   prepare <size>        file volume with the realistic image (and image.raw for restic)
+ *   prepare <size> [--volume <bytes>] [--no-raw]
+ *                         file volume with the realistic image (and image.raw for restic); with
+ *                         --volume, a larger volume holding the image at its start, holes after
  *   modify                the day of writes, through the driver (tracked) and into image.raw
  *   init [--encrypt]      a posix repository
  *   backup <name> [--incremental] [--no-cbt]
@@ -51,33 +53,37 @@ async function manager(noCbt) {
 
 const out = {};
 if (op === 'prepare') {
+  // The image fills the first <size> bytes; with `--volume <bytes>` the volume is larger and the
+  // rest is never written (holes). `--no-raw` skips image.raw (restic's copy).
   const size = Number(args[0]);
+  const volumeSize = args.includes('--volume') ? Number(args[args.indexOf('--volume') + 1]) : size;
+  const withRaw = !args.includes('--no-raw');
   const volumes = driver();
-  const v = await volumes.createVolume({ size, name: 'bench-disk' });
+  const v = await volumes.createVolume({ size: volumeSize, name: 'bench-disk' });
   const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
-  const raw = await open(join(work, 'image.raw'), 'w');
-  await raw.truncate(size);
+  const raw = withRaw ? await open(join(work, 'image.raw'), 'w') : undefined;
+  await raw?.truncate(size);
   await generateImage(size, async (offset, data) => {
     await a.device.write(offset, data);
-    await raw.write(data, 0, data.length, offset);
+    await raw?.write(data, 0, data.length, offset);
   });
   await a.device.flush();
   await volumes.detach(a.id);
-  await raw.close();
-  await writeFile(statePath, JSON.stringify({ volumeId: v.id, size }));
+  await raw?.close();
+  await writeFile(statePath, JSON.stringify({ volumeId: v.id, size, volumeSize, raw: withRaw }));
   out.volumeId = v.id;
 } else if (op === 'modify') {
   const s = await state();
   const volumes = driver();
   const a = await volumes.attach({ kind: 'volume', id: s.volumeId }, 'rw');
-  const raw = await open(join(work, 'image.raw'), 'r+');
+  const raw = s.raw === false ? undefined : await open(join(work, 'image.raw'), 'r+');
   out.bytesChanged = await dayOfWrites(s.size, async (offset, data) => {
     await a.device.write(offset, data);
-    await raw.write(data, 0, data.length, offset);
+    await raw?.write(data, 0, data.length, offset);
   });
   await a.device.flush();
   await volumes.detach(a.id);
-  await raw.close();
+  await raw?.close();
 } else if (op === 'init') {
   const s = await state();
   s.encrypt = args.includes('--encrypt');
@@ -129,6 +135,13 @@ if (op === 'prepare') {
   const volumes = driver();
   const id = s.restored[args[0]];
   out.exact = (await digest(volumes, id, s.size)) === s.digests[args[0]];
+  if ((s.volumeSize ?? s.size) > s.size) {
+    // Past the image the volume was never written: the restored one must hold no data there.
+    const a = await volumes.attach({ kind: 'volume', id }, 'ro');
+    const beyond = (await a.device.extents({ kind: 'allocated' })).filter((e) => !e.zero && e.offset + e.length > s.size);
+    await volumes.detach(a.id);
+    out.exact &&= beyond.length === 0;
+  }
   out.allocatedBytes = (await stat(join(work, 'volumes', 'volumes', `${id}.img`))).blocks * 512;
   await volumes.deleteVolume(id);
 }

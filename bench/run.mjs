@@ -3,11 +3,12 @@
  * data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
  * gives elapsed time and peak RSS for both. Prints a table and writes bench/results/<date>.json.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed as measure } from './lib/measure.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -15,7 +16,6 @@ const opt = (name, fallback) => {
   const i = argv.indexOf(name);
   return i >= 0 ? argv[i + 1] : fallback;
 };
-const parseSize = (s) => Number(s.replace(/[GMK]$/i, '')) * { G: 2 ** 30, M: 2 ** 20, K: 2 ** 10 }[s.at(-1).toUpperCase()] || Number(s);
 const size = parseSize(opt('--size', '2G'));
 const encrypt = !argv.includes('--plain');
 const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
@@ -41,22 +41,9 @@ function canDropCaches() {
 // them, and the next operation should not pay for that.
 const settle = Number(opt('--settle', '3'));
 
-function timed(cmd, args, cwd = work, processEnv = env, measured = false) {
-  // Start every operation with no writeback pending from the previous one (either tool's).
-  execFileSync('sync');
-  if (measured) {
-    if (cold) writeFileSync('/proc/sys/vm/drop_caches', '3');
-    if (settle > 0) execFileSync('sleep', [String(settle)]);
-  }
-  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env: processEnv, encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
-  const json = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
-  return { seconds: Number(m[1]), rssMiB: Math.round(Number(m[2]) / 1024), out: json ? JSON.parse(json) : undefined };
-}
-// The same V8 flags and malloc setting the `cairn` binary runs with (packages/cli/bin/cairn.js).
-const NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
-const CAIRN_ENV = { ...env, MALLOC_MMAP_THRESHOLD_: '131072' };
+const timed = (cmd, args, cwd = work, processEnv = env, measured = false) => measure(cmd, args, { cwd, env: processEnv, measured, cold, settle });
+const NODE_FLAGS = CAIRN_NODE_FLAGS;
+const CAIRN_ENV = cairnEnv(env);
 /** The operations in the table; the others (prepare, digest, check…) set them up and check them. */
 const MEASURED = new Set(['backup', 'restore']);
 const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV, MEASURED.has(a[0]));

@@ -111,6 +111,8 @@ export class ChunkWindow {
  */
 export class ChunkMap {
   private readonly cache = new Map<number, Promise<ChunkList>>();
+  /** The page of zero chunks, shared by every null page of its length (a sparse 1 TiB volume has 2,000 of them). */
+  private readonly zeroPages = new Map<number, ChunkList>();
 
   private constructor(
     /** Chunks in the backup. */
@@ -160,10 +162,16 @@ export class ChunkMap {
     return this.ids;
   }
 
-  /** Page `k` (its chunk i is the backup's chunk k × pageChunks + i). */
+  /** Page `k` (its chunk i is the backup's chunk k × pageChunks + i). Read-only: pages may be shared. */
   page(k: number): Promise<ChunkList> {
     if (!Number.isInteger(k) || k < 0 || k >= this.pageCount) return Promise.reject(new RangeError(`page ${k} is outside 0..${this.pageCount - 1}`));
     if (this.resident) return Promise.resolve(this.resident[k]!);
+    if (this.ids![k] === null) {
+      const length = this.pageLength(k);
+      let zero = this.zeroPages.get(length);
+      if (!zero) this.zeroPages.set(length, (zero = new ChunkList(length)));
+      return Promise.resolve(zero);
+    }
     const hit = this.cache.get(k);
     if (hit) {
       this.cache.delete(k); // most recently used last
@@ -211,7 +219,6 @@ export class ChunkMap {
   private async fetch(k: number): Promise<ChunkList> {
     const id = this.ids![k]!;
     const length = this.pageLength(k);
-    if (id === null) return new ChunkList(length);
     try {
       const list = await this.load!(id);
       if (list.length !== length) throw new CairnError('CORRUPT', `chunk list page ${id} holds ${list.length} chunks where page ${k} has ${length}`, { details: { page: id } });
