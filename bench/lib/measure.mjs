@@ -1,0 +1,36 @@
+/**
+ * Running one measured process: `sync`, an optional dropped page cache and a pause, then the
+ * command under /usr/bin/time, which gives its elapsed time and peak RSS. Shared by the
+ * benchmarks.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+
+/** The V8 flags and malloc setting the `cairn` binary runs with (packages/cli/bin/cairn.js). */
+export const CAIRN_NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
+export const cairnEnv = (env) => ({ ...env, MALLOC_MMAP_THRESHOLD_: '131072' });
+
+/**
+ * Runs `cmd args` in `cwd` with `env`; when `measured`, first drops the page cache (`cold`, root
+ * only) and waits `settle` seconds. Returns seconds, peak RSS in MiB and the last JSON line of
+ * its output. Throws when it fails.
+ */
+export function timed(cmd, args, { cwd, env, measured = false, cold = false, settle = 0 }) {
+  // Start every operation with no writeback pending from the previous one (either tool's).
+  execFileSync('sync');
+  if (measured) {
+    if (cold) writeFileSync('/proc/sys/vm/drop_caches', '3');
+    if (settle > 0) execFileSync('sleep', [String(settle)]);
+  }
+  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
+  const json = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
+  return { seconds: Number(m[1]), rssMiB: Math.round(Number(m[2]) / 1024), out: json ? JSON.parse(json) : undefined };
+}
+
+/** "2G", "512M", "1T" or a byte count, in bytes. */
+export const parseSize = (s) => {
+  const unit = { T: 2 ** 40, G: 2 ** 30, M: 2 ** 20, K: 2 ** 10 }[s.at(-1).toUpperCase()];
+  return unit ? Number(s.slice(0, -1)) * unit : Number(s);
+};
