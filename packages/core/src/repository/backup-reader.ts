@@ -4,6 +4,7 @@ import { assertRange } from '../util/validate.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import type { Manifest } from './format.js';
 import type { ChunkWindow } from './chunk-map.js';
+import type { ChunkList } from './chunk-list.js';
 import type { Repository } from './repository.js';
 
 export interface BackupReaderOptions {
@@ -133,9 +134,12 @@ export class BackupReader {
     const out: Extent[] = [];
     const first = Math.floor(range.offset / this.chunkSize);
     const end = range.offset + range.length;
-    const window = await this.manifest.chunks.window(first, Math.ceil(end / this.chunkSize));
+    const { pageChunks } = this.manifest.chunks;
+    // A page at a time: a range may span the whole volume (a client mapping a 1 TiB backup).
+    let page: ChunkList | undefined;
     for (let i = first; i * this.chunkSize < end && i < this.manifest.chunks.length; i++) {
-      if (window.isZero(i)) continue;
+      if (!page || i % pageChunks === 0) page = await this.manifest.chunks.page(Math.floor(i / pageChunks));
+      if (page.isZero(i % pageChunks)) continue;
       const start = Math.max(range.offset, i * this.chunkSize);
       const stop = Math.min(end, (i + 1) * this.chunkSize, this.size);
       const prev = out[out.length - 1];

@@ -3,6 +3,7 @@ import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { batchesIn, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import type { ChunkMap } from './chunk-map.js';
+import type { ChunkList } from './chunk-list.js';
 import { FORMAT_VERSION } from './format.js';
 import { ChunkPageWriter } from './chunk-page-writer.js';
 import { PackWriter } from './pack-writer.js';
@@ -58,6 +59,17 @@ async function chunksToRead(source: BackupSource, parent: Manifest | undefined, 
     if (!isCairnError(err)) throw err;
     return { ranges: count > 0 ? [[0, count]] : [], usedChanges: false };
   }
+}
+
+/** The ids of chunks `indexes` in `map`, loading each page they fall in once. */
+async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string | null)[]> {
+  const per = map.pageChunks;
+  const pages = new Map<number, ChunkList>();
+  for (const i of indexes) {
+    const k = Math.floor(i / per);
+    if (!pages.has(k) && k < map.pageCount) pages.set(k, await map.page(k));
+  }
+  return indexes.map((i) => pages.get(Math.floor(i / per))?.get(i % per) ?? null);
 }
 
 /**
@@ -148,7 +160,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       const heldPages = [...new Set(batch.map((i) => Math.floor(i / pages.pageChunks)))];
       pages.passTo(heldPages[0]!);
       for (const k of heldPages) await pages.hold(k);
-      const parentIds = sameLayout ? await Promise.all(batch.map((i) => parent!.chunks.get(i))) : batch.map(() => null);
+      const parentIds = sameLayout ? await idsIn(parent!.chunks, batch) : batch.map(() => null);
       const slot = await free.take();
       // The batch's chunks sit back to back in the slot; each run of consecutive ones is one read.
       // Only the volume's last chunk can be short, and it is always last in its batch.
