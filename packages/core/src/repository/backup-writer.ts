@@ -67,7 +67,7 @@ async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string
   const pages = new Map<number, ChunkList>();
   for (const i of indexes) {
     const k = Math.floor(i / per);
-    if (!pages.has(k) && k < map.pageCount) pages.set(k, await map.page(k));
+    if (!pages.has(k) && k < map.pageCount) pages.set(k, map.peek(k) ?? (await map.page(k)));
   }
   return indexes.map((i) => pages.get(Math.floor(i / per))?.get(i % per) ?? null);
 }
@@ -159,7 +159,10 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       // (A batch may join chunks far apart: only the pages of its chunks are held.)
       const heldPages = [...new Set(batch.map((i) => Math.floor(i / pages.pageChunks)))];
       pages.passTo(heldPages[0]!);
-      for (const k of heldPages) await pages.hold(k);
+      for (const k of heldPages) {
+        const held = pages.hold(k);
+        if (held instanceof Promise) await held;
+      }
       const parentIds = sameLayout ? await idsIn(parent!.chunks, batch) : batch.map(() => null);
       const slot = await free.take();
       // The batch's chunks sit back to back in the slot; each run of consecutive ones is one read.

@@ -47,12 +47,25 @@ export async function writePage(store: ObjectStore, codec: ChunkCodec, list: Chu
   if (!any) return { id: null, stored: 0 };
   const json = pageJson(list);
   const id = codec.chunkId(json);
+  // A page stored already (an incremental that changed nothing in it) costs a stat, not a
+  // durable write that the store then refuses.
+  if (await exists(store, Keys.chunkList(id))) return { id, stored: 0 };
   const blob = sealPieces(codec, () => [json], pageLabel(id));
   try {
     await store.put(Keys.chunkList(id), blob, { ifAbsent: true });
     return { id, stored: blob.length };
   } catch (err) {
     if (isCairnError(err) && err.code === 'ALREADY_EXISTS') return { id, stored: 0 };
+    throw err;
+  }
+}
+
+async function exists(store: ObjectStore, key: string): Promise<boolean> {
+  try {
+    await store.head(key);
+    return true;
+  } catch (err) {
+    if (isCairnError(err) && err.code === 'NOT_FOUND') return false;
     throw err;
   }
 }
@@ -111,6 +124,8 @@ export class ChunkWindow {
  */
 export class ChunkMap {
   private readonly cache = new Map<number, Promise<ChunkList>>();
+  /** The cached pages already loaded (a subset of `cache`), for `peek`. */
+  private readonly loaded = new Map<number, ChunkList>();
   /** The page of zero chunks, shared by every null page of its length (a sparse 1 TiB volume has 2,000 of them). */
   private readonly zeroPages = new Map<number, ChunkList>();
 
@@ -179,10 +194,24 @@ export class ChunkMap {
       return hit;
     }
     const p = this.fetch(k);
-    p.catch(() => this.cache.delete(k));
+    p.then(
+      (list) => this.cache.get(k) === p && this.loaded.set(k, list),
+      () => this.cache.get(k) === p && this.cache.delete(k),
+    );
     this.cache.set(k, p);
-    while (this.cache.size > CACHED_PAGES) this.cache.delete(this.cache.keys().next().value as number);
+    while (this.cache.size > CACHED_PAGES) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cache.delete(oldest);
+      this.loaded.delete(oldest);
+    }
     return p;
+  }
+
+  /** Page `k` if it is in memory now (resident, zero, or loaded and cached), without waiting; else undefined. */
+  peek(k: number): ChunkList | undefined {
+    if (this.resident) return this.resident[k];
+    if (this.ids![k] === null) return this.zeroPages.get(this.pageLength(k));
+    return this.loaded.get(k);
   }
 
   /** Chunks [first, end) with their pages loaded. */

@@ -52,8 +52,11 @@ export class ChunkPageWriter {
     return this.failure;
   }
 
-  /** Page `k`, loaded from the base when there is one, held until `release(k)`. */
-  hold(k: number): Promise<ChunkList> {
+  /**
+   * Page `k`, loaded from the base when there is one, held until `release(k)`. The page itself
+   * when it is open and ready already (no await per batch on the hot path), else a promise.
+   */
+  hold(k: number): ChunkList | Promise<ChunkList> {
     let page = this.open.get(k);
     if (!page) {
       const opened: OpenPage = { ready: this.start(k), holds: 0 };
@@ -61,7 +64,7 @@ export class ChunkPageWriter {
       this.open.set(k, (page = opened));
     }
     page.holds++;
-    return page.ready;
+    return page.list ?? page.ready;
   }
 
   /** Sets chunk `i` to `id`, or to zero. Its page must be held, and `hold` settled. */
