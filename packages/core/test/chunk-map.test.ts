@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
 import {
   BackupManager,
+  CairnError,
   ChunkedBackupService,
   ChunkList,
   ChunkMap,
@@ -199,6 +200,33 @@ describe('chunk list pages (repository format 4)', () => {
       await expect(r.manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(message) });
       expect((await r.manager.verify(b.id)).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
     }
+  });
+
+  it('a disk that fills up while pages are written fails the backup with UNAVAILABLE, leaves no manifest or available record, and gc removes what it wrote', async () => {
+    const store = new CountingStore('mem');
+    const r = await rig(store);
+    const v = await volumeWithGaps(r.volumes);
+    const full = store.put.bind(store);
+    let pagePuts = 0;
+    vi.spyOn(store, 'put').mockImplementation(async (key, data, options) => {
+      // The second page written finds the disk full.
+      if (key.startsWith('chunklists/') && ++pagePuts === 2) throw new CairnError('UNAVAILABLE', 'no space left on device (ENOSPC)');
+      return full(key, data, options);
+    });
+    await expectCode(r.manager.backup({ volumeId: v.id }), 'UNAVAILABLE');
+    vi.mocked(store.put).mockRestore();
+    expect(await keys(store, 'manifests/')).toEqual([]);
+    expect((await r.manager.listBackups({ volumeId: v.id })).filter((b) => b.status === 'available')).toEqual([]);
+    // The page written before the failure stays (unreferenced); none is written after it.
+    expect(await keys(store, 'chunklists/')).toHaveLength(1);
+    expect(pagePuts).toBe(2);
+    expect(await r.service.gc({ graceMs: 0 })).toMatchObject({ pagesDeleted: 1 });
+    expect(await keys(store, 'chunklists/')).toEqual([]);
+    expect(await keys(store, 'packs/')).toEqual([]);
+    // The next backup of the volume is whole.
+    const b = await r.manager.backup({ volumeId: v.id });
+    const { volume } = await r.manager.restore({ backupId: b.id, newVolume: {} });
+    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
   });
 
   it('a manifest naming the wrong number of pages, a malformed page id or page size is CORRUPT, naming the backup', async () => {

@@ -31,6 +31,7 @@ export class ChunkPageWriter {
   private readonly writes = new Set<Promise<void>>();
   private passed = 0;
   private failure: unknown;
+  private abandoned = false;
   /** Bytes of the pages this writer stored (pages already present count 0). */
   bytesStored = 0;
 
@@ -96,6 +97,7 @@ export class ChunkPageWriter {
   async finish(): Promise<ChunkMap> {
     this.passTo(this.ids.length);
     await this.settle();
+    if (this.failure) throw this.failure;
     for (let k = 0; k < this.ids.length && !this.failure; k++) {
       if (this.ids[k] !== undefined) continue;
       const length = Math.min(this.pageChunks, this.length - k * this.pageChunks);
@@ -113,8 +115,9 @@ export class ChunkPageWriter {
     return ChunkMap.paged(this.backupId, this.length, this.pageChunks, ids, (id) => readPage(this.store, this.codec, id));
   }
 
-  /** Waits for page writes in flight (after a failure elsewhere). Never throws. */
+  /** Starts no more page writes and waits for those in flight (after a failure elsewhere). Never throws. */
   async abandon(): Promise<void> {
+    this.abandoned = true;
     await this.settle();
   }
 
@@ -136,11 +139,12 @@ export class ChunkPageWriter {
     return page;
   }
 
-  /** Writes page `k` once the batches have passed it and none holds it. */
+  /** Writes page `k` once the batches have passed it and none holds it; after a failure, writes nothing more. */
   private flush(k: number): void {
     const page = this.open.get(k);
     if (!page || page.holds > 0 || k >= this.passed) return;
     this.open.delete(k);
+    if (this.failure || this.abandoned) return;
     const write = page.ready
       .then((list) => writePage(this.store, this.codec, list))
       .then(({ id, stored }) => {
