@@ -22,7 +22,9 @@ describe('cairn repo', () => {
     expect(s.packs).toBeGreaterThan(0);
     expect(s.rawBytes).toBeGreaterThan(0);
     expect(s.storedBytes).toBeGreaterThan(0);
-    expect(Object.keys(s).sort()).toEqual(['backups', 'chunkSize', 'chunks', 'compression', 'encrypted', 'id', 'packs', 'rawBytes', 'storedBytes']);
+    expect(s.chunkListPages).toBe(1);
+    expect(s.chunkListBytes).toBeGreaterThan(0);
+    expect(Object.keys(s).sort()).toEqual(['backups', 'chunkListBytes', 'chunkListPages', 'chunkSize', 'chunks', 'compression', 'encrypted', 'id', 'packs', 'rawBytes', 'storedBytes']);
   });
 
   it('repo verify checks every backup and exits 0 when intact', async () => {

@@ -87,6 +87,11 @@ describe('chunk list pages (repository format 4)', () => {
     const stored = doc.chunkPages.map((p) => p !== null);
     expect(stored).toEqual([true, true, true, false, false, false, false, false, true, true, false, false, false, false, false, false]);
     expect(await keys(r.store, 'chunklists/')).toEqual(doc.chunkPages.filter((p) => p !== null).map((p) => `chunklists/${p}`).sort());
+    const stats = await r.service.stats();
+    expect(stats.chunkListPages).toBe(5);
+    let bytes = 0;
+    for (const key of await keys(r.store, 'chunklists/')) bytes += (await r.store.head(key)).size;
+    expect(stats.chunkListBytes).toBe(bytes);
     const { volume } = await r.manager.restore({ backupId: b.id, newVolume: {} });
     expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
     // The parsed map gives each chunk's id; the stored page is that page's list.

@@ -65,6 +65,7 @@ export function registerRepoCommands(program: Command): void {
             ['raw bytes', formatBytes(s.rawBytes)],
             ['stored bytes', formatBytes(s.storedBytes)],
             ['ratio', s.rawBytes > 0 ? (s.storedBytes / s.rawBytes).toFixed(3) : undefined],
+            ['chunk list pages', `${s.chunkListPages} (${formatBytes(s.chunkListBytes)})`],
           ]),
         );
       }),

@@ -15,7 +15,7 @@ import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { writeBackup, type WriteOptions } from './backup-writer.js';
-import type { Manifest } from './format.js';
+import { Keys, type Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
 import { Repository, type InitOptions, type OpenOptions } from './repository.js';
 import { restoreBackup } from './restorer.js';
@@ -44,6 +44,9 @@ export interface RepositoryStats {
   storedBytes: number;
   /** Sum of chunk plaintext lengths. */
   rawBytes: number;
+  /** Chunk list pages (repository format 4) and their bytes. */
+  chunkListPages: number;
+  chunkListBytes: number;
 }
 
 /**
@@ -211,6 +214,12 @@ export class ChunkedBackupService implements BackupService {
         storedBytes += o.size;
         packs++;
       }
+      let chunkListPages = 0;
+      let chunkListBytes = 0;
+      for await (const o of repo.store.list(Keys.chunkLists)) {
+        chunkListBytes += o.size;
+        chunkListPages++;
+      }
       let rawBytes = 0;
       const seen = new Set<string>();
       for (const entries of repo.index.packs().values()) for (const e of entries) if (!seen.has(e.id)) (seen.add(e.id), (rawBytes += e.rawLength));
@@ -224,6 +233,8 @@ export class ChunkedBackupService implements BackupService {
         chunks: seen.size,
         storedBytes,
         rawBytes,
+        chunkListPages,
+        chunkListBytes,
       };
     });
   }
