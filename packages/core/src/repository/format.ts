@@ -13,16 +13,13 @@ export const FORMAT_NAME = 'cairn-repository';
  * (`index/<packId>`, one PackIndexDoc each) are still read.
  * 3: every catalog record has an entry under its volume (`catalog/by-volume/…`, see
  * repository-catalog.ts), so a volume's records are found without reading all of them.
+ * 4: a manifest names its chunk list's pages (`chunkPages`, `pageChunks`), each stored as a
+ * `chunklists/<id>` object (see chunk-map.ts), instead of holding the list inline. Manifests of
+ * format 3 and older are still read.
  * An older repository is upgraded when opened for writing (Repository.upgradeFormat), so that an
  * older Cairn refuses it instead of misreading it or writing records without entries.
  */
 export const FORMAT_VERSION = 4;
-/**
- * 4: a manifest names its chunk list's pages (`chunkPages`, `pageChunks`), each stored as a
- * `chunklists/<id>` object (see chunk-map.ts), instead of holding the list inline. Manifests of
- * format 3 and older are still read.
- */
-export const PAGED_MANIFEST_VERSION = 4;
 
 /** Object keys. Ids are lowercase hex SHA-256 (64 chars) or UUIDs. */
 export const Keys = {
