@@ -309,6 +309,16 @@ describe('chunk list pages (repository format 4)', () => {
   });
 });
 
+describe('pageJson', () => {
+  it('writes exactly JSON.stringify({ chunks }) of the page, the text a page id is computed over', () => {
+    const hexId = (n: number) => n.toString(16).padStart(64, '0');
+    for (const n of [0, 1, 7, 4096]) {
+      const list = ChunkList.from(Array.from({ length: n }, (_, i) => (i % 3 ? hexId(i) : null)));
+      expect(pageJson(list).toString('latin1')).toBe(JSON.stringify({ chunks: list.slice() }));
+    }
+  });
+});
+
 describe('ChunkPageWriter', () => {
   const hexId = (n: number) => n.toString(16).padStart(64, '0');
   const codec = new ChunkCodec(undefined, undefined);

@@ -9,7 +9,7 @@
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { ChunkList } from './chunk-list.js';
-import { openDocument, sealPieces, type ChunkCodec } from './codec.js';
+import { jsonPieces, openDocument, sealPieces, type ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 
 /**
@@ -23,17 +23,15 @@ const CACHED_PAGES = 4;
 /** Label under which page `id` is sealed. */
 export const pageLabel = (id: string): string => `chunklist:${id}`;
 
+/** How the text Cairn writes starts (pageJson), for reading it without building the JSON tree. */
 const PAGE_HEAD = Buffer.from('{"chunks":[', 'latin1');
-const PAGE_TAIL = Buffer.from(']}', 'latin1');
 
-/** A page's JSON text: `{"chunks":[…]}`, the ids and nulls as a manifest of format 3 held them. */
+/**
+ * A page's JSON text: `{"chunks":[…]}`, the ids and nulls as a manifest of format 3 held them,
+ * written by the manifests' serializer (each piece copied before the next reuses its buffer).
+ */
 export function pageJson(list: ChunkList): Buffer {
-  const room = Buffer.allocUnsafe(PAGE_HEAD.length + ChunkList.jsonRoom(list.length) + PAGE_TAIL.length);
-  PAGE_HEAD.copy(room);
-  const body = list.jsonBytes(0, list.length, false, room.subarray(PAGE_HEAD.length));
-  const end = PAGE_HEAD.length + body.length;
-  PAGE_TAIL.copy(room, end);
-  return room.subarray(0, end + PAGE_TAIL.length);
+  return Buffer.concat(Array.from(jsonPieces({ chunks: list }, 'chunks'), (piece) => Buffer.from(piece)));
 }
 
 /**
@@ -87,7 +85,7 @@ export async function readPage(store: ObjectStore, codec: ChunkCodec, id: string
     if (codec.chunkId(json) !== id) throw new Error('content does not match its id');
     if (json.subarray(0, PAGE_HEAD.length).equals(PAGE_HEAD)) {
       const scanned = ChunkList.scan(json, PAGE_HEAD.length - 1);
-      if (scanned && json.subarray(scanned.end).equals(PAGE_TAIL.subarray(1))) return scanned.list;
+      if (scanned && scanned.end === json.length - 1 && json[scanned.end] === 0x7d) return scanned.list;
     }
     const doc = JSON.parse(json.toString('utf8')) as { chunks?: unknown };
     if (!doc || typeof doc !== 'object' || !Array.isArray(doc.chunks)) throw new Error('page has no chunk list');
