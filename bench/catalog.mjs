@@ -9,9 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChunkedBackupService, Repository, RepositoryCatalog } from '@cairn/core';
 import { PosixObjectStore } from '@cairn/backup-posix';
+import { option as opt } from './lib/args.mjs';
 
-const argv = process.argv.slice(2);
-const opt = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const counts = opt('--records', '100,1000,5000').split(',').map(Number);
 const volumes = Number(opt('--volumes', '20'));
 

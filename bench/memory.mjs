@@ -13,13 +13,9 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed } from './lib/measure.mjs';
+import { flag, option as opt } from './lib/args.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const argv = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
 const size = parseSize(opt('--size', '2G'));
 const volumeSizes = opt('--volumes', '2G,64G,1T').split(',').map(parseSize);
 const settle = Number(opt('--settle', '3'));
@@ -45,7 +41,7 @@ for (const volumeSize of volumeSizes) {
     results.push({ volumeSize, full, cbt, restore, exact: check.exact });
     console.log(`${label(volumeSize)}: done (restore byte-exact, no data past the image: ${check.exact})`);
   } finally {
-    if (!argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
+    if (!flag('--keep')) rmSync(work, { recursive: true, force: true });
   }
 }
 

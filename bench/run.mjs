@@ -9,15 +9,11 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed as measure } from './lib/measure.mjs';
+import { flag, option as opt } from './lib/args.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const argv = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
 const size = parseSize(opt('--size', '2G'));
-const encrypt = !argv.includes('--plain');
+const encrypt = !flag('--plain');
 const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
 const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSITORY: join(work, 'restic'), RESTIC_CACHE_DIR: join(work, 'restic-cache') };
 
@@ -25,7 +21,7 @@ const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSI
 // backup or restore run long after the last one. By default caches stay warm, which favours
 // whichever tool left its files there: restic writes its packs through the page cache, Cairn with
 // O_DIRECT, so restic's restore reads its repository from memory and Cairn's from the disk.
-const cold = argv.includes('--cold');
+const cold = flag('--cold');
 if (cold && !canDropCaches()) throw new Error('--cold needs write access to /proc/sys/vm/drop_caches (root)');
 function canDropCaches() {
   try {
@@ -111,5 +107,5 @@ mkdirSync(join(here, 'results'), { recursive: true });
 const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);
 writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, cold, settle, phases, resticRestoreSyncSeconds: resticSyncSeconds, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
 console.log(`results: ${file}`);
-if (!argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
+if (!flag('--keep')) rmSync(work, { recursive: true, force: true });
 if (!c4.out.exact) process.exit(1);
