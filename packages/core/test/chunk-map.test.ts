@@ -67,6 +67,12 @@ async function manifestDoc(r: Awaited<ReturnType<typeof rig>>, backupId: string)
   return decodeDocument(r.repo.codec, await r.store.get(`manifests/${backupId}`), `manifest:${backupId}`);
 }
 
+/** Restores backup `backupId` to a new volume and expects it to hold exactly volume `volumeId`'s bytes. */
+async function expectRestoresTo(r: Awaited<ReturnType<typeof rig>>, backupId: string, volumeId: string): Promise<void> {
+  const { volume } = await r.manager.restore({ backupId, newVolume: {} });
+  expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, volumeId))).toBe(true);
+}
+
 /** A 16 MiB volume with data in [0, 3 MiB) and [8 MiB, 9 MiB + 100 KiB); the rest never written. */
 async function volumeWithGaps(volumes: MemoryVolumeDriver) {
   const v = await volumes.createVolume({ size: 16 * MiB, name: 'gaps' });
@@ -92,8 +98,7 @@ describe('chunk list pages (repository format 4)', () => {
     let bytes = 0;
     for (const key of await keys(r.store, 'chunklists/')) bytes += (await r.store.head(key)).size;
     expect(stats.chunkListBytes).toBe(bytes);
-    const { volume } = await r.manager.restore({ backupId: b.id, newVolume: {} });
-    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
+    await expectRestoresTo(r, b.id, v.id);
     // The parsed map gives each chunk's id; the stored page is that page's list.
     const m = await r.repo.readManifest(b.id);
     const page1 = await readPage(r.store, r.repo.codec, doc.chunkPages[1]!);
@@ -122,8 +127,7 @@ describe('chunk list pages (repository format 4)', () => {
     expect(b[12]).not.toBeNull();
     expect((await keys(r.store, 'chunklists/')).filter((k) => !before.includes(k))).toEqual([`chunklists/${b[1]}`, `chunklists/${b[12]}`].sort());
     for (const id of [full.id, inc.id]) expect((await r.manager.verify(id)).problems).toEqual([]);
-    const { volume } = await r.manager.restore({ backupId: inc.id, newVolume: {} });
-    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
+    await expectRestoresTo(r, inc.id, v.id);
   });
 
   it('an incremental of a grown volume rewrites the parent\'s partial last page and adds new ones', async () => {
@@ -140,8 +144,7 @@ describe('chunk list pages (repository format 4)', () => {
     expect(b).toHaveLength(4);
     expect(b.slice(0, 2)).toEqual(a.slice(0, 2));
     expect(b[2]).not.toBe(a[2]);
-    const { volume } = await r.manager.restore({ backupId: inc.id, newVolume: {} });
-    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
+    await expectRestoresTo(r, inc.id, v.id);
   });
 
   it('a missing page: verify reports NOT_FOUND naming the backup, restore fails with NOT_FOUND, gc refuses and removes nothing', async () => {
@@ -230,8 +233,7 @@ describe('chunk list pages (repository format 4)', () => {
     expect(await keys(store, 'packs/')).toEqual([]);
     // The next backup of the volume is whole.
     const b = await r.manager.backup({ volumeId: v.id });
-    const { volume } = await r.manager.restore({ backupId: b.id, newVolume: {} });
-    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
+    await expectRestoresTo(r, b.id, v.id);
   });
 
   it('a manifest naming the wrong number of pages, a malformed page id or page size is CORRUPT, naming the backup', async () => {
@@ -267,8 +269,7 @@ describe('chunk list pages (repository format 4)', () => {
     expect(await keys(r.store, 'chunklists/')).toEqual(b.filter((p) => p !== null).map((p) => `chunklists/${p}`).sort());
     expect(b.filter((p) => p !== null)).not.toContain(a[1]);
     expect((await r.manager.verify(inc.id)).problems).toEqual([]);
-    const { volume } = await r.manager.restore({ backupId: inc.id, newVolume: {} });
-    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, v.id))).toBe(true);
+    await expectRestoresTo(r, inc.id, v.id);
   });
 
   it('a format-3 repository (chunk lists inline) restores and verifies as it is, serves as the parent of a paged incremental, and is upgraded to format 4', async () => {
