@@ -1,4 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
+import { registerApiServeCommand } from './commands/api-serve.js';
 import { registerBackupCommands } from './commands/backup.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerInitCommand } from './commands/init.js';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerBackupCommands(program);
   registerRepoCommands(program);
   registerDemoCommand(program);
+  registerApiServeCommand(program, VERSION);
   for (const c of allCommands(program)) {
     c.exitOverride();
     if (json) {

@@ -1,0 +1,79 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { CairnError, type DriverRegistry } from '@cairn/core';
+import type { FastifyRequest } from 'fastify';
+import { HttpError } from './errors.js';
+
+/** Shortest token accepted: a guessable token is no protection. */
+export const MIN_TOKEN_LENGTH = 16;
+
+/** A `--listen` address. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** `127.0.0.1:8470`, `[::1]:0`, `localhost:8470` → {host, port}. `INVALID_INPUT` for anything else. */
+export function parseListen(text: string): ListenAddress {
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new CairnError('INVALID_INPUT', `--listen takes host:port (e.g. 127.0.0.1:8470, [::1]:8470; port 0 picks a free port), not ${JSON.stringify(text)}`);
+  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+/** True for addresses only this host can reach: 127.0.0.0/8, ::1 (also IPv4-mapped) and `localhost`. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./.test(h) || /^(0{1,4}:){7}0{0,3}1$/.test(h);
+  return false;
+}
+
+/**
+ * Reads the bearer token from `file` through the registry's secret reader (`file:` references:
+ * one trailing newline dropped; `NOT_FOUND` when unreadable). `INVALID_INPUT` for a token shorter
+ * than MIN_TOKEN_LENGTH or holding whitespace. Returns a warning when the file is readable by
+ * group or others. The token itself never appears in a message.
+ */
+export async function loadToken(registry: DriverRegistry, file: string): Promise<{ token: string; warning?: string }> {
+  const path = resolve(file);
+  const token = await registry.secret(`file:${path}`).catch((cause) => Promise.reject(new CairnError('NOT_FOUND', `token file ${path} cannot be read`, { cause })));
+  if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
+    throw new CairnError('INVALID_INPUT', `the token in ${path} must be at least ${MIN_TOKEN_LENGTH} characters without whitespace (e.g. the output of: openssl rand -hex 32)`);
+  }
+  const mode = (await stat(path)).mode & 0o077;
+  return { token, warning: mode ? `token file ${path} is readable by group or others (chmod 600 it)` : undefined };
+}
+
+/**
+ * Refuses (`INVALID_INPUT`) to serve a non-loopback address without a token: the API backs up,
+ * restores over and deletes volumes, so anyone who reaches it must prove who they are.
+ */
+export function assertListenAllowed(address: ListenAddress, hasToken: boolean): void {
+  if (!hasToken && !isLoopback(address.host)) {
+    throw new CairnError('INVALID_INPUT', `listening on ${address.host}, which is not a loopback address, needs --token-file (every request must then carry Authorization: Bearer <token>)`);
+  }
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * An onRequest hook that lets a request through only with `Authorization: Bearer <token>`.
+ * Otherwise `UNAUTHENTICATED` (401, with `WWW-Authenticate`). Compares digests in constant time
+ * so neither the token's bytes nor its length leak through timing.
+ */
+export function bearerAuth(token: string): (request: FastifyRequest) => Promise<void> {
+  const expected = digest(token);
+  const challenge = { 'www-authenticate': 'Bearer realm="cairn"' };
+  return async (request) => {
+    const header = request.headers.authorization;
+    if (header === undefined) throw new HttpError('UNAUTHENTICATED', 'this server needs Authorization: Bearer <token>', challenge);
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m || !timingSafeEqual(digest(m[1]!), expected)) {
+      throw new HttpError('UNAUTHENTICATED', 'the bearer token is wrong or malformed', { ...challenge, 'www-authenticate': 'Bearer realm="cairn", error="invalid_token"' });
+    }
+  };
+}

@@ -1,0 +1,236 @@
+import { CairnError, isCairnError, newId, toCairnError, type Job } from '@cairn/core';
+import { errorJson } from './errors.js';
+
+export type ApiJobKind = 'backup' | 'restore' | 'verify';
+/** `running` → `succeeded` | `failed` | `cancelled`; an ended job never changes again. */
+export type ApiJobState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface JobProgress {
+  /** Logical bytes done so far (monotonic). */
+  bytesDone: number;
+  /** Logical bytes the job will process in all (0 while unknown). */
+  bytesTotal: number;
+}
+
+/** What the table needs to follow one job, whoever runs it (the manager, or the API for verify). */
+export interface JobSpec {
+  id: string;
+  kind: ApiJobKind;
+  backupId?: string;
+  volumeId?: string;
+  target?: string;
+  progress(): JobProgress;
+  /** Asks the job to stop; it ends `cancelled` once it has cleaned up. Idempotent. */
+  cancel(reason: string): void;
+  /**
+   * Settles once the job has stopped: with its result, plus an error when the result is not a
+   * success (a verify that found problems); rejects when the job failed or was cancelled.
+   */
+  outcome: Promise<{ result: unknown; error?: unknown }>;
+}
+
+/** The JSON view of a job (docs/api.md, "Job"). */
+export interface JobView {
+  id: string;
+  kind: ApiJobKind;
+  state: ApiJobState;
+  backupId?: string;
+  volumeId?: string;
+  target?: string;
+  progress: JobProgress;
+  cancelRequested: boolean;
+  startedAt: string;
+  endedAt?: string;
+  result?: unknown;
+  error?: ReturnType<typeof errorJson>;
+}
+
+class Entry {
+  state: ApiJobState = 'running';
+  cancelRequested = false;
+  readonly startedAt = new Date().toISOString();
+  endedAt?: string;
+  result?: unknown;
+  error?: CairnError;
+  finalProgress?: JobProgress;
+  /** Resolves (never rejects) once the job has ended and the entry holds its outcome. */
+  readonly settled: Promise<void>;
+
+  constructor(readonly spec: JobSpec, onEnd: (e: Entry) => void) {
+    this.settled = spec.outcome.then(
+      ({ result, error }) => this.end(error === undefined ? 'succeeded' : 'failed', result, error),
+      (err: unknown) => this.end(isCairnError(err) && err.code === 'CANCELLED' ? 'cancelled' : 'failed', undefined, err),
+    ).then(() => onEnd(this));
+  }
+
+  private end(state: ApiJobState, result: unknown, error: unknown): void {
+    this.finalProgress = this.spec.progress();
+    this.state = state;
+    this.result = result;
+    this.error = error === undefined ? undefined : toCairnError(error);
+    this.endedAt = new Date().toISOString();
+  }
+
+  view(): JobView {
+    const { id, kind, backupId, volumeId, target } = this.spec;
+    return {
+      id,
+      kind,
+      state: this.state,
+      backupId,
+      volumeId,
+      target,
+      progress: this.finalProgress ?? this.spec.progress(),
+      cancelRequested: this.cancelRequested,
+      startedAt: this.startedAt,
+      endedAt: this.endedAt,
+      result: this.result,
+      error: this.error && errorJson(this.error),
+    };
+  }
+}
+
+/**
+ * The jobs this server started (backups, restores, verifies), running and recently ended. Ended
+ * jobs are kept so clients can read the outcome: the newest `maxEnded` of them, older ones are
+ * forgotten (then `NOT_FOUND`; the backup record still tells a backup's outcome).
+ */
+export class JobTable {
+  private readonly entries = new Map<string, Entry>();
+  private readonly ended: string[] = [];
+  private closing = false;
+
+  constructor(private readonly maxEnded = 100) {}
+
+  /** Follows a started job and returns its view. After `shutdown` began, the job is cancelled at once. */
+  add(spec: JobSpec): JobView {
+    const entry = new Entry(spec, (e) => this.onEnd(e));
+    this.entries.set(spec.id, entry);
+    if (this.closing) this.requestCancel(entry, 'the server is shutting down');
+    return entry.view();
+  }
+
+  /** The view of job `id`. `NOT_FOUND` for an unknown or forgotten job. */
+  get(id: string): JobView {
+    return this.entry(id).view();
+  }
+
+  /** Jobs oldest first, optionally only of one state or kind. */
+  list(filter: { state?: ApiJobState; kind?: ApiJobKind } = {}): JobView[] {
+    return [...this.entries.values()]
+      .filter((e) => (filter.state === undefined || e.state === filter.state) && (filter.kind === undefined || e.spec.kind === filter.kind))
+      .map((e) => e.view())
+      .sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+  }
+
+  /** Jobs still running. */
+  get running(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.state === 'running') n++;
+    return n;
+  }
+
+  /**
+   * Asks running job `id` to stop and returns its view (still `running` until it has cleaned up;
+   * then `cancelled`). `NOT_FOUND` for an unknown job, `CONFLICT` for one that already ended.
+   */
+  cancel(id: string, reason = 'cancelled through the API'): JobView {
+    const entry = this.entry(id);
+    if (entry.state !== 'running') throw new CairnError('CONFLICT', `job ${id} already ended (${entry.state})`, { details: { state: entry.state } });
+    this.requestCancel(entry, reason);
+    return entry.view();
+  }
+
+  /** Waits up to `ms` for job `id` to end, then returns its view (ended or not). `NOT_FOUND` if unknown. */
+  async wait(id: string, ms: number): Promise<JobView> {
+    const entry = this.entry(id);
+    if (entry.state === 'running' && ms > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([entry.settled, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+      clearTimeout(timer);
+    }
+    return entry.view();
+  }
+
+  /**
+   * Cancels every running job (and any job added from now on) and resolves once all have ended.
+   * Core guarantees a cancelled job leaves nothing half-written: records end in `error` with
+   * CANCELLED, temporaries and locks are released.
+   */
+  async shutdown(reason = 'the server is shutting down'): Promise<void> {
+    this.closing = true;
+    for (const e of this.entries.values()) if (e.state === 'running') this.requestCancel(e, reason);
+    await this.settled();
+  }
+
+  /** Resolves once no job runs (jobs added meanwhile included). */
+  async settled(): Promise<void> {
+    for (;;) {
+      const running = [...this.entries.values()].filter((e) => e.state === 'running');
+      if (running.length === 0) return;
+      await Promise.all(running.map((e) => e.settled));
+    }
+  }
+
+  private requestCancel(entry: Entry, reason: string): void {
+    entry.cancelRequested = true;
+    entry.spec.cancel(reason);
+  }
+
+  private entry(id: string): Entry {
+    const entry = this.entries.get(id);
+    if (!entry) throw new CairnError('NOT_FOUND', `no job ${id}`);
+    return entry;
+  }
+
+  private onEnd(entry: Entry): void {
+    this.ended.push(entry.spec.id);
+    while (this.ended.length > this.maxEnded) this.entries.delete(this.ended.shift()!);
+  }
+}
+
+/**
+ * A manager job (backup or restore) as a JobSpec. `finish` turns the final record into the
+ * job's result view (for a restore it also reads the restored volume).
+ */
+export function managerJob(job: Job, target: string | undefined, finish: (record: Awaited<Job['done']>) => Promise<unknown>): JobSpec {
+  return {
+    id: job.id,
+    kind: job.kind,
+    backupId: job.backupId,
+    volumeId: job.volumeId,
+    target,
+    progress: () => job.progress(),
+    cancel: (reason) => job.cancel(reason),
+    outcome: job.done.then(async (record) => ({ result: await finish(record) })),
+  };
+}
+
+/**
+ * Work the API runs itself as a job (verify): `work` gets an AbortSignal that `cancel` fires and
+ * must reject with CANCELLED once it stopped. `progress` reports what the work exposes.
+ */
+export function apiJob(
+  fields: { kind: ApiJobKind; backupId?: string; volumeId?: string; target?: string },
+  work: (signal: AbortSignal) => Promise<{ result: unknown; error?: unknown; progress?: JobProgress }>,
+): JobSpec {
+  const controller = new AbortController();
+  let progress: JobProgress = { bytesDone: 0, bytesTotal: 0 };
+  return {
+    ...fields,
+    id: newId(),
+    progress: () => ({ ...progress }),
+    cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason)),
+    outcome: work(controller.signal).then(
+      (done) => {
+        // Work that turned the abort into a result (a verify reporting unread chunks) was still cancelled.
+        if (controller.signal.aborted) throw new CairnError('CANCELLED', `${fields.kind} cancelled`);
+        if (done.progress) progress = done.progress;
+        return { result: done.result, error: done.error };
+      },
+      (err: unknown) => {
+        throw controller.signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', `${fields.kind} cancelled`, { cause: err }) : err;
+      },
+    ),
+  };
+}

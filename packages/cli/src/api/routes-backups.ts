@@ -1,0 +1,136 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { backupJson, volumeJson } from '../output/views.js';
+import { backupLocation, jobLocation, type ApiContext } from './api-context.js';
+import { managerJob } from './jobs.js';
+import { addRoute, pathId, QueryFlag, Text } from './routing.js';
+import { knownTarget } from './targets.js';
+import { startVerify } from './verify.js';
+
+const ListQuery = z.strictObject({ volumeId: Text.optional() });
+const DeleteQuery = z.strictObject({ cascade: QueryFlag.optional() });
+
+/** `POST /v1/backups`: the options of `cairn backup create`. */
+const CreateBody = z.strictObject({
+  /** Volume id, or the name of exactly one volume. */
+  volumeId: Text,
+  name: z.string().optional(),
+  description: z.string().optional(),
+  incremental: z.boolean().optional(),
+  force: z.boolean().optional(),
+  target: Text.optional(),
+});
+
+/** `POST /v1/backups/:id/restore`: exactly one of `volumeId` (`--to`) and `newVolume` (`--new [-n name]`). */
+const RestoreBody = z
+  .strictObject({
+    volumeId: Text.optional(),
+    newVolume: z.strictObject({ name: Text.optional() }).optional(),
+  })
+  .refine((b) => (b.volumeId === undefined) !== (b.newVolume === undefined), 'give exactly one of volumeId (an existing volume) and newVolume ({} or {"name": …})');
+
+/** `POST /v1/backups/import-record`: what `GET /v1/backups/:id/record` returns, and optionally the target holding the data. */
+const ImportRecordBody = z.strictObject({ service: Text, record: Text, target: Text.optional() });
+
+/** Backups: list, show, children, delete, create, restore, verify, export-record, import-record. */
+export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): void {
+  const { cli, manager, jobs } = api;
+  const backupId = (params: Record<string, string>) => pathId(params, 'id', 'backup');
+
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/backups',
+    query: ListQuery,
+    handler: async ({ query }) => {
+      // As `backup list --volume`: a volume name is resolved; an unknown value is taken as the id of a volume that may be gone.
+      const volumeId = query.volumeId === undefined ? undefined : await cli.resolveVolume(query.volumeId).then((v) => v.id, () => query.volumeId);
+      return (await manager.listBackups(volumeId === undefined ? {} : { volumeId })).map(backupJson);
+    },
+  });
+
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/backups/:id',
+    handler: async ({ params }) => backupJson(await manager.getBackup(backupId(params))),
+  });
+
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/backups/:id/children',
+    handler: async ({ params }) => (await manager.children(backupId(params))).map(backupJson),
+  });
+
+  addRoute(app, {
+    method: 'DELETE',
+    url: '/v1/backups/:id',
+    query: DeleteQuery,
+    handler: async ({ params, query }) => {
+      const id = backupId(params);
+      await manager.deleteBackup(id, { cascade: query.cascade ?? false });
+      return { deleted: id };
+    },
+  });
+
+  // Validation (unknown volume or target, volume in use or in another flow, incremental without
+  // a full) fails here, synchronously; once started, the outcome is the job's.
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/backups',
+    body: CreateBody,
+    status: 202,
+    handler: async ({ body, reply }) => {
+      const target = knownTarget(api, body.target ?? cli.defaultTargetName);
+      const volume = await cli.resolveVolume(body.volumeId);
+      const job = await manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target });
+      const view = jobs.add(managerJob(job, target, async (record) => backupJson(record)));
+      reply.header('location', jobLocation(view.id));
+      return view;
+    },
+  });
+
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/backups/:id/restore',
+    body: RestoreBody,
+    status: 202,
+    handler: async ({ params, body, reply }) => {
+      const backup = await manager.getBackup(backupId(params));
+      const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id } : { backupId: backup.id, newVolume: { name: body.newVolume?.name } };
+      const { job, volume } = await manager.startRestore(request);
+      const view = jobs.add(
+        managerJob(job, backup.service, async (record) => ({ backup: backupJson(record), volume: volumeJson(await manager.getVolume(volume.id)) })),
+      );
+      reply.header('location', jobLocation(view.id));
+      return view;
+    },
+  });
+
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/backups/:id/verify',
+    status: 202,
+    handler: async ({ params, reply }) => {
+      const view = jobs.add(await startVerify(api, backupId(params)));
+      reply.header('location', jobLocation(view.id));
+      return view;
+    },
+  });
+
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/backups/:id/record',
+    handler: async ({ params }) => manager.exportRecord(backupId(params)),
+  });
+
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/backups/import-record',
+    body: ImportRecordBody,
+    status: 201,
+    handler: async ({ body, reply }) => {
+      const record = await manager.importRecord(knownTarget(api, body.target ?? body.service), body.record);
+      reply.header('location', backupLocation(record.id));
+      return backupJson(record);
+    },
+  });
+}

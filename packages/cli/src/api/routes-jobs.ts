@@ -1,0 +1,42 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { ApiContext } from './api-context.js';
+import { addRoute, pathId } from './routing.js';
+
+/** Longest `?wait=` a client may ask for, seconds. */
+export const MAX_WAIT_SECONDS = 60;
+
+const ListQuery = z.strictObject({
+  state: z.enum(['running', 'succeeded', 'failed', 'cancelled']).optional(),
+  kind: z.enum(['backup', 'restore', 'verify']).optional(),
+});
+
+const GetQuery = z.strictObject({
+  wait: z.coerce.number().min(0).max(MAX_WAIT_SECONDS).optional(),
+});
+
+/** `GET /v1/jobs`, `GET /v1/jobs/:id[?wait=seconds]`, `DELETE /v1/jobs/:id` (cancel). */
+export function registerJobRoutes(app: FastifyInstance, api: ApiContext): void {
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/jobs',
+    query: ListQuery,
+    handler: async ({ query }) => api.jobs.list(query),
+  });
+
+  // ?wait=N answers as soon as the job ends, or after N seconds with the job still running.
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/jobs/:id',
+    query: GetQuery,
+    handler: async ({ params, query }) => api.jobs.wait(pathId(params, 'id', 'job'), (query.wait ?? 0) * 1000),
+  });
+
+  // 202: cancellation is asked for; the job ends `cancelled` once the manager has cleaned up.
+  addRoute(app, {
+    method: 'DELETE',
+    url: '/v1/jobs/:id',
+    status: 202,
+    handler: async ({ params }) => api.jobs.cancel(pathId(params, 'id', 'job')),
+  });
+}

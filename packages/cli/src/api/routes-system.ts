@@ -1,0 +1,24 @@
+import type { FastifyInstance } from 'fastify';
+import { jobLocation, type ApiContext } from './api-context.js';
+import { addRoute } from './routing.js';
+import { startVerify } from './verify.js';
+
+/** `GET /v1/health` and `POST /v1/verify` (the whole repository). */
+export function registerSystemRoutes(app: FastifyInstance, api: ApiContext): void {
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/health',
+    handler: async () => ({ status: 'ok', version: api.version, jobs: { running: api.jobs.running } }),
+  });
+
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/verify',
+    status: 202,
+    handler: async ({ reply }) => {
+      const view = api.jobs.add(await startVerify(api));
+      reply.header('location', jobLocation(view.id));
+      return view;
+    },
+  });
+}

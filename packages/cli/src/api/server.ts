@@ -1,0 +1,158 @@
+import type { AddressInfo } from 'node:net';
+import { CairnError } from '@cairn/core';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { ApiContext } from './api-context.js';
+import { bearerAuth, type ListenAddress } from './auth.js';
+import { errorResponse, HttpError } from './errors.js';
+import { registerBackupRoutes } from './routes-backups.js';
+import { registerJobRoutes } from './routes-jobs.js';
+import { registerSystemRoutes } from './routes-system.js';
+import { registerTargetRoutes } from './routes-targets.js';
+import { registerVolumeRoutes } from './routes-volumes.js';
+
+/** Largest request body accepted (bytes). Every body of the API is a small JSON document. */
+export const BODY_LIMIT = 1024 * 1024;
+
+export interface ApiServerOptions {
+  /** When set, every request needs `Authorization: Bearer <token>`. */
+  token?: string;
+  /** One line per request (method, path, status, time); never headers, so never the token. */
+  log?: (line: string) => void;
+  /** Errors answered with a 5xx, for the operator (the client gets the error body). */
+  onServerError?: (err: unknown) => void;
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+
+/**
+ * The REST API (docs/api.md) over one ApiContext. `listen` binds; `shutdown` stops accepting
+ * requests (later ones get 503 UNAVAILABLE), cancels every running job, waits for the requests
+ * in flight and for the jobs to settle. Closing the context (targets, worker threads) is the
+ * caller's, after `shutdown`.
+ */
+export class ApiServer {
+  readonly app: FastifyInstance;
+  private closing = false;
+
+  constructor(
+    private readonly api: ApiContext,
+    options: ApiServerOptions = {},
+  ) {
+    this.app = buildApp(api, options, () => this.closing);
+  }
+
+  /** Binds `address` (port 0: a free port) and resolves with the address actually bound and its URL. */
+  async listen(address: ListenAddress): Promise<{ host: string; port: number; url: string }> {
+    try {
+      await this.app.listen({ host: address.host, port: address.port });
+    } catch (err) {
+      throw listenError(address, err);
+    }
+    const bound = this.app.server.address() as AddressInfo;
+    const host = bound.address;
+    return { host, port: bound.port, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound.port}` };
+  }
+
+  /** Graceful stop (call once): resolves when no request is in flight and every job has ended. */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    const closed = this.app.close();
+    await this.api.jobs.shutdown();
+    this.app.server.closeIdleConnections();
+    await closed;
+    // A start that was in flight added its job after the first wait (cancelled at once): wait for it too.
+    await this.api.jobs.settled();
+  }
+}
+
+function buildApp(api: ApiContext, options: ApiServerOptions, closing: () => boolean): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    // Errors fastify raises before routing (a URL that cannot be decoded) get the API's shape too.
+    frameworkErrors: (err, _request, reply) => sendError(reply, err, options),
+  });
+
+  // Bodies are JSON only (text/plain is refused with 415); an empty JSON body is "no body".
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => (body === '' ? done(null, undefined) : json(request, body as string, done)));
+
+  if (options.token !== undefined) app.addHook('onRequest', bearerAuth(options.token));
+  app.addHook('onRequest', async () => {
+    if (closing()) throw new CairnError('UNAVAILABLE', 'the server is shutting down');
+  });
+  // Once shutting down, every answer (to a request in flight, or the 503 above) closes its
+  // connection, so no keep-alive connection holds the server open.
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing()) reply.header('connection', 'close');
+  });
+  if (options.log) {
+    const log = options.log;
+    app.addHook('onResponse', async (request, reply) => log(`${request.method} ${request.url} ${reply.statusCode} ${Math.round(reply.elapsedTime)}ms`));
+  }
+
+  app.setErrorHandler((err, _request, reply) => sendError(reply, err, options));
+  app.setNotFoundHandler((request, reply) => sendError(reply, new CairnError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`), options));
+
+  const routes = collectRoutes(app);
+  registerSystemRoutes(app, api);
+  registerVolumeRoutes(app, api);
+  registerBackupRoutes(app, api);
+  registerJobRoutes(app, api);
+  registerTargetRoutes(app, api);
+  addMethodNotAllowed(app, routes);
+  return app;
+}
+
+function sendError(reply: FastifyReply, err: unknown, options: ApiServerOptions): FastifyReply {
+  const r = errorResponse(err);
+  if (r.status >= 500 && r.body.error.code !== 'UNAVAILABLE') options.onServerError?.(err);
+  return reply.code(r.status).headers(r.headers).send(r.body);
+}
+
+/** Records the methods of every route as it is added (the fillers of addMethodNotAllowed excepted). */
+function collectRoutes(app: FastifyInstance): Map<string, Set<string>> {
+  const routes = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    if ((route.config as { filler?: boolean } | undefined)?.filler) return;
+    const methods = routes.get(route.url) ?? new Set<string>();
+    for (const m of [route.method].flat()) methods.add(m);
+    routes.set(route.url, methods);
+  });
+  return routes;
+}
+
+/** On every path, the methods it does not serve answer 405 METHOD_NOT_ALLOWED with `Allow`. */
+function addMethodNotAllowed(app: FastifyInstance, routes: Map<string, Set<string>>): void {
+  for (const [url, methods] of [...routes]) {
+    // Fastify answers HEAD on every GET route by itself.
+    const serves = (m: string) => methods.has(m) || (m === 'HEAD' && methods.has('GET'));
+    const allowed = METHODS.filter(serves);
+    const others = METHODS.filter((m) => !serves(m));
+    if (others.length === 0) continue;
+    const allow = allowed.join(', ');
+    app.route({
+      method: [...others],
+      url,
+      exposeHeadRoute: false,
+      config: { filler: true },
+      handler: async (request: FastifyRequest) => {
+        throw new HttpError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${url} (allowed: ${allow})`, { allow });
+      },
+    });
+  }
+}
+
+/** Why `listen` failed, as a CairnError: a taken port is BUSY, an address that cannot be bound INVALID_INPUT. */
+function listenError(address: ListenAddress, err: unknown): CairnError {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const where = `${address.host}:${address.port}`;
+  if (code === 'EADDRINUSE') return new CairnError('BUSY', `cannot listen on ${where}: the address is in use`, { cause: err });
+  if (code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    return new CairnError('INVALID_INPUT', `cannot listen on ${where} (${code})`, { cause: err });
+  }
+  return new CairnError('UNAVAILABLE', `cannot listen on ${where}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}

@@ -1,0 +1,87 @@
+import { CairnError } from '@cairn/core';
+import type { Command } from 'commander';
+import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
+import { JobTable } from '../api/jobs.js';
+import { withContext } from '../command-runner.js';
+import { ExitCode } from '../exit-codes.js';
+import { optionParser, parseSize } from '../output/units.js';
+
+/** Default `--listen`: loopback only. */
+export const DEFAULT_LISTEN = '127.0.0.1:8470';
+
+/** `--keep-jobs`: a whole number from 1 to 10000. */
+function parseKeepJobs(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1 || n > 10_000) throw new CairnError('INVALID_INPUT', `--keep-jobs takes a whole number from 1 to 10000, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+/**
+ * Resolves with the first SIGINT/SIGTERM. A second signal while shutting down exits at once with
+ * 130, as a second Ctrl-C does for a foreground job.
+ */
+function untilSignal(onSecond: () => void): Promise<NodeJS.Signals> {
+  return new Promise((res) => {
+    let seen = false;
+    const handler = (s: NodeJS.Signals) => {
+      if (seen) return onSecond();
+      seen = true;
+      res(s);
+    };
+    process.on('SIGINT', handler);
+    process.on('SIGTERM', handler);
+  });
+}
+
+/**
+ * `cairn serve`: the REST API (docs/api.md) for backup software to drive Cairn. One context,
+ * manager and set of targets for the process's lifetime, so worker threads and open repositories
+ * stay warm between requests. Prints the bound address once listening. On SIGINT/SIGTERM: stops
+ * accepting requests, cancels the running jobs, waits for them to settle, closes the targets
+ * and exits 0.
+ */
+export function registerApiServeCommand(program: Command, version: string): void {
+  program
+    .command('serve')
+    .description('serve the REST API for backup software (docs/api.md) until SIGINT/SIGTERM')
+    .option('--listen <host:port>', 'address to listen on (port 0: a free port); other than loopback only with --token-file', DEFAULT_LISTEN)
+    .option('--token-file <file>', 'require Authorization: Bearer <token> on every request, with the token read from this file')
+    .option('--read-rate <size>', 'read volumes at most this many bytes per second, shared by all backups of the server, e.g. 50MiB', optionParser(parseSize))
+    .option('--keep-jobs <n>', 'ended jobs kept for clients to read (oldest forgotten first)', optionParser(parseKeepJobs), 100)
+    .action(
+      withContext<{ listen: string; tokenFile?: string; readRate?: number; keepJobs: number }>(async (ctx, _args, o) => {
+        // Refusals come before anything is opened.
+        const listen = parseListen(o.listen);
+        const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
+        assertListenAllowed(listen, auth !== undefined);
+        if (auth?.warning) ctx.out.warn(auth.warning);
+        if (!isLoopback(listen.host)) ctx.out.warn(`listening on ${listen.host} without TLS: the token crosses the network in clear unless a TLS-terminating proxy sits in front`);
+
+        // Everything requests use, opened once: targets (worker threads), catalog, manager.
+        const manager = await ctx.manager({ recover: true, readRate: o.readRate });
+        // Loaded here so that other commands do not pay for loading the HTTP framework.
+        const { ApiServer } = await import('../api/server.js');
+        const jobs = new JobTable(o.keepJobs);
+        const server = new ApiServer(
+          { cli: ctx, manager, jobs, version },
+          { token: auth?.token, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err) },
+        );
+        const stopped = untilSignal(() => {
+          ctx.out.warn('second signal: exiting without waiting for the jobs');
+          process.exit(ExitCode.CANCELLED);
+        });
+        const bound = await server.listen(listen);
+        const view = { listening: bound.url, host: bound.host, port: bound.port, version, auth: auth ? 'bearer' : 'none' };
+        // One line either way, so a supervisor can read the address from the first line of stdout.
+        if (ctx.out.json) process.stdout.write(`${JSON.stringify(view)}\n`);
+        else process.stdout.write(`listening on ${bound.url} (${auth ? 'bearer token required' : 'no authentication: loopback only'}); stop with Ctrl-C or SIGTERM\n`);
+
+        const signal = await stopped;
+        const running = jobs.running;
+        ctx.out.info(`${signal}: shutting down${running ? `, cancelling ${running} running job(s)` : ''}`);
+        await server.shutdown();
+        ctx.out.info('stopped');
+        return ExitCode.OK;
+      }),
+    );
+}

@@ -1,0 +1,102 @@
+import { CairnError, ErrorCodes } from '@cairn/core';
+import { describe, expect, it } from 'vitest';
+import { isLoopback, parseListen } from '../src/api/auth.js';
+import { errorResponse, HTTP_STATUS, HttpError, TransportCodes } from '../src/api/errors.js';
+import { JobTable, type JobSpec } from '../src/api/jobs.js';
+
+/** A job the test settles by hand. */
+function manualJob(id: string): JobSpec & { succeed(result: unknown): void; fail(err: unknown): void; cancelled: string[] } {
+  let succeed!: (r: unknown) => void;
+  let fail!: (e: unknown) => void;
+  const outcome = new Promise<{ result: unknown }>((res, rej) => {
+    succeed = (result) => res({ result });
+    fail = rej;
+  });
+  const cancelled: string[] = [];
+  return {
+    id,
+    kind: 'backup',
+    backupId: id,
+    progress: () => ({ bytesDone: 1, bytesTotal: 2 }),
+    cancel: (reason) => {
+      cancelled.push(reason);
+      fail(new CairnError('CANCELLED', reason));
+    },
+    outcome,
+    succeed,
+    fail,
+    cancelled,
+  };
+}
+
+describe('API error table', () => {
+  it('maps every CairnError code and transport code to a status; BUSY and UNAVAILABLE carry Retry-After', () => {
+    for (const code of [...ErrorCodes, ...TransportCodes]) expect(HTTP_STATUS[code], code).toBeGreaterThanOrEqual(400);
+    expect(errorResponse(new CairnError('NOT_FOUND', 'x'))).toEqual({ status: 404, headers: {}, body: { error: { code: 'NOT_FOUND', message: 'x' } } });
+    expect(errorResponse(new CairnError('BUSY', 'locked', { details: { lock: 'l1' } }))).toEqual({
+      status: 409,
+      headers: { 'retry-after': '5' },
+      body: { error: { code: 'BUSY', message: 'locked', details: { lock: 'l1' } } },
+    });
+    expect(errorResponse(new CairnError('UNAVAILABLE', 'down')).headers).toEqual({ 'retry-after': '5' });
+    expect(errorResponse(new CairnError('NOT_SUPPORTED', 'no')).status).toBe(422);
+    expect(errorResponse(new CairnError('CORRUPT', 'bad')).status).toBe(500);
+    expect(errorResponse(new HttpError('UNAUTHENTICATED', 'who?', { 'www-authenticate': 'Bearer' }))).toEqual({
+      status: 401,
+      headers: { 'www-authenticate': 'Bearer' },
+      body: { error: { code: 'UNAUTHENTICATED', message: 'who?' } },
+    });
+  });
+
+  it('framework errors get stable codes; anything unknown is INTERNAL without its cause', () => {
+    expect(errorResponse(Object.assign(new Error('x'), { code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400 })).body.error.code).toBe('INVALID_INPUT');
+    expect(errorResponse(Object.assign(new Error('x'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 })).status).toBe(413);
+    expect(errorResponse(Object.assign(new Error('odd'), { statusCode: 400 })).body.error).toEqual({ code: 'INVALID_INPUT', message: 'odd' });
+    const internal = errorResponse(new TypeError('boom'));
+    expect(internal).toEqual({ status: 500, headers: {}, body: { error: { code: 'INTERNAL', message: 'boom' } } });
+  });
+});
+
+describe('--listen', () => {
+  it('parses host:port and knows loopback addresses', () => {
+    expect(parseListen('127.0.0.1:0')).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(parseListen('[::1]:8470')).toEqual({ host: '::1', port: 8470 });
+    for (const bad of ['8470', '127.0.0.1', '127.0.0.1:99999', ':80', '::1:80']) expect(() => parseListen(bad), bad).toThrow(/host:port/);
+    for (const h of ['127.0.0.1', '127.1.2.3', '::1', 'localhost', '::ffff:127.0.0.1']) expect(isLoopback(h), h).toBe(true);
+    for (const h of ['0.0.0.0', '::', '10.0.0.1', 'example.org', '::ffff:10.0.0.1']) expect(isLoopback(h), h).toBe(false);
+  });
+});
+
+describe('JobTable', () => {
+  it('follows a job to its end, refuses to cancel an ended job, and forgets the oldest ended jobs beyond its bound', async () => {
+    const table = new JobTable(2);
+    const jobs = ['a', 'b', 'c'].map(manualJob);
+    for (const j of jobs) expect(table.add(j)).toMatchObject({ id: j.id, state: 'running', progress: { bytesDone: 1, bytesTotal: 2 } });
+    expect(table.running).toBe(3);
+    jobs[0]!.succeed({ ok: 1 });
+    jobs[1]!.fail(new CairnError('UNAVAILABLE', 'disk gone'));
+    expect(await table.wait('a', 1000)).toMatchObject({ state: 'succeeded', result: { ok: 1 } });
+    expect(await table.wait('b', 1000)).toMatchObject({ state: 'failed', error: { code: 'UNAVAILABLE', message: 'disk gone' } });
+    expect(() => table.cancel('a')).toThrow(expect.objectContaining({ code: 'CONFLICT' }));
+    expect(table.cancel('c')).toMatchObject({ cancelRequested: true });
+    expect(await table.wait('c', 1000)).toMatchObject({ state: 'cancelled', error: { code: 'CANCELLED' } });
+    // Three ended jobs, two kept: the first to end is forgotten.
+    expect(() => table.get('a')).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }));
+    expect(table.list().map((j) => j.id)).toEqual(['b', 'c']);
+    expect(table.list({ state: 'cancelled' }).map((j) => j.id)).toEqual(['c']);
+  });
+
+  it('wait returns a running job after the timeout; shutdown cancels running jobs and any added later', async () => {
+    const table = new JobTable();
+    const slow = manualJob('slow');
+    table.add(slow);
+    expect(await table.wait('slow', 20)).toMatchObject({ state: 'running' });
+    await table.shutdown();
+    expect(slow.cancelled).toEqual(['the server is shutting down']);
+    expect(table.get('slow').state).toBe('cancelled');
+    const late = manualJob('late');
+    expect(table.add(late)).toMatchObject({ cancelRequested: true });
+    await table.settled();
+    expect(table.get('late').state).toBe('cancelled');
+  });
+});
