@@ -68,7 +68,7 @@ export class CliContext {
     this.volumeDriver ??= (async () => {
       const c = this.loaded.config;
       const name = this.globals.driver ?? c.defaultVolumeDriver ?? Object.keys(c.volumeDrivers)[0]!;
-      const entry = c.volumeDrivers[name];
+      const entry = Object.hasOwn(c.volumeDrivers, name) ? c.volumeDrivers[name] : undefined;
       if (!entry) throw new CairnError('NOT_FOUND', `volume driver ${name} is not in the config (known: ${Object.keys(c.volumeDrivers).join(', ')})`, { driver: 'config' });
       return this.registry.createVolumeDriver(entry.plugin, entry.options);
     })();
@@ -79,7 +79,7 @@ export class CliContext {
   target(name = this.defaultTargetName): Promise<BackupService> {
     let p = this.services.get(name);
     if (!p) {
-      const entry = this.loaded.config.targets[name];
+      const entry = Object.hasOwn(this.loaded.config.targets, name) ? this.loaded.config.targets[name] : undefined;
       if (!entry) return Promise.reject(new CairnError('NOT_FOUND', `backup target ${name} is not in the config (known: ${Object.keys(this.loaded.config.targets).join(', ')})`, { driver: 'config' }));
       p = this.buildTarget(name, entry.plugin, { ...entry.options });
       p.catch(() => {});

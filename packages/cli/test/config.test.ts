@@ -44,6 +44,13 @@ describe('cairn config', () => {
     expect((await cairnJson(['--config', file, '--driver', 'second', 'volume', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual([v.id]);
     expect(await cairnJson(['--config', file, 'volume', 'list'], { cwd })).toEqual([]);
     expect((await cairn(['--config', file, '--driver', 'third', 'volume', 'list'], { cwd })).code).toBe(3);
+    // Names are looked up as the config's own keys, not Object.prototype's.
+    for (const name of ['constructor', '__proto__']) {
+      const driver = await cairn(['--config', file, '--driver', name, 'volume', 'list'], { cwd });
+      expect([driver.code, driver.stderr]).toEqual([3, expect.stringContaining(`volume driver ${name} is not in the config`)]);
+      const target = await cairn(['--config', file, 'repo', 'stats', '--target', name], { cwd });
+      expect([target.code, target.stderr]).toEqual([3, expect.stringContaining(`backup target ${name} is not in the config`)]);
+    }
   });
 
   it('invalid JSON is INVALID_INPUT (exit 2) naming the file', async () => {

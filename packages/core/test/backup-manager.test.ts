@@ -115,6 +115,29 @@ describe('BackupManager.backup', () => {
     expect((await volumes.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([inc.checkpointId]);
   });
 
+  it('two incrementals requested at once form a chain: the second, queued behind the first, builds on it through its checkpoint', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    const full = await manager.backup({ volumeId: v.id });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(MiB, Buffer.alloc(1000, 9));
+    await volumes.detach(a.id);
+    const jobs = [await manager.startBackup({ volumeId: v.id, incremental: true }), await manager.startBackup({ volumeId: v.id, incremental: true })];
+    const [first, second] = await Promise.all(jobs.map((j) => j.done));
+    expect(first).toMatchObject({ parentId: full.id, stats: { bytesRead: 64 * 1024 } });
+    // Nothing changed after the first: the second reads nothing (it would read the whole volume
+    // if it still named the full backup, whose checkpoint the first one's completion pruned).
+    expect(second).toMatchObject({ parentId: first!.id, stats: { bytesRead: 0 } });
+    expect((await manager.getBackup(second!.id)).parentId).toBe(first!.id);
+  });
+
+  it('target names are own keys of the targets: "constructor" or "__proto__" is NOT_FOUND, not a crash', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    for (const target of ['constructor', '__proto__', 'toString']) await expectCode(manager.backup({ volumeId: v.id, target }), 'NOT_FOUND');
+    expect(await manager.listBackups()).toEqual([]);
+  });
+
   it('incremental(volume without a full backup) fails with INVALID_INPUT', async () => {
     const { volumes, manager } = rig();
     const v = await filledVolume(volumes);
@@ -259,6 +282,22 @@ describe('BackupManager records', () => {
     service.corrupt(b.id);
     const report = await manager.verify();
     expect(report.problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT' })]);
+  });
+
+  it("verify(id?, {signal}) hands the caller's signal to the target of the backup, or to every target", async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes);
+    const b = await manager.backup({ volumeId: v.id });
+    const seen: [string | undefined, AbortSignal | undefined][] = [];
+    const verify = service.verify.bind(service);
+    service.verify = (backup, options) => (seen.push([backup?.id, options?.signal]), verify(backup, options));
+    const { signal } = new AbortController();
+    expect((await manager.verify(b.id, { signal })).problems).toEqual([]);
+    await manager.verify(undefined, { signal });
+    expect(seen).toEqual([
+      [b.id, signal],
+      [undefined, signal],
+    ]);
   });
 });
 

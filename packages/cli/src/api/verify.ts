@@ -1,4 +1,4 @@
-import { CairnError, type BackupService, type VerifyReport } from '@cairn/core';
+import { CairnError, type VerifyReport } from '@cairn/core';
 import type { ApiContext } from './api-context.js';
 import { apiJob, type JobSpec } from './jobs.js';
 
@@ -10,18 +10,9 @@ import { apiJob, type JobSpec } from './jobs.js';
  * with `CORRUPT` and still carries the report, as `cairn backup verify` exits 5.
  */
 export async function startVerify(api: ApiContext, backupId?: string): Promise<JobSpec> {
-  if (backupId === undefined) {
-    const services = await Promise.all(Object.keys(api.cli.loaded.config.targets).map((name) => api.cli.target(name)));
-    return apiJob({ kind: 'verify' }, async (signal) => outcome(merge(await Promise.all(services.map((s: BackupService) => s.verify(undefined, { signal }))))));
-  }
+  if (backupId === undefined) return apiJob({ kind: 'verify' }, async (signal) => outcome(await api.manager.verify(undefined, { signal })));
   const backup = await api.manager.getBackup(backupId);
-  const service = await api.cli.target(backup.service);
-  return apiJob({ kind: 'verify', backupId: backup.id, volumeId: backup.volumeId, target: backup.service }, async (signal) => outcome(await service.verify(backup, { signal })));
-}
-
-/** The reports of several targets as one, as `BackupManager.verify()` merges them. */
-function merge(reports: VerifyReport[]): VerifyReport {
-  return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
+  return apiJob({ kind: 'verify', backupId: backup.id, volumeId: backup.volumeId, target: backup.service }, async (signal) => outcome(await api.manager.verify(backup.id, { signal })));
 }
 
 function outcome(report: VerifyReport) {

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { BackupService } from '../contracts/backup-service.js';
+import type { BackupService, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
@@ -162,6 +162,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     const cbt = this.volumes.capabilities.changedBlockTracking ? this.volumes.changedBlockTracking : undefined;
     try {
       await this.assertNoFlow(record.volumeId);
+      if (parent) {
+        // The parent is the newest available backup once this one holds the volume: a backup
+        // queued behind another of the same volume builds on that one (whose checkpoint is the
+        // one kept), not on what was newest when it was requested.
+        parent = await this.latestAvailable(record.volumeId, service.name);
+        if (!parent) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
+        record.parentId = parent.id;
+      }
       const volume = await this.volumes.getVolume(record.volumeId);
       await this.beginVolumeFlow(volume, 'backing-up', record.id);
       flowStarted = true;
@@ -388,13 +396,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return flow ? { ...volume, status: flow.status, previousStatus: flow.previousStatus } : volume;
   }
 
-  async verify(backupId?: string) {
+  /**
+   * Reads and checks every chunk of one backup, or of every backup in every target (their reports
+   * merged). `NOT_FOUND` for an unknown backup. `options.signal` stops it: CANCELLED.
+   */
+  async verify(backupId?: string, options: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
     if (backupId === undefined) {
-      const reports = await Promise.all(Object.values(this.targets).map((t) => t.verify()));
+      const reports = await Promise.all(Object.values(this.targets).map((t) => t.verify(undefined, options)));
       return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
     }
     const backup = await this.catalog.getBackup(backupId);
-    return this.target(backup.service).verify(backup);
+    return this.target(backup.service).verify(backup, options);
   }
 
   /** Cinder's export_record: the record alone, for a deployment that reaches the same storage. */
@@ -443,7 +455,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   private target(name?: string): BackupService {
     const key = name ?? this.defaultTarget;
-    const service = this.targets[key];
+    // An own key only: `constructor` or `__proto__` must not find Object.prototype's members.
+    const service = Object.hasOwn(this.targets, key) ? this.targets[key] : undefined;
     if (!service) throw new CairnError('NOT_FOUND', `backup target ${key} is not configured`);
     return service;
   }
