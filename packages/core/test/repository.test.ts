@@ -426,6 +426,21 @@ describe('Repository locks', () => {
 });
 
 describe('RepositoryCatalog', () => {
+  it("export and import of a record drop the writer's owner process, which means nothing in another deployment", async () => {
+    const { service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 2 * MiB);
+    const b = await manager.backup({ volumeId: v.id });
+    const exported = await manager.exportRecord(b.id);
+    const doc = JSON.parse(Buffer.from(exported.record, 'base64').toString('utf8'));
+    expect(doc.record).toMatchObject({ id: b.id, status: 'available' });
+    expect(doc.record).not.toHaveProperty('owner');
+    // Another deployment over the same storage, with its own catalog.
+    const other = new BackupManager({ volumes, targets: { repo: service }, catalog: new MemoryCatalog() });
+    const imported = await other.importRecord(exported.service, exported.record);
+    expect(imported).toMatchObject({ id: b.id, status: 'available' });
+    expect(imported.owner).toBeUndefined();
+  });
+
   /** A record of `volumeId`, created `minute` minutes into the day. */
   const record = (id: number, volumeId: string, minute: number, status: BackupRecord['status'], service = 'repo'): BackupRecord => ({
     id: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,

@@ -162,7 +162,7 @@ export class ChunkedBackupService implements BackupService {
   async exportRecord(backup: BackupRecord): Promise<string> {
     return this.tag(async () => {
       const m = await this.repository.readManifest(backup.id);
-      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, status: 'available' } };
+      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, owner: undefined, status: 'available' } };
       return Buffer.from(JSON.stringify(doc)).toString('base64');
     });
   }
@@ -178,7 +178,9 @@ export class ChunkedBackupService implements BackupService {
       if (doc?.format !== RECORD_FORMAT || typeof doc.record?.id !== 'string') throw new CairnError('INVALID_INPUT', 'exported record has an unknown format');
       if (doc.repository !== this.repository.config.id) throw new CairnError('INVALID_INPUT', `record belongs to repository ${String(doc.repository)}, not ${this.repository.config.id}`);
       await this.repository.readManifest(doc.record.id);
-      return { ...doc.record, service: this.name, status: 'available' };
+      // The writer's process (`owner`) means nothing in another deployment, and records written
+      // before exports dropped it may still carry it.
+      return { ...doc.record, owner: undefined, service: this.name, status: 'available' };
     });
   }
 
