@@ -34,7 +34,7 @@ export function registerInitCommand(program: Command): void {
     .option('--passphrase-env <NAME>', 'environment variable holding the passphrase (the config stores env:NAME)')
     .option('--passphrase-file <path>', 'file holding the passphrase (the config stores file:/absolute/path)')
     .option('--compression <algorithm>', 'default compression: zstd, lz4, gzip, none (default zstd)')
-    .option('--chunk-size <size>', 'chunk size, a power of two from 64KiB to 16MiB (default 1MiB)', optionParser(parseSize))
+    .option('--chunk-size <size>', 'chunk size, a power of two from 64KiB to 16MiB (default 128KiB)', optionParser(parseSize))
     .option('--force', 'overwrite an existing config file', false)
     .action(
       withoutContext<InitOptions>(async (out, _args, opts, globals) => {
