@@ -11,6 +11,7 @@ declare -A NEEDS=(
   [nbdinfo]=libnbd-bin
   [nbdcopy]=libnbd-bin
   [fincore]=util-linux-extra
+  [openssl]=openssl
 )
 
 missing=()

@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { request as httpsRequest } from 'node:https';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -375,5 +377,81 @@ describe('cairn serve: cancellation and shutdown', () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toMatch(/SIGTERM: shutting down, cancelling 1 running job/);
     await expectClean(started.json.backupId);
+  });
+});
+
+describe('cairn serve over TLS (--tls-cert, --tls-key)', () => {
+  let cwd: string;
+  const token = randomBytes(24).toString('hex');
+
+  /** A self-signed certificate for 127.0.0.1, made by openssl (Debian's `openssl`). */
+  function certificate(name: string): { cert: string; key: string } {
+    const cert = join(cwd, `${name}.crt`);
+    const key = join(cwd, `${name}.key`);
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=cairn-test', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    return { cert, key };
+  }
+
+  /** GET over HTTPS trusting only `ca`; resolves with the status and the JSON body. */
+  function httpsGet(url: string, ca: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(url, { ca, headers }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, json: text ? JSON.parse(text) : undefined }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  beforeAll(async () => {
+    cwd = await tempDir();
+    await writeFile(join(cwd, 'token'), `${token}\n`);
+    await chmod(join(cwd, 'token'), 0o600);
+  });
+  afterAll(() => removeDir(cwd));
+
+  it('speaks HTTPS with the given pair: https:// in the address line, a client trusting the certificate gets answers, plain HTTP does not', async () => {
+    const { cert, key } = certificate('server');
+    const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', '--token-file', join(cwd, 'token'), '--tls-cert', cert, '--tls-key', key], { cwd });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        child.stdout!.on('data', (d: Buffer) => {
+          text += d.toString();
+          if (text.includes('\n')) resolve(text.slice(0, text.indexOf('\n')));
+        });
+        void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
+      });
+      const { listening } = JSON.parse(line);
+      expect(listening).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const ca = await readFile(cert);
+      expect(await httpsGet(`${listening}/v1/health`, ca, { authorization: `Bearer ${token}` })).toMatchObject({ status: 200, json: { status: 'ok' } });
+      expect(await httpsGet(`${listening}/v1/health`, ca)).toMatchObject({ status: 401, json: { error: { code: 'UNAUTHENTICATED' } } });
+      // A client that does not trust the certificate refuses it; plain HTTP gets no API answer.
+      await expect(httpsGet(`${listening}/v1/health`, await readFile(certificate('other').cert))).rejects.toThrow(/self.signed|certificate/i);
+      const plain = await fetch(listening.replace('https:', 'http:') + '/v1/health').then((r) => r.status, () => 'refused');
+      expect(plain).not.toBe(200);
+    } finally {
+      child.kill('SIGTERM');
+      const result = await exit;
+      expect(result.code).toBe(0);
+    }
+  });
+
+  it('refuses a half or unusable pair before listening: one of the two (exit 2), a missing file (exit 3), a key of another certificate or not PEM (exit 2)', async () => {
+    const a = certificate('a');
+    const b = certificate('b');
+    const run = (args: string[]) => cairn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd });
+    const half = await run(['--tls-cert', a.cert]);
+    expect(half.code).toBe(2);
+    expect(JSON.parse(half.stderr).error).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('--tls-key') });
+    expect((await run(['--tls-cert', join(cwd, 'missing.crt'), '--tls-key', a.key])).code).toBe(3);
+    const mismatched = await run(['--tls-cert', a.cert, '--tls-key', b.key]);
+    expect(mismatched.code).toBe(2);
+    expect(JSON.parse(mismatched.stderr).error.code).toBe('INVALID_INPUT');
+    expect(mismatched.stderr).not.toContain((await readFile(b.key, 'utf8')).split('\n')[1]);
+    expect((await run(['--tls-cert', join(cwd, 'token'), '--tls-key', a.key])).code).toBe(2);
   });
 });

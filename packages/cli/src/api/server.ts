@@ -3,6 +3,7 @@ import { CairnError } from '@cairn/core';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ApiContext } from './api-context.js';
 import { bearerAuth, type ListenAddress } from './auth.js';
+import type { TlsFiles } from './tls.js';
 import { errorResponse, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
@@ -16,6 +17,8 @@ export const BODY_LIMIT = 1024 * 1024;
 export interface ApiServerOptions {
   /** When set, every request needs `Authorization: Bearer <token>`. */
   token?: string;
+  /** When set, the server speaks HTTPS with this PEM certificate (chain) and key (see api/tls.ts). */
+  tls?: TlsFiles;
   /** One line per request (method, path, status, time); never headers, so never the token. */
   log?: (line: string) => void;
   /** Errors answered with a 5xx, for the operator (the client gets the error body). */
@@ -33,12 +36,14 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as 
 export class ApiServer {
   readonly app: FastifyInstance;
   private closing = false;
+  private readonly scheme: 'http' | 'https';
 
   constructor(
     private readonly api: ApiContext,
     options: ApiServerOptions = {},
   ) {
     this.app = buildApp(api, options, () => this.closing);
+    this.scheme = options.tls ? 'https' : 'http';
   }
 
   /** Binds `address` (port 0: a free port) and resolves with the address actually bound and its URL. */
@@ -50,7 +55,7 @@ export class ApiServer {
     }
     const bound = this.app.server.address() as AddressInfo;
     const host = bound.address;
-    return { host, port: bound.port, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound.port}` };
+    return { host, port: bound.port, url: `${this.scheme}://${host.includes(':') ? `[${host}]` : host}:${bound.port}` };
   }
 
   /** Graceful stop (call once): resolves when no request is in flight and every job has ended. */
@@ -67,6 +72,7 @@ export class ApiServer {
 
 function buildApp(api: ApiContext, options: ApiServerOptions, closing: () => boolean): FastifyInstance {
   const app = Fastify({
+    ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key } } : {}),
     logger: false,
     bodyLimit: BODY_LIMIT,
     return503OnClosing: false,

@@ -2,6 +2,7 @@ import { CairnError } from '@cairn/core';
 import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
 import { JobTable } from '../api/jobs.js';
+import { loadTls } from '../api/tls.js';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
 import { optionParser, parseSize } from '../output/units.js';
@@ -46,16 +47,19 @@ export function registerApiServeCommand(program: Command, version: string): void
     .description('serve the REST API for backup software (docs/api.md) until SIGINT/SIGTERM')
     .option('--listen <host:port>', 'address to listen on (port 0: a free port); other than loopback only with --token-file', DEFAULT_LISTEN)
     .option('--token-file <file>', 'require Authorization: Bearer <token> on every request, with the token read from this file')
+    .option('--tls-cert <file>', 'speak HTTPS with this PEM certificate (chain); needs --tls-key')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (not encrypted)')
     .option('--read-rate <size>', 'read volumes at most this many bytes per second, shared by all backups of the server, e.g. 50MiB', optionParser(parseSize))
     .option('--keep-jobs <n>', 'ended jobs kept for clients to read (oldest forgotten first)', optionParser(parseKeepJobs), 100)
     .action(
-      withContext<{ listen: string; tokenFile?: string; readRate?: number; keepJobs: number }>(async (ctx, _args, o) => {
+      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number }>(async (ctx, _args, o) => {
         // Refusals come before anything is opened.
         const listen = parseListen(o.listen);
         const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
+        const tls = await loadTls(o.tlsCert, o.tlsKey);
         assertListenAllowed(listen, auth !== undefined);
         if (auth?.warning) ctx.out.warn(auth.warning);
-        if (!isLoopback(listen.host)) ctx.out.warn(`listening on ${listen.host} without TLS: the token crosses the network in clear unless a TLS-terminating proxy sits in front`);
+        if (!tls && !isLoopback(listen.host)) ctx.out.warn(`listening on ${listen.host} without TLS: the token crosses the network in clear unless a TLS-terminating proxy sits in front (or give --tls-cert and --tls-key)`);
 
         // Everything requests use, opened once: targets (worker threads), catalog, manager.
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });
@@ -64,7 +68,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const jobs = new JobTable(o.keepJobs);
         const server = new ApiServer(
           { cli: ctx, manager, jobs, version },
-          { token: auth?.token, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err) },
+          { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err) },
         );
         const stopped = untilSignal(() => {
           ctx.out.warn('second signal: exiting without waiting for the jobs');

@@ -1,0 +1,38 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import { CairnError, toCairnError } from '@cairn/core';
+
+/** A certificate (chain) and its private key, PEM, as the server hands them to node:tls. */
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/**
+ * Reads `--tls-cert` and `--tls-key` for `cairn serve`: both or neither (`INVALID_INPUT`). A file
+ * that cannot be read is `NOT_FOUND`; a pair node:tls refuses (not PEM, a key that does not
+ * match the certificate, an encrypted key) is `INVALID_INPUT`, checked before the server
+ * starts. The key's bytes never appear in a message.
+ */
+export async function loadTls(certFile: string | undefined, keyFile: string | undefined): Promise<TlsFiles | undefined> {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) throw new CairnError('INVALID_INPUT', '--tls-cert and --tls-key go together: give both or neither');
+  const read = async (file: string, what: string) => {
+    const path = resolve(file);
+    try {
+      return await readFile(path);
+    } catch (err) {
+      const e = toCairnError(err); // ENOENT: NOT_FOUND
+      throw new CairnError(e.code, `cannot read the TLS ${what} ${path}: ${e.message}`, { cause: err });
+    }
+  };
+  const tls = { cert: await read(certFile, 'certificate'), key: await read(keyFile, 'key') };
+  try {
+    createSecureContext(tls);
+  } catch (err) {
+    // node:tls names the problem (no start line, key values mismatch…) without quoting the key.
+    throw new CairnError('INVALID_INPUT', `--tls-cert ${resolve(certFile)} and --tls-key ${resolve(keyFile)} are not a usable PEM certificate and private key: ${(err as Error).message}`);
+  }
+  return tls;
+}
