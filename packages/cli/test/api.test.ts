@@ -161,6 +161,9 @@ describe('cairn serve: backups, restores and records over HTTP', () => {
     const done = await settle(server, all.json.id);
     expect(done).toMatchObject({ kind: 'verify', state: 'succeeded', result: { problems: [] } });
     expect([...done.result.checked].sort()).toEqual([full.id, inc.id].sort());
+    // The repository reported its progress while verifying: every distinct chunk, checked.
+    expect(done.result.bytesChecked).toBeGreaterThan(0);
+    expect(done.progress).toEqual({ bytesDone: done.result.bytesChecked, bytesTotal: done.result.bytesChecked });
   });
 
   it('errors: one JSON shape, one status per code', async () => {

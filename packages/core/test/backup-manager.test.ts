@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MiB, contents, expectCode, filledVolume, rig } from './helpers.js';
-import { BackupManager, MemoryCatalog, type ProgressEvent } from '../src/index.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type ProgressEvent } from '../src/index.js';
 
 describe('BackupManager.backup', () => {
   it('backup(volume) creates an available record, reports monotonic progress and leaves the volume available', async () => {
@@ -298,6 +298,22 @@ describe('BackupManager records', () => {
       [b.id, signal],
       [undefined, signal],
     ]);
+  });
+});
+
+describe('BackupManager.verify progress', () => {
+  it('verify() sums the targets\' progress: the last report is every target\'s bytes, checked', async () => {
+    const volumes = new MemoryVolumeDriver();
+    const manager = new BackupManager({ volumes, targets: { a: new MemoryBackupService('a'), b: new MemoryBackupService('b') }, catalog: new MemoryCatalog() });
+    const v = await filledVolume(volumes, 2 * MiB, 1);
+    const w = await filledVolume(volumes, 3 * MiB, 2);
+    await manager.backup({ volumeId: v.id, target: 'a' });
+    await manager.backup({ volumeId: w.id, target: 'b' });
+    const calls: [number, number][] = [];
+    const report = await manager.verify(undefined, { progress: (done, total) => calls.push([done, total]) });
+    expect(report).toMatchObject({ problems: [], bytesChecked: 5 * MiB });
+    expect(calls.at(-1)).toEqual([5 * MiB, 5 * MiB]);
+    for (let i = 1; i < calls.length; i++) expect(calls[i]![0]).toBeGreaterThanOrEqual(calls[i - 1]![0]);
   });
 });
 

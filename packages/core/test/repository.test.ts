@@ -341,6 +341,30 @@ describe('ChunkedBackupService damage', () => {
     await expect(manager.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining(b.id) });
   });
 
+  it('verify reports progress: plaintext bytes of the distinct chunks checked, out of those the index lists; short of the total when a pack is gone', async () => {
+    const { store, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 4 * MiB, 1);
+    const w = await filledVolume(volumes, 2 * MiB, 2);
+    await manager.backup({ volumeId: v.id });
+    await manager.backup({ volumeId: w.id });
+    const calls: [number, number][] = [];
+    const report = await manager.verify(undefined, { progress: (done, total) => calls.push([done, total]) });
+    expect(report.problems).toEqual([]);
+    expect(report.bytesChecked).toBe(6 * MiB);
+    expect(calls[0]).toEqual([0, 6 * MiB]);
+    expect(calls.at(-1)).toEqual([6 * MiB, 6 * MiB]);
+    for (let i = 1; i < calls.length; i++) expect(calls[i]![0]).toBeGreaterThanOrEqual(calls[i - 1]![0]);
+    const [packKey] = await keys(store, 'packs/');
+    await store.delete(packKey!);
+    calls.length = 0;
+    const damaged = await manager.verify(undefined, { progress: (done, total) => calls.push([done, total]) });
+    expect(damaged.problems.length).toBeGreaterThan(0);
+    const [done, total] = calls.at(-1)!;
+    expect(total).toBe(6 * MiB);
+    expect(done).toBe(damaged.bytesChecked);
+    expect(done).toBeLessThan(total);
+  });
+
   it('a truncated manifest: verify reports CORRUPT naming the backup and restore fails with CORRUPT', async () => {
     const { store, manager, b } = await backedUp();
     const key = `manifests/${b.id}`;

@@ -208,11 +208,12 @@ export function managerJob(job: Job, target: string | undefined, finish: (record
 
 /**
  * Work the API runs itself as a job (verify): `work` gets an AbortSignal that `cancel` fires and
- * must reject with CANCELLED once it stopped. `progress` reports what the work exposes.
+ * must reject with CANCELLED once it stopped, and a sink for its progress while it runs; the
+ * `progress` it resolves with, if any, is the job's final one.
  */
 export function apiJob(
   fields: { kind: ApiJobKind; backupId?: string; volumeId?: string; target?: string },
-  work: (signal: AbortSignal) => Promise<{ result: unknown; error?: unknown; progress?: JobProgress }>,
+  work: (signal: AbortSignal, report: (bytesDone: number, bytesTotal: number) => void) => Promise<{ result: unknown; error?: unknown; progress?: JobProgress }>,
 ): JobSpec {
   const controller = new AbortController();
   let progress: JobProgress = { bytesDone: 0, bytesTotal: 0 };
@@ -221,7 +222,7 @@ export function apiJob(
     id: newId(),
     progress: () => ({ ...progress }),
     cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason)),
-    outcome: work(controller.signal).then(
+    outcome: work(controller.signal, (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal })).then(
       (done) => {
         // Work that turned the abort into a result (a verify reporting unread chunks) was still cancelled.
         if (controller.signal.aborted) throw new CairnError('CANCELLED', `${fields.kind} cancelled`);

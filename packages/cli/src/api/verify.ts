@@ -10,16 +10,21 @@ import { apiJob, type JobSpec } from './jobs.js';
  * with `CORRUPT` and still carries the report, as `cairn backup verify` exits 5.
  */
 export async function startVerify(api: ApiContext, backupId?: string): Promise<JobSpec> {
-  if (backupId === undefined) return apiJob({ kind: 'verify' }, async (signal) => outcome(await api.manager.verify(undefined, { signal })));
-  const backup = await api.manager.getBackup(backupId);
-  return apiJob({ kind: 'verify', backupId: backup.id, volumeId: backup.volumeId, target: backup.service }, async (signal) => outcome(await api.manager.verify(backup.id, { signal })));
+  const backup = backupId === undefined ? undefined : await api.manager.getBackup(backupId);
+  const fields = backup ? { kind: 'verify' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service } : { kind: 'verify' as const };
+  return apiJob(fields, async (signal, progress) => {
+    let reported = false;
+    const report = await api.manager.verify(backup?.id, { signal, progress: (done, total) => ((reported = true), progress(done, total)) });
+    return outcome(report, reported);
+  });
 }
 
-function outcome(report: VerifyReport) {
+/** The job's end: the report, CORRUPT when it found problems, and a final progress when the targets reported none while running. */
+function outcome(report: VerifyReport, reported: boolean) {
   const n = report.problems.length;
   return {
     result: report,
     error: n === 0 ? undefined : new CairnError('CORRUPT', `verify found ${n} problem(s) in ${report.checked.length} backup(s)`, { details: { backups: report.problems.map((p) => p.backupId) } }),
-    progress: { bytesDone: report.bytesChecked, bytesTotal: report.bytesChecked },
+    progress: reported ? undefined : { bytesDone: report.bytesChecked, bytesTotal: report.bytesChecked },
   };
 }

@@ -78,6 +78,11 @@ export interface VerifyProblem {
   message: string;
 }
 
+export interface VerifyOptions {
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+}
+
 export interface VerifyReport {
   /** Backups checked. */
   checked: string[];
@@ -110,8 +115,12 @@ export interface BackupService {
    * is refused with `CONFLICT` unless `cascade` (then `NOT_SUPPORTED` without `cascadeDelete`).
    */
   delete(backup: BackupRecord, options?: DeleteOptions): Promise<void>;
-  /** Reads and checks one backup, or every backup the service holds when `backup` is omitted. */
-  verify(backup?: BackupRecord, options?: { signal?: AbortSignal }): Promise<VerifyReport>;
+  /**
+   * Reads and checks one backup, or every backup the service holds when `backup` is omitted.
+   * `progress`, when given, receives logical bytes checked and to check (monotonic; the last call
+   * has done === total unless chunks could not be read).
+   */
+  verify(backup?: BackupRecord, options?: VerifyOptions): Promise<VerifyReport>;
   /** Serializes a record so another deployment reaching the same storage can import it. */
   exportRecord(backup: BackupRecord): Promise<string>;
   /**

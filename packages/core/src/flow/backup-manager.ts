@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
-import type { BackupService, VerifyReport } from '../contracts/backup-service.js';
+import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
-import type { ProgressEvent } from '../contracts/progress.js';
+import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
@@ -398,11 +398,23 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Reads and checks every chunk of one backup, or of every backup in every target (their reports
-   * merged). `NOT_FOUND` for an unknown backup. `options.signal` stops it: CANCELLED.
+   * merged). `NOT_FOUND` for an unknown backup. `options.signal` stops it (CANCELLED);
+   * `options.progress` gets the logical bytes checked and to check, summed over the targets.
    */
-  async verify(backupId?: string, options: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
+  async verify(backupId?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
     if (backupId === undefined) {
-      const reports = await Promise.all(Object.values(this.targets).map((t) => t.verify(undefined, options)));
+      const targets = Object.values(this.targets);
+      const each = targets.map(() => ({ done: 0, total: 0 }));
+      const sink = (k: number): ProgressSink | undefined =>
+        options.progress &&
+        ((done, total) => {
+          each[k] = { done, total };
+          options.progress!(
+            each.reduce((n, e) => n + e.done, 0),
+            each.reduce((n, e) => n + e.total, 0),
+          );
+        });
+      const reports = await Promise.all(targets.map((t, k) => t.verify(undefined, { signal: options.signal, progress: sink(k) })));
       return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
     }
     const backup = await this.catalog.getBackup(backupId);

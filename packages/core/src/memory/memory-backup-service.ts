@@ -8,6 +8,7 @@ import type {
   BackupSource,
   DeleteOptions,
   RestoreOptions,
+  VerifyOptions,
   VerifyReport,
 } from '../contracts/backup-service.js';
 import type { BackupRecord } from '../contracts/records.js';
@@ -145,16 +146,26 @@ export class MemoryBackupService implements BackupService {
     this.backups.delete(backup.id);
   }
 
-  async verify(backup?: BackupRecord): Promise<VerifyReport> {
+  async verify(backup?: BackupRecord, options: VerifyOptions = {}): Promise<VerifyReport> {
     const targets = backup ? [this.stored(backup.id)] : [...this.backups.values()];
     const report: VerifyReport = { checked: [], problems: [], bytesChecked: 0 };
+    // Blocks of each backup's chain, as verify reads them (a parent's blocks once per child).
+    const chain = (b: StoredBackup) => {
+      const blocks: [StoredBackup, number, Buffer][] = [];
+      for (let p: StoredBackup | undefined = b; p; p = p.parentId ? this.backups.get(p.parentId) : undefined) for (const [index, data] of p.blocks) if (data) blocks.push([p, index, data]);
+      return blocks;
+    };
+    const total = targets.reduce((n, b) => n + chain(b).reduce((m, [, , data]) => m + data.length, 0), 0);
+    options.progress?.(0, total);
     for (const b of targets) {
+      throwIfAborted(options.signal);
       report.checked.push(b.id);
       try {
         for (let p: StoredBackup | undefined = b; p; p = p.parentId ? this.stored(p.parentId) : undefined) {
           for (const [index, data] of p.blocks) {
             if (!data) continue;
             report.bytesChecked += data.length;
+            options.progress?.(report.bytesChecked, total);
             if (sha256(data) !== p.stored.get(index)) throw this.err('CORRUPT', `block ${index} of backup ${p.id} fails its checksum`);
           }
         }

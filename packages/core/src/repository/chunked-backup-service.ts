@@ -7,6 +7,7 @@ import type {
   CompressionAlgorithm,
   DeleteOptions,
   RestoreOptions,
+  VerifyOptions,
   VerifyReport,
 } from '../contracts/backup-service.js';
 import type { BlockDevice } from '../contracts/block-device.js';
@@ -155,8 +156,8 @@ export class ChunkedBackupService implements BackupService {
     return this.tag(() => this.repository.deleteManifest(backup.id));
   }
 
-  async verify(backup?: BackupRecord, options: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
-    return this.tag(() => verifyBackups(this.repository, backup ? [backup.id] : undefined, options.signal));
+  async verify(backup?: BackupRecord, options: VerifyOptions = {}): Promise<VerifyReport> {
+    return this.tag(() => verifyBackups(this.repository, backup ? [backup.id] : undefined, options));
   }
 
   async exportRecord(backup: BackupRecord): Promise<string> {
