@@ -4,7 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult, jsonError } from './helpers.js';
 
 /** A running `cairn serve` and a small fetch client for it. */
 interface Server {
@@ -311,7 +311,7 @@ describe('cairn serve: bearer-token authentication', () => {
   it('refuses to listen on a non-loopback address without a token (exit 2), and a bad token file', async () => {
     const open = await cairn(['serve', '--listen', '0.0.0.0:0', '--json'], { cwd });
     expect(open.code).toBe(2);
-    expect(JSON.parse(open.stderr).error).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('--token-file') });
+    expect(jsonError(open)).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('--token-file') });
     expect((await cairn(['serve', '--listen', 'localhost'], { cwd })).code).toBe(2);
     expect((await cairn(['serve', '--token-file', join(cwd, 'missing')], { cwd })).code).toBe(3);
     await writeFile(join(cwd, 'short'), 'abc\n');
@@ -449,11 +449,11 @@ describe('cairn serve over TLS (--tls-cert, --tls-key)', () => {
     const run = (args: string[]) => cairn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd });
     const half = await run(['--tls-cert', a.cert]);
     expect(half.code).toBe(2);
-    expect(JSON.parse(half.stderr).error).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('--tls-key') });
+    expect(jsonError(half)).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('--tls-key') });
     expect((await run(['--tls-cert', join(cwd, 'missing.crt'), '--tls-key', a.key])).code).toBe(3);
     const mismatched = await run(['--tls-cert', a.cert, '--tls-key', b.key]);
     expect(mismatched.code).toBe(2);
-    expect(JSON.parse(mismatched.stderr).error.code).toBe('INVALID_INPUT');
+    expect(jsonError(mismatched).code).toBe('INVALID_INPUT');
     expect(mismatched.stderr).not.toContain((await readFile(b.key, 'utf8')).split('\n')[1]);
     expect((await run(['--tls-cert', join(cwd, 'token'), '--tls-key', a.key])).code).toBe(2);
   });

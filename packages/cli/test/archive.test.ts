@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, listTree, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, listTree, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
 
 interface Entry {
   name: string;
@@ -94,7 +94,7 @@ describe('cairn backup export/import (archives)', () => {
   it('backup import of an id already present fails with ALREADY_EXISTS (exit 4)', async () => {
     const r = await run(['backup', 'import', archive, '--json']);
     expect(r.code).toBe(4);
-    expect(JSON.parse(r.stderr).error.code).toBe('ALREADY_EXISTS');
+    expect(jsonError(r).code).toBe('ALREADY_EXISTS');
   });
 
   const refused: [string, () => Entry[], number, string][] = [
@@ -116,7 +116,7 @@ describe('cairn backup export/import (archives)', () => {
       const before = await listTree(other);
       const r = await cairn(['backup', 'import', bad, '--json'], { cwd: other });
       expect(r.code, r.stderr).toBe(code);
-      expect(JSON.parse(r.stderr).error.code).toBe(errorCode);
+      expect(jsonError(r).code).toBe(errorCode);
       expect(await listTree(other)).toEqual(before);
     });
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
 
 describe('cairn backup', () => {
   let cwd: string;
@@ -56,7 +56,7 @@ describe('cairn backup', () => {
     for (const cmd of [['backup', 'show', 'nope'], ['backup', 'children', 'nope'], ['backup', 'delete', 'nope'], ['backup', 'restore', 'nope', '--new']]) {
       const r = await run([...cmd, '--json']);
       expect(r.code, cmd.join(' ')).toBe(3);
-      expect(JSON.parse(r.stderr).error.code).toBe('NOT_FOUND');
+      expect(jsonError(r).code).toBe('NOT_FOUND');
     }
   });
 
@@ -112,7 +112,7 @@ describe('cairn backup', () => {
       expect(JSON.parse(imported.stdout)).toMatchObject({ id: full.id, target: 'shared', status: 'available' });
       const again = await o(['backup', 'import-record', '--target', 'shared', '--json'], rec.stdout);
       expect(again.code).toBe(4);
-      expect(JSON.parse(again.stderr).error.code).toBe('ALREADY_EXISTS');
+      expect(jsonError(again).code).toBe('ALREADY_EXISTS');
       const restored = JSON.parse((await o(['backup', 'restore', full.id, '--new', '--json'])).stdout);
       await cairnJson(['volume', 'export', restored.volume.id, join(other, 'r.raw')], { cwd: other });
       expect((await readFile(join(other, 'r.raw'))).equals(fullData)).toBe(true);

@@ -1,7 +1,7 @@
 import { basename, join } from 'node:path';
 import { isTempName } from '@cairn/backup-posix';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, cairnSpawn, listTree, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, listTree, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
 
 describe('cairn backup cancel (a real second process)', () => {
   let cwd: string;
@@ -30,7 +30,7 @@ describe('cairn backup cancel (a real second process)', () => {
     expect(cancel).toMatchObject({ cancelled: jobs[0]!.id, kind: 'backup' });
     const result = await exit;
     expect(result.code, result.stderr).toBe(130);
-    expect(JSON.parse(result.stderr.trim().split('\n').at(-1)!).error.code).toBe('CANCELLED');
+    expect(jsonError(result).code).toBe('CANCELLED');
     const backups = await cairnJson(['backup', 'list'], { cwd });
     expect(backups.filter((b: { status: string }) => b.status === 'available')).toEqual([]);
     expect(backups.find((b: { id: string }) => b.id === jobs[0]!.backupId)).toMatchObject({ status: 'error' });

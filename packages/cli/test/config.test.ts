@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir } from './helpers.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, jsonError } from './helpers.js';
 
 describe('cairn config', () => {
   let cwd: string;
@@ -57,7 +57,7 @@ describe('cairn config', () => {
     const file = await withConfig('broken.json', '{ "volumeDrivers": ');
     const r = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });
     expect(r.code).toBe(2);
-    const err = JSON.parse(r.stderr).error;
+    const err = jsonError(r);
     expect(err.code).toBe('INVALID_INPUT');
     expect(err.message).toContain(file);
   });
@@ -67,7 +67,7 @@ describe('cairn config', () => {
     const file = await withConfig('schema.json', JSON.stringify(bad));
     const r = await cairn(['backup', 'list', '--config', file, '--json'], { cwd });
     expect(r.code).toBe(2);
-    const err = JSON.parse(r.stderr).error;
+    const err = jsonError(r);
     expect(err.details.file).toBe(file);
     expect(err.details.issues.map((i: { path: string }) => i.path).sort()).toEqual(['(top level)', 'targets.main.plugin']);
     const text = await cairn(['backup', 'list', '--config', file], { cwd });

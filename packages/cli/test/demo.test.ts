@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cairn, MiB, removeDir, tempDir } from './helpers.js';
+import { BIN, cairn, MiB, removeDir, tempDir, jsonError } from './helpers.js';
 
 describe('cairn demo', () => {
   let cwd: string;
@@ -34,7 +34,7 @@ describe('cairn demo', () => {
   it('demo --size 1000 fails with INVALID_INPUT (exit 2)', async () => {
     const r = await cairn(['demo', '--size', '1000', '--json'], { cwd });
     expect(r.code).toBe(2);
-    expect(JSON.parse(r.stderr).error.code).toBe('INVALID_INPUT');
+    expect(jsonError(r).code).toBe('INVALID_INPUT');
   });
 
   it('an unknown command exits 2 and --version exits 0', async () => {

@@ -43,6 +43,14 @@ export async function cairnJson<T = any>(args: string[], options: RunOptions): P
   return JSON.parse(r.stdout) as T;
 }
 
+/**
+ * The `{error}` document of a failed `--json` run: the last line of stderr (progress and
+ * informational lines may come before it, e.g. from an import that ran for seconds).
+ */
+export function jsonError(r: CliResult): { code: string; message: string; details: Record<string, unknown> } {
+  return JSON.parse(r.stderr.trim().split('\n').at(-1)!).error;
+}
+
 /** Starts the binary in the background (for cancel tests). */
 export function cairnSpawn(args: string[], options: RunOptions): { child: ChildProcess; exit: Promise<CliResult> } {
   const child = spawn(process.execPath, [BIN, ...args], { cwd: options.cwd, env: { ...process.env, CAIRN_CONFIG: undefined, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PosixObjectStore } from '@cairn/backup-posix';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
 
 describe('cairn repo', () => {
   let cwd: string;
@@ -61,7 +61,7 @@ describe('cairn repo', () => {
     expect(locks.map((l: { id: string; stale: boolean }) => [l.id, l.stale]).sort()).toEqual([['live-lock', false], ['stale-lock', true]]);
     const busy = await cairn(['repo', 'gc', '--json'], { cwd });
     expect(busy.code).toBe(4);
-    expect(JSON.parse(busy.stderr).error.code).toBe('BUSY');
+    expect(jsonError(busy).code).toBe('BUSY');
     expect(await json(['repo', 'unlock'])).toEqual({ removed: ['stale-lock'] });
     expect(await json(['repo', 'unlock', '--force'])).toEqual({ removed: ['live-lock'] });
     expect(await json(['repo', 'locks'])).toEqual([]);

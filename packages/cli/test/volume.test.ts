@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
 
 describe('cairn volume', () => {
   let cwd: string;
@@ -27,14 +27,14 @@ describe('cairn volume', () => {
   it('volume create with a bad size exits 2 (INVALID_INPUT)', async () => {
     const r = await run(['volume', 'create', 'bad', '--size', '1000', '--json']);
     expect(r.code).toBe(2);
-    expect(JSON.parse(r.stderr).error.code).toBe('INVALID_INPUT');
+    expect(jsonError(r).code).toBe('INVALID_INPUT');
     expect((await run(['volume', 'create', 'bad', '--size', 'lots'])).code).toBe(2);
   });
 
   it('volume show of an unknown volume exits 3 (NOT_FOUND)', async () => {
     const r = await run(['volume', 'show', 'no-such-volume', '--json']);
     expect(r.code).toBe(3);
-    expect(JSON.parse(r.stderr).error.code).toBe('NOT_FOUND');
+    expect(jsonError(r).code).toBe('NOT_FOUND');
   });
 
   it('volume snapshot, snapshots and delete-snapshot manage snapshots; delete refuses a volume with snapshots (BUSY, exit 4)', async () => {
@@ -80,7 +80,7 @@ describe('cairn volume', () => {
     const small = await json(['volume', 'create', 'small', '--size', '1MiB']);
     const r = await run(['volume', 'import', image, '--into', small.id, '--json']);
     expect(r.code).toBe(2);
-    expect(JSON.parse(r.stderr).error.code).toBe('INVALID_INPUT');
+    expect(jsonError(r).code).toBe('INVALID_INPUT');
     expect((await run(['volume', 'import', image, '--into', small.id, '--name', 'x'])).code).toBe(2);
     expect((await run(['volume', 'import', join(cwd, 'missing.raw')])).code).toBe(3);
   });

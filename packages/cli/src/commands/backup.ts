@@ -104,7 +104,8 @@ export function registerBackupCommands(program: Command): void {
     .description('read and check one backup, or every backup of every target (exit 5 on any problem)')
     .action(
       withContext(async (ctx, [id]) => {
-        const report = await (await ctx.manager()).verify(id);
+        const progress = progressReporter('verify', ctx.out.options);
+        const report = await (await ctx.manager()).verify(id, { progress: progress.update }).finally(() => progress.stop());
         ctx.out.result(report, () => verifyText(report));
         return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;
       }),
