@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { isLoopback, parseListen } from '../src/api/auth.js';
 import { errorResponse, HTTP_STATUS, HttpError, TransportCodes } from '../src/api/errors.js';
 import { JobTable, type JobSpec } from '../src/api/jobs.js';
+import { IdleRelease } from '../src/api/idle-release.js';
 
 /** A job the test settles by hand. */
 function manualJob(id: string): JobSpec & { succeed(result: unknown): void; fail(err: unknown): void; cancelled: string[] } {
@@ -98,5 +99,43 @@ describe('JobTable', () => {
     expect(table.add(late)).toMatchObject({ cancelRequested: true });
     await table.settled();
     expect(table.get('late').state).toBe('cancelled');
+  });
+});
+
+describe('releasing memory when idle', () => {
+  it('JobTable calls onIdle each time the last running job ends, not before', async () => {
+    let idle = 0;
+    const table = new JobTable(10, () => idle++);
+    const [a, b] = ['a', 'b'].map(manualJob);
+    table.add(a!);
+    table.add(b!);
+    a!.succeed({});
+    await table.wait('a', 1000);
+    expect(idle).toBe(0); // b still runs
+    b!.fail(new CairnError('UNAVAILABLE', 'gone'));
+    await table.wait('b', 1000);
+    expect(idle).toBe(1);
+  });
+
+  it('IdleRelease releases once idle for its delay, restarts the delay on each idle(), and not while a job runs', async () => {
+    let running = false;
+    let released = 0;
+    const r = new IdleRelease(30, () => !running, () => released++);
+    r.idle();
+    await new Promise((res) => setTimeout(res, 15));
+    r.idle(); // a job ran and ended meanwhile: the delay starts again
+    await new Promise((res) => setTimeout(res, 20));
+    expect(released).toBe(0);
+    await new Promise((res) => setTimeout(res, 30));
+    expect(released).toBe(1);
+    running = true;
+    r.idle();
+    await new Promise((res) => setTimeout(res, 60));
+    expect(released).toBe(1); // a job running when the delay ends: nothing released
+    r.idle();
+    r.stop();
+    running = false;
+    await new Promise((res) => setTimeout(res, 60));
+    expect(released).toBe(1);
   });
 });

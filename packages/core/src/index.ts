@@ -29,6 +29,7 @@ export { memoryModule } from './memory/memory-module.js';
 export * from './util/extents.js';
 export * from './util/validate.js';
 export { KeyedMutex } from './util/keyed-mutex.js';
+export { releaseSharedBuffers } from './util/buffer-pool.js';
 export { newId, nowIso } from './util/clock.js';
 
 export { Repository, type InitOptions, type OpenOptions } from './repository/repository.js';

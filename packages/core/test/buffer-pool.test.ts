@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { giveSharedBuffer, takeSharedBuffer } from '../src/util/buffer-pool.js';
+import { giveSharedBuffer, releaseSharedBuffers, takeSharedBuffer } from '../src/util/buffer-pool.js';
 import { FreeList } from '../src/util/free-list.js';
 
 const MiB = 1024 * 1024;
@@ -37,6 +37,19 @@ describe('shared buffer pool', () => {
     const a = takeSharedBuffer(MiB);
     giveSharedBuffer(a.subarray(4096));
     expect(takeSharedBuffer(MiB).buffer).not.toBe(a.buffer);
+  });
+
+  it('releaseSharedBuffers forgets the free buffers (returning their bytes), so the next take gets fresh memory; taken ones are untouched', () => {
+    const kept = takeSharedBuffer(5 * MiB);
+    const given = takeSharedBuffer(5 * MiB);
+    giveSharedBuffer(given);
+    expect(releaseSharedBuffers()).toBeGreaterThanOrEqual(5 * MiB);
+    expect(releaseSharedBuffers()).toBe(0);
+    const next = takeSharedBuffer(5 * MiB);
+    expect(next.buffer).not.toBe(given.buffer);
+    expect(next.buffer).not.toBe(kept.buffer);
+    giveSharedBuffer(kept);
+    giveSharedBuffer(next);
   });
 });
 

@@ -100,7 +100,14 @@ export class JobTable {
   private readonly ended: string[] = [];
   private closing = false;
 
-  constructor(private readonly maxEnded = 100) {}
+  /**
+   * `maxEnded`: ended jobs kept. `onIdle`: called each time the last running job ends (the
+   * server releases memory kept for reuse once it stays idle).
+   */
+  constructor(
+    private readonly maxEnded = 100,
+    private readonly onIdle?: () => void,
+  ) {}
 
   /** Follows a started job and returns its view. After `shutdown` began, the job is cancelled at once. */
   add(spec: JobSpec): JobView {
@@ -186,6 +193,7 @@ export class JobTable {
   private onEnd(entry: Entry): void {
     this.ended.push(entry.spec.id);
     while (this.ended.length > this.maxEnded) this.entries.delete(this.ended.shift()!);
+    if (this.running === 0) this.onIdle?.();
   }
 }
 

@@ -1,6 +1,7 @@
 import { CairnError } from '@cairn/core';
 import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
+import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
 import { JobTable } from '../api/jobs.js';
 import { loadTls } from '../api/tls.js';
 import { withContext } from '../command-runner.js';
@@ -65,7 +66,9 @@ export function registerApiServeCommand(program: Command, version: string): void
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });
         // Loaded here so that other commands do not pay for loading the HTTP framework.
         const { ApiServer } = await import('../api/server.js');
-        const jobs = new JobTable(o.keepJobs);
+        // Memory kept for reuse goes back once the server has been idle for a while.
+        const idle = new IdleRelease(IDLE_RELEASE_MS, () => jobs.running === 0);
+        const jobs = new JobTable(o.keepJobs, () => idle.idle());
         const server = new ApiServer(
           { cli: ctx, manager, jobs, version },
           { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err) },
@@ -84,6 +87,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const running = jobs.running;
         ctx.out.info(`${signal}: shutting down${running ? `, cancelling ${running} running job(s)` : ''}`);
         await server.shutdown();
+        idle.stop();
         ctx.out.info('stopped');
         return ExitCode.OK;
       }),
