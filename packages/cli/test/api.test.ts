@@ -254,6 +254,26 @@ describe('cairn serve: backups, restores and records over HTTP', () => {
     expect((await server.call('GET', '/v1/backups')).json.map((b: any) => b.id)).toEqual([full.id]);
   });
 
+  it('POST /v1/targets/:name/gc runs as a job: a dry run removes nothing, a real one frees the deleted incremental\'s chunks, and the full backup still restores byte-exact', async () => {
+    expect(await server.call('GET', '/v1/targets/posix/locks')).toMatchObject({ status: 200, json: [] });
+    const before = (await server.call('GET', '/v1/targets/posix/stats')).json;
+    const dry = await server.call('POST', '/v1/targets/posix/gc', { graceSeconds: 0, dryRun: true });
+    expect(dry.status).toBe(202);
+    expect(dry.headers.get('location')).toBe(`/v1/jobs/${dry.json.id}`);
+    const dryDone = await settle(server, dry.json.id);
+    expect(dryDone).toMatchObject({ kind: 'gc', state: 'succeeded', target: 'posix', result: { backups: 1 } });
+    expect(dryDone.result.bytesFreed).toBeGreaterThan(0);
+    expect((await server.call('GET', '/v1/targets/posix/stats')).json.storedBytes).toBe(before.storedBytes);
+    const real = await settle(server, (await server.call('POST', '/v1/targets/posix/gc', { graceSeconds: 0 })).json.id);
+    expect(real).toMatchObject({ kind: 'gc', state: 'succeeded', result: { backups: 1 } });
+    expect((await server.call('GET', '/v1/targets/posix/stats')).json.storedBytes).toBeLessThan(before.storedBytes);
+    const restored = await settle(server, (await server.call('POST', `/v1/backups/${full.id}/restore`, { newVolume: {} })).json.id);
+    expect(restored.state).toBe('succeeded');
+    expect((await volumeBytes(cwd, restored.result.volume.id)).equals(fullData)).toBe(true);
+    expect(await server.call('POST', '/v1/targets/posix/gc', { graceSeconds: -1 })).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
+    expect(await server.call('POST', '/v1/targets/nowhere/gc', {})).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
+  });
+
   it('concurrent requests: backups of two volumes and reads at once all succeed on the one manager', async () => {
     const otherData = await writeRawImage(join(cwd, 'other.raw'), 4 * MiB);
     const other = (await cairnJson(['volume', 'import', join(cwd, 'other.raw'), '--name', 'other'], { cwd })).volume.id;

@@ -1,7 +1,7 @@
 import { CairnError, isCairnError, newId, toCairnError, type Job } from '@cairn/core';
 import { errorJson } from './errors.js';
 
-export type ApiJobKind = 'backup' | 'restore' | 'verify';
+export type ApiJobKind = 'backup' | 'restore' | 'verify' | 'gc';
 /** `running` → `succeeded` | `failed` | `cancelled`; an ended job never changes again. */
 export type ApiJobState = 'running' | 'succeeded' | 'failed' | 'cancelled';
 

@@ -1,9 +1,25 @@
 import type { FastifyInstance } from 'fastify';
-import type { ApiContext } from './api-context.js';
+import { z } from 'zod';
+import { jobLocation, type ApiContext } from './api-context.js';
+import { apiJob } from './jobs.js';
 import { addRoute } from './routing.js';
 import { knownTarget } from './targets.js';
 
-/** `GET /v1/targets` and `GET /v1/targets/:name/stats` (as `cairn repo stats`). */
+/** `POST /v1/targets/:name/gc`: the options of `cairn repo gc`. */
+const GcBody = z.union([
+  z.undefined(),
+  z.strictObject({
+    /** Packs and pages younger than this are never removed. Default 3600 (as `repo gc --grace 1h`). */
+    graceSeconds: z.number().int().min(0).optional(),
+    dryRun: z.boolean().optional(),
+  }),
+]);
+
+/**
+ * `GET /v1/targets`, `GET /v1/targets/:name/stats` (as `cairn repo stats`), `GET
+ * /v1/targets/:name/locks` (as `cairn repo locks`) and `POST /v1/targets/:name/gc` (as `cairn repo
+ * gc`, run as a job: it reads every manifest and may repack).
+ */
 export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): void {
   addRoute(app, {
     method: 'GET',
@@ -25,5 +41,29 @@ export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): voi
     method: 'GET',
     url: '/v1/targets/:name/stats',
     handler: async ({ params }) => (await api.cli.repository(knownTarget(api, params.name!))).stats(),
+  });
+
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/targets/:name/locks',
+    handler: async ({ params }) => (await api.cli.repository(knownTarget(api, params.name!))).locks(),
+  });
+
+  // The repository's exclusive lock is taken inside the job: while a backup holds its shared
+  // lock the job ends failed with BUSY (retryable), having removed nothing.
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/targets/:name/gc',
+    body: GcBody,
+    status: 202,
+    handler: async ({ params, body, reply }) => {
+      const target = knownTarget(api, params.name!);
+      const repository = await api.cli.repository(target);
+      const view = api.jobs.add(
+        apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: (body?.graceSeconds ?? 3600) * 1000, dryRun: body?.dryRun ?? false, signal }) })),
+      );
+      reply.header('location', jobLocation(view.id));
+      return view;
+    },
   });
 }
