@@ -450,6 +450,23 @@ describe('Repository locks', () => {
 });
 
 describe('RepositoryCatalog', () => {
+  it('gc removes volume entries whose record is gone once past the grace period, and keeps the others', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 2 * MiB);
+    const b = await manager.backup({ volumeId: v.id });
+    // What a crash between an entry and its record leaves.
+    const ghost = volumeEntryKey({ volumeId: v.id, createdAt: new Date().toISOString(), id: '00000000-0000-4000-8000-00000000dead' });
+    await store.put(ghost, Buffer.alloc(0));
+    const entries = () => keys(store, 'catalog/by-volume/');
+    expect(await entries()).toHaveLength(2);
+    expect(await service.gc()).toMatchObject({ catalogEntriesDeleted: 0 }); // younger than the default hour
+    expect(await service.gc({ graceMs: 0, dryRun: true })).toMatchObject({ catalogEntriesDeleted: 1 });
+    expect(await entries()).toHaveLength(2);
+    expect(await service.gc({ graceMs: 0 })).toMatchObject({ catalogEntriesDeleted: 1 });
+    expect(await entries()).toEqual([volumeEntryKey(b)]);
+    expect((await manager.listBackups({ volumeId: v.id })).map((x) => x.id)).toEqual([b.id]);
+  });
+
   it("export and import of a record drop the writer's owner process, which means nothing in another deployment", async () => {
     const { service, volumes, manager } = await rig();
     const v = await filledVolume(volumes, 2 * MiB);

@@ -29,6 +29,7 @@ export function registerRepoCommands(program: Command): void {
             ['packs repacked', report.packsRepacked],
             ['packs in grace', report.packsInGrace],
             ['chunk list pages deleted', report.pagesDeleted],
+            ['catalog entries deleted', report.catalogEntriesDeleted],
             ['chunks removed', report.chunksRemoved],
             ['bytes freed', formatBytes(report.bytesFreed)],
           ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),

@@ -4,6 +4,7 @@ import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
 import type { Repository } from './repository.js';
+import { orphanVolumeEntries } from './repository-catalog.js';
 
 export interface GcOptions {
   /** Packs younger than this are never removed (a backup elsewhere may be about to reference them). Default 1 hour. */
@@ -25,6 +26,8 @@ export interface GcReport {
   packsInGrace: number;
   /** Chunk list pages (format 4) no manifest names, removed once older than the grace period. */
   pagesDeleted: number;
+  /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period. */
+  catalogEntriesDeleted: number;
 }
 
 /**
@@ -33,13 +36,14 @@ export interface GcReport {
  * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
  * new packs and their index object first, then an index object naming the surviving packs of
  * every index object that named a removed pack, then those old index objects, then old packs —
- * a crash leaves extra data, never missing data.
+ * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names and
+ * catalog volume entries whose record is gone, both past the grace period.
  */
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
   const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, pagesDeleted: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, pagesDeleted: 0, catalogEntriesDeleted: 0 };
   try {
     if (!options.dryRun) await repo.upgradeFormat();
     await repo.index.refresh();
@@ -100,10 +104,12 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     // Packs no index object names (a writer died before naming them) hold nothing reachable.
     const indexed = repo.index.indexedPacks();
     const orphans = [...packTimes.keys()].filter((p) => !indexed.has(p) && old(p));
+    const orphanEntries = await orphanVolumeEntries(repo, grace, now);
     if (options.dryRun) {
       report.packsDeleted = toDelete.length + orphans.length;
       report.packsRepacked = toRepack.length;
       report.pagesDeleted = deadPages.length;
+      report.catalogEntriesDeleted = orphanEntries.length;
       for (const packId of [...toRepack, ...toDelete]) {
         for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
         if (toDelete.includes(packId)) report.bytesFreed += await sizeOf(repo, packId);
@@ -151,6 +157,10 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     for (const pageId of deadPages) {
       await repo.store.delete(Keys.chunkList(pageId));
       report.pagesDeleted++;
+    }
+    for (const key of orphanEntries) {
+      await repo.store.delete(key);
+      report.catalogEntriesDeleted++;
     }
     return report;
   } finally {

@@ -170,6 +170,23 @@ export async function writeVolumeEntries(repo: Repository): Promise<void> {
   }
 }
 
+/**
+ * Volume entries whose record is gone (a crash between writing an entry and its record, or
+ * between deleting a record and its entry), last modified at least `graceMs` ago: younger ones
+ * may belong to a record being written right now. Their keys, for GC to delete.
+ */
+export async function orphanVolumeEntries(repo: Repository, graceMs: number, now = Date.now()): Promise<string[]> {
+  const records = new Set(await recordIds(repo));
+  const orphans: string[] = [];
+  for await (const o of repo.store.list(PREFIX.byVolume)) {
+    const name = o.key.slice(o.key.lastIndexOf('/') + 1);
+    const dot = name.indexOf('.');
+    if (dot <= 0 || records.has(name.slice(dot + 1))) continue;
+    if (now - Date.parse(o.modifiedAt) >= graceMs) orphans.push(o.key);
+  }
+  return orphans;
+}
+
 /** The ids of every record in the repository, in no order. */
 async function recordIds(repo: Repository): Promise<string[]> {
   const ids: string[] = [];
