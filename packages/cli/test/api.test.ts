@@ -274,6 +274,14 @@ describe('cairn serve: backups, restores and records over HTTP', () => {
     expect(await server.call('POST', '/v1/targets/nowhere/gc', {})).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
   });
 
+  it('POST /v1/backups with readRate paces that backup alone; a rate that is not a positive number is 400 INVALID_INPUT', async () => {
+    expect(await server.call('POST', '/v1/backups', { volumeId, readRate: -5 })).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
+    expect(await server.call('POST', '/v1/backups', { volumeId, readRate: '50MiB' })).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
+    const started = await server.call('POST', '/v1/backups', { volumeId, name: 'paced', incremental: true, readRate: 1024 * MiB });
+    expect(started.status).toBe(202);
+    expect(await settle(server, started.json.id)).toMatchObject({ state: 'succeeded', result: { name: 'paced', incremental: true } });
+  });
+
   it('concurrent requests: backups of two volumes and reads at once all succeed on the one manager', async () => {
     const otherData = await writeRawImage(join(cwd, 'other.raw'), 4 * MiB);
     const other = (await cairnJson(['volume', 'import', join(cwd, 'other.raw'), '--name', 'other'], { cwd })).volume.id;

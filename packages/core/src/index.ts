@@ -30,6 +30,7 @@ export * from './util/extents.js';
 export * from './util/validate.js';
 export { KeyedMutex } from './util/keyed-mutex.js';
 export { releaseSharedBuffers } from './util/buffer-pool.js';
+export { RateBudget, throttleReads } from './util/read-rate.js';
 export { newId, nowIso } from './util/clock.js';
 
 export { Repository, type InitOptions, type OpenOptions } from './repository/repository.js';

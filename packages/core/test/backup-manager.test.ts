@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MiB, contents, expectCode, filledVolume, rig } from './helpers.js';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type ProgressEvent } from '../src/index.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RateBudget, type ProgressEvent } from '../src/index.js';
 
 describe('BackupManager.backup', () => {
   it('backup(volume) creates an available record, reports monotonic progress and leaves the volume available', async () => {
@@ -136,6 +136,28 @@ describe('BackupManager.backup', () => {
     const v = await filledVolume(volumes);
     for (const target of ['constructor', '__proto__', 'toString']) await expectCode(manager.backup({ volumeId: v.id, target }), 'NOT_FOUND');
     expect(await manager.listBackups()).toEqual([]);
+  });
+
+  it('readRate paces this backup\'s reads (core\'s RateBudget); a rate that is not a positive number is INVALID_INPUT; a flow-override driver refuses it', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    for (const readRate of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) await expectCode(manager.backup({ volumeId: v.id, readRate }), 'INVALID_INPUT');
+    const take = vi.spyOn(RateBudget.prototype, 'take');
+    try {
+      const b = await manager.backup({ volumeId: v.id, readRate: 1024 * MiB });
+      expect(b.status).toBe('available');
+      const paced = take.mock.calls.reduce((n, [bytes]) => n + bytes, 0);
+      expect(paced).toBe(b.stats!.bytesRead);
+      take.mockClear();
+      await manager.backup({ volumeId: v.id });
+      expect(take).not.toHaveBeenCalled();
+    } finally {
+      take.mockRestore();
+    }
+    const override = Object.create(volumes) as typeof volumes;
+    Object.defineProperty(override, 'capabilities', { value: { ...volumes.capabilities, flowOverride: true } });
+    const other = new BackupManager({ volumes: override, targets: { memory: new MemoryBackupService() }, catalog: new MemoryCatalog() });
+    await expectCode(other.backup({ volumeId: v.id, readRate: MiB }), 'NOT_SUPPORTED');
   });
 
   it('incremental(volume without a full backup) fails with INVALID_INPUT', async () => {

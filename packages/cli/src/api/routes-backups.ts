@@ -19,6 +19,8 @@ const CreateBody = z.strictObject({
   incremental: z.boolean().optional(),
   force: z.boolean().optional(),
   target: Text.optional(),
+  /** Read the volume at most this many bytes per second (this backup alone; `--read-rate` paces the whole server). */
+  readRate: z.number().positive().finite().optional(),
 });
 
 /** `POST /v1/backups/:id/restore`: exactly one of `volumeId` (`--to`) and `newVolume` (`--new [-n name]`). */
@@ -81,7 +83,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     handler: async ({ body, reply }) => {
       const target = knownTarget(api, body.target ?? cli.defaultTargetName);
       const volume = await cli.resolveVolume(body.volumeId);
-      const job = await manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target });
+      const job = await manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target, readRate: body.readRate });
       const view = jobs.add(managerJob(job, target, async (record) => backupJson(record)));
       reply.header('location', jobLocation(view.id));
       return view;

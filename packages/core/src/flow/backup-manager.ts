@@ -7,6 +7,7 @@ import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner, ownerMayBeAlive } from '../util/process-owner.js';
+import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { linkedController, type Job } from './jobs.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
@@ -33,6 +34,12 @@ export interface BackupRequest {
   description?: string;
   target?: string;
   vmConfig?: Uint8Array;
+  /**
+   * Read the volume at most this many bytes per second (this backup alone), so the backup does
+   * not starve the volume's other users. Default: unlimited. Not applied by drivers that take
+   * over the flow (`capabilities.flowOverride`): refused with NOT_SUPPORTED there.
+   */
+  readRate?: number;
   signal?: AbortSignal;
 }
 
@@ -95,6 +102,12 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    */
   async startBackup(request: BackupRequest): Promise<Job> {
     const service = this.target(request.target);
+    if (request.readRate !== undefined && !(Number.isFinite(request.readRate) && request.readRate > 0)) {
+      throw new CairnError('INVALID_INPUT', `readRate must be a positive number of bytes per second, not ${String(request.readRate)}`);
+    }
+    if (request.readRate !== undefined && this.volumes.capabilities.flowOverride) {
+      throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} runs backups itself (flow override): readRate cannot be applied`);
+    }
     const volume = await this.volumes.getVolume(request.volumeId);
     await this.assertNoFlow(volume.id);
     if (volume.status === 'in-use' && !request.force) {
@@ -187,7 +200,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
           attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
         }
         const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
-        result = await service.backup(job, { device: attachment.device, changedSince });
+        const device = request.readRate ? throttleReads(attachment.device, new RateBudget(request.readRate)) : attachment.device;
+        result = await service.backup(job, { device, changedSince });
       }
       if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
       Object.assign(record, {
