@@ -15,18 +15,28 @@ interface Server {
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; headers: Headers; json: any }>;
 }
 
-/** Starts `cairn serve --listen 127.0.0.1:0 --json …` in `cwd` and waits for the address line. */
-async function serve(cwd: string, args: string[] = [], token?: string): Promise<Server> {
-  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd });
-  const first = await new Promise<string>((resolve, reject) => {
+/** The address line a started `cairn serve --json` prints first, parsed; rejects if it exits before. */
+function addressLine(child: Server['child'], exit: Server['exit']): Promise<{ listening: string; port: number; auth: string }> {
+  return new Promise((resolve, reject) => {
     let text = '';
     child.stdout!.on('data', (d: Buffer) => {
       text += d.toString();
-      if (text.includes('\n')) resolve(text.slice(0, text.indexOf('\n')));
+      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))));
     });
     void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
   });
-  const { listening, port, auth } = JSON.parse(first);
+}
+
+/** Writes `token` to `<cwd>/token`, readable by its owner only, as `--token-file` wants it. */
+async function writeToken(cwd: string, token: string): Promise<void> {
+  await writeFile(join(cwd, 'token'), `${token}\n`);
+  await chmod(join(cwd, 'token'), 0o600);
+}
+
+/** Starts `cairn serve --listen 127.0.0.1:0 --json …` in `cwd` and waits for the address line. */
+async function serve(cwd: string, args: string[] = [], token?: string): Promise<Server> {
+  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd });
+  const { listening, port, auth } = await addressLine(child, exit);
   expect(port).toBeGreaterThan(0);
   expect(auth).toBe(token ? 'bearer' : 'none');
   const call: Server['call'] = async (method, path, body, headers = {}) => {
@@ -308,8 +318,7 @@ describe('cairn serve: bearer-token authentication', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    await writeFile(join(cwd, 'token'), `${token}\n`);
-    await chmod(join(cwd, 'token'), 0o600);
+    await writeToken(cwd, token);
   });
   afterAll(() => removeDir(cwd));
 
@@ -438,8 +447,7 @@ describe('cairn serve over TLS (--tls-cert, --tls-key)', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    await writeFile(join(cwd, 'token'), `${token}\n`);
-    await chmod(join(cwd, 'token'), 0o600);
+    await writeToken(cwd, token);
   });
   afterAll(() => removeDir(cwd));
 
@@ -447,15 +455,7 @@ describe('cairn serve over TLS (--tls-cert, --tls-key)', () => {
     const { cert, key } = certificate('server');
     const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', '--token-file', join(cwd, 'token'), '--tls-cert', cert, '--tls-key', key], { cwd });
     try {
-      const line = await new Promise<string>((resolve, reject) => {
-        let text = '';
-        child.stdout!.on('data', (d: Buffer) => {
-          text += d.toString();
-          if (text.includes('\n')) resolve(text.slice(0, text.indexOf('\n')));
-        });
-        void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
-      });
-      const { listening } = JSON.parse(line);
+      const { listening } = await addressLine(child, exit);
       expect(listening).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
       const ca = await readFile(cert);
       expect(await httpsGet(`${listening}/v1/health`, ca, { authorization: `Bearer ${token}` })).toMatchObject({ status: 200, json: { status: 'ok' } });
