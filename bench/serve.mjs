@@ -18,7 +18,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed } from './lib/measure.mjs';
+import { beforeOperation, CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed } from './lib/measure.mjs';
 import { flag, option as opt } from './lib/args.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -69,19 +69,13 @@ async function call(method, path, body) {
 
 /** Starts a job (`POST path body`) and waits for its end; milliseconds from request to answer. */
 async function job(path, body) {
-  execSettle();
+  beforeOperation({ measured: true, settle });
   const t0 = performance.now();
   let view = await call('POST', path, body);
   while (view.state === 'running') view = await call('GET', `/v1/jobs/${view.id}?wait=60`);
   const ms = Math.round(performance.now() - t0);
   if (view.state !== 'succeeded') throw new Error(`job ${view.id} ${view.state}: ${JSON.stringify(view.error)}`);
   return { ms, view };
-}
-
-function execSettle() {
-  // The previous operation's writes reach the disk before the next is timed (as lib/measure does).
-  timed('sync', [], { cwd: work, env });
-  if (settle > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, settle * 1000);
 }
 
 const peakRss = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))[1]) / 1024;

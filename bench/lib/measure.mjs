@@ -11,17 +11,24 @@ export const CAIRN_NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size
 export const cairnEnv = (env) => ({ ...env, MALLOC_MMAP_THRESHOLD_: '131072' });
 
 /**
- * Runs `cmd args` in `cwd` with `env`; when `measured`, first drops the page cache (`cold`, root
- * only) and waits `settle` seconds. Returns seconds, peak RSS in MiB and the last JSON line of
- * its output. Throws when it fails.
+ * What comes before an operation: `sync`, so that none starts with writeback pending from the
+ * one before (either tool's); and before a measured one, the page cache dropped (`cold`, root
+ * only) and `settle` seconds of quiet.
  */
-export function timed(cmd, args, { cwd, env, measured = false, cold = false, settle = 0 }) {
-  // Start every operation with no writeback pending from the previous one (either tool's).
+export function beforeOperation({ measured = false, cold = false, settle = 0 } = {}) {
   execFileSync('sync');
   if (measured) {
     if (cold) writeFileSync('/proc/sys/vm/drop_caches', '3');
     if (settle > 0) execFileSync('sleep', [String(settle)]);
   }
+}
+
+/**
+ * Runs `cmd args` in `cwd` with `env`, after beforeOperation. Returns seconds, peak RSS in MiB
+ * and the last JSON line of its output. Throws when it fails.
+ */
+export function timed(cmd, args, { cwd, env, measured = false, cold = false, settle = 0 }) {
+  beforeOperation({ measured, cold, settle });
   const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
