@@ -60,7 +60,8 @@ export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): voi
       const target = knownTarget(api, params.name!);
       const repository = await api.cli.repository(target);
       const view = api.jobs.add(
-        apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: (body?.graceSeconds ?? 3600) * 1000, dryRun: body?.dryRun ?? false, signal }) })),
+        // Unset options take GC's own defaults (1 hour of grace, no dry run).
+        apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: body?.graceSeconds === undefined ? undefined : body.graceSeconds * 1000, dryRun: body?.dryRun, signal }) })),
       );
       reply.header('location', jobLocation(view.id));
       return view;
