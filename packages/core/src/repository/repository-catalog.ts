@@ -13,6 +13,12 @@ const READ_CONCURRENCY = 8;
 /** Format version from which every record has its by-volume entry (see volumeEntryKey). */
 export const CATALOG_BY_VOLUME_VERSION = 3;
 
+/** The backup id a volume entry's name (`<time>.<backup id>`) ends with; undefined for another name. */
+const entryBackupId = (name: string): string | undefined => {
+  const dot = name.indexOf('.');
+  return dot > 0 && !name.includes('/') ? name.slice(dot + 1) : undefined;
+};
+
 /** The directory of a volume's entries: the volume id in hex (ids may hold `:`, keys may not). */
 const volumePrefix = (volumeId: string): string => `${PREFIX.byVolume}${Buffer.from(volumeId, 'utf8').toString('hex')}/`;
 
@@ -114,8 +120,8 @@ export class RepositoryCatalog implements Catalog {
     const out: { name: string; backupId: string }[] = [];
     for await (const o of this.repo.store.list(prefix)) {
       const name = o.key.slice(prefix.length);
-      const dot = name.indexOf('.');
-      if (dot > 0 && !name.includes('/')) out.push({ name, backupId: name.slice(dot + 1) });
+      const backupId = entryBackupId(name);
+      if (backupId !== undefined) out.push({ name, backupId });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
@@ -179,10 +185,8 @@ export async function orphanVolumeEntries(repo: Repository, graceMs: number, now
   const records = new Set(await recordIds(repo));
   const orphans: string[] = [];
   for await (const o of repo.store.list(PREFIX.byVolume)) {
-    const name = o.key.slice(o.key.lastIndexOf('/') + 1);
-    const dot = name.indexOf('.');
-    if (dot <= 0 || records.has(name.slice(dot + 1))) continue;
-    if (now - Date.parse(o.modifiedAt) >= graceMs) orphans.push(o.key);
+    const backupId = entryBackupId(o.key.slice(o.key.lastIndexOf('/') + 1));
+    if (backupId !== undefined && !records.has(backupId) && now - Date.parse(o.modifiedAt) >= graceMs) orphans.push(o.key);
   }
   return orphans;
 }
