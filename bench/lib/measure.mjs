@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 
 /** The V8 flags and malloc setting the `cairn` binary runs with (packages/cli/bin/cairn.js). */
 export const CAIRN_NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
-export const cairnEnv = (env) => ({ ...env, MALLOC_MMAP_THRESHOLD_: '131072' });
+export const cairnEnv = (env) => ({ ...env, MALLOC_ARENA_MAX: '2' });
 
 /**
  * What comes before an operation: `sync`, so that none starts with writeback pending from the

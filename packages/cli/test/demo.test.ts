@@ -48,6 +48,6 @@ describe('cairn demo', () => {
     const { stdout } = await promisify(execFile)(BIN, ['--version'], { cwd });
     expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
     const shebang = (await readFile(BIN, 'utf8')).split('\n')[0];
-    expect(shebang).toBe('#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=4 --optimize-for-size');
+    expect(shebang).toBe('#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=4 --optimize-for-size');
   });
 });
