@@ -12,7 +12,7 @@ export { snapshotCases, snapshotRefusals } from './volume-driver/snapshots.js';
 export { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals } from './volume-driver/extents.js';
 export type * from './object-store/context.js';
 export { objectStoreSuite, objectStoreGroups } from './object-store/suite.js';
-export { objectReadWrite, objectListing, objectConcurrency, objectReadInto, newPrefix } from './object-store/cases.js';
+export { objectReadWrite, objectListing, objectConcurrency, objectReadInto, objectPartWrites, newPrefix } from './object-store/cases.js';
 export type * from './backup-service/context.js';
 export { backupServiceSuite, backupServiceGroups } from './backup-service/suite.js';
 export { backupRoundTrip, backupVerify } from './backup-service/roundtrip.js';

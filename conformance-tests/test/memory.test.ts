@@ -10,7 +10,7 @@ volumeDriverSuite('MemoryVolumeDriver', {
 
 objectStoreSuite('MemoryObjectStore', {
   factory: async () => new MemoryObjectStore(),
-  capabilities: { atomicIfAbsent: true },
+  capabilities: new MemoryObjectStore().capabilities,
 });
 
 backupServiceSuite('MemoryBackupService', {

@@ -192,3 +192,79 @@ export const objectReadInto: Group<ObjectStoreContext> = {
     },
   ],
 };
+
+/** For stores that declare `writeInParts`: openWrite publishes the parts' concatenation, whole or not at all. */
+export const objectPartWrites: Group<ObjectStoreContext> = {
+  name: 'openWrite (writeInParts)',
+  cases: [
+    {
+      name: 'parts of any size and alignment, appended without waiting, commit as their concatenation; nothing is visible before',
+      async run({ store, prefix }) {
+        assert.equal(typeof store.openWrite, 'function', 'a store declaring writeInParts implements openWrite');
+        const data = patternBytes(3 * 1024 * 1024 + 777, 11);
+        // Whole aligned blocks in aligned memory (what a store may write directly), then odd sizes in plain memory.
+        const block = alignedBuffer(1024 * 1024);
+        const cuts = [0, 1024 * 1024, 2 * 1024 * 1024, 2 * 1024 * 1024 + 1, 2 * 1024 * 1024 + 4096, data.length];
+        const w = await store.openWrite!(`${prefix}/parts`);
+        const appends: Promise<void>[] = [];
+        for (let i = 0; i + 1 < cuts.length; i++) {
+          const part = data.subarray(cuts[i]!, cuts[i + 1]!);
+          if (i === 0) block.set(part);
+          appends.push(w.append(i === 0 ? block : Buffer.from(part)));
+        }
+        await Promise.all(appends);
+        await rejectsWithCode(store.head(`${prefix}/parts`), 'NOT_FOUND', 'head before commit');
+        assert.deepEqual((await collect(store.list(`${prefix}/`))).map((o) => o.key), [], 'listed before commit');
+        await w.commit();
+        assertSameBytes(await store.get(`${prefix}/parts`), data, 'committed object');
+        assert.equal((await store.head(`${prefix}/parts`)).size, data.length);
+        await rejectsWithCode(w.append(Buffer.from('late')), 'INTERNAL', 'append after commit');
+        await w.abort(); // harmless after a commit
+        assertSameBytes(await store.get(`${prefix}/parts`), data, 'after a late abort');
+      },
+    },
+    {
+      name: 'an aligned part of a partial last block, then more parts, still commit exactly',
+      async run({ store, prefix }) {
+        const data = patternBytes(DIRECT_IO_ALIGN * 3 + 100, 12);
+        const first = alignedBuffer(DIRECT_IO_ALIGN * 2 + 10);
+        first.set(data.subarray(0, first.length));
+        const w = await store.openWrite!(`${prefix}/tail`);
+        await w.append(first);
+        await w.append(data.subarray(first.length));
+        await w.commit();
+        assertSameBytes(await store.get(`${prefix}/tail`), data, 'committed object');
+      },
+    },
+    {
+      name: 'commit with no parts publishes an empty object; commit(ifAbsent) over a key fails with ALREADY_EXISTS and keeps the original',
+      async run({ store, prefix }) {
+        const empty = await store.openWrite!(`${prefix}/empty`);
+        await empty.commit();
+        assert.equal((await store.head(`${prefix}/empty`)).size, 0);
+        await store.put(`${prefix}/taken`, Buffer.from('original'));
+        const w = await store.openWrite!(`${prefix}/taken`, { ifAbsent: true });
+        await w.append(Buffer.from('intruder'));
+        await rejectsWithCode(w.commit(), 'ALREADY_EXISTS', 'commit(ifAbsent) of a taken key');
+        assert.equal((await store.get(`${prefix}/taken`)).toString(), 'original');
+        const replace = await store.openWrite!(`${prefix}/taken`);
+        await replace.append(Buffer.from('replaced'));
+        await replace.commit();
+        assert.equal((await store.get(`${prefix}/taken`)).toString(), 'replaced');
+      },
+    },
+    {
+      name: 'abort leaves no object and may be repeated; a bad key fails with INVALID_INPUT at openWrite',
+      async run({ store, prefix }) {
+        const w = await store.openWrite!(`${prefix}/dropped`);
+        await w.append(patternBytes(100_000, 13));
+        await w.abort();
+        await w.abort();
+        await rejectsWithCode(store.head(`${prefix}/dropped`), 'NOT_FOUND', 'head after abort');
+        await rejectsWithCode(w.commit(), 'INTERNAL', 'commit after abort');
+        assert.deepEqual((await collect(store.list(`${prefix}/`))).map((o) => o.key), [], 'listed after abort');
+        await rejectsWithCode(store.openWrite!(`${prefix}/../escape`), 'INVALID_INPUT', 'openWrite of a bad key');
+      },
+    },
+  ],
+};

@@ -1,12 +1,12 @@
 import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
-import { newPrefix, objectConcurrency, objectListing, objectReadInto, objectReadWrite } from './cases.js';
+import { newPrefix, objectConcurrency, objectListing, objectPartWrites, objectReadInto, objectReadWrite } from './cases.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
-/** Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only with readInto). */
+/** Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only with readInto, openWrite only with writeInParts). */
 export function objectStoreGroups(caps: ObjectStoreCapabilities): Group<ObjectStoreContext>[] {
-  return [objectReadWrite, objectListing, ...(caps.atomicIfAbsent ? [objectConcurrency] : []), ...(caps.readInto ? [objectReadInto] : [])];
+  return [objectReadWrite, objectListing, ...(caps.atomicIfAbsent ? [objectConcurrency] : []), ...(caps.readInto ? [objectReadInto] : []), ...(caps.writeInParts ? [objectPartWrites] : [])];
 }
 
 /** Registers the object-store suite with vitest. Each case works under its own key prefix. */

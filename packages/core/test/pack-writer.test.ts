@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { MemoryObjectStore, type ObjectStore, type PutOptions } from '../src/index.js';
+import { CairnError, MemoryObjectStore, type ObjectPartWriter, type ObjectStore, type PutOptions } from '../src/index.js';
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkIndex } from '../src/repository/chunk-index.js';
 import { PackWriter, indexDocPieces } from '../src/repository/pack-writer.js';
@@ -18,26 +18,109 @@ class SlowStore extends MemoryObjectStore {
   }
 }
 
+/** A store that can only put whole objects (as the S3, Swift and Ceph stores do). */
+class WholeObjectStore extends MemoryObjectStore {
+  override readonly capabilities = { atomicIfAbsent: true };
+  override openWrite = undefined;
+}
+
+/** A store whose part writers fail every append once `room` bytes were appended in all, as a disk that fills up. */
+class FillingStore extends MemoryObjectStore {
+  opened = 0;
+  aborted = 0;
+  private used = 0;
+  constructor(private readonly room: number) {
+    super();
+  }
+  override async openWrite(key: string, options?: PutOptions): Promise<ObjectPartWriter> {
+    const inner = await super.openWrite(key, options);
+    this.opened++;
+    return {
+      append: async (data) => {
+        this.used += data.length;
+        if (this.used > this.room) throw new CairnError('UNAVAILABLE', 'no space left on device');
+        return inner.append(data);
+      },
+      commit: () => inner.commit(),
+      abort: async () => {
+        this.aborted++;
+        return inner.abort();
+      },
+    };
+  }
+}
+
+/** Writes 40 blobs of about 100 KiB, concurrently, through a writer of 1 MiB packs and checks each is where the index says. */
+async function roundTrip(store: ObjectStore): Promise<ChunkIndex> {
+  const codec = new ChunkCodec(undefined, undefined);
+  const index = new ChunkIndex(store, codec);
+  const writer = new PackWriter(store, codec, index, 1024 * 1024, 300 * 1024, 2);
+  const blobs = Array.from({ length: 40 }, (_, i) => Buffer.alloc(100 * 1024 + i, i + 1));
+  await Promise.all(blobs.map((b, i) => writer.add(hexId(i), b, b.length)));
+  await writer.finish();
+  for (let i = 0; i < blobs.length; i++) {
+    const loc = index.get(hexId(i));
+    expect(loc, `blob ${i}`).toBeDefined();
+    const got = await store.get(`packs/${loc!.pack}`, { offset: loc!.offset, length: loc!.length });
+    expect(got.equals(blobs[i]!)).toBe(true);
+  }
+  return index;
+}
+
 describe('PackWriter', () => {
-  it('add() called concurrently keeps every blob, each findable in exactly the pack it landed in', async () => {
-    const store: ObjectStore = new SlowStore();
+  it('writes the same packs whole (a store that only puts) as streamed in parts (writeInParts)', async () => {
+    const whole = new WholeObjectStore();
+    const streamed = new MemoryObjectStore();
+    const opened: string[] = [];
+    const openWrite = streamed.openWrite.bind(streamed);
+    streamed.openWrite = async (key, options) => (opened.push(key), openWrite(key, options));
+    const [a, b] = [await roundTrip(whole), await roundTrip(streamed)];
+    // Same layout: as many packs, each blob at the same offset of its pack.
+    expect(b.packs().size).toBe(a.packs().size);
+    for (let i = 0; i < 40; i++) expect(b.get(hexId(i))!.offset).toBe(a.get(hexId(i))!.offset);
+    expect(opened.filter((k) => k.startsWith('packs/')).sort()).toEqual([...b.packs().keys()].map((id) => `packs/${id}`).sort());
+    for (const store of [whole, streamed]) {
+      const fresh = new ChunkIndex(store, new ChunkCodec(undefined, undefined));
+      await fresh.refresh();
+      expect(fresh.damaged.size).toBe(0);
+      expect(fresh.chunkCount).toBe(40);
+    }
+  });
+
+  it('a streamed pack whose store fails mid-pack fails add or finish with the store\'s error; abandon aborts it and no pack is published', async () => {
+    const store = new FillingStore(1536 * 1024); // room for one 1 MiB pack and half of the next
     const codec = new ChunkCodec(undefined, undefined);
     const index = new ChunkIndex(store, codec);
     const writer = new PackWriter(store, codec, index, 1024 * 1024, 300 * 1024, 2);
-    const blobs = Array.from({ length: 40 }, (_, i) => Buffer.alloc(100 * 1024 + i, i + 1));
-    await Promise.all(blobs.map((b, i) => writer.add(hexId(i), b, b.length)));
-    await writer.finish();
-    for (let i = 0; i < blobs.length; i++) {
-      const loc = index.get(hexId(i));
-      expect(loc, `blob ${i}`).toBeDefined();
-      const got = await store.get(`packs/${loc!.pack}`, { offset: loc!.offset, length: loc!.length });
-      expect(got.equals(blobs[i]!)).toBe(true);
+    let failure: unknown;
+    try {
+      for (let i = 0; i < 40; i++) await writer.add(hexId(i), Buffer.alloc(100 * 1024, i + 1), 100 * 1024);
+      await writer.finish();
+    } catch (err) {
+      failure = err;
+      await writer.abandon();
     }
+    expect(failure).toMatchObject({ code: 'UNAVAILABLE' });
+    // Every pack opened was either published whole or aborted; published ones are readable and indexed.
+    const packs: string[] = [];
+    for await (const o of store.list('packs/')) packs.push(o.key);
+    expect(store.aborted).toBeGreaterThan(0);
+    expect(packs.length + store.aborted).toBeGreaterThanOrEqual(store.opened);
+    const fresh = new ChunkIndex(store, codec);
+    await fresh.refresh();
+    expect(fresh.damaged.size).toBe(0);
+    expect([...fresh.packs().keys()].map((id) => `packs/${id}`).sort()).toEqual(packs.sort());
+  });
+
+  it('add() called concurrently keeps every blob, each findable in exactly the pack it landed in', async () => {
+    const store: ObjectStore = new SlowStore();
+    const codec = new ChunkCodec(undefined, undefined);
+    const index = await roundTrip(store);
     const fresh = new ChunkIndex(store, codec);
     await fresh.refresh();
     expect(fresh.chunkCount).toBe(40);
     // Blobs keep their source's alignment mod 8 (all sources here start at offset 0)...
-    for (let i = 0; i < blobs.length; i++) expect(index.get(hexId(i))!.offset % 8).toBe(0);
+    for (let i = 0; i < 40; i++) expect(index.get(hexId(i))!.offset % 8).toBe(0);
     // ...also an odd one, with zeros as padding before it.
     const odd = Buffer.alloc(1000, 9).subarray(3, 800); // byteOffset 3 (within a larger allocation)
     const w2 = new PackWriter(store, codec, index, 1024 * 1024, 300 * 1024, 2);

@@ -11,6 +11,7 @@ import {
   resolveRange,
   type ByteRange,
   type GetIntoOptions,
+  type ObjectPartWriter,
   type ObjectInfo,
   type ObjectStore,
   type ObjectStoreCapabilities,
@@ -21,6 +22,7 @@ import { DRIVER, errnoOf, fsError, isAbsent } from './fs-errors.js';
 import { keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
+import { PosixPartWriter } from './part-writer.js';
 
 /** Default age after which `sweepTemp()` removes a temporary file: one hour. */
 export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
@@ -33,7 +35,7 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  */
 export class PosixObjectStore implements ObjectStore {
   readonly name = DRIVER;
-  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true };
+  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true };
   /** The absolute directory holding the objects. */
   readonly directory: string;
   private readonly createDirectory: boolean;
@@ -80,11 +82,31 @@ export class PosixObjectStore implements ObjectStore {
    * directory of other keys.
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    const { dir, final } = await this.placeOf(key);
+    await this.publish(key, dir, final, await writeTempFile(dir, data), options);
+  }
+
+  /**
+   * Writes `key` in parts (see ObjectPartWriter) into a temporary file of its directory; commit
+   * publishes it as put does, with put's guarantees and errors. Parts in aligned memory at
+   * aligned offsets are written with O_DIRECT where the file system allows. A writer that dies
+   * leaves a temporary file, which no reader or listing sees and sweepTemp removes.
+   */
+  async openWrite(key: string, options: PutOptions = {}): Promise<ObjectPartWriter> {
+    const { dir, final } = await this.placeOf(key);
+    return PosixPartWriter.create(key, dir, (temp) => this.publish(key, dir, final, temp, options));
+  }
+
+  /** The directory (created) and path of `key`, which is validated here. */
+  private async placeOf(key: string): Promise<{ dir: string; final: string }> {
     assertObjectKey(key, DRIVER);
     const segments = keyToSegments(key);
     const dir = await ensureDir(this.directory, segments.slice(0, -1));
-    const final = join(dir, segments[segments.length - 1]!);
-    const temp = await writeTempFile(dir, data);
+    return { dir, final: join(dir, segments[segments.length - 1]!) };
+  }
+
+  /** Publishes the fsynced temporary file `temp` as `key` (put's semantics); on failure `temp` is removed. */
+  private async publish(key: string, dir: string, final: string, temp: string, options: PutOptions): Promise<void> {
     try {
       if (!options.ifAbsent) {
         await rename(temp, final);

@@ -9,5 +9,5 @@ import { PosixObjectStore } from '../src/index.js';
 objectStoreSuite('PosixObjectStore', {
   factory: async () => PosixObjectStore.open({ directory: await mkdtemp(join(tmpdir(), 'cairn-posix-conf-')) }),
   dispose: async (store: ObjectStore) => rm((store as PosixObjectStore).directory, { recursive: true, force: true }),
-  capabilities: { atomicIfAbsent: true, readInto: true },
+  capabilities: new PosixObjectStore({ directory: tmpdir() }).capabilities,
 });

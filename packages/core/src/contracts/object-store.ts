@@ -17,6 +17,32 @@ export interface ObjectStoreCapabilities {
   atomicIfAbsent: boolean;
   /** Implements getInto (ranged reads into caller memory). */
   readInto?: boolean;
+  /** Implements openWrite (an object written in parts, published whole). */
+  writeInParts?: boolean;
+}
+
+/**
+ * An object being written in parts (ObjectStore.openWrite). Nothing of it is visible until
+ * commit, which publishes the parts' concatenation atomically and durably, exactly as put would
+ * publish it; a writer that fails, is aborted or dies leaves no object (only, at worst, what the
+ * store sweeps as a dead writer's leftovers).
+ */
+export interface ObjectPartWriter {
+  /**
+   * Appends `data` after the parts before it. Calls may be made before earlier ones resolve; the
+   * parts land in call order. `data` is the caller's again once this resolves. A part the store
+   * can write straight from memory (an aligned buffer, at an aligned offset, of whole aligned
+   * blocks: util/direct-io) may bypass its caches. After a failure every later call fails too.
+   */
+  append(data: Uint8Array): Promise<void>;
+  /**
+   * Waits for the parts and publishes the object, with put's semantics and errors for `options`
+   * (`ALREADY_EXISTS` with ifAbsent when the key is taken, leaving the existing object). Whether
+   * it resolves or rejects, the writer is done and holds nothing.
+   */
+  commit(): Promise<void>;
+  /** Discards what was written and releases the writer. Idempotent, and safe after a failure or a commit. */
+  abort(): Promise<void>;
 }
 
 export interface GetIntoOptions {
@@ -49,6 +75,12 @@ export interface ObjectStore {
    * also overwrite up to DIRECT_IO_ALIGN - 1 bytes of that buffer before and after `into`.
    */
   getInto?(key: string, range: ByteRange, into: Buffer, options?: GetIntoOptions): Promise<void>;
+  /**
+   * Optional (capability writeInParts): starts writing the object `key` in parts, for a writer
+   * that makes a large object piece by piece and should not hold it whole (pack files). Keys are
+   * checked here (`INVALID_INPUT`); `options` apply at commit. Callers fall back to put.
+   */
+  openWrite?(key: string, options?: PutOptions): Promise<ObjectPartWriter>;
   /** Size and time of an object. `NOT_FOUND` if absent. */
   head(key: string): Promise<ObjectInfo>;
   /** Removes an object. Idempotent: absent keys succeed. */

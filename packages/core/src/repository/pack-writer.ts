@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { ObjectStore } from '../contracts/object-store.js';
-import { CairnError, isCairnError } from '../errors.js';
+import { CairnError } from '../errors.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
+import { FreeList } from '../util/free-list.js';
 import type { ChunkCodec } from './codec.js';
 import { encodeDocument, sealPieces } from './codec.js';
 import { indexLabel, toTuples, type ChunkIndex } from './chunk-index.js';
 import { Keys, PACK_MAGIC, type IndexEntry, type PackIndexDoc } from './format.js';
+import { StreamedPackBody, WholePackBody, type PackBody, type PackBuffers } from './pack-body.js';
 
 /** Room kept after a pack's blobs for its sealed index and trailer. */
 const INDEX_SLACK = 2 * 1024 * 1024;
@@ -43,17 +45,29 @@ export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, in
   return sealed.length;
 }
 
+/** Bytes of each segment a streamed pack is written in (a multiple of the O_DIRECT alignment). */
+const SEGMENT_BYTES = 1024 * 1024;
+/** Segments of a writer's streamed packs: its pack memory when the store writes in parts. */
+const SEGMENTS = 8;
+/** Zero padding placed before a blob to keep its alignment (at most COPY_ALIGN - 1 bytes). */
+const ZERO_PAD = new Uint8Array(COPY_ALIGN);
+
 /**
  * Packs encoded blobs into pack objects of about `packSize` bytes and uploads them, at most
  * `uploads` at a time (add() waits beyond that, which bounds memory). A pack is
  * `blobs | sealed index | u32 index length | PACK_MAGIC`. Uploaded packs are named by index
  * objects (`index/<indexId>`, each covering up to INDEX_EVERY_PACKS packs), written only after
  * every pack they name: an index never names a missing pack, and a writer that dies leaves at
- * most its last packs unindexed (GC's orphans). Pack buffers are allocated once and reused.
+ * most its last packs unindexed (GC's orphans). Where the store writes in parts (capability
+ * writeInParts) a pack streams to it while it fills, through SEGMENTS reused segments; elsewhere
+ * each pack is held whole in a buffer, allocated once and reused, and put when sealed.
  */
 export class PackWriter {
-  private current: { buf: Buffer; used: number; entries: IndexEntry[] } | undefined;
+  private current: { id: string; body: PackBody; entries: IndexEntry[] } | undefined;
   private readonly free: Buffer[] = [];
+  /** Streamed packs' segments (made on first use) and the list they circulate in. */
+  private segmentBuffers: Buffer[] = [];
+  private segments: FreeList<Buffer> | undefined;
   private readonly inflight = new Set<Promise<void>>();
   private failure: unknown;
   /** Bytes written to the store (packs + indexes). */
@@ -93,16 +107,16 @@ export class PackWriter {
   private async addNow(id: string, blob: Uint8Array, rawLength: number): Promise<void> {
     this.check();
     if (blob.length > this.maxBlob) throw new CairnError('INTERNAL', `blob of ${blob.length} bytes exceeds the pack slot of ${this.maxBlob}`);
-    if (this.current && (this.current.used + COPY_ALIGN - 1 + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
-    if (!this.current) this.current = { buf: this.takeBuffer(), used: 0, entries: [] };
+    if (this.current && (this.current.body.size + COPY_ALIGN - 1 + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
+    this.current ??= await this.openPack();
     const c = this.current;
     // The blob goes where its address matches its source's alignment (see util/direct-io's
     // COPY_ALIGN; up to 7 zero bytes of padding, which the format allows).
-    const at = c.used + alignPad(c.used, blob.byteOffset);
-    c.buf.fill(0, c.used, at);
-    c.buf.set(blob, at);
-    c.entries.push({ id, offset: at, length: blob.length, rawLength });
-    c.used = at + blob.length;
+    const pad = alignPad(c.body.size, blob.byteOffset);
+    if (pad > 0) await c.body.write(ZERO_PAD.subarray(0, pad));
+    const offset = c.body.size;
+    await c.body.write(blob);
+    c.entries.push({ id, offset, length: blob.length, rawLength });
   }
 
   /**
@@ -112,10 +126,7 @@ export class PackWriter {
   async finish(): Promise<void> {
     await this.queue;
     if (this.current && this.current.entries.length > 0) await this.seal();
-    else if (this.current) {
-      this.release(this.current.buf);
-      this.current = undefined;
-    }
+    else await this.dropCurrent();
     await Promise.all(this.inflight);
     this.check();
     this.writeIndex();
@@ -124,9 +135,11 @@ export class PackWriter {
     this.check();
   }
 
-  /** Hands the pooled pack buffers back (every upload has finished with its buffer). */
+  /** Hands the pooled pack buffers and segments back (every upload has finished with them). */
   private returnBuffers(): void {
     for (const b of this.free.splice(0)) giveSharedBuffer(b);
+    for (const b of this.segmentBuffers.splice(0)) giveSharedBuffer(b);
+    this.segments = undefined;
   }
 
   /** Starts writing an index object for the unindexed packs (after any index object in progress). */
@@ -146,45 +159,67 @@ export class PackWriter {
   }
 
   /**
-   * Waits for uploads without raising (used on the failure path), then names the packs that did
-   * land in an index object, best effort, so that the next backup reuses their chunks.
+   * Waits for uploads without raising (used on the failure path), discards the pack being
+   * filled, then names the packs that did land in an index object, best effort, so that the
+   * next backup reuses their chunks.
    */
   async abandon(): Promise<void> {
     await this.queue;
-    if (this.current) this.release(this.current.buf);
-    this.current = undefined;
+    await this.dropCurrent();
     await Promise.allSettled(this.inflight);
     this.writeIndex(true);
     await this.indexing;
     this.returnBuffers();
   }
 
+  private async dropCurrent(): Promise<void> {
+    const c = this.current;
+    this.current = undefined;
+    await c?.body.discard();
+  }
+
+  /** A new pack: streamed when the store writes in parts, else held whole. */
+  private async openPack(): Promise<{ id: string; body: PackBody; entries: IndexEntry[] }> {
+    const id = randomBytes(32).toString('hex');
+    const key = Keys.pack(id);
+    const body = this.store.capabilities.writeInParts && this.store.openWrite ? await StreamedPackBody.open(this.store, key, this.segmentList()) : new WholePackBody(this.store, key, this.buffers);
+    return { id, body, entries: [] };
+  }
+
+  private segmentList(): FreeList<Buffer> {
+    if (!this.segments) {
+      // Page-aligned and pooled: full segments go to the store with O_DIRECT where it can.
+      this.segmentBuffers = Array.from({ length: SEGMENTS }, () => takeSharedBuffer(SEGMENT_BYTES));
+      this.segments = new FreeList(this.segmentBuffers);
+    }
+    return this.segments;
+  }
+
   private async seal(): Promise<void> {
     const c = this.current!;
     this.current = undefined;
-    const packId = randomBytes(32).toString('hex');
     const doc: PackIndexDoc = { version: 1, blobs: toTuples(c.entries) };
-    const sealedIndex = encodeDocument(this.codec, doc, indexLabel(packId));
-    const total = c.used + sealedIndex.length + 4 + PACK_MAGIC.length;
-    // The trailer goes into the pooled buffer's slack; only an outsized index forces a copy.
-    const pack = total <= c.buf.length ? c.buf.subarray(0, total) : Buffer.concat([c.buf.subarray(0, c.used), Buffer.alloc(total - c.used)]);
-    sealedIndex.copy(pack, c.used);
-    pack.writeUInt32BE(sealedIndex.length, c.used + sealedIndex.length);
-    PACK_MAGIC.copy(pack, c.used + sealedIndex.length + 4);
-    const entries = c.entries;
+    const sealedIndex = encodeDocument(this.codec, doc, indexLabel(c.id));
+    const trailer = Buffer.alloc(4 + PACK_MAGIC.length);
+    trailer.writeUInt32BE(sealedIndex.length, 0);
+    PACK_MAGIC.copy(trailer, 4);
+    try {
+      await c.body.write(sealedIndex);
+      await c.body.write(trailer);
+    } catch (err) {
+      await c.body.discard();
+      throw err;
+    }
     const upload = (async () => {
-      try {
-        await this.putOnce(Keys.pack(packId), pack);
-      } finally {
-        this.release(c.buf);
-      }
-      this.bytesStored += pack.length;
+      const size = c.body.size;
+      await c.body.store();
+      this.bytesStored += size;
       this.packsWritten++;
       // Usable for dedup by this writer at once; named by an index object for everyone else soon.
-      this.index.add(packId, entries);
-      this.onStored?.(entries);
-      this.unindexed.push([packId, entries]);
-      this.unindexedBlobs += entries.length;
+      this.index.add(c.id, c.entries);
+      this.onStored?.(c.entries);
+      this.unindexed.push([c.id, c.entries]);
+      this.unindexedBlobs += c.entries.length;
       if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_EVERY_BLOBS) this.writeIndex();
     })().catch((err) => {
       this.failure ??= err;
@@ -195,23 +230,18 @@ export class PackWriter {
     this.check();
   }
 
-  private async putOnce(key: string, data: Buffer): Promise<void> {
-    try {
-      await this.store.put(key, data, { ifAbsent: true });
-    } catch (err) {
-      if (!(isCairnError(err) && err.code === 'ALREADY_EXISTS')) throw err;
-    }
-  }
+  /** Whole-pack buffers: page-aligned (so a store that can write with O_DIRECT does) and pooled, so a long-running process reuses them across backups. */
+  private readonly buffers: PackBuffers = {
+    take: () => this.free.pop() ?? takeSharedBuffer(this.bufferSize),
+    give: (buf) => {
+      if (buf.length !== this.bufferSize) return; // a grown one is left to the garbage collector
+      if (this.free.length < this.uploads + 1) this.free.push(buf);
+      else giveSharedBuffer(buf);
+    },
+  };
 
-  private takeBuffer(): Buffer {
-    // Page-aligned, so an object store that can write with O_DIRECT does (see util/direct-io);
-    // pooled, so a long-running process reuses them across backups.
-    return this.free.pop() ?? takeSharedBuffer(this.packSize + this.maxBlob + INDEX_SLACK);
-  }
-
-  private release(buf: Buffer): void {
-    if (this.free.length < this.uploads + 1) this.free.push(buf);
-    else giveSharedBuffer(buf);
+  private get bufferSize(): number {
+    return this.packSize + this.maxBlob + INDEX_SLACK;
   }
 
   private check(): void {

@@ -1,0 +1,119 @@
+/**
+ * An object written in parts (ObjectStore.openWrite) into a temporary file of the object's
+ * directory, published by the store's own put path (fsync, rename or link, fsync of the
+ * directory). Parts handed over in aligned memory at aligned offsets go to the device with
+ * O_DIRECT, as whole-object puts from aligned buffers do; the first part that is not switches
+ * the file to buffered writes for the rest. Any failure removes the temporary file at once.
+ */
+import { constants } from 'node:fs';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type ObjectPartWriter } from '@cairn/core';
+import { DRIVER, fsError } from './fs-errors.js';
+import { newTempName } from './key-layout.js';
+
+/** Largest single buffered write(2); bounds each syscall, not the part. */
+const WRITE_CHUNK = 8 * 1024 * 1024;
+
+export class PosixPartWriter implements ObjectPartWriter {
+  /** The parts' writes, one after another in call order. */
+  private chain: Promise<void> = Promise.resolve();
+  /** Bytes appended so far (the offset of the next part). */
+  private size = 0;
+  /** An O_DIRECT write padded the file past `size` with zeros: commit truncates it back. */
+  private padded = false;
+  private failure: CairnError | undefined;
+  private finished = false;
+
+  private constructor(
+    private readonly key: string,
+    private readonly temp: string,
+    private fh: FileHandle | undefined,
+    private direct: boolean,
+    /** Publishes the fsynced and closed temporary file under the key (the store's put path). */
+    private readonly publish: (temp: string) => Promise<void>,
+  ) {}
+
+  /** Creates the temporary file (exclusively) in `dir`, the key's directory, which must exist. */
+  static async create(key: string, dir: string, publish: (temp: string) => Promise<void>): Promise<PosixPartWriter> {
+    const temp = join(dir, newTempName());
+    try {
+      const directFh = await openDirect(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
+      return new PosixPartWriter(key, temp, directFh ?? (await open(temp, 'wx')), directFh !== undefined, publish);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw fsError(err, `starting the write of ${key}`);
+    }
+  }
+
+  append(data: Uint8Array): Promise<void> {
+    if (this.finished) return Promise.reject(new CairnError('INTERNAL', `append to ${this.key} after its commit or abort`, { driver: DRIVER }));
+    const at = this.size;
+    this.size += data.length;
+    const written = this.chain.then(() => this.write(data, at));
+    this.chain = written.catch(() => undefined);
+    return written;
+  }
+
+  async commit(): Promise<void> {
+    if (this.finished) throw new CairnError('INTERNAL', `commit of ${this.key} after its commit or abort`, { driver: DRIVER });
+    this.finished = true;
+    await this.chain;
+    if (this.failure) throw this.failure;
+    const fh = this.fh!;
+    try {
+      if (this.padded) await fh.truncate(this.size);
+      await fh.sync();
+      this.fh = undefined;
+      await fh.close();
+    } catch (err) {
+      this.failure = fsError(err, `writing ${this.key}`);
+      await this.discard();
+      throw this.failure;
+    }
+    // publish removes the temporary file itself when it fails (as put does).
+    await this.publish(this.temp);
+  }
+
+  async abort(): Promise<void> {
+    this.finished = true;
+    await this.chain;
+    await this.discard();
+  }
+
+  private async write(data: Uint8Array, at: number): Promise<void> {
+    if (this.failure) throw this.failure;
+    try {
+      if (this.direct && !isDirectIoReady(data, at)) await this.leaveDirect();
+      if (this.direct) {
+        await writeDirect(this.fh!, data, at);
+        this.padded ||= data.length % DIRECT_IO_ALIGN !== 0;
+        return;
+      }
+      for (let done = 0; done < data.length; ) {
+        const { bytesWritten } = await this.fh!.write(data, done, Math.min(WRITE_CHUNK, data.length - done), at + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      this.failure = fsError(err, `writing ${this.key}`);
+      await this.discard();
+      throw this.failure;
+    }
+  }
+
+  /** Reopens the temporary file for buffered writes (the O_DIRECT handle's writes are on the device already). */
+  private async leaveDirect(): Promise<void> {
+    const buffered = await open(this.temp, 'r+');
+    const directFh = this.fh!;
+    [this.fh, this.direct] = [buffered, false];
+    await directFh.close();
+  }
+
+  /** Closes and removes the temporary file, once; errors are beside the point here. */
+  private async discard(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => undefined);
+    await unlink(this.temp).catch(() => undefined);
+  }
+}
