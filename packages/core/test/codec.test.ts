@@ -43,6 +43,24 @@ describe('metadata documents', () => {
 });
 
 describe('chunk envelopes', () => {
+  it('every sealed blob and document gets a nonce of its own, across refills of the nonce pool', () => {
+    const codec = new ChunkCodec(randomBytes(32), randomBytes(32));
+    const data = Buffer.alloc(4096, 'same chunk ');
+    const id = codec.chunkId(data);
+    const room = Buffer.alloc(ChunkCodec.encodeRoom(data.length));
+    const nonces = new Set<string>();
+    for (let i = 0; i < 2500; i++) {
+      const n = i % 2 === 0 ? codec.encodeInto(data, 'zstd', id, room) : codec.seal(1, data, 'label').copy(room);
+      nonces.add(room.subarray(0, 12).toString('hex'));
+      if (i === 2499) expect(n).toBeGreaterThan(12);
+    }
+    expect(nonces.size).toBe(2500);
+    // Fresh codecs (each worker has its own) draw their own nonces.
+    const other = new ChunkCodec(randomBytes(32), randomBytes(32));
+    other.encodeInto(data, 'zstd', id, room);
+    expect(nonces.has(room.subarray(0, 12).toString('hex'))).toBe(false);
+  });
+
   for (const encrypted of [false, true]) {
     it(`encodeInto/decodeInto round-trip stored, compressed and odd-sized chunks${encrypted ? ', sealed' : ''}; a flipped byte is CORRUPT`, () => {
       const codec = encrypted ? new ChunkCodec(randomBytes(32), randomBytes(32)) : new ChunkCodec(undefined, undefined);

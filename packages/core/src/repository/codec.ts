@@ -63,9 +63,20 @@ let lz4: Lz4 | undefined;
 const zstdBinding = (): ZstdBinding => (zstd ??= require('zstd-napi/binding') as ZstdBinding);
 const lz4Binding = (): Lz4 => (lz4 ??= require('lz4-napi') as Lz4);
 
+/**
+ * Nonces drawn from the CSPRNG at once: a randomFillSync call costs 4-5 µs however few bytes it
+ * fills (20 µs a chunk in a busy worker, measured: 0.1 s of each worker's 4 s in a 2 GiB full
+ * backup); slicing a pool costs 0.3 µs. Each nonce is used once: the pool is refilled, never
+ * rewound.
+ */
+const NONCES_PER_FILL = 1024;
+
 /** Per-thread codec state: compression contexts are reused, not reallocated. */
 export class ChunkCodec {
   private cctx?: InstanceType<ZstdBinding['CCtx']>;
+  private readonly nonces = Buffer.alloc(NONCE_LENGTH * NONCES_PER_FILL);
+  /** Nonces of `nonces` not yet used start here. */
+  private nextNonce = this.nonces.length;
   private dctx?: InstanceType<ZstdBinding['DCtx']>;
   /** Deciphered payloads awaiting decompression (grown to the largest seen; never shared). */
   private scratch = Buffer.alloc(0);
@@ -132,7 +143,7 @@ export class ChunkCodec {
       if (type === BlobType.none) body.set(data);
       return 1 + n;
     }
-    randomFillSync(out, 0, NONCE_LENGTH);
+    this.takeNonce(out);
     const c = createCipheriv('aes-256-gcm', this.dataKey, out.subarray(0, NONCE_LENGTH));
     c.setAAD(Buffer.from(id, 'utf8'));
     // GCM is a stream cipher: split updates give the ciphertext of the whole, and the payload's
@@ -142,6 +153,16 @@ export class ChunkCodec {
     c.final();
     c.getAuthTag().copy(out, head + 1 + n);
     return head + 1 + n + TAG_LENGTH;
+  }
+
+  /** Writes a fresh random nonce (never handed out before) at the start of `out`. */
+  private takeNonce(out: Buffer): void {
+    if (this.nextNonce === this.nonces.length) {
+      randomFillSync(this.nonces);
+      this.nextNonce = 0;
+    }
+    this.nonces.copy(out, 0, this.nextNonce, this.nextNonce + NONCE_LENGTH);
+    this.nextNonce += NONCE_LENGTH;
   }
 
   /** Compresses and seals a chunk into a new Buffer (see encodeInto). */
@@ -165,7 +186,7 @@ export class ChunkCodec {
       for (const p of pieces) (out.set(p, at), (at += p.length));
       return out;
     }
-    randomFillSync(out, 0, NONCE_LENGTH);
+    this.takeNonce(out);
     const c = createCipheriv('aes-256-gcm', this.dataKey, out.subarray(0, NONCE_LENGTH));
     c.setAAD(Buffer.from(aad, 'utf8'));
     out[head] = c.update(Buffer.of(type))[0]!;
