@@ -46,7 +46,8 @@ function withoutCbt(d) {
 
 async function manager(noCbt) {
   const s = await state();
-  const service = await ChunkedBackupService.open(await store(), { name: 'posix', passphrase: s.encrypt ? PASS : undefined });
+  // As the cairn binary opens a target for a command that moves data (CliContext.expectDataFlow).
+  const service = await ChunkedBackupService.open(await store(), { name: 'posix', passphrase: s.encrypt ? PASS : undefined, startWorkers: true });
   const volumes = noCbt ? withoutCbt(driver()) : driver();
   return { s, service, volumes, manager: new BackupManager({ volumes, targets: { posix: service }, catalog: new RepositoryCatalog(service.repository) }) };
 }

@@ -38,6 +38,8 @@ export class CliContext {
   private volumeDriver?: Promise<VolumeDriver>;
   private readonly services = new Map<string, Promise<BackupService>>();
   private managerPromise?: Promise<BackupManager>;
+  /** Chunked repositories opened from now on start their worker pools while their keys are derived. */
+  private startWorkers = false;
 
   private constructor(
     readonly loaded: LoadedConfig,
@@ -75,6 +77,16 @@ export class CliContext {
     return this.volumeDriver;
   }
 
+  /**
+   * Says that this command will move data (back up, restore, verify, serve): chunked repositories
+   * opened after this start their worker threads while their keys are derived, on a core the
+   * derivation leaves idle (see the repository's `startWorkers`). Call it before anything opens a
+   * target.
+   */
+  expectDataFlow(): void {
+    this.startWorkers = true;
+  }
+
   /** A configured target by name (default: the default target). `NOT_FOUND` for an unknown name. */
   target(name = this.defaultTargetName): Promise<BackupService> {
     let p = this.services.get(name);
@@ -95,7 +107,7 @@ export class CliContext {
    */
   private async buildTarget(name: string, plugin: string, options: Record<string, unknown>): Promise<BackupService> {
     if (this.registry.names().objectStores.includes(plugin)) {
-      const repository = { ...((options.repository as Record<string, unknown> | undefined) ?? {}), name };
+      const repository = { ...((options.repository as Record<string, unknown> | undefined) ?? {}), name, ...(this.startWorkers ? { startWorkers: true } : {}) };
       return this.registry.createBackupService(plugin, { ...options, repository });
     }
     const service = await this.registry.createBackupService(plugin, options);

@@ -67,3 +67,44 @@ describe('ChunkProcessor on shared memory', () => {
     expect(ok.filter((c) => c.encoded).length).toBe(3);
   });
 });
+
+describe('ChunkProcessor started before its settings are known (keys still being derived)', () => {
+  const input = ChunkProcessor.buffer(2 * chunkSize);
+  Buffer.from('settled late, encoded the same '.repeat(5000)).copy(input);
+
+  for (const workers of [2, 0]) {
+    it(`tasks given before the settings come wait for them, and encode as a pool started with them does (${workers ? 'workers' : 'inline'})`, async () => {
+      let give!: (s: typeof settings) => void;
+      const late = new ChunkProcessor(new Promise<typeof settings>((resolve) => (give = resolve)), workers);
+      const early = new ChunkProcessor(settings, workers);
+      try {
+        const out = ChunkProcessor.buffer(2 * outputBytesPerChunk(chunkSize));
+        const pending = late.process(input, out, [null, null]);
+        let settled = false;
+        void pending.then(() => (settled = true));
+        await new Promise((r) => setTimeout(r, 50));
+        expect(settled).toBe(false);
+        give(settings);
+        const [a, b] = [await pending, await early.process(input, ChunkProcessor.buffer(2 * outputBytesPerChunk(chunkSize)), [null, null])];
+        expect(a.map((c) => c.id)).toEqual(b.map((c) => c.id));
+        // And what it sealed opens with the settings' keys.
+        const codec = new ChunkCodec(settings.idKey, settings.dataKey);
+        const plain = Buffer.alloc(chunkSize);
+        codec.decodeInto(a[0]!.encoded!, a[0]!.id!, plain);
+        expect(plain.equals(input.subarray(0, chunkSize))).toBe(true);
+      } finally {
+        await Promise.all([late.close(), early.close()]);
+      }
+    });
+  }
+
+  it('when the settings fail (a wrong passphrase), every task fails with that error', async () => {
+    const wrong = Object.assign(new Error('wrong passphrase'), { code: 'INVALID_INPUT' });
+    const p = new ChunkProcessor(Promise.reject(wrong), 2);
+    try {
+      await expect(p.process(input, ChunkProcessor.buffer(2 * outputBytesPerChunk(chunkSize)), [null, null])).rejects.toBe(wrong);
+    } finally {
+      await p.close();
+    }
+  });
+});

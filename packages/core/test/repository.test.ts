@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { ChunkProcessor } from '../src/repository/chunk-processor.js';
+import { outputBytesPerChunk } from '../src/repository/chunk-tasks.js';
 import { describe, expect, it } from 'vitest';
 import {
   BackupManager,
@@ -79,6 +82,26 @@ describe('Repository', () => {
     await expectCode(Repository.open(store), 'INVALID_INPUT');
     await expectCode(Repository.open(store, { passphrase: 'wrong' }), 'INVALID_INPUT');
     expect((await Repository.open(store, { passphrase: 'right' })).encrypted).toBe(true);
+  });
+
+  it('startWorkers boots the pool while the key is derived: the pool is the one jobs use, and a wrong passphrase leaves no pool behind', async () => {
+    const store = new MemoryObjectStore();
+    await Repository.init(store, { passphrase: 'right', kdf: FAST_KDF });
+    // Threads of this process (each worker is one); settled a moment after a terminate.
+    const threads = async (): Promise<number> => (await new Promise((r) => setTimeout(r, 100)), readdirSync('/proc/self/task').length);
+    const repo = await Repository.open(store, { passphrase: 'right', startWorkers: true, workers: 2 });
+    const pool = repo.processor();
+    expect(pool.size).toBe(2);
+    const input = ChunkProcessor.buffer(65536);
+    input.fill(3);
+    const [chunk] = await pool.process(input, ChunkProcessor.buffer(outputBytesPerChunk(65536)), [null]);
+    expect(chunk!.id).toBe(repo.codec.chunkId(input)); // keyed with the derived id key
+    const withPool = await threads();
+    await repo.close();
+    const before = await threads();
+    expect(before).toBe(withPool - 2);
+    await expectCode(Repository.open(store, { passphrase: 'wrong', startWorkers: true, workers: 2 }), 'INVALID_INPUT');
+    expect(await threads()).toBe(before);
   });
 
   it('an encrypted repository stores no plaintext: neither data, volume names nor the passphrase appear in any object', async () => {

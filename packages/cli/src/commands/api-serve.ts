@@ -63,6 +63,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         if (!tls && !isLoopback(listen.host)) ctx.out.warn(`listening on ${listen.host} without TLS: the token crosses the network in clear unless a TLS-terminating proxy sits in front (or give --tls-cert and --tls-key)`);
 
         // Everything requests use, opened once: targets (worker threads), catalog, manager.
+        ctx.expectDataFlow();
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });
         // Loaded here so that other commands do not pay for loading the HTTP framework.
         const { ApiServer } = await import('../api/server.js');

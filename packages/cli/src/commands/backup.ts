@@ -33,6 +33,7 @@ export function registerBackupCommands(program: Command): void {
     .option('--read-rate <size>', 'read the volume at most this many bytes per second, e.g. 50MiB', optionParser(parseSize))
     .action(
       withContext<{ incremental: boolean; force: boolean; name?: string; description?: string; target?: string; readRate?: number }>(async (ctx, [ref], o) => {
+        ctx.expectDataFlow();
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });
         const v = await ctx.resolveVolume(ref!);
         const job = await manager.startBackup({ volumeId: v.id, incremental: o.incremental, force: o.force, name: o.name, description: o.description, target: o.target });
@@ -77,6 +78,7 @@ export function registerBackupCommands(program: Command): void {
     .option('-n, --name <name>', 'name of the new volume (with --new)')
     .action(
       withContext<{ to?: string; new: boolean; name?: string }>(async (ctx, [id], o) => {
+        ctx.expectDataFlow();
         if (!!o.to === o.new) throw new CairnError('INVALID_INPUT', 'give exactly one of --to <volume> and --new');
         if (o.name !== undefined && !o.new) throw new CairnError('INVALID_INPUT', '--name goes with --new');
         const manager = await ctx.manager({ recover: true });
@@ -104,6 +106,7 @@ export function registerBackupCommands(program: Command): void {
     .description('read and check one backup, or every backup of every target (exit 5 on any problem)')
     .action(
       withContext(async (ctx, [id]) => {
+        ctx.expectDataFlow();
         const progress = progressReporter('verify', ctx.out.options);
         const report = await (await ctx.manager()).verify(id, { progress: progress.update }).finally(() => progress.stop());
         ctx.out.result(report, () => verifyText(report));
@@ -148,6 +151,7 @@ export function registerBackupCommands(program: Command): void {
     .option('--force', 'overwrite an existing file', false)
     .action(
       withContext<{ archive: string; force: boolean }>(async (ctx, [id], o) => {
+        ctx.expectDataFlow();
         const file = resolve(o.archive);
         if (!o.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
         const manager = await ctx.manager();
@@ -171,6 +175,7 @@ export function registerBackupCommands(program: Command): void {
     .option('-t, --target <name>', 'target from the config (default: defaultTarget)')
     .action(
       withContext<{ target?: string }>(async (ctx, [file], o) => {
+        ctx.expectDataFlow();
         await ctx.manager({ recover: true });
         const progress = progressReporter('import', ctx.out.options);
         const record = await importArchive(await ctx.target(o.target), await ctx.catalog(), resolve(file!), { progress: progress.update }).finally(() => progress.stop());

@@ -67,6 +67,7 @@ export function registerDemoCommand(program: Command): void {
 }
 
 async function runDemo(ctx: CliContext, size: number): Promise<Row[]> {
+  ctx.expectDataFlow();
   const volumes = await ctx.volumes();
   const manager = await ctx.manager({ recover: true });
   const rows: Row[] = [];

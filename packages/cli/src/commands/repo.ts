@@ -42,6 +42,7 @@ export function registerRepoCommands(program: Command): void {
     .description('read and check every backup in the repository (exit 5 on any problem)')
     .action(
       withContext(async (ctx) => {
+        ctx.expectDataFlow();
         const report = await (await ctx.repository(target(repo))).verify();
         ctx.out.result(report, () => verifyText(report));
         return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CairnError } from '../errors.js';
 import { alignedBuffer } from '../util/direct-io.js';
-import { TaskRunner, regionOf, type CodecSettings, type DecodeReply, type ProcessReply, type TaskReply, type TaskRequest } from './chunk-tasks.js';
+import { TaskRunner, regionOf, type CodecSettings, type ConfigureRequest, type DecodeReply, type ProcessReply, type TaskReply, type TaskRequest } from './chunk-tasks.js';
 
 export interface ProcessedChunk {
   zero: boolean;
@@ -41,25 +41,55 @@ export class ChunkProcessor {
   private readonly idle: Worker[] = [];
   private readonly queue: TaskRequest[] = [];
   private readonly pending = new Map<number, { resolve: (r: TaskReply) => void; reject: (e: unknown) => void }>();
-  private readonly inline: TaskRunner | undefined;
+  private inline: TaskRunner | undefined;
+  /** Settings still being worked out (keys being derived): tasks wait for them. */
+  private settingsPending: Promise<void> | undefined;
   private seq = 0;
   private failure: unknown;
 
-  /** `workers`: threads to use. Default: the machine's available parallelism. 0 runs inline. */
-  constructor(settings: CodecSettings, workers = availableParallelism()) {
-    if (workers <= 0) {
-      this.inline = new TaskRunner(settings);
+  /**
+   * `workers`: threads to use. Default: the machine's available parallelism. 0 runs inline.
+   * `settings` may be a promise (the repository's keys still being derived): the threads boot at
+   * once, on a core the derivation leaves idle, and get the settings when they come; tasks wait
+   * for them. If it rejects, every task fails with its error (close the processor).
+   */
+  constructor(settings: CodecSettings | Promise<CodecSettings>, private readonly workerCount = availableParallelism()) {
+    const known = settings instanceof Promise ? undefined : settings;
+    if (settings instanceof Promise) {
+      this.settingsPending = settings.then(
+        (s) => {
+          this.settingsPending = undefined;
+          this.configure(s);
+        },
+        (err: unknown) => {
+          this.failure = err;
+          this.settingsPending = undefined;
+        },
+      );
+    }
+    if (workerCount <= 0) {
+      if (known) this.inline = new TaskRunner(known);
       return;
     }
     const url = workerUrl();
-    for (let i = 0; i < workers; i++) {
-      const w = new Worker(url, { workerData: settings });
+    for (let i = 0; i < workerCount; i++) {
+      const w = new Worker(url, { workerData: known });
       w.on('message', (reply: TaskReply) => this.onReply(w, reply));
       w.on('error', (err) => this.fail(err));
       w.unref();
       this.workers.push(w);
       this.idle.push(w);
     }
+  }
+
+  /** Hands settings that came late to the workers (or the inline runner), ahead of any task. */
+  private configure(settings: CodecSettings): void {
+    if (this.workerCount <= 0) {
+      this.inline = new TaskRunner(settings);
+      return;
+    }
+    const msg: ConfigureRequest = { kind: 'configure', settings };
+    for (const w of this.workers) w.postMessage(msg);
   }
 
   get size(): number {
@@ -113,7 +143,7 @@ export class ChunkProcessor {
 
   /** The region of `b`, which workers can only reach in shared memory. */
   private shared(b: Buffer): ReturnType<typeof regionOf> {
-    if (!this.inline && !(b.buffer instanceof SharedArrayBuffer)) throw new CairnError('INTERNAL', 'chunk processor buffers must be shared memory (ChunkProcessor.buffer or util/buffer-pool)');
+    if (this.workerCount > 0 && !(b.buffer instanceof SharedArrayBuffer)) throw new CairnError('INTERNAL', 'chunk processor buffers must be shared memory (ChunkProcessor.buffer or util/buffer-pool)');
     return regionOf(b);
   }
 
@@ -124,9 +154,10 @@ export class ChunkProcessor {
   }
 
   private dispatch(partial: Distribute<TaskRequest>): Promise<TaskReply> {
+    if (this.settingsPending) return this.settingsPending.then(() => this.dispatch(partial));
     if (this.failure) return Promise.reject(this.failure);
     const req = { ...partial, seq: ++this.seq } as TaskRequest;
-    if (this.inline) return Promise.resolve(this.inline.run(req));
+    if (this.workerCount <= 0) return Promise.resolve(this.inline!.run(req));
     return new Promise((resolve, reject) => {
       // Workers are unref'd while idle (an idle pool never keeps the process alive) and ref'd
       // while work is pending (a pending task must, or the process exits mid-backup).

@@ -85,6 +85,12 @@ export interface FailedReply {
 }
 
 export type TaskRequest = ProcessRequest | DecodeRequest;
+
+/** Sent once to a worker started without settings, before any task (see ChunkProcessor). */
+export interface ConfigureRequest {
+  kind: 'configure';
+  settings: CodecSettings;
+}
 export type TaskReply = ProcessReply | DecodeReply | FailedReply;
 
 /** A Buffer over a region. */

@@ -1,10 +1,14 @@
-/** Worker-thread entry: runs TaskRunner on each message; the bytes live in shared memory. */
+/**
+ * Worker-thread entry: runs TaskRunner on each message; the bytes live in shared memory. The
+ * codec settings come as workerData, or (a pool started before the repository's keys were
+ * derived) as the first message, `{ kind: 'configure', settings }`, before any task.
+ */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
-import { TaskRunner, type CodecSettings, type TaskRequest } from './chunk-tasks.js';
+import { TaskRunner, type CodecSettings, type ConfigureRequest, type TaskRequest } from './chunk-tasks.js';
 
-const runner = new TaskRunner(workerData as CodecSettings);
+let runner = workerData ? new TaskRunner(workerData as CodecSettings) : undefined;
 
 /**
  * node:crypto allocates a fresh output buffer for every chunk it seals or opens (~1 MiB per
@@ -27,8 +31,12 @@ const collect = ((): ((o: { type: 'minor' }) => void) | undefined => {
 const COLLECT_EVERY = 1024 * 1024;
 let since = 0;
 
-parentPort!.on('message', (req: TaskRequest) => {
-  parentPort!.postMessage(runner.run(req));
+parentPort!.on('message', (req: TaskRequest | ConfigureRequest) => {
+  if (req.kind === 'configure') {
+    runner = new TaskRunner(req.settings);
+    return;
+  }
+  parentPort!.postMessage(runner!.run(req));
   since += req.input.length;
   if (since >= COLLECT_EVERY) {
     since = 0;

@@ -6,6 +6,7 @@ import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './code
 import { CATALOG_BY_VOLUME_VERSION, writeVolumeEntries } from './repository-catalog.js';
 import { ChunkIndex } from './chunk-index.js';
 import { ChunkProcessor } from './chunk-processor.js';
+import type { CodecSettings } from './chunk-tasks.js';
 import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
 import { DEFAULT_KDF, createKeys, openKeys, type RepositoryKeys } from './keys.js';
 import { RepositoryLocks } from './repository-locks.js';
@@ -35,11 +36,26 @@ export interface OpenOptions {
   workers?: number;
   /** Lock lifetime without refresh, ms. Default 5 minutes. */
   lockTtlMs?: number;
+  /**
+   * Start the worker pool while the key is derived, for a process about to back up, restore or
+   * verify: the threads boot on a core the derivation leaves idle, instead of beside the index
+   * load once the job starts (measured here: 107 ms to boot two). Default false: the pool starts
+   * on first use. No effect on an unencrypted repository (nothing to overlap).
+   */
+  startWorkers?: boolean;
 }
 
 const label = {
   manifest: (backupId: string) => `manifest:${backupId}`,
 };
+
+/** What the chunk workers need of a repository. */
+const codecSettings = (config: RepositoryConfig, keys: RepositoryKeys | undefined): CodecSettings => ({
+  idKey: keys?.idKey,
+  dataKey: keys?.dataKey,
+  compression: config.compression,
+  chunkSize: config.chunkSize,
+});
 
 /**
  * A repository in an ObjectStore: self-describing (`config` checked at open), content-addressed
@@ -105,12 +121,18 @@ export class Repository {
     }
     if (config?.format !== FORMAT_NAME) throw new CairnError('CORRUPT', 'repository config does not describe a Cairn repository');
     if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
-    let keys: RepositoryKeys | undefined;
-    if (config.encryption) {
-      if (!options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
-      keys = await openKeys(options.passphrase, config.encryption);
+    if (!config.encryption) return new Repository(store, config, undefined, options);
+    if (!options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
+    const deriving = openKeys(options.passphrase, config.encryption);
+    const processor = options.startWorkers ? new ChunkProcessor(deriving.then((k) => codecSettings(config, k)), options.workers) : undefined;
+    try {
+      const repo = new Repository(store, config, await deriving, options);
+      repo.processorInstance = processor;
+      return repo;
+    } catch (err) {
+      await processor?.close();
+      throw err;
     }
-    return new Repository(store, config, keys, options);
   }
 
   /**
@@ -136,10 +158,7 @@ export class Repository {
 
   /** The worker pool, created on first use. */
   processor(): ChunkProcessor {
-    this.processorInstance ??= new ChunkProcessor(
-      { idKey: this.keys?.idKey, dataKey: this.keys?.dataKey, compression: this.config.compression, chunkSize: this.config.chunkSize },
-      this.options.workers,
-    );
+    this.processorInstance ??= new ChunkProcessor(codecSettings(this.config, this.keys), this.options.workers);
     return this.processorInstance;
   }
 
