@@ -35,7 +35,7 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  */
 export class PosixObjectStore implements ObjectStore {
   readonly name = DRIVER;
-  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true };
+  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true, sweepsTemp: true };
   /** The absolute directory holding the objects. */
   readonly directory: string;
   private readonly createDirectory: boolean;

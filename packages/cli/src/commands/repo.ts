@@ -30,6 +30,7 @@ export function registerRepoCommands(program: Command): void {
             ['packs in grace', report.packsInGrace],
             ['chunk list pages deleted', report.pagesDeleted],
             ['catalog entries deleted', report.catalogEntriesDeleted],
+            ['leftovers of dead writers deleted', report.leftoversDeleted],
             ['chunks removed', report.chunksRemoved],
             ['bytes freed', formatBytes(report.bytesFreed)],
           ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),

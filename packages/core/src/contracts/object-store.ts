@@ -19,6 +19,8 @@ export interface ObjectStoreCapabilities {
   readInto?: boolean;
   /** Implements openWrite (an object written in parts, published whole). */
   writeInParts?: boolean;
+  /** Implements sweepTemp (removal of what writers that died left behind). */
+  sweepsTemp?: boolean;
 }
 
 /**
@@ -81,6 +83,13 @@ export interface ObjectStore {
    * checked here (`INVALID_INPUT`); `options` apply at commit. Callers fall back to put.
    */
   openWrite?(key: string, options?: PutOptions): Promise<ObjectPartWriter>;
+  /**
+   * Optional (capability sweepsTemp): removes what writers that died left behind (temporary files
+   * of puts and part writes that never finished) and that is older than `olderThanMs`; returns
+   * how many it removed. Such leftovers are never objects: no get, head or list sees them. The
+   * repository's GC calls it, past its grace period, under its exclusive lock.
+   */
+  sweepTemp?(olderThanMs: number): Promise<number>;
   /** Size and time of an object. `NOT_FOUND` if absent. */
   head(key: string): Promise<ObjectInfo>;
   /** Removes an object. Idempotent: absent keys succeed. */

@@ -6,6 +6,13 @@ import { PackWriter, writeIndexObject } from './pack-writer.js';
 import type { Repository } from './repository.js';
 import { orphanVolumeEntries } from './repository-catalog.js';
 
+/**
+ * Leftovers younger than this are kept whatever the grace period: records and lock objects are
+ * written outside the exclusive lock, and a live writer touches its temporary file at every write
+ * (a streamed pack at least every 1 MiB).
+ */
+const LEFTOVER_MIN_AGE_MS = 15 * 60_000;
+
 export interface GcOptions {
   /** Packs younger than this are never removed (a backup elsewhere may be about to reference them). Default 1 hour. */
   graceMs?: number;
@@ -28,6 +35,12 @@ export interface GcReport {
   pagesDeleted: number;
   /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period. */
   catalogEntriesDeleted: number;
+  /**
+   * What writers that died left in the store (the posix store's temporary files: a pack being
+   * streamed, a put in progress), removed once older than the grace period and at least 15
+   * minutes old; 0 in a dry run and for stores without the sweepsTemp capability.
+   */
+  leftoversDeleted: number;
 }
 
 /**
@@ -36,14 +49,15 @@ export interface GcReport {
  * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
  * new packs and their index object first, then an index object naming the surviving packs of
  * every index object that named a removed pack, then those old index objects, then old packs —
- * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names and
- * catalog volume entries whose record is gone, both past the grace period.
+ * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
+ * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
+ * can sweep them), all past the grace period.
  */
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
   const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, pagesDeleted: 0, catalogEntriesDeleted: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, leftoversDeleted: 0 };
   try {
     if (!options.dryRun) await repo.upgradeFormat();
     await repo.index.refresh();
@@ -162,6 +176,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       await repo.store.delete(key);
       report.catalogEntriesDeleted++;
     }
+    // No backup runs under the exclusive lock, but records and locks are written without it: a
+    // leftover is swept only once it is older than any live write could leave it.
+    if (repo.store.capabilities.sweepsTemp && repo.store.sweepTemp) report.leftoversDeleted = await repo.store.sweepTemp(Math.max(grace, LEFTOVER_MIN_AGE_MS));
     return report;
   } finally {
     await lock.release();
