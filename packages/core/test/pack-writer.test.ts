@@ -18,7 +18,7 @@ class SlowStore extends MemoryObjectStore {
   }
 }
 
-/** A store that can only put whole objects (as the S3, Swift and Ceph stores do). */
+/** A store that can only put whole objects (no writeInParts: an object store without part writes). */
 class WholeObjectStore extends MemoryObjectStore {
   override readonly capabilities = { atomicIfAbsent: true };
   override openWrite = undefined;
