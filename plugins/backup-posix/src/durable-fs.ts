@@ -57,13 +57,29 @@ function collision(segments: readonly string[], cause?: unknown): CairnError {
   return new CairnError('CONFLICT', `a key's directory ${segments.join('/')} collides with an object`, { driver: DRIVER, cause });
 }
 
-/** Writes all of `data` from offset 0 of an open file, looping over short writes. */
-async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
+/** Writes all of `data` at `position` of an open (buffered) file, looping over short writes. */
+export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const length = Math.min(WRITE_CHUNK, data.length - done);
-    const { bytesWritten } = await fh.write(data, done, length, done);
+    const { bytesWritten } = await fh.write(data, done, length, position + done);
     done += bytesWritten;
+  }
+}
+
+/**
+ * Creates a temporary file in `dir` exclusively (so never shared with another writer), opened for
+ * writing with O_DIRECT when `direct` is asked and the file system allows it (`direct` in the
+ * answer says which). Filesystem errors are thrown as they are; nothing is left behind.
+ */
+export async function createTempFile(dir: string, direct: boolean): Promise<{ path: string; fh: FileHandle; direct: boolean }> {
+  const path = join(dir, newTempName());
+  try {
+    const directFh = direct ? await openDirect(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL) : undefined;
+    return { path, fh: directFh ?? (await open(path, 'wx')), direct: directFh !== undefined };
+  } catch (err) {
+    await unlink(path).catch(() => undefined);
+    throw err;
   }
 }
 
@@ -78,16 +94,15 @@ const DIRECT_MIN = 1024 * 1024;
  * (mapped: ENOSPC → UNAVAILABLE) is thrown.
  */
 export async function writeTempFile(dir: string, data: Uint8Array): Promise<string> {
-  const path = join(dir, newTempName());
+  let path: string | undefined;
   let fh: FileHandle | undefined;
   try {
-    const direct = data.length >= DIRECT_MIN && isDirectIoReady(data, 0);
-    fh = direct ? await openDirect(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL) : undefined;
-    if (fh) {
+    let direct: boolean;
+    ({ path, fh, direct } = await createTempFile(dir, data.length >= DIRECT_MIN && isDirectIoReady(data, 0)));
+    if (direct) {
       await writeDirect(fh, data, 0);
       if (data.length % DIRECT_IO_ALIGN !== 0) await fh.truncate(data.length);
     } else {
-      fh = await open(path, 'wx');
       await writeAll(fh, data);
     }
     await fh.sync();
@@ -97,7 +112,7 @@ export async function writeTempFile(dir: string, data: Uint8Array): Promise<stri
     return path;
   } catch (err) {
     await fh?.close().catch(() => undefined);
-    await unlink(path).catch(() => undefined);
+    if (path) await unlink(path).catch(() => undefined);
     throw fsError(err, 'writing a temporary file');
   }
 }

@@ -5,15 +5,10 @@
  * O_DIRECT, as whole-object puts from aligned buffers do; the first part that is not switches
  * the file to buffered writes for the rest. Any failure removes the temporary file at once.
  */
-import { constants } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
-import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type ObjectPartWriter } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, writeDirect, type ObjectPartWriter } from '@cairn/core';
+import { createTempFile, writeAll } from './durable-fs.js';
 import { DRIVER, fsError } from './fs-errors.js';
-import { newTempName } from './key-layout.js';
-
-/** Largest single buffered write(2); bounds each syscall, not the part. */
-const WRITE_CHUNK = 8 * 1024 * 1024;
 
 export class PosixPartWriter implements ObjectPartWriter {
   /** The parts' writes, one after another in call order. */
@@ -36,14 +31,8 @@ export class PosixPartWriter implements ObjectPartWriter {
 
   /** Creates the temporary file (exclusively) in `dir`, the key's directory, which must exist. */
   static async create(key: string, dir: string, publish: (temp: string) => Promise<void>): Promise<PosixPartWriter> {
-    const temp = join(dir, newTempName());
-    try {
-      const directFh = await openDirect(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
-      return new PosixPartWriter(key, temp, directFh ?? (await open(temp, 'wx')), directFh !== undefined, publish);
-    } catch (err) {
-      await unlink(temp).catch(() => undefined);
-      throw fsError(err, `starting the write of ${key}`);
-    }
+    const { path, fh, direct } = await createTempFile(dir, true).catch((err: unknown) => Promise.reject(fsError(err, `starting the write of ${key}`)));
+    return new PosixPartWriter(key, path, fh, direct, publish);
   }
 
   append(data: Uint8Array): Promise<void> {
@@ -90,10 +79,7 @@ export class PosixPartWriter implements ObjectPartWriter {
         this.padded ||= data.length % DIRECT_IO_ALIGN !== 0;
         return;
       }
-      for (let done = 0; done < data.length; ) {
-        const { bytesWritten } = await this.fh!.write(data, done, Math.min(WRITE_CHUNK, data.length - done), at + done);
-        done += bytesWritten;
-      }
+      await writeAll(this.fh!, data, at);
     } catch (err) {
       this.failure = fsError(err, `writing ${this.key}`);
       await this.discard();
