@@ -5,6 +5,7 @@ import {
   assertVolumeSize,
   newId,
   nowIso,
+  ordinal,
   toCairnError,
   type AttachMode,
   type AttachTarget,
@@ -250,7 +251,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       await this.store.volume(volumeId);
       const copies = (await this.store.snapshots()).filter((s) => s.volumeId === volumeId).map(toSnapshot);
       const views = [...this.views.values()].filter((v) => v.info.volumeId === volumeId).map((v) => ({ ...v.info }));
-      return [...copies, ...views].sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+      return [...copies, ...views].sort((a, b) => ordinal(a.createdAt, b.createdAt));
     });
   }
 

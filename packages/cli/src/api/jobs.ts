@@ -1,4 +1,4 @@
-import { CairnError, isCairnError, newId, toCairnError, type Job } from '@cairn/core';
+import { CairnError, isCairnError, newId, ordinal, toCairnError, type Job } from '@cairn/core';
 import { errorJson } from './errors.js';
 
 export type ApiJobKind = 'backup' | 'restore' | 'verify' | 'gc';
@@ -127,7 +127,7 @@ export class JobTable {
     return [...this.entries.values()]
       .filter((e) => (filter.state === undefined || e.state === filter.state) && (filter.kind === undefined || e.spec.kind === filter.kind))
       .map((e) => e.view())
-      .sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+      .sort((a, b) => ordinal(a.startedAt, b.startedAt));
   }
 
   /** Jobs still running. */

@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError, ordinal } from '@cairn/core';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
 export interface JobFile {
@@ -49,7 +49,7 @@ export async function listJobs(stateDir: string): Promise<JobListing[]> {
       /* removed meanwhile or half-written: not a job */
     }
   }
-  return out.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+  return out.sort((a, b) => ordinal(a.startedAt, b.startedAt));
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { BackupFilter, Catalog } from '../contracts/catalog.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { CairnError } from '../errors.js';
+import { ordinal } from '../util/order.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -52,8 +53,8 @@ export class MemoryCatalog implements Catalog {
   }
 }
 
-/** The order of catalog listings: creation time, then id. */
-export const byCreation = (a: BackupRecord, b: BackupRecord): number => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id);
+/** The order of catalog listings: creation time, then id (both ordinal). */
+export const byCreation = (a: BackupRecord, b: BackupRecord): number => ordinal(a.createdAt, b.createdAt) || ordinal(a.id, b.id);
 
 /** True when `record` matches every field set in `filter`. */
 export function matches(record: BackupRecord, filter: BackupFilter): boolean {

@@ -2,6 +2,7 @@ import type { BackupFilter, Catalog } from '../contracts/catalog.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
+import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import type { Repository } from './repository.js';
 
@@ -123,7 +124,7 @@ export class RepositoryCatalog implements Catalog {
       const backupId = entryBackupId(name);
       if (backupId !== undefined) out.push({ name, backupId });
     }
-    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return out.sort((a, b) => ordinal(a.name, b.name));
   }
 
   /** The records of `ids` that exist, READ_CONCURRENCY reads at a time. */
