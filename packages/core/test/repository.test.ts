@@ -139,6 +139,25 @@ describe('ChunkedBackupService storage', () => {
     expect(await keys(store, 'packs/')).toEqual(packsBefore);
   });
 
+  it('packs hold a volume\'s chunks in volume order, whatever order the workers finish them in', async () => {
+    // With 2 workers and many read units in flight, batches finish out of order; packed as each
+    // finished, their blobs interleaved one by one and a restore wrote single chunks.
+    const { service, volumes, manager } = await rig({ workers: 2 });
+    const v = await filledVolume(volumes, 48 * MiB, 31);
+    const b = await manager.backup({ volumeId: v.id });
+    const repo = service.repository;
+    await repo.index.refresh();
+    const m = await repo.readManifest(b.id);
+    const order: { pack: string; offset: number }[] = [];
+    for (let i = 0; i < m.chunks.length; i++) order.push(repo.index.get((await m.chunks.get(i))!)!);
+    const packs = [...new Set(order.map((l) => l.pack))];
+    expect(packs.length).toBeGreaterThan(10);
+    // Each pack holds one run of consecutive chunks, in order, and packs follow one another.
+    const runs = order.reduce((n, l, i) => n + (i === 0 || l.pack !== order[i - 1]!.pack ? 1 : 0), 0);
+    expect(runs).toBe(packs.length);
+    for (let i = 1; i < order.length; i++) if (order[i]!.pack === order[i - 1]!.pack) expect(order[i]!.offset).toBeGreaterThan(order[i - 1]!.offset);
+  });
+
   it('a restore in windows smaller than the volume is byte-exact: zero runs across windows, a chunk in several windows', async () => {
     const { service, volumes, manager } = await rig();
     const v = await volumes.createVolume({ size: 16 * MiB });

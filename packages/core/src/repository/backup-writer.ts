@@ -112,13 +112,22 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const total = chunksIn(ranges) * chunkSize;
   let failure: unknown;
   const inflight = new Set<Promise<void>>();
+  /** Settles once the last batch dispatched has been packed (or has failed). */
+  let packed: Promise<void> = Promise.resolve();
   let chunks: ChunkMap;
 
   // The slot comes back only once its chunks are packed: when uploads lag, reading waits, so
   // encoded data in memory stays bounded by the slots (and the packs in flight).
-  const handle = async (run: number[], slot: Slot, length: number, parentIds: (string | null)[], heldPages: number[]): Promise<void> => {
+  // Batches are packed whole and in the order they were read (`turn`: the batch before has been
+  // packed or has failed), so consecutive chunks of the volume sit consecutively in its packs and
+  // a restore reads them in long ranges and writes them in long runs. Packed as each finished,
+  // the blobs of concurrent batches interleaved one by one (measured: 35% of a 2 GiB restore went
+  // out in single-chunk writes).
+  const handle = async (run: number[], slot: Slot, length: number, parentIds: (string | null)[], heldPages: number[], turn: Promise<void>): Promise<void> => {
     try {
       const processed = await processor.process(slot.input.subarray(0, length), slot.output, parentIds);
+      await turn;
+      if (failure) return; // the backup is failing: nothing more goes into packs
       await packChunks(run, processed);
       for (const k of heldPages) pages.release(k);
     } finally {
@@ -183,9 +192,10 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       }
       stats.bytesRead += length;
       job.progress(stats.bytesRead, total);
-      const p = handle(batch, slot, length, parentIds, heldPages).catch((err) => {
+      const p = handle(batch, slot, length, parentIds, heldPages, packed).catch((err) => {
         failure ??= err;
       });
+      packed = p; // never rejects
       inflight.add(p);
       void p.finally(() => inflight.delete(p));
     }
