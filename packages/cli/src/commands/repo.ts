@@ -28,6 +28,7 @@ export function registerRepoCommands(program: Command): void {
             ['packs deleted', report.packsDeleted],
             ['packs repacked', report.packsRepacked],
             ['packs in grace', report.packsInGrace],
+            ['packs adopted', report.packsAdopted],
             ['chunk list pages deleted', report.pagesDeleted],
             ['catalog entries deleted', report.catalogEntriesDeleted],
             ['leftovers of dead writers deleted', report.leftoversDeleted],

@@ -90,8 +90,9 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const pages = new ChunkPageWriter(repo.store, repo.codec, job.backup.id, count, usedChanges ? parent!.chunks : undefined, options.pageChunks);
 
   const processor = repo.processor();
-  // Ids decided for upload but not yet in the index; each leaves once its pack is stored (the
-  // index answers for it then), so this set stays as small as the data in flight.
+  // Ids decided for upload but not yet in the index; each leaves once an index object names its
+  // pack (the index answers for it then), so this set stays as small as the data not yet named
+  // (at most INDEX_EVERY_PACKS packs').
   const pendingIds = new Set<string>();
   const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(chunkSize), options.uploads ?? 2, (entries) => {
     for (const e of entries) pendingIds.delete(e.id);

@@ -67,19 +67,36 @@ export class ChunkIndex {
   ) {}
 
   /**
-   * Loads index objects written since the last refresh (by any process). Loads start while the
-   * listing still runs, up to LOAD_CONCURRENCY at a time.
+   * Brings the index up to the store: loads index objects written since the last refresh (by any
+   * process), and forgets those deleted since (a GC elsewhere) with every pack no remaining
+   * object names, so that a long-running process never offers a chunk whose pack is gone. Loads
+   * start while the listing still runs, up to LOAD_CONCURRENCY at a time. Call it under the
+   * repository lock a job holds (shared or exclusive): GC, which deletes, then cannot run.
    */
   async refresh(): Promise<void> {
+    // Only objects known before the listing starts can be judged deleted: one this process
+    // records meanwhile may be missing from the listing without being gone.
+    const known = new Set([...this.objects.keys(), ...this.damaged]);
+    const listed = new Set<string>();
     const loading = new Set<Promise<void>>();
     for await (const o of this.store.list(Keys.indexes)) {
       const indexId = o.key.slice(Keys.indexes.length);
+      listed.add(indexId);
       if (this.objects.has(indexId) || this.damaged.has(indexId)) continue;
       const p = this.load(indexId).finally(() => loading.delete(p));
       loading.add(p);
       if (loading.size >= LOAD_CONCURRENCY) await Promise.race(loading);
     }
     await Promise.all(loading);
+    let forgotten = false;
+    for (const indexId of known) {
+      if (listed.has(indexId)) continue;
+      forgotten = this.objects.delete(indexId) || forgotten;
+      this.damaged.delete(indexId);
+    }
+    if (!forgotten) return;
+    const named = this.indexedPacks();
+    for (const packId of [...this.byPack.keys()]) if (!named.has(packId)) this.remove(packId);
   }
 
   private async load(indexId: string): Promise<void> {
@@ -116,8 +133,9 @@ export class ChunkIndex {
   }
 
   /**
-   * Records a pack's entries (a pack this process just wrote, or one just loaded); a pack known
-   * already is replaced. Throws (plain Error) for an id that is not 64 hex digits or a field
+   * Records a pack's entries (a pack an index object this process just stored names, or one just
+   * loaded); a pack known already is replaced. A pack no recorded object names is forgotten by
+   * the next refresh that sees an object deleted. Throws (plain Error) for an id that is not 64 hex digits or a field
    * that is not a u32, adding nothing.
    */
   add(packId: string, entries: readonly IndexEntry[]): void {

@@ -3,6 +3,8 @@ import { fetchChunks } from './chunk-fetcher.js';
 import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
+import { readPackTrailer } from './pack-trailer.js';
+import type { IndexEntry, Manifest } from './format.js';
 import type { Repository } from './repository.js';
 import { orphanVolumeEntries } from './repository-catalog.js';
 
@@ -31,6 +33,12 @@ export interface GcReport {
   bytesFreed: number;
   /** Packs left alone because they are younger than the grace period. */
   packsInGrace: number;
+  /**
+   * Packs no index object named that hold chunks a backup references and no named pack holds
+   * (left by a writer that died before naming them, or by an older Cairn that let other backups
+   * reuse such chunks): named by a new index object instead of deleted.
+   */
+  packsAdopted: number;
   /** Chunk list pages (format 4) no manifest names, removed once older than the grace period. */
   pagesDeleted: number;
   /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period. */
@@ -47,7 +55,8 @@ export interface GcReport {
  * Removes chunks no manifest references and repacks mostly-empty packs, under the repository's
  * exclusive lock (`BUSY` while any backup holds its shared lock). Refuses (`CORRUPT`) when a
  * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
- * new packs and their index object first, then an index object naming the surviving packs of
+ * an index object naming unnamed packs that hold chunks a manifest references and no named pack
+ * holds (adopted, never deleted), new packs and their index object, then an index object naming the surviving packs of
  * every index object that named a removed pack, then those old index objects, then old packs —
  * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
  * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
@@ -57,7 +66,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
   const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, leftoversDeleted: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, leftoversDeleted: 0 };
   try {
     if (!options.dryRun) await repo.upgradeFormat();
     await repo.index.refresh();
@@ -67,7 +76,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     const referenced = new Set<string>();
     const pages = new Set<string>(); // chunk list pages named by a manifest (read once each)
     for (const backupId of await repo.listBackupIds()) {
-      const m = await repo.readManifest(backupId); // CORRUPT or NOT_FOUND (a page) aborts the collection
+      const m = await readListedManifest(repo, backupId); // CORRUPT or NOT_FOUND (a page) aborts the collection
+      if (!m) continue; // deleted since it was listed: its chunks are unreferenced now
       report.backups++;
       for (let k = 0; k < m.chunks.pageCount; k++) {
         throwIfAborted(options.signal);
@@ -95,6 +105,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     const toDelete: string[] = [];
     for (const [packId, entries] of repo.index.packs()) {
       throwIfAborted(options.signal);
+      // A pack the index names but the store lacks holds nothing to keep or delete (verify
+      // reports the chunks it took along); a copy elsewhere is then the live one.
+      if (!packTimes.has(packId)) continue;
       let live = 0;
       let liveBytes = 0;
       let total = 0;
@@ -115,10 +128,15 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       if (live === 0) toDelete.push(packId);
       else if ((total - liveBytes) / total >= threshold) toRepack.push(packId);
     }
-    // Packs no index object names (a writer died before naming them) hold nothing reachable.
+    // Packs no index object names (a writer died before naming them) hold nothing reachable —
+    // unless a manifest references a chunk no named pack holds: then the orphans that hold such
+    // chunks are adopted (named again), and an orphan whose trailer cannot be read is kept.
     const indexed = repo.index.indexedPacks();
-    const orphans = [...packTimes.keys()].filter((p) => !indexed.has(p) && old(p));
+    const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
+    const adopted = await adoptable(repo, unnamed, referenced, options.signal);
+    const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
     const orphanEntries = await orphanVolumeEntries(repo, grace, now);
+    report.packsAdopted = adopted.packs.length;
     if (options.dryRun) {
       report.packsDeleted = toDelete.length + orphans.length;
       report.packsRepacked = toRepack.length;
@@ -132,6 +150,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
       return report;
     }
+    if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs);
     if (toRepack.length > 0) {
       const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
       const wanted = new Set<string>();
@@ -148,7 +167,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       // Index objects naming a removed pack are replaced by one naming their other packs, written
       // before they are deleted: a crash in between leaves a pack named twice, never unnamed.
       const affected = repo.index.objectsNaming(removed);
-      const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p));
+      const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
       if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
       for (const indexId of affected.keys()) {
         await repo.store.delete(Keys.index(indexId));
@@ -183,6 +202,60 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * A listed backup's manifest, or undefined when it was deleted after the listing (deletes take
+ * no lock). Any other failure, a missing chunk list page among them, is raised.
+ */
+async function readListedManifest(repo: Repository, backupId: string): Promise<Manifest | undefined> {
+  try {
+    return await repo.readManifest(backupId);
+  } catch (err) {
+    if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
+    try {
+      await repo.store.head(Keys.manifest(backupId));
+    } catch (gone) {
+      if (isCairnError(gone) && gone.code === 'NOT_FOUND') return undefined;
+    }
+    throw err;
+  }
+}
+
+/**
+ * Of the packs no index object names, those holding a referenced chunk that no named pack holds
+ * (`packs`, with their trailers' entries), and those GC must not delete (`keep`: the adoptable
+ * ones, and any whose trailer cannot be read while such chunks are missing). Reads trailers only
+ * when a referenced chunk is missing from the index.
+ */
+async function adoptable(repo: Repository, unnamed: string[], referenced: ReadonlySet<string>, signal?: AbortSignal): Promise<{ packs: [string, IndexEntry[]][]; keep: Set<string> }> {
+  const packs: [string, IndexEntry[]][] = [];
+  const keep = new Set<string>();
+  if (unnamed.length === 0) return { packs, keep };
+  const missing = new Set<string>();
+  for (const id of referenced) if (!repo.index.has(id)) missing.add(id);
+  if (missing.size === 0) return { packs, keep };
+  const unreadable: string[] = [];
+  for (const packId of unnamed) {
+    if (missing.size === 0) break; // the rest hold nothing a backup lacks
+    throwIfAborted(signal);
+    let entries: IndexEntry[];
+    try {
+      entries = await readPackTrailer(repo.store, repo.codec, packId);
+    } catch (err) {
+      if (isCairnError(err) && err.code === 'NOT_FOUND') continue;
+      if (!(isCairnError(err) && err.code === 'CORRUPT')) throw err;
+      unreadable.push(packId);
+      continue;
+    }
+    if (!entries.some((e) => missing.has(e.id))) continue;
+    packs.push([packId, entries]);
+    keep.add(packId);
+    for (const e of entries) missing.delete(e.id);
+  }
+  // Still short of chunks: a pack that could not be read may hold them, so it is never deleted.
+  if (missing.size > 0) for (const p of unreadable) keep.add(p);
+  return { packs, keep };
 }
 
 async function sizeOf(repo: Repository, packId: string): Promise<number> {

@@ -34,14 +34,16 @@ export function* indexDocPieces(packs: readonly [string, readonly IndexEntry[]][
 }
 
 /**
- * Writes one index object (format 2) naming `packs`, which must all be stored already, and
- * records it in `index`. Returns the bytes written.
+ * Writes one index object (format 2) naming `packs`, which must all be stored already, then
+ * records it in `index` and adds the packs' entries (a pack known already is replaced). Returns
+ * the bytes written. Nothing enters `index` unless the object is stored.
  */
 export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][]): Promise<number> {
   const indexId = randomBytes(32).toString('hex');
   const sealed = sealPieces(codec, () => indexDocPieces(packs), indexLabel(indexId));
   await store.put(Keys.index(indexId), sealed, { ifAbsent: true });
   index.recordObject(indexId, packs.map(([packId]) => packId));
+  for (const [packId, entries] of packs) index.add(packId, entries);
   return sealed.length;
 }
 
@@ -83,8 +85,8 @@ export class PackWriter {
     private readonly maxBlob: number,
     /** Pack uploads in flight. Default 2. */
     private readonly uploads = 2,
-    /** Called with a pack's entries once it is stored and in `index`. */
-    private readonly onStored?: (entries: readonly IndexEntry[]) => void,
+    /** Called with a pack's entries once an index object names it (and its entries are in `index`). */
+    private readonly onNamed?: (entries: readonly IndexEntry[]) => void,
   ) {}
 
   private queue: Promise<void> = Promise.resolve();
@@ -142,20 +144,36 @@ export class PackWriter {
     this.segments = undefined;
   }
 
-  /** Starts writing an index object for the unindexed packs (after any index object in progress). */
+  /**
+   * Starts writing an index object for the unindexed packs (after any index object in progress).
+   * Their chunks enter the shared index only once it is stored: until then no other writer may
+   * reuse them (a pack no index object names is an orphan, GC's to delete). When the write fails
+   * or is skipped, the packs stay unindexed, for abandon() to try again.
+   */
   private writeIndex(evenAfterFailure = false): void {
     if (this.unindexed.length === 0) return;
     const packs = this.unindexed;
     this.unindexed = [];
     this.unindexedBlobs = 0;
     this.indexing = this.indexing.then(async () => {
-      if (this.failure && !evenAfterFailure) return;
+      if (this.failure && !evenAfterFailure) {
+        this.unname(packs);
+        return;
+      }
       try {
         this.bytesStored += await writeIndexObject(this.store, this.codec, this.index, packs);
+        for (const [, entries] of packs) this.onNamed?.(entries);
       } catch (err) {
+        this.unname(packs);
         this.failure ??= err; // raised by finish(); abandon() ignores it
       }
     });
+  }
+
+  /** Puts packs back among the unindexed ones (an index object naming them was not stored). */
+  private unname(packs: [string, IndexEntry[]][]): void {
+    this.unindexed.unshift(...packs);
+    for (const [, entries] of packs) this.unindexedBlobs += entries.length;
   }
 
   /**
@@ -167,6 +185,7 @@ export class PackWriter {
     await this.queue;
     await this.dropCurrent();
     await Promise.allSettled(this.inflight);
+    await this.indexing; // an index object that failed puts its packs back first
     this.writeIndex(true);
     await this.indexing;
     this.returnBuffers();
@@ -215,9 +234,7 @@ export class PackWriter {
       await c.body.store();
       this.bytesStored += size;
       this.packsWritten++;
-      // Usable for dedup by this writer at once; named by an index object for everyone else soon.
-      this.index.add(c.id, c.entries);
-      this.onStored?.(c.entries);
+      // In the shared index (for everyone's dedup) once an index object names it: writeIndex.
       this.unindexed.push([c.id, c.entries]);
       this.unindexedBlobs += c.entries.length;
       if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_EVERY_BLOBS) this.writeIndex();
