@@ -25,6 +25,8 @@ export interface WriteOptions {
   pageChunks?: number;
   /** Resolves when repo.index is loaded (a refresh started by the caller); awaited before the first dedup check. Default: refresh here. */
   indexReady?: Promise<void>;
+  /** Called once every chunk is stored and named, just before the manifest is written; throwing fails the backup (a lapsed lock). */
+  beforeManifest?: () => void;
 }
 
 /** A read unit and the room for its encoded chunks, in memory shared with the workers. */
@@ -231,6 +233,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     stats,
     record: { ...job.backup, size, status: 'available' },
   };
+  options.beforeManifest?.();
   const manifestBytes = await repo.writeManifest({ ...manifest, stats: { ...stats, bytesStored: writer.bytesStored + pages.bytesStored } }).catch((err) => {
     if (isCairnError(err) && err.code === 'ALREADY_EXISTS') throw new CairnError('CONFLICT', `backup id ${job.backup.id} already has a manifest`, { cause: err });
     throw err;

@@ -111,7 +111,7 @@ export class ChunkedBackupService implements BackupService {
             parent = await repo.readManifest(job.parent.id);
             if (parent.volumeId !== job.volume.id) throw new CairnError('INVALID_INPUT', `parent ${job.parent.id} belongs to volume ${parent.volumeId}, not ${job.volume.id}`);
           }
-          return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady })).result;
+          return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady, beforeManifest: () => shared.assertHeld() })).result;
         } finally {
           await indexReady.catch(() => undefined); // its failure, if any, was raised by writeBackup
         }
@@ -144,11 +144,24 @@ export class ChunkedBackupService implements BackupService {
     throw reasons.find((e) => !(isCairnError(e) && e.code === 'CANCELLED' && !job.signal?.aborted)) ?? reasons[0];
   }
 
+  /** Restores under the shared lock, so a GC (which repacks) waits instead of pulling packs from under it. */
   async restore(backup: BackupRecord, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
-    return this.tag(async () => {
-      const manifest = await this.repository.readManifest(backup.id);
-      await restoreBackup(this.repository, manifest, target, options);
-    });
+    return this.tag(() =>
+      this.underSharedLock(`restore ${backup.id}`, options.signal, async () => {
+        const manifest = await this.repository.readManifest(backup.id);
+        await restoreBackup(this.repository, manifest, target, options);
+      }),
+    );
+  }
+
+  /** Runs `fn` holding the repository's shared lock (waiting while GC holds the exclusive one). */
+  private async underSharedLock<T>(purpose: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    const lock = await this.repository.locks.acquire('shared', { purpose, wait: true, signal });
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
   }
 
   /** Removes the backup's manifest (idempotent); its chunks go at the next `gc`. */
@@ -156,8 +169,9 @@ export class ChunkedBackupService implements BackupService {
     return this.tag(() => this.repository.deleteManifest(backup.id));
   }
 
+  /** Verifies under the shared lock: a GC meanwhile would make verify report packs it just removed. */
   async verify(backup?: BackupRecord, options: VerifyOptions = {}): Promise<VerifyReport> {
-    return this.tag(() => verifyBackups(this.repository, backup ? [backup.id] : undefined, options));
+    return this.tag(() => this.underSharedLock(backup ? `verify ${backup.id}` : 'verify', options.signal, () => verifyBackups(this.repository, backup ? [backup.id] : undefined, options)));
   }
 
   async exportRecord(backup: BackupRecord): Promise<string> {

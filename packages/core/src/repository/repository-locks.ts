@@ -25,6 +25,13 @@ export interface LockInfo extends LockDoc {
 
 export interface LockHandle {
   doc: LockDoc;
+  /**
+   * Throws `BUSY` when the lock may have lapsed since it was taken: a refresh that failed until
+   * the lock's expiry passed (a store outage) left a window in which GC could see it stale and
+   * run. A job checks before it commits (a backup, before its manifest): whatever it reused may
+   * be gone.
+   */
+  assertHeld(): void;
   /** Deletes the lock and stops refreshing it. Idempotent. */
   release(): Promise<void>;
 }
@@ -80,7 +87,13 @@ export class RepositoryLocks {
         expiresAt: new Date(now + this.ttlMs).toISOString(),
       };
       await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true });
-      const blocker = (await this.list()).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+      let blocker: LockInfo | undefined;
+      try {
+        blocker = (await this.list()).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+      } catch (err) {
+        await this.store.delete(Keys.lock(doc.id)).catch(() => {}); // else it blocks others until it expires
+        throw err;
+      }
       if (!blocker) return this.hold(doc);
       await this.store.delete(Keys.lock(doc.id));
       if (!options.wait) {
@@ -122,13 +135,29 @@ export class RepositoryLocks {
   private hold(doc: LockDoc): LockHandle {
     let released = false;
     let refreshing: Promise<void> = Promise.resolve();
+    /** Expiry of the lock object as last written. */
+    let expiresAt = Date.parse(doc.expiresAt);
+    let lapsed = false;
     const timer = setInterval(() => {
-      const refreshed = { ...doc, expiresAt: new Date(Date.now() + this.ttlMs).toISOString() };
-      refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed))).catch(() => {});
-    }, Math.max(1000, this.ttlMs / 3));
+      const started = Date.now();
+      const next = started + this.ttlMs;
+      const refreshed = { ...doc, expiresAt: new Date(next).toISOString() };
+      refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed))).then(
+        () => {
+          if (started >= expiresAt) lapsed = true; // written after the old expiry: there was a gap
+          expiresAt = next;
+        },
+        () => {}, // retried at the next tick; assertHeld tells whether it came too late
+      );
+    }, Math.max(10, this.ttlMs / 3));
     timer.unref();
     return {
       doc,
+      assertHeld: () => {
+        if (lapsed || Date.now() >= expiresAt) {
+          throw new CairnError('BUSY', `the repository's ${doc.kind} lock (${doc.purpose}) lapsed: it could not be refreshed before it expired, so GC may have run meanwhile`, { details: { lock: doc.id } });
+        }
+      },
       release: async () => {
         if (released) return;
         released = true;

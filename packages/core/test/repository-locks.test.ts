@@ -1,0 +1,106 @@
+/**
+ * What the repository's locks guard beyond backups: a lock that lapsed is known to its holder,
+ * and restores and verifies hold the shared lock, so GC never repacks under them.
+ */
+import { describe, expect, it } from 'vitest';
+import { BackupManager, CairnError, ChunkedBackupService, MemoryObjectStore, MemoryVolumeDriver, RepositoryCatalog, type PutOptions } from '../src/index.js';
+import { RepositoryLocks } from '../src/repository/repository-locks.js';
+import { MiB, contents, filledVolume } from './helpers.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A store whose lock writes fail while `down` is set, as during an outage. */
+class OutageStore extends MemoryObjectStore {
+  down = false;
+  override async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+    if (this.down && key.startsWith('locks/')) throw new CairnError('UNAVAILABLE', 'store unreachable');
+    return super.put(key, data, options);
+  }
+}
+
+describe('a held lock', () => {
+  it('stays held while its refreshes land, and reports BUSY once a refresh failed past its expiry, even after refreshes resume', async () => {
+    const store = new OutageStore('mem');
+    const locks = new RepositoryLocks(store, 300);
+    const lock = await locks.acquire('shared', { purpose: 'backup' });
+    await sleep(700); // more than two lifetimes, refreshed every 100 ms
+    expect(() => lock.assertHeld()).not.toThrow();
+    store.down = true;
+    await sleep(450); // past the last written expiry
+    store.down = false;
+    await sleep(250); // refreshed again
+    expect(() => lock.assertHeld()).toThrow(expect.objectContaining({ code: 'BUSY' }));
+    await lock.release();
+  });
+
+  it('a backup whose lock lapsed fails with BUSY and writes no manifest', async () => {
+    const store = new OutageStore('mem');
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: 300, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: { N: 1024, r: 8, p: 1 } } });
+    const volumes = new MemoryVolumeDriver();
+    const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    const v = await filledVolume(volumes, 4 * MiB, 51);
+    // The outage comes while the backup reads: its reads are slowed so that it outlasts the lock.
+    const attach = volumes.attach.bind(volumes);
+    volumes.attach = async (...args) => {
+      const a = await attach(...args);
+      const read = a.device.read.bind(a.device);
+      a.device.read = async (offset, length, into) => {
+        if (offset === 0) {
+          store.down = true;
+          await sleep(450);
+          store.down = false;
+        }
+        return read(offset, length, into);
+      };
+      return a;
+    };
+    await expect(manager.backup({ volumeId: v.id })).rejects.toMatchObject({ code: 'BUSY', message: expect.stringContaining('lapsed') });
+    const manifests: string[] = [];
+    for await (const o of store.list('manifests/')) manifests.push(o.key);
+    expect(manifests).toEqual([]);
+    await service.close();
+  });
+});
+
+describe('restore and verify', () => {
+  it('wait while GC holds the exclusive lock, and hold the shared lock while they run', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: { N: 1024, r: 8, p: 1 } } });
+    const volumes = new MemoryVolumeDriver();
+    const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    const v = await filledVolume(volumes, 4 * MiB, 52);
+    const b = await manager.backup({ volumeId: v.id });
+    const gc = await service.repository.locks.acquire('exclusive', { purpose: 'gc elsewhere' });
+    let restored = false;
+    let verified = false;
+    const restoring = manager.restore({ backupId: b.id, newVolume: { name: 'r' } }).then((r) => ((restored = true), r));
+    const verifying = service.verify().then((r) => ((verified = true), r));
+    await sleep(600);
+    expect([restored, verified]).toEqual([false, false]);
+    await gc.release();
+    const r = await restoring;
+    expect((await verifying).problems).toEqual([]);
+    expect((await contents(volumes, r.volume.id)).equals(await contents(volumes, v.id))).toBe(true);
+
+    // While a restore runs, GC is refused.
+    const target = await volumes.createVolume({ size: 4 * MiB });
+    const t = await volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+    const write = t.device.write.bind(t.device);
+    let inside!: () => void;
+    const entered = new Promise<void>((res) => (inside = res));
+    let finish!: () => void;
+    const gate = new Promise<void>((res) => (finish = res));
+    t.device.write = async (offset, data) => {
+      inside();
+      await gate;
+      return write(offset, data);
+    };
+    const running = service.restore(b, t.device);
+    await entered;
+    await expect(service.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'BUSY' });
+    finish();
+    await running;
+    await volumes.detach(t.id);
+    await service.close();
+  });
+});
