@@ -3,6 +3,8 @@ import type { Extent } from '@cairn/core';
 
 const MAGIC = Buffer.from('CAIRNCBT', 'ascii');
 const HEADER = 32;
+/** Largest bitmap file read back in one piece (Node's readFile limit: 2 GiB - 1). */
+const MAX_FILE = 2 ** 31 - 1;
 
 /**
  * One bit per `granularity` bytes of a volume: set when a write or writeZeroes touched the granule
@@ -18,6 +20,11 @@ export class DirtyBitmap {
     private _size: number,
     private bits: Uint8Array,
   ) {}
+
+  /** Largest volume a bitmap of `granularity` can track: about 1 PiB at 64 KiB granules. */
+  static maxSize(granularity: number): number {
+    return (MAX_FILE - HEADER) * 8 * granularity;
+  }
 
   static empty(size: number, granularity: number): DirtyBitmap {
     return new DirtyBitmap(granularity, size, new Uint8Array(Math.ceil(Math.ceil(size / granularity) / 8)));

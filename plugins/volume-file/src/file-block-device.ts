@@ -1,9 +1,10 @@
 import type { FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { BaseBlockDevice, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
+import { BaseBlockDevice, CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { dataExtents, writeFully } from './data-extents.js';
 import { PUNCH_ALIGN, PUNCH_MIN, punchHole } from './hole-punch.js';
+import { InFlight } from './in-flight.js';
 import { fsExt, seekData } from './native-fs.js';
 
 /** Unit of allocated/changed extents and of the dirty bitmaps: 64 KiB. */
@@ -25,10 +26,18 @@ export interface FileDeviceHooks {
 /**
  * A raw image file as a BlockDevice: positional reads and writes straight to one descriptor,
  * allocated extents from the file system's map, changed extents from the dirty bitmaps.
+ *
+ * Close contract: every operation accepted before close began — also a write still queued behind
+ * a snapshot's write gate — settles before close saves the bitmaps, so a write that succeeded is
+ * in them; an operation after that fails with `INVALID_INPUT` (device closed). Nothing touches the
+ * image, and no descriptor is opened, once close has returned. Concurrent closes share one result.
  */
 export class FileBlockDevice extends BaseBlockDevice {
   /** The O_DIRECT descriptor: pending, opened, or null when unavailable. */
   private direct: Promise<FileHandle | null> | undefined;
+  /** Every I/O call in progress; close drains it. */
+  private readonly ops = new InFlight();
+  private closing: Promise<void> | undefined;
 
   constructor(
     driver: string,
@@ -41,7 +50,15 @@ export class FileBlockDevice extends BaseBlockDevice {
     super(driver, size, mode, GRANULARITY);
   }
 
-  protected async _read(offset: number, into: Buffer): Promise<void> {
+  override close(): Promise<void> {
+    return (this.closing ??= super.close());
+  }
+
+  protected _read(offset: number, into: Buffer): Promise<void> {
+    return this.io(() => this.readAt(offset, into));
+  }
+
+  private async readAt(offset: number, into: Buffer): Promise<void> {
     let done = 0;
     while (done < into.length) {
       const { bytesRead } = await this.fh.read(into, done, into.length - done, offset + done);
@@ -50,18 +67,21 @@ export class FileBlockDevice extends BaseBlockDevice {
     }
   }
 
-  protected async _write(offset: number, data: Uint8Array): Promise<void> {
-    await this.tracked(offset, data.length, async () => {
-      const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
-      if (direct) await writeDirect(direct, data, offset);
-      else await writeFully(this.fh, data, offset);
-    });
+  protected _write(offset: number, data: Uint8Array): Promise<void> {
+    return this.io(() =>
+      this.tracked(offset, data.length, async () => {
+        const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
+        if (direct) await writeDirect(direct, data, offset);
+        else await writeFully(this.fh, data, offset);
+      }),
+    );
   }
 
   /**
    * A second descriptor with O_DIRECT, opened on first use, for large aligned writes (a restore's):
    * they skip the page cache, and flush has only metadata left to sync. Undefined where the file
-   * system refuses O_DIRECT. The kernel keeps both descriptors' views coherent.
+   * system refuses O_DIRECT. The kernel keeps both descriptors' views coherent. Only called inside
+   * an operation, which close waits for, so it is never opened after close.
    */
   private async directHandle(): Promise<FileHandle | undefined> {
     if (this.direct === undefined) this.direct = openDirect(this.path, constants.O_WRONLY).then((fh) => fh ?? null, () => null);
@@ -73,7 +93,11 @@ export class FileBlockDevice extends BaseBlockDevice {
    * ranges are deallocated with a hole punch when the file system allows it. A range that is
    * already a hole is left alone. Either way the range reads as zeros afterwards.
    */
-  protected async _writeZeroes(offset: number, length: number): Promise<void> {
+  protected _writeZeroes(offset: number, length: number): Promise<void> {
+    return this.io(() => this.zeroRange(offset, length));
+  }
+
+  private async zeroRange(offset: number, length: number): Promise<void> {
     await this.tracked(offset, length, async () => {
       const end = offset + length;
       const ext = fsExt();
@@ -91,21 +115,26 @@ export class FileBlockDevice extends BaseBlockDevice {
     });
   }
 
-  protected async _flush(): Promise<void> {
+  protected _flush(): Promise<void> {
+    return this.io(() => this.sync());
+  }
+
+  private async sync(): Promise<void> {
     await this.fh.sync();
     await this.hooks.tracker?.save();
   }
 
   protected async _extents(query: ExtentQuery, range: ByteRange): Promise<Extent[]> {
-    if (query.kind === 'allocated') return dataExtents(this.fh, range);
+    if (query.kind === 'allocated') return this.io(() => dataExtents(this.fh, range));
     return this.hooks.changedSince(query.since);
   }
 
   protected async _close(): Promise<void> {
     let clean = this.mode === 'ro';
     try {
+      await this.ops.close(); // writes queued at the gate land (and are marked) before the save below
       if (this.mode === 'rw') {
-        await this._flush();
+        await this.sync();
         clean = true;
       }
     } finally {
@@ -114,6 +143,11 @@ export class FileBlockDevice extends BaseBlockDevice {
       await this.fh.close().catch(() => {});
       await this.hooks.closed(clean);
     }
+  }
+
+  /** Runs one I/O call as an operation close waits for; `INVALID_INPUT` once close has begun. */
+  private io<T>(fn: () => Promise<T>): Promise<T> {
+    return this.ops.run(fn, () => new CairnError('INVALID_INPUT', 'device is closed', { driver: this.driverName }));
   }
 
   /** Marks the dirty bitmaps, then runs the write, outside any snapshot's exclusive section. */

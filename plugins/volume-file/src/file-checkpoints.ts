@@ -16,7 +16,8 @@ export class FileCheckpoints implements ChangedBlockTracking {
   constructor(private readonly ctx: DriverContext) {}
 
   /**
-   * Starts tracking from now. `NOT_FOUND` for an unknown volume; `BUSY` while another process (or
+   * Starts tracking from now. `NOT_FOUND` for an unknown volume; `INVALID_INPUT` for a volume
+   * larger than a bitmap tracks (about 1 PiB); `BUSY` while another process (or
    * driver instance) has it attached read-write — its writes could not be tracked here. Not idempotent.
    */
   async createCheckpoint(volumeId: string): Promise<Checkpoint> {
@@ -28,6 +29,7 @@ export class FileCheckpoints implements ChangedBlockTracking {
       const add = () =>
         ctx.store.updateVolume(volumeId, async (r) => {
           ctx.recover(r);
+          if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
           const bitmap = DirtyBitmap.empty(r.size, GRANULARITY);
           await ctx.saveBitmap('volume', volumeId, cp.id, bitmap);
           r.checkpoints.push(cp);

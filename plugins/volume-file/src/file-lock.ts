@@ -1,14 +1,22 @@
 import { spawn } from 'node:child_process';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CairnError } from '@cairn/core';
-import { fsExt } from './native-fs.js';
+import { fsExt, type FsExt } from './native-fs.js';
 
 export type LockMode = 'shared' | 'exclusive';
 
 /** A flock(2) lock held on one open file description. */
 export interface HeldLock {
   readonly mode: LockMode;
+  /**
+   * Present where the lock is on a descriptor of this process (fs-ext): converts a shared lock to
+   * exclusive in place, without waiting. Linux does that under one kernel lock when it succeeds,
+   * but a failed conversion has already dropped the shared lock; it is then taken back on the same
+   * descriptor. Resolves to the mode now held, or null when no lock is held any more (another
+   * process got in): the lock is then released and must not be trusted.
+   */
+  upgrade?(): Promise<LockMode | null>;
   /** Drops the lock. Idempotent. */
   release(): Promise<void>;
 }
@@ -32,17 +40,48 @@ export async function tryLock(path: string, mode: LockMode, driver: string): Pro
       if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return null;
       throw new CairnError('INTERNAL', `flock ${path}: ${(err as Error).message}`, { driver, cause: err });
     }
-    let released = false;
-    return {
-      mode,
-      release: async () => {
-        if (released) return;
-        released = true;
-        await fh.close(); // closing the last descriptor drops the flock
-      },
-    };
+    return descriptorLock(fh, mode, ext, path, driver);
   }
   return helperLock(path, mode, driver);
+}
+
+function descriptorLock(fh: FileHandle, initial: LockMode, ext: FsExt, path: string, driver: string): HeldLock {
+  let mode = initial;
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    await fh.close(); // closing the last descriptor drops the flock
+  };
+  /** flock without waiting; false on conflict. */
+  const take = (m: LockMode): boolean => {
+    try {
+      ext.flockSync(fh.fd, m === 'exclusive' ? 'exnb' : 'shnb');
+      return true;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return false;
+      throw new CairnError('INTERNAL', `flock ${path}: ${(err as Error).message}`, { driver, cause: err });
+    }
+  };
+  return {
+    get mode() {
+      return mode;
+    },
+    upgrade: async () => {
+      if (released) return null;
+      try {
+        if (mode === 'exclusive' || take('exclusive')) return (mode = 'exclusive');
+        if (take('shared')) return mode; // another holder conflicts; the shared lock is back
+      } catch (err) {
+        await release(); // in an unknown state: held no more
+        throw err;
+      }
+      await release();
+      return null;
+    },
+    release,
+  };
 }
 
 /** Like tryLock, but retries every 10 ms for up to `timeoutMs`; then `BUSY`. */

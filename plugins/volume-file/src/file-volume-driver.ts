@@ -1,4 +1,4 @@
-import { open, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { open, rm, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import {
   assertVolumeSize,
@@ -16,9 +16,11 @@ import {
   type VolumeDriverCapabilities,
 } from '@cairn/core';
 import { ChangeTracker } from './change-tracker.js';
+import { DirtyBitmap } from './dirty-bitmap.js';
 import { DriverContext } from './driver-context.js';
-import { FileBlockDevice } from './file-block-device.js';
+import { FileBlockDevice, GRANULARITY } from './file-block-device.js';
 import { FileCheckpoints } from './file-checkpoints.js';
+import { resizeImage } from './image-size.js';
 import type { RecordKind } from './layout.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
@@ -57,7 +59,11 @@ export class FileVolumeDriver implements VolumeDriver {
     return this.ctx.store.layout.directory;
   }
 
-  /** Creates a sparse zero-filled image. `INVALID_INPUT` for a bad size, name or metadata. Not idempotent. */
+  /**
+   * Creates a sparse zero-filled image. `INVALID_INPUT` for a bad size (also one the file system
+   * refuses for a file), name or metadata; `UNAVAILABLE` without space. A failure leaves no image
+   * behind. Not idempotent.
+   */
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
       assertVolumeSize(spec?.size, this.name);
@@ -68,26 +74,32 @@ export class FileVolumeDriver implements VolumeDriver {
       }
       await this.ctx.store.init();
       const id = newId();
-      const fh = await open(this.ctx.store.layout.image('volume', id), 'wx', 0o600);
+      const image = this.ctx.store.layout.image('volume', id);
+      const fh = await open(image, 'wx', 0o600);
       try {
-        await fh.truncate(spec.size);
-        await fh.sync();
-      } finally {
-        await fh.close();
+        try {
+          await resizeImage(fh, spec.size, this.name);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        const record: VolumeRecord = {
+          format: 1,
+          kind: 'volume',
+          id,
+          name: spec.name ?? '',
+          size: spec.size,
+          createdAt: nowIso(),
+          metadata: { ...metadata },
+          checkpoints: [],
+          writer: null,
+        };
+        await this.ctx.store.put(record); // the sidecar appearing is what makes the volume exist
+        return toVolume(record, 'available');
+      } catch (err) {
+        await rm(image, { force: true }).catch(() => {});
+        throw err;
       }
-      const record: VolumeRecord = {
-        format: 1,
-        kind: 'volume',
-        id,
-        name: spec.name ?? '',
-        size: spec.size,
-        createdAt: nowIso(),
-        metadata: { ...metadata },
-        checkpoints: [],
-        writer: null,
-      };
-      await this.ctx.store.put(record); // the sidecar appearing is what makes the volume exist
-      return toVolume(record, 'available');
     });
   }
 
@@ -122,7 +134,9 @@ export class FileVolumeDriver implements VolumeDriver {
 
   /**
    * Grows the image (sparse) to `size`; the new tail counts as changed for every checkpoint.
-   * `INVALID_INPUT` when shrinking; `BUSY` while attached here or by another process.
+   * `INVALID_INPUT` when shrinking, for a size the file system refuses for a file, or — on a volume
+   * with checkpoints — beyond what a dirty bitmap tracks; `UNAVAILABLE` without space; a failure
+   * changes nothing. `BUSY` while attached here or by another process.
    */
   async extendVolume(volumeId: string, size: number): Promise<Volume> {
     return this.guard('extendVolume', async () => {
@@ -132,25 +146,49 @@ export class FileVolumeDriver implements VolumeDriver {
         if (size < current.size) throw this.ctx.err('INVALID_INPUT', `cannot shrink volume ${volumeId} from ${current.size} to ${size}`);
         if (this.attachedHere('volume', volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} is attached`);
         const image = this.ctx.store.layout.image('volume', volumeId);
-        await this.ctx.locks.during(image, 'exclusive', async () => {
-          await this.ctx.store.updateVolume(volumeId, async (r) => {
-            this.ctx.recover(r);
-            for (const c of r.checkpoints.filter((x) => x.consistent)) {
-              const bitmap = await this.ctx.loadBitmap('volume', volumeId, c.id, r.size);
-              if (!bitmap) {
-                c.consistent = false;
-                continue;
-              }
-              bitmap.grow(size);
-              await this.ctx.saveBitmap('volume', volumeId, c.id, bitmap);
-            }
-            r.size = size;
-          });
-          await truncate(image, size); // after the sidecar: attach heals an image left shorter by a crash
-        });
+        await this.ctx.locks.during(image, 'exclusive', () => this.grow(volumeId, image, size));
       });
       return this.getVolume(volumeId);
     });
+  }
+
+  /**
+   * extendVolume's work, holding the exclusive lock. The sidecar and grown bitmaps are saved
+   * before the image grows, so that a crash in between leaves an image shorter than its sidecar,
+   * which attach heals; when the image cannot grow, they are put back as they were.
+   */
+  private async grow(volumeId: string, image: string, size: number): Promise<void> {
+    const { ctx } = this;
+    const before = new Map<string, DirtyBitmap>();
+    let oldSize = 0;
+    await ctx.store.updateVolume(volumeId, async (r) => {
+      ctx.recover(r);
+      oldSize = r.size;
+      const tracked = r.checkpoints.filter((x) => x.consistent);
+      if (tracked.length > 0 && size > DirtyBitmap.maxSize(GRANULARITY)) {
+        throw ctx.err('INVALID_INPUT', `volume ${volumeId} has checkpoints, whose bitmaps track at most ${DirtyBitmap.maxSize(GRANULARITY)} bytes, not ${size}`);
+      }
+      for (const c of tracked) {
+        const bitmap = await ctx.loadBitmap('volume', volumeId, c.id, r.size);
+        if (!bitmap) {
+          c.consistent = false;
+          continue;
+        }
+        before.set(c.id, bitmap.clone());
+        bitmap.grow(size);
+        await ctx.saveBitmap('volume', volumeId, c.id, bitmap);
+      }
+      r.size = size;
+    });
+    try {
+      await resizeImage(image, size, this.name);
+    } catch (err) {
+      await ctx.store.updateVolume(volumeId, async (r) => {
+        for (const [id, bitmap] of before) await ctx.saveBitmap('volume', volumeId, id, bitmap);
+        r.size = oldSize;
+      });
+      throw err;
+    }
   }
 
   /**
@@ -240,7 +278,7 @@ export class FileVolumeDriver implements VolumeDriver {
     if (kind === 'volume') size = (await ctx.recovered(record.id)).size;
     const actual = (await stat(image)).size;
     if (actual > size || (actual < size && kind === 'snapshot')) throw ctx.err('CORRUPT', `image ${image} has ${actual} bytes, its sidecar says ${size}`);
-    if (actual < size) await truncate(image, size); // an extend interrupted between sidecar and truncate
+    if (actual < size) await resizeImage(image, size, this.name); // an extend interrupted between sidecar and truncate
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
       const t = new ChangeTracker((cp) => ctx.store.layout.bitmap('volume', record.id, cp), ctx.store.layout.cbtDir('volume', record.id));

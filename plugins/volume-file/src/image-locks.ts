@@ -2,17 +2,21 @@ import { CairnError, KeyedMutex } from '@cairn/core';
 import { tryLock, type HeldLock, type LockMode } from './file-lock.js';
 
 interface Entry {
-  lock: HeldLock;
+  /** Null once lost: holders remain but no lock is held, and the next `hold` must take one for real. */
+  lock: HeldLock | null;
   refs: number;
 }
-
-const LOST: HeldLock = { mode: 'shared', release: async () => {} };
 
 /**
  * The flock(2) locks one driver instance holds on images, reference-counted: one open file per
  * image, shared while only readers hold it, exclusive once a writer does (until every holder is
  * gone). Another process — or another driver instance — holding a conflicting lock makes `hold`
  * fail with `BUSY`.
+ *
+ * Upgrading shared → exclusive can lose the lock altogether (flock drops the shared lock before it
+ * takes the exclusive one; another process may get in between). A lost lock never counts as held:
+ * the next `hold` re-acquires it, or fails with `BUSY`. Earlier holders keep their references
+ * (their release stays valid) but are no longer protected; that is the one thing a lost race costs.
  */
 export class ImageLocks {
   private readonly entries = new Map<string, Entry>();
@@ -25,20 +29,15 @@ export class ImageLocks {
     await this.mutex.run(path, async () => {
       const e = this.entries.get(path);
       if (!e) {
-        const lock = await tryLock(path, mode, this.driver);
-        if (!lock) throw this.busy(path, mode);
-        this.entries.set(path, { lock, refs: 1 });
+        this.entries.set(path, { lock: await this.take(path, mode), refs: 1 });
         return;
       }
-      if (mode === 'exclusive' && e.lock.mode !== 'exclusive') {
-        // flock conversion is not atomic on Linux either: drop, try exclusive, else take shared back.
-        await e.lock.release();
-        const ex = await tryLock(path, 'exclusive', this.driver);
-        if (!ex) {
-          e.lock = (await tryLock(path, 'shared', this.driver)) ?? LOST;
-          throw this.busy(path, mode);
-        }
-        e.lock = ex;
+      if (!e.lock) e.lock = await this.take(path, mode);
+      else if (mode === 'exclusive' && e.lock.mode !== 'exclusive') {
+        const shared = e.lock;
+        e.lock = null; // lost until the upgrade says otherwise, also if it throws
+        e.lock = await this.upgrade(shared, path);
+        if (e.lock?.mode !== 'exclusive') throw this.busy(path, mode);
       }
       e.refs++;
     });
@@ -50,7 +49,7 @@ export class ImageLocks {
         const e = this.entries.get(path);
         if (!e || --e.refs > 0) return;
         this.entries.delete(path);
-        await e.lock.release();
+        await e.lock?.release();
       });
     };
   }
@@ -63,6 +62,22 @@ export class ImageLocks {
     } finally {
       await release();
     }
+  }
+
+  private async take(path: string, mode: LockMode): Promise<HeldLock> {
+    const lock = await tryLock(path, mode, this.driver);
+    if (!lock) throw this.busy(path, mode);
+    return lock;
+  }
+
+  /**
+   * A shared lock made exclusive; else the shared lock still (or again) held; else null: lost.
+   * In place where the lock allows it; else (flock(1) helpers) release, then retake.
+   */
+  private async upgrade(lock: HeldLock, path: string): Promise<HeldLock | null> {
+    if (lock.upgrade) return (await lock.upgrade()) ? lock : null;
+    await lock.release();
+    return (await tryLock(path, 'exclusive', this.driver)) ?? (await tryLock(path, 'shared', this.driver));
   }
 
   private busy(path: string, mode: LockMode): CairnError {

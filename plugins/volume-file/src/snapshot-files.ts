@@ -1,14 +1,17 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open, stat } from 'node:fs/promises';
 import { nowIso } from '@cairn/core';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { DriverContext } from './driver-context.js';
 import { copyImage } from './image-copy.js';
+import { resizeImage } from './image-size.js';
 import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.js';
 
 /**
  * Writes a snapshot of `volume`: the image copy (reflink or sparse copy), each consistent
  * checkpoint's bitmap as of now (`live` bitmaps of a local writer, else the saved ones), then the
  * sidecar, whose appearance makes the snapshot exist. The caller keeps the image from changing.
+ * An image shorter than the sidecar says (an extend interrupted by a crash) is copied grown to
+ * the sidecar's size: the missing tail reads as zeros, as it will on the volume once attached.
  */
 export async function createSnapshotFiles(
   ctx: DriverContext,
@@ -18,7 +21,17 @@ export async function createSnapshotFiles(
   live: Map<string, DirtyBitmap> | undefined,
 ): Promise<SnapshotRecord> {
   const { layout } = ctx.store;
-  await copyImage(layout.image('volume', volume.id), layout.image('snapshot', id));
+  const image = layout.image('snapshot', id);
+  await copyImage(layout.image('volume', volume.id), image);
+  if ((await stat(image)).size < volume.size) {
+    const fh = await open(image, 'r+');
+    try {
+      await resizeImage(fh, volume.size, ctx.name);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
   await mkdir(layout.cbtDir('snapshot', id), { recursive: true });
   const checkpoints: CheckpointRecord[] = [];
   for (const c of volume.checkpoints) {

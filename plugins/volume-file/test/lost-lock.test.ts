@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it, vi } from 'vitest';
+import { rejectsWithCode } from '@cairn/conformance';
+import { FileVolumeDriver } from '../src/index.js';
+import { removeDir, spawnHolder, tempDir, type Holder } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+// Wraps every lock so the test can act in the instant one is released: that is where a
+// non-atomic shared → exclusive upgrade lets another process in. Locks lose `upgrade`, so the
+// driver takes the release-then-retake path that flock(1) helper locks also take.
+const hooks = vi.hoisted(() => ({ onRelease: undefined as (() => Promise<void>) | undefined }));
+vi.mock('../src/file-lock.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/file-lock.js')>();
+  return {
+    ...real,
+    tryLock: async (...args: Parameters<typeof real.tryLock>) => {
+      const lock = await real.tryLock(...args);
+      if (!lock) return null;
+      return {
+        mode: lock.mode,
+        release: async () => {
+          await lock.release();
+          const hook = hooks.onRelease;
+          hooks.onRelease = undefined;
+          await hook?.();
+        },
+      };
+    },
+  };
+});
+
+/**
+ * Contract: when upgrading a shared image lock to exclusive loses the lock altogether (another
+ * process took the image in between), the upgrade fails with BUSY and the image counts as
+ * unlocked: later users re-acquire a real lock or fail with BUSY. Nothing — status, checkpoint,
+ * snapshot — proceeds on the strength of a lock that is not held.
+ */
+describe('FileVolumeDriver after losing an image lock in an upgrade race', () => {
+  let dir: string;
+  let driver: FileVolumeDriver;
+  let holder: Holder | undefined;
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    driver = new FileVolumeDriver({ directory: dir });
+  });
+
+  afterEach(async () => {
+    hooks.onRelease = undefined;
+    if (holder && holder.child.exitCode === null && holder.child.signalCode === null) await holder.kill();
+    holder = undefined;
+    await removeDir(dir);
+  });
+
+  it('fails the upgrade with BUSY, then re-acquires for real: BUSY while the other process writes, working after', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    // Another process attaches read-write exactly when this one's shared lock is dropped.
+    hooks.onRelease = async () => {
+      holder = spawnHolder(dir, v.id, 'rw');
+      assert.equal(await holder.ready, 'attached');
+    };
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) losing the race');
+    assert.ok(holder, 'the race was injected');
+
+    assert.equal((await driver.getVolume(v.id)).status, 'in-use', 'status while the other process writes');
+    await rejectsWithCode(driver.changedBlockTracking.createCheckpoint(v.id), 'BUSY', 'createCheckpoint while the other process writes');
+    await rejectsWithCode(driver.createSnapshot(v.id), 'BUSY', 'createSnapshot while the other process writes');
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'a second attach(ro) while the other process writes');
+    assert.deepEqual(await driver.changedBlockTracking.listCheckpoints(v.id), [], 'no checkpoint was recorded');
+
+    assert.equal(await holder.stop(), 0);
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    assert.equal((await driver.getVolume(v.id)).status, 'available');
+    await driver.detach(ro.id);
+    // Every lock was released: the volume can be written, and tracks from the checkpoint.
+    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await rw.device.write(0, Buffer.alloc(512, 1));
+    assert.deepEqual(await rw.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 0, length: 65536 }]);
+    await driver.detach(rw.id);
+  });
+
+  it('after a lost upgrade, a new attach(ro) takes a real shared lock that keeps other writers out', async () => {
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    hooks.onRelease = async () => {
+      holder = spawnHolder(dir, v.id, 'rw');
+      assert.equal(await holder.ready, 'attached');
+    };
+    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) losing the race');
+    assert.equal(await holder!.stop(), 0);
+    const ro2 = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    holder = spawnHolder(dir, v.id, 'rw');
+    assert.equal(await holder.ready.catch((e: Error) => e.message.split('\n')[0]), 'error BUSY', 'another process cannot write while this one reads');
+    await driver.detach(ro2.id);
+    await driver.detach(ro.id);
+  });
+});
