@@ -77,16 +77,18 @@ export async function serveBackup(service: { readonly repository: Repository }, 
   const repo = service.repository;
   const readAhead = options.readAhead ?? 32;
   if (!Number.isInteger(readAhead) || readAhead < 1) throw new CairnError('INVALID_INPUT', `readAhead must be a positive number of chunks, not ${readAhead}`, { driver: DRIVER });
-  const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 5 * readAhead, readAhead });
   const cleanups: Array<() => Promise<void>> = [];
   const cleanup = async (): Promise<void> => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
   };
   try {
+    // The lock comes first: the reader loads the index, which must not change under it (a GC
+    // that finished between the two would leave it naming packs that are gone).
     if (options.lock ?? true) {
       const lock = await repo.locks.acquire('shared', { purpose: `serve backup ${backupId} over NBD` });
       cleanups.push(() => lock.release());
     }
+    const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 5 * readAhead, readAhead });
     let overlay: OverlayFile | undefined;
     if (options.writableOverlay !== undefined) {
       overlay = await OverlayFile.open(options.writableOverlay, { backupId, size: reader.size }, (o, l) => reader.read(o, l), { blockSize: options.overlayBlockSize });
