@@ -1,13 +1,13 @@
 /**
- * The filesystem primitives the store is built from, each durable when it returns: directories
- * created and their entries fsynced, temporary files written and fsynced, whole reads and
- * positional range reads that loop over short reads.
+ * The filesystem primitives the store is built from: temporary files created exclusively, written
+ * and fsynced (durable when they return), publishing by link, whole reads and positional range
+ * reads that loop over short reads. Directories: directory-chain.ts.
  */
 import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { link, lstat, open, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, syncDir, writeDirect } from '@cairn/core';
-import { DRIVER, errnoOf, fsError } from './fs-errors.js';
+import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 
 /** Largest single write(2); bounds each syscall, not the object size. */
@@ -15,47 +15,6 @@ const WRITE_CHUNK = 8 * 1024 * 1024;
 
 /** fsyncs a directory (core's syncDir: tolerates filesystems that cannot fsync directories). */
 export const fsyncDir = syncDir;
-
-/**
- * Creates `root/segments…` one level at a time (never `root` itself), fsyncing the parent of
- * every directory it created. Idempotent and safe against concurrent creators. `CONFLICT` when a
- * component exists as a file; `UNAVAILABLE` when `root` is gone; ENOSPC → `UNAVAILABLE`.
- * (Node's recursive mkdir is not used: it reports ENOENT for an ENOSPC in a parent.)
- */
-export async function ensureDir(root: string, segments: readonly string[]): Promise<string> {
-  const dir = join(root, ...segments);
-  const st = await stat(dir).catch((err: unknown) => {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-    throw errnoOf(err) === 'ENOTDIR' ? collision(segments, err) : fsError(err, `stat ${segments.join('/')}`);
-  });
-  if (st?.isDirectory()) return dir;
-  if (st) throw collision(segments);
-  for (let depth = 1; depth <= segments.length; depth++) await mkdirOne(root, segments.slice(0, depth));
-  return dir;
-}
-
-async function mkdirOne(root: string, segments: readonly string[]): Promise<void> {
-  const dir = join(root, ...segments);
-  try {
-    await mkdir(dir);
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'EEXIST') {
-      if ((await stat(dir).catch(() => undefined))?.isDirectory()) return;
-      throw collision(segments, err);
-    }
-    if (code === 'ENOTDIR') throw collision(segments, err);
-    if (code === 'ENOENT') {
-      throw new CairnError('UNAVAILABLE', `the store's directory ${root} is missing`, { driver: DRIVER, cause: err });
-    }
-    throw fsError(err, `mkdir ${segments.join('/')}`);
-  }
-  await fsyncDir(dirname(dir));
-}
-
-function collision(segments: readonly string[], cause?: unknown): CairnError {
-  return new CairnError('CONFLICT', `a key's directory ${segments.join('/')} collides with an object`, { driver: DRIVER, cause });
-}
 
 /** Writes all of `data` at `position` of an open (buffered) file, looping over short writes. */
 export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0): Promise<void> {
@@ -68,16 +27,25 @@ export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0): 
 }
 
 /**
- * Creates a temporary file in `dir` exclusively (so never shared with another writer), opened for
- * writing with O_DIRECT when `direct` is asked and the file system allows it (`direct` in the
- * answer says which). Filesystem errors are thrown as they are; nothing is left behind.
+ * Creates a temporary file in `dir` with O_CREAT|O_EXCL (so never shared with another writer),
+ * opened for writing; with O_DIRECT when `direct` is asked and the file system allows it
+ * (`direct` in the answer says which). The file is created buffered and then opened a second
+ * time with O_DIRECT, because a file system without O_DIRECT (ramfs, some FUSE mounts, tmpfs
+ * before Linux 6.6) may create the file before refusing the flag. Filesystem errors are thrown
+ * as they are; on a failure after the file was created it is removed, and only then: a name
+ * taken by another file (EEXIST) leaves that file alone.
  */
 export async function createTempFile(dir: string, direct: boolean): Promise<{ path: string; fh: FileHandle; direct: boolean }> {
   const path = join(dir, newTempName());
+  const fh = await open(path, 'wx');
+  if (!direct) return { path, fh, direct: false };
   try {
-    const directFh = direct ? await openDirect(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL) : undefined;
-    return { path, fh: directFh ?? (await open(path, 'wx')), direct: directFh !== undefined };
+    const directFh = await openDirect(path, constants.O_WRONLY);
+    if (!directFh) return { path, fh, direct: false };
+    await fh.close().catch(() => undefined); // nothing was written through it
+    return { path, fh: directFh, direct: true };
   } catch (err) {
+    await fh.close().catch(() => undefined);
     await unlink(path).catch(() => undefined);
     throw err;
   }
@@ -91,7 +59,7 @@ const DIRECT_MIN = 1024 * 1024;
  * another writer), fsyncs and closes it, and returns its path. Large objects handed over in an
  * aligned buffer (pack files) bypass the page cache with O_DIRECT where the file system allows it;
  * the result is the same file. On any failure the temporary file is removed before the error
- * (mapped: ENOSPC → UNAVAILABLE) is thrown.
+ * (writeError: ENOSPC, or `dir` gone → UNAVAILABLE) is thrown.
  */
 export async function writeTempFile(dir: string, data: Uint8Array): Promise<string> {
   let path: string | undefined;
@@ -113,7 +81,7 @@ export async function writeTempFile(dir: string, data: Uint8Array): Promise<stri
   } catch (err) {
     await fh?.close().catch(() => undefined);
     if (path) await unlink(path).catch(() => undefined);
-    throw fsError(err, 'writing a temporary file');
+    throw writeError(err, 'writing a temporary file');
   }
 }
 

@@ -21,6 +21,17 @@ export function fsError(err: unknown, context: string): CairnError {
   return toCairnError(err, DRIVER, context);
 }
 
+/**
+ * Maps an error of a write (a put, a part write, their directories): as fsError, except that
+ * ENOENT is `UNAVAILABLE` (retryable), not `NOT_FOUND`. On the write path a missing path means a
+ * directory of the store, or the write's own temporary file, vanished (removed, or the store's
+ * file system unmounted), not that some object is absent.
+ */
+export function writeError(err: unknown, context: string): CairnError {
+  if (errnoOf(err) !== 'ENOENT') return fsError(err, context);
+  return new CairnError('UNAVAILABLE', `${context}: a directory of the store, or the temporary file, vanished (${(err as Error).message})`, { driver: DRIVER, cause: err });
+}
+
 const LOCAL_CODES: Record<string, CairnError['code']> = {
   ENOTDIR: 'CONFLICT',
   EISDIR: 'CONFLICT',

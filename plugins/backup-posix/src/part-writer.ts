@@ -8,7 +8,7 @@
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, writeDirect, type ObjectPartWriter } from '@cairn/core';
 import { createTempFile, writeAll } from './durable-fs.js';
-import { DRIVER, fsError } from './fs-errors.js';
+import { DRIVER, writeError } from './fs-errors.js';
 
 export class PosixPartWriter implements ObjectPartWriter {
   /** The parts' writes, one after another in call order. */
@@ -31,7 +31,7 @@ export class PosixPartWriter implements ObjectPartWriter {
 
   /** Creates the temporary file (exclusively) in `dir`, the key's directory, which must exist. */
   static async create(key: string, dir: string, publish: (temp: string) => Promise<void>): Promise<PosixPartWriter> {
-    const { path, fh, direct } = await createTempFile(dir, true).catch((err: unknown) => Promise.reject(fsError(err, `starting the write of ${key}`)));
+    const { path, fh, direct } = await createTempFile(dir, true).catch((err: unknown) => Promise.reject(writeError(err, `starting the write of ${key}`)));
     return new PosixPartWriter(key, path, fh, direct, publish);
   }
 
@@ -56,7 +56,7 @@ export class PosixPartWriter implements ObjectPartWriter {
       this.fh = undefined;
       await fh.close();
     } catch (err) {
-      this.failure = fsError(err, `writing ${this.key}`);
+      this.failure = writeError(err, `writing ${this.key}`);
       await this.discard();
       throw this.failure;
     }
@@ -81,7 +81,7 @@ export class PosixPartWriter implements ObjectPartWriter {
       }
       await writeAll(this.fh!, data, at);
     } catch (err) {
-      this.failure = fsError(err, `writing ${this.key}`);
+      this.failure = writeError(err, `writing ${this.key}`);
       await this.discard();
       throw this.failure;
     }

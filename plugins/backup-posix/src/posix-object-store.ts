@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import {
   CairnError,
@@ -7,6 +7,7 @@ import {
   assertObjectKey,
   assertObjectPrefix,
   directReadSpan,
+  isRetryable,
   openDirect,
   resolveRange,
   type ByteRange,
@@ -17,8 +18,9 @@ import {
   type ObjectStoreCapabilities,
   type PutOptions,
 } from '@cairn/core';
-import { ensureDir, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
-import { DRIVER, errnoOf, fsError, isAbsent } from './fs-errors.js';
+import { DirectoryChain, createDirectories } from './directory-chain.js';
+import { fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
+import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
 import { keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
@@ -39,17 +41,21 @@ export class PosixObjectStore implements ObjectStore {
   /** The absolute directory holding the objects. */
   readonly directory: string;
   private readonly createDirectory: boolean;
+  /** The directories on the way to the keys, and which of them are known durable. */
+  private readonly dirs: DirectoryChain;
 
   /** Validates options without touching the disk (`INVALID_INPUT` naming the option). */
   constructor(options: PosixObjectStoreOptions) {
     const parsed = parsePosixOptions({ ...options });
     this.directory = resolve(parsed.directory);
     this.createDirectory = parsed.createDirectory ?? true;
+    this.dirs = new DirectoryChain(this.directory);
   }
 
   /**
    * Builds a store and checks its directory: created when missing and `createDirectory` is not
-   * false, else `UNAVAILABLE` (details.option = `directory`); `INVALID_INPUT` when it is a file.
+   * false (durably: the parent of every directory created is fsynced), else `UNAVAILABLE`
+   * (details.option = `directory`); `INVALID_INPUT` when it is a file.
    */
   static async open(options: PosixObjectStoreOptions): Promise<PosixObjectStore> {
     const store = new PosixObjectStore(options);
@@ -68,22 +74,26 @@ export class PosixObjectStore implements ObjectStore {
       if (!this.createDirectory) {
         throw new CairnError('UNAVAILABLE', `option directory: ${this.directory} does not exist`, { driver: DRIVER, cause: err, details });
       }
-      await mkdir(this.directory, { recursive: true }).catch((e: unknown) => {
+      await createDirectories(this.directory).catch((e: unknown) => {
         throw fsError(e, `creating ${this.directory}`);
       });
     }
   }
 
   /**
-   * Atomic and durable when it resolves. Without `ifAbsent`: replaces by rename (idempotent).
-   * With `ifAbsent`: publishes by link(2), which fails when the key exists → `ALREADY_EXISTS`,
-   * atomically against every other process and NFS client. ENOSPC → `UNAVAILABLE`, leaving the
+   * Atomic and durable when it resolves: the object and every directory on its way from the
+   * store's directory. Without `ifAbsent`: replaces by rename (idempotent). With `ifAbsent`:
+   * publishes by link(2), which fails when the key exists → `ALREADY_EXISTS`, atomically
+   * against every other process and NFS client, and only once the existing object is durable
+   * too. ENOSPC, and a directory of the store that vanished → `UNAVAILABLE`, leaving the
    * previous object (if any) and no temporary file. `CONFLICT` when the key collides with a
    * directory of other keys.
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
-    const { dir, final } = await this.placeOf(key);
-    await this.publish(key, dir, final, await writeTempFile(dir, data), options);
+    await this.writing(async () => {
+      const { dir, final } = await this.placeOf(key);
+      await this.publish(key, dir, final, await writeTempFile(dir, data), options);
+    });
   }
 
   /**
@@ -93,15 +103,31 @@ export class PosixObjectStore implements ObjectStore {
    * leaves a temporary file, which no reader or listing sees and sweepTemp removes.
    */
   async openWrite(key: string, options: PutOptions = {}): Promise<ObjectPartWriter> {
-    const { dir, final } = await this.placeOf(key);
-    return PosixPartWriter.create(key, dir, (temp) => this.publish(key, dir, final, temp, options));
+    return this.writing(async () => {
+      const { dir, final } = await this.placeOf(key);
+      return PosixPartWriter.create(key, dir, (temp) => this.writing(() => this.publish(key, dir, final, temp, options)));
+    });
   }
 
-  /** The directory (created) and path of `key`, which is validated here. */
+  /**
+   * Runs a step of a write. When it fails in a way a retry may fix (`UNAVAILABLE`: a directory
+   * removed from under the store, a full disk, a failed fsync), the directories known durable
+   * are forgotten, so that the retry checks (and recreates) them all again.
+   */
+  private async writing<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (err) {
+      if (isRetryable(err)) this.dirs.forget();
+      throw err;
+    }
+  }
+
+  /** The directory (created, and durable with every directory above it) and path of `key`, which is validated here. */
   private async placeOf(key: string): Promise<{ dir: string; final: string }> {
     assertObjectKey(key, DRIVER);
     const segments = keyToSegments(key);
-    const dir = await ensureDir(this.directory, segments.slice(0, -1));
+    const dir = await this.dirs.ensure(segments.slice(0, -1));
     return { dir, final: join(dir, segments[segments.length - 1]!) };
   }
 
@@ -113,7 +139,7 @@ export class PosixObjectStore implements ObjectStore {
       } else if (await linkIfAbsent(temp, final)) {
         await unlink(temp).catch(() => undefined); // a leftover second link is swept later; the object is whole
       } else {
-        throw await this.linkRefusal(key, final);
+        throw await this.linkRefusal(key, dir, final);
       }
     } catch (err) {
       await unlink(temp).catch(() => undefined);
@@ -123,10 +149,10 @@ export class PosixObjectStore implements ObjectStore {
         // an age, or an outside removal): nothing was published; the put may be retried.
         throw new CairnError('UNAVAILABLE', `put ${key}: the temporary file vanished before it was published`, { driver: DRIVER, cause: err });
       }
-      throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : fsError(err, `put ${key}`);
+      throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : writeError(err, `put ${key}`);
     }
     await fsyncDir(dir).catch((err: unknown) => {
-      throw fsError(err, `fsync of the directory of ${key}`);
+      throw writeError(err, `fsync of the directory of ${key}`);
     });
   }
 
@@ -247,10 +273,17 @@ export class PosixObjectStore implements ObjectStore {
     return join(this.directory, ...keyToSegments(key));
   }
 
-  /** Why link(2) found `final` taken: a directory of other keys (`CONFLICT`) or the object itself. */
-  private async linkRefusal(key: string, final: string): Promise<CairnError> {
+  /**
+   * Why link(2) found `final` taken: a directory of other keys (`CONFLICT`) or the object itself
+   * (`ALREADY_EXISTS`, which callers take as "stored"). For the latter the directory is fsynced
+   * first: the winner's link may not be durable yet (its own fsync may still be running).
+   */
+  private async linkRefusal(key: string, dir: string, final: string): Promise<CairnError> {
     const st = await stat(final).catch(() => undefined);
     if (st?.isDirectory()) return this.collision(key);
+    await fsyncDir(dir).catch((err: unknown) => {
+      throw writeError(err, `fsync of the directory of ${key}, which holds it already`);
+    });
     return new CairnError('ALREADY_EXISTS', `object ${key} already exists`, { driver: DRIVER });
   }
 

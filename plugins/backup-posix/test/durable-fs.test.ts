@@ -2,7 +2,8 @@ import { link, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ensureDir, linkIfAbsent, writeTempFile } from '../src/durable-fs.js';
+import { DirectoryChain } from '../src/directory-chain.js';
+import { linkIfAbsent, writeTempFile } from '../src/durable-fs.js';
 import { isTempName } from '../src/key-layout.js';
 
 describe('durable-fs primitives', () => {
@@ -38,28 +39,29 @@ describe('durable-fs primitives', () => {
     expect((await readFile(temp)).equals(data)).toBe(true);
   });
 
-  it('writeTempFile into a missing directory fails with NOT_FOUND and creates nothing', async () => {
-    await expect(writeTempFile(join(dir, 'absent'), Buffer.from('x'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  it('writeTempFile into a missing directory (one that vanished) fails with UNAVAILABLE and creates nothing', async () => {
+    await expect(writeTempFile(join(dir, 'absent'), Buffer.from('x'))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it('ensureDir creates nested directories, is idempotent, and fails with CONFLICT when a component is a file', async () => {
-    const made = await ensureDir(dir, ['a', 'b', 'c']);
+  it('DirectoryChain.ensure creates nested directories, is idempotent, and fails with CONFLICT when a component is a file', async () => {
+    const made = await new DirectoryChain(dir).ensure(['a', 'b', 'c']);
     expect((await stat(made)).isDirectory()).toBe(true);
-    expect(await ensureDir(dir, ['a', 'b', 'c'])).toBe(made);
+    expect(await new DirectoryChain(dir).ensure(['a', 'b', 'c'])).toBe(made);
     await writeFile(join(dir, 'a', 'file'), 'x');
-    await expect(ensureDir(dir, ['a', 'file', 'd'])).rejects.toMatchObject({ code: 'CONFLICT' });
-    await expect(ensureDir(dir, ['a', 'file'])).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(new DirectoryChain(dir).ensure(['a', 'file', 'd'])).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(new DirectoryChain(dir).ensure(['a', 'file'])).rejects.toMatchObject({ code: 'CONFLICT' });
   });
 
-  it('ensureDir under a removed store directory fails with UNAVAILABLE instead of recreating it', async () => {
+  it('DirectoryChain.ensure under a removed store directory fails with UNAVAILABLE instead of recreating it', async () => {
     await rm(dir, { recursive: true });
-    await expect(ensureDir(dir, ['a'])).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(new DirectoryChain(dir).ensure(['a'])).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     await expect(stat(dir)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('concurrent ensureDir calls for the same new path all succeed', async () => {
-    await Promise.all(Array.from({ length: 16 }, () => ensureDir(dir, ['x', 'y', 'z'])));
+  it('concurrent DirectoryChain.ensure calls for the same new path all succeed', async () => {
+    const chain = new DirectoryChain(dir);
+    await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? chain : new DirectoryChain(dir)).ensure(['x', 'y', 'z'])));
     expect((await stat(join(dir, 'x', 'y', 'z'))).isDirectory()).toBe(true);
   });
 });
