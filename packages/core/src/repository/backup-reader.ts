@@ -113,6 +113,10 @@ export class BackupReader {
       async (chunks) => {
         for (const { id, data } of chunks) {
           for (const i of byId.get(id)!) {
+            if (data.length !== this.lengthAt(i)) {
+              failure ??= this.misfit(id, i, data.length);
+              continue;
+            }
             const start = i * cs;
             const from = Math.max(offset, start);
             const to = Math.min(offset + length, start + data.length);
@@ -176,6 +180,15 @@ export class BackupReader {
   }
 
   /** Starts one batched fetch for `indexes` (non-zero chunks of `window`), caching a promise per index. */
+  /** Plaintext bytes chunk `i` must have: the chunk size, or what is left for a short last one. */
+  private lengthAt(i: number): number {
+    return Math.min(this.chunkSize, this.size - i * this.chunkSize);
+  }
+
+  private misfit(id: string, i: number, length: number): CairnError {
+    return new CairnError('CORRUPT', `chunk ${id} has ${length} bytes where ${this.lengthAt(i)} belong`, { details: { chunk: id } });
+  }
+
   private load(indexes: number[], window: ChunkWindow): void {
     const byId = new Map<string, number[]>();
     for (const i of indexes) {
@@ -193,7 +206,12 @@ export class BackupReader {
       this.repo,
       byId.keys(),
       async (chunks) => {
-        for (const { id, data } of chunks) for (const i of byId.get(id)!) settle.get(i)!.resolve(Buffer.from(data));
+        for (const { id, data } of chunks) {
+          for (const i of byId.get(id)!) {
+            if (data.length === this.lengthAt(i)) settle.get(i)!.resolve(Buffer.from(data));
+            else settle.get(i)!.reject(this.named(this.misfit(id, i, data.length)));
+          }
+        }
       },
       { onError: (id, err) => errors.set(id, err) },
     )

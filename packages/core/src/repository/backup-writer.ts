@@ -44,8 +44,9 @@ async function chunksToRead(source: BackupSource, parent: Manifest | undefined, 
   if (parent && source.changedSince && parent.chunkSize === chunkSize) {
     try {
       const changed = chunkRangesOf(await source.device.extents({ kind: 'changed', since: source.changedSince }), chunkSize, count);
-      // New chunks when the volume grew, and the parent's last chunk, which may have been partial.
-      const grown: ChunkRange[] = count > parent.chunks.length ? [[Math.max(0, parent.chunks.length - 1), count]] : [];
+      // When the volume grew: the new chunks, and the parent's last chunk if it was partial (it
+      // holds fewer bytes than its place now does, even when the chunk count did not change).
+      const grown: ChunkRange[] = source.device.size > parent.size ? [[Math.floor(parent.size / chunkSize), count]] : [];
       return { ranges: mergeRanges([...changed, ...grown]), usedChanges: true };
     } catch (err) {
       if (!(isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED'))) throw err;

@@ -4,6 +4,7 @@ import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { FreeList } from '../util/free-list.js';
 import { DIRECT_IO_ALIGN, alignPad } from '../util/direct-io.js';
 import { Keys } from './format.js';
+import { ChunkCodec } from './codec.js';
 import type { Repository } from './repository.js';
 
 /** A contiguous byte range of one pack, covering one or more blobs. */
@@ -77,14 +78,20 @@ export async function fetchChunks(
   options: FetchOptions & { onError?: (id: string, err: CairnError) => void } = {},
 ): Promise<void> {
   const locations: Location[] = [];
+  // An index entry no chunk of this repository can have (damaged, or crafted) is never planned:
+  // its lengths would size the shared buffers.
+  const maxRaw = repo.config.chunkSize;
+  const maxStored = ChunkCodec.maxEncodedLength(maxRaw);
   for (const id of new Set(ids)) {
     const l = repo.index.get(id);
-    if (l) locations.push(l);
-    else {
-      const err = new CairnError('NOT_FOUND', `chunk ${id} is in no pack`, { details: { chunk: id } });
-      if (options.onError) options.onError(id, err);
-      else throw err;
-    }
+    const err = !l
+      ? new CairnError('NOT_FOUND', `chunk ${id} is in no pack`, { details: { chunk: id } })
+      : l.rawLength > maxRaw || l.length > maxStored
+        ? new CairnError('CORRUPT', `the index entry of chunk ${id} is damaged: ${l.length} bytes stored for ${l.rawLength}, in a repository of ${maxRaw}-byte chunks`, { details: { chunk: id, pack: l.pack } })
+        : undefined;
+    if (!err) locations.push(l!);
+    else if (options.onError) options.onError(id, err);
+    else throw err;
   }
   const maxRange = options.maxRange ?? 2 * 1024 * 1024;
   const ranges = planRanges(locations, maxRange, options.maxGap ?? 256 * 1024);
@@ -123,7 +130,8 @@ export async function fetchChunks(
         const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')
           ? new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${r.pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err })
           : err;
-        if (!options.onError || !isCairnError(e)) throw e;
+        // Only damage is reported per chunk; a store that fails (UNAVAILABLE…) fails the walk.
+        if (!options.onError || !(isCairnError(e) && (e.code === 'NOT_FOUND' || e.code === 'CORRUPT'))) throw e;
         for (const b of r.blobs) options.onError(b.id, e);
         return;
       }

@@ -128,6 +128,9 @@ export class ChunkIndex {
       }
     } catch (err) {
       if (isCairnError(err) && err.code === 'NOT_FOUND') return; // deleted while listing
+      // A failure to read it (the store unavailable) fails the refresh and is tried again by the
+      // next one; only content that does not decode or parse is damage, remembered as such.
+      if (isCairnError(err) && err.code !== 'CORRUPT') throw err;
       this.damaged.add(indexId);
     }
   }

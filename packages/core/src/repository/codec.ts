@@ -251,12 +251,15 @@ export class ChunkCodec {
           n = this.dctx.decompress(out, payload);
           break;
         case BlobType.lz4: {
+          // lz4-napi's frames begin with the plaintext's length (u32 LE), which it allocates:
+          // checked first, so a damaged blob cannot make it allocate gigabytes.
+          if (payload.length < 4 || payload.readUInt32LE(0) !== out.length) throw new Error(`lz4 frame announces ${payload.length < 4 ? 'nothing' : payload.readUInt32LE(0)} bytes, not ${out.length}`);
           const d = lz4Binding().uncompressSync(payload);
           n = d.length === out.length ? d.copy(out) : -1;
           break;
         }
         case BlobType.gzip: {
-          const d = gunzipSync(payload);
+          const d = gunzipSync(payload, { maxOutputLength: out.length }); // a larger output throws
           n = d.length === out.length ? d.copy(out) : -1;
           break;
         }

@@ -5,6 +5,7 @@ import { newId, nowIso } from '../util/clock.js';
 import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './codec.js';
 import { CATALOG_BY_VOLUME_VERSION, writeVolumeEntries } from './repository-catalog.js';
 import { ChunkIndex } from './chunk-index.js';
+import { chunkSizeProblem, compressionProblem, configProblem, kdfProblem, packSizeProblem } from './config-check.js';
 import { ChunkProcessor } from './chunk-processor.js';
 import type { CodecSettings } from './chunk-tasks.js';
 import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
@@ -12,9 +13,11 @@ import { DEFAULT_KDF, createKeys, openKeys, type RepositoryKeys } from './keys.j
 import { RepositoryLocks } from './repository-locks.js';
 import { ChunkList } from './chunk-list.js';
 import { ChunkMap, readPage } from './chunk-map.js';
+
+/** Largest chunk list page a manifest may declare (writers use 4,096; a page is allocated whole). */
+const MAX_PAGE_CHUNKS = 1 << 20;
 import { HEX_ID } from './chunk-id.js';
 
-const COMPRESSIONS: CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
 
 export interface InitOptions {
   /** Chunk size in bytes, a power of two from 64 KiB to 16 MiB. Default 128 KiB (docs/repository-format.md says why). */
@@ -81,15 +84,10 @@ export class Repository {
   /** Writes a new repository's `config`. `ALREADY_EXISTS` when one is there; `INVALID_INPUT` for bad options. */
   static async init(store: ObjectStore, options: InitOptions = {}): Promise<RepositoryConfig> {
     const chunkSize = options.chunkSize ?? 128 * 1024;
-    if (!Number.isSafeInteger(chunkSize) || chunkSize < 65536 || chunkSize > 16 * 1024 * 1024 || (chunkSize & (chunkSize - 1)) !== 0) {
-      throw new CairnError('INVALID_INPUT', `chunkSize must be a power of two from 64 KiB to 16 MiB, got ${String(chunkSize)}`);
-    }
     const compression = options.compression ?? 'zstd';
-    if (!COMPRESSIONS.includes(compression)) throw new CairnError('INVALID_INPUT', `compression must be one of ${COMPRESSIONS.join(', ')}`);
     const packSize = options.packSize ?? 16 * 1024 * 1024;
-    if (!Number.isSafeInteger(packSize) || packSize < 1024 * 1024 || packSize > 256 * 1024 * 1024) {
-      throw new CairnError('INVALID_INPUT', 'packSize must be from 1 MiB to 256 MiB');
-    }
+    const problem = chunkSizeProblem(chunkSize) ?? compressionProblem(compression) ?? packSizeProblem(packSize) ?? (options.kdf ? kdfProblem(options.kdf) : undefined);
+    if (problem) throw new CairnError('INVALID_INPUT', problem);
     const encryption = options.passphrase !== undefined ? (await createKeys(options.passphrase, options.kdf ?? DEFAULT_KDF)).params : null;
     const config: RepositoryConfig = { format: FORMAT_NAME, version: FORMAT_VERSION, id: newId(), createdAt: nowIso(), chunkSize, compression, packSize, encryption };
     try {
@@ -103,7 +101,10 @@ export class Repository {
 
   /**
    * Opens a repository. `NOT_FOUND` when there is none, `NOT_SUPPORTED` for a newer format,
-   * `CORRUPT` for an unreadable config, `INVALID_INPUT` for a missing or wrong passphrase.
+   * `CORRUPT` for an unreadable config or one with parameters no repository can have,
+   * `INVALID_INPUT` for a missing or wrong passphrase, or a passphrase for a repository whose
+   * config says it is not encrypted (refused: a config rewritten without encryption would
+   * otherwise make this process write in clear what its user means to encrypt).
    */
   static async open(store: ObjectStore, options: OpenOptions = {}): Promise<Repository> {
     let raw: Buffer;
@@ -121,7 +122,12 @@ export class Repository {
     }
     if (config?.format !== FORMAT_NAME) throw new CairnError('CORRUPT', 'repository config does not describe a Cairn repository');
     if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
-    if (!config.encryption) return new Repository(store, config, undefined, options);
+    const problem = configProblem(config);
+    if (problem) throw new CairnError('CORRUPT', `repository config is damaged: ${problem}`);
+    if (!config.encryption) {
+      if (options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is not encrypted, but a passphrase was given: refusing to write in clear what is meant to be encrypted (open it without a passphrase if it was made so)');
+      return new Repository(store, config, undefined, options);
+    }
     if (!options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
     const deriving = openKeys(options.passphrase, config.encryption);
     const processor = options.startWorkers ? new ChunkProcessor(deriving.then((k) => codecSettings(config, k)), options.workers) : undefined;
@@ -235,7 +241,7 @@ export function parseManifest(json: Buffer, loadPage: (id: string) => Promise<Ch
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new Error('manifest has no chunk list');
   if ('chunkPages' in doc) {
     const { pageChunks, chunkPages, ...rest } = doc;
-    if (!Number.isSafeInteger(pageChunks) || (pageChunks as number) < 1) throw new Error('manifest has a malformed page size');
+    if (!Number.isSafeInteger(pageChunks) || (pageChunks as number) < 1 || (pageChunks as number) > MAX_PAGE_CHUNKS) throw new Error('manifest has a malformed page size');
     if (!Array.isArray(chunkPages) || !chunkPages.every((p) => p === null || (typeof p === 'string' && HEX_ID.test(p)))) throw new Error('manifest has a malformed list of chunk list pages');
     if (!Number.isSafeInteger(rest.size) || rest.size < 0 || !Number.isSafeInteger(rest.chunkSize) || rest.chunkSize < 1) throw new Error('manifest has a malformed size');
     const count = Math.ceil(rest.size / rest.chunkSize);

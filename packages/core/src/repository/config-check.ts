@@ -1,0 +1,49 @@
+import type { CompressionAlgorithm } from '../contracts/backup-service.js';
+import type { EncryptionParams, RepositoryConfig } from './format.js';
+
+/** Compressions a repository may name. */
+export const COMPRESSIONS: readonly CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
+
+const MiB = 1024 * 1024;
+const isPowerOfTwo = (n: number): boolean => (n & (n - 1)) === 0;
+
+/** Why `n` cannot be a repository's chunk size (a power of two from 64 KiB to 16 MiB), or undefined. */
+export function chunkSizeProblem(n: unknown): string | undefined {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 64 * 1024 && n <= 16 * MiB && isPowerOfTwo(n) ? undefined : `chunkSize must be a power of two from 64 KiB to 16 MiB, got ${String(n)}`;
+}
+
+/** Why `n` cannot be a repository's pack size (1 MiB to 256 MiB), or undefined. */
+export function packSizeProblem(n: unknown): string | undefined {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= MiB && n <= 256 * MiB ? undefined : `packSize must be from 1 MiB to 256 MiB, got ${String(n)}`;
+}
+
+/** Why `c` is not a compression a repository may name, or undefined. */
+export function compressionProblem(c: unknown): string | undefined {
+  return COMPRESSIONS.includes(c as CompressionAlgorithm) ? undefined : `compression must be one of ${COMPRESSIONS.join(', ')}, got ${String(c)}`;
+}
+
+/**
+ * Why scrypt parameters are unusable, or undefined: N a power of two from 2 to 2^24, r from 1 to
+ * 32, p from 1 to 16, at most 1 GiB of memory (128·N·r bytes). A config names them, so they are
+ * bounded before any key derivation sizes memory from them.
+ */
+export function kdfProblem(k: Partial<Pick<EncryptionParams, 'N' | 'r' | 'p'>>): string | undefined {
+  const { N, r, p } = k;
+  const int = (v: unknown, lo: number, hi: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= lo && v <= hi;
+  if (!int(N, 2, 1 << 24) || !isPowerOfTwo(N)) return `scrypt N must be a power of two from 2 to 2^24, got ${String(N)}`;
+  if (!int(r, 1, 32) || !int(p, 1, 16)) return `scrypt r must be from 1 to 32 and p from 1 to 16, got r=${String(r)} p=${String(p)}`;
+  if (128 * N * r > 1024 * MiB) return `scrypt N=${N}, r=${r} needs more than 1 GiB`;
+  return undefined;
+}
+
+/** Why a stored `config` cannot be trusted, or undefined (its format and version are checked apart). */
+export function configProblem(c: RepositoryConfig): string | undefined {
+  const enc = c.encryption;
+  const encryption =
+    enc === null
+      ? undefined
+      : typeof enc !== 'object' || enc.kdf !== 'scrypt' || typeof enc.salt !== 'string' || typeof enc.sealedKey !== 'string'
+        ? 'encryption parameters are malformed'
+        : kdfProblem(enc);
+  return chunkSizeProblem(c.chunkSize) ?? packSizeProblem(c.packSize) ?? compressionProblem(c.compression) ?? (typeof c.id === 'string' ? undefined : 'no repository id') ?? encryption;
+}

@@ -1,0 +1,174 @@
+/**
+ * What a damaged, crafted or briefly unreachable repository must never do: restore or verify
+ * wrong bytes, crash with a non-Cairn error, size memory from an untrusted field, remember a
+ * passing outage as damage, or be switched to writing in clear.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  BackupManager,
+  CairnError,
+  ChunkedBackupService,
+  MemoryObjectStore,
+  MemoryVolumeDriver,
+  RepositoryCatalog,
+  type ByteRange,
+  type ObjectStore,
+} from '../src/index.js';
+import { BackupReader } from '../src/repository/backup-reader.js';
+import { ChunkCodec, decodeDocument, encodeDocument } from '../src/repository/codec.js';
+import { MiB, contents, filledVolume } from './helpers.js';
+
+const FAST_KDF = { N: 1024, r: 8, p: 1 };
+
+async function rig(store: ObjectStore = new MemoryObjectStore('mem'), init: Record<string, unknown> = {}, passphrase?: string) {
+  const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: FAST_KDF, ...init } });
+  const volumes = new MemoryVolumeDriver();
+  const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+  return { store, service, volumes, manager };
+}
+
+async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of store.list(prefix)) out.push(o.key);
+  return out;
+}
+
+/** A store whose gets of keys starting with `prefix` fail with UNAVAILABLE while `failures` > 0. */
+class BlinkingStore extends MemoryObjectStore {
+  failures = 0;
+  prefix = '';
+  override async get(key: string, range?: ByteRange): Promise<Buffer> {
+    if (this.failures > 0 && key.startsWith(this.prefix)) {
+      this.failures--;
+      throw new CairnError('UNAVAILABLE', 'connection reset');
+    }
+    return super.get(key, range);
+  }
+}
+
+describe('a volume that grew within its last chunk', () => {
+  it('its incremental re-reads the short last chunk: restore and reads are exact, verify is clean', async () => {
+    const { service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 384 * 1024, 61); // 1½ chunks
+    await manager.backup({ volumeId: v.id });
+    await volumes.extendVolume(v.id, 512 * 1024); // still 2 chunks
+    const inc = await manager.backup({ volumeId: v.id, incremental: true });
+    const want = await contents(volumes, v.id);
+    expect((await manager.verify(inc.id)).problems).toEqual([]);
+    const r = await manager.restore({ backupId: inc.id, newVolume: {} });
+    expect((await contents(volumes, r.volume.id)).equals(want)).toBe(true);
+    const reader = await BackupReader.open(service.repository, inc.id);
+    expect((await reader.readRange(0, 512 * 1024, Buffer.alloc(512 * 1024, 0xaa))).equals(want)).toBe(true);
+    await service.close();
+  });
+
+  it('a chunk that does not fill its place is CORRUPT for verify, restore and reads', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 384 * 1024, 62);
+    const a = await manager.backup({ volumeId: v.id });
+    // As the writer before this fix left it: the same chunk list, in a manifest of 512 KiB.
+    const repo = service.repository;
+    const key = `manifests/${a.id}`;
+    const doc = decodeDocument<Record<string, unknown>>(repo.codec, await store.get(key), `manifest:${a.id}`);
+    await store.put(key, encodeDocument(repo.codec, { ...doc, size: 512 * 1024 }, `manifest:${a.id}`));
+    expect((await manager.verify(a.id)).problems).toEqual([expect.objectContaining({ backupId: a.id, code: 'CORRUPT', message: expect.stringContaining('where 262144 belong') })]);
+    await expect(repo.readManifest(a.id).then((m) => BackupReader.open(repo, a.id).then((r) => r.readRange(0, m.size)))).rejects.toMatchObject({ code: 'CORRUPT' });
+    const target = await volumes.createVolume({ size: 512 * 1024 });
+    const t = await volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+    await expect(service.restore(a, t.device)).rejects.toMatchObject({ code: 'CORRUPT' });
+    await volumes.detach(t.id);
+    await service.close();
+  });
+});
+
+describe('a store that fails for a moment', () => {
+  it('an index object it could not read is tried again, not remembered as damaged', async () => {
+    const store = new BlinkingStore('mem');
+    const { volumes, manager, service } = await rig(store);
+    const v = await filledVolume(volumes, 2 * MiB, 63);
+    const b = await manager.backup({ volumeId: v.id });
+    const { service: later, manager: m2 } = await rig(store); // a process that starts during the outage
+    m2; // same volumes are not needed: verify reads the repository only
+    store.prefix = 'index/';
+    store.failures = 1;
+    await expect(later.verify()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect((await later.verify()).problems).toEqual([]);
+    expect(later.repository.index.damaged.size).toBe(0);
+    expect((await later.gc({ graceMs: 0 })).backups).toBe(1);
+    await Promise.all([service.close(), later.close()]);
+    void b;
+  });
+
+  it("verify fails with the store's error instead of calling readable chunks CORRUPT", async () => {
+    const store = new BlinkingStore('mem');
+    const { volumes, manager, service } = await rig(store);
+    const v = await filledVolume(volumes, 2 * MiB, 64);
+    await manager.backup({ volumeId: v.id });
+    store.prefix = 'packs/';
+    store.failures = 1;
+    await expect(service.verify()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect((await service.verify()).problems).toEqual([]);
+    await service.close();
+  });
+});
+
+describe('untrusted fields', () => {
+  it('an index entry longer than any chunk is CORRUPT for that backup, never a buffer sized from it', async () => {
+    const { store, volumes, manager, service } = await rig();
+    const v = await filledVolume(volumes, 2 * MiB, 65);
+    const b = await manager.backup({ volumeId: v.id });
+    const repo = service.repository;
+    const [indexKey] = await keys(store, 'index/');
+    const indexId = indexKey!.slice('index/'.length);
+    const doc = decodeDocument<{ version: number; packs: [string, [string, number, number, number][]][] }>(repo.codec, await store.get(indexKey!), `index:${indexId}`);
+    doc.packs[0]![1][0]![3] = 0xffffffff; // rawLength
+    await store.put(indexKey!, encodeDocument(repo.codec, doc, `index:${indexId}`));
+    const { service: fresh, manager: m2 } = await rig(store);
+    const report = await fresh.verify();
+    expect(report.problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT', message: expect.stringContaining('index entry') })]);
+    await expect(m2.restore({ backupId: b.id, newVolume: {} })).rejects.toMatchObject({ code: 'CORRUPT' });
+    await Promise.all([service.close(), fresh.close()]);
+  });
+
+  it('lz4 and gzip blobs that announce or inflate to more than their chunk are CORRUPT', async () => {
+    const codec = new ChunkCodec(undefined, undefined);
+    const data = Buffer.alloc(128 * 1024, 'abc');
+    for (const algorithm of ['lz4', 'gzip'] as const) {
+      const id = codec.chunkId(data);
+      const blob = Buffer.from(codec.encode(data, algorithm, id));
+      if (algorithm === 'lz4') blob.writeUInt32LE(0xfffffff0, 1); // the frame's length prefix, after the type byte
+      const out = Buffer.alloc(algorithm === 'lz4' ? data.length : data.length / 2); // gzip: inflates past the room
+      expect(() => codec.decodeInto(blob, id, out)).toThrow(expect.objectContaining({ code: 'CORRUPT' }));
+    }
+  });
+
+  it('a config with impossible parameters is CORRUPT at open; a manifest with a huge page size is CORRUPT', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, MiB, 66);
+    const b = await manager.backup({ volumeId: v.id });
+    const repo = service.repository;
+    const key = `manifests/${b.id}`;
+    const doc = decodeDocument<Record<string, unknown>>(repo.codec, await store.get(key), `manifest:${b.id}`);
+    await store.put(key, encodeDocument(repo.codec, { ...doc, pageChunks: 2 ** 30, chunkPages: [null] }, `manifest:${b.id}`));
+    await expect(repo.readManifest(b.id)).rejects.toMatchObject({ code: 'CORRUPT' });
+    await service.close();
+    const config = JSON.parse((await store.get('config')).toString());
+    for (const bad of [{ chunkSize: 3 }, { packSize: 0 }, { compression: 'bzip9' }]) {
+      await store.put('config', Buffer.from(JSON.stringify({ ...config, ...bad })));
+      await expect(ChunkedBackupService.open(store, { workers: 0 })).rejects.toMatchObject({ code: 'CORRUPT' });
+    }
+  });
+
+  it('an encrypted repository whose config is rewritten without encryption refuses a passphrase', async () => {
+    const store = new MemoryObjectStore('mem');
+    const { service } = await rig(store, {}, 'secret');
+    await service.close();
+    const config = JSON.parse((await store.get('config')).toString());
+    for (const encryption of [{ ...config.encryption, N: 1000 }, { ...config.encryption, N: 2 ** 30 }]) {
+      await store.put('config', Buffer.from(JSON.stringify({ ...config, encryption })));
+      await expect(ChunkedBackupService.open(store, { workers: 0, passphrase: 'secret' })).rejects.toMatchObject({ code: 'CORRUPT' });
+    }
+    await store.put('config', Buffer.from(JSON.stringify({ ...config, encryption: null })));
+    await expect(ChunkedBackupService.open(store, { workers: 0, passphrase: 'secret' })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('not encrypted') });
+  });
+});
