@@ -1,4 +1,6 @@
+import type { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CairnError } from '../src/errors.js';
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkProcessor } from '../src/repository/chunk-processor.js';
 import { outputBytesPerChunk } from '../src/repository/chunk-tasks.js';
@@ -106,5 +108,109 @@ describe('ChunkProcessor started before its settings are known (keys still being
     } finally {
       await p.close();
     }
+  });
+});
+
+describe('ChunkProcessor when a worker dies', () => {
+  // The pool's Worker objects, reached as the review's repros do (no test hook).
+  const workersOf = (p: ChunkProcessor): Worker[] => (p as unknown as { workers: Worker[] }).workers;
+  /** Rejects with 'hung' if `p` has not settled within `ms`: a task that never settles fails the test. */
+  const within = <T>(p: Promise<T>, ms = 5000): Promise<T> =>
+    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
+  /** Once `w` is handed its next task, `kill` it (the task posted first, so it dies running it). */
+  const onNextTask = (w: Worker, kill: (w: Worker, post: (m: unknown) => void) => void): void => {
+    const post = w.postMessage.bind(w);
+    w.postMessage = (m: { kind?: string }) => {
+      if (m.kind !== 'process' && m.kind !== 'decode') return post(m);
+      w.postMessage = post;
+      kill(w, post);
+      post(m);
+    };
+  };
+
+  const n = 32; // 2 MiB of noise a task: far longer to encode than terminate() takes
+  const input = ChunkProcessor.buffer(n * chunkSize);
+  for (let i = 0; i < input.length; i++) input[i] = (i * 2654435761 + 7) >>> 24;
+  const expectedIds = (async () => (await new ChunkProcessor(settings, 0).process(Buffer.from(input), Buffer.alloc(n * ChunkCodec.maxEncodedLength(chunkSize)), Array(n).fill(null))).map((c) => c.id))();
+  const job = (p: ChunkProcessor) => p.process(input, ChunkProcessor.buffer(n * outputBytesPerChunk(chunkSize)), Array(n).fill(null));
+  /** The chunks are right: the ids inline gives, and each blob opens to its input. */
+  const check = async (chunks: Awaited<ReturnType<typeof job>>): Promise<void> => {
+    expect(chunks.map((c) => c.id)).toEqual(await expectedIds);
+    const codec = new ChunkCodec(settings.idKey, settings.dataKey);
+    const plain = Buffer.alloc(chunkSize);
+    chunks.forEach((c, i) => {
+      codec.decodeInto(c.encoded!, c.id!, plain);
+      expect(plain.equals(input.subarray(i * chunkSize, (i + 1) * chunkSize))).toBe(true);
+    });
+  };
+  const settled = <T>(p: Promise<T>) => within(p.then((value) => ({ value }), (error: unknown) => ({ error })));
+
+  for (const [how, kill, message] of [
+    ['exits without an error (terminate())', (w: Worker) => void w.terminate(), /chunk worker exited with code \d+/],
+    // A configure message without settings makes the worker throw outside any task: a real uncaught error.
+    ['throws (an uncaught error)', (_: Worker, post: (m: unknown) => void) => post({ kind: 'configure', settings: null }), /chunk worker failed: .*(null|undefined)/],
+  ] as const) {
+    it(`a worker that ${how} mid-task fails only its task (INTERNAL), the task on the other worker completes right, and later jobs work`, async () => {
+      const pool = new ChunkProcessor(settings, 2);
+      try {
+        await within(Promise.all([job(pool), job(pool)])); // both workers up and busy once
+        const [w0] = workersOf(pool);
+        onNextTask(w0!, kill);
+        const [a, b] = await Promise.all([settled(job(pool)), settled(job(pool))]);
+        const outcomes = [a, b].map((x) => ('error' in x ? 'failed' : 'ok')).sort();
+        expect(outcomes).toEqual(['failed', 'ok']);
+        const failed = ('error' in a ? a.error : (b as { error: unknown }).error) as CairnError;
+        expect(failed).toBeInstanceOf(CairnError);
+        expect(failed.code).toBe('INTERNAL');
+        expect(failed.message).toMatch(message);
+        // The healthy worker's task was not given up on: its output is complete and right.
+        await check(('value' in a ? a.value : (b as { value: Awaited<ReturnType<typeof job>> }).value));
+        // The dead worker was replaced; jobs after it, two at a time, all work.
+        for (let round = 0; round < 2; round++) for (const r of await within(Promise.all([job(pool), job(pool)]))) await check(r);
+        expect(workersOf(pool)).toHaveLength(2);
+        expect(workersOf(pool)).not.toContain(w0);
+      } finally {
+        await pool.close();
+      }
+    });
+  }
+
+  it('a worker that exits while idle is replaced, and does not hang the next job', async () => {
+    const pool = new ChunkProcessor(settings, 1);
+    try {
+      await check(await within(job(pool)));
+      await workersOf(pool)[0]!.terminate();
+      await check(await within(job(pool)));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('workers that keep dying before finishing a task are not respawned forever: tasks fail INTERNAL', async () => {
+    const pool = new ChunkProcessor(settings, 1);
+    try {
+      // Each worker dies at start, before any task; the pool replaces it a bounded number of times.
+      for (let i = 0; i < 10 && workersOf(pool).length > 0; i++) await workersOf(pool)[0]!.terminate();
+      expect(workersOf(pool)).toHaveLength(0);
+      await expect(within(job(pool))).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/gave up/) });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(workersOf(pool)).toHaveLength(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('close() rejects every pending task: running, queued, and waiting for settings', async () => {
+    const pool = new ChunkProcessor(settings, 1);
+    const late = new ChunkProcessor(new Promise<typeof settings>(() => {}), 1);
+    const tasks = [job(pool), job(pool), job(late)].map(settled);
+    await new Promise((r) => setTimeout(r, 10));
+    await within(Promise.all([pool.close(), late.close()]));
+    for (const t of await Promise.all(tasks)) {
+      expect('error' in t).toBe(true);
+      const e = (t as { error: CairnError }).error;
+      expect([e.code, e.message]).toEqual(['INTERNAL', expect.stringMatching(/closed/)]);
+    }
+    await expect(within(job(pool))).rejects.toMatchObject({ code: 'INTERNAL' });
   });
 });

@@ -31,21 +31,60 @@ function workerUrl(): URL {
   throw new CairnError('INTERNAL', `chunk worker script not found at ${url.href} (build with tsc -b first)`);
 }
 
+/** One worker thread and the task it runs (0: none). A worker runs one task at a time. */
+interface Slot {
+  readonly worker: Worker;
+  task: number;
+  /** Replied to a task at least once (it started fine). */
+  served: boolean;
+  /** Why it died, from its 'error' event; its 'exit' follows. */
+  cause: unknown;
+}
+
+/**
+ * Consecutive workers that died before finishing any task (a module that fails to load, a crash
+ * at start) after which the pool stops replacing them and fails every task: no respawn loop.
+ */
+const MAX_START_FAILURES = 3;
+
 /**
  * Runs chunk hashing, compression, sealing and opening on a pool of worker threads (or inline when
  * `workers` is 0), on shared memory the caller owns: messages carry only offsets, ids and
  * outcomes. Memory: the callers' buffers; the queue is bounded by the callers.
+ *
+ * A worker that dies (an uncaught error, process.exit(), terminate(), an OOM kill of the thread;
+ * any exit outside close()) fails only the task it was running, with an INTERNAL CairnError naming
+ * the error or the exit code. That task is failed on the worker's 'exit', never on its 'error':
+ * 'exit' comes once the thread is gone, so it can no longer write into the task's memory when the
+ * caller takes it back (an 'error' also terminates the worker, to be sure it ends). Tasks on the
+ * other workers run on and settle normally, and the dead worker is replaced at once, so later jobs
+ * work. A worker that dies before finishing any task counts as a failure to start; after
+ * MAX_START_FAILURES in a row (none in between finishing its first task) the pool gives up: no more
+ * replacements, queued and later tasks fail with INTERNAL (close the processor). close()
+ * terminates every worker and rejects every pending task (queued ones at once, running ones when
+ * their worker is gone), so nothing hangs. None of this adds a message per task: the pool only
+ * notes which task each worker holds.
  */
 export class ChunkProcessor {
+  /** The live workers (a dead one leaves at its 'exit'). */
   private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
+  private readonly idle: Slot[] = [];
   private readonly queue: TaskRequest[] = [];
   private readonly pending = new Map<number, { resolve: (r: TaskReply) => void; reject: (e: unknown) => void }>();
   private inline: TaskRunner | undefined;
   /** Settings still being worked out (keys being derived): tasks wait for them. */
   private settingsPending: Promise<void> | undefined;
+  /** The settings once known: a replacement worker starts with them. */
+  private settings: CodecSettings | undefined;
   private seq = 0;
+  /** Fails every task from now on: the settings failed, or workers kept dying at start. */
   private failure: unknown;
+  private startFailures = 0;
+  private closed: Promise<void> | undefined;
+  /** Resolves on close(): tasks waiting for the settings stop waiting. */
+  private readonly closing: Promise<void>;
+  private markClosing!: () => void;
+  private url: URL | undefined;
 
   /**
    * `workers`: threads to use. Default: the machine's available parallelism. 0 runs inline.
@@ -54,7 +93,9 @@ export class ChunkProcessor {
    * for them. If it rejects, every task fails with its error (close the processor).
    */
   constructor(settings: CodecSettings | Promise<CodecSettings>, private readonly workerCount = availableParallelism()) {
+    this.closing = new Promise((resolve) => (this.markClosing = resolve));
     const known = settings instanceof Promise ? undefined : settings;
+    this.settings = known;
     if (settings instanceof Promise) {
       this.settingsPending = settings.then(
         (s) => {
@@ -71,19 +112,25 @@ export class ChunkProcessor {
       if (known) this.inline = new TaskRunner(known);
       return;
     }
-    const url = workerUrl();
-    for (let i = 0; i < workerCount; i++) {
-      const w = new Worker(url, { workerData: known });
-      w.on('message', (reply: TaskReply) => this.onReply(w, reply));
-      w.on('error', (err) => this.fail(err));
-      w.unref();
-      this.workers.push(w);
-      this.idle.push(w);
-    }
+    this.url = workerUrl();
+    for (let i = 0; i < workerCount; i++) this.spawn();
+  }
+
+  /** Starts a worker, idle; ref'd only while tasks are pending. */
+  private spawn(): void {
+    const w = new Worker(this.url!, { workerData: this.settings });
+    const slot: Slot = { worker: w, task: 0, served: false, cause: undefined };
+    w.on('message', (reply: TaskReply) => this.onReply(slot, reply));
+    w.on('error', (err) => this.onError(slot, err));
+    w.on('exit', (code) => this.onExit(slot, code));
+    if (this.pending.size === 0) w.unref();
+    this.workers.push(w);
+    this.idle.push(slot);
   }
 
   /** Hands settings that came late to the workers (or the inline runner), ahead of any task. */
   private configure(settings: CodecSettings): void {
+    this.settings = settings;
     if (this.workerCount <= 0) {
       this.inline = new TaskRunner(settings);
       return;
@@ -93,7 +140,7 @@ export class ChunkProcessor {
   }
 
   get size(): number {
-    return this.workers.length || 1;
+    return this.closed ? 1 : Math.max(1, this.workerCount);
   }
 
   /**
@@ -136,9 +183,18 @@ export class ChunkProcessor {
     );
   }
 
-  async close(): Promise<void> {
-    const ws = this.workers.splice(0);
-    await Promise.all(ws.map((w) => w.terminate()));
+  /**
+   * Terminates the workers. Every pending task is rejected (INTERNAL): a queued one at once, a
+   * running one once its worker is gone, before this resolves. Later tasks fail too.
+   */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.markClosing();
+      const err = new CairnError('INTERNAL', 'chunk processor closed');
+      for (const req of this.queue.splice(0)) this.settle(req.seq, err);
+      await Promise.all(this.workers.map((w) => w.terminate()));
+    })();
+    return this.closed;
   }
 
   /** The region of `b`, which workers can only reach in shared memory. */
@@ -154,10 +210,11 @@ export class ChunkProcessor {
   }
 
   private dispatch(partial: Distribute<TaskRequest>): Promise<TaskReply> {
-    if (this.settingsPending) return this.settingsPending.then(() => this.dispatch(partial));
+    if (this.settingsPending && !this.closed) return Promise.race([this.settingsPending, this.closing]).then(() => this.dispatch(partial));
     if (this.failure) return Promise.reject(this.failure);
     const req = { ...partial, seq: ++this.seq } as TaskRequest;
-    if (this.workerCount <= 0) return Promise.resolve(this.inline!.run(req));
+    if (this.inline) return Promise.resolve(this.inline.run(req));
+    if (this.closed) return Promise.reject(new CairnError('INTERNAL', 'chunk processor closed'));
     return new Promise((resolve, reject) => {
       // Workers are unref'd while idle (an idle pool never keeps the process alive) and ref'd
       // while work is pending (a pending task must, or the process exits mid-backup).
@@ -170,13 +227,21 @@ export class ChunkProcessor {
 
   private pump(): void {
     while (this.idle.length > 0 && this.queue.length > 0) {
-      const w = this.idle.pop()!;
-      w.postMessage(this.queue.shift()!);
+      const slot = this.idle.pop()!;
+      const req = this.queue.shift()!;
+      slot.task = req.seq;
+      slot.worker.postMessage(req);
     }
   }
 
-  private onReply(w: Worker, reply: TaskReply): void {
-    this.idle.push(w);
+  private onReply(slot: Slot, reply: TaskReply): void {
+    slot.task = 0;
+    if (!slot.served) {
+      slot.served = true;
+      this.startFailures = 0;
+    }
+    // A reply drained from a worker already failing: it takes no more tasks.
+    if (slot.cause === undefined) this.idle.push(slot);
     const p = this.pending.get(reply.seq);
     this.pending.delete(reply.seq);
     if (this.pending.size === 0) for (const x of this.workers) x.unref();
@@ -184,9 +249,54 @@ export class ChunkProcessor {
     this.pump();
   }
 
-  private fail(err: unknown): void {
-    this.failure = new CairnError('INTERNAL', `chunk worker failed: ${(err as Error).message}`, { cause: err });
-    for (const p of this.pending.values()) p.reject(this.failure);
-    this.pending.clear();
+  /** Rejects one pending task. */
+  private settle(seq: number, err: unknown): void {
+    const p = this.pending.get(seq);
+    if (!p) return;
+    this.pending.delete(seq);
+    if (this.pending.size === 0) for (const x of this.workers) x.unref();
+    p.reject(err);
+  }
+
+  /**
+   * An uncaught error in a worker: it is ending (terminate() makes sure). Its task fails at its
+   * 'exit', once it can no longer write into the task's memory.
+   */
+  private onError(slot: Slot, err: unknown): void {
+    slot.cause ??= err ?? new Error('unknown error');
+    const at = this.idle.indexOf(slot);
+    if (at >= 0) this.idle.splice(at, 1);
+    void slot.worker.terminate();
+  }
+
+  /** A worker is gone (the thread has ended): fail its task only, and replace it. */
+  private onExit(slot: Slot, code: number): void {
+    const at = this.workers.indexOf(slot.worker);
+    if (at >= 0) this.workers.splice(at, 1);
+    const idleAt = this.idle.indexOf(slot);
+    if (idleAt >= 0) this.idle.splice(idleAt, 1);
+    const task = slot.task;
+    slot.task = 0;
+    if (this.closed) {
+      if (task) this.settle(task, new CairnError('INTERNAL', 'chunk processor closed while the task ran'));
+      return;
+    }
+    const why = slot.cause !== undefined ? `failed: ${(slot.cause as Error)?.message ?? String(slot.cause)}` : `exited with code ${code}`;
+    if (task) this.settle(task, new CairnError('INTERNAL', `chunk worker ${why}`, { cause: slot.cause }));
+    if (!slot.served && ++this.startFailures >= MAX_START_FAILURES) {
+      this.giveUp(why);
+      return;
+    }
+    if (this.failure === undefined && this.workers.length < this.workerCount) this.spawn();
+    this.pump();
+  }
+
+  /** Workers keep dying before finishing a task: stop replacing them; fail what waits and what comes. */
+  private giveUp(why: string): void {
+    this.failure ??= new CairnError(
+      'INTERNAL',
+      `chunk workers keep dying before finishing a task (${MAX_START_FAILURES} in a row, the last ${why}): gave up on the pool; close the processor`,
+    );
+    for (const req of this.queue.splice(0)) this.settle(req.seq, this.failure);
   }
 }
