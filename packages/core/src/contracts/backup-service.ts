@@ -103,6 +103,8 @@ export interface BackupService {
    * Copies `source.device` into a new backup named by `job.backup.id`. On failure or cancel
    * (`CANCELLED`) nothing that restore or list would see is left behind. `INVALID_INPUT` for an
    * incremental without the capability (`NOT_SUPPORTED`) or a parent of another volume.
+   * Resolving commits the backup: a cancel that arrives after it is too late, and the flow
+   * records the backup `available` (so check `job.signal` before committing, not after).
    */
   backup(job: BackupJob, source: BackupSource): Promise<BackupResult>;
   /**

@@ -4,10 +4,11 @@ import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isCairnError, toCairnError } from '../errors.js';
+import { CairnError, isCairnError, isNotFound, toCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner, ownerMayBeAlive } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
+import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
@@ -15,7 +16,7 @@ import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './re
 export interface BackupManagerOptions {
   /** The volume driver whose volumes this manager backs up. */
   volumes: VolumeDriver;
-  /** Backup targets by name. */
+  /** Backup targets by name: each key is its service's `name` (else `INVALID_INPUT`), as records name the service. */
   targets: Record<string, BackupService>;
   /** Target used when a request names none. Default: the first of `targets`. */
   defaultTarget?: string;
@@ -74,6 +75,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   private readonly defaultTarget: string;
   private readonly catalog: Catalog;
   private readonly locks: VolumeLocks;
+  /** Restores and incrementals claim the backups they use; deleteBackup refuses claimed ones. */
+  private readonly claims = new BackupClaims();
   private readonly jobs = new Map<string, Job>();
 
   constructor(options: BackupManagerOptions) {
@@ -82,6 +85,12 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     this.targets = options.targets;
     const names = Object.keys(options.targets);
     if (names.length === 0) throw new CairnError('INVALID_INPUT', 'a backup manager needs at least one target');
+    for (const [key, service] of Object.entries(options.targets)) {
+      // Records name their service; every later lookup of a record's target goes by that name.
+      if (service.name !== key) {
+        throw new CairnError('INVALID_INPUT', `target ${key} holds backup service ${service.name}: a target's key must be its service's name`, { details: { target: key, service: service.name } });
+      }
+    }
     this.defaultTarget = options.defaultTarget ?? names[0]!;
     if (!this.targets[this.defaultTarget]) throw new CairnError('INVALID_INPUT', `default target ${this.defaultTarget} is not configured`);
     this.catalog = options.catalog;
@@ -95,10 +104,18 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Validates and starts a backup. Rejects at once (no record) with `NOT_FOUND` for an unknown
-   * volume or target, `CONFLICT` for a volume in use without `force` or busy in another flow,
+   * volume or target, `CONFLICT` for a volume in use without `force`, busy in another flow or left
+   * `error_restoring` (a partial restore: `details.volumeStatus`; restore it again first),
    * `INVALID_INPUT` for an incremental with no full backup, `NOT_SUPPORTED` for an incremental the
-   * target cannot take. The job's `done` settles with the record in `available`, or rejects
-   * (record in `error`; `CANCELLED` when cancelled). Not idempotent.
+   * target cannot take.
+   *
+   * The job waits for the volume's lock, then checks the volume again (the same `CONFLICT`s) and
+   * copies the volume as it is then: the record's `size` and, for an incremental, its `parentId`
+   * (the newest available backup at that moment, claimed so it cannot be deleted meanwhile) are
+   * those of the copy. The job's `done` settles with the record in `available`, or rejects (record
+   * in `error`; `CANCELLED` when cancelled, at once when it still waits for the lock). Once the
+   * service has committed the backup, a cancel is too late: the backup completes `available`.
+   * Not idempotent.
    */
   async startBackup(request: BackupRequest): Promise<Job> {
     const service = this.target(request.target);
@@ -109,7 +126,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} runs backups itself (flow override): readRate cannot be applied`);
     }
     const volume = await this.volumes.getVolume(request.volumeId);
-    await this.assertNoFlow(volume.id);
+    await this.assertNoFlow(volume.id, 'backup');
     if (volume.status === 'in-use' && !request.force) {
       throw new CairnError('CONFLICT', `volume ${volume.id} is in use; pass force to back it up through a snapshot`);
     }
@@ -166,24 +183,35 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     signal: AbortSignal,
     progress: { bytesDone: number; bytesTotal: number },
   ): Promise<BackupRecord> {
-    const release = await this.locks.acquire(record.volumeId);
+    let release: (() => Promise<void>) | undefined;
+    let releaseParent: ReleaseClaim | undefined;
     let attachment: Attachment | undefined;
     let snapshot: Snapshot | undefined;
     let checkpoint: Checkpoint | undefined;
+    let committed = false;
     let succeeded = false;
     let flowStarted = false;
     const cbt = this.volumes.capabilities.changedBlockTracking ? this.volumes.changedBlockTracking : undefined;
     try {
-      await this.assertNoFlow(record.volumeId);
+      // A cancel while queued ends the job here, before it touches the volume.
+      release = await this.locks.acquire(record.volumeId, signal);
+      throwIfCancelled(signal);
+      await this.assertNoFlow(record.volumeId, 'backup');
       if (parent) {
         // The parent is the newest available backup once this one holds the volume: a backup
         // queued behind another of the same volume builds on that one (whose checkpoint is the
-        // one kept), not on what was newest when it was requested.
-        parent = await this.latestAvailable(record.volumeId, service.name);
-        if (!parent) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
+        // one kept), not on what was newest when it was requested. The claim keeps it from being
+        // deleted until this backup ends.
+        const claimed = await this.claimParent(record.volumeId, service.name);
+        if (!claimed) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
+        [parent, releaseParent] = claimed;
         record.parentId = parent.id;
       }
+      // The record describes the volume as copied, which may have changed since the request.
       const volume = await this.volumes.getVolume(record.volumeId);
+      Object.assign(record, { size: volume.size, volumeName: volume.name, volumeMetadata: { ...volume.metadata }, updatedAt: nowIso() });
+      progress.bytesTotal = volume.size;
+      await this.catalog.putBackup(record);
       await this.beginVolumeFlow(volume, 'backing-up', record.id);
       flowStarted = true;
       const sink = this.progressSink(record.id, 'backup', progress);
@@ -199,11 +227,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         } else {
           attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
         }
+        record.size = attachment.device.size;
         const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
         const device = request.readRate ? throttleReads(attachment.device, new RateBudget(request.readRate)) : attachment.device;
         result = await service.backup(job, { device, changedSince });
       }
-      if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
+      // The service has committed the backup: a cancel from here on is too late, and a failure
+      // (the catalog write) removes the committed data before the record goes to `error`.
+      committed = true;
       Object.assign(record, {
         status: 'available',
         serviceData: result.serviceData,
@@ -216,7 +247,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       succeeded = true;
       return { ...record };
     } catch (err) {
-      const e = signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
+      const e = !committed && signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
+      if (committed) await this.cleanup(() => service.delete(record));
       await this.catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
       throw e;
     } finally {
@@ -224,7 +256,26 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       await this.cleanup(async () => snapshot && this.volumes.deleteSnapshot(snapshot.id));
       if (cbt && checkpoint) await this.cleanup(() => (succeeded ? this.pruneCheckpoints(record.volumeId) : cbt.deleteCheckpoint(record.volumeId, checkpoint!.id)));
       if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(record.volumeId));
-      await release();
+      if (releaseParent) await this.cleanup(() => releaseParent!());
+      if (release) await release();
+    }
+  }
+
+  /**
+   * Claims the newest available backup of the volume in the target as a parent. A candidate that
+   * stops being available before it is claimed (being deleted) gives way to the next newest.
+   * Undefined when there is none.
+   */
+  private async claimParent(volumeId: string, service: string): Promise<[BackupRecord, ReleaseClaim] | undefined> {
+    for (;;) {
+      const candidate = await this.latestAvailable(volumeId, service);
+      if (!candidate) return undefined;
+      let current: BackupRecord | undefined;
+      const release = await this.claims.claim(candidate.id, 'parent', async () => {
+        current = await this.catalog.getBackup(candidate.id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+        return current?.status === 'available';
+      });
+      if (release) return [current!, release];
     }
   }
 
@@ -261,8 +312,15 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   /**
    * Validates and starts a restore. Rejects at once with `NOT_FOUND` (backup, volume),
    * `CONFLICT` (backup not `available`, volume not `available`), `INVALID_INPUT` (volume smaller
-   * than the backup). On failure an existing volume is left `error_restoring`; a new volume is
-   * deleted. The backup returns to `available` either way.
+   * than the backup).
+   *
+   * The job waits for the volume's lock, then checks the backup and an existing volume again
+   * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
+   * it is `restoring`, and cannot be deleted, until the last of its restores ends, which puts it
+   * back to `available` (never recreating a record). A job that fails before it writes (those
+   * checks, a cancel while it waits) leaves an existing volume as it was; once it has begun
+   * writing, a failure leaves an existing volume `error_restoring`. A new volume is deleted on
+   * any failure. The job's `done` settles with the backup's record.
    */
   async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume }> {
     const backup = await this.catalog.getBackup(request.backupId);
@@ -271,13 +329,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let volume: Volume;
     let created = false;
     if ('volumeId' in request) {
-      volume = await this.volumes.getVolume(request.volumeId);
-      const flow = await this.catalog.getVolumeState(volume.id);
-      if (flow && flow.status !== 'error_restoring') throw new CairnError('CONFLICT', `volume ${volume.id} is ${flow.status}`);
-      if (volume.status !== 'available') throw new CairnError('CONFLICT', `volume ${volume.id} is ${volume.status}, not available`);
-      if (volume.size < backup.size) {
-        throw new CairnError('INVALID_INPUT', `volume ${volume.id} (${volume.size} bytes) is smaller than backup ${backup.id} (${backup.size} bytes)`);
-      }
+      volume = await this.restoreTarget(request.volumeId, backup);
     } else {
       volume = await this.volumes.createVolume({ size: backup.size, name: request.newVolume.name ?? `restore-${backup.id}`, metadata: backup.volumeMetadata });
       created = true;
@@ -297,6 +349,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return { job, volume };
   }
 
+  /** An existing volume a restore may overwrite: `available`, in no flow but `error_restoring`, large enough. */
+  private async restoreTarget(volumeId: string, backup: BackupRecord): Promise<Volume> {
+    const volume = await this.volumes.getVolume(volumeId);
+    await this.assertNoFlow(volume.id, 'restore');
+    if (volume.status !== 'available') throw new CairnError('CONFLICT', `volume ${volume.id} is ${volume.status}, not available`);
+    if (volume.size < backup.size) {
+      throw new CairnError('INVALID_INPUT', `volume ${volume.id} (${volume.size} bytes) is smaller than backup ${backup.id} (${backup.size} bytes)`);
+    }
+    return volume;
+  }
+
   private async runRestore(
     backup: BackupRecord,
     volume: Volume,
@@ -305,12 +368,30 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     signal: AbortSignal,
     progress: { bytesDone: number; bytesTotal: number },
   ): Promise<BackupRecord> {
-    const release = await this.locks.acquire(volume.id);
+    let release: (() => Promise<void>) | undefined;
+    let releaseBackup: ReleaseClaim | undefined;
     let attachment: Attachment | undefined;
+    let writing = false;
     let ok = false;
     try {
-      await this.catalog.putBackup({ ...backup, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() });
+      // A cancel while queued ends the job here, before it touches the volume or the backup.
+      release = await this.locks.acquire(volume.id, signal);
+      throwIfCancelled(signal);
+      if (!created) volume = await this.restoreTarget(volume.id, backup);
+      releaseBackup = await this.claims.claim(backup.id, 'restore', async (restoring) => {
+        const current = await this.catalog.getBackup(backup.id);
+        if (current.status === 'restoring' && restoring > 0) {
+          backup = current;
+          return true;
+        }
+        if (current.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${current.status}, not available`);
+        backup = { ...current, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() };
+        await this.catalog.putBackup(backup);
+        return true;
+      });
+      throwIfCancelled(signal);
       await this.beginVolumeFlow(volume, 'restoring-backup', backup.id);
+      writing = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
       if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
         await this.volumes.flowOverride.restoreBackup({ volume, backup, service, options: { targetIsZeroed: created }, signal, progress: sink });
@@ -319,46 +400,60 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         await service.restore(backup, attachment.device, { signal, progress: sink, targetIsZeroed: created });
         await attachment.device.flush();
       }
-      if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
+      throwIfCancelled(signal);
       ok = true;
-      return { ...backup, status: 'available' };
     } catch (err) {
       throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
     } finally {
       await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
-      await this.cleanup(() => this.catalog.putBackup({ ...backup, status: 'available', updatedAt: nowIso() }));
+      if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
       if (ok) {
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (created) {
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
         await this.cleanup(() => this.volumes.deleteVolume(volume.id));
-      } else {
+      } else if (writing) {
         await this.cleanup(() => this.markErrorRestoring(volume.id, backup.id));
       }
-      await release();
+      if (release) await release();
     }
+    return this.catalog.getBackup(backup.id).catch(() => ({ ...backup, status: 'available' as const, owner: undefined }));
+  }
+
+  /** The last restore of a backup ended: back to `available`, re-read so a deleted record stays deleted. */
+  private async endRestoring(backupId: string): Promise<void> {
+    const current = await this.catalog.getBackup(backupId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    if (current?.status === 'restoring') await this.catalog.putBackup({ ...current, status: 'available', owner: undefined, updatedAt: nowIso() });
   }
 
   /**
-   * Deletes a backup (Cinder semantics). `CONFLICT` when it is in a flow or, on a target with
-   * dependent chains, when others depend on it and `cascade` is not set; `NOT_SUPPORTED` for
-   * `cascade` on a target without cascade delete. Deletes dependents first, newest first.
+   * Deletes a backup (Cinder semantics). `CONFLICT` when it is in a flow (`creating`, being
+   * restored, the parent of a backup being created) or, on a target with dependent chains, when
+   * others depend on it and `cascade` is not set; `NOT_SUPPORTED` for `cascade` on a target
+   * without cascade delete. Deletes dependents first, newest first. Checks and the move to
+   * `deleting` are atomic with respect to this manager's restores and backups of the backup.
    * Idempotent for an id already gone? No: `NOT_FOUND`.
    */
   async deleteBackup(backupId: string, options: { cascade?: boolean } = {}): Promise<void> {
-    const backup = await this.catalog.getBackup(backupId);
-    if (backup.status === 'creating' || backup.status === 'restoring') {
-      throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}`);
-    }
-    const service = this.target(backup.service);
-    const caps = service.describe().capabilities;
-    const children = (await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id })).filter((c) => c.status !== 'error');
-    if (children.length > 0 && caps.dependentChains) {
-      if (!options.cascade) throw new CairnError('CONFLICT', `backup ${backup.id} has ${children.length} dependent backup(s); delete them first or cascade`);
-      if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
-      for (const child of children.reverse()) await this.deleteBackup(child.id, options);
-    }
-    await this.catalog.putBackup({ ...backup, status: 'deleting', owner: currentOwner(), updatedAt: nowIso() });
+    const [backup, service] = await this.claims.exclusive(backupId, async () => {
+      const backup = await this.catalog.getBackup(backupId);
+      if (backup.status === 'creating' || backup.status === 'restoring' || this.claims.count(backup.id, 'restore') > 0) {
+        throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status === 'available' ? 'restoring' : backup.status}`);
+      }
+      if (this.claims.count(backup.id, 'parent') > 0) {
+        throw new CairnError('CONFLICT', `backup ${backup.id} is the parent of an incremental backup being created`);
+      }
+      const service = this.target(backup.service);
+      const caps = service.describe().capabilities;
+      const children = (await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id })).filter((c) => c.status !== 'error');
+      if (children.length > 0 && caps.dependentChains) {
+        if (!options.cascade) throw new CairnError('CONFLICT', `backup ${backup.id} has ${children.length} dependent backup(s); delete them first or cascade`);
+        if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
+        for (const child of children.reverse()) await this.deleteBackup(child.id, options);
+      }
+      await this.catalog.putBackup({ ...backup, status: 'deleting', owner: currentOwner(), updatedAt: nowIso() });
+      return [backup, service] as const;
+    });
     await this.finishDelete(backup, service);
   }
 
@@ -491,9 +586,19 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return this.catalog.latestBackup({ volumeId, status: 'available', service });
   }
 
-  private async assertNoFlow(volumeId: string): Promise<void> {
+  /**
+   * `CONFLICT` when the volume is in a flow. `error_restoring` (a partial restore) may be restored
+   * over, never backed up (as in Cinder): that refusal carries `details.volumeStatus`.
+   */
+  private async assertNoFlow(volumeId: string, next: 'backup' | 'restore'): Promise<void> {
     const flow = await this.catalog.getVolumeState(volumeId);
-    if (flow && flow.status !== 'error_restoring') throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`);
+    if (!flow || (flow.status === 'error_restoring' && next === 'restore')) return;
+    if (flow.status === 'error_restoring') {
+      throw new CairnError('CONFLICT', `volume ${volumeId} is error_restoring (a restore of backup ${flow.backupId} failed part-way); restore it again before backing it up`, {
+        details: { volumeId, volumeStatus: flow.status },
+      });
+    }
+    throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`);
   }
 
   private async beginVolumeFlow(volume: Volume, status: VolumeFlowStatus, backupId: string): Promise<void> {
@@ -521,4 +626,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       this.emit('warning', toCairnError(err));
     }
   }
+}
+
+/** Throws the job's `CANCELLED` once its signal has fired. */
+function throwIfCancelled(signal: AbortSignal): void {
+  if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
 }

@@ -8,9 +8,16 @@ export interface Job {
   kind: JobKind;
   backupId: string;
   volumeId: string;
-  /** Settles with the final record (backup) or the restored volume id (restore). */
+  /**
+   * Settles with the backup's record: the final one (backup), or as it is once the restore has
+   * ended (`available`, or still `restoring` while other restores of the same backup run).
+   */
   done: Promise<BackupRecord>;
-  /** Requests cancellation; the job ends with `CANCELLED`. Idempotent. */
+  /**
+   * Requests cancellation; the job ends with `CANCELLED` (at once while it waits for its
+   * volume's lock). Too late once a backup's service has committed it: that job succeeds.
+   * Idempotent.
+   */
   cancel(reason?: string): void;
   /** Latest progress, in logical bytes. */
   progress(): { bytesDone: number; bytesTotal: number };

@@ -126,12 +126,14 @@ export class MemoryBackupService implements BackupService {
       const length = Math.min(this.blockSize, leaf.size - offset);
       let data: Buffer | null = null;
       for (const b of chain) if (b.blocks.has(index)) data = b.blocks.get(index) ?? null;
+      // Whole blocks: a block stored shorter (the last block of a smaller parent) reads as zeros
+      // past its end, and the target's old bytes there must not survive.
+      const written = data ? Math.min(data.length, length) : 0;
       if (data) {
         if (sha256(data) !== leaf.hashes[index]) throw this.err('CORRUPT', `backup ${backup.id}: block ${index} fails its checksum`);
-        await target.write(offset, data.subarray(0, length));
-      } else if (!options.targetIsZeroed) {
-        await target.writeZeroes(offset, length);
+        await target.write(offset, data.subarray(0, written));
       }
+      if (written < length && !options.targetIsZeroed) await target.writeZeroes(offset + written, length - written);
       options.progress?.(offset + length, leaf.size);
     }
   }
@@ -207,12 +209,18 @@ export class MemoryBackupService implements BackupService {
     }
   }
 
+  /**
+   * Every block, or with changed-block tracking the changed ones plus those the parent does not
+   * hold whole: blocks past its end, and its last block when it was short and the volume grew
+   * (the parent's hash covers only its short length).
+   */
   private async blocksToRead(source: BackupSource, parent: StoredBackup | undefined, count: number): Promise<number[]> {
     const all = Array.from({ length: count }, (_, i) => i);
     if (!parent || !source.changedSince) return all;
+    const whole = source.device.size > parent.size ? Math.floor(parent.size / this.blockSize) : parent.hashes.length;
     try {
       const changed = await source.device.extents({ kind: 'changed', since: source.changedSince });
-      return indexesIn(mergeRanges([...chunkRangesOf(changed, this.blockSize), [parent.hashes.length, count]]));
+      return indexesIn(mergeRanges([...chunkRangesOf(changed, this.blockSize), [whole, count]]));
     } catch (err) {
       if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED')) return all;
       throw err;

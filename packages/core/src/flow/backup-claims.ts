@@ -1,0 +1,59 @@
+import { KeyedMutex } from '../util/keyed-mutex.js';
+
+/** How a running flow uses an existing backup: reads it (`restore`) or builds on it (`parent`). */
+export type BackupUse = 'restore' | 'parent';
+
+/** Drops one claim; `last` runs (in `exclusive`) when it was the final claim of its kind. Idempotent. */
+export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
+
+/**
+ * The manager's running flows' claims on existing backups, per backup (in-process, like
+ * InProcessVolumeLocks). A restore reading a backup, or a backup building on it as its parent,
+ * claims it for as long as it runs; the manager refuses to delete a claimed backup.
+ *
+ * Every status change of one backup runs in `exclusive` (a claim's check, its last release, a
+ * delete's checks and its move to `deleting`), so a check and the write that follows it see no
+ * other change of that backup in between. Sections of one backup never nest; a section of a
+ * parent may run sections of its children (cascade delete), never the reverse.
+ */
+export class BackupClaims {
+  private readonly mutex = new KeyedMutex();
+  private readonly held = new Map<string, Record<BackupUse, number>>();
+
+  /** Runs `fn` alone on `backupId`. */
+  exclusive<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
+    return this.mutex.run(`backup:${backupId}`, fn);
+  }
+
+  /** How many running flows use `backupId` that way. */
+  count(backupId: string, use: BackupUse): number {
+    return this.held.get(backupId)?.[use] ?? 0;
+  }
+
+  /**
+   * In `exclusive`: runs `check` with the number of `use` claims already held, and takes one
+   * more when it returns true. Resolves to the release, or to undefined when `check` returned
+   * false; a `check` that throws refuses the claim with its error.
+   */
+  async claim(backupId: string, use: BackupUse, check: (held: number) => Promise<boolean>): Promise<ReleaseClaim | undefined> {
+    const taken = await this.exclusive(backupId, async () => {
+      if (!(await check(this.count(backupId, use)))) return false;
+      const counts = this.held.get(backupId) ?? { restore: 0, parent: 0 };
+      counts[use]++;
+      this.held.set(backupId, counts);
+      return true;
+    });
+    if (!taken) return undefined;
+    let released = false;
+    return async (last) => {
+      if (released) return;
+      released = true;
+      await this.exclusive(backupId, async () => {
+        const counts = this.held.get(backupId)!;
+        counts[use]--;
+        if (counts.restore === 0 && counts.parent === 0) this.held.delete(backupId);
+        if (counts[use] === 0) await last?.();
+      });
+    };
+  }
+}
