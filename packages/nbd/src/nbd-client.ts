@@ -23,6 +23,19 @@ export type NbdConnectOptions = NbdAddress & {
   blockStatusChunk?: number;
   /** Connect and handshake deadline in ms. Default 30000. */
   connectTimeoutMs?: number;
+  /**
+   * A request still unanswered this many ms after it was sent fails the connection: it is closed
+   * and every request on it fails with `UNAVAILABLE` (a late reply could not be matched any more).
+   * Counted from sending, so it includes time queued behind other requests at the server; raise it
+   * for slow servers with large requests. Default 60000; 0 disables.
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Longest `disconnect()` may take, waiting for requests in flight and then for the server to
+   * close after NBD_CMD_DISC. Past it the connection is destroyed, requests still in flight fail,
+   * and `disconnect()` fails, all with `UNAVAILABLE`. Default 30000; 0 disables.
+   */
+  disconnectTimeoutMs?: number;
   /** Name used in errors. Default `nbd`. */
   driver?: string;
 };
@@ -30,6 +43,8 @@ export type NbdConnectOptions = NbdAddress & {
 interface Pending extends PendingReply {
   resolve: () => void;
   reject: (err: unknown) => void;
+  /** Date.now() when the request was written. */
+  sentAt: number;
 }
 
 /** Largest TRIM / WRITE_ZEROES length sent in one request (1 GiB); longer ranges are split. */
@@ -40,7 +55,8 @@ const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
  * and pipelined requests matched by cookie inside a bounded window (`maxInFlight`). Every method
  * may be called concurrently. Errors are CairnErrors: NBD error replies map per `nbdErrorCode`,
  * a lost connection fails every request in flight (and every later one) with `UNAVAILABLE`, a
- * protocol violation by the server with `CORRUPT`. Calls after `disconnect()` fail with
+ * protocol violation by the server with `CORRUPT`, a request unanswered for `requestTimeoutMs`
+ * with `UNAVAILABLE` (closing the connection). Calls after `disconnect()` fail with
  * `INVALID_INPUT`.
  */
 export class NbdClient {
@@ -54,7 +70,12 @@ export class NbdClient {
   readonly blockSizes: BlockSizes;
   readonly driver: string;
   private readonly window: InFlightWindow;
+  /** Requests on the wire by cookie; Map order is send order, so the first entry is the oldest. */
   private readonly pending = new Map<number, Pending>();
+  private readonly requestTimeoutMs: number;
+  private readonly disconnectTimeoutMs: number;
+  /** Armed while requests are pending: checks the oldest against `requestTimeoutMs`. */
+  private timer: NodeJS.Timeout | undefined;
   private nextCookie = 1;
   private readonly blockStatusChunk: number;
   private disconnecting: Promise<void> | undefined;
@@ -73,6 +94,8 @@ export class NbdClient {
     this.driver = options.driver ?? NBD_DRIVER;
     this.window = new InFlightWindow(options.maxInFlight ?? 16);
     this.blockStatusChunk = options.blockStatusChunk ?? 1 << 30;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.disconnectTimeoutMs = options.disconnectTimeoutMs ?? 30_000;
     const parser = new ReplyParser((c) => this.pending.get(c), (c) => this.settle(c), this.driver, this.structuredReplies);
     conn.onClosed((err) => this.failAll(err));
     conn.startTransmission((chunk) => parser.push(chunk));
@@ -250,16 +273,32 @@ export class NbdClient {
 
   /**
    * Waits for requests in flight, sends NBD_CMD_DISC and closes the connection. Idempotent.
-   * Later calls fail with `INVALID_INPUT`.
+   * Later calls fail with `INVALID_INPUT`. After `disconnectTimeoutMs` the connection is destroyed
+   * and this fails with `UNAVAILABLE` (as do the requests still in flight).
    */
   disconnect(): Promise<void> {
     this.disconnecting ??= (async () => {
       this.window.fail(new CairnError('INVALID_INPUT', 'client is disconnected', { driver: this.driver }));
-      await this.window.idle();
-      if (this.conn.closed) return;
       const closed = new Promise<void>((resolve) => this.conn.onClosed(() => resolve()));
-      this.conn.socket.end(encodeRequest(CMD.DISC, 0, 0, 0, 0));
-      await closed;
+      const orderly = (async (): Promise<void> => {
+        await this.window.idle();
+        if (this.conn.closed) return;
+        this.conn.socket.end(encodeRequest(CMD.DISC, 0, 0, 0, 0));
+        await closed;
+      })();
+      const ms = this.disconnectTimeoutMs;
+      if (ms <= 0) return orderly;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
+      try {
+        if ((await Promise.race([orderly, late])) === true) {
+          const err = connectionLost(`disconnect did not complete within ${ms} ms`, this.driver);
+          this.conn.abort(err);
+          throw err;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
     })();
     return this.disconnecting;
   }
@@ -285,10 +324,12 @@ export class NbdClient {
           what: extra.what,
           resolve: () => resolve(p.extents),
           reject,
+          sentAt: Date.now(),
         };
         if (extra.target) p.target = extra.target;
         if (extra.contextId !== undefined) p.contextId = extra.contextId;
         this.pending.set(cookie, p);
+        this.watch();
         const head = encodeRequest(cmd, flags, cookie, offset, length);
         const socket = this.conn.socket;
         if (extra.payload) {
@@ -315,7 +356,30 @@ export class NbdClient {
     p.resolve();
   }
 
+  /** Arms the request timer unless it is armed or disabled. */
+  private watch(): void {
+    if (this.timer || this.requestTimeoutMs <= 0) return;
+    this.arm(this.requestTimeoutMs);
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(() => this.checkTimeout(), ms);
+    this.timer.unref(); // a pending request keeps the socket, and so the process, alive anyway
+  }
+
+  /** Fails the connection when the oldest pending request is overdue; else re-arms for it. */
+  private checkTimeout(): void {
+    this.timer = undefined;
+    const oldest = this.pending.values().next().value;
+    if (!oldest) return;
+    const waited = Date.now() - oldest.sentAt;
+    if (waited < this.requestTimeoutMs) return this.arm(this.requestTimeoutMs - waited);
+    this.conn.abort(connectionLost(`${oldest.what} got no reply within ${this.requestTimeoutMs} ms`, this.driver));
+  }
+
   private failAll(err: CairnError): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
     this.window.fail(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();

@@ -1,5 +1,6 @@
 import type { CairnError } from '@cairn/core';
 import { nbdReplyError, protocolError } from './error-map.js';
+import { addSpan } from './read-coverage.js';
 import {
   CMD,
   NBD_ERR,
@@ -32,6 +33,8 @@ export interface PendingReply {
   extents?: NbdExtent[];
   /** Bytes of a READ covered by data and hole chunks so far. */
   covered: number;
+  /** READ with structured replies: the spans covered so far (see `addSpan`); created by the parser. */
+  spans?: number[];
   error?: CairnError;
   what: string;
 }
@@ -183,9 +186,8 @@ export class ReplyParser {
   private onDataOffset(): void {
     const r = this.current!;
     const at = this.u64(this.body, 0);
-    this.checkInside(r, at, this.remaining, 'OFFSET_DATA');
+    this.cover(r, at, this.remaining, 'OFFSET_DATA');
     this.dataPos = at - r.offset;
-    r.covered += this.remaining;
     this.state = State.Data;
   }
 
@@ -202,9 +204,8 @@ export class ReplyParser {
         if (r.cmd !== CMD.READ || b.length !== 12) throw protocolError('bad OFFSET_HOLE chunk', this.driver);
         const at = this.u64(b, 0);
         const len = b.readUInt32BE(8);
-        this.checkInside(r, at, len, 'OFFSET_HOLE');
+        this.cover(r, at, len, 'OFFSET_HOLE');
         r.target!.fill(0, at - r.offset, at - r.offset + len);
-        r.covered += len;
         break;
       }
       case REPLY_TYPE.BLOCK_STATUS: {
@@ -223,16 +224,23 @@ export class ReplyParser {
     this.chunkDone();
   }
 
+  /**
+   * The descriptors of a BLOCK_STATUS chunk as absolute extents. proto.md lets the final extent run
+   * past the requested range when REQ_ONE is not set (this client never sets it); it is trimmed to
+   * the request. A descriptor starting at or past the end of the request is CORRUPT, as is one of
+   * length zero.
+   */
   private descriptors(r: PendingReply, b: Buffer): NbdExtent[] {
     const out: NbdExtent[] = [];
+    const end = r.offset + r.length;
     let at = r.offset;
     for (let i = 4; i < b.length; i += 8) {
       const length = b.readUInt32BE(i);
       if (length === 0) throw protocolError('zero-length block status descriptor', this.driver);
-      out.push({ offset: at, length, flags: b.readUInt32BE(i + 4) });
+      if (at >= end) throw protocolError('block status descriptors exceed the request', this.driver);
+      out.push({ offset: at, length: Math.min(length, end - at), flags: b.readUInt32BE(i + 4) });
       at += length;
     }
-    if (at > r.offset + r.length) throw protocolError('block status descriptors exceed the request', this.driver);
     return out;
   }
 
@@ -257,8 +265,11 @@ export class ReplyParser {
     this.complete(cookie);
   }
 
-  private checkInside(r: PendingReply, at: number, length: number, what: string): void {
+  /** Records a data or hole chunk of a READ; CORRUPT when it leaves the request or overlaps an earlier chunk. */
+  private cover(r: PendingReply, at: number, length: number, what: string): void {
     if (at < r.offset || at + length > r.offset + r.length) throw protocolError(`${what} chunk outside the request`, this.driver);
+    if (!addSpan((r.spans ??= []), at - r.offset, at - r.offset + length)) throw protocolError(`${what} chunk overlaps an earlier chunk`, this.driver);
+    r.covered += length;
   }
 
   private u64(b: Buffer, at: number): number {

@@ -17,11 +17,24 @@ export interface ServerConnectionOptions {
   driver: string;
 }
 
+/** How long a client whose handshake failed may take to read the last reply before it is cut off. */
+const REJECT_GRACE_MS = 1000;
+
 /**
  * One client of an NbdServer: handshake, then a request parser feeding a RequestHandler.
- * Reading pauses while `maxInFlight` requests are being handled or the socket's write buffer is
- * full. A bad request magic or an oversize write payload is a protocol violation: the connection
- * is dropped (the stream cannot be resynchronised).
+ *
+ * Flow control (what one client can make the server hold):
+ * - Transmission: a new request is parsed only while fewer than `maxInFlight` are being handled
+ *   and the socket's write buffer is below its high-water mark. Bytes that arrive meanwhile stay
+ *   unparsed in `backlog` and the socket is paused, so the backlog is at most what one socket
+ *   read brought; parsing resumes as requests finish or the socket drains.
+ * - Handshake: the next option is read only once earlier replies drained below the high-water
+ *   mark; reading from the socket pauses meanwhile.
+ * - A failed handshake (unknown client flags, bad option magic, NBD_OPT_ABORT, unknown export on
+ *   NBD_OPT_EXPORT_NAME, timeout): the server ends its side, discards whatever the client still
+ *   sends, and destroys the socket after `REJECT_GRACE_MS` unless the client hung up first.
+ * A bad request magic or an oversize write payload is a protocol violation: the connection is
+ * dropped (the stream cannot be resynchronised).
  */
 export class ServerConnection {
   private readonly reader = new ByteReader();
@@ -30,11 +43,16 @@ export class ServerConnection {
   private headerHave = 0;
   private request: NbdRequest | undefined;
   private payloadHave = 0;
+  /** Received transmission bytes not parsed yet (the connection was at its limit); at most one socket read. */
+  private backlog: Buffer | undefined;
   private stopReading = false;
+  /** Set once the handshake failed: incoming bytes are discarded until the socket closes. */
+  private rejected = false;
   /** Set once drain has ended the socket: reading resumes only to see the client hang up. */
   private finishing = false;
   private ended = false;
   private readonly endWaiters: Array<() => void> = [];
+  private readonly drainWaiters: Array<() => void> = [];
 
   constructor(
     readonly socket: net.Socket,
@@ -43,7 +61,7 @@ export class ServerConnection {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined); // surfaces as 'close'
-    socket.on('drain', () => this.updateFlow());
+    socket.on('drain', () => this.onDrain());
     socket.on('close', () => this.onClose());
     void this.handshake();
   }
@@ -68,6 +86,7 @@ export class ServerConnection {
       this.socket.end();
       // Keep reading (and ignoring) so the client's FIN is seen; a paused socket never closes.
       this.finishing = true;
+      this.backlog = undefined;
       this.socket.resume();
       await this.closed();
     } finally {
@@ -82,7 +101,10 @@ export class ServerConnection {
     try {
       session = await serverHandshake({
         reader: this.reader,
-        send: (b) => this.socket.write(b),
+        send: (b) => {
+          if (!this.socket.write(b)) this.setFlow();
+        },
+        writable: () => this.writable(),
         exports: options.exports,
         blockSizes: options.blockSizes,
         shuttingDown: options.shuttingDown,
@@ -93,22 +115,43 @@ export class ServerConnection {
     } finally {
       clearTimeout(timer);
     }
-    if (!session) {
-      this.socket.end();
-      return;
-    }
+    if (!session) return this.reject();
     this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, () => this.updateFlow());
     const rest = this.reader.drain();
-    if (rest.length > 0) this.onData(rest);
+    if (rest.length > 0) this.backlog = rest;
+    this.updateFlow();
+  }
+
+  /** Gives up on a client whose handshake failed (see the class comment). */
+  private reject(): void {
+    this.rejected = true;
+    this.socket.end();
+    this.setFlow(); // read (and discard) so the client's FIN is seen
+    const timer = setTimeout(() => this.socket.destroy(), REJECT_GRACE_MS);
+    void this.closed().then(() => clearTimeout(timer));
   }
 
   private onData(chunk: Buffer): void {
+    if (this.rejected || this.stopReading || this.ended) return;
     if (!this.handler) {
       this.reader.push(chunk);
       return;
     }
+    // Normally empty here: the socket is paused while a backlog waits.
+    this.backlog = this.backlog ? Buffer.concat([this.backlog, chunk]) : chunk;
+    this.parse();
+  }
+
+  /** Whether another request may be parsed now. */
+  private mayTake(): boolean {
+    return !this.ended && !this.stopReading && this.handler!.inFlight < this.options.maxInFlight && !this.socket.writableNeedDrain;
+  }
+
+  /** Parses the backlog while the connection may take requests; keeps the unparsed rest. */
+  private parse(): void {
+    const chunk = this.backlog!;
     let p = 0;
-    while (p < chunk.length && !this.ended && !this.stopReading) {
+    while (p < chunk.length && this.mayTake()) {
       if (this.request) {
         const req = this.request;
         const take = Math.min(req.length - this.payloadHave, chunk.length - p);
@@ -127,6 +170,8 @@ export class ServerConnection {
         if (!this.onHeader()) return;
       }
     }
+    this.backlog = p < chunk.length && !this.stopReading ? chunk.subarray(p) : undefined;
+    this.setFlow();
   }
 
   /** Parses a request header; false when the connection was dropped. */
@@ -160,7 +205,6 @@ export class ServerConnection {
       return;
     }
     this.handler!.handle(req);
-    this.updateFlow();
   }
 
   private violation(why: string): false {
@@ -169,16 +213,36 @@ export class ServerConnection {
     return false;
   }
 
+  /** A request finished or the socket drained: parse what waits, or resume reading. */
   private updateFlow(): void {
-    const busy = this.handler ? this.handler.inFlight >= this.options.maxInFlight : false;
-    const pause = !this.finishing && (this.stopReading || busy || this.socket.writableNeedDrain);
+    if (this.backlog && this.mayTake()) this.parse();
+    else this.setFlow();
+  }
+
+  /** Pauses the socket while nothing more may be taken from it, resumes it otherwise. */
+  private setFlow(): void {
+    const busy = this.handler ? this.handler.inFlight >= this.options.maxInFlight || this.backlog !== undefined : false;
+    const pause = !this.finishing && !this.rejected && (this.stopReading || busy || this.socket.writableNeedDrain);
     if (pause && !this.socket.isPaused()) this.socket.pause();
     else if (!pause && this.socket.isPaused()) this.socket.resume();
   }
 
+  /** Resolves once the write buffer is below its high-water mark, or the socket closed. */
+  private writable(): Promise<void> {
+    if (this.ended || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private onDrain(): void {
+    for (const w of this.drainWaiters.splice(0)) w();
+    this.updateFlow();
+  }
+
   private onClose(): void {
     this.ended = true;
+    this.backlog = undefined;
     this.reader.fail(new CairnError('UNAVAILABLE', 'client went away', { driver: this.options.driver }));
+    for (const w of this.drainWaiters.splice(0)) w();
     for (const w of this.endWaiters.splice(0)) w();
   }
 }

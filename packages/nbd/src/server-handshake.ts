@@ -35,6 +35,12 @@ export interface ServerSession {
 export interface ServerHandshakeContext {
   reader: ByteReader;
   send: (b: Buffer) => void;
+  /**
+   * Resolves once replies sent so far have drained below the socket's high-water mark (or the
+   * socket is gone). Awaited before each option is read, so a client that sends options without
+   * reading the replies makes the server wait instead of queueing replies without bound.
+   */
+  writable: () => Promise<void>;
   exports: ReadonlyMap<string, NbdExport>;
   blockSizes: ServerBlockSizes;
   shuttingDown: () => boolean;
@@ -80,6 +86,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
   let selected: { exportName: string; contexts: Map<number, string> } | undefined;
 
   for (;;) {
+    await ctx.writable();
     const { option, data } = await readOption(ctx.reader, ctx.driver);
     const reply = (type: number, payload?: Buffer): void => ctx.send(encodeOptionReply(option, type, payload));
     const invalid = (why: string): void => reply(REP_ERR.INVALID, Buffer.from(why));

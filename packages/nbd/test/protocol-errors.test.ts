@@ -90,7 +90,7 @@ describe('NbdClient protocol errors', () => {
             s.write(Buffer.concat([reply, bytes.subarray(offset, offset + length)]));
           }
         },
-        true,
+        { exportNameOnly: true },
       ),
     );
     const c = await NbdClient.connect({ path, exportName: 'any' });

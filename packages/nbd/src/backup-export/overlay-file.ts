@@ -8,6 +8,8 @@ const MAGIC = 'CAIRN-OVERLAY/1\n';
 /** The map file: a 4 KiB header (magic + JSON, space-padded), then one bit per block, LSB first. */
 const HEADER_SIZE = 4096;
 const DRIVER = 'backup-export';
+/** KeyedMutex key serialising flushes (block locks use the block number). */
+const FLUSH_LOCK = 'flush';
 
 /** Overlay files open in this process: one writer per overlay. */
 const openPaths = new Set<string>();
@@ -30,9 +32,16 @@ interface Header extends OverlayIdentity {
 
 /**
  * A local copy-on-write overlay over a read-only backup: `<path>` is a sparse data file of the
- * backup's size holding the blocks written so far, `<path>.map` records which blocks those are
- * (written after the data they describe; both fsynced by `flush`). Reopening the same path over
- * the same backup brings the writes back. The backup itself is never written.
+ * backup's size holding the blocks written so far, `<path>.map` records which blocks those are.
+ * Reopening the same path over the same backup brings the writes back. The backup itself is never
+ * written.
+ *
+ * Durability: `flush` (also run by FUA writes and `close`) is the only point where the map on
+ * disk changes: it fsyncs the data file, then writes and fsyncs the map bits set before it
+ * started. So the map on disk never claims a block whose data may not be on disk. After a crash,
+ * writes since the last flush may be lost (the blocks read from the backup again, as NBD allows
+ * for unflushed writes), but a block never reads as the data file's zeros where the backup had
+ * data. Within a session every completed write is visible at once.
  *
  * Partial writes to a block not yet in the overlay copy the block from the base first
  * (`readBase`, which may fail with the base's error: then the write fails and nothing changes).
@@ -41,6 +50,9 @@ export class OverlayFile {
   private readonly locks = new KeyedMutex();
   private closed = false;
   private writtenCount: number;
+  /** Bytes `[dirtyFrom, dirtyTo)` of `bits` changed since the last flush took its snapshot. */
+  private dirtyFrom = Infinity;
+  private dirtyTo = 0;
 
   private constructor(
     readonly path: string,
@@ -152,8 +164,9 @@ export class OverlayFile {
 
   /**
    * Writes `bytes` at `offset` (inside the backup's size, checked by the caller) into the overlay,
-   * then marks the blocks; with `fua`, both are durable before resolving. Not idempotent only in
-   * the sense that later writes win. Base read errors fail the write (`CORRUPT`/`NOT_FOUND`).
+   * then marks the blocks (in memory; on disk at the next flush); with `fua`, it flushes before
+   * resolving. Not idempotent only in the sense that later writes win. Base read errors fail the
+   * write (`CORRUPT`/`NOT_FOUND`).
    */
   async write(offset: number, bytes: Buffer, fua = false): Promise<void> {
     this.assertOpen();
@@ -178,18 +191,41 @@ export class OverlayFile {
         fresh.push(b);
       }
       await this.writeAt(bytes, offset);
-      await this.mark(first, last);
+      this.mark(first, last);
       if (fua) await this.flush();
     } finally {
       for (const release of releases) release();
     }
   }
 
-  /** Makes written data and the map durable (fsync both, data first). */
+  /**
+   * Makes every write completed before this call durable: fsyncs the data file, then writes the
+   * map bytes changed since the last flush and fsyncs the map. Flushes run one at a time.
+   */
   async flush(): Promise<void> {
     this.assertOpen();
-    await this.data.sync();
-    await this.map.sync();
+    const release = await this.locks.acquire(FLUSH_LOCK);
+    try {
+      // Snapshot before syncing: every bit in it was set after its block's data was written, so
+      // the data sync below covers it. Bits set meanwhile wait for the next flush.
+      const from = this.dirtyFrom;
+      const to = this.dirtyTo;
+      const snapshot = to > from ? Buffer.from(this.bits.subarray(from, to)) : undefined;
+      this.dirtyFrom = Infinity;
+      this.dirtyTo = 0;
+      try {
+        await this.data.sync();
+        if (snapshot) {
+          await this.map.write(snapshot, 0, snapshot.length, HEADER_SIZE + from);
+          await this.map.sync();
+        }
+      } catch (err) {
+        if (snapshot) this.dirty(from, to); // retried by the next flush
+        throw err;
+      }
+    } finally {
+      release();
+    }
   }
 
   /** Flushes and closes both files. Idempotent. */
@@ -208,8 +244,8 @@ export class OverlayFile {
     return (this.bits[block >> 3]! & (1 << (block & 7))) !== 0;
   }
 
-  /** Sets the bits of blocks `first..last` and writes the map bytes that changed. */
-  private async mark(first: number, last: number): Promise<void> {
+  /** Sets the bits of blocks `first..last` in memory; the next flush writes them. */
+  private mark(first: number, last: number): void {
     let changed = false;
     for (let b = first; b <= last; b++) {
       if (this.has(b)) continue;
@@ -217,10 +253,12 @@ export class OverlayFile {
       this.writtenCount++;
       changed = true;
     }
-    if (!changed) return;
-    const from = first >> 3;
-    const to = (last >> 3) + 1;
-    await this.map.write(this.bits, from, to - from, HEADER_SIZE + from);
+    if (changed) this.dirty(first >> 3, (last >> 3) + 1);
+  }
+
+  private dirty(from: number, to: number): void {
+    this.dirtyFrom = Math.min(this.dirtyFrom, from);
+    this.dirtyTo = Math.max(this.dirtyTo, to);
   }
 
   private async writeAt(bytes: Buffer, position: number): Promise<void> {

@@ -3,14 +3,16 @@ import net from 'node:net';
 
 /** A socket with exact-length awaited reads. */
 export class RawSocket {
-  private buf = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private buffered = 0;
   private waiter: (() => void) | undefined;
   readonly closed: Promise<void>;
   private ended = false;
 
   constructor(readonly socket: net.Socket) {
     socket.on('data', (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
+      this.chunks.push(d);
+      this.buffered += d.length;
       this.waiter?.();
     });
     socket.on('error', () => undefined);
@@ -23,25 +25,36 @@ export class RawSocket {
     );
   }
 
-  static connect(path: string): Promise<RawSocket> {
+  /** `allowHalfOpen`: keep our side open (and writable) after the peer ends its side. */
+  static connect(path: string, allowHalfOpen = false): Promise<RawSocket> {
     return new Promise((resolve, reject) => {
-      const s = net.connect(path);
+      const s = net.connect({ path, allowHalfOpen });
       s.once('connect', () => resolve(new RawSocket(s))).once('error', reject);
     });
   }
 
   /** Bytes received so far and not yet read. */
   get pending(): number {
-    return this.buf.length;
+    return this.buffered;
   }
 
   async read(n: number): Promise<Buffer> {
-    while (this.buf.length < n) {
-      if (this.ended) throw new Error(`connection closed with ${this.buf.length}/${n} bytes`);
+    while (this.buffered < n) {
+      if (this.ended) throw new Error(`connection closed with ${this.buffered}/${n} bytes`);
       await new Promise<void>((resolve) => (this.waiter = resolve));
     }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
+    const first = this.chunks[0];
+    let out: Buffer;
+    if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      const all = Buffer.concat(this.chunks, this.buffered);
+      out = all.subarray(0, n);
+      this.chunks = all.length > n ? [all.subarray(n)] : [];
+    }
+    this.buffered -= n;
     return out;
   }
 
@@ -99,13 +112,25 @@ export async function simpleReply(raw: RawSocket): Promise<{ errno: number; cook
   return { errno: r.readUInt32BE(4), cookie: Number(r.readBigUInt64BE(8)) };
 }
 
+/** How a fakeServer negotiates. */
+export interface FakeServerOptions {
+  /** Refuse NBD_OPT_GO with NBD_REP_ERR_UNSUP and take NBD_OPT_EXPORT_NAME instead. */
+  exportNameOnly?: boolean;
+  /** Accept structured replies and grant `base:allocation` under this context id. */
+  structuredContextId?: number;
+  /** Keep the server's side open after the client ends its side (a server that never hangs up). */
+  allowHalfOpen?: boolean;
+}
+
 /**
  * A fake fixed-newstyle server: refuses every option but the way in (NBD_OPT_GO, or with
- * `exportNameOnly` NBD_OPT_EXPORT_NAME while GO gets NBD_REP_ERR_UNSUP), announces an export of
- * `size` bytes, then hands the socket to `transmission`.
+ * `exportNameOnly` NBD_OPT_EXPORT_NAME while GO gets NBD_REP_ERR_UNSUP) and, with
+ * `structuredContextId`, NBD_OPT_STRUCTURED_REPLY and NBD_OPT_SET_META_CONTEXT; announces an
+ * export of `size` bytes, then hands the socket to `transmission`.
  */
-export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawSocket) => Promise<void>, exportNameOnly = false): net.Server {
-  return net.createServer((s) => {
+export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawSocket) => Promise<void>, options: FakeServerOptions = {}): net.Server {
+  const { exportNameOnly = false, structuredContextId, allowHalfOpen = false } = options;
+  return net.createServer({ allowHalfOpen }, (s) => {
     s.on('error', () => undefined);
     const raw = new RawSocket(s);
     void (async () => {
@@ -122,6 +147,15 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
           s.write(Buffer.concat([u64(size), u16(1)]));
           break;
         }
+        if (structuredContextId !== undefined && opt === 8) {
+          reply(1);
+          continue;
+        }
+        if (structuredContextId !== undefined && opt === 10) {
+          reply(4, Buffer.concat([u32(structuredContextId), Buffer.from('base:allocation')]));
+          reply(1);
+          continue;
+        }
         if (exportNameOnly || opt !== 7) {
           reply(0x80000001);
           continue;
@@ -133,4 +167,24 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
       await transmission(s, raw);
     })().catch(() => s.destroy());
   });
+}
+
+/** One structured reply chunk: magic, flags, type, cookie (copied from `request`), length, body. */
+export function chunk(request: Buffer, flags: number, type: number, body: Buffer): Buffer {
+  return Buffer.concat([u32(0x668e33ef), u16(flags), u16(type), request.subarray(8, 16), u32(body.length), body]);
+}
+
+/** An OFFSET_DATA chunk body: offset then data. */
+export function offsetData(offset: number, data: Buffer): Buffer {
+  return Buffer.concat([u64(offset), data]);
+}
+
+/** An OFFSET_HOLE chunk body: offset then length. */
+export function offsetHole(offset: number, length: number): Buffer {
+  return Buffer.concat([u64(offset), u32(length)]);
+}
+
+/** A BLOCK_STATUS chunk body: context id then (length, flags) descriptors. */
+export function statusBody(contextId: number, descriptors: Array<[number, number]>): Buffer {
+  return Buffer.concat([u32(contextId), ...descriptors.flatMap(([length, flags]) => [u32(length), u32(flags)])]);
 }

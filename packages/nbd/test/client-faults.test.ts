@@ -1,0 +1,159 @@
+// NbdClient against hand-built servers that misbehave or stall: overlapping read chunks,
+// block-status extents past the request, and servers that never answer or never hang up.
+import net from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdBlockDevice, NbdClient } from '../src/index.js';
+import { tempDir } from './helpers/peers.js';
+import { chunk, fakeServer, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
+
+const MiB = 1024 * 1024;
+const DONE = 1;
+const OFFSET_DATA = 1;
+const OFFSET_HOLE = 2;
+const BLOCK_STATUS = 5;
+const CONTEXT_ID = 7;
+
+let dir: { path: string; remove: () => Promise<void> };
+let n = 0;
+const servers: net.Server[] = [];
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  dir = await tempDir('nbd-cf-');
+});
+afterAll(async () => {
+  for (const s of servers) s.close();
+  await dir?.remove();
+});
+
+function listen(server: net.Server): Promise<string> {
+  servers.push(server);
+  const path = join(dir.path, `c${++n}.sock`);
+  return new Promise((resolve) => server.listen(path, () => resolve(path)));
+}
+
+/** A structured fake server calling `answer` for every request it reads; sockets are kept to be destroyed at the end. */
+function structuredServer(answer: (req: Buffer, s: net.Socket) => void, allowHalfOpen = false): { server: net.Server; sockets: net.Socket[] } {
+  const sockets: net.Socket[] = [];
+  const server = fakeServer(
+    MiB,
+    async (s, raw) => {
+      sockets.push(s);
+      for (;;) answer(await raw.read(28), s);
+    },
+    { structuredContextId: CONTEXT_ID, allowHalfOpen },
+  );
+  return { server, sockets };
+}
+
+/** What `p` came to within `ms`: 'fulfilled', the rejection's code, or 'pending'. */
+async function outcome(p: Promise<unknown>, ms: number): Promise<string> {
+  return Promise.race([
+    p.then(
+      () => 'fulfilled',
+      (e: { code?: string }) => e.code ?? String(e),
+    ),
+    sleep(ms).then(() => 'pending'),
+  ]);
+}
+
+describe('NbdClient structured read replies', () => {
+  const reads: Array<[string, (req: Buffer) => Buffer[]]> = [
+    ['the same half sent twice as OFFSET_DATA', (req) => [chunk(req, 0, OFFSET_DATA, offsetData(0, Buffer.alloc(8, 0x11))), chunk(req, DONE, OFFSET_DATA, offsetData(0, Buffer.alloc(8, 0x11)))]],
+    ['an OFFSET_HOLE overlapping an OFFSET_DATA', (req) => [chunk(req, 0, OFFSET_DATA, offsetData(0, Buffer.alloc(8, 0x11))), chunk(req, DONE, OFFSET_HOLE, offsetHole(4, 8))]],
+    ['an OFFSET_DATA inside an earlier OFFSET_HOLE', (req) => [chunk(req, 0, OFFSET_HOLE, offsetHole(0, 12)), chunk(req, DONE, OFFSET_DATA, offsetData(8, Buffer.alloc(4, 0x11)))]],
+  ];
+
+  it.each(reads)('chunks that overlap but add up to the request length (%s) fail the read with CORRUPT', async (_what, chunks) => {
+    const { server, sockets } = structuredServer((req, s) => s.write(Buffer.concat(chunks(req))));
+    const c = await NbdClient.connect({ path: await listen(server) });
+    expect(c.structuredReplies).toBe(true);
+    await expect(c.read(0, 16, Buffer.alloc(16, 0xee))).rejects.toMatchObject({ code: 'CORRUPT' });
+    for (const s of sockets) s.destroy();
+  });
+
+  it('chunks that tile the request in any order read back exactly', async () => {
+    const data = Buffer.from('0123456789abcdef');
+    const { server, sockets } = structuredServer((req, s) =>
+      s.write(
+        Buffer.concat([
+          chunk(req, 0, OFFSET_DATA, offsetData(12, data.subarray(12))),
+          chunk(req, 0, OFFSET_HOLE, offsetHole(4, 4)),
+          chunk(req, 0, OFFSET_DATA, offsetData(0, data.subarray(0, 4))),
+          chunk(req, DONE, OFFSET_DATA, offsetData(8, data.subarray(8, 12))),
+        ]),
+      ),
+    );
+    const c = await NbdClient.connect({ path: await listen(server) });
+    const expected = Buffer.from(data);
+    expected.fill(0, 4, 8);
+    expect((await c.read(0, 16, Buffer.alloc(16, 0xee))).equals(expected)).toBe(true);
+    await c.disconnect().catch(() => undefined);
+    for (const s of sockets) s.destroy();
+  });
+});
+
+describe('NbdClient block status replies', () => {
+  it('a final extent running past the request (allowed without REQ_ONE) is trimmed; a non-final one is CORRUPT', async () => {
+    const { server, sockets } = structuredServer((req, s) => {
+      const type = req.readUInt16BE(6);
+      const offset = Number(req.readBigUInt64BE(16));
+      if (type === 0) s.write(chunk(req, DONE, OFFSET_DATA, offsetData(offset, Buffer.alloc(req.readUInt32BE(24), 0x22))));
+      else if (offset === 0) s.write(chunk(req, DONE, BLOCK_STATUS, statusBody(CONTEXT_ID, [[65536, 0]])));
+      else s.write(chunk(req, DONE, BLOCK_STATUS, statusBody(CONTEXT_ID, [[8192, 0], [4096, 3]])));
+    });
+    const path = await listen(server);
+    const c = await NbdClient.connect({ path });
+    expect([...c.metaContexts]).toEqual([['base:allocation', CONTEXT_ID]]);
+    expect(await c.blockStatus('base:allocation', 0, 4096)).toEqual([{ offset: 0, length: 4096, flags: 0 }]);
+    expect(await c.mapExtents('base:allocation', 0, 4096)).toEqual([{ offset: 0, length: 4096, flags: 0 }]);
+    expect((await c.read(0, 512)).equals(Buffer.alloc(512, 0x22))).toBe(true);
+    await expect(c.blockStatus('base:allocation', 8192, 4096)).rejects.toMatchObject({ code: 'CORRUPT' });
+    for (const s of sockets) s.destroy();
+  });
+});
+
+describe('NbdClient timeouts', () => {
+  /** A server that reads requests (DISC included) and never answers nor hangs up, even after the client's FIN. */
+  function silentServer(): { server: net.Server; sockets: net.Socket[] } {
+    return structuredServer(() => undefined, true);
+  }
+
+  it('a request unanswered after requestTimeoutMs fails with UNAVAILABLE and closes the connection', async () => {
+    const { server, sockets } = silentServer();
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 200 });
+    const started = Date.now();
+    expect(await outcome(c.read(0, 4096), 3000)).toBe('UNAVAILABLE');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    await expect(c.read(0, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    for (const s of sockets) s.destroy();
+  });
+
+  it('disconnect() gives up after disconnectTimeoutMs with UNAVAILABLE, failing what is in flight, and closes', async () => {
+    const { server, sockets } = silentServer();
+    const c = await NbdClient.connect({ path: await listen(server), disconnectTimeoutMs: 200 });
+    const read = c.read(0, 4096);
+    await sleep(20);
+    expect(await outcome(c.disconnect(), 3000)).toBe('UNAVAILABLE');
+    expect(await outcome(read, 100)).toBe('UNAVAILABLE');
+    for (const s of sockets) s.destroy();
+  });
+
+  it('disconnect() from a server that ignores NBD_CMD_DISC and never hangs up settles after disconnectTimeoutMs', async () => {
+    const { server, sockets } = silentServer();
+    const c = await NbdClient.connect({ path: await listen(server), disconnectTimeoutMs: 200 });
+    expect(await outcome(c.disconnect(), 3000)).not.toBe('pending');
+    for (const s of sockets) s.destroy();
+  });
+
+  it('NbdBlockDevice.close() does not hang on a server that stopped answering', async () => {
+    const { server, sockets } = silentServer();
+    const device = await NbdBlockDevice.open({ path: await listen(server), disconnectTimeoutMs: 200 });
+    const read = device.read(0, 4096);
+    await sleep(20);
+    expect(await outcome(device.close(), 3000)).not.toBe('pending');
+    expect(await outcome(read, 100)).toBe('UNAVAILABLE');
+    for (const s of sockets) s.destroy();
+  });
+});
