@@ -13,6 +13,9 @@
  * - One instance is one process: to restart, `start` a new instance on the same images.
  * - The temp dir (socket, log) is removed after exit unless `keepDir`. Daemons still running
  *   when the Node process exits are SIGKILLed.
+ * - The daemon does not outlive this process: on Linux it gets SIGTERM (a clean quit) when this
+ *   process dies in any way, even SIGKILL (parent-death.ts). `start` first removes the temp
+ *   dirs left under `tmpParent` by owners that are gone (runtime-dirs.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -20,8 +23,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CairnError } from '@cairn/core';
+import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
+import { DIR_PREFIX, removeStaleDirs, writeOwner } from './runtime-dirs.js';
 
 export interface QemuStorageDaemonOptions {
   /** Extra arguments, e.g. `['--blockdev', 'driver=file,node-name=f0,filename=/x.qcow2']`. Default none. */
@@ -94,7 +99,9 @@ export class QemuStorageDaemon {
   static async start(options: QemuStorageDaemonOptions = {}): Promise<QemuStorageDaemon> {
     const driver = options.driver ?? DRIVER;
     const keepDir = options.keepDir ?? false;
-    const dir = await mkdtemp(join(options.tmpParent ?? '/tmp', 'cairn-qsd-'));
+    const tmpParent = options.tmpParent ?? '/tmp';
+    await removeStaleDirs(tmpParent);
+    const dir = await mkdtemp(join(tmpParent, DIR_PREFIX));
     const socketPath = join(dir, 'qmp.sock');
     const logPath = join(dir, 'daemon.log');
     if (Buffer.byteLength(socketPath) > MAX_UNIX_SOCKET_PATH_BYTES) {
@@ -108,10 +115,12 @@ export class QemuStorageDaemon {
       'chardev=qmp0',
       ...(options.args ?? []),
     ];
+    const binary = options.binary ?? 'qemu-storage-daemon';
+    const command = await tiedToParent(binary, argv);
     const logFd = openSync(logPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(options.binary ?? 'qemu-storage-daemon', argv, { stdio: ['ignore', logFd, logFd] });
+      child = spawn(command.file, command.args, { stdio: ['ignore', logFd, logFd] });
     } finally {
       closeSync(logFd);
     }
@@ -127,6 +136,8 @@ export class QemuStorageDaemon {
     }).finally(() => live.delete(child));
     let exited = false;
     void whenExited.then(() => (exited = true));
+    // Only after the listeners above: an await before them could miss a quick 'exit' or 'error'.
+    await writeOwner(dir, child.pid).catch(() => undefined); // housekeeping only
 
     const startTimeoutMs = options.startTimeoutMs ?? 10_000;
     const deadline = Date.now() + startTimeoutMs;
@@ -147,11 +158,10 @@ export class QemuStorageDaemon {
     const exit = await whenExited;
     const log = await readFile(logPath, 'utf8').catch(() => '');
     if (!keepDir) await rm(dir, { recursive: true, force: true });
-    const why = spawnError
-      ? `cannot run ${options.binary ?? 'qemu-storage-daemon'}: ${spawnError.message}`
-      : exited && exit.signal !== 'SIGKILL'
-        ? `daemon exited during startup (code ${exit.code}, signal ${exit.signal})`
-        : `no QMP on ${socketPath} within ${startTimeoutMs} ms`;
+    let why = `no QMP on ${socketPath} within ${startTimeoutMs} ms`;
+    if (spawnError) why = `cannot run ${binary}: ${spawnError.message}`;
+    else if (exited && exit.code === 127 && command.file !== binary) why = `cannot run ${binary}`; // setpriv's exec failed (reason in stderr)
+    else if (exited && exit.signal !== 'SIGKILL') why = `daemon exited during startup (code ${exit.code}, signal ${exit.signal})`;
     throw unavailable(`${why}${log.trim() ? `; stderr: ${log.trim().slice(-2000)}` : ''}`, driver, spawnError ?? lastError, {
       log,
       exit,
@@ -195,10 +205,11 @@ export class QemuStorageDaemon {
   }
 
   private async doStop(quitTimeoutMs: number, termTimeoutMs: number): Promise<DaemonExit> {
+    const quitDeadline = Date.now() + quitTimeoutMs; // one budget for the reply and the exit
     if (!this.exitStatus && !this.qmp.closed) {
       await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs }).catch(() => undefined);
     }
-    if (!(await this.exitsWithin(quitTimeoutMs))) {
+    if (!(await this.exitsWithin(Math.max(0, quitDeadline - Date.now())))) {
       this.child.kill('SIGTERM');
       if (!(await this.exitsWithin(termTimeoutMs))) this.child.kill('SIGKILL');
     }

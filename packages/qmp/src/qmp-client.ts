@@ -11,7 +11,9 @@
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
  *   carry the command out, and its late reply is dropped (counted in `droppedReplies`).
  * - When the connection closes, every pending call fails with UNAVAILABLE, waiters reject with
- *   UNAVAILABLE, and later calls fail with UNAVAILABLE. A closed client stays closed: there is
+ *   UNAVAILABLE, and later calls fail with UNAVAILABLE. A peer that breaks the protocol (a line
+ *   that is not JSON, or not a JSON object) makes the client close itself the same way; nothing
+ *   it sends can throw out of the socket handler. A closed client stays closed: there is
  *   no reconnect; call `connect` again for a new client.
  */
 import net from 'node:net';
@@ -264,7 +266,18 @@ export class QmpClient {
     }
     for (const message of messages) {
       if (this.closedReason) return;
-      this.dispatch(message as Record<string, unknown>);
+      if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+        const received = JSON.stringify(message)?.slice(0, 200);
+        this.shutdown(unavailable(`QMP peer sent a message that is not a JSON object: ${received}`, this.driver, undefined, { received }));
+        return;
+      }
+      try {
+        this.dispatch(message as Record<string, unknown>);
+      } catch (err) {
+        // Nothing thrown while handling one message may escape the socket's data handler (it would crash the process).
+        this.shutdown(unavailable(`QMP message could not be handled: ${(err as Error)?.message ?? String(err)}`, this.driver, err));
+        return;
+      }
     }
   }
 

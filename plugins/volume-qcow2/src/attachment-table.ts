@@ -1,4 +1,4 @@
-import { CairnError, newId, type AttachMode, type AttachTarget, type Attachment, type ByteRange, type Extent } from '@cairn/core';
+import { CairnError, isCairnError, newId, type AttachMode, type AttachTarget, type Attachment, type ByteRange, type Extent } from '@cairn/core';
 import { NbdClient } from '@cairn/nbd';
 import { queryChangedExtents } from './bitmap-query.js';
 import type { DaemonSession } from './daemon-session.js';
@@ -68,7 +68,7 @@ export class AttachmentTable {
       const release = () => this.runtime.releaseVolume(session, volumeId);
       const changed: ChangedSource = async (since, range) => {
         const chain = bitmapChain((await this.store.volume(volumeId)).checkpoints, since);
-        if (!chain) throw this.notFound(since);
+        if (!chain || session.isUnsettled(node)) throw this.notFound(since);
         return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
       };
       return this.open({ kind: 'volume', id: volumeId }, mode, session, this.runtime.top(volumeId, node), release, changed, volumeId);
@@ -123,22 +123,36 @@ export class AttachmentTable {
     }
   }
 
-  /** Idempotent: an unknown attachment id succeeds. */
+  /**
+   * Idempotent: an unknown attachment id succeeds. Every step waits at most the session's
+   * timeout. A daemon that does not answer in time (stalled, not dead) is stopped (`quit`,
+   * SIGTERM, SIGKILL; its other attachments and views go with it) and detach fails with
+   * UNAVAILABLE: writes not flushed may be lost. A daemon that died is not an error.
+   */
   async detach(attachmentId: string): Promise<void> {
     const entry = this.entries.get(attachmentId);
     if (!entry) return;
     await this.runtime.locks.run(entry.volumeId, async () => {
       if (!this.entries.delete(attachmentId)) return;
+      const { session, device } = entry;
       try {
-        if (entry.attachment.mode === 'rw' && !entry.device.isClosed) await entry.device.flush();
-        await entry.device.close();
-        await entry.session.deleteExport(entry.exportId);
+        if (entry.attachment.mode === 'rw' && !device.isClosed) await session.within('flush', device.flush());
+        await session.within('disconnect', device.close());
+        await session.deleteExport(entry.exportId);
         await entry.release();
       } catch (err) {
+        const stalled = isTimeout(err);
         // After the daemon died there is nothing left to flush or release: detach succeeds.
-        if ((err as CairnError).code === 'UNAVAILABLE') await entry.session.exitedWithin(1000);
-        if (entry.session.alive) throw err;
-        await entry.device.close().catch(() => {});
+        if (!stalled && (err as CairnError).code === 'UNAVAILABLE') await session.exitedWithin(1000);
+        if (stalled && session.alive) {
+          await session.abandon();
+          throw new CairnError('UNAVAILABLE', `detach ${attachmentId}: qemu-storage-daemon stopped answering, so it was stopped; writes not yet flushed may be lost`, {
+            driver: this.driver,
+            cause: err,
+          });
+        }
+        if (session.alive) throw err;
+        await device.close().catch(() => {});
       }
     });
   }
@@ -157,10 +171,15 @@ export class AttachmentTable {
   }
 
   private notFound(since: string): CairnError {
-    return new CairnError('NOT_FOUND', `checkpoint ${JSON.stringify(since)} is unknown or its dirty bitmap is no longer consistent`, { driver: this.driver });
+    return new CairnError('NOT_FOUND', `checkpoint ${JSON.stringify(since)} is unknown or its dirty bitmaps cannot be trusted (read everything)`, { driver: this.driver });
   }
 
   private err(code: CairnError['code'], message: string): CairnError {
     return new CairnError(code, message, { driver: this.driver });
   }
+}
+
+/** A request the daemon did not answer in time (QMP or NBD): it may be stalled rather than dead. */
+function isTimeout(err: unknown): boolean {
+  return isCairnError(err) && err.code === 'UNAVAILABLE' && typeof err.details?.timeoutMs === 'number';
 }

@@ -8,6 +8,8 @@ export interface SessionOptions {
   /** Parent of the daemon's temp dir (QMP and NBD sockets). */
   runtimeDir: string;
   driver: string;
+  /** How long one QMP command may take before it fails with UNAVAILABLE (its outcome then unknown). */
+  commandTimeoutMs: number;
 }
 
 interface OpenNode {
@@ -25,6 +27,7 @@ interface OpenNode {
 export class DaemonSession {
   private readonly nodes = new Map<string, OpenNode>();
   private readonly nodeLocks = new KeyedMutex();
+  private readonly unsettledNodes = new Set<string>();
   private counter = 0;
   private stopping = false;
 
@@ -33,11 +36,18 @@ export class DaemonSession {
     /** The NBD server's unix socket. */
     readonly nbdSocket: string,
     private readonly driver: string,
+    /** How long the daemon may take to answer one request (QMP command, NBD flush, event). */
+    readonly timeoutMs: number,
   ) {}
 
   /** Starts the daemon and its NBD server. `UNAVAILABLE` when the daemon cannot run. */
   static async start(options: SessionOptions): Promise<DaemonSession> {
-    const daemon = await QemuStorageDaemon.start({ binary: options.binary, tmpParent: options.runtimeDir, driver: options.driver });
+    const daemon = await QemuStorageDaemon.start({
+      binary: options.binary,
+      tmpParent: options.runtimeDir,
+      driver: options.driver,
+      commandTimeoutMs: options.commandTimeoutMs,
+    });
     const nbdSocket = join(daemon.dir, 'nbd.sock');
     try {
       await daemon.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdSocket } } });
@@ -45,7 +55,7 @@ export class DaemonSession {
       await daemon.kill();
       throw err;
     }
-    return new DaemonSession(daemon, nbdSocket, options.driver);
+    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs);
   }
 
   get qmp(): QmpClient {
@@ -124,7 +134,26 @@ export class DaemonSession {
     if (!open) return;
     if (--open.refs > 0) return;
     this.nodes.delete(path);
+    this.unsettledNodes.delete(open.name); // a reopen gets a new name and is reconciled as fresh
     if (this.alive) await this.qmp.execute('blockdev-del', { 'node-name': open.name });
+  }
+
+  /**
+   * Nodes whose persistent bitmaps may disagree with their volume's sidecar: a change of the
+   * checkpoint chain failed with an unknown outcome (no reply in time: qemu may still run it
+   * later). While a node is unsettled, "changed since" queries on it fail with NOT_FOUND, and
+   * the next structural call on its volume reconciles it first (see settleCheckpoints).
+   */
+  isUnsettled(node: string): boolean {
+    return this.unsettledNodes.has(node);
+  }
+
+  markUnsettled(node: string): void {
+    this.unsettledNodes.add(node);
+  }
+
+  markSettled(node: string): void {
+    this.unsettledNodes.delete(node);
   }
 
   /** Dirty bitmaps of a node. */
@@ -143,7 +172,7 @@ export class DaemonSession {
   /** Removes an export (dropping any client left) and waits for BLOCK_EXPORT_DELETED. Idempotent. */
   async deleteExport(id: string): Promise<void> {
     if (!this.alive) return;
-    const gone = this.qmp.waitForEvent('BLOCK_EXPORT_DELETED', (e) => e.data.id === id);
+    const gone = this.qmp.waitForEvent('BLOCK_EXPORT_DELETED', (e) => e.data.id === id, { timeoutMs: this.timeoutMs });
     try {
       await this.qmp.execute('block-export-del', { id, mode: 'hard' });
     } catch (err) {
@@ -153,10 +182,43 @@ export class DaemonSession {
     await gone;
   }
 
+  /**
+   * Waits for `work` (NBD I/O, which has no timeout of its own) at most `timeoutMs`; then fails
+   * with UNAVAILABLE (`details.timeoutMs` set: the daemon is stalled, not dead). `work` goes on.
+   */
+  async within<T>(what: string, work: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new CairnError('UNAVAILABLE', `${what}: no answer from qemu-storage-daemon within ${this.timeoutMs} ms`, { driver: this.driver, details: { timeoutMs: this.timeoutMs } })),
+        this.timeoutMs,
+      );
+    });
+    work.catch(() => {}); // a late failure after the deadline is nobody's
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * The daemon stopped answering: stops it (`quit`, SIGTERM, SIGKILL, each wait bounded by
+   * `timeoutMs`) as a LOST session, not a requested stop, so the driver drops its attachments and
+   * views and the next call starts a new daemon. Idempotent.
+   */
+  async abandon(): Promise<void> {
+    await this.daemon.stop(this.stopTimeouts());
+  }
+
   /** Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. Idempotent. */
   async stop(): Promise<void> {
     this.stopping = true;
-    await this.daemon.stop();
+    await this.daemon.stop(this.stopTimeouts());
     this.nodes.clear();
+  }
+
+  private stopTimeouts(): { quitTimeoutMs: number; termTimeoutMs: number } {
+    return { quitTimeoutMs: Math.min(5_000, this.timeoutMs), termTimeoutMs: Math.min(3_000, this.timeoutMs) };
   }
 }

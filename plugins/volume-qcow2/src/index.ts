@@ -11,9 +11,17 @@ const optionalString = (options: Record<string, unknown>, key: string): string |
   return v;
 };
 
+const optionalPositive = (options: Record<string, unknown>, key: string): number | undefined => {
+  const v = options[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new CairnError('INVALID_INPUT', `option \`${key}\` must be a positive number`, { driver: 'qcow2' });
+  return v;
+};
+
 /**
  * The `qcow2` volume driver as a plugin. Options: `directory` (string, required); `runtimeDir`,
- * `qemuImg`, `qemuStorageDaemon` (strings, optional; see Qcow2VolumeDriverOptions).
+ * `qemuImg`, `qemuStorageDaemon` (strings, optional), `commandTimeoutMs` (positive number,
+ * optional); see Qcow2VolumeDriverOptions.
  * `INVALID_INPUT` names the option that is wrong.
  */
 export const qcow2VolumeModule = pluginModule({
@@ -32,6 +40,7 @@ export const qcow2VolumeModule = pluginModule({
           runtimeDir: optionalString(o, 'runtimeDir'),
           qemuImg: optionalString(o, 'qemuImg'),
           qemuStorageDaemon: optionalString(o, 'qemuStorageDaemon'),
+          commandTimeoutMs: optionalPositive(o, 'commandTimeoutMs'),
         });
       },
     },

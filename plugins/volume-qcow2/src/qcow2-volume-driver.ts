@@ -25,6 +25,8 @@ import { RecordStore } from './record-store.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { Runtime } from './runtime.js';
 
+const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+
 export interface Qcow2VolumeDriverOptions {
   /** Directory holding images, sidecars and temporary overlays; created when missing. Required. */
   directory: string;
@@ -34,6 +36,11 @@ export interface Qcow2VolumeDriverOptions {
   qemuImg?: string;
   /** The qemu-storage-daemon program. Default `qemu-storage-daemon` from PATH. */
   qemuStorageDaemon?: string;
+  /**
+   * How long to wait for the daemon to answer one QMP command or the flush of a detach, in ms.
+   * A daemon that does not answer in time is treated as stalled (see README). Default 30 000.
+   */
+  commandTimeoutMs?: number;
 }
 
 /**
@@ -64,17 +71,22 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     if (typeof options?.directory !== 'string' || options.directory.trim() === '') {
       throw new CairnError('INVALID_INPUT', 'option `directory` is required and must be a non-empty string', { driver: this.name });
     }
+    const timeout = options.commandTimeoutMs;
+    if (timeout !== undefined && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0)) {
+      throw new CairnError('INVALID_INPUT', 'option `commandTimeoutMs` must be a positive number of milliseconds', { driver: this.name });
+    }
     this.store = new RecordStore(options.directory, this.name);
     this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name);
     this.runtime = new Runtime({
       driver: this.name,
       binary: options.qemuStorageDaemon ?? 'qemu-storage-daemon',
       runtimeDir: options.runtimeDir ?? tmpdir(),
+      commandTimeoutMs: timeout ?? DEFAULT_COMMAND_TIMEOUT_MS,
       store: this.store,
       onSessionLost: (s) => this.sessionLost(s),
     });
     this.table = new AttachmentTable(this.name, this.store, this.runtime, this.views);
-    this.changedBlockTracking = new Qcow2Checkpoints(this.store, this.runtime);
+    this.changedBlockTracking = new Qcow2Checkpoints(this.store, this.runtime, this.name);
   }
 
   /** The directory this driver works in. */
@@ -183,6 +195,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         if (session && node) {
           await session.openNode(image, false); // the view's own reference
           try {
+            await this.runtime.settleVolume(session, node, volumeId); // a view freezes the chain: it must be trusted
+            const { checkpoints } = await this.store.volume(volumeId);
             const view = await createView({
               session,
               qemuImg: this.qemuImg,
@@ -190,7 +204,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
               name: name ?? '',
               size: record.size,
               node,
-              checkpoints: record.checkpoints,
+              checkpoints,
               overlayPath: (id) => this.store.layout.overlay(id),
             });
             this.runtime.pushFilter(volumeId, view.filter);

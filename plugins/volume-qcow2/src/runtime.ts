@@ -1,7 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, KeyedMutex } from '@cairn/core';
-import { reconcileCheckpoints } from './checkpoint-chain.js';
+import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.js';
 import { DaemonSession } from './daemon-session.js';
 import type { RecordStore } from './record-store.js';
 
@@ -9,6 +9,7 @@ export interface RuntimeOptions {
   driver: string;
   binary: string;
   runtimeDir: string;
+  commandTimeoutMs: number;
   store: RecordStore;
   /** Called once when a daemon exits without being asked to (crash, SIGKILL). */
   onSessionLost: (session: DaemonSession) => void;
@@ -68,22 +69,27 @@ export class Runtime {
 
   /**
    * Opens a volume's image as a writable node (or takes another reference). When this call
-   * opened it, the checkpoint chain is reconciled with the bitmaps qemu loaded (see
-   * reconcileCheckpoints). Callers hold the volume's lock.
+   * opened it, the checkpoint chain is reconciled with the bitmaps qemu loaded; when the node was
+   * already open but is unsettled, it is reconciled now (see checkpoint-reconcile.ts). Callers
+   * hold the volume's lock.
    */
   async openVolume(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
     const session = await this.session();
     const path = this.options.store.layout.image('volume', volumeId);
     const { name, fresh } = await session.openNode(path, false);
-    if (fresh) {
-      try {
-        await reconcileCheckpoints(session, name, this.options.store, volumeId);
-      } catch (err) {
-        await session.releaseNode(path).catch(() => {});
-        throw err;
-      }
+    try {
+      if (fresh) await reconcileCheckpoints(session, name, this.options.store, volumeId);
+      else await settleCheckpoints(session, name, this.options.store, volumeId);
+    } catch (err) {
+      await session.releaseNode(path).catch(() => {});
+      throw err;
     }
     return { session, node: name };
+  }
+
+  /** Reconciles an open volume node if it is unsettled. Callers hold the volume's lock. */
+  settleVolume(session: DaemonSession, node: string, volumeId: string): Promise<void> {
+    return settleCheckpoints(session, node, this.options.store, volumeId);
   }
 
   /** Drops a reference taken by openVolume. */

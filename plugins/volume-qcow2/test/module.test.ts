@@ -15,6 +15,8 @@ describe('qcow2VolumeModule', () => {
     await expect(registry.createVolumeDriver('qcow2', {})).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(registry.createVolumeDriver('qcow2', { directory: 5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', runtimeDir: '' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', commandTimeoutMs: 0 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(() => new Qcow2VolumeDriver({ directory: '/tmp/x', commandTimeoutMs: Number.NaN })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
   });
 
   it('createVolumeDriver(qcow2, {directory}) builds a driver that starts no daemon until needed', async () => {

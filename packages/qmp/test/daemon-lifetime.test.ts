@@ -1,0 +1,68 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QemuStorageDaemon } from '../src/index.js';
+import { processAlive } from '../src/runtime-dirs.js';
+import { createQcow2, removeDir, tempDir } from './helpers.js';
+
+// A caller that dies without cleaning up (SIGKILL, OOM, SIGTERM without handler) must not leave
+// its daemon running with the image's write lock, nor its temp dir behind for ever.
+const run = promisify(execFile);
+const fixture = fileURLToPath(new URL('./fixtures/hold-daemon.mjs', import.meta.url));
+let dir: string;
+
+beforeAll(async () => {
+  dir = await tempDir();
+});
+
+afterAll(async () => {
+  await removeDir(dir);
+});
+
+async function exitsWithin(pid: number, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (!processAlive(pid)) return true;
+  return !processAlive(pid);
+}
+
+describe('the daemon does not outlive its caller (Linux: setpriv --pdeathsig)', () => {
+  for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+    it(`caller killed with ${signal}: the daemon exits and frees the image, and the next start removes the caller's temp dir`, async () => {
+      const parent = join(dir, signal);
+      await mkdir(parent);
+      const image = await createQcow2(dir, `${signal}.qcow2`, 1024 * 1024);
+      const caller = spawn(process.execPath, [fixture, parent, image], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const line = await new Promise<string>((resolve, reject) => {
+        caller.stdout.once('data', (b: Buffer) => resolve(String(b)));
+        caller.once('exit', (code) => reject(new Error(`caller exited early (${code})`)));
+      });
+      const { pid, dir: daemonDir } = JSON.parse(line) as { pid: number; dir: string };
+      try {
+        caller.kill(signal);
+        expect(await exitsWithin(pid, 5_000), `daemon ${pid} still runs after its caller died`).toBe(true);
+        await run('qemu-img', ['info', image]); // fails with "Failed to get shared write lock" while an orphan holds it
+        expect(existsSync(daemonDir)).toBe(true);
+        const next = await QemuStorageDaemon.start({ tmpParent: parent });
+        expect(existsSync(daemonDir)).toBe(false);
+        await next.stop();
+      } finally {
+        if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+        caller.kill('SIGKILL');
+      }
+    });
+  }
+
+  it('start() keeps temp dirs of live owners and dirs without an owner file', async () => {
+    const parent = join(dir, 'keep');
+    await mkdir(join(parent, 'cairn-qsd-live'), { recursive: true });
+    await writeFile(join(parent, 'cairn-qsd-live', 'owner'), JSON.stringify({ pid: process.ppid }));
+    await mkdir(join(parent, 'cairn-qsd-unknown'));
+    const d = await QemuStorageDaemon.start({ tmpParent: parent });
+    expect(existsSync(join(parent, 'cairn-qsd-live'))).toBe(true);
+    expect(existsSync(join(parent, 'cairn-qsd-unknown'))).toBe(true);
+    await d.stop();
+  });
+});

@@ -1,0 +1,83 @@
+import { rm } from 'node:fs/promises';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Qcow2VolumeDriver } from '../src/index.js';
+import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+
+// A daemon that stops answering (SIGSTOP here; a hung disk or NFS server in real life) must not
+// hang detach or close for ever: the NBD flush and disconnect are bounded like QMP commands, and
+// the daemon is then stopped (quit, SIGTERM, SIGKILL).
+const TIMEOUT = 400;
+const dirs: string[] = [];
+
+afterAll(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+/** 'resolved' or 'rejected <code>'. */
+const outcome = (promise: Promise<unknown>): Promise<string> =>
+  promise.then(
+    () => 'resolved',
+    (e: { code?: string }) => `rejected ${e.code}`,
+  );
+
+/** `promise`'s outcome, or 'pending' after `ms`. */
+function settleWithin(promise: Promise<unknown>, ms: number): Promise<string> {
+  return Promise.race([outcome(promise), new Promise<string>((r) => setTimeout(() => r('pending'), ms))]);
+}
+
+const gone = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+};
+
+describe.skipIf(missingQemu.length > 0)(`a stalled daemon (needs ${missingQemu.join(', ') || 'qemu'})`, () => {
+  it('detach of a rw attachment fails with UNAVAILABLE in bounded time and stops the daemon; pending I/O fails; close() returns; the driver starts a new daemon', async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const d = new Qcow2VolumeDriver({ directory: dir, commandTimeoutMs: TIMEOUT });
+    const v = await d.createVolume({ size: 8 * MiB });
+    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, pattern(4096, 1));
+    const pid = (await d.daemonPid())!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const read = outcome(a.device.read(0, 512)); // NBD I/O has no timeout: pending until the daemon is gone
+      const started = Date.now();
+      expect(await settleWithin(d.detach(a.id), 10 * TIMEOUT)).toBe('rejected UNAVAILABLE');
+      expect(Date.now() - started).toBeLessThan(6 * TIMEOUT);
+      expect(gone(pid)).toBe(true);
+      expect(await read).toBe('rejected UNAVAILABLE'); // the daemon is gone: this settles at once
+      expect(await settleWithin(d.detach(a.id), 1000)).toBe('resolved'); // idempotent
+
+      const again = await d.attach({ kind: 'volume', id: v.id }, 'ro'); // a new daemon
+      expect(await d.daemonPid()).not.toBe(pid);
+      await d.detach(again.id);
+      expect(await settleWithin(d.close(), 10 * TIMEOUT)).toBe('resolved');
+    } finally {
+      if (!gone(pid)) process.kill(pid, 'SIGKILL');
+      await settleWithin(d.close(), 10 * TIMEOUT);
+    }
+  });
+
+  it('close() with a stalled daemon and a read-only attachment returns in bounded time', async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const d = new Qcow2VolumeDriver({ directory: dir, commandTimeoutMs: TIMEOUT });
+    const v = await d.createVolume({ size: 8 * MiB });
+    const a = await d.attach({ kind: 'volume', id: v.id }, 'ro');
+    const pid = (await d.daemonPid())!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const read = outcome(a.device.read(0, 512)); // NBD I/O has no timeout: pending until the daemon is gone
+      expect(await settleWithin(d.close(), 10 * TIMEOUT)).toBe('resolved');
+      expect(gone(pid)).toBe(true);
+      expect(await read).toBe('rejected UNAVAILABLE'); // the daemon is gone: this settles at once
+    } finally {
+      if (!gone(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
