@@ -1,4 +1,4 @@
-import { isCairnError, type ErrorCode } from '@cairn/core';
+import { toCairnError, type ErrorCode } from '@cairn/core';
 
 /**
  * Process exit codes of `cairn`, one per family of CairnError codes. Stable: scripts branch on
@@ -29,7 +29,11 @@ const BY_CODE: Record<ErrorCode, number> = {
   INTERNAL: ExitCode.INTERNAL,
 };
 
-/** The exit code for an error: its CairnError code's family, or 1 for anything else. */
+/**
+ * The exit code for an error: the family of the code it is reported with. Any other error is
+ * first mapped by toCairnError (as the output does), so the exit code always follows the printed
+ * code (an ENOENT prints NOT_FOUND and exits 3; an unknown error prints INTERNAL and exits 1).
+ */
 export function exitCodeFor(err: unknown): number {
-  return isCairnError(err) ? BY_CODE[err.code] : ExitCode.INTERNAL;
+  return BY_CODE[toCairnError(err).code];
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CairnError, ChunkedBackupService, nowIso, type BackupRecord, type BackupService } from '@cairn/core';
+import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, toCairnError, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
 import { StagingVolume } from './staging.js';
@@ -26,7 +26,10 @@ function isZero(b: Buffer): boolean {
  * Writes backup `record` of `service` as a self-contained archive at `file` (format.ts). The
  * backup is restored into a private staging volume first, so the service checks every chunk on
  * the way (`CORRUPT` if the backup is damaged). The archive appears under its name only when
- * complete (written as `<file>.partial`, then renamed). `CONFLICT` unless the record is available.
+ * complete (written as `<file>.partial`, fsynced, then renamed); on any failure the partial file is
+ * removed. `CONFLICT` unless the record is available. A failure to write the file surfaces as the
+ * CairnError its system error maps to (toCairnError: a missing directory `NOT_FOUND`, a full disk
+ * `UNAVAILABLE`), never as an unhandled stream error.
  */
 export async function writeArchive(
   service: BackupService,
@@ -35,9 +38,17 @@ export async function writeArchive(
   options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
 ): Promise<ArchiveWriteResult> {
   if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
-  const staging = await StagingVolume.create(record.size);
   const partial = `${file}.partial`;
+  const wrapWrite = (err: unknown) => (isCairnError(err) ? err : toCairnError(err, undefined, `writing archive ${file}`));
+  // Opened first: a missing directory or a read-only disk fails before the restore runs.
+  const fh = await open(partial, 'w', 0o600).catch((err) => {
+    throw wrapWrite(err);
+  });
+  let staging: StagingVolume | undefined;
+  let writeError: unknown;
+  const pack = tar.pack();
   try {
+    staging = await StagingVolume.create(record.size);
     const rw = await staging.attach('rw');
     try {
       await service.restore(record, rw.device, { targetIsZeroed: true, signal: options.signal, progress: options.progress });
@@ -63,15 +74,22 @@ export async function writeArchive(
       const { serviceData: _s, checkpointId: _c, status: _st, ...exported } = record;
       const manifest: ArchiveManifest = { format: ARCHIVE_FORMAT, createdAt: nowIso(), record: exported, size: record.size, chunks, vmConfig: !!vmConfig };
       // Pass 2: the tar itself.
-      const pack = tar.pack();
-      const done = pipeline(pack, createWriteStream(partial, { mode: 0o600 }));
+      // `done` settles early only by rejecting (the file cannot be written); every entry races it,
+      // so a write error ends the export at once with the real cause.
+      const done = pipeline(pack, fh.createWriteStream({ flush: true })).catch((err) => {
+        writeError = err;
+        throw err;
+      });
       done.catch(() => {});
       const sums: string[] = [];
-      const add = (name: string, data: Buffer) =>
-        new Promise<void>((resolve, reject) => {
-          sums.push(`${createHash('sha256').update(data).digest('hex')}  ${name}`);
+      const add = async (name: string, data: Buffer): Promise<void> => {
+        sums.push(`${createHash('sha256').update(data).digest('hex')}  ${name}`);
+        const entry = new Promise<void>((resolve, reject) => {
           pack.entry({ name, size: data.length, mode: 0o600, mtime: new Date() }, data, (err) => (err ? reject(err) : resolve()));
         });
+        entry.catch(() => {});
+        await Promise.race([entry, done]);
+      };
       await add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest, null, 2)));
       let dataBytes = 0;
       for (const c of chunks) {
@@ -83,16 +101,19 @@ export async function writeArchive(
       if (vmConfig) await add(VM_CONFIG_NAME, vmConfig);
       await add(SUMS_NAME, Buffer.from(`${sums.join('\n')}\n`));
       pack.finalize();
-      await done;
+      await done; // the stream fsyncs and closes the file (flush) before it finishes
       await rename(partial, file);
+      await syncDir(dirname(file));
       return { file, backupId: record.id, size: record.size, chunks: chunks.length, dataBytes };
     } finally {
       await staging.driver.detach(ro.id);
     }
   } catch (err) {
+    pack.destroy();
+    await fh.close().catch(() => {}); // already closed when the stream got that far
     await rm(partial, { force: true });
-    throw err;
+    throw writeError !== undefined ? wrapWrite(writeError) : toCairnError(err);
   } finally {
-    await staging.dispose();
+    await staging?.dispose();
   }
 }

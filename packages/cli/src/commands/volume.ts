@@ -1,7 +1,8 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CairnError, type VolumeDriver } from '@cairn/core';
+import { CairnError, syncDir, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
@@ -178,6 +179,12 @@ async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string,
   }
 }
 
+/**
+ * Writes volume `ref` to the image `file`. The image is written to a temporary file
+ * `.<name>.<random>.tmp` in the same directory, fsynced and renamed over `file` only when complete
+ * (the directory is fsynced too): `file` holds the old content or the whole new image, never a
+ * partial one, also with `--force`. On any failure the temporary file is removed.
+ */
 async function exportImage(ctx: CliContext, ref: string, file: string, opts: { format: ImageFormat | 'auto'; force: boolean }): Promise<void> {
   const format = opts.format === 'auto' ? formatFromName(file) : opts.format;
   if (!opts.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
@@ -186,9 +193,10 @@ async function exportImage(ctx: CliContext, ref: string, file: string, opts: { f
   });
   const v = await ctx.resolveVolume(ref);
   const driver = await ctx.volumes();
+  const partial = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   let temp: string | undefined;
   try {
-    const raw = format === 'raw' ? file : join((temp = await mkdtemp(join(tmpdir(), 'cairn-export-'))), 'image.raw');
+    const raw = format === 'raw' ? partial : join((temp = await mkdtemp(join(tmpdir(), 'cairn-export-'))), 'image.raw');
     const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
     const progress = progressReporter('export', ctx.out.options);
     let stats;
@@ -198,7 +206,12 @@ async function exportImage(ctx: CliContext, ref: string, file: string, opts: { f
       progress.stop();
       await driver.detach(a.id);
     }
-    if (format !== 'raw') await qemuConvert(raw, 'raw', file, format);
+    if (format !== 'raw') {
+      await qemuConvert(raw, 'raw', partial, format);
+      await fsyncFile(partial);
+    }
+    await rename(partial, file);
+    await syncDir(dirname(file));
     ctx.out.result({ volumeId: v.id, file, format, size: v.size, ...stats }, () =>
       renderFields([
         ['volume', `${v.name} (${v.id})`],
@@ -208,7 +221,20 @@ async function exportImage(ctx: CliContext, ref: string, file: string, opts: { f
         ['data written', formatBytes(stats.bytesWritten)],
       ]),
     );
+  } catch (err) {
+    await rm(partial, { force: true });
+    throw err;
   } finally {
     if (temp) await rm(temp, { recursive: true, force: true });
+  }
+}
+
+/** fsyncs a file written by another process (qemu-img), so a rename after it is durable. */
+async function fsyncFile(file: string): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }

@@ -20,15 +20,23 @@ export interface JobListing extends JobFile {
 const jobsDir = (stateDir: string) => join(stateDir, 'jobs');
 const ID = /^[A-Za-z0-9-]{1,64}$/;
 
-/** Records a job of this process; returns the function that removes the record (idempotent). */
+/**
+ * Records a job of this process; returns the function that removes the record (idempotent).
+ * `UNAVAILABLE` when the record cannot be written (nothing is left behind then).
+ */
 export async function registerJob(stateDir: string, job: Omit<JobFile, 'pid' | 'startedAt'>): Promise<() => Promise<void>> {
   const dir = jobsDir(stateDir);
-  await mkdir(dir, { recursive: true });
   const file = join(dir, `${job.id}.json`);
   const tmp = `${file}.${process.pid}.tmp`;
   const doc: JobFile = { ...job, pid: process.pid, startedAt: new Date().toISOString() };
-  await writeFile(tmp, JSON.stringify(doc));
-  await rename(tmp, file);
+  try {
+    await mkdir(dir, { recursive: true });
+    await writeFile(tmp, JSON.stringify(doc));
+    await rename(tmp, file);
+  } catch (cause) {
+    await rm(tmp, { force: true }).catch(() => {});
+    throw new CairnError('UNAVAILABLE', `cannot record job ${job.id} in ${dir}: ${(cause as Error).message}`, { cause });
+  }
   return () => rm(file, { force: true });
 }
 

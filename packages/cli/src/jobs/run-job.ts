@@ -7,7 +7,10 @@ import { registerJob } from './job-files.js';
  * Runs a started job in the foreground: records it in the state dir's jobs directory (so
  * `cairn backup cancel` can find it), shows progress, and turns SIGINT/SIGTERM into a
  * cancellation through the job's AbortSignal (a second signal exits at once with 130).
- * Settles like `job.done`; the job record is removed either way.
+ * Settles like `job.done`; the job record is removed either way. When the job cannot be
+ * recorded, the job is cancelled and awaited before the registration error is thrown, so a
+ * reported failure means no backup or restore was made (if the job finished before the cancel
+ * took effect, its result is returned with a warning instead).
  */
 export async function runJob(manager: BackupManager, job: Job, stateDir: string, out: Output): Promise<BackupRecord> {
   const progress = progressReporter(job.kind, out.options);
@@ -25,7 +28,15 @@ export async function runJob(manager: BackupManager, job: Job, stateDir: string,
   process.on('SIGTERM', onSignal);
   let unregister = async () => {};
   try {
-    unregister = await registerJob(stateDir, { id: job.id, kind: job.kind, backupId: job.backupId, volumeId: job.volumeId });
+    try {
+      unregister = await registerJob(stateDir, { id: job.id, kind: job.kind, backupId: job.backupId, volumeId: job.volumeId });
+    } catch (err) {
+      job.cancel('the job could not be recorded');
+      const result = await job.done.catch(() => undefined);
+      if (!result) throw err;
+      out.warn(`${job.kind} job ${job.id} finished before it could be cancelled (it could not be recorded: ${(err as Error).message})`);
+      return result;
+    }
     out.info(`${job.kind} job ${job.id} started (cancel with: cairn backup cancel ${job.id})`);
     return await job.done;
   } finally {
