@@ -11,7 +11,6 @@ import {
 import { posixModule } from '@cairn/backup-posix';
 import { fileVolumeModule } from '@cairn/volume-file';
 import { loadConfig, type LoadedConfig } from './config/load.js';
-import { throttledDriver } from './io/throttled-driver.js';
 import type { Output } from './output/output.js';
 
 /** Options every command accepts (see docs/cli.md, "Global options"). */
@@ -137,9 +136,10 @@ export class CliContext {
     this.managerPromise ??= (async () => {
       const targets: Record<string, BackupService> = {};
       for (const name of Object.keys(this.loaded.config.targets)) targets[name] = await this.target(name);
-      let volumes = await this.volumes();
-      if (options.readRate) volumes = throttledDriver(volumes, options.readRate);
-      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog() });
+      const volumes = await this.volumes();
+      // One budget for every backup of this process (a server's `--read-rate`); a cancelled
+      // backup stops waiting for it at once.
+      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog(), readRate: options.readRate });
       manager.on('warning', (e) => this.out.warn(e.message));
       return manager;
     })();

@@ -90,6 +90,21 @@ describe('cairn config', () => {
     expect((await cairn(['volume', 'list', '--config', f2], { cwd })).code).toBe(3);
   });
 
+  it('default names are own names of the config: "constructor" or "toString" is INVALID_INPUT (exit 2)', async () => {
+    for (const [key, name] of [['defaultVolumeDriver', 'constructor'], ['defaultTarget', 'toString']] as const) {
+      const f = await withConfig(`proto-${key}.json`, JSON.stringify({ ...good, [key]: name }));
+      const r = await cairn(['backup', 'list', '--config', f, '--json'], { cwd });
+      expect([r.code, jsonError(r).code], key).toEqual([2, 'INVALID_INPUT']);
+    }
+  });
+
+  it('backup cancel --wait takes a number of seconds: anything else is a usage error (exit 2) before anything is signalled', async () => {
+    const f = await withConfig('wait.json', JSON.stringify(good));
+    const r = await cairn(['backup', 'cancel', 'no-such-job', '--wait', 'xyz', '--config', f], { cwd });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('seconds');
+  });
+
   it('a config named by CAIRN_CONFIG that does not exist is NOT_FOUND (exit 3)', async () => {
     const r = await cairn(['volume', 'list'], { cwd, env: { CAIRN_CONFIG: join(cwd, 'missing.json') } });
     expect(r.code).toBe(3);

@@ -8,11 +8,11 @@ import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { cancelJob, listJobs } from '../jobs/job-files.js';
+import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
-import { formatBytes, parseSize, optionParser } from '../output/units.js';
+import { formatBytes, parseSeconds, parseSize, optionParser } from '../output/units.js';
 import { backupColumns, backupJson, backupText, verifyText, volumeJson } from '../output/views.js';
 
 const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
@@ -119,8 +119,14 @@ export function registerBackupCommands(program: Command): void {
     .description('backup and restore jobs running from this state directory')
     .action(
       withContext(async (ctx) => {
-        const jobs = (await listJobs(ctx.stateDir)).filter((j) => j.alive);
-        ctx.out.result(jobs.map(({ alive: _a, ...j }) => j), () =>
+        // Records whose process exited (or whose pid now names another process) are reported and removed.
+        const all = await listJobs(ctx.stateDir);
+        for (const stale of all.filter((j) => !j.alive)) {
+          await removeStaleJob(ctx.stateDir, stale);
+          ctx.out.warn(`job ${stale.id} (${stale.kind} of backup ${stale.backupId}) is dead: ${staleReason(stale, stale.state)}; removed its record`);
+        }
+        const jobs = all.filter((j) => j.alive);
+        ctx.out.result(jobs.map(({ alive: _a, state: _s, pidStartTime: _t, ...j }) => j), () =>
           renderTable(jobs, [
             { header: 'JOB', value: (j) => j.id },
             { header: 'KIND', value: (j) => j.kind },
@@ -136,7 +142,7 @@ export function registerBackupCommands(program: Command): void {
   backup
     .command('cancel <job>')
     .description('cancel a running backup or restore job (signals the process running it and waits for it to stop)')
-    .option('--wait <seconds>', 'how long to wait for the job to stop', (s) => Number(s), 30)
+    .option('--wait <seconds>', 'how long to wait for the job to stop', optionParser(parseSeconds), 30)
     .action(
       withContext<{ wait: number }>(async (ctx, [id], o) => {
         const job = await cancelJob(ctx.stateDir, id!, o.wait * 1000);

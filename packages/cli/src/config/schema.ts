@@ -48,10 +48,11 @@ export const ConfigSchema = z
     defaultTarget: Name.optional(),
   })
   .superRefine((c, ctx) => {
-    if (c.defaultVolumeDriver && !c.volumeDrivers[c.defaultVolumeDriver]) {
+    // Own names only: "constructor" or "toString" are on every object's prototype.
+    if (c.defaultVolumeDriver && !Object.hasOwn(c.volumeDrivers, c.defaultVolumeDriver)) {
       ctx.addIssue({ code: 'custom', path: ['defaultVolumeDriver'], message: `expected one of the names in volumeDrivers (${Object.keys(c.volumeDrivers).join(', ')})` });
     }
-    if (c.defaultTarget && !c.targets[c.defaultTarget]) {
+    if (c.defaultTarget && !Object.hasOwn(c.targets, c.defaultTarget)) {
       ctx.addIssue({ code: 'custom', path: ['defaultTarget'], message: `expected one of the names in targets (${Object.keys(c.targets).join(', ')})` });
     }
   });

@@ -55,6 +55,12 @@ export function parseDuration(text: string): number {
   return Math.round(Number(m[1]) * unit);
 }
 
+/** Parses a non-negative number of seconds (`30`, `2.5`). `INVALID_INPUT` otherwise. */
+export function parseSeconds(text: string): number {
+  if (!/^\s*\d+(?:\.\d+)?\s*$/.test(String(text))) throw new CairnError('INVALID_INPUT', `"${text}" is not a number of seconds (examples: 0, 30, 2.5)`);
+  return Number(text);
+}
+
 /**
  * Adapts a parser that throws CairnError (parseSize, parseDuration…) to commander, which reports
  * an InvalidArgumentError as a usage error (exit 2) naming the option.

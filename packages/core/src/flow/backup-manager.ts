@@ -23,6 +23,11 @@ export interface BackupManagerOptions {
   catalog: Catalog;
   /** Default: in-process locks. */
   locks?: VolumeLocks;
+  /**
+   * Read volumes at most this many bytes per second, shared by every backup of this manager (a
+   * server's `--read-rate`); a request's own `readRate` applies on top. Default: unlimited.
+   */
+  readRate?: number;
 }
 
 export interface BackupRequest {
@@ -75,6 +80,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   private readonly defaultTarget: string;
   private readonly catalog: Catalog;
   private readonly locks: VolumeLocks;
+  /** The budget every backup of this manager shares (`readRate`), if any. */
+  private readonly readBudget: RateBudget | undefined;
   /** Restores and incrementals claim the backups they use; deleteBackup refuses claimed ones. */
   private readonly claims = new BackupClaims();
   private readonly jobs = new Map<string, Job>();
@@ -95,6 +102,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     if (!this.targets[this.defaultTarget]) throw new CairnError('INVALID_INPUT', `default target ${this.defaultTarget} is not configured`);
     this.catalog = options.catalog;
     this.locks = options.locks ?? new InProcessVolumeLocks();
+    if (options.readRate !== undefined && !(Number.isFinite(options.readRate) && options.readRate > 0)) throw new CairnError('INVALID_INPUT', `readRate must be a positive number of bytes per second, got ${String(options.readRate)}`);
+    this.readBudget = options.readRate ? new RateBudget(options.readRate) : undefined;
   }
 
   /** Backs up a volume and resolves with the `available` record. See `startBackup`. */
@@ -229,7 +238,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         }
         record.size = attachment.device.size;
         const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
-        const device = request.readRate ? throttleReads(attachment.device, new RateBudget(request.readRate)) : attachment.device;
+        let device = attachment.device;
+        if (this.readBudget) device = throttleReads(device, this.readBudget, signal);
+        if (request.readRate) device = throttleReads(device, new RateBudget(request.readRate), signal);
         result = await service.backup(job, { device, changedSince });
       }
       // The service has committed the backup: a cancel from here on is too late, and a failure

@@ -1,4 +1,5 @@
 import type { BlockDevice, ByteRange, Extent, ExtentQuery } from '../contracts/block-device.js';
+import { CairnError, throwIfAborted } from '../errors.js';
 
 /**
  * Paces reads so that the bytes granted never run ahead of `bytesPerSecond` × the time elapsed
@@ -8,28 +9,49 @@ export class RateBudget {
   private next = Date.now();
   constructor(readonly bytesPerSecond: number) {}
 
-  /** Resolves once `bytes` more may be read. */
-  async take(bytes: number): Promise<void> {
+  /**
+   * Resolves once `bytes` more may be read. With `signal`, an abort ends the wait at once with
+   * `CANCELLED` (and gives the grant back when no later one was made), so a throttled job stops
+   * as soon as it is cancelled however slow its rate.
+   */
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal);
     const now = Date.now();
     const start = Math.max(now, this.next);
-    this.next = start + (bytes / this.bytesPerSecond) * 1000;
+    const end = start + (bytes / this.bytesPerSecond) * 1000;
+    this.next = end;
     const wait = start - now;
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (wait <= 0) return;
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        if (this.next === end) this.next = start;
+        reject(new CairnError('CANCELLED', 'throttled read cancelled', { cause: signal!.reason }));
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, wait);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 }
 
 /**
  * `device` with its reads paced by `budget`; writes, extents and the rest pass through. Keeps a
- * backup from starving the volume's other users (`BackupRequest.readRate`, `--read-rate`).
+ * backup from starving the volume's other users (`BackupRequest.readRate`,
+ * `BackupManagerOptions.readRate`). A read waiting for its grant fails with `CANCELLED` once
+ * `signal` aborts.
  */
-export function throttleReads(device: BlockDevice, budget: RateBudget): BlockDevice {
-  return new ThrottledDevice(device, budget);
+export function throttleReads(device: BlockDevice, budget: RateBudget, signal?: AbortSignal): BlockDevice {
+  return new ThrottledDevice(device, budget, signal);
 }
 
 class ThrottledDevice implements BlockDevice {
   constructor(
     private readonly inner: BlockDevice,
     private readonly budget: RateBudget,
+    private readonly signal?: AbortSignal,
   ) {}
   get size() {
     return this.inner.size;
@@ -41,7 +63,7 @@ class ThrottledDevice implements BlockDevice {
     return this.inner.extentGranularity;
   }
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    await this.budget.take(length);
+    await this.budget.take(length, this.signal);
     return this.inner.read(offset, length, into);
   }
   write(offset: number, data: Uint8Array): Promise<void> {
