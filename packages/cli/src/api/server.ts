@@ -7,6 +7,7 @@ import type { TlsFiles } from './tls.js';
 import { errorResponse, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
+import { DEFAULT_TIMEOUTS, type ApiServerTimeouts } from './server-timeouts.js';
 import { registerSystemRoutes } from './routes-system.js';
 import { registerTargetRoutes } from './routes-targets.js';
 import { registerVolumeRoutes } from './routes-volumes.js';
@@ -23,6 +24,8 @@ export interface ApiServerOptions {
   log?: (line: string) => void;
   /** Errors answered with a 5xx, for the operator (the client gets the error body). */
   onServerError?: (err: unknown) => void;
+  /** Connection limits; each defaults to DEFAULT_TIMEOUTS. */
+  timeouts?: Partial<ApiServerTimeouts>;
 }
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
@@ -37,12 +40,14 @@ export class ApiServer {
   readonly app: FastifyInstance;
   private closing = false;
   private readonly scheme: 'http' | 'https';
+  private readonly timeouts: ApiServerTimeouts;
 
   constructor(
     private readonly api: ApiContext,
     options: ApiServerOptions = {},
   ) {
-    this.app = buildApp(api, options, () => this.closing);
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.app = buildApp(api, options, this.timeouts, () => this.closing);
     this.scheme = options.tls ? 'https' : 'http';
   }
 
@@ -58,21 +63,35 @@ export class ApiServer {
     return { host, port: bound.port, url: `${this.scheme}://${host.includes(':') ? `[${host}]` : host}:${bound.port}` };
   }
 
-  /** Graceful stop (call once): resolves when no request is in flight and every job has ended. */
+  /**
+   * Graceful stop (call once): resolves when every job has ended and every connection is closed.
+   * Requests in flight get `drainTimeoutMs` after the jobs settled to be answered; connections
+   * still open then (a client that never finishes sending its body, say) are closed, so the
+   * stop takes at most the jobs' settling plus `drainTimeoutMs`.
+   */
   async shutdown(): Promise<void> {
     this.closing = true;
     const closed = this.app.close();
     await this.api.jobs.shutdown();
     this.app.server.closeIdleConnections();
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([closed.then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), this.timeouts.drainTimeoutMs)))]);
+    clearTimeout(timer);
+    if (!drained) this.app.server.closeAllConnections();
     await closed;
     // A start that was in flight added its job after the first wait (cancelled at once): wait for it too.
     await this.api.jobs.settled();
   }
 }
 
-function buildApp(api: ApiContext, options: ApiServerOptions, closing: () => boolean): FastifyInstance {
+function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServerTimeouts, closing: () => boolean): FastifyInstance {
+  // Node checks request and header timeouts every connectionsCheckingInterval (default 30 s).
+  const checking = { connectionsCheckingInterval: Math.max(100, Math.min(1000, timeouts.requestTimeoutMs)) };
   const app = Fastify({
-    ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key } } : {}),
+    ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key, ...checking } } : { http: checking }),
+    requestTimeout: timeouts.requestTimeoutMs,
+    connectionTimeout: timeouts.connectionTimeoutMs,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
     logger: false,
     bodyLimit: BODY_LIMIT,
     return503OnClosing: false,
@@ -110,6 +129,8 @@ function buildApp(api: ApiContext, options: ApiServerOptions, closing: () => boo
   registerJobRoutes(app, api);
   registerTargetRoutes(app, api);
   addMethodNotAllowed(app, routes);
+  // Headers must arrive within the request timeout too (Node's default is 60 s).
+  app.server.headersTimeout = Math.min(app.server.headersTimeout, timeouts.requestTimeoutMs);
   return app;
 }
 

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
 import { JobTable } from '../api/jobs.js';
+import { timeoutsFromEnv } from '../api/server-timeouts.js';
 import { loadTls } from '../api/tls.js';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
@@ -59,6 +60,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
         const tls = await loadTls(o.tlsCert, o.tlsKey);
         assertListenAllowed(listen, auth !== undefined);
+        const timeouts = timeoutsFromEnv(process.env);
         if (auth?.warning) ctx.out.warn(auth.warning);
         if (!tls && !isLoopback(listen.host)) ctx.out.warn(`listening on ${listen.host} without TLS: the token crosses the network in clear unless a TLS-terminating proxy sits in front (or give --tls-cert and --tls-key)`);
 
@@ -72,7 +74,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const jobs = new JobTable(o.keepJobs, () => idle.idle());
         const server = new ApiServer(
           { cli: ctx, manager, jobs, version },
-          { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err) },
+          { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts },
         );
         const stopped = untilSignal(() => {
           ctx.out.warn('second signal: exiting without waiting for the jobs');

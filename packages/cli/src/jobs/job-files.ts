@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, ordinal } from '@cairn/core';
+import { jobProcessState, looksLikeCairn, processStartTime, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
 export interface JobFile {
@@ -10,11 +11,19 @@ export interface JobFile {
   backupId: string;
   volumeId: string;
   startedAt: string;
+  /**
+   * The kernel's start time of `pid` (`/proc/<pid>/stat` field 22, clock ticks since boot): with
+   * `pid` it names the process, so a reused pid is not taken for the job's. Absent in records
+   * written before it was kept (or where /proc is unavailable).
+   */
+  pidStartTime?: number;
 }
 
 export interface JobListing extends JobFile {
-  /** False when the recorded process no longer runs (the file is stale). */
+  /** False when the recorded process no longer runs or its pid now names another process (the file is stale). */
   alive: boolean;
+  /** Why: `alive`, `gone` (exited), `reused` (the pid names another process). */
+  state: JobProcessState;
 }
 
 const jobsDir = (stateDir: string) => join(stateDir, 'jobs');
@@ -24,11 +33,12 @@ const ID = /^[A-Za-z0-9-]{1,64}$/;
  * Records a job of this process; returns the function that removes the record (idempotent).
  * `UNAVAILABLE` when the record cannot be written (nothing is left behind then).
  */
-export async function registerJob(stateDir: string, job: Omit<JobFile, 'pid' | 'startedAt'>): Promise<() => Promise<void>> {
+export async function registerJob(stateDir: string, job: Omit<JobFile, 'pid' | 'startedAt' | 'pidStartTime'>): Promise<() => Promise<void>> {
   const dir = jobsDir(stateDir);
   const file = join(dir, `${job.id}.json`);
   const tmp = `${file}.${process.pid}.tmp`;
-  const doc: JobFile = { ...job, pid: process.pid, startedAt: new Date().toISOString() };
+  const pidStartTime = processStartTime(process.pid);
+  const doc: JobFile = { ...job, pid: process.pid, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}) };
   try {
     await mkdir(dir, { recursive: true });
     await writeFile(tmp, JSON.stringify(doc));
@@ -52,7 +62,8 @@ export async function listJobs(stateDir: string): Promise<JobListing[]> {
   for (const name of names.filter((n) => n.endsWith('.json'))) {
     try {
       const doc = JSON.parse(await readFile(join(jobsDir(stateDir), name), 'utf8')) as JobFile;
-      out.push({ ...doc, alive: pidAlive(doc.pid) });
+      const state = jobProcessState(doc.pid, doc.pidStartTime);
+      out.push({ ...doc, alive: state === 'alive', state });
     } catch {
       /* removed meanwhile or half-written: not a job */
     }
@@ -61,9 +72,27 @@ export async function listJobs(stateDir: string): Promise<JobListing[]> {
 }
 
 /**
+ * Removes the record of `job` when its process no longer runs it (`alive` false). Never throws;
+ * a record already gone is fine.
+ */
+export async function removeStaleJob(stateDir: string, job: JobListing): Promise<void> {
+  if (job.alive || !ID.test(job.id)) return;
+  await rm(join(jobsDir(stateDir), `${job.id}.json`), { force: true }).catch(() => {});
+}
+
+/** Why a stale record's process no longer runs its job, for messages. */
+export function staleReason(job: Pick<JobFile, 'pid'>, state: JobProcessState): string {
+  return state === 'reused' ? `its process ${job.pid} is gone and the pid now belongs to another process` : `its process ${job.pid} is gone`;
+}
+
+/**
  * Asks the process running job `id` to cancel it (SIGTERM; its handler aborts the job) and
- * waits up to `waitMs` (default 30 s) for the job record to go. `NOT_FOUND` for an unknown or
- * finished job (a stale record is removed); `UNAVAILABLE` when the process does not stop in time.
+ * waits up to `waitMs` (default 30 s) for the job record to go. Only the job's own process is
+ * ever signalled: the pid must run with the recorded start time. `NOT_FOUND` for an unknown or
+ * finished job (a record whose process exited, or whose pid now names another process, is
+ * removed). A record without a start time (written by an older version) is signalled only when
+ * /proc shows its pid running cairn; when that cannot be read it is `UNAVAILABLE` and nothing is
+ * signalled. `UNAVAILABLE` when the process does not stop in time.
  */
 export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): Promise<JobFile> {
   if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no running job ${id}`);
@@ -74,14 +103,21 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
   } catch {
     throw new CairnError('NOT_FOUND', `no running job ${id}`);
   }
-  if (!pidAlive(doc.pid)) {
+  const state = jobProcessState(doc.pid, doc.pidStartTime);
+  if (state !== 'alive') {
     await rm(file, { force: true });
-    throw new CairnError('NOT_FOUND', `job ${id} is not running (its process ${doc.pid} is gone)`);
+    throw new CairnError('NOT_FOUND', `job ${id} is not running (${staleReason(doc, state)}); removed its record`);
+  }
+  if (doc.pidStartTime === undefined && looksLikeCairn(doc.pid) !== true) {
+    throw new CairnError(
+      'UNAVAILABLE',
+      `job ${id} was recorded by an older cairn without the process's start time, and process ${doc.pid} cannot be confirmed to be cairn: not signalling it (stop it yourself if it is the job's, then remove ${file})`,
+    );
   }
   process.kill(doc.pid, 'SIGTERM');
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline) {
-    if (!(await exists(file)) || !pidAlive(doc.pid)) return doc;
+    if (!(await exists(file)) || jobProcessState(doc.pid, doc.pidStartTime) !== 'alive') return doc;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new CairnError('UNAVAILABLE', `job ${id} (process ${doc.pid}) did not stop within ${waitMs} ms`);
@@ -93,14 +129,5 @@ async function exists(file: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -1,0 +1,45 @@
+import { CairnError } from '@cairn/core';
+import { MAX_WAIT_SECONDS } from './routes-jobs.js';
+
+/**
+ * Connection limits (ms). A request (headers and body) must arrive within `requestTimeoutMs`; a
+ * connection with no traffic either way for `connectionTimeoutMs` is closed, which must exceed
+ * the longest long-poll (`?wait=`, MAX_WAIT_SECONDS) so a waiting client is answered, not cut;
+ * an idle keep-alive connection is closed after `keepAliveTimeoutMs`; at shutdown, connections
+ * still open `drainTimeoutMs` after the jobs settled are closed (whatever they were doing).
+ */
+export interface ApiServerTimeouts {
+  requestTimeoutMs: number;
+  connectionTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  drainTimeoutMs: number;
+}
+
+/** Defaults: bodies get 60 s, long-polls up to MAX_WAIT_SECONDS plus 30 s of quiet, shutdown drains 10 s. */
+export const DEFAULT_TIMEOUTS: ApiServerTimeouts = {
+  requestTimeoutMs: 60_000,
+  connectionTimeoutMs: (MAX_WAIT_SECONDS + 30) * 1000,
+  keepAliveTimeoutMs: 5_000,
+  drainTimeoutMs: 10_000,
+};
+
+/** Environment variables that override DEFAULT_TIMEOUTS (milliseconds), documented in docs/api.md. */
+export const TIMEOUT_ENV: Record<keyof ApiServerTimeouts, string> = {
+  requestTimeoutMs: 'CAIRN_SERVE_REQUEST_TIMEOUT_MS',
+  connectionTimeoutMs: 'CAIRN_SERVE_CONNECTION_TIMEOUT_MS',
+  keepAliveTimeoutMs: 'CAIRN_SERVE_KEEPALIVE_TIMEOUT_MS',
+  drainTimeoutMs: 'CAIRN_SERVE_DRAIN_TIMEOUT_MS',
+};
+
+/** The timeouts set in `env` (unset ones are left out); `INVALID_INPUT` for a value that is not a whole number from 1 to 3600000. */
+export function timeoutsFromEnv(env: NodeJS.ProcessEnv): Partial<ApiServerTimeouts> {
+  const out: Partial<ApiServerTimeouts> = {};
+  for (const [key, name] of Object.entries(TIMEOUT_ENV) as [keyof ApiServerTimeouts, string][]) {
+    const text = env[name];
+    if (text === undefined || text === '') continue;
+    const n = Number(text);
+    if (!Number.isSafeInteger(n) || n < 1 || n > 3_600_000) throw new CairnError('INVALID_INPUT', `${name} takes milliseconds, a whole number from 1 to 3600000, not ${JSON.stringify(text)}`);
+    out[key] = n;
+  }
+  return out;
+}

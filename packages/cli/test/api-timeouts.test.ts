@@ -1,0 +1,104 @@
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+
+type Spawned = ReturnType<typeof cairnSpawn>;
+
+/** Connection limits of `cairn serve`: a slow or stuck client can neither hold a connection nor keep the server from stopping. */
+describe('cairn serve timeouts', () => {
+  let cwd: string;
+  let volumeId: string;
+  const servers: Spawned[] = [];
+  const sockets: Socket[] = [];
+
+  beforeAll(async () => {
+    cwd = await tempDir();
+    await writeRawImage(join(cwd, 'v.raw'), 8 * MiB);
+    volumeId = (await cairnJson(['volume', 'import', join(cwd, 'v.raw'), '--name', 'slow'], { cwd })).volume.id;
+  });
+  afterEach(() => {
+    for (const s of sockets.splice(0)) s.destroy();
+    for (const { child } of servers.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  afterAll(() => removeDir(cwd));
+
+  /** Starts `cairn serve` on a free port with `env` and resolves with its port once listening. */
+  async function serve(env: Record<string, string>, args: string[] = []): Promise<Spawned & { port: number }> {
+    const spawned = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd, env });
+    servers.push(spawned);
+    const port = await new Promise<number>((resolve, reject) => {
+      let text = '';
+      spawned.child.stdout!.on('data', (d: Buffer) => {
+        text += d.toString();
+        if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).port);
+      });
+      void spawned.exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
+    });
+    return { ...spawned, port };
+  }
+
+  /** Sends headers promising a 100-byte body and only 5 bytes of it; resolves with the socket once they are written. */
+  async function partialBody(port: number): Promise<Socket> {
+    const socket = connect(port, '127.0.0.1');
+    sockets.push(socket);
+    socket.on('error', () => {});
+    await new Promise((r) => socket.once('connect', r));
+    socket.write(`POST /v1/backups HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"vol`);
+    return socket;
+  }
+
+  const closedWithin = (socket: Socket, ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (socket.destroyed || socket.readableEnded) return resolve(true);
+      const timer = setTimeout(() => resolve(false), ms);
+      socket.once('close', () => (clearTimeout(timer), resolve(true)));
+    });
+
+  const exitWithin = (exit: Promise<CliResult>, ms: number) => Promise.race([exit, new Promise<undefined>((r) => setTimeout(() => r(undefined), ms))]);
+
+  it('SIGTERM ends the server within the drain timeout although a client never finishes its body', async () => {
+    const server = await serve({ CAIRN_SERVE_DRAIN_TIMEOUT_MS: '300' });
+    const socket = await partialBody(server.port);
+    await new Promise((r) => setTimeout(r, 300)); // the request is in flight on the server
+    server.child.kill('SIGTERM');
+    const result = await exitWithin(server.exit, 8_000);
+    expect(result, 'the server still runs 8 s after SIGTERM').toBeDefined();
+    expect(result!.code, result!.stderr).toBe(0);
+    expect(await closedWithin(socket, 1_000)).toBe(true);
+  });
+
+  it('a request whose body does not arrive within the request timeout is cut off (connection closed)', async () => {
+    const server = await serve({ CAIRN_SERVE_REQUEST_TIMEOUT_MS: '500' });
+    const socket = await partialBody(server.port);
+    let answer = '';
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    expect(await closedWithin(socket, 5_000)).toBe(true);
+    if (answer) expect(answer).toMatch(/^HTTP\/1\.1 408/);
+    server.child.kill('SIGTERM');
+    expect((await server.exit).code).toBe(0);
+  });
+
+  it('a long-poll (?wait=) outlasts the request timeout and is answered; SIGTERM then cancels the job and exits 0', async () => {
+    const server = await serve({ CAIRN_SERVE_REQUEST_TIMEOUT_MS: '500' }, ['--read-rate', '512KiB']);
+    const base = `http://127.0.0.1:${server.port}`;
+    const started = await fetch(`${base}/v1/backups`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ volumeId }) });
+    expect(started.status).toBe(202);
+    const job = (await started.json()) as { id: string };
+    const polled = await fetch(`${base}/v1/jobs/${job.id}?wait=2`);
+    expect(polled.status).toBe(200);
+    expect(await polled.json()).toMatchObject({ id: job.id, state: 'running' });
+    server.child.kill('SIGTERM');
+    const result = await exitWithin(server.exit, 15_000);
+    expect(result?.code, result?.stderr).toBe(0);
+    expect(result!.stderr).toMatch(/cancelling 1 running job/);
+  });
+
+  it('an invalid timeout in the environment is refused (INVALID_INPUT, exit 2)', async () => {
+    const spawned = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd, env: { CAIRN_SERVE_REQUEST_TIMEOUT_MS: 'soon' } });
+    servers.push(spawned);
+    const result = await exitWithin(spawned.exit, 10_000);
+    expect(result?.code, result?.stderr).toBe(2);
+    expect(result!.stderr).toMatch(/CAIRN_SERVE_REQUEST_TIMEOUT_MS/);
+  });
+});
