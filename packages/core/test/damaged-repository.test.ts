@@ -151,6 +151,12 @@ describe('untrusted fields', () => {
     const doc = decodeDocument<Record<string, unknown>>(repo.codec, await store.get(key), `manifest:${b.id}`);
     await store.put(key, encodeDocument(repo.codec, { ...doc, pageChunks: 2 ** 30, chunkPages: [null] }, `manifest:${b.id}`));
     await expect(repo.readManifest(b.id)).rejects.toMatchObject({ code: 'CORRUPT' });
+    // An inline (format-3) chunk list whose size and chunk size agree with its length but are no sizes.
+    const { chunkPages: _p, pageChunks: _n, ...inline } = doc;
+    for (const bad of [{ size: 4, chunkSize: 0.5, chunks: Array(8).fill(null) }, { size: -1, chunkSize: 262144, chunks: [] }]) {
+      await store.put(key, encodeDocument(repo.codec, { ...inline, version: 3, ...bad }, `manifest:${b.id}`));
+      await expect(repo.readManifest(b.id)).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('malformed size') });
+    }
     await service.close();
     const config = JSON.parse((await store.get('config')).toString());
     for (const bad of [{ chunkSize: 3 }, { packSize: 0 }, { compression: 'bzip9' }]) {

@@ -179,6 +179,7 @@ export class Repository {
     }
     try {
       const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)), (id) => readPage(this.store, this.codec, id));
+      if (!Number.isSafeInteger(m.size) || m.size < 0 || chunkSizeProblem(m.chunkSize)) throw new Error(`manifest has a malformed size (${String(m.size)}) or chunk size (${String(m.chunkSize)})`);
       if (m.backupId !== backupId || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
       return m;
     } catch (cause) {
