@@ -130,6 +130,24 @@ describe('untrusted fields', () => {
     await Promise.all([service.close(), fresh.close()]);
   });
 
+  it('an index object in a form the scanner does not take (reformatted JSON) that names a pack id that is no id is damaged as a whole', async () => {
+    const { store, volumes, manager, service } = await rig();
+    const v = await filledVolume(volumes, 2 * MiB, 67);
+    const b = await manager.backup({ volumeId: v.id });
+    const repo = service.repository;
+    const [indexKey] = await keys(store, 'index/');
+    const indexId = indexKey!.slice('index/'.length);
+    const doc = decodeDocument<{ version: number; packs: [string, unknown[]][] }>(repo.codec, await store.get(indexKey!), `index:${indexId}`);
+    doc.packs[0]![0] = '../../outside';
+    // Pretty-printed, so it is read by the JSON fallback rather than the byte scanner.
+    const sealed = repo.codec.seal(1, (await import('zstd-napi')).compress(Buffer.from(JSON.stringify(doc, null, 1))), `index:${indexId}`);
+    await store.put(indexKey!, sealed);
+    const { service: fresh } = await rig(store);
+    const report = await fresh.verify();
+    expect(report.problems).toEqual([expect.objectContaining({ backupId: b.id, message: expect.stringContaining(`unreadable index objects: ${indexKey}`) })]);
+    await Promise.all([service.close(), fresh.close()]);
+  });
+
   it('lz4 and gzip blobs that announce or inflate to more than their chunk are CORRUPT', async () => {
     const codec = new ChunkCodec(undefined, undefined);
     const data = Buffer.alloc(128 * 1024, 'abc');

@@ -119,7 +119,7 @@ export class ChunkIndex {
       if (doc.version === 1 && Array.isArray(doc.blobs)) packs = [[indexId, doc.blobs]];
       else if (doc.version === 2 && Array.isArray(doc.packs)) packs = doc.packs;
       else throw new Error(`unknown index version ${String((doc as { version?: unknown }).version)}`);
-      for (const [packId, blobs] of packs) if (typeof packId !== 'string' || !Array.isArray(blobs) || !blobs.every(validTuple)) throw new Error('malformed pack entry');
+      for (const [packId, blobs] of packs) if (typeof packId !== 'string' || !HEX_ID.test(packId) || !Array.isArray(blobs) || !blobs.every(validTuple)) throw new Error('malformed pack entry');
       if (this.objects.has(indexId)) return; // recorded meanwhile by this process
       this.recordObject(indexId, packs.map(([packId]) => packId));
       for (const [packId, blobs] of packs) {
