@@ -99,6 +99,33 @@ describe('a store that fails for a moment', () => {
     void b;
   });
 
+  it('a refresh whose listing fails while an index object load fails leaves no rejection unhandled', async () => {
+    const { ChunkIndex } = await import('../src/repository/chunk-index.js');
+    const store = {
+      name: 'outage',
+      capabilities: {},
+      async *list(prefix: string) {
+        yield { key: `${prefix}${'a'.repeat(64)}`, size: 1, modifiedAt: new Date().toISOString() };
+        await new Promise((r) => setTimeout(r, 5));
+        throw new CairnError('UNAVAILABLE', 'listing failed');
+      },
+      async get(): Promise<Buffer> {
+        await new Promise((r) => setTimeout(r, 20));
+        throw new CairnError('UNAVAILABLE', 'get failed');
+      },
+    } as unknown as ObjectStore;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await expect(new ChunkIndex(store, new ChunkCodec(undefined, undefined)).refresh()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      await new Promise((r) => setTimeout(r, 60));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it("verify fails with the store's error instead of calling readable chunks CORRUPT", async () => {
     const store = new BlinkingStore('mem');
     const { volumes, manager, service } = await rig(store);

@@ -33,6 +33,27 @@ describe('a held lock', () => {
     await lock.release();
   });
 
+  it('a lapse is seen even when rewrites started before the expiry landed after it (a store that stalls)', async () => {
+    let open: (() => void) | undefined;
+    let gate: Promise<void> | undefined;
+    class StallingStore extends MemoryObjectStore {
+      override async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+        if (gate && key.startsWith('locks/')) await gate;
+        return super.put(key, data, options);
+      }
+    }
+    const store = new StallingStore('mem');
+    const lock = await new RepositoryLocks(store, 300).acquire('shared', { purpose: 'backup' });
+    gate = new Promise((r) => (open = r));
+    await sleep(360); // past the expiry: another process sees the lock stale
+    expect((await new RepositoryLocks(store, 300).list()).find((l) => l.id === lock.doc.id)?.stale).toBe(true);
+    open!();
+    gate = undefined;
+    await sleep(150); // the stalled rewrite lands, and the next one
+    expect(() => lock.assertHeld()).toThrow(expect.objectContaining({ code: 'BUSY' }));
+    await lock.release();
+  });
+
   it('a backup whose lock lapsed fails with BUSY and writes no manifest', async () => {
     const store = new OutageStore('mem');
     const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: 300, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: { N: 1024, r: 8, p: 1 } } });

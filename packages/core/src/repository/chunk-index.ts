@@ -79,15 +79,24 @@ export class ChunkIndex {
     const known = new Set([...this.objects.keys(), ...this.damaged]);
     const listed = new Set<string>();
     const loading = new Set<Promise<void>>();
-    for await (const o of this.store.list(Keys.indexes)) {
-      const indexId = o.key.slice(Keys.indexes.length);
-      listed.add(indexId);
-      if (this.objects.has(indexId) || this.damaged.has(indexId)) continue;
-      const p = this.load(indexId).finally(() => loading.delete(p));
-      loading.add(p);
-      if (loading.size >= LOAD_CONCURRENCY) await Promise.race(loading);
+    // Every load's failure is kept (never left unhandled, whatever stops the listing) and the
+    // first is raised once all have settled.
+    let failure: { error: unknown } | undefined;
+    try {
+      for await (const o of this.store.list(Keys.indexes)) {
+        const indexId = o.key.slice(Keys.indexes.length);
+        listed.add(indexId);
+        if (failure || this.objects.has(indexId) || this.damaged.has(indexId)) continue;
+        const p: Promise<void> = this.load(indexId)
+          .catch((error: unknown) => void (failure ??= { error }))
+          .finally(() => loading.delete(p));
+        loading.add(p);
+        if (loading.size >= LOAD_CONCURRENCY) await Promise.race(loading);
+      }
+    } finally {
+      await Promise.all(loading);
     }
-    await Promise.all(loading);
+    if (failure) throw failure.error;
     let forgotten = false;
     for (const indexId of known) {
       if (listed.has(indexId)) continue;

@@ -138,17 +138,22 @@ export class RepositoryLocks {
     /** Expiry of the lock object as last written. */
     let expiresAt = Date.parse(doc.expiresAt);
     let lapsed = false;
+    let pending = false;
     const timer = setInterval(() => {
-      const started = Date.now();
-      const next = started + this.ttlMs;
+      if (pending) return; // one rewrite at a time: an older one landing last would shorten the lock
+      pending = true;
+      const next = Date.now() + this.ttlMs;
       const refreshed = { ...doc, expiresAt: new Date(next).toISOString() };
       refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed))).then(
         () => {
-          if (started >= expiresAt) lapsed = true; // written after the old expiry: there was a gap
+          // Landed after the expiry it replaces: for a while the lock looked stale to others.
+          if (Date.now() >= expiresAt) lapsed = true;
           expiresAt = next;
         },
-        () => {}, // retried at the next tick; assertHeld tells whether it came too late
-      );
+        () => {
+          if (Date.now() >= expiresAt) lapsed = true; // retried at the next tick, too late anyway
+        },
+      ).finally(() => (pending = false));
     }, Math.max(10, this.ttlMs / 3));
     timer.unref();
     return {
