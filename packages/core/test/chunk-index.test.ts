@@ -64,14 +64,15 @@ describe('ChunkIndex', () => {
     const codec = new ChunkCodec(undefined, undefined);
     const good = hexId('good-index');
     const bad = hexId('bad-index');
-    await store.put(`index/${good}`, encodeDocument(codec, { version: 2, packs: [['pa', [[hexId(1), 0, 10, 10]]]] }, indexLabel(good)));
-    await store.put(`index/${bad}`, encodeDocument(codec, { version: 2, packs: [['pb', [[hexId(2), 0, 10, 10], ['zz', 0, 10, 10]]]] }, indexLabel(bad)));
+    const [pa, pb] = [hexId('pack-a'), hexId('pack-b')];
+    await store.put(`index/${good}`, encodeDocument(codec, { version: 2, packs: [[pa, [[hexId(1), 0, 10, 10]]]] }, indexLabel(good)));
+    await store.put(`index/${bad}`, encodeDocument(codec, { version: 2, packs: [[pb, [[hexId(2), 0, 10, 10], ['zz', 0, 10, 10]]]] }, indexLabel(bad)));
     const index = new ChunkIndex(store, codec);
     await index.refresh();
     expect([...index.damaged]).toEqual([bad]);
     expect(index.has(hexId(1))).toBe(true);
     expect(index.has(hexId(2))).toBe(false);
-    expect([...index.packs().keys()]).toEqual(['pa']);
+    expect([...index.packs().keys()]).toEqual([pa]);
   });
 
   it('re-adding a known pack replaces its entries', () => {
