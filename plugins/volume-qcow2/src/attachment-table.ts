@@ -8,6 +8,9 @@ import type { RecordStore } from './record-store.js';
 import { bitmapChain } from './records.js';
 import type { Runtime } from './runtime.js';
 
+/** A detach's flush may take this many command timeouts before the daemon counts as stalled. */
+const FLUSH_TIMEOUT_FACTOR = 10;
+
 interface Entry {
   attachment: Attachment;
   device: Qcow2BlockDevice;
@@ -136,7 +139,10 @@ export class AttachmentTable {
       if (!this.entries.delete(attachmentId)) return;
       const { session, device } = entry;
       try {
-        if (entry.attachment.mode === 'rw' && !device.isClosed) await session.within('flush', device.flush());
+        // A flush writes back what the image has cached, which can take long on slow storage:
+        // it gets FLUSH_TIMEOUT_FACTOR command timeouts (5 minutes by default) before the daemon
+        // is taken for stalled and stopped, which may lose what it had not flushed.
+        if (entry.attachment.mode === 'rw' && !device.isClosed) await session.within('flush', device.flush(), session.timeoutMs * FLUSH_TIMEOUT_FACTOR);
         await session.within('disconnect', device.close());
         await session.deleteExport(entry.exportId);
         await entry.release();

@@ -183,15 +183,16 @@ export class DaemonSession {
   }
 
   /**
-   * Waits for `work` (NBD I/O, which has no timeout of its own) at most `timeoutMs`; then fails
-   * with UNAVAILABLE (`details.timeoutMs` set: the daemon is stalled, not dead). `work` goes on.
+   * Waits for `work` (NBD I/O, which has no timeout of its own) at most `timeoutMs` (default the
+   * session's command timeout); then fails with UNAVAILABLE (`details.timeoutMs` set: the daemon
+   * is stalled, not dead). `work` goes on.
    */
-  async within<T>(what: string, work: Promise<T>): Promise<T> {
+  async within<T>(what: string, work: Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new CairnError('UNAVAILABLE', `${what}: no answer from qemu-storage-daemon within ${this.timeoutMs} ms`, { driver: this.driver, details: { timeoutMs: this.timeoutMs } })),
-        this.timeoutMs,
+        () => reject(new CairnError('UNAVAILABLE', `${what}: no answer from qemu-storage-daemon within ${timeoutMs} ms`, { driver: this.driver, details: { timeoutMs } })),
+        timeoutMs,
       );
     });
     work.catch(() => {}); // a late failure after the deadline is nobody's
