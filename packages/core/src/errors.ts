@@ -79,7 +79,8 @@ export function isRetryable(err: unknown): boolean {
  * Wraps any thrown value as a CairnError. A CairnError passes through unchanged; an AbortError
  * becomes `CANCELLED`; Node system errors map to the closest code (ENOENT → NOT_FOUND,
  * EEXIST → ALREADY_EXISTS, ENOSPC/EDQUOT → UNAVAILABLE, ECONNREFUSED/ECONNRESET → UNAVAILABLE,
- * EBUSY/EAGAIN → BUSY, EINVAL → INVALID_INPUT); anything else becomes `INTERNAL`.
+ * EBUSY/EAGAIN → BUSY, EINVAL/EISDIR/ENOTDIR/ENAMETOOLONG → INVALID_INPUT); anything else becomes
+ * `INTERNAL`.
  */
 export function toCairnError(err: unknown, driver?: string, context?: string): CairnError {
   if (isCairnError(err)) return err;
@@ -108,6 +109,9 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EAGAIN: 'BUSY',
   EWOULDBLOCK: 'BUSY',
   EINVAL: 'INVALID_INPUT',
+  EISDIR: 'INVALID_INPUT', // a directory where a file is meant
+  ENOTDIR: 'INVALID_INPUT', // a file where a directory is meant
+  ENAMETOOLONG: 'INVALID_INPUT',
   ENOTSUP: 'NOT_SUPPORTED',
   EOPNOTSUPP: 'NOT_SUPPORTED',
 };
