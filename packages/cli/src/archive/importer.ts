@@ -1,5 +1,4 @@
-import { CairnError, ChunkedBackupService, isNotFound, nowIso, toCairnError, type BackupRecord, type BackupService, type Catalog, type Volume } from '@cairn/core';
-import { hostname } from 'node:os';
+import { CairnError, ChunkedBackupService, currentOwner, isNotFound, nowIso, toCairnError, type BackupRecord, type BackupService, type Catalog, type Volume } from '@cairn/core';
 import { readArchive } from './reader.js';
 import type { ArchiveManifest } from './format.js';
 
@@ -32,7 +31,7 @@ export async function importArchive(
       service: service.name,
       incremental: false,
       serviceData: {},
-      owner: { host: hostname(), pid: process.pid },
+      owner: currentOwner(),
       updatedAt: nowIso(),
     };
     await catalog.putBackup(record);
