@@ -2,6 +2,7 @@ import type { ByteRange, Extent } from '../contracts/block-device.js';
 import { CairnError } from '../errors.js';
 import { assertRange } from '../util/validate.js';
 import { fetchChunks } from './chunk-fetcher.js';
+import { chunkLength } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import type { ChunkWindow } from './chunk-map.js';
 import type { ChunkList } from './chunk-list.js';
@@ -182,7 +183,7 @@ export class BackupReader {
   /** Starts one batched fetch for `indexes` (non-zero chunks of `window`), caching a promise per index. */
   /** Plaintext bytes chunk `i` must have: the chunk size, or what is left for a short last one. */
   private lengthAt(i: number): number {
-    return Math.min(this.chunkSize, this.size - i * this.chunkSize);
+    return chunkLength(this.size, this.chunkSize, i);
   }
 
   private misfit(id: string, i: number, length: number): CairnError {

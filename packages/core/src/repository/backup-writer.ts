@@ -1,6 +1,6 @@
 import type { BackupJob, BackupResult, BackupSource } from '../contracts/backup-service.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
-import { batchesIn, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
+import { batchesIn, chunkLength, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import type { ChunkMap } from './chunk-map.js';
 import type { ChunkList } from './chunk-list.js';
@@ -145,7 +145,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     await indexReady;
     for (const [k, c] of processed.entries()) {
       const index = run[k]!;
-      const n = Math.min(chunkSize, size - index * chunkSize);
+      const n = chunkLength(size, chunkSize, index);
       if (c.zero) {
         pages.set(index, null);
         continue;

@@ -33,6 +33,9 @@ export function mergeRanges(ranges: Iterable<ChunkRange>): ChunkRange[] {
   return out;
 }
 
+/** Plaintext bytes chunk `index` of a volume of `size` bytes holds: `chunkSize`, or less for a short last one. Pure. */
+export const chunkLength = (size: number, chunkSize: number, index: number): number => Math.min(chunkSize, size - index * chunkSize);
+
 /** The ranges' chunk indexes, in order. Pure. */
 export const indexesIn = (ranges: readonly ChunkRange[]): number[] => ranges.flatMap(([s, e]) => Array.from({ length: e - s }, (_, k) => s + k));
 

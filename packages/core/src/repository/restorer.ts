@@ -2,6 +2,7 @@ import type { BlockDevice } from '../contracts/block-device.js';
 import type { RestoreOptions } from '../contracts/backup-service.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
+import { chunkLength } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -101,7 +102,7 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
           const placed: { offset: number; data: Buffer }[] = [];
           for (const { id, data } of chunks) {
             for (const offset of offsets.get(id)!) {
-              const length = Math.min(chunkSize, size - offset);
+              const length = chunkLength(size, chunkSize, offset / chunkSize);
               if (data.length !== length) throw new CairnError('CORRUPT', `chunk ${id} has ${data.length} bytes where ${length} belong`);
               placed.push({ offset, data });
             }

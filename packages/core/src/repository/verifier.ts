@@ -1,6 +1,7 @@
 import type { VerifyOptions, VerifyProblem, VerifyReport } from '../contracts/backup-service.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
+import { chunkLength } from './chunk-plan.js';
 import type { Repository } from './repository.js';
 
 /**
@@ -37,7 +38,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
           const list = users.get(id);
           if (!list) users.set(id, [backupId]);
           else if (list[list.length - 1] !== backupId) list.push(backupId);
-          const want = Math.min(m.chunkSize, m.size - (k * m.chunks.pageChunks + j) * m.chunkSize);
+          const want = chunkLength(m.size, m.chunkSize, k * m.chunks.pageChunks + j);
           const had = lengths.get(id);
           if (had === undefined) lengths.set(id, want);
           else if (had !== want && !bad.has(id)) bad.set(id, new CairnError('CORRUPT', `chunk ${id} fills places of ${had} and of ${want} bytes`, { details: { chunk: id } }));
