@@ -16,7 +16,7 @@ import { ChunkCodec, decodeDocument, encodeDocument } from '../src/repository/co
 import { ChunkPageWriter } from '../src/repository/chunk-page-writer.js';
 import { pageJson, pageLabel, readPage, writePage } from '../src/repository/chunk-map.js';
 import { sealPieces } from '../src/repository/codec.js';
-import { MiB, contents, expectCode } from './helpers.js';
+import { contents, expectCode, keys, MiB } from './helpers.js';
 
 const CHUNK = 256 * 1024;
 /** 4 chunks of 256 KiB a page: a page per MiB of volume. */
@@ -50,11 +50,6 @@ async function rig(store: ObjectStore = new CountingStore('mem'), passphrase: st
   return { store, service, repo: service.repository, volumes, manager };
 }
 
-async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const o of store.list(prefix)) out.push(o.key);
-  return out.sort();
-}
 
 async function write(volumes: MemoryVolumeDriver, volumeId: string, offset: number, data: Buffer): Promise<void> {
   const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'rw');

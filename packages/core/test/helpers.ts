@@ -1,9 +1,14 @@
 import { expect } from 'vitest';
 import {
   BackupManager,
+  ChunkedBackupService,
   MemoryBackupService,
   MemoryCatalog,
+  MemoryObjectStore,
   MemoryVolumeDriver,
+  RepositoryCatalog,
+  type InitOptions,
+  type ObjectStore,
   type BackupJob,
   type BackupResult,
   type BackupSource,
@@ -11,6 +16,27 @@ import {
 } from '../src/index.js';
 
 export const MiB = 1024 * 1024;
+
+/** scrypt parameters cheap enough for tests. */
+export const FAST_KDF = { N: 1024, r: 8, p: 1 };
+
+/** Every key under `prefix`, sorted. */
+export async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of store.list(prefix)) out.push(o.key);
+  return out.sort();
+}
+
+/**
+ * A chunked service `repo` over `store` (created on first use with 256 KiB chunks, 1 MiB packs
+ * and FAST_KDF, unless `init` says otherwise), inline codec, and a manager over it and `volumes`.
+ */
+export async function chunkedRig(store: ObjectStore = new MemoryObjectStore('mem'), options: { passphrase?: string; init?: InitOptions; volumes?: MemoryVolumeDriver } = {}) {
+  const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: options.passphrase, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: FAST_KDF, ...options.init } });
+  const volumes = options.volumes ?? new MemoryVolumeDriver();
+  const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+  return { store, service, volumes, manager };
+}
 
 export async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   await expect(p).rejects.toMatchObject({ code });

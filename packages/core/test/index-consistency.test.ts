@@ -6,36 +6,22 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
-  BackupManager,
   CairnError,
-  ChunkedBackupService,
   MemoryObjectStore,
   MemoryVolumeDriver,
-  RepositoryCatalog,
-  type ListedObject,
+  type ObjectInfo,
   type ObjectStore,
   type PutOptions,
 } from '../src/index.js';
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkIndex } from '../src/repository/chunk-index.js';
 import { PackWriter } from '../src/repository/pack-writer.js';
-import { MiB, contents, filledVolume } from './helpers.js';
+import { MiB, chunkedRig, contents, filledVolume, keys } from './helpers.js';
 
-const FAST_KDF = { N: 1024, r: 8, p: 1 };
 const hexId = (label: string | number): string => createHash('sha256').update(String(label)).digest('hex');
 
-/** A service over `store` (created with small chunks and packs on first use) and a manager over it. */
-async function open(store: ObjectStore, volumes = new MemoryVolumeDriver()) {
-  const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: 'pw', init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: FAST_KDF } });
-  const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
-  return { service, manager, volumes };
-}
-
-async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const o of store.list(prefix)) out.push(o.key);
-  return out;
-}
+/** An encrypted service over `store` (created on first use) and a manager over it. */
+const open = (store: ObjectStore, volumes?: MemoryVolumeDriver) => chunkedRig(store, { passphrase: 'pw', volumes });
 
 describe('the chunk index of a long-running process', () => {
   it('forgets packs another process\'s GC deleted: the next backup stores the data again, and verifies from anywhere', async () => {
@@ -185,7 +171,7 @@ describe('gc and packs no index object names', () => {
   it('skips a backup deleted after it listed the manifests', async () => {
     const ghost = 'manifests/00000000-0000-4000-8000-000000000000';
     class GhostStore extends MemoryObjectStore {
-      override async *list(prefix: string): AsyncIterable<ListedObject> {
+      override async *list(prefix: string): AsyncIterable<ObjectInfo> {
         yield* super.list(prefix);
         if (prefix === 'manifests/') yield { key: ghost, size: 10, modifiedAt: new Date().toISOString() };
       }

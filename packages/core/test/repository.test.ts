@@ -15,12 +15,11 @@ import {
   type ByteRange,
   type ObjectStore,
 } from '../src/index.js';
-import { MiB, contents, expectCode, filledVolume } from './helpers.js';
+import { contents, expectCode, FAST_KDF, filledVolume, keys, MiB } from './helpers.js';
 import { decodeDocument, encodeDocument } from '../src/repository/codec.js';
 import { restoreBackup } from '../src/repository/restorer.js';
 import { volumeEntryKey } from '../src/repository/repository-catalog.js';
 
-const FAST_KDF = { N: 1024, r: 8, p: 1 };
 
 async function rig(options: { passphrase?: string; store?: ObjectStore; workers?: number } = {}) {
   const store = options.store ?? new MemoryObjectStore('mem');
@@ -44,11 +43,6 @@ class CountingStore extends MemoryObjectStore {
   }
 }
 
-async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const o of store.list(prefix)) out.push(o.key);
-  return out.sort();
-}
 
 describe('Repository', () => {
   it('init writes a self-describing config; a second init fails with ALREADY_EXISTS; open of an empty store with NOT_FOUND', async () => {
