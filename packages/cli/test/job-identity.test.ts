@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { processStartTime } from '../src/jobs/process-identity.js';
+import { processStartTime } from '@cairn/core';
 import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
 
 type Job = { id: string; kind: string; backupId: string; volumeId: string; pid: number; startedAt: string };

@@ -358,4 +358,18 @@ describe('BackupManager.recover and live owners', () => {
     expect((await manager.getVolume(v.id)).status).toBe('backing-up');
     expect((await volumes.listSnapshots(v.id)).map((s) => s.id)).toEqual([snap.id]);
   });
+
+  it('recover() takes a record whose owner pid now runs another process (another start time, e.g. a restarted container) for a crash', async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes);
+    const base = await manager.backup({ volumeId: v.id });
+    const { hostname } = await import('node:os');
+    const { processStartTime } = await import('../src/util/process-owner.js');
+    const start = processStartTime(process.ppid)!;
+    await catalog.putBackup({ ...base, id: 'still-running', status: 'creating', owner: { host: hostname(), pid: process.ppid, startTime: start } });
+    await catalog.putBackup({ ...base, id: 'pid-reused', status: 'creating', owner: { host: hostname(), pid: process.ppid, startTime: start + 1 } });
+    const report = await manager.recover();
+    expect(report.skipped).toEqual(['still-running']);
+    expect(report.failedBackups).toEqual(['pid-reused']);
+  });
 });

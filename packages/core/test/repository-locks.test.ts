@@ -125,3 +125,21 @@ describe('restore and verify', () => {
     await service.close();
   });
 });
+
+describe('lock owners', () => {
+  it('a lock whose owner pid now runs another process (another start time) is stale, and blocks nothing', async () => {
+    const { hostname } = await import('node:os');
+    const { processStartTime } = await import('../src/util/process-owner.js');
+    const store = new MemoryObjectStore('mem');
+    const locks = new RepositoryLocks(store);
+    const alive = { host: hostname(), pid: process.ppid, startTime: processStartTime(process.ppid) };
+    const doc = (id: string, owner: object) => ({ id, kind: 'exclusive', owner, purpose: 'gc', createdAt: new Date().toISOString(), expiresAt: new Date(Date.now() + 60_000).toISOString() });
+    await store.put('locks/reused', Buffer.from(JSON.stringify(doc('reused', { ...alive, startTime: alive.startTime! + 1 }))));
+    const shared = await locks.acquire('shared', { purpose: 'backup' });
+    expect((await locks.list()).find((l) => l.id === 'reused')?.stale).toBe(true);
+    await shared.release();
+    await store.put('locks/live', Buffer.from(JSON.stringify(doc('live', alive))));
+    expect((await locks.list()).find((l) => l.id === 'live')?.stale).toBe(false);
+    await expect(locks.acquire('shared', { purpose: 'backup' })).rejects.toMatchObject({ code: 'BUSY' });
+  });
+});

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, ordinal } from '@cairn/core';
-import { jobProcessState, looksLikeCairn, processStartTime, type JobProcessState } from './process-identity.js';
+import { CairnError, currentOwner, ordinal } from '@cairn/core';
+import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
 export interface JobFile {
@@ -37,7 +37,7 @@ export async function registerJob(stateDir: string, job: Omit<JobFile, 'pid' | '
   const dir = jobsDir(stateDir);
   const file = join(dir, `${job.id}.json`);
   const tmp = `${file}.${process.pid}.tmp`;
-  const pidStartTime = processStartTime(process.pid);
+  const pidStartTime = currentOwner().startTime;
   const doc: JobFile = { ...job, pid: process.pid, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}) };
   try {
     await mkdir(dir, { recursive: true });

@@ -1,3 +1,5 @@
+import type { ProcessOwner } from '../util/process-owner.js';
+
 /**
  * Records the BackupManager keeps in a Catalog. States follow OpenStack Cinder.
  */
@@ -45,7 +47,7 @@ export interface BackupRecord {
   serviceData: Record<string, unknown>;
   stats?: BackupStats;
   /** Process working on the record while it is `creating`/`restoring`/`deleting`; recovery leaves live owners alone. */
-  owner?: { host: string; pid: number };
+  owner?: ProcessOwner;
   createdAt: string;
   updatedAt: string;
 }

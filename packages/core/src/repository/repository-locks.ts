@@ -2,7 +2,7 @@ import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { newId } from '../util/clock.js';
 import { Keys } from './format.js';
-import { currentOwner, ownerMayBeAlive } from '../util/process-owner.js';
+import { currentOwner, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
 
 export type LockKind = 'shared' | 'exclusive' | 'volume';
 
@@ -12,7 +12,7 @@ export interface LockDoc {
   kind: LockKind;
   /** For `volume` locks: the volume they serialize. */
   volumeId?: string;
-  owner: { host: string; pid: number };
+  owner: ProcessOwner;
   purpose: string;
   createdAt: string;
   expiresAt: string;
