@@ -10,6 +10,7 @@ import {
   type BlockDevice,
   type ByteRange,
   type ObjectInfo,
+  type ObjectStore,
   type PutOptions,
 } from '@cairn/core';
 import {
@@ -144,7 +145,7 @@ describe('the object-store suite catches a broken store', () => {
   });
 
   it('a getInto that writes past the range fails the getInto case', async () => {
-    const store = new MemoryObjectStore();
+    const store: ObjectStore = new MemoryObjectStore();
     store.getInto = async (key: string, range: ByteRange, into: Buffer) => {
       (await store.get(key, range)).copy(into);
       into[range.length] = 0; // one byte too many

@@ -7,6 +7,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult, jsonError } from './helpers.js';
 
+/** The body of an error answer. */
+type ApiError = { error: { code: string; message: string } };
+
 /** A running `cairn serve` and a small fetch client for it. */
 interface Server {
   url: string;
@@ -355,11 +358,11 @@ describe('cairn serve: bearer-token authentication', () => {
       const bare = await fetch(`${server.url}/v1/health`);
       expect(bare.status).toBe(401);
       expect(bare.headers.get('www-authenticate')).toMatch(/^Bearer/);
-      expect((await bare.json()).error.code).toBe('UNAUTHENTICATED');
+      expect(((await bare.json()) as ApiError).error.code).toBe('UNAUTHENTICATED');
       for (const authorization of [`Bearer ${token}x`, `Bearer ${token.slice(1)}`, `Basic ${token}`, 'Bearer']) {
         const r = await fetch(`${server.url}/v1/health`, { headers: { authorization } });
         expect(r.status, authorization).toBe(401);
-        expect((await r.json()).error.code).toBe('UNAUTHENTICATED');
+        expect(((await r.json()) as ApiError).error.code).toBe('UNAUTHENTICATED');
       }
       // Unknown routes do not answer before authentication either.
       expect((await fetch(`${server.url}/v1/secret-route`)).status).toBe(401);

@@ -62,6 +62,32 @@ describe('cairn config', () => {
     expect(err.message).toContain(file);
   });
 
+  it('malformed YAML is INVALID_INPUT (exit 2) naming the file in the message and details.file, and where: line and column in both', async () => {
+    const cases = [
+      { name: 'indent.yaml', body: 'volumeDrivers:\n  disks:\n    plugin: file\n   options: { directory: x }\n', line: 4, column: 1 },
+      { name: 'dup.yml', body: 'volumeDrivers: {}\ntargets: {}\ntargets: {}\n', line: 3, column: 1 },
+      // The parser finds an alias without anchor only while converting, with no place of its own.
+      { name: 'alias.yaml', body: 'volumeDrivers:\n  disks: *nope\n', line: 2, column: 10 },
+    ];
+    for (const c of cases) {
+      const file = await withConfig(c.name, c.body);
+      const r = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });
+      expect(r.code, c.name).toBe(2);
+      const err = jsonError(r);
+      expect(err, c.name).toMatchObject({ code: 'INVALID_INPUT', details: { file, line: c.line, column: c.column } });
+      expect(err.message, c.name).toContain(file);
+      expect(err.message, c.name).toContain(`line ${c.line}, column ${c.column}`);
+    }
+  });
+
+  it('invalid JSON and a missing config file name the file in details.file too', async () => {
+    const broken = await withConfig('broken2.json', '{ "targets": ');
+    expect(jsonError(await cairn(['volume', 'list', '--config', broken, '--json'], { cwd })).details.file).toBe(broken);
+    const missing = join(cwd, 'nowhere.yaml');
+    const r = await cairn(['volume', 'list', '--config', missing, '--json'], { cwd });
+    expect([r.code, jsonError(r).details.file]).toEqual([3, missing]);
+  });
+
   it('a schema error names the file and the path in it, in text and in JSON details', async () => {
     const bad = { ...good, targets: { main: { plugin: 42, options: {} } }, extra: true };
     const file = await withConfig('schema.json', JSON.stringify(bad));
@@ -69,7 +95,7 @@ describe('cairn config', () => {
     expect(r.code).toBe(2);
     const err = jsonError(r);
     expect(err.details.file).toBe(file);
-    expect(err.details.issues.map((i: { path: string }) => i.path).sort()).toEqual(['(top level)', 'targets.main.plugin']);
+    expect((err.details.issues as { path: string }[]).map((i) => i.path).sort()).toEqual(['(top level)', 'targets.main.plugin']);
     const text = await cairn(['backup', 'list', '--config', file], { cwd });
     expect(text.stderr).toContain(`${file}: targets.main.plugin:`);
   });

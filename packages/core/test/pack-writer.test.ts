@@ -21,7 +21,9 @@ class SlowStore extends MemoryObjectStore {
 /** A store that can only put whole objects (no writeInParts: an object store without part writes). */
 class WholeObjectStore extends MemoryObjectStore {
   override readonly capabilities = { atomicIfAbsent: true };
-  override openWrite = undefined;
+  override async openWrite(): Promise<never> {
+    throw new Error('this store has no part writes: openWrite must not be called');
+  }
 }
 
 /** A store whose part writers fail every append once `room` bytes were appended in all, as a disk that fills up. */
