@@ -28,7 +28,7 @@ function gate(): Gate & { arrive(): Promise<void> } {
   return { reached, release, arrive: () => (arrived(), opened) };
 }
 
-/** Memory service whose next backup (first read) or restore (first write) waits at a gate. */
+/** Memory service whose next backup (start of the copy) or restore (first write) waits at a gate. */
 class GatedService extends MemoryBackupService {
   private readonly gates: { kind: 'backup' | 'restore'; g: ReturnType<typeof gate> }[] = [];
   /** Runs after the service has committed a backup, before backup() resolves. */
@@ -50,18 +50,8 @@ class GatedService extends MemoryBackupService {
   }
 
   override async backup(job: BackupJob, source: BackupSource): Promise<BackupResult> {
-    const g = this.take('backup');
-    if (g) {
-      const read = source.device.read.bind(source.device);
-      let first = true;
-      source.device.read = async (offset, length, into) => {
-        if (first) {
-          first = false;
-          await g.arrive();
-        }
-        return read(offset, length, into);
-      };
-    }
+    // At the start of the copy, not its first read: an incremental with nothing to read waits too.
+    await this.take('backup')?.arrive();
     const result = await super.backup(job, source);
     await this.afterCommit?.(job);
     return result;
@@ -173,11 +163,12 @@ describe('a queued incremental and its parent', () => {
     const { volumes, service, manager } = rig();
     const v = await filledVolume(volumes, MiB);
     const b0 = await manager.backup({ volumeId: v.id });
+    // Written before the backups: the memory driver refuses a writer while a backup reads the volume.
+    await write(volumes, v.id, 0, Buffer.alloc(4096, 7));
+    const expected = await contents(volumes, v.id);
     const g1 = service.gateNext('backup');
     const [j1, j2] = await Promise.all([manager.startBackup({ volumeId: v.id }), manager.startBackup({ volumeId: v.id, incremental: true })]);
     await g1.reached;
-    await write(volumes, v.id, 0, Buffer.alloc(4096, 7));
-    const expected = await contents(volumes, v.id);
     const g2 = service.gateNext('backup');
     g1.release();
     const b1 = await j1.done;

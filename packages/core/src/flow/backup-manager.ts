@@ -229,7 +229,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
         result = await this.volumes.flowOverride.backupVolume({ volume, backup: record, parent, service, signal, progress: sink });
       } else {
-        if (cbt) checkpoint = await cbt.createCheckpoint(volume.id);
+        if (cbt) {
+          checkpoint = await cbt.createCheckpoint(volume.id);
+          // Named in the catalog while the copy runs, so that a backup of this volume ending in
+          // another process keeps it (pruneCheckpoints). The record handed to the service, and
+          // the error record written below, name none: the checkpoint is the available record's.
+          await this.catalog.putBackup({ ...record, checkpointId: checkpoint.id, updatedAt: nowIso() });
+        }
         if (volume.status === 'in-use') {
           snapshot = await this.pointInTime(volume, record.id);
           attachment = await this.volumes.attach({ kind: 'snapshot', id: snapshot.id }, 'ro');
@@ -301,13 +307,18 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 
-  /** Keeps only checkpoints that the newest available backup of each target still needs. */
+  /**
+   * Keeps only the checkpoints that the newest available backup of each target still needs, and
+   * those of backups still being created by an owner that may be alive (another process's backup
+   * of the volume, whose record names its checkpoint while it copies).
+   */
   private async pruneCheckpoints(volumeId: string): Promise<void> {
     const cbt = this.volumes.changedBlockTracking!;
-    const backups = await this.catalog.listBackups({ volumeId, status: 'available' });
+    const backups = await this.catalog.listBackups({ volumeId });
     const newestPerTarget = new Map<string, BackupRecord>();
-    for (const b of backups) newestPerTarget.set(b.service, b);
-    const keep = new Set([...newestPerTarget.values()].map((b) => b.checkpointId).filter(Boolean));
+    for (const b of backups) if (b.status === 'available') newestPerTarget.set(b.service, b);
+    const running = backups.filter((b) => b.status === 'creating' && !!b.owner && ownerMayBeAlive(b.owner));
+    const keep = new Set([...newestPerTarget.values(), ...running].map((b) => b.checkpointId).filter(Boolean));
     for (const cp of await cbt.listCheckpoints(volumeId)) {
       if (!keep.has(cp.id)) await cbt.deleteCheckpoint(volumeId, cp.id);
     }
@@ -331,7 +342,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * back to `available` (never recreating a record). A job that fails before it writes (those
    * checks, a cancel while it waits) leaves an existing volume as it was; once it has begun
    * writing, a failure leaves an existing volume `error_restoring`. A new volume is deleted on
-   * any failure. The job's `done` settles with the backup's record.
+   * any failure. Once the volume holds the whole backup, flushed, the restore is done: a cancel
+   * is too late, and the job succeeds. The job's `done` settles with the backup's record.
    */
   async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume }> {
     const backup = await this.catalog.getBackup(request.backupId);
@@ -383,7 +395,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let releaseBackup: ReleaseClaim | undefined;
     let attachment: Attachment | undefined;
     let writing = false;
-    let ok = false;
+    let committed = false;
     try {
       // A cancel while queued ends the job here, before it touches the volume or the backup.
       release = await this.locks.acquire(volume.id, signal);
@@ -401,24 +413,30 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         return true;
       });
       throwIfCancelled(signal);
+      const override = this.volumes.capabilities.flowOverride ? this.volumes.flowOverride : undefined;
+      // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
+      // volume attached) fails the job before it writes, leaving the volume as it was.
+      if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
       await this.beginVolumeFlow(volume, 'restoring-backup', backup.id);
       writing = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
-      if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
-        await this.volumes.flowOverride.restoreBackup({ volume, backup, service, options: { targetIsZeroed: created }, signal, progress: sink });
+      if (override) {
+        await override.restoreBackup({ volume, backup, service, options: { targetIsZeroed: created }, signal, progress: sink });
       } else {
-        attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
-        await service.restore(backup, attachment.device, { signal, progress: sink, targetIsZeroed: created });
-        await attachment.device.flush();
+        const device = attachment!.device;
+        await service.restore(backup, device, { signal, progress: sink, targetIsZeroed: created });
+        await device.flush();
       }
-      throwIfCancelled(signal);
-      ok = true;
+      // The commit point: the volume holds the whole backup, flushed. The restore is done; a
+      // cancel from here on (or one the copy finished despite) is too late, as for a backup once
+      // its service has committed it. A failure of the cleanup below is only a warning.
+      committed = true;
     } catch (err) {
       throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
     } finally {
       await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
       if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
-      if (ok) {
+      if (committed) {
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (created) {
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));

@@ -15,8 +15,8 @@ export interface Job {
   done: Promise<BackupRecord>;
   /**
    * Requests cancellation; the job ends with `CANCELLED` (at once while it waits for its
-   * volume's lock). Too late once a backup's service has committed it: that job succeeds.
-   * Idempotent.
+   * volume's lock). Too late once a backup's service has committed it, or once a restore has
+   * written and flushed the whole volume: that job succeeds. Idempotent.
    */
   cancel(reason?: string): void;
   /** Latest progress, in logical bytes. */

@@ -39,7 +39,8 @@ interface SnapshotState {
 
 /**
  * The reference volume driver: exact, in memory, with snapshots and changed-block tracking.
- * Used to test core and the conformance suite itself.
+ * Used to test core and the conformance suite itself. A volume's attachments are one read-write
+ * or any number of read-only ones (see assertNoConflict).
  */
 export class MemoryVolumeDriver implements VolumeDriver {
   readonly name: string;
@@ -143,9 +144,7 @@ export class MemoryVolumeDriver implements VolumeDriver {
     let device: MemoryBlockDevice;
     if (target?.kind === 'volume') {
       const v = this.volume(target.id);
-      if (mode === 'rw' && this.statusOf(target.id) === 'in-use') {
-        throw this.err('BUSY', `volume ${target.id} is already attached read-write`);
-      }
+      this.assertNoConflict(target.id, mode);
       device = new MemoryBlockDevice(this.name, v.data, mode, this.pageSize, {
         markDirty: (pages) => {
           for (const d of v.dirty.values()) for (const p of pages) d.pages.add(p);
@@ -172,6 +171,18 @@ export class MemoryVolumeDriver implements VolumeDriver {
     if (!a) return;
     this.attachments.delete(attachmentId);
     await a.device.close();
+  }
+
+  /**
+   * A volume has one read-write attachment or any number of read-only ones (readers–writer, as
+   * the file driver's locks between processes): a conflicting attach fails with `BUSY`. So a
+   * read-only device reads a volume that nobody writes meanwhile, which is what makes a backup of
+   * an available volume point-in-time (BackupSource.device) without a snapshot.
+   */
+  private assertNoConflict(volumeId: string, mode: AttachMode): void {
+    const held = this.attachmentsOf(volumeId);
+    if (held.some((a) => a.mode === 'rw')) throw this.err('BUSY', `volume ${volumeId} is already attached read-write`);
+    if (mode === 'rw' && held.length > 0) throw this.err('BUSY', `volume ${volumeId} is attached read-only: it cannot be written until those attachments end`);
   }
 
   private attachmentsOf(volumeId: string): Attachment[] {
