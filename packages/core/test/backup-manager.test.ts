@@ -359,6 +359,31 @@ describe('BackupManager.recover and live owners', () => {
     expect((await volumes.listSnapshots(v.id)).map((s) => s.id)).toEqual([snap.id]);
   });
 
+  it('recover() leaves this process\'s records alone while they are written, before their job is known (a server recovering between requests)', async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes);
+    const put = catalog.putBackup.bind(catalog);
+    let written!: () => void;
+    let proceed!: () => void;
+    const reached = new Promise<void>((r) => (written = r));
+    const go = new Promise<void>((r) => (proceed = r));
+    catalog.putBackup = async (record) => {
+      await put(record);
+      if (record.status === 'creating' && !record.checkpointId) {
+        written();
+        await go; // the record is stored; startBackup has not yet tracked its job
+      }
+    };
+    const started = manager.startBackup({ volumeId: v.id });
+    await reached;
+    const [creating] = await catalog.listBackups({ status: 'creating' });
+    const report = await manager.recover();
+    expect(report.skipped).toEqual([creating!.id]);
+    expect(report.failedBackups).toEqual([]);
+    proceed();
+    expect(await (await started).done).toMatchObject({ id: creating!.id, status: 'available' });
+  });
+
   it('recover() takes a record whose owner pid now runs another process (another start time, e.g. a restarted container) for a crash', async () => {
     const { volumes, catalog, manager } = rig();
     const v = await filledVolume(volumes);

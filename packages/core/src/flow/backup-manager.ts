@@ -500,15 +500,18 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Resolves what a crash left in flight, as Cinder's manager does at start. Idempotent. Records
-   * whose owner may still be working (a job of this manager, a live process on this host, or a
-   * process on another host) are left alone and listed in `skipped`.
+   * whose owner may still be working (a job of this manager, a live process on this host, this
+   * one included, or a process on another host) are left alone and listed in `skipped`. This
+   * process's own records count as live even before their job is tracked (a record is written
+   * before its job starts), so a long-running process may recover at any time; records that a
+   * previous process with the same pid left behind differ in start time and are recovered.
    */
   async recover(): Promise<RecoveryReport> {
     const running = new Set(this.listJobs().map((j) => j.backupId));
     return recoverInFlight({
       catalog: this.catalog,
       volumes: this.volumes,
-      isLive: (b) => running.has(b.id) || (!!b.owner && b.owner.pid !== process.pid && ownerMayBeAlive(b.owner)),
+      isLive: (b) => running.has(b.id) || (!!b.owner && ownerMayBeAlive(b.owner)),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });
   }
