@@ -2,22 +2,35 @@
  * The directories between a store's directory and its keys, made durable. A put may rely on its
  * key's directory only once every directory from the store's directory down to it exists and
  * its entry in its parent has been fsynced. An instance knows that of the directories it made
- * durable itself; any other directory — made by another writer, which may still be fsyncing its
- * parent, or one whose parent fsync failed — gets its parent fsynced again before it is relied
- * on. A directory known durable costs no system call.
+ * durable itself, each by its identity (see identityOf); any other directory — made by another
+ * writer, which may still be fsyncing its parent, one whose parent fsync failed, or one removed
+ * and made again at the same path since — gets its parent fsynced again before a put in it
+ * resolves. A directory known durable costs no system call in `ensure`; `sync`, which a put ends
+ * with anyway, checks the identity from the handle it fsyncs through (one fstat).
  */
+import type { BigIntStats } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CairnError } from '@cairn/core';
-import { fsyncDir } from './durable-fs.js';
+import { fsyncDir, fsyncDirStat } from './durable-fs.js';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 
 /** Bound on the directories remembered (the chunked repository's keys use a few hundred). */
 const REMEMBERED_MAX = 65_536;
 
+/**
+ * What tells a directory from one made later at the same path: device, inode number and birth
+ * time. The inode number alone does not (ext4 hands the freed number to the next mkdir). Where
+ * the file system records no birth time (it reads 0: some NFS clients and servers) a directory
+ * made again under a reused inode number passes for the old one: its parent is not fsynced again.
+ */
+function identityOf(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.birthtimeNs}`;
+}
+
 export class DirectoryChain {
-  /** Directories whose entries, and their ancestors' up to the root, are known durable. */
-  private readonly durable = new Set<string>();
+  /** Directories whose entries, and their ancestors' up to the root, are known durable, with their identities. */
+  private readonly durable = new Map<string, string>();
 
   /** `root`: the store's directory, which is never created here. */
   constructor(private readonly root: string) {}
@@ -41,13 +54,35 @@ export class DirectoryChain {
       const level = join(this.root, ...segments.slice(0, depth));
       if (this.durable.has(level)) continue;
       if (!st) await this.mkdirOne(segments.slice(0, depth));
+      // Taken before the fsync: a directory that replaces this one after it is seen by `sync`.
+      const identity = identityOf(
+        await stat(level, { bigint: true }).catch((err: unknown) => {
+          throw writeError(err, `stat ${segments.slice(0, depth).join('/')}`);
+        }),
+      );
       await fsyncDir(dirname(level)).catch((err: unknown) => {
         throw writeError(err, `fsync of the directory holding ${segments.slice(0, depth).join('/')}`);
       });
       if (this.durable.size >= REMEMBERED_MAX) this.durable.clear();
-      this.durable.add(level);
+      this.durable.set(level, identity);
     }
     return dir;
+  }
+
+  /**
+   * fsyncs `root/segments…` (a directory `ensure` returned), making the entries just published in
+   * it durable, and resolves once its own entry and its ancestors' are durable too: at no further
+   * cost when the directory fsynced is the one `ensure` made durable; else (removed and made again
+   * by someone else since, who may not have fsynced its parent; or forgotten) after every level is
+   * ensured again. Errors of the fsync are thrown as they are; those of `ensure` as it throws them.
+   */
+  async sync(segments: readonly string[]): Promise<void> {
+    const dir = join(this.root, ...segments);
+    if (segments.length === 0) return fsyncDir(dir); // the root's own entry is not the store's to keep
+    const fsynced = identityOf(await fsyncDirStat(dir));
+    if (this.durable.get(dir) === fsynced) return;
+    for (let depth = 1; depth <= segments.length; depth++) this.durable.delete(join(this.root, ...segments.slice(0, depth)));
+    await this.ensure(segments);
   }
 
   /**

@@ -3,18 +3,39 @@
  * and fsynced (durable when they return), publishing by link, whole reads and positional range
  * reads that loop over short reads. Directories: directory-chain.ts.
  */
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { link, lstat, open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, syncDir, writeDirect } from '@cairn/core';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
+import { keepFresh } from './temp-refresh.js';
 
 /** Largest single write(2); bounds each syscall, not the object size. */
 const WRITE_CHUNK = 8 * 1024 * 1024;
 
 /** fsyncs a directory (core's syncDir: tolerates filesystems that cannot fsync directories). */
 export const fsyncDir = syncDir;
+
+/**
+ * fsyncs the directory `dir` as fsyncDir does, and returns the stat of the directory fsynced
+ * (from the same open handle, so never of another directory that took its path meanwhile).
+ */
+export async function fsyncDirStat(dir: string): Promise<BigIntStats> {
+  const fh = await open(dir, 'r');
+  try {
+    const [, st] = await Promise.all([
+      fh.sync().catch((err: unknown) => {
+        const code = errnoOf(err);
+        if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
+      }),
+      fh.stat({ bigint: true }),
+    ]);
+    return st;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
 
 /** Writes all of `data` at `position` of an open (buffered) file, looping over short writes. */
 export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0): Promise<void> {
@@ -58,12 +79,14 @@ const DIRECT_MIN = 1024 * 1024;
  * Writes `data` to a new temporary file in `dir` (created exclusively, so never shared with
  * another writer), fsyncs and closes it, and returns its path. Large objects handed over in an
  * aligned buffer (pack files) bypass the page cache with O_DIRECT where the file system allows it;
- * the result is the same file. On any failure the temporary file is removed before the error
- * (writeError: ENOSPC, or `dir` gone → UNAVAILABLE) is thrown.
+ * the result is the same file. The file is kept fresh while open (temp-refresh.ts). On any
+ * failure the temporary file is removed before the error (writeError: ENOSPC, or `dir` gone →
+ * UNAVAILABLE) is thrown.
  */
 export async function writeTempFile(dir: string, data: Uint8Array): Promise<string> {
   let path: string | undefined;
   let fh: FileHandle | undefined;
+  const stopRefresh = keepFresh(() => fh);
   try {
     let direct: boolean;
     ({ path, fh, direct } = await createTempFile(dir, data.length >= DIRECT_MIN && isDirectIoReady(data, 0)));
@@ -82,6 +105,8 @@ export async function writeTempFile(dir: string, data: Uint8Array): Promise<stri
     await fh?.close().catch(() => undefined);
     if (path) await unlink(path).catch(() => undefined);
     throw writeError(err, 'writing a temporary file');
+  } finally {
+    stopRefresh();
   }
 }
 

@@ -7,6 +7,7 @@ import { parsePosixOptions } from './options.js';
 import { PosixObjectStore } from './posix-object-store.js';
 
 export { PosixObjectStore, DEFAULT_TEMP_AGE_MS } from './posix-object-store.js';
+export { TEMP_REFRESH_MS } from './temp-refresh.js';
 export type { PosixObjectStoreOptions } from './options.js';
 export { SHARD_MIN_HEX, isShardedName, isTempName, keyToSegments, segmentsToKey } from './key-layout.js';
 

@@ -4,11 +4,15 @@
  * directory). Parts handed over in aligned memory at aligned offsets go to the device with
  * O_DIRECT, as whole-object puts from aligned buffers do; the first part that is not switches
  * the file to buffered writes for the rest. Any failure removes the temporary file at once.
+ * From creation to commit or abort the file is kept fresh (temp-refresh.ts), however long the
+ * caller takes between parts, so sweepTemp never takes it for a dead writer's; a writer neither
+ * committed nor aborted keeps it until its process ends.
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, writeDirect, type ObjectPartWriter } from '@cairn/core';
 import { createTempFile, writeAll } from './durable-fs.js';
 import { DRIVER, writeError } from './fs-errors.js';
+import { keepFresh } from './temp-refresh.js';
 
 export class PosixPartWriter implements ObjectPartWriter {
   /** The parts' writes, one after another in call order. */
@@ -19,6 +23,8 @@ export class PosixPartWriter implements ObjectPartWriter {
   private padded = false;
   private failure: CairnError | undefined;
   private finished = false;
+  /** Ends the refreshing of the temporary file's mtime; called before the file is closed. */
+  private readonly stopRefresh = keepFresh(() => this.fh);
 
   private constructor(
     private readonly key: string,
@@ -53,6 +59,7 @@ export class PosixPartWriter implements ObjectPartWriter {
     try {
       if (this.padded) await fh.truncate(this.size);
       await fh.sync();
+      this.stopRefresh();
       this.fh = undefined;
       await fh.close();
     } catch (err) {
@@ -97,6 +104,7 @@ export class PosixPartWriter implements ObjectPartWriter {
 
   /** Closes and removes the temporary file, once; errors are beside the point here. */
   private async discard(): Promise<void> {
+    this.stopRefresh();
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => undefined);

@@ -26,6 +26,13 @@ import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
 
+/** Where a key's object goes: its directory (path, and segments below the store's directory) and its path. */
+interface Place {
+  dirSegments: string[];
+  dir: string;
+  final: string;
+}
+
 /** Default age after which `sweepTemp()` removes a temporary file: one hour. */
 export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
 
@@ -91,8 +98,8 @@ export class PosixObjectStore implements ObjectStore {
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     await this.writing(async () => {
-      const { dir, final } = await this.placeOf(key);
-      await this.publish(key, dir, final, await writeTempFile(dir, data), options);
+      const place = await this.placeOf(key);
+      await this.publish(key, place, await writeTempFile(place.dir, data), options);
     });
   }
 
@@ -104,8 +111,8 @@ export class PosixObjectStore implements ObjectStore {
    */
   async openWrite(key: string, options: PutOptions = {}): Promise<ObjectPartWriter> {
     return this.writing(async () => {
-      const { dir, final } = await this.placeOf(key);
-      return PosixPartWriter.create(key, dir, (temp) => this.writing(() => this.publish(key, dir, final, temp, options)));
+      const place = await this.placeOf(key);
+      return PosixPartWriter.create(key, place.dir, (temp) => this.writing(() => this.publish(key, place, temp, options)));
     });
   }
 
@@ -123,23 +130,32 @@ export class PosixObjectStore implements ObjectStore {
     }
   }
 
-  /** The directory (created, and durable with every directory above it) and path of `key`, which is validated here. */
-  private async placeOf(key: string): Promise<{ dir: string; final: string }> {
+  /**
+   * The directory (created, and durable with every directory above it; `dirSegments` below the
+   * store's directory) and path of `key`, which is validated here.
+   */
+  private async placeOf(key: string): Promise<Place> {
     assertObjectKey(key, DRIVER);
     const segments = keyToSegments(key);
-    const dir = await this.dirs.ensure(segments.slice(0, -1));
-    return { dir, final: join(dir, segments[segments.length - 1]!) };
+    const dirSegments = segments.slice(0, -1);
+    const dir = await this.dirs.ensure(dirSegments);
+    return { dirSegments, dir, final: join(dir, segments[segments.length - 1]!) };
   }
 
-  /** Publishes the fsynced temporary file `temp` as `key` (put's semantics); on failure `temp` is removed. */
-  private async publish(key: string, dir: string, final: string, temp: string, options: PutOptions): Promise<void> {
+  /**
+   * Publishes the fsynced temporary file `temp` as `key` (put's semantics); on failure `temp` is
+   * removed. Resolves once the object's entry, and every directory's on the way, is durable: the
+   * directory is fsynced, and its parents again if it is not the one placeOf made durable.
+   */
+  private async publish(key: string, place: Place, temp: string, options: PutOptions): Promise<void> {
+    const { final } = place;
     try {
       if (!options.ifAbsent) {
         await rename(temp, final);
       } else if (await linkIfAbsent(temp, final)) {
         await unlink(temp).catch(() => undefined); // a leftover second link is swept later; the object is whole
       } else {
-        throw await this.linkRefusal(key, dir, final);
+        throw await this.linkRefusal(key, place);
       }
     } catch (err) {
       await unlink(temp).catch(() => undefined);
@@ -151,7 +167,7 @@ export class PosixObjectStore implements ObjectStore {
       }
       throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : writeError(err, `put ${key}`);
     }
-    await fsyncDir(dir).catch((err: unknown) => {
+    await this.dirs.sync(place.dirSegments).catch((err: unknown) => {
       throw writeError(err, `fsync of the directory of ${key}`);
     });
   }
@@ -219,8 +235,11 @@ export class PosixObjectStore implements ObjectStore {
   }
 
   /**
-   * Removes the object and fsyncs its directory. Idempotent: an absent key succeeds. Directories
-   * (shards included) are never removed, so a concurrent put into them can not lose its directory.
+   * Removes the object and fsyncs its directory. Idempotent: an absent key succeeds, and so does
+   * a key whose directory vanishes (another process removed it, emptied) between the unlink and
+   * the fsync: the object is gone either way, as when it was absent from the start. Directories
+   * (shards included) are never removed here, so a concurrent put into them can not lose its
+   * directory.
    */
   async delete(key: string): Promise<void> {
     assertObjectKey(key, DRIVER);
@@ -232,6 +251,7 @@ export class PosixObjectStore implements ObjectStore {
       throw fsError(err, `delete ${key}`);
     }
     await fsyncDir(dirname(path)).catch((err: unknown) => {
+      if (isAbsent(err)) return;
       throw fsError(err, `fsync after delete ${key}`);
     });
   }
@@ -244,8 +264,12 @@ export class PosixObjectStore implements ObjectStore {
 
   /**
    * Removes temporary files (left by crashed or killed writers) whose mtime is older than
-   * `olderThanMs` (default one hour; keep it well above the longest put). Returns how many it
-   * removed. Idempotent; safe while other writers run, as long as their puts are younger.
+   * `olderThanMs` (default one hour). Returns how many it removed. Idempotent. Safe while other
+   * writers run, in any process or on any host, however long their puts and part writes take: a
+   * live writer refreshes its file's mtime at least every TEMP_REFRESH_MS (temp-refresh.ts), so
+   * `olderThanMs` need only exceed that by a margin for clock skew between hosts (the repository's
+   * GC passes at least 15 minutes). With less, a live writer's file may go and its publish fails
+   * with `UNAVAILABLE`.
    */
   async sweepTemp(olderThanMs = DEFAULT_TEMP_AGE_MS): Promise<number> {
     if (!Number.isFinite(olderThanMs) || olderThanMs < 0) {
@@ -254,7 +278,9 @@ export class PosixObjectStore implements ObjectStore {
     const cutoff = Date.now() - olderThanMs;
     let removed = 0;
     for await (const { path, mtimeMs } of tempFiles(this.directory)) {
-      if (mtimeMs > cutoff) continue;
+      // Whole milliseconds on both sides: Date.now() drops the fraction that mtimeMs keeps, so a
+      // file written earlier in the current millisecond would otherwise look younger than 0 ms.
+      if (Math.floor(mtimeMs) > cutoff) continue;
       try {
         await unlink(path);
         removed++;
@@ -276,12 +302,13 @@ export class PosixObjectStore implements ObjectStore {
   /**
    * Why link(2) found `final` taken: a directory of other keys (`CONFLICT`) or the object itself
    * (`ALREADY_EXISTS`, which callers take as "stored"). For the latter the directory is fsynced
-   * first: the winner's link may not be durable yet (its own fsync may still be running).
+   * first, as publish does: the winner's link may not be durable yet (its own fsync may still be
+   * running).
    */
-  private async linkRefusal(key: string, dir: string, final: string): Promise<CairnError> {
-    const st = await stat(final).catch(() => undefined);
+  private async linkRefusal(key: string, place: Place): Promise<CairnError> {
+    const st = await stat(place.final).catch(() => undefined);
     if (st?.isDirectory()) return this.collision(key);
-    await fsyncDir(dir).catch((err: unknown) => {
+    await this.dirs.sync(place.dirSegments).catch((err: unknown) => {
       throw writeError(err, `fsync of the directory of ${key}, which holds it already`);
     });
     return new CairnError('ALREADY_EXISTS', `object ${key} already exists`, { driver: DRIVER });

@@ -10,8 +10,9 @@ import { open, type FileHandle } from 'node:fs/promises';
 type Sync = (this: FileHandle) => Promise<void>;
 
 interface Rule {
-  path: string;
-  run: () => Promise<void>;
+  /** The path of the fsync this rule is for, or a test of it. */
+  path: string | ((path: string) => boolean);
+  run: (path: string) => Promise<void>;
 }
 
 export class FsyncProbe {
@@ -33,8 +34,8 @@ export class FsyncProbe {
     proto.sync = async function (this: FileHandle) {
       const path = readlinkSync(`/proc/self/fd/${this.fd}`);
       probe.log.push(`fsync ${path}`);
-      const rule = probe.rules.findIndex((r) => r.path === path);
-      if (rule >= 0) await probe.rules.splice(rule, 1)[0]!.run();
+      const rule = probe.rules.findIndex((r) => (typeof r.path === 'string' ? r.path === path : r.path(path)));
+      if (rule >= 0) await probe.rules.splice(rule, 1)[0]!.run(path);
       await probe.original.call(this);
       probe.log.push(`synced ${path}`);
     };
@@ -49,13 +50,16 @@ export class FsyncProbe {
     this.log.push(event);
   }
 
-  /** The next fsync of `path` waits for `release`; `reached` resolves when it has started. */
-  hold(path: string): { reached: Promise<void>; release: () => void } {
+  /**
+   * The next fsync of `path` (or of a path `path` accepts) waits for `release`; `reached` resolves
+   * with the path when it has started.
+   */
+  hold(path: string | ((path: string) => boolean)): { reached: Promise<string>; release: () => void } {
     let release!: () => void;
-    let reached!: () => void;
+    let reached!: (path: string) => void;
     const released = new Promise<void>((r) => (release = r));
-    const started = new Promise<void>((r) => (reached = r));
-    this.rules.push({ path, run: async () => (reached(), await released) });
+    const started = new Promise<string>((r) => (reached = r));
+    this.rules.push({ path, run: async (synced) => (reached(synced), await released) });
     return { reached: started, release };
   }
 

@@ -1,6 +1,6 @@
 import { link, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { PosixObjectStore } from '../src/index.js';
 import { newTempName } from '../src/key-layout.js';
 import { allFiles, listKeys, tempStore } from './helpers.js';
@@ -9,7 +9,10 @@ const KEY = `data/${'7f'.repeat(32)}`;
 
 describe('sweepTemp', () => {
   let store: PosixObjectStore;
-  afterEach(async () => rm(store.directory, { recursive: true, force: true }));
+  afterEach(async () => {
+    vi.useRealTimers();
+    await rm(store.directory, { recursive: true, force: true });
+  });
 
   it('sweepTemp(olderThanMs) removes temporary files older than the age in every directory and keeps younger ones and all objects', async () => {
     store = await tempStore('sweep');
@@ -41,6 +44,20 @@ describe('sweepTemp', () => {
     expect(await store.sweepTemp(0)).toBe(1);
     expect(await readdir(dirname(leftover))).toEqual([KEY.split('/')[1]]);
     expect((await store.get(KEY)).toString()).toBe('published');
+  });
+
+  it('sweepTemp(0) removes a temporary file written earlier in the current millisecond, and keeps one from the next', async () => {
+    store = await tempStore('sweep-now');
+    const now = Math.floor(Date.now()) - 5_000;
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(now); // Date.now() has whole milliseconds; file times have nanoseconds
+    const [current, next] = [join(store.directory, newTempName()), join(store.directory, newTempName())];
+    for (const [path, ms] of [[current, now + 0.3], [next, now + 1.5]] as const) {
+      await writeFile(path, 'partial');
+      await utimes(path, ms / 1000, ms / 1000);
+    }
+    expect(await store.sweepTemp(0)).toBe(1);
+    expect(await allFiles(store.directory)).toEqual([next.slice(store.directory.length + 1)]);
   });
 
   it('sweepTemp(-1) fails with INVALID_INPUT', async () => {
