@@ -65,6 +65,20 @@ export class ClientConnection {
     if (rest.length > 0) consumer(rest);
   }
 
+  /**
+   * Runs `phase` (greeting and option haggling) under a deadline: when it has not settled within
+   * `ms`, the connection is aborted with `UNAVAILABLE` ("<what> timed out after <ms> ms"); that
+   * also fails the read `phase` waits on, so `phase` rejects with the same error.
+   */
+  async within<T>(ms: number, what: string, phase: () => Promise<T>): Promise<T> {
+    const timer = setTimeout(() => this.abort(connectionLost(`${what} timed out after ${ms} ms`, this.driver)), ms);
+    try {
+      return await phase();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Called once with the reason when the connection ends. */
   onClosed(handler: (err: CairnError) => void): void {
     if (this.closedError) handler(this.closedError);

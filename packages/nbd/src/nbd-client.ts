@@ -21,13 +21,23 @@ export type NbdConnectOptions = NbdAddress & {
   maxInFlight?: number;
   /** Longest range asked in one BLOCK_STATUS request. Default 1 GiB. */
   blockStatusChunk?: number;
-  /** Connect and handshake deadline in ms. Default 30000. */
+  /**
+   * Deadline in ms for connecting, and again for the handshake (greeting and option haggling).
+   * Past it the connection is closed and the call fails with `UNAVAILABLE`. Default 30000.
+   */
   connectTimeoutMs?: number;
   /**
-   * A request still unanswered this many ms after it was sent fails the connection: it is closed
-   * and every request on it fails with `UNAVAILABLE` (a late reply could not be matched any more).
-   * Counted from sending, so it includes time queued behind other requests at the server; raise it
-   * for slow servers with large requests. Default 60000; 0 disables.
+   * Progress timeout. While any request is in flight, the connection fails when no byte has
+   * arrived from the server for this many ms, counted from the later of the last byte received and
+   * the sending of the oldest request still in flight. It is then closed and every request on it
+   * fails with `UNAVAILABLE` (a late reply could not be matched any more).
+   * - A transfer that keeps moving is never cut, however long a request takes in all: a large
+   *   read on a slow link, or requests queued at the server behind others being answered.
+   * - A WRITE is answered only once its whole payload arrived, so one payload (at most
+   *   `maxPayload`) must reach the server within this time.
+   * - A request the server never answers while it keeps answering others is not detected here;
+   *   `disconnect()` bounds it with `disconnectTimeoutMs`.
+   * Default 60000; 0 disables.
    */
   requestTimeoutMs?: number;
   /**
@@ -39,6 +49,9 @@ export type NbdConnectOptions = NbdAddress & {
   /** Name used in errors. Default `nbd`. */
   driver?: string;
 };
+
+/** Where `listExports` / `listMetaContexts` connect, with the deadline of `NbdConnectOptions.connectTimeoutMs`. */
+export type NbdListAddress = NbdAddress & { connectTimeoutMs?: number };
 
 interface Pending extends PendingReply {
   resolve: () => void;
@@ -55,9 +68,9 @@ const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
  * and pipelined requests matched by cookie inside a bounded window (`maxInFlight`). Every method
  * may be called concurrently. Errors are CairnErrors: NBD error replies map per `nbdErrorCode`,
  * a lost connection fails every request in flight (and every later one) with `UNAVAILABLE`, a
- * protocol violation by the server with `CORRUPT`, a request unanswered for `requestTimeoutMs`
- * with `UNAVAILABLE` (closing the connection). Calls after `disconnect()` fail with
- * `INVALID_INPUT`.
+ * protocol violation by the server with `CORRUPT`, a server silent for `requestTimeoutMs` while
+ * requests are in flight with `UNAVAILABLE` (closing the connection). Calls after `disconnect()`
+ * fail with `INVALID_INPUT`.
  */
 export class NbdClient {
   readonly size: number;
@@ -74,8 +87,10 @@ export class NbdClient {
   private readonly pending = new Map<number, Pending>();
   private readonly requestTimeoutMs: number;
   private readonly disconnectTimeoutMs: number;
-  /** Armed while requests are pending: checks the oldest against `requestTimeoutMs`. */
+  /** Armed while requests are pending: checks for `requestTimeoutMs` without progress. */
   private timer: NodeJS.Timeout | undefined;
+  /** Date.now() when the last bytes arrived from the server (0: none since the handshake). */
+  private lastReceivedAt = 0;
   private nextCookie = 1;
   private readonly blockStatusChunk: number;
   private disconnecting: Promise<void> | undefined;
@@ -98,7 +113,10 @@ export class NbdClient {
     this.disconnectTimeoutMs = options.disconnectTimeoutMs ?? 30_000;
     const parser = new ReplyParser((c) => this.pending.get(c), (c) => this.settle(c), this.driver, this.structuredReplies);
     conn.onClosed((err) => this.failAll(err));
-    conn.startTransmission((chunk) => parser.push(chunk));
+    conn.startTransmission((chunk) => {
+      this.lastReceivedAt = Date.now();
+      parser.push(chunk);
+    });
   }
 
   /** Connects and negotiates. `UNAVAILABLE` if unreachable, `NOT_FOUND` for an unknown export, `CORRUPT` for a non-NBD peer. */
@@ -106,38 +124,48 @@ export class NbdClient {
     const driver = options.driver ?? NBD_DRIVER;
     const timeout = options.connectTimeoutMs ?? 30_000;
     const conn = await ClientConnection.open(options, driver, timeout);
-    const timer = setTimeout(() => conn.abort(connectionLost(`handshake timed out after ${timeout} ms`, driver)), timeout);
     try {
-      const negotiated = await negotiate(conn.reader, (b) => conn.socket.write(b), {
-        exportName: options.exportName ?? '',
-        structuredReplies: options.structuredReplies ?? true,
-        metaContexts: options.metaContexts ?? [BASE_ALLOCATION],
-        driver,
-      });
+      const negotiated = await conn.within(timeout, 'handshake', () =>
+        negotiate(conn.reader, (b) => conn.socket.write(b), {
+          exportName: options.exportName ?? '',
+          structuredReplies: options.structuredReplies ?? true,
+          metaContexts: options.metaContexts ?? [BASE_ALLOCATION],
+          driver,
+        }),
+      );
       return new NbdClient(conn, negotiated, options);
     } catch (err) {
       conn.abort(err instanceof CairnError ? err : connectionLost(String(err), driver, err));
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
-  /** Export names the server lists (NBD_OPT_LIST). */
-  static async listExports(address: NbdAddress, driver = NBD_DRIVER): Promise<string[]> {
-    const conn = await ClientConnection.open(address, driver, 30_000);
+  /**
+   * Export names the server lists (NBD_OPT_LIST). Connecting, and then the option exchange, each
+   * get `connectTimeoutMs` (default 30000); past it the connection is closed and this fails with
+   * `UNAVAILABLE`.
+   */
+  static async listExports(address: NbdListAddress, driver = NBD_DRIVER): Promise<string[]> {
+    const timeout = address.connectTimeoutMs ?? 30_000;
+    const conn = await ClientConnection.open(address, driver, timeout);
     try {
-      return await listExportsOver(conn.reader, (b) => conn.socket.write(b), driver);
+      return await conn.within(timeout, 'NBD_OPT_LIST', () => listExportsOver(conn.reader, (b) => conn.socket.write(b), driver));
     } finally {
       conn.socket.end();
     }
   }
 
-  /** Meta context names an export offers for `queries` (NBD_OPT_LIST_META_CONTEXT; all when empty). */
-  static async listMetaContexts(address: NbdAddress, exportName = '', queries: string[] = [], driver = NBD_DRIVER): Promise<string[]> {
-    const conn = await ClientConnection.open(address, driver, 30_000);
+  /**
+   * Meta context names an export offers for `queries` (NBD_OPT_LIST_META_CONTEXT; all when empty).
+   * Deadlines as for `listExports`.
+   */
+  static async listMetaContexts(address: NbdListAddress, exportName = '', queries: string[] = [], driver = NBD_DRIVER): Promise<string[]> {
+    const timeout = address.connectTimeoutMs ?? 30_000;
+    const conn = await ClientConnection.open(address, driver, timeout);
     try {
-      return await listMetaContextsOver(conn.reader, (b) => conn.socket.write(b), driver, exportName, queries);
+      return await conn.within(timeout, 'NBD_OPT_LIST_META_CONTEXT', () =>
+        listMetaContextsOver(conn.reader, (b) => conn.socket.write(b), driver, exportName, queries),
+      );
     } finally {
       conn.socket.end();
     }
@@ -367,14 +395,18 @@ export class NbdClient {
     this.timer.unref(); // a pending request keeps the socket, and so the process, alive anyway
   }
 
-  /** Fails the connection when the oldest pending request is overdue; else re-arms for it. */
+  /**
+   * Fails the connection when nothing arrived for `requestTimeoutMs` since the later of the last
+   * byte received and the sending of the oldest pending request (see `requestTimeoutMs`); else
+   * re-arms for the moment that would happen.
+   */
   private checkTimeout(): void {
     this.timer = undefined;
     const oldest = this.pending.values().next().value;
     if (!oldest) return;
-    const waited = Date.now() - oldest.sentAt;
-    if (waited < this.requestTimeoutMs) return this.arm(this.requestTimeoutMs - waited);
-    this.conn.abort(connectionLost(`${oldest.what} got no reply within ${this.requestTimeoutMs} ms`, this.driver));
+    const silent = Date.now() - Math.max(this.lastReceivedAt, oldest.sentAt);
+    if (silent < this.requestTimeoutMs) return this.arm(this.requestTimeoutMs - silent);
+    this.conn.abort(connectionLost(`no reply bytes from the server for ${this.requestTimeoutMs} ms (${oldest.what} pending)`, this.driver));
   }
 
   private failAll(err: CairnError): void {

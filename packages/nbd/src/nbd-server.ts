@@ -2,8 +2,9 @@ import net from 'node:net';
 import { CairnError, toCairnError } from '@cairn/core';
 import type { NbdAddress } from './connection.js';
 import type { NbdExport } from './nbd-backend.js';
-import { MAX_PAYLOAD_CAP } from './protocol.js';
+import { MAX_PAYLOAD_CAP, REP_ERR } from './protocol.js';
 import { ServerConnection } from './server-connection.js';
+import type { OptionRefusal } from './server-handshake.js';
 
 export interface NbdServerOptions {
   /** Exports served, by unique name. */
@@ -16,26 +17,51 @@ export interface NbdServerOptions {
   preferredBlockSize?: number;
   /** Requests handled at once per connection before it stops reading. Default 32. */
   maxInFlightPerConnection?: number;
+  /**
+   * Bytes of WRITE payloads one connection may hold at once (being received, or waiting for the
+   * backend) before it stops reading from its socket until writes finish. A write is always taken
+   * when no other is held, so the bound is max(this, `maxPayload`). Default 64 MiB.
+   */
+  maxWriteBytesPerConnection?: number;
+  /**
+   * Clients served at once (handshaking or transmitting). A connection beyond the limit is refused
+   * within the protocol: it gets the greeting, every option but NBD_OPT_ABORT is answered with
+   * NBD_REP_ERR_POLICY "too many connections", NBD_OPT_EXPORT_NAME gets a disconnect, and it is
+   * dropped after at most 2 s. At most `maxConnections` refused connections are kept at once;
+   * beyond that, new connections are closed at once, before the greeting. Default 16.
+   */
+  maxConnections?: number;
   /** A client that has not finished the handshake by then is dropped. Default 30000 ms. */
   handshakeTimeoutMs?: number;
   /** Name used in errors. Default `nbd-server`. */
   driver?: string;
 }
 
+/** How long a refused connection (over `maxConnections`) may take to give up before it is dropped. */
+const REFUSED_TIMEOUT_MS = 2000;
+
 /**
  * An NBD server (fixed newstyle, structured replies, meta contexts, block status) serving named
- * exports from NbdBackend implementations to any number of clients at once, on a unix socket or a
- * TCP address (127.0.0.1 by default).
+ * exports from NbdBackend implementations to up to `maxConnections` clients at once, on a unix
+ * socket or a TCP address (127.0.0.1 by default).
+ *
+ * It runs on this process's event loop: a synchronous call that blocks the loop (execFileSync,
+ * spawnSync, a long computation) stalls every client, and a client started that way against this
+ * server (`execFileSync('nbdcopy', …)`) waits for the greeting until the call times out. Run
+ * clients asynchronously (execFile, spawn) or in another process.
  */
 export class NbdServer {
   private readonly exports: Map<string, NbdExport>;
   private readonly server: net.Server;
+  /** Admitted connections (at most `maxConnections`). */
   private readonly connections = new Set<ServerConnection>();
+  /** Connections over the limit, being refused. */
+  private readonly refused = new Set<ServerConnection>();
   private closing: Promise<void> | undefined;
   private bound: NbdAddress | undefined;
   private readonly driver: string;
 
-  /** `INVALID_INPUT` for duplicate export names or bad block sizes. */
+  /** `INVALID_INPUT` for duplicate export names, bad block sizes or bad limits. */
   constructor(private readonly options: NbdServerOptions) {
     this.driver = options.driver ?? 'nbd-server';
     this.exports = new Map();
@@ -50,8 +76,17 @@ export class NbdServer {
       throw new CairnError('INVALID_INPUT', `block sizes must satisfy 1 ≤ min ≤ preferred ≤ max ≤ 32 MiB`, { driver: this.driver });
     }
     const blockSizes = { min, preferred, max };
+    const maxConnections = options.maxConnections ?? 16;
+    const maxWriteBytes = options.maxWriteBytesPerConnection ?? 64 * 1024 * 1024;
+    for (const [name, v] of [['maxConnections', maxConnections], ['maxWriteBytesPerConnection', maxWriteBytes]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new CairnError('INVALID_INPUT', `${name} must be a positive integer, not ${v}`, { driver: this.driver });
+    }
+    const shutdown = (): OptionRefusal | undefined => (this.closing ? { type: REP_ERR.SHUTDOWN, message: 'server is shutting down' } : undefined);
+    const tooMany: OptionRefusal = { type: REP_ERR.POLICY, message: `too many connections (this server serves ${maxConnections} at once); try again later` };
+    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
     this.server = net.createServer((socket) => {
-      if (this.closing) {
+      const admitted = this.connections.size < maxConnections;
+      if (this.closing || (!admitted && this.refused.size >= maxConnections)) {
         socket.destroy();
         return;
       }
@@ -59,12 +94,14 @@ export class NbdServer {
         exports: this.exports,
         blockSizes,
         maxInFlight: options.maxInFlightPerConnection ?? 32,
-        handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
-        shuttingDown: () => this.closing !== undefined,
+        maxWriteBytes,
+        handshakeTimeoutMs: admitted ? handshakeTimeoutMs : Math.min(handshakeTimeoutMs, REFUSED_TIMEOUT_MS),
+        refusal: admitted ? shutdown : () => shutdown() ?? tooMany,
         driver: this.driver,
       });
-      this.connections.add(conn);
-      void conn.closed().then(() => this.connections.delete(conn));
+      const set = admitted ? this.connections : this.refused;
+      set.add(conn);
+      void conn.closed().then(() => set.delete(conn));
     });
   }
 
@@ -95,7 +132,7 @@ export class NbdServer {
     return this.bound;
   }
 
-  /** Connected clients (handshaking or transmitting). */
+  /** Admitted clients (handshaking or transmitting); refused ones are not counted. */
   get connectionCount(): number {
     return this.connections.size;
   }
@@ -108,7 +145,7 @@ export class NbdServer {
   close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
     this.closing ??= (async () => {
       const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      await Promise.all([...this.connections].map((c) => c.drain(options.drainTimeoutMs ?? 10_000)));
+      await Promise.all([...this.connections, ...this.refused].map((c) => c.drain(options.drainTimeoutMs ?? 10_000)));
       if (this.bound) await stopped;
     })();
     return this.closing;

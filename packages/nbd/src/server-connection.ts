@@ -4,7 +4,7 @@ import { ByteReader } from './byte-reader.js';
 import { connectionLost } from './error-map.js';
 import type { NbdExport } from './nbd-backend.js';
 import { CMD, REQUEST_HEADER_SIZE, REQUEST_MAGIC } from './protocol.js';
-import { serverHandshake, type ServerBlockSizes, type ServerSession } from './server-handshake.js';
+import { serverHandshake, type OptionRefusal, type ServerBlockSizes, type ServerSession } from './server-handshake.js';
 import { RequestHandler, type NbdRequest } from './server-requests.js';
 
 export interface ServerConnectionOptions {
@@ -12,8 +12,14 @@ export interface ServerConnectionOptions {
   blockSizes: ServerBlockSizes;
   /** Requests handled at once before the connection stops reading. */
   maxInFlight: number;
+  /**
+   * Bytes of WRITE payloads held at once (being received, or waiting for the backend); see the
+   * class comment.
+   */
+  maxWriteBytes: number;
   handshakeTimeoutMs: number;
-  shuttingDown: () => boolean;
+  /** Asked before each option; see `ServerHandshakeContext.refusal`. */
+  refusal: () => OptionRefusal | undefined;
   driver: string;
 }
 
@@ -28,6 +34,11 @@ const REJECT_GRACE_MS = 1000;
  *   and the socket's write buffer is below its high-water mark. Bytes that arrive meanwhile stay
  *   unparsed in `backlog` and the socket is paused, so the backlog is at most what one socket
  *   read brought; parsing resumes as requests finish or the socket drains.
+ * - Write payloads: a WRITE's payload buffer is allocated (and its bytes read) only when the
+ *   payloads held, from when their buffer is allocated until the backend call settles, stay within
+ *   `maxWriteBytes` with it, or when no other payload is held (so one write of the maximum
+ *   payload always proceeds). Until then the connection reads no further, as above. A connection
+ *   therefore holds at most max(`maxWriteBytes`, maximum payload) of write payloads.
  * - Handshake: the next option is read only once earlier replies drained below the high-water
  *   mark; reading from the socket pauses meanwhile.
  * - A failed handshake (unknown client flags, bad option magic, NBD_OPT_ABORT, unknown export on
@@ -41,8 +52,11 @@ export class ServerConnection {
   private handler: RequestHandler | undefined;
   private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
   private headerHave = 0;
+  /** A WRITE whose payload is being received; `payload` is unset while it waits for the budget. */
   private request: NbdRequest | undefined;
   private payloadHave = 0;
+  /** Bytes of WRITE payloads allocated and not yet settled by the handler. */
+  private writeBytes = 0;
   /** Received transmission bytes not parsed yet (the connection was at its limit); at most one socket read. */
   private backlog: Buffer | undefined;
   private stopReading = false;
@@ -107,7 +121,7 @@ export class ServerConnection {
         writable: () => this.writable(),
         exports: options.exports,
         blockSizes: options.blockSizes,
-        shuttingDown: options.shuttingDown,
+        refusal: options.refusal,
         driver: options.driver,
       });
     } catch {
@@ -116,7 +130,10 @@ export class ServerConnection {
       clearTimeout(timer);
     }
     if (!session) return this.reject();
-    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, () => this.updateFlow());
+    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, (req) => {
+      if (req.type === CMD.WRITE && req.payload) this.writeBytes -= req.payload.length;
+      this.updateFlow();
+    });
     const rest = this.reader.drain();
     if (rest.length > 0) this.backlog = rest;
     this.updateFlow();
@@ -154,6 +171,7 @@ export class ServerConnection {
     while (p < chunk.length && this.mayTake()) {
       if (this.request) {
         const req = this.request;
+        if (!req.payload && !this.allocatePayload(req)) break;
         const take = Math.min(req.length - this.payloadHave, chunk.length - p);
         chunk.copy(req.payload!, this.payloadHave, p, p + take);
         this.payloadHave += take;
@@ -187,14 +205,22 @@ export class ServerConnection {
     };
     if (req.type === CMD.WRITE) {
       if (req.length > this.options.blockSizes.max) return this.violation(`write payload of ${req.length} bytes`);
-      req.payload = Buffer.allocUnsafe(req.length);
       this.payloadHave = 0;
       if (req.length > 0) {
-        this.request = req;
+        this.request = req; // the payload buffer comes when the budget allows (parse)
         return true;
       }
+      req.payload = Buffer.alloc(0);
     }
     this.dispatch(req);
+    return true;
+  }
+
+  /** Allocates the payload of `req` if the write-payload budget allows it now (class comment). */
+  private allocatePayload(req: NbdRequest): boolean {
+    if (this.writeBytes > 0 && this.writeBytes + req.length > this.options.maxWriteBytes) return false;
+    req.payload = Buffer.allocUnsafe(req.length);
+    this.writeBytes += req.length;
     return true;
   }
 

@@ -43,8 +43,20 @@ export interface ServerHandshakeContext {
   writable: () => Promise<void>;
   exports: ReadonlyMap<string, NbdExport>;
   blockSizes: ServerBlockSizes;
-  shuttingDown: () => boolean;
+  /**
+   * Checked before each option: when it returns a refusal, every option but NBD_OPT_ABORT is
+   * answered with that error reply (proto.md: a server that will not serve a client errors its
+   * options until it gives up), and NBD_OPT_EXPORT_NAME, which cannot be answered with an error,
+   * ends the handshake (hard disconnect).
+   */
+  refusal: () => OptionRefusal | undefined;
   driver: string;
+}
+
+/** Why a server answers every option with an error: `type` is an NBD_REP_ERR_* value. */
+export interface OptionRefusal {
+  type: number;
+  message: string;
 }
 
 /** Every context an export offers, `base:allocation` first; the id of a context is its index + 1. */
@@ -70,7 +82,8 @@ export function transmissionFlags(exp: NbdExport): number {
 /**
  * Runs the server side of the fixed newstyle handshake. Resolves with the session once the client
  * entered transmission (NBD_OPT_GO or NBD_OPT_EXPORT_NAME), or undefined when the client
- * aborted or must be dropped (unknown client flags, unknown export on EXPORT_NAME).
+ * aborted or must be dropped (unknown client flags, unknown export on EXPORT_NAME, EXPORT_NAME
+ * while refused).
  * Rejects with `CORRUPT` on a malformed option stream.
  */
 export async function serverHandshake(ctx: ServerHandshakeContext): Promise<ServerSession | undefined> {
@@ -90,8 +103,10 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
     const { option, data } = await readOption(ctx.reader, ctx.driver);
     const reply = (type: number, payload?: Buffer): void => ctx.send(encodeOptionReply(option, type, payload));
     const invalid = (why: string): void => reply(REP_ERR.INVALID, Buffer.from(why));
-    if (ctx.shuttingDown() && option !== OPT.ABORT) {
-      reply(REP_ERR.SHUTDOWN, Buffer.from('server is shutting down'));
+    const refusal = option === OPT.ABORT ? undefined : ctx.refusal();
+    if (refusal) {
+      if (option === OPT.EXPORT_NAME) return undefined;
+      reply(refusal.type, Buffer.from(refusal.message));
       continue;
     }
     switch (option) {

@@ -54,7 +54,8 @@ export class RequestHandler {
     private readonly socket: net.Socket,
     private readonly session: ServerSession,
     private readonly maxPayload: number,
-    private readonly onSettled: () => void,
+    /** Called once per request after its reply was written (or the connection was gone). */
+    private readonly onSettled: (req: NbdRequest) => void,
   ) {
     this.backend = session.export.backend;
   }
@@ -64,7 +65,7 @@ export class RequestHandler {
     void this.run(req).finally(() => {
       this.inFlight--;
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      this.onSettled();
+      this.onSettled(req);
     });
   }
 

@@ -130,6 +130,60 @@ describe('NbdClient timeouts', () => {
     for (const s of sockets) s.destroy();
   });
 
+  /** Writes `parts` to `s` one every `everyMs` (a slow link); stops when the socket is gone. */
+  async function trickle(s: net.Socket, parts: Buffer[], everyMs: number): Promise<void> {
+    for (const p of parts) {
+      if (s.destroyed) return;
+      s.write(p);
+      await sleep(everyMs);
+    }
+  }
+
+  it('a read whose reply keeps arriving is not timed out, though it takes several requestTimeoutMs in all', async () => {
+    const data = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < data.length; i++) data[i] = i % 251;
+    const { server, sockets } = structuredServer((req, s) => {
+      const whole = chunk(req, DONE, OFFSET_DATA, offsetData(0, data));
+      // 16 slices, one every 60 ms: about 1 s in all, never 300 ms without a byte.
+      void trickle(s, Array.from({ length: 16 }, (_, i) => whole.subarray((i * whole.length) / 16, ((i + 1) * whole.length) / 16)), 60);
+    });
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
+    const started = Date.now();
+    expect((await c.read(0, data.length)).equals(data)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThan(600);
+    await c.disconnect().catch(() => undefined);
+    for (const s of sockets) s.destroy();
+  });
+
+  it('requests queued behind others on a slow server are not timed out while replies keep coming', async () => {
+    // The server answers one request every 150 ms, in order: the fifth waits 750 ms in all.
+    let queue = Promise.resolve();
+    const { server, sockets } = structuredServer((req, s) => {
+      queue = queue.then(async () => {
+        await sleep(150);
+        if (!s.destroyed) s.write(chunk(req, DONE, OFFSET_DATA, offsetData(Number(req.readBigUInt64BE(16)), Buffer.alloc(req.readUInt32BE(24), 0x33))));
+      });
+    });
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
+    const reads = await Promise.all(Array.from({ length: 5 }, (_, i) => c.read(i * 4096, 4096)));
+    for (const r of reads) expect(r.equals(Buffer.alloc(4096, 0x33))).toBe(true);
+    await c.disconnect().catch(() => undefined);
+    for (const s of sockets) s.destroy();
+  });
+
+  it('a reply that stops arriving midway fails with UNAVAILABLE once requestTimeoutMs pass without a byte', async () => {
+    const { server, sockets } = structuredServer((req, s) => {
+      const whole = chunk(req, DONE, OFFSET_DATA, offsetData(0, Buffer.alloc(8192, 0x44)));
+      void trickle(s, [whole.subarray(0, 1000), whole.subarray(1000, 2000)], 200); // then silence
+    });
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
+    const started = Date.now();
+    expect(await outcome(c.read(0, 8192), 3000)).toBe('UNAVAILABLE');
+    // Counted from the last byte (at ~200 ms), not from sending.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(480);
+    for (const s of sockets) s.destroy();
+  });
+
   it('disconnect() gives up after disconnectTimeoutMs with UNAVAILABLE, failing what is in flight, and closes', async () => {
     const { server, sockets } = silentServer();
     const c = await NbdClient.connect({ path: await listen(server), disconnectTimeoutMs: 200 });

@@ -184,7 +184,8 @@ describe('NbdServer handshake flow control', () => {
           blockSizes: { min: 1, preferred: 4096, max: 32 * MiB },
           maxInFlight: 4,
           handshakeTimeoutMs: 30_000,
-          shuttingDown: () => false,
+          maxWriteBytes: 64 * MiB,
+          refusal: () => undefined,
           driver: 'test',
         }),
       );

@@ -35,6 +35,8 @@ export interface ServeBackupOptions {
   lock?: boolean;
   /** Requests handled at once per connection. Default 32. */
   maxInFlightPerConnection?: number;
+  /** Clients served at once; further ones are refused (see `NbdServerOptions.maxConnections`). Default 16. */
+  maxConnections?: number;
 }
 
 /** A backup being served; `close()` stops it. */
@@ -98,6 +100,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     const server = new NbdServer({
       exports: [{ name: exportName, backend: backupBackend(reader, overlay, { windowChunks: readAhead }), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
       maxInFlightPerConnection: options.maxInFlightPerConnection,
+      maxConnections: options.maxConnections,
       driver: DRIVER,
     });
     cleanups.push(() => server.close());

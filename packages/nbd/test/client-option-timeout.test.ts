@@ -1,0 +1,80 @@
+// NbdClient.listExports / listMetaContexts against servers that stop answering during option
+// haggling: the option phase is bounded by connectTimeoutMs (UNAVAILABLE, connection closed).
+import net from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdClient } from '../src/index.js';
+import { tempDir } from './helpers/peers.js';
+
+let dir: { path: string; remove: () => Promise<void> };
+let n = 0;
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  dir = await tempDir('nbd-ot-');
+});
+afterAll(async () => {
+  for (const s of sockets) s.destroy();
+  for (const s of servers) s.close();
+  await dir?.remove();
+});
+
+/**
+ * A fixed-newstyle server that sends the greeting, then reads whatever the client sends and never
+ * answers an option (and never hangs up). `closed` resolves when a client hangs up.
+ */
+async function mutedServer(): Promise<{ path: string; closed: Promise<void> }> {
+  let closedResolve!: () => void;
+  const closed = new Promise<void>((r) => (closedResolve = r));
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.push(s);
+    s.on('error', () => undefined);
+    s.once('end', () => closedResolve()); // the client hung up (this side stays open)
+    s.on('data', () => undefined); // read and ignore the client's flags and options
+    const flags = Buffer.alloc(2);
+    flags.writeUInt16BE(3);
+    s.write(Buffer.concat([Buffer.from('NBDMAGIC'), Buffer.from('IHAVEOPT'), flags]));
+  });
+  servers.push(server);
+  const path = join(dir.path, `m${++n}.sock`);
+  await new Promise<void>((r) => server.listen(path, r));
+  return { path, closed };
+}
+
+/** What `p` came to within `ms`: the rejection's code, 'fulfilled', or 'pending'. */
+async function outcome(p: Promise<unknown>, ms: number): Promise<string> {
+  return Promise.race([
+    p.then(
+      () => 'fulfilled',
+      (e: { code?: string }) => e.code ?? String(e),
+    ),
+    sleep(ms).then(() => 'pending'),
+  ]);
+}
+
+describe('NbdClient option phase timeout', () => {
+  it('listExports from a server that never answers NBD_OPT_LIST fails with UNAVAILABLE after connectTimeoutMs and closes', async () => {
+    const { path, closed } = await mutedServer();
+    const started = Date.now();
+    expect(await outcome(NbdClient.listExports({ path, connectTimeoutMs: 200 }), 3000)).toBe('UNAVAILABLE');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    expect(await outcome(closed, 1000)).toBe('fulfilled');
+  });
+
+  it('listMetaContexts from a server that never answers fails with UNAVAILABLE after connectTimeoutMs and closes', async () => {
+    const { path, closed } = await mutedServer();
+    const started = Date.now();
+    const list = NbdClient.listMetaContexts({ path, connectTimeoutMs: 200 }, 'disk', ['base:allocation']);
+    expect(await outcome(list, 3000)).toBe('UNAVAILABLE');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    expect(await outcome(closed, 1000)).toBe('fulfilled');
+  });
+
+  it('connect() to a server that never answers an option fails with UNAVAILABLE after connectTimeoutMs', async () => {
+    const { path, closed } = await mutedServer();
+    expect(await outcome(NbdClient.connect({ path, connectTimeoutMs: 200 }), 3000)).toBe('UNAVAILABLE');
+    expect(await outcome(closed, 1000)).toBe('fulfilled');
+  });
+});

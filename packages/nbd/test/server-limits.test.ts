@@ -1,0 +1,140 @@
+// NbdServer resource limits: the write-payload budget of a connection (maxWriteBytesPerConnection)
+// and the number of clients served at once (maxConnections), refused within the protocol.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdClient, NbdServer, type NbdBackend, type NbdServerOptions } from '../src/index.js';
+import { run, tempDir } from './helpers/peers.js';
+import { RawSocket, rawGo, request, simpleReply } from './helpers/raw-nbd.js';
+
+const MiB = 1024 * 1024;
+const WRITE = 1;
+let dir: { path: string; remove: () => Promise<void> };
+let n = 0;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  dir = await tempDir('nbd-lim-');
+});
+afterAll(async () => {
+  await dir?.remove();
+});
+
+async function serve(backend: NbdBackend, options: Partial<NbdServerOptions>): Promise<{ server: NbdServer; path: string }> {
+  const server = new NbdServer({ exports: [{ name: 'x', backend }], ...options });
+  const path = join(dir.path, `l${++n}.sock`);
+  await server.listen({ path });
+  return { server, path };
+}
+
+/** A writable backend whose writes wait until `release()`; counts writes started and running. */
+function gatedBackend(size: number): NbdBackend & { bytes: Buffer; started: number; running: number; peak: number; release: () => void } {
+  const waiting: Array<() => void> = [];
+  let open = false;
+  const b = {
+    bytes: Buffer.alloc(size),
+    size,
+    started: 0,
+    running: 0,
+    peak: 0,
+    release: () => {
+      open = true;
+      for (const w of waiting.splice(0)) w();
+    },
+    async read(o: number, len: number) {
+      return Buffer.from(b.bytes.subarray(o, o + len));
+    },
+    async write(o: number, data: Buffer) {
+      b.started++;
+      b.peak = Math.max(b.peak, ++b.running);
+      if (!open) await new Promise<void>((r) => waiting.push(r));
+      data.copy(b.bytes, o);
+      b.running--;
+    },
+  };
+  return b;
+}
+
+describe('NbdServer write-payload budget per connection', () => {
+  it('a client pipelining writes to a slow backend makes the server hold no more than maxWriteBytesPerConnection of payloads', async () => {
+    const backend = gatedBackend(64 * MiB);
+    const { server, path } = await serve(backend, { maxWriteBytesPerConnection: 4 * MiB, maxInFlightPerConnection: 32 });
+    const { raw } = await rawGo(path, 'x');
+    const N = 16;
+    const payloads = Array.from({ length: N }, (_, i) => Buffer.alloc(MiB, i + 1));
+    // Send everything without waiting; the server must stop reading instead of buffering it all.
+    void (async () => {
+      for (let i = 0; i < N; i++) {
+        if (!raw.socket.write(request(WRITE, i + 1, i * MiB, MiB, payloads[i]))) await new Promise((r) => raw.socket.once('drain', r));
+      }
+    })();
+    for (const deadline = Date.now() + 10_000; backend.started < 4 && Date.now() < deadline; ) await sleep(20);
+    await sleep(300);
+    // Four 1 MiB payloads fill the 4 MiB budget: the fifth is not even read (maxInFlight alone allows 16).
+    expect(backend.started).toBe(4);
+    backend.release();
+    const cookies = new Set<number>();
+    for (let i = 0; i < N; i++) {
+      const r = await simpleReply(raw);
+      expect(r.errno).toBe(0);
+      cookies.add(r.cookie);
+    }
+    expect(cookies.size).toBe(N);
+    for (let i = 0; i < N; i++) expect(backend.bytes.subarray(i * MiB, (i + 1) * MiB).equals(payloads[i]!)).toBe(true);
+    raw.socket.destroy();
+    await server.close();
+  });
+
+  it('a write larger than the budget still goes through when no other write is held', async () => {
+    const backend = gatedBackend(16 * MiB);
+    backend.release();
+    const { server, path } = await serve(backend, { maxWriteBytesPerConnection: MiB });
+    const c = await NbdClient.connect({ path, exportName: 'x' });
+    const data = Buffer.alloc(8 * MiB, 0x5a);
+    await Promise.all([c.write(0, data), c.write(8 * MiB, Buffer.alloc(4096, 1)), c.write(12 * MiB, data.subarray(0, 3 * MiB))]);
+    expect((await c.read(0, 8 * MiB)).equals(data)).toBe(true);
+    expect(backend.peak).toBe(1); // each write waited for the previous one to settle
+    await c.disconnect();
+    await server.close();
+  });
+});
+
+describe('NbdServer maxConnections', () => {
+  const backend: NbdBackend = { size: MiB, read: async (_o, len) => [{ zero: len }] };
+
+  it('a client over the limit is refused with NBD_REP_ERR_POLICY "too many connections"; once one leaves, the next is served', async () => {
+    const { server, path } = await serve(backend, { maxConnections: 2 });
+    const a = await NbdClient.connect({ path, exportName: 'x' });
+    const b = await NbdClient.connect({ path, exportName: 'x' });
+    const refused = await NbdClient.connect({ path, exportName: 'x' }).then(
+      () => 'connected',
+      (e: Error) => e.message,
+    );
+    expect(refused).toMatch(/too many connections/);
+    expect(server.connectionCount).toBe(2);
+    const info = await run('nbdinfo', [`nbd+unix:///x?socket=${path}`]);
+    expect(info.code).not.toBe(0);
+    expect(info.stderr).toMatch(/server replied with error to opt_go/); // our message shows only with LIBNBD_DEBUG=1
+    await a.disconnect();
+    const c = await NbdClient.connect({ path, exportName: 'x' });
+    expect((await c.read(0, 4096)).equals(Buffer.alloc(4096))).toBe(true);
+    await Promise.all([b.disconnect(), c.disconnect()]);
+    await server.close();
+    expect(server.connectionCount).toBe(0);
+  });
+
+  it('refused clients that stall are dropped, and past maxConnections of them new connections are closed before the greeting', async () => {
+    const { server, path } = await serve(backend, { maxConnections: 1 });
+    const served = await NbdClient.connect({ path, exportName: 'x' });
+    const stalled = await RawSocket.connect(path); // refused; reads the greeting, then says nothing
+    expect((await stalled.read(18)).subarray(0, 8).toString()).toBe('NBDMAGIC');
+    const extra = await RawSocket.connect(path);
+    await extra.closed; // closed at once: the one refused slot is taken
+    expect(extra.pending).toBe(0);
+    const started = Date.now();
+    await stalled.closed; // dropped by the server (refused connections get at most 2 s)
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect((await served.read(0, 512)).length).toBe(512);
+    await served.disconnect();
+    await server.close();
+  });
+});
