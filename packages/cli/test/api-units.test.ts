@@ -4,6 +4,7 @@ import { isLoopback, parseListen } from '../src/api/auth.js';
 import { errorResponse, HTTP_STATUS, HttpError, TransportCodes } from '../src/api/errors.js';
 import { JobTable, type JobSpec } from '../src/api/jobs.js';
 import { IdleRelease } from '../src/api/idle-release.js';
+import { PeriodicRecovery } from '../src/api/periodic-recovery.js';
 
 /** A job the test settles by hand. */
 function manualJob(id: string): JobSpec & { succeed(result: unknown): void; fail(err: unknown): void; cancelled: string[] } {
@@ -137,5 +138,37 @@ describe('releasing memory when idle', () => {
     running = false;
     await new Promise((res) => setTimeout(res, 60));
     expect(released).toBe(1);
+  });
+});
+
+describe('recovery while the server runs', () => {
+  it('PeriodicRecovery runs every interval, never two at once, and stop waits for a run in progress', async () => {
+    const report = { failedBackups: ['x'], restoredBackups: [], resumedDeletes: [], resetVolumes: [], errorRestoringVolumes: [], removedSnapshots: [], skipped: [], errors: [] };
+    let runs = 0;
+    let concurrent = 0;
+    let overlap = false;
+    const reports: unknown[] = [];
+    const recovery = new PeriodicRecovery({
+      intervalMs: 10,
+      recover: async () => {
+        runs++;
+        overlap ||= ++concurrent > 1;
+        await new Promise((r) => setTimeout(r, 30));
+        concurrent--;
+        return report;
+      },
+      onReport: (r) => reports.push(r),
+      onError: () => {},
+    });
+    recovery.start();
+    await new Promise((r) => setTimeout(r, 150));
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(overlap).toBe(false);
+    await recovery.stop();
+    expect(concurrent).toBe(0);
+    const after = runs;
+    await new Promise((r) => setTimeout(r, 60));
+    expect(runs).toBe(after);
+    expect(reports.length).toBe(runs);
   });
 });

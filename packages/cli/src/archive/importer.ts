@@ -1,12 +1,27 @@
-import { CairnError, ChunkedBackupService, currentOwner, isNotFound, nowIso, toCairnError, type BackupRecord, type BackupService, type Catalog, type Volume } from '@cairn/core';
+import { CairnError, ChunkedBackupService, currentOwner, isNotFound, nowIso, toCairnError, type BackupRecord, type BackupService, type Catalog, type Repository, type Volume } from '@cairn/core';
 import { readArchive } from './reader.js';
 import type { ArchiveManifest } from './format.js';
 
+/** Where an archive is imported to. */
+export interface ImportDestination {
+  /** The target that gets the data. */
+  service: BackupService;
+  /** The catalog that gets the record. */
+  catalog: Catalog;
+  /**
+   * The locks of the repository holding `catalog` (every process importing into that catalog
+   * sees them): they make the claim of a backup id atomic across processes.
+   */
+  locks: Repository['locks'];
+}
+
 /**
- * Imports an archive into `service` and registers its record in `catalog`, keeping the
+ * Imports an archive into `to.service` and registers its record in `to.catalog`, keeping the
  * backup's id, volume, name, description and times. The archive is read and checked completely
- * first (see readArchive): a refused archive writes nothing. `ALREADY_EXISTS` when the id is
- * already in the catalog or the repository. The imported backup is a full backup (its parent
+ * first (see readArchive): a refused archive writes nothing. Then the id is claimed (claimId):
+ * `ALREADY_EXISTS` when it is already in the catalog or the repository, including while another
+ * import of the same archive runs; of two concurrent imports of one archive, exactly one
+ * proceeds and the other writes nothing. The imported backup is a full backup (its parent
  * and change-tracking checkpoint belong to the deployment that made it). Only the fields an
  * exported record carries are kept (importedFields): a crafted archive cannot set a checkpoint,
  * owner, fail reason, status or service data. Without a checkpoint, an imported backup never
@@ -15,15 +30,14 @@ import type { ArchiveManifest } from './format.js';
  * process's recovery leaves it alone. Not idempotent.
  */
 export async function importArchive(
-  service: BackupService,
-  catalog: Catalog,
+  to: ImportDestination,
   file: string,
   options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
 ): Promise<BackupRecord> {
+  const { service, catalog } = to;
   const { manifest, staging, vmConfig } = await readArchive(file);
   try {
     const r = manifest.record;
-    await assertAbsent(service, catalog, r.id);
     const record: BackupRecord = {
       ...importedFields(r),
       size: manifest.size,
@@ -34,7 +48,7 @@ export async function importArchive(
       owner: currentOwner(),
       updatedAt: nowIso(),
     };
-    await catalog.putBackup(record);
+    await claimId(to, record, options.signal);
     const ro = await staging.attach('ro');
     try {
       const volume: Volume = { id: r.volumeId, name: record.volumeName, size: manifest.size, status: 'available', createdAt: record.createdAt, metadata: record.volumeMetadata };
@@ -58,6 +72,23 @@ export async function importArchive(
 }
 
 /**
+ * Registers `record` (`creating`, owned by this process) if its id is free: the check and the
+ * write run under a lock named after the id (a `volume` lock of `import:<id>`, waited for; it
+ * excludes nothing else, since no volume has such an id), so two processes cannot both find
+ * the id free. The lock is held only for the check and the write: from then on the record
+ * itself tells others the id is taken. `ALREADY_EXISTS` when it is not free (nothing written).
+ */
+async function claimId(to: ImportDestination, record: BackupRecord, signal: AbortSignal | undefined): Promise<void> {
+  const lock = await to.locks.acquire('volume', { volumeId: `import:${record.id}`, purpose: `import backup ${record.id}`, wait: true, signal });
+  try {
+    await assertAbsent(to.service, to.catalog, record.id);
+    await to.catalog.putBackup(record);
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
  * The fields of an archived record that an import keeps: id, name, description, volume id, name
  * and metadata, and the creation time. Everything else (checkpointId, owner, failReason, parentId,
  * stats, any unknown field) is dropped. A creation time that is not a valid date or lies in the
@@ -77,10 +108,11 @@ export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord,
 }
 
 async function assertAbsent(service: BackupService, catalog: Catalog, id: string): Promise<void> {
-  const known = await catalog.getBackup(id).then(
-    () => true,
-    (err) => (isNotFound(err) ? false : Promise.reject(err)),
-  );
+  const known = await catalog.getBackup(id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+  if (known) {
+    const why = known.status === 'creating' ? 'it is being written (an import in progress, or one that crashed: recovery then marks it error)' : 'delete it first to import the archive again';
+    throw new CairnError('ALREADY_EXISTS', `backup ${id} is already here (${known.status}); ${why}`, { details: { backupId: id, status: known.status } });
+  }
   const inRepo = service instanceof ChunkedBackupService && (await service.repository.readManifest(id).then(() => true, (err) => (isNotFound(err) ? false : Promise.reject(err))));
-  if (known || inRepo) throw new CairnError('ALREADY_EXISTS', `backup ${id} is already here; delete it first to import the archive again`);
+  if (inRepo) throw new CairnError('ALREADY_EXISTS', `backup ${id} is already in target ${service.name}`, { details: { backupId: id } });
 }

@@ -3,11 +3,12 @@ import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
 import { JobTable } from '../api/jobs.js';
+import { PeriodicRecovery } from '../api/periodic-recovery.js';
 import { timeoutsFromEnv } from '../api/server-timeouts.js';
 import { loadTls } from '../api/tls.js';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
-import { optionParser, parseSize } from '../output/units.js';
+import { optionParser, parseSeconds, parseSize } from '../output/units.js';
 
 /** Default `--listen`: loopback only. */
 export const DEFAULT_LISTEN = '127.0.0.1:8470';
@@ -16,6 +17,16 @@ export const DEFAULT_LISTEN = '127.0.0.1:8470';
 function parseKeepJobs(text: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1 || n > 10_000) throw new CairnError('INVALID_INPUT', `--keep-jobs takes a whole number from 1 to 10000, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** Default `--recover-interval`, seconds. */
+export const DEFAULT_RECOVER_INTERVAL = 60;
+
+/** `--recover-interval`: seconds from 0 (never again after the start) to 86400 (a day). */
+function parseRecoverInterval(text: string): number {
+  const n = parseSeconds(text);
+  if (n > 86_400) throw new CairnError('INVALID_INPUT', `--recover-interval takes seconds from 0 to 86400, not ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -42,6 +53,10 @@ function untilSignal(onSecond: () => void): Promise<NodeJS.Signals> {
  * stay warm between requests. Prints the bound address once listening. On SIGINT/SIGTERM: stops
  * accepting requests, cancels the running jobs, waits for them to settle, closes the targets
  * and exits 0.
+ *
+ * Recovery (records that processes which died left in flight) runs at the start and again every
+ * `--recover-interval` seconds after (PeriodicRecovery). It leaves the server's own jobs alone:
+ * core's recover() counts this process's records as live.
  */
 export function registerApiServeCommand(program: Command, version: string): void {
   program
@@ -53,8 +68,14 @@ export function registerApiServeCommand(program: Command, version: string): void
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (not encrypted)')
     .option('--read-rate <size>', 'read volumes at most this many bytes per second, shared by all backups of the server, e.g. 50MiB', optionParser(parseSize))
     .option('--keep-jobs <n>', 'ended jobs kept for clients to read (oldest forgotten first)', optionParser(parseKeepJobs), 100)
+    .option(
+      '--recover-interval <seconds>',
+      'also resolve, this often, what processes that died left in flight (records stuck creating, restoring or deleting); jobs still running are left alone; 0: only at start',
+      optionParser(parseRecoverInterval),
+      DEFAULT_RECOVER_INTERVAL,
+    )
     .action(
-      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number }>(async (ctx, _args, o) => {
+      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
         // Refusals come before anything is opened.
         const listen = parseListen(o.listen);
         const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
@@ -72,6 +93,16 @@ export function registerApiServeCommand(program: Command, version: string): void
         // Memory kept for reuse goes back once the server has been idle for a while.
         const idle = new IdleRelease(IDLE_RELEASE_MS, () => jobs.running === 0);
         const jobs = new JobTable(o.keepJobs, () => idle.idle());
+        const recovery = new PeriodicRecovery({
+          intervalMs: o.recoverInterval * 1000,
+          recover: () => manager.recover(),
+          onReport: (r) => {
+            const n = r.failedBackups.length + r.restoredBackups.length + r.resumedDeletes.length + r.resetVolumes.length + r.errorRestoringVolumes.length + r.removedSnapshots.length;
+            if (n > 0) ctx.out.info(`recovered ${n} item(s) left in flight by processes that ended`);
+            for (const e of r.errors) ctx.out.warn(`recovery: ${e}`);
+          },
+          onError: (err) => ctx.out.warn(`recovery failed (tried again in ${o.recoverInterval} s): ${(err as Error)?.message ?? String(err)}`),
+        });
         const server = new ApiServer(
           { cli: ctx, manager, jobs, version },
           { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts },
@@ -81,6 +112,7 @@ export function registerApiServeCommand(program: Command, version: string): void
           process.exit(ExitCode.CANCELLED);
         });
         const bound = await server.listen(listen);
+        if (o.recoverInterval > 0) recovery.start();
         const view = { listening: bound.url, host: bound.host, port: bound.port, version, auth: auth ? 'bearer' : 'none' };
         // One line either way, so a supervisor can read the address from the first line of stdout.
         if (ctx.out.json) process.stdout.write(`${JSON.stringify(view)}\n`);
@@ -89,6 +121,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const signal = await stopped;
         const running = jobs.running;
         ctx.out.info(`${signal}: shutting down${running ? `, cancelling ${running} running job(s)` : ''}`);
+        await recovery.stop();
         await server.shutdown();
         idle.stop();
         ctx.out.info('stopped');

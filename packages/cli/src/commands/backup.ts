@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { CairnError, type BackupRecord } from '@cairn/core';
 import type { Command } from 'commander';
@@ -8,6 +8,7 @@ import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
+import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
@@ -154,12 +155,11 @@ export function registerBackupCommands(program: Command): void {
     .command('export <id>')
     .description('write a backup as a self-contained, verifiable tar archive')
     .requiredOption('-a, --archive <file>', 'archive file to write (.tar)')
-    .option('--force', 'overwrite an existing file', false)
+    .option('--force', `overwrite an existing file (${WRITE_THROUGH_HELP})`, false)
     .action(
       withContext<{ archive: string; force: boolean }>(async (ctx, [id], o) => {
         ctx.expectDataFlow();
-        const file = resolve(o.archive);
-        if (!o.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
+        const file = await outputPath(resolve(o.archive), o.force);
         const manager = await ctx.manager();
         const record = await manager.getBackup(id!);
         const progress = progressReporter('export', ctx.out.options);
@@ -184,7 +184,8 @@ export function registerBackupCommands(program: Command): void {
         ctx.expectDataFlow();
         await ctx.manager({ recover: true });
         const progress = progressReporter('import', ctx.out.options);
-        const record = await importArchive(await ctx.target(o.target), await ctx.catalog(), resolve(file!), { progress: progress.update }).finally(() => progress.stop());
+        const to = { service: await ctx.target(o.target), catalog: await ctx.catalog(), locks: await ctx.catalogLocks() };
+        const record = await importArchive(to, resolve(file!), { progress: progress.update }).finally(() => progress.stop());
         ctx.out.result(backupJson(record), () => backupText(record));
       }),
     );

@@ -8,6 +8,7 @@ import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
 import { detectFormat, formatFromName, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
 import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
+import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseSize, optionParser } from '../output/units.js';
@@ -118,7 +119,7 @@ export function registerVolumeCommands(program: Command): void {
     .command('export <volume> <file>')
     .description("write a volume's content to a raw, qcow2 or VMDK image file")
     .option('-f, --format <format>', 'image format: auto (from the file name), raw, qcow2, vmdk', optionParser(parseFormat), 'auto')
-    .option('--force', 'overwrite an existing file', false)
+    .option('--force', `overwrite an existing file (${WRITE_THROUGH_HELP})`, false)
     .action(withContext<{ format: ImageFormat | 'auto'; force: boolean }>((ctx, [ref, file], opts) => exportImage(ctx, ref!, resolve(file!), opts)));
 }
 
@@ -180,14 +181,17 @@ async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string,
 }
 
 /**
- * Writes volume `ref` to the image `file`. The image is written to a temporary file
- * `.<name>.<random>.tmp` in the same directory, fsynced and renamed over `file` only when complete
- * (the directory is fsynced too): `file` holds the old content or the whole new image, never a
- * partial one, also with `--force`. On any failure the temporary file is removed.
+ * Writes volume `ref` to the image `given`. A symbolic link is written through (outputPath): the
+ * image replaces the file the link points to and the link is kept; the result's `file` is the
+ * path written. The image is written to a temporary file `.<name>.<random>.tmp` in the
+ * directory of the path written, fsynced and renamed over it only when complete (the directory is
+ * fsynced too): the file holds the old content or the whole new image, never a partial one, also
+ * with `--force`. On any failure the temporary file is removed. The format `auto` follows the
+ * name given.
  */
-async function exportImage(ctx: CliContext, ref: string, file: string, opts: { format: ImageFormat | 'auto'; force: boolean }): Promise<void> {
-  const format = opts.format === 'auto' ? formatFromName(file) : opts.format;
-  if (!opts.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
+async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }): Promise<void> {
+  const format = opts.format === 'auto' ? formatFromName(given) : opts.format;
+  const file = await outputPath(given, opts.force);
   await stat(dirname(file)).catch((cause) => {
     throw new CairnError('NOT_FOUND', `directory ${dirname(file)} does not exist`, { cause });
   });

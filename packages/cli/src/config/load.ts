@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CairnError } from '@cairn/core';
-import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigSchema, type CairnConfig } from './schema.js';
+import { parseYamlDocument } from './yaml-document.js';
 
 /** File names looked up in the working directory, in this order. */
 export const CONFIG_NAMES = ['cairn.config.json', 'cairn.config.yaml', 'cairn.config.yml'] as const;
@@ -34,13 +34,14 @@ export function embeddedDefaults(baseDir: string): CairnConfig {
  * Finds and loads the config: `explicit` (from `--config`), else `$CAIRN_CONFIG`, else the first
  * of CONFIG_NAMES in `cwd`, else the embedded defaults. `NOT_FOUND` when a named file is
  * missing; `INVALID_INPUT` naming the file, the path in it and what is expected when it is wrong.
+ * Every error about a config file carries its absolute path in `details.file`.
  */
 export async function loadConfig(explicit: string | undefined, cwd = process.cwd()): Promise<LoadedConfig> {
   const named = explicit ?? (process.env.CAIRN_CONFIG || undefined);
   if (named) {
     const file = resolve(cwd, named);
     const text = await readText(file);
-    if (text === undefined) throw new CairnError('NOT_FOUND', `config file ${file} does not exist`, { driver: 'config' });
+    if (text === undefined) throw new CairnError('NOT_FOUND', `config file ${file} does not exist`, { driver: 'config', details: { file } });
     return fromText(file, text);
   }
   for (const name of CONFIG_NAMES) {
@@ -54,13 +55,7 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
 
 /** Parses and validates a config document; `file` names it in errors and anchors relative paths. */
 export function fromText(file: string, text: string): LoadedConfig {
-  let raw: unknown;
-  try {
-    raw = /\.ya?ml$/i.test(file) ? parseYaml(text) : JSON.parse(text);
-  } catch (cause) {
-    throw new CairnError('INVALID_INPUT', `${file}: not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${(cause as Error).message}`, { driver: 'config', cause });
-  }
-  const parsed = ConfigSchema.safeParse(raw);
+  const parsed = ConfigSchema.safeParse(parseText(file, text));
   if (!parsed.success) throw invalidConfig(file, parsed.error);
   const baseDir = dirname(file);
   const config = parsed.data;
@@ -70,6 +65,25 @@ export function fromText(file: string, text: string): LoadedConfig {
   }
   config.stateDir = absolute(config.stateDir);
   return { file, config, stateDir: config.stateDir };
+}
+
+/**
+ * The document in `text`: YAML for a `.yaml`/`.yml` file, else JSON. `INVALID_INPUT` when it is
+ * malformed, with `details.file`, and for YAML the message and `details.line`/`details.column`
+ * (1-based) saying where.
+ */
+function parseText(file: string, text: string): unknown {
+  if (/\.ya?ml$/i.test(file)) {
+    const r = parseYamlDocument(text);
+    if ('value' in r) return r.value;
+    const { message, line, column } = r.problem;
+    throw new CairnError('INVALID_INPUT', `${file}: not valid YAML: ${message}`, { driver: 'config', details: { file, line, column } });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (cause) {
+    throw new CairnError('INVALID_INPUT', `${file}: not valid JSON: ${(cause as Error).message}`, { driver: 'config', cause, details: { file } });
+  }
 }
 
 /** One INVALID_INPUT listing every issue as `<file>: <path>: <what is expected>`. */
@@ -84,6 +98,6 @@ async function readText(file: string): Promise<string | undefined> {
     return await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new CairnError('UNAVAILABLE', `config file ${file} cannot be read: ${(err as Error).message}`, { driver: 'config', cause: err });
+    throw new CairnError('UNAVAILABLE', `config file ${file} cannot be read: ${(err as Error).message}`, { driver: 'config', cause: err, details: { file } });
   }
 }

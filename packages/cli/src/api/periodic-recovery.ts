@@ -1,0 +1,59 @@
+import type { RecoveryReport } from '@cairn/core';
+
+export interface PeriodicRecoveryOptions {
+  /** Time between the end of one run and the start of the next (ms, > 0). */
+  intervalMs: number;
+  /**
+   * One recovery: the manager's `recover()`, which leaves records of live owners alone, this
+   * process's own included (so it may run while the server's requests start and run jobs).
+   */
+  recover: () => Promise<RecoveryReport>;
+  /** Every run's report. */
+  onReport: (report: RecoveryReport) => void;
+  /** A run that failed; the next run comes as usual. */
+  onError: (err: unknown) => void;
+}
+
+/**
+ * Re-runs recovery while the server runs, so records that a process which died mid-job (a
+ * `cairn backup create` killed with SIGKILL, say) left `creating`, `restoring` or `deleting`
+ * are resolved without restarting the server. Runs never overlap: the next is scheduled when
+ * one ends. The timer never keeps the process alive. `stop` ends the schedule and waits for a
+ * run in progress.
+ */
+export class PeriodicRecovery {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: PeriodicRecoveryOptions) {}
+
+  start(): void {
+    this.schedule();
+  }
+
+  /** One run now: its report; rejects when recovery fails. */
+  runOnce(): Promise<RecoveryReport> {
+    return this.options.recover();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.runOnce().then(
+        (report) => this.options.onReport(report),
+        (err: unknown) => this.options.onError(err),
+      ).finally(() => {
+        this.running = undefined;
+        this.schedule();
+      });
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+}
