@@ -11,11 +11,13 @@
  * - `kill` (SIGKILL by default) simulates a crash; the QMP client then fails every pending
  *   and later call with UNAVAILABLE.
  * - One instance is one process: to restart, `start` a new instance on the same images.
- * - The temp dir (socket, log) is removed after exit unless `keepDir`. Daemons still running
+ * - The temp dir (socket, log) is removed after exit unless `keepDir`; a kept dir stays, also
+ *   after this process exits (the stale-dir sweep below leaves it alone). Daemons still running
  *   when the Node process exits are SIGKILLed.
  * - The daemon does not outlive this process: on Linux it gets SIGTERM (a clean quit) when this
  *   process dies in any way, even SIGKILL (parent-death.ts). `start` first removes the temp
- *   dirs left under `tmpParent` by owners that are gone (runtime-dirs.ts).
+ *   dirs left under `tmpParent` by owners that are gone, except dirs kept with `keepDir`
+ *   (runtime-dirs.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -37,7 +39,10 @@ export interface QemuStorageDaemonOptions {
   startTimeoutMs?: number;
   /** Parent of the temp dir. Default `/tmp`. */
   tmpParent?: string;
-  /** Keep the temp dir (socket, log) after the daemon exits. Default false. */
+  /**
+   * Keep the temp dir (socket, `daemon.log`) after the daemon exits, e.g. to read the log after a
+   * failure; the caller removes it. Not removed as stale by later starts either. Default false.
+   */
   keepDir?: boolean;
   /** Name used in error messages. Default `qemu-storage-daemon`. */
   driver?: string;
@@ -137,7 +142,7 @@ export class QemuStorageDaemon {
     let exited = false;
     void whenExited.then(() => (exited = true));
     // Only after the listeners above: an await before them could miss a quick 'exit' or 'error'.
-    await writeOwner(dir, child.pid).catch(() => undefined); // housekeeping only
+    await writeOwner(dir, child.pid, keepDir).catch(() => undefined); // housekeeping only
 
     const startTimeoutMs = options.startTimeoutMs ?? 10_000;
     const deadline = Date.now() + startTimeoutMs;

@@ -4,7 +4,9 @@
  * the dirs whose owner and daemon are both gone (a caller killed before it could clean up), so
  * sockets and logs do not pile up. A dir without an `owner` file (being created right now, or
  * made by an older version) or with any process alive is left alone; a reused pid only delays a
- * removal, never causes a wrong one.
+ * removal, never causes a wrong one. So is a dir kept on purpose (`keep`: the daemon was started
+ * with `keepDir`, whose log is there to be read after the daemon and its caller are gone);
+ * removing it is its keeper's business.
  */
 import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -17,11 +19,13 @@ const OWNER_FILE = 'owner';
 interface Owner {
   pid: number;
   daemonPid?: number;
+  /** Kept on purpose (`keepDir`): never removed as stale. */
+  keep?: true;
 }
 
-/** Records this process (and the daemon) as the owner of `dir`. */
-export async function writeOwner(dir: string, daemonPid: number | undefined): Promise<void> {
-  const owner: Owner = { pid: process.pid, ...(daemonPid ? { daemonPid } : {}) };
+/** Records this process (and the daemon) as the owner of `dir`; `keep` marks a dir kept on purpose. */
+export async function writeOwner(dir: string, daemonPid: number | undefined, keep = false): Promise<void> {
+  const owner: Owner = { pid: process.pid, ...(daemonPid ? { daemonPid } : {}), ...(keep ? { keep } : {}) };
   await writeFile(join(dir, OWNER_FILE), JSON.stringify(owner));
 }
 
@@ -33,7 +37,7 @@ export async function removeStaleDirs(parent: string): Promise<string[]> {
     if (!name.startsWith(DIR_PREFIX)) continue;
     const dir = join(parent, name);
     const owner = await readOwner(dir);
-    if (!owner || owner.pid === process.pid || processAlive(owner.pid) || (owner.daemonPid !== undefined && processAlive(owner.daemonPid))) continue;
+    if (!owner || owner.keep || owner.pid === process.pid || processAlive(owner.pid) || (owner.daemonPid !== undefined && processAlive(owner.daemonPid))) continue;
     await rm(dir, { recursive: true, force: true }).then(
       () => removed.push(dir),
       () => undefined,
@@ -47,7 +51,7 @@ async function readOwner(dir: string): Promise<Owner | undefined> {
     const o = JSON.parse(await readFile(join(dir, OWNER_FILE), 'utf8')) as Partial<Owner>;
     if (!Number.isInteger(o.pid) || (o.pid as number) <= 0) return undefined;
     if (o.daemonPid !== undefined && (!Number.isInteger(o.daemonPid) || o.daemonPid <= 0)) return undefined;
-    return { pid: o.pid!, ...(o.daemonPid !== undefined ? { daemonPid: o.daemonPid } : {}) };
+    return { pid: o.pid!, ...(o.daemonPid !== undefined ? { daemonPid: o.daemonPid } : {}), ...(o.keep === true ? { keep: true as const } : {}) };
   } catch {
     return undefined;
   }

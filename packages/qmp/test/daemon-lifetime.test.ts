@@ -1,6 +1,6 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -54,6 +54,20 @@ describe('the daemon does not outlive its caller (Linux: setpriv --pdeathsig)', 
       }
     });
   }
+
+  it('a temp dir kept with keepDir outlives its caller: the next start does not remove it', async () => {
+    const parent = join(dir, 'kept');
+    await mkdir(parent);
+    const kept = await QemuStorageDaemon.start({ tmpParent: parent, keepDir: true });
+    await kept.stop();
+    // As if a caller that exited had kept it: its owner file names a pid that is gone.
+    const ownerFile = join(kept.dir, 'owner');
+    const owner = JSON.parse(await readFile(ownerFile, 'utf8')) as { pid: number };
+    await writeFile(ownerFile, JSON.stringify({ ...owner, pid: spawnSync('true').pid }));
+    const next = await QemuStorageDaemon.start({ tmpParent: parent });
+    await next.stop();
+    expect(existsSync(join(kept.dir, 'daemon.log')), 'the kept dir was removed as stale').toBe(true);
+  });
 
   it('start() keeps temp dirs of live owners and dirs without an owner file', async () => {
     const parent = join(dir, 'keep');

@@ -1,5 +1,4 @@
 import { CairnError, isCairnError, newId, type AttachMode, type AttachTarget, type Attachment, type ByteRange, type Extent } from '@cairn/core';
-import { NbdClient } from '@cairn/nbd';
 import { queryChangedExtents } from './bitmap-query.js';
 import type { DaemonSession } from './daemon-session.js';
 import type { FleecingView } from './fleecing-view.js';
@@ -7,9 +6,6 @@ import { Qcow2BlockDevice, type ChangedSource } from './qcow2-block-device.js';
 import type { RecordStore } from './record-store.js';
 import { bitmapChain } from './records.js';
 import type { Runtime } from './runtime.js';
-
-/** A detach's flush may take this many command timeouts before the daemon counts as stalled. */
-const FLUSH_TIMEOUT_FACTOR = 10;
 
 interface Entry {
   attachment: Attachment;
@@ -114,7 +110,7 @@ export class AttachmentTable {
     let exportId: string | undefined;
     try {
       exportId = await session.addExport(node, mode === 'rw');
-      const client = await NbdClient.connect({ path: session.nbdSocket, exportName: exportId, driver: this.driver });
+      const client = await session.connectNbd(exportId);
       const device = new Qcow2BlockDevice(client, mode, this.driver, changed);
       const attachment: Attachment = { id: newId(), target: { ...target }, mode, device };
       this.entries.set(attachment.id, { attachment, device, session, exportId, volumeId, release });
@@ -128,9 +124,12 @@ export class AttachmentTable {
 
   /**
    * Idempotent: an unknown attachment id succeeds. Every step waits at most the session's
-   * timeout. A daemon that does not answer in time (stalled, not dead) is stopped (`quit`,
-   * SIGTERM, SIGKILL; its other attachments and views go with it) and detach fails with
-   * UNAVAILABLE: writes not flushed may be lost. A daemon that died is not an error.
+   * timeout, the flush its I/O timeout. A daemon that does not answer in time (stalled, not dead)
+   * is stopped (`quit`, SIGTERM, SIGKILL; its other attachments and views go with it) and detach
+   * fails with UNAVAILABLE: writes not flushed may be lost. A daemon that died is not an error.
+   * A device whose connection is already lost (its requests got nothing from the daemon within
+   * the I/O timeout) cannot be flushed or disconnected: detach goes on with the export and the
+   * node, whose QMP commands tell whether the daemon still stalls.
    */
   async detach(attachmentId: string): Promise<void> {
     const entry = this.entries.get(attachmentId);
@@ -139,11 +138,16 @@ export class AttachmentTable {
       if (!this.entries.delete(attachmentId)) return;
       const { session, device } = entry;
       try {
-        // A flush writes back what the image has cached, which can take long on slow storage:
-        // it gets FLUSH_TIMEOUT_FACTOR command timeouts (5 minutes by default) before the daemon
-        // is taken for stalled and stopped, which may lose what it had not flushed.
-        if (entry.attachment.mode === 'rw' && !device.isClosed) await session.within('flush', device.flush(), session.timeoutMs * FLUSH_TIMEOUT_FACTOR);
-        await session.within('disconnect', device.close());
+        try {
+          // A flush writes back what the image has cached, which can take long on slow storage:
+          // it gets the I/O timeout (5 minutes by default) before the daemon is taken for
+          // stalled and stopped, which may lose what it had not flushed.
+          if (entry.attachment.mode === 'rw' && !device.isClosed) await session.within('flush', device.flush(), session.ioTimeoutMs);
+          await session.within('disconnect', device.close());
+        } catch (err) {
+          if (!connectionLost(err)) throw err;
+          await device.close().catch(() => {});
+        }
         await session.deleteExport(entry.exportId);
         await entry.release();
       } catch (err) {
@@ -185,7 +189,16 @@ export class AttachmentTable {
   }
 }
 
-/** A request the daemon did not answer in time (QMP or NBD): it may be stalled rather than dead. */
+/** A request the daemon did not answer in time (QMP, or an NBD step of detach): it may be stalled rather than dead. */
 function isTimeout(err: unknown): boolean {
   return isCairnError(err) && err.code === 'UNAVAILABLE' && typeof err.details?.timeoutMs === 'number';
+}
+
+/**
+ * The NBD connection is gone (the I/O timeout passed without an answer, or the daemon closed it):
+ * `UNAVAILABLE` without `details`. An NBD error reply (`details.nbdError`, e.g. EIO or ENOSPC from
+ * a flush) and a timeout of detach's own (`details.timeoutMs`) are not.
+ */
+function connectionLost(err: unknown): boolean {
+  return isCairnError(err) && err.code === 'UNAVAILABLE' && err.details?.nbdError === undefined && err.details?.timeoutMs === undefined;
 }

@@ -1,6 +1,6 @@
-import { isCairnError } from '@cairn/core';
 import type { TransactionAction } from '@cairn/qmp';
 import type { DaemonSession } from './daemon-session.js';
+import { outcomeUnknown } from './outcome.js';
 
 /**
  * Runs ONE QMP transaction that changes the checkpoint bitmaps of `node`. A QMP error reply
@@ -16,9 +16,4 @@ export async function chainTransaction(session: DaemonSession, node: string, ste
     if (outcomeUnknown(err)) session.markUnsettled(node);
     throw err;
   }
-}
-
-/** True for a failure after which a QMP command may have run or may still run. */
-export function outcomeUnknown(err: unknown): boolean {
-  return !isCairnError(err) || err.code === 'UNAVAILABLE' || err.code === 'CANCELLED';
 }

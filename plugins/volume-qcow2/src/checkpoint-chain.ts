@@ -52,7 +52,11 @@ export async function addCheckpoint(session: DaemonSession, node: string, store:
 /**
  * Deletes a checkpoint without losing what older ones need: in ONE transaction its bitmap is
  * merged into the previous checkpoint's (which records again when the deleted one was the
- * newest) and removed. Idempotent: an unknown checkpoint is not an error.
+ * newest) and removed; then the sidecar drops it. When the transaction's outcome is unknown or
+ * the sidecar write fails, the removal is noted (DaemonSession.noteRemoval) and the node left
+ * unsettled: its reconcile then drops the checkpoint if its bitmap is gone (the transaction ran,
+ * merge included) instead of losing the older checkpoints. Idempotent: an unknown checkpoint is
+ * not an error.
  */
 export async function removeCheckpoint(session: DaemonSession, node: string, store: RecordStore, volumeId: string, checkpointId: string): Promise<void> {
   const record = await store.volume(volumeId);
@@ -68,9 +72,22 @@ export async function removeCheckpoint(session: DaemonSession, node: string, sto
       if (i === record.checkpoints.length - 1) steps.push(actions.bitmapEnable({ node, name: prev.id }));
     }
     steps.push(actions.bitmapRemove({ node, name: target.id }));
-    await chainTransaction(session, node, steps);
+    try {
+      await chainTransaction(session, node, steps);
+    } catch (err) {
+      if (session.isUnsettled(node)) session.noteRemoval(store.layout.image('volume', volumeId), checkpointId);
+      throw err;
+    }
   }
-  await store.updateVolume(volumeId, (r) => {
-    r.checkpoints = r.checkpoints.filter((c) => c.id !== checkpointId);
-  });
+  try {
+    await store.updateVolume(volumeId, (r) => {
+      r.checkpoints = r.checkpoints.filter((c) => c.id !== checkpointId);
+    });
+  } catch (err) {
+    if (present.has(target.id)) {
+      session.noteRemoval(store.layout.image('volume', volumeId), checkpointId);
+      session.markUnsettled(node);
+    }
+    throw err;
+  }
 }

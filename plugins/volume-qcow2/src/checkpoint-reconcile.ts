@@ -19,6 +19,9 @@ import type { RecordStore } from './record-store.js';
  * 3. If the newest kept checkpoint is not recording and no stray is, writes since it was disabled
  *    may have been recorded nowhere we still have: it is lost (and every older one). So is it when
  *    a stray is inconsistent (it cannot be merged).
+ * 4. Before all that, a checkpoint whose bitmap is missing but whose removal this daemon was sent
+ *    (DaemonSession.removalsOf: the transaction's reply or the sidecar write failed) is dropped
+ *    from the sidecar: that atomic transaction ran, so its bitmap was merged where it belonged.
  *
  * Why merging (2) instead of declaring the chain lost: a merge only adds dirty bits, so the
  * answer for a kept checkpoint is a superset of the writes since it (never an under-report), and
@@ -30,22 +33,26 @@ import type { RecordStore } from './record-store.js';
  * bitmaps) are never touched. Idempotent.
  */
 export async function reconcileCheckpoints(session: DaemonSession, node: string, store: RecordStore, volumeId: string): Promise<void> {
+  const path = store.layout.image('volume', volumeId);
+  const removed = session.removalsOf(path);
   const loaded = new Map((await session.bitmaps(node)).filter((b) => b.name && b.persistent).map((b) => [b.name!, b]));
   const record = await store.volume(volumeId);
   const known = new Set(record.checkpoints.map((c) => c.id));
   const strays = [...loaded.values()].filter((b) => !known.has(b.name!));
+  const gone = new Set([...removed].filter((id) => known.has(id) && !loaded.has(id)));
+  const checkpoints = record.checkpoints.filter((c) => !gone.has(c.id));
 
   let lost = -1;
-  record.checkpoints.forEach((c, i) => {
+  checkpoints.forEach((c, i) => {
     const b = loaded.get(c.id);
     if (!c.consistent || !b || b.inconsistent) lost = i;
   });
-  const newest = lost + 1 < record.checkpoints.length ? loaded.get(record.checkpoints.at(-1)!.id)! : undefined;
+  const newest = lost + 1 < checkpoints.length ? loaded.get(checkpoints.at(-1)!.id)! : undefined;
   if (newest) {
     const strayRecords = strays.some((b) => b.recording && !b.inconsistent);
-    if (strays.some((b) => b.inconsistent) || (!newest.recording && !strayRecords)) lost = record.checkpoints.length - 1;
+    if (strays.some((b) => b.inconsistent) || (!newest.recording && !strayRecords)) lost = checkpoints.length - 1;
   }
-  const kept = record.checkpoints.slice(lost + 1);
+  const kept = checkpoints.slice(lost + 1);
   const keep = new Set(kept.map((c) => c.id));
 
   // Bitmaps of lost checkpoints (and strays, when nothing is kept) go first, one by one:
@@ -65,11 +72,13 @@ export async function reconcileCheckpoints(session: DaemonSession, node: string,
   for (const b of merged) steps.push(actions.bitmapRemove({ node, name: b.name! }));
   if (steps.length) await chainTransaction(session, node, steps);
 
-  if (lost >= 0 && record.checkpoints.slice(0, lost + 1).some((c) => c.consistent)) {
+  if (gone.size > 0 || (lost >= 0 && checkpoints.slice(0, lost + 1).some((c) => c.consistent))) {
     await store.updateVolume(volumeId, (r) => {
+      r.checkpoints = r.checkpoints.filter((c) => !gone.has(c.id));
       for (const c of r.checkpoints) if (!keep.has(c.id)) c.consistent = false;
     });
   }
+  session.clearRemovals(path);
 }
 
 /** Reconciles the node when it is unsettled (see DaemonSession.isUnsettled), then marks it settled. */

@@ -1,6 +1,16 @@
 import { join } from 'node:path';
 import { CairnError, KeyedMutex, toCairnError } from '@cairn/core';
+import { NbdClient } from '@cairn/nbd';
 import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '@cairn/qmp';
+import { DeferredWork } from './deferred-work.js';
+import { outcomeUnknown } from './outcome.js';
+
+/**
+ * NBD requests (read, write, flush, block status) get this many command timeouts before the
+ * daemon counts as stalled (5 minutes by default): a flush or a write on slow storage is not a
+ * stall. One bound for every request, because a connection has one request timeout.
+ */
+const IO_TIMEOUT_FACTOR = 10;
 
 export interface SessionOptions {
   /** Program to run. */
@@ -28,6 +38,9 @@ export class DaemonSession {
   private readonly nodes = new Map<string, OpenNode>();
   private readonly nodeLocks = new KeyedMutex();
   private readonly unsettledNodes = new Set<string>();
+  private readonly removals = new Map<string, Set<string>>();
+  /** Cleanup waiting for a node's next use (see DeferredWork). */
+  readonly deferred = new DeferredWork();
   private counter = 0;
   private stopping = false;
 
@@ -36,7 +49,7 @@ export class DaemonSession {
     /** The NBD server's unix socket. */
     readonly nbdSocket: string,
     private readonly driver: string,
-    /** How long the daemon may take to answer one request (QMP command, NBD flush, event). */
+    /** How long the daemon may take to answer one QMP command or event, and an NBD connect or disconnect. */
     readonly timeoutMs: number,
   ) {}
 
@@ -56,6 +69,30 @@ export class DaemonSession {
       throw err;
     }
     return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs);
+  }
+
+  /** The I/O timeout: how long NBD requests may wait for the daemon (IO_TIMEOUT_FACTOR command timeouts). */
+  get ioTimeoutMs(): number {
+    return this.timeoutMs * IO_TIMEOUT_FACTOR;
+  }
+
+  /**
+   * Connects an NBD client to one of this daemon's exports. Every step is bounded: connect and
+   * handshake, and the disconnect, by the command timeout; requests by `ioTimeoutMs` (the
+   * client's `requestTimeoutMs`): when the daemon sends nothing that long while requests are
+   * pending, they fail with UNAVAILABLE and the connection is closed, so every later request on
+   * it fails with UNAVAILABLE too. The daemon itself is left alone (see AttachmentTable.detach).
+   */
+  connectNbd(exportName: string, metaContexts?: string[]): Promise<NbdClient> {
+    return NbdClient.connect({
+      path: this.nbdSocket,
+      exportName,
+      ...(metaContexts ? { metaContexts } : {}),
+      driver: this.driver,
+      connectTimeoutMs: this.timeoutMs,
+      requestTimeoutMs: this.ioTimeoutMs,
+      disconnectTimeoutMs: this.timeoutMs,
+    });
   }
 
   get qmp(): QmpClient {
@@ -135,6 +172,7 @@ export class DaemonSession {
     if (--open.refs > 0) return;
     this.nodes.delete(path);
     this.unsettledNodes.delete(open.name); // a reopen gets a new name and is reconciled as fresh
+    this.deferred.drop(open.name);
     if (this.alive) await this.qmp.execute('blockdev-del', { 'node-name': open.name });
   }
 
@@ -156,16 +194,45 @@ export class DaemonSession {
     this.unsettledNodes.delete(node);
   }
 
+  /**
+   * Checkpoints of the image at `path` whose removal transaction was sent but whose sidecar
+   * update did not happen (no reply, or the sidecar write failed). If such a checkpoint's bitmap
+   * is gone, the transaction ran, and being atomic it also merged the bitmap into the previous
+   * checkpoint's: the reconcile drops it instead of declaring the chain lost. Kept by image path,
+   * not node: the node may be closed (bitmaps written) and reopened before it is reconciled; the
+   * daemon's death drops them, and what it left is then reconciled without them.
+   */
+  removalsOf(path: string): ReadonlySet<string> {
+    return this.removals.get(path) ?? new Set();
+  }
+
+  noteRemoval(path: string, checkpointId: string): void {
+    this.removals.set(path, new Set([...this.removalsOf(path), checkpointId]));
+  }
+
+  clearRemovals(path: string): void {
+    this.removals.delete(path);
+  }
+
   /** Dirty bitmaps of a node. */
   async bitmaps(node: string): Promise<BlockDirtyInfo[]> {
     const nodes = await this.qmp.execute('query-named-block-nodes', { flat: true });
     return nodes.find((n) => n['node-name'] === node)?.['dirty-bitmaps'] ?? [];
   }
 
-  /** Exports `node` over NBD under a fresh name, which is returned (also the export id). */
+  /**
+   * Exports `node` over NBD under a fresh name, which is returned (also the export id). On
+   * failure no export is left: when the add got no reply (qemu may still run it), a delete of the
+   * same id is sent after it, which qemu runs after the add.
+   */
   async addExport(node: string, writable: boolean, bitmaps: string[] = []): Promise<string> {
     const id = this.nextName('exp');
-    await this.qmp.execute('block-export-add', { type: 'nbd', id, 'node-name': node, name: id, writable, ...(bitmaps.length ? { bitmaps } : {}) });
+    try {
+      await this.qmp.execute('block-export-add', { type: 'nbd', id, 'node-name': node, name: id, writable, ...(bitmaps.length ? { bitmaps } : {}) });
+    } catch (err) {
+      if (outcomeUnknown(err)) await this.deleteExport(id).catch(() => {});
+      throw err;
+    }
     return id;
   }
 
@@ -183,9 +250,9 @@ export class DaemonSession {
   }
 
   /**
-   * Waits for `work` (NBD I/O, which has no timeout of its own) at most `timeoutMs` (default the
-   * session's command timeout); then fails with UNAVAILABLE (`details.timeoutMs` set: the daemon
-   * is stalled, not dead). `work` goes on.
+   * Waits for `work` (an NBD step) at most `timeoutMs` (default the session's command timeout);
+   * then fails with UNAVAILABLE (`details.timeoutMs` set: the daemon is stalled, not dead).
+   * `work` goes on.
    */
   async within<T>(what: string, work: Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;

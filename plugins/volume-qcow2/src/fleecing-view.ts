@@ -1,5 +1,5 @@
 import { rm } from 'node:fs/promises';
-import { newId, nowIso, type Snapshot } from '@cairn/core';
+import { newId, nowIso, type CairnError, type Snapshot } from '@cairn/core';
 import { actions, type TransactionAction } from '@cairn/qmp';
 import type { DaemonSession } from './daemon-session.js';
 import { CLUSTER, type QemuImg } from './qemu-img.js';
@@ -37,69 +37,77 @@ export interface CreateViewInput {
 }
 
 /**
- * Creates a view: a temporary qcow2 overlay whose backing is the volume's node, then ONE
- * transaction that (a) freezes, for every consistent checkpoint, a disabled copy of the union
- * of its bitmap and all newer ones, and (b) starts `blockdev-backup sync=none` from the node to
- * the overlay, which inserts a copy-before-write filter right above the node (below any older view's
- * filter): from that instant every guest write
- * first copies the old data into the overlay, so the overlay reads the volume as it was. Not
- * idempotent; on failure nothing is left behind.
+ * Prepares a view: names its nodes, job and frozen bitmaps (one per consistent checkpoint whose
+ * newer ones are all consistent) and creates its overlay file. Nothing runs in qemu yet, so the
+ * caller holds a view it can pass to destroyView whatever startView does.
  */
-export async function createView(input: CreateViewInput): Promise<FleecingView> {
+export async function prepareView(input: CreateViewInput): Promise<FleecingView> {
   const { session } = input;
   const id = newId();
   const overlayPath = input.overlayPath(id);
   await input.qemuImg.create(overlayPath, input.size);
-  const overlay = session.nextName('ov');
-  const filter = session.nextName('cbw');
-  const job = session.nextName('fleece');
   const frozen = new Map<string, string>();
-  try {
-    await session.qmp.execute('blockdev-add', {
-      driver: 'qcow2',
-      'node-name': overlay,
-      file: { driver: 'file', filename: overlayPath },
-      backing: input.node,
-    });
-    const steps: TransactionAction[] = [];
-    const cps = input.checkpoints;
-    cps.forEach((c, i) => {
-      if (!cps.slice(i).every((x) => x.consistent)) return;
-      const name = session.nextName('cairn-v');
-      frozen.set(c.id, name);
-      steps.push(actions.bitmapAdd({ node: input.node, name, disabled: true, granularity: CLUSTER }));
-      steps.push(actions.bitmapMerge({ node: input.node, target: name, bitmaps: cps.slice(i).map((x) => x.id) }));
-    });
-    steps.push(actions.blockdevBackup({ 'job-id': job, device: input.node, target: overlay, sync: 'none', 'filter-node-name': filter }));
-    try {
-      await session.qmp.transaction(steps);
-    } catch (err) {
-      await session.qmp.execute('blockdev-del', { 'node-name': overlay }).catch(() => {});
-      throw err;
-    }
-  } catch (err) {
-    await rm(overlayPath, { force: true });
-    throw err;
-  }
+  const cps = input.checkpoints;
+  cps.forEach((c, i) => {
+    if (cps.slice(i).every((x) => x.consistent)) frozen.set(c.id, session.nextName('cairn-v'));
+  });
   const info: Snapshot = { id, volumeId: input.volumeId, name: input.name, size: input.size, createdAt: nowIso() };
-  return { info, session, node: input.node, overlay, overlayPath, filter, job, frozen };
+  return { info, session, node: input.node, overlay: session.nextName('ov'), overlayPath, filter: session.nextName('cbw'), job: session.nextName('fleece'), frozen };
 }
 
 /**
- * Tears a view down: cancels the backup job (qemu removes the filter; waits for
- * BLOCK_JOB_CANCELLED), deletes the overlay node and its file, and removes the frozen bitmaps.
- * Exports of the view must be gone first. Safe after the daemon died (only the file is removed).
+ * Starts a prepared view: `blockdev-add` of the overlay with the volume's node as backing, then
+ * ONE transaction that (a) freezes, for every checkpoint in `view.frozen`, a disabled copy of the
+ * union of its bitmap and all newer ones (`checkpoints`: the volume's, oldest first), and (b)
+ * starts `blockdev-backup sync=none` from the node to the overlay, which inserts a
+ * copy-before-write filter right above the node (below any older view's filter): from that
+ * instant every guest write first copies the old data into the overlay, so the overlay reads the
+ * volume as it was. On failure the caller tears the view down with destroyView: after a timeout
+ * qemu may still run the transaction, so what exists is known only from a later answer.
+ */
+export async function startView(view: FleecingView, checkpoints: CheckpointRecord[]): Promise<void> {
+  const { session, node } = view;
+  await session.qmp.execute('blockdev-add', {
+    driver: 'qcow2',
+    'node-name': view.overlay,
+    file: { driver: 'file', filename: view.overlayPath },
+    backing: node,
+  });
+  const steps: TransactionAction[] = [];
+  const ids = checkpoints.map((c) => c.id);
+  for (const [checkpoint, name] of view.frozen) {
+    steps.push(actions.bitmapAdd({ node, name, disabled: true, granularity: CLUSTER }));
+    steps.push(actions.bitmapMerge({ node, target: name, bitmaps: ids.slice(ids.indexOf(checkpoint)) }));
+  }
+  steps.push(actions.blockdevBackup({ 'job-id': view.job, device: node, target: view.overlay, sync: 'none', 'filter-node-name': view.filter }));
+  await session.qmp.transaction(steps);
+}
+
+/**
+ * Tears a view down, whatever part of it exists: cancels its backup job if qemu lists it (qemu
+ * removes the filter; waits for BLOCK_JOB_CANCELLED), deletes the overlay node and the frozen
+ * bitmaps where present, and removes the overlay file. The job query comes first: its reply
+ * proves qemu has run every command sent before, including a startView whose reply never came.
+ * Idempotent, so it can run again after a timeout. Exports of the view must be gone first. Safe
+ * after the daemon died (only the file is removed).
  */
 export async function destroyView(view: FleecingView): Promise<void> {
   const { session } = view;
   if (session.alive) {
-    const cancelled = session.qmp.waitForEvent('BLOCK_JOB_CANCELLED', (e) => e.data.device === view.job);
-    await session.qmp.execute('block-job-cancel', { device: view.job });
-    await cancelled;
-    await session.qmp.execute('blockdev-del', { 'node-name': view.overlay });
-    for (const name of view.frozen.values()) {
-      await session.qmp.execute('block-dirty-bitmap-remove', { node: view.node, name }).catch(() => {});
+    const jobs = await session.qmp.execute('query-block-jobs');
+    if (jobs.some((j) => j.device === view.job)) {
+      const cancelled = session.qmp.waitForEvent('BLOCK_JOB_CANCELLED', (e) => e.data.device === view.job, { timeoutMs: session.timeoutMs });
+      await session.qmp.execute('block-job-cancel', { device: view.job });
+      await cancelled;
     }
+    await ignoreNotFound(session.qmp.execute('blockdev-del', { 'node-name': view.overlay }));
+    for (const name of view.frozen.values()) await ignoreNotFound(session.qmp.execute('block-dirty-bitmap-remove', { node: view.node, name }));
   }
   await rm(view.overlayPath, { force: true });
+}
+
+async function ignoreNotFound(work: Promise<unknown>): Promise<void> {
+  await work.catch((err: CairnError) => {
+    if (err.code !== 'NOT_FOUND') throw err;
+  });
 }

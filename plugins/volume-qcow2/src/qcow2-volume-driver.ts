@@ -18,7 +18,7 @@ import {
 } from '@cairn/core';
 import { AttachmentTable } from './attachment-table.js';
 import type { DaemonSession } from './daemon-session.js';
-import { createView, destroyView, type FleecingView } from './fleecing-view.js';
+import { destroyView, prepareView, startView, type FleecingView } from './fleecing-view.js';
 import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
 import { QemuImg } from './qemu-img.js';
 import { RecordStore } from './record-store.js';
@@ -37,8 +37,9 @@ export interface Qcow2VolumeDriverOptions {
   /** The qemu-storage-daemon program. Default `qemu-storage-daemon` from PATH. */
   qemuStorageDaemon?: string;
   /**
-   * How long to wait for the daemon to answer one QMP command or the flush of a detach, in ms.
-   * A daemon that does not answer in time is treated as stalled (see README). Default 30 000.
+   * How long to wait for the daemon to answer one QMP command, in ms; device I/O (NBD reads,
+   * writes, flushes) gets ten times as long. A daemon that does not answer in time is treated as
+   * stalled (see README). Default 30 000.
    */
   commandTimeoutMs?: number;
 }
@@ -132,6 +133,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         if ([...this.views.values()].some((v) => v.info.volumeId === volumeId) || (await this.store.snapshots()).some((s) => s.volumeId === volumeId)) {
           throw this.err('BUSY', `volume ${volumeId} has snapshots`);
         }
+        await this.assertClosed(volumeId);
         await this.store.remove('volume', volumeId);
         await rm(this.store.layout.image('volume', volumeId), { force: true });
       }),
@@ -166,6 +168,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           throw this.err('BUSY', `volume ${volumeId} is attached`);
         }
         if (size === current.size) return toVolume(current, 'available');
+        await this.assertClosed(volumeId);
         const image = this.store.layout.image('volume', volumeId);
         await this.store.updateVolume(volumeId, (r) => r.checkpoints.forEach((c) => (c.consistent = false)));
         for (const c of current.checkpoints) await this.qemuImg.removeBitmap(image, c.id).catch(() => {});
@@ -189,31 +192,28 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     return this.guard('createSnapshot', () =>
       this.runtime.locks.run(volumeId, async () => {
         const record = await this.store.volume(volumeId);
+        await this.runtime.finishDeferred(volumeId); // may close a node nothing else uses
         const session = await this.runtime.running();
         const image = this.store.layout.image('volume', volumeId);
         const node = session?.nodeOf(image);
         if (session && node) {
           await session.openNode(image, false); // the view's own reference
+          let view: FleecingView | undefined;
           try {
             await this.runtime.settleVolume(session, node, volumeId); // a view freezes the chain: it must be trusted
             const { checkpoints } = await this.store.volume(volumeId);
-            const view = await createView({
-              session,
-              qemuImg: this.qemuImg,
-              volumeId,
-              name: name ?? '',
-              size: record.size,
-              node,
-              checkpoints,
-              overlayPath: (id) => this.store.layout.overlay(id),
-            });
-            this.runtime.pushFilter(volumeId, view.filter);
-            this.views.set(view.info.id, view);
-            return { ...view.info };
+            const overlayPath = (id: string): string => this.store.layout.overlay(id);
+            view = await prepareView({ session, qemuImg: this.qemuImg, volumeId, name: name ?? '', size: record.size, node, checkpoints, overlayPath });
+            await startView(view, checkpoints);
           } catch (err) {
-            await session.releaseNode(image);
+            // A started view may exist even so (no reply in time): retiring it also drops the reference.
+            if (view) await this.retireView(view).catch(() => {});
+            else await session.releaseNode(image);
             throw err;
           }
+          this.runtime.pushFilter(volumeId, view.filter);
+          this.views.set(view.info.id, view);
+          return { ...view.info };
         }
         const snap: SnapshotRecord = {
           format: 1,
@@ -247,9 +247,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         if (this.table.usesSnapshot(snapshotId)) throw this.err('BUSY', `snapshot ${snapshotId} is attached`);
         if (view) {
           if (!this.views.delete(snapshotId)) return;
-          await destroyView(view);
-          this.runtime.removeFilter(volumeId, view.filter);
-          await view.session.releaseNode(this.store.layout.image('volume', volumeId));
+          await this.retireView(view);
           return;
         }
         await this.store.snapshot(snapshotId);
@@ -292,6 +290,31 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     await this.table.detachAll();
     for (const view of [...this.views.values()]) await this.deleteSnapshot(view.info.id).catch(() => {});
     await this.runtime.close();
+  }
+
+  /**
+   * Tears a view down (destroyView), drops its filter and its reference on the volume's node. When
+   * the daemon does not answer in time (qemu may still run what was sent), the rest is queued on
+   * the node (DaemonSession.deferred) and runs before the volume's next attach, snapshot,
+   * checkpoint, extend or delete; the reference keeps the node open until then. The error is
+   * thrown. Callers hold the volume's lock.
+   */
+  private retireView(view: FleecingView): Promise<void> {
+    const { session } = view;
+    let released = false;
+    return session.deferred.attempt(view.node, async () => {
+      await destroyView(view);
+      this.runtime.removeFilter(view.info.volumeId, view.filter);
+      if (released) return;
+      released = true; // at most once, even if the release fails (it forgets the node first)
+      await session.releaseNode(this.store.layout.image('volume', view.info.volumeId));
+    });
+  }
+
+  /** BUSY while the daemon holds the volume's image open, after finishing work deferred on it. Callers hold the lock. */
+  private async assertClosed(volumeId: string): Promise<void> {
+    await this.runtime.finishDeferred(volumeId);
+    if (await this.runtime.isOpen(volumeId)) throw this.err('BUSY', `volume ${volumeId} is open in qemu-storage-daemon`);
   }
 
   /** The daemon died: its attachments fail from now on and its views are gone. */

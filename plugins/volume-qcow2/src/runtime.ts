@@ -70,16 +70,20 @@ export class Runtime {
   /**
    * Opens a volume's image as a writable node (or takes another reference). When this call
    * opened it, the checkpoint chain is reconciled with the bitmaps qemu loaded; when the node was
-   * already open but is unsettled, it is reconciled now (see checkpoint-reconcile.ts). Callers
-   * hold the volume's lock.
+   * already open, the work deferred on it runs first (DeferredWork), and an unsettled chain is
+   * reconciled (see checkpoint-reconcile.ts). Callers hold the volume's lock.
    */
   async openVolume(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
     const session = await this.session();
     const path = this.options.store.layout.image('volume', volumeId);
     const { name, fresh } = await session.openNode(path, false);
     try {
-      if (fresh) await reconcileCheckpoints(session, name, this.options.store, volumeId);
-      else await settleCheckpoints(session, name, this.options.store, volumeId);
+      if (fresh) {
+        await reconcileCheckpoints(session, name, this.options.store, volumeId);
+      } else {
+        await session.deferred.run(name);
+        await settleCheckpoints(session, name, this.options.store, volumeId);
+      }
     } catch (err) {
       await session.releaseNode(path).catch(() => {});
       throw err;
@@ -90,6 +94,21 @@ export class Runtime {
   /** Reconciles an open volume node if it is unsettled. Callers hold the volume's lock. */
   settleVolume(session: DaemonSession, node: string, volumeId: string): Promise<void> {
     return settleCheckpoints(session, node, this.options.store, volumeId);
+  }
+
+  /**
+   * Runs the work deferred on the volume's node, if the running daemon has it open (DeferredWork);
+   * this may close the node. Callers hold the volume's lock.
+   */
+  async finishDeferred(volumeId: string): Promise<void> {
+    const session = await this.running();
+    const node = session?.nodeOf(this.options.store.layout.image('volume', volumeId));
+    if (session && node) await session.deferred.run(node);
+  }
+
+  /** Whether the running daemon has the volume's image open. */
+  async isOpen(volumeId: string): Promise<boolean> {
+    return (await this.running())?.nodeOf(this.options.store.layout.image('volume', volumeId)) !== undefined;
   }
 
   /** Drops a reference taken by openVolume. */
@@ -121,10 +140,16 @@ export class Runtime {
     return (await this.running())?.daemon.pid;
   }
 
-  /** Stops the daemon cleanly (persistent bitmaps are written). Later calls fail with UNAVAILABLE. Idempotent. */
+  /**
+   * Stops the daemon cleanly (persistent bitmaps are written), then removes the overlays of views
+   * whose teardown was still deferred (views never outlive their daemon). Later calls fail with
+   * UNAVAILABLE. Idempotent.
+   */
   async close(): Promise<void> {
     this.closed = true;
     const s = await this.starting?.catch(() => undefined);
-    if (s) await s.stop();
+    if (!s) return;
+    await s.stop();
+    await this.clearStaleOverlays().catch(() => {});
   }
 }

@@ -1,11 +1,13 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
+import type { Runtime } from '../src/runtime.js';
 import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
 
 // A daemon that stops answering (SIGSTOP here; a hung disk or NFS server in real life) must not
-// hang detach or close for ever: the NBD flush and disconnect are bounded like QMP commands, and
-// the daemon is then stopped (quit, SIGTERM, SIGKILL).
+// hang device I/O, detach or close for ever: NBD requests are bounded by the I/O timeout (10
+// command timeouts), the NBD disconnect like QMP commands, and a detach that gets no answer stops
+// the daemon (quit, SIGTERM, SIGKILL).
 const TIMEOUT = 400;
 const dirs: string[] = [];
 
@@ -45,14 +47,14 @@ describe.skipIf(missingQemu.length > 0)(`a stalled daemon (needs ${missingQemu.j
     const pid = (await d.daemonPid())!;
     process.kill(pid, 'SIGSTOP');
     try {
-      const read = outcome(a.device.read(0, 512)); // NBD I/O has no timeout: pending until the daemon is gone
+      const read = outcome(a.device.read(0, 512)); // fails after the I/O timeout
       const started = Date.now();
-      // The flush gets 10 command timeouts (a slow flush is not a stall), then the daemon is stopped.
+      // The read and the flush get 10 command timeouts (a slow flush is not a stall), then the daemon is stopped.
       expect(await settleWithin(d.detach(a.id), 20 * TIMEOUT)).toBe('rejected UNAVAILABLE');
       expect(Date.now() - started).toBeGreaterThanOrEqual(10 * TIMEOUT);
       expect(Date.now() - started).toBeLessThan(16 * TIMEOUT);
       expect(gone(pid)).toBe(true);
-      expect(await read).toBe('rejected UNAVAILABLE'); // the daemon is gone: this settles at once
+      expect(await read).toBe('rejected UNAVAILABLE');
       expect(await settleWithin(d.detach(a.id), 1000)).toBe('resolved'); // idempotent
 
       const again = await d.attach({ kind: 'volume', id: v.id }, 'ro'); // a new daemon
@@ -65,6 +67,44 @@ describe.skipIf(missingQemu.length > 0)(`a stalled daemon (needs ${missingQemu.j
     }
   });
 
+  it('device reads and writes on a stalled daemon fail with UNAVAILABLE within the I/O timeout; once it answers again, detach removes the export and closes the node, and the volume attaches again', async () => {
+    const T = 200;
+    const dir = await tempDir();
+    dirs.push(dir);
+    const d = new Qcow2VolumeDriver({ directory: dir, commandTimeoutMs: T });
+    const v = await d.createVolume({ size: 8 * MiB });
+    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, pattern(4096, 1));
+    const session = (await (d as unknown as { runtime: Runtime }).runtime.running())!;
+    const pid = session.daemon.pid;
+    process.kill(pid, 'SIGSTOP');
+    let resumed = false;
+    try {
+      const started = Date.now();
+      const read = settleWithin(a.device.read(0, 512), 15 * T);
+      const write = settleWithin(a.device.write(MiB, pattern(4096, 2)), 15 * T);
+      expect(await read).toBe('rejected UNAVAILABLE');
+      expect(await write).toBe('rejected UNAVAILABLE');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(9 * T);
+      await expect(a.device.read(0, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' }); // the connection is gone
+      process.kill(pid, 'SIGCONT');
+      resumed = true;
+
+      // The attachment stays (its volume in use) until detach, which skips the lost connection.
+      expect((await d.getVolume(v.id)).status).toBe('in-use');
+      expect(await settleWithin(d.detach(a.id), 10 * T)).toBe('resolved');
+      expect(await session.qmp.execute('query-block-exports')).toEqual([]);
+      expect(session.nodeOf(`${dir}/volumes/${v.id}.qcow2`)).toBeUndefined();
+      const again = await d.attach({ kind: 'volume', id: v.id }, 'rw'); // same daemon, not stopped
+      expect(session.alive).toBe(true);
+      expect(await again.device.read(0, 4096)).toEqual(pattern(4096, 1));
+      await d.detach(again.id);
+    } finally {
+      if (!resumed) process.kill(pid, 'SIGCONT');
+      await settleWithin(d.close(), 10 * T);
+    }
+  });
+
   it('close() with a stalled daemon and a read-only attachment returns in bounded time', async () => {
     const dir = await tempDir();
     dirs.push(dir);
@@ -74,7 +114,7 @@ describe.skipIf(missingQemu.length > 0)(`a stalled daemon (needs ${missingQemu.j
     const pid = (await d.daemonPid())!;
     process.kill(pid, 'SIGSTOP');
     try {
-      const read = outcome(a.device.read(0, 512)); // NBD I/O has no timeout: pending until the daemon is gone
+      const read = outcome(a.device.read(0, 512)); // pending until the daemon is gone (well before the I/O timeout)
       expect(await settleWithin(d.close(), 10 * TIMEOUT)).toBe('resolved');
       expect(gone(pid)).toBe(true);
       expect(await read).toBe('rejected UNAVAILABLE'); // the daemon is gone: this settles at once
