@@ -13,6 +13,7 @@ import { posixModule } from '@cairn/backup-posix';
 import { fileVolumeModule } from '@cairn/volume-file';
 import { loadConfig, type LoadedConfig } from './config/load.js';
 import type { Output } from './output/output.js';
+import { printRecovery } from './output/recovery-report.js';
 
 /** Options every command accepts (see docs/cli.md, "Global options"). */
 export interface GlobalOptions {
@@ -154,10 +155,7 @@ export class CliContext {
     })();
     const manager = await this.managerPromise;
     if (options.recover) {
-      const report = await manager.recover();
-      const { skipped: _skipped, ...resolved } = report;
-      const n = Object.values(resolved).reduce<number>((s, v) => s + (Array.isArray(v) ? v.length : 0), 0);
-      if (n > 0) this.out.info(`recovered ${n} item(s) left in flight by an earlier run`);
+      printRecovery(this.out, await manager.recover(), 'an earlier run');
     }
     return manager;
   }

@@ -5,6 +5,8 @@ import { errorResponse, HTTP_STATUS, HttpError, TransportCodes } from '../src/ap
 import { JobTable, type JobSpec } from '../src/api/jobs.js';
 import { IdleRelease } from '../src/api/idle-release.js';
 import { PeriodicRecovery } from '../src/api/periodic-recovery.js';
+import { Output } from '../src/output/output.js';
+import { printRecovery } from '../src/output/recovery-report.js';
 
 /** A job the test settles by hand. */
 function manualJob(id: string): JobSpec & { succeed(result: unknown): void; fail(err: unknown): void; cancelled: string[] } {
@@ -170,5 +172,27 @@ describe('recovery while the server runs', () => {
     await new Promise((r) => setTimeout(r, 60));
     expect(runs).toBe(after);
     expect(reports.length).toBe(runs);
+  });
+});
+
+describe('printing a recovery', () => {
+  const empty = { failedBackups: [], restoredBackups: [], resumedDeletes: [], resetVolumes: [], errorRestoringVolumes: [], removedSnapshots: [], skipped: [], errors: [] };
+  const printed = (options: { quiet?: boolean }, report: typeof empty & { [k: string]: string[] }) => {
+    const lines: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string) => (lines.push(chunk), true)) as typeof process.stderr.write;
+    try {
+      printRecovery(new Output(options), report, 'an earlier run');
+    } finally {
+      process.stderr.write = write;
+    }
+    return lines.join('');
+  };
+
+  it('counts what was resolved (not what was left alone) and warns of every failed step, also with --quiet', () => {
+    const report = { ...empty, failedBackups: ['b1'], resetVolumes: ['v1'], skipped: ['live'], errors: ['b2: UNAVAILABLE store down'] };
+    expect(printed({}, report)).toBe('recovered 2 item(s) left in flight by an earlier run\nwarning: recovery: b2: UNAVAILABLE store down\n');
+    expect(printed({ quiet: true }, report)).toBe('warning: recovery: b2: UNAVAILABLE store down\n');
+    expect(printed({}, { ...empty, skipped: ['live'] })).toBe('');
   });
 });

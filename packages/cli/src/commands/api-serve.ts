@@ -4,6 +4,7 @@ import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
 import { JobTable } from '../api/jobs.js';
 import { PeriodicRecovery } from '../api/periodic-recovery.js';
+import { printRecovery } from '../output/recovery-report.js';
 import { timeoutsFromEnv } from '../api/server-timeouts.js';
 import { loadTls } from '../api/tls.js';
 import { withContext } from '../command-runner.js';
@@ -96,11 +97,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const recovery = new PeriodicRecovery({
           intervalMs: o.recoverInterval * 1000,
           recover: () => manager.recover(),
-          onReport: (r) => {
-            const n = r.failedBackups.length + r.restoredBackups.length + r.resumedDeletes.length + r.resetVolumes.length + r.errorRestoringVolumes.length + r.removedSnapshots.length;
-            if (n > 0) ctx.out.info(`recovered ${n} item(s) left in flight by processes that ended`);
-            for (const e of r.errors) ctx.out.warn(`recovery: ${e}`);
-          },
+          onReport: (r) => printRecovery(ctx.out, r, 'processes that ended'),
           onError: (err) => ctx.out.warn(`recovery failed (tried again in ${o.recoverInterval} s): ${(err as Error)?.message ?? String(err)}`),
         });
         const server = new ApiServer(
