@@ -10,8 +10,9 @@ import { orphanVolumeEntries } from './repository-catalog.js';
 
 /**
  * Leftovers younger than this are kept whatever the grace period: records and lock objects are
- * written outside the exclusive lock, and a live writer touches its temporary file at every write
- * (a streamed pack at least every 1 MiB).
+ * written outside the exclusive lock, and a live writer keeps its temporary file's mtime fresh
+ * (the posix store refreshes it at least every minute while the file is open, however long the
+ * writer waits between parts).
  */
 const LEFTOVER_MIN_AGE_MS = 15 * 60_000;
 
