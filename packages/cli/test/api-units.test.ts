@@ -7,6 +7,7 @@ import { IdleRelease } from '../src/api/idle-release.js';
 import { PeriodicRecovery } from '../src/api/periodic-recovery.js';
 import { Output } from '../src/output/output.js';
 import { printRecovery } from '../src/output/recovery-report.js';
+import type { RecoveryReport } from '@cairn/core';
 
 /** A job the test settles by hand. */
 function manualJob(id: string): JobSpec & { succeed(result: unknown): void; fail(err: unknown): void; cancelled: string[] } {
@@ -176,8 +177,8 @@ describe('recovery while the server runs', () => {
 });
 
 describe('printing a recovery', () => {
-  const empty = { failedBackups: [], restoredBackups: [], resumedDeletes: [], resetVolumes: [], errorRestoringVolumes: [], removedSnapshots: [], skipped: [], errors: [] };
-  const printed = (options: { quiet?: boolean }, report: typeof empty & { [k: string]: string[] }) => {
+  const empty: RecoveryReport = { failedBackups: [], restoredBackups: [], resumedDeletes: [], resetVolumes: [], errorRestoringVolumes: [], removedSnapshots: [], skipped: [], errors: [] };
+  const printed = (options: { quiet?: boolean }, report: RecoveryReport) => {
     const lines: string[] = [];
     const write = process.stderr.write;
     process.stderr.write = ((chunk: string) => (lines.push(chunk), true)) as typeof process.stderr.write;
