@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  CairnError,
   MemoryBackupService,
   MemoryObjectStore,
   MemoryVolumeDriver,
@@ -14,6 +15,7 @@ import {
   type PutOptions,
 } from '@cairn/core';
 import {
+  attachConflicts,
   backupRoundTrip,
   changedExtents,
   dependentChainCases,
@@ -107,6 +109,22 @@ describe('the volume-driver suite catches a broken driver', () => {
     };
     const c = byName(volumeIo.cases, 'detach is idempotent');
     await expect(runCase(c, volumeCtx(driver))).rejects.toThrow(/already detached/);
+  });
+
+  it('a driver that lets a writer attach next to readers (only rw next to rw is BUSY) fails the conflict cases', async () => {
+    const permissive = () => {
+      const driver = new MemoryVolumeDriver();
+      const inner = driver as unknown as { assertNoConflict(id: string, mode: AttachMode): void; attachmentsOf(id: string): Attachment[] };
+      inner.assertNoConflict = (id, mode) => {
+        if (mode === 'rw' && inner.attachmentsOf(id).some((a) => a.mode === 'rw')) throw new CairnError('BUSY', 'second writer');
+      };
+      return driver;
+    };
+    const { cases } = attachConflicts(new MemoryVolumeDriver().capabilities);
+    for (const prefix of ['attach(rw) next to a read-only', 'attach(ro) next to a read-write', 'once the conflicting attachments', 'a refused attach changes nothing']) {
+      await expect(runCase(byName(cases, prefix), volumeCtx(permissive())), prefix).rejects.toThrow(/should fail with BUSY but succeeded/);
+    }
+    await runCase(byName(cases, 'two read-only attachments'), volumeCtx(permissive()));
   });
 });
 

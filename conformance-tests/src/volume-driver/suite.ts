@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
+import { attachConflicts, attachConflictsAcrossInstances } from './conflicts.js';
 import type { VolumeDriverContext, VolumeDriverSuiteOptions } from './context.js';
 import { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals } from './extents.js';
 import { volumeIo } from './io.js';
@@ -30,10 +31,13 @@ export function declaredCapabilities(caps: VolumeDriverCapabilities): Group<Volu
 /**
  * Picks the groups a driver's declared capabilities call for. A declared capability runs its
  * cases; a missing one runs the opposite case (the call fails with NOT_SUPPORTED), never a skip.
+ * With `peer` (the suite has a second instance on the same volumes), the attach conflicts also
+ * run across the two instances.
  */
-export function volumeDriverGroups(caps: VolumeDriverCapabilities): Group<VolumeDriverContext>[] {
+export function volumeDriverGroups(caps: VolumeDriverCapabilities, peer?: { sharesReadOnly?: boolean }): Group<VolumeDriverContext>[] {
   const groups = [volumeLifecycle];
-  if (caps.attach) groups.push(volumeIo, allocatedExtents);
+  if (caps.attach) groups.push(volumeIo, attachConflicts(caps), allocatedExtents);
+  if (caps.attach && peer) groups.push(attachConflictsAcrossInstances((peer.sharesReadOnly ?? true) && caps.multiAttachReadOnly));
   groups.push(caps.snapshots ? snapshotCases : snapshotRefusals);
   if (caps.attach) groups.push(caps.changedBlockTracking ? changedExtents : changedExtentsRefusals);
   if (caps.attach && caps.changedBlockTracking && caps.snapshots) groups.push(changedExtentsOfSnapshots);
@@ -42,9 +46,28 @@ export function volumeDriverGroups(caps: VolumeDriverCapabilities): Group<Volume
 
 /** Registers the whole volume-driver suite with vitest. */
 export function volumeDriverSuite(title: string, options: VolumeDriverSuiteOptions & { capabilities: VolumeDriverCapabilities }): void {
-  registerGroups(title, volumeDriverGroups(options.capabilities), {
-    setup: async () => ({ driver: await options.factory(), volumeSize: options.volumeSize ?? 4 * 1024 * 1024 }),
-    teardown: async (ctx) => options.dispose?.(ctx.driver),
+  const { peer } = options;
+  registerGroups(title, volumeDriverGroups(options.capabilities, peer), {
+    setup: async () => {
+      const driver = await options.factory();
+      const ctx: VolumeDriverContext = { driver, volumeSize: options.volumeSize ?? 4 * 1024 * 1024 };
+      if (peer) {
+        try {
+          ctx.peer = await peer.factory(driver);
+        } catch (err) {
+          await options.dispose?.(driver);
+          throw err;
+        }
+      }
+      return ctx;
+    },
+    teardown: async (ctx) => {
+      try {
+        if (ctx.peer) await peer?.dispose?.(ctx.peer);
+      } finally {
+        await options.dispose?.(ctx.driver);
+      }
+    },
     beforeAll: options.beforeAll,
     afterAll: options.afterAll,
     timeout: options.timeout,

@@ -238,9 +238,11 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Opens the image with a flock: exclusive for `rw`, shared for `ro`. `BUSY` when the volume is
-   * attached read-write here, or locked by another process in a conflicting mode; snapshots
-   * attach `ro` only (`INVALID_INPUT` for `rw`). `NOT_FOUND` if unknown.
+   * Opens the image with a flock: exclusive for `rw`, shared for `ro`. A volume has one `rw`
+   * attachment or any number of `ro` ones, here and across instances and processes: `BUSY` when
+   * the attach conflicts with one of this instance (assertNoConflict) or with another's lock, and
+   * nothing is changed then. Snapshots attach `ro` only (`INVALID_INPUT` for `rw`) and never
+   * conflict with their volume. `NOT_FOUND` if unknown.
    */
   async attach(target: AttachTarget, mode: AttachMode): Promise<Attachment> {
     return this.guard('attach', async () => {
@@ -250,7 +252,7 @@ export class FileVolumeDriver implements VolumeDriver {
       return this.ctx.targets.run(`${kind}:${id}`, async () => {
         const record = kind === 'volume' ? await this.ctx.store.volume(id) : await this.ctx.store.snapshot(id);
         if (kind === 'snapshot' && mode === 'rw') throw this.ctx.err('INVALID_INPUT', `snapshot ${id} can only be attached read-only`);
-        if (kind === 'volume' && mode === 'rw' && this.ctx.trackers.has(id)) throw this.ctx.err('BUSY', `volume ${id} is already attached read-write`);
+        if (kind === 'volume') this.assertNoConflict(id, mode);
         const image = this.ctx.store.layout.image(kind, id);
         const release = await this.ctx.locks.hold(image, mode === 'rw' ? 'exclusive' : 'shared');
         try {
@@ -335,6 +337,19 @@ export class FileVolumeDriver implements VolumeDriver {
       await rm(layout.image(kind, id), { force: true });
       await rm(layout.cbtDir(kind, id), { recursive: true, force: true });
     });
+  }
+
+  /**
+   * Readers–writer within this instance, checked before any lock is taken, so a refused attach
+   * changes nothing. The image locks cannot tell: this instance holds one lock per image for all
+   * its attachments (an exclusive hold next to its own shared one is an upgrade, not a conflict).
+   * Between instances and processes the locks themselves conflict. A read-write session counts
+   * until its detach has saved the bitmaps (the tracker is gone).
+   */
+  private assertNoConflict(volumeId: string, mode: AttachMode): void {
+    const held = [...this.attachments.values()].filter((a) => a.target.kind === 'volume' && a.target.id === volumeId);
+    if (this.ctx.trackers.has(volumeId) || held.some((a) => a.mode === 'rw')) throw this.ctx.err('BUSY', `volume ${volumeId} is already attached read-write`);
+    if (mode === 'rw' && held.length > 0) throw this.ctx.err('BUSY', `volume ${volumeId} is attached read-only: it cannot be written until those attachments end`);
   }
 
   private attachedHere(kind: RecordKind, id: string): boolean {

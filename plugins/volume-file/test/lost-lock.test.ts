@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, vi } from 'vitest';
 import { rejectsWithCode } from '@cairn/conformance';
+import type { DriverContext } from '../src/driver-context.js';
 import { FileVolumeDriver } from '../src/index.js';
 import { removeDir, spawnHolder, tempDir, type Holder } from './helpers.js';
 
@@ -35,6 +36,10 @@ vi.mock('../src/file-lock.js', async (importOriginal) => {
  * process took the image in between), the upgrade fails with BUSY and the image counts as
  * unlocked: later users re-acquire a real lock or fail with BUSY. Nothing — status, checkpoint,
  * snapshot — proceeds on the strength of a lock that is not held.
+ *
+ * An attach(rw) never meets a read-only attachment of its own instance (that is BUSY before any
+ * lock is taken), but it can meet a short shared hold of the instance — the status probe of a
+ * concurrent getVolume — and then upgrades it. The tests take that shared hold directly.
  */
 describe('FileVolumeDriver after losing an image lock in an upgrade race', () => {
   let dir: string;
@@ -53,9 +58,15 @@ describe('FileVolumeDriver after losing an image lock in an upgrade race', () =>
     await removeDir(dir);
   });
 
+  /** A shared hold of this instance on the volume's image, as getVolume's status probe takes. */
+  const holdShared = (volumeId: string): Promise<() => Promise<void>> => {
+    const { ctx } = driver as unknown as { ctx: DriverContext };
+    return ctx.locks.hold(ctx.store.layout.image('volume', volumeId), 'shared');
+  };
+
   it('fails the upgrade with BUSY, then re-acquires for real: BUSY while the other process writes, working after', async () => {
     const v = await driver.createVolume({ size: 4 * MiB });
-    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const release = await holdShared(v.id);
     // Another process attaches read-write exactly when this one's shared lock is dropped.
     hooks.onRelease = async () => {
       holder = spawnHolder(dir, v.id, 'rw');
@@ -73,7 +84,7 @@ describe('FileVolumeDriver after losing an image lock in an upgrade race', () =>
     assert.equal(await holder.stop(), 0);
     const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
     assert.equal((await driver.getVolume(v.id)).status, 'available');
-    await driver.detach(ro.id);
+    await release();
     // Every lock was released: the volume can be written, and tracks from the checkpoint.
     const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await rw.device.write(0, Buffer.alloc(512, 1));
@@ -83,7 +94,7 @@ describe('FileVolumeDriver after losing an image lock in an upgrade race', () =>
 
   it('after a lost upgrade, a new attach(ro) takes a real shared lock that keeps other writers out', async () => {
     const v = await driver.createVolume({ size: 4 * MiB });
-    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const release = await holdShared(v.id);
     hooks.onRelease = async () => {
       holder = spawnHolder(dir, v.id, 'rw');
       assert.equal(await holder.ready, 'attached');
@@ -94,6 +105,6 @@ describe('FileVolumeDriver after losing an image lock in an upgrade race', () =>
     holder = spawnHolder(dir, v.id, 'rw');
     assert.equal(await holder.ready.catch((e: Error) => e.message.split('\n')[0]), 'error BUSY', 'another process cannot write while this one reads');
     await driver.detach(ro2.id);
-    await driver.detach(ro.id);
+    await release();
   });
 });

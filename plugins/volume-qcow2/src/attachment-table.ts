@@ -62,7 +62,7 @@ export class AttachmentTable {
   private async attachVolume(volumeId: string, mode: AttachMode): Promise<Attachment> {
     return this.runtime.locks.run(volumeId, async () => {
       await this.store.volume(volumeId);
-      if (mode === 'rw' && this.hasWriter(volumeId)) throw this.err('BUSY', `volume ${volumeId} is already attached read-write`);
+      this.assertNoConflict(volumeId, mode);
       const { session, node } = await this.runtime.openVolume(volumeId);
       const release = () => this.runtime.releaseVolume(session, volumeId);
       const changed: ChangedSource = async (since, range) => {
@@ -72,6 +72,19 @@ export class AttachmentTable {
       };
       return this.open({ kind: 'volume', id: volumeId }, mode, session, this.runtime.top(volumeId, node), release, changed, volumeId);
     });
+  }
+
+  /**
+   * One read-write attachment or any number of read-only ones per volume, checked before the node
+   * is opened or exported, so a refused attach changes nothing (`BUSY`). qemu would not refuse
+   * within the daemon: every attachment of a volume exports the same writable node. Between
+   * driver instances qemu's image locks refuse any second open (the node is always writable).
+   * Callers hold the volume's lock, which detach also takes.
+   */
+  private assertNoConflict(volumeId: string, mode: AttachMode): void {
+    const held = [...this.entries.values()].filter((e) => e.attachment.target.kind === 'volume' && e.attachment.target.id === volumeId);
+    if (held.some((e) => e.attachment.mode === 'rw')) throw this.err('BUSY', `volume ${volumeId} is already attached read-write`);
+    if (mode === 'rw' && held.length > 0) throw this.err('BUSY', `volume ${volumeId} is attached read-only: it cannot be written until those attachments end`);
   }
 
   private async attachView(view: FleecingView): Promise<Attachment> {

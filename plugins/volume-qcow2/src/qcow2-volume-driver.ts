@@ -268,9 +268,11 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Attaches through a new NBD export. Snapshots attach read-only only (`INVALID_INPUT` for
-   * `rw`); a second `rw` attachment of a volume is `BUSY`; `NOT_FOUND` if unknown; `BUSY` when
-   * another process holds the image.
+   * Attaches through a new NBD export. A volume has one `rw` attachment or any number of `ro`
+   * ones in this instance: a conflicting attach is `BUSY` and changes nothing. `BUSY` too when
+   * another process (or driver instance) has the image open, whatever the modes: its daemon holds
+   * the image's locks. Snapshots attach read-only only (`INVALID_INPUT` for `rw`) and never
+   * conflict with their volume. `NOT_FOUND` if unknown.
    */
   async attach(target: AttachTarget, mode: AttachMode): Promise<Attachment> {
     return this.guard('attach', () => this.table.attach(target, mode));

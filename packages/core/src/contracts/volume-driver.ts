@@ -55,7 +55,7 @@ export interface VolumeDriverCapabilities {
   flowOverride: boolean;
   /** `attach` itself works. False only for drivers that rely entirely on `flowOverride`. */
   attach: boolean;
-  /** Several read-only attachments of one target may exist at once. */
+  /** Several read-only attachments of one target may exist at once (what conflicts: see `attach`). */
   multiAttachReadOnly: boolean;
 }
 
@@ -150,8 +150,22 @@ export interface VolumeDriver {
   listSnapshots(volumeId: string): Promise<Snapshot[]>;
 
   /**
-   * Attaches a volume or snapshot. Snapshots attach read-only only (`INVALID_INPUT` for `rw`).
-   * A second read-write attachment of one volume fails with `BUSY`. `NOT_FOUND` if unknown.
+   * Attaches a volume or snapshot. `NOT_FOUND` if unknown.
+   *
+   * A volume's attachments (`kind: 'volume'`) are one `rw` or any number of `ro` ones
+   * (readers–writer), within one driver instance and across the instances and processes that
+   * share the volumes: `rw` next to any attachment of the volume, and `ro` next to a `rw` one,
+   * fail with `BUSY` and change nothing (no attachment is made; the volume keeps its bytes and
+   * status; the attachments held keep working). Several `ro` ones need `multiAttachReadOnly`
+   * (else the second is `BUSY` too); a driver whose instances cannot share a volume at all may
+   * also refuse `ro` next to another instance's `ro` — stricter, never looser. So a `ro` device
+   * reads a volume nobody writes meanwhile: a backup of an `available` volume is point-in-time
+   * without a snapshot, and a restore's `rw` attach fails before it writes while anyone reads or
+   * writes the volume.
+   *
+   * Snapshots attach read-only only (`INVALID_INPUT` for `rw`), and their attachments never
+   * conflict with their volume's, in either order: a volume attached `rw` can be snapshotted and
+   * the snapshot read meanwhile (the backup of an `in-use` volume).
    */
   attach(target: AttachTarget, mode: AttachMode): Promise<Attachment>;
   /** Detaches, flushing a read-write device first. Idempotent: unknown attachment ids succeed. */
