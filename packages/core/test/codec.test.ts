@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { describe, expect, it } from 'vitest';
-import { ChunkCodec, decodeDocument, encodeDocument, jsonPieces } from '../src/repository/codec.js';
+import { describe, expect, it, vi } from 'vitest';
+import { ChunkCodec, decodeDocument, DOCUMENT_EXPANSION, documentLimit, encodeDocument, jsonPieces, MAX_DOCUMENT_BYTES, openDocument } from '../src/repository/codec.js';
 
 const zstd = createRequire(import.meta.url)('zstd-napi/binding') as { getFrameContentSize(b: Uint8Array): number | null };
 const hexId = (i: number): string => createHash('sha256').update(String(i)).digest('hex');
@@ -79,4 +79,113 @@ describe('chunk envelopes', () => {
       }
     });
   }
+});
+
+describe('document size bound', () => {
+  const binding = createRequire(import.meta.url)('zstd-napi/binding') as {
+    CCtx: new () => { setParameter(p: number, v: number): void; setPledgedSrcSize(n: number): void; compressStream2(dst: Uint8Array, src: Uint8Array, op: number): [number, number, number] };
+    CParameter: { compressionLevel: number; contentSizeFlag: number };
+    EndDirective: { continue: number; end: number };
+  };
+  const codec = new ChunkCodec(undefined, undefined);
+
+  /** One zstd frame of `repeat` times `piece`, streamed (never whole in memory); with `announce`, its header records the size. */
+  function frameOf(piece: Buffer, repeat: number, announce: boolean): Buffer {
+    const c = new binding.CCtx();
+    c.setParameter(binding.CParameter.compressionLevel, 1);
+    if (announce) c.setPledgedSrcSize(piece.length * repeat);
+    else c.setParameter(binding.CParameter.contentSizeFlag, 0);
+    const room = Buffer.alloc(1 << 17);
+    const out: Buffer[] = [];
+    const drain = (src: Buffer, op: number): number => {
+      const [left, written, taken] = c.compressStream2(room, src, op);
+      out.push(Buffer.from(room.subarray(0, written)));
+      return op === binding.EndDirective.end ? left : src.length - taken;
+    };
+    for (let i = 0; i < repeat; i++) for (let src = piece; src.length > 0; ) src = src.subarray(src.length - drain(src, binding.EndDirective.continue));
+    while (drain(Buffer.alloc(0), binding.EndDirective.end) > 0);
+    return Buffer.concat(out);
+  }
+
+  /** Runs `fn`, returning the largest Buffer.allocUnsafe(Slow) request it made (none beyond `refuseOver` is served). */
+  function largestAllocation(fn: () => void, refuseOver: number): number {
+    let largest = 0;
+    const spies = (['allocUnsafe', 'allocUnsafeSlow'] as const).map((name) => {
+      const original = Buffer[name].bind(Buffer);
+      return vi.spyOn(Buffer, name).mockImplementation((n: number) => {
+        largest = Math.max(largest, n);
+        if (n > refuseOver) throw new RangeError(`test refused to allocate ${n} bytes`);
+        return original(n);
+      });
+    });
+    try {
+      fn();
+    } finally {
+      for (const s of spies) s.mockRestore();
+    }
+    return largest;
+  }
+
+  it('a frame header announcing more than the limit is CORRUPT, refused before anything is allocated for it', () => {
+    // magic | descriptor (8-byte content size, single segment) | content size | one raw last block
+    const body = Buffer.from('{"version":2,"packs":[]}');
+    const frame = Buffer.alloc(16 + body.length);
+    frame.writeUInt32LE(0xfd2fb528, 0);
+    frame[4] = 0xe0;
+    frame.writeBigUInt64LE(3n << 30n, 5);
+    frame.writeUIntLE((body.length << 3) | 1, 13, 3);
+    body.copy(frame, 16);
+    const blob = codec.seal(1, frame, 'index:x');
+    expect(documentLimit(blob.length)).toBe(MAX_DOCUMENT_BYTES);
+    let error: unknown;
+    const largest = largestAllocation(() => {
+      try {
+        openDocument(codec, blob, 'index:x');
+      } catch (err) {
+        error = err;
+      }
+    }, MAX_DOCUMENT_BYTES);
+    expect(error).toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(/index:x is damaged: its frames announce 3221225472 bytes/) });
+    expect(largest).toBeLessThanOrEqual(1024);
+  });
+
+  for (const announce of [true, false]) {
+    it(`a valid frame that decompresses past the limit (${announce ? 'announcing its size' : 'announcing none'}) is CORRUPT, and no more than the limit is allocated`, () => {
+      const blob = codec.seal(1, frameOf(Buffer.alloc(1 << 20, 0x20), MAX_DOCUMENT_BYTES / (1 << 20) + 1, announce), 'manifest:b');
+      expect(blob.length * DOCUMENT_EXPANSION).toBeLessThan(MAX_DOCUMENT_BYTES);
+      let error: unknown;
+      const largest = largestAllocation(() => {
+        try {
+          openDocument(codec, blob, 'manifest:b');
+        } catch (err) {
+          error = err;
+        }
+      }, MAX_DOCUMENT_BYTES + 1);
+      expect(error).toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(/more than the 268435456 bytes of text it may hold/) });
+      expect(largest).toBeLessThanOrEqual(MAX_DOCUMENT_BYTES + 1);
+    });
+  }
+
+  it('frames that announce no size open in steps, several of them concatenated; a truncated one is CORRUPT and later documents still open', () => {
+    const doc = { version: 2, chunks: Array.from({ length: 9000 }, (_, i) => hexId(i)) };
+    const json = Buffer.from(JSON.stringify(doc));
+    const half = json.length >> 1;
+    const frames = Buffer.concat([frameOf(json.subarray(0, half), 1, false), frameOf(json.subarray(half), 1, false)]);
+    expect(zstd.getFrameContentSize(frames)).toBeNull();
+    for (const c of [codec, new ChunkCodec(randomBytes(32), randomBytes(32))]) {
+      expect(openDocument(c, c.seal(1, frames, 'manifest:b'), 'manifest:b').equals(json)).toBe(true);
+      expect(() => openDocument(c, c.seal(1, frames.subarray(0, frames.length - 9), 'manifest:b'), 'manifest:b')).toThrow(expect.objectContaining({ code: 'CORRUPT' }));
+      // The truncated frame left no state behind (zstd-napi's shared decompressor did: every later document failed).
+      expect(decodeDocument(c, encodeDocument(c, doc, 'manifest:b'), 'manifest:b')).toEqual(doc);
+      expect(openDocument(c, c.seal(1, frames, 'manifest:b'), 'manifest:b').equals(json)).toBe(true);
+    }
+  });
+
+  it('documents of any size the rule allows still open: a sparse inline chunk list compresses far beyond the expansion factor', () => {
+    const chunks: (string | null)[] = Array.from({ length: 200_000 }, () => null);
+    for (let i = 0; i < chunks.length; i += 1000) chunks[i] = hexId(i);
+    const blob = encodeDocument(codec, { version: 3, chunks }, 'manifest:b', 'chunks');
+    expect(blob.length * DOCUMENT_EXPANSION).toBeLessThan(JSON.stringify({ version: 3, chunks }).length); // the floor is what admits it
+    expect(decodeDocument<{ chunks: unknown[] }>(codec, blob, 'manifest:b').chunks).toEqual(chunks);
+  });
 });

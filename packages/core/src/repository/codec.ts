@@ -39,8 +39,18 @@ interface ZstdBinding {
     /** [bytes still to flush (0 when done, for `end`), bytes written to dst, bytes taken from src] */
     compressStream2(dst: Uint8Array, src: Uint8Array, endOp: number): [number, number, number];
   };
-  DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+  DCtx: new () => {
+    decompress(dst: Uint8Array, src: Uint8Array): number;
+    /** [0 once a frame is decoded and flushed (else more to come), bytes written to dst, bytes taken from src] */
+    decompressStream(dst: Uint8Array, src: Uint8Array): [number, number, number];
+    reset(directive: number): void;
+  };
   compressBound(length: number): number;
+  /** A frame's announced content size, null when it announces none; throws for a damaged header. */
+  getFrameContentSize(frame: Uint8Array): number | null;
+  /** Bytes of the first frame; throws when there is no whole frame. */
+  findFrameCompressedSize(frames: Uint8Array): number;
+  dStreamOutSize(): number;
   CParameter: { compressionLevel: number; windowLog: number };
   EndDirective: { continue: number; end: number };
   ResetDirective: { sessionOnly: number };
@@ -51,14 +61,7 @@ interface Lz4 {
   uncompressSync(data: Uint8Array): Buffer;
 }
 
-interface ZstdSimple {
-  compress(data: Uint8Array, params?: { compressionLevel?: number }): Buffer;
-  decompress(data: Uint8Array): Buffer;
-}
-
 let zstd: ZstdBinding | undefined;
-let simple: ZstdSimple | undefined;
-const zstdSimple = (): ZstdSimple => (simple ??= require('zstd-napi') as ZstdSimple);
 let lz4: Lz4 | undefined;
 const zstdBinding = (): ZstdBinding => (zstd ??= require('zstd-napi/binding') as ZstdBinding);
 const lz4Binding = (): Lz4 => (lz4 ??= require('lz4-napi') as Lz4);
@@ -317,6 +320,7 @@ export function encodeDocument(codec: ChunkCodec, doc: unknown, label: string, b
 /**
  * Seals JSON text given in pieces as a document (see encodeDocument). `pieces` is called twice
  * (once to size the frame, once to compress) and must give the same text both times.
+ * `INVALID_INPUT` for text beyond documentLimit, which readers refuse.
  */
 export function sealPieces(codec: ChunkCodec, pieces: () => Iterable<string | Buffer>, label: string): Buffer {
   const z = zstdBinding();
@@ -345,7 +349,61 @@ export function sealPieces(codec: ChunkCodec, pieces: () => Iterable<string | Bu
     while (src.length > 0) src = src.subarray(src.length - drain(src, z.EndDirective.continue));
   }
   while (drain(Buffer.alloc(0), z.EndDirective.end) > 0);
-  return codec.seal(BlobType.zstd, out, label);
+  const sealed = codec.seal(BlobType.zstd, out, label);
+  // Never written when no reader would open it (only documents with outsized user content get here).
+  if (size > documentLimit(sealed.length)) throw new CairnError('INVALID_INPUT', `${label} would hold ${size} bytes of JSON, more than the ${documentLimit(sealed.length)} a reader accepts`);
+  return sealed;
+}
+
+/**
+ * The JSON text of a sealed document may hold at most MAX_DOCUMENT_BYTES, or DOCUMENT_EXPANSION
+ * times the document's stored size when that is more (docs/repository-format.md). Every document
+ * Cairn writes is far below: a page ~270 KiB, an index object ~12 MiB, a manifest of format 4 a
+ * few MiB; inline chunk lists of format 3 hold 67 bytes per chunk but compress about 2:1 (ids)
+ * and the floor covers 50 million zero chunks' `null`s. A damaged or hostile document then costs
+ * a reader that much at most, whatever its frame header announces.
+ */
+export const MAX_DOCUMENT_BYTES = 256 * 1024 * 1024;
+export const DOCUMENT_EXPANSION = 32;
+export const documentLimit = (storedBytes: number): number => Math.max(MAX_DOCUMENT_BYTES, DOCUMENT_EXPANSION * storedBytes);
+
+/** The context that decompresses documents; they are opened one at a time, synchronously. */
+let documentDecompressor: InstanceType<ZstdBinding['DCtx']> | undefined;
+
+/**
+ * Decompresses a document's zstd frames, refusing (plain Error) more than `limit` bytes of text
+ * before allocating for them: announced content sizes are checked first and allocated exactly;
+ * frames that announce none are decompressed in steps, counted as they come.
+ */
+function decompressDocument(frames: Uint8Array, limit: number): Buffer {
+  const z = zstdBinding();
+  const dctx = (documentDecompressor ??= new z.DCtx());
+  dctx.reset(z.ResetDirective.sessionOnly); // a frame left half-read by an earlier failure is dropped
+  const tooLarge = (what: string): Error => new Error(`${what} more than the ${limit} bytes of text it may hold`);
+  let announced: number | null = 0;
+  for (let rest = frames; rest.length > 0 && announced !== null; rest = rest.subarray(z.findFrameCompressedSize(rest))) {
+    const n = z.getFrameContentSize(rest);
+    announced = n === null ? null : announced + n;
+    if (announced !== null && announced > limit) throw tooLarge(`its frames announce ${announced} bytes,`);
+  }
+  if (announced !== null) {
+    const out = Buffer.allocUnsafe(announced);
+    if (dctx.decompress(out, frames) !== announced) throw new Error(`its frames do not hold the ${announced} bytes they announce`);
+    return out;
+  }
+  const pieces: Buffer[] = [];
+  let size = 0;
+  let rest = frames;
+  for (;;) {
+    const room = Buffer.allocUnsafe(Math.min(Math.max(z.dStreamOutSize(), rest.length), limit - size + 1));
+    const [more, written, taken] = dctx.decompressStream(room, rest);
+    size += written;
+    if (size > limit) throw tooLarge('it decompresses to');
+    pieces.push(room.subarray(0, written));
+    rest = rest.subarray(taken);
+    if (rest.length === 0 && more === 0) return Buffer.concat(pieces, size);
+    if (written === 0 && taken === 0) throw new Error('its last frame is truncated');
+  }
 }
 
 /** Opens a metadata document. `CORRUPT` when damaged, sealed for another label, or not JSON. */
@@ -358,12 +416,16 @@ export function decodeDocument<T>(codec: ChunkCodec, blob: Uint8Array, label: st
   }
 }
 
-/** A metadata document's JSON text as bytes (opened and decompressed, not parsed). `CORRUPT` when damaged or sealed for another label. */
+/**
+ * A metadata document's JSON text as bytes (opened and decompressed, not parsed). `CORRUPT` when
+ * damaged, sealed for another label, or holding more than documentLimit(blob.length) bytes (then
+ * refused before anything is allocated for its text).
+ */
 export function openDocument(codec: ChunkCodec, blob: Uint8Array, label: string): Buffer {
   try {
     const { type, payload } = codec.unseal(blob, label);
     if (type !== BlobType.zstd) throw new Error(`unexpected document type ${type}`);
-    return zstdSimple().decompress(payload);
+    return decompressDocument(payload, documentLimit(blob.length));
   } catch (cause) {
     throw new CairnError('CORRUPT', `${label} is damaged: ${(cause as Error).message}`, { cause });
   }
