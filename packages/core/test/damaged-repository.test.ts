@@ -207,3 +207,32 @@ describe('untrusted fields', () => {
     await expect(ChunkedBackupService.open(store, { workers: 0, passphrase: 'secret' })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('not encrypted') });
   });
 });
+
+describe('verify over several backups', () => {
+  it('a damaged chunk two backups share breaks both, each named once with the chunk; a missing page breaks only its backup', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const [v1, v2, v3] = await Promise.all([filledVolume(volumes, 2 * MiB, 71), filledVolume(volumes, 2 * MiB, 71), filledVolume(volumes, 2 * MiB, 72)]);
+    const b1 = await manager.backup({ volumeId: v1.id });
+    const b2 = await manager.backup({ volumeId: v2.id }); // the same chunks as b1
+    const b3 = await manager.backup({ volumeId: v3.id });
+    const repo = service.repository;
+    const shared = (await (await repo.readManifest(b1.id)).chunks.get(5))!;
+    const at = repo.index.get(shared)!;
+    const pack = Buffer.from(await store.get(`packs/${at.pack}`));
+    pack[at.offset + (at.length >> 1)]! ^= 1;
+    await store.put(`packs/${at.pack}`, pack);
+    const page = (await repo.readManifest(b3.id)).chunks.pageId(0)!;
+    await store.delete(`chunklists/${page}`);
+    const report = await service.verify();
+    const byBackup = new Map(report.problems.map((p) => [p.backupId, p]));
+    expect(byBackup.size).toBe(3);
+    for (const b of [b1, b2]) {
+      const p = byBackup.get(b.id)!;
+      expect(p.code).toBe('CORRUPT');
+      expect(p.message.startsWith(`chunk ${shared}: `)).toBe(true);
+      expect(p.message).not.toContain(`; chunk ${shared}:`); // named once, however often the backup uses it
+    }
+    expect(byBackup.get(b3.id)).toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining(page) });
+    await service.close();
+  });
+});

@@ -52,3 +52,6 @@ export function decodeIdBytes(bytes: Uint8Array, from: number, into: Uint8Array 
 
 /** The hex id of the 32 bytes at `bytes[at]`. */
 export const encodeId = (bytes: Uint8Array, at: number): string => Buffer.from(bytes.buffer, bytes.byteOffset + at, ID_BYTES).toString('hex');
+
+/** The four bytes at `at` as a table hash: ids are uniformly random, so their prefix spreads well. */
+export const hashAt = (bytes: Uint8Array, at: number): number => (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;

@@ -3,7 +3,7 @@ import { isCairnError } from '../errors.js';
 import type { ChunkCodec } from './codec.js';
 import { openDocument } from './codec.js';
 import { scanIndexDocument } from './index-scan.js';
-import { HEX_ID, ID_BYTES, decodeId, encodeId } from './chunk-id.js';
+import { HEX_ID, ID_BYTES, decodeId, encodeId, hashAt } from './chunk-id.js';
 import { Keys, type BlobTuple, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 export interface Location extends IndexEntry {
@@ -322,9 +322,6 @@ export class ChunkIndex {
     for (let k = 0; k < at; k++) this.insert(k);
   }
 }
-
-/** The four bytes at `at` as a table hash: ids are uniformly random, so their prefix spreads well. */
-const hashAt = (bytes: Uint8Array, at: number): number => (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
 
 /** A blob tuple with a 64-hex-digit id and u32 fields. */
 function validTuple(t: unknown): t is BlobTuple {
