@@ -7,6 +7,7 @@ import type { ChunkList } from './chunk-list.js';
 import { FORMAT_VERSION } from './format.js';
 import { ChunkPageWriter } from './chunk-page-writer.js';
 import { PackWriter } from './pack-writer.js';
+import { BorrowedChunks } from './borrowed-chunks.js';
 import { ChunkCodec } from './codec.js';
 import { outputBytesPerChunk } from './chunk-tasks.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
@@ -79,7 +80,10 @@ async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string
  * Copies a device into the repository: read → hash → compress → seal (worker threads) → pack →
  * upload, bounded by `readAhead` chunk buffers and the pack writer's upload window. The manifest
  * is written last, so a failed or cancelled backup leaves only unreferenced packs and chunk list
- * pages (GC's to take).
+ * pages (GC's to take). A chunk another backup of this process is storing is reused, not stored
+ * again; before the manifest, each such chunk is named (the other backup's pack is named by this
+ * one if need be) or read again and stored (BorrowedChunks), so the manifest never depends on a
+ * backup that may yet fail. `CONFLICT` when such a chunk is no longer on the device by then.
  */
 export async function writeBackup(repo: Repository, job: BackupJob, source: BackupSource, parent: Manifest | undefined, options: WriteOptions = {}): Promise<{ result: BackupResult; manifest: Manifest }> {
   const started = Date.now();
@@ -93,12 +97,15 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const pages = new ChunkPageWriter(repo.store, repo.codec, job.backup.id, count, usedChanges ? parent!.chunks : undefined, options.pageChunks);
 
   const processor = repo.processor();
-  // Ids decided for upload but not yet in the index; each leaves once an index object names its
-  // pack (the index answers for it then), so this set stays as small as the data not yet named
-  // (at most INDEX_EVERY_PACKS packs').
-  const pendingIds = new Set<string>();
-  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(chunkSize), options.uploads ?? 2, (entries) => {
-    for (const e of entries) pendingIds.delete(e.id);
+  // Chunks decided for upload but not yet in the index are held in repo.inflight under `me`; each
+  // leaves once an index object names its pack (the index answers for it then): at most the
+  // blobs of INDEX_EVERY_PACKS packs, or of INDEX_EVERY_BLOBS, plus the packs being filled and
+  // uploaded. Another backup of this process reuses them (and this one reuses theirs: `borrowed`).
+  const me = {};
+  const borrowed = new BorrowedChunks(repo.index);
+  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(chunkSize), options.uploads ?? 2, {
+    stored: (packId, entries) => repo.inflight.stored(me, packId, entries),
+    named: (entries) => repo.inflight.release(me, entries),
   });
   const perUnit = Math.max(1, Math.floor((options.readUnit ?? 1024 * 1024) / chunkSize));
   const slots = options.readAhead ?? processor.size * 4 + 4;
@@ -152,13 +159,34 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       }
       const id = c.id!;
       pages.set(index, id);
-      if (c.same || repo.index.has(id) || pendingIds.has(id)) {
+      const named = c.same || repo.index.has(id);
+      const owner = named ? undefined : repo.inflight.ownerOf(id);
+      if (named || owner !== undefined) {
+        if (owner !== undefined && owner !== me) borrowed.note(id, index);
         stats.bytesReused += n;
         continue;
       }
-      pendingIds.add(id);
+      repo.inflight.claim(id, me);
       stats.bytesNew += n;
       await writer.add(id, c.encoded!, n);
+    }
+  };
+
+  // A chunk reused from another backup of this process that is not stored by the end: read again
+  // and stored here. The volume must still hold it (a snapshot does); if not, `CONFLICT`.
+  const storeAgain = async (id: string, index: number): Promise<void> => {
+    throwIfAborted(job.signal);
+    const slot = await free.take();
+    try {
+      const n = chunkLength(size, chunkSize, index);
+      await device.read(index * chunkSize, n, slot.input.subarray(0, n));
+      const [c] = await processor.process(slot.input.subarray(0, n), slot.output, [null]);
+      if (c!.id !== id) throw new CairnError('CONFLICT', `chunk ${index} of volume ${job.volume.id} changed while it was backed up (read as ${id}, then as ${c!.id ?? 'zeros'})`);
+      stats.bytesReused -= n;
+      stats.bytesNew += n;
+      await writer.add(id, c!.encoded!, n);
+    } finally {
+      free.give(slot);
     }
   };
 
@@ -206,6 +234,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     await Promise.all(inflight);
     if (failure) throw failure;
     throwIfAborted(job.signal);
+    await borrowed.secure(repo.inflight, me, writer, storeAgain);
     await writer.finish();
     chunks = await pages.finish();
     throwIfAborted(job.signal);
@@ -216,6 +245,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     throw err;
   } finally {
     giveSharedBuffer(arena); // every batch has settled: no worker holds a slot
+    repo.inflight.releaseAll(me); // named by now, or never to be: others store their own copy
   }
 
   stats.durationMs = Date.now() - started;

@@ -35,15 +35,18 @@ export function* indexDocPieces(packs: readonly [string, readonly IndexEntry[]][
 
 /**
  * Writes one index object (format 2) naming `packs`, which must all be stored already, then
- * records it in `index` and adds the packs' entries (a pack known already is replaced). Returns
- * the bytes written. Nothing enters `index` unless the object is stored.
+ * records it in `index` and adds the entries of the packs it does not know yet (a pack's entries
+ * never change, and readers use the first naming: re-adding a known pack would only rebuild the
+ * index's table, ~0.3 s a pack at a million chunks). Returns the bytes written. Nothing enters
+ * `index` unless the object is stored.
  */
 export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][]): Promise<number> {
   const indexId = randomBytes(32).toString('hex');
   const sealed = sealPieces(codec, () => indexDocPieces(packs), indexLabel(indexId));
   await store.put(Keys.index(indexId), sealed, { ifAbsent: true });
   index.recordObject(indexId, packs.map(([packId]) => packId));
-  for (const [packId, entries] of packs) index.add(packId, entries);
+  const known = index.packs();
+  for (const [packId, entries] of packs) if (!known.has(packId)) index.add(packId, entries);
   return sealed.length;
 }
 
@@ -53,6 +56,14 @@ const SEGMENT_BYTES = 1024 * 1024;
 const SEGMENTS = 8;
 /** Zero padding placed before a blob to keep its alignment (at most COPY_ALIGN - 1 bytes). */
 const ZERO_PAD = new Uint8Array(COPY_ALIGN);
+
+/** What a PackWriter tells its owner about its packs. */
+export interface PackWriterHooks {
+  /** A pack is stored (every byte of it), whether or not an index object names it yet. */
+  stored?: (packId: string, entries: readonly IndexEntry[]) => void;
+  /** An index object names a pack now (and its entries are in the index). */
+  named?: (entries: readonly IndexEntry[]) => void;
+}
 
 /**
  * Packs encoded blobs into pack objects of about `packSize` bytes and uploads them, at most
@@ -85,14 +96,15 @@ export class PackWriter {
     private readonly maxBlob: number,
     /** Pack uploads in flight. Default 2. */
     private readonly uploads = 2,
-    /** Called with a pack's entries once an index object names it (and its entries are in `index`). */
-    private readonly onNamed?: (entries: readonly IndexEntry[]) => void,
+    private readonly hooks: PackWriterHooks = {},
   ) {}
 
   private queue: Promise<void> = Promise.resolve();
-  /** Uploaded packs no index object names yet. */
-  private unindexed: [string, IndexEntry[]][] = [];
+  /** Uploaded packs no index object names yet (this writer's, and others' it was asked to name). */
+  private unindexed: [string, readonly IndexEntry[]][] = [];
   private unindexedBlobs = 0;
+  /** Other writers' packs this writer was asked to name. */
+  private readonly adopted = new Set<string>();
   /** The index object being written, if any (they are written one at a time). */
   private indexing: Promise<void> = Promise.resolve();
 
@@ -119,6 +131,20 @@ export class PackWriter {
     const offset = c.body.size;
     await c.body.write(blob);
     c.entries.push({ id, offset, length: blob.length, rawLength });
+  }
+
+  /**
+   * Names `packId`, a pack another writer stored, in this writer's next index object (every blob
+   * it holds, as `entries` lists them), unless the index has it already: what this writer's
+   * owner reuses from it then never depends on the other writer naming it. A pack named twice
+   * is allowed (readers use the first naming; the entries are the same). Call before finish().
+   */
+  name(packId: string, entries: readonly IndexEntry[]): void {
+    if (this.adopted.has(packId) || this.index.packs().has(packId)) return;
+    this.adopted.add(packId);
+    this.unindexed.push([packId, entries]);
+    this.unindexedBlobs += entries.length;
+    if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_EVERY_BLOBS) this.writeIndex();
   }
 
   /**
@@ -162,7 +188,7 @@ export class PackWriter {
       }
       try {
         this.bytesStored += await writeIndexObject(this.store, this.codec, this.index, packs);
-        for (const [, entries] of packs) this.onNamed?.(entries);
+        for (const [, entries] of packs) this.hooks.named?.(entries);
       } catch (err) {
         this.unname(packs);
         this.failure ??= err; // raised by finish(); abandon() ignores it
@@ -171,7 +197,7 @@ export class PackWriter {
   }
 
   /** Puts packs back among the unindexed ones (an index object naming them was not stored). */
-  private unname(packs: [string, IndexEntry[]][]): void {
+  private unname(packs: [string, readonly IndexEntry[]][]): void {
     this.unindexed.unshift(...packs);
     for (const [, entries] of packs) this.unindexedBlobs += entries.length;
   }
@@ -234,6 +260,7 @@ export class PackWriter {
       await c.body.store();
       this.bytesStored += size;
       this.packsWritten++;
+      this.hooks.stored?.(c.id, c.entries);
       // In the shared index (for everyone's dedup) once an index object names it: writeIndex.
       this.unindexed.push([c.id, c.entries]);
       this.unindexedBlobs += c.entries.length;

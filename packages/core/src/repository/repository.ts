@@ -5,6 +5,7 @@ import { newId, nowIso } from '../util/clock.js';
 import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './codec.js';
 import { CATALOG_BY_VOLUME_VERSION, writeVolumeEntries } from './repository-catalog.js';
 import { ChunkIndex } from './chunk-index.js';
+import { InflightChunks } from './inflight-chunks.js';
 import { chunkSizeProblem, compressionProblem, configProblem, kdfProblem, packSizeProblem } from './config-check.js';
 import { ChunkProcessor } from './chunk-processor.js';
 import type { CodecSettings } from './chunk-tasks.js';
@@ -68,6 +69,8 @@ export class Repository {
   readonly index: ChunkIndex;
   readonly codec: ChunkCodec;
   readonly locks: RepositoryLocks;
+  /** Chunks this process's backups are storing that no index object names yet (see backup-writer). */
+  readonly inflight = new InflightChunks();
   private processorInstance: ChunkProcessor | undefined;
 
   private constructor(
