@@ -397,4 +397,39 @@ describe('BackupManager.recover and live owners', () => {
     expect(report.skipped).toEqual(['still-running']);
     expect(report.failedBackups).toEqual(['pid-reused']);
   });
+
+  it('recover() takes a record of this pid written without a start time (an earlier process with the pid, e.g. pid 1 of a restarted container, before start times were kept) for a crash', async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes);
+    const base = await manager.backup({ volumeId: v.id });
+    const { hostname } = await import('node:os');
+    const { currentOwner } = await import('../src/util/process-owner.js');
+    if (currentOwner().startTime === undefined) return; // no /proc: a pid is all there is to judge by
+    await catalog.putBackup({ ...base, id: 'legacy-same-pid', status: 'creating', owner: { host: hostname(), pid: process.pid } });
+    const report = await manager.recover();
+    expect(report.failedBackups).toEqual(['legacy-same-pid']);
+  });
+
+  it('recover() leaves the volume state and snapshot of a job that began after it listed the records (a server recovering between requests)', async () => {
+    const { volumes, catalog, manager, service } = rig();
+    const v = await filledVolume(volumes);
+    await volumes.attach({ kind: 'volume', id: v.id }, 'rw'); // in use: the backup reads a temporary snapshot
+    service.stallAfterBytes = MiB;
+    const listStates = catalog.listVolumeStates.bind(catalog);
+    let job: Awaited<ReturnType<typeof manager.startBackup>> | undefined;
+    catalog.listVolumeStates = async () => {
+      if (!job) {
+        // A request arrives between recover()'s listing of records and of volume states.
+        job = await manager.startBackup({ volumeId: v.id, force: true });
+        await service.reachedStall;
+      }
+      return listStates();
+    };
+    const report = await manager.recover();
+    expect(report).toMatchObject({ resetVolumes: [], removedSnapshots: [], errors: [] });
+    expect((await manager.getVolume(v.id)).status).toBe('backing-up');
+    expect(await volumes.listSnapshots(v.id)).toHaveLength(1);
+    job!.cancel();
+    await expectCode(job!.done, 'CANCELLED');
+  });
 });

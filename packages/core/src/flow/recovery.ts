@@ -1,6 +1,7 @@
 import type { Catalog } from '../contracts/catalog.js';
 import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
+import { isNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
 
 /** Name prefix of the snapshots the flow takes for itself (`cairn-temp-<backupId>`); recovery deletes leftovers. */
@@ -66,8 +67,22 @@ export async function recoverInFlight(deps: {
       await deps.finishDelete(b).catch((err) => report.errors.push(`${b.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
     }
   }
-  for (const state of await catalog.listVolumeStates()) {
-    if (live.has(state.backupId)) continue;
+  // The records were listed once, above: a job of a live owner (this process's own, in a server
+  // that recovers between requests) may have begun since. A job writes its record before its
+  // volume state and its snapshot, so a volume state or snapshot is left alone when its backup's
+  // record, read again now, is in a flow of a live owner.
+  const liveNow = async (backupId: string): Promise<boolean> => {
+    if (live.has(backupId)) return true;
+    const b = await catalog.getBackup(backupId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    if (!b || (b.status !== 'creating' && b.status !== 'restoring' && b.status !== 'deleting') || !deps.isLive(b)) return false;
+    live.add(backupId);
+    return true;
+  };
+  for (const listed of await catalog.listVolumeStates()) {
+    if (await liveNow(listed.backupId)) continue;
+    // As it is now: a job that began meanwhile may have replaced the state listed.
+    const state = await catalog.getVolumeState(listed.volumeId);
+    if (!state || state.backupId !== listed.backupId || state.status !== listed.status) continue;
     if (state.status === 'backing-up') {
       await catalog.clearVolumeState(state.volumeId);
       report.resetVolumes.push(state.volumeId);
@@ -80,7 +95,7 @@ export async function recoverInFlight(deps: {
     for (const volume of await volumes.listVolumes()) {
       for (const snap of await volumes.listSnapshots(volume.id)) {
         // Named after the backup that took it; a live backup's snapshot is still in use.
-        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX) || live.has(snap.name.slice(TEMP_SNAPSHOT_PREFIX.length))) continue;
+        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX) || (await liveNow(snap.name.slice(TEMP_SNAPSHOT_PREFIX.length)))) continue;
         await volumes
           .deleteSnapshot(snap.id)
           .then(() => report.removedSnapshots.push(snap.id))

@@ -77,6 +77,9 @@ export function currentOwner(): ProcessOwner {
  */
 export function ownerMayBeAlive(owner: ProcessOwner): boolean {
   if (owner.host !== hostname()) return true;
+  // This process records its start time whenever it knows it: an owner with this pid but
+  // without one (written before start times were kept) is an earlier process that had the pid.
+  if (owner.pid === process.pid && owner.startTime === undefined && currentOwner().startTime !== undefined) return false;
   if (!pidExists(owner.pid)) return false;
   const stat = readProcStat(owner.pid);
   if (!stat) return true; // exists, but /proc cannot show it
