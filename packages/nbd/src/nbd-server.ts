@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { CairnError, toCairnError } from '@cairn/core';
+import { AcceptErrorReporter } from './accept-errors.js';
 import type { NbdAddress } from './connection.js';
 import type { NbdExport } from './nbd-backend.js';
 import { MAX_PAYLOAD_CAP, REP_ERR } from './protocol.js';
@@ -24,6 +25,17 @@ export interface NbdServerOptions {
    */
   maxWriteBytesPerConnection?: number;
   /**
+   * Bytes of READ replies one connection may hold at once, each counted as the length its READ
+   * asked for from when the read starts until the reply's last byte left the socket's write
+   * buffer (the client read it, or the kernel buffers it). A READ that would exceed it waits,
+   * and the connection reads no further requests, until earlier replies flush; one is always
+   * started when no other is held, so the bound is max(this, `maxPayload`). A client that
+   * pipelines large reads and reads replies slowly (or never) thus holds no more than this,
+   * whatever `maxInFlightPerConnection` allows. Separate from, and in addition to,
+   * `maxWriteBytesPerConnection`. Default 64 MiB.
+   */
+  maxReadBytesPerConnection?: number;
+  /**
    * Clients served at once (handshaking or transmitting). A connection beyond the limit is refused
    * within the protocol: it gets the greeting, every option but NBD_OPT_ABORT is answered with
    * NBD_REP_ERR_POLICY "too many connections", NBD_OPT_EXPORT_NAME gets a disconnect, and it is
@@ -33,6 +45,14 @@ export interface NbdServerOptions {
   maxConnections?: number;
   /** A client that has not finished the handshake by then is dropped. Default 30000 ms. */
   handshakeTimeoutMs?: number;
+  /**
+   * Problems of the server itself that no caller is waiting for: once listening, a failed
+   * accept() (EMFILE/ENFILE when out of file descriptors, ENOBUFS, …) arrives here as
+   * `UNAVAILABLE`, rate-limited (see `AcceptErrorReporter`), instead of crashing the process;
+   * the server keeps listening and serves new clients once the cause is gone. Problems of one
+   * client go to that client (NBD errors, a dropped connection), not here. Default: ignored.
+   */
+  onError?: (err: CairnError) => void;
   /** Name used in errors. Default `nbd-server`. */
   driver?: string;
 }
@@ -60,10 +80,12 @@ export class NbdServer {
   private closing: Promise<void> | undefined;
   private bound: NbdAddress | undefined;
   private readonly driver: string;
+  private readonly acceptErrors: AcceptErrorReporter;
 
   /** `INVALID_INPUT` for duplicate export names, bad block sizes or bad limits. */
   constructor(private readonly options: NbdServerOptions) {
     this.driver = options.driver ?? 'nbd-server';
+    this.acceptErrors = new AcceptErrorReporter(options.onError ?? (() => undefined), this.driver);
     this.exports = new Map();
     for (const e of options.exports) {
       if (this.exports.has(e.name)) throw new CairnError('INVALID_INPUT', `duplicate export name ${JSON.stringify(e.name)}`, { driver: this.driver });
@@ -78,7 +100,13 @@ export class NbdServer {
     const blockSizes = { min, preferred, max };
     const maxConnections = options.maxConnections ?? 16;
     const maxWriteBytes = options.maxWriteBytesPerConnection ?? 64 * 1024 * 1024;
-    for (const [name, v] of [['maxConnections', maxConnections], ['maxWriteBytesPerConnection', maxWriteBytes]] as const) {
+    const maxReadBytes = options.maxReadBytesPerConnection ?? 64 * 1024 * 1024;
+    const limits = [
+      ['maxConnections', maxConnections],
+      ['maxWriteBytesPerConnection', maxWriteBytes],
+      ['maxReadBytesPerConnection', maxReadBytes],
+    ] as const;
+    for (const [name, v] of limits) {
       if (!Number.isSafeInteger(v) || v < 1) throw new CairnError('INVALID_INPUT', `${name} must be a positive integer, not ${v}`, { driver: this.driver });
     }
     const shutdown = (): OptionRefusal | undefined => (this.closing ? { type: REP_ERR.SHUTDOWN, message: 'server is shutting down' } : undefined);
@@ -95,6 +123,7 @@ export class NbdServer {
         blockSizes,
         maxInFlight: options.maxInFlightPerConnection ?? 32,
         maxWriteBytes,
+        maxReadBytes,
         handshakeTimeoutMs: admitted ? handshakeTimeoutMs : Math.min(handshakeTimeoutMs, REFUSED_TIMEOUT_MS),
         refusal: admitted ? shutdown : () => shutdown() ?? tooMany,
         driver: this.driver,
@@ -118,6 +147,8 @@ export class NbdServer {
       this.server.once('error', onError);
       const done = (): void => {
         this.server.off('error', onError);
+        // From now on an 'error' is a failed accept: reported, never an uncaught exception.
+        this.server.off('error', this.acceptErrors.onError).on('error', this.acceptErrors.onError);
         const a = this.server.address();
         this.bound = typeof a === 'string' ? { path: a } : { host: a!.address, port: a!.port };
         resolve(this.bound);

@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import { CairnError } from '@cairn/core';
+import { ByteBudget } from './byte-budget.js';
 import { ByteReader } from './byte-reader.js';
 import { connectionLost } from './error-map.js';
 import type { NbdExport } from './nbd-backend.js';
@@ -17,6 +18,11 @@ export interface ServerConnectionOptions {
    * class comment.
    */
   maxWriteBytes: number;
+  /**
+   * Bytes of READ replies held at once (being produced, or waiting in the socket's write buffer);
+   * see the class comment.
+   */
+  maxReadBytes: number;
   handshakeTimeoutMs: number;
   /** Asked before each option; see `ServerHandshakeContext.refusal`. */
   refusal: () => OptionRefusal | undefined;
@@ -25,6 +31,7 @@ export interface ServerConnectionOptions {
 
 /** How long a client whose handshake failed may take to read the last reply before it is cut off. */
 const REJECT_GRACE_MS = 1000;
+const NOTHING = Buffer.alloc(0);
 
 /**
  * One client of an NbdServer: handshake, then a request parser feeding a RequestHandler.
@@ -39,6 +46,14 @@ const REJECT_GRACE_MS = 1000;
  *   `maxWriteBytes` with it, or when no other payload is held (so one write of the maximum
  *   payload always proceeds). Until then the connection reads no further, as above. A connection
  *   therefore holds at most max(`maxWriteBytes`, maximum payload) of write payloads.
+ * - Read replies: a READ is started only when the replies held, counted as the length each READ
+ *   asked for from when it starts until its reply's last byte left the socket's write buffer
+ *   (handed to the kernel, so the client is reading), stay within `maxReadBytes` with it, or when
+ *   no other is held (so one read of the maximum payload always proceeds). Until then it waits
+ *   parsed, nothing after it is parsed and the socket is paused; it starts as earlier replies
+ *   flush. A connection therefore holds at most max(`maxReadBytes`, maximum payload) of read
+ *   replies, whatever `maxInFlight` is, and a client that reads no reply stalls its own requests
+ *   only. READs above the maximum payload (answered EINVAL at once) count 0.
  * - Handshake: the next option is read only once earlier replies drained below the high-water
  *   mark; reading from the socket pauses meanwhile.
  * - A failed handshake (unknown client flags, bad option magic, NBD_OPT_ABORT, unknown export on
@@ -52,11 +67,16 @@ export class ServerConnection {
   private handler: RequestHandler | undefined;
   private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
   private headerHave = 0;
-  /** A WRITE whose payload is being received; `payload` is unset while it waits for the budget. */
+  /**
+   * A parsed request not started yet: a READ waiting for the read budget, or a WRITE waiting for
+   * the write budget (`payload` unset) or receiving its payload.
+   */
   private request: NbdRequest | undefined;
   private payloadHave = 0;
-  /** Bytes of WRITE payloads allocated and not yet settled by the handler. */
-  private writeBytes = 0;
+  /** WRITE payloads allocated and not yet settled by the handler. */
+  private readonly writes: ByteBudget;
+  /** READ replies started and not yet flushed (see `replyCost`). */
+  private readonly reads: ByteBudget;
   /** Received transmission bytes not parsed yet (the connection was at its limit); at most one socket read. */
   private backlog: Buffer | undefined;
   private stopReading = false;
@@ -72,6 +92,8 @@ export class ServerConnection {
     readonly socket: net.Socket,
     private readonly options: ServerConnectionOptions,
   ) {
+    this.writes = new ByteBudget(options.maxWriteBytes);
+    this.reads = new ByteBudget(options.maxReadBytes);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined); // surfaces as 'close'
@@ -130,9 +152,15 @@ export class ServerConnection {
       clearTimeout(timer);
     }
     if (!session) return this.reject();
-    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, (req) => {
-      if (req.type === CMD.WRITE && req.payload) this.writeBytes -= req.payload.length;
-      this.updateFlow();
+    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, {
+      settled: (req) => {
+        if (req.type === CMD.WRITE) this.writes.release(req.length);
+        this.updateFlow();
+      },
+      flushed: (req) => {
+        this.reads.release(this.replyCost(req));
+        this.updateFlow();
+      },
     });
     const rest = this.reader.drain();
     if (rest.length > 0) this.backlog = rest;
@@ -159,26 +187,34 @@ export class ServerConnection {
     this.parse();
   }
 
-  /** Whether another request may be parsed now. */
+  /** Whether another request may be parsed (and started) now. */
   private mayTake(): boolean {
     return !this.ended && !this.stopReading && this.handler!.inFlight < this.options.maxInFlight && !this.socket.writableNeedDrain;
   }
 
-  /** Parses the backlog while the connection may take requests; keeps the unparsed rest. */
+  /**
+   * Starts the pending request if its budget allows, then parses the backlog, while the
+   * connection may take requests; keeps the unparsed rest.
+   */
   private parse(): void {
-    const chunk = this.backlog!;
+    const chunk = this.backlog ?? NOTHING;
     let p = 0;
-    while (p < chunk.length && this.mayTake()) {
-      if (this.request) {
-        const req = this.request;
-        if (!req.payload && !this.allocatePayload(req)) break;
-        const take = Math.min(req.length - this.payloadHave, chunk.length - p);
-        chunk.copy(req.payload!, this.payloadHave, p, p + take);
-        this.payloadHave += take;
-        p += take;
-        if (this.payloadHave === req.length) this.dispatch(req);
+    while (this.mayTake()) {
+      const req = this.request;
+      if (req) {
+        if (!this.admit(req)) break;
+        if (req.type === CMD.WRITE && this.payloadHave < req.length) {
+          if (p === chunk.length) break;
+          const take = Math.min(req.length - this.payloadHave, chunk.length - p);
+          chunk.copy(req.payload!, this.payloadHave, p, p + take);
+          this.payloadHave += take;
+          p += take;
+          continue;
+        }
+        this.dispatch(req);
         continue;
       }
+      if (p === chunk.length) break;
       const take = Math.min(REQUEST_HEADER_SIZE - this.headerHave, chunk.length - p);
       chunk.copy(this.header, this.headerHave, p, p + take);
       this.headerHave += take;
@@ -203,25 +239,29 @@ export class ServerConnection {
       offset: h.readUInt32BE(16) * 0x100000000 + h.readUInt32BE(20),
       length: h.readUInt32BE(24),
     };
-    if (req.type === CMD.WRITE) {
-      if (req.length > this.options.blockSizes.max) return this.violation(`write payload of ${req.length} bytes`);
-      this.payloadHave = 0;
-      if (req.length > 0) {
-        this.request = req; // the payload buffer comes when the budget allows (parse)
-        return true;
-      }
-      req.payload = Buffer.alloc(0);
-    }
-    this.dispatch(req);
+    if (req.type === CMD.WRITE && req.length > this.options.blockSizes.max) return this.violation(`write payload of ${req.length} bytes`);
+    this.payloadHave = 0;
+    this.request = req; // started by parse once its budget allows
     return true;
   }
 
-  /** Allocates the payload of `req` if the write-payload budget allows it now (class comment). */
-  private allocatePayload(req: NbdRequest): boolean {
-    if (this.writeBytes > 0 && this.writeBytes + req.length > this.options.maxWriteBytes) return false;
-    req.payload = Buffer.allocUnsafe(req.length);
-    this.writeBytes += req.length;
-    return true;
+  /**
+   * Takes what `req` needs from its budget (class comment): a WRITE's payload buffer, a READ's
+   * reply; other requests need nothing. False while it must wait.
+   */
+  private admit(req: NbdRequest): boolean {
+    if (req.type === CMD.WRITE) {
+      if (req.payload) return true;
+      if (!this.writes.tryTake(req.length)) return false;
+      req.payload = Buffer.allocUnsafe(req.length);
+      return true;
+    }
+    return this.reads.tryTake(this.replyCost(req));
+  }
+
+  /** Bytes of the read budget a request holds from its start until its reply flushed. */
+  private replyCost(req: NbdRequest): number {
+    return req.type === CMD.READ && req.length <= this.options.blockSizes.max ? req.length : 0;
   }
 
   private dispatch(req: NbdRequest): void {
@@ -239,15 +279,22 @@ export class ServerConnection {
     return false;
   }
 
-  /** A request finished or the socket drained: parse what waits, or resume reading. */
+  /** A request finished, a reply flushed or the socket drained: start what waits, or resume reading. */
   private updateFlow(): void {
-    if (this.backlog && this.mayTake()) this.parse();
+    if ((this.backlog || this.request) && this.handler && this.mayTake()) this.parse();
     else this.setFlow();
+  }
+
+  /** Whether the pending request waits for its budget (rather than for payload bytes). */
+  private waitingForBudget(): boolean {
+    return this.request !== undefined && !(this.request.type === CMD.WRITE && this.request.payload);
   }
 
   /** Pauses the socket while nothing more may be taken from it, resumes it otherwise. */
   private setFlow(): void {
-    const busy = this.handler ? this.handler.inFlight >= this.options.maxInFlight || this.backlog !== undefined : false;
+    const busy = this.handler
+      ? this.handler.inFlight >= this.options.maxInFlight || this.backlog !== undefined || this.waitingForBudget()
+      : false;
     const pause = !this.finishing && !this.rejected && (this.stopReading || busy || this.socket.writableNeedDrain);
     if (pause && !this.socket.isPaused()) this.socket.pause();
     else if (!pause && this.socket.isPaused()) this.socket.resume();

@@ -26,6 +26,18 @@ export interface NbdRequest {
   payload?: Buffer;
 }
 
+/** What a RequestHandler tells its connection about each request it was given. */
+export interface RequestHooks {
+  /** Once per request, after its reply was queued on the socket (or the connection was gone). */
+  settled(req: NbdRequest): void;
+  /**
+   * Once per request, always asynchronously: after the last byte of its reply left the socket's
+   * write buffer (handed to the kernel), or once the socket was destroyed or ended before that.
+   * Until then the reply's buffers are held by this process.
+   */
+  flushed(req: NbdRequest): void;
+}
+
 /** A request refused with an NBD error value. */
 class Refusal {
   constructor(
@@ -54,8 +66,7 @@ export class RequestHandler {
     private readonly socket: net.Socket,
     private readonly session: ServerSession,
     private readonly maxPayload: number,
-    /** Called once per request after its reply was written (or the connection was gone). */
-    private readonly onSettled: (req: NbdRequest) => void,
+    private readonly hooks: RequestHooks,
   ) {
     this.backend = session.export.backend;
   }
@@ -65,7 +76,7 @@ export class RequestHandler {
     void this.run(req).finally(() => {
       this.inFlight--;
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      this.onSettled(req);
+      this.hooks.settled(req);
     });
   }
 
@@ -106,7 +117,7 @@ export class RequestHandler {
         default:
           throw new Refusal(NBD_ERR.EINVAL, `unknown command ${req.type}`);
       }
-      this.sendSimple(req.cookie, 0);
+      this.sendSimple(req, 0);
     } catch (err) {
       const refusal = err instanceof Refusal ? err : new Refusal(toNbdErrno(err), err instanceof Error ? err.message : String(err));
       this.sendError(req, refusal);
@@ -141,12 +152,12 @@ export class RequestHandler {
     if (req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.ENOSPC, 'write past the end of the export');
   }
 
-  private sendSimple(cookie: Buffer, errno: number, data: Buffer[] = []): void {
+  private sendSimple(req: NbdRequest, errno: number, data: Buffer[] = []): void {
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(errno, 4);
-    cookie.copy(h, 8);
-    this.writeAll([h, ...data]);
+    req.cookie.copy(h, 8);
+    this.writeAll(req, [h, ...data]);
   }
 
   private chunkHeader(cookie: Buffer, flags: number, type: number, length: number): Buffer {
@@ -160,12 +171,12 @@ export class RequestHandler {
   }
 
   private sendError(req: NbdRequest, r: Refusal): void {
-    if (!this.session.structured) return this.sendSimple(req.cookie, r.errno);
+    if (!this.session.structured) return this.sendSimple(req, r.errno);
     const msg = Buffer.from(r.message.slice(0, 200), 'utf8');
     const body = Buffer.allocUnsafe(6);
     body.writeUInt32BE(r.errno, 0);
     body.writeUInt16BE(msg.length, 4);
-    this.writeAll([this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, 6 + msg.length), body, msg]);
+    this.writeAll(req, [this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, 6 + msg.length), body, msg]);
   }
 
   private sendRead(req: NbdRequest, runs: ReadRun[]): void {
@@ -175,7 +186,7 @@ export class RequestHandler {
         if (Buffer.isBuffer(r)) data.push(r);
         else for (let left = r.zero; left > 0; left -= ZEROES.length) data.push(ZEROES.subarray(0, Math.min(left, ZEROES.length)));
       }
-      return this.sendSimple(req.cookie, 0, data);
+      return this.sendSimple(req, 0, data);
     }
     const parts: Buffer[] = [];
     const nonEmpty = runs.filter((r) => (Buffer.isBuffer(r) ? r.length : r.zero) > 0);
@@ -196,7 +207,7 @@ export class RequestHandler {
       }
     });
     if (nonEmpty.length === 0) parts.push(this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0));
-    this.writeAll(parts);
+    this.writeAll(req, parts);
   }
 
   private sendStatus(req: NbdRequest, perContext: Array<[number, StatusDescriptor[]]>): void {
@@ -211,13 +222,17 @@ export class RequestHandler {
       const flags = i === perContext.length - 1 ? REPLY_FLAG_DONE : 0;
       parts.push(this.chunkHeader(req.cookie, flags, REPLY_TYPE.BLOCK_STATUS, body.length), body);
     });
-    this.writeAll(parts);
+    this.writeAll(req, parts);
   }
 
-  private writeAll(parts: Buffer[]): void {
-    if (this.socket.destroyed || this.socket.writableEnded) return;
+  /** Writes one reply in a single burst; `hooks.flushed(req)` follows once it left the write buffer. */
+  private writeAll(req: NbdRequest, parts: Buffer[]): void {
+    const flushed = (): void => this.hooks.flushed(req);
+    if (this.socket.destroyed || this.socket.writableEnded) return process.nextTick(flushed);
     this.socket.cork();
-    for (const p of parts) this.socket.write(p);
+    // A write's callback runs once its bytes were handed to the kernel, or with an error once the
+    // socket was destroyed; chunks leave in order, so the last part's callback covers the reply.
+    parts.forEach((p, i) => (i === parts.length - 1 ? this.socket.write(p, flushed) : this.socket.write(p)));
     this.socket.uncork();
   }
 }

@@ -185,6 +185,7 @@ describe('NbdServer handshake flow control', () => {
           maxInFlight: 4,
           handshakeTimeoutMs: 30_000,
           maxWriteBytes: 64 * MiB,
+          maxReadBytes: 64 * MiB,
           refusal: () => undefined,
           driver: 'test',
         }),

@@ -1,5 +1,6 @@
-// NbdServer resource limits: the write-payload budget of a connection (maxWriteBytesPerConnection)
-// and the number of clients served at once (maxConnections), refused within the protocol.
+// NbdServer resource limits: the write-payload and read-reply budgets of a connection
+// (maxWriteBytesPerConnection, maxReadBytesPerConnection) and the number of clients served at once
+// (maxConnections), refused within the protocol.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient, NbdServer, type NbdBackend, type NbdServerOptions } from '../src/index.js';
@@ -7,6 +8,7 @@ import { run, tempDir } from './helpers/peers.js';
 import { RawSocket, rawGo, request, simpleReply } from './helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
+const READ = 0;
 const WRITE = 1;
 let dir: { path: string; remove: () => Promise<void> };
 let n = 0;
@@ -94,6 +96,72 @@ describe('NbdServer write-payload budget per connection', () => {
     expect((await c.read(0, 8 * MiB)).equals(data)).toBe(true);
     expect(backend.peak).toBe(1); // each write waited for the previous one to settle
     await c.disconnect();
+    await server.close();
+  });
+});
+
+describe('NbdServer read-reply budget per connection', () => {
+  it('a client pipelining large READs and reading no reply makes the server start no more than maxReadBytesPerConnection of them', async () => {
+    const data = Buffer.alloc(4 * MiB, 0x3c);
+    let started = 0;
+    const backend: NbdBackend = {
+      size: 64 * MiB,
+      async read(_o, len) {
+        started++;
+        return data.subarray(0, len); // no copy: what counts is how many replies the server produced
+      },
+    };
+    const { server, path } = await serve(backend, { maxReadBytesPerConnection: 8 * MiB, maxInFlightPerConnection: 32 });
+    const { raw } = await rawGo(path, 'x');
+    raw.socket.pause(); // read no reply: none can leave the server's write buffer
+    const N = 16;
+    raw.write(Buffer.concat(Array.from({ length: N }, (_, i) => request(READ, i + 1, i * 4 * MiB, 4 * MiB))));
+    await sleep(300);
+    // Two 4 MiB replies fill the 8 MiB budget: the third read waits (maxInFlight alone allows 16).
+    expect(started).toBe(2);
+    // Reading the replies lets the rest start, in order, each once an earlier reply left.
+    raw.socket.resume();
+    for (let i = 0; i < N; i++) {
+      const r = await simpleReply(raw);
+      expect(r).toEqual({ errno: 0, cookie: i + 1 });
+      expect((await raw.read(4 * MiB)).equals(data)).toBe(true);
+    }
+    expect(started).toBe(N);
+    raw.socket.destroy();
+    await server.close();
+  });
+
+  it('a READ larger than the budget is served when no other is held, and failed READs give their budget back', async () => {
+    const bytes = Buffer.alloc(16 * MiB);
+    for (let i = 0; i < bytes.length; i += 4096) bytes.writeUInt32BE(i, i);
+    const backend: NbdBackend = { size: bytes.length, read: async (o, len) => Buffer.from(bytes.subarray(o, o + len)) };
+    const { server, path } = await serve(backend, { maxReadBytesPerConnection: MiB });
+    const { raw } = await rawGo(path, 'x');
+    // 8 MiB reads (8 × the budget), with reads past the end (EINVAL) between them, all pipelined.
+    const reqs: Array<[number, number]> = [
+      [0, 8 * MiB],
+      [16 * MiB, MiB],
+      [8 * MiB, 8 * MiB],
+      [15 * MiB, 2 * MiB],
+      [4 * MiB, 8 * MiB],
+    ];
+    raw.write(Buffer.concat(reqs.map(([offset, length], i) => request(READ, i + 1, offset, length))));
+    for (let i = 0; i < reqs.length; i++) {
+      const [offset, length] = reqs[i]!;
+      const r = await simpleReply(raw);
+      expect(r.cookie).toBe(i + 1); // one at a time: each waited for the previous reply to leave
+      if (offset + length > bytes.length) {
+        expect(r.errno).toBe(22);
+        continue;
+      }
+      expect(r.errno).toBe(0);
+      expect((await raw.read(length)).equals(bytes.subarray(offset, offset + length))).toBe(true);
+    }
+    const c = await NbdClient.connect({ path, exportName: 'x' });
+    const all = await Promise.all([c.read(0, 8 * MiB), c.read(8 * MiB, 8 * MiB)]);
+    expect(Buffer.concat(all).equals(bytes)).toBe(true);
+    await c.disconnect();
+    raw.socket.destroy();
     await server.close();
   });
 });

@@ -48,6 +48,8 @@ export function registerServeCommand(backup: Command): void {
           listen,
           exportName: o.exportName,
           writableOverlay: o.writableOverlay ? resolve(o.writableOverlay) : undefined,
+          // Failures to accept a connection (out of file descriptors) are warnings: the export keeps serving.
+          onError: (err) => ctx.out.warn(err.message),
         });
         const view = { backupId: exp.backupId, exportName: exp.exportName, uri: exp.uri, size: exp.size, readOnly: exp.readOnly };
         ctx.out.result(view, () =>

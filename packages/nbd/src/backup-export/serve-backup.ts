@@ -37,6 +37,11 @@ export interface ServeBackupOptions {
   maxInFlightPerConnection?: number;
   /** Clients served at once; further ones are refused (see `NbdServerOptions.maxConnections`). Default 16. */
   maxConnections?: number;
+  /**
+   * Problems of the server itself once it listens (a failed accept, e.g. out of file
+   * descriptors), as `UNAVAILABLE`; see `NbdServerOptions.onError`. Default: ignored.
+   */
+  onError?: (err: CairnError) => void;
 }
 
 /** A backup being served; `close()` stops it. */
@@ -101,6 +106,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
       exports: [{ name: exportName, backend: backupBackend(reader, overlay, { windowChunks: readAhead }), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
       maxInFlightPerConnection: options.maxInFlightPerConnection,
       maxConnections: options.maxConnections,
+      onError: options.onError,
       driver: DRIVER,
     });
     cleanups.push(() => server.close());
