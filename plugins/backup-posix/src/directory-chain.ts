@@ -50,9 +50,14 @@ export class DirectoryChain {
       throw errnoOf(err) === 'ENOTDIR' ? collision(segments, err) : writeError(err, `stat ${segments.join('/')}`);
     });
     if (st && !st.isDirectory()) throw collision(segments);
+    /** Levels known durable from earlier calls, checked below against what is at their paths now. */
+    const remembered: string[] = [];
     for (let depth = 1; depth <= segments.length; depth++) {
       const level = join(this.root, ...segments.slice(0, depth));
-      if (this.durable.has(level)) continue;
+      if (this.durable.has(level)) {
+        remembered.push(level);
+        continue;
+      }
       if (!st) await this.mkdirOne(segments.slice(0, depth));
       // Taken before the fsync: a directory that replaces this one after it is seen by `sync`.
       const identity = identityOf(
@@ -65,6 +70,21 @@ export class DirectoryChain {
       });
       if (this.durable.size >= REMEMBERED_MAX) this.durable.clear();
       this.durable.set(level, identity);
+    }
+    // A level made durable here may sit in a remembered directory that was removed and made
+    // again since (by someone who may not have fsynced its parent): `sync` checks only the last
+    // level's identity, so the remembered ones are checked here, after the new levels' identities
+    // were taken (a remembered directory replaced after that took the new levels with it, which
+    // `sync` sees). One that changed is forgotten, with every level below the root, and all of
+    // them are ensured again.
+    if (remembered.length > 0 && remembered.length < segments.length) {
+      for (const level of remembered) {
+        const now = await stat(level, { bigint: true }).catch(() => undefined);
+        if (now === undefined || this.durable.get(level) !== identityOf(now)) {
+          for (let depth = 1; depth <= segments.length; depth++) this.durable.delete(join(this.root, ...segments.slice(0, depth)));
+          return this.ensure(segments);
+        }
+      }
     }
     return dir;
   }

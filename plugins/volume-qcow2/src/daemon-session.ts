@@ -132,7 +132,8 @@ export class DaemonSession {
   /**
    * Opens `path` as a qcow2 node (or takes another reference to it). `fresh` is true when this
    * call opened it. Writable nodes discard and detect zeroes (`unmap`) so zero writes stay sparse.
-   * `BUSY` when another process holds the image's lock.
+   * `BUSY` when another process holds the image's lock. On failure no node is left: when the add
+   * got no reply (qemu may still run it), a delete of the same node name is sent after it.
    */
   async openNode(path: string, readOnly: boolean): Promise<{ name: string; fresh: boolean }> {
     return this.nodeLocks.run(path, () => this.doOpenNode(path, readOnly));
@@ -154,6 +155,9 @@ export class DaemonSession {
         file: { driver: 'file', filename: path, 'read-only': readOnly },
       });
     } catch (err) {
+      // No reply in time: qemu may still open the node (and lock the image) with nobody knowing
+      // it. A delete of the same name is sent after the add, so qemu runs it after.
+      if (outcomeUnknown(err)) await this.qmp.execute('blockdev-del', { 'node-name': name }).catch(() => {});
       const e = toCairnError(err, this.driver, `open ${path}`);
       throw e.code === 'CONFLICT' ? new CairnError('BUSY', `image ${path} is locked by another process`, { driver: this.driver, cause: err }) : e;
     }

@@ -175,6 +175,19 @@ describe.skipIf(missingQemu.length > 0)(`commands that time out and run late lea
     await w.device.write(0, pattern(4096, 1));
     await d.detach(w.id);
   });
+
+  it('first attach whose blockdev-add of the volume ran late leaves no node: the volume attaches again', async () => {
+    const d = await sharedDriver();
+    const v = await d.createVolume({ size: 8 * MiB });
+    const session = await sessionOf(d);
+    expect(await stalledAt(session, 'blockdev-add', () => d.attach({ kind: 'volume', id: v.id }, 'rw'))).toBe('UNAVAILABLE');
+    expect(session.nodeOf(join(d.directory, 'volumes', `${v.id}.qcow2`))).toBeUndefined();
+    const nodes = (await session.qmp.execute('query-named-block-nodes', { flat: true })).flatMap((n) => n['node-name'] ?? []);
+    expect(nodes.filter((n) => !n.startsWith('#'))).toEqual([]);
+    const w = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    await w.device.write(0, pattern(4096, 1));
+    await d.detach(w.id);
+  });
 });
 
 /** The export name of an attachment (its NBD client's). */
