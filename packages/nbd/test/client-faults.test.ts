@@ -4,6 +4,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdBlockDevice, NbdClient } from '../src/index.js';
+import { outcome, sleep } from './helpers/outcome.js';
 import { tempDir } from './helpers/peers.js';
 import { chunk, fakeServer, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
 
@@ -17,7 +18,6 @@ const CONTEXT_ID = 7;
 let dir: { path: string; remove: () => Promise<void> };
 let n = 0;
 const servers: net.Server[] = [];
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   dir = await tempDir('nbd-cf-');
@@ -45,17 +45,6 @@ function structuredServer(answer: (req: Buffer, s: net.Socket) => void, allowHal
     { structuredContextId: CONTEXT_ID, allowHalfOpen },
   );
   return { server, sockets };
-}
-
-/** What `p` came to within `ms`: 'fulfilled', the rejection's code, or 'pending'. */
-async function outcome(p: Promise<unknown>, ms: number): Promise<string> {
-  return Promise.race([
-    p.then(
-      () => 'fulfilled',
-      (e: { code?: string }) => e.code ?? String(e),
-    ),
-    sleep(ms).then(() => 'pending'),
-  ]);
 }
 
 describe('NbdClient structured read replies', () => {

@@ -4,13 +4,13 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
+import { outcome, sleep } from './helpers/outcome.js';
 import { tempDir } from './helpers/peers.js';
 
 let dir: { path: string; remove: () => Promise<void> };
 let n = 0;
 const servers: net.Server[] = [];
 const sockets: net.Socket[] = [];
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   dir = await tempDir('nbd-ot-');
@@ -41,17 +41,6 @@ async function mutedServer(): Promise<{ path: string; closed: Promise<void> }> {
   const path = join(dir.path, `m${++n}.sock`);
   await new Promise<void>((r) => server.listen(path, r));
   return { path, closed };
-}
-
-/** What `p` came to within `ms`: the rejection's code, 'fulfilled', or 'pending'. */
-async function outcome(p: Promise<unknown>, ms: number): Promise<string> {
-  return Promise.race([
-    p.then(
-      () => 'fulfilled',
-      (e: { code?: string }) => e.code ?? String(e),
-    ),
-    sleep(ms).then(() => 'pending'),
-  ]);
 }
 
 describe('NbdClient option phase timeout', () => {
