@@ -1,6 +1,7 @@
 import { open, rm, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import {
+  attachConflict,
   assertVolumeSize,
   newId,
   nowIso,
@@ -347,9 +348,10 @@ export class FileVolumeDriver implements VolumeDriver {
    * until its detach has saved the bitmaps (the tracker is gone).
    */
   private assertNoConflict(volumeId: string, mode: AttachMode): void {
-    const held = [...this.attachments.values()].filter((a) => a.target.kind === 'volume' && a.target.id === volumeId);
-    if (this.ctx.trackers.has(volumeId) || held.some((a) => a.mode === 'rw')) throw this.ctx.err('BUSY', `volume ${volumeId} is already attached read-write`);
-    if (mode === 'rw' && held.length > 0) throw this.ctx.err('BUSY', `volume ${volumeId} is attached read-only: it cannot be written until those attachments end`);
+    const held = [...this.attachments.values()].filter((a) => a.target.kind === 'volume' && a.target.id === volumeId).map((a) => a.mode);
+    if (this.ctx.trackers.has(volumeId)) held.push('rw'); // a writer of this instance, registered or not yet (its tracker lives from open to the end of its detach)
+    const conflict = attachConflict(volumeId, mode, held);
+    if (conflict) throw this.ctx.err('BUSY', conflict);
   }
 
   private attachedHere(kind: RecordKind, id: string): boolean {

@@ -1,4 +1,4 @@
-import { CairnError, isCairnError, newId, type AttachMode, type AttachTarget, type Attachment, type ByteRange, type Extent } from '@cairn/core';
+import { attachConflict, CairnError, isCairnError, newId, type AttachMode, type AttachTarget, type Attachment, type ByteRange, type Extent } from '@cairn/core';
 import { queryChangedExtents } from './bitmap-query.js';
 import type { DaemonSession } from './daemon-session.js';
 import type { FleecingView } from './fleecing-view.js';
@@ -82,9 +82,9 @@ export class AttachmentTable {
    * Callers hold the volume's lock, which detach also takes.
    */
   private assertNoConflict(volumeId: string, mode: AttachMode): void {
-    const held = [...this.entries.values()].filter((e) => e.attachment.target.kind === 'volume' && e.attachment.target.id === volumeId);
-    if (held.some((e) => e.attachment.mode === 'rw')) throw this.err('BUSY', `volume ${volumeId} is already attached read-write`);
-    if (mode === 'rw' && held.length > 0) throw this.err('BUSY', `volume ${volumeId} is attached read-only: it cannot be written until those attachments end`);
+    const held = [...this.entries.values()].filter((e) => e.attachment.target.kind === 'volume' && e.attachment.target.id === volumeId).map((e) => e.attachment.mode);
+    const conflict = attachConflict(volumeId, mode, held);
+    if (conflict) throw this.err('BUSY', conflict);
   }
 
   private async attachView(view: FleecingView): Promise<Attachment> {

@@ -10,6 +10,7 @@ import type {
   VolumeDriver,
   VolumeDriverCapabilities,
 } from '../contracts/volume-driver.js';
+import { attachConflict } from '../drivers/attach-rule.js';
 import { BaseBlockDevice } from '../drivers/base-block-device.js';
 import { CairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
@@ -180,9 +181,8 @@ export class MemoryVolumeDriver implements VolumeDriver {
    * an available volume point-in-time (BackupSource.device) without a snapshot.
    */
   private assertNoConflict(volumeId: string, mode: AttachMode): void {
-    const held = this.attachmentsOf(volumeId);
-    if (held.some((a) => a.mode === 'rw')) throw this.err('BUSY', `volume ${volumeId} is already attached read-write`);
-    if (mode === 'rw' && held.length > 0) throw this.err('BUSY', `volume ${volumeId} is attached read-only: it cannot be written until those attachments end`);
+    const conflict = attachConflict(volumeId, mode, this.attachmentsOf(volumeId).map((a) => a.mode));
+    if (conflict) throw this.err('BUSY', conflict);
   }
 
   private attachmentsOf(volumeId: string): Attachment[] {
