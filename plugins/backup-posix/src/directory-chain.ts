@@ -81,7 +81,7 @@ export class DirectoryChain {
       for (const level of remembered) {
         const now = await stat(level, { bigint: true }).catch(() => undefined);
         if (now === undefined || this.durable.get(level) !== identityOf(now)) {
-          for (let depth = 1; depth <= segments.length; depth++) this.durable.delete(join(this.root, ...segments.slice(0, depth)));
+          this.forgetChain(segments);
           return this.ensure(segments);
         }
       }
@@ -101,7 +101,7 @@ export class DirectoryChain {
     if (segments.length === 0) return fsyncDir(dir); // the root's own entry is not the store's to keep
     const fsynced = identityOf(await fsyncDirStat(dir));
     if (this.durable.get(dir) === fsynced) return;
-    for (let depth = 1; depth <= segments.length; depth++) this.durable.delete(join(this.root, ...segments.slice(0, depth)));
+    this.forgetChain(segments);
     await this.ensure(segments);
   }
 
@@ -112,6 +112,11 @@ export class DirectoryChain {
    */
   forget(): void {
     this.durable.clear();
+  }
+
+  /** Forgets every level from the root down to `root/segments…`, so `ensure` makes each durable again. */
+  private forgetChain(segments: readonly string[]): void {
+    for (let depth = 1; depth <= segments.length; depth++) this.durable.delete(join(this.root, ...segments.slice(0, depth)));
   }
 
   /** Creates one level; an existing directory is fine (its creator may not have fsynced yet: the caller does). */
