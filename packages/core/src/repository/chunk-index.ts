@@ -3,7 +3,8 @@ import { isCairnError } from '../errors.js';
 import type { ChunkCodec } from './codec.js';
 import { openDocument } from './codec.js';
 import { scanIndexDocument } from './index-scan.js';
-import { HEX_ID, ID_BYTES, decodeId, encodeId, hashAt } from './chunk-id.js';
+import { HEX_ID, ID_BYTES, decodeId, encodeId } from './chunk-id.js';
+import { IdTable } from './id-table.js';
 import { Keys, type BlobTuple, type IndexDoc, type IndexEntry, type PackIndexDoc } from './format.js';
 
 export interface Location extends IndexEntry {
@@ -45,9 +46,8 @@ export class ChunkIndex {
   private ids = new Uint8Array(ID_BYTES * 256);
   private fields = new Uint32Array(FIELDS * 256);
   private entries = 0;
-  /** Open addressing (linear probing) from an id's first four bytes to its first live entry; -1 is empty. */
-  private slots = new Int32Array(512).fill(-1);
-  private unique = 0;
+  /** From an id to its first live entry. */
+  private readonly table = new IdTable();
   /** Pack ordinals (as stored in `fields`) to pack ids; ordinals are never reused. */
   private readonly packIds: string[] = [];
   /** Live packs in the order they became known, each with its entries' place. */
@@ -180,7 +180,7 @@ export class ChunkIndex {
       const k = this.entries++;
       const f = k * FIELDS;
       [this.fields[f], this.fields[f + 1], this.fields[f + 2], this.fields[f + 3]] = [ordinal, fields[j * 3]!, fields[j * 3 + 1]!, fields[j * 3 + 2]!];
-      this.insert(k);
+      this.table.insert(this.ids, k);
     }
     this.byPack.set(packId, { ordinal, first, count });
   }
@@ -230,7 +230,7 @@ export class ChunkIndex {
 
   get chunkCount(): number {
     this.refreshTable();
-    return this.unique;
+    return this.table.size;
   }
 
   private entryAt(k: number, id?: string): Location {
@@ -248,45 +248,7 @@ export class ChunkIndex {
   private find(id: string): number {
     if (!decodeId(id, this.key, 0)) return -1;
     this.refreshTable();
-    const mask = this.slots.length - 1;
-    for (let s = hashAt(this.key, 0) & mask; ; s = (s + 1) & mask) {
-      const k = this.slots[s]!;
-      if (k < 0) return -1;
-      if (this.sameId(k, this.key)) return k;
-    }
-  }
-
-  private sameId(k: number, key: Uint8Array, keyAt = 0): boolean {
-    const at = k * ID_BYTES;
-    for (let i = 0; i < ID_BYTES; i++) if (this.ids[at + i] !== key[keyAt + i]) return false;
-    return true;
-  }
-
-  /** Puts entry k in the table unless its id is there already (the first pack seen wins). */
-  private insert(k: number): void {
-    if ((this.unique + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
-    const mask = this.slots.length - 1;
-    for (let s = hashAt(this.ids, k * ID_BYTES) & mask; ; s = (s + 1) & mask) {
-      const other = this.slots[s]!;
-      if (other < 0) {
-        this.slots[s] = k;
-        this.unique++;
-        return;
-      }
-      if (this.sameId(other, this.ids, k * ID_BYTES)) return;
-    }
-  }
-
-  private rehash(size: number): void {
-    const old = this.slots;
-    this.slots = new Int32Array(size).fill(-1);
-    const mask = size - 1;
-    for (const k of old) {
-      if (k < 0) continue;
-      let s = hashAt(this.ids, k * ID_BYTES) & mask;
-      while (this.slots[s]! >= 0) s = (s + 1) & mask;
-      this.slots[s] = k;
-    }
+    return this.table.find(this.ids, this.key);
   }
 
   /** Room for `n` entries (grown by half again, so appends cost O(1) amortized). */
@@ -315,11 +277,9 @@ export class ChunkIndex {
       p.first = at;
       at += p.count;
     }
-    [this.ids, this.fields, this.entries, this.unique] = [ids, fields, at, 0];
-    let size = 512;
-    while (size < at * 2) size *= 2;
-    this.slots = new Int32Array(size).fill(-1);
-    for (let k = 0; k < at; k++) this.insert(k);
+    [this.ids, this.fields, this.entries] = [ids, fields, at];
+    this.table.reset(at);
+    for (let k = 0; k < at; k++) this.table.insert(this.ids, k);
   }
 }
 
