@@ -1,14 +1,17 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { currentOwner, ownerMayBeAlive, processStartTime } from '../src/util/process-owner.js';
 
 /** An owner is host, pid and the kernel's start time of the pid: a reused pid does not keep a dead owner alive. */
 describe('process owners', () => {
-  it('names this process with its start time, and judges it alive', () => {
+  it('names this process with its start time, boot id and pid namespace, and judges it alive', () => {
     const me = currentOwner();
-    expect(me).toEqual({ host: hostname(), pid: process.pid, startTime: processStartTime(process.pid) });
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const pidNamespace = statSync('/proc/self/ns/pid').ino;
+    expect(me).toEqual({ host: hostname(), pid: process.pid, startTime: processStartTime(process.pid), bootId, pidNamespace });
     expect(me.startTime).toBeGreaterThan(0);
     expect(ownerMayBeAlive(me)).toBe(true);
   });

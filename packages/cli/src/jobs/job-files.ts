@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, currentOwner, ordinal } from '@cairn/core';
+import { CairnError, currentOwner, ordinal, type ProcessOwner } from '@cairn/core';
 import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
@@ -17,13 +18,30 @@ export interface JobFile {
    * written before it was kept (or where /proc is unavailable).
    */
   pidStartTime?: number;
+  /**
+   * Where `pid` runs: core's `ProcessOwner` fields of the process. Absent in records written
+   * before they were kept (taken for this host's, judged by pid and start time) and, for
+   * `bootId` and `pidNamespace`, where /proc is unavailable.
+   */
+  host?: string;
+  bootId?: string;
+  pidNamespace?: number;
 }
 
-export interface JobListing extends JobFile {
-  /** False when the recorded process no longer runs or its pid now names another process (the file is stale). */
+/** A listed job: the record without where it runs (`host`, `bootId`, `pidNamespace`). */
+export interface JobListing extends Omit<JobFile, 'host' | 'bootId' | 'pidNamespace'> {
+  /**
+   * False when the recorded process no longer runs or its pid now names another process (the
+   * file is stale); true when it runs, and for a job `elsewhere` (it may be running).
+   */
   alive: boolean;
-  /** Why: `alive`, `gone` (exited), `reused` (the pid names another process). */
+  /** Why: `alive`, `gone` (exited), `reused` (the pid names another process), `elsewhere` (another host or pid namespace). */
   state: JobProcessState;
+}
+
+/** The process a job record names. */
+function jobOwner(doc: JobFile): ProcessOwner {
+  return { host: doc.host ?? hostname(), pid: doc.pid, startTime: doc.pidStartTime, bootId: doc.bootId, pidNamespace: doc.pidNamespace };
 }
 
 const jobsDir = (stateDir: string) => join(stateDir, 'jobs');
@@ -33,12 +51,12 @@ const ID = /^[A-Za-z0-9-]{1,64}$/;
  * Records a job of this process; returns the function that removes the record (idempotent).
  * `UNAVAILABLE` when the record cannot be written (nothing is left behind then).
  */
-export async function registerJob(stateDir: string, job: Omit<JobFile, 'pid' | 'startedAt' | 'pidStartTime'>): Promise<() => Promise<void>> {
+export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'kind' | 'backupId' | 'volumeId'>): Promise<() => Promise<void>> {
   const dir = jobsDir(stateDir);
   const file = join(dir, `${job.id}.json`);
   const tmp = `${file}.${process.pid}.tmp`;
-  const pidStartTime = currentOwner().startTime;
-  const doc: JobFile = { ...job, pid: process.pid, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}) };
+  const { startTime: pidStartTime, ...me } = currentOwner();
+  const doc: JobFile = { ...job, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}), ...me };
   try {
     await mkdir(dir, { recursive: true });
     await writeFile(tmp, JSON.stringify(doc));
@@ -62,8 +80,9 @@ export async function listJobs(stateDir: string): Promise<JobListing[]> {
   for (const name of names.filter((n) => n.endsWith('.json'))) {
     try {
       const doc = JSON.parse(await readFile(join(jobsDir(stateDir), name), 'utf8')) as JobFile;
-      const state = jobProcessState(doc.pid, doc.pidStartTime);
-      out.push({ ...doc, alive: state === 'alive', state });
+      const state = jobProcessState(jobOwner(doc));
+      const { host: _h, bootId: _b, pidNamespace: _n, ...listed } = doc;
+      out.push({ ...listed, alive: state === 'alive' || state === 'elsewhere', state });
     } catch {
       /* removed meanwhile or half-written: not a job */
     }
@@ -92,7 +111,9 @@ export function staleReason(job: Pick<JobFile, 'pid'>, state: JobProcessState): 
  * finished job (a record whose process exited, or whose pid now names another process, is
  * removed). A record without a start time (written by an older version) is signalled only when
  * /proc shows its pid running cairn; when that cannot be read it is `UNAVAILABLE` and nothing is
- * signalled. `UNAVAILABLE` when the process does not stop in time.
+ * signalled. A job of another host or pid namespace (another container sharing the state
+ * directory) is never signalled: `UNAVAILABLE`, the record is kept. `UNAVAILABLE` when the process
+ * does not stop in time.
  */
 export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): Promise<JobFile> {
   if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no running job ${id}`);
@@ -103,7 +124,12 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
   } catch {
     throw new CairnError('NOT_FOUND', `no running job ${id}`);
   }
-  const state = jobProcessState(doc.pid, doc.pidStartTime);
+  const owner = jobOwner(doc);
+  const state = jobProcessState(owner);
+  if (state === 'elsewhere') {
+    const where = owner.host === hostname() ? 'in another pid namespace (another container)' : `on host ${owner.host}`;
+    throw new CairnError('UNAVAILABLE', `job ${id} runs ${where}: cancel it there (if its process is gone, remove ${file})`);
+  }
   if (state !== 'alive') {
     await rm(file, { force: true });
     throw new CairnError('NOT_FOUND', `job ${id} is not running (${staleReason(doc, state)}); removed its record`);
@@ -117,7 +143,7 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
   process.kill(doc.pid, 'SIGTERM');
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline) {
-    if (!(await exists(file)) || jobProcessState(doc.pid, doc.pidStartTime) !== 'alive') return doc;
+    if (!(await exists(file)) || jobProcessState(owner) !== 'alive') return doc;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new CairnError('UNAVAILABLE', `job ${id} (process ${doc.pid}) did not stop within ${waitMs} ms`);

@@ -1,30 +1,38 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { pidExists, processStartTime } from '@cairn/core';
+import { ownerLocation, pidExists, processStartTime, type ProcessOwner } from '@cairn/core';
 
 /**
  * Which process a job's pid names. A pid alone is not an identity (the kernel reuses pids), so a
- * job records the pid together with the process's start time (core's `processStartTime`, as
- * locks and records do); both together name one process for the life of the boot.
+ * job records its process as locks and records do (core's `ProcessOwner`): host, boot, pid
+ * namespace, pid and start time. The state directory may be shared (a config directory on a
+ * shared disk mounted into several containers), so a job of another host or pid namespace can be
+ * listed here, but never judged or signalled from here.
  */
-
-/** What became of a job's recorded process: still running it, exited, or its pid now names another process. */
-export type JobProcessState = 'alive' | 'gone' | 'reused';
 
 /**
- * The state of the process recorded as (`pid`, `startTime`). With a start time, `alive` only
- * when the pid runs with that same start time. Without one (a record written before start times
- * were kept) the pid must exist and, when /proc shows its command line, run cairn; an
- * unreadable command line counts as `alive` (as before start times were kept).
+ * What became of a job's recorded process: still running it, exited, its pid now names another
+ * process, or it runs `elsewhere` (another host or pid namespace: it may be running).
  */
-export function jobProcessState(pid: number, startTime: number | undefined): JobProcessState {
-  if (!pidExists(pid)) return 'gone';
-  if (startTime !== undefined) {
-    const now = processStartTime(pid);
+export type JobProcessState = 'alive' | 'gone' | 'reused' | 'elsewhere';
+
+/**
+ * The state of the process recorded as `owner`. `elsewhere` and `gone` (an earlier boot) as
+ * core's `ownerLocation` says. Otherwise, with a start time, `alive` only when the pid runs with
+ * that same start time. Without one (a record written before start times were kept) the pid must
+ * exist and, when /proc shows its command line, run cairn; an unreadable command line counts as
+ * `alive` (as before start times were kept).
+ */
+export function jobProcessState(owner: ProcessOwner): JobProcessState {
+  const where = ownerLocation(owner);
+  if (where === 'elsewhere') return 'elsewhere';
+  if (where === 'past-boot' || !pidExists(owner.pid)) return 'gone';
+  if (owner.startTime !== undefined) {
+    const now = processStartTime(owner.pid);
     if (now === undefined) return 'gone'; // exited (or a zombie) between the two looks
-    return now === startTime ? 'alive' : 'reused';
+    return now === owner.startTime ? 'alive' : 'reused';
   }
-  return looksLikeCairn(pid) === false ? 'reused' : 'alive';
+  return looksLikeCairn(owner.pid) === false ? 'reused' : 'alive';
 }
 
 /**
