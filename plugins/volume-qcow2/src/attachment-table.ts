@@ -2,6 +2,7 @@ import { attachConflict, CairnError, isCairnError, newId, type AttachMode, type 
 import { queryChangedExtents } from './bitmap-query.js';
 import type { DaemonSession } from './daemon-session.js';
 import type { FleecingView } from './fleecing-view.js';
+import type { OtherInstances } from './other-instances.js';
 import { Qcow2BlockDevice, type ChangedSource } from './qcow2-block-device.js';
 import type { RecordStore } from './record-store.js';
 import { bitmapChain } from './records.js';
@@ -32,6 +33,7 @@ export class AttachmentTable {
     private readonly store: RecordStore,
     private readonly runtime: Runtime,
     private readonly views: ReadonlyMap<string, FleecingView>,
+    private readonly others: OtherInstances,
   ) {}
 
   hasWriter(volumeId: string): boolean {
@@ -64,7 +66,7 @@ export class AttachmentTable {
       await this.store.volume(volumeId);
       this.assertNoConflict(volumeId, mode);
       const { session, node } = await this.runtime.openVolume(volumeId);
-      const release = () => this.runtime.releaseVolume(session, volumeId);
+      const release = await this.markWriter(volumeId, mode, () => this.runtime.releaseVolume(session, volumeId));
       const changed: ChangedSource = async (since, range) => {
         const chain = bitmapChain((await this.store.volume(volumeId)).checkpoints, since);
         if (!chain || session.isUnsettled(node)) throw this.notFound(since);
@@ -72,6 +74,28 @@ export class AttachmentTable {
       };
       return this.open({ kind: 'volume', id: volumeId }, mode, session, this.runtime.top(volumeId, node), release, changed, volumeId);
     });
+  }
+
+  /**
+   * Sets the volume's writer mark for a `rw` attachment, which other instances read for its status
+   * (see OtherInstances), or removes a stale one for a `ro` attachment: this daemon holds the image
+   * now, so no mark there can be another writer's. Returns the attachment's release: for `rw` it
+   * clears the mark before the node is let go (a mark whose clear failed is stale once the image
+   * is released, and counts for nothing). On failure releases the node and throws.
+   */
+  private async markWriter(volumeId: string, mode: AttachMode, releaseNode: () => Promise<void>): Promise<() => Promise<void>> {
+    try {
+      if (mode === 'rw') await this.others.markWriter(volumeId);
+      else await this.others.clearMark(volumeId);
+    } catch (err) {
+      await releaseNode().catch(() => {});
+      throw err;
+    }
+    if (mode === 'ro') return releaseNode;
+    return async () => {
+      await this.others.clearMark(volumeId).catch(() => {});
+      await releaseNode();
+    };
   }
 
   /**

@@ -39,8 +39,8 @@ export class DaemonSession {
   private readonly nodeLocks = new KeyedMutex();
   private readonly unsettledNodes = new Set<string>();
   private readonly removals = new Map<string, Set<string>>();
-  /** Cleanup waiting for a node's next use (see DeferredWork). */
-  readonly deferred = new DeferredWork();
+  /** Cleanup of nodes that did not finish, retried until it does (see DeferredWork). */
+  readonly deferred: DeferredWork;
   private counter = 0;
   private stopping = false;
 
@@ -51,7 +51,9 @@ export class DaemonSession {
     private readonly driver: string,
     /** How long the daemon may take to answer one QMP command or event, and an NBD connect or disconnect. */
     readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.deferred = new DeferredWork(driver);
+  }
 
   /** Starts the daemon and its NBD server. `UNAVAILABLE` when the daemon cannot run. */
   static async start(options: SessionOptions): Promise<DaemonSession> {

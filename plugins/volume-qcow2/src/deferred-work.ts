@@ -1,49 +1,82 @@
-import { outcomeUnknown } from './outcome.js';
+import { CairnError, toCairnError } from '@cairn/core';
+
+interface Queue {
+  /** The volume whose lock serializes the node's work (its structural changes take it too). */
+  volumeId: string;
+  work: Array<() => Promise<void>>;
+}
 
 /**
- * Cleanup that could not finish because the daemon did not answer in time, queued per node until
- * the node is used again: qemu may still run the commands the client stopped waiting for (a view's
- * backup job, say), so only a later answer tells what is there to undo. Whoever opens or settles
- * the node under its volume's lock calls `run` first (Runtime.openVolume, Runtime.finishDeferred).
+ * Cleanup of a node that did not finish (a view's teardown, say), queued per node until it does.
  *
- * Contract for queued work: safe to run again after a failure (idempotent steps), and holding a
- * reference on the node that it drops when done, so the node stays open until then. The queue
- * lives in one daemon session and goes with it: a daemon that exits takes its nodes, jobs and
- * exports along.
+ * Rule: queued work stays queued until it succeeds, whatever the failure. Its steps count "no
+ * such job/node/bitmap" (NOT_FOUND) as done, so an error that reaches this queue means the thing
+ * is still there, or may be: no reply (the daemon stalls, and may still run what it was sent), or
+ * a definite refusal (qemu answered with an error, e.g. CONFLICT while something still uses the
+ * node). Dropping the work would leave what it was to remove — and the node reference it holds —
+ * until the daemon stops. Failures are reported, never swallowed: `attempt` and `run` throw them.
+ *
+ * When it runs again, always under the volume's lock: before the node's next use (Runtime.openVolume,
+ * Runtime.finishDeferred, whose call fails with the work's error while it still fails), and
+ * without a use, on a timer while the daemon runs (Runtime's retry, told by `onQueued`), each
+ * retry further apart (the bound: at most one attempt per retry interval, capped, never a loop).
+ *
+ * Contract for queued work: safe to run again after any failure (idempotent steps), and holding
+ * a reference on the node that it drops when done, so the node stays open until then. The queue
+ * lives in one daemon session and goes with it: a daemon that exits (a clean `quit` included)
+ * takes its nodes, jobs and exports along.
  */
 export class DeferredWork {
-  private readonly queues = new Map<string, Array<() => Promise<void>>>();
+  private readonly queues = new Map<string, Queue>();
+  private listener: (() => void) | undefined;
 
-  /**
-   * Runs `work` now; when it fails with an unknown outcome (see outcomeUnknown), queues it on
-   * `node`. The error is thrown either way.
-   */
-  async attempt(node: string, work: () => Promise<void>): Promise<void> {
+  constructor(private readonly driver: string) {}
+
+  /** Registers the one callback told when work was queued (the owner schedules a retry). */
+  onQueued(listener: () => void): void {
+    this.listener = listener;
+  }
+
+  /** Runs `work` now; when it fails, for any reason, queues it on `node` and throws the error. */
+  async attempt(node: string, volumeId: string, work: () => Promise<void>): Promise<void> {
     try {
       await work();
     } catch (err) {
-      if (outcomeUnknown(err)) this.queues.set(node, [...(this.queues.get(node) ?? []), work]);
+      const queue = this.queues.get(node) ?? { volumeId, work: [] };
+      queue.work.push(work);
+      this.queues.set(node, queue);
+      this.listener?.();
       throw err;
     }
   }
 
   /**
-   * Runs the work queued on `node`, oldest first. Work that fails with an unknown outcome stays
-   * queued (the daemon still does not answer) and its error is thrown; work that fails otherwise
-   * is dropped, and its error thrown.
+   * Runs the work queued on `node`, oldest first, stopping at the first failure: that work stays
+   * queued (with everything after it) and its error is thrown, with its code and details, as
+   * work left over on the node. Callers hold the node's volume lock.
    */
   async run(node: string): Promise<void> {
     const queue = this.queues.get(node);
-    while (queue?.length) {
+    while (queue?.work.length) {
       try {
-        await queue[0]!();
+        await queue.work[0]!();
       } catch (err) {
-        if (!outcomeUnknown(err)) queue.shift();
-        throw err;
+        const e = toCairnError(err, this.driver, 'cleanup');
+        const why = e.message.replace(/^\[[^\]]*\] /, '');
+        throw new CairnError(e.code, `cleanup left on node ${node} by an earlier call failed (it stays queued): ${why}`, {
+          driver: this.driver,
+          cause: err,
+          ...(e.details ? { details: e.details } : {}),
+        });
       }
-      queue.shift();
+      queue.work.shift();
     }
-    this.queues.delete(node);
+    if (queue && this.queues.get(node) === queue) this.queues.delete(node);
+  }
+
+  /** Nodes with queued work, each with its volume (the lock to take to run it). */
+  pending(): Array<{ node: string; volumeId: string }> {
+    return [...this.queues].filter(([, q]) => q.work.length > 0).map(([node, q]) => ({ node, volumeId: q.volumeId }));
   }
 
   /** Forgets the work of a node that was closed. */

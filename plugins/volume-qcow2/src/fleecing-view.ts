@@ -86,10 +86,11 @@ export async function startView(view: FleecingView, checkpoints: CheckpointRecor
 /**
  * Tears a view down, whatever part of it exists: cancels its backup job if qemu lists it (qemu
  * removes the filter; waits for BLOCK_JOB_CANCELLED), deletes the overlay node and the frozen
- * bitmaps where present, and removes the overlay file. The job query comes first: its reply
- * proves qemu has run every command sent before, including a startView whose reply never came.
- * Idempotent, so it can run again after a timeout. Exports of the view must be gone first. Safe
- * after the daemon died (only the file is removed).
+ * bitmaps where present, and removes the overlay file. What qemu reports gone (NOT_FOUND) counts
+ * as done; any other error is thrown, the view then partly there. The job query comes first: its
+ * reply proves qemu has run every command sent before, including a startView whose reply never
+ * came. Idempotent, so it can run again after any failure. Exports of the view must be gone
+ * first. Safe after the daemon died (only the file is removed).
  */
 export async function destroyView(view: FleecingView): Promise<void> {
   const { session } = view;
@@ -97,8 +98,7 @@ export async function destroyView(view: FleecingView): Promise<void> {
     const jobs = await session.qmp.execute('query-block-jobs');
     if (jobs.some((j) => j.device === view.job)) {
       const cancelled = session.qmp.waitForEvent('BLOCK_JOB_CANCELLED', (e) => e.data.device === view.job, { timeoutMs: session.timeoutMs });
-      await session.qmp.execute('block-job-cancel', { device: view.job });
-      await cancelled;
+      if (await isPresent(session.qmp.execute('block-job-cancel', { device: view.job }))) await cancelled;
     }
     await ignoreNotFound(session.qmp.execute('blockdev-del', { 'node-name': view.overlay }));
     for (const name of view.frozen.values()) await ignoreNotFound(session.qmp.execute('block-dirty-bitmap-remove', { node: view.node, name }));
@@ -106,8 +106,17 @@ export async function destroyView(view: FleecingView): Promise<void> {
   await rm(view.overlayPath, { force: true });
 }
 
+/** Whether the command found what it works on: NOT_FOUND (already gone) gives false, any other error is thrown. */
+async function isPresent(work: Promise<unknown>): Promise<boolean> {
+  try {
+    await work;
+    return true;
+  } catch (err) {
+    if ((err as CairnError).code !== 'NOT_FOUND') throw err;
+    return false;
+  }
+}
+
 async function ignoreNotFound(work: Promise<unknown>): Promise<void> {
-  await work.catch((err: CairnError) => {
-    if (err.code !== 'NOT_FOUND') throw err;
-  });
+  await isPresent(work);
 }

@@ -19,6 +19,7 @@ import {
 import { AttachmentTable } from './attachment-table.js';
 import type { DaemonSession } from './daemon-session.js';
 import { destroyView, prepareView, startView, type FleecingView } from './fleecing-view.js';
+import { OtherInstances } from './other-instances.js';
 import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
 import { QemuImg } from './qemu-img.js';
 import { RecordStore } from './record-store.js';
@@ -66,6 +67,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   private readonly runtime: Runtime;
   private readonly qemuImg: QemuImg;
   private readonly table: AttachmentTable;
+  private readonly others: OtherInstances;
   private readonly views = new Map<string, FleecingView>();
 
   constructor(options: Qcow2VolumeDriverOptions) {
@@ -86,7 +88,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       store: this.store,
       onSessionLost: (s) => this.sessionLost(s),
     });
-    this.table = new AttachmentTable(this.name, this.store, this.runtime, this.views);
+    this.others = new OtherInstances(this.name, this.store, this.qemuImg, this.runtime);
+    this.table = new AttachmentTable(this.name, this.store, this.runtime, this.views, this.others);
     this.changedBlockTracking = new Qcow2Checkpoints(this.store, this.runtime, this.name);
   }
 
@@ -112,7 +115,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       await this.store.init();
       const id = newId();
       const image = this.store.layout.image('volume', id);
-      const record: VolumeRecord = { format: 1, kind: 'volume', id, name: spec.name ?? '', size: spec.size, createdAt: nowIso(), metadata: { ...metadata }, checkpoints: [] };
+      const record: VolumeRecord = { format: 1, kind: 'volume', id, name: spec.name ?? '', size: spec.size, createdAt: nowIso(), metadata: { ...metadata }, checkpoints: [], writer: null };
       try {
         await this.qemuImg.create(image, spec.size);
         await this.store.put(record); // the sidecar appearing is what makes the volume exist
@@ -124,7 +127,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     });
   }
 
-  /** `NOT_FOUND` if unknown; `BUSY` while attached, while a view of it exists, or while it has snapshots. */
+  /**
+   * `NOT_FOUND` if unknown; `BUSY` while attached, while a view of it exists, while it has
+   * snapshots, or while another process (or driver instance) has its image open.
+   */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
       this.runtime.locks.run(volumeId, async () => {
@@ -134,29 +140,43 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           throw this.err('BUSY', `volume ${volumeId} has snapshots`);
         }
         await this.assertClosed(volumeId);
+        await this.others.assertNotHeldElsewhere(volumeId);
         await this.store.remove('volume', volumeId);
         await rm(this.store.layout.image('volume', volumeId), { force: true });
       }),
     );
   }
 
-  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. */
+  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. Status: see statusOf. */
   async getVolume(volumeId: string): Promise<Volume> {
     return this.guard('getVolume', async () => {
       const r = await this.store.volume(volumeId);
-      return toVolume(r, this.table.hasWriter(r.id) ? 'in-use' : 'available');
+      return toVolume(r, await this.statusOf(r));
     });
   }
 
-  /** Every volume, ordered by creation. */
+  /** Every volume, ordered by creation. Status: see statusOf. */
   async listVolumes(): Promise<Volume[]> {
-    return this.guard('listVolumes', async () => (await this.store.volumes()).map((r) => toVolume(r, this.table.hasWriter(r.id) ? 'in-use' : 'available')));
+    return this.guard('listVolumes', async () => {
+      const records = await this.store.volumes();
+      return Promise.all(records.map(async (r) => toVolume(r, await this.statusOf(r))));
+    });
+  }
+
+  /**
+   * `in-use` while attached read-write here, or by another instance or process (its writer mark,
+   * with its daemon holding the image: see OtherInstances); else `available`.
+   */
+  private async statusOf(r: VolumeRecord): Promise<Volume['status']> {
+    if (this.table.hasWriter(r.id)) return 'in-use';
+    return (await this.others.writesElsewhere(r)) ? 'in-use' : 'available';
   }
 
   /**
    * Grows the image with `qemu-img resize` (the tail reads as zeros). qemu cannot mark the new
    * tail dirty, so every checkpoint of the volume becomes inconsistent (the next backup is full).
-   * `INVALID_INPUT` when shrinking; `BUSY` while attached or while a view of it exists.
+   * `INVALID_INPUT` when shrinking; `BUSY` while attached, while a view of it exists, or while
+   * another process (or driver instance) has its image open.
    */
   async extendVolume(volumeId: string, size: number): Promise<Volume> {
     return this.guard('extendVolume', () =>
@@ -169,6 +189,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         }
         if (size === current.size) return toVolume(current, 'available');
         await this.assertClosed(volumeId);
+        await this.others.assertNotHeldElsewhere(volumeId);
         const image = this.store.layout.image('volume', volumeId);
         await this.store.updateVolume(volumeId, (r) => r.checkpoints.forEach((c) => (c.consistent = false)));
         for (const c of current.checkpoints) await this.qemuImg.removeBitmap(image, c.id).catch(() => {});
@@ -296,15 +317,16 @@ export class Qcow2VolumeDriver implements VolumeDriver {
 
   /**
    * Tears a view down (destroyView), drops its filter and its reference on the volume's node. When
-   * the daemon does not answer in time (qemu may still run what was sent), the rest is queued on
-   * the node (DaemonSession.deferred) and runs before the volume's next attach, snapshot,
-   * checkpoint, extend or delete; the reference keeps the node open until then. The error is
-   * thrown. Callers hold the volume's lock.
+   * that fails — the daemon does not answer in time (qemu may still run what was sent), or refuses
+   * a step — the rest is queued on the node (DaemonSession.deferred) and retried until it succeeds:
+   * before the volume's next attach, snapshot, checkpoint, extend or delete (which fail with its
+   * error while it still fails), and on the runtime's retry timer without any use. The reference
+   * keeps the node open until then. The error is thrown. Callers hold the volume's lock.
    */
   private retireView(view: FleecingView): Promise<void> {
     const { session } = view;
     let released = false;
-    return session.deferred.attempt(view.node, async () => {
+    return session.deferred.attempt(view.node, view.info.volumeId, async () => {
       await destroyView(view);
       this.runtime.removeFilter(view.info.volumeId, view.filter);
       if (released) return;

@@ -2,17 +2,34 @@ import { readSnapshotSidecar, readVolumeSidecar, type CheckpointRecord, type Sna
 
 export { toCheckpoint, toSnapshot, toVolume, type CheckpointRecord } from '@cairn/core';
 
+/** Who has a volume attached read-write (see other-instances.ts): a driver instance, its process and host. */
+export interface WriterMark {
+  instance: string;
+  pid: number;
+  hostname: string;
+  since: string;
+}
+
 /**
  * A volume sidecar (core's shape). Each checkpoint is the dirty bitmap named by its id inside the
- * image; the newest consistent one is the only one recording.
+ * image; the newest consistent one is the only one recording. `writer` is set while an instance
+ * has the volume attached read-write (absent in sidecars written before it existed: none).
  */
-export type VolumeRecord = VolumeSidecar;
+export interface VolumeRecord extends VolumeSidecar {
+  writer?: WriterMark | null;
+}
+
+const isWriterMark = (v: unknown): boolean => {
+  const r = v as Record<string, unknown> | null;
+  return !!r && typeof r === 'object' && typeof r.instance === 'string' && typeof r.pid === 'number' && typeof r.hostname === 'string' && typeof r.since === 'string';
+};
 
 /** A snapshot copy's sidecar; the volume's checkpoints' bitmaps were copied with the data. */
 export type SnapshotRecord = SnapshotSidecar;
 
 /** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when unreadable or of the wrong shape. */
-export const readVolumeRecord = (path: string, driver: string): Promise<VolumeRecord> => readVolumeSidecar<VolumeRecord>(path, driver);
+export const readVolumeRecord = (path: string, driver: string): Promise<VolumeRecord> =>
+  readVolumeSidecar<VolumeRecord>(path, driver, (r) => r.writer === undefined || r.writer === null || isWriterMark(r.writer));
 
 /** Reads a snapshot sidecar; same errors as readVolumeRecord. */
 export const readSnapshotRecord = (path: string, driver: string): Promise<SnapshotRecord> => readSnapshotSidecar<SnapshotRecord>(path, driver);

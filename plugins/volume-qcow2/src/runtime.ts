@@ -5,6 +5,9 @@ import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.
 import { DaemonSession } from './daemon-session.js';
 import type { RecordStore } from './record-store.js';
 
+/** Deferred work is retried at most this many command timeouts apart (the I/O timeout). */
+const RETRY_CAP_FACTOR = 10;
+
 export interface RuntimeOptions {
   driver: string;
   binary: string;
@@ -20,7 +23,8 @@ export interface RuntimeOptions {
  * restarted on the next need after it died, stopped by `close()`. Also the per-volume lock that
  * serializes structural changes (attach, detach, snapshot, checkpoint, extend, delete), and the
  * stack of copy-before-write filters that fleecing views put above a volume's node: new exports
- * of a volume must sit on the top of it so that their writes pass through every filter.
+ * of a volume must sit on the top of it so that their writes pass through every filter. And the
+ * timer that retries deferred cleanup while no call uses its node (see scheduleRetry).
  */
 export class Runtime {
   /** Per-volume lock for structural changes. */
@@ -28,6 +32,9 @@ export class Runtime {
   private starting: Promise<DaemonSession> | undefined;
   private closed = false;
   private readonly filters = new Map<string, string[]>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retrying = false;
+  private retryFailures = 0;
 
   constructor(private readonly options: RuntimeOptions) {}
 
@@ -45,6 +52,8 @@ export class Runtime {
   private async start(): Promise<DaemonSession> {
     await this.clearStaleOverlays();
     const s = await DaemonSession.start(this.options);
+    this.retryFailures = 0;
+    s.deferred.onQueued(() => this.scheduleRetry(s));
     void s.daemon.whenExited.then(() => {
       this.filters.clear();
       if (s.stopRequested) return;
@@ -106,6 +115,40 @@ export class Runtime {
     if (session && node) await session.deferred.run(node);
   }
 
+  /**
+   * Runs the work deferred in `s` without waiting for a use of its nodes (DeferredWork), so a
+   * volume nobody uses again does not keep its node, view or export — nor the image's lock — for
+   * the daemon's lifetime. A retry runs one command timeout after work was queued, then twice as
+   * long after each retry that left work queued, up to the I/O timeout (10 command timeouts):
+   * a stalled daemon is not flooded, and one that answers again is cleaned up within that bound.
+   * Each node's work runs under its volume's lock, like any structural change; its errors stay
+   * with the work (the next use of the node reports them). Stops with the daemon or `close()`.
+   */
+  private scheduleRetry(s: DaemonSession): void {
+    if (this.closed || this.retryTimer || this.retrying || !s.alive) return;
+    const delay = Math.min(this.options.commandTimeoutMs * 2 ** this.retryFailures, this.options.commandTimeoutMs * RETRY_CAP_FACTOR);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.retryDeferred(s);
+    }, delay);
+    this.retryTimer.unref(); // never keeps the process alive by itself
+  }
+
+  private async retryDeferred(s: DaemonSession): Promise<void> {
+    this.retrying = true;
+    let failed = false;
+    try {
+      for (const { node, volumeId } of s.deferred.pending()) {
+        if (this.closed || !s.alive) return;
+        await this.locks.run(volumeId, () => s.deferred.run(node)).catch(() => (failed = true));
+      }
+    } finally {
+      this.retrying = false;
+    }
+    this.retryFailures = failed ? this.retryFailures + 1 : 0;
+    if (s.deferred.pending().length) this.scheduleRetry(s);
+  }
+
   /** Whether the running daemon has the volume's image open. */
   async isOpen(volumeId: string): Promise<boolean> {
     return (await this.running())?.nodeOf(this.options.store.layout.image('volume', volumeId)) !== undefined;
@@ -147,6 +190,8 @@ export class Runtime {
    */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     const s = await this.starting?.catch(() => undefined);
     if (!s) return;
     await s.stop();

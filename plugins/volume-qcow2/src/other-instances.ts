@@ -1,0 +1,90 @@
+import { hostname } from 'node:os';
+import { CairnError, newId, nowIso } from '@cairn/core';
+import type { QemuImg } from './qemu-img.js';
+import type { RecordStore } from './record-store.js';
+import type { VolumeRecord, WriterMark } from './records.js';
+import type { Runtime } from './runtime.js';
+
+/**
+ * What other driver instances (other processes) on the same directory do with its volumes, as far
+ * as this one can tell. Two facts serve:
+ *
+ * - the image's lock: a daemon that has an image open holds qemu's lock on it, and it always opens
+ *   volumes writable (for `ro` attachments, views and checkpoint work too), so `qemu-img info`
+ *   without `-U` fails with a lock error exactly while another daemon has the image open;
+ * - the writer mark in the volume's sidecar (`writer`): set by an instance while it has the volume
+ *   attached `rw` and holds the image, cleared before it lets the image go. The lock alone cannot
+ *   tell a writer from a reader; the mark alone outlives a process that died.
+ *
+ * So a volume is written elsewhere while it carries a mark that is not this instance's and another
+ * daemon holds its image. A mark whose image nobody else holds is stale (its writer died, or its
+ * clear failed): it counts for nothing, and the next attach here (which holds the image) removes
+ * it. Each answer is a snapshot: another process may attach or detach right after it.
+ */
+export class OtherInstances {
+  /** This driver instance (two instances in one process are two writers as much as two processes are). */
+  private readonly instance = newId();
+
+  constructor(
+    private readonly driver: string,
+    private readonly store: RecordStore,
+    private readonly qemuImg: QemuImg,
+    private readonly runtime: Runtime,
+  ) {}
+
+  /**
+   * Marks the volume as attached `rw` by this instance. Callers hold the volume's lock and have its
+   * image open (so no other daemon holds it and every mark there is stale). Idempotent.
+   */
+  async markWriter(volumeId: string): Promise<void> {
+    const mark: WriterMark = { instance: this.instance, pid: process.pid, hostname: hostname(), since: nowIso() };
+    await this.store.updateVolume(volumeId, (r) => {
+      r.writer = mark;
+    });
+  }
+
+  /**
+   * Removes the volume's writer mark, whoever set it; writes the sidecar only when there is one.
+   * Callers hold the volume's lock and still have its image open: a mark another instance set since
+   * cannot exist. Idempotent.
+   */
+  async clearMark(volumeId: string): Promise<void> {
+    if (!(await this.store.volume(volumeId)).writer) return;
+    await this.store.updateVolume(volumeId, (r) => {
+      r.writer = null;
+    });
+  }
+
+  /**
+   * Whether another instance has the volume attached `rw` (see the class comment). False when this
+   * instance's daemon has the image open: no other daemon can then hold it.
+   */
+  async writesElsewhere(r: VolumeRecord): Promise<boolean> {
+    if (!r.writer || r.writer.instance === this.instance) return false;
+    if (await this.runtime.isOpen(r.id)) return false;
+    return this.heldElsewhere(r.id);
+  }
+
+  /**
+   * `BUSY` when another daemon has the volume's image open, whatever for (an attachment of any
+   * mode, a view, checkpoint work). Callers made sure this instance's daemon does not.
+   */
+  async assertNotHeldElsewhere(volumeId: string): Promise<void> {
+    if (await this.heldElsewhere(volumeId)) {
+      throw new CairnError('BUSY', `volume ${volumeId} is in use by another process or driver instance`, { driver: this.driver });
+    }
+  }
+
+  /** Whether a daemon (not this instance's) holds the image's lock. `qemu-img info` maps a lock error to BUSY. */
+  private async heldElsewhere(volumeId: string): Promise<boolean> {
+    try {
+      await this.qemuImg.info(this.store.layout.image('volume', volumeId));
+      return false;
+    } catch (err) {
+      const code = (err as CairnError).code;
+      if (code === 'BUSY') return true;
+      if (code === 'NOT_FOUND') return false; // deleted meanwhile: nobody holds it
+      throw err;
+    }
+  }
+}
