@@ -19,3 +19,6 @@ export { backupServiceSuite, backupServiceGroups } from './backup-service/suite.
 export { backupRoundTrip, backupVerify } from './backup-service/roundtrip.js';
 export { incrementalCases, dependentChainCases, independentBackupCases, incrementalRefusals } from './backup-service/incremental.js';
 export { newRecord, takeBackup, restoreBytes, readVolume, writeVolume, fillRealistic } from './backup-service/helpers.js';
+export type * from './catalog/context.js';
+export { catalogSuite, catalogGroups } from './catalog/suite.js';
+export { catalogConditionalWrites, catalogConcurrency, catalogRecord } from './catalog/cases.js';

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   CairnError,
   MemoryBackupService,
+  MemoryCatalog,
   MemoryObjectStore,
   MemoryVolumeDriver,
   type AttachMode,
@@ -10,6 +11,7 @@ import {
   type BackupRecord,
   type BlockDevice,
   type ByteRange,
+  type CatalogPutOptions,
   type ObjectInfo,
   type ObjectStore,
   type PutOptions,
@@ -17,6 +19,7 @@ import {
 import {
   attachConflicts,
   backupRoundTrip,
+  catalogConditionalWrites,
   changedExtents,
   dependentChainCases,
   objectListing,
@@ -170,6 +173,24 @@ describe('the object-store suite catches a broken store', () => {
     };
     const c = byName(objectReadInto.cases, 'getInto fills exactly');
     await expect(runCase(c, { setup: async () => ({ store, prefix: 'p4' }) })).rejects.toThrow(/untouched/);
+  });
+});
+
+describe('the catalog suite catches a broken catalog', () => {
+  it('a putBackup that ignores ifAbsent fails the ALREADY_EXISTS case', async () => {
+    const catalog = new MemoryCatalog();
+    const put = catalog.putBackup.bind(catalog);
+    catalog.putBackup = (record: BackupRecord, _o?: CatalogPutOptions) => put(record);
+    const c = byName(catalogConditionalWrites.cases, 'putBackup(ifAbsent) stores');
+    await expect(runCase(c, { setup: async () => ({ catalog }) })).rejects.toThrow(/ALREADY_EXISTS/);
+  });
+
+  it('a putVolumeState that ignores ifAbsent fails the volume-state case', async () => {
+    const catalog = new MemoryCatalog();
+    const put = catalog.putVolumeState.bind(catalog);
+    catalog.putVolumeState = (state, _o?: CatalogPutOptions) => put(state);
+    const c = byName(catalogConditionalWrites.cases, 'putVolumeState(ifAbsent)');
+    await expect(runCase(c, { setup: async () => ({ catalog }) })).rejects.toThrow(/ALREADY_EXISTS/);
   });
 });
 

@@ -1,5 +1,5 @@
-import { ChunkedBackupService, MemoryObjectStore, type BackupRecord } from '@cairn/core';
-import { backupServiceSuite } from '../src/index.js';
+import { ChunkedBackupService, MemoryObjectStore, Repository, RepositoryCatalog, type BackupRecord } from '@cairn/core';
+import { backupServiceSuite, catalogSuite } from '../src/index.js';
 
 // The chunked repository over the memory object store: the reference for the repository format.
 
@@ -41,5 +41,17 @@ for (const [label, v] of variants) {
       return { service, corrupt: (b) => corruptChunk(service, store, b) };
     },
     dispose: async (service) => service.close?.(),
+  });
+}
+
+// The repository's catalog: records kept in the repository itself, over the memory object store.
+for (const passphrase of [undefined, 'correct horse battery staple']) {
+  catalogSuite(`RepositoryCatalog (${passphrase ? 'encrypted' : 'plain'})`, {
+    factory: async () => {
+      const store = new MemoryObjectStore();
+      await Repository.init(store, { passphrase, kdf: { N: 1024, r: 8, p: 1 } });
+      return new RepositoryCatalog(await Repository.open(store, { passphrase }));
+    },
+    atomicIfAbsent: new MemoryObjectStore().capabilities.atomicIfAbsent,
   });
 }

@@ -1,5 +1,5 @@
-import { MemoryBackupService, MemoryObjectStore, MemoryVolumeDriver } from '@cairn/core';
-import { backupServiceSuite, objectStoreSuite, volumeDriverSuite } from '../src/index.js';
+import { MemoryBackupService, MemoryCatalog, MemoryObjectStore, MemoryVolumeDriver } from '@cairn/core';
+import { backupServiceSuite, catalogSuite, objectStoreSuite, volumeDriverSuite } from '../src/index.js';
 
 // The suite tests itself against the memory reference drivers.
 
@@ -19,4 +19,9 @@ backupServiceSuite('MemoryBackupService', {
     return { service, corrupt: async (b) => service.corrupt(b.id) };
   },
   capabilities: new MemoryBackupService().describe().capabilities,
+});
+
+catalogSuite('MemoryCatalog', {
+  factory: async () => new MemoryCatalog(),
+  atomicIfAbsent: true,
 });

@@ -1,11 +1,18 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isCairnError, type BackupRecord, type Catalog } from '@cairn/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CairnError, isCairnError, type BackupJob, type BackupRecord, type BackupService, type BackupSource, type Catalog } from '@cairn/core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { importArchive } from '../src/archive/importer.js';
+import { readArchive } from '../src/archive/reader.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
 import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+
+// Counts the archive reads, to tell when an import was refused.
+vi.mock('../src/archive/reader.js', async (original) => {
+  const actual = await original<typeof import('../src/archive/reader.js')>();
+  return { ...actual, readArchive: vi.fn(actual.readArchive) };
+});
 
 /**
  * Two imports of one archive (one backup id) at once: exactly one imports it, the other is refused
@@ -61,7 +68,7 @@ describe('concurrent imports of one archive', () => {
           return catalog.getBackup(id);
         },
       });
-      const to = { service: await ctx.target(), catalog: racing, locks: await ctx.catalogLocks() };
+      const to = { service: await ctx.target(), catalog: racing };
       const results = await Promise.allSettled([importArchive(to, archive), importArchive(to, archive)]);
       const won = results.filter((r) => r.status === 'fulfilled');
       const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -79,5 +86,55 @@ describe('concurrent imports of one archive', () => {
     expect(runs.map((r) => r.code).sort()).toEqual([0, 4]);
     expect(jsonError(runs.find((r) => r.code === 4)!).code).toBe('ALREADY_EXISTS');
     expect(await stored()).toEqual({ status: 'available', verified: 0 });
+  });
+
+  it("an import of an id that another import has claimed is refused with ALREADY_EXISTS before it reads the archive; this process's recovery leaves the running import alone", async () => {
+    await deleteBackup();
+    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    try {
+      const target = await ctx.target();
+      const catalog = await ctx.catalog();
+      // The first import waits once it has read the archive, before it writes the data.
+      let reached!: () => void;
+      let proceed!: () => void;
+      const writing = new Promise<void>((r) => (reached = r));
+      const go = new Promise<void>((r) => (proceed = r));
+      const held = Object.assign(Object.create(target) as BackupService, {
+        backup: async (job: BackupJob, source: BackupSource) => (reached(), await go, target.backup(job, source)),
+      });
+      const first = importArchive({ service: held, catalog }, archive);
+      await writing;
+      const reads = vi.mocked(readArchive).mock.calls.length;
+      await expect(importArchive({ service: target, catalog }, archive)).rejects.toMatchObject({ code: 'ALREADY_EXISTS', details: { status: 'creating' } });
+      expect(vi.mocked(readArchive).mock.calls.length).toBe(reads);
+      expect((await (await ctx.manager()).recover()).skipped).toEqual([backupId]);
+      expect((await catalog.getBackup(backupId)).status).toBe('creating');
+      proceed();
+      expect(await first).toMatchObject({ id: backupId, status: 'available' });
+    } finally {
+      await ctx.close();
+    }
+    expect(await stored()).toEqual({ status: 'available', verified: 0 });
+  });
+
+  it("an import whose final catalog writes failed leaves its record creating, and this process's recovery fails it to error", async () => {
+    await deleteBackup();
+    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    try {
+      const catalog = await ctx.catalog();
+      const failing = Object.assign(Object.create(catalog) as Catalog, {
+        putBackup: async (record: BackupRecord, options?: { ifAbsent?: boolean }) => {
+          if (record.status !== 'creating') throw new CairnError('UNAVAILABLE', 'catalog went away', { driver: 'catalog' });
+          return catalog.putBackup(record, options);
+        },
+      });
+      await expect(importArchive({ service: await ctx.target(), catalog: failing }, archive)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect((await catalog.getBackup(backupId)).status).toBe('creating');
+      const report = await (await ctx.manager()).recover();
+      expect(report.failedBackups).toEqual([backupId]);
+      expect((await catalog.getBackup(backupId)).status).toBe('error');
+    } finally {
+      await ctx.close();
+    }
   });
 });

@@ -97,6 +97,21 @@ describe('cairn backup export/import (archives)', () => {
     expect(jsonError(r).code).toBe('ALREADY_EXISTS');
   });
 
+  it('backup import of a damaged archive of an id already present is ALREADY_EXISTS (exit 4): the id is claimed before the data is read', async () => {
+    const bad = join(cwd, 'bad-present.tar');
+    await writeEntries(bad, entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e)));
+    const before = await listTree(other);
+    const r = await cairn(['backup', 'import', bad, '--json'], { cwd: other });
+    expect(r.code, r.stderr).toBe(4);
+    expect(jsonError(r).code).toBe('ALREADY_EXISTS');
+    expect(await listTree(other)).toEqual(before);
+  });
+
+  it('backup delete in the other deployment frees the id for the refusals below', async () => {
+    await cairnJson(['backup', 'delete', backup.id], { cwd: other });
+    expect((await cairn(['backup', 'show', backup.id, '--json'], { cwd: other })).code).toBe(3);
+  });
+
   const refused: [string, () => Entry[], number, string][] = [
     ['a flipped byte in a data entry', () => entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e)), 5, 'CORRUPT'],
     ['an entry escaping the target (../)', () => resum([entries[0]!, { name: '../escape.bin', data: Buffer.from('x') }, ...entries.slice(1)]), 2, 'INVALID_INPUT'],

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { ChunkProcessor } from '../src/repository/chunk-processor.js';
 import { outputBytesPerChunk } from '../src/repository/chunk-tasks.js';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   BackupManager,
   ChunkedBackupService,
@@ -490,9 +490,15 @@ describe('RepositoryCatalog', () => {
     const { store, service, volumes, manager } = await rig();
     const v = await filledVolume(volumes, 2 * MiB);
     const b = await manager.backup({ volumeId: v.id });
-    // What a crash between an entry and its record leaves.
+    // What a crash between an entry and its record left, 20 minutes ago.
     const ghost = volumeEntryKey({ volumeId: v.id, createdAt: new Date().toISOString(), id: '00000000-0000-4000-8000-00000000dead' });
-    await store.put(ghost, Buffer.alloc(0));
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() - 20 * 60_000);
+      await store.put(ghost, Buffer.alloc(0));
+    } finally {
+      vi.useRealTimers();
+    }
     const entries = () => keys(store, 'catalog/by-volume/');
     expect(await entries()).toHaveLength(2);
     expect(await service.gc()).toMatchObject({ catalogEntriesDeleted: 0 }); // younger than the default hour
@@ -501,6 +507,34 @@ describe('RepositoryCatalog', () => {
     expect(await service.gc({ graceMs: 0 })).toMatchObject({ catalogEntriesDeleted: 1 });
     expect(await entries()).toEqual([volumeEntryKey(b)]);
     expect((await manager.listBackups({ volumeId: v.id })).map((x) => x.id)).toEqual([b.id]);
+  });
+
+  it('gc({graceMs: 0}) keeps the volume entry of a record being written right now (entry written, record not yet)', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 2 * MiB);
+    const b = await manager.backup({ volumeId: v.id });
+    const catalog = new RepositoryCatalog(service.repository);
+    const record: BackupRecord = { ...b, id: '00000000-0000-4000-8000-0000000000a1', status: 'creating', createdAt: new Date().toISOString() };
+    // The record's put waits until GC has run: its entry is in the store, the record is not.
+    const put = store.put.bind(store);
+    let entryWritten!: () => void;
+    let gcDone!: () => void;
+    const written = new Promise<void>((r) => (entryWritten = r));
+    const proceed = new Promise<void>((r) => (gcDone = r));
+    store.put = async (key, data, options) => {
+      if (key === `catalog/backups/${record.id}`) {
+        entryWritten();
+        await proceed;
+      }
+      return put(key, data, options);
+    };
+    const writing = catalog.putBackup(record);
+    await written;
+    expect(await service.gc({ graceMs: 0 })).toMatchObject({ catalogEntriesDeleted: 0 });
+    gcDone();
+    await writing;
+    expect((await manager.listBackups({ volumeId: v.id })).map((x) => x.id)).toEqual([b.id, record.id]);
+    expect(await catalog.latestBackup({ volumeId: v.id })).toMatchObject({ id: record.id });
   });
 
   it("export and import of a record drop the writer's owner process, which means nothing in another deployment", async () => {

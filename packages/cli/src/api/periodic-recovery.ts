@@ -4,8 +4,9 @@ export interface PeriodicRecoveryOptions {
   /** Time between the end of one run and the start of the next (ms, > 0). */
   intervalMs: number;
   /**
-   * One recovery: the manager's `recover()`, which leaves records of live owners alone, this
-   * process's own included (so it may run while the server's requests start and run jobs).
+   * One recovery: the manager's `recover()`, which leaves alone the records of other live
+   * processes and those this process's flows hold (so it may run while the server's requests
+   * start and run jobs), and recovers a record that one of this process's jobs left in flight.
    */
   recover: () => Promise<RecoveryReport>;
   /** Every run's report. */
@@ -15,9 +16,10 @@ export interface PeriodicRecoveryOptions {
 }
 
 /**
- * Re-runs recovery while the server runs, so records that a process which died mid-job (a
- * `cairn backup create` killed with SIGKILL, say) left `creating`, `restoring` or `deleting`
- * are resolved without restarting the server. Runs never overlap: the next is scheduled when
+ * Re-runs recovery while the server runs, so records left `creating`, `restoring` or `deleting`
+ * are resolved without restarting the server: by a process which died mid-job (a `cairn backup
+ * create` killed with SIGKILL, say), or by one of the server's own jobs whose final catalog write
+ * failed (see BackupManager.recover). Runs never overlap: the next is scheduled when
  * one ends. The timer never keeps the process alive. `stop` ends the schedule and waits for a
  * run in progress.
  */

@@ -1,92 +1,191 @@
-import { CairnError, ChunkedBackupService, currentOwner, isNotFound, nowIso, toCairnError, type BackupRecord, type BackupService, type Catalog, type Repository, type Volume } from '@cairn/core';
+import { createReadStream } from 'node:fs';
+import {
+  CairnError,
+  ChunkedBackupService,
+  currentOwner,
+  holdRecord,
+  isAlreadyExists,
+  isNotFound,
+  nowIso,
+  throwIfAborted,
+  toCairnError,
+  type BackupRecord,
+  type BackupService,
+  type Catalog,
+  type Volume,
+} from '@cairn/core';
+import * as tar from 'tar-stream';
 import { readArchive } from './reader.js';
-import type { ArchiveManifest } from './format.js';
+import { MANIFEST_NAME, MAX_METADATA_BYTES, type ArchiveManifest } from './format.js';
 
 /** Where an archive is imported to. */
 export interface ImportDestination {
   /** The target that gets the data. */
   service: BackupService;
-  /** The catalog that gets the record. */
+  /** The catalog that gets the record (its `ifAbsent` writes make the claim of an id atomic). */
   catalog: Catalog;
-  /**
-   * The locks of the repository holding `catalog` (every process importing into that catalog
-   * sees them): they make the claim of a backup id atomic across processes.
-   */
-  locks: Repository['locks'];
 }
 
 /**
  * Imports an archive into `to.service` and registers its record in `to.catalog`, keeping the
- * backup's id, volume, name, description and times. The archive is read and checked completely
- * first (see readArchive): a refused archive writes nothing. Then the id is claimed (claimId):
- * `ALREADY_EXISTS` when it is already in the catalog or the repository, including while another
- * import of the same archive runs; of two concurrent imports of one archive, exactly one
- * proceeds and the other writes nothing. The imported backup is a full backup (its parent
- * and change-tracking checkpoint belong to the deployment that made it). Only the fields an
- * exported record carries are kept (importedFields): a crafted archive cannot set a checkpoint,
- * owner, fail reason, status or service data. Without a checkpoint, an imported backup never
- * serves as a changed-block-tracking base: an incremental based on it reads the whole volume.
- * While the import runs, the `creating` record carries this process as its owner, so another
- * process's recovery leaves it alone. Not idempotent.
+ * backup's id, volume, name, description and times. First the id is claimed (claimId), having
+ * read only the archive's manifest: `ALREADY_EXISTS` when it is already in the catalog or the
+ * repository, including while another import of the same archive runs; of concurrent imports of
+ * one archive, in any processes sharing the catalog, exactly one proceeds, and the others are
+ * refused before they read the archive's data. The claim is the record, `creating`, owned by this
+ * process and held (live-records) while the import runs, so no recovery, of this process or
+ * another, takes it for abandoned. Then the archive is read and checked completely (see
+ * readArchive): a refused archive removes the claim and writes nothing else. Then the data is
+ * written and the record becomes `available`; a failure from then on leaves it `error` with its
+ * reason (as Cinder's import does), to be deleted before importing the archive again.
+ *
+ * The imported backup is a full backup (its parent and change-tracking checkpoint belong to the
+ * deployment that made it). Only the fields an exported record carries are kept (importedFields):
+ * a crafted archive cannot set a checkpoint, owner, fail reason, status or service data. Without
+ * a checkpoint, an imported backup never serves as a changed-block-tracking base: an incremental
+ * based on it reads the whole volume. `CORRUPT` when the manifest changes between the claim and
+ * the check (the file was rewritten meanwhile). Not idempotent.
  */
 export async function importArchive(
   to: ImportDestination,
   file: string,
   options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
 ): Promise<BackupRecord> {
-  const { service, catalog } = to;
-  const { manifest, staging, vmConfig } = await readArchive(file);
-  try {
-    const r = manifest.record;
-    const record: BackupRecord = {
-      ...importedFields(r),
-      size: manifest.size,
-      status: 'creating',
-      service: service.name,
-      incremental: false,
-      serviceData: {},
-      owner: currentOwner(),
-      updatedAt: nowIso(),
-    };
-    await claimId(to, record, options.signal);
-    const ro = await staging.attach('ro');
-    try {
-      const volume: Volume = { id: r.volumeId, name: record.volumeName, size: manifest.size, status: 'available', createdAt: record.createdAt, metadata: record.volumeMetadata };
-      const result = await service.backup(
-        { backup: record, volume, vmConfig, signal: options.signal ?? new AbortController().signal, progress: options.progress ?? (() => {}) },
-        { device: ro.device },
-      );
-      const done: BackupRecord = { ...record, status: 'available', serviceData: result.serviceData, stats: result.stats, owner: undefined, updatedAt: nowIso() };
-      await catalog.putBackup(done);
-      return done;
-    } catch (err) {
-      const e = toCairnError(err);
-      await catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
-      throw e;
-    } finally {
-      await staging.driver.detach(ro.id);
-    }
-  } finally {
+  throwIfAborted(options.signal, 'archive');
+  const head = await peekManifest(file);
+  if (!head) {
+    // Not an archive the reader takes: it says why, having written nothing.
+    const { staging } = await readArchive(file);
     await staging.dispose();
+    throw changed(file);
+  }
+  const record: BackupRecord = {
+    ...importedFields(head.record),
+    size: head.size,
+    status: 'creating',
+    service: to.service.name,
+    incremental: false,
+    serviceData: {},
+    owner: currentOwner(),
+    updatedAt: nowIso(),
+  };
+  const letGo = holdRecord(record.id);
+  try {
+    await claimId(to, record);
+    return await fillClaimed(to, file, record, head, options);
+  } finally {
+    letGo();
   }
 }
 
 /**
- * Registers `record` (`creating`, owned by this process) if its id is free: the check and the
- * write run under a lock named after the id (a `volume` lock of `import:<id>`, waited for; it
- * excludes nothing else, since no volume has such an id), so two processes cannot both find
- * the id free. The lock is held only for the check and the write: from then on the record
- * itself tells others the id is taken. `ALREADY_EXISTS` when it is not free (nothing written).
+ * Reads and checks the archive, writes its data and makes the claimed record `available`. On
+ * failure before the data is written the claim is removed; after, the record goes to `error`.
+ * Either cleanup failing leaves the record `creating`, which recovery fails to `error` once this
+ * import no longer holds it; the import's own error is thrown either way.
  */
-async function claimId(to: ImportDestination, record: BackupRecord, signal: AbortSignal | undefined): Promise<void> {
-  const lock = await to.locks.acquire('volume', { volumeId: `import:${record.id}`, purpose: `import backup ${record.id}`, wait: true, signal });
+async function fillClaimed(
+  to: ImportDestination,
+  file: string,
+  record: BackupRecord,
+  head: ManifestHead,
+  options: { progress?: (done: number, total: number) => void; signal?: AbortSignal },
+): Promise<BackupRecord> {
+  const { service, catalog } = to;
+  let writing = false;
   try {
-    await assertAbsent(to.service, to.catalog, record.id);
-    await to.catalog.putBackup(record);
-  } finally {
-    await lock.release();
+    const { manifest, staging, vmConfig } = await readArchive(file);
+    try {
+      const r = manifest.record;
+      if (r.id !== head.record.id || r.volumeId !== head.record.volumeId || r.createdAt !== head.record.createdAt || manifest.size !== head.size) throw changed(file);
+      // The checked manifest's fields; the claim's creation time (a clamped one is the claim's).
+      Object.assign(record, importedFields(r), { createdAt: record.createdAt });
+      const ro = await staging.attach('ro');
+      try {
+        const volume: Volume = { id: r.volumeId, name: record.volumeName, size: manifest.size, status: 'available', createdAt: record.createdAt, metadata: record.volumeMetadata };
+        writing = true;
+        const result = await service.backup(
+          { backup: record, volume, vmConfig, signal: options.signal ?? new AbortController().signal, progress: options.progress ?? (() => {}) },
+          { device: ro.device },
+        );
+        const done: BackupRecord = { ...record, status: 'available', serviceData: result.serviceData, stats: result.stats, owner: undefined, updatedAt: nowIso() };
+        await catalog.putBackup(done);
+        return done;
+      } finally {
+        await staging.driver.detach(ro.id);
+      }
+    } finally {
+      await staging.dispose();
+    }
+  } catch (err) {
+    const e = toCairnError(err);
+    const settle = writing
+      ? catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() })
+      : catalog.deleteBackup(record.id);
+    await settle.catch(() => undefined);
+    throw e;
   }
 }
+
+/**
+ * Registers `record` (`creating`, owned by this process) if its id is free: after a look for a
+ * friendlier refusal, the record is written only-if-absent (Catalog `ifAbsent`), so that of
+ * claims of one id by any processes sharing the catalog exactly one succeeds. `ALREADY_EXISTS`
+ * (nothing written) when the id is a record of the catalog, or a backup of the target's
+ * repository.
+ */
+async function claimId(to: ImportDestination, record: BackupRecord): Promise<void> {
+  await assertAbsent(to.service, to.catalog, record.id);
+  try {
+    await to.catalog.putBackup(record, { ifAbsent: true });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+    await assertAbsent(to.service, to.catalog, record.id); // describes the record that won
+    throw err;
+  }
+}
+
+/** What an import needs of the manifest before it reads the rest of the archive. */
+interface ManifestHead {
+  record: ArchiveManifest['record'];
+  size: number;
+}
+
+/** The shape readArchive accepts for a record id (the id names catalog and repository objects). */
+const RECORD_ID = /^[A-Za-z0-9-]{1,64}$/;
+
+/**
+ * The record and size in the manifest that an archive starts with, read without the rest of the
+ * archive; undefined when the file does not start with a manifest of that shape (readArchive then
+ * refuses it, and says why). Nothing of it is trusted beyond naming the id to claim: readArchive
+ * checks the whole archive afterwards.
+ */
+async function peekManifest(file: string): Promise<ManifestHead | undefined> {
+  const extract = tar.extract();
+  const input = createReadStream(file);
+  input.on('error', (err) => extract.destroy(err));
+  input.pipe(extract);
+  try {
+    for await (const entry of extract) {
+      const { name, size = 0 } = entry.header;
+      if (name !== MANIFEST_NAME || size > MAX_METADATA_BYTES) return undefined;
+      const parts: Buffer[] = [];
+      for await (const part of entry as unknown as AsyncIterable<Buffer>) parts.push(part);
+      const m = JSON.parse(Buffer.concat(parts).toString('utf8')) as { record?: Partial<ArchiveManifest['record']>; size?: unknown } | null;
+      const r = m?.record;
+      const ok = !!r && typeof r.id === 'string' && RECORD_ID.test(r.id) && typeof r.volumeId === 'string' && typeof r.createdAt === 'string' && Number.isSafeInteger(m!.size) && (m!.size as number) > 0;
+      return ok ? { record: r as ArchiveManifest['record'], size: m!.size as number } : undefined;
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    extract.destroy();
+    input.destroy();
+  }
+}
+
+const changed = (file: string): CairnError => new CairnError('CORRUPT', `${file} changed while it was imported`, { driver: 'archive' });
 
 /**
  * The fields of an archived record that an import keeps: id, name, description, volume id, name

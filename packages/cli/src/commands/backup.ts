@@ -184,7 +184,7 @@ export function registerBackupCommands(program: Command): void {
         ctx.expectDataFlow();
         await ctx.manager({ recover: true });
         const progress = progressReporter('import', ctx.out.options);
-        const to = { service: await ctx.target(o.target), catalog: await ctx.catalog(), locks: await ctx.catalogLocks() };
+        const to = { service: await ctx.target(o.target), catalog: await ctx.catalog() };
         const record = await importArchive(to, resolve(file!), { progress: progress.update }).finally(() => progress.stop());
         ctx.out.result(backupJson(record), () => backupText(record));
       }),

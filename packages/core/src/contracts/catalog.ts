@@ -8,12 +8,22 @@ export interface BackupFilter {
   service?: string;
 }
 
+export interface CatalogPutOptions {
+  /**
+   * Write only when no record (or flow state) of that id exists, else fail with `ALREADY_EXISTS`
+   * and write nothing: of concurrent such writes of one id, by any processes sharing the catalog,
+   * exactly one succeeds. A catalog over an object store is as atomic as its store's
+   * `put(…, {ifAbsent})` (capability `atomicIfAbsent`). Default false: insert or replace.
+   */
+  ifAbsent?: boolean;
+}
+
 /**
  * Where the BackupManager keeps records. Writes are atomic per record.
  */
 export interface Catalog {
-  /** Inserts or replaces a record. Idempotent. */
-  putBackup(record: BackupRecord): Promise<void>;
+  /** Inserts or replaces a record (see `options.ifAbsent`). Idempotent without ifAbsent. */
+  putBackup(record: BackupRecord, options?: CatalogPutOptions): Promise<void>;
   /** `NOT_FOUND` if unknown. */
   getBackup(backupId: string): Promise<BackupRecord>;
   /** Records matching `filter`, oldest first (by creation time, then id). */
@@ -28,8 +38,11 @@ export interface Catalog {
   /** The flow state laid over a volume, if any. */
   getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined>;
   listVolumeStates(): Promise<VolumeFlowState[]>;
-  /** Inserts or replaces. Idempotent. */
-  putVolumeState(state: VolumeFlowState): Promise<void>;
+  /**
+   * Inserts or replaces a volume's flow state (see `options.ifAbsent`: how a flow begins on a
+   * volume that no other flow, in any process, may begin on meanwhile). Idempotent without ifAbsent.
+   */
+  putVolumeState(state: VolumeFlowState, options?: CatalogPutOptions): Promise<void>;
   /** Idempotent. */
   clearVolumeState(volumeId: string): Promise<void>;
 }

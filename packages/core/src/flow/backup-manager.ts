@@ -4,14 +4,17 @@ import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isCairnError, isNotFound, toCairnError } from '../errors.js';
+import { CairnError, isAlreadyExists, isCairnError, isNotFound, toCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { currentOwner, ownerMayBeAlive } from '../util/process-owner.js';
+import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
+import { holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
+
+export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 
 export interface BackupManagerOptions {
   /** The volume driver whose volumes this manager backs up. */
@@ -168,7 +171,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       createdAt: now,
       updatedAt: now,
     };
-    await this.catalog.putBackup(record);
+    // Held (live-records) from before the record is written until the job's last write of it.
+    const letGo = holdRecord(record.id);
+    try {
+      await this.catalog.putBackup(record, { ifAbsent: true });
+    } catch (err) {
+      letGo();
+      throw err;
+    }
     const controller = linkedController(request.signal);
     const progress = { bytesDone: 0, bytesTotal: volume.size };
     const job: Job = {
@@ -176,7 +186,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       kind: 'backup',
       backupId: record.id,
       volumeId: volume.id,
-      done: this.runBackup(record, parent, service, request, controller.signal, progress),
+      done: this.runBackup(record, parent, service, request, controller.signal, progress).finally(letGo),
       cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
       progress: () => ({ ...progress }),
     };
@@ -309,15 +319,15 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Keeps only the checkpoints that the newest available backup of each target still needs, and
-   * those of backups still being created by an owner that may be alive (another process's backup
-   * of the volume, whose record names its checkpoint while it copies).
+   * those of backups someone may still be creating (mayBeWorkedOn: another process's backup of the
+   * volume, whose record names its checkpoint while it copies, or another job of this process).
    */
   private async pruneCheckpoints(volumeId: string): Promise<void> {
     const cbt = this.volumes.changedBlockTracking!;
     const backups = await this.catalog.listBackups({ volumeId });
     const newestPerTarget = new Map<string, BackupRecord>();
     for (const b of backups) if (b.status === 'available') newestPerTarget.set(b.service, b);
-    const running = backups.filter((b) => b.status === 'creating' && !!b.owner && ownerMayBeAlive(b.owner));
+    const running = backups.filter((b) => b.status === 'creating' && mayBeWorkedOn(b));
     const keep = new Set([...newestPerTarget.values(), ...running].map((b) => b.checkpointId).filter(Boolean));
     for (const cp of await cbt.listCheckpoints(volumeId)) {
       if (!keep.has(cp.id)) await cbt.deleteCheckpoint(volumeId, cp.id);
@@ -394,6 +404,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let release: (() => Promise<void>) | undefined;
     let releaseBackup: ReleaseClaim | undefined;
     let attachment: Attachment | undefined;
+    let letGo: LetGo | undefined;
+    let flowStarted = false;
     let writing = false;
     let committed = false;
     try {
@@ -401,6 +413,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       release = await this.locks.acquire(volume.id, signal);
       throwIfCancelled(signal);
       if (!created) volume = await this.restoreTarget(volume.id, backup);
+      // Held (live-records) from before the claim may write `restoring` until the claim's release
+      // has settled; each restore of the backup holds it, so it stays held while any of them runs.
+      letGo = holdRecord(backup.id);
       releaseBackup = await this.claims.claim(backup.id, 'restore', async (restoring) => {
         const current = await this.catalog.getBackup(backup.id);
         if (current.status === 'restoring' && restoring > 0) {
@@ -418,6 +433,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // volume attached) fails the job before it writes, leaving the volume as it was.
       if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
       await this.beginVolumeFlow(volume, 'restoring-backup', backup.id);
+      flowStarted = true;
       writing = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
       if (override) {
@@ -435,15 +451,20 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
     } finally {
       await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
-      if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
+      // The volume's state is settled while the backup is still `restoring`, and only then may the
+      // claim's release end that: a recovery elsewhere that finds the record no longer `restoring`
+      // (so no longer live) reads the volume's state after this, and never takes a restore that
+      // ended for one that was interrupted (it would mark a restored volume error_restoring).
       if (committed) {
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (created) {
-        await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
+        if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
         await this.cleanup(() => this.volumes.deleteVolume(volume.id));
       } else if (writing) {
         await this.cleanup(() => this.markErrorRestoring(volume.id, backup.id));
       }
+      if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
+      letGo?.();
       if (release) await release();
     }
     return this.catalog.getBackup(backup.id).catch(() => ({ ...backup, status: 'available' as const, owner: undefined }));
@@ -464,6 +485,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Idempotent for an id already gone? No: `NOT_FOUND`.
    */
   async deleteBackup(backupId: string, options: { cascade?: boolean } = {}): Promise<void> {
+    // Held (live-records) from before the move to `deleting` until the delete's last write.
+    const letGo = holdRecord(backupId);
+    try {
+      await this.deleteHeld(backupId, options);
+    } finally {
+      letGo();
+    }
+  }
+
+  private async deleteHeld(backupId: string, options: { cascade?: boolean }): Promise<void> {
     const [backup, service] = await this.claims.exclusive(backupId, async () => {
       const backup = await this.catalog.getBackup(backupId);
       if (backup.status === 'creating' || backup.status === 'restoring' || this.claims.count(backup.id, 'restore') > 0) {
@@ -486,8 +517,12 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     await this.finishDelete(backup, service);
   }
 
-  /** Removes a backup's data then its record; on failure the record goes to `error_deleting`. */
+  /**
+   * Removes a backup's data then its record; on failure the record goes to `error_deleting`.
+   * Holds the record (live-records) meanwhile, so a recovery of this process leaves it alone.
+   */
   private async finishDelete(backup: BackupRecord, service: BackupService): Promise<void> {
+    const letGo = holdRecord(backup.id);
     try {
       await service.delete(backup);
       await this.catalog.deleteBackup(backup.id);
@@ -495,23 +530,26 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       const e = toCairnError(err);
       await this.catalog.putBackup({ ...backup, status: 'error_deleting', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
       throw e;
+    } finally {
+      letGo();
     }
   }
 
   /**
    * Resolves what a crash left in flight, as Cinder's manager does at start. Idempotent. Records
-   * whose owner may still be working (a job of this manager, a live process on this host, this
-   * one included, or a process on another host) are left alone and listed in `skipped`. This
-   * process's own records count as live even before their job is tracked (a record is written
-   * before its job starts), so a long-running process may recover at any time; records that a
-   * previous process with the same pid left behind differ in start time and are recovered.
+   * someone may still be working on are left alone and listed in `skipped` (mayBeWorkedOn): those
+   * a flow of this process holds (any manager's, from before the flow writes the record until its
+   * last write of it), and those of another process that may be alive (on this host, or on another
+   * host). So a long-running process may recover at any time: its running jobs are left alone,
+   * while a record of its own that a job left in a flow status (its final write failed) is
+   * recovered like a crashed process's. Records that a previous process with the same pid left
+   * behind differ in start time and are recovered.
    */
   async recover(): Promise<RecoveryReport> {
-    const running = new Set(this.listJobs().map((j) => j.backupId));
     return recoverInFlight({
       catalog: this.catalog,
       volumes: this.volumes,
-      isLive: (b) => running.has(b.id) || (!!b.owner && ownerMayBeAlive(b.owner)),
+      isLive: (b) => mayBeWorkedOn(b),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });
   }
@@ -569,13 +607,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return { service: backup.service, record: await this.target(backup.service).exportRecord(backup) };
   }
 
-  /** Cinder's import_record. `ALREADY_EXISTS` when the id is already known here. */
+  /** Cinder's import_record. `ALREADY_EXISTS` when the id is already known here (checked atomically). */
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
     const record = await this.target(service).importRecord(exported);
-    const existing = await this.catalog.getBackup(record.id).catch(() => undefined);
-    if (existing) throw new CairnError('ALREADY_EXISTS', `backup ${record.id} is already in the catalog`);
     const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
-    await this.catalog.putBackup(imported);
+    await this.catalog.putBackup(imported, { ifAbsent: true });
     return imported;
   }
 
@@ -633,10 +669,30 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`);
   }
 
+  /**
+   * Lays `status` over a volume that assertNoFlow let through; `CONFLICT` when a flow (of another
+   * process, begun since) has it. A volume in no flow is taken with an only-if-absent write, so of
+   * flows that processes sharing the catalog begin on it at once, one proceeds and the others are
+   * refused. A restore replaces `error_restoring` with a plain write, keeping its previous status:
+   * it holds the volume's read-write attachment by then, which VolumeDriver.attach grants to one
+   * holder across processes, and no other flow begins on an `error_restoring` volume without it
+   * (a backup is refused, a restore attaches first). A flow-override driver, which core does not
+   * attach, must keep two restores of one volume apart itself.
+   */
   private async beginVolumeFlow(volume: Volume, status: VolumeFlowStatus, backupId: string): Promise<void> {
     const existing = await this.catalog.getVolumeState(volume.id);
-    const previousStatus = existing?.status === 'error_restoring' ? existing.previousStatus : volume.status;
-    await this.catalog.putVolumeState({ volumeId: volume.id, status, previousStatus, backupId, since: nowIso() });
+    const state = { volumeId: volume.id, status, backupId, since: nowIso() };
+    if (existing?.status === 'error_restoring' && status === 'restoring-backup') {
+      await this.catalog.putVolumeState({ ...state, previousStatus: existing.previousStatus });
+      return;
+    }
+    if (existing) throw new CairnError('CONFLICT', `volume ${volume.id} is ${existing.status}`, { details: { volumeId: volume.id, volumeStatus: existing.status } });
+    try {
+      await this.catalog.putVolumeState({ ...state, previousStatus: volume.status }, { ifAbsent: true });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { cause: err, details: { volumeId: volume.id } });
+    }
   }
 
   private async markErrorRestoring(volumeId: string, backupId: string): Promise<void> {

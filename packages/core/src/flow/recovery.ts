@@ -35,7 +35,7 @@ export async function recoverInFlight(deps: {
   catalog: Catalog;
   volumes: VolumeDriver;
   finishDelete: (backup: BackupRecord) => Promise<void>;
-  /** True when the record's owner may still be working on it (then it is not touched). */
+  /** True when someone may still be working on the record (then it is not touched): see mayBeWorkedOn. */
   isLive: (backup: BackupRecord) => boolean;
 }): Promise<RecoveryReport> {
   const { catalog, volumes } = deps;
@@ -70,7 +70,10 @@ export async function recoverInFlight(deps: {
   // The records were listed once, above: a job of a live owner (this process's own, in a server
   // that recovers between requests) may have begun since. A job writes its record before its
   // volume state and its snapshot, so a volume state or snapshot is left alone when its backup's
-  // record, read again now, is in a flow of a live owner.
+  // record, read again now, is in a flow of a live owner. A restore settles its volume's state
+  // before its record leaves `restoring`: once the record read here is no longer restoring, the
+  // state read after it is no longer that restore's (a `restoring-backup` still there was left
+  // by a restore that never settled it).
   const liveNow = async (backupId: string): Promise<boolean> => {
     if (live.has(backupId)) return true;
     const b = await catalog.getBackup(backupId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));

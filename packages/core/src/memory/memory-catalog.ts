@@ -1,4 +1,4 @@
-import type { BackupFilter, Catalog } from '../contracts/catalog.js';
+import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { CairnError } from '../errors.js';
 import { ordinal } from '../util/order.js';
@@ -10,7 +10,8 @@ export class MemoryCatalog implements Catalog {
   private readonly backups = new Map<string, BackupRecord>();
   private readonly volumeStates = new Map<string, VolumeFlowState>();
 
-  async putBackup(record: BackupRecord): Promise<void> {
+  async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+    if (options.ifAbsent && this.backups.has(record.id)) throw new CairnError('ALREADY_EXISTS', `backup ${record.id} already exists`, { driver: 'catalog' });
     this.backups.set(record.id, clone(record));
   }
 
@@ -44,7 +45,10 @@ export class MemoryCatalog implements Catalog {
     return [...this.volumeStates.values()].map(clone);
   }
 
-  async putVolumeState(state: VolumeFlowState): Promise<void> {
+  async putVolumeState(state: VolumeFlowState, options: CatalogPutOptions = {}): Promise<void> {
+    if (options.ifAbsent && this.volumeStates.has(state.volumeId)) {
+      throw new CairnError('ALREADY_EXISTS', `volume ${state.volumeId} already has a flow state`, { driver: 'catalog' });
+    }
     this.volumeStates.set(state.volumeId, clone(state));
   }
 

@@ -12,7 +12,8 @@ import { orphanVolumeEntries } from './repository-catalog.js';
  * Leftovers younger than this are kept whatever the grace period: records and lock objects are
  * written outside the exclusive lock, and a live writer keeps its temporary file's mtime fresh
  * (the posix store refreshes it at least every minute while the file is open, however long the
- * writer waits between parts).
+ * writer waits between parts). Catalog volume entries too: a record's entry is written just
+ * before the record, so a record being written right now has an entry without its record.
  */
 const LEFTOVER_MIN_AGE_MS = 15 * 60_000;
 
@@ -42,7 +43,7 @@ export interface GcReport {
   packsAdopted: number;
   /** Chunk list pages (format 4) no manifest names, removed once older than the grace period. */
   pagesDeleted: number;
-  /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period. */
+  /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period and at least 15 minutes old. */
   catalogEntriesDeleted: number;
   /**
    * What writers that died left in the store (the posix store's temporary files: a pack being
@@ -61,7 +62,7 @@ export interface GcReport {
  * every index object that named a removed pack, then those old index objects, then old packs —
  * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
  * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
- * can sweep them), all past the grace period.
+ * can sweep them), all past the grace period (the last two also at least 15 minutes old).
  */
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
@@ -136,7 +137,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
     const adopted = await adoptable(repo, unnamed, referenced, options.signal);
     const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
-    const orphanEntries = await orphanVolumeEntries(repo, grace, now);
+    const orphanEntries = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now);
     report.packsAdopted = adopted.packs.length;
     if (options.dryRun) {
       report.packsDeleted = toDelete.length + orphans.length;

@@ -1,6 +1,7 @@
-import type { BackupFilter, Catalog } from '../contracts/catalog.js';
+import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
+import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
-import { CairnError, isCairnError } from '../errors.js';
+import { CairnError, isAlreadyExists, isCairnError } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
 import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
@@ -45,13 +46,40 @@ export function volumeEntryKey(record: Pick<BackupRecord, 'volumeId' | 'createdA
  * its entry. Listings for one volume and the newest backup of a volume read through the entries
  * in repositories of format 3 and later (older ones, whose records may lack entries, are read in
  * full until their first writer upgrades them: see writeVolumeEntries).
+ *
+ * `ifAbsent` writes are the store's `put(…, {ifAbsent})`: atomic across processes where the store
+ * declares `atomicIfAbsent`.
  */
 export class RepositoryCatalog implements Catalog {
   constructor(private readonly repo: Repository) {}
 
-  async putBackup(record: BackupRecord): Promise<void> {
-    await this.repo.store.put(volumeEntryKey(record), Buffer.alloc(0));
-    await this.write(PREFIX.backups, record.id, record);
+  /**
+   * Writes the record's volume entry, then the record. A refused `ifAbsent` write leaves the
+   * volume listings as they were: a record already there is found before any entry is written,
+   * and when another writer wins the race, the entry written meanwhile is removed again unless it
+   * is the existing record's own (a damaged existing record leaves it: GC cannot take it either,
+   * but listings read that record as CORRUPT anyway).
+   */
+  async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+    const entry = volumeEntryKey(record);
+    if (!options.ifAbsent) {
+      await this.repo.store.put(entry, Buffer.alloc(0));
+      await this.write(PREFIX.backups, record.id, record);
+      return;
+    }
+    if (await this.exists(PREFIX.backups + record.id)) throw backupExists(record.id);
+    await this.repo.store.put(entry, Buffer.alloc(0));
+    try {
+      await this.write(PREFIX.backups, record.id, record, { ifAbsent: true });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      const existing = await this.read<BackupRecord>(PREFIX.backups, record.id).then(
+        (r) => (r ? volumeEntryKey(r) : undefined),
+        () => entry, // unreadable: it may be this very entry's record, so the entry stays
+      );
+      if (existing !== entry) await this.repo.store.delete(entry);
+      throw backupExists(record.id, err);
+    }
   }
 
   async getBackup(backupId: string): Promise<BackupRecord> {
@@ -102,8 +130,15 @@ export class RepositoryCatalog implements Catalog {
     return out;
   }
 
-  async putVolumeState(state: VolumeFlowState): Promise<void> {
-    await this.write(PREFIX.volumes, state.volumeId, state);
+  async putVolumeState(state: VolumeFlowState, options: CatalogPutOptions = {}): Promise<void> {
+    try {
+      await this.write(PREFIX.volumes, state.volumeId, state, { ifAbsent: options.ifAbsent });
+    } catch (err) {
+      if (options.ifAbsent && isAlreadyExists(err)) {
+        throw new CairnError('ALREADY_EXISTS', `volume ${state.volumeId} already has a flow state`, { driver: 'catalog', cause: err });
+      }
+      throw err;
+    }
   }
 
   async clearVolumeState(volumeId: string): Promise<void> {
@@ -141,8 +176,16 @@ export class RepositoryCatalog implements Catalog {
     return out;
   }
 
-  private async write(prefix: string, id: string, doc: unknown): Promise<void> {
-    await this.repo.store.put(prefix + id, encodeDocument(this.repo.codec, doc, prefix + id));
+  private async write(prefix: string, id: string, doc: unknown, options?: PutOptions): Promise<void> {
+    await this.repo.store.put(prefix + id, encodeDocument(this.repo.codec, doc, prefix + id), options);
+  }
+
+  /** Whether an object is at `key`. */
+  private async exists(key: string): Promise<boolean> {
+    return this.repo.store.head(key).then(
+      () => true,
+      (err: unknown) => (isCairnError(err) && err.code === 'NOT_FOUND' ? false : Promise.reject(err)),
+    );
   }
 
   /** Reads one record; undefined when absent. `CORRUPT` names a damaged record. */
@@ -157,6 +200,8 @@ export class RepositoryCatalog implements Catalog {
     return decodeDocument<T>(this.repo.codec, blob, prefix + id);
   }
 }
+
+const backupExists = (backupId: string, cause?: unknown): CairnError => new CairnError('ALREADY_EXISTS', `backup ${backupId} already exists`, { driver: 'catalog', cause });
 
 /**
  * Gives every record in the repository its volume entry: part of the upgrade to format 3, run

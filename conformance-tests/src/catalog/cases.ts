@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { newId, type BackupRecord, type VolumeFlowState } from '@cairn/core';
+import type { Group } from '../harness.js';
+import { rejectsWithCode } from '../harness.js';
+import type { CatalogContext } from './context.js';
+
+/** A record of `volumeId` created at `createdAt`. */
+export function catalogRecord(volumeId: string, createdAt: string, id: string = newId()): BackupRecord {
+  return {
+    id,
+    name: '',
+    description: '',
+    volumeId,
+    volumeName: volumeId,
+    size: 1024 * 1024,
+    status: 'creating',
+    service: 'conformance',
+    incremental: false,
+    volumeMetadata: {},
+    serviceData: {},
+    createdAt,
+    updatedAt: createdAt,
+  };
+}
+
+const flowState = (volumeId: string, backupId: string, status: VolumeFlowState['status'] = 'backing-up'): VolumeFlowState => ({
+  volumeId,
+  status,
+  previousStatus: 'available',
+  backupId,
+  since: new Date().toISOString(),
+});
+
+const ids = (records: BackupRecord[]) => records.map((r) => r.id);
+
+export const catalogConditionalWrites: Group<CatalogContext> = {
+  name: 'only-if-absent writes (ifAbsent)',
+  cases: [
+    {
+      name: 'putBackup(ifAbsent) stores a new record; of a known id it fails with ALREADY_EXISTS and keeps the record',
+      async run({ catalog }) {
+        const first = catalogRecord('vol-a', '2026-01-01T00:00:00.000Z');
+        await catalog.putBackup(first, { ifAbsent: true });
+        assert.deepEqual(await catalog.getBackup(first.id), first);
+        await rejectsWithCode(catalog.putBackup({ ...first, name: 'intruder', status: 'available' }, { ifAbsent: true }), 'ALREADY_EXISTS', 'putBackup(ifAbsent)');
+        assert.deepEqual(await catalog.getBackup(first.id), first);
+      },
+    },
+    {
+      name: 'a refused putBackup(ifAbsent) of another volume and time leaves every listing as it was',
+      async run({ catalog }) {
+        const first = catalogRecord('vol-a', '2026-01-01T00:00:00.000Z');
+        await catalog.putBackup(first);
+        const other = { ...catalogRecord('vol-b', '2026-06-01T00:00:00.000Z', first.id), name: 'intruder' };
+        await rejectsWithCode(catalog.putBackup(other, { ifAbsent: true }), 'ALREADY_EXISTS', 'putBackup(ifAbsent)');
+        const later = { ...catalogRecord('vol-a', '2026-06-01T00:00:00.000Z', first.id), name: 'intruder' };
+        await rejectsWithCode(catalog.putBackup(later, { ifAbsent: true }), 'ALREADY_EXISTS', 'putBackup(ifAbsent)');
+        assert.deepEqual(ids(await catalog.listBackups()), [first.id]);
+        assert.deepEqual(ids(await catalog.listBackups({ volumeId: 'vol-a' })), [first.id]);
+        assert.deepEqual(await catalog.listBackups({ volumeId: 'vol-b' }), []);
+        assert.equal(await catalog.latestBackup({ volumeId: 'vol-b' }), undefined);
+        assert.deepEqual(await catalog.latestBackup({ volumeId: 'vol-a' }), first);
+      },
+    },
+    {
+      name: 'putBackup without ifAbsent replaces the record',
+      async run({ catalog }) {
+        const r = catalogRecord('vol-a', '2026-01-01T00:00:00.000Z');
+        await catalog.putBackup(r);
+        await catalog.putBackup({ ...r, status: 'available' });
+        assert.equal((await catalog.getBackup(r.id)).status, 'available');
+        assert.deepEqual(ids(await catalog.listBackups({ volumeId: 'vol-a' })), [r.id]);
+      },
+    },
+    {
+      name: 'putVolumeState(ifAbsent) takes a volume in no flow; a second fails with ALREADY_EXISTS and keeps the first; once cleared it succeeds again',
+      async run({ catalog }) {
+        const first = flowState('vol-a', 'b1');
+        await catalog.putVolumeState(first, { ifAbsent: true });
+        await rejectsWithCode(catalog.putVolumeState(flowState('vol-a', 'b2', 'restoring-backup'), { ifAbsent: true }), 'ALREADY_EXISTS', 'putVolumeState(ifAbsent)');
+        assert.deepEqual(await catalog.getVolumeState('vol-a'), first);
+        await catalog.putVolumeState(flowState('vol-b', 'b3'), { ifAbsent: true });
+        await catalog.clearVolumeState('vol-a');
+        const again = flowState('vol-a', 'b4', 'restoring-backup');
+        await catalog.putVolumeState(again, { ifAbsent: true });
+        assert.deepEqual(await catalog.getVolumeState('vol-a'), again);
+        // Without ifAbsent a state is replaced.
+        const replaced = { ...again, status: 'error_restoring' as const };
+        await catalog.putVolumeState(replaced);
+        assert.deepEqual(await catalog.getVolumeState('vol-a'), replaced);
+      },
+    },
+  ],
+};
+
+/** For catalogs whose ifAbsent writes are atomic: of concurrent ones, exactly one wins. */
+export const catalogConcurrency: Group<CatalogContext> = {
+  name: 'concurrent only-if-absent writers',
+  cases: [
+    {
+      name: 'of concurrent putBackup(ifAbsent) calls of one id exactly one wins, and the volume lists it once',
+      async run({ catalog }) {
+        const id = newId();
+        const records = Array.from({ length: 8 }, (_, i) => ({ ...catalogRecord('vol-a', `2026-01-01T00:00:0${i}.000Z`, id), name: `writer ${i}` }));
+        const results = await Promise.allSettled(records.map((r) => catalog.putBackup(r, { ifAbsent: true })));
+        const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+        assert.equal(winners.length, 1, `winners: ${winners.join(',')}`);
+        for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as { code?: string }).code, 'ALREADY_EXISTS');
+        assert.deepEqual(await catalog.getBackup(id), records[winners[0]!]);
+        assert.deepEqual(ids(await catalog.listBackups({ volumeId: 'vol-a' })), [id]);
+      },
+    },
+    {
+      name: 'of concurrent putVolumeState(ifAbsent) calls on one volume exactly one wins',
+      async run({ catalog }) {
+        const states = Array.from({ length: 8 }, (_, i) => flowState('vol-a', `b${i}`));
+        const results = await Promise.allSettled(states.map((s) => catalog.putVolumeState(s, { ifAbsent: true })));
+        const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+        assert.equal(winners.length, 1, `winners: ${winners.join(',')}`);
+        for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as { code?: string }).code, 'ALREADY_EXISTS');
+        assert.deepEqual(await catalog.getVolumeState('vol-a'), states[winners[0]!]);
+      },
+    },
+  ],
+};

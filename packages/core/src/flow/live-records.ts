@@ -1,0 +1,59 @@
+import type { BackupRecord } from '../contracts/records.js';
+import { currentOwner, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
+
+/**
+ * The backup records this process is working on, process-wide: every BackupManager of the
+ * process (several may share one catalog) and the archive importer hold the records of their
+ * flows here. A flow holds a record's id before it writes the record in a flow status
+ * (`creating`, `restoring`, `deleting`) and lets go once its last write of the record has
+ * settled, whether that write succeeded or failed. So a record of this process in a flow status
+ * that no one holds was left behind (its flow's final write failed): recovery may resolve it at
+ * once, without waiting for this process to end.
+ */
+const held = new Map<string, number>();
+
+/** Lets go of one hold. Idempotent: a second call does nothing. */
+export type LetGo = () => void;
+
+/**
+ * Holds `backupId` until the returned function is called. Holds count: an id stays held while
+ * any of its holders (overlapping restores of one backup, say) has not let go.
+ */
+export function holdRecord(backupId: string): LetGo {
+  held.set(backupId, (held.get(backupId) ?? 0) + 1);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    const n = held.get(backupId)! - 1;
+    if (n === 0) held.delete(backupId);
+    else held.set(backupId, n);
+  };
+}
+
+/** Whether a flow of this process holds `backupId` now. */
+export function isRecordHeld(backupId: string): boolean {
+  return held.has(backupId);
+}
+
+/**
+ * Whether `owner` is this process: the same host and pid, and equal in every other field both
+ * carry (a field one of them lacks, as in records written before it was kept, is not compared).
+ */
+export function isThisProcess(owner: ProcessOwner): boolean {
+  const me = currentOwner() as unknown as Record<string, unknown>;
+  const other = owner as unknown as Record<string, unknown>;
+  if (other.host !== me.host || other.pid !== me.pid) return false;
+  return Object.keys(me).every((k) => other[k] === undefined || other[k] === me[k]);
+}
+
+/**
+ * Whether someone may still be working on `record` (then recovery leaves it alone): a flow of
+ * this process holds it, or its owner is another process that may be alive (`ownerMayBeAlive`).
+ * A record this process owns but does not hold is not worked on: its flow ended without its final
+ * write. Says nothing of the record's status; callers ask only of records in a flow status.
+ */
+export function mayBeWorkedOn(record: Pick<BackupRecord, 'id' | 'owner'>): boolean {
+  if (isRecordHeld(record.id)) return true;
+  return !!record.owner && !isThisProcess(record.owner) && ownerMayBeAlive(record.owner);
+}
