@@ -1,9 +1,27 @@
 import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { NbdClient } from '@cairn/nbd';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+
+/** The JSON document `backup serve --json` prints once the export listens (it may span several lines). */
+function servedView(child: ChildProcess): Promise<any> {
+  return new Promise<any>((resolve, reject) => {
+    let text = '';
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      text += l;
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        // not complete yet
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited early with ${code}`)));
+  });
+}
 
 describe('cairn backup serve', () => {
   let cwd: string;
@@ -21,19 +39,7 @@ describe('cairn backup serve', () => {
   it('backup serve <id> --socket serves the backup over NBD until SIGTERM: nbdcopy reads it byte-exact, exit 0', async () => {
     const socket = join(cwd, 'b.sock');
     const { child, exit } = cairnSpawn(['backup', 'serve', backupId, '--socket', socket, '--json'], { cwd });
-    // The JSON document is printed once the export listens; it may span several lines.
-    const view = await new Promise<any>((resolve, reject) => {
-      let text = '';
-      createInterface({ input: child.stdout! }).on('line', (l) => {
-        text += l;
-        try {
-          resolve(JSON.parse(text));
-        } catch {
-          // not complete yet
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`serve exited early with ${code}`)));
-    });
+    const view = await servedView(child);
     expect(view).toMatchObject({ backupId, exportName: backupId, size: 4 * MiB, readOnly: true });
     expect(view.uri).toContain(socket);
     const out = join(cwd, 'copy.raw');
@@ -41,6 +47,22 @@ describe('cairn backup serve', () => {
     expect((await readFile(out)).equals(data)).toBe(true);
     child.kill('SIGTERM');
     expect((await exit).code).toBe(0);
+  });
+
+  it('backup serve --max-connections 1 refuses a second NBD client with "too many connections" while the first is connected', async () => {
+    const socket = join(cwd, 'm.sock');
+    const { child, exit } = cairnSpawn(['backup', 'serve', backupId, '--socket', socket, '--max-connections', '1', '--json'], { cwd });
+    await servedView(child);
+    const first = await NbdClient.connect({ path: socket, exportName: backupId });
+    await expect(NbdClient.connect({ path: socket, exportName: backupId })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringMatching(/too many connections/) });
+    expect((await first.read(0, 4096)).equals(data.subarray(0, 4096))).toBe(true);
+    await first.disconnect();
+    child.kill('SIGTERM');
+    expect((await exit).code).toBe(0);
+  });
+
+  it.each(['0', '-1', '1.5', 'many', '10001'])('backup serve --max-connections %s exits 2 (usage)', async (n) => {
+    expect((await cairn(['backup', 'serve', backupId, '--socket', join(cwd, 'x.sock'), '--max-connections', n], { cwd })).code).toBe(2);
   });
 
   it('backup serve of an unknown id exits 3 and --socket with --listen exits 2', async () => {

@@ -27,17 +27,24 @@ export type NbdConnectOptions = NbdAddress & {
    */
   connectTimeoutMs?: number;
   /**
-   * Progress timeout. While any request is in flight, the connection fails when no byte has
-   * arrived from the server for this many ms, counted from the later of the last byte received and
-   * the sending of the oldest request still in flight. It is then closed and every request on it
-   * fails with `UNAVAILABLE` (a late reply could not be matched any more).
-   * - A transfer that keeps moving is never cut, however long a request takes in all: a large
-   *   read on a slow link, or requests queued at the server behind others being answered.
+   * Request timeout: two bounds, each of which closes the connection when exceeded and fails every
+   * request on it with `UNAVAILABLE` (a late reply could not be matched any more).
+   * - Progress: while any request is in flight, a byte must arrive from the server at least every
+   *   this many ms, counted from the later of the last byte received and the sending of the oldest
+   *   request still in flight. A transfer that keeps moving is never cut, however long a request
+   *   takes in all: a large read on a slow link, or requests queued at the server behind others
+   *   being answered.
+   * - Per request: once every request sent before it has been answered (from then on nothing of
+   *   this client's is queued ahead of it at the server), a request must be answered before the
+   *   server answers any request sent this many ms or more after that moment (or after its own
+   *   sending, if later). So a request the server holds back while answering newer ones fails
+   *   when the first reply to such a newer request arrives, or by the progress bound if none is
+   *   sent. What counts is how long the server had the request before taking in an overtaking one,
+   *   not how long it waited: replies out of order, and a request waiting behind earlier requests
+   *   or behind large replies to other requests, never trip it.
    * - A WRITE is answered only once its whole payload arrived, so one payload (at most
    *   `maxPayload`) must reach the server within this time.
-   * - A request the server never answers while it keeps answering others is not detected here;
-   *   `disconnect()` bounds it with `disconnectTimeoutMs`.
-   * Default 60000; 0 disables.
+   * Default 60000; 0 disables both bounds.
    */
   requestTimeoutMs?: number;
   /**
@@ -58,6 +65,11 @@ interface Pending extends PendingReply {
   reject: (err: unknown) => void;
   /** Date.now() when the request was written. */
   sentAt: number;
+  /**
+   * Date.now() from which its per-request bound runs (see `requestTimeoutMs`): its sending, or
+   * the moment every request sent before it had been answered, whichever is later.
+   */
+  oldestSince: number;
 }
 
 /** Largest TRIM / WRITE_ZEROES length sent in one request (1 GiB); longer ranges are split. */
@@ -69,8 +81,8 @@ const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
  * may be called concurrently. Errors are CairnErrors: NBD error replies map per `nbdErrorCode`,
  * a lost connection fails every request in flight (and every later one) with `UNAVAILABLE`, a
  * protocol violation by the server with `CORRUPT`, a server silent for `requestTimeoutMs` while
- * requests are in flight with `UNAVAILABLE` (closing the connection). Calls after `disconnect()`
- * fail with `INVALID_INPUT`.
+ * requests are in flight, or holding one request back that long while answering newer ones, with
+ * `UNAVAILABLE` (closing the connection). Calls after `disconnect()` fail with `INVALID_INPUT`.
  */
 export class NbdClient {
   readonly size: number;
@@ -344,6 +356,7 @@ export class NbdClient {
       const cookie = this.nextCookie++;
       if (this.nextCookie > 0xffffffff) this.nextCookie = 1;
       return await new Promise<NbdExtent[] | undefined>((resolve, reject) => {
+        const now = Date.now();
         const p: Pending = {
           cmd,
           offset,
@@ -352,7 +365,8 @@ export class NbdClient {
           what: extra.what,
           resolve: () => resolve(p.extents),
           reject,
-          sentAt: Date.now(),
+          sentAt: now,
+          oldestSince: now,
         };
         if (extra.target) p.target = extra.target;
         if (extra.contextId !== undefined) p.contextId = extra.contextId;
@@ -376,12 +390,32 @@ export class NbdClient {
 
   private settle(cookie: number): void {
     const p = this.pending.get(cookie)!;
+    const oldest = this.pending.values().next().value!;
     this.pending.delete(cookie);
+    if (p === oldest) {
+      const next = this.pending.values().next().value;
+      if (next) next.oldestSince = Date.now();
+    }
+    this.complete(p);
+    if (p !== oldest) this.checkOvertaken(oldest, p);
+  }
+
+  private complete(p: Pending): void {
     if (p.error) return p.reject(p.error);
     if (p.cmd === CMD.READ && p.covered !== p.length) {
       return p.reject(protocolError(`read reply covered ${p.covered} of ${p.length} bytes`, this.driver));
     }
     p.resolve();
+  }
+
+  /**
+   * The per-request bound of `requestTimeoutMs`: `answered` overtook `oldest`; when it was sent
+   * `requestTimeoutMs` or more after `oldest` became the oldest request, the connection fails.
+   */
+  private checkOvertaken(oldest: Pending, answered: Pending): void {
+    const late = answered.sentAt - oldest.oldestSince;
+    if (this.requestTimeoutMs <= 0 || late < this.requestTimeoutMs) return;
+    this.conn.abort(connectionLost(`no reply to a ${oldest.what}, though the server answered a request sent ${late} ms after it became the oldest in flight (requestTimeoutMs ${this.requestTimeoutMs})`, this.driver));
   }
 
   /** Arms the request timer unless it is armed or disabled. */

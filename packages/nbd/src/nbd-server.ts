@@ -2,12 +2,14 @@ import net from 'node:net';
 import { CairnError, toCairnError } from '@cairn/core';
 import { AcceptErrorReporter } from './accept-errors.js';
 import type { NbdAddress } from './connection.js';
+import { FdReserve } from './fd-reserve.js';
 import type { NbdExport } from './nbd-backend.js';
 import { MAX_PAYLOAD_CAP, REP_ERR } from './protocol.js';
 import { ServerConnection } from './server-connection.js';
 import type { OptionRefusal } from './server-handshake.js';
+import { resolveServerLimits, type NbdServerLimits } from './server-limits.js';
 
-export interface NbdServerOptions {
+export interface NbdServerOptions extends NbdServerLimits {
   /** Exports served, by unique name. */
   exports: NbdExport[];
   /** Largest READ/WRITE payload accepted, advertised as the maximum block size. Default 32 MiB (also the cap). */
@@ -16,41 +18,14 @@ export interface NbdServerOptions {
   minBlockSize?: number;
   /** Advertised preferred block size. Default 4096. */
   preferredBlockSize?: number;
-  /** Requests handled at once per connection before it stops reading. Default 32. */
-  maxInFlightPerConnection?: number;
   /**
-   * Bytes of WRITE payloads one connection may hold at once (being received, or waiting for the
-   * backend) before it stops reading from its socket until writes finish. A write is always taken
-   * when no other is held, so the bound is max(this, `maxPayload`). Default 64 MiB.
-   */
-  maxWriteBytesPerConnection?: number;
-  /**
-   * Bytes of READ replies one connection may hold at once, each counted as the length its READ
-   * asked for from when the read starts until the reply's last byte left the socket's write
-   * buffer (the client read it, or the kernel buffers it). A READ that would exceed it waits,
-   * and the connection reads no further requests, until earlier replies flush; one is always
-   * started when no other is held, so the bound is max(this, `maxPayload`). A client that
-   * pipelines large reads and reads replies slowly (or never) thus holds no more than this,
-   * whatever `maxInFlightPerConnection` allows. Separate from, and in addition to,
-   * `maxWriteBytesPerConnection`. Default 64 MiB.
-   */
-  maxReadBytesPerConnection?: number;
-  /**
-   * Clients served at once (handshaking or transmitting). A connection beyond the limit is refused
-   * within the protocol: it gets the greeting, every option but NBD_OPT_ABORT is answered with
-   * NBD_REP_ERR_POLICY "too many connections", NBD_OPT_EXPORT_NAME gets a disconnect, and it is
-   * dropped after at most 2 s. At most `maxConnections` refused connections are kept at once;
-   * beyond that, new connections are closed at once, before the greeting. Default 16.
-   */
-  maxConnections?: number;
-  /** A client that has not finished the handshake by then is dropped. Default 30000 ms. */
-  handshakeTimeoutMs?: number;
-  /**
-   * Problems of the server itself that no caller is waiting for: once listening, a failed
-   * accept() (EMFILE/ENFILE when out of file descriptors, ENOBUFS, …) arrives here as
-   * `UNAVAILABLE`, rate-limited (see `AcceptErrorReporter`), instead of crashing the process;
-   * the server keeps listening and serves new clients once the cause is gone. Problems of one
-   * client go to that client (NBD errors, a dropped connection), not here. Default: ignored.
+   * Problems of the server itself that no caller is waiting for, as `UNAVAILABLE`, rate-limited
+   * (see `AcceptErrorReporter`), instead of crashing the process: once listening, a failed
+   * accept() (ENOBUFS, …) that node reports, and the process running out of file descriptors
+   * (EMFILE/ENFILE, seen by the server itself since libuv does not report it; see `FdReserve`).
+   * While out of descriptors every new connection is closed at once; the server keeps listening
+   * and serves new clients once descriptors are free. Problems of one client go to that client
+   * (NBD errors, a dropped connection), not here. Default: ignored.
    */
   onError?: (err: CairnError) => void;
   /** Name used in errors. Default `nbd-server`. */
@@ -81,11 +56,18 @@ export class NbdServer {
   private bound: NbdAddress | undefined;
   private readonly driver: string;
   private readonly acceptErrors: AcceptErrorReporter;
+  /** Sheds new connections while the process is out of descriptors, instead of spinning on accept. */
+  private readonly reserve: FdReserve;
 
-  /** `INVALID_INPUT` for duplicate export names, bad block sizes or bad limits. */
+  /** `INVALID_INPUT` for duplicate export names, bad block sizes or bad limits (see `resolveServerLimits`). */
   constructor(private readonly options: NbdServerOptions) {
     this.driver = options.driver ?? 'nbd-server';
     this.acceptErrors = new AcceptErrorReporter(options.onError ?? (() => undefined), this.driver);
+    this.reserve = new FdReserve((err) =>
+      this.acceptErrors.onError(
+        Object.assign(new Error(`out of file descriptors (${err.code}): new connections are closed at once until some are free`), { code: err.code, syscall: 'accept' }),
+      ),
+    );
     this.exports = new Map();
     for (const e of options.exports) {
       if (this.exports.has(e.name)) throw new CairnError('INVALID_INPUT', `duplicate export name ${JSON.stringify(e.name)}`, { driver: this.driver });
@@ -98,21 +80,16 @@ export class NbdServer {
       throw new CairnError('INVALID_INPUT', `block sizes must satisfy 1 ≤ min ≤ preferred ≤ max ≤ 32 MiB`, { driver: this.driver });
     }
     const blockSizes = { min, preferred, max };
-    const maxConnections = options.maxConnections ?? 16;
-    const maxWriteBytes = options.maxWriteBytesPerConnection ?? 64 * 1024 * 1024;
-    const maxReadBytes = options.maxReadBytesPerConnection ?? 64 * 1024 * 1024;
-    const limits = [
-      ['maxConnections', maxConnections],
-      ['maxWriteBytesPerConnection', maxWriteBytes],
-      ['maxReadBytesPerConnection', maxReadBytes],
-    ] as const;
-    for (const [name, v] of limits) {
-      if (!Number.isSafeInteger(v) || v < 1) throw new CairnError('INVALID_INPUT', `${name} must be a positive integer, not ${v}`, { driver: this.driver });
-    }
+    const limits = resolveServerLimits(options, this.driver);
+    const maxConnections = limits.maxConnections;
     const shutdown = (): OptionRefusal | undefined => (this.closing ? { type: REP_ERR.SHUTDOWN, message: 'server is shutting down' } : undefined);
     const tooMany: OptionRefusal = { type: REP_ERR.POLICY, message: `too many connections (this server serves ${maxConnections} at once); try again later` };
-    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
+    const handshakeTimeoutMs = limits.handshakeTimeoutMs;
     this.server = net.createServer((socket) => {
+      if (this.reserve.shedding) {
+        socket.destroy(); // closes the descriptor now, so the next accept() has a slot
+        return;
+      }
       const admitted = this.connections.size < maxConnections;
       if (this.closing || (!admitted && this.refused.size >= maxConnections)) {
         socket.destroy();
@@ -121,9 +98,9 @@ export class NbdServer {
       const conn = new ServerConnection(socket, {
         exports: this.exports,
         blockSizes,
-        maxInFlight: options.maxInFlightPerConnection ?? 32,
-        maxWriteBytes,
-        maxReadBytes,
+        maxInFlight: limits.maxInFlightPerConnection,
+        maxWriteBytes: limits.maxWriteBytesPerConnection,
+        maxReadBytes: limits.maxReadBytesPerConnection,
         handshakeTimeoutMs: admitted ? handshakeTimeoutMs : Math.min(handshakeTimeoutMs, REFUSED_TIMEOUT_MS),
         refusal: admitted ? shutdown : () => shutdown() ?? tooMany,
         driver: this.driver,
@@ -136,11 +113,14 @@ export class NbdServer {
 
   /**
    * Starts listening on a unix socket path or a TCP address (port 0 picks a free port) and
-   * resolves with the bound address. `CONFLICT` when the address is in use.
+   * resolves with the bound address. `CONFLICT` when the address is in use. From then on the
+   * server holds one spare file descriptor (see `FdReserve`) until `close()`.
    */
   listen(address: NbdAddress | { host?: string; port: number }): Promise<NbdAddress> {
+    this.reserve.start();
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
+        this.reserve.stop();
         const code = err.code === 'EADDRINUSE' ? 'CONFLICT' : undefined;
         reject(code ? new CairnError(code, `address in use: ${err.message}`, { driver: this.driver, cause: err }) : toCairnError(err, this.driver, 'listen'));
       };
@@ -148,7 +128,7 @@ export class NbdServer {
       const done = (): void => {
         this.server.off('error', onError);
         // From now on an 'error' is a failed accept: reported, never an uncaught exception.
-        this.server.off('error', this.acceptErrors.onError).on('error', this.acceptErrors.onError);
+        this.server.off('error', this.onAcceptError).on('error', this.onAcceptError);
         const a = this.server.address();
         this.bound = typeof a === 'string' ? { path: a } : { host: a!.address, port: a!.port };
         resolve(this.bound);
@@ -157,6 +137,12 @@ export class NbdServer {
       else this.server.listen(address.port, address.host ?? '127.0.0.1', done);
     });
   }
+
+  /** The net.Server 'error' listener once listening: a failed accept (see `onError`). */
+  private readonly onAcceptError = (err: NodeJS.ErrnoException): void => {
+    if (err.code === 'EMFILE' || err.code === 'ENFILE') this.reserve.shortage(err);
+    this.acceptErrors.onError(err);
+  };
 
   /** The bound address, once listening. */
   get address(): NbdAddress | undefined {
@@ -175,6 +161,7 @@ export class NbdServer {
    */
   close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
     this.closing ??= (async () => {
+      this.reserve.stop();
       const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
       await Promise.all([...this.connections, ...this.refused].map((c) => c.drain(options.drainTimeoutMs ?? 10_000)));
       if (this.bound) await stopped;

@@ -173,6 +173,65 @@ describe('NbdClient timeouts', () => {
     for (const s of sockets) s.destroy();
   });
 
+  it('a request the server never answers while it answers later ones fails with UNAVAILABLE once a request sent requestTimeoutMs after it is answered', async () => {
+    // Answers every read at once, except the one at offset 0: never.
+    const { server, sockets } = structuredServer((req, s) => {
+      const offset = Number(req.readBigUInt64BE(16));
+      if (offset !== 0) s.write(chunk(req, DONE, OFFSET_DATA, offsetData(offset, Buffer.alloc(req.readUInt32BE(24), 0x55))));
+    });
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
+    const started = Date.now();
+    const stalled = c.read(0, 4096);
+    // A busy connection: a read every 50 ms, each answered, so bytes keep arriving.
+    let busy = true;
+    const traffic = (async () => {
+      while (busy) {
+        expect((await c.read(4096, 4096)).equals(Buffer.alloc(4096, 0x55))).toBe(true);
+        await sleep(50);
+      }
+    })().catch((e: { code?: string }) => e.code);
+    expect(await outcome(stalled, 3000)).toBe('UNAVAILABLE');
+    busy = false;
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(290);
+    expect(elapsed).toBeLessThan(2000);
+    expect(await outcome(traffic, 1000)).not.toBe('pending');
+    await expect(c.read(4096, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    for (const s of sockets) s.destroy();
+  });
+
+  it('a request answered out of order behind a queue of slow replies is not timed out, though it takes three times requestTimeoutMs', async () => {
+    // One reply at a time on a slow wire (each trickled over ~100 ms), in the order the backend
+    // finished; the read at offset 0 takes 150 ms in the backend, the others nothing. So the
+    // eight reads sent with it overtake it, and it waits ~900 ms for the wire.
+    let wire = Promise.resolve();
+    const { server, sockets } = structuredServer((req, s) => {
+      const offset = Number(req.readBigUInt64BE(16));
+      const whole = chunk(req, DONE, OFFSET_DATA, offsetData(offset, Buffer.alloc(req.readUInt32BE(24), offset === 0 ? 0x66 : 0x77)));
+      const send = (): void => {
+        wire = wire.then(() => trickle(s, [0, 1, 2, 3].map((i) => whole.subarray((i * whole.length) / 4, ((i + 1) * whole.length) / 4)), 25));
+      };
+      if (offset === 0) setTimeout(send, 150);
+      else send();
+    });
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
+    const started = Date.now();
+    const first = c.read(0, 4096);
+    const others = Array.from({ length: 8 }, (_, i) => c.read((i + 1) * 4096, 4096));
+    // Newer requests keep coming while it waits; they queue behind it at the server.
+    let waiting = true;
+    void first.finally(() => (waiting = false)).catch(() => undefined);
+    const more = (async () => {
+      for (let i = 0; waiting; i++) await c.read((16 + (i % 8)) * 4096, 4096);
+    })();
+    expect((await first).equals(Buffer.alloc(4096, 0x66))).toBe(true);
+    expect(Date.now() - started).toBeGreaterThan(800);
+    for (const r of await Promise.all(others)) expect(r.equals(Buffer.alloc(4096, 0x77))).toBe(true);
+    await more;
+    await c.disconnect().catch(() => undefined);
+    for (const s of sockets) s.destroy();
+  });
+
   it('disconnect() gives up after disconnectTimeoutMs with UNAVAILABLE, failing what is in flight, and closes', async () => {
     const { server, sockets } = silentServer();
     const c = await NbdClient.connect({ path: await listen(server), disconnectTimeoutMs: 200 });

@@ -166,6 +166,22 @@ describe('NbdServer read-reply budget per connection', () => {
   });
 });
 
+describe('NbdServer limit options', () => {
+  const backend: NbdBackend = { size: MiB, read: async (_o, len) => [{ zero: len }] };
+  const nonsense: Array<Partial<NbdServerOptions>> = [
+    { maxInFlightPerConnection: 0 }, // would never take a request
+    { handshakeTimeoutMs: 0 }, // would drop every client at once
+    { handshakeTimeoutMs: 2 ** 31 }, // past node's longest timer: would fire at once
+    { maxConnections: 2.5 },
+    { maxWriteBytesPerConnection: Number.POSITIVE_INFINITY },
+    { maxReadBytesPerConnection: -1 },
+  ];
+
+  it.each(nonsense)('new NbdServer(%o) is INVALID_INPUT', (options) => {
+    expect(() => new NbdServer({ exports: [{ name: 'x', backend }], ...options })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
+  });
+});
+
 describe('NbdServer maxConnections', () => {
   const backend: NbdBackend = { size: MiB, read: async (_o, len) => [{ zero: len }] };
 

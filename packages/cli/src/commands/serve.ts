@@ -4,13 +4,25 @@ import { serveBackup, type ServeBackupOptions } from '@cairn/nbd';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import { renderFields } from '../output/table.js';
-import { formatBytes } from '../output/units.js';
+import { formatBytes, optionParser } from '../output/units.js';
 
 /** `127.0.0.1:10809` → {host, port}. `INVALID_INPUT` for anything else. */
 function parseListen(text: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(text);
   if (!m) throw new CairnError('INVALID_INPUT', `--listen takes host:port (loopback only), not ${JSON.stringify(text)}`);
   return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
+}
+
+/** Largest `--max-connections`: each client holds a descriptor, and as many refused ones may wait. */
+const MAX_CONNECTIONS = 10_000;
+
+/** `--max-connections`: a whole number from 1 to 10000. */
+function parseMaxConnections(text: string): number {
+  const n = Number(text);
+  if (!/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > MAX_CONNECTIONS) {
+    throw new CairnError('INVALID_INPUT', `--max-connections takes a whole number from 1 to ${MAX_CONNECTIONS}, not ${JSON.stringify(text)}`);
+  }
+  return n;
 }
 
 /** Resolves when the process gets SIGINT or SIGTERM. */
@@ -37,8 +49,9 @@ export function registerServeCommand(backup: Command): void {
     .option('--listen <host:port>', 'listen on a loopback TCP address instead, e.g. 127.0.0.1:10809 (port 0: any free port)')
     .option('--export-name <name>', 'export name clients ask for (default: the backup id)')
     .option('--writable-overlay <file>', 'accept writes into this copy-on-write file; the repository is never written')
+    .option('--max-connections <n>', 'clients served at once; more are refused ("too many connections") (default: 16)', optionParser(parseMaxConnections))
     .action(
-      withContext<{ socket?: string; listen?: string; exportName?: string; writableOverlay?: string }>(async (ctx, [id], o) => {
+      withContext<{ socket?: string; listen?: string; exportName?: string; writableOverlay?: string; maxConnections?: number }>(async (ctx, [id], o) => {
         if (o.socket && o.listen) throw new CairnError('INVALID_INPUT', 'give either --socket or --listen, not both');
         const record = await (await ctx.manager()).getBackup(id!);
         if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
@@ -48,6 +61,7 @@ export function registerServeCommand(backup: Command): void {
           listen,
           exportName: o.exportName,
           writableOverlay: o.writableOverlay ? resolve(o.writableOverlay) : undefined,
+          maxConnections: o.maxConnections,
           // Failures to accept a connection (out of file descriptors) are warnings: the export keeps serving.
           onError: (err) => ctx.out.warn(err.message),
         });

@@ -1,13 +1,19 @@
 import { BackupReader, CairnError, type Repository } from '@cairn/core';
 import type { NbdAddress } from '../connection.js';
 import { NbdServer } from '../nbd-server.js';
+import { resolveServerLimits, type NbdServerLimits } from '../server-limits.js';
 import { backupBackend } from './backup-backend.js';
 import { OverlayFile } from './overlay-file.js';
 
 const DRIVER = 'backup-export';
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
-export interface ServeBackupOptions {
+/**
+ * Options of `serveBackup`. The server's budgets and timeouts (`maxInFlightPerConnection` 32,
+ * `maxWriteBytesPerConnection` 64 MiB, `maxReadBytesPerConnection` 64 MiB, `maxConnections` 16,
+ * `handshakeTimeoutMs` 30000) pass through to the NbdServer unchanged; see `NbdServerLimits`.
+ */
+export interface ServeBackupOptions extends NbdServerLimits {
   /**
    * Where to listen: a unix socket path (must not exist yet), or a loopback TCP address (port 0
    * picks a free one; host default 127.0.0.1). Other hosts are `INVALID_INPUT`: NBD here has no
@@ -33,13 +39,9 @@ export interface ServeBackupOptions {
   cacheChunks?: number;
   /** Hold a `shared` repository lock while serving, so `gc` cannot remove chunks in use. Default true. */
   lock?: boolean;
-  /** Requests handled at once per connection. Default 32. */
-  maxInFlightPerConnection?: number;
-  /** Clients served at once; further ones are refused (see `NbdServerOptions.maxConnections`). Default 16. */
-  maxConnections?: number;
   /**
-   * Problems of the server itself once it listens (a failed accept, e.g. out of file
-   * descriptors), as `UNAVAILABLE`; see `NbdServerOptions.onError`. Default: ignored.
+   * Problems of the server itself once it listens (out of file descriptors, a failed accept), as
+   * `UNAVAILABLE`; see `NbdServerOptions.onError`. Default: ignored.
    */
   onError?: (err: CairnError) => void;
 }
@@ -70,7 +72,7 @@ export interface BackupExport {
  * Repository) as an NBD export, reading chunks on demand: instant restore, boot from backup and
  * file-level access without restoring first. Many clients at once.
  * Errors: `NOT_FOUND`/`CORRUPT` for a missing or damaged manifest, `INVALID_INPUT` for a
- * non-loopback host or bad options, `CONFLICT` when the socket/port is in use or the overlay
+ * non-loopback host or bad options (checked before anything is locked or opened), `CONFLICT` when the socket/port is in use or the overlay
  * belongs to another backup, `BUSY` when the repository is locked exclusively (gc).
  * Nothing is left running or locked when it fails.
  */
@@ -84,6 +86,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
   const repo = service.repository;
   const readAhead = options.readAhead ?? 32;
   if (!Number.isInteger(readAhead) || readAhead < 1) throw new CairnError('INVALID_INPUT', `readAhead must be a positive number of chunks, not ${readAhead}`, { driver: DRIVER });
+  const limits = resolveServerLimits(options, DRIVER);
   const cleanups: Array<() => Promise<void>> = [];
   const cleanup = async (): Promise<void> => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
@@ -104,8 +107,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     const exportName = options.exportName ?? backupId;
     const server = new NbdServer({
       exports: [{ name: exportName, backend: backupBackend(reader, overlay, { windowChunks: readAhead }), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
-      maxInFlightPerConnection: options.maxInFlightPerConnection,
-      maxConnections: options.maxConnections,
+      ...limits,
       onError: options.onError,
       driver: DRIVER,
     });
