@@ -80,8 +80,9 @@ export async function importArchive(
 
 /**
  * Reads and checks the archive, writes its data and makes the claimed record `available`. On
- * failure before the data is written the claim is removed; after, the record goes to `error`.
- * Either cleanup failing leaves the record `creating`, which recovery fails to `error` once this
+ * failure before the data is written the claim is removed; after, the record goes to `error`; once
+ * the record is `available`, a failure to clean up the staging volume is thrown and the record
+ * stays as it is. Either cleanup of the record failing leaves the record `creating`, which recovery fails to `error` once this
  * import no longer holds it; the import's own error is thrown either way.
  */
 async function fillClaimed(
@@ -93,6 +94,7 @@ async function fillClaimed(
 ): Promise<BackupRecord> {
   const { service, catalog } = to;
   let writing = false;
+  let finished = false;
   try {
     const { manifest, staging, vmConfig } = await readArchive(file);
     try {
@@ -110,6 +112,7 @@ async function fillClaimed(
         );
         const done: BackupRecord = { ...record, status: 'available', serviceData: result.serviceData, stats: result.stats, owner: undefined, updatedAt: nowIso() };
         await catalog.putBackup(done);
+        finished = true;
         return done;
       } finally {
         await staging.driver.detach(ro.id);
@@ -119,6 +122,9 @@ async function fillClaimed(
     }
   } catch (err) {
     const e = toCairnError(err);
+    // The record is complete and available: a failure of the staging's cleanup after that is
+    // the import's error, never the record's.
+    if (finished) throw e;
     const settle = writing
       ? catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() })
       : catalog.deleteBackup(record.id);
