@@ -5,7 +5,6 @@ import {
   DriverRegistry,
   RepositoryCatalog,
   type BackupService,
-  type Repository,
   type Volume,
   type VolumeDriver,
 } from '@cairn/core';
@@ -126,14 +125,6 @@ export class CliContext {
   /** The catalog the manager uses: records in the default target's repository. */
   async catalog(): Promise<RepositoryCatalog> {
     return new RepositoryCatalog((await this.repository(this.defaultTargetName)).repository);
-  }
-
-  /**
-   * The locks of the repository holding the catalog (see catalog()): every process using this
-   * catalog sees them, so they can order what such processes do to the same records.
-   */
-  async catalogLocks(): Promise<Repository['locks']> {
-    return (await this.repository(this.defaultTargetName)).repository.locks;
   }
 
   /**

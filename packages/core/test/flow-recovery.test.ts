@@ -1,7 +1,8 @@
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { MiB, contents, expectCode, filledVolume, rig } from './helpers.js';
-import { BackupManager, CairnError, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type BackupRecord, type Catalog, type VolumeFlowState } from '../src/index.js';
+import { MiB, ScriptedService, contents, expectCode, filledVolume, over, rig } from './helpers.js';
+import { BackupManager, CairnError, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, ownerMayBeAlive, type BackupRecord, type Job, type VolumeFlowState } from '../src/index.js';
+import { recoverInFlight } from '../src/flow/recovery.js';
 
 /** A point where a call waits: `reached` resolves when it gets there, `release()` lets it go on. */
 function gate() {
@@ -16,11 +17,6 @@ const settled = (p: Promise<unknown>) => p.then(
   () => 'ok',
   (e: { code?: string }) => e.code,
 );
-
-/** A catalog over `shared` with some methods replaced (another process's view of one catalog). */
-function over(shared: MemoryCatalog, methods: Partial<Catalog>): Catalog {
-  return Object.assign(Object.create(shared) as Catalog, methods);
-}
 
 const catalogDown = () => new CairnError('UNAVAILABLE', 'catalog went away', { driver: 'catalog' });
 
@@ -194,6 +190,90 @@ describe('a recovery in another process while a restore ends', () => {
     expect((await recoverer.getVolume(dst.id)).status).toBe('available');
     expect((await recoverer.getBackup(b.id)).status).toBe('available');
     expect((await contents(volumes, dst.id)).equals(await contents(volumes, src.id))).toBe(true);
+  });
+});
+
+describe('a recovery in another process while a backup ends', () => {
+  it('never clears the volume state of a backup of the volume begun after the one that ended', async () => {
+    const volumes = new MemoryVolumeDriver();
+    const service = new ScriptedService();
+    const shared = new MemoryCatalog();
+    const v = await filledVolume(volumes, MiB, 1);
+    const clearing = gate();
+    let cleared!: () => void;
+    const clearedV = new Promise<void>((r) => (cleared = r));
+    // The backing-up process: its settling of the volume's state waits at the gate.
+    const ending = new BackupManager({
+      volumes,
+      targets: { scripted: service },
+      catalog: over(shared, {
+        clearVolumeState: async (volumeId: string) => {
+          if (volumeId === v.id) await clearing.arrive();
+          await shared.clearVolumeState(volumeId);
+          if (volumeId === v.id) cleared();
+        },
+      }),
+    });
+    // A third process's backup of the volume, begun once the first has ended.
+    const next = new BackupManager({ volumes, targets: { scripted: service }, catalog: shared, locks: new InProcessVolumeLocks() });
+    let job: Job | undefined;
+    const beginNext = async () => {
+      service.stallAfterBytes = 0;
+      job = await next.startBackup({ volumeId: v.id });
+      await service.reachedStall; // its flow has begun on the volume
+    };
+    // The recovering process reads the volume's state, then the backup ends and the next begins,
+    // then it goes on. It sees no flow of this process as held: the owner alone tells it what is live.
+    const recoverElsewhere = () =>
+      recoverInFlight({
+        volumes,
+        isLive: (b) => !!b.owner && ownerMayBeAlive(b.owner),
+        finishDelete: async () => {},
+        catalog: over(shared, {
+          getVolumeState: async (volumeId: string): Promise<VolumeFlowState | undefined> => {
+            const state = await shared.getVolumeState(volumeId);
+            if (volumeId === v.id && !job) {
+              clearing.release();
+              await clearedV;
+              await beginNext();
+            }
+            return state;
+          },
+        }),
+      });
+    const first = await ending.startBackup({ volumeId: v.id });
+    await clearing.reached; // the copy is done; the backup settles the volume's state
+    const report = await recoverElsewhere();
+    clearing.release();
+    expect(await first.done).toMatchObject({ status: 'available' });
+    if (!job) await beginNext();
+    expect(report.resetVolumes).toEqual([]);
+    expect(await shared.getVolumeState(v.id)).toMatchObject({ status: 'backing-up', backupId: job!.backupId });
+    job!.cancel();
+    await expectCode(job!.done, 'CANCELLED');
+    expect(await shared.getVolumeState(v.id)).toBeUndefined();
+  });
+});
+
+describe('a backup whose error record cannot be written', () => {
+  it("the job rejects with the backup's own error; the failed catalog write is a warning and recover() fails the record later", async () => {
+    const { volumes, service, catalog, manager } = rig();
+    const v = await filledVolume(volumes, MiB, 1);
+    service.failAfterBytes = 0;
+    const put = catalog.putBackup.bind(catalog);
+    catalog.putBackup = async (record, options) => {
+      if (record.status === 'error') throw catalogDown();
+      return put(record, options);
+    };
+    const warnings: CairnError[] = [];
+    manager.on('warning', (w) => warnings.push(w));
+    const job = await manager.startBackup({ volumeId: v.id });
+    await expect(job.done).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('backend exploded') });
+    expect(warnings).toMatchObject([{ code: 'UNAVAILABLE', details: { backupId: job.backupId } }]);
+    catalog.putBackup = put;
+    expect((await manager.getVolume(v.id)).status).toBe('available');
+    expect((await manager.getBackup(job.backupId)).status).toBe('creating');
+    expect((await manager.recover()).failedBackups).toEqual([job.backupId]);
   });
 });
 

@@ -12,6 +12,7 @@ import {
   type BackupJob,
   type BackupResult,
   type BackupSource,
+  type Catalog,
   type Volume,
 } from '../src/index.js';
 
@@ -118,4 +119,9 @@ export async function contents(volumes: MemoryVolumeDriver, volumeId: string): P
   } finally {
     await volumes.detach(a.id);
   }
+}
+
+/** A catalog over `shared` with some methods replaced (another process's view of one catalog). */
+export function over(shared: Catalog, methods: Partial<Catalog>): Catalog {
+  return Object.assign(Object.create(shared) as Catalog, methods);
 }

@@ -1,7 +1,7 @@
 import { CairnError, isCairnError, newId, ordinal, toCairnError, type Job } from '@cairn/core';
 import { errorJson } from './errors.js';
 
-export type ApiJobKind = 'backup' | 'restore' | 'verify' | 'gc';
+export type ApiJobKind = 'backup' | 'restore' | 'verify' | 'gc' | 'reset-state';
 /** `running` → `succeeded` | `failed` | `cancelled`; an ended job never changes again. */
 export type ApiJobState = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -12,7 +12,7 @@ export interface JobProgress {
   bytesTotal: number;
 }
 
-/** What the table needs to follow one job, whoever runs it (the manager, or the API for verify and gc). */
+/** What the table needs to follow one job, whoever runs it (the manager, or the API for verify, gc and reset-state). */
 export interface JobSpec {
   id: string;
   kind: ApiJobKind;
@@ -215,7 +215,7 @@ export function managerJob(job: Job, target: string | undefined, finish: (record
 }
 
 /**
- * Work the API runs itself as a job (verify, gc): `work` gets an AbortSignal that `cancel` fires and
+ * Work the API runs itself as a job (verify, gc, reset-state): `work` gets an AbortSignal that `cancel` fires and
  * must reject with CANCELLED once it stopped, and a sink for its progress while it runs; the
  * `progress` it resolves with, if any, is the job's final one.
  */

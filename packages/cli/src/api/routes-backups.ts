@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { backupJson, volumeJson } from '../output/views.js';
 import { backupLocation, jobLocation, type ApiContext } from './api-context.js';
-import { managerJob } from './jobs.js';
+import { apiJob, managerJob } from './jobs.js';
 import { addRoute, pathId, QueryFlag, Text } from './routing.js';
 import { knownTarget } from './targets.js';
 import { startVerify } from './verify.js';
@@ -31,10 +31,13 @@ const RestoreBody = z
   })
   .refine((b) => (b.volumeId === undefined) !== (b.newVolume === undefined), 'give exactly one of volumeId (an existing volume) and newVolume ({} or {"name": …})');
 
+/** `POST /v1/backups/:id/reset-state`: `cairn backup reset-state [--state]`; no body is `{}`. */
+const ResetStateBody = z.strictObject({ state: z.enum(['available', 'error']).optional() }).optional();
+
 /** `POST /v1/backups/import-record`: what `GET /v1/backups/:id/record` returns, and optionally the target holding the data. */
 const ImportRecordBody = z.strictObject({ service: Text, record: Text, target: Text.optional() });
 
-/** Backups: list, show, children, delete, create, restore, verify, export-record, import-record. */
+/** Backups: list, show, children, delete, create, restore, verify, reset-state, export-record, import-record. */
 export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): void {
   const { cli, manager, jobs } = api;
   const backupId = (params: Record<string, string>) => pathId(params, 'id', 'backup');
@@ -113,6 +116,24 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     status: 202,
     handler: async ({ params, reply }) => {
       const view = jobs.add(await startVerify(api, backupId(params)));
+      reply.header('location', jobLocation(view.id));
+      return view;
+    },
+  });
+
+  // Cinder's backup-reset-state. A reset to available verifies the backup's data, which takes as
+  // long as a verify: a job, as verify is. Unknown backup and invalid body: refused here; the
+  // manager's refusals (a job still working on the record: CONFLICT) and verify's are the job's.
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/backups/:id/reset-state',
+    body: ResetStateBody,
+    status: 202,
+    handler: async ({ params, body, reply }) => {
+      const backup = await manager.getBackup(backupId(params));
+      const state = body?.state ?? 'error';
+      const fields = { kind: 'reset-state' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service };
+      const view = jobs.add(apiJob(fields, async (signal, progress) => ({ result: backupJson(await manager.resetState(backup.id, state, { signal, progress })) })));
       reply.header('location', jobLocation(view.id));
       return view;
     },

@@ -8,7 +8,7 @@ export const MAX_WAIT_SECONDS = 60;
 
 const ListQuery = z.strictObject({
   state: z.enum(['running', 'succeeded', 'failed', 'cancelled']).optional(),
-  kind: z.enum(['backup', 'restore', 'verify', 'gc']).optional(),
+  kind: z.enum(['backup', 'restore', 'verify', 'gc', 'reset-state']).optional(),
 });
 
 const GetQuery = z.strictObject({

@@ -56,8 +56,10 @@ function untilSignal(onSecond: () => void): Promise<NodeJS.Signals> {
  * and exits 0.
  *
  * Recovery (records that processes which died left in flight) runs at the start and again every
- * `--recover-interval` seconds after (PeriodicRecovery). It leaves the server's own jobs alone:
- * core's recover() counts this process's records as live.
+ * `--recover-interval` seconds after (PeriodicRecovery). It leaves the server's running jobs alone
+ * (core's recover() skips the records a flow of this process holds: flow/live-records.ts), and
+ * resolves a record of this process that no flow holds any more (a job whose final catalog write
+ * failed), as it resolves a dead process's.
  */
 export function registerApiServeCommand(program: Command, version: string): void {
   program

@@ -18,7 +18,7 @@ import { backupColumns, backupJson, backupText, verifyText, volumeJson } from '.
 
 const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
 
-/** `cairn backup …`: the BackupManager's flow (create, restore, delete, verify, cancel) plus archives and record export. */
+/** `cairn backup …`: the BackupManager's flow (create, restore, delete, verify, cancel, reset-state) plus archives and record export. */
 export function registerBackupCommands(program: Command): void {
   const backup = program.command('backup').description('back up, restore, verify and move backups');
   registerServeCommand(backup);
@@ -112,6 +112,21 @@ export function registerBackupCommands(program: Command): void {
         const report = await (await ctx.manager()).verify(id, { progress: progress.update }).finally(() => progress.stop());
         ctx.out.result(report, () => verifyText(report));
         return report.problems.length === 0 ? ExitCode.OK : ExitCode.CORRUPT;
+      }),
+    );
+
+  backup
+    .command('reset-state <id>')
+    .description("set a backup's state by hand (Cinder's backup-reset-state): for a record stuck in a flow whose process is gone for good (another machine, a removed container); available only once verify finds its data whole")
+    .option('--state <state>', 'available or error', 'error')
+    .action(
+      withContext<{ state: string }>(async (ctx, [id], o) => {
+        if (o.state !== 'available' && o.state !== 'error') throw new CairnError('INVALID_INPUT', `--state takes available or error, not ${JSON.stringify(o.state)}`);
+        if (o.state === 'available') ctx.expectDataFlow();
+        const manager = await ctx.manager({ recover: true });
+        const progress = progressReporter('verify', ctx.out.options);
+        const record = await manager.resetState(id!, o.state, { progress: progress.update }).finally(() => progress.stop());
+        ctx.out.result(backupJson(record), () => backupText(record));
       }),
     );
 

@@ -1,16 +1,16 @@
 import { EventEmitter } from 'node:events';
-import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
+import type { BackupService, VerifyOptions, VerifyProblem, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isAlreadyExists, isCairnError, isNotFound, toCairnError } from '../errors.js';
+import { CairnError, isAlreadyExists, isCairnError, isCorrupt, isNotFound, toCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { currentOwner } from '../util/process-owner.js';
+import { currentOwner, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
-import { holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
+import { holdRecord, isRecordHeld, isThisProcess, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 
@@ -208,81 +208,102 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let snapshot: Snapshot | undefined;
     let checkpoint: Checkpoint | undefined;
     let committed = false;
-    let succeeded = false;
     let flowStarted = false;
+    /** The backup's own error, once it has failed: what the job rejects with. */
+    let failure: CairnError | undefined;
     const cbt = this.volumes.capabilities.changedBlockTracking ? this.volumes.changedBlockTracking : undefined;
     try {
-      // A cancel while queued ends the job here, before it touches the volume.
-      release = await this.locks.acquire(record.volumeId, signal);
-      throwIfCancelled(signal);
-      await this.assertNoFlow(record.volumeId, 'backup');
-      if (parent) {
-        // The parent is the newest available backup once this one holds the volume: a backup
-        // queued behind another of the same volume builds on that one (whose checkpoint is the
-        // one kept), not on what was newest when it was requested. The claim keeps it from being
-        // deleted until this backup ends.
-        const claimed = await this.claimParent(record.volumeId, service.name);
-        if (!claimed) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
-        [parent, releaseParent] = claimed;
-        record.parentId = parent.id;
-      }
-      // The record describes the volume as copied, which may have changed since the request.
-      const volume = await this.volumes.getVolume(record.volumeId);
-      Object.assign(record, { size: volume.size, volumeName: volume.name, volumeMetadata: { ...volume.metadata }, updatedAt: nowIso() });
-      progress.bytesTotal = volume.size;
-      await this.catalog.putBackup(record);
-      await this.beginVolumeFlow(volume, 'backing-up', record.id);
-      flowStarted = true;
-      const sink = this.progressSink(record.id, 'backup', progress);
-      const job = { backup: record, parent, volume, vmConfig: request.vmConfig, signal, progress: sink };
-      let result;
-      if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
-        result = await this.volumes.flowOverride.backupVolume({ volume, backup: record, parent, service, signal, progress: sink });
-      } else {
-        if (cbt) {
-          checkpoint = await cbt.createCheckpoint(volume.id);
-          // Named in the catalog while the copy runs, so that a backup of this volume ending in
-          // another process keeps it (pruneCheckpoints). The record handed to the service, and
-          // the error record written below, name none: the checkpoint is the available record's.
-          await this.catalog.putBackup({ ...record, checkpointId: checkpoint.id, updatedAt: nowIso() });
+      try {
+        // A cancel while queued ends the job here, before it touches the volume.
+        release = await this.locks.acquire(record.volumeId, signal);
+        throwIfCancelled(signal);
+        await this.assertNoFlow(record.volumeId, 'backup');
+        if (parent) {
+          // The parent is the newest available backup once this one holds the volume: a backup
+          // queued behind another of the same volume builds on that one (whose checkpoint is the
+          // one kept), not on what was newest when it was requested. The claim keeps it from being
+          // deleted until this backup ends.
+          const claimed = await this.claimParent(record.volumeId, service.name);
+          if (!claimed) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
+          [parent, releaseParent] = claimed;
+          record.parentId = parent.id;
         }
-        if (volume.status === 'in-use') {
-          snapshot = await this.pointInTime(volume, record.id);
-          attachment = await this.volumes.attach({ kind: 'snapshot', id: snapshot.id }, 'ro');
+        // The record describes the volume as copied, which may have changed since the request.
+        const volume = await this.volumes.getVolume(record.volumeId);
+        Object.assign(record, { size: volume.size, volumeName: volume.name, volumeMetadata: { ...volume.metadata }, updatedAt: nowIso() });
+        progress.bytesTotal = volume.size;
+        await this.catalog.putBackup(record);
+        await this.beginVolumeFlow(volume, 'backing-up', record.id);
+        flowStarted = true;
+        const sink = this.progressSink(record.id, 'backup', progress);
+        const job = { backup: record, parent, volume, vmConfig: request.vmConfig, signal, progress: sink };
+        let result;
+        if (this.volumes.capabilities.flowOverride && this.volumes.flowOverride) {
+          result = await this.volumes.flowOverride.backupVolume({ volume, backup: record, parent, service, signal, progress: sink });
         } else {
-          attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
+          if (cbt) {
+            checkpoint = await cbt.createCheckpoint(volume.id);
+            // Named in the catalog while the copy runs, so that a backup of this volume ending in
+            // another process keeps it (pruneCheckpoints). The record handed to the service, and
+            // the error record written below, name none: the checkpoint is the available record's.
+            await this.catalog.putBackup({ ...record, checkpointId: checkpoint.id, updatedAt: nowIso() });
+          }
+          if (volume.status === 'in-use') {
+            snapshot = await this.pointInTime(volume, record.id);
+            attachment = await this.volumes.attach({ kind: 'snapshot', id: snapshot.id }, 'ro');
+          } else {
+            attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
+          }
+          record.size = attachment.device.size;
+          const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
+          let device = attachment.device;
+          if (this.readBudget) device = throttleReads(device, this.readBudget, signal);
+          if (request.readRate) device = throttleReads(device, new RateBudget(request.readRate), signal);
+          result = await service.backup(job, { device, changedSince });
         }
-        record.size = attachment.device.size;
-        const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
-        let device = attachment.device;
-        if (this.readBudget) device = throttleReads(device, this.readBudget, signal);
-        if (request.readRate) device = throttleReads(device, new RateBudget(request.readRate), signal);
-        result = await service.backup(job, { device, changedSince });
+        // The service has committed the backup: a cancel from here on is too late, and a failure
+        // (the catalog write) removes the committed data before the record goes to `error`.
+        committed = true;
+        Object.assign(record, {
+          status: 'available',
+          serviceData: result.serviceData,
+          stats: result.stats,
+          checkpointId: checkpoint?.id,
+          owner: undefined,
+          updatedAt: nowIso(),
+        });
+      } catch (err) {
+        failure = !committed && signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
       }
-      // The service has committed the backup: a cancel from here on is too late, and a failure
-      // (the catalog write) removes the committed data before the record goes to `error`.
-      committed = true;
-      Object.assign(record, {
-        status: 'available',
-        serviceData: result.serviceData,
-        stats: result.stats,
-        checkpointId: checkpoint?.id,
-        owner: undefined,
-        updatedAt: nowIso(),
-      });
-      await this.catalog.putBackup(record);
-      succeeded = true;
-      return { ...record };
-    } catch (err) {
-      const e = !committed && signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
-      if (committed) await this.cleanup(() => service.delete(record));
-      await this.catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
-      throw e;
-    } finally {
       await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
       await this.cleanup(async () => snapshot && this.volumes.deleteSnapshot(snapshot.id));
-      if (cbt && checkpoint) await this.cleanup(() => (succeeded ? this.pruneCheckpoints(record.volumeId) : cbt.deleteCheckpoint(record.volumeId, checkpoint!.id)));
+      // The volume's state and the temporary snapshot are settled while the record is still
+      // `creating`, and only then is the record's final status written: a recovery elsewhere that
+      // finds the record no longer `creating` (so no longer live) reads the volume's state after
+      // this, and never clears the state of a flow that began on the volume since (recovery.ts,
+      // liveNow).
       if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(record.volumeId));
+      if (!failure) {
+        try {
+          await this.catalog.putBackup(record);
+        } catch (err) {
+          failure = toCairnError(err);
+        }
+      }
+      if (failure) {
+        const e = failure;
+        if (committed) await this.cleanup(() => service.delete(record));
+        // A failure to write the error record is a warning: the job rejects with the backup's own error.
+        await this.catalog.putBackup({ ...record, status: 'error', owner: undefined, checkpointId: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() }).catch((err) => {
+          const w = toCairnError(err);
+          this.emit('warning', new CairnError(w.code, `backup ${record.id} failed (${e.code}) and its error record could not be written: ${w.message}`, { cause: err, details: { backupId: record.id } }));
+        });
+      }
+      // After the final write: pruning keeps the checkpoint the newest available record names.
+      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : this.pruneCheckpoints(record.volumeId)));
+      if (failure) throw failure;
+      return { ...record };
+    } finally {
       if (releaseParent) await this.cleanup(() => releaseParent!());
       if (release) await release();
     }
@@ -543,7 +564,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * host). So a long-running process may recover at any time: its running jobs are left alone,
    * while a record of its own that a job left in a flow status (its final write failed) is
    * recovered like a crashed process's. Records that a previous process with the same pid left
-   * behind differ in start time and are recovered.
+   * behind differ in start time and are recovered. A record of an owner that is gone for good but
+   * cannot be judged from here (another host, another pid namespace) stays until `resetState`.
    */
   async recover(): Promise<RecoveryReport> {
     return recoverInFlight({
@@ -552,6 +574,94 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       isLive: (b) => mayBeWorkedOn(b),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });
+  }
+
+  /**
+   * Cinder's backup-reset-state, an administrator's override for a record stuck in a flow status
+   * whose owner is gone for good (a machine that will not come back, a removed container: recovery
+   * leaves those alone, as such an owner may be alive) or for one in a status to correct. The
+   * caller asserts that whoever worked on the record is gone.
+   *
+   * Refused with `CONFLICT` (nothing changed) while a flow of this process holds the record or
+   * uses it (a running job: cancel it), and while the record is in a flow status and its owner is
+   * a process on this host, in this pid namespace, that is alive (`ownerLocation` is `here` and
+   * `ownerMayBeAlive`: a job running there; cancel it there). `NOT_FOUND` for an unknown backup,
+   * `INVALID_INPUT` for a status other than `available` and `error`.
+   *
+   * Otherwise resolves the record as recover() resolves an abandoned one, whatever its owner:
+   * `creating` → `error`, `restoring` → `available`, with the volume state its flow left settled
+   * (`backing-up` cleared, `restoring-backup` → `error_restoring`) and its temporary snapshot
+   * deleted. A `deleting` record is not resumed: its data may be partly gone, and `backup delete`
+   * of the reset record deletes it. Then sets `status`:
+   * - `error`: always (from any status, `deleting` and `error_deleting` included); `failReason`
+   *   says it was reset, unless the record was already `error` (kept as it was).
+   * - `available`: only once the target's `verify` finds the backup's data complete and sound
+   *   (even of a record that was `restoring` or `available`). When it does not, the record is left
+   *   `error` (`failReason` the first problem) and the call rejects with that problem's code
+   *   (`CORRUPT` or `NOT_FOUND`), `details.problems` listing them. A verify that cannot run
+   *   (`UNAVAILABLE`, `CANCELLED` through `options.signal`) rejects with its error, the record left
+   *   as resolved above.
+   * `options.progress` gets the verify's progress. Resolves with the record as written. The record
+   * is re-read before the final write: `CONFLICT` when it changed meanwhile (another process).
+   * Idempotent.
+   */
+  async resetState(backupId: string, status: 'available' | 'error', options: VerifyOptions = {}): Promise<BackupRecord> {
+    if (status !== 'available' && status !== 'error') {
+      throw new CairnError('INVALID_INPUT', `a backup can be reset to available or error, not ${JSON.stringify(status)}`, { details: { status } });
+    }
+    return this.claims.exclusive(backupId, async () => {
+      const before = await this.catalog.getBackup(backupId);
+      if (isRecordHeld(before.id) || this.claims.count(before.id, 'restore') > 0 || this.claims.count(before.id, 'parent') > 0) {
+        throw new CairnError('CONFLICT', `backup ${before.id} is ${before.status} in a job of this process: cancel the job instead`, { details: { backupId: before.id, status: before.status } });
+      }
+      const owner = before.owner;
+      if (IN_FLOW.has(before.status) && owner && !isThisProcess(owner) && ownerLocation(owner) === 'here' && ownerMayBeAlive(owner)) {
+        throw new CairnError('CONFLICT', `backup ${before.id} is ${before.status} in process ${owner.pid}, which is running on this host: cancel the job there`, {
+          details: { backupId: before.id, status: before.status, owner },
+        });
+      }
+      // Held while it is reset, so that a recovery of this process leaves it to the reset.
+      const letGo = holdRecord(before.id);
+      try {
+        return await this.resetHeld(before, status, options);
+      } finally {
+        letGo();
+      }
+    });
+  }
+
+  private async resetHeld(before: BackupRecord, status: 'available' | 'error', options: VerifyOptions): Promise<BackupRecord> {
+    const report = await recoverInFlight({ catalog: this.catalog, volumes: this.volumes, isLive: () => false, only: before.id });
+    for (const failed of report.errors) this.emit('warning', new CairnError('UNAVAILABLE', `reset of backup ${before.id}: ${failed}`, { details: { backupId: before.id } }));
+    const resolved = await this.catalog.getBackup(before.id);
+    const write = async (fields: Partial<BackupRecord>): Promise<BackupRecord> => {
+      const current = await this.catalog.getBackup(before.id);
+      if (current.status !== resolved.status || current.updatedAt !== resolved.updatedAt) {
+        throw new CairnError('CONFLICT', `backup ${before.id} changed while it was reset (now ${current.status})`, { details: { backupId: before.id, status: current.status } });
+      }
+      const record: BackupRecord = { ...current, owner: undefined, ...fields, updatedAt: nowIso() };
+      await this.catalog.putBackup(record);
+      return record;
+    };
+    if (status === 'error') {
+      if (before.status === 'error') return write({ status: 'error', failReason: before.failReason });
+      return write({ status: 'error', failReason: `INTERNAL: reset to error (was ${before.status})` });
+    }
+    const service = this.target(resolved.service);
+    let problems: VerifyProblem[];
+    try {
+      problems = (await service.verify(resolved, options)).problems.filter((p) => p.backupId === resolved.id);
+    } catch (err) {
+      if (!isNotFound(err) && !isCorrupt(err)) throw err;
+      const e = toCairnError(err);
+      problems = [{ backupId: resolved.id, code: e.code as VerifyProblem['code'], message: e.message }];
+    }
+    if (problems.length > 0) {
+      const first = problems[0]!;
+      await write({ status: 'error', failReason: `${first.code}: ${first.message}` });
+      throw new CairnError(first.code, `backup ${resolved.id} cannot be reset to available: ${first.message}`, { details: { backupId: resolved.id, problems } });
+    }
+    return write({ status: 'available', failReason: undefined });
   }
 
   async getBackup(backupId: string): Promise<BackupRecord> {
@@ -715,6 +825,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 }
+
+/** Statuses of a record some flow is working on. */
+const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
 
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {

@@ -29,16 +29,22 @@ export interface RecoveryReport {
 /**
  * Resolves what a crash left in flight, exactly as Cinder's backup manager does at start:
  * creating → error; restoring → available with the volume in error_restoring; deleting resumed;
- * a volume left backing-up returns to its previous status. Idempotent.
+ * a volume left backing-up returns to its previous status; temporary snapshots go. Idempotent.
  */
 export async function recoverInFlight(deps: {
   catalog: Catalog;
   volumes: VolumeDriver;
-  finishDelete: (backup: BackupRecord) => Promise<void>;
+  /** Resumes an interrupted delete. Omitted: a `deleting` record is left as it is (not listed in the report). */
+  finishDelete?: (backup: BackupRecord) => Promise<void>;
   /** True when someone may still be working on the record (then it is not touched): see mayBeWorkedOn. */
   isLive: (backup: BackupRecord) => boolean;
+  /**
+   * Resolve only this backup: its record (none when it is unknown), the volume state a flow of it
+   * left, its temporary snapshot. Default: every backup.
+   */
+  only?: string;
 }): Promise<RecoveryReport> {
-  const { catalog, volumes } = deps;
+  const { catalog, volumes, only } = deps;
   const report: RecoveryReport = {
     failedBackups: [],
     restoredBackups: [],
@@ -50,7 +56,9 @@ export async function recoverInFlight(deps: {
     errors: [],
   };
   const live = new Set<string>();
-  for (const b of await catalog.listBackups()) {
+  const records = only === undefined ? await catalog.listBackups() : await catalog.getBackup(only).then((b) => [b], (err) => (isNotFound(err) ? [] : Promise.reject(err)));
+  if (only !== undefined && records.length === 0) return report;
+  for (const b of records) {
     if ((b.status === 'creating' || b.status === 'restoring' || b.status === 'deleting') && deps.isLive(b)) {
       live.add(b.id);
       report.skipped.push(b.id);
@@ -62,7 +70,7 @@ export async function recoverInFlight(deps: {
     } else if (b.status === 'restoring') {
       await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
       report.restoredBackups.push(b.id);
-    } else if (b.status === 'deleting') {
+    } else if (b.status === 'deleting' && deps.finishDelete) {
       report.resumedDeletes.push(b.id);
       await deps.finishDelete(b).catch((err) => report.errors.push(`${b.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
     }
@@ -82,7 +90,7 @@ export async function recoverInFlight(deps: {
     return true;
   };
   for (const listed of await catalog.listVolumeStates()) {
-    if (await liveNow(listed.backupId)) continue;
+    if ((only !== undefined && listed.backupId !== only) || (await liveNow(listed.backupId))) continue;
     // As it is now: a job that began meanwhile may have replaced the state listed.
     const state = await catalog.getVolumeState(listed.volumeId);
     if (!state || state.backupId !== listed.backupId || state.status !== listed.status) continue;
@@ -95,10 +103,15 @@ export async function recoverInFlight(deps: {
     }
   }
   if (volumes.capabilities.snapshots) {
-    for (const volume of await volumes.listVolumes()) {
-      for (const snap of await volumes.listSnapshots(volume.id)) {
+    // A backup's temporary snapshot is one of its volume's.
+    const volumeIds = only === undefined ? (await volumes.listVolumes()).map((v) => v.id) : [records[0]!.volumeId];
+    for (const volumeId of volumeIds) {
+      const snapshots = await volumes.listSnapshots(volumeId).catch((err) => (only !== undefined && isNotFound(err) ? [] : Promise.reject(err)));
+      for (const snap of snapshots) {
         // Named after the backup that took it; a live backup's snapshot is still in use.
-        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX) || (await liveNow(snap.name.slice(TEMP_SNAPSHOT_PREFIX.length)))) continue;
+        if (!snap.name.startsWith(TEMP_SNAPSHOT_PREFIX)) continue;
+        const backupId = snap.name.slice(TEMP_SNAPSHOT_PREFIX.length);
+        if ((only !== undefined && backupId !== only) || (await liveNow(backupId))) continue;
         await volumes
           .deleteSnapshot(snap.id)
           .then(() => report.removedSnapshots.push(snap.id))
