@@ -12,7 +12,7 @@ import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
 import { holdRecord, isRecordHeld, isThisProcess, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
-import { TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
+import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 
 export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 
@@ -825,9 +825,6 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 }
-
-/** Statuses of a record some flow is working on. */
-const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
 
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {

@@ -4,6 +4,9 @@ import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { isNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
 
+/** Statuses of a record a flow works on. */
+export const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
+
 /** Name prefix of the snapshots the flow takes for itself (`cairn-temp-<backupId>`); recovery deletes leftovers. */
 export const TEMP_SNAPSHOT_PREFIX = 'cairn-temp-';
 
@@ -58,8 +61,16 @@ export async function recoverInFlight(deps: {
   const live = new Set<string>();
   const records = only === undefined ? await catalog.listBackups() : await catalog.getBackup(only).then((b) => [b], (err) => (isNotFound(err) ? [] : Promise.reject(err)));
   if (only !== undefined && records.length === 0) return report;
-  for (const b of records) {
-    if ((b.status === 'creating' || b.status === 'restoring' || b.status === 'deleting') && deps.isLive(b)) {
+  for (const listed of records) {
+    if (!IN_FLOW.has(listed.status)) continue;
+    // Judged and written from the record as it is now, not as listed: the listing may be old by
+    // the time its turn comes (a long listing, deletes resumed before it), and a flow that held
+    // it then (of this process, in a server recovering between requests) may have ended since,
+    // with its record's final write. A flow lets go of a record only once that write settled, so a
+    // record read now that is in a flow status and held by no one was left behind.
+    const b = only !== undefined ? listed : await catalog.getBackup(listed.id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    if (!b || !IN_FLOW.has(b.status)) continue;
+    if (deps.isLive(b)) {
       live.add(b.id);
       report.skipped.push(b.id);
       continue;
@@ -85,7 +96,7 @@ export async function recoverInFlight(deps: {
   const liveNow = async (backupId: string): Promise<boolean> => {
     if (live.has(backupId)) return true;
     const b = await catalog.getBackup(backupId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
-    if (!b || (b.status !== 'creating' && b.status !== 'restoring' && b.status !== 'deleting') || !deps.isLive(b)) return false;
+    if (!b || !IN_FLOW.has(b.status) || !deps.isLive(b)) return false;
     live.add(backupId);
     return true;
   };
