@@ -77,7 +77,9 @@ export class RepositoryCatalog implements Catalog {
         (r) => (r ? volumeEntryKey(r) : undefined),
         () => entry, // unreadable: it may be this very entry's record, so the entry stays
       );
-      if (existing !== entry) await this.repo.store.delete(entry);
+      // The refusal stands whatever this cleanup does: an entry left behind only names a record
+      // that exists, which listings read once (listBackups reads each id once).
+      if (existing !== entry) await this.repo.store.delete(entry).catch(() => undefined);
       throw backupExists(record.id, err);
     }
   }
@@ -90,7 +92,8 @@ export class RepositoryCatalog implements Catalog {
 
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
     const ids = filter.volumeId !== undefined && this.indexed ? (await this.volumeEntries(filter.volumeId)).map((e) => e.backupId) : await recordIds(this.repo);
-    const records = await this.readMany(ids);
+    // Once each: a record may have two entries (one a refused ifAbsent write could not remove).
+    const records = await this.readMany([...new Set(ids)]);
     return records.filter((r) => matches(r, filter)).sort(byCreation);
   }
 
