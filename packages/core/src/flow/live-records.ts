@@ -9,8 +9,13 @@ import { currentOwner, ownerMayBeAlive, type ProcessOwner } from '../util/proces
  * settled, whether that write succeeded or failed. So a record of this process in a flow status
  * that no one holds was left behind (its flow's final write failed): recovery may resolve it at
  * once, without waiting for this process to end.
+ *
+ * One registry per global object, so two copies of this module loaded in one thread share it.
+ * Worker threads have globals of their own: flows must run in the main thread (as Cairn's do; its
+ * workers only hash, compress and seal), else this thread's recovery takes their records, which
+ * carry the same pid, for abandoned.
  */
-const held = new Map<string, number>();
+const held: Map<string, number> = ((globalThis as Record<symbol, unknown>)[Symbol.for('cairn.live-records')] ??= new Map<string, number>()) as Map<string, number>;
 
 /** Lets go of one hold. Idempotent: a second call does nothing. */
 export type LetGo = () => void;
