@@ -34,16 +34,20 @@ export type NbdConnectOptions = NbdAddress & {
    *   request still in flight. A transfer that keeps moving is never cut, however long a request
    *   takes in all: a large read on a slow link, or requests queued at the server behind others
    *   being answered.
-   * - Per request: once every request sent before it has been answered (from then on nothing of
-   *   this client's is queued ahead of it at the server), a request must be answered before the
-   *   server answers any request sent this many ms or more after that moment (or after its own
-   *   sending, if later). So a request the server holds back while answering newer ones fails
-   *   when the first reply to such a newer request arrives, or by the progress bound if none is
-   *   sent. What counts is how long the server had the request before taking in an overtaking one,
-   *   not how long it waited: replies out of order, and a request waiting behind earlier requests
-   *   or behind large replies to other requests, never trip it.
+   * - Per request: a request must be answered before the server completes the reply to any
+   *   request sent this many ms or more after the latest of: its own sending; the moment every
+   *   request sent before it had been answered (from then on nothing of this client's is queued
+   *   ahead of it at the server); and the arrival of the latest chunk of its own (structured)
+   *   reply. So a request the server holds back while answering newer ones fails when the first
+   *   reply to such a newer request is complete, or by the progress bound if none is sent. What
+   *   counts is how long the server had the request without sending more of its reply before
+   *   taking in an overtaking one, not how long it waited or how long its reply takes: replies out
+   *   of order, a request waiting behind earlier requests or behind large replies to other
+   *   requests, and a reply sent in chunks less than this many ms apart with replies to newer
+   *   requests between them, never trip it.
    * - A WRITE is answered only once its whole payload arrived, so one payload (at most
    *   `maxPayload`) must reach the server within this time.
+   * Both bounds run on a monotonic clock: a step of the wall clock neither trips nor delays them.
    * Default 60000; 0 disables both bounds.
    */
   requestTimeoutMs?: number;
@@ -63,14 +67,18 @@ export type NbdListAddress = NbdAddress & { connectTimeoutMs?: number };
 interface Pending extends PendingReply {
   resolve: () => void;
   reject: (err: unknown) => void;
-  /** Date.now() when the request was written. */
+  /** `now()` when the request was written. */
   sentAt: number;
   /**
-   * Date.now() from which its per-request bound runs (see `requestTimeoutMs`): its sending, or
-   * the moment every request sent before it had been answered, whichever is later.
+   * `now()` from which its per-request bound runs (see `requestTimeoutMs`): the latest of its
+   * sending, the moment every request sent before it had been answered, and the arrival of the
+   * latest chunk of its reply.
    */
-  oldestSince: number;
+  heldSince: number;
 }
+
+/** Milliseconds on a monotonic clock, for every deadline of the client (the wall clock may step). */
+const now = (): number => performance.now();
 
 /** Largest TRIM / WRITE_ZEROES length sent in one request (1 GiB); longer ranges are split. */
 const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
@@ -101,7 +109,7 @@ export class NbdClient {
   private readonly disconnectTimeoutMs: number;
   /** Armed while requests are pending: checks for `requestTimeoutMs` without progress. */
   private timer: NodeJS.Timeout | undefined;
-  /** Date.now() when the last bytes arrived from the server (0: none since the handshake). */
+  /** `now()` when the last bytes arrived from the server (0: none since the handshake). */
   private lastReceivedAt = 0;
   private nextCookie = 1;
   private readonly blockStatusChunk: number;
@@ -123,10 +131,16 @@ export class NbdClient {
     this.blockStatusChunk = options.blockStatusChunk ?? 1 << 30;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
     this.disconnectTimeoutMs = options.disconnectTimeoutMs ?? 30_000;
-    const parser = new ReplyParser((c) => this.pending.get(c), (c) => this.settle(c), this.driver, this.structuredReplies);
+    const parser = new ReplyParser(
+      (c) => this.pending.get(c),
+      (c) => this.settle(c),
+      (c) => this.progressed(c),
+      this.driver,
+      this.structuredReplies,
+    );
     conn.onClosed((err) => this.failAll(err));
     conn.startTransmission((chunk) => {
-      this.lastReceivedAt = Date.now();
+      this.lastReceivedAt = now();
       parser.push(chunk);
     });
   }
@@ -356,7 +370,7 @@ export class NbdClient {
       const cookie = this.nextCookie++;
       if (this.nextCookie > 0xffffffff) this.nextCookie = 1;
       return await new Promise<NbdExtent[] | undefined>((resolve, reject) => {
-        const now = Date.now();
+        const at = now();
         const p: Pending = {
           cmd,
           offset,
@@ -365,8 +379,8 @@ export class NbdClient {
           what: extra.what,
           resolve: () => resolve(p.extents),
           reject,
-          sentAt: now,
-          oldestSince: now,
+          sentAt: at,
+          heldSince: at,
         };
         if (extra.target) p.target = extra.target;
         if (extra.contextId !== undefined) p.contextId = extra.contextId;
@@ -394,10 +408,16 @@ export class NbdClient {
     this.pending.delete(cookie);
     if (p === oldest) {
       const next = this.pending.values().next().value;
-      if (next) next.oldestSince = Date.now();
+      if (next) next.heldSince = now();
     }
     this.complete(p);
     if (p !== oldest) this.checkOvertaken(oldest, p);
+  }
+
+  /** A chunk of the reply to `cookie` arrived, not the last: the request is not held back. */
+  private progressed(cookie: number): void {
+    const p = this.pending.get(cookie);
+    if (p) p.heldSince = now();
   }
 
   private complete(p: Pending): void {
@@ -410,12 +430,17 @@ export class NbdClient {
 
   /**
    * The per-request bound of `requestTimeoutMs`: `answered` overtook `oldest`; when it was sent
-   * `requestTimeoutMs` or more after `oldest` became the oldest request, the connection fails.
+   * `requestTimeoutMs` or more after `oldest.heldSince`, the connection fails.
    */
   private checkOvertaken(oldest: Pending, answered: Pending): void {
-    const late = answered.sentAt - oldest.oldestSince;
+    const late = answered.sentAt - oldest.heldSince;
     if (this.requestTimeoutMs <= 0 || late < this.requestTimeoutMs) return;
-    this.conn.abort(connectionLost(`no reply to a ${oldest.what}, though the server answered a request sent ${late} ms after it became the oldest in flight (requestTimeoutMs ${this.requestTimeoutMs})`, this.driver));
+    this.conn.abort(
+      connectionLost(
+        `no reply to a ${oldest.what}, though the server answered a request sent ${Math.round(late)} ms after it last advanced (was sent, became the oldest in flight, or got a chunk of its reply; requestTimeoutMs ${this.requestTimeoutMs})`,
+        this.driver,
+      ),
+    );
   }
 
   /** Arms the request timer unless it is armed or disabled. */
@@ -438,7 +463,7 @@ export class NbdClient {
     this.timer = undefined;
     const oldest = this.pending.values().next().value;
     if (!oldest) return;
-    const silent = Date.now() - Math.max(this.lastReceivedAt, oldest.sentAt);
+    const silent = now() - Math.max(this.lastReceivedAt, oldest.sentAt);
     if (silent < this.requestTimeoutMs) return this.arm(this.requestTimeoutMs - silent);
     this.conn.abort(connectionLost(`no reply bytes from the server for ${this.requestTimeoutMs} ms (${oldest.what} pending)`, this.driver));
   }

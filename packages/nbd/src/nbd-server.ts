@@ -54,6 +54,8 @@ export class NbdServer {
   private readonly refused = new Set<ServerConnection>();
   private closing: Promise<void> | undefined;
   private bound: NbdAddress | undefined;
+  /** While a listen() is pending: settles it with `err`, releasing what it holds. */
+  private abandonListen: ((err: CairnError) => void) | undefined;
   private readonly driver: string;
   private readonly acceptErrors: AcceptErrorReporter;
   /** Sheds new connections while the process is out of descriptors, instead of spinning on accept. */
@@ -113,28 +115,48 @@ export class NbdServer {
 
   /**
    * Starts listening on a unix socket path or a TCP address (port 0 picks a free port) and
-   * resolves with the bound address. `CONFLICT` when the address is in use. From then on the
-   * server holds one spare file descriptor (see `FdReserve`) until `close()`.
+   * resolves with the bound address. From then on the server holds one spare file descriptor (see
+   * `FdReserve`) until `close()`; a listen() that fails holds nothing, and may be retried.
+   * `CONFLICT` when the address is in use; `INVALID_INPUT` for a bad address (a port outside
+   * 0–65535), while listening or a listen() is pending, and after `close()` (a closed server never
+   * listens again: create a new one); `CANCELLED` when `close()` is called before it bound.
    */
   listen(address: NbdAddress | { host?: string; port: number }): Promise<NbdAddress> {
-    this.reserve.start();
+    if (this.closing) return Promise.reject(new CairnError('INVALID_INPUT', 'server is closed; create a new NbdServer to listen again', { driver: this.driver }));
+    if (this.bound || this.abandonListen) return Promise.reject(new CairnError('INVALID_INPUT', 'server is already listening', { driver: this.driver }));
     return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
+      const fail = (err: CairnError): void => {
+        this.server.off('error', onError).off('listening', done);
+        this.abandonListen = undefined;
         this.reserve.stop();
-        const code = err.code === 'EADDRINUSE' ? 'CONFLICT' : undefined;
-        reject(code ? new CairnError(code, `address in use: ${err.message}`, { driver: this.driver, cause: err }) : toCairnError(err, this.driver, 'listen'));
+        reject(err);
       };
-      this.server.once('error', onError);
+      const onError = (err: NodeJS.ErrnoException): void => fail(listenError(err, this.driver));
       const done = (): void => {
         this.server.off('error', onError);
         // From now on an 'error' is a failed accept: reported, never an uncaught exception.
         this.server.off('error', this.onAcceptError).on('error', this.onAcceptError);
+        if (this.closing) {
+          this.server.close(); // bound after close() settled this listen(): nobody serves it
+          return;
+        }
+        this.abandonListen = undefined;
         const a = this.server.address();
         this.bound = typeof a === 'string' ? { path: a } : { host: a!.address, port: a!.port };
         resolve(this.bound);
       };
-      if ('path' in address) this.server.listen(address.path, done);
-      else this.server.listen(address.port, address.host ?? '127.0.0.1', done);
+      this.abandonListen = (err) => {
+        fail(err);
+        this.server.off('error', this.onAcceptError).on('error', this.onAcceptError); // a late report of the abandoned listen
+      };
+      this.server.once('error', onError);
+      this.reserve.start();
+      try {
+        if ('path' in address) this.server.listen(address.path, done);
+        else this.server.listen(address.port, address.host ?? '127.0.0.1', done);
+      } catch (err) {
+        fail(listenError(err, this.driver)); // thrown by net for a bad address, before any socket
+      }
     });
   }
 
@@ -157,10 +179,12 @@ export class NbdServer {
   /**
    * Stops accepting, refuses further options with NBD_REP_ERR_SHUTDOWN, lets every connection
    * finish the requests it is handling, then disconnects it; connections still busy after
-   * `drainTimeoutMs` (default 10000) are destroyed. Idempotent.
+   * `drainTimeoutMs` (default 10000) are destroyed. Releases the spare descriptor; a pending
+   * listen() fails with `CANCELLED`, and later ones with `INVALID_INPUT`. Idempotent.
    */
   close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
     this.closing ??= (async () => {
+      this.abandonListen?.(new CairnError('CANCELLED', 'server closed before listen() completed', { driver: this.driver }));
       this.reserve.stop();
       const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
       await Promise.all([...this.connections, ...this.refused].map((c) => c.drain(options.drainTimeoutMs ?? 10_000)));
@@ -168,4 +192,15 @@ export class NbdServer {
     })();
     return this.closing;
   }
+}
+
+/** A failed listen() as a CairnError: `CONFLICT` for an address in use, `INVALID_INPUT` for a bad address. */
+function listenError(err: unknown, driver: string): CairnError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const message = (err as Error | undefined)?.message ?? String(err);
+  if (code === 'EADDRINUSE') return new CairnError('CONFLICT', `address in use: ${message}`, { driver, cause: err });
+  if (code === 'ERR_SOCKET_BAD_PORT' || code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_INVALID_ARG_VALUE') {
+    return new CairnError('INVALID_INPUT', `bad listen address: ${message}`, { driver, cause: err });
+  }
+  return toCairnError(err, driver, 'listen');
 }

@@ -75,6 +75,8 @@ export class ReplyParser {
   constructor(
     private readonly lookup: (cookie: number) => PendingReply | undefined,
     private readonly complete: (cookie: number) => void,
+    /** A structured reply chunk other than the last has been received whole for `cookie`. */
+    private readonly progressed: (cookie: number) => void,
     private readonly driver: string,
     /** Whether structured replies were negotiated (then a READ never gets a simple data reply). */
     private readonly structured: boolean,
@@ -256,6 +258,7 @@ export class ReplyParser {
   private chunkDone(): void {
     this.state = State.Header;
     if ((this.chunkFlags & REPLY_FLAG_DONE) !== 0) this.finish();
+    else this.progressed(this.cookie);
   }
 
   private finish(): void {

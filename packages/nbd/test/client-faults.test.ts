@@ -232,6 +232,65 @@ describe('NbdClient timeouts', () => {
     for (const s of sockets) s.destroy();
   });
 
+  /**
+   * A 1 MiB read the server sends as 16 OFFSET_DATA chunks of 64 KiB, one every 50 ms, stopping
+   * after `sent` of them; every other read is answered at once, its reply landing between two
+   * chunks of the large one (qemu interleaves replies so). Meanwhile the client reads 4 KiB every
+   * 40 ms. Resolves with what the large read came to, when, and how many small reads succeeded.
+   */
+  async function chunkedReadAmidTraffic(sent: number): Promise<{ result: string; ms: number; small: number; big: Buffer; got?: Buffer }> {
+    const big = Buffer.alloc(MiB);
+    for (let i = 0; i < big.length; i++) big[i] = i % 253;
+    const piece = 64 * 1024;
+    const { server, sockets } = structuredServer((req, s) => {
+      const offset = Number(req.readBigUInt64BE(16));
+      const length = req.readUInt32BE(24);
+      if (length !== MiB) {
+        s.write(chunk(req, DONE, OFFSET_DATA, offsetData(offset, Buffer.alloc(length, 0x88))));
+        return;
+      }
+      const chunks = Array.from({ length: MiB / piece }, (_, i) => chunk(req, i === MiB / piece - 1 ? DONE : 0, OFFSET_DATA, offsetData(i * piece, big.subarray(i * piece, (i + 1) * piece))));
+      void trickle(s, chunks.slice(0, sent), 50);
+    });
+    const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
+    const started = Date.now();
+    const large = c.read(0, MiB);
+    let busy = true;
+    let small = 0;
+    void large.finally(() => (busy = false)).catch(() => undefined);
+    const traffic = (async () => {
+      while (busy) {
+        expect((await c.read(4096, 4096)).equals(Buffer.alloc(4096, 0x88))).toBe(true);
+        small++;
+        await sleep(40);
+      }
+    })().catch(() => undefined);
+    const result = await outcome(large, 3000);
+    const ms = Date.now() - started;
+    busy = false;
+    await traffic;
+    const got = result === 'fulfilled' ? await large : undefined;
+    await c.disconnect().catch(() => undefined);
+    for (const s of sockets) s.destroy();
+    return { result, ms, small, big, got };
+  }
+
+  it('a large read whose reply chunks keep arriving between replies to newer reads is not timed out, though newer reads are sent several requestTimeoutMs after it', async () => {
+    const { result, ms, small, big, got } = await chunkedReadAmidTraffic(16);
+    expect(result).toBe('fulfilled');
+    expect(got!.equals(big)).toBe(true);
+    expect(ms).toBeGreaterThan(600);
+    expect(small).toBeGreaterThan(10); // newer reads were answered all along
+  });
+
+  it('a large read whose reply chunks stop while newer reads are answered fails with UNAVAILABLE, counted from its last chunk', async () => {
+    const { result, ms, small } = await chunkedReadAmidTraffic(2); // chunks at ~0 and ~50 ms, then none
+    expect(result).toBe('UNAVAILABLE');
+    expect(ms).toBeGreaterThanOrEqual(340);
+    expect(ms).toBeLessThan(2000);
+    expect(small).toBeGreaterThan(5);
+  });
+
   it('disconnect() gives up after disconnectTimeoutMs with UNAVAILABLE, failing what is in flight, and closes', async () => {
     const { server, sockets } = silentServer();
     const c = await NbdClient.connect({ path: await listen(server), disconnectTimeoutMs: 200 });
