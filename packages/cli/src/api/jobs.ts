@@ -217,11 +217,16 @@ export function managerJob(job: Job, target: string | undefined, finish: (record
 /**
  * Work the API runs itself as a job (verify, gc, reset-state): `work` gets an AbortSignal that `cancel` fires and
  * must reject with CANCELLED once it stopped, and a sink for its progress while it runs; the
- * `progress` it resolves with, if any, is the job's final one.
+ * `progress` it resolves with, if any, is the job's final one. By default a job whose signal
+ * fired ends `cancelled` whatever the work did (a verify that turned the abort into a report of
+ * unread chunks). With `ownOutcome`, the work's outcome is the job's: for work that honours the
+ * signal only up to a commit point and then finishes (reset-state writes the record), so that a
+ * cancel that came too late is not reported as having stopped it.
  */
 export function apiJob(
   fields: { kind: ApiJobKind; backupId?: string; volumeId?: string; target?: string },
   work: (signal: AbortSignal, report: (bytesDone: number, bytesTotal: number) => void) => Promise<{ result: unknown; error?: unknown; progress?: JobProgress }>,
+  options: { ownOutcome?: boolean } = {},
 ): JobSpec {
   const controller = new AbortController();
   let progress: JobProgress = { bytesDone: 0, bytesTotal: 0 };
@@ -233,12 +238,12 @@ export function apiJob(
     outcome: work(controller.signal, (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal })).then(
       (done) => {
         // Work that turned the abort into a result (a verify reporting unread chunks) was still cancelled.
-        if (controller.signal.aborted) throw new CairnError('CANCELLED', `${fields.kind} cancelled`);
+        if (controller.signal.aborted && !options.ownOutcome) throw new CairnError('CANCELLED', `${fields.kind} cancelled`);
         if (done.progress) progress = done.progress;
         return { result: done.result, error: done.error };
       },
       (err: unknown) => {
-        throw controller.signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', `${fields.kind} cancelled`, { cause: err }) : err;
+        throw controller.signal.aborted && !options.ownOutcome && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', `${fields.kind} cancelled`, { cause: err }) : err;
       },
     ),
   };

@@ -10,7 +10,7 @@ import { currentOwner, ownerLocation, ownerMayBeAlive } from '../util/process-ow
 import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
-import { holdRecord, isRecordHeld, isThisProcess, mayBeWorkedOn, type LetGo } from './live-records.js';
+import { holdCount, holdRecord, isRecordHeld, isThisProcess, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 
@@ -300,7 +300,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         });
       }
       // After the final write: pruning keeps the checkpoint the newest available record names.
-      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : this.pruneCheckpoints(record.volumeId)));
+      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : this.pruneCheckpoints(record.volumeId, checkpoint!)));
       if (failure) throw failure;
       return { ...record };
     } finally {
@@ -339,19 +339,25 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Keeps only the checkpoints that the newest available backup of each target still needs, and
-   * those of backups someone may still be creating (mayBeWorkedOn: another process's backup of the
-   * volume, whose record names its checkpoint while it copies, or another job of this process).
+   * Run by a backup that ended `available` with checkpoint `own`: deletes the checkpoints created
+   * before `own` that neither the newest available backup of each target still needs nor a backup
+   * someone may still be creating names (mayBeWorkedOn: another process's backup of the volume,
+   * whose record names its checkpoint while it copies, or another job of this process). Those
+   * created after `own` are left to the backups that took them: by then this backup no longer
+   * holds the volume, and a backup that began since (in another process) may not have named its
+   * checkpoint in its record yet.
    */
-  private async pruneCheckpoints(volumeId: string): Promise<void> {
+  private async pruneCheckpoints(volumeId: string, own: Checkpoint): Promise<void> {
     const cbt = this.volumes.changedBlockTracking!;
     const backups = await this.catalog.listBackups({ volumeId });
     const newestPerTarget = new Map<string, BackupRecord>();
     for (const b of backups) if (b.status === 'available') newestPerTarget.set(b.service, b);
     const running = backups.filter((b) => b.status === 'creating' && mayBeWorkedOn(b));
     const keep = new Set([...newestPerTarget.values(), ...running].map((b) => b.checkpointId).filter(Boolean));
+    keep.add(own.id);
+    const ownTime = Date.parse(own.createdAt);
     for (const cp of await cbt.listCheckpoints(volumeId)) {
-      if (!keep.has(cp.id)) await cbt.deleteCheckpoint(volumeId, cp.id);
+      if (!keep.has(cp.id) && Date.parse(cp.createdAt) < ownTime) await cbt.deleteCheckpoint(volumeId, cp.id);
     }
   }
 
@@ -614,12 +620,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (isRecordHeld(before.id) || this.claims.count(before.id, 'restore') > 0 || this.claims.count(before.id, 'parent') > 0) {
         throw new CairnError('CONFLICT', `backup ${before.id} is ${before.status} in a job of this process: cancel the job instead`, { details: { backupId: before.id, status: before.status } });
       }
-      const owner = before.owner;
-      if (IN_FLOW.has(before.status) && owner && !isThisProcess(owner) && ownerLocation(owner) === 'here' && ownerMayBeAlive(owner)) {
-        throw new CairnError('CONFLICT', `backup ${before.id} is ${before.status} in process ${owner.pid}, which is running on this host: cancel the job there`, {
-          details: { backupId: before.id, status: before.status, owner },
-        });
-      }
+      if (IN_FLOW.has(before.status) && runsHere(before)) throw runningHere(before);
       // Held while it is reset, so that a recovery of this process leaves it to the reset.
       const letGo = holdRecord(before.id);
       try {
@@ -631,7 +632,15 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   private async resetHeld(before: BackupRecord, status: 'available' | 'error', options: VerifyOptions): Promise<BackupRecord> {
-    const report = await recoverInFlight({ catalog: this.catalog, volumes: this.volumes, isLive: () => false, only: before.id });
+    // Judged again on every read recovery makes (the record, its volume's state, its snapshot): a
+    // job that took the record since the checks above (a restore, here or in a live process of
+    // this host) is left alone, and the reset refused. The reset's own hold is not a job's.
+    const busy = (b: BackupRecord): boolean => holdCount(b.id) > 1 || this.claims.count(b.id, 'restore') > 0 || runsHere(b);
+    const report = await recoverInFlight({ catalog: this.catalog, volumes: this.volumes, isLive: busy, only: before.id });
+    if (report.skipped.length > 0) {
+      const now = await this.catalog.getBackup(before.id);
+      throw runsHere(now) ? runningHere(now) : new CairnError('CONFLICT', `backup ${before.id} is ${now.status} in a job of this process: cancel the job instead`, { details: { backupId: before.id, status: now.status } });
+    }
     for (const failed of report.errors) this.emit('warning', new CairnError('UNAVAILABLE', `reset of backup ${before.id}: ${failed}`, { details: { backupId: before.id } }));
     const resolved = await this.catalog.getBackup(before.id);
     const write = async (fields: Partial<BackupRecord>): Promise<BackupRecord> => {
@@ -825,6 +834,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 }
+
+/** Whether the record's owner is another process of this host and pid namespace that runs (its job may). */
+function runsHere(record: BackupRecord): boolean {
+  const owner = record.owner;
+  return !!owner && !isThisProcess(owner) && ownerLocation(owner) === 'here' && ownerMayBeAlive(owner);
+}
+
+const runningHere = (record: BackupRecord): CairnError =>
+  new CairnError('CONFLICT', `backup ${record.id} is ${record.status} in process ${record.owner?.pid}, which is running on this host: cancel the job there`, {
+    details: { backupId: record.id, status: record.status, owner: record.owner },
+  });
 
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {

@@ -36,6 +36,11 @@ export function holdRecord(backupId: string): LetGo {
   };
 }
 
+/** How many holds of this process `backupId` has now. */
+export function holdCount(backupId: string): number {
+  return held.get(backupId) ?? 0;
+}
+
 /** Whether a flow of this process holds `backupId` now. */
 export function isRecordHeld(backupId: string): boolean {
   return held.has(backupId);

@@ -63,11 +63,18 @@ export async function recoverInFlight(deps: {
   if (only !== undefined && records.length === 0) return report;
   for (const listed of records) {
     if (!IN_FLOW.has(listed.status)) continue;
+    // Judged before the read as well: a flow that still holds the record then may write its final
+    // status while the read is in flight, and the read return what was there before.
+    if (deps.isLive(listed)) {
+      live.add(listed.id);
+      report.skipped.push(listed.id);
+      continue;
+    }
     // Judged and written from the record as it is now, not as listed: the listing may be old by
     // the time its turn comes (a long listing, deletes resumed before it), and a flow that held
     // it then (of this process, in a server recovering between requests) may have ended since,
     // with its record's final write. A flow lets go of a record only once that write settled, so a
-    // record read now that is in a flow status and held by no one was left behind.
+    // record read after it was seen held by no one, and still in a flow status, was left behind.
     const b = only !== undefined ? listed : await catalog.getBackup(listed.id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
     if (!b || !IN_FLOW.has(b.status)) continue;
     if (deps.isLive(b)) {

@@ -1,0 +1,151 @@
+import { hostname } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { MiB, expectCode, filledVolume, over, rig } from './helpers.js';
+import { BackupManager, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type BackupRecord, type Catalog } from '../src/index.js';
+
+/** A point where a call waits: `reached` resolves when it gets there, `release()` lets it go on. */
+function gate() {
+  let arrived!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((r) => (arrived = r));
+  const opened = new Promise<void>((r) => (release = r));
+  return { reached, release, arrive: () => (arrived(), opened) };
+}
+
+/**
+ * Makes the next getBackup of `id` run `meanwhile` after the record was read, before it is
+ * returned, until the returned function disarms it.
+ */
+function slowRead(catalog: MemoryCatalog, id: string, meanwhile: () => Promise<void>): () => void {
+  const get = catalog.getBackup.bind(catalog);
+  const disarm = () => void (catalog.getBackup = get);
+  catalog.getBackup = async (backupId) => {
+    const read = await get(backupId);
+    if (backupId === id) {
+      disarm();
+      await meanwhile();
+    }
+    return read;
+  };
+  return disarm;
+}
+
+describe("recover() while this process's flow of a record ends during recovery's read of it", () => {
+  it('a backup that ends during the read stays available', async () => {
+    const { volumes, service, catalog, manager } = rig();
+    const v = await filledVolume(volumes, MiB, 1);
+    const copying = gate();
+    const backup = service.backup.bind(service);
+    service.backup = async (job, source) => {
+      await copying.arrive();
+      return backup(job, source);
+    };
+    const job = await manager.startBackup({ volumeId: v.id });
+    await copying.reached;
+    const disarm = slowRead(catalog, job.backupId, async () => {
+      copying.release();
+      await job.done;
+    });
+    const report = await manager.recover();
+    disarm();
+    copying.release();
+    await job.done;
+    expect(report.failedBackups).toEqual([]);
+    expect((await manager.getBackup(job.backupId)).status).toBe('available');
+  });
+
+  it('a backup restored and deleted during the read stays deleted', async () => {
+    const { volumes, service, catalog, manager } = rig();
+    const v = await filledVolume(volumes, MiB, 1);
+    const b = await manager.backup({ volumeId: v.id });
+    const dst = await filledVolume(volumes, MiB, 2);
+    const writing = gate();
+    const restore = service.restore.bind(service);
+    service.restore = async (backup, target, options) => {
+      await writing.arrive();
+      return restore(backup, target, options);
+    };
+    const { job } = await manager.startRestore({ backupId: b.id, volumeId: dst.id });
+    await writing.reached;
+    const end = async () => {
+      writing.release();
+      await job.done;
+      await manager.deleteBackup(b.id);
+    };
+    const disarm = slowRead(catalog, b.id, end);
+    const report = await manager.recover();
+    disarm();
+    if ((await manager.listBackups()).some((r) => r.id === b.id && r.status === 'restoring')) await end();
+    expect(report.restoredBackups).toEqual([]);
+    await expectCode(manager.getBackup(b.id), 'NOT_FOUND');
+  });
+});
+
+describe('resetState while a live process of this host takes the record', () => {
+  it('is refused, and leaves the restore that began meanwhile alone', async () => {
+    const volumes = new MemoryVolumeDriver();
+    const service = new MemoryBackupService('mem');
+    const shared = new MemoryCatalog();
+    const admin = new BackupManager({ volumes, targets: { mem: service }, catalog: shared });
+    const v = await filledVolume(volumes, MiB, 1);
+    const dst = await filledVolume(volumes, MiB, 2);
+    const b = await admin.backup({ volumeId: v.id });
+    // Between the reset's first look and its work, another live process of this host starts restoring the backup.
+    const elsewhere = { host: hostname(), pid: process.ppid };
+    const catalog: Catalog = over(shared, {
+      getBackup: async (id: string) => {
+        const read = await shared.getBackup(id);
+        catalog.getBackup = shared.getBackup.bind(shared);
+        await shared.putBackup({ ...read, status: 'restoring', owner: elsewhere });
+        await shared.putVolumeState({ volumeId: dst.id, status: 'restoring-backup', previousStatus: 'available', backupId: b.id, since: new Date().toISOString() });
+        return read;
+      },
+    });
+    const resetter = new BackupManager({ volumes, targets: { mem: service }, catalog });
+    await expectCode(resetter.resetState(b.id, 'error'), 'CONFLICT');
+    expect(await shared.getBackup(b.id)).toMatchObject({ status: 'restoring', owner: elsewhere });
+    expect((await admin.getVolume(dst.id)).status).toBe('restoring-backup');
+  });
+});
+
+describe('checkpoint pruning at the end of a backup', () => {
+  it('keeps the checkpoint of a backup of the volume that another process began once this one let the volume go', async () => {
+    const volumes = new MemoryVolumeDriver();
+    const service = new MemoryBackupService('mem');
+    const shared = new MemoryCatalog();
+    const v = await filledVolume(volumes, MiB, 1);
+    // Process A stops once it has cleared the volume's state; B then begins and stops once it has its checkpoint.
+    const cleared = gate();
+    const a = new BackupManager({
+      volumes,
+      targets: { mem: service },
+      locks: new InProcessVolumeLocks(),
+      catalog: over(shared, {
+        clearVolumeState: async (volumeId: string) => {
+          await shared.clearVolumeState(volumeId);
+          await cleared.arrive();
+        },
+      }),
+    });
+    const b = new BackupManager({ volumes, targets: { mem: service }, locks: new InProcessVolumeLocks(), catalog: shared });
+    const cbt = volumes.changedBlockTracking;
+    const create = cbt.createCheckpoint.bind(cbt);
+    const checkpointed = gate();
+    let calls = 0;
+    cbt.createCheckpoint = async (volumeId) => {
+      const cp = await create(volumeId);
+      if (++calls === 2) await checkpointed.arrive();
+      return cp;
+    };
+    const first = await a.startBackup({ volumeId: v.id });
+    await cleared.reached;
+    const second = await b.startBackup({ volumeId: v.id });
+    await checkpointed.reached;
+    cleared.release();
+    await first.done;
+    checkpointed.release();
+    const done = await second.done;
+    expect(done.checkpointId).toBeDefined();
+    expect((await cbt.listCheckpoints(v.id)).map((c) => c.id)).toContain(done.checkpointId);
+  });
+});
