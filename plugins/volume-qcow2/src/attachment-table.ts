@@ -72,7 +72,7 @@ export class AttachmentTable {
         if (!chain || session.isUnsettled(node)) throw this.notFound(since);
         return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
       };
-      return this.open({ kind: 'volume', id: volumeId }, mode, session, this.runtime.top(volumeId, node), release, changed, volumeId);
+      return this.open({ kind: 'volume', id: volumeId }, mode, session, session.filters.top(node), release, changed, volumeId);
     });
   }
 
@@ -131,7 +131,7 @@ export class AttachmentTable {
       if (!chain) throw this.notFound(since);
       return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
     };
-    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, () => session.releaseNode(path), changed, record.volumeId);
+    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, () => session.releaseNode(path, record.volumeId), changed, record.volumeId);
   }
 
   /** Exports `node`, connects, and records the attachment; on failure releases what it took. */

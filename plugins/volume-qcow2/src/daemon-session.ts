@@ -3,6 +3,8 @@ import { CairnError, KeyedMutex, toCairnError } from '@cairn/core';
 import { NbdClient } from '@cairn/nbd';
 import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '@cairn/qmp';
 import { DeferredWork } from './deferred-work.js';
+import { FilterStack } from './filter-stack.js';
+import { imageOpenError } from './image-lock.js';
 import { outcomeUnknown } from './outcome.js';
 
 /**
@@ -24,21 +26,26 @@ export interface SessionOptions {
 
 interface OpenNode {
   name: string;
+  /** References taken by openNode and not yet released; 0 while a failed close is queued. */
   refs: number;
   readOnly: boolean;
 }
 
 /**
  * One running qemu-storage-daemon: its QMP client, the NBD server on a unix socket in the
- * daemon's temp dir, and the format nodes it has open (one per image, reference-counted).
- * A session never restarts: once the daemon has exited, `alive` is false and every call fails
- * with `UNAVAILABLE`; the driver starts a new session.
+ * daemon's temp dir, the format nodes it has open (one per image, reference-counted), the
+ * filters views put above them, and the work deferred on them. Names (nodes, filters, exports)
+ * are unique within a session only: the next session's counter starts again, so nothing of one
+ * session may be looked up in another. A session never restarts: once the daemon has exited,
+ * `alive` is false and every call fails with `UNAVAILABLE`; the driver starts a new session.
  */
 export class DaemonSession {
   private readonly nodes = new Map<string, OpenNode>();
   private readonly nodeLocks = new KeyedMutex();
   private readonly unsettledNodes = new Set<string>();
   private readonly removals = new Map<string, Set<string>>();
+  /** The copy-before-write filters of this session's nodes (the top is where a volume's exports go). */
+  readonly filters = new FilterStack();
   /** Cleanup of nodes that did not finish, retried until it does (see DeferredWork). */
   readonly deferred: DeferredWork;
   private counter = 0;
@@ -126,7 +133,10 @@ export class DaemonSession {
     return `${prefix}${++this.counter}`;
   }
 
-  /** The node of an open image, if any. */
+  /**
+   * The node of an open image, if any. A node whose close failed counts as open until the close
+   * succeeds: qemu may still hold it, and the image's lock with it.
+   */
   nodeOf(path: string): string | undefined {
     return this.nodes.get(path)?.name;
   }
@@ -134,14 +144,21 @@ export class DaemonSession {
   /**
    * Opens `path` as a qcow2 node (or takes another reference to it). `fresh` is true when this
    * call opened it. Writable nodes discard and detect zeroes (`unmap`) so zero writes stay sparse.
-   * `BUSY` when another process holds the image's lock. On failure no node is left: when the add
-   * got no reply (qemu may still run it), a delete of the same node name is sent after it.
+   * A node whose close failed and is queued (releaseNode) is closed first, and the call fails with
+   * that close's error while it fails. `BUSY` when another process holds the image's lock
+   * (qemu's lock failure only: see image-lock.ts). On failure no node is left: when the add got no
+   * reply (qemu may still run it), a delete of the same node name is sent after it.
    */
   async openNode(path: string, readOnly: boolean): Promise<{ name: string; fresh: boolean }> {
     return this.nodeLocks.run(path, () => this.doOpenNode(path, readOnly));
   }
 
   private async doOpenNode(path: string, readOnly: boolean): Promise<{ name: string; fresh: boolean }> {
+    const closing = this.nodes.get(path);
+    if (closing?.refs === 0) {
+      await this.deferred.run(closing.name); // the queued close (no work that takes a reference can be queued now)
+      if (this.nodes.get(path) === closing) await this.closeNode(path, closing);
+    }
     const open = this.nodes.get(path);
     if (open) {
       open.refs++;
@@ -160,26 +177,49 @@ export class DaemonSession {
       // No reply in time: qemu may still open the node (and lock the image) with nobody knowing
       // it. A delete of the same name is sent after the add, so qemu runs it after.
       if (outcomeUnknown(err)) await this.qmp.execute('blockdev-del', { 'node-name': name }).catch(() => {});
-      const e = toCairnError(err, this.driver, `open ${path}`);
-      throw e.code === 'CONFLICT' ? new CairnError('BUSY', `image ${path} is locked by another process`, { driver: this.driver, cause: err }) : e;
+      throw imageOpenError(toCairnError(err, this.driver, `open ${path}`), path, this.driver);
     }
     this.nodes.set(path, { name, refs: 1, readOnly });
     return { name, fresh: true };
   }
 
-  /** Drops a reference; the last one closes the node (which writes its persistent bitmaps). Idempotent per reference. */
-  async releaseNode(path: string): Promise<void> {
-    return this.nodeLocks.run(path, () => this.doReleaseNode(path));
+  /**
+   * Drops a reference; the last one closes the node (`blockdev-del`, which writes its persistent
+   * bitmaps). When the close fails — no reply in time (qemu may still run it), or a refusal (the
+   * node is still in use) — the node stays known as open (nodeOf, isOpen: qemu may still hold it
+   * and the image's lock) and the close is queued on it (DeferredWork, under `volumeId`'s lock),
+   * retried until it succeeds; the error is thrown. Callers hold the volume's lock (`volumeId`:
+   * the volume of the image, or of the snapshot copy). Idempotent per reference.
+   */
+  async releaseNode(path: string, volumeId: string): Promise<void> {
+    return this.nodeLocks.run(path, () => this.doReleaseNode(path, volumeId));
   }
 
-  private async doReleaseNode(path: string): Promise<void> {
+  private async doReleaseNode(path: string, volumeId: string): Promise<void> {
     const open = this.nodes.get(path);
-    if (!open) return;
+    if (!open || open.refs === 0) return; // refs 0: its close is queued already
     if (--open.refs > 0) return;
+    await this.deferred.attempt(open.name, volumeId, () => this.closeNode(path, open));
+  }
+
+  /**
+   * Closes a node nobody references: `blockdev-del` ("no such node" counts as done; nothing to do
+   * after the daemon died), then forgets it with its marks, filters and queued work. Any other
+   * failure is thrown and the node stays known. Idempotent.
+   */
+  private async closeNode(path: string, open: OpenNode): Promise<void> {
+    if (this.nodes.get(path) !== open) return;
+    if (this.alive) {
+      try {
+        await this.qmp.execute('blockdev-del', { 'node-name': open.name });
+      } catch (err) {
+        if ((err as CairnError).code !== 'NOT_FOUND') throw err;
+      }
+    }
     this.nodes.delete(path);
     this.unsettledNodes.delete(open.name); // a reopen gets a new name and is reconciled as fresh
+    this.filters.forget(open.name);
     this.deferred.drop(open.name);
-    if (this.alive) await this.qmp.execute('blockdev-del', { 'node-name': open.name });
   }
 
   /**

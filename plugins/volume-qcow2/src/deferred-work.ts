@@ -17,14 +17,17 @@ interface Queue {
  * until the daemon stops. Failures are reported, never swallowed: `attempt` and `run` throw them.
  *
  * When it runs again, always under the volume's lock: before the node's next use (Runtime.openVolume,
- * Runtime.finishDeferred, whose call fails with the work's error while it still fails), and
- * without a use, on a timer while the daemon runs (Runtime's retry, told by `onQueued`), each
- * retry further apart (the bound: at most one attempt per retry interval, capped, never a loop).
+ * Runtime.finishDeferred, DaemonSession.openNode, whose call fails with the work's error while it
+ * still fails), and without a use, on a timer while the daemon runs (the session's DeferredRetry,
+ * told by `onQueued`), each retry further apart (the bound: at most one attempt per retry
+ * interval, capped, never a loop).
  *
- * Contract for queued work: safe to run again after any failure (idempotent steps), and holding
- * a reference on the node that it drops when done, so the node stays open until then. The queue
- * lives in one daemon session and goes with it: a daemon that exits (a clean `quit` included)
- * takes its nodes, jobs and exports along.
+ * Contract for queued work: safe to run again after any failure (idempotent steps), and either
+ * holding a reference on the node that it drops when done, so the node stays open until then, or
+ * being the node's close itself (DaemonSession.releaseNode), or the release of a node outside the
+ * volume nodes (holdImage). The queue lives in one daemon session and goes with it: a daemon that
+ * exits (a clean `quit` included) takes its nodes, jobs and exports along, and its queued work is
+ * never run after that.
  */
 export class DeferredWork {
   private readonly queues = new Map<string, Queue>();

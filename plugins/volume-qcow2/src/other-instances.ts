@@ -5,6 +5,9 @@ import type { RecordStore } from './record-store.js';
 import type { VolumeRecord, WriterMark } from './records.js';
 import type { Runtime } from './runtime.js';
 
+/** At most this many lock probes (`qemu-img info` processes) run at once per driver instance. */
+const PROBE_CONCURRENCY = 4;
+
 /**
  * What other driver instances (other processes) on the same directory do with its volumes, as far
  * as this one can tell. Two facts serve:
@@ -24,6 +27,8 @@ import type { Runtime } from './runtime.js';
 export class OtherInstances {
   /** This driver instance (two instances in one process are two writers as much as two processes are). */
   private readonly instance = newId();
+  /** Bounds the `qemu-img` processes the probes spawn (listVolumes probes every marked volume at once). */
+  private readonly probes = new ConcurrencyLimit(PROBE_CONCURRENCY);
 
   constructor(
     private readonly driver: string,
@@ -57,17 +62,20 @@ export class OtherInstances {
 
   /**
    * Whether another instance has the volume attached `rw` (see the class comment). False when this
-   * instance's daemon has the image open: no other daemon can then hold it.
+   * instance's daemon has the image open: no other daemon can then hold it. A mark whose image
+   * cannot be probed (qemu-img fails for another reason than a lock or a missing file: a damaged
+   * image, no permission, no qemu-img) cannot be shown stale, so it counts: true.
    */
   async writesElsewhere(r: VolumeRecord): Promise<boolean> {
     if (!r.writer || r.writer.instance === this.instance) return false;
     if (await this.runtime.isOpen(r.id)) return false;
-    return this.heldElsewhere(r.id);
+    return this.heldElsewhere(r.id).catch(() => true);
   }
 
   /**
    * `BUSY` when another daemon has the volume's image open, whatever for (an attachment of any
-   * mode, a view, checkpoint work). Callers made sure this instance's daemon does not.
+   * mode, a view, checkpoint work). Callers made sure this instance's daemon does not. Other
+   * qemu-img failures are thrown (`CORRUPT`, `INTERNAL`, `UNAVAILABLE`): they tell nothing of a lock.
    */
   async assertNotHeldElsewhere(volumeId: string): Promise<void> {
     if (await this.heldElsewhere(volumeId)) {
@@ -75,16 +83,40 @@ export class OtherInstances {
     }
   }
 
-  /** Whether a daemon (not this instance's) holds the image's lock. `qemu-img info` maps a lock error to BUSY. */
+  /**
+   * Whether a daemon (not this instance's) holds the image's lock: `qemu-img info` fails with
+   * qemu's lock failure (BUSY; see image-lock.ts). A missing image is held by nobody; any other
+   * failure is thrown. At most PROBE_CONCURRENCY probes run at once.
+   */
   private async heldElsewhere(volumeId: string): Promise<boolean> {
     try {
-      await this.qemuImg.info(this.store.layout.image('volume', volumeId));
+      await this.probes.run(() => this.qemuImg.info(this.store.layout.image('volume', volumeId)));
       return false;
     } catch (err) {
       const code = (err as CairnError).code;
       if (code === 'BUSY') return true;
       if (code === 'NOT_FOUND') return false; // deleted meanwhile: nobody holds it
       throw err;
+    }
+  }
+}
+
+/** Runs at most `max` tasks at once; the others wait in arrival order. */
+class ConcurrencyLimit {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active < this.max) this.active++;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve)); // a finishing task hands its slot over
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
     }
   }
 }

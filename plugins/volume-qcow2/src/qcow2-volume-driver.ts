@@ -19,6 +19,7 @@ import {
 import { AttachmentTable } from './attachment-table.js';
 import type { DaemonSession } from './daemon-session.js';
 import { destroyView, prepareView, startView, type FleecingView } from './fleecing-view.js';
+import { holdImage } from './image-hold.js';
 import { OtherInstances } from './other-instances.js';
 import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
 import { QemuImg } from './qemu-img.js';
@@ -128,8 +129,13 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   }
 
   /**
-   * `NOT_FOUND` if unknown; `BUSY` while attached, while a view of it exists, while it has
-   * snapshots, or while another process (or driver instance) has its image open.
+   * Removes the sidecar, then the image. `NOT_FOUND` if unknown; `BUSY` while attached, while a
+   * view of it exists, while it has snapshots, or while another process (or driver instance) has
+   * its image open. The check against other processes and the removal are one step for them: this
+   * instance's daemon takes the image's lock first (holdImage; so the daemon is started if none
+   * runs, and `UNAVAILABLE` when it cannot run) and keeps it until the image is gone, so no other
+   * daemon can open the image in between. Only the death of this daemon inside that step lets go
+   * of the lock early.
    */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
@@ -140,9 +146,19 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           throw this.err('BUSY', `volume ${volumeId} has snapshots`);
         }
         await this.assertClosed(volumeId);
-        await this.others.assertNotHeldElsewhere(volumeId);
-        await this.store.remove('volume', volumeId);
-        await rm(this.store.layout.image('volume', volumeId), { force: true });
+        const image = this.store.layout.image('volume', volumeId);
+        const release = await holdImage(await this.runtime.session(), image, volumeId, this.name).catch((err: CairnError) => {
+          if (err.code === 'NOT_FOUND') return undefined; // no image: nobody can hold it
+          throw err;
+        });
+        try {
+          await this.store.remove('volume', volumeId);
+          await rm(image, { force: true });
+        } finally {
+          // The image is gone (or the removal failed): a release that fails is queued and retried
+          // (DeferredWork), and it does not undo the deletion.
+          await release?.().catch(() => {});
+        }
       }),
     );
   }
@@ -176,7 +192,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * Grows the image with `qemu-img resize` (the tail reads as zeros). qemu cannot mark the new
    * tail dirty, so every checkpoint of the volume becomes inconsistent (the next backup is full).
    * `INVALID_INPUT` when shrinking; `BUSY` while attached, while a view of it exists, or while
-   * another process (or driver instance) has its image open.
+   * another process (or driver instance) has its image open — also for the current size, which
+   * then changes nothing. The check against other processes is a probe, not a lock: a process that
+   * opens the image right after it makes `qemu-img` fail with `BUSY` (it takes the lock itself),
+   * but the checkpoints may already be marked inconsistent (a full backup next, never a wrong one).
    */
   async extendVolume(volumeId: string, size: number): Promise<Volume> {
     return this.guard('extendVolume', () =>
@@ -187,9 +206,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         if (this.table.usesVolume(volumeId) || [...this.views.values()].some((v) => v.info.volumeId === volumeId)) {
           throw this.err('BUSY', `volume ${volumeId} is attached`);
         }
-        if (size === current.size) return toVolume(current, 'available');
         await this.assertClosed(volumeId);
         await this.others.assertNotHeldElsewhere(volumeId);
+        if (size === current.size) return toVolume(current, 'available'); // after the checks: the same refusals as a real extend
         const image = this.store.layout.image('volume', volumeId);
         await this.store.updateVolume(volumeId, (r) => r.checkpoints.forEach((c) => (c.consistent = false)));
         for (const c of current.checkpoints) await this.qemuImg.removeBitmap(image, c.id).catch(() => {});
@@ -229,10 +248,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           } catch (err) {
             // A started view may exist even so (no reply in time): retiring it also drops the reference.
             if (view) await this.retireView(view).catch(() => {});
-            else await session.releaseNode(image);
+            else await session.releaseNode(image, volumeId).catch(() => {}); // a failed close stays queued (releaseNode)
             throw err;
           }
-          this.runtime.pushFilter(volumeId, view.filter);
+          session.filters.push(node, view.filter);
           this.views.set(view.info.id, view);
           return { ...view.info };
         }
@@ -320,18 +339,19 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * that fails — the daemon does not answer in time (qemu may still run what was sent), or refuses
    * a step — the rest is queued on the node (DaemonSession.deferred) and retried until it succeeds:
    * before the volume's next attach, snapshot, checkpoint, extend or delete (which fail with its
-   * error while it still fails), and on the runtime's retry timer without any use. The reference
-   * keeps the node open until then. The error is thrown. Callers hold the volume's lock.
+   * error while it still fails), and on the session's retry timer without any use (never after
+   * its daemon died). The reference keeps the node open until then. The error is thrown. Callers
+   * hold the volume's lock.
    */
   private retireView(view: FleecingView): Promise<void> {
     const { session } = view;
     let released = false;
     return session.deferred.attempt(view.node, view.info.volumeId, async () => {
       await destroyView(view);
-      this.runtime.removeFilter(view.info.volumeId, view.filter);
+      session.filters.remove(view.node, view.filter); // the view's session's own: names repeat across sessions
       if (released) return;
-      released = true; // at most once, even if the release fails (it forgets the node first)
-      await session.releaseNode(this.store.layout.image('volume', view.info.volumeId));
+      released = true; // at most once: a failed close stays queued on its own (releaseNode)
+      await session.releaseNode(this.store.layout.image('volume', view.info.volumeId), view.info.volumeId);
     });
   }
 

@@ -1,13 +1,16 @@
 import { execFile } from 'node:child_process';
 import { CairnError, type ErrorCode } from '@cairn/core';
+import { imageErrorCode, withoutPaths } from './image-lock.js';
 
 /** Cluster size of every image the driver creates, and granularity of every dirty bitmap (64 KiB). */
 export const CLUSTER = 64 * 1024;
 
 /**
- * Runs `qemu-img` with arguments (no shell). Errors: `UNAVAILABLE` when the binary cannot be run,
- * `BUSY` when an image is locked by another process, `NOT_FOUND` for a missing file, `INTERNAL`
- * for any other failure (stderr in the message).
+ * Runs `qemu-img` with arguments (no shell). Errors, told from what qemu-img wrote with the file
+ * names left out (see image-lock.ts): `UNAVAILABLE` when the binary cannot be run, `BUSY` when
+ * another process holds the image's lock (qemu's lock failure, nothing else), `NOT_FOUND` for a
+ * missing file or bitmap, `CORRUPT` for an image that is not valid qcow2, `INTERNAL` for any other
+ * failure (permission denied, I/O error…; stderr in the message).
  */
 export class QemuImg {
   constructor(
@@ -17,7 +20,7 @@ export class QemuImg {
 
   /** Creates an empty qcow2 image of `size` bytes with 64 KiB clusters. Fails if `path` exists. */
   async create(path: string, size: number): Promise<void> {
-    await this.run(['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER}`, path, String(size)]);
+    await this.run(['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER}`, path, String(size)], [path]);
   }
 
   /**
@@ -25,26 +28,27 @@ export class QemuImg {
    * persistent dirty bitmaps; inconsistent bitmaps are left out (`--skip-broken-bitmaps`).
    */
   async copyWithBitmaps(src: string, dst: string): Promise<void> {
-    await this.run(['convert', '-q', '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst]);
+    await this.run(['convert', '-q', '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst], [src, dst]);
   }
 
   /** Grows an image to `size` bytes (the new tail reads as zeros). */
   async resize(path: string, size: number): Promise<void> {
-    await this.run(['resize', '-q', '-f', 'qcow2', path, String(size)]);
+    await this.run(['resize', '-q', '-f', 'qcow2', path, String(size)], [path]);
   }
 
   /** Removes a persistent bitmap from a closed image. */
   async removeBitmap(path: string, name: string): Promise<void> {
-    await this.run(['bitmap', '-f', 'qcow2', '--remove', path, name]);
+    await this.run(['bitmap', '-f', 'qcow2', '--remove', path, name], [path]);
   }
 
   /** `qemu-img info --output=json` of a closed image (`-U` when `shared`: may see stale data). */
   async info(path: string, shared = false): Promise<Record<string, unknown>> {
-    const out = await this.run(['info', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path]);
+    const out = await this.run(['info', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]);
     return JSON.parse(out) as Record<string, unknown>;
   }
 
-  private run(args: string[]): Promise<string> {
+  /** Runs qemu-img; `paths` are the file names in `args` (left out when its stderr is classified). */
+  private run(args: string[], paths: string[]): Promise<string> {
     return new Promise((resolve, reject) => {
       execFile(this.binary, args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
         if (!err) return resolve(stdout);
@@ -53,14 +57,14 @@ export class QemuImg {
           return reject(new CairnError('UNAVAILABLE', `cannot run ${this.binary}: ${e.message}`, { driver: this.driver, cause: err }));
         }
         const text = String(stderr).trim();
-        reject(new CairnError(classify(text), `${this.binary} ${args[0]}: ${text || e.message}`, { driver: this.driver, cause: err }));
+        reject(new CairnError(classify(text, paths), `${this.binary} ${args[0]}: ${text || e.message}`, { driver: this.driver, cause: err }));
       });
     });
   }
 }
 
-function classify(stderr: string): ErrorCode {
-  if (/lock/i.test(stderr)) return 'BUSY';
-  if (/no such file|not found|could not open/i.test(stderr)) return 'NOT_FOUND';
-  return 'INTERNAL';
+function classify(stderr: string, paths: string[]): ErrorCode {
+  const code = imageErrorCode(stderr, paths);
+  if (code) return code;
+  return /Dirty bitmap '[^']*' not found/.test(withoutPaths(stderr, paths)) ? 'NOT_FOUND' : 'INTERNAL';
 }

@@ -3,10 +3,8 @@ import { join } from 'node:path';
 import { CairnError, KeyedMutex } from '@cairn/core';
 import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.js';
 import { DaemonSession } from './daemon-session.js';
+import { DeferredRetry } from './deferred-retry.js';
 import type { RecordStore } from './record-store.js';
-
-/** Deferred work is retried at most this many command timeouts apart (the I/O timeout). */
-const RETRY_CAP_FACTOR = 10;
 
 export interface RuntimeOptions {
   driver: string;
@@ -21,20 +19,17 @@ export interface RuntimeOptions {
 /**
  * The driver's process model: at most one qemu-storage-daemon at a time, started on first need,
  * restarted on the next need after it died, stopped by `close()`. Also the per-volume lock that
- * serializes structural changes (attach, detach, snapshot, checkpoint, extend, delete), and the
- * stack of copy-before-write filters that fleecing views put above a volume's node: new exports
- * of a volume must sit on the top of it so that their writes pass through every filter. And the
- * timer that retries deferred cleanup while no call uses its node (see scheduleRetry).
+ * serializes structural changes (attach, detach, snapshot, checkpoint, extend, delete). Each
+ * session gets its own retry of deferred cleanup (DeferredRetry), stopped when its daemon exits.
+ * What lives in qemu (nodes, filters, deferred work) is kept per session (DaemonSession).
  */
 export class Runtime {
   /** Per-volume lock for structural changes. */
   readonly locks = new KeyedMutex();
   private starting: Promise<DaemonSession> | undefined;
   private closed = false;
-  private readonly filters = new Map<string, string[]>();
-  private retryTimer: NodeJS.Timeout | undefined;
-  private retrying = false;
-  private retryFailures = 0;
+  /** The retries of sessions whose daemon has not exited yet. */
+  private readonly retries = new Set<DeferredRetry>();
 
   constructor(private readonly options: RuntimeOptions) {}
 
@@ -52,10 +47,13 @@ export class Runtime {
   private async start(): Promise<DaemonSession> {
     await this.clearStaleOverlays();
     const s = await DaemonSession.start(this.options);
-    this.retryFailures = 0;
-    s.deferred.onQueued(() => this.scheduleRetry(s));
+    const retry = new DeferredRetry(s, this.locks, this.options.commandTimeoutMs);
+    if (this.closed) retry.stop();
+    this.retries.add(retry);
+    s.deferred.onQueued(() => retry.schedule());
     void s.daemon.whenExited.then(() => {
-      this.filters.clear();
+      retry.stop();
+      this.retries.delete(retry);
       if (s.stopRequested) return;
       this.options.onSessionLost(s);
       void s.daemon.kill().catch(() => {}); // reaps the client and removes the daemon's temp dir
@@ -94,7 +92,7 @@ export class Runtime {
         await settleCheckpoints(session, name, this.options.store, volumeId);
       }
     } catch (err) {
-      await session.releaseNode(path).catch(() => {});
+      await session.releaseNode(path, volumeId).catch(() => {});
       throw err;
     }
     return { session, node: name };
@@ -115,67 +113,14 @@ export class Runtime {
     if (session && node) await session.deferred.run(node);
   }
 
-  /**
-   * Runs the work deferred in `s` without waiting for a use of its nodes (DeferredWork), so a
-   * volume nobody uses again does not keep its node, view or export — nor the image's lock — for
-   * the daemon's lifetime. A retry runs one command timeout after work was queued, then twice as
-   * long after each retry that left work queued, up to the I/O timeout (10 command timeouts):
-   * a stalled daemon is not flooded, and one that answers again is cleaned up within that bound.
-   * Each node's work runs under its volume's lock, like any structural change; its errors stay
-   * with the work (the next use of the node reports them). Stops with the daemon or `close()`.
-   */
-  private scheduleRetry(s: DaemonSession): void {
-    if (this.closed || this.retryTimer || this.retrying || !s.alive) return;
-    const delay = Math.min(this.options.commandTimeoutMs * 2 ** this.retryFailures, this.options.commandTimeoutMs * RETRY_CAP_FACTOR);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      void this.retryDeferred(s);
-    }, delay);
-    this.retryTimer.unref(); // never keeps the process alive by itself
-  }
-
-  private async retryDeferred(s: DaemonSession): Promise<void> {
-    this.retrying = true;
-    let failed = false;
-    try {
-      for (const { node, volumeId } of s.deferred.pending()) {
-        if (this.closed || !s.alive) return;
-        await this.locks.run(volumeId, () => s.deferred.run(node)).catch(() => (failed = true));
-      }
-    } finally {
-      this.retrying = false;
-    }
-    this.retryFailures = failed ? this.retryFailures + 1 : 0;
-    if (s.deferred.pending().length) this.scheduleRetry(s);
-  }
-
   /** Whether the running daemon has the volume's image open. */
   async isOpen(volumeId: string): Promise<boolean> {
     return (await this.running())?.nodeOf(this.options.store.layout.image('volume', volumeId)) !== undefined;
   }
 
-  /** Drops a reference taken by openVolume. */
+  /** Drops a reference taken by openVolume (DaemonSession.releaseNode). Callers hold the volume's lock. */
   async releaseVolume(session: DaemonSession, volumeId: string): Promise<void> {
-    await session.releaseNode(this.options.store.layout.image('volume', volumeId));
-  }
-
-  /**
-   * The node new exports of the volume attach to. Each fleecing job inserts its filter directly
-   * above the volume's node, below the filters already there, so the top is the oldest filter
-   * still present (else the node itself).
-   */
-  top(volumeId: string, node: string): string {
-    return this.filters.get(volumeId)?.[0] ?? node;
-  }
-
-  pushFilter(volumeId: string, filter: string): void {
-    this.filters.set(volumeId, [...(this.filters.get(volumeId) ?? []), filter]);
-  }
-
-  removeFilter(volumeId: string, filter: string): void {
-    const rest = (this.filters.get(volumeId) ?? []).filter((f) => f !== filter);
-    if (rest.length) this.filters.set(volumeId, rest);
-    else this.filters.delete(volumeId);
+    await session.releaseNode(this.options.store.layout.image('volume', volumeId), volumeId);
   }
 
   /** The daemon's pid while one runs (for supervision and crash tests). */
@@ -190,8 +135,7 @@ export class Runtime {
    */
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
+    for (const retry of this.retries) retry.stop();
     const s = await this.starting?.catch(() => undefined);
     if (!s) return;
     await s.stop();

@@ -4,13 +4,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import type { DaemonSession } from '../src/daemon-session.js';
 import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+import { addIntruder, becomes, imageOf, qemuNodes, sleep, volumeWithView } from './refusals.js';
 import { exportOf, leftovers, runtimeOf, sessionOf, stalledAt } from './stall.js';
 
 // Cleanup that does not finish — the daemon did not answer (SIGSTOP here), or refused a step —
 // is kept and retried until it succeeds (DeferredWork): before the volume's next use, which
 // reports its error while it still fails, and on a timer without any use. A refusal is made
-// here by an export of the view's overlay that Cairn did not make (an "intruder"): qemu will not
-// delete a node an export uses (CONFLICT) until that export is gone. One driver per case.
+// here by an export of the view's overlay (or of the volume's node) that Cairn did not make (an
+// "intruder", refusals.ts): qemu will not delete a node an export uses (CONFLICT) until that
+// export is gone. One driver per case.
 
 const T = 250;
 const dirs: string[] = [];
@@ -23,32 +25,6 @@ async function driverIn(dir?: string): Promise<Qcow2VolumeDriver> {
   const directory = dir ?? (await tempDir());
   if (!dir) dirs.push(directory);
   return new Qcow2VolumeDriver({ directory, commandTimeoutMs: T });
-}
-
-const imageOf = (d: Qcow2VolumeDriver, volumeId: string): string => join(d.directory, 'volumes', `${volumeId}.qcow2`);
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` every 25 ms for up to `ms`; whether it became true. */
-async function becomes(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(25)) if (await check()) return true;
-  return check();
-}
-
-/** Exports the view's overlay node under the id `intruder`, so qemu refuses to delete the node. */
-async function addIntruder(session: DaemonSession): Promise<void> {
-  const nodes = (await session.qmp.execute('query-named-block-nodes', { flat: true })).flatMap((n) => n['node-name'] ?? []);
-  const overlay = nodes.find((n) => /^ov\d+$/.test(n));
-  expect(overlay, 'the view has an overlay node').toBeDefined();
-  await session.qmp.execute('block-export-add', { type: 'nbd', id: 'intruder', 'node-name': overlay!, name: 'intruder', writable: false });
-}
-
-/** A volume attached read-only with a view: the view's teardown is what the cases disturb. */
-async function volumeWithView(d: Qcow2VolumeDriver): Promise<{ volumeId: string; readerId: string; snapshotId: string; session: DaemonSession }> {
-  const v = await d.createVolume({ size: 8 * MiB });
-  await d.changedBlockTracking.createCheckpoint(v.id);
-  const a = await d.attach({ kind: 'volume', id: v.id }, 'ro');
-  const snap = await d.createSnapshot(v.id, 'view');
-  return { volumeId: v.id, readerId: a.id, snapshotId: snap.id, session: await sessionOf(d) };
 }
 
 /** The volume attaches read-write with nothing else in qemu, takes a write, and its image closes at detach. */
@@ -151,6 +127,27 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
       await again.detach(a.id);
     } finally {
       await again.close();
+    }
+  });
+
+  it('detach whose close of the volume node qemu refuses fails and keeps the node known, its close queued: the image is let go without a new use once the cause is gone, and attaches read-write again', async () => {
+    const d = await driverIn();
+    try {
+      const v = await d.createVolume({ size: 8 * MiB });
+      const a = await d.attach({ kind: 'volume', id: v.id }, 'ro');
+      const session = await sessionOf(d);
+      const image = imageOf(d, v.id);
+      await addIntruder(session, session.nodeOf(image)); // on the volume's node itself
+      await expect(d.detach(a.id)).rejects.toMatchObject({ code: 'CONFLICT' });
+      expect(session.nodeOf(image), 'qemu still has the node (and the image lock): it stays known').toBeDefined();
+      await expect(d.attach({ kind: 'volume', id: v.id }, 'rw')).rejects.toMatchObject({ code: 'CONFLICT' }); // the queued close first
+
+      await session.deleteExport('intruder');
+      expect(await becomes(() => session.nodeOf(image) === undefined, 12 * T), 'the queued close is retried without a new use').toBe(true);
+      expect(await qemuNodes(session)).toEqual([]);
+      await expectCleanWriter(d, session, v.id);
+    } finally {
+      await d.close();
     }
   });
 });

@@ -1,4 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
@@ -24,6 +24,34 @@ const statusIn = async (d: Qcow2VolumeDriver, volumeId: string): Promise<string[
   (await d.getVolume(volumeId)).status,
   (await d.listVolumes()).find((v) => v.id === volumeId)!.status,
 ];
+
+const checkpointsConsistent = async (d: Qcow2VolumeDriver, volumeId: string): Promise<boolean[]> =>
+  (JSON.parse(await readFile(join(d.directory, 'volumes', `${volumeId}.json`), 'utf8')) as { checkpoints: Array<{ consistent: boolean }> }).checkpoints.map((c) => c.consistent);
+
+/** Overwrites the start of the volume's image: qemu no longer takes it for qcow2. */
+async function damage(d: Qcow2VolumeDriver, volumeId: string): Promise<void> {
+  const file = await open(join(d.directory, 'volumes', `${volumeId}.qcow2`), 'r+');
+  await file.write(Buffer.from('this is not a qcow2 header'), 0, undefined, 0);
+  await file.close();
+}
+
+/**
+ * A `qemu-img` that counts its `info` runs in flight: each notes itself in `<dir>/running` for
+ * 200 ms and appends how many it saw there to `<dir>/counts`, then runs the real qemu-img.
+ */
+async function countingQemuImg(): Promise<{ program: string; peak: () => Promise<number> }> {
+  const dir = await tempDir('cairn-qemu-img-');
+  dirs.push(dir);
+  await mkdir(join(dir, 'running'));
+  const program = join(dir, 'qemu-img');
+  await writeFile(
+    program,
+    `#!/bin/sh\nif [ "$1" = info ]; then\n  touch '${dir}/running/'$$\n  ls '${dir}/running' | wc -l >> '${dir}/counts'\n  sleep 0.2\n  rm -f '${dir}/running/'$$\nfi\nexec qemu-img "$@"\n`,
+  );
+  await chmod(program, 0o755);
+  const peak = async (): Promise<number> => Math.max(0, ...(await readFile(join(dir, 'counts'), 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number));
+  return { program, peak };
+}
 
 const writerMark = async (d: Qcow2VolumeDriver, volumeId: string): Promise<unknown> =>
   (JSON.parse(await readFile(join(d.directory, 'volumes', `${volumeId}.json`), 'utf8')) as { writer?: unknown }).writer ?? null;
@@ -90,6 +118,98 @@ describe.skipIf(missingQemu.length > 0)(`two driver instances on one directory (
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  it('extendVolume to the current size from the second instance fails with BUSY while the first has the image open, like any extend, and succeeds once it is let go', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      const w = await a.attach({ kind: 'volume', id: v.id }, 'rw');
+      await expect(b.extendVolume(v.id, 8 * MiB)).rejects.toMatchObject({ code: 'BUSY' });
+      expect(await statusIn(b, v.id)).toEqual(['in-use', 'in-use']);
+      await a.detach(w.id);
+      expect((await b.extendVolume(v.id, 8 * MiB)).status).toBe('available');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('deleteVolume holds the image from its check until the image is gone: an attach of the first instance in between fails with BUSY, and the volume is deleted whole', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      // The moment between b's checks and its removal of the sidecar.
+      const store = (b as unknown as { store: { remove: (...args: unknown[]) => Promise<void> } }).store;
+      const remove = store.remove.bind(store);
+      let between: Promise<string> | undefined;
+      store.remove = async (...args: unknown[]) => {
+        between ??= a.attach({ kind: 'volume', id: v.id }, 'rw').then(
+          async (w) => {
+            await a.detach(w.id);
+            return 'attached';
+          },
+          (e: { code?: string }) => String(e.code),
+        );
+        await between;
+        return remove(...args);
+      };
+      await b.deleteVolume(v.id);
+      expect(await between).toBe('BUSY');
+      await expect(a.getVolume(v.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      await expect(readFile(join(a.directory, 'volumes', `${v.id}.qcow2`))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('listVolumes of the second instance runs at most 4 lock probes (qemu-img processes) at once, however many volumes the first writes', async () => {
+    const directory = await tempDir();
+    dirs.push(directory);
+    const counting = await countingQemuImg();
+    const a = new Qcow2VolumeDriver({ directory });
+    const b = new Qcow2VolumeDriver({ directory, qemuImg: counting.program });
+    try {
+      const volumes = [];
+      for (let i = 0; i < 10; i++) volumes.push(await a.createVolume({ size: 1 * MiB }));
+      for (const v of volumes) await a.attach({ kind: 'volume', id: v.id }, 'rw');
+      expect((await b.listVolumes()).map((v) => v.status)).toEqual(volumes.map(() => 'in-use'));
+      const peak = await counting.peak();
+      expect(peak).toBeGreaterThan(1);
+      expect(peak).toBeLessThanOrEqual(4);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('in directories named with and without "lock", only qemu\'s lock failure is BUSY: a held image is in-use and BUSY to delete, a damaged one is CORRUPT to extend (checkpoints untouched) and deletable', async () => {
+    const base = await tempDir();
+    dirs.push(base);
+    for (const directory of [join(base, 'srv', 'block', 'lock'), join(base, 'plain')]) {
+      const a = new Qcow2VolumeDriver({ directory });
+      const b = new Qcow2VolumeDriver({ directory });
+      try {
+        const held = await a.createVolume({ size: 8 * MiB });
+        const w = await a.attach({ kind: 'volume', id: held.id }, 'rw');
+        expect(await statusIn(b, held.id)).toEqual(['in-use', 'in-use']);
+        await expect(b.deleteVolume(held.id)).rejects.toMatchObject({ code: 'BUSY' });
+        await a.detach(w.id);
+
+        const v = await a.createVolume({ size: 8 * MiB });
+        await a.changedBlockTracking.createCheckpoint(v.id); // opens and closes the image in a's daemon
+        await damage(a, v.id);
+        await expect(b.extendVolume(v.id, 16 * MiB)).rejects.toMatchObject({ code: 'CORRUPT' });
+        expect(await checkpointsConsistent(b, v.id)).toEqual([true]);
+        await expect(a.attach({ kind: 'volume', id: v.id }, 'ro')).rejects.toMatchObject({ code: 'CORRUPT' });
+        await b.deleteVolume(v.id);
+        await expect(a.getVolume(v.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      } finally {
+        await a.close();
+        await b.close();
+      }
     }
   });
 });

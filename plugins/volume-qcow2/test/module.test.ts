@@ -26,11 +26,12 @@ describe('qcow2VolumeModule', () => {
     await driver.close();
   });
 
-  it('a missing qemu-storage-daemon program makes attach fail with UNAVAILABLE', async () => {
+  it('a missing qemu-storage-daemon program makes attach and deleteVolume (which holds the image in the daemon) fail with UNAVAILABLE; the volume stays', async () => {
     const driver = new Qcow2VolumeDriver({ directory: await tempDir(), qemuStorageDaemon: '/nonexistent/qemu-storage-daemon' });
     const v = await driver.createVolume({ size: 1024 * 1024 });
     await expect(driver.attach({ kind: 'volume', id: v.id }, 'ro')).rejects.toMatchObject({ code: 'UNAVAILABLE' });
-    await driver.deleteVolume(v.id);
+    await expect(driver.deleteVolume(v.id)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect((await driver.getVolume(v.id)).status).toBe('available');
     await driver.close();
     await rm(driver.directory, { recursive: true, force: true });
   });
