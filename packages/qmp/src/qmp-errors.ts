@@ -12,7 +12,10 @@
  *   5. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
  * Other classes: CommandNotFound → NOT_SUPPORTED, DeviceNotFound → NOT_FOUND,
  * DeviceNotActive → CONFLICT, KVMMissingCap → NOT_SUPPORTED, unknown classes → INTERNAL.
- * The QMP class, desc and command are kept in `details` (`qmpClass`, `qmpDesc`, `command`).
+ * The rules read qemu's own words only: what qemu quotes in single quotes (file names, node,
+ * bitmap and export names, which may hold any words: '/srv/lock/…', '/data/not found/…') is left
+ * out of the match. The QMP class, desc and command are kept in `details` (`qmpClass`, `qmpDesc`,
+ * `command`).
  */
 import { CairnError, type ErrorCode } from '@cairn/core';
 
@@ -40,12 +43,14 @@ export function qmpErrorCode(qmpClass: string, desc: string): ErrorCode {
       return 'NOT_FOUND';
     case 'DeviceNotActive':
       return 'CONFLICT';
-    case 'GenericError':
-      if (ALREADY_EXISTS.test(desc)) return 'ALREADY_EXISTS';
-      if (NOT_FOUND.test(desc)) return 'NOT_FOUND';
-      if (CORRUPT.test(desc)) return 'CORRUPT';
-      if (CONFLICT.test(desc)) return 'CONFLICT';
+    case 'GenericError': {
+      const words = desc.replace(/'[^']*'/g, "''");
+      if (ALREADY_EXISTS.test(words)) return 'ALREADY_EXISTS';
+      if (NOT_FOUND.test(words)) return 'NOT_FOUND';
+      if (CORRUPT.test(words)) return 'CORRUPT';
+      if (CONFLICT.test(words)) return 'CONFLICT';
       return 'INVALID_INPUT';
+    }
     default:
       return 'INTERNAL';
   }

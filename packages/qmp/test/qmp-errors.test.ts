@@ -26,6 +26,12 @@ const observed: [string, string, string][] = [
   ['GenericError', "Enabled bitmap 'b0' incompatible with readonly export", 'INVALID_INPUT'],
   ['GenericError', "Invalid parameter 'locking'", 'INVALID_INPUT'],
   ['SomeFutureClass', 'whatever', 'INTERNAL'],
+  // What qemu quotes is not its own words: names and paths may hold any.
+  ['GenericError', "Could not open '/srv/lock/disk.qcow2': Permission denied", 'INVALID_INPUT'],
+  ['GenericError', "Could not open '/data/in use/disk.qcow2': Is a directory", 'INVALID_INPUT'],
+  ['GenericError', "Could not open '/srv/not found/disk.qcow2': Permission denied", 'INVALID_INPUT'],
+  ['GenericError', "Image '/srv/corrupt/a.qcow2' is not in qcow2 format", 'INVALID_INPUT'],
+  ['GenericError', "Could not open '/srv/lock/x.qcow2': No such file or directory", 'NOT_FOUND'],
 ];
 
 describe('qmpErrorCode', () => {
