@@ -1,17 +1,8 @@
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { MiB, ScriptedService, contents, expectCode, filledVolume, over, rig } from './helpers.js';
+import { MiB, ScriptedService, contents, expectCode, filledVolume, gate, over, rig } from './helpers.js';
 import { BackupManager, CairnError, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, ownerMayBeAlive, type BackupRecord, type Job, type VolumeFlowState } from '../src/index.js';
 import { recoverInFlight } from '../src/flow/recovery.js';
-
-/** A point where a call waits: `reached` resolves when it gets there, `release()` lets it go on. */
-function gate() {
-  let arrived!: () => void;
-  let release!: () => void;
-  const reached = new Promise<void>((r) => (arrived = r));
-  const opened = new Promise<void>((r) => (release = r));
-  return { reached, release, arrive: () => (arrived(), opened) };
-}
 
 const settled = (p: Promise<unknown>) => p.then(
   () => 'ok',
@@ -312,66 +303,5 @@ describe('two processes beginning a flow on one volume', () => {
     const exported = await manager.exportRecord(b.id);
     await expectCode(manager.importRecord(exported.service, exported.record), 'ALREADY_EXISTS');
     expect(await manager.getBackup(b.id)).toEqual(b);
-  });
-});
-
-describe('recover() judges each record as it is when its turn comes, not as it was listed', () => {
-  /** Makes recover()'s listing of every record run `meanwhile` once it is taken, before recovery acts on it. */
-  function slowListing(catalog: MemoryCatalog, meanwhile: () => Promise<void>): void {
-    const list = catalog.listBackups.bind(catalog);
-    catalog.listBackups = async (filter) => {
-      const listed = await list(filter);
-      if (!filter) {
-        catalog.listBackups = list;
-        await meanwhile();
-      }
-      return listed;
-    };
-  }
-
-  it('a backup of this process that ends after the listing stays available', async () => {
-    const { volumes, service, catalog, manager } = rig();
-    const v = await filledVolume(volumes, MiB, 1);
-    const copying = gate();
-    const backup = service.backup.bind(service);
-    service.backup = async (job, source) => {
-      await copying.arrive();
-      return backup(job, source);
-    };
-    const job = await manager.startBackup({ volumeId: v.id });
-    await copying.reached;
-    slowListing(catalog, async () => {
-      copying.release();
-      await job.done;
-    });
-    const report = await manager.recover();
-    expect(report.failedBackups).toEqual([]);
-    const record = await manager.getBackup(job.backupId);
-    expect(record.status).toBe('available');
-    expect(record.failReason).toBeUndefined();
-    expect(Object.keys(record.serviceData).length).toBeGreaterThan(0);
-  });
-
-  it('a backup restored and then deleted after the listing stays deleted', async () => {
-    const { volumes, service, catalog, manager } = rig();
-    const v = await filledVolume(volumes, MiB, 1);
-    const b = await manager.backup({ volumeId: v.id });
-    const dst = await filledVolume(volumes, MiB, 2);
-    const writing = gate();
-    const restore = service.restore.bind(service);
-    service.restore = async (backup, target, options) => {
-      await writing.arrive();
-      return restore(backup, target, options);
-    };
-    const { job } = await manager.startRestore({ backupId: b.id, volumeId: dst.id });
-    await writing.reached;
-    slowListing(catalog, async () => {
-      writing.release();
-      await job.done;
-      await manager.deleteBackup(b.id);
-    });
-    const report = await manager.recover();
-    expect(report.restoredBackups).toEqual([]);
-    await expectCode(manager.getBackup(b.id), 'NOT_FOUND');
   });
 });

@@ -125,3 +125,12 @@ export async function contents(volumes: MemoryVolumeDriver, volumeId: string): P
 export function over(shared: Catalog, methods: Partial<Catalog>): Catalog {
   return Object.assign(Object.create(shared) as Catalog, methods);
 }
+
+/** A point where a call waits: `reached` resolves when it gets there (`arrive()`), and `arrive()` resolves once `release()` is called. */
+export function gate() {
+  let arrived!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((r) => (arrived = r));
+  const opened = new Promise<void>((r) => (release = r));
+  return { reached, release, arrive: () => (arrived(), opened) };
+}

@@ -1,22 +1,28 @@
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { MiB, expectCode, filledVolume, over, rig } from './helpers.js';
+import { MiB, expectCode, filledVolume, gate, over, rig } from './helpers.js';
 import { BackupManager, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type BackupRecord, type Catalog } from '../src/index.js';
 
-/** A point where a call waits: `reached` resolves when it gets there, `release()` lets it go on. */
-function gate() {
-  let arrived!: () => void;
-  let release!: () => void;
-  const reached = new Promise<void>((r) => (arrived = r));
-  const opened = new Promise<void>((r) => (release = r));
-  return { reached, release, arrive: () => (arrived(), opened) };
-}
+/** Where recovery is held up while a flow of this process ends; the returned function disarms it. */
+type Slowdown = (catalog: MemoryCatalog, id: string, meanwhile: () => Promise<void>) => () => void;
 
-/**
- * Makes the next getBackup of `id` run `meanwhile` after the record was read, before it is
- * returned, until the returned function disarms it.
- */
-function slowRead(catalog: MemoryCatalog, id: string, meanwhile: () => Promise<void>): () => void {
+/** recover()'s listing of every record runs `meanwhile` once it is taken, before recovery acts on it. */
+const slowListing: Slowdown = (catalog, _id, meanwhile) => {
+  const list = catalog.listBackups.bind(catalog);
+  const disarm = () => void (catalog.listBackups = list);
+  catalog.listBackups = async (filter) => {
+    const listed = await list(filter);
+    if (!filter) {
+      disarm();
+      await meanwhile();
+    }
+    return listed;
+  };
+  return disarm;
+};
+
+/** The next getBackup of `id` runs `meanwhile` after the record was read, before it is returned. */
+const slowRead: Slowdown = (catalog, id, meanwhile) => {
   const get = catalog.getBackup.bind(catalog);
   const disarm = () => void (catalog.getBackup = get);
   catalog.getBackup = async (backupId) => {
@@ -28,10 +34,13 @@ function slowRead(catalog: MemoryCatalog, id: string, meanwhile: () => Promise<v
     return read;
   };
   return disarm;
-}
+};
 
-describe("recover() while this process's flow of a record ends during recovery's read of it", () => {
-  it('a backup that ends during the read stays available', async () => {
+describe.each([
+  ['its listing', slowListing],
+  ['its read of the record', slowRead],
+] as const)("recover() while this process's flow of a record ends during %s", (_where, slow) => {
+  it('a backup that ends meanwhile stays available, with its service data', async () => {
     const { volumes, service, catalog, manager } = rig();
     const v = await filledVolume(volumes, MiB, 1);
     const copying = gate();
@@ -42,7 +51,7 @@ describe("recover() while this process's flow of a record ends during recovery's
     };
     const job = await manager.startBackup({ volumeId: v.id });
     await copying.reached;
-    const disarm = slowRead(catalog, job.backupId, async () => {
+    const disarm = slow(catalog, job.backupId, async () => {
       copying.release();
       await job.done;
     });
@@ -51,10 +60,13 @@ describe("recover() while this process's flow of a record ends during recovery's
     copying.release();
     await job.done;
     expect(report.failedBackups).toEqual([]);
-    expect((await manager.getBackup(job.backupId)).status).toBe('available');
+    const record = await manager.getBackup(job.backupId);
+    expect(record.status).toBe('available');
+    expect(record.failReason).toBeUndefined();
+    expect(Object.keys(record.serviceData).length).toBeGreaterThan(0);
   });
 
-  it('a backup restored and deleted during the read stays deleted', async () => {
+  it('a backup restored and deleted meanwhile stays deleted', async () => {
     const { volumes, service, catalog, manager } = rig();
     const v = await filledVolume(volumes, MiB, 1);
     const b = await manager.backup({ volumeId: v.id });
@@ -67,15 +79,17 @@ describe("recover() while this process's flow of a record ends during recovery's
     };
     const { job } = await manager.startRestore({ backupId: b.id, volumeId: dst.id });
     await writing.reached;
+    let ended = false;
     const end = async () => {
+      ended = true;
       writing.release();
       await job.done;
       await manager.deleteBackup(b.id);
     };
-    const disarm = slowRead(catalog, b.id, end);
+    const disarm = slow(catalog, b.id, end);
     const report = await manager.recover();
     disarm();
-    if ((await manager.listBackups()).some((r) => r.id === b.id && r.status === 'restoring')) await end();
+    if (!ended) await end();
     expect(report.restoredBackups).toEqual([]);
     await expectCode(manager.getBackup(b.id), 'NOT_FOUND');
   });
