@@ -1,11 +1,10 @@
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BackupRecord } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { importArchive } from '../src/archive/importer.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { cairnJson, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairnJson, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage } from './helpers.js';
 
 let failDispose = false;
 vi.mock('../src/archive/reader.js', async (original) => {
@@ -31,11 +30,7 @@ describe('an import whose staging cleanup fails after the record is available', 
   let backupId: string;
   beforeAll(async () => {
     cwd = await tempDir();
-    config = join(cwd, 'cairn.config.json');
-    await writeFile(config, JSON.stringify({
-      volumeDrivers: { file: { plugin: 'file', options: { directory: '.cairn/volumes' } } },
-      targets: { posix: { plugin: 'posix', options: { directory: '.cairn/repository', repository: { init: true } } } },
-    }));
+    config = await writeDeploymentConfig(cwd);
     await writeRawImage(join(cwd, 'a.raw'), 4 * MiB);
     await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
     backupId = (await cairnJson(['backup', 'create', 'a'], { cwd })).id;

@@ -1,4 +1,3 @@
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, isCairnError, type BackupJob, type BackupRecord, type BackupService, type BackupSource, type Catalog } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -6,7 +5,7 @@ import { importArchive } from '../src/archive/importer.js';
 import { readArchive } from '../src/archive/reader.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage } from './helpers.js';
 
 // Counts the archive reads, to tell when an import was refused.
 vi.mock('../src/archive/reader.js', async (original) => {
@@ -26,14 +25,7 @@ describe('concurrent imports of one archive', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    config = join(cwd, 'cairn.config.json');
-    await writeFile(
-      config,
-      JSON.stringify({
-        volumeDrivers: { file: { plugin: 'file', options: { directory: '.cairn/volumes' } } },
-        targets: { posix: { plugin: 'posix', options: { directory: '.cairn/repository', repository: { init: true } } } },
-      }),
-    );
+    config = await writeDeploymentConfig(cwd);
     await writeRawImage(join(cwd, 'a.raw'), 16 * MiB);
     await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
     backupId = (await cairnJson(['backup', 'create', 'a'], { cwd })).id;

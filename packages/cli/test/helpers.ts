@@ -105,3 +105,20 @@ export async function listTree(dir: string): Promise<string[]> {
   await walk(dir);
   return out.sort();
 }
+
+/**
+ * Writes `<cwd>/cairn.config.json` for the smallest deployment: the file volume driver in
+ * `.cairn/volumes` and one posix target, `posix`, in `.cairn/repository` (created on first use).
+ * Returns the config's path.
+ */
+export async function writeDeploymentConfig(cwd: string): Promise<string> {
+  const config = join(cwd, 'cairn.config.json');
+  await writeFile(
+    config,
+    JSON.stringify({
+      volumeDrivers: { file: { plugin: 'file', options: { directory: '.cairn/volumes' } } },
+      targets: { posix: { plugin: 'posix', options: { directory: '.cairn/repository', repository: { init: true } } } },
+    }),
+  );
+  return config;
+}

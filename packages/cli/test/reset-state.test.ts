@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { currentOwner, type BackupRecord, type ProcessOwner } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage, type CliResult } from './helpers.js';
 
 const me = currentOwner();
 /** A process of another container under this host name (`--network host`): recovery cannot judge it. */
@@ -26,14 +25,7 @@ describe('cairn backup reset-state', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    config = join(cwd, 'cairn.config.json');
-    await writeFile(
-      config,
-      JSON.stringify({
-        volumeDrivers: { file: { plugin: 'file', options: { directory: '.cairn/volumes' } } },
-        targets: { posix: { plugin: 'posix', options: { directory: '.cairn/repository', repository: { init: true } } } },
-      }),
-    );
+    config = await writeDeploymentConfig(cwd);
     await writeRawImage(join(cwd, 'v.raw'), 4 * MiB);
     volumeId = (await json(['volume', 'import', join(cwd, 'v.raw'), '--name', 'v'])).volume.id;
   });
