@@ -4,26 +4,36 @@ import type { DaemonSession } from './daemon-session.js';
 /** Deferred work is retried at most this many command timeouts apart (the I/O timeout). */
 const RETRY_CAP_FACTOR = 10;
 
+/** One node's retry state: when its work is next due, and how many retries in a row left it queued. */
+interface NodeRetry {
+  due: number;
+  failures: number;
+}
+
 /**
  * The timer that runs the work deferred in ONE daemon session (DeferredWork) without waiting for
  * a use of its nodes, so a volume nobody uses again does not keep its node, view or export — nor
  * the image's lock — for the daemon's lifetime. Each session has its own (Runtime makes one per
  * session): a session's retry state never holds back, nor is reset by, another session's work.
  *
- * A retry runs one command timeout after work was queued, then twice as long after each retry
- * that left work queued, up to the I/O timeout (10 command timeouts): a stalled daemon is not
- * flooded, and one that answers again is cleaned up within that bound. Each node's work runs
- * under its volume's lock, like any structural change, and only if the session is still alive
- * and the retry not stopped once that lock is held (a dead session's work is never run: its
- * daemon took its nodes along, and its names may be reused by the next session). Errors stay with
- * the work (the next use of the node reports them). Stops for good with `stop()` (the daemon's
- * exit, or the driver's close).
+ * Per node: a retry runs one command timeout after work was queued on a node that had none, then
+ * twice as long after each retry that left it queued, up to the I/O timeout (10 command
+ * timeouts): a stalled daemon is not flooded, and one that answers again is cleaned up within
+ * that bound. Nodes back off independently: a node that keeps failing never delays another
+ * node's first retry (one timer, armed for the earliest node due). Each node's work runs under
+ * its volume's lock, like any structural change, and only if the session is still alive and the
+ * retry not stopped once that lock is held (a dead session's work is never run: its daemon took
+ * its nodes along, and its names may be reused by the next session). Errors stay with the work
+ * (the next use of the node reports them). Stops for good with `stop()` (the daemon's exit, or
+ * the driver's close).
  */
 export class DeferredRetry {
   private timer: NodeJS.Timeout | undefined;
+  /** When the armed timer fires (epoch ms). */
+  private timerAt = Infinity;
   private running = false;
-  private failures = 0;
   private stopped = false;
+  private readonly nodes = new Map<string, NodeRetry>();
 
   constructor(
     private readonly session: DaemonSession,
@@ -31,45 +41,80 @@ export class DeferredRetry {
     private readonly commandTimeoutMs: number,
   ) {}
 
-  /** Arms the timer unless it is armed, a retry runs (it re-arms when it ends), or the retry stopped. */
-  schedule(): void {
-    if (this.timer || this.running || this.done) return;
-    const delay = this.commandTimeoutMs * Math.min(2 ** this.failures, RETRY_CAP_FACTOR);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      void this.retry();
-    }, delay);
-    this.timer.unref(); // never keeps the process alive by itself
+  /**
+   * Work was queued on `node` (DeferredWork.onQueued): a node without queued work before (`fresh`),
+   * or not known here, is due one command timeout from now; a node already waiting keeps its due
+   * time and backoff. Arms the timer for the earliest node due, unless a retry runs (it re-arms
+   * when it ends) or the retry stopped.
+   */
+  schedule(node: string, fresh: boolean): void {
+    if (this.done) return;
+    if (fresh || !this.nodes.has(node)) this.nodes.set(node, { due: Date.now() + this.commandTimeoutMs, failures: 0 });
+    this.arm();
   }
 
   /** Stops for good: no timer, and a retry waiting for a lock does not run its work. Idempotent. */
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    this.disarm();
   }
 
   private get done(): boolean {
     return this.stopped || !this.session.alive;
   }
 
+  private disarm(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  /** Arms (or brings forward) the timer for the earliest node due. */
+  private arm(): void {
+    if (this.running || this.done) return;
+    const next = Math.min(...[...this.nodes.values()].map((n) => n.due));
+    if (next === Infinity || (this.timer && this.timerAt <= next)) return;
+    this.disarm();
+    this.timerAt = next;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      void this.retry();
+    }, Math.max(0, next - Date.now()));
+    this.timer.unref(); // never keeps the process alive by itself
+  }
+
   private async retry(): Promise<void> {
     this.running = true;
-    let failed = false;
     try {
-      for (const { node, volumeId } of this.session.deferred.pending()) {
+      // Nodes whose work is gone (run by a use, or the node was closed) are forgotten; any other
+      // queued node is known (a node queued while this ran, say).
+      const pending = this.session.deferred.pending();
+      const queued = new Set(pending.map((p) => p.node));
+      for (const node of this.nodes.keys()) if (!queued.has(node)) this.nodes.delete(node);
+      for (const { node, volumeId } of pending) {
+        const state = this.nodes.get(node) ?? { due: Date.now(), failures: 0 };
+        this.nodes.set(node, state);
+        if (state.due > Date.now()) continue;
         if (this.done) return;
+        let failed = false;
         await this.locks
           .run(volumeId, async () => {
             if (!this.done) await this.session.deferred.run(node); // checked again: the daemon may have died while this waited
           })
           .catch(() => (failed = true));
+        if (failed) {
+          state.failures += 1;
+          state.due = Date.now() + this.commandTimeoutMs * Math.min(2 ** state.failures, RETRY_CAP_FACTOR);
+        } else {
+          this.nodes.delete(node);
+        }
       }
+      const left = new Set(this.session.deferred.pending().map((p) => p.node));
+      for (const node of this.nodes.keys()) if (!left.has(node)) this.nodes.delete(node);
     } finally {
       this.running = false;
     }
-    if (this.done) return;
-    this.failures = failed ? this.failures + 1 : 0;
-    if (this.session.deferred.pending().length) this.schedule();
+    this.arm();
   }
 }

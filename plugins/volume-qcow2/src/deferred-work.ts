@@ -19,8 +19,8 @@ interface Queue {
  * When it runs again, always under the volume's lock: before the node's next use (Runtime.openVolume,
  * Runtime.finishDeferred, DaemonSession.openNode, whose call fails with the work's error while it
  * still fails), and without a use, on a timer while the daemon runs (the session's DeferredRetry,
- * told by `onQueued`), each retry further apart (the bound: at most one attempt per retry
- * interval, capped, never a loop).
+ * told by `onQueued`), each node's retries further apart (the bound: at most one attempt per node
+ * per retry interval, capped, never a loop).
  *
  * Contract for queued work: safe to run again after any failure (idempotent steps), and either
  * holding a reference on the node that it drops when done, so the node stays open until then, or
@@ -31,12 +31,15 @@ interface Queue {
  */
 export class DeferredWork {
   private readonly queues = new Map<string, Queue>();
-  private listener: (() => void) | undefined;
+  private listener: ((node: string, fresh: boolean) => void) | undefined;
 
   constructor(private readonly driver: string) {}
 
-  /** Registers the one callback told when work was queued (the owner schedules a retry). */
-  onQueued(listener: () => void): void {
+  /**
+   * Registers the one callback told when work was queued on `node` (the owner schedules its retry);
+   * `fresh` when the node had no work queued before (its retry starts over).
+   */
+  onQueued(listener: (node: string, fresh: boolean) => void): void {
     this.listener = listener;
   }
 
@@ -46,9 +49,10 @@ export class DeferredWork {
       await work();
     } catch (err) {
       const queue = this.queues.get(node) ?? { volumeId, work: [] };
+      const fresh = queue.work.length === 0;
       queue.work.push(work);
       this.queues.set(node, queue);
-      this.listener?.();
+      this.listener?.(node, fresh);
       throw err;
     }
   }

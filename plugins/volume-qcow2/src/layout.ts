@@ -7,19 +7,30 @@ import { join } from 'node:path';
  *   volumes/<id>.qcow2    the volume image (64 KiB clusters); persistent dirty bitmaps inside
  *   snapshots/<id>.json   snapshot sidecar (SnapshotRecord)
  *   snapshots/<id>.qcow2  a sparse copy of the volume image with its bitmaps (`qemu-img convert --bitmaps`)
- *   views/<id>.qcow2      temporary fleecing overlay of a point-in-time view; removed with the view
+ *   views/<instance>/     one driver instance's views (see views-dir.ts), with owner.json naming its process
+ *   views/<instance>/<id>.qcow2  temporary fleecing overlay of a point-in-time view; removed with the view
  */
 export type RecordKind = 'volume' | 'snapshot';
 
 export class Layout {
-  constructor(readonly directory: string) {}
+  /** `instance`: this driver instance's id (names its views directory). */
+  constructor(
+    readonly directory: string,
+    readonly instance: string,
+  ) {}
 
   dir(kind: RecordKind): string {
     return join(this.directory, kind === 'volume' ? 'volumes' : 'snapshots');
   }
 
-  get viewsDir(): string {
+  /** Holds every instance's views directory. */
+  get viewsRoot(): string {
     return join(this.directory, 'views');
+  }
+
+  /** This instance's views directory: only its own overlays are there. */
+  get viewsDir(): string {
+    return join(this.viewsRoot, this.instance);
   }
 
   sidecar(kind: RecordKind, id: string): string {

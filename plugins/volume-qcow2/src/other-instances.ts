@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { CairnError, newId, nowIso } from '@cairn/core';
+import { CairnError, nowIso } from '@cairn/core';
 import type { QemuImg } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import type { VolumeRecord, WriterMark } from './records.js';
@@ -26,7 +26,7 @@ const PROBE_CONCURRENCY = 4;
  */
 export class OtherInstances {
   /** This driver instance (two instances in one process are two writers as much as two processes are). */
-  private readonly instance = newId();
+  private readonly instance: string;
   /** Bounds the `qemu-img` processes the probes spawn (listVolumes probes every marked volume at once). */
   private readonly probes = new ConcurrencyLimit(PROBE_CONCURRENCY);
 
@@ -35,7 +35,9 @@ export class OtherInstances {
     private readonly store: RecordStore,
     private readonly qemuImg: QemuImg,
     private readonly runtime: Runtime,
-  ) {}
+  ) {
+    this.instance = store.layout.instance;
+  }
 
   /**
    * Marks the volume as attached `rw` by this instance. Callers hold the volume's lock and have its

@@ -1,5 +1,6 @@
 import { toCairnError, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
 import { addCheckpoint, removeCheckpoint } from './checkpoint-chain.js';
+import type { DaemonSession } from './daemon-session.js';
 import type { RecordStore } from './record-store.js';
 import { toCheckpoint } from './records.js';
 import type { Runtime } from './runtime.js';
@@ -7,7 +8,8 @@ import type { Runtime } from './runtime.js';
 /**
  * Changed-block tracking by persistent qcow2 dirty bitmaps, one per checkpoint (see
  * checkpoint-chain.ts). The volume's node is opened in the daemon for the call when it is not
- * attached, and closed again (which writes the bitmaps into the image). Every error is a
+ * attached, and closed again (which writes the bitmaps into the image; a close that fails stays
+ * queued and does not fail the call, whose change is committed). Every error is a
  * CairnError tagged with the driver's name (file system errors mapped by `toCairnError`:
  * ENOSPC → UNAVAILABLE, …).
  */
@@ -23,12 +25,7 @@ export class Qcow2Checkpoints implements ChangedBlockTracking {
     return this.guard('createCheckpoint', () =>
       this.runtime.locks.run(volumeId, async () => {
         await this.store.volume(volumeId);
-        const { session, node } = await this.runtime.openVolume(volumeId);
-        try {
-          return toCheckpoint(volumeId, await addCheckpoint(session, node, this.store, volumeId));
-        } finally {
-          await this.runtime.releaseVolume(session, volumeId);
-        }
+        return this.withVolume(volumeId, async (session, node) => toCheckpoint(volumeId, await addCheckpoint(session, node, this.store, volumeId)));
       }),
     );
   }
@@ -44,14 +41,25 @@ export class Qcow2Checkpoints implements ChangedBlockTracking {
       this.runtime.locks.run(volumeId, async () => {
         const record = await this.store.volume(volumeId);
         if (!record.checkpoints.some((c) => c.id === checkpointId)) return;
-        const { session, node } = await this.runtime.openVolume(volumeId);
-        try {
-          await removeCheckpoint(session, node, this.store, volumeId, checkpointId);
-        } finally {
-          await this.runtime.releaseVolume(session, volumeId);
-        }
+        await this.withVolume(volumeId, (session, node) => removeCheckpoint(session, node, this.store, volumeId, checkpointId));
       }),
     );
+  }
+
+  /**
+   * Runs `fn` on the volume's node, opened for it (Runtime.openVolume), then drops that reference.
+   * The result is `fn`'s alone: a close that fails after it (no reply, or refused) does not fail
+   * the call — `fn`'s change is committed by then — and stays queued on the node (releaseNode),
+   * retried until it succeeds, and reported by the node's next use while it fails. Callers hold
+   * the volume's lock.
+   */
+  private async withVolume<T>(volumeId: string, fn: (session: DaemonSession, node: string) => Promise<T>): Promise<T> {
+    const { session, node } = await this.runtime.openVolume(volumeId);
+    try {
+      return await fn(session, node);
+    } finally {
+      await this.runtime.releaseVolume(session, volumeId).catch(() => {}); // queued on failure
+    }
   }
 
   private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {

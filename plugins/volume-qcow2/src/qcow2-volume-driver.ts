@@ -79,7 +79,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     if (timeout !== undefined && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0)) {
       throw new CairnError('INVALID_INPUT', 'option `commandTimeoutMs` must be a positive number of milliseconds', { driver: this.name });
     }
-    this.store = new RecordStore(options.directory, this.name);
+    this.store = new RecordStore(options.directory, this.name, newId());
     this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name);
     this.runtime = new Runtime({
       driver: this.name,
@@ -131,10 +131,11 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   /**
    * Removes the sidecar, then the image. `NOT_FOUND` if unknown; `BUSY` while attached, while a
    * view of it exists, while it has snapshots, or while another process (or driver instance) has
-   * its image open. The check against other processes and the removal are one step for them: this
-   * instance's daemon takes the image's lock first (holdImage; so the daemon is started if none
-   * runs, and `UNAVAILABLE` when it cannot run) and keeps it until the image is gone, so no other
-   * daemon can open the image in between. Only the death of this daemon inside that step lets go
+   * its image open (another instance's deleteVolume of it included). The check against other
+   * processes and the removal are one step for them: this instance's daemon takes the image's lock
+   * first (holdImage; so the daemon is started if none runs, and `UNAVAILABLE` when it cannot run)
+   * and keeps it until the image is gone, so no other daemon can open or hold the image in between
+   * (of two concurrent deletes from two instances, one is `BUSY`). Only the death of this daemon inside that step lets go
    * of the lock early.
    */
   async deleteVolume(volumeId: string): Promise<void> {

@@ -10,14 +10,15 @@ import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeR
 export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
   readonly layout: Layout;
 
-  constructor(directory: string, driver: string) {
-    const layout = new Layout(directory);
+  /** `instance`: this driver instance's id (Layout). */
+  constructor(directory: string, driver: string, instance: string) {
+    const layout = new Layout(directory, instance);
     super({
       driver,
       dir: (kind) => layout.dir(kind),
       readVolume: readVolumeRecord,
       readSnapshot: readSnapshotRecord,
-      setup: async () => void (await mkdir(layout.viewsDir, { recursive: true })),
+      setup: async () => void (await mkdir(layout.viewsRoot, { recursive: true })),
     });
     this.layout = layout;
   }

@@ -1,10 +1,9 @@
-import { readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CairnError, KeyedMutex } from '@cairn/core';
 import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.js';
 import { DaemonSession } from './daemon-session.js';
 import { DeferredRetry } from './deferred-retry.js';
 import type { RecordStore } from './record-store.js';
+import { prepareViewsDir, removeViewsDir } from './views-dir.js';
 
 export interface RuntimeOptions {
   driver: string;
@@ -45,12 +44,13 @@ export class Runtime {
   }
 
   private async start(): Promise<DaemonSession> {
-    await this.clearStaleOverlays();
+    await this.options.store.init();
+    await prepareViewsDir(this.options.store.layout);
     const s = await DaemonSession.start(this.options);
     const retry = new DeferredRetry(s, this.locks, this.options.commandTimeoutMs);
     if (this.closed) retry.stop();
     this.retries.add(retry);
-    s.deferred.onQueued(() => retry.schedule());
+    s.deferred.onQueued((node, fresh) => retry.schedule(node, fresh));
     void s.daemon.whenExited.then(() => {
       retry.stop();
       this.retries.delete(retry);
@@ -59,13 +59,6 @@ export class Runtime {
       void s.daemon.kill().catch(() => {}); // reaps the client and removes the daemon's temp dir
     });
     return s;
-  }
-
-  /** Views never outlive a daemon: overlays left by a crashed process are removed before a new one starts. */
-  private async clearStaleOverlays(): Promise<void> {
-    const dir = this.options.store.layout.viewsDir;
-    await this.options.store.init();
-    for (const name of await readdir(dir)) await rm(join(dir, name), { force: true });
   }
 
   /** The running session without starting one. */
@@ -129,16 +122,16 @@ export class Runtime {
   }
 
   /**
-   * Stops the daemon cleanly (persistent bitmaps are written), then removes the overlays of views
-   * whose teardown was still deferred (views never outlive their daemon). Later calls fail with
-   * UNAVAILABLE. Idempotent.
+   * Stops the daemon cleanly (persistent bitmaps are written), then removes this instance's views
+   * directory with the overlays of views whose teardown was still deferred (views never outlive
+   * their daemon; other instances' overlays are not touched). Later calls fail with UNAVAILABLE.
+   * Idempotent.
    */
   async close(): Promise<void> {
     this.closed = true;
     for (const retry of this.retries) retry.stop();
     const s = await this.starting?.catch(() => undefined);
-    if (!s) return;
-    await s.stop();
-    await this.clearStaleOverlays().catch(() => {});
+    await s?.stop();
+    await removeViewsDir(this.options.store.layout).catch(() => {});
   }
 }

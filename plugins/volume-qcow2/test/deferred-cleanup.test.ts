@@ -1,9 +1,9 @@
-import { readdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import type { DaemonSession } from '../src/daemon-session.js';
-import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+import { MiB, missingQemu, overlaysIn, pattern, tempDir } from './helpers.js';
 import { addIntruder, becomes, imageOf, qemuNodes, sleep, volumeWithView } from './refusals.js';
 import { exportOf, leftovers, runtimeOf, sessionOf, stalledAt } from './stall.js';
 
@@ -31,7 +31,7 @@ async function driverIn(dir?: string): Promise<Qcow2VolumeDriver> {
 async function expectCleanWriter(d: Qcow2VolumeDriver, session: DaemonSession, volumeId: string): Promise<void> {
   const w = await d.attach({ kind: 'volume', id: volumeId }, 'rw');
   expect(await leftovers(session)).toEqual([`export ${exportOf(w)}`]);
-  expect(await readdir(join(d.directory, 'views'))).toEqual([]);
+  expect(await overlaysIn(d.directory)).toEqual([]);
   await w.device.write(0, pattern(4096, 1));
   await d.detach(w.id);
   expect(session.nodeOf(imageOf(d, volumeId))).toBeUndefined();
@@ -89,7 +89,7 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
       });
       expect(await becomes(() => session.nodeOf(image) === undefined, 20 * T), 'the image closes without a new use').toBe(true);
       expect(await leftovers(session)).toEqual([]);
-      expect(await readdir(join(d.directory, 'views'))).toEqual([]);
+      expect(await overlaysIn(d.directory)).toEqual([]);
 
       const peer = await driverIn(d.directory);
       try {
@@ -117,7 +117,7 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
     await expect(d.deleteSnapshot(snap.id)).rejects.toMatchObject({ code: 'CONFLICT' });
     await d.close();
     expect(session.alive).toBe(false);
-    expect(await readdir(join(d.directory, 'views'))).toEqual([]);
+    expect(await overlaysIn(d.directory)).toEqual([]);
 
     const again = await driverIn(d.directory);
     try {
@@ -127,6 +127,56 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
       await again.detach(a.id);
     } finally {
       await again.close();
+    }
+  });
+
+  it('cleanup queued on one node is retried one command timeout later even while another node of the same session keeps failing with a long backoff', async () => {
+    const d = await driverIn();
+    try {
+      const one = await volumeWithView(d);
+      await addIntruder(one.session);
+      await expect(d.deleteSnapshot(one.snapshotId)).rejects.toMatchObject({ code: 'CONFLICT' });
+      await d.detach(one.readerId);
+      await sleep(7.5 * T); // refused again at T, 3T and 7T: that node's next retry is 8T later
+
+      const w = await d.createVolume({ size: 8 * MiB });
+      const a = await d.attach({ kind: 'volume', id: w.id }, 'ro');
+      const image = imageOf(d, w.id);
+      await addIntruder(one.session, one.session.nodeOf(image), 'intruder-w');
+      await expect(d.detach(a.id)).rejects.toMatchObject({ code: 'CONFLICT' }); // its close is queued
+      await one.session.deleteExport('intruder-w');
+      const queued = Date.now();
+      expect(await becomes(() => one.session.nodeOf(image) === undefined, 4 * T), 'the other node closes about one command timeout after its close was queued').toBe(true);
+      expect(Date.now() - queued).toBeLessThan(4 * T);
+      expect(one.session.nodeOf(imageOf(d, one.volumeId)), 'the refused teardown still holds its node').toBeDefined();
+
+      await one.session.deleteExport('intruder');
+      expect(await becomes(() => one.session.nodeOf(imageOf(d, one.volumeId)) === undefined, 12 * T), 'the backed-off node is retried too').toBe(true);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('createCheckpoint and deleteCheckpoint whose closing of the volume node gets no reply succeed (the change is committed) and keep the close queued: the image is let go without a new use', async () => {
+    const d = await driverIn();
+    try {
+      const v = await d.createVolume({ size: 8 * MiB });
+      const first = await d.changedBlockTracking.createCheckpoint(v.id); // starts the daemon
+      const session = await sessionOf(d);
+      const image = imageOf(d, v.id);
+
+      let second: string | undefined;
+      const created = await stalledAt(session, 'blockdev-del', async () => (second = (await d.changedBlockTracking.createCheckpoint(v.id)).id));
+      expect(created).toBe('resolved');
+      expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([first.id, second]);
+      expect(await becomes(() => session.nodeOf(image) === undefined, 12 * T), 'the queued close runs without a new use').toBe(true);
+
+      expect(await stalledAt(session, 'blockdev-del', () => d.changedBlockTracking.deleteCheckpoint(v.id, first.id))).toBe('resolved');
+      expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([second]);
+      expect(await becomes(() => session.nodeOf(image) === undefined, 12 * T), 'the queued close runs without a new use').toBe(true);
+      await expectCleanWriter(d, session, v.id);
+    } finally {
+      await d.close();
     }
   });
 

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Qcow2VolumeDriver } from '../src/index.js';
@@ -54,4 +54,10 @@ export function halfSparse(size: number, seed: number): Buffer {
   const out = Buffer.alloc(size);
   for (let at = 0; at < size; at += 2 * MiB) pattern(Math.min(MiB, size - at), seed + at).copy(out, at);
   return out;
+}
+
+/** Every overlay file under `<directory>/views/` (each instance's directory included), sorted. */
+export async function overlaysIn(directory: string): Promise<string[]> {
+  const names = await readdir(join(directory, 'views'), { recursive: true }).catch(() => [] as string[]);
+  return names.filter((n) => n.endsWith('.qcow2')).sort();
 }

@@ -1,8 +1,9 @@
-import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { currentOwner } from '@cairn/core';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+import { MiB, missingQemu, overlaysIn, pattern, tempDir } from './helpers.js';
 
 // Two driver instances on one directory, as two processes would be: each has its own daemon, and
 // qemu's image locks keep the daemons apart. What one reports about the volumes the other uses
@@ -150,6 +151,88 @@ describe.skipIf(missingQemu.length > 0)(`two driver instances on one directory (
             await a.detach(w.id);
             return 'attached';
           },
+          (e: { code?: string }) => String(e.code),
+        );
+        await between;
+        return remove(...args);
+      };
+      await b.deleteVolume(v.id);
+      expect(await between).toBe('BUSY');
+      await expect(a.getVolume(v.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      await expect(readFile(join(a.directory, 'volumes', `${v.id}.qcow2`))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a daemon start of the second instance (deleteVolume) leaves the first one\'s overlays alone: a createSnapshot of the first whose overlay was just created succeeds, and its view reads the volume', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      const other = await a.createVolume({ size: 8 * MiB });
+      const w = await a.attach({ kind: 'volume', id: v.id }, 'rw'); // open in a's daemon: a snapshot is a view
+      await w.device.write(0, pattern(4096, 5));
+      // The moment between a's creation of the overlay file and its daemon opening it.
+      const qemuImg = (a as unknown as { qemuImg: { create: (...args: unknown[]) => Promise<void> } }).qemuImg;
+      const create = qemuImg.create.bind(qemuImg);
+      qemuImg.create = async (...args: unknown[]) => {
+        await create(...args);
+        await b.deleteVolume(other.id); // starts b's daemon
+      };
+      const snap = await a.createSnapshot(v.id, 'view');
+      qemuImg.create = create;
+      await expect(a.getVolume(other.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+
+      await w.device.write(0, pattern(4096, 6));
+      const r = await a.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+      expect(await r.device.read(0, 4096)).toEqual(pattern(4096, 5));
+      await a.detach(r.id);
+      const overlay = (a as unknown as { views: Map<string, { overlayPath: string }> }).views.get(snap.id)!.overlayPath;
+      await b.createVolume({ size: 1 * MiB }); // no new daemon of b; and b's close below neither
+      await b.close();
+      expect((await stat(overlay)).isFile(), 'b left a\'s overlay file').toBe(true);
+      await a.deleteSnapshot(snap.id);
+      await a.detach(w.id);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a daemon start removes the views of an instance whose process is gone, and keeps those of one that may be alive or cannot be judged', async () => {
+    const [a] = await pair();
+    try {
+      const views = join(a.directory, 'views');
+      const me = currentOwner();
+      const dirs = { gone: join(views, 'gone'), alive: join(views, 'alive'), unknown: join(views, 'unknown') };
+      for (const dir of Object.values(dirs)) {
+        await mkdir(dir, { recursive: true });
+        await writeFile(join(dir, 'x.qcow2'), '');
+      }
+      // This pid with another start time: a reused pid, so its owner is gone.
+      await writeFile(join(dirs.gone, 'owner.json'), JSON.stringify({ ...me, startTime: (me.startTime ?? 0) + 1 }));
+      await writeFile(join(dirs.alive, 'owner.json'), JSON.stringify(me));
+      const v = await a.createVolume({ size: 1 * MiB });
+      const r = await a.attach({ kind: 'volume', id: v.id }, 'ro'); // starts a's daemon
+      expect(await overlaysIn(a.directory)).toEqual(['alive/x.qcow2', 'unknown/x.qcow2']);
+      await a.detach(r.id);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('deleteVolume of the first instance fails with BUSY while the second instance\'s deleteVolume holds the image, and the volume is deleted once, whole', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      // The moment between b's hold of the image and its removal of the sidecar.
+      const store = (b as unknown as { store: { remove: (...args: unknown[]) => Promise<void> } }).store;
+      const remove = store.remove.bind(store);
+      let between: Promise<string> | undefined;
+      store.remove = async (...args: unknown[]) => {
+        between ??= a.deleteVolume(v.id).then(
+          () => 'deleted',
           (e: { code?: string }) => String(e.code),
         );
         await between;

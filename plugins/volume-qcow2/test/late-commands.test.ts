@@ -1,9 +1,9 @@
-import { readdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Extent } from '@cairn/core';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+import { MiB, missingQemu, overlaysIn, pattern, tempDir } from './helpers.js';
 import { exportOf, leftovers, sessionOf, stalledAt } from './stall.js';
 
 // A QMP command that gets no reply within commandTimeoutMs fails with UNAVAILABLE, yet qemu still
@@ -42,7 +42,7 @@ describe.skipIf(missingQemu.length > 0)(`commands that time out and run late lea
 
     const w = await d.attach({ kind: 'volume', id: v.id }, 'rw');
     expect(await leftovers(session)).toEqual([`export ${exportOf(w)}`]);
-    expect(await readdir(join(d.directory, 'views'))).toEqual([]);
+    expect(await overlaysIn(d.directory)).toEqual([]);
     await w.device.write(0, pattern(4096, 1));
     await d.detach(w.id);
     expect(session.nodeOf(join(d.directory, 'volumes', `${v.id}.qcow2`))).toBeUndefined();
@@ -58,7 +58,7 @@ describe.skipIf(missingQemu.length > 0)(`commands that time out and run late lea
     await d.deleteVolume(v.id);
     expect(await leftovers(session)).toEqual([]);
     expect(session.nodeOf(join(d.directory, 'volumes', `${v.id}.qcow2`))).toBeUndefined();
-    expect(await readdir(join(d.directory, 'views'))).toEqual([]);
+    expect(await overlaysIn(d.directory)).toEqual([]);
   });
 
   it('deleteSnapshot whose job cancel ran late: the teardown is finished by the next attach, which can write', async () => {
@@ -73,7 +73,7 @@ describe.skipIf(missingQemu.length > 0)(`commands that time out and run late lea
 
     const w = await d.attach({ kind: 'volume', id: v.id }, 'rw');
     expect(await leftovers(session)).toEqual([`export ${exportOf(w)}`]);
-    expect(await readdir(join(d.directory, 'views'))).toEqual([]);
+    expect(await overlaysIn(d.directory)).toEqual([]);
     await w.device.write(0, pattern(4096, 1));
     await d.detach(w.id);
     expect(session.nodeOf(join(d.directory, 'volumes', `${v.id}.qcow2`))).toBeUndefined();

@@ -24,13 +24,13 @@ export async function qemuNodes(session: DaemonSession): Promise<string[]> {
 }
 
 /**
- * Exports `node` (default: the view's overlay node) under the id `intruder`, so qemu refuses to
- * delete the node.
+ * Exports `node` (default: the view's overlay node) under the id `id` (default `intruder`), so qemu
+ * refuses to delete the node.
  */
-export async function addIntruder(session: DaemonSession, node?: string): Promise<void> {
+export async function addIntruder(session: DaemonSession, node?: string, id = 'intruder'): Promise<void> {
   const target = node ?? (await qemuNodes(session)).find((n) => /^ov\d+$/.test(n));
   expect(target, 'the node to export exists').toBeDefined();
-  await session.qmp.execute('block-export-add', { type: 'nbd', id: 'intruder', 'node-name': target!, name: 'intruder', writable: false });
+  await session.qmp.execute('block-export-add', { type: 'nbd', id, 'node-name': target!, name: id, writable: false });
 }
 
 /** A volume attached read-only with a view: the view's teardown is what the cases disturb. */
