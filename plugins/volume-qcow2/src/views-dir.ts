@@ -18,8 +18,8 @@ const isOwner = (v: unknown): v is ProcessOwner => {
  *
  * - this instance's overlays are all removed: views never outlive their daemon, and only one
  *   daemon of an instance runs at a time, so whatever is there was left by a daemon that died;
- * - another instance's directory is removed only when its owner file names a process that is
- *   provably gone (core's `ownerMayBeAlive` is false: not running, a reused pid, an earlier boot).
+ * - another instance's directory is removed (best effort: see removeDeadViews) only when its
+ *   owner file names a process that is provably gone (core's `ownerMayBeAlive` is false: not running, a reused pid, an earlier boot).
  *   One whose owner may be alive (this process included: two instances in one process), runs on
  *   another host or pid namespace, or cannot be read (being created, damaged) is left alone;
  * - anything else in `views/` (files of the older flat layout) is left alone: nothing tells whose
@@ -39,7 +39,22 @@ export async function prepareViewsDir(layout: Layout): Promise<void> {
       (text) => JSON.parse(text) as unknown,
       () => undefined,
     ).catch(() => undefined);
-    if (isOwner(owner) && !ownerMayBeAlive(owner)) await rm(dir, { recursive: true, force: true });
+    if (isOwner(owner) && !ownerMayBeAlive(owner)) await removeDeadViews(dir);
+  }
+}
+
+/**
+ * Removes a dead instance's views directory, best effort: one this process cannot remove (another
+ * user's, immutable) never stands in the way of this instance's daemon, and is tried again at the
+ * next start. The owner file goes last, so a directory left part-emptied still names its dead
+ * owner.
+ */
+async function removeDeadViews(dir: string): Promise<void> {
+  try {
+    for (const name of await readdir(dir)) if (name !== VIEWS_OWNER_FILE) await rm(join(dir, name), { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+  } catch {
+    // Left for a later start (see above).
   }
 }
 
