@@ -31,7 +31,8 @@ export class DeferredRetry {
   private timer: NodeJS.Timeout | undefined;
   /** When the armed timer fires (epoch ms). */
   private timerAt = Infinity;
-  private running = false;
+  /** Nodes whose retry runs (waits for its volume's lock, or runs its work). */
+  private readonly inFlight = new Set<string>();
   private stopped = false;
   private readonly nodes = new Map<string, NodeRetry>();
 
@@ -44,8 +45,7 @@ export class DeferredRetry {
   /**
    * Work was queued on `node` (DeferredWork.onQueued): a node without queued work before (`fresh`),
    * or not known here, is due one command timeout from now; a node already waiting keeps its due
-   * time and backoff. Arms the timer for the earliest node due, unless a retry runs (it re-arms
-   * when it ends) or the retry stopped.
+   * time and backoff. Arms the timer for the earliest node due, unless the retry stopped.
    */
   schedule(node: string, fresh: boolean): void {
     if (this.done) return;
@@ -69,51 +69,59 @@ export class DeferredRetry {
     this.timerAt = Infinity;
   }
 
-  /** Arms (or brings forward) the timer for the earliest node due. */
+  /** Arms (or brings forward) the timer for the earliest node due whose retry does not run already. */
   private arm(): void {
-    if (this.running || this.done) return;
-    const next = Math.min(...[...this.nodes.values()].map((n) => n.due));
+    if (this.done) return;
+    const next = Math.min(...[...this.nodes].filter(([node]) => !this.inFlight.has(node)).map(([, n]) => n.due));
     if (next === Infinity || (this.timer && this.timerAt <= next)) return;
     this.disarm();
     this.timerAt = next;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.timerAt = Infinity;
-      void this.retry();
+      this.retry();
     }, Math.max(0, next - Date.now()));
     this.timer.unref(); // never keeps the process alive by itself
   }
 
-  private async retry(): Promise<void> {
-    this.running = true;
-    try {
-      // Nodes whose work is gone (run by a use, or the node was closed) are forgotten; any other
-      // queued node is known (a node queued while this ran, say).
-      const pending = this.session.deferred.pending();
-      const queued = new Set(pending.map((p) => p.node));
-      for (const node of this.nodes.keys()) if (!queued.has(node)) this.nodes.delete(node);
-      for (const { node, volumeId } of pending) {
-        const state = this.nodes.get(node) ?? { due: Date.now(), failures: 0 };
-        this.nodes.set(node, state);
-        if (state.due > Date.now()) continue;
-        if (this.done) return;
-        let failed = false;
-        await this.locks
-          .run(volumeId, async () => {
-            if (!this.done) await this.session.deferred.run(node); // checked again: the daemon may have died while this waited
-          })
-          .catch(() => (failed = true));
-        if (failed) {
-          state.failures += 1;
-          state.due = Date.now() + this.commandTimeoutMs * Math.min(2 ** state.failures, RETRY_CAP_FACTOR);
-        } else {
-          this.nodes.delete(node);
-        }
-      }
-      const left = new Set(this.session.deferred.pending().map((p) => p.node));
-      for (const node of this.nodes.keys()) if (!left.has(node)) this.nodes.delete(node);
-    } finally {
-      this.running = false;
+  /**
+   * Starts the retry of every node due that is not being retried already, each on its own, under
+   * its own volume's lock: a volume whose lock a long call holds (a detach's flush) delays only its
+   * own nodes, and the timer is armed again at once for the others.
+   */
+  private retry(): void {
+    if (this.done) return;
+    // Nodes whose work is gone (run by a use, or the node was closed) are forgotten; any other
+    // queued node is known (a node queued while a retry ran, say).
+    const pending = this.session.deferred.pending();
+    const queued = new Set(pending.map((p) => p.node));
+    for (const node of this.nodes.keys()) if (!queued.has(node) && !this.inFlight.has(node)) this.nodes.delete(node);
+    for (const { node, volumeId } of pending) {
+      if (this.inFlight.has(node)) continue;
+      const state = this.nodes.get(node) ?? { due: Date.now(), failures: 0 };
+      this.nodes.set(node, state);
+      if (state.due > Date.now()) continue;
+      this.inFlight.add(node);
+      void this.retryNode(node, volumeId, state);
+    }
+    this.arm();
+  }
+
+  private async retryNode(node: string, volumeId: string, state: NodeRetry): Promise<void> {
+    let failed = false;
+    await this.locks
+      .run(volumeId, async () => {
+        if (!this.done) await this.session.deferred.run(node); // checked again: the daemon may have died while this waited
+      })
+      .catch(() => (failed = true));
+    this.inFlight.delete(node);
+    if (failed) {
+      state.failures += 1;
+      state.due = Date.now() + this.commandTimeoutMs * Math.min(2 ** state.failures, RETRY_CAP_FACTOR);
+    } else if (this.nodes.get(node) === state) {
+      // Done; work queued on the node since (schedule kept this state) is due one command timeout from now.
+      if (this.session.deferred.pending().some((p) => p.node === node)) Object.assign(state, { due: Date.now() + this.commandTimeoutMs, failures: 0 });
+      else this.nodes.delete(node);
     }
     this.arm();
   }

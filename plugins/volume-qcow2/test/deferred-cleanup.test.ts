@@ -157,6 +157,33 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
     }
   });
 
+  it("cleanup due on one volume is retried while another volume's lock, held by a long call, keeps that volume's own cleanup waiting", async () => {
+    const d = await driverIn();
+    try {
+      /** A volume attached read-only whose detach qemu refuses (an intruder export on its node): its close is queued. */
+      const refusedClose = async (intruder: string) => {
+        const v = await d.createVolume({ size: 8 * MiB });
+        const a = await d.attach({ kind: 'volume', id: v.id }, 'ro');
+        const session = await sessionOf(d);
+        await addIntruder(session, session.nodeOf(imageOf(d, v.id)), intruder);
+        await expect(d.detach(a.id)).rejects.toMatchObject({ code: 'CONFLICT' });
+        return { volumeId: v.id, session };
+      };
+      const first = await refusedClose('intruder-v'); // queued first: retried first
+      const second = await refusedClose('intruder-w');
+      const { session } = second;
+      await runtimeOf(d).locks.run(first.volumeId, async () => {
+        await session.deleteExport('intruder-v');
+        await session.deleteExport('intruder-w');
+        expect(await becomes(() => session.nodeOf(imageOf(d, second.volumeId)) === undefined, 8 * T), "the second volume's node closes while the first one's lock is held").toBe(true);
+        expect(session.nodeOf(imageOf(d, first.volumeId)), "the first volume's close waits for its lock").toBeDefined();
+      });
+      expect(await becomes(() => session.nodeOf(imageOf(d, first.volumeId)) === undefined, 12 * T), 'and runs once the lock is free').toBe(true);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('createCheckpoint and deleteCheckpoint whose closing of the volume node gets no reply succeed (the change is committed) and keep the close queued: the image is let go without a new use', async () => {
     const d = await driverIn();
     try {
