@@ -70,6 +70,11 @@ export const isConflict = (err: unknown): boolean => hasCode(err, 'CONFLICT');
 export const isCorrupt = (err: unknown): boolean => hasCode(err, 'CORRUPT');
 export const isCancelled = (err: unknown): boolean => hasCode(err, 'CANCELLED');
 
+/** What `lookup` resolves with, or undefined when it fails with `NOT_FOUND`; any other failure is passed on. */
+export function unlessNotFound<T>(lookup: Promise<T>): Promise<T | undefined> {
+  return lookup.catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+}
+
 /** True when repeating the call later may succeed (`BUSY`, `UNAVAILABLE`). */
 export function isRetryable(err: unknown): boolean {
   return isCairnError(err) && RETRYABLE.has(err.code);

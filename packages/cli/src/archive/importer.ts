@@ -5,18 +5,18 @@ import {
   currentOwner,
   holdRecord,
   isAlreadyExists,
-  isNotFound,
   nowIso,
   throwIfAborted,
   toCairnError,
+  unlessNotFound,
   type BackupRecord,
   type BackupService,
   type Catalog,
   type Volume,
 } from '@cairn/core';
 import * as tar from 'tar-stream';
-import { readArchive } from './reader.js';
-import { MANIFEST_NAME, MAX_METADATA_BYTES, type ArchiveManifest } from './format.js';
+import { readArchive, readEntry } from './reader.js';
+import { MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, type ArchiveManifest } from './format.js';
 
 /** Where an archive is imported to. */
 export interface ImportDestination {
@@ -157,9 +157,6 @@ interface ManifestHead {
   size: number;
 }
 
-/** The shape readArchive accepts for a record id (the id names catalog and repository objects). */
-const RECORD_ID = /^[A-Za-z0-9-]{1,64}$/;
-
 /**
  * The record and size in the manifest that an archive starts with, read without the rest of the
  * archive; undefined when the file does not start with a manifest of that shape (readArchive then
@@ -174,10 +171,9 @@ async function peekManifest(file: string): Promise<ManifestHead | undefined> {
   try {
     for await (const entry of extract) {
       const { name, size = 0 } = entry.header;
-      if (name !== MANIFEST_NAME || size > MAX_METADATA_BYTES) return undefined;
-      const parts: Buffer[] = [];
-      for await (const part of entry as unknown as AsyncIterable<Buffer>) parts.push(part);
-      const m = JSON.parse(Buffer.concat(parts).toString('utf8')) as { record?: Partial<ArchiveManifest['record']>; size?: unknown } | null;
+      if (name !== MANIFEST_NAME) return undefined;
+      const body = await readEntry(entry as unknown as AsyncIterable<Buffer>, size, MAX_METADATA_BYTES);
+      const m = JSON.parse(body.toString('utf8')) as { record?: Partial<ArchiveManifest['record']>; size?: unknown } | null;
       const r = m?.record;
       const ok = !!r && typeof r.id === 'string' && RECORD_ID.test(r.id) && typeof r.volumeId === 'string' && typeof r.createdAt === 'string' && Number.isSafeInteger(m!.size) && (m!.size as number) > 0;
       return ok ? { record: r as ArchiveManifest['record'], size: m!.size as number } : undefined;
@@ -213,11 +209,11 @@ export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord,
 }
 
 async function assertAbsent(service: BackupService, catalog: Catalog, id: string): Promise<void> {
-  const known = await catalog.getBackup(id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+  const known = await unlessNotFound(catalog.getBackup(id));
   if (known) {
     const why = known.status === 'creating' ? 'it is being written (an import in progress, or one that crashed: recovery then marks it error)' : 'delete it first to import the archive again';
     throw new CairnError('ALREADY_EXISTS', `backup ${id} is already here (${known.status}); ${why}`, { details: { backupId: id, status: known.status } });
   }
-  const inRepo = service instanceof ChunkedBackupService && (await service.repository.readManifest(id).then(() => true, (err) => (isNotFound(err) ? false : Promise.reject(err))));
+  const inRepo = service instanceof ChunkedBackupService && (await unlessNotFound(service.repository.readManifest(id))) !== undefined;
   if (inRepo) throw new CairnError('ALREADY_EXISTS', `backup ${id} is already in target ${service.name}`, { details: { backupId: id } });
 }

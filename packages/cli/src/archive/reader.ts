@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { CairnError, isCairnError, type Attachment } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { z } from 'zod';
-import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, SUMS_NAME, VM_CONFIG_NAME, type ArchiveManifest } from './format.js';
+import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, SUMS_NAME, VM_CONFIG_NAME, type ArchiveManifest } from './format.js';
 import { StagingVolume } from './staging.js';
 
 export interface ReadArchive {
@@ -16,7 +16,7 @@ export interface ReadArchive {
 const ManifestSchema = z.object({
   format: z.literal(ARCHIVE_FORMAT),
   createdAt: z.string(),
-  record: z.looseObject({ id: z.string().regex(/^[A-Za-z0-9-]{1,64}$/), volumeId: z.string(), size: z.number(), createdAt: z.string() }),
+  record: z.looseObject({ id: z.string().regex(RECORD_ID), volumeId: z.string(), size: z.number(), createdAt: z.string() }),
   size: z.number().int().positive().multipleOf(512),
   chunks: z.array(z.object({ name: z.string(), offset: z.number().int().min(0), length: z.number().int().positive().max(ARCHIVE_CHUNK), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
   vmConfig: z.boolean(),
@@ -112,7 +112,8 @@ export async function readArchive(file: string, options: { progress?: (done: num
   }
 }
 
-async function readEntry(entry: AsyncIterable<Buffer>, size: number, max: number): Promise<Buffer> {
+/** An entry's body: `INVALID_INPUT` when its header says more than `max` bytes, `CORRUPT` when the body is not the size its header says. */
+export async function readEntry(entry: AsyncIterable<Buffer>, size: number, max: number): Promise<Buffer> {
   if (size > max) throw refuse(`an entry of ${size} bytes is larger than the ${max} bytes allowed`);
   const parts: Buffer[] = [];
   let n = 0;

@@ -1,7 +1,7 @@
 import { stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { CairnError, ChunkedBackupService, isNotFound, type CompressionAlgorithm } from '@cairn/core';
+import { CairnError, ChunkedBackupService, unlessNotFound, type CompressionAlgorithm } from '@cairn/core';
 import type { Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
@@ -60,7 +60,7 @@ export function registerInitCommand(program: Command): void {
         const registry = composeRegistry();
         const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
         const store = await registry.objectStore('posix', storeOptions);
-        const existed = await store.head('config').then(() => true, (err) => (isNotFound(err) ? false : Promise.reject(err)));
+        const existed = (await unlessNotFound(store.head('config'))) !== undefined;
         const init = { ...(o.compression ? { compression: o.compression } : {}), ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) };
         const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
         try {

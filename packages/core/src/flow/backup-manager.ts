@@ -4,13 +4,13 @@ import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isAlreadyExists, isCairnError, isCorrupt, isNotFound, toCairnError } from '../errors.js';
+import { CairnError, isAlreadyExists, isCairnError, isCorrupt, isNotFound, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { currentOwner, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
+import { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
-import { holdCount, holdRecord, isRecordHeld, isThisProcess, mayBeWorkedOn, type LetGo } from './live-records.js';
+import { holdCount, holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 
@@ -320,7 +320,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (!candidate) return undefined;
       let current: BackupRecord | undefined;
       const release = await this.claims.claim(candidate.id, 'parent', async () => {
-        current = await this.catalog.getBackup(candidate.id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+        current = await unlessNotFound(this.catalog.getBackup(candidate.id));
         return current?.status === 'available';
       });
       if (release) return [current!, release];
@@ -499,7 +499,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /** The last restore of a backup ended: back to `available`, re-read so a deleted record stays deleted. */
   private async endRestoring(backupId: string): Promise<void> {
-    const current = await this.catalog.getBackup(backupId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    const current = await unlessNotFound(this.catalog.getBackup(backupId));
     if (current?.status === 'restoring') await this.catalog.putBackup({ ...current, status: 'available', owner: undefined, updatedAt: nowIso() });
   }
 

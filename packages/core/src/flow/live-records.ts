@@ -1,5 +1,5 @@
 import type { BackupRecord } from '../contracts/records.js';
-import { currentOwner, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
+import { isThisProcess, ownerMayBeAlive } from '../util/process-owner.js';
 
 /**
  * The backup records this process is working on, process-wide: every BackupManager of the
@@ -44,17 +44,6 @@ export function holdCount(backupId: string): number {
 /** Whether a flow of this process holds `backupId` now. */
 export function isRecordHeld(backupId: string): boolean {
   return held.has(backupId);
-}
-
-/**
- * Whether `owner` is this process: the same host and pid, and equal in every other field both
- * carry (a field one of them lacks, as in records written before it was kept, is not compared).
- */
-export function isThisProcess(owner: ProcessOwner): boolean {
-  const me = currentOwner() as unknown as Record<string, unknown>;
-  const other = owner as unknown as Record<string, unknown>;
-  if (other.host !== me.host || other.pid !== me.pid) return false;
-  return Object.keys(me).every((k) => other[k] === undefined || other[k] === me[k]);
 }
 
 /**

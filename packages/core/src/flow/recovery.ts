@@ -1,7 +1,7 @@
 import type { Catalog } from '../contracts/catalog.js';
 import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
-import { isNotFound } from '../errors.js';
+import { isNotFound, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
 
 /** Statuses of a record a flow works on. */
@@ -59,7 +59,7 @@ export async function recoverInFlight(deps: {
     errors: [],
   };
   const live = new Set<string>();
-  const records = only === undefined ? await catalog.listBackups() : await catalog.getBackup(only).then((b) => [b], (err) => (isNotFound(err) ? [] : Promise.reject(err)));
+  const records = only === undefined ? await catalog.listBackups() : [await unlessNotFound(catalog.getBackup(only))].filter((b) => b !== undefined);
   if (only !== undefined && records.length === 0) return report;
   for (const listed of records) {
     if (!IN_FLOW.has(listed.status)) continue;
@@ -75,7 +75,7 @@ export async function recoverInFlight(deps: {
     // it then (of this process, in a server recovering between requests) may have ended since,
     // with its record's final write. A flow lets go of a record only once that write settled, so a
     // record read after it was seen held by no one, and still in a flow status, was left behind.
-    const b = only !== undefined ? listed : await catalog.getBackup(listed.id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    const b = only !== undefined ? listed : await unlessNotFound(catalog.getBackup(listed.id));
     if (!b || !IN_FLOW.has(b.status)) continue;
     if (deps.isLive(b)) {
       live.add(b.id);
@@ -102,7 +102,7 @@ export async function recoverInFlight(deps: {
   // by a restore that never settled it).
   const liveNow = async (backupId: string): Promise<boolean> => {
     if (live.has(backupId)) return true;
-    const b = await catalog.getBackup(backupId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    const b = await unlessNotFound(catalog.getBackup(backupId));
     if (!b || !IN_FLOW.has(b.status) || !deps.isLive(b)) return false;
     live.add(backupId);
     return true;

@@ -1,7 +1,7 @@
 import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
 import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
-import { CairnError, isAlreadyExists, isCairnError } from '../errors.js';
+import { CairnError, isAlreadyExists, isCairnError, unlessNotFound } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
 import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
@@ -185,10 +185,7 @@ export class RepositoryCatalog implements Catalog {
 
   /** Whether an object is at `key`. */
   private async exists(key: string): Promise<boolean> {
-    return this.repo.store.head(key).then(
-      () => true,
-      (err: unknown) => (isCairnError(err) && err.code === 'NOT_FOUND' ? false : Promise.reject(err)),
-    );
+    return (await unlessNotFound(this.repo.store.head(key))) !== undefined;
   }
 
   /** Reads one record; undefined when absent. `CORRUPT` names a damaged record. */

@@ -94,6 +94,17 @@ function readOr(read: () => string | undefined): string | undefined {
   }
 }
 
+/**
+ * Whether `owner` is this process: the same host and pid, and equal in every other field both
+ * carry (a field one of them lacks, as in records written before it was kept, is not compared).
+ */
+export function isThisProcess(owner: ProcessOwner): boolean {
+  const me = currentOwner() as unknown as Record<string, unknown>;
+  const other = owner as unknown as Record<string, unknown>;
+  if (other.host !== me.host || other.pid !== me.pid) return false;
+  return Object.keys(me).every((k) => other[k] === undefined || other[k] === me[k]);
+}
+
 /** Where an owner runs, seen from this process: see `ownerLocation`. */
 export type OwnerLocation = 'here' | 'elsewhere' | 'past-boot';
 
