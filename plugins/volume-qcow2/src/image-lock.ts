@@ -44,8 +44,8 @@ export function imageErrorCode(text: string, paths: readonly string[]): 'BUSY' |
 /**
  * A CairnError for a failed QMP command that opens or locks the image at `path` (`blockdev-add`,
  * `block-export-add`): its code by imageErrorCode on qemu's own text. Otherwise the error keeps
- * its code, but CONFLICT becomes INTERNAL: the QMP mapping reads CONFLICT from words such as
- * "lock" that may be part of the file name, while qemu's real lock failures are BUSY here.
+ * its code, but CONFLICT becomes INTERNAL: qemu's real lock failures are BUSY here (told by their
+ * own message above), so a CONFLICT the QMP mapping gave is not another process holding the image.
  */
 export function imageOpenError(err: CairnError, path: string, driver: string): CairnError {
   const desc = typeof err.details?.qmpDesc === 'string' ? err.details.qmpDesc : err.message;
