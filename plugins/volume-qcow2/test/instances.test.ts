@@ -37,6 +37,29 @@ async function damage(d: Qcow2VolumeDriver, volumeId: string): Promise<void> {
 }
 
 /**
+ * Deletes the volume through `d`, running `during` at the moment d holds the image, just before it
+ * removes the sidecar; resolves with what `during` resolved with, or the code it failed with.
+ */
+async function duringDelete(d: Qcow2VolumeDriver, volumeId: string, during: () => Promise<string>): Promise<string> {
+  const store = (d as unknown as { store: { remove: (...args: unknown[]) => Promise<void> } }).store;
+  const remove = store.remove.bind(store);
+  let between: Promise<string> | undefined;
+  store.remove = async (...args: unknown[]) => {
+    between ??= during().catch((e: { code?: string }) => String(e.code));
+    await between;
+    return remove(...args);
+  };
+  await d.deleteVolume(volumeId);
+  return between!;
+}
+
+/** The volume is gone for `d`: no record, no image file. */
+async function expectDeletedWhole(d: Qcow2VolumeDriver, volumeId: string): Promise<void> {
+  await expect(d.getVolume(volumeId)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  await expect(readFile(join(d.directory, 'volumes', `${volumeId}.qcow2`))).rejects.toMatchObject({ code: 'ENOENT' });
+}
+
+/**
  * A `qemu-img` that counts its `info` runs in flight: each notes itself in `<dir>/running` for
  * 200 ms and appends how many it saw there to `<dir>/counts`, then runs the real qemu-img.
  */
@@ -141,30 +164,19 @@ describe.skipIf(missingQemu.length > 0)(`two driver instances on one directory (
     const [a, b] = await pair();
     try {
       const v = await a.createVolume({ size: 8 * MiB });
-      // The moment between b's checks and its removal of the sidecar.
-      const store = (b as unknown as { store: { remove: (...args: unknown[]) => Promise<void> } }).store;
-      const remove = store.remove.bind(store);
-      let between: Promise<string> | undefined;
-      store.remove = async (...args: unknown[]) => {
-        between ??= a.attach({ kind: 'volume', id: v.id }, 'rw').then(
-          async (w) => {
-            await a.detach(w.id);
-            return 'attached';
-          },
-          (e: { code?: string }) => String(e.code),
-        );
-        await between;
-        return remove(...args);
-      };
-      await b.deleteVolume(v.id);
-      expect(await between).toBe('BUSY');
-      await expect(a.getVolume(v.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
-      await expect(readFile(join(a.directory, 'volumes', `${v.id}.qcow2`))).rejects.toMatchObject({ code: 'ENOENT' });
+      const between = await duringDelete(b, v.id, async () => {
+        const w = await a.attach({ kind: 'volume', id: v.id }, 'rw');
+        await a.detach(w.id).catch((e: Error) => Promise.reject(new Error(`detach failed: ${e.message}`))); // never taken for the attach's code
+        return 'attached';
+      });
+      expect(between).toBe('BUSY');
+      await expectDeletedWhole(a, v.id);
     } finally {
       await a.close();
       await b.close();
     }
   });
+
 
   it('a daemon start of the second instance (deleteVolume) leaves the first one\'s overlays alone: a createSnapshot of the first whose overlay was just created succeeds, and its view reads the volume', async () => {
     const [a, b] = await pair();
@@ -226,27 +238,18 @@ describe.skipIf(missingQemu.length > 0)(`two driver instances on one directory (
     const [a, b] = await pair();
     try {
       const v = await a.createVolume({ size: 8 * MiB });
-      // The moment between b's hold of the image and its removal of the sidecar.
-      const store = (b as unknown as { store: { remove: (...args: unknown[]) => Promise<void> } }).store;
-      const remove = store.remove.bind(store);
-      let between: Promise<string> | undefined;
-      store.remove = async (...args: unknown[]) => {
-        between ??= a.deleteVolume(v.id).then(
-          () => 'deleted',
-          (e: { code?: string }) => String(e.code),
-        );
-        await between;
-        return remove(...args);
-      };
-      await b.deleteVolume(v.id);
-      expect(await between).toBe('BUSY');
-      await expect(a.getVolume(v.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
-      await expect(readFile(join(a.directory, 'volumes', `${v.id}.qcow2`))).rejects.toMatchObject({ code: 'ENOENT' });
+      const between = await duringDelete(b, v.id, async () => {
+        await a.deleteVolume(v.id);
+        return 'deleted';
+      });
+      expect(between).toBe('BUSY');
+      await expectDeletedWhole(a, v.id);
     } finally {
       await a.close();
       await b.close();
     }
   });
+
 
   it('listVolumes of the second instance runs at most 4 lock probes (qemu-img processes) at once, however many volumes the first writes', async () => {
     const directory = await tempDir();
