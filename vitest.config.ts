@@ -7,6 +7,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // The cairn bundle that CLI tests run is made from the dist just built (scripts/bundle-setup.ts).
+    globalSetup: ['./scripts/bundle-setup.ts'],
     reporters: ['default', new NoSkipReporter()],
   },
 });

@@ -12,8 +12,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed } from './lib/measure.mjs';
+import { CAIRN_NODE_FLAGS, cairnOpScript, cairnEnv, parseSize, timed } from './lib/measure.mjs';
 import { flag, option as opt } from './lib/args.mjs';
+
+/** Cairn's side runs bundled, as the cairn binary does (lib/measure.mjs). */
+const CAIRN_OP = await cairnOpScript();
 
 const here = dirname(fileURLToPath(import.meta.url));
 const size = parseSize(opt('--size', '2G'));
@@ -27,7 +30,7 @@ console.log(`image ${label(size)} at the start of volumes of ${volumeSizes.map(l
 const results = [];
 for (const volumeSize of volumeSizes) {
   const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-memory-'));
-  const cairn = (op, ...a) => timed(process.execPath, [...CAIRN_NODE_FLAGS, join(here, 'cairn-op.mjs'), op, work, ...a], { cwd: join(here, '..'), env, measured: op === 'backup' || op === 'restore', settle });
+  const cairn = (op, ...a) => timed(process.execPath, [...CAIRN_NODE_FLAGS, CAIRN_OP, op, work, ...a], { cwd: join(here, '..'), env, measured: op === 'backup' || op === 'restore', settle });
   try {
     cairn('prepare', String(size), '--volume', String(volumeSize), '--no-raw');
     cairn('init', '--encrypt');

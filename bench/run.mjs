@@ -8,8 +8,11 @@ import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, statSync, writeF
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed as measure } from './lib/measure.mjs';
+import { CAIRN_NODE_FLAGS, cairnOpScript, cairnEnv, parseSize, timed as measure } from './lib/measure.mjs';
 import { flag, option as opt } from './lib/args.mjs';
+
+/** Cairn's side runs bundled, as the cairn binary does (lib/measure.mjs). */
+const CAIRN_OP = await cairnOpScript();
 
 const here = dirname(fileURLToPath(import.meta.url));
 const size = parseSize(opt('--size', '2G'));
@@ -42,7 +45,7 @@ const NODE_FLAGS = CAIRN_NODE_FLAGS;
 const CAIRN_ENV = cairnEnv(env);
 /** The operations in the table; the others (prepare, digest, check…) set them up and check them. */
 const MEASURED = new Set(['backup', 'restore']);
-const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, join(here, 'cairn-op.mjs'), ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV, MEASURED.has(a[0]));
+const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, CAIRN_OP, ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV, MEASURED.has(a[0]));
 const restic = (...a) => timed('restic', ['--no-cache', ...a], work, env, MEASURED.has(a[0]));
 const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);

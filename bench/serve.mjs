@@ -18,8 +18,11 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { beforeOperation, CAIRN_NODE_FLAGS, cairnEnv, parseSize, timed } from './lib/measure.mjs';
+import { beforeOperation, CAIRN_NODE_FLAGS, cairnOpScript, cairnEnv, parseSize, timed } from './lib/measure.mjs';
 import { flag, option as opt } from './lib/args.mjs';
+
+/** Cairn's side runs bundled, as the cairn binary does (lib/measure.mjs). */
+const CAIRN_OP = await cairnOpScript();
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -31,7 +34,7 @@ const env = cairnEnv({ ...process.env, [PASS_ENV]: 'bench-passphrase' });
 const mbps = (ms) => Math.round(size / 1e6 / (ms / 1000));
 
 // Setup (not measured) in processes of their own, as in `npm run bench`.
-const op = (name, ...a) => timed(process.execPath, [...CAIRN_NODE_FLAGS, join(here, 'cairn-op.mjs'), name, work, ...a], { cwd: root, env }).out;
+const op = (name, ...a) => timed(process.execPath, [...CAIRN_NODE_FLAGS, CAIRN_OP, name, work, ...a], { cwd: root, env }).out;
 op('prepare', String(size), '--no-raw');
 op('init', '--encrypt', ...(opt('--chunk') ? ['--chunk', String(parseSize(opt('--chunk')))] : [])); // cairn-op's passphrase is the one in env[PASS_ENV]
 const { volumeId } = JSON.parse(readFileSync(join(work, 'state.json'), 'utf8'));

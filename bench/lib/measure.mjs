@@ -5,10 +5,24 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bundleProgram } from '../../scripts/bundle.mjs';
 
 /** The V8 flags and malloc setting the `cairn` binary runs with (packages/cli/bin/cairn.js). */
 export const CAIRN_NODE_FLAGS = ['--max-semi-space-size=4', '--optimize-for-size'];
 export const cairnEnv = (env) => ({ ...env, MALLOC_ARENA_MAX: '2' });
+
+/**
+ * The script that runs one Cairn operation (bench/cairn-op.mjs), bundled as the `cairn` binary is
+ * (scripts/bundle.mjs, into bench/.bundle/), so that a measured process starts as the binary does.
+ * Call once per benchmark run; needs the packages built (`npm run build`).
+ */
+export async function cairnOpScript() {
+  const bench = join(dirname(fileURLToPath(import.meta.url)), '..');
+  await bundleProgram({ entry: join(bench, 'cairn-op.mjs'), outdir: join(bench, '.bundle'), name: 'cairn-op' });
+  return join(bench, '.bundle', 'cairn-op.js');
+}
 
 /**
  * What comes before an operation: `sync`, so that none starts with writeback pending from the

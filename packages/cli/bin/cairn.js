@@ -13,4 +13,15 @@
 // where a page fault costs 13.6 µs (measured here) that was 1–2 s of a 2 GiB full backup
 // (5.0–5.9 → 3.6–4.2 s) and 0.5–0.8 s of its restore. See docs/performance.md. Other C
 // libraries ignore it; programs embedding Cairn can set it the same way.
-import '../dist/main.js';
+// The program runs from its bundle (scripts/bundle.mjs, made by `npm run build`): one module
+// instead of about 300 halves the start of every command. Without it, say so rather than run
+// code that may not match the build.
+import { existsSync } from 'node:fs';
+
+const bundle = new URL('../bundle/cairn.js', import.meta.url);
+if (existsSync(bundle)) {
+  await import(bundle.href);
+} else {
+  process.stderr.write(`error [INTERNAL]: the cairn program is not built (${bundle.pathname} is missing): run \`npm run build\`\n`);
+  process.exitCode = 1;
+}

@@ -22,13 +22,16 @@ export interface DecodedChunk {
 
 type Distribute<T> = T extends TaskRequest ? Omit<T, 'seq'> : never;
 
-/** Where the worker script lives: next to this module in dist (tests that load src use dist's copy). */
+/**
+ * Where the worker script lives: next to this module in dist (tests that load src use dist's copy),
+ * or next to the bundle that holds this module (scripts/bundle.mjs puts it there).
+ */
 function workerUrl(): URL {
   const url = new URL('./chunk-worker.js', import.meta.url);
   if (existsSync(fileURLToPath(url))) return url;
   const fromDist = new URL(url.href.replace('/src/repository/', '/dist/repository/'));
   if (existsSync(fileURLToPath(fromDist))) return fromDist;
-  throw new CairnError('INTERNAL', `chunk worker script not found at ${url.href} (build with tsc -b first)`);
+  throw new CairnError('INTERNAL', `chunk worker script not found at ${url.href} (build with npm run build first)`);
 }
 
 /** One worker thread and the task it runs (0: none). A worker runs one task at a time. */

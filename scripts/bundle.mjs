@@ -1,0 +1,49 @@
+/**
+ * `node scripts/bundle.mjs`: bundles the `cairn` program (packages/cli/dist/main.js, so run
+ * `tsc -b` first) into packages/cli/bundle/cairn.js, which bin/cairn.js runs.
+ *
+ * Why: Node 20 loads an ES module graph file by file (resolve, stat, read, compile), and the
+ * program's graph is about 300 modules: importing it took 0.45 s of every command's 0.55 s start
+ * on this project's machine, the bundle 0.2 s (docs/performance.md).
+ *
+ * Contract of a bundle made by `bundleProgram`:
+ * - one ES module, `<outdir>/<name>.js`, with the chunk worker beside it as
+ *   `<outdir>/chunk-worker.js` (core's chunk-processor looks for the worker next to the module
+ *   that contains it);
+ * - native addons stay outside (NATIVE) and are required at run time from the bundle's
+ *   directory, so the package that ships a bundle depends on them itself;
+ * - code is bundled as built by tsc (decorator metadata included), names kept, not minified.
+ */
+import { build } from 'esbuild';
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Packages with compiled parts: never bundled. */
+export const NATIVE = ['zstd-napi', 'lz4-napi', 'fs-ext'];
+
+/** Bundles `entry` to `<outdir>/<name>.js`, and the chunk worker beside it. */
+export async function bundleProgram({ entry, outdir, name }) {
+  mkdirSync(outdir, { recursive: true });
+  const common = {
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    external: NATIVE,
+    keepNames: true,
+    logLevel: 'warning',
+    // Bundled CommonJS modules call require(); an ES module has none of its own.
+    banner: { js: "import { createRequire as __cairnRequire } from 'node:module'; const require = __cairnRequire(import.meta.url);" },
+  };
+  await Promise.all([
+    build({ ...common, entryPoints: [entry], outfile: join(outdir, `${name}.js`) }),
+    build({ ...common, entryPoints: [join(root, 'packages/core/dist/repository/chunk-worker.js')], outfile: join(outdir, 'chunk-worker.js') }),
+  ]);
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  await bundleProgram({ entry: join(root, 'packages/cli/dist/main.js'), outdir: join(root, 'packages/cli/bundle'), name: 'cairn' });
+}
