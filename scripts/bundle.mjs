@@ -3,8 +3,9 @@
  * `tsc -b` first) into packages/cli/bundle/cairn.js, which bin/cairn.js runs.
  *
  * Why: Node 20 loads an ES module graph file by file (resolve, stat, read, compile), and the
- * program's graph is about 300 modules: importing it took 0.45 s of every command's 0.55 s start
- * on this project's machine, the bundle 0.2 s (docs/performance.md).
+ * program's graph is about 800 modules (200 of its own): `cairn --version` took 0.59–0.62 s on
+ * this project's machine, 0.32–0.36 s bundled, where a bare `node` starts in 0.1 s
+ * (docs/performance.md).
  *
  * Contract of a bundle made by `bundleProgram`:
  * - one ES module, `<outdir>/<name>.js`, with the chunk worker beside it as

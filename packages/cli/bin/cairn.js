@@ -14,7 +14,7 @@
 // (5.0–5.9 → 3.6–4.2 s) and 0.5–0.8 s of its restore. See docs/performance.md. Other C
 // libraries ignore it; programs embedding Cairn can set it the same way.
 // The program runs from its bundle (scripts/bundle.mjs, made by `npm run build`): one module
-// instead of about 300 halves the start of every command. Without it, say so rather than run
+// instead of about 800 halves the start of every command. Without it, say so rather than run
 // code that may not match the build.
 import { existsSync } from 'node:fs';
 
