@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold] [--settle 3]`: Cairn and restic side by side, same run, same
+ * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold] [--settle 3] [--unbundled]`: Cairn and restic side by side, same run, same
  * data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
  * gives elapsed time and peak RSS for both. Prints a table and writes bench/results/<date>.json.
  */
@@ -12,7 +12,7 @@ import { CAIRN_NODE_FLAGS, cairnOpScript, cairnEnv, parseSize, timed as measure 
 import { flag, option as opt } from './lib/args.mjs';
 
 /** Cairn's side runs bundled, as the cairn binary does (lib/measure.mjs). */
-const CAIRN_OP = await cairnOpScript();
+const CAIRN_OP = await cairnOpScript({ bundled: !flag('--unbundled') });
 
 const here = dirname(fileURLToPath(import.meta.url));
 const size = parseSize(opt('--size', '2G'));
@@ -51,7 +51,7 @@ const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).sp
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);
 const mbps = (s) => Math.round(size / 1e6 / s);
 
-console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}; ${cold ? 'page cache dropped' : 'page cache left warm'} and ${settle} s of quiet before every measured operation`);
+console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd, ${flag('--unbundled') ? 'unbundled (ES modules)' : 'bundled as the cairn binary'}; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}; ${cold ? 'page cache dropped' : 'page cache left warm'} and ${settle} s of quiet before every measured operation`);
 cairn('prepare', String(size));
 const changed = cairn('modify').out; // measure the twin's delta size once, then rebuild the base
 rmSync(join(work, 'volumes'), { recursive: true, force: true });

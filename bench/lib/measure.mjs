@@ -16,10 +16,12 @@ export const cairnEnv = (env) => ({ ...env, MALLOC_ARENA_MAX: '2' });
 /**
  * The script that runs one Cairn operation (bench/cairn-op.mjs), bundled as the `cairn` binary is
  * (scripts/bundle.mjs, into bench/.bundle/), so that a measured process starts as the binary does.
- * Call once per benchmark run; needs the packages built (`npm run build`).
+ * Call once per benchmark run; needs the packages built (`npm run build`). `bundled: false`: the
+ * script itself, loaded module by module (how the benchmarks ran before 2026-12-06).
  */
-export async function cairnOpScript() {
+export async function cairnOpScript({ bundled = true } = {}) {
   const bench = join(dirname(fileURLToPath(import.meta.url)), '..');
+  if (!bundled) return join(bench, 'cairn-op.mjs');
   await bundleProgram({ entry: join(bench, 'cairn-op.mjs'), outdir: join(bench, '.bundle'), name: 'cairn-op' });
   return join(bench, '.bundle', 'cairn-op.js');
 }

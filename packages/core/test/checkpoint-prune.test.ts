@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MiB, filledVolume, rig } from './helpers.js';
 import type { BackupJob, BackupSource } from '../src/index.js';
 
@@ -59,5 +59,35 @@ describe('pruning checkpoints next to a backup running elsewhere', () => {
     expect(record.status).toBe('error');
     expect(record.checkpointId).toBeUndefined();
     expect(await volumes.changedBlockTracking.listCheckpoints(v.id)).toEqual([]);
+  });
+
+  it("an incremental deletes its parent's checkpoint without reading the volume's records, however many there are", async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes, 2 * MiB);
+    let parent = await manager.backup({ volumeId: v.id });
+    for (let i = 0; i < 3; i++) parent = await manager.backup({ volumeId: v.id, incremental: true });
+    const listed = vi.spyOn(catalog, 'listBackups');
+    const b = await manager.backup({ volumeId: v.id, incremental: true });
+    expect(b.parentId).toBe(parent.id);
+    // Every record of the volume, as pruning read them (the memory catalog answers latestBackup,
+    // which the backup's start asks with a status, through listBackups too).
+    expect(listed.mock.calls.filter(([filter]) => filter?.status === undefined)).toEqual([]);
+    expect((await volumes.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([b.checkpointId]);
+  });
+
+  it("keeps the parent's checkpoint when the parent sorts after the new backup (it stays the newest available)", async () => {
+    const { volumes, catalog, manager } = rig();
+    const v = await filledVolume(volumes, 2 * MiB);
+    const base = await manager.backup({ volumeId: v.id });
+    // As when a backup requested later ran first (another process took the volume while this
+    // one's request waited): the parent's record is the newer of the two.
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    await catalog.putBackup({ ...(await catalog.getBackup(base.id)), createdAt: later });
+    const b = await manager.backup({ volumeId: v.id, incremental: true });
+    expect(b.parentId).toBe(base.id);
+    expect((await manager.listBackups({ volumeId: v.id })).at(-1)!.id).toBe(base.id);
+    const left = (await volumes.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id);
+    expect(left).toContain(base.checkpointId);
+    expect(left).toContain(b.checkpointId);
   });
 });

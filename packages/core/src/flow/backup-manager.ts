@@ -5,6 +5,7 @@ import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isAlreadyExists, isCairnError, isCorrupt, isNotFound, toCairnError, unlessNotFound } from '../errors.js';
+import { byCreation } from '../memory/memory-catalog.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
@@ -300,7 +301,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         });
       }
       // After the final write: pruning keeps the checkpoint the newest available record names.
-      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : this.pruneCheckpoints(record.volumeId, checkpoint!)));
+      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : this.pruneCheckpoints(record, checkpoint!, parent)));
       if (failure) throw failure;
       return { ...record };
     } finally {
@@ -339,26 +340,35 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Run by a backup that ended `available` with checkpoint `own`: deletes the checkpoints created
-   * before `own` that neither the newest available backup of each target still needs nor a backup
-   * someone may still be creating names (mayBeWorkedOn: another process's backup of the volume,
-   * whose record names its checkpoint while it copies, or another job of this process). Those
-   * created after `own` are left to the backups that took them: by then this backup no longer
-   * holds the volume, and a backup that began since (in another process) may not have named its
-   * checkpoint in its record yet.
+   * Run by a backup (`record`) that ended `available` with checkpoint `own`: deletes the
+   * checkpoints created before `own` that neither the newest available backup of each target
+   * still needs nor a backup someone may still be creating names (mayBeWorkedOn: another
+   * process's backup of the volume, whose record names its checkpoint while it copies, or another
+   * job of this process). Those created after `own` are left to the backups that took them: by
+   * then this backup no longer holds the volume, and a backup that began since (in another
+   * process) may not have named its checkpoint in its record yet.
+   *
+   * Each checkpoint is named by the one record whose backup took it (archives carry none). So
+   * when the only older checkpoint is `parent`'s and this record sorts after the parent's, no
+   * record needs to be read: the parent is no longer its target's newest available backup, and
+   * its backup has ended. Otherwise every record of the volume is read.
    */
-  private async pruneCheckpoints(volumeId: string, own: Checkpoint): Promise<void> {
+  private async pruneCheckpoints(record: BackupRecord, own: Checkpoint, parent: BackupRecord | undefined): Promise<void> {
     const cbt = this.volumes.changedBlockTracking!;
+    const volumeId = record.volumeId;
+    const ownTime = Date.parse(own.createdAt);
+    const older = (await cbt.listCheckpoints(volumeId)).filter((cp) => cp.id !== own.id && Date.parse(cp.createdAt) < ownTime);
+    if (older.length === 0) return;
+    if (parent?.checkpointId && byCreation(parent, record) < 0 && older.every((cp) => cp.id === parent.checkpointId)) {
+      await cbt.deleteCheckpoint(volumeId, parent.checkpointId);
+      return;
+    }
     const backups = await this.catalog.listBackups({ volumeId });
     const newestPerTarget = new Map<string, BackupRecord>();
     for (const b of backups) if (b.status === 'available') newestPerTarget.set(b.service, b);
     const running = backups.filter((b) => b.status === 'creating' && mayBeWorkedOn(b));
     const keep = new Set([...newestPerTarget.values(), ...running].map((b) => b.checkpointId).filter(Boolean));
-    keep.add(own.id);
-    const ownTime = Date.parse(own.createdAt);
-    for (const cp of await cbt.listCheckpoints(volumeId)) {
-      if (!keep.has(cp.id) && Date.parse(cp.createdAt) < ownTime) await cbt.deleteCheckpoint(volumeId, cp.id);
-    }
+    for (const cp of older) if (!keep.has(cp.id)) await cbt.deleteCheckpoint(volumeId, cp.id);
   }
 
   /** Restores a backup and resolves with the record and the volume. See `startRestore`. */
