@@ -22,7 +22,8 @@ export class AcceptErrorReporter {
     private readonly report: (err: CairnError) => void,
     private readonly driver: string,
     private readonly intervalMs = REPORT_INTERVAL_MS,
-    private readonly now: () => number = Date.now,
+    /** Milliseconds on a monotonic clock: a wall clock set back would silence reports for as long. */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** The net.Server 'error' listener. Never throws: a throwing `report` is ignored. */

@@ -94,4 +94,19 @@ describe('AcceptErrorReporter', () => {
     }, 'drv');
     expect(() => r.onError(emfile())).not.toThrow();
   });
+
+  it('rate-limits on a monotonic clock: a wall clock set back an hour does not silence reports', async () => {
+    const reports: CairnError[] = [];
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const r = new AcceptErrorReporter((e) => reports.push(e), 'drv', 1000);
+      r.onError(emfile());
+      vi.setSystemTime(Date.now() - 3_600_000);
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // real time: only Date is faked
+      r.onError(emfile());
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(reports.map((e) => e.details?.count)).toEqual([1, 1]);
+  });
 });
