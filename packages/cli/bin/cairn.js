@@ -15,13 +15,36 @@
 // libraries ignore it; programs embedding Cairn can set it the same way.
 // The program runs from its bundle (scripts/bundle.mjs, made by `npm run build`): one module
 // instead of about 800 halves the start of every command. Without it, say so rather than run
-// code that may not match the build.
-import { existsSync } from 'node:fs';
+// code that may not match the build; with a bundle older than a build of the packages it was
+// made from (tsc -b since, as `<bundle>.stamp.json` tells), run it but say so.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-const bundle = new URL('../bundle/cairn.js', import.meta.url);
+const bundle = fileURLToPath(new URL('../bundle/cairn.js', import.meta.url));
 if (existsSync(bundle)) {
-  await import(bundle.href);
+  warnIfStale(bundle);
+  await import(new URL('../bundle/cairn.js', import.meta.url).href);
 } else {
-  process.stderr.write(`error [INTERNAL]: the cairn program is not built (${bundle.pathname} is missing): run \`npm run build\`\n`);
+  process.stderr.write(`error [INTERNAL]: the cairn program is not built (${bundle} is missing): run \`npm run build\`\n`);
   process.exitCode = 1;
+}
+
+/** A warning on stderr when a build the bundle was made from changed since (never throws). */
+function warnIfStale(file) {
+  try {
+    const { builds } = JSON.parse(readFileSync(file.replace(/\.js$/, '.stamp.json'), 'utf8'));
+    const changed = builds.filter((b) => {
+      try {
+        return statSync(join(dirname(file), b.file)).mtimeMs !== b.mtimeMs;
+      } catch {
+        return false; // an installed package ships no build info
+      }
+    });
+    if (changed.length > 0) {
+      process.stderr.write(`warning: the cairn bundle is older than the build of ${changed.map((b) => join(dirname(file), b.file)).join(', ')}: run \`npm run build\`\n`);
+    }
+  } catch {
+    // No stamp (a bundle made otherwise): nothing to compare.
+  }
 }

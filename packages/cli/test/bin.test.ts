@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -17,7 +17,8 @@ function runCopy(root: string): Promise<{ code: number; stdout: string; stderr: 
 describe('bin/cairn.js', () => {
   let root: string;
   beforeEach(async () => {
-    root = await mkdtemp(join(tmpdir(), 'cairn-bin-'));
+    // A name that a file URL would percent-encode: the message gives the path as it is.
+    root = await mkdtemp(join(tmpdir(), 'cairn bin é-'));
     await mkdir(join(root, 'bin'));
     await copyFile(BIN, join(root, 'bin', 'cairn.js'));
     await writeFile(join(root, 'package.json'), JSON.stringify({ type: 'module' }));
@@ -31,6 +32,20 @@ describe('bin/cairn.js', () => {
     await writeFile(join(root, 'bundle', 'cairn.js'), "process.stdout.write('ran the bundle ' + process.argv.slice(2).join(' '));\n");
     const r = await runCopy(root);
     expect(r).toMatchObject({ code: 0, stdout: 'ran the bundle --version' });
+  });
+
+  it('warns on stderr, and still runs, when a build the bundle was made from is newer (its stamp)', async () => {
+    await mkdir(join(root, 'bundle'));
+    await writeFile(join(root, 'bundle', 'cairn.js'), "process.stdout.write('ran');\n");
+    await writeFile(join(root, 'build.info'), '');
+    const { mtimeMs } = await stat(join(root, 'build.info'));
+    const stampWith = (m: number) => writeFile(join(root, 'bundle', 'cairn.stamp.json'), JSON.stringify({ builds: [{ file: '../build.info', mtimeMs: m }, { file: '../not-shipped.info', mtimeMs: 1 }] }));
+    await stampWith(mtimeMs);
+    expect(await runCopy(root)).toEqual({ code: 0, stdout: 'ran', stderr: '' });
+    await stampWith(mtimeMs - 1000);
+    const stale = await runCopy(root);
+    expect(stale).toMatchObject({ code: 0, stdout: 'ran' });
+    expect(stale.stderr).toBe(`warning: the cairn bundle is older than the build of ${join(root, 'build.info')}: run \`npm run build\`\n`);
   });
 
   it('without a bundle, exits 1 with INTERNAL and says how to build it', async () => {

@@ -348,7 +348,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * then this backup no longer holds the volume, and a backup that began since (in another
    * process) may not have named its checkpoint in its record yet.
    *
-   * Each checkpoint is named by the one record whose backup took it (archives carry none). So
+   * In a catalog, each checkpoint is named by the one record whose backup took it (an archive's
+   * import drops it; a record exported with exportRecord names it again only in another catalog). So
    * when the only older checkpoint is `parent`'s and this record sorts after the parent's, no
    * record needs to be read: the parent is no longer its target's newest available backup, and
    * its backup has ended. Otherwise every record of the volume is read.
