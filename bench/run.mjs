@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold] [--settle 3] [--unbundled]`: Cairn and restic side by side, same run, same
- * data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
+ * `npm run bench [-- --size 2G] [--keep] [--plain] [--cold] [--settle 3] [--unbundled] [--no-borg]`: Cairn, restic
+ * and BorgBackup side by side, same run, same data (see lib/image.mjs). Each operation runs in its own process under /usr/bin/time, which
  * gives elapsed time and peak RSS for both. Prints a table and writes bench/results/<date>.json.
  */
 import { execFileSync } from 'node:child_process';
@@ -19,6 +19,11 @@ const size = parseSize(opt('--size', '2G'));
 const encrypt = !flag('--plain');
 const work = mkdtempSync(join(opt('--dir', tmpdir()), 'cairn-bench-'));
 const env = { ...process.env, RESTIC_PASSWORD: 'bench-passphrase', RESTIC_REPOSITORY: join(work, 'restic'), RESTIC_CACHE_DIR: join(work, 'restic-cache') };
+// BorgBackup (Debian's 1.2), the design's second peer: an encrypted repository (repokey-blake2:
+// AES-256-CTR with a BLAKE2b MAC), zstd level 1 as Cairn's, its own content-defined chunker.
+// `--no-borg` leaves it out.
+const withBorg = !flag('--no-borg');
+const borgEnv = { ...process.env, BORG_PASSPHRASE: 'bench-passphrase', BORG_REPO: join(work, 'borg'), BORG_BASE_DIR: join(work, 'borg-home') };
 
 // `--cold`: every measured operation starts with the page cache dropped (needs root), as for a
 // backup or restore run long after the last one. By default caches stay warm, which favours
@@ -47,11 +52,12 @@ const CAIRN_ENV = cairnEnv(env);
 const MEASURED = new Set(['backup', 'restore']);
 const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, CAIRN_OP, ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV, MEASURED.has(a[0]));
 const restic = (...a) => timed('restic', ['--no-cache', ...a], work, env, MEASURED.has(a[0]));
+const borg = (cwd, ...a) => timed('borg', a, cwd, borgEnv, a[0] === 'create' || a[0] === 'extract');
 const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);
 const mbps = (s) => Math.round(size / 1e6 / s);
 
-console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd, ${flag('--unbundled') ? 'unbundled (ES modules)' : 'bundled as the cairn binary'}; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}; ${cold ? 'page cache dropped' : 'page cache left warm'} and ${settle} s of quiet before every measured operation`);
+console.log(`work dir ${work}; image ${size / 2 ** 30} GiB; ${availableParallelism()} cores; Cairn ${encrypt ? 'encrypted (AES-256-GCM)' : 'unencrypted'}, zstd, ${flag('--unbundled') ? 'unbundled (ES modules)' : 'bundled as the cairn binary'}; restic ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()};${withBorg ? ` ${execFileSync('borg', ['--version'], { encoding: 'utf8' }).trim()};` : ''} ${cold ? 'page cache dropped' : 'page cache left warm'} and ${settle} s of quiet before every measured operation`);
 cairn('prepare', String(size));
 const changed = cairn('modify').out; // measure the twin's delta size once, then rebuild the base
 rmSync(join(work, 'volumes'), { recursive: true, force: true });
@@ -59,6 +65,7 @@ rmSync(join(work, 'image.raw'), { force: true });
 cairn('prepare', String(size));
 cairn('init', ...(encrypt ? ['--encrypt'] : []), ...(opt('--chunk') ? ['--chunk', String(parseSize(opt('--chunk')))] : []));
 restic('init');
+if (withBorg) borg(work, 'init', '--encryption=repokey-blake2');
 
 const rows = [];
 cairn('digest', 'full');
@@ -66,7 +73,9 @@ const c1 = cairn('backup', 'full');
 const stored1 = du(join(work, 'repo'));
 const r1 = restic('backup', 'image.raw');
 const rstored1 = du(join(work, 'restic'));
-rows.push(['full backup', c1, r1, stored1, rstored1]);
+const b1 = withBorg ? borg(work, 'create', '--compression', 'zstd,1', '::full', 'image.raw') : undefined;
+const bstored1 = withBorg ? du(join(work, 'borg')) : undefined;
+rows.push(['full backup', c1, r1, stored1, rstored1, b1, bstored1]);
 
 cairn('modify');
 cairn('digest', 'incremental');
@@ -76,8 +85,10 @@ const c3 = cairn('backup', 'incremental-nocbt', '--incremental', '--no-cbt');
 const stored3 = du(join(work, 'repo')) - stored1 - stored2;
 const r2 = restic('backup', 'image.raw');
 const rstored2 = du(join(work, 'restic')) - rstored1;
+const b2 = withBorg ? borg(work, 'create', '--compression', 'zstd,1', '::incremental', 'image.raw') : undefined;
+const bstored2 = withBorg ? du(join(work, 'borg')) - bstored1 : undefined;
 rows.push(['incremental, changed-block tracking', c2, undefined, stored2, undefined]);
-rows.push(['incremental, no tracking (read all)', c3, r2, stored3, rstored2]);
+rows.push(['incremental, no tracking (read all)', c3, r2, stored3, rstored2, b2, bstored2]);
 
 const c4 = cairn('restore', 'full');
 Object.assign(c4.out, cairn('check', 'full').out);
@@ -90,25 +101,37 @@ const syncStart = performance.now();
 execFileSync('sync');
 const resticSyncSeconds = (performance.now() - syncStart) / 1000;
 const resticRestoredDisk = duDisk(join(work, 'restic-restore'));
-rows.push(['restore (full)', c4, r4, c4.out.allocatedBytes, resticRestoredDisk]);
+// borg extracts into its working directory; `--sparse` makes holes of zero runs, as Cairn does.
+let b4, borgSyncSeconds, borgRestoredDisk;
+if (withBorg) {
+  mkdirSync(join(work, 'borg-restore'));
+  b4 = borg(join(work, 'borg-restore'), 'extract', '--sparse', '::full');
+  const t = performance.now();
+  execFileSync('sync');
+  borgSyncSeconds = (performance.now() - t) / 1000;
+  borgRestoredDisk = duDisk(join(work, 'borg-restore'));
+}
+rows.push(['restore (full)', c4, r4, c4.out.allocatedBytes, resticRestoredDisk, b4, borgRestoredDisk]);
 
 const fmt = (n) => (n === undefined ? '—' : String(n));
 const MiB = (b) => (b === undefined ? '—' : `${(b / 2 ** 20).toFixed(1)} MiB`);
-console.log('\n| operation | Cairn MB/s | Cairn peak RSS | Cairn stored | restic MB/s | restic peak RSS | restic stored | Cairn/restic speed |');
-console.log('|---|---|---|---|---|---|---|---|');
-for (const [name, c, r, cs, rs] of rows) {
+console.log(`\n| operation | Cairn MB/s | Cairn peak RSS | Cairn stored | restic MB/s | restic peak RSS | restic stored | Cairn/restic speed |${withBorg ? ' borg MB/s | borg peak RSS | borg stored | Cairn/borg speed |' : ''}`);
+console.log(`|---|---|---|---|---|---|---|---|${withBorg ? '---|---|---|---|' : ''}`);
+for (const [name, c, r, cs, rs, b, bs] of rows) {
   const ratio = r ? (r.seconds / c.seconds).toFixed(2) : '—';
-  console.log(`| ${name} | ${mbps(c.seconds)} | ${c.rssMiB} MiB | ${MiB(cs)} | ${r ? mbps(r.seconds) : '—'} | ${r ? `${r.rssMiB} MiB` : '—'} | ${MiB(rs)} | ${ratio}× |`);
+  const borgCells = withBorg ? ` ${b ? mbps(b.seconds) : '—'} | ${b ? `${b.rssMiB} MiB` : '—'} | ${MiB(bs)} | ${b ? (b.seconds / c.seconds).toFixed(2) : '—'}× |` : '';
+  console.log(`| ${name} | ${mbps(c.seconds)} | ${c.rssMiB} MiB | ${MiB(cs)} | ${r ? mbps(r.seconds) : '—'} | ${r ? `${r.rssMiB} MiB` : '—'} | ${MiB(rs)} | ${ratio}× |${borgCells}`);
 }
 console.log(`\nbytes changed by the day of writes: ${MiB(changed.bytesChanged)}; CBT incremental took ${((c2.seconds / c1.seconds) * 100).toFixed(1)}% of the full backup's time and stored ${(stored2 / changed.bytesChanged).toFixed(2)}× the changed bytes`);
 console.log(`restic's restore with its writes synced (sync right after it: ${resticSyncSeconds.toFixed(2)} s): ${mbps(r4.seconds + resticSyncSeconds)} MB/s; Cairn/restic ${((r4.seconds + resticSyncSeconds) / c4.seconds).toFixed(2)}×`);
+if (withBorg) console.log(`borg's restore with its writes synced (sync right after it: ${borgSyncSeconds.toFixed(2)} s): ${mbps(b4.seconds + borgSyncSeconds)} MB/s; Cairn/borg ${((b4.seconds + borgSyncSeconds) / c4.seconds).toFixed(2)}×; borg's restore allocates ${MiB(borgRestoredDisk)}`);
 console.log(`restores byte-exact: ${c4.out.exact}; restored volume allocates ${MiB(c4.out.allocatedBytes)} of ${MiB(size)} (restic 0.14 restores without holes: ${MiB(resticRestoredDisk)})`);
 console.log(`Cairn in-process times (ms, excluding process start and key derivation): full ${c1.out.ms}, incremental ${c2.out.ms}, no-cbt ${c3.out.ms}, restore ${c4.out.ms} (CPU: ${c4.out.cpuMs.user} ms user, ${c4.out.cpuMs.system} ms system)`);
 console.log(`Cairn restore phases (a second restore; packs are read with O_DIRECT, as in the first): copy ${phases.copyMs} ms (${mbps(phases.copyMs / 1000)} MB/s of image), final fdatasync ${phases.flushMs} ms`);
 console.log(`Cairn stats: full ${JSON.stringify(c1.out.stats)}\n             incremental ${JSON.stringify(c2.out.stats)}\n             no-cbt ${JSON.stringify(c3.out.stats)}`);
 mkdirSync(join(here, 'results'), { recursive: true });
 const file = join(here, 'results', `${new Date().toISOString().slice(0, 19).replaceAll(':', '')}-${size / 2 ** 30}G.json`);
-writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, cold, settle, phases, resticRestoreSyncSeconds: resticSyncSeconds, rows: rows.map(([name, c, r, cs, rs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs } })), changed }, null, 2));
+writeFileSync(file, JSON.stringify({ size, cores: availableParallelism(), encrypt, cold, settle, phases, resticRestoreSyncSeconds: resticSyncSeconds, borgRestoreSyncSeconds: borgSyncSeconds, rows: rows.map(([name, c, r, cs, rs, b, bs]) => ({ name, cairn: { ...c, stored: cs }, restic: r && { ...r, stored: rs }, borg: b && { ...b, stored: bs } })), changed }, null, 2));
 console.log(`results: ${file}`);
 if (!flag('--keep')) rmSync(work, { recursive: true, force: true });
 if (!c4.out.exact) process.exit(1);
