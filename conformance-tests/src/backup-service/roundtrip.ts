@@ -142,5 +142,38 @@ export const backupVerify: Group<BackupServiceContext> = {
         await ctx.volumes.detach(t.id);
       },
     },
+    {
+      name: 'a cancelled verify rejects with CANCELLED; one cancelled while it runs rejects so too, or resolves having checked everything',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 9);
+        const b = await takeBackup(ctx, v);
+        const aborted = new AbortController();
+        aborted.abort();
+        await rejectsWithCode(ctx.service.verify(b, { signal: aborted.signal }), 'CANCELLED', 'verify(one), cancelled before');
+        await rejectsWithCode(ctx.service.verify(undefined, { signal: aborted.signal }), 'CANCELLED', 'verify(all), cancelled before');
+        const whole = await ctx.service.verify(b);
+        const midway = new AbortController();
+        let total = 0;
+        const run = ctx.service.verify(b, {
+          signal: midway.signal,
+          progress: (done, all) => {
+            total = all;
+            if (done > 0) midway.abort();
+          },
+        });
+        const outcome = await run.then(
+          (report) => ({ report }),
+          (err: unknown) => ({ err }),
+        );
+        if ('err' in outcome) {
+          assert.equal((outcome.err as { code?: string }).code, 'CANCELLED', `verify cancelled midway: ${String(outcome.err)}`);
+        } else {
+          assert.deepEqual(outcome.report.checked, [b.id]);
+          assert.equal(outcome.report.bytesChecked, whole.bytesChecked, 'a resolved verify checked everything');
+          assert.equal(outcome.report.bytesChecked, total);
+        }
+      },
+    },
   ],
 };

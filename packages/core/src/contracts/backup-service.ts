@@ -79,6 +79,11 @@ export interface VerifyProblem {
 }
 
 export interface VerifyOptions {
+  /**
+   * Cancels the verify: it rejects with `CANCELLED` unless it had already checked everything. A
+   * verify that resolves has checked every backup it names in `checked` whole: a cancel never
+   * turns into a partial report (callers take a resolved report as the verify's outcome).
+   */
   signal?: AbortSignal;
   progress?: ProgressSink;
 }
