@@ -74,7 +74,8 @@ describe('cairn serve timeouts', () => {
     let answer = '';
     socket.on('data', (d: Buffer) => (answer += d.toString()));
     expect(await closedWithin(socket, 5_000)).toBe(true);
-    if (answer) expect(answer).toMatch(/^HTTP\/1\.1 408/);
+    // With the API's error shape, like every error (docs/api.md, "Errors").
+    if (answer) expect(answer).toMatch(/^HTTP\/1\.1 408 .*\r\n\r\n\{"error":\{"code":"REQUEST_TIMEOUT",/s);
     server.child.kill('SIGTERM');
     expect((await server.exit).code).toBe(0);
   });

@@ -1,10 +1,10 @@
-import { isCairnError, toCairnError, type ErrorCode } from '@cairn/core';
+import { CairnError, isCairnError, toCairnError, type ErrorCode } from '@cairn/core';
 
 /**
  * Codes of errors that come from HTTP itself rather than from Cairn. Every error body's `code`
  * is a CairnError code or one of these; both lists are stable (docs/api.md, "Errors").
  */
-export const TransportCodes = ['UNAUTHENTICATED', 'METHOD_NOT_ALLOWED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE'] as const;
+export const TransportCodes = ['UNAUTHENTICATED', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'HEADERS_TOO_LARGE'] as const;
 export type TransportCode = (typeof TransportCodes)[number];
 export type ApiErrorCode = ErrorCode | TransportCode;
 
@@ -21,6 +21,7 @@ export const HTTP_STATUS: Record<ApiErrorCode, number> = {
   UNAUTHENTICATED: 401,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  REQUEST_TIMEOUT: 408,
   ALREADY_EXISTS: 409,
   CONFLICT: 409,
   BUSY: 409,
@@ -28,6 +29,7 @@ export const HTTP_STATUS: Record<ApiErrorCode, number> = {
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   NOT_SUPPORTED: 422,
+  HEADERS_TOO_LARGE: 431,
   INTERNAL: 500,
   CORRUPT: 500,
   UNAVAILABLE: 503,
@@ -71,6 +73,8 @@ const FRAMEWORK: Record<string, { code: ApiErrorCode; message: string }> = {
   FST_ERR_CTP_BODY_TOO_LARGE: { code: 'PAYLOAD_TOO_LARGE', message: 'the request body is larger than the server accepts' },
   FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'request bodies must be JSON (Content-Type: application/json)' },
   FST_ERR_BAD_URL: { code: 'INVALID_INPUT', message: 'the request URL is malformed' },
+  // A path segment longer than the router matches (MAX_PARAM_LENGTH): no id or name is that long.
+  FST_ERR_MAX_PARAM_LENGTH: { code: 'NOT_FOUND', message: 'no such resource: a path segment is longer than any id or name' },
 };
 
 /**
@@ -99,6 +103,19 @@ export function errorResponse(err: unknown): ErrorResponse {
   const body: ErrorBody = { error: { code, message } };
   if (details && Object.keys(details).length > 0) body.error.details = details;
   return { status: HTTP_STATUS[code], headers, body };
+}
+
+/**
+ * What Node's HTTP parser refused before any route saw the request (the server's `clientError`):
+ * a request whose headers or body did not arrive within the request timeout (REQUEST_TIMEOUT),
+ * headers larger than Node accepts (HEADERS_TOO_LARGE), anything else that is not HTTP
+ * (INVALID_INPUT). The answer has the API's one error shape; the connection is then closed.
+ */
+export function clientErrorResponse(err: unknown): ErrorResponse {
+  const code = (err as { code?: unknown })?.code;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return errorResponse(new HttpError('REQUEST_TIMEOUT', 'the request did not arrive within the request timeout'));
+  if (code === 'HPE_HEADER_OVERFLOW') return errorResponse(new HttpError('HEADERS_TOO_LARGE', 'the request line and headers are larger than the server accepts'));
+  return errorResponse(new CairnError('INVALID_INPUT', 'the request is not valid HTTP'));
 }
 
 /** A CairnError (or any error) as the `{code, message, details?}` object job views carry. */

@@ -1,3 +1,4 @@
+import { isCairnError } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { backupJson, volumeJson } from '../output/views.js';
@@ -19,8 +20,8 @@ const CreateBody = z.strictObject({
   incremental: z.boolean().optional(),
   force: z.boolean().optional(),
   target: Text.optional(),
-  /** Read the volume at most this many bytes per second (this backup alone; `--read-rate` paces the whole server). */
-  readRate: z.number().positive().finite().optional(),
+  /** Read the volume at most this many bytes per second, a whole number as `--read-rate` takes (this backup alone; `--read-rate` paces the whole server). */
+  readRate: z.number().int().positive().optional(),
 });
 
 /** `POST /v1/backups/:id/restore`: exactly one of `volumeId` (`--to`) and `newVolume` (`--new [-n name]`). */
@@ -47,8 +48,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     url: '/v1/backups',
     query: ListQuery,
     handler: async ({ query }) => {
-      // As `backup list --volume`: a volume name is resolved; an unknown value is taken as the id of a volume that may be gone.
-      const volumeId = query.volumeId === undefined ? undefined : await cli.resolveVolume(query.volumeId).then((v) => v.id, () => query.volumeId);
+      const volumeId = query.volumeId === undefined ? undefined : await listedVolumeId(api, query.volumeId);
       return (await manager.listBackups(volumeId === undefined ? {} : { volumeId })).map(backupJson);
     },
   });
@@ -157,4 +157,20 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       return backupJson(record);
     },
   });
+}
+
+/**
+ * The volume id `GET /v1/backups?volumeId=` lists the backups of: a volume's id or unique name
+ * resolved; a value naming no volume is taken as the id of a volume that may be gone (its
+ * backups outlive it). A name several volumes share is CONFLICT, as everywhere: listing none
+ * would tell the client the volume has no backups.
+ */
+async function listedVolumeId(api: ApiContext, ref: string): Promise<string> {
+  return api.cli.resolveVolume(ref).then(
+    (v) => v.id,
+    (err: unknown) => {
+      if (isCairnError(err) && err.code === 'NOT_FOUND') return ref;
+      throw err;
+    },
+  );
 }

@@ -11,9 +11,17 @@ const ListQuery = z.strictObject({
   kind: z.enum(['backup', 'restore', 'verify', 'gc', 'reset-state']).optional(),
 });
 
-const GetQuery = z.strictObject({
-  wait: z.coerce.number().min(0).max(MAX_WAIT_SECONDS).optional(),
-});
+/**
+ * `?wait=`: seconds as a plain decimal (`5`, `2.5`), 0 to MAX_WAIT_SECONDS. Not Number()'s
+ * coercion, which takes an empty value or spaces for 0 and `0x10` for 16.
+ */
+const WaitSeconds = z
+  .string()
+  .regex(/^\d+(\.\d+)?$/, `expected a number of seconds from 0 to ${MAX_WAIT_SECONDS}`)
+  .transform(Number)
+  .pipe(z.number().max(MAX_WAIT_SECONDS, `expected a number of seconds from 0 to ${MAX_WAIT_SECONDS}`));
+
+const GetQuery = z.strictObject({ wait: WaitSeconds.optional() });
 
 /** `GET /v1/jobs`, `GET /v1/jobs/:id[?wait=seconds]`, `DELETE /v1/jobs/:id` (cancel). */
 export function registerJobRoutes(app: FastifyInstance, api: ApiContext): void {

@@ -6,14 +6,13 @@ import { addRoute } from './routing.js';
 import { knownTarget } from './targets.js';
 
 /** `POST /v1/targets/:name/gc`: the options of `cairn repo gc`. */
-const GcBody = z.union([
-  z.undefined(),
-  z.strictObject({
+const GcBody = z
+  .strictObject({
     /** Packs and pages younger than this are never removed. Default 3600 (as `repo gc --grace 1h`). */
     graceSeconds: z.number().int().min(0).optional(),
     dryRun: z.boolean().optional(),
-  }),
-]);
+  })
+  .optional();
 
 /**
  * `GET /v1/targets`, `GET /v1/targets/:name/stats` (as `cairn repo stats`), `GET

@@ -25,7 +25,9 @@ export interface RouteSpec<Q, B> {
 }
 
 const NoQuery = z.strictObject({});
-const NoBody = z.union([z.undefined(), z.strictObject({})]);
+// Optional bodies are `.optional()`, never a union with undefined: a union's failure is a bare
+// "Invalid input" on `body`, where `.optional()` names the offending field.
+const NoBody = z.strictObject({}).optional();
 
 /**
  * Registers `spec` on `app`. Query and body are validated before the handler runs (unknown
@@ -74,6 +76,6 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
  */
 export function pathId(params: Record<string, string>, name: string, what: string): string {
   const id = params[name] ?? '';
-  if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no ${what} ${JSON.stringify(id)}`);
+  if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no ${what} ${JSON.stringify(id.length > 200 ? `${id.slice(0, 64)}…` : id)}`);
   return id;
 }

@@ -1,10 +1,11 @@
-import type { AddressInfo } from 'node:net';
+import { STATUS_CODES } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { CairnError } from '@cairn/core';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ApiContext } from './api-context.js';
 import { bearerAuth, type ListenAddress } from './auth.js';
 import type { TlsFiles } from './tls.js';
-import { errorResponse, HttpError } from './errors.js';
+import { clientErrorResponse, errorResponse, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
 import { DEFAULT_TIMEOUTS, type ApiServerTimeouts } from './server-timeouts.js';
@@ -14,6 +15,13 @@ import { registerVolumeRoutes } from './routes-volumes.js';
 
 /** Largest request body accepted (bytes). Every body of the API is a small JSON document. */
 export const BODY_LIMIT = 1024 * 1024;
+
+/**
+ * Longest path segment the router matches as a parameter (characters). As long as any request
+ * line Node accepts (16 KiB of headers), so that the route, not the router, judges an id: a
+ * volume may have a long name, and an id that cannot exist is NOT_FOUND (see pathId).
+ */
+export const MAX_PARAM_LENGTH = 16 * 1024;
 
 export interface ApiServerOptions {
   /** When set, every request needs `Authorization: Bearer <token>`. */
@@ -96,8 +104,11 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
     bodyLimit: BODY_LIMIT,
     return503OnClosing: false,
     forceCloseConnections: 'idle',
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Errors fastify raises before routing (a URL that cannot be decoded) get the API's shape too.
     frameworkErrors: (err, _request, reply) => sendError(reply, err, options),
+    // And so do requests Node's HTTP parser refuses (timeout, headers too large, not HTTP).
+    clientErrorHandler: sendClientError,
   });
 
   // Bodies are JSON only (text/plain is refused with 415); an empty JSON body is "no body".
@@ -138,6 +149,20 @@ function sendError(reply: FastifyReply, err: unknown, options: ApiServerOptions)
   const r = errorResponse(err);
   if (r.status >= 500 && r.body.error.code !== 'UNAVAILABLE') options.onServerError?.(err);
   return reply.code(r.status).headers(r.headers).send(r.body);
+}
+
+/**
+ * Answers a request Node's HTTP parser refused (see clientErrorResponse) on its socket, then
+ * closes the connection: what follows on it cannot be parsed. A reset socket gets nothing.
+ */
+function sendClientError(err: Error, socket: Socket): void {
+  if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
+  const { status, body } = clientErrorResponse(err);
+  const text = JSON.stringify(body);
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+  }
+  socket.destroy(err);
 }
 
 /** Records the methods of every route as it is added (the fillers of addMethodNotAllowed excepted). */
