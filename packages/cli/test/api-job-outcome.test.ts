@@ -17,25 +17,31 @@ const outcome = (p: Promise<unknown>) => p.then(
   (e: { code?: string }) => ['failed', e.code],
 );
 
-describe('apiJob: a cancel that comes after the work committed', () => {
-  it('with ownOutcome the job ends as the work did (reset-state: its writes stand)', async () => {
+describe('apiJob: the work\'s outcome is the job\'s', () => {
+  it('a cancel that comes after the work committed does not change how the job ends (reset-state: its writes stand)', async () => {
     const ok = committedWork();
-    const job = apiJob({ kind: 'reset-state' }, ok.work, { ownOutcome: true });
+    const job = apiJob({ kind: 'reset-state' }, ok.work);
     job.cancel('too late');
     ok.finish(true);
     expect(await outcome(job.outcome)).toEqual(['ok', { result: 'written', error: undefined }]);
     const bad = committedWork();
-    const failing = apiJob({ kind: 'reset-state' }, bad.work, { ownOutcome: true });
+    const failing = apiJob({ kind: 'reset-state' }, bad.work);
     failing.cancel('too late');
     bad.finish(false);
     expect(await outcome(failing.outcome)).toEqual(['failed', 'CORRUPT']);
   });
 
-  it('without it the job ends cancelled (a verify that turned the abort into a partial report)', async () => {
+  it('a verify that resolves after a cancel ends with its report (a resolved verify checked everything)', async () => {
     const ok = committedWork();
     const job = apiJob({ kind: 'verify' }, ok.work);
     job.cancel('stop');
     ok.finish(true);
+    expect(await outcome(job.outcome)).toEqual(['ok', { result: 'written', error: undefined }]);
+  });
+
+  it('work that stops at the cancel ends cancelled', async () => {
+    const job = apiJob({ kind: 'gc' }, (signal) => new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason))));
+    job.cancel('stop');
     expect(await outcome(job.outcome)).toEqual(['failed', 'CANCELLED']);
   });
 });

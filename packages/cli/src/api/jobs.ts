@@ -215,18 +215,16 @@ export function managerJob(job: Job, target: string | undefined, finish: (record
 }
 
 /**
- * Work the API runs itself as a job (verify, gc, reset-state): `work` gets an AbortSignal that `cancel` fires and
- * must reject with CANCELLED once it stopped, and a sink for its progress while it runs; the
- * `progress` it resolves with, if any, is the job's final one. By default a job whose signal
- * fired ends `cancelled` whatever the work did (a verify that turned the abort into a report of
- * unread chunks). With `ownOutcome`, the work's outcome is the job's: for work that honours the
- * signal only up to a commit point and then finishes (reset-state writes the record), so that a
- * cancel that came too late is not reported as having stopped it.
+ * Work the API runs itself as a job (verify, gc, reset-state): `work` gets an AbortSignal that
+ * `cancel` fires and a sink for its progress while it runs; the `progress` it resolves with, if
+ * any, is the job's final one. The work's outcome is the job's: work rejects with CANCELLED once
+ * a cancel stopped it, and resolves only having done everything (the targets' verify and gc, by
+ * their contracts; reset-state past its commit point), so a cancel that came too late to stop it
+ * is not reported as having stopped it.
  */
 export function apiJob(
   fields: { kind: ApiJobKind; backupId?: string; volumeId?: string; target?: string },
   work: (signal: AbortSignal, report: (bytesDone: number, bytesTotal: number) => void) => Promise<{ result: unknown; error?: unknown; progress?: JobProgress }>,
-  options: { ownOutcome?: boolean } = {},
 ): JobSpec {
   const controller = new AbortController();
   let progress: JobProgress = { bytesDone: 0, bytesTotal: 0 };
@@ -235,16 +233,9 @@ export function apiJob(
     id: newId(),
     progress: () => ({ ...progress }),
     cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason)),
-    outcome: work(controller.signal, (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal })).then(
-      (done) => {
-        // Work that turned the abort into a result (a verify reporting unread chunks) was still cancelled.
-        if (controller.signal.aborted && !options.ownOutcome) throw new CairnError('CANCELLED', `${fields.kind} cancelled`);
-        if (done.progress) progress = done.progress;
-        return { result: done.result, error: done.error };
-      },
-      (err: unknown) => {
-        throw controller.signal.aborted && !options.ownOutcome && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', `${fields.kind} cancelled`, { cause: err }) : err;
-      },
-    ),
+    outcome: work(controller.signal, (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal })).then((done) => {
+      if (done.progress) progress = done.progress;
+      return { result: done.result, error: done.error };
+    }),
   };
 }

@@ -134,7 +134,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       const state = body?.state ?? 'error';
       const fields = { kind: 'reset-state' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service };
       // The reset's outcome is the job's: a cancel stops its verify (CANCELLED), not its writes.
-      const view = jobs.add(apiJob(fields, async (signal, progress) => ({ result: backupJson(await manager.resetState(backup.id, state, { signal, progress })) }), { ownOutcome: true }));
+      const view = jobs.add(apiJob(fields, async (signal, progress) => ({ result: backupJson(await manager.resetState(backup.id, state, { signal, progress })) })));
       reply.header('location', jobLocation(view.id));
       return view;
     },
