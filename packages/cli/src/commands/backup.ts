@@ -1,6 +1,6 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { CairnError, type BackupRecord } from '@cairn/core';
+import { CairnError, writeFileAtomic, type BackupRecord } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { writeArchive } from '../archive/writer.js';
@@ -8,7 +8,8 @@ import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
+import { accessError, checkInputFile } from '../io/input-file.js';
+import { checkOutputLocation, outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
@@ -197,6 +198,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext<{ target?: string }>(async (ctx, [file], o) => {
         ctx.expectDataFlow();
+        await checkInputFile(resolve(file!), 'archive');
         await ctx.manager({ recover: true });
         const progress = progressReporter('import', ctx.out.options);
         const to = { service: await ctx.target(o.target), catalog: await ctx.catalog() };
@@ -214,8 +216,11 @@ export function registerBackupCommands(program: Command): void {
         const doc = await (await ctx.manager()).exportRecord(id!);
         const text = `${JSON.stringify(doc, null, 2)}\n`;
         if (o.output) {
-          await writeFile(resolve(o.output), text, { mode: 0o600 });
-          ctx.out.result({ exported: id, file: resolve(o.output) }, () => `wrote the record of backup ${id} to ${resolve(o.output!)}`);
+          const file = resolve(o.output);
+          await checkOutputLocation(file);
+          // Whole or not at all: an existing file keeps its content until the new one is complete.
+          await writeFileAtomic(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
+          ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${id} to ${file}`);
         } else {
           process.stdout.write(text);
         }
@@ -228,7 +233,7 @@ export function registerBackupCommands(program: Command): void {
     .option('-t, --target <name>', "target holding the backup's data (default: the record's own target name)")
     .action(
       withContext<{ target?: string }>(async (ctx, [file], o) => {
-        const text = !file || file === '-' ? await readStdin() : await readFile(resolve(file), 'utf8').catch((cause) => Promise.reject(new CairnError('NOT_FOUND', `${file} cannot be read`, { cause })));
+        const text = !file || file === '-' ? await readStdin() : await readRecordFile(resolve(file));
         let doc: { service?: unknown; record?: unknown };
         try {
           doc = JSON.parse(text);
@@ -240,6 +245,12 @@ export function registerBackupCommands(program: Command): void {
         ctx.out.result(backupJson(record), () => backupText(record));
       }),
     );
+}
+
+/** The text of an exported record file; errors as checkInputFile says. */
+async function readRecordFile(file: string): Promise<string> {
+  await checkInputFile(file, 'record file');
+  return readFile(file, 'utf8').catch((err: unknown) => Promise.reject(accessError(err, file, 'read')));
 }
 
 async function readStdin(): Promise<string> {

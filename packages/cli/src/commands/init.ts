@@ -1,11 +1,12 @@
-import { stat, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { CairnError, ChunkedBackupService, unlessNotFound, type CompressionAlgorithm } from '@cairn/core';
-import type { Command } from 'commander';
+import { CairnError, ChunkedBackupService, unlessNotFound, writeFileAtomic, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
+import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
 import { fromText } from '../config/load.js';
+import { accessError } from '../io/input-file.js';
+import { outputPath } from '../io/output-path.js';
 import { composeRegistry } from '../context.js';
 import { renderFields } from '../output/table.js';
 import { parseSize, optionParser } from '../output/units.js';
@@ -33,19 +34,22 @@ export function registerInitCommand(program: Command): void {
     .option('--encrypt', 'encrypt the repository (needs --passphrase-env or --passphrase-file)', false)
     .option('--passphrase-env <NAME>', 'environment variable holding the passphrase (the config stores env:NAME)')
     .option('--passphrase-file <path>', 'file holding the passphrase (the config stores file:/absolute/path)')
-    .option('--compression <algorithm>', 'default compression: zstd, lz4, gzip, none (default zstd)')
-    .option('--chunk-size <size>', 'chunk size, a power of two from 64KiB to 16MiB (default 128KiB)', optionParser(parseSize))
+    .addOption(new Option('--compression <algorithm>', 'default compression (default zstd)').choices(COMPRESSIONS))
+    .option('--chunk-size <size>', 'chunk size, a power of two from 64KiB to 16MiB (default 128KiB)', optionParser(parseChunkSize))
     .option('--force', 'overwrite an existing config file', false)
     .action(
       withoutContext<InitOptions>(async (out, _args, opts, globals) => {
+        // Everything that can be refused is refused before anything is created on disk.
         const file = resolve(globals.config ?? process.env.CAIRN_CONFIG ?? 'cairn.config.json');
-        if (!opts.force && (await stat(file).then(() => true, () => false))) throw new CairnError('ALREADY_EXISTS', `${file} exists; pass --force to overwrite it`);
+        // A config that is a symbolic link is written through (the link stays), as exports are.
+        const written = await outputPath(file, opts.force);
         const o = opts.yes ? opts : await ask(opts);
         if (o.passphraseEnv && o.passphraseFile) throw new CairnError('INVALID_INPUT', '--passphrase-env and --passphrase-file exclude each other');
         if ((o.passphraseEnv || o.passphraseFile) && !o.encrypt) o.encrypt = true;
         if (o.encrypt && !o.passphraseEnv && !o.passphraseFile) {
           throw new CairnError('INVALID_INPUT', '--encrypt needs --passphrase-env NAME or --passphrase-file PATH (a passphrase is never taken from the command line)');
         }
+        if (!o.volumesDir.trim() || !o.repositoryDir.trim()) throw new CairnError('INVALID_INPUT', 'the volume and repository directories must not be empty');
         const passphrase = o.passphraseEnv ? `env:${o.passphraseEnv}` : o.passphraseFile ? `file:${resolve(o.passphraseFile)}` : undefined;
         const doc = {
           version: 1,
@@ -58,16 +62,15 @@ export function registerInitCommand(program: Command): void {
         const loaded = fromText(file, text); // validates and resolves paths exactly as a later load will
         const target = loaded.config.targets.posix!;
         const registry = composeRegistry();
+        if (passphrase !== undefined) await assertPassphrase(registry, passphrase);
         const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
         const store = await registry.objectStore('posix', storeOptions);
         const existed = (await unlessNotFound(store.head('config'))) !== undefined;
         const init = { ...(o.compression ? { compression: o.compression } : {}), ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) };
         const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
         try {
-          await stat(dirname(file)).catch(() => {
-            throw new CairnError('NOT_FOUND', `directory ${dirname(file)} does not exist`);
-          });
-          await writeFile(file, text, { mode: 0o600 });
+          // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
+          await writeFileAtomic(written, text).catch((err: unknown) => Promise.reject(accessError(err, written, 'write')));
           const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
           const result = {
             config: file,
@@ -91,6 +94,24 @@ export function registerInitCommand(program: Command): void {
         }
       }),
     );
+}
+
+/** The compression algorithms a repository offers (`--compression`). */
+const COMPRESSIONS: readonly CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
+
+/** `--chunk-size`: a size that is a power of two from 64 KiB to 16 MiB. `INVALID_INPUT` otherwise. */
+function parseChunkSize(text: string): number {
+  const n = parseSize(text);
+  if (n < 64 * 1024 || n > 16 * 1024 * 1024 || (n & (n - 1)) !== 0) throw new CairnError('INVALID_INPUT', `"${text}" is not a power of two from 64KiB to 16MiB`);
+  return n;
+}
+
+/**
+ * Resolves the passphrase reference now, so that an unset variable, an unreadable file (`NOT_FOUND`)
+ * or an empty passphrase (`INVALID_INPUT`) is refused before the repository directory is made.
+ */
+async function assertPassphrase(registry: DriverRegistry, reference: string): Promise<void> {
+  if ((await registry.secret(reference)) === '') throw new CairnError('INVALID_INPUT', `the passphrase from ${reference} is empty`);
 }
 
 /** Asks for what was not given (empty answer = the default shown in brackets). */

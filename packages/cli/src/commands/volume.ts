@@ -8,6 +8,7 @@ import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
 import { detectFormat, formatFromName, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
 import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
+import { checkInputFile } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
@@ -125,10 +126,7 @@ export function registerVolumeCommands(program: Command): void {
 
 async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }): Promise<void> {
   if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
-  const info = await stat(file).catch((cause) => {
-    throw new CairnError('NOT_FOUND', `image ${file} cannot be read`, { cause });
-  });
-  if (!info.isFile()) throw new CairnError('INVALID_INPUT', `${file} is not a regular file`);
+  await checkInputFile(file, 'image');
   const format = opts.format === 'auto' ? await detectFormat(file) : opts.format;
   const driver = await ctx.volumes();
   const manager = await ctx.manager({ recover: true });
@@ -192,9 +190,6 @@ async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string,
 async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }): Promise<void> {
   const format = opts.format === 'auto' ? formatFromName(given) : opts.format;
   const file = await outputPath(given, opts.force);
-  await stat(dirname(file)).catch((cause) => {
-    throw new CairnError('NOT_FOUND', `directory ${dirname(file)} does not exist`, { cause });
-  });
   const v = await ctx.resolveVolume(ref);
   const driver = await ctx.volumes();
   const partial = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);

@@ -1,5 +1,7 @@
-import { lstat, realpath, stat } from 'node:fs/promises';
+import { access, constants, lstat, realpath, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { CairnError } from '@cairn/core';
+import { accessError } from './input-file.js';
 
 /** The rule below as the commands' help states it (`--force`). */
 export const WRITE_THROUGH_HELP = 'a symbolic link is written through, as cp does: the file it points to is replaced and the link kept; a dangling link is refused';
@@ -14,6 +16,8 @@ export const WRITE_THROUGH_HELP = 'a symbolic link is written through, as cp doe
  *   A dangling link is refused with `INVALID_INPUT`, as GNU `cp` refuses to write through one.
  * - An existing file (or a link's target) is `ALREADY_EXISTS` unless `force`.
  * - Anything else is `file` itself, which need not exist yet.
+ * - The path written must be a place for a file (checkOutputLocation): a directory there, or a
+ *   directory that is missing or cannot be written, is refused before anything is written.
  *
  * Only the start of the command is covered: a link changed while the command runs is not
  * followed again.
@@ -29,8 +33,34 @@ export async function outputPath(file: string, force: boolean): Promise<string> 
       throw new CairnError('INVALID_INPUT', `${file} is a symbolic link that leads to no file (${cause.code}); a dangling link is not written through`, { cause, details: { file } });
     });
   }
-  if (!force && (await stat(target).then(() => true, () => false))) {
+  const exists = await checkOutputLocation(target);
+  if (!force && exists) {
     throw new CairnError('ALREADY_EXISTS', `${link ? `${file} (a link to ${target})` : file} exists; pass --force to overwrite it`, { details: { file } });
   }
   return target;
+}
+
+/**
+ * Checks that a file can be written at `file` (by a temporary file in its directory renamed over
+ * it) and says whether one is there already. A directory at `file` is `INVALID_INPUT` (with or
+ * without `--force`: a directory is never replaced); a missing directory is `NOT_FOUND`, a parent
+ * that is a file `INVALID_INPUT`, a directory this process may not write in `UNAVAILABLE`. Every
+ * error has `details.file`.
+ */
+export async function checkOutputLocation(file: string): Promise<boolean> {
+  const existing = await stat(file).catch(() => undefined);
+  if (existing?.isDirectory()) throw new CairnError('INVALID_INPUT', `${file} is a directory; name a file to write`, { details: { file } });
+  const dir = dirname(file);
+  const parent = await stat(dir).catch((cause: NodeJS.ErrnoException) => {
+    throw cause.code === 'ENOENT'
+      ? new CairnError('NOT_FOUND', `directory ${dir} does not exist`, { cause, details: { file } })
+      : cause.code === 'ENOTDIR'
+        ? new CairnError('INVALID_INPUT', `${dir} is not a directory`, { cause, details: { file } })
+        : accessError(cause, file, 'write', dir);
+  });
+  if (!parent.isDirectory()) throw new CairnError('INVALID_INPUT', `${dir} is not a directory`, { details: { file } });
+  await access(dir, constants.W_OK | constants.X_OK).catch((cause: unknown) => {
+    throw accessError(cause, file, 'write', dir);
+  });
+  return existing !== undefined;
 }

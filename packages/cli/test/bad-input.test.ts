@@ -1,0 +1,188 @@
+import { execFile } from 'node:child_process';
+import { chmod, lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, cairn, cairnJson, jsonError, MiB, removeDir, tempDir, type CliResult } from './helpers.js';
+
+/**
+ * Bad input to every command ends in its documented code and exit code, before anything is
+ * written: never INTERNAL (exit 1), never a file or directory left behind.
+ */
+describe('cairn with bad input', () => {
+  let cwd: string;
+  let volumeId: string;
+  let backupId: string;
+  beforeAll(async () => {
+    cwd = await tempDir();
+    volumeId = (await cairnJson(['volume', 'create', 'disk', '--size', '1MiB'], { cwd })).id;
+    backupId = (await cairnJson(['backup', 'create', volumeId, '-q'], { cwd })).id;
+  });
+  afterAll(() => removeDir(cwd));
+
+  /** A fresh, empty directory under `cwd`. */
+  async function emptyDir(name: string): Promise<string> {
+    const dir = join(cwd, name);
+    await mkdir(dir);
+    return dir;
+  }
+
+  it('volume export to a directory is INVALID_INPUT (exit 2), with or without --force, and writes nothing', async () => {
+    const dir = await emptyDir('export-dir');
+    for (const force of [[], ['--force']]) {
+      const r = await cairn(['volume', 'export', volumeId, dir, ...force, '--json'], { cwd });
+      expect(r.code).toBe(2);
+      expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT', details: { file: dir } });
+      expect(jsonError(r).message).toContain('is a directory');
+    }
+    expect(await readdir(dir)).toEqual([]);
+    expect((await readdir(cwd)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('volume export under a file (not a directory) is INVALID_INPUT (exit 2) naming that file', async () => {
+    await writeFile(join(cwd, 'plain'), 'x');
+    const r = await cairn(['volume', 'export', volumeId, join(cwd, 'plain', 'out.raw'), '--json'], { cwd });
+    expect(r.code).toBe(2);
+    expect(jsonError(r).message).toBe(`${join(cwd, 'plain')} is not a directory`);
+  });
+
+  it('backup export --archive to a directory is INVALID_INPUT (exit 2) before any export work', async () => {
+    const dir = await emptyDir('archive-dir');
+    const r = await cairn(['backup', 'export', backupId, '-a', dir, '--force', '--json'], { cwd });
+    expect(r.code).toBe(2);
+    expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT', details: { file: dir } });
+    expect(r.stderr).not.toContain('export:'); // no progress: nothing was exported
+    expect(await readdir(cwd)).not.toContain('archive-dir.partial');
+  });
+
+  it('backup import of a directory is INVALID_INPUT (exit 2), not CORRUPT', async () => {
+    const dir = await emptyDir('import-dir');
+    const r = await cairn(['backup', 'import', dir, '--json'], { cwd });
+    expect(r.code).toBe(2);
+    expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT', message: `archive ${dir} is a directory` });
+  });
+
+  it('a config path that is a directory is INVALID_INPUT (exit 2), named or found in the working directory', async () => {
+    const dir = await emptyDir('config-dir');
+    const named = await cairn(['--config', dir, 'volume', 'list', '--json'], { cwd });
+    expect(named.code).toBe(2);
+    expect(jsonError(named)).toMatchObject({ code: 'INVALID_INPUT', details: { file: dir } });
+    await mkdir(join(dir, 'cairn.config.json'));
+    const found = await cairn(['volume', 'list'], { cwd: dir });
+    expect(found.code).toBe(2);
+    expect(found.stderr).toContain(`config file ${join(dir, 'cairn.config.json')} is a directory`);
+  });
+});
+
+describe('cairn init with bad input creates nothing', () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+
+  /** Runs init in a new empty directory and returns the result and what the directory then holds. */
+  async function initIn(name: string, args: string[], env?: Record<string, string | undefined>): Promise<{ r: CliResult; left: string[] }> {
+    const dir = await mkdir(join(cwd, name), { recursive: true }).then(() => join(cwd, name));
+    const r = await cairn(['init', '--yes', ...args, '--json'], { cwd: dir, env });
+    return { r, left: await readdir(dir) };
+  }
+
+  it('a config in a directory that does not exist is NOT_FOUND (exit 3); the directory is not created', async () => {
+    const { r, left } = await initIn('missing-parent', ['--config', 'no/such/dir/cairn.config.json']);
+    expect(r.code).toBe(3);
+    expect(jsonError(r)).toMatchObject({ code: 'NOT_FOUND' });
+    expect(left).toEqual([]);
+  });
+
+  it('a config path that is a directory is INVALID_INPUT (exit 2), also with --force; no repository is made', async () => {
+    await mkdir(join(cwd, 'dir-config', 'sub'), { recursive: true });
+    const { r, left } = await initIn('dir-config', ['--config', 'sub', '--force']);
+    expect(r.code).toBe(2);
+    expect(jsonError(r).message).toContain('is a directory');
+    expect(left).toEqual(['sub']);
+  });
+
+  it('an unknown --compression or a bad --chunk-size is a usage error (exit 2) before the repository directory is made', async () => {
+    for (const [i, args] of [['--compression', 'zip'], ['--chunk-size', '100'], ['--chunk-size', '1G'], ['--chunk-size', '96KiB']].entries()) {
+      const { r, left } = await initIn(`options-${i}`, args);
+      expect(r.code).toBe(2);
+      expect(jsonError(r).code).toBe('INVALID_INPUT');
+      expect(left).toEqual([]);
+    }
+  });
+
+  it('a passphrase that cannot be resolved is refused before the repository directory is made', async () => {
+    const unset = await initIn('pass-env', ['--passphrase-env', 'CAIRN_TEST_UNSET_PASSPHRASE'], { CAIRN_TEST_UNSET_PASSPHRASE: undefined });
+    expect(unset.r.code).toBe(3);
+    expect(unset.left).toEqual([]);
+    const missing = await initIn('pass-file', ['--passphrase-file', join(cwd, 'no-such-key')]);
+    expect(missing.r.code).toBe(3);
+    expect(missing.left).toEqual([]);
+    await writeFile(join(cwd, 'empty-key'), '');
+    const empty = await initIn('pass-empty', ['--passphrase-file', join(cwd, 'empty-key')]);
+    expect(empty.r.code).toBe(2);
+    expect(empty.left).toEqual([]);
+  });
+
+  it('an empty --volumes-dir is INVALID_INPUT (exit 2); no config that could not load is written', async () => {
+    const { r, left } = await initIn('empty-volumes', ['--volumes-dir', '']);
+    expect(r.code).toBe(2);
+    expect(left).toEqual([]);
+  });
+
+  it('init --force over a config that is a symbolic link writes through it: the link stays', async () => {
+    const dir = join(cwd, 'linked');
+    await mkdir(dir);
+    await writeFile(join(cwd, 'real.json'), '{}');
+    await symlink('../real.json', join(dir, 'cairn.config.json'));
+    const r = await cairn(['init', '--yes', '--force', '--json'], { cwd: dir });
+    expect(r.code).toBe(0);
+    expect((await lstat(join(dir, 'cairn.config.json'))).isSymbolicLink()).toBe(true);
+    expect(JSON.parse(await readFile(join(cwd, 'real.json'), 'utf8'))).toMatchObject({ version: 1 });
+  });
+});
+
+/**
+ * Runs the binary so that file permissions apply: as `nobody` when the tests run as root (root
+ * reads and writes anything), as the current user otherwise. `cwd` must be usable by that user.
+ */
+function cairnUnprivileged(args: string[], cwd: string): Promise<CliResult> {
+  const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+  return new Promise((resolvePromise) => {
+    execFile(process.execPath, [BIN, ...args], { cwd, ...asNobody, env: { ...process.env, CAIRN_CONFIG: undefined } }, (err, stdout, stderr) => {
+      const code = err ? ((err as { code?: unknown }).code as number) : 0;
+      resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
+    });
+  });
+}
+
+describe('cairn with files it may not read or write', () => {
+  let cwd: string;
+  beforeAll(async () => {
+    cwd = await tempDir();
+    await chmod(cwd, 0o777);
+  });
+  afterAll(() => removeDir(cwd));
+
+  it('an image or archive that cannot be read is UNAVAILABLE (exit 6) naming it, not INTERNAL', async () => {
+    for (const [command, name] of [['volume', 'locked.raw'], ['backup', 'locked.tar']] as const) {
+      const file = join(cwd, name);
+      await writeFile(file, Buffer.alloc(MiB, 1), { mode: 0o600 });
+      if (process.getuid?.() !== 0) await chmod(file, 0o000);
+      const r = await cairnUnprivileged([command, 'import', file, '--json'], cwd);
+      expect(r.code).toBe(6);
+      expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file } });
+      expect(jsonError(r).message).toContain('permission denied');
+    }
+  });
+
+  it('volume export into a directory it may not write in is UNAVAILABLE (exit 6) before anything is read', async () => {
+    const locked = join(cwd, 'locked');
+    await mkdir(locked, { mode: 0o555 });
+    await chmod(locked, 0o555);
+    const v = await cairnUnprivileged(['volume', 'create', 'd', '--size', '1MiB', '--json'], cwd);
+    expect(v.code).toBe(0);
+    const r = await cairnUnprivileged(['volume', 'export', JSON.parse(v.stdout).id, join(locked, 'out.raw'), '--json'], cwd);
+    expect(r.code).toBe(6);
+    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(locked, 'out.raw') } });
+    expect(await readdir(locked)).toEqual([]);
+  });
+});
