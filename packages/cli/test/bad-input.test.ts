@@ -26,6 +26,16 @@ describe('cairn with bad input', () => {
     return dir;
   }
 
+  it('backup list --volume with a name two volumes share is CONFLICT (exit 4), not an empty list', async () => {
+    await cairnJson(['volume', 'create', 'twin', '--size', '1MiB'], { cwd });
+    const twin = (await cairnJson(['volume', 'create', 'twin', '--size', '1MiB'], { cwd })).id;
+    await cairnJson(['backup', 'create', twin, '-q'], { cwd });
+    const r = await cairn(['backup', 'list', '--volume', 'twin', '--json'], { cwd });
+    expect(r.code).toBe(4);
+    expect(jsonError(r).code).toBe('CONFLICT');
+    expect(await cairnJson(['backup', 'list', '--volume', 'no-such-volume'], { cwd })).toEqual([]);
+  });
+
   it('volume export to a directory is INVALID_INPUT (exit 2), with or without --force, and writes nothing', async () => {
     const dir = await emptyDir('export-dir');
     for (const force of [[], ['--force']]) {
@@ -184,5 +194,19 @@ describe('cairn with files it may not read or write', () => {
     expect(r.code).toBe(6);
     expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(locked, 'out.raw') } });
     expect(await readdir(locked)).toEqual([]);
+  });
+
+  it('a volume created in a volumes directory it may not write in is UNAVAILABLE (exit 6), not INTERNAL', async () => {
+    const home = join(cwd, 'home');
+    const volumes = join(home, '.cairn', 'volumes');
+    await mkdir(join(home, '.cairn', 'repository'), { recursive: true });
+    await mkdir(volumes, { mode: 0o555 });
+    await chmod(home, 0o777);
+    await chmod(volumes, 0o555);
+    const r = await cairnUnprivileged(['volume', 'create', 'd', '--size', '1MiB', '--json'], home);
+    expect(r.code).toBe(6);
+    expect(jsonError(r).code).toBe('UNAVAILABLE');
+    expect(jsonError(r).message).toContain('EACCES');
+    expect(await readdir(volumes)).toEqual([]);
   });
 });

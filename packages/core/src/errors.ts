@@ -105,6 +105,8 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EDQUOT: 'UNAVAILABLE',
   EROFS: 'UNAVAILABLE',
   EIO: 'UNAVAILABLE',
+  EACCES: 'UNAVAILABLE', // no permission: the storage is not usable by this process
+  EPERM: 'UNAVAILABLE',
   ECONNREFUSED: 'UNAVAILABLE',
   ECONNRESET: 'UNAVAILABLE',
   ETIMEDOUT: 'UNAVAILABLE',

@@ -26,6 +26,7 @@ describe('CairnError', () => {
     expect(toCairnError(sys('ENOSPC')).code).toBe('UNAVAILABLE');
     expect([toCairnError(sys('EISDIR')).code, toCairnError(sys('ENOTDIR')).code, toCairnError(sys('ENAMETOOLONG')).code]).toEqual(['INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT']);
     expect(toCairnError(sys('ECONNREFUSED')).code).toBe('UNAVAILABLE');
+    expect([toCairnError(sys('EACCES')).code, toCairnError(sys('EPERM')).code]).toEqual(['UNAVAILABLE', 'UNAVAILABLE']);
     expect(toCairnError(sys('EBUSY')).code).toBe('BUSY');
     expect(toCairnError(Object.assign(new Error('a'), { name: 'AbortError' })).code).toBe('CANCELLED');
     expect(toCairnError('weird').code).toBe('INTERNAL');

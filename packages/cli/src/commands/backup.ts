@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { CairnError, writeFileAtomic, type BackupRecord } from '@cairn/core';
+import { CairnError, isNotFound, writeFileAtomic, type BackupRecord } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { writeArchive } from '../archive/writer.js';
@@ -52,7 +52,9 @@ export function registerBackupCommands(program: Command): void {
       withContext<{ volume?: string }>(async (ctx, _args, o) => {
         const manager = await ctx.manager();
         let volumeId = o.volume;
-        if (volumeId !== undefined) volumeId = await ctx.resolveVolume(volumeId).then((v) => v.id, () => o.volume);
+        // A volume's id or unique name; a value naming no volume is the id of a volume that may be
+        // gone (its backups outlive it). A name several volumes share is CONFLICT, as everywhere.
+        if (volumeId !== undefined) volumeId = await ctx.resolveVolume(volumeId).then((v) => v.id, (err: unknown) => (isNotFound(err) ? o.volume : Promise.reject(err)));
         list(ctx, await manager.listBackups(volumeId === undefined ? {} : { volumeId }));
       }),
     );
