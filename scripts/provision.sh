@@ -11,6 +11,8 @@ declare -A NEEDS=(
   [nbdinfo]=libnbd-bin
   [nbdcopy]=libnbd-bin
   [fincore]=util-linux-extra
+  [setpriv]=util-linux   # the CLI's permission tests drop root's capabilities with it
+  [prlimit]=util-linux
   [openssl]=openssl
 )
 

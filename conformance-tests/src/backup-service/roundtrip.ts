@@ -157,9 +157,11 @@ export const backupVerify: Group<BackupServiceContext> = {
         let total = 0;
         const run = ctx.service.verify(b, {
           signal: midway.signal,
-          progress: (done, all) => {
+          // Cancelled at its first report, before it can have read everything (a verify whose
+          // reads were all under way by then may still finish: then it has checked everything).
+          progress: (_done, all) => {
             total = all;
-            if (done > 0) midway.abort();
+            midway.abort();
           },
         });
         const outcome = await run.then(

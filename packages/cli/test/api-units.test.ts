@@ -1,7 +1,7 @@
 import { CairnError, ErrorCodes } from '@cairn/core';
 import { describe, expect, it } from 'vitest';
 import { isLoopback, parseListen } from '../src/api/auth.js';
-import { errorResponse, HTTP_STATUS, HttpError, TransportCodes } from '../src/api/errors.js';
+import { errorResponse, forOperator, HTTP_STATUS, HttpError, TransportCodes } from '../src/api/errors.js';
 import { JobTable, type JobSpec } from '../src/api/jobs.js';
 import { IdleRelease } from '../src/api/idle-release.js';
 import { PeriodicRecovery } from '../src/api/periodic-recovery.js';
@@ -195,5 +195,17 @@ describe('printing a recovery', () => {
     expect(printed({}, report)).toBe('recovered 2 item(s) left in flight by an earlier run\nwarning: recovery: b2: UNAVAILABLE store down\n');
     expect(printed({ quiet: true }, report)).toBe('warning: recovery: b2: UNAVAILABLE store down\n');
     expect(printed({}, { ...empty, skipped: ['live'] })).toBe('');
+  });
+});
+
+describe('forOperator', () => {
+  it('sends 5xx errors to the operator, UNAVAILABLE only when a system error is behind it', () => {
+    const sys = (code: string) => Object.assign(new Error(code), { code });
+    expect(forOperator(new CairnError('INTERNAL', 'bug'), 500)).toBe(true);
+    expect(forOperator(new CairnError('CORRUPT', 'bad chunk'), 500)).toBe(true);
+    expect(forOperator(new CairnError('UNAVAILABLE', 'the server is shutting down'), 503)).toBe(false);
+    expect(forOperator(new CairnError('UNAVAILABLE', 'volumes directory', { cause: sys('EACCES') }), 503)).toBe(true);
+    expect(forOperator(new CairnError('UNAVAILABLE', 'full', { cause: new CairnError('UNAVAILABLE', 'put', { cause: sys('ENOSPC') }) }), 503)).toBe(true);
+    expect(forOperator(new CairnError('NOT_FOUND', 'x', { cause: sys('ENOENT') }), 404)).toBe(false);
   });
 });

@@ -26,6 +26,16 @@ describe('cairn with bad input', () => {
     return dir;
   }
 
+  it('backup export-record -o writes through a symbolic link: the link stays', async () => {
+    await mkdir(join(cwd, 'records'));
+    await writeFile(join(cwd, 'records', 'rec.json'), 'old');
+    await symlink('records/rec.json', join(cwd, 'rec-link.json'));
+    const r = await cairn(['backup', 'export-record', backupId, '-o', 'rec-link.json', '--json'], { cwd });
+    expect(r.code).toBe(0);
+    expect((await lstat(join(cwd, 'rec-link.json'))).isSymbolicLink()).toBe(true);
+    expect(JSON.parse(await readFile(join(cwd, 'records', 'rec.json'), 'utf8'))).toHaveProperty('record');
+  });
+
   it('backup list --volume with a name two volumes share is CONFLICT (exit 4), not an empty list', async () => {
     await cairnJson(['volume', 'create', 'twin', '--size', '1MiB'], { cwd });
     const twin = (await cairnJson(['volume', 'create', 'twin', '--size', '1MiB'], { cwd })).id;
@@ -151,13 +161,15 @@ describe('cairn init with bad input creates nothing', () => {
 });
 
 /**
- * Runs the binary so that file permissions apply: as `nobody` when the tests run as root (root
- * reads and writes anything), as the current user otherwise. `cwd` must be usable by that user.
+ * Runs the binary so that file permissions apply. As root (whom they do not stop), through
+ * util-linux's `setpriv` with every capability dropped: still uid 0, so it reads the checkout
+ * wherever that is (a fresh clone may sit in a directory only root may enter), but mode bits
+ * apply to it as to the owner of the files these tests make. As another user, directly.
  */
 function cairnUnprivileged(args: string[], cwd: string): Promise<CliResult> {
-  const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+  const [cmd, pre] = process.getuid?.() === 0 ? ['setpriv', ['--bounding-set=-all', '--inh-caps=-all', '--ambient-caps=-all', '--', process.execPath]] : [process.execPath, []];
   return new Promise((resolvePromise) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, ...asNobody, env: { ...process.env, CAIRN_CONFIG: undefined } }, (err, stdout, stderr) => {
+    execFile(cmd, [...pre, BIN, ...args], { cwd, env: { ...process.env, CAIRN_CONFIG: undefined } }, (err, stdout, stderr) => {
       const code = err ? ((err as { code?: unknown }).code as number) : 0;
       resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
     });
@@ -168,7 +180,6 @@ describe('cairn with files it may not read or write', () => {
   let cwd: string;
   beforeAll(async () => {
     cwd = await tempDir();
-    await chmod(cwd, 0o777);
   });
   afterAll(() => removeDir(cwd));
 
@@ -176,7 +187,7 @@ describe('cairn with files it may not read or write', () => {
     for (const [command, name] of [['volume', 'locked.raw'], ['backup', 'locked.tar']] as const) {
       const file = join(cwd, name);
       await writeFile(file, Buffer.alloc(MiB, 1), { mode: 0o600 });
-      if (process.getuid?.() !== 0) await chmod(file, 0o000);
+      await chmod(file, 0o000);
       const r = await cairnUnprivileged([command, 'import', file, '--json'], cwd);
       expect(r.code).toBe(6);
       expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file } });
@@ -196,12 +207,24 @@ describe('cairn with files it may not read or write', () => {
     expect(await readdir(locked)).toEqual([]);
   });
 
+  it('a directory it may write in but not read (a drop box) is UNAVAILABLE before anything is written', async () => {
+    const dropBox = join(cwd, 'drop-box');
+    await mkdir(dropBox);
+    await chmod(dropBox, 0o333);
+    const v = await cairnUnprivileged(['volume', 'create', 'd2', '--size', '1MiB', '--json'], cwd);
+    expect(v.code).toBe(0);
+    const r = await cairnUnprivileged(['volume', 'export', JSON.parse(v.stdout).id, join(dropBox, 'out.raw'), '--json'], cwd);
+    expect(r.code).toBe(6);
+    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(dropBox, 'out.raw') } });
+    await chmod(dropBox, 0o755);
+    expect(await readdir(dropBox)).toEqual([]);
+  });
+
   it('a volume created in a volumes directory it may not write in is UNAVAILABLE (exit 6), not INTERNAL', async () => {
     const home = join(cwd, 'home');
     const volumes = join(home, '.cairn', 'volumes');
     await mkdir(join(home, '.cairn', 'repository'), { recursive: true });
     await mkdir(volumes, { mode: 0o555 });
-    await chmod(home, 0o777);
     await chmod(volumes, 0o555);
     const r = await cairnUnprivileged(['volume', 'create', 'd', '--size', '1MiB', '--json'], home);
     expect(r.code).toBe(6);

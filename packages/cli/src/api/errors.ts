@@ -118,6 +118,22 @@ export function clientErrorResponse(err: unknown): ErrorResponse {
   return errorResponse(new CairnError('INVALID_INPUT', 'the request is not valid HTTP'));
 }
 
+/**
+ * Whether an error answered with `status` goes to the operator (`onServerError`) besides the
+ * client: every 5xx except an UNAVAILABLE with no system error behind it (the server shutting
+ * down, a job that would not stop: the client retries and nothing needs fixing). An UNAVAILABLE
+ * caused by the system (EACCES on a volumes directory, ENOSPC, EIO) is a fault someone must fix.
+ */
+export function forOperator(err: unknown, status: number): boolean {
+  if (status < 500) return false;
+  if (!isCairnError(err) || err.code !== 'UNAVAILABLE') return true;
+  for (let c: unknown = err; c; c = (c as { cause?: unknown }).cause) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return true;
+  }
+  return false;
+}
+
 /** A CairnError (or any error) as the `{code, message, details?}` object job views carry. */
 export function errorJson(err: unknown): ErrorBody['error'] {
   return errorResponse(err).body.error;

@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { ApiContext } from './api-context.js';
 import { bearerAuth, type ListenAddress } from './auth.js';
 import type { TlsFiles } from './tls.js';
-import { clientErrorResponse, errorResponse, HttpError } from './errors.js';
+import { clientErrorResponse, errorResponse, forOperator, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
 import { DEFAULT_TIMEOUTS, type ApiServerTimeouts } from './server-timeouts.js';
@@ -147,7 +147,7 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
 
 function sendError(reply: FastifyReply, err: unknown, options: ApiServerOptions): FastifyReply {
   const r = errorResponse(err);
-  if (r.status >= 500 && r.body.error.code !== 'UNAVAILABLE') options.onServerError?.(err);
+  if (forOperator(err, r.status)) options.onServerError?.(err);
   return reply.code(r.status).headers(r.headers).send(r.body);
 }
 

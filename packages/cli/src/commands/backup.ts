@@ -9,7 +9,7 @@ import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { accessError, checkInputFile } from '../io/input-file.js';
-import { checkOutputLocation, outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
+import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
@@ -218,8 +218,8 @@ export function registerBackupCommands(program: Command): void {
         const doc = await (await ctx.manager()).exportRecord(id!);
         const text = `${JSON.stringify(doc, null, 2)}\n`;
         if (o.output) {
-          const file = resolve(o.output);
-          await checkOutputLocation(file);
+          // Replaced if it exists (as documented); a symbolic link is written through.
+          const file = await outputPath(resolve(o.output), true);
           // Whole or not at all: an existing file keeps its content until the new one is complete.
           await writeFileAtomic(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
           ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${id} to ${file}`);

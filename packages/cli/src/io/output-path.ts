@@ -44,8 +44,8 @@ export async function outputPath(file: string, force: boolean): Promise<string> 
  * Checks that a file can be written at `file` (by a temporary file in its directory renamed over
  * it) and says whether one is there already. A directory at `file` is `INVALID_INPUT` (with or
  * without `--force`: a directory is never replaced); a missing directory is `NOT_FOUND`, a parent
- * that is a file `INVALID_INPUT`, a directory this process may not write in `UNAVAILABLE`. Every
- * error has `details.file`.
+ * that is a file `INVALID_INPUT`, a directory this process may not read and write in, or another
+ * user's file in a sticky directory, `UNAVAILABLE`. Every error has `details.file`.
  */
 export async function checkOutputLocation(file: string): Promise<boolean> {
   const existing = await stat(file).catch(() => undefined);
@@ -59,8 +59,14 @@ export async function checkOutputLocation(file: string): Promise<boolean> {
         : accessError(cause, file, 'write', dir);
   });
   if (!parent.isDirectory()) throw new CairnError('INVALID_INPUT', `${dir} is not a directory`, { details: { file } });
-  await access(dir, constants.W_OK | constants.X_OK).catch((cause: unknown) => {
+  // Read too: publishing a file ends with an fsync of its directory, which opens it for reading.
+  await access(dir, constants.R_OK | constants.W_OK | constants.X_OK).catch((cause: unknown) => {
     throw accessError(cause, file, 'write', dir);
   });
+  // In a sticky directory (/tmp) only the file's or the directory's owner may replace a file.
+  const uid = process.getuid?.();
+  if (existing && uid !== undefined && uid !== 0 && (parent.mode & 0o1000) !== 0 && existing.uid !== uid && parent.uid !== uid) {
+    throw new CairnError('UNAVAILABLE', `${file} belongs to another user in sticky directory ${dir}: it cannot be replaced`, { details: { file } });
+  }
   return existing !== undefined;
 }
