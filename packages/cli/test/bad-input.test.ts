@@ -90,6 +90,11 @@ describe('cairn with bad input', () => {
     const found = await cairn(['volume', 'list'], { cwd: dir });
     expect(found.code).toBe(2);
     expect(found.stderr).toContain(`config file ${join(dir, 'cairn.config.json')} is a directory`);
+    // A path through a regular file: no such config can exist there, and retrying will not help.
+    await writeFile(join(cwd, 'plain-file'), '');
+    const through = await cairn(['--config', join(cwd, 'plain-file', 'cairn.config.json'), 'volume', 'list', '--json'], { cwd });
+    expect(through.code).toBe(2);
+    expect(jsonError(through).code).toBe('INVALID_INPUT');
   });
 });
 

@@ -93,13 +93,14 @@ function invalidConfig(file: string, error: z.ZodError): CairnError {
   return new CairnError('INVALID_INPUT', `invalid config\n  ${lines.join('\n  ')}`, { driver: 'config', details: { file, issues } });
 }
 
-/** The file's text, or `undefined` when it does not exist. A directory is `INVALID_INPUT`; any other failure to read it `UNAVAILABLE`. */
+/** The file's text, or `undefined` when it does not exist. A directory, or a path through a file, is `INVALID_INPUT`; any other failure to read it `UNAVAILABLE`. */
 async function readText(file: string): Promise<string | undefined> {
   try {
     return await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     if ((err as NodeJS.ErrnoException).code === 'EISDIR') throw new CairnError('INVALID_INPUT', `config file ${file} is a directory`, { driver: 'config', cause: err, details: { file } });
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw new CairnError('INVALID_INPUT', `config file ${file}: a directory on its path is a file`, { driver: 'config', cause: err, details: { file } });
     throw new CairnError('UNAVAILABLE', `config file ${file} cannot be read: ${(err as Error).message}`, { driver: 'config', cause: err, details: { file } });
   }
 }
