@@ -4,6 +4,7 @@ import {
   ChunkedBackupService,
   DriverRegistry,
   RepositoryCatalog,
+  unlessNotFound,
   type BackupService,
   type Volume,
   type VolumeDriver,
@@ -161,6 +162,16 @@ export class CliContext {
     if (named.length === 1) return named[0]!;
     if (named.length > 1) throw new CairnError('CONFLICT', `${named.length} volumes are named ${ref}; use an id`);
     throw new CairnError('NOT_FOUND', `no volume with id or name ${ref}`);
+  }
+
+  /**
+   * The volume id whose backups a listing filtered by `ref` shows (`backup list --volume`,
+   * `GET /v1/backups?volumeId=`): a volume's id or unique name resolved; a value naming no volume
+   * is taken as the id of a volume that may be gone (its backups outlive it). A name several
+   * volumes share is `CONFLICT`, as everywhere: listing none would say the volume has no backups.
+   */
+  async listedVolumeId(ref: string): Promise<string> {
+    return (await unlessNotFound(this.resolveVolume(ref)))?.id ?? ref;
   }
 
   /** Releases every opened target. Idempotent; never throws. */

@@ -1,4 +1,3 @@
-import { isCairnError } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { backupJson, volumeJson } from '../output/views.js';
@@ -48,7 +47,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     url: '/v1/backups',
     query: ListQuery,
     handler: async ({ query }) => {
-      const volumeId = query.volumeId === undefined ? undefined : await listedVolumeId(api, query.volumeId);
+      const volumeId = query.volumeId === undefined ? undefined : await cli.listedVolumeId(query.volumeId);
       return (await manager.listBackups(volumeId === undefined ? {} : { volumeId })).map(backupJson);
     },
   });
@@ -157,20 +156,4 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       return backupJson(record);
     },
   });
-}
-
-/**
- * The volume id `GET /v1/backups?volumeId=` lists the backups of: a volume's id or unique name
- * resolved; a value naming no volume is taken as the id of a volume that may be gone (its
- * backups outlive it). A name several volumes share is CONFLICT, as everywhere: listing none
- * would tell the client the volume has no backups.
- */
-async function listedVolumeId(api: ApiContext, ref: string): Promise<string> {
-  return api.cli.resolveVolume(ref).then(
-    (v) => v.id,
-    (err: unknown) => {
-      if (isCairnError(err) && err.code === 'NOT_FOUND') return ref;
-      throw err;
-    },
-  );
 }

@@ -1,4 +1,4 @@
-import { isCairnError } from '@cairn/core';
+import { unlessNotFound } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { snapshotJson, volumeJson } from '../output/views.js';
 import type { ApiContext } from './api-context.js';
@@ -11,7 +11,9 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     url: '/v1/volumes',
     handler: async () => {
       const volumes = await (await api.cli.volumes()).listVolumes();
-      const views = await Promise.all(volumes.map((v) => volumeOrGone(api, v.id)));
+      // A volume deleted since it was listed (a failed restore's new volume, a `cairn volume delete`
+      // elsewhere) is left out rather than failing the list with NOT_FOUND.
+      const views = await Promise.all(volumes.map((v) => unlessNotFound(api.manager.getVolume(v.id))));
       return views.filter((v) => v !== undefined).map(volumeJson);
     },
   });
@@ -25,17 +27,5 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
       const snapshots = driver.capabilities.snapshots ? await driver.listSnapshots(v.id) : [];
       return { ...volumeJson(await api.manager.getVolume(v.id)), snapshots: snapshots.map(snapshotJson) };
     },
-  });
-}
-
-/**
- * The volume with its flow state, or undefined when it was deleted since it was listed (a failed
- * restore's new volume, a `cairn volume delete` elsewhere): a list leaves it out rather than
- * failing with NOT_FOUND. Any other error is the request's.
- */
-async function volumeOrGone(api: ApiContext, id: string) {
-  return api.manager.getVolume(id).catch((err: unknown) => {
-    if (isCairnError(err) && err.code === 'NOT_FOUND') return undefined;
-    throw err;
   });
 }

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { CairnError, isNotFound, writeFileAtomic, type BackupRecord } from '@cairn/core';
+import { CairnError, writeFileAtomic, type BackupRecord } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { writeArchive } from '../archive/writer.js';
@@ -51,10 +51,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext<{ volume?: string }>(async (ctx, _args, o) => {
         const manager = await ctx.manager();
-        let volumeId = o.volume;
-        // A volume's id or unique name; a value naming no volume is the id of a volume that may be
-        // gone (its backups outlive it). A name several volumes share is CONFLICT, as everywhere.
-        if (volumeId !== undefined) volumeId = await ctx.resolveVolume(volumeId).then((v) => v.id, (err: unknown) => (isNotFound(err) ? o.volume : Promise.reject(err)));
+        const volumeId = o.volume === undefined ? undefined : await ctx.listedVolumeId(o.volume);
         list(ctx, await manager.listBackups(volumeId === undefined ? {} : { volumeId }));
       }),
     );
