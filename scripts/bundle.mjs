@@ -79,6 +79,9 @@ function replace(file, bytes) {
   renameSync(temp, file);
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  await bundleProgram({ entry: join(root, 'packages/cli/dist/main.js'), outdir: join(root, 'packages/cli/bundle'), name: 'cairn' });
+/** The `cairn` program's bundle, which bin/cairn.js runs (this script's job, and the tests' set-up). */
+export function bundleCairn() {
+  return bundleProgram({ entry: join(root, 'packages/cli/dist/main.js'), outdir: join(root, 'packages/cli/bundle'), name: 'cairn' });
 }
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await bundleCairn();

@@ -21,10 +21,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const bundle = fileURLToPath(new URL('../bundle/cairn.js', import.meta.url));
+const bundleUrl = new URL('../bundle/cairn.js', import.meta.url);
+const bundle = fileURLToPath(bundleUrl);
 if (existsSync(bundle)) {
   warnIfStale(bundle);
-  await import(new URL('../bundle/cairn.js', import.meta.url).href);
+  await import(bundleUrl.href);
 } else {
   process.stderr.write(`error [INTERNAL]: the cairn program is not built (${bundle} is missing): run \`npm run build\`\n`);
   process.exitCode = 1;
