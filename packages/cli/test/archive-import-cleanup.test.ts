@@ -1,10 +1,9 @@
-import { join } from 'node:path';
 import { type BackupRecord } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { importArchive } from '../src/archive/importer.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { cairnJson, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage } from './helpers.js';
+import { archivedBackup, cairnJson, MiB, removeDir, tempDir } from './helpers.js';
 
 let failDispose = false;
 vi.mock('../src/archive/reader.js', async (original) => {
@@ -30,12 +29,7 @@ describe('an import whose staging cleanup fails after the record is available', 
   let backupId: string;
   beforeAll(async () => {
     cwd = await tempDir();
-    config = await writeDeploymentConfig(cwd);
-    await writeRawImage(join(cwd, 'a.raw'), 4 * MiB);
-    await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
-    backupId = (await cairnJson(['backup', 'create', 'a'], { cwd })).id;
-    archive = join(cwd, 'a.tar');
-    await cairnJson(['backup', 'export', backupId, '--archive', archive], { cwd });
+    ({ config, archive, backupId } = await archivedBackup(cwd, 4 * MiB));
     await cairnJson(['backup', 'delete', backupId], { cwd });
   });
   afterAll(() => removeDir(cwd));

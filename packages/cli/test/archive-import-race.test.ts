@@ -1,11 +1,10 @@
-import { join } from 'node:path';
 import { CairnError, isCairnError, type BackupJob, type BackupRecord, type BackupService, type BackupSource, type Catalog } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { importArchive } from '../src/archive/importer.js';
 import { readArchive } from '../src/archive/reader.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage } from './helpers.js';
+import { archivedBackup, cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir } from './helpers.js';
 
 // Counts the archive reads, to tell when an import was refused.
 vi.mock('../src/archive/reader.js', async (original) => {
@@ -25,12 +24,7 @@ describe('concurrent imports of one archive', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    config = await writeDeploymentConfig(cwd);
-    await writeRawImage(join(cwd, 'a.raw'), 16 * MiB);
-    await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
-    backupId = (await cairnJson(['backup', 'create', 'a'], { cwd })).id;
-    archive = join(cwd, 'a.tar');
-    await cairnJson(['backup', 'export', backupId, '--archive', archive], { cwd });
+    ({ config, archive, backupId } = await archivedBackup(cwd, 16 * MiB));
   });
   afterAll(() => removeDir(cwd));
 

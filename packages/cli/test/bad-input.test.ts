@@ -200,29 +200,30 @@ describe('cairn with files it may not read or write', () => {
     }
   });
 
-  it('volume export into a directory it may not write in is UNAVAILABLE (exit 6) before anything is read', async () => {
-    const locked = join(cwd, 'locked');
-    await mkdir(locked, { mode: 0o555 });
-    await chmod(locked, 0o555);
-    const v = await cairnUnprivileged(['volume', 'create', 'd', '--size', '1MiB', '--json'], cwd);
+  /** Exports a new volume (`volume`) into `<cwd>/<name>/out.raw`, that directory made with `mode`. */
+  async function exportIntoDirectory(name: string, mode: number, volume: string): Promise<{ r: CliResult; dir: string; file: string }> {
+    const dir = join(cwd, name);
+    await mkdir(dir);
+    await chmod(dir, mode);
+    const v = await cairnUnprivileged(['volume', 'create', volume, '--size', '1MiB', '--json'], cwd);
     expect(v.code).toBe(0);
-    const r = await cairnUnprivileged(['volume', 'export', JSON.parse(v.stdout).id, join(locked, 'out.raw'), '--json'], cwd);
+    const file = join(dir, 'out.raw');
+    return { r: await cairnUnprivileged(['volume', 'export', JSON.parse(v.stdout).id, file, '--json'], cwd), dir, file };
+  }
+
+  it('volume export into a directory it may not write in is UNAVAILABLE (exit 6) before anything is read', async () => {
+    const { r, dir, file } = await exportIntoDirectory('locked', 0o555, 'd');
     expect(r.code).toBe(6);
-    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(locked, 'out.raw') } });
-    expect(await readdir(locked)).toEqual([]);
+    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file } });
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('a directory it may write in but not read (a drop box) is UNAVAILABLE before anything is written', async () => {
-    const dropBox = join(cwd, 'drop-box');
-    await mkdir(dropBox);
-    await chmod(dropBox, 0o333);
-    const v = await cairnUnprivileged(['volume', 'create', 'd2', '--size', '1MiB', '--json'], cwd);
-    expect(v.code).toBe(0);
-    const r = await cairnUnprivileged(['volume', 'export', JSON.parse(v.stdout).id, join(dropBox, 'out.raw'), '--json'], cwd);
+    const { r, dir, file } = await exportIntoDirectory('drop-box', 0o333, 'd2');
     expect(r.code).toBe(6);
-    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(dropBox, 'out.raw') } });
-    await chmod(dropBox, 0o755);
-    expect(await readdir(dropBox)).toEqual([]);
+    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file } });
+    await chmod(dir, 0o755);
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('a volume created in a volumes directory it may not write in is UNAVAILABLE (exit 6), not INTERNAL', async () => {

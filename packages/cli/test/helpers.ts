@@ -122,3 +122,17 @@ export async function writeDeploymentConfig(cwd: string): Promise<string> {
   );
   return config;
 }
+
+/**
+ * The smallest deployment (writeDeploymentConfig) in `cwd`, with volume `a` imported from a raw
+ * image of `size` bytes, one full backup of it, and that backup exported as the archive `a.tar`.
+ */
+export async function archivedBackup(cwd: string, size: number): Promise<{ config: string; archive: string; backupId: string }> {
+  const config = await writeDeploymentConfig(cwd);
+  await writeRawImage(join(cwd, 'a.raw'), size);
+  await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
+  const backupId = (await cairnJson(['backup', 'create', 'a'], { cwd })).id as string;
+  const archive = join(cwd, 'a.tar');
+  await cairnJson(['backup', 'export', backupId, '--archive', archive], { cwd });
+  return { config, archive, backupId };
+}
