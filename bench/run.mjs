@@ -95,20 +95,21 @@ Object.assign(c4.out, cairn('check', 'full').out);
 const phases = cairn('restore-phases', 'full').out;
 mkdirSync(join(work, 'restic-restore'));
 const r4 = restic('restore', 'latest', '--target', join(work, 'restic-restore'));
-// restic's restore returns with its writes in the page cache; Cairn's returns once they are on
-// disk (fdatasync). The time to sync restic's, taken right after, puts the two on one footing.
-const syncStart = performance.now();
-execFileSync('sync');
-const resticSyncSeconds = (performance.now() - syncStart) / 1000;
+// restic's and borg's restores return with their writes in the page cache; Cairn's returns once
+// they are on disk (fdatasync). The time of a `sync` taken right after puts them on one footing.
+const syncSeconds = () => {
+  const t = performance.now();
+  execFileSync('sync');
+  return (performance.now() - t) / 1000;
+};
+const resticSyncSeconds = syncSeconds();
 const resticRestoredDisk = duDisk(join(work, 'restic-restore'));
 // borg extracts into its working directory; `--sparse` makes holes of zero runs, as Cairn does.
 let b4, borgSyncSeconds, borgRestoredDisk;
 if (withBorg) {
   mkdirSync(join(work, 'borg-restore'));
   b4 = borg(join(work, 'borg-restore'), 'extract', '--sparse', '::full');
-  const t = performance.now();
-  execFileSync('sync');
-  borgSyncSeconds = (performance.now() - t) / 1000;
+  borgSyncSeconds = syncSeconds();
   borgRestoredDisk = duDisk(join(work, 'borg-restore'));
 }
 rows.push(['restore (full)', c4, r4, c4.out.allocatedBytes, resticRestoredDisk, b4, borgRestoredDisk]);
