@@ -3,6 +3,7 @@ import { ClientConnection, type NbdAddress } from './connection.js';
 import { listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
 import { NBD_DRIVER, connectionLost, protocolError } from './error-map.js';
 import { InFlightWindow } from './in-flight-window.js';
+import { PerRequestBound, type HeldRequest } from './per-request-bound.js';
 import { BASE_ALLOCATION, CMD, CMD_FLAG, TF } from './protocol.js';
 import { encodeRequest, splitRange } from './request-frames.js';
 import { ReplyParser, type NbdExtent, type PendingReply } from './reply-parser.js';
@@ -34,17 +35,21 @@ export type NbdConnectOptions = NbdAddress & {
    *   request still in flight. A transfer that keeps moving is never cut, however long a request
    *   takes in all: a large read on a slow link, or requests queued at the server behind others
    *   being answered.
-   * - Per request: a request must be answered before the server completes the reply to any
-   *   request sent this many ms or more after the latest of: its own sending; the moment every
-   *   request sent before it had been answered (from then on nothing of this client's is queued
-   *   ahead of it at the server); and the arrival of the latest chunk of its own (structured)
-   *   reply. So a request the server holds back while answering newer ones fails when the first
-   *   reply to such a newer request is complete, or by the progress bound if none is sent. What
-   *   counts is how long the server had the request without sending more of its reply before
-   *   taking in an overtaking one, not how long it waited or how long its reply takes: replies out
-   *   of order, a request waiting behind earlier requests or behind large replies to other
-   *   requests, and a reply sent in chunks less than this many ms apart with replies to newer
-   *   requests between them, never trip it.
+   * - Per request, for every request in flight (not only the oldest): its clock starts at the
+   *   latest of its own sending; the moment every request sent before it had been answered or had
+   *   a chunk of its reply arrive (until then it may be queued behind them at the server); and the
+   *   arrival of the latest chunk of its own (structured) reply. It must be answered, or get a
+   *   further chunk, before a reply chunk (a simple reply, or any chunk of a structured one)
+   *   arrives for a request sent this many ms or more after its clock started. So a request the
+   *   server holds back while answering newer ones fails at the first chunk of a reply to such a
+   *   newer request, whether or not older requests' replies are still arriving. What counts is how
+   *   long the server had the request, with nothing of this client's ahead of it that had not
+   *   begun its reply, without sending more of its reply before it answered a request sent later:
+   *   replies out of order, a request waiting for earlier ones to be answered or to begin their
+   *   replies, large replies to other requests, and a reply sent in chunks less than this many ms
+   *   apart with replies to newer requests between them, never trip it. As long as the server
+   *   sends chunks only of replies to requests sent less than this many ms after a request's clock
+   *   started, only the progress bound applies to that request.
    * - A WRITE is answered only once its whole payload arrived, so one payload (at most
    *   `maxPayload`) must reach the server within this time.
    * Both bounds run on a monotonic clock: a step of the wall clock neither trips nor delays them.
@@ -64,17 +69,9 @@ export type NbdConnectOptions = NbdAddress & {
 /** Where `listExports` / `listMetaContexts` connect, with the deadline of `NbdConnectOptions.connectTimeoutMs`. */
 export type NbdListAddress = NbdAddress & { connectTimeoutMs?: number };
 
-interface Pending extends PendingReply {
+interface Pending extends PendingReply, HeldRequest {
   resolve: () => void;
   reject: (err: unknown) => void;
-  /** `now()` when the request was written. */
-  sentAt: number;
-  /**
-   * `now()` from which its per-request bound runs (see `requestTimeoutMs`): the latest of its
-   * sending, the moment every request sent before it had been answered, and the arrival of the
-   * latest chunk of its reply.
-   */
-  heldSince: number;
 }
 
 /** Milliseconds on a monotonic clock, for every deadline of the client (the wall clock may step). */
@@ -89,8 +86,9 @@ const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
  * may be called concurrently. Errors are CairnErrors: NBD error replies map per `nbdErrorCode`,
  * a lost connection fails every request in flight (and every later one) with `UNAVAILABLE`, a
  * protocol violation by the server with `CORRUPT`, a server silent for `requestTimeoutMs` while
- * requests are in flight, or holding one request back that long while answering newer ones, with
- * `UNAVAILABLE` (closing the connection). Calls after `disconnect()` fail with `INVALID_INPUT`.
+ * requests are in flight, or holding any request back that long while answering newer ones (see
+ * `requestTimeoutMs`), with `UNAVAILABLE` (closing the connection). Calls after `disconnect()`
+ * fail with `INVALID_INPUT`.
  */
 export class NbdClient {
   readonly size: number;
@@ -105,6 +103,8 @@ export class NbdClient {
   private readonly window: InFlightWindow;
   /** Requests on the wire by cookie; Map order is send order, so the first entry is the oldest. */
   private readonly pending = new Map<number, Pending>();
+  /** The per-request bound of `requestTimeoutMs` over `pending`. */
+  private readonly held = new PerRequestBound<Pending>();
   private readonly requestTimeoutMs: number;
   private readonly disconnectTimeoutMs: number;
   /** Armed while requests are pending: checks for `requestTimeoutMs` without progress. */
@@ -381,10 +381,12 @@ export class NbdClient {
           reject,
           sentAt: at,
           heldSince: at,
+          replying: false,
         };
         if (extra.target) p.target = extra.target;
         if (extra.contextId !== undefined) p.contextId = extra.contextId;
         this.pending.set(cookie, p);
+        this.held.sent(p);
         this.watch();
         const head = encodeRequest(cmd, flags, cookie, offset, length);
         const socket = this.conn.socket;
@@ -404,20 +406,21 @@ export class NbdClient {
 
   private settle(cookie: number): void {
     const p = this.pending.get(cookie)!;
-    const oldest = this.pending.values().next().value!;
     this.pending.delete(cookie);
-    if (p === oldest) {
-      const next = this.pending.values().next().value;
-      if (next) next.heldSince = now();
-    }
+    this.held.answered(p, now());
     this.complete(p);
-    if (p !== oldest) this.checkOvertaken(oldest, p);
+    this.checkHeld(p);
   }
 
-  /** A chunk of the reply to `cookie` arrived, not the last: the request is not held back. */
+  /**
+   * A chunk of the reply to `cookie` arrived, not the last: that request is not held back, and it
+   * may have overtaken others.
+   */
   private progressed(cookie: number): void {
     const p = this.pending.get(cookie);
-    if (p) p.heldSince = now();
+    if (!p) return;
+    this.held.chunk(p, now());
+    this.checkHeld(p);
   }
 
   private complete(p: Pending): void {
@@ -429,15 +432,20 @@ export class NbdClient {
   }
 
   /**
-   * The per-request bound of `requestTimeoutMs`: `answered` overtook `oldest`; when it was sent
-   * `requestTimeoutMs` or more after `oldest.heldSince`, the connection fails.
+   * The per-request bound of `requestTimeoutMs`: a chunk of the reply to `answering` (the last, or
+   * another) has arrived; when it was sent `requestTimeoutMs` or more after the `heldSince` of a
+   * request whose clock runs, the connection fails. Only the longest-held request needs checking:
+   * its `heldSince` is the earliest. O(1).
    */
-  private checkOvertaken(oldest: Pending, answered: Pending): void {
-    const late = answered.sentAt - oldest.heldSince;
-    if (this.requestTimeoutMs <= 0 || late < this.requestTimeoutMs) return;
+  private checkHeld(answering: Pending): void {
+    if (this.requestTimeoutMs <= 0) return;
+    const longest = this.held.longestHeld();
+    if (!longest) return;
+    const late = answering.sentAt - longest.heldSince;
+    if (late < this.requestTimeoutMs) return;
     this.conn.abort(
       connectionLost(
-        `no reply to a ${oldest.what}, though the server answered a request sent ${Math.round(late)} ms after it last advanced (was sent, became the oldest in flight, or got a chunk of its reply; requestTimeoutMs ${this.requestTimeoutMs})`,
+        `no reply to a ${longest.what}, though the server sent a reply chunk to a request sent ${Math.round(late)} ms after its clock last started (it was sent, every request before it was answered or began its reply, or it got a chunk of its reply; requestTimeoutMs ${this.requestTimeoutMs})`,
         this.driver,
       ),
     );
@@ -474,6 +482,7 @@ export class NbdClient {
     this.window.fail(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    this.held.clear();
   }
 
   private noPayloadLimit(): number {

@@ -1,0 +1,179 @@
+// NbdClient's per-request bound (requestTimeoutMs) against scripted servers that hold one request
+// back while they go on answering others: every request in flight is bounded, not only the oldest.
+import net from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdClient } from '../src/index.js';
+import { outcome, sleep } from './helpers/outcome.js';
+import { tempDir } from './helpers/peers.js';
+import { chunk, fakeServer, offsetData } from './helpers/raw-nbd.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const DONE = 1;
+const OFFSET_DATA = 1;
+const TIMEOUT = 300;
+
+let dir: { path: string; remove: () => Promise<void> };
+let n = 0;
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+
+beforeAll(async () => {
+  dir = await tempDir('nbd-rb-');
+});
+afterAll(async () => {
+  for (const s of sockets) s.destroy();
+  for (const s of servers) s.close();
+  await dir?.remove();
+});
+
+/** A structured fake server of 8 MiB calling `answer` for every request it reads; resolves with its socket path. */
+async function serve(answer: (req: Buffer, s: net.Socket) => void): Promise<string> {
+  const server = fakeServer(
+    8 * MiB,
+    async (s, raw) => {
+      sockets.push(s);
+      for (;;) answer(await raw.read(28), s);
+    },
+    { structuredContextId: 7 },
+  );
+  servers.push(server);
+  const path = join(dir.path, `b${++n}.sock`);
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return path;
+}
+
+const offsetOf = (req: Buffer): number => Number(req.readBigUInt64BE(16));
+const lengthOf = (req: Buffer): number => req.readUInt32BE(24);
+
+/** The whole reply to a read, in one chunk, filled with `fill`. */
+function wholeReply(req: Buffer, fill: number): Buffer {
+  return chunk(req, DONE, OFFSET_DATA, offsetData(offsetOf(req), Buffer.alloc(lengthOf(req), fill)));
+}
+
+/** Sends the reply to a read as OFFSET_DATA chunks of 4 KiB, one every `everyMs`, the last with DONE; stops when the socket is gone. */
+async function trickleRead(s: net.Socket, req: Buffer, everyMs: number): Promise<void> {
+  const offset = offsetOf(req);
+  const length = lengthOf(req);
+  for (let at = 0; at < length; at += 4 * KiB) {
+    if (s.destroyed) return;
+    const last = at + 4 * KiB >= length;
+    s.write(chunk(req, last ? DONE : 0, OFFSET_DATA, offsetData(offset + at, Buffer.alloc(Math.min(4 * KiB, length - at), 0x5a))));
+    await sleep(everyMs);
+  }
+}
+
+/** `p`, with its rejection marked handled (the test inspects it with `outcome`, or not at all when an assertion fails first). */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+/** Reads 4 KiB at `offset` every 40 ms until `busy()` is false; resolves with how many succeeded (stops at the first failure). */
+async function traffic(c: NbdClient, offset: number, busy: () => boolean): Promise<number> {
+  let done = 0;
+  try {
+    while (busy()) {
+      await c.read(offset, 4096);
+      done++;
+      await sleep(40);
+    }
+  } catch {
+    // the connection was closed under it
+  }
+  return done;
+}
+
+describe('NbdClient per-request bound (requestTimeoutMs)', () => {
+  it('read() of a request held back while an older read is answered chunk by chunk and newer reads are answered fails with UNAVAILABLE, counted from the first chunk of the older reply', async () => {
+    // The read at 0 (1 MiB) comes as 256 chunks, one every 50 ms (~13 s); the read at 1 MiB is
+    // never answered; every other read is answered at once. Bytes never stop, and the oldest
+    // request keeps advancing, so only the request behind it shows the server holding it back.
+    const path = await serve((req, s) => {
+      const offset = offsetOf(req);
+      if (offset === 0) void trickleRead(s, req, 50);
+      else if (offset !== MiB) s.write(wholeReply(req, 0x11));
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const started = performance.now();
+    const older = quiet(c.read(0, MiB));
+    const held = quiet(c.read(MiB, 4096));
+    let busy = true;
+    const answered = traffic(c, 2 * MiB, () => busy);
+    const result = await outcome(held, 2000);
+    const ms = performance.now() - started;
+    busy = false;
+    expect(result).toBe('UNAVAILABLE');
+    expect(ms).toBeGreaterThanOrEqual(TIMEOUT - 10);
+    expect(ms).toBeLessThan(2000);
+    expect(await answered).toBeGreaterThan(3); // newer reads were answered while it was held
+    expect(await outcome(older, 100)).toBe('UNAVAILABLE'); // the connection is closed
+    await expect(c.read(2 * MiB, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('read() of a request held back while the server sends chunks of the reply to a newer read, completing none, fails with UNAVAILABLE at the first such chunk', async () => {
+    // The read at 0 is never answered. The reads at 1 MiB (sent with it) and at 4 MiB (sent
+    // 350 ms later) are answered as 256 chunks, one every 50 ms: bytes never stop, and no reply
+    // completes for ~13 s.
+    const path = await serve((req, s) => {
+      if (offsetOf(req) !== 0) void trickleRead(s, req, 50);
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const started = performance.now();
+    const held = quiet(c.read(0, 4096));
+    const early = quiet(c.read(MiB, MiB));
+    await sleep(TIMEOUT + 50);
+    expect(await outcome(held, 0)).toBe('pending'); // the early read's chunks do not count against it
+    const late = quiet(c.read(4 * MiB, MiB));
+    const result = await outcome(held, 2000);
+    const ms = performance.now() - started;
+    expect(result).toBe('UNAVAILABLE');
+    expect(ms).toBeLessThan(2000);
+    expect(await outcome(early, 100)).toBe('UNAVAILABLE');
+    expect(await outcome(late, 100)).toBe('UNAVAILABLE');
+  });
+
+  it('read() of a request the server serialises behind an older one resolves while newer reads are answered, though it waits longer than requestTimeoutMs in all', async () => {
+    // Reads at offset 0 go through one queue, 200 ms each (no chunks before the reply); every
+    // other read is answered at once. The second read at 0 waits ~400 ms, each within 200 ms
+    // of the one before it being answered.
+    let queue = Promise.resolve();
+    const path = await serve((req, s) => {
+      if (offsetOf(req) !== 0) return void s.write(wholeReply(req, 0x22));
+      queue = queue.then(async () => {
+        await sleep(200);
+        if (!s.destroyed) s.write(wholeReply(req, 0x33));
+      });
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const started = performance.now();
+    const first = c.read(0, 4096);
+    const second = c.read(0, 4096);
+    let busy = true;
+    const answered = traffic(c, MiB, () => busy);
+    expect((await first).equals(Buffer.alloc(4096, 0x33))).toBe(true);
+    expect((await second).equals(Buffer.alloc(4096, 0x33))).toBe(true);
+    expect(performance.now() - started).toBeGreaterThan(TIMEOUT + 50);
+    busy = false;
+    expect(await answered).toBeGreaterThan(5);
+    await c.disconnect();
+  });
+
+  it('read() of requests queued behind an older read whose chunks keep arriving resolve, though the older reply takes several requestTimeoutMs', async () => {
+    // An in-order server: the 512 KiB read at 0 comes as 128 chunks, one every 10 ms (~1.3 s);
+    // the reads sent after it are answered after it, at once.
+    let queue = Promise.resolve();
+    const path = await serve((req, s) => {
+      queue = queue.then(() => (offsetOf(req) === 0 ? trickleRead(s, req, 10) : void s.write(wholeReply(req, 0x44))));
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const started = performance.now();
+    const older = c.read(0, 512 * KiB);
+    const behind = Array.from({ length: 4 }, (_, i) => c.read(MiB + i * 4096, 4096));
+    expect(await outcome(older, 5000)).toBe('fulfilled');
+    for (const r of await Promise.all(behind)) expect(r.equals(Buffer.alloc(4096, 0x44))).toBe(true);
+    expect(performance.now() - started).toBeGreaterThan(3 * TIMEOUT);
+    await c.disconnect();
+  });
+});
