@@ -131,8 +131,12 @@ export interface BackupService {
   /** Serializes a record so another deployment reaching the same storage can import it. */
   exportRecord(backup: BackupRecord): Promise<string>;
   /**
-   * Parses an exported record and checks the data is reachable. `INVALID_INPUT` for a malformed
-   * or foreign record, `NOT_FOUND` when the data is gone. Returns the record with status `available`.
+   * Parses an exported record and checks the data is reachable. The stored data is authoritative:
+   * the returned record's volumeId, size, parentId, incremental and createdAt (and whatever else
+   * the service keeps of the backup) are the stored backup's, and a document that disagrees with
+   * them on any of the five is refused with `INVALID_INPUT` (`details.backupId`, `details.field`),
+   * as a stale or altered document. `INVALID_INPUT` also for a malformed or foreign record,
+   * `NOT_FOUND` when the data is gone. Returns the record with status `available` and no `owner`.
    */
   importRecord(exported: string): Promise<BackupRecord>;
   /** Releases connections and workers. Idempotent. */

@@ -4,7 +4,11 @@ import type { ProcessOwner } from '../util/process-owner.js';
  * Records the BackupManager keeps in a Catalog. States follow OpenStack Cinder.
  */
 
-/** creating → available | error; available → deleting → (gone) | error_deleting; available ⇄ restoring. */
+/**
+ * creating → available | error; available | error → deleting → (gone) | error_deleting;
+ * error_deleting → deleting (a retried delete); available ⇄ restoring. A record `deleting` is not
+ * deleted again: its delete runs, or recovery resumes it.
+ */
 export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
 
 /** Flow states the manager lays over a volume's driver status while it works on it. */

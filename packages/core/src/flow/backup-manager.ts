@@ -515,12 +515,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Deletes a backup (Cinder semantics). `CONFLICT` when it is in a flow (`creating`, being
-   * restored, the parent of a backup being created) or, on a target with dependent chains, when
-   * others depend on it and `cascade` is not set; `NOT_SUPPORTED` for `cascade` on a target
-   * without cascade delete. Deletes dependents first, newest first. Checks and the move to
-   * `deleting` are atomic with respect to this manager's restores and backups of the backup.
-   * Idempotent for an id already gone? No: `NOT_FOUND`.
+   * Deletes a backup (Cinder semantics). `CONFLICT` (nothing changed; `details.backupId`,
+   * `details.status`) when it is in a flow: `creating`, being restored, the parent of a backup
+   * being created, or `deleting` — a delete in progress, whoever owns it: one whose process is
+   * gone is resumed by `recover()` (which the CLI and API run), one whose owner cannot be judged
+   * from here is `resetState` to `error` first. An `error_deleting` backup is deleted again (a
+   * retry). On a target with dependent chains, `CONFLICT` when others depend on it and `cascade`
+   * is not set; `NOT_SUPPORTED` for `cascade` on a target without cascade delete. Deletes
+   * dependents first, newest first. Checks and the move to `deleting` are atomic with respect to
+   * this manager's restores, backups and deletes of the backup, so of two deletes of one backup
+   * at once one runs and the other is refused. Not idempotent: an id already gone is `NOT_FOUND`.
    */
   async deleteBackup(backupId: string, options: { cascade?: boolean } = {}): Promise<void> {
     // Held (live-records) from before the move to `deleting` until the delete's last write.
@@ -535,8 +539,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   private async deleteHeld(backupId: string, options: { cascade?: boolean }): Promise<void> {
     const [backup, service] = await this.claims.exclusive(backupId, async () => {
       const backup = await this.catalog.getBackup(backupId);
-      if (backup.status === 'creating' || backup.status === 'restoring' || this.claims.count(backup.id, 'restore') > 0) {
-        throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status === 'available' ? 'restoring' : backup.status}`);
+      const restored = this.claims.count(backup.id, 'restore') > 0;
+      if (IN_FLOW.has(backup.status) || restored) {
+        const status = restored && backup.status === 'available' ? 'restoring' : backup.status;
+        const why = status === 'deleting' ? ': a delete is in progress (recovery resumes one whose process is gone)' : '';
+        throw new CairnError('CONFLICT', `backup ${backup.id} is ${status}${why}`, { details: { backupId: backup.id, status } });
       }
       if (this.claims.count(backup.id, 'parent') > 0) {
         throw new CairnError('CONFLICT', `backup ${backup.id} is the parent of an incremental backup being created`);
@@ -707,8 +714,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Reads and checks every chunk of one backup, or of every backup in every target (their reports
-   * merged). `NOT_FOUND` for an unknown backup. `options.signal` stops it (CANCELLED);
-   * `options.progress` gets the logical bytes checked and to check, summed over the targets.
+   * merged). `NOT_FOUND` for an unknown backup. One backup is checked only when its record says
+   * its data is complete, `available` or `restoring`; any other status is refused with `CONFLICT`
+   * before anything is read (`details.backupId`, `details.status`): `creating` and `deleting`
+   * (data being written or removed), `error` and `error_deleting` (data missing or partial).
+   * `resetState(id, 'available')` is what checks an `error` backup's data. `options.signal` stops
+   * it (CANCELLED); `options.progress` gets the logical bytes checked and to check, summed over
+   * the targets.
    */
   async verify(backupId?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
     if (backupId === undefined) {
@@ -727,6 +739,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
     }
     const backup = await this.catalog.getBackup(backupId);
+    if (!VERIFIABLE.has(backup.status)) {
+      const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
+      throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
+    }
     return this.target(backup.service).verify(backup, options);
   }
 
@@ -737,7 +753,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return { service: backup.service, record: await this.target(backup.service).exportRecord(backup) };
   }
 
-  /** Cinder's import_record. `ALREADY_EXISTS` when the id is already known here (checked atomically). */
+  /**
+   * Cinder's import_record. The target's stored data describes the backup (BackupService.importRecord):
+   * a document that disagrees with it is refused with `INVALID_INPUT`, nothing recorded.
+   * `ALREADY_EXISTS` when the id is already known here (checked atomically).
+   */
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
     const record = await this.target(service).importRecord(exported);
     const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
@@ -845,6 +865,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 }
+
+/** Statuses of a record whose data is complete, so `verify(backupId)` checks it. */
+const VERIFIABLE: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);
 
 /** Whether the record's owner is another process of this host and pid namespace that runs (its job may). */
 function runsHere(record: BackupRecord): boolean {

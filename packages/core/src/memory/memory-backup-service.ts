@@ -20,6 +20,8 @@ interface StoredBackup {
   volumeId: string;
   size: number;
   parentId?: string;
+  /** The record's creation time, which importRecord checks a document against. */
+  createdAt: string;
   /** Blocks this backup itself holds: data, or null for a block that became zero. */
   blocks: Map<number, Buffer | null>;
   /** SHA-256 of every block of the volume as of this backup ('' for zero). */
@@ -101,6 +103,7 @@ export class MemoryBackupService implements BackupService {
       volumeId: job.volume.id,
       size: device.size,
       parentId: parent?.id,
+      createdAt: job.backup.createdAt,
       blocks,
       hashes,
       stored,
@@ -184,6 +187,13 @@ export class MemoryBackupService implements BackupService {
     return Buffer.from(JSON.stringify({ format: 'cairn-record/1', service: this.name, record: backup })).toString('base64');
   }
 
+  /**
+   * The stored backup is authoritative for what it holds: the record's volumeId, size, parentId,
+   * incremental and createdAt are the stored ones, and a document that disagrees on any of them
+   * is refused with `INVALID_INPUT` (`details.backupId`, `details.field`), as ChunkedBackupService
+   * refuses one that disagrees with its manifest. The other fields, which this service does not
+   * keep, are the document's; the writer's `owner` and a `failReason` are dropped.
+   */
   async importRecord(exported: string): Promise<BackupRecord> {
     let parsed: { format?: string; service?: string; record?: BackupRecord };
     try {
@@ -195,8 +205,15 @@ export class MemoryBackupService implements BackupService {
       throw this.err('INVALID_INPUT', 'exported record has an unknown format');
     }
     if (parsed.service !== this.name) throw this.err('INVALID_INPUT', `record belongs to service ${String(parsed.service)}`);
-    this.stored(parsed.record.id);
-    return { ...parsed.record, status: 'available' };
+    const b = this.stored(parsed.record.id);
+    const held = { volumeId: b.volumeId, size: b.size, parentId: b.parentId, incremental: b.parentId !== undefined, createdAt: b.createdAt };
+    const given = parsed.record as unknown as Record<string, unknown>;
+    for (const [field, value] of Object.entries(held)) {
+      if ((given[field] ?? undefined) !== value) {
+        throw new CairnError('INVALID_INPUT', `exported record of backup ${b.id} disagrees with the stored backup on ${field}`, { driver: this.name, details: { backupId: b.id, field } });
+      }
+    }
+    return { ...parsed.record, ...held, service: this.name, owner: undefined, failReason: undefined, status: 'available' };
   }
 
   /** Test hook: flips one stored byte of `backupId`, as disk rot would. */

@@ -15,6 +15,7 @@ import type { ObjectStore } from '../contracts/object-store.js';
 import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { byCreation } from '../memory/memory-catalog.js';
+import { nowIso } from '../util/clock.js';
 import { writeBackup, type WriteOptions } from './backup-writer.js';
 import { Keys, type Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
@@ -182,20 +183,66 @@ export class ChunkedBackupService implements BackupService {
     });
   }
 
+  /**
+   * Cinder's import_record, with the repository's manifest authoritative: the document names a
+   * backup of this repository, and the manifest says what that backup is. The record's data
+   * fields (volumeId, volumeName, size, parentId, incremental, createdAt, volumeMetadata, stats,
+   * serviceData) are the manifest's. The document supplies only labels, which describe no data
+   * (name and description; the manifest's when it has none), and what a manifest does not hold
+   * (checkpointId, the volume driver's). The writer's process (`owner`), which means nothing in
+   * another deployment, and any other field are dropped.
+   *
+   * `INVALID_INPUT` for a malformed document, one of another repository, a name, description or
+   * checkpointId that is not a string, and a document that disagrees with the manifest on
+   * volumeId, size, parentId, incremental or createdAt (`details.backupId`, `details.field`): a
+   * stale or altered document. That is the caller's bad input rather than `CORRUPT`, which says
+   * stored data failed its checks: the manifest has passed them (readManifest) and is what
+   * restore uses. `NOT_FOUND` when the manifest is gone; `CORRUPT` when it is damaged.
+   */
   async importRecord(exported: string): Promise<BackupRecord> {
     return this.tag(async () => {
-      let doc: { format?: string; repository?: string; record?: BackupRecord };
+      let doc: { format?: string; repository?: string; record?: Record<string, unknown> };
       try {
         doc = JSON.parse(Buffer.from(String(exported), 'base64').toString('utf8'));
       } catch (cause) {
         throw new CairnError('INVALID_INPUT', 'exported record is not valid', { cause });
       }
-      if (doc?.format !== RECORD_FORMAT || typeof doc.record?.id !== 'string') throw new CairnError('INVALID_INPUT', 'exported record has an unknown format');
+      const given = doc?.record;
+      if (doc?.format !== RECORD_FORMAT || typeof given !== 'object' || given === null || typeof given.id !== 'string') throw new CairnError('INVALID_INPUT', 'exported record has an unknown format');
       if (doc.repository !== this.repository.config.id) throw new CairnError('INVALID_INPUT', `record belongs to repository ${String(doc.repository)}, not ${this.repository.config.id}`);
-      await this.repository.readManifest(doc.record.id);
-      // The writer's process (`owner`) means nothing in another deployment, and records written
-      // before exports dropped it may still carry it.
-      return { ...doc.record, owner: undefined, service: this.name, status: 'available' };
+      const m = await this.repository.readManifest(given.id);
+      const id = m.backupId;
+      const incremental = m.record.incremental ?? m.parentId !== undefined;
+      const stored: Record<string, unknown> = { volumeId: m.volumeId, size: m.size, parentId: m.parentId, incremental, createdAt: m.createdAt };
+      for (const [field, value] of Object.entries(stored)) {
+        if ((given[field] ?? undefined) !== (value ?? undefined)) {
+          throw new CairnError('INVALID_INPUT', `exported record of backup ${id} disagrees with its manifest on ${field}: the repository holds ${JSON.stringify(value) ?? 'none'}`, { details: { backupId: id, field } });
+        }
+      }
+      const text = (field: string): string | undefined => {
+        const value = given[field];
+        if (value === undefined || value === null || typeof value === 'string') return value ?? undefined;
+        throw new CairnError('INVALID_INPUT', `exported record of backup ${id} has a ${field} that is not a string`, { details: { backupId: id, field } });
+      };
+      return {
+        id,
+        name: text('name') ?? m.record.name ?? '',
+        description: text('description') ?? m.record.description ?? '',
+        volumeId: m.volumeId,
+        volumeName: m.volumeName,
+        size: m.size,
+        status: 'available',
+        service: this.name,
+        parentId: m.parentId,
+        incremental,
+        checkpointId: text('checkpointId'),
+        volumeMetadata: { ...m.volumeMetadata },
+        // What backup() returned for it (backup-writer.ts).
+        serviceData: { repository: this.repository.config.id, manifest: Keys.manifest(id) },
+        stats: m.stats,
+        createdAt: m.createdAt,
+        updatedAt: nowIso(),
+      };
     });
   }
 

@@ -1,0 +1,115 @@
+/**
+ * `cairn serve` and a backup's record status: a delete already in progress is refused, and a
+ * backup whose record says it has no complete data is not verified.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+
+interface Server {
+  child: ReturnType<typeof cairnSpawn>['child'];
+  exit: Promise<CliResult>;
+  /** Sends a request, `body` as JSON; resolves with the status and the parsed answer. */
+  call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }>;
+}
+
+/** Starts `cairn serve --listen 127.0.0.1:0 --json` in `cwd` and waits for its address line. */
+async function serve(cwd: string): Promise<Server> {
+  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd });
+  const url = await new Promise<string>((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).listening);
+    });
+    void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
+  });
+  const call: Server['call'] = async (method, path, body) => {
+    const res = await fetch(`${url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
+  };
+  return { child, exit, call };
+}
+
+describe('cairn serve: what a backup record status allows', () => {
+  let cwd: string;
+  let server: Server;
+  let volumeId: string;
+
+  /** Polls a job until it has ended and returns its view. */
+  async function settle(jobId: string): Promise<any> {
+    for (let i = 0; i < 30; i++) {
+      const r = await server.call('GET', `/v1/jobs/${jobId}?wait=2`);
+      expect(r.status).toBe(200);
+      if (r.json.state !== 'running') return r.json;
+    }
+    throw new Error(`job ${jobId} did not end`);
+  }
+
+  /** A full backup of the volume, through the API; resolves with its record. */
+  async function backup(): Promise<any> {
+    const started = await server.call('POST', '/v1/backups', { volumeId });
+    expect(started.status).toBe(202);
+    const job = await settle(started.json.id);
+    expect(job.state).toBe('succeeded');
+    return job.result;
+  }
+
+  beforeAll(async () => {
+    cwd = await tempDir();
+    await writeRawImage(join(cwd, 'v.raw'), 4 * MiB);
+    volumeId = (await cairnJson(['volume', 'import', join(cwd, 'v.raw'), '--name', 'v'], { cwd })).volume.id;
+    server = await serve(cwd);
+  });
+  afterAll(async () => {
+    if (server?.child.exitCode === null) {
+      server.child.kill('SIGTERM');
+      await server.exit;
+    }
+    await removeDir(cwd);
+  });
+
+  it('two DELETE /v1/backups/:id at once: one answers 200, the other 409 CONFLICT (status deleting), never two deletes', async () => {
+    // Each pair is sent at once; the second request finds the record `deleting` unless the first
+    // has ended before it reads the record (then 404). Up to five backups, until a 409 is seen.
+    const answers: number[][] = [];
+    let conflict: any;
+    for (let attempt = 0; attempt < 5 && !conflict; attempt++) {
+      const b = await backup();
+      const pair = await Promise.all([0, 1].map(() => server.call('DELETE', `/v1/backups/${b.id}`)));
+      answers.push(pair.map((r) => r.status).sort());
+      expect(pair.filter((r) => r.status === 200).map((r) => r.json)).toEqual([{ deleted: b.id }]);
+      conflict ??= pair.find((r) => r.status === 409)?.json;
+      if (conflict) expect(conflict).toEqual({ error: { code: 'CONFLICT', message: expect.stringContaining('deleting'), details: { backupId: b.id, status: 'deleting' } } });
+      expect(await server.call('GET', `/v1/backups/${b.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
+    }
+    for (const statuses of answers) expect([[200, 404], [200, 409]]).toContainEqual(statuses);
+    expect(conflict, `answers: ${JSON.stringify(answers)}`).toBeDefined();
+  });
+
+  it('POST /v1/backups/:id/verify of a failed backup (error, no data) ends failed with CONFLICT naming the status; `backup verify` exits 4', async () => {
+    // 4 MiB at 64 KiB/s: still copying when it is cancelled, so it ends `error` with no data.
+    const started = await server.call('POST', '/v1/backups', { volumeId, readRate: 64 * 1024 });
+    expect(started.status).toBe(202);
+    expect((await server.call('DELETE', `/v1/jobs/${started.json.id}`)).status).toBe(202);
+    expect(await settle(started.json.id)).toMatchObject({ state: 'cancelled' });
+    const failedId = started.json.backupId;
+    expect((await server.call('GET', `/v1/backups/${failedId}`)).json).toMatchObject({ status: 'error' });
+
+    const verify = await server.call('POST', `/v1/backups/${failedId}/verify`);
+    expect(verify.status).toBe(202);
+    const job = await settle(verify.json.id);
+    expect(job).toMatchObject({ kind: 'verify', state: 'failed', backupId: failedId, error: { code: 'CONFLICT', details: { backupId: failedId, status: 'error' } } });
+    expect(job.result).toBeUndefined();
+
+    const cli = await cairn(['backup', 'verify', failedId, '--json'], { cwd });
+    expect(cli.code).toBe(4);
+    expect(jsonError(cli)).toMatchObject({ code: 'CONFLICT', details: { backupId: failedId, status: 'error' } });
+
+    // An available backup verifies as before.
+    const b = await backup();
+    const ok = await server.call('POST', `/v1/backups/${b.id}/verify`);
+    expect(await settle(ok.json.id)).toMatchObject({ state: 'succeeded', result: { checked: [b.id], problems: [] } });
+  });
+});
