@@ -9,6 +9,7 @@ import { join } from 'node:path';
  *   snapshots/<id>.qcow2  a sparse copy of the volume image with its bitmaps (`qemu-img convert --bitmaps`)
  *   views/<instance>/     one driver instance's views (see views-dir.ts), with owner.json naming its process
  *   views/<instance>/<id>.qcow2  temporary fleecing overlay of a point-in-time view; removed with the view
+ *   views/<id>.qcow2      an overlay of the older flat layout: removed by a daemon start once stale and unheld (views-dir.ts)
  */
 export type RecordKind = 'volume' | 'snapshot';
 

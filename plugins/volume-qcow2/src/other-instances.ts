@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { CairnError, nowIso } from '@cairn/core';
+import { nowIso, type CairnError } from '@cairn/core';
 import type { QemuImg } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import type { VolumeRecord, WriterMark } from './records.js';
@@ -72,17 +72,6 @@ export class OtherInstances {
     if (!r.writer || r.writer.instance === this.instance) return false;
     if (await this.runtime.isOpen(r.id)) return false;
     return this.heldElsewhere(r.id).catch(() => true);
-  }
-
-  /**
-   * `BUSY` when another daemon has the volume's image open, whatever for (an attachment of any
-   * mode, a view, checkpoint work). Callers made sure this instance's daemon does not. Other
-   * qemu-img failures are thrown (`CORRUPT`, `INTERNAL`, `UNAVAILABLE`): they tell nothing of a lock.
-   */
-  async assertNotHeldElsewhere(volumeId: string): Promise<void> {
-    if (await this.heldElsewhere(volumeId)) {
-      throw new CairnError('BUSY', `volume ${volumeId} is in use by another process or driver instance`, { driver: this.driver });
-    }
   }
 
   /**

@@ -26,6 +26,7 @@ import { QemuImg } from './qemu-img.js';
 import { RecordStore } from './record-store.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { Runtime } from './runtime.js';
+import { growImage } from './volume-extend.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
@@ -87,6 +88,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       runtimeDir: options.runtimeDir ?? tmpdir(),
       commandTimeoutMs: timeout ?? DEFAULT_COMMAND_TIMEOUT_MS,
       store: this.store,
+      qemuImg: this.qemuImg,
       onSessionLost: (s) => this.sessionLost(s),
     });
     this.others = new OtherInstances(this.name, this.store, this.qemuImg, this.runtime);
@@ -190,13 +192,17 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Grows the image with `qemu-img resize` (the tail reads as zeros). qemu cannot mark the new
-   * tail dirty, so every checkpoint of the volume becomes inconsistent (the next backup is full).
-   * `INVALID_INPUT` when shrinking; `BUSY` while attached, while a view of it exists, or while
-   * another process (or driver instance) has its image open — also for the current size, which
-   * then changes nothing. The check against other processes is a probe, not a lock: a process that
-   * opens the image right after it makes `qemu-img` fail with `BUSY` (it takes the lock itself),
-   * but the checkpoints may already be marked inconsistent (a full backup next, never a wrong one).
+   * Grows the volume (the new tail reads as zeros). qemu cannot mark the new tail dirty, so every
+   * checkpoint of the volume becomes inconsistent (the next backup is full). `INVALID_INPUT` when
+   * shrinking; `BUSY` while attached, while a view of it exists, or while another process (or
+   * driver instance) has its image open — also for the current size, which then changes nothing.
+   * The check against other processes and the resize are one step for them: this instance's
+   * daemon opens the image (so the daemon is started if none runs, and `UNAVAILABLE` when it
+   * cannot run), which fails with `BUSY` while another daemon has it, and keeps it open until the
+   * sidecar holds the new size; meanwhile no other instance can extend, attach or delete it (see
+   * growImage). Of two concurrent extends from two instances, each either gets its size, or `BUSY`,
+   * or `INVALID_INPUT` when the other made the volume larger first. Idempotent (the current size
+   * changes nothing).
    */
   async extendVolume(volumeId: string, size: number): Promise<Volume> {
     return this.guard('extendVolume', () =>
@@ -208,17 +214,14 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           throw this.err('BUSY', `volume ${volumeId} is attached`);
         }
         await this.assertClosed(volumeId);
-        await this.others.assertNotHeldElsewhere(volumeId);
-        if (size === current.size) return toVolume(current, 'available'); // after the checks: the same refusals as a real extend
-        const image = this.store.layout.image('volume', volumeId);
-        await this.store.updateVolume(volumeId, (r) => r.checkpoints.forEach((c) => (c.consistent = false)));
-        for (const c of current.checkpoints) await this.qemuImg.removeBitmap(image, c.id).catch(() => {});
-        await this.qemuImg.resize(image, size);
-        const updated = await this.store.updateVolume(volumeId, (r) => {
-          r.size = size;
-          return r;
-        });
-        return toVolume(updated, 'available');
+        const { session, node } = await this.runtime.openVolume(volumeId); // BUSY while another daemon has the image
+        try {
+          return toVolume(await growImage(session, node, this.store, volumeId, size, this.name), 'available');
+        } finally {
+          // Closing writes the image's metadata. The change is committed: a close that fails stays
+          // queued on the node (retried, and reported by the volume's next use) and does not fail the call.
+          await this.runtime.releaseVolume(session, volumeId).catch(() => {});
+        }
       }),
     );
   }

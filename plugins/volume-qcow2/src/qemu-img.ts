@@ -31,20 +31,29 @@ export class QemuImg {
     await this.run(['convert', '-q', '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst], [src, dst]);
   }
 
-  /** Grows an image to `size` bytes (the new tail reads as zeros). */
-  async resize(path: string, size: number): Promise<void> {
-    await this.run(['resize', '-q', '-f', 'qcow2', path, String(size)], [path]);
-  }
-
-  /** Removes a persistent bitmap from a closed image. */
-  async removeBitmap(path: string, name: string): Promise<void> {
-    await this.run(['bitmap', '-f', 'qcow2', '--remove', path, name], [path]);
-  }
-
   /** `qemu-img info --output=json` of a closed image (`-U` when `shared`: may see stale data). */
   async info(path: string, shared = false): Promise<Record<string, unknown>> {
     const out = await this.run(['info', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]);
     return JSON.parse(out) as Record<string, unknown>;
+  }
+
+  /**
+   * Whether a process has the qcow2 image at `path` open for writing, by qemu's lock (`qemu-img
+   * info` without `-U`, which reads nothing but the header): `held` on qemu's lock failure (a
+   * daemon that has it open as a writable node); `free` when qemu-img opens it, finds no file, or
+   * finds no qcow2 image in it (no qemu can have it open as one); `unknown` for any other failure
+   * (no qemu-img, no permission, an I/O error). A process that opened it read-only is not seen.
+   * The probe holds the lock for as long as it runs: an open by a daemon at that moment fails.
+   */
+  async lockState(path: string): Promise<'held' | 'free' | 'unknown'> {
+    try {
+      await this.info(path);
+      return 'free';
+    } catch (err) {
+      const code = (err as CairnError).code;
+      if (code === 'BUSY') return 'held';
+      return code === 'NOT_FOUND' || code === 'CORRUPT' ? 'free' : 'unknown';
+    }
   }
 
   /** Runs qemu-img; `paths` are the file names in `args` (left out when its stderr is classified). */

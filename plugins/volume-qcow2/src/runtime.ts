@@ -2,6 +2,7 @@ import { CairnError, KeyedMutex } from '@cairn/core';
 import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.js';
 import { DaemonSession } from './daemon-session.js';
 import { DeferredRetry } from './deferred-retry.js';
+import type { QemuImg } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import { prepareViewsDir, removeViewsDir } from './views-dir.js';
 
@@ -11,6 +12,8 @@ export interface RuntimeOptions {
   runtimeDir: string;
   commandTimeoutMs: number;
   store: RecordStore;
+  /** Probes the locks of what other instances left in `views/` (prepareViewsDir). */
+  qemuImg: QemuImg;
   /** Called once when a daemon exits without being asked to (crash, SIGKILL). */
   onSessionLost: (session: DaemonSession) => void;
 }
@@ -45,7 +48,7 @@ export class Runtime {
 
   private async start(): Promise<DaemonSession> {
     await this.options.store.init();
-    await prepareViewsDir(this.options.store.layout);
+    await prepareViewsDir(this.options.store.layout, (path) => this.options.qemuImg.lockState(path));
     const s = await DaemonSession.start(this.options);
     const retry = new DeferredRetry(s, this.locks, this.options.commandTimeoutMs);
     if (this.closed) retry.stop();

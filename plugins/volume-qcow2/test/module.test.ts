@@ -26,12 +26,13 @@ describe('qcow2VolumeModule', () => {
     await driver.close();
   });
 
-  it('a missing qemu-storage-daemon program makes attach and deleteVolume (which holds the image in the daemon) fail with UNAVAILABLE; the volume stays', async () => {
+  it('a missing qemu-storage-daemon program makes attach, deleteVolume and extendVolume (which hold the image in the daemon) fail with UNAVAILABLE; the volume stays as it was', async () => {
     const driver = new Qcow2VolumeDriver({ directory: await tempDir(), qemuStorageDaemon: '/nonexistent/qemu-storage-daemon' });
     const v = await driver.createVolume({ size: 1024 * 1024 });
     await expect(driver.attach({ kind: 'volume', id: v.id }, 'ro')).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     await expect(driver.deleteVolume(v.id)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
-    expect((await driver.getVolume(v.id)).status).toBe('available');
+    await expect(driver.extendVolume(v.id, 2 * 1024 * 1024)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await driver.getVolume(v.id)).toMatchObject({ status: 'available', size: 1024 * 1024 });
     await driver.close();
     await rm(driver.directory, { recursive: true, force: true });
   });
