@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, cairn, cairnJson, jsonError, MiB, removeDir, tempDir, type CliResult } from './helpers.js';
@@ -165,6 +165,65 @@ describe('cairn init with bad input creates nothing', () => {
   });
 });
 
+/** Runs the binary, killed (SIGKILL) if it runs longer than `ms`: a command that hangs fails its test (`killed`) instead of stalling the suite. */
+function cairnWithin(ms: number, args: string[], cwd: string): Promise<CliResult & { killed: boolean }> {
+  return new Promise((resolvePromise) => {
+    execFile(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CAIRN_CONFIG: undefined }, timeout: ms, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const code = err ? ((err as { code?: unknown }).code as number) : 0;
+      resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr, killed: !!(err as { killed?: boolean } | null)?.killed });
+    });
+  });
+}
+
+/**
+ * Directories under /proc/<pid> take no new entries: mkdir says ENOENT although the parent is
+ * there, and Node's recursive mkdir retried that for ever (100% CPU, deaf to SIGTERM).
+ */
+describe('cairn with a directory it cannot make', () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+
+  async function newDir(name: string): Promise<string> {
+    await mkdir(join(cwd, name));
+    return join(cwd, name);
+  }
+
+  it('init with a repository directory under /proc/<pid> is UNAVAILABLE (exit 6) at once and leaves nothing', async () => {
+    const dir = await newDir('proc-repository');
+    for (const repository of ['/proc/self/cairn-repository', '/proc/1/cairn-repository/deeper']) {
+      const r = await cairnWithin(20_000, ['init', '--yes', '--repository-dir', repository, '--json'], dir);
+      expect(r.killed, `init --repository-dir ${repository} still ran after 20 s`).toBe(false);
+      expect(r.code, r.stderr).toBe(6);
+      expect(jsonError(r).code).toBe('UNAVAILABLE');
+      expect(await readdir(dir)).toEqual([]);
+    }
+  });
+
+  it('demo --dir under /proc/self is UNAVAILABLE (exit 6) at once', async () => {
+    const r = await cairnWithin(20_000, ['demo', '--dir', '/proc/self/cairn-demo', '--json'], cwd);
+    expect(r.killed, 'demo still ran after 20 s').toBe(false);
+    expect(r.code, r.stderr).toBe(6);
+    expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file: '/proc/self/cairn-demo' } });
+  });
+
+  it('backup create with the state directory under /proc/self is UNAVAILABLE (exit 6) at once', async () => {
+    const dir = await newDir('proc-state');
+    const config = {
+      version: 1,
+      stateDir: '/proc/self/cairn-state',
+      volumeDrivers: { file: { plugin: 'file', options: { directory: 'volumes' } } },
+      targets: { posix: { plugin: 'posix', options: { directory: 'repository', repository: { init: true } } } },
+    };
+    await writeFile(join(dir, 'cairn.config.json'), JSON.stringify(config));
+    const volume = await cairnJson(['volume', 'create', 'disk', '--size', '1MiB'], { cwd: dir });
+    const r = await cairnWithin(20_000, ['backup', 'create', volume.id, '--json'], dir);
+    expect(r.killed, 'backup create still ran after 20 s').toBe(false);
+    expect(r.code, r.stderr).toBe(6);
+    expect(jsonError(r).code).toBe('UNAVAILABLE');
+  });
+});
+
 /**
  * Runs the binary so that file permissions apply. As root (whom they do not stop), through
  * util-linux's `setpriv` with every capability dropped: still uid 0, so it reads the checkout
@@ -224,6 +283,28 @@ describe('cairn with files it may not read or write', () => {
     expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { file } });
     await chmod(dir, 0o755);
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a passphrase file it may not read is UNAVAILABLE (exit 6) naming it, in init and in a config; a missing one stays NOT_FOUND (exit 3)', async () => {
+    const key = join(cwd, 'locked-key');
+    await writeFile(key, 'a passphrase in a file\n', { mode: 0o600 });
+    const repo = join(cwd, 'secret-repo');
+    await mkdir(repo);
+    expect((await cairnUnprivileged(['init', '--yes', '--passphrase-file', key, '--json'], repo)).code).toBe(0);
+    await chmod(key, 0o000);
+    const fresh = join(cwd, 'secret-init');
+    await mkdir(fresh);
+    const init = await cairnUnprivileged(['init', '--yes', '--passphrase-file', key, '--json'], fresh);
+    expect(init.code, init.stderr).toBe(6);
+    expect(jsonError(init)).toMatchObject({ code: 'UNAVAILABLE', details: { file: key } });
+    expect(await readdir(fresh)).toEqual([]);
+    const stats = await cairnUnprivileged(['repo', 'stats', '--json'], repo);
+    expect(stats.code, stats.stderr).toBe(6);
+    expect(jsonError(stats)).toMatchObject({ code: 'UNAVAILABLE', details: { file: key } });
+    await rename(key, `${key}.moved`);
+    const missing = await cairnUnprivileged(['repo', 'stats', '--json'], repo);
+    expect(missing.code, missing.stderr).toBe(3);
+    expect(jsonError(missing).code).toBe('NOT_FOUND');
   });
 
   it('a volume created in a volumes directory it may not write in is UNAVAILABLE (exit 6), not INTERNAL', async () => {

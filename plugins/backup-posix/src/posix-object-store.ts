@@ -62,7 +62,9 @@ export class PosixObjectStore implements ObjectStore {
   /**
    * Builds a store and checks its directory: created when missing and `createDirectory` is not
    * false (durably: the parent of every directory created is fsynced), else `UNAVAILABLE`
-   * (details.option = `directory`); `INVALID_INPUT` when it is a file.
+   * (details.option = `directory`); `INVALID_INPUT` when it is a file. A directory that cannot be
+   * made is `UNAVAILABLE` too (no permission, a read-only file system, a place that takes no new
+   * directories such as /proc/<pid>: see createDirectories), at once, never retried.
    */
   static async open(options: PosixObjectStoreOptions): Promise<PosixObjectStore> {
     const store = new PosixObjectStore(options);

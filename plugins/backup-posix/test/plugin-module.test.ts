@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, memoryModule } from '@cairn/core';
@@ -36,6 +36,29 @@ describe('posixModule', () => {
       code: 'UNAVAILABLE',
       details: { option: 'directory' },
     });
+  });
+
+  /**
+   * Where mkdir says ENOENT although the parent is there, Node's recursive mkdir remakes the
+   * parent, finds it and tries again, for ever: a directory that takes no new entries (/proc and
+   * its per-process directories) or one removed while still reachable (through /proc/self/fd).
+   */
+  it('objectStore(posix) of a directory that cannot be made where mkdir says ENOENT fails at once with UNAVAILABLE', async () => {
+    const removed = join(base, 'removed');
+    await mkdir(removed);
+    const held = await open(removed, 'r');
+    await rmdir(removed);
+    try {
+      for (const directory of ['/proc/self/cairn-repo/deeper', '/proc/1/cairn-repo', `/proc/self/fd/${held.fd}/repo`]) {
+        const opened = registry.objectStore('posix', { directory });
+        opened.catch(() => undefined);
+        const late = new Promise<'still running'>((r) => setTimeout(() => r('still running'), 10_000).unref());
+        const outcome = await Promise.race([opened.then(() => 'created', (err: unknown) => err), late]);
+        expect(outcome, directory).toMatchObject({ code: 'UNAVAILABLE' });
+      }
+    } finally {
+      await held.close();
+    }
   });
 
   it('objectStore(posix) with a bad option fails with INVALID_INPUT naming that option', async () => {

@@ -5,6 +5,7 @@ import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
 import { fromText } from '../config/load.js';
+import { claimConfigFile, existingConfigError } from '../io/config-claim.js';
 import { accessError } from '../io/input-file.js';
 import { outputPath } from '../io/output-path.js';
 import { composeRegistry } from '../context.js';
@@ -42,7 +43,9 @@ export function registerInitCommand(program: Command): void {
         // Everything that can be refused is refused before anything is created on disk.
         const file = resolve(globals.config ?? process.env.CAIRN_CONFIG ?? 'cairn.config.json');
         // A config that is a symbolic link is written through (the link stays), as exports are.
-        const written = await outputPath(file, opts.force);
+        const written = await outputPath(file, opts.force).catch(async (err: unknown) => {
+          throw err instanceof CairnError && err.code === 'ALREADY_EXISTS' ? await existingConfigError(file, err) : err;
+        });
         const o = opts.yes ? opts : await ask(opts);
         if (o.passphraseEnv && o.passphraseFile) throw new CairnError('INVALID_INPUT', '--passphrase-env and --passphrase-file exclude each other');
         if ((o.passphraseEnv || o.passphraseFile) && !o.encrypt) o.encrypt = true;
@@ -63,34 +66,41 @@ export function registerInitCommand(program: Command): void {
         const target = loaded.config.targets.posix!;
         const registry = composeRegistry();
         if (passphrase !== undefined) await assertPassphrase(registry, passphrase);
-        const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
-        const store = await registry.objectStore('posix', storeOptions);
-        const existed = (await unlessNotFound(store.head('config'))) !== undefined;
-        const init = { ...(o.compression ? { compression: o.compression } : {}), ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) };
-        const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
+        // Without --force the config's name is taken before the repository is made: of several
+        // inits at once one goes on, the others stop here having made nothing (no orphan repository).
+        const claim = opts.force ? undefined : await claimConfigFile(written);
         try {
-          // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
-          await writeFileAtomic(written, text).catch((err: unknown) => Promise.reject(accessError(err, written, 'write')));
-          const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
-          const result = {
-            config: file,
-            volumesDirectory: loaded.config.volumeDrivers.file!.options.directory,
-            repositoryDirectory: target.options.directory,
-            repositoryId: stats?.id,
-            repositoryCreated: !existed,
-            encrypted: stats?.encrypted ?? !!passphrase,
-          };
-          out.result(result, () =>
-            renderFields([
-              ['config', result.config],
-              ['volumes', String(result.volumesDirectory)],
-              ['repository', `${String(result.repositoryDirectory)} (${existed ? 'existing, adopted' : 'created'})`],
-              ['repository id', result.repositoryId],
-              ['encrypted', result.encrypted ? `yes (passphrase from ${passphrase})` : 'no'],
-            ]),
-          );
+          const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
+          const store = await registry.objectStore('posix', storeOptions);
+          const existed = (await unlessNotFound(store.head('config'))) !== undefined;
+          const init = { ...(o.compression ? { compression: o.compression } : {}), ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) };
+          const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
+          try {
+            // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
+            await writeFileAtomic(written, text).catch((err: unknown) => Promise.reject(accessError(err, written, 'write')));
+            const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
+            const result = {
+              config: file,
+              volumesDirectory: loaded.config.volumeDrivers.file!.options.directory,
+              repositoryDirectory: target.options.directory,
+              repositoryId: stats?.id,
+              repositoryCreated: !existed,
+              encrypted: stats?.encrypted ?? !!passphrase,
+            };
+            out.result(result, () =>
+              renderFields([
+                ['config', result.config],
+                ['volumes', String(result.volumesDirectory)],
+                ['repository', `${String(result.repositoryDirectory)} (${existed ? 'existing, adopted' : 'created'})`],
+                ['repository id', result.repositoryId],
+                ['encrypted', result.encrypted ? `yes (passphrase from ${passphrase})` : 'no'],
+              ]),
+            );
+          } finally {
+            await service.close?.();
+          }
         } finally {
-          await service.close?.();
+          await claim?.release();
         }
       }),
     );
@@ -107,8 +117,9 @@ function parseChunkSize(text: string): number {
 }
 
 /**
- * Resolves the passphrase reference now, so that an unset variable, an unreadable file (`NOT_FOUND`)
- * or an empty passphrase (`INVALID_INPUT`) is refused before the repository directory is made.
+ * Resolves the passphrase reference now, so that an unset variable or a missing file (`NOT_FOUND`),
+ * a file this process may not read (`UNAVAILABLE`) or an empty passphrase (`INVALID_INPUT`) is
+ * refused before the repository directory is made.
  */
 async function assertPassphrase(registry: DriverRegistry, reference: string): Promise<void> {
   if ((await registry.secret(reference)) === '') throw new CairnError('INVALID_INPUT', `the passphrase from ${reference} is empty`);

@@ -1,7 +1,8 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CairnError, currentOwner, ordinal, type ProcessOwner } from '@cairn/core';
+import { makeDirectory } from '../io/make-directory.js';
 import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
@@ -58,7 +59,7 @@ export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'k
   const { startTime: pidStartTime, ...me } = currentOwner();
   const doc: JobFile = { ...job, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}), ...me };
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir);
     await writeFile(tmp, JSON.stringify(doc));
     await rename(tmp, file);
   } catch (cause) {
