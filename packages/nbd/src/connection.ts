@@ -79,16 +79,26 @@ export class ClientConnection {
     }
   }
 
-  /** Called once with the reason when the connection ends. */
+  /**
+   * Calls `handler` once with the reason when the connection ends: at `abort`, or when the socket
+   * closes; at once when it has already ended.
+   */
   onClosed(handler: (err: CairnError) => void): void {
     if (this.closedError) handler(this.closedError);
     else this.closeHandlers.push(handler);
   }
 
-  /** Tears the connection down with `err` as the reason every waiter sees. Idempotent. */
+  /**
+   * Tears the connection down with `err` as the reason every waiter sees, and that is final at
+   * once: the close handlers and the pending handshake read get `err` before this returns, and no
+   * byte is passed on after it. (The consumer must itself stop on the rest of a chunk it is
+   * being given when this is called from within it.) Idempotent: the first reason wins.
+   */
   abort(err: CairnError): void {
-    this.closedError ??= err;
+    if (this.closedError) return;
+    this.closedError = err;
     this.socket.destroy();
+    this.ended(err);
   }
 
   get closed(): boolean {
@@ -115,8 +125,13 @@ export class ClientConnection {
 
   private onClose(): void {
     this.closedError ??= connectionLost('connection to the NBD server was lost', this.driver);
-    this.reader.fail(this.closedError);
-    for (const h of this.closeHandlers.splice(0)) h(this.closedError);
+    this.ended(this.closedError);
+  }
+
+  /** Fails the handshake reader and runs the close handlers not yet run. */
+  private ended(err: CairnError): void {
+    this.reader.fail(err);
+    for (const h of this.closeHandlers.splice(0)) h(err);
   }
 }
 

@@ -87,8 +87,10 @@ const MAX_NO_PAYLOAD_REQUEST = 1 << 30;
  * a lost connection fails every request in flight (and every later one) with `UNAVAILABLE`, a
  * protocol violation by the server with `CORRUPT`, a server silent for `requestTimeoutMs` while
  * requests are in flight, or holding any request back that long while answering newer ones (see
- * `requestTimeoutMs`), with `UNAVAILABLE` (closing the connection). Calls after `disconnect()`
- * fail with `INVALID_INPUT`.
+ * `requestTimeoutMs`), with `UNAVAILABLE` (closing the connection). A failure of the connection is
+ * final the moment it is found: nothing the server sent after the offending byte or reply is
+ * parsed, even in the same socket read, and every request in flight fails with that one error.
+ * Calls after `disconnect()` fail with `INVALID_INPUT`.
  */
 export class NbdClient {
   readonly size: number;
@@ -101,6 +103,7 @@ export class NbdClient {
   readonly blockSizes: BlockSizes;
   readonly driver: string;
   private readonly window: InFlightWindow;
+  private readonly parser: ReplyParser;
   /** Requests on the wire by cookie; Map order is send order, so the first entry is the oldest. */
   private readonly pending = new Map<number, Pending>();
   /** The per-request bound of `requestTimeoutMs` over `pending`. */
@@ -131,13 +134,14 @@ export class NbdClient {
     this.blockStatusChunk = options.blockStatusChunk ?? 1 << 30;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
     this.disconnectTimeoutMs = options.disconnectTimeoutMs ?? 30_000;
-    const parser = new ReplyParser(
+    const parser = (this.parser = new ReplyParser(
       (c) => this.pending.get(c),
       (c) => this.settle(c),
       (c) => this.progressed(c),
       this.driver,
       this.structuredReplies,
-    );
+      new Set(this.metaContexts.values()),
+    ));
     conn.onClosed((err) => this.failAll(err));
     conn.startTransmission((chunk) => {
       this.lastReceivedAt = now();
@@ -424,11 +428,8 @@ export class NbdClient {
   }
 
   private complete(p: Pending): void {
-    if (p.error) return p.reject(p.error);
-    if (p.cmd === CMD.READ && p.covered !== p.length) {
-      return p.reject(protocolError(`read reply covered ${p.covered} of ${p.length} bytes`, this.driver));
-    }
-    p.resolve();
+    if (p.error) p.reject(p.error);
+    else p.resolve();
   }
 
   /**
@@ -476,7 +477,13 @@ export class NbdClient {
     this.conn.abort(connectionLost(`no reply bytes from the server for ${this.requestTimeoutMs} ms (${oldest.what} pending)`, this.driver));
   }
 
+  /**
+   * The connection failed (`conn.abort`, or the socket closed): final at once. Nothing more is
+   * parsed, not even the rest of the socket read being parsed when a reply in it tripped a bound,
+   * and every request in flight or waiting for the window fails with `err`.
+   */
   private failAll(err: CairnError): void {
+    this.parser.halt();
     clearTimeout(this.timer);
     this.timer = undefined;
     this.window.fail(err);

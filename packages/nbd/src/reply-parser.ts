@@ -31,6 +31,8 @@ export interface PendingReply {
   /** BLOCK_STATUS: the context id whose descriptors to keep. */
   contextId?: number;
   extents?: NbdExtent[];
+  /** BLOCK_STATUS: the context ids whose chunk has arrived in this reply; created by the parser. */
+  statusContexts?: number[];
   /** Bytes of a READ covered by data and hole chunks so far. */
   covered: number;
   /** READ with structured replies: the spans covered so far (see `addSpan`); created by the parser. */
@@ -53,8 +55,11 @@ const enum State {
 /**
  * The client's transmission-phase parser: a synchronous state machine fed with socket chunks.
  * Read payloads are copied once, straight from the socket chunk into the request's target; the
- * parser keeps no reference to pushed chunks. Any violation throws a `CORRUPT` CairnError and the
- * caller must drop the connection.
+ * parser keeps no reference to pushed chunks. Any violation throws a `CORRUPT` CairnError, before
+ * the reply it is in completes, and the caller must drop the connection. Violations include every
+ * chunk proto.md forbids that would let a server go on sending chunks without ever ending a reply:
+ * `NONE` without `DONE`, an `OFFSET_HOLE` of size 0, and a second `BLOCK_STATUS` chunk for one
+ * context id (or one for an id not negotiated) in a reply.
  */
 export class ReplyParser {
   private state = State.Header;
@@ -71,6 +76,7 @@ export class ReplyParser {
   private dataPos = 0;
   private body: Buffer = Buffer.alloc(0);
   private bodyHave = 0;
+  private halted = false;
 
   constructor(
     private readonly lookup: (cookie: number) => PendingReply | undefined,
@@ -80,12 +86,15 @@ export class ReplyParser {
     private readonly driver: string,
     /** Whether structured replies were negotiated (then a READ never gets a simple data reply). */
     private readonly structured: boolean,
+    /** Ids of the negotiated meta contexts: a BLOCK_STATUS chunk for any other id is a violation. */
+    private readonly contextIds: ReadonlySet<number>,
   ) {}
 
+  /** Parses `chunk`, calling back as replies progress and complete; nothing once `halt` was called. */
   push(chunk: Buffer): void {
     let p = 0;
     const n = chunk.length;
-    while (p < n) {
+    while (p < n && !this.halted) {
       switch (this.state) {
         case State.Header: {
           const take = Math.min(this.headerNeed - this.headerHave, n - p);
@@ -122,6 +131,15 @@ export class ReplyParser {
         }
       }
     }
+  }
+
+  /**
+   * Stops parsing for good: the rest of the chunk being pushed (when called from a callback) and
+   * every later chunk are ignored, so no reply completes after the connection was declared failed.
+   * Idempotent.
+   */
+  halt(): void {
+    this.halted = true;
   }
 
   private onHeaderBytes(): void {
@@ -193,8 +211,10 @@ export class ReplyParser {
     this.state = State.Data;
   }
 
+  /** proto.md: a NONE chunk MUST have the DONE flag (so it may appear once, as the final chunk). */
   private onBody0(): void {
     if (this.chunkType !== REPLY_TYPE.NONE) throw protocolError(`empty chunk of type ${this.chunkType}`, this.driver);
+    if ((this.chunkFlags & REPLY_FLAG_DONE) === 0) throw protocolError('NONE chunk without the DONE flag', this.driver);
     this.chunkDone();
   }
 
@@ -206,13 +226,16 @@ export class ReplyParser {
         if (r.cmd !== CMD.READ || b.length !== 12) throw protocolError('bad OFFSET_HOLE chunk', this.driver);
         const at = this.u64(b, 0);
         const len = b.readUInt32BE(8);
+        if (len === 0) throw protocolError('OFFSET_HOLE chunk of size 0', this.driver);
         this.cover(r, at, len, 'OFFSET_HOLE');
         r.target!.fill(0, at - r.offset, at - r.offset + len);
         break;
       }
       case REPLY_TYPE.BLOCK_STATUS: {
         if (r.cmd !== CMD.BLOCK_STATUS || b.length < 12 || (b.length - 4) % 8 !== 0) throw protocolError('bad BLOCK_STATUS chunk', this.driver);
-        if (b.readUInt32BE(0) === r.contextId) r.extents = this.descriptors(r, b);
+        const id = b.readUInt32BE(0);
+        this.statusOnce(r, id);
+        if (id === r.contextId) r.extents = this.descriptors(r, b);
         break;
       }
       case REPLY_TYPE.ERROR:
@@ -224,6 +247,18 @@ export class ReplyParser {
         r.error ??= nbdReplyError(b.length >= 4 ? b.readUInt32BE(0) || NBD_ERR.EIO : NBD_ERR.EIO, r.what, undefined, this.driver);
     }
     this.chunkDone();
+  }
+
+  /**
+   * Records the BLOCK_STATUS chunk for context `id` in the reply to `r`. proto.md: the chunk
+   * appears exactly once per negotiated context id in a reply, so a second one for `id`, or one
+   * for an id that was not negotiated, is CORRUPT. O(negotiated contexts).
+   */
+  private statusOnce(r: PendingReply, id: number): void {
+    if (!this.contextIds.has(id)) throw protocolError(`BLOCK_STATUS chunk for meta context id ${id}, which was not negotiated`, this.driver);
+    const seen = (r.statusContexts ??= []);
+    if (seen.includes(id)) throw protocolError(`second BLOCK_STATUS chunk for meta context id ${id} in one reply`, this.driver);
+    seen.push(id);
   }
 
   /**
@@ -261,7 +296,12 @@ export class ReplyParser {
     else this.progressed(this.cookie);
   }
 
+  /** The reply is complete. CORRUPT when it claims success for a READ that its chunks did not cover whole. */
   private finish(): void {
+    const r = this.current!;
+    if (!r.error && r.cmd === CMD.READ && r.covered !== r.length) {
+      throw protocolError(`read reply covered ${r.covered} of ${r.length} bytes`, this.driver);
+    }
     this.state = State.Header;
     const cookie = this.cookie;
     this.current = undefined;

@@ -134,6 +134,30 @@ describe('NbdClient per-request bound (requestTimeoutMs)', () => {
     expect(await outcome(late, 100)).toBe('UNAVAILABLE');
   });
 
+  it('read() of a held request whose reply arrives in the same socket read as, and after, the reply that trips the bound fails with UNAVAILABLE, as every request in flight, with one error', async () => {
+    // The read at 0 is held until the read at 4 MiB (sent 350 ms later) comes in; then one write
+    // carries the reply to the read at 4 MiB and, behind it, the reply to the read at 0. The read
+    // at 1 MiB (sent with the one at 0) trickles in chunks meanwhile, so bytes never stop.
+    let heldReq: Buffer | undefined;
+    const path = await serve((req, s) => {
+      const offset = offsetOf(req);
+      if (offset === 0) heldReq = req;
+      else if (offset === MiB) void trickleRead(s, req, 50);
+      else s.write(Buffer.concat([wholeReply(req, 0x55), wholeReply(heldReq!, 0x66)]));
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const held = quiet(c.read(0, 4096));
+    const trickled = quiet(c.read(MiB, MiB));
+    await sleep(TIMEOUT + 50);
+    expect(await outcome(held, 0)).toBe('pending');
+    void quiet(c.read(4 * MiB, 4096)); // its reply was whole before the bound tripped
+    expect(await outcome(held, 2000)).toBe('UNAVAILABLE');
+    expect(await outcome(trickled, 100)).toBe('UNAVAILABLE');
+    const [a, b] = await Promise.all([held.catch((e: unknown) => e), trickled.catch((e: unknown) => e)]);
+    expect(b).toBe(a);
+    await expect(c.read(2 * MiB, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
   it('read() of a request the server serialises behind an older one resolves while newer reads are answered, though it waits longer than requestTimeoutMs in all', async () => {
     // Reads at offset 0 go through one queue, 200 ms each (no chunks before the reply); every
     // other read is answered at once. The second read at 0 waits ~400 ms, each within 200 ms

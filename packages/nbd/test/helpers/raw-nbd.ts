@@ -118,6 +118,8 @@ export interface FakeServerOptions {
   exportNameOnly?: boolean;
   /** Accept structured replies and grant `base:allocation` under this context id. */
   structuredContextId?: number;
+  /** With `structuredContextId`: grant these contexts too, as [id, name], whatever the client asked. Default none. */
+  moreContexts?: Array<[number, string]>;
   /** Keep the server's side open after the client ends its side (a server that never hangs up). */
   allowHalfOpen?: boolean;
 }
@@ -129,7 +131,7 @@ export interface FakeServerOptions {
  * export of `size` bytes, then hands the socket to `transmission`.
  */
 export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawSocket) => Promise<void>, options: FakeServerOptions = {}): net.Server {
-  const { exportNameOnly = false, structuredContextId, allowHalfOpen = false } = options;
+  const { exportNameOnly = false, structuredContextId, moreContexts = [], allowHalfOpen = false } = options;
   return net.createServer({ allowHalfOpen }, (s) => {
     s.on('error', () => undefined);
     const raw = new RawSocket(s);
@@ -153,6 +155,7 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
         }
         if (structuredContextId !== undefined && opt === 10) {
           reply(4, Buffer.concat([u32(structuredContextId), Buffer.from('base:allocation')]));
+          for (const [id, name] of moreContexts) reply(4, Buffer.concat([u32(id), Buffer.from(name)]));
           reply(1);
           continue;
         }

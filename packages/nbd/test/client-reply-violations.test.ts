@@ -1,0 +1,162 @@
+// NbdClient against scripted servers whose structured replies break proto.md's rules: every such
+// reply is a protocol violation (CORRUPT) that fails the connection, and a failure, once
+// declared, is final: nothing more of the socket is parsed, so no reply after it completes.
+import net from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdClient } from '../src/index.js';
+import { outcome } from './helpers/outcome.js';
+import { tempDir } from './helpers/peers.js';
+import { chunk, fakeServer, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const DONE = 1;
+const NONE = 0;
+const OFFSET_DATA = 1;
+const OFFSET_HOLE = 2;
+const BLOCK_STATUS = 5;
+const CONTEXT_ID = 7;
+/** A second negotiated context, and an id the server never granted. */
+const BITMAP = 'qemu:dirty-bitmap:cp1';
+const BITMAP_ID = 8;
+const UNKNOWN_ID = 9;
+/** Reads here are never answered: a request in flight when the connection fails. */
+const UNANSWERED = 512 * KiB;
+
+let dir: { path: string; remove: () => Promise<void> };
+let n = 0;
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+
+beforeAll(async () => {
+  dir = await tempDir('nbd-rv-');
+});
+afterAll(async () => {
+  for (const s of sockets) s.destroy();
+  for (const s of servers) s.close();
+  await dir?.remove();
+});
+
+const READ = 0;
+const WRITE = 1;
+const DISC = 2;
+const typeOf = (req: Buffer): number => req.readUInt16BE(6);
+
+/**
+ * A structured fake server of 1 MiB granting `base:allocation` as CONTEXT_ID and BITMAP as
+ * BITMAP_ID. It reads every request (and a WRITE's payload) and calls `answer` for each, except
+ * NBD_CMD_DISC and reads at UNANSWERED, which it never answers. Resolves with its socket path.
+ */
+async function serve(answer: (req: Buffer, s: net.Socket) => void): Promise<string> {
+  const server = fakeServer(
+    MiB,
+    async (s, raw) => {
+      sockets.push(s);
+      for (;;) {
+        const req = await raw.read(28);
+        if (typeOf(req) === WRITE) await raw.read(req.readUInt32BE(24));
+        const unanswered = typeOf(req) === DISC || (typeOf(req) === READ && Number(req.readBigUInt64BE(16)) === UNANSWERED);
+        if (!unanswered) answer(req, s);
+      }
+    },
+    { structuredContextId: CONTEXT_ID, moreContexts: [[BITMAP_ID, BITMAP]] },
+  );
+  servers.push(server);
+  const path = join(dir.path, `v${++n}.sock`);
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return path;
+}
+
+/** `p`, with its rejection marked handled (inspected later with `outcome`). */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+type Call = (c: NbdClient) => Promise<unknown>;
+const read4k: Call = (c) => c.read(0, 4096);
+const status4k: Call = (c) => c.blockStatus('base:allocation', 0, 4096);
+const write4k: Call = (c) => c.write(0, Buffer.alloc(4096, 0x33));
+
+const data = (at: number, length: number): Buffer => offsetData(at, Buffer.alloc(length, 0x11));
+/** A whole, valid reply to the 4 KiB call at offset 0 of each kind. */
+const wholeRead = (req: Buffer): Buffer => chunk(req, DONE, OFFSET_DATA, data(0, 4096));
+const wholeStatus = (req: Buffer): Buffer => chunk(req, DONE, BLOCK_STATUS, statusBody(CONTEXT_ID, [[4096, 0]]));
+const status = (req: Buffer, id: number): Buffer => chunk(req, 0, BLOCK_STATUS, statusBody(id, [[4096, 1]]));
+const connect = (path: string): Promise<NbdClient> => NbdClient.connect({ path, metaContexts: ['base:allocation', BITMAP] });
+
+describe('NbdClient structured replies that proto.md forbids', () => {
+  // Each reply is the forbidden chunk followed by a chunk that would complete the call.
+  const cases: Array<[string, Call, (req: Buffer) => Buffer[]]> = [
+    // Chunks that carry nothing and do not end the reply: a server could send them forever.
+    ['read() gets a NONE chunk without the DONE flag', read4k, (req) => [chunk(req, 0, NONE, Buffer.alloc(0)), wholeRead(req)]],
+    ['read() gets an OFFSET_HOLE chunk of size 0', read4k, (req) => [chunk(req, 0, OFFSET_HOLE, offsetHole(0, 0)), wholeRead(req)]],
+    ['blockStatus() gets two BLOCK_STATUS chunks for its context', status4k, (req) => [status(req, CONTEXT_ID), wholeStatus(req)]],
+    ['blockStatus() gets two BLOCK_STATUS chunks for the other negotiated context', status4k, (req) => [status(req, BITMAP_ID), status(req, BITMAP_ID), wholeStatus(req)]],
+    ['blockStatus() gets a BLOCK_STATUS chunk for a context id that was not negotiated', status4k, (req) => [status(req, UNKNOWN_ID), wholeStatus(req)]],
+    // A successful read reply that leaves bytes uncovered.
+    ['read() gets a reply with DONE covering half the request', read4k, (req) => [chunk(req, DONE, OFFSET_DATA, data(0, 2048))]],
+    // Already rejected before: chunks of a type not valid for the command, or outside the request.
+    ['read() gets a BLOCK_STATUS chunk', read4k, (req) => [status(req, CONTEXT_ID), wholeRead(req)]],
+    ['blockStatus() gets an OFFSET_DATA chunk', status4k, (req) => [chunk(req, 0, OFFSET_DATA, data(0, 4096)), wholeStatus(req)]],
+    ['blockStatus() gets an OFFSET_HOLE chunk', status4k, (req) => [chunk(req, 0, OFFSET_HOLE, offsetHole(0, 4096)), wholeStatus(req)]],
+    ['write() gets an OFFSET_DATA chunk', write4k, (req) => [chunk(req, DONE, OFFSET_DATA, data(0, 4096))]],
+    ['write() gets an OFFSET_HOLE chunk', write4k, (req) => [chunk(req, DONE, OFFSET_HOLE, offsetHole(0, 4096))]],
+    ['read() gets an OFFSET_DATA chunk past the request', read4k, (req) => [chunk(req, 0, OFFSET_DATA, data(4096, 512)), wholeRead(req)]],
+    ['read() gets an OFFSET_HOLE chunk before the request', read4k, (req) => [chunk(req, 0, OFFSET_HOLE, offsetHole(UNANSWERED, 512)), wholeRead(req)]],
+    ['read() gets a NONE chunk with a payload', read4k, (req) => [chunk(req, 0, NONE, Buffer.alloc(4)), wholeRead(req)]],
+  ];
+
+  it.each(cases)('%s: it fails with CORRUPT, as does a request in flight, and the connection is closed', async (_what, call, reply) => {
+    const path = await serve((req, s) => s.write(Buffer.concat(reply(req))));
+    const c = await connect(path);
+    const inFlight = quiet(c.read(UNANSWERED, 4096));
+    expect(await outcome(call(c), 2000)).toBe('CORRUPT');
+    expect(await outcome(inFlight, 2000)).toBe('CORRUPT');
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('blockStatus() of either negotiated context, from replies with one BLOCK_STATUS chunk per context and then NONE with DONE, resolves with its descriptors', async () => {
+    const path = await serve((req, s) =>
+      s.write(Buffer.concat([status(req, BITMAP_ID), chunk(req, 0, BLOCK_STATUS, statusBody(CONTEXT_ID, [[4096, 0]])), chunk(req, DONE, NONE, Buffer.alloc(0))])),
+    );
+    const c = await connect(path);
+    expect(await c.blockStatus('base:allocation', 0, 4096)).toEqual([{ offset: 0, length: 4096, flags: 0 }]);
+    expect(await c.blockStatus(BITMAP, 0, 4096)).toEqual([{ offset: 0, length: 4096, flags: 1 }]);
+    await c.disconnect();
+  });
+
+  it('read() of a reply of a hole, data and then NONE with DONE resolves with the zeros and the data', async () => {
+    const path = await serve((req, s) =>
+      s.write(Buffer.concat([chunk(req, 0, OFFSET_HOLE, offsetHole(0, 2048)), chunk(req, 0, OFFSET_DATA, data(2048, 2048)), chunk(req, DONE, NONE, Buffer.alloc(0))])),
+    );
+    const c = await connect(path);
+    expect((await c.read(0, 4096, Buffer.alloc(4096, 0xee))).equals(Buffer.concat([Buffer.alloc(2048), Buffer.alloc(2048, 0x11)]))).toBe(true);
+    await c.disconnect();
+  });
+});
+
+describe('NbdClient after a protocol violation', () => {
+  // One socket write: the offending reply to the read at 0, then a whole reply to the read at 4 KiB.
+  const offending: Array<[string, (req: Buffer) => Buffer]> = [
+    ['a reply with DONE covering half the read', (req) => chunk(req, DONE, OFFSET_DATA, data(0, 2048))],
+    ['a NONE chunk without the DONE flag', (req) => chunk(req, 0, NONE, Buffer.alloc(0))],
+    ['a chunk for a cookie never sent', (req) => chunk(Buffer.concat([req.subarray(0, 8), Buffer.from('ffffffffffffffff', 'hex'), req.subarray(16)]), DONE, NONE, Buffer.alloc(0))],
+  ];
+
+  it.each(offending)('read() whose whole reply follows %s in the same socket read fails with the same CORRUPT error', async (_what, bad) => {
+    let first: Buffer | undefined;
+    const path = await serve((req, s) => {
+      if (!first) return void (first = req);
+      s.write(Buffer.concat([bad(first), chunk(req, DONE, OFFSET_DATA, offsetData(4096, Buffer.alloc(4096, 0x22)))]));
+    });
+    const c = await connect(path);
+    const offended = quiet(c.read(0, 4096));
+    const after = quiet(c.read(4096, 4096));
+    expect(await outcome(after, 2000)).toBe('CORRUPT');
+    const [a, b] = await Promise.all([offended.catch((e: unknown) => e), after.catch((e: unknown) => e)]);
+    expect(b).toBe(a);
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+});
