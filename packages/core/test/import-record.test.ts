@@ -3,7 +3,7 @@
  * backup is. A document that disagrees with the data on what it describes is refused.
  */
 import { describe, expect, it } from 'vitest';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type BackupRecord } from '../src/index.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord } from '../src/index.js';
 import { MiB, chunkedRig, expectCode, filledVolume } from './helpers.js';
 
 /** The exported document with its record's fields changed (`undefined` removes a field). */
@@ -103,6 +103,15 @@ describe('importRecord into a chunked repository', () => {
     expect(imported).not.toHaveProperty('chunkSize');
     expect(imported).not.toHaveProperty('evil');
     expect(await other.getBackup(full.id)).toEqual(imported);
+  });
+
+  it("exportRecord writes the manifest's data fields, so a record whose catalog copy disagrees (older versions kept the size at request time) still exports and imports", async () => {
+    const { manager, service, full, other } = await chunkedPair();
+    const catalog = new RepositoryCatalog(service.repository);
+    await catalog.putBackup({ ...full, size: full.size / 2, createdAt: new Date(Date.parse(full.createdAt) + 1000).toISOString() });
+    const exported = await manager.exportRecord(full.id);
+    const imported = await other.importRecord(exported.service, exported.record);
+    expect(imported).toMatchObject({ id: full.id, size: full.size, createdAt: full.createdAt });
   });
 
   it('importRecord(a document whose name is not a string) is INVALID_INPUT and records nothing', async () => {

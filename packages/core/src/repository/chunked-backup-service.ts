@@ -175,10 +175,16 @@ export class ChunkedBackupService implements BackupService {
     return this.tag(() => this.underSharedLock(backup ? `verify ${backup.id}` : 'verify', options.signal, () => verifyBackups(this.repository, backup ? [backup.id] : undefined, options)));
   }
 
+  /**
+   * The record as a document for importRecord: the catalog's record, with the fields that describe
+   * the data (those importRecord checks) taken from the manifest, so that a fresh export always
+   * imports even where the catalog's copy differs (records written before 2026-12-05 kept the
+   * volume's size at request time, the manifest the size copied).
+   */
   async exportRecord(backup: BackupRecord): Promise<string> {
     return this.tag(async () => {
       const m = await this.repository.readManifest(backup.id);
-      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, owner: undefined, status: 'available' } };
+      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, ...dataFields(m), owner: undefined, status: 'available' } };
       return Buffer.from(JSON.stringify(doc)).toString('base64');
     });
   }
@@ -212,9 +218,9 @@ export class ChunkedBackupService implements BackupService {
       if (doc.repository !== this.repository.config.id) throw new CairnError('INVALID_INPUT', `record belongs to repository ${String(doc.repository)}, not ${this.repository.config.id}`);
       const m = await this.repository.readManifest(given.id);
       const id = m.backupId;
-      const incremental = m.record.incremental ?? m.parentId !== undefined;
-      const stored: Record<string, unknown> = { volumeId: m.volumeId, size: m.size, parentId: m.parentId, incremental, createdAt: m.createdAt };
-      for (const [field, value] of Object.entries(stored)) {
+      const stored = dataFields(m);
+      const { incremental } = stored;
+      for (const [field, value] of Object.entries(stored) as [string, unknown][]) {
         if ((given[field] ?? undefined) !== (value ?? undefined)) {
           throw new CairnError('INVALID_INPUT', `exported record of backup ${id} disagrees with its manifest on ${field}: the repository holds ${JSON.stringify(value) ?? 'none'}`, { details: { backupId: id, field } });
         }
@@ -325,4 +331,9 @@ export class ChunkedBackupService implements BackupService {
       throw e.driver ? e : new CairnError(e.code, e.message, { driver: this.name, cause: e.cause ?? e, details: e.details });
     }
   }
+}
+
+/** The record fields that describe a backup's data, as its manifest holds them (exportRecord writes them, importRecord checks them). */
+function dataFields(m: Manifest): Pick<BackupRecord, 'volumeId' | 'size' | 'parentId' | 'incremental' | 'createdAt'> {
+  return { volumeId: m.volumeId, size: m.size, parentId: m.parentId, incremental: m.record.incremental ?? m.parentId !== undefined, createdAt: m.createdAt };
 }
