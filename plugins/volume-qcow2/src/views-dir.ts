@@ -13,7 +13,9 @@ export const VIEWS_OWNER_FILE = 'owner.json';
  * of what it holds) before a daemon start may remove it: one hour. It only has to outlast the
  * moment such an entry is made and then locked (an overlay created, then opened by its daemon;
  * an older version's directory made, then given its owner file), with room for a stalled
- * daemon and for clocks of an NFS server that run ahead.
+ * daemon. It also bounds the clock skew tolerated on a shared file system: a server whose clock
+ * runs behind this host's by more than an hour makes an entry being made look stale (a server
+ * clock that runs ahead only makes entries look newer).
  */
 export const UNOWNED_VIEWS_GRACE_MS = 60 * 60 * 1000;
 
@@ -47,9 +49,10 @@ const isOwner = (v: unknown): v is ProcessOwner => {
  *   the older flat layout (`views/<uuid>.qcow2`), when it has been left unchanged for
  *   UNOWNED_VIEWS_GRACE_MS and no process holds any of its files by qemu's lock (`probe`: a
  *   daemon that has an overlay open, always writable, holds its lock; a file whose lock cannot be
- *   probed counts as held). A directory that holds anything but plain files, or whose owner file
- *   cannot be read for another reason than its absence (no permission, I/O error), is left alone,
- *   and so is any other file in `views/`: nothing tells it is ours.
+ *   probed counts as held). A directory that holds anything but overlays (`*.qcow2` files) and
+ *   its owner file, or whose owner file cannot be read for another reason than its absence (no
+ *   permission, I/O error) or is JSON of another shape (a newer version's), is left alone, and so
+ *   is any other file in `views/`: nothing tells it is ours.
  *
  * The judgements are made from files other processes may change meanwhile; the grace period is
  * what makes a removal between the check and an owner's first write of the entry out of reach.
@@ -103,9 +106,10 @@ async function sweepViewsOf(dir: string, probe: LockProbe, now: number): Promise
     (text) => {
       try {
         const parsed = JSON.parse(text) as unknown;
-        return isOwner(parsed) ? parsed : 'none';
+        // JSON of another shape may be a newer version's owner file: it is left alone.
+        return isOwner(parsed) ? parsed : 'unreadable';
       } catch {
-        return 'none'; // damaged: names nobody
+        return 'none'; // damaged (an older version's directory whose owner file was being written): names nobody
       }
     },
     (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? 'none' : 'unreadable'),
@@ -116,7 +120,8 @@ async function sweepViewsOf(dir: string, probe: LockProbe, now: number): Promise
     return;
   }
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => undefined);
-  if (!entries || entries.some((e) => !e.isFile())) return;
+  // Only overlays (and a damaged owner file) are judged; any other file is not ours to judge.
+  if (!entries || entries.some((e) => !e.isFile() || (e.name !== VIEWS_OWNER_FILE && !e.name.endsWith('.qcow2')))) return;
   if (await unclaimed(dir, entries.map((e) => join(dir, e.name)), probe, now)) await removeViews(dir);
 }
 

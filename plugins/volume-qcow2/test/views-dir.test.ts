@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm as realRm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { currentOwner, newId } from '@cairn/core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Layout } from '../src/layout.js';
@@ -137,6 +137,21 @@ describe('prepareViewsDir and entries of views/ that name no owner', () => {
       await prepareViewsDir(layout, async (p) => (held.has(p) ? 'held' : p === unknownFlat ? 'unknown' : 'free'));
       const kept = [freshFlat, heldFlat, unknownFlat, notOurs, freshDir, freshFileDir, heldDir, nestedDir].map((p) => p.slice(layout.viewsRoot.length + 1));
       expect((await readdir(layout.viewsRoot)).sort()).toEqual([...kept, 'me'].sort());
+    });
+  });
+
+  it("keeps, however old and unheld, a directory whose owner file is JSON of another shape (a newer version's) and one holding a file that is no overlay", async () => {
+    await withDir(async (layout) => {
+      const newer = join(layout.viewsRoot, newId());
+      const other = join(layout.viewsRoot, newId());
+      for (const d of [newer, other]) await mkdir(d, { recursive: true });
+      await writeFile(join(newer, 'owner.json'), JSON.stringify({ version: 2, owner: currentOwner() }));
+      await writeFile(join(newer, 'state'), 'not an image');
+      await writeFile(join(other, 'x.qcow2'), 'overlay');
+      await writeFile(join(other, 'state'), 'not an image');
+      await age(10 * HOUR, join(newer, 'owner.json'), join(newer, 'state'), newer, join(other, 'x.qcow2'), join(other, 'state'), other);
+      await prepareViewsDir(layout, free);
+      expect((await readdir(layout.viewsRoot)).sort()).toEqual([basename(newer), basename(other), 'me'].sort());
     });
   });
 
