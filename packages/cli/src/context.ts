@@ -25,24 +25,11 @@ export interface GlobalOptions {
 }
 
 /**
- * The plugins this binary composes. Its secret reader reports a secret file (`file:/path`, such
- * as a repository's passphrase) that this process may not read as `UNAVAILABLE` naming the file
- * (details.file), as the CLI does for every file it may not read; core's reader says `NOT_FOUND`
- * for any failure, which stays the answer for a missing file.
+ * The plugins this binary composes. Secrets are read by core's registry: a missing file is
+ * `NOT_FOUND`, one this process may not read `UNAVAILABLE` naming it (details.file).
  */
 export function composeRegistry(): DriverRegistry {
-  const registry = DriverRegistry.compose(fileVolumeModule, posixModule);
-  const secret = registry.secret.bind(registry);
-  registry.secret = (reference) => secret(reference).catch((err: unknown) => Promise.reject(secretFileError(err, reference)));
-  return registry;
-}
-
-/** A secret reader's failure for `reference`; no permission to read its file (EACCES, EPERM) made `UNAVAILABLE`. */
-function secretFileError(err: unknown, reference: string): unknown {
-  const cause = err instanceof CairnError ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
-  if (!reference.startsWith('file:') || (cause?.code !== 'EACCES' && cause?.code !== 'EPERM')) return err;
-  const file = reference.slice(5);
-  return new CairnError('UNAVAILABLE', `secret file ${file} cannot be read: permission denied (${cause.code})`, { driver: 'registry', cause, details: { file } });
+  return DriverRegistry.compose(fileVolumeModule, posixModule);
 }
 
 /**

@@ -88,7 +88,7 @@ describe('cairn serve: what a backup record status allows', () => {
     expect(conflict, `answers: ${JSON.stringify(answers)}`).toBeDefined();
   });
 
-  it('POST /v1/backups/:id/verify of a failed backup (error, no data) ends failed with CONFLICT naming the status; `backup verify` exits 4', async () => {
+  it('POST /v1/backups/:id/verify of a failed backup (error, no data) answers 409 CONFLICT naming the status and makes no job; `backup verify` exits 4', async () => {
     // 4 MiB at 64 KiB/s: still copying when it is cancelled, so it ends `error` with no data.
     const started = await server.call('POST', '/v1/backups', { volumeId, readRate: 64 * 1024 });
     expect(started.status).toBe(202);
@@ -98,10 +98,10 @@ describe('cairn serve: what a backup record status allows', () => {
     expect((await server.call('GET', `/v1/backups/${failedId}`)).json).toMatchObject({ status: 'error' });
 
     const verify = await server.call('POST', `/v1/backups/${failedId}/verify`);
-    expect(verify.status).toBe(202);
-    const job = await settle(verify.json.id);
-    expect(job).toMatchObject({ kind: 'verify', state: 'failed', backupId: failedId, error: { code: 'CONFLICT', details: { backupId: failedId, status: 'error' } } });
-    expect(job.result).toBeUndefined();
+    expect(verify).toEqual({ status: 409, json: { error: { code: 'CONFLICT', message: expect.stringContaining('error'), details: { backupId: failedId, status: 'error' } } } });
+    const verifyJobs = await server.call('GET', '/v1/jobs?kind=verify');
+    expect(verifyJobs.status).toBe(200);
+    expect(verifyJobs.json).toEqual([]);
 
     const cli = await cairn(['backup', 'verify', failedId, '--json'], { cwd });
     expect(cli.code).toBe(4);

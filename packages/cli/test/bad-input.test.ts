@@ -1,8 +1,7 @@
-import { execFile } from 'node:child_process';
 import { chmod, lstat, mkdir, readdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cairn, cairnJson, jsonError, MiB, removeDir, tempDir, type CliResult } from './helpers.js';
+import { cairn, cairnJson, cairnUnprivileged, cairnWithin, jsonError, MiB, removeDir, tempDir, type CliResult } from './helpers.js';
 
 /**
  * Bad input to every command ends in its documented code and exit code, before anything is
@@ -165,16 +164,6 @@ describe('cairn init with bad input creates nothing', () => {
   });
 });
 
-/** Runs the binary, killed (SIGKILL) if it runs longer than `ms`: a command that hangs fails its test (`killed`) instead of stalling the suite. */
-function cairnWithin(ms: number, args: string[], cwd: string): Promise<CliResult & { killed: boolean }> {
-  return new Promise((resolvePromise) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CAIRN_CONFIG: undefined }, timeout: ms, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: unknown }).code as number) : 0;
-      resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr, killed: !!(err as { killed?: boolean } | null)?.killed });
-    });
-  });
-}
-
 /**
  * Directories under /proc/<pid> take no new entries: mkdir says ENOENT although the parent is
  * there, and Node's recursive mkdir retried that for ever (100% CPU, deaf to SIGTERM).
@@ -223,22 +212,6 @@ describe('cairn with a directory it cannot make', () => {
     expect(jsonError(r).code).toBe('UNAVAILABLE');
   });
 });
-
-/**
- * Runs the binary so that file permissions apply. As root (whom they do not stop), through
- * util-linux's `setpriv` with every capability dropped: still uid 0, so it reads the checkout
- * wherever that is (a fresh clone may sit in a directory only root may enter), but mode bits
- * apply to it as to the owner of the files these tests make. As another user, directly.
- */
-function cairnUnprivileged(args: string[], cwd: string): Promise<CliResult> {
-  const [cmd, pre] = process.getuid?.() === 0 ? ['setpriv', ['--bounding-set=-all', '--inh-caps=-all', '--ambient-caps=-all', '--', process.execPath]] : [process.execPath, []];
-  return new Promise((resolvePromise) => {
-    execFile(cmd, [...pre, BIN, ...args], { cwd, env: { ...process.env, CAIRN_CONFIG: undefined } }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: unknown }).code as number) : 0;
-      resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-    });
-  });
-}
 
 describe('cairn with files it may not read or write', () => {
   let cwd: string;

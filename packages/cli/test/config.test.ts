@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, MiB, removeDir, tempDir, jsonError } from './helpers.js';
@@ -60,6 +60,25 @@ describe('cairn config', () => {
     const err = jsonError(r);
     expect(err.code).toBe('INVALID_INPUT');
     expect(err.message).toContain(file);
+  });
+
+  it('an empty config (an init holding its claim, or one killed) is INVALID_INPUT (exit 2) saying it is empty and what to do', async () => {
+    const found = join(cwd, 'empty-config');
+    await mkdir(found);
+    await writeFile(join(found, 'cairn.config.json'), '');
+    const cases = [
+      { file: join(found, 'cairn.config.json'), args: ['volume', 'list', '--json'], dir: found },
+      { file: await withConfig('empty.json', '\n'), args: ['volume', 'list', '--config', join(cwd, 'empty.json'), '--json'], dir: cwd },
+      { file: await withConfig('empty.yaml', ''), args: ['volume', 'list', '--config', join(cwd, 'empty.yaml'), '--json'], dir: cwd },
+    ];
+    for (const c of cases) {
+      const r = await cairn(c.args, { cwd: c.dir });
+      expect(r.code, c.file).toBe(2);
+      const err = jsonError(r);
+      expect(err, c.file).toMatchObject({ code: 'INVALID_INPUT', details: { file: c.file } });
+      expect(err.message, c.file).toContain('is empty');
+      expect(err.message, c.file).toContain('cairn init --force');
+    }
   });
 
   it('malformed YAML is INVALID_INPUT (exit 2) naming the file in the message and details.file, and where: line and column in both', async () => {

@@ -51,6 +51,32 @@ export function jsonError(r: CliResult): { code: string; message: string; detail
   return JSON.parse(r.stderr.trim().split('\n').at(-1)!).error;
 }
 
+/** Runs the binary, killed (SIGKILL) if it runs longer than `ms`: a command that hangs fails its test (`killed`) instead of stalling the suite. */
+export function cairnWithin(ms: number, args: string[], cwd: string): Promise<CliResult & { killed: boolean }> {
+  return new Promise((resolvePromise) => {
+    execFile(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CAIRN_CONFIG: undefined }, timeout: ms, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const code = err ? ((err as { code?: unknown }).code as number) : 0;
+      resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr, killed: !!(err as { killed?: boolean } | null)?.killed });
+    });
+  });
+}
+
+/**
+ * Runs the binary so that file permissions apply. As root (whom they do not stop), through
+ * util-linux's `setpriv` with every capability dropped: still uid 0, so it reads the checkout
+ * wherever that is (a fresh clone may sit in a directory only root may enter), but mode bits
+ * apply to it as to the owner of the files these tests make. As another user, directly.
+ */
+export function cairnUnprivileged(args: string[], cwd: string): Promise<CliResult> {
+  const [cmd, pre] = process.getuid?.() === 0 ? ['setpriv', ['--bounding-set=-all', '--inh-caps=-all', '--ambient-caps=-all', '--', process.execPath]] : [process.execPath, []];
+  return new Promise((resolvePromise) => {
+    execFile(cmd, [...pre, BIN, ...args], { cwd, env: { ...process.env, CAIRN_CONFIG: undefined } }, (err, stdout, stderr) => {
+      const code = err ? ((err as { code?: unknown }).code as number) : 0;
+      resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
+    });
+  });
+}
+
 /** Starts the binary in the background (for cancel tests). */
 export function cairnSpawn(args: string[], options: RunOptions): { child: ChildProcess; exit: Promise<CliResult> } {
   const child = spawn(process.execPath, [BIN, ...args], { cwd: options.cwd, env: { ...process.env, CAIRN_CONFIG: undefined, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });

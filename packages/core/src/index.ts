@@ -46,6 +46,7 @@ export { BackupReader, type BackupReaderOptions } from './repository/backup-read
 export { ChunkList } from './repository/chunk-list.js';
 export { ChunkMap, ChunkWindow, PAGE_CHUNKS } from './repository/chunk-map.js';
 export { writeFileAtomic, syncDir } from './util/durable-file.js';
+export { makeDirectories, type MakeDirectoriesOptions } from './util/make-directories.js';
 export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';
 export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';

@@ -139,42 +139,6 @@ export class DirectoryChain {
   }
 }
 
-/**
- * Creates the absolute directory `dir` and any missing parents (mkdir -p), one level at a time,
- * durably: the parent of every directory created is fsynced. A level another process makes
- * meanwhile is taken as it is. `UNAVAILABLE` when mkdir says a level's parent is missing although
- * it was found (a directory that takes no new entries: /proc and its per-process directories, a
- * directory removed while still reachable through /proc/<pid>/cwd or fd, or a parent removed
- * meanwhile). Node's recursive mkdir retries that case for ever (it remakes the parent, finds it
- * there, and tries the level again); here every level is tried once. Other errors are thrown as
- * they are.
- */
-export async function createDirectories(dir: string): Promise<void> {
-  /** The levels to make, top first: everything below the deepest path that exists. */
-  const missing: string[] = [];
-  for (let at = dir; dirname(at) !== at; at = dirname(at)) {
-    const found = await stat(at).then(
-      () => true,
-      (err: unknown) => {
-        if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return false; // a file on the way: its mkdir says ENOTDIR
-        throw err;
-      },
-    );
-    if (found) break;
-    missing.unshift(at);
-  }
-  for (const level of missing) {
-    try {
-      await mkdir(level);
-    } catch (err) {
-      if (errnoOf(err) === 'EEXIST' && (await stat(level).catch(() => undefined))?.isDirectory()) continue;
-      if (errnoOf(err) !== 'ENOENT') throw err;
-      throw new CairnError('UNAVAILABLE', `cannot create directory ${level}: mkdir says ENOENT although ${dirname(level)} is there (a place that takes no new directories, such as /proc, or one removed meanwhile)`, { driver: DRIVER, cause: err });
-    }
-    await fsyncDir(dirname(level));
-  }
-}
-
 function collision(segments: readonly string[], cause?: unknown): CairnError {
   return new CairnError('CONFLICT', `a key's directory ${segments.join('/')} collides with an object`, { driver: DRIVER, cause });
 }

@@ -8,6 +8,7 @@ import {
   assertObjectPrefix,
   directReadSpan,
   isRetryable,
+  makeDirectories,
   openDirect,
   resolveRange,
   type ByteRange,
@@ -18,7 +19,7 @@ import {
   type ObjectStoreCapabilities,
   type PutOptions,
 } from '@cairn/core';
-import { DirectoryChain, createDirectories } from './directory-chain.js';
+import { DirectoryChain } from './directory-chain.js';
 import { fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
 import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
 import { keyToSegments } from './key-layout.js';
@@ -64,7 +65,7 @@ export class PosixObjectStore implements ObjectStore {
    * false (durably: the parent of every directory created is fsynced), else `UNAVAILABLE`
    * (details.option = `directory`); `INVALID_INPUT` when it is a file. A directory that cannot be
    * made is `UNAVAILABLE` too (no permission, a read-only file system, a place that takes no new
-   * directories such as /proc/<pid>: see createDirectories), at once, never retried.
+   * directories such as /proc/<pid>: see core's makeDirectories), at once, never retried.
    */
   static async open(options: PosixObjectStoreOptions): Promise<PosixObjectStore> {
     const store = new PosixObjectStore(options);
@@ -83,7 +84,7 @@ export class PosixObjectStore implements ObjectStore {
       if (!this.createDirectory) {
         throw new CairnError('UNAVAILABLE', `option directory: ${this.directory} does not exist`, { driver: DRIVER, cause: err, details });
       }
-      await createDirectories(this.directory).catch((e: unknown) => {
+      await makeDirectories(this.directory, { durable: true, driver: DRIVER }).catch((e: unknown) => {
         throw fsError(e, `creating ${this.directory}`);
       });
     }

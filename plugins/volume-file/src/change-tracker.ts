@@ -1,4 +1,4 @@
-import { mkdir, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import type { Extent } from '@cairn/core';
 import { writeFileAtomic } from '@cairn/core';
 import { DirtyBitmap } from './dirty-bitmap.js';
@@ -16,7 +16,8 @@ export class ChangeTracker {
 
   constructor(
     private readonly bitmapPath: (checkpointId: string) => string,
-    private readonly cbtDir: string,
+    /** Makes the directory the bitmaps go in where missing (DriverContext.makeCbtDir). */
+    private readonly makeCbtDir: () => Promise<void>,
   ) {}
 
   add(checkpointId: string, bitmap: DirtyBitmap): void {
@@ -47,7 +48,7 @@ export class ChangeTracker {
 
   /** Writes every bitmap atomically and durably. */
   async save(): Promise<void> {
-    await mkdir(this.cbtDir, { recursive: true });
+    await this.makeCbtDir();
     for (const [id, b] of this.bitmaps) await writeFileAtomic(this.bitmapPath(id), b.serialize());
   }
 }

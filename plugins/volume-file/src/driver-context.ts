@@ -1,5 +1,5 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import { CairnError, KeyedMutex } from '@cairn/core';
+import { readFile } from 'node:fs/promises';
+import { CairnError, KeyedMutex, makeDirectories } from '@cairn/core';
 import { writeFileAtomic } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
@@ -62,8 +62,17 @@ export class DriverContext {
     }
   }
 
+  /**
+   * Makes the `<id>.cbt` directory of a volume or snapshot where missing (and the directories
+   * above it): core's makeDirectories, so a directory that takes no new entries is `UNAVAILABLE`
+   * at once, tagged with this driver. Idempotent.
+   */
+  async makeCbtDir(kind: RecordKind, id: string): Promise<void> {
+    await makeDirectories(this.store.layout.cbtDir(kind, id), { driver: this.name });
+  }
+
   async saveBitmap(kind: RecordKind, id: string, checkpointId: string, bitmap: DirtyBitmap): Promise<void> {
-    await mkdir(this.store.layout.cbtDir(kind, id), { recursive: true });
+    await this.makeCbtDir(kind, id);
     await writeFileAtomic(this.store.layout.bitmap(kind, id, checkpointId), bitmap.serialize());
   }
 }

@@ -284,7 +284,7 @@ export class FileVolumeDriver implements VolumeDriver {
     if (actual < size) await resizeImage(image, size, this.name); // an extend interrupted between sidecar and truncate
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
-      const t = new ChangeTracker((cp) => ctx.store.layout.bitmap('volume', record.id, cp), ctx.store.layout.cbtDir('volume', record.id));
+      const t = new ChangeTracker((cp) => ctx.store.layout.bitmap('volume', record.id, cp), () => ctx.makeCbtDir('volume', record.id));
       await ctx.store.updateVolume(record.id, async (r) => {
         for (const c of r.checkpoints.filter((x) => x.consistent)) {
           const bitmap = await ctx.loadBitmap('volume', r.id, c.id, r.size);

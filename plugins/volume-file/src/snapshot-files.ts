@@ -1,4 +1,4 @@
-import { mkdir, open, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { nowIso } from '@cairn/core';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { DriverContext } from './driver-context.js';
@@ -32,7 +32,7 @@ export async function createSnapshotFiles(
       await fh.close();
     }
   }
-  await mkdir(layout.cbtDir('snapshot', id), { recursive: true });
+  await ctx.makeCbtDir('snapshot', id);
   const checkpoints: CheckpointRecord[] = [];
   for (const c of volume.checkpoints) {
     const bitmap = !c.consistent ? undefined : live ? live.get(c.id) : await ctx.loadBitmap('volume', volume.id, c.id, volume.size);

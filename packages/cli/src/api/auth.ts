@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { CairnError, type DriverRegistry } from '@cairn/core';
+import { CairnError, isCairnError, type DriverRegistry } from '@cairn/core';
 import type { FastifyRequest } from 'fastify';
 import { HttpError } from './errors.js';
 
@@ -34,18 +34,27 @@ export function isLoopback(host: string): boolean {
 
 /**
  * Reads the bearer token from `file` through the registry's secret reader (`file:` references:
- * one trailing newline dropped; `NOT_FOUND` when unreadable). `INVALID_INPUT` for a token shorter
- * than MIN_TOKEN_LENGTH or holding whitespace. Returns a warning when the file is readable by
- * group or others. The token itself never appears in a message.
+ * one trailing newline dropped), keeping its code with details.file: `NOT_FOUND` when missing,
+ * `UNAVAILABLE` when this process may not read it, `INVALID_INPUT` when it is a directory.
+ * `INVALID_INPUT` for a token shorter than MIN_TOKEN_LENGTH or holding whitespace. Returns a
+ * warning when the file is readable by group or others. The token itself never appears in a message.
  */
 export async function loadToken(registry: DriverRegistry, file: string): Promise<{ token: string; warning?: string }> {
   const path = resolve(file);
-  const token = await registry.secret(`file:${path}`).catch((cause) => Promise.reject(new CairnError('NOT_FOUND', `token file ${path} cannot be read`, { cause })));
+  const token = await registry.secret(`file:${path}`).catch((cause: unknown) => Promise.reject(tokenFileError(path, cause)));
   if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
     throw new CairnError('INVALID_INPUT', `the token in ${path} must be at least ${MIN_TOKEN_LENGTH} characters without whitespace (e.g. the output of: openssl rand -hex 32)`);
   }
   const mode = (await stat(path)).mode & 0o077;
   return { token, warning: mode ? `token file ${path} is readable by group or others (chmod 600 it)` : undefined };
+}
+
+/** The secret reader's failure to read the token file `path`, its code kept (NOT_FOUND for anything else), said of the token file. */
+function tokenFileError(path: string, cause: unknown): CairnError {
+  const code = isCairnError(cause) ? cause.code : 'NOT_FOUND';
+  const errno = ((cause as { cause?: NodeJS.ErrnoException } | undefined)?.cause as NodeJS.ErrnoException | undefined)?.code;
+  const why = code === 'UNAVAILABLE' ? `: permission denied (${errno ?? code})` : code === 'INVALID_INPUT' ? ': it is a directory' : errno === 'ENOENT' ? ': it does not exist' : '';
+  return new CairnError(code, `token file ${path} cannot be read${why}`, { cause, details: { file: path } });
 }
 
 /**

@@ -11,7 +11,8 @@ export interface TlsFiles {
 
 /**
  * Reads `--tls-cert` and `--tls-key` for `cairn serve`: both or neither (`INVALID_INPUT`). A file
- * that cannot be read is `NOT_FOUND`; a pair node:tls refuses (not PEM, a key that does not
+ * that cannot be read has its system error's code (core's toCairnError): missing `NOT_FOUND`, no
+ * permission to read it `UNAVAILABLE`, a directory `INVALID_INPUT`; a pair node:tls refuses (not PEM, a key that does not
  * match the certificate, an encrypted key) is `INVALID_INPUT`, checked before the server
  * starts. The key's bytes never appear in a message.
  */
@@ -23,7 +24,7 @@ export async function loadTls(certFile: string | undefined, keyFile: string | un
     try {
       return await readFile(path);
     } catch (err) {
-      const e = toCairnError(err); // ENOENT: NOT_FOUND
+      const e = toCairnError(err); // ENOENT: NOT_FOUND; EACCES, EPERM: UNAVAILABLE; EISDIR: INVALID_INPUT
       throw new CairnError(e.code, `cannot read the TLS ${what} ${path}: ${e.message}`, { cause: err });
     }
   };

@@ -1,16 +1,31 @@
-import { CairnError, type VerifyReport } from '@cairn/core';
+import { CairnError, type BackupStatus, type VerifyReport } from '@cairn/core';
 import type { ApiContext } from './api-context.js';
 import { apiJob, type JobSpec } from './jobs.js';
 
 /**
+ * Record statuses whose backup has complete data to verify: BackupManager.verify refuses any
+ * other with `CONFLICT` (details {backupId, status}); the API refuses it the same way before it
+ * makes a job.
+ */
+const VERIFIABLE: ReadonlySet<BackupStatus> = new Set(['available', 'restoring']);
+
+/**
  * A verify job: one backup (`backupId`), or every backup of every configured target. Verify
  * reads and checks every chunk, so it runs as a job: it can take as long as a restore, and it
- * can be cancelled (the targets' verify honours an AbortSignal). Unknown backup: `NOT_FOUND` at
- * once. The job's result is the VerifyReport (docs/cli.md); with problems the job ends `failed`
- * with `CORRUPT` and still carries the report, as `cairn backup verify` exits 5.
+ * can be cancelled (the targets' verify honours an AbortSignal). Refused at once, no job made:
+ * an unknown backup (`NOT_FOUND`), and one whose record has no complete data to verify
+ * (`creating`, `deleting`, `error`, `error_deleting`: `CONFLICT`, details {backupId, status}, as
+ * BackupManager.verify says; a record that changes status after this check still ends the job
+ * `failed` with that `CONFLICT`). The job's result is the VerifyReport (docs/cli.md); with
+ * problems the job ends `failed` with `CORRUPT` and still carries the report, as
+ * `cairn backup verify` exits 5.
  */
 export async function startVerify(api: ApiContext, backupId?: string): Promise<JobSpec> {
   const backup = backupId === undefined ? undefined : await api.manager.getBackup(backupId);
+  if (backup && !VERIFIABLE.has(backup.status)) {
+    const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
+    throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
+  }
   const fields = backup ? { kind: 'verify' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service } : { kind: 'verify' as const };
   return apiJob(fields, async (signal, progress) => {
     let reported = false;

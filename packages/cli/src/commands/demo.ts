@@ -2,13 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CairnError, type BackupManager, type BackupRecord, type VolumeDriver } from '@cairn/core';
+import { CairnError, makeDirectories, type BackupManager, type BackupRecord, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withoutContext } from '../command-runner.js';
 import { embeddedDefaults } from '../config/load.js';
 import { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { makeDirectory } from '../io/make-directory.js';
 import { runJob } from '../jobs/run-job.js';
 import { renderTable } from '../output/table.js';
 import { formatBytes, formatDuration, parseSize, optionParser } from '../output/units.js';
@@ -38,7 +37,7 @@ export function registerDemoCommand(program: Command): void {
       withoutContext<{ dir?: string; size: number; keep: boolean }>(async (out, _a, o, globals) => {
         if (o.size < MiB || o.size % MiB !== 0) throw new CairnError('INVALID_INPUT', '--size must be a whole number of MiB, at least 1MiB');
         const dir = o.dir ? resolve(o.dir) : await mkdtemp(join(tmpdir(), 'cairn-demo-'));
-        await makeDirectory(dir);
+        await makeDirectories(dir);
         const config = embeddedDefaults(dir);
         const ctx = CliContext.forConfig({ file: undefined, config, stateDir: config.stateDir }, { ...globals, config: undefined }, out);
         try {

@@ -118,8 +118,8 @@ function parseChunkSize(text: string): number {
 
 /**
  * Resolves the passphrase reference now, so that an unset variable or a missing file (`NOT_FOUND`),
- * a file this process may not read (`UNAVAILABLE`) or an empty passphrase (`INVALID_INPUT`) is
- * refused before the repository directory is made.
+ * a file this process may not read (`UNAVAILABLE`), a directory or an empty passphrase
+ * (`INVALID_INPUT`) is refused before the repository directory is made.
  */
 async function assertPassphrase(registry: DriverRegistry, reference: string): Promise<void> {
   if ((await registry.secret(reference)) === '') throw new CairnError('INVALID_INPUT', `the passphrase from ${reference} is empty`);

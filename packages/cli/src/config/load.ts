@@ -70,9 +70,14 @@ export function fromText(file: string, text: string): LoadedConfig {
 /**
  * The document in `text`: YAML for a `.yaml`/`.yml` file, else JSON. `INVALID_INPUT` when it is
  * malformed, with `details.file`, and for YAML the message and `details.line`/`details.column`
- * (1-based) saying where.
+ * (1-based) saying where. An empty file (or one of whitespace alone) is `INVALID_INPUT` saying so:
+ * it is what `cairn init` holds while it writes the config, or leaves when it is killed.
  */
 function parseText(file: string, text: string): unknown {
+  if (text.trim() === '') {
+    const message = `config file ${file} is empty: a \`cairn init\` is still writing it, or one was killed before it finished; run \`cairn init --force\` or write the config`;
+    throw new CairnError('INVALID_INPUT', message, { driver: 'config', details: { file } });
+  }
   if (/\.ya?ml$/i.test(file)) {
     const r = parseYamlDocument(text);
     if ('value' in r) return r.value;

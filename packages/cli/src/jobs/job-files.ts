@@ -1,8 +1,7 @@
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, currentOwner, ordinal, type ProcessOwner } from '@cairn/core';
-import { makeDirectory } from '../io/make-directory.js';
+import { CairnError, currentOwner, makeDirectories, ordinal, type ProcessOwner } from '@cairn/core';
 import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
@@ -59,7 +58,7 @@ export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'k
   const { startTime: pidStartTime, ...me } = currentOwner();
   const doc: JobFile = { ...job, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}), ...me };
   try {
-    await makeDirectory(dir);
+    await makeDirectories(dir);
     await writeFile(tmp, JSON.stringify(doc));
     await rename(tmp, file);
   } catch (cause) {

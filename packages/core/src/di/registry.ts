@@ -90,7 +90,13 @@ export class DriverRegistry implements FactoryContext {
     return this.factory('object store', this.stores, plugin).create(options, this);
   }
 
-  /** Reads `env:NAME` or `file:/path`. `INVALID_INPUT` for other forms, `NOT_FOUND` when unset or missing. */
+  /**
+   * Reads `env:NAME` or `file:/path` (the file's content, one trailing newline dropped). Errors,
+   * tagged `registry`: `INVALID_INPUT` for other forms; `NOT_FOUND` for an unset (or empty)
+   * variable and for a missing file; of a file (details.file), `UNAVAILABLE` when this process may
+   * not read it (EACCES, EPERM) and `INVALID_INPUT` when it is a directory (a wrong reference in
+   * the config). Any other failure to read a file stays `NOT_FOUND` ("cannot be read").
+   */
   async secret(reference: string): Promise<string> {
     if (typeof reference === 'string' && reference.startsWith('env:')) {
       const value = process.env[reference.slice(4)];
@@ -98,10 +104,11 @@ export class DriverRegistry implements FactoryContext {
       return value;
     }
     if (typeof reference === 'string' && reference.startsWith('file:')) {
+      const file = reference.slice(5);
       try {
-        return (await readFile(reference.slice(5), 'utf8')).replace(/\r?\n$/, '');
+        return (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
       } catch (cause) {
-        throw new CairnError('NOT_FOUND', `secret file ${reference.slice(5)} cannot be read`, { driver: 'registry', cause });
+        throw secretFileError(file, cause);
       }
     }
     throw new CairnError('INVALID_INPUT', 'a secret must be given as env:NAME or file:/path', { driver: 'registry' });
@@ -117,3 +124,12 @@ export class DriverRegistry implements FactoryContext {
   }
 }
 
+/** The error for a secret file that could not be read (see DriverRegistry.secret). */
+function secretFileError(file: string, cause: unknown): CairnError {
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  const options = { driver: 'registry', cause, details: { file } };
+  if (code === 'EACCES' || code === 'EPERM') return new CairnError('UNAVAILABLE', `secret file ${file} cannot be read: permission denied (${code})`, options);
+  if (code === 'EISDIR') return new CairnError('INVALID_INPUT', `secret file ${file} is a directory, not a file`, options);
+  if (code === 'ENOENT') return new CairnError('NOT_FOUND', `secret file ${file} does not exist`, options);
+  return new CairnError('NOT_FOUND', `secret file ${file} cannot be read`, options);
+}

@@ -1,8 +1,9 @@
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, isCairnError } from '../errors.js';
 import { syncDir } from '../util/durable-file.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import { makeDirectories } from '../util/make-directories.js';
 import { isUuid, writeSidecar, type SnapshotSidecar, type VolumeSidecar } from './sidecar-records.js';
 
 export type SidecarKind = 'volume' | 'snapshot';
@@ -40,11 +41,15 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
     return join(this.options.dir(kind), `${id}.json`);
   }
 
-  /** Creates the directory tree once. */
+  /**
+   * Creates the directory tree once (core's makeDirectories: a place that takes no new
+   * directories, such as /proc/<pid>, is `UNAVAILABLE` tagged with the driver, at once; other
+   * system errors are thrown as they are).
+   */
   init(): Promise<void> {
     this.ready ??= (async () => {
-      await mkdir(this.options.dir('volume'), { recursive: true });
-      await mkdir(this.options.dir('snapshot'), { recursive: true });
+      await makeDirectories(this.options.dir('volume'), { driver: this.options.driver });
+      await makeDirectories(this.options.dir('snapshot'), { driver: this.options.driver });
       await this.options.setup?.();
     })();
     return this.ready;
