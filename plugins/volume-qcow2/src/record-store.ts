@@ -1,5 +1,4 @@
-import { mkdir } from 'node:fs/promises';
-import { SidecarStore } from '@cairn/core';
+import { makeDirectories, SidecarStore } from '@cairn/core';
 import { Layout } from './layout.js';
 import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeRecord } from './records.js';
 
@@ -18,7 +17,7 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
       dir: (kind) => layout.dir(kind),
       readVolume: readVolumeRecord,
       readSnapshot: readSnapshotRecord,
-      setup: async () => void (await mkdir(layout.viewsRoot, { recursive: true })),
+      setup: () => makeDirectories(layout.viewsRoot, { driver }),
     });
     this.layout = layout;
   }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { currentOwner, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } from '@cairn/core';
+import { currentOwner, makeDirectories, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } from '@cairn/core';
 import { isUuid, type Layout } from './layout.js';
 
 /** The file in an instance's views directory naming the process that owns it (core's ProcessOwner). */
@@ -60,7 +60,7 @@ const isOwner = (v: unknown): v is ProcessOwner => {
  * does not start a daemon); reclaiming others' entries never fails the call.
  */
 export async function prepareViewsDir(layout: Layout, probe: LockProbe): Promise<void> {
-  await mkdir(layout.viewsRoot, { recursive: true });
+  await makeDirectories(layout.viewsRoot);
   await readyOwnDir(layout);
   const now = Date.now();
   for (const entry of await readdir(layout.viewsRoot, { withFileTypes: true })) {

@@ -1,13 +1,6 @@
-import { CairnError, type BackupStatus, type VerifyReport } from '@cairn/core';
+import { CairnError, assertVerifiable, type VerifyReport } from '@cairn/core';
 import type { ApiContext } from './api-context.js';
 import { apiJob, type JobSpec } from './jobs.js';
-
-/**
- * Record statuses whose backup has complete data to verify: BackupManager.verify refuses any
- * other with `CONFLICT` (details {backupId, status}); the API refuses it the same way before it
- * makes a job.
- */
-const VERIFIABLE: ReadonlySet<BackupStatus> = new Set(['available', 'restoring']);
 
 /**
  * A verify job: one backup (`backupId`), or every backup of every configured target. Verify
@@ -22,10 +15,7 @@ const VERIFIABLE: ReadonlySet<BackupStatus> = new Set(['available', 'restoring']
  */
 export async function startVerify(api: ApiContext, backupId?: string): Promise<JobSpec> {
   const backup = backupId === undefined ? undefined : await api.manager.getBackup(backupId);
-  if (backup && !VERIFIABLE.has(backup.status)) {
-    const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
-    throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
-  }
+  if (backup) assertVerifiable(backup);
   const fields = backup ? { kind: 'verify' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service } : { kind: 'verify' as const };
   return apiJob(fields, async (signal, progress) => {
     let reported = false;

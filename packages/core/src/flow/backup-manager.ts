@@ -739,10 +739,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
     }
     const backup = await this.catalog.getBackup(backupId);
-    if (!VERIFIABLE.has(backup.status)) {
-      const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
-      throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
-    }
+    assertVerifiable(backup);
     return this.target(backup.service).verify(backup, options);
   }
 
@@ -868,6 +865,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
 /** Statuses of a record whose data is complete, so `verify(backupId)` checks it. */
 const VERIFIABLE: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);
+
+/**
+ * `CONFLICT` (details {backupId, status}) unless the record's data is complete (`available`,
+ * `restoring`): the rule of BackupManager.verify(backupId), for callers that refuse up front.
+ */
+export function assertVerifiable(backup: BackupRecord): void {
+  if (VERIFIABLE.has(backup.status)) return;
+  const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
+  throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
+}
 
 /** Whether the record's owner is another process of this host and pid namespace that runs (its job may). */
 function runsHere(record: BackupRecord): boolean {
