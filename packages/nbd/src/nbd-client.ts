@@ -1,7 +1,7 @@
 import { CairnError, assertRange } from '@cairn/core';
 import { ClientConnection, type NbdAddress } from './connection.js';
 import { listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
-import { NBD_DRIVER, connectionLost, protocolError } from './error-map.js';
+import { NBD_DRIVER, connectionLost } from './error-map.js';
 import { InFlightWindow } from './in-flight-window.js';
 import { PerRequestBound, type HeldRequest } from './per-request-bound.js';
 import { BASE_ALLOCATION, CMD, CMD_FLAG, TF } from './protocol.js';
@@ -50,6 +50,13 @@ export type NbdConnectOptions = NbdAddress & {
    *   apart with replies to newer requests between them, never trip it. As long as the server
    *   sends chunks only of replies to requests sent less than this many ms after a request's clock
    *   started, only the progress bound applies to that request.
+   * - Error chunks: only the first error chunk of a reply counts as a chunk of it above (they carry
+   *   no data; proto.md: `ERROR` SHOULD appear once, an `ERROR_OFFSET` offset SHOULD NOT repeat).
+   *   A later one restarts no clock, and when it arrives this many ms or more after the later of
+   *   the request's sending and the latest other chunk of its reply, the connection fails. So a
+   *   server can hold a reply open with error chunks for at most this long (every other chunk type
+   *   can appear only a bounded number of times in a reply), while a reply with a few error chunks
+   *   and then `DONE` completes with the first error.
    * - A WRITE is answered only once its whole payload arrived, so one payload (at most
    *   `maxPayload`) must reach the server within this time.
    * Both bounds run on a monotonic clock: a step of the wall clock neither trips nor delays them.
@@ -70,6 +77,8 @@ export type NbdConnectOptions = NbdAddress & {
 export type NbdListAddress = NbdAddress & { connectTimeoutMs?: number };
 
 interface Pending extends PendingReply, HeldRequest {
+  /** `now()` of its sending or of the latest chunk of its reply that counted as progress (see `progressed`). */
+  progressAt: number;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -137,7 +146,7 @@ export class NbdClient {
     const parser = (this.parser = new ReplyParser(
       (c) => this.pending.get(c),
       (c) => this.settle(c),
-      (c) => this.progressed(c),
+      (c, progress) => this.progressed(c, progress),
       this.driver,
       this.structuredReplies,
       new Set(this.metaContexts.values()),
@@ -307,9 +316,8 @@ export class NbdClient {
     if (contextId === undefined) throw new CairnError('NOT_SUPPORTED', `meta context ${JSON.stringify(context)} was not negotiated`, { driver: this.driver });
     if (length === 0) return [];
     const ask = Math.min(length, this.blockStatusChunk, this.size - offset);
-    const extents = await this.submit(CMD.BLOCK_STATUS, 0, offset, ask, { contextId, what: `block-status(${context})` });
-    if (!extents || extents.length === 0) throw protocolError(`no block status for context ${context}`, this.driver);
-    return extents;
+    // A successful reply carries at least one descriptor for `contextId`: the parser fails the connection otherwise.
+    return (await this.submit(CMD.BLOCK_STATUS, 0, offset, ask, { contextId, what: `block-status(${context})` }))!;
   }
 
   /** Every extent of `context` over `[offset, offset+length)`, looping BLOCK_STATUS; adjacent equal flags merged. */
@@ -385,6 +393,7 @@ export class NbdClient {
           reject,
           sentAt: at,
           heldSince: at,
+          progressAt: at,
           replying: false,
         };
         if (extra.target) p.target = extra.target;
@@ -417,13 +426,24 @@ export class NbdClient {
   }
 
   /**
-   * A chunk of the reply to `cookie` arrived, not the last: that request is not held back, and it
-   * may have overtaken others.
+   * A chunk of the reply to `cookie` arrived, not the last, and it may have overtaken others. When
+   * it is `progress`, that request is not held back. When it is not (an error chunk after the
+   * first of its reply), it restarts no clock, and the connection fails with `UNAVAILABLE` if it
+   * came `requestTimeoutMs` or more after the request's `progressAt` (see `requestTimeoutMs`).
    */
-  private progressed(cookie: number): void {
+  private progressed(cookie: number, progress: boolean): void {
     const p = this.pending.get(cookie);
     if (!p) return;
-    this.held.chunk(p, now());
+    const at = now();
+    if (progress) {
+      p.progressAt = at;
+      this.held.chunk(p, at);
+    } else if (this.requestTimeoutMs > 0 && at - p.progressAt >= this.requestTimeoutMs) {
+      const ms = Math.round(at - p.progressAt);
+      return this.conn.abort(
+        connectionLost(`the reply to a ${p.what} got only further error chunks for ${ms} ms (requestTimeoutMs ${this.requestTimeoutMs})`, this.driver),
+      );
+    }
     this.checkHeld(p);
   }
 

@@ -74,7 +74,10 @@ export class PerRequestBound<R extends HeldRequest> {
     }
   }
 
-  /** A chunk of the reply to `r`, not the last, arrived at `at`. */
+  /**
+   * A chunk of the reply to `r`, not the last, arrived at `at`. The client passes only chunks that
+   * count as progress: an error chunk after the first of a reply restarts no clock.
+   */
   chunk(r: R, at: number): void {
     r.replying = true;
     r.heldSince = at;

@@ -1,9 +1,10 @@
 import type { CairnError } from '@cairn/core';
+import { takeStatusChunk, type StatusRequest } from './block-status-chunk.js';
+import { errorChunkError } from './error-chunk.js';
 import { nbdReplyError, protocolError } from './error-map.js';
 import { addSpan } from './read-coverage.js';
 import {
   CMD,
-  NBD_ERR,
   REPLY_FLAG_DONE,
   REPLY_TYPE,
   REPLY_TYPE_ERROR_BIT,
@@ -13,30 +14,18 @@ import {
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.js';
 
-/** One descriptor of a block-status reply, made absolute. */
-export interface NbdExtent {
-  offset: number;
-  length: number;
-  /** Context-defined status flags (base:allocation: 1 = hole, 2 = zero; dirty bitmap: 1 = dirty). */
-  flags: number;
-}
+export type { NbdExtent } from './block-status-chunk.js';
 
-/** A request awaiting its reply, as the parser needs it. */
-export interface PendingReply {
-  cmd: number;
-  offset: number;
-  length: number;
+/** A request awaiting its reply, as the parser needs it (for BLOCK_STATUS, see `StatusRequest`). */
+export interface PendingReply extends StatusRequest {
   /** READ: where the data lands (exactly `length` bytes). */
   target?: Buffer;
-  /** BLOCK_STATUS: the context id whose descriptors to keep. */
-  contextId?: number;
-  extents?: NbdExtent[];
-  /** BLOCK_STATUS: the context ids whose chunk has arrived in this reply; created by the parser. */
-  statusContexts?: number[];
   /** Bytes of a READ covered by data and hole chunks so far. */
   covered: number;
   /** READ with structured replies: the spans covered so far (see `addSpan`); created by the parser. */
   spans?: number[];
+  /** A structured chunk of its reply has arrived (then a simple reply to it is a violation); set by the parser. */
+  chunked?: boolean;
   error?: CairnError;
   what: string;
 }
@@ -59,7 +48,11 @@ const enum State {
  * the reply it is in completes, and the caller must drop the connection. Violations include every
  * chunk proto.md forbids that would let a server go on sending chunks without ever ending a reply:
  * `NONE` without `DONE`, an `OFFSET_HOLE` of size 0, and a second `BLOCK_STATUS` chunk for one
- * context id (or one for an id not negotiated) in a reply.
+ * context id (or one for an id not negotiated) in a reply; a structured chunk when structured
+ * replies were not negotiated, or a simple reply after structured chunks to the same request; a
+ * malformed error chunk (see `errorChunkError`); and a successful BLOCK_STATUS reply without a
+ * chunk for the context the request was for. Work per chunk is O(1) but for copying its payload,
+ * its descriptors and the negotiated contexts (BLOCK_STATUS), and `addSpan` (out-of-order reads).
  */
 export class ReplyParser {
   private state = State.Header;
@@ -70,6 +63,8 @@ export class ReplyParser {
   private current: PendingReply | undefined;
   private chunkFlags = 0;
   private chunkType = 0;
+  /** The current chunk counts as progress of its reply (see `progressed`). */
+  private chunkProgress = true;
   /** Remaining bytes of the current payload section. */
   private remaining = 0;
   /** Where the next data byte lands inside `current.target`. */
@@ -81,10 +76,15 @@ export class ReplyParser {
   constructor(
     private readonly lookup: (cookie: number) => PendingReply | undefined,
     private readonly complete: (cookie: number) => void,
-    /** A structured reply chunk other than the last has been received whole for `cookie`. */
-    private readonly progressed: (cookie: number) => void,
+    /**
+     * A structured reply chunk other than the last has been received whole for `cookie`. `progress`
+     * is false for an error chunk after the first in its reply: it carries nothing new (proto.md:
+     * `ERROR` SHOULD appear once, an `ERROR_OFFSET` offset SHOULD NOT repeat), while every other
+     * chunk type can appear only a bounded number of times in a reply.
+     */
+    private readonly progressed: (cookie: number, progress: boolean) => void,
     private readonly driver: string,
-    /** Whether structured replies were negotiated (then a READ never gets a simple data reply). */
+    /** Whether structured replies were negotiated: without, a structured chunk is a violation; with, so is a simple data reply to a READ. */
     private readonly structured: boolean,
     /** Ids of the negotiated meta contexts: a BLOCK_STATUS chunk for any other id is a violation. */
     private readonly contextIds: ReadonlySet<number>,
@@ -146,8 +146,9 @@ export class ReplyParser {
     if (this.headerNeed === 4) {
       const magic = this.header.readUInt32BE(0);
       if (magic === SIMPLE_REPLY_MAGIC) this.headerNeed = SIMPLE_REPLY_SIZE;
-      else if (magic === STRUCTURED_REPLY_MAGIC) this.headerNeed = STRUCTURED_HEADER_SIZE;
-      else throw protocolError(`bad reply magic 0x${magic.toString(16)}`, this.driver);
+      else if (magic !== STRUCTURED_REPLY_MAGIC) throw protocolError(`bad reply magic 0x${magic.toString(16)}`, this.driver);
+      else if (this.structured) this.headerNeed = STRUCTURED_HEADER_SIZE;
+      else throw protocolError('structured reply chunk, though structured replies were not negotiated', this.driver);
       return;
     }
     this.headerHave = 0;
@@ -166,6 +167,7 @@ export class ReplyParser {
   private onSimpleHeader(): void {
     const errno = this.header.readUInt32BE(4);
     const r = (this.current = this.request(this.header.readUInt32BE(8), this.header.readUInt32BE(12)));
+    if (r.chunked) throw protocolError(`simple reply to a ${r.what} whose structured reply had begun`, this.driver);
     if (errno !== 0) {
       r.error = nbdReplyError(errno, r.what, undefined, this.driver);
       return this.finish();
@@ -186,7 +188,10 @@ export class ReplyParser {
     this.chunkFlags = this.header.readUInt16BE(4);
     this.chunkType = this.header.readUInt16BE(6);
     const r = (this.current = this.request(this.header.readUInt32BE(8), this.header.readUInt32BE(12)));
+    r.chunked = true;
+    this.chunkProgress = true;
     const length = this.header.readUInt32BE(16);
+    if (this.chunkType === REPLY_TYPE.NONE && length !== 0) throw protocolError(`NONE chunk with a payload of ${length} bytes`, this.driver);
     if (this.chunkType === REPLY_TYPE.OFFSET_DATA) {
       if (r.cmd !== CMD.READ || length < 9) throw protocolError(`bad OFFSET_DATA chunk (length ${length})`, this.driver);
       this.remaining = length - 8;
@@ -231,76 +236,38 @@ export class ReplyParser {
         r.target!.fill(0, at - r.offset, at - r.offset + len);
         break;
       }
-      case REPLY_TYPE.BLOCK_STATUS: {
-        if (r.cmd !== CMD.BLOCK_STATUS || b.length < 12 || (b.length - 4) % 8 !== 0) throw protocolError('bad BLOCK_STATUS chunk', this.driver);
-        const id = b.readUInt32BE(0);
-        this.statusOnce(r, id);
-        if (id === r.contextId) r.extents = this.descriptors(r, b);
+      case REPLY_TYPE.BLOCK_STATUS:
+        takeStatusChunk(r, b, this.contextIds, this.driver);
         break;
-      }
-      case REPLY_TYPE.ERROR:
-      case REPLY_TYPE.ERROR_OFFSET:
-        r.error ??= this.errorChunk(r, b);
-        break;
-      default:
+      default: {
+        // Error chunks: ERROR, ERROR_OFFSET, and unknown types with bit 15 set (which fail the request).
         if ((this.chunkType & REPLY_TYPE_ERROR_BIT) === 0) throw protocolError(`unknown chunk type ${this.chunkType}`, this.driver);
-        r.error ??= nbdReplyError(b.length >= 4 ? b.readUInt32BE(0) || NBD_ERR.EIO : NBD_ERR.EIO, r.what, undefined, this.driver);
+        const error = errorChunkError(this.chunkType, r, b, this.driver);
+        this.chunkProgress = r.error === undefined;
+        r.error ??= error;
+      }
     }
     this.chunkDone();
-  }
-
-  /**
-   * Records the BLOCK_STATUS chunk for context `id` in the reply to `r`. proto.md: the chunk
-   * appears exactly once per negotiated context id in a reply, so a second one for `id`, or one
-   * for an id that was not negotiated, is CORRUPT. O(negotiated contexts).
-   */
-  private statusOnce(r: PendingReply, id: number): void {
-    if (!this.contextIds.has(id)) throw protocolError(`BLOCK_STATUS chunk for meta context id ${id}, which was not negotiated`, this.driver);
-    const seen = (r.statusContexts ??= []);
-    if (seen.includes(id)) throw protocolError(`second BLOCK_STATUS chunk for meta context id ${id} in one reply`, this.driver);
-    seen.push(id);
-  }
-
-  /**
-   * The descriptors of a BLOCK_STATUS chunk as absolute extents. proto.md lets the final extent run
-   * past the requested range when REQ_ONE is not set (this client never sets it); it is trimmed to
-   * the request. A descriptor starting at or past the end of the request is CORRUPT, as is one of
-   * length zero.
-   */
-  private descriptors(r: PendingReply, b: Buffer): NbdExtent[] {
-    const out: NbdExtent[] = [];
-    const end = r.offset + r.length;
-    let at = r.offset;
-    for (let i = 4; i < b.length; i += 8) {
-      const length = b.readUInt32BE(i);
-      if (length === 0) throw protocolError('zero-length block status descriptor', this.driver);
-      if (at >= end) throw protocolError('block status descriptors exceed the request', this.driver);
-      out.push({ offset: at, length: Math.min(length, end - at), flags: b.readUInt32BE(i + 4) });
-      at += length;
-    }
-    return out;
-  }
-
-  private errorChunk(r: PendingReply, b: Buffer): CairnError {
-    if (b.length < 6) throw protocolError('short error chunk', this.driver);
-    const errno = b.readUInt32BE(0) || NBD_ERR.EIO;
-    const msgLen = b.readUInt16BE(4);
-    if (6 + msgLen > b.length) throw protocolError('error chunk message overruns the chunk', this.driver);
-    const message = b.toString('utf8', 6, 6 + msgLen);
-    return nbdReplyError(errno, r.what, message, this.driver);
   }
 
   private chunkDone(): void {
     this.state = State.Header;
     if ((this.chunkFlags & REPLY_FLAG_DONE) !== 0) this.finish();
-    else this.progressed(this.cookie);
+    else this.progressed(this.cookie, this.chunkProgress);
   }
 
-  /** The reply is complete. CORRUPT when it claims success for a READ that its chunks did not cover whole. */
+  /**
+   * The reply is complete. CORRUPT when it claims success for a READ that its chunks did not cover
+   * whole, or for a BLOCK_STATUS without a chunk for the context the request was for (proto.md:
+   * one per negotiated context).
+   */
   private finish(): void {
     const r = this.current!;
     if (!r.error && r.cmd === CMD.READ && r.covered !== r.length) {
       throw protocolError(`read reply covered ${r.covered} of ${r.length} bytes`, this.driver);
+    }
+    if (!r.error && r.cmd === CMD.BLOCK_STATUS && r.extents === undefined) {
+      throw protocolError(`block status reply without a chunk for meta context id ${r.contextId}`, this.driver);
     }
     this.state = State.Header;
     const cookie = this.cookie;

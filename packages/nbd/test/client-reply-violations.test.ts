@@ -1,13 +1,13 @@
-// NbdClient against scripted servers whose structured replies break proto.md's rules: every such
-// reply is a protocol violation (CORRUPT) that fails the connection, and a failure, once
-// declared, is final: nothing more of the socket is parsed, so no reply after it completes.
+// NbdClient against scripted servers whose replies break proto.md's rules: every such reply is a
+// protocol violation (CORRUPT) that fails the connection, and a failure, once declared, is final:
+// nothing more of the socket is parsed, so no reply after it completes.
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome } from './helpers/outcome.js';
 import { tempDir } from './helpers/peers.js';
-import { chunk, fakeServer, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
+import { chunk, errorBody, fakeServer, offsetData, offsetHole, simpleReplyTo, statusBody, type FakeServerOptions } from './helpers/raw-nbd.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -16,6 +16,11 @@ const NONE = 0;
 const OFFSET_DATA = 1;
 const OFFSET_HOLE = 2;
 const BLOCK_STATUS = 5;
+const ERROR = 0x8001;
+const ERROR_OFFSET = 0x8002;
+/** An error chunk type proto.md does not define (bit 15 set). */
+const ERROR_UNKNOWN = 0x8003;
+const EINVAL = 22;
 const CONTEXT_ID = 7;
 /** A second negotiated context, and an id the server never granted. */
 const BITMAP = 'qemu:dirty-bitmap:cp1';
@@ -43,12 +48,15 @@ const WRITE = 1;
 const DISC = 2;
 const typeOf = (req: Buffer): number => req.readUInt16BE(6);
 
+/** Structured replies, `base:allocation` as CONTEXT_ID and BITMAP as BITMAP_ID. */
+const STRUCTURED: FakeServerOptions = { structuredContextId: CONTEXT_ID, moreContexts: [[BITMAP_ID, BITMAP]] };
+
 /**
- * A structured fake server of 1 MiB granting `base:allocation` as CONTEXT_ID and BITMAP as
- * BITMAP_ID. It reads every request (and a WRITE's payload) and calls `answer` for each, except
- * NBD_CMD_DISC and reads at UNANSWERED, which it never answers. Resolves with its socket path.
+ * A fake server of 1 MiB negotiating as `options` says (default STRUCTURED). It reads every
+ * request (and a WRITE's payload) and calls `answer` for each, except NBD_CMD_DISC and reads at
+ * UNANSWERED, which it never answers. Resolves with its socket path.
  */
-async function serve(answer: (req: Buffer, s: net.Socket) => void): Promise<string> {
+async function serve(answer: (req: Buffer, s: net.Socket) => void, options: FakeServerOptions = STRUCTURED): Promise<string> {
   const server = fakeServer(
     MiB,
     async (s, raw) => {
@@ -60,7 +68,7 @@ async function serve(answer: (req: Buffer, s: net.Socket) => void): Promise<stri
         if (!unanswered) answer(req, s);
       }
     },
-    { structuredContextId: CONTEXT_ID, moreContexts: [[BITMAP_ID, BITMAP]] },
+    options,
   );
   servers.push(server);
   const path = join(dir.path, `v${++n}.sock`);
@@ -84,6 +92,9 @@ const data = (at: number, length: number): Buffer => offsetData(at, Buffer.alloc
 const wholeRead = (req: Buffer): Buffer => chunk(req, DONE, OFFSET_DATA, data(0, 4096));
 const wholeStatus = (req: Buffer): Buffer => chunk(req, DONE, BLOCK_STATUS, statusBody(CONTEXT_ID, [[4096, 0]]));
 const status = (req: Buffer, id: number): Buffer => chunk(req, 0, BLOCK_STATUS, statusBody(id, [[4096, 1]]));
+const noneDone = (req: Buffer): Buffer => chunk(req, DONE, NONE, Buffer.alloc(0));
+/** An ERROR_OFFSET chunk (not the last) with EINVAL, a message and `offset`. */
+const errorAt = (req: Buffer, offset: number): Buffer => chunk(req, 0, ERROR_OFFSET, errorBody(EINVAL, 'bad sector', offset));
 const connect = (path: string): Promise<NbdClient> => NbdClient.connect({ path, metaContexts: ['base:allocation', BITMAP] });
 
 describe('NbdClient structured replies that proto.md forbids', () => {
@@ -106,6 +117,28 @@ describe('NbdClient structured replies that proto.md forbids', () => {
     ['read() gets an OFFSET_DATA chunk past the request', read4k, (req) => [chunk(req, 0, OFFSET_DATA, data(4096, 512)), wholeRead(req)]],
     ['read() gets an OFFSET_HOLE chunk before the request', read4k, (req) => [chunk(req, 0, OFFSET_HOLE, offsetHole(UNANSWERED, 512)), wholeRead(req)]],
     ['read() gets a NONE chunk with a payload', read4k, (req) => [chunk(req, 0, NONE, Buffer.alloc(4)), wholeRead(req)]],
+    // Error chunks whose length does not fit their fields, or whose offset is outside the request.
+    ['read() gets an ERROR_OFFSET chunk of 13 bytes', read4k, (req) => [chunk(req, 0, ERROR_OFFSET, Buffer.concat([errorBody(EINVAL, ''), Buffer.alloc(7)])), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk whose message leaves no room for the offset', read4k, (req) => [chunk(req, 0, ERROR_OFFSET, errorBody(EINVAL, 'ten bytes!', 0).subarray(0, 20)), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk with bytes after its offset', read4k, (req) => [chunk(req, 0, ERROR_OFFSET, Buffer.concat([errorBody(EINVAL, 'bad', 0), Buffer.alloc(4)])), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk at the end of the request', read4k, (req) => [errorAt(req, 4096), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk at 2^63', read4k, (req) => [chunk(req, 0, ERROR_OFFSET, Buffer.concat([errorBody(EINVAL, 'far'), Buffer.from('8000000000000000', 'hex')])), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk inside the request, then one outside it', read4k, (req) => [errorAt(req, 0), errorAt(req, UNANSWERED), wholeRead(req)]],
+    ['write() gets an ERROR_OFFSET chunk past the request', write4k, (req) => [errorAt(req, 8192), noneDone(req)]],
+    ['blockStatus() gets an ERROR_OFFSET chunk past the request', status4k, (req) => [errorAt(req, 4096), wholeStatus(req)]],
+    ['write() gets an ERROR chunk with bytes after its message', write4k, (req) => [chunk(req, 0, ERROR, Buffer.concat([errorBody(EINVAL, 'bad'), Buffer.alloc(2)])), noneDone(req)]],
+    ['read() gets an error chunk of an unknown type of 4 bytes', read4k, (req) => [chunk(req, 0, ERROR_UNKNOWN, errorBody(EINVAL, '').subarray(0, 4)), wholeRead(req)]],
+    ['read() gets an error chunk of an unknown type whose message overruns it', read4k, (req) => [chunk(req, 0, ERROR_UNKNOWN, errorBody(EINVAL, 'message').subarray(0, 8)), wholeRead(req)]],
+    // A simple reply to a request whose structured reply has begun.
+    ['blockStatus() gets a simple reply after its BLOCK_STATUS chunk', status4k, (req) => [status(req, CONTEXT_ID), simpleReplyTo(req, 0)]],
+    ['write() gets a simple error reply after an ERROR chunk', write4k, (req) => [chunk(req, 0, ERROR, errorBody(EINVAL, 'bad')), simpleReplyTo(req, EINVAL)]],
+    // A successful block status reply without the chunk for the context asked about.
+    ['blockStatus() gets a reply with DONE carrying only the other context\'s chunk', status4k, (req) => [chunk(req, DONE, BLOCK_STATUS, statusBody(BITMAP_ID, [[4096, 1]]))]],
+    ['blockStatus() gets NONE with DONE and nothing before it', status4k, (req) => [noneDone(req)]],
+    ['blockStatus() gets a simple reply without error', status4k, (req) => [simpleReplyTo(req, 0)]],
+    // Already rejected before.
+    ['write() gets an ERROR chunk of 5 bytes', write4k, (req) => [chunk(req, 0, ERROR, errorBody(EINVAL, '').subarray(0, 5)), noneDone(req)]],
+    ['write() gets an ERROR chunk whose message overruns it', write4k, (req) => [chunk(req, 0, ERROR, errorBody(EINVAL, 'message').subarray(0, 10)), noneDone(req)]],
   ];
 
   it.each(cases)('%s: it fails with CORRUPT, as does a request in flight, and the connection is closed', async (_what, call, reply) => {
@@ -127,6 +160,46 @@ describe('NbdClient structured replies that proto.md forbids', () => {
     await c.disconnect();
   });
 
+  it('read() gets a NONE chunk with a payload: the CORRUPT error names that chunk', async () => {
+    const path = await serve((req, s) => s.write(Buffer.concat([chunk(req, 0, NONE, Buffer.alloc(4)), wholeRead(req)])));
+    const c = await connect(path);
+    const err = await c.read(0, 4096).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err).toMatchObject({ code: 'CORRUPT' });
+    expect(err?.message).toMatch(/NONE chunk with a payload/);
+  });
+
+  it('read() of a reply with ERROR_OFFSET chunks inside the request, data and then NONE with DONE fails with the first error (INVALID_INPUT), and the connection stays up', async () => {
+    const path = await serve((req, s) => {
+      if (Number(req.readBigUInt64BE(16)) !== 0) return void s.write(chunk(req, DONE, OFFSET_DATA, offsetData(4096, Buffer.alloc(4096, 0x22))));
+      s.write(Buffer.concat([errorAt(req, 0), chunk(req, 0, OFFSET_DATA, data(2048, 2048)), chunk(req, 0, ERROR_OFFSET, errorBody(5, 'later', 4095)), noneDone(req)]));
+    });
+    const c = await connect(path);
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: EINVAL } });
+    expect((await c.read(4096, 4096)).equals(Buffer.alloc(4096, 0x22))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('writeZeroes() and flush() (commands proto.md defines no ERROR_OFFSET for) of a reply with an ERROR_OFFSET chunk at any offset fail with its error, and the connection stays up', async () => {
+    const HAS_FLAGS = 1;
+    const SEND_FLUSH = 4;
+    const SEND_WRITE_ZEROES = 64;
+    const path = await serve(
+      (req, s) => {
+        if (typeOf(req) === READ) return void s.write(wholeRead(req));
+        s.write(Buffer.concat([errorAt(req, 1 << 30), noneDone(req)]));
+      },
+      { ...STRUCTURED, transmissionFlags: HAS_FLAGS | SEND_FLUSH | SEND_WRITE_ZEROES },
+    );
+    const c = await connect(path);
+    await expect(c.writeZeroes(0, 4096)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(c.flush()).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect((await c.read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+    await c.disconnect();
+  });
+
   it('read() of a reply of a hole, data and then NONE with DONE resolves with the zeros and the data', async () => {
     const path = await serve((req, s) =>
       s.write(Buffer.concat([chunk(req, 0, OFFSET_HOLE, offsetHole(0, 2048)), chunk(req, 0, OFFSET_DATA, data(2048, 2048)), chunk(req, DONE, NONE, Buffer.alloc(0))])),
@@ -134,6 +207,25 @@ describe('NbdClient structured replies that proto.md forbids', () => {
     const c = await connect(path);
     expect((await c.read(0, 4096, Buffer.alloc(4096, 0xee))).equals(Buffer.concat([Buffer.alloc(2048), Buffer.alloc(2048, 0x11)]))).toBe(true);
     await c.disconnect();
+  });
+});
+
+describe('NbdClient without structured replies', () => {
+  // A server that refused NBD_OPT_STRUCTURED_REPLY: proto.md says it MUST NOT send structured chunks.
+  const cases: Array<[string, Call, (req: Buffer) => Buffer]> = [
+    ['read() gets a whole OFFSET_DATA chunk with DONE', read4k, wholeRead],
+    ['write() gets a NONE chunk with DONE', write4k, noneDone],
+    ['read() gets an ERROR chunk with DONE', read4k, (req) => chunk(req, DONE, ERROR, errorBody(EINVAL, 'bad'))],
+  ];
+
+  it.each(cases)('%s: it fails with CORRUPT, as does a request in flight, and the connection is closed', async (_what, call, reply) => {
+    const path = await serve((req, s) => s.write(reply(req)), {});
+    const c = await connect(path);
+    expect(c.structuredReplies).toBe(false);
+    const inFlight = quiet(c.read(UNANSWERED, 4096));
+    expect(await outcome(call(c), 2000)).toBe('CORRUPT');
+    expect(await outcome(inFlight, 2000)).toBe('CORRUPT');
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   });
 });
 

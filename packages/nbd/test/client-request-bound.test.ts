@@ -6,12 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
 import { tempDir } from './helpers/peers.js';
-import { chunk, fakeServer, offsetData } from './helpers/raw-nbd.js';
+import { chunk, errorBody, fakeServer, offsetData } from './helpers/raw-nbd.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const DONE = 1;
+const NONE = 0;
 const OFFSET_DATA = 1;
+const ERROR_OFFSET = 0x8002;
+const EINVAL = 22;
 const TIMEOUT = 300;
 
 let dir: { path: string; remove: () => Promise<void> };
@@ -198,6 +201,84 @@ describe('NbdClient per-request bound (requestTimeoutMs)', () => {
     expect(await outcome(older, 5000)).toBe('fulfilled');
     for (const r of await Promise.all(behind)) expect(r.equals(Buffer.alloc(4096, 0x44))).toBe(true);
     expect(performance.now() - started).toBeGreaterThan(3 * TIMEOUT);
+    await c.disconnect();
+  });
+});
+
+describe('NbdClient per-request bound (requestTimeoutMs) and error chunks', () => {
+  /** An ERROR_OFFSET chunk (not the last) of the reply to `req`, with EINVAL, at the request's offset plus `at`. */
+  const errorAt = (req: Buffer, at = 0): Buffer => chunk(req, 0, ERROR_OFFSET, errorBody(EINVAL, 'bad sector', offsetOf(req) + at));
+
+  /** Sends ERROR_OFFSET chunks of the reply to `req`, never the last, one every `everyMs`, until the socket is gone. */
+  async function errorsForever(s: net.Socket, req: Buffer, everyMs: number): Promise<void> {
+    while (!s.destroyed) {
+      s.write(errorAt(req));
+      await sleep(everyMs);
+    }
+  }
+
+  // A server that answers a read with error chunks forever: bytes never stop, and before, every
+  // chunk restarted the request's clock, so the read never failed.
+  const forever: Array<[string, (c: NbdClient) => { target: Promise<unknown>; others: Array<Promise<unknown>> }]> = [
+    ['the only request in flight', (c) => ({ target: quiet(c.read(MiB, 4096)), others: [] })],
+    ['a request sent behind an older one that is never answered', (c) => {
+      const older = quiet(c.read(0, 4096));
+      return { target: quiet(c.read(MiB, 4096)), others: [older] };
+    }],
+  ];
+
+  it.each(forever)('read() of %s, whose reply is ERROR_OFFSET chunks every 20 ms without end, fails with UNAVAILABLE about requestTimeoutMs after the first, as does every request in flight', async (_what, start) => {
+    const path = await serve((req, s) => {
+      if (offsetOf(req) === MiB) void errorsForever(s, req, 20);
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const started = performance.now();
+    const { target, others } = start(c);
+    const result = await outcome(target, 2000);
+    const ms = performance.now() - started;
+    expect(result).toBe('UNAVAILABLE');
+    expect(ms).toBeGreaterThanOrEqual(TIMEOUT - 10);
+    expect(ms).toBeLessThan(TIMEOUT + 1000);
+    for (const o of others) expect(await outcome(o, 100)).toBe('UNAVAILABLE');
+    await expect(c.read(2 * MiB, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('read() of a reply of two ERROR_OFFSET chunks 100 ms apart and then NONE with DONE fails with the first error, and the connection stays up', async () => {
+    const path = await serve((req, s) => {
+      if (offsetOf(req) !== 0) return void s.write(wholeReply(req, 0x11));
+      void (async () => {
+        s.write(errorAt(req));
+        await sleep(100);
+        s.write(errorAt(req, 512));
+        await sleep(100);
+        s.write(chunk(req, DONE, NONE, Buffer.alloc(0)));
+      })();
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: EINVAL } });
+    expect((await c.read(MiB, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('read() of a reply alternating OFFSET_DATA and ERROR_OFFSET chunks for several requestTimeoutMs, data every 100 ms, fails with the first error, and the connection stays up', async () => {
+    // 16 data chunks of 4 KiB, each followed 50 ms later by an error offset inside it: ~1.6 s in all.
+    const path = await serve((req, s) => {
+      if (offsetOf(req) !== 0) return void s.write(wholeReply(req, 0x11));
+      void (async () => {
+        for (let at = 0; at < lengthOf(req) && !s.destroyed; at += 4 * KiB) {
+          s.write(chunk(req, 0, OFFSET_DATA, offsetData(at, Buffer.alloc(4 * KiB, 0x5a))));
+          await sleep(50);
+          s.write(errorAt(req, at));
+          await sleep(50);
+        }
+        if (!s.destroyed) s.write(chunk(req, DONE, NONE, Buffer.alloc(0)));
+      })();
+    });
+    const c = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
+    const started = performance.now();
+    await expect(c.read(0, 64 * KiB)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(performance.now() - started).toBeGreaterThan(3 * TIMEOUT);
+    expect((await c.read(MiB, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
     await c.disconnect();
   });
 });

@@ -122,6 +122,8 @@ export interface FakeServerOptions {
   moreContexts?: Array<[number, string]>;
   /** Keep the server's side open after the client ends its side (a server that never hangs up). */
   allowHalfOpen?: boolean;
+  /** Transmission flags announced with the export. Default 1 (NBD_FLAG_HAS_FLAGS only). */
+  transmissionFlags?: number;
 }
 
 /**
@@ -131,7 +133,7 @@ export interface FakeServerOptions {
  * export of `size` bytes, then hands the socket to `transmission`.
  */
 export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawSocket) => Promise<void>, options: FakeServerOptions = {}): net.Server {
-  const { exportNameOnly = false, structuredContextId, moreContexts = [], allowHalfOpen = false } = options;
+  const { exportNameOnly = false, structuredContextId, moreContexts = [], allowHalfOpen = false, transmissionFlags = 1 } = options;
   return net.createServer({ allowHalfOpen }, (s) => {
     s.on('error', () => undefined);
     const raw = new RawSocket(s);
@@ -146,7 +148,7 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
           s.write(Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]));
         };
         if (exportNameOnly && opt === 1) {
-          s.write(Buffer.concat([u64(size), u16(1)]));
+          s.write(Buffer.concat([u64(size), u16(transmissionFlags)]));
           break;
         }
         if (structuredContextId !== undefined && opt === 8) {
@@ -163,7 +165,7 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
           reply(0x80000001);
           continue;
         }
-        reply(3, Buffer.concat([u16(0), u64(size), u16(1)]));
+        reply(3, Buffer.concat([u16(0), u64(size), u16(transmissionFlags)]));
         reply(1);
         break;
       }
@@ -175,6 +177,17 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
 /** One structured reply chunk: magic, flags, type, cookie (copied from `request`), length, body. */
 export function chunk(request: Buffer, flags: number, type: number, body: Buffer): Buffer {
   return Buffer.concat([u32(0x668e33ef), u16(flags), u16(type), request.subarray(8, 16), u32(body.length), body]);
+}
+
+/** A simple reply to `request`: magic, `errno`, cookie (copied from `request`); no data. */
+export function simpleReplyTo(request: Buffer, errno: number): Buffer {
+  return Buffer.concat([u32(0x67446698), u32(errno), request.subarray(8, 16)]);
+}
+
+/** An error chunk body: error, message length, message, then (ERROR_OFFSET) the 64-bit offset. */
+export function errorBody(errno: number, message: string, offset?: number): Buffer {
+  const text = Buffer.from(message);
+  return Buffer.concat([u32(errno), u16(text.length), text, offset === undefined ? Buffer.alloc(0) : u64(offset)]);
 }
 
 /** An OFFSET_DATA chunk body: offset then data. */

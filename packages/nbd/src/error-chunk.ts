@@ -1,0 +1,52 @@
+import type { CairnError } from '@cairn/core';
+import { nbdReplyError, protocolError } from './error-map.js';
+import { CMD, NBD_ERR, REPLY_TYPE } from './protocol.js';
+
+/** What decoding an error chunk needs of the request it answers. */
+export interface ErrorChunkRequest {
+  cmd: number;
+  offset: number;
+  length: number;
+  what: string;
+}
+
+/** Commands proto.md defines `NBD_REPLY_TYPE_ERROR_OFFSET` for. */
+const ERROR_OFFSET_COMMANDS: ReadonlySet<number> = new Set([CMD.READ, CMD.WRITE, CMD.TRIM, CMD.BLOCK_STATUS]);
+
+/** Payload bytes every error chunk starts with: 32 bits of error, 16 bits of message length. */
+const ERROR_PREFIX = 6;
+/** Bytes of the offset `NBD_REPLY_TYPE_ERROR_OFFSET` carries after its message. */
+const OFFSET_FIELD = 8;
+
+/**
+ * The failure that the error chunk of type `type` (bit 15 set) with payload `b` reports for `r`.
+ * proto.md: every error chunk starts with the error and the message length, then the message; the
+ * chunk length covers the fields of its type that follow. Throws a `CORRUPT` CairnError (the
+ * caller fails the connection) for:
+ * - any error chunk shorter than 6 bytes, or whose message overruns it;
+ * - `ERROR` (2^15+1) whose length is not 6 + message length (it has no field after the message);
+ * - `ERROR_OFFSET` (2^15+2) whose length is not 14 + message length (the 64-bit offset follows the
+ *   message), or, in a reply to READ, WRITE, TRIM or BLOCK_STATUS, whose offset lies outside the
+ *   request. proto.md defines it for those commands only: to any other it is an unexpected error
+ *   type, which fails the request and leaves the connection up, its offset unused.
+ * Other error types have no field after the message that this client knows. An error value of 0
+ * (proto.md: MUST be non-zero) is taken as EIO. O(1) but for decoding the message.
+ */
+export function errorChunkError(type: number, r: ErrorChunkRequest, b: Buffer, driver: string): CairnError {
+  if (b.length < ERROR_PREFIX) throw protocolError(`error chunk of ${b.length} bytes, shorter than ${ERROR_PREFIX}`, driver);
+  const end = ERROR_PREFIX + b.readUInt16BE(4);
+  if (end > b.length) throw protocolError(`error chunk message of ${end - ERROR_PREFIX} bytes overruns the chunk of ${b.length}`, driver);
+  if (type === REPLY_TYPE.ERROR && b.length !== end) {
+    throw protocolError(`ERROR chunk of ${b.length} bytes for a message of ${end - ERROR_PREFIX} (must be ${end})`, driver);
+  }
+  if (type === REPLY_TYPE.ERROR_OFFSET) {
+    if (b.length !== end + OFFSET_FIELD) {
+      throw protocolError(`ERROR_OFFSET chunk of ${b.length} bytes for a message of ${end - ERROR_PREFIX} (must be ${end + OFFSET_FIELD})`, driver);
+    }
+    const at = b.readUInt32BE(end) * 0x100000000 + b.readUInt32BE(end + 4);
+    if (ERROR_OFFSET_COMMANDS.has(r.cmd) && (at < r.offset || at >= r.offset + r.length)) {
+      throw protocolError(`ERROR_OFFSET at ${at}, outside the request [${r.offset}, +${r.length})`, driver);
+    }
+  }
+  return nbdReplyError(b.readUInt32BE(0) || NBD_ERR.EIO, r.what, b.toString('utf8', ERROR_PREFIX, end), driver);
+}
