@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { CairnError, writeFileAtomic, type BackupRecord } from '@cairn/core';
 import type { Command } from 'commander';
@@ -8,7 +7,7 @@ import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { accessError, checkInputFile } from '../io/input-file.js';
+import { accessError, checkInputFile, readBounded } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
@@ -232,7 +231,7 @@ export function registerBackupCommands(program: Command): void {
     .option('-t, --target <name>', "target holding the backup's data (default: the record's own target name)")
     .action(
       withContext<{ target?: string }>(async (ctx, [file], o) => {
-        const text = !file || file === '-' ? await readStdin() : await readRecordFile(resolve(file));
+        const text = !file || file === '-' ? await readBounded(process.stdin, RECORD_LIMIT, 'the exported record on stdin') : await readRecordFile(resolve(file));
         let doc: { service?: unknown; record?: unknown };
         try {
           doc = JSON.parse(text);
@@ -246,14 +245,14 @@ export function registerBackupCommands(program: Command): void {
     );
 }
 
-/** The text of an exported record file; errors as checkInputFile says. */
-async function readRecordFile(file: string): Promise<string> {
-  await checkInputFile(file, 'record file');
-  return readFile(file, 'utf8').catch((err: unknown) => Promise.reject(accessError(err, file, 'read')));
-}
+/**
+ * The most an exported record may take: export-record writes a few KiB (the record and its
+ * volume metadata); the bound keeps an endless input from exhausting memory.
+ */
+const RECORD_LIMIT = 16 * 1024 * 1024;
 
-async function readStdin(): Promise<string> {
-  const parts: Buffer[] = [];
-  for await (const p of process.stdin) parts.push(p as Buffer);
-  return Buffer.concat(parts).toString('utf8');
+/** The text of an exported record file, a regular file or a pipe (`<(…)`); errors as checkInputFile and readBounded say. */
+async function readRecordFile(file: string): Promise<string> {
+  await checkInputFile(file, 'record file', { stream: true });
+  return readBounded(file, RECORD_LIMIT, `record file ${file}`);
 }

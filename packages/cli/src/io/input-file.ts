@@ -1,19 +1,23 @@
-import { access, constants, stat } from 'node:fs/promises';
+import { access, constants, open, stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { CairnError } from '@cairn/core';
 
 /**
  * Checks, before any work, that `file` (an input a command was given: an image, an archive, a
  * record) can be read as a whole file: missing is `NOT_FOUND`, a directory, device or FIFO is
  * `INVALID_INPUT`, no permission to read it is `UNAVAILABLE` (as for a config file that cannot be
- * read). `what` names the file in messages ("image", "archive"). Every error has `details.file`.
+ * read). With `stream`, for an input read once from start to end (a record), a FIFO, character
+ * device or socket is accepted too (`<(…)`, /dev/stdin): read it with readBounded. `what` names
+ * the file in messages ("image", "archive"). Every error has `details.file`.
  */
-export async function checkInputFile(file: string, what: string): Promise<void> {
+export async function checkInputFile(file: string, what: string, options: { stream?: boolean } = {}): Promise<void> {
   const info = await stat(file).catch((cause: NodeJS.ErrnoException) => {
     throw cause.code === 'ENOENT' || cause.code === 'ENOTDIR'
       ? new CairnError('NOT_FOUND', `${what} ${file} does not exist`, { cause, details: { file } })
       : accessError(cause, file, 'read');
   });
-  if (!info.isFile()) throw new CairnError('INVALID_INPUT', `${what} ${file} is ${info.isDirectory() ? 'a directory' : 'not a regular file'}`, { details: { file } });
+  const streamed = options.stream === true && (info.isFIFO() || info.isCharacterDevice() || info.isSocket());
+  if (!info.isFile() && !streamed) throw new CairnError('INVALID_INPUT', `${what} ${file} is ${info.isDirectory() ? 'a directory' : 'not a regular file'}`, { details: { file } });
   await access(file, constants.R_OK).catch((cause: unknown) => {
     throw accessError(cause, file, 'read');
   });
@@ -30,4 +34,38 @@ export function accessError(err: unknown, file: string, doing: 'read' | 'write',
   if (code !== 'EACCES' && code !== 'EPERM') return err;
   const where = dir === undefined ? '' : ` in directory ${dir}`;
   return new CairnError('UNAVAILABLE', `${file} cannot be ${doing === 'read' ? 'read' : 'written'}: permission denied${where} (${code})`, { cause: err, details: { file } });
+}
+
+/**
+ * Reads `input` (a file path, or a stream such as stdin) whole, as UTF-8, refusing more than
+ * `limit` bytes with `INVALID_INPUT` (details.limit) as soon as they arrive: a small document
+ * (an exported record) must not be read from an endless source (/dev/zero, a runaway pipe) until
+ * memory runs out. Read errors of a path are as accessError maps them.
+ */
+export async function readBounded(input: string | Readable, limit: number, what: string): Promise<string> {
+  const parts: Buffer[] = [];
+  let length = 0;
+  const take = (p: Buffer): void => {
+    length += p.length;
+    if (length > limit) throw new CairnError('INVALID_INPUT', `${what} is larger than ${limit} bytes`, { details: { limit, ...(typeof input === 'string' ? { file: input } : {}) } });
+    parts.push(p);
+  };
+  if (typeof input !== 'string') {
+    for await (const p of input) take(p as Buffer);
+    return Buffer.concat(parts).toString('utf8');
+  }
+  const fh = await open(input, 'r').catch((err: unknown) => Promise.reject(accessError(err, input, 'read')));
+  try {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      take(Buffer.from(buf.subarray(0, bytesRead)));
+    }
+  } catch (err) {
+    throw accessError(err, input, 'read');
+  } finally {
+    await fh.close().catch(() => {});
+  }
+  return Buffer.concat(parts).toString('utf8');
 }
