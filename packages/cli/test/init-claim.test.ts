@@ -81,6 +81,37 @@ describe('cairn init claims its config', () => {
     }
   });
 
+  /**
+   * A FIFO passphrase file holds the plain init between its claim and its second read of the
+   * passphrase (the first, assertPassphrase's, comes before the claim), while `--force` writes
+   * the config.
+   */
+  it('init --force while a plain init holds its claim: the forced config stays, the plain init is ALREADY_EXISTS (exit 4) naming its repository', async () => {
+    const dir = await newDir('forced-meanwhile');
+    const fifo = join(dir, 'pass.fifo');
+    await promisify(execFile)('mkfifo', [fifo]);
+    const feed = () => promisify(execFile)('sh', ['-c', `printf 'a long enough passphrase' > '${fifo}'`]);
+    const plain = cairnSpawn(['init', '--yes', '--repository-dir', 'plain-repo', '--passphrase-file', fifo, '--json'], { cwd: dir });
+    running.push(plain);
+    await feed(); // assertPassphrase's read, before the claim
+    const config = join(dir, 'cairn.config.json');
+    for (const deadline = Date.now() + 20_000; !(await stat(config).catch(() => undefined)); await sleep(10)) {
+      if (plain.child.exitCode !== null) throw new Error(`init ended before it claimed its config: ${(await plain.exit).stderr}`);
+      if (Date.now() > deadline) throw new Error('init made no config to claim within 20 s');
+    }
+    await sleep(500);
+    expect((await stat(config)).size).toBe(0);
+    const forced = await cairn(['init', '--yes', '--force', '--repository-dir', 'forced', '--json'], { cwd: dir });
+    expect(forced.code, forced.stderr).toBe(0);
+    await feed(); // the plain init goes on
+    const r = await plain.exit;
+    expect(r.code, r.stderr).toBe(4);
+    expect(jsonError(r)).toMatchObject({ code: 'ALREADY_EXISTS', details: { file: config, repository: join(dir, 'plain-repo') } });
+    expect(JSON.parse(await readFile(config, 'utf8')).targets.posix.options.directory).toBe('forced');
+    expect(await readdir(join(dir, 'plain-repo'))).toContain('config');
+    expect((await readdir(dir)).sort()).toEqual(['cairn.config.json', 'forced', 'pass.fifo', 'plain-repo']);
+  });
+
   it('an init killed while it holds its claim leaves the config empty: init is ALREADY_EXISTS (exit 4) until --force', async () => {
     const dir = await newDir('killed');
     const init = await initHoldingClaim(dir);

@@ -63,9 +63,10 @@ export class PosixObjectStore implements ObjectStore {
   /**
    * Builds a store and checks its directory: created when missing and `createDirectory` is not
    * false (durably: the parent of every directory created is fsynced), else `UNAVAILABLE`
-   * (details.option = `directory`); `INVALID_INPUT` when it is a file. A directory that cannot be
-   * made is `UNAVAILABLE` too (no permission, a read-only file system, a place that takes no new
-   * directories such as /proc/<pid>: see core's makeDirectories), at once, never retried.
+   * (details.option = `directory`). `INVALID_INPUT` (details.option = `directory`) when it is a
+   * file or a path through a file, or, to be created, a dangling symbolic link. A directory that
+   * cannot be made is `UNAVAILABLE` (no permission, a read-only file system, a place that takes no
+   * new directories such as /proc/<pid>: see core's makeDirectories), at once, never retried.
    */
   static async open(options: PosixObjectStoreOptions): Promise<PosixObjectStore> {
     const store = new PosixObjectStore(options);
@@ -81,13 +82,25 @@ export class PosixObjectStore implements ObjectStore {
       }
     } catch (err) {
       if (!isAbsent(err)) throw fsError(err, `option directory: ${this.directory}`);
+      if (errnoOf(err) === 'ENOTDIR') throw this.notADirectory(err);
       if (!this.createDirectory) {
         throw new CairnError('UNAVAILABLE', `option directory: ${this.directory} does not exist`, { driver: DRIVER, cause: err, details });
       }
       await makeDirectories(this.directory, { durable: true, driver: DRIVER }).catch((e: unknown) => {
-        throw fsError(e, `creating ${this.directory}`);
+        // A file on the way (ENOTDIR), or at the place itself (EEXIST: a file made there meanwhile, a dangling link).
+        const code = errnoOf(e);
+        throw code === 'ENOTDIR' || code === 'EEXIST' ? this.notADirectory(e) : fsError(e, `creating ${this.directory}`);
       });
     }
+  }
+
+  /**
+   * `INVALID_INPUT` for a `directory` option that names no place for a directory: a file is there,
+   * or on the way to it. Not posix's CONFLICT for ENOTDIR, which is about keys colliding.
+   */
+  private notADirectory(cause: unknown): CairnError {
+    const message = `option directory: ${this.directory} is not a directory: a file (or a link to nothing) is there or on the way to it (${errnoOf(cause)})`;
+    return new CairnError('INVALID_INPUT', message, { driver: DRIVER, cause, details: { option: 'directory' } });
   }
 
   /**

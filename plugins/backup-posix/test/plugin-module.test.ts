@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, open, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, memoryModule } from '@cairn/core';
@@ -76,6 +76,31 @@ describe('posixModule', () => {
     for (const [options, option] of cases) {
       await expect(registry.objectStore('posix', options), JSON.stringify(options)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option } });
     }
+  });
+
+  /** ENOTDIR and EEXIST from making the directory are the option's fault, not keys colliding (CONFLICT) or an object existing. */
+  it('objectStore(posix) of a directory through a file, or (to be created) at a dangling link, fails with INVALID_INPUT naming directory and makes nothing', async () => {
+    const file = join(base, 'in-the-way');
+    await writeFile(file, 'x');
+    const dangling = join(base, 'dangling');
+    await symlink(join(base, 'nowhere'), dangling);
+    const cases: [string, boolean][] = [
+      [join(file, 'repo'), true],
+      [join(file, 'repo'), false],
+      [join(file, 'repo', 'deeper'), true],
+      [join(file, 'repo', 'deeper'), false],
+      [dangling, true], // with createDirectory: false a dangling link may be an unmounted mount's: UNAVAILABLE
+    ];
+    for (const [directory, createDirectory] of cases) {
+      await expect(registry.objectStore('posix', { directory, createDirectory }), `${directory} ${createDirectory}`).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        driver: 'posix',
+        details: { option: 'directory' },
+      });
+    }
+    expect((await stat(file)).isFile()).toBe(true);
+    expect((await lstat(dangling)).isSymbolicLink()).toBe(true);
+    await expect(stat(join(base, 'nowhere'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('new PosixObjectStore({directory: relative}) fails with INVALID_INPUT', () => {

@@ -68,6 +68,7 @@ export function registerInitCommand(program: Command): void {
         if (passphrase !== undefined) await assertPassphrase(registry, passphrase);
         // Without --force the config's name is taken before the repository is made: of several
         // inits at once one goes on, the others stop here having made nothing (no orphan repository).
+        // The one that goes on publishes over its own empty file only (ConfigClaim.publish).
         const claim = opts.force ? undefined : await claimConfigFile(written);
         try {
           const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
@@ -77,7 +78,10 @@ export function registerInitCommand(program: Command): void {
           const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
           try {
             // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
-            await writeFileAtomic(written, text).catch((err: unknown) => Promise.reject(accessError(err, written, 'write')));
+            // Without --force, only over this init's own empty file (never over another init's config).
+            const writing = claim ? claim.publish(text) : writeFileAtomic(written, text).then(() => true);
+            const published = await writing.catch((err: unknown) => Promise.reject(accessError(err, written, 'write')));
+            if (!published) throw configWrittenMeanwhile(file, String(target.options.directory), existed);
             const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
             const result = {
               config: file,
@@ -104,6 +108,17 @@ export function registerInitCommand(program: Command): void {
         }
       }),
     );
+}
+
+/**
+ * `ALREADY_EXISTS` for a plain init whose config `file` another init wrote (with `--force`) while
+ * this one made or adopted (`existed`) its `repository`, which stays, named in the message and in
+ * details.repository, for the user to remove or adopt.
+ */
+function configWrittenMeanwhile(file: string, repository: string, existed: boolean): CairnError {
+  const made = existed ? 'adopted the existing repository' : 'made a repository';
+  const message = `${file} was written by another cairn init meanwhile and is left as it is; this init ${made} at ${repository}, which stays: remove it, or adopt it with cairn init --force --repository-dir ${repository}`;
+  return new CairnError('ALREADY_EXISTS', message, { details: { file, repository } });
 }
 
 /** The compression algorithms a repository offers (`--compression`). */

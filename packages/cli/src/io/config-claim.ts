@@ -1,13 +1,29 @@
-import { lstatSync, unlinkSync, type Stats } from 'node:fs';
-import { lstat, open, stat, unlink } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
+import { randomBytes } from 'node:crypto';
+import { linkSync, lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { CairnError, syncDir } from '@cairn/core';
 import { accessError } from './input-file.js';
 
-/** A config file's name held by claimConfigFile until its content is renamed over it, or `release()` gives it up. */
+/** A config file's name held by claimConfigFile until `publish` puts the config in its place, or `release()` gives it up. */
 export interface ConfigClaim {
   /**
-   * Removes the empty file unless something else has taken its place since (the content renamed
-   * over it, or another file put there with `--force`); stops watching for signals. Idempotent.
+   * Puts the config `text` in place of the empty file, atomically and durably: a temporary file
+   * in the config's directory is written and fsynced, the empty file is removed if it is still
+   * ours (removeIfOurs), the temporary file is linked to the config's name (link(2), which never
+   * replaces a file), and the directory is fsynced. Resolves `false`, having published nothing,
+   * when another file holds the name (another init wrote the config meanwhile, e.g. with
+   * `--force`): a plain init never replaces a file it did not create. Between the removal and the
+   * link the name is free for an instant; another init that claims it then goes on, and this one
+   * resolves false (one config, never a replaced one). On a file system without hard links (vfat,
+   * some FUSE mounts) the temporary file is renamed to the name instead, which the empty file left
+   * an instant before. The temporary file is removed whatever happens. Errors are the system's, as
+   * writeFileAtomic's. Call it once.
+   */
+  publish(text: string): Promise<boolean>;
+  /**
+   * Removes the empty file unless something else has taken its place since (the published config,
+   * or another file put there), and stops watching for signals. Idempotent.
    */
   release(): Promise<void>;
 }
@@ -16,15 +32,51 @@ export interface ConfigClaim {
  * Claims the config `file` (for `cairn init` without `--force`), which must not exist: creates it
  * empty with O_CREAT|O_EXCL, so that of several inits naming one config at once exactly one gets
  * it, before it makes its repository. The others get `ALREADY_EXISTS` (details.file) having
- * created nothing. The holder renames the whole config over the empty file (writeFileAtomic) and
- * calls `release()` in `finally`: after a failure that removes the empty file, after success it
- * leaves the config alone. Until then SIGINT and SIGTERM remove the empty file and end the process
- * as they would have. A holder killed otherwise (SIGKILL, a crash, power loss) leaves the empty
- * file, which existingConfigError tells from a real config. A directory this process may not
- * write in is `UNAVAILABLE`; other system errors are thrown as they are.
+ * created nothing. The holder publishes the config over its own empty file (`publish`) and calls
+ * `release()` in `finally`: after a failure that removes the empty file, after success it leaves
+ * the config alone. From before the create until then, SIGINT and SIGTERM remove the empty file
+ * (and publish's temporary file) and end the process as they would have; one that comes while the
+ * create is under way takes effect when it returns. A holder killed otherwise (SIGKILL, a crash,
+ * power loss) leaves the empty file, which existingConfigError tells from a real config. A
+ * directory this process may not write in is `UNAVAILABLE`; other system errors are thrown as they
+ * are.
  */
 export async function claimConfigFile(file: string): Promise<ConfigClaim> {
-  let placeholder: Stats;
+  /** The empty file, once created. */
+  let placeholder: Stats | undefined;
+  let opening = true;
+  /** A signal that came while the create was under way. */
+  let pending: NodeJS.Signals | undefined;
+  /** publish's temporary file while it exists. */
+  let temp: string | undefined;
+  let published = false;
+  const ours = (st: Stats | undefined) =>
+    placeholder !== undefined && st !== undefined && st.isFile() && st.dev === placeholder.dev && st.ino === placeholder.ino && st.size === 0;
+  const abandon = (signal: NodeJS.Signals) => {
+    stopWatching();
+    try {
+      if (temp !== undefined) unlinkSync(temp);
+    } catch {
+      // Ending the process matters more than a temporary file.
+    }
+    try {
+      if (!published) removeIfOurs(file, ours);
+    } catch {
+      // Ending the process matters more than the empty file: the next init's message explains it.
+    }
+    process.kill(process.pid, signal);
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (opening) pending = signal;
+    else abandon(signal);
+  };
+  const stopWatching = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+  // Before the create, so that no signal finds the empty file made and no handler to remove it.
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const fh = await open(file, 'wx', 0o600);
     try {
@@ -33,34 +85,99 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
       await fh.close();
     }
   } catch (err) {
+    stopWatching();
+    if (pending) process.kill(process.pid, pending);
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw await existingConfigError(file);
     throw accessError(err, file, 'write');
+  } finally {
+    opening = false;
   }
-  const ours = (st: Stats | undefined) => st !== undefined && st.dev === placeholder.dev && st.ino === placeholder.ino && st.size === 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    stopWatching();
-    try {
-      if (ours(lstatSync(file, { throwIfNoEntry: false }))) unlinkSync(file);
-    } catch {
-      // Ending the process matters more than the empty file: the next init's message explains it.
-    }
-    process.kill(process.pid, signal);
-  };
-  const stopWatching = () => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  if (pending) {
+    abandon(pending);
+    throw new CairnError('CANCELLED', `interrupted by ${pending}`, { details: { file } }); // the signal has ended the process by now
+  }
   let released = false;
   return {
+    async publish(text) {
+      const dir = dirname(file);
+      temp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+      const written = temp;
+      try {
+        const fh = await open(written, 'wx', 0o600);
+        try {
+          await fh.writeFile(text);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        if (removeIfOurs(file, ours) === 'theirs') return false;
+        try {
+          await link(written, file);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          // EEXIST: another file took the name, unless the temporary file has two links (a
+          // retransmitted NFS LINK whose first reply was lost: ours did it).
+          if (code === 'EEXIST' && (await lstat(written)).nlink !== 2) return false;
+          if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') await rename(written, file);
+          else if (code !== 'EEXIST') throw err;
+        }
+        published = true;
+        await unlink(written).catch(() => undefined);
+        await syncDir(dir);
+        return true;
+      } finally {
+        temp = undefined;
+        await unlink(written).catch(() => undefined);
+      }
+    },
     async release() {
       if (released) return;
       released = true;
       stopWatching();
-      if (ours(await lstat(file).catch(() => undefined))) await unlink(file).catch(() => undefined);
+      if (published) return;
+      try {
+        removeIfOurs(file, ours);
+      } catch {
+        // Left behind, the empty file is named by the next init (existingConfigError).
+      }
     },
   };
+}
+
+/**
+ * Removes `file` if `ours` recognizes it (the claim's empty file), and nothing else. A file that
+ * is not ours is left alone; so is one that replaces ours between the check and the removal: the
+ * name is renamed to a unique one first (whatever the name holds at that instant moves, and only
+ * that is checked again), and a file that turns out not to be ours is linked back. Left open: a
+ * file made at the name in the instant between that rename and the link back (by another init)
+ * stays, and the one set aside is removed, as if the later had replaced it. Synchronous, for the
+ * signal handler. 'absent' when nothing is at the name.
+ */
+function removeIfOurs(file: string, ours: (st: Stats | undefined) => boolean): 'removed' | 'absent' | 'theirs' {
+  const now = lstatSync(file, { throwIfNoEntry: false });
+  if (now === undefined) return 'absent';
+  if (!ours(now)) return 'theirs';
+  const aside = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.claim`);
+  try {
+    renameSync(file, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw err;
+  }
+  if (ours(lstatSync(aside, { throwIfNoEntry: false }))) {
+    unlinkSync(aside);
+    return 'removed';
+  }
+  try {
+    linkSync(aside, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+      renameSync(aside, file); // no hard links here (or a directory): rename it back
+      return 'theirs';
+    }
+  }
+  unlinkSync(aside);
+  return 'theirs';
 }
 
 /**

@@ -42,16 +42,21 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
   }
 
   /**
-   * Creates the directory tree once (core's makeDirectories: a place that takes no new
-   * directories, such as /proc/<pid>, is `UNAVAILABLE` tagged with the driver, at once; other
-   * system errors are thrown as they are).
+   * Creates the directory tree and runs `setup` (core's makeDirectories: a place that takes no
+   * new directories, such as /proc/<pid>, is `UNAVAILABLE` tagged with the driver, at once; other
+   * system errors are thrown as they are). Once it has succeeded it is not run again; calls while
+   * an attempt runs share it; after a failed attempt the next call tries again (a permission
+   * fixed, a mount back), so a long-lived driver instance recovers without a restart.
    */
   init(): Promise<void> {
     this.ready ??= (async () => {
       await makeDirectories(this.options.dir('volume'), { driver: this.options.driver });
       await makeDirectories(this.options.dir('snapshot'), { driver: this.options.driver });
       await this.options.setup?.();
-    })();
+    })().catch((err: unknown) => {
+      this.ready = undefined;
+      throw err;
+    });
     return this.ready;
   }
 

@@ -5,9 +5,13 @@ import { syncDir } from './durable-file.js';
 
 export interface MakeDirectoriesOptions {
   /**
-   * fsync the parent of every level this call makes (or finds made meanwhile by another creator,
-   * who may not have fsynced it yet), so that the whole chain survives a crash once the call
-   * returns. Default: false.
+   * fsync the parent of every level this call makes, and of every level whose mkdir says EEXIST
+   * (made meanwhile by another creator, who may not have fsynced it yet), before it makes the
+   * next. Levels the call finds existing when it starts are taken as they are, without an fsync
+   * (so that a directory that is there costs nothing): the chain survives a crash once the call
+   * returns if those were made durable by their makers, as calls with `durable` make them, but
+   * not if their maker has not fsynced them yet (a plain mkdir, or a durable call still under
+   * way). Default: false.
    */
   durable?: boolean;
   /** Driver name for the `UNAVAILABLE` error (see makeDirectories). Default: none. */
