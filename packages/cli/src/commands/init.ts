@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { CairnError, ChunkedBackupService, unlessNotFound, writeFileAtomic, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
@@ -117,7 +118,10 @@ export function registerInitCommand(program: Command): void {
  */
 function configWrittenMeanwhile(file: string, repository: string, existed: boolean): CairnError {
   const made = existed ? 'adopted the existing repository' : 'made a repository';
-  const message = `${file} was written by another cairn init meanwhile and is left as it is; this init ${made} at ${repository}, which stays: remove it, or adopt it with cairn init --force --repository-dir ${repository}`;
+  // Empty: another plain init claimed the name in the instant this one's claim left it to link.
+  const claimed = statSync(file, { throwIfNoEntry: false })?.size === 0;
+  const what = claimed ? 'was claimed by another cairn init meanwhile (it is empty while that init runs)' : 'was written by another cairn init meanwhile and is left as it is';
+  const message = `${file} ${what}; this init ${made} at ${repository}, which stays: remove it, or adopt it with cairn init --force --repository-dir ${repository}`;
   return new CairnError('ALREADY_EXISTS', message, { details: { file, repository } });
 }
 

@@ -53,6 +53,10 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
   const ours = (st: Stats | undefined) =>
     placeholder !== undefined && st !== undefined && st.isFile() && st.dev === placeholder.dev && st.ino === placeholder.ino && st.size === 0;
   const abandon = (signal: NodeJS.Signals) => {
+    // A second signal during the clean-up waits for it instead of ending the process half-way.
+    const hold = () => {};
+    process.on('SIGINT', hold);
+    process.on('SIGTERM', hold);
     stopWatching();
     try {
       if (temp !== undefined) unlinkSync(temp);
@@ -64,6 +68,8 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
     } catch {
       // Ending the process matters more than the empty file: the next init's message explains it.
     }
+    process.off('SIGINT', hold);
+    process.off('SIGTERM', hold);
     process.kill(process.pid, signal);
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -148,10 +154,10 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
  * Removes `file` if `ours` recognizes it (the claim's empty file), and nothing else. A file that
  * is not ours is left alone; so is one that replaces ours between the check and the removal: the
  * name is renamed to a unique one first (whatever the name holds at that instant moves, and only
- * that is checked again), and a file that turns out not to be ours is linked back. Left open: a
- * file made at the name in the instant between that rename and the link back (by another init)
- * stays, and the one set aside is removed, as if the later had replaced it. Synchronous, for the
- * signal handler. 'absent' when nothing is at the name.
+ * that is checked again), and a file that turns out not to be ours is linked back. When a file
+ * was made at the name in the instant between that rename and the link back (another init's
+ * claim), the one set aside is never deleted: it stays beside it as `<file>.displaced-<hex>`.
+ * Synchronous, for the signal handler. 'absent' when nothing is at the name.
  */
 function removeIfOurs(file: string, ours: (st: Stats | undefined) => boolean): 'removed' | 'absent' | 'theirs' {
   const now = lstatSync(file, { throwIfNoEntry: false });
@@ -175,6 +181,10 @@ function removeIfOurs(file: string, ours: (st: Stats | undefined) => boolean): '
       renameSync(aside, file); // no hard links here (or a directory): rename it back
       return 'theirs';
     }
+    // Another file took the name meanwhile (another init's claim): the file set aside is not ours
+    // to delete, so it stays, under a name that says what happened.
+    renameSync(aside, `${file}.displaced-${randomBytes(4).toString('hex')}`);
+    return 'theirs';
   }
   unlinkSync(aside);
   return 'theirs';
