@@ -1,7 +1,8 @@
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { claimConfigFile } from '../src/io/config-claim.js';
+import { writeFileSync } from 'node:fs';
+import { claimConfigFile, removeIfOurs } from '../src/io/config-claim.js';
 import { removeDir, tempDir } from './helpers.js';
 
 /** claimConfigFile in this process: what publish and release leave, and signals (process.kill stubbed). */
@@ -74,5 +75,26 @@ describe('claimConfigFile', () => {
       process.removeAllListeners('SIGINT');
       for (const l of others) process.on('SIGINT', l);
     }
+  });
+
+  it("removeIfOurs never deletes a file that replaced the claim: when another claim takes the name while it is set aside, it stays as <config>.displaced-<hex>", async () => {
+    const { dir, file } = await configIn();
+    await writeFile(file, 'a forced init\'s config');
+    let checks = 0;
+    // First check: the name looks like the claim (a forced config landed right after). Second
+    // check, of the file set aside: not ours, and meanwhile another init has claimed the name.
+    const ours = () => {
+      checks++;
+      if (checks === 1) return true;
+      writeFileSync(file, '', { flag: 'wx' });
+      return false;
+    };
+    expect(removeIfOurs(file, ours)).toBe('theirs');
+    const names = (await readdir(dir)).sort();
+    expect(names).toHaveLength(2);
+    expect(names[0]).toBe('cairn.config.json');
+    expect(names[1]).toMatch(/^cairn\.config\.json\.displaced-[0-9a-f]{8}$/);
+    expect(await readFile(join(dir, names[1]!), 'utf8')).toBe("a forced init's config");
+    expect((await stat(file)).size).toBe(0);
   });
 });

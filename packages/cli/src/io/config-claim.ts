@@ -159,7 +159,7 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
  * claim), the one set aside is never deleted: it stays beside it as `<file>.displaced-<hex>`.
  * Synchronous, for the signal handler. 'absent' when nothing is at the name.
  */
-function removeIfOurs(file: string, ours: (st: Stats | undefined) => boolean): 'removed' | 'absent' | 'theirs' {
+export function removeIfOurs(file: string, ours: (st: Stats | undefined) => boolean): 'removed' | 'absent' | 'theirs' {
   const now = lstatSync(file, { throwIfNoEntry: false });
   if (now === undefined) return 'absent';
   if (!ours(now)) return 'theirs';
