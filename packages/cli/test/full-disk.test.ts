@@ -64,4 +64,21 @@ describe.skipIf(!isRoot)('writing to a full disk or a missing directory', () => 
       await rm(join(full, 'a.raw'), { force: true });
     }
   });
+
+  it('init whose config cannot be written (full disk) is UNAVAILABLE naming the config and the repository it made, and leaves no claim or temporary file', async () => {
+    const filler = join(full, 'filler');
+    execFileSync('sh', ['-c', `dd if=/dev/zero of='${filler}' bs=4k 2>/dev/null || true`]);
+    try {
+      const repository = join(cwd, 'init-repo');
+      const r = await cairn(['init', '--yes', '--repository-dir', repository, '--volumes-dir', join(cwd, 'init-volumes'), '--json'], { cwd: full });
+      expect(r.code, r.stderr).toBe(6);
+      const error = jsonError(r);
+      expect(error).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(full, 'cairn.config.json'), repository } });
+      expect(error.message).toContain(repository);
+      expect(await readdir(full)).toEqual(['filler']);
+      expect(await readdir(repository)).toContain('config'); // the repository stays, as the message says
+    } finally {
+      await rm(filler, { force: true });
+    }
+  });
 });

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { CairnError, ChunkedBackupService, unlessNotFound, writeFileAtomic, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
+import { CairnError, ChunkedBackupService, toCairnError, unlessNotFound, writeFileAtomic, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
 import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
@@ -81,7 +81,7 @@ export function registerInitCommand(program: Command): void {
             // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
             // Without --force, only over this init's own empty file (never over another init's config).
             const writing = claim ? claim.publish(text) : writeFileAtomic(written, text).then(() => true);
-            const published = await writing.catch((err: unknown) => Promise.reject(accessError(err, written, 'write')));
+            const published = await writing.catch((err: unknown) => Promise.reject(configNotWritten(accessError(err, written, 'write'), file, String(target.options.directory), existed)));
             if (!published) throw configWrittenMeanwhile(file, String(target.options.directory), existed);
             const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
             const result = {
@@ -123,6 +123,18 @@ function configWrittenMeanwhile(file: string, repository: string, existed: boole
   const what = claimed ? 'was claimed by another cairn init meanwhile (it is empty while that init runs)' : 'was written by another cairn init meanwhile and is left as it is';
   const message = `${file} ${what}; this init ${made} at ${repository}, which stays: remove it, or adopt it with cairn init --force --repository-dir ${repository}`;
   return new CairnError('ALREADY_EXISTS', message, { details: { file, repository } });
+}
+
+/**
+ * The failure to write the config `file` (a full disk, an I/O error), after the `repository` was
+ * made or adopted (`existed`): its code (as toCairnError maps it: ENOSPC is `UNAVAILABLE`), with a
+ * message and details naming the config and the repository, which stays.
+ */
+function configNotWritten(err: unknown, file: string, repository: string, existed: boolean): CairnError {
+  const e = toCairnError(err);
+  const made = existed ? 'adopted the existing repository' : 'made a repository';
+  const message = `${file} could not be written (${e.message}); this init ${made} at ${repository}, which stays: free the space or fix the cause, then run cairn init --force --repository-dir ${repository} to adopt it, or remove it`;
+  return new CairnError(e.code, message, { cause: err, details: { ...e.details, file, repository } });
 }
 
 /** The compression algorithms a repository offers (`--compression`). */
