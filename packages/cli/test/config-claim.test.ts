@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { writeFileSync } from 'node:fs';
@@ -97,4 +97,21 @@ describe('claimConfigFile', () => {
     expect(await readFile(join(dir, names[1]!), 'utf8')).toBe("a forced init's config");
     expect((await stat(file)).size).toBe(0);
   });
+
+  it("release() leaves another empty file at the name alone even when it has the claim's inode number (ext4 reuses a freed one at once)", async () => {
+    const { file } = await configIn();
+    const claim = await claimConfigFile(file);
+    const before = await stat(file);
+    await unlink(file); // the claim is gone (e.g. replaced, then removed) ...
+    await utimesPause();
+    await writeFile(file, ''); // ... and another init's empty claim takes the name
+    const after = await stat(file);
+    // On ext4 (this project's machines) the inode number comes back: the case under test.
+    if (after.ino === before.ino) expect(after.birthtimeMs).not.toBe(before.birthtimeMs);
+    await claim.release();
+    expect((await stat(file)).ino).toBe(after.ino);
+  });
 });
+
+/** Lets the clock move on, so that two files made one after the other differ in birth time. */
+const utimesPause = () => new Promise((resolve) => setTimeout(resolve, 20));

@@ -50,8 +50,16 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
   /** publish's temporary file while it exists. */
   let temp: string | undefined;
   let published = false;
+  // Device and inode, and the birth time where the file system keeps one (0 where it does not): a
+  // freed inode number may be reused at once for another init's empty claim.
   const ours = (st: Stats | undefined) =>
-    placeholder !== undefined && st !== undefined && st.isFile() && st.dev === placeholder.dev && st.ino === placeholder.ino && st.size === 0;
+    placeholder !== undefined &&
+    st !== undefined &&
+    st.isFile() &&
+    st.dev === placeholder.dev &&
+    st.ino === placeholder.ino &&
+    st.birthtimeMs === placeholder.birthtimeMs &&
+    st.size === 0;
   const abandon = (signal: NodeJS.Signals) => {
     // A second signal during the clean-up waits for it instead of ending the process half-way.
     const hold = () => {};
