@@ -14,8 +14,8 @@ export interface Group<C> {
   cases: Case<C>[];
 }
 
-/** Rejects unless `promise` rejects with a CairnError of `code`. Tests assert codes, never text. */
-export async function rejectsWithCode(promise: Promise<unknown> | (() => Promise<unknown>), code: ErrorCode, what = 'call'): Promise<void> {
+/** Rejects unless `promise` rejects with a CairnError of `code`; resolves with that error. Tests assert codes, never text. */
+export async function rejectsWithCode(promise: Promise<unknown> | (() => Promise<unknown>), code: ErrorCode, what = 'call'): Promise<unknown> {
   let settled: unknown;
   try {
     await (typeof promise === 'function' ? promise() : promise);
@@ -25,6 +25,7 @@ export async function rejectsWithCode(promise: Promise<unknown> | (() => Promise
   assert.ok(settled !== undefined, `${what} should fail with ${code} but succeeded`);
   const actual = (settled as { code?: unknown }).code;
   assert.equal(actual, code, `${what} should fail with ${code}, got ${String(actual)}: ${String((settled as Error).message)}`);
+  return settled;
 }
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */

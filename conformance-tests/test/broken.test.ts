@@ -11,6 +11,7 @@ import {
   type BackupRecord,
   type BlockDevice,
   type ByteRange,
+  type CreateVolumeSpec,
   type CatalogPutOptions,
   type ObjectInfo,
   type ObjectStore,
@@ -28,6 +29,7 @@ import {
   runCase,
   snapshotCases,
   volumeIo,
+  volumeLifecycle,
   type Case,
 } from '../src/index.js';
 
@@ -128,6 +130,15 @@ describe('the volume-driver suite catches a broken driver', () => {
       await expect(runCase(byName(cases, prefix), volumeCtx(permissive())), prefix).rejects.toThrow(/should fail with BUSY but succeeded/);
     }
     await runCase(byName(cases, 'two read-only attachments'), volumeCtx(permissive()));
+  });
+
+  it('a driver that stores any name fails the name case', async () => {
+    const lax = new (class extends MemoryVolumeDriver {
+      override async createVolume(spec: CreateVolumeSpec) {
+        return { ...(await super.createVolume({ ...spec, name: undefined })), name: spec.name ?? '' };
+      }
+    })();
+    await expect(runCase(byName(volumeLifecycle.cases, 'createVolume with an empty, too long'), volumeCtx(lax))).rejects.toThrow(/should fail with INVALID_INPUT but succeeded/);
   });
 });
 

@@ -29,6 +29,21 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'createVolume with an empty, too long or control-character name fails with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const bad = ['', 'a'.repeat(256), 'line\nbreak', 'tab\there', 'nul\u0000', 'del\u007f', 'c1\u0085'];
+        for (const name of bad) {
+          const err = await rejectsWithCode(driver.createVolume({ size: volumeSize, name }), 'INVALID_INPUT', `createVolume(name ${JSON.stringify(name.slice(0, 20))})`);
+          assert.equal((err as { details?: { field?: unknown } }).details?.field, 'name', 'details.field names the field');
+        }
+        assert.equal((await driver.listVolumes()).length, 0, 'a refused create must leave nothing behind');
+        const longest = '\u{1F600}'.repeat(255); // 255 code points, 510 UTF-16 units
+        for (const name of [longest, 'ünïcødé name', 'x']) {
+          assert.equal((await driver.createVolume({ size: volumeSize, name })).name, name);
+        }
+      },
+    },
+    {
       name: 'listVolumes lists created volumes and deleteVolume removes them',
       async run({ driver, volumeSize }) {
         const a = await driver.createVolume({ size: volumeSize, name: 'a' });

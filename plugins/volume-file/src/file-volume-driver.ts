@@ -2,6 +2,7 @@ import { open, rm, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import {
   attachConflict,
+  assertDisplayName,
   assertVolumeSize,
   newId,
   nowIso,
@@ -68,7 +69,7 @@ export class FileVolumeDriver implements VolumeDriver {
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
       assertVolumeSize(spec?.size, this.name);
-      if (spec.name !== undefined && typeof spec.name !== 'string') throw this.ctx.err('INVALID_INPUT', 'volume name must be a string');
+      if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
       const metadata = spec.metadata ?? {};
       if (typeof metadata !== 'object' || Object.values(metadata).some((v) => typeof v !== 'string')) {
         throw this.ctx.err('INVALID_INPUT', 'volume metadata must map strings to strings');

@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import {
   CairnError,
+  assertDisplayName,
   assertVolumeSize,
   newId,
   nowIso,
@@ -110,7 +111,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
       assertVolumeSize(spec?.size, this.name);
-      if (spec.name !== undefined && typeof spec.name !== 'string') throw this.err('INVALID_INPUT', 'volume name must be a string');
+      if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
       const metadata = spec.metadata ?? {};
       if (typeof metadata !== 'object' || Object.values(metadata).some((v) => typeof v !== 'string')) {
         throw this.err('INVALID_INPUT', 'volume metadata must map strings to strings');

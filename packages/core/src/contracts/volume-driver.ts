@@ -29,6 +29,7 @@ export interface Snapshot {
 export interface CreateVolumeSpec {
   /** Size in bytes; a positive multiple of 512. */
   size: number;
+  /** Display name: 1–255 code points, no control characters (see `assertDisplayName`). Default: none (`''`). */
   name?: string;
   metadata?: Record<string, string>;
 }
@@ -131,7 +132,7 @@ export interface VolumeDriver {
   /** Present exactly when `capabilities.flowOverride`. */
   readonly flowOverride?: FlowOverride;
 
-  /** Creates a zero-filled volume. `INVALID_INPUT` for a bad size. Not idempotent. */
+  /** Creates a zero-filled volume. `INVALID_INPUT` for a bad size or name (`assertDisplayName`). Not idempotent. */
   createVolume(spec: CreateVolumeSpec): Promise<Volume>;
   /** Deletes a volume. `NOT_FOUND` if unknown; `BUSY` while attached or while it has snapshots. */
   deleteVolume(volumeId: string): Promise<void>;

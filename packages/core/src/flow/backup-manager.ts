@@ -9,6 +9,7 @@ import { byCreation } from '../memory/memory-catalog.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
+import { assertDescription, assertDisplayName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
 import { holdCount, holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
@@ -40,7 +41,9 @@ export interface BackupRequest {
   incremental?: boolean;
   /** Back up a volume in use through a temporary snapshot. Default false (refused with CONFLICT). */
   force?: boolean;
+  /** Display name: 1–255 code points, no control characters (`assertDisplayName`). Default: none (`''`). */
   name?: string;
+  /** Up to 255 code points; may be empty and may hold newlines and tabs, no other control characters (`assertDescription`). Default `''`. */
   description?: string;
   target?: string;
   vmConfig?: Uint8Array;
@@ -119,8 +122,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Validates and starts a backup. Rejects at once (no record) with `NOT_FOUND` for an unknown
    * volume or target, `CONFLICT` for a volume in use without `force`, busy in another flow or left
    * `error_restoring` (a partial restore: `details.volumeStatus`; restore it again first),
-   * `INVALID_INPUT` for an incremental with no full backup, `NOT_SUPPORTED` for an incremental the
-   * target cannot take.
+   * `INVALID_INPUT` for an incremental with no full backup or a bad `name` or `description`
+   * (details `{ field, reason }`), `NOT_SUPPORTED` for an incremental the target cannot take.
    *
    * The job waits for the volume's lock, then checks the volume again (the same `CONFLICT`s) and
    * copies the volume as it is then: the record's `size` and, for an incremental, its `parentId`
@@ -131,6 +134,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Not idempotent.
    */
   async startBackup(request: BackupRequest): Promise<Job> {
+    if (request.name !== undefined) assertDisplayName(request.name, 'name');
+    if (request.description !== undefined) assertDescription(request.description, 'description');
     const service = this.target(request.target);
     if (request.readRate !== undefined && !(Number.isFinite(request.readRate) && request.readRate > 0)) {
       throw new CairnError('INVALID_INPUT', `readRate must be a positive number of bytes per second, not ${String(request.readRate)}`);

@@ -14,7 +14,7 @@ import { attachConflict } from '../drivers/attach-rule.js';
 import { BaseBlockDevice } from '../drivers/base-block-device.js';
 import { CairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { assertVolumeSize } from '../util/validate.js';
+import { assertDisplayName, assertVolumeSize } from '../util/validate.js';
 import { PageStore, pagesToExtents } from './page-store.js';
 
 export interface MemoryVolumeDriverOptions {
@@ -78,6 +78,7 @@ export class MemoryVolumeDriver implements VolumeDriver {
 
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     assertVolumeSize(spec?.size, this.name);
+    if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
     const info: Volume = {
       id: newId(),
       name: spec.name ?? '',

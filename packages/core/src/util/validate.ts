@@ -54,3 +54,48 @@ export function assertObjectPrefix(prefix: unknown, driver?: string): asserts pr
   const trimmed = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
   assertObjectKey(trimmed, driver);
 }
+
+/** Longest display name or description, in code points (Cinder's limit). */
+export const MAX_DISPLAY_TEXT = 255;
+
+/** C0 and C1 control characters (U+0000–U+001F, U+007F–U+009F). */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+/** The same, except tab and newline. */
+const CONTROL_BUT_TAB_NEWLINE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/u;
+
+function assertDisplayText(value: unknown, field: string, driver: string | undefined, multiline: boolean): asserts value is string {
+  const fail = (reason: string, message: string, extra: Record<string, unknown> = {}): never => {
+    throw new CairnError('INVALID_INPUT', `${field} ${message}`, { driver, details: { field, reason, ...extra } });
+  };
+  if (typeof value !== 'string') fail('not_string', 'must be a string');
+  const text = value as string;
+  const length = [...text].length;
+  if (length > MAX_DISPLAY_TEXT) fail('too_long', `must be at most ${MAX_DISPLAY_TEXT} characters, got ${length}`, { length, max: MAX_DISPLAY_TEXT });
+  const control = (multiline ? CONTROL_BUT_TAB_NEWLINE : CONTROL).exec(text);
+  if (control) {
+    const codePoint = `U+${control[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+    fail('control_character', `must not contain control characters, found ${codePoint}`, { codePoint });
+  }
+}
+
+/**
+ * Throws INVALID_INPUT (details `{ field, reason, ... }`, `reason` one of `not_string`, `empty`,
+ * `too_long`, `control_character`) unless `value` is a name a user gave to
+ * a volume or backup: a non-empty string of at most 255 code points with no C0/C1 control
+ * character (so no newline or tab). An empty name is refused: omit the name to have none.
+ */
+export function assertDisplayName(value: unknown, field: string, driver?: string): asserts value is string {
+  assertDisplayText(value, field, driver, false);
+  if (value === '') {
+    throw new CairnError('INVALID_INPUT', `${field} must not be empty (omit it to give none)`, { driver, details: { field, reason: 'empty' } });
+  }
+}
+
+/**
+ * Throws INVALID_INPUT (details `{ field, reason, ... }`) unless `value` is a description: a
+ * string (may be empty) of at most 255 code points with no C0/C1 control character other than
+ * newline (U+000A) and tab (U+0009), which descriptions may hold.
+ */
+export function assertDescription(value: unknown, field: string, driver?: string): asserts value is string {
+  assertDisplayText(value, field, driver, true);
+}
