@@ -35,6 +35,21 @@ export const snapshotCases: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'createSnapshot with an empty, too long or control-character name fails with INVALID_INPUT and takes no snapshot',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        for (const name of ['', 'a'.repeat(256), 'line\nbreak', 'nul\u0000', 'c1\u0085']) {
+          const err = await rejectsWithCode(driver.createSnapshot(v.id, name), 'INVALID_INPUT', `createSnapshot(name ${JSON.stringify(name.slice(0, 20))})`);
+          assert.equal((err as { details?: { field?: unknown } }).details?.field, 'name', 'details.field names the field');
+        }
+        assert.equal((await driver.listSnapshots(v.id)).length, 0, 'a refused snapshot must leave nothing behind');
+        const longest = 's'.repeat(255);
+        const snap = await driver.createSnapshot(v.id, longest);
+        assert.equal(snap.name, longest);
+        await driver.deleteSnapshot(snap.id);
+      },
+    },
+    {
       name: 'attach(snapshot, rw) fails with INVALID_INPUT',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });

@@ -201,7 +201,7 @@ export class FileVolumeDriver implements VolumeDriver {
     return this.guard('createSnapshot', () =>
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
         await this.ctx.store.volume(volumeId);
-        if (name !== undefined && typeof name !== 'string') throw this.ctx.err('INVALID_INPUT', 'snapshot name must be a string');
+        if (name !== undefined) assertDisplayName(name, 'name', this.name);
         const id = newId();
         const tracker = this.ctx.trackers.get(volumeId);
         let record: SnapshotRecord;

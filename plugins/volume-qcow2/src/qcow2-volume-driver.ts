@@ -236,6 +236,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
       this.runtime.locks.run(volumeId, async () => {
+        if (name !== undefined) assertDisplayName(name, 'name', this.name);
         const record = await this.store.volume(volumeId);
         await this.runtime.finishDeferred(volumeId); // may close a node nothing else uses
         const session = await this.runtime.running();

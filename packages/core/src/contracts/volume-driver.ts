@@ -143,7 +143,10 @@ export interface VolumeDriver {
   /** Grows a volume to `size` bytes. `INVALID_INPUT` when shrinking; `BUSY` while attached. */
   extendVolume(volumeId: string, size: number): Promise<Volume>;
 
-  /** Takes a crash-consistent snapshot. `NOT_SUPPORTED` without the capability; `NOT_FOUND` if unknown. */
+  /**
+   * Takes a crash-consistent snapshot. `NOT_SUPPORTED` without the capability; `NOT_FOUND` if
+   * unknown; `INVALID_INPUT` (details.field `name`) for a `name` that assertDisplayName refuses.
+   */
   createSnapshot(volumeId: string, name?: string): Promise<Snapshot>;
   /** Deletes a snapshot. `NOT_FOUND` if unknown; `BUSY` while attached. */
   deleteSnapshot(snapshotId: string): Promise<void>;

@@ -120,6 +120,7 @@ export class MemoryVolumeDriver implements VolumeDriver {
   }
 
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
+    if (name !== undefined) assertDisplayName(name, 'name', this.name);
     const v = this.volume(volumeId);
     const info: Snapshot = { id: newId(), volumeId, name: name ?? '', size: v.info.size, createdAt: nowIso() };
     const dirty = new Map([...v.dirty].map(([id, d]) => [id, new Set(d.pages)]));
