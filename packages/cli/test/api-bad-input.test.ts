@@ -5,36 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiContext } from '../src/api/api-context.js';
 import { JobTable } from '../src/api/jobs.js';
 import { ApiServer } from '../src/api/server.js';
-import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
-
-/** A running `cairn serve` and a small fetch client for it. */
-interface Server {
-  url: string;
-  child: ReturnType<typeof cairnSpawn>['child'];
-  exit: Promise<CliResult>;
-  /** Sends a request; `body` is sent as JSON unless it is a string (sent as is). */
-  call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }>;
-}
-
-/** Starts `cairn serve --listen 127.0.0.1:0 --json` in `cwd` and waits for its address line. */
-async function serve(cwd: string): Promise<Server> {
-  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd });
-  const listening = await new Promise<string>((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).listening);
-    });
-    void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
-  });
-  const call: Server['call'] = async (method, path, body) => {
-    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    const res = await fetch(`${listening}${path}`, { method, headers: payload === undefined ? {} : { 'content-type': 'application/json' }, body: payload });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  };
-  return { url: listening, child, exit, call };
-}
+import { cairnJson, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
 
 /** Writes `raw` on a new connection to `url` and returns all the server sent until it closed the connection. */
 function rawRequest(url: string, raw: string): Promise<string> {
@@ -57,7 +28,7 @@ function parseAnswer(answer: string): { status: number; json: any } {
 
 describe('cairn serve: bad input gets a clear error with a stable code', () => {
   let cwd: string;
-  let server: Server;
+  let server: ServedApi;
   let volumeId: string;
   const longName = 'v'.repeat(150);
 
@@ -70,7 +41,7 @@ describe('cairn serve: bad input gets a clear error with a stable code', () => {
     await cairnJson(['volume', 'import', join(cwd, 'src.raw'), '--name', 'twin'], { cwd });
     await cairnJson(['backup', 'create', twin], { cwd });
     await cairnJson(['volume', 'create', longName, '--size', '1MiB'], { cwd });
-    server = await serve(cwd);
+    server = await serveApi(cwd);
   });
   afterAll(async () => {
     if (server) {

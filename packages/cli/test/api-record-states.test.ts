@@ -4,37 +4,11 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
-
-interface Server {
-  child: ReturnType<typeof cairnSpawn>['child'];
-  exit: Promise<CliResult>;
-  /** Sends a request, `body` as JSON; resolves with the status and the parsed answer. */
-  call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }>;
-}
-
-/** Starts `cairn serve --listen 127.0.0.1:0 --json` in `cwd` and waits for its address line. */
-async function serve(cwd: string): Promise<Server> {
-  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd });
-  const url = await new Promise<string>((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).listening);
-    });
-    void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
-  });
-  const call: Server['call'] = async (method, path, body) => {
-    const res = await fetch(`${url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  };
-  return { child, exit, call };
-}
+import { cairn, cairnJson, jsonError, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
 
 describe('cairn serve: what a backup record status allows', () => {
   let cwd: string;
-  let server: Server;
+  let server: ServedApi;
   let volumeId: string;
 
   /** Polls a job until it has ended and returns its view. */
@@ -60,7 +34,7 @@ describe('cairn serve: what a backup record status allows', () => {
     cwd = await tempDir();
     await writeRawImage(join(cwd, 'v.raw'), 4 * MiB);
     volumeId = (await cairnJson(['volume', 'import', join(cwd, 'v.raw'), '--name', 'v'], { cwd })).volume.id;
-    server = await serve(cwd);
+    server = await serveApi(cwd);
   });
   afterAll(async () => {
     if (server?.child.exitCode === null) {

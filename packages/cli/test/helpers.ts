@@ -162,3 +162,35 @@ export async function archivedBackup(cwd: string, size: number): Promise<{ confi
   await cairnJson(['backup', 'export', backupId, '--archive', archive], { cwd });
   return { config, archive, backupId };
 }
+
+/** A running `cairn serve` (serveApi) and a small fetch client for it. */
+export interface ServedApi {
+  /** Base URL, from the address line serve prints. */
+  url: string;
+  child: ChildProcess;
+  exit: Promise<CliResult>;
+  /** Sends a request; `body` is sent as JSON unless it is a string (sent as is). Resolves with the status and the parsed answer (undefined when empty). */
+  call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }>;
+  /** SIGTERM, then the exit. */
+  stop(): Promise<CliResult>;
+}
+
+/** Starts `cairn serve --listen 127.0.0.1:0 --json …args` in `cwd` and waits for its address line. */
+export async function serveApi(cwd: string, args: string[] = []): Promise<ServedApi> {
+  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd });
+  const url = await new Promise<string>((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).listening);
+    });
+    void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
+  });
+  const call: ServedApi['call'] = async (method, path, body) => {
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const res = await fetch(`${url}${path}`, { method, headers: payload === undefined ? {} : { 'content-type': 'application/json' }, body: payload });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
+  };
+  return { url, child, exit, call, stop: () => (child.kill('SIGTERM'), exit) };
+}

@@ -4,7 +4,7 @@ import { currentOwner, type BackupRecord, type ProcessOwner } from '@cairn/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage, type CliResult } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, serveApi, tempDir, writeDeploymentConfig, writeRawImage, type CliResult } from './helpers.js';
 
 const me = currentOwner();
 /** A process of another container under this host name (`--network host`): recovery cannot judge it. */
@@ -126,16 +126,7 @@ describe('cairn backup reset-state', () => {
     };
 
     beforeAll(async () => {
-      const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd });
-      url = await new Promise<string>((resolve, reject) => {
-        let text = '';
-        child.stdout!.on('data', (d: Buffer) => {
-          text += d.toString();
-          if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).listening);
-        });
-        void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
-      });
-      stop = () => (child.kill('SIGTERM'), exit);
+      ({ url, stop } = await serveApi(cwd));
     });
     afterAll(async () => {
       const r = await stop?.();

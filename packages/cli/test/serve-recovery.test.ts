@@ -1,20 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
-
-/** `cairn serve --listen 127.0.0.1:0 --json …` started in `cwd`, with its base URL. */
-async function serve(cwd: string, args: string[]): Promise<{ url: string; stop(): Promise<CliResult> }> {
-  const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', ...args], { cwd });
-  const url = await new Promise<string>((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))).listening);
-    });
-    void exit.then((r) => reject(new Error(`serve exited early with ${r.code}: ${r.stderr}`)));
-  });
-  return { url, stop: () => (child.kill('SIGTERM'), exit) };
-}
+import { cairn, cairnJson, cairnSpawn, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -32,14 +18,14 @@ async function until<T>(read: () => Promise<T>, done: (v: T) => boolean, ms = 15
 describe('cairn serve --recover-interval', () => {
   let cwd: string;
   let volumeId: string;
-  let server: Awaited<ReturnType<typeof serve>>;
+  let server: ServedApi;
   const get = async (path: string) => (await fetch(`${server.url}${path}`)).json() as Promise<any>;
 
   beforeAll(async () => {
     cwd = await tempDir();
     await writeRawImage(join(cwd, 'v.raw'), 8 * MiB);
     volumeId = (await cairnJson(['volume', 'import', join(cwd, 'v.raw'), '--name', 'v'], { cwd })).volume.id;
-    server = await serve(cwd, ['--recover-interval', '0.3']);
+    server = await serveApi(cwd, ['--recover-interval', '0.3']);
   });
   afterAll(async () => {
     const r = await server?.stop();
