@@ -1,8 +1,8 @@
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, missingQemu, qemuImg, tempDir } from './helpers.js';
+import { driverPair, MiB, missingQemu, qemuImg, readSidecar } from './helpers.js';
 
 // extendVolume from two driver instances on one directory (as from two processes: each has its
 // own daemon, and qemu's image locks keep them apart). The size check and the resize are one step
@@ -14,18 +14,11 @@ afterAll(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function pair(): Promise<[Qcow2VolumeDriver, Qcow2VolumeDriver]> {
-  const directory = await tempDir();
-  dirs.push(directory);
-  return [new Qcow2VolumeDriver({ directory }), new Qcow2VolumeDriver({ directory })];
-}
-
-const sidecarOf = async (d: Qcow2VolumeDriver, volumeId: string): Promise<{ size: number; checkpoints: Array<{ consistent: boolean }> }> =>
-  JSON.parse(await readFile(join(d.directory, 'volumes', `${volumeId}.json`), 'utf8'));
+const pair = () => driverPair(dirs);
 
 /** The volume's size as its sidecar and its image (qemu-img, nobody holding it) tell it. */
 async function sizes(d: Qcow2VolumeDriver, volumeId: string): Promise<{ sidecar: number; image: number }> {
-  const sidecar = (await sidecarOf(d, volumeId)).size;
+  const sidecar = (await readSidecar(d, volumeId)).size;
   const info = qemuImg(['info', '--output=json', '-f', 'qcow2', join(d.directory, 'volumes', `${volumeId}.qcow2`)]);
   expect(info.status, info.stderr).toBe(0);
   return { sidecar, image: (JSON.parse(info.stdout) as { 'virtual-size': number })['virtual-size'] };
@@ -67,7 +60,7 @@ describe.skipIf(missingQemu.length > 0)(`extendVolume from two instances on one 
         expect(await sizes(a, v.id)).toEqual({ sidecar: 16 * MiB, image: 16 * MiB });
         expect(between).toBe('extend BUSY, attach BUSY');
         expect((await b.getVolume(v.id)).size).toBe(16 * MiB);
-        expect((await sidecarOf(a, v.id)).checkpoints.map((c) => c.consistent)).toEqual([false]); // the next backup is full
+        expect((await readSidecar(a, v.id)).checkpoints.map((c) => c.consistent)).toEqual([false]); // the next backup is full
 
         expect(await outcome(b.extendVolume(v.id, 32 * MiB))).toBe('size 32 MiB'); // nobody holds it now
         expect(await sizes(a, v.id)).toEqual({ sidecar: 32 * MiB, image: 32 * MiB });

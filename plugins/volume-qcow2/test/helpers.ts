@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Qcow2VolumeDriver } from '../src/index.js';
@@ -27,6 +27,21 @@ export async function tempDir(prefix = 'cairn-qcow2-'): Promise<string> {
 /** A driver on a fresh temp directory. */
 export async function freshDriver(): Promise<Qcow2VolumeDriver> {
   return new Qcow2VolumeDriver({ directory: await tempDir() });
+}
+
+/**
+ * Two driver instances on one fresh directory, as two processes would be (each starts its own
+ * daemon). The directory is added to `dirs`, which the caller removes after its tests.
+ */
+export async function driverPair(dirs: string[]): Promise<[Qcow2VolumeDriver, Qcow2VolumeDriver]> {
+  const directory = await tempDir();
+  dirs.push(directory);
+  return [new Qcow2VolumeDriver({ directory }), new Qcow2VolumeDriver({ directory })];
+}
+
+/** A volume's sidecar record, as the driver last wrote it. */
+export async function readSidecar(d: Qcow2VolumeDriver, volumeId: string): Promise<{ size: number; checkpoints: Array<{ consistent: boolean }> }> {
+  return JSON.parse(await readFile(join(d.directory, 'volumes', `${volumeId}.json`), 'utf8'));
 }
 
 /** Closes the driver (stopping its daemon) and removes its directory. */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { currentOwner } from '@cairn/core';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, missingQemu, overlaysIn, pattern, tempDir } from './helpers.js';
+import { driverPair, MiB, missingQemu, overlaysIn, pattern, readSidecar, tempDir } from './helpers.js';
 
 // Two driver instances on one directory, as two processes would be: each has its own daemon, and
 // qemu's image locks keep the daemons apart. What one reports about the volumes the other uses
@@ -15,19 +15,14 @@ afterAll(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function pair(): Promise<[Qcow2VolumeDriver, Qcow2VolumeDriver]> {
-  const directory = await tempDir();
-  dirs.push(directory);
-  return [new Qcow2VolumeDriver({ directory }), new Qcow2VolumeDriver({ directory })];
-}
+const pair = () => driverPair(dirs);
 
 const statusIn = async (d: Qcow2VolumeDriver, volumeId: string): Promise<string[]> => [
   (await d.getVolume(volumeId)).status,
   (await d.listVolumes()).find((v) => v.id === volumeId)!.status,
 ];
 
-const checkpointsConsistent = async (d: Qcow2VolumeDriver, volumeId: string): Promise<boolean[]> =>
-  (JSON.parse(await readFile(join(d.directory, 'volumes', `${volumeId}.json`), 'utf8')) as { checkpoints: Array<{ consistent: boolean }> }).checkpoints.map((c) => c.consistent);
+const checkpointsConsistent = async (d: Qcow2VolumeDriver, volumeId: string): Promise<boolean[]> => (await readSidecar(d, volumeId)).checkpoints.map((c) => c.consistent);
 
 /** Overwrites the start of the volume's image: qemu no longer takes it for qcow2. */
 async function damage(d: Qcow2VolumeDriver, volumeId: string): Promise<void> {
