@@ -2,11 +2,10 @@
 // suspended VM resumed, an operator's `date -s`) neither cuts a healthy connection nor keeps a
 // dead one alive. The step is simulated by moving Date.now.
 import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
-import { tempDir } from './helpers/peers.js';
+import { ScriptedServers } from './helpers/scripted-servers.js';
 import { chunk, fakeServer, offsetData } from './helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
@@ -14,37 +13,25 @@ const HOUR = 3600_000;
 const DONE = 1;
 const OFFSET_DATA = 1;
 
-let dir: { path: string; remove: () => Promise<void> };
-let n = 0;
-const servers: net.Server[] = [];
-const sockets: net.Socket[] = [];
+const scripted = new ScriptedServers('nbd-clk-');
 
-beforeAll(async () => {
-  dir = await tempDir('nbd-clk-');
-});
+beforeAll(() => scripted.open());
 afterEach(() => {
   vi.restoreAllMocks();
 });
-afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
-  await dir?.remove();
-});
+afterAll(() => scripted.close());
 
 /** A structured fake server calling `answer` for every request; resolves with its socket path. */
 async function serve(answer: (req: Buffer, s: net.Socket) => void): Promise<string> {
   const server = fakeServer(
     MiB,
     async (s, raw) => {
-      sockets.push(s);
+      scripted.track(s);
       for (;;) answer(await raw.read(28), s);
     },
     { structuredContextId: 7, allowHalfOpen: true },
   );
-  servers.push(server);
-  const path = join(dir.path, `k${++n}.sock`);
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  return path;
+  return scripted.listen(server);
 }
 
 /** From now on Date.now() reads `stepMs` off the real clock. */

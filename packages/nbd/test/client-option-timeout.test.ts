@@ -1,25 +1,15 @@
 // NbdClient.listExports / listMetaContexts against servers that stop answering during option
 // haggling: the option phase is bounded by connectTimeoutMs (UNAVAILABLE, connection closed).
 import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
-import { tempDir } from './helpers/peers.js';
+import { ScriptedServers } from './helpers/scripted-servers.js';
 
-let dir: { path: string; remove: () => Promise<void> };
-let n = 0;
-const servers: net.Server[] = [];
-const sockets: net.Socket[] = [];
+const scripted = new ScriptedServers('nbd-ot-');
 
-beforeAll(async () => {
-  dir = await tempDir('nbd-ot-');
-});
-afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
-  await dir?.remove();
-});
+beforeAll(() => scripted.open());
+afterAll(() => scripted.close());
 
 /**
  * A fixed-newstyle server that sends the greeting, then reads whatever the client sends and never
@@ -29,7 +19,7 @@ async function mutedServer(): Promise<{ path: string; closed: Promise<void> }> {
   let closedResolve!: () => void;
   const closed = new Promise<void>((r) => (closedResolve = r));
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.push(s);
+    scripted.track(s);
     s.on('error', () => undefined);
     s.once('end', () => closedResolve()); // the client hung up (this side stays open)
     s.on('data', () => undefined); // read and ignore the client's flags and options
@@ -37,10 +27,7 @@ async function mutedServer(): Promise<{ path: string; closed: Promise<void> }> {
     flags.writeUInt16BE(3);
     s.write(Buffer.concat([Buffer.from('NBDMAGIC'), Buffer.from('IHAVEOPT'), flags]));
   });
-  servers.push(server);
-  const path = join(dir.path, `m${++n}.sock`);
-  await new Promise<void>((r) => server.listen(path, r));
-  return { path, closed };
+  return { path: await scripted.listen(server), closed };
 }
 
 describe('NbdClient option phase timeout', () => {

@@ -2,11 +2,10 @@
 // protocol violation (CORRUPT) that fails the connection, and a failure, once declared, is final:
 // nothing more of the socket is parsed, so no reply after it completes.
 import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome } from './helpers/outcome.js';
-import { tempDir } from './helpers/peers.js';
+import { ScriptedServers } from './helpers/scripted-servers.js';
 import { chunk, errorBody, fakeServer, offsetData, offsetHole, simpleReplyTo, statusBody, type FakeServerOptions } from './helpers/raw-nbd.js';
 
 const KiB = 1024;
@@ -29,19 +28,10 @@ const UNKNOWN_ID = 9;
 /** Reads here are never answered: a request in flight when the connection fails. */
 const UNANSWERED = 512 * KiB;
 
-let dir: { path: string; remove: () => Promise<void> };
-let n = 0;
-const servers: net.Server[] = [];
-const sockets: net.Socket[] = [];
+const scripted = new ScriptedServers('nbd-rv-');
 
-beforeAll(async () => {
-  dir = await tempDir('nbd-rv-');
-});
-afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
-  await dir?.remove();
-});
+beforeAll(() => scripted.open());
+afterAll(() => scripted.close());
 
 const READ = 0;
 const WRITE = 1;
@@ -60,7 +50,7 @@ async function serve(answer: (req: Buffer, s: net.Socket) => void, options: Fake
   const server = fakeServer(
     MiB,
     async (s, raw) => {
-      sockets.push(s);
+      scripted.track(s);
       for (;;) {
         const req = await raw.read(28);
         if (typeOf(req) === WRITE) await raw.read(req.readUInt32BE(24));
@@ -70,10 +60,7 @@ async function serve(answer: (req: Buffer, s: net.Socket) => void, options: Fake
     },
     options,
   );
-  servers.push(server);
-  const path = join(dir.path, `v${++n}.sock`);
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  return path;
+  return scripted.listen(server);
 }
 
 /** `p`, with its rejection marked handled (inspected later with `outcome`). */

@@ -1,11 +1,10 @@
 // NbdClient's per-request bound (requestTimeoutMs) against scripted servers that hold one request
 // back while they go on answering others: every request in flight is bounded, not only the oldest.
 import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
-import { tempDir } from './helpers/peers.js';
+import { ScriptedServers } from './helpers/scripted-servers.js';
 import { chunk, errorBody, fakeServer, offsetData } from './helpers/raw-nbd.js';
 
 const KiB = 1024;
@@ -17,34 +16,22 @@ const ERROR_OFFSET = 0x8002;
 const EINVAL = 22;
 const TIMEOUT = 300;
 
-let dir: { path: string; remove: () => Promise<void> };
-let n = 0;
-const servers: net.Server[] = [];
-const sockets: net.Socket[] = [];
+const scripted = new ScriptedServers('nbd-rb-');
 
-beforeAll(async () => {
-  dir = await tempDir('nbd-rb-');
-});
-afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
-  await dir?.remove();
-});
+beforeAll(() => scripted.open());
+afterAll(() => scripted.close());
 
 /** A structured fake server of 8 MiB calling `answer` for every request it reads; resolves with its socket path. */
 async function serve(answer: (req: Buffer, s: net.Socket) => void): Promise<string> {
   const server = fakeServer(
     8 * MiB,
     async (s, raw) => {
-      sockets.push(s);
+      scripted.track(s);
       for (;;) answer(await raw.read(28), s);
     },
     { structuredContextId: 7 },
   );
-  servers.push(server);
-  const path = join(dir.path, `b${++n}.sock`);
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  return path;
+  return scripted.listen(server);
 }
 
 const offsetOf = (req: Buffer): number => Number(req.readBigUInt64BE(16));
