@@ -4,9 +4,9 @@
  * reads that loop over short reads. Directories: directory-chain.ts.
  */
 import { constants, type BigIntStats } from 'node:fs';
-import { link, lstat, open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, syncDir, writeDirect } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, syncDir, writeDirect } from '@cairn/core';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
@@ -110,21 +110,8 @@ export async function writeTempFile(dir: string, data: Uint8Array): Promise<stri
   }
 }
 
-/**
- * Links `temp` to `final` unless `final` exists: true when linked, false when `final` already
- * existed. Atomic across processes and NFS clients. An EEXIST after a lost NFS reply is resolved
- * the way open(2) recommends: if `temp` now has two links, our link did succeed.
- */
-export async function linkIfAbsent(temp: string, final: string): Promise<boolean> {
-  try {
-    await link(temp, final);
-    return true;
-  } catch (err) {
-    if (errnoOf(err) !== 'EEXIST') throw err;
-    const st = await lstat(temp);
-    return st.nlink >= 2;
-  }
-}
+/** Publishing by link where nothing is (core's linkIfAbsent: atomic across processes and NFS clients). */
+export { linkIfAbsent };
 
 /** Reads exactly `length` bytes at `offset` into `out` with positional reads; returns `out[0, length)`. `CORRUPT` if the file is shorter. */
 export async function readExactly(fh: FileHandle, offset: number, length: number, what: string, out: Buffer): Promise<Buffer> {

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
-import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { CairnError, syncDir } from '@cairn/core';
+import { CairnError, linkIfAbsent, syncDir, tempPathBeside, writeNewFileDurably } from '@cairn/core';
 import { accessError } from './input-file.js';
 
 /** A config file's name held by claimConfigFile until `publish` puts the config in its place, or `release()` gives it up. */
@@ -114,27 +114,18 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
   return {
     async publish(text) {
       const dir = dirname(file);
-      temp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+      temp = tempPathBeside(file);
       const written = temp;
       try {
-        const fh = await open(written, 'wx', 0o600);
-        try {
-          await fh.writeFile(text);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
+        await writeNewFileDurably(written, text);
         if (removeIfOurs(file, ours) === 'theirs') return false;
-        try {
-          await link(written, file);
-        } catch (err) {
+        const linked = await linkIfAbsent(written, file).catch(async (err: unknown) => {
           const code = (err as NodeJS.ErrnoException).code;
-          // EEXIST: another file took the name, unless the temporary file has two links (a
-          // retransmitted NFS LINK whose first reply was lost: ours did it).
-          if (code === 'EEXIST' && (await lstat(written)).nlink !== 2) return false;
-          if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') await rename(written, file);
-          else if (code !== 'EEXIST') throw err;
-        }
+          if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+          await rename(written, file); // no hard links here
+          return true;
+        });
+        if (!linked) return false;
         published = true;
         await unlink(written).catch(() => undefined);
         await syncDir(dir);

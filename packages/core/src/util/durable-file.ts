@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
+import { link, lstat, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -9,17 +9,8 @@ import { basename, dirname, join } from 'node:path';
  * power cut. On failure the temp file is removed. Idempotent.
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await fh.close();
+  const tmp = tempPathBeside(path);
+  await writeNewFileDurably(tmp, data);
   try {
     await rename(tmp, path);
   } catch (err) {
@@ -27,6 +18,44 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
     throw err;
   }
   await syncDir(dirname(path));
+}
+
+/** A fresh temporary name in `path`'s directory: `.<name>.<random>.tmp`. */
+export function tempPathBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/**
+ * Creates the file `path` exclusively (O_EXCL, mode 0600), writes `data` and fsyncs it: durable
+ * once this resolves. On failure a file it created is removed.
+ */
+export async function writeNewFileDurably(path: string, data: Uint8Array | string): Promise<void> {
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await unlink(path).catch(() => {});
+    throw err;
+  }
+  await fh.close();
+}
+
+/**
+ * Links `temp` to `final` unless `final` exists: true when linked, false when `final` already
+ * existed. Atomic across processes and NFS clients. An EEXIST after a lost NFS reply is resolved
+ * the way open(2) recommends: if `temp` now has two links, our link did succeed. Other errors
+ * (EPERM or ENOTSUP where the file system has no hard links) are thrown as they are.
+ */
+export async function linkIfAbsent(temp: string, final: string): Promise<boolean> {
+  try {
+    await link(temp, final);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return (await lstat(temp)).nlink >= 2;
+  }
 }
 
 /**
