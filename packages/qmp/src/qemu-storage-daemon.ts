@@ -4,8 +4,10 @@
  *
  * Contracts:
  * - `start` resolves once QMP answered the handshake, or throws UNAVAILABLE (binary missing,
- *   daemon exited, no QMP in time) with the daemon's stderr in the message and `details.log`;
- *   INVALID_INPUT when the socket path would be 108 bytes or longer.
+ *   daemon exited, no QMP in time) with the daemon's stderr in the message and `details.log`,
+ *   and, when the daemon was still there, its process state (`details.processState`, e.g.
+ *   `stopped (T)`); INVALID_INPUT when the socket path would be 108 bytes or longer. A
+ *   connection that gets no greeting within 2 s is dropped and made again until the deadline.
  * - `stop` asks `quit`, waits, then SIGTERM, then SIGKILL; it resolves with the exit status.
  *   Idempotent. A clean `quit` is what makes qemu write persistent bitmaps to qcow2 files.
  * - `kill` (SIGKILL by default) simulates a crash; the QMP client then fails every pending
@@ -28,6 +30,7 @@ import { CairnError } from '@cairn/core';
 import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
+import { processState } from './process-state.js';
 import { DIR_PREFIX, removeStaleDirs, writeOwner } from './runtime-dirs.js';
 
 export interface QemuStorageDaemonOptions {
@@ -64,6 +67,8 @@ export interface DaemonExit {
 }
 
 const DRIVER = 'qemu-storage-daemon';
+/** How long one start attempt waits for the greeting and `qmp_capabilities` before connecting again. */
+const HANDSHAKE_ATTEMPT_MS = 2_000;
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
@@ -149,9 +154,11 @@ export class QemuStorageDaemon {
     let lastError: unknown;
     while (!exited && Date.now() < deadline) {
       try {
+        // One attempt waits at most HANDSHAKE_ATTEMPT_MS: a connection that got no greeting is
+        // dropped and made again, so one lost greeting does not use up the whole start budget.
         const qmp = await QmpClient.connect(
           { path: socketPath },
-          { driver, timeoutMs: Math.max(1, deadline - Date.now()), commandTimeoutMs: options.commandTimeoutMs },
+          { driver, timeoutMs: Math.max(1, Math.min(HANDSHAKE_ATTEMPT_MS, deadline - Date.now())), commandTimeoutMs: options.commandTimeoutMs },
         );
         return new QemuStorageDaemon(child, dir, socketPath, logPath, whenExited, keepDir, driver, qmp);
       } catch (err) {
@@ -159,11 +166,12 @@ export class QemuStorageDaemon {
         await sleep(10);
       }
     }
+    const state = exited ? undefined : processState(child.pid);
     if (!exited) child.kill('SIGKILL');
     const exit = await whenExited;
     const log = await readFile(logPath, 'utf8').catch(() => '');
     if (!keepDir) await rm(dir, { recursive: true, force: true });
-    let why = `no QMP on ${socketPath} within ${startTimeoutMs} ms`;
+    let why = `no QMP on ${socketPath} within ${startTimeoutMs} ms${state ? ` (daemon process ${child.pid} was ${state})` : ''}`;
     if (spawnError) why = `cannot run ${binary}: ${spawnError.message}`;
     else if (exited && exit.code === 127 && command.file !== binary) why = `cannot run ${binary}`; // setpriv's exec failed (reason in stderr)
     else if (exited && exit.signal !== 'SIGKILL') why = `daemon exited during startup (code ${exit.code}, signal ${exit.signal})`;
@@ -171,6 +179,7 @@ export class QemuStorageDaemon {
       log,
       exit,
       args: argv,
+      ...(state ? { processState: state } : {}),
     });
   }
 

@@ -8,9 +8,9 @@
  * with `keepDir`, whose log is there to be read after the daemon and its caller are gone);
  * removing it is its keeper's business.
  */
-import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processStateLetter } from './process-state.js';
 
 /** Prefix of every daemon temp dir. */
 export const DIR_PREFIX = 'cairn-qsd-';
@@ -64,10 +64,6 @@ export function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true; // no /proc (not Linux): the signal check above is all there is
-  }
+  // No /proc (not Linux), or the process just went: the signal check above is all there is.
+  return processStateLetter(pid) !== 'Z';
 }

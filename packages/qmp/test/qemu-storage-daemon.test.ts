@@ -1,7 +1,10 @@
 import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '../src/index.js';
 import { createQcow2, expectCode, imageBitmaps, removeDir, tempDir } from './helpers.js';
+
+const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 // Restarting a daemon on the same image is what these tests are about, so each starts its own.
 let dir: string;
@@ -54,6 +57,19 @@ describe('QemuStorageDaemon lifecycle', () => {
 
   it('start(missing binary) fails with UNAVAILABLE', async () => {
     await expectCode(QemuStorageDaemon.start({ binary: '/nonexistent/qemu-storage-daemon' }), 'UNAVAILABLE');
+  });
+
+  it('start() drops a connection that gets no greeting and connects again (a stand-in daemon that ignores its first connection)', async () => {
+    const d = await QemuStorageDaemon.start({ binary: fixture('greet-second.mjs'), startTimeoutMs: 8_000 });
+    expect(d.qmp.greeting.version.qemu.major).toBe(7);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+  });
+
+  it('start() of a daemon that stays stopped fails with UNAVAILABLE naming the process state', async () => {
+    const err = await expectCode(QemuStorageDaemon.start({ binary: fixture('stop-self.sh'), startTimeoutMs: 1_500 }), 'UNAVAILABLE');
+    expect(String((err as Error).message)).toMatch(/was stopped \(T\)/);
+    expect(err.details?.processState).toBe('stopped (T)');
+    expect(err.details?.exit).toEqual({ code: null, signal: 'SIGKILL' });
   });
 
   it('kill() during a pending call fails it with UNAVAILABLE, and later calls too', async () => {
