@@ -67,7 +67,7 @@ describe('QemuStorageDaemon lifecycle', () => {
 
   it('start() of a daemon that stays stopped fails with UNAVAILABLE naming the process state', async () => {
     const err = await expectCode(QemuStorageDaemon.start({ binary: fixture('stop-self.sh'), startTimeoutMs: 1_500 }), 'UNAVAILABLE');
-    expect(String((err as Error).message)).toMatch(/was stopped \(T\)/);
+    expect(String((err as unknown as Error).message)).toMatch(/was stopped \(T\)/);
     expect(err.details?.processState).toBe('stopped (T)');
     expect(err.details?.exit).toEqual({ code: null, signal: 'SIGKILL' });
   });
