@@ -44,22 +44,21 @@ describe('cairn serve: what a backup record status allows', () => {
     await removeDir(cwd);
   });
 
-  it('two DELETE /v1/backups/:id at once: one answers 200, the other 409 CONFLICT (status deleting), never two deletes', async () => {
+  it('two DELETE /v1/backups/:id at once: one answers 200, the other 409 CONFLICT (status deleting) or 404, never two deletes', async () => {
     // Each pair is sent at once; the second request finds the record `deleting` unless the first
-    // has ended before it reads the record (then 404). Up to five backups, until a 409 is seen.
-    const answers: number[][] = [];
-    let conflict: any;
-    for (let attempt = 0; attempt < 5 && !conflict; attempt++) {
+    // has ended before it reads the record (then 404): it waits for the first one's record section
+    // (core's BackupClaims), which with a repository target is a lock object written to the store,
+    // so it usually comes after the first delete has ended. The 409's shape is core's
+    // (record-states.test.ts); here, every pair deletes once.
+    for (let attempt = 0; attempt < 3; attempt++) {
       const b = await backup();
       const pair = await Promise.all([0, 1].map(() => server.call('DELETE', `/v1/backups/${b.id}`)));
-      answers.push(pair.map((r) => r.status).sort());
       expect(pair.filter((r) => r.status === 200).map((r) => r.json)).toEqual([{ deleted: b.id }]);
-      conflict ??= pair.find((r) => r.status === 409)?.json;
-      if (conflict) expect(conflict).toEqual({ error: { code: 'CONFLICT', message: expect.stringContaining('deleting'), details: { backupId: b.id, status: 'deleting' } } });
+      const other = pair.find((r) => r.status !== 200)!;
+      if (other.status === 409) expect(other.json).toEqual({ error: { code: 'CONFLICT', message: expect.stringContaining('deleting'), details: { backupId: b.id, status: 'deleting' } } });
+      else expect(other).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
       expect(await server.call('GET', `/v1/backups/${b.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
     }
-    for (const statuses of answers) expect([[200, 404], [200, 409]]).toContainEqual(statuses);
-    expect(conflict, `answers: ${JSON.stringify(answers)}`).toBeDefined();
   });
 
   it('POST /v1/backups/:id/verify of a failed backup (error, no data) answers 409 CONFLICT naming the status and makes no job; `backup verify` exits 4', async () => {

@@ -61,9 +61,9 @@ export interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Spawns fixtures/store-child.mjs with one JSON argument; it prints one JSON object per line. */
-export function spawnChild(args: Record<string, unknown>): Child {
-  const proc = spawn(process.execPath, [CHILD_SCRIPT, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'inherit'] });
+/** Spawns `script` (default fixtures/store-child.mjs) with one JSON argument; it prints one JSON object per line. */
+export function spawnChild(args: Record<string, unknown>, script = CHILD_SCRIPT): Child {
+  const proc = spawn(process.execPath, [script, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines: Record<string, unknown>[] = [];
   const waiters: { name: string; resolve: (l: Record<string, unknown>) => void }[] = [];
   let buffered = '';

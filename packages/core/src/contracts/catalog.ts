@@ -35,6 +35,16 @@ export interface Catalog {
   latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined>;
   /** Idempotent. */
   deleteBackup(backupId: string): Promise<void>;
+  /**
+   * Runs `fn` while no other section on `backupId` runs, in any process sharing this catalog, and
+   * resolves or rejects as `fn` does: how a read-check-write of one record (a delete's check and
+   * its move to `deleting`, a restore's move to `restoring`) is made atomic against every other
+   * such section of that record. Sections of one backup never nest; a section of a parent may run
+   * sections of its children, never the reverse. A section waits for one running elsewhere (its
+   * holder's death frees it, as it does a repository lock); it fails with the catalog's errors
+   * (`UNAVAILABLE`) when it cannot be taken.
+   */
+  section<T>(backupId: string, fn: () => Promise<T>): Promise<T>;
   /** The flow state laid over a volume, if any. */
   getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined>;
   listVolumeStates(): Promise<VolumeFlowState[]>;

@@ -1,3 +1,4 @@
+import type { Catalog } from '../contracts/catalog.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 
 /** How a running flow uses an existing backup: reads it (`restore`) or builds on it (`parent`). */
@@ -7,22 +8,29 @@ export type BackupUse = 'restore' | 'parent';
 export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
 
 /**
- * The manager's running flows' claims on existing backups, per backup (in-process, like
- * InProcessVolumeLocks). A restore reading a backup, or a backup building on it as its parent,
- * claims it for as long as it runs; the manager refuses to delete a claimed backup.
+ * The manager's running flows' claims on existing backups, per backup (the counts are
+ * in-process, like InProcessVolumeLocks). A restore reading a backup, or a backup building on it
+ * as its parent, claims it for as long as it runs; the manager refuses to delete a claimed backup.
+ * Other processes see a restore's claim as the record's `restoring` status; a parent claim is not
+ * seen there.
  *
  * Every status change of one backup runs in `exclusive` (a claim's check, its last release, a
  * delete's checks and its move to `deleting`), so a check and the write that follows it see no
- * other change of that backup in between. Sections of one backup never nest; a section of a
+ * other change of that backup in between, by this process or any other sharing the catalog. Sections of one backup never nest; a section of a
  * parent may run sections of its children (cascade delete), never the reverse.
  */
 export class BackupClaims {
   private readonly mutex = new KeyedMutex();
   private readonly held = new Map<string, Record<BackupUse, number>>();
 
-  /** Runs `fn` alone on `backupId`. */
+  constructor(private readonly catalog: Pick<Catalog, 'section'>) {}
+
+  /**
+   * Runs `fn` alone on `backupId`: no other section of this manager runs on it meanwhile, and
+   * (through the catalog's `section`) none of any process sharing the catalog.
+   */
   exclusive<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
-    return this.mutex.run(`backup:${backupId}`, fn);
+    return this.mutex.run(`backup:${backupId}`, () => this.catalog.section(backupId, fn));
   }
 
   /** How many running flows use `backupId` that way. */

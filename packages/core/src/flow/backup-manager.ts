@@ -90,7 +90,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   /** The budget every backup of this manager shares (`readRate`), if any. */
   private readonly readBudget: RateBudget | undefined;
   /** Restores and incrementals claim the backups they use; deleteBackup refuses claimed ones. */
-  private readonly claims = new BackupClaims();
+  private readonly claims: BackupClaims;
   private readonly jobs = new Map<string, Job>();
 
   constructor(options: BackupManagerOptions) {
@@ -108,6 +108,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     this.defaultTarget = options.defaultTarget ?? names[0]!;
     if (!this.targets[this.defaultTarget]) throw new CairnError('INVALID_INPUT', `default target ${this.defaultTarget} is not configured`);
     this.catalog = options.catalog;
+    this.claims = new BackupClaims(this.catalog);
     this.locks = options.locks ?? new InProcessVolumeLocks();
     if (options.readRate !== undefined && !(Number.isFinite(options.readRate) && options.readRate > 0)) throw new CairnError('INVALID_INPUT', `readRate must be a positive number of bytes per second, got ${String(options.readRate)}`);
     this.readBudget = options.readRate ? new RateBudget(options.readRate) : undefined;
@@ -601,6 +602,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       catalog: this.catalog,
       volumes: this.volumes,
       isLive: (b) => mayBeWorkedOn(b),
+      section: (id, fn) => this.claims.exclusive(id, fn),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });
   }
@@ -659,7 +661,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     // job that took the record since the checks above (a restore, here or in a live process of
     // this host) is left alone, and the reset refused. The reset's own hold is not a job's.
     const busy = (b: BackupRecord): boolean => holdCount(b.id) > 1 || this.claims.count(b.id, 'restore') > 0 || runsHere(b);
-    const report = await recoverInFlight({ catalog: this.catalog, volumes: this.volumes, isLive: busy, only: before.id });
+    // Already in the record's section (resetState's exclusive): recovery must not take it again.
+    const report = await recoverInFlight({ catalog: this.catalog, volumes: this.volumes, isLive: busy, only: before.id, section: (_id, fn) => fn() });
     if (report.skipped.length > 0) {
       const now = await this.catalog.getBackup(before.id);
       throw runsHere(now) ? runningHere(now) : new CairnError('CONFLICT', `backup ${before.id} is ${now.status} in a job of this process: cancel the job instead`, { details: { backupId: before.id, status: now.status } });

@@ -42,12 +42,19 @@ export async function recoverInFlight(deps: {
   /** True when someone may still be working on the record (then it is not touched): see mayBeWorkedOn. */
   isLive: (backup: BackupRecord) => boolean;
   /**
+   * Runs one record's re-read, judgement and writes alone on that record (BackupClaims.exclusive:
+   * the catalog's section), so two processes recovering at once resolve a record once, and a
+   * flow's check-then-write of it sees no recovery in between. Default: the catalog's section.
+   */
+  section?: <T>(backupId: string, fn: () => Promise<T>) => Promise<T>;
+  /**
    * Resolve only this backup: its record (none when it is unknown), the volume state a flow of it
    * left, its temporary snapshot. Default: every backup.
    */
   only?: string;
 }): Promise<RecoveryReport> {
   const { catalog, volumes, only } = deps;
+  const section = deps.section ?? (<T>(backupId: string, fn: () => Promise<T>) => catalog.section(backupId, fn));
   const report: RecoveryReport = {
     failedBackups: [],
     restoredBackups: [],
@@ -75,23 +82,27 @@ export async function recoverInFlight(deps: {
     // it then (of this process, in a server recovering between requests) may have ended since,
     // with its record's final write. A flow lets go of a record only once that write settled, so a
     // record read after it was seen held by no one, and still in a flow status, was left behind.
-    const b = only !== undefined ? listed : await unlessNotFound(catalog.getBackup(listed.id));
-    if (!b || !IN_FLOW.has(b.status)) continue;
-    if (deps.isLive(b)) {
-      live.add(b.id);
-      report.skipped.push(b.id);
-      continue;
-    }
-    if (b.status === 'creating') {
-      await catalog.putBackup({ ...b, status: 'error', owner: undefined, failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
-      report.failedBackups.push(b.id);
-    } else if (b.status === 'restoring') {
-      await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
-      report.restoredBackups.push(b.id);
-    } else if (b.status === 'deleting' && deps.finishDelete) {
-      report.resumedDeletes.push(b.id);
-      await deps.finishDelete(b).catch((err) => report.errors.push(`${b.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
-    }
+    await section(listed.id, async () => {
+      // Read in the section even when resolving only this backup: another process may have
+      // resolved it since it was read.
+      const b = await unlessNotFound(catalog.getBackup(listed.id));
+      if (!b || !IN_FLOW.has(b.status)) return;
+      if (deps.isLive(b)) {
+        live.add(b.id);
+        report.skipped.push(b.id);
+        return;
+      }
+      if (b.status === 'creating') {
+        await catalog.putBackup({ ...b, status: 'error', owner: undefined, failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
+        report.failedBackups.push(b.id);
+      } else if (b.status === 'restoring') {
+        await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
+        report.restoredBackups.push(b.id);
+      } else if (b.status === 'deleting' && deps.finishDelete) {
+        report.resumedDeletes.push(b.id);
+        await deps.finishDelete(b).catch((err) => report.errors.push(`${b.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
+      }
+    });
   }
   // The records were listed once, above: a job of a live owner (this process's own, in a server
   // that recovers between requests) may have begun since. A job writes its record before its

@@ -1,6 +1,7 @@
 import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { CairnError } from '../errors.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
@@ -9,6 +10,7 @@ const clone = <T>(v: T): T => structuredClone(v);
 export class MemoryCatalog implements Catalog {
   private readonly backups = new Map<string, BackupRecord>();
   private readonly volumeStates = new Map<string, VolumeFlowState>();
+  private readonly sections = new KeyedMutex();
 
   async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
     if (options.ifAbsent && this.backups.has(record.id)) throw new CairnError('ALREADY_EXISTS', `backup ${record.id} already exists`, { driver: 'catalog' });
@@ -34,6 +36,11 @@ export class MemoryCatalog implements Catalog {
 
   async deleteBackup(backupId: string): Promise<void> {
     this.backups.delete(backupId);
+  }
+
+  /** Sections of every user of this catalog object (it lives in one process). */
+  section<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
+    return this.sections.run(backupId, fn);
   }
 
   async getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined> {

@@ -3,6 +3,7 @@ import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { CairnError, isAlreadyExists, isCairnError, unlessNotFound } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import type { Repository } from './repository.js';
@@ -51,6 +52,8 @@ export function volumeEntryKey(record: Pick<BackupRecord, 'volumeId' | 'createdA
  * declares `atomicIfAbsent`.
  */
 export class RepositoryCatalog implements Catalog {
+  private readonly sections = new KeyedMutex();
+
   constructor(private readonly repo: Repository) {}
 
   /**
@@ -118,6 +121,25 @@ export class RepositoryCatalog implements Catalog {
     });
     await this.repo.store.delete(PREFIX.backups + backupId);
     if (record) await this.repo.store.delete(volumeEntryKey(record));
+  }
+
+  /**
+   * A `record` lock of the repository (repository-locks.ts) for `backupId` held around `fn`,
+   * taken after an in-process turn (so this process's sections queue here instead of polling the
+   * store). Waits while another live holder has it; a dead holder's lock is stale and blocks
+   * nothing.
+   */
+  section<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
+    return this.sections.run(backupId, async () => {
+      const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true });
+      try {
+        return await fn();
+      } finally {
+        // What fn wrote stands either way; a lock that could not be deleted stops being
+        // refreshed and lapses at its expiry.
+        await lock.release().catch(() => undefined);
+      }
+    });
   }
 
   async getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined> {

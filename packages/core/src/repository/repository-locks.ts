@@ -4,7 +4,7 @@ import { newId } from '../util/clock.js';
 import { Keys } from './format.js';
 import { currentOwner, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
 
-export type LockKind = 'shared' | 'exclusive' | 'volume';
+export type LockKind = 'shared' | 'exclusive' | 'volume' | 'record';
 
 /** A lock object (`locks/<id>`), plain JSON. */
 export interface LockDoc {
@@ -12,6 +12,8 @@ export interface LockDoc {
   kind: LockKind;
   /** For `volume` locks: the volume they serialize. */
   volumeId?: string;
+  /** For `record` locks: the backup whose catalog record they guard (RepositoryCatalog.section). */
+  backupId?: string;
   owner: ProcessOwner;
   purpose: string;
   createdAt: string;
@@ -39,6 +41,8 @@ export interface LockHandle {
 export interface LockOptions {
   purpose: string;
   volumeId?: string;
+  /** For `record` locks: the backup whose record they guard. */
+  backupId?: string;
   /** Wait for conflicting locks to go (default false: fail with BUSY at once). */
   wait?: boolean;
   signal?: AbortSignal;
@@ -52,6 +56,8 @@ export function isStale(doc: LockDoc, now = Date.now()): boolean {
 
 /** Whether `mine` must give way to the live lock `other`. */
 function conflicts(mine: LockDoc, other: LockDoc): boolean {
+  // A record lock guards one catalog record's read-check-write, which nothing else touches.
+  if (mine.kind === 'record' || other.kind === 'record') return mine.kind === other.kind && mine.backupId === other.backupId;
   if (mine.kind === 'exclusive') return true;
   if (mine.kind === 'shared') return other.kind === 'exclusive';
   // volume: any other live lock on the same volume. A granted lock never re-checks, so the
@@ -61,7 +67,9 @@ function conflicts(mine: LockDoc, other: LockDoc): boolean {
 
 /**
  * Locks as objects in the store, with owner and expiry, refreshed while held. Backups hold
- * `shared` (and `volume` for their volume); GC holds `exclusive`. Stale locks are ignored by
+ * `shared` (and `volume` for their volume); GC holds `exclusive`; a catalog record's
+ * read-check-write holds `record` for that backup (conflicting only with another `record` lock
+ * of the same backup). Stale locks are ignored by
  * conflict checks, listed by `list`, and removed only by an explicit `breakLocks`.
  */
 export class RepositoryLocks {
@@ -81,6 +89,7 @@ export class RepositoryLocks {
         id: newId(),
         kind,
         volumeId: options.volumeId,
+        ...(options.backupId !== undefined ? { backupId: options.backupId } : {}),
         owner: currentOwner(),
         purpose: options.purpose,
         createdAt: new Date(now).toISOString(),
