@@ -41,6 +41,21 @@ export function takeStatusChunk(r: StatusRequest, b: Buffer, contextIds: Readonl
 }
 
 /**
+ * Checks the successful reply to the BLOCK_STATUS request `r`, whose chunks `takeStatusChunk`
+ * took: proto.md asks of a successful reply exactly one BLOCK_STATUS chunk per negotiated context
+ * id (a reply with an error chunk need not have them), so a reply without a chunk for `r.contextId`,
+ * or for any other id in `contextIds`, is `CORRUPT`. O(negotiated contexts), and their square to
+ * name the missing ones.
+ */
+export function checkStatusReply(r: StatusRequest, contextIds: ReadonlySet<number>, driver: string): void {
+  if (r.extents === undefined) throw protocolError(`block status reply without a chunk for meta context id ${r.contextId}`, driver);
+  const seen = r.statusContexts ?? [];
+  if (seen.length === contextIds.size) return; // `seen` holds distinct ids of `contextIds` only
+  const missing = [...contextIds].filter((id) => !seen.includes(id));
+  throw protocolError(`block status reply without a chunk for negotiated meta context id ${missing.join(', ')}`, driver);
+}
+
+/**
  * The descriptors of a BLOCK_STATUS chunk as absolute extents. proto.md lets the final extent run
  * past the requested range when REQ_ONE is not set (this client never sets it); it is trimmed to
  * the request. A descriptor starting at or past the end of the request is CORRUPT, as is one of

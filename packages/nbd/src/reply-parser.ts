@@ -1,8 +1,8 @@
 import type { CairnError } from '@cairn/core';
-import { takeStatusChunk, type StatusRequest } from './block-status-chunk.js';
-import { errorChunkError } from './error-chunk.js';
+import { checkStatusReply, takeStatusChunk, type StatusRequest } from './block-status-chunk.js';
+import { errorChunkError, errorChunkKeep } from './error-chunk.js';
 import { nbdReplyError, protocolError } from './error-map.js';
-import { addSpan } from './read-coverage.js';
+import { addSpan, claimByte } from './read-coverage.js';
 import {
   CMD,
   REPLY_FLAG_DONE,
@@ -22,7 +22,7 @@ export interface PendingReply extends StatusRequest {
   target?: Buffer;
   /** Bytes of a READ covered by data and hole chunks so far. */
   covered: number;
-  /** READ with structured replies: the spans covered so far (see `addSpan`); created by the parser. */
+  /** READ with structured replies: the spans its content chunks covered and its error offsets claimed so far (see `addSpan`); created by the parser. */
   spans?: number[];
   /** A structured chunk of its reply has arrived (then a simple reply to it is a violation); set by the parser. */
   chunked?: boolean;
@@ -39,6 +39,8 @@ const enum State {
   DataOffset,
   Data,
   Body,
+  /** The unbuffered rest of an error chunk (see `errorChunkKeep`). */
+  Skip,
 }
 
 /**
@@ -49,10 +51,13 @@ const enum State {
  * chunk proto.md forbids that would let a server go on sending chunks without ever ending a reply:
  * `NONE` without `DONE`, an `OFFSET_HOLE` of size 0, and a second `BLOCK_STATUS` chunk for one
  * context id (or one for an id not negotiated) in a reply; a structured chunk when structured
- * replies were not negotiated, or a simple reply after structured chunks to the same request; a
- * malformed error chunk (see `errorChunkError`); and a successful BLOCK_STATUS reply without a
- * chunk for the context the request was for. Work per chunk is O(1) but for copying its payload,
- * its descriptors and the negotiated contexts (BLOCK_STATUS), and `addSpan` (out-of-order reads).
+ * replies were not negotiated, or a simple reply after structured chunks to the same request or
+ * (even an error) to a READ when they were; a malformed error chunk, or one whose message is
+ * longer than 4096 bytes (see `errorChunkKeep`, `errorChunkError`); a content chunk of a READ
+ * over the offset of an earlier `ERROR_OFFSET` chunk of its reply; and a successful BLOCK_STATUS
+ * reply without a chunk for each negotiated context (see `checkStatusReply`). No error chunk is
+ * buffered beyond 4110 bytes. Work per chunk is O(1) but for copying its payload, its descriptors
+ * and the negotiated contexts (BLOCK_STATUS), and `addSpan` (out-of-order reads, error offsets).
  */
 export class ReplyParser {
   private state = State.Header;
@@ -67,6 +72,8 @@ export class ReplyParser {
   private chunkProgress = true;
   /** Remaining bytes of the current payload section. */
   private remaining = 0;
+  /** Bytes of the current error chunk after its buffered part, read and dropped (`State.Skip`). */
+  private skip = 0;
   /** Where the next data byte lands inside `current.target`. */
   private dataPos = 0;
   private body: Buffer = Buffer.alloc(0);
@@ -84,9 +91,9 @@ export class ReplyParser {
      */
     private readonly progressed: (cookie: number, progress: boolean) => void,
     private readonly driver: string,
-    /** Whether structured replies were negotiated: without, a structured chunk is a violation; with, so is a simple data reply to a READ. */
+    /** Whether structured replies were negotiated: without, a structured chunk is a violation; with, so is any simple reply to a READ. */
     private readonly structured: boolean,
-    /** Ids of the negotiated meta contexts: a BLOCK_STATUS chunk for any other id is a violation. */
+    /** Ids of the negotiated meta contexts: a BLOCK_STATUS chunk for any other id is a violation, as is a successful BLOCK_STATUS reply without one for each. */
     private readonly contextIds: ReadonlySet<number>,
   ) {}
 
@@ -129,6 +136,13 @@ export class ReplyParser {
           }
           break;
         }
+        case State.Skip: {
+          const take = Math.min(this.skip, n - p);
+          this.skip -= take;
+          p += take;
+          if (this.skip === 0) this.chunkDone();
+          break;
+        }
       }
     }
   }
@@ -168,12 +182,13 @@ export class ReplyParser {
     const errno = this.header.readUInt32BE(4);
     const r = (this.current = this.request(this.header.readUInt32BE(8), this.header.readUInt32BE(12)));
     if (r.chunked) throw protocolError(`simple reply to a ${r.what} whose structured reply had begun`, this.driver);
+    // proto.md: with structured replies, a READ MUST NOT get a simple reply, not even an early error.
+    if (this.structured && r.cmd === CMD.READ) throw protocolError(`simple reply to a read (error ${errno}), though structured replies were negotiated`, this.driver);
     if (errno !== 0) {
       r.error = nbdReplyError(errno, r.what, undefined, this.driver);
       return this.finish();
     }
     if (r.cmd === CMD.READ && r.length > 0) {
-      if (this.structured || !r.target) throw protocolError('simple data reply where a structured reply was negotiated', this.driver);
       this.state = State.SimpleData;
       this.remaining = r.length;
       this.dataPos = 0;
@@ -190,6 +205,7 @@ export class ReplyParser {
     const r = (this.current = this.request(this.header.readUInt32BE(8), this.header.readUInt32BE(12)));
     r.chunked = true;
     this.chunkProgress = true;
+    this.skip = 0;
     const length = this.header.readUInt32BE(16);
     if (this.chunkType === REPLY_TYPE.NONE && length !== 0) throw protocolError(`NONE chunk with a payload of ${length} bytes`, this.driver);
     if (this.chunkType === REPLY_TYPE.OFFSET_DATA) {
@@ -198,6 +214,11 @@ export class ReplyParser {
       return this.expectBody(8, State.DataOffset);
     }
     if (length > MAX_CHUNK_BODY) throw protocolError(`chunk of ${length} bytes`, this.driver);
+    if ((this.chunkType & REPLY_TYPE_ERROR_BIT) !== 0) {
+      const keep = errorChunkKeep(this.chunkType, length, this.driver);
+      this.skip = length - keep;
+      return this.expectBody(keep, State.Body);
+    }
     if (length === 0) return this.onBody0();
     this.expectBody(length, State.Body);
   }
@@ -242,12 +263,15 @@ export class ReplyParser {
       default: {
         // Error chunks: ERROR, ERROR_OFFSET, and unknown types with bit 15 set (which fail the request).
         if ((this.chunkType & REPLY_TYPE_ERROR_BIT) === 0) throw protocolError(`unknown chunk type ${this.chunkType}`, this.driver);
-        const error = errorChunkError(this.chunkType, r, b, this.driver);
+        const { error, offset } = errorChunkError(this.chunkType, r, b, this.driver);
+        // proto.md: no content chunk after it may overlap its offset (see `cover`).
+        if (offset !== undefined && r.cmd === CMD.READ) claimByte((r.spans ??= []), offset - r.offset);
         this.chunkProgress = r.error === undefined;
         r.error ??= error;
       }
     }
-    this.chunkDone();
+    if (this.skip > 0) this.state = State.Skip;
+    else this.chunkDone();
   }
 
   private chunkDone(): void {
@@ -258,27 +282,26 @@ export class ReplyParser {
 
   /**
    * The reply is complete. CORRUPT when it claims success for a READ that its chunks did not cover
-   * whole, or for a BLOCK_STATUS without a chunk for the context the request was for (proto.md:
-   * one per negotiated context).
+   * whole, or for a BLOCK_STATUS without a chunk for each negotiated context (see `checkStatusReply`).
    */
   private finish(): void {
     const r = this.current!;
     if (!r.error && r.cmd === CMD.READ && r.covered !== r.length) {
       throw protocolError(`read reply covered ${r.covered} of ${r.length} bytes`, this.driver);
     }
-    if (!r.error && r.cmd === CMD.BLOCK_STATUS && r.extents === undefined) {
-      throw protocolError(`block status reply without a chunk for meta context id ${r.contextId}`, this.driver);
-    }
+    if (!r.error && r.cmd === CMD.BLOCK_STATUS) checkStatusReply(r, this.contextIds, this.driver);
     this.state = State.Header;
     const cookie = this.cookie;
     this.current = undefined;
     this.complete(cookie);
   }
 
-  /** Records a data or hole chunk of a READ; CORRUPT when it leaves the request or overlaps an earlier chunk. */
+  /** Records a data or hole chunk of a READ; CORRUPT when it leaves the request, or overlaps an earlier content chunk or error offset. */
   private cover(r: PendingReply, at: number, length: number, what: string): void {
     if (at < r.offset || at + length > r.offset + r.length) throw protocolError(`${what} chunk outside the request`, this.driver);
-    if (!addSpan((r.spans ??= []), at - r.offset, at - r.offset + length)) throw protocolError(`${what} chunk overlaps an earlier chunk`, this.driver);
+    if (!addSpan((r.spans ??= []), at - r.offset, at - r.offset + length)) {
+      throw protocolError(`${what} chunk overlaps an earlier content chunk or error offset`, this.driver);
+    }
     r.covered += length;
   }
 

@@ -27,6 +27,8 @@ const BITMAP_ID = 8;
 const UNKNOWN_ID = 9;
 /** Reads here are never answered: a request in flight when the connection fails. */
 const UNANSWERED = 512 * KiB;
+/** proto.md's limit on a string, error messages included (bytes). */
+const MAX_STRING = 4096;
 
 const scripted = new ScriptedServers('nbd-rv-');
 
@@ -83,6 +85,14 @@ const noneDone = (req: Buffer): Buffer => chunk(req, DONE, NONE, Buffer.alloc(0)
 /** An ERROR_OFFSET chunk (not the last) with EINVAL, a message and `offset`. */
 const errorAt = (req: Buffer, offset: number): Buffer => chunk(req, 0, ERROR_OFFSET, errorBody(EINVAL, 'bad sector', offset));
 const connect = (path: string): Promise<NbdClient> => NbdClient.connect({ path, metaContexts: ['base:allocation', BITMAP] });
+/** An error chunk body with EINVAL and a message of `n` bytes (then `offset`, for ERROR_OFFSET). */
+const errorOfLength = (n: number, offset?: number): Buffer => errorBody(EINVAL, 'm'.repeat(n), offset);
+/** The header alone of a chunk of `type` (not the last) announcing a payload of `length` bytes. */
+const headerOnly = (req: Buffer, type: number, length: number): Buffer => {
+  const h = chunk(req, 0, type, Buffer.alloc(0));
+  h.writeUInt32BE(length, 16);
+  return h;
+};
 
 describe('NbdClient structured replies that proto.md forbids', () => {
   // Each reply is the forbidden chunk followed by a chunk that would complete the call.
@@ -126,6 +136,23 @@ describe('NbdClient structured replies that proto.md forbids', () => {
     // Already rejected before.
     ['write() gets an ERROR chunk of 5 bytes', write4k, (req) => [chunk(req, 0, ERROR, errorBody(EINVAL, '').subarray(0, 5)), noneDone(req)]],
     ['write() gets an ERROR chunk whose message overruns it', write4k, (req) => [chunk(req, 0, ERROR, errorBody(EINVAL, 'message').subarray(0, 10)), noneDone(req)]],
+    // A simple reply to a READ, though structured replies were negotiated: even an error.
+    ['read() gets a simple error reply', read4k, (req) => [simpleReplyTo(req, EINVAL)]],
+    // Error messages longer than a string may be.
+    ['read() gets an ERROR chunk with a message of 4097 bytes', read4k, (req) => [chunk(req, 0, ERROR, errorOfLength(MAX_STRING + 1)), wholeRead(req)]],
+    ['write() gets an ERROR_OFFSET chunk with a message of 4097 bytes', write4k, (req) => [chunk(req, 0, ERROR_OFFSET, errorOfLength(MAX_STRING + 1, 0)), noneDone(req)]],
+    ['read() gets an error chunk of an unknown type with a message of 65535 bytes', read4k, (req) => [chunk(req, 0, ERROR_UNKNOWN, errorOfLength(0xffff)), wholeRead(req)]],
+    // The same, the rest never sent: the header must be enough (for an unknown type, the first 4 KiB of its payload).
+    ['read() gets only the header of an ERROR chunk of 4103 bytes', read4k, (req) => [headerOnly(req, ERROR, 6 + MAX_STRING + 1)]],
+    ['read() gets only the header of an ERROR_OFFSET chunk of 4111 bytes', read4k, (req) => [headerOnly(req, ERROR_OFFSET, 14 + MAX_STRING + 1)]],
+    ['read() gets the first 4102 bytes of an unknown error chunk of 32 MiB with a message of 5000 bytes', read4k, (req) => [headerOnly(req, ERROR_UNKNOWN, 32 * MiB), errorOfLength(5000).subarray(0, 6 + MAX_STRING)]],
+    // Content chunks over the offset of an earlier ERROR_OFFSET chunk.
+    ['read() gets an ERROR_OFFSET chunk, then an OFFSET_DATA chunk over its offset', read4k, (req) => [errorAt(req, 1000), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk at its last byte, then an OFFSET_DATA chunk ending there', read4k, (req) => [errorAt(req, 4095), wholeRead(req)]],
+    ['read() gets an ERROR_OFFSET chunk, then an OFFSET_HOLE chunk starting at its offset', read4k, (req) => [errorAt(req, 2048), chunk(req, 0, OFFSET_DATA, data(0, 2048)), chunk(req, DONE, OFFSET_HOLE, offsetHole(2048, 2048))]],
+    // A successful block status reply without a chunk for every negotiated context.
+    ['blockStatus() gets a reply with DONE carrying only its own context\'s chunk', status4k, (req) => [wholeStatus(req)]],
+    ['blockStatus() of the other context gets its chunk and NONE with DONE, none for base:allocation', (c) => c.blockStatus(BITMAP, 0, 4096), (req) => [status(req, BITMAP_ID), noneDone(req)]],
   ];
 
   it.each(cases)('%s: it fails with CORRUPT, as does a request in flight, and the connection is closed', async (_what, call, reply) => {
@@ -183,6 +210,84 @@ describe('NbdClient structured replies that proto.md forbids', () => {
     const c = await connect(path);
     await expect(c.writeZeroes(0, 4096)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(c.flush()).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect((await c.read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('read() of a reply with an ERROR_OFFSET chunk, content chunks next to its offset, that offset again and one inside an earlier content chunk fails with the first error, and the connection stays up', async () => {
+    // proto.md forbids only content over an earlier error offset; a repeated offset, or one inside earlier content, is a SHOULD NOT.
+    const path = await serve((req, s) => {
+      if (Number(req.readBigUInt64BE(16)) !== 0) return void s.write(chunk(req, DONE, OFFSET_DATA, offsetData(4096, Buffer.alloc(4096, 0x22))));
+      const hole = chunk(req, 0, OFFSET_HOLE, offsetHole(2049, 2047));
+      s.write(Buffer.concat([errorAt(req, 2048), chunk(req, 0, OFFSET_DATA, data(0, 2048)), hole, errorAt(req, 2048), errorAt(req, 3000), noneDone(req)]));
+    });
+    const c = await connect(path);
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: EINVAL } });
+    expect((await c.read(4096, 4096)).equals(Buffer.alloc(4096, 0x22))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('read() of a reply with an ERROR chunk (no offset) and then content covering the whole request fails with that error, and the connection stays up', async () => {
+    const path = await serve((req, s) => {
+      if (Number(req.readBigUInt64BE(16)) !== 0) return void s.write(chunk(req, DONE, OFFSET_DATA, offsetData(4096, Buffer.alloc(4096, 0x22))));
+      s.write(Buffer.concat([chunk(req, 0, ERROR, errorBody(5, 'gone')), wholeRead(req)]));
+    });
+    const c = await connect(path);
+    await expect(c.read(0, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { nbdError: 5 } });
+    expect((await c.read(4096, 4096)).equals(Buffer.alloc(4096, 0x22))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('write() and flush() of simple error replies (allowed to any command but READ) fail with their error, and the connection stays up', async () => {
+    const HAS_FLAGS = 1;
+    const SEND_FLUSH = 4;
+    const path = await serve(
+      (req, s) => {
+        if (typeOf(req) === READ) return void s.write(wholeRead(req));
+        s.write(simpleReplyTo(req, typeOf(req) === WRITE ? EINVAL : 5));
+      },
+      { ...STRUCTURED, transmissionFlags: HAS_FLAGS | SEND_FLUSH },
+    );
+    const c = await connect(path);
+    await expect(c.write(0, Buffer.alloc(4096))).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: EINVAL } });
+    await expect(c.flush()).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { nbdError: 5 } });
+    expect((await c.read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('error chunks of each kind with a message of exactly 4096 bytes fail their request with that message, and the connection stays up', async () => {
+    const message = 'm'.repeat(MAX_STRING);
+    // After its message, the unknown error type carries 1 MiB this client knows nothing of.
+    const kinds: Array<(req: Buffer, at: number) => Buffer> = [
+      (req) => chunk(req, 0, ERROR, errorOfLength(MAX_STRING)),
+      (req, at) => chunk(req, 0, ERROR_OFFSET, errorOfLength(MAX_STRING, at)),
+      (req) => chunk(req, 0, ERROR_UNKNOWN, Buffer.concat([errorOfLength(MAX_STRING), Buffer.alloc(MiB, 0x55)])),
+    ];
+    const path = await serve((req, s) => {
+      const at = Number(req.readBigUInt64BE(16));
+      const kind = kinds[at / 4096];
+      s.write(kind ? Buffer.concat([kind(req, at), noneDone(req)]) : chunk(req, DONE, OFFSET_DATA, offsetData(at, Buffer.alloc(4096, 0x22))));
+    });
+    const c = await connect(path);
+    for (let i = 0; i < kinds.length; i++) {
+      const err = await c.read(i * 4096, 4096).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err).toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: EINVAL } });
+      expect(err?.message.endsWith(`: ${message}`)).toBe(true);
+    }
+    expect((await c.read(kinds.length * 4096, 4096)).equals(Buffer.alloc(4096, 0x22))).toBe(true);
+    await c.disconnect();
+  });
+
+  it('blockStatus() of a reply with an error chunk and a chunk for one negotiated context only fails with that error, and the connection stays up', async () => {
+    const path = await serve((req, s) => {
+      if (typeOf(req) === READ) return void s.write(wholeRead(req));
+      s.write(Buffer.concat([status(req, CONTEXT_ID), chunk(req, DONE, ERROR, errorBody(EINVAL, 'bitmap gone'))]));
+    });
+    const c = await connect(path);
+    await expect(c.blockStatus('base:allocation', 0, 4096)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: EINVAL } });
     expect((await c.read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
     await c.disconnect();
   });
