@@ -21,4 +21,4 @@ export { incrementalCases, dependentChainCases, independentBackupCases, incremen
 export { newRecord, takeBackup, restoreBytes, readVolume, writeVolume, fillRealistic } from './backup-service/helpers.js';
 export type * from './catalog/context.js';
 export { catalogSuite, catalogGroups } from './catalog/suite.js';
-export { catalogConditionalWrites, catalogConcurrency, catalogRecord } from './catalog/cases.js';
+export { catalogConditionalWrites, catalogConcurrency, catalogRecord, catalogSections } from './catalog/cases.js';

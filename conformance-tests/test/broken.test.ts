@@ -21,6 +21,7 @@ import {
   attachConflicts,
   backupRoundTrip,
   catalogConditionalWrites,
+  catalogSections,
   changedExtents,
   dependentChainCases,
   objectListing,
@@ -202,6 +203,26 @@ describe('the catalog suite catches a broken catalog', () => {
     catalog.putVolumeState = (state, _o?: CatalogPutOptions) => put(state);
     const c = byName(catalogConditionalWrites.cases, 'putVolumeState(ifAbsent)');
     await expect(runCase(c, { setup: async () => ({ catalog }) })).rejects.toThrow(/ALREADY_EXISTS/);
+  });
+});
+
+describe('the catalog suite catches a catalog whose sections do not exclude each other', () => {
+  // A section that just runs fn: what a catalog shared by processes without any lock would do.
+  const unguarded = (): MemoryCatalog => Object.assign(new MemoryCatalog(), { section: <T>(_id: string, fn: () => Promise<T>) => fn() });
+
+  it('the read-modify-write case loses writes and fails', async () => {
+    const c = byName(catalogSections.cases, 'sections of one backup never overlap');
+    await expect(runCase(c, { setup: async () => ({ catalog: unguarded() }) })).rejects.toThrow(/writes lost/);
+  });
+
+  it('a section that never frees its backup after a failure fails the failure case', async () => {
+    const catalog = new MemoryCatalog();
+    const section = catalog.section.bind(catalog);
+    let failedOnce = false;
+    catalog.section = <T>(id: string, fn: () => Promise<T>): Promise<T> =>
+      failedOnce ? new Promise<T>(() => {}) : section(id, fn).catch((err: unknown) => ((failedOnce = true), Promise.reject(err)));
+    const c = byName(catalogSections.cases, 'a section resolves');
+    await expect(runCase(c, { setup: async () => ({ catalog }) })).rejects.toThrow(/kept the backup/);
   });
 });
 

@@ -45,13 +45,18 @@ for (const [label, v] of variants) {
 }
 
 // The repository's catalog: records kept in the repository itself, over the memory object store.
+const stores = new WeakMap<object, MemoryObjectStore>();
 for (const passphrase of [undefined, 'correct horse battery staple']) {
   catalogSuite(`RepositoryCatalog (${passphrase ? 'encrypted' : 'plain'})`, {
     factory: async () => {
       const store = new MemoryObjectStore();
       await Repository.init(store, { passphrase, kdf: { N: 1024, r: 8, p: 1 } });
-      return new RepositoryCatalog(await Repository.open(store, { passphrase }));
+      const catalog = new RepositoryCatalog(await Repository.open(store, { passphrase }));
+      stores.set(catalog, store);
+      return catalog;
     },
+    // Another Repository over the same store: a process that shares only the store's objects.
+    sibling: async (catalog) => new RepositoryCatalog(await Repository.open(stores.get(catalog)!, { passphrase })),
     atomicIfAbsent: new MemoryObjectStore().capabilities.atomicIfAbsent,
   });
 }

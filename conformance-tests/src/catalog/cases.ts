@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { newId, type BackupRecord, type VolumeFlowState } from '@cairn/core';
+import { newId, type BackupRecord, type Catalog, type VolumeFlowState } from '@cairn/core';
 import type { Group } from '../harness.js';
 import { rejectsWithCode } from '../harness.js';
 import type { CatalogContext } from './context.js';
@@ -119,6 +119,76 @@ export const catalogConcurrency: Group<CatalogContext> = {
         assert.equal(winners.length, 1, `winners: ${winners.join(',')}`);
         for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as { code?: string }).code, 'ALREADY_EXISTS');
         assert.deepEqual(await catalog.getVolumeState('vol-a'), states[winners[0]!]);
+      },
+    },
+  ],
+};
+
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** How long a section may wait for another that has ended before the case calls it stuck. */
+const STUCK_MS = 5_000;
+
+/**
+ * Read-modify-writes of one record in sections: each reads the record, waits a little (so an
+ * unguarded pair would both read the same value), and writes its name one longer. Returns the
+ * final name's length, which is the number of sections that ran alone.
+ */
+async function countInSections(catalogs: Catalog[], id: string, perCatalog: number): Promise<number> {
+  await catalogs[0]!.putBackup({ ...catalogRecord('vol-a', '2026-01-01T00:00:00.000Z', id), name: '' });
+  const bump = (catalog: Catalog) =>
+    catalog.section(id, async () => {
+      const r = await catalog.getBackup(id);
+      await pause(5);
+      await catalog.putBackup({ ...r, name: `${r.name}x` });
+    });
+  await Promise.all(catalogs.flatMap((c) => Array.from({ length: perCatalog }, () => bump(c))));
+  return (await catalogs[0]!.getBackup(id)).name.length;
+}
+
+/** Sections (Catalog.section): one record's read-check-writes, one at a time in every process. */
+export const catalogSections: Group<CatalogContext> = {
+  name: 'record sections (section)',
+  cases: [
+    {
+      name: 'sections of one backup never overlap: concurrent read-modify-writes of its record all land',
+      async run({ catalog, sibling }) {
+        const catalogs = sibling ? [catalog, sibling] : [catalog];
+        const expected = 8;
+        assert.equal(await countInSections(catalogs, newId(), expected / catalogs.length), expected, 'writes lost: sections overlapped');
+      },
+    },
+    {
+      name: 'sections of different backups run at once, and a section of one backup may run a section of another inside it',
+      async run({ catalog, sibling }) {
+        const other = sibling ?? catalog;
+        let enteredB!: () => void;
+        const bEntered = new Promise<void>((r) => (enteredB = r));
+        // A waits inside its section until B is inside its own: they must overlap.
+        const a = catalog.section('parent-a', async () => {
+          await bEntered;
+          return catalog.section('child-a', async () => 'nested');
+        });
+        const b = other.section('parent-b', async () => {
+          enteredB();
+          return 'b';
+        });
+        const result = await Promise.race([Promise.all([a, b]), pause(STUCK_MS).then(() => 'stuck')]);
+        assert.deepEqual(result, ['nested', 'b'], 'sections of different backups waited for each other');
+      },
+    },
+    {
+      name: "a section resolves with fn's value and rejects with fn's error, and one that failed frees the backup for the next",
+      async run({ catalog, sibling }) {
+        assert.equal(await catalog.section('b1', async () => 42), 42);
+        const boom = new Error('boom');
+        await assert.rejects(
+          catalog.section('b1', async () => {
+            throw boom;
+          }),
+          (err) => err === boom,
+        );
+        const next = await Promise.race([(sibling ?? catalog).section('b1', async () => 'next'), pause(STUCK_MS).then(() => 'stuck')]);
+        assert.equal(next, 'next', 'the failed section kept the backup');
       },
     },
   ],
