@@ -77,3 +77,21 @@ describe('BackupManager.backup names', () => {
     expect(b).toMatchObject({ status: 'available', name: 'n'.repeat(255), description: 'first line\n\tsecond' });
   });
 });
+
+describe('BackupManager.startRestore names', () => {
+  it('startRestore({newVolume: {name with a newline | 256 chars | empty}}) fails with INVALID_INPUT (field newVolume.name) before the driver is asked for a volume', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    const b = await manager.backup({ volumeId: v.id });
+    const create = volumes.createVolume.bind(volumes);
+    let creates = 0;
+    volumes.createVolume = (spec) => (creates++, create(spec));
+    for (const name of ['a\nb', 'n'.repeat(256), '']) {
+      const err = await manager.startRestore({ backupId: b.id, newVolume: { name } }).then(() => undefined, (e: unknown) => e as CairnError);
+      expect(err?.code, JSON.stringify(name)).toBe('INVALID_INPUT');
+      expect(err?.details?.field).toBe('newVolume.name');
+    }
+    expect(creates).toBe(0);
+    expect((await volumes.listVolumes()).map((x) => x.id)).toEqual([v.id]);
+  });
+});

@@ -403,6 +403,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     const backup = await this.catalog.getBackup(request.backupId);
     if (backup.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
     const service = this.target(backup.service);
+    // Checked here too, not left to the driver: a new volume's name is the caller's input.
+    if ('newVolume' in request && request.newVolume.name !== undefined) assertDisplayName(request.newVolume.name, 'newVolume.name');
     let volume: Volume;
     let created = false;
     if ('volumeId' in request) {
