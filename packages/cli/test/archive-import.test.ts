@@ -91,6 +91,28 @@ describe('backup import keeps only exported record fields', () => {
     expect((await readFile(join(cwd, 'r.raw'))).equals(changed)).toBe(true);
   });
 
+  it('an archive whose record has a name, volume name or description breaking the label rules is INVALID_INPUT (exit 2) naming the field, and writes nothing', async () => {
+    await writeRawImage(join(cwd, 'n.raw'), 1 * MiB);
+    await cairnJson(['volume', 'import', join(cwd, 'n.raw'), '--name', 'n'], { cwd });
+    const b = await cairnJson(['backup', 'create', 'n'], { cwd });
+    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, 'n.tar')], { cwd });
+    const entries = await readEntries(join(cwd, 'n.tar'));
+    const manifest = JSON.parse(entries[0]!.data.toString());
+    const ids = (await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id);
+    for (const [field, value] of [
+      ['name', 'two\nlines'],
+      ['volumeName', 'v'.repeat(256)],
+      ['description', 'escape \u001b[31m'],
+    ] as const) {
+      const crafted = { ...manifest, record: { ...manifest.record, id: '99999999-2222-3333-4444-555555555555', [field]: value } };
+      await writeEntries(join(cwd, 'bad.tar'), [{ name: entries[0]!.name, data: Buffer.from(JSON.stringify(crafted)) }, ...entries.slice(1)]);
+      const r = await run(['backup', 'import', join(cwd, 'bad.tar'), '--json']);
+      expect(r.code, `${field}: ${r.stderr}`).toBe(2);
+      expect(JSON.parse(r.stderr).error).toMatchObject({ code: 'INVALID_INPUT', details: { field } });
+    }
+    expect((await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual(ids);
+  });
+
   it("another process's recovery leaves a running import alone (its creating record has an owner)", async () => {
     await writeRawImage(join(cwd, 'big.raw'), 192 * MiB);
     await cairnJson(['volume', 'import', join(cwd, 'big.raw'), '--name', 'big'], { cwd });

@@ -23,6 +23,18 @@ async function chunkedPair() {
   return { ...r, v, full, inc, other };
 }
 
+/** A memory deployment with a full and an incremental backup, and another deployment (its own catalog) over the same service. */
+async function memoryPair() {
+  const volumes = new MemoryVolumeDriver();
+  const service = new MemoryBackupService();
+  const manager = new BackupManager({ volumes, targets: { memory: service }, catalog: new MemoryCatalog() });
+  const other = new BackupManager({ volumes, targets: { memory: service }, catalog: new MemoryCatalog() });
+  const v = await filledVolume(volumes, MiB, 2);
+  const full = await manager.backup({ volumeId: v.id });
+  const inc = await manager.backup({ volumeId: v.id, incremental: true });
+  return { manager, other, full, inc };
+}
+
 describe('importRecord into a chunked repository', () => {
   it('importRecord(a document whose size or volumeId was changed) is INVALID_INPUT naming the field, and records nothing', async () => {
     const { manager, full, other } = await chunkedPair();
@@ -123,17 +135,6 @@ describe('importRecord into a chunked repository', () => {
 });
 
 describe('importRecord into the memory backup service', () => {
-  async function memoryPair() {
-    const volumes = new MemoryVolumeDriver();
-    const service = new MemoryBackupService();
-    const manager = new BackupManager({ volumes, targets: { memory: service }, catalog: new MemoryCatalog() });
-    const other = new BackupManager({ volumes, targets: { memory: service }, catalog: new MemoryCatalog() });
-    const v = await filledVolume(volumes, MiB, 2);
-    const full = await manager.backup({ volumeId: v.id });
-    const inc = await manager.backup({ volumeId: v.id, incremental: true });
-    return { manager, other, full, inc };
-  }
-
   it('importRecord(a document whose size, volumeId, parentId or createdAt was changed) is INVALID_INPUT naming the field, and records nothing', async () => {
     const { manager, other, full, inc } = await memoryPair();
     const exported = await manager.exportRecord(inc.id);
@@ -164,5 +165,36 @@ describe('importRecord into the memory backup service', () => {
       expect(imported.owner).toBeUndefined();
     }
     expect((await other.listBackups()).map((b) => b.id)).toEqual([full.id, inc.id]);
+  });
+});
+
+describe('importRecord: what the document may not decide', () => {
+  it("the checkpointId is the stored backup's, not the document's (a forged one would make the next incremental miss changes), in both services", async () => {
+    const chunked = await chunkedPair();
+    const memory = await memoryPair();
+    for (const { manager, other, full, inc } of [chunked, memory]) {
+      expect(full.checkpointId, 'the backups were taken with a checkpoint').toBeTypeOf('string');
+      for (const b of [full, inc]) {
+        const exported = await manager.exportRecord(b.id);
+        const imported = await other.importRecord(exported.service, tampered(exported.record, { checkpointId: 'forged-checkpoint' }));
+        expect(imported.checkpointId).toBe(b.checkpointId);
+      }
+    }
+  });
+
+  it('a name or description that breaks the label rules is INVALID_INPUT naming the field, and records nothing', async () => {
+    const { manager, other, full } = await chunkedPair();
+    const exported = await manager.exportRecord(full.id);
+    for (const [field, value] of [
+      ['name', 'two\nlines'],
+      ['name', 'n'.repeat(256)],
+      ['description', 'd'.repeat(256)],
+      ['description', 'bell\u0007'],
+    ] as const) {
+      await expect(other.importRecord(exported.service, tampered(exported.record, { [field]: value }))).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field } });
+    }
+    expect(await other.listBackups()).toEqual([]);
+    // An empty name (a backup given none) imports.
+    expect(await other.importRecord(exported.service, tampered(exported.record, { name: '' }))).toMatchObject({ id: full.id, name: '' });
   });
 });

@@ -1,5 +1,7 @@
 import { createReadStream } from 'node:fs';
 import {
+  assertDescription,
+  assertDisplayName,
   CairnError,
   ChunkedBackupService,
   currentOwner,
@@ -194,7 +196,10 @@ const changed = (file: string): CairnError => new CairnError('CORRUPT', `${file}
  * and metadata, and the creation time. Everything else (checkpointId, owner, failReason, parentId,
  * stats, any unknown field) is dropped. A creation time that is not a valid date or lies in the
  * future is clamped to now (the import time), so an archive cannot make its backup the newest
- * forever. Strings of the wrong type become empty; metadata keeps string values only.
+ * forever. Strings of the wrong type become empty; metadata keeps string values only. A name,
+ * volume name or description that breaks the label rules (`assertDisplayName`,
+ * `assertDescription`: at most 255 characters, no control characters) is `INVALID_INPUT`
+ * (`details.field`): the archive is refused before anything is written.
  */
 export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord, 'id' | 'name' | 'description' | 'volumeId' | 'volumeName' | 'volumeMetadata' | 'createdAt'> {
   const str = (v: unknown) => (typeof v === 'string' ? v : '');
@@ -205,7 +210,13 @@ export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord,
   const now = nowIso();
   const created = Date.parse(r.createdAt);
   const createdAt = Number.isFinite(created) && created <= Date.parse(now) ? new Date(created).toISOString() : now;
-  return { id: r.id, name: str(r.name), description: str(r.description), volumeId: r.volumeId, volumeName: str(r.volumeName), volumeMetadata: metadata, createdAt };
+  const name = str(r.name);
+  const volumeName = str(r.volumeName);
+  const description = str(r.description);
+  if (name !== '') assertDisplayName(name, 'name', 'archive');
+  if (volumeName !== '') assertDisplayName(volumeName, 'volumeName', 'archive');
+  assertDescription(description, 'description', 'archive');
+  return { id: r.id, name, description, volumeId: r.volumeId, volumeName, volumeMetadata: metadata, createdAt };
 }
 
 async function assertAbsent(service: BackupService, catalog: Catalog, id: string): Promise<void> {

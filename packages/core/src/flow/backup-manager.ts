@@ -251,9 +251,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
           if (cbt) {
             checkpoint = await cbt.createCheckpoint(volume.id);
             // Named in the catalog while the copy runs, so that a backup of this volume ending in
-            // another process keeps it (pruneCheckpoints). The record handed to the service, and
-            // the error record written below, name none: the checkpoint is the available record's.
+            // another process keeps it (pruneCheckpoints). The error record written below names
+            // none: the checkpoint is the available record's. The service gets it with the record
+            // (a repository keeps it in the manifest, where importRecord takes it from).
             await this.catalog.putBackup({ ...record, checkpointId: checkpoint.id, updatedAt: nowIso() });
+            job.backup = { ...record, checkpointId: checkpoint.id };
           }
           if (volume.status === 'in-use') {
             snapshot = await this.pointInTime(volume, record.id);
@@ -762,11 +764,15 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Cinder's import_record. The target's stored data describes the backup (BackupService.importRecord):
-   * a document that disagrees with it is refused with `INVALID_INPUT`, nothing recorded.
+   * a document that disagrees with it is refused with `INVALID_INPUT`, nothing recorded, and so is
+   * one whose name or description breaks the rules of backup()'s (`details.field`).
    * `ALREADY_EXISTS` when the id is already known here (checked atomically).
    */
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
     const record = await this.target(service).importRecord(exported);
+    // The labels are the document's: held to the rules backup() holds a caller's to.
+    if (record.name !== '') assertDisplayName(record.name, 'name');
+    assertDescription(record.description, 'description');
     const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
     await this.catalog.putBackup(imported, { ifAbsent: true });
     return imported;

@@ -22,6 +22,8 @@ interface StoredBackup {
   parentId?: string;
   /** The record's creation time, which importRecord checks a document against. */
   createdAt: string;
+  /** The volume driver's checkpoint taken before this backup read the volume (job.backup's), if any. */
+  checkpointId?: string;
   /** Blocks this backup itself holds: data, or null for a block that became zero. */
   blocks: Map<number, Buffer | null>;
   /** SHA-256 of every block of the volume as of this backup ('' for zero). */
@@ -104,6 +106,7 @@ export class MemoryBackupService implements BackupService {
       size: device.size,
       parentId: parent?.id,
       createdAt: job.backup.createdAt,
+      checkpointId: job.backup.checkpointId,
       blocks,
       hashes,
       stored,
@@ -191,8 +194,10 @@ export class MemoryBackupService implements BackupService {
    * The stored backup is authoritative for what it holds: the record's volumeId, size, parentId,
    * incremental and createdAt are the stored ones, and a document that disagrees on any of them
    * is refused with `INVALID_INPUT` (`details.backupId`, `details.field`), as ChunkedBackupService
-   * refuses one that disagrees with its manifest. The other fields, which this service does not
-   * keep, are the document's; the writer's `owner` and a `failReason` are dropped.
+   * refuses one that disagrees with its manifest. The checkpointId is the stored one (none when
+   * the backup was taken without one): a document's could name a checkpoint taken after the data
+   * was read, and an incremental from it would miss changes. The other fields, which this service
+   * does not keep, are the document's; the writer's `owner` and a `failReason` are dropped.
    */
   async importRecord(exported: string): Promise<BackupRecord> {
     let parsed: { format?: string; service?: string; record?: BackupRecord };
@@ -213,7 +218,7 @@ export class MemoryBackupService implements BackupService {
         throw new CairnError('INVALID_INPUT', `exported record of backup ${b.id} disagrees with the stored backup on ${field}`, { driver: this.name, details: { backupId: b.id, field } });
       }
     }
-    return { ...parsed.record, ...held, service: this.name, owner: undefined, failReason: undefined, status: 'available' };
+    return { ...parsed.record, ...held, checkpointId: b.checkpointId, service: this.name, owner: undefined, failReason: undefined, status: 'available' };
   }
 
   /** Test hook: flips one stored byte of `backupId`, as disk rot would. */

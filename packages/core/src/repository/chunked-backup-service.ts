@@ -194,12 +194,14 @@ export class ChunkedBackupService implements BackupService {
    * backup of this repository, and the manifest says what that backup is. The record's data
    * fields (volumeId, volumeName, size, parentId, incremental, createdAt, volumeMetadata, stats,
    * serviceData) are the manifest's. The document supplies only labels, which describe no data
-   * (name and description; the manifest's when it has none), and what a manifest does not hold
-   * (checkpointId, the volume driver's). The writer's process (`owner`), which means nothing in
-   * another deployment, and any other field are dropped.
+   * (name and description; the manifest's when it has none). The volume driver's checkpointId is
+   * the manifest's (written since 2026-12-06; none in older manifests, so the next incremental of
+   * the volume reads it whole): a document's could name a checkpoint taken after the data was
+   * read, and an incremental from it would miss changes. The writer's process (`owner`), which
+   * means nothing in another deployment, and any other field are dropped.
    *
-   * `INVALID_INPUT` for a malformed document, one of another repository, a name, description or
-   * checkpointId that is not a string, and a document that disagrees with the manifest on
+   * `INVALID_INPUT` for a malformed document, one of another repository, a name or description
+   * that is not a string, and a document that disagrees with the manifest on
    * volumeId, size, parentId, incremental or createdAt (`details.backupId`, `details.field`): a
    * stale or altered document. That is the caller's bad input rather than `CORRUPT`, which says
    * stored data failed its checks: the manifest has passed them (readManifest) and is what
@@ -241,7 +243,7 @@ export class ChunkedBackupService implements BackupService {
         service: this.name,
         parentId: m.parentId,
         incremental,
-        checkpointId: text('checkpointId'),
+        checkpointId: typeof m.record.checkpointId === 'string' ? m.record.checkpointId : undefined,
         volumeMetadata: { ...m.volumeMetadata },
         // What backup() returned for it (backup-writer.ts).
         serviceData: { repository: this.repository.config.id, manifest: Keys.manifest(id) },
