@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,5 +55,36 @@ describe('DriverRegistry.secret(file:…)', () => {
     const sub = join(dir, 'a-directory');
     await mkdir(sub);
     await expect(registry.secret(`file:${sub}`)).rejects.toMatchObject({ code: 'INVALID_INPUT', driver: 'registry', details: { file: sub } });
+  });
+
+  it('secret(file:) of a symlink loop is INVALID_INPUT, and of a path through a file NOT_FOUND, each naming it', async () => {
+    const loop = join(dir, 'loop');
+    await symlink(loop, loop);
+    await expect(registry.secret(`file:${loop}`)).rejects.toMatchObject({ code: 'INVALID_INPUT', driver: 'registry', details: { file: loop } });
+    const plain = join(dir, 'plain');
+    await writeFile(plain, 'x');
+    await expect(registry.secret(`file:${plain}/key`)).rejects.toMatchObject({ code: 'NOT_FOUND', driver: 'registry', details: { file: `${plain}/key` } });
+  });
+
+  it('secret(file:/dev/zero) and a file over 64 KiB are INVALID_INPUT after reading at most 64 KiB; 64 KiB exactly reads', async () => {
+    await expect(registry.secret('file:/dev/zero')).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { file: '/dev/zero' } });
+    const big = join(dir, 'big');
+    await writeFile(big, Buffer.alloc(64 * 1024 + 1, 0x61));
+    await expect(registry.secret(`file:${big}`)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { file: big } });
+    await writeFile(big, Buffer.alloc(64 * 1024, 0x61));
+    expect(await registry.secret(`file:${big}`)).toBe('a'.repeat(64 * 1024));
+  });
+
+  it('secret(file:) of a pipe reads what is written to it (a shell\'s <(…))', async () => {
+    const fifo = join(dir, 'fifo');
+    await new Promise<void>((res, rej) => execFile('mkfifo', [fifo], (err) => (err ? rej(err) : res())));
+    const writer = writeFile(fifo, 'piped secret\r\n');
+    expect(await registry.secret(`file:${fifo}`)).toBe('piped secret');
+    await writer;
+  });
+
+  it('secret(file:) that fails with EIO is UNAVAILABLE with the errno, not NOT_FOUND', async () => {
+    // /proc/self/mem reads fail with EIO at offset 0 (no page is mapped there).
+    await expect(registry.secret('file:/proc/self/mem')).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { file: '/proc/self/mem', errno: 'EIO' } });
   });
 });

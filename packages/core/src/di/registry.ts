@@ -1,10 +1,10 @@
 import 'reflect-metadata';
-import { readFile } from 'node:fs/promises';
 import { Container, injectable, multiInject, optional, type ContainerModule } from 'inversify';
 import type { BackupService } from '../contracts/backup-service.js';
 import type { ObjectStore } from '../contracts/object-store.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError } from '../errors.js';
+import { readSecretFile } from './secret-file.js';
 import { ChunkedBackupService, type ChunkedServiceOptions } from '../repository/chunked-backup-service.js';
 import {
   BackupServiceFactory,
@@ -93,9 +93,7 @@ export class DriverRegistry implements FactoryContext {
   /**
    * Reads `env:NAME` or `file:/path` (the file's content, one trailing newline dropped). Errors,
    * tagged `registry`: `INVALID_INPUT` for other forms; `NOT_FOUND` for an unset (or empty)
-   * variable and for a missing file; of a file (details.file), `UNAVAILABLE` when this process may
-   * not read it (EACCES, EPERM) and `INVALID_INPUT` when it is a directory (a wrong reference in
-   * the config). Any other failure to read a file stays `NOT_FOUND` ("cannot be read").
+   * variable; a file's as readSecretFile says (secret-file.ts: at most 64 KiB are read).
    */
   async secret(reference: string): Promise<string> {
     if (typeof reference === 'string' && reference.startsWith('env:')) {
@@ -104,12 +102,7 @@ export class DriverRegistry implements FactoryContext {
       return value;
     }
     if (typeof reference === 'string' && reference.startsWith('file:')) {
-      const file = reference.slice(5);
-      try {
-        return (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
-      } catch (cause) {
-        throw secretFileError(file, cause);
-      }
+      return readSecretFile(reference.slice(5));
     }
     throw new CairnError('INVALID_INPUT', 'a secret must be given as env:NAME or file:/path', { driver: 'registry' });
   }
@@ -122,14 +115,4 @@ export class DriverRegistry implements FactoryContext {
     }
     return f;
   }
-}
-
-/** The error for a secret file that could not be read (see DriverRegistry.secret). */
-function secretFileError(file: string, cause: unknown): CairnError {
-  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
-  const options = { driver: 'registry', cause, details: { file } };
-  if (code === 'EACCES' || code === 'EPERM') return new CairnError('UNAVAILABLE', `secret file ${file} cannot be read: permission denied (${code})`, options);
-  if (code === 'EISDIR') return new CairnError('INVALID_INPUT', `secret file ${file} is a directory, not a file`, options);
-  if (code === 'ENOENT') return new CairnError('NOT_FOUND', `secret file ${file} does not exist`, options);
-  return new CairnError('NOT_FOUND', `secret file ${file} cannot be read`, options);
 }
