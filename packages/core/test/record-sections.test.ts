@@ -49,6 +49,33 @@ describe('record sections across processes sharing a repository', () => {
     expect(await a.service.repository.locks.list()).toEqual([]);
   });
 
+  it("a delete in another process of a backup that an incremental is building on is CONFLICT naming the child; once the incremental is done it deletes", async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const full = await a.manager.backup({ volumeId: v.id });
+    const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
+    // A's incremental waits at the start of its copy, having claimed its parent.
+    let arrived!: () => void;
+    let letGo!: () => void;
+    const atCopy = new Promise<void>((r) => (arrived = r));
+    const gate = new Promise<void>((r) => (letGo = r));
+    const backup = a.service.backup.bind(a.service);
+    a.service.backup = async (job, source) => {
+      arrived();
+      await gate;
+      return backup(job, source);
+    };
+    const inc = a.manager.backup({ volumeId: v.id, incremental: true });
+    await atCopy;
+    const err = await b.manager.deleteBackup(full.id).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'CONFLICT', details: { backupId: full.id } });
+    const child = (err as { details: { childId: string } }).details.childId;
+    letGo();
+    expect(await inc).toMatchObject({ id: child, parentId: full.id, status: 'available' });
+    await b.manager.deleteBackup(full.id);
+    await expectCode(b.manager.getBackup(full.id), 'NOT_FOUND');
+  });
+
   it('a section holds a record lock of the repository while it runs and removes it after, also when it fails; GC is not held up by it', async () => {
     const a = await chunkedRig(new MemoryObjectStore('mem'));
     const repo = a.service.repository;

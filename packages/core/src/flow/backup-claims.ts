@@ -11,8 +11,8 @@ export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
  * The manager's running flows' claims on existing backups, per backup (the counts are
  * in-process, like InProcessVolumeLocks). A restore reading a backup, or a backup building on it
  * as its parent, claims it for as long as it runs; the manager refuses to delete a claimed backup.
- * Other processes see a restore's claim as the record's `restoring` status; a parent claim is not
- * seen there.
+ * Other processes see a restore's claim as the record's `restoring` status, and a parent claim as
+ * the child's `creating` record naming the parent (written in the parent's section).
  *
  * Every status change of one backup runs in `exclusive` (a claim's check, its last release, a
  * delete's checks and its move to `deleting`), so a check and the write that follows it see no

@@ -230,10 +230,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
           // queued behind another of the same volume builds on that one (whose checkpoint is the
           // one kept), not on what was newest when it was requested. The claim keeps it from being
           // deleted until this backup ends.
-          const claimed = await this.claimParent(record.volumeId, service.name);
+          const claimed = await this.claimParent(record.volumeId, service.name, async (chosen) => {
+            // Written in the parent's section: a delete of the parent in another process, whose
+            // check runs in that section too, then finds this `creating` child (deleteHeld).
+            record.parentId = chosen.id;
+            await this.catalog.putBackup({ ...record, updatedAt: nowIso() });
+          });
           if (!claimed) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
           [parent, releaseParent] = claimed;
-          record.parentId = parent.id;
         }
         // The record describes the volume as copied, which may have changed since the request.
         const volume = await this.volumes.getVolume(record.volumeId);
@@ -319,18 +323,21 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Claims the newest available backup of the volume in the target as a parent. A candidate that
-   * stops being available before it is claimed (being deleted) gives way to the next newest.
+   * Claims the newest available backup of the volume in the target as a parent, and runs
+   * `record(parent)` (which names it in the child's record) in the claim's section. A candidate
+   * that stops being available before it is claimed (being deleted) gives way to the next newest.
    * Undefined when there is none.
    */
-  private async claimParent(volumeId: string, service: string): Promise<[BackupRecord, ReleaseClaim] | undefined> {
+  private async claimParent(volumeId: string, service: string, record: (parent: BackupRecord) => Promise<void>): Promise<[BackupRecord, ReleaseClaim] | undefined> {
     for (;;) {
       const candidate = await this.latestAvailable(volumeId, service);
       if (!candidate) return undefined;
       let current: BackupRecord | undefined;
       const release = await this.claims.claim(candidate.id, 'parent', async () => {
         current = await unlessNotFound(this.catalog.getBackup(candidate.id));
-        return current?.status === 'available';
+        if (current?.status !== 'available') return false;
+        await record(current);
+        return true;
       });
       if (release) return [current!, release];
     }
@@ -555,12 +562,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         const why = status === 'deleting' ? ': a delete is in progress (recovery resumes one whose process is gone)' : '';
         throw new CairnError('CONFLICT', `backup ${backup.id} is ${status}${why}`, { details: { backupId: backup.id, status } });
       }
-      if (this.claims.count(backup.id, 'parent') > 0) {
-        throw new CairnError('CONFLICT', `backup ${backup.id} is the parent of an incremental backup being created`);
+      const children = (await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id })).filter((c) => c.status !== 'error');
+      // A child being created here (the claim) or by a process that may be alive (its record,
+      // written in this backup's section when it claimed it: claimParent) builds on it.
+      const building = children.find((c) => c.status === 'creating' && mayBeWorkedOn(c));
+      if (this.claims.count(backup.id, 'parent') > 0 || building) {
+        throw new CairnError('CONFLICT', `backup ${backup.id} is the parent of an incremental backup being created${building ? ` (${building.id})` : ''}`, {
+          details: { backupId: backup.id, status: backup.status, ...(building ? { childId: building.id } : {}) },
+        });
       }
       const service = this.target(backup.service);
       const caps = service.describe().capabilities;
-      const children = (await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id })).filter((c) => c.status !== 'error');
       if (children.length > 0 && caps.dependentChains) {
         if (!options.cascade) throw new CairnError('CONFLICT', `backup ${backup.id} has ${children.length} dependent backup(s); delete them first or cascade`);
         if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
