@@ -1,6 +1,7 @@
+import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { chunkedRig, expectCode, filledVolume, MiB } from './helpers.js';
-import { BackupManager, ChunkedBackupService, MemoryObjectStore, RepositoryCatalog, type MemoryVolumeDriver } from '../src/index.js';
+import { BackupManager, CairnError, ChunkedBackupService, MemoryObjectStore, RepositoryCatalog, type MemoryVolumeDriver } from '../src/index.js';
 
 // Two processes sharing one repository: each has its own Repository, catalog and manager (so no
 // in-process lock is shared), and only the repository's objects between them. (Recovery shares
@@ -76,6 +77,99 @@ describe('record sections across processes sharing a repository', () => {
     await expectCode(b.manager.getBackup(full.id), 'NOT_FOUND');
   });
 
+  it('a queued incremental does not keep a backup it will not build on from being deleted', async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const f1 = await a.manager.backup({ volumeId: v.id });
+    // F2 holds the volume, waiting in its copy; the incremental queues behind it.
+    let arrived!: () => void;
+    let letGo!: () => void;
+    const atCopy = new Promise<void>((r) => (arrived = r));
+    const gate = new Promise<void>((r) => (letGo = r));
+    const backup = a.service.backup.bind(a.service);
+    let first = true;
+    a.service.backup = async (job, source) => {
+      if (first) {
+        first = false;
+        arrived();
+        await gate;
+      }
+      return backup(job, source);
+    };
+    // Requested together, before either holds the volume.
+    const f2 = a.manager.backup({ volumeId: v.id });
+    const inc = a.manager.backup({ volumeId: v.id, incremental: true });
+    await atCopy;
+    await a.manager.deleteBackup(f1.id);
+    letGo();
+    const done = await f2;
+    expect(await inc).toMatchObject({ parentId: done.id, status: 'available' });
+  });
+
+  it("a cancel ends a job waiting for another process's section on its parent", async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const full = await a.manager.backup({ volumeId: v.id });
+    const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
+    let entered!: () => void;
+    let leave!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const held = b.catalog.section(full.id, () => (entered(), new Promise<void>((r) => (leave = r))));
+    await inside;
+    const controller = new AbortController();
+    const inc = a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }).then(() => 'resolved', (e: { code?: string }) => String(e.code));
+    await new Promise((r) => setTimeout(r, 300));
+    controller.abort();
+    const outcome = await Promise.race([inc, new Promise((r) => setTimeout(() => r('still waiting'), 3_000))]);
+    leave();
+    await held;
+    expect(outcome).toBe('CANCELLED');
+  });
+
+  it("a section's lock whose delete failed once is deleted by a retry: the backup's next section does not wait for it", async () => {
+    const store = new MemoryObjectStore('mem');
+    const a = await chunkedRig(store);
+    const catalog = new RepositoryCatalog(a.service.repository);
+    const del = store.delete.bind(store);
+    let failNext = true;
+    store.delete = async (key) => {
+      if (failNext && key.startsWith('locks/')) {
+        failNext = false;
+        throw new CairnError('UNAVAILABLE', 'store hiccup', { driver: 'mem' });
+      }
+      return del(key);
+    };
+    await catalog.section('b1', async () => undefined);
+    expect(failNext).toBe(false);
+    expect(await a.service.repository.locks.list()).toEqual([]);
+    const b = await otherProcess(store, a.volumes);
+    const next = await Promise.race([b.catalog.section('b1', async () => 'ran'), new Promise((r) => setTimeout(() => r('waiting'), 2_000))]);
+    expect(next).toBe('ran');
+  });
+
+  it("recovery resumes a dead owner's delete outside the record's section: another process's section runs meanwhile and finds this process the owner", async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const backup = await a.manager.backup({ volumeId: v.id });
+    const catalog = new RepositoryCatalog(a.service.repository);
+    await catalog.putBackup({ ...(await catalog.getBackup(backup.id)), status: 'deleting', owner: { host: hostname(), pid: 2 ** 22 + 4321 } });
+    let deleting!: () => void;
+    const inDelete = new Promise<void>((r) => (deleting = r));
+    countDeletes(a.service, 1_500);
+    const del = a.service.delete.bind(a.service);
+    a.service.delete = async (b, o) => (deleting(), del(b, o));
+    const recovered = a.manager.recover();
+    await inDelete;
+    const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
+    const started = Date.now();
+    const seen = await b.catalog.section(backup.id, () => b.catalog.getBackup(backup.id));
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(seen).toMatchObject({ status: 'deleting', owner: { pid: process.pid } });
+    expect(await b.manager.recover()).toMatchObject({ resumedDeletes: [], skipped: [backup.id] });
+    expect((await recovered).resumedDeletes).toEqual([backup.id]);
+    await expectCode(catalog.getBackup(backup.id), 'NOT_FOUND');
+  });
+
   it('a section holds a record lock of the repository while it runs and removes it after, also when it fails; GC is not held up by it', async () => {
     const a = await chunkedRig(new MemoryObjectStore('mem'));
     const repo = a.service.repository;
@@ -100,6 +194,29 @@ describe('record sections across processes sharing a repository', () => {
       'INTERNAL',
     );
     expect(await repo.locks.list()).toEqual([]);
+  });
+
+  it("a section reads no lock but its backup's record locks, and other locks' checks read no record lock", async () => {
+    const store = new MemoryObjectStore('mem');
+    const a = await chunkedRig(store);
+    const locks = a.service.repository.locks;
+    const shared = await Promise.all(Array.from({ length: 20 }, (_, i) => locks.acquire('shared', { purpose: `job ${i}` })));
+    const read: string[] = [];
+    const get = store.get.bind(store);
+    store.get = async (key, range) => {
+      if (key.startsWith('locks/')) read.push(key);
+      return get(key, range);
+    };
+    const catalog = new RepositoryCatalog(a.service.repository);
+    await catalog.section('b1', async () => {
+      expect(read.filter((k) => !k.startsWith('locks/record-'))).toEqual([]);
+      read.length = 0;
+      const another = await locks.acquire('shared', { purpose: 'one more job' });
+      expect(read.filter((k) => k.startsWith('locks/record-'))).toEqual([]);
+      expect(read.length).toBe(21);
+      await another.release();
+    });
+    for (const l of shared) await l.release();
   });
 
   it('a section of another process waits for the running one, then runs', async () => {

@@ -40,11 +40,13 @@ export interface Catalog {
    * resolves or rejects as `fn` does: how a read-check-write of one record (a delete's check and
    * its move to `deleting`, a restore's move to `restoring`) is made atomic against every other
    * such section of that record. Sections of one backup never nest; a section of a parent may run
-   * sections of its children, never the reverse. A section waits for one running elsewhere (its
-   * holder's death frees it, as it does a repository lock); it fails with the catalog's errors
-   * (`UNAVAILABLE`) when it cannot be taken.
+   * sections of its children, never the reverse. A section waits for one running elsewhere: a
+   * holder that dies frees it (on its host at once, elsewhere within the catalog's bound: the
+   * repository's catalog, 30 s). It rejects with `CANCELLED` when `signal` aborts while it waits
+   * (once fn runs, the signal is fn's business), and with the catalog's errors (`UNAVAILABLE`)
+   * when it cannot be taken.
    */
-  section<T>(backupId: string, fn: () => Promise<T>): Promise<T>;
+  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** The flow state laid over a volume, if any. */
   getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined>;
   listVolumeStates(): Promise<VolumeFlowState[]>;

@@ -29,8 +29,8 @@ export class BackupClaims {
    * Runs `fn` alone on `backupId`: no other section of this manager runs on it meanwhile, and
    * (through the catalog's `section`) none of any process sharing the catalog.
    */
-  exclusive<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
-    return this.mutex.run(`backup:${backupId}`, () => this.catalog.section(backupId, fn));
+  exclusive<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.mutex.run(`backup:${backupId}`, () => this.catalog.section(backupId, fn, signal), signal);
   }
 
   /** How many running flows use `backupId` that way. */
@@ -41,16 +41,17 @@ export class BackupClaims {
   /**
    * In `exclusive`: runs `check` with the number of `use` claims already held, and takes one
    * more when it returns true. Resolves to the release, or to undefined when `check` returned
-   * false; a `check` that throws refuses the claim with its error.
+   * false; a `check` that throws refuses the claim with its error. `signal` ends a wait for the
+   * section with `CANCELLED` (the release waits: it must run).
    */
-  async claim(backupId: string, use: BackupUse, check: (held: number) => Promise<boolean>): Promise<ReleaseClaim | undefined> {
+  async claim(backupId: string, use: BackupUse, check: (held: number) => Promise<boolean>, signal?: AbortSignal): Promise<ReleaseClaim | undefined> {
     const taken = await this.exclusive(backupId, async () => {
       if (!(await check(this.count(backupId, use)))) return false;
       const counts = this.held.get(backupId) ?? { restore: 0, parent: 0 };
       counts[use]++;
       this.held.set(backupId, counts);
       return true;
-    });
+    }, signal);
     if (!taken) return undefined;
     let released = false;
     return async (last) => {

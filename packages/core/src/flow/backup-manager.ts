@@ -171,7 +171,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       status: 'creating',
       owner: currentOwner(),
       service: service.name,
-      parentId: parent?.id,
+      // No parent yet: the job names the one it claims once it holds the volume (claimParent),
+      // and a parent named before would keep a backup it may never use from being deleted.
       incremental: !!parent,
       volumeMetadata: { ...volume.metadata },
       serviceData: {},
@@ -235,7 +236,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
             // check runs in that section too, then finds this `creating` child (deleteHeld).
             record.parentId = chosen.id;
             await this.catalog.putBackup({ ...record, updatedAt: nowIso() });
-          });
+          }, signal);
           if (!claimed) throw new CairnError('INVALID_INPUT', `volume ${record.volumeId} no longer has an available backup to base an incremental on`);
           [parent, releaseParent] = claimed;
         }
@@ -328,7 +329,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * that stops being available before it is claimed (being deleted) gives way to the next newest.
    * Undefined when there is none.
    */
-  private async claimParent(volumeId: string, service: string, record: (parent: BackupRecord) => Promise<void>): Promise<[BackupRecord, ReleaseClaim] | undefined> {
+  private async claimParent(volumeId: string, service: string, record: (parent: BackupRecord) => Promise<void>, signal: AbortSignal): Promise<[BackupRecord, ReleaseClaim] | undefined> {
     for (;;) {
       const candidate = await this.latestAvailable(volumeId, service);
       if (!candidate) return undefined;
@@ -338,7 +339,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         if (current?.status !== 'available') return false;
         await record(current);
         return true;
-      });
+      }, signal);
       if (release) return [current!, release];
     }
   }
@@ -481,7 +482,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         backup = { ...current, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() };
         await this.catalog.putBackup(backup);
         return true;
-      });
+      }, signal);
       throwIfCancelled(signal);
       const override = this.volumes.capabilities.flowOverride ? this.volumes.flowOverride : undefined;
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
@@ -567,7 +568,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // written in this backup's section when it claimed it: claimParent) builds on it.
       const building = children.find((c) => c.status === 'creating' && mayBeWorkedOn(c));
       if (this.claims.count(backup.id, 'parent') > 0 || building) {
-        throw new CairnError('CONFLICT', `backup ${backup.id} is the parent of an incremental backup being created${building ? ` (${building.id})` : ''}`, {
+        const why = building ? ` (${building.id}; if the process creating it is gone for good, reset that backup's state first)` : '';
+        throw new CairnError('CONFLICT', `backup ${backup.id} is the parent of an incremental backup being created${why}`, {
           details: { backupId: backup.id, status: backup.status, ...(building ? { childId: building.id } : {}) },
         });
       }

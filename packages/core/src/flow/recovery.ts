@@ -3,6 +3,8 @@ import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { isNotFound, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
+import { currentOwner } from '../util/process-owner.js';
+import { holdRecord, type LetGo } from './live-records.js';
 
 /** Statuses of a record a flow works on. */
 export const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
@@ -82,6 +84,7 @@ export async function recoverInFlight(deps: {
     // it then (of this process, in a server recovering between requests) may have ended since,
     // with its record's final write. A flow lets go of a record only once that write settled, so a
     // record read after it was seen held by no one, and still in a flow status, was left behind.
+    let resume: { record: BackupRecord; letGo: LetGo } | undefined;
     await section(listed.id, async () => {
       // Read in the section even when resolving only this backup: another process may have
       // resolved it since it was read.
@@ -99,10 +102,29 @@ export async function recoverInFlight(deps: {
         await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
         report.restoredBackups.push(b.id);
       } else if (b.status === 'deleting' && deps.finishDelete) {
-        report.resumedDeletes.push(b.id);
-        await deps.finishDelete(b).catch((err) => report.errors.push(`${b.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
+        // Taken over in the section (this process its owner, the record held), resumed after it:
+        // the data delete may be long, and other processes' sections on the record must not wait
+        // for it. They find a live owner and leave it alone.
+        const letGo = holdRecord(b.id);
+        try {
+          const record: BackupRecord = { ...b, owner: currentOwner(), updatedAt: nowIso() };
+          await catalog.putBackup(record);
+          resume = { record, letGo };
+        } catch (err) {
+          letGo();
+          throw err;
+        }
       }
     });
+    if (resume) {
+      const { record, letGo } = resume;
+      report.resumedDeletes.push(record.id);
+      try {
+        await deps.finishDelete!(record).catch((err) => report.errors.push(`${record.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
+      } finally {
+        letGo();
+      }
+    }
   }
   // The records were listed once, above: a job of a live owner (this process's own, in a server
   // that recovers between requests) may have begun since. A job writes its record before its

@@ -39,8 +39,8 @@ export class MemoryCatalog implements Catalog {
   }
 
   /** Sections of every user of this catalog object (it lives in one process). */
-  section<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
-    return this.sections.run(backupId, fn);
+  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.sections.run(backupId, fn, signal);
   }
 
   async getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined> {

@@ -6,9 +6,32 @@ import { byCreation, matches } from '../memory/memory-catalog.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
+import type { LockHandle } from './repository-locks.js';
 import type { Repository } from './repository.js';
 
 const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/', byVolume: 'catalog/by-volume/' } as const;
+
+/**
+ * Lifetime of a record lock without a refresh: how long a section's lock outlives a holder that
+ * died on another host (or a delete of it that failed), blocking that backup's sections.
+ */
+export const RECORD_LOCK_TTL_MS = 30_000;
+
+/**
+ * Deletes a section's lock, trying three times: a lock left behind blocks every section of that
+ * backup, this process's too, until it lapses. What fn wrote stands either way, so a delete that
+ * keeps failing is left to the lock's expiry (it is no longer refreshed).
+ */
+async function releaseWithRetries(lock: LockHandle): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await lock.release();
+    } catch {
+      if (attempt === 2) return;
+      await new Promise((r) => setTimeout(r, 50 * 4 ** attempt));
+    }
+  }
+}
 
 /** Records read at once when a listing reads several. */
 const READ_CONCURRENCY = 8;
@@ -127,19 +150,22 @@ export class RepositoryCatalog implements Catalog {
    * A `record` lock of the repository (repository-locks.ts) for `backupId` held around `fn`,
    * taken after an in-process turn (so this process's sections queue here instead of polling the
    * store). Waits while another live holder has it; a dead holder's lock is stale and blocks
-   * nothing.
+   * nothing on its host, and lapses within RECORD_LOCK_TTL_MS elsewhere (the lock is refreshed
+   * every third of that while fn runs).
    */
-  section<T>(backupId: string, fn: () => Promise<T>): Promise<T> {
-    return this.sections.run(backupId, async () => {
-      const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true });
-      try {
-        return await fn();
-      } finally {
-        // What fn wrote stands either way; a lock that could not be deleted stops being
-        // refreshed and lapses at its expiry.
-        await lock.release().catch(() => undefined);
-      }
-    });
+  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.sections.run(
+      backupId,
+      async () => {
+        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: RECORD_LOCK_TTL_MS });
+        try {
+          return await fn();
+        } finally {
+          await releaseWithRetries(lock);
+        }
+      },
+      signal,
+    );
   }
 
   async getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined> {

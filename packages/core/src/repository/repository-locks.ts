@@ -34,7 +34,7 @@ export interface LockHandle {
    * be gone.
    */
   assertHeld(): void;
-  /** Deletes the lock and stops refreshing it. Idempotent. */
+  /** Stops refreshing the lock and deletes it. Idempotent; after a delete that failed, a call tries it again. */
   release(): Promise<void>;
 }
 
@@ -45,8 +45,19 @@ export interface LockOptions {
   backupId?: string;
   /** Wait for conflicting locks to go (default false: fail with BUSY at once). */
   wait?: boolean;
+  /** This lock's lifetime without a refresh, in ms (refreshed every third of it). Default: the instance's. */
+  ttlMs?: number;
   signal?: AbortSignal;
 }
+
+/**
+ * How a record lock's id begins: `record-<backup id as hex>-`, then a UUID. Record locks conflict
+ * only with record locks of the same backup, so a record lock's check reads only ids with its
+ * prefix, and other kinds' checks skip ids beginning `record-`: sections cost the same however
+ * many jobs hold locks, and cost those jobs' lock checks nothing.
+ */
+const RECORD_LOCK_PREFIX = 'record-';
+const recordLockPrefix = (backupId: string): string => `${RECORD_LOCK_PREFIX}${Buffer.from(backupId, 'utf8').toString('hex')}-`;
 
 /** True when a lock no longer protects anything: expired, or its owner on this host is gone. */
 export function isStale(doc: LockDoc, now = Date.now()): boolean {
@@ -85,25 +96,30 @@ export class RepositoryLocks {
     for (;;) {
       throwIfAborted(options.signal);
       const now = Date.now();
+      const ttlMs = options.ttlMs ?? this.ttlMs;
       const doc: LockDoc = {
-        id: newId(),
+        id: kind === 'record' ? `${recordLockPrefix(options.backupId ?? '')}${newId()}` : newId(),
         kind,
         volumeId: options.volumeId,
         ...(options.backupId !== undefined ? { backupId: options.backupId } : {}),
         owner: currentOwner(),
         purpose: options.purpose,
         createdAt: new Date(now).toISOString(),
-        expiresAt: new Date(now + this.ttlMs).toISOString(),
+        expiresAt: new Date(now + ttlMs).toISOString(),
       };
       await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true });
       let blocker: LockInfo | undefined;
       try {
-        blocker = (await this.list()).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+        // Only the locks that can conflict are read: a record lock's check reads its backup's
+        // record locks, every other kind's all but record locks (see recordLockPrefix).
+        const prefix = kind === 'record' ? recordLockPrefix(options.backupId ?? '') : undefined;
+        const relevant = (id: string): boolean => (prefix ? id.startsWith(prefix) : !id.startsWith(RECORD_LOCK_PREFIX));
+        blocker = (await this.read(relevant)).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
       } catch (err) {
         await this.store.delete(Keys.lock(doc.id)).catch(() => {}); // else it blocks others until it expires
         throw err;
       }
-      if (!blocker) return this.hold(doc);
+      if (!blocker) return this.hold(doc, ttlMs);
       await this.store.delete(Keys.lock(doc.id));
       if (!options.wait) {
         throw new CairnError('BUSY', `repository is locked (${blocker.kind} lock by ${blocker.owner.host}:${blocker.owner.pid} for ${blocker.purpose}, until ${blocker.expiresAt})`, {
@@ -115,9 +131,15 @@ export class RepositoryLocks {
   }
 
   /** Every lock object, stale ones marked. Unreadable lock objects are reported stale. */
-  async list(): Promise<LockInfo[]> {
+  list(): Promise<LockInfo[]> {
+    return this.read(() => true);
+  }
+
+  /** The lock objects whose id `accept`s, read as `list` reads them. */
+  private async read(accept: (id: string) => boolean): Promise<LockInfo[]> {
     const out: LockInfo[] = [];
     for await (const o of this.store.list(Keys.locks)) {
+      if (!accept(o.key.slice(Keys.locks.length))) continue;
       try {
         const doc = JSON.parse((await this.store.get(o.key)).toString('utf8')) as LockDoc;
         out.push({ ...doc, stale: isStale(doc) });
@@ -141,8 +163,8 @@ export class RepositoryLocks {
     return broken;
   }
 
-  private hold(doc: LockDoc): LockHandle {
-    let released = false;
+  private hold(doc: LockDoc, ttlMs: number): LockHandle {
+    let deleted = false;
     let refreshing: Promise<void> = Promise.resolve();
     /** Expiry of the lock object as last written. */
     let expiresAt = Date.parse(doc.expiresAt);
@@ -151,7 +173,7 @@ export class RepositoryLocks {
     const timer = setInterval(() => {
       if (pending) return; // one rewrite at a time: an older one landing last would shorten the lock
       pending = true;
-      const next = Date.now() + this.ttlMs;
+      const next = Date.now() + ttlMs;
       const refreshed = { ...doc, expiresAt: new Date(next).toISOString() };
       refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed))).then(
         () => {
@@ -163,7 +185,7 @@ export class RepositoryLocks {
           if (Date.now() >= expiresAt) lapsed = true; // retried at the next tick, too late anyway
         },
       ).finally(() => (pending = false));
-    }, Math.max(10, this.ttlMs / 3));
+    }, Math.max(10, ttlMs / 3));
     timer.unref();
     return {
       doc,
@@ -173,11 +195,11 @@ export class RepositoryLocks {
         }
       },
       release: async () => {
-        if (released) return;
-        released = true;
+        if (deleted) return;
         clearInterval(timer);
         await refreshing; // a refresh landing after the delete would resurrect the lock
         await this.store.delete(Keys.lock(doc.id));
+        deleted = true;
       },
     };
   }

@@ -1,24 +1,45 @@
+import { CairnError, isCairnError } from '../errors.js';
+
 /**
  * In-process mutual exclusion by key. Waiters are served in arrival order.
- * `acquire` resolves to a release function; calling it twice is harmless.
+ * `acquire` resolves to a release function; calling it twice is harmless. A waiter given a
+ * `signal` that aborts before its turn rejects with `CANCELLED` (the signal's reason when that is
+ * a CANCELLED CairnError) and passes its turn on at once when it comes.
  */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<void>>();
 
-  async acquire(key: string): Promise<() => void> {
+  async acquire(key: string, signal?: AbortSignal, waitingFor = key): Promise<() => void> {
+    if (signal?.aborted) throw cancelled(signal, waitingFor);
     const previous = this.tails.get(key) ?? Promise.resolve();
     let release!: () => void;
     const current = new Promise<void>((resolve) => (release = resolve));
     const tail = previous.then(() => current);
     this.tails.set(key, tail);
-    await previous;
     let released = false;
-    return () => {
+    const releaseOnce = (): void => {
       if (released) return;
       released = true;
       release();
       if (this.tails.get(key) === tail) this.tails.delete(key);
     };
+    if (!signal) {
+      await previous;
+      return releaseOnce;
+    }
+    return new Promise((resolve, reject) => {
+      let gaveUp = false;
+      const onAbort = (): void => {
+        gaveUp = true;
+        reject(cancelled(signal, waitingFor));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      void previous.then(() => {
+        signal.removeEventListener('abort', onAbort);
+        if (gaveUp) releaseOnce();
+        else resolve(releaseOnce);
+      });
+    });
   }
 
   /** True while someone holds or waits for `key`. */
@@ -26,13 +47,19 @@ export class KeyedMutex {
     return this.tails.has(key);
   }
 
-  /** Runs `fn` holding `key`. */
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const release = await this.acquire(key);
+  /** Runs `fn` holding `key` (waiting for it as `acquire` does). */
+  async run<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const release = await this.acquire(key, signal);
     try {
       return await fn();
     } finally {
       release();
     }
   }
+}
+
+/** CANCELLED for a waiter whose signal aborted: the signal's reason when that is one already. */
+function cancelled(signal: AbortSignal, waitingFor: string): CairnError {
+  const reason: unknown = signal.reason;
+  return isCairnError(reason) && reason.code === 'CANCELLED' ? reason : new CairnError('CANCELLED', `cancelled while waiting for ${waitingFor}`, { cause: reason });
 }
