@@ -2,13 +2,27 @@
 import { describe, expect, it } from 'vitest';
 import { addSpan, claimByte } from '../src/read-coverage.js';
 
+/** A deterministic generator of integers in [0, n). */
+function seeded(seed: number): (n: number) => number {
+  return (n) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+}
+
+/** The spans a byte map's covered bytes make: sorted, disjoint, merged `[start, end, …]`. */
+function spansOf(model: Uint8Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < model.length; i++) {
+    if (model[i] && (i === 0 || !model[i - 1])) out.push(i);
+    if (model[i] && (i === model.length - 1 || !model[i + 1])) out.push(i + 1);
+  }
+  return out;
+}
+
 describe('addSpan', () => {
   it('accepts exactly the spans that overlap nothing covered, and keeps the list sorted, disjoint and merged', () => {
-    let seed = 12345;
-    const rand = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const rand = seeded(12345);
     for (let round = 0; round < 2000; round++) {
       const size = 1 + rand(64);
       const model = new Uint8Array(size);
@@ -19,22 +33,13 @@ describe('addSpan', () => {
         const free = model.subarray(start, end).every((b) => b === 0);
         expect(addSpan(spans, start, end)).toBe(free);
         if (free) model.fill(1, start, end);
-        const expected: number[] = [];
-        for (let i = 0; i < size; i++) {
-          if (model[i] && (i === 0 || !model[i - 1])) expected.push(i);
-          if (model[i] && (i === size - 1 || !model[i + 1])) expected.push(i + 1);
-        }
-        expect(spans).toEqual(expected);
+        expect(spans).toEqual(spansOf(model));
       }
     }
   });
 
   it('claimByte takes a byte unless taken already: later spans over it fail, and the list stays sorted, disjoint and merged', () => {
-    let seed = 777;
-    const rand = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const rand = seeded(777);
     for (let round = 0; round < 2000; round++) {
       const size = 1 + rand(64);
       const model = new Uint8Array(size);
@@ -50,12 +55,7 @@ describe('addSpan', () => {
           expect(addSpan(spans, start, end)).toBe(free);
           if (free) model.fill(1, start, end);
         }
-        const expected: number[] = [];
-        for (let i = 0; i < size; i++) {
-          if (model[i] && (i === 0 || !model[i - 1])) expected.push(i);
-          if (model[i] && (i === size - 1 || !model[i + 1])) expected.push(i + 1);
-        }
-        expect(spans).toEqual(expected);
+        expect(spans).toEqual(spansOf(model));
       }
     }
   });
