@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { MiB, expectCode, filledVolume, gate, over, rig } from './helpers.js';
 import { BackupManager, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type BackupRecord, type Catalog } from '../src/index.js';
+import { recoverInFlight } from '../src/flow/recovery.js';
 
 /** Where recovery is held up while a flow of this process ends; the returned function disarms it. */
 type Slowdown = (catalog: MemoryCatalog, id: string, meanwhile: () => Promise<void>) => () => void;
@@ -161,5 +162,48 @@ describe('checkpoint pruning at the end of a backup', () => {
     const done = await second.done;
     expect(done.checkpointId).toBeDefined();
     expect((await cbt.listCheckpoints(v.id)).map((c) => c.id)).toContain(done.checkpointId);
+  });
+});
+
+describe("two recoveries of one dead flow's volume state", () => {
+  it('the one that read the state before the other settled it never settles a state a flow has put in its place', async () => {
+    const shared = new MemoryCatalog();
+    const volumes = new MemoryVolumeDriver();
+    const v = await filledVolume(volumes, MiB);
+    const dead = { host: hostname(), pid: 2 ** 22 + 4321 };
+    const base: BackupRecord = {
+      id: 'crashed', name: '', description: '', volumeId: v.id, volumeName: v.name, size: MiB, status: 'creating', owner: dead,
+      service: 'memory', incremental: false, volumeMetadata: {}, serviceData: {}, createdAt: '2026-12-06T00:00:00.000Z', updatedAt: '2026-12-06T00:00:00.000Z',
+    };
+    await shared.putBackup(base);
+    await shared.putVolumeState({ volumeId: v.id, status: 'backing-up', previousStatus: 'available', backupId: 'crashed', since: base.createdAt });
+    const isLive = (b: BackupRecord) => b.id !== 'crashed';
+    // The second recovery reads the crashed flow's state, then waits before it acts on it.
+    const paused = gate();
+    let readOnce = false;
+    const slow = over(shared, {
+      getVolumeState: async (volumeId: string) => {
+        const state = await shared.getVolumeState(volumeId);
+        if (!readOnce && volumeId === v.id) {
+          readOnce = true;
+          await paused.arrive();
+        }
+        return state;
+      },
+    });
+    const second = recoverInFlight({ catalog: slow, volumes, isLive });
+    await paused.reached;
+    // Meanwhile the first recovery runs (given a moment), and then a new backup tries to begin
+    // its flow on the volume, as beginVolumeFlow does.
+    const first = recoverInFlight({ catalog: over(shared, {}), volumes, isLive });
+    await Promise.race([first, new Promise((r) => setTimeout(r, 300))]);
+    const began = await shared.putVolumeState({ volumeId: v.id, status: 'backing-up', previousStatus: 'available', backupId: 'next', since: new Date().toISOString() }, { ifAbsent: true }).then(
+      () => true,
+      () => false,
+    );
+    paused.release();
+    await Promise.all([first, second]);
+    // A flow that began keeps its state; otherwise the crashed flow's is gone.
+    expect(await shared.getVolumeState(v.id)).toEqual(began ? expect.objectContaining({ backupId: 'next' }) : undefined);
   });
 });

@@ -141,17 +141,23 @@ export async function recoverInFlight(deps: {
     return true;
   };
   for (const listed of await catalog.listVolumeStates()) {
-    if ((only !== undefined && listed.backupId !== only) || (await liveNow(listed.backupId))) continue;
-    // As it is now: a job that began meanwhile may have replaced the state listed.
-    const state = await catalog.getVolumeState(listed.volumeId);
-    if (!state || state.backupId !== listed.backupId || state.status !== listed.status) continue;
-    if (state.status === 'backing-up') {
-      await catalog.clearVolumeState(state.volumeId);
-      report.resetVolumes.push(state.volumeId);
-    } else if (state.status === 'restoring-backup') {
-      await catalog.putVolumeState({ ...state, status: 'error_restoring', since: nowIso() });
-      report.errorRestoringVolumes.push(state.volumeId);
-    }
+    if (only !== undefined && listed.backupId !== only) continue;
+    // In the section of the backup the state names: another recovery of it waits, and reads the
+    // state again after this one has settled it, so it never settles a state a flow has since
+    // put in its place (a restore's of an `error_restoring` volume, a new flow's once cleared).
+    await section(listed.backupId, async () => {
+      if (await liveNow(listed.backupId)) return;
+      // As it is now: a job that began meanwhile may have replaced the state listed.
+      const state = await catalog.getVolumeState(listed.volumeId);
+      if (!state || state.backupId !== listed.backupId || state.status !== listed.status) return;
+      if (state.status === 'backing-up') {
+        await catalog.clearVolumeState(state.volumeId);
+        report.resetVolumes.push(state.volumeId);
+      } else if (state.status === 'restoring-backup') {
+        await catalog.putVolumeState({ ...state, status: 'error_restoring', since: nowIso() });
+        report.errorRestoringVolumes.push(state.volumeId);
+      }
+    });
   }
   if (volumes.capabilities.snapshots) {
     // A backup's temporary snapshot is one of its volume's.
