@@ -4,7 +4,8 @@
  *   prepare <size> [--volume <bytes>] [--no-raw]
  *                         file volume with the realistic image (and image.raw for restic); with
  *                         --volume, a larger volume holding the image at its start, holes after
- *   modify                the day of writes, through the driver (tracked) and into image.raw
+ *   modify [--seed <n>]   the day of writes, through the driver (tracked) and into image.raw;
+ *                         another seed rewrites other blocks with other data (default 7)
  *   init [--encrypt]      a posix repository
  *   backup <name> [--incremental] [--no-cbt]
  *   digest <name>         records the volume's SHA-256 under <name> (not timed)
@@ -78,10 +79,15 @@ if (op === 'prepare') {
   const volumes = driver();
   const a = await volumes.attach({ kind: 'volume', id: s.volumeId }, 'rw');
   const raw = s.raw === false ? undefined : await open(join(work, 'image.raw'), 'r+');
-  out.bytesChanged = await dayOfWrites(s.size, async (offset, data) => {
-    await a.device.write(offset, data);
-    await raw?.write(data, 0, data.length, offset);
-  });
+  const seedAt = args.indexOf('--seed');
+  out.bytesChanged = await dayOfWrites(
+    s.size,
+    async (offset, data) => {
+      await a.device.write(offset, data);
+      await raw?.write(data, 0, data.length, offset);
+    },
+    seedAt >= 0 ? Number(args[seedAt + 1]) : undefined,
+  );
   await a.device.flush();
   await volumes.detach(a.id);
   await raw?.close();
