@@ -170,6 +170,66 @@ describe('record sections across processes sharing a repository', () => {
     await expectCode(catalog.getBackup(backup.id), 'NOT_FOUND');
   });
 
+  it("recovery does not wait for another process's section of a backup whose volume state it would leave alone", async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const full = await a.manager.backup({ volumeId: v.id });
+    const catalog = new RepositoryCatalog(a.service.repository);
+    await catalog.putVolumeState({ volumeId: v.id, status: 'error_restoring', previousStatus: 'available', backupId: full.id, since: new Date().toISOString() });
+    const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
+    let leave!: () => void;
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const held = b.catalog.section(full.id, () => (entered(), new Promise<void>((r) => (leave = r))));
+    await inside;
+    const started = Date.now();
+    const report = await Promise.race([a.manager.recover(), new Promise((r) => setTimeout(() => r('still waiting'), 3_000))]);
+    leave();
+    await held;
+    expect(report).not.toBe('still waiting');
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await catalog.getVolumeState(v.id)).toMatchObject({ status: 'error_restoring' });
+  });
+
+  it("recovery leaves a dead owner's delete on a target this process lacks as it is, reported, not taken over", async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const full = await a.manager.backup({ volumeId: v.id });
+    const catalog = new RepositoryCatalog(a.service.repository);
+    const deadOwner = { host: hostname(), pid: 2 ** 22 + 4321 };
+    await catalog.putBackup({ ...(await catalog.getBackup(full.id)), status: 'deleting', service: 'elsewhere', owner: deadOwner });
+    const report = await a.manager.recover();
+    expect(report.resumedDeletes).toEqual([]);
+    expect(report.errors).toEqual([expect.stringContaining(`${full.id}: NOT_FOUND`)]);
+    expect(await catalog.getBackup(full.id)).toMatchObject({ status: 'deleting', owner: deadOwner });
+  });
+
+  it("a cancelled incremental releases its parent without waiting for another process's section on it", async () => {
+    const a = await chunkedRig(new MemoryObjectStore('mem'));
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const full = await a.manager.backup({ volumeId: v.id });
+    let arrived!: () => void;
+    const atCopy = new Promise<void>((r) => (arrived = r));
+    a.service.backup = async (job) => {
+      arrived();
+      return new Promise((_, reject) => job.signal.addEventListener('abort', () => reject(job.signal.reason), { once: true }));
+    };
+    const controller = new AbortController();
+    const inc = a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }).then(() => 'resolved', (e: { code?: string }) => String(e.code));
+    await atCopy;
+    const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
+    let leave!: () => void;
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const held = b.catalog.section(full.id, () => (entered(), new Promise<void>((r) => (leave = r))));
+    await inside;
+    controller.abort();
+    const outcome = await Promise.race([inc, new Promise((r) => setTimeout(() => r('still waiting'), 3_000))]);
+    leave();
+    await held;
+    expect(outcome).toBe('CANCELLED');
+  });
+
   it('a section holds a record lock of the repository while it runs and removes it after, also when it fails; GC is not held up by it', async () => {
     const a = await chunkedRig(new MemoryObjectStore('mem'));
     const repo = a.service.repository;
@@ -207,8 +267,13 @@ describe('record sections across processes sharing a repository', () => {
       if (key.startsWith('locks/')) read.push(key);
       return get(key, range);
     };
+    const listed: string[] = [];
+    const list = store.list.bind(store);
+    store.list = (prefix) => (listed.push(prefix), list(prefix));
     const catalog = new RepositoryCatalog(a.service.repository);
     await catalog.section('b1', async () => {
+      // Its check lists only its backup's record locks.
+      expect(listed).toEqual([`locks/record-${Buffer.from('b1').toString('hex')}-`]);
       expect(read.filter((k) => !k.startsWith('locks/record-'))).toEqual([]);
       read.length = 0;
       const another = await locks.acquire('shared', { purpose: 'one more job' });

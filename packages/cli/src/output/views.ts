@@ -81,7 +81,7 @@ export function backupText(b: BackupRecord): string {
     ['size', `${formatBytes(b.size)} (${b.size} bytes)`],
     ['status', b.failReason ? `${b.status}: ${b.failReason}` : b.status],
     ['target', b.service],
-    ['type', b.incremental ? `incremental of ${b.parentId}` : 'full'],
+    ['type', b.incremental ? (b.parentId ? `incremental of ${b.parentId}` : 'incremental (no parent claimed yet)') : 'full'],
     ['bytes read', s ? formatBytes(s.bytesRead) : undefined],
     ['bytes new', s ? formatBytes(s.bytesNew) : undefined],
     ['bytes reused', s ? formatBytes(s.bytesReused) : undefined],

@@ -54,14 +54,21 @@ export class BackupClaims {
     }, signal);
     if (!taken) return undefined;
     let released = false;
+    const drop = async (): Promise<boolean> => {
+      const counts = this.held.get(backupId)!;
+      counts[use]--;
+      if (counts.restore === 0 && counts.parent === 0) this.held.delete(backupId);
+      return counts[use] === 0;
+    };
     return async (last) => {
       if (released) return;
       released = true;
+      // Only a release that writes the record (`last`: a restore's end) needs the catalog's
+      // section; dropping a count is this process's business, and must not wait for another
+      // process's section (a cancelled job would wait with it).
+      if (!last) return void (await this.mutex.run(`backup:${backupId}`, drop));
       await this.exclusive(backupId, async () => {
-        const counts = this.held.get(backupId)!;
-        counts[use]--;
-        if (counts.restore === 0 && counts.parent === 0) this.held.delete(backupId);
-        if (counts[use] === 0) await last?.();
+        if (await drop()) await last();
       });
     };
   }

@@ -621,6 +621,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       volumes: this.volumes,
       isLive: (b) => mayBeWorkedOn(b),
       section: (id, fn) => this.claims.exclusive(id, fn),
+      canFinishDelete: (b) => Object.hasOwn(this.targets, b.service),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });
   }

@@ -41,6 +41,12 @@ export async function recoverInFlight(deps: {
   volumes: VolumeDriver;
   /** Resumes an interrupted delete. Omitted: a `deleting` record is left as it is (not listed in the report). */
   finishDelete?: (backup: BackupRecord) => Promise<void>;
+  /**
+   * Whether this process can resume the delete of `backup` (its target is configured here).
+   * When it cannot, the record is left as it is, with its owner, and the reason is in `errors`.
+   * Default: always.
+   */
+  canFinishDelete?: (backup: BackupRecord) => boolean;
   /** True when someone may still be working on the record (then it is not touched): see mayBeWorkedOn. */
   isLive: (backup: BackupRecord) => boolean;
   /**
@@ -101,6 +107,8 @@ export async function recoverInFlight(deps: {
       } else if (b.status === 'restoring') {
         await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
         report.restoredBackups.push(b.id);
+      } else if (b.status === 'deleting' && deps.finishDelete && deps.canFinishDelete && !deps.canFinishDelete(b)) {
+        report.errors.push(`${b.id}: NOT_FOUND its target ${b.service} is not configured here: its delete is left to a process that has it`);
       } else if (b.status === 'deleting' && deps.finishDelete) {
         // Taken over in the section (this process its owner, the record held), resumed after it:
         // the data delete may be long, and other processes' sections on the record must not wait
@@ -120,7 +128,10 @@ export async function recoverInFlight(deps: {
       const { record, letGo } = resume;
       report.resumedDeletes.push(record.id);
       try {
-        await deps.finishDelete!(record).catch((err) => report.errors.push(`${record.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
+        // Through a promise, so a finishDelete that throws at once is reported like one that rejects.
+        await Promise.resolve()
+          .then(() => deps.finishDelete!(record))
+          .catch((err) => report.errors.push(`${record.id}: ${String(err?.code ?? '')} ${String(err?.message ?? err)}`));
       } finally {
         letGo();
       }
@@ -142,6 +153,10 @@ export async function recoverInFlight(deps: {
   };
   for (const listed of await catalog.listVolumeStates()) {
     if (only !== undefined && listed.backupId !== only) continue;
+    // Only these two are settled; and a live flow's state is left alone without waiting for a
+    // section (judged again inside it).
+    if (listed.status !== 'backing-up' && listed.status !== 'restoring-backup') continue;
+    if (await liveNow(listed.backupId)) continue;
     // In the section of the backup the state names: another recovery of it waits, and reads the
     // state again after this one has settled it, so it never settles a state a flow has since
     // put in its place (a restore's of an `error_restoring` volume, a new flow's once cleared).

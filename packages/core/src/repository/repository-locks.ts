@@ -114,7 +114,7 @@ export class RepositoryLocks {
         // record locks, every other kind's all but record locks (see recordLockPrefix).
         const prefix = kind === 'record' ? recordLockPrefix(options.backupId ?? '') : undefined;
         const relevant = (id: string): boolean => (prefix ? id.startsWith(prefix) : !id.startsWith(RECORD_LOCK_PREFIX));
-        blocker = (await this.read(relevant)).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+        blocker = (await this.read(relevant, prefix)).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
       } catch (err) {
         await this.store.delete(Keys.lock(doc.id)).catch(() => {}); // else it blocks others until it expires
         throw err;
@@ -135,10 +135,10 @@ export class RepositoryLocks {
     return this.read(() => true);
   }
 
-  /** The lock objects whose id `accept`s, read as `list` reads them. */
-  private async read(accept: (id: string) => boolean): Promise<LockInfo[]> {
+  /** The lock objects whose id `accept`s (among those whose id starts with `prefix`), read as `list` reads them. */
+  private async read(accept: (id: string) => boolean, prefix = ''): Promise<LockInfo[]> {
     const out: LockInfo[] = [];
-    for await (const o of this.store.list(Keys.locks)) {
+    for await (const o of this.store.list(Keys.locks + prefix)) {
       if (!accept(o.key.slice(Keys.locks.length))) continue;
       try {
         const doc = JSON.parse((await this.store.get(o.key)).toString('utf8')) as LockDoc;
