@@ -514,5 +514,9 @@ describe('cairn serve over TLS (--tls-cert, --tls-key)', () => {
     expect(jsonError(mismatched).code).toBe('INVALID_INPUT');
     expect(mismatched.stderr).not.toContain((await readFile(b.key, 'utf8')).split('\n')[1]);
     expect((await run(['--tls-cert', join(cwd, 'token'), '--tls-key', a.key])).code).toBe(2);
+    // An endless file is refused after 1 MiB, not read until memory runs out.
+    const endless = await run(['--tls-cert', a.cert, '--tls-key', '/dev/zero']);
+    expect(endless.code).toBe(2);
+    expect(jsonError(endless)).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('/dev/zero') });
   });
 });

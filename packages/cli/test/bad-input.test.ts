@@ -95,6 +95,17 @@ describe('cairn with bad input', () => {
     expect(through.code).toBe(2);
     expect(jsonError(through).code).toBe('INVALID_INPUT');
   });
+
+  it('a config that never ends (/dev/zero) or holds more than 4 MiB is INVALID_INPUT (exit 2) naming it, read no further', async () => {
+    const endless = await cairn(['--config', '/dev/zero', 'volume', 'list', '--json'], { cwd });
+    expect(endless.code).toBe(2);
+    expect(jsonError(endless)).toMatchObject({ code: 'INVALID_INPUT', details: { file: '/dev/zero' } });
+    const big = join(cwd, 'big.config.json');
+    await writeFile(big, `{"version": 1, "pad": "${'x'.repeat(4 * 1024 * 1024)}"}`);
+    const tooBig = await cairn(['--config', big, 'volume', 'list', '--json'], { cwd });
+    expect(tooBig.code).toBe(2);
+    expect(jsonError(tooBig)).toMatchObject({ code: 'INVALID_INPUT', details: { file: big } });
+  });
 });
 
 describe('cairn init with bad input creates nothing', () => {

@@ -1,7 +1,10 @@
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { CairnError, toCairnError } from '@cairn/core';
+import { readBounded } from '../io/input-file.js';
+
+/** The most a certificate chain or key file may hold (PEM; a long chain is tens of KiB). */
+const TLS_FILE_LIMIT = 1024 * 1024;
 
 /** A certificate (chain) and its private key, PEM, as the server hands them to node:tls. */
 export interface TlsFiles {
@@ -12,7 +15,7 @@ export interface TlsFiles {
 /**
  * Reads `--tls-cert` and `--tls-key` for `cairn serve`: both or neither (`INVALID_INPUT`). A file
  * that cannot be read has its system error's code (core's toCairnError): missing `NOT_FOUND`, no
- * permission to read it `UNAVAILABLE`, a directory `INVALID_INPUT`; a pair node:tls refuses (not PEM, a key that does not
+ * permission to read it `UNAVAILABLE`, a directory or one over 1 MiB (`/dev/zero`) `INVALID_INPUT`; a pair node:tls refuses (not PEM, a key that does not
  * match the certificate, an encrypted key) is `INVALID_INPUT`, checked before the server
  * starts. The key's bytes never appear in a message.
  */
@@ -22,7 +25,7 @@ export async function loadTls(certFile: string | undefined, keyFile: string | un
   const read = async (file: string, what: string) => {
     const path = resolve(file);
     try {
-      return await readFile(path);
+      return Buffer.from(await readBounded(path, TLS_FILE_LIMIT, `TLS ${what} ${path}`));
     } catch (err) {
       const e = toCairnError(err); // ENOENT: NOT_FOUND; EACCES, EPERM: UNAVAILABLE; EISDIR: INVALID_INPUT
       throw new CairnError(e.code, `cannot read the TLS ${what} ${path}: ${e.message}`, { cause: err });

@@ -1,8 +1,11 @@
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CairnError } from '@cairn/core';
 import type { z } from 'zod';
+import { readBounded } from '../io/input-file.js';
 import { ConfigSchema, type CairnConfig } from './schema.js';
+
+/** The most a config file may hold: a config is a few KiB, and `--config /dev/zero` must not fill memory. */
+const CONFIG_LIMIT = 4 * 1024 * 1024;
 import { parseYamlDocument } from './yaml-document.js';
 
 /** File names looked up in the working directory, in this order. */
@@ -98,11 +101,16 @@ function invalidConfig(file: string, error: z.ZodError): CairnError {
   return new CairnError('INVALID_INPUT', `invalid config\n  ${lines.join('\n  ')}`, { driver: 'config', details: { file, issues } });
 }
 
-/** The file's text, or `undefined` when it does not exist. A directory, or a path through a file, is `INVALID_INPUT`; any other failure to read it `UNAVAILABLE`. */
+/**
+ * The file's text, or `undefined` when it does not exist. A directory, a path through a file, or
+ * more than CONFIG_LIMIT bytes is `INVALID_INPUT`; any other failure to read it `UNAVAILABLE`.
+ */
 async function readText(file: string): Promise<string | undefined> {
   try {
-    return await readFile(file, 'utf8');
+    return await readBounded(file, CONFIG_LIMIT, `config file ${file}`);
   } catch (err) {
+    if (err instanceof CairnError && err.code === 'INVALID_INPUT') throw new CairnError('INVALID_INPUT', err.message, { driver: 'config', details: { file } });
+    if (err instanceof CairnError) throw new CairnError(err.code, `config file ${file} cannot be read: ${err.message}`, { driver: 'config', cause: err, details: { file } });
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     if ((err as NodeJS.ErrnoException).code === 'EISDIR') throw new CairnError('INVALID_INPUT', `config file ${file} is a directory`, { driver: 'config', cause: err, details: { file } });
     if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw new CairnError('INVALID_INPUT', `config file ${file}: a directory on its path is a file`, { driver: 'config', cause: err, details: { file } });
