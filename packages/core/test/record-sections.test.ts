@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { chunkedRig, expectCode, filledVolume, MiB } from './helpers.js';
-import { BackupManager, CairnError, ChunkedBackupService, MemoryObjectStore, RepositoryCatalog, type MemoryVolumeDriver } from '../src/index.js';
+import { chunkedRig, expectCode, filledVolume, gate, MiB } from './helpers.js';
+import { BackupManager, CairnError, ChunkedBackupService, MemoryObjectStore, RepositoryCatalog, type Catalog, type MemoryVolumeDriver } from '../src/index.js';
 
 // Two processes sharing one repository: each has its own Repository, catalog and manager (so no
 // in-process lock is shared), and only the repository's objects between them. (Recovery shares
@@ -26,6 +26,32 @@ function countDeletes(service: ChunkedBackupService, ms: number): { calls: strin
   };
   return seen;
 }
+
+/** Holds `backupId`'s section in `catalog` until `leave()` (which resolves once it has ended). */
+async function holdSection(catalog: Catalog, backupId: string): Promise<{ leave: () => Promise<void> }> {
+  const inside = gate();
+  const held = catalog.section(backupId, () => inside.arrive());
+  await inside.reached;
+  return { leave: () => (inside.release(), held) };
+}
+
+/** Makes the service's next backup wait at the start of its copy (`reached`) until `release()`. */
+function gateNextBackup(service: ChunkedBackupService): ReturnType<typeof gate> {
+  const g = gate();
+  const backup = service.backup.bind(service);
+  let first = true;
+  service.backup = async (job, source) => {
+    if (first) {
+      first = false;
+      await g.arrive();
+    }
+    return backup(job, source);
+  };
+  return g;
+}
+
+/** `p`, or `'still waiting'` after `ms`. */
+const within = <T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'> => Promise.race([p, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), ms))]);
 
 const outcome = (p: Promise<unknown>): Promise<string> =>
   p.then(
@@ -56,22 +82,13 @@ describe('record sections across processes sharing a repository', () => {
     const full = await a.manager.backup({ volumeId: v.id });
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
     // A's incremental waits at the start of its copy, having claimed its parent.
-    let arrived!: () => void;
-    let letGo!: () => void;
-    const atCopy = new Promise<void>((r) => (arrived = r));
-    const gate = new Promise<void>((r) => (letGo = r));
-    const backup = a.service.backup.bind(a.service);
-    a.service.backup = async (job, source) => {
-      arrived();
-      await gate;
-      return backup(job, source);
-    };
+    const copy = gateNextBackup(a.service);
     const inc = a.manager.backup({ volumeId: v.id, incremental: true });
-    await atCopy;
+    await copy.reached;
     const err = await b.manager.deleteBackup(full.id).then(() => undefined, (e: unknown) => e);
     expect(err).toMatchObject({ code: 'CONFLICT', details: { backupId: full.id } });
     const child = (err as { details: { childId: string } }).details.childId;
-    letGo();
+    copy.release();
     expect(await inc).toMatchObject({ id: child, parentId: full.id, status: 'available' });
     await b.manager.deleteBackup(full.id);
     await expectCode(b.manager.getBackup(full.id), 'NOT_FOUND');
@@ -82,26 +99,13 @@ describe('record sections across processes sharing a repository', () => {
     const v = await filledVolume(a.volumes, 2 * MiB);
     const f1 = await a.manager.backup({ volumeId: v.id });
     // F2 holds the volume, waiting in its copy; the incremental queues behind it.
-    let arrived!: () => void;
-    let letGo!: () => void;
-    const atCopy = new Promise<void>((r) => (arrived = r));
-    const gate = new Promise<void>((r) => (letGo = r));
-    const backup = a.service.backup.bind(a.service);
-    let first = true;
-    a.service.backup = async (job, source) => {
-      if (first) {
-        first = false;
-        arrived();
-        await gate;
-      }
-      return backup(job, source);
-    };
+    const copy = gateNextBackup(a.service);
     // Requested together, before either holds the volume.
     const f2 = a.manager.backup({ volumeId: v.id });
     const inc = a.manager.backup({ volumeId: v.id, incremental: true });
-    await atCopy;
+    await copy.reached;
     await a.manager.deleteBackup(f1.id);
-    letGo();
+    copy.release();
     const done = await f2;
     expect(await inc).toMatchObject({ parentId: done.id, status: 'available' });
   });
@@ -111,19 +115,14 @@ describe('record sections across processes sharing a repository', () => {
     const v = await filledVolume(a.volumes, 2 * MiB);
     const full = await a.manager.backup({ volumeId: v.id });
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
-    let entered!: () => void;
-    let leave!: () => void;
-    const inside = new Promise<void>((r) => (entered = r));
-    const held = b.catalog.section(full.id, () => (entered(), new Promise<void>((r) => (leave = r))));
-    await inside;
+    const held = await holdSection(b.catalog, full.id);
     const controller = new AbortController();
-    const inc = a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }).then(() => 'resolved', (e: { code?: string }) => String(e.code));
+    const inc = outcome(a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }));
     await new Promise((r) => setTimeout(r, 300));
     controller.abort();
-    const outcome = await Promise.race([inc, new Promise((r) => setTimeout(() => r('still waiting'), 3_000))]);
-    leave();
-    await held;
-    expect(outcome).toBe('CANCELLED');
+    const ended = await within(inc, 3_000);
+    await held.leave();
+    expect(ended).toBe('CANCELLED');
   });
 
   it("a section's lock whose delete failed once is deleted by a retry: the backup's next section does not wait for it", async () => {
@@ -177,15 +176,10 @@ describe('record sections across processes sharing a repository', () => {
     const catalog = new RepositoryCatalog(a.service.repository);
     await catalog.putVolumeState({ volumeId: v.id, status: 'error_restoring', previousStatus: 'available', backupId: full.id, since: new Date().toISOString() });
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
-    let leave!: () => void;
-    let entered!: () => void;
-    const inside = new Promise<void>((r) => (entered = r));
-    const held = b.catalog.section(full.id, () => (entered(), new Promise<void>((r) => (leave = r))));
-    await inside;
+    const held = await holdSection(b.catalog, full.id);
     const started = Date.now();
-    const report = await Promise.race([a.manager.recover(), new Promise((r) => setTimeout(() => r('still waiting'), 3_000))]);
-    leave();
-    await held;
+    const report = await within(a.manager.recover(), 3_000);
+    await held.leave();
     expect(report).not.toBe('still waiting');
     expect(Date.now() - started).toBeLessThan(2_000);
     expect(await catalog.getVolumeState(v.id)).toMatchObject({ status: 'error_restoring' });
@@ -215,19 +209,14 @@ describe('record sections across processes sharing a repository', () => {
       return new Promise((_, reject) => job.signal.addEventListener('abort', () => reject(job.signal.reason), { once: true }));
     };
     const controller = new AbortController();
-    const inc = a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }).then(() => 'resolved', (e: { code?: string }) => String(e.code));
+    const inc = outcome(a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }));
     await atCopy;
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
-    let leave!: () => void;
-    let entered!: () => void;
-    const inside = new Promise<void>((r) => (entered = r));
-    const held = b.catalog.section(full.id, () => (entered(), new Promise<void>((r) => (leave = r))));
-    await inside;
+    const held = await holdSection(b.catalog, full.id);
     controller.abort();
-    const outcome = await Promise.race([inc, new Promise((r) => setTimeout(() => r('still waiting'), 3_000))]);
-    leave();
-    await held;
-    expect(outcome).toBe('CANCELLED');
+    const ended = await within(inc, 3_000);
+    await held.leave();
+    expect(ended).toBe('CANCELLED');
   });
 
   it('a section holds a record lock of the repository while it runs and removes it after, also when it fails; GC is not held up by it', async () => {
