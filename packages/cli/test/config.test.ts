@@ -81,6 +81,20 @@ describe('cairn config', () => {
     }
   });
 
+  it('an empty cairn.config.json left by a killed init, beside a cairn.config.yaml, is INVALID_INPUT saying to remove it to use the YAML', async () => {
+    const dir = join(cwd, 'shadowed-config');
+    await mkdir(dir);
+    await writeFile(join(dir, 'cairn.config.json'), '');
+    await writeFile(join(dir, 'cairn.config.yaml'), 'version: 1\n');
+    const r = await cairn(['volume', 'list', '--json'], { cwd: dir });
+    expect(r.code).toBe(2);
+    expect(jsonError(r)).toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringContaining(`remove it to use ${join(dir, 'cairn.config.yaml')}`),
+      details: { file: join(dir, 'cairn.config.json'), shadowed: join(dir, 'cairn.config.yaml') },
+    });
+  });
+
   it('malformed YAML is INVALID_INPUT (exit 2) naming the file in the message and details.file, and where: line and column in both', async () => {
     const cases = [
       { name: 'indent.yaml', body: 'volumeDrivers:\n  disks:\n    plugin: file\n   options: { directory: x }\n', line: 4, column: 1 },

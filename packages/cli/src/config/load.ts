@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CairnError } from '@cairn/core';
 import type { z } from 'zod';
@@ -47,10 +48,16 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
     if (text === undefined) throw new CairnError('NOT_FOUND', `config file ${file} does not exist`, { driver: 'config', details: { file } });
     return fromText(file, text);
   }
-  for (const name of CONFIG_NAMES) {
+  for (const [i, name] of CONFIG_NAMES.entries()) {
     const file = resolve(cwd, name);
     const text = await readText(file);
-    if (text !== undefined) return fromText(file, text);
+    if (text === undefined) continue;
+    if (text.trim() === '') {
+      // An unfinished init's file found first shadows a config written by hand beside it: say so.
+      const shadowed = await firstPresent(CONFIG_NAMES.slice(i + 1).map((n) => resolve(cwd, n)));
+      if (shadowed) throw emptyConfig(file, shadowed);
+    }
+    return fromText(file, text);
   }
   const config = embeddedDefaults(cwd);
   return { file: undefined, config, stateDir: config.stateDir };
@@ -77,10 +84,7 @@ export function fromText(file: string, text: string): LoadedConfig {
  * it is what `cairn init` holds while it writes the config, or leaves when it is killed.
  */
 function parseText(file: string, text: string): unknown {
-  if (text.trim() === '') {
-    const message = `config file ${file} is empty: a \`cairn init\` is still writing it, or one was killed before it finished; run \`cairn init --force\` or write the config`;
-    throw new CairnError('INVALID_INPUT', message, { driver: 'config', details: { file } });
-  }
+  if (text.trim() === '') throw emptyConfig(file);
   if (/\.ya?ml$/i.test(file)) {
     const r = parseYamlDocument(text);
     if ('value' in r) return r.value;
@@ -92,6 +96,31 @@ function parseText(file: string, text: string): unknown {
   } catch (cause) {
     throw new CairnError('INVALID_INPUT', `${file}: not valid JSON: ${(cause as Error).message}`, { driver: 'config', cause, details: { file } });
   }
+}
+
+/**
+ * INVALID_INPUT for an empty config file: what `cairn init` holds while it writes the config, or
+ * leaves when it is killed. With `shadowed`, a config file found after it in the working
+ * directory, which the empty one hides: the advice is then to remove the empty one.
+ */
+function emptyConfig(file: string, shadowed?: string): CairnError {
+  const advice = shadowed
+    ? `remove it to use ${shadowed}, or run \`cairn init --force\``
+    : 'run `cairn init --force` or write the config';
+  const message = `config file ${file} is empty: a \`cairn init\` is still writing it, or one was killed before it finished; ${advice}`;
+  return new CairnError('INVALID_INPUT', message, { driver: 'config', details: { file, ...(shadowed ? { shadowed } : {}) } });
+}
+
+/** The first of `files` that exists (a stat that fails otherwise than ENOENT counts as existing). */
+async function firstPresent(files: string[]): Promise<string | undefined> {
+  for (const f of files) {
+    const missing = await stat(f).then(
+      () => false,
+      (err: NodeJS.ErrnoException) => err.code === 'ENOENT' || err.code === 'ENOTDIR',
+    );
+    if (!missing) return f;
+  }
+  return undefined;
 }
 
 /** One INVALID_INPUT listing every issue as `<file>: <path>: <what is expected>`. */
