@@ -6,12 +6,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
-import { chunk, fakeServer, offsetData } from './helpers/raw-nbd.js';
+import { chunk, DONE, fakeServer, OFFSET_DATA, offsetData } from './helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
 const HOUR = 3600_000;
-const DONE = 1;
-const OFFSET_DATA = 1;
 
 const scripted = new ScriptedServers('nbd-clk-');
 

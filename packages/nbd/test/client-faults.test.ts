@@ -6,13 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdBlockDevice, NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
 import { tempDir } from './helpers/peers.js';
-import { chunk, fakeServer, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
+import { BLOCK_STATUS, chunk, DONE, fakeServer, OFFSET_DATA, OFFSET_HOLE, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
-const DONE = 1;
-const OFFSET_DATA = 1;
-const OFFSET_HOLE = 2;
-const BLOCK_STATUS = 5;
 const CONTEXT_ID = 7;
 
 let dir: { path: string; remove: () => Promise<void> };

@@ -6,20 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome } from './helpers/outcome.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
-import { chunk, errorBody, fakeServer, offsetData, offsetHole, simpleReplyTo, statusBody, type FakeServerOptions } from './helpers/raw-nbd.js';
+import { BLOCK_STATUS, chunk, DONE, EINVAL, ERROR, ERROR_OFFSET, errorBody, fakeServer, NONE, OFFSET_DATA, OFFSET_HOLE, offsetData, offsetHole, simpleReplyTo, statusBody, type FakeServerOptions } from './helpers/raw-nbd.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const DONE = 1;
-const NONE = 0;
-const OFFSET_DATA = 1;
-const OFFSET_HOLE = 2;
-const BLOCK_STATUS = 5;
-const ERROR = 0x8001;
-const ERROR_OFFSET = 0x8002;
 /** An error chunk type proto.md does not define (bit 15 set). */
 const ERROR_UNKNOWN = 0x8003;
-const EINVAL = 22;
 const CONTEXT_ID = 7;
 /** A second negotiated context, and an id the server never granted. */
 const BITMAP = 'qemu:dirty-bitmap:cp1';

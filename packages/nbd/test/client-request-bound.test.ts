@@ -5,15 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
-import { chunk, errorBody, fakeServer, offsetData } from './helpers/raw-nbd.js';
+import { chunk, DONE, EINVAL, ERROR_OFFSET, errorBody, fakeServer, NONE, OFFSET_DATA, offsetData } from './helpers/raw-nbd.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const DONE = 1;
-const NONE = 0;
-const OFFSET_DATA = 1;
-const ERROR_OFFSET = 0x8002;
-const EINVAL = 22;
 const TIMEOUT = 300;
 
 const scripted = new ScriptedServers('nbd-rb-');

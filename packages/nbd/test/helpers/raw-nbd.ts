@@ -1,6 +1,20 @@
 // Hand-built NBD frames for protocol-violation tests, independent of the package's own codec.
 import net from 'node:net';
 
+// Numbers as proto.md gives them, written here rather than taken from the package, so the tests
+// hold the package to the spec.
+/** Reply flag: the last chunk of a structured reply. */
+export const DONE = 1;
+/** Structured reply chunk types. */
+export const NONE = 0;
+export const OFFSET_DATA = 1;
+export const OFFSET_HOLE = 2;
+export const BLOCK_STATUS = 5;
+export const ERROR = 0x8001;
+export const ERROR_OFFSET = 0x8002;
+/** The error value for an invalid argument. */
+export const EINVAL = 22;
+
 /** A socket with exact-length awaited reads. */
 export class RawSocket {
   private chunks: Buffer[] = [];
