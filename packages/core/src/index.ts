@@ -47,6 +47,7 @@ export { ChunkList } from './repository/chunk-list.js';
 export { ChunkMap, ChunkWindow, PAGE_CHUNKS } from './repository/chunk-map.js';
 export { linkIfAbsent, syncDir, tempPathBeside, writeFileAtomic, writeNewFileDurably } from './util/durable-file.js';
 export { makeDirectories, type MakeDirectoriesOptions } from './util/make-directories.js';
+export { readBounded } from './util/read-bounded.js';
 export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';
 export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';

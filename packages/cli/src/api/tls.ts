@@ -1,7 +1,6 @@
 import { resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { CairnError, toCairnError } from '@cairn/core';
-import { readBounded } from '../io/input-file.js';
+import { CairnError, readBounded, toCairnError } from '@cairn/core';
 
 /** The most a certificate chain or key file may hold (PEM; a long chain is tens of KiB). */
 const TLS_FILE_LIMIT = 1024 * 1024;
@@ -25,7 +24,7 @@ export async function loadTls(certFile: string | undefined, keyFile: string | un
   const read = async (file: string, what: string) => {
     const path = resolve(file);
     try {
-      return Buffer.from(await readBounded(path, TLS_FILE_LIMIT, `TLS ${what} ${path}`));
+      return await readBounded(path, TLS_FILE_LIMIT, `TLS ${what} ${path}`);
     } catch (err) {
       const e = toCairnError(err); // ENOENT: NOT_FOUND; EACCES, EPERM: UNAVAILABLE; EISDIR: INVALID_INPUT
       throw new CairnError(e.code, `cannot read the TLS ${what} ${path}: ${e.message}`, { cause: err });

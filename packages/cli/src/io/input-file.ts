@@ -1,6 +1,6 @@
-import { access, constants, open, stat } from 'node:fs/promises';
+import { access, constants, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { CairnError } from '@cairn/core';
+import { CairnError, readBounded as readBoundedBytes } from '@cairn/core';
 
 /**
  * Checks, before any work, that `file` (an input a command was given: an image, an archive, a
@@ -38,34 +38,13 @@ export function accessError(err: unknown, file: string, doing: 'read' | 'write',
 
 /**
  * Reads `input` (a file path, or a stream such as stdin) whole, as UTF-8, refusing more than
- * `limit` bytes with `INVALID_INPUT` (details.limit) as soon as they arrive: a small document
- * (an exported record) must not be read from an endless source (/dev/zero, a runaway pipe) until
- * memory runs out. Read errors of a path are as accessError maps them.
+ * `limit` bytes with `INVALID_INPUT` (core's readBounded). Read errors of a path are as
+ * accessError maps them.
  */
 export async function readBounded(input: string | Readable, limit: number, what: string): Promise<string> {
-  const parts: Buffer[] = [];
-  let length = 0;
-  const take = (p: Buffer): void => {
-    length += p.length;
-    if (length > limit) throw new CairnError('INVALID_INPUT', `${what} is larger than ${limit} bytes`, { details: { limit, ...(typeof input === 'string' ? { file: input } : {}) } });
-    parts.push(p);
-  };
-  if (typeof input !== 'string') {
-    for await (const p of input) take(p as Buffer);
-    return Buffer.concat(parts).toString('utf8');
-  }
-  const fh = await open(input, 'r').catch((err: unknown) => Promise.reject(accessError(err, input, 'read')));
   try {
-    const buf = Buffer.allocUnsafe(64 * 1024);
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      take(Buffer.from(buf.subarray(0, bytesRead)));
-    }
+    return (await readBoundedBytes(input, limit, what)).toString('utf8');
   } catch (err) {
-    throw accessError(err, input, 'read');
-  } finally {
-    await fh.close().catch(() => {});
+    throw typeof input === 'string' ? accessError(err, input, 'read') : err;
   }
-  return Buffer.concat(parts).toString('utf8');
 }

@@ -11,8 +11,8 @@
  *   an I/O error (EIO), no file descriptors left, or any other failure (the errno in
  *   `details.errno`).
  */
-import { open } from 'node:fs/promises';
 import { CairnError } from '../errors.js';
+import { readBounded } from '../util/read-bounded.js';
 
 /** The most a secret file may hold. */
 export const MAX_SECRET_BYTES = 64 * 1024;
@@ -20,24 +20,9 @@ export const MAX_SECRET_BYTES = 64 * 1024;
 export async function readSecretFile(file: string): Promise<string> {
   let content: Buffer;
   try {
-    const handle = await open(file, 'r');
-    try {
-      const buffer = Buffer.alloc(MAX_SECRET_BYTES + 1);
-      let length = 0;
-      for (;;) {
-        const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
-        if (bytesRead === 0) break;
-        length += bytesRead;
-        if (length > MAX_SECRET_BYTES) {
-          throw new CairnError('INVALID_INPUT', `secret file ${file} holds more than ${MAX_SECRET_BYTES} bytes: not a secret`, { driver: 'registry', details: { file } });
-        }
-      }
-      content = buffer.subarray(0, length);
-    } finally {
-      await handle.close();
-    }
+    content = await readBounded(file, MAX_SECRET_BYTES, `secret file ${file}`);
   } catch (cause) {
-    if (cause instanceof CairnError) throw cause;
+    if (cause instanceof CairnError) throw new CairnError(cause.code, cause.message, { driver: 'registry', details: cause.details });
     throw secretFileError(file, cause);
   }
   return content.toString('utf8').replace(/\r?\n$/, '');
