@@ -107,9 +107,11 @@ export async function recoverInFlight(deps: {
       } else if (b.status === 'restoring') {
         await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
         report.restoredBackups.push(b.id);
-      } else if (b.status === 'deleting' && deps.finishDelete && deps.canFinishDelete && !deps.canFinishDelete(b)) {
-        report.errors.push(`${b.id}: NOT_FOUND its target ${b.service} is not configured here: its delete is left to a process that has it`);
       } else if (b.status === 'deleting' && deps.finishDelete) {
+        if (deps.canFinishDelete?.(b) === false) {
+          report.errors.push(`${b.id}: NOT_FOUND its target ${b.service} is not configured here: its delete is left to a process that has it`);
+          return;
+        }
         // Taken over in the section (this process its owner, the record held), resumed after it:
         // the data delete may be long, and other processes' sections on the record must not wait
         // for it. They find a live owner and leave it alone.
