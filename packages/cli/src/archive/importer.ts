@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import {
   assertDescription,
-  assertDisplayName,
+  assertStoredName,
   CairnError,
   ChunkedBackupService,
   currentOwner,
@@ -213,8 +213,8 @@ export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord,
   const name = str(r.name);
   const volumeName = str(r.volumeName);
   const description = str(r.description);
-  if (name !== '') assertDisplayName(name, 'name', 'archive');
-  if (volumeName !== '') assertDisplayName(volumeName, 'volumeName', 'archive');
+  assertStoredName(name, 'name', 'archive');
+  assertStoredName(volumeName, 'volumeName', 'archive');
   assertDescription(description, 'description', 'archive');
   return { id: r.id, name, description, volumeId: r.volumeId, volumeName, volumeMetadata: metadata, createdAt };
 }

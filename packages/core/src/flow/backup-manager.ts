@@ -9,7 +9,7 @@ import { byCreation } from '../memory/memory-catalog.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
-import { assertDescription, assertDisplayName } from '../util/validate.js';
+import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
 import { holdCount, holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
@@ -786,7 +786,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
     const record = await this.target(service).importRecord(exported);
     // The labels are the document's: held to the rules backup() holds a caller's to.
-    if (record.name !== '') assertDisplayName(record.name, 'name');
+    assertStoredName(record.name, 'name');
     assertDescription(record.description, 'description');
     const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
     await this.catalog.putBackup(imported, { ifAbsent: true });

@@ -92,6 +92,14 @@ export function assertDisplayName(value: unknown, field: string, driver?: string
 }
 
 /**
+ * Throws INVALID_INPUT as assertDisplayName does, unless `value` is a name as a record stores it:
+ * a display name, or `''` for none given (what imported documents and archives carry).
+ */
+export function assertStoredName(value: unknown, field: string, driver?: string): asserts value is string {
+  if (value !== '') assertDisplayName(value, field, driver);
+}
+
+/**
  * Throws INVALID_INPUT (details `{ field, reason, ... }`) unless `value` is a description: a
  * string (may be empty) of at most 255 code points with no C0/C1 control character other than
  * newline (U+000A) and tab (U+0009), which descriptions may hold.
