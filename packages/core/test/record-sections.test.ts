@@ -296,3 +296,53 @@ describe('record sections across processes sharing a repository', () => {
     expect(order).toEqual(['a in', 'a out', 'b in']);
   });
 });
+
+describe("a section whose record lock lapses (its refresh failed until it expired)", () => {
+  /** A store on which every refresh (overwrite) of a record lock fails while `outage` is set. */
+  function refreshOutage(store: MemoryObjectStore): { outage: boolean } {
+    const state = { outage: false };
+    const put = store.put.bind(store);
+    store.put = async (key, data, options) => {
+      if (state.outage && key.startsWith('locks/record-') && !options?.ifAbsent) throw new CairnError('UNAVAILABLE', 'store outage', { driver: 'mem' });
+      return put(key, data, options);
+    };
+    return state;
+  }
+
+  it("refuses the section's writes with BUSY and writes nothing; a section whose refreshes land writes as usual", async () => {
+    const store = new MemoryObjectStore('mem');
+    const a = await chunkedRig(store);
+    const v = await filledVolume(a.volumes, 2 * MiB);
+    const backup = await a.manager.backup({ volumeId: v.id });
+    const outage = refreshOutage(store);
+    const catalog = new RepositoryCatalog(a.service.repository, { recordLockTtlMs: 300 });
+    const slowWrite = (description: string) =>
+      catalog.section(backup.id, async () => {
+        await new Promise((r) => setTimeout(r, 600)); // two lifetimes: refreshed twice, or lapsed
+        await catalog.putBackup({ ...(await catalog.getBackup(backup.id)), description });
+      });
+    await slowWrite('refreshed');
+    expect((await catalog.getBackup(backup.id)).description).toBe('refreshed');
+    outage.outage = true;
+    const err = await slowWrite('lapsed').then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'BUSY' });
+    expect((await catalog.getBackup(backup.id)).description).toBe('refreshed');
+    // The volume state and deletes are refused the same way; a nested section's writes check the outer one's lock.
+    const refused = await catalog.section(backup.id, async () => {
+      await new Promise((r) => setTimeout(r, 600));
+      return Promise.all([
+        outcome(catalog.deleteBackup(backup.id)),
+        outcome(catalog.clearVolumeState(v.id)),
+        outcome(catalog.putVolumeState({ volumeId: v.id, status: 'error_restoring', previousStatus: 'available', backupId: backup.id, since: new Date().toISOString() })),
+        outcome(catalog.section('another-backup', () => catalog.putBackup({ ...backup, id: 'another-backup' }))),
+      ]);
+    });
+    expect(refused).toEqual(['BUSY', 'BUSY', 'BUSY', 'BUSY']);
+    await catalog.getBackup(backup.id);
+    await expectCode(catalog.getBackup('another-backup'), 'NOT_FOUND');
+    // Writes outside any section are the catalog's usual ones.
+    outage.outage = false;
+    await catalog.putBackup({ ...backup, description: 'after' });
+    expect((await catalog.getBackup(backup.id)).description).toBe('after');
+  });
+});

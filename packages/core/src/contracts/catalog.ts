@@ -44,7 +44,8 @@ export interface Catalog {
    * holder that dies frees it (on its host at once, elsewhere within the catalog's bound: the
    * repository's catalog, 30 s). It rejects with `CANCELLED` when `signal` aborts while it waits
    * (once fn runs, the signal is fn's business), and with the catalog's errors (`UNAVAILABLE`)
-   * when it cannot be taken.
+   * when it cannot be taken. A catalog whose sections can lapse (a lock that could not be
+   * refreshed in time) refuses fn's writes with `BUSY` from then on, writing nothing.
    */
   section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** The flow state laid over a volume, if any. */

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
 import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
@@ -31,6 +32,13 @@ async function releaseWithRetries(lock: LockHandle): Promise<void> {
       await new Promise((r) => setTimeout(r, 50 * 4 ** attempt));
     }
   }
+}
+
+/** A section's lock, as the writes made within the section see it. */
+interface HeldSection {
+  lock: LockHandle;
+  /** Set once the section is over: writes from work it started and left running check it no more. */
+  ended: boolean;
 }
 
 /** Records read at once when a listing reads several. */
@@ -76,8 +84,14 @@ export function volumeEntryKey(record: Pick<BackupRecord, 'volumeId' | 'createdA
  */
 export class RepositoryCatalog implements Catalog {
   private readonly sections = new KeyedMutex();
+  /** The sections (outermost first) whose `fn` the current async context runs in. */
+  private readonly inSection = new AsyncLocalStorage<readonly HeldSection[]>();
 
-  constructor(private readonly repo: Repository) {}
+  constructor(
+    private readonly repo: Repository,
+    /** `recordLockTtlMs`: a section lock's lifetime without a refresh (default RECORD_LOCK_TTL_MS). */
+    private readonly options: { recordLockTtlMs?: number } = {},
+  ) {}
 
   /**
    * Writes the record's volume entry, then the record. A refused `ifAbsent` write leaves the
@@ -87,6 +101,7 @@ export class RepositoryCatalog implements Catalog {
    * but listings read that record as CORRUPT anyway).
    */
   async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+    this.assertSectionsHeld();
     const entry = volumeEntryKey(record);
     if (!options.ifAbsent) {
       await this.repo.store.put(entry, Buffer.alloc(0));
@@ -138,6 +153,7 @@ export class RepositoryCatalog implements Catalog {
 
   /** Removes the record, then its volume entry. Idempotent. */
   async deleteBackup(backupId: string): Promise<void> {
+    this.assertSectionsHeld();
     const record = await this.read<BackupRecord>(PREFIX.backups, backupId).catch((err: unknown) => {
       if (isCairnError(err) && err.code === 'CORRUPT') return undefined; // a damaged record still goes
       throw err;
@@ -152,15 +168,23 @@ export class RepositoryCatalog implements Catalog {
    * store). Waits while another live holder has it; a dead holder's lock is stale and blocks
    * nothing on its host, and lapses within RECORD_LOCK_TTL_MS elsewhere (the lock is refreshed
    * every third of that while fn runs).
+   *
+   * Every write fn makes through this catalog (records, volume entries, volume states, deletes)
+   * first checks the locks of the sections it runs in, this one and those it is nested in: `BUSY`,
+   * and nothing written, when one may have lapsed (its refresh did not land before it expired, as
+   * in a store outage during a long section such as a reset's verify), because another process
+   * may then have entered that section and changed what fn checked.
    */
   section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     return this.sections.run(
       backupId,
       async () => {
-        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: RECORD_LOCK_TTL_MS });
+        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: this.options.recordLockTtlMs ?? RECORD_LOCK_TTL_MS });
+        const held: HeldSection = { lock, ended: false };
         try {
-          return await fn();
+          return await this.inSection.run([...(this.inSection.getStore() ?? []), held], fn);
         } finally {
+          held.ended = true;
           await releaseWithRetries(lock);
         }
       },
@@ -182,6 +206,7 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async putVolumeState(state: VolumeFlowState, options: CatalogPutOptions = {}): Promise<void> {
+    this.assertSectionsHeld();
     try {
       await this.write(PREFIX.volumes, state.volumeId, state, { ifAbsent: options.ifAbsent });
     } catch (err) {
@@ -193,7 +218,13 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async clearVolumeState(volumeId: string): Promise<void> {
+    this.assertSectionsHeld();
     await this.repo.store.delete(PREFIX.volumes + volumeId);
+  }
+
+  /** `BUSY` when a lock of a running section the caller is in may have lapsed (see `section`). */
+  private assertSectionsHeld(): void {
+    for (const s of this.inSection.getStore() ?? []) if (!s.ended) s.lock.assertHeld();
   }
 
   /** Whether every record has its volume entry (format 3 and later). */
