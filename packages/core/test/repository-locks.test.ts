@@ -83,6 +83,69 @@ describe('a held lock', () => {
   });
 });
 
+describe("a lock's release", () => {
+  it('retries a delete that failed: a backup whose lock delete failed once succeeds and leaves no lock behind', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: { N: 1024, r: 8, p: 1 } } });
+    const volumes = new MemoryVolumeDriver();
+    const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    const v = await filledVolume(volumes, 2 * MiB, 52);
+    const del = store.delete.bind(store);
+    const failed: string[] = [];
+    store.delete = async (key) => {
+      // The first delete of each of the backup's two locks (shared, volume) fails, as in a store hiccup.
+      if (key.startsWith('locks/') && !key.startsWith('locks/record-') && !failed.includes(key)) {
+        failed.push(key);
+        throw new CairnError('UNAVAILABLE', 'store hiccup', { driver: 'mem' });
+      }
+      return del(key);
+    };
+    const backup = await manager.backup({ volumeId: v.id });
+    expect(backup.status).toBe('available');
+    expect(failed).toHaveLength(2);
+    expect(await service.repository.locks.list()).toEqual([]);
+    await service.close();
+  });
+
+  it('that keeps failing rejects with the store\'s error after three tries; the lock is no longer refreshed, and a later release deletes it', async () => {
+    const store = new MemoryObjectStore('mem');
+    const locks = new RepositoryLocks(store, 300);
+    const a = await locks.acquire('shared', { purpose: 'a' });
+    const del = store.delete.bind(store);
+    let attempts = 0;
+    store.delete = async (key) => {
+      attempts++;
+      throw new CairnError('UNAVAILABLE', `store down (${key})`, { driver: 'mem' });
+    };
+    await expect(a.release()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(attempts).toBe(3);
+    store.delete = del;
+    await sleep(450); // not refreshed: lapsed, so stale to others
+    expect((await locks.list()).map((l) => l.stale)).toEqual([true]);
+    await a.release(); // tried again, now deleted
+    expect(await locks.list()).toEqual([]);
+  });
+});
+
+describe("a backup's locks", () => {
+  it("are each released when the other's delete keeps failing: the shared lock does not stay to hold GC up", async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: { N: 1024, r: 8, p: 1 } } });
+    const volumes = new MemoryVolumeDriver();
+    const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    const v = await filledVolume(volumes, 2 * MiB, 53);
+    const del = store.delete.bind(store);
+    store.delete = async (key) => {
+      const doc = key.startsWith('locks/') && !key.startsWith('locks/record-') ? JSON.parse((await store.get(key)).toString('utf8')) as { kind: string } : undefined;
+      if (doc?.kind === 'volume') throw new CairnError('UNAVAILABLE', 'store refuses this delete', { driver: 'mem' });
+      return del(key);
+    };
+    await expect(manager.backup({ volumeId: v.id })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect((await service.repository.locks.list()).map((l) => l.kind)).toEqual(['volume']);
+    await service.close();
+  });
+});
+
 describe('restore and verify', () => {
   it('wait while GC holds the exclusive lock, and hold the shared lock while they run', async () => {
     const store = new MemoryObjectStore('mem');

@@ -21,9 +21,8 @@ import { Keys, type Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
 import { Repository, type InitOptions, type OpenOptions } from './repository.js';
 import { restoreBackup } from './restorer.js';
-import type { LockHandle } from './repository-locks.js';
+import { releaseAll, type LockHandle, type LockInfo } from './repository-locks.js';
 import { verifyBackups } from './verifier.js';
-import type { LockInfo } from './repository-locks.js';
 
 const RECORD_FORMAT = 'cairn-record/1';
 
@@ -117,8 +116,7 @@ export class ChunkedBackupService implements BackupService {
           await indexReady.catch(() => undefined); // its failure, if any, was raised by writeBackup
         }
       } finally {
-        await volumeLock.release();
-        await shared.release();
+        await releaseAll([volumeLock, shared]);
       }
     });
   }
@@ -139,7 +137,7 @@ export class ChunkedBackupService implements BackupService {
     for (const t of taking) t.catch(() => stop.abort());
     const [a, b] = await Promise.allSettled(taking);
     if (a!.status === 'fulfilled' && b!.status === 'fulfilled') return [a!.value, b!.value];
-    for (const r of [a!, b!]) if (r.status === 'fulfilled') await r.value.release();
+    await releaseAll([a!, b!].flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
     // The first real failure, not the abort it caused in the other.
     const reasons = [a!, b!].filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
     throw reasons.find((e) => !(isCairnError(e) && e.code === 'CANCELLED' && !job.signal?.aborted)) ?? reasons[0];

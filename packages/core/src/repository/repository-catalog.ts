@@ -19,19 +19,11 @@ const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/', byVol
 export const RECORD_LOCK_TTL_MS = 30_000;
 
 /**
- * Deletes a section's lock, trying three times: a lock left behind blocks every section of that
- * backup, this process's too, until it lapses. What fn wrote stands either way, so a delete that
- * keeps failing is left to the lock's expiry (it is no longer refreshed).
+ * Deletes a section's lock (the release tries three times). What fn wrote stands either way, so a
+ * delete that keeps failing is left to the lock's expiry (it is no longer refreshed).
  */
-async function releaseWithRetries(lock: LockHandle): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await lock.release();
-    } catch {
-      if (attempt === 2) return;
-      await new Promise((r) => setTimeout(r, 50 * 4 ** attempt));
-    }
-  }
+async function releaseSection(lock: LockHandle): Promise<void> {
+  await lock.release().catch(() => undefined);
 }
 
 /** A section's lock, as the writes made within the section see it. */
@@ -185,7 +177,7 @@ export class RepositoryCatalog implements Catalog {
           return await this.inSection.run([...(this.inSection.getStore() ?? []), held], fn);
         } finally {
           held.ended = true;
-          await releaseWithRetries(lock);
+          await releaseSection(lock);
         }
       },
       signal,

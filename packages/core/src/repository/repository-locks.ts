@@ -34,7 +34,12 @@ export interface LockHandle {
    * be gone.
    */
   assertHeld(): void;
-  /** Stops refreshing the lock and deletes it. Idempotent; after a delete that failed, a call tries it again. */
+  /**
+   * Stops refreshing the lock and deletes it, trying the delete up to three times (a lock left
+   * behind blocks its conflicts until it expires). Rejects with the store's error when every try
+   * failed; the lock is then left to expire. Idempotent; after a release that failed, a call tries
+   * the delete again.
+   */
   release(): Promise<void>;
 }
 
@@ -198,9 +203,27 @@ export class RepositoryLocks {
         if (deleted) return;
         clearInterval(timer);
         await refreshing; // a refresh landing after the delete would resurrect the lock
-        await this.store.delete(Keys.lock(doc.id));
+        await deleteWithRetries(this.store, Keys.lock(doc.id));
         deleted = true;
       },
     };
+  }
+}
+
+/** Releases every lock in `locks`, each whatever the others' releases do; rejects with the first failure. */
+export async function releaseAll(locks: readonly LockHandle[]): Promise<void> {
+  const failed = (await Promise.allSettled(locks.map((l) => l.release()))).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/** Deletes `key`, trying three times 50 and 200 ms apart; rejects with the last try's error. */
+async function deleteWithRetries(store: ObjectStore, key: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await store.delete(key);
+    } catch (err) {
+      if (attempt === 2) throw err;
+      await new Promise((r) => setTimeout(r, 50 * 4 ** attempt));
+    }
   }
 }
