@@ -31,6 +31,20 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** Packages with compiled parts: never bundled. */
 export const NATIVE = ['zstd-napi', 'lz4-napi', 'fs-ext'];
 
+/**
+ * Packages whose `main` is a UMD build that requires its parts through a wrapper esbuild cannot
+ * follow (the bundle would fail at run time with "Cannot find module './impl/…'"): bundled from
+ * their ES build (`module`) instead. Node itself, running dist unbundled, loads `main` as usual.
+ */
+const ESM_BUILD = { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' };
+const esmBuilds = {
+  name: 'esm-builds',
+  setup(b) {
+    const names = Object.keys(ESM_BUILD).map((n) => n.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&'));
+    b.onResolve({ filter: new RegExp(`^(${names.join('|')})$`) }, (args) => b.resolve(ESM_BUILD[args.path], { kind: args.kind, resolveDir: args.resolveDir }));
+  },
+};
+
 /** Bundles `entry` to `<outdir>/<name>.js`, and the chunk worker beside it. */
 export async function bundleProgram({ entry, outdir, name }) {
   mkdirSync(outdir, { recursive: true });
@@ -44,6 +58,7 @@ export async function bundleProgram({ entry, outdir, name }) {
     logLevel: 'warning',
     write: false,
     metafile: true,
+    plugins: [esmBuilds],
     // Bundled CommonJS modules call require(); an ES module has none of its own.
     banner: { js: "import { createRequire as __cairnRequire } from 'node:module'; const require = __cairnRequire(import.meta.url);" },
   };

@@ -31,7 +31,7 @@ describe.skipIf(!isRoot)('writing to a full disk or a missing directory', () => 
     await removeDir(cwd);
   });
 
-  it('backup export onto a full disk fails with UNAVAILABLE (exit 6) and removes <file>.partial', async () => {
+  it('backup export onto a full disk fails with UNAVAILABLE (exit 6) and removes its temporary file', async () => {
     const r = await run(['backup', 'export', backupId, '--archive', join(full, 'x.tar'), '--json']);
     expect(r.code, r.stderr).toBe(6);
     expect(jsonError(r).code).toBe('UNAVAILABLE');

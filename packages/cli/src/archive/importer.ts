@@ -98,8 +98,10 @@ async function fillClaimed(
   let writing = false;
   let finished = false;
   try {
-    const { manifest, staging, vmConfig } = await readArchive(file);
+    const { manifest, staging, vmConfig } = await readArchive(file, { signal: options.signal });
     try {
+      // A cancel while the archive was read removes the claim, as a refusal does: nothing is written yet.
+      throwIfAborted(options.signal, 'archive');
       const r = manifest.record;
       if (r.id !== head.record.id || r.volumeId !== head.record.volumeId || r.createdAt !== head.record.createdAt || manifest.size !== head.size) throw changed(file);
       // The checked manifest's fields; the claim's creation time (a clamped one is the claim's).

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { CairnError, isCairnError, type Attachment } from '@cairn/core';
+import { CairnError, isCairnError, throwIfAborted, type Attachment } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { z } from 'zod';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, SUMS_NAME, VM_CONFIG_NAME, type ArchiveManifest } from './format.js';
@@ -38,10 +38,11 @@ function assertSafeName(name: string): void {
  * staging volume; nothing else is written. Refuses with `INVALID_INPUT` an entry that escapes
  * the archive (absolute path, `..`), a duplicated name, a link or other non-file entry, an
  * unexpected entry or order, or a file that is not a Cairn archive; with `CORRUPT` a wrong entry
- * size, a checksum mismatch, a missing entry or a truncated tar. On any refusal the staging
- * volume is removed before the error is thrown.
+ * size, a checksum mismatch, a missing entry or a truncated tar. `CANCELLED` once `signal` is
+ * aborted (checked before each entry). On any refusal the staging volume is removed before the
+ * error is thrown.
  */
-export async function readArchive(file: string, options: { progress?: (done: number, total: number) => void } = {}): Promise<ReadArchive> {
+export async function readArchive(file: string, options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {}): Promise<ReadArchive> {
   const extract = tar.extract();
   const input = createReadStream(file);
   input.on('error', (err) => extract.destroy(err));
@@ -57,6 +58,7 @@ export async function readArchive(file: string, options: { progress?: (done: num
   let dataDone = 0;
   try {
     for await (const entry of extract) {
+      throwIfAborted(options.signal, 'archive');
       const { name, size = 0, type } = entry.header;
       assertSafeName(name);
       if (type !== 'file' && type !== 'contiguous-file') throw refuse(`entry "${name}" is a ${type}, not a file`);

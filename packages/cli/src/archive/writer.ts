@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, toCairnError, type BackupRecord, type BackupService } from '@cairn/core';
+import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, tempPathBeside, throwIfAborted, toCairnError, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
 import { StagingVolume } from './staging.js';
@@ -26,10 +26,13 @@ function isZero(b: Buffer): boolean {
  * Writes backup `record` of `service` as a self-contained archive at `file` (format.ts). The
  * backup is restored into a private staging volume first, so the service checks every chunk on
  * the way (`CORRUPT` if the backup is damaged). The archive appears under its name only when
- * complete (written as `<file>.partial`, fsynced, then renamed); on any failure the partial file is
- * removed. `CONFLICT` unless the record is available. A failure to write the file surfaces as the
+ * complete (written as a temporary file of this export's own beside it, `.<name>.<random>.tmp` as
+ * volume export writes, created exclusively, fsynced, then renamed); on any failure it is removed.
+ * Two exports to one file at once never write into one file: the last rename wins, whole.
+ * `CONFLICT` unless the record is available. A failure to write the file surfaces as the
  * CairnError its system error maps to (toCairnError: a missing directory `NOT_FOUND`, a full disk
- * `UNAVAILABLE`), never as an unhandled stream error.
+ * `UNAVAILABLE`), never as an unhandled stream error. `CANCELLED` once `signal` is aborted (the
+ * restore honours it; the writing checks it before each chunk), with the same cleanup.
  */
 export async function writeArchive(
   service: BackupService,
@@ -38,10 +41,10 @@ export async function writeArchive(
   options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
 ): Promise<ArchiveWriteResult> {
   if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
-  const partial = `${file}.partial`;
+  const partial = tempPathBeside(file);
   const wrapWrite = (err: unknown) => (isCairnError(err) ? err : toCairnError(err, undefined, `writing archive ${file}`));
   // Opened first: a missing directory or a read-only disk fails before the restore runs.
-  const fh = await open(partial, 'w', 0o600).catch((err) => {
+  const fh = await open(partial, 'wx', 0o600).catch((err) => {
     throw wrapWrite(err);
   });
   let staging: StagingVolume | undefined;
@@ -63,6 +66,7 @@ export async function writeArchive(
       for (const e of await device.extents({ kind: 'allocated' })) {
         const from = Math.floor(e.offset / ARCHIVE_CHUNK) * ARCHIVE_CHUNK;
         for (let off = from; off < e.offset + e.length; off += ARCHIVE_CHUNK) {
+          throwIfAborted(options.signal, 'archive');
           if (chunks.at(-1)?.offset === off) continue;
           const length = Math.min(ARCHIVE_CHUNK, device.size - off);
           const data = await device.read(off, length);
@@ -93,6 +97,7 @@ export async function writeArchive(
       await add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest, null, 2)));
       let dataBytes = 0;
       for (const c of chunks) {
+        throwIfAborted(options.signal, 'archive');
         const data = await device.read(c.offset, c.length);
         if (createHash('sha256').update(data).digest('hex') !== c.sha256) throw new CairnError('INTERNAL', `staged data changed under ${c.name}`);
         await add(c.name, data);

@@ -9,6 +9,7 @@ import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { accessError, checkInputFile, readBounded } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
+import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
@@ -177,7 +178,9 @@ export function registerBackupCommands(program: Command): void {
         const manager = await ctx.manager();
         const record = await manager.getBackup(id!);
         const progress = progressReporter('export', ctx.out.options);
-        const result = await writeArchive(await ctx.target(record.service), record, file, { progress: progress.update }).finally(() => progress.stop());
+        const service = await ctx.target(record.service);
+        // SIGINT/SIGTERM cancel the export: its temporary file and staging volume are removed.
+        const result = await cancellableBySignal(ctx.out, 'export', (signal) => writeArchive(service, record, file, { progress: progress.update, signal })).finally(() => progress.stop());
         ctx.out.result(result, () =>
           renderFields([
             ['archive', result.file],
@@ -200,7 +203,8 @@ export function registerBackupCommands(program: Command): void {
         await ctx.manager({ recover: true });
         const progress = progressReporter('import', ctx.out.options);
         const to = { service: await ctx.target(o.target), catalog: await ctx.catalog() };
-        const record = await importArchive(to, resolve(file!), { progress: progress.update }).finally(() => progress.stop());
+        // SIGINT/SIGTERM cancel the import: before its data is written the claim is removed, after it the record ends error (importArchive).
+        const record = await cancellableBySignal(ctx.out, 'import', (signal) => importArchive(to, resolve(file!), { progress: progress.update, signal })).finally(() => progress.stop());
         ctx.out.result(backupJson(record), () => backupText(record));
       }),
     );

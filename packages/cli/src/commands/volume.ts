@@ -9,6 +9,7 @@ import type { CliContext } from '../context.js';
 import { detectFormat, formatFromName, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
 import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
 import { checkInputFile } from '../io/input-file.js';
+import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
@@ -114,17 +115,29 @@ export function registerVolumeCommands(program: Command): void {
     .option('-n, --name <name>', 'name of the new volume (default: the file name)')
     .option('--into <volume>', 'overwrite this existing volume instead of creating one')
     .option('-f, --format <format>', 'image format: auto, raw, qcow2, vmdk', optionParser(parseFormat), 'auto')
-    .action(withContext<{ name?: string; into?: string; format: ImageFormat | 'auto' }>((ctx, [file], opts) => importImage(ctx, resolve(file!), opts)));
+    .action(
+      withContext<{ name?: string; into?: string; format: ImageFormat | 'auto' }>((ctx, [file], opts) =>
+        cancellableBySignal(ctx.out, 'volume import', (signal) => importImage(ctx, resolve(file!), opts, signal)),
+      ),
+    );
 
   volume
     .command('export <volume> <file>')
     .description("write a volume's content to a raw, qcow2 or VMDK image file")
     .option('-f, --format <format>', 'image format: auto (from the file name), raw, qcow2, vmdk', optionParser(parseFormat), 'auto')
     .option('--force', `overwrite an existing file (${WRITE_THROUGH_HELP})`, false)
-    .action(withContext<{ format: ImageFormat | 'auto'; force: boolean }>((ctx, [ref, file], opts) => exportImage(ctx, ref!, resolve(file!), opts)));
+    .action(
+      withContext<{ format: ImageFormat | 'auto'; force: boolean }>((ctx, [ref, file], opts) =>
+        cancellableBySignal(ctx.out, 'volume export', (signal) => exportImage(ctx, ref!, resolve(file!), opts, signal)),
+      ),
+    );
 }
 
-async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }): Promise<void> {
+/**
+ * `volume import`. A new volume is deleted on any failure, a cancel by `signal` (SIGINT/SIGTERM)
+ * included, so an interrupted import leaves no half-written volume under the image's name.
+ */
+async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }, signal?: AbortSignal): Promise<void> {
   if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
   await checkInputFile(file, 'image');
   const format = opts.format === 'auto' ? await detectFormat(file) : opts.format;
@@ -154,7 +167,7 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
       volumeId = (await driver.createVolume({ size, name: opts.name ?? basename(file).replace(/\.(raw|img|qcow2?|vmdk)$/i, '') })).id;
       created = true;
     }
-    const stats = await copyInto(ctx, driver, volumeId, raw, created).catch(async (err) => {
+    const stats = await copyInto(ctx, driver, volumeId, raw, created, signal).catch(async (err) => {
       if (created) await driver.deleteVolume(volumeId).catch(() => {});
       throw err;
     });
@@ -167,11 +180,11 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
   }
 }
 
-async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string, raw: string, zeroed: boolean) {
+async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string, raw: string, zeroed: boolean, signal?: AbortSignal) {
   const a = await driver.attach({ kind: 'volume', id: volumeId }, 'rw');
   const progress = progressReporter('import', ctx.out.options);
   try {
-    return await writeImageToDevice(raw, a.device, { targetIsZeroed: zeroed, progress: progress.update });
+    return await writeImageToDevice(raw, a.device, { targetIsZeroed: zeroed, progress: progress.update, signal });
   } finally {
     progress.stop();
     await driver.detach(a.id);
@@ -184,10 +197,10 @@ async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string,
  * path written. The image is written to a temporary file `.<name>.<random>.tmp` in the
  * directory of the path written, fsynced and renamed over it only when complete (the directory is
  * fsynced too): the file holds the old content or the whole new image, never a partial one, also
- * with `--force`. On any failure the temporary file is removed. The format `auto` follows the
- * name given.
+ * with `--force`. On any failure, a cancel by `signal` (SIGINT/SIGTERM) included, the temporary
+ * file is removed. The format `auto` follows the name given.
  */
-async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }): Promise<void> {
+async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }, signal?: AbortSignal): Promise<void> {
   const format = opts.format === 'auto' ? formatFromName(given) : opts.format;
   const file = await outputPath(given, opts.force);
   const v = await ctx.resolveVolume(ref);
@@ -200,7 +213,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
     const progress = progressReporter('export', ctx.out.options);
     let stats;
     try {
-      stats = await writeDeviceToImage(a.device, raw, progress.update);
+      stats = await writeDeviceToImage(a.device, raw, progress.update, signal);
     } finally {
       progress.stop();
       await driver.detach(a.id);

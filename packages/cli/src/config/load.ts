@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { CairnError } from '@cairn/core';
 import type { z } from 'zod';
 import { readBounded } from '../io/input-file.js';
+import { jsonErrorPosition } from './json-position.js';
 import { ConfigSchema, type CairnConfig } from './schema.js';
 
 /** The most a config file may hold: a config is a few KiB, and `--config /dev/zero` must not fill memory. */
@@ -79,8 +80,8 @@ export function fromText(file: string, text: string): LoadedConfig {
 
 /**
  * The document in `text`: YAML for a `.yaml`/`.yml` file, else JSON. `INVALID_INPUT` when it is
- * malformed, with `details.file`, and for YAML the message and `details.line`/`details.column`
- * (1-based) saying where. An empty file (or one of whitespace alone) is `INVALID_INPUT` saying so:
+ * malformed, with `details.file`, and the message and `details.line`/`details.column` (1-based)
+ * saying where. An empty file (or one of whitespace alone) is `INVALID_INPUT` saying so:
  * it is what `cairn init` holds while it writes the config, or leaves when it is killed.
  */
 function parseText(file: string, text: string): unknown {
@@ -94,7 +95,10 @@ function parseText(file: string, text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (cause) {
-    throw new CairnError('INVALID_INPUT', `${file}: not valid JSON: ${(cause as Error).message}`, { driver: 'config', cause, details: { file } });
+    // JSON.parse's message often says nowhere where (Node 20): the place is found by a scan of its own.
+    const at = jsonErrorPosition(text);
+    const where = at ? ` at line ${at.line}, column ${at.column}` : '';
+    throw new CairnError('INVALID_INPUT', `${file}: not valid JSON${where}: ${(cause as Error).message}`, { driver: 'config', cause, details: { file, ...at } });
   }
 }
 

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, type BlockDevice } from '@cairn/core';
+import { CairnError, throwIfAborted, type BlockDevice } from '@cairn/core';
 
 const MiB = 1024 * 1024;
 /** Bytes read per step. */
@@ -25,11 +25,12 @@ function isZero(b: Buffer): boolean {
  * `extentGranularity`) whose bytes differ, so the volume's changed-block tracking marks exactly
  * what changed. Blocks past the image's end are made zero. `INVALID_INPUT` when the image is
  * larger than the device. With `targetIsZeroed`, zero blocks of the image are not compared.
+ * `CANCELLED` once `signal` is aborted (checked before each step of STEP bytes).
  */
 export async function writeImageToDevice(
   file: string,
   device: BlockDevice,
-  options: { targetIsZeroed?: boolean; progress?: (done: number, total: number) => void } = {},
+  options: { targetIsZeroed?: boolean; progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
 ): Promise<CopyStats> {
   const fh = await open(file, 'r');
   try {
@@ -41,6 +42,7 @@ export async function writeImageToDevice(
     const stats: CopyStats = { bytesScanned: 0, bytesWritten: 0 };
     const src = Buffer.alloc(STEP);
     for (let off = 0; off < device.size; off += STEP) {
+      throwIfAborted(options.signal, 'image');
       const len = Math.min(STEP, device.size - off);
       const image = await readAt(fh, src, off, len, imageSize);
       const current = options.targetIsZeroed ? undefined : await device.read(off, len);
@@ -94,9 +96,10 @@ async function readAt(fh: FileHandle, buf: Buffer, off: number, len: number, ima
 
 /**
  * Writes `device` to the raw image `file` (created or truncated, exactly `device.size` bytes),
- * reading only allocated extents and leaving holes for zero blocks.
+ * reading only allocated extents and leaving holes for zero blocks. `CANCELLED` once `signal` is
+ * aborted (checked before each step of STEP bytes); the caller removes the file.
  */
-export async function writeDeviceToImage(device: BlockDevice, file: string, progress?: (done: number, total: number) => void): Promise<CopyStats> {
+export async function writeDeviceToImage(device: BlockDevice, file: string, progress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<CopyStats> {
   const fh = await open(file, 'w');
   try {
     await fh.truncate(device.size);
@@ -106,6 +109,7 @@ export async function writeDeviceToImage(device: BlockDevice, file: string, prog
     for (const e of extents) {
       if (e.zero) continue;
       for (let off = e.offset; off < e.offset + e.length; off += STEP) {
+        throwIfAborted(signal, 'image');
         const len = Math.min(STEP, e.offset + e.length - off);
         const data = await device.read(off, len);
         if (!isZero(data)) {

@@ -1,6 +1,7 @@
 import type { BackupManager, BackupRecord, Job } from '@cairn/core';
 import { progressReporter } from '../output/progress.js';
 import type { Output } from '../output/output.js';
+import { onInterrupt } from './cancel-on-signal.js';
 import { registerJob } from './job-files.js';
 
 /**
@@ -17,15 +18,11 @@ export async function runJob(manager: BackupManager, job: Job, stateDir: string,
   const onProgress = (e: { id: string; bytesDone: number; bytesTotal: number }) => {
     if (e.id === job.backupId) progress.update(e.bytesDone, e.bytesTotal);
   };
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (++signals > 1) process.exit(130);
+  manager.on('progress', onProgress);
+  const removeSignalHandlers = onInterrupt((sig) => {
     out.info(`${sig}: cancelling ${job.kind} job ${job.id}`);
     job.cancel(`cancelled by ${sig}`);
-  };
-  manager.on('progress', onProgress);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  });
   let unregister = async () => {};
   try {
     try {
@@ -42,8 +39,7 @@ export async function runJob(manager: BackupManager, job: Job, stateDir: string,
   } finally {
     progress.stop();
     manager.off('progress', onProgress);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    removeSignalHandlers();
     await unregister();
   }
 }
