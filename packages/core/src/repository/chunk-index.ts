@@ -283,8 +283,8 @@ export class ChunkIndex {
   }
 }
 
-/** A blob tuple with a 64-hex-digit id and u32 fields. */
-function validTuple(t: unknown): t is BlobTuple {
+/** A blob tuple an index may hold: a 64-lowercase-hex-digit id and u32 fields (docs/repository-format.md). */
+export function validTuple(t: unknown): t is BlobTuple {
   if (!Array.isArray(t) || t.length !== 4 || typeof t[0] !== 'string' || !HEX_ID.test(t[0])) return false;
   for (let i = 1; i < 4; i++) if (!Number.isInteger(t[i]) || t[i] < 0 || t[i] > U32_MAX) return false;
   return true;

@@ -102,14 +102,16 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     const packTimes = new Map<string, number>();
     for await (const o of repo.store.list(Keys.packs)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
     const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
+    // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
+    // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
+    // copy the store holds, if any: that copy is the live one, counted below and, when its pack
+    // is repacked, fetched and copied forward (a repack takes what the index resolves to it).
+    for (const packId of [...repo.index.packs().keys()]) if (!packTimes.has(packId)) repo.index.remove(packId);
     const kept = new Set<string>(); // chunk ids with a surviving copy
     const toRepack: string[] = [];
     const toDelete: string[] = [];
     for (const [packId, entries] of repo.index.packs()) {
       throwIfAborted(options.signal);
-      // A pack the index names but the store lacks holds nothing to keep or delete (verify
-      // reports the chunks it took along); a copy elsewhere is then the live one.
-      if (!packTimes.has(packId)) continue;
       let live = 0;
       let liveBytes = 0;
       let total = 0;
@@ -158,10 +160,17 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       const wanted = new Set<string>();
       for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
       // Re-encode from checked plaintext so corruption is never copied forward.
-      await fetchChunks(repo, wanted, async (chunks) => {
-        for (const { id, data } of chunks) await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
-      }, { signal: options.signal });
-      await writer.finish();
+      try {
+        await fetchChunks(repo, wanted, async (chunks) => {
+          for (const { id, data } of chunks) await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+        }, { signal: options.signal });
+        await writer.finish();
+      } catch (err) {
+        // The pack being filled is discarded (a store's part writer left open keeps its temporary
+        // file alive); packs that landed are named or left as orphans. Nothing is deleted yet.
+        await writer.abandon();
+        throw err;
+      }
       report.packsRepacked = toRepack.length;
     }
     const removed = new Set([...toRepack, ...toDelete]);
