@@ -25,7 +25,7 @@ class CountingStore extends MemoryObjectStore {
   }
 }
 
-describe('review: gc whose repack fails', () => {
+describe('gc whose repack fails', () => {
   it('fails with CORRUPT, deletes nothing and leaves no pack being written', async () => {
     const store = new CountingStore('mem');
     const { service, manager, volumes } = await chunkedRig(store, { init: { compression: 'none' } });

@@ -13,7 +13,7 @@ import { chunkedRig, contents, filledVolume, keys } from './helpers.js';
 
 const CHUNK = 256 * 1024; // the rig's chunk size
 
-describe('review: gc and a chunk whose first pack is gone', () => {
+describe('gc and a chunk whose first pack is gone', () => {
   it('repacks the surviving copy instead of deleting it: the backup still restores byte-exact', async () => {
     const store = new MemoryObjectStore('mem');
     const { service, manager, volumes } = await chunkedRig(store);

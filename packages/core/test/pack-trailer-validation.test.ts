@@ -28,7 +28,7 @@ async function appendToTrailer(store: MemoryObjectStore, key: string, extra: unk
   await store.put(key, Buffer.concat([body, sealed, trailer]));
 }
 
-describe('review: gc and an unnamed pack whose trailer holds an entry no index may hold', () => {
+describe('gc and an unnamed pack whose trailer holds an entry no index may hold', () => {
   it('keeps the pack as unreadable, stores no index object it would later call damaged, and adopts the others', async () => {
     const store = new MemoryObjectStore('mem');
     const { service, manager, volumes } = await chunkedRig(store);

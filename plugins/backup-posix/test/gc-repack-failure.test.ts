@@ -7,7 +7,7 @@ import { allFiles, tempStore } from './helpers.js';
 // behind (a part writer left open would keep it fresh, out of every sweep's reach).
 const CHUNK = 256 * 1024;
 
-describe('review: gc whose repack fails, over the posix store', () => {
+describe('gc whose repack fails, over the posix store', () => {
   it('leaves no temporary pack file in the repository', async () => {
     const store = await tempStore('gc-repack-fail');
     const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 1024 * 1024, compression: 'none' } });

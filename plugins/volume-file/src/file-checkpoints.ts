@@ -1,5 +1,5 @@
 import type { ChangedBlockTracking, Checkpoint, Extent } from '@cairn/core';
-import { newId, nowIso } from '@cairn/core';
+import { newId, nowIso, toCairnError } from '@cairn/core';
 import { removeBitmap } from './change-tracker.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import type { DriverContext } from './driver-context.js';
@@ -22,42 +22,53 @@ export class FileCheckpoints implements ChangedBlockTracking {
    */
   async createCheckpoint(volumeId: string): Promise<Checkpoint> {
     const { ctx } = this;
-    return ctx.targets.run(`volume:${volumeId}`, async () => {
-      await ctx.store.volume(volumeId);
-      const cp: CheckpointRecord = { id: newId(), createdAt: nowIso(), consistent: true };
-      const tracker = ctx.trackers.get(volumeId);
-      const add = () =>
-        ctx.store.updateVolume(volumeId, async (r) => {
-          ctx.recover(r);
-          if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
-          const bitmap = DirtyBitmap.empty(r.size, GRANULARITY);
-          await ctx.saveBitmap('volume', volumeId, cp.id, bitmap);
-          r.checkpoints.push(cp);
-          tracker?.add(cp.id, bitmap);
-        });
-      // With a local writer, no write may fall between "now" and the new bitmap.
-      if (tracker) await tracker.gate.exclusive(add);
-      else await ctx.locks.during(ctx.store.layout.image('volume', volumeId), 'shared', add);
-      return { id: cp.id, volumeId, createdAt: cp.createdAt };
-    });
+    return this.guard('createCheckpoint', () =>
+      ctx.targets.run(`volume:${volumeId}`, async () => {
+        await ctx.store.volume(volumeId);
+        const cp: CheckpointRecord = { id: newId(), createdAt: nowIso(), consistent: true };
+        const tracker = ctx.trackers.get(volumeId);
+        const add = () =>
+          ctx.store.updateVolume(volumeId, async (r) => {
+            ctx.recover(r);
+            if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
+            const bitmap = DirtyBitmap.empty(r.size, GRANULARITY);
+            await ctx.saveBitmap('volume', volumeId, cp.id, bitmap);
+            r.checkpoints.push(cp);
+            tracker?.add(cp.id, bitmap);
+          });
+        // With a local writer, no write may fall between "now" and the new bitmap.
+        if (tracker) await tracker.gate.exclusive(add);
+        else await ctx.locks.during(ctx.store.layout.image('volume', volumeId), 'shared', add);
+        return { id: cp.id, volumeId, createdAt: cp.createdAt };
+      }),
+    );
   }
 
   /** Checkpoints oldest first, consistent or not. `NOT_FOUND` for an unknown volume. */
   async listCheckpoints(volumeId: string): Promise<Checkpoint[]> {
-    const r = await this.ctx.store.volume(volumeId);
-    return r.checkpoints.map((c) => ({ id: c.id, volumeId, createdAt: c.createdAt }));
+    return this.guard('listCheckpoints', async () => {
+      const r = await this.ctx.store.volume(volumeId);
+      return r.checkpoints.map((c) => ({ id: c.id, volumeId, createdAt: c.createdAt }));
+    });
   }
 
-  /** Stops tracking. `NOT_FOUND` for an unknown volume; an unknown checkpoint is not an error. Idempotent. */
+  /**
+   * Stops tracking. `NOT_FOUND` for an unknown volume; an unknown checkpoint is not an error.
+   * Idempotent. The sidecar drops the checkpoint first: a live tracker stops marking its bitmap
+   * only once it is gone from there, so a failed delete leaves a checkpoint that still tracks
+   * every write (its saved bitmap would otherwise miss the writes made after the attempt).
+   */
   async deleteCheckpoint(volumeId: string, checkpointId: string): Promise<void> {
     const { ctx } = this;
-    await ctx.store.volume(volumeId);
-    if (!isUuid(checkpointId)) return;
-    ctx.trackers.get(volumeId)?.remove(checkpointId);
-    await ctx.store.updateVolume(volumeId, (r) => {
-      r.checkpoints = r.checkpoints.filter((c) => c.id !== checkpointId);
+    await this.guard('deleteCheckpoint', async () => {
+      await ctx.store.volume(volumeId);
+      if (!isUuid(checkpointId)) return;
+      await ctx.store.updateVolume(volumeId, (r) => {
+        r.checkpoints = r.checkpoints.filter((c) => c.id !== checkpointId);
+      });
+      ctx.trackers.get(volumeId)?.remove(checkpointId);
+      await removeBitmap(ctx.store.layout.bitmap('volume', volumeId, checkpointId));
     });
-    await removeBitmap(ctx.store.layout.bitmap('volume', volumeId, checkpointId));
   }
 
   /**
@@ -80,5 +91,14 @@ export class FileCheckpoints implements ChangedBlockTracking {
     const bitmap = await ctx.loadBitmap(kind, id, checkpointId, r.size);
     if (!bitmap) throw notFound();
     return bitmap.extents();
+  }
+
+  /** Every error a CairnError tagged with the driver (file system errors mapped: ENOSPC → UNAVAILABLE, …). */
+  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toCairnError(err, this.ctx.name, what);
+    }
   }
 }

@@ -3,6 +3,7 @@ import { actions, type BlockDirtyInfo, type TransactionAction } from '@cairn/qmp
 import { chainTransaction } from './chain-transaction.js';
 import type { DaemonSession } from './daemon-session.js';
 import type { RecordStore } from './record-store.js';
+import type { CheckpointRecord } from './records.js';
 
 /**
  * Makes the sidecar agree with the persistent bitmaps of the volume's node: when the node was
@@ -42,16 +43,7 @@ export async function reconcileCheckpoints(session: DaemonSession, node: string,
   const gone = new Set([...removed].filter((id) => known.has(id) && !loaded.has(id)));
   const checkpoints = record.checkpoints.filter((c) => !gone.has(c.id));
 
-  let lost = -1;
-  checkpoints.forEach((c, i) => {
-    const b = loaded.get(c.id);
-    if (!c.consistent || !b || b.inconsistent) lost = i;
-  });
-  const newest = lost + 1 < checkpoints.length ? loaded.get(checkpoints.at(-1)!.id)! : undefined;
-  if (newest) {
-    const strayRecords = strays.some((b) => b.recording && !b.inconsistent);
-    if (strays.some((b) => b.inconsistent) || (!newest.recording && !strayRecords)) lost = checkpoints.length - 1;
-  }
+  const lost = newestLost(checkpoints, loaded, strays);
   const kept = checkpoints.slice(lost + 1);
   const keep = new Set(kept.map((c) => c.id));
 
@@ -79,6 +71,48 @@ export async function reconcileCheckpoints(session: DaemonSession, node: string,
     });
   }
   session.clearRemovals(path);
+}
+
+/** What the chain rules need to know of a persistent bitmap (qemu's BlockDirtyInfo, or qemu-img info's flags). */
+export interface ChainBitmap {
+  recording: boolean;
+  inconsistent?: boolean;
+}
+
+/**
+ * Rules 1 and 3 above: the index of the newest lost checkpoint in `checkpoints` (oldest first),
+ * -1 when none is lost. `loaded` holds the persistent bitmaps by name, `strays` those the
+ * checkpoints do not name. Every checkpoint after the returned index can be trusted once the
+ * strays (if any) are merged into the newest one.
+ */
+export function newestLost(checkpoints: CheckpointRecord[], loaded: ReadonlyMap<string, ChainBitmap>, strays: ChainBitmap[]): number {
+  let lost = -1;
+  checkpoints.forEach((c, i) => {
+    const b = loaded.get(c.id);
+    if (!c.consistent || !b || b.inconsistent) lost = i;
+  });
+  const newest = lost + 1 < checkpoints.length ? loaded.get(checkpoints.at(-1)!.id)! : undefined;
+  if (newest) {
+    const strayRecords = strays.some((b) => b.recording && !b.inconsistent);
+    if (strays.some((b) => b.inconsistent) || (!newest.recording && !strayRecords)) lost = checkpoints.length - 1;
+  }
+  return lost;
+}
+
+/**
+ * The checkpoints of a snapshot copy, judged by the bitmaps `qemu-img convert --bitmaps` put in it
+ * (by name; inconsistent ones were skipped): the volume's image is copied closed, so nothing
+ * reconciled its bitmaps with the sidecar (a crash may have left a stray, or the newest one
+ * disabled). The same rules as reconcileCheckpoints, except that strays cannot be merged into a
+ * copy's newest checkpoint: any stray makes every checkpoint lost. A checkpoint the copy cannot
+ * answer for comes back `consistent: false` (its queries are NOT_FOUND: the caller reads
+ * everything), so a copy never under-reports.
+ */
+export function copiedCheckpoints(checkpoints: CheckpointRecord[], bitmaps: ReadonlyMap<string, ChainBitmap>): CheckpointRecord[] {
+  const known = new Set(checkpoints.map((c) => c.id));
+  const strays = [...bitmaps].filter(([name]) => !known.has(name)).map(([, b]) => b);
+  const lost = strays.length > 0 ? checkpoints.length - 1 : newestLost(checkpoints, bitmaps, strays);
+  return checkpoints.map((c, i) => ({ ...c, consistent: c.consistent && i > lost }));
 }
 
 /** Reconciles the node when it is unsettled (see DaemonSession.isUnsettled), then marks it settled. */

@@ -18,6 +18,7 @@ import {
   type VolumeDriverCapabilities,
 } from '@cairn/core';
 import { AttachmentTable } from './attachment-table.js';
+import { copiedCheckpoints } from './checkpoint-reconcile.js';
 import type { DaemonSession } from './daemon-session.js';
 import { destroyView, prepareView, startView, type FleecingView } from './fleecing-view.js';
 import { holdImage } from './image-hold.js';
@@ -274,6 +275,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         const copy = this.store.layout.image('snapshot', snap.id);
         try {
           await this.qemuImg.copyWithBitmaps(image, copy);
+          // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
+          snap.checkpoints = copiedCheckpoints(record.checkpoints, await this.qemuImg.bitmaps(copy));
           await this.store.put(snap);
         } catch (err) {
           await rm(copy, { force: true });

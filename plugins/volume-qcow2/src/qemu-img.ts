@@ -31,6 +31,21 @@ export class QemuImg {
     await this.run(['convert', '-q', '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst], [src, dst]);
   }
 
+  /**
+   * The persistent dirty bitmaps stored in the closed qcow2 image at `path`, by name, as qemu-img
+   * reports their flags: `auto` (enabled: recording) and `in-use` (not saved cleanly: inconsistent).
+   */
+  async bitmaps(path: string): Promise<Map<string, { recording: boolean; inconsistent: boolean }>> {
+    const info = await this.info(path);
+    const data = (info['format-specific'] as { data?: { bitmaps?: { name?: unknown; flags?: unknown }[] } } | undefined)?.data;
+    const out = new Map<string, { recording: boolean; inconsistent: boolean }>();
+    for (const b of data?.bitmaps ?? []) {
+      const flags = Array.isArray(b.flags) ? b.flags : [];
+      if (typeof b.name === 'string') out.set(b.name, { recording: flags.includes('auto'), inconsistent: flags.includes('in-use') });
+    }
+    return out;
+  }
+
   /** `qemu-img info --output=json` of a closed image (`-U` when `shared`: may see stale data). */
   async info(path: string, shared = false): Promise<Record<string, unknown>> {
     const out = await this.run(['info', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]);

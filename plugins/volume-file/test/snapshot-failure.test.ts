@@ -1,0 +1,52 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { patternBytes } from '@cairn/conformance';
+import { FileVolumeDriver } from '../src/index.js';
+import { removeDir, tempDir } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+/** Makes the driver's next snapshot sidecar write fail as a full disk would (after the copy used the last space). */
+function failSnapshotSidecar(d: FileVolumeDriver): void {
+  const store = (d as unknown as { ctx: { store: { put: (r: { kind: string }) => Promise<void> } } }).ctx.store;
+  const put = store.put.bind(store);
+  store.put = async (r) => {
+    if (r.kind === 'snapshot') throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    return put(r);
+  };
+}
+
+describe('a createSnapshot that fails leaves nothing behind', () => {
+  let dir: string;
+  let d: FileVolumeDriver;
+  beforeEach(async () => {
+    dir = await tempDir();
+    d = new FileVolumeDriver({ directory: dir });
+  });
+  afterEach(async () => removeDir(dir));
+
+  it('of a volume attached read-write with a checkpoint: UNAVAILABLE, and no image copy or bitmaps stay in snapshots/', async () => {
+    const v = await d.createVolume({ size: 4 * MiB });
+    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, patternBytes(MiB, 1));
+    await d.changedBlockTracking.createCheckpoint(v.id);
+    failSnapshotSidecar(d);
+    await expect(d.createSnapshot(v.id)).rejects.toMatchObject({ code: 'UNAVAILABLE', driver: 'file' });
+    expect(await readdir(join(dir, 'snapshots'))).toEqual([]);
+    expect(await d.listSnapshots(v.id)).toEqual([]);
+    await d.detach(a.id);
+  });
+
+  it('of a detached volume: the same, and the volume can be deleted afterwards', async () => {
+    const v = await d.createVolume({ size: 4 * MiB });
+    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(MiB, patternBytes(MiB, 2));
+    await d.detach(a.id);
+    await d.changedBlockTracking.createCheckpoint(v.id);
+    failSnapshotSidecar(d);
+    await expect(d.createSnapshot(v.id)).rejects.toMatchObject({ code: 'UNAVAILABLE', driver: 'file' });
+    expect(await readdir(join(dir, 'snapshots'))).toEqual([]);
+    await d.deleteVolume(v.id);
+  });
+});
