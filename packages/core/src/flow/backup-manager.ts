@@ -1,20 +1,22 @@
 import { EventEmitter } from 'node:events';
-import type { BackupService, VerifyOptions, VerifyProblem, VerifyReport } from '../contracts/backup-service.js';
+import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isAlreadyExists, isCairnError, isCorrupt, isNotFound, toCairnError, unlessNotFound } from '../errors.js';
-import { byCreation } from '../memory/memory-catalog.js';
+import { CairnError, isCairnError, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
+import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
-import { holdCount, holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
+import { holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
+import { pruneCheckpoints } from './checkpoint-pruning.js';
+import { resetBackupState } from './reset-state.js';
+import { assertNoFlow, beginVolumeFlow, markErrorRestoring } from './volume-flow-states.js';
 
 export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 
@@ -145,7 +147,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} runs backups itself (flow override): readRate cannot be applied`);
     }
     const volume = await this.volumes.getVolume(request.volumeId);
-    await this.assertNoFlow(volume.id, 'backup');
+    await assertNoFlow(this.catalog, volume.id, 'backup');
     if (volume.status === 'in-use' && !request.force) {
       throw new CairnError('CONFLICT', `volume ${volume.id} is in use; pass force to back it up through a snapshot`);
     }
@@ -225,7 +227,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         // A cancel while queued ends the job here, before it touches the volume.
         release = await this.locks.acquire(record.volumeId, signal);
         throwIfCancelled(signal);
-        await this.assertNoFlow(record.volumeId, 'backup');
+        await assertNoFlow(this.catalog, record.volumeId, 'backup');
         if (parent) {
           // The parent is the newest available backup once this one holds the volume: a backup
           // queued behind another of the same volume builds on that one (whose checkpoint is the
@@ -245,7 +247,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         Object.assign(record, { size: volume.size, volumeName: volume.name, volumeMetadata: { ...volume.metadata }, updatedAt: nowIso() });
         progress.bytesTotal = volume.size;
         await this.catalog.putBackup(record);
-        await this.beginVolumeFlow(volume, 'backing-up', record.id);
+        await beginVolumeFlow(this.catalog, volume, 'backing-up', record.id);
         flowStarted = true;
         const sink = this.progressSink(record.id, 'backup', progress);
         const job = { backup: record, parent, volume, vmConfig: request.vmConfig, signal, progress: sink };
@@ -314,7 +316,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         });
       }
       // After the final write: pruning keeps the checkpoint the newest available record names.
-      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : this.pruneCheckpoints(record, checkpoint!, parent)));
+      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : pruneCheckpoints(cbt, this.catalog, record, checkpoint!, parent)));
       if (failure) throw failure;
       return { ...record };
     } finally {
@@ -353,39 +355,6 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     } finally {
       if (q) await q.thaw(volume.id);
     }
-  }
-
-  /**
-   * Run by a backup (`record`) that ended `available` with checkpoint `own`: deletes the
-   * checkpoints created before `own` that neither the newest available backup of each target
-   * still needs nor a backup someone may still be creating names (mayBeWorkedOn: another
-   * process's backup of the volume, whose record names its checkpoint while it copies, or another
-   * job of this process). Those created after `own` are left to the backups that took them: by
-   * then this backup no longer holds the volume, and a backup that began since (in another
-   * process) may not have named its checkpoint in its record yet.
-   *
-   * In a catalog, each checkpoint is named by the one record whose backup took it (an archive's
-   * import drops it; a record exported with exportRecord names it again only in another catalog). So
-   * when the only older checkpoint is `parent`'s and this record sorts after the parent's, no
-   * record needs to be read: the parent is no longer its target's newest available backup, and
-   * its backup has ended. Otherwise every record of the volume is read.
-   */
-  private async pruneCheckpoints(record: BackupRecord, own: Checkpoint, parent: BackupRecord | undefined): Promise<void> {
-    const cbt = this.volumes.changedBlockTracking!;
-    const volumeId = record.volumeId;
-    const ownTime = Date.parse(own.createdAt);
-    const older = (await cbt.listCheckpoints(volumeId)).filter((cp) => cp.id !== own.id && Date.parse(cp.createdAt) < ownTime);
-    if (older.length === 0) return;
-    if (parent?.checkpointId && byCreation(parent, record) < 0 && older.every((cp) => cp.id === parent.checkpointId)) {
-      await cbt.deleteCheckpoint(volumeId, parent.checkpointId);
-      return;
-    }
-    const backups = await this.catalog.listBackups({ volumeId });
-    const newestPerTarget = new Map<string, BackupRecord>();
-    for (const b of backups) if (b.status === 'available') newestPerTarget.set(b.service, b);
-    const running = backups.filter((b) => b.status === 'creating' && mayBeWorkedOn(b));
-    const keep = new Set([...newestPerTarget.values(), ...running].map((b) => b.checkpointId).filter(Boolean));
-    for (const cp of older) if (!keep.has(cp.id)) await cbt.deleteCheckpoint(volumeId, cp.id);
   }
 
   /** Restores a backup and resolves with the record and the volume. See `startRestore`. */
@@ -441,7 +410,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   /** An existing volume a restore may overwrite: `available`, in no flow but `error_restoring`, large enough. */
   private async restoreTarget(volumeId: string, backup: BackupRecord): Promise<Volume> {
     const volume = await this.volumes.getVolume(volumeId);
-    await this.assertNoFlow(volume.id, 'restore');
+    await assertNoFlow(this.catalog, volume.id, 'restore');
     if (volume.status !== 'available') throw new CairnError('CONFLICT', `volume ${volume.id} is ${volume.status}, not available`);
     if (volume.size < backup.size) {
       throw new CairnError('INVALID_INPUT', `volume ${volume.id} (${volume.size} bytes) is smaller than backup ${backup.id} (${backup.size} bytes)`);
@@ -488,7 +457,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
       // volume attached) fails the job before it writes, leaving the volume as it was.
       if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
-      await this.beginVolumeFlow(volume, 'restoring-backup', backup.id);
+      await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id);
       flowStarted = true;
       writing = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
@@ -517,7 +486,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
         await this.cleanup(() => this.volumes.deleteVolume(volume.id));
       } else if (writing) {
-        await this.cleanup(() => this.markErrorRestoring(volume.id, backup.id));
+        await this.cleanup(() => markErrorRestoring(this.catalog, volume.id, backup.id));
       }
       if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
       letGo?.();
@@ -656,66 +625,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Idempotent.
    */
   async resetState(backupId: string, status: 'available' | 'error', options: VerifyOptions = {}): Promise<BackupRecord> {
-    if (status !== 'available' && status !== 'error') {
-      throw new CairnError('INVALID_INPUT', `a backup can be reset to available or error, not ${JSON.stringify(status)}`, { details: { status } });
-    }
-    return this.claims.exclusive(backupId, async () => {
-      const before = await this.catalog.getBackup(backupId);
-      if (isRecordHeld(before.id) || this.claims.count(before.id, 'restore') > 0 || this.claims.count(before.id, 'parent') > 0) {
-        throw new CairnError('CONFLICT', `backup ${before.id} is ${before.status} in a job of this process: cancel the job instead`, { details: { backupId: before.id, status: before.status } });
-      }
-      if (IN_FLOW.has(before.status) && runsHere(before)) throw runningHere(before);
-      // Held while it is reset, so that a recovery of this process leaves it to the reset.
-      const letGo = holdRecord(before.id);
-      try {
-        return await this.resetHeld(before, status, options);
-      } finally {
-        letGo();
-      }
-    });
-  }
-
-  private async resetHeld(before: BackupRecord, status: 'available' | 'error', options: VerifyOptions): Promise<BackupRecord> {
-    // Judged again on every read recovery makes (the record, its volume's state, its snapshot): a
-    // job that took the record since the checks above (a restore, here or in a live process of
-    // this host) is left alone, and the reset refused. The reset's own hold is not a job's.
-    const busy = (b: BackupRecord): boolean => holdCount(b.id) > 1 || this.claims.count(b.id, 'restore') > 0 || runsHere(b);
-    // Already in the record's section (resetState's exclusive): recovery must not take it again.
-    const report = await recoverInFlight({ catalog: this.catalog, volumes: this.volumes, isLive: busy, only: before.id, section: (_id, fn) => fn() });
-    if (report.skipped.length > 0) {
-      const now = await this.catalog.getBackup(before.id);
-      throw runsHere(now) ? runningHere(now) : new CairnError('CONFLICT', `backup ${before.id} is ${now.status} in a job of this process: cancel the job instead`, { details: { backupId: before.id, status: now.status } });
-    }
-    for (const failed of report.errors) this.emit('warning', new CairnError('UNAVAILABLE', `reset of backup ${before.id}: ${failed}`, { details: { backupId: before.id } }));
-    const resolved = await this.catalog.getBackup(before.id);
-    const write = async (fields: Partial<BackupRecord>): Promise<BackupRecord> => {
-      const current = await this.catalog.getBackup(before.id);
-      if (current.status !== resolved.status || current.updatedAt !== resolved.updatedAt) {
-        throw new CairnError('CONFLICT', `backup ${before.id} changed while it was reset (now ${current.status})`, { details: { backupId: before.id, status: current.status } });
-      }
-      const record: BackupRecord = { ...current, owner: undefined, ...fields, updatedAt: nowIso() };
-      await this.catalog.putBackup(record);
-      return record;
-    };
-    if (status === 'error') {
-      if (before.status === 'error') return write({ status: 'error', failReason: before.failReason });
-      return write({ status: 'error', failReason: `INTERNAL: reset to error (was ${before.status})` });
-    }
-    const service = this.target(resolved.service);
-    let problems: VerifyProblem[];
-    try {
-      problems = (await service.verify(resolved, options)).problems.filter((p) => p.backupId === resolved.id);
-    } catch (err) {
-      if (!isNotFound(err) && !isCorrupt(err)) throw err;
-      const e = toCairnError(err);
-      problems = [{ backupId: resolved.id, code: e.code as VerifyProblem['code'], message: e.message }];
-    }
-    if (problems.length > 0) {
-      const first = problems[0]!;
-      await write({ status: 'error', failReason: `${first.code}: ${first.message}` });
-      throw new CairnError(first.code, `backup ${resolved.id} cannot be reset to available: ${first.message}`, { details: { backupId: resolved.id, problems } });
-    }
-    return write({ status: 'available', failReason: undefined });
+    const deps = { catalog: this.catalog, volumes: this.volumes, claims: this.claims, target: (name: string) => this.target(name), warn: (w: CairnError) => this.emit('warning', w) };
+    return resetBackupState(deps, backupId, status, options);
   }
 
   async getBackup(backupId: string): Promise<BackupRecord> {
@@ -832,58 +743,6 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return this.catalog.latestBackup({ volumeId, status: 'available', service });
   }
 
-  /**
-   * `CONFLICT` when the volume is in a flow. `error_restoring` (a partial restore) may be restored
-   * over, never backed up (as in Cinder): that refusal carries `details.volumeStatus`.
-   */
-  private async assertNoFlow(volumeId: string, next: 'backup' | 'restore'): Promise<void> {
-    const flow = await this.catalog.getVolumeState(volumeId);
-    if (!flow || (flow.status === 'error_restoring' && next === 'restore')) return;
-    if (flow.status === 'error_restoring') {
-      throw new CairnError('CONFLICT', `volume ${volumeId} is error_restoring (a restore of backup ${flow.backupId} failed part-way); restore it again before backing it up`, {
-        details: { volumeId, volumeStatus: flow.status },
-      });
-    }
-    throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`);
-  }
-
-  /**
-   * Lays `status` over a volume that assertNoFlow let through; `CONFLICT` when a flow (of another
-   * process, begun since) has it. A volume in no flow is taken with an only-if-absent write, so of
-   * flows that processes sharing the catalog begin on it at once, one proceeds and the others are
-   * refused. A restore replaces `error_restoring` with a plain write, keeping its previous status:
-   * it holds the volume's read-write attachment by then, which VolumeDriver.attach grants to one
-   * holder across processes, and no other flow begins on an `error_restoring` volume without it
-   * (a backup is refused, a restore attaches first). A flow-override driver, which core does not
-   * attach, must keep two restores of one volume apart itself.
-   */
-  private async beginVolumeFlow(volume: Volume, status: VolumeFlowStatus, backupId: string): Promise<void> {
-    const existing = await this.catalog.getVolumeState(volume.id);
-    const state = { volumeId: volume.id, status, backupId, since: nowIso() };
-    if (existing?.status === 'error_restoring' && status === 'restoring-backup') {
-      await this.catalog.putVolumeState({ ...state, previousStatus: existing.previousStatus });
-      return;
-    }
-    if (existing) throw new CairnError('CONFLICT', `volume ${volume.id} is ${existing.status}`, { details: { volumeId: volume.id, volumeStatus: existing.status } });
-    try {
-      await this.catalog.putVolumeState({ ...state, previousStatus: volume.status }, { ifAbsent: true });
-    } catch (err) {
-      if (!isAlreadyExists(err)) throw err;
-      throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { cause: err, details: { volumeId: volume.id } });
-    }
-  }
-
-  private async markErrorRestoring(volumeId: string, backupId: string): Promise<void> {
-    const existing = await this.catalog.getVolumeState(volumeId);
-    await this.catalog.putVolumeState({
-      volumeId,
-      status: 'error_restoring',
-      previousStatus: existing?.previousStatus ?? 'available',
-      backupId,
-      since: nowIso(),
-    });
-  }
-
   /** Runs a cleanup step; a failure there never hides the flow's own outcome. */
   private async cleanup(step: () => Promise<unknown>): Promise<void> {
     try {
@@ -906,17 +765,6 @@ export function assertVerifiable(backup: BackupRecord): void {
   const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
   throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
 }
-
-/** Whether the record's owner is another process of this host and pid namespace that runs (its job may). */
-function runsHere(record: BackupRecord): boolean {
-  const owner = record.owner;
-  return !!owner && !isThisProcess(owner) && ownerLocation(owner) === 'here' && ownerMayBeAlive(owner);
-}
-
-const runningHere = (record: BackupRecord): CairnError =>
-  new CairnError('CONFLICT', `backup ${record.id} is ${record.status} in process ${record.owner?.pid}, which is running on this host: cancel the job there`, {
-    details: { backupId: record.id, status: record.status, owner: record.owner },
-  });
 
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {
