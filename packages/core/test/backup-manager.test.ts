@@ -222,6 +222,35 @@ describe('BackupManager.restore', () => {
   });
 });
 
+describe('BackupManager.restore, once the volume holds the backup', () => {
+  it('resolves although the volume cannot be read back afterwards: the volume as it was when the restore began, and a warning', async () => {
+    const { volumes, service, manager } = rig();
+    const v = await filledVolume(volumes, 4 * MiB, 5);
+    const expected = await contents(volumes, v.id);
+    const b = await manager.backup({ volumeId: v.id });
+    const target = await volumes.createVolume({ size: 4 * MiB, name: 'target' });
+    const warnings: string[] = [];
+    manager.on('warning', (w) => warnings.push(w.code));
+    // Once the service has written the backup, reading the volume fails, as when it is deleted just
+    // then or the driver hiccups.
+    let written = false;
+    const restore = service.restore.bind(service);
+    service.restore = async (...args) => {
+      await restore(...args);
+      written = true;
+    };
+    const getVolume = volumes.getVolume.bind(volumes);
+    volumes.getVolume = async (id) => {
+      if (written) throw Object.assign(new Error('driver hiccup'), { code: 'EIO' });
+      return getVolume(id);
+    };
+    const result = await manager.restore({ backupId: b.id, volumeId: target.id }).then((r) => r, (e: { code?: string }) => e.code);
+    expect(result).toMatchObject({ backup: { id: b.id, status: 'available' }, volume: { id: target.id, name: 'target' } });
+    expect(warnings).toContain('UNAVAILABLE');
+    expect((await contents(volumes, target.id)).equals(expected)).toBe(true);
+  });
+});
+
 describe('BackupManager.deleteBackup', () => {
   it('deleteBackup(parent) fails with CONFLICT on a dependent-chain target; cascade deletes it and its children', async () => {
     const { volumes, manager } = rig();

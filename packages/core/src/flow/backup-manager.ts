@@ -357,11 +357,21 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 
-  /** Restores a backup and resolves with the record and the volume. See `startRestore`. */
+  /**
+   * Restores a backup and resolves with the record and the volume as it is after the restore. See
+   * `startRestore`. Once the job has succeeded, so does this: a volume that cannot be read back
+   * then (deleted meanwhile, a driver failure) comes as it was when the restore began, with a
+   * `warning`.
+   */
   async restore(request: RestoreRequest): Promise<RestoreResult> {
     const { job, volume } = await this.startRestore(request);
     const backup = await job.done;
-    return { backup, volume: await this.volumes.getVolume(volume.id) };
+    const after = await this.volumes.getVolume(volume.id).catch((err: unknown) => {
+      const e = toCairnError(err, this.volumes.name);
+      this.emit('warning', new CairnError(e.code, `volume ${volume.id} was restored but could not be read back: ${e.message}`, { cause: err, details: { volumeId: volume.id } }));
+      return volume;
+    });
+    return { backup, volume: after };
   }
 
   /**
