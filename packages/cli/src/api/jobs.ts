@@ -199,7 +199,9 @@ export class JobTable {
 
 /**
  * A manager job (backup or restore) as a JobSpec. `finish` turns the final record into the
- * job's result view (for a restore it also reads the restored volume).
+ * job's result view; it must not reject once the job succeeded (a rejection would report the job
+ * failed): a restore's reads the restored volume again and reports a failed read in the result
+ * (restoreResult).
  */
 export function managerJob(job: Job, target: string | undefined, finish: (record: Awaited<Job['done']>) => Promise<unknown>): JobSpec {
   return {

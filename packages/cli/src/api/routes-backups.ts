@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { backupJson, volumeJson } from '../output/views.js';
+import { restoreResult } from '../output/restore-result.js';
+import { backupJson } from '../output/views.js';
 import { backupLocation, jobLocation, type ApiContext } from './api-context.js';
 import { apiJob, managerJob } from './jobs.js';
 import { addRoute, pathId, QueryFlag, Text } from './routing.js';
@@ -101,9 +102,8 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       const backup = await manager.getBackup(backupId(params));
       const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id } : { backupId: backup.id, newVolume: { name: body.newVolume?.name } };
       const { job, volume } = await manager.startRestore(request);
-      const view = jobs.add(
-        managerJob(job, backup.service, async (record) => ({ backup: backupJson(record), volume: volumeJson(await manager.getVolume(volume.id)) })),
-      );
+      // The result re-reads the volume, but a failed read does not fail a restore that succeeded (restoreResult).
+      const view = jobs.add(managerJob(job, backup.service, (record) => restoreResult(manager, record, volume)));
       reply.header('location', jobLocation(view.id));
       return view;
     },

@@ -17,7 +17,10 @@ export interface RouteSpec<Q, B> {
   url: string;
   /** Query parameters accepted (a strict object). Default: none; any parameter is INVALID_INPUT. */
   query?: z.ZodType<Q>;
-  /** Body accepted (a strict object). Default: none; a body other than `{}` is INVALID_INPUT. */
+  /**
+   * Body accepted (a strict object). Default: none; a body other than `{}` is INVALID_INPUT. A GET
+   * route takes no body at all (see `refuseGetContent`); `body` is for the other methods.
+   */
   body?: z.ZodType<B>;
   /** Status on success. Default 200. */
   status?: number;
@@ -31,16 +34,19 @@ const NoBody = z.strictObject({}).optional();
 
 /**
  * Registers `spec` on `app`. Query and body are validated before the handler runs (unknown
- * fields included): a failure is INVALID_INPUT with `details.issues: [{path, message}]`.
+ * fields included): a failure is INVALID_INPUT with `details.issues: [{path, message}]`. A GET
+ * (and the HEAD fastify derives from it) with content is INVALID_INPUT too (`refuseGetContent`).
  * Whatever the handler throws goes to the server's error handler.
  */
 export function addRoute<Q = Record<string, never>, B = undefined>(app: FastifyInstance, spec: RouteSpec<Q, B>): void {
+  if (spec.method === 'GET' && spec.body) throw new Error(`GET ${spec.url} cannot take a body`);
   const querySchema = (spec.query ?? NoQuery) as z.ZodType<Q>;
   const bodySchema = (spec.body ?? NoBody) as z.ZodType<B>;
   app.route({
     method: spec.method,
     url: spec.url,
     handler: async (request, reply) => {
+      if (spec.method === 'GET') refuseGetContent(request);
       const query = parseInput(querySchema, request.query, 'query');
       const body = parseInput(bodySchema, request.body, 'body');
       const value = await spec.handler({ params: request.params as Record<string, string>, query, body, request, reply });
@@ -48,6 +54,21 @@ export function addRoute<Q = Record<string, never>, B = undefined>(app: FastifyI
       return value;
     },
   });
+}
+
+/**
+ * Refuses a GET (or HEAD) request that carries content: INVALID_INPUT, whatever the content (even
+ * `{}`). Content in a GET has no meaning in HTTP (RFC 9110 §9.3.1) and fastify does not parse it,
+ * so it would otherwise be ignored silently, while the API refuses every input it does not use.
+ * Content is judged by the framing headers: any `Transfer-Encoding`, or a `Content-Length` other
+ * than 0 (an empty body counts as none, as on the other methods). The content is never read; Node
+ * discards it before the next request on the connection.
+ */
+function refuseGetContent(request: FastifyRequest): void {
+  const { 'transfer-encoding': te, 'content-length': length } = request.headers;
+  if (te === undefined && (length === undefined || Number(length) === 0)) return;
+  const issues = [{ path: 'body', message: 'a GET request carries no content' }];
+  throw new CairnError('INVALID_INPUT', `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]} takes no body: send the request without one`, { details: { issues } });
 }
 
 /** Validates `value` against `schema`; INVALID_INPUT naming every issue otherwise. */

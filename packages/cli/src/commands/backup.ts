@@ -13,9 +13,10 @@ import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { progressReporter } from '../output/progress.js';
+import { restoreResult } from '../output/restore-result.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseSeconds, parseSize, optionParser } from '../output/units.js';
-import { backupColumns, backupJson, backupText, verifyText, volumeJson } from '../output/views.js';
+import { backupColumns, backupJson, backupText, verifyText } from '../output/views.js';
 
 const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
 
@@ -86,8 +87,10 @@ export function registerBackupCommands(program: Command): void {
         const request = o.to ? { backupId: id!, volumeId: (await ctx.resolveVolume(o.to)).id } : { backupId: id!, newVolume: { name: o.name } };
         const { job, volume } = await manager.startRestore(request);
         const record = await runJob(manager, job, ctx.stateDir, ctx.out);
-        const view = await manager.getVolume(volume.id);
-        ctx.out.result({ backup: backupJson(record), volume: volumeJson(view) }, () => `restored backup ${record.id} to volume ${view.id} (${view.name})`);
+        // The restore succeeded: a volume that cannot be read again now is a warning, not a failure.
+        const result = await restoreResult(manager, record, volume);
+        if (result.volumeError) ctx.out.warn(`the restore succeeded, but volume ${volume.id} could not be read again: ${result.volumeError.message}`);
+        ctx.out.result(result, () => `restored backup ${record.id} to volume ${result.volume.id} (${result.volume.name})`);
       }),
     );
 
