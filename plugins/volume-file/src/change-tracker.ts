@@ -1,4 +1,4 @@
-import { unlink } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import type { Extent } from '@cairn/core';
 import { writeFileAtomic } from '@cairn/core';
 import { DirtyBitmap } from './dirty-bitmap.js';
@@ -53,9 +53,11 @@ export class ChangeTracker {
   }
 }
 
-/** Drops a bitmap file; a missing file is not an error. Idempotent. */
+/**
+ * Drops a bitmap file — or whatever damaged entry took its place, a directory included (the path
+ * is always `<id>.cbt/<checkpoint uuid>.bitmap`, never a caller's); a missing one is not an error.
+ * Idempotent.
+ */
 export async function removeBitmap(path: string): Promise<void> {
-  await unlink(path).catch((err: { code?: string }) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
+  await rm(path, { recursive: true, force: true });
 }

@@ -10,15 +10,16 @@ const ZEROS = Buffer.alloc(SCAN_CHUNK);
 /**
  * Ranges of `range` that may hold data in the file behind `fh`; everything outside them reads as
  * zeros. With fs-ext: the file system's own map (lseek SEEK_DATA/SEEK_HOLE), exact to its block
- * size. Without: a read of the range that reports every 64 KiB granule holding a non-zero byte
- * (reads of holes cost no disk I/O, but the scan is O(size)). Never misses data. `ext` defaults
- * to the loaded fs-ext; pass null to force the scan.
+ * size; a fully sparse range costs one lseek. Without: a read of the range that reports every
+ * 64 KiB granule holding a non-zero byte (reads of holes cost no disk I/O, but the scan is
+ * O(size)). Never misses data. `ext` defaults to the loaded fs-ext; pass null to force the scan.
+ *
+ * st_blocks is never consulted: it may lag behind writes (ZFS until its transaction group syncs,
+ * some network file systems), so "0 blocks" does not prove "no data".
  */
 export async function dataExtents(fh: FileHandle, range: ByteRange, ext: FsExt | null = fsExt() ?? null): Promise<Extent[]> {
   const end = range.offset + range.length;
   if (range.length === 0) return [];
-  const stat = await fh.stat();
-  if (stat.blocks === 0) return [];
   if (ext) {
     const out: Extent[] = [];
     let pos = range.offset;

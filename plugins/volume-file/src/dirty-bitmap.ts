@@ -26,6 +26,11 @@ export class DirtyBitmap {
     return (MAX_FILE - HEADER) * 8 * granularity;
   }
 
+  /** Length in bytes of the serialized bitmap of a `size`-byte volume: what `parse` accepts, nothing else. */
+  static fileSize(size: number, granularity: number): number {
+    return HEADER + Math.ceil(Math.ceil(size / granularity) / 8);
+  }
+
   static empty(size: number, granularity: number): DirtyBitmap {
     return new DirtyBitmap(granularity, size, new Uint8Array(Math.ceil(Math.ceil(size / granularity) / 8)));
   }
@@ -94,7 +99,7 @@ export class DirtyBitmap {
     if (buf.length < HEADER || !buf.subarray(0, 8).equals(MAGIC) || buf.readUInt32LE(8) !== 1) return undefined;
     if (buf.readUInt32LE(12) !== granularity || buf.readBigUInt64LE(16) !== BigInt(size)) return undefined;
     const bits = buf.subarray(HEADER);
-    if (bits.length !== Math.ceil(Math.ceil(size / granularity) / 8) || crc32(bits) !== buf.readUInt32LE(24)) return undefined;
+    if (buf.length !== DirtyBitmap.fileSize(size, granularity) || crc32(bits) !== buf.readUInt32LE(24)) return undefined;
     return new DirtyBitmap(granularity, size, new Uint8Array(bits));
   }
 }

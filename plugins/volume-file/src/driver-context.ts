@@ -1,13 +1,21 @@
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { CairnError, KeyedMutex, makeDirectories } from '@cairn/core';
 import { writeFileAtomic } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
+import { readFully } from './data-extents.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
 import type { RecordKind } from './layout.js';
 import type { VolumeRecord } from './records.js';
 import { RecordStore } from './record-store.js';
+
+/**
+ * open(2) errors meaning no bitmap file is at the path: missing (ENOENT), the `.cbt` directory
+ * not a directory (ENOTDIR), a symlink loop (ELOOP), a socket or a device with no driver (ENXIO).
+ */
+const NO_BITMAP_THERE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENXIO']);
 
 /** State one driver instance shares between its volume, snapshot and checkpoint code. */
 export class DriverContext {
@@ -52,13 +60,32 @@ export class DriverContext {
     });
   }
 
-  /** A checkpoint's saved bitmap; undefined when missing or damaged (the checkpoint is then inconsistent). */
+  /**
+   * A checkpoint's saved bitmap for a `size`-byte volume; undefined when missing or damaged (the
+   * checkpoint is then inconsistent: its queries are `NOT_FOUND`, callers read everything). Damaged
+   * includes anything that is not a regular file of exactly the serialized size (a directory, a
+   * FIFO, a file of the wrong length, even over 2 GiB): it is told from fstat before any byte is
+   * read, and no more than that size is ever read. Errors that say nothing about the file itself
+   * (EACCES, EIO, …) are thrown: they may pass, and marking the checkpoint inconsistent would not.
+   */
   async loadBitmap(kind: RecordKind, id: string, checkpointId: string, size: number): Promise<DirtyBitmap | undefined> {
+    const expected = DirtyBitmap.fileSize(size, GRANULARITY);
+    let fh: FileHandle;
     try {
-      return DirtyBitmap.parse(await readFile(this.store.layout.bitmap(kind, id, checkpointId)), size, GRANULARITY);
+      // O_NONBLOCK: opening a FIFO found in its place must not wait for a writer (no effect on a regular file).
+      fh = await open(this.store.layout.bitmap(kind, id, checkpointId), constants.O_RDONLY | constants.O_NONBLOCK);
     } catch (err) {
-      if ((err as { code?: string }).code === 'ENOENT') return undefined;
+      if (NO_BITMAP_THERE.has((err as { code?: string }).code ?? '')) return undefined;
       throw err;
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.size !== expected) return undefined;
+      const buf = Buffer.alloc(expected);
+      await readFully(fh, buf, 0); // a file cut short meanwhile reads as zeros, which parse refuses
+      return DirtyBitmap.parse(buf, size, GRANULARITY);
+    } finally {
+      await fh.close().catch(() => {});
     }
   }
 

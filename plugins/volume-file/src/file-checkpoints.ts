@@ -19,6 +19,9 @@ export class FileCheckpoints implements ChangedBlockTracking {
    * Starts tracking from now. `NOT_FOUND` for an unknown volume; `INVALID_INPUT` for a volume
    * larger than a bitmap tracks (about 1 PiB); `BUSY` while another process (or
    * driver instance) has it attached read-write — its writes could not be tracked here. Not idempotent.
+   * A call that fails leaves no bitmap behind: the live tracker gets the new bitmap only once the
+   * sidecar naming it is written, and a failed sidecar write removes the bitmap file (and the
+   * checkpoint, should the sidecar have landed although its write failed).
    */
   async createCheckpoint(volumeId: string): Promise<Checkpoint> {
     const { ctx } = this;
@@ -27,21 +30,49 @@ export class FileCheckpoints implements ChangedBlockTracking {
         await ctx.store.volume(volumeId);
         const cp: CheckpointRecord = { id: newId(), createdAt: nowIso(), consistent: true };
         const tracker = ctx.trackers.get(volumeId);
-        const add = () =>
-          ctx.store.updateVolume(volumeId, async (r) => {
-            ctx.recover(r);
-            if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
-            const bitmap = DirtyBitmap.empty(r.size, GRANULARITY);
-            await ctx.saveBitmap('volume', volumeId, cp.id, bitmap);
-            r.checkpoints.push(cp);
-            tracker?.add(cp.id, bitmap);
-          });
+        const add = async () => {
+          const bitmap = await ctx.store
+            .updateVolume(volumeId, async (r) => {
+              ctx.recover(r);
+              if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
+              const empty = DirtyBitmap.empty(r.size, GRANULARITY);
+              await ctx.saveBitmap('volume', volumeId, cp.id, empty);
+              r.checkpoints.push(cp);
+              return empty;
+            })
+            .catch(async (err: unknown) => {
+              await this.undoCreate(volumeId, cp.id);
+              throw err;
+            });
+          // Writes are held back (gate) or cannot happen here (lock): tracking starts at the sidecar write.
+          tracker?.add(cp.id, bitmap);
+        };
         // With a local writer, no write may fall between "now" and the new bitmap.
         if (tracker) await tracker.gate.exclusive(add);
         else await ctx.locks.during(ctx.store.layout.image('volume', volumeId), 'shared', add);
         return { id: cp.id, volumeId, createdAt: cp.createdAt };
       }),
     );
+  }
+
+  /**
+   * Best-effort undo of a createCheckpoint whose sidecar write failed: drops the checkpoint from
+   * the sidecar if the write landed all the same (a rename done, its directory fsync failed), then
+   * its bitmap file. What cannot be undone stays safe: a listed checkpoint without its bitmap is
+   * inconsistent (`NOT_FOUND`), and a bitmap file no sidecar names is never read.
+   */
+  private async undoCreate(volumeId: string, checkpointId: string): Promise<void> {
+    const { ctx } = this;
+    try {
+      if ((await ctx.store.volume(volumeId)).checkpoints.some((c) => c.id === checkpointId)) {
+        await ctx.store.updateVolume(volumeId, (r) => {
+          r.checkpoints = r.checkpoints.filter((c) => c.id !== checkpointId);
+        });
+      }
+    } catch {
+      // the error of the failed write is the one the caller gets
+    }
+    await removeBitmap(ctx.store.layout.bitmap('volume', volumeId, checkpointId)).catch(() => {});
   }
 
   /** Checkpoints oldest first, consistent or not. `NOT_FOUND` for an unknown volume. */

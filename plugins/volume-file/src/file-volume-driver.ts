@@ -64,7 +64,8 @@ export class FileVolumeDriver implements VolumeDriver {
   /**
    * Creates a sparse zero-filled image. `INVALID_INPUT` for a bad size (also one the file system
    * refuses for a file), name or metadata; `UNAVAILABLE` without space. A failure leaves no image
-   * behind. Not idempotent.
+   * and no sidecar behind (should the sidecar stay because it cannot be removed, its image stays
+   * too: the volume is listed and usable). Not idempotent.
    */
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
@@ -99,7 +100,16 @@ export class FileVolumeDriver implements VolumeDriver {
         await this.ctx.store.put(record); // the sidecar appearing is what makes the volume exist
         return toVolume(record, 'available');
       } catch (err) {
-        await rm(image, { force: true }).catch(() => {});
+        // The sidecar may be in place although its write failed (renamed, then the directory fsync
+        // failed): it goes first, as in a deletion. The image goes only once no sidecar names it,
+        // so a failed create leaves nothing listed, or at worst a listed volume that attaches.
+        const sidecar = this.ctx.store.layout.sidecar('volume', id);
+        await this.ctx.store.remove('volume', id).catch(() => {});
+        const named = await stat(sidecar).then(
+          () => true,
+          (e: { code?: string }) => e.code !== 'ENOENT',
+        );
+        if (!named) await rm(image, { force: true }).catch(() => {});
         throw err;
       }
     });

@@ -28,7 +28,7 @@ import { QemuImg } from './qemu-img.js';
 import { RecordStore } from './record-store.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { Runtime } from './runtime.js';
-import { growImage } from './volume-extend.js';
+import { growImage, imageSize } from './volume-extend.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
@@ -232,7 +232,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * Takes a crash-consistent snapshot. While the volume's image is open in the daemon (attached,
    * or held by another view) it is a fleecing view: O(1), read-only, living until deleteSnapshot,
    * `close()` or the daemon's death. Otherwise it is a durable sparse copy of the image with its
-   * bitmaps (`qemu-img convert --bitmaps`). `NOT_FOUND` for an unknown volume. Not idempotent.
+   * bitmaps (`qemu-img convert --bitmaps`). Either way it has the image's size, as an attach of the
+   * volume serves it (larger than the sidecar's after an interrupted extend). `NOT_FOUND` for an
+   * unknown volume. Not idempotent.
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
@@ -250,7 +252,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
             await this.runtime.settleVolume(session, node, volumeId); // a view freezes the chain: it must be trusted
             const { checkpoints } = await this.store.volume(volumeId);
             const overlayPath = (id: string): string => this.store.layout.overlay(id);
-            view = await prepareView({ session, qemuImg: this.qemuImg, volumeId, name: name ?? '', size: record.size, node, checkpoints, overlayPath });
+            // The overlay must be exactly as large as the node (qemu refuses otherwise), and that is
+            // also what the volume's attachments serve — the image's size, not the sidecar's.
+            const size = await imageSize(session, node, this.name);
+            view = await prepareView({ session, qemuImg: this.qemuImg, volumeId, name: name ?? '', size, node, checkpoints, overlayPath });
             await startView(view, checkpoints);
           } catch (err) {
             // A started view may exist even so (no reply in time): retiring it also drops the reference.
@@ -275,8 +280,12 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         const copy = this.store.layout.image('snapshot', snap.id);
         try {
           await this.qemuImg.copyWithBitmaps(image, copy);
+          const copied = await this.qemuImg.describe(copy);
+          // The size of what was copied, which is what an attach of the volume serves (larger than
+          // the sidecar's after an extend that died between `block_resize` and its sidecar write).
+          snap.size = copied.size;
           // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
-          snap.checkpoints = copiedCheckpoints(record.checkpoints, await this.qemuImg.bitmaps(copy));
+          snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps);
           await this.store.put(snap);
         } catch (err) {
           await rm(copy, { force: true });

@@ -32,18 +32,21 @@ export class QemuImg {
   }
 
   /**
-   * The persistent dirty bitmaps stored in the closed qcow2 image at `path`, by name, as qemu-img
-   * reports their flags: `auto` (enabled: recording) and `in-use` (not saved cleanly: inconsistent).
+   * The virtual size of the closed qcow2 image at `path` and its persistent dirty bitmaps, by name,
+   * as qemu-img reports their flags: `auto` (enabled: recording) and `in-use` (not saved cleanly:
+   * inconsistent). One `qemu-img info`. `CORRUPT` when it reports no size.
    */
-  async bitmaps(path: string): Promise<Map<string, { recording: boolean; inconsistent: boolean }>> {
+  async describe(path: string): Promise<{ size: number; bitmaps: Map<string, { recording: boolean; inconsistent: boolean }> }> {
     const info = await this.info(path);
+    const size = info['virtual-size'];
+    if (typeof size !== 'number') throw new CairnError('CORRUPT', `${this.binary} info reports no virtual size for an image`, { driver: this.driver });
     const data = (info['format-specific'] as { data?: { bitmaps?: { name?: unknown; flags?: unknown }[] } } | undefined)?.data;
-    const out = new Map<string, { recording: boolean; inconsistent: boolean }>();
+    const bitmaps = new Map<string, { recording: boolean; inconsistent: boolean }>();
     for (const b of data?.bitmaps ?? []) {
       const flags = Array.isArray(b.flags) ? b.flags : [];
-      if (typeof b.name === 'string') out.set(b.name, { recording: flags.includes('auto'), inconsistent: flags.includes('in-use') });
+      if (typeof b.name === 'string') bitmaps.set(b.name, { recording: flags.includes('auto'), inconsistent: flags.includes('in-use') });
     }
-    return out;
+    return { size, bitmaps };
   }
 
   /** `qemu-img info --output=json` of a closed image (`-U` when `shared`: may see stale data). */

@@ -47,8 +47,11 @@ export async function growImage(session: DaemonSession, node: string, store: Rec
   });
 }
 
-/** The virtual size of the node's image, as qemu has it open. */
-async function imageSize(session: DaemonSession, node: string, driver: string): Promise<number> {
+/**
+ * The virtual size of the node's image, as qemu has it open: the size its exports (attach) serve,
+ * larger than the sidecar's after an extend that died between `block_resize` and its sidecar write.
+ */
+export async function imageSize(session: DaemonSession, node: string, driver: string): Promise<number> {
   const nodes = await session.qmp.execute('query-named-block-nodes', { flat: true });
   const size = nodes.find((n) => n['node-name'] === node)?.image?.['virtual-size'];
   if (typeof size !== 'number') throw new CairnError('INTERNAL', `qemu reports no size for node ${node}`, { driver });
