@@ -72,8 +72,13 @@ export interface DeleteOptions {
 }
 
 export interface VerifyProblem {
-  /** Backup the problem breaks. */
-  backupId: string;
+  /**
+   * Backup the problem breaks. Absent (since 2026-12) for damage a verify of every backup found
+   * that breaks none of them but is still the store's to repair, e.g. an index object that cannot
+   * be read (which a repository's GC refuses to run over): reported only when `verify` is called
+   * without a backup, never in a verify of one backup. Consumers that name backups must allow it.
+   */
+  backupId?: string;
   code: 'CORRUPT' | 'NOT_FOUND';
   message: string;
 }

@@ -3,6 +3,7 @@ import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { batchesIn, chunkLength, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import type { ChunkMap } from './chunk-map.js';
+import type { ChunkIndex } from './chunk-index.js';
 import type { ChunkList } from './chunk-list.js';
 import { FORMAT_VERSION } from './format.js';
 import { ChunkPageWriter } from './chunk-page-writer.js';
@@ -37,20 +38,30 @@ interface Slot {
 }
 
 /**
- * The chunks to read: those changed since the parent (plus any new tail), or with no usable
- * change tracking every chunk that may hold data (chunks outside every allocated extent are zero
- * without reading); never a guess.
+ * The chunks to read: those changed since the parent, those the size change touches, and those
+ * whose id in the parent's manifest the index does not hold; or with no usable change tracking
+ * every chunk that may hold data (chunks outside every allocated extent are zero without
+ * reading). Never a guess: every chunk not read is zero, or (`usedChanges`) the parent's chunk at
+ * its place, of the same length, held by the index.
  */
-async function chunksToRead(source: BackupSource, parent: Manifest | undefined, count: number, chunkSize: number): Promise<{ ranges: ChunkRange[]; usedChanges: boolean }> {
+async function chunksToRead(repo: Repository, source: BackupSource, parent: Manifest | undefined, count: number, indexReady: Promise<void>): Promise<{ ranges: ChunkRange[]; usedChanges: boolean }> {
+  const { chunkSize } = repo.config;
+  const size = source.device.size;
   if (parent && source.changedSince && parent.chunkSize === chunkSize) {
+    let changed: ChunkRange[] | undefined;
     try {
-      const changed = chunkRangesOf(await source.device.extents({ kind: 'changed', since: source.changedSince }), chunkSize, count);
-      // When the volume grew: the new chunks, and the parent's last chunk if it was partial (it
-      // holds fewer bytes than its place now does, even when the chunk count did not change).
-      const grown: ChunkRange[] = source.device.size > parent.size ? [[Math.floor(parent.size / chunkSize), count]] : [];
-      return { ranges: mergeRanges([...changed, ...grown]), usedChanges: true };
+      changed = chunkRangesOf(await source.device.extents({ kind: 'changed', since: source.changedSince }), chunkSize, count);
     } catch (err) {
       if (!(isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED'))) throw err;
+    }
+    if (changed) {
+      // A size change: the chunk where the shorter of the two sizes ends, when that is inside a
+      // chunk (its length differs from the parent's chunk at its place: the new last chunk of a
+      // volume that shrank, the parent's short last chunk of one that grew), and every chunk
+      // past it. A volume that shrank to a chunk multiple keeps whole chunks of the parent only.
+      const resized: ChunkRange[] = size !== parent.size ? [[Math.floor(Math.min(size, parent.size) / chunkSize), count]] : [];
+      await indexReady;
+      return { ranges: mergeRanges([...changed, ...resized, ...(await unheldChunks(parent.chunks, count, repo.index))]), usedChanges: true };
     }
   }
   // Changed extents are already few; only a full read is worth a walk of the allocation map
@@ -63,6 +74,37 @@ async function chunksToRead(source: BackupSource, parent: Manifest | undefined, 
     if (!isCairnError(err)) throw err;
     return { ranges: count > 0 ? [[0, count]] : [], usedChanges: false };
   }
+}
+
+/** Pages of the parent's chunk list loading while one is checked (ChunkMap keeps the last 4 it loaded). */
+const PAGES_AHEAD = 2;
+
+/**
+ * The chunks below `count` whose id in `map` (the parent's chunk list) `index` does not hold (an
+ * index object damaged or deleted, a lost pack that GC dropped from the index): an incremental
+ * with change tracking reads and stores them as if changed instead of naming data the repository
+ * lacks. Reads every page of the
+ * map once (a page per PAGE_CHUNKS chunks: 140 KiB per 512 MiB of volume at the default sizes;
+ * a page of zero chunks is not stored, nor read) and looks each id up without making a string.
+ * A page that cannot be read fails the backup (`NOT_FOUND`/`CORRUPT` naming the parent), as it
+ * does when the writer reads it for a changed chunk.
+ */
+async function unheldChunks(map: ChunkMap, count: number, index: ChunkIndex): Promise<ChunkRange[]> {
+  const pages = Math.min(map.pageCount, Math.ceil(count / map.pageChunks));
+  const out: [number, number][] = [];
+  const loading: Promise<ChunkList>[] = [];
+  for (let k = 0; k < pages; k++) {
+    while (loading.length <= PAGES_AHEAD && k + loading.length < pages) loading.push(map.page(k + loading.length));
+    const page = await loading.shift()!;
+    const first = k * map.pageChunks;
+    for (const j of page.unheld((bytes, at) => index.hasBinary(bytes, at), 0, count - first)) {
+      const i = first + j;
+      const last = out[out.length - 1];
+      if (last && last[1] === i) last[1] = i + 1;
+      else out.push([i, i + 1]);
+    }
+  }
+  return out;
 }
 
 /** The ids of chunks `indexes` in `map`, loading each page they fall in once. */
@@ -84,6 +126,11 @@ async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string
  * again; before the manifest, each such chunk is named (the other backup's pack is named by this
  * one if need be) or read again and stored (BorrowedChunks), so the manifest never depends on a
  * backup that may yet fail. `CONFLICT` when such a chunk is no longer on the device by then.
+ *
+ * Of the parent, a chunk is reused (equal to the chunk read at its place, or with change
+ * tracking not read at all) only when the index holds it; a chunk the size change touches is
+ * always read. So the manifest never names data the repository lacks, nor a chunk of another
+ * length than its place (docs/repository-format.md, "What a writer guarantees").
  */
 export async function writeBackup(repo: Repository, job: BackupJob, source: BackupSource, parent: Manifest | undefined, options: WriteOptions = {}): Promise<{ result: BackupResult; manifest: Manifest }> {
   const started = Date.now();
@@ -91,7 +138,9 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const device = source.device;
   const size = device.size;
   const count = Math.ceil(size / chunkSize);
-  const { ranges, usedChanges } = await chunksToRead(source, parent, count, chunkSize);
+  const indexReady = options.indexReady ?? repo.index.refresh();
+  indexReady.catch(() => undefined); // raised where it is awaited
+  const { ranges, usedChanges } = await chunksToRead(repo, source, parent, count, indexReady);
   const sameLayout = parent && parent.chunkSize === chunkSize;
   // Chunks not read are zero, or (with change tracking) the parent's.
   const pages = new ChunkPageWriter(repo.store, repo.codec, job.backup.id, count, usedChanges ? parent!.chunks : undefined, options.pageChunks);
@@ -136,7 +185,16 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   // out in single-chunk writes).
   const handle = async (run: number[], slot: Slot, length: number, parentIds: (string | null)[], heldPages: number[], turn: Promise<void>): Promise<void> => {
     try {
-      const processed = await processor.process(slot.input.subarray(0, length), slot.output, parentIds);
+      const input = slot.input.subarray(0, length);
+      let processed = await processor.process(input, slot.output, parentIds);
+      // A chunk equal to the parent's (`same`: hashed, not encoded) is reused only when the index
+      // holds it: the parent's manifest may name a chunk whose index object is damaged or whose
+      // pack is gone. When one is not held, the batch is encoded again with such chunks as new.
+      // One index lookup per equal chunk; a second pass only in a damaged repository.
+      await indexReady;
+      if (processed.some((c) => c.same && !repo.index.has(c.id!))) {
+        processed = await processor.process(input, slot.output, parentIds.map((id) => (id !== null && repo.index.has(id) ? id : null)));
+      }
       await turn;
       if (failure) return; // the backup is failing: nothing more goes into packs
       await packChunks(run, processed);
@@ -146,8 +204,6 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     }
   };
 
-  const indexReady = options.indexReady ?? repo.index.refresh();
-  indexReady.catch(() => undefined); // raised where it is awaited
   const packChunks = async (run: number[], processed: ProcessedChunk[]): Promise<void> => {
     await indexReady;
     for (const [k, c] of processed.entries()) {
@@ -159,7 +215,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       }
       const id = c.id!;
       pages.set(index, id);
-      const named = c.same || repo.index.has(id);
+      const named = c.same || repo.index.has(id); // `same`: held by the index (see handle)
       const owner = named ? undefined : repo.inflight.ownerOf(id);
       if (named || owner !== undefined) {
         if (owner !== undefined && owner !== me) borrowed.note(id, index);

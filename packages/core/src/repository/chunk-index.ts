@@ -218,6 +218,12 @@ export class ChunkIndex {
     return this.find(id) >= 0;
   }
 
+  /** Whether the index holds the chunk whose id is the ID_BYTES bytes of `bytes` at `at` (binary, as ChunkList keeps ids: no string made). */
+  hasBinary(bytes: Uint8Array, at = 0): boolean {
+    this.refreshTable();
+    return this.table.find(this.ids, bytes, at) >= 0;
+  }
+
   get(id: string): Location | undefined {
     const k = this.find(id);
     return k < 0 ? undefined : this.entryAt(k, id);

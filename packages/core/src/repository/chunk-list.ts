@@ -131,6 +131,16 @@ export class ChunkList {
     return out;
   }
 
+  /**
+   * The indexes in [start, end) of the chunks that have an id `holds` refuses, ascending. `holds`
+   * gets the id's ID_BYTES binary bytes in `bytes` at `at` (no string is made per chunk).
+   */
+  unheld(holds: (bytes: Uint8Array, at: number) => boolean, start = 0, end = this.length): number[] {
+    const out: number[] = [];
+    for (let i = Math.max(0, start); i < Math.min(end, this.length); i++) if (this.present[i] && !holds(this.bytes, i * ID_BYTES)) out.push(i);
+    return out;
+  }
+
   /** The id of every chunk that has one, in chunk order (an id used twice comes twice). */
   *ids(): Generator<string> {
     for (let i = 0; i < this.length; i++) if (this.present[i]) yield this.get(i)!;

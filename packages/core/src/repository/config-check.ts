@@ -1,5 +1,6 @@
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { EncryptionParams, RepositoryConfig } from './format.js';
+import { SEALED_KEY_BYTES } from './keys.js';
 
 /** Compressions a repository may name. */
 export const COMPRESSIONS: readonly CompressionAlgorithm[] = ['zstd', 'lz4', 'gzip', 'none'];
@@ -36,7 +37,29 @@ export function kdfProblem(k: Partial<Pick<EncryptionParams, 'N' | 'r' | 'p'>>):
   return undefined;
 }
 
-/** Why a stored `config` cannot be trusted, or undefined (its format and version are checked apart). */
+/**
+ * Why `v` cannot be a config's format version (a positive integer), or undefined. Checked before
+ * the version is compared with the reader's: a config without one must not pass for a current
+ * one (every comparison with undefined is false, so an upgrade would skip its steps).
+ */
+export function versionProblem(v: unknown): string | undefined {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 ? undefined : `version must be a positive integer, got ${JSON.stringify(v) ?? 'none'}`;
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Why a config's `sealedKey` cannot be one (base64 of SEALED_KEY_BYTES bytes), or undefined: no passphrase opens it, so it is damage, not a wrong passphrase. */
+function sealedKeyProblem(k: unknown): string | undefined {
+  if (typeof k !== 'string' || !BASE64.test(k)) return 'sealedKey is not base64';
+  const n = Buffer.from(k, 'base64').length;
+  return n === SEALED_KEY_BYTES ? undefined : `sealedKey holds ${n} bytes, not ${SEALED_KEY_BYTES}`;
+}
+
+/**
+ * Why a stored `config` cannot be trusted, or undefined: a field every Cairn writes is missing
+ * or out of bounds (docs/repository-format.md, `config`). Its format and version are checked
+ * apart, first (versionProblem; a newer version is NOT_SUPPORTED before its fields are judged).
+ */
 export function configProblem(c: RepositoryConfig): string | undefined {
   const enc = c.encryption;
   const encryption =
@@ -44,6 +67,13 @@ export function configProblem(c: RepositoryConfig): string | undefined {
       ? undefined
       : typeof enc !== 'object' || enc.kdf !== 'scrypt' || typeof enc.salt !== 'string' || typeof enc.sealedKey !== 'string'
         ? 'encryption parameters are malformed'
-        : kdfProblem(enc);
-  return chunkSizeProblem(c.chunkSize) ?? packSizeProblem(c.packSize) ?? compressionProblem(c.compression) ?? (typeof c.id === 'string' ? undefined : 'no repository id') ?? encryption;
+        : (kdfProblem(enc) ?? sealedKeyProblem(enc.sealedKey));
+  return (
+    chunkSizeProblem(c.chunkSize) ??
+    packSizeProblem(c.packSize) ??
+    compressionProblem(c.compression) ??
+    (typeof c.id === 'string' ? undefined : 'no repository id') ??
+    (typeof c.createdAt === 'string' ? undefined : 'no creation time') ??
+    encryption
+  );
 }

@@ -73,7 +73,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     if (!options.dryRun) await repo.upgradeFormat();
     await repo.index.refresh();
     if (repo.index.damaged.size > 0) {
-      throw new CairnError('CORRUPT', `pack indexes cannot be read: ${[...repo.index.damaged].join(', ')}; run verify`);
+      // Verify of the whole repository reports each of them (verifier.ts), with the backups it breaks if any.
+      throw new CairnError('CORRUPT', `index objects cannot be read: ${[...repo.index.damaged].map((id) => `index/${id}`).join(', ')}; run verify of the whole repository`);
     }
     const referenced = new Set<string>();
     const pages = new Set<string>(); // chunk list pages named by a manifest (read once each)

@@ -30,6 +30,9 @@ async function kek(passphrase: string, params: Pick<EncryptionParams, 'N' | 'r' 
   });
 }
 
+/** Bytes of a config's `sealedKey`: nonce (12) | the 64-byte master key, encrypted (64) | tag (16). */
+export const SEALED_KEY_BYTES = 12 + 64 + 16;
+
 /** Creates fresh keys sealed under `passphrase`. */
 export async function createKeys(passphrase: string, cost = DEFAULT_KDF): Promise<{ keys: RepositoryKeys; params: EncryptionParams }> {
   if (typeof passphrase !== 'string' || passphrase.length === 0) throw new CairnError('INVALID_INPUT', 'an encrypted repository needs a non-empty passphrase');
@@ -45,11 +48,16 @@ export async function createKeys(passphrase: string, cost = DEFAULT_KDF): Promis
   };
 }
 
-/** Unseals the keys. `INVALID_INPUT` for a wrong passphrase (the seal does not authenticate). */
+/**
+ * Unseals the keys. `INVALID_INPUT` for a wrong passphrase (the seal does not authenticate);
+ * `CORRUPT` for a sealed key of another length than SEALED_KEY_BYTES, which no passphrase opens
+ * (Repository.open refuses such a config before deriving anything: configProblem).
+ */
 export async function openKeys(passphrase: string, params: EncryptionParams): Promise<RepositoryKeys> {
   if (params.kdf !== 'scrypt') throw new CairnError('NOT_SUPPORTED', `unknown key derivation ${params.kdf}`);
-  const key = await kek(passphrase, params);
   const sealed = Buffer.from(params.sealedKey, 'base64');
+  if (sealed.length !== SEALED_KEY_BYTES) throw new CairnError('CORRUPT', `repository config is damaged: sealedKey holds ${sealed.length} bytes, not ${SEALED_KEY_BYTES}`);
+  const key = await kek(passphrase, params);
   try {
     const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
     d.setAuthTag(sealed.subarray(sealed.length - 16));

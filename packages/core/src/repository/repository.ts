@@ -6,7 +6,7 @@ import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './code
 import { CATALOG_BY_VOLUME_VERSION, writeVolumeEntries } from './repository-catalog.js';
 import { ChunkIndex } from './chunk-index.js';
 import { InflightChunks } from './inflight-chunks.js';
-import { chunkSizeProblem, compressionProblem, configProblem, kdfProblem, packSizeProblem } from './config-check.js';
+import { chunkSizeProblem, compressionProblem, configProblem, kdfProblem, packSizeProblem, versionProblem } from './config-check.js';
 import { ChunkProcessor } from './chunk-processor.js';
 import type { CodecSettings } from './chunk-tasks.js';
 import { FORMAT_NAME, FORMAT_VERSION, Keys, type Manifest, type RepositoryConfig } from './format.js';
@@ -104,7 +104,9 @@ export class Repository {
 
   /**
    * Opens a repository. `NOT_FOUND` when there is none, `NOT_SUPPORTED` for a newer format,
-   * `CORRUPT` for an unreadable config or one with parameters no repository can have,
+   * `CORRUPT` for an unreadable config, one lacking a field every Cairn writes (its version
+   * included) or with parameters no repository can have (a sealed key of the wrong length too:
+   * that is damage, which no passphrase fixes),
    * `INVALID_INPUT` for a missing or wrong passphrase, or a passphrase for a repository whose
    * config says it is not encrypted (refused: a config rewritten without encryption would
    * otherwise make this process write in clear what its user means to encrypt).
@@ -124,6 +126,8 @@ export class Repository {
       throw new CairnError('CORRUPT', 'repository config is not valid JSON', { cause });
     }
     if (config?.format !== FORMAT_NAME) throw new CairnError('CORRUPT', 'repository config does not describe a Cairn repository');
+    const badVersion = versionProblem(config.version);
+    if (badVersion) throw new CairnError('CORRUPT', `repository config is damaged: ${badVersion}`);
     if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
     const problem = configProblem(config);
     if (problem) throw new CairnError('CORRUPT', `repository config is damaged: ${problem}`);

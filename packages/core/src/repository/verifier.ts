@@ -14,7 +14,9 @@ const FETCH_BATCH = 16_384;
 /**
  * Reads and checks every chunk the given backups use (all backups when `backupIds` is omitted),
  * each chunk once, and reports which backups a bad or missing chunk, chunk list page or manifest
- * breaks (one problem per backup, in the order given). A chunk is also bad when its length is
+ * breaks (one problem per backup, in the order given). With `backupIds` omitted, index objects
+ * that cannot be read and break no backup are reported too, after them, one problem each with no
+ * backupId (VerifyProblem). A chunk is also bad when its length is
  * not the length of the place it fills (every chunk is chunkSize bytes but a short last one).
  * Progress: plaintext bytes of the distinct chunks checked, out of those the index lists (chunks
  * it does not list are missing: they count in neither).
@@ -76,11 +78,24 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
     }
   }
   // A chunk "in no pack" is most often a pack whose index object cannot be read: say which.
+  let damagedNamed = false;
   if (repo.index.damaged.size > 0) {
     const damaged = [...repo.index.damaged].map((id) => `index/${id}`).join(', ');
-    for (const p of perBackup.values()) if (p.code === 'NOT_FOUND') p.message += ` (unreadable index objects: ${damaged})`;
+    for (const p of perBackup.values()) {
+      if (p.code !== 'NOT_FOUND') continue;
+      p.message += ` (unreadable index objects: ${damaged})`;
+      damagedNamed = true;
+    }
   }
   report.problems.push(...[...new Set(ids)].filter((id) => perBackup.has(id)).map((id) => perBackup.get(id)!));
+  // A verify of the whole repository names every unreadable index object (GC refuses to run over
+  // one and sends its caller here): in the problems of the backups it may break, or, when it
+  // breaks none, as a problem of its own, without a backupId.
+  if (!backupIds && !damagedNamed) {
+    for (const id of repo.index.damaged) {
+      report.problems.push({ code: 'CORRUPT', message: `index object index/${id} cannot be read; it breaks no backup, but GC refuses to run until it is repaired or removed` });
+    }
+  }
   return report;
 }
 

@@ -1,0 +1,55 @@
+/**
+ * Damage that breaks no backup still stops GC ("run verify"), so a verify of the whole repository
+ * reports it: a problem without a backupId. A verify of one backup reports only that backup's.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { MemoryObjectStore } from '../src/index.js';
+import { chunkedRig, expectCode, filledVolume, keys, MiB } from './helpers.js';
+
+describe('verify of the whole repository', () => {
+  it('reports an unreadable index object that breaks no backup, which GC refuses over', async () => {
+    const store = new MemoryObjectStore('mem');
+    const { service, volumes, manager } = await chunkedRig(store);
+    const v = await filledVolume(volumes, 2 * MiB, 81);
+    const b = await manager.backup({ volumeId: v.id });
+    // An index object naming nothing any backup uses, damaged (say, left half-written by a bad disk).
+    const strayId = randomBytes(32).toString('hex');
+    await store.put(`index/${strayId}`, randomBytes(200));
+    const { service: fresh } = await chunkedRig(store);
+
+    await expect(fresh.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('verify') });
+    const report = await fresh.verify();
+    expect(report.checked).toEqual([b.id]);
+    expect(report.problems).toEqual([{ code: 'CORRUPT', message: expect.stringContaining(`index/${strayId}`) }]);
+    expect(report.problems[0]!.backupId).toBeUndefined();
+    // The backup itself is whole: a verify of it finds nothing, and its record stays restorable.
+    expect((await fresh.verify(await manager.getBackup(b.id))).problems).toEqual([]);
+    await Promise.all([service.close(), fresh.close()]);
+  });
+
+  it('names an unreadable index object once: in the problems of the backups it breaks when there are some', async () => {
+    const store = new MemoryObjectStore('mem');
+    const { service, volumes, manager } = await chunkedRig(store);
+    const v = await filledVolume(volumes, 2 * MiB, 82);
+    const b = await manager.backup({ volumeId: v.id });
+    const [indexKey] = await keys(store, 'index/');
+    const blob = await store.get(indexKey!);
+    blob[blob.length - 3]! ^= 0xff;
+    await store.put(indexKey!, blob);
+    const { service: fresh } = await chunkedRig(store);
+    const report = await fresh.verify();
+    expect(report.problems).toEqual([{ backupId: b.id, code: 'NOT_FOUND', message: expect.stringContaining(`unreadable index objects: ${indexKey}`) }]);
+    await expectCode(fresh.gc({ graceMs: 0 }), 'CORRUPT');
+    await Promise.all([service.close(), fresh.close()]);
+  });
+
+  it('an intact repository still reports no problems', async () => {
+    const { service, volumes, manager } = await chunkedRig();
+    const v = await filledVolume(volumes, 2 * MiB, 83);
+    await manager.backup({ volumeId: v.id });
+    expect((await service.verify()).problems).toEqual([]);
+    expect((await manager.verify()).problems).toEqual([]);
+    await service.close();
+  });
+});
