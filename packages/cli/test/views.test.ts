@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BackupRecord } from '@cairn/core';
-import { backupText } from '../src/output/views.js';
+import { backupText, verifyText } from '../src/output/views.js';
 
 const record = (fields: Partial<BackupRecord>): BackupRecord => ({
   id: 'b1', name: '', description: '', volumeId: 'v1', volumeName: 'v', size: 1024, status: 'creating', service: 'posix',
@@ -15,5 +15,19 @@ describe('backupText', () => {
     expect(queued).toMatch(/type:\s+incremental \(no parent claimed yet\)/);
     expect(queued).not.toContain('undefined');
     expect(backupText(record({}))).toMatch(/type:\s+full/);
+  });
+});
+
+describe('verifyText', () => {
+  it('names the backup a problem breaks, and calls one without a backup a repository problem', () => {
+    const text = verifyText({
+      checked: ['b1'],
+      bytesChecked: 1024,
+      problems: [
+        { backupId: 'b1', code: 'NOT_FOUND', message: 'chunk x is in no pack' },
+        { code: 'CORRUPT', message: 'index object index/ab cannot be read' },
+      ],
+    });
+    expect(text.split('\n')).toEqual(['checked 1 backup(s), 1.0 KiB', 'problem [NOT_FOUND] backup b1: chunk x is in no pack', 'problem [CORRUPT] repository: index object index/ab cannot be read', '2 problem(s)']);
   });
 });

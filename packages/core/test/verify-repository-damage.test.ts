@@ -44,6 +44,27 @@ describe('verify of the whole repository', () => {
     await Promise.all([service.close(), fresh.close()]);
   });
 
+  it('is repaired by deleting the unreadable index object: the next GC names its packs again from their trailers, and the backup verifies whole', async () => {
+    const store = new MemoryObjectStore('mem');
+    const { service, volumes, manager } = await chunkedRig(store);
+    const v = await filledVolume(volumes, 2 * MiB, 84);
+    const b = await manager.backup({ volumeId: v.id });
+    const [indexKey] = await keys(store, 'index/');
+    const blob = await store.get(indexKey!);
+    blob[blob.length - 3]! ^= 0xff;
+    await store.put(indexKey!, blob);
+    const { service: fresh } = await chunkedRig(store);
+    expect((await fresh.verify()).problems).toEqual([expect.objectContaining({ backupId: b.id, message: expect.stringContaining(`unreadable index objects: ${indexKey}; delete them from the store`) })]);
+    await store.delete(indexKey!);
+    const { service: repaired } = await chunkedRig(store);
+    const gc = await repaired.gc({ graceMs: 0 });
+    expect(gc.packsAdopted).toBeGreaterThan(0);
+    expect(gc.packsDeleted).toBe(0);
+    const { service: after } = await chunkedRig(store);
+    expect(await after.verify()).toMatchObject({ checked: [b.id], problems: [] });
+    await Promise.all([service.close(), fresh.close(), repaired.close(), after.close()]);
+  });
+
   it('an intact repository still reports no problems', async () => {
     const { service, volumes, manager } = await chunkedRig();
     const v = await filledVolume(volumes, 2 * MiB, 83);

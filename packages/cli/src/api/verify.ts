@@ -29,7 +29,8 @@ function outcome(report: VerifyReport, reported: boolean) {
   const n = report.problems.length;
   return {
     result: report,
-    error: n === 0 ? undefined : new CairnError('CORRUPT', `verify found ${n} problem(s) in ${report.checked.length} backup(s)`, { details: { backups: report.problems.map((p) => p.backupId) } }),
+    // `backups`: the backups broken; a problem of the repository itself (no backupId) names none.
+    error: n === 0 ? undefined : new CairnError('CORRUPT', `verify found ${n} problem(s) in ${report.checked.length} backup(s)`, { details: { backups: report.problems.flatMap((p) => (p.backupId === undefined ? [] : [p.backupId])) } }),
     progress: reported ? undefined : { bytesDone: report.bytesChecked, bytesTotal: report.bytesChecked },
   };
 }

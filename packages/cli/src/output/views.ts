@@ -96,7 +96,7 @@ export function backupText(b: BackupRecord): string {
 export function verifyText(report: VerifyReport): string {
   return [
     `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
-    ...report.problems.map((p) => `problem [${p.code}] backup ${p.backupId}: ${p.message}`),
+    ...report.problems.map((p) => `problem [${p.code}] ${p.backupId === undefined ? 'repository' : `backup ${p.backupId}`}: ${p.message}`),
     report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
   ].join('\n');
 }

@@ -83,7 +83,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
     const damaged = [...repo.index.damaged].map((id) => `index/${id}`).join(', ');
     for (const p of perBackup.values()) {
       if (p.code !== 'NOT_FOUND') continue;
-      p.message += ` (unreadable index objects: ${damaged})`;
+      p.message += ` (unreadable index objects: ${damaged}; delete them from the store, and the next GC names again, from their own trailers, the packs they named that hold chunks a backup uses)`;
       damagedNamed = true;
     }
   }
@@ -93,7 +93,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
   // breaks none, as a problem of its own, without a backupId.
   if (!backupIds && !damagedNamed) {
     for (const id of repo.index.damaged) {
-      report.problems.push({ code: 'CORRUPT', message: `index object index/${id} cannot be read; it breaks no backup, but GC refuses to run until it is repaired or removed` });
+      report.problems.push({ code: 'CORRUPT', message: `index object index/${id} cannot be read; it breaks no backup, but GC refuses to run over it: delete the object index/${id} from the store, and the next GC names again, from their own trailers, the packs it named that hold chunks a backup uses` });
     }
   }
   return report;
