@@ -21,6 +21,7 @@ import { AttachmentTable } from './attachment-table.js';
 import { copiedCheckpoints } from './checkpoint-reconcile.js';
 import type { DaemonSession } from './daemon-session.js';
 import { destroyView, prepareView, startView, type FleecingView } from './fleecing-view.js';
+import { qcow2VirtualSize } from './image-header.js';
 import { holdImage } from './image-hold.js';
 import { OtherInstances } from './other-instances.js';
 import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
@@ -108,7 +109,13 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     return this.runtime.daemonPid();
   }
 
-  /** Creates an empty qcow2 image (no data clusters). `INVALID_INPUT` for a bad size, name or metadata. Not idempotent. */
+  /**
+   * Creates an empty qcow2 image (no data clusters), then its sidecar, whose appearance makes the
+   * volume exist. `INVALID_INPUT` for a bad size, name or metadata; errors of qemu-img and of the
+   * sidecar write (`UNAVAILABLE` without space or on an I/O error). A failure leaves nothing
+   * listed, or at worst a listed volume that attaches (RecordStore.discardCreated), and the error
+   * is raised. Not idempotent.
+   */
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
       assertVolumeSize(spec?.size, this.name);
@@ -125,7 +132,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         await this.qemuImg.create(image, spec.size);
         await this.store.put(record); // the sidecar appearing is what makes the volume exist
       } catch (err) {
-        await rm(image, { force: true });
+        await this.store.discardCreated('volume', id);
         throw err;
       }
       return toVolume(record, 'available');
@@ -168,20 +175,31 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     );
   }
 
-  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. Status: see statusOf. */
+  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. Size: see describe; status: see statusOf. */
   async getVolume(volumeId: string): Promise<Volume> {
-    return this.guard('getVolume', async () => {
-      const r = await this.store.volume(volumeId);
-      return toVolume(r, await this.statusOf(r));
-    });
+    return this.guard('getVolume', async () => this.describe(await this.store.volume(volumeId)));
   }
 
-  /** Every volume, ordered by creation. Status: see statusOf. */
+  /** Every volume, ordered by creation. Size: see describe; status: see statusOf. */
   async listVolumes(): Promise<Volume[]> {
     return this.guard('listVolumes', async () => {
       const records = await this.store.volumes();
-      return Promise.all(records.map(async (r) => toVolume(r, await this.statusOf(r))));
+      return Promise.all(records.map((r) => this.describe(r)));
     });
+  }
+
+  /**
+   * The volume as reported. Its size is the image's (the virtual size in its header), which is
+   * what an attach serves and what a snapshot of it holds: after an extendVolume that died between
+   * `block_resize` and its sidecar write the image is larger than the sidecar says, and the sidecar
+   * catches up only at the next extend to that size (growImage). Reporting the sidecar's size would
+   * tell callers a smaller volume than the device they attach (core's flow would refuse to restore
+   * a backup of it into it). Only when the header cannot be read (a missing or damaged image,
+   * which attach reports itself) is it the sidecar's size.
+   */
+  private async describe(r: VolumeRecord): Promise<Volume> {
+    const [size, status] = await Promise.all([qcow2VirtualSize(this.store.layout.image('volume', r.id)), this.statusOf(r)]);
+    return toVolume({ ...r, size: size ?? r.size }, status);
   }
 
   /**
@@ -234,7 +252,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * `close()` or the daemon's death. Otherwise it is a durable sparse copy of the image with its
    * bitmaps (`qemu-img convert --bitmaps`). Either way it has the image's size, as an attach of the
    * volume serves it (larger than the sidecar's after an interrupted extend). `NOT_FOUND` for an
-   * unknown volume. Not idempotent.
+   * unknown volume. A failed copy leaves nothing listed, or at worst a listed snapshot that
+   * attaches (RecordStore.discardCreated). Not idempotent.
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
@@ -286,9 +305,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           snap.size = copied.size;
           // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
           snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps);
-          await this.store.put(snap);
+          await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
         } catch (err) {
-          await rm(copy, { force: true });
+          // All or nothing, whichever step failed (the sidecar may have landed although its write failed).
+          await this.store.discardCreated('snapshot', snap.id);
           throw err;
         }
         return toSnapshot(snap);

@@ -34,6 +34,18 @@ describe.skipIf(missingQemu.length > 0)(`snapshots of a volume whose image is la
     }
   }
 
+  it('getVolume and listVolumes report the size attach serves, before, during and after an attachment', async () => {
+    const reported = async (): Promise<number[]> => [(await d.getVolume(volumeId)).size, ...(await d.listVolumes()).map((v) => v.size)];
+    expect(await reported()).toEqual([LARGE, LARGE]); // nothing opened the image yet
+    const a = await d.attach({ kind: 'volume', id: volumeId }, 'rw');
+    expect(a.device.size).toBe(LARGE);
+    expect(await reported()).toEqual([LARGE, LARGE]); // this instance's daemon holds the image
+    await d.detach(a.id);
+    expect(await reported()).toEqual([LARGE, LARGE]);
+    expect((await d.extendVolume(volumeId, LARGE)).size).toBe(LARGE); // the sidecar catches up
+    expect(await reported()).toEqual([LARGE, LARGE]);
+  });
+
   it('a snapshot copy (volume detached) has the size attach serves, and holds the data written past the sidecar\'s size', async () => {
     const a = await d.attach({ kind: 'volume', id: volumeId }, 'rw');
     expect(a.device.size).toBe(LARGE); // what attach does: the image as it is
