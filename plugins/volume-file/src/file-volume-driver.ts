@@ -100,16 +100,8 @@ export class FileVolumeDriver implements VolumeDriver {
         await this.ctx.store.put(record); // the sidecar appearing is what makes the volume exist
         return toVolume(record, 'available');
       } catch (err) {
-        // The sidecar may be in place although its write failed (renamed, then the directory fsync
-        // failed): it goes first, as in a deletion. The image goes only once no sidecar names it,
-        // so a failed create leaves nothing listed, or at worst a listed volume that attaches.
-        const sidecar = this.ctx.store.layout.sidecar('volume', id);
-        await this.ctx.store.remove('volume', id).catch(() => {});
-        const named = await stat(sidecar).then(
-          () => true,
-          (e: { code?: string }) => e.code !== 'ENOENT',
-        );
-        if (!named) await rm(image, { force: true }).catch(() => {});
+        // Nothing listed, or at worst a listed volume that attaches (SidecarStore.discardCreated).
+        await this.ctx.store.discardCreated('volume', id, [image]);
         throw err;
       }
     });

@@ -1,4 +1,4 @@
-import { open, rm, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { nowIso } from '@cairn/core';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { DriverContext } from './driver-context.js';
@@ -12,7 +12,8 @@ import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.j
  * sidecar, whose appearance makes the snapshot exist. The caller keeps the image from changing.
  * An image shorter than the sidecar says (an extend interrupted by a crash) is copied grown to
  * the sidecar's size: the missing tail reads as zeros, as it will on the volume once attached.
- * On failure nothing of the snapshot is left (no sidecar, image or bitmaps) and the error is thrown.
+ * On failure nothing of the snapshot is left (no sidecar, image or bitmaps; or, when its sidecar
+ * landed and cannot be removed, the whole snapshot) and the error is thrown.
  */
 export async function createSnapshotFiles(
   ctx: DriverContext,
@@ -25,11 +26,9 @@ export async function createSnapshotFiles(
     return await writeSnapshotFiles(ctx, volume, id, name, live);
   } catch (err) {
     // All or nothing: a failed snapshot (no space for the copy, its bitmaps or its sidecar) leaves
-    // no copy behind to keep the space taken. The sidecar goes first, should its write have landed.
+    // no copy behind to keep the space taken, and never a listed snapshot without its image.
     const { layout } = ctx.store;
-    await ctx.store.remove('snapshot', id).catch(() => {});
-    await rm(layout.image('snapshot', id), { force: true }).catch(() => {});
-    await rm(layout.cbtDir('snapshot', id), { recursive: true, force: true }).catch(() => {});
+    await ctx.store.discardCreated('snapshot', id, [layout.image('snapshot', id), layout.cbtDir('snapshot', id)]);
     throw err;
   }
 }

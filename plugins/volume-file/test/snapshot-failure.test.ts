@@ -50,3 +50,46 @@ describe('a createSnapshot that fails leaves nothing behind', () => {
     await d.deleteVolume(v.id);
   });
 });
+
+describe('a createSnapshot whose sidecar landed although its write failed', () => {
+  let dir: string;
+  let d: FileVolumeDriver;
+  beforeEach(async () => {
+    dir = await tempDir();
+    d = new FileVolumeDriver({ directory: dir });
+  });
+  afterEach(async () => removeDir(dir));
+
+  type Store = { put: (r: { kind: string }) => Promise<void>; remove: (kind: string, id: string) => Promise<void> };
+  const storeOf = (driver: FileVolumeDriver): Store => (driver as unknown as { ctx: { store: Store } }).ctx.store;
+
+  it('and cannot be removed either: the error is raised, and the snapshot listed attaches with the data', async () => {
+    const v = await d.createVolume({ size: 4 * MiB });
+    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, patternBytes(MiB, 3));
+    await d.detach(a.id);
+    const store = storeOf(d);
+    const put = store.put.bind(store);
+    const remove = store.remove.bind(store);
+    // The sidecar is renamed into place, then the directory fsync fails; removing it fails too.
+    store.put = async (r) => {
+      if (r.kind !== 'snapshot') return put(r);
+      await put(r);
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    };
+    store.remove = async (kind, id) => {
+      if (kind === 'snapshot') throw Object.assign(new Error('EIO: i/o error, unlink'), { code: 'EIO' });
+      return remove(kind, id);
+    };
+    await expect(d.createSnapshot(v.id)).rejects.toMatchObject({ driver: 'file' });
+    store.put = put;
+    store.remove = remove;
+    const [snap] = await d.listSnapshots(v.id);
+    expect(snap).toBeDefined();
+    const s = await d.attach({ kind: 'snapshot', id: snap!.id }, 'ro');
+    expect(Buffer.from(await s.device.read(0, MiB)).equals(patternBytes(MiB, 3))).toBe(true);
+    await d.detach(s.id);
+    await d.deleteSnapshot(snap!.id);
+    await d.deleteVolume(v.id);
+  });
+});

@@ -113,7 +113,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * Creates an empty qcow2 image (no data clusters), then its sidecar, whose appearance makes the
    * volume exist. `INVALID_INPUT` for a bad size, name or metadata; errors of qemu-img and of the
    * sidecar write (`UNAVAILABLE` without space or on an I/O error). A failure leaves nothing
-   * listed, or at worst a listed volume that attaches (RecordStore.discardCreated), and the error
+   * listed, or at worst a listed volume that attaches (SidecarStore.discardCreated), and the error
    * is raised. Not idempotent.
    */
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
@@ -132,7 +132,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         await this.qemuImg.create(image, spec.size);
         await this.store.put(record); // the sidecar appearing is what makes the volume exist
       } catch (err) {
-        await this.store.discardCreated('volume', id);
+        await this.store.discardCreated('volume', id, [this.store.layout.image('volume', id)]);
         throw err;
       }
       return toVolume(record, 'available');
@@ -253,7 +253,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * bitmaps (`qemu-img convert --bitmaps`). Either way it has the image's size, as an attach of the
    * volume serves it (larger than the sidecar's after an interrupted extend). `NOT_FOUND` for an
    * unknown volume. A failed copy leaves nothing listed, or at worst a listed snapshot that
-   * attaches (RecordStore.discardCreated). Not idempotent.
+   * attaches (SidecarStore.discardCreated). Not idempotent.
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
@@ -308,7 +308,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
         } catch (err) {
           // All or nothing, whichever step failed (the sidecar may have landed although its write failed).
-          await this.store.discardCreated('snapshot', snap.id);
+          await this.store.discardCreated('snapshot', snap.id, [this.store.layout.image('snapshot', snap.id)]);
           throw err;
         }
         return toSnapshot(snap);

@@ -1,4 +1,3 @@
-import { rm, stat } from 'node:fs/promises';
 import { makeDirectories, SidecarStore } from '@cairn/core';
 import { Layout, type RecordKind } from './layout.js';
 import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeRecord } from './records.js';
@@ -23,21 +22,5 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
     this.layout = layout;
   }
 
-  /**
-   * Undoes a create that failed (createVolume, a snapshot copy), whatever step failed: all or
-   * nothing. The sidecar goes first, as in a deletion — it may be in place although its write
-   * failed (renamed, then the directory fsync failed) — and the image only once no sidecar names
-   * it. So the failed create leaves nothing listed, or at worst, when the sidecar cannot be
-   * removed, a listed volume or snapshot whose image is still there, written in full before the
-   * sidecar was: it attaches, and deletes as any other. Never throws: the caller raises the
-   * create's own error.
-   */
-  async discardCreated(kind: RecordKind, id: string): Promise<void> {
-    await this.remove(kind, id).catch(() => {});
-    const named = await stat(this.layout.sidecar(kind, id)).then(
-      () => true,
-      (err: { code?: string }) => err.code !== 'ENOENT', // cannot tell: keep the image
-    );
-    if (!named) await rm(this.layout.image(kind, id), { force: true }).catch(() => {});
-  }
+
 }

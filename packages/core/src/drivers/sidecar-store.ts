@@ -1,4 +1,4 @@
-import { readdir, unlink } from 'node:fs/promises';
+import { readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, isCairnError } from '../errors.js';
 import { syncDir } from '../util/durable-file.js';
@@ -92,6 +92,25 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
       if (err.code !== 'ENOENT') throw err;
     });
     await syncDir(this.options.dir(kind));
+  }
+
+  /**
+   * Undoes a create that failed (a volume, a snapshot), whatever step failed: all or nothing. The
+   * sidecar goes first, as in a deletion (it may be in place although its write failed: renamed,
+   * then the directory fsync failed), and the create's data files (`files`: its image, a bitmap
+   * directory) only once no sidecar names them. So the failed create leaves nothing listed, or at
+   * worst, when the sidecar cannot be removed, a listed volume or snapshot whose data, written in
+   * full before the sidecar was, is still there: it attaches, and deletes as any other. Never
+   * throws: the caller raises the create's own error.
+   */
+  async discardCreated(kind: SidecarKind, id: string, files: readonly string[]): Promise<void> {
+    await this.remove(kind, id).catch(() => {});
+    const named = await stat(this.sidecarPath(kind, id)).then(
+      () => true,
+      (err: { code?: string }) => err.code !== 'ENOENT', // cannot tell: keep the data
+    );
+    if (named) return;
+    for (const file of files) await rm(file, { recursive: true, force: true }).catch(() => {});
   }
 
   /**
