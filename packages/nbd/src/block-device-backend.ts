@@ -13,7 +13,8 @@ export interface BlockDeviceBackendOptions {
 /**
  * Serves a Cairn BlockDevice over NBD: reads return holes where the device reports no allocated
  * extent, `base:allocation` comes from `extents({kind:'allocated'})`, writes go to the device
- * (read-only when the device is `ro`). Device errors pass through as CairnErrors.
+ * (read-only when the device is `ro`); a FUA write or write-zeroes is answered only after
+ * `device.flush()`. Device errors pass through as CairnErrors.
  */
 export function blockDeviceBackend(device: BlockDevice, options: BlockDeviceBackendOptions = {}): NbdBackend {
   const checkpoints = options.checkpoints ?? [];
@@ -45,8 +46,17 @@ export function blockDeviceBackend(device: BlockDevice, options: BlockDeviceBack
     },
   };
   if (device.mode === 'rw') {
-    backend.write = (offset, data) => device.write(offset, data);
-    backend.writeZeroes = (offset, length) => device.writeZeroes(offset, length);
+    // The server offers NBD_FLAG_SEND_FUA for a writable backend. proto.md: a request with
+    // NBD_CMD_FLAG_FUA is answered only once its data reached permanent storage; a BlockDevice
+    // makes writes durable only through flush(), so a FUA write or write-zeroes flushes first.
+    backend.write = async (offset, data, { fua }) => {
+      await device.write(offset, data);
+      if (fua) await device.flush();
+    };
+    backend.writeZeroes = async (offset, length, { fua }) => {
+      await device.writeZeroes(offset, length);
+      if (fua) await device.flush();
+    };
     backend.flush = () => device.flush();
   }
   return backend;

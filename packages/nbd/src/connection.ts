@@ -6,6 +6,9 @@ import { connectionLost } from './error-map.js';
 /** Where an NBD server listens: a unix socket path, or a TCP host and port. */
 export type NbdAddress = { path: string } | { host: string; port: number };
 
+/** How long `release` waits for the server to hang up before destroying the socket (1 s). */
+const RELEASE_GRACE_MS = 1000;
+
 /** Size of the reused socket receive buffer (256 KiB). */
 const RECEIVE_BUFFER = 256 * 1024;
 
@@ -19,6 +22,8 @@ export class ClientConnection {
   private consumer: ((chunk: Buffer) => void) | undefined;
   private closedError: CairnError | undefined;
   private readonly closeHandlers: Array<(err: CairnError) => void> = [];
+  /** Set by `release`: incoming bytes are dropped until the socket is gone. */
+  private releasing = false;
 
   private constructor(
     readonly socket: net.Socket,
@@ -101,6 +106,22 @@ export class ClientConnection {
     this.ended(err);
   }
 
+  /**
+   * Lets go of a connection the caller is done with (after NBD_OPT_ABORT, or a failed option
+   * exchange): sends FIN, from now on drops whatever the server still sends (including what the
+   * handshake reader holds), and destroys the socket once the server hung up or after `graceMs`,
+   * whichever comes first. So a server that ignores NBD_OPT_ABORT, never hangs up or keeps
+   * sending holds neither the socket nor memory of this process. Idempotent; nothing once ended.
+   */
+  release(graceMs = RELEASE_GRACE_MS): void {
+    if (this.closedError || this.releasing) return;
+    this.releasing = true;
+    this.reader.drain();
+    this.socket.end();
+    const timer = setTimeout(() => this.abort(connectionLost('connection released by the client', this.driver)), graceMs);
+    this.onClosed(() => clearTimeout(timer));
+  }
+
   get closed(): boolean {
     return this.closedError !== undefined;
   }
@@ -111,7 +132,7 @@ export class ClientConnection {
   }
 
   private onData(chunk: Buffer): void {
-    if (this.closedError) return;
+    if (this.closedError || this.releasing) return;
     if (!this.consumer) {
       this.reader.push(chunk);
       return;

@@ -182,7 +182,9 @@ export class NbdClient {
   /**
    * Export names the server lists (NBD_OPT_LIST). Connecting, and then the option exchange, each
    * get `connectTimeoutMs` (default 30000); past it the connection is closed and this fails with
-   * `UNAVAILABLE`.
+   * `UNAVAILABLE`. Once it settles the connection is released (`ClientConnection.release`): what
+   * the server sends later is dropped, and the socket is destroyed within 1 s if the server does
+   * not hang up.
    */
   static async listExports(address: NbdListAddress, driver = NBD_DRIVER): Promise<string[]> {
     const timeout = address.connectTimeoutMs ?? 30_000;
@@ -190,7 +192,7 @@ export class NbdClient {
     try {
       return await conn.within(timeout, 'NBD_OPT_LIST', () => listExportsOver(conn.reader, (b) => conn.socket.write(b), driver));
     } finally {
-      conn.socket.end();
+      conn.release(); // the server need not hang up after NBD_OPT_ABORT: do not wait on it
     }
   }
 
@@ -206,7 +208,7 @@ export class NbdClient {
         listMetaContextsOver(conn.reader, (b) => conn.socket.write(b), driver, exportName, queries),
       );
     } finally {
-      conn.socket.end();
+      conn.release(); // the server need not hang up after NBD_OPT_ABORT: do not wait on it
     }
   }
 

@@ -106,8 +106,11 @@ export class EventHub {
    * The buffer is unbounded: iterate promptly or stop iterating.
    */
   iterate(names?: readonly string[], signal?: AbortSignal): AsyncIterableIterator<QmpEvent> {
+    // Events not yet taken, and `next()` calls not yet answered: at most one of them is non-empty.
+    // Several `next()` calls may wait at once (the protocol allows calling it again before the
+    // earlier promise settled); they are answered in call order.
     const queue: QmpEvent[] = [];
-    let waiting: { resolve: (r: IteratorResult<QmpEvent>) => void; reject: (e: unknown) => void } | undefined;
+    const waiting: Array<{ resolve: (r: IteratorResult<QmpEvent>) => void; reject: (e: unknown) => void }> = [];
     let finished: { error: CairnError | undefined } | undefined;
     const wanted = names && names.length > 0 ? new Set(names) : undefined;
 
@@ -117,21 +120,20 @@ export class EventHub {
       unsubscribe();
       unsubscribeClose();
       signal?.removeEventListener('abort', onAbort);
-      if (waiting && queue.length === 0) {
-        const w = waiting;
-        waiting = undefined;
-        if (error) w.reject(error);
-        else w.resolve({ value: undefined, done: true });
+      // The first waiter gets the error (reported once, as `next()` does), the others `done`.
+      for (const [i, w] of waiting.splice(0).entries()) {
+        if (error && i === 0) {
+          finished = { error: undefined };
+          w.reject(error);
+        } else w.resolve({ value: undefined, done: true });
       }
     };
     const onAbort = (): void => finish(undefined);
     const listener: QmpEventListener = (event) => {
       if (finished || (wanted && !wanted.has(event.event))) return;
-      if (waiting) {
-        const w = waiting;
-        waiting = undefined;
-        w.resolve({ value: event, done: false });
-      } else queue.push(event);
+      const w = waiting.shift();
+      if (w) w.resolve({ value: event, done: false });
+      else queue.push(event);
     };
     const unsubscribe = this.on(ANY, listener);
     const unsubscribeClose = this.onClose((error) => finish(error));
@@ -148,7 +150,7 @@ export class EventHub {
           finished = { error: undefined }; // report a lost connection once, then plain `done`
           return error ? Promise.reject(error) : Promise.resolve({ value: undefined, done: true });
         }
-        return new Promise((resolve, reject) => (waiting = { resolve, reject }));
+        return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
       },
       return: () => {
         queue.length = 0;

@@ -1,0 +1,58 @@
+// Strings qemu's JSON parser refuses: lone UTF-16 surrogates (JSON.stringify writes them as
+// "\ud800") and Unicode noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF). qemu 7.2 answers such a
+// request with `{"error": {"desc": "JSON parse error, \ud800 is not a valid Unicode character"}}`
+// and no `id` (it could not read one), so the reply matches no call: the call used to wait for
+// its timeout (forever with `timeoutMs: Infinity`) and fail UNAVAILABLE, as if the daemon hung.
+// The client must refuse them with INVALID_INPUT before sending, and stay usable.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QemuStorageDaemon } from '../src/index.js';
+import { expectCode } from './helpers.js';
+
+let daemon: QemuStorageDaemon;
+
+beforeAll(async () => {
+  daemon = await QemuStorageDaemon.start();
+});
+
+afterAll(async () => {
+  await daemon?.stop();
+});
+
+const BAD: Array<[string, string]> = [
+  ['a lone high surrogate', 'n\ud800x'],
+  ['a lone low surrogate', 'n\udc00x'],
+  ['U+FFFF', 'n\uffffx'],
+  ['U+FDD0', 'n\ufdd0x'],
+  ['U+1FFFE', 'n\u{1fffe}x'],
+];
+
+describe('QmpClient with strings qemu cannot parse', () => {
+  for (const [what, name] of BAD) {
+    it(`an argument holding ${what} fails at once with INVALID_INPUT, and the client stays usable`, async () => {
+      const dropped = daemon.qmp.droppedReplies;
+      const started = Date.now();
+      const err = await expectCode(daemon.qmp.execute('blockdev-add', { driver: 'null-co', 'node-name': name }, { timeoutMs: 3_000 }), 'INVALID_INPUT');
+      expect(Date.now() - started).toBeLessThan(1_000);
+      expect(err.details).toMatchObject({ command: 'blockdev-add' });
+      expect(daemon.qmp.droppedReplies - dropped).toBe(0);
+      expect((await daemon.qmp.execute('query-version')).qemu.major).toBeGreaterThan(0);
+    });
+  }
+
+  it('a key or a nested value holding one is refused too (transaction actions)', async () => {
+    const dropped = daemon.qmp.droppedReplies;
+    await expectCode(daemon.qmp.execute('x-any', { ['k\ud800']: 1 }, { timeoutMs: 3_000 }), 'INVALID_INPUT');
+    await expectCode(
+      daemon.qmp.transaction([{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b\uffff' } }], { timeoutMs: 3_000 }),
+      'INVALID_INPUT',
+    );
+    expect(daemon.qmp.droppedReplies - dropped).toBe(0);
+  });
+
+  it('valid non-ASCII (an astral character, U+FFFD) still reaches qemu and gets its own answer', async () => {
+    const dropped = daemon.qmp.droppedReplies;
+    const err = await expectCode(daemon.qmp.execute('blockdev-add', { driver: 'null-co', 'node-name': 'n\u{1f600}\ufffdx' }, { timeoutMs: 3_000 }), 'INVALID_INPUT');
+    expect(err.details).toMatchObject({ qmpClass: 'GenericError' }); // qemu's "Invalid node-name", not ours
+    expect(daemon.qmp.droppedReplies - dropped).toBe(0);
+  });
+});
