@@ -27,19 +27,25 @@ export function tempPathBeside(path: string): string {
 
 /**
  * Creates the file `path` exclusively (O_EXCL, mode 0600), writes `data` and fsyncs it: durable
- * once this resolves. On failure a file it created is removed.
+ * once this resolves. On any failure, the close's included (NFS reports write-back errors such as
+ * ENOSPC or EDQUOT again at close), the file it created is removed and the first error is thrown:
+ * a failed write's, not that of the close after it.
  */
 export async function writeNewFileDurably(path: string, data: Uint8Array | string): Promise<void> {
   const fh = await open(path, 'wx', 0o600);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      throw err;
+    }
     await fh.close();
+  } catch (err) {
     await unlink(path).catch(() => {});
     throw err;
   }
-  await fh.close();
 }
 
 /**
