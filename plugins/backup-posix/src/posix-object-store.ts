@@ -27,6 +27,9 @@ import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
 
+/** What link(2) says where the file system has no hard links (vfat: EPERM; some SMB and FUSE mounts: the others). */
+const NO_HARD_LINKS: ReadonlySet<string> = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
 /** Where a key's object goes: its directory (path, and segments below the store's directory) and its path. */
 interface Place {
   dirSegments: string[];
@@ -180,6 +183,11 @@ export class PosixObjectStore implements ObjectStore {
         // The temporary file or the directory vanished before publishing (a sweep with too short
         // an age, or an outside removal): nothing was published; the put may be retried.
         throw new CairnError('UNAVAILABLE', `put ${key}: the temporary file vanished before it was published`, { driver: DRIVER, cause: err });
+      }
+      if (options.ifAbsent && NO_HARD_LINKS.has(errnoOf(err) ?? '')) {
+        // link(2) of our own fresh file fails only where the file system has no hard links (vfat
+        // says EPERM): only-if-absent puts cannot work on this directory at all, so no retry helps.
+        throw new CairnError('NOT_SUPPORTED', `put ${key}: the file system of ${this.directory} has no hard links, which only-if-absent writes need (${errnoOf(err)}); put the repository on one that has (ext4, XFS, Btrfs, NFS)`, { driver: DRIVER, cause: err });
       }
       throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : writeError(err, `put ${key}`);
     }
