@@ -119,6 +119,7 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EISDIR: 'INVALID_INPUT', // a directory where a file is meant
   ENOTDIR: 'INVALID_INPUT', // a file where a directory is meant
   ENAMETOOLONG: 'INVALID_INPUT',
+  ELOOP: 'INVALID_INPUT', // a path through a symbolic link loop
   ENOTSUP: 'NOT_SUPPORTED',
   EOPNOTSUPP: 'NOT_SUPPORTED',
 };
