@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { CairnError, isCairnError, type BackupRecord } from '@cairn/core';
 import type { Group } from '../harness.js';
 import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
 import type { BackupServiceContext } from './context.js';
@@ -86,6 +87,67 @@ export const backupRoundTrip: Group<BackupServiceContext> = {
       },
     },
     {
+      name: 'a backup cancelled while it copies either fails with CANCELLED and leaves nothing to restore, or resolves and restores byte-exact',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 10);
+        const expected = await readVolume(ctx, v);
+        const controller = new AbortController();
+        const record = newRecord(ctx, v);
+        const a = await ctx.volumes.attach({ kind: 'volume', id: v.id }, 'ro');
+        // Cancelled at its first progress report, while it copies. Resolving commits the backup
+        // (a cancel is then too late); rejecting must leave nothing behind, as the flow then
+        // records the backup failed and never deletes its data.
+        const outcome = await ctx.service
+          .backup({ backup: record, volume: v, signal: controller.signal, progress: () => controller.abort() }, { device: a.device })
+          .then(
+            () => 'resolved' as const,
+            (err: unknown) => err,
+          );
+        await ctx.volumes.detach(a.id);
+        if (outcome === 'resolved') {
+          assertSameBytes(await restoreBytes(ctx, { ...record, status: 'available' }), expected, 'a backup that resolved despite the cancel');
+          return;
+        }
+        assert.equal((outcome as { code?: unknown }).code, 'CANCELLED', `cancelled backup: ${String(outcome)}`);
+        const target = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        const t = await ctx.volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        await rejectsWithCode(ctx.service.restore({ ...record, status: 'available' }, t.device), 'NOT_FOUND', 'restore of a backup cancelled while it copied');
+        await ctx.volumes.detach(t.id);
+      },
+    },
+    {
+      name: 'a backup whose source fails mid-copy rejects with a CairnError and leaves nothing to restore',
+      async run(ctx) {
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        await fillRealistic(ctx, v, 11);
+        const record = newRecord(ctx, v);
+        const a = await ctx.volumes.attach({ kind: 'volume', id: v.id }, 'ro');
+        const read = a.device.read.bind(a.device);
+        let bytes = 0;
+        // The device fails once a quarter of the volume has been read (a disk or link going away).
+        a.device.read = async (offset, length, into) => {
+          bytes += length;
+          if (bytes > ctx.volumeSize / 4) throw new CairnError('UNAVAILABLE', 'source device went away');
+          return read(offset, length, into);
+        };
+        let failure: unknown;
+        try {
+          await ctx.service.backup({ backup: record, volume: v, signal: new AbortController().signal, progress: () => {} }, { device: a.device });
+        } catch (err) {
+          failure = err;
+        } finally {
+          await ctx.volumes.detach(a.id);
+        }
+        assert.ok(failure !== undefined, 'a backup whose every read past a quarter fails should fail');
+        assert.ok(isCairnError(failure), `the failure is a CairnError with a stable code, got ${String(failure)}`);
+        const target = await ctx.volumes.createVolume({ size: ctx.volumeSize });
+        const t = await ctx.volumes.attach({ kind: 'volume', id: target.id }, 'rw');
+        await rejectsWithCode(ctx.service.restore({ ...record, status: 'available' }, t.device), 'NOT_FOUND', 'restore of a failed backup');
+        await ctx.volumes.detach(t.id);
+      },
+    },
+    {
       name: 'delete is idempotent and a deleted backup restores with NOT_FOUND',
       async run(ctx) {
         const v = await ctx.volumes.createVolume({ size: ctx.volumeSize });
@@ -113,6 +175,23 @@ export const backupRoundTrip: Group<BackupServiceContext> = {
         assert.equal(imported.status, 'available');
         assertSameBytes(await restoreBytes(ctx, imported), expected, 'restore of imported record');
         await rejectsWithCode(ctx.service.importRecord('not a record'), 'INVALID_INPUT', 'importRecord(garbage)');
+        // The stored data is authoritative: a document of a record altered on what the data is
+        // (exportRecord serializes the record it is given, or takes those fields from the data) is
+        // refused with INVALID_INPUT, or imports as the stored backup, never as the document says.
+        const altered = { ...b, volumeId: '00000000-0000-4000-8000-00000000beef', size: b.size * 2, createdAt: '2020-01-01T00:00:00.000Z', parentId: b.id, incremental: true };
+        for (const [field, value] of Object.entries(altered)) {
+          if (!['volumeId', 'size', 'createdAt', 'parentId', 'incremental'].includes(field)) continue;
+          const doc = await ctx.service.exportRecord({ ...b, [field]: value });
+          let back: BackupRecord;
+          try {
+            back = await ctx.service.importRecord(doc);
+          } catch (err) {
+            assert.equal((err as { code?: unknown }).code, 'INVALID_INPUT', `importRecord of a document altered on ${field}: ${String(err)}`);
+            continue;
+          }
+          const held = { volumeId: back.volumeId, size: back.size, createdAt: back.createdAt, parentId: back.parentId ?? undefined, incremental: back.incremental };
+          assert.deepEqual(held, { volumeId: b.volumeId, size: b.size, createdAt: b.createdAt, parentId: undefined, incremental: false }, `importRecord of a document altered on ${field} must give the stored backup's fields`);
+        }
         await ctx.service.delete(b);
         await rejectsWithCode(ctx.service.importRecord(exported), 'NOT_FOUND', 'importRecord(deleted data)');
       },

@@ -107,6 +107,35 @@ export const changedExtents: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'changes made through attachments since detached are reported to a later attachment, accumulated across sessions',
+      async run({ driver, volumeSize }) {
+        // The flow's order: the checkpoint is taken with nothing attached, the volume's user writes
+        // in sessions of its own (attach, write, detach), and the next backup asks a new read-only
+        // attachment. Changes a driver kept only in an attachment would be lost at detach, and the
+        // next incremental would silently miss them.
+        const cbt = driver.changedBlockTracking!;
+        const v = await driver.createVolume({ size: volumeSize });
+        const cp = await cbt.createCheckpoint(v.id);
+        const writes = scattered(volumeSize);
+        for (const [i, w] of writes.entries()) {
+          const s = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+          await s.device.write(w.offset, patternBytes(w.length, 300 + i));
+          await s.device.flush();
+          await driver.detach(s.id);
+        }
+        const zeroed = { offset: volumeSize / 4, length: 8192 };
+        const z = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await z.device.writeZeroes(zeroed.offset, zeroed.length);
+        await z.device.flush();
+        await driver.detach(z.id);
+        const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        const changed = await r.device.extents({ kind: 'changed', since: cp.id });
+        assertExactWithin(changed, [...writes, zeroed], r.device.extentGranularity, volumeSize, 'changed extents after the writers detached');
+        await driver.detach(r.id);
+        await cbt.deleteCheckpoint(v.id, cp.id);
+      },
+    },
+    {
       name: 'checkpoints are listed oldest first; extents since an unknown or deleted checkpoint fail with NOT_FOUND',
       async run({ driver, volumeSize }) {
         const cbt = driver.changedBlockTracking!;

@@ -148,12 +148,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
     const volume = await this.volumes.getVolume(request.volumeId);
     await assertNoFlow(this.catalog, volume.id, 'backup');
-    if (volume.status === 'in-use' && !request.force) {
-      throw new CairnError('CONFLICT', `volume ${volume.id} is in use; pass force to back it up through a snapshot`);
-    }
-    if (volume.status === 'in-use' && !this.volumes.capabilities.snapshots && !this.volumes.capabilities.flowOverride) {
-      throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} cannot snapshot, so in-use volume ${volume.id} cannot be backed up`);
-    }
+    this.assertMayBackUp(volume, request);
     let parent: BackupRecord | undefined;
     if (request.incremental) {
       if (!service.describe().capabilities.incremental) {
@@ -244,6 +239,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         }
         // The record describes the volume as copied, which may have changed since the request.
         const volume = await this.volumes.getVolume(record.volumeId);
+        // Checked again as it is now: a volume attached read-write while the job waited is in use,
+        // and is copied through a snapshot only when the request said `force`.
+        this.assertMayBackUp(volume, request);
         Object.assign(record, { size: volume.size, volumeName: volume.name, volumeMetadata: { ...volume.metadata }, updatedAt: nowIso() });
         progress.bytesTotal = volume.size;
         await this.catalog.putBackup(record);
@@ -346,6 +344,20 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 
+  /**
+   * `CONFLICT` for an in-use volume without `request.force`; `NOT_SUPPORTED` for an in-use volume
+   * the driver can neither snapshot nor back up itself. Checked at the request and again once the
+   * job holds the volume (its status may have changed while the job waited).
+   */
+  private assertMayBackUp(volume: Volume, request: Pick<BackupRequest, 'force'>): void {
+    if (volume.status === 'in-use' && !request.force) {
+      throw new CairnError('CONFLICT', `volume ${volume.id} is in use; pass force to back it up through a snapshot`);
+    }
+    if (volume.status === 'in-use' && !this.volumes.capabilities.snapshots && !this.volumes.capabilities.flowOverride) {
+      throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} cannot snapshot, so in-use volume ${volume.id} cannot be backed up`);
+    }
+  }
+
   /** Takes the temporary snapshot of an in-use volume, quiescing around it when the driver can. */
   private async pointInTime(volume: Volume, backupId: string): Promise<Snapshot> {
     const q = this.volumes.capabilities.quiesce ? this.volumes.quiesce : undefined;
@@ -392,8 +404,12 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     const backup = await this.catalog.getBackup(request.backupId);
     if (backup.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
     const service = this.target(backup.service);
+    // Typed as one or the other, but a caller's JSON may name neither: a CairnError, not a TypeError.
+    if (!('volumeId' in request) && (typeof request.newVolume !== 'object' || request.newVolume === null)) {
+      throw new CairnError('INVALID_INPUT', 'a restore names an existing volume (volumeId) or a new one (newVolume)', { details: { field: 'volumeId' } });
+    }
     // Checked here too, not left to the driver: a new volume's name is the caller's input.
-    if ('newVolume' in request && request.newVolume.name !== undefined) assertDisplayName(request.newVolume.name, 'newVolume.name');
+    if ('newVolume' in request && request.newVolume?.name !== undefined) assertDisplayName(request.newVolume.name, 'newVolume.name');
     let volume: Volume;
     let created = false;
     if ('volumeId' in request) {
@@ -518,7 +534,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * gone is resumed by `recover()` (which the CLI and API run), one whose owner cannot be judged
    * from here is `resetState` to `error` first. An `error_deleting` backup is deleted again (a
    * retry). On a target with dependent chains, `CONFLICT` when others depend on it and `cascade`
-   * is not set; `NOT_SUPPORTED` for `cascade` on a target without cascade delete. Deletes
+   * is not set (also when the service itself refuses: the record is then left as it was); `NOT_SUPPORTED` for `cascade` on a target without cascade delete. Deletes
    * dependents first, newest first. Checks and the move to `deleting` are atomic with respect to
    * this manager's restores, backups and deletes of the backup, so of two deletes of one backup
    * at once one runs and the other is refused. Not idempotent: an id already gone is `NOT_FOUND`.
@@ -542,7 +558,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         const why = status === 'deleting' ? ': a delete is in progress (recovery resumes one whose process is gone)' : '';
         throw new CairnError('CONFLICT', `backup ${backup.id} is ${status}${why}`, { details: { backupId: backup.id, status } });
       }
-      const children = (await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id })).filter((c) => c.status !== 'error');
+      const named = await this.catalog.listBackups({ volumeId: backup.volumeId, parentId: backup.id });
+      // The dependents that refuse a plain delete: a child in `error` does not (its backup failed).
+      const children = named.filter((c) => c.status !== 'error');
       // A child being created here (the claim) or by a process that may be alive (its record,
       // written in this backup's section when it claimed it: claimParent) builds on it.
       const building = children.find((c) => c.status === 'creating' && mayBeWorkedOn(c));
@@ -557,7 +575,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (children.length > 0 && caps.dependentChains) {
         if (!options.cascade) throw new CairnError('CONFLICT', `backup ${backup.id} has ${children.length} dependent backup(s); delete them first or cascade`);
         if (!caps.cascadeDelete) throw new CairnError('NOT_SUPPORTED', `target ${service.name} cannot cascade deletes`);
-        for (const child of children.reverse()) await this.deleteBackup(child.id, options);
+      }
+      // A cascade deletes every child first, newest first, those in `error` too: their records name
+      // this backup, and what the target may still hold of them (a backup reset to error, one whose
+      // cleanup failed) builds on it. Left behind, they would be records of a deleted parent, and
+      // data that makes the target refuse this delete.
+      if (options.cascade && caps.dependentChains) {
+        for (const child of named.reverse()) await this.deleteBackup(child.id, options);
       }
       await this.catalog.putBackup({ ...backup, status: 'deleting', owner: currentOwner(), updatedAt: nowIso() });
       return [backup, service] as const;
@@ -566,17 +590,28 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Removes a backup's data then its record; on failure the record goes to `error_deleting`.
+   * Removes a backup's data then its record; on failure the record goes to `error_deleting`, except
+   * for a `CONFLICT` refusal of the service (nothing deleted), which puts the record back as it was.
    * Holds the record (live-records) meanwhile, so a recovery of this process leaves it alone.
    */
   private async finishDelete(backup: BackupRecord, service: BackupService): Promise<void> {
     const letGo = holdRecord(backup.id);
+    let refused = false;
     try {
-      await service.delete(backup);
+      try {
+        await service.delete(backup);
+      } catch (err) {
+        // A service refuses a delete with CONFLICT having deleted nothing (BackupService.delete:
+        // others depend on it), so the record goes back as it was before the delete: its data is
+        // whole. A resumed delete (`deleting` already) has no earlier status to go back to.
+        refused = isCairnError(err) && err.code === 'CONFLICT' && backup.status !== 'deleting';
+        throw err;
+      }
       await this.catalog.deleteBackup(backup.id);
     } catch (err) {
       const e = toCairnError(err);
-      await this.catalog.putBackup({ ...backup, status: 'error_deleting', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() });
+      const back: BackupRecord = refused ? { ...backup, updatedAt: nowIso() } : { ...backup, status: 'error_deleting', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() };
+      await this.catalog.putBackup(back);
       throw e;
     } finally {
       letGo();
