@@ -14,7 +14,8 @@ export interface BlockDeviceBackendOptions {
  * Serves a Cairn BlockDevice over NBD: reads return holes where the device reports no allocated
  * extent, `base:allocation` comes from `extents({kind:'allocated'})`, writes go to the device
  * (read-only when the device is `ro`); a FUA write or write-zeroes is answered only after
- * `device.flush()`. Device errors pass through as CairnErrors.
+ * `device.flush()`; a write-zeroes with NBD_CMD_FLAG_NO_HOLE writes zeros as data (never
+ * `device.writeZeroes`, which may deallocate). Device errors pass through as CairnErrors.
  */
 export function blockDeviceBackend(device: BlockDevice, options: BlockDeviceBackendOptions = {}): NbdBackend {
   const checkpoints = options.checkpoints ?? [];
@@ -53,14 +54,29 @@ export function blockDeviceBackend(device: BlockDevice, options: BlockDeviceBack
       await device.write(offset, data);
       if (fua) await device.flush();
     };
-    backend.writeZeroes = async (offset, length, { fua }) => {
-      await device.writeZeroes(offset, length);
+    // proto.md, NBD_CMD_WRITE_ZEROES: without NBD_CMD_FLAG_NO_HOLE the server MAY trim; with it
+    // "the area MUST be fully provisioned", and a server offering SEND_WRITE_ZEROES MUST support
+    // the flag. BlockDevice.writeZeroes may deallocate and the contract has no call asking for
+    // allocated zeroes, so with NO_HOLE (`mayTrim` false) zeros are written as data instead.
+    backend.writeZeroes = async (offset, length, { fua, mayTrim }) => {
+      if (mayTrim) await device.writeZeroes(offset, length);
+      else await writeZeroData(device, offset, length);
       if (fua) await device.flush();
     };
     backend.flush = () => device.flush();
   }
   return backend;
 }
+
+/** Zeros written with `device.write` (which allocates), in pieces of at most `ZERO_DATA.length` bytes. */
+async function writeZeroData(device: BlockDevice, offset: number, length: number): Promise<void> {
+  for (let at = offset, end = offset + length; at < end; at += ZERO_DATA.length) {
+    await device.write(at, ZERO_DATA.subarray(0, Math.min(ZERO_DATA.length, end - at)));
+  }
+}
+
+/** Shared, never written to: the source of the zeros `writeZeroData` writes. */
+const ZERO_DATA = Buffer.alloc(1024 * 1024);
 
 /** Extents → consecutive descriptors over `[offset, offset+length)`, gaps flagged `gapFlags`. */
 function descriptors(extents: Extent[], offset: number, length: number, flagsOf: (e: Extent) => number, gapFlags: number): StatusDescriptor[] {

@@ -64,16 +64,41 @@ async function greet(reader: ByteReader, send: Send, driver: string): Promise<{ 
   return { fixed, noZeroes };
 }
 
-/** Sends an option and reads replies until a final one; `onReply` sees the non-final ones. */
+/** Most non-final replies (NBD_REP_SERVER, NBD_REP_META_CONTEXT, NBD_REP_INFO, …) taken for one option. */
+export const MAX_OPTION_REPLIES = 16 * 1024;
+/** Most bytes (headers and payloads) of the non-final replies taken for one option: 4 MiB. */
+export const MAX_OPTION_REPLY_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Sends an option and reads replies until a final one; `onReply` sees the non-final ones.
+ * A server may send any number of those before the final reply, and what they carry is kept
+ * (export or context names), so the client bounds them: past `MAX_OPTION_REPLIES` replies or
+ * `MAX_OPTION_REPLY_BYTES` bytes for one option it gives up with `CORRUPT` (and the caller drops
+ * the connection), rather than buffering until `connectTimeoutMs`. Far above any real server:
+ * an export list or a context list that large is not something a client can use.
+ */
 async function haggle(reader: ByteReader, send: Send, driver: string, option: number, data: Buffer, onReply?: (r: OptionReply) => void): Promise<OptionReply> {
   send(encodeOption(option, data));
+  let replies = 0;
+  let bytes = 0;
   for (;;) {
     const r = await readOptionReply(reader, driver);
     if (r.option !== option) throw protocolError(`reply to option ${r.option} while ${option} was pending`, driver);
     if (r.type === REP.ACK || (r.type & REP_ERR_BIT) !== 0) return r;
+    replies += 1;
+    bytes += OPTION_REPLY_HEADER + r.data.length;
+    if (replies > MAX_OPTION_REPLIES || bytes > MAX_OPTION_REPLY_BYTES) {
+      throw protocolError(
+        `server sent more than ${replies > MAX_OPTION_REPLIES ? `${MAX_OPTION_REPLIES} replies` : `${MAX_OPTION_REPLY_BYTES} bytes of replies`} to option ${option} without a final reply`,
+        driver,
+      );
+    }
     onReply?.(r);
   }
 }
+
+/** Bytes of an option reply header (magic, option, type, length). */
+const OPTION_REPLY_HEADER = 20;
 
 function optionFailure(r: OptionReply, what: string, driver: string): CairnError {
   const message = r.data.length > 0 ? `: ${r.data.toString('utf8')}` : '';

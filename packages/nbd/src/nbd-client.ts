@@ -234,6 +234,15 @@ export class NbdClient {
   get peakInFlight(): number {
     return this.window.peakInFlight;
   }
+  /**
+   * The part of the export requests can reach: `size` rounded down to a multiple of the minimum
+   * block size. proto.md: every request's offset and length MUST be multiples of the minimum
+   * block size and MUST NOT pass the end, so when a server advertises a size that is not such a
+   * multiple (it SHOULD NOT; qemu-nbd 7.2 can), the tail past this cannot be read or written.
+   */
+  get addressableSize(): number {
+    return this.size - (this.size % this.blockSizes.min);
+  }
   /** Largest payload per request: the server's maximum block size, capped at 32 MiB. */
   get maxPayload(): number {
     return this.blockSizes.max;
@@ -242,16 +251,28 @@ export class NbdClient {
   /**
    * Reads `length` bytes at `offset` into `into` (or a new buffer), split at the maximum payload
    * and pipelined. Holes are zero-filled. `INVALID_INPUT` outside the export. Idempotent.
+   * `NOT_SUPPORTED`, before anything is sent, for a read reaching past `addressableSize` (the
+   * last `size % blockSizes.min` bytes of an export whose size is not a multiple of its minimum
+   * block size, which no request may touch).
    */
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.checkRange(offset, length);
     if (into && into.length < length) throw new CairnError('INVALID_INPUT', `read buffer of ${into.length} bytes is smaller than ${length}`, { driver: this.driver });
     const target = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    if (length === 0) return target;
     const min = this.blockSizes.min;
+    if (offset + length > this.addressableSize) {
+      throw new CairnError(
+        'NOT_SUPPORTED',
+        `read [${offset}, +${length}) reaches the last ${this.size - this.addressableSize} bytes of the export, which cannot be read: its size ${this.size} is not a multiple of its minimum block size ${min} (proto.md: requests MUST be multiples of it and MUST NOT pass the end)`,
+        { driver: this.driver, details: { size: this.size, minBlockSize: min, addressableSize: this.addressableSize } },
+      );
+    }
     if (offset % min !== 0 || length % min !== 0) {
-      // Honour the minimum block size with an aligned bounce read.
+      // Honour the minimum block size with an aligned bounce read (inside addressableSize, so
+      // rounding the end up to a multiple of `min` never passes the end of the export).
       const start = offset - (offset % min);
-      const end = Math.min(Math.ceil((offset + length) / min) * min, this.size);
+      const end = Math.ceil((offset + length) / min) * min;
       const bounce = Buffer.allocUnsafe(end - start);
       await this.readPieces(start, bounce);
       bounce.copy(target, 0, offset - start, offset - start + length);

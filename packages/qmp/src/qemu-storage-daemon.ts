@@ -13,7 +13,8 @@
  * - `kill` (SIGKILL by default) simulates a crash; the QMP client then fails every pending
  *   and later call with UNAVAILABLE.
  * - One instance is one process: to restart, `start` a new instance on the same images.
- * - The temp dir (socket, log) is removed after exit unless `keepDir`; a kept dir stays, also
+ * - The temp dir (socket, log) is removed after exit unless `keepDir`, however the daemon ended
+ *   (also when it died on its own, before `whenExited` resolves); a kept dir stays, also
  *   after this process exits (the stale-dir sweep below leaves it alone). Daemons still running
  *   when the Node process exits are SIGKILLed.
  * - The daemon does not outlive this process: on Linux it gets SIGTERM (a clean quit) when this
@@ -83,9 +84,21 @@ function installExitHook(): void {
 /** Escapes a value for qemu's `key=value,...` option syntax (a comma is doubled). */
 const optValue = (value: string): string => value.replaceAll(',', ',,');
 
+/** Most of the log kept in memory when the temp dir is removed, for `readLog()` (the last 1 MiB). */
+const KEPT_LOG_BYTES = 1024 * 1024;
+
 export class QemuStorageDaemon {
   private stopping: Promise<DaemonExit> | undefined;
   private exitStatus: DaemonExit | undefined;
+  /** The log as it was when the temp dir was removed (its last KEPT_LOG_BYTES). */
+  private keptLog: string | undefined;
+  /**
+   * Resolves when the process has exited and, unless `keepDir`, its temp dir was removed: however
+   * it ended (stop(), kill(), or on its own: a crash, a signal from elsewhere), so a dead daemon
+   * leaves no dir for a later start() to sweep. Only this instance's own dir is removed (every
+   * start() makes a fresh one), so a restart racing this cleanup is not affected. Never rejects.
+   */
+  readonly whenExited: Promise<DaemonExit>;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -96,13 +109,25 @@ export class QemuStorageDaemon {
     /** stdout and stderr of the daemon. */
     readonly logPath: string,
     /** Resolves when the process has exited. */
-    readonly whenExited: Promise<DaemonExit>,
+    exited: Promise<DaemonExit>,
     private readonly keepDir: boolean,
     readonly driver: string,
     /** The connected QMP client; closed once the daemon exits. */
     readonly qmp: QmpClient,
   ) {
-    void whenExited.then((exit) => (this.exitStatus = exit));
+    this.whenExited = exited.then(async (exit) => {
+      this.exitStatus = exit;
+      await this.removeDir();
+      return exit;
+    });
+  }
+
+  /** Removes the temp dir unless `keepDir`, keeping the log's tail for `readLog()`. Never throws. */
+  private async removeDir(): Promise<void> {
+    if (this.keepDir) return;
+    const log = await readFile(this.logPath, 'utf8').catch(() => '');
+    this.keptLog = log.length > KEPT_LOG_BYTES ? log.slice(-KEPT_LOG_BYTES) : log;
+    await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 
   /** Spawns the daemon and connects QMP (see the file comment for errors). */
@@ -193,9 +218,10 @@ export class QemuStorageDaemon {
     return this.exitStatus;
   }
 
-  /** The daemon's stdout and stderr so far ('' once the temp dir is removed). */
-  readLog(): Promise<string> {
-    return readFile(this.logPath, 'utf8').catch(() => '');
+  /** The daemon's stdout and stderr so far; once the temp dir is removed, its last 1 MiB as it was then. */
+  async readLog(): Promise<string> {
+    if (this.keptLog !== undefined) return this.keptLog;
+    return readFile(this.logPath, 'utf8').catch(() => this.keptLog ?? '');
   }
 
   /** Clean shutdown: `quit`, then SIGTERM, then SIGKILL after the timeouts. Idempotent. */
@@ -248,7 +274,6 @@ export class QemuStorageDaemon {
     await Promise.race([this.qmp.whenClosed, sleep(200, undefined, { signal: ac.signal }).catch(() => undefined)]);
     ac.abort();
     await this.qmp.close();
-    if (!this.keepDir) await rm(this.dir, { recursive: true, force: true });
-    return exit;
+    return exit; // the temp dir went with the exit (whenExited)
   }
 }

@@ -75,13 +75,24 @@ export class QmpClient {
   private readonly decoder = new JsonLineDecoder();
   private seq = 0;
   private closedReason: { error: CairnError | undefined } | undefined;
-  private quitSent = false;
+  /**
+   * `quit` calls sent and not yet settled, and whether one succeeded. A hang-up counts as the
+   * deliberate end `quit` asked for only while one is pending or after one succeeded: a `quit`
+   * that got an error reply, timed out or was aborted asked for nothing, so a later hang-up is a
+   * lost connection (`whenClosed` gives the UNAVAILABLE error).
+   */
+  private quitsPending = 0;
+  private quitSucceeded = false;
   private greetingWaiter: { resolve: (g: QmpGreeting) => void; reject: (e: unknown) => void } | undefined;
   private resolveClosed!: (error: CairnError | undefined) => void;
   private dropped = 0;
   private greetingValue: QmpGreeting | undefined;
 
-  /** Settles when the connection is gone: `undefined` for a deliberate close (close(), or hang-up after `quit`), the error otherwise. */
+  /**
+   * Settles when the connection is gone: `undefined` for a deliberate close (close(), or a hang-up
+   * while `quit` is pending or after it succeeded), the UNAVAILABLE error otherwise (also after a
+   * `quit` that failed, timed out or was aborted).
+   */
   readonly whenClosed: Promise<CairnError | undefined>;
 
   private constructor(
@@ -175,9 +186,13 @@ export class QmpClient {
     }
     const id = `cairn-${++this.seq}`;
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    const quit = command === 'quit';
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      let settled = false;
       const settle = (): void => {
+        if (!settled && quit) this.quitsPending--;
+        settled = true;
         this.pending.delete(id);
         if (timer) clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -190,6 +205,7 @@ export class QmpClient {
         command,
         resolve: (value) => {
           settle();
+          if (quit) this.quitSucceeded = true;
           resolve(value);
         },
         reject: (error) => {
@@ -204,7 +220,7 @@ export class QmpClient {
         }, timeoutMs);
       }
       signal?.addEventListener('abort', onAbort, { once: true });
-      if (command === 'quit') this.quitSent = true;
+      if (quit) this.quitsPending++;
       const message = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
       this.socket.write(`${JSON.stringify(message)}\n`);
     });
@@ -304,10 +320,14 @@ export class QmpClient {
     else pending.resolve(msg.return);
   }
 
-  /** The peer hung up. After `quit` that is the expected outcome: a pending `quit` succeeds and the close counts as deliberate. */
+  /**
+   * The peer hung up. While a `quit` is pending, or after one succeeded, that is the expected
+   * outcome: a pending `quit` succeeds and the close counts as deliberate. Otherwise (no `quit`,
+   * or only ones that failed, timed out or were aborted) it is a lost connection.
+   */
   private hangUp(error: CairnError): void {
     if (this.closedReason) return;
-    if (!this.quitSent) return this.shutdown(error);
+    if (this.quitsPending === 0 && !this.quitSucceeded) return this.shutdown(error);
     for (const p of [...this.pending.values()]) if (p.command === 'quit') p.resolve({});
     this.shutdown(undefined);
   }
