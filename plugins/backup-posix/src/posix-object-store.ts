@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import {
   CairnError,
   DIRECT_IO_ALIGN,
+  alignedBuffer,
   assertObjectKey,
   assertObjectPrefix,
   directReadSpan,
@@ -36,6 +37,9 @@ interface Place {
   dir: string;
   final: string;
 }
+
+/** Aligned blocks for the last block of an O_DIRECT read that must not land in `into` (see readSpan), reused. */
+const lastBlocks: Buffer[] = [];
 
 /** Default age after which `sweepTemp()` removes a temporary file: one hour. */
 export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
@@ -225,21 +229,25 @@ export class PosixObjectStore implements ObjectStore {
     let fh: FileHandle;
     let direct = false;
     try {
-      const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
+      // O_NONBLOCK: a foreign FIFO at the key's path would otherwise block open(2) until some
+      // writer opened it, for ever; the fstat below then finds it no regular file. Regular files
+      // ignore the flag.
+      const flags = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
       const directFh = span ? await openDirect(this.pathOf(key), flags) : undefined;
       direct = directFh !== undefined;
       fh = directFh ?? (await open(this.pathOf(key), flags));
     } catch (err) {
-      // Objects are regular files: a symbolic link (ELOOP) is no object, as in head and list.
-      throw isAbsent(err) || errnoOf(err) === 'ELOOP' ? this.notFound(key, err) : fsError(err, `get ${key}`);
+      // Objects are regular files: a symbolic link (ELOOP) or a Unix socket (ENXIO) is no
+      // object, as in head and list.
+      const code = errnoOf(err);
+      throw isAbsent(err) || code === 'ELOOP' || code === 'ENXIO' ? this.notFound(key, err) : fsError(err, `get ${key}`);
     }
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw this.notFound(key);
       const r = resolveRange(range, st.size, DRIVER);
       if (direct) {
-        const from = r.offset - (r.offset % DIRECT_IO_ALIGN);
-        await readDirect(fh, span!, from, r.offset + r.length, `object ${key}`);
+        await this.readSpan(fh, key, r, into!, span!);
         return into!.subarray(0, r.length);
       }
       return await readExactly(fh, r.offset, r.length, `object ${key}`, into ?? Buffer.allocUnsafe(r.length));
@@ -247,6 +255,34 @@ export class PosixObjectStore implements ObjectStore {
       throw fsError(err, `get ${key}`);
     } finally {
       await fh.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * The O_DIRECT read of `r` through `span` (directReadSpan of `into`, whole blocks around the
+   * range). The span may reach past `into` on either side (getInto's contract hands that memory
+   * over), but where `into` is longer than the range the span's last block would write over
+   * `into` past the range: that block is then read into a block of its own and only the range's
+   * part of it copied.
+   */
+  private async readSpan(fh: FileHandle, key: string, r: ByteRange, into: Buffer, span: Buffer): Promise<void> {
+    const from = r.offset - (r.offset % DIRECT_IO_ALIGN);
+    const end = r.offset + r.length;
+    const spanEnd = span.byteOffset + span.length;
+    const rangeEnd = into.byteOffset + r.length;
+    if (into.length === r.length || spanEnd <= rangeEnd) {
+      await readDirect(fh, span, from, end, `object ${key}`);
+      return;
+    }
+    // end is unaligned here (an aligned end makes the span end with the range).
+    const last = end - (end % DIRECT_IO_ALIGN);
+    if (last > from) await readDirect(fh, span.subarray(0, last - from), from, last, `object ${key}`);
+    const block = lastBlocks.pop() ?? alignedBuffer(DIRECT_IO_ALIGN);
+    try {
+      await readDirect(fh, block, last, end, `object ${key}`);
+      block.copy(span, last - from, 0, end - last);
+    } finally {
+      if (lastBlocks.length < 8) lastBlocks.push(block);
     }
   }
 

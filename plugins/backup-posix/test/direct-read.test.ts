@@ -64,6 +64,21 @@ describe('getInto with `once`: O_DIRECT reads that leave the page cache alone', 
     }
   });
 
+  it('with `into` longer than the range, writes only `into[0, range.length)`: the rest of `into` keeps its bytes', async () => {
+    const path = store.pathOf(key);
+    evict(path);
+    for (const [offset, length] of [[5000, 70_000], [0, 100], [4096 + 10, 4000], [data.length - 3000, 2000]] as const) {
+      const extra = 2 * DIRECT_IO_ALIGN;
+      const shift = offset % DIRECT_IO_ALIGN;
+      const into = alignedBuffer(length + extra + 2 * DIRECT_IO_ALIGN).subarray(shift, shift + length + extra);
+      into.fill(0xee);
+      await store.getInto(key, { offset, length }, into, { once: true });
+      expect(into.subarray(0, length).equals(data.subarray(offset, offset + length)), `range ${offset}+${length}`).toBe(true);
+      expect(into.subarray(length).every((b) => b === 0xee), `past range ${offset}+${length}`).toBe(true);
+    }
+    expect(cached(path)).toBe(0); // still read with O_DIRECT
+  });
+
   it('fails as get does: NOT_FOUND for a missing key, INVALID_INPUT past the end', async () => {
     await expect(store.getInto(`packs/${'d2'.repeat(32)}`, { offset: 0, length: 4096 }, laidOut(0, 4096), { once: true })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(store.getInto(key, { offset: data.length - 100, length: 200 }, laidOut(data.length - 100, 200), { once: true })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
