@@ -6,7 +6,8 @@ import { CairnError, syncDir, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
-import { detectFormat, formatFromName, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
+import { detectFormat, formatFromName, inspectImage, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
+import { assertSelfContained } from '../images/image-refs.js';
 import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
 import { checkInputFile } from '../io/input-file.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
@@ -134,15 +135,35 @@ export function registerVolumeCommands(program: Command): void {
 }
 
 /**
- * `volume import`. A new volume is deleted on any failure, a cancel by `signal` (SIGINT/SIGTERM)
- * included, so an interrupted import leaves no half-written volume under the image's name.
+ * `volume import`. A qcow2 or VMDK image is first checked (image-refs.ts: it must name no other
+ * file, `INVALID_INPUT`; `qemu-img info` and `check`: `CORRUPT` when damaged or truncated), and
+ * its virtual size compared with an `--into` volume, before anything is converted or created.
+ * A new volume is deleted on any failure, a cancel by `signal` (SIGINT/SIGTERM) included, so an
+ * interrupted import leaves no half-written volume under the image's name; the temporary raw
+ * file is removed in every case, and a qemu-img still converting is killed on a cancel.
  */
 async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }, signal?: AbortSignal): Promise<void> {
   if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
   await checkInputFile(file, 'image');
   const format = opts.format === 'auto' ? await detectFormat(file) : opts.format;
+  // A raw disk may begin like a qcow2 or VMDK (a guest wrote one at its sector 0).
+  const hint = opts.format === 'auto' && format !== 'raw' ? ` (recognised as ${format} by its first bytes; if it is a raw disk image, import it with --format raw)` : '';
+  let virtualSize: number | undefined;
+  if (format !== 'raw') {
+    await assertSelfContained(file, format, hint);
+    ({ virtualSize } = await inspectImage(file, format, hint, signal));
+    if (virtualSize === 0) throw new CairnError('INVALID_INPUT', `image ${file} is empty`);
+  }
   const driver = await ctx.volumes();
   const manager = await ctx.manager({ recover: true });
+  let into: { id: string; size: number } | undefined;
+  if (opts.into !== undefined) {
+    const v = await ctx.resolveVolume(opts.into);
+    const view = await manager.getVolume(v.id);
+    if (view.status !== 'available') throw new CairnError('CONFLICT', `volume ${v.id} is ${view.status}, not available`);
+    if (virtualSize !== undefined && virtualSize > v.size) throw new CairnError('INVALID_INPUT', `image ${file} (${virtualSize} bytes) is larger than volume ${v.id} (${v.size} bytes)`);
+    into = { id: v.id, size: v.size };
+  }
   let temp: string | undefined;
   try {
     let raw = file;
@@ -150,18 +171,15 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
       temp = await mkdtemp(join(tmpdir(), 'cairn-import-'));
       raw = join(temp, 'image.raw');
       ctx.out.info(`converting ${format} image to raw with qemu-img`);
-      await qemuConvert(file, format, raw, 'raw');
+      await qemuConvert(file, format, raw, 'raw', { otherwise: 'CORRUPT', hint, signal });
     }
     const rawSize = (await stat(raw)).size;
     if (rawSize === 0) throw new CairnError('INVALID_INPUT', `image ${file} is empty`);
     let volumeId: string;
     let created = false;
-    if (opts.into !== undefined) {
-      const v = await ctx.resolveVolume(opts.into);
-      const view = await manager.getVolume(v.id);
-      if (view.status !== 'available') throw new CairnError('CONFLICT', `volume ${v.id} is ${view.status}, not available`);
-      if (rawSize > v.size) throw new CairnError('INVALID_INPUT', `image ${file} (${rawSize} bytes) is larger than volume ${v.id} (${v.size} bytes)`);
-      volumeId = v.id;
+    if (into) {
+      if (rawSize > into.size) throw new CairnError('INVALID_INPUT', `image ${file} (${rawSize} bytes) is larger than volume ${into.id} (${into.size} bytes)`);
+      volumeId = into.id;
     } else {
       const size = Math.ceil(rawSize / 512) * 512;
       volumeId = (await driver.createVolume({ size, name: opts.name ?? basename(file).replace(/\.(raw|img|qcow2?|vmdk)$/i, '') })).id;
@@ -219,7 +237,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
       await driver.detach(a.id);
     }
     if (format !== 'raw') {
-      await qemuConvert(raw, 'raw', partial, format);
+      await qemuConvert(raw, 'raw', partial, format, { otherwise: 'INTERNAL', signal });
       await fsyncFile(partial);
     }
     await rename(partial, file);

@@ -35,22 +35,110 @@ export function formatFromName(file: string): ImageFormat {
   return 'raw';
 }
 
+/** What a failed qemu-img run means when nothing more telling is known: the input image is damaged (import), or a bug (export). */
+type Otherwise = 'CORRUPT' | 'INTERNAL';
+
+interface QemuRun {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
+
 /**
- * Converts an image with `qemu-img convert` (sparse output). `NOT_SUPPORTED` when qemu-img is
- * not installed; `INVALID_INPUT` when it refuses the input (with its message).
+ * Runs qemu-img (C locale, so its messages can be matched), killed with SIGTERM once `signal`
+ * aborts (then `CANCELLED`). `NOT_SUPPORTED` when qemu-img is missing or cannot be run; a
+ * qemu-img killed by a signal is `INTERNAL` saying so. A non-zero exit is returned, for the
+ * caller to judge with qemuFailure.
  */
-export async function qemuConvert(input: string, inputFormat: ImageFormat, output: string, outputFormat: ImageFormat): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('qemu-img', ['convert', '-f', inputFormat, '-O', outputFormat, input, output], { stdio: ['ignore', 'ignore', 'pipe'] });
+async function runQemuImg(args: string[], need: string, signal?: AbortSignal): Promise<QemuRun> {
+  if (signal?.aborted) throw new CairnError('CANCELLED', `qemu-img ${args[0]} cancelled`);
+  return new Promise<QemuRun>((resolve, reject) => {
+    const child = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' }, signal, killSignal: 'SIGTERM' });
+    let stdout = '';
     let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    let failed = false;
     child.on('error', (err) => {
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(new CairnError(missing ? 'NOT_SUPPORTED' : 'INTERNAL', missing ? `${inputFormat === 'raw' ? outputFormat : inputFormat} images need qemu-img, which is not installed` : `qemu-img failed: ${err.message}`, { driver: 'qemu-img', cause: err }));
+      failed = true;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (signal?.aborted || err.name === 'AbortError') return reject(new CairnError('CANCELLED', `qemu-img ${args[0]} cancelled`, { cause: err }));
+      const missing = code === 'ENOENT' || code === 'EACCES';
+      reject(new CairnError(missing ? 'NOT_SUPPORTED' : 'INTERNAL', missing ? `${need} need qemu-img, which is ${code === 'ENOENT' ? 'not installed' : 'not executable'}` : `qemu-img failed to start: ${err.message}`, { driver: 'qemu-img', cause: err }));
     });
-    child.on('close', (code) => {
-      if (code === 0) resolve();
-      else reject(new CairnError('INVALID_INPUT', `qemu-img convert ${input} failed: ${stderr.trim() || `exit ${code}`}`, { driver: 'qemu-img' }));
+    child.on('close', (code, killedBy) => {
+      if (failed) return;
+      if (signal?.aborted) return reject(new CairnError('CANCELLED', `qemu-img ${args[0]} cancelled`));
+      if (killedBy) return reject(new CairnError('INTERNAL', `qemu-img ${args[0]} was killed by ${killedBy}${stderr.trim() ? `: ${stderr.trim()}` : ''}`, { driver: 'qemu-img', details: { signal: killedBy } }));
+      resolve({ stdout, stderr, code });
     });
   });
+}
+
+/**
+ * The CairnError for a qemu-img run that exited non-zero: a full disk or quota → `UNAVAILABLE`;
+ * an image locked by another process (a running VM) → `BUSY`; no permission or a read-only
+ * file system → `UNAVAILABLE`; anything else `otherwise` (a damaged input image: `CORRUPT`).
+ */
+function qemuFailure(run: QemuRun, what: string, otherwise: Otherwise, hint = ''): CairnError {
+  const msg = run.stderr.trim() || `exit ${run.code}`;
+  const details = { exitCode: run.code };
+  if (/No space left on device|Disk quota exceeded/i.test(msg)) return new CairnError('UNAVAILABLE', `${what}: the disk is full: ${msg}`, { driver: 'qemu-img', details });
+  if (/File too large/i.test(msg)) return new CairnError('UNAVAILABLE', `${what}: the file system cannot hold a file that large: ${msg}`, { driver: 'qemu-img', details });
+  if (/Failed to get .*lock|another process using the image/i.test(msg)) return new CairnError('BUSY', `${what}: the image is in use by another process: ${msg}`, { driver: 'qemu-img', details });
+  if (/Permission denied|Read-only file system|Operation not permitted/i.test(msg)) return new CairnError('UNAVAILABLE', `${what}: ${msg}`, { driver: 'qemu-img', details });
+  return new CairnError(otherwise, `${what}: ${msg}${otherwise === 'CORRUPT' ? hint : ''}`, { driver: 'qemu-img', details });
+}
+
+/**
+ * How qemu-img is told to open an input image: a `json:` name with the driver given (never probed)
+ * and `backing: null`, so that no backing file is ever opened whatever the image says.
+ */
+export function imageSpec(file: string, format: ImageFormat): string {
+  return `json:${JSON.stringify({ driver: format, file: { driver: 'file', filename: file }, ...(format === 'raw' ? {} : { backing: null }) })}`;
+}
+
+/**
+ * Checks an input image before it is converted, and returns its virtual size: `qemu-img info`
+ * and `qemu-img check` (a truncated qcow2 or VMDK converts without an error, its missing
+ * clusters read as zeros; check finds them). `CORRUPT` for an image qemu-img cannot open or whose
+ * check finds errors (leaked clusters are harmless); errors as qemuFailure otherwise. The image
+ * must have passed assertSelfContained. `hint` ends messages about damage (e.g. --format raw).
+ */
+export async function inspectImage(file: string, format: Exclude<ImageFormat, 'raw'>, hint: string, signal?: AbortSignal): Promise<{ virtualSize: number }> {
+  const spec = imageSpec(file, format);
+  const need = `${format} images`;
+  const info = await runQemuImg(['info', '--output=json', spec], need, signal);
+  if (info.code !== 0) throw qemuFailure(info, `image ${file} cannot be read as ${format}`, 'CORRUPT', hint);
+  const virtualSize = (JSON.parse(info.stdout) as { 'virtual-size'?: unknown })['virtual-size'];
+  if (typeof virtualSize !== 'number' || !Number.isSafeInteger(virtualSize) || virtualSize < 0) {
+    throw new CairnError('CORRUPT', `image ${file}: qemu-img reports no usable virtual size`, { driver: 'qemu-img' });
+  }
+  const check = await runQemuImg(['check', spec], need, signal);
+  // 0 clean, 3 leaked clusters only, 63 no check for this format; 2 corruptions, 1 check failed.
+  if (check.code !== 0 && check.code !== 3 && check.code !== 63) {
+    const found = /(\d+) errors were found/.exec(check.stdout)?.[1];
+    if (check.code === 2) throw new CairnError('CORRUPT', `image ${file} is damaged: qemu-img check found ${found ?? 'some'} errors (a truncated or corrupt ${format})${hint}`, { driver: 'qemu-img', details: { exitCode: 2 } });
+    throw qemuFailure(check, `image ${file} is damaged: qemu-img check failed`, 'CORRUPT', hint);
+  }
+  return { virtualSize };
+}
+
+/**
+ * Converts an image with `qemu-img convert` (sparse output; the input opened by imageSpec, so no
+ * backing file). `NOT_SUPPORTED` when qemu-img is not installed; a failure as qemuFailure, with
+ * `otherwise` for one it cannot tell (`CORRUPT` reading an image given to import, `INTERNAL` for
+ * export's own raw file). Killed at once when `signal` aborts (`CANCELLED`). The caller removes
+ * the output on failure.
+ */
+export async function qemuConvert(
+  input: string,
+  inputFormat: ImageFormat,
+  output: string,
+  outputFormat: ImageFormat,
+  options: { otherwise: Otherwise; hint?: string; signal?: AbortSignal },
+): Promise<void> {
+  const need = `${inputFormat === 'raw' ? outputFormat : inputFormat} images`;
+  const run = await runQemuImg(['convert', '-O', outputFormat, imageSpec(input, inputFormat), output], need, options.signal);
+  if (run.code !== 0) throw qemuFailure(run, `qemu-img convert ${input} to ${outputFormat} failed`, options.otherwise, options.hint);
 }

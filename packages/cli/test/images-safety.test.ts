@@ -1,0 +1,241 @@
+/**
+ * `volume import` / `volume export` of qcow2 and VMDK through qemu-img, on bad input and bad
+ * conditions. Every case ends in a CairnError with a stable code and exit code, and leaves no
+ * temporary file (each run gets a TMPDIR of its own, checked empty) and no half-made volume.
+ * Images may name other files (a backing file, a qcow2 external data file, VMDK extents, a VMDK
+ * parent): Cairn never reads a file the user did not name.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, readdir, readFile, symlink, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+
+const isRoot = process.getuid?.() === 0;
+const SECRET = 'TOP SECRET host file, never to be imported';
+
+describe('volume import/export of qcow2 and VMDK: bad images and failures', () => {
+  let cwd: string;
+  let tmp: string;
+  let secret: string;
+  let data: Buffer;
+  let raw: string;
+  let n = 0;
+  beforeAll(async () => {
+    cwd = await tempDir();
+    tmp = join(cwd, 'tmp');
+    await mkdir(tmp);
+    secret = join(cwd, 'secret.raw');
+    await writeFile(secret, Buffer.concat([Buffer.from(SECRET), Buffer.alloc(MiB - SECRET.length)]));
+    raw = join(cwd, 'data.raw');
+    data = await writeRawImage(raw, 4 * MiB);
+  });
+  afterAll(() => removeDir(cwd));
+
+  const run = (args: string[], env: Record<string, string> = {}): Promise<CliResult> => cairn([...args, '--json'], { cwd, env: { TMPDIR: tmp, ...env } });
+  const qemuImg = (...args: string[]): void => void execFileSync('qemu-img', args, { cwd, stdio: 'ignore' });
+  const volumeNames = async (): Promise<string[]> => (await cairnJson<{ name: string }[]>(['volume', 'list'], { cwd })).map((v) => v.name);
+  /** A fresh name for a volume. */
+  const fresh = (): string => `v${++n}`;
+  /** A failed import: its code, exit code, no volume under `name`, nothing left in TMPDIR. */
+  const expectRefused = async (r: CliResult, code: string, exit: number, name?: string) => {
+    expect(r.code, r.stderr).toBe(exit);
+    expect(jsonError(r).code, r.stderr).toBe(code);
+    expect(r.stderr).not.toContain(SECRET);
+    if (name) expect(await volumeNames()).not.toContain(name);
+    expect(await readdir(tmp)).toEqual([]);
+  };
+
+  it('a qcow2 with a backing file (anywhere) is refused with INVALID_INPUT (exit 2): the backing file is never read', async () => {
+    const evil = join(cwd, 'backed.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-b', secret, '-F', 'raw', evil, '1M');
+    const name = fresh();
+    const r = await run(['volume', 'import', evil, '--name', name]);
+    await expectRefused(r, 'INVALID_INPUT', 2, name);
+    expect(jsonError(r).message).toMatch(/backing file/);
+    expect(jsonError(r).details).toMatchObject({ file: evil, reason: 'backing-file' });
+  });
+
+  it('a qcow2 with an external data file is refused with INVALID_INPUT: the data file is never read', async () => {
+    const evil = join(cwd, 'datafile.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', `data_file=${join(cwd, 'df.raw')},data_file_raw=on`, evil, '1M');
+    qemuImg('amend', '-f', 'qcow2', '-o', `data_file=${secret}`, evil);
+    const name = fresh();
+    const r = await run(['volume', 'import', evil, '--name', name]);
+    await expectRefused(r, 'INVALID_INPUT', 2, name);
+    expect(jsonError(r).details).toMatchObject({ reason: 'data-file' });
+  });
+
+  it('a VMDK descriptor whose extent is another path (absolute, through a directory, a symbolic link, a protocol) is refused with INVALID_INPUT', async () => {
+    await symlink(secret, join(cwd, 'link-flat.vmdk'));
+    for (const extent of [secret, '../secret.raw', 'link-flat.vmdk', 'nbd:localhost:10809']) {
+      const desc = join(cwd, 'desc.vmdk');
+      await writeFile(desc, `# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW 2048 FLAT "${extent}" 0\n`);
+      const name = fresh();
+      const r = await run(['volume', 'import', desc, '--name', name]);
+      await expectRefused(r, 'INVALID_INPUT', 2, name);
+      expect(jsonError(r).details, extent).toMatchObject({ reason: 'extent' });
+    }
+  });
+
+  it('a VMDK with a parent (a delta disk) is refused with INVALID_INPUT', async () => {
+    const base = join(cwd, 'base.vmdk');
+    qemuImg('convert', '-f', 'raw', '-O', 'vmdk', secret, base);
+    const child = join(cwd, 'child.vmdk');
+    qemuImg('create', '-f', 'vmdk', '-b', base, '-F', 'vmdk', child, '1M');
+    const name = fresh();
+    const r = await run(['volume', 'import', child, '--name', name]);
+    await expectRefused(r, 'INVALID_INPUT', 2, name);
+    expect(jsonError(r).details).toMatchObject({ reason: 'backing-file' });
+  });
+
+  it('a VMDK descriptor with its flat extent beside it (a plain name) still imports byte for byte', async () => {
+    const dir = join(cwd, 'flat');
+    await mkdir(dir);
+    qemuImg('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=monolithicFlat', raw, join(dir, 'disk.vmdk'));
+    const r = await cairnJson(['volume', 'import', join(dir, 'disk.vmdk'), '--name', 'flat-ok'], { cwd, env: { TMPDIR: tmp } });
+    expect(r).toMatchObject({ format: 'vmdk', volume: { size: data.length } });
+    const out = join(cwd, 'flat-ok.raw');
+    await cairnJson(['volume', 'export', 'flat-ok', out], { cwd });
+    expect((await readFile(out)).equals(data)).toBe(true);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('a truncated qcow2 or VMDK (which qemu-img convert reads as zeros, exit 0) is CORRUPT (exit 5), with no volume left', async () => {
+    for (const [format, file] of [['qcow2', join(cwd, 'trunc.qcow2')], ['vmdk', join(cwd, 'trunc.vmdk')]] as const) {
+      qemuImg('convert', '-f', 'raw', '-O', format, raw, file);
+      await truncate(file, 2 * MiB);
+      const name = fresh();
+      await expectRefused(await run(['volume', 'import', file, '--name', name]), 'CORRUPT', 5, name);
+    }
+  });
+
+  it('a damaged qcow2 (a header too short, an invalid L1 table) is CORRUPT (exit 5)', async () => {
+    const good = join(cwd, 'good.qcow2');
+    qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, good);
+    const short = join(cwd, 'short.qcow2');
+    await writeFile(short, (await readFile(good)).subarray(0, 100));
+    const badL1 = join(cwd, 'badl1.qcow2');
+    const bytes = await readFile(good);
+    bytes.fill(0xff, 40, 48);
+    await writeFile(badL1, bytes);
+    for (const file of [short, badL1]) {
+      const name = fresh();
+      await expectRefused(await run(['volume', 'import', file, '--name', name]), 'CORRUPT', 5, name);
+    }
+  });
+
+  it('a raw disk that starts like a qcow2 (a guest wrote one at sector 0): auto is refused saying --format raw; --format raw imports it byte for byte', async () => {
+    const header = join(cwd, 'hdr.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-b', secret, '-F', 'raw', header, '4M');
+    const disk = Buffer.from(data);
+    (await readFile(header)).copy(disk, 0, 0, 512);
+    const file = join(cwd, 'looks-like.raw');
+    await writeFile(file, disk);
+    const name = fresh();
+    const r = await run(['volume', 'import', file, '--name', name]);
+    await expectRefused(r, 'INVALID_INPUT', 2, name);
+    expect(jsonError(r).message).toMatch(/--format raw/);
+    const ok = await cairnJson(['volume', 'import', file, '--name', 'as-raw', '--format', 'raw'], { cwd, env: { TMPDIR: tmp } });
+    expect(ok).toMatchObject({ format: 'raw' });
+    const out = join(cwd, 'as-raw.out');
+    await cairnJson(['volume', 'export', 'as-raw', out], { cwd });
+    expect((await readFile(out)).equals(disk)).toBe(true);
+  });
+
+  it('a qcow2 larger than the --into volume is INVALID_INPUT naming both sizes, before anything is converted', async () => {
+    const big = join(cwd, 'big.qcow2');
+    qemuImg('create', '-f', 'qcow2', big, '1T');
+    await cairnJson(['volume', 'create', 'small', '--size', '1M'], { cwd });
+    // A TMPDIR that cannot be used: a conversion first would fail on it instead.
+    const r = await run(['volume', 'import', big, '--into', 'small'], { TMPDIR: join(cwd, 'no-such-dir') });
+    expect(r.code, r.stderr).toBe(2);
+    expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT' });
+    expect(jsonError(r).message).toMatch(/larger than volume/);
+  });
+
+  it('a qemu-img killed by a signal is INTERNAL (exit 1) saying so; one that finds the image locked is BUSY (exit 4); nothing is left', async () => {
+    const bin = join(cwd, 'fake-bin');
+    await mkdir(bin);
+    const good = join(cwd, 'good2.qcow2');
+    qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, good);
+    const fake = join(bin, 'qemu-img');
+    const env = { PATH: `${bin}:${process.env.PATH}` };
+    await writeFile(fake, '#!/bin/sh\nkill -KILL $$\n');
+    await chmod(fake, 0o755);
+    let name = fresh();
+    let r = await run(['volume', 'import', good, '--name', name], env);
+    await expectRefused(r, 'INTERNAL', 1, name);
+    expect(jsonError(r).message).toMatch(/qemu-img .*SIGKILL/);
+    await writeFile(fake, `#!/bin/sh\necho "qemu-img: Could not open '$4': Failed to get shared \\"write\\" lock" >&2\necho 'Is another process using the image [x]?' >&2\nexit 1\n`);
+    name = fresh();
+    r = await run(['volume', 'import', good, '--name', name], env);
+    await expectRefused(r, 'BUSY', 4, name);
+    // export: the same mapping, and no temporary image beside the output
+    await cairnJson(['volume', 'import', raw, '--name', 'exp'], { cwd });
+    const outDir = join(cwd, 'out');
+    await mkdir(outDir);
+    await writeFile(fake, '#!/bin/sh\nkill -KILL $$\n');
+    r = await run(['volume', 'export', 'exp', join(outDir, 'x.qcow2')], env);
+    expect(r.code, r.stderr).toBe(1);
+    expect(jsonError(r).code).toBe('INTERNAL');
+    expect(await readdir(outDir)).toEqual([]);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('SIGTERM while qemu-img converts kills the conversion at once: CANCELLED (exit 130), no temporary file, no volume', async () => {
+    const bin = join(cwd, 'slow-bin');
+    await mkdir(bin);
+    // info and check are the real ones; convert writes a little, then hangs for a minute
+    await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\nif [ "$1" = convert ]; then echo $$ > ${join(cwd, 'convert.pid')}; echo partial > "$5"; exec sleep 60; fi\nexec /usr/bin/qemu-img "$@"\n`);
+    await chmod(join(bin, 'qemu-img'), 0o755);
+    const q = join(cwd, 'slow.qcow2');
+    qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
+    const name = fresh();
+    const { child, exit } = cairnSpawn(['volume', 'import', q, '--name', name, '--json'], { cwd, env: { TMPDIR: tmp, PATH: `${bin}:${process.env.PATH}` } });
+    const started = Date.now();
+    while (!(await readdir(tmp).then((d) => d.length > 0)) && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 300));
+    const sent = Date.now();
+    child.kill('SIGTERM');
+    const r = await exit;
+    expect(Date.now() - sent).toBeLessThan(10_000);
+    await expectRefused(r, 'CANCELLED', 130, name);
+    const pid = Number((await readFile(join(cwd, 'convert.pid'), 'utf8')).trim());
+    expect(() => process.kill(pid, 0), 'the conversion still runs').toThrow();
+  }, 30_000);
+
+  describe.skipIf(!isRoot)('a full disk (a 1 MiB tmpfs)', () => {
+    let full: string;
+    beforeAll(async () => {
+      full = join(cwd, 'full');
+      await mkdir(full);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', full]);
+    });
+    afterAll(() => {
+      if (full) execFileSync('umount', [full]);
+    });
+
+    it('import: converting into a full temporary directory is UNAVAILABLE (exit 6), leaving no temporary file and no volume', async () => {
+      const q = join(cwd, 'full-in.qcow2');
+      qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
+      const name = fresh();
+      const r = await run(['volume', 'import', q, '--name', name], { TMPDIR: full });
+      expect(r.code, r.stderr).toBe(6);
+      expect(jsonError(r).code).toBe('UNAVAILABLE');
+      expect(await volumeNames()).not.toContain(name);
+      expect(await readdir(full)).toEqual([]);
+    });
+
+    it('export to qcow2 onto a full disk is UNAVAILABLE (exit 6), as a raw export is, leaving nothing', async () => {
+      if (!(await volumeNames()).includes('exp2')) await cairnJson(['volume', 'import', raw, '--name', 'exp2'], { cwd });
+      for (const out of ['x.qcow2', 'x.vmdk']) {
+        const r = await run(['volume', 'export', 'exp2', join(full, out)]);
+        expect(r.code, r.stderr).toBe(6);
+        expect(jsonError(r).code).toBe('UNAVAILABLE');
+        expect(await readdir(full)).toEqual([]);
+        expect(await readdir(tmp)).toEqual([]);
+      }
+    });
+  });
+});
