@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { describe, expect, it, vi } from 'vitest';
-import { MiB, filledVolume, rig } from './helpers.js';
-import type { BackupJob, BackupSource } from '../src/index.js';
+import { MiB, filledVolume, gate, rig } from './helpers.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type BackupJob, type BackupSource } from '../src/index.js';
 
 /**
  * A backup that ends prunes the volume's checkpoints. Those of backups still being created by a
@@ -89,5 +89,37 @@ describe('pruning checkpoints next to a backup running elsewhere', () => {
     const left = (await volumes.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id);
     expect(left).toContain(base.checkpointId);
     expect(left).toContain(b.checkpointId);
+  });
+});
+
+describe('pruning with two targets', () => {
+  it("keeps the checkpoint of a target's newest backup while it is being restored", async () => {
+    const volumes = new MemoryVolumeDriver();
+    const a = new MemoryBackupService('a');
+    const b = new MemoryBackupService('b');
+    const manager = new BackupManager({ volumes, targets: { a, b }, catalog: new MemoryCatalog() });
+    const cbt = volumes.changedBlockTracking;
+    const v = await filledVolume(volumes, 2 * MiB);
+    const inA = await manager.backup({ volumeId: v.id, target: 'a' });
+    // A restore of A's newest backup runs (to another volume) while a backup to B ends.
+    const restoring = gate();
+    const restore = a.restore.bind(a);
+    a.restore = async (...args) => {
+      await restoring.arrive();
+      return restore(...args);
+    };
+    const { job } = await manager.startRestore({ backupId: inA.id, newVolume: {} });
+    await restoring.reached;
+    expect((await manager.getBackup(inA.id)).status).toBe('restoring');
+    const inB = await manager.backup({ volumeId: v.id, target: 'b' });
+    const left = (await cbt.listCheckpoints(v.id)).map((c) => c.id);
+    expect(left).toContain(inB.checkpointId);
+    expect(left).toContain(inA.checkpointId);
+    restoring.release();
+    await job.done;
+    // A's next incremental reads only what changed since A's newest backup.
+    const next = await manager.backup({ volumeId: v.id, target: 'a', incremental: true });
+    expect(next.parentId).toBe(inA.id);
+    expect(next.stats!.bytesRead).toBe(0);
   });
 });

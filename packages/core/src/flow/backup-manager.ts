@@ -4,7 +4,7 @@ import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isCairnError, toCairnError, unlessNotFound } from '../errors.js';
+import { CairnError, isCairnError, isRetryable, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
@@ -16,7 +16,7 @@ import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 import { pruneCheckpoints } from './checkpoint-pruning.js';
 import { resetBackupState } from './reset-state.js';
-import { assertNoFlow, beginVolumeFlow, markErrorRestoring } from './volume-flow-states.js';
+import { RESTORE_JOB_METADATA_KEY, assertNoFlow, assertNotLeftByRestore, beginVolumeFlow, markErrorRestoring, recordNewVolumeIntent } from './volume-flow-states.js';
 
 export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 
@@ -148,6 +148,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
     const volume = await this.volumes.getVolume(request.volumeId);
     await assertNoFlow(this.catalog, volume.id, 'backup');
+    await assertNotLeftByRestore(this.catalog, volume);
     this.assertMayBackUp(volume, request);
     let parent: BackupRecord | undefined;
     if (request.incremental) {
@@ -239,6 +240,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         }
         // The record describes the volume as copied, which may have changed since the request.
         const volume = await this.volumes.getVolume(record.volumeId);
+        await assertNotLeftByRestore(this.catalog, volume);
         // Checked again as it is now: a volume attached read-write while the job waited is in use,
         // and is copied through a snapshot only when the request said `force`.
         this.assertMayBackUp(volume, request);
@@ -396,9 +398,19 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * it is `restoring`, and cannot be deleted, until the last of its restores ends, which puts it
    * back to `available` (never recreating a record). A job that fails before it writes (those
    * checks, a cancel while it waits) leaves an existing volume as it was; once it has begun
-   * writing, a failure leaves an existing volume `error_restoring`. A new volume is deleted on
-   * any failure. Once the volume holds the whole backup, flushed, the restore is done: a cancel
-   * is too late, and the job succeeds. The job's `done` settles with the backup's record.
+   * writing, a failure leaves an existing volume `error_restoring`. Once the volume holds the
+   * whole backup, flushed, the restore is done: a cancel is too late, and the job succeeds. The
+   * job's `done` settles with the backup's record.
+   *
+   * A new volume is the restore's own, and is never left behind unaccounted. Before it is created,
+   * the backup is claimed (here, not in the job: `restoring` at once) and the intent to create it
+   * is recorded in the catalog (volume-flow-states.ts: `recordNewVolumeIntent`); the volume
+   * carries the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`, kept once restored). On any
+   * failure the job deletes it (a detach or delete failing with a retryable code, `BUSY` or
+   * `UNAVAILABLE`, is retried first). When it still cannot, the volume is left `error_restoring`
+   * with a `warning` (the delete's code, `details.volumeId` and `details.backupId`), backups and
+   * restores of it are refused with `CONFLICT`, and `recover()` deletes it (`removedVolumes`), as
+   * it deletes the volume of a restore whose process died at any point.
    */
   async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume }> {
     const backup = await this.catalog.getBackup(request.backupId);
@@ -410,22 +422,23 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
     // Checked here too, not left to the driver: a new volume's name is the caller's input.
     if ('newVolume' in request && request.newVolume?.name !== undefined) assertDisplayName(request.newVolume.name, 'newVolume.name');
+    const jobId = newId();
     let volume: Volume;
-    let created = false;
+    let owned: NewVolume | undefined;
     if ('volumeId' in request) {
       volume = await this.restoreTarget(request.volumeId, backup);
     } else {
-      volume = await this.volumes.createVolume({ size: backup.size, name: request.newVolume.name ?? `restore-${backup.id}`, metadata: backup.volumeMetadata });
-      created = true;
+      owned = await this.createRestoreVolume(jobId, backup, request.newVolume.name, request.signal);
+      volume = owned.volume;
     }
     const controller = linkedController(request.signal);
     const progress = { bytesDone: 0, bytesTotal: backup.size };
     const job: Job = {
-      id: newId(),
+      id: jobId,
       kind: 'restore',
       backupId: backup.id,
       volumeId: volume.id,
-      done: this.runRestore(backup, volume, created, service, controller.signal, progress),
+      done: this.runRestore(owned?.backup ?? backup, volume, owned, service, controller.signal, progress),
       cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
       progress: () => ({ ...progress }),
     };
@@ -433,10 +446,61 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return { job, volume };
   }
 
-  /** An existing volume a restore may overwrite: `available`, in no flow but `error_restoring`, large enough. */
+  /**
+   * Claims `backup` for a restore to a new volume, records the intent to create it, then creates
+   * it (startRestore). On a failure nothing is left: a driver's failed create leaves no volume, and
+   * the intent and the claim go (an intent whose clear fails is cleared by recover(), finding no
+   * volume). `backup` is as startRestore read it; the result's is as claimed.
+   */
+  private async createRestoreVolume(jobId: string, backup: BackupRecord, name: string | undefined, signal: AbortSignal | undefined): Promise<NewVolume> {
+    // Held (live-records) from before the claim may write `restoring` until the job's release.
+    const letGo = holdRecord(backup.id);
+    let release: ReleaseClaim | undefined;
+    let intent: string | undefined;
+    try {
+      [backup, release] = await this.claimRestore(backup.id, signal);
+      intent = await recordNewVolumeIntent(this.catalog, jobId, backup.id);
+      const metadata = { ...backup.volumeMetadata, [RESTORE_JOB_METADATA_KEY]: jobId };
+      const volume = await this.volumes.createVolume({ size: backup.size, name: name ?? `restore-${backup.id}`, metadata });
+      return { volume, backup, release, letGo, intent };
+    } catch (err) {
+      if (intent) await this.cleanup(() => this.catalog.clearVolumeState(intent!));
+      if (release) await this.cleanup(() => release!(() => this.endRestoring(backup.id)));
+      letGo();
+      throw err;
+    }
+  }
+
+  /**
+   * Claims `backupId` for a restore: `restoring`, owned by this process (or already `restoring`
+   * by this manager's other restores of it). `CONFLICT` when it is neither available nor restoring
+   * here, `NOT_FOUND` when it is gone. Resolves with the record as claimed and the release.
+   */
+  private async claimRestore(backupId: string, signal: AbortSignal | undefined): Promise<[BackupRecord, ReleaseClaim]> {
+    let claimed!: BackupRecord;
+    const release = await this.claims.claim(backupId, 'restore', async (restoring) => {
+      const current = await this.catalog.getBackup(backupId);
+      if (current.status === 'restoring' && restoring > 0) {
+        claimed = current;
+        return true;
+      }
+      if (current.status !== 'available') throw new CairnError('CONFLICT', `backup ${backupId} is ${current.status}, not available`);
+      claimed = { ...current, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() };
+      await this.catalog.putBackup(claimed);
+      return true;
+    }, signal);
+    // The check returns true or throws: a claim is always taken here.
+    return [claimed, release!];
+  }
+
+  /**
+   * An existing volume a restore may overwrite: `available`, in no flow but `error_restoring`, not
+   * left by a failed restore to a new volume (recover() deletes those), large enough.
+   */
   private async restoreTarget(volumeId: string, backup: BackupRecord): Promise<Volume> {
     const volume = await this.volumes.getVolume(volumeId);
     await assertNoFlow(this.catalog, volume.id, 'restore');
+    await assertNotLeftByRestore(this.catalog, volume);
     if (volume.status !== 'available') throw new CairnError('CONFLICT', `volume ${volume.id} is ${volume.status}, not available`);
     if (volume.size < backup.size) {
       throw new CairnError('INVALID_INPUT', `volume ${volume.id} (${volume.size} bytes) is smaller than backup ${backup.id} (${backup.size} bytes)`);
@@ -447,15 +511,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   private async runRestore(
     backup: BackupRecord,
     volume: Volume,
-    created: boolean,
+    owned: NewVolume | undefined,
     service: BackupService,
     signal: AbortSignal,
     progress: { bytesDone: number; bytesTotal: number },
   ): Promise<BackupRecord> {
+    const created = owned !== undefined;
     let release: (() => Promise<void>) | undefined;
-    let releaseBackup: ReleaseClaim | undefined;
+    // A new volume's restore has claimed the backup already (createRestoreVolume).
+    let releaseBackup: ReleaseClaim | undefined = owned?.release;
     let attachment: Attachment | undefined;
-    let letGo: LetGo | undefined;
+    let letGo: LetGo | undefined = owned?.letGo;
     let flowStarted = false;
     let writing = false;
     let committed = false;
@@ -463,21 +529,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // A cancel while queued ends the job here, before it touches the volume or the backup.
       release = await this.locks.acquire(volume.id, signal);
       throwIfCancelled(signal);
-      if (!created) volume = await this.restoreTarget(volume.id, backup);
-      // Held (live-records) from before the claim may write `restoring` until the claim's release
-      // has settled; each restore of the backup holds it, so it stays held while any of them runs.
-      letGo = holdRecord(backup.id);
-      releaseBackup = await this.claims.claim(backup.id, 'restore', async (restoring) => {
-        const current = await this.catalog.getBackup(backup.id);
-        if (current.status === 'restoring' && restoring > 0) {
-          backup = current;
-          return true;
-        }
-        if (current.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${current.status}, not available`);
-        backup = { ...current, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() };
-        await this.catalog.putBackup(backup);
-        return true;
-      }, signal);
+      if (!owned) {
+        volume = await this.restoreTarget(volume.id, backup);
+        // Held (live-records) from before the claim may write `restoring` until the claim's
+        // release has settled; each restore of the backup holds it, so it stays held while any of
+        // them runs.
+        letGo = holdRecord(backup.id);
+        [backup, releaseBackup] = await this.claimRestore(backup.id, signal);
+      }
       throwIfCancelled(signal);
       const override = this.volumes.capabilities.flowOverride ? this.volumes.flowOverride : undefined;
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
@@ -501,16 +560,20 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     } catch (err) {
       throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
     } finally {
-      await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
+      // Retried when it fails with a retryable code: an attachment left would keep a new volume
+      // from being deleted, and an existing one in use.
+      await this.cleanup(async () => attachment && retrying(() => this.volumes.detach(attachment!.id)));
       // The volume's state is settled while the backup is still `restoring`, and only then may the
       // claim's release end that: a recovery elsewhere that finds the record no longer `restoring`
       // (so no longer live) reads the volume's state after this, and never takes a restore that
       // ended for one that was interrupted (it would mark a restored volume error_restoring).
       if (committed) {
+        // A new volume is the caller's from here: its intent goes first, so that a crash before
+        // the state is cleared leaves it error_restoring (recovery), never deleted.
+        if (owned) await this.cleanup(() => this.catalog.clearVolumeState(owned.intent));
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
-      } else if (created) {
-        if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
-        await this.cleanup(() => this.volumes.deleteVolume(volume.id));
+      } else if (owned) {
+        await this.dropNewVolume(volume, backup.id, owned.intent, flowStarted);
       } else if (writing) {
         await this.cleanup(() => markErrorRestoring(this.catalog, volume.id, backup.id));
       }
@@ -519,6 +582,28 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (release) await release();
     }
     return this.catalog.getBackup(backup.id).catch(() => ({ ...backup, status: 'available' as const, owner: undefined }));
+  }
+
+  /**
+   * Deletes the new volume of a restore that failed (retrying a retryable failure), then its state
+   * and its intent. When it cannot, the volume is left `error_restoring` and its intent kept, so
+   * that recover() deletes it once it can; a `warning` (the delete's code, `details.volumeId`,
+   * `details.backupId`) says so. Runs while the backup is still claimed, so a recovery meanwhile
+   * leaves the intent alone.
+   */
+  private async dropNewVolume(volume: Volume, backupId: string, intent: string, flowStarted: boolean): Promise<void> {
+    try {
+      await retrying(() => unlessNotFound(this.volumes.deleteVolume(volume.id)));
+    } catch (err) {
+      const e = toCairnError(err, this.volumes.name);
+      await this.cleanup(() => markErrorRestoring(this.catalog, volume.id, backupId));
+      this.emit('warning', new CairnError(e.code, `restore of backup ${backupId} failed and its new volume ${volume.id} could not be deleted (${e.message}): it is left error_restoring, for recover() to delete`, { cause: err, details: { volumeId: volume.id, backupId } }));
+      return;
+    }
+    // Gone: a crash from here leaves an intent with no volume, and a state of a volume that is
+    // gone, both of which recovery clears.
+    if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
+    await this.cleanup(() => this.catalog.clearVolumeState(intent));
   }
 
   /** The last restore of a backup ended: back to `available`, re-read so a deleted record stays deleted. */
@@ -794,6 +879,34 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       await step();
     } catch (err) {
       this.emit('warning', toCairnError(err));
+    }
+  }
+}
+
+/** A restore's new volume, created by startRestore once the backup was claimed and the intent recorded. */
+interface NewVolume {
+  volume: Volume;
+  /** The backup as claimed (`restoring`). */
+  backup: BackupRecord;
+  /** The restore claim on the backup, released when the job ends. */
+  release: ReleaseClaim;
+  /** The job's hold of the backup's record (live-records). */
+  letGo: LetGo;
+  /** The intent's flow-state key (newVolumeIntentKey). */
+  intent: string;
+}
+
+/** Delays before the retries of a cleanup step that failed with a retryable code (`BUSY`, `UNAVAILABLE`). */
+const CLEANUP_RETRY_MS = [50, 200, 800];
+
+/** Runs `step`, retrying it after CLEANUP_RETRY_MS while it fails with a retryable code; else its error. */
+async function retrying<T>(step: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isRetryable(err) || attempt >= CLEANUP_RETRY_MS.length) throw err;
+      await new Promise((r) => setTimeout(r, CLEANUP_RETRY_MS[attempt]));
     }
   }
 }

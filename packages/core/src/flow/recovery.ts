@@ -5,6 +5,7 @@ import { isNotFound, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { holdRecord, type LetGo } from './live-records.js';
+import { RESTORE_JOB_METADATA_KEY, intentJobId } from './volume-flow-states.js';
 
 /** Statuses of a record a flow works on. */
 export const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
@@ -25,6 +26,12 @@ export interface RecoveryReport {
   errorRestoringVolumes: string[];
   /** Temporary snapshots removed. */
   removedSnapshots: string[];
+  /**
+   * Volumes a restore to a new volume created and left behind (its job could not delete them,
+   * or its process died), deleted. recoverInFlight always sets it; optional so that reports built
+   * before it existed (a front end's test doubles) still type.
+   */
+  removedVolumes?: string[];
   /** Backups left alone because their owner may still be working on them. */
   skipped: string[];
   /** Steps that failed, as `id: CODE message`. */
@@ -35,6 +42,11 @@ export interface RecoveryReport {
  * Resolves what a crash left in flight, exactly as Cinder's backup manager does at start:
  * creating → error; restoring → available with the volume in error_restoring; deleting resumed;
  * a volume left backing-up returns to its previous status; temporary snapshots go. Idempotent.
+ *
+ * A restore to a new volume owns its volume (volume-flow-states.ts: new-volume intents): the
+ * intent of a restore whose backup is no longer in a live flow has every volume that names its
+ * job deleted (a volume still attached, `BUSY`, is reported in `errors` and its intent kept for the
+ * next run), then the flow states that restore left of volumes now gone, then the intent itself.
  */
 export async function recoverInFlight(deps: {
   catalog: Catalog;
@@ -63,13 +75,14 @@ export async function recoverInFlight(deps: {
 }): Promise<RecoveryReport> {
   const { catalog, volumes, only } = deps;
   const section = deps.section ?? (<T>(backupId: string, fn: () => Promise<T>) => catalog.section(backupId, fn));
-  const report: RecoveryReport = {
+  const report: Required<RecoveryReport> = {
     failedBackups: [],
     restoredBackups: [],
     resumedDeletes: [],
     resetVolumes: [],
     errorRestoringVolumes: [],
     removedSnapshots: [],
+    removedVolumes: [],
     skipped: [],
     errors: [],
   };
@@ -153,8 +166,43 @@ export async function recoverInFlight(deps: {
     live.add(backupId);
     return true;
   };
+  // Restores to a new volume that ended or died without settling their volume (its intent is
+  // judged live, as the volume states below, by its backup's record: the job claims the backup
+  // before it writes the intent, and clears the intent before it releases the claim).
+  for (const listed of await catalog.listVolumeStates()) {
+    const jobId = intentJobId(listed.volumeId);
+    if (jobId === undefined || (only !== undefined && listed.backupId !== only)) continue;
+    if (await liveNow(listed.backupId)) continue;
+    await section(listed.backupId, async () => {
+      if (await liveNow(listed.backupId)) return;
+      const intent = await catalog.getVolumeState(listed.volumeId);
+      if (!intent) return;
+      let kept = false;
+      for (const volume of await volumes.listVolumes()) {
+        if (volume.metadata?.[RESTORE_JOB_METADATA_KEY] !== jobId) continue;
+        try {
+          await unlessNotFound(volumes.deleteVolume(volume.id));
+        } catch (err) {
+          kept = true;
+          report.errors.push(`${volume.id}: ${String((err as { code?: string })?.code ?? '')} the volume of an unfinished restore of backup ${intent.backupId} could not be deleted: ${String((err as Error)?.message ?? err)}`);
+          continue;
+        }
+        report.removedVolumes.push(volume.id);
+      }
+      if (kept) return;
+      // The states that restore left (`restoring-backup`, or `error_restoring` from a job that
+      // could not delete its volume): of volumes that are gone now.
+      for (const state of await catalog.listVolumeStates()) {
+        if (state.backupId !== intent.backupId || intentJobId(state.volumeId) !== undefined) continue;
+        if ((await unlessNotFound(volumes.getVolume(state.volumeId))) === undefined) await catalog.clearVolumeState(state.volumeId);
+      }
+      await catalog.clearVolumeState(intent.volumeId);
+    });
+  }
   for (const listed of await catalog.listVolumeStates()) {
     if (only !== undefined && listed.backupId !== only) continue;
+    // Intents are settled above, never marked error_restoring.
+    if (intentJobId(listed.volumeId) !== undefined) continue;
     // Only these two are settled; and a live flow's state is left alone without waiting for a
     // section (judged again inside it).
     if (listed.status !== 'backing-up' && listed.status !== 'restoring-backup') continue;

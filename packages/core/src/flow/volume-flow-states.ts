@@ -60,3 +60,64 @@ export async function markErrorRestoring(catalog: Catalog, volumeId: string, bac
     since: nowIso(),
   });
 }
+
+/*
+ * A restore to a new volume owns the volume it creates, so nothing may leave that volume behind
+ * unaccounted: not a failed job that cannot delete it, not a process that dies at any point. As
+ * Cinder's volume row exists before its backend creates the volume, the restore records its intent
+ * in the catalog before it creates anything: a flow state under a key that is no volume's id
+ * (`newVolumeIntentKey(jobId)`), naming the backup, written once the backup is claimed (its record
+ * `restoring`, owned by the job's process). The volume is then created with the job's id in its
+ * metadata (`RESTORE_JOB_METADATA_KEY`), so that whoever finds the intent finds the volume too,
+ * even when the process died before it wrote anything naming the volume's id.
+ *
+ * The intent stays until the job has settled the volume: cleared when the restore has committed
+ * (the volume is the caller's from then on), or once the volume is deleted after a failure. An
+ * intent whose backup is no longer in a live flow (recovery.ts: the restore that wrote it ended or
+ * died) marks a volume to delete: recover() deletes every volume whose metadata names its job, the
+ * flow states of that restore's volumes that are gone, and then the intent.
+ */
+
+/** Volume metadata naming the restore job that created the volume (kept on the restored volume). */
+export const RESTORE_JOB_METADATA_KEY = 'cairn.restore-job';
+
+/** Prefix of the flow-state keys of new-volume intents; no driver's volume id starts with it. */
+export const NEW_VOLUME_INTENT_PREFIX = 'cairn-new-volume-';
+
+/** The key of the intent of restore job `jobId` to create a volume. */
+export function newVolumeIntentKey(jobId: string): string {
+  return `${NEW_VOLUME_INTENT_PREFIX}${jobId}`;
+}
+
+/** The restore job whose intent `key` is, or undefined when `key` is a volume's id. */
+export function intentJobId(key: string): string | undefined {
+  return key.startsWith(NEW_VOLUME_INTENT_PREFIX) ? key.slice(NEW_VOLUME_INTENT_PREFIX.length) : undefined;
+}
+
+/**
+ * Records the intent of restore job `jobId` to create a volume for `backupId` (only if absent:
+ * job ids are unique). The caller has claimed the backup, so recovery judges the intent live
+ * for as long as the claim is.
+ */
+export async function recordNewVolumeIntent(catalog: Catalog, jobId: string, backupId: string): Promise<string> {
+  const key = newVolumeIntentKey(jobId);
+  await catalog.putVolumeState({ volumeId: key, status: 'restoring-backup', previousStatus: 'creating', backupId, since: nowIso() }, { ifAbsent: true });
+  return key;
+}
+
+/**
+ * `CONFLICT` (details `{ volumeId, volumeStatus: 'error_restoring', backupId }`) when `volume` is
+ * one that a failed restore to a new volume could not delete: its metadata names a restore job
+ * whose intent is still recorded. recover() deletes such a volume; a backup or a restore of it
+ * meanwhile would make a volume that recovery deletes hold data someone wants. A volume restored
+ * completely keeps the job's id, but its intent is gone.
+ */
+export async function assertNotLeftByRestore(catalog: Pick<Catalog, 'getVolumeState'>, volume: Pick<Volume, 'id' | 'metadata'>): Promise<void> {
+  const jobId = volume.metadata?.[RESTORE_JOB_METADATA_KEY];
+  if (!jobId) return;
+  const intent = await catalog.getVolumeState(newVolumeIntentKey(jobId));
+  if (!intent) return;
+  throw new CairnError('CONFLICT', `volume ${volume.id} is being created by a restore of backup ${intent.backupId} (one that failed left it error_restoring: recovery deletes it)`, {
+    details: { volumeId: volume.id, volumeStatus: 'error_restoring', backupId: intent.backupId },
+  });
+}

@@ -1,0 +1,159 @@
+import { hostname } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { MiB, contents, expectCode, filledVolume, over, rig } from './helpers.js';
+import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, ownerMayBeAlive, type Attachment, type BackupRecord } from '../src/index.js';
+import { recoverInFlight } from '../src/flow/recovery.js';
+
+/**
+ * A restore to a new volume creates the volume, so it owns it: whatever happens (the copy fails
+ * while the volume cannot be detached, the process dies at any point), the volume is deleted, by
+ * the job or, when the job cannot, by a recovery, and never left behind unrecorded.
+ */
+
+const transient = () => new CairnError('UNAVAILABLE', 'detach timed out', { driver: 'memory' });
+
+/** A rig whose service writes part of the volume, then fails. */
+async function failingRestoreRig() {
+  const r = rig();
+  const src = await filledVolume(r.volumes, 2 * MiB, 1);
+  const b = await r.manager.backup({ volumeId: src.id });
+  r.service.restore = async (_backup, target) => {
+    await target.write(0, Buffer.alloc(64 * 1024, 7));
+    throw new Error('backend exploded mid-restore');
+  };
+  const warnings: CairnError[] = [];
+  r.manager.on('warning', (w) => warnings.push(w));
+  return { ...r, src, b, warnings };
+}
+
+describe('a failed restore to a new volume whose detach fails', () => {
+  it('deletes the new volume when the detach failure is transient (the detach is retried)', async () => {
+    const { volumes, manager, src, b, warnings } = await failingRestoreRig();
+    const detach = volumes.detach.bind(volumes);
+    let failures = 0;
+    volumes.detach = async (id) => {
+      if (failures++ === 0) throw transient();
+      return detach(id);
+    };
+    const { job, volume } = await manager.startRestore({ backupId: b.id, newVolume: { name: 'restored' } });
+    await expect(job.done).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('backend exploded') });
+    expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+    await expectCode(volumes.getVolume(volume.id), 'NOT_FOUND');
+    expect(await manager.getVolume(src.id)).toMatchObject({ status: 'available' });
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    expect(warnings.filter((w) => w.code === 'BUSY')).toEqual([]);
+    expect(await manager.recover()).toMatchObject({ removedVolumes: [], errors: [] });
+  });
+
+  it('when the volume cannot be detached at all, leaves it error_restoring with a warning, and recovery deletes it once it can', async () => {
+    const { volumes, manager, src, b, warnings } = await failingRestoreRig();
+    const attach = volumes.attach.bind(volumes);
+    const detach = volumes.detach.bind(volumes);
+    const attached: Attachment[] = [];
+    volumes.attach = async (target, mode) => {
+      const a = await attach(target, mode);
+      attached.push(a);
+      return a;
+    };
+    volumes.detach = async () => {
+      throw transient();
+    };
+    const { job, volume } = await manager.startRestore({ backupId: b.id, newVolume: {} });
+    await expect(job.done).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('backend exploded') });
+    // Visible, and refused to flows that would use it: the failed restore's volume.
+    expect(await manager.getVolume(volume.id)).toMatchObject({ status: 'error_restoring' });
+    await expectCode(manager.backup({ volumeId: volume.id }), 'CONFLICT');
+    expect(warnings).toContainEqual(expect.objectContaining({ code: 'BUSY', details: expect.objectContaining({ volumeId: volume.id, backupId: b.id }) }));
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    // While it is still attached, recovery tries and reports why it cannot.
+    const early = await manager.recover();
+    expect(early.removedVolumes).toEqual([]);
+    expect(early.errors).toEqual([expect.stringContaining(volume.id)]);
+    // The attachment goes (the driver recovered, the process that held it ended): recovery deletes the volume.
+    volumes.detach = detach;
+    for (const a of attached) await detach(a.id);
+    const report = await manager.recover();
+    expect(report).toMatchObject({ removedVolumes: [volume.id], errors: [] });
+    expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+    expect(await manager.getVolume(src.id)).toMatchObject({ status: 'available' });
+    expect(await manager.recover()).toMatchObject({ removedVolumes: [], errors: [] });
+  });
+});
+
+describe('a process that dies during a restore to a new volume', () => {
+  /** Where the dying process stops for good. */
+  type Point = 'createVolume' | 'attach' | 'copy';
+
+  /**
+   * The dying process's manager: its records carry an owner that is gone (a pid that runs no
+   * process), and at `point` it stops for good (the call never returns). The recovering process
+   * judges liveness by the owner alone, as another process would.
+   */
+  async function dieAt(point: Point) {
+    const volumes = new MemoryVolumeDriver();
+    const service = new MemoryBackupService('mem');
+    const shared = new MemoryCatalog();
+    const gone = { host: hostname(), pid: 2 ** 22 + 4321 };
+    const src = await filledVolume(volumes, MiB, 1);
+    const setup = new BackupManager({ volumes, targets: { mem: service }, catalog: shared });
+    const b = await setup.backup({ volumeId: src.id });
+    const never = new Promise<never>(() => {});
+    let died!: () => void;
+    const dead = new Promise<void>((r) => (died = r));
+    const stop = async (): Promise<never> => {
+      died();
+      return never;
+    };
+    // The dying process's driver: its own instance over the same volumes would lose its
+    // attachments when it died; here they are dropped by hand once it has stopped.
+    const mine: string[] = [];
+    const dying = Object.assign(Object.create(volumes) as MemoryVolumeDriver, {
+      createVolume: async (spec: Parameters<MemoryVolumeDriver['createVolume']>[0]) => {
+        const v = await volumes.createVolume(spec);
+        if (point === 'createVolume') return stop();
+        return v;
+      },
+      attach: async (...args: Parameters<MemoryVolumeDriver['attach']>) => {
+        const a = await volumes.attach(...args);
+        mine.push(a.id);
+        if (point === 'attach') return stop();
+        return a;
+      },
+    });
+    const dyingService = Object.assign(Object.create(service) as MemoryBackupService, {
+      restore: async (...args: Parameters<MemoryBackupService['restore']>) => {
+        await args[1].write(0, Buffer.alloc(4096, 9));
+        return stop();
+      },
+    });
+    const manager = new BackupManager({
+      volumes: dying,
+      targets: { mem: dyingService },
+      catalog: over(shared, { putBackup: (r: BackupRecord, o) => shared.putBackup(r.owner ? { ...r, owner: gone } : r, o) }),
+    });
+    void manager.startRestore({ backupId: b.id, newVolume: {} }).catch(() => {});
+    await dead;
+    for (const id of mine) await volumes.detach(id);
+    const recover = () => recoverInFlight({ catalog: shared, volumes, isLive: (r) => !!r.owner && ownerMayBeAlive(r.owner) });
+    return { volumes, shared, src, b, recover };
+  }
+
+  for (const point of ['createVolume', 'attach', 'copy'] as const) {
+    it(`leaves nothing behind once recovered, when it dies at ${point}`, async () => {
+      const { volumes, shared, src, b, recover } = await dieAt(point);
+      // What it left is accounted for: the new volume is named in the catalog.
+      expect((await shared.listVolumeStates()).length).toBeGreaterThan(0);
+      const created = (await volumes.listVolumes()).filter((v) => v.id !== src.id);
+      expect(created).toHaveLength(1);
+      const report = await recover();
+      expect(report.removedVolumes).toEqual(created.map((v) => v.id));
+      expect(report.errors).toEqual([]);
+      expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+      expect(await shared.listVolumeStates()).toEqual([]);
+      expect((await shared.getBackup(b.id)).status).toBe('available');
+      // Idempotent, and the source untouched.
+      expect(await recover()).toMatchObject({ removedVolumes: [], errors: [], errorRestoringVolumes: [] });
+      expect((await contents(volumes, src.id)).length).toBe(MiB);
+    });
+  }
+});
