@@ -32,7 +32,12 @@ export interface NbdBackend {
   trim?(offset: number, length: number): Promise<void>;
   /** Makes completed writes durable. Absent: flush is a no-op. */
   flush?(): Promise<void>;
-  /** Meta context names served besides `base:allocation` (for example `qemu:dirty-bitmap:b0`). */
+  /**
+   * Meta context names served besides `base:allocation` (for example `qemu:dirty-bitmap:b0`).
+   * Their flags are bits whose set state is the one a client must not miss (dirty): with a
+   * minimum block size > 1 the server reports a bit for a block when any part of it has the bit
+   * (for `base:allocation`, only when every part has it). See `foldToBlocks`.
+   */
   readonly metaContexts?: readonly string[];
   /**
    * Status of `[offset, offset+length)` for `context` (`base:allocation` or one of `metaContexts`):

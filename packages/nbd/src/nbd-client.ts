@@ -261,13 +261,7 @@ export class NbdClient {
     const target = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     if (length === 0) return target;
     const min = this.blockSizes.min;
-    if (offset + length > this.addressableSize) {
-      throw new CairnError(
-        'NOT_SUPPORTED',
-        `read [${offset}, +${length}) reaches the last ${this.size - this.addressableSize} bytes of the export, which cannot be read: its size ${this.size} is not a multiple of its minimum block size ${min} (proto.md: requests MUST be multiples of it and MUST NOT pass the end)`,
-        { driver: this.driver, details: { size: this.size, minBlockSize: min, addressableSize: this.addressableSize } },
-      );
-    }
+    if (offset + length > this.addressableSize) throw this.tailError('read', offset, length);
     if (offset % min !== 0 || length % min !== 0) {
       // Honour the minimum block size with an aligned bounce read (inside addressableSize, so
       // rounding the end up to a multiple of `min` never passes the end of the export).
@@ -328,33 +322,68 @@ export class NbdClient {
   }
 
   /**
-   * One BLOCK_STATUS request for `context` starting at `offset`, asking at most
-   * min(length, blockStatusChunk) bytes and never past the end. The server may describe less than
-   * asked; the result is non-empty and starts at `offset`. `NOT_SUPPORTED` when `context` was not
-   * negotiated.
+   * One BLOCK_STATUS request for `context` describing the range from `offset`, at most `length`
+   * bytes, at most `blockStatusChunk`, never past `addressableSize`. The server may describe less
+   * than asked; the result is non-empty and starts at `offset`. `NOT_SUPPORTED` when `context`
+   * was not negotiated, and, before anything is sent, when `offset` lies in the last
+   * `size % blockSizes.min` bytes (past `addressableSize`), which no request may touch.
+   *
+   * With a minimum block size > 1 the request is the range rounded out to whole blocks, clamped
+   * to `addressableSize` (proto.md, "Block size constraints": the client "MUST ensure that *offset*
+   * and *length* are integer multiples of any advertised minimum block size", and MUST NOT pass
+   * the end), and the answer is trimmed back to `[offset, offset+length)`. A reply that does not
+   * reach `offset` (possible only when the server breaks its own MUST to use descriptor lengths
+   * that are multiples of the minimum block size) is `CORRUPT`.
    */
   async blockStatus(context: string, offset: number, length: number): Promise<NbdExtent[]> {
     this.checkRange(offset, length);
     const contextId = this.metaContexts.get(context);
     if (contextId === undefined) throw new CairnError('NOT_SUPPORTED', `meta context ${JSON.stringify(context)} was not negotiated`, { driver: this.driver });
     if (length === 0) return [];
-    const ask = Math.min(length, this.blockStatusChunk, this.size - offset);
-    // A successful reply carries at least one descriptor for `contextId`: the parser fails the connection otherwise.
-    return (await this.submit(CMD.BLOCK_STATUS, 0, offset, ask, { contextId, what: `block-status(${context})` }))!;
+    if (offset >= this.addressableSize) throw this.tailError(`block-status(${context})`, offset, length);
+    const min = this.blockSizes.min;
+    const start = offset - (offset % min);
+    const end = Math.min(Math.ceil((offset + length) / min) * min, this.addressableSize);
+    const chunk = Math.max(min, this.blockStatusChunk - (this.blockStatusChunk % min));
+    const what = `block-status(${context})`;
+    // A successful reply carries at least one descriptor for `contextId` (the parser fails the
+    // connection otherwise), made absolute from `start` and trimmed to the request.
+    const described = (await this.submit(CMD.BLOCK_STATUS, 0, start, Math.min(end - start, chunk), { contextId, what }))!;
+    const stop = offset + length;
+    const out: NbdExtent[] = [];
+    for (const e of described) {
+      const from = Math.max(e.offset, offset);
+      const to = Math.min(e.offset + e.length, stop);
+      if (to > from) out.push({ offset: from, length: to - from, flags: e.flags });
+    }
+    if (out.length === 0) {
+      const last = described[described.length - 1]!;
+      throw new CairnError(
+        'CORRUPT',
+        `${what} [${start}, +${end - start}): the server described only up to ${last.offset + last.length}, short of ${offset}, with descriptors that are not multiples of the minimum block size ${min} (proto.md: it MUST use such multiples)`,
+        { driver: this.driver },
+      );
+    }
+    return out;
   }
 
-  /** Every extent of `context` over `[offset, offset+length)`, looping BLOCK_STATUS; adjacent equal flags merged. */
+  /**
+   * Every extent of `context` over `[offset, offset+length)`, looping BLOCK_STATUS (see
+   * `blockStatus`); adjacent equal flags merged. `NOT_SUPPORTED`, before anything is sent, for a
+   * range reaching past `addressableSize`: the status of the last `size % blockSizes.min` bytes
+   * cannot be asked, and a map leaving them out would report them as nothing.
+   */
   async mapExtents(context: string, offset = 0, length = this.size - offset): Promise<NbdExtent[]> {
     this.checkRange(offset, length);
+    if (length > 0 && offset + length > this.addressableSize) throw this.tailError(`block-status(${context})`, offset, length);
     const out: NbdExtent[] = [];
     const end = offset + length;
     for (let at = offset; at < end; ) {
       for (const e of await this.blockStatus(context, at, end - at)) {
-        const len = Math.min(e.length, end - e.offset);
         const last = out[out.length - 1];
-        if (last && last.flags === e.flags && last.offset + last.length === e.offset) last.length += len;
-        else out.push({ offset: e.offset, length: len, flags: e.flags });
-        at = e.offset + len;
+        if (last && last.flags === e.flags && last.offset + last.length === e.offset) last.length += e.length;
+        else out.push({ offset: e.offset, length: e.length, flags: e.flags });
+        at = e.offset + e.length;
       }
     }
     return out;
@@ -548,6 +577,16 @@ export class NbdClient {
   private checkRange(offset: number, length: number): void {
     this.checkOpen();
     assertRange(offset, length, this.size, this.driver);
+  }
+
+  /** `NOT_SUPPORTED` for `what` over a range reaching past `addressableSize` (see there). */
+  private tailError(what: string, offset: number, length: number): CairnError {
+    const min = this.blockSizes.min;
+    return new CairnError(
+      'NOT_SUPPORTED',
+      `${what} [${offset}, +${length}) reaches the last ${this.size - this.addressableSize} bytes of the export, which no request can reach: its size ${this.size} is not a multiple of its minimum block size ${min} (proto.md: requests MUST be multiples of it and MUST NOT pass the end)`,
+      { driver: this.driver, details: { size: this.size, minBlockSize: min, addressableSize: this.addressableSize } },
+    );
   }
 
   private checkAligned(offset: number, length: number, what: string): void {

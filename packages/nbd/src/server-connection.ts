@@ -152,7 +152,7 @@ export class ServerConnection {
       clearTimeout(timer);
     }
     if (!session) return this.reject();
-    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, {
+    this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, options.blockSizes.min, {
       settled: (req) => {
         if (req.type === CMD.WRITE) this.writes.release(req.length);
         this.updateFlow();

@@ -13,6 +13,7 @@ import {
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.js';
 import type { ServerSession } from './server-handshake.js';
+import { foldToBlocks, safeMerge } from './status-blocks.js';
 
 /** A parsed transmission request. */
 export interface NbdRequest {
@@ -48,6 +49,8 @@ class Refusal {
 
 const KNOWN_FLAGS = CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.DF | CMD_FLAG.REQ_ONE | CMD_FLAG.FAST_ZERO;
 const ZEROES = Buffer.alloc(1024 * 1024);
+/** Most bytes one BLOCK_STATUS chunk can describe: descriptor lengths are 32-bit. */
+const MAX_DESCRIBED = 0xffffffff;
 
 /**
  * Executes requests of one session against its backend and writes the replies (in completion
@@ -66,6 +69,8 @@ export class RequestHandler {
     private readonly socket: net.Socket,
     private readonly session: ServerSession,
     private readonly maxPayload: number,
+    /** The minimum block size advertised (1: none); block status descriptors are multiples of it. */
+    private readonly minBlockSize: number,
     private readonly hooks: RequestHooks,
   ) {
     this.backend = session.export.backend;
@@ -136,13 +141,42 @@ export class RequestHandler {
     return runs;
   }
 
+  /**
+   * The descriptors per selected context. With a minimum block size `min` > 1 they are whole
+   * blocks of `min` bytes counted from the request's offset (proto.md: the server "MUST use
+   * descriptor lengths that are an integer multiple of any advertised minimum block size"), each
+   * with the safe state of its parts (`safeMerge`: never a hole or zeros over data, never clean
+   * over a dirty part). For the aligned requests proto.md asks of clients these are the export's
+   * blocks. The described range is the request rounded up to whole blocks (proto.md: without
+   * REQ_ONE "the final descriptor MAY extend beyond the original requested size"), or with
+   * REQ_ONE rounded down ("MUST NOT be greater than the length of the request"), and never past
+   * the end of the export. Only a request that broke the client's MUSTs (inside the last
+   * `size % min` bytes, or REQ_ONE for less than `min`) can leave no whole block: it gets one
+   * descriptor for what it can describe. The backend is asked again from where it stopped until
+   * its answer ends on a block boundary, so no block is described from part of it.
+   */
   private async blockStatus(req: NbdRequest): Promise<Array<[number, StatusDescriptor[]]>> {
     if (!this.session.structured || this.session.contexts.size === 0) throw new Refusal(NBD_ERR.EINVAL, 'no meta context selected');
     if (req.length === 0 || req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.EINVAL, 'block status past the end of the export');
+    const one = (req.flags & CMD_FLAG.REQ_ONE) !== 0;
+    const min = this.minBlockSize;
+    const room = Math.min(this.backend.size - req.offset, MAX_DESCRIBED - (MAX_DESCRIBED % min));
+    const rounded = one ? req.length - (req.length % min) : Math.ceil(req.length / min) * min;
+    const wanted = Math.min(rounded || req.length, room);
     const out: Array<[number, StatusDescriptor[]]> = [];
     for (const [id, name] of this.session.contexts) {
-      const got = (await this.backend.blockStatus?.(name, req.offset, req.length)) ?? (name === BASE_ALLOCATION ? undefined : []);
-      out.push([id, clipDescriptors(got ?? [{ length: req.length, flags: 0 }], req.length, (req.flags & CMD_FLAG.REQ_ONE) !== 0)]);
+      const descs: StatusDescriptor[] = [];
+      let covered = 0;
+      do {
+        const left = wanted - covered;
+        const got = (await this.backend.blockStatus?.(name, req.offset + covered, left)) ?? (name === BASE_ALLOCATION ? undefined : []);
+        const n = takeDescriptors(got ?? [], left, descs);
+        // Nothing usable: the rest as status 0, as when the backend has no status (see NbdBackend).
+        if (n === 0) descs.push({ length: left, flags: 0 });
+        covered += n === 0 ? left : n;
+      } while (covered < wanted && covered % min !== 0);
+      const folded = min > 1 ? foldToBlocks(descs, min, safeMerge(name)) : descs;
+      out.push([id, one ? folded.slice(0, 1) : folded]);
     }
     return out;
   }
@@ -237,18 +271,18 @@ export class RequestHandler {
   }
 }
 
-/** Keeps descriptors with positive length inside `limit` bytes (at least one); `one` keeps only the first. */
-function clipDescriptors(descs: StatusDescriptor[], limit: number, one: boolean): StatusDescriptor[] {
-  const out: StatusDescriptor[] = [];
+/**
+ * Appends to `into` the descriptors of `descs` with a positive length, cut to `limit` bytes in
+ * all (lengths floored to whole bytes); returns the bytes they cover.
+ */
+function takeDescriptors(descs: readonly StatusDescriptor[], limit: number, into: StatusDescriptor[]): number {
   let sum = 0;
   for (const d of descs) {
     if (sum >= limit) break;
     const length = Math.min(Math.floor(d.length), limit - sum);
-    if (length <= 0) continue;
-    out.push({ length, flags: d.flags });
+    if (!(length > 0)) continue;
+    into.push({ length, flags: d.flags });
     sum += length;
-    if (one) break;
   }
-  if (out.length === 0) out.push({ length: limit, flags: 0 });
-  return out;
+  return sum;
 }
