@@ -36,14 +36,18 @@ export function isLoopback(host: string): boolean {
  * Reads the bearer token from `file` through the registry's secret reader (`file:` references:
  * one trailing newline dropped), keeping its code with details.file: `NOT_FOUND` when missing,
  * `UNAVAILABLE` when this process may not read it, `INVALID_INPUT` when it is a directory.
- * `INVALID_INPUT` for a token shorter than MIN_TOKEN_LENGTH or holding whitespace. Returns a
+ * `INVALID_INPUT` for a token shorter than MIN_TOKEN_LENGTH or holding anything but visible
+ * ASCII (0x21–0x7E: whitespace, control characters and non-ASCII are refused). Returns a
  * warning when the file is readable by group or others. The token itself never appears in a message.
  */
 export async function loadToken(registry: DriverRegistry, file: string): Promise<{ token: string; warning?: string }> {
   const path = resolve(file);
   const token = await registry.secret(`file:${path}`).catch((cause: unknown) => Promise.reject(tokenFileError(path, cause)));
-  if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
-    throw new CairnError('INVALID_INPUT', `the token in ${path} must be at least ${MIN_TOKEN_LENGTH} characters without whitespace (e.g. the output of: openssl rand -hex 32)`);
+  // Visible ASCII only: a header value crosses HTTP as bytes, which Node reads as latin1, so a
+  // token with other characters (UTF-8 `€`, a control character) could never be matched by any
+  // request, and the server would refuse everyone.
+  if (token.length < MIN_TOKEN_LENGTH || !/^[\x21-\x7e]+$/.test(token)) {
+    throw new CairnError('INVALID_INPUT', `the token in ${path} must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters, without whitespace (e.g. the output of: openssl rand -hex 32)`);
   }
   const mode = (await stat(path)).mode & 0o077;
   return { token, warning: mode ? `token file ${path} is readable by group or others (chmod 600 it)` : undefined };
@@ -70,19 +74,32 @@ export function assertListenAllowed(address: ListenAddress, hasToken: boolean): 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
- * An onRequest hook that lets a request through only with `Authorization: Bearer <token>`.
- * Otherwise `UNAUTHENTICATED` (401, with `WWW-Authenticate`). Compares digests in constant time
- * so neither the token's bytes nor its length leak through timing.
+ * A check that lets a request through only with exactly one `Authorization: Bearer <token>`
+ * header; otherwise it throws `UNAUTHENTICATED` (401, with `WWW-Authenticate`). Several
+ * Authorization headers are refused, whatever they hold: Node keeps only the first of them in
+ * `headers`, so a request carrying a wrong credential beside the right one would otherwise pass,
+ * and a proxy in front may read another one than the server does. Compares digests in constant
+ * time so neither the token's bytes nor its length leak through timing. Synchronous, so it can
+ * also guard the answers fastify gives before routing (see server.ts, frameworkErrors).
  */
-export function bearerAuth(token: string): (request: FastifyRequest) => Promise<void> {
+export function bearerCheck(token: string): (request: FastifyRequest) => void {
   const expected = digest(token);
   const challenge = { 'www-authenticate': 'Bearer realm="cairn"' };
-  return async (request) => {
+  const invalid = { 'www-authenticate': 'Bearer realm="cairn", error="invalid_token"' };
+  return (request) => {
     const header = request.headers.authorization;
     if (header === undefined) throw new HttpError('UNAUTHENTICATED', 'this server needs Authorization: Bearer <token>', challenge);
+    const raw = request.raw.rawHeaders;
+    let count = 0;
+    for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'authorization') count++;
+    if (count > 1) throw new HttpError('UNAUTHENTICATED', 'the request carries several Authorization headers: send exactly one', invalid);
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!m || !timingSafeEqual(digest(m[1]!), expected)) {
-      throw new HttpError('UNAUTHENTICATED', 'the bearer token is wrong or malformed', { ...challenge, 'www-authenticate': 'Bearer realm="cairn", error="invalid_token"' });
-    }
+    if (!m || !timingSafeEqual(digest(m[1]!), expected)) throw new HttpError('UNAUTHENTICATED', 'the bearer token is wrong or malformed', invalid);
   };
+}
+
+/** bearerCheck as an onRequest hook. */
+export function bearerAuth(token: string): (request: FastifyRequest) => Promise<void> {
+  const check = bearerCheck(token);
+  return async (request) => check(request);
 }

@@ -55,6 +55,12 @@ class Entry {
   finalProgress?: JobProgress;
   /** Resolves (never rejects) once the job has ended and the entry holds its outcome. */
   readonly settled: Promise<void>;
+  /**
+   * Wake-ups of the `until` calls still waiting. Each is removed when it fires, at its timeout
+   * or at the job's end: a job long-polled for hours holds nothing per poll that has returned
+   * (racing `settled` against a timer left one reaction on `settled` per poll until the job ended).
+   */
+  private readonly waiters = new Set<() => void>();
 
   constructor(readonly spec: JobSpec, onEnd: (e: Entry) => void) {
     this.settled = spec.outcome.then(
@@ -69,6 +75,21 @@ class Entry {
     this.result = result;
     this.error = error === undefined ? undefined : toCairnError(error);
     this.endedAt = new Date().toISOString();
+    for (const wake of [...this.waiters]) wake();
+  }
+
+  /** Resolves once the job has ended (at once if it has) or after `ms`, whichever comes first. Never rejects. */
+  until(ms: number): Promise<void> {
+    if (this.state !== 'running') return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.waiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.waiters.add(wake);
+    });
   }
 
   view(): JobView {
@@ -99,6 +120,12 @@ export class JobTable {
   private readonly entries = new Map<string, Entry>();
   private readonly ended: string[] = [];
   private closing = false;
+  /**
+   * Starts in flight (see `start`): each settles (never rejects) once its job was added or its
+   * start failed; its controller, aborted at shutdown, is dropped with it (one per start, never a
+   * signal shared by every job, which would collect a listener per job for the server's lifetime).
+   */
+  private readonly starting = new Map<Promise<void>, AbortController>();
 
   /**
    * `maxEnded`: ended jobs kept. `onIdle`: called each time the last running job ends (the
@@ -115,6 +142,29 @@ export class JobTable {
     this.entries.set(spec.id, entry);
     if (this.closing) this.requestCancel(entry, 'the server is shutting down');
     return entry.view();
+  }
+
+  /**
+   * Starts a job through `begin` and follows it (`add`). While `begin` runs the start is in flight:
+   * `settled` (so shutdown) waits for it, so that a job added once shutdown has begun is cancelled
+   * and waited for too, never left running after shutdown resolved. `begin` gets a signal that
+   * shutdown aborts with CANCELLED, for the validation and waits of a start (the manager's
+   * startBackup/startRestore take it, and link their job to it). Rejects as `begin` does, adding nothing.
+   */
+  async start(begin: (signal: AbortSignal) => Promise<JobSpec>): Promise<JobView> {
+    const controller = new AbortController();
+    if (this.closing) controller.abort(new CairnError('CANCELLED', 'the server is shutting down'));
+    const begun = begin(controller.signal);
+    const pending = begun.then(
+      () => {},
+      () => {},
+    );
+    this.starting.set(pending, controller);
+    try {
+      return this.add(await begun);
+    } finally {
+      this.starting.delete(pending);
+    }
   }
 
   /** The view of job `id`. `NOT_FOUND` for an unknown or forgotten job. */
@@ -148,14 +198,14 @@ export class JobTable {
     return entry.view();
   }
 
-  /** Waits up to `ms` for job `id` to end, then returns its view (ended or not). `NOT_FOUND` if unknown. */
+  /**
+   * Waits up to `ms` for job `id` to end, then returns its view (ended or not). `NOT_FOUND` if
+   * unknown. A wait that returns keeps nothing alive: a running job polled any number of times
+   * holds memory only for the waits in progress.
+   */
   async wait(id: string, ms: number): Promise<JobView> {
     const entry = this.entry(id);
-    if (entry.state === 'running' && ms > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([entry.settled, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
-      clearTimeout(timer);
-    }
+    if (ms > 0) await entry.until(ms);
     return entry.view();
   }
 
@@ -166,16 +216,17 @@ export class JobTable {
    */
   async shutdown(reason = 'the server is shutting down'): Promise<void> {
     this.closing = true;
+    for (const c of this.starting.values()) c.abort(new CairnError('CANCELLED', reason));
     for (const e of this.entries.values()) if (e.state === 'running') this.requestCancel(e, reason);
     await this.settled();
   }
 
-  /** Resolves once no job runs (jobs added meanwhile included). */
+  /** Resolves once no job runs and no start is in flight (jobs added meanwhile included). */
   async settled(): Promise<void> {
     for (;;) {
       const running = [...this.entries.values()].filter((e) => e.state === 'running');
-      if (running.length === 0) return;
-      await Promise.all(running.map((e) => e.settled));
+      if (running.length === 0 && this.starting.size === 0) return;
+      await Promise.all([...running.map((e) => e.settled), ...this.starting.keys()]);
     }
   }
 

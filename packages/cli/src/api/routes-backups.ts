@@ -85,9 +85,12 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     status: 202,
     handler: async ({ body, reply }) => {
       const target = knownTarget(api, body.target ?? cli.defaultTargetName);
-      const volume = await cli.resolveVolume(body.volumeId);
-      const job = await manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target, readRate: body.readRate });
-      const view = jobs.add(managerJob(job, target, async (record) => backupJson(record)));
+      // A start in flight: shutdown waits for it (JobTable.start).
+      const view = await jobs.start(async (signal) => {
+        const volume = await cli.resolveVolume(body.volumeId);
+        const job = await manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target, readRate: body.readRate, signal });
+        return managerJob(job, target, async (record) => backupJson(record));
+      });
       reply.header('location', jobLocation(view.id));
       return view;
     },
@@ -99,11 +102,14 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     body: RestoreBody,
     status: 202,
     handler: async ({ params, body, reply }) => {
-      const backup = await manager.getBackup(backupId(params));
-      const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id } : { backupId: backup.id, newVolume: { name: body.newVolume?.name } };
-      const { job, volume } = await manager.startRestore(request);
-      // The result re-reads the volume, but a failed read does not fail a restore that succeeded (restoreResult).
-      const view = jobs.add(managerJob(job, backup.service, (record) => restoreResult(manager, record, volume)));
+      const id = backupId(params);
+      const view = await jobs.start(async (signal) => {
+        const backup = await manager.getBackup(id);
+        const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id, signal } : { backupId: backup.id, newVolume: { name: body.newVolume?.name }, signal };
+        const { job, volume } = await manager.startRestore(request);
+        // The result re-reads the volume, but a failed read does not fail a restore that succeeded (restoreResult).
+        return managerJob(job, backup.service, (record) => restoreResult(manager, record, volume));
+      });
       reply.header('location', jobLocation(view.id));
       return view;
     },
@@ -114,7 +120,8 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     url: '/v1/backups/:id/verify',
     status: 202,
     handler: async ({ params, reply }) => {
-      const view = jobs.add(await startVerify(api, backupId(params)));
+      const id = backupId(params);
+      const view = await jobs.start(() => startVerify(api, id));
       reply.header('location', jobLocation(view.id));
       return view;
     },
@@ -129,11 +136,14 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     body: ResetStateBody,
     status: 202,
     handler: async ({ params, body, reply }) => {
-      const backup = await manager.getBackup(backupId(params));
+      const id = backupId(params);
       const state = body?.state ?? 'error';
-      const fields = { kind: 'reset-state' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service };
-      // The reset's outcome is the job's: a cancel stops its verify (CANCELLED), not its writes.
-      const view = jobs.add(apiJob(fields, async (signal, progress) => ({ result: backupJson(await manager.resetState(backup.id, state, { signal, progress })) })));
+      const view = await jobs.start(async () => {
+        const backup = await manager.getBackup(id);
+        const fields = { kind: 'reset-state' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service };
+        // The reset's outcome is the job's: a cancel stops its verify (CANCELLED), not its writes.
+        return apiJob(fields, async (signal, progress) => ({ result: backupJson(await manager.resetState(backup.id, state, { signal, progress })) }));
+      });
       reply.header('location', jobLocation(view.id));
       return view;
     },

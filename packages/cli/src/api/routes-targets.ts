@@ -57,11 +57,11 @@ export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): voi
     status: 202,
     handler: async ({ params, body, reply }) => {
       const target = knownTarget(api, params.name!);
-      const repository = await api.cli.repository(target);
-      const view = api.jobs.add(
+      const view = await api.jobs.start(async () => {
+        const repository = await api.cli.repository(target);
         // Unset options take GC's own defaults (1 hour of grace, no dry run).
-        apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: body?.graceSeconds === undefined ? undefined : body.graceSeconds * 1000, dryRun: body?.dryRun, signal }) })),
-      );
+        return apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: body?.graceSeconds === undefined ? undefined : body.graceSeconds * 1000, dryRun: body?.dryRun, signal }) }));
+      });
       reply.header('location', jobLocation(view.id));
       return view;
     },

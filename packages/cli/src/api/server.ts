@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { CairnError } from '@cairn/core';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ApiContext } from './api-context.js';
-import { bearerAuth, type ListenAddress } from './auth.js';
+import { bearerAuth, bearerCheck, type ListenAddress } from './auth.js';
 import type { TlsFiles } from './tls.js';
 import { clientErrorResponse, errorResponse, forOperator, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
@@ -95,6 +95,16 @@ export class ApiServer {
 function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServerTimeouts, closing: () => boolean): FastifyInstance {
   // Node checks request and header timeouts every connectionsCheckingInterval (default 30 s).
   const checking = { connectionsCheckingInterval: Math.max(100, Math.min(1000, timeouts.requestTimeoutMs)) };
+  // The error that refuses `request` without the token, if any (no hooks run before routing).
+  const check = options.token === undefined ? undefined : bearerCheck(options.token);
+  const authenticated = (request: FastifyRequest): unknown => {
+    try {
+      check?.(request);
+      return undefined;
+    } catch (err) {
+      return err;
+    }
+  };
   const app = Fastify({
     ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key, ...checking } } : { http: checking }),
     requestTimeout: timeouts.requestTimeoutMs,
@@ -105,8 +115,9 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
-    // Errors fastify raises before routing (a URL that cannot be decoded) get the API's shape too.
-    frameworkErrors: (err, _request, reply) => sendError(reply, err, options),
+    // Errors fastify raises before routing (a URL that cannot be decoded) get the API's shape too,
+    // and, like every request, are answered only once authenticated: without the token, 401.
+    frameworkErrors: (err, request, reply) => sendError(reply, authenticated(request) ?? err, options),
     // And so do requests Node's HTTP parser refuses (timeout, headers too large, not HTTP).
     clientErrorHandler: sendClientError,
   });
