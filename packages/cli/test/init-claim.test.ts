@@ -49,15 +49,18 @@ describe('cairn init claims its config', () => {
   }, 180_000);
 
   /**
-   * Starts `init` in `dir` with a repository whose `config` is a FIFO: opening it blocks, so the
-   * init stays after its claim (the empty config) until it is signalled. Resolves once the claim
-   * has been there for a while (the init watches for signals from just after making it).
+   * Starts `init` in `dir` with a FIFO as its passphrase file, fed once: the first read (before
+   * the claim) gets the passphrase, the second (after it) blocks, so the init stays after its
+   * claim (the empty config) until it is signalled. Resolves once the claim has been there for a
+   * while (the init watches for signals from just after making it). (A FIFO as the repository's
+   * `config` no longer holds it: the posix store takes a FIFO for no object, at once.)
    */
   async function initHoldingClaim(dir: string): Promise<Spawned> {
-    await mkdir(join(dir, 'stuck-repository'));
-    await promisify(execFile)('mkfifo', [join(dir, 'stuck-repository', 'config')]);
-    const spawned = cairnSpawn(['init', '--yes', '--repository-dir', 'stuck-repository', '--json'], { cwd: dir });
+    const fifo = join(dir, 'pass.fifo');
+    await promisify(execFile)('mkfifo', [fifo]);
+    const spawned = cairnSpawn(['init', '--yes', '--repository-dir', 'stuck-repository', '--passphrase-file', fifo, '--json'], { cwd: dir });
     running.push(spawned);
+    await promisify(execFile)('sh', ['-c', `printf 'a long enough passphrase' > '${fifo}'`]); // the read before the claim
     const config = join(dir, 'cairn.config.json');
     for (const deadline = Date.now() + 20_000; !(await stat(config).catch(() => undefined)); await sleep(10)) {
       if (spawned.child.exitCode !== null) throw new Error(`init ended before it claimed its config: ${(await spawned.exit).stderr}`);
