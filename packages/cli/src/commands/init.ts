@@ -42,7 +42,8 @@ export function registerInitCommand(program: Command): void {
     .action(
       withoutContext<InitOptions>(async (out, _args, opts, globals) => {
         // Everything that can be refused is refused before anything is created on disk.
-        const file = resolve(globals.config ?? process.env.CAIRN_CONFIG ?? 'cairn.config.json');
+        // An empty CAIRN_CONFIG is unset, as for every other command (loadConfig).
+        const file = resolve(globals.config ?? (process.env.CAIRN_CONFIG || undefined) ?? 'cairn.config.json');
         // A config that is a symbolic link is written through (the link stays), as exports are.
         const written = await outputPath(file, opts.force).catch(async (err: unknown) => {
           throw err instanceof CairnError && err.code === 'ALREADY_EXISTS' ? await existingConfigError(file, err) : err;

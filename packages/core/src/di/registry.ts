@@ -3,7 +3,7 @@ import { Container, injectable, multiInject, optional, type ContainerModule } fr
 import type { BackupService } from '../contracts/backup-service.js';
 import type { ObjectStore } from '../contracts/object-store.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError } from '../errors.js';
+import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { readSecretFile } from './secret-file.js';
 import { ChunkedBackupService, type ChunkedServiceOptions } from '../repository/chunked-backup-service.js';
 import {
@@ -17,11 +17,25 @@ import {
 
 type Kind = 'volume driver' | 'backup service' | 'object store';
 
+/**
+ * The factories of one kind by name. A factory must be `{name, description, create}` with a
+ * non-empty `name` and a function `create`: anything else a plugin module binds is
+ * `INVALID_INPUT` naming it (by name, or by its place among the factories of its kind); two of
+ * one name are `CONFLICT`.
+ */
 function byName<T>(kind: Kind, factories: DriverFactory<T>[]): Map<string, DriverFactory<T>> {
   const map = new Map<string, DriverFactory<T>>();
-  for (const f of factories) {
-    if (map.has(f.name)) throw new CairnError('CONFLICT', `two plugins register the ${kind} "${f.name}"`, { driver: 'registry' });
-    map.set(f.name, f);
+  for (const [i, f] of factories.entries()) {
+    const name = typeof f?.name === 'string' && f.name !== '' ? f.name : undefined;
+    if (name === undefined || typeof f.create !== 'function') {
+      const which = name === undefined ? `#${i + 1} (it has no name)` : `"${name}"`;
+      throw new CairnError('INVALID_INPUT', `a plugin module binds the ${kind} factory ${which}, which is not {name, description, create()}`, {
+        driver: 'registry',
+        details: { kind, ...(name === undefined ? { index: i + 1 } : { plugin: name }) },
+      });
+    }
+    if (map.has(name)) throw new CairnError('CONFLICT', `two plugins register the ${kind} "${name}"`, { driver: 'registry', details: { kind, plugin: name } });
+    map.set(name, f);
   }
   return map;
 }
@@ -29,6 +43,14 @@ function byName<T>(kind: Kind, factories: DriverFactory<T>[]): Map<string, Drive
 /**
  * Resolves drivers by plugin name. Built from the factories that plugin modules bound; refuses
  * duplicate names at construction (`CONFLICT`), and unknown names at use (`NOT_FOUND`).
+ *
+ * Plugins are code the registry does not trust to keep the contract: every error it lets out is a
+ * CairnError that names the plugin. A factory that rejects (or throws) with a CairnError keeps
+ * its code, tagged with the plugin's name when it has no driver of its own; a system error keeps
+ * the code toCairnError gives it; anything else (a TypeError, a plain Error) is `UNAVAILABLE`:
+ * the driver could not be built, never `INTERNAL`. A factory that resolves with no object is
+ * `INVALID_INPUT`. The cause is kept. Messages never hold a secret this registry has read
+ * (`secret()`): a plugin's message that repeats one has it replaced by `***`.
  */
 @injectable()
 export class DriverRegistry implements FactoryContext {
@@ -46,12 +68,29 @@ export class DriverRegistry implements FactoryContext {
     this.stores = byName('object store', stores ?? []);
   }
 
-  /** Composes plugin modules into a container and returns its registry. `CONFLICT` on duplicate names. */
+  /**
+   * Composes plugin modules into a container and returns its registry. `CONFLICT` on duplicate
+   * names; `INVALID_INPUT`, tagged `registry`, for a module that cannot be loaded (not a
+   * ContainerModule, or its load throws: `details.module` is its 1-based place in `modules`) and
+   * for a factory of the wrong shape (see byName).
+   */
   static compose(...modules: ContainerModule[]): DriverRegistry {
     const container = new Container();
-    container.load(...modules);
+    for (const [i, module] of modules.entries()) {
+      try {
+        container.load(module);
+      } catch (cause) {
+        const message = isCairnError(cause) ? cause.message : ((cause as Error)?.message ?? String(cause));
+        throw new CairnError('INVALID_INPUT', `plugin module #${i + 1} cannot be loaded: ${message}`, { driver: 'registry', cause, details: { module: i + 1 } });
+      }
+    }
     container.bind(DriverRegistryToken).to(DriverRegistry).inSingletonScope();
-    return container.get<DriverRegistry>(DriverRegistryToken);
+    try {
+      return container.get<DriverRegistry>(DriverRegistryToken);
+    } catch (cause) {
+      if (isCairnError(cause)) throw cause;
+      throw new CairnError('INVALID_INPUT', `the plugin modules cannot be composed: ${(cause as Error)?.message ?? String(cause)}`, { driver: 'registry', cause });
+    }
   }
 
   names(): { volumeDrivers: string[]; backupServices: string[]; objectStores: string[] } {
@@ -64,7 +103,7 @@ export class DriverRegistry implements FactoryContext {
   }
 
   async createVolumeDriver(plugin: string, options: Record<string, unknown> = {}): Promise<VolumeDriver> {
-    return this.factory('volume driver', this.volumes, plugin).create(options, this);
+    return this.build('volume driver', this.volumes, plugin, options);
   }
 
   /**
@@ -75,7 +114,7 @@ export class DriverRegistry implements FactoryContext {
    * option goes to the store.
    */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
-    if (this.services.has(plugin) || !this.stores.has(plugin)) return this.factory('backup service', this.services, plugin).create(options, this);
+    if (this.services.has(plugin) || !this.stores.has(plugin)) return this.build('backup service', this.services, plugin, options);
     const { repository = {}, ...storeOptions } = options as { repository?: Record<string, unknown> };
     const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
     const store = await this.objectStore(plugin, storeOptions);
@@ -87,7 +126,7 @@ export class DriverRegistry implements FactoryContext {
   }
 
   async objectStore(plugin: string, options: Record<string, unknown> = {}): Promise<ObjectStore> {
-    return this.factory('object store', this.stores, plugin).create(options, this);
+    return this.build('object store', this.stores, plugin, options);
   }
 
   /**
@@ -99,12 +138,64 @@ export class DriverRegistry implements FactoryContext {
     if (typeof reference === 'string' && reference.startsWith('env:')) {
       const value = process.env[reference.slice(4)];
       if (value === undefined || value === '') throw new CairnError('NOT_FOUND', `environment variable ${reference.slice(4)} is not set`, { driver: 'registry' });
+      this.secrets.add(value);
       return value;
     }
     if (typeof reference === 'string' && reference.startsWith('file:')) {
-      return readSecretFile(reference.slice(5));
+      const value = await readSecretFile(reference.slice(5));
+      if (value !== '') this.secrets.add(value);
+      return value;
     }
     throw new CairnError('INVALID_INPUT', 'a secret must be given as env:NAME or file:/path', { driver: 'registry' });
+  }
+
+  /** Secrets read by `secret()`, kept out of the messages of the errors plugins raise. */
+  private readonly secrets = new Set<string>();
+
+  /** Builds a driver with `plugin`'s factory; its failures as the class comment says. */
+  private async build<T>(kind: Kind, map: Map<string, DriverFactory<T>>, plugin: string, options: Record<string, unknown>): Promise<T> {
+    const f = this.factory(kind, map, plugin);
+    let driver: T;
+    try {
+      driver = await f.create(options, this);
+    } catch (cause) {
+      throw this.factoryError(kind, plugin, cause);
+    }
+    if (driver === null || (typeof driver !== 'object' && typeof driver !== 'function')) {
+      throw new CairnError('INVALID_INPUT', `the ${kind} plugin "${plugin}" built no ${kind} (its factory resolved with ${driver === null ? 'null' : typeof driver})`, {
+        driver: 'registry',
+        details: { kind, plugin },
+      });
+    }
+    return driver;
+  }
+
+  /**
+   * A factory's failure as a CairnError naming `plugin` (see the class comment). When its message
+   * held a secret, the cause (which holds it too) is dropped.
+   */
+  private factoryError(kind: Kind, plugin: string, cause: unknown): CairnError {
+    const leaks = this.holdsSecret(isCairnError(cause) ? cause.message : String((cause as Error)?.message ?? cause));
+    const kept = leaks ? {} : { cause };
+    if (isCairnError(cause)) {
+      if (cause.driver !== undefined && !leaks) return cause;
+      // A tagged message already starts with its driver's name: kept as it is, less the secret.
+      return new CairnError(cause.code, this.redact(cause.message), { ...kept, driver: cause.driver === undefined ? plugin : undefined, details: { ...cause.details, kind, plugin } });
+    }
+    const e = toCairnError(cause);
+    const code = e.code === 'INTERNAL' ? 'UNAVAILABLE' : e.code;
+    return new CairnError(code, this.redact(`the ${kind} plugin "${plugin}" could not be built: ${e.message}`), { ...kept, driver: plugin, details: { kind, plugin } });
+  }
+
+  private holdsSecret(text: string): boolean {
+    for (const s of this.secrets) if (text.includes(s)) return true;
+    return false;
+  }
+
+  private redact(text: string): string {
+    let out = text;
+    for (const s of this.secrets) out = out.split(s).join('***');
+    return out;
   }
 
   private factory<T>(kind: Kind, map: Map<string, DriverFactory<T>>, plugin: string): DriverFactory<T> {
