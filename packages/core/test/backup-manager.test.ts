@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { MiB, contents, expectCode, filledVolume, rig } from './helpers.js';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RateBudget, type ProgressEvent } from '../src/index.js';
+import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RateBudget, type ProgressEvent } from '../src/index.js';
 
 describe('BackupManager.backup', () => {
   it('backup(volume) creates an available record, reports monotonic progress and leaves the volume available', async () => {
@@ -45,6 +45,38 @@ describe('BackupManager.backup', () => {
     await volumes.detach(rw.id);
     const { volume } = await manager.restore({ backupId: b.id, newVolume: {} });
     expect((await contents(volumes, volume.id)).equals(before)).toBe(true);
+  });
+
+  it('a detach and a temporary snapshot delete that fail once with a retryable code are retried: nothing is left attached or snapshotted, and no warning', async () => {
+    const { volumes, manager } = rig();
+    const v = await filledVolume(volumes);
+    const rw = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    const warnings: string[] = [];
+    manager.on('warning', (w) => warnings.push(`${w.code}: ${w.message}`));
+    const detach = volumes.detach.bind(volumes);
+    const deleteSnapshot = volumes.deleteSnapshot.bind(volumes);
+    const failed: string[] = [];
+    volumes.detach = async (id) => {
+      if (id !== rw.id && !failed.includes('detach')) {
+        failed.push('detach');
+        throw new CairnError('BUSY', 'device busy for a moment');
+      }
+      return detach(id);
+    };
+    volumes.deleteSnapshot = async (id) => {
+      if (!failed.includes('deleteSnapshot')) {
+        failed.push('deleteSnapshot');
+        throw new CairnError('UNAVAILABLE', 'storage hiccup');
+      }
+      return deleteSnapshot(id);
+    };
+    const b = await manager.backup({ volumeId: v.id, force: true });
+    expect(b.status).toBe('available');
+    expect(failed).toEqual(['detach', 'deleteSnapshot']);
+    expect(await volumes.listSnapshots(v.id)).toEqual([]);
+    expect(warnings).toEqual([]);
+    await volumes.detach(rw.id);
+    expect((await manager.getVolume(v.id)).status).toBe('available');
   });
 
   it('backup whose service throws mid-copy ends in error: device detached, snapshot deleted, volume back to its status', async () => {

@@ -291,8 +291,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       } catch (err) {
         failure = !committed && signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'backup cancelled', { cause: err }) : toCairnError(err);
       }
-      await this.cleanup(async () => attachment && this.volumes.detach(attachment.id));
-      await this.cleanup(async () => snapshot && this.volumes.deleteSnapshot(snapshot.id));
+      // Retried when they fail with a retryable code: an attachment or a temporary snapshot left
+      // behind keeps the volume in use, or takes space, until someone removes it by hand.
+      await this.cleanup(async () => attachment && retrying(() => this.volumes.detach(attachment!.id)));
+      await this.cleanup(async () => snapshot && retrying(() => this.volumes.deleteSnapshot(snapshot!.id)));
       // The volume's state and the temporary snapshot are settled while the record is still
       // `creating`, and only then is the record's final status written: a recovery elsewhere that
       // finds the record no longer `creating` (so no longer live) reads the volume's state after
