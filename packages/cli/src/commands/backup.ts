@@ -139,7 +139,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext(async (ctx) => {
         // Records whose process exited (or whose pid now names another process) are reported and removed.
-        const all = await listJobs(ctx.stateDir);
+        const all = await listJobs(ctx.stateDir, (m) => ctx.out.warn(m));
         for (const stale of all.filter((j) => !j.alive)) {
           await removeStaleJob(ctx.stateDir, stale);
           ctx.out.warn(`job ${stale.id} (${stale.kind} of backup ${stale.backupId}) is dead: ${staleReason(stale, stale.state)}; removed its record`);

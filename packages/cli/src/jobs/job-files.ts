@@ -68,24 +68,65 @@ export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'k
   return () => rm(file, { force: true });
 }
 
-/** Every recorded job, oldest first, with whether its process still runs. */
-export async function listJobs(stateDir: string): Promise<JobListing[]> {
+/**
+ * What a record file holds: the job, `missing` (no such file: never written, or removed meanwhile),
+ * `corrupt` (not a job record: unparsable JSON or a required field missing or of the wrong type),
+ * or `unreadable` (the file exists but cannot be read; left alone). Records are only ever written
+ * whole (`registerJob` writes a temporary file, not named `*.json`, and renames it), so a
+ * `corrupt` record is never one being written: it is damage and will never become valid.
+ */
+async function readJobFile(file: string): Promise<JobFile | 'missing' | 'corrupt' | 'unreadable'> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable';
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return 'corrupt';
+  }
+  const d = doc as Partial<Record<keyof JobFile, unknown>> | null;
+  const valid =
+    typeof d === 'object' && d !== null && !Array.isArray(d) &&
+    typeof d.id === 'string' && (d.kind === 'backup' || d.kind === 'restore') &&
+    typeof d.pid === 'number' && Number.isSafeInteger(d.pid) && d.pid > 0 &&
+    typeof d.backupId === 'string' && typeof d.volumeId === 'string' && typeof d.startedAt === 'string';
+  return valid ? (doc as JobFile) : 'corrupt';
+}
+
+const warnOnStderr = (message: string) => void process.stderr.write(`warning: ${message}\n`);
+
+/**
+ * Every recorded job, oldest first, with whether its process still runs. A missing jobs directory
+ * is no jobs; one that cannot be read (permissions, not a directory) is `UNAVAILABLE`. A corrupt
+ * record (see `readJobFile`: never a partly written one) is removed at once and reported through
+ * `warn` (default: a `warning:` line on stderr); a record that cannot be read is skipped.
+ */
+export async function listJobs(stateDir: string, warn: (message: string) => void = warnOnStderr): Promise<JobListing[]> {
+  const dir = jobsDir(stateDir);
   let names: string[];
   try {
-    names = await readdir(jobsDir(stateDir));
-  } catch {
-    return [];
+    names = await readdir(dir);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new CairnError('UNAVAILABLE', `cannot read the jobs directory ${dir}: ${(cause as Error).message}`, { cause });
   }
   const out: JobListing[] = [];
   for (const name of names.filter((n) => n.endsWith('.json'))) {
-    try {
-      const doc = JSON.parse(await readFile(join(jobsDir(stateDir), name), 'utf8')) as JobFile;
-      const state = jobProcessState(jobOwner(doc));
-      const { host: _h, bootId: _b, pidNamespace: _n, ...listed } = doc;
-      out.push({ ...listed, alive: state === 'alive' || state === 'elsewhere', state });
-    } catch {
-      /* removed meanwhile or half-written: not a job */
+    const file = join(dir, name);
+    const doc = await readJobFile(file);
+    if (doc === 'missing' || doc === 'unreadable') continue;
+    if (doc === 'corrupt') {
+      const removed = await rm(file, { force: true }).then(() => true, () => false);
+      warn(removed ? `job record ${file} is corrupt (not a job record); removed it` : `job record ${file} is corrupt (not a job record) and could not be removed`);
+      continue;
     }
+    const state = jobProcessState(jobOwner(doc));
+    const { host: _h, bootId: _b, pidNamespace: _n, ...listed } = doc;
+    out.push({ ...listed, alive: state === 'alive' || state === 'elsewhere', state });
   }
   return out.sort((a, b) => ordinal(a.startedAt, b.startedAt));
 }
@@ -113,17 +154,19 @@ export function staleReason(job: Pick<JobFile, 'pid'>, state: JobProcessState): 
  * /proc shows its pid running cairn; when that cannot be read it is `UNAVAILABLE` and nothing is
  * signalled. A job of another host or pid namespace (another container sharing the state
  * directory) is never signalled: `UNAVAILABLE`, the record is kept. `UNAVAILABLE` when the process
- * does not stop in time.
+ * does not stop in time. A process that exits between the check and the signal (ESRCH) has
+ * ended the job: its record is removed, `NOT_FOUND` as for a finished job. A corrupt record is
+ * removed, `NOT_FOUND`.
  */
 export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): Promise<JobFile> {
   if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no running job ${id}`);
   const file = join(jobsDir(stateDir), `${id}.json`);
-  let doc: JobFile;
-  try {
-    doc = JSON.parse(await readFile(file, 'utf8')) as JobFile;
-  } catch {
-    throw new CairnError('NOT_FOUND', `no running job ${id}`);
+  const doc = await readJobFile(file);
+  if (doc === 'corrupt') {
+    await rm(file, { force: true }).catch(() => {});
+    throw new CairnError('NOT_FOUND', `no running job ${id} (its record was corrupt; removed it)`);
   }
+  if (doc === 'missing' || doc === 'unreadable') throw new CairnError('NOT_FOUND', `no running job ${id}`);
   const owner = jobOwner(doc);
   const state = jobProcessState(owner);
   if (state === 'elsewhere') {
@@ -140,7 +183,14 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
       `job ${id} was recorded by an older cairn without the process's start time, and process ${doc.pid} cannot be confirmed to be cairn: not signalling it (stop it yourself if it is the job's, then remove ${file})`,
     );
   }
-  process.kill(doc.pid, 'SIGTERM');
+  try {
+    process.kill(doc.pid, 'SIGTERM');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    // Exited between the check above and the signal: the job has ended.
+    await rm(file, { force: true });
+    throw new CairnError('NOT_FOUND', `job ${id} is not running (its process ${doc.pid} exited before it could be signalled); removed its record`);
+  }
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline) {
     if (!(await exists(file)) || jobProcessState(owner) !== 'alive') return doc;
