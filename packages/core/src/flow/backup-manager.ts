@@ -8,6 +8,7 @@ import { CairnError, isCairnError, isRetryable, toCairnError, unlessNotFound } f
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
+import { withRetries } from '../util/retry.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { linkedController, type Job } from './jobs.js';
@@ -902,16 +903,7 @@ interface NewVolume {
 const CLEANUP_RETRY_MS = [50, 200, 800];
 
 /** Runs `step`, retrying it after CLEANUP_RETRY_MS while it fails with a retryable code; else its error. */
-async function retrying<T>(step: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await step();
-    } catch (err) {
-      if (!isRetryable(err) || attempt >= CLEANUP_RETRY_MS.length) throw err;
-      await new Promise((r) => setTimeout(r, CLEANUP_RETRY_MS[attempt]));
-    }
-  }
-}
+const retrying = <T>(step: () => Promise<T>): Promise<T> => withRetries(step, CLEANUP_RETRY_MS, isRetryable);
 
 /** Statuses of a record whose data is complete, so `verify(backupId)` checks it. */
 const VERIFIABLE: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);

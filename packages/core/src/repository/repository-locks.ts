@@ -1,6 +1,7 @@
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { newId } from '../util/clock.js';
+import { withRetries } from '../util/retry.js';
 import { Keys } from './format.js';
 import { currentOwner, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
 
@@ -217,13 +218,6 @@ export async function releaseAll(locks: readonly LockHandle[]): Promise<void> {
 }
 
 /** Deletes `key`, trying three times 50 and 200 ms apart; rejects with the last try's error. */
-async function deleteWithRetries(store: ObjectStore, key: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await store.delete(key);
-    } catch (err) {
-      if (attempt === 2) throw err;
-      await new Promise((r) => setTimeout(r, 50 * 4 ** attempt));
-    }
-  }
+function deleteWithRetries(store: ObjectStore, key: string): Promise<void> {
+  return withRetries(() => store.delete(key), [50, 200]);
 }
