@@ -6,18 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome } from './helpers/outcome.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
+import { u16, u32 } from './helpers/raw-nbd.js';
 
 const scripted = new ScriptedServers('nbd-hb-');
 
 beforeAll(() => scripted.open());
 afterAll(() => scripted.close());
 
-const u16 = (v: number): Buffer => Buffer.from([v >> 8, v & 0xff]);
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
-}
 function reply(opt: number, type: number, body: Buffer): Buffer {
   return Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]);
 }

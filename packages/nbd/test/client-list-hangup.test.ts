@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
-import { RawSocket } from './helpers/raw-nbd.js';
+import { RawSocket, u32 } from './helpers/raw-nbd.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
 
 const scripted = new ScriptedServers('nbd-lh-');
@@ -18,11 +18,6 @@ const MiB = 1024 * 1024;
 /** What the server streams at full speed after its answer (bounded so a failing run stays small). */
 const FLOOD = 128 * MiB;
 
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
-}
 
 interface Flooding {
   path: string;

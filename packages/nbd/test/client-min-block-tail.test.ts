@@ -10,7 +10,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
-import { RawSocket } from './helpers/raw-nbd.js';
+import { RawSocket, u16, u32, u64 } from './helpers/raw-nbd.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
 
 const scripted = new ScriptedServers('nbd-mbt-');
@@ -21,17 +21,6 @@ afterAll(() => scripted.close());
 const SIZE = 12800;
 const MIN = 4096;
 
-const u16 = (v: number): Buffer => Buffer.from([v >> 8, v & 0xff]);
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
-}
-function u64(v: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(BigInt(v));
-  return b;
-}
 
 /** A server offering an export of SIZE bytes with minimum block size MIN (simple replies only); records every request. */
 async function server(requests: Array<{ type: number; offset: number; length: number }>): Promise<string> {

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient, NbdServer, type NbdBackend, type StatusDescriptor } from '../src/index.js';
-import { BLOCK_STATUS, DONE, RawSocket } from './helpers/raw-nbd.js';
+import { BLOCK_STATUS, DONE, RawSocket, u16, u32, u64 } from './helpers/raw-nbd.js';
 import { tempDir } from './helpers/peers.js';
 
 let dir: { path: string; remove: () => Promise<void> } | undefined;
@@ -75,17 +75,6 @@ async function serve(size: number): Promise<{ server: NbdServer; path: string }>
   return { server, path };
 }
 
-const u16 = (v: number): Buffer => Buffer.from([v >> 8, v & 0xff]);
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
-}
-function u64(v: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(BigInt(v));
-  return b;
-}
 
 /** A hand-driven client: structured replies, `base:allocation`, NBD_OPT_GO asking NBD_INFO_BLOCK_SIZE. */
 async function rawStructured(path: string): Promise<{ raw: RawSocket; contextId: number; min: number }> {

@@ -79,17 +79,18 @@ export class RawSocket {
 
 const IHAVEOPT = Buffer.from('IHAVEOPT');
 
-function u16(v: number): Buffer {
+/** Big-endian encoders of the protocol's integers. */
+export function u16(v: number): Buffer {
   const b = Buffer.alloc(2);
   b.writeUInt16BE(v);
   return b;
 }
-function u32(v: number): Buffer {
+export function u32(v: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(v);
   return b;
 }
-function u64(v: number): Buffer {
+export function u64(v: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(BigInt(v));
   return b;
