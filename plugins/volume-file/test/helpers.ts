@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { FileVolumeDriver } from '../src/index.js';
 
 export async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'cairn-volume-file-'));
@@ -12,6 +13,24 @@ export async function tempDir(): Promise<string> {
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Makes the driver's next volume sidecar write fail: `landed` false as a full disk would (nothing
+ * written), true as a failed fsync of the directory after the rename would (the new sidecar is in
+ * place, but the call fails).
+ */
+export function failNextVolumeSidecarWrite(d: FileVolumeDriver, landed: boolean): void {
+  type Put = (r: { kind: string }) => Promise<void>;
+  const store = (d as unknown as { ctx: { store: { put: Put } } }).ctx.store;
+  const put = store.put.bind(store);
+  let armed = true;
+  store.put = async (r) => {
+    if (!armed || r.kind !== 'volume') return put(r);
+    armed = false;
+    if (landed) await put(r);
+    throw Object.assign(new Error(landed ? 'EIO: i/o error, fsync' : 'ENOSPC: no space left on device, write'), { code: landed ? 'EIO' : 'ENOSPC' });
+  };
 }
 
 const fixture = fileURLToPath(new URL('./fixtures/hold-attachment.mjs', import.meta.url));
