@@ -8,6 +8,7 @@ import {
   assertObjectKey,
   assertObjectPrefix,
   directReadSpan,
+  isNoHardLinks,
   isRetryable,
   makeDirectories,
   openDirect,
@@ -27,9 +28,6 @@ import { keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
-
-/** What link(2) says where the file system has no hard links (vfat: EPERM; some SMB and FUSE mounts: the others). */
-const NO_HARD_LINKS: ReadonlySet<string> = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 
 /** Where a key's object goes: its directory (path, and segments below the store's directory) and its path. */
 interface Place {
@@ -188,7 +186,7 @@ export class PosixObjectStore implements ObjectStore {
         // an age, or an outside removal): nothing was published; the put may be retried.
         throw new CairnError('UNAVAILABLE', `put ${key}: the temporary file vanished before it was published`, { driver: DRIVER, cause: err });
       }
-      if (options.ifAbsent && NO_HARD_LINKS.has(errnoOf(err) ?? '')) {
+      if (options.ifAbsent && isNoHardLinks(err)) {
         // link(2) of our own fresh file fails only where the file system has no hard links (vfat
         // says EPERM): only-if-absent puts cannot work on this directory at all, so no retry helps.
         throw new CairnError('NOT_SUPPORTED', `put ${key}: the file system of ${this.directory} has no hard links, which only-if-absent writes need (${errnoOf(err)}); put the repository on one that has (ext4, XFS, Btrfs, NFS)`, { driver: DRIVER, cause: err });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { CairnError, linkIfAbsent, syncDir, tempPathBeside, writeNewFileDurably } from '@cairn/core';
+import { CairnError, isNoHardLinks, linkIfAbsent, syncDir, tempPathBeside, writeNewFileDurably } from '@cairn/core';
 import { accessError } from './input-file.js';
 
 /** A config file's name held by claimConfigFile until `publish` puts the config in its place, or `release()` gives it up. */
@@ -120,8 +120,7 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
         await writeNewFileDurably(written, text);
         if (removeIfOurs(file, ours) === 'theirs') return false;
         const linked = await linkIfAbsent(written, file).catch(async (err: unknown) => {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+          if (!isNoHardLinks(err)) throw err;
           await rename(written, file); // no hard links here
           return true;
         });

@@ -48,11 +48,19 @@ export async function writeNewFileDurably(path: string, data: Uint8Array | strin
   }
 }
 
+/** What link(2) says where the file system has no hard links (vfat: EPERM; some SMB and FUSE mounts: the others). */
+const NO_HARD_LINKS: ReadonlySet<string> = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/** Whether a link(2) (linkIfAbsent) of a file this process made failed because the file system has no hard links. */
+export function isNoHardLinks(err: unknown): boolean {
+  return NO_HARD_LINKS.has(String((err as NodeJS.ErrnoException | null)?.code));
+}
+
 /**
  * Links `temp` to `final` unless `final` exists: true when linked, false when `final` already
  * existed. Atomic across processes and NFS clients. An EEXIST after a lost NFS reply is resolved
  * the way open(2) recommends: if `temp` now has two links, our link did succeed. Other errors
- * (EPERM or ENOTSUP where the file system has no hard links) are thrown as they are.
+ * (EPERM or ENOTSUP where the file system has no hard links: isNoHardLinks) are thrown as they are.
  */
 export async function linkIfAbsent(temp: string, final: string): Promise<boolean> {
   try {
