@@ -28,7 +28,7 @@ export interface NbdBackend {
   write?(offset: number, data: Buffer, options: { fua: boolean }): Promise<void>;
   /** Makes a range read as zeros; `mayTrim` false means keep it allocated. Absent: not offered. */
   writeZeroes?(offset: number, length: number, options: { fua: boolean; mayTrim: boolean }): Promise<void>;
-  /** Discards a range (a hint). Absent: not offered. */
+  /** Discards a range (a hint). With NBD_CMD_FLAG_FUA the server calls `flush` after it, before replying. Absent: not offered. */
   trim?(offset: number, length: number): Promise<void>;
   /** Makes completed writes durable. Absent: flush is a no-op. */
   flush?(): Promise<void>;

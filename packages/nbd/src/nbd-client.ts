@@ -158,9 +158,17 @@ export class NbdClient {
     });
   }
 
-  /** Connects and negotiates. `UNAVAILABLE` if unreachable, `NOT_FOUND` for an unknown export, `CORRUPT` for a non-NBD peer. */
+  /**
+   * Connects and negotiates. `UNAVAILABLE` if unreachable, `NOT_FOUND` for an unknown export,
+   * `CORRUPT` for a non-NBD peer; `INVALID_INPUT`, before connecting, for a `maxInFlight` that is
+   * not a positive integer.
+   */
   static async connect(options: NbdConnectOptions): Promise<NbdClient> {
     const driver = options.driver ?? NBD_DRIVER;
+    const maxInFlight = options.maxInFlight ?? 16;
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
+      throw new CairnError('INVALID_INPUT', `maxInFlight must be a positive integer, not ${maxInFlight}`, { driver });
+    }
     const timeout = options.connectTimeoutMs ?? 30_000;
     const conn = await ClientConnection.open(options, driver, timeout);
     try {

@@ -87,7 +87,8 @@ export class NbdServer {
     const shutdown = (): OptionRefusal | undefined => (this.closing ? { type: REP_ERR.SHUTDOWN, message: 'server is shutting down' } : undefined);
     const tooMany: OptionRefusal = { type: REP_ERR.POLICY, message: `too many connections (this server serves ${maxConnections} at once); try again later` };
     const handshakeTimeoutMs = limits.handshakeTimeoutMs;
-    this.server = net.createServer((socket) => {
+    // allowHalfOpen: a client's FIN must not end our side before its requests are answered (ServerConnection).
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       if (this.reserve.shedding) {
         socket.destroy(); // closes the descriptor now, so the next accept() has a slot
         return;

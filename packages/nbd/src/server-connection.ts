@@ -31,6 +31,8 @@ export interface ServerConnectionOptions {
 
 /** How long a client whose handshake failed may take to read the last reply before it is cut off. */
 const REJECT_GRACE_MS = 1000;
+/** How long the requests of a client that sent NBD_CMD_DISC or ended its side may take to be answered. */
+const FINISH_TIMEOUT_MS = 30_000;
 const NOTHING = Buffer.alloc(0);
 
 /**
@@ -59,6 +61,15 @@ const NOTHING = Buffer.alloc(0);
  * - A failed handshake (unknown client flags, bad option magic, NBD_OPT_ABORT, unknown export on
  *   NBD_OPT_EXPORT_NAME, timeout): the server ends its side, discards whatever the client still
  *   sends, and destroys the socket after `REJECT_GRACE_MS` unless the client hung up first.
+ *
+ * Ending (proto.md, NBD_CMD_DISC: the server "MUST handle all outstanding requests" before it
+ * closes): after NBD_CMD_DISC, and likewise once the client ended its side of the connection
+ * (FIN, with or without NBD_CMD_DISC before it; clients commonly shut their side down right after
+ * it), every request the client sent before is answered, then the server ends its side and the
+ * socket closes (destroyed after `FINISH_TIMEOUT_MS` if requests are still being handled). A
+ * request cut off by the FIN is dropped unanswered. This needs the socket to stay writable after
+ * the client's FIN: the net.Server must be created with `allowHalfOpen: true` (NbdServer is);
+ * without it node ends the socket at the FIN and the replies still owed are lost.
  * A bad request magic or an oversize write payload is a protocol violation: the connection is
  * dropped (the stream cannot be resynchronised).
  */
@@ -85,6 +96,8 @@ export class ServerConnection {
   /** Set once drain has ended the socket: reading resumes only to see the client hang up. */
   private finishing = false;
   private ended = false;
+  /** Set once the client ended its side (FIN): nothing more will arrive. */
+  private clientEnded = false;
   private readonly endWaiters: Array<() => void> = [];
   private readonly drainWaiters: Array<() => void> = [];
 
@@ -98,6 +111,7 @@ export class ServerConnection {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined); // surfaces as 'close'
     socket.on('drain', () => this.onDrain());
+    socket.on('end', () => this.onEnd());
     socket.on('close', () => this.onClose());
     void this.handshake();
   }
@@ -165,6 +179,7 @@ export class ServerConnection {
     const rest = this.reader.drain();
     if (rest.length > 0) this.backlog = rest;
     this.updateFlow();
+    this.finishIfEnded();
   }
 
   /** Gives up on a client whose handshake failed (see the class comment). */
@@ -226,6 +241,23 @@ export class ServerConnection {
     }
     this.backlog = p < chunk.length && !this.stopReading ? chunk.subarray(p) : undefined;
     this.setFlow();
+    this.finishIfEnded();
+  }
+
+  /**
+   * The client ended its side (see "Ending" in the class comment). During the handshake an option
+   * not yet whole never will be, so the reader fails once what it holds is taken (the handshake
+   * still completes from options already received).
+   */
+  private onEnd(): void {
+    this.clientEnded = true;
+    this.reader.fail(new CairnError('UNAVAILABLE', 'client ended its side of the connection', { driver: this.options.driver }));
+    this.finishIfEnded();
+  }
+
+  /** Once the client ended its side and every request it sent was started: answer them, then close. */
+  private finishIfEnded(): void {
+    if (this.clientEnded && this.handler && !this.stopReading && !this.backlog && !this.waitingForBudget()) void this.drain(FINISH_TIMEOUT_MS);
   }
 
   /** Parses a request header; false when the connection was dropped. */
@@ -267,7 +299,7 @@ export class ServerConnection {
   private dispatch(req: NbdRequest): void {
     this.request = undefined;
     if (req.type === CMD.DISC) {
-      void this.drain(30_000);
+      void this.drain(FINISH_TIMEOUT_MS);
       return;
     }
     this.handler!.handle(req);

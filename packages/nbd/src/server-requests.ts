@@ -115,6 +115,9 @@ export class RequestHandler {
           this.checkWritable(req);
           if (!this.backend.trim) throw new Refusal(NBD_ERR.EINVAL, 'TRIM is not offered');
           await this.backend.trim(req.offset, req.length);
+          // proto.md: with NBD_CMD_FLAG_FUA the reply waits until what the command wrote persisted;
+          // NbdBackend.trim takes no FUA, so the server flushes after it.
+          if ((req.flags & CMD_FLAG.FUA) !== 0) await this.backend.flush?.();
           break;
         case CMD.FLUSH:
           await this.backend.flush?.();

@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { MemoryVolumeDriver, type BlockDevice } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NbdServer, blockDeviceBackend } from '../src/index.js';
+import { NbdClient, NbdServer, blockDeviceBackend, type NbdBackend } from '../src/index.js';
 import { mustRun, tempDir } from './helpers/peers.js';
 
 const MiB = 1024 * 1024;
@@ -79,5 +79,38 @@ describe('blockDeviceBackend honours FUA', () => {
     expect(z).toBeGreaterThanOrEqual(0);
     expect(r).toBeGreaterThan(z);
     expect(log.slice(z + 1, r)).toContain('flush');
+  });
+});
+
+describe('NbdServer honours FUA on TRIM', () => {
+  it('trim(fua) is answered only after the backend flushed, after its trim', async () => {
+    const calls: string[] = [];
+    const backend: NbdBackend = {
+      size: MiB,
+      read: async (_o, n) => [{ zero: n }],
+      write: async () => undefined,
+      trim: async (o) => {
+        await new Promise((r) => setTimeout(r, 20));
+        calls.push(`trim ${o}`);
+      },
+      flush: async () => {
+        await new Promise((r) => setTimeout(r, 20));
+        calls.push('flush');
+      },
+    };
+    const trimServer = new NbdServer({ exports: [{ name: 't', backend }] });
+    const path = join(dir.path, 'trim.sock');
+    await trimServer.listen({ path });
+    const client = await NbdClient.connect({ path, exportName: 't' });
+    try {
+      expect(client.canTrim && client.canFua).toBe(true);
+      await client.trim(4096, 8192, { fua: true });
+      expect(calls).toEqual(['trim 4096', 'flush']);
+      await client.trim(0, 4096);
+      expect(calls).toEqual(['trim 4096', 'flush', 'trim 0']);
+    } finally {
+      await client.disconnect();
+      await trimServer.close();
+    }
   });
 });

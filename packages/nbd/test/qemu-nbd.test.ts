@@ -87,6 +87,15 @@ describe('NbdClient against qemu-nbd', () => {
     await c.disconnect();
   });
 
+  it('connect({ maxInFlight: 0 | 1.5 }) fails with INVALID_INPUT, and a good one still connects', async () => {
+    for (const maxInFlight of [0, 1.5, -1]) {
+      await expect(NbdClient.connect({ path: roSock, exportName: 'disk', maxInFlight })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    }
+    const c = await NbdClient.connect({ path: roSock, exportName: 'disk', maxInFlight: 1 });
+    expect((await c.read(MiB, 4096)).equals(roExpected.subarray(MiB, MiB + 4096))).toBe(true);
+    await c.disconnect();
+  });
+
   it('structuredReplies:false reads exact bytes through simple replies', async () => {
     const c = await NbdClient.connect({ path: roSock, exportName: 'disk', structuredReplies: false });
     expect(c.structuredReplies).toBe(false);

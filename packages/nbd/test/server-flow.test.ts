@@ -114,6 +114,41 @@ describe('NbdServer transmission flow control', () => {
   });
 });
 
+describe('NbdServer ending a connection (proto.md: NBD_CMD_DISC answers every outstanding request first)', () => {
+  const slowBackend = (): NbdBackend => ({
+    size: 64 * MiB,
+    async read(_o, len) {
+      await sleep(100);
+      return Buffer.alloc(len, 9);
+    },
+  });
+  const cases: Array<[string, { disc: boolean; n: number }]> = [
+    ['NBD_CMD_DISC then FIN', { disc: true, n: 3 }],
+    ['FIN without NBD_CMD_DISC', { disc: false, n: 3 }],
+    ['NBD_CMD_DISC then FIN, more requests than maxInFlightPerConnection', { disc: true, n: 12 }],
+  ];
+  it.each(cases)('requests in flight at %s are all answered before the server closes', async (_what, { disc, n }) => {
+    const { server, path } = await serve(slowBackend(), 4);
+    const { raw } = await rawGo(path, 'x');
+    const frames = Array.from({ length: n }, (_, i) => request(0, i + 1, 0, 4096));
+    if (disc) frames.push(request(2, n + 1, 0, 0));
+    raw.write(Buffer.concat(frames));
+    raw.socket.end(); // FIN right away, as clients commonly do after NBD_CMD_DISC
+    const cookies: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const r = await simpleReply(raw);
+      expect(r.errno).toBe(0);
+      expect((await raw.read(4096)).equals(Buffer.alloc(4096, 9))).toBe(true);
+      cookies.push(r.cookie);
+    }
+    expect(cookies.sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    expect(await settlesWithin(raw.closed, 2000)).toBe(true);
+    expect(raw.pending).toBe(0);
+    await server.close();
+    expect(server.connectionCount).toBe(0);
+  });
+});
+
 describe('NbdServer after a failed handshake', () => {
   const cases: Array<[string, (raw: RawSocket) => Promise<void>]> = [
     ['unknown client flags', async (raw) => raw.write(u32(0xffffffff))],
