@@ -5,7 +5,8 @@
  * - `connect` reads the greeting, sends `qmp_capabilities`, and returns a ready client, or throws
  *   UNAVAILABLE (socket missing, refused, no greeting in time), INVALID_INPUT (unix path ≥ 108
  *   bytes) or CANCELLED (signal).
- * - Arguments known to crash qemu 7.2 are refused with INVALID_INPUT before sending (preflight.ts).
+ * - Arguments known to crash qemu 7.2 are refused with INVALID_INPUT before sending (preflight.ts),
+ *   as are arguments JSON cannot encode (a BigInt, a cycle).
  * - Every `execute` carries a unique `id`; replies are matched by id only, never by order, so
  *   concurrent calls and interleaved events are safe. Errors follow `qmpErrorCode`.
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
@@ -175,6 +176,21 @@ export class QmpClient {
     if (this.closedReason) {
       return Promise.reject(unavailable(`${command}: QMP connection is closed`, this.driver, this.closedReason.error));
     }
+    const id = `cairn-${++this.seq}`;
+    let line: string;
+    try {
+      // Encoded first: arguments JSON cannot carry (a BigInt, a cycle) are refused before any
+      // state is taken (and before the preflight walks them).
+      line = `${JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
+    } catch (err) {
+      return Promise.reject(
+        new CairnError('INVALID_INPUT', `${command}: arguments cannot be sent as JSON: ${(err as Error)?.message ?? String(err)}`, {
+          driver: this.driver,
+          cause: err,
+          details: { command },
+        }),
+      );
+    }
     try {
       assertSafeCommand(command, args, this.driver);
     } catch (err) {
@@ -184,7 +200,6 @@ export class QmpClient {
     if (signal?.aborted) {
       return Promise.reject(new CairnError('CANCELLED', `${command} cancelled`, { driver: this.driver, cause: signal.reason }));
     }
-    const id = `cairn-${++this.seq}`;
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     const quit = command === 'quit';
     return new Promise((resolve, reject) => {
@@ -221,8 +236,7 @@ export class QmpClient {
       }
       signal?.addEventListener('abort', onAbort, { once: true });
       if (quit) this.quitsPending++;
-      const message = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
-      this.socket.write(`${JSON.stringify(message)}\n`);
+      this.socket.write(line);
     });
   }
 

@@ -55,4 +55,14 @@ describe('QmpClient with strings qemu cannot parse', () => {
     expect(err.details).toMatchObject({ qmpClass: 'GenericError' }); // qemu's "Invalid node-name", not ours
     expect(daemon.qmp.droppedReplies - dropped).toBe(0);
   });
+
+  it('arguments JSON cannot encode (a BigInt, a cycle) fail at once with INVALID_INPUT, and the client stays usable', async () => {
+    const cycle: Record<string, unknown> = { driver: 'null-co' };
+    cycle.self = cycle;
+    for (const args of [{ driver: 'null-co', size: 2n ** 40n }, cycle]) {
+      const err = await expectCode(daemon.qmp.execute('blockdev-add', args as never, { timeoutMs: Infinity }), 'INVALID_INPUT');
+      expect(err.details).toMatchObject({ command: 'blockdev-add' });
+    }
+    expect((await daemon.qmp.execute('query-version')).qemu.major).toBeGreaterThan(0);
+  });
 });
