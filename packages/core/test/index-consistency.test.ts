@@ -1,7 +1,8 @@
 /**
  * The chunk index agrees with the store: a chunk is offered for reuse only while an index object
  * names its pack and the pack exists, whatever another process's GC, a failed index write or a
- * concurrent backup did; GC never deletes a pack a backup needs.
+ * concurrent backup did, or a GC of its own that failed half-way; GC never deletes a pack a
+ * backup needs.
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -16,7 +17,8 @@ import {
 import { ChunkCodec } from '../src/repository/codec.js';
 import { ChunkIndex } from '../src/repository/chunk-index.js';
 import { PackWriter } from '../src/repository/pack-writer.js';
-import { MiB, chunkedRig, contents, filledVolume, keys } from './helpers.js';
+import { MiB, chunkedRig, contents, expectCode, filledVolume, keys } from './helpers.js';
+import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
 
 const hexId = (label: string | number): string => createHash('sha256').update(String(label)).digest('hex');
 
@@ -57,6 +59,62 @@ describe('the chunk index of a long-running process', () => {
     expect((await contents(server.volumes, restored.volume.id)).equals(await contents(server.volumes, v.id))).toBe(true);
     expect((await server.service.verify()).problems).toEqual([]);
     await Promise.all([server.service.close(), other.service.close()]);
+  });
+});
+
+/** A store whose pack deletes fail while `failPackDeletes` > 0, as a transient outage would. */
+class FlakyPackDeleteStore extends MemoryObjectStore {
+  failPackDeletes = 0;
+  override async delete(key: string): Promise<void> {
+    if (key.startsWith('packs/') && this.failPackDeletes > 0) {
+      this.failPackDeletes--;
+      throw new CairnError('UNAVAILABLE', '503 slow down');
+    }
+    return super.delete(key);
+  }
+}
+
+describe('a GC that fails after rewriting index objects, before deleting the packs they named', () => {
+  /**
+   * Backups `a` and `b` sharing two thirds of their chunks, `a` deleted, then a GC that repacks
+   * every pack (a third dead) and fails at its first pack delete: the old packs stay in the store,
+   * named by no index object, and this process's index still lists them.
+   */
+  async function interruptedGc() {
+    const store = new FlakyPackDeleteStore('mem');
+    const service = await openRepo(store);
+    const base = pattern(8 * CHUNK, 31);
+    const a = await backUp(service, 'a', base);
+    const data = Buffer.from(base);
+    for (const i of [1, 4, 7]) data.fill(0x11 + i, i * CHUNK, (i + 1) * CHUNK);
+    const b = await backUp(service, 'b', data);
+    await service.delete(a);
+    store.failPackDeletes = 1;
+    await expectCode(service.gc({ graceMs: 0 }), 'UNAVAILABLE');
+    return { store, service, b, data };
+  }
+
+  it('the next GC of the same process deletes the orphaned packs, never the copies the backup needs', async () => {
+    const { store, service, b, data } = await interruptedGc();
+    // Packs below the threshold are not repacked: an orphan must not be taken for a live copy.
+    await service.gc({ graceMs: 0, repackThreshold: 0.99 });
+    const other = await openRepo(store);
+    expect((await other.verify()).problems).toEqual([]);
+    expect((await restored(other, b)).equals(data)).toBe(true);
+    await Promise.all([service.close(), other.close()]);
+  });
+
+  it('a backup of the same process stores again the chunks only the orphaned packs hold', async () => {
+    const { store, service } = await interruptedGc();
+    // `a` again: its chunks 1, 4 and 7 are in no named pack (the repack left them behind).
+    const base = pattern(8 * CHUNK, 31);
+    const again = await backUp(service, 'c', base);
+    await service.gc({ graceMs: 0 }); // deletes the orphans
+    const other = await openRepo(store);
+    expect((await other.verify()).problems).toEqual([]);
+    expect((await restored(other, again)).equals(base)).toBe(true);
+    expect(again.stats!.bytesNew).toBe(3 * CHUNK);
+    await Promise.all([service.close(), other.close()]);
   });
 });
 

@@ -60,6 +60,8 @@ export class ChunkIndex {
   private readonly objects = new Map<string, string[]>();
   /** Index objects that could not be read (verify reports them, GC refuses to run). */
   readonly damaged = new Set<string>();
+  /** forgetObject ran since the last refresh: some pack may be named by no known object now. */
+  private forgotSince = false;
 
   constructor(
     private readonly store: ObjectStore,
@@ -68,10 +70,11 @@ export class ChunkIndex {
 
   /**
    * Brings the index up to the store: loads index objects written since the last refresh (by any
-   * process), and forgets those deleted since (a GC elsewhere) with every pack no remaining
-   * object names, so that a long-running process never offers a chunk whose pack is gone. Loads
-   * start while the listing still runs, up to LOAD_CONCURRENCY at a time. Call it under the
-   * repository lock a job holds (shared or exclusive): GC, which deletes, then cannot run.
+   * process), and forgets those deleted since (a GC elsewhere, or forgetObject) with every pack no
+   * remaining object names, so that a long-running process never offers a chunk whose pack is
+   * gone or unnamed. Loads start while the listing still runs, up to LOAD_CONCURRENCY at a time.
+   * Call it under the repository lock a job holds (shared or exclusive): GC, which deletes, then
+   * cannot run.
    */
   async refresh(): Promise<void> {
     // Only objects known before the listing starts can be judged deleted: one this process
@@ -97,7 +100,8 @@ export class ChunkIndex {
       await Promise.all(loading);
     }
     if (failure) throw failure.error;
-    let forgotten = false;
+    let forgotten = this.forgotSince;
+    this.forgotSince = false;
     for (const indexId of known) {
       if (listed.has(indexId)) continue;
       forgotten = this.objects.delete(indexId) || forgotten;
@@ -190,9 +194,14 @@ export class ChunkIndex {
     this.objects.set(indexId, packIds);
   }
 
-  /** Forgets an index object (after GC deleted it); its packs stay known until removed. */
+  /**
+   * Forgets an index object (after GC deleted it). Its packs stay known until removed, or until
+   * the next refresh, which forgets every pack no remaining object names: a GC that failed
+   * between deleting an index object and deleting its packs leaves such packs in the store as
+   * orphans, which this process must neither reuse nor count as holding a chunk.
+   */
   forgetObject(indexId: string): void {
-    this.objects.delete(indexId);
+    this.forgotSince = this.objects.delete(indexId) || this.forgotSince;
   }
 
   /** The index objects that name any of `packIds`, with every pack each names. */

@@ -59,7 +59,8 @@ export interface GcReport {
  * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
  * an index object naming unnamed packs that hold chunks a manifest references and no named pack
  * holds (adopted, never deleted), new packs and their index object, then an index object naming the surviving packs of
- * every index object that named a removed pack, then those old index objects, then old packs —
+ * every index object that named a removed pack or one the store lacks (lost: no reader resolves a
+ * chunk to it again), then those old index objects, then old packs —
  * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
  * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
  * can sweep them), all past the grace period (the last two also at least 15 minutes old).
@@ -107,7 +108,11 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
     // copy the store holds, if any: that copy is the live one, counted below and, when its pack
     // is repacked, fetched and copied forward (a repack takes what the index resolves to it).
-    for (const packId of [...repo.index.packs().keys()]) if (!packTimes.has(packId)) repo.index.remove(packId);
+    // The index objects naming it are rewritten below without it, as for a removed pack: else
+    // every other process (and this one, once restarted) still resolves those chunks to it
+    // first, and restores and verifies them as missing although a copy survives.
+    const lost = await lostPacks(repo, packTimes);
+    for (const packId of lost) repo.index.remove(packId);
     const kept = new Set<string>(); // chunk ids with a surviving copy
     const toRepack: string[] = [];
     const toDelete: string[] = [];
@@ -175,10 +180,10 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       report.packsRepacked = toRepack.length;
     }
     const removed = new Set([...toRepack, ...toDelete]);
-    if (removed.size > 0) {
-      // Index objects naming a removed pack are replaced by one naming their other packs, written
-      // before they are deleted: a crash in between leaves a pack named twice, never unnamed.
-      const affected = repo.index.objectsNaming(removed);
+    if (removed.size > 0 || lost.size > 0) {
+      // Index objects naming a removed or lost pack are replaced by one naming their other packs,
+      // written before they are deleted: a crash in between leaves a pack named twice, never unnamed.
+      const affected = repo.index.objectsNaming(new Set([...removed, ...lost]));
       const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
       if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
       for (const indexId of affected.keys()) {
@@ -268,6 +273,26 @@ async function adoptable(repo: Repository, unnamed: string[], referenced: Readon
   // Still short of chunks: a pack that could not be read may hold them, so it is never deleted.
   if (missing.size > 0) for (const p of unreadable) keep.add(p);
   return { packs, keep };
+}
+
+/**
+ * The packs the index or a known index object names that the store lacks: absent from its
+ * listing (`packTimes`) and confirmed by a `head` (NOT_FOUND). One the listing missed but `head`
+ * finds is added to `packTimes`, and counts as present. Costs a head per pack the listing lacks
+ * (normally none).
+ */
+async function lostPacks(repo: Repository, packTimes: Map<string, number>): Promise<Set<string>> {
+  const lost = new Set<string>();
+  for (const packId of new Set([...repo.index.packs().keys(), ...repo.index.indexedPacks()])) {
+    if (packTimes.has(packId)) continue;
+    try {
+      packTimes.set(packId, Date.parse((await repo.store.head(Keys.pack(packId))).modifiedAt));
+    } catch (err) {
+      if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
+      lost.add(packId);
+    }
+  }
+  return lost;
 }
 
 async function sizeOf(repo: Repository, packId: string): Promise<number> {
