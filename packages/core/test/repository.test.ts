@@ -78,6 +78,15 @@ describe('Repository', () => {
     expect((await Repository.open(store, { passphrase: 'right' })).encrypted).toBe(true);
   });
 
+  it('an empty passphrase (an empty key file) is a passphrase given: refused for a repository in clear, and for an encrypted one', async () => {
+    const clear = new MemoryObjectStore();
+    await Repository.init(clear, {});
+    await expect(Repository.open(clear, { passphrase: '' })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('not encrypted') });
+    const sealed = new MemoryObjectStore();
+    await Repository.init(sealed, { passphrase: 'right', kdf: FAST_KDF });
+    await expect(Repository.open(sealed, { passphrase: '' })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('empty') });
+  });
+
   it('startWorkers boots the pool while the key is derived: the pool is the one jobs use, and a wrong passphrase leaves no pool behind', async () => {
     const store = new MemoryObjectStore();
     await Repository.init(store, { passphrase: 'right', kdf: FAST_KDF });

@@ -132,10 +132,12 @@ export class Repository {
     const problem = configProblem(config);
     if (problem) throw new CairnError('CORRUPT', `repository config is damaged: ${problem}`);
     if (!config.encryption) {
-      if (options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is not encrypted, but a passphrase was given: refusing to write in clear what is meant to be encrypted (open it without a passphrase if it was made so)');
+      // An empty passphrase (an empty key file) is a passphrase given too: never a licence to write in clear.
+      if (options.passphrase !== undefined) throw new CairnError('INVALID_INPUT', 'this repository is not encrypted, but a passphrase was given: refusing to write in clear what is meant to be encrypted (open it without a passphrase if it was made so)');
       return new Repository(store, config, undefined, options);
     }
-    if (!options.passphrase) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
+    if (options.passphrase === undefined) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
+    if (options.passphrase === '') throw new CairnError('INVALID_INPUT', 'this repository is encrypted: the passphrase given is empty (an empty key file?)');
     const deriving = openKeys(options.passphrase, config.encryption);
     const processor = options.startWorkers ? new ChunkProcessor(deriving.then((k) => codecSettings(config, k)), options.workers) : undefined;
     try {
