@@ -22,3 +22,4 @@ export { newRecord, takeBackup, restoreBytes, readVolume, writeVolume, fillReali
 export type * from './catalog/context.js';
 export { catalogSuite, catalogGroups } from './catalog/suite.js';
 export { catalogConditionalWrites, catalogConcurrency, catalogRecord, catalogSections } from './catalog/cases.js';
+export { catalogIntentConcurrency, catalogIntents } from './catalog/intent-cases.js';

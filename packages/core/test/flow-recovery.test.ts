@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import { MiB, ScriptedService, contents, expectCode, filledVolume, gate, over, rig } from './helpers.js';
 import { BackupManager, CairnError, InProcessVolumeLocks, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, ownerMayBeAlive, type BackupRecord, type Job, type VolumeFlowState } from '../src/index.js';
 import { recoverInFlight } from '../src/flow/recovery.js';
-import { intentJobId } from '../src/flow/volume-flow-states.js';
 
 const settled = (p: Promise<unknown>) => p.then(
   () => 'ok',
@@ -109,10 +108,9 @@ describe('recover() in a long-running process: records its own jobs left behind'
     const report = await manager.recover();
     expect(report.skipped.sort()).toEqual([b.id, doomed.id].sort());
     expect(report).toMatchObject({ restoredBackups: [], resumedDeletes: [], errorRestoringVolumes: [] });
-    // The two restores' volumes, and their intents to create them (new volumes: intentJobId).
-    const states = await catalog.listVolumeStates();
-    expect(states.filter((s) => intentJobId(s.volumeId) === undefined).map((s) => s.status)).toEqual(['restoring-backup', 'restoring-backup']);
-    expect(states.filter((s) => intentJobId(s.volumeId) !== undefined).map((s) => intentJobId(s.volumeId)).sort()).toEqual(restores.map((r) => r.job.id).sort());
+    // The two restores' volumes, and their intents to create them (new volumes).
+    expect((await catalog.listVolumeStates()).map((s) => s.status)).toEqual(['restoring-backup', 'restoring-backup']);
+    expect((await catalog.listNewVolumeIntents()).map((i) => i.jobId).sort()).toEqual(restores.map((r) => r.job.id).sort());
     held.release();
     deleting.release();
     await Promise.all([...restores.map((r) => r.job.done), del]);

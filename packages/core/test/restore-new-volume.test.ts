@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { MiB, contents, expectCode, filledVolume, over, rig } from './helpers.js';
-import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, ownerMayBeAlive, type Attachment, type BackupRecord } from '../src/index.js';
+import { MiB, chunkedRig, contents, expectCode, filledVolume, gate, over, rig } from './helpers.js';
+import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RepositoryCatalog, newId, ownerMayBeAlive, type Attachment, type BackupRecord } from '../src/index.js';
 import { recoverInFlight } from '../src/flow/recovery.js';
 
 /**
@@ -141,8 +141,8 @@ describe('a process that dies during a restore to a new volume', () => {
   for (const point of ['createVolume', 'attach', 'copy'] as const) {
     it(`leaves nothing behind once recovered, when it dies at ${point}`, async () => {
       const { volumes, shared, src, b, recover } = await dieAt(point);
-      // What it left is accounted for: the new volume is named in the catalog.
-      expect((await shared.listVolumeStates()).length).toBeGreaterThan(0);
+      // What it left is accounted for: the new volume's restore job is named in the catalog.
+      expect((await shared.listNewVolumeIntents()).map((i) => i.backupId)).toEqual([b.id]);
       const created = (await volumes.listVolumes()).filter((v) => v.id !== src.id);
       expect(created).toHaveLength(1);
       const report = await recover();
@@ -150,10 +150,73 @@ describe('a process that dies during a restore to a new volume', () => {
       expect(report.errors).toEqual([]);
       expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
       expect(await shared.listVolumeStates()).toEqual([]);
+      expect(await shared.listNewVolumeIntents()).toEqual([]);
       expect((await shared.getBackup(b.id)).status).toBe('available');
       // Idempotent, and the source untouched.
       expect(await recover()).toMatchObject({ removedVolumes: [], errors: [], errorRestoringVolumes: [] });
       expect((await contents(volumes, src.id)).length).toBe(MiB);
     });
   }
+});
+
+describe('an intent an older Cairn kept as a volume flow state', () => {
+  /**
+   * A repository where a restore of the previous version died after it created its new volume:
+   * its intent is a volume flow state under `cairn-new-volume-<job id>` (no record of the intent
+   * kind), and the backup is left `restoring` by a process that is gone.
+   */
+  async function legacyLeftovers() {
+    const r = await chunkedRig();
+    const catalog = new RepositoryCatalog(r.service.repository);
+    const src = await filledVolume(r.volumes, MiB, 1);
+    const b = await r.manager.backup({ volumeId: src.id });
+    await catalog.putBackup({ ...b, status: 'restoring', owner: { host: hostname(), pid: 2 ** 22 + 4321 } });
+    const jobId = newId();
+    const since = new Date().toISOString();
+    await catalog.putVolumeState({ volumeId: `cairn-new-volume-${jobId}`, status: 'restoring-backup', previousStatus: 'creating', backupId: b.id, since }, { ifAbsent: true });
+    const left = await r.volumes.createVolume({ size: MiB, name: `restore-${b.id}`, metadata: { 'cairn.restore-job': jobId } });
+    return { ...r, catalog, src, b, left };
+  }
+
+  it('refuses backups and restores of its volume with CONFLICT (error_restoring) while it is recorded', async () => {
+    const { manager, b, left } = await legacyLeftovers();
+    await expect(manager.backup({ volumeId: left.id })).rejects.toMatchObject({ code: 'CONFLICT', details: { volumeId: left.id, volumeStatus: 'error_restoring', backupId: b.id } });
+    await expectCode(manager.startBackup({ volumeId: left.id }), 'CONFLICT');
+  });
+
+  it('recover() deletes its volume, clears the state that restore left and the intent, and puts the backup back to available', async () => {
+    const { manager, catalog, volumes, src, b, left } = await legacyLeftovers();
+    await catalog.putVolumeState({ volumeId: left.id, status: 'restoring-backup', previousStatus: 'available', backupId: b.id, since: new Date().toISOString() });
+    const report = await manager.recover();
+    expect(report).toMatchObject({ restoredBackups: [b.id], removedVolumes: [left.id], errorRestoringVolumes: [], errors: [] });
+    expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+    expect(await catalog.listVolumeStates()).toEqual([]);
+    expect(await catalog.listNewVolumeIntents()).toEqual([]);
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    expect(await manager.recover()).toMatchObject({ restoredBackups: [], removedVolumes: [], errors: [] });
+  });
+});
+
+describe('a restore to a new volume records its intent as a NewVolumeIntent', () => {
+  it('while it runs, the intent names its job and backup, and no volume state names the job; once it succeeded, the intent is gone and the volume is kept', async () => {
+    const r = await chunkedRig();
+    const catalog = new RepositoryCatalog(r.service.repository);
+    const src = await filledVolume(r.volumes, MiB, 1);
+    const b = await r.manager.backup({ volumeId: src.id });
+    const copying = gate();
+    const restore = r.service.restore.bind(r.service);
+    r.service.restore = async (...args) => {
+      await copying.arrive();
+      return restore(...args);
+    };
+    const { job, volume } = await r.manager.startRestore({ backupId: b.id, newVolume: { name: 'copy' } });
+    await copying.reached;
+    expect(await catalog.listNewVolumeIntents()).toEqual([{ jobId: job.id, backupId: b.id, since: expect.any(String) }]);
+    expect((await catalog.listVolumeStates()).map((s) => s.volumeId)).toEqual([volume.id]);
+    copying.release();
+    await job.done;
+    expect(await catalog.listNewVolumeIntents()).toEqual([]);
+    expect(await r.manager.recover()).toMatchObject({ removedVolumes: [], errors: [] });
+    expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, src.id))).toBe(true);
+  });
 });

@@ -1,4 +1,4 @@
-import { toCairnError, type BackupManager, type BackupRecord, type Volume } from '@cairn/core';
+import { readBackRestored, type BackupManager, type BackupRecord, type RestoreResult, type Volume } from '@cairn/core';
 import { backupJson, volumeJson } from './views.js';
 
 /** The volume as known when its restore started: the Volume shape without `status` and `previousStatus` (unknown now). */
@@ -14,20 +14,22 @@ export interface RestoreResultJson {
 }
 
 /**
- * The result of a restore that succeeded: `record` is the backup as the job ended, `volume` the
- * volume it wrote as `startRestore` returned it. The volume is read again for its state after the
- * restore. The restore has succeeded whatever that read does, so a failed read (the volume was
- * deleted just then, the driver failed) is never thrown: `volume` then holds what was known when
- * the restore started (id, name, size, createdAt, metadata; no `status`, which is unknown) and
- * `volumeError` says why it could not be read. Never rejects.
+ * Presents core's RestoreResult: `volume` as read back, or, when it could not be (`volumeError`),
+ * what was known when the restore started (id, name, size, createdAt, metadata; no `status`,
+ * which is unknown) with the error's code, message and details.
+ */
+export function restoreResultJson(result: RestoreResult): RestoreResultJson {
+  const backup = backupJson(result.backup);
+  const e = result.volumeError;
+  if (!e) return { backup, volume: volumeJson(result.volume) };
+  const { status: _s, previousStatus: _p, ...known } = volumeJson(result.volume);
+  return { backup, volume: known, volumeError: { code: e.code, message: e.message, ...(e.details && Object.keys(e.details).length > 0 ? { details: e.details } : {}) } };
+}
+
+/**
+ * The JSON of a restore that succeeded: `record` as its job ended, `volume` as `startRestore`
+ * returned it, read back by core (readBackRestored). Never rejects.
  */
 export async function restoreResult(manager: Pick<BackupManager, 'getVolume'>, record: BackupRecord, volume: Volume): Promise<RestoreResultJson> {
-  const backup = backupJson(record);
-  try {
-    return { backup, volume: volumeJson(await manager.getVolume(volume.id)) };
-  } catch (err) {
-    const { status: _s, previousStatus: _p, ...known } = volumeJson(volume);
-    const e = toCairnError(err);
-    return { backup, volume: known, volumeError: { code: e.code, message: e.message, ...(e.details && Object.keys(e.details).length > 0 ? { details: e.details } : {}) } };
-  }
+  return restoreResultJson(await readBackRestored(manager, record, volume));
 }

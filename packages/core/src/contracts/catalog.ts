@@ -1,4 +1,4 @@
-import type { BackupRecord, BackupStatus, VolumeFlowState } from './records.js';
+import type { BackupRecord, BackupStatus, NewVolumeIntent, VolumeFlowState } from './records.js';
 
 export interface BackupFilter {
   volumeId?: string;
@@ -10,7 +10,7 @@ export interface BackupFilter {
 
 export interface CatalogPutOptions {
   /**
-   * Write only when no record (or flow state) of that id exists, else fail with `ALREADY_EXISTS`
+   * Write only when no record (flow state, intent) of that id exists, else fail with `ALREADY_EXISTS`
    * and write nothing: of concurrent such writes of one id, by any processes sharing the catalog,
    * exactly one succeeds. A catalog over an object store is as atomic as its store's
    * `put(…, {ifAbsent})` (capability `atomicIfAbsent`). Default false: insert or replace.
@@ -58,4 +58,16 @@ export interface Catalog {
   putVolumeState(state: VolumeFlowState, options?: CatalogPutOptions): Promise<void>;
   /** Idempotent. */
   clearVolumeState(volumeId: string): Promise<void>;
+  /**
+   * Records a restore's intent to create a new volume (NewVolumeIntent), keyed by its `jobId`
+   * (see `options.ifAbsent`). Intents are kept apart from backups and volume states: no listing
+   * of those holds one. Idempotent without ifAbsent.
+   */
+  putNewVolumeIntent(intent: NewVolumeIntent, options?: CatalogPutOptions): Promise<void>;
+  /** The intent of restore job `jobId`, or undefined. */
+  getNewVolumeIntent(jobId: string): Promise<NewVolumeIntent | undefined>;
+  /** Every recorded intent, in no order. */
+  listNewVolumeIntents(): Promise<NewVolumeIntent[]>;
+  /** Idempotent. */
+  deleteNewVolumeIntent(jobId: string): Promise<void>;
 }

@@ -65,3 +65,20 @@ export interface VolumeFlowState {
   backupId: string;
   since: string;
 }
+
+/**
+ * A restore to a new volume's record that it is creating one (Cinder's volume row, written before
+ * its backend creates the volume): written before the volume is created, deleted once the volume
+ * is settled (restored and handed to the caller, or deleted after a failure). The volume carries
+ * `jobId` in its metadata (`cairn.restore-job`), so whoever finds the intent finds the volume,
+ * even when its creator died before it learnt the volume's id. An intent whose restore ended or
+ * died marks its volumes for deletion (BackupManager.recover: `removedVolumes`).
+ */
+export interface NewVolumeIntent {
+  /** The restore job's id: the intent's key, unique per catalog. */
+  jobId: string;
+  /** The backup the restore reads (claimed, `restoring`, for as long as the restore runs). */
+  backupId: string;
+  /** When the intent was recorded. */
+  since: string;
+}

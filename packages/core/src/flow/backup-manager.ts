@@ -16,8 +16,11 @@ import { holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 import { pruneCheckpoints } from './checkpoint-pruning.js';
+import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
-import { RESTORE_JOB_METADATA_KEY, assertNoFlow, assertNotLeftByRestore, beginVolumeFlow, markErrorRestoring, recordNewVolumeIntent } from './volume-flow-states.js';
+import { readBackRestored, type RestoreResult } from './restore-result.js';
+import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
+import { assertNoFlow, beginVolumeFlow, markErrorRestoring } from './volume-flow-states.js';
 
 export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 
@@ -40,7 +43,7 @@ export interface BackupManagerOptions {
 
 export interface BackupRequest {
   volumeId: string;
-  /** Base the backup on the volume's latest available backup in the target. Default false. */
+  /** Base the backup on the volume's newest backup in the target whose data is complete (`available`, or `restoring`). Default false. */
   incremental?: boolean;
   /** Back up a volume in use through a temporary snapshot. Default false (refused with CONFLICT). */
   force?: boolean;
@@ -63,10 +66,7 @@ export type RestoreRequest =
   | { backupId: string; volumeId: string; signal?: AbortSignal }
   | { backupId: string; newVolume: { name?: string }; signal?: AbortSignal };
 
-export interface RestoreResult {
-  backup: BackupRecord;
-  volume: Volume;
-}
+export { readBackRestored, type RestoreResult } from './restore-result.js';
 
 /** What the manager shows for a volume: the driver's view with the flow's state laid over it. */
 export interface VolumeView extends Omit<Volume, 'status'> {
@@ -131,7 +131,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    *
    * The job waits for the volume's lock, then checks the volume again (the same `CONFLICT`s) and
    * copies the volume as it is then: the record's `size` and, for an incremental, its `parentId`
-   * (the newest available backup at that moment, claimed so it cannot be deleted meanwhile) are
+   * (the newest backup at that moment whose data is complete, `available` or `restoring`: a restore
+   * only reads it; claimed so it cannot be deleted meanwhile) are
    * those of the copy. The job's `done` settles with the record in `available`, or rejects (record
    * in `error`; `CANCELLED` when cancelled, at once when it still waits for the lock). Once the
    * service has committed the backup, a cancel is too late: the backup completes `available`.
@@ -156,7 +157,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (!service.describe().capabilities.incremental) {
         throw new CairnError('NOT_SUPPORTED', `target ${service.name} does not take incremental backups`);
       }
-      parent = await this.latestAvailable(volume.id, service.name);
+      parent = await this.latestParent(volume.id, service.name);
       if (!parent) throw new CairnError('INVALID_INPUT', `volume ${volume.id} has no available backup to base an incremental on`);
     }
     const now = nowIso();
@@ -226,7 +227,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         throwIfCancelled(signal);
         await assertNoFlow(this.catalog, record.volumeId, 'backup');
         if (parent) {
-          // The parent is the newest available backup once this one holds the volume: a backup
+          // The parent is the newest complete backup once this one holds the volume: a backup
           // queued behind another of the same volume builds on that one (whose checkpoint is the
           // one kept), not on what was newest when it was requested. The claim keeps it from being
           // deleted until this backup ends.
@@ -329,19 +330,21 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Claims the newest available backup of the volume in the target as a parent, and runs
-   * `record(parent)` (which names it in the child's record) in the claim's section. A candidate
-   * that stops being available before it is claimed (being deleted) gives way to the next newest.
-   * Undefined when there is none.
+   * Claims the newest backup of the volume in the target that an incremental may build on
+   * (latestParent: `available` or `restoring`) as a parent, and runs `record(parent)` (which names
+   * it in the child's record) in the claim's section. A candidate that stops being one before it
+   * is claimed (being deleted) gives way to the next newest. Undefined when there is none. The
+   * claim keeps the parent from being deleted whatever its status: a restoring parent goes back
+   * to `available` when its restores end, still claimed.
    */
   private async claimParent(volumeId: string, service: string, record: (parent: BackupRecord) => Promise<void>, signal: AbortSignal): Promise<[BackupRecord, ReleaseClaim] | undefined> {
     for (;;) {
-      const candidate = await this.latestAvailable(volumeId, service);
+      const candidate = await this.latestParent(volumeId, service);
       if (!candidate) return undefined;
       let current: BackupRecord | undefined;
       const release = await this.claims.claim(candidate.id, 'parent', async () => {
         current = await unlessNotFound(this.catalog.getBackup(candidate.id));
-        if (current?.status !== 'available') return false;
+        if (!current || !PARENT_STATUSES.has(current.status)) return false;
         await record(current);
         return true;
       }, signal);
@@ -375,20 +378,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Restores a backup and resolves with the record and the volume as it is after the restore. See
-   * `startRestore`. Once the job has succeeded, so does this: a volume that cannot be read back
-   * then (deleted meanwhile, a driver failure) comes as it was when the restore began, with a
-   * `warning`.
+   * Restores a backup and resolves with the record and the volume read back after the restore
+   * (readBackRestored). See `startRestore`. Once the job has succeeded, so does this: a volume
+   * that cannot be read back then (deleted meanwhile, a driver failure) comes as it was when the
+   * restore began, with the reason in `volumeError`.
    */
   async restore(request: RestoreRequest): Promise<RestoreResult> {
     const { job, volume } = await this.startRestore(request);
-    const backup = await job.done;
-    const after = await this.volumes.getVolume(volume.id).catch((err: unknown) => {
-      const e = toCairnError(err, this.volumes.name);
-      this.emit('warning', new CairnError(e.code, `volume ${volume.id} was restored but could not be read back: ${e.message}`, { cause: err, details: { volumeId: volume.id } }));
-      return volume;
-    });
-    return { backup, volume: after };
+    return readBackRestored(this, await job.done, volume);
   }
 
   /**
@@ -407,7 +404,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    *
    * A new volume is the restore's own, and is never left behind unaccounted. Before it is created,
    * the backup is claimed (here, not in the job: `restoring` at once) and the intent to create it
-   * is recorded in the catalog (volume-flow-states.ts: `recordNewVolumeIntent`); the volume
+   * is recorded in the catalog (a NewVolumeIntent: new-volume-intents.ts); the volume
    * carries the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`, kept once restored). On any
    * failure the job deletes it (a detach or delete failing with a retryable code, `BUSY` or
    * `UNAVAILABLE`, is retried first). When it still cannot, the volume is left `error_restoring`
@@ -459,15 +456,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     // Held (live-records) from before the claim may write `restoring` until the job's release.
     const letGo = holdRecord(backup.id);
     let release: ReleaseClaim | undefined;
-    let intent: string | undefined;
+    let intended = false;
     try {
       [backup, release] = await this.claimRestore(backup.id, signal);
-      intent = await recordNewVolumeIntent(this.catalog, jobId, backup.id);
+      await recordNewVolumeIntent(this.catalog, jobId, backup.id);
+      intended = true;
       const metadata = { ...backup.volumeMetadata, [RESTORE_JOB_METADATA_KEY]: jobId };
       const volume = await this.volumes.createVolume({ size: backup.size, name: name ?? `restore-${backup.id}`, metadata });
-      return { volume, backup, release, letGo, intent };
+      return { volume, backup, release, letGo, jobId };
     } catch (err) {
-      if (intent) await this.cleanup(() => this.catalog.clearVolumeState(intent!));
+      if (intended) await this.cleanup(() => this.catalog.deleteNewVolumeIntent(jobId));
       if (release) await this.cleanup(() => release!(() => this.endRestoring(backup.id)));
       letGo();
       throw err;
@@ -573,10 +571,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (committed) {
         // A new volume is the caller's from here: its intent goes first, so that a crash before
         // the state is cleared leaves it error_restoring (recovery), never deleted.
-        if (owned) await this.cleanup(() => this.catalog.clearVolumeState(owned.intent));
+        if (owned) await this.cleanup(() => this.catalog.deleteNewVolumeIntent(owned.jobId));
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (owned) {
-        await this.dropNewVolume(volume, backup.id, owned.intent, flowStarted);
+        await this.dropNewVolume(volume, backup.id, owned.jobId, flowStarted);
       } else if (writing) {
         await this.cleanup(() => markErrorRestoring(this.catalog, volume.id, backup.id));
       }
@@ -594,7 +592,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * `details.backupId`) says so. Runs while the backup is still claimed, so a recovery meanwhile
    * leaves the intent alone.
    */
-  private async dropNewVolume(volume: Volume, backupId: string, intent: string, flowStarted: boolean): Promise<void> {
+  private async dropNewVolume(volume: Volume, backupId: string, jobId: string, flowStarted: boolean): Promise<void> {
     try {
       await retrying(() => unlessNotFound(this.volumes.deleteVolume(volume.id)));
     } catch (err) {
@@ -606,7 +604,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     // Gone: a crash from here leaves an intent with no volume, and a state of a volume that is
     // gone, both of which recovery clears.
     if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
-    await this.cleanup(() => this.catalog.clearVolumeState(intent));
+    await this.cleanup(() => this.catalog.deleteNewVolumeIntent(jobId));
   }
 
   /** The last restore of a backup ended: back to `available`, re-read so a deleted record stays deleted. */
@@ -872,8 +870,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return service;
   }
 
-  private async latestAvailable(volumeId: string, service: string): Promise<BackupRecord | undefined> {
-    return this.catalog.latestBackup({ volumeId, status: 'available', service });
+  /**
+   * The newest backup of the volume in the target that an incremental may build on: one whose data
+   * is complete, `available` or `restoring` (a restore only reads it). Undefined when there is none.
+   */
+  private async latestParent(volumeId: string, service: string): Promise<BackupRecord | undefined> {
+    const found = await Promise.all([...PARENT_STATUSES].map((status) => this.catalog.latestBackup({ volumeId, status, service })));
+    return found.filter((b) => b !== undefined).sort(byCreation).at(-1);
   }
 
   /** Runs a cleanup step; a failure there never hides the flow's own outcome. */
@@ -895,8 +898,8 @@ interface NewVolume {
   release: ReleaseClaim;
   /** The job's hold of the backup's record (live-records). */
   letGo: LetGo;
-  /** The intent's flow-state key (newVolumeIntentKey). */
-  intent: string;
+  /** The restore job's id, the key of its NewVolumeIntent. */
+  jobId: string;
 }
 
 /** Delays before the retries of a cleanup step that failed with a retryable code (`BUSY`, `UNAVAILABLE`). */
@@ -907,6 +910,9 @@ const retrying = <T>(step: () => Promise<T>): Promise<T> => withRetries(step, CL
 
 /** Statuses of a record whose data is complete, so `verify(backupId)` checks it. */
 const VERIFIABLE: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);
+
+/** Statuses of a record an incremental may build on: its data is complete, and a restore only reads it. */
+const PARENT_STATUSES: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);
 
 /**
  * `CONFLICT` (details {backupId, status}) unless the record's data is complete (`available`,

@@ -5,7 +5,7 @@ import { isNotFound, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { holdRecord, type LetGo } from './live-records.js';
-import { RESTORE_JOB_METADATA_KEY, intentJobId } from './volume-flow-states.js';
+import { legacyIntentJobId, recoverNewVolumeIntents } from './new-volume-intents.js';
 
 /** Statuses of a record a flow works on. */
 export const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
@@ -43,10 +43,11 @@ export interface RecoveryReport {
  * creating → error; restoring → available with the volume in error_restoring; deleting resumed;
  * a volume left backing-up returns to its previous status; temporary snapshots go. Idempotent.
  *
- * A restore to a new volume owns its volume (volume-flow-states.ts: new-volume intents): the
- * intent of a restore whose backup is no longer in a live flow has every volume that names its
- * job deleted (a volume still attached, `BUSY`, is reported in `errors` and its intent kept for the
- * next run), then the flow states that restore left of volumes now gone, then the intent itself.
+ * A restore to a new volume owns its volume (new-volume-intents.ts): the intent of a restore
+ * whose backup is no longer in a live flow has every volume that names its job deleted (a volume
+ * still attached, `BUSY`, is reported in `errors` and its intent kept for the next run), then the
+ * flow states that restore left of volumes now gone, then the intent itself. Intents an older
+ * Cairn kept as volume flow states are settled the same way.
  */
 export async function recoverInFlight(deps: {
   catalog: Catalog;
@@ -166,43 +167,12 @@ export async function recoverInFlight(deps: {
     live.add(backupId);
     return true;
   };
-  // Restores to a new volume that ended or died without settling their volume (its intent is
-  // judged live, as the volume states below, by its backup's record: the job claims the backup
-  // before it writes the intent, and clears the intent before it releases the claim).
-  for (const listed of await catalog.listVolumeStates()) {
-    const jobId = intentJobId(listed.volumeId);
-    if (jobId === undefined || (only !== undefined && listed.backupId !== only)) continue;
-    if (await liveNow(listed.backupId)) continue;
-    await section(listed.backupId, async () => {
-      if (await liveNow(listed.backupId)) return;
-      const intent = await catalog.getVolumeState(listed.volumeId);
-      if (!intent) return;
-      let kept = false;
-      for (const volume of await volumes.listVolumes()) {
-        if (volume.metadata?.[RESTORE_JOB_METADATA_KEY] !== jobId) continue;
-        try {
-          await unlessNotFound(volumes.deleteVolume(volume.id));
-        } catch (err) {
-          kept = true;
-          report.errors.push(`${volume.id}: ${String((err as { code?: string })?.code ?? '')} the volume of an unfinished restore of backup ${intent.backupId} could not be deleted: ${String((err as Error)?.message ?? err)}`);
-          continue;
-        }
-        report.removedVolumes.push(volume.id);
-      }
-      if (kept) return;
-      // The states that restore left (`restoring-backup`, or `error_restoring` from a job that
-      // could not delete its volume): of volumes that are gone now.
-      for (const state of await catalog.listVolumeStates()) {
-        if (state.backupId !== intent.backupId || intentJobId(state.volumeId) !== undefined) continue;
-        if ((await unlessNotFound(volumes.getVolume(state.volumeId))) === undefined) await catalog.clearVolumeState(state.volumeId);
-      }
-      await catalog.clearVolumeState(intent.volumeId);
-    });
-  }
+  // Restores to a new volume that ended or died without settling their volume (new-volume-intents.ts).
+  await recoverNewVolumeIntents({ catalog, volumes, only, liveNow, section, report });
   for (const listed of await catalog.listVolumeStates()) {
     if (only !== undefined && listed.backupId !== only) continue;
-    // Intents are settled above, never marked error_restoring.
-    if (intentJobId(listed.volumeId) !== undefined) continue;
+    // Legacy intents (kept as flow states by an older Cairn) are settled above, never marked error_restoring.
+    if (legacyIntentJobId(listed.volumeId) !== undefined) continue;
     // Only these two are settled; and a live flow's state is left alone without waiting for a
     // section (judged again inside it).
     if (listed.status !== 'backing-up' && listed.status !== 'restoring-backup') continue;

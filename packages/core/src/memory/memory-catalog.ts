@@ -1,5 +1,5 @@
 import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
-import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
+import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import { CairnError } from '../errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
@@ -10,6 +10,7 @@ const clone = <T>(v: T): T => structuredClone(v);
 export class MemoryCatalog implements Catalog {
   private readonly backups = new Map<string, BackupRecord>();
   private readonly volumeStates = new Map<string, VolumeFlowState>();
+  private readonly intents = new Map<string, NewVolumeIntent>();
   private readonly sections = new KeyedMutex();
 
   async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
@@ -61,6 +62,26 @@ export class MemoryCatalog implements Catalog {
 
   async clearVolumeState(volumeId: string): Promise<void> {
     this.volumeStates.delete(volumeId);
+  }
+
+  async putNewVolumeIntent(intent: NewVolumeIntent, options: CatalogPutOptions = {}): Promise<void> {
+    if (options.ifAbsent && this.intents.has(intent.jobId)) {
+      throw new CairnError('ALREADY_EXISTS', `restore job ${intent.jobId} already has a new-volume intent`, { driver: 'catalog' });
+    }
+    this.intents.set(intent.jobId, clone(intent));
+  }
+
+  async getNewVolumeIntent(jobId: string): Promise<NewVolumeIntent | undefined> {
+    const i = this.intents.get(jobId);
+    return i && clone(i);
+  }
+
+  async listNewVolumeIntents(): Promise<NewVolumeIntent[]> {
+    return [...this.intents.values()].map(clone);
+  }
+
+  async deleteNewVolumeIntent(jobId: string): Promise<void> {
+    this.intents.delete(jobId);
   }
 }
 

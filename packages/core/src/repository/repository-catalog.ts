@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
 import type { PutOptions } from '../contracts/object-store.js';
-import type { BackupRecord, VolumeFlowState } from '../contracts/records.js';
+import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import { CairnError, isAlreadyExists, isCairnError, unlessNotFound } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
@@ -10,7 +10,7 @@ import { decodeDocument, encodeDocument } from './codec.js';
 import type { LockHandle } from './repository-locks.js';
 import type { Repository } from './repository.js';
 
-const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/', byVolume: 'catalog/by-volume/' } as const;
+const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/', byVolume: 'catalog/by-volume/', intents: 'catalog/new-volumes/' } as const;
 
 /**
  * Lifetime of a record lock without a refresh: how long a section's lock outlives a holder that
@@ -161,7 +161,7 @@ export class RepositoryCatalog implements Catalog {
    * nothing on its host, and lapses within RECORD_LOCK_TTL_MS elsewhere (the lock is refreshed
    * every third of that while fn runs).
    *
-   * Every write fn makes through this catalog (records, volume entries, volume states, deletes)
+   * Every write fn makes through this catalog (records, volume entries, volume states, intents, deletes)
    * first checks the locks of the sections it runs in, this one and those it is nested in: `BUSY`,
    * and nothing written, when one may have lapsed (its refresh did not land before it expired, as
    * in a store outage during a long section such as a reset's verify), because another process
@@ -212,6 +212,37 @@ export class RepositoryCatalog implements Catalog {
   async clearVolumeState(volumeId: string): Promise<void> {
     this.assertSectionsHeld();
     await this.repo.store.delete(PREFIX.volumes + volumeId);
+  }
+
+  /** One sealed object per intent, `catalog/new-volumes/<jobId>`; `ifAbsent` is the store's. */
+  async putNewVolumeIntent(intent: NewVolumeIntent, options: CatalogPutOptions = {}): Promise<void> {
+    this.assertSectionsHeld();
+    try {
+      await this.write(PREFIX.intents, intent.jobId, intent, { ifAbsent: options.ifAbsent });
+    } catch (err) {
+      if (options.ifAbsent && isAlreadyExists(err)) {
+        throw new CairnError('ALREADY_EXISTS', `restore job ${intent.jobId} already has a new-volume intent`, { driver: 'catalog', cause: err });
+      }
+      throw err;
+    }
+  }
+
+  async getNewVolumeIntent(jobId: string): Promise<NewVolumeIntent | undefined> {
+    return this.read<NewVolumeIntent>(PREFIX.intents, jobId);
+  }
+
+  async listNewVolumeIntents(): Promise<NewVolumeIntent[]> {
+    const out: NewVolumeIntent[] = [];
+    for await (const o of this.repo.store.list(PREFIX.intents)) {
+      const i = await this.read<NewVolumeIntent>(PREFIX.intents, o.key.slice(PREFIX.intents.length));
+      if (i) out.push(i);
+    }
+    return out;
+  }
+
+  async deleteNewVolumeIntent(jobId: string): Promise<void> {
+    this.assertSectionsHeld();
+    await this.repo.store.delete(PREFIX.intents + jobId);
   }
 
   /** `BUSY` when a lock of a running section the caller is in may have lapsed (see `section`). */

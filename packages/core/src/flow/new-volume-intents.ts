@@ -1,0 +1,144 @@
+import type { Catalog } from '../contracts/catalog.js';
+import type { NewVolumeIntent } from '../contracts/records.js';
+import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
+import { CairnError, unlessNotFound } from '../errors.js';
+import { nowIso } from '../util/clock.js';
+import type { RecoveryReport } from './recovery.js';
+
+/*
+ * A restore to a new volume owns the volume it creates, so nothing may leave that volume behind
+ * unaccounted: not a failed job that cannot delete it, not a process that dies at any point. As
+ * Cinder's volume row exists before its backend creates the volume, the restore records its intent
+ * in the catalog (NewVolumeIntent, keyed by the job's id) before it creates anything, once the
+ * backup is claimed (its record `restoring`, owned by the job's process). The volume is then
+ * created with the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`), so that whoever finds
+ * the intent finds the volume too, even when the process died before it wrote anything naming the
+ * volume's id.
+ *
+ * The intent stays until the job has settled the volume: deleted when the restore has committed
+ * (the volume is the caller's from then on), or once the volume is deleted after a failure. An
+ * intent whose backup is no longer in a live flow (the restore that wrote it ended or died) marks
+ * a volume to delete: recoverNewVolumeIntents deletes every volume whose metadata names its job,
+ * the flow states of that restore's volumes that are gone, and then the intent.
+ *
+ * Cairn before the catalog had intents kept them as volume flow states under a key that names no
+ * volume (LEGACY_INTENT_PREFIX + job id, status `restoring-backup`). Such an intent is found and
+ * settled here as the catalog's own are; nothing writes one any more.
+ */
+
+/** Volume metadata naming the restore job that created the volume (kept on the restored volume). */
+export const RESTORE_JOB_METADATA_KEY = 'cairn.restore-job';
+
+/** Prefix of the volume flow-state keys that held intents before the catalog had them; no driver's volume id starts with it. */
+export const LEGACY_INTENT_PREFIX = 'cairn-new-volume-';
+
+/** The restore job whose legacy intent the volume flow-state key `key` is, or undefined when `key` is a volume's id. */
+export function legacyIntentJobId(key: string): string | undefined {
+  return key.startsWith(LEGACY_INTENT_PREFIX) ? key.slice(LEGACY_INTENT_PREFIX.length) : undefined;
+}
+
+/** An intent as found: the catalog's own, or one kept as a volume flow state (`legacy`). */
+interface FoundIntent extends NewVolumeIntent {
+  legacy: boolean;
+}
+
+/**
+ * Records the intent of restore job `jobId` to create a volume for `backupId` (only if absent:
+ * job ids are unique, so `ALREADY_EXISTS` never comes from another job). The caller has claimed
+ * the backup, so recovery judges the intent live for as long as the claim is.
+ */
+export async function recordNewVolumeIntent(catalog: Pick<Catalog, 'putNewVolumeIntent'>, jobId: string, backupId: string): Promise<void> {
+  await catalog.putNewVolumeIntent({ jobId, backupId, since: nowIso() }, { ifAbsent: true });
+}
+
+/** The intent of restore job `jobId`, the catalog's or a legacy one, or undefined. */
+async function findIntent(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState'>, jobId: string): Promise<FoundIntent | undefined> {
+  const own = await catalog.getNewVolumeIntent(jobId);
+  if (own) return { ...own, legacy: false };
+  const state = await catalog.getVolumeState(`${LEGACY_INTENT_PREFIX}${jobId}`);
+  return state && { jobId, backupId: state.backupId, since: state.since, legacy: true };
+}
+
+/** Every intent recorded: the catalog's, then the legacy ones. */
+async function listIntents(catalog: Pick<Catalog, 'listNewVolumeIntents' | 'listVolumeStates'>): Promise<FoundIntent[]> {
+  const own = (await catalog.listNewVolumeIntents()).map((i) => ({ ...i, legacy: false }));
+  const legacy = (await catalog.listVolumeStates()).flatMap((s) => {
+    const jobId = legacyIntentJobId(s.volumeId);
+    return jobId === undefined ? [] : [{ jobId, backupId: s.backupId, since: s.since, legacy: true }];
+  });
+  return [...own, ...legacy];
+}
+
+/** Deletes `intent` where it is kept. Idempotent. */
+async function deleteIntent(catalog: Pick<Catalog, 'deleteNewVolumeIntent' | 'clearVolumeState'>, intent: FoundIntent): Promise<void> {
+  if (intent.legacy) await catalog.clearVolumeState(`${LEGACY_INTENT_PREFIX}${intent.jobId}`);
+  else await catalog.deleteNewVolumeIntent(intent.jobId);
+}
+
+/**
+ * `CONFLICT` (details `{ volumeId, volumeStatus: 'error_restoring', backupId }`) when `volume` is
+ * one that a failed restore to a new volume could not delete: its metadata names a restore job
+ * whose intent (the catalog's or a legacy one) is still recorded. Recovery deletes such a volume;
+ * a backup or a restore of it meanwhile would make a volume that recovery deletes hold data
+ * someone wants. A volume restored completely keeps the job's id, but its intent is gone.
+ */
+export async function assertNotLeftByRestore(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState'>, volume: Pick<Volume, 'id' | 'metadata'>): Promise<void> {
+  const jobId = volume.metadata?.[RESTORE_JOB_METADATA_KEY];
+  if (!jobId) return;
+  const intent = await findIntent(catalog, jobId);
+  if (!intent) return;
+  throw new CairnError('CONFLICT', `volume ${volume.id} is being created by a restore of backup ${intent.backupId} (one that failed left it error_restoring: recovery deletes it)`, {
+    details: { volumeId: volume.id, volumeStatus: 'error_restoring', backupId: intent.backupId },
+  });
+}
+
+/**
+ * Settles the intents of restores to a new volume that ended or died without settling their
+ * volume (recoverInFlight's step for them). An intent is judged live, as a volume state is, by
+ * its backup's record (`liveNow`): the job claims the backup before it writes the intent, and
+ * deletes the intent before it releases the claim. For each intent not live, in the section of its
+ * backup: every volume whose metadata names its job is deleted (`report.removedVolumes`; one that
+ * cannot be, `BUSY` while attached, goes to `report.errors` and its intent is kept for the next
+ * run), then the flow states of that backup's volumes that are gone, then the intent. Only
+ * intents of backup `only`, when given. Idempotent.
+ */
+export async function recoverNewVolumeIntents(deps: {
+  catalog: Catalog;
+  volumes: VolumeDriver;
+  only: string | undefined;
+  liveNow: (backupId: string) => Promise<boolean>;
+  section: <T>(backupId: string, fn: () => Promise<T>) => Promise<T>;
+  report: Required<RecoveryReport>;
+}): Promise<void> {
+  const { catalog, volumes, only, liveNow, section, report } = deps;
+  for (const listed of await listIntents(catalog)) {
+    if (only !== undefined && listed.backupId !== only) continue;
+    if (await liveNow(listed.backupId)) continue;
+    await section(listed.backupId, async () => {
+      if (await liveNow(listed.backupId)) return;
+      // As it is now: another recovery may have settled it since it was listed.
+      const intent = await findIntent(catalog, listed.jobId);
+      if (!intent || intent.legacy !== listed.legacy) return;
+      let kept = false;
+      for (const volume of await volumes.listVolumes()) {
+        if (volume.metadata?.[RESTORE_JOB_METADATA_KEY] !== intent.jobId) continue;
+        try {
+          await unlessNotFound(volumes.deleteVolume(volume.id));
+        } catch (err) {
+          kept = true;
+          report.errors.push(`${volume.id}: ${String((err as { code?: string })?.code ?? '')} the volume of an unfinished restore of backup ${intent.backupId} could not be deleted: ${String((err as Error)?.message ?? err)}`);
+          continue;
+        }
+        report.removedVolumes.push(volume.id);
+      }
+      if (kept) return;
+      // The states that restore left (`restoring-backup`, or `error_restoring` from a job that
+      // could not delete its volume): of volumes that are gone now.
+      for (const state of await catalog.listVolumeStates()) {
+        if (state.backupId !== intent.backupId || legacyIntentJobId(state.volumeId) !== undefined) continue;
+        if ((await unlessNotFound(volumes.getVolume(state.volumeId))) === undefined) await catalog.clearVolumeState(state.volumeId);
+      }
+      await deleteIntent(catalog, intent);
+    });
+  }
+}
