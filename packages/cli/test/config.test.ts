@@ -31,6 +31,20 @@ describe('cairn config', () => {
     expect(files).toContain('config');
   });
 
+  it('a passphrase given as file:<relative path> is read relative to the config file, not the working directory', async () => {
+    const dir = join(cwd, 'relative-secret');
+    await mkdir(join(dir, 'secrets'), { recursive: true });
+    await writeFile(join(dir, 'secrets', 'key'), 'a passphrase beside the config\n');
+    const file = join(dir, 'cairn.config.json');
+    const encrypted = { ...good, targets: { main: { plugin: 'posix', options: { directory: 'repo', repository: { init: true, passphrase: 'file:secrets/key' } } } } };
+    await writeFile(file, JSON.stringify(encrypted));
+    // The working directory holds no `secrets/key`: only the config's directory does.
+    const stats = await cairnJson(['repo', 'stats'], { cwd: '/', env: { CAIRN_CONFIG: file } });
+    expect(stats).toMatchObject({ encrypted: true });
+    const viaFlag = await cairnJson(['--config', 'relative-secret/cairn.config.json', 'repo', 'stats'], { cwd });
+    expect(viaFlag).toMatchObject({ encrypted: true });
+  });
+
   it('a YAML config given with --config works', async () => {
     const file = await withConfig('b.yaml', 'volumeDrivers:\n  disks:\n    plugin: file\n    options: { directory: yvols }\ntargets:\n  t:\n    plugin: posix\n    options:\n      directory: yrepo\n      repository: { init: true }\n');
     const v = await cairnJson(['--config', file, 'volume', 'create', 'y', '--size', '1MiB'], { cwd });

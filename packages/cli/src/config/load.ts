@@ -64,7 +64,12 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
   return { file: undefined, config, stateDir: config.stateDir };
 }
 
-/** Parses and validates a config document; `file` names it in errors and anchors relative paths. */
+/**
+ * Parses and validates a config document; `file` names it in errors. Every path the config holds
+ * is made absolute against `file`'s directory, never the working directory: `stateDir`, each
+ * driver's and target's `directory` option, and a target's `repository.passphrase` given as
+ * `file:<relative path>` (as systemd and nginx resolve paths in their configs).
+ */
 export function fromText(file: string, text: string): LoadedConfig {
   const parsed = ConfigSchema.safeParse(parseText(file, text));
   if (!parsed.success) throw invalidConfig(file, parsed.error);
@@ -73,6 +78,10 @@ export function fromText(file: string, text: string): LoadedConfig {
   const absolute = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   for (const entry of [...Object.values(config.volumeDrivers), ...Object.values(config.targets)]) {
     if (typeof entry.options.directory === 'string' && entry.options.directory !== '') entry.options.directory = absolute(entry.options.directory);
+  }
+  for (const target of Object.values(config.targets)) {
+    const repository = target.options.repository;
+    if (repository?.passphrase?.startsWith('file:')) repository.passphrase = `file:${absolute(repository.passphrase.slice(5))}`;
   }
   config.stateDir = absolute(config.stateDir);
   return { file, config, stateDir: config.stateDir };
