@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -101,5 +101,31 @@ describe('staging directories of dead processes', () => {
     } finally {
       sleeper.kill('SIGKILL');
     }
+  }, 120_000);
+
+  it("a volume import killed with SIGKILL while it converts a qcow2 leaves its cairn-import- directory, which the next import removes; a live owner's stays", async () => {
+    const qcow = join(cwd, 'disk.qcow2');
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(cwd, 'disk.raw'), qcow]);
+    const imports = async () => (await readdir(tmp)).filter((n) => n.startsWith('cairn-import-')).sort();
+    // 1. A real import, killed with SIGKILL once qemu-img writes the raw file in its directory.
+    const { child, exit } = cairnSpawn(['volume', 'import', qcow, '--name', 'killed', '--json'], { cwd, env: env() });
+    let killedDir: string | undefined;
+    for (let i = 0; i < 3000 && !killedDir; i++) {
+      for (const name of await imports()) {
+        if ((await readdir(join(tmp, name)).catch((): string[] => [])).includes('image.raw')) killedDir = name;
+      }
+      if (!killedDir) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(killedDir, 'the import never converted').toBeDefined();
+    child.kill('SIGKILL');
+    expect((await exit).code).not.toBe(0);
+    expect(await imports()).toEqual([killedDir]); // no cleanup ran
+    // 2. Beside it, the directory of a live owner (this process), which must stay.
+    await forged('cairn-import-LIVE01', currentOwner());
+
+    // 3. The next import succeeds and removes the dead owner's directory only.
+    const r = await cairnJson(['volume', 'import', qcow, '--name', 'again'], { cwd, env: env() });
+    expect(r).toMatchObject({ format: 'qcow2', created: true });
+    expect(await imports()).toEqual(['cairn-import-LIVE01']);
   }, 120_000);
 });

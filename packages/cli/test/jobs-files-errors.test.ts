@@ -1,9 +1,12 @@
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CairnError } from '@cairn/core';
+import { CairnError, currentOwner, processStartTime } from '@cairn/core';
 import { cancelJob, listJobs, registerJob } from '../src/jobs/job-files.js';
-import { removeDir, tempDir } from './helpers.js';
+import { cairnUnprivileged, jsonError, removeDir, tempDir } from './helpers.js';
+
+const isRoot = process.getuid?.() === 0;
 
 /** How job-files reports a jobs directory it cannot read, a job that ends as it is cancelled, and a corrupt record. */
 describe('job files: unreadable directory, cancel race, corrupt records', () => {
@@ -48,6 +51,28 @@ describe('job files: unreadable directory, cancel race, corrupt records', () => 
     expect(err).toMatchObject({ code: 'NOT_FOUND' });
     expect(signalled).toEqual(['SIGTERM']);
     expect(await readdir(jobsDir())).toEqual([]);
+  });
+
+  it.skipIf(!isRoot)('backup cancel of a job whose process runs as another user (EPERM) is UNAVAILABLE naming the job and pid; the job runs on, its record kept', async () => {
+    // A process of uid 65534; cancel runs without capabilities, so the kernel refuses the signal.
+    const other = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sleep', '60'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => other.once('spawn', r));
+      const pid = other.pid!;
+      for (let i = 0; i < 200 && !(await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).startsWith('sleep'); i++) await new Promise((r) => setTimeout(r, 10));
+      const { startTime: _t, pid: _p, ...here } = currentOwner();
+      const record = { id: 'foreign', kind: 'backup', pid, backupId: 'b', volumeId: 'v', startedAt: new Date().toISOString(), pidStartTime: processStartTime(pid), ...here };
+      await mkdir(jobsDir(), { recursive: true });
+      await writeFile(join(jobsDir(), 'foreign.json'), JSON.stringify(record));
+      const r = await cairnUnprivileged(['backup', 'cancel', 'foreign', '--wait', '1', '--json'], join(stateDir, '..'));
+      expect(r.code, r.stderr).toBe(6);
+      expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { job: 'foreign', pid } });
+      expect(other.exitCode).toBeNull();
+      expect(other.signalCode).toBeNull();
+      expect(await readdir(jobsDir())).toEqual(['foreign.json']);
+    } finally {
+      other.kill('SIGKILL');
+    }
   });
 
   it('listJobs() removes a record that cannot be parsed (records are written atomically) with a warning, and lists the others', async () => {

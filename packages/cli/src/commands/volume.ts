@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CairnError, syncDir, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
@@ -10,6 +9,7 @@ import { detectFormat, formatFromName, inspectImage, parseFormat, qemuConvert, t
 import { assertSelfContained } from '../images/image-refs.js';
 import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
 import { checkInputFile } from '../io/input-file.js';
+import { createOwnedTempDir } from '../io/owned-temp-dir.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { progressReporter } from '../output/progress.js';
@@ -140,7 +140,9 @@ export function registerVolumeCommands(program: Command): void {
  * its virtual size compared with an `--into` volume, before anything is converted or created.
  * A new volume is deleted on any failure, a cancel by `signal` (SIGINT/SIGTERM) included, so an
  * interrupted import leaves no half-written volume under the image's name; the temporary raw
- * file is removed in every case, and a qemu-img still converting is killed on a cancel.
+ * file is removed in every case, and a qemu-img still converting is killed on a cancel. The raw
+ * file's directory (`$TMPDIR/cairn-import-XXXXXX`) names its owner, so one left by a killed import
+ * is removed by the next (owned-temp-dir.ts).
  */
 async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }, signal?: AbortSignal): Promise<void> {
   if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
@@ -168,7 +170,7 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
   try {
     let raw = file;
     if (format !== 'raw') {
-      temp = await mkdtemp(join(tmpdir(), 'cairn-import-'));
+      temp = await createOwnedTempDir('cairn-import-');
       raw = join(temp, 'image.raw');
       ctx.out.info(`converting ${format} image to raw with qemu-img`);
       await qemuConvert(file, format, raw, 'raw', { otherwise: 'CORRUPT', hint, signal });
@@ -216,7 +218,8 @@ async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string,
  * directory of the path written, fsynced and renamed over it only when complete (the directory is
  * fsynced too): the file holds the old content or the whole new image, never a partial one, also
  * with `--force`. On any failure, a cancel by `signal` (SIGINT/SIGTERM) included, the temporary
- * file is removed. The format `auto` follows the name given.
+ * file is removed. The format `auto` follows the name given. A qcow2 or VMDK is converted from a
+ * raw file in `$TMPDIR/cairn-export-XXXXXX`, which names its owner (owned-temp-dir.ts).
  */
 async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }, signal?: AbortSignal): Promise<void> {
   const format = opts.format === 'auto' ? formatFromName(given) : opts.format;
@@ -226,7 +229,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
   const partial = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   let temp: string | undefined;
   try {
-    const raw = format === 'raw' ? partial : join((temp = await mkdtemp(join(tmpdir(), 'cairn-export-'))), 'image.raw');
+    const raw = format === 'raw' ? partial : join((temp = await createOwnedTempDir('cairn-export-')), 'image.raw');
     const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
     const progress = progressReporter('export', ctx.out.options);
     let stats;

@@ -1,7 +1,7 @@
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, currentOwner, makeDirectories, ordinal, type ProcessOwner } from '@cairn/core';
+import { CairnError, currentOwner, makeDirectories, ordinal, toCairnError, type ProcessOwner } from '@cairn/core';
 import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
@@ -155,8 +155,9 @@ export function staleReason(job: Pick<JobFile, 'pid'>, state: JobProcessState): 
  * signalled. A job of another host or pid namespace (another container sharing the state
  * directory) is never signalled: `UNAVAILABLE`, the record is kept. `UNAVAILABLE` when the process
  * does not stop in time. A process that exits between the check and the signal (ESRCH) has
- * ended the job: its record is removed, `NOT_FOUND` as for a finished job. A corrupt record is
- * removed, `NOT_FOUND`.
+ * ended the job: its record is removed, `NOT_FOUND` as for a finished job. A process this user may
+ * not signal (EPERM: it runs as another user) is `UNAVAILABLE` with `details: {job, pid}`, the
+ * record kept. A corrupt record is removed, `NOT_FOUND`.
  */
 export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): Promise<JobFile> {
   if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no running job ${id}`);
@@ -186,7 +187,13 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
   try {
     process.kill(doc.pid, 'SIGTERM');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    if ((err as NodeJS.ErrnoException).code === 'EPERM') {
+      throw new CairnError('UNAVAILABLE', `job ${id} runs in process ${doc.pid} of another user, which this user may not signal: cancel it as that user (or as root)`, {
+        cause: err,
+        details: { job: id, pid: doc.pid },
+      });
+    }
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw toCairnError(err, undefined, `cannot signal job ${id} (process ${doc.pid})`);
     // Exited between the check above and the signal: the job has ended.
     await rm(file, { force: true });
     throw new CairnError('NOT_FOUND', `job ${id} is not running (its process ${doc.pid} exited before it could be signalled); removed its record`);

@@ -1,0 +1,97 @@
+import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { currentOwner, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } from '@cairn/core';
+
+/**
+ * Private temporary directories that name their owner, so that those a killed process left behind
+ * (SIGKILL, the OOM killer, a crash: no cleanup ran) are removed by the next command that makes one
+ * of the same kind: archive stagings (`cairn-archive-`), `volume import`'s conversion
+ * (`cairn-import-`) and `volume export`'s (`cairn-export-`).
+ */
+
+/** The owner file in each directory: `{format, owner: ProcessOwner, createdAt}`. */
+export const OWNER_FILE = 'cairn-staging.json';
+const OWNER_FORMAT = 'cairn-staging/1';
+/** An owner file is a few hundred bytes; anything much larger is not one. */
+const MAX_OWNER_FILE = 64 * 1024;
+
+/** The kinds of owned directory: `<prefix>XXXXXX`, as mkdtemp names them. */
+export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-';
+
+/**
+ * Makes `<parent>/<prefix>XXXXXX` (mode 0700; `parent` default: the system temporary directory,
+ * `os.tmpdir()`) holding its owner file, written atomically before the caller puts anything in
+ * it, and returns its path. First removes the directories of `prefix` whose owner is certainly
+ * dead (removeDeadTempDirs). A failure to write the owner file removes the directory and rejects
+ * with it; nothing is left behind. The caller removes the directory when done.
+ */
+export async function createOwnedTempDir(prefix: OwnedTempPrefix, parent: string = tmpdir()): Promise<string> {
+  await removeDeadTempDirs(prefix, parent);
+  const dir = await mkdtemp(join(parent, prefix));
+  try {
+    // The owner first: a directory without one is never removed by another process's sweep.
+    await writeFileAtomic(join(dir, OWNER_FILE), JSON.stringify({ format: OWNER_FORMAT, owner: currentOwner(), createdAt: new Date().toISOString() }));
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return dir;
+}
+
+/**
+ * Removes from `parent` the directories of `prefix` whose owner is certainly dead, and returns
+ * their paths. A directory is removed only when all of these hold: its name is one
+ * createOwnedTempDir makes (`prefix` and six letters or digits); it is a directory, not a link, of
+ * this process's user; it holds a regular file `cairn-staging.json` of the owner format naming a
+ * well-formed owner; and core's `ownerMayBeAlive` says that owner no longer runs (on this host
+ * and in this pid namespace: no process has its pid, or its pid now runs with another start time,
+ * or the owner ran in an earlier boot). Everything else is left alone: an owner of another host or
+ * pid namespace (it cannot be judged from here), a live one, a directory without a readable owner
+ * (one being created, or left by an older version), anything else. Never throws: a directory that
+ * cannot be read or removed is skipped (another process's sweep may be removing it; the next
+ * sweep tries again).
+ */
+export async function removeDeadTempDirs(prefix: OwnedTempPrefix, parent: string = tmpdir()): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(parent);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !/^[A-Za-z0-9]{6}$/.test(name.slice(prefix.length))) continue;
+    const dir = join(parent, name);
+    try {
+      const owner = await dirOwner(dir);
+      if (!owner || ownerMayBeAlive(owner)) continue;
+      await rm(dir, { recursive: true, force: true });
+      removed.push(dir);
+    } catch {
+      /* vanished, unreadable or not removable: not ours to judge now */
+    }
+  }
+  return removed;
+}
+
+/** The owner `dir` names when it is a directory of this user with a well-formed owner file; undefined otherwise. */
+async function dirOwner(dir: string): Promise<ProcessOwner | undefined> {
+  const st = await lstat(dir);
+  if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) return undefined;
+  const file = join(dir, OWNER_FILE);
+  const fst = await lstat(file);
+  if (!fst.isFile() || fst.size > MAX_OWNER_FILE) return undefined;
+  const doc = JSON.parse(await readFile(file, 'utf8')) as unknown;
+  if (!isRecord(doc) || doc.format !== OWNER_FORMAT || !isRecord(doc.owner)) return undefined;
+  const { host, pid, startTime, bootId, pidNamespace } = doc.owner;
+  const count = (v: unknown, min: number) => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
+  if (typeof host !== 'string' || host === '' || !count(pid, 1)) return undefined;
+  if ((startTime !== undefined && !count(startTime, 0)) || (pidNamespace !== undefined && !count(pidNamespace, 0))) return undefined;
+  if (bootId !== undefined && (typeof bootId !== 'string' || bootId === '')) return undefined;
+  return { host, pid: pid as number, startTime: startTime as number | undefined, bootId: bootId as string | undefined, pidNamespace: pidNamespace as number | undefined };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
