@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process';
+import { constants, openSync, writeSync, closeSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, cairnSpawn, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
@@ -68,4 +71,64 @@ describe('cairn serve --recover-interval', () => {
       expect((await cairn(['serve', '--listen', '127.0.0.1:0', '--recover-interval', bad], { cwd })).code, bad).toBe(2);
     }
   });
+});
+
+/** docs/api.md, "Shutdown": SIGTERM while the server starts (opening its targets, recovering) stops it cleanly, as once it serves. */
+describe('cairn serve: SIGTERM during start-up', () => {
+  let cwd: string;
+  beforeAll(async () => {
+    cwd = await tempDir();
+    await writeFile(join(cwd, 'pw'), 'a passphrase long enough\n');
+    await writeFile(
+      join(cwd, 'cairn.config.json'),
+      JSON.stringify({
+        volumeDrivers: { file: { plugin: 'file', options: { directory: 'volumes' } } },
+        targets: { posix: { plugin: 'posix', options: { directory: 'repository', repository: { init: true, passphrase: 'file:pw' } } } },
+      }),
+    );
+    await writeRawImage(join(cwd, 'v.raw'), 4 * MiB);
+    await cairnJson(['volume', 'import', join(cwd, 'v.raw'), '--name', 'v'], { cwd });
+    await cairnJson(['backup', 'create', 'v'], { cwd });
+  });
+  afterAll(() => removeDir(cwd));
+
+  it('a SIGTERM while the targets open ends start-up: exit 0, never listening, no lock left, the repository usable', async () => {
+    // The passphrase comes through a FIFO: start-up waits in it until the test writes.
+    const pw = join(cwd, 'pw');
+    await rm(pw);
+    execFileSync('mkfifo', [pw]);
+    const { child, exit } = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd });
+    let writer: number | undefined;
+    try {
+      // A non-blocking open for writing succeeds once the server has the FIFO open for reading.
+      for (let i = 0; i < 1000 && writer === undefined; i++) {
+        try {
+          writer = openSync(pw, constants.O_WRONLY | constants.O_NONBLOCK);
+        } catch {
+          await sleep(10);
+        }
+      }
+      expect(writer, 'the server never read its passphrase').toBeDefined();
+      child.kill('SIGTERM');
+      await sleep(200);
+      try {
+        writeSync(writer!, 'a passphrase long enough\n');
+      } catch {
+        /* EPIPE: the server is gone (killed by the signal); its exit says so below */
+      }
+      closeSync(writer!);
+      writer = undefined;
+      const r = await exit;
+      expect(child.signalCode, r.stderr).toBeNull(); // not killed by the signal: it handled it
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(''); // no address line: it never listened
+    } finally {
+      if (writer !== undefined) closeSync(writer);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await rm(pw, { force: true });
+      await writeFile(pw, 'a passphrase long enough\n');
+    }
+    expect(await cairnJson(['repo', 'locks'], { cwd })).toEqual([]);
+    expect((await cairnJson(['backup', 'list'], { cwd })).map((b: { status: string }) => b.status)).toEqual(['available']);
+  }, 60_000);
 });

@@ -111,6 +111,11 @@ class Entry {
   }
 }
 
+/** Kinds of job that read a whole repository or backup to check or sweep it, of which a server runs at most `maxMaintenance` at once. */
+export const MAINTENANCE_KINDS: ReadonlySet<ApiJobKind> = new Set(['verify', 'gc']);
+/** Default `maxMaintenance` (`cairn serve --max-maintenance-jobs`). */
+export const DEFAULT_MAX_MAINTENANCE_JOBS = 2;
+
 /**
  * The jobs this server started (backups, restores, verifies), running and recently ended. Ended
  * jobs are kept so clients can read the outcome: the newest `maxEnded` of them, older ones are
@@ -124,16 +129,19 @@ export class JobTable {
    * Starts in flight (see `start`): each settles (never rejects) once its job was added or its
    * start failed; its controller, aborted at shutdown, is dropped with it (one per start, never a
    * signal shared by every job, which would collect a listener per job for the server's lifetime).
+   * `maintenance`: the start counts against `maxMaintenance`.
    */
-  private readonly starting = new Map<Promise<void>, AbortController>();
+  private readonly starting = new Map<Promise<void>, { controller: AbortController; maintenance: boolean }>();
 
   /**
    * `maxEnded`: ended jobs kept. `onIdle`: called each time the last running job ends (the
-   * server releases memory kept for reuse once it stays idle).
+   * server releases memory kept for reuse once it stays idle). `maxMaintenance`: the most jobs of
+   * MAINTENANCE_KINDS running (or being started) at once; default DEFAULT_MAX_MAINTENANCE_JOBS.
    */
   constructor(
     private readonly maxEnded = 100,
     private readonly onIdle?: () => void,
+    private readonly maxMaintenance = DEFAULT_MAX_MAINTENANCE_JOBS,
   ) {}
 
   /** Follows a started job and returns its view. After `shutdown` began, the job is cancelled at once. */
@@ -150,8 +158,21 @@ export class JobTable {
    * and waited for too, never left running after shutdown resolved. `begin` gets a signal that
    * shutdown aborts with CANCELLED, for the validation and waits of a start (the manager's
    * startBackup/startRestore take it, and link their job to it). Rejects as `begin` does, adding nothing.
+   *
+   * With `maintenance` (a verify or gc), refused with `BUSY` before `begin` is called (nothing is
+   * started; `details: {running, limit}`) while `maxMaintenance` such jobs run or are being
+   * started: each reads a whole repository or backup, and a client must not start any number.
    */
-  async start(begin: (signal: AbortSignal) => Promise<JobSpec>): Promise<JobView> {
+  async start(begin: (signal: AbortSignal) => Promise<JobSpec>, options: { maintenance?: boolean } = {}): Promise<JobView> {
+    const maintenance = options.maintenance === true;
+    if (maintenance) {
+      const running = this.maintenanceJobs();
+      if (running >= this.maxMaintenance) {
+        throw new CairnError('BUSY', `${running} verify or gc job(s) are running, the most this server runs at once: retry once one has ended`, {
+          details: { running, limit: this.maxMaintenance },
+        });
+      }
+    }
     const controller = new AbortController();
     if (this.closing) controller.abort(new CairnError('CANCELLED', 'the server is shutting down'));
     const begun = begin(controller.signal);
@@ -159,7 +180,7 @@ export class JobTable {
       () => {},
       () => {},
     );
-    this.starting.set(pending, controller);
+    this.starting.set(pending, { controller, maintenance });
     try {
       return this.add(await begun);
     } finally {
@@ -178,6 +199,14 @@ export class JobTable {
       .filter((e) => (filter.state === undefined || e.state === filter.state) && (filter.kind === undefined || e.spec.kind === filter.kind))
       .map((e) => e.view())
       .sort((a, b) => ordinal(a.startedAt, b.startedAt));
+  }
+
+  /** Jobs of MAINTENANCE_KINDS running, and maintenance starts in flight. */
+  private maintenanceJobs(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.state === 'running' && MAINTENANCE_KINDS.has(e.spec.kind)) n++;
+    for (const s of this.starting.values()) if (s.maintenance) n++;
+    return n;
   }
 
   /** Jobs still running. */
@@ -216,7 +245,7 @@ export class JobTable {
    */
   async shutdown(reason = 'the server is shutting down'): Promise<void> {
     this.closing = true;
-    for (const c of this.starting.values()) c.abort(new CairnError('CANCELLED', reason));
+    for (const s of this.starting.values()) s.controller.abort(new CairnError('CANCELLED', reason));
     for (const e of this.entries.values()) if (e.state === 'running') this.requestCancel(e, reason);
     await this.settled();
   }

@@ -107,7 +107,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
         const backup = await manager.getBackup(id);
         const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id, signal } : { backupId: backup.id, newVolume: { name: body.newVolume?.name }, signal };
         const { job, volume } = await manager.startRestore(request);
-        // The result re-reads the volume, but a failed read does not fail a restore that succeeded (restoreResult).
+        // Core reads the volume back (readBackRestored); a failed read is in the result, never a failed job.
         return managerJob(job, backup.service, (record) => restoreResult(manager, record, volume));
       });
       reply.header('location', jobLocation(view.id));
@@ -121,7 +121,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     status: 202,
     handler: async ({ params, reply }) => {
       const id = backupId(params);
-      const view = await jobs.start(() => startVerify(api, id));
+      const view = await jobs.start(() => startVerify(api, id), { maintenance: true });
       reply.header('location', jobLocation(view.id));
       return view;
     },

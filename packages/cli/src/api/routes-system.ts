@@ -16,7 +16,7 @@ export function registerSystemRoutes(app: FastifyInstance, api: ApiContext): voi
     url: '/v1/verify',
     status: 202,
     handler: async ({ reply }) => {
-      const view = await api.jobs.start(() => startVerify(api));
+      const view = await api.jobs.start(() => startVerify(api), { maintenance: true });
       reply.header('location', jobLocation(view.id));
       return view;
     },

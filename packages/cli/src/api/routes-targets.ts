@@ -61,7 +61,7 @@ export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): voi
         const repository = await api.cli.repository(target);
         // Unset options take GC's own defaults (1 hour of grace, no dry run).
         return apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: body?.graceSeconds === undefined ? undefined : body.graceSeconds * 1000, dryRun: body?.dryRun, signal }) }));
-      });
+      }, { maintenance: true });
       reply.header('location', jobLocation(view.id));
       return view;
     },

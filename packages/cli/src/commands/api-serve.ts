@@ -2,7 +2,7 @@ import { CairnError } from '@cairn/core';
 import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
-import { JobTable } from '../api/jobs.js';
+import { DEFAULT_MAX_MAINTENANCE_JOBS, JobTable } from '../api/jobs.js';
 import { PeriodicRecovery } from '../api/periodic-recovery.js';
 import { printRecovery } from '../output/recovery-report.js';
 import { timeoutsFromEnv } from '../api/server-timeouts.js';
@@ -18,6 +18,13 @@ export const DEFAULT_LISTEN = '127.0.0.1:8470';
 function parseKeepJobs(text: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1 || n > 10_000) throw new CairnError('INVALID_INPUT', `--keep-jobs takes a whole number from 1 to 10000, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** `--max-maintenance-jobs`: a whole number from 1 to 64. */
+function parseMaxMaintenance(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > 64) throw new CairnError('INVALID_INPUT', `--max-maintenance-jobs takes a whole number from 1 to 64, not ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -53,7 +60,9 @@ function untilSignal(onSecond: () => void): Promise<NodeJS.Signals> {
  * manager and set of targets for the process's lifetime, so worker threads and open repositories
  * stay warm between requests. Prints the bound address once listening. On SIGINT/SIGTERM: stops
  * accepting requests, cancels the running jobs, waits for them to settle, closes the targets
- * and exits 0.
+ * and exits 0. A signal during start-up (opening the targets, the first recovery) lets the step
+ * under way finish (recovery leaves records consistent and releases its locks), then closes the
+ * targets and exits 0 without listening. A second signal exits at once with 130.
  *
  * Recovery (records that processes which died left in flight) runs at the start and again every
  * `--recover-interval` seconds after (PeriodicRecovery). It leaves the server's running jobs alone
@@ -72,13 +81,19 @@ export function registerApiServeCommand(program: Command, version: string): void
     .option('--read-rate <size>', 'read volumes at most this many bytes per second, shared by all backups of the server, e.g. 50MiB', optionParser(parseSize))
     .option('--keep-jobs <n>', 'ended jobs kept for clients to read (oldest forgotten first)', optionParser(parseKeepJobs), 100)
     .option(
+      '--max-maintenance-jobs <n>',
+      'verify and gc jobs run at once (each reads a whole repository or backup); one more is refused with BUSY (409, Retry-After)',
+      optionParser(parseMaxMaintenance),
+      DEFAULT_MAX_MAINTENANCE_JOBS,
+    )
+    .option(
       '--recover-interval <seconds>',
       'also resolve, this often, what processes that died left in flight (records stuck creating, restoring or deleting); jobs still running are left alone; 0: only at start',
       optionParser(parseRecoverInterval),
       DEFAULT_RECOVER_INTERVAL,
     )
     .action(
-      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
+      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; maxMaintenanceJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
         // Refusals come before anything is opened.
         const listen = parseListen(o.listen);
         const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
@@ -88,14 +103,31 @@ export function registerApiServeCommand(program: Command, version: string): void
         if (auth?.warning) ctx.out.warn(auth.warning);
         if (!tls && !isLoopback(listen.host)) ctx.out.warn(`listening on ${listen.host} without TLS: the token crosses the network in clear unless a TLS-terminating proxy sits in front (or give --tls-cert and --tls-key)`);
 
+        // From here on a signal stops the server cleanly, during start-up too: the step under way
+        // (opening the targets, recovery) ends, nothing after it starts, the targets are closed
+        // (withContext) and the process exits 0 without having listened.
+        const stopped = untilSignal(() => {
+          ctx.out.warn('second signal: exiting without waiting for the jobs');
+          process.exit(ExitCode.CANCELLED);
+        });
+        let stopping: NodeJS.Signals | undefined;
+        void stopped.then((s) => (stopping = s));
+        const stoppedAtStart = () => {
+          ctx.out.info(`${stopping}: stopped during start-up, before serving`);
+          return ExitCode.OK;
+        };
+
         // Everything requests use, opened once: targets (worker threads), catalog, manager.
         ctx.expectDataFlow();
-        const manager = await ctx.manager({ recover: true, readRate: o.readRate });
+        const manager = await ctx.manager({ readRate: o.readRate });
+        if (stopping) return stoppedAtStart();
+        printRecovery(ctx.out, await manager.recover(), 'an earlier run');
+        if (stopping) return stoppedAtStart();
         // Loaded here so that other commands do not pay for loading the HTTP framework.
         const { ApiServer } = await import('../api/server.js');
         // Memory kept for reuse goes back once the server has been idle for a while.
         const idle = new IdleRelease(IDLE_RELEASE_MS, () => jobs.running === 0);
-        const jobs = new JobTable(o.keepJobs, () => idle.idle());
+        const jobs = new JobTable(o.keepJobs, () => idle.idle(), o.maxMaintenanceJobs);
         const recovery = new PeriodicRecovery({
           intervalMs: o.recoverInterval * 1000,
           recover: () => manager.recover(),
@@ -106,10 +138,6 @@ export function registerApiServeCommand(program: Command, version: string): void
           { cli: ctx, manager, jobs, version },
           { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts },
         );
-        const stopped = untilSignal(() => {
-          ctx.out.warn('second signal: exiting without waiting for the jobs');
-          process.exit(ExitCode.CANCELLED);
-        });
         const bound = await server.listen(listen);
         if (o.recoverInterval > 0) recovery.start();
         const view = { listening: bound.url, host: bound.host, port: bound.port, version, auth: auth ? 'bearer' : 'none' };
