@@ -189,24 +189,11 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async listVolumeStates(): Promise<VolumeFlowState[]> {
-    const out: VolumeFlowState[] = [];
-    for await (const o of this.repo.store.list(PREFIX.volumes)) {
-      const s = await this.read<VolumeFlowState>(PREFIX.volumes, o.key.slice(PREFIX.volumes.length));
-      if (s) out.push(s);
-    }
-    return out;
+    return this.readAll<VolumeFlowState>(PREFIX.volumes);
   }
 
   async putVolumeState(state: VolumeFlowState, options: CatalogPutOptions = {}): Promise<void> {
-    this.assertSectionsHeld();
-    try {
-      await this.write(PREFIX.volumes, state.volumeId, state, { ifAbsent: options.ifAbsent });
-    } catch (err) {
-      if (options.ifAbsent && isAlreadyExists(err)) {
-        throw new CairnError('ALREADY_EXISTS', `volume ${state.volumeId} already has a flow state`, { driver: 'catalog', cause: err });
-      }
-      throw err;
-    }
+    await this.putOwn(PREFIX.volumes, state.volumeId, state, options, `volume ${state.volumeId} already has a flow state`);
   }
 
   async clearVolumeState(volumeId: string): Promise<void> {
@@ -216,15 +203,7 @@ export class RepositoryCatalog implements Catalog {
 
   /** One sealed object per intent, `catalog/new-volumes/<jobId>`; `ifAbsent` is the store's. */
   async putNewVolumeIntent(intent: NewVolumeIntent, options: CatalogPutOptions = {}): Promise<void> {
-    this.assertSectionsHeld();
-    try {
-      await this.write(PREFIX.intents, intent.jobId, intent, { ifAbsent: options.ifAbsent });
-    } catch (err) {
-      if (options.ifAbsent && isAlreadyExists(err)) {
-        throw new CairnError('ALREADY_EXISTS', `restore job ${intent.jobId} already has a new-volume intent`, { driver: 'catalog', cause: err });
-      }
-      throw err;
-    }
+    await this.putOwn(PREFIX.intents, intent.jobId, intent, options, `restore job ${intent.jobId} already has a new-volume intent`);
   }
 
   async getNewVolumeIntent(jobId: string): Promise<NewVolumeIntent | undefined> {
@@ -232,10 +211,30 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async listNewVolumeIntents(): Promise<NewVolumeIntent[]> {
-    const out: NewVolumeIntent[] = [];
-    for await (const o of this.repo.store.list(PREFIX.intents)) {
-      const i = await this.read<NewVolumeIntent>(PREFIX.intents, o.key.slice(PREFIX.intents.length));
-      if (i) out.push(i);
+    return this.readAll<NewVolumeIntent>(PREFIX.intents);
+  }
+
+  /**
+   * Writes one object of a kind that is no backup record (a flow state, an intent) inside the
+   * sections held; with `ifAbsent`, `ALREADY_EXISTS` (`taken` its message) and nothing written
+   * when the object exists.
+   */
+  private async putOwn(prefix: string, id: string, value: unknown, options: CatalogPutOptions, taken: string): Promise<void> {
+    this.assertSectionsHeld();
+    try {
+      await this.write(prefix, id, value, { ifAbsent: options.ifAbsent });
+    } catch (err) {
+      if (options.ifAbsent && isAlreadyExists(err)) throw new CairnError('ALREADY_EXISTS', taken, { driver: 'catalog', cause: err });
+      throw err;
+    }
+  }
+
+  /** Every object under `prefix` that reads, in listing order (one deleted meanwhile is skipped). */
+  private async readAll<T>(prefix: string): Promise<T[]> {
+    const out: T[] = [];
+    for await (const o of this.repo.store.list(prefix)) {
+      const value = await this.read<T>(prefix, o.key.slice(prefix.length));
+      if (value) out.push(value);
     }
     return out;
   }
