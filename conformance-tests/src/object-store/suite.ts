@@ -2,17 +2,29 @@ import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
 import { newPrefix, objectConcurrency, objectListing, objectPartWrites, objectReadInto, objectReadWrite } from './cases.js';
+import { objectForeignEntries } from './foreign-entries.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
-/** Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only with readInto, openWrite only with writeInParts). */
-export function objectStoreGroups(caps: ObjectStoreCapabilities): Group<ObjectStoreContext>[] {
-  return [objectReadWrite, objectListing, ...(caps.atomicIfAbsent ? [objectConcurrency] : []), ...(caps.readInto ? [objectReadInto] : []), ...(caps.writeInParts ? [objectPartWrites] : [])];
+/**
+ * Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only
+ * with readInto, openWrite only with writeInParts), and the foreign-entry cases when the store can
+ * have them planted (`foreign`: ObjectStoreSuiteOptions.plantForeign is given).
+ */
+export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false): Group<ObjectStoreContext>[] {
+  return [
+    objectReadWrite,
+    objectListing,
+    ...(caps.atomicIfAbsent ? [objectConcurrency] : []),
+    ...(caps.readInto ? [objectReadInto] : []),
+    ...(caps.writeInParts ? [objectPartWrites] : []),
+    ...(foreign ? [objectForeignEntries] : []),
+  ];
 }
 
 /** Registers the object-store suite with vitest. Each case works under its own key prefix. */
 export function objectStoreSuite(title: string, options: ObjectStoreSuiteOptions): void {
-  registerGroups(title, objectStoreGroups(options.capabilities), {
-    setup: async () => ({ store: await options.factory(), prefix: newPrefix(), listKeys: options.listKeys }),
+  registerGroups(title, objectStoreGroups(options.capabilities, options.plantForeign !== undefined), {
+    setup: async () => ({ store: await options.factory(), prefix: newPrefix(), listKeys: options.listKeys, plantForeign: options.plantForeign }),
     teardown: async (ctx) => options.dispose?.(ctx.store),
     beforeAll: options.beforeAll,
     afterAll: options.afterAll,

@@ -1,6 +1,7 @@
-import { mkdir, mkdtemp, open, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { readlinkSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, rmdir, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeDirectories } from '../src/util/make-directories.js';
 
@@ -9,6 +10,25 @@ function within<T>(ms: number, promise: Promise<T>): Promise<T | unknown> {
   promise.catch(() => undefined);
   const late = new Promise<'still running'>((r) => setTimeout(() => r('still running'), ms).unref());
   return Promise.race([promise.then((v) => v, (err: unknown) => err), late]);
+}
+
+/** Runs `body` while recording the path of every fsync this process makes through FileHandle.sync (Linux: /proc/self/fd). */
+async function fsyncedDuring(body: () => Promise<void>): Promise<string[]> {
+  const probe = await open('/dev/null', 'r');
+  const proto = Object.getPrototypeOf(probe) as { sync: (this: FileHandle) => Promise<void> };
+  await probe.close();
+  const original = proto.sync;
+  const paths: string[] = [];
+  proto.sync = function (this: FileHandle) {
+    paths.push(readlinkSync(`/proc/self/fd/${this.fd}`));
+    return original.call(this);
+  };
+  try {
+    await body();
+  } finally {
+    proto.sync = original;
+  }
+  return paths;
 }
 
 describe('makeDirectories', () => {
@@ -75,5 +95,15 @@ describe('makeDirectories', () => {
     await expect(makeDirectories(join(file, 'below', 'deeper'))).rejects.toMatchObject({ code: 'ENOTDIR' });
     await expect(makeDirectories(file)).rejects.toMatchObject({ code: 'EEXIST' });
     expect((await stat(file)).isFile()).toBe(true);
+  });
+
+  it('makeDirectories(existing dir, {durable}) fsyncs its parent once per process (its maker may still be fsyncing it); without durable, nothing', async () => {
+    const dir = join(base, 'made-elsewhere', 'repo');
+    await mkdir(dir, { recursive: true }); // as a creator that has not fsynced yet
+    expect(await fsyncedDuring(() => makeDirectories(dir))).toEqual([]);
+    expect(await fsyncedDuring(() => makeDirectories(dir, { durable: true }))).toEqual([dirname(dir)]);
+    expect(await fsyncedDuring(() => makeDirectories(dir, { durable: true }))).toEqual([]);
+    // A level below it, made by the call, has its parent fsynced; the existing one is known durable.
+    expect(await fsyncedDuring(() => makeDirectories(join(dir, 'below'), { durable: true }))).toEqual([dir]);
   });
 });

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import {
   CairnError,
@@ -67,11 +67,14 @@ export class PosixObjectStore implements ObjectStore {
 
   /**
    * Builds a store and checks its directory: created when missing and `createDirectory` is not
-   * false (durably: the parent of every directory created is fsynced), else `UNAVAILABLE`
-   * (details.option = `directory`). `INVALID_INPUT` (details.option = `directory`) when it is a
-   * file or a path through a file, or, to be created, a dangling symbolic link. A directory that
-   * cannot be made is `UNAVAILABLE` (no permission, a read-only file system, a place that takes no
-   * new directories such as /proc/<pid>: see core's makeDirectories), at once, never retried.
+   * false, else `UNAVAILABLE` (details.option = `directory`). Unless `createDirectory` is false,
+   * it is durable when this resolves (core's makeDirectories with `durable`: the parent of every
+   * directory created is fsynced, and so, once per process, is the parent of one found existing,
+   * whose maker, say a concurrent open, may still be fsyncing it). `INVALID_INPUT` (details.option = `directory`)
+   * when it is a file or a path through a file, or, to be created, a dangling symbolic link. A
+   * directory that cannot be made is `UNAVAILABLE` (no permission, a read-only file system, a
+   * place that takes no new directories such as /proc/<pid>: see core's makeDirectories), at
+   * once, never retried.
    */
   static async open(options: PosixObjectStoreOptions): Promise<PosixObjectStore> {
     const store = new PosixObjectStore(options);
@@ -91,12 +94,14 @@ export class PosixObjectStore implements ObjectStore {
       if (!this.createDirectory) {
         throw new CairnError('UNAVAILABLE', `option directory: ${this.directory} does not exist`, { driver: DRIVER, cause: err, details });
       }
-      await makeDirectories(this.directory, { durable: true, driver: DRIVER }).catch((e: unknown) => {
-        // A file on the way (ENOTDIR), or at the place itself (EEXIST: a file made there meanwhile, a dangling link).
-        const code = errnoOf(e);
-        throw code === 'ENOTDIR' || code === 'EEXIST' ? this.notADirectory(e) : fsError(e, `creating ${this.directory}`);
-      });
     }
+    // A directory that must not be created (a mount point) is not made or made durable here.
+    if (!this.createDirectory) return;
+    await makeDirectories(this.directory, { durable: true, driver: DRIVER }).catch((e: unknown) => {
+      // A file on the way (ENOTDIR), or at the place itself (EEXIST: a file made there meanwhile, a dangling link).
+      const code = errnoOf(e);
+      throw code === 'ENOTDIR' || code === 'EEXIST' ? this.notADirectory(e) : fsError(e, `creating ${this.directory}, or making it durable`);
+    });
   }
 
   /**
@@ -115,7 +120,9 @@ export class PosixObjectStore implements ObjectStore {
    * against every other process and NFS client, and only once the existing object is durable
    * too. ENOSPC, and a directory of the store that vanished → `UNAVAILABLE`, leaving the
    * previous object (if any) and no temporary file. `CONFLICT` when the key collides with a
-   * directory of other keys.
+   * directory of other keys, and, with `ifAbsent`, when its path holds a foreign file that is no
+   * object (a symbolic link, FIFO, socket: get and head say `NOT_FOUND`), which is left in place;
+   * without `ifAbsent` such a file is replaced (a link, never its target).
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     await this.writing(async () => {
@@ -358,18 +365,27 @@ export class PosixObjectStore implements ObjectStore {
   }
 
   /**
-   * Why link(2) found `final` taken: a directory of other keys (`CONFLICT`) or the object itself
-   * (`ALREADY_EXISTS`, which callers take as "stored"). For the latter the directory is fsynced
-   * first, as publish does: the winner's link may not be durable yet (its own fsync may still be
-   * running).
+   * Why link(2) found `final` taken: the object itself (`ALREADY_EXISTS`, which callers take as
+   * "stored"), or something that is no object (`CONFLICT`, left in place): a directory of other
+   * keys, or a foreign file (a symbolic link, FIFO, socket or device), which get, head and list
+   * take for no object either. For an object the directory is fsynced first, as publish does: the
+   * winner's link may not be durable yet (its own fsync may still be running). An occupant gone
+   * by the time it is looked at (deleted meanwhile) was there when link(2) looked: `ALREADY_EXISTS`.
    */
   private async linkRefusal(key: string, place: Place): Promise<CairnError> {
-    const st = await stat(place.final).catch(() => undefined);
+    const st = await lstat(place.final).catch(() => undefined);
     if (st?.isDirectory()) return this.collision(key);
+    if (st && !st.isFile()) return this.foreign(key);
     await this.dirs.sync(place.dirSegments).catch((err: unknown) => {
       throw writeError(err, `fsync of the directory of ${key}, which holds it already`);
     });
     return new CairnError('ALREADY_EXISTS', `object ${key} already exists`, { driver: DRIVER });
+  }
+
+  /** `CONFLICT` for a key whose path holds a foreign file that is no object (see linkRefusal). */
+  private foreign(key: string): CairnError {
+    const message = `the path of object ${key} holds something that is no object (a symbolic link, FIFO, socket or device); remove it, or put without ifAbsent to replace it`;
+    return new CairnError('CONFLICT', message, { driver: DRIVER, details: { file: this.pathOf(key) } });
   }
 
   private collision(key: string, cause?: unknown): CairnError {

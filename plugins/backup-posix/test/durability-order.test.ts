@@ -85,4 +85,23 @@ describe('a put resolves only once everything it relies on is durable', () => {
     expect(probe.since(from)).toEqual(expect.arrayContaining([`synced ${parent}`, `synced ${join(parent, 'a')}`]));
     store = { directory: parent } as PosixObjectStore; // afterEach removes it all
   });
+
+  it('open of a store directory that another open just created waits for an fsync of its parent, even while that open\'s is still running', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'cairn-posix-root-'));
+    const directory = join(parent, 'a', 'repo');
+    const held = probe.hold(join(parent, 'a')); // the first open's fsync that makes its new repo/ durable
+    const first = PosixObjectStore.open({ directory }).then(() => probe.mark('first resolved'));
+    await held.reached;
+    const from = probe.log.length;
+    store = await PosixObjectStore.open({ directory });
+    expect(probe.since(from)).toContain(`synced ${join(parent, 'a')}`);
+    expect(probe.log).not.toContain('first resolved');
+    held.release();
+    await first;
+    // Once per process: a later open of the same directory fsyncs nothing.
+    const later = probe.log.length;
+    await PosixObjectStore.open({ directory });
+    expect(probe.since(later)).toEqual([]);
+    store = { directory: parent } as PosixObjectStore; // afterEach removes it all
+  });
 });
