@@ -14,6 +14,7 @@ export { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExt
 export type * from './object-store/context.js';
 export { objectStoreSuite, objectStoreGroups } from './object-store/suite.js';
 export { objectReadWrite, objectListing, objectConcurrency, objectReadInto, objectPartWrites, newPrefix } from './object-store/cases.js';
+export { objectForeignEntries } from './object-store/foreign-entries.js';
 export type * from './backup-service/context.js';
 export { backupServiceSuite, backupServiceGroups } from './backup-service/suite.js';
 export { backupRoundTrip, backupVerify } from './backup-service/roundtrip.js';

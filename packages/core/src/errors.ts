@@ -83,7 +83,7 @@ export function isRetryable(err: unknown): boolean {
 /**
  * Wraps any thrown value as a CairnError. A CairnError passes through unchanged; an AbortError
  * becomes `CANCELLED`; Node system errors map to the closest code (ENOENT → NOT_FOUND,
- * EEXIST → ALREADY_EXISTS, ENOSPC/EDQUOT → UNAVAILABLE, ECONNREFUSED/ECONNRESET → UNAVAILABLE,
+ * EEXIST → ALREADY_EXISTS, ENOSPC/EDQUOT/EMFILE/ENFILE → UNAVAILABLE, ECONNREFUSED/ECONNRESET → UNAVAILABLE,
  * EBUSY/EAGAIN → BUSY, EINVAL/EISDIR/ENOTDIR/ENAMETOOLONG → INVALID_INPUT); anything else becomes
  * `INTERNAL`.
  */
@@ -105,6 +105,8 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EDQUOT: 'UNAVAILABLE',
   EROFS: 'UNAVAILABLE',
   EIO: 'UNAVAILABLE',
+  EMFILE: 'UNAVAILABLE', // no file descriptor left in the process: retryable once other work closes some
+  ENFILE: 'UNAVAILABLE', // nor in the host
   EACCES: 'UNAVAILABLE', // no permission: the storage is not usable by this process
   EPERM: 'UNAVAILABLE',
   ECONNREFUSED: 'UNAVAILABLE',

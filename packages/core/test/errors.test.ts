@@ -24,6 +24,7 @@ describe('CairnError', () => {
     expect(toCairnError(sys('ENOENT')).code).toBe('NOT_FOUND');
     expect(toCairnError(sys('EEXIST')).code).toBe('ALREADY_EXISTS');
     expect(toCairnError(sys('ENOSPC')).code).toBe('UNAVAILABLE');
+    expect([toCairnError(sys('EMFILE')).code, toCairnError(sys('ENFILE')).code]).toEqual(['UNAVAILABLE', 'UNAVAILABLE']);
     expect([toCairnError(sys('EISDIR')).code, toCairnError(sys('ENOTDIR')).code, toCairnError(sys('ENAMETOOLONG')).code, toCairnError(sys('ELOOP')).code]).toEqual(['INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT']);
     expect(toCairnError(sys('ECONNREFUSED')).code).toBe('UNAVAILABLE');
     expect([toCairnError(sys('EACCES')).code, toCairnError(sys('EPERM')).code]).toEqual(['UNAVAILABLE', 'UNAVAILABLE']);

@@ -10,11 +10,10 @@ export function errnoOf(err: unknown): string | undefined {
 
 /**
  * Maps a filesystem error to a CairnError tagged `posix`. Beyond core's `toCairnError`
- * (ENOENT → NOT_FOUND, ENOSPC/EDQUOT/EROFS/EIO → UNAVAILABLE, …): ENOTDIR/EISDIR → CONFLICT
- * (a key collides with another key's directory), ENAMETOOLONG → INVALID_INPUT (a key segment
- * longer than the filesystem's name limit), EACCES/EPERM → UNAVAILABLE, ESTALE → UNAVAILABLE,
- * EMFILE/ENFILE → UNAVAILABLE (no file descriptor left in the process or the host: retryable once
- * other work closes some, as a full disk is once space is freed).
+ * (ENOENT → NOT_FOUND, ENOSPC/EDQUOT/EROFS/EIO/EMFILE/ENFILE → UNAVAILABLE, …): ENOTDIR/EISDIR
+ * → CONFLICT (a key collides with another key's directory), ENAMETOOLONG → INVALID_INPUT (a key
+ * segment longer than the filesystem's name limit), EACCES/EPERM → UNAVAILABLE, ESTALE →
+ * UNAVAILABLE.
  */
 export function fsError(err: unknown, context: string): CairnError {
   if (err instanceof CairnError) return err;
@@ -41,8 +40,6 @@ const LOCAL_CODES: Record<string, CairnError['code']> = {
   EACCES: 'UNAVAILABLE',
   EPERM: 'UNAVAILABLE',
   ESTALE: 'UNAVAILABLE',
-  EMFILE: 'UNAVAILABLE',
-  ENFILE: 'UNAVAILABLE',
 };
 
 /** True for errors meaning "this path holds no object" (missing, or a component is not a directory). */

@@ -8,7 +8,12 @@ export interface ObjectInfo {
 }
 
 export interface PutOptions {
-  /** Fail with `ALREADY_EXISTS` instead of replacing an existing object (atomically). */
+  /**
+   * Fail with `ALREADY_EXISTS` instead of replacing an existing object (atomically).
+   * `ALREADY_EXISTS` means exactly that `get` finds an object at the key (callers take it as
+   * "already stored"); when the key's place holds something that is no object (a directory of
+   * other keys, a foreign file a store cannot read as one), the put is `CONFLICT` instead.
+   */
   ifAbsent?: boolean;
 }
 
