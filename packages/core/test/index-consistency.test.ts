@@ -14,8 +14,9 @@ import {
   type ObjectStore,
   type PutOptions,
 } from '../src/index.js';
-import { ChunkCodec } from '../src/repository/codec.js';
-import { ChunkIndex } from '../src/repository/chunk-index.js';
+import { ChunkCodec, encodeDocument } from '../src/repository/codec.js';
+import { ChunkIndex, indexLabel, toTuples } from '../src/repository/chunk-index.js';
+import { readPackTrailer } from '../src/repository/pack-trailer.js';
 import { PackWriter } from '../src/repository/pack-writer.js';
 import { MiB, chunkedRig, contents, expectCode, filledVolume, keys } from './helpers.js';
 import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
@@ -212,5 +213,36 @@ describe('gc and packs no index object names', () => {
     await manager.backup({ volumeId: v.id });
     expect(await service.gc({ graceMs: 0 })).toMatchObject({ backups: 1, packsDeleted: 0 });
     await service.close();
+  });
+});
+
+describe('a format-1 index object under a key that is no pack id', () => {
+  it('is damaged as a whole, in the form Cairn writes too: no pack of that id is known, gc() refuses CORRUPT and verify() names it', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const data = pattern(2 * CHUNK, 48);
+    const b = await backUp(service, 'b', data);
+    const [pack] = await keys(store, 'packs/');
+    const packId = pack!.slice('packs/'.length);
+    const codec = service.repository.codec;
+    // A pack's own index, as format 1 stored it, but under a foreign, path-like key (the store
+    // takes it: every segment is a key segment): its pack id would be `old/<packId>`.
+    const foreign = `old/${packId}`;
+    const entries = await readPackTrailer(store, codec, packId);
+    await store.put(`index/${foreign}`, encodeDocument(codec, { version: 1, blobs: toTuples(entries) }, indexLabel(foreign)));
+    await service.close();
+
+    const other = await openRepo(store);
+    await other.repository.index.refresh();
+    expect([...other.repository.index.damaged]).toEqual([foreign]);
+    expect([...other.repository.index.packs().keys()]).toEqual([packId]);
+    expect([...other.repository.index.indexedPacks()]).toEqual([packId]);
+    await expectCode(other.gc({ graceMs: 0 }), 'CORRUPT');
+    const problems = (await other.verify()).problems;
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatchObject({ code: 'CORRUPT' });
+    expect(problems[0]!.message).toContain(`index/${foreign}`);
+    expect((await restored(other, b)).equals(data)).toBe(true);
+    await other.close();
   });
 });

@@ -295,6 +295,8 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     chunks = await pages.finish();
     throwIfAborted(job.signal);
   } catch (err) {
+    // Every cleanup runs and none throws (PackWriter.abandon, ChunkPageWriter.abandon): the
+    // backup's own error is the one raised, whatever the store does with an abort.
     await Promise.allSettled(inflight);
     await writer.abandon();
     await pages.abandon();

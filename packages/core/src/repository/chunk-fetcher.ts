@@ -66,33 +66,77 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
  * range as it is decoded (ranges are planned in pack order and several are in flight, so calls
  * may overlap and come in any order; the plaintexts of one range are views into one buffer, back
  * to back, which is reused once `onChunks` resolves: copy what must outlive the call). Every
- * chunk is fetched once however many times it is wanted. `NOT_FOUND` names a chunk the index
- * lacks or whose pack is gone; `CORRUPT` a chunk that fails its checks. With `onError`, those
+ * chunk is handed over once however many times it is wanted. A chunk whose copy fails its checks
+ * or is gone (its pack missing or short) is fetched from the next copy the index names
+ * (ChunkIndex.otherCopies), after the ranges planned before it, and `onCopyFailed` is told of the
+ * copy that failed; only when no copy is left is it an error: `NOT_FOUND` names a chunk the index
+ * lacks or whose pack is gone, `CORRUPT` a chunk that fails its checks. With `onError`, those
  * errors are passed to it instead and the walk goes on (verify). On any other failure no new
- * range starts, the ranges in flight settle, and the first error is thrown.
+ * range starts, the ranges in flight settle, and the first error is thrown. A chunk read well the
+ * first time costs nothing more than it did before copies were tried.
  */
 export async function fetchChunks(
   repo: Repository,
   ids: Iterable<string>,
   onChunks: (chunks: { id: string; data: Buffer }[]) => Promise<void>,
-  options: FetchOptions & { onError?: (id: string, err: CairnError) => void } = {},
+  options: FetchOptions & { onError?: (id: string, err: CairnError) => void; onCopyFailed?: (copy: Location, err: CairnError) => void } = {},
 ): Promise<void> {
-  const locations: Location[] = [];
   // An index entry no chunk of this repository can have (damaged, or crafted) is never planned:
   // its lengths would size the shared buffers.
   const maxRaw = repo.config.chunkSize;
   const maxStored = ChunkCodec.maxEncodedLength(maxRaw);
+  /** Per chunk whose copy failed: the copies tried (`pack@offset`). */
+  const tried = new Map<string, Set<string>>();
+  /** Copies to fetch in the next round, in place of copies that failed in this one. */
+  const retries: Location[] = [];
+  // A copy that failed: the chunk's next untried copy is fetched in the next round; with none
+  // left, the error is the chunk's (passed to onError, or thrown: run() then fails the walk).
+  const failed = (copy: Location, err: CairnError): void => {
+    const seen = tried.get(copy.id) ?? new Set<string>();
+    seen.add(`${copy.pack}@${copy.offset}`);
+    const next = repo.index.otherCopies(copy.id).find((c) => !seen.has(`${c.pack}@${c.offset}`));
+    if (!next) {
+      if (options.onError) options.onError(copy.id, err);
+      else throw err;
+      return;
+    }
+    tried.set(copy.id, seen);
+    options.onCopyFailed?.(copy, err);
+    retries.push(next);
+  };
+  const plan = (copies: Iterable<Location>): Location[] => {
+    const out: Location[] = [];
+    for (const l of copies) {
+      if (l.rawLength <= maxRaw && l.length <= maxStored) out.push(l);
+      else failed(l, new CairnError('CORRUPT', `the index entry of chunk ${l.id} is damaged: ${l.length} bytes stored for ${l.rawLength}, in a repository of ${maxRaw}-byte chunks`, { details: { chunk: l.id, pack: l.pack } }));
+    }
+    return out;
+  };
+  const first: Location[] = [];
   for (const id of new Set(ids)) {
     const l = repo.index.get(id);
-    const err = !l
-      ? new CairnError('NOT_FOUND', `chunk ${id} is in no pack`, { details: { chunk: id } })
-      : l.rawLength > maxRaw || l.length > maxStored
-        ? new CairnError('CORRUPT', `the index entry of chunk ${id} is damaged: ${l.length} bytes stored for ${l.rawLength}, in a repository of ${maxRaw}-byte chunks`, { details: { chunk: id, pack: l.pack } })
-        : undefined;
-    if (!err) locations.push(l!);
-    else if (options.onError) options.onError(id, err);
-    else throw err;
+    if (l) first.push(l);
+    else {
+      const err = new CairnError('NOT_FOUND', `chunk ${id} is in no pack`, { details: { chunk: id } });
+      if (options.onError) options.onError(id, err);
+      else throw err;
+    }
   }
+  for (let round = plan(first); round.length > 0; round = plan(retries.splice(0))) await fetchRound(repo, round, onChunks, failed, options);
+}
+
+/**
+ * Fetches `locations` (checked entries) in ranges, handing the chunks read well to `onChunks` and
+ * each copy that fails its checks or is gone to `failed` (which throws to fail the walk). Any
+ * other failure stops new ranges, lets those in flight settle, and is thrown.
+ */
+async function fetchRound(
+  repo: Repository,
+  locations: Location[],
+  onChunks: (chunks: { id: string; data: Buffer }[]) => Promise<void>,
+  failed: (copy: Location, err: CairnError) => void,
+  options: FetchOptions,
+): Promise<void> {
   const maxRange = options.maxRange ?? 2 * 1024 * 1024;
   const ranges = planRanges(locations, maxRange, options.maxGap ?? 256 * 1024);
   const processor = repo.processor();
@@ -130,9 +174,9 @@ export async function fetchChunks(
         const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')
           ? new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${r.pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err })
           : err;
-        // Only damage is reported per chunk; a store that fails (UNAVAILABLE…) fails the walk.
-        if (!options.onError || !(isCairnError(e) && (e.code === 'NOT_FOUND' || e.code === 'CORRUPT'))) throw e;
-        for (const b of r.blobs) options.onError(b.id, e);
+        // Only damage is a copy's; a store that fails (UNAVAILABLE…) fails the walk.
+        if (!(isCairnError(e) && (e.code === 'NOT_FOUND' || e.code === 'CORRUPT'))) throw e;
+        for (const b of r.blobs) failed(b, e);
         return;
       }
       output = await outputs.take();
@@ -143,9 +187,9 @@ export async function fetchChunks(
       );
       inputs.give(input);
       holdsInput = false;
-      for (const d of decoded) {
+      for (const [k, d] of decoded.entries()) {
         if (d.data) continue;
-        if (options.onError && (d.error!.code === 'CORRUPT' || d.error!.code === 'NOT_FOUND')) options.onError(d.id, d.error!);
+        if (d.error!.code === 'CORRUPT' || d.error!.code === 'NOT_FOUND') failed(r.blobs[k]!, d.error!);
         else throw d.error!;
       }
       await onChunks(decoded.filter((d) => d.data).map((d) => ({ id: d.id, data: d.data! })));

@@ -33,8 +33,9 @@ const U32_MAX = 0xffffffff;
 /**
  * Where every chunk lives: the union of all index objects, loaded incrementally. An index object
  * names one pack (format 1: its id is the pack's) or several (format 2). A chunk stored twice
- * (two writers racing) resolves to the first pack seen; GC keeps one copy. A pack named by two
- * index objects (a GC rewrite interrupted) counts once.
+ * (two writers racing) resolves to the first pack seen (`get`); its other copies stay known
+ * (`otherCopies`), for readers whose first copy is damaged or gone; GC keeps one copy. A pack
+ * named by two index objects (a GC rewrite interrupted) counts once.
  *
  * Memory: entries live in typed arrays (32 binary id bytes and four u32 per blob, plus an
  * open-addressing table of i32 slots), about 60 bytes a chunk rather than ~200 as JS objects and
@@ -62,6 +63,10 @@ export class ChunkIndex {
   readonly damaged = new Set<string>();
   /** forgetObject ran since the last refresh: some pack may be named by no known object now. */
   private forgotSince = false;
+  /** Entries whose id an earlier entry has (copies but the first); recounted when the table is rebuilt. */
+  private duplicates = 0;
+  /** Per id stored more than once, its copies but the first: made by otherCopies, dropped when entries change. */
+  private copies: Map<string, Location[]> | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -184,9 +189,10 @@ export class ChunkIndex {
       const k = this.entries++;
       const f = k * FIELDS;
       [this.fields[f], this.fields[f + 1], this.fields[f + 2], this.fields[f + 3]] = [ordinal, fields[j * 3]!, fields[j * 3 + 1]!, fields[j * 3 + 2]!];
-      this.table.insert(this.ids, k);
+      if (this.table.insert(this.ids, k) !== k) this.duplicates++;
     }
     this.byPack.set(packId, { ordinal, first, count });
+    this.copies = undefined;
   }
 
   /** Records that index object `indexId` names `packIds` (one this process wrote, or loaded). */
@@ -220,7 +226,7 @@ export class ChunkIndex {
 
   /** Forgets a pack (after GC deleted it); chunks found in another pack stay reachable. */
   remove(packId: string): void {
-    if (this.byPack.delete(packId)) this.stale = true;
+    if (this.byPack.delete(packId)) [this.stale, this.copies] = [true, undefined];
   }
 
   has(id: string): boolean {
@@ -236,6 +242,30 @@ export class ChunkIndex {
   get(id: string): Location | undefined {
     const k = this.find(id);
     return k < 0 ? undefined : this.entryAt(k, id);
+  }
+
+  /**
+   * Every live copy of `id` but the one `get` resolves to, in the order their packs became known
+   * (a chunk stored in several packs: docs/repository-format.md, "Packs and indexes"): where a
+   * reader whose copy is damaged or gone looks next. Empty at no cost when no chunk is stored
+   * twice; else the first call after the index changed walks every entry once (a table lookup
+   * each) and keeps only the extra copies. Never on a reader's path while its copies read well.
+   */
+  otherCopies(id: string): Location[] {
+    this.refreshTable();
+    if (this.duplicates === 0) return [];
+    if (!this.copies) {
+      const copies = new Map<string, Location[]>();
+      for (let k = 0; k < this.entries; k++) {
+        if (this.table.find(this.ids, this.ids, k * ID_BYTES) === k) continue;
+        const copy = this.entryAt(k);
+        const list = copies.get(copy.id);
+        if (list) list.push(copy);
+        else copies.set(copy.id, [copy]);
+      }
+      this.copies = copies;
+    }
+    return this.copies.get(id) ?? [];
   }
 
   /** Every live pack with its entries; a view: entries are made when a pack is asked for. */
@@ -292,9 +322,9 @@ export class ChunkIndex {
       p.first = at;
       at += p.count;
     }
-    [this.ids, this.fields, this.entries] = [ids, fields, at];
+    [this.ids, this.fields, this.entries, this.duplicates] = [ids, fields, at, 0];
     this.table.reset(at);
-    for (let k = 0; k < at; k++) this.table.insert(this.ids, k);
+    for (let k = 0; k < at; k++) if (this.table.insert(this.ids, k) !== k) this.duplicates++;
   }
 }
 

@@ -31,6 +31,12 @@ export interface ChunkedServiceOptions extends OpenOptions, WriteOptions {
   name?: string;
   /** Create the repository when the store has none. Default false (`NOT_FOUND`). */
   init?: InitOptions | boolean;
+  /**
+   * Told of a failure that does not fail the job it happened in: repository locks a backup,
+   * restore or verify could not release once done (they expire on their own; `details.locks`
+   * names them). Default: process.emitWarning.
+   */
+  onWarning?: (warning: CairnError) => void;
 }
 
 export interface RepositoryStats {
@@ -100,7 +106,7 @@ export class ChunkedBackupService implements BackupService {
       const repo = this.repository;
       repo.processor(); // the worker threads boot while the locks are taken and the index loads
       const [shared, volumeLock] = await this.backupLocks(job);
-      try {
+      return this.releasingAfter([volumeLock, shared], `backup ${job.backup.id}`, async () => {
         // The index loads alongside the parent's manifest and the first reads; writeBackup waits
         // for it before its first dedup decision.
         const indexReady = repo.index.refresh();
@@ -115,10 +121,30 @@ export class ChunkedBackupService implements BackupService {
         } finally {
           await indexReady.catch(() => undefined); // its failure, if any, was raised by writeBackup
         }
-      } finally {
-        await releaseAll([volumeLock, shared]);
-      }
+      });
     });
+  }
+
+  /**
+   * `fn`'s outcome, once `locks` are released. A lock that cannot be released (the store fails
+   * every try) is left to expire, which it does on its own since nothing refreshes it any more:
+   * that neither fails a job that succeeded (a backup whose manifest is written is there to
+   * restore) nor replaces the job's own error; it goes to `onWarning`, with the store's code.
+   */
+  private async releasingAfter<T>(locks: LockHandle[], job: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } finally {
+      await releaseAll(locks).catch((err: unknown) => {
+        const e = toCairnError(err, this.name);
+        this.warn(new CairnError(e.code, `${job}: repository locks ${locks.map((l) => l.doc.id).join(', ')} could not be released and are left to expire: ${e.message}`, { driver: this.name, cause: err, details: { locks: locks.map((l) => l.doc.id) } }));
+      });
+    }
+  }
+
+  private warn(warning: CairnError): void {
+    if (this.options.onWarning) this.options.onWarning(warning);
+    else process.emitWarning(warning);
   }
 
   /**
@@ -156,11 +182,7 @@ export class ChunkedBackupService implements BackupService {
   /** Runs `fn` holding the repository's shared lock (waiting while GC holds the exclusive one). */
   private async underSharedLock<T>(purpose: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
     const lock = await this.repository.locks.acquire('shared', { purpose, wait: true, signal });
-    try {
-      return await fn();
-    } finally {
-      await lock.release();
-    }
+    return this.releasingAfter([lock], purpose, fn);
   }
 
   /** Removes the backup's manifest (idempotent); its chunks go at the next `gc`. */

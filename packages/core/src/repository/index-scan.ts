@@ -6,7 +6,7 @@
  * undefined and the caller parses the document with JSON.parse.
  */
 
-import { ID_BYTES, ID_HEX } from './chunk-id.js';
+import { HEX_ID, ID_BYTES, ID_HEX } from './chunk-id.js';
 import { COMMA, JsonCursor, LBRACKET, RBRACE, RBRACKET } from './json-cursor.js';
 
 /** Blobs read from an index document: per pack its id and blob count; per blob 32 id bytes and [offset, length, rawLength]. */
@@ -46,6 +46,7 @@ function scanTuples(c: JsonCursor, out?: Sink): number {
 function pass(json: Uint8Array, indexId: string, out?: Sink): { version: 1 | 2; packs: { packId: string; count: number }[] } | undefined {
   const c = new JsonCursor(json);
   if (c.take('{"version":1,"blobs":')) {
+    if (!HEX_ID.test(indexId)) return undefined; // its pack id is its key's: a foreign key names no pack
     const count = scanTuples(c, out);
     return count >= 0 && c.byte(RBRACE) && c.at === json.length ? { version: 1, packs: [{ packId: indexId, count }] } : undefined;
   }
@@ -67,7 +68,9 @@ function pass(json: Uint8Array, indexId: string, out?: Sink): { version: 1 | 2; 
 
 /**
  * The blobs of a version 1 (`indexId` is then the pack's id) or version 2 index document in
- * JSON.stringify's form, or undefined for any other form (the caller then parses it as JSON).
+ * JSON.stringify's form, or undefined for any other form (the caller then parses it as JSON, and
+ * refuses what this refuses), a version 1 document under an `indexId` that is not 64 lowercase
+ * hex digits (no pack id: a foreign key) among them.
  * Two passes: one counts and checks, one decodes into arrays of the exact size.
  */
 export function scanIndexDocument(json: Uint8Array, indexId: string): ScannedIndex | undefined {

@@ -15,9 +15,16 @@ export interface PackBody {
   readonly size: number;
   /** Appends a copy of `bytes`; `bytes` is the caller's again once this resolves. Rejects with the store's failure, if any. */
   write(bytes: Uint8Array): Promise<void>;
-  /** Stores what was written under the key (`ALREADY_EXISTS` is success: pack keys are random). Releases the body's memory, whatever the outcome. */
+  /**
+   * Stores what was written under the key (`ALREADY_EXISTS` is success: pack keys are random).
+   * Releases the body's memory, whatever the outcome. Rejects with the store's failure to store,
+   * never with a failure to clean up after it.
+   */
   store(): Promise<void>;
-  /** Releases the body's memory and stores nothing. Idempotent. */
+  /**
+   * Releases the body's memory and stores nothing. Idempotent. Never throws: a store that fails
+   * to abort a part writer leaves its temporary object to the store's sweep (GC's leftovers).
+   */
   discard(): Promise<void>;
 }
 
@@ -120,7 +127,7 @@ export class StreamedPackBody implements PackBody {
       if (this.failure) throw this.failure;
       await this.writer.commit();
     } catch (err) {
-      await this.writer.abort();
+      await this.writer.abort().catch(() => undefined); // the failure to store is the one raised
       if (!isPresent(err)) throw err;
     } finally {
       this.giveSegment();
@@ -131,7 +138,7 @@ export class StreamedPackBody implements PackBody {
     this.done = true;
     await Promise.allSettled(this.appends);
     this.giveSegment();
-    await this.writer.abort();
+    await this.writer.abort().catch(() => undefined); // see PackBody.discard
   }
 
   /** Hands the current segment's filled bytes to the store; the segment returns to the list once stored. */

@@ -205,7 +205,7 @@ export class PackWriter {
   /**
    * Waits for uploads without raising (used on the failure path), discards the pack being
    * filled, then names the packs that did land in an index object, best effort, so that the
-   * next backup reuses their chunks.
+   * next backup reuses their chunks. Never throws: the caller's own error is the one to raise.
    */
   async abandon(): Promise<void> {
     await this.queue;

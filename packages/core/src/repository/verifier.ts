@@ -16,7 +16,9 @@ const FETCH_BATCH = 16_384;
  * each chunk once, and reports which backups a bad or missing chunk, chunk list page or manifest
  * breaks (one problem per backup, in the order given). With `backupIds` omitted, index objects
  * that cannot be read and break no backup are reported too, after them, one problem each with no
- * backupId (VerifyProblem). A chunk is also bad when its length is
+ * backupId (VerifyProblem), and so are copies of chunks that failed their checks or are gone while
+ * another copy of the chunk read well (the chunk breaks no backup: readers fall back to the
+ * other copy; fetchChunks). A chunk is also bad when its length is
  * not the length of the place it fills (every chunk is chunkSize bytes but a short last one).
  * Progress: plaintext bytes of the distinct chunks checked, out of those the index lists (chunks
  * it does not list are missing: they count in neither).
@@ -32,6 +34,8 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
   const report: VerifyReport = { checked: [], problems: [], bytesChecked: 0 };
   const wanted = new ChunkIdSet();
   const bad = new Map<string, CairnError>();
+  /** Copies that failed while another copy of their chunk was tried, per chunk. */
+  const failedCopies = new Map<string, CairnError[]>();
   // One problem per backup: a manifest's or page's first, then its chunks'.
   const perBackup = new Map<string, VerifyProblem>();
   let total = 0;
@@ -55,7 +59,12 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
         for (const c of chunks) report.bytesChecked += c.data.length;
         progress?.(report.bytesChecked, total);
       },
-      { signal, once: true, onError: (id, err) => bad.set(id, err) },
+      {
+        signal,
+        once: true,
+        onError: (id, err) => bad.set(id, err),
+        onCopyFailed: (copy, err) => failedCopies.set(copy.id, [...(failedCopies.get(copy.id) ?? []), new CairnError(err.code, `its copy in pack ${copy.pack} at ${copy.offset}: ${err.message}`, { cause: err })]),
+      },
     );
   }
   // The backups each bad chunk breaks, in the order their chunks come (walked again: only now is
@@ -94,6 +103,15 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
   if (!backupIds && !damagedNamed) {
     for (const id of repo.index.damaged) {
       report.problems.push({ code: 'CORRUPT', message: `index object index/${id} cannot be read; it breaks no backup, but GC refuses to run over it: delete the object index/${id} from the store, and the next GC names again, from their own trailers, the packs it named that hold chunks a backup uses` });
+    }
+  }
+  // A damaged copy that another copy stands in for breaks no backup, but every read of the chunk
+  // tries it first: a verify of the whole repository names it.
+  if (!backupIds) {
+    for (const [id, copies] of failedCopies) {
+      if (bad.has(id)) continue; // no copy read well: the backups' problems name the chunk
+      const code = copies.every((e) => e.code === 'NOT_FOUND') ? 'NOT_FOUND' : 'CORRUPT';
+      report.problems.push({ code, message: `chunk ${id} breaks no backup (another copy reads well), but readers try first ${copies.map((e) => e.message).join('; ')}` });
     }
   }
   return report;

@@ -1,0 +1,138 @@
+/**
+ * A chunk may be stored in more than one pack (two writers raced; docs/repository-format.md,
+ * "Packs and indexes"), and any copy is valid. When the copy the index resolves to is damaged or
+ * gone, readers (restore, verify, GC's repack) take the next copy the index names instead of
+ * failing for as long as the first one stays there.
+ */
+import { describe, expect, it } from 'vitest';
+import { MemoryObjectStore, type ObjectStore } from '../src/index.js';
+import { PackWriter } from '../src/repository/pack-writer.js';
+import { ChunkCodec } from '../src/repository/codec.js';
+import type { Repository } from '../src/repository/repository.js';
+import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
+import { keys } from './helpers.js';
+
+/** Stores a second copy of `data` (chunk `id`) in a pack of its own, named by an index object; returns the pack's id. */
+async function secondCopy(repo: Repository, data: Buffer): Promise<string> {
+  const id = repo.codec.chunkId(data);
+  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
+  await writer.add(id, repo.codec.encode(data, 'none', id), data.length);
+  await writer.finish();
+  const copy = repo.index.otherCopies(id).at(-1);
+  if (!copy) throw new Error('the second copy is not in the index');
+  return copy.pack;
+}
+
+/** Flips a byte in the middle of the blob the index resolves chunk `id` to; returns its pack's id. */
+async function damageFirstCopy(store: ObjectStore, repo: Repository, id: string): Promise<string> {
+  const l = repo.index.get(id)!;
+  const pack = await store.get(`packs/${l.pack}`);
+  pack[l.offset + Math.floor(l.length / 2)]! ^= 0x40;
+  await store.put(`packs/${l.pack}`, pack);
+  return l.pack;
+}
+
+describe('ChunkIndex.otherCopies', () => {
+  it('otherCopies(id) lists the copies get(id) does not resolve to, and none once the first pack is removed', async () => {
+    const service = await openRepo();
+    const repo = service.repository;
+    const data = pattern(2 * CHUNK, 101);
+    await backUp(service, 'b', data);
+    const [a, b] = [repo.codec.chunkId(data.subarray(0, CHUNK)), repo.codec.chunkId(data.subarray(CHUNK))];
+    expect(repo.index.otherCopies(a)).toEqual([]); // no chunk is stored twice
+    const first = repo.index.get(a)!.pack;
+    const second = await secondCopy(repo, data.subarray(0, CHUNK));
+    expect(repo.index.get(a)!.pack).toBe(first);
+    expect(repo.index.otherCopies(a)).toMatchObject([{ id: a, pack: second, rawLength: CHUNK }]);
+    expect(repo.index.otherCopies(b)).toEqual([]);
+    repo.index.remove(first);
+    expect(repo.index.get(a)!.pack).toBe(second);
+    expect(repo.index.otherCopies(a)).toEqual([]);
+    await service.close();
+  });
+});
+
+describe('restore and verify of a chunk whose first copy is damaged or gone', () => {
+  it('restore(backup) reads the other copy byte-exact; verify(backup) is clean; verify() names the damaged copy without a backupId', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const data = pattern(2 * CHUNK, 102);
+    const b = await backUp(service, 'b', data);
+    const id = repo.codec.chunkId(data.subarray(0, CHUNK));
+    await secondCopy(repo, data.subarray(0, CHUNK));
+    const damaged = await damageFirstCopy(store, repo, id);
+
+    expect((await restored(service, b)).equals(data)).toBe(true);
+    expect((await service.verify(b)).problems).toEqual([]);
+    const whole = await service.verify();
+    expect(whole.problems).toHaveLength(1);
+    expect(whole.problems[0]).toMatchObject({ code: 'CORRUPT' });
+    expect(whole.problems[0]!.backupId).toBeUndefined();
+    expect(whole.problems[0]!.message).toContain(damaged);
+    await service.close();
+  });
+
+  it('restore(backup) of a chunk whose first pack the store lost reads the other copy', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const data = pattern(CHUNK, 103); // one chunk: its pack holds nothing else
+    const b = await backUp(service, 'b', data);
+    const id = repo.codec.chunkId(data);
+    await secondCopy(repo, data);
+    await store.delete(`packs/${repo.index.get(id)!.pack}`); // the index still names it
+
+    expect((await restored(service, b)).equals(data)).toBe(true);
+    await service.close();
+  });
+
+  it('restore(backup) whose every copy of a chunk is damaged fails CORRUPT naming the backup', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const data = pattern(2 * CHUNK, 104);
+    const b = await backUp(service, 'b', data);
+    const id = repo.codec.chunkId(data.subarray(0, CHUNK));
+    const second = await secondCopy(repo, data.subarray(0, CHUNK));
+    await damageFirstCopy(store, repo, id);
+    const l = repo.index.otherCopies(id).find((c) => c.pack === second)!;
+    const pack = await store.get(`packs/${second}`);
+    pack[l.offset + 10]! ^= 0x01;
+    await store.put(`packs/${second}`, pack);
+
+    await expect(restored(service, b)).rejects.toMatchObject({ code: 'CORRUPT', details: { backupId: 'b' } });
+    const report = await service.verify(b);
+    expect(report.problems).toMatchObject([{ backupId: 'b', code: 'CORRUPT' }]);
+    await service.close();
+  });
+});
+
+describe('gc over a chunk whose first copy is damaged', () => {
+  it('gc() repacks from the other copy and drops the damaged pack: another process verifies clean and restores byte-exact', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const a = pattern(CHUNK, 105);
+    const first = await backUp(service, 'first', Buffer.concat([a, pattern(CHUNK, 106)]));
+    const data = Buffer.concat([a, pattern(CHUNK, 107)]);
+    const b = await backUp(service, 'second', data); // reuses chunk a from the first backup's pack
+    await service.delete(first); // that pack is half dead now: GC repacks it
+    const id = repo.codec.chunkId(a);
+    await secondCopy(repo, a);
+    const damaged = await damageFirstCopy(store, repo, id);
+
+    const report = await service.gc({ graceMs: 0 });
+    expect(report.packsRepacked).toBe(1);
+    expect(await keys(store, 'packs/')).not.toContain(`packs/${damaged}`);
+    await service.close();
+
+    const other = await openRepo(store);
+    await other.repository.index.refresh();
+    expect(other.repository.index.get(id)?.pack).not.toBe(damaged);
+    expect(other.repository.index.indexedPacks().has(damaged)).toBe(false);
+    expect((await other.verify()).problems).toEqual([]);
+    expect((await restored(other, b)).equals(data)).toBe(true);
+    await other.close();
+  });
+});
