@@ -28,6 +28,7 @@ import {
   changedExtents,
   changedExtentsOfSnapshots,
   dependentChainCases,
+  objectForeignEntries,
   objectListing,
   objectReadInto,
   objectReadWrite,
@@ -189,6 +190,27 @@ describe('the object-store suite catches a broken store', () => {
     };
     const c = byName(objectReadInto.cases, 'getInto fills exactly');
     await expect(runCase(c, { setup: async () => ({ store, prefix: 'p4' }) })).rejects.toThrow(/untouched/);
+  });
+
+  it('a store that answers ALREADY_EXISTS for a place holding no object fails the foreign-entry case', async () => {
+    // Foreign entries are invisible to reads (as the posix store's FIFOs are), but an
+    // only-if-absent put over one says ALREADY_EXISTS, which callers take as "already stored".
+    const store = new MemoryObjectStore();
+    const foreign = new Set<string>();
+    const put = store.put.bind(store);
+    store.put = async (key: string, data: Uint8Array, o?: PutOptions) => {
+      if (o?.ifAbsent && foreign.has(key)) throw new CairnError('ALREADY_EXISTS', `${key} exists`);
+      foreign.delete(key);
+      return put(key, data, o);
+    };
+    const del = store.delete.bind(store);
+    store.delete = async (key: string) => {
+      foreign.delete(key);
+      return del(key);
+    };
+    const plantForeign = async (_: ObjectStore, key: string) => void foreign.add(key);
+    const c = byName(objectForeignEntries.cases, 'get, head and getInto fail with NOT_FOUND');
+    await expect(runCase(c, { setup: async () => ({ store, prefix: 'p5', plantForeign }) })).rejects.toThrow(/CONFLICT/);
   });
 });
 
