@@ -193,12 +193,30 @@ export function attachConflicts(caps: VolumeDriverCapabilities): Group<VolumeDri
 /**
  * Runs when the suite is given a `peer`: the same rule between two driver instances on the same
  * volumes, as between two processes. `sharesReadOnly`: read-only attachments in both at once are
- * allowed; without it, the opposite case runs (the second one fails with BUSY).
+ * allowed; without it, the opposite case runs (the second one fails with BUSY). `snapshots`: the
+ * driver has the capability, so a delete of a snapshot the other instance has attached runs too.
  */
-export function attachConflictsAcrossInstances(sharesReadOnly: boolean): Group<VolumeDriverContext> {
+export function attachConflictsAcrossInstances(sharesReadOnly: boolean, snapshots = false): Group<VolumeDriverContext> {
   const pair = ({ driver, peer }: VolumeDriverContext): Pair => {
     assert.ok(peer, 'the suite was given no peer instance');
     return { holder: driver, other: peer };
   };
-  return { name: 'attach conflicts across two driver instances on the same volumes', cases: conflictCases(' (second instance)', pair, sharesReadOnly) };
+  const cases = conflictCases(' (second instance)', pair, sharesReadOnly);
+  if (snapshots) {
+    cases.push({
+      name: 'deleteSnapshot of a snapshot the second instance has attached fails with BUSY, and that attachment keeps reading it',
+      async run(ctx) {
+        const { holder, other } = pair(ctx);
+        const v = await volumeWithData(holder, ctx.volumeSize, 41);
+        const snap = await holder.createSnapshot(v.id);
+        const a = await other.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+        await rejectsWithCode(holder.deleteSnapshot(snap.id), 'BUSY', 'deleteSnapshot while the other instance reads it');
+        assertSameBytes(await a.device.read(0, ctx.volumeSize), v.data, 'the snapshot read by the other instance');
+        await other.detach(a.id);
+        await holder.deleteSnapshot(snap.id);
+        assert.deepEqual(await other.listSnapshots(v.id), [], 'the snapshot is gone for the other instance');
+      },
+    });
+  }
+  return { name: 'attach conflicts across two driver instances on the same volumes', cases };
 }

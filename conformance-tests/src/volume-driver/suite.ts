@@ -37,7 +37,7 @@ export function declaredCapabilities(caps: VolumeDriverCapabilities): Group<Volu
 export function volumeDriverGroups(caps: VolumeDriverCapabilities, peer?: { sharesReadOnly?: boolean }): Group<VolumeDriverContext>[] {
   const groups = [volumeLifecycle];
   if (caps.attach) groups.push(volumeIo, attachConflicts(caps), allocatedExtents);
-  if (caps.attach && peer) groups.push(attachConflictsAcrossInstances((peer.sharesReadOnly ?? true) && caps.multiAttachReadOnly));
+  if (caps.attach && peer) groups.push(attachConflictsAcrossInstances((peer.sharesReadOnly ?? true) && caps.multiAttachReadOnly, caps.snapshots));
   groups.push(caps.snapshots ? snapshotCases : snapshotRefusals);
   if (caps.attach) groups.push(caps.changedBlockTracking ? changedExtents : changedExtentsRefusals);
   if (caps.attach && caps.changedBlockTracking && caps.snapshots) groups.push(changedExtentsOfSnapshots);

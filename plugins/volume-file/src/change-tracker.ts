@@ -18,6 +18,12 @@ export class ChangeTracker {
     private readonly bitmapPath: (checkpointId: string) => string,
     /** Makes the directory the bitmaps go in where missing (DriverContext.makeCbtDir). */
     private readonly makeCbtDir: () => Promise<void>,
+    /**
+     * Runs `fn` with the checkpoint ids the volume's sidecar names, holding the metadata lock
+     * (RecordStore.exclusively) until it returns; deleteCheckpoint drops a checkpoint from the
+     * sidecar under that lock too.
+     */
+    private readonly named: (fn: (ids: ReadonlySet<string>) => Promise<void>) => Promise<void>,
   ) {}
 
   add(checkpointId: string, bitmap: DirtyBitmap): void {
@@ -46,10 +52,19 @@ export class ChangeTracker {
     return new Map([...this.bitmaps].map(([id, b]) => [id, b.clone()]));
   }
 
-  /** Writes every bitmap atomically and durably. */
+  /**
+   * Writes every bitmap whose checkpoint the sidecar still names, atomically and durably, and
+   * stops tracking the others (deleted by another driver instance or process): a deleted
+   * checkpoint's bitmap file is never written back.
+   */
   async save(): Promise<void> {
     await this.makeCbtDir();
-    for (const [id, b] of this.bitmaps) await writeFileAtomic(this.bitmapPath(id), b.serialize());
+    await this.named(async (ids) => {
+      for (const [id, b] of [...this.bitmaps]) {
+        if (!ids.has(id)) this.bitmaps.delete(id);
+        else await writeFileAtomic(this.bitmapPath(id), b.serialize());
+      }
+    });
   }
 }
 

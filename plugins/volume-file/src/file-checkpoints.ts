@@ -87,7 +87,9 @@ export class FileCheckpoints implements ChangedBlockTracking {
    * Stops tracking. `NOT_FOUND` for an unknown volume; an unknown checkpoint is not an error.
    * Idempotent. The sidecar drops the checkpoint first: a live tracker stops marking its bitmap
    * only once it is gone from there, so a failed delete leaves a checkpoint that still tracks
-   * every write (its saved bitmap would otherwise miss the writes made after the attempt).
+   * every write (its saved bitmap would otherwise miss the writes made after the attempt). A
+   * writer in another driver instance or process stops tracking it at its next save, which writes
+   * only the bitmaps the sidecar names (ChangeTracker.save): the removed bitmap file never comes back.
    */
   async deleteCheckpoint(volumeId: string, checkpointId: string): Promise<void> {
     const { ctx } = this;

@@ -107,14 +107,21 @@ export class FileVolumeDriver implements VolumeDriver {
     });
   }
 
-  /** `NOT_FOUND` if unknown; `BUSY` while attached (here or by another process) or while it has snapshots. */
+  /**
+   * `NOT_FOUND` if unknown; `BUSY` while attached (here or by another process) or while it has
+   * snapshots. The snapshot check is made holding the image's exclusive lock, which a snapshot
+   * holds (shared) from its copy to its sidecar: a snapshot another instance or process takes
+   * concurrently either is seen (`BUSY`) or fails itself (`BUSY`, or `NOT_FOUND` once the volume
+   * is gone); no snapshot outlives its volume.
+   */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
         await this.ctx.store.volume(volumeId);
         if (this.attachedHere('volume', volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} is attached`);
-        if ((await this.ctx.store.snapshots()).some((s) => s.volumeId === volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} has snapshots`);
-        await this.removeFiles('volume', volumeId);
+        await this.removeFiles('volume', volumeId, async () => {
+          if ((await this.ctx.store.snapshots()).some((s) => s.volumeId === volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} has snapshots`);
+        });
       }),
     );
   }
@@ -287,7 +294,11 @@ export class FileVolumeDriver implements VolumeDriver {
     if (actual < size) await resizeImage(image, size, this.name); // an extend interrupted between sidecar and truncate
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
-      const t = new ChangeTracker((cp) => ctx.store.layout.bitmap('volume', record.id, cp), () => ctx.makeCbtDir('volume', record.id));
+      const t = new ChangeTracker(
+        (cp) => ctx.store.layout.bitmap('volume', record.id, cp),
+        () => ctx.makeCbtDir('volume', record.id),
+        (fn) => ctx.store.exclusively(async () => fn(new Set((await ctx.store.volume(record.id)).checkpoints.map((c) => c.id)))),
+      );
       await ctx.store.updateVolume(record.id, async (r) => {
         for (const c of r.checkpoints.filter((x) => x.consistent)) {
           const bitmap = await ctx.loadBitmap('volume', r.id, c.id, r.size);
@@ -330,10 +341,14 @@ export class FileVolumeDriver implements VolumeDriver {
     }
   }
 
-  /** Removes a sidecar (the record is gone at that instant), then its image and bitmaps, holding an exclusive lock. */
-  private async removeFiles(kind: RecordKind, id: string): Promise<void> {
+  /**
+   * Removes a sidecar (the record is gone at that instant), then its image and bitmaps, holding an
+   * exclusive lock on the image; `check` runs first under that lock and may refuse by throwing.
+   */
+  private async removeFiles(kind: RecordKind, id: string, check?: () => Promise<void>): Promise<void> {
     const { layout } = this.ctx.store;
     await this.ctx.locks.during(layout.image(kind, id), 'exclusive', async () => {
+      await check?.();
       await this.ctx.store.exclusively(async () => {
         await unlink(layout.sidecar(kind, id));
         await syncDir(layout.dir(kind));

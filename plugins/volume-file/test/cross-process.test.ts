@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'vitest';
 import { rejectsWithCode } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
@@ -80,5 +82,48 @@ describe('FileVolumeDriver across processes', () => {
     const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.deepEqual(await a.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 3 * MiB, length: 65536 }]);
     await driver.detach(a.id);
+  });
+
+  it('deleteVolume meeting a createSnapshot of another instance after it has checked for snapshots: the snapshot fails with BUSY and the volume is deleted, so no snapshot outlives its volume', async () => {
+    const other = new FileVolumeDriver({ directory: dir });
+    const v = await driver.createVolume({ size: 4 * MiB });
+    // The instant deleteVolume has listed the snapshots (none yet), the other instance snapshots the volume.
+    const store = (driver as unknown as { ctx: { store: { snapshots: () => Promise<unknown[]> } } }).ctx.store;
+    const snapshots = store.snapshots.bind(store);
+    let snapshot: Promise<string> | undefined;
+    store.snapshots = async () => {
+      const seen = await snapshots();
+      snapshot ??= other.createSnapshot(v.id).then(
+        () => 'created',
+        (e: { code?: string }) => `error ${String(e.code)}`,
+      );
+      await snapshot;
+      return seen;
+    };
+    await driver.deleteVolume(v.id);
+    assert.equal(await snapshot, 'error BUSY', 'the snapshot taken meanwhile');
+    await rejectsWithCode(other.getVolume(v.id), 'NOT_FOUND', 'the deleted volume');
+    assert.deepEqual((await readdir(join(dir, 'snapshots'))).filter((n) => n.endsWith('.json')), [], 'no snapshot sidecar is left');
+  });
+
+  it('deleteCheckpoint from another instance while this one writes the volume: the writer\'s flush and detach do not write the deleted bitmap back, and the other checkpoints keep tracking', async () => {
+    const other = new FileVolumeDriver({ directory: dir });
+    const v = await driver.createVolume({ size: 4 * MiB });
+    const gone = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const kept = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await rw.device.write(0, Buffer.alloc(512, 1));
+    await other.changedBlockTracking.deleteCheckpoint(v.id, gone.id);
+    await rw.device.write(MiB, Buffer.alloc(512, 1));
+    await rw.device.flush();
+    await driver.detach(rw.id);
+    assert.deepEqual(await readdir(join(dir, 'volumes', `${v.id}.cbt`)), [`${kept.id}.bitmap`], 'only the kept checkpoint has a bitmap file');
+    assert.deepEqual((await other.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id), [kept.id]);
+    const ro = await other.attach({ kind: 'volume', id: v.id }, 'ro');
+    assert.deepEqual(await ro.device.extents({ kind: 'changed', since: kept.id }), [
+      { offset: 0, length: 65536 },
+      { offset: MiB, length: 65536 },
+    ]);
+    await other.detach(ro.id);
   });
 });

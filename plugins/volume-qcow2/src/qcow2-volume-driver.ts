@@ -147,23 +147,22 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * first (holdImage; so the daemon is started if none runs, and `UNAVAILABLE` when it cannot run)
    * and keeps it until the image is gone, so no other daemon can open or hold the image in between
    * (of two concurrent deletes from two instances, one is `BUSY`). Only the death of this daemon inside that step lets go
-   * of the lock early.
+   * of the lock early. The snapshot copies are counted holding the image, which a copy holds
+   * from its start to its sidecar (createSnapshot): of a deleteVolume and another instance's
+   * createSnapshot, one is `BUSY` (or the snapshot `NOT_FOUND`), and no snapshot outlives its volume.
    */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
       this.runtime.locks.run(volumeId, async () => {
         await this.store.volume(volumeId);
         if (this.table.usesVolume(volumeId)) throw this.err('BUSY', `volume ${volumeId} is attached`);
-        if ([...this.views.values()].some((v) => v.info.volumeId === volumeId) || (await this.store.snapshots()).some((s) => s.volumeId === volumeId)) {
-          throw this.err('BUSY', `volume ${volumeId} has snapshots`);
-        }
+        const hasSnapshots = async (): Promise<boolean> => (await this.store.snapshots()).some((s) => s.volumeId === volumeId);
+        if ([...this.views.values()].some((v) => v.info.volumeId === volumeId) || (await hasSnapshots())) throw this.err('BUSY', `volume ${volumeId} has snapshots`);
         await this.assertClosed(volumeId);
         const image = this.store.layout.image('volume', volumeId);
-        const release = await holdImage(await this.runtime.session(), image, volumeId, this.name).catch((err: CairnError) => {
-          if (err.code === 'NOT_FOUND') return undefined; // no image: nobody can hold it
-          throw err;
-        });
+        const release = await this.holdFile(image, volumeId);
         try {
+          if (await hasSnapshots()) throw this.err('BUSY', `volume ${volumeId} has snapshots`); // a copy another instance made meanwhile
           await this.store.remove('volume', volumeId);
           await rm(image, { force: true });
         } finally {
@@ -250,7 +249,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * Takes a crash-consistent snapshot. While the volume's image is open in the daemon (attached,
    * or held by another view) it is a fleecing view: O(1), read-only, living until deleteSnapshot,
    * `close()` or the daemon's death. Otherwise it is a durable sparse copy of the image with its
-   * bitmaps (`qemu-img convert --bitmaps`). Either way it has the image's size, as an attach of the
+   * bitmaps (`qemu-img convert --bitmaps`), made while this instance's daemon holds the image's
+   * lock (holdImage; the daemon is started if none runs, `UNAVAILABLE` when it cannot run) until
+   * the copy's sidecar is written: `BUSY` while another process or driver instance has the image
+   * open. Either way it has the image's size, as an attach of the
    * volume serves it (larger than the sidecar's after an interrupted extend). `NOT_FOUND` for an
    * unknown volume. A failed copy leaves nothing listed, or at worst a listed snapshot that
    * attaches (SidecarStore.discardCreated). Not idempotent.
@@ -259,7 +261,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     return this.guard('createSnapshot', () =>
       this.runtime.locks.run(volumeId, async () => {
         if (name !== undefined) assertDisplayName(name, 'name', this.name);
-        const record = await this.store.volume(volumeId);
+        await this.store.volume(volumeId);
         await this.runtime.finishDeferred(volumeId); // may close a node nothing else uses
         const session = await this.runtime.running();
         const image = this.store.layout.image('volume', volumeId);
@@ -286,37 +288,59 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           this.views.set(view.info.id, view);
           return { ...view.info };
         }
-        const snap: SnapshotRecord = {
-          format: 1,
-          kind: 'snapshot',
-          id: newId(),
-          volumeId,
-          name: name ?? '',
-          size: record.size,
-          createdAt: nowIso(),
-          checkpoints: record.checkpoints.map((c) => ({ ...c })),
-        };
-        const copy = this.store.layout.image('snapshot', snap.id);
+        // Held from before the copy until its sidecar is written: no other instance writes the
+        // image meanwhile (its attach is BUSY), and its deleteVolume, which counts snapshots
+        // holding the image, is BUSY. A volume deleted before is NOT_FOUND here.
+        const release = await this.holdFile(image, volumeId);
         try {
-          await this.qemuImg.copyWithBitmaps(image, copy);
-          const copied = await this.qemuImg.describe(copy);
-          // The size of what was copied, which is what an attach of the volume serves (larger than
-          // the sidecar's after an extend that died between `block_resize` and its sidecar write).
-          snap.size = copied.size;
-          // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
-          snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps);
-          await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
-        } catch (err) {
-          // All or nothing, whichever step failed (the sidecar may have landed although its write failed).
-          await this.store.discardCreated('snapshot', snap.id, [this.store.layout.image('snapshot', snap.id)]);
-          throw err;
+          return toSnapshot(await this.copySnapshot(await this.store.volume(volumeId), image, name ?? ''));
+        } finally {
+          await release?.().catch(() => {}); // a failed release is queued and retried (DeferredWork)
         }
-        return toSnapshot(snap);
       }),
     );
   }
 
-  /** `NOT_FOUND` if unknown; `BUSY` while attached. */
+  /**
+   * A durable sparse copy of the closed image at `image` with its bitmaps, then its sidecar. The
+   * caller holds the image (holdFile), so the copy reads it shared (`-U`). A failed copy leaves
+   * nothing listed, or at worst a listed snapshot that attaches (SidecarStore.discardCreated).
+   */
+  private async copySnapshot(record: VolumeRecord, image: string, name: string): Promise<SnapshotRecord> {
+    const snap: SnapshotRecord = {
+      format: 1,
+      kind: 'snapshot',
+      id: newId(),
+      volumeId: record.id,
+      name,
+      size: record.size,
+      createdAt: nowIso(),
+      checkpoints: record.checkpoints.map((c) => ({ ...c })),
+    };
+    const copy = this.store.layout.image('snapshot', snap.id);
+    try {
+      await this.qemuImg.copyWithBitmaps(image, copy, true);
+      const copied = await this.qemuImg.describe(copy);
+      // The size of what was copied, which is what an attach of the volume serves (larger than
+      // the sidecar's after an extend that died between `block_resize` and its sidecar write).
+      snap.size = copied.size;
+      // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
+      snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps);
+      await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
+    } catch (err) {
+      // All or nothing, whichever step failed (the sidecar may have landed although its write failed).
+      await this.store.discardCreated('snapshot', snap.id, [copy]);
+      throw err;
+    }
+    return snap;
+  }
+
+  /**
+   * `NOT_FOUND` if unknown; `BUSY` while attached here, or — a copy — while another process or
+   * driver instance has it open (attached): as deleteVolume does, this instance's daemon takes
+   * the copy's lock (holdImage; the daemon is started if none runs, `UNAVAILABLE` when it cannot
+   * run) and keeps it until the copy is gone.
+   */
   async deleteSnapshot(snapshotId: string): Promise<void> {
     return this.guard('deleteSnapshot', async () => {
       const view = this.views.get(snapshotId);
@@ -329,8 +353,14 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           return;
         }
         await this.store.snapshot(snapshotId);
-        await this.store.remove('snapshot', snapshotId);
-        await rm(this.store.layout.image('snapshot', snapshotId), { force: true });
+        const copy = this.store.layout.image('snapshot', snapshotId);
+        const release = await this.holdFile(copy, volumeId);
+        try {
+          await this.store.remove('snapshot', snapshotId);
+          await rm(copy, { force: true });
+        } finally {
+          await release?.().catch(() => {}); // as in deleteVolume
+        }
       });
     });
   }
@@ -390,6 +420,23 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       if (released) return;
       released = true; // at most once: a failed close stays queued on its own (releaseNode)
       await session.releaseNode(this.store.layout.image('volume', view.info.volumeId), view.info.volumeId);
+    });
+  }
+
+  /**
+   * Takes the lock of the image file at `path` in this instance's daemon (holdImage; the daemon
+   * is started if none runs), after finishing work deferred on a node of it here (a queued
+   * close). Resolves to the release, or undefined when there is no such file (nobody can hold
+   * it). `BUSY` while another process or driver instance, or a node of this daemon, has it open.
+   * Callers hold the volume's lock (`volumeId`: the volume of the image or snapshot copy).
+   */
+  private async holdFile(path: string, volumeId: string): Promise<(() => Promise<void>) | undefined> {
+    const session = await this.runtime.session();
+    const node = session.nodeOf(path);
+    if (node) await session.deferred.run(node);
+    return holdImage(session, path, volumeId, this.name).catch((err: CairnError) => {
+      if (err.code === 'NOT_FOUND') return undefined;
+      throw err;
     });
   }
 

@@ -26,9 +26,12 @@ export class QemuImg {
   /**
    * Copies `src` to a new qcow2 `dst`, sparse (only allocated clusters are written), with its
    * persistent dirty bitmaps; inconsistent bitmaps are left out (`--skip-broken-bitmaps`).
+   * `shared` (`-U`): `src` is opened without taking its lock, for a caller that holds it itself
+   * (so nobody writes it meanwhile); else `BUSY` while another process has it open.
    */
-  async copyWithBitmaps(src: string, dst: string): Promise<void> {
-    await this.run(['convert', '-q', '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst], [src, dst]);
+  async copyWithBitmaps(src: string, dst: string, shared = false): Promise<void> {
+    const args = ['convert', '-q', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst];
+    await this.run(args, [src, dst]);
   }
 
   /**

@@ -293,4 +293,82 @@ describe.skipIf(missingQemu.length > 0)(`two driver instances on one directory (
       }
     }
   });
+
+  it('deleteSnapshot of a snapshot copy the second instance has attached fails with BUSY, and the attachment keeps reading it; once detached it is deleted whole', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      const w = await a.attach({ kind: 'volume', id: v.id }, 'rw');
+      await w.device.write(0, pattern(4096, 7));
+      await a.detach(w.id);
+      const snap = await a.createSnapshot(v.id); // the volume is closed: a copy
+      const r = await b.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+      await expect(a.deleteSnapshot(snap.id)).rejects.toMatchObject({ code: 'BUSY' });
+      expect((await a.listSnapshots(v.id)).map((s) => s.id)).toEqual([snap.id]);
+      expect(await r.device.read(0, 4096)).toEqual(pattern(4096, 7));
+      await b.detach(r.id);
+      await a.deleteSnapshot(snap.id);
+      await expect(b.listSnapshots(v.id)).resolves.toEqual([]);
+      await expect(readFile(join(a.directory, 'snapshots', `${snap.id}.qcow2`))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('deleteVolume meeting a snapshot copy of the second instance made after it checked its own views and image: it counts the copy holding the image and fails with BUSY, and the snapshot keeps its volume', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      // The moment a's deleteVolume has made its first checks and gets its daemon to hold the image.
+      const runtime = (a as unknown as { runtime: { session: () => Promise<unknown> } }).runtime;
+      const session = runtime.session.bind(runtime);
+      let snapshot: Promise<string> | undefined;
+      runtime.session = async () => {
+        snapshot ??= b.createSnapshot(v.id).then(
+          (s) => s.id,
+          (e: { code?: string }) => `error ${String(e.code)}`,
+        );
+        await snapshot;
+        return session();
+      };
+      await expect(a.deleteVolume(v.id)).rejects.toMatchObject({ code: 'BUSY' });
+      runtime.session = session;
+      const id = await snapshot!;
+      expect((await a.listSnapshots(v.id)).map((s) => s.id)).toEqual([id]);
+      expect((await a.getVolume(v.id)).id).toBe(v.id);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('deleteVolume of the first instance while the second one\'s snapshot copy is made but not yet listed (its sidecar not written) fails with BUSY, and the snapshot keeps its volume', async () => {
+    const [a, b] = await pair();
+    try {
+      const v = await a.createVolume({ size: 8 * MiB });
+      const store = (b as unknown as { store: { put: (r: { kind: string }) => Promise<void> } }).store;
+      const put = store.put.bind(store);
+      let between: Promise<string> | undefined;
+      store.put = async (r) => {
+        if (r.kind === 'snapshot') {
+          between ??= a.deleteVolume(v.id).then(
+            () => 'deleted',
+            (e: { code?: string }) => String(e.code),
+          );
+          await between;
+        }
+        return put(r);
+      };
+      const snap = await b.createSnapshot(v.id);
+      store.put = put;
+      expect(await between).toBe('BUSY');
+      expect((await a.listSnapshots(v.id)).map((s) => s.id)).toEqual([snap.id]);
+      const r = await a.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+      await a.detach(r.id);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
 });
