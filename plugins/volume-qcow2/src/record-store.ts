@@ -4,7 +4,9 @@ import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeR
 
 /**
  * The driver's sidecars (core's SidecarStore) plus its layout. Read-modify-writes are serialized
- * in-process only: one driver instance owns a directory, and its daemon holds the images' locks.
+ * in-process only. Several instances (processes) may share a directory: between them, qemu's
+ * image locks, held by each instance's daemon, decide who may change a volume (README), and each
+ * sidecar write is atomic.
  */
 export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
   readonly layout: Layout;
