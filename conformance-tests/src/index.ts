@@ -10,7 +10,7 @@ export { volumeLifecycle } from './volume-driver/lifecycle.js';
 export { volumeIo } from './volume-driver/io.js';
 export { snapshotCases, snapshotRefusals } from './volume-driver/snapshots.js';
 export { attachConflicts, attachConflictsAcrossInstances } from './volume-driver/conflicts.js';
-export { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals } from './volume-driver/extents.js';
+export { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals, changedExtentsWhileWriting } from './volume-driver/extents.js';
 export type * from './object-store/context.js';
 export { objectStoreSuite, objectStoreGroups } from './object-store/suite.js';
 export { objectReadWrite, objectListing, objectConcurrency, objectReadInto, objectPartWrites, newPrefix } from './object-store/cases.js';

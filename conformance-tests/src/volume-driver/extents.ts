@@ -180,6 +180,18 @@ export const changedExtentsOfSnapshots: Group<VolumeDriverContext> = {
         await driver.deleteSnapshot(snap.id);
       },
     },
+  ],
+};
+
+/**
+ * Checkpoints and snapshots taken while the volume is written (the flow takes both while its user
+ * keeps writing), asked on the writer's own attachment: for drivers whose attachments see
+ * checkpoints created after they attached (not, for example, an NBD connection, whose contexts are
+ * fixed when it connects).
+ */
+export const changedExtentsWhileWriting: Group<VolumeDriverContext> = {
+  name: 'changed-block tracking while writing',
+  cases: [
     {
       name: 'writes in flight across createCheckpoint and createSnapshot: no write is missed by the older checkpoint, the new one or the snapshot',
       async run({ driver, volumeSize }) {

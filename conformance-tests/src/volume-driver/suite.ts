@@ -3,7 +3,7 @@ import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import { attachConflicts, attachConflictsAcrossInstances } from './conflicts.js';
 import type { VolumeDriverContext, VolumeDriverSuiteOptions } from './context.js';
-import { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals } from './extents.js';
+import { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals, changedExtentsWhileWriting } from './extents.js';
 import { volumeIo } from './io.js';
 import { volumeLifecycle } from './lifecycle.js';
 import { snapshotCases, snapshotRefusals } from './snapshots.js';
@@ -40,7 +40,7 @@ export function volumeDriverGroups(caps: VolumeDriverCapabilities, peer?: { shar
   if (caps.attach && peer) groups.push(attachConflictsAcrossInstances((peer.sharesReadOnly ?? true) && caps.multiAttachReadOnly, caps.snapshots));
   groups.push(caps.snapshots ? snapshotCases : snapshotRefusals);
   if (caps.attach) groups.push(caps.changedBlockTracking ? changedExtents : changedExtentsRefusals);
-  if (caps.attach && caps.changedBlockTracking && caps.snapshots) groups.push(changedExtentsOfSnapshots);
+  if (caps.attach && caps.changedBlockTracking && caps.snapshots) groups.push(changedExtentsOfSnapshots, changedExtentsWhileWriting);
   return [declaredCapabilities(caps), ...groups];
 }
 
