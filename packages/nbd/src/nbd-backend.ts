@@ -42,7 +42,10 @@ export interface NbdBackend {
   /**
    * Status of `[offset, offset+length)` for `context` (`base:allocation` or one of `metaContexts`):
    * consecutive descriptors from `offset`, at least one, covering at most `length` bytes. Absent,
-   * or returning undefined for `base:allocation`, reports everything as allocated data (flags 0).
+   * or returning undefined or no descriptor of positive length for `base:allocation`, reports
+   * everything as allocated data (flags 0). For any other context that request gets EIO instead
+   * (0 would claim a state, e.g. clean for a dirty bitmap), as it does when this is absent and
+   * `metaContexts` names contexts.
    */
   blockStatus?(context: string, offset: number, length: number): Promise<StatusDescriptor[] | undefined>;
 }

@@ -34,6 +34,12 @@ export interface NbdServerOptions extends NbdServerLimits {
 
 /** How long a refused connection (over `maxConnections`) may take to give up before it is dropped. */
 const REFUSED_TIMEOUT_MS = 2000;
+/**
+ * TCP keepalive on accepted TCP connections: the first probe after this long without traffic
+ * (then the kernel's interval and count), so a client whose host vanished, which sends no FIN or
+ * RST, is dropped by the kernel and frees its slot even with `idleTimeoutMs` 0.
+ */
+const KEEPALIVE_INITIAL_DELAY_MS = 60_000;
 
 /**
  * An NBD server (fixed newstyle, structured replies, meta contexts, block status) serving named
@@ -88,7 +94,8 @@ export class NbdServer {
     const tooMany: OptionRefusal = { type: REP_ERR.POLICY, message: `too many connections (this server serves ${maxConnections} at once); try again later` };
     const handshakeTimeoutMs = limits.handshakeTimeoutMs;
     // allowHalfOpen: a client's FIN must not end our side before its requests are answered (ServerConnection).
-    this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    // keepAlive applies to TCP sockets only (node skips unix sockets).
+    this.server = net.createServer({ allowHalfOpen: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_INITIAL_DELAY_MS }, (socket) => {
       if (this.reserve.shedding) {
         socket.destroy(); // closes the descriptor now, so the next accept() has a slot
         return;
@@ -105,6 +112,7 @@ export class NbdServer {
         maxWriteBytes: limits.maxWriteBytesPerConnection,
         maxReadBytes: limits.maxReadBytesPerConnection,
         handshakeTimeoutMs: admitted ? handshakeTimeoutMs : Math.min(handshakeTimeoutMs, REFUSED_TIMEOUT_MS),
+        idleTimeoutMs: limits.idleTimeoutMs,
         refusal: admitted ? shutdown : () => shutdown() ?? tooMany,
         driver: this.driver,
       });

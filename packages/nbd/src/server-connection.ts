@@ -24,6 +24,8 @@ export interface ServerConnectionOptions {
    */
   maxReadBytes: number;
   handshakeTimeoutMs: number;
+  /** Past the handshake: ms without traffic and without a request in flight before the socket is destroyed; 0 = never. See the class comment. */
+  idleTimeoutMs: number;
   /** Asked before each option; see `ServerHandshakeContext.refusal`. */
   refusal: () => OptionRefusal | undefined;
   driver: string;
@@ -72,6 +74,14 @@ const NOTHING = Buffer.alloc(0);
  * without it node ends the socket at the FIN and the replies still owed are lost.
  * A bad request magic or an oversize write payload is a protocol violation: the connection is
  * dropped (the stream cannot be resynchronised).
+ *
+ * Idle: past the handshake, once no byte was received or sent (or made progress leaving the
+ * write buffer) for `idleTimeoutMs` (the socket's own inactivity timer), the socket is destroyed
+ * unless a request is in flight: being handled by the backend, parsed and waiting for its budget,
+ * or received and not parsed yet (the connection is at its limits). A request in flight re-arms
+ * the timer instead, so it is never cut off however long the backend takes. A client that stops
+ * in the middle of a request (part of its header or of a WRITE payload sent) is idle: the rest
+ * is its to send.
  */
 export class ServerConnection {
   private readonly reader = new ByteReader();
@@ -176,10 +186,22 @@ export class ServerConnection {
         this.updateFlow();
       },
     });
+    if (options.idleTimeoutMs > 0) {
+      this.socket.on('timeout', () => this.onIdle());
+      this.socket.setTimeout(options.idleTimeoutMs);
+    }
     const rest = this.reader.drain();
     if (rest.length > 0) this.backlog = rest;
     this.updateFlow();
     this.finishIfEnded();
+  }
+
+  /** The socket's inactivity timer fired: drop the client unless a request is in flight (see "Idle" in the class comment). */
+  private onIdle(): void {
+    if (this.ended) return;
+    const busy = this.handler!.inFlight > 0 || this.waitingForBudget() || this.backlog !== undefined;
+    if (busy) this.socket.setTimeout(this.options.idleTimeoutMs); // look again after another period
+    else this.socket.destroy();
   }
 
   /** Gives up on a client whose handshake failed (see the class comment). */

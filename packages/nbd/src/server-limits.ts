@@ -33,10 +33,19 @@ export interface NbdServerLimits {
    */
   maxConnections?: number;
   /**
-   * A client that has not finished the handshake this many ms after connecting is dropped.
-   * There is no idle timeout once it has: a connected client may stay silent. Default 30000.
+   * A client that has not finished the handshake this many ms after connecting is dropped
+   * (once it has, `idleTimeoutMs` applies). Default 30000.
    */
   handshakeTimeoutMs?: number;
+  /**
+   * A client past the handshake that has no request in flight (received and not yet answered,
+   * or waiting to start) and from which nothing was received, and to which nothing was sent, for
+   * this many ms is disconnected (its socket destroyed), freeing its slot of `maxConnections`.
+   * A request in flight, however long the backend takes, keeps the connection. 0: none, a silent
+   * client is kept for ever (TCP clients still get keepalive probes: a peer whose host vanished
+   * is dropped when they fail). Default 600000 (10 minutes).
+   */
+  idleTimeoutMs?: number;
 }
 
 /** `NbdServerLimits` with every default applied. */
@@ -47,8 +56,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The limits with their defaults. `INVALID_INPUT` (tagged `driver`) when one is not a whole
- * number from 1 up (`handshakeTimeoutMs` at most 2^31 - 1). Pure: safe to call before acquiring
- * anything.
+ * number from 1 up (`idleTimeoutMs` from 0; the timeouts at most 2^31 - 1). Pure: safe to call
+ * before acquiring anything.
  */
 export function resolveServerLimits(options: NbdServerLimits, driver: string): ResolvedServerLimits {
   const limits: ResolvedServerLimits = {
@@ -57,11 +66,14 @@ export function resolveServerLimits(options: NbdServerLimits, driver: string): R
     maxReadBytesPerConnection: options.maxReadBytesPerConnection ?? 64 * 1024 * 1024,
     maxConnections: options.maxConnections ?? 16,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
+    idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
   };
   for (const [name, v] of Object.entries(limits)) {
-    const max = name === 'handshakeTimeoutMs' ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER;
-    if (!Number.isSafeInteger(v) || v < 1 || v > max) {
-      throw new CairnError('INVALID_INPUT', `${name} must be a whole number from 1 to ${max}, not ${v}`, { driver, details: { option: name } });
+    const timer = name === 'handshakeTimeoutMs' || name === 'idleTimeoutMs';
+    const min = name === 'idleTimeoutMs' ? 0 : 1;
+    const max = timer ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER;
+    if (!Number.isSafeInteger(v) || v < min || v > max) {
+      throw new CairnError('INVALID_INPUT', `${name} must be a whole number from ${min} to ${max}, not ${v}`, { driver, details: { option: name } });
     }
   }
   return limits;

@@ -58,7 +58,9 @@ const MAX_DESCRIBED = 0xffffffff;
  * Range and permission checks: READ/BLOCK_STATUS past the end → EINVAL, READ above the maximum
  * payload → EINVAL, WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only
  * export → EPERM, unknown command or flag → EINVAL, BLOCK_STATUS without a selected context →
- * EINVAL. Backend errors map through `toNbdErrno`.
+ * EINVAL, BLOCK_STATUS for which the backend gives no usable descriptor for a context other than
+ * `base:allocation` (it cannot be reported as 0: see `blockStatus`) → EIO. Backend errors map
+ * through `toNbdErrno`.
  */
 export class RequestHandler {
   inFlight = 0;
@@ -172,9 +174,12 @@ export class RequestHandler {
       let covered = 0;
       do {
         const left = wanted - covered;
-        const got = (await this.backend.blockStatus?.(name, req.offset + covered, left)) ?? (name === BASE_ALLOCATION ? undefined : []);
+        const got = await this.backend.blockStatus?.(name, req.offset + covered, left);
         const n = takeDescriptors(got ?? [], left, descs);
-        // Nothing usable: the rest as status 0, as when the backend has no status (see NbdBackend).
+        // Nothing usable. For base:allocation status 0 (data) is always true (see NbdBackend); for
+        // another context 0 is a claim (for a dirty bitmap: clean, so an incremental would skip
+        // the data), which only the backend can make.
+        if (n === 0 && name !== BASE_ALLOCATION) throw new Refusal(NBD_ERR.EIO, `backend gave no status for ${name} at ${req.offset + covered}`);
         if (n === 0) descs.push({ length: left, flags: 0 });
         covered += n === 0 ? left : n;
       } while (covered < wanted && covered % min !== 0);

@@ -182,6 +182,36 @@ describe('NbdServer protocol errors', () => {
     await server.close();
   });
 
+  it('blockStatus(dirty bitmap) gets EIO when the backend gives no usable descriptor for it (0 would say clean); for base:allocation alone that still reads as data', async () => {
+    const DIRTY = 'qemu:dirty-bitmap:c1';
+    // Per call: nothing, undefined, only a zero-length descriptor; then a real answer.
+    const answers: Array<Array<{ length: number; flags: number }> | undefined> = [[], undefined, [{ length: 0, flags: 1 }]];
+    const backend: NbdBackend = {
+      size: MiB,
+      metaContexts: [DIRTY],
+      read: async (_o, len) => Buffer.alloc(len),
+      async blockStatus(context, _offset, length) {
+        if (context !== DIRTY) return [];
+        return answers.length > 0 ? answers.shift() : [{ length, flags: 1 }];
+      },
+    };
+    const { server, path } = await serve(backend);
+    const c = await NbdClient.connect({ path, exportName: 'x', metaContexts: ['base:allocation', DIRTY] });
+    for (let i = 0; i < 3; i++) {
+      await expect(c.blockStatus(DIRTY, 0, 64 * 1024)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { nbdError: 5 } });
+    }
+    expect(await c.blockStatus(DIRTY, 0, 64 * 1024)).toEqual([{ offset: 0, length: 64 * 1024, flags: 1 }]);
+    // A dirty bitmap context the backend cannot describe at all (no blockStatus): EIO as well.
+    const bare = await serve({ size: MiB, metaContexts: [DIRTY], read: async (_o, len) => Buffer.alloc(len) });
+    const d = await NbdClient.connect({ path: bare.path, exportName: 'x', metaContexts: ['base:allocation', DIRTY] });
+    await expect(d.blockStatus(DIRTY, 0, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { nbdError: 5 } });
+    // With base:allocation alone selected, no status from the backend is "data" (always true).
+    const e = await NbdClient.connect({ path: bare.path, exportName: 'x', metaContexts: ['base:allocation'] });
+    expect(await e.blockStatus('base:allocation', 0, 4096)).toEqual([{ offset: 0, length: 4096, flags: 0 }]);
+    await Promise.all([c.disconnect(), d.disconnect(), e.disconnect()]);
+    await Promise.all([server.close(), bare.server.close()]);
+  });
+
   it('structuredReplies:false reads data and zero runs from our server exactly', async () => {
     const backend = memoryBackend(4 * MiB);
     const { server, path } = await serve(backend);

@@ -219,6 +219,7 @@ describe('NbdServer handshake flow control', () => {
           blockSizes: { min: 1, preferred: 4096, max: 32 * MiB },
           maxInFlight: 4,
           handshakeTimeoutMs: 30_000,
+          idleTimeoutMs: 0,
           maxWriteBytes: 64 * MiB,
           maxReadBytes: 64 * MiB,
           refusal: () => undefined,

@@ -1,6 +1,7 @@
 // NbdServer resource limits: the write-payload and read-reply budgets of a connection
-// (maxWriteBytesPerConnection, maxReadBytesPerConnection) and the number of clients served at once
-// (maxConnections), refused within the protocol.
+// (maxWriteBytesPerConnection, maxReadBytesPerConnection), the number of clients served at once
+// (maxConnections), refused within the protocol, and what frees a slot held by a silent client
+// (idleTimeoutMs, TCP keepalive).
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient, NbdServer, type NbdBackend, type NbdServerOptions } from '../src/index.js';
@@ -175,6 +176,9 @@ describe('NbdServer limit options', () => {
     { maxConnections: 2.5 },
     { maxWriteBytesPerConnection: Number.POSITIVE_INFINITY },
     { maxReadBytesPerConnection: -1 },
+    { idleTimeoutMs: Number.NaN }, // would never fire
+    { idleTimeoutMs: -1 },
+    { idleTimeoutMs: 2 ** 31 }, // past node's longest timer: would fire at once
   ];
 
   it.each(nonsense)('new NbdServer(%o) is INVALID_INPUT', (options) => {
@@ -220,5 +224,85 @@ describe('NbdServer maxConnections', () => {
     expect((await served.read(0, 512)).length).toBe(512);
     await served.disconnect();
     await server.close();
+  });
+});
+
+describe('NbdServer idleTimeoutMs and TCP keepalive', () => {
+  /** A backend whose reads wait until `release()`. */
+  function gatedReads(): NbdBackend & { release: () => void; started: number } {
+    const waiting: Array<() => void> = [];
+    const b = {
+      size: MiB,
+      started: 0,
+      release: () => {
+        for (const w of waiting.splice(0)) w();
+      },
+      async read(_o: number, len: number) {
+        b.started++;
+        await new Promise<void>((r) => waiting.push(r));
+        return Buffer.alloc(len, 7);
+      },
+    };
+    return b;
+  }
+
+  it('a client that goes quiet after the handshake is disconnected after idleTimeoutMs, freeing its slot', { timeout: 5_000 }, async () => {
+    const backend: NbdBackend = { size: MiB, read: async (_o, len) => Buffer.alloc(len, 1) };
+    const { server, path } = await serve(backend, { idleTimeoutMs: 300, maxConnections: 1 });
+    const { raw } = await rawGo(path, 'x');
+    raw.write(request(READ, 1, 0, 512));
+    expect(await simpleReply(raw)).toEqual({ errno: 0, cookie: 1 });
+    await raw.read(512);
+    expect(server.connectionCount).toBe(1);
+    await raw.closed; // quiet from here on: the server hangs up
+    while (server.connectionCount > 0) await sleep(10); // its side closes as the client sees it
+    // The slot is free again: with maxConnections 1 the next client is served.
+    const c = await NbdClient.connect({ path, exportName: 'x' });
+    expect((await c.read(0, 512)).equals(Buffer.alloc(512, 1))).toBe(true);
+    await c.disconnect();
+    await server.close();
+  });
+
+  it('a connection with a request in flight is not cut by idleTimeoutMs, however long the backend takes', { timeout: 5_000 }, async () => {
+    const backend = gatedReads();
+    const { server, path } = await serve(backend, { idleTimeoutMs: 200 });
+    const { raw } = await rawGo(path, 'x');
+    raw.write(request(READ, 1, 0, 4096));
+    await sleep(1_000); // five idle periods with the read held by the backend
+    expect(backend.started).toBe(1);
+    expect(server.connectionCount).toBe(1);
+    backend.release();
+    expect(await simpleReply(raw)).toEqual({ errno: 0, cookie: 1 });
+    expect((await raw.read(4096)).equals(Buffer.alloc(4096, 7))).toBe(true);
+    await raw.closed; // then quiet: idle
+    await server.close();
+  });
+
+  it('idleTimeoutMs 0 keeps a silent client', { timeout: 5_000 }, async () => {
+    const backend: NbdBackend = { size: MiB, read: async (_o, len) => Buffer.alloc(len) };
+    const { server, path } = await serve(backend, { idleTimeoutMs: 0 });
+    const { raw } = await rawGo(path, 'x');
+    await sleep(500);
+    expect(server.connectionCount).toBe(1);
+    raw.write(request(READ, 1, 0, 512));
+    expect(await simpleReply(raw)).toEqual({ errno: 0, cookie: 1 });
+    raw.socket.destroy();
+    await server.close();
+  });
+
+  it('accepted TCP connections have keepalive on (ss shows the keepalive timer)', async () => {
+    const backend: NbdBackend = { size: MiB, read: async (_o, len) => Buffer.alloc(len) };
+    const server = new NbdServer({ exports: [{ name: 'x', backend }] });
+    const bound = (await server.listen({ host: '127.0.0.1', port: 0 })) as { port: number };
+    const c = await NbdClient.connect({ host: '127.0.0.1', port: bound.port, exportName: 'x' });
+    try {
+      const out = await run('ss', ['-tnoH', 'state', 'established', `( sport = :${bound.port} )`]);
+      expect(out.code).toBe(0);
+      expect(out.stdout.trim().split('\n')).toHaveLength(1); // the server's side of the one connection
+      expect(out.stdout).toMatch(/timer:\(keepalive,/);
+    } finally {
+      await c.disconnect();
+      await server.close();
+    }
   });
 });

@@ -11,7 +11,8 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 /**
  * Options of `serveBackup`. The server's budgets and timeouts (`maxInFlightPerConnection` 32,
  * `maxWriteBytesPerConnection` 64 MiB, `maxReadBytesPerConnection` 64 MiB, `maxConnections` 16,
- * `handshakeTimeoutMs` 30000) pass through to the NbdServer unchanged; see `NbdServerLimits`.
+ * `handshakeTimeoutMs` 30000, `idleTimeoutMs` 600000) pass through to the NbdServer unchanged; see
+ * `NbdServerLimits`.
  */
 export interface ServeBackupOptions extends NbdServerLimits {
   /**
