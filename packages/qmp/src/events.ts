@@ -10,6 +10,7 @@
 import { CairnError } from '@cairn/core';
 import type { JobStatus, JobType } from './block-types.js';
 import { QMP_DRIVER, unavailable } from './qmp-errors.js';
+import { checkTimeoutMs } from './timeouts.js';
 
 interface BlockJobEventBase {
   type: JobType;
@@ -51,7 +52,7 @@ export type QmpEventListener<N extends string = string> = (event: QmpEvent<N>) =
 
 /** Options of `waitForEvent`. */
 export interface WaitForEventOptions {
-  /** Give up after this long with UNAVAILABLE. Default 30 000 ms; `Infinity` waits forever. */
+  /** Give up after this long with UNAVAILABLE. Default 30 000 ms; `Infinity` waits forever; NaN, negative or over 2^31 - 1 is INVALID_INPUT. */
   timeoutMs?: number;
   /** Aborting rejects with CANCELLED. */
   signal?: AbortSignal;
@@ -164,7 +165,8 @@ export class EventHub {
 
   /**
    * Resolves with the first event named `name` for which `predicate` holds, counting from this
-   * call. Rejects UNAVAILABLE on timeout or when the connection closes, CANCELLED on abort.
+   * call. Rejects UNAVAILABLE on timeout or when the connection closes, CANCELLED on abort,
+   * INVALID_INPUT for a bad `timeoutMs` (see `checkTimeoutMs`).
    * The returned promise is pre-marked handled, so an abandoned waiter never raises an
    * unhandled rejection; awaiting it still throws.
    */
@@ -172,6 +174,11 @@ export class EventHub {
     const timeoutMs = options.timeoutMs ?? DEFAULT_EVENT_TIMEOUT_MS;
     const { signal } = options;
     const promise = new Promise<QmpEvent>((resolve, reject) => {
+      try {
+        checkTimeoutMs('timeoutMs', options.timeoutMs, this.driver, true);
+      } catch (err) {
+        return reject(err);
+      }
       if (this.closedWith) return reject(this.closedWith.error ?? unavailable(`waiting for ${name}: connection closed`, this.driver));
       if (signal?.aborted) return reject(new CairnError('CANCELLED', `waiting for ${name} cancelled`, { driver: this.driver, cause: signal.reason }));
       let timer: NodeJS.Timeout | undefined;

@@ -9,8 +9,22 @@
  *   `JSON parse error, … is not a valid Unicode character` and no `id`, since it could not read
  *   one, so the answer matches no call and the call would wait for its timeout (forever with
  *   `timeoutMs: Infinity`). Observed here.
+ * - A message past the limits of qemu's JSON streamer (qobject/json-streamer.c): objects and
+ *   arrays nested more than 1024 deep (`MAX_NESTING`, the command's own object counted), more
+ *   than 2^21 tokens (`MAX_TOKEN_COUNT`), or 64 MiB of tokens (`MAX_TOKEN_SIZE`; a single token
+ *   is cut there by its lexer too). qemu answers `JSON nesting depth limit exceeded` (or `token
+ *   count`, `token size`) without an `id`, as above. Observed here: 1024 levels and 2^21 tokens
+ *   are answered, 1025 and 2^21 + 1 are not. The size is checked on the encoded line (JSON.stringify
+ *   writes no whitespace, which would be no token), refusing from 64 MiB, at most a byte short of
+ *   qemu's edge (qemu 7.2 takes minutes over a message that long, so the exact edge was not
+ *   observed). Linear in the line's length, and free for lines of 1024 characters or fewer.
  */
 import { CairnError } from '@cairn/core';
+
+/** qemu's JSON streamer limits (qobject/json-streamer.c). */
+export const QEMU_JSON_MAX_NESTING = 1024;
+export const QEMU_JSON_MAX_TOKEN_COUNT = 2 * 1024 * 1024;
+export const QEMU_JSON_MAX_TOKEN_BYTES = 64 * 1024 * 1024;
 
 const hasEmptyMerge = (data: unknown): boolean => {
   const bitmaps = (data as { bitmaps?: unknown } | undefined)?.bitmaps;
@@ -31,11 +45,70 @@ function unparsableString(value: unknown): string | undefined {
   return undefined;
 }
 
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+/** `{ } [ ] : ,`, whitespace and the quote: what ends a number or a literal (true, false, null). */
+const DELIMITER = new Set([0x7b, 0x7d, 0x5b, 0x5d, 0x3a, 0x2c, 0x20, 0x09, 0x0a, 0x0d, QUOTE]);
+
 /**
- * Throws INVALID_INPUT when `command` with `args` would crash the daemon or could not be parsed
- * by it (see the file comment), so nothing is sent. No I/O.
+ * The deepest nesting of objects and arrays in the JSON text `json` (as JSON.stringify writes it)
+ * and its number of tokens as qemu's lexer counts them (brackets, braces, colons, commas, strings,
+ * numbers, literals; whitespace is none). Stops counting once past both limits. O(length).
  */
-export function assertSafeCommand(command: string, args: unknown, driver: string): void {
+export function jsonShape(json: string): { depth: number; tokens: number } {
+  let depth = 0;
+  let deepest = 0;
+  let tokens = 0;
+  const n = json.length;
+  for (let i = 0; i < n; i++) {
+    const c = json.charCodeAt(i);
+    if (c === QUOTE) {
+      tokens++;
+      // Jump to the closing quote: the next one not escaped by an odd run of backslashes.
+      for (let q = json.indexOf('"', i + 1); ; q = json.indexOf('"', q + 1)) {
+        if (q < 0) return { depth: deepest, tokens };
+        let slashes = 0;
+        while (json.charCodeAt(q - 1 - slashes) === BACKSLASH) slashes++;
+        if (slashes % 2 === 0) {
+          i = q;
+          break;
+        }
+      }
+    } else if (c === 0x7b || c === 0x5b) {
+      tokens++;
+      if (++depth > deepest) deepest = depth;
+    } else if (c === 0x7d || c === 0x5d) {
+      tokens++;
+      depth--;
+    } else if (c === 0x3a || c === 0x2c) {
+      tokens++;
+    } else if (c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) {
+      tokens++;
+      while (i + 1 < n && !DELIMITER.has(json.charCodeAt(i + 1))) i++;
+    }
+    if (deepest > QEMU_JSON_MAX_NESTING && tokens > QEMU_JSON_MAX_TOKEN_COUNT) break;
+  }
+  return { depth: deepest, tokens };
+}
+
+/** Why qemu's JSON streamer would refuse the message `line` (see the file comment), or undefined. */
+function pastParserLimits(line: string): string | undefined {
+  if (line.length <= QEMU_JSON_MAX_NESTING) return undefined; // too short to reach any limit
+  const bytes = Buffer.byteLength(line) - (line.endsWith('\n') ? 1 : 0);
+  if (bytes >= QEMU_JSON_MAX_TOKEN_BYTES) return `the request is ${bytes} bytes; qemu's JSON parser takes less than ${QEMU_JSON_MAX_TOKEN_BYTES} bytes of tokens`;
+  const { depth, tokens } = jsonShape(line);
+  if (depth > QEMU_JSON_MAX_NESTING) return `the request nests objects and arrays ${depth} deep; qemu's JSON parser takes at most ${QEMU_JSON_MAX_NESTING}`;
+  if (tokens > QEMU_JSON_MAX_TOKEN_COUNT) return `the request has ${tokens} JSON tokens; qemu's JSON parser takes at most ${QEMU_JSON_MAX_TOKEN_COUNT}`;
+  return undefined;
+}
+
+/**
+ * Throws INVALID_INPUT when `command` with `args`, encoded as the request line `line`, would crash
+ * the daemon or could not be parsed by it (see the file comment), so nothing is sent. No I/O.
+ */
+export function assertSafeCommand(command: string, args: unknown, line: string, driver: string): void {
+  const limit = pastParserLimits(line);
+  if (limit !== undefined) throw new CairnError('INVALID_INPUT', `${command}: ${limit}`, { driver, details: { command } });
   const bad = unparsableString(command) ?? unparsableString(args);
   if (bad !== undefined) {
     throw new CairnError('INVALID_INPUT', `${command}: ${JSON.stringify(bad)} holds a lone surrogate or a Unicode noncharacter, which QMP cannot carry`, {

@@ -10,8 +10,13 @@
  *   connection that gets no greeting within 2 s is dropped and made again until the deadline.
  * - `stop` asks `quit`, waits, then SIGTERM, then SIGKILL; it resolves with the exit status.
  *   Idempotent. A clean `quit` is what makes qemu write persistent bitmaps to qcow2 files.
- * - `kill` (SIGKILL by default) simulates a crash; the QMP client then fails every pending
- *   and later call with UNAVAILABLE.
+ * - `kill` (SIGKILL by default) sends its signal at once, also while a `stop` is under way (a
+ *   stop waiting on a wedged daemon is when it is needed), and resolves with the exit status, as
+ *   that stop then does. It simulates a crash; the QMP client then fails every pending and later
+ *   call with UNAVAILABLE.
+ * - Timeouts (`startTimeoutMs`, `commandTimeoutMs`, `quitTimeoutMs`, `termTimeoutMs`) are ms from
+ *   0 to 2^31 - 1 (`commandTimeoutMs` may be `Infinity`); NaN, a negative or a longer one is
+ *   INVALID_INPUT, before anything is spawned or sent.
  * - One instance is one process: to restart, `start` a new instance on the same images.
  * - The temp dir (socket, log) is removed after exit unless `keepDir`, however the daemon ended
  *   (also when it died on its own, before `whenExited` resolves); a kept dir stays, also
@@ -33,6 +38,7 @@ import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
 import { processState } from './process-state.js';
 import { DIR_PREFIX, removeStaleDirs, writeOwner } from './runtime-dirs.js';
+import { checkTimeoutMs } from './timeouts.js';
 
 export interface QemuStorageDaemonOptions {
   /** Extra arguments, e.g. `['--blockdev', 'driver=file,node-name=f0,filename=/x.qcow2']`. Default none. */
@@ -133,6 +139,8 @@ export class QemuStorageDaemon {
   /** Spawns the daemon and connects QMP (see the file comment for errors). */
   static async start(options: QemuStorageDaemonOptions = {}): Promise<QemuStorageDaemon> {
     const driver = options.driver ?? DRIVER;
+    checkTimeoutMs('startTimeoutMs', options.startTimeoutMs, driver);
+    checkTimeoutMs('commandTimeoutMs', options.commandTimeoutMs, driver, true);
     const keepDir = options.keepDir ?? false;
     const tmpParent = options.tmpParent ?? '/tmp';
     await removeStaleDirs(tmpParent);
@@ -224,18 +232,29 @@ export class QemuStorageDaemon {
     return readFile(this.logPath, 'utf8').catch(() => this.keptLog ?? '');
   }
 
-  /** Clean shutdown: `quit`, then SIGTERM, then SIGKILL after the timeouts. Idempotent. */
+  /**
+   * Clean shutdown: `quit`, then SIGTERM, then SIGKILL after the timeouts. Idempotent: a later
+   * call (its options ignored) gets the same promise. INVALID_INPUT for a bad timeout.
+   */
   stop(options: StopOptions = {}): Promise<DaemonExit> {
+    try {
+      checkTimeoutMs('quitTimeoutMs', options.quitTimeoutMs, this.driver);
+      checkTimeoutMs('termTimeoutMs', options.termTimeoutMs, this.driver);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     this.stopping ??= this.doStop(options.quitTimeoutMs ?? 5_000, options.termTimeoutMs ?? 3_000);
     return this.stopping;
   }
 
-  /** Sends `signal` (default SIGKILL) and waits for the exit. Use for crash tests. */
+  /**
+   * Sends `signal` (default SIGKILL) now, unless the daemon has exited, and resolves with the exit
+   * status once it exited. While a `stop` is under way the signal is sent all the same and that
+   * stop resolves with the same status. Use for crash tests, or when a `stop` hangs.
+   */
   kill(signal: 'SIGKILL' | 'SIGTERM' | 'SIGINT' = 'SIGKILL'): Promise<DaemonExit> {
-    this.stopping ??= (async () => {
-      if (!this.exitStatus) this.child.kill(signal);
-      return this.finish();
-    })();
+    if (!this.exitStatus) this.child.kill(signal);
+    this.stopping ??= this.finish();
     return this.stopping;
   }
 

@@ -5,8 +5,10 @@
  * - `connect` reads the greeting, sends `qmp_capabilities`, and returns a ready client, or throws
  *   UNAVAILABLE (socket missing, refused, no greeting in time), INVALID_INPUT (unix path ≥ 108
  *   bytes) or CANCELLED (signal).
- * - Arguments known to crash qemu 7.2 are refused with INVALID_INPUT before sending (preflight.ts),
- *   as are arguments JSON cannot encode (a BigInt, a cycle).
+ * - Arguments known to crash qemu 7.2, or that its JSON parser would refuse without an `id`
+ *   (strings it cannot read, past its nesting, token count or size limits), are refused with
+ *   INVALID_INPUT before sending (preflight.ts), as are arguments JSON cannot encode (a BigInt, a
+ *   cycle) and a timeout that is NaN, negative or over 2^31 - 1 ms (timeouts.ts).
  * - Every `execute` carries a unique `id`; replies are matched by id only, never by order, so
  *   concurrent calls and interleaved events are safe. Errors follow `qmpErrorCode`.
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
@@ -25,6 +27,7 @@ import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOption
 import { JsonLineDecoder } from './json-lines.js';
 import { assertSafeCommand } from './preflight.js';
 import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
+import { checkTimeoutMs } from './timeouts.js';
 
 /** Where the QMP monitor listens: a unix socket path, or a TCP host and port. */
 export type QmpTarget = { path: string } | { host: string; port: number };
@@ -32,6 +35,7 @@ export type QmpTarget = { path: string } | { host: string; port: number };
 /** Longest unix socket path (bytes) the kernel accepts is 107 plus the terminating NUL. */
 export const MAX_UNIX_SOCKET_PATH_BYTES = 107;
 
+/** Timeouts are ms from 0 to 2^31 - 1 (`execute`'s and `waitForEvent`'s may also be `Infinity`); NaN, a negative or a longer one is INVALID_INPUT. */
 export interface QmpConnectOptions {
   /** Deadline for connect + greeting + qmp_capabilities. Default 5 000 ms. */
   timeoutMs?: number;
@@ -39,12 +43,12 @@ export interface QmpConnectOptions {
   signal?: AbortSignal;
   /** Name used in error messages. Default `qmp`. */
   driver?: string;
-  /** Default `timeoutMs` of `execute`. Default 30 000 ms. */
+  /** Default `timeoutMs` of `execute`. Default 30 000 ms; `Infinity` waits forever. */
   commandTimeoutMs?: number;
 }
 
 export interface ExecuteOptions {
-  /** Fail with UNAVAILABLE when no reply arrives in time. Default: the client's `commandTimeoutMs`; `Infinity` waits forever. */
+  /** Fail with UNAVAILABLE when no reply arrives in time. Default: the client's `commandTimeoutMs`; `Infinity` waits forever; NaN, negative or over 2^31 - 1 is INVALID_INPUT. */
   timeoutMs?: number;
   /** Aborting fails the call with CANCELLED (qemu may still run the command). */
   signal?: AbortSignal;
@@ -109,10 +113,15 @@ export class QmpClient {
     socket.on('close', () => this.hangUp(unavailable('QMP connection closed by the peer', driver)));
   }
 
-  /** Connects to `target` and completes the handshake (see the file comment for errors). */
+  /**
+   * Connects to `target` and completes the handshake (see the file comment for errors);
+   * INVALID_INPUT for a bad `timeoutMs` or `commandTimeoutMs`, before connecting.
+   */
   static async connect(target: QmpTarget, options: QmpConnectOptions = {}): Promise<QmpClient> {
     const driver = options.driver ?? QMP_DRIVER;
     const { signal } = options;
+    checkTimeoutMs('timeoutMs', options.timeoutMs, driver);
+    checkTimeoutMs('commandTimeoutMs', options.commandTimeoutMs, driver, true);
     if ('path' in target && Buffer.byteLength(target.path) > MAX_UNIX_SOCKET_PATH_BYTES) {
       throw new CairnError('INVALID_INPUT', `unix socket path is longer than ${MAX_UNIX_SOCKET_PATH_BYTES} bytes: ${target.path}`, { driver });
     }
@@ -164,7 +173,8 @@ export class QmpClient {
   /**
    * Sends `command` and resolves with its `return` value. Typed for the commands in
    * QmpCommandMap; any other name is sent untyped (`execute<T>('x-foo', {...})`).
-   * Errors: mapped QMP error codes, UNAVAILABLE (timeout, closed), CANCELLED (signal).
+   * Errors: mapped QMP error codes, UNAVAILABLE (timeout, closed), CANCELLED (signal),
+   * INVALID_INPUT (a bad `timeoutMs`, or arguments refused by the preflight) before sending.
    */
   execute<K extends QmpCommandName>(command: K, ...params: ExecuteParams<K>): Promise<QmpResult<K>>;
   execute<T = unknown, C extends string = string>(
@@ -192,7 +202,8 @@ export class QmpClient {
       );
     }
     try {
-      assertSafeCommand(command, args, this.driver);
+      checkTimeoutMs('timeoutMs', options.timeoutMs, this.driver, true);
+      assertSafeCommand(command, args, line, this.driver);
     } catch (err) {
       return Promise.reject(err);
     }

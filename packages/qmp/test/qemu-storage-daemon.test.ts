@@ -72,6 +72,18 @@ describe('QemuStorageDaemon lifecycle', () => {
     expect(err.details?.exit).toEqual({ code: null, signal: 'SIGKILL' });
   });
 
+  it('kill() while stop() waits on a frozen daemon sends SIGKILL at once; the stop resolves with the same exit', { timeout: 5_000 }, async () => {
+    const d = await QemuStorageDaemon.start();
+    started.push(d);
+    d.signal('SIGSTOP'); // wedged: quit gets no answer and SIGTERM stays pending
+    const stopping = d.stop({ quitTimeoutMs: 60_000, termTimeoutMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 100)); // quit is sent and waits
+    const exit = await d.kill();
+    expect(exit).toEqual({ code: null, signal: 'SIGKILL' });
+    expect(await stopping).toEqual(exit);
+    expect(d.exit).toEqual(exit);
+  });
+
   it('kill() during a pending call fails it with UNAVAILABLE, and later calls too', async () => {
     const d = await QemuStorageDaemon.start();
     started.push(d);

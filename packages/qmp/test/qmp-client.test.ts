@@ -168,6 +168,37 @@ describe('QmpClient.execute', () => {
   });
 });
 
+describe('QmpClient and QemuStorageDaemon timeout options', () => {
+  const bad = [Number.NaN, -1, 2 ** 31];
+
+  it.each(bad)('connect() with timeoutMs or commandTimeoutMs %s fails with INVALID_INPUT', async (v) => {
+    const timeout = await expectCode(QmpClient.connect({ path: auxSocket }, { timeoutMs: v }), 'INVALID_INPUT');
+    expect(timeout.details).toMatchObject({ option: 'timeoutMs' });
+    const command = await expectCode(QmpClient.connect({ path: auxSocket }, { commandTimeoutMs: v }), 'INVALID_INPUT');
+    expect(command.details).toMatchObject({ option: 'commandTimeoutMs' });
+  });
+
+  it.each(bad)('execute() and waitForEvent() with timeoutMs %s fail at once with INVALID_INPUT, even on a frozen daemon', { timeout: 5_000 }, async (v) => {
+    daemon.signal('SIGSTOP'); // nothing would answer: only the refusal can end these calls
+    try {
+      await expectCode(qmp.execute('query-version', undefined, { timeoutMs: v }), 'INVALID_INPUT');
+      await expectCode(qmp.waitForEvent('SHUTDOWN', undefined, { timeoutMs: v }), 'INVALID_INPUT');
+    } finally {
+      daemon.signal('SIGCONT');
+    }
+    expect((await qmp.execute('query-version', undefined, { timeoutMs: Infinity })).qemu).toEqual(qmp.greeting.version.qemu);
+  });
+
+  it.each(bad)('QemuStorageDaemon.start() and stop() with a timeout of %s fail with INVALID_INPUT, and the daemon keeps running', async (v) => {
+    await expectCode(QemuStorageDaemon.start({ startTimeoutMs: v }), 'INVALID_INPUT');
+    await expectCode(QemuStorageDaemon.start({ commandTimeoutMs: v }), 'INVALID_INPUT');
+    await expectCode(daemon.stop({ quitTimeoutMs: v }), 'INVALID_INPUT');
+    await expectCode(daemon.stop({ termTimeoutMs: v }), 'INVALID_INPUT');
+    expect(daemon.exit).toBeUndefined(); // still running: nothing was sent
+    expect((await qmp.execute('query-version')).qemu).toEqual(qmp.greeting.version.qemu);
+  });
+});
+
 describe('QmpClient.transaction', () => {
   it('transaction(disable old + add new) applies both atomically', async () => {
     await qmp.execute('block-dirty-bitmap-add', { node: 'disk', name: 'gen1', persistent: true });

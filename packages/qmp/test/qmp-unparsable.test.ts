@@ -3,7 +3,9 @@
 // request with `{"error": {"desc": "JSON parse error, \ud800 is not a valid Unicode character"}}`
 // and no `id` (it could not read one), so the reply matches no call: the call used to wait for
 // its timeout (forever with `timeoutMs: Infinity`) and fail UNAVAILABLE, as if the daemon hung.
-// The client must refuse them with INVALID_INPUT before sending, and stay usable.
+// The client must refuse them with INVALID_INPUT before sending, and stay usable. So too for a
+// message past the limits of qemu's JSON streamer (nesting over 1024, over 2^21 tokens, 64 MiB of
+// tokens), which qemu answers with "JSON nesting depth limit exceeded" (…) and no `id` either.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
 import { expectCode } from './helpers.js';
@@ -63,6 +65,41 @@ describe('QmpClient with strings qemu cannot parse', () => {
       const err = await expectCode(daemon.qmp.execute('blockdev-add', args as never, { timeoutMs: Infinity }), 'INVALID_INPUT');
       expect(err.details).toMatchObject({ command: 'blockdev-add' });
     }
+    expect((await daemon.qmp.execute('query-version')).qemu.major).toBeGreaterThan(0);
+  });
+});
+
+/** `value` wrapped in `depth` arrays. */
+function nested(depth: number, value: unknown = 1): unknown {
+  let v = value;
+  for (let i = 0; i < depth; i++) v = [v];
+  return v;
+}
+
+describe("QmpClient with messages past qemu's JSON parser limits", () => {
+  // The request is {"execute", "arguments": {"x": …}, "id"}: two levels before `x`'s value.
+  it('arguments nested 1023 levels (1025 in all) fail at once with INVALID_INPUT, and the client stays usable', { timeout: 5_000 }, async () => {
+    const dropped = daemon.qmp.droppedReplies;
+    const err = await expectCode(daemon.qmp.execute('blockdev-add', { x: nested(1023) } as never, { timeoutMs: Infinity }), 'INVALID_INPUT');
+    expect(err.details).toMatchObject({ command: 'blockdev-add' });
+    expect(err.details?.qmpClass).toBeUndefined(); // ours, not qemu's
+    expect(daemon.qmp.droppedReplies - dropped).toBe(0);
+    expect((await daemon.qmp.execute('query-version')).qemu.major).toBeGreaterThan(0);
+  });
+
+  it('1024 levels in all still reach qemu and get its own answer', { timeout: 5_000 }, async () => {
+    const dropped = daemon.qmp.droppedReplies;
+    const err = await expectCode(daemon.qmp.execute('query-version', { x: nested(1022) } as never, { timeoutMs: 3_000 }), 'INVALID_INPUT');
+    expect(err.details).toMatchObject({ qmpClass: 'GenericError' }); // "Parameter 'x' is unexpected"
+    expect(daemon.qmp.droppedReplies - dropped).toBe(0);
+  });
+
+  it('more than 2^21 tokens, or 64 MiB of them, fail at once with INVALID_INPUT', { timeout: 10_000 }, async () => {
+    const dropped = daemon.qmp.droppedReplies;
+    // {"execute":…,"arguments":{"x":[0,0,…]},"id":…}: two tokens per element.
+    await expectCode(daemon.qmp.execute('blockdev-add', { x: new Array(1024 * 1024 + 8).fill(0) } as never, { timeoutMs: Infinity }), 'INVALID_INPUT');
+    await expectCode(daemon.qmp.execute('blockdev-add', { x: 'a'.repeat(64 * 1024 * 1024) } as never, { timeoutMs: Infinity }), 'INVALID_INPUT');
+    expect(daemon.qmp.droppedReplies - dropped).toBe(0);
     expect((await daemon.qmp.execute('query-version')).qemu.major).toBeGreaterThan(0);
   });
 });
