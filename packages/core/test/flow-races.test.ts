@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MiB, contents, expectCode, filledVolume } from './helpers.js';
+import { MiB, contents, expectCode, filledVolume, over } from './helpers.js';
 import {
   BackupManager,
   InProcessVolumeLocks,
@@ -7,6 +7,7 @@ import {
   MemoryCatalog,
   MemoryVolumeDriver,
   type BackupJob,
+  type FlowOverride,
   type BackupRecord,
   type BackupResult,
   type BackupSource,
@@ -404,5 +405,63 @@ describe('BackupManager construction', () => {
     const base = { volumes: new MemoryVolumeDriver(), catalog: new MemoryCatalog() };
     expect(() => new BackupManager({ ...base, targets: { primary: new MemoryBackupService('memory') } })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
     expect(() => new BackupManager({ ...base, targets: { memory: new MemoryBackupService('memory') } })).not.toThrow();
+  });
+});
+
+describe('two processes restoring over one volume left error_restoring', () => {
+  /** The memory driver as a flow-override driver (Cinder's VMDK kind): core attaches nothing, and its restoreBackup counts the restores it runs. */
+  class OverrideVolumes extends MemoryVolumeDriver {
+    override readonly capabilities = { ...new MemoryVolumeDriver().capabilities, flowOverride: true };
+    restores = 0;
+    readonly flowOverride: FlowOverride = {
+      backupVolume: async () => Promise.reject(new Error('not used here')),
+      restoreBackup: async () => void this.restores++,
+    };
+  }
+
+  it('with a driver core does not attach, one takes the volume and the other is CONFLICT; one restore runs', async () => {
+    const catalog = new MemoryCatalog();
+    const service = new MemoryBackupService();
+    const plain = new MemoryVolumeDriver();
+    const setup = new BackupManager({ volumes: plain, targets: { memory: service }, catalog });
+    const b1 = await setup.backup({ volumeId: (await filledVolume(plain, MiB, 1)).id });
+    const b2 = await setup.backup({ volumeId: (await filledVolume(plain, MiB, 2)).id });
+    const volumes = new OverrideVolumes();
+    const dst = await volumes.createVolume({ size: MiB });
+    await catalog.putVolumeState({ volumeId: dst.id, status: 'error_restoring', previousStatus: 'available', backupId: b1.id, since: new Date().toISOString() });
+    // Process A has read the state (error_restoring) and not yet replaced it.
+    const aWrites = gate();
+    let gated = false;
+    const catalogA = over(catalog, {
+      putVolumeState: async (state, options) => {
+        if (state.status === 'restoring-backup' && !gated) {
+          gated = true;
+          await aWrites.arrive();
+        }
+        return catalog.putVolumeState(state, options);
+      },
+    });
+    // Process B gets as far as it can meanwhile: into its restore, or waiting for the section of the backup the state names.
+    const bWaits = gate();
+    const catalogB = over(catalog, {
+      section: (id, fn, signal) => {
+        if (id === b1.id) void bWaits.arrive();
+        return catalog.section(id, fn, signal);
+      },
+    });
+    const a = new BackupManager({ volumes, targets: { memory: service }, catalog: catalogA });
+    const b = new BackupManager({ volumes, targets: { memory: service }, catalog: catalogB });
+    const first = a.restore({ backupId: b1.id, volumeId: dst.id });
+    await aWrites.reached;
+    const second = b.restore({ backupId: b2.id, volumeId: dst.id });
+    const bSettled = second.then(() => undefined, () => undefined);
+    await Promise.race([bWaits.reached, bSettled]);
+    aWrites.release();
+    const outcomes = await Promise.allSettled([first, second]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
+    expect((outcomes[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'CONFLICT' });
+    expect(volumes.restores).toBe(1);
+    expect(await catalog.getVolumeState(dst.id)).toBeUndefined();
+    expect((await catalog.getBackup(b2.id)).status).toBe('available');
   });
 });

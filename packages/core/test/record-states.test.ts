@@ -3,8 +3,8 @@
  * progress is not started again, and verify checks only records whose data is complete.
  */
 import { describe, expect, it } from 'vitest';
-import { currentOwner, processStartTime, type BackupRecord, type ProcessOwner } from '../src/index.js';
-import { MiB, chunkedRig, expectCode, filledVolume, gate, rig } from './helpers.js';
+import { MemoryObjectStore, currentOwner, processStartTime, type BackupRecord, type ByteRange, type ProcessOwner } from '../src/index.js';
+import { MiB, chunkedRig, expectCode, filledVolume, gate, keys, rig } from './helpers.js';
 
 const me = currentOwner();
 /** The parent process: alive, on this host, in this pid namespace. */
@@ -147,5 +147,56 @@ describe('verify(backupId) by record status', () => {
     await expectCode(manager.verify(b.id), 'CONFLICT');
     expect(await manager.resetState(b.id, 'available')).toMatchObject({ status: 'available' });
     expect((await manager.verify(b.id)).problems).toEqual([]);
+  });
+});
+
+/** A memory store whose next read of `key` (once armed) waits at `held` until released. */
+class HeldReadStore extends MemoryObjectStore {
+  key: string | undefined;
+  held = gate();
+  override async get(key: string, range?: ByteRange): Promise<Buffer> {
+    if (key === this.key) {
+      this.key = undefined;
+      await this.held.arrive();
+    }
+    return super.get(key, range);
+  }
+}
+
+describe('a backup deleted while a verify reads it', () => {
+  it('verify() of every backup leaves it out (not checked, no problem) and still reports the others', async () => {
+    const store = new HeldReadStore('mem');
+    const r = await chunkedRig(store);
+    const kept = await r.manager.backup({ volumeId: (await filledVolume(r.volumes, MiB, 1)).id });
+    const gone = await r.manager.backup({ volumeId: (await filledVolume(r.volumes, MiB, 2)).id });
+    store.key = `manifests/${gone.id}`;
+    const verifying = r.manager.verify();
+    await store.held.reached;
+    await r.manager.deleteBackup(gone.id);
+    store.held.release();
+    const report = await verifying;
+    expect(report.problems).toEqual([]);
+    expect(report.checked).toEqual([kept.id]);
+  });
+
+  it('verify(backupId) rejects with NOT_FOUND, as for an unknown backup, instead of reporting it broken', async () => {
+    const store = new HeldReadStore('mem');
+    const r = await chunkedRig(store);
+    const gone = await r.manager.backup({ volumeId: (await filledVolume(r.volumes, MiB, 1)).id });
+    store.key = `manifests/${gone.id}`;
+    const verifying = r.manager.verify(gone.id);
+    await store.held.reached;
+    await r.manager.deleteBackup(gone.id);
+    store.held.release();
+    await expect(verifying).rejects.toMatchObject({ code: 'NOT_FOUND', details: { backupId: gone.id } });
+  });
+
+  it('a backup whose data is damaged and whose record stays is still reported broken', async () => {
+    const store = new HeldReadStore('mem');
+    const r = await chunkedRig(store);
+    const b = await r.manager.backup({ volumeId: (await filledVolume(r.volumes, MiB, 1)).id });
+    for (const key of await keys(store, 'packs/')) await store.delete(key);
+    expect((await r.manager.verify()).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'NOT_FOUND' })]);
+    expect((await r.manager.verify(b.id)).problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'NOT_FOUND' })]);
   });
 });

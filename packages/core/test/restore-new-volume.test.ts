@@ -220,3 +220,24 @@ describe('a restore to a new volume records its intent as a NewVolumeIntent', ()
     expect((await contents(r.volumes, volume.id)).equals(await contents(r.volumes, src.id))).toBe(true);
   });
 });
+
+describe('a restore to a new volume whose intent cannot be deleted once the volume is written', () => {
+  it('fails and deletes the volume, so no later recovery deletes a volume the caller was told is restored', async () => {
+    const volumes = new MemoryVolumeDriver();
+    const service = new MemoryBackupService();
+    const catalog = new MemoryCatalog();
+    const setup = new BackupManager({ volumes, targets: { memory: service }, catalog });
+    const src = await filledVolume(volumes, MiB, 1);
+    const b = await setup.backup({ volumeId: src.id });
+    const failing = over(catalog, { deleteNewVolumeIntent: async () => Promise.reject(new CairnError('UNAVAILABLE', 'store went away', { driver: 'catalog' })) });
+    const manager = new BackupManager({ volumes, targets: { memory: service }, catalog: failing });
+    const { job, volume } = await manager.startRestore({ backupId: b.id, newVolume: { name: 'copy' } });
+    await expectCode(job.done, 'UNAVAILABLE');
+    await expectCode(volumes.getVolume(volume.id), 'NOT_FOUND');
+    expect((await catalog.getBackup(b.id)).status).toBe('available');
+    // The store is back: recovery finds the intent of a volume that is gone and clears it, deleting nothing.
+    expect(await setup.recover()).toMatchObject({ removedVolumes: [], errors: [] });
+    expect(await catalog.listNewVolumeIntents()).toEqual([]);
+    expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+  });
+});

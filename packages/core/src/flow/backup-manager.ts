@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
-import type { ProgressEvent, ProgressSink } from '../contracts/progress.js';
+import type { ProgressEvent } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, isRetryable, toCairnError, unlessNotFound } from '../errors.js';
@@ -21,6 +21,7 @@ import { resetBackupState } from './reset-state.js';
 import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, markErrorRestoring } from './volume-flow-states.js';
+import { assertVerifiable, verifyAll, verifyOne } from './verify-backups.js';
 
 export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
 
@@ -67,6 +68,7 @@ export type RestoreRequest =
   | { backupId: string; newVolume: { name?: string }; signal?: AbortSignal };
 
 export { readBackRestored, type RestoreResult } from './restore-result.js';
+export { assertVerifiable } from './verify-backups.js';
 
 /** What the manager shows for a volume: the driver's view with the flow's state laid over it. */
 export interface VolumeView extends Omit<Volume, 'status'> {
@@ -249,7 +251,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         Object.assign(record, { size: volume.size, volumeName: volume.name, volumeMetadata: { ...volume.metadata }, updatedAt: nowIso() });
         progress.bytesTotal = volume.size;
         await this.catalog.putBackup(record);
-        await beginVolumeFlow(this.catalog, volume, 'backing-up', record.id);
+        await beginVolumeFlow(this.catalog, volume, 'backing-up', record.id, (id, fn) => this.claims.exclusive(id, fn, signal));
         flowStarted = true;
         const sink = this.progressSink(record.id, 'backup', progress);
         const job = { backup: record, parent, volume, vmConfig: request.vmConfig, signal, progress: sink };
@@ -405,8 +407,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * A new volume is the restore's own, and is never left behind unaccounted. Before it is created,
    * the backup is claimed (here, not in the job: `restoring` at once) and the intent to create it
    * is recorded in the catalog (a NewVolumeIntent: new-volume-intents.ts); the volume
-   * carries the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`, kept once restored). On any
-   * failure the job deletes it (a detach or delete failing with a retryable code, `BUSY` or
+   * carries the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`, kept once restored). Its
+   * restore commits only once the intent is deleted too (an intent left would have recovery delete
+   * the volume): an intent that cannot be deleted fails the job. On any failure the job deletes
+   * it (a detach or delete failing with a retryable code, `BUSY` or
    * `UNAVAILABLE`, is retried first). When it still cannot, the volume is left `error_restoring`
    * with a `warning` (the delete's code, `details.volumeId` and `details.backupId`), backups and
    * restores of it are refused with `CONFLICT`, and `recover()` deletes it (`removedVolumes`), as
@@ -543,7 +547,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
       // volume attached) fails the job before it writes, leaving the volume as it was.
       if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
-      await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id);
+      await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id, (id, fn) => this.claims.exclusive(id, fn, signal));
       flowStarted = true;
       writing = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
@@ -554,9 +558,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         await service.restore(backup, device, { signal, progress: sink, targetIsZeroed: created });
         await device.flush();
       }
-      // The commit point: the volume holds the whole backup, flushed. The restore is done; a
-      // cancel from here on (or one the copy finished despite) is too late, as for a backup once
-      // its service has committed it. A failure of the cleanup below is only a warning.
+      // A new volume is the caller's once its intent is gone (retried when that fails with a
+      // retryable code). An intent left would have recovery delete the volume after the job
+      // succeeded, so a failure here fails the job, which deletes the volume as after any failure.
+      if (owned) await retrying(() => this.catalog.deleteNewVolumeIntent(owned.jobId));
+      // The commit point: the volume holds the whole backup, flushed (a new one no longer has an
+      // intent). The restore is done; a cancel from here on (or one the copy finished despite) is
+      // too late, as for a backup once its service has committed it. A failure of the cleanup
+      // below is only a warning.
       committed = true;
     } catch (err) {
       throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
@@ -569,9 +578,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // (so no longer live) reads the volume's state after this, and never takes a restore that
       // ended for one that was interrupted (it would mark a restored volume error_restoring).
       if (committed) {
-        // A new volume is the caller's from here: its intent goes first, so that a crash before
-        // the state is cleared leaves it error_restoring (recovery), never deleted.
-        if (owned) await this.cleanup(() => this.catalog.deleteNewVolumeIntent(owned.jobId));
+        // A new volume's intent went before the commit, so a crash before the state is cleared
+        // leaves it error_restoring (recovery), never deleted.
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (owned) {
         await this.dropNewVolume(volume, backup.id, owned.jobId, flowStarted);
@@ -789,27 +797,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * (data being written or removed), `error` and `error_deleting` (data missing or partial).
    * `resetState(id, 'available')` is what checks an `error` backup's data. `options.signal` stops
    * it (CANCELLED); `options.progress` gets the logical bytes checked and to check, summed over
-   * the targets.
+   * the targets. A backup deleted while it is verified (its record gone, `deleting` or
+   * `error_deleting` once the verify is done) is not reported broken: verify(backupId) rejects as
+   * for an unknown backup (`NOT_FOUND`) or one being deleted (`CONFLICT`), and a verify of every
+   * backup leaves it out of `checked` and `problems` (verify-backups.ts).
    */
   async verify(backupId?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-    if (backupId === undefined) {
-      const targets = Object.values(this.targets);
-      const each = targets.map(() => ({ done: 0, total: 0 }));
-      const sink = (k: number): ProgressSink | undefined =>
-        options.progress &&
-        ((done, total) => {
-          each[k] = { done, total };
-          options.progress!(
-            each.reduce((n, e) => n + e.done, 0),
-            each.reduce((n, e) => n + e.total, 0),
-          );
-        });
-      const reports = await Promise.all(targets.map((t, k) => t.verify(undefined, { signal: options.signal, progress: sink(k) })));
-      return { checked: reports.flatMap((r) => r.checked), problems: reports.flatMap((r) => r.problems), bytesChecked: reports.reduce((n, r) => n + r.bytesChecked, 0) };
-    }
+    if (backupId === undefined) return verifyAll(this.catalog, Object.values(this.targets), options);
     const backup = await this.catalog.getBackup(backupId);
     assertVerifiable(backup);
-    return this.target(backup.service).verify(backup, options);
+    return verifyOne(this.catalog, this.target(backup.service), backup, options);
   }
 
   /** Cinder's export_record: the record alone, for a deployment that reaches the same storage. */
@@ -908,21 +905,8 @@ const CLEANUP_RETRY_MS = [50, 200, 800];
 /** Runs `step`, retrying it after CLEANUP_RETRY_MS while it fails with a retryable code; else its error. */
 const retrying = <T>(step: () => Promise<T>): Promise<T> => withRetries(step, CLEANUP_RETRY_MS, isRetryable);
 
-/** Statuses of a record whose data is complete, so `verify(backupId)` checks it. */
-const VERIFIABLE: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);
-
 /** Statuses of a record an incremental may build on: its data is complete, and a restore only reads it. */
 const PARENT_STATUSES: ReadonlySet<BackupRecord['status']> = new Set(['available', 'restoring']);
-
-/**
- * `CONFLICT` (details {backupId, status}) unless the record's data is complete (`available`,
- * `restoring`): the rule of BackupManager.verify(backupId), for callers that refuse up front.
- */
-export function assertVerifiable(backup: BackupRecord): void {
-  if (VERIFIABLE.has(backup.status)) return;
-  const hint = backup.status === 'error' ? ' (reset-state to available checks the data of a failed backup)' : '';
-  throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}: it has no complete data to verify${hint}`, { details: { backupId: backup.id, status: backup.status } });
-}
 
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {

@@ -28,17 +28,24 @@ export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, vol
  * Lays `status` over a volume that assertNoFlow let through; `CONFLICT` when a flow (of another
  * process, begun since) has it. A volume in no flow is taken with an only-if-absent write, so of
  * flows that processes sharing the catalog begin on it at once, one proceeds and the others are
- * refused. A restore replaces `error_restoring` with a plain write, keeping its previous status:
- * it holds the volume's read-write attachment by then, which VolumeDriver.attach grants to one
- * holder across processes, and no other flow begins on an `error_restoring` volume without it
- * (a backup is refused, a restore attaches first). A flow-override driver, which core does not
- * attach, must keep two restores of one volume apart itself.
+ * refused. A restore takes an `error_restoring` volume over (keeping its previous status) in
+ * `section` of the backup the state names, reading the state again there: of restores that
+ * processes begin on it at once, one replaces it and the others find it replaced (`CONFLICT`).
+ * The flow excludes them itself, whether or not the driver's attach would (a flow-override driver
+ * is never attached by core). `section` is the manager's (BackupClaims.exclusive); the caller
+ * holds no section.
  */
-export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string): Promise<void> {
+export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string, section: Section): Promise<void> {
   const existing = await catalog.getVolumeState(volume.id);
   const state = { volumeId: volume.id, status, backupId, since: nowIso() };
   if (existing?.status === 'error_restoring' && status === 'restoring-backup') {
-    await catalog.putVolumeState({ ...state, previousStatus: existing.previousStatus });
+    await section(existing.backupId, async () => {
+      const now = await catalog.getVolumeState(volume.id);
+      if (now?.status !== 'error_restoring' || now.backupId !== existing.backupId || now.since !== existing.since) {
+        throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { details: { volumeId: volume.id, volumeStatus: now?.status } });
+      }
+      await catalog.putVolumeState({ ...state, previousStatus: existing.previousStatus });
+    });
     return;
   }
   if (existing) throw new CairnError('CONFLICT', `volume ${volume.id} is ${existing.status}`, { details: { volumeId: volume.id, volumeStatus: existing.status } });
@@ -49,6 +56,9 @@ export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: 
     throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { cause: err, details: { volumeId: volume.id } });
   }
 }
+
+/** Runs `fn` alone on one backup record (BackupClaims.exclusive). */
+export type Section = <T>(backupId: string, fn: () => Promise<T>) => Promise<T>;
 
 export async function markErrorRestoring(catalog: Catalog, volumeId: string, backupId: string): Promise<void> {
   const existing = await catalog.getVolumeState(volumeId);
