@@ -186,15 +186,53 @@ describe('ChunkProcessor when a worker dies', () => {
     }
   });
 
-  it('workers that keep dying before finishing a task are not respawned forever: tasks fail INTERNAL', async () => {
+  /** Makes the pool's next workers fail to load (a script that throws), or load again (`undefined`). */
+  const breakScript = (p: ChunkProcessor, broken: boolean): void => {
+    const pool = p as unknown as { url: URL; realUrl?: URL };
+    pool.realUrl ??= pool.url;
+    pool.url = broken ? new URL('data:text/javascript,throw new Error("cannot start")') : pool.realUrl;
+  };
+
+  /** Resolves once the pool has no worker and starts none for 100 ms (it gave up); fails after 5 s. */
+  const atRest = async (p: ChunkProcessor): Promise<void> => {
+    for (const end = Date.now() + 5000; Date.now() < end; ) {
+      if (workersOf(p).length === 0) {
+        await new Promise((r) => setTimeout(r, 100));
+        if (workersOf(p).length === 0) return;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    throw new Error('the pool never gave up');
+  };
+
+  it('workers that cannot start are not respawned forever: a job tries a bounded number, then fails INTERNAL; an idle pool starts none', async () => {
     const pool = new ChunkProcessor(settings, 1);
     try {
-      // Each worker dies at start, before any task; the pool replaces it a bounded number of times.
-      for (let i = 0; i < 10 && workersOf(pool).length > 0; i++) await workersOf(pool)[0]!.terminate();
-      expect(workersOf(pool)).toHaveLength(0);
-      await expect(within(job(pool))).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/gave up/) });
+      breakScript(pool, true);
+      await workersOf(pool)[0]!.terminate();
+      // Each job fails (its task on a worker that died loading, or given up on), none hangs, and
+      // the pool gives up within a bounded number of starts.
+      for (let i = 0; i < 3; i++) {
+        await expect(within(job(pool))).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/cannot start|gave up/) });
+        await atRest(pool);
+      }
       await new Promise((r) => setTimeout(r, 100));
       expect(workersOf(pool)).toHaveLength(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a pool that gave up starts workers again for the next job: a long-running process recovers once they can start', async () => {
+    const pool = new ChunkProcessor(settings, 2);
+    try {
+      breakScript(pool, true);
+      await Promise.all(workersOf(pool).map((w) => w.terminate()));
+      await atRest(pool);
+      // The cause has passed (a transient shortage of threads or memory, a script being replaced).
+      breakScript(pool, false);
+      for (let round = 0; round < 2; round++) for (const r of await within(Promise.all([job(pool), job(pool)]))) await check(r);
+      expect(workersOf(pool)).toHaveLength(2);
     } finally {
       await pool.close();
     }

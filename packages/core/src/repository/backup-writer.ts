@@ -127,6 +127,11 @@ async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string
  * one if need be) or read again and stored (BorrowedChunks), so the manifest never depends on a
  * backup that may yet fail. `CONFLICT` when such a chunk is no longer on the device by then.
  *
+ * Cancelled (`job.signal`), it rejects with `CANCELLED` without waiting for the store: waits for
+ * read slots and for pack uploads end at once (PackWriter.cancel), so a store whose writes hang
+ * does not hold the job; the slots go back to the shared pool once every batch has settled (a
+ * worker task in progress runs to its end, milliseconds), and no store write starts after.
+ *
  * Of the parent, a chunk is reused (equal to the chunk read at its place, or with change
  * tracking not read at all) only when the index holds it; a chunk the size change touches is
  * always read. So the manifest never names data the repository lacks, nor a chunk of another
@@ -168,6 +173,9 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       return { input: arena.subarray(at, at + inputSize), output: arena.subarray(at + inputSize, at + inputSize + outputSize) };
     }),
   );
+  const cancel = (): void => writer.cancel(new CairnError('CANCELLED', `backup ${job.backup.id} cancelled`, { cause: job.signal?.reason }));
+  if (job.signal?.aborted) cancel();
+  job.signal?.addEventListener('abort', cancel, { once: true });
   const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };
   const total = chunksIn(ranges) * chunkSize;
   let failure: unknown;
@@ -232,7 +240,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   // and stored here. The volume must still hold it (a snapshot does); if not, `CONFLICT`.
   const storeAgain = async (id: string, index: number): Promise<void> => {
     throwIfAborted(job.signal);
-    const slot = await free.take();
+    const slot = await free.take(job.signal);
     try {
       const n = chunkLength(size, chunkSize, index);
       await device.read(index * chunkSize, n, slot.input.subarray(0, n));
@@ -261,7 +269,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
         if (held instanceof Promise) await held;
       }
       const parentIds = sameLayout ? await idsIn(parent!.chunks, batch) : batch.map(() => null);
-      const slot = await free.take();
+      const slot = await free.take(job.signal);
       // The batch's chunks sit back to back in the slot; each run of consecutive ones is one read.
       // Only the volume's last chunk can be short, and it is always last in its batch.
       let length = 0;
@@ -299,10 +307,13 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     // backup's own error is the one raised, whatever the store does with an abort.
     await Promise.allSettled(inflight);
     await writer.abandon();
-    await pages.abandon();
+    // Cancelled: page writes in flight are not waited for (the store may hang); none starts after.
+    const pagesAbandoned = pages.abandon().catch(() => undefined);
+    if (!job.signal?.aborted) await pagesAbandoned;
     throw err;
   } finally {
-    giveSharedBuffer(arena); // every batch has settled: no worker holds a slot
+    job.signal?.removeEventListener('abort', cancel);
+    giveSharedBuffer(arena); // every batch has settled: no worker holds a slot, the store never sees them
     repo.inflight.releaseAll(me); // named by now, or never to be: others store their own copy
   }
 

@@ -46,7 +46,8 @@ interface Slot {
 
 /**
  * Consecutive workers that died before finishing any task (a module that fails to load, a crash
- * at start) after which the pool stops replacing them and fails every task: no respawn loop.
+ * at start) after which the pool stops replacing them and fails the tasks pending: no respawn
+ * loop. The next task given when none is pending (the next job) tries again.
  */
 const MAX_START_FAILURES = 3;
 
@@ -63,7 +64,11 @@ const MAX_START_FAILURES = 3;
  * other workers run on and settle normally, and the dead worker is replaced at once, so later jobs
  * work. A worker that dies before finishing any task counts as a failure to start; after
  * MAX_START_FAILURES in a row (none in between finishing its first task) the pool gives up: no more
- * replacements, queued and later tasks fail with INTERNAL (close the processor). close()
+ * replacements, and queued tasks, and tasks given while others are still pending, fail with
+ * INTERNAL. The first task given once none is pending (the next job) starts a fresh pool of
+ * workers, with MAX_START_FAILURES tries again: a long-running process (`cairn serve`) recovers
+ * once workers can start (threads or memory short for a while), and a pool that can never start
+ * costs each job at most MAX_START_FAILURES worker starts, never a loop. close()
  * terminates every worker and rejects every pending task (queued ones at once, running ones when
  * their worker is gone), so nothing hangs. None of this adds a message per task: the pool only
  * notes which task each worker holds.
@@ -80,8 +85,10 @@ export class ChunkProcessor {
   /** The settings once known: a replacement worker starts with them. */
   private settings: CodecSettings | undefined;
   private seq = 0;
-  /** Fails every task from now on: the settings failed, or workers kept dying at start. */
+  /** Fails every task from now on: the settings failed, or (`gaveUp`) workers kept dying at start. */
   private failure: unknown;
+  /** `failure` is a give-up, which the next job retries (see MAX_START_FAILURES). */
+  private gaveUp = false;
   private startFailures = 0;
   private closed: Promise<void> | undefined;
   /** Resolves on close(): tasks waiting for the settings stop waiting. */
@@ -214,6 +221,7 @@ export class ChunkProcessor {
 
   private dispatch(partial: Distribute<TaskRequest>): Promise<TaskReply> {
     if (this.settingsPending && !this.closed) return Promise.race([this.settingsPending, this.closing]).then(() => this.dispatch(partial));
+    if (this.failure && this.gaveUp && this.pending.size === 0 && !this.closed) this.restart();
     if (this.failure) return Promise.reject(this.failure);
     const req = { ...partial, seq: ++this.seq } as TaskRequest;
     if (this.inline) return Promise.resolve(this.inline.run(req));
@@ -294,12 +302,20 @@ export class ChunkProcessor {
     this.pump();
   }
 
-  /** Workers keep dying before finishing a task: stop replacing them; fail what waits and what comes. */
+  /** Workers keep dying before finishing a task: stop replacing them; fail what waits, and what comes until the next job. */
   private giveUp(why: string): void {
-    this.failure ??= new CairnError(
-      'INTERNAL',
-      `chunk workers keep dying before finishing a task (${MAX_START_FAILURES} in a row, the last ${why}): gave up on the pool; close the processor`,
-    );
+    if (this.failure === undefined) {
+      this.failure = new CairnError('INTERNAL', `chunk workers keep dying before finishing a task (${MAX_START_FAILURES} in a row, the last ${why}): gave up on the pool until the next job`);
+      this.gaveUp = true;
+    }
     for (const req of this.queue.splice(0)) this.settle(req.seq, this.failure);
+  }
+
+  /** After a give-up, with no task pending: a fresh try at starting the workers. */
+  private restart(): void {
+    this.failure = undefined;
+    this.gaveUp = false;
+    this.startFailures = 0;
+    while (this.workers.length < this.workerCount) this.spawn();
   }
 }

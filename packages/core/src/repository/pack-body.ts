@@ -86,7 +86,9 @@ export class WholePackBody implements PackBody {
 /**
  * A pack streamed to the store in segments of a shared FreeList: a full segment is appended to
  * the part writer and comes back to the list once the store has it, so a writer's pack memory is
- * the list's segments, however many packs it has open or in flight.
+ * the list's segments, however many packs it has open or in flight. Once `signal` aborts, a write
+ * waiting for a segment rejects with `CANCELLED`, and discard() no longer waits for the store:
+ * the segments of appends in flight come back to the list when the store settles them (if ever).
  */
 export class StreamedPackBody implements PackBody {
   size = 0;
@@ -96,22 +98,31 @@ export class StreamedPackBody implements PackBody {
   private readonly appends = new Set<Promise<void>>();
   private failure: unknown;
   private done = false;
+  private discarded = false;
 
   private constructor(
     private readonly writer: ObjectPartWriter,
     private readonly segments: FreeList<Buffer>,
+    private readonly signal: AbortSignal | undefined,
   ) {}
 
   /** Starts the pack's object (`ifAbsent`) in `objects`, which must offer openWrite. */
-  static async open(objects: ObjectStore, key: string, segments: FreeList<Buffer>): Promise<StreamedPackBody> {
+  static async open(objects: ObjectStore, key: string, segments: FreeList<Buffer>, signal?: AbortSignal): Promise<StreamedPackBody> {
     if (!objects.openWrite) throw new CairnError('INTERNAL', `store ${objects.name} cannot write in parts`);
-    return new StreamedPackBody(await objects.openWrite(key, { ifAbsent: true }), segments);
+    return new StreamedPackBody(await objects.openWrite(key, { ifAbsent: true }), segments, signal);
   }
 
   async write(bytes: Uint8Array): Promise<void> {
     for (let at = 0; at < bytes.length; ) {
       this.check();
-      this.segment ??= await this.segments.take();
+      if (!this.segment) {
+        const segment = await this.segments.take(this.signal);
+        if (this.done) {
+          this.segments.give(segment); // discarded while it waited
+          this.check();
+        }
+        this.segment = segment;
+      }
       const n = Math.min(bytes.length - at, this.segment.length - this.filled);
       this.segment.set(bytes.subarray(at, at + n), this.filled);
       [this.filled, this.size, at] = [this.filled + n, this.size + n, at + n];
@@ -135,10 +146,11 @@ export class StreamedPackBody implements PackBody {
   }
 
   async discard(): Promise<void> {
-    this.done = true;
-    await Promise.allSettled(this.appends);
+    if (this.discarded) return;
+    this.done = this.discarded = true;
     this.giveSegment();
-    await this.writer.abort().catch(() => undefined); // see PackBody.discard
+    const settled = Promise.allSettled(this.appends).then(() => this.writer.abort().catch(() => undefined)); // see PackBody.discard
+    if (!this.signal?.aborted) await settled;
   }
 
   /** Hands the current segment's filled bytes to the store; the segment returns to the list once stored. */

@@ -74,6 +74,9 @@ export interface PackWriterHooks {
  * most its last packs unindexed (GC's orphans). Where the store writes in parts (capability
  * writeInParts) a pack streams to it while it fills, through SEGMENTS reused segments; elsewhere
  * each pack is held whole in a buffer, allocated once and reused, and put when sealed.
+ *
+ * cancel() stops every wait on the store (see there): a backup cancelled while the store hangs
+ * ends at once, and memory the store may still read is never pooled for another writer.
  */
 export class PackWriter {
   private current: { id: string; body: PackBody; entries: IndexEntry[] } | undefined;
@@ -83,6 +86,13 @@ export class PackWriter {
   private segments: FreeList<Buffer> | undefined;
   private readonly inflight = new Set<Promise<void>>();
   private failure: unknown;
+  /** Aborted by cancel(): waits on the store end, with the cancel's reason. */
+  private readonly stop = new AbortController();
+  private readonly stopped = ((): Promise<never> => {
+    const p = new Promise<never>((_, reject) => this.stop.signal.addEventListener('abort', () => reject(this.stop.signal.reason as unknown), { once: true }));
+    p.catch(() => undefined); // raised where it is raced (until)
+    return p;
+  })();
   /** Bytes written to the store (packs + indexes). */
   bytesStored = 0;
   packsWritten = 0;
@@ -122,7 +132,14 @@ export class PackWriter {
     this.check();
     if (blob.length > this.maxBlob) throw new CairnError('INTERNAL', `blob of ${blob.length} bytes exceeds the pack slot of ${this.maxBlob}`);
     if (this.current && (this.current.body.size + COPY_ALIGN - 1 + blob.length > this.packSize || this.current.entries.length >= MAX_BLOBS_PER_PACK)) await this.seal();
-    this.current ??= await this.openPack();
+    if (!this.current) {
+      const opened = await this.openPack();
+      if (this.stop.signal.aborted) {
+        await opened.body.discard(); // cancelled while it opened: the blob is never touched
+        this.check();
+      }
+      this.current = opened;
+    }
     const c = this.current;
     // The blob goes where its address matches its source's alignment (see util/direct-io's
     // COPY_ALIGN; up to 7 zero bytes of padding, which the format allows).
@@ -155,18 +172,40 @@ export class PackWriter {
     await this.queue;
     if (this.current && this.current.entries.length > 0) await this.seal();
     else await this.dropCurrent();
-    await Promise.all(this.inflight);
+    await this.until(Promise.all(this.inflight));
     this.check();
     this.writeIndex();
-    await this.indexing;
+    await this.until(this.indexing);
     this.returnBuffers();
     this.check();
   }
 
-  /** Hands the pooled pack buffers and segments back (every upload has finished with them). */
+  /**
+   * Stops every wait on the store, for a backup that is cancelled: add(), finish() and a write
+   * waiting for pack memory reject with `reason` from now on, abandon() neither waits for the
+   * uploads in flight nor writes an index object (the caller releases its locks once it returns;
+   * packs that land later are orphans, GC's after its grace period), and memory an upload in flight
+   * holds goes back to the shared pool only if it comes back before abandon(). Idempotent.
+   */
+  cancel(reason: unknown): void {
+    this.failure ??= reason;
+    if (!this.stop.signal.aborted) this.stop.abort(reason);
+  }
+
+  /** `p`, or the cancel's reason once cancel() is called. */
+  private until<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.stopped]);
+  }
+
+  /**
+   * Hands the pooled pack buffers back, and the segments if every one is back in the list (after
+   * a cancel, an append the store never settled may hold one: then they are left to the garbage
+   * collector, never pooled while the store may still read them).
+   */
   private returnBuffers(): void {
     for (const b of this.free.splice(0)) giveSharedBuffer(b);
-    for (const b of this.segmentBuffers.splice(0)) giveSharedBuffer(b);
+    const segments = this.segmentBuffers.splice(0);
+    if (this.segments?.available === segments.length) for (const b of segments) giveSharedBuffer(b);
     this.segments = undefined;
   }
 
@@ -208,8 +247,12 @@ export class PackWriter {
    * next backup reuses their chunks. Never throws: the caller's own error is the one to raise.
    */
   async abandon(): Promise<void> {
-    await this.queue;
+    await this.until(this.queue).catch(() => undefined);
     await this.dropCurrent();
+    if (this.stop.signal.aborted) {
+      this.returnBuffers();
+      return;
+    }
     await Promise.allSettled(this.inflight);
     await this.indexing; // an index object that failed puts its packs back first
     this.writeIndex(true);
@@ -227,7 +270,7 @@ export class PackWriter {
   private async openPack(): Promise<{ id: string; body: PackBody; entries: IndexEntry[] }> {
     const id = randomBytes(32).toString('hex');
     const key = Keys.pack(id);
-    const body = this.store.capabilities.writeInParts && this.store.openWrite ? await StreamedPackBody.open(this.store, key, this.segmentList()) : new WholePackBody(this.store, key, this.buffers);
+    const body = this.store.capabilities.writeInParts && this.store.openWrite ? await StreamedPackBody.open(this.store, key, this.segmentList(), this.stop.signal) : new WholePackBody(this.store, key, this.buffers);
     return { id, body, entries: [] };
   }
 
@@ -270,7 +313,7 @@ export class PackWriter {
     });
     this.inflight.add(upload);
     void upload.finally(() => this.inflight.delete(upload));
-    while (this.inflight.size >= this.uploads) await Promise.race(this.inflight);
+    while (this.inflight.size >= this.uploads) await this.until(Promise.race(this.inflight));
     this.check();
   }
 
