@@ -269,7 +269,7 @@ describe('chunk list pages (repository format 4)', () => {
     await expectRestoresTo(r, inc.id, v.id);
   });
 
-  it('a format-3 repository (chunk lists inline) restores and verifies as it is, serves as the parent of a paged incremental, and is upgraded to format 4', async () => {
+  it('a format-3 repository (chunk lists inline) restores and verifies as it is, serves as the parent of a paged incremental, and is upgraded to format 5', async () => {
     const r = await rig();
     const v = await volumeWithGaps(r.volumes);
     const full = await r.manager.backup({ volumeId: v.id });
@@ -296,7 +296,7 @@ describe('chunk list pages (repository format 4)', () => {
     const inc = await m2.backup({ volumeId: v.id, incremental: true });
     expect(inc.parentId).toBe(full.id);
     expect(inc.stats!.bytesRead).toBe(CHUNK);
-    expect(JSON.parse((await r.store.get('config')).toString()).version).toBe(4);
+    expect(JSON.parse((await r.store.get('config')).toString()).version).toBe(5);
     const pages = (await manifestDoc(old, inc.id)).chunkPages;
     expect(pages.filter((p) => p !== null)).toHaveLength(5); // copied from the inline parent, page by page
     const again = await m2.restore({ backupId: inc.id, newVolume: {} });

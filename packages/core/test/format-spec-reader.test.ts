@@ -254,7 +254,7 @@ describe('the independent reader refuses damage instead of restoring wrong bytes
     const { directory } = await oneBackup();
     const file = join(directory, 'config');
     const config = JSON.parse(await readFile(file, 'utf8'));
-    await writeFile(file, JSON.stringify({ ...config, version: 5 }));
+    await writeFile(file, JSON.stringify({ ...config, version: 6 }));
     await expectCode(openRepository(directory), 'NOT_SUPPORTED');
     const { version: _, ...unversioned } = config;
     await writeFile(file, JSON.stringify(unversioned));

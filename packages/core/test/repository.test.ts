@@ -49,7 +49,7 @@ describe('Repository', () => {
     const store = new MemoryObjectStore();
     await expectCode(Repository.open(store), 'NOT_FOUND');
     const config = await Repository.init(store, { chunkSize: 128 * 1024 });
-    expect(config).toMatchObject({ format: 'cairn-repository', version: 4, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
+    expect(config).toMatchObject({ format: 'cairn-repository', version: 5, chunkSize: 128 * 1024, compression: 'zstd', encryption: null });
     await expectCode(Repository.init(store), 'ALREADY_EXISTS');
     expect((await Repository.open(store)).config.id).toBe(config.id);
   });
@@ -61,6 +61,19 @@ describe('Repository', () => {
     await expectCode(Repository.open(store), 'NOT_SUPPORTED');
     await store.put('config', Buffer.from('{not json'));
     await expectCode(Repository.open(store), 'CORRUPT');
+  });
+
+  it('the first new-volume intent upgrades a format-4 repository to 5, which an older Cairn (blind to intents) then refuses', async () => {
+    const store = new MemoryObjectStore();
+    await Repository.init(store, {});
+    const version = async () => JSON.parse((await store.get('config')).toString()).version;
+    await store.put('config', Buffer.from(JSON.stringify({ ...JSON.parse((await store.get('config')).toString()), version: 4 })));
+    const catalog = new RepositoryCatalog(await Repository.open(store));
+    await catalog.putVolumeState({ volumeId: 'v', status: 'restoring-backup', previousStatus: 'available', backupId: 'b', since: new Date().toISOString() });
+    expect(await version()).toBe(4); // what a version-4 Cairn knows leaves the format alone
+    await catalog.putNewVolumeIntent({ jobId: 'j', backupId: 'b', since: new Date().toISOString() }, { ifAbsent: true });
+    expect(await version()).toBe(5);
+    expect((await catalog.listNewVolumeIntents()).map((i) => i.jobId)).toEqual(['j']);
   });
 
   it('init with a bad chunk size or compression fails with INVALID_INPUT and writes nothing', async () => {
@@ -227,7 +240,7 @@ describe('ChunkedBackupService storage', () => {
     expect([...fresh.index.packs().keys()].map((p) => `packs/${p}`).sort()).toEqual(packs);
   });
 
-  it('a format-1 repository (one index object per pack, no catalog volume entries) is read as it is, and upgraded to format 4 by its first backup', async () => {
+  it('a format-1 repository (one index object per pack, no catalog volume entries) is read as it is, and upgraded to format 5 by its first backup', async () => {
     const { store, volumes, manager } = await rig({ passphrase: 'pw' });
     const v = await filledVolume(volumes, 8 * MiB, 3);
     const first = await manager.backup({ volumeId: v.id });
@@ -249,7 +262,9 @@ describe('ChunkedBackupService storage', () => {
     expect(old.repository.index.damaged.size).toBe(0);
     expect(old.repository.index.packs().size).toBe(packs.length);
     const m2 = new BackupManager({ volumes, targets: { repo: old }, catalog: new RepositoryCatalog(old.repository) });
-    const { volume } = await m2.restore({ backupId: first.id, newVolume: {} });
+    // Over an existing volume: a restore to a new one records an intent, which upgrades (test above).
+    const target = await volumes.createVolume({ size: 8 * MiB });
+    const { volume } = await m2.restore({ backupId: first.id, volumeId: target.id });
     expect((await contents(volumes, volume.id)).equals(await contents(volumes, v.id))).toBe(true);
     expect((await old.verify()).problems).toEqual([]);
     expect(JSON.parse((await store.get('config')).toString()).version).toBe(1); // reading wrote nothing
@@ -260,7 +275,7 @@ describe('ChunkedBackupService storage', () => {
     expect((await m2.listBackups({ volumeId: v.id })).map((b) => b.id)).toEqual([first.id]); // read in full
     const second = await m2.backup({ volumeId: v.id, incremental: true });
     expect(second.parentId).toBe(first.id);
-    expect(JSON.parse((await store.get('config')).toString()).version).toBe(4);
+    expect(JSON.parse((await store.get('config')).toString()).version).toBe(5);
     // The upgrade gave the older record its volume entry; the new one came with its own.
     expect(await keys(store, 'catalog/by-volume/')).toEqual([volumeEntryKey(first), volumeEntryKey(second)].sort());
     expect(second.stats!.bytesNew).toBe(MiB); // the format-1 index still serves dedup

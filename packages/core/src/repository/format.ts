@@ -16,10 +16,14 @@ export const FORMAT_NAME = 'cairn-repository';
  * 4: a manifest names its chunk list's pages (`chunkPages`, `pageChunks`), each stored as a
  * `chunklists/<id>` object (see chunk-map.ts), instead of holding the list inline. Manifests of
  * format 3 and older are still read.
+ * 5: a restore to a new volume records its intent as an object of its own
+ * (`catalog/new-volumes/<jobId>`, repository-catalog.ts). Nothing an older Cairn reads changed,
+ * but it would neither see those intents nor respect them: it could restore into a volume a failed
+ * restore left, which recovery then deletes with what it restored.
  * An older repository is upgraded when opened for writing (Repository.upgradeFormat), so that an
  * older Cairn refuses it instead of misreading it or writing records without entries.
  */
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
 
 /** Object keys. Ids are lowercase hex SHA-256 (64 chars) or UUIDs. */
 export const Keys = {

@@ -201,8 +201,14 @@ export class RepositoryCatalog implements Catalog {
     await this.repo.store.delete(PREFIX.volumes + volumeId);
   }
 
-  /** One sealed object per intent, `catalog/new-volumes/<jobId>`; `ifAbsent` is the store's. */
+  /**
+   * One sealed object per intent, `catalog/new-volumes/<jobId>`; `ifAbsent` is the store's. A
+   * repository of format 4 or older is upgraded first (Repository.upgradeFormat): from then on an
+   * older Cairn, which would ignore the intent, refuses the repository.
+   */
   async putNewVolumeIntent(intent: NewVolumeIntent, options: CatalogPutOptions = {}): Promise<void> {
+    this.assertSectionsHeld();
+    await this.repo.upgradeFormat();
     await this.putOwn(PREFIX.intents, intent.jobId, intent, options, `restore job ${intent.jobId} already has a new-volume intent`);
   }
 

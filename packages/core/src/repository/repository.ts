@@ -154,9 +154,11 @@ export class Repository {
    * Brings a repository of an older format up to FORMAT_VERSION before this process writes into
    * it (called by the writers, under their lock). Format 1 only lacks multi-pack index objects;
    * formats 1 and 2 lack the catalog's volume entries, which are written first; format 3 only
-   * lacks paged manifests (its inline ones stay readable). Then `config` is rewritten with the
-   * new version, after which an older Cairn refuses the repository (NOT_SUPPORTED) instead of
-   * misreading its index objects or manifests, or writing records without entries.
+   * lacks paged manifests (its inline ones stay readable); format 4 only lacks new-volume intents.
+   * Then `config` is rewritten with the new version, after which an older Cairn refuses the
+   * repository (NOT_SUPPORTED) instead of misreading its index objects or manifests, writing
+   * records without entries, or ignoring new-volume intents (the catalog upgrades before it writes
+   * the first).
    * Idempotent; concurrent upgraders write the same bytes.
    */
   async upgradeFormat(): Promise<void> {

@@ -14,7 +14,7 @@ import { PosixObjects } from './posix-objects.mjs';
 export { FormatError } from './format-error.mjs';
 
 /** The newest format version this reader knows. */
-export const READER_VERSION = 4;
+export const READER_VERSION = 5;
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
