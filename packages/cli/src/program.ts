@@ -52,7 +52,13 @@ export async function run(argv: string[]): Promise<number> {
     if (err instanceof CommanderError) {
       // commander already printed the message or the help. --help and --version exit 0; a group
       // without its subcommand (help shown as an error) and every parse error exit 2.
-      return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+      if (err.exitCode === 0) return ExitCode.OK;
+      // The help of a group run without its subcommand went to stderr as it is: with --json its
+      // last line must still be the error document, as for every other usage error.
+      if (err.code === 'commander.help' && argv.includes('--json')) {
+        process.stderr.write(`${JSON.stringify({ error: { code: 'INVALID_INPUT', message: 'missing command: the help above lists the commands', details: {} } })}\n`);
+      }
+      return ExitCode.USAGE;
     }
     throw err;
   }

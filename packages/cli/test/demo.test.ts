@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cairn, MiB, removeDir, tempDir, jsonError } from './helpers.js';
+import { BIN, cairn, cairnSpawn, MiB, removeDir, tempDir, jsonError } from './helpers.js';
 
 describe('cairn demo', () => {
   let cwd: string;
@@ -31,6 +31,29 @@ describe('cairn demo', () => {
     expect(r.stdout).toContain('byte-exact');
   });
 
+  it('demo interrupted by SIGINT while it writes its volume exits 130 (CANCELLED) and removes its temporary directory', async () => {
+    const tmp = await tempDir('cairn-demo-tmp-');
+    try {
+      // A volume large enough that the signal comes while its content is being written.
+      const { child, exit } = cairnSpawn(['demo', '--size', '2GiB', '--json'], { cwd, env: { TMPDIR: tmp } });
+      await new Promise<void>((resolve) => {
+        let text = '';
+        child.stderr!.on('data', (d: Buffer) => {
+          text += d.toString();
+          if (text.includes('created volume demo-disk')) resolve();
+        });
+      });
+      child.kill('SIGINT');
+      const r = await exit;
+      expect(r.code, r.stderr).toBe(130);
+      expect(jsonError(r).code).toBe('CANCELLED');
+      expect(r.stdout).toBe('');
+      expect(await readdir(tmp)).toEqual([]);
+    } finally {
+      await removeDir(tmp);
+    }
+  });
+
   it('demo --size 1000 fails with INVALID_INPUT (exit 2)', async () => {
     const r = await cairn(['demo', '--size', '1000', '--json'], { cwd });
     expect(r.code).toBe(2);
@@ -42,6 +65,15 @@ describe('cairn demo', () => {
     const v = await cairn(['--version'], { cwd });
     expect(v.code).toBe(0);
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('with --json, a command group without its subcommand (or no command at all) exits 2 with the error document as the last line of stderr', async () => {
+    for (const args of [['volume', '--json'], ['--json', 'backup'], ['--json']]) {
+      const r = await cairn(args, { cwd });
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(jsonError(r).code).toBe('INVALID_INPUT');
+    }
   });
 
   it('the bin runs through its own shebang (env -S with the malloc setting and V8 flags)', async () => {

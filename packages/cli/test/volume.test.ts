@@ -3,7 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
+import { CliContext } from '../src/context.js';
+import { Output } from '../src/output/output.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage, jsonError } from './helpers.js';
 
 describe('cairn volume', () => {
   let cwd: string;
@@ -29,6 +31,13 @@ describe('cairn volume', () => {
     expect(r.code).toBe(2);
     expect(jsonError(r).code).toBe('INVALID_INPUT');
     expect((await run(['volume', 'create', 'bad', '--size', 'lots'])).code).toBe(2);
+  });
+
+  it('volume create takes a decimal size exactly: 512.512KB is 512512 bytes (not refused as a fraction of a byte)', async () => {
+    expect(await json(['volume', 'create', 'decimal', '--size', '512.512KB'])).toMatchObject({ size: 512_512 });
+    const r = await run(['volume', 'create', 'half-byte', '--size', '0.0005KB', '--json']);
+    expect(r.code).toBe(2);
+    expect(jsonError(r).code).toBe('INVALID_INPUT');
   });
 
   it('volume show of an unknown volume exits 3 (NOT_FOUND)', async () => {
@@ -112,5 +121,62 @@ describe('cairn volume', () => {
     const out = join(cwd, 'from-vmdk.raw');
     await json(['volume', 'export', 'from-vmdk', out]);
     expect((await readFile(out)).equals(data)).toBe(true);
+  });
+});
+
+describe('cairn volume delete', () => {
+  let cwd: string;
+  let config: string;
+  beforeAll(async () => {
+    cwd = await tempDir();
+    config = await writeDeploymentConfig(cwd);
+  });
+  afterAll(() => removeDir(cwd));
+  const run = (args: string[]) => cairn(args, { cwd });
+  const json = (args: string[]) => cairnJson(args, { cwd });
+  /** Runs `fn` with the deployment's context in this process (another process, as the binary sees it). */
+  const inProcess = async <T>(fn: (ctx: CliContext) => Promise<T>): Promise<T> => {
+    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    try {
+      return await fn(ctx);
+    } finally {
+      await ctx.close();
+    }
+  };
+
+  it('volume delete of a volume a failed restore left error_restoring deletes it and its flow state (as Cinder does), not CONFLICT', async () => {
+    const source = await json(['volume', 'create', 'source', '--size', '1MiB']);
+    const backup = await json(['backup', 'create', source.id]);
+    const broken = await json(['volume', 'create', 'broken', '--size', '1MiB']);
+    // What a restore into `broken` that failed part-way leaves (recovery makes a killed one's so too).
+    await inProcess(async (ctx) =>
+      (await ctx.catalog()).putVolumeState({ volumeId: broken.id, status: 'error_restoring', previousStatus: 'available', backupId: backup.id, since: new Date().toISOString() }),
+    );
+    expect((await json(['volume', 'show', broken.id])).status).toBe('error_restoring');
+
+    const r = await run(['volume', 'delete', broken.id, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ deleted: broken.id });
+    expect((await run(['volume', 'show', broken.id])).code).toBe(3);
+    expect(await inProcess(async (ctx) => (await ctx.catalog()).getVolumeState(broken.id))).toBeUndefined();
+  });
+
+  it('volume delete of a volume another process has attached is BUSY (exit 4), as documented, and deletes nothing', async () => {
+    const held = await json(['volume', 'create', 'held', '--size', '1MiB']);
+    await inProcess(async (ctx) => {
+      const driver = await ctx.volumes();
+      const a = await driver.attach({ kind: 'volume', id: held.id }, 'rw');
+      try {
+        expect((await json(['volume', 'show', held.id])).status).toBe('in-use');
+        const r = await run(['volume', 'delete', held.id, '--json']);
+        expect(r.code).toBe(4);
+        expect(jsonError(r).code).toBe('BUSY');
+        expect(r.stdout).toBe('');
+      } finally {
+        await driver.detach(a.id);
+      }
+    });
+    expect((await json(['volume', 'show', held.id])).status).toBe('available');
+    expect(await json(['volume', 'delete', held.id])).toEqual({ deleted: held.id });
   });
 });

@@ -19,16 +19,22 @@ const UNITS: Record<string, number> = {
 };
 
 /**
- * Parses a size such as `64MiB`, `1G`, `4096` (bytes; `K`/`M`/`G`/`T` are binary, `KB`/`MB`…
- * decimal). `INVALID_INPUT` for anything else or a result that is not a whole number of bytes.
+ * Parses a size such as `64MiB`, `1G`, `4096`, `16.1KB` (bytes; `K`/`M`/`G`/`T` are binary,
+ * `KB`/`MB`… decimal). The decimal is taken exactly, never through a binary float: `16.1KB` is
+ * 16100 bytes. `INVALID_INPUT` for anything else, for a result that is not a whole number of
+ * bytes, and for one above 2^53 − 1 (the largest size a JavaScript number holds exactly).
  */
 export function parseSize(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(String(text));
-  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  const m = /^\s*(\d+)(?:\.(\d+))?\s*([a-z]*)\s*$/i.exec(String(text));
+  const unit = m ? UNITS[m[3]!.toLowerCase()] : undefined;
   if (!m || unit === undefined) throw new CairnError('INVALID_INPUT', `"${text}" is not a size (examples: 4096, 64MiB, 1G)`);
-  const bytes = Number(m[1]) * unit;
-  if (!Number.isSafeInteger(bytes)) throw new CairnError('INVALID_INPUT', `"${text}" is not a whole number of bytes`);
-  return bytes;
+  const fraction = m[2] ?? '';
+  const scaled = BigInt(m[1]! + fraction) * BigInt(unit);
+  const divisor = 10n ** BigInt(fraction.length);
+  if (scaled % divisor !== 0n) throw new CairnError('INVALID_INPUT', `"${text}" is not a whole number of bytes`);
+  const bytes = scaled / divisor;
+  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new CairnError('INVALID_INPUT', `"${text}" is larger than ${Number.MAX_SAFE_INTEGER} bytes`);
+  return Number(bytes);
 }
 
 /** `1536` → `1.5 KiB`. */
