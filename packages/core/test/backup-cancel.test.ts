@@ -60,3 +60,30 @@ describe('a backup cancelled while the store hangs', () => {
     });
   }
 });
+
+describe('a gc cancelled while the store hangs', () => {
+  it("gc() rejects CANCELLED at once when its repack's pack uploads never settle, and the next gc runs", async () => {
+    const store = new HangingPackStore('mem');
+    const service = await openRepo(store);
+    const first = pattern(32 * MiB, 11);
+    const b1 = await backUp(service, 'b1', first);
+    // b2 shares b1's first half: deleting b1 leaves b1's packs half dead, so gc repacks them.
+    const second = Buffer.concat([first.subarray(0, 16 * MiB), pattern(16 * MiB, 12)]);
+    const b2 = await backUp(service, 'b2', second);
+    await service.delete(b1);
+    store.hang = true;
+    const abort = new AbortController();
+    const gc = service.gc({ graceMs: 0, repackThreshold: 0.01, signal: abort.signal });
+    gc.catch(() => undefined);
+    while (store.hung === 0) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 100));
+    abort.abort();
+    await expect(within(gc, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    // Nothing was deleted, nothing is held: the next gc (same process, same locks) does the work.
+    store.hang = false;
+    const report = await within(service.gc({ graceMs: 0, repackThreshold: 0.01 }), 10_000);
+    expect(report.packsRepacked).toBeGreaterThan(0);
+    expect((await restored(service, b2)).equals(second)).toBe(true);
+    expect((await service.verify()).problems).toEqual([]);
+  });
+});

@@ -74,6 +74,14 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
  * errors are passed to it instead and the walk goes on (verify). On any other failure no new
  * range starts, the ranges in flight settle, and the first error is thrown. A chunk read well the
  * first time costs nothing more than it did before copies were tried.
+ *
+ * Cancelled (`signal`), it rejects with `CANCELLED` at once, whatever the store and `onChunks` do
+ * (an error raised before the abort is thrown instead): it waits neither for buffers nor for the
+ * ranges in flight. From the abort on, no range is read, decoded, reported (onError, onCopyFailed)
+ * or handed to `onChunks`; a call of `onChunks` in progress is not stopped (it should watch the
+ * signal itself). The shared buffers go back to util/buffer-pool once every range has settled,
+ * unless a ranged get was still in flight at the abort: memory the store may still fill is never
+ * pooled again (it is left to the garbage collector).
  */
 export async function fetchChunks(
   repo: Repository,
@@ -128,7 +136,8 @@ export async function fetchChunks(
 /**
  * Fetches `locations` (checked entries) in ranges, handing the chunks read well to `onChunks` and
  * each copy that fails its checks or is gone to `failed` (which throws to fail the walk). Any
- * other failure stops new ranges, lets those in flight settle, and is thrown.
+ * other failure stops new ranges, lets those in flight settle, and is thrown; an abort of
+ * `options.signal` ends it at once (see fetchChunks).
  */
 async function fetchRound(
   repo: Repository,
@@ -155,6 +164,22 @@ async function fetchRound(
   const outputs = pool(reads, decodes);
   let failure: { error: unknown } | undefined;
   const inflight = new Set<Promise<void>>();
+  // Cancelled: the round ends at once (`cancelled` rejects) and every range still in flight stops
+  // at its next step (`gone`). One listener per round; a range only tests a flag.
+  const signal = options.signal;
+  let gone = false;
+  /** Ranged gets into the arena in flight: while one is, the store may write into it. */
+  let reading = 0;
+  let onAbort: (() => void) | undefined;
+  const cancelled = new Promise<never>((_, reject) => {
+    onAbort = (): void => {
+      gone = true;
+      failure ??= { error: new CairnError('CANCELLED', 'operation cancelled', { cause: signal?.reason }) };
+      reject(failure.error);
+    };
+  });
+  cancelled.catch(() => undefined); // raised where it is raced
+  if (signal) signal.addEventListener('abort', onAbort!, { once: true });
 
   // One range: read (holding an input), decode (holding both), hand over (holding the output).
   const run = async (r: PackRange, input: Buffer): Promise<void> => {
@@ -168,9 +193,19 @@ async function fetchRound(
       const range = input.subarray(shift, shift + r.length);
       try {
         const key = Keys.pack(r.pack);
-        if (store.getInto) await store.getInto(key, { offset: r.offset, length: r.length }, range, { once: options.once });
-        else (await store.get(key, { offset: r.offset, length: r.length })).copy(range);
+        if (store.getInto) {
+          reading++;
+          try {
+            await store.getInto(key, { offset: r.offset, length: r.length }, range, { once: options.once });
+          } finally {
+            reading--;
+          }
+        } else {
+          const got = await store.get(key, { offset: r.offset, length: r.length });
+          if (!gone) got.copy(range);
+        }
       } catch (err) {
+        if (gone) return;
         const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')
           ? new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${r.pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err })
           : err;
@@ -179,7 +214,9 @@ async function fetchRound(
         for (const b of r.blobs) failed(b, e);
         return;
       }
-      output = await outputs.take();
+      if (gone) return;
+      output = await outputs.take(signal);
+      if (gone) return;
       const decoded = await processor.decode(
         range,
         output,
@@ -187,6 +224,7 @@ async function fetchRound(
       );
       inputs.give(input);
       holdsInput = false;
+      if (gone) return;
       for (const [k, d] of decoded.entries()) {
         if (d.data) continue;
         if (d.error!.code === 'CORRUPT' || d.error!.code === 'NOT_FOUND') failed(r.blobs[k]!, d.error!);
@@ -203,8 +241,8 @@ async function fetchRound(
 
   try {
     for (const r of ranges) {
-      throwIfAborted(options.signal);
-      const input = await inputs.take();
+      throwIfAborted(signal);
+      const input = await inputs.take(signal);
       if (failure) {
         inputs.give(input);
         break;
@@ -216,7 +254,16 @@ async function fetchRound(
   } catch (err) {
     failure ??= { error: err };
   }
-  await Promise.all(inflight); // run() settles every range and never rejects
-  giveSharedBuffer(arena); // no worker holds a buffer now
+  try {
+    await Promise.race([Promise.all(inflight), cancelled]); // run() settles every range and never rejects
+  } catch {
+    // cancelled: `failure` holds the error to throw
+  }
+  gone = true; // a range that settles from now on does nothing more
+  if (signal) signal.removeEventListener('abort', onAbort!);
+  // No worker, store or onChunks holds a buffer once every range has settled; but memory the
+  // store may still be filling is never pooled again.
+  if (inflight.size === 0) giveSharedBuffer(arena);
+  else if (reading === 0) void Promise.all(inflight).then(() => giveSharedBuffer(arena));
   if (failure) throw failure.error;
 }

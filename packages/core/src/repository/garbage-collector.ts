@@ -165,10 +165,18 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
       const wanted = new Set<string>();
       for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
+      // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
+      // returns at once when cancelled, while a call of the callback below may still be running.
+      const cancel = (): void => writer.cancel(new CairnError('CANCELLED', 'gc cancelled', { cause: options.signal?.reason }));
+      if (options.signal?.aborted) cancel();
+      options.signal?.addEventListener('abort', cancel, { once: true });
       // Re-encode from checked plaintext so corruption is never copied forward.
       try {
         await fetchChunks(repo, wanted, async (chunks) => {
-          for (const { id, data } of chunks) await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+          for (const { id, data } of chunks) {
+            throwIfAborted(options.signal);
+            await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+          }
         }, { signal: options.signal });
         await writer.finish();
       } catch (err) {
@@ -176,6 +184,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
         // file alive); packs that landed are named or left as orphans. Nothing is deleted yet.
         await writer.abandon();
         throw err;
+      } finally {
+        options.signal?.removeEventListener('abort', cancel);
       }
       report.packsRepacked = toRepack.length;
     }

@@ -44,12 +44,26 @@ export function coalesceWrites(writes: { offset: number; data: Buffer }[]): { of
  * (ranged gets, coalesced per pack), checked against its id, and written at every offset of the
  * window that holds it; zero runs become write-zeroes (or nothing on a zeroed target).
  * `INVALID_INPUT` for a small target; `NOT_FOUND`/`CORRUPT` naming the backup; never wrong bytes.
+ *
+ * Cancelled (`options.signal`), it rejects with `CANCELLED` at once, whatever the store and the
+ * target do: it waits neither for ranged gets nor for target writes, zeroing or flushes in flight
+ * (see fetchChunks for the memory they hold), and starts no write once the signal is aborted; a
+ * write in flight may still land afterwards.
  */
 export async function restoreBackup(repo: Repository, manifest: Manifest, target: BlockDevice, options: RestoreOptions = {}, windowBytes = WINDOW_BYTES): Promise<void> {
   const { size, chunkSize, backupId } = manifest;
   if (target.size < size) throw new CairnError('INVALID_INPUT', `target of ${target.size} bytes is smaller than backup ${backupId} (${size} bytes)`);
   repo.processor(); // the worker threads boot while the index loads
   await repo.index.refresh();
+  const signal = options.signal;
+  // One listener for the whole restore: a wait on the target outside fetchChunks (zeroing, a
+  // flush) ends when the restore is cancelled; the writes inside it are fetchChunks' to drop.
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => (onAbort = () => reject(new CairnError('CANCELLED', `restore of backup ${backupId} cancelled`, { cause: signal?.reason }))));
+  aborted.catch(() => undefined); // raised where it is raced
+  if (signal?.aborted) onAbort!();
+  else signal?.addEventListener('abort', onAbort!, { once: true });
+  const untilAborted = <T>(p: Promise<T>): Promise<T> => (signal ? Promise.race([p, aborted]) : p);
   let done = 0;
   // Flushing in the background every FLUSH_EVERY bytes overlaps writeback with decoding, instead of
   // leaving the whole restore to one long flush at the end.
@@ -72,7 +86,8 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
   const flushZeros = async (end: number): Promise<void> => {
     if (zeroStart < 0) return;
     const length = Math.min(end, size) - zeroStart;
-    if (!options.targetIsZeroed) await target.writeZeroes(zeroStart, length);
+    throwIfAborted(signal);
+    if (!options.targetIsZeroed) await untilAborted(target.writeZeroes(zeroStart, length));
     advance(length);
     zeroStart = -1;
   };
@@ -94,7 +109,7 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
         if (list) list.push(i * chunkSize);
         else offsets.set(id, [i * chunkSize]);
       }
-      throwIfAborted(options.signal);
+      throwIfAborted(signal);
       await fetchChunks(
         repo,
         offsets.keys(),
@@ -108,22 +123,26 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
             }
           }
           for (const w of coalesceWrites(placed)) {
+            throwIfAborted(signal); // a call left running by a cancel (fetchChunks) writes no more
             await target.write(w.offset, w.data);
+            throwIfAborted(signal);
             advance(w.data.length);
           }
         },
-        { signal: options.signal, once: true },
+        { signal, once: true },
       );
     }
     await flushZeros(size);
-    throwIfAborted(options.signal);
-    await flushing;
+    throwIfAborted(signal);
+    await untilAborted(flushing ?? Promise.resolve());
     if (flushError) throw flushError;
   } catch (err) {
-    await flushing;
+    await untilAborted(flushing ?? Promise.resolve()).catch(() => undefined);
     if (isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) {
       throw new CairnError(err.code, `backup ${backupId} cannot be restored: ${err.message}`, { cause: err, details: { backupId, ...err.details } });
     }
     throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort!);
   }
 }
