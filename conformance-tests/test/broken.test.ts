@@ -14,6 +14,7 @@ import {
   type BlockDevice,
   type ByteRange,
   type CreateVolumeSpec,
+  type Extent,
   type CatalogPutOptions,
   type ObjectInfo,
   type ObjectStore,
@@ -21,6 +22,7 @@ import {
   throwIfAborted,
 } from '@cairn/core';
 import {
+  allocatedExtents,
   attachConflicts,
   backupRoundTrip,
   catalogConditionalWrites,
@@ -316,6 +318,38 @@ describe('the volume-driver suite catches changed-block tracking lost at detach'
     const cases = [...changedExtents.cases, ...changedExtentsOfSnapshots.cases];
     const hooks = { setup: async () => ({ driver: new ForgetfulTracking(), volumeSize: 4 * 1024 * 1024 }) };
     await caughtOnlyBy(cases, 'changes made through attachments since detached', hooks, /is not reported/);
+  });
+});
+
+describe('the volume-driver suite catches a device that breaks what consumers rely on', () => {
+  const hooks = (mangle: (device: BlockDevice, target: AttachTarget) => void) => ({ setup: async () => ({ driver: new BrokenVolumeDriver(mangle), volumeSize: 4 * 1024 * 1024 }) });
+
+  it('a read(offset, length, into) that resolves with a buffer of its own (into left as it was) passes every other io case, and fails the read-into case', async () => {
+    const fresh = hooks((device) => {
+      const read = device.read.bind(device);
+      device.read = (offset, length) => read(offset, length);
+    });
+    await caughtOnlyBy(volumeIo.cases, 'read(offset, length, into)', fresh, /differ first at offset 0/);
+    // Right bytes in `into` too, but resolved with a copy: caught all the same.
+    const copied = hooks((device) => {
+      const read = device.read.bind(device);
+      device.read = async (offset, length, into) => Buffer.from(await read(offset, length, into));
+    });
+    await expect(runCase(byName(volumeIo.cases, 'read(offset, length, into)'), copied)).rejects.toThrow(/not a buffer of its own/);
+  });
+
+  it('extents(allocated) out of order, or past the end of the device, fails the allocated-extents case', async () => {
+    const lists: [string, (list: Extent[], size: number) => Extent[], RegExp][] = [
+      ['out of order', (list) => [...list].reverse(), /not sorted and disjoint/],
+      ['past the end', (list, size) => [...list, { offset: size, length: 4096 }], /ends past/],
+    ];
+    for (const [what, bend, message] of lists) {
+      const broken = hooks((device) => {
+        const extents = device.extents.bind(device);
+        device.extents = async (query, range) => (query.kind === 'allocated' ? bend(await extents(query, range), device.size) : extents(query, range));
+      });
+      await expect(runCase(byName(allocatedExtents.cases, 'extents(allocated) covers every written byte'), broken), what).rejects.toThrow(message);
+    }
   });
 });
 

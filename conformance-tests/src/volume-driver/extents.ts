@@ -4,8 +4,23 @@ import type { Group } from '../harness.js';
 import { patternBytes, rejectsWithCode } from '../harness.js';
 import type { VolumeDriverContext } from './context.js';
 
-/** Asserts `extents` cover every written range and stretch past them by less than `unit` each side. */
+/**
+ * Asserts `extents` are as BlockDevice.extents promises: integer offsets and lengths, inside
+ * `range`, sorted and non-overlapping. Consumers (the backup writer) refuse any other list.
+ */
+function assertWellFormed(extents: Extent[], range: ByteRange, what: string): void {
+  let from = range.offset;
+  for (const e of extents) {
+    assert.ok(Number.isSafeInteger(e.offset) && Number.isSafeInteger(e.length) && e.length >= 0, `${what}: offset and length must be integers (extent ${JSON.stringify(e)})`);
+    assert.ok(e.offset + e.length <= range.offset + range.length, `${what}: extent ${JSON.stringify(e)} ends past ${range.offset + range.length}`);
+    assert.ok(e.offset >= from, `${what}: extents not sorted and disjoint, or before ${range.offset} (extents ${JSON.stringify(extents)})`);
+    from = e.offset + e.length;
+  }
+}
+
+/** Asserts `extents` are well formed, cover every written range and stretch past them by less than `unit` each side. */
 function assertExactWithin(extents: Extent[], written: ByteRange[], unit: number, size: number, what: string): void {
+  assertWellFormed(extents, { offset: 0, length: size }, what);
   const covered = (offset: number) => extents.some((e) => e.offset <= offset && offset < e.offset + e.length);
   for (const w of written) {
     for (const probe of [w.offset, w.offset + Math.floor(w.length / 2), w.offset + w.length - 1]) {
@@ -21,9 +36,6 @@ function assertExactWithin(extents: Extent[], written: ByteRange[], unit: number
     for (let pos = e.offset; pos < e.offset + e.length; pos += Math.min(unit, e.offset + e.length - pos)) {
       assert.ok(allowed.some((a) => a.start <= pos && pos < a.end), `${what}: byte ${pos} reported but never written (extents ${JSON.stringify(extents)})`);
     }
-  }
-  for (let i = 1; i < extents.length; i++) {
-    assert.ok(extents[i - 1]!.offset + extents[i - 1]!.length <= extents[i]!.offset, `${what}: extents not sorted and disjoint`);
   }
 }
 
@@ -46,6 +58,7 @@ export const allocatedExtents: Group<VolumeDriverContext> = {
         for (const [i, w] of writes.entries()) await a.device.write(w.offset, patternBytes(w.length, 100 + i));
         await a.device.flush();
         const extents = await a.device.extents({ kind: 'allocated' });
+        assertWellFormed(extents, { offset: 0, length: volumeSize }, 'allocated extents');
         for (const w of writes) {
           assert.ok(
             extents.some((e) => !e.zero && e.offset <= w.offset && w.offset + w.length <= e.offset + e.length),
@@ -72,7 +85,7 @@ export const allocatedExtents: Group<VolumeDriverContext> = {
         const range = { offset: 65536, length: 131072 };
         const extents = await a.device.extents({ kind: 'allocated' }, range);
         assert.ok(extents.length > 0, 'a fully written range reports data');
-        for (const e of extents) assert.ok(e.offset >= range.offset && e.offset + e.length <= range.offset + range.length, 'extent leaves the range');
+        assertWellFormed(extents, range, 'allocated extents of a range');
         await rejectsWithCode(a.device.extents({ kind: 'allocated' }, { offset: volumeSize - 512, length: 1024 }), 'INVALID_INPUT', 'extents past end');
         await driver.detach(a.id);
       },

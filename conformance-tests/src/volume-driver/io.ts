@@ -35,9 +35,27 @@ export const volumeIo: Group<VolumeDriverContext> = {
         const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
         assertSameBytes(await ro.device.read(0, volumeSize), expected, 'whole volume');
         assertSameBytes(await ro.device.read(12340, 20), expected.subarray(12340, 12360), 'small unaligned read');
-        const into = Buffer.alloc(8192, 0xee);
-        const got = await ro.device.read(4096, 8192, into);
-        assertSameBytes(got, expected.subarray(4096, 4096 + 8192), 'read into a caller buffer');
+        await driver.detach(ro.id);
+      },
+    },
+    {
+      name: 'read(offset, length, into) puts the bytes in into and resolves with into.subarray(0, length), at unaligned offsets too',
+      async run({ driver, volumeSize }) {
+        // Callers (the backup writer) read into their own memory and use it, not the result: a
+        // driver that resolves with a buffer of its own leaves them the bytes of an earlier read.
+        const v = await driver.createVolume({ size: volumeSize });
+        const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const data = patternBytes(volumeSize, 8);
+        await rw.device.write(0, data);
+        await rw.device.flush();
+        await driver.detach(rw.id);
+        const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        for (const [offset, length] of [[4096, 8192], [12345, 70_001], [0, volumeSize]] as const) {
+          const into = Buffer.alloc(length + 512, 0xee);
+          const got = await ro.device.read(offset, length, into);
+          assertSameBytes(into.subarray(0, length), data.subarray(offset, offset + length), `into after read(${offset}, ${length}, into)`);
+          assert.ok(got.buffer === into.buffer && got.byteOffset === into.byteOffset && got.length === length, `read(${offset}, ${length}, into) must resolve with into.subarray(0, ${length}), not a buffer of its own`);
+        }
         await driver.detach(ro.id);
       },
     },

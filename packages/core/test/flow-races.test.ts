@@ -142,6 +142,31 @@ describe('restore and delete of one backup', () => {
     await expectCode(manager.getBackup(b.id), 'NOT_FOUND');
   });
 
+  it('startRestore of a backup another restore of this manager holds restoring starts, to a new or an existing volume; one restoring in another process is CONFLICT', async () => {
+    for (const first of ['new', 'existing'] as const) {
+      const { volumes, service, manager, catalog } = rig();
+      const v = await filledVolume(volumes, MiB);
+      const expected = await contents(volumes, v.id);
+      const b = await manager.backup({ volumeId: v.id });
+      const held = service.gateNext('restore');
+      const existing = await volumes.createVolume({ size: MiB });
+      const r1 = await manager.startRestore(first === 'new' ? { backupId: b.id, newVolume: {} } : { backupId: b.id, volumeId: existing.id });
+      await held.reached;
+      expect((await manager.getBackup(b.id)).status).toBe('restoring');
+      const other = await volumes.createVolume({ size: MiB });
+      const later = [await manager.startRestore({ backupId: b.id, newVolume: {} }), await manager.startRestore({ backupId: b.id, volumeId: other.id })];
+      await Promise.all(later.map((r) => r.job.done));
+      expect((await manager.getBackup(b.id)).status).toBe('restoring');
+      // Restoring here, not in another process: a manager with no claim of its own refuses it.
+      const elsewhere = new BackupManager({ volumes, targets: { gated: service }, catalog });
+      await expectCode(elsewhere.startRestore({ backupId: b.id, newVolume: {} }), 'CONFLICT');
+      held.release();
+      await r1.job.done;
+      expect((await manager.getBackup(b.id)).status).toBe('available');
+      for (const r of [r1, ...later]) expect((await contents(volumes, r.volume.id)).equals(expected)).toBe(true);
+    }
+  });
+
   it('a restore that finds its backup deleted once it runs fails with NOT_FOUND, touches nothing and recreates no record', async () => {
     const { volumes, manager, locks } = rig();
     const v = await filledVolume(volumes, MiB);

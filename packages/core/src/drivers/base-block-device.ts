@@ -21,7 +21,11 @@ export abstract class BaseBlockDevice implements BlockDevice {
   protected abstract _write(offset: number, data: Uint8Array): Promise<void>;
   protected abstract _writeZeroes(offset: number, length: number): Promise<void>;
   protected abstract _flush(): Promise<void>;
-  /** Returns extents inside `range`; the base class normalizes them. */
+  /**
+   * Returns extents inside `range` with integer offsets and lengths; the base class sorts, clips
+   * to `range` and merges them, and fails with `INTERNAL` on an offset or length that is no
+   * integer (which clipping would drop without a word).
+   */
   protected abstract _extents(query: ExtentQuery, range: ByteRange): Promise<Extent[]>;
   protected abstract _close(): Promise<void>;
 
@@ -60,6 +64,11 @@ export abstract class BaseBlockDevice implements BlockDevice {
     if (query?.kind !== 'allocated' && query?.kind !== 'changed') throw this.invalid(`unknown extent query ${JSON.stringify(query)}`);
     const r = resolveRange(range, this.size, this.driverName);
     const found = await this.guard(() => this._extents(query, r), 'extents');
+    for (const e of found) {
+      if (!Number.isSafeInteger(e?.offset) || !Number.isSafeInteger(e.length)) {
+        throw new CairnError('INTERNAL', `extents(${query.kind}) listed ${JSON.stringify(e)}: offset and length must be integers`, { driver: this.driverName });
+      }
+    }
     return normalizeExtents(found, r);
   }
 

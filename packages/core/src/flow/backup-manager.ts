@@ -392,8 +392,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Validates and starts a restore. Rejects at once with `NOT_FOUND` (backup, volume),
-   * `CONFLICT` (backup not `available`, volume not `available`), `INVALID_INPUT` (volume smaller
-   * than the backup).
+   * `CONFLICT` (backup neither `available` nor `restoring` by this manager's other restores,
+   * volume not `available`), `INVALID_INPUT` (volume smaller than the backup). Restores of one
+   * backup, to new or existing volumes, may run at once.
    *
    * The job waits for the volume's lock, then checks the backup and an existing volume again
    * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
@@ -418,7 +419,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    */
   async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume }> {
     const backup = await this.catalog.getBackup(request.backupId);
-    if (backup.status !== 'available') throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
+    this.assertRestorable(backup, this.claims.count(backup.id, 'restore'));
     const service = this.target(backup.service);
     // Typed as one or the other, but a caller's JSON may name neither: a CairnError, not a TypeError.
     if (!('volumeId' in request) && (typeof request.newVolume !== 'object' || request.newVolume === null)) {
@@ -485,17 +486,28 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let claimed!: BackupRecord;
     const release = await this.claims.claim(backupId, 'restore', async (restoring) => {
       const current = await this.catalog.getBackup(backupId);
-      if (current.status === 'restoring' && restoring > 0) {
+      this.assertRestorable(current, restoring);
+      if (current.status === 'restoring') {
         claimed = current;
         return true;
       }
-      if (current.status !== 'available') throw new CairnError('CONFLICT', `backup ${backupId} is ${current.status}, not available`);
       claimed = { ...current, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() };
       await this.catalog.putBackup(claimed);
       return true;
     }, signal);
     // The check returns true or throws: a claim is always taken here.
     return [claimed, release!];
+  }
+
+  /**
+   * `CONFLICT` unless `backup` may be restored here: `available`, or `restoring` by this
+   * manager's other restores of it (`held`: their claims). Restores only read a backup, so any
+   * number may run at once, to new and existing volumes alike; one left `restoring` by another
+   * process, or by a process that died, is refused.
+   */
+  private assertRestorable(backup: BackupRecord, held: number): void {
+    if (backup.status === 'available' || (backup.status === 'restoring' && held > 0)) return;
+    throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
   }
 
   /**
