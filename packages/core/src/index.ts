@@ -10,6 +10,7 @@ export type * from './contracts/records.js';
 export type { ProgressEvent, ProgressSink } from './contracts/progress.js';
 
 export { BaseBlockDevice } from './drivers/base-block-device.js';
+export { assertReadInto, checkExtents } from './drivers/device-checks.js';
 export { attachConflict } from './drivers/attach-rule.js';
 
 export * from './di/tokens.js';

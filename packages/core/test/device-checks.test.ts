@@ -4,7 +4,7 @@
  * store stale bytes, or take changed chunks for the parent's or data for zeros.
  */
 import { describe, expect, it } from 'vitest';
-import { BaseBlockDevice, type BackupRecord, type ByteRange, type Extent, type ExtentQuery } from '../src/index.js';
+import { BaseBlockDevice, MemoryBackupService, RateBudget, throttleReads, type BackupRecord, type ByteRange, type Extent, type ExtentQuery } from '../src/index.js';
 import { BufferDevice, CHUNK, backUp, job, openRepo, pattern, record } from './buffer-backups.js';
 
 /** A BufferDevice of a third-party driver named `thirdparty`, with its answers bent by the test. */
@@ -62,6 +62,18 @@ describe('a backup of a device that breaks the BlockDevice contract', () => {
     const b = record('inc', SIZE, parent, 'cp');
     await expect(service.backup(job(b, parent), { device, changedSince: 'cp' })).rejects.toMatchObject({ code: 'INTERNAL', driver: 'thirdparty' });
     await service.close();
+  });
+
+  it('the reference MemoryBackupService refuses an incremental over changed extents out of order too', async () => {
+    const service = new MemoryBackupService();
+    const parent = await backUp(service, 'full', pattern(SIZE, 3));
+    const device = new ThirdPartyDevice(pattern(SIZE, 4), 'ro', [{ offset: 2 * CHUNK, length: 4096 }, { offset: 0, length: 4096 }]);
+    await expect(service.backup(job(record('inc', SIZE, parent, 'cp'), parent), { device, changedSince: 'cp' })).rejects.toMatchObject({ code: 'INTERNAL', driver: 'thirdparty' });
+  });
+
+  it('a device throttled by a read rate still names its driver', () => {
+    const device = new ThirdPartyDevice(pattern(SIZE, 5));
+    expect(throttleReads(device, new RateBudget(1024 * 1024)).driverName).toBe('thirdparty');
   });
 });
 

@@ -14,6 +14,7 @@ import type {
 import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { chunkRangesOf, indexesIn, mergeRanges } from '../repository/chunk-plan.js';
+import { checkExtents } from '../drivers/device-checks.js';
 
 interface StoredBackup {
   id: string;
@@ -241,7 +242,8 @@ export class MemoryBackupService implements BackupService {
     if (!parent || !source.changedSince) return all;
     const whole = source.device.size > parent.size ? Math.floor(parent.size / this.blockSize) : parent.hashes.length;
     try {
-      const changed = await source.device.extents({ kind: 'changed', since: source.changedSince });
+      const query = { kind: 'changed', since: source.changedSince } as const;
+      const changed = checkExtents(source.device, query, await source.device.extents(query));
       return indexesIn(mergeRanges([...chunkRangesOf(changed, this.blockSize), [whole, count]]));
     } catch (err) {
       if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'NOT_SUPPORTED')) return all;

@@ -62,6 +62,9 @@ class ThrottledDevice implements BlockDevice {
   get extentGranularity() {
     return this.inner.extentGranularity;
   }
+  get driverName() {
+    return this.inner.driverName;
+  }
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     await this.budget.take(length, this.signal);
     return this.inner.read(offset, length, into);
