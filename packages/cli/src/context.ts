@@ -107,11 +107,13 @@ export class CliContext {
   /**
    * Builds target `name`. Records name their target by `service.name`, and the manager finds a
    * record's target by that name, so the service carries the config's target name (the registry
-   * passes `repository.name` to a chunked repository over an object-store plugin).
+   * passes `repository.name` to a chunked repository over an object-store plugin). A chunked
+   * repository's warnings (locks it could not release) go to stderr as the manager's do.
    */
   private async buildTarget(name: string, plugin: string, options: Record<string, unknown>): Promise<BackupService> {
     if (this.registry.names().objectStores.includes(plugin)) {
-      const repository = { ...((options.repository as Record<string, unknown> | undefined) ?? {}), name, ...(this.startWorkers ? { startWorkers: true } : {}) };
+      const onWarning = (warning: CairnError) => this.out.warn(warning.message);
+      const repository = { ...((options.repository as Record<string, unknown> | undefined) ?? {}), name, onWarning, ...(this.startWorkers ? { startWorkers: true } : {}) };
       return this.registry.createBackupService(plugin, { ...options, repository });
     }
     const service = await this.registry.createBackupService(plugin, options);

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
+import { cairn, cairnJson, cairnWithin, jsonError, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
 
 /** Polls a job until it has ended (long-polling with ?wait) and returns its view. */
 async function settle(server: ServedApi, jobId: string): Promise<any> {
@@ -51,7 +51,7 @@ describe('cairn serve: the limit on verify and gc jobs', () => {
   }, 120_000);
 
   it('--max-maintenance-jobs 1: a gc while a verify runs is BUSY; after it, the gc runs', async () => {
-    server = await serveApi(cwd, ['--max-maintenance-jobs', '1']);
+    server = await serveApi(cwd, ['--max-maintenance-jobs', '1', '--keep-jobs', '50']);
     const verify = await server.call('POST', '/v1/verify', {});
     expect(verify.status).toBe(202);
     const gc = await server.call('POST', '/v1/targets/posix/gc', { dryRun: true });
@@ -65,6 +65,15 @@ describe('cairn serve: the limit on verify and gc jobs', () => {
   it('--max-maintenance-jobs takes a whole number from 1 to 64: anything else is a usage error (exit 2)', async () => {
     for (const bad of ['0', '65', '1.5', 'two', '-1']) {
       expect((await cairn(['serve', '--listen', '127.0.0.1:0', '--max-maintenance-jobs', bad], { cwd })).code, bad).toBe(2);
+    }
+  });
+
+  it('--keep-jobs takes a whole number from 1 to 10000 in decimal digits: an exponent, a hex number or spaces are a usage error (exit 2), INVALID_INPUT', async () => {
+    for (const bad of ['0', '10001', '1.5', 'two', '-1', '1e3', ' 5', '0x10', '']) {
+      // Killed if it starts serving (a value taken), so the test fails instead of hanging.
+      const r = await cairnWithin(15_000, ['serve', '--listen', '127.0.0.1:0', '--json', '--keep-jobs', bad], cwd);
+      expect(r.code, bad).toBe(2);
+      expect(jsonError(r).code, bad).toBe('INVALID_INPUT');
     }
   });
 });

@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CairnError } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
+import { CliContext } from '../src/context.js';
+import { Output } from '../src/output/output.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage, jsonError } from './helpers.js';
 
 describe('cairn backup', () => {
   let cwd: string;
@@ -133,5 +136,37 @@ describe('cairn backup', () => {
   it('backup cancel of an unknown job exits 3 and backup jobs lists none', async () => {
     expect((await run(['backup', 'cancel', 'no-such-job'])).code).toBe(3);
     expect(await json(['backup', 'jobs'])).toEqual([]);
+  });
+});
+
+describe("the CLI's repository warnings", () => {
+  let cwd: string;
+  beforeAll(async () => (cwd = await tempDir()));
+  afterAll(() => removeDir(cwd));
+
+  it('a backup whose repository locks cannot be released is available, and the warning naming them goes to Output.warn (stderr), as the manager\'s do', async () => {
+    const config = await writeDeploymentConfig(cwd);
+    const v = await cairnJson(['volume', 'create', 'v', '--size', '1MiB'], { cwd });
+    const warnings: string[] = [];
+    const out = new Output({ quiet: true });
+    out.warn = (message) => void warnings.push(message);
+    // In this process, as `cairn backup create` and `cairn serve` build it: one context, its targets and manager.
+    const ctx = await CliContext.create({ config }, out);
+    try {
+      const { repository } = await ctx.repository();
+      const del = repository.store.delete.bind(repository.store);
+      // The store refuses to delete the backup's locks (record locks, which the catalog takes, still go).
+      repository.store.delete = async (key) => {
+        if (key.startsWith('locks/') && !key.startsWith('locks/record-')) throw new CairnError('UNAVAILABLE', 'the store refuses this delete', { driver: 'test' });
+        return del(key);
+      };
+      expect((await (await ctx.manager()).backup({ volumeId: v.id })).status).toBe('available');
+      const left = (await repository.locks.list()).map((l) => l.id);
+      expect(left).toHaveLength(2);
+      expect(warnings).toHaveLength(1);
+      for (const id of left) expect(warnings[0]).toContain(id);
+    } finally {
+      await ctx.close();
+    }
   });
 });

@@ -24,6 +24,14 @@ describe('cairn demo', () => {
     await expect(stat(doc.directory)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it("demo's job lines name no `cairn backup cancel`, which would look in another state directory than the demo's and answer NOT_FOUND", async () => {
+    const r = await cairn(['demo', '--size', '2MiB'], { cwd });
+    expect(r.code, r.stderr).toBe(0);
+    const started = r.stderr.split('\n').filter((line) => / job \S+ started/.test(line));
+    expect(started).toHaveLength(4); // two backups, two restores
+    for (const line of started) expect(line).not.toContain('cairn backup cancel');
+  });
+
   it('demo prints a table with sizes, bytes read, bytes stored and time', async () => {
     const r = await cairn(['demo', '--size', '2MiB', '-q'], { cwd });
     expect(r.code, r.stderr).toBe(0);
@@ -52,6 +60,12 @@ describe('cairn demo', () => {
     } finally {
       await removeDir(tmp);
     }
+  });
+
+  it('demo --size 1MiB, the smallest size it takes, runs and restores both backups byte-exact', async () => {
+    const r = await cairn(['demo', '--size', '1MiB', '--json'], { cwd });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, volumeSize: MiB });
   });
 
   it('demo --size 1000 fails with INVALID_INPUT (exit 2)', async () => {

@@ -2,8 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CliContext } from '../src/context.js';
+import { buildProgram } from '../src/program.js';
 import { Output } from '../src/output/output.js';
 import { cairn, cairnJson, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage, jsonError } from './helpers.js';
 
@@ -178,5 +179,44 @@ describe('cairn volume delete', () => {
     });
     expect((await json(['volume', 'show', held.id])).status).toBe('available');
     expect(await json(['volume', 'delete', held.id])).toEqual({ deleted: held.id });
+  });
+});
+
+describe('cairn volume list while volumes come and go', () => {
+  let cwd: string;
+  let config: string;
+  beforeAll(async () => {
+    cwd = await tempDir();
+    config = await writeDeploymentConfig(cwd);
+  });
+  afterAll(() => removeDir(cwd));
+
+  it('leaves out a volume deleted between listing the volumes and reading its flow state, instead of failing with NOT_FOUND', async () => {
+    const kept = await cairnJson(['volume', 'create', 'kept', '--size', '1MiB'], { cwd });
+    const gone = await cairnJson(['volume', 'create', 'gone', '--size', '1MiB'], { cwd });
+    // The command runs in this process; its volume driver deletes `gone` (as another process
+    // would) right after listing it, before the command reads its flow state.
+    const volumes = CliContext.prototype.volumes;
+    const spy = vi.spyOn(CliContext.prototype, 'volumes').mockImplementation(async function (this: CliContext) {
+      const driver = await volumes.call(this);
+      const listVolumes = async () => {
+        const all = await driver.listVolumes();
+        await driver.deleteVolume(gone.id);
+        return all;
+      };
+      return new Proxy(driver, { get: (t, p) => (p === 'listVolumes' ? listVolumes : Reflect.get(t, p)) });
+    });
+    const stdout: string[] = [];
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => (stdout.push(String(chunk)), true));
+    const exitCode = process.exitCode;
+    try {
+      await buildProgram().parseAsync(['node', 'cairn', 'volume', 'list', '--config', config, '--json']);
+      expect(process.exitCode).toBe(0);
+    } finally {
+      write.mockRestore();
+      spy.mockRestore();
+      process.exitCode = exitCode;
+    }
+    expect(JSON.parse(stdout.join('')).map((v: { id: string }) => v.id)).toEqual([kept.id]);
   });
 });

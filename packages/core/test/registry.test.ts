@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ChunkedBackupService, DriverRegistry, MemoryObjectStore, MemoryVolumeDriver, memoryModule, pluginModule } from '../src/index.js';
-import { expectCode } from './helpers.js';
+import { BackupManager, CairnError, ChunkedBackupService, DriverRegistry, MemoryObjectStore, MemoryVolumeDriver, RepositoryCatalog, memoryModule, pluginModule } from '../src/index.js';
+import { expectCode, FAST_KDF, filledVolume, MiB } from './helpers.js';
 
 describe('DriverRegistry', () => {
   it('compose(modules) resolves drivers by plugin name', async () => {
@@ -56,5 +56,32 @@ describe('DriverRegistry and the chunked repository', () => {
     expect((service as ChunkedBackupService).repository.encrypted).toBe(true);
     const named = await registry.createBackupService('mem', { repository: { init: true, workers: 0, name: 'offsite' } });
     expect(named.name).toBe('offsite');
+  });
+
+  it("createBackupService(an object-store plugin, {repository: {onWarning}}) tells onWarning, not the process, of locks a backup could not release", async () => {
+    const store = new MemoryObjectStore('mem');
+    const del = store.delete.bind(store);
+    store.delete = async (key) => {
+      if (key.startsWith('locks/') && !key.startsWith('locks/record-')) throw new CairnError('UNAVAILABLE', 'the store refuses this delete', { driver: 'mem' });
+      return del(key);
+    };
+    const registry = DriverRegistry.compose(pluginModule({ objectStores: [{ name: 'mem', description: 'test store', create: async () => store }] }));
+    const warnings: CairnError[] = [];
+    const processWarnings: unknown[] = [];
+    const onProcessWarning = (w: unknown) => processWarnings.push(w);
+    process.on('warning', onProcessWarning);
+    try {
+      const service = (await registry.createBackupService('mem', { repository: { init: { kdf: FAST_KDF }, workers: 0, onWarning: (w: CairnError) => warnings.push(w) } })) as ChunkedBackupService;
+      const volumes = new MemoryVolumeDriver();
+      const manager = new BackupManager({ volumes, targets: { mem: service }, catalog: new RepositoryCatalog(service.repository) });
+      const v = await filledVolume(volumes, 1 * MiB, 7);
+      expect((await manager.backup({ volumeId: v.id })).status).toBe('available');
+      await new Promise((r) => setImmediate(r)); // process.emitWarning emits on the next tick
+      expect(warnings).toMatchObject([{ code: 'UNAVAILABLE', details: { locks: expect.any(Array) } }]);
+      expect(processWarnings).toEqual([]);
+      await service.close();
+    } finally {
+      process.off('warning', onProcessWarning);
+    }
   });
 });

@@ -14,27 +14,34 @@ import { optionParser, parseSeconds, parseSize } from '../output/units.js';
 /** Default `--listen`: loopback only. */
 export const DEFAULT_LISTEN = '127.0.0.1:8470';
 
-/** `--keep-jobs`: a whole number from 1 to 10000. */
-function parseKeepJobs(text: string): number {
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1 || n > 10_000) throw new CairnError('INVALID_INPUT', `--keep-jobs takes a whole number from 1 to 10000, not ${JSON.stringify(text)}`);
-  return n;
+/**
+ * The parser of an option that takes a whole number from `min` to `max`, written in decimal digits
+ * only (no sign, exponent, `0x` or spaces). `INVALID_INPUT` naming the option otherwise.
+ */
+function wholeNumber(option: string, min: number, max: number): (text: string) => number {
+  return (text) => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || n < min || n > max) throw new CairnError('INVALID_INPUT', `${option} takes a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
+    return n;
+  };
 }
 
+/** `--keep-jobs`: a whole number from 1 to 10000. */
+const parseKeepJobs = wholeNumber('--keep-jobs', 1, 10_000);
+
 /** `--max-maintenance-jobs`: a whole number from 1 to 64. */
-function parseMaxMaintenance(text: string): number {
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > 64) throw new CairnError('INVALID_INPUT', `--max-maintenance-jobs takes a whole number from 1 to 64, not ${JSON.stringify(text)}`);
-  return n;
-}
+const parseMaxMaintenance = wholeNumber('--max-maintenance-jobs', 1, 64);
 
 /** Default `--recover-interval`, seconds. */
 export const DEFAULT_RECOVER_INTERVAL = 60;
 
-/** `--recover-interval`: seconds from 0 (never again after the start) to 86400 (a day). */
+/** Shortest `--recover-interval` other than 0, seconds. */
+const MIN_RECOVER_INTERVAL = 1;
+
+/** `--recover-interval`: 0 (never again after the start), or seconds from 1 to 86400 (a day). */
 function parseRecoverInterval(text: string): number {
   const n = parseSeconds(text);
-  if (n > 86_400) throw new CairnError('INVALID_INPUT', `--recover-interval takes seconds from 0 to 86400, not ${JSON.stringify(text)}`);
+  if ((n !== 0 && n < MIN_RECOVER_INTERVAL) || n > 86_400) throw new CairnError('INVALID_INPUT', `--recover-interval takes 0 or seconds from ${MIN_RECOVER_INTERVAL} to 86400, not ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -79,7 +86,7 @@ export function registerApiServeCommand(program: Command, version: string): void
     .option('--tls-cert <file>', 'speak HTTPS with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (not encrypted)')
     .option('--read-rate <size>', 'read volumes at most this many bytes per second, shared by all backups of the server, e.g. 50MiB', optionParser(parseSize))
-    .option('--keep-jobs <n>', 'ended jobs kept for clients to read (oldest forgotten first)', optionParser(parseKeepJobs), 100)
+    .option('--keep-jobs <n>', 'ended jobs kept for clients to read, 1 to 10000 (oldest forgotten first)', optionParser(parseKeepJobs), 100)
     .option(
       '--max-maintenance-jobs <n>',
       'verify and gc jobs run at once (each reads a whole repository or backup); one more is refused with BUSY (409, Retry-After)',
@@ -88,7 +95,7 @@ export function registerApiServeCommand(program: Command, version: string): void
     )
     .option(
       '--recover-interval <seconds>',
-      'also resolve, this often, what processes that died left in flight (records stuck creating, restoring or deleting); jobs still running are left alone; 0: only at start',
+      'also resolve, this often (1 to 86400 s), what processes that died left in flight (records stuck creating, restoring or deleting); jobs still running are left alone; 0: only at start',
       optionParser(parseRecoverInterval),
       DEFAULT_RECOVER_INTERVAL,
     )

@@ -17,6 +17,12 @@ import { formatBytes, formatDuration, parseSize, optionParser } from '../output/
 const MiB = 1024 * 1024;
 const TEXT = Buffer.from('Cairn keeps each backup as a manifest over shared chunks; lorem ipsum dolor sit amet. '.repeat(12_500));
 
+/**
+ * How the demo's jobs are cancelled: `cairn backup cancel` from another shell would look in that
+ * shell's state directory, not in the demo's, and answer NOT_FOUND.
+ */
+const CANCEL_HINT = 'Ctrl-C cancels the demo';
+
 interface Row {
   step: string;
   id: string;
@@ -103,7 +109,7 @@ async function runDemo(ctx: CliContext, size: number, signal: AbortSignal): Prom
   ] as const) {
     const t0 = Date.now();
     const { job, volume } = await manager.startRestore({ backupId: record.id, newVolume: { name: `demo-${label.replace(/ /g, '-')}` }, signal });
-    await runJob(manager, job, ctx.stateDir, ctx.out);
+    await runJob(manager, job, ctx.stateDir, ctx.out, CANCEL_HINT);
     const ms = Date.now() - t0;
     const same = await sameBytes(volumes, { kind: 'snapshot', id: snapshotId }, { kind: 'volume', id: volume.id }, signal);
     rows.push({ step: label, id: volume.id, size: record.size, durationMs: ms, check: same ? 'byte-exact' : 'MISMATCH' });
@@ -114,7 +120,7 @@ async function runDemo(ctx: CliContext, size: number, signal: AbortSignal): Prom
 async function timedBackup(ctx: CliContext, manager: BackupManager, volumeId: string, incremental: boolean, signal: AbortSignal) {
   const t0 = Date.now();
   const job = await manager.startBackup({ volumeId, incremental, name: incremental ? 'demo-incremental' : 'demo-full', signal });
-  const record = await runJob(manager, job, ctx.stateDir, ctx.out);
+  const record = await runJob(manager, job, ctx.stateDir, ctx.out, CANCEL_HINT);
   return { record, ms: Date.now() - t0 };
 }
 
@@ -140,7 +146,7 @@ async function writeRealisticContent(volumes: VolumeDriver, volumeId: string, si
   }
 }
 
-/** Rewrites about 3% of the volume in scattered 64 KiB blocks and zeroes one MiB that held data. */
+/** Rewrites about 3% of the volume in scattered 64 KiB blocks and zeroes one MiB that held data (the second, or the only one). */
 async function changeBlocks(volumes: VolumeDriver, volumeId: string, size: number, signal: AbortSignal): Promise<void> {
   const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'rw');
   try {
@@ -150,7 +156,7 @@ async function changeBlocks(volumes: VolumeDriver, volumeId: string, size: numbe
       if (i % 16 === 0) signal.throwIfAborted();
       await a.device.write(((i * 7919) % blocks) * 65536, randomBytes(65536));
     }
-    await a.device.writeZeroes(MiB, MiB);
+    await a.device.writeZeroes(Math.min(MiB, size - MiB), MiB);
     await a.device.flush();
   } finally {
     await volumes.detach(a.id);

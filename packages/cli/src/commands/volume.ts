@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CairnError, syncDir, type VolumeDriver } from '@cairn/core';
+import { CairnError, syncDir, unlessNotFound, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
@@ -46,7 +46,10 @@ export function registerVolumeCommands(program: Command): void {
     .action(
       withContext(async (ctx) => {
         const manager = await ctx.manager();
-        const views = await Promise.all((await (await ctx.volumes()).listVolumes()).map((v) => manager.getVolume(v.id)));
+        const volumes = await (await ctx.volumes()).listVolumes();
+        // A volume deleted since it was listed (a failed restore's new volume, a `cairn volume
+        // delete` elsewhere) is left out rather than failing the list with NOT_FOUND, as in GET /v1/volumes.
+        const views = (await Promise.all(volumes.map((v) => unlessNotFound(manager.getVolume(v.id))))).filter((v) => v !== undefined);
         ctx.out.result(views.map(volumeJson), () => renderTable(views, volumeColumns));
       }),
     );

@@ -12,8 +12,13 @@ import { registerJob } from './job-files.js';
  * recorded, the job is cancelled and awaited before the registration error is thrown, so a
  * reported failure means no backup or restore was made (if the job finished before the cancel
  * took effect, its result is returned with a warning instead).
+ *
+ * `cancelHint` says how to cancel the job, in the line that announces it. Default: `cancel with:
+ * cairn backup cancel <id>`, which holds only where the user's `cairn` finds `stateDir` (a
+ * command's own config); a caller whose state directory no command names (the demo's temporary
+ * one) gives its own.
  */
-export async function runJob(manager: BackupManager, job: Job, stateDir: string, out: Output): Promise<BackupRecord> {
+export async function runJob(manager: BackupManager, job: Job, stateDir: string, out: Output, cancelHint = `cancel with: cairn backup cancel ${job.id}`): Promise<BackupRecord> {
   const progress = progressReporter(job.kind, out.options);
   const onProgress = (e: { id: string; bytesDone: number; bytesTotal: number }) => {
     if (e.id === job.backupId) progress.update(e.bytesDone, e.bytesTotal);
@@ -34,7 +39,7 @@ export async function runJob(manager: BackupManager, job: Job, stateDir: string,
       out.warn(`${job.kind} job ${job.id} finished before it could be cancelled (it could not be recorded: ${(err as Error).message})`);
       return result;
     }
-    out.info(`${job.kind} job ${job.id} started (cancel with: cairn backup cancel ${job.id})`);
+    out.info(`${job.kind} job ${job.id} started (${cancelHint})`);
     return await job.done;
   } finally {
     progress.stop();

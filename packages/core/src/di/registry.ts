@@ -110,8 +110,10 @@ export class DriverRegistry implements FactoryContext {
    * Builds a backup service. A plugin that registers only an ObjectStore (posix, s3, swift…)
    * gets the chunked repository over it: `options.repository` holds the repository's own
    * options (`passphrase` as a secret reference `env:NAME`/`file:path`, `init`, `workers`,
-   * `uploads`, and `name`: the target's name in records, default the plugin's name); every other
-   * option goes to the store.
+   * `uploads`, `name`: the target's name in records, default the plugin's name, and `onWarning`:
+   * the function told of failures that fail no job, such as locks left to expire, default
+   * process.emitWarning); every other option goes to the store. A plugin's own backup service
+   * gets `options` as they are.
    */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
     if (this.services.has(plugin) || !this.stores.has(plugin)) return this.build('backup service', this.services, plugin, options);
