@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readdirSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readArchive } from '../src/archive/reader.js';
 import { cairn, cairnJson, listTree, MiB, removeDir, tempDir, writeRawImage, jsonError } from './helpers.js';
 
 interface Entry {
@@ -41,6 +43,13 @@ async function writeEntries(file: string, entries: Entry[]): Promise<void> {
   pack.finalize();
   await done;
 }
+
+/** The entries with the manifest's JSON changed by `edit` (SHA256SUMS left as it was, unless resummed). */
+const editManifest = (entries: Entry[], edit: (m: any) => void): Entry[] => {
+  const m = JSON.parse(entries[0]!.data.toString());
+  edit(m);
+  return [{ ...entries[0]!, data: Buffer.from(JSON.stringify(m, null, 2)) }, ...entries.slice(1)];
+};
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const resum = (entries: Entry[]) => {
@@ -121,6 +130,10 @@ describe('cairn backup export/import (archives)', () => {
     ['a data entry of the wrong size', () => resum(entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: e.data.subarray(0, e.data.length - 512) } : e))), 5, 'CORRUPT'],
     ['a missing data entry', () => resum(entries.filter((e, i) => !(e.name.startsWith('data/') && i === 1))), 5, 'CORRUPT'],
     ['no manifest first', () => entries.slice(1), 2, 'INVALID_INPUT'],
+    // One byte of the manifest flipped (a digest's 'a'..'f' turns 'q'..'v'): the sums do not vouch for it.
+    ['a flipped byte in the manifest that breaks its schema', () => editManifest(entries, (m) => (m.chunks[0].sha256 = String.fromCharCode(m.chunks[0].sha256.charCodeAt(0) ^ 0x10) + m.chunks[0].sha256.slice(1))), 5, 'CORRUPT'],
+    ['an intact manifest this version does not take', () => resum(editManifest(entries, (m) => (m.chunks[0].sha256 = 'q'.repeat(64)))), 2, 'INVALID_INPUT'],
+    ['another version of the format', () => editManifest(entries, (m) => (m.format = 'cairn-archive/2')), 2, 'INVALID_INPUT'],
   ];
 
   for (const [what, make, code, errorCode] of refused) {
@@ -135,6 +148,29 @@ describe('cairn backup export/import (archives)', () => {
       expect(await listTree(other)).toEqual(before);
     });
   }
+
+  it('backup import of a file that is not a tar (the archive gzipped, a qcow2 image) is INVALID_INPUT (exit 2) and writes nothing', async () => {
+    const gz = join(cwd, 'b.tar.gz');
+    await writeFile(gz, gzipSync(await readFile(archive)));
+    const qcow2 = join(cwd, 'q.qcow2');
+    await writeFile(qcow2, Buffer.concat([Buffer.from('QFI\xfb', 'latin1'), Buffer.alloc(64 * 1024 - 4)]));
+    const before = await listTree(other);
+    for (const file of [gz, qcow2]) {
+      const r = await cairn(['backup', 'import', file, '--json'], { cwd: other });
+      expect(r.code, r.stderr).toBe(2);
+      expect(jsonError(r).code).toBe('INVALID_INPUT');
+    }
+    expect(await listTree(other)).toEqual(before);
+  });
+
+  it('readArchive of a damaged archive rejects with CORRUPT and leaves no file of its staging open', async () => {
+    const bad = join(cwd, 'bad-fds.tar');
+    await writeEntries(bad, resum(entries.map((e, i) => (e.name.startsWith('data/') && i === entries.length - 2 ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e))));
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    await expect(readArchive(bad)).rejects.toMatchObject({ code: 'CORRUPT' });
+    expect(open()).toBe(before);
+  });
 
   it('backup import of a truncated archive is CORRUPT (exit 5) and writes nothing', async () => {
     const whole = await readFile(archive);

@@ -1,7 +1,10 @@
 // serveBackup with a writable copy-on-write overlay: writes read back, survive a restart with the
 // same overlay file, and never touch the repository.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient, OverlayFile, serveBackup, type BackupExport } from '../src/index.js';
 import { KiB, MiB, backupFixture, treeDigest, type BackupFixture } from './backup-export-fixture.js';
@@ -110,5 +113,38 @@ describe('serveBackup with writableOverlay', () => {
     await writeFile(lone, Buffer.alloc(4096));
     await expect(OverlayFile.open(lone, { backupId: 'b', size: 4096 }, base)).rejects.toMatchObject({ code: 'CONFLICT' });
     await expect(OverlayFile.open(join(dir.path, 'bs.img'), { backupId: 'b', size: 4096 }, base, { blockSize: 1000 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  });
+
+  it('OverlayFile.open of an overlay another process has open fails with CONFLICT; once that process is killed, it opens with its flushed writes', async () => {
+    // Two processes with one overlay each keep their own map in memory: the one that flushes last
+    // overwrites the other's map bits, and flushed writes read back as the backup's data.
+    const p = join(dir.path, 'shared.img');
+    const identity = { backupId: 'b', size: MiB };
+    const base = async (_o: number, l: number): Promise<Buffer> => Buffer.alloc(l);
+    const dist = resolve(dirname(fileURLToPath(import.meta.url)), '../dist/index.js');
+    const holder = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', `import { OverlayFile } from ${JSON.stringify(dist)};
+        const o = await OverlayFile.open(${JSON.stringify(p)}, ${JSON.stringify(identity)}, async (_o, l) => Buffer.alloc(l));
+        await o.write(0, Buffer.alloc(4096, 0x11), true);
+        process.stdout.write('held'); setInterval(() => {}, 1000);`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      await Promise.race([once(holder.stdout!, 'data'), once(holder, 'exit').then(() => Promise.reject(new Error('the holder exited')))]);
+      await expect(OverlayFile.open(p, identity, base)).rejects.toMatchObject({ code: 'CONFLICT' });
+    } finally {
+      holder.kill('SIGKILL');
+      await once(holder, 'exit').catch(() => undefined);
+    }
+    const overlay = await OverlayFile.open(p, identity, base);
+    try {
+      expect(overlay.written(0, MiB)).toEqual([{ offset: 0, length: overlay.blockSize }]);
+      expect((await overlay.read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+    } finally {
+      await overlay.close();
+    }
+    // Closed: the lock is gone, so the next open (here, in this process) succeeds.
+    await (await OverlayFile.open(p, identity, base)).close();
   });
 });

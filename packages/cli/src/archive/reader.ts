@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { CairnError, isCairnError, throwIfAborted, type Attachment } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { z } from 'zod';
@@ -37,8 +38,11 @@ function assertSafeName(name: string): void {
  * Reads and checks an archive written by `writeArchive`, assembling its data in a private
  * staging volume; nothing else is written. Refuses with `INVALID_INPUT` an entry that escapes
  * the archive (absolute path, `..`), a duplicated name, a link or other non-file entry, an
- * unexpected entry or order, or a file that is not a Cairn archive; with `CORRUPT` a wrong entry
- * size, a checksum mismatch, a missing entry or a truncated tar. `CANCELLED` once `signal` is
+ * unexpected entry or order, or a file that is not a Cairn archive (not a tar at all, another
+ * format version, a manifest it does not take); with `CORRUPT` a wrong entry size, a checksum
+ * mismatch, a missing entry or a truncated tar. A manifest it does not take is refused with
+ * `INVALID_INPUT` only when SHA256SUMS vouches for it (an intact archive, written so), else
+ * `CORRUPT` (a damaged manifest): the archive is read to its end to tell. `CANCELLED` once `signal` is
  * aborted (checked before each entry). On any refusal the staging volume is removed before the
  * error is thrown.
  */
@@ -56,10 +60,21 @@ export async function readArchive(file: string, options: { progress?: (done: num
   const digests = new Map<string, string>();
   const expected = new Map<string, ArchiveManifest['chunks'][number]>();
   let dataDone = 0;
+  /** The manifest's refusal, held until SHA256SUMS says whether the manifest is intact. */
+  let refusal: CairnError | undefined;
   try {
     for await (const entry of extract) {
       throwIfAborted(options.signal, 'archive');
       const { name, size = 0, type } = entry.header;
+      if (refusal) {
+        if (name !== SUMS_NAME) {
+          for await (const _ of entry as unknown as AsyncIterable<Buffer>);
+          continue;
+        }
+        const body = await readEntry(entry as unknown as AsyncIterable<Buffer>, size, MAX_METADATA_BYTES);
+        const vouched = body.toString('utf8').split('\n').includes(`${digests.get(MANIFEST_NAME)}  ${MANIFEST_NAME}`);
+        throw vouched ? refusal : corrupt(`${MANIFEST_NAME} does not match ${SUMS_NAME}: the archive is damaged`, refusal);
+      }
       assertSafeName(name);
       if (type !== 'file' && type !== 'contiguous-file') throw refuse(`entry "${name}" is a ${type}, not a file`);
       if (seen.has(name)) throw refuse(`entry "${name}" appears twice`);
@@ -69,7 +84,13 @@ export async function readArchive(file: string, options: { progress?: (done: num
         if (name !== MANIFEST_NAME) throw refuse(`${file} is not a Cairn backup archive (first entry is "${name}", not ${MANIFEST_NAME})`);
         const body = await readEntry(entry as unknown as AsyncIterable<Buffer>, size, MAX_METADATA_BYTES);
         digests.set(name, sha256(body));
-        manifest = parseManifest(body);
+        try {
+          manifest = parseManifest(body);
+        } catch (err) {
+          if (!isCairnError(err) || err.code !== 'INVALID_INPUT' || otherVersion(body)) throw err;
+          refusal = err;
+          continue;
+        }
         for (const c of manifest.chunks) expected.set(c.name, c);
         staging = await StagingVolume.create(manifest.size);
         rw = await staging.attach('rw');
@@ -97,6 +118,7 @@ export async function readArchive(file: string, options: { progress?: (done: num
       dataDone += data.length;
       options.progress?.(dataDone, manifest.chunks.reduce((n, c) => n + c.length, 0));
     }
+    if (refusal) throw corrupt(`archive is incomplete: ${SUMS_NAME} missing, and ${MANIFEST_NAME} is not one this version takes`, refusal);
     if (!manifest) throw refuse(`${file} is not a Cairn backup archive (it is empty)`);
     const missing = [...expected.keys(), ...(manifest.vmConfig ? [VM_CONFIG_NAME] : []), SUMS_NAME].filter((n) => !seen.has(n));
     if (missing.length > 0) throw corrupt(`archive is incomplete: ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''} missing`);
@@ -106,11 +128,36 @@ export async function readArchive(file: string, options: { progress?: (done: num
   } catch (err) {
     extract.destroy();
     input.destroy();
+    if (rw) await staging!.driver.detach(rw.id).catch(() => undefined); // else its file stays open
     await staging?.dispose();
     if (isCairnError(err)) throw err;
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') throw new CairnError('NOT_FOUND', `archive ${file} does not exist`, { driver: 'archive', cause: err });
+    if (seen.size === 0 && !(await startsLikeTar(file))) throw refuse(`${file} is not a Cairn backup archive (not a tar archive: ${e.message})`);
     throw corrupt(`${file} is not a readable tar archive: ${e.message}`, err);
+  }
+}
+
+/** Whether the file's first header block carries the POSIX tar magic (`ustar` at 257): a damaged tar does, another kind of file does not. */
+async function startsLikeTar(file: string): Promise<boolean> {
+  const fh = await open(file, 'r').catch(() => undefined);
+  if (!fh) return false;
+  try {
+    const head = Buffer.alloc(512);
+    const { bytesRead } = await fh.read(head, 0, 512, 0);
+    return bytesRead === 512 && head.toString('latin1', 257, 262) === 'ustar';
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A manifest of another version of the format (`cairn-archive/<n>`): refused as such, whatever its sums say. */
+function otherVersion(body: Buffer): boolean {
+  try {
+    const format = (JSON.parse(body.toString('utf8')) as { format?: unknown } | null)?.format;
+    return typeof format === 'string' && format !== ARCHIVE_FORMAT && /^cairn-archive\/\d+$/.test(format);
+  } catch {
+    return false;
   }
 }
 

@@ -1,5 +1,6 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { CairnError, KeyedMutex, toCairnError, type Extent } from '@cairn/core';
+import { lockOverlay, type OverlayLock } from './overlay-lock.js';
 
 /** Default overlay block size: 64 KiB. */
 export const OVERLAY_BLOCK_SIZE = 64 * 1024;
@@ -34,7 +35,8 @@ interface Header extends OverlayIdentity {
  * A local copy-on-write overlay over a read-only backup: `<path>` is a sparse data file of the
  * backup's size holding the blocks written so far, `<path>.map` records which blocks those are.
  * Reopening the same path over the same backup brings the writes back. The backup itself is never
- * written.
+ * written. One process at a time has an overlay open: `<path>.lock` (overlay-lock.ts) names it
+ * while it is open, and is removed by `close`.
  *
  * Durability: `flush` (also run by FUA writes and `close`) is the only point where the map on
  * disk changes: it fsyncs the data file, then writes and fsyncs the map bits set before it
@@ -61,6 +63,7 @@ export class OverlayFile {
     private readonly map: FileHandle,
     private readonly bits: Uint8Array,
     private readonly readBase: (offset: number, length: number) => Promise<Buffer>,
+    private readonly lock: OverlayLock,
   ) {
     this.writtenCount = bits.reduce((n, b) => n + popcount(b), 0);
   }
@@ -68,7 +71,7 @@ export class OverlayFile {
   /**
    * Opens the overlay at `path`, creating it (data + map) when neither file exists.
    * `CONFLICT` when it belongs to another backup or size, when only one of the two files exists,
-   * or when this process already has it open; `CORRUPT` for a map that is not an overlay map;
+   * or when this process or another that may be alive has it open (its lock); `CORRUPT` for a map that is not an overlay map;
    * `INVALID_INPUT` for a bad block size.
    */
   static async open(path: string, identity: OverlayIdentity, readBase: (offset: number, length: number) => Promise<Buffer>, options: OverlayOpenOptions = {}): Promise<OverlayFile> {
@@ -78,7 +81,9 @@ export class OverlayFile {
     }
     if (openPaths.has(path)) throw new CairnError('CONFLICT', `overlay ${path} is already open`, { driver: DRIVER });
     openPaths.add(path);
+    let lock: OverlayLock | undefined;
     try {
+      lock = await lockOverlay(path);
       const [dataExists, mapExists] = await Promise.all([exists(path), exists(`${path}.map`)]);
       if (dataExists !== mapExists) {
         throw new CairnError('CONFLICT', `${dataExists ? path : `${path}.map`} exists without its pair: not an overlay of this kind`, { driver: DRIVER });
@@ -109,12 +114,13 @@ export class OverlayFile {
           bits = new Uint8Array(Math.ceil(Math.ceil(identity.size / found.blockSize) / 8));
           await map.handle.read(bits, 0, bits.length, HEADER_SIZE);
         }
-        return new OverlayFile(path, header, data.handle, map.handle, bits, readBase);
+        return new OverlayFile(path, header, data.handle, map.handle, bits, readBase, lock);
       } catch (err) {
         await Promise.allSettled([data.handle.close(), map.handle.close()]);
         throw err;
       }
     } catch (err) {
+      await lock?.release();
       openPaths.delete(path);
       throw toCairnError(err, DRIVER, `open overlay ${path}`);
     }
@@ -228,15 +234,16 @@ export class OverlayFile {
     }
   }
 
-  /** Flushes and closes both files. Idempotent. */
+  /** Flushes and closes both files, then releases the overlay's lock. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     try {
       await this.flush();
     } finally {
       this.closed = true;
-      openPaths.delete(this.path);
       await Promise.allSettled([this.data.close(), this.map.close()]);
+      await this.lock.release();
+      openPaths.delete(this.path);
     }
   }
 

@@ -1,0 +1,82 @@
+import { randomUUID } from 'node:crypto';
+import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { CairnError, currentOwner, ownerMayBeAlive, toCairnError, type ProcessOwner } from '@cairn/core';
+
+const DRIVER = 'backup-export';
+/** Tries to take over a lock whose owner is dead before giving up (each try loses only to another process taking it). */
+const TRIES = 3;
+
+/** A held overlay lock; `release()` removes it (idempotent, never throws). */
+export interface OverlayLock {
+  release(): Promise<void>;
+}
+
+/**
+ * Takes the lock of the overlay at `path`: the file `<path>.lock`, holding the owner (process
+ * identity, as job records and repository locks name theirs). It appears whole or not at all (a
+ * private file hard-linked into place, which fails if the lock exists), so of processes taking
+ * one overlay at once exactly one gets it. `CONFLICT` while a process that may be alive holds it
+ * (on this host, another host or another pid namespace: judged by `ownerMayBeAlive`); a lock left
+ * by a process that is certainly gone (SIGKILL, a crash) is taken over (moved aside, checked
+ * again, removed). An unreadable lock file counts as held: remove it by hand once no process
+ * serves the overlay.
+ */
+export async function lockOverlay(path: string): Promise<OverlayLock> {
+  const lockPath = `${path}.lock`;
+  const mine = `${lockPath}.${randomUUID()}.tmp`;
+  try {
+    await writeFile(mine, JSON.stringify({ owner: currentOwner() }), { flag: 'wx', mode: 0o600 });
+    for (let attempt = 0; attempt < TRIES; attempt++) {
+      try {
+        await link(mine, lockPath);
+        let released = false;
+        return {
+          release: async () => {
+            if (released) return;
+            released = true;
+            await unlink(lockPath).catch(() => undefined);
+          },
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = await readOwner(lockPath);
+      if (owner === null) continue; // gone meanwhile: try again
+      if (owner === undefined || ownerMayBeAlive(owner)) {
+        const who = owner ? ` by process ${owner.pid} on ${owner.host}` : ' (its lock file is unreadable)';
+        throw new CairnError('CONFLICT', `overlay ${path} is in use${who}`, { driver: DRIVER, details: { lock: lockPath } });
+      }
+      // Moved aside, then judged again: if another process took the dead lock over between our
+      // read and the rename, what was moved is its live lock, which goes back into place.
+      const aside = `${lockPath}.${randomUUID()}.stale`;
+      try {
+        await rename(lockPath, aside);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      const moved = await readOwner(aside);
+      if (moved && ownerMayBeAlive(moved)) {
+        await link(aside, lockPath).catch(() => undefined);
+        await unlink(aside).catch(() => undefined);
+        throw new CairnError('CONFLICT', `overlay ${path} is in use by process ${moved.pid} on ${moved.host}`, { driver: DRIVER, details: { lock: lockPath } });
+      }
+      await unlink(aside).catch(() => undefined);
+    }
+    throw new CairnError('CONFLICT', `overlay ${path} is being taken by another process`, { driver: DRIVER, details: { lock: lockPath } });
+  } catch (err) {
+    throw toCairnError(err, DRIVER, `lock overlay ${path}`);
+  } finally {
+    await unlink(mine).catch(() => undefined);
+  }
+}
+
+/** The lock's owner; null when the file is gone, undefined when it is unreadable. */
+async function readOwner(lockPath: string): Promise<ProcessOwner | null | undefined> {
+  try {
+    const doc = JSON.parse(await readFile(lockPath, 'utf8')) as { owner?: ProcessOwner };
+    return doc.owner && typeof doc.owner.pid === 'number' && typeof doc.owner.host === 'string' ? doc.owner : undefined;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : undefined;
+  }
+}
