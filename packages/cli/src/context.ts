@@ -64,6 +64,16 @@ export class CliContext {
     return this.loaded.stateDir;
   }
 
+  /**
+   * How to cancel job `jobId` from another shell: `cairn backup cancel` with this config named by
+   * its absolute path (found from any directory and any environment), or, on the embedded
+   * defaults (whose state is under the working directory), run from this directory.
+   */
+  cancelHint(jobId: string): string {
+    const file = this.loaded.file;
+    return file ? `cancel with: cairn backup cancel ${jobId} --config ${shellWord(file)}` : `cancel with: cairn backup cancel ${jobId}, from ${shellWord(process.cwd())}`;
+  }
+
   get defaultTargetName(): string {
     const c = this.loaded.config;
     return c.defaultTarget ?? Object.keys(c.targets)[0]!;
@@ -190,4 +200,9 @@ export class CliContext {
     }
     this.services.clear();
   }
+}
+
+/** `word` as one shell word: as it is when it holds only safe characters, else single-quoted. */
+function shellWord(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }

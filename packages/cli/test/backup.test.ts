@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -168,5 +168,34 @@ describe("the CLI's repository warnings", () => {
     } finally {
       await ctx.close();
     }
+  });
+});
+
+describe("a job's cancel hint", () => {
+  let cwd: string;
+  beforeAll(async () => {
+    cwd = await tempDir();
+  });
+  afterAll(() => removeDir(cwd));
+  const startedLine = (stderr: string) => stderr.split('\n').find((l) => / job \S+ started \(/.test(l)) ?? '';
+
+  it('names the config by its absolute path, so that the command finds the job from any directory', async () => {
+    const deployment = join(cwd, 'deployment');
+    await mkdir(deployment);
+    const config = await writeDeploymentConfig(deployment);
+    await cairn(['volume', 'create', 'v', '--size', '1MiB', '--config', config], { cwd: deployment });
+    const r = await cairn(['backup', 'create', 'v', '--config', 'cairn.config.json'], { cwd: deployment });
+    expect(r.code, r.stderr).toBe(0);
+    expect(startedLine(r.stderr)).toMatch(new RegExp(`cancel with: cairn backup cancel \\S+ --config ${config.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\)`));
+  });
+
+  it('on the embedded defaults (state under the working directory) says to run it from there', async () => {
+    const bare = join(cwd, 'bare');
+    await mkdir(bare);
+    await cairn(['volume', 'create', 'v', '--size', '1MiB'], { cwd: bare });
+    const r = await cairn(['backup', 'create', 'v'], { cwd: bare });
+    expect(r.code, r.stderr).toBe(0);
+    expect(startedLine(r.stderr)).toContain(`cancel with: cairn backup cancel `);
+    expect(startedLine(r.stderr)).toContain(`, from ${bare})`);
   });
 });

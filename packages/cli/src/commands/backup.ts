@@ -40,7 +40,7 @@ export function registerBackupCommands(program: Command): void {
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });
         const v = await ctx.resolveVolume(ref!);
         const job = await manager.startBackup({ volumeId: v.id, incremental: o.incremental, force: o.force, name: o.name, description: o.description, target: o.target });
-        const record = await runJob(manager, job, ctx.stateDir, ctx.out);
+        const record = await runJob(manager, job, ctx.stateDir, ctx.out, ctx.cancelHint(job.id));
         ctx.out.result(backupJson(record), () => backupText(record));
       }),
     );
@@ -86,7 +86,7 @@ export function registerBackupCommands(program: Command): void {
         const manager = await ctx.manager({ recover: true });
         const request = o.to ? { backupId: id!, volumeId: (await ctx.resolveVolume(o.to)).id } : { backupId: id!, newVolume: { name: o.name } };
         const { job, volume } = await manager.startRestore(request);
-        const record = await runJob(manager, job, ctx.stateDir, ctx.out);
+        const record = await runJob(manager, job, ctx.stateDir, ctx.out, ctx.cancelHint(job.id));
         // The restore succeeded: a volume that cannot be read again now is a warning, not a failure.
         const result = await restoreResult(manager, record, volume);
         if (result.volumeError) ctx.out.warn(`the restore succeeded, but volume ${volume.id} could not be read again: ${result.volumeError.message}`);

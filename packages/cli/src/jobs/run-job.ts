@@ -14,9 +14,9 @@ import { registerJob } from './job-files.js';
  * took effect, its result is returned with a warning instead).
  *
  * `cancelHint` says how to cancel the job, in the line that announces it. Default: `cancel with:
- * cairn backup cancel <id>`, which holds only where the user's `cairn` finds `stateDir` (a
- * command's own config); a caller whose state directory no command names (the demo's temporary
- * one) gives its own.
+ * cairn backup cancel <id>`, which holds only where the user's `cairn` finds `stateDir`: commands
+ * give CliContext.cancelHint (naming their config), the demo its own (its state directory is
+ * temporary).
  */
 export async function runJob(manager: BackupManager, job: Job, stateDir: string, out: Output, cancelHint = `cancel with: cairn backup cancel ${job.id}`): Promise<BackupRecord> {
   const progress = progressReporter(job.kind, out.options);
