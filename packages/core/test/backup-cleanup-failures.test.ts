@@ -32,6 +32,16 @@ class LockKeepingStore extends MemoryObjectStore {
   }
 }
 
+/** A store that refuses to delete lock objects once a pack has been deleted (a GC's work is done). */
+class GcLockKeepingStore extends MemoryObjectStore {
+  packsDeleted = 0;
+  override async delete(key: string): Promise<void> {
+    if (this.packsDeleted > 0 && key.startsWith('locks/')) throw new CairnError('UNAVAILABLE', 'lock delete refused');
+    await super.delete(key);
+    if (key.startsWith('packs/')) this.packsDeleted++;
+  }
+}
+
 /** A store whose part writers' aborts fail, and whose chunk list page puts take a while (counted while in flight). */
 class AbortRefusingStore extends MemoryObjectStore {
   pagesInFlight = 0;
@@ -110,6 +120,38 @@ describe('a backup whose locks cannot be released once its manifest is written',
     expect((await restored(service, b)).equals(data)).toBe(true);
     expect(warnings).toMatchObject([{ code: 'UNAVAILABLE' }]);
     await service.close();
+  });
+});
+
+describe('a gc whose exclusive lock cannot be released once its work is done', () => {
+  it('gc() resolves with its report, the packs removed; the lock left to expire is a warning', async () => {
+    const store = new GcLockKeepingStore('mem');
+    const warnings: CairnError[] = [];
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init, onWarning: (w) => warnings.push(w) });
+    const [a, b] = [record('a', 3 * CHUNK), record('b', 3 * CHUNK)];
+    await service.backup(job(a), { device: new BufferDevice(pattern(3 * CHUNK, 114)) });
+    const data = pattern(3 * CHUNK, 115);
+    await service.backup(job(b), { device: new BufferDevice(data) });
+    await service.delete(a);
+
+    const report = await service.gc({ graceMs: 0 });
+    expect(report.packsDeleted).toBeGreaterThan(0);
+    expect(store.packsDeleted).toBe(report.packsDeleted);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ code: 'UNAVAILABLE', driver: 'repo' });
+    expect(warnings[0]!.details?.locks).toHaveLength(1);
+    const left = await service.locks();
+    expect(left).toMatchObject([{ kind: 'exclusive', purpose: 'gc', stale: false }]); // left to expire
+    expect(left[0]!.id).toBe((warnings[0]!.details!.locks as string[])[0]);
+    expect(await service.repository.listBackupIds()).toEqual(['b']);
+    await service.close();
+
+    // Once the store deletes locks again (the lock may also just expire), b restores whole.
+    store.packsDeleted = 0;
+    const other = await ChunkedBackupService.open(store, { name: 'repo', workers: 0 });
+    expect(await other.breakLocks({ all: true })).toEqual([left[0]!.id]);
+    expect((await restored(other, { ...b, status: 'available' })).equals(data)).toBe(true);
+    await other.close();
   });
 });
 

@@ -334,7 +334,9 @@ export class PosixObjectStore implements ObjectStore {
    * live writer refreshes its file's mtime at least every TEMP_REFRESH_MS (temp-refresh.ts), so
    * `olderThanMs` need only exceed that by a margin for clock skew between hosts (the repository's
    * GC passes at least 15 minutes). With less, a live writer's file may go and its publish fails
-   * with `UNAVAILABLE`.
+   * with `UNAVAILABLE`. A file the file system refuses to remove (a directory made append-only or
+   * read-only) does not stop the sweep: every other file is still removed, then it rejects with the
+   * first refusal's error (`UNAVAILABLE` for EPERM/EACCES), `details` counting `removed` and `refused`.
    */
   async sweepTemp(olderThanMs = DEFAULT_TEMP_AGE_MS): Promise<number> {
     if (!Number.isFinite(olderThanMs) || olderThanMs < 0) {
@@ -342,6 +344,8 @@ export class PosixObjectStore implements ObjectStore {
     }
     const cutoff = Date.now() - olderThanMs;
     let removed = 0;
+    let refused = 0;
+    let first: { err: unknown; path: string } | undefined;
     for await (const { path, mtimeMs } of tempFiles(this.directory)) {
       // Whole milliseconds on both sides: Date.now() drops the fraction that mtimeMs keeps, so a
       // file written earlier in the current millisecond would otherwise look younger than 0 ms.
@@ -350,8 +354,14 @@ export class PosixObjectStore implements ObjectStore {
         await unlink(path);
         removed++;
       } catch (err) {
-        if (!isAbsent(err)) throw fsError(err, 'sweeping a temporary file');
+        if (isAbsent(err)) continue;
+        refused++;
+        first ??= { err, path };
       }
+    }
+    if (first) {
+      const message = `sweeping temporary files: ${refused} could not be removed, the first ${first.path}: ${(first.err as Error).message}`;
+      throw new CairnError(fsError(first.err, '').code, message, { driver: DRIVER, cause: first.err, details: { removed, refused } });
     }
     return removed;
   }

@@ -1,5 +1,5 @@
 import type { ByteRange, Extent } from '../contracts/block-device.js';
-import { CairnError } from '../errors.js';
+import { CairnError, throwIfAborted } from '../errors.js';
 import { assertRange } from '../util/validate.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { chunkLength } from './chunk-plan.js';
@@ -13,6 +13,16 @@ export interface BackupReaderOptions {
   cacheChunks?: number;
   /** Chunks fetched ahead when reads go forward. Default 16. */
   readAhead?: number;
+}
+
+export interface BackupReadOptions {
+  /**
+   * Ends the read (a client gone): aborted, it rejects with `CANCELLED` at once, whatever the
+   * store does, holding no buffer of its own. readRange also ends its fetch (no range is read
+   * after the abort; see fetchChunks for the memory a hung get keeps); read leaves running the
+   * fetches it shares with other reads through the chunk cache and read-ahead.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -52,30 +62,35 @@ export class BackupReader {
     return this.manifest.chunkSize;
   }
 
-  /** Reads `length` bytes at `offset`. `INVALID_INPUT` outside the backup; `CORRUPT`/`NOT_FOUND` for bad data. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Reads `length` bytes at `offset`. `INVALID_INPUT` outside the backup; `CORRUPT`/`NOT_FOUND`
+   * for bad data; `CANCELLED` (options.signal).
+   */
+  async read(offset: number, length: number, options: BackupReadOptions = {}): Promise<Buffer> {
     assertRange(offset, length, this.size);
-    const out = Buffer.alloc(length);
-    if (length === 0) return out;
+    const { signal } = options;
+    throwIfAborted(signal);
+    if (length === 0) return Buffer.alloc(0);
     const first = Math.floor(offset / this.chunkSize);
     const last = Math.floor((offset + length - 1) / this.chunkSize);
-    const window = await this.manifest.chunks.window(first, last + 1);
+    const window = await unlessAborted(this.manifest.chunks.window(first, last + 1), signal);
     // Every chunk of the range that is neither cached nor zero is fetched in one batch.
     const missing: number[] = [];
     for (let i = first; i <= last; i++) if (!window.isZero(i) && !this.cache.has(i)) missing.push(i);
     if (missing.length > 0) this.load(missing, window);
-    await this.prefetch(first, last);
-    await Promise.all(
-      Array.from({ length: last - first + 1 }, async (_, k) => {
-        const i = first + k;
-        if (window.isZero(i)) return; // zero chunk: already zeros
-        const data = await this.chunk(i, window);
-        const chunkStart = i * this.chunkSize;
-        const from = Math.max(offset, chunkStart);
-        const to = Math.min(offset + length, chunkStart + data.length);
-        data.copy(out, from - offset, from - chunkStart, to - chunkStart);
-      }),
-    );
+    await unlessAborted(this.prefetch(first, last), signal);
+    const indexes = Array.from({ length: last - first + 1 }, (_, k) => first + k);
+    // Zero chunks read as the zeros `out` starts with. `out` exists only once every chunk is
+    // here: a read cancelled while a fetch hangs holds none of its bytes.
+    const chunks = await unlessAborted(Promise.all(indexes.map((i) => (window.isZero(i) ? undefined : this.chunk(i, window)))), signal);
+    const out = Buffer.alloc(length);
+    chunks.forEach((data, k) => {
+      if (!data) return;
+      const chunkStart = (first + k) * this.chunkSize;
+      const from = Math.max(offset, chunkStart);
+      const to = Math.min(offset + length, chunkStart + data.length);
+      data.copy(out, from - offset, from - chunkStart, to - chunkStart);
+    });
     return out;
   }
 
@@ -85,16 +100,19 @@ export class BackupReader {
    * pack), checked, and copied straight to its place; zero chunks are written as zeros. Meant
    * for large sequential reads (an export reading ahead in windows), where the cache would only
    * add a copy. `INVALID_INPUT` outside the backup; `CORRUPT`/`NOT_FOUND` naming the backup for
-   * bad data (then `into` holds garbage).
+   * bad data (then `into` holds garbage); `CANCELLED` (options.signal; `into` may then still be
+   * written to by a fetch in flight, until the store's get returns).
    */
-  async readRange(offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length)): Promise<Buffer> {
+  async readRange(offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length), options: BackupReadOptions = {}): Promise<Buffer> {
     assertRange(offset, length, this.size);
     if (into.length < length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes cannot hold ${length}`);
+    const { signal } = options;
+    throwIfAborted(signal);
     const out = into.subarray(0, length);
     if (length === 0) return out;
     const cs = this.chunkSize;
     const byId = new Map<string, number[]>();
-    const window = await this.manifest.chunks.window(Math.floor(offset / cs), Math.ceil((offset + length) / cs));
+    const window = await unlessAborted(this.manifest.chunks.window(Math.floor(offset / cs), Math.ceil((offset + length) / cs)), signal);
     for (let i = Math.floor(offset / cs); i * cs < offset + length; i++) {
       const from = Math.max(offset, i * cs) - offset;
       const to = Math.min(offset + length, (i + 1) * cs) - offset;
@@ -125,7 +143,7 @@ export class BackupReader {
           }
         }
       },
-      { onError: (_id, err) => void (failure ??= err) },
+      { onError: (_id, err) => void (failure ??= err), signal },
     );
     if (failure) throw this.named(failure);
     return out;
@@ -244,3 +262,16 @@ export class BackupReader {
   }
 }
 
+/** `p`'s outcome, or `CANCELLED` as soon as `signal` is aborted (`p` then goes on, unobserved). */
+function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new CairnError('CANCELLED', 'read cancelled', { cause: signal.reason }));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+  });
+}

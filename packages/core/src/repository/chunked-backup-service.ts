@@ -33,7 +33,7 @@ export interface ChunkedServiceOptions extends OpenOptions, WriteOptions {
   init?: InitOptions | boolean;
   /**
    * Told of a failure that does not fail the job it happened in: repository locks a backup,
-   * restore or verify could not release once done (they expire on their own; `details.locks`
+   * restore, verify or gc could not release once done (they expire on their own; `details.locks`
    * names them). Default: process.emitWarning.
    */
   onWarning?: (warning: CairnError) => void;
@@ -292,8 +292,16 @@ export class ChunkedBackupService implements BackupService {
     return m.vmConfig ? Buffer.from(m.vmConfig, 'base64') : undefined;
   }
 
+  /**
+   * collectGarbage under the repository's exclusive lock (`BUSY` at once while a backup, restore
+   * or verify holds its shared lock). A lock it cannot release once done goes to `onWarning` and
+   * is left to expire, as a backup's does: it never fails a GC that did its work.
+   */
   async gc(options: GcOptions = {}): Promise<GcReport> {
-    return this.tag(() => collectGarbage(this.repository, options));
+    return this.tag(async () => {
+      const lock = await this.repository.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
+      return this.releasingAfter([lock], 'gc', () => collectGarbage(this.repository, options));
+    });
   }
 
   async stats(): Promise<RepositoryStats> {

@@ -54,8 +54,9 @@ export interface GcReport {
 }
 
 /**
- * Removes chunks no manifest references and repacks mostly-empty packs, under the repository's
- * exclusive lock (`BUSY` while any backup holds its shared lock). Refuses (`CORRUPT`) when a
+ * Removes chunks no manifest references and repacks mostly-empty packs. The caller holds the
+ * repository's exclusive lock (ChunkedBackupService.gc takes it: `BUSY` while any backup holds its
+ * shared lock) and releases it once this settles. Refuses (`CORRUPT`) when a
  * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
  * an index object naming unnamed packs that hold chunks a manifest references and no named pack
  * holds (adopted, never deleted), new packs and their index object, then an index object naming the surviving packs of
@@ -68,167 +69,162 @@ export interface GcReport {
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
-  const lock = await repo.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
   const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, leftoversDeleted: 0 };
-  try {
-    if (!options.dryRun) await repo.upgradeFormat();
-    await repo.index.refresh();
-    if (repo.index.damaged.size > 0) {
-      // Verify of the whole repository reports each of them (verifier.ts), with the backups it breaks if any.
-      throw new CairnError('CORRUPT', `index objects cannot be read: ${[...repo.index.damaged].map((id) => `index/${id}`).join(', ')}; run verify of the whole repository`);
-    }
-    const referenced = new Set<string>();
-    const pages = new Set<string>(); // chunk list pages named by a manifest (read once each)
-    for (const backupId of await repo.listBackupIds()) {
-      const m = await readListedManifest(repo, backupId); // CORRUPT or NOT_FOUND (a page) aborts the collection
-      if (!m) continue; // deleted since it was listed: its chunks are unreferenced now
-      report.backups++;
-      for (let k = 0; k < m.chunks.pageCount; k++) {
-        throwIfAborted(options.signal);
-        const pageId = m.chunks.pageId(k);
-        if (pageId) {
-          if (pages.has(pageId)) continue;
-          pages.add(pageId);
-        }
-        for (const id of (await m.chunks.page(k)).ids()) referenced.add(id);
-      }
-    }
-    const now = Date.now();
-    // Pages no manifest names: a backup that failed or was deleted. Young ones may belong to a
-    // backup still running elsewhere.
-    const deadPages: string[] = [];
-    for await (const o of repo.store.list(Keys.chunkLists)) {
-      const pageId = o.key.slice(Keys.chunkLists.length);
-      if (!pages.has(pageId) && now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
-    }
-    const packTimes = new Map<string, number>();
-    for await (const o of repo.store.list(Keys.packs)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
-    const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
-    // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
-    // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
-    // copy the store holds, if any: that copy is the live one, counted below and, when its pack
-    // is repacked, fetched and copied forward (a repack takes what the index resolves to it).
-    // The index objects naming it are rewritten below without it, as for a removed pack: else
-    // every other process (and this one, once restarted) still resolves those chunks to it
-    // first, and restores and verifies them as missing although a copy survives.
-    const lost = await lostPacks(repo, packTimes);
-    for (const packId of lost) repo.index.remove(packId);
-    const kept = new Set<string>(); // chunk ids with a surviving copy
-    const toRepack: string[] = [];
-    const toDelete: string[] = [];
-    for (const [packId, entries] of repo.index.packs()) {
-      throwIfAborted(options.signal);
-      let live = 0;
-      let liveBytes = 0;
-      let total = 0;
-      for (const e of entries) {
-        total += e.length;
-        if (referenced.has(e.id) && !kept.has(e.id)) {
-          kept.add(e.id);
-          live++;
-          liveBytes += e.length;
-        }
-      }
-      if (live === entries.length) continue;
-      if (!old(packId)) {
-        report.packsInGrace++;
-        for (const e of entries) kept.add(e.id);
-        continue;
-      }
-      if (live === 0) toDelete.push(packId);
-      else if ((total - liveBytes) / total >= threshold) toRepack.push(packId);
-    }
-    // Packs no index object names (a writer died before naming them) hold nothing reachable —
-    // unless a manifest references a chunk no named pack holds: then the orphans that hold such
-    // chunks are adopted (named again), and an orphan whose trailer cannot be read is kept.
-    const indexed = repo.index.indexedPacks();
-    const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
-    const adopted = await adoptable(repo, unnamed, referenced, options.signal);
-    const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
-    const orphanEntries = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now);
-    report.packsAdopted = adopted.packs.length;
-    if (options.dryRun) {
-      report.packsDeleted = toDelete.length + orphans.length;
-      report.packsRepacked = toRepack.length;
-      report.pagesDeleted = deadPages.length;
-      report.catalogEntriesDeleted = orphanEntries.length;
-      for (const packId of [...toRepack, ...toDelete]) {
-        for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
-        if (toDelete.includes(packId)) report.bytesFreed += await sizeOf(repo, packId);
-        else for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.bytesFreed += e.length;
-      }
-      for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
-      return report;
-    }
-    if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs);
-    if (toRepack.length > 0) {
-      const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
-      const wanted = new Set<string>();
-      for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
-      // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
-      // returns at once when cancelled, while a call of the callback below may still be running.
-      const cancel = (): void => writer.cancel(new CairnError('CANCELLED', 'gc cancelled', { cause: options.signal?.reason }));
-      if (options.signal?.aborted) cancel();
-      options.signal?.addEventListener('abort', cancel, { once: true });
-      // Re-encode from checked plaintext so corruption is never copied forward.
-      try {
-        await fetchChunks(repo, wanted, async (chunks) => {
-          for (const { id, data } of chunks) {
-            throwIfAborted(options.signal);
-            await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
-          }
-        }, { signal: options.signal });
-        await writer.finish();
-      } catch (err) {
-        // The pack being filled is discarded (a store's part writer left open keeps its temporary
-        // file alive); packs that landed are named or left as orphans. Nothing is deleted yet.
-        await writer.abandon();
-        throw err;
-      } finally {
-        options.signal?.removeEventListener('abort', cancel);
-      }
-      report.packsRepacked = toRepack.length;
-    }
-    const removed = new Set([...toRepack, ...toDelete]);
-    if (removed.size > 0 || lost.size > 0) {
-      // Index objects naming a removed or lost pack are replaced by one naming their other packs,
-      // written before they are deleted: a crash in between leaves a pack named twice, never unnamed.
-      const affected = repo.index.objectsNaming(new Set([...removed, ...lost]));
-      const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
-      if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
-      for (const indexId of affected.keys()) {
-        await repo.store.delete(Keys.index(indexId));
-        repo.index.forgetObject(indexId);
-      }
-    }
-    for (const packId of removed) {
-      const entries = repo.index.packs().get(packId) ?? [];
-      for (const e of entries) if (!referenced.has(e.id)) report.chunksRemoved++;
-      report.bytesFreed += await sizeOf(repo, packId);
-      await repo.store.delete(Keys.pack(packId));
-      repo.index.remove(packId);
-      if (toDelete.includes(packId)) report.packsDeleted++;
-    }
-    for (const packId of orphans) {
-      report.bytesFreed += await sizeOf(repo, packId);
-      await repo.store.delete(Keys.pack(packId));
-      report.packsDeleted++;
-    }
-    for (const pageId of deadPages) {
-      await repo.store.delete(Keys.chunkList(pageId));
-      report.pagesDeleted++;
-    }
-    for (const key of orphanEntries) {
-      await repo.store.delete(key);
-      report.catalogEntriesDeleted++;
-    }
-    // No backup runs under the exclusive lock, but records and locks are written without it: a
-    // leftover is swept only once it is older than any live write could leave it.
-    if (repo.store.capabilities.sweepsTemp && repo.store.sweepTemp) report.leftoversDeleted = await repo.store.sweepTemp(Math.max(grace, LEFTOVER_MIN_AGE_MS));
-    return report;
-  } finally {
-    await lock.release();
+  if (!options.dryRun) await repo.upgradeFormat();
+  await repo.index.refresh();
+  if (repo.index.damaged.size > 0) {
+    // Verify of the whole repository reports each of them (verifier.ts), with the backups it breaks if any.
+    throw new CairnError('CORRUPT', `index objects cannot be read: ${[...repo.index.damaged].map((id) => `index/${id}`).join(', ')}; run verify of the whole repository`);
   }
+  const referenced = new Set<string>();
+  const pages = new Set<string>(); // chunk list pages named by a manifest (read once each)
+  for (const backupId of await repo.listBackupIds()) {
+    const m = await readListedManifest(repo, backupId); // CORRUPT or NOT_FOUND (a page) aborts the collection
+    if (!m) continue; // deleted since it was listed: its chunks are unreferenced now
+    report.backups++;
+    for (let k = 0; k < m.chunks.pageCount; k++) {
+      throwIfAborted(options.signal);
+      const pageId = m.chunks.pageId(k);
+      if (pageId) {
+        if (pages.has(pageId)) continue;
+        pages.add(pageId);
+      }
+      for (const id of (await m.chunks.page(k)).ids()) referenced.add(id);
+    }
+  }
+  const now = Date.now();
+  // Pages no manifest names: a backup that failed or was deleted. Young ones may belong to a
+  // backup still running elsewhere.
+  const deadPages: string[] = [];
+  for await (const o of repo.store.list(Keys.chunkLists)) {
+    const pageId = o.key.slice(Keys.chunkLists.length);
+    if (!pages.has(pageId) && now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
+  }
+  const packTimes = new Map<string, number>();
+  for await (const o of repo.store.list(Keys.packs)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
+  const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
+  // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
+  // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
+  // copy the store holds, if any: that copy is the live one, counted below and, when its pack
+  // is repacked, fetched and copied forward (a repack takes what the index resolves to it).
+  // The index objects naming it are rewritten below without it, as for a removed pack: else
+  // every other process (and this one, once restarted) still resolves those chunks to it
+  // first, and restores and verifies them as missing although a copy survives.
+  const lost = await lostPacks(repo, packTimes);
+  for (const packId of lost) repo.index.remove(packId);
+  const kept = new Set<string>(); // chunk ids with a surviving copy
+  const toRepack: string[] = [];
+  const toDelete: string[] = [];
+  for (const [packId, entries] of repo.index.packs()) {
+    throwIfAborted(options.signal);
+    let live = 0;
+    let liveBytes = 0;
+    let total = 0;
+    for (const e of entries) {
+      total += e.length;
+      if (referenced.has(e.id) && !kept.has(e.id)) {
+        kept.add(e.id);
+        live++;
+        liveBytes += e.length;
+      }
+    }
+    if (live === entries.length) continue;
+    if (!old(packId)) {
+      report.packsInGrace++;
+      for (const e of entries) kept.add(e.id);
+      continue;
+    }
+    if (live === 0) toDelete.push(packId);
+    else if ((total - liveBytes) / total >= threshold) toRepack.push(packId);
+  }
+  // Packs no index object names (a writer died before naming them) hold nothing reachable —
+  // unless a manifest references a chunk no named pack holds: then the orphans that hold such
+  // chunks are adopted (named again), and an orphan whose trailer cannot be read is kept.
+  const indexed = repo.index.indexedPacks();
+  const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
+  const adopted = await adoptable(repo, unnamed, referenced, options.signal);
+  const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
+  const orphanEntries = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now);
+  report.packsAdopted = adopted.packs.length;
+  if (options.dryRun) {
+    report.packsDeleted = toDelete.length + orphans.length;
+    report.packsRepacked = toRepack.length;
+    report.pagesDeleted = deadPages.length;
+    report.catalogEntriesDeleted = orphanEntries.length;
+    for (const packId of [...toRepack, ...toDelete]) {
+      for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
+      if (toDelete.includes(packId)) report.bytesFreed += await sizeOf(repo, packId);
+      else for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.bytesFreed += e.length;
+    }
+    for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
+    return report;
+  }
+  if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs);
+  if (toRepack.length > 0) {
+    const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
+    const wanted = new Set<string>();
+    for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
+    // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
+    // returns at once when cancelled, while a call of the callback below may still be running.
+    const cancel = (): void => writer.cancel(new CairnError('CANCELLED', 'gc cancelled', { cause: options.signal?.reason }));
+    if (options.signal?.aborted) cancel();
+    options.signal?.addEventListener('abort', cancel, { once: true });
+    // Re-encode from checked plaintext so corruption is never copied forward.
+    try {
+      await fetchChunks(repo, wanted, async (chunks) => {
+        for (const { id, data } of chunks) {
+          throwIfAborted(options.signal);
+          await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+        }
+      }, { signal: options.signal });
+      await writer.finish();
+    } catch (err) {
+      // The pack being filled is discarded (a store's part writer left open keeps its temporary
+      // file alive); packs that landed are named or left as orphans. Nothing is deleted yet.
+      await writer.abandon();
+      throw err;
+    } finally {
+      options.signal?.removeEventListener('abort', cancel);
+    }
+    report.packsRepacked = toRepack.length;
+  }
+  const removed = new Set([...toRepack, ...toDelete]);
+  if (removed.size > 0 || lost.size > 0) {
+    // Index objects naming a removed or lost pack are replaced by one naming their other packs,
+    // written before they are deleted: a crash in between leaves a pack named twice, never unnamed.
+    const affected = repo.index.objectsNaming(new Set([...removed, ...lost]));
+    const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
+    if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
+    for (const indexId of affected.keys()) {
+      await repo.store.delete(Keys.index(indexId));
+      repo.index.forgetObject(indexId);
+    }
+  }
+  for (const packId of removed) {
+    const entries = repo.index.packs().get(packId) ?? [];
+    for (const e of entries) if (!referenced.has(e.id)) report.chunksRemoved++;
+    report.bytesFreed += await sizeOf(repo, packId);
+    await repo.store.delete(Keys.pack(packId));
+    repo.index.remove(packId);
+    if (toDelete.includes(packId)) report.packsDeleted++;
+  }
+  for (const packId of orphans) {
+    report.bytesFreed += await sizeOf(repo, packId);
+    await repo.store.delete(Keys.pack(packId));
+    report.packsDeleted++;
+  }
+  for (const pageId of deadPages) {
+    await repo.store.delete(Keys.chunkList(pageId));
+    report.pagesDeleted++;
+  }
+  for (const key of orphanEntries) {
+    await repo.store.delete(key);
+    report.catalogEntriesDeleted++;
+  }
+  // No backup runs under the exclusive lock, but records and locks are written without it: a
+  // leftover is swept only once it is older than any live write could leave it.
+  if (repo.store.capabilities.sweepsTemp && repo.store.sweepTemp) report.leftoversDeleted = await repo.store.sweepTemp(Math.max(grace, LEFTOVER_MIN_AGE_MS));
+  return report;
 }
 
 /**
