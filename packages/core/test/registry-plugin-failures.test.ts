@@ -156,4 +156,47 @@ describe('DriverRegistry: plugins that misbehave', () => {
     }
     delete process.env.CAIRN_TEST_REGISTRY_TOKEN;
   });
+
+  it('a factory error whose cause (or details) repeats a secret the registry read drops that cause, whatever its own message', async () => {
+    process.env.CAIRN_TEST_REGISTRY_TOKEN = 'tok-1a2b3c4d5e6f';
+    const registry = DriverRegistry.compose(
+      pluginModule({
+        volumeDrivers: [
+          {
+            name: 'wrapping',
+            description: 'under test',
+            create: async (options, context) => {
+              const token = await context.secret(String(options.token));
+              throw new Error('login refused', { cause: new Error(`server said: bad token ${token}`) });
+            },
+          },
+          {
+            name: 'wrapping-tagged',
+            description: 'under test',
+            create: async (options, context) => {
+              const token = await context.secret(String(options.token));
+              throw new CairnError('UNAVAILABLE', 'login refused', { driver: 'wrapping-tagged', cause: new CairnError('INVALID_INPUT', 'refused', { details: { sent: token } }) });
+            },
+          },
+          {
+            name: 'detailed',
+            description: 'under test',
+            create: async (options, context) => {
+              const token = await context.secret(String(options.token));
+              throw new CairnError('UNAVAILABLE', 'login refused', { driver: 'detailed', details: { sent: token } });
+            },
+          },
+        ],
+      }),
+    );
+    for (const plugin of ['wrapping', 'wrapping-tagged', 'detailed']) {
+      const err = (await failure(() => registry.createVolumeDriver(plugin, { token: 'env:CAIRN_TEST_REGISTRY_TOKEN' }))) as CairnError;
+      expect(err).toMatchObject({ name: 'CairnError', code: 'UNAVAILABLE' });
+      expect(err.message).toContain(plugin);
+      const shown: string[] = [];
+      for (let c: unknown = err; c; c = (c as { cause?: unknown }).cause) shown.push(String((c as Error).message), JSON.stringify((c as CairnError).details ?? null));
+      expect(shown.join('\n')).not.toContain('tok-1a2b3c4d5e6f');
+    }
+    delete process.env.CAIRN_TEST_REGISTRY_TOKEN;
+  });
 });

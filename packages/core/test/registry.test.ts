@@ -46,7 +46,23 @@ describe('DriverRegistry', () => {
   });
 });
 
+describe('DriverRegistry.secret(env:…)', () => {
+  it("secret(env:NAME) of a name only Object.prototype has (constructor, __proto__, toString) is NOT_FOUND, never a function or object", async () => {
+    const registry = DriverRegistry.compose();
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      await expect(registry.secret(`env:${name}`)).rejects.toMatchObject({ code: 'NOT_FOUND', driver: 'registry' });
+    }
+  });
+});
+
 describe('DriverRegistry and the chunked repository', () => {
+  it('createBackupService(an object-store plugin, {repository: null | a string}) is INVALID_INPUT naming the field (YAML `repository:` with nothing is null)', async () => {
+    const registry = DriverRegistry.compose(pluginModule({ objectStores: [{ name: 'mem', description: 'test store', create: async () => new MemoryObjectStore('mem') }] }));
+    for (const repository of [null, 'env:X', ['init']]) {
+      await expect(registry.createBackupService('mem', { repository })).rejects.toMatchObject({ name: 'CairnError', code: 'INVALID_INPUT', details: { field: 'repository' } });
+    }
+  });
+
   it('createBackupService(an object-store plugin) builds the chunked repository over that store', async () => {
     const registry = DriverRegistry.compose(pluginModule({ objectStores: [{ name: 'mem', description: 'test store', create: async () => new MemoryObjectStore('mem') }] }));
     process.env.CAIRN_TEST_PASSPHRASE = 'pw';

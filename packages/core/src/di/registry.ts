@@ -50,7 +50,8 @@ function byName<T>(kind: Kind, factories: DriverFactory<T>[]): Map<string, Drive
  * the code toCairnError gives it; anything else (a TypeError, a plain Error) is `UNAVAILABLE`:
  * the driver could not be built, never `INTERNAL`. A factory that resolves with no object is
  * `INVALID_INPUT`. The cause is kept. Messages never hold a secret this registry has read
- * (`secret()`): a plugin's message that repeats one has it replaced by `***`.
+ * (`secret()`): a plugin's message that repeats one has it replaced by `***`; when its message,
+ * its details or any cause below it shows one, the cause is dropped (and details that show it).
  */
 @injectable()
 export class DriverRegistry implements FactoryContext {
@@ -117,7 +118,10 @@ export class DriverRegistry implements FactoryContext {
    */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
     if (this.services.has(plugin) || !this.stores.has(plugin)) return this.build('backup service', this.services, plugin, options);
-    const { repository = {}, ...storeOptions } = options as { repository?: Record<string, unknown> };
+    const { repository = {}, ...storeOptions } = options as { repository?: unknown };
+    if (repository === null || typeof repository !== 'object' || Array.isArray(repository)) {
+      throw new CairnError('INVALID_INPUT', `the options of the backup service "${plugin}": repository must be an object of options`, { driver: 'registry', details: { field: 'repository', plugin } });
+    }
     const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
     const store = await this.objectStore(plugin, storeOptions);
     return ChunkedBackupService.open(store, {
@@ -138,8 +142,10 @@ export class DriverRegistry implements FactoryContext {
    */
   async secret(reference: string): Promise<string> {
     if (typeof reference === 'string' && reference.startsWith('env:')) {
-      const value = process.env[reference.slice(4)];
-      if (value === undefined || value === '') throw new CairnError('NOT_FOUND', `environment variable ${reference.slice(4)} is not set`, { driver: 'registry' });
+      const name = reference.slice(4);
+      // Only the environment's own variables: `env:constructor` or `env:__proto__` is no secret.
+      const value = Object.hasOwn(process.env, name) ? process.env[name] : undefined;
+      if (typeof value !== 'string' || value === '') throw new CairnError('NOT_FOUND', `environment variable ${name} is not set`, { driver: 'registry' });
       this.secrets.add(value);
       return value;
     }
@@ -173,20 +179,33 @@ export class DriverRegistry implements FactoryContext {
   }
 
   /**
-   * A factory's failure as a CairnError naming `plugin` (see the class comment). When its message
-   * held a secret, the cause (which holds it too) is dropped.
+   * A factory's failure as a CairnError naming `plugin` (see the class comment). When it shows a
+   * secret (leaksSecret), the cause is dropped.
    */
   private factoryError(kind: Kind, plugin: string, cause: unknown): CairnError {
-    const leaks = this.holdsSecret(isCairnError(cause) ? cause.message : String((cause as Error)?.message ?? cause));
+    const leaks = this.leaksSecret(cause);
     const kept = leaks ? {} : { cause };
     if (isCairnError(cause)) {
       if (cause.driver !== undefined && !leaks) return cause;
       // A tagged message already starts with its driver's name: kept as it is, less the secret.
-      return new CairnError(cause.code, this.redact(cause.message), { ...kept, driver: cause.driver === undefined ? plugin : undefined, details: { ...cause.details, kind, plugin } });
+      const details = leaks && this.holdsSecret(safeJson(cause.details)) ? {} : cause.details;
+      return new CairnError(cause.code, this.redact(cause.message), { ...kept, driver: cause.driver === undefined ? plugin : undefined, details: { ...details, kind, plugin } });
     }
     const e = toCairnError(cause);
     const code = e.code === 'INTERNAL' ? 'UNAVAILABLE' : e.code;
     return new CairnError(code, this.redact(`the ${kind} plugin "${plugin}" could not be built: ${e.message}`), { ...kept, driver: plugin, details: { kind, plugin } });
+  }
+
+  /** Whether `err` shows a secret: in its message, its details, or those of a cause below it. */
+  private leaksSecret(err: unknown): boolean {
+    const seen = new Set<unknown>();
+    for (let e = err; e !== undefined && e !== null && !seen.has(e); e = (e as { cause?: unknown }).cause) {
+      seen.add(e);
+      const { message, details } = e as { message?: unknown; details?: unknown };
+      if (this.holdsSecret(typeof message === 'string' ? message : typeof e === 'object' ? '' : String(e)) || this.holdsSecret(safeJson(details))) return true;
+      if (typeof e !== 'object' && typeof e !== 'function') break;
+    }
+    return false;
   }
 
   private holdsSecret(text: string): boolean {
@@ -207,5 +226,14 @@ export class DriverRegistry implements FactoryContext {
       throw new CairnError('NOT_FOUND', `no ${kind} plugin named "${plugin}" (known: ${known})`, { driver: 'registry' });
     }
     return f;
+  }
+}
+
+/** `value` as JSON, or '' when it cannot be (a cycle, a BigInt). */
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? '';
+  } catch {
+    return '';
   }
 }

@@ -1,6 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import type { Checkpoint, Snapshot, Volume } from '../contracts/volume-driver.js';
-import { CairnError } from '../errors.js';
+import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { writeFileAtomic } from '../util/durable-file.js';
 
 /**
@@ -61,7 +62,7 @@ export async function writeSidecar(path: string, record: VolumeSidecar | Snapsho
   await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`);
 }
 
-/** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when unreadable or of the wrong shape. */
+/** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when damaged or of the wrong shape (see readJson). */
 export async function readVolumeSidecar<T extends VolumeSidecar>(path: string, driver: string, extra: (r: Record<string, unknown>) => boolean = () => true): Promise<T> {
   const r = await readJson(path, driver);
   const ok =
@@ -95,16 +96,35 @@ export async function readSnapshotSidecar<T extends SnapshotSidecar>(path: strin
   return r as unknown as T;
 }
 
+/** The most a sidecar may hold: records are small; a larger file is damage, not a record. */
+const MAX_SIDECAR_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A sidecar's JSON object. `NOT_FOUND` when absent; `CORRUPT` for anything but a regular file of
+ * at most MAX_SIDECAR_BYTES holding a JSON object: a symbolic link (sidecars are written by
+ * rename, never linked), a directory, a FIFO or device (opened without blocking and refused
+ * unread), bytes that are not UTF-8 JSON. Other system errors as toCairnError maps them, tagged.
+ */
 async function readJson(path: string, driver: string): Promise<Record<string, unknown>> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > MAX_SIDECAR_BYTES) throw corrupt(path, driver);
+      bytes = await fh.readFile();
+    } finally {
+      await fh.close().catch(() => {});
+    }
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') throw new CairnError('NOT_FOUND', `${path} not found`, { driver, cause: err });
-    throw err;
+    if (isCairnError(err)) throw err;
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOENT') throw new CairnError('NOT_FOUND', `${path} not found`, { driver, cause: err });
+    if (code === 'ELOOP' || code === 'EISDIR' || code === 'ENXIO') throw corrupt(path, driver, err);
+    throw toCairnError(err, driver, `sidecar ${path}`);
   }
   try {
-    const parsed: unknown = JSON.parse(text);
+    const parsed: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
     if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
   } catch (err) {
     throw corrupt(path, driver, err);

@@ -1,5 +1,5 @@
 import { readdir, rm, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CairnError, isCairnError } from '../errors.js';
 import { syncDir } from '../util/durable-file.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
@@ -21,23 +21,31 @@ export interface SidecarStoreOptions<V extends VolumeSidecar, S extends Snapshot
   guard?<T>(fn: () => Promise<T>): Promise<T>;
 }
 
+/**
+ * Read-modify-writes in this process, keyed by sidecar directory and id: shared by every store
+ * instance, so two driver instances on one directory in one process serialize too.
+ */
+const inProcess = new KeyedMutex();
+
 const byCreation = (a: { createdAt: string; id: string }, b: { createdAt: string; id: string }) =>
   a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 
 /**
  * The JSON sidecars of a file-based volume driver, read fresh on every call (so several driver
  * instances on one directory see the same volumes). Writes are atomic and durable; a sidecar's
- * presence is what makes a volume or snapshot exist. Read-modify-writes are serialized per volume
- * in-process, and through `guard` beyond it.
+ * presence is what makes a volume or snapshot exist, and it names the record it holds (a sidecar
+ * whose `id` is not its file's is `CORRUPT`). Only UUIDs name sidecars. Read-modify-writes are
+ * serialized per volume in-process (across the instances on one directory too), and through
+ * `guard` beyond it.
  */
 export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
-  private readonly mutex = new KeyedMutex();
   private ready: Promise<void> | undefined;
 
   constructor(protected readonly options: SidecarStoreOptions<V, S>) {}
 
-  /** Path of a sidecar. */
+  /** Path of a sidecar. `INVALID_INPUT` for an id that is not a UUID (it could name a file elsewhere). */
   sidecarPath(kind: SidecarKind, id: string): string {
+    if (!isUuid(id)) throw new CairnError('INVALID_INPUT', `${kind} id ${JSON.stringify(String(id))} is not a UUID`, { driver: this.options.driver, details: { field: 'id' } });
     return join(this.options.dir(kind), `${id}.json`);
   }
 
@@ -80,14 +88,15 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
     return (await this.all('snapshot', (id) => this.snapshot(id))).sort(byCreation);
   }
 
-  /** Writes a new or replaced sidecar atomically. Idempotent. */
+  /** Writes a new or replaced sidecar atomically. Idempotent. `INVALID_INPUT` for an id that is not a UUID. */
   async put(record: V | S): Promise<void> {
     await this.init();
     await writeSidecar(this.sidecarPath(record.kind, record.id), record);
   }
 
-  /** Removes a sidecar durably: the record is gone from that instant. Idempotent. */
+  /** Removes a sidecar durably: the record is gone from that instant. Idempotent: an id that is not a UUID names none. */
   async remove(kind: SidecarKind, id: string): Promise<void> {
+    if (!isUuid(id)) return;
     await unlink(this.sidecarPath(kind, id)).catch((err: { code?: string }) => {
       if (err.code !== 'ENOENT') throw err;
     });
@@ -119,7 +128,7 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
    */
   async updateVolume<T>(id: string, fn: (r: V) => Promise<T> | T): Promise<T> {
     await this.init();
-    return this.mutex.run(`volume:${id}`, () =>
+    return inProcess.run(`${resolve(this.options.dir('volume'))}\0${id}`, () =>
       this.guarded(async () => {
         const record = await this.volume(id);
         const result = await fn(record);
@@ -137,11 +146,15 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
   private async read<R>(kind: SidecarKind, id: string, reader: (path: string, driver: string) => Promise<R>): Promise<R> {
     await this.init();
     if (!isUuid(id)) throw this.notFound(kind, id);
+    const path = this.sidecarPath(kind, id);
+    let record: R;
     try {
-      return await reader(this.sidecarPath(kind, id), this.options.driver);
+      record = await reader(path, this.options.driver);
     } catch (err) {
       throw isCairnError(err) && err.code === 'NOT_FOUND' ? this.notFound(kind, id) : err;
     }
+    if ((record as { id?: unknown }).id !== id) throw new CairnError('CORRUPT', `sidecar ${path} holds the record of another ${kind}`, { driver: this.options.driver, details: { id } });
+    return record;
   }
 
   private async all<R>(kind: SidecarKind, read: (id: string) => Promise<R>): Promise<R[]> {
