@@ -155,6 +155,12 @@ describe('cairn init with bad input creates nothing', () => {
     const empty = await initIn('pass-empty', ['--passphrase-file', join(cwd, 'empty-key')]);
     expect(empty.r.code).toBe(2);
     expect(empty.left).toEqual([]);
+    // A binary key file would be a weaker passphrase than it holds (each invalid byte reads as U+FFFD).
+    await writeFile(join(cwd, 'binary-key'), Buffer.from([0x6b, 0xff, 0xfe, 0x80, 0x0a]));
+    const binary = await initIn('pass-binary', ['--passphrase-file', join(cwd, 'binary-key')]);
+    expect(binary.r.code).toBe(2);
+    expect(jsonError(binary.r).message).toContain('not UTF-8');
+    expect(binary.left).toEqual([]);
   });
 
   it('an empty --volumes-dir is INVALID_INPUT (exit 2); no config that could not load is written', async () => {

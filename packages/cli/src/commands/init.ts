@@ -150,11 +150,18 @@ function parseChunkSize(text: string): number {
 
 /**
  * Resolves the passphrase reference now, so that an unset variable or a missing file (`NOT_FOUND`),
- * a file this process may not read (`UNAVAILABLE`), a directory or an empty passphrase
- * (`INVALID_INPUT`) is refused before the repository directory is made.
+ * a file this process may not read (`UNAVAILABLE`), a directory, an empty passphrase or one that
+ * is not UTF-8 text (`INVALID_INPUT`) is refused before the repository directory is made. A key
+ * file of binary bytes is read as UTF-8 with every invalid byte as U+FFFD (so that repositories
+ * made that way still open): a weaker passphrase than the file holds, so a new repository refuses
+ * one (encode the key, e.g. base64).
  */
 async function assertPassphrase(registry: DriverRegistry, reference: string): Promise<void> {
-  if ((await registry.secret(reference)) === '') throw new CairnError('INVALID_INPUT', `the passphrase from ${reference} is empty`);
+  const passphrase = await registry.secret(reference);
+  if (passphrase === '') throw new CairnError('INVALID_INPUT', `the passphrase from ${reference} is empty`);
+  if (passphrase.includes('\uFFFD')) {
+    throw new CairnError('INVALID_INPUT', `the passphrase from ${reference} is not UTF-8 text (a binary key file?): encode it, e.g. as base64, so that every byte counts`);
+  }
 }
 
 /** Asks for what was not given (empty answer = the default shown in brackets). */
