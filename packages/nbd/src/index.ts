@@ -5,9 +5,9 @@ export { NbdClient, type NbdConnectOptions, type NbdListAddress, type NbdExtent,
 export { InFlightWindow } from './in-flight-window.js';
 export { NbdServer, type NbdServerOptions } from './nbd-server.js';
 export type { NbdServerLimits } from './server-limits.js';
-export { isReadOnly, type NbdBackend, type NbdExport, type ReadRun, type StatusDescriptor } from './nbd-backend.js';
+export { isReadOnly, type BackendCallOptions, type NbdBackend, type NbdExport, type ReadRun, type StatusDescriptor } from './nbd-backend.js';
 export { blockDeviceBackend, type BlockDeviceBackendOptions } from './block-device-backend.js';
 export { NbdBlockDevice, type NbdBlockDeviceOptions } from './nbd-block-device.js';
 export { serveBackup, nbdUri, type ServeBackupOptions, type BackupExport } from './backup-export/serve-backup.js';
-export { backupBackend } from './backup-export/backup-backend.js';
+export { backupBackend, type BackupBackendOptions } from './backup-export/backup-backend.js';
 export { OverlayFile, OVERLAY_BLOCK_SIZE, type OverlayIdentity, type OverlayOpenOptions } from './backup-export/overlay-file.js';

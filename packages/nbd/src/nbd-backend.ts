@@ -14,6 +14,17 @@ export interface StatusDescriptor {
   flags: number;
 }
 
+/** What the server passes a backend with each READ and BLOCK_STATUS. */
+export interface BackendCallOptions {
+  /**
+   * Aborted once the client's connection closed, when no reply can reach it any more (not at the
+   * client's FIN: requests sent before it are still answered). A backend may then end the call
+   * at once, rejecting with `CANCELLED`, and drop what it holds for it; work shared with other
+   * connections' calls must go on. One signal per connection, shared by its calls.
+   */
+  signal?: AbortSignal;
+}
+
 export interface NbdBackend {
   /** Size in bytes, fixed while served. */
   readonly size: number;
@@ -22,8 +33,9 @@ export interface NbdBackend {
   /**
    * Reads `[offset, offset+length)` (checked by the server to lie inside the export): one buffer
    * of exactly `length` bytes, or runs that cover exactly `length` bytes in order. Idempotent.
+   * May reject with `CANCELLED` once `options.signal` is aborted.
    */
-  read(offset: number, length: number): Promise<Buffer | ReadRun[]>;
+  read(offset: number, length: number, options?: BackendCallOptions): Promise<Buffer | ReadRun[]>;
   /** Writes `data` at `offset`; with `fua`, durable before resolving. Absent: export is read-only. */
   write?(offset: number, data: Buffer, options: { fua: boolean }): Promise<void>;
   /** Makes a range read as zeros; `mayTrim` false means keep it allocated. Absent: not offered. */
@@ -45,9 +57,9 @@ export interface NbdBackend {
    * or returning undefined or no descriptor of positive length for `base:allocation`, reports
    * everything as allocated data (flags 0). For any other context that request gets EIO instead
    * (0 would claim a state, e.g. clean for a dirty bitmap), as it does when this is absent and
-   * `metaContexts` names contexts.
+   * `metaContexts` names contexts. May reject with `CANCELLED` once `options.signal` is aborted.
    */
-  blockStatus?(context: string, offset: number, length: number): Promise<StatusDescriptor[] | undefined>;
+  blockStatus?(context: string, offset: number, length: number, options?: BackendCallOptions): Promise<StatusDescriptor[] | undefined>;
 }
 
 /** One named export of an NbdServer. */

@@ -1,6 +1,8 @@
+import { setMaxListeners } from 'node:events';
 import type net from 'node:net';
+import { CairnError } from '@cairn/core';
 import { toNbdErrno } from './error-map.js';
-import type { NbdBackend, ReadRun, StatusDescriptor } from './nbd-backend.js';
+import type { BackendCallOptions, NbdBackend, ReadRun, StatusDescriptor } from './nbd-backend.js';
 import { isReadOnly } from './nbd-backend.js';
 import {
   BASE_ALLOCATION,
@@ -60,12 +62,15 @@ const MAX_DESCRIBED = 0xffffffff;
  * export → EPERM, unknown command or flag → EINVAL, BLOCK_STATUS without a selected context →
  * EINVAL, BLOCK_STATUS for which the backend gives no usable descriptor for a context other than
  * `base:allocation` (it cannot be reported as 0: see `blockStatus`) → EIO. Backend errors map
- * through `toNbdErrno`.
+ * through `toNbdErrno`. READ and BLOCK_STATUS get the connection's signal, aborted (`CANCELLED`)
+ * once the socket closed (see `BackendCallOptions`).
  */
 export class RequestHandler {
   inFlight = 0;
   private readonly backend: NbdBackend;
   private idleWaiters: Array<() => void> = [];
+  /** One options object for every call of this connection: nothing allocated per request. */
+  private readonly callOptions: BackendCallOptions;
 
   constructor(
     private readonly socket: net.Socket,
@@ -76,6 +81,14 @@ export class RequestHandler {
     private readonly hooks: RequestHooks,
   ) {
     this.backend = session.export.backend;
+    const gone = new AbortController();
+    // Each call waiting on the signal holds a listener, removed when it settles: at most a few per
+    // request in flight, so no bound (the default of 10 would warn at 32 requests in flight).
+    setMaxListeners(0, gone.signal);
+    this.callOptions = Object.freeze({ signal: gone.signal });
+    const abort = (): void => gone.abort(new CairnError('CANCELLED', 'client connection closed'));
+    if (socket.destroyed) abort();
+    else socket.once('close', abort);
   }
 
   handle(req: NbdRequest): void {
@@ -138,7 +151,7 @@ export class RequestHandler {
     if (req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.EINVAL, 'read past the end of the export');
     if (req.length > this.maxPayload) throw new Refusal(NBD_ERR.EINVAL, `read of ${req.length} bytes exceeds ${this.maxPayload}`);
     if (req.length === 0) return [];
-    const got = await this.backend.read(req.offset, req.length);
+    const got = await this.backend.read(req.offset, req.length, this.callOptions);
     const runs = Buffer.isBuffer(got) ? [got] : got;
     let total = 0;
     for (const r of runs) total += Buffer.isBuffer(r) ? r.length : r.zero;
@@ -174,7 +187,7 @@ export class RequestHandler {
       let covered = 0;
       do {
         const left = wanted - covered;
-        const got = await this.backend.blockStatus?.(name, req.offset + covered, left);
+        const got = await this.backend.blockStatus?.(name, req.offset + covered, left, this.callOptions);
         const n = takeDescriptors(got ?? [], left, descs);
         // Nothing usable. For base:allocation status 0 (data) is always true (see NbdBackend); for
         // another context 0 is a claim (for a dirty bitmap: clean, so an incremental would skip

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { PosixObjectStore } from '@cairn/backup-posix';
-import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord } from '@cairn/core';
+import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord, type Repository } from '@cairn/core';
 
 export const MiB = 1024 * 1024;
 export const KiB = 1024;
@@ -107,4 +107,61 @@ export async function corruptChunk(f: BackupFixture, index: number): Promise<voi
   const pack = await f.store.get(key);
   pack[loc.offset + Math.floor(loc.length / 2)]! ^= 0x40;
   await f.store.put(key, pack);
+}
+
+/** A view of a repository whose pack reads wait at a gate while it is shut. */
+export interface GatedRepository {
+  repository: Repository;
+  /** Pack reads from now on wait until `open()`. */
+  shut(): void;
+  /** Lets every waiting and later pack read through. */
+  open(): void;
+  /** Resolves once a pack read waits at the gate shut last. */
+  entered(): Promise<void>;
+}
+
+/** `repo` with gated pack reads (`get` and `getInto` of `packs/…`): a store that hangs until released. Shut at first unless `shut` is false. */
+export function gatedRepository(repo: Repository, shut = true): GatedRepository {
+  let gate: Promise<void> | undefined;
+  let release = (): void => undefined;
+  let waited = false;
+  let waiters: Array<() => void> = [];
+  const atGate = async (key: string): Promise<void> => {
+    const current = gate;
+    if (!key.startsWith('packs/') || !current) return;
+    waited = true;
+    for (const w of waiters.splice(0)) w();
+    await current;
+  };
+  const store = Object.create(repo.store, {
+    get: {
+      value: async (key: string, range?: { offset: number; length: number }) => {
+        await atGate(key);
+        return repo.store.get(key, range);
+      },
+    },
+    getInto: {
+      value: async (key: string, range: { offset: number; length: number }, into: Buffer) => {
+        await atGate(key);
+        return repo.store.getInto!(key, range, into);
+      },
+    },
+  });
+  const g: GatedRepository = {
+    repository: Object.create(repo, { store: { value: store } }) as Repository,
+    shut() {
+      if (gate) return;
+      waited = false;
+      gate = new Promise<void>((r) => (release = r));
+    },
+    open() {
+      gate = undefined;
+      release();
+    },
+    entered() {
+      return waited ? Promise.resolve() : new Promise<void>((r) => waiters.push(r));
+    },
+  };
+  if (shut) g.shut();
+  return g;
 }

@@ -2,12 +2,16 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackupReader } from '@cairn/core';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { BackupReader, CairnError, RepositoryKeys, type Repository } from '@cairn/core';
 import { NbdClient, serveBackup, type BackupExport } from '../src/index.js';
 import { WindowReader } from '../src/backup-export/window-reader.js';
-import { CHUNK, MiB, backupFixture, type BackupFixture } from './backup-export-fixture.js';
+import { CHUNK, KiB, MiB, backupFixture, gatedRepository, type BackupFixture } from './backup-export-fixture.js';
+import { outcome, sleep } from './helpers/outcome.js';
 import { mustRun, qmpConnect, run, startDaemon, tempDir, type Daemon } from './helpers/peers.js';
+import { rawGo, request, simpleReply } from './helpers/raw-nbd.js';
+
+const READ = 0;
 
 let dir: { path: string; remove: () => Promise<void> };
 let f: BackupFixture;
@@ -137,38 +141,14 @@ describe('serveBackup: a backup as an NBD export', () => {
 
   it('close() lets a read in flight finish, then refuses new clients and removes the socket', async () => {
     // A repository whose pack reads wait at a gate, so the read is surely in the server at close().
-    let entered!: () => void;
-    const inBackend = new Promise<void>((r) => (entered = r));
-    let open!: () => void;
-    const gate = new Promise<void>((r) => (open = r));
-    const repo = f.service.repository;
-    const waitAtGate = async (key: string): Promise<void> => {
-      if (key.startsWith('packs/')) {
-        entered();
-        await gate;
-      }
-    };
-    const store = Object.create(repo.store, {
-      get: {
-        value: async (key: string, range?: { offset: number; length: number }) => {
-          await waitAtGate(key);
-          return repo.store.get(key, range);
-        },
-      },
-      getInto: {
-        value: async (key: string, range: { offset: number; length: number }, into: Buffer) => {
-          await waitAtGate(key);
-          return repo.store.getInto!(key, range, into);
-        },
-      },
-    });
+    const gate = gatedRepository(f.service.repository);
     const path = join(dir.path, 'drain.sock');
-    const s = await serveBackup({ repository: Object.create(repo, { store: { value: store } }) }, f.backup.id, { listen: { path }, lock: false });
+    const s = await serveBackup({ repository: gate.repository }, f.backup.id, { listen: { path }, lock: false });
     const client = await NbdClient.connect({ path, exportName: f.backup.id });
     const pending = client.read(0, 8 * MiB);
-    await inBackend;
+    await gate.entered();
     const closed = s.close();
-    open();
+    gate.open();
     await closed;
     expect((await pending).equals(f.source.subarray(0, 8 * MiB))).toBe(true);
     expect(existsSync(path)).toBe(false);
@@ -211,5 +191,161 @@ describe('serveBackup: a backup as an NBD export', () => {
   it('the fixture has data chunks and zero chunks (the map test can fail)', () => {
     expect(f.holes.length).toBeGreaterThan(2);
     expect(f.holes.every((h) => h.offset % CHUNK === 0)).toBe(true);
+  });
+});
+
+/** Polls `done` every 10 ms for up to 5 s. */
+async function until(done: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 5000; !done() && Date.now() < deadline; ) await sleep(10);
+  expect(done()).toBe(true);
+}
+
+describe('serveBackup: a client that leaves while its read waits on the store', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('a random read of a client that resets its connection ends CANCELLED at once; another client\'s read waiting on the same store completes once it answers', async () => {
+    const reads = vi.spyOn(BackupReader.prototype, 'read');
+    const gate = gatedRepository(f.service.repository);
+    const s = await serveBackup({ repository: gate.repository }, f.backup.id, { listen: { port: 0 }, lock: false });
+    try {
+      const address = s.address as { host: string; port: number };
+      const at = 4 * MiB + 4096; // random data, read by nobody yet
+      const { raw } = await rawGo(address, f.backup.id);
+      raw.write(request(READ, 1, at, 64 * KiB));
+      await gate.entered();
+      const other = await NbdClient.connect({ ...address, exportName: f.backup.id });
+      const elsewhere = 12 * MiB + 4096; // random too (not near the first), waiting on the same store
+      const pending = other.read(elsewhere, 64 * KiB);
+      await until(() => reads.mock.calls.length === 2);
+      const leaving = reads.mock.results[0]!.value as Promise<Buffer>;
+      raw.socket.resetAndDestroy();
+      // The store still hangs: before, the departed client's read waited for it, to build a reply nobody reads.
+      expect(await outcome(leaving, 3000)).toBe('CANCELLED');
+      expect(await outcome(pending, 100)).toBe('pending');
+      gate.open();
+      expect((await pending).equals(f.source.subarray(elsewhere, elsewhere + 64 * KiB))).toBe(true);
+      // The chunk fetch the departed client started was shared through the cache: it went on.
+      expect((await other.read(at, 64 * KiB)).equals(f.source.subarray(at, at + 64 * KiB))).toBe(true);
+      await other.disconnect();
+    } finally {
+      gate.open();
+      await s.close();
+    }
+  });
+
+  it('a sequential read of a client that resets its connection ends CANCELLED at once; the read-ahead window it waited for is still fetched for another client', async () => {
+    const windowReads = vi.spyOn(WindowReader.prototype, 'read');
+    const ranges = vi.spyOn(BackupReader.prototype, 'readRange');
+    const gate = gatedRepository(f.service.repository, false);
+    // Windows of 4 chunks (512 KiB): window 0 is [0, 512 KiB), random data.
+    const s = await serveBackup({ repository: gate.repository }, f.backup.id, { listen: { port: 0 }, lock: false, readAhead: 4 });
+    try {
+      const address = s.address as { host: string; port: number };
+      const { raw } = await rawGo(address, f.backup.id);
+      raw.write(request(READ, 1, 0, 64 * KiB)); // random: straight from the reader
+      expect((await simpleReply(raw)).errno).toBe(0);
+      expect((await raw.read(64 * KiB)).equals(f.source.subarray(0, 64 * KiB))).toBe(true);
+      gate.shut();
+      raw.write(request(READ, 2, 64 * KiB, 64 * KiB)); // sequential: waits for window 0
+      await gate.entered();
+      const other = await NbdClient.connect({ ...address, exportName: f.backup.id });
+      const pending = other.read(128 * KiB, 64 * KiB); // the same window
+      await until(() => windowReads.mock.calls.length === 3);
+      const leaving = windowReads.mock.results[1]!.value as Promise<Buffer>;
+      raw.socket.resetAndDestroy();
+      expect(await outcome(leaving, 3000)).toBe('CANCELLED');
+      expect(await outcome(pending, 100)).toBe('pending');
+      gate.open();
+      expect((await pending).equals(f.source.subarray(128 * KiB, 192 * KiB))).toBe(true);
+      // Every window fetch (window 0 and the read-ahead) ran to its end: none was cancelled.
+      expect(await Promise.all(ranges.mock.results.map((r) => outcome(r.value as Promise<Buffer>, 3000)))).toEqual(ranges.mock.results.map(() => 'fulfilled'));
+      expect(ranges.mock.calls.every((c) => c[3]?.signal === undefined)).toBe(true);
+      await other.disconnect();
+    } finally {
+      gate.open();
+      await s.close();
+    }
+  });
+});
+
+describe('serveBackup when its repository lock lapses', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  /**
+   * The fixture's repository with locks of `ttlMs`; once `fail()` is called, the refreshes of the
+   * lock the export took fail (a store outage for lock objects).
+   */
+  function lapsingLocks(ttlMs: number): { repository: Repository; lockId: () => string; fail: () => void } {
+    const repo = f.service.repository;
+    let id: string | undefined;
+    let failing = false;
+    const locks = Object.create(repo.locks, {
+      acquire: {
+        value: async (...[kind, options]: Parameters<Repository['locks']['acquire']>) => {
+          const held = await repo.locks.acquire(kind, { ...options, ttlMs });
+          id = held.doc.id;
+          return held;
+        },
+      },
+    });
+    const put = repo.store.put.bind(repo.store);
+    vi.spyOn(repo.store, 'put').mockImplementation((key, ...rest) =>
+      failing && id !== undefined && key === RepositoryKeys.lock(id) ? Promise.reject(new CairnError('UNAVAILABLE', 'store outage (test)')) : put(key, ...rest),
+    );
+    return { repository: Object.create(repo, { locks: { value: locks } }) as Repository, lockId: () => id!, fail: () => (failing = true) };
+  }
+
+  it('serveBackup whose lock refreshes fail stops once the lock lapsed: onError gets UNAVAILABLE (cause BUSY), clients are cut off, its lock is gone', async () => {
+    const lapsing = lapsingLocks(600);
+    const errors: CairnError[] = [];
+    let reported!: () => void;
+    const stopped = new Promise<void>((r) => (reported = r));
+    const path = join(dir.path, 'lapse.sock');
+    const s = await serveBackup({ repository: lapsing.repository }, f.backup.id, {
+      listen: { path },
+      onError: (e) => {
+        errors.push(e);
+        reported();
+      },
+    });
+    try {
+      const client = await NbdClient.connect({ path, exportName: f.backup.id });
+      expect((await client.read(0, 4096)).equals(f.source.subarray(0, 4096))).toBe(true);
+      expect(s.failure).toBeUndefined();
+      lapsing.fail();
+      // Before, nothing noticed: the export went on serving as if GC could not run.
+      expect(await outcome(stopped, 5000)).toBe('fulfilled');
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatchObject({ code: 'UNAVAILABLE', driver: 'backup-export', cause: { code: 'BUSY' } });
+      expect(s.failure).toBe(errors[0]);
+      await expect(client.read(0, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      await s.close(); // the close it started itself
+      await expect(NbdClient.connect({ path, exportName: f.backup.id })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect((await f.service.repository.locks.list()).map((l) => l.id)).not.toContain(lapsing.lockId());
+      await client.disconnect().catch(() => undefined);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a read after the lock expired, before the periodic check ran, gets EIO (UNAVAILABLE) and stops the export', async () => {
+    // A 10-minute lock: no refresh and no periodic check runs during the test; the clock jumps past the expiry.
+    const lapsing = lapsingLocks(600_000);
+    const errors: CairnError[] = [];
+    const path = join(dir.path, 'lapse2.sock');
+    const s = await serveBackup({ repository: lapsing.repository }, f.backup.id, { listen: { path }, onError: (e) => errors.push(e) });
+    try {
+      const client = await NbdClient.connect({ path, exportName: f.backup.id });
+      expect((await client.read(0, 4096)).equals(f.source.subarray(0, 4096))).toBe(true);
+      const now = Date.now();
+      vi.spyOn(Date, 'now').mockReturnValue(now + 601_000);
+      await expect(client.read(MiB, 4096)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { nbdErrorName: 'EIO' } });
+      vi.mocked(Date.now).mockRestore();
+      expect(errors).toMatchObject([{ code: 'UNAVAILABLE', cause: { code: 'BUSY' } }]);
+      expect(s.failure).toBe(errors[0]);
+      await client.disconnect().catch(() => undefined);
+    } finally {
+      await s.close();
+    }
   });
 });

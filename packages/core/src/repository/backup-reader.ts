@@ -1,5 +1,6 @@
 import type { ByteRange, Extent } from '../contracts/block-device.js';
 import { CairnError, throwIfAborted } from '../errors.js';
+import { untilAborted } from '../util/until-aborted.js';
 import { assertRange } from '../util/validate.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { chunkLength } from './chunk-plan.js';
@@ -73,16 +74,16 @@ export class BackupReader {
     if (length === 0) return Buffer.alloc(0);
     const first = Math.floor(offset / this.chunkSize);
     const last = Math.floor((offset + length - 1) / this.chunkSize);
-    const window = await unlessAborted(this.manifest.chunks.window(first, last + 1), signal);
+    const window = await untilAborted(this.manifest.chunks.window(first, last + 1), signal);
     // Every chunk of the range that is neither cached nor zero is fetched in one batch.
     const missing: number[] = [];
     for (let i = first; i <= last; i++) if (!window.isZero(i) && !this.cache.has(i)) missing.push(i);
     if (missing.length > 0) this.load(missing, window);
-    await unlessAborted(this.prefetch(first, last), signal);
+    await untilAborted(this.prefetch(first, last), signal);
     const indexes = Array.from({ length: last - first + 1 }, (_, k) => first + k);
     // Zero chunks read as the zeros `out` starts with. `out` exists only once every chunk is
     // here: a read cancelled while a fetch hangs holds none of its bytes.
-    const chunks = await unlessAborted(Promise.all(indexes.map((i) => (window.isZero(i) ? undefined : this.chunk(i, window)))), signal);
+    const chunks = await untilAborted(Promise.all(indexes.map((i) => (window.isZero(i) ? undefined : this.chunk(i, window)))), signal);
     const out = Buffer.alloc(length);
     chunks.forEach((data, k) => {
       if (!data) return;
@@ -112,7 +113,7 @@ export class BackupReader {
     if (length === 0) return out;
     const cs = this.chunkSize;
     const byId = new Map<string, number[]>();
-    const window = await unlessAborted(this.manifest.chunks.window(Math.floor(offset / cs), Math.ceil((offset + length) / cs)), signal);
+    const window = await untilAborted(this.manifest.chunks.window(Math.floor(offset / cs), Math.ceil((offset + length) / cs)), signal);
     for (let i = Math.floor(offset / cs); i * cs < offset + length; i++) {
       const from = Math.max(offset, i * cs) - offset;
       const to = Math.min(offset + length, (i + 1) * cs) - offset;
@@ -260,18 +261,4 @@ export class BackupReader {
       this.cache.delete(oldest);
     }
   }
-}
-
-/** `p`'s outcome, or `CANCELLED` as soon as `signal` is aborted (`p` then goes on, unobserved). */
-function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new CairnError('CANCELLED', 'read cancelled', { cause: signal.reason }));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
-      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
-    );
-  });
 }

@@ -1,4 +1,4 @@
-import type { BackupReader, Extent } from '@cairn/core';
+import { untilAborted, type BackupReader, type Extent } from '@cairn/core';
 import type { NbdBackend, ReadRun, StatusDescriptor } from '../nbd-backend.js';
 import { BASE_ALLOCATION, STATE_HOLE, STATE_ZERO } from '../protocol.js';
 import type { OverlayFile } from './overlay-file.js';
@@ -6,44 +6,64 @@ import { WindowReader, type WindowReaderOptions } from './window-reader.js';
 
 const ZERO_PIECE = Buffer.alloc(4 * 1024 * 1024);
 
+/** Options of `backupBackend`: its read-ahead windows, and what may stop it. */
+export interface BackupBackendOptions extends WindowReaderOptions {
+  /**
+   * Called first by every read, block-status query, write and write-zeroes (not flush, which
+   * only makes the overlay durable); what it throws fails the request (`UNAVAILABLE` → EIO).
+   * Called once per request: it must be O(1). Default none.
+   */
+  assertServing?: () => void;
+}
+
 /**
  * An NbdBackend over one backup, read chunk by chunk from the repository through `reader`.
  * All-zero chunks are sent as holes and reported by `base:allocation` as hole|zero, so clients
  * copy sparsely. A read touching a damaged or missing chunk fails with the reader's `CORRUPT` /
  * `NOT_FOUND`, which the server answers with EIO; other ranges stay readable.
  *
- * Sequential reads go through a WindowReader (`windows`: large read-ahead windows, replies as
- * views); random reads straight to the reader.
+ * Sequential reads go through a WindowReader (`options`: large read-ahead windows, replies as
+ * views); random reads straight to the reader. A call whose signal is aborted (its client gone)
+ * rejects with `CANCELLED` at once and holds no buffer of its own; the chunk fetches and windows
+ * it shares with other clients go on.
  *
  * Without `overlay` the export is read-only. With it, writes, write-zeroes and flush go to the
  * overlay, and reads take overlay blocks where written, else the backup (reported as data).
  */
-export function backupBackend(reader: BackupReader, overlay?: OverlayFile, windows: WindowReaderOptions = {}): NbdBackend {
-  const sequential = new WindowReader(reader, windows);
+export function backupBackend(reader: BackupReader, overlay?: OverlayFile, options: BackupBackendOptions = {}): NbdBackend {
+  const sequential = new WindowReader(reader, options);
+  const assertServing = options.assertServing ?? ((): void => undefined);
   const backend: NbdBackend = {
     size: reader.size,
     readOnly: overlay === undefined,
-    async read(offset, length) {
+    async read(offset, length, call) {
+      assertServing();
+      const signal = call?.signal;
       const runs: ReadRun[] = [];
       await walk(overlay, offset, length, async (from, len, inOverlay) => {
         if (inOverlay) runs.push(await overlay!.read(from, len));
-        else runs.push(...(await baseRuns(reader, sequential, from, len)));
+        else runs.push(...(await baseRuns(reader, sequential, from, len, signal)));
       });
       return runs;
     },
-    async blockStatus(context, offset, length) {
+    async blockStatus(context, offset, length, call) {
+      assertServing();
       if (context !== BASE_ALLOCATION) return undefined;
       const out: StatusDescriptor[] = [];
       await walk(overlay, offset, length, async (from, len, inOverlay) => {
         if (inOverlay) push(out, len, 0);
-        else for (const d of baseStatus(await reader.allocated({ offset: from, length: len }), from, len)) push(out, d.length, d.flags);
+        else for (const d of baseStatus(await untilAborted(reader.allocated({ offset: from, length: len }), call?.signal, 'backup-export'), from, len)) push(out, d.length, d.flags);
       });
       return out;
     },
   };
   if (overlay) {
-    backend.write = (offset, data, { fua }) => overlay.write(offset, data, fua);
+    backend.write = async (offset, data, { fua }) => {
+      assertServing();
+      await overlay.write(offset, data, fua);
+    };
     backend.writeZeroes = async (offset, length, { fua }) => {
+      assertServing();
       for (let at = offset; at < offset + length; at += ZERO_PIECE.length) {
         await overlay.write(at, ZERO_PIECE.subarray(0, Math.min(ZERO_PIECE.length, offset + length - at)));
       }
@@ -65,11 +85,14 @@ async function walk(overlay: OverlayFile | undefined, offset: number, length: nu
   if (at < offset + length) await visit(at, offset + length - at, false);
 }
 
-/** The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one (windowed) read. */
-async function baseRuns(reader: BackupReader, windows: WindowReader, offset: number, length: number): Promise<ReadRun[]> {
-  const data = await reader.allocated({ offset, length });
+/**
+ * The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one (windowed) read.
+ * `CANCELLED` at once when `signal` is aborted.
+ */
+async function baseRuns(reader: BackupReader, windows: WindowReader, offset: number, length: number, signal: AbortSignal | undefined): Promise<ReadRun[]> {
+  const data = await untilAborted(reader.allocated({ offset, length }), signal, 'backup-export');
   if (data.length === 0) return [{ zero: length }];
-  const bytes = await windows.read(offset, length);
+  const bytes = await windows.read(offset, length, signal);
   const runs: ReadRun[] = [];
   let at = offset;
   for (const e of data) {

@@ -38,11 +38,16 @@ export interface ServeBackupOptions extends NbdServerLimits {
   readAhead?: number;
   /** Decoded chunks kept by the BackupReader (LRU), shared by all clients. Default 5 × `readAhead`. */
   cacheChunks?: number;
-  /** Hold a `shared` repository lock while serving, so `gc` cannot remove chunks in use. Default true. */
+  /**
+   * Hold a `shared` repository lock while serving, so `gc` cannot remove chunks in use. Default
+   * true. Should the lock lapse (its refreshes failed until it expired, so a GC elsewhere may
+   * have run), the export stops serving: see `BackupExport.failure`.
+   */
   lock?: boolean;
   /**
-   * Problems of the server itself once it listens (out of file descriptors, a failed accept), as
-   * `UNAVAILABLE`; see `NbdServerOptions.onError`. Default: ignored.
+   * Problems of the server itself once it listens (out of file descriptors, a failed accept), and
+   * the export stopping on its own (`BackupExport.failure`), as `UNAVAILABLE`; see
+   * `NbdServerOptions.onError`. Default: ignored.
    */
   onError?: (err: CairnError) => void;
 }
@@ -61,6 +66,17 @@ export interface BackupExport {
   /** Connected clients. */
   readonly connectionCount: number;
   /**
+   * Why the export stopped serving on its own, or undefined while it serves (or was closed by
+   * `close()`): `UNAVAILABLE` with the lapse of its repository lock as `cause` (`BUSY`). From the
+   * moment the lapse is seen (by the first request after it, or by a check every sixth of the
+   * lock's lifetime, at most 5 s apart) every request gets EIO with this message, then the export
+   * closes itself as `close()` does: requests in flight answer, clients are disconnected, the
+   * overlay is flushed and closed, the lock is released. Its data was never wrong (every chunk is
+   * checked against its id), but once GC may have run, reads may fail at any point: an export that
+   * cannot keep its promise says so at once instead of failing here and there.
+   */
+  readonly failure: CairnError | undefined;
+  /**
    * Stops accepting, lets requests in flight answer (connections still busy after
    * `drainTimeoutMs`, default 10000, are cut), then flushes and closes the overlay and releases
    * the repository lock. Idempotent.
@@ -74,7 +90,8 @@ export interface BackupExport {
  * file-level access without restoring first. Many clients at once.
  * Errors: `NOT_FOUND`/`CORRUPT` for a missing or damaged manifest, `INVALID_INPUT` for a
  * non-loopback host or bad options (checked before anything is locked or opened), `CONFLICT` when the socket/port is in use or the overlay
- * belongs to another backup, `BUSY` when the repository is locked exclusively (gc).
+ * belongs to another backup, `BUSY` when the repository is locked exclusively (gc),
+ * `UNAVAILABLE` when its lock lapsed before it listened (see `BackupExport.failure`).
  * Nothing is left running or locked when it fails.
  */
 export async function serveBackup(service: { readonly repository: Repository }, backupId: string, options: ServeBackupOptions): Promise<BackupExport> {
@@ -89,15 +106,51 @@ export async function serveBackup(service: { readonly repository: Repository }, 
   if (!Number.isInteger(readAhead) || readAhead < 1) throw new CairnError('INVALID_INPUT', `readAhead must be a positive number of chunks, not ${readAhead}`, { driver: DRIVER });
   const limits = resolveServerLimits(options, DRIVER);
   const cleanups: Array<() => Promise<void>> = [];
+  let failure: CairnError | undefined;
+  let served: BackupExport | undefined;
+  /** Stops the export for good (see `BackupExport.failure`); once. */
+  const stopServing = (lapse: unknown): void => {
+    if (failure) return;
+    const cause = lapse instanceof CairnError ? lapse : undefined;
+    failure = new CairnError('UNAVAILABLE', `stopped serving backup ${backupId}: ${cause?.message ?? String(lapse)}`, { driver: DRIVER, cause: lapse, details: cause?.details });
+    if (!served) return; // still opening: serveBackup fails with it
+    try {
+      options.onError?.(failure);
+    } finally {
+      void served.close().catch(() => undefined);
+    }
+  };
   const cleanup = async (): Promise<void> => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
   };
   try {
     // The lock comes first: the reader loads the index, which must not change under it (a GC
     // that finished between the two would leave it naming packs that are gone).
+    let assertServing: (() => void) | undefined;
     if (options.lock ?? true) {
       const lock = await repo.locks.acquire('shared', { purpose: `serve backup ${backupId} over NBD` });
       cleanups.push(() => lock.release());
+      // O(1) per request: a flag and a clock read (LockHandle.assertHeld).
+      assertServing = () => {
+        if (failure) throw failure;
+        try {
+          lock.assertHeld();
+        } catch (lapse) {
+          stopServing(lapse);
+          throw failure;
+        }
+      };
+      const check = assertServing;
+      const ttl = Date.parse(lock.doc.expiresAt) - Date.parse(lock.doc.createdAt);
+      const watch = setInterval(() => {
+        try {
+          check();
+        } catch {
+          // stopServing reported it
+        }
+      }, Math.min(5000, Math.max(10, ttl / 6)));
+      watch.unref();
+      cleanups.push(async () => clearInterval(watch));
     }
     const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 5 * readAhead, readAhead });
     let overlay: OverlayFile | undefined;
@@ -107,7 +160,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     }
     const exportName = options.exportName ?? backupId;
     const server = new NbdServer({
-      exports: [{ name: exportName, backend: backupBackend(reader, overlay, { windowChunks: readAhead }), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
+      exports: [{ name: exportName, backend: backupBackend(reader, overlay, { windowChunks: readAhead, assertServing }), description: `Cairn backup ${backupId}${overlay ? ' (writable overlay)' : ''}` }],
       ...limits,
       onError: options.onError,
       driver: DRIVER,
@@ -115,7 +168,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     cleanups.push(() => server.close());
     const address = await server.listen(listen);
     let closing: Promise<void> | undefined;
-    return {
+    served = {
       backupId,
       exportName,
       size: reader.size,
@@ -125,6 +178,9 @@ export async function serveBackup(service: { readonly repository: Repository }, 
       get connectionCount() {
         return server.connectionCount;
       },
+      get failure() {
+        return failure;
+      },
       close(closeOptions = {}) {
         closing ??= (async () => {
           await server.close(closeOptions);
@@ -133,6 +189,8 @@ export async function serveBackup(service: { readonly repository: Repository }, 
         return closing;
       },
     };
+    if (failure) throw failure; // the lock lapsed while the export was being set up
+    return served;
   } catch (err) {
     await cleanup();
     throw err;

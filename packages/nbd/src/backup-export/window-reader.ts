@@ -1,4 +1,4 @@
-import type { BackupReader } from '@cairn/core';
+import { untilAborted, type BackupReader } from '@cairn/core';
 
 export interface WindowReaderOptions {
   /** Chunks per window. Default 32 (4 MiB at 128 KiB chunks). */
@@ -19,6 +19,7 @@ const RECENT = 8;
  * so random access (a guest booting, a file system being mounted) does not pay for whole windows.
  * A window that fails (a damaged chunk somewhere in it) is dropped and the request is retried
  * straight from the reader: only reads touching the damaged chunk fail. Safe for concurrent reads.
+ * Windows are shared by every caller: a caller's signal ends its own wait, never a window's fetch.
  */
 export class WindowReader {
   readonly windowSize: number;
@@ -37,13 +38,16 @@ export class WindowReader {
     this.windowsCached = Math.max(options.windowsCached ?? 6, this.windowsAhead + 2);
   }
 
-  /** Reads `[offset, offset+length)` (inside the backup); `CORRUPT`/`NOT_FOUND` from the reader for bad data. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Reads `[offset, offset+length)` (inside the backup); `CORRUPT`/`NOT_FOUND` from the reader for
+   * bad data; `CANCELLED` at once when `signal` is aborted (the windows being fetched go on).
+   */
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const first = Math.floor(offset / this.windowSize);
     const last = Math.floor((offset + length - 1) / this.windowSize);
     const sequential = this.recent.includes(first) || this.recent.includes(first - 1);
     this.remember(last);
-    if (!sequential) return this.reader.read(offset, length);
+    if (!sequential) return this.reader.read(offset, length, { signal });
     for (let w = last + 1; w <= last + this.windowsAhead; w++) void this.window(w)?.catch(() => undefined);
     try {
       const parts: Buffer[] = [];
@@ -51,12 +55,13 @@ export class WindowReader {
         const start = w * this.windowSize;
         const from = Math.max(offset, start);
         const to = Math.min(offset + length, start + this.windowSize);
-        const bytes = await this.window(w);
+        const bytes = await untilAborted(this.window(w)!, signal, 'backup-export');
         parts.push(bytes ? bytes.subarray(from - start, to - start) : Buffer.alloc(to - from));
       }
       return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    } catch {
-      return this.reader.read(offset, length);
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      return this.reader.read(offset, length, { signal });
     }
   }
 

@@ -39,10 +39,10 @@ export class RawSocket {
     );
   }
 
-  /** `allowHalfOpen`: keep our side open (and writable) after the peer ends its side. */
-  static connect(path: string, allowHalfOpen = false): Promise<RawSocket> {
+  /** To a unix socket `path` or a TCP address. `allowHalfOpen`: keep our side open (and writable) after the peer ends its side. */
+  static connect(to: string | { port: number; host?: string }, allowHalfOpen = false): Promise<RawSocket> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ path, allowHalfOpen });
+      const s = net.connect(typeof to === 'string' ? { path: to, allowHalfOpen } : { host: '127.0.0.1', ...to, allowHalfOpen });
       s.once('connect', () => resolve(new RawSocket(s))).once('error', reject);
     });
   }
@@ -97,8 +97,8 @@ export function u64(v: number): Buffer {
 }
 
 /** Connects and negotiates `exportName` with NBD_OPT_GO only (simple replies). Returns the export size. */
-export async function rawGo(path: string, exportName: string): Promise<{ raw: RawSocket; size: number }> {
-  const raw = await RawSocket.connect(path);
+export async function rawGo(to: string | { port: number; host?: string }, exportName: string): Promise<{ raw: RawSocket; size: number }> {
+  const raw = await RawSocket.connect(to);
   await raw.read(18);
   raw.write(u32(3));
   const name = Buffer.from(exportName);
