@@ -6,16 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome } from './helpers/outcome.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
-import { u16, u32 } from './helpers/raw-nbd.js';
+import { GREETING, optionReply, u16, u32 } from './helpers/raw-nbd.js';
 
 const scripted = new ScriptedServers('nbd-hb-');
 
 beforeAll(() => scripted.open());
 afterAll(() => scripted.close());
-
-function reply(opt: number, type: number, body: Buffer): Buffer {
-  return Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]);
-}
 
 /**
  * A fixed-newstyle server that acks NBD_OPT_STRUCTURED_REPLY and answers option `endless` with
@@ -29,14 +25,14 @@ async function floodingServer(endless: number, type: number, body: (i: number) =
     s.on('error', () => undefined);
     let gone = false;
     s.once('close', () => (gone = true));
-    s.write(Buffer.concat([Buffer.from('NBDMAGIC'), Buffer.from('IHAVEOPT'), u16(3)]));
+    s.write(GREETING);
     let buf = Buffer.alloc(0);
     let flooding = false;
     let flagsRead = false;
     const flood = (opt: number): void => {
       while (!gone) {
         const batch: Buffer[] = [];
-        for (let i = 0; i < 256; i++) batch.push(reply(opt, type, body(sent++)));
+        for (let i = 0; i < 256; i++) batch.push(optionReply(opt, type, body(sent++)));
         if (!s.write(Buffer.concat(batch))) {
           s.once('drain', () => flood(opt));
           return;
@@ -58,8 +54,8 @@ async function floodingServer(endless: number, type: number, body: (i: number) =
         if (opt === endless) {
           flooding = true;
           flood(opt);
-        } else if (opt === 8) s.write(reply(opt, 1, Buffer.alloc(0)));
-        else s.write(reply(opt, 0x80000001, Buffer.alloc(0)));
+        } else if (opt === 8) s.write(optionReply(opt, 1));
+        else s.write(optionReply(opt, 0x80000001));
       }
     });
   });

@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
-import { RawSocket, u32 } from './helpers/raw-nbd.js';
+import { RawSocket, serveOptions, u32 } from './helpers/raw-nbd.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
 
 const scripted = new ScriptedServers('nbd-lh-');
@@ -64,26 +64,17 @@ async function floodingServer(): Promise<Flooding> {
         more();
       });
     };
-    void (async () => {
-      s.write(Buffer.concat([Buffer.from('NBDMAGIC'), Buffer.from('IHAVEOPT'), Buffer.from([0, 3])]));
-      await raw.read(4);
-      for (;;) {
-        const head = await raw.read(16);
-        const opt = head.readUInt32BE(8);
-        await raw.read(head.readUInt32BE(12));
-        const reply = (type: number, body = Buffer.alloc(0)): void => {
-          s.write(Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]));
-        };
-        if (opt === 8) reply(1);
-        else if (opt === 3 || opt === 9) {
-          const name = Buffer.from(opt === 3 ? 'disk' : 'base:allocation');
-          reply(opt === 3 ? 2 : 4, Buffer.concat([u32(opt === 3 ? name.length : 0), name]));
-          reply(1);
-          more(); // and never answer NBD_OPT_ABORT nor hang up
-          return;
-        } else reply(0x80000001);
-      }
-    })().catch(() => undefined);
+    serveOptions(s, raw, ({ opt, reply }) => {
+      if (opt === 8) reply(1);
+      else if (opt === 3 || opt === 9) {
+        const name = Buffer.from(opt === 3 ? 'disk' : 'base:allocation');
+        reply(opt === 3 ? 2 : 4, Buffer.concat([u32(opt === 3 ? name.length : 0), name]));
+        reply(1);
+        more(); // and never answer NBD_OPT_ABORT nor hang up
+        return true;
+      } else reply(0x80000001);
+      return false;
+    }).catch(() => undefined);
   });
   return { path: await scripted.listen(server), flooded, gone };
 }

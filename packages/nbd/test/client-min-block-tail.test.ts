@@ -10,7 +10,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
-import { RawSocket, u16, u32, u64 } from './helpers/raw-nbd.js';
+import { RawSocket, serveOptions, u16, u32, u64 } from './helpers/raw-nbd.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
 
 const scripted = new ScriptedServers('nbd-mbt-');
@@ -29,24 +29,16 @@ async function server(requests: Array<{ type: number; offset: number; length: nu
     s.on('error', () => undefined);
     const raw = new RawSocket(s);
     void (async () => {
-      s.write(Buffer.concat([Buffer.from('NBDMAGIC'), Buffer.from('IHAVEOPT'), u16(3)]));
-      await raw.read(4);
-      for (;;) {
-        const head = await raw.read(16);
-        const opt = head.readUInt32BE(8);
-        await raw.read(head.readUInt32BE(12));
-        const reply = (type: number, body = Buffer.alloc(0)): void => {
-          s.write(Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]));
-        };
+      await serveOptions(s, raw, ({ opt, reply }) => {
         if (opt !== 7) {
           reply(0x80000001);
-          continue;
+          return false;
         }
         reply(3, Buffer.concat([u16(0), u64(SIZE), u16(1)]));
         reply(3, Buffer.concat([u16(3), u32(MIN), u32(MIN), u32(32 * 1024 * 1024)]));
         reply(1);
-        break;
-      }
+        return true;
+      });
       for (;;) {
         const r = await raw.read(28);
         const type = r.readUInt16BE(6);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
 import { outcome, sleep } from './helpers/outcome.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
+import { GREETING } from './helpers/raw-nbd.js';
 
 const scripted = new ScriptedServers('nbd-ot-');
 
@@ -23,9 +24,7 @@ async function mutedServer(): Promise<{ path: string; closed: Promise<void> }> {
     s.on('error', () => undefined);
     s.once('end', () => closedResolve()); // the client hung up (this side stays open)
     s.on('data', () => undefined); // read and ignore the client's flags and options
-    const flags = Buffer.alloc(2);
-    flags.writeUInt16BE(3);
-    s.write(Buffer.concat([Buffer.from('NBDMAGIC'), Buffer.from('IHAVEOPT'), flags]));
+    s.write(GREETING);
   });
   return { path: await scripted.listen(server), closed };
 }

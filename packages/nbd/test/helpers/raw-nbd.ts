@@ -127,6 +127,37 @@ export async function simpleReply(raw: RawSocket): Promise<{ errno: number; cook
   return { errno: r.readUInt32BE(4), cookie: Number(r.readBigUInt64BE(8)) };
 }
 
+/** The fixed-newstyle greeting a server sends first: NBDMAGIC, IHAVEOPT, FIXED_NEWSTYLE | NO_ZEROES. */
+export const GREETING = Buffer.concat([Buffer.from('NBDMAGIC'), IHAVEOPT, u16(3)]);
+
+/** An option reply: magic, the option, reply type, length, body. */
+export function optionReply(opt: number, type: number, body: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]);
+}
+
+/** An option a scripted server received, and how to answer it (writes an optionReply to it). */
+export interface ReceivedOption {
+  opt: number;
+  data: Buffer;
+  reply: (type: number, body?: Buffer) => void;
+}
+
+/**
+ * The server's side of a fixed-newstyle negotiation: sends GREETING, reads the client flags, then
+ * hands each option to `onOption` until it returns true (the way into transmission taken, or the
+ * negotiation left for good).
+ */
+export async function serveOptions(s: net.Socket, raw: RawSocket, onOption: (o: ReceivedOption) => boolean): Promise<void> {
+  s.write(GREETING);
+  await raw.read(4);
+  for (;;) {
+    const head = await raw.read(16);
+    const opt = head.readUInt32BE(8);
+    const data = await raw.read(head.readUInt32BE(12));
+    if (onOption({ opt, data, reply: (type, body) => void s.write(optionReply(opt, type, body)) })) return;
+  }
+}
+
 /** How a fakeServer negotiates. */
 export interface FakeServerOptions {
   /** Refuse NBD_OPT_GO with NBD_REP_ERR_UNSUP and take NBD_OPT_EXPORT_NAME instead. */
@@ -153,37 +184,29 @@ export function fakeServer(size: number, transmission: (s: net.Socket, raw: RawS
     s.on('error', () => undefined);
     const raw = new RawSocket(s);
     void (async () => {
-      s.write(Buffer.concat([Buffer.from('NBDMAGIC'), IHAVEOPT, u16(3)]));
-      await raw.read(4);
-      for (;;) {
-        const head = await raw.read(16);
-        const opt = head.readUInt32BE(8);
-        await raw.read(head.readUInt32BE(12));
-        const reply = (type: number, body = Buffer.alloc(0)): void => {
-          s.write(Buffer.concat([Buffer.from('0003e889045565a9', 'hex'), u32(opt), u32(type), u32(body.length), body]));
-        };
+      await serveOptions(s, raw, ({ opt, reply }) => {
         if (exportNameOnly && opt === 1) {
           s.write(Buffer.concat([u64(size), u16(transmissionFlags)]));
-          break;
+          return true;
         }
         if (structuredContextId !== undefined && opt === 8) {
           reply(1);
-          continue;
+          return false;
         }
         if (structuredContextId !== undefined && opt === 10) {
           reply(4, Buffer.concat([u32(structuredContextId), Buffer.from('base:allocation')]));
           for (const [id, name] of moreContexts) reply(4, Buffer.concat([u32(id), Buffer.from(name)]));
           reply(1);
-          continue;
+          return false;
         }
         if (exportNameOnly || opt !== 7) {
           reply(0x80000001);
-          continue;
+          return false;
         }
         reply(3, Buffer.concat([u16(0), u64(size), u16(transmissionFlags)]));
         reply(1);
-        break;
-      }
+        return true;
+      });
       await transmission(s, raw);
     })().catch(() => s.destroy());
   });
