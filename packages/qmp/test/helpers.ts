@@ -69,3 +69,54 @@ export const tcpMonitorArgs = (id: string, port: number): string[] => [
   '--monitor',
   `chardev=${id}`,
 ];
+
+/** A command a fake QMP peer received. */
+export interface QmpCommand {
+  execute: string;
+  id: string;
+  arguments?: unknown;
+}
+
+/** Fake QMP peers on unix sockets in one temp dir, closed together (`open` in beforeAll, `close` in afterAll). */
+export class FakeQmpPeers {
+  private dir = '';
+  private readonly servers: net.Server[] = [];
+
+  async open(): Promise<void> {
+    this.dir = await tempDir();
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.servers) s.close();
+    await removeDir(this.dir);
+  }
+
+  /**
+   * A peer that greets as qemu 7.2 does, then hands every command it receives (whole lines,
+   * however the bytes arrive) to `answer` with the connection's socket. `sockets`: its connections.
+   */
+  async listen(answer: (m: QmpCommand, s: net.Socket) => void): Promise<{ path: string; sockets: net.Socket[] }> {
+    const path = join(this.dir, `q${this.servers.length}.sock`);
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((s) => {
+      sockets.push(s);
+      s.on('error', () => undefined);
+      s.write(`${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] } })}\r\n`);
+      let buffered = '';
+      s.on('data', (b) => {
+        buffered += String(b);
+        for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+          const line = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          if (line.trim() !== '') answer(JSON.parse(line) as QmpCommand, s);
+        }
+      });
+    });
+    this.servers.push(server);
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    return { path, sockets };
+  }
+}
+
+/** Writes QMP's success reply to command `m`. */
+export const answerReturn = (s: net.Socket, m: QmpCommand, value: unknown = {}): void => void s.write(`${JSON.stringify({ return: value, id: m.id })}\r\n`);

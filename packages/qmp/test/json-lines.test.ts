@@ -2,28 +2,18 @@
 // socket-sized pieces (a large query reply, or a peer that never sends a newline) used to be
 // rescanned and re-copied whole on every piece, blocking the event loop for seconds (16 MiB in
 // 64 KiB pieces: ~7.6 s here; up to the 64 MiB limit: minutes) before it was parsed or refused.
-import { rm } from 'node:fs/promises';
-import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../src/index.js';
 import { JsonLineDecoder } from '../src/json-lines.js';
-import { removeDir, tempDir } from './helpers.js';
+import { answerReturn, FakeQmpPeers } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const PIECE = 64 * 1024;
 
-let dir: string;
-const servers: net.Server[] = [];
+const peers = new FakeQmpPeers();
 
-beforeAll(async () => {
-  dir = await tempDir();
-});
-
-afterAll(async () => {
-  for (const s of servers) s.close();
-  await removeDir(dir);
-});
+beforeAll(() => peers.open());
+afterAll(() => peers.close());
 
 /** Feeds `bytes` to `decoder` in PIECE-sized chunks; returns the messages and the time taken. */
 function feed(decoder: JsonLineDecoder, bytes: Buffer): { messages: unknown[]; ms: number } {
@@ -64,25 +54,8 @@ describe('JsonLineDecoder', () => {
 
 describe('QmpClient with a large reply', () => {
   it('a 24 MiB reply line arriving in socket-sized pieces resolves its call within 3 s', async () => {
-    const path = join(dir, 'big.sock');
-    await rm(path, { force: true });
     const big = 'y'.repeat(24 * MiB);
-    const server = net.createServer((s) => {
-      s.on('error', () => undefined);
-      s.write(`${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] } })}\r\n`);
-      let buffered = '';
-      s.on('data', (b) => {
-        buffered += String(b);
-        for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-          const m = JSON.parse(buffered.slice(0, nl)) as { execute: string; id: string };
-          buffered = buffered.slice(nl + 1);
-          const value = m.execute === 'x-big' ? big : {};
-          s.write(`${JSON.stringify({ return: value, id: m.id })}\r\n`);
-        }
-      });
-    });
-    servers.push(server);
-    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const { path } = await peers.listen((m, s) => answerReturn(s, m, m.execute === 'x-big' ? big : {}));
     const client = await QmpClient.connect({ path });
     try {
       const started = performance.now();

@@ -1,41 +1,20 @@
-import { rm } from 'node:fs/promises';
-import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { answerReturn, FakeQmpPeers } from './helpers.js';
 
 // A misbehaving QMP peer must never crash the process: whatever it sends after the handshake,
 // the client fails its calls and closes with UNAVAILABLE.
-let dir: string;
-const servers: net.Server[] = [];
+const peers = new FakeQmpPeers();
 
-beforeAll(async () => {
-  dir = await tempDir();
-});
-
-afterAll(async () => {
-  for (const s of servers) s.close();
-  await removeDir(dir);
-});
+beforeAll(() => peers.open());
+afterAll(() => peers.close());
 
 /** A fake QMP server: greets, answers every command with `{}`, and sends `reply` after `query-version`'s answer. */
-async function fakeQmp(name: string, reply: string): Promise<string> {
-  const path = join(dir, name);
-  await rm(path, { force: true });
-  const server = net.createServer((s) => {
-    s.write(`${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] } })}\r\n`);
-    s.on('data', (b) => {
-      for (const line of String(b).split('\n').filter(Boolean)) {
-        const m = JSON.parse(line) as { execute: string; id: string };
-        if (m.execute === 'query-version') s.write(`${reply}\r\n`);
-        else s.write(`${JSON.stringify({ return: {}, id: m.id })}\r\n`);
-      }
-    });
-    s.on('error', () => {});
+async function fakeQmp(reply: string): Promise<string> {
+  const { path } = await peers.listen((m, s) => {
+    if (m.execute === 'query-version') s.write(`${reply}\r\n`);
+    else answerReturn(s, m);
   });
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(path, resolve));
   return path;
 }
 
@@ -46,7 +25,7 @@ describe('QmpClient with a misbehaving peer', () => {
       const onUncaught = (err: unknown): void => void uncaught.push(err);
       process.on('uncaughtException', onUncaught);
       try {
-        const client = await QmpClient.connect({ path: await fakeQmp(`q${servers.length}.sock`, reply) });
+        const client = await QmpClient.connect({ path: await fakeQmp(reply) });
         await expect(client.execute('query-version', undefined, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
         expect(client.closed).toBe(true);
         expect(await client.whenClosed).toMatchObject({ code: 'UNAVAILABLE' });

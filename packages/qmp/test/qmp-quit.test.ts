@@ -1,50 +1,27 @@
-import { rm } from 'node:fs/promises';
-import net from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { answerReturn, FakeQmpPeers } from './helpers.js';
 
 // `whenClosed` resolves undefined for a deliberate close (close(), or a hang-up after `quit`).
 // A `quit` that failed (an error reply), timed out or was aborted is no quit: a later hang-up is
 // a lost connection and must resolve with the UNAVAILABLE error.
-let dir: string;
-const servers: net.Server[] = [];
+const peers = new FakeQmpPeers();
 
-beforeAll(async () => {
-  dir = await tempDir();
-});
-
-afterAll(async () => {
-  for (const s of servers) s.close();
-  await removeDir(dir);
-});
+beforeAll(() => peers.open());
+afterAll(() => peers.close());
 
 type QuitAnswer = 'error' | 'silent' | 'ok';
 
 /** A fake QMP server: greets, answers `quit` per `answer`, `{}` to anything else; `hangUp()` drops every connection. */
 async function fakeQmp(answer: QuitAnswer): Promise<{ path: string; hangUp: () => void }> {
-  const path = join(dir, `q${servers.length}.sock`);
-  await rm(path, { force: true });
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((s) => {
-    sockets.push(s);
-    s.write(`${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] } })}\r\n`);
-    s.on('data', (b) => {
-      for (const line of String(b).split('\n').filter(Boolean)) {
-        const m = JSON.parse(line) as { execute: string; id: string };
-        if (m.execute !== 'quit') s.write(`${JSON.stringify({ return: {}, id: m.id })}\r\n`);
-        else if (answer === 'error') s.write(`${JSON.stringify({ error: { class: 'GenericError', desc: 'quit refused' }, id: m.id })}\r\n`);
-        else if (answer === 'ok') {
-          s.write(`${JSON.stringify({ return: {}, id: m.id })}\r\n`);
-          s.end();
-        }
-      }
-    });
-    s.on('error', () => {});
+  const { path, sockets } = await peers.listen((m, s) => {
+    if (m.execute !== 'quit') answerReturn(s, m);
+    else if (answer === 'error') s.write(`${JSON.stringify({ error: { class: 'GenericError', desc: 'quit refused' }, id: m.id })}\r\n`);
+    else if (answer === 'ok') {
+      answerReturn(s, m);
+      s.end();
+    }
   });
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(path, resolve));
   return { path, hangUp: () => sockets.forEach((s) => s.destroy()) };
 }
 
