@@ -7,6 +7,19 @@ import { describe, expect, it } from 'vitest';
 import { MemoryObjectStore } from '../src/index.js';
 import { chunkedRig, expectCode, filledVolume, keys, MiB } from './helpers.js';
 
+/** A repository over one backup of a 2 MiB volume (filled from `seed`), whose one index object has a flipped byte. */
+async function backupWithDamagedIndex(seed: number) {
+  const store = new MemoryObjectStore('mem');
+  const { service, volumes, manager } = await chunkedRig(store);
+  const v = await filledVolume(volumes, 2 * MiB, seed);
+  const b = await manager.backup({ volumeId: v.id });
+  const [indexKey] = await keys(store, 'index/');
+  const blob = await store.get(indexKey!);
+  blob[blob.length - 3]! ^= 0xff;
+  await store.put(indexKey!, blob);
+  return { store, service, b, indexKey: indexKey! };
+}
+
 describe('verify of the whole repository', () => {
   it('reports an unreadable index object that breaks no backup, which GC refuses over', async () => {
     const store = new MemoryObjectStore('mem');
@@ -29,14 +42,7 @@ describe('verify of the whole repository', () => {
   });
 
   it('names an unreadable index object once: in the problems of the backups it breaks when there are some', async () => {
-    const store = new MemoryObjectStore('mem');
-    const { service, volumes, manager } = await chunkedRig(store);
-    const v = await filledVolume(volumes, 2 * MiB, 82);
-    const b = await manager.backup({ volumeId: v.id });
-    const [indexKey] = await keys(store, 'index/');
-    const blob = await store.get(indexKey!);
-    blob[blob.length - 3]! ^= 0xff;
-    await store.put(indexKey!, blob);
+    const { store, service, b, indexKey } = await backupWithDamagedIndex(82);
     const { service: fresh } = await chunkedRig(store);
     const report = await fresh.verify();
     expect(report.problems).toEqual([{ backupId: b.id, code: 'NOT_FOUND', message: expect.stringContaining(`unreadable index objects: ${indexKey}`) }]);
@@ -45,17 +51,10 @@ describe('verify of the whole repository', () => {
   });
 
   it('is repaired by deleting the unreadable index object: the next GC names its packs again from their trailers, and the backup verifies whole', async () => {
-    const store = new MemoryObjectStore('mem');
-    const { service, volumes, manager } = await chunkedRig(store);
-    const v = await filledVolume(volumes, 2 * MiB, 84);
-    const b = await manager.backup({ volumeId: v.id });
-    const [indexKey] = await keys(store, 'index/');
-    const blob = await store.get(indexKey!);
-    blob[blob.length - 3]! ^= 0xff;
-    await store.put(indexKey!, blob);
+    const { store, service, b, indexKey } = await backupWithDamagedIndex(84);
     const { service: fresh } = await chunkedRig(store);
     expect((await fresh.verify()).problems).toEqual([expect.objectContaining({ backupId: b.id, message: expect.stringContaining(`unreadable index objects: ${indexKey}; delete them from the store`) })]);
-    await store.delete(indexKey!);
+    await store.delete(indexKey);
     const { service: repaired } = await chunkedRig(store);
     const gc = await repaired.gc({ graceMs: 0 });
     expect(gc.packsAdopted).toBeGreaterThan(0);
