@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { CairnError, currentOwner, ownerMayBeAlive, toCairnError, type ProcessOwner } from '@cairn/core';
+import { CairnError, currentOwner, linkIfAbsent, ownerMayBeAlive, tempPathBeside, toCairnError, type ProcessOwner } from '@cairn/core';
 
 const DRIVER = 'backup-export';
 /** Tries to take over a lock whose owner is dead before giving up (each try loses only to another process taking it). */
@@ -23,12 +23,11 @@ export interface OverlayLock {
  */
 export async function lockOverlay(path: string): Promise<OverlayLock> {
   const lockPath = `${path}.lock`;
-  const mine = `${lockPath}.${randomUUID()}.tmp`;
+  const mine = tempPathBeside(lockPath);
   try {
     await writeFile(mine, JSON.stringify({ owner: currentOwner() }), { flag: 'wx', mode: 0o600 });
     for (let attempt = 0; attempt < TRIES; attempt++) {
-      try {
-        await link(mine, lockPath);
+      if (await linkIfAbsent(mine, lockPath)) {
         let released = false;
         return {
           release: async () => {
@@ -37,8 +36,6 @@ export async function lockOverlay(path: string): Promise<OverlayLock> {
             await unlink(lockPath).catch(() => undefined);
           },
         };
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const owner = await readOwner(lockPath);
       if (owner === null) continue; // gone meanwhile: try again
