@@ -4,7 +4,10 @@ import { snapshotJson, volumeJson } from '../output/views.js';
 import type { ApiContext } from './api-context.js';
 import { addRoute } from './routing.js';
 
-/** `GET /v1/volumes` (as `cairn volume list`) and `GET /v1/volumes/:id` (as `cairn volume show`). */
+/**
+ * `GET /v1/volumes` (as `cairn volume list`), `GET /v1/volumes/:id` (as `cairn volume show`) and
+ * `DELETE /v1/volumes/:id` (as `cairn volume delete`).
+ */
 export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): void {
   addRoute(app, {
     method: 'GET',
@@ -26,6 +29,18 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
       const driver = await api.cli.volumes();
       const snapshots = driver.capabilities.snapshots ? await driver.listSnapshots(v.id) : [];
       return { ...volumeJson(await api.manager.getVolume(v.id)), snapshots: snapshots.map(snapshotJson) };
+    },
+  });
+
+  // Core's flow (BackupManager.deleteVolume); a flow state a dead process left is settled by the
+  // server's recovery (at start and periodically). Synchronous: the volume is gone when it answers.
+  addRoute(app, {
+    method: 'DELETE',
+    url: '/v1/volumes/:id',
+    handler: async ({ params }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      await api.manager.deleteVolume(v.id);
+      return { deleted: v.id };
     },
   });
 }

@@ -73,7 +73,9 @@ export function registerVolumeCommands(program: Command): void {
     .action(
       withContext(async (ctx, [ref]) => {
         const v = await ctx.resolveVolume(ref!);
-        await deleteVolume(ctx, v.id);
+        // The flow is core's (BackupManager.deleteVolume), after the recovery the manager runs
+        // first: a flow state a dead process left is settled before it is judged.
+        await (await ctx.manager({ recover: true })).deleteVolume(v.id);
         ctx.out.result({ deleted: v.id }, () => `deleted volume ${v.id}`);
       }),
     );
@@ -133,35 +135,6 @@ export function registerVolumeCommands(program: Command): void {
         cancellableBySignal(ctx.out, 'volume export', (signal) => exportImage(ctx, ref!, resolve(file!), opts, signal)),
       ),
     );
-}
-
-/**
- * `volume delete`: `CONFLICT` (`details: {volumeId, volumeStatus}`) while a backup or restore
- * works on the volume (`backing-up`, `restoring-backup`); otherwise the driver's delete, which is
- * `BUSY` while the volume is attached (`in-use`) or has snapshots. A volume a failed restore left
- * `error_restoring` is deleted too, as in Cinder (its content is neither the old nor the
- * backup's), and its flow state goes with it: both in the section of the backup that state names,
- * where a restore takes such a volume over, so of a delete and a restore begun at once in any
- * processes one goes on and the other is `CONFLICT`.
- */
-async function deleteVolume(ctx: CliContext, volumeId: string): Promise<void> {
-  const view = await (await ctx.manager({ recover: true })).getVolume(volumeId);
-  const driver = await ctx.volumes();
-  if (view.status === 'backing-up' || view.status === 'restoring-backup') {
-    throw new CairnError('CONFLICT', `volume ${volumeId} is ${view.status}`, { details: { volumeId, volumeStatus: view.status } });
-  }
-  if (view.status !== 'error_restoring') return driver.deleteVolume(volumeId);
-  const catalog = await ctx.catalog();
-  const changed = (status: string | undefined) =>
-    new CairnError('CONFLICT', `volume ${volumeId} was taken by another flow meanwhile (now ${status ?? 'in none'}): try again`, { details: { volumeId, volumeStatus: status } });
-  const state = await catalog.getVolumeState(volumeId);
-  if (state?.status !== 'error_restoring') throw changed(state?.status);
-  await catalog.section(state.backupId, async () => {
-    const now = await catalog.getVolumeState(volumeId);
-    if (now?.status !== 'error_restoring' || now.backupId !== state.backupId || now.since !== state.since) throw changed(now?.status);
-    await driver.deleteVolume(volumeId);
-    await catalog.clearVolumeState(volumeId);
-  });
 }
 
 /**

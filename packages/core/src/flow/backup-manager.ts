@@ -21,6 +21,7 @@ import { resetBackupState } from './reset-state.js';
 import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, markErrorRestoring } from './volume-flow-states.js';
+import { deleteVolume } from './delete-volume.js';
 import { assertVerifiable, verifyAll, verifyOne } from './verify-backups.js';
 
 export { holdRecord, isRecordHeld, mayBeWorkedOn, type LetGo } from './live-records.js';
@@ -799,6 +800,24 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     const volume = await this.volumes.getVolume(volumeId);
     const flow = await this.catalog.getVolumeState(volumeId);
     return flow ? { ...volume, status: flow.status, previousStatus: flow.previousStatus } : volume;
+  }
+
+  /**
+   * Deletes a volume (Cinder's volume delete). `NOT_FOUND` for an unknown volume. `CONFLICT`
+   * (`details: {volumeId, volumeStatus}`) while a backup or restore works on it (`backing-up`,
+   * `restoring-backup`); otherwise the driver's delete, `BUSY` while the volume is attached or has
+   * snapshots (nothing deleted). A volume a failed restore left `error_restoring` is deleted too,
+   * as in Cinder (its content is neither the old nor the backup's), and its flow state with it:
+   * both in the section of the backup that state names, where a restore takes such a volume over,
+   * so of a delete and a restore begun at once, in any processes sharing the catalog, one goes on
+   * and the other is `CONFLICT` (as is a delete that finds the state changed there). The volume's
+   * checkpoints go with it (the driver's); new-volume intents are left to recover()
+   * (delete-volume.ts says why). `options.signal` ends a wait for the section with `CANCELLED`.
+   * Not idempotent: a volume already gone is `NOT_FOUND`.
+   */
+  async deleteVolume(volumeId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const section = <T>(backupId: string, fn: () => Promise<T>) => this.claims.exclusive(backupId, fn, options.signal);
+    return deleteVolume({ catalog: this.catalog, volumes: this.volumes, section }, volumeId);
   }
 
   /**
