@@ -185,4 +185,24 @@ describe('BackupManager.deleteVolume', () => {
     await held;
     expect((await a.manager.getVolume(target.id)).status).toBe('error_restoring');
   });
+  it('recover() deletes the flow state of an error_restoring volume the driver deleted directly (or a delete that died before clearing it): clearedStates', async () => {
+    const rig = await chunkedRig();
+    const v = await filledVolume(rig.volumes, MiB);
+    const backup = await rig.manager.backup({ volumeId: v.id });
+    const target = await errorRestoring(rig, backup);
+    const kept = await errorRestoring(rig, backup);
+    // Past the manager: the flow state stays behind, naming a volume that is gone.
+    await rig.volumes.deleteVolume(target.id);
+    const catalog = new RepositoryCatalog(rig.service.repository);
+    expect((await catalog.getVolumeState(target.id))?.status).toBe('error_restoring');
+
+    const report = await rig.manager.recover();
+
+    expect(report.clearedStates).toEqual([target.id]);
+    expect(report.errors).toEqual([]);
+    expect(await catalog.getVolumeState(target.id)).toBeUndefined();
+    // A volume still there keeps its state: its content is still neither the old nor the backup's.
+    expect((await rig.manager.getVolume(kept.id)).status).toBe('error_restoring');
+    expect((await rig.manager.recover()).clearedStates).toEqual([]);
+  });
 });

@@ -14,7 +14,8 @@ export function printRecovery(out: Output, report: RecoveryReport, leftBy: strin
     report.resetVolumes.length +
     report.errorRestoringVolumes.length +
     report.removedSnapshots.length +
-    (report.removedVolumes?.length ?? 0);
+    (report.removedVolumes?.length ?? 0) +
+    (report.clearedStates?.length ?? 0);
   if (resolved > 0) out.info(`recovered ${resolved} item(s) left in flight by ${leftBy}`);
   for (const e of report.errors) out.warn(`recovery: ${e}`);
 }

@@ -32,6 +32,11 @@ export interface RecoveryReport {
    * before it existed (a front end's test doubles) still type.
    */
   removedVolumes?: string[];
+  /**
+   * Volumes that no longer exist whose flow state was left behind (any status), the state
+   * deleted. Optional for the same reason as removedVolumes.
+   */
+  clearedStates?: string[];
   /** Backups left alone because their owner may still be working on them. */
   skipped: string[];
   /** Steps that failed, as `id: CODE message`. */
@@ -41,7 +46,8 @@ export interface RecoveryReport {
 /**
  * Resolves what a crash left in flight, exactly as Cinder's backup manager does at start:
  * creating → error; restoring → available with the volume in error_restoring; deleting resumed;
- * a volume left backing-up returns to its previous status; temporary snapshots go. Idempotent.
+ * a volume left backing-up returns to its previous status; temporary snapshots go; the flow state
+ * of a volume that is gone (`NOT_FOUND` from the driver) is deleted. Idempotent.
  *
  * A restore to a new volume owns its volume (new-volume-intents.ts): the intent of a restore
  * whose backup is no longer in a live flow has every volume that names its job deleted (a volume
@@ -84,6 +90,7 @@ export async function recoverInFlight(deps: {
     errorRestoringVolumes: [],
     removedSnapshots: [],
     removedVolumes: [],
+    clearedStates: [],
     skipped: [],
     errors: [],
   };
@@ -173,6 +180,19 @@ export async function recoverInFlight(deps: {
     if (only !== undefined && listed.backupId !== only) continue;
     // Legacy intents (kept as flow states by an older Cairn) are settled above, never marked error_restoring.
     if (legacyIntentJobId(listed.volumeId) !== undefined) continue;
+    // A state of a volume that is gone (deleted by the driver directly, or by a delete that died
+    // between the volume and its state) names nothing: deleted, whatever its status, unless a
+    // live flow of its backup may still be settling it.
+    if (await isGone(volumes, listed.volumeId)) {
+      if (await liveNow(listed.backupId)) continue;
+      await section(listed.backupId, async () => {
+        const state = await catalog.getVolumeState(listed.volumeId);
+        if (!state || state.backupId !== listed.backupId || state.since !== listed.since || !(await isGone(volumes, listed.volumeId))) return;
+        await catalog.clearVolumeState(state.volumeId);
+        report.clearedStates.push(state.volumeId);
+      });
+      continue;
+    }
     // Only these two are settled; and a live flow's state is left alone without waiting for a
     // section (judged again inside it).
     if (listed.status !== 'backing-up' && listed.status !== 'restoring-backup') continue;
@@ -212,4 +232,15 @@ export async function recoverInFlight(deps: {
     }
   }
   return report;
+}
+
+/**
+ * Whether the driver answers `NOT_FOUND` for the volume. Any other error is "not known to be
+ * gone": the state is then judged as before, and recovery does not fail on it.
+ */
+async function isGone(volumes: VolumeDriver, volumeId: string): Promise<boolean> {
+  return volumes.getVolume(volumeId).then(
+    () => false,
+    (err) => isNotFound(err),
+  );
 }
