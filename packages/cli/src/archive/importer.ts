@@ -18,6 +18,7 @@ import {
 } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { readArchive, readEntry } from './reader.js';
+import type { ArchiveProgress } from './progress.js';
 import { MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, type ArchiveManifest } from './format.js';
 
 /** Where an archive is imported to. */
@@ -46,12 +47,13 @@ export interface ImportDestination {
  * a crafted archive cannot set a checkpoint, owner, fail reason, status or service data. Without
  * a checkpoint, an imported backup never serves as a changed-block-tracking base: an incremental
  * based on it reads the whole volume. `CORRUPT` when the manifest changes between the claim and
- * the check (the file was rewritten meanwhile). Not idempotent.
+ * the check (the file was rewritten meanwhile). Progress in bytes per phase (progress.ts: `read`,
+ * then `backup`). Not idempotent.
  */
 export async function importArchive(
   to: ImportDestination,
   file: string,
-  options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
+  options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
 ): Promise<BackupRecord> {
   throwIfAborted(options.signal, 'archive');
   const head = await peekManifest(file);
@@ -92,13 +94,14 @@ async function fillClaimed(
   file: string,
   record: BackupRecord,
   head: ManifestHead,
-  options: { progress?: (done: number, total: number) => void; signal?: AbortSignal },
+  options: { progress?: ArchiveProgress; signal?: AbortSignal },
 ): Promise<BackupRecord> {
   const { service, catalog } = to;
   let writing = false;
   let finished = false;
   try {
-    const { manifest, staging, vmConfig } = await readArchive(file, { signal: options.signal });
+    const progress = options.progress ?? (() => {});
+    const { manifest, staging, vmConfig } = await readArchive(file, { signal: options.signal, progress });
     try {
       // A cancel while the archive was read removes the claim, as a refusal does: nothing is written yet.
       throwIfAborted(options.signal, 'archive');
@@ -111,7 +114,7 @@ async function fillClaimed(
         const volume: Volume = { id: r.volumeId, name: record.volumeName, size: manifest.size, status: 'available', createdAt: record.createdAt, metadata: record.volumeMetadata };
         writing = true;
         const result = await service.backup(
-          { backup: record, volume, vmConfig, signal: options.signal ?? new AbortController().signal, progress: options.progress ?? (() => {}) },
+          { backup: record, volume, vmConfig, signal: options.signal ?? new AbortController().signal, progress: (done, total) => progress(done, total, 'backup') },
           { device: ro.device },
         );
         const done: BackupRecord = { ...record, status: 'available', serviceData: result.serviceData, stats: result.stats, owner: undefined, updatedAt: nowIso() };

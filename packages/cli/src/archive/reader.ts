@@ -5,6 +5,7 @@ import { CairnError, isCairnError, throwIfAborted, type Attachment } from '@cair
 import * as tar from 'tar-stream';
 import { z } from 'zod';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, SUMS_NAME, VM_CONFIG_NAME, type ArchiveManifest } from './format.js';
+import type { ArchiveProgress } from './progress.js';
 import { StagingVolume } from './staging.js';
 
 export interface ReadArchive {
@@ -42,11 +43,12 @@ function assertSafeName(name: string): void {
  * format version, a manifest it does not take); with `CORRUPT` a wrong entry size, a checksum
  * mismatch, a missing entry or a truncated tar. A manifest it does not take is refused with
  * `INVALID_INPUT` only when SHA256SUMS vouches for it (an intact archive, written so), else
- * `CORRUPT` (a damaged manifest): the archive is read to its end to tell. `CANCELLED` once `signal` is
+ * `CORRUPT` (a damaged manifest): the archive is read to its end to tell. Progress (phase `read`):
+ * the data entries' bytes checked into staging, of the manifest's total. `CANCELLED` once `signal` is
  * aborted (checked before each entry). On any refusal the staging volume is removed before the
  * error is thrown.
  */
-export async function readArchive(file: string, options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {}): Promise<ReadArchive> {
+export async function readArchive(file: string, options: { progress?: ArchiveProgress; signal?: AbortSignal } = {}): Promise<ReadArchive> {
   const extract = tar.extract();
   const input = createReadStream(file);
   input.on('error', (err) => extract.destroy(err));
@@ -60,6 +62,7 @@ export async function readArchive(file: string, options: { progress?: (done: num
   const digests = new Map<string, string>();
   const expected = new Map<string, ArchiveManifest['chunks'][number]>();
   let dataDone = 0;
+  let dataTotal = 0;
   /** The manifest's refusal, held until SHA256SUMS says whether the manifest is intact. */
   let refusal: CairnError | undefined;
   try {
@@ -92,6 +95,8 @@ export async function readArchive(file: string, options: { progress?: (done: num
           continue;
         }
         for (const c of manifest.chunks) expected.set(c.name, c);
+        dataTotal = manifest.chunks.reduce((n, c) => n + c.length, 0);
+        options.progress?.(0, dataTotal, 'read');
         staging = await StagingVolume.create(manifest.size);
         rw = await staging.attach('rw');
         continue;
@@ -116,7 +121,7 @@ export async function readArchive(file: string, options: { progress?: (done: num
       digests.set(name, digest);
       await rw!.device.write(chunk.offset, data);
       dataDone += data.length;
-      options.progress?.(dataDone, manifest.chunks.reduce((n, c) => n + c.length, 0));
+      options.progress?.(dataDone, dataTotal, 'read');
     }
     if (refusal) throw corrupt(`archive is incomplete: ${SUMS_NAME} missing, and ${MANIFEST_NAME} is not one this version takes`, refusal);
     if (!manifest) throw refuse(`${file} is not a Cairn backup archive (it is empty)`);

@@ -4,7 +4,8 @@ import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, tempPathBeside, throwIfAborted, toCairnError, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
-import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
+import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
+import type { ArchiveProgress } from './progress.js';
 import { StagingVolume } from './staging.js';
 
 export interface ArchiveWriteResult {
@@ -15,6 +16,16 @@ export interface ArchiveWriteResult {
   chunks: number;
   /** Bytes of data in the archive. */
   dataBytes: number;
+}
+
+/** The offsets (ascending, each once) of the ARCHIVE_CHUNK-aligned chunks that `extents` (ascending) touch, on a device of `size` bytes. */
+function allocatedChunks(extents: { offset: number; length: number }[], size: number): number[] {
+  const offsets: number[] = [];
+  for (const e of extents) {
+    const from = Math.floor(e.offset / ARCHIVE_CHUNK) * ARCHIVE_CHUNK;
+    for (let off = from; off < Math.min(e.offset + e.length, size); off += ARCHIVE_CHUNK) if (offsets.at(-1) !== off) offsets.push(off);
+  }
+  return offsets;
 }
 
 function isZero(b: Buffer): boolean {
@@ -29,7 +40,12 @@ function isZero(b: Buffer): boolean {
  * complete (written as a temporary file of this export's own beside it, `.<name>.<random>.tmp` as
  * volume export writes, created exclusively, fsynced, then renamed); on any failure it is removed.
  * Two exports to one file at once never write into one file: the last rename wins, whole.
- * `CONFLICT` unless the record is available. A failure to write the file surfaces as the
+ * `CONFLICT` unless the record is available. The VM configuration is read before the data: a
+ * backup deleted meanwhile (`backup delete` in another process) is archived as it was when the
+ * restore read it, data and VM configuration of that one backup, or, deleted before the restore
+ * read it, is `NOT_FOUND` with nothing written. Progress in bytes per phase (progress.ts:
+ * `restore`, `scan`, `write`). `NOT_SUPPORTED`, with nothing written, for a backup whose manifest
+ * or sums would exceed what a reader accepts (MAX_METADATA_BYTES). A failure to write the file surfaces as the
  * CairnError its system error maps to (toCairnError: a missing directory `NOT_FOUND`, a full disk
  * `UNAVAILABLE`), never as an unhandled stream error. `CANCELLED` once `signal` is aborted (the
  * restore honours it; the writing checks it before each chunk), with the same cleanup.
@@ -38,7 +54,7 @@ export async function writeArchive(
   service: BackupService,
   record: BackupRecord,
   file: string,
-  options: { progress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
+  options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
 ): Promise<ArchiveWriteResult> {
   if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
   const partial = tempPathBeside(file);
@@ -51,10 +67,15 @@ export async function writeArchive(
   let writeError: unknown;
   const pack = tar.pack();
   try {
+    // First, so that it and the data are of one backup: the restore reads the backup's manifest
+    // once, and a manifest gone after that read (deleted meanwhile) takes nothing from either.
+    const vmConfig = service instanceof ChunkedBackupService ? await service.vmConfig(record.id) : undefined;
+    throwIfAborted(options.signal, 'archive');
     staging = await StagingVolume.create(record.size);
     const rw = await staging.attach('rw');
+    const progress = options.progress ?? (() => {});
     try {
-      await service.restore(record, rw.device, { targetIsZeroed: true, signal: options.signal, progress: options.progress });
+      await service.restore(record, rw.device, { targetIsZeroed: true, signal: options.signal, progress: (done, total) => progress(done, total, 'restore') });
     } finally {
       await staging.driver.detach(rw.id);
     }
@@ -63,20 +84,32 @@ export async function writeArchive(
       const device = ro.device;
       // Pass 1: which chunks hold data, and their digests (the manifest lists them first).
       const chunks: ArchiveChunk[] = [];
-      for (const e of await device.extents({ kind: 'allocated' })) {
-        const from = Math.floor(e.offset / ARCHIVE_CHUNK) * ARCHIVE_CHUNK;
-        for (let off = from; off < e.offset + e.length; off += ARCHIVE_CHUNK) {
-          throwIfAborted(options.signal, 'archive');
-          if (chunks.at(-1)?.offset === off) continue;
-          const length = Math.min(ARCHIVE_CHUNK, device.size - off);
-          const data = await device.read(off, length);
-          if (isZero(data)) continue;
-          chunks.push({ name: chunkName(off), offset: off, length, sha256: createHash('sha256').update(data).digest('hex') });
-        }
+      const toScan = allocatedChunks(await device.extents({ kind: 'allocated' }), device.size);
+      const scanTotal = toScan.reduce((n, off) => n + Math.min(ARCHIVE_CHUNK, device.size - off), 0);
+      let scanned = 0;
+      progress(0, scanTotal, 'scan');
+      for (const off of toScan) {
+        throwIfAborted(options.signal, 'archive');
+        const length = Math.min(ARCHIVE_CHUNK, device.size - off);
+        const data = await device.read(off, length);
+        scanned += length;
+        progress(scanned, scanTotal, 'scan');
+        if (isZero(data)) continue;
+        chunks.push({ name: chunkName(off), offset: off, length, sha256: createHash('sha256').update(data).digest('hex') });
       }
-      const vmConfig = service instanceof ChunkedBackupService ? await service.vmConfig(record.id) : undefined;
+      const dataTotal = chunks.reduce((n, c) => n + c.length, 0);
       const { serviceData: _s, checkpointId: _c, status: _st, ...exported } = record;
       const manifest: ArchiveManifest = { format: ARCHIVE_FORMAT, createdAt: nowIso(), record: exported, size: record.size, chunks, vmConfig: !!vmConfig };
+      // Compact: a chunk takes ~150 bytes of it. An archive whose manifest or sums an import
+      // would refuse (over MAX_METADATA_BYTES: ~1.7 TiB of non-zero data) is never written.
+      const manifestBytes = Buffer.from(JSON.stringify(manifest));
+      const sumsBytes = [MANIFEST_NAME, ...chunks.map((c) => c.name), ...(vmConfig ? [VM_CONFIG_NAME] : [])].reduce((n, name) => n + 64 + 2 + Buffer.byteLength(name) + 1, 0);
+      if (manifestBytes.length > MAX_METADATA_BYTES || sumsBytes > MAX_METADATA_BYTES) {
+        throw new CairnError('NOT_SUPPORTED', `backup ${record.id} has ${chunks.length} non-zero chunks: the archive's ${manifestBytes.length > MAX_METADATA_BYTES ? MANIFEST_NAME : SUMS_NAME} would exceed the ${MAX_METADATA_BYTES} bytes an import accepts`, {
+          driver: 'archive',
+          details: { backupId: record.id, chunks: chunks.length },
+        });
+      }
       // Pass 2: the tar itself.
       // `done` settles early only by rejecting (the file cannot be written); every entry races it,
       // so a write error ends the export at once with the real cause.
@@ -94,14 +127,16 @@ export async function writeArchive(
         entry.catch(() => {});
         await Promise.race([entry, done]);
       };
-      await add(MANIFEST_NAME, Buffer.from(JSON.stringify(manifest, null, 2)));
+      await add(MANIFEST_NAME, manifestBytes);
       let dataBytes = 0;
+      progress(0, dataTotal, 'write');
       for (const c of chunks) {
         throwIfAborted(options.signal, 'archive');
         const data = await device.read(c.offset, c.length);
         if (createHash('sha256').update(data).digest('hex') !== c.sha256) throw new CairnError('INTERNAL', `staged data changed under ${c.name}`);
         await add(c.name, data);
         dataBytes += c.length;
+        progress(dataBytes, dataTotal, 'write');
       }
       if (vmConfig) await add(VM_CONFIG_NAME, vmConfig);
       await add(SUMS_NAME, Buffer.from(`${sums.join('\n')}\n`));

@@ -12,6 +12,7 @@ import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
+import { phasedProgress } from '../output/phased-progress.js';
 import { progressReporter } from '../output/progress.js';
 import { restoreResult } from '../output/restore-result.js';
 import { renderFields, renderTable } from '../output/table.js';
@@ -180,7 +181,7 @@ export function registerBackupCommands(program: Command): void {
         const file = await outputPath(resolve(o.archive), o.force);
         const manager = await ctx.manager();
         const record = await manager.getBackup(id!);
-        const progress = progressReporter('export', ctx.out.options);
+        const progress = phasedProgress('export', ctx.out.options);
         const service = await ctx.target(record.service);
         // SIGINT/SIGTERM cancel the export: its temporary file and staging volume are removed.
         const result = await cancellableBySignal(ctx.out, 'export', (signal) => writeArchive(service, record, file, { progress: progress.update, signal })).finally(() => progress.stop());
@@ -204,7 +205,7 @@ export function registerBackupCommands(program: Command): void {
         ctx.expectDataFlow();
         await checkInputFile(resolve(file!), 'archive');
         await ctx.manager({ recover: true });
-        const progress = progressReporter('import', ctx.out.options);
+        const progress = phasedProgress('import', ctx.out.options);
         const to = { service: await ctx.target(o.target), catalog: await ctx.catalog() };
         // SIGINT/SIGTERM cancel the import: before its data is written the claim is removed, after it the record ends error (importArchive).
         const record = await cancellableBySignal(ctx.out, 'import', (signal) => importArchive(to, resolve(file!), { progress: progress.update, signal })).finally(() => progress.stop());
