@@ -5,6 +5,7 @@ import type { DaemonSession } from './daemon-session.js';
 import { CLUSTER } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import type { CheckpointRecord } from './records.js';
+import { imageSize } from './volume-extend.js';
 
 /*
  * The checkpoint chain of a volume, kept in its sidecar (oldest first) and as persistent dirty
@@ -18,10 +19,12 @@ import type { CheckpointRecord } from './records.js';
 
 /**
  * Starts a checkpoint: ONE transaction disables the recording bitmap and adds the new persistent
- * one, so no write falls between them; then the sidecar gets the new entry. When the sidecar
- * write fails, ONE transaction merges the new bitmap into the previous one (the writes it recorded
- * meanwhile belong to the previous checkpoint), re-enables that one and removes the new one; if
- * even that fails the node is left unsettled. The sidecar's error is rethrown. Not idempotent.
+ * one, so no write falls between them; then the sidecar gets the new entry, and the image's size
+ * (which differs from the sidecar's only after a resize outside the driver or an extend that died
+ * after `block_resize`). When the sidecar write (or the size query before it) fails, ONE
+ * transaction merges the new bitmap into the previous one (the writes it recorded meanwhile
+ * belong to the previous checkpoint), re-enables that one and removes the new one; if even that
+ * fails the node is left unsettled. That error is rethrown. Not idempotent.
  */
 export async function addCheckpoint(session: DaemonSession, node: string, store: RecordStore, volumeId: string): Promise<CheckpointRecord> {
   const record = await store.volume(volumeId);
@@ -32,8 +35,13 @@ export async function addCheckpoint(session: DaemonSession, node: string, store:
   steps.push(actions.bitmapAdd({ node, name: checkpoint.id, persistent: true, granularity: CLUSTER }));
   await chainTransaction(session, node, steps);
   try {
+    // The new bitmap covers the image at its size now: the sidecar gets that size with it, so the
+    // next reconcile keeps the checkpoint (rule 0 of checkpoint-reconcile.ts). Older checkpoints
+    // were made lost by the reconcile of this open when the sizes differed.
+    const size = await imageSize(session, node, store.driverName);
     await store.updateVolume(volumeId, (r) => {
       r.checkpoints.push(checkpoint);
+      r.size = size;
     });
   } catch (err) {
     const undo: TransactionAction[] = [];

@@ -3,6 +3,7 @@ import { actions, type BlockDirtyInfo, type TransactionAction } from '@cairn/qmp
 import { chainTransaction } from './chain-transaction.js';
 import type { DaemonSession } from './daemon-session.js';
 import type { RecordStore } from './record-store.js';
+import { imageSize } from './volume-extend.js';
 import type { CheckpointRecord } from './records.js';
 
 /**
@@ -20,6 +21,11 @@ import type { CheckpointRecord } from './records.js';
  * 3. If the newest kept checkpoint is not recording and no stray is, writes since it was disabled
  *    may have been recorded nowhere we still have: it is lost (and every older one). So is it when
  *    a stray is inconsistent (it cannot be merged).
+ * 0. When the image's size is not the sidecar's, every checkpoint is lost: the image was resized
+ *    outside the driver (`qemu-img resize`, which keeps the bitmaps but cannot mark a new tail
+ *    dirty, and drops the bits of a cut one), or by an extend that died after `block_resize`
+ *    (which made every checkpoint lost before resizing). addCheckpoint brings the sidecar's size
+ *    to the image's, so a checkpoint made after that is kept.
  * 4. Before all that, a checkpoint whose bitmap is missing but whose removal this daemon was sent
  *    (DaemonSession.removalsOf: the transaction's reply or the sidecar write failed) is dropped
  *    from the sidecar: that atomic transaction ran, so its bitmap was merged where it belonged.
@@ -43,7 +49,8 @@ export async function reconcileCheckpoints(session: DaemonSession, node: string,
   const gone = new Set([...removed].filter((id) => known.has(id) && !loaded.has(id)));
   const checkpoints = record.checkpoints.filter((c) => !gone.has(c.id));
 
-  const lost = newestLost(checkpoints, loaded, strays);
+  const resized = (await imageSize(session, node, store.driverName)) !== record.size;
+  const lost = resized ? checkpoints.length - 1 : newestLost(checkpoints, loaded, strays);
   const kept = checkpoints.slice(lost + 1);
   const keep = new Set(kept.map((c) => c.id));
 
@@ -104,14 +111,15 @@ export function newestLost(checkpoints: CheckpointRecord[], loaded: ReadonlyMap<
  * (by name; inconsistent ones were skipped): the volume's image is copied closed, so nothing
  * reconciled its bitmaps with the sidecar (a crash may have left a stray, or the newest one
  * disabled). The same rules as reconcileCheckpoints, except that strays cannot be merged into a
- * copy's newest checkpoint: any stray makes every checkpoint lost. A checkpoint the copy cannot
+ * copy's newest checkpoint: any stray makes every checkpoint lost, and so does `resized` (the
+ * copy's size is not the volume sidecar's: rule 0). A checkpoint the copy cannot
  * answer for comes back `consistent: false` (its queries are NOT_FOUND: the caller reads
  * everything), so a copy never under-reports.
  */
-export function copiedCheckpoints(checkpoints: CheckpointRecord[], bitmaps: ReadonlyMap<string, ChainBitmap>): CheckpointRecord[] {
+export function copiedCheckpoints(checkpoints: CheckpointRecord[], bitmaps: ReadonlyMap<string, ChainBitmap>, resized: boolean): CheckpointRecord[] {
   const known = new Set(checkpoints.map((c) => c.id));
   const strays = [...bitmaps].filter(([name]) => !known.has(name)).map(([, b]) => b);
-  const lost = strays.length > 0 ? checkpoints.length - 1 : newestLost(checkpoints, bitmaps, strays);
+  const lost = strays.length > 0 || resized ? checkpoints.length - 1 : newestLost(checkpoints, bitmaps, strays);
   return checkpoints.map((c, i) => ({ ...c, consistent: c.consistent && i > lost }));
 }
 

@@ -4,6 +4,7 @@ import { NbdClient } from '@cairn/nbd';
 import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '@cairn/qmp';
 import { DeferredWork } from './deferred-work.js';
 import { FilterStack } from './filter-stack.js';
+import { assertTrustedHeader } from './image-header.js';
 import { imageOpenError } from './image-lock.js';
 import { outcomeUnknown } from './outcome.js';
 
@@ -146,8 +147,10 @@ export class DaemonSession {
    * call opened it. Writable nodes discard and detect zeroes (`unmap`) so zero writes stay sparse.
    * A node whose close failed and is queued (releaseNode) is closed first, and the call fails with
    * that close's error while it fails. `BUSY` when another process holds the image's lock
-   * (qemu's lock failure only: see image-lock.ts). On failure no node is left: when the add got no
-   * reply (qemu may still run it), a delete of the same node name is sent after it.
+   * (qemu's lock failure only: see image-lock.ts). `CORRUPT` for a damaged image, for one qemu
+   * marked corrupt (also read-only, which qemu would allow), and for one that names a backing
+   * file or an external data file (assertTrustedHeader): no such file is ever opened. On failure no node is left: when the add got no reply (qemu may still run it), a
+   * delete of the same node name is sent after it.
    */
   async openNode(path: string, readOnly: boolean): Promise<{ name: string; fresh: boolean }> {
     return this.nodeLocks.run(path, () => this.doOpenNode(path, readOnly));
@@ -164,12 +167,16 @@ export class DaemonSession {
       open.refs++;
       return { name: open.name, fresh: false };
     }
+    // An image naming another file (a backing or external data file), or marked corrupt, is never
+    // opened (CORRUPT), and `backing: null` keeps qemu from opening a backing file a header names meanwhile.
+    await assertTrustedHeader(path, this.driver);
     const name = this.nextName(readOnly ? 'ro' : 'rw');
     try {
       await this.qmp.execute('blockdev-add', {
         driver: 'qcow2',
         'node-name': name,
         'read-only': readOnly,
+        backing: null,
         ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }),
         file: { driver: 'file', filename: path, 'read-only': readOnly },
       });

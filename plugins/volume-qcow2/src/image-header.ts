@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import { CairnError } from '@cairn/core';
 
 /** qcow2's magic, `QFI\xfb`: the header's first 4 bytes (big-endian, as every header field). */
 const QCOW2_MAGIC = 0x514649fb;
@@ -32,4 +33,60 @@ export async function qcow2VirtualSize(path: string): Promise<number | undefined
   } catch {
     return undefined;
   }
+}
+
+/** Header fields naming other files (qcow2 spec): backing_file_offset (u64 at 8), backing_file_size (u32 at 16). */
+const BACKING_OFFSET = 8;
+const BACKING_SIZE = 16;
+/** incompatible_features (u64 at 72, version 3 only). */
+const INCOMPATIBLE_OFFSET = 72;
+/** Bit 1: qemu found the image's metadata corrupt and marked it so (it still opens it read-only). */
+const MARKED_CORRUPT = 1n << 1n;
+/** Bit 2: the data clusters live in an external data file. */
+const EXTERNAL_DATA_FILE = 1n << 2n;
+
+/**
+ * Why the driver must not open the qcow2 image at `path`, by its header, or undefined:
+ *
+ * - it names a backing file (read through for every cluster the image does not allocate) or an
+ *   external data file (where all its data lives): qemu would open ANOTHER file. Images the
+ *   driver makes never do: such a header was written outside the driver, and opening it would
+ *   serve (or copy into a snapshot) whatever file it names, anywhere on the host;
+ * - qemu marked it corrupt: qemu refuses to open it writable but serves it read-only (a snapshot
+ *   copy), whatever its damaged metadata points at.
+ *
+ * One read of the header; undefined as well when no qcow2 header can be read (whoever opens the
+ * file then meets that). Never throws.
+ */
+export async function qcow2HeaderRefusal(path: string): Promise<string | undefined> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const header = Buffer.alloc(INCOMPATIBLE_OFFSET + 8);
+      const { bytesRead } = await fh.read(header, 0, header.length, 0);
+      if (bytesRead < BACKING_SIZE + 4 || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+      const backingOffset = header.readBigUInt64BE(BACKING_OFFSET);
+      const backingSize = header.readUInt32BE(BACKING_SIZE);
+      if (backingOffset !== 0n && backingSize > 0) return 'it names a backing file, which the driver never opens';
+      if (header.readUInt32BE(4) < 3 || bytesRead < header.length) return undefined;
+      const incompatible = header.readBigUInt64BE(INCOMPATIBLE_OFFSET);
+      if ((incompatible & EXTERNAL_DATA_FILE) !== 0n) return 'its data is in an external data file, which the driver never opens';
+      if ((incompatible & MARKED_CORRUPT) !== 0n) return 'qemu marked its metadata corrupt (qemu-img check -r all may repair it)';
+      return undefined;
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `CORRUPT` when the header of the qcow2 image at `path` makes it one the driver must not open
+ * (qcow2HeaderRefusal): the driver refuses to open or copy it, so no file outside its directory
+ * is ever served, nor an image qemu found corrupt.
+ */
+export async function assertTrustedHeader(path: string, driver: string): Promise<void> {
+  const why = await qcow2HeaderRefusal(path);
+  if (why) throw new CairnError('CORRUPT', `image ${path} cannot be used: ${why}`, { driver });
 }

@@ -325,7 +325,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       // the sidecar's after an extend that died between `block_resize` and its sidecar write).
       snap.size = copied.size;
       // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
-      snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps);
+      snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps, copied.size !== record.size);
       await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
     } catch (err) {
       // All or nothing, whichever step failed (the sidecar may have landed although its write failed).

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { CairnError, type ErrorCode } from '@cairn/core';
+import { assertTrustedHeader } from './image-header.js';
 import { imageErrorCode, withoutPaths } from './image-lock.js';
 
 /** Cluster size of every image the driver creates, and granularity of every dirty bitmap (64 KiB). */
@@ -27,9 +28,12 @@ export class QemuImg {
    * Copies `src` to a new qcow2 `dst`, sparse (only allocated clusters are written), with its
    * persistent dirty bitmaps; inconsistent bitmaps are left out (`--skip-broken-bitmaps`).
    * `shared` (`-U`): `src` is opened without taking its lock, for a caller that holds it itself
-   * (so nobody writes it meanwhile); else `BUSY` while another process has it open.
+   * (so nobody writes it meanwhile); else `BUSY` while another process has it open. `CORRUPT`
+   * when `src` names a backing file or an external data file (the copy would hold that other
+   * file's data), or qemu marked it corrupt (assertTrustedHeader).
    */
   async copyWithBitmaps(src: string, dst: string, shared = false): Promise<void> {
+    await assertTrustedHeader(src, this.driver);
     const args = ['convert', '-q', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst];
     await this.run(args, [src, dst]);
   }

@@ -24,5 +24,8 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
     this.layout = layout;
   }
 
-
+  /** The driver's name, for errors. */
+  get driverName(): string {
+    return this.options.driver;
+  }
 }
