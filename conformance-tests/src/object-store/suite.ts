@@ -2,12 +2,13 @@ import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
 import { newPrefix, objectConcurrency, objectListing, objectPartWrites, objectReadInto, objectReadWrite } from './cases.js';
+import { objectCancellation } from './cancellation.js';
 import { objectForeignEntries } from './foreign-entries.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
 /**
  * Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only
- * with readInto, openWrite only with writeInParts), and the foreign-entry cases when the store can
+ * with readInto, openWrite only with writeInParts, signals only with cancellable), and the foreign-entry cases when the store can
  * have them planted (`foreign`: ObjectStoreSuiteOptions.plantForeign is given).
  */
 export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false): Group<ObjectStoreContext>[] {
@@ -17,6 +18,7 @@ export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false
     ...(caps.atomicIfAbsent ? [objectConcurrency] : []),
     ...(caps.readInto ? [objectReadInto] : []),
     ...(caps.writeInParts ? [objectPartWrites] : []),
+    ...(caps.cancellable ? [objectCancellation(caps)] : []),
     ...(foreign ? [objectForeignEntries] : []),
   ];
 }

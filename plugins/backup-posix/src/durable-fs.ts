@@ -6,13 +6,24 @@
 import { constants, type BigIntStats } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, syncDir, writeDirect } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, syncDir, throwIfAborted, writeDirect } from '@cairn/core';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
 
 /** Largest single write(2); bounds each syscall, not the object size. */
 const WRITE_CHUNK = 8 * 1024 * 1024;
+/**
+ * Largest single read(2) (a multiple of the O_DIRECT alignment): a long read checks its signal
+ * between such reads. A syscall already in the kernel cannot be interrupted (on a dead NFS server
+ * it waits for the server); the check comes before the next one.
+ */
+const READ_CHUNK = 8 * 1024 * 1024;
+
+/** `CANCELLED` (tagged posix) when `signal` is aborted: checked between the steps of a call. */
+export function checkSignal(signal: AbortSignal | undefined): void {
+  throwIfAborted(signal, DRIVER);
+}
 
 /** fsyncs a directory (core's syncDir: tolerates filesystems that cannot fsync directories). */
 export const fsyncDir = syncDir;
@@ -37,10 +48,14 @@ export async function fsyncDirStat(dir: string): Promise<BigIntStats> {
   }
 }
 
-/** Writes all of `data` at `position` of an open (buffered) file, looping over short writes. */
-export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0): Promise<void> {
+/**
+ * Writes all of `data` at `position` of an open (buffered) file, looping over short writes; once
+ * `signal` aborts no further write(2) starts (`CANCELLED`).
+ */
+export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0, signal?: AbortSignal): Promise<void> {
   let done = 0;
   while (done < data.length) {
+    checkSignal(signal);
     const length = Math.min(WRITE_CHUNK, data.length - done);
     const { bytesWritten } = await fh.write(data, done, length, position + done);
     done += bytesWritten;
@@ -81,25 +96,29 @@ const DIRECT_MIN = 1024 * 1024;
  * aligned buffer (pack files) bypass the page cache with O_DIRECT where the file system allows it;
  * the result is the same file. The file is kept fresh while open (temp-refresh.ts). On any
  * failure the temporary file is removed before the error (writeError: ENOSPC, or `dir` gone →
- * UNAVAILABLE) is thrown.
+ * UNAVAILABLE) is thrown. `signal` is checked before the file is made and between its steps
+ * (each write(2), the fsync): once aborted, `CANCELLED`, and the file is removed.
  */
-export async function writeTempFile(dir: string, data: Uint8Array): Promise<string> {
+export async function writeTempFile(dir: string, data: Uint8Array, signal?: AbortSignal): Promise<string> {
   let path: string | undefined;
   let fh: FileHandle | undefined;
   const stopRefresh = keepFresh(() => fh);
   try {
     let direct: boolean;
+    checkSignal(signal);
     ({ path, fh, direct } = await createTempFile(dir, data.length >= DIRECT_MIN && isDirectIoReady(data, 0)));
     if (direct) {
-      await writeDirect(fh, data, 0);
+      await writeDirect(fh, data, 0, signal);
       if (data.length % DIRECT_IO_ALIGN !== 0) await fh.truncate(data.length);
     } else {
-      await writeAll(fh, data);
+      await writeAll(fh, data, 0, signal);
     }
+    checkSignal(signal);
     await fh.sync();
     const closing = fh;
     fh = undefined;
     await closing.close();
+    checkSignal(signal);
     return path;
   } catch (err) {
     await fh?.close().catch(() => undefined);
@@ -113,11 +132,15 @@ export async function writeTempFile(dir: string, data: Uint8Array): Promise<stri
 /** Publishing by link where nothing is (core's linkIfAbsent: atomic across processes and NFS clients). */
 export { linkIfAbsent };
 
-/** Reads exactly `length` bytes at `offset` into `out` with positional reads; returns `out[0, length)`. `CORRUPT` if the file is shorter. */
-export async function readExactly(fh: FileHandle, offset: number, length: number, what: string, out: Buffer): Promise<Buffer> {
+/**
+ * Reads exactly `length` bytes at `offset` into `out` with positional reads (at most READ_CHUNK
+ * each; `signal` checked before each); returns `out[0, length)`. `CORRUPT` if the file is shorter.
+ */
+export async function readExactly(fh: FileHandle, offset: number, length: number, what: string, out: Buffer, signal?: AbortSignal): Promise<Buffer> {
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await fh.read(out, done, length - done, offset + done);
+    checkSignal(signal);
+    const { bytesRead } = await fh.read(out, done, Math.min(READ_CHUNK, length - done), offset + done);
     if (bytesRead === 0) {
       throw new CairnError('CORRUPT', `${what} ended after ${done} of ${length} bytes`, { driver: DRIVER, details: { offset, length } });
     }
@@ -129,13 +152,14 @@ export async function readExactly(fh: FileHandle, offset: number, length: number
 /**
  * Reads the bytes `[from, to)` of an O_DIRECT file into `span`, which starts at the aligned
  * offset `from` and is as long as the aligned end (util/direct-io's directReadSpan). Every read
- * asks for whole aligned blocks; only the file's end makes one short. `CORRUPT` when the file
- * ends before `to`.
+ * asks for whole aligned blocks (at most READ_CHUNK; `signal` checked before each); only the
+ * file's end makes one short. `CORRUPT` when the file ends before `to`.
  */
-export async function readDirect(fh: FileHandle, span: Buffer, from: number, to: number, what: string): Promise<void> {
+export async function readDirect(fh: FileHandle, span: Buffer, from: number, to: number, what: string, signal?: AbortSignal): Promise<void> {
   let done = 0;
   while (from + done < to) {
-    const { bytesRead } = await fh.read(span, done, span.length - done, from + done);
+    checkSignal(signal);
+    const { bytesRead } = await fh.read(span, done, Math.min(READ_CHUNK, span.length - done), from + done);
     if (bytesRead === 0) throw new CairnError('CORRUPT', `${what} ended after ${from + done} of ${to} bytes`, { driver: DRIVER, details: { offset: from, length: to - from } });
     done += bytesRead;
     if (from + done < to && done % DIRECT_IO_ALIGN !== 0) throw new CairnError('INTERNAL', `${what}: short O_DIRECT read of ${bytesRead} bytes`, { driver: DRIVER });

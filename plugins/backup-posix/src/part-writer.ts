@@ -7,10 +7,17 @@
  * From creation to commit or abort the file is kept fresh (temp-refresh.ts), however long the
  * caller takes between parts, so sweepTemp never takes it for a dead writer's; a writer neither
  * committed nor aborted keeps it until its process ends.
+ *
+ * Cancellation (openWrite's `signal`, for the writer's whole life): each part's write(2)s and
+ * commit's steps (truncate, fsync, close, rename or link) check it first; once aborted, the part
+ * or commit in progress rejects `CANCELLED` at its next step, the temporary file is removed and
+ * every later call fails `CANCELLED` too, so nothing is ever published after the abort was seen
+ * (the publishing step checks last, see the store's publish). A write(2) or fsync already in the
+ * kernel finishes first. abort() takes no signal: it always cleans up.
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, writeDirect, type ObjectPartWriter } from '@cairn/core';
-import { createTempFile, writeAll } from './durable-fs.js';
+import { checkSignal, createTempFile, writeAll } from './durable-fs.js';
 import { DRIVER, writeError } from './fs-errors.js';
 import { keepFresh } from './temp-refresh.js';
 
@@ -31,14 +38,24 @@ export class PosixPartWriter implements ObjectPartWriter {
     private readonly temp: string,
     private fh: FileHandle | undefined,
     private direct: boolean,
-    /** Publishes the fsynced and closed temporary file under the key (the store's put path). */
+    /** Publishes the fsynced and closed temporary file under the key (the store's put path, which checks `signal` last). */
     private readonly publish: (temp: string) => Promise<void>,
+    private readonly signal: AbortSignal | undefined,
   ) {}
 
-  /** Creates the temporary file (exclusively) in `dir`, the key's directory, which must exist. */
-  static async create(key: string, dir: string, publish: (temp: string) => Promise<void>): Promise<PosixPartWriter> {
+  /**
+   * Creates the temporary file (exclusively) in `dir`, the key's directory, which must exist.
+   * `signal` aborted by the time it is made: `CANCELLED`, and the file is removed.
+   */
+  static async create(key: string, dir: string, publish: (temp: string) => Promise<void>, signal?: AbortSignal): Promise<PosixPartWriter> {
+    checkSignal(signal);
     const { path, fh, direct } = await createTempFile(dir, true).catch((err: unknown) => Promise.reject(writeError(err, `starting the write of ${key}`)));
-    return new PosixPartWriter(key, path, fh, direct, publish);
+    const writer = new PosixPartWriter(key, path, fh, direct, publish, signal);
+    if (signal?.aborted) {
+      await writer.abort();
+      checkSignal(signal);
+    }
+    return writer;
   }
 
   append(data: Uint8Array): Promise<void> {
@@ -57,7 +74,9 @@ export class PosixPartWriter implements ObjectPartWriter {
     if (this.failure) throw this.failure;
     const fh = this.fh!;
     try {
+      checkSignal(this.signal);
       if (this.padded) await fh.truncate(this.size);
+      checkSignal(this.signal);
       await fh.sync();
       this.stopRefresh();
       this.fh = undefined;
@@ -80,13 +99,14 @@ export class PosixPartWriter implements ObjectPartWriter {
   private async write(data: Uint8Array, at: number): Promise<void> {
     if (this.failure) throw this.failure;
     try {
+      checkSignal(this.signal);
       if (this.direct && !isDirectIoReady(data, at)) await this.leaveDirect();
       if (this.direct) {
-        await writeDirect(this.fh!, data, at);
+        await writeDirect(this.fh!, data, at, this.signal);
         this.padded ||= data.length % DIRECT_IO_ALIGN !== 0;
         return;
       }
-      await writeAll(this.fh!, data, at);
+      await writeAll(this.fh!, data, at, this.signal);
     } catch (err) {
       this.failure = writeError(err, `writing ${this.key}`);
       await this.discard();

@@ -14,6 +14,7 @@ import {
   openDirect,
   resolveRange,
   type ByteRange,
+  type CallOptions,
   type GetIntoOptions,
   type ObjectPartWriter,
   type ObjectInfo,
@@ -22,7 +23,7 @@ import {
   type PutOptions,
 } from '@cairn/core';
 import { DirectoryChain } from './directory-chain.js';
-import { fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
+import { checkSignal, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
 import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
 import { keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
@@ -47,10 +48,20 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  * Layout and key mapping: see key-layout.ts and the README. Every put is atomic and durable
  * when it resolves (temporary file, fsync, rename or link, fsync of the directory); readers and
  * `list` never see a partial object. Safe to share one directory between processes and hosts.
+ *
+ * Cancellation (capability `cancellable`, ObjectStore's CallOptions): every call checks its
+ * signal before it starts and between its steps (each read(2) or write(2) of at most 8 MiB,
+ * fsync, and last the rename or link) and rejects `CANCELLED` at the first check after
+ * the abort. A syscall already in the kernel cannot be interrupted (on a dead NFS server it waits
+ * for the server, or for ever on a hard mount): the call settles when it returns. A put or part
+ * write never renames or links after it observed the abort, and removes its temporary file: one
+ * that rejects `CANCELLED` published nothing. Its last check comes just before the rename or link;
+ * an abort after it is not looked at any more: the put publishes, fsyncs the directory and
+ * resolves (the whole object, durable).
  */
 export class PosixObjectStore implements ObjectStore {
   readonly name = DRIVER;
-  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true, sweepsTemp: true };
+  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true, sweepsTemp: true, cancellable: true };
   /** The absolute directory holding the objects. */
   readonly directory: string;
   private readonly createDirectory: boolean;
@@ -122,12 +133,14 @@ export class PosixObjectStore implements ObjectStore {
    * previous object (if any) and no temporary file. `CONFLICT` when the key collides with a
    * directory of other keys, and, with `ifAbsent`, when its path holds a foreign file that is no
    * object (a symbolic link, FIFO, socket: get and head say `NOT_FOUND`), which is left in place;
-   * without `ifAbsent` such a file is replaced (a link, never its target).
+   * without `ifAbsent` such a file is replaced (a link, never its target). `options.signal`:
+   * see the class comment.
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     await this.writing(async () => {
+      checkSignal(options.signal);
       const place = await this.placeOf(key);
-      await this.publish(key, place, await writeTempFile(place.dir, data), options);
+      await this.publish(key, place, await writeTempFile(place.dir, data, options.signal), options);
     });
   }
 
@@ -136,11 +149,13 @@ export class PosixObjectStore implements ObjectStore {
    * publishes it as put does, with put's guarantees and errors. Parts in aligned memory at
    * aligned offsets are written with O_DIRECT where the file system allows. A writer that dies
    * leaves a temporary file, which no reader or listing sees and sweepTemp removes.
+   * `options.signal` covers the writer's life (see PosixPartWriter).
    */
   async openWrite(key: string, options: PutOptions = {}): Promise<ObjectPartWriter> {
     return this.writing(async () => {
+      checkSignal(options.signal);
       const place = await this.placeOf(key);
-      return PosixPartWriter.create(key, place.dir, (temp) => this.writing(() => this.publish(key, place, temp, options)));
+      return PosixPartWriter.create(key, place.dir, (temp) => this.writing(() => this.publish(key, place, temp, options)), options.signal);
     });
   }
 
@@ -174,10 +189,14 @@ export class PosixObjectStore implements ObjectStore {
    * Publishes the fsynced temporary file `temp` as `key` (put's semantics); on failure `temp` is
    * removed. Resolves once the object's entry, and every directory's on the way, is durable: the
    * directory is fsynced, and its parents again if it is not the one placeOf made durable.
+   * `options.signal` is checked last just before the rename or link: aborted by then,
+   * `CANCELLED`, `temp` removed, nothing published; once published, the put completes (the
+   * directory's fsync) and resolves whatever the signal says.
    */
   private async publish(key: string, place: Place, temp: string, options: PutOptions): Promise<void> {
     const { final } = place;
     try {
+      checkSignal(options.signal); // the last check before publishing: never after an observed abort
       if (!options.ifAbsent) {
         await rename(temp, final);
       } else if (await linkIfAbsent(temp, final)) {
@@ -200,6 +219,7 @@ export class PosixObjectStore implements ObjectStore {
       }
       throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : writeError(err, `put ${key}`);
     }
+    // Published: the abort is no longer looked at, so CANCELLED always means nothing was published.
     await this.dirs.sync(place.dirSegments).catch((err: unknown) => {
       throw writeError(err, `fsync of the directory of ${key}`);
     });
@@ -208,10 +228,11 @@ export class PosixObjectStore implements ObjectStore {
   /**
    * The object, or `range` of it, read with positional reads of just that range from one open
    * file (a concurrent replace never mixes two versions). `NOT_FOUND` if absent; `INVALID_INPUT`
-   * if the range leaves the object. Idempotent.
+   * if the range leaves the object. Idempotent. `options.signal`: checked before the open and
+   * between reads of at most 8 MiB.
    */
-  async get(key: string, range?: ByteRange): Promise<Buffer> {
-    return this.read(key, range);
+  async get(key: string, range?: ByteRange, options: CallOptions = {}): Promise<Buffer> {
+    return this.read(key, range, options.signal);
   }
 
   /**
@@ -222,15 +243,16 @@ export class PosixObjectStore implements ObjectStore {
    */
   async getInto(key: string, range: ByteRange, into: Buffer, options: GetIntoOptions = {}): Promise<void> {
     if (into.length < range.length) throw new CairnError('INVALID_INPUT', `buffer of ${into.length} bytes for a range of ${range.length}`, { driver: DRIVER });
-    await this.read(key, range, into, options.once ? directReadSpan(into, range.offset, range.length) : undefined);
+    await this.read(key, range, options.signal, into, options.once ? directReadSpan(into, range.offset, range.length) : undefined);
   }
 
   /**
    * get and getInto: reads `range` (default: all) of the object into `into` (default: a new
    * buffer); through `span` (directReadSpan of `into`) with O_DIRECT where the file system allows.
    */
-  private async read(key: string, range: ByteRange | undefined, into?: Buffer, span?: Buffer): Promise<Buffer> {
+  private async read(key: string, range: ByteRange | undefined, signal: AbortSignal | undefined, into?: Buffer, span?: Buffer): Promise<Buffer> {
     assertObjectKey(key, DRIVER);
+    checkSignal(signal);
     let fh: FileHandle;
     let direct = false;
     try {
@@ -252,10 +274,10 @@ export class PosixObjectStore implements ObjectStore {
       if (!st.isFile()) throw this.notFound(key);
       const r = resolveRange(range, st.size, DRIVER);
       if (direct) {
-        await this.readSpan(fh, key, r, into!, span!);
+        await this.readSpan(fh, key, r, into!, span!, signal);
         return into!.subarray(0, r.length);
       }
-      return await readExactly(fh, r.offset, r.length, `object ${key}`, into ?? Buffer.allocUnsafe(r.length));
+      return await readExactly(fh, r.offset, r.length, `object ${key}`, into ?? Buffer.allocUnsafe(r.length), signal);
     } catch (err) {
       throw fsError(err, `get ${key}`);
     } finally {
@@ -270,18 +292,19 @@ export class PosixObjectStore implements ObjectStore {
    * `into` past the range: that block is then read into a block of its own and only the range's
    * part of it copied.
    */
-  private async readSpan(fh: FileHandle, key: string, r: ByteRange, into: Buffer, span: Buffer): Promise<void> {
+  private async readSpan(fh: FileHandle, key: string, r: ByteRange, into: Buffer, span: Buffer, signal: AbortSignal | undefined): Promise<void> {
     const from = r.offset - (r.offset % DIRECT_IO_ALIGN);
     const end = r.offset + r.length;
     const spanEnd = span.byteOffset + span.length;
     const rangeEnd = into.byteOffset + r.length;
     if (into.length === r.length || spanEnd <= rangeEnd) {
-      await readDirect(fh, span, from, end, `object ${key}`);
+      await readDirect(fh, span, from, end, `object ${key}`, signal);
       return;
     }
     // end is unaligned here (an aligned end makes the span end with the range).
     const last = end - (end % DIRECT_IO_ALIGN);
-    if (last > from) await readDirect(fh, span.subarray(0, last - from), from, last, `object ${key}`);
+    if (last > from) await readDirect(fh, span.subarray(0, last - from), from, last, `object ${key}`, signal);
+    checkSignal(signal);
     const block = lastBlocks.pop() ?? alignedBuffer(DIRECT_IO_ALIGN);
     try {
       await readDirect(fh, block, last, end, `object ${key}`);
@@ -291,10 +314,12 @@ export class PosixObjectStore implements ObjectStore {
     }
   }
 
-  /** Size and modification time from stat(2). `NOT_FOUND` if absent. Idempotent. */
-  async head(key: string): Promise<ObjectInfo> {
+  /** Size and modification time from stat(2). `NOT_FOUND` if absent. Idempotent. `options.signal`: checked before and after. */
+  async head(key: string, options: CallOptions = {}): Promise<ObjectInfo> {
     assertObjectKey(key, DRIVER);
+    checkSignal(options.signal);
     const info = await statObject(this.pathOf(key), key);
+    checkSignal(options.signal);
     if (!info) throw this.notFound(key);
     return info;
   }
@@ -304,10 +329,12 @@ export class PosixObjectStore implements ObjectStore {
    * a key whose directory vanishes (another process removed it, emptied) between the unlink and
    * the fsync: the object is gone either way, as when it was absent from the start. Directories
    * (shards included) are never removed here, so a concurrent put into them can not lose its
-   * directory.
+   * directory. `options.signal`: checked before the unlink (then nothing is removed) and before
+   * the fsync (then the object is gone, perhaps not durably).
    */
-  async delete(key: string): Promise<void> {
+  async delete(key: string, options: CallOptions = {}): Promise<void> {
     assertObjectKey(key, DRIVER);
+    checkSignal(options.signal);
     const path = this.pathOf(key);
     try {
       await unlink(path);
@@ -315,16 +342,24 @@ export class PosixObjectStore implements ObjectStore {
       if (isAbsent(err) || errnoOf(err) === 'EISDIR') return; // a directory is no object
       throw fsError(err, `delete ${key}`);
     }
+    checkSignal(options.signal);
     await fsyncDir(dirname(path)).catch((err: unknown) => {
       if (isAbsent(err)) return;
       throw fsError(err, `fsync after delete ${key}`);
     });
   }
 
-  /** Every object under `prefix`, each once, in no promised order; temporary files never appear. */
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  /**
+   * Every object under `prefix`, each once, in no promised order; temporary files never appear.
+   * `options.signal`: checked before the walk and before each object is yielded.
+   */
+  async *list(prefix: string, options: CallOptions = {}): AsyncIterable<ObjectInfo> {
     assertObjectPrefix(prefix, DRIVER);
-    yield* listObjects(this.directory, prefix);
+    checkSignal(options.signal);
+    for await (const info of listObjects(this.directory, prefix)) {
+      checkSignal(options.signal);
+      yield info;
+    }
   }
 
   /**

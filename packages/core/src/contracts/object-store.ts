@@ -7,7 +7,31 @@ export interface ObjectInfo {
   modifiedAt: string;
 }
 
-export interface PutOptions {
+/**
+ * Cancellation of one store call (capability `cancellable`). A store that declares it honours
+ * `signal` on every call that takes one:
+ * - aborted before the call: it rejects with `CANCELLED` and has no effect (nothing written,
+ *   replaced or removed; for openWrite, no writer);
+ * - aborted while it runs: it rejects with `CANCELLED` promptly, without waiting for the rest of
+ *   the call; a step already handed to the system (a syscall in the kernel, a request on the wire)
+ *   may have to finish first, but no further step starts. A call that cannot be stopped any more
+ *   (its effect already published) may resolve instead;
+ * - aborted after it settled: nothing (the outcome stands).
+ * A write that rejects `CANCELLED` publishes nothing afterwards: once the store has observed the
+ * abort it never makes the object appear (posix: no rename or link after it), and what it wrote
+ * (temporary files, uploaded parts) is removed or left to sweepTemp. Readers never see a partial
+ * object either way. Only an abort that comes after the store's last check (the publishing step
+ * itself in flight) may still let the object appear, whole; the call then resolves or rejects
+ * `CANCELLED`, so a caller that must know re-reads. Cleanup (ObjectPartWriter.abort, a delete
+ * of what a cancelled operation left) takes no signal: it must run after a cancel.
+ * Stores without the capability may ignore `signal`; callers then stop waiting instead
+ * (util/until-aborted) and the call goes on.
+ */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface PutOptions extends CallOptions {
   /**
    * Fail with `ALREADY_EXISTS` instead of replacing an existing object (atomically).
    * `ALREADY_EXISTS` means exactly that `get` finds an object at the key (callers take it as
@@ -26,6 +50,8 @@ export interface ObjectStoreCapabilities {
   writeInParts?: boolean;
   /** Implements sweepTemp (removal of what writers that died left behind). */
   sweepsTemp?: boolean;
+  /** Honours `signal` in the options of every call as CallOptions states (else ignores it). */
+  cancellable?: boolean;
 }
 
 /**
@@ -40,6 +66,8 @@ export interface ObjectPartWriter {
    * parts land in call order. `data` is the caller's again once this resolves. A part the store
    * can write straight from memory (an aligned buffer, at an aligned offset, of whole aligned
    * blocks: util/direct-io) may bypass its caches. After a failure every later call fails too.
+   * Once the writer's signal (openWrite's `options.signal`) aborts, appends and commit reject
+   * `CANCELLED` (a failure like any other: nothing is published); abort() still works.
    */
   append(data: Uint8Array): Promise<void>;
   /**
@@ -52,7 +80,7 @@ export interface ObjectPartWriter {
   abort(): Promise<void>;
 }
 
-export interface GetIntoOptions {
+export interface GetIntoOptions extends CallOptions {
   /** The bytes are read once: caches may be bypassed (see getInto). */
   once?: boolean;
 }
@@ -65,13 +93,17 @@ export interface GetIntoOptions {
 export interface ObjectStore {
   readonly name: string;
   readonly capabilities: ObjectStoreCapabilities;
-  /** Stores `data` under `key`. `ALREADY_EXISTS` with `ifAbsent` when present. Idempotent without it. */
+  /**
+   * Stores `data` under `key`. `ALREADY_EXISTS` with `ifAbsent` when present. Idempotent without
+   * it. `options.signal`: see CallOptions (a put rejected `CANCELLED` leaves the previous object,
+   * if any, or, only when the abort raced the publishing step itself, the whole new one).
+   */
   put(key: string, data: Uint8Array, options?: PutOptions): Promise<void>;
   /**
    * Returns the object, or `range` of it. `NOT_FOUND` if absent; `INVALID_INPUT` if the range
-   * leaves the object. Idempotent.
+   * leaves the object. Idempotent. `options.signal`: see CallOptions.
    */
-  get(key: string, range?: ByteRange): Promise<Buffer>;
+  get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer>;
   /**
    * Optional: reads `range` of the object into `into[0, range.length)`, with the errors of get.
    * Stores that can fill caller memory directly implement it (the restore path reads into
@@ -80,12 +112,17 @@ export interface ObjectStore {
    * bypass its caches. When `into` is laid out for it (util/direct-io's directReadSpan: an
    * aligned buffer, `into` at the range offset's alignment, room around it), the store may then
    * also overwrite up to DIRECT_IO_ALIGN - 1 bytes of that buffer before and after `into`.
+   * `options.signal` (CallOptions): once the call settles, cancelled or not, the store no longer
+   * writes into `into`; until then it may (a read already in the kernel).
    */
   getInto?(key: string, range: ByteRange, into: Buffer, options?: GetIntoOptions): Promise<void>;
   /**
    * Optional (capability writeInParts): starts writing the object `key` in parts, for a writer
    * that makes a large object piece by piece and should not hold it whole (pack files). Keys are
-   * checked here (`INVALID_INPUT`); `options` apply at commit. Callers fall back to put.
+   * checked here (`INVALID_INPUT`); `options.ifAbsent` applies at commit. `options.signal`
+   * (CallOptions) covers the call and the writer's whole life: appends and commit reject
+   * `CANCELLED` once it aborts, and commit never publishes after the store observed the abort.
+   * Callers fall back to put.
    */
   openWrite?(key: string, options?: PutOptions): Promise<ObjectPartWriter>;
   /**
@@ -95,12 +132,19 @@ export interface ObjectStore {
    * repository's GC calls it, past its grace period, under its exclusive lock.
    */
   sweepTemp?(olderThanMs: number): Promise<number>;
-  /** Size and time of an object. `NOT_FOUND` if absent. */
-  head(key: string): Promise<ObjectInfo>;
-  /** Removes an object. Idempotent: absent keys succeed. */
-  delete(key: string): Promise<void>;
-  /** Every object whose key starts with `prefix`, each exactly once, in no promised order. */
-  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Size and time of an object. `NOT_FOUND` if absent. `options.signal`: see CallOptions. */
+  head(key: string, options?: CallOptions): Promise<ObjectInfo>;
+  /**
+   * Removes an object. Idempotent: absent keys succeed. `options.signal` (CallOptions): a delete
+   * that rejects `CANCELLED` may or may not have removed the object (deleting is idempotent, so
+   * callers retry). Cleanup after a cancel passes no signal.
+   */
+  delete(key: string, options?: CallOptions): Promise<void>;
+  /**
+   * Every object whose key starts with `prefix`, each exactly once, in no promised order.
+   * `options.signal` (CallOptions): once it aborts, the iteration's next step rejects `CANCELLED`.
+   */
+  list(prefix: string, options?: CallOptions): AsyncIterable<ObjectInfo>;
   /** Releases connections. Idempotent. */
   close?(): Promise<void>;
 }

@@ -136,7 +136,10 @@ async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string
  * Cancelled (`job.signal`), it rejects with `CANCELLED` without waiting for the store: waits for
  * read slots and for pack uploads end at once (PackWriter.cancel), so a store whose writes hang
  * does not hold the job; the slots go back to the shared pool once every batch has settled (a
- * worker task in progress runs to its end, milliseconds), and no store write starts after.
+ * worker task in progress runs to its end, milliseconds), and no store write starts after. The
+ * signal goes to the store's writes of packs, index objects and chunk list pages (a `cancellable`
+ * store ends them and publishes nothing more: ObjectStore's CallOptions); not to the manifest's,
+ * the commit point, written only once everything else is stored.
  *
  * Of the parent, a chunk is reused (equal to the chunk read at its place, or with change
  * tracking not read at all) only when the index holds it; a chunk the size change touches is
@@ -154,7 +157,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const { ranges, usedChanges } = await chunksToRead(repo, source, parent, count, indexReady);
   const sameLayout = parent && parent.chunkSize === chunkSize;
   // Chunks not read are zero, or (with change tracking) the parent's.
-  const pages = new ChunkPageWriter(repo.store, repo.codec, job.backup.id, count, usedChanges ? parent!.chunks : undefined, options.pageChunks);
+  const pages = new ChunkPageWriter(repo.store, repo.codec, job.backup.id, count, usedChanges ? parent!.chunks : undefined, options.pageChunks, job.signal);
 
   const processor = repo.processor();
   // Chunks decided for upload but not yet in the index are held in repo.inflight under `me`; each

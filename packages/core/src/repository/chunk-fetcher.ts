@@ -79,9 +79,10 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
  * (an error raised before the abort is thrown instead): it waits neither for buffers nor for the
  * ranges in flight. From the abort on, no range is read, decoded, reported (onError, onCopyFailed)
  * or handed to `onChunks`; a call of `onChunks` in progress is not stopped (it should watch the
- * signal itself). The shared buffers go back to util/buffer-pool once every range has settled,
- * unless a ranged get was still in flight at the abort: memory the store may still fill is never
- * pooled again (it is left to the garbage collector).
+ * signal itself). The signal goes to the store's reads: a `cancellable` store stops them (ObjectStore
+ * CallOptions). The shared buffers go back to util/buffer-pool once every range has settled,
+ * unless a ranged get of a store that is not `cancellable` was still in flight at the abort:
+ * memory such a store may still fill is never pooled again (it is left to the garbage collector).
  */
 export async function fetchChunks(
   repo: Repository,
@@ -196,12 +197,12 @@ async function fetchRound(
         if (store.getInto) {
           reading++;
           try {
-            await store.getInto(key, { offset: r.offset, length: r.length }, range, { once: options.once });
+            await store.getInto(key, { offset: r.offset, length: r.length }, range, { once: options.once, signal });
           } finally {
             reading--;
           }
         } else {
-          const got = await store.get(key, { offset: r.offset, length: r.length });
+          const got = await store.get(key, { offset: r.offset, length: r.length }, { signal });
           if (!gone) got.copy(range);
         }
       } catch (err) {
@@ -262,8 +263,9 @@ async function fetchRound(
   gone = true; // a range that settles from now on does nothing more
   if (signal) signal.removeEventListener('abort', onAbort!);
   // No worker, store or onChunks holds a buffer once every range has settled; but memory the
-  // store may still be filling is never pooled again.
+  // store may still be filling is never pooled again, unless the store is `cancellable`: it got
+  // the signal, and its getInto writes nothing more once it has settled (ObjectStore.getInto).
   if (inflight.size === 0) giveSharedBuffer(arena);
-  else if (reading === 0) void Promise.all(inflight).then(() => giveSharedBuffer(arena));
+  else if (reading === 0 || store.capabilities.cancellable) void Promise.all(inflight).then(() => giveSharedBuffer(arena));
   if (failure) throw failure.error;
 }

@@ -37,9 +37,9 @@ export function pageJson(list: ChunkList): Buffer {
 /**
  * Writes a page (only if absent: a page with the same id holds the same list) and returns its
  * id and stored size (0 when it was there already), or null for a page of zero chunks, which is
- * never stored.
+ * never stored. `signal` goes to the store's head and put (ObjectStore CallOptions).
  */
-export async function writePage(store: ObjectStore, codec: ChunkCodec, list: ChunkList): Promise<{ id: string | null; stored: number }> {
+export async function writePage(store: ObjectStore, codec: ChunkCodec, list: ChunkList, signal?: AbortSignal): Promise<{ id: string | null; stored: number }> {
   let any = false;
   for (let i = 0; i < list.length && !any; i++) any = !list.isZero(i);
   if (!any) return { id: null, stored: 0 };
@@ -47,10 +47,10 @@ export async function writePage(store: ObjectStore, codec: ChunkCodec, list: Chu
   const id = codec.chunkId(json);
   // A page stored already (an incremental that changed nothing in it) costs a stat, not a
   // durable write that the store then refuses.
-  if (await exists(store, Keys.chunkList(id))) return { id, stored: 0 };
+  if (await exists(store, Keys.chunkList(id), signal)) return { id, stored: 0 };
   const blob = sealPieces(codec, () => [json], pageLabel(id));
   try {
-    await store.put(Keys.chunkList(id), blob, { ifAbsent: true });
+    await store.put(Keys.chunkList(id), blob, { ifAbsent: true, signal });
     return { id, stored: blob.length };
   } catch (err) {
     if (isCairnError(err) && err.code === 'ALREADY_EXISTS') return { id, stored: 0 };
@@ -58,9 +58,9 @@ export async function writePage(store: ObjectStore, codec: ChunkCodec, list: Chu
   }
 }
 
-async function exists(store: ObjectStore, key: string): Promise<boolean> {
+async function exists(store: ObjectStore, key: string, signal?: AbortSignal): Promise<boolean> {
   try {
-    await store.head(key);
+    await store.head(key, { signal });
     return true;
   } catch (err) {
     if (isCairnError(err) && err.code === 'NOT_FOUND') return false;

@@ -44,6 +44,8 @@ export class ChunkPageWriter {
     /** Chunks copied where the backup does not set them (the parent's, same chunk size); none: zero. */
     private readonly base?: ChunkMap,
     readonly pageChunks = PAGE_CHUNKS,
+    /** The backup's: goes to the store's calls for pages (ObjectStore CallOptions). */
+    private readonly signal?: AbortSignal,
   ) {
     this.ids = new Array<string | null | undefined>(Math.ceil(length / pageChunks)).fill(undefined);
   }
@@ -146,7 +148,7 @@ export class ChunkPageWriter {
     this.open.delete(k);
     if (this.failure || this.abandoned) return;
     const write = page.ready
-      .then((list) => writePage(this.store, this.codec, list))
+      .then((list) => writePage(this.store, this.codec, list, this.signal))
       .then(({ id, stored }) => {
         this.ids[k] = id;
         this.bytesStored += stored;

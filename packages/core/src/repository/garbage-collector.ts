@@ -96,12 +96,12 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   // Pages no manifest names: a backup that failed or was deleted. Young ones may belong to a
   // backup still running elsewhere.
   const deadPages: string[] = [];
-  for await (const o of repo.store.list(Keys.chunkLists)) {
+  for await (const o of repo.store.list(Keys.chunkLists, { signal: options.signal })) {
     const pageId = o.key.slice(Keys.chunkLists.length);
     if (!pages.has(pageId) && now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
   }
   const packTimes = new Map<string, number>();
-  for await (const o of repo.store.list(Keys.packs)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
+  for await (const o of repo.store.list(Keys.packs, { signal: options.signal })) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
   const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
   // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
   // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
@@ -159,7 +159,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
     return report;
   }
-  if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs);
+  if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal);
   if (toRepack.length > 0) {
     const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
     const wanted = new Set<string>();

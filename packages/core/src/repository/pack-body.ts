@@ -39,7 +39,7 @@ export interface PackBuffers {
 
 const isPresent = (err: unknown): boolean => isCairnError(err) && err.code === 'ALREADY_EXISTS';
 
-/** A pack held whole in one pooled buffer and put at the end. */
+/** A pack held whole in one pooled buffer and put at the end (with `signal`: ObjectStore CallOptions). */
 export class WholePackBody implements PackBody {
   private buf: Buffer;
   private released = false;
@@ -49,6 +49,7 @@ export class WholePackBody implements PackBody {
     private readonly objects: ObjectStore,
     private readonly key: string,
     private readonly buffers: PackBuffers,
+    private readonly signal?: AbortSignal,
   ) {
     this.buf = buffers.take();
   }
@@ -68,7 +69,7 @@ export class WholePackBody implements PackBody {
 
   async store(): Promise<void> {
     try {
-      await this.objects.put(this.key, this.buf.subarray(0, this.size), { ifAbsent: true });
+      await this.objects.put(this.key, this.buf.subarray(0, this.size), { ifAbsent: true, signal: this.signal });
     } catch (err) {
       if (!isPresent(err)) throw err;
     } finally {
@@ -86,9 +87,11 @@ export class WholePackBody implements PackBody {
 /**
  * A pack streamed to the store in segments of a shared FreeList: a full segment is appended to
  * the part writer and comes back to the list once the store has it, so a writer's pack memory is
- * the list's segments, however many packs it has open or in flight. Once `signal` aborts, a write
- * waiting for a segment rejects with `CANCELLED`, and discard() no longer waits for the store:
- * the segments of appends in flight come back to the list when the store settles them (if ever).
+ * the list's segments, however many packs it has open or in flight. `signal` is the part
+ * writer's (openWrite's option: a `cancellable` store ends its appends and commit when it aborts).
+ * Once it aborts, a write waiting for a segment rejects with `CANCELLED`, and discard() no longer
+ * waits for the store: the segments of appends in flight come back to the list when the store
+ * settles them (if ever). The part writer's abort() is called without a signal: cleanup runs.
  */
 export class StreamedPackBody implements PackBody {
   size = 0;
@@ -109,7 +112,7 @@ export class StreamedPackBody implements PackBody {
   /** Starts the pack's object (`ifAbsent`) in `objects`, which must offer openWrite. */
   static async open(objects: ObjectStore, key: string, segments: FreeList<Buffer>, signal?: AbortSignal): Promise<StreamedPackBody> {
     if (!objects.openWrite) throw new CairnError('INTERNAL', `store ${objects.name} cannot write in parts`);
-    return new StreamedPackBody(await objects.openWrite(key, { ifAbsent: true }), segments, signal);
+    return new StreamedPackBody(await objects.openWrite(key, { ifAbsent: true, signal }), segments, signal);
   }
 
   async write(bytes: Uint8Array): Promise<void> {

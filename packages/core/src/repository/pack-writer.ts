@@ -38,12 +38,12 @@ export function* indexDocPieces(packs: readonly [string, readonly IndexEntry[]][
  * records it in `index` and adds the entries of the packs it does not know yet (a pack's entries
  * never change, and readers use the first naming: re-adding a known pack would only rebuild the
  * index's table, ~0.3 s a pack at a million chunks). Returns the bytes written. Nothing enters
- * `index` unless the object is stored.
+ * `index` unless the object is stored. `signal` goes to the store's put (ObjectStore CallOptions).
  */
-export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][]): Promise<number> {
+export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][], signal?: AbortSignal): Promise<number> {
   const indexId = randomBytes(32).toString('hex');
   const sealed = sealPieces(codec, () => indexDocPieces(packs), indexLabel(indexId));
-  await store.put(Keys.index(indexId), sealed, { ifAbsent: true });
+  await store.put(Keys.index(indexId), sealed, { ifAbsent: true, signal });
   index.recordObject(indexId, packs.map(([packId]) => packId));
   const known = index.packs();
   for (const [packId, entries] of packs) if (!known.has(packId)) index.add(packId, entries);
@@ -181,7 +181,10 @@ export class PackWriter {
   }
 
   /**
-   * Stops every wait on the store, for a backup that is cancelled: add(), finish() and a write
+   * Stops every wait on the store, for a backup that is cancelled: the store calls in flight get
+   * the abort (the signal passed to put, openWrite and so its part writers: a store with the
+   * `cancellable` capability settles them and publishes nothing more; see ObjectStore's
+   * CallOptions), add(), finish() and a write
    * waiting for pack memory reject with `reason` from now on, abandon() neither waits for the
    * uploads in flight nor writes an index object (the caller releases its locks once it returns;
    * packs that land later are orphans, GC's after its grace period), and memory an upload in flight
@@ -226,7 +229,7 @@ export class PackWriter {
         return;
       }
       try {
-        this.bytesStored += await writeIndexObject(this.store, this.codec, this.index, packs);
+        this.bytesStored += await writeIndexObject(this.store, this.codec, this.index, packs, this.stop.signal);
         for (const [, entries] of packs) this.hooks.named?.(entries);
       } catch (err) {
         this.unname(packs);
@@ -270,7 +273,7 @@ export class PackWriter {
   private async openPack(): Promise<{ id: string; body: PackBody; entries: IndexEntry[] }> {
     const id = randomBytes(32).toString('hex');
     const key = Keys.pack(id);
-    const body = this.store.capabilities.writeInParts && this.store.openWrite ? await StreamedPackBody.open(this.store, key, this.segmentList(), this.stop.signal) : new WholePackBody(this.store, key, this.buffers);
+    const body = this.store.capabilities.writeInParts && this.store.openWrite ? await StreamedPackBody.open(this.store, key, this.segmentList(), this.stop.signal) : new WholePackBody(this.store, key, this.buffers, this.stop.signal);
     return { id, body, entries: [] };
   }
 

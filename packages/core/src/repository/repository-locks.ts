@@ -113,16 +113,24 @@ export class RepositoryLocks {
         createdAt: new Date(now).toISOString(),
         expiresAt: new Date(now + ttlMs).toISOString(),
       };
-      await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true });
+      await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true, signal: options.signal }).catch((err: unknown) => {
+        // A put cancelled as it published may have landed (ObjectStore CallOptions): removed, with
+        // no signal and not awaited (the store may hang), else it blocks others until it expires.
+        if (isCairnError(err) && err.code === 'CANCELLED') void this.store.delete(Keys.lock(doc.id)).catch(() => {});
+        throw err;
+      });
       let blocker: LockInfo | undefined;
       try {
         // Only the locks that can conflict are read: a record lock's check reads its backup's
         // record locks, every other kind's all but record locks (see recordLockPrefix).
         const prefix = kind === 'record' ? recordLockPrefix(options.backupId ?? '') : undefined;
         const relevant = (id: string): boolean => (prefix ? id.startsWith(prefix) : !id.startsWith(RECORD_LOCK_PREFIX));
-        blocker = (await this.read(relevant, prefix)).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+        blocker = (await this.read(relevant, prefix, options.signal)).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
       } catch (err) {
-        await this.store.delete(Keys.lock(doc.id)).catch(() => {}); // else it blocks others until it expires
+        // Else it blocks others until it expires. No signal: cleanup runs after a cancel too,
+        // but a cancelled acquire does not wait for it.
+        const removing = this.store.delete(Keys.lock(doc.id)).catch(() => {});
+        if (!options.signal?.aborted) await removing;
         throw err;
       }
       if (!blocker) return this.hold(doc, ttlMs);
@@ -141,16 +149,21 @@ export class RepositoryLocks {
     return this.read(() => true);
   }
 
-  /** The lock objects whose id `accept`s (among those whose id starts with `prefix`), read as `list` reads them. */
-  private async read(accept: (id: string) => boolean, prefix = ''): Promise<LockInfo[]> {
+  /**
+   * The lock objects whose id `accept`s (among those whose id starts with `prefix`), read as `list`
+   * reads them; `signal` goes to the store's calls (`CANCELLED` is raised, never taken for an
+   * unreadable lock).
+   */
+  private async read(accept: (id: string) => boolean, prefix = '', signal?: AbortSignal): Promise<LockInfo[]> {
     const out: LockInfo[] = [];
-    for await (const o of this.store.list(Keys.locks + prefix)) {
+    for await (const o of this.store.list(Keys.locks + prefix, { signal })) {
       if (!accept(o.key.slice(Keys.locks.length))) continue;
       try {
-        const doc = JSON.parse((await this.store.get(o.key)).toString('utf8')) as LockDoc;
+        const doc = JSON.parse((await this.store.get(o.key, undefined, { signal })).toString('utf8')) as LockDoc;
         out.push({ ...doc, stale: isStale(doc) });
       } catch (err) {
         if (isCairnError(err) && err.code === 'NOT_FOUND') continue;
+        if (isCairnError(err) && err.code === 'CANCELLED') throw err;
         const id = o.key.slice(Keys.locks.length);
         out.push({ id, kind: 'shared', owner: { host: '?', pid: 0 }, purpose: 'unreadable lock object', createdAt: o.modifiedAt, expiresAt: o.modifiedAt, stale: true });
       }

@@ -15,6 +15,7 @@
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { throwIfAborted } from '../errors.js';
 
 /** Alignment of buffers, offsets and lengths for O_DIRECT here (the page size; covers 512-byte devices). */
 export const DIRECT_IO_ALIGN = 4096;
@@ -92,18 +93,21 @@ const tails: Buffer[] = [];
  * Writes `data` (isDirectIoReady at `position`) through an O_DIRECT descriptor. Whole aligned
  * blocks go straight from `data`; a partial last block is written padded with zeros — so when
  * `data` ends the file, the caller truncates the file to its real length afterwards. Loops over
- * short writes.
+ * short writes. Once `signal` aborts, no further write(2) starts (`CANCELLED`); one in the kernel
+ * finishes first.
  */
-export async function writeDirect(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+export async function writeDirect(fh: FileHandle, data: Uint8Array, position: number, signal?: AbortSignal): Promise<void> {
   const whole = data.length - (data.length % DIRECT_IO_ALIGN);
   let done = 0;
   while (done < whole) {
+    throwIfAborted(signal);
     const { bytesWritten } = await fh.write(data, done, Math.min(DIRECT_WRITE_MAX, whole - done), position + done);
     if (bytesWritten <= 0 || bytesWritten % DIRECT_IO_ALIGN !== 0) throw new Error(`short O_DIRECT write of ${bytesWritten} bytes`);
     done += bytesWritten;
   }
   const tail = data.length - whole;
   if (tail === 0) return;
+  throwIfAborted(signal);
   const block = tails.pop() ?? alignedBuffer(DIRECT_IO_ALIGN);
   try {
     block.fill(0);
