@@ -16,6 +16,7 @@ import {
   type CreateVolumeSpec,
   type Extent,
   type CatalogPutOptions,
+  type CallOptions,
   type ObjectInfo,
   type ObjectStore,
   type PutOptions,
@@ -30,6 +31,7 @@ import {
   changedExtents,
   changedExtentsOfSnapshots,
   dependentChainCases,
+  objectCancellation,
   objectForeignEntries,
   objectListing,
   objectReadInto,
@@ -213,6 +215,75 @@ describe('the object-store suite catches a broken store', () => {
     const plantForeign = async (_: ObjectStore, key: string) => void foreign.add(key);
     const c = byName(objectForeignEntries.cases, 'get, head and getInto fail with NOT_FOUND');
     await expect(runCase(c, { setup: async () => ({ store, prefix: 'p5', plantForeign }) })).rejects.toThrow(/CONFLICT/);
+  });
+});
+
+/**
+ * The memory store made cancellable as ObjectStore's CallOptions say (each call and each step of
+ * a part writer checks its signal first), or broken in one way: `put` ignores the signal, `commit`
+ * publishes after an abort, `sticky` fails every call after the first cancel.
+ */
+function cancellableMemory(broken?: 'put' | 'commit' | 'sticky'): ObjectStore {
+  const inner = new MemoryObjectStore();
+  let cancelledOnce = false;
+  const check = (signal?: AbortSignal): void => {
+    if (broken === 'sticky' && cancelledOnce) throw new CairnError('UNAVAILABLE', 'still cancelled');
+    if (signal?.aborted) cancelledOnce = true;
+    throwIfAborted(signal, 'memory');
+  };
+  return {
+    name: 'cancellable-memory',
+    capabilities: { ...inner.capabilities, cancellable: true },
+    put: async (key: string, data: Uint8Array, o: PutOptions = {}) => {
+      if (broken !== 'put') check(o.signal);
+      return inner.put(key, data, { ifAbsent: o.ifAbsent });
+    },
+    get: async (key: string, range?: ByteRange, o: CallOptions = {}) => (check(o.signal), inner.get(key, range)),
+    head: async (key: string, o: CallOptions = {}) => (check(o.signal), inner.head(key)),
+    delete: async (key: string, o: CallOptions = {}) => (check(o.signal), inner.delete(key)),
+    list: async function* (prefix: string, o: CallOptions = {}): AsyncIterable<ObjectInfo> {
+      check(o.signal);
+      yield* inner.list(prefix);
+    },
+    openWrite: async (key: string, o: PutOptions = {}) => {
+      check(o.signal);
+      const w = await inner.openWrite(key, { ifAbsent: o.ifAbsent });
+      return {
+        append: async (data: Uint8Array) => (check(o.signal), w.append(data)),
+        commit: async () => {
+          if (broken !== 'commit' && o.signal?.aborted) {
+            await w.abort();
+            check(o.signal);
+          }
+          return w.commit();
+        },
+        abort: () => w.abort(),
+      };
+    },
+  };
+}
+
+describe('the object-store cancellation cases catch a store that ignores its signal', () => {
+  const cases = objectCancellation({ atomicIfAbsent: true, writeInParts: true, cancellable: true }).cases;
+  const ctx = (store: ObjectStore, prefix: string) => ({ setup: async () => ({ store, prefix }) });
+
+  it('a store that honours the signal passes every case', async () => {
+    for (const [k, c] of cases.entries()) await runCase(c, ctx(cancellableMemory(), `c${k}`));
+  });
+
+  it('a put that ignores an aborted signal fails the already-aborted case', async () => {
+    const c = byName(cases, 'an already-aborted signal');
+    await expect(runCase(c, ctx(cancellableMemory('put'), 'c1'))).rejects.toThrow(/should fail with CANCELLED but succeeded/);
+  });
+
+  it('a part writer that commits after the abort fails the parts case', async () => {
+    const c = byName(cases, 'an abort during a write in parts');
+    await expect(runCase(c, ctx(cancellableMemory('commit'), 'c2'))).rejects.toThrow(/commit after the abort .*should fail with CANCELLED but succeeded/);
+  });
+
+  it('a store that stays broken after a cancel fails the afterwards case', async () => {
+    const c = byName(cases, 'calls after cancelled ones');
+    await expect(runCase(c, ctx(cancellableMemory('sticky'), 'c3'))).rejects.toThrow(/still cancelled/);
   });
 });
 

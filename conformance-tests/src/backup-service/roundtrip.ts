@@ -97,15 +97,22 @@ export const backupRoundTrip: Group<BackupServiceContext> = {
         const a = await ctx.volumes.attach({ kind: 'volume', id: v.id }, 'ro');
         // Cancelled at its first progress report, while it copies. Resolving commits the backup
         // (a cancel is then too late); rejecting must leave nothing behind, as the flow then
-        // records the backup failed and never deletes its data.
+        // records the backup failed and never deletes its data. A service checks its signal
+        // before committing: cancelled while bytes were still to copy, it cannot have resolved.
+        let cancelledEarly = false;
+        const cancel = (done: number, total: number) => {
+          if (!controller.signal.aborted) cancelledEarly = done < total;
+          controller.abort();
+        };
         const outcome = await ctx.service
-          .backup({ backup: record, volume: v, signal: controller.signal, progress: () => controller.abort() }, { device: a.device })
+          .backup({ backup: record, volume: v, signal: controller.signal, progress: cancel }, { device: a.device })
           .then(
             () => 'resolved' as const,
             (err: unknown) => err,
           );
         await ctx.volumes.detach(a.id);
         if (outcome === 'resolved') {
+          assert.ok(!cancelledEarly, 'a backup cancelled while bytes were still to copy resolved: its signal was not checked before it committed');
           assertSameBytes(await restoreBytes(ctx, { ...record, status: 'available' }), expected, 'a backup that resolved despite the cancel');
           return;
         }

@@ -4,6 +4,7 @@ import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import type { BackupServiceContext, BackupServiceSuiteOptions } from './context.js';
 import { dependentChainCases, incrementalCases, incrementalRefusals, independentBackupCases } from './incremental.js';
+import { backupProgress } from './progress.js';
 import { backupRoundTrip, backupVerify } from './roundtrip.js';
 
 function declared(caps: BackupServiceCapabilities): Group<BackupServiceContext> {
@@ -22,7 +23,7 @@ function declared(caps: BackupServiceCapabilities): Group<BackupServiceContext> 
 
 /** Groups for a service's declared capabilities; a missing capability runs its refusal case. */
 export function backupServiceGroups(caps: BackupServiceCapabilities): Group<BackupServiceContext>[] {
-  const groups = [declared(caps), backupRoundTrip, backupVerify];
+  const groups = [declared(caps), backupRoundTrip, backupVerify, backupProgress];
   if (!caps.incremental) return [...groups, incrementalRefusals];
   return [...groups, incrementalCases, caps.dependentChains ? dependentChainCases : independentBackupCases];
 }

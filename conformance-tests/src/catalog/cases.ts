@@ -63,6 +63,25 @@ export const catalogConditionalWrites: Group<CatalogContext> = {
       },
     },
     {
+      name: 'only-if-absent writes see what a sibling instance wrote: its putBackup, putVolumeState and putNewVolumeIntent of a held id fail with ALREADY_EXISTS',
+      async run({ catalog, sibling }) {
+        // Two processes beginning a flow on one volume: exactly one may, whichever instance it uses.
+        const other = sibling ?? catalog;
+        const record = catalogRecord('vol-a', '2026-01-01T00:00:00.000Z');
+        await catalog.putBackup(record, { ifAbsent: true });
+        await rejectsWithCode(other.putBackup({ ...record, name: 'intruder' }, { ifAbsent: true }), 'ALREADY_EXISTS', 'putBackup(ifAbsent) in the other instance');
+        assert.deepEqual(await catalog.getBackup(record.id), record);
+        const state = flowState('vol-a', record.id);
+        await other.putVolumeState(state, { ifAbsent: true });
+        await rejectsWithCode(catalog.putVolumeState(flowState('vol-a', 'b2', 'restoring-backup'), { ifAbsent: true }), 'ALREADY_EXISTS', 'putVolumeState(ifAbsent) next to the other instance\'s');
+        assert.deepEqual(await other.getVolumeState('vol-a'), state);
+        const intent = { jobId: newId(), backupId: record.id, since: new Date().toISOString() };
+        await catalog.putNewVolumeIntent(intent, { ifAbsent: true });
+        await rejectsWithCode(other.putNewVolumeIntent({ ...intent, backupId: newId() }, { ifAbsent: true }), 'ALREADY_EXISTS', 'putNewVolumeIntent(ifAbsent) in the other instance');
+        assert.deepEqual(await other.getNewVolumeIntent(intent.jobId), intent);
+      },
+    },
+    {
       name: 'putBackup without ifAbsent replaces the record',
       async run({ catalog }) {
         const r = catalogRecord('vol-a', '2026-01-01T00:00:00.000Z');
@@ -98,11 +117,11 @@ export const catalogConcurrency: Group<CatalogContext> = {
   name: 'concurrent only-if-absent writers',
   cases: [
     {
-      name: 'of concurrent putBackup(ifAbsent) calls of one id exactly one wins, and the volume lists it once',
-      async run({ catalog }) {
+      name: 'of concurrent putBackup(ifAbsent) calls of one id (from a sibling too) exactly one wins, and the volume lists it once',
+      async run({ catalog, sibling }) {
         const id = newId();
         const records = Array.from({ length: 8 }, (_, i) => ({ ...catalogRecord('vol-a', `2026-01-01T00:00:0${i}.000Z`, id), name: `writer ${i}` }));
-        const results = await Promise.allSettled(records.map((r) => catalog.putBackup(r, { ifAbsent: true })));
+        const results = await Promise.allSettled(records.map((r, i) => (i % 2 === 1 && sibling ? sibling : catalog).putBackup(r, { ifAbsent: true })));
         const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
         assert.equal(winners.length, 1, `winners: ${winners.join(',')}`);
         for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as { code?: string }).code, 'ALREADY_EXISTS');
@@ -111,10 +130,10 @@ export const catalogConcurrency: Group<CatalogContext> = {
       },
     },
     {
-      name: 'of concurrent putVolumeState(ifAbsent) calls on one volume exactly one wins',
-      async run({ catalog }) {
+      name: 'of concurrent putVolumeState(ifAbsent) calls on one volume (from a sibling too) exactly one wins',
+      async run({ catalog, sibling }) {
         const states = Array.from({ length: 8 }, (_, i) => flowState('vol-a', `b${i}`));
-        const results = await Promise.allSettled(states.map((s) => catalog.putVolumeState(s, { ifAbsent: true })));
+        const results = await Promise.allSettled(states.map((s, i) => (i % 2 === 1 && sibling ? sibling : catalog).putVolumeState(s, { ifAbsent: true })));
         const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
         assert.equal(winners.length, 1, `winners: ${winners.join(',')}`);
         for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as { code?: string }).code, 'ALREADY_EXISTS');
@@ -174,6 +193,34 @@ export const catalogSections: Group<CatalogContext> = {
         });
         const result = await Promise.race([Promise.all([a, b]), pause(STUCK_MS).then(() => 'stuck')]);
         assert.deepEqual(result, ['nested', 'b'], 'sections of different backups waited for each other');
+      },
+    },
+    {
+      name: 'a section waiting for another rejects with CANCELLED when its signal aborts, and its fn never runs',
+      async run({ catalog, sibling }) {
+        // A restore or delete that gave up must not go on to change the record later.
+        let release!: () => void;
+        let entered!: () => void;
+        const inside = new Promise<void>((r) => (entered = r));
+        const holder = catalog.section('b1', async () => {
+          entered();
+          await new Promise<void>((r) => (release = r));
+          return 'held';
+        });
+        await inside;
+        for (const waiter of sibling ? [catalog, sibling] : [catalog]) {
+          const controller = new AbortController();
+          let ran = false;
+          const waiting = waiter.section('b1', async () => void (ran = true), controller.signal);
+          await pause(20);
+          controller.abort();
+          const outcome = await Promise.race([waiting.then(() => 'resolved', (err: unknown) => (err as { code?: unknown }).code), pause(STUCK_MS).then(() => 'stuck')]);
+          assert.equal(outcome, 'CANCELLED', `a waiting section${waiter === catalog ? '' : ' (sibling)'} whose signal aborted`);
+          assert.equal(ran, false, 'the cancelled section ran its fn');
+        }
+        release();
+        assert.equal(await holder, 'held');
+        assert.equal(await Promise.race([catalog.section('b1', async () => 'next'), pause(STUCK_MS).then(() => 'stuck')]), 'next', 'the backup is free once the holder ends');
       },
     },
     {

@@ -3,10 +3,11 @@ import { registerGroups } from '../harness.js';
 import { catalogConcurrency, catalogConditionalWrites, catalogSections } from './cases.js';
 import type { CatalogContext, CatalogSuiteOptions } from './context.js';
 import { catalogIntentConcurrency, catalogIntents } from './intent-cases.js';
+import { catalogListings } from './listing-cases.js';
 
 /** Groups for a catalog: concurrent writers only where ifAbsent is atomic. */
 export function catalogGroups(options: Pick<CatalogSuiteOptions, 'atomicIfAbsent'>): Group<CatalogContext>[] {
-  return [catalogConditionalWrites, catalogSections, catalogIntents, ...(options.atomicIfAbsent ? [catalogConcurrency, catalogIntentConcurrency] : [])];
+  return [catalogConditionalWrites, catalogListings, catalogSections, catalogIntents, ...(options.atomicIfAbsent ? [catalogConcurrency, catalogIntentConcurrency] : [])];
 }
 
 /** Registers the catalog suite with vitest. Each case gets an empty catalog (and its sibling, where the catalog has them). */

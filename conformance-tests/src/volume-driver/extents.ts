@@ -120,6 +120,31 @@ export const changedExtents: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'extents(changed) answers for the checkpoint asked: since an older one it has the writes before a newer one, since the newer one only those after it',
+      async run({ driver, volumeSize }) {
+        // Each backup asks since its parent's checkpoint: a driver answering for another one (the
+        // newest, the oldest) makes an incremental miss writes or carry others.
+        const cbt = driver.changedBlockTracking!;
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        const older = await cbt.createCheckpoint(v.id);
+        const first = { offset: 1_048_576, length: 65536 };
+        await a.device.write(first.offset, patternBytes(first.length, 65));
+        await a.device.flush();
+        const newer = await cbt.createCheckpoint(v.id);
+        const second = { offset: volumeSize - 3 * 65536, length: 65536 };
+        await a.device.write(second.offset, patternBytes(second.length, 66));
+        await a.device.flush();
+        const newest = await cbt.createCheckpoint(v.id);
+        const unit = a.device.extentGranularity;
+        assertExactWithin(await a.device.extents({ kind: 'changed', since: older.id }), [first, second], unit, volumeSize, 'changed since the older checkpoint');
+        assertExactWithin(await a.device.extents({ kind: 'changed', since: newer.id }), [second], unit, volumeSize, 'changed since the newer checkpoint');
+        assert.deepEqual(await a.device.extents({ kind: 'changed', since: newest.id }), [], 'changed since the newest checkpoint');
+        await driver.detach(a.id);
+        for (const cp of [older, newer, newest]) await cbt.deleteCheckpoint(v.id, cp.id);
+      },
+    },
+    {
       name: 'changes made through attachments since detached are reported to a later attachment, accumulated across sessions',
       async run({ driver, volumeSize }) {
         // The flow's order: the checkpoint is taken with nothing attached, the volume's user writes

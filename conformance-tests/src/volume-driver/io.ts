@@ -98,6 +98,26 @@ export const volumeIo: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'extendVolume of an attached volume fails with BUSY and changes nothing: size, bytes and the attachment',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const data = patternBytes(65536, 62);
+        for (const mode of ['rw', 'ro'] as const) {
+          const a = await driver.attach({ kind: 'volume', id: v.id }, mode);
+          if (mode === 'rw') await a.device.write(volumeSize - 65536, data);
+          await rejectsWithCode(driver.extendVolume(v.id, volumeSize * 2), 'BUSY', `extendVolume(attached ${mode})`);
+          assert.equal(a.device.size, volumeSize, 'the attached device keeps its size');
+          assertSameBytes(await a.device.read(volumeSize - 65536, 65536), data, `the ${mode} attachment reads the volume after the refused extend`);
+          await driver.detach(a.id);
+          assert.equal((await driver.getVolume(v.id)).size, volumeSize, `a refused extend while attached ${mode} keeps the size`);
+        }
+        const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assert.equal(r.device.size, volumeSize, 'size of the next attachment');
+        assertSameBytes(await r.device.read(volumeSize - 65536, 65536), data, 'the tail after the refused extends');
+        await driver.detach(r.id);
+      },
+    },
+    {
       name: 'attach rw marks the volume in-use, a second rw attach fails with BUSY, detach makes it available',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
@@ -117,6 +137,30 @@ export const volumeIo: Group<VolumeDriverContext> = {
         await driver.detach(a.id);
         await driver.detach('00000000-0000-4000-8000-00000000dead');
         await rejectsWithCode(a.device.read(0, 512), 'INVALID_INPUT', 'read after detach');
+      },
+    },
+    {
+      name: 'a detached device refuses every call with INVALID_INPUT and writes nothing, while the volume is attached anew',
+      async run({ driver, volumeSize }) {
+        // A device kept past its detach (a stale handle) must not write into a volume that another
+        // attachment, a restore say, now holds.
+        const v = await driver.createVolume({ size: volumeSize });
+        const stale = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await driver.detach(stale.id);
+        const data = patternBytes(65536, 67);
+        const now = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await now.device.write(0, data);
+        await rejectsWithCode(stale.device.write(0, Buffer.alloc(65536, 0xff)), 'INVALID_INPUT', 'write after detach');
+        await rejectsWithCode(stale.device.writeZeroes(0, 65536), 'INVALID_INPUT', 'writeZeroes after detach');
+        await rejectsWithCode(stale.device.read(0, 512), 'INVALID_INPUT', 'read after detach');
+        await rejectsWithCode(stale.device.flush(), 'INVALID_INPUT', 'flush after detach');
+        await rejectsWithCode(stale.device.extents({ kind: 'allocated' }), 'INVALID_INPUT', 'extents after detach');
+        await stale.device.close(); // idempotent
+        assertSameBytes(await now.device.read(0, 65536), data, 'the volume, as its current attachment wrote it');
+        await driver.detach(now.id);
+        const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assertSameBytes(await ro.device.read(0, 65536), data, 'the volume after the stale device was used');
+        await driver.detach(ro.id);
       },
     },
     {

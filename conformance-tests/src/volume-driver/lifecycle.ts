@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { Group } from '../harness.js';
-import { rejectsWithCode } from '../harness.js';
+import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
 import type { VolumeDriverContext } from './context.js';
 
 export const volumeLifecycle: Group<VolumeDriverContext> = {
@@ -52,6 +52,17 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
         await driver.deleteVolume(a.id);
         assert.deepEqual((await driver.listVolumes()).map((v) => v.id), [b.id]);
         await rejectsWithCode(driver.getVolume(a.id), 'NOT_FOUND', 'getVolume(deleted)');
+        // A volume created after a delete is zero-filled: none of the deleted one's bytes show.
+        if (driver.capabilities.attach) {
+          const w = await driver.attach({ kind: 'volume', id: b.id }, 'rw');
+          await w.device.write(0, patternBytes(volumeSize, 68));
+          await driver.detach(w.id);
+          await driver.deleteVolume(b.id);
+          const c = await driver.createVolume({ size: volumeSize, name: 'b' });
+          const r = await driver.attach({ kind: 'volume', id: c.id }, 'ro');
+          assertSameBytes(await r.device.read(0, volumeSize), Buffer.alloc(volumeSize), 'a volume created after a delete');
+          await driver.detach(r.id);
+        }
       },
     },
     {
@@ -64,12 +75,19 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
       },
     },
     {
-      name: 'deleteVolume of an attached volume fails with BUSY and keeps it',
+      name: 'deleteVolume of a volume attached read-write or read-only fails with BUSY and keeps it, its bytes and the attachment',
       async run({ driver, volumeSize }) {
+        // Read-only too: that attachment is a backup reading the volume.
         const v = await driver.createVolume({ size: volumeSize });
-        const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
-        await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(attached)');
-        await driver.detach(a.id);
+        const data = patternBytes(65536, 61);
+        for (const mode of ['rw', 'ro'] as const) {
+          const a = await driver.attach({ kind: 'volume', id: v.id }, mode);
+          if (mode === 'rw') await a.device.write(volumeSize - 65536, data);
+          await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', `deleteVolume(attached ${mode})`);
+          assertSameBytes(await a.device.read(volumeSize - 65536, 65536), data, `the ${mode} attachment reads the volume after the refused delete`);
+          await driver.detach(a.id);
+          assert.equal((await driver.getVolume(v.id)).size, volumeSize, `the volume is kept after the refused delete while attached ${mode}`);
+        }
         await driver.deleteVolume(v.id);
       },
     },

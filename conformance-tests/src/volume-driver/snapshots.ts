@@ -79,6 +79,60 @@ export const snapshotCases: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'deleteVolume of a volume with snapshots fails with BUSY and keeps the volume and its snapshots readable',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const data = patternBytes(volumeSize, 63);
+        const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await rw.device.write(0, data);
+        await driver.detach(rw.id);
+        const snap = await driver.createSnapshot(v.id);
+        await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(with a snapshot)');
+        assert.deepEqual((await driver.listSnapshots(v.id)).map((s) => s.id), [snap.id], 'the snapshot is kept');
+        const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+        assertSameBytes(await s.device.read(0, volumeSize), data, 'the snapshot after the refused delete');
+        await driver.detach(s.id);
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        assertSameBytes(await a.device.read(0, volumeSize), data, 'the volume after the refused delete');
+        await driver.detach(a.id);
+        await driver.deleteSnapshot(snap.id);
+        await driver.deleteVolume(v.id);
+        await rejectsWithCode(driver.getVolume(v.id), 'NOT_FOUND', 'getVolume(deleted)');
+      },
+    },
+    {
+      name: 'deleteSnapshot of an attached snapshot fails with BUSY, and the attachment keeps reading it',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const data = patternBytes(volumeSize, 64);
+        const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        await rw.device.write(0, data);
+        await driver.detach(rw.id);
+        const snap = await driver.createSnapshot(v.id);
+        const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+        await rejectsWithCode(driver.deleteSnapshot(snap.id), 'BUSY', 'deleteSnapshot(attached)');
+        assertSameBytes(await s.device.read(0, volumeSize), data, 'the snapshot read by its attachment after the refused delete');
+        assert.deepEqual((await driver.listSnapshots(v.id)).map((x) => x.id), [snap.id], 'the snapshot is kept');
+        await driver.detach(s.id);
+        await driver.deleteSnapshot(snap.id);
+      },
+    },
+    {
+      name: 'a snapshot device refuses reads past its end and writes with INVALID_INPUT',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const snap = await driver.createSnapshot(v.id);
+        const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+        assert.equal(s.device.size, volumeSize);
+        await rejectsWithCode(s.device.read(volumeSize - 10, 11), 'INVALID_INPUT', 'snapshot read past end');
+        await rejectsWithCode(s.device.read(volumeSize, 512), 'INVALID_INPUT', 'snapshot read at end');
+        await rejectsWithCode(s.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'snapshot write');
+        await rejectsWithCode(s.device.writeZeroes(0, 512), 'INVALID_INPUT', 'snapshot writeZeroes');
+        await driver.detach(s.id);
+        await driver.deleteSnapshot(snap.id);
+      },
+    },
+    {
       name: 'two snapshots of one volume stay isolated from each other',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
