@@ -464,7 +464,8 @@ describe('backup-service mutations', () => {
   ];
   for (const [what, mutate, message] of progress) {
     it(what, async () => {
-      await caughtOnlyBy([...others, backupProgress], progressCase, hooks(mutate), message);
+      // The group's other case (odd sizes, an unchanged incremental) runs the same checks: left out here.
+      await caughtOnlyBy([...others, { ...backupProgress, cases: [progressCase] }], progressCase, hooks(mutate), message);
     });
   }
 });

@@ -77,5 +77,46 @@ export const backupProgress: Group<BackupServiceContext> = {
         }
       },
     },
+    {
+      name: 'a backup of a volume whose size is no multiple of a chunk, and an incremental with nothing changed, end their progress at its total',
+      async run(ctx) {
+        // 4 KiB past the suite's size: no chunk size of 8 KiB or more divides it.
+        const v = await ctx.volumes.createVolume({ size: ctx.volumeSize + 4096 });
+        await fillRealistic(ctx, v, 31);
+        await writeVolume(ctx, v, [{ offset: ctx.volumeSize, data: Buffer.alloc(4096, 0x5a) }]);
+        const cbt = ctx.volumes.changedBlockTracking;
+        const checkpoint = cbt ? await cbt.createCheckpoint(v.id) : undefined;
+        const take = async (parent?: Parameters<typeof newRecord>[2], changedSince?: string) => {
+          const calls = recorder();
+          const record = newRecord(ctx, v, parent);
+          const a = await ctx.volumes.attach({ kind: 'volume', id: v.id }, 'ro');
+          try {
+            const r = await ctx.service.backup({ backup: record, parent, volume: v, signal: new AbortController().signal, progress: calls.sink }, { device: a.device, changedSince });
+            return { calls: calls.calls, backup: { ...record, status: 'available' as const, serviceData: r.serviceData, stats: r.stats } };
+          } finally {
+            await ctx.volumes.detach(a.id);
+          }
+        };
+        const full = await take();
+        assertProgress(full.calls, 'backup of an odd-sized volume');
+        const restore = recorder();
+        const t = await ctx.volumes.createVolume({ size: v.size });
+        const ta = await ctx.volumes.attach({ kind: 'volume', id: t.id }, 'rw');
+        try {
+          await ctx.service.restore(full.backup, ta.device, { targetIsZeroed: true, progress: restore.sink });
+        } finally {
+          await ctx.volumes.detach(ta.id);
+        }
+        assertProgress(restore.calls, 'restore of an odd-sized volume');
+        const verify = recorder();
+        await ctx.service.verify(full.backup, { progress: verify.sink });
+        assertProgress(verify.calls, 'verify of an odd-sized volume');
+        if (ctx.service.describe().capabilities.incremental) {
+          // Nothing written since the checkpoint: a service using it may have nothing to read.
+          const inc = await take(full.backup, checkpoint?.id);
+          assertProgress(inc.calls, 'incremental of an unchanged volume');
+        }
+      },
+    },
   ],
 };

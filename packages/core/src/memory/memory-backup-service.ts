@@ -83,6 +83,10 @@ export class MemoryBackupService implements BackupService {
     const stored = new Map<number, string>();
     let bytesRead = 0;
     let bytesNew = 0;
+    // What it reads: whole blocks, the last of the device may be short. Reported first, so a
+    // backup with nothing to read still reports a total it reaches.
+    const total = toRead.reduce((n, index) => n + Math.min(this.blockSize, device.size - index * this.blockSize), 0);
+    job.progress(0, total);
     for (const index of toRead) {
       throwIfAborted(job.signal, this.name);
       const offset = index * this.blockSize;
@@ -98,7 +102,7 @@ export class MemoryBackupService implements BackupService {
         }
       }
       hashes[index] = hash;
-      job.progress(bytesRead, toRead.length * this.blockSize);
+      job.progress(bytesRead, total);
     }
     throwIfAborted(job.signal, this.name);
     this.backups.set(job.backup.id, {

@@ -186,7 +186,12 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   if (job.signal?.aborted) cancel();
   job.signal?.addEventListener('abort', cancel, { once: true });
   const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };
-  const total = chunksIn(ranges) * chunkSize;
+  // Bytes this backup reads: whole chunks, but the volume's last may be short. Reported once at
+  // the start, so that a backup with nothing to read (an incremental of an unchanged volume)
+  // reports a total it reaches (0 of 0) instead of none.
+  const lastChunk = Math.ceil(size / chunkSize) - 1;
+  const total = chunksIn(ranges) * chunkSize - (ranges.at(-1)?.[1] === lastChunk + 1 ? chunkSize - chunkLength(size, chunkSize, lastChunk) : 0);
+  job.progress(0, total);
   let failure: unknown;
   const inflight = new Set<Promise<void>>();
   /** Settles once the last batch dispatched has been packed (or has failed). */
