@@ -386,7 +386,8 @@ describe('the volume-driver suite catches changed-block tracking lost at detach'
   }
 
   it('a driver whose tracking is lost at detach passes every other changed-block case', async () => {
-    const cases = [...changedExtents.cases, ...changedExtentsOfSnapshots.cases];
+    // The extend case detaches before it grows the volume, so it catches this driver too: left out.
+    const cases = [...changedExtents.cases, ...changedExtentsOfSnapshots.cases].filter((c) => !c.name.startsWith('after extendVolume'));
     const hooks = { setup: async () => ({ driver: new ForgetfulTracking(), volumeSize: 4 * 1024 * 1024 }) };
     await caughtOnlyBy(cases, 'changes made through attachments since detached', hooks, /is not reported/);
   });
