@@ -4,7 +4,7 @@ export { ExitCode, exitCodeFor } from './exit-codes.js';
 export { loadConfig, embeddedDefaults, type LoadedConfig } from './config/load.js';
 export { ConfigSchema, type CairnConfig } from './config/schema.js';
 export { CliContext, composeRegistry, type GlobalOptions } from './context.js';
-export { writeArchive } from './archive/writer.js';
+export { exportBackup, writeArchive } from './archive/writer.js';
 export { readArchive } from './archive/reader.js';
 export { ApiServer, BODY_LIMIT, type ApiServerOptions } from './api/server.js';
 export type { ApiContext } from './api/api-context.js';

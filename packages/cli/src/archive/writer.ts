@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, tempPathBeside, throwIfAborted, toCairnError, type BackupRecord, type BackupService } from '@cairn/core';
+import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, tempPathBeside, throwIfAborted, toCairnError, type BackupManager, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
 import type { ArchiveProgress } from './progress.js';
@@ -40,10 +40,12 @@ function isZero(b: Buffer): boolean {
  * complete (written as a temporary file of this export's own beside it, `.<name>.<random>.tmp` as
  * volume export writes, created exclusively, fsynced, then renamed); on any failure it is removed.
  * Two exports to one file at once never write into one file: the last rename wins, whole.
- * `CONFLICT` unless the record is available. The VM configuration is read before the data: a
- * backup deleted meanwhile (`backup delete` in another process) is archived as it was when the
- * restore read it, data and VM configuration of that one backup, or, deleted before the restore
- * read it, is `NOT_FOUND` with nothing written. Progress in bytes per phase (progress.ts:
+ * `CONFLICT` unless the record's data is complete: `available`, or `restoring` (restores and
+ * reads only read it). Takes no claim on the backup: `exportBackup` does, and is what the CLI
+ * runs. Called directly, the VM configuration is read before the data: a backup deleted meanwhile
+ * (`backup delete` in another process) is archived as it was when the restore read it, data and
+ * VM configuration of that one backup, or, deleted before the restore read it, is `NOT_FOUND`
+ * with nothing written. Progress in bytes per phase (progress.ts:
  * `restore`, `scan`, `write`). `NOT_SUPPORTED`, with nothing written, for a backup whose manifest
  * or sums would exceed what a reader accepts (MAX_METADATA_BYTES). A failure to write the file surfaces as the
  * CairnError its system error maps to (toCairnError: a missing directory `NOT_FOUND`, a full disk
@@ -56,7 +58,7 @@ export async function writeArchive(
   file: string,
   options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
 ): Promise<ArchiveWriteResult> {
-  if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
+  if (record.status !== 'available' && record.status !== 'restoring') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
   const partial = tempPathBeside(file);
   const wrapWrite = (err: unknown) => (isCairnError(err) ? err : toCairnError(err, undefined, `writing archive ${file}`));
   // Opened first: a missing directory or a read-only disk fails before the restore runs.
@@ -98,7 +100,8 @@ export async function writeArchive(
         chunks.push({ name: chunkName(off), offset: off, length, sha256: createHash('sha256').update(data).digest('hex') });
       }
       const dataTotal = chunks.reduce((n, c) => n + c.length, 0);
-      const { serviceData: _s, checkpointId: _c, status: _st, ...exported } = record;
+      // The owner too: a claimed record (exportBackup) names this process, which an archive has no use for.
+      const { serviceData: _s, checkpointId: _c, status: _st, owner: _o, ...exported } = record;
       const manifest: ArchiveManifest = { format: ARCHIVE_FORMAT, createdAt: nowIso(), record: exported, size: record.size, chunks, vmConfig: !!vmConfig };
       // Compact: a chunk takes ~150 bytes of it. An archive whose manifest or sums an import
       // would refuse (over MAX_METADATA_BYTES: ~1.7 TiB of non-zero data) is never written.
@@ -156,4 +159,21 @@ export async function writeArchive(
   } finally {
     await staging?.dispose();
   }
+}
+
+/**
+ * Writes backup `backupId` of `manager` as an archive at `file` (writeArchive), reading it under
+ * the manager's protection (BackupManager.readBackup): while it runs the backup is `restoring`,
+ * a `backup delete` of it (this process or any sharing the catalog) is refused with `CONFLICT`,
+ * and a garbage collection keeps its data; restores of it by `manager` may run meanwhile. The
+ * claim goes when the export ends, however it ends; one left by a process that died is settled by
+ * the next recovery. Errors as readBackup's checks (`NOT_FOUND`, `CONFLICT`) and writeArchive.
+ */
+export function exportBackup(
+  manager: BackupManager,
+  backupId: string,
+  file: string,
+  options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
+): Promise<ArchiveWriteResult> {
+  return manager.readBackup(backupId, (record, service) => writeArchive(service, record, file, options), { signal: options.signal });
 }

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { CairnError, writeFileAtomic, type BackupRecord } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
-import { writeArchive } from '../archive/writer.js';
+import { exportBackup } from '../archive/writer.js';
 import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
@@ -179,12 +179,11 @@ export function registerBackupCommands(program: Command): void {
       withContext<{ archive: string; force: boolean }>(async (ctx, [id], o) => {
         ctx.expectDataFlow();
         const file = await outputPath(resolve(o.archive), o.force);
-        const manager = await ctx.manager();
-        const record = await manager.getBackup(id!);
+        // Recovers first: the export claims the backup, and a claim a killed export left is settled.
+        const manager = await ctx.manager({ recover: true });
         const progress = phasedProgress('export', ctx.out.options);
-        const service = await ctx.target(record.service);
-        // SIGINT/SIGTERM cancel the export: its temporary file and staging volume are removed.
-        const result = await cancellableBySignal(ctx.out, 'export', (signal) => writeArchive(service, record, file, { progress: progress.update, signal })).finally(() => progress.stop());
+        // SIGINT/SIGTERM cancel the export: its temporary file and staging volume are removed, its claim released.
+        const result = await cancellableBySignal(ctx.out, 'export', (signal) => exportBackup(manager, id!, file, { progress: progress.update, signal })).finally(() => progress.stop());
         ctx.out.result(result, () =>
           renderFields([
             ['archive', result.file],

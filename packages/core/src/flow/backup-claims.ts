@@ -1,7 +1,7 @@
 import type { Catalog } from '../contracts/catalog.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 
-/** How a running flow uses an existing backup: reads it (`restore`) or builds on it (`parent`). */
+/** How a running flow uses an existing backup: reads it (`restore`, and BackupManager.readBackup) or builds on it (`parent`). */
 export type BackupUse = 'restore' | 'parent';
 
 /** Drops one claim; `last` runs (in `exclusive`) when it was the final claim of its kind. Idempotent. */
@@ -9,8 +9,8 @@ export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
 
 /**
  * The manager's running flows' claims on existing backups, per backup (the counts are
- * in-process, like InProcessVolumeLocks). A restore reading a backup, or a backup building on it
- * as its parent, claims it for as long as it runs; the manager refuses to delete a claimed backup.
+ * in-process, like InProcessVolumeLocks). A restore reading a backup (or a readBackup), or a backup
+ * building on it as its parent, claims it for as long as it runs; the manager refuses to delete a claimed backup.
  * Other processes see a restore's claim as the record's `restoring` status, and a parent claim as
  * the child's `creating` record naming the parent (written in the parent's section).
  *

@@ -4,7 +4,7 @@ import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent } from '../contracts/progress.js';
 import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isCairnError, isRetryable, toCairnError, unlessNotFound } from '../errors.js';
+import { CairnError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
@@ -479,8 +479,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Claims `backupId` for a restore: `restoring`, owned by this process (or already `restoring`
-   * by this manager's other restores of it). `CONFLICT` when it is neither available nor restoring
+   * Claims `backupId` for a restore or a readBackup: `restoring`, owned by this process (or
+   * already `restoring` by this manager's other restores and reads of it). `CONFLICT` when it is neither available nor restoring
    * here, `NOT_FOUND` when it is gone. Resolves with the record as claimed and the release.
    */
   private async claimRestore(backupId: string, signal: AbortSignal | undefined): Promise<[BackupRecord, ReleaseClaim]> {
@@ -626,6 +626,47 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     // gone, both of which recovery clears.
     if (flowStarted) await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
     await this.cleanup(() => this.catalog.deleteNewVolumeIntent(jobId));
+  }
+
+  /**
+   * Runs `fn` on backup `backupId` under the protection a restore of it has, without restoring it
+   * into a volume (an archive export reads it this way). `fn` gets the record as claimed and the
+   * backup's service; it may read the backup through that service (`restore` into a device of its
+   * own, a chunked repository's `vmConfig`, `verify`), and must neither change nor delete the backup
+   * or its record. It must settle only once it has stopped reading: nothing protects a read that
+   * outlives it. Resolves with what `fn` resolves with.
+   *
+   * Checked and claimed as a restore is (the same claim: startRestore): `NOT_FOUND` for an unknown
+   * backup or target, `CONFLICT` unless the backup is `available` or `restoring` by this manager's
+   * other restores and reads of it, `CANCELLED` (nothing claimed) when `signal` fires before the
+   * claim is taken. While `fn` runs the record is `restoring`, owned by this process, and stays:
+   * `deleteBackup` of it here or in any process sharing the catalog is refused with `CONFLICT`
+   * (`details.status` `restoring`), as during a restore, so a garbage collection keeps its data;
+   * restores and other reads of it by this manager run at once, sharing the claim; an incremental
+   * may still build on it. When `fn` settles (resolves, rejects, or gives up on `signal`), the claim
+   * goes, and the last claim of the backup puts it back to `available` (a failure of that write
+   * is a `warning`). `fn`'s failure is rethrown as a CairnError, `CANCELLED` once `signal` fired. A
+   * process that dies while `fn` runs leaves the record `restoring`; `recover()` puts it back to
+   * `available`, as for a restore whose process died.
+   */
+  async readBackup<T>(backupId: string, fn: (backup: BackupRecord, service: BackupService) => Promise<T>, options: { signal?: AbortSignal } = {}): Promise<T> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    // Held (live-records) from before the claim may write `restoring` until the release settled.
+    const letGo = holdRecord(backupId);
+    let releaseBackup: ReleaseClaim | undefined;
+    try {
+      let backup: BackupRecord;
+      [backup, releaseBackup] = await this.claimRestore(backupId, signal);
+      const service = this.target(backup.service);
+      throwIfAborted(signal);
+      return await fn(backup, service);
+    } catch (err) {
+      throw signal?.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', `read of backup ${backupId} cancelled`, { cause: err }) : toCairnError(err);
+    } finally {
+      if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backupId)));
+      letGo();
+    }
   }
 
   /** The last restore of a backup ended: back to `available`, re-read so a deleted record stays deleted. */
