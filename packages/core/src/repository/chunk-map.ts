@@ -8,6 +8,7 @@
  */
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
+import { untilAborted } from '../util/until-aborted.js';
 import { ChunkList } from './chunk-list.js';
 import { jsonPieces, openDocument, sealPieces, type ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
@@ -70,12 +71,13 @@ async function exists(store: ObjectStore, key: string, signal?: AbortSignal): Pr
 
 /**
  * Reads page `id`, checked against its id. `NOT_FOUND` when absent, `CORRUPT` when damaged; the
- * caller names the backup.
+ * caller names the backup. `signal` goes to the store's get (ObjectStore CallOptions), and the
+ * read rejects `CANCELLED` once it aborts even when the store goes on (util/until-aborted).
  */
-export async function readPage(store: ObjectStore, codec: ChunkCodec, id: string): Promise<ChunkList> {
+export async function readPage(store: ObjectStore, codec: ChunkCodec, id: string, signal?: AbortSignal): Promise<ChunkList> {
   let blob: Buffer;
   try {
-    blob = await store.get(Keys.chunkList(id));
+    blob = await untilAborted(store.get(Keys.chunkList(id), undefined, { signal }), signal);
   } catch (err) {
     if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `chunk list page ${id} is missing`, { cause: err, details: { page: id } });
     throw err;

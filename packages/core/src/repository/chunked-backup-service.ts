@@ -173,7 +173,8 @@ export class ChunkedBackupService implements BackupService {
   async restore(backup: BackupRecord, target: BlockDevice, options: RestoreOptions = {}): Promise<void> {
     return this.tag(() =>
       this.underSharedLock(`restore ${backup.id}`, options.signal, async () => {
-        const manifest = await this.repository.readManifest(backup.id);
+        // The manifest is this restore's own: its reads and its pages' take the restore's signal.
+        const manifest = await this.repository.readManifest(backup.id, { signal: options.signal });
         await restoreBackup(this.repository, manifest, target, options);
       }),
     );

@@ -1,7 +1,8 @@
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
-import type { ObjectStore } from '../contracts/object-store.js';
+import type { CallOptions, ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
+import { untilAborted } from '../util/until-aborted.js';
 import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './codec.js';
 import { CATALOG_BY_VOLUME_VERSION, writeVolumeEntries } from './repository-catalog.js';
 import { ChunkIndex } from './chunk-index.js';
@@ -179,17 +180,24 @@ export class Repository {
     return this.processorInstance;
   }
 
-  /** Reads a backup's manifest. `NOT_FOUND` when absent, `CORRUPT` when damaged; both name the backup. */
-  async readManifest(backupId: string): Promise<Manifest> {
+  /**
+   * Reads a backup's manifest. `NOT_FOUND` when absent, `CORRUPT` when damaged; both name the backup.
+   * `options.signal` (CallOptions) goes to the store's read of the manifest and to every later
+   * read of its chunk list pages (readPage), which then reject `CANCELLED` at once when it aborts,
+   * whether or not the store honours it: pass it only when the Manifest is the operation's own
+   * (a restore's, a verify's), never for one shared with callers that outlive the signal.
+   */
+  async readManifest(backupId: string, options: CallOptions = {}): Promise<Manifest> {
+    const { signal } = options;
     let blob: Buffer;
     try {
-      blob = await this.store.get(Keys.manifest(backupId));
+      blob = await untilAborted(this.store.get(Keys.manifest(backupId), undefined, { signal }), signal);
     } catch (err) {
       if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `backup ${backupId} has no manifest in the repository`, { cause: err });
       throw err;
     }
     try {
-      const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)), (id) => readPage(this.store, this.codec, id));
+      const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)), (id) => readPage(this.store, this.codec, id, signal));
       if (!Number.isSafeInteger(m.size) || m.size < 0 || chunkSizeProblem(m.chunkSize)) throw new Error(`manifest has a malformed size (${String(m.size)}) or chunk size (${String(m.chunkSize)})`);
       if (m.backupId !== backupId || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
       return m;
@@ -211,10 +219,10 @@ export class Repository {
     return blob.length;
   }
 
-  /** Ids of every backup with a manifest. */
-  async listBackupIds(): Promise<string[]> {
+  /** Ids of every backup with a manifest. `options.signal` goes to the store's list (CallOptions). */
+  async listBackupIds(options: CallOptions = {}): Promise<string[]> {
     const ids: string[] = [];
-    for await (const o of this.store.list(Keys.manifests)) ids.push(o.key.slice(Keys.manifests.length));
+    for await (const o of this.store.list(Keys.manifests, { signal: options.signal })) ids.push(o.key.slice(Keys.manifests.length));
     return ids;
   }
 

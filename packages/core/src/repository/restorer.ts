@@ -1,6 +1,7 @@
 import type { BlockDevice } from '../contracts/block-device.js';
 import type { RestoreOptions } from '../contracts/backup-service.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { untilAborted } from '../util/until-aborted.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { chunkLength } from './chunk-plan.js';
 import type { Manifest } from './format.js';
@@ -56,14 +57,8 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
   repo.processor(); // the worker threads boot while the index loads
   await repo.index.refresh();
   const signal = options.signal;
-  // One listener for the whole restore: a wait on the target outside fetchChunks (zeroing, a
-  // flush) ends when the restore is cancelled; the writes inside it are fetchChunks' to drop.
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => (onAbort = () => reject(new CairnError('CANCELLED', `restore of backup ${backupId} cancelled`, { cause: signal?.reason }))));
-  aborted.catch(() => undefined); // raised where it is raced
-  if (signal?.aborted) onAbort!();
-  else signal?.addEventListener('abort', onAbort!, { once: true });
-  const untilAborted = <T>(p: Promise<T>): Promise<T> => (signal ? Promise.race([p, aborted]) : p);
+  // A wait outside fetchChunks (a page load, zeroing, a flush) ends when the restore is cancelled
+  // (util/until-aborted); the target writes inside fetchChunks are its to drop.
   let done = 0;
   // Flushing in the background every FLUSH_EVERY bytes overlaps writeback with decoding, instead of
   // leaving the whole restore to one long flush at the end.
@@ -87,7 +82,7 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
     if (zeroStart < 0) return;
     const length = Math.min(end, size) - zeroStart;
     throwIfAborted(signal);
-    if (!options.targetIsZeroed) await untilAborted(target.writeZeroes(zeroStart, length));
+    if (!options.targetIsZeroed) await untilAborted(target.writeZeroes(zeroStart, length), signal);
     advance(length);
     zeroStart = -1;
   };
@@ -97,7 +92,9 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
       // Chunk id → the offsets that hold it, in this window.
       const offsets = new Map<string, number[]>();
       const end = Math.min(start + perWindow, manifest.chunks.length);
-      const window = await manifest.chunks.window(start, end);
+      // The pages' reads take the signal the manifest was read with (Repository.readManifest);
+      // one read without it, or shared, is abandoned here instead.
+      const window = await untilAborted(manifest.chunks.window(start, end), signal);
       for (let i = start; i < end; i++) {
         const id = window.get(i);
         if (id === null) {
@@ -134,15 +131,13 @@ export async function restoreBackup(repo: Repository, manifest: Manifest, target
     }
     await flushZeros(size);
     throwIfAborted(signal);
-    await untilAborted(flushing ?? Promise.resolve());
+    await untilAborted(flushing ?? Promise.resolve(), signal);
     if (flushError) throw flushError;
   } catch (err) {
-    await untilAborted(flushing ?? Promise.resolve()).catch(() => undefined);
+    await untilAborted(flushing ?? Promise.resolve(), signal).catch(() => undefined);
     if (isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) {
       throw new CairnError(err.code, `backup ${backupId} cannot be restored: ${err.message}`, { cause: err, details: { backupId, ...err.details } });
     }
     throw err;
-  } finally {
-    signal?.removeEventListener('abort', onAbort!);
   }
 }

@@ -30,7 +30,7 @@ const FETCH_BATCH = 16_384;
 export async function verifyBackups(repo: Repository, backupIds?: string[], options: VerifyOptions = {}): Promise<VerifyReport> {
   const { signal, progress } = options;
   await repo.index.refresh();
-  const ids = backupIds ?? (await repo.listBackupIds());
+  const ids = backupIds ?? (await repo.listBackupIds({ signal }));
   const report: VerifyReport = { checked: [], problems: [], bytesChecked: 0 };
   const wanted = new ChunkIdSet();
   const bad = new Map<string, CairnError>();
@@ -120,11 +120,12 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
 /**
  * Calls `visit` with the id and place length of every non-zero chunk of a backup, in chunk
  * order. Returns the `CORRUPT` or `NOT_FOUND` error of a manifest or chunk list page that cannot
- * be read (the chunks before it were visited); any other error is thrown.
+ * be read (the chunks before it were visited); any other error is thrown. The manifest is the
+ * walk's own, so its reads and its pages' take `signal` (`CANCELLED` at once when it aborts).
  */
 async function walkChunks(repo: Repository, backupId: string, signal: AbortSignal | undefined, visit: (id: string, length: number) => void): Promise<(CairnError & { code: 'CORRUPT' | 'NOT_FOUND' }) | undefined> {
   try {
-    const m = await repo.readManifest(backupId);
+    const m = await repo.readManifest(backupId, { signal });
     for (let k = 0; k < m.chunks.pageCount; k++) {
       throwIfAborted(signal);
       const page = await m.chunks.page(k);
