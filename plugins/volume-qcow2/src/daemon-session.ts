@@ -7,6 +7,7 @@ import { FilterStack } from './filter-stack.js';
 import { assertTrustedHeader } from './image-header.js';
 import { imageOpenError } from './image-lock.js';
 import { outcomeUnknown } from './outcome.js';
+import type { QemuImg } from './qemu-img.js';
 
 /**
  * NBD requests (read, write, flush, block status) get this many command timeouts before the
@@ -23,6 +24,8 @@ export interface SessionOptions {
   driver: string;
   /** How long one QMP command may take before it fails with UNAVAILABLE (its outcome then unknown). */
   commandTimeoutMs: number;
+  /** Checks every image before it is opened (QemuImg.assertWhole). */
+  qemuImg: QemuImg;
 }
 
 interface OpenNode {
@@ -59,6 +62,7 @@ export class DaemonSession {
     private readonly driver: string,
     /** How long the daemon may take to answer one QMP command or event, and an NBD connect or disconnect. */
     readonly timeoutMs: number,
+    private readonly qemuImg: QemuImg,
   ) {
     this.deferred = new DeferredWork(driver);
   }
@@ -78,7 +82,7 @@ export class DaemonSession {
       await daemon.kill();
       throw err;
     }
-    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs);
+    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs, options.qemuImg);
   }
 
   /** The I/O timeout: how long NBD requests may wait for the daemon (IO_TIMEOUT_FACTOR command timeouts). */
@@ -149,8 +153,11 @@ export class DaemonSession {
    * that close's error while it fails. `BUSY` when another process holds the image's lock
    * (qemu's lock failure only: see image-lock.ts). `CORRUPT` for a damaged image, for one qemu
    * marked corrupt (also read-only, which qemu would allow), and for one that names a backing
-   * file or an external data file (assertTrustedHeader): no such file is ever opened. On failure no node is left: when the add got no reply (qemu may still run it), a
-   * delete of the same node name is sent after it.
+   * file or an external data file (assertTrustedHeader): no such file is ever opened. `CORRUPT`
+   * too for an image qemu-img check finds damaged, above all one cut short, whose lost clusters
+   * qemu would serve as zeros (QemuImg.assertWhole, before the open: it takes the image's lock
+   * while it runs, `BUSY` when another process holds it). On failure no node is left: when the
+   * add got no reply (qemu may still run it), a delete of the same node name is sent after it.
    */
   async openNode(path: string, readOnly: boolean): Promise<{ name: string; fresh: boolean }> {
     return this.nodeLocks.run(path, () => this.doOpenNode(path, readOnly));
@@ -170,6 +177,8 @@ export class DaemonSession {
     // An image naming another file (a backing or external data file), or marked corrupt, is never
     // opened (CORRUPT), and `backing: null` keeps qemu from opening a backing file a header names meanwhile.
     await assertTrustedHeader(path, this.driver);
+    // A truncated image opens and reads zeros where its data was: refused before qemu opens it.
+    await this.qemuImg.assertWhole(path);
     const name = this.nextName(readOnly ? 'ro' : 'rw');
     try {
       await this.qmp.execute('blockdev-add', {

@@ -12,11 +12,11 @@ const LOCK_FAILURE = /Failed to get (?:shared )?"[a-z -]+" lock|Failed to lock b
  * What qemu (qcow2.c, 7.2) says when an image's header or metadata cannot be valid qcow2 — no
  * qcow2 magic, a header cut short, an unsupported version, cluster size or feature, a table offset
  * that is not cluster-aligned or beyond the file, a table too large or too small, a damaged header
- * extension, or an image marked corrupt — as opposed to a lock, a missing file, a permission or an
+ * extension, a bitmap directory entry cut or damaged (qcow2-bitmap.c), or an image marked corrupt — as opposed to a lock, a missing file, a permission or an
  * I/O error. Each is a property of the file, which no retry changes.
  */
 const DAMAGED_IMAGE =
-  /not in qcow2 format|image is corrupt|qcow2 header (?:too short|exceeds)|Unsupported (?:qcow2|cluster size|refcount)|table offset invalid|Invalid (?:backing file offset|compression type)|table (?:is )?too (?:large|small)|does not contain a reference count table|Too many snapshots|ERROR: [a-z_]*ext/i;
+  /not in qcow2 format|image is corrupt|qcow2 header (?:too short|exceeds)|Unsupported (?:qcow2|cluster size|refcount)|table offset invalid|Invalid (?:backing file offset|compression type)|table (?:is )?too (?:large|small)|does not contain a reference count table|Too many snapshots|ERROR: [a-z_]*ext|Bitmap '[^']*' doesn't satisfy the constraints/i;
 
 /**
  * `text` (an error message of qemu or qemu-img) with every occurrence of `paths` removed: a

@@ -146,10 +146,12 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * processes and the removal are one step for them: this instance's daemon takes the image's lock
    * first (holdImage; so the daemon is started if none runs, and `UNAVAILABLE` when it cannot run)
    * and keeps it until the image is gone, so no other daemon can open or hold the image in between
-   * (of two concurrent deletes from two instances, one is `BUSY`). Only the death of this daemon inside that step lets go
-   * of the lock early. The snapshot copies are counted holding the image, which a copy holds
-   * from its start to its sidecar (createSnapshot): of a deleteVolume and another instance's
-   * createSnapshot, one is `BUSY` (or the snapshot `NOT_FOUND`), and no snapshot outlives its volume.
+   * (of two concurrent deletes from two instances, one is `BUSY`). Only the death of this daemon
+   * inside that step lets go of the lock early: a death seen before the removal starts is
+   * `UNAVAILABLE` and removes nothing (assertHeld). The snapshot copies are counted holding the
+   * image, which a copy holds from its start to its sidecar (createSnapshot): of a deleteVolume
+   * and another instance's createSnapshot, one is `BUSY` (or the snapshot `NOT_FOUND`), and no
+   * snapshot outlives its volume.
    */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
@@ -160,15 +162,16 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         if ([...this.views.values()].some((v) => v.info.volumeId === volumeId) || (await hasSnapshots())) throw this.err('BUSY', `volume ${volumeId} has snapshots`);
         await this.assertClosed(volumeId);
         const image = this.store.layout.image('volume', volumeId);
-        const release = await this.holdFile(image, volumeId);
+        const hold = await this.holdFile(image, volumeId);
         try {
           if (await hasSnapshots()) throw this.err('BUSY', `volume ${volumeId} has snapshots`); // a copy another instance made meanwhile
+          this.assertHeld(hold, `volume ${volumeId}`);
           await this.store.remove('volume', volumeId);
           await rm(image, { force: true });
         } finally {
           // The image is gone (or the removal failed): a release that fails is queued and retried
           // (DeferredWork), and it does not undo the deletion.
-          await release?.().catch(() => {});
+          await hold?.release().catch(() => {});
         }
       }),
     );
@@ -291,11 +294,11 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         // Held from before the copy until its sidecar is written: no other instance writes the
         // image meanwhile (its attach is BUSY), and its deleteVolume, which counts snapshots
         // holding the image, is BUSY. A volume deleted before is NOT_FOUND here.
-        const release = await this.holdFile(image, volumeId);
+        const hold = await this.holdFile(image, volumeId);
         try {
-          return toSnapshot(await this.copySnapshot(await this.store.volume(volumeId), image, name ?? ''));
+          return toSnapshot(await this.copySnapshot(await this.store.volume(volumeId), image, name ?? '', () => hold?.held() ?? false));
         } finally {
-          await release?.().catch(() => {}); // a failed release is queued and retried (DeferredWork)
+          await hold?.release().catch(() => {}); // a failed release is queued and retried (DeferredWork)
         }
       }),
     );
@@ -303,10 +306,14 @@ export class Qcow2VolumeDriver implements VolumeDriver {
 
   /**
    * A durable sparse copy of the closed image at `image` with its bitmaps, then its sidecar. The
-   * caller holds the image (holdFile), so the copy reads it shared (`-U`). A failed copy leaves
-   * nothing listed, or at worst a listed snapshot that attaches (SidecarStore.discardCreated).
+   * caller holds the image (holdFile), so the copy reads it shared (`-U`). `held` tells whether
+   * that hold still stands: it is asked once the sidecar is written, and if the hold was lost
+   * (its daemon died, somewhere between the copy's start and now) the snapshot is discarded and
+   * the call fails with `UNAVAILABLE` — meanwhile another instance could have written the image
+   * under the copy or deleted the volume. A failed copy leaves nothing listed, or at worst a
+   * listed snapshot that attaches (SidecarStore.discardCreated).
    */
-  private async copySnapshot(record: VolumeRecord, image: string, name: string): Promise<SnapshotRecord> {
+  private async copySnapshot(record: VolumeRecord, image: string, name: string, held: () => boolean): Promise<SnapshotRecord> {
     const snap: SnapshotRecord = {
       format: 1,
       kind: 'snapshot',
@@ -327,6 +334,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
       snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps, copied.size !== record.size);
       await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
+      if (!held()) throw this.err('UNAVAILABLE', `qemu-storage-daemon exited while it held volume ${record.id}'s image for a snapshot copy: the copy is not trusted`);
     } catch (err) {
       // All or nothing, whichever step failed (the sidecar may have landed although its write failed).
       await this.store.discardCreated('snapshot', snap.id, [copy]);
@@ -354,12 +362,13 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         }
         await this.store.snapshot(snapshotId);
         const copy = this.store.layout.image('snapshot', snapshotId);
-        const release = await this.holdFile(copy, volumeId);
+        const hold = await this.holdFile(copy, volumeId);
         try {
+          this.assertHeld(hold, `snapshot ${snapshotId}`);
           await this.store.remove('snapshot', snapshotId);
           await rm(copy, { force: true });
         } finally {
-          await release?.().catch(() => {}); // as in deleteVolume
+          await hold?.release().catch(() => {}); // as in deleteVolume
         }
       });
     });
@@ -426,18 +435,29 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   /**
    * Takes the lock of the image file at `path` in this instance's daemon (holdImage; the daemon
    * is started if none runs), after finishing work deferred on a node of it here (a queued
-   * close). Resolves to the release, or undefined when there is no such file (nobody can hold
-   * it). `BUSY` while another process or driver instance, or a node of this daemon, has it open.
-   * Callers hold the volume's lock (`volumeId`: the volume of the image or snapshot copy).
+   * close). Resolves to the release and `held` (false once the daemon that holds it exited: the
+   * lock went with it), or undefined when there is no such file (nobody can hold it). `BUSY`
+   * while another process or driver instance, or a node of this daemon, has it open. Callers hold
+   * the volume's lock (`volumeId`: the volume of the image or snapshot copy).
    */
-  private async holdFile(path: string, volumeId: string): Promise<(() => Promise<void>) | undefined> {
+  private async holdFile(path: string, volumeId: string): Promise<{ release: () => Promise<void>; held: () => boolean } | undefined> {
     const session = await this.runtime.session();
     const node = session.nodeOf(path);
     if (node) await session.deferred.run(node);
-    return holdImage(session, path, volumeId, this.name).catch((err: CairnError) => {
+    const release = await holdImage(session, path, volumeId, this.name).catch((err: CairnError) => {
       if (err.code === 'NOT_FOUND') return undefined;
       throw err;
     });
+    return release && { release, held: () => session.alive };
+  }
+
+  /**
+   * `UNAVAILABLE` when the daemon that held an image (holdFile) has exited since: its lock went
+   * with it, so another instance may have the image open by now, and nothing may be removed.
+   * No hold (no such file) passes. What dies after this check and before the removal is not seen.
+   */
+  private assertHeld(hold: { held: () => boolean } | undefined, what: string): void {
+    if (hold && !hold.held()) throw this.err('UNAVAILABLE', `qemu-storage-daemon exited while it held the image of ${what}; nothing was removed`);
   }
 
   /** BUSY while the daemon holds the volume's image open, after finishing work deferred on it. Callers hold the lock. */
