@@ -97,9 +97,10 @@ const DIRECT_MIN = 1024 * 1024;
  * the result is the same file. The file is kept fresh while open (temp-refresh.ts). On any
  * failure the temporary file is removed before the error (writeError: ENOSPC, or `dir` gone →
  * UNAVAILABLE) is thrown. `signal` is checked before the file is made and between its steps
- * (each write(2), the fsync): once aborted, `CANCELLED`, and the file is removed.
+ * (each write(2), the fsync): once aborted, `CANCELLED`, and the file is removed. `what` begins
+ * the error's message (a put names its key).
  */
-export async function writeTempFile(dir: string, data: Uint8Array, signal?: AbortSignal): Promise<string> {
+export async function writeTempFile(dir: string, data: Uint8Array, signal?: AbortSignal, what = 'writing a temporary file'): Promise<string> {
   let path: string | undefined;
   let fh: FileHandle | undefined;
   const stopRefresh = keepFresh(() => fh);
@@ -123,7 +124,7 @@ export async function writeTempFile(dir: string, data: Uint8Array, signal?: Abor
   } catch (err) {
     await fh?.close().catch(() => undefined);
     if (path) await unlink(path).catch(() => undefined);
-    throw writeError(err, 'writing a temporary file');
+    throw writeError(err, what);
   } finally {
     stopRefresh();
   }

@@ -26,10 +26,17 @@ export function fsError(err: unknown, context: string): CairnError {
  * Maps an error of a write (a put, a part write, their directories): as fsError, except that
  * ENOENT is `UNAVAILABLE` (retryable), not `NOT_FOUND`. On the write path a missing path means a
  * directory of the store, or the write's own temporary file, vanished (removed, or the store's
- * file system unmounted), not that some object is absent.
+ * file system unmounted), not that some object is absent. A full file system (ENOSPC, or EDQUOT:
+ * a quota) is `UNAVAILABLE` saying so, with `details.errno` (stable: front ends hint at the
+ * remedy on it).
  */
 export function writeError(err: unknown, context: string): CairnError {
-  if (errnoOf(err) !== 'ENOENT') return fsError(err, context);
+  const errno = errnoOf(err);
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') {
+    const what = errno === 'ENOSPC' ? 'no space left on the file system' : 'the disk quota is exhausted';
+    return new CairnError('UNAVAILABLE', `${context}: ${what} (${(err as Error).message})`, { driver: DRIVER, cause: err, details: { errno } });
+  }
+  if (errno !== 'ENOENT') return fsError(err, context);
   return new CairnError('UNAVAILABLE', `${context}: a directory of the store, or the temporary file, vanished (${(err as Error).message})`, { driver: DRIVER, cause: err });
 }
 

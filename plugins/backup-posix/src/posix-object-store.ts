@@ -140,7 +140,7 @@ export class PosixObjectStore implements ObjectStore {
     await this.writing(async () => {
       checkSignal(options.signal);
       const place = await this.placeOf(key);
-      await this.publish(key, place, await writeTempFile(place.dir, data, options.signal), options);
+      await this.publish(key, place, await writeTempFile(place.dir, data, options.signal, `put ${key}: writing its temporary file`), options);
     });
   }
 

@@ -1,4 +1,5 @@
 import { isCairnError, toCairnError } from '@cairn/core';
+import { hintFor } from './error-hints.js';
 
 /** Where a command's results go: JSON or human text on stdout, messages on stderr. */
 export interface OutputOptions {
@@ -33,14 +34,17 @@ export class Output {
   /**
    * Prints an error on stderr: `error [CODE]: message`, or with `--json` the document
    * `{"error":{"code","message","details"}}`. Causes are never printed (they may hold paths of
-   * secret files); `CAIRN_DEBUG=1` prints the stack.
+   * secret files); `CAIRN_DEBUG=1` prints the stack. An error whose remedy is the operator's (a
+   * full file system: error-hints.ts) adds a `hint: …` line, or `error.hint` with `--json`.
    */
   error(err: unknown): void {
     const e = toCairnError(err);
+    const hint = hintFor(err);
     if (this.json) {
-      process.stderr.write(`${JSON.stringify({ error: { code: e.code, message: e.message, details: e.details ?? {} } })}\n`);
+      process.stderr.write(`${JSON.stringify({ error: { code: e.code, message: e.message, details: e.details ?? {}, ...(hint ? { hint } : {}) } })}\n`);
     } else {
       process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+      if (hint) process.stderr.write(`hint: ${hint}\n`);
     }
     if (process.env.CAIRN_DEBUG && !isCairnError(err)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
     else if (process.env.CAIRN_DEBUG) process.stderr.write(`${e.stack}\n`);

@@ -19,6 +19,7 @@ import { nowIso } from '../util/clock.js';
 import { writeBackup, type WriteOptions } from './backup-writer.js';
 import { Keys, type Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
+import { noSpaceErrno } from './no-space.js';
 import { Repository, type InitOptions, type OpenOptions } from './repository.js';
 import { restoreBackup } from './restorer.js';
 import { releaseAll, type LockHandle, type LockInfo } from './repository-locks.js';
@@ -296,13 +297,36 @@ export class ChunkedBackupService implements BackupService {
   /**
    * collectGarbage under the repository's exclusive lock (`BUSY` at once while a backup, restore
    * or verify holds its shared lock). A lock it cannot release once done goes to `onWarning` and
-   * is left to expire, as a backup's does: it never fails a GC that did its work.
+   * is left to expire, as a backup's does: it never fails a GC that did its work. A store too full
+   * to repack does not stop GC from freeing what it can: see collectOrDeleteOnly.
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
     return this.tag(async () => {
       const lock = await this.repository.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
-      return this.releasingAfter([lock], 'gc', () => collectGarbage(this.repository, options));
+      return this.releasingAfter([lock], 'gc', () => this.collectOrDeleteOnly(options));
     });
+  }
+
+  /**
+   * collectGarbage; when it fails for space (noSpaceErrno: repacks write whole new packs before
+   * anything is freed, so a full store would otherwise never get space back from GC), a second
+   * pass without repacks deletes what no backup references at all, and its report is the result,
+   * with an `UNAVAILABLE` warning (`details.errno`, the first pass's error as cause) saying the
+   * repacks were skipped. Safe: collectGarbage deletes nothing before its last write, so the pass
+   * that failed freed nothing and left only extra data (packs it wrote are named, or orphans a
+   * later GC removes). When the second pass fails too, the first pass's error is raised.
+   */
+  private async collectOrDeleteOnly(options: GcOptions): Promise<GcReport> {
+    try {
+      return await collectGarbage(this.repository, options);
+    } catch (err) {
+      const errno = noSpaceErrno(err);
+      if (!errno || options.dryRun || options.signal?.aborted) throw err;
+      const report = await collectGarbage(this.repository, { ...options, repackThreshold: Infinity }).catch(() => Promise.reject(err));
+      const e = toCairnError(err, this.name);
+      this.warn(new CairnError('UNAVAILABLE', `gc: the store is too full to repack (${e.message}): deleted only what no backup references (${report.bytesFreed} bytes) and skipped the repacks; run gc again once there is room for a few packs`, { driver: this.name, cause: err, details: { errno } }));
+      return report;
+    }
   }
 
   async stats(): Promise<RepositoryStats> {

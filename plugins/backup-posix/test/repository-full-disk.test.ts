@@ -1,0 +1,286 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmdirSync, statfsSync } from 'node:fs';
+import { readdir, rm, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type ObjectStore, type Volume } from '@cairn/core';
+import { PosixObjectStore } from '../src/index.js';
+import { allFiles } from './helpers.js';
+
+/**
+ * Core's repository and flow over this store when the repository's file system fills up: a
+ * backup that runs out of space part-way, a final record write that does, and freeing space on
+ * a full disk (delete, then gc). The catalog lives in the same repository (the CLI keeps it in
+ * the default target's: packages/cli/src/context.ts), so it shares the full disk.
+ *
+ * A 24 MiB tmpfs stands in for the disk (needs root). Without one the tests are skipped, except
+ * under CI=true, where not being able to mount is a failure: CI must run them.
+ */
+const MiB = 1024 * 1024;
+const CHUNK = 256 * 1024;
+const mounted: string[] = [];
+let mountError = '';
+function mountTmpfs(options: string): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-repo-full-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { stdio: 'pipe' });
+    mounted.push(dir);
+    return dir;
+  } catch (err) {
+    mountError = String((err as Error).message).split('\n')[0]!;
+    rmdirSync(dir);
+    return undefined;
+  }
+}
+const disk = mountTmpfs('size=24m,mode=0700');
+if (!disk) console.warn(`repository full-disk tests skipped: cannot mount a tmpfs (${mountError})`);
+
+it.runIf(!disk && process.env.CI === 'true')('a tmpfs can be mounted (CI must run the full-disk tests)', () => {
+  expect(mountError).toBe('');
+});
+
+const FILLER = 'filler';
+/**
+ * Fills the disk with the file `filler` until `leave` bytes are free; with `leave` 0, until
+ * ENOSPC, the last 128 KiB of it in `filler.tail` (removing that frees a little room).
+ */
+function fill(leave: number, name = FILLER): void {
+  const s = statfsSync(disk!);
+  const count = Math.max(0, Math.floor((s.bavail * s.bsize - (leave || 128 * 1024)) / 4096));
+  execFileSync('dd', ['if=/dev/zero', `of=${join(disk!, name)}`, 'bs=4096', `count=${count}`], { stdio: 'pipe' });
+  if (leave > 0) return;
+  try {
+    execFileSync('dd', ['if=/dev/zero', `of=${join(disk!, `${name}.tail`)}`, 'bs=4096'], { stdio: 'pipe' });
+  } catch {
+    // dd stops at ENOSPC: the disk is full.
+  }
+}
+const freeBytes = async (): Promise<number> => {
+  const s = await statfs(disk!);
+  return s.bavail * s.bsize;
+};
+const unfill = async (): Promise<void> => {
+  for (const name of await readdir(disk!)) if (name.startsWith(FILLER)) await rm(join(disk!, name), { force: true });
+};
+
+/** A store that runs `before(key)` ahead of each put (to fill the disk at one exact write). */
+function beforePuts(store: PosixObjectStore, before: (key: string) => Promise<void> | void): ObjectStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop === 'put') {
+        return async (key: string, data: Uint8Array, options?: object) => {
+          await before(key);
+          return target.put(key, data, options);
+        };
+      }
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)", () => {
+  let repoDir: string;
+  let store: PosixObjectStore;
+  let service: ChunkedBackupService;
+  let volumes: MemoryVolumeDriver;
+  let manager: BackupManager;
+  let warnings: Error[];
+
+  async function rig(wrap?: (s: PosixObjectStore) => ObjectStore): Promise<void> {
+    store = await PosixObjectStore.open({ directory: repoDir });
+    const opened = wrap ? wrap(store) : store;
+    service = await ChunkedBackupService.open(opened, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: MiB, compression: 'none', kdf: { N: 1024, r: 8, p: 1 } } });
+    volumes ??= new MemoryVolumeDriver();
+    manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    warnings = [];
+    manager.on('warning', (w: Error) => warnings.push(w));
+  }
+  async function randomVolume(size: number, name: string): Promise<Volume> {
+    const v = await volumes.createVolume({ size, name });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, randomBytes(size)); // incompressible, nothing to dedup
+    await volumes.detach(a.id);
+    return v;
+  }
+  const temporaries = async (): Promise<string[]> => (await allFiles(repoDir)).filter((f) => f.includes('~'));
+  /** Every repository object as `key`, each readable whole (no partial object is ever visible). */
+  async function objects(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const o of store.list('')) {
+      expect((await store.get(o.key)).length).toBe(o.size);
+      out.push(o.key);
+    }
+    return out.sort();
+  }
+
+  beforeEach(async () => {
+    repoDir = join(disk!, 'repo');
+    volumes = new MemoryVolumeDriver();
+    await rig();
+  });
+  afterEach(async () => {
+    await service.close();
+    execFileSync('find', [disk!, '-mindepth', '1', '-delete']);
+  });
+  afterAll(() => {
+    for (const dir of mounted) {
+      execFileSync('umount', [dir]);
+      rmdirSync(dir);
+    }
+  });
+
+  it('a backup that fills the disk part-way fails UNAVAILABLE naming ENOSPC, ends `error`, leaves no partial object, temporary or lock; once space is freed the next backup succeeds and verify passes', async () => {
+    const first = await manager.backup({ volumeId: (await randomVolume(4 * MiB, 'small')).id });
+    const big = await randomVolume(12 * MiB, 'big');
+    fill(5 * MiB); // room for a few packs of the 12 MiB, not all
+    const before = await objects();
+
+    const err = await manager.backup({ volumeId: big.id }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'UNAVAILABLE' });
+    expect(String((err as Error).message)).toMatch(/ENOSPC/);
+    expect(warnings).toEqual([]); // the error record was written
+    const failed = (await manager.listBackups({ volumeId: big.id }))[0]!;
+    expect(failed.status).toBe('error');
+    expect(failed.owner).toBeUndefined();
+    expect(failed.failReason).toMatch(/^UNAVAILABLE: .*ENOSPC/);
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+    const after = await objects(); // each readable whole
+    expect(after.filter((k) => k.startsWith('manifests/'))).toEqual(before.filter((k) => k.startsWith('manifests/')));
+    expect(after.filter((k) => !before.includes(k) && !/^(packs|index|catalog)\//.test(k))).toEqual([]);
+    // What landed before the disk filled is whole: the index names only packs that read back.
+    expect((await service.verify()).problems).toEqual([]);
+    // Still full enough that the same backup fails again, and cleanly.
+    await expect(manager.backup({ volumeId: big.id })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await temporaries()).toEqual([]);
+
+    await unfill();
+    const second = await manager.backup({ volumeId: big.id });
+    expect(second.status).toBe('available');
+    const report = await service.verify();
+    expect(report.problems).toEqual([]);
+    expect(report.checked.sort()).toEqual([first.id, second.id].sort());
+    expect(await service.locks()).toEqual([]);
+  }, 60_000);
+
+  it('a final record write that hits ENOSPC leaves the record whole (`creating`) and no manifest; recover() settles it once space is freed', async () => {
+    await service.close();
+    let manifestWritten = false;
+    let filled = 0;
+    await rig((s) =>
+      beforePuts(s, (key) => {
+        if (key.startsWith('manifests/')) manifestWritten = true;
+        // The disk fills just as the record is to go `available`, and again before the error
+        // record (the removal of the committed manifest freed a little).
+        else if (manifestWritten && filled < 2 && key.startsWith('catalog/backups/')) fill(0, `${FILLER}${++filled}`);
+      }),
+    );
+    const v = await randomVolume(4 * MiB, 'v');
+    const err = await manager.backup({ volumeId: v.id }).catch((e: unknown) => e);
+    expect(filled).toBe(2);
+    expect(err).toMatchObject({ code: 'UNAVAILABLE' });
+    expect(String((err as Error).message)).toMatch(/ENOSPC/);
+    // The error record could not be written either: a warning says so.
+    expect(warnings.map((w) => w.message).join('\n')).toMatch(/error record could not be written/);
+    const [record] = await manager.listBackups({ volumeId: v.id });
+    expect(record).toMatchObject({ status: 'creating' }); // the old record, whole
+    expect((await objects()).filter((k) => k.startsWith('manifests/'))).toEqual([]); // the committed backup was removed
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+
+    await unfill();
+    const recovered = await manager.recover();
+    expect(recovered.failedBackups).toEqual([record!.id]);
+    expect(await manager.getBackup(record!.id)).toMatchObject({ status: 'error' });
+    const next = await manager.backup({ volumeId: v.id });
+    expect((await service.verify()).problems).toEqual([]);
+    expect(next.status).toBe('available');
+  }, 60_000);
+
+  it('a lock whose refresh hits ENOSPC keeps its last whole lock object, lapses (BUSY at assertHeld) and is released on the full disk', async () => {
+    await service.close();
+    store = await PosixObjectStore.open({ directory: repoDir });
+    service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: 300 });
+    const lock = await service.repository.locks.acquire('shared', { purpose: 'test' });
+    fill(0);
+    await new Promise((r) => setTimeout(r, 700)); // every refresh meanwhile fails for space
+    expect(() => lock.assertHeld()).toThrow(expect.objectContaining({ code: 'BUSY' }));
+    const [info] = await service.locks(); // the object is the last one written, whole
+    expect(info).toMatchObject({ id: lock.doc.id, stale: true });
+    await lock.release(); // a delete needs no space
+    expect(await service.locks()).toEqual([]);
+    expect(await temporaries()).toEqual([]);
+  }, 60_000);
+
+  it('on a completely full disk, backup delete and gc fail UNAVAILABLE naming the full file system and the object they could not write, and change nothing; with a little space freed they reclaim the space', async () => {
+    const v = await randomVolume(8 * MiB, 'v');
+    const old = await manager.backup({ volumeId: v.id });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, randomBytes(8 * MiB));
+    await volumes.detach(a.id);
+    const kept = await manager.backup({ volumeId: v.id });
+    fill(0);
+    const before = await objects();
+
+    const del = await manager.deleteBackup(old.id).catch((e: unknown) => e);
+    expect(del).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+    expect(String((del as Error).message)).toMatch(/put (locks|catalog)\/.*no space left on the file system/);
+    expect(await manager.getBackup(old.id)).toMatchObject({ status: 'available' });
+    const gc = await service.gc({ graceMs: 0 }).catch((e: unknown) => e);
+    expect(gc).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+    expect(String((gc as Error).message)).toMatch(/put locks\/.*no space left on the file system/);
+    expect(await objects()).toEqual(before);
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+
+    // A little room (the last 4 KiB blocks dd wrote) is enough for the records and locks.
+    await rm(join(disk!, 'filler.tail'), { force: true });
+    await manager.deleteBackup(old.id);
+    const freeBefore = await freeBytes();
+    const report = await service.gc({ graceMs: 0 });
+    expect(report.packsDeleted + report.packsRepacked).toBeGreaterThan(0);
+    expect(await freeBytes()).toBeGreaterThanOrEqual(freeBefore + 7 * MiB);
+    expect((await service.verify()).problems).toEqual([]);
+    expect((await manager.listBackups()).map((b) => b.id)).toEqual([kept.id]);
+  }, 60_000);
+  it('gc on a nearly full disk, too full to repack, still deletes the packs no backup references (a warning says repacks were skipped); with space back, a gc repacks', async () => {
+    await service.close();
+    const told: Error[] = [];
+    store = await PosixObjectStore.open({ directory: repoDir });
+    service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, onWarning: (w) => told.push(w) });
+    manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    // a1's packs end up half live (a2 keeps every other chunk): a repack; b1's wholly dead.
+    const a = await randomVolume(4 * MiB, 'a');
+    const a1 = await manager.backup({ volumeId: a.id });
+    const rw = await volumes.attach({ kind: 'volume', id: a.id }, 'rw');
+    for (let i = 0; i < 16; i += 2) await rw.device.write(i * CHUNK, randomBytes(CHUNK));
+    await volumes.detach(rw.id);
+    const a2 = await manager.backup({ volumeId: a.id });
+    const b1 = await manager.backup({ volumeId: (await randomVolume(6 * MiB, 'b')).id });
+    await manager.deleteBackup(a1.id);
+    await manager.deleteBackup(b1.id);
+    fill(256 * 1024); // room for locks, records and index objects, not for a 1 MiB pack
+    const free = await freeBytes();
+
+    const report = await service.gc({ graceMs: 0 });
+    expect(report.packsRepacked).toBe(0);
+    expect(report.packsDeleted).toBeGreaterThan(0);
+    expect(await freeBytes()).toBeGreaterThanOrEqual(free + 5 * MiB); // b1's packs at least
+    expect(told.map((w) => w.message).join('\n')).toMatch(/repack.*no space left/s);
+    expect(told[0]).toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+    let check = await service.verify();
+    expect(check.problems).toEqual([]);
+    expect(check.checked).toEqual([a2.id]);
+
+    await unfill();
+    const again = await service.gc({ graceMs: 0 });
+    expect(again.packsRepacked).toBeGreaterThan(0);
+    check = await service.verify();
+    expect(check.problems).toEqual([]);
+  }, 60_000);
+});
