@@ -98,8 +98,33 @@ export function bearerCheck(token: string): (request: FastifyRequest) => void {
   };
 }
 
-/** bearerCheck as an onRequest hook. */
-export function bearerAuth(token: string): (request: FastifyRequest) => Promise<void> {
-  const check = bearerCheck(token);
-  return async (request) => check(request);
+/** The host name of a Host header value (`name:port`, `[v6]:port`, `name`), lowercase. */
+function hostName(header: string): string {
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(header);
+  return (bracketed ? bracketed[1]! : header.replace(/:\d*$/, '')).toLowerCase();
+}
+
+/**
+ * The check a server without a token applies instead of bearerCheck: it trusts whoever reaches
+ * its loopback address, which a web page the user opens can reach too, so it refuses what only a
+ * browser sends, throwing `UNAUTHENTICATED` (401): a `Host` that is not a loopback name or
+ * address (isLoopback; DNS rebinding: the page's own name resolved to 127.0.0.1, which would let
+ * it read the answers and send any request), an `Origin` header (browsers send it on every
+ * cross-origin request and every POST or DELETE; a POST without a body needs no preflight) and a
+ * `Sec-Fetch-Site` other than `none`. curl, scripts and Node's fetch send none of these. A
+ * request without a Host header (HTTP/1.0) is not a browser's and passes. Synchronous, like
+ * bearerCheck.
+ */
+export function localClientCheck(): (request: FastifyRequest) => void {
+  const challenge = { 'www-authenticate': 'Bearer realm="cairn"' };
+  return (request) => {
+    const { host, origin } = request.headers;
+    const site = request.headers['sec-fetch-site'];
+    if (host !== undefined && !isLoopback(hostName(host))) {
+      throw new HttpError('UNAUTHENTICATED', 'this server has no token and answers only requests addressed to a loopback host (Host: 127.0.0.1, [::1] or localhost)', challenge);
+    }
+    if (origin !== undefined || (site !== undefined && site !== 'none')) {
+      throw new HttpError('UNAUTHENTICATED', 'this server has no token and refuses requests a web page makes (Origin or Sec-Fetch-Site headers): give it --token-file to serve browsers', challenge);
+    }
+  };
 }

@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { CairnError } from '@cairn/core';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ApiContext } from './api-context.js';
-import { bearerAuth, bearerCheck, type ListenAddress } from './auth.js';
+import { bearerCheck, localClientCheck, type ListenAddress } from './auth.js';
 import type { TlsFiles } from './tls.js';
 import { clientErrorResponse, errorResponse, forOperator, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
@@ -95,11 +95,12 @@ export class ApiServer {
 function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServerTimeouts, closing: () => boolean): FastifyInstance {
   // Node checks request and header timeouts every connectionsCheckingInterval (default 30 s).
   const checking = { connectionsCheckingInterval: Math.max(100, Math.min(1000, timeouts.requestTimeoutMs)) };
-  // The error that refuses `request` without the token, if any (no hooks run before routing).
-  const check = options.token === undefined ? undefined : bearerCheck(options.token);
+  // The error that refuses `request` (no hooks run before routing): without the token, or, on a
+  // server without one, when a web page made it (localClientCheck).
+  const check = options.token === undefined ? localClientCheck() : bearerCheck(options.token);
   const authenticated = (request: FastifyRequest): unknown => {
     try {
-      check?.(request);
+      check(request);
       return undefined;
     } catch (err) {
       return err;
@@ -127,7 +128,7 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => (body === '' ? done(null, undefined) : json(request, body as string, done)));
 
-  if (options.token !== undefined) app.addHook('onRequest', bearerAuth(options.token));
+  app.addHook('onRequest', async (request) => check(request));
   app.addHook('onRequest', async () => {
     if (closing()) throw new CairnError('UNAVAILABLE', 'the server is shutting down');
   });

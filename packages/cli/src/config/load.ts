@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { lstat, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CairnError } from '@cairn/core';
 import type { z } from 'zod';
@@ -38,7 +38,8 @@ export function embeddedDefaults(baseDir: string): CairnConfig {
 /**
  * Finds and loads the config: `explicit` (from `--config`), else `$CAIRN_CONFIG`, else the first
  * of CONFIG_NAMES in `cwd`, else the embedded defaults. `NOT_FOUND` when a named file is
- * missing; `INVALID_INPUT` naming the file, the path in it and what is expected when it is wrong.
+ * missing; `INVALID_INPUT` naming the file, the path in it and what is expected when it is wrong,
+ * and for a file found in `cwd` (not named) that belongs to another user (assertOwnConfig).
  * Every error about a config file carries its absolute path in `details.file`.
  */
 export async function loadConfig(explicit: string | undefined, cwd = process.cwd()): Promise<LoadedConfig> {
@@ -53,6 +54,7 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
     const file = resolve(cwd, name);
     const text = await readText(file);
     if (text === undefined) continue;
+    await assertOwnConfig(file);
     if (text.trim() === '') {
       // An unfinished init's file found first shadows a config written by hand beside it: say so.
       const shadowed = await firstPresent(CONFIG_NAMES.slice(i + 1).map((n) => resolve(cwd, n)));
@@ -61,7 +63,40 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
     return fromText(file, text);
   }
   const config = embeddedDefaults(cwd);
+  await assertOwnDefaultsDir(config.stateDir);
   return { file: undefined, config, stateDir: config.stateDir };
+}
+
+/**
+ * `INVALID_INPUT` (details.file) when `file`, a config found in the working directory rather than
+ * named, belongs to neither this process's user nor root: the config says where backups go and
+ * where restores come from, so a file another user left in a directory a command runs from (/tmp,
+ * a shared directory) would send this user's volumes to that user's repository, or restore that
+ * user's data over them (as git refuses a repository of another owner: safe.directory). A file
+ * named with --config or CAIRN_CONFIG is trusted: its user chose it.
+ */
+async function assertOwnConfig(file: string): Promise<void> {
+  const uid = process.geteuid?.();
+  if (uid === undefined) return;
+  const owner = (await stat(file)).uid;
+  if (owner === uid || owner === 0) return;
+  throw new CairnError('INVALID_INPUT', `config file ${file} belongs to another user (uid ${owner}), so it is not used unless named: pass --config ${file} (or set CAIRN_CONFIG) if you trust it`, { driver: 'config', details: { file } });
+}
+
+/**
+ * `INVALID_INPUT` (details.file) when `dir`, the embedded defaults' `./.cairn` (volumes,
+ * repository and state), exists and belongs (itself, or the link there) to neither this process's
+ * user nor root: another user made it beforehand, in a directory both may write in, to read or
+ * fill what this user keeps there. None yet is fine: this user's command makes it.
+ */
+async function assertOwnDefaultsDir(dir: string): Promise<void> {
+  const uid = process.geteuid?.();
+  const owner = await lstat(dir).then(
+    (s) => s.uid,
+    () => undefined,
+  );
+  if (uid === undefined || owner === undefined || owner === uid || owner === 0) return;
+  throw new CairnError('INVALID_INPUT', `${dir}, where the embedded defaults keep volumes and backups, belongs to another user (uid ${owner}): run Cairn from another directory, or write a config`, { driver: 'config', details: { file: dir } });
 }
 
 /**

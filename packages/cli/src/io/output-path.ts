@@ -18,17 +18,21 @@ export const WRITE_THROUGH_HELP = 'a symbolic link is written through, as cp doe
  * - Anything else is `file` itself, which need not exist yet.
  * - The path written must be a place for a file (checkOutputLocation): a directory there, or a
  *   directory that is missing or cannot be written, is refused before anything is written.
+ * - A link in a sticky world-writable directory (/tmp) is written through only when it is this
+ *   process's user's or the directory owner's, as Linux follows one (fs.protected_symlinks):
+ *   another user may plant a link under the name a command is about to write, to make it replace
+ *   a file of this user's (`UNAVAILABLE`, details.file). Resolving the link here would bypass the
+ *   kernel's protection, so it is applied here too (to `file` itself, not to links in its directories).
  *
  * Only the start of the command is covered: a link changed while the command runs is not
  * followed again.
  */
 export async function outputPath(file: string, force: boolean): Promise<string> {
-  const link = await lstat(file).then(
-    (s) => s.isSymbolicLink(),
-    () => false,
-  );
+  const st = await lstat(file).catch(() => undefined);
+  const link = st?.isSymbolicLink() ?? false;
   let target = file;
   if (link) {
+    await assertLinkMayBeFollowed(file, st!.uid);
     target = await realpath(file).catch((cause: NodeJS.ErrnoException) => {
       throw new CairnError('INVALID_INPUT', `${file} is a symbolic link that leads to no file (${cause.code}); a dangling link is not written through`, { cause, details: { file } });
     });
@@ -38,6 +42,19 @@ export async function outputPath(file: string, force: boolean): Promise<string> 
     throw new CairnError('ALREADY_EXISTS', `${link ? `${file} (a link to ${target})` : file} exists; pass --force to overwrite it`, { details: { file } });
   }
   return target;
+}
+
+/**
+ * `UNAVAILABLE` when the link `file`, owned by `linkUid`, is in a sticky world-writable directory
+ * and neither this process's user nor the directory's owner owns it (the rule of Linux's
+ * fs.protected_symlinks, applied whatever that setting is, and to root too, as Linux does).
+ */
+async function assertLinkMayBeFollowed(file: string, linkUid: number): Promise<void> {
+  const uid = process.geteuid?.();
+  if (uid === undefined || linkUid === uid) return;
+  const dir = await stat(dirname(file)).catch(() => undefined);
+  if (!dir || (dir.mode & 0o1002) !== 0o1002 || dir.uid === linkUid) return;
+  throw new CairnError('UNAVAILABLE', `${file} is a symbolic link of another user in sticky directory ${dirname(file)}: it is not written through (someone else may have planted it)`, { details: { file } });
 }
 
 /**
