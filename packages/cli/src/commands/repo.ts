@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
 import { renderFields, renderTable } from '../output/table.js';
-import { formatBytes, parseDuration, optionParser } from '../output/units.js';
+import { formatBytes, parseDuration, parseRepackThreshold, optionParser } from '../output/units.js';
 import { verifyText } from '../output/views.js';
 
 /** `cairn repo …`: maintenance of a target's chunked repository. */
@@ -18,10 +18,16 @@ export function registerRepoCommands(program: Command): void {
     .description('remove chunks no backup references and repack mostly-empty packs (exclusive lock: BUSY while a backup runs)')
     .option('--grace <duration>', 'never remove packs younger than this, e.g. 0, 10m, 1h', optionParser(parseDuration), 3_600_000)
     .option('--dry-run', 'report what would be removed, remove nothing', false)
+    .option(
+      '--repack-threshold <share>',
+      'repack a pack once this share of its bytes is unreferenced (0 to 1), or never: only delete wholly unreferenced packs (writes no new pack: for a store short of space)',
+      optionParser(parseRepackThreshold),
+      0.25,
+    )
     .action(
-      withContext<{ grace: number; dryRun: boolean }>(async (ctx, _a, o) => {
+      withContext<{ grace: number; dryRun: boolean; repackThreshold: number }>(async (ctx, _a, o) => {
         await ctx.manager({ recover: true });
-        const report = await (await ctx.repository(target(repo))).gc({ graceMs: o.grace, dryRun: o.dryRun });
+        const report = await (await ctx.repository(target(repo))).gc({ graceMs: o.grace, dryRun: o.dryRun, repackThreshold: o.repackThreshold });
         ctx.out.result(report, () =>
           renderFields([
             ['backups', report.backups],

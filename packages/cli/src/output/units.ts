@@ -68,6 +68,17 @@ export function parseSeconds(text: string): number {
 }
 
 /**
+ * Parses a repack threshold: a share of a pack's bytes from 0 to 1 (`0.25`, `0`, `1`), or `never`
+ * (Infinity: GC deletes wholly unreferenced packs and repacks none). `INVALID_INPUT` otherwise.
+ */
+export function parseRepackThreshold(text: string): number {
+  const t = String(text).trim();
+  if (t === 'never') return Infinity;
+  if (!/^(?:0|1)(?:\.\d+)?$|^\.\d+$/.test(t) || Number(t) > 1) throw new CairnError('INVALID_INPUT', `"${text}" is not a repack threshold (a share from 0 to 1, e.g. 0.25, or never)`);
+  return Number(t);
+}
+
+/**
  * Adapts a parser that throws CairnError (parseSize, parseDuration…) to commander, which reports
  * an InvalidArgumentError as a usage error (exit 2) naming the option.
  */
