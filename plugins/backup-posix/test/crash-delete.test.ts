@@ -1,11 +1,11 @@
-import { createCipheriv } from 'node:crypto';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord } from '@cairn/core';
 import { PosixObjectStore } from '../src/index.js';
-import { PACKAGE_DIR, assertDistFresh, spawnChild } from './helpers.js';
+import { assertDistFresh } from './helpers.js';
+import { CHUNK, SIZE, readVolume, runKilledAfter, writeChunks } from './kill-at-write.js';
 
 // A backup delete (record → `deleting`, manifest removed, record removed) SIGKILLed after each of
 // its writes to the store (fixtures/kill-at-write-child.mjs). The backup deleted is the middle of
@@ -17,38 +17,8 @@ import { PACKAGE_DIR, assertDistFresh, spawnChild } from './helpers.js';
 // restore byte-exact and verify clean, and a GC then completes without taking a chunk or page
 // they need.
 
-const CHILD = join(PACKAGE_DIR, 'test', 'fixtures', 'kill-at-write-child.mjs');
-const CHUNK = 64 * 1024;
-const SIZE = 32 * CHUNK;
-
-function chunkData(seed: number, i: number): Buffer {
-  const key = Buffer.alloc(32);
-  key.writeUInt32LE(seed);
-  key.writeUInt32LE(i, 4);
-  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(CHUNK));
-}
-
-async function writeChunks(volumes: MemoryVolumeDriver, volumeId: string, seed: number, from: number, to: number): Promise<void> {
-  const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'rw');
-  for (let i = from; i < to; i++) await a.device.write(i * CHUNK, chunkData(seed, i));
-  await volumes.detach(a.id);
-}
-
-async function readVolume(volumes: MemoryVolumeDriver, volumeId: string): Promise<Buffer> {
-  const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'ro');
-  const b = Buffer.from(await a.device.read(0, SIZE));
-  await volumes.detach(a.id);
-  return b;
-}
-
 /** Runs the child's `op` in `dir`, killed after its `killAfter`-th write (0: never). */
-async function run(dir: string, op: 'delete' | 'recover', killAfter: number, backupId?: string): Promise<{ killed: boolean; log?: string[] }> {
-  const child = spawnChild({ directory: dir, op, backupId, killAfter }, CHILD);
-  const exit = await child.exited;
-  if (exit.signal === 'SIGKILL') return { killed: true };
-  expect(exit.code).toBe(0);
-  return { killed: false, log: child.lines.find((l) => l.event === 'done')!.log as string[] };
-}
+const run = (dir: string, op: 'delete' | 'recover', killAfter: number, backupId?: string) => runKilledAfter({ directory: dir, op, backupId }, killAfter);
 
 describe('a backup delete killed with SIGKILL after each of its writes', () => {
   const volumes = new MemoryVolumeDriver();

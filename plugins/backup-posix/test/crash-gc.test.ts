@@ -1,11 +1,11 @@
-import { createCipheriv } from 'node:crypto';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord } from '@cairn/core';
 import { PosixObjectStore } from '../src/index.js';
-import { PACKAGE_DIR, assertDistFresh, spawnChild } from './helpers.js';
+import { assertDistFresh } from './helpers.js';
+import { CHUNK, SIZE, readVolume, runKilledAfter, writeChunks } from './kill-at-write.js';
 
 // Garbage collection SIGKILLed after each of its writes to the store (a child process counts
 // them: fixtures/kill-at-write-child.mjs), in a repository where deleted backups leave packs
@@ -15,31 +15,6 @@ import { PACKAGE_DIR, assertDistFresh, spawnChild } from './helpers.js';
 // an incremental backup of a chain then taken restores byte-exact, and a second GC completes
 // and leaves a repository whose verify passes and whose backups still restore.
 
-const CHILD = join(PACKAGE_DIR, 'test', 'fixtures', 'kill-at-write-child.mjs');
-const CHUNK = 64 * 1024;
-const SIZE = 32 * CHUNK;
-
-/** Incompressible content of chunk `i` under `seed`. */
-function chunkData(seed: number, i: number): Buffer {
-  const key = Buffer.alloc(32);
-  key.writeUInt32LE(seed);
-  key.writeUInt32LE(i, 4);
-  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(CHUNK));
-}
-
-async function writeChunks(volumes: MemoryVolumeDriver, volumeId: string, seed: number, from: number, to: number): Promise<void> {
-  const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'rw');
-  for (let i = from; i < to; i++) await a.device.write(i * CHUNK, chunkData(seed, i));
-  await volumes.detach(a.id);
-}
-
-async function readVolume(volumes: MemoryVolumeDriver, volumeId: string): Promise<Buffer> {
-  const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'ro');
-  const b = Buffer.from(await a.device.read(0, SIZE));
-  await volumes.detach(a.id);
-  return b;
-}
-
 async function openRig(dir: string, volumes: MemoryVolumeDriver) {
   const service = await ChunkedBackupService.open(await PosixObjectStore.open({ directory: dir }), { name: 'posix', workers: 0, pageChunks: 8 });
   const manager = new BackupManager({ volumes, targets: { posix: service }, catalog: new RepositoryCatalog(service.repository) });
@@ -47,13 +22,7 @@ async function openRig(dir: string, volumes: MemoryVolumeDriver) {
 }
 
 /** Runs the child's GC in `dir`, killed after its `killAfter`-th write (0: never). */
-async function runGc(dir: string, killAfter: number): Promise<{ killed: boolean; log?: string[] }> {
-  const child = spawnChild({ directory: dir, op: 'gc', killAfter, repackThreshold: 0.05 }, CHILD);
-  const exit = await child.exited;
-  if (exit.signal === 'SIGKILL') return { killed: true };
-  expect(exit.code).toBe(0);
-  return { killed: false, log: child.lines.find((l) => l.event === 'done')!.log as string[] };
-}
+const runGc = (dir: string, killAfter: number) => runKilledAfter({ directory: dir, op: 'gc', repackThreshold: 0.05 }, killAfter);
 
 describe('garbage collection killed with SIGKILL after each of its writes', () => {
   const volumes = new MemoryVolumeDriver();
