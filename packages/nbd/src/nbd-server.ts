@@ -3,6 +3,7 @@ import { CairnError, toCairnError } from '@cairn/core';
 import { AcceptErrorReporter } from './accept-errors.js';
 import type { NbdAddress } from './connection.js';
 import { FdReserve } from './fd-reserve.js';
+import { PrivateSocketPath } from './private-socket.js';
 import type { NbdExport } from './nbd-backend.js';
 import { MAX_PAYLOAD_CAP, REP_ERR } from './protocol.js';
 import { ServerConnection } from './server-connection.js';
@@ -60,6 +61,8 @@ export class NbdServer {
   private readonly refused = new Set<ServerConnection>();
   private closing: Promise<void> | undefined;
   private bound: NbdAddress | undefined;
+  /** The unix socket path listened on, to remove at close (see PrivateSocketPath). */
+  private socketPath: PrivateSocketPath | undefined;
   /** While a listen() is pending: settles it with `err`, releasing what it holds. */
   private abandonListen: ((err: CairnError) => void) | undefined;
   private readonly driver: string;
@@ -124,8 +127,11 @@ export class NbdServer {
 
   /**
    * Starts listening on a unix socket path or a TCP address (port 0 picks a free port) and
-   * resolves with the bound address. From then on the server holds one spare file descriptor (see
-   * `FdReserve`) until `close()`; a listen() that fails holds nothing, and may be retried.
+   * resolves with the bound address. A unix socket is owner-only (mode 0600, whatever the umask:
+   * only this user, and root, may connect) from the moment it appears at its path (see
+   * `PrivateSocketPath`: bound in a fresh 0700 directory beside it, then linked into place), and
+   * `close()` removes it; `INVALID_INPUT` for a path too long for a unix socket (see there).
+   * From then on the server holds one spare file descriptor (see `FdReserve`) until `close()`; a listen() that fails holds nothing, and may be retried.
    * `CONFLICT` when the address is in use; `INVALID_INPUT` for a bad address (a port outside
    * 0–65535), while listening or a listen() is pending, and after `close()` (a closed server never
    * listens again: create a new one); `CANCELLED` when `close()` is called before it bound.
@@ -134,8 +140,10 @@ export class NbdServer {
     if (this.closing) return Promise.reject(new CairnError('INVALID_INPUT', 'server is closed; create a new NbdServer to listen again', { driver: this.driver }));
     if (this.bound || this.abandonListen) return Promise.reject(new CairnError('INVALID_INPUT', 'server is already listening', { driver: this.driver }));
     return new Promise((resolve, reject) => {
+      let place: PrivateSocketPath | undefined;
       const fail = (err: CairnError): void => {
         this.server.off('error', onError).off('listening', done);
+        place?.discard();
         this.abandonListen = undefined;
         this.reserve.stop();
         reject(err);
@@ -147,11 +155,23 @@ export class NbdServer {
         this.server.off('error', this.onAcceptError).on('error', this.onAcceptError);
         if (this.closing) {
           this.server.close(); // bound after close() settled this listen(): nobody serves it
+          place?.discard();
           return;
+        }
+        if (place) {
+          try {
+            place.publish();
+          } catch (err) {
+            this.server.close(); // listening on the temporary name only: nobody could reach it
+            this.server.off('error', this.onAcceptError);
+            fail(listenError(err, this.driver));
+            return;
+          }
+          this.socketPath = place;
         }
         this.abandonListen = undefined;
         const a = this.server.address();
-        this.bound = typeof a === 'string' ? { path: a } : { host: a!.address, port: a!.port };
+        this.bound = place ? { path: place.path } : typeof a === 'string' ? { path: a } : { host: a!.address, port: a!.port };
         resolve(this.bound);
       };
       this.abandonListen = (err) => {
@@ -161,8 +181,10 @@ export class NbdServer {
       this.server.once('error', onError);
       this.reserve.start();
       try {
-        if ('path' in address) this.server.listen(address.path, done);
-        else this.server.listen(address.port, address.host ?? '127.0.0.1', done);
+        if ('path' in address) {
+          place = new PrivateSocketPath(address.path, this.driver);
+          this.server.listen(place.tempPath, done);
+        } else this.server.listen(address.port, address.host ?? '127.0.0.1', done);
       } catch (err) {
         fail(listenError(err, this.driver)); // thrown by net for a bad address, before any socket
       }
@@ -196,6 +218,7 @@ export class NbdServer {
       this.abandonListen?.(new CairnError('CANCELLED', 'server closed before listen() completed', { driver: this.driver }));
       this.reserve.stop();
       const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.socketPath?.unpublish(); // the server's close removes only the name it bound
       await Promise.all([...this.connections, ...this.refused].map((c) => c.drain(options.drainTimeoutMs ?? 10_000)));
       if (this.bound) await stopped;
     })();
@@ -203,11 +226,11 @@ export class NbdServer {
   }
 }
 
-/** A failed listen() as a CairnError: `CONFLICT` for an address in use, `INVALID_INPUT` for a bad address. */
+/** A failed listen() as a CairnError: `CONFLICT` for an address in use (or a socket path taken), `INVALID_INPUT` for a bad address. */
 function listenError(err: unknown, driver: string): CairnError {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const message = (err as Error | undefined)?.message ?? String(err);
-  if (code === 'EADDRINUSE') return new CairnError('CONFLICT', `address in use: ${message}`, { driver, cause: err });
+  if (code === 'EADDRINUSE' || code === 'EEXIST') return new CairnError('CONFLICT', `address in use: ${message}`, { driver, cause: err });
   if (code === 'ERR_SOCKET_BAD_PORT' || code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_INVALID_ARG_VALUE') {
     return new CairnError('INVALID_INPUT', `bad listen address: ${message}`, { driver, cause: err });
   }

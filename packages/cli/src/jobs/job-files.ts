@@ -1,7 +1,7 @@
-import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
-import { CairnError, currentOwner, makeDirectories, ordinal, toCairnError, type ProcessOwner } from '@cairn/core';
+import { dirname, join } from 'node:path';
+import { CairnError, currentOwner, makeDirectories, ordinal, toCairnError, writeFileAtomic, type ProcessOwner } from '@cairn/core';
 import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
@@ -48,21 +48,40 @@ const jobsDir = (stateDir: string) => join(stateDir, 'jobs');
 const ID = /^[A-Za-z0-9-]{1,64}$/;
 
 /**
+ * Makes the jobs directory `dir` (and its missing parents) if it is missing: the jobs directory
+ * itself with mode 0700 (owner only, whatever the umask), so that where the state directory is
+ * shared or group-writable nobody else can plant, replace or remove records in it. An existing
+ * directory is taken as it is (its mode is the administrator's choice).
+ */
+async function makeJobsDirectory(dir: string): Promise<void> {
+  await makeDirectories(dirname(dir));
+  try {
+    await mkdir(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir).catch(() => undefined))?.isDirectory()) throw err;
+  }
+}
+
+/**
  * Records a job of this process; returns the function that removes the record (idempotent).
+ * The record is written with core's writeFileAtomic: an unpredictable temporary name created
+ * exclusively (O_EXCL, mode 0600: never through a link planted by someone else), fsynced and
+ * renamed into place, so the record (mode 0600) is whole or absent, and durable once this
+ * resolves. The jobs directory is made 0700 when missing (see makeJobsDirectory).
  * `UNAVAILABLE` when the record cannot be written (nothing is left behind then).
  */
 export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'kind' | 'backupId' | 'volumeId'>): Promise<() => Promise<void>> {
   const dir = jobsDir(stateDir);
   const file = join(dir, `${job.id}.json`);
-  const tmp = `${file}.${process.pid}.tmp`;
   const { startTime: pidStartTime, ...me } = currentOwner();
   const doc: JobFile = { ...job, startedAt: new Date().toISOString(), ...(pidStartTime !== undefined ? { pidStartTime } : {}), ...me };
   try {
-    await makeDirectories(dir);
-    await writeFile(tmp, JSON.stringify(doc));
-    await rename(tmp, file);
+    await makeJobsDirectory(dir);
+    await writeFileAtomic(file, JSON.stringify(doc));
   } catch (cause) {
-    await rm(tmp, { force: true }).catch(() => {});
+    // writeFileAtomic removes its temporary file; the record itself is in place only when the
+    // directory's fsync failed after the rename (job ids are unique: the file is ours).
+    await rm(file, { force: true }).catch(() => {});
     throw new CairnError('UNAVAILABLE', `cannot record job ${job.id} in ${dir}: ${(cause as Error).message}`, { cause });
   }
   return () => rm(file, { force: true });
@@ -72,8 +91,8 @@ export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'k
  * What a record file holds: the job, `missing` (no such file: never written, or removed meanwhile),
  * `corrupt` (not a job record: unparsable JSON or a required field missing or of the wrong type),
  * or `unreadable` (the file exists but cannot be read; left alone). Records are only ever written
- * whole (`registerJob` writes a temporary file, not named `*.json`, and renames it), so a
- * `corrupt` record is never one being written: it is damage and will never become valid.
+ * whole (`registerJob` writes a temporary file `.<id>.json.<random>.tmp`, not named `*.json`,
+ * and renames it), so a `corrupt` record is never one being written: it is damage and will never become valid.
  */
 async function readJobFile(file: string): Promise<JobFile | 'missing' | 'corrupt' | 'unreadable'> {
   let text: string;
@@ -157,7 +176,8 @@ export function staleReason(job: Pick<JobFile, 'pid'>, state: JobProcessState): 
  * does not stop in time. A process that exits between the check and the signal (ESRCH) has
  * ended the job: its record is removed, `NOT_FOUND` as for a finished job. A process this user may
  * not signal (EPERM: it runs as another user) is `UNAVAILABLE` with `details: {job, pid}`, the
- * record kept. A corrupt record is removed, `NOT_FOUND`.
+ * record kept; so is one whose record this user may not read (records are 0600: another user's
+ * job), with `details: {job}`. A corrupt record is removed, `NOT_FOUND`.
  */
 export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): Promise<JobFile> {
   if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no running job ${id}`);
@@ -167,7 +187,13 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
     await rm(file, { force: true }).catch(() => {});
     throw new CairnError('NOT_FOUND', `no running job ${id} (its record was corrupt; removed it)`);
   }
-  if (doc === 'missing' || doc === 'unreadable') throw new CairnError('NOT_FOUND', `no running job ${id}`);
+  if (doc === 'missing') throw new CairnError('NOT_FOUND', `no running job ${id}`);
+  if (doc === 'unreadable') {
+    // Records are 0600: most likely the job of another user, whose process this user could not signal either.
+    throw new CairnError('UNAVAILABLE', `the record ${file} of job ${id} cannot be read by this user (the job of another user?): cancel it as its owner (or as root)`, {
+      details: { job: id },
+    });
+  }
   const owner = jobOwner(doc);
   const state = jobProcessState(owner);
   if (state === 'elsewhere') {
