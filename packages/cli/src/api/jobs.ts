@@ -78,16 +78,21 @@ class Entry {
     for (const wake of [...this.waiters]) wake();
   }
 
-  /** Resolves once the job has ended (at once if it has) or after `ms`, whichever comes first. Never rejects. */
-  until(ms: number): Promise<void> {
-    if (this.state !== 'running') return Promise.resolve();
+  /**
+   * Resolves once the job has ended (at once if it has), after `ms`, or once `signal` aborts (the
+   * client went away), whichever comes first. Never rejects.
+   */
+  until(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.state !== 'running' || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const wake = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', wake);
         this.waiters.delete(wake);
         resolve();
       };
       const timer = setTimeout(wake, ms);
+      signal?.addEventListener('abort', wake, { once: true });
       this.waiters.add(wake);
     });
   }
@@ -229,12 +234,13 @@ export class JobTable {
 
   /**
    * Waits up to `ms` for job `id` to end, then returns its view (ended or not). `NOT_FOUND` if
-   * unknown. A wait that returns keeps nothing alive: a running job polled any number of times
-   * holds memory only for the waits in progress.
+   * unknown. `signal` (the poll's client went away) ends the wait at once. A wait that returns
+   * keeps nothing alive: a running job polled any number of times holds memory only for the waits
+   * in progress, and a wait whose client has gone is no longer in progress.
    */
-  async wait(id: string, ms: number): Promise<JobView> {
+  async wait(id: string, ms: number, signal?: AbortSignal): Promise<JobView> {
     const entry = this.entry(id);
-    if (ms > 0) await entry.until(ms);
+    if (ms > 0) await entry.until(ms, signal);
     return entry.view();
   }
 

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { ApiContext } from './api-context.js';
 import { addRoute, pathId } from './routing.js';
@@ -23,8 +23,22 @@ const WaitSeconds = z
 
 const GetQuery = z.strictObject({ wait: WaitSeconds.optional() });
 
-/** `GET /v1/jobs`, `GET /v1/jobs/:id[?wait=seconds]`, `DELETE /v1/jobs/:id` (cancel). */
-export function registerJobRoutes(app: FastifyInstance, api: ApiContext): void {
+/**
+ * A signal that aborts when the connection of `reply` closes before the answer was sent: the
+ * client of a long-poll went away, and nobody waits for the answer any more.
+ */
+function clientGone(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => controller.abort());
+  return controller.signal;
+}
+
+/**
+ * `GET /v1/jobs`, `GET /v1/jobs/:id[?wait=seconds]`, `DELETE /v1/jobs/:id` (cancel).
+ * `longestWaitMs`: a long-poll is answered after at most this long, whatever its `wait`
+ * (longestWaitMs in server-timeouts.ts: before the connection timeout would cut it).
+ */
+export function registerJobRoutes(app: FastifyInstance, api: ApiContext, longestWaitMs = MAX_WAIT_SECONDS * 1000): void {
   addRoute(app, {
     method: 'GET',
     url: '/v1/jobs',
@@ -32,12 +46,16 @@ export function registerJobRoutes(app: FastifyInstance, api: ApiContext): void {
     handler: async ({ query }) => api.jobs.list(query),
   });
 
-  // ?wait=N answers as soon as the job ends, or after N seconds with the job still running.
+  // ?wait=N answers as soon as the job ends, or after N seconds (at most longestWaitMs) with the
+  // job still running. A client that goes away ends its wait: nothing is kept for it.
   addRoute(app, {
     method: 'GET',
     url: '/v1/jobs/:id',
     query: GetQuery,
-    handler: async ({ params, query }) => api.jobs.wait(pathId(params, 'id', 'job'), (query.wait ?? 0) * 1000),
+    handler: async ({ params, query, reply }) => {
+      const id = pathId(params, 'id', 'job');
+      return api.jobs.wait(id, Math.min((query.wait ?? 0) * 1000, longestWaitMs), clientGone(reply));
+    },
   });
 
   // 202: cancellation is asked for; the job ends `cancelled` once the manager has cleaned up.

@@ -3,8 +3,8 @@ import { MAX_WAIT_SECONDS } from './routes-jobs.js';
 
 /**
  * Connection limits (ms). A request (headers and body) must arrive within `requestTimeoutMs`; a
- * connection with no traffic either way for `connectionTimeoutMs` is closed, which must exceed
- * the longest long-poll (`?wait=`, MAX_WAIT_SECONDS) so a waiting client is answered, not cut;
+ * connection with no traffic either way for `connectionTimeoutMs` is closed (a long-poll waits
+ * less than that, see longestWaitMs, so a waiting client is answered, not cut);
  * an idle keep-alive connection is closed after `keepAliveTimeoutMs`; at shutdown, connections
  * still open `drainTimeoutMs` after the jobs settled are closed (whatever they were doing).
  */
@@ -42,4 +42,15 @@ export function timeoutsFromEnv(env: NodeJS.ProcessEnv): Partial<ApiServerTimeou
     out[key] = n;
   }
   return out;
+}
+
+/**
+ * The longest a long-poll (`?wait=`) waits on a server with `timeouts` (ms): MAX_WAIT_SECONDS, or
+ * less when the connection timeout is shorter, so that the poll is answered (its job still
+ * `running`) up to 1 s (at most half the timeout) before the timeout would cut its connection
+ * without an answer. With DEFAULT_TIMEOUTS, MAX_WAIT_SECONDS.
+ */
+export function longestWaitMs(timeouts: Pick<ApiServerTimeouts, 'connectionTimeoutMs'>): number {
+  const { connectionTimeoutMs } = timeouts;
+  return Math.min(MAX_WAIT_SECONDS * 1000, connectionTimeoutMs - Math.min(1000, Math.floor(connectionTimeoutMs / 2)));
 }

@@ -8,7 +8,7 @@ import type { TlsFiles } from './tls.js';
 import { clientErrorResponse, errorResponse, forOperator, HttpError } from './errors.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
-import { DEFAULT_TIMEOUTS, type ApiServerTimeouts } from './server-timeouts.js';
+import { DEFAULT_TIMEOUTS, longestWaitMs, type ApiServerTimeouts } from './server-timeouts.js';
 import { registerSystemRoutes } from './routes-system.js';
 import { registerTargetRoutes } from './routes-targets.js';
 import { registerVolumeRoutes } from './routes-volumes.js';
@@ -149,7 +149,7 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
   registerSystemRoutes(app, api);
   registerVolumeRoutes(app, api);
   registerBackupRoutes(app, api);
-  registerJobRoutes(app, api);
+  registerJobRoutes(app, api, longestWaitMs(timeouts));
   registerTargetRoutes(app, api);
   addMethodNotAllowed(app, routes);
   // Headers must arrive within the request timeout too (Node's default is 60 s).
