@@ -45,7 +45,12 @@ export async function prepareView(input: CreateViewInput): Promise<FleecingView>
   const { session } = input;
   const id = newId();
   const overlayPath = input.overlayPath(id);
-  await input.qemuImg.create(overlayPath, input.size);
+  try {
+    await input.qemuImg.create(overlayPath, input.size);
+  } catch (err) {
+    await rm(overlayPath, { force: true }).catch(() => {}); // a create that failed or timed out may leave part of it
+    throw err;
+  }
   const frozen = new Map<string, string>();
   const cps = input.checkpoints;
   cps.forEach((c, i) => {

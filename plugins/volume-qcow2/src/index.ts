@@ -20,8 +20,8 @@ const optionalPositive = (options: Record<string, unknown>, key: string): number
 
 /**
  * The `qcow2` volume driver as a plugin. Options: `directory` (string, required); `runtimeDir`,
- * `qemuImg`, `qemuStorageDaemon` (strings, optional), `commandTimeoutMs` (positive number,
- * optional); see Qcow2VolumeDriverOptions.
+ * `qemuImg`, `qemuStorageDaemon` (strings, optional), `commandTimeoutMs`, `qemuImgTimeoutMs`,
+ * `qemuImgStallMs` (positive numbers, optional); see Qcow2VolumeDriverOptions.
  * `INVALID_INPUT` names the option that is wrong.
  */
 export const qcow2VolumeModule = pluginModule({
@@ -41,6 +41,8 @@ export const qcow2VolumeModule = pluginModule({
           qemuImg: optionalString(o, 'qemuImg'),
           qemuStorageDaemon: optionalString(o, 'qemuStorageDaemon'),
           commandTimeoutMs: optionalPositive(o, 'commandTimeoutMs'),
+          qemuImgTimeoutMs: optionalPositive(o, 'qemuImgTimeoutMs'),
+          qemuImgStallMs: optionalPositive(o, 'qemuImgStallMs'),
         });
       },
     },

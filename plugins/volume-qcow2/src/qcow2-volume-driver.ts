@@ -32,6 +32,18 @@ import { Runtime } from './runtime.js';
 import { growImage, imageSize } from './volume-extend.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+/**
+ * qemu-img's metadata work (create, check, info) reads the image's tables, about 1/8192 of its
+ * allocated data (`qemu-img check`: 10–30 ms for 4 GiB allocated, README): two minutes cover an
+ * image with 8 TiB allocated read at 10 MB/s, and bound a call on hung storage.
+ */
+const DEFAULT_QEMU_IMG_TIMEOUT_MS = 120_000;
+/**
+ * A snapshot copy may go this long without progress: longer than an NFS server's restart or
+ * failover usually takes (a hard mount retries meanwhile), so a copy outlives a storage blip but
+ * not a dead server.
+ */
+const DEFAULT_QEMU_IMG_STALL_MS = 120_000;
 
 export interface Qcow2VolumeDriverOptions {
   /** Directory holding images, sidecars and temporary overlays; created when missing. Required. */
@@ -48,6 +60,25 @@ export interface Qcow2VolumeDriverOptions {
    * stalled (see README). Default 30 000.
    */
   commandTimeoutMs?: number;
+  /**
+   * How long one `qemu-img` metadata run (create, check, info) may take, in ms; then it is killed
+   * and the call fails with `UNAVAILABLE` (see README, "A hung qemu-img"). Default 120 000.
+   */
+  qemuImgTimeoutMs?: number;
+  /**
+   * How long a `qemu-img convert` (snapshot copy) may go without progress, in ms; then it is
+   * killed and the call fails with `UNAVAILABLE`. Copies have no deadline. Default 120 000.
+   */
+  qemuImgStallMs?: number;
+}
+
+/** A positive finite number of milliseconds, or undefined; else `INVALID_INPUT` naming the option. */
+function optionalMs(options: Qcow2VolumeDriverOptions, key: 'commandTimeoutMs' | 'qemuImgTimeoutMs' | 'qemuImgStallMs', driver: string): number | undefined {
+  const v = options[key];
+  if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
+    throw new CairnError('INVALID_INPUT', `option \`${key}\` must be a positive number of milliseconds`, { driver });
+  }
+  return v;
 }
 
 /**
@@ -79,12 +110,12 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     if (typeof options?.directory !== 'string' || options.directory.trim() === '') {
       throw new CairnError('INVALID_INPUT', 'option `directory` is required and must be a non-empty string', { driver: this.name });
     }
-    const timeout = options.commandTimeoutMs;
-    if (timeout !== undefined && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0)) {
-      throw new CairnError('INVALID_INPUT', 'option `commandTimeoutMs` must be a positive number of milliseconds', { driver: this.name });
-    }
+    const timeout = optionalMs(options, 'commandTimeoutMs', this.name);
     this.store = new RecordStore(options.directory, this.name, newId());
-    this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name);
+    this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name, {
+      timeoutMs: optionalMs(options, 'qemuImgTimeoutMs', this.name) ?? DEFAULT_QEMU_IMG_TIMEOUT_MS,
+      stallMs: optionalMs(options, 'qemuImgStallMs', this.name) ?? DEFAULT_QEMU_IMG_STALL_MS,
+    });
     this.runtime = new Runtime({
       driver: this.name,
       binary: options.qemuStorageDaemon ?? 'qemu-storage-daemon',

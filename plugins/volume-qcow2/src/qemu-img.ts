@@ -1,10 +1,18 @@
-import { execFile } from 'node:child_process';
 import { CairnError, type ErrorCode } from '@cairn/core';
+import { runBounded, type RunBound } from './bounded-run.js';
 import { assertTrustedHeader } from './image-header.js';
 import { imageErrorCode, withoutPaths } from './image-lock.js';
 
 /** Cluster size of every image the driver creates, and granularity of every dirty bitmap (64 KiB). */
 export const CLUSTER = 64 * 1024;
+
+/** Bounds of every qemu-img run (see runBounded). */
+export interface QemuImgBounds {
+  /** Metadata work (create, check, info): at most this long in all, in ms. */
+  timeoutMs: number;
+  /** Data copies (convert): never this long without progress, in ms. */
+  stallMs: number;
+}
 
 /**
  * Runs `qemu-img` with arguments (no shell). Errors, told from what qemu-img wrote with the file
@@ -12,14 +20,24 @@ export const CLUSTER = 64 * 1024;
  * another process holds the image's lock (qemu's lock failure, nothing else), `NOT_FOUND` for a
  * missing file or bitmap, `CORRUPT` for an image that is not valid qcow2, `INTERNAL` for any other
  * failure (permission denied, I/O error…; stderr in the message).
+ *
+ * No run is unbounded (hung storage, e.g. a dead NFS server, would otherwise hang the caller, with
+ * the volume's lock and holds, forever): metadata work fails with `UNAVAILABLE` naming the command
+ * after `bounds.timeoutMs`, a copy after `bounds.stallMs` without progress; the child is killed
+ * (SIGTERM, SIGKILL after a grace) before the call fails, and each caller undoes what it began.
  */
 export class QemuImg {
   constructor(
     private readonly binary: string,
     private readonly driver: string,
+    private readonly bounds: QemuImgBounds,
   ) {}
 
-  /** Creates an empty qcow2 image of `size` bytes with 64 KiB clusters. Fails if `path` exists. */
+  /**
+   * Creates an empty qcow2 image of `size` bytes with 64 KiB clusters (metadata only: bounded by
+   * the timeout). A create that fails, also one that timed out, may leave a partial file at `path`:
+   * the caller removes it.
+   */
   async create(path: string, size: number): Promise<void> {
     await this.run(['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER}`, path, String(size)], [path]);
   }
@@ -30,13 +48,15 @@ export class QemuImg {
    * `shared` (`-U`): `src` is opened without taking its lock, for a caller that holds it itself
    * (so nobody writes it meanwhile); else `BUSY` while another process has it open. `CORRUPT`
    * when `src` names a backing file or an external data file (the copy would hold that other
-   * file's data), or qemu marked it corrupt (assertTrustedHeader).
+   * file's data), or qemu marked it corrupt (assertTrustedHeader). The copy takes as long as the
+   * data: it has no deadline, but fails with `UNAVAILABLE` once it made no progress (`-p` output,
+   * its I/O counters) for `stallMs`; it is killed first, and the caller removes the partial `dst`.
    */
   async copyWithBitmaps(src: string, dst: string, shared = false): Promise<void> {
     await assertTrustedHeader(src, this.driver);
     await this.assertWhole(src, shared);
-    const args = ['convert', '-q', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst];
-    await this.run(args, [src, dst]);
+    const args = ['convert', '-p', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst];
+    await this.run(args, [src, dst], [], { kind: 'stall', ms: this.bounds.stallMs });
   }
 
   /**
@@ -120,20 +140,22 @@ export class QemuImg {
   /**
    * Runs qemu-img; `paths` are the file names in `args` (left out when its stderr is classified).
    * `reporting`: exit statuses that still answer on stdout (qemu-img check's), resolved like 0.
+   * `bound`: metadata work by default (the timeout); see runBounded.
    */
-  private run(args: string[], paths: string[], reporting: number[] = []): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile(this.binary, args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as NodeJS.ErrnoException & { code?: unknown };
-        if (typeof e.code === 'number' && reporting.includes(e.code)) return resolve(stdout);
-        if (e.code === 'ENOENT' || e.code === 'EACCES') {
-          return reject(new CairnError('UNAVAILABLE', `cannot run ${this.binary}: ${e.message}`, { driver: this.driver, cause: err }));
-        }
-        const text = String(stderr).trim();
-        reject(new CairnError(classify(text, paths), `${this.binary} ${args[0]}: ${text || e.message}`, { driver: this.driver, cause: err }));
-      });
-    });
+  private async run(args: string[], paths: string[], reporting: number[] = [], bound: RunBound = { kind: 'deadline', ms: this.bounds.timeoutMs }): Promise<string> {
+    const what = `${this.binary} ${args[0]}`;
+    let result;
+    try {
+      result = await runBounded(this.binary, args, { bound, what, driver: this.driver });
+    } catch (err) {
+      if (err instanceof CairnError) throw err;
+      throw new CairnError('UNAVAILABLE', `cannot run ${this.binary}: ${(err as Error).message}`, { driver: this.driver, cause: err });
+    }
+    const { status, signal, stdout, stderr } = result;
+    if (status === 0 || (status !== null && reporting.includes(status))) return stdout;
+    const text = stderr.trim();
+    const how = status === null ? `killed by ${signal}` : `exit status ${status}`;
+    throw new CairnError(classify(text, paths), `${what}: ${text || how}`, { driver: this.driver, details: { status, signal } });
   }
 }
 

@@ -19,6 +19,17 @@ describe('qcow2VolumeModule', () => {
     expect(() => new Qcow2VolumeDriver({ directory: '/tmp/x', commandTimeoutMs: Number.NaN })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
   });
 
+  it('qemuImgTimeoutMs and qemuImgStallMs that are not positive numbers of milliseconds fail with INVALID_INPUT naming the option', async () => {
+    for (const key of ['qemuImgTimeoutMs', 'qemuImgStallMs']) {
+      for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, '1000']) {
+        await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', [key]: bad })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining(key) });
+        expect(() => new Qcow2VolumeDriver({ directory: '/tmp/x', [key]: bad as number })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', message: expect.stringContaining(key) }));
+      }
+    }
+    const driver = (await registry.createVolumeDriver('qcow2', { directory: '/tmp/x', qemuImgTimeoutMs: 5000, qemuImgStallMs: 7000 })) as Qcow2VolumeDriver;
+    await driver.close();
+  });
+
   it('createVolumeDriver(qcow2, {directory}) builds a driver that starts no daemon until needed', async () => {
     const driver = (await registry.createVolumeDriver('qcow2', { directory: '/nonexistent/cairn' })) as Qcow2VolumeDriver;
     expect(driver).toBeInstanceOf(Qcow2VolumeDriver);
