@@ -67,6 +67,11 @@ describe('cairn serve: bad input gets a clear error with a stable code', () => {
     expect(fractional.json.error.details.issues).toEqual([{ path: 'body.graceSeconds', message: expect.stringMatching(/int/) }]);
     const text = await server.call('POST', '/v1/targets/posix/gc', { graceSeconds: '10', dryRun: 'yes' });
     expect(text.json.error.details.issues.map((i: { path: string }) => i.path)).toEqual(['body.graceSeconds', 'body.dryRun']);
+    for (const repackThreshold of [1.5, -0.1, 'sometimes', '0.5', null]) {
+      const bad = await server.call('POST', '/v1/targets/posix/gc', { dryRun: true, repackThreshold });
+      expect(bad, String(repackThreshold)).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
+      expect(bad.json.error.details.issues.map((i: { path: string }) => i.path)).toEqual(['body.repackThreshold']);
+    }
     const array = await server.call('POST', '/v1/verify', []);
     expect(array).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
     expect(array.json.error.details.issues).toEqual([{ path: 'body', message: expect.stringMatching(/expected object, received array/) }]);
@@ -100,6 +105,17 @@ describe('cairn serve: bad input gets a clear error with a stable code', () => {
     expect(r).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT', details: { issues: [{ path: 'body.readRate' }] } } } });
     expect((await server.call('GET', '/v1/jobs')).json).toEqual([]);
   });
+  // Last: it leaves jobs behind, which other cases count.
+  it('POST /v1/targets/:name/gc takes repackThreshold as a share or "never", as repo gc --repack-threshold', async () => {
+    for (const repackThreshold of [0, 0.5, 1, 'never']) {
+      const started = await server.call('POST', '/v1/targets/posix/gc', { dryRun: true, graceSeconds: 0, repackThreshold });
+      expect(started.status, String(repackThreshold)).toBe(202);
+      let job = started.json;
+      while (job.state === 'queued' || job.state === 'running') job = (await server.call('GET', `/v1/jobs/${job.id}?wait=10`)).json;
+      expect(job, String(repackThreshold)).toMatchObject({ kind: 'gc', state: 'succeeded', result: { packsRepacked: 0 } });
+    }
+  });
+
 });
 
 describe('GET /v1/volumes while volumes come and go', () => {

@@ -11,6 +11,8 @@ const GcBody = z
     /** Packs and pages younger than this are never removed. Default 3600 (as `repo gc --grace 1h`). */
     graceSeconds: z.number().int().min(0).optional(),
     dryRun: z.boolean().optional(),
+    /** As `repo gc --repack-threshold`: a share from 0 to 1 (default 0.25), or "never" (no pack is repacked). */
+    repackThreshold: z.union([z.number().min(0).max(1), z.literal('never')]).optional(),
   })
   .optional();
 
@@ -59,8 +61,10 @@ export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): voi
       const target = knownTarget(api, params.name!);
       const view = await api.jobs.start(async () => {
         const repository = await api.cli.repository(target);
-        // Unset options take GC's own defaults (1 hour of grace, no dry run).
-        return apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs: body?.graceSeconds === undefined ? undefined : body.graceSeconds * 1000, dryRun: body?.dryRun, signal }) }));
+        // Unset options take GC's own defaults (1 hour of grace, no dry run, repack at 0.25).
+        const graceMs = body?.graceSeconds === undefined ? undefined : body.graceSeconds * 1000;
+        const repackThreshold = body?.repackThreshold === 'never' ? Infinity : body?.repackThreshold;
+        return apiJob({ kind: 'gc', target }, async (signal) => ({ result: await repository.gc({ graceMs, dryRun: body?.dryRun, repackThreshold, signal }) }));
       }, { maintenance: true });
       reply.header('location', jobLocation(view.id));
       return view;
