@@ -53,6 +53,15 @@ describe('cairn serve without a token: requests a web page can make are refused'
     }
   });
 
+  it('answers a loopback Host written as a fully qualified name (trailing dot: curl http://localhost.:port/)', async () => {
+    for (const host of [`localhost.:${port}`, 'localhost.', `127.0.0.1.:${port}`]) {
+      const r = await rawRequest(port, 'GET', '/v1/health', [`Host: ${host}`]);
+      expect(r.status, host).toBe(200);
+    }
+    // Still a name of someone else's with the dot.
+    expect((await rawRequest(port, 'GET', '/v1/health', [`Host: evil.example.:${port}`])).status).toBe(401);
+  });
+
   it('refuses a Host that is not a loopback name or address (DNS rebinding), before any route runs', async () => {
     for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1.evil.example:${port}`, `localhost.evil.example`]) {
       const r = await rawRequest(port, 'GET', '/v1/health', [`Host: ${host}`]);

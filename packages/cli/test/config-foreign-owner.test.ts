@@ -80,3 +80,42 @@ describe.skipIf(stranger === undefined)('the embedded defaults and a .cairn dire
     expect((await loadConfig(undefined, dir)).stateDir).toBe(join(dir, '.cairn'));
   });
 });
+
+/**
+ * Root run through sudo (`sudo cairn …`, SUDO_UID the invoking user) in that user's own project
+ * directory: the config and ./.cairn found there are the invoking user's, and are used (as git's
+ * safe.directory trusts SUDO_UID's repositories); another user's are still refused.
+ */
+describe.skipIf(stranger === undefined)('a config or .cairn of the user who ran sudo', () => {
+  let dir: string;
+  const saved = process.env.SUDO_UID;
+  beforeEach(async () => {
+    dir = await tempDir();
+    process.env.SUDO_UID = String(stranger);
+  });
+  afterEach(async () => {
+    if (saved === undefined) delete process.env.SUDO_UID;
+    else process.env.SUDO_UID = saved;
+    await removeDir(dir);
+  });
+
+  it('is used when found; one of a third user is still refused', async () => {
+    const file = join(dir, 'cairn.config.json');
+    await writeFile(file, planted(dir));
+    await chown(file, stranger!, stranger!);
+    expect((await loadConfig(undefined, dir)).file).toBe(file);
+    await chown(file, stranger! + 1, stranger! + 1);
+    const err = await loadConfig(undefined, dir).then(
+      (c) => c,
+      (e: unknown) => e,
+    );
+    expect(isCairnError(err) && err.code, JSON.stringify(err)).toBe('INVALID_INPUT');
+  });
+
+  it('uses the embedded defaults in a .cairn of the sudo user', async () => {
+    const state = join(dir, '.cairn');
+    await mkdir(state);
+    await chown(state, stranger!, stranger!);
+    expect((await loadConfig(undefined, dir)).stateDir).toBe(state);
+  });
+});

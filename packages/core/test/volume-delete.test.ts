@@ -91,6 +91,26 @@ describe('BackupManager.deleteVolume', () => {
     expect((await rig.manager.getVolume(target.id)).status).toBe('available');
   });
 
+  it('is CONFLICT for the new volume of a running restore before that restore has laid its flow state over it (waiting to attach); the restore completes', async () => {
+    const rig = await chunkedRig();
+    const v = await filledVolume(rig.volumes, MiB);
+    const backup = await rig.manager.backup({ volumeId: v.id });
+    // The restore's attach of its new volume waits: the volume exists, its flow state does not yet.
+    const atAttach = gate();
+    const attach = rig.volumes.attach.bind(rig.volumes);
+    rig.volumes.attach = async (ref, mode) => (await atAttach.arrive(), attach(ref, mode));
+    const { job, volume } = await rig.manager.startRestore({ backupId: backup.id, newVolume: { name: 'new' } });
+    await atAttach.reached;
+    rig.volumes.attach = attach;
+    await expect(rig.manager.deleteVolume(volume.id)).rejects.toMatchObject({ code: 'CONFLICT', details: { volumeId: volume.id, volumeStatus: 'restoring-backup' } });
+    atAttach.release();
+    await job.done;
+    expect((await contents(rig.volumes, volume.id)).equals(await contents(rig.volumes, v.id))).toBe(true);
+    // Once restored it is an ordinary volume: deleted.
+    await rig.manager.deleteVolume(volume.id);
+    await expectCode(rig.volumes.getVolume(volume.id), 'NOT_FOUND');
+  });
+
   it('deletes a volume a failed restore left error_restoring, and its flow state: nothing of it is left for later flows or recovery', async () => {
     const rig = await chunkedRig();
     const v = await filledVolume(rig.volumes, MiB);

@@ -98,10 +98,13 @@ export function bearerCheck(token: string): (request: FastifyRequest) => void {
   };
 }
 
-/** The host name of a Host header value (`name:port`, `[v6]:port`, `name`), lowercase. */
+/**
+ * The host name of a Host header value (`name:port`, `[v6]:port`, `name`), lowercase, without the
+ * trailing dot of a fully qualified name (`localhost.` is `localhost`, as DNS and browsers take it).
+ */
 function hostName(header: string): string {
   const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(header);
-  return (bracketed ? bracketed[1]! : header.replace(/:\d*$/, '')).toLowerCase();
+  return (bracketed ? bracketed[1]! : header.replace(/:\d*$/, '').replace(/\.$/, '')).toLowerCase();
 }
 
 /**

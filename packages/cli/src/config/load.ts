@@ -70,8 +70,8 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
 /**
  * `INVALID_INPUT` (details.file) when `file`, a config found in the working directory rather than
  * named, belongs to neither this process's user nor root: the config says where backups go and
- * where restores come from, so a file another user left in a directory a command runs from (/tmp,
- * a shared directory) would send this user's volumes to that user's repository, or restore that
+ * where restores come from (isTrustedOwner: root running through sudo also trusts the invoking
+ * user's), so a file another user left in a directory a command runs from (/tmp, a shared directory) would send this user's volumes to that user's repository, or restore that
  * user's data over them (as git refuses a repository of another owner: safe.directory). A file
  * named with --config or CAIRN_CONFIG is trusted: its user chose it.
  */
@@ -79,8 +79,19 @@ async function assertOwnConfig(file: string): Promise<void> {
   const uid = process.geteuid?.();
   if (uid === undefined) return;
   const owner = (await stat(file)).uid;
-  if (owner === uid || owner === 0) return;
+  if (isTrustedOwner(owner, uid)) return;
   throw new CairnError('INVALID_INPUT', `config file ${file} belongs to another user (uid ${owner}), so it is not used unless named: pass --config ${file} (or set CAIRN_CONFIG) if you trust it`, { driver: 'config', details: { file } });
+}
+
+/**
+ * Whether a file owned by `owner` may be trusted by a process of effective user `uid`: its own,
+ * root's, and, for root run through sudo, the invoking user's (`SUDO_UID`, as git's
+ * safe.directory does): `sudo cairn …` in one's own project directory uses one's own config.
+ */
+function isTrustedOwner(owner: number, uid: number): boolean {
+  if (owner === uid || owner === 0) return true;
+  const sudoUid = process.env.SUDO_UID;
+  return uid === 0 && sudoUid !== undefined && /^\d+$/.test(sudoUid) && Number(sudoUid) === owner;
 }
 
 /**
@@ -95,7 +106,7 @@ async function assertOwnDefaultsDir(dir: string): Promise<void> {
     (s) => s.uid,
     () => undefined,
   );
-  if (uid === undefined || owner === undefined || owner === uid || owner === 0) return;
+  if (uid === undefined || owner === undefined || isTrustedOwner(owner, uid)) return;
   throw new CairnError('INVALID_INPUT', `${dir}, where the embedded defaults keep volumes and backups, belongs to another user (uid ${owner}): run Cairn from another directory, or write a config`, { driver: 'config', details: { file: dir } });
 }
 

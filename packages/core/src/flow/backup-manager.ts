@@ -846,7 +846,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   /**
    * Deletes a volume (Cinder's volume delete). `NOT_FOUND` for an unknown volume. `CONFLICT`
    * (`details: {volumeId, volumeStatus}`) while a backup or restore works on it (`backing-up`,
-   * `restoring-backup`); otherwise the driver's delete, `BUSY` while the volume is attached or has
+   * `restoring-backup`, which the new volume of a running restore is from its creation);
+   * otherwise the driver's delete, `BUSY` while the volume is attached or has
    * snapshots (nothing deleted). A volume a failed restore left `error_restoring` is deleted too,
    * as in Cinder (its content is neither the old nor the backup's), and its flow state with it:
    * both in the section of the backup that state names, where a restore takes such a volume over,

@@ -1,11 +1,13 @@
 import type { Catalog } from '../contracts/catalog.js';
-import type { VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError } from '../errors.js';
+import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
+import { CairnError, unlessNotFound } from '../errors.js';
+import { mayBeWorkedOn } from './live-records.js';
+import { intentOfVolume } from './new-volume-intents.js';
 import type { Section } from './volume-flow-states.js';
 
 /** What a volume delete works with: the manager's catalog, driver and record sections. */
 export interface DeleteVolumeDeps {
-  catalog: Pick<Catalog, 'getVolumeState' | 'clearVolumeState'>;
+  catalog: Pick<Catalog, 'getVolumeState' | 'clearVolumeState' | 'getNewVolumeIntent' | 'getBackup'>;
   volumes: Pick<VolumeDriver, 'getVolume' | 'deleteVolume'>;
   /** The manager's section of one backup record (BackupClaims.exclusive), cancellable by the caller's signal. */
   section: Section;
@@ -25,7 +27,11 @@ export interface DeleteVolumeDeps {
  *   volume only; deleting them first would lose them when the driver refuses the delete). Backup
  *   records naming them stay, as backups outlive their volume; a checkpoint id is only ever used
  *   for the next incremental of the same volume, which can no longer be taken.
- * - A new-volume intent whose job created the volume (new-volume-intents.ts) is left to
+ * - A new-volume intent whose job created the volume (new-volume-intents.ts). While that job
+ *   runs (its backup `restoring` and live: mayBeWorkedOn), the volume is its restore's even before
+ *   the restore lays `restoring-backup` over it (it does so once it has the volume's lock and
+ *   attachment): `CONFLICT` as for `restoring-backup`. Otherwise (its restore died or failed) the
+ *   volume is deleted and the intent is left to
  *   recovery: it names a job, not a volume, and may be a running restore's; once its restore is
  *   over, recovery finds no volume to delete and deletes the intent. An intent refuses flows only
  *   on the volume its job created, which is gone.
@@ -40,7 +46,10 @@ export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Pr
   }
   // In no flow: the driver's own refusals (BUSY while attached, with snapshots) keep a flow that
   // begins meanwhile safe; such a flow fails on the missing volume and settles its own state.
-  if (!state) return volumes.deleteVolume(volume.id);
+  if (!state) {
+    await assertNoRunningRestore(catalog, volume);
+    return volumes.deleteVolume(volume.id);
+  }
   await section(state.backupId, async () => {
     const now = await catalog.getVolumeState(volume.id);
     if (now?.status !== state.status || now.backupId !== state.backupId || now.since !== state.since) {
@@ -50,5 +59,21 @@ export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Pr
     }
     await volumes.deleteVolume(volume.id);
     await catalog.clearVolumeState(volume.id);
+  });
+}
+
+/**
+ * `CONFLICT` (`volumeStatus` `restoring-backup`) when `volume` is the new volume of a restore still
+ * running: the intent of the job that created it is recorded and that job's backup is `restoring`
+ * by a live owner (a restore deletes its intent before it releases its claim).
+ */
+async function assertNoRunningRestore(catalog: DeleteVolumeDeps['catalog'], volume: Volume): Promise<void> {
+  const volumeId = volume.id;
+  const intent = await intentOfVolume(catalog, volume);
+  if (!intent) return;
+  const backup = await unlessNotFound(catalog.getBackup(intent.backupId));
+  if (backup?.status !== 'restoring' || !mayBeWorkedOn(backup)) return;
+  throw new CairnError('CONFLICT', `volume ${volumeId} is restoring-backup (a restore of backup ${backup.id} is creating it)`, {
+    details: { volumeId, volumeStatus: 'restoring-backup' },
   });
 }

@@ -59,6 +59,12 @@ async function findIntent(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolu
   return state && { jobId, backupId: state.backupId, since: state.since, legacy: true };
 }
 
+/** The intent of the restore job that created `volume` (its metadata names the job), or undefined: none, or none left. */
+export async function intentOfVolume(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState'>, volume: Pick<Volume, 'metadata'>): Promise<NewVolumeIntent | undefined> {
+  const jobId = volume.metadata?.[RESTORE_JOB_METADATA_KEY];
+  return jobId ? findIntent(catalog, jobId) : undefined;
+}
+
 /** Every intent recorded: the catalog's, then the legacy ones. */
 async function listIntents(catalog: Pick<Catalog, 'listNewVolumeIntents' | 'listVolumeStates'>): Promise<FoundIntent[]> {
   const own = (await catalog.listNewVolumeIntents()).map((i) => ({ ...i, legacy: false }));
