@@ -1,5 +1,4 @@
-import { CairnError, type ErrorCode } from '@cairn/core';
-import { runBounded, type RunBound } from './bounded-run.js';
+import { CairnError, runBounded, type ErrorCode, type RunBound } from '@cairn/core';
 import { assertTrustedHeader } from './image-header.js';
 import { imageErrorCode, withoutPaths } from './image-lock.js';
 

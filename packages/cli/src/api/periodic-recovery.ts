@@ -9,9 +9,13 @@ export interface PeriodicRecoveryOptions {
    * start and run jobs), and recovers a record that one of this process's jobs left in flight.
    */
   recover: () => Promise<RecoveryReport>;
-  /** Every run's report. */
+  /** Every run's report. Should it throw, its error goes to onError. */
   onReport: (report: RecoveryReport) => void;
-  /** A run that failed; the next run comes as usual. */
+  /**
+   * A run that failed, or whose onReport threw; the next run comes as usual. Should it throw
+   * itself, its error is reported as a process warning (`process.emitWarning`): no callback's
+   * throw ever becomes an unhandled rejection (which would end the server) or stops the schedule.
+   */
   onError: (err: unknown) => void;
 }
 
@@ -48,13 +52,15 @@ export class PeriodicRecovery {
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.running = this.runOnce().then(
-        (report) => this.options.onReport(report),
-        (err: unknown) => this.options.onError(err),
-      ).finally(() => {
-        this.running = undefined;
-        this.schedule();
-      });
+      this.running = Promise.resolve()
+        .then(() => this.runOnce())
+        .then((report) => this.options.onReport(report))
+        .catch((err: unknown) => this.options.onError(err))
+        .catch((err: unknown) => process.emitWarning(`periodic recovery: its error handler threw: ${(err as Error)?.message ?? String(err)}`, { code: 'CAIRN_RECOVERY_HANDLER' }))
+        .finally(() => {
+          this.running = undefined;
+          this.schedule();
+        });
     }, this.options.intervalMs);
     this.timer.unref();
   }

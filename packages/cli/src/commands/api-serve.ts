@@ -66,7 +66,8 @@ function untilSignal(onSecond: () => void): Promise<NodeJS.Signals> {
  * `cairn serve`: the REST API (docs/api.md) for backup software to drive Cairn. One context,
  * manager and set of targets for the process's lifetime, so worker threads and open repositories
  * stay warm between requests. Prints the bound address once listening. On SIGINT/SIGTERM: stops
- * accepting requests, cancels the running jobs, waits for them to settle, closes the targets
+ * accepting requests at once (a periodic recovery run in progress is waited for alongside, not
+ * before), cancels the running jobs, waits for them and that run to settle, closes the targets
  * and exits 0. A signal during start-up (opening the targets, the first recovery) lets the step
  * under way finish (recovery leaves records consistent and releases its locks), then closes the
  * targets and exits 0 without listening. A second signal exits at once with 130.
@@ -155,8 +156,10 @@ export function registerApiServeCommand(program: Command, version: string): void
         const signal = await stopped;
         const running = jobs.running;
         ctx.out.info(`${signal}: shutting down${running ? `, cancelling ${running} running job(s)` : ''}`);
-        await recovery.stop();
-        await server.shutdown();
+        // Both at once: the server stops accepting at once, even while a periodic recovery run
+        // goes on (one may wait long, e.g. on a record section another process holds); that run
+        // is waited for before the targets close, and no other starts.
+        await Promise.all([server.shutdown(), recovery.stop()]);
         idle.stop();
         ctx.out.info('stopped');
         return ExitCode.OK;

@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
 import { open } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
+import { CairnError, runBounded, type RunBound } from '@cairn/core';
+import { qemuImgBoundsFromEnv } from './qemu-img-bounds.js';
 
 /** Disk image formats `volume import`/`volume export` understand. */
 export const IMAGE_FORMATS = ['raw', 'qcow2', 'vmdk'] as const;
@@ -45,34 +45,31 @@ interface QemuRun {
 }
 
 /**
- * Runs qemu-img (C locale, so its messages can be matched), killed with SIGTERM once `signal`
- * aborts (then `CANCELLED`). `NOT_SUPPORTED` when qemu-img is missing or cannot be run; a
- * qemu-img killed by a signal is `INTERNAL` saying so. A non-zero exit is returned, for the
- * caller to judge with qemuFailure.
+ * Runs qemu-img (C locale, so its messages can be matched) under a bound (runBounded of
+ * @cairn/core, bounds from qemuImgBoundsFromEnv): `metadata` runs (`info`, `check`) at most the
+ * timeout in all, a `copy` (`convert`) never the stall window without progress; one that overruns
+ * is killed (SIGTERM, SIGKILL after a grace) and the run fails with `UNAVAILABLE` naming the
+ * command (`qemu-img info`…), only once the kill is over, so the caller's cleanup of its output
+ * does not race it. Killed the same way once `signal` aborts (then `CANCELLED`). `NOT_SUPPORTED`
+ * when qemu-img is missing or cannot be run; a qemu-img killed by a signal nobody here sent is
+ * `INTERNAL` saying so. A non-zero exit is returned, for the caller to judge with qemuFailure.
  */
-async function runQemuImg(args: string[], need: string, signal?: AbortSignal): Promise<QemuRun> {
-  if (signal?.aborted) throw new CairnError('CANCELLED', `qemu-img ${args[0]} cancelled`);
-  return new Promise<QemuRun>((resolve, reject) => {
-    const child = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' }, signal, killSignal: 'SIGTERM' });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    let failed = false;
-    child.on('error', (err) => {
-      failed = true;
-      const code = (err as NodeJS.ErrnoException).code;
-      if (signal?.aborted || err.name === 'AbortError') return reject(new CairnError('CANCELLED', `qemu-img ${args[0]} cancelled`, { cause: err }));
-      const missing = code === 'ENOENT' || code === 'EACCES';
-      reject(new CairnError(missing ? 'NOT_SUPPORTED' : 'INTERNAL', missing ? `${need} need qemu-img, which is ${code === 'ENOENT' ? 'not installed' : 'not executable'}` : `qemu-img failed to start: ${err.message}`, { driver: 'qemu-img', cause: err }));
-    });
-    child.on('close', (code, killedBy) => {
-      if (failed) return;
-      if (signal?.aborted) return reject(new CairnError('CANCELLED', `qemu-img ${args[0]} cancelled`));
-      if (killedBy) return reject(new CairnError('INTERNAL', `qemu-img ${args[0]} was killed by ${killedBy}${stderr.trim() ? `: ${stderr.trim()}` : ''}`, { driver: 'qemu-img', details: { signal: killedBy } }));
-      resolve({ stdout, stderr, code });
-    });
-  });
+async function runQemuImg(args: string[], need: string, work: 'metadata' | 'copy', signal?: AbortSignal): Promise<QemuRun> {
+  const what = `qemu-img ${args[0]}`;
+  const bounds = qemuImgBoundsFromEnv(process.env);
+  const bound: RunBound = work === 'metadata' ? { kind: 'deadline', ms: bounds.timeoutMs } : { kind: 'stall', ms: bounds.stallMs };
+  let run;
+  try {
+    run = await runBounded('qemu-img', args, { bound, what, driver: 'qemu-img', signal, env: { ...process.env, LC_ALL: 'C' } });
+  } catch (err) {
+    if (err instanceof CairnError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    const missing = code === 'ENOENT' || code === 'EACCES';
+    throw new CairnError(missing ? 'NOT_SUPPORTED' : 'INTERNAL', missing ? `${need} need qemu-img, which is ${code === 'ENOENT' ? 'not installed' : 'not executable'}` : `qemu-img failed to start: ${(err as Error).message}`, { driver: 'qemu-img', cause: err });
+  }
+  const { status, signal: killedBy, stdout, stderr } = run;
+  if (killedBy) throw new CairnError('INTERNAL', `${what} was killed by ${killedBy}${stderr.trim() ? `: ${stderr.trim()}` : ''}`, { driver: 'qemu-img', details: { signal: killedBy } });
+  return { stdout, stderr, code: status };
 }
 
 /**
@@ -104,17 +101,18 @@ export function imageSpec(file: string, format: ImageFormat): string {
  * clusters read as zeros; check finds them). `CORRUPT` for an image qemu-img cannot open or whose
  * check finds errors (leaked clusters are harmless); errors as qemuFailure otherwise. The image
  * must have passed assertSelfContained. `hint` ends messages about damage (e.g. --format raw).
+ * Each run is bounded by the metadata timeout (`UNAVAILABLE` naming it; see runQemuImg).
  */
 export async function inspectImage(file: string, format: Exclude<ImageFormat, 'raw'>, hint: string, signal?: AbortSignal): Promise<{ virtualSize: number }> {
   const spec = imageSpec(file, format);
   const need = `${format} images`;
-  const info = await runQemuImg(['info', '--output=json', spec], need, signal);
+  const info = await runQemuImg(['info', '--output=json', spec], need, 'metadata', signal);
   if (info.code !== 0) throw qemuFailure(info, `image ${file} cannot be read as ${format}`, 'CORRUPT', hint);
   const virtualSize = (JSON.parse(info.stdout) as { 'virtual-size'?: unknown })['virtual-size'];
   if (typeof virtualSize !== 'number' || !Number.isSafeInteger(virtualSize) || virtualSize < 0) {
     throw new CairnError('CORRUPT', `image ${file}: qemu-img reports no usable virtual size`, { driver: 'qemu-img' });
   }
-  const check = await runQemuImg(['check', spec], need, signal);
+  const check = await runQemuImg(['check', spec], need, 'metadata', signal);
   // 0 clean, 3 leaked clusters only, 63 no check for this format; 2 corruptions, 1 check failed.
   if (check.code !== 0 && check.code !== 3 && check.code !== 63) {
     const found = /(\d+) errors were found/.exec(check.stdout)?.[1];
@@ -128,8 +126,8 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
  * Converts an image with `qemu-img convert` (sparse output; the input opened by imageSpec, so no
  * backing file). `NOT_SUPPORTED` when qemu-img is not installed; a failure as qemuFailure, with
  * `otherwise` for one it cannot tell (`CORRUPT` reading an image given to import, `INTERNAL` for
- * export's own raw file). Killed at once when `signal` aborts (`CANCELLED`). The caller removes
- * the output on failure.
+ * export's own raw file). Killed when `signal` aborts (`CANCELLED`), and when it makes no progress
+ * for the stall window (`UNAVAILABLE`, see runQemuImg). The caller removes the output on failure.
  */
 export async function qemuConvert(
   input: string,
@@ -139,6 +137,6 @@ export async function qemuConvert(
   options: { otherwise: Otherwise; hint?: string; signal?: AbortSignal },
 ): Promise<void> {
   const need = `${inputFormat === 'raw' ? outputFormat : inputFormat} images`;
-  const run = await runQemuImg(['convert', '-O', outputFormat, imageSpec(input, inputFormat), output], need, options.signal);
+  const run = await runQemuImg(['convert', '-O', outputFormat, imageSpec(input, inputFormat), output], need, 'copy', options.signal);
   if (run.code !== 0) throw qemuFailure(run, `qemu-img convert ${input} to ${outputFormat} failed`, options.otherwise, options.hint);
 }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '../errors.js';
 
 /**
  * How long a child may run:
@@ -28,6 +28,14 @@ export interface RunOptions {
   driver: string;
   /** Told each child's pid right after it is spawned (supervision, tests). */
   onSpawn?: (pid: number, args: readonly string[]) => void;
+  /**
+   * Cancels the run: the child is killed as on an overrun (SIGTERM, SIGKILL after the grace) and
+   * the run fails with `CANCELLED` naming `what` once the kill sequence is over; already aborted,
+   * nothing is started.
+   */
+  signal?: AbortSignal;
+  /** The child's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Output kept per stream; a child writing more is killed (`INTERNAL`): none of ours should. */
@@ -43,13 +51,15 @@ const KILL_GRACE_MS = 3_000;
  * (`details.exited`: whether its exit was seen within a second grace; a process stuck in the
  * kernel dies only when its I/O returns). The rejection comes only once the kill sequence is over,
  * so a caller that then removes what the child was making does not race a child that got to run
- * on. `INTERNAL` when it writes more than 16 MiB to a stream.
+ * on. `CANCELLED` naming `what` when `signal` aborts, after the same kill sequence. `INTERNAL`
+ * when it writes more than 16 MiB to a stream.
  */
 export function runBounded(binary: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
-  const { bound, what, driver } = options;
+  const { bound, what, driver, signal } = options;
   const grace = Math.min(KILL_GRACE_MS, bound.ms);
+  if (signal?.aborted) return Promise.reject(new CairnError('CANCELLED', `${what} cancelled`, { driver, details: { command: what } }));
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(options.env ? { env: options.env } : {}) });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outBytes = 0;
@@ -60,10 +70,12 @@ export function runBounded(binary: string, args: readonly string[], options: Run
     let timer: NodeJS.Timeout | undefined;
     const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((res) => child.once('exit', (status, signal) => res({ status, signal })));
 
+    const onAbort = (): void => void kill(new CairnError('CANCELLED', `${what} cancelled`, { driver, details: { command: what, pid: child.pid } }));
     const finish = (fn: () => void): void => {
       if (settled) return;
       settled = true;
       if (timer) clearInterval(timer);
+      signal?.removeEventListener('abort', onAbort);
       fn();
     };
     const kill = async (error: CairnError): Promise<void> => {
@@ -97,6 +109,7 @@ export function runBounded(binary: string, args: readonly string[], options: Run
     });
     if (child.pid === undefined) return; // the 'error' event follows
     options.onSpawn?.(child.pid, args);
+    signal?.addEventListener('abort', onAbort, { once: true });
 
     const started = Date.now();
     const pid = child.pid;
