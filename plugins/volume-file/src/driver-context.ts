@@ -7,6 +7,7 @@ import { readFully } from './data-extents.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
+import { sameStamp, stampOf } from './image-stamp.js';
 import type { RecordKind } from './layout.js';
 import type { VolumeRecord } from './records.js';
 import { RecordStore } from './record-store.js';
@@ -39,25 +40,45 @@ export class DriverContext {
   }
 
   /**
-   * Crash recovery for a volume whose sidecar still carries a writer mark although the caller
-   * holds a lock that no live writer could share: that writer died with dirty bits unsaved, so
-   * every checkpoint becomes inconsistent. Edits `r` in place; true when it changed anything.
+   * Recovery for a volume whose checkpoints may have missed writes, called holding a lock that no
+   * live writer could share (or with this instance's own writer, when it does nothing):
+   * - the sidecar still carries a writer mark: that writer died with dirty bits unsaved;
+   * - the image no longer matches the sidecar's `imageStamp`: something wrote it behind the
+   *   driver's back (image-stamp.ts).
+   * Either way every checkpoint becomes inconsistent, the mark is cleared and the stamp taken
+   * anew. Edits `r` in place; true when it changed anything.
    */
-  recover(r: VolumeRecord): boolean {
-    if (!r.writer || this.trackers.has(r.id)) return false;
+  async recover(r: VolumeRecord): Promise<boolean> {
+    if (this.trackers.has(r.id)) return false;
+    const now = await stampOf(this.store.layout.image('volume', r.id));
+    if (!r.writer && (!r.imageStamp || sameStamp(r.imageStamp, now))) return false;
     for (const c of r.checkpoints) c.consistent = false;
     r.writer = null;
+    r.imageStamp = now;
     return true;
   }
 
   /** Reads the volume's sidecar and applies `recover`, persisting it when needed. Caller holds an image lock. */
   async recovered(volumeId: string): Promise<VolumeRecord> {
     const r = await this.store.volume(volumeId);
-    if (!r.writer || this.trackers.has(volumeId)) return r;
-    return this.store.updateVolume(volumeId, (fresh) => {
-      this.recover(fresh);
+    if (this.trackers.has(volumeId) || !(await this.recover(structuredClone(r)))) return r;
+    return this.store.updateVolume(volumeId, async (fresh) => {
+      await this.recover(fresh);
       return fresh;
     });
+  }
+
+  /**
+   * Whether the image still matches the stamp of `r` (true when `r` has none). For queries that
+   * take no lock: a mismatch makes them treat every checkpoint as inconsistent.
+   */
+  async imageUnchanged(r: VolumeRecord): Promise<boolean> {
+    return !r.imageStamp || sameStamp(r.imageStamp, await stampOf(this.store.layout.image('volume', r.id)));
+  }
+
+  /** Records the image as it is now in `r` (to be saved by the caller): the driver's own change, not a foreign one. */
+  async stampImage(r: VolumeRecord): Promise<void> {
+    r.imageStamp = await stampOf(this.store.layout.image('volume', r.id));
   }
 
   /**

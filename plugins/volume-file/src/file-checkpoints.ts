@@ -33,7 +33,8 @@ export class FileCheckpoints implements ChangedBlockTracking {
         const add = async () => {
           const bitmap = await ctx.store
             .updateVolume(volumeId, async (r) => {
-              ctx.recover(r);
+              await ctx.recover(r);
+              if (!tracker) await ctx.stampImage(r); // tracking starts from the image as it is now
               if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
               const empty = DirtyBitmap.empty(r.size, GRANULARITY);
               await ctx.saveBitmap('volume', volumeId, cp.id, empty);
@@ -107,7 +108,8 @@ export class FileCheckpoints implements ChangedBlockTracking {
   /**
    * Extents changed since `checkpointId` on the volume or snapshot `id`, from the live tracker
    * when the volume is attached read-write here, else from the saved bitmap. `NOT_FOUND` when the
-   * checkpoint is unknown, inconsistent, or its bitmap is missing or damaged.
+   * checkpoint is unknown, inconsistent, or its bitmap is missing or damaged, and for a volume
+   * whose image no longer matches its stamp (written outside the driver, image-stamp.ts).
    */
   async changedSince(kind: RecordKind, id: string, checkpointId: string): Promise<Extent[]> {
     const { ctx } = this;
@@ -121,6 +123,7 @@ export class FileCheckpoints implements ChangedBlockTracking {
     const r = kind === 'volume' ? await ctx.store.volume(id) : await ctx.store.snapshot(id);
     const c = r.checkpoints.find((x) => x.id === checkpointId);
     if (!c?.consistent || ('writer' in r && r.writer)) throw notFound();
+    if ('writer' in r && !(await ctx.imageUnchanged(r))) throw notFound(); // written behind the driver's back
     const bitmap = await ctx.loadBitmap(kind, id, checkpointId, r.size);
     if (!bitmap) throw notFound();
     return bitmap.extents();

@@ -173,7 +173,7 @@ export class FileVolumeDriver implements VolumeDriver {
     const before = new Map<string, DirtyBitmap>();
     let oldSize = 0;
     await ctx.store.updateVolume(volumeId, async (r) => {
-      ctx.recover(r);
+      await ctx.recover(r);
       oldSize = r.size;
       const tracked = r.checkpoints.filter((x) => x.consistent);
       if (tracked.length > 0 && size > DirtyBitmap.maxSize(GRANULARITY)) {
@@ -200,6 +200,9 @@ export class FileVolumeDriver implements VolumeDriver {
       });
       throw err;
     }
+    // The grown image is the driver's own change. Should this fail, the stale stamp only makes
+    // the checkpoints inconsistent at the next check (a full backup, never a wrong incremental).
+    await ctx.store.updateVolume(volumeId, (r) => ctx.stampImage(r)).catch(() => {});
   }
 
   /**
@@ -291,7 +294,11 @@ export class FileVolumeDriver implements VolumeDriver {
     if (kind === 'volume') size = (await ctx.recovered(record.id)).size;
     const actual = (await stat(image)).size;
     if (actual > size || (actual < size && kind === 'snapshot')) throw ctx.err('CORRUPT', `image ${image} has ${actual} bytes, its sidecar says ${size}`);
-    if (actual < size) await resizeImage(image, size, this.name); // an extend interrupted between sidecar and truncate
+    if (actual < size) {
+      // An extend interrupted between sidecar and truncate: its bitmaps already mark the tail.
+      await resizeImage(image, size, this.name);
+      await ctx.store.updateVolume(record.id, (r) => ctx.stampImage(r));
+    }
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
       const t = new ChangeTracker(
@@ -331,12 +338,16 @@ export class FileVolumeDriver implements VolumeDriver {
     return attachment;
   }
 
-  /** Ends a read-write session: the writer mark is cleared only when the bitmaps were saved. */
+  /**
+   * Ends a read-write session, after its descriptors are closed: the writer mark is cleared, and
+   * the image stamped, only when the bitmaps were saved.
+   */
   private async endWriter(volumeId: string, clean: boolean): Promise<void> {
     this.ctx.trackers.delete(volumeId);
     if (clean) {
-      await this.ctx.store.updateVolume(volumeId, (r) => {
+      await this.ctx.store.updateVolume(volumeId, async (r) => {
         r.writer = null;
+        await this.ctx.stampImage(r); // the image as this session left it, closed
       });
     }
   }

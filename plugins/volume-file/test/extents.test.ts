@@ -45,6 +45,43 @@ describe('dataExtents', () => {
       await fh.close();
     }
   });
+
+  it('on a file whose size is not a multiple of 4 KiB or 64 KiB, with data up to its last byte, every non-zero byte of any unaligned range is in the extents, and no extent leaves the range', async () => {
+    const size = MiB + 3 * 512 + 7; // unaligned even to 512, as a file written by another tool may be
+    const fh = await open(join(dir, 'img'), 'w+');
+    try {
+      await fh.truncate(size);
+      const writes = [
+        { offset: 5, length: 3 },
+        { offset: 64 * KiB - 1, length: 2 },
+        { offset: 300 * KiB + 17, length: 70 * KiB },
+        { offset: size - 1, length: 1 },
+      ];
+      for (const [i, w] of writes.entries()) await fh.write(patternBytes(w.length, i + 7).fill(0xff, 0, 1), 0, w.length, w.offset);
+      const content = Buffer.alloc(size);
+      await fh.read(content, 0, size, 0);
+      const backends = [{ name: 'zero scan', ext: null }, ...(fsExt() ? [{ name: 'SEEK_DATA', ext: fsExt()! }] : [])];
+      const ranges = [
+        { offset: 0, length: size },
+        { offset: 1, length: size - 1 },
+        { offset: 64 * KiB, length: size - 64 * KiB },
+        { offset: size - 1, length: 1 },
+        { offset: 300 * KiB + 20, length: 5 },
+        { offset: 6, length: 64 * KiB - 8 },
+      ];
+      for (const { name, ext } of backends) {
+        for (const range of ranges) {
+          const extents = await dataExtents(fh, range, ext);
+          for (const e of extents) assert.ok(e.length > 0 && e.offset >= range.offset && e.offset + e.length <= range.offset + range.length, `${name} ${JSON.stringify(range)}: ${JSON.stringify(e)} leaves the range`);
+          for (let i = range.offset; i < range.offset + range.length; i++) {
+            if (content[i] !== 0) assert.ok(extents.some((e) => e.offset <= i && i < e.offset + e.length), `${name} ${JSON.stringify(range)}: byte ${i} missing from ${JSON.stringify(extents)}`);
+          }
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+  });
 });
 
 describe('DirtyBitmap', () => {
