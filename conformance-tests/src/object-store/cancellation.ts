@@ -106,10 +106,60 @@ const worksAfterwards: Case<ObjectStoreContext> = {
   },
 };
 
+const abortDuringList: Case<ObjectStoreContext> = {
+  name: 'a list whose signal aborts mid-iteration rejects its next step with CANCELLED',
+  async run({ store, prefix }) {
+    for (let i = 0; i < 5; i++) await store.put(`${prefix}/l/${i}`, Buffer.from(String(i)));
+    const ac = new AbortController();
+    const it = store.list(`${prefix}/l/`, { signal: ac.signal })[Symbol.asyncIterator]();
+    try {
+      const first = await it.next();
+      assert.equal(first.done, false, 'the first step yields an object');
+      ac.abort(new Error('cancelled by the test'));
+      await rejectsWithCode(it.next(), 'CANCELLED', 'the step after the abort');
+    } finally {
+      await it.return?.();
+    }
+    assert.equal((await keysUnder(store.list(`${prefix}/l/`))).length, 5, 'a new list without the signal');
+  },
+};
+
 /** The cancellation cases for a store with `caps` (cancellable); the parts case only with writeInParts. */
 export function objectCancellation(caps: ObjectStoreCapabilities): Group<ObjectStoreContext> {
   return {
     name: 'cancellation (signal)',
     cases: [alreadyAborted, abortWhilePutting, ...(caps.writeInParts ? [abortDuringParts] : []), worksAfterwards],
   };
+}
+
+const abortDuringGetInto: Case<ObjectStoreContext> = {
+  name: 'a getInto aborted while it runs writes nothing into `into` once it has settled',
+  async run({ store, prefix }) {
+    const data = patternBytes(16 * 1024 * 1024, 27);
+    await store.put(`${prefix}/big`, data);
+    const into = Buffer.alloc(data.length, 0xee);
+    const ac = new AbortController();
+    const reading = store.getInto!(`${prefix}/big`, { offset: 0, length: data.length }, into, { signal: ac.signal });
+    ac.abort(new Error('cancelled by the test'));
+    const outcome = await reading.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    if (outcome === undefined) assertSameBytes(into, data, 'a getInto that resolved despite the abort');
+    else assert.equal((outcome as { code?: unknown }).code, 'CANCELLED', `an aborted getInto failed with ${String(outcome)}`);
+    const settled = Buffer.from(into);
+    // The caller reuses `into` now (a restore's shared buffers): later writes would corrupt it.
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(into.equals(settled), 'getInto wrote into `into` after it settled');
+  },
+};
+
+/**
+ * For stores with `cancellable`: calls aborted while they run (a list stops at its next step, a
+ * getInto stops writing into `into` once it settles). A group of its own (objectStoreGroups adds
+ * it next to objectCancellation), so that callers running just the cases of objectCancellation
+ * keep the set they had. The getInto case only with readInto.
+ */
+export function objectCancellationMidCall(caps: ObjectStoreCapabilities): Group<ObjectStoreContext> {
+  return { name: 'cancellation while a call runs (signal)', cases: [abortDuringList, ...(caps.readInto ? [abortDuringGetInto] : [])] };
 }

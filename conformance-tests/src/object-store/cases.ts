@@ -4,6 +4,7 @@ import { DIRECT_IO_ALIGN, alignedBuffer, type ObjectInfo } from '@cairn/core';
 import type { Group } from '../harness.js';
 import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
 import type { ObjectStoreContext } from './context.js';
+import { readWriteEdgeCases } from './read-write-edges.js';
 
 async function collect(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
   const out: ObjectInfo[] = [];
@@ -87,6 +88,7 @@ export const objectReadWrite: Group<ObjectStoreContext> = {
         }
       },
     },
+    ...readWriteEdgeCases,
   ],
 };
 
@@ -124,6 +126,25 @@ export const objectListing: Group<ObjectStoreContext> = {
         await store.put(`${prefix}/sized/a`, Buffer.alloc(1234));
         const [info] = await collect(store.list(`${prefix}/sized/`));
         assert.equal(info?.size, 1234);
+      },
+    },
+    {
+      name: 'list matches keys by string prefix at any depth, the key equal to the prefix included, and never a key that is only a prefix of it',
+      async run({ store, prefix }) {
+        const keys = [`${prefix}/x`, `${prefix}/xy`, `${prefix}/xz/1/2/3/4/deep`, `${prefix}/w/x`];
+        for (const k of keys) await store.put(k, Buffer.from(k));
+        const expect: [string, string[]][] = [
+          [`${prefix}/x`, [`${prefix}/x`, `${prefix}/xy`, `${prefix}/xz/1/2/3/4/deep`]],
+          [`${prefix}/xy`, [`${prefix}/xy`]],
+          [`${prefix}/xyz`, []],
+          [`${prefix}/xz`, [`${prefix}/xz/1/2/3/4/deep`]],
+          [`${prefix}/xz/1/`, [`${prefix}/xz/1/2/3/4/deep`]],
+          [`${prefix}/xz/1/2/3/4/deep`, [`${prefix}/xz/1/2/3/4/deep`]],
+          [`${prefix}/`, [...keys].sort()],
+        ];
+        for (const [p, want] of expect) {
+          assert.deepEqual((await collect(store.list(p))).map((o) => o.key).sort(), want, `list(${JSON.stringify(p)})`);
+        }
       },
     },
   ],
@@ -178,6 +199,30 @@ export const objectReadInto: Group<ObjectStoreContext> = {
           for (const into of [Buffer.alloc(length), laidOut]) {
             await store.getInto!(`${prefix}/once`, { offset, length }, into, { once: true });
             assertSameBytes(into, data.subarray(offset, offset + length), `once, range ${offset}+${length}`);
+          }
+        }
+      },
+    },
+    {
+      name: 'getInto into a window of a larger buffer not laid out for a direct read writes only the window, with or without once',
+      async run({ store, prefix }) {
+        const data = patternBytes(300_000, 8);
+        await store.put(`${prefix}/window`, data);
+        for (const [offset, length] of [[0, 4096], [4096, 8192], [123_457, 100_000], [299_000, 1000]] as const) {
+          const plain = Buffer.alloc(length + 2 * DIRECT_IO_ALIGN);
+          // Aligned memory, but `into` one byte off the offset's alignment: not laid out.
+          const shift = (offset + 1) % DIRECT_IO_ALIGN;
+          const misaligned = alignedBuffer(length + 2 * DIRECT_IO_ALIGN + shift);
+          for (const [what, outer, at] of [['plain', plain, 7], ['misaligned', misaligned, DIRECT_IO_ALIGN + shift]] as const) {
+            for (const once of [false, true]) {
+              outer.fill(0xee);
+              const into = outer.subarray(at, at + length);
+              await store.getInto!(`${prefix}/window`, { offset, length }, into, { once });
+              const label = `${what} memory, once ${String(once)}, range ${offset}+${length}`;
+              assertSameBytes(into, data.subarray(offset, offset + length), label);
+              assert.ok(outer.subarray(0, at).every((b) => b === 0xee), `${label}: bytes before the window untouched`);
+              assert.ok(outer.subarray(at + length).every((b) => b === 0xee), `${label}: bytes after the window untouched`);
+            }
           }
         }
       },
@@ -251,6 +296,23 @@ export const objectPartWrites: Group<ObjectStoreContext> = {
         await replace.append(Buffer.from('replaced'));
         await replace.commit();
         assert.equal((await store.get(`${prefix}/taken`)).toString(), 'replaced');
+      },
+    },
+    {
+      name: 'a part\'s memory is the caller\'s again once append resolves: refilling it changes nothing committed',
+      async run({ store, prefix }) {
+        const parts = Array.from({ length: 5 }, (_, i) => patternBytes(256 * 1024, 40 + i));
+        const plain = Buffer.alloc(256 * 1024);
+        const block = alignedBuffer(256 * 1024); // a part a store may write straight from memory
+        const w = await store.openWrite!(`${prefix}/reused`);
+        for (const [i, part] of parts.entries()) {
+          const buf = i % 2 === 0 ? plain : block;
+          buf.set(part);
+          await w.append(buf);
+          buf.fill(i + 1);
+        }
+        await w.commit();
+        assertSameBytes(await store.get(`${prefix}/reused`), Buffer.concat(parts), 'committed object');
       },
     },
     {

@@ -17,7 +17,7 @@ async function keysUnder(ctx: ObjectStoreContext, prefix: string): Promise<strin
 }
 
 /** Asserts that `put` either stored `data` at `key` or failed with CONFLICT leaving no object there. */
-async function storedOrConflict(ctx: ObjectStoreContext, key: string, put: Promise<void>, data: string, what: string): Promise<void> {
+export async function storedOrConflict(ctx: ObjectStoreContext, key: string, put: Promise<void>, data: string, what: string): Promise<void> {
   let failure: unknown;
   await put.catch((err: unknown) => (failure = err));
   if (failure === undefined) {

@@ -2,13 +2,14 @@ import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
 import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
 import { newPrefix, objectConcurrency, objectListing, objectPartWrites, objectReadInto, objectReadWrite } from './cases.js';
-import { objectCancellation } from './cancellation.js';
+import { objectCancellation, objectCancellationMidCall } from './cancellation.js';
 import { objectForeignEntries } from './foreign-entries.js';
+import { objectSweepTemp } from './sweep-temp.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
 /**
  * Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only
- * with readInto, openWrite only with writeInParts, signals only with cancellable), and the foreign-entry cases when the store can
+ * with readInto, openWrite only with writeInParts, sweepTemp only with sweepsTemp, signals only with cancellable), and the foreign-entry cases when the store can
  * have them planted (`foreign`: ObjectStoreSuiteOptions.plantForeign is given).
  */
 export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false): Group<ObjectStoreContext>[] {
@@ -18,7 +19,8 @@ export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false
     ...(caps.atomicIfAbsent ? [objectConcurrency] : []),
     ...(caps.readInto ? [objectReadInto] : []),
     ...(caps.writeInParts ? [objectPartWrites] : []),
-    ...(caps.cancellable ? [objectCancellation(caps)] : []),
+    ...(caps.sweepsTemp ? [objectSweepTemp(caps)] : []),
+    ...(caps.cancellable ? [objectCancellation(caps), objectCancellationMidCall(caps)] : []),
     ...(foreign ? [objectForeignEntries] : []),
   ];
 }
