@@ -243,7 +243,11 @@ function cancellableMemory(broken?: 'put' | 'commit' | 'sticky'): ObjectStore {
     delete: async (key: string, o: CallOptions = {}) => (check(o.signal), inner.delete(key)),
     list: async function* (prefix: string, o: CallOptions = {}): AsyncIterable<ObjectInfo> {
       check(o.signal);
-      yield* inner.list(prefix);
+      // Checked again before each object, as the contract asks of every step of a list.
+      for await (const info of inner.list(prefix)) {
+        check(o.signal);
+        yield info;
+      }
     },
     openWrite: async (key: string, o: PutOptions = {}) => {
       check(o.signal);
