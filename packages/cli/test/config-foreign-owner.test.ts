@@ -1,4 +1,4 @@
-import { chown, mkdir, writeFile } from 'node:fs/promises';
+import { chown, lchown, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isCairnError } from '@cairn/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -40,6 +40,22 @@ describe.skipIf(stranger === undefined)('a config file of another user in the wo
       expect(isCairnError(err) && err.details?.file).toBe(file);
       await removeDir(file);
     }
+  });
+
+  it('is refused when it is a link of another user, even to a file of root\'s', async () => {
+    // The link names a root-owned file in a directory root made (a package's config, say); the
+    // planter owns only the link.
+    const target = join(dir, 'root-owned.json');
+    await writeFile(target, planted(dir));
+    const file = join(dir, 'cairn.config.json');
+    await symlink(target, file);
+    await lchown(file, stranger!, stranger!);
+    const err = await loadConfig(undefined, dir).then(
+      (c) => c,
+      (e: unknown) => e,
+    );
+    expect(isCairnError(err) && err.code, JSON.stringify(err)).toBe('INVALID_INPUT');
+    expect(isCairnError(err) && err.details?.file).toBe(file);
   });
 
   it('is used when named (--config), and a found config of this user or root is used as before', async () => {

@@ -78,7 +78,10 @@ export async function loadConfig(explicit: string | undefined, cwd = process.cwd
 async function assertOwnConfig(file: string): Promise<void> {
   const uid = process.geteuid?.();
   if (uid === undefined) return;
-  const owner = (await stat(file)).uid;
+  // The link found there as well as what it names: a link another user planted may name a file
+  // of root's (trusted) that is no config of ours.
+  const linkOwner = (await lstat(file)).uid;
+  const owner = isTrustedOwner(linkOwner, uid) ? (await stat(file)).uid : linkOwner;
   if (isTrustedOwner(owner, uid)) return;
   throw new CairnError('INVALID_INPUT', `config file ${file} belongs to another user (uid ${owner}), so it is not used unless named: pass --config ${file} (or set CAIRN_CONFIG) if you trust it`, { driver: 'config', details: { file } });
 }
