@@ -283,4 +283,58 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     check = await service.verify();
     expect(check.problems).toEqual([]);
   }, 60_000);
+
+  it('gc whose exclusive lock lapsed while the disk was full (its refreshes failed) does not fall back to deleting: it fails with the full-disk error and deletes nothing', async () => {
+    await service.close();
+    const told: Error[] = [];
+    // The pack writes of gc's repack fill the disk, then wait past the lock's lifetime: every
+    // refresh of gc's exclusive lock meanwhile fails for space, so the lock lapses.
+    let stall = false;
+    const stalling = (s: PosixObjectStore): ObjectStore =>
+      new Proxy(s, {
+        get(target, prop, receiver) {
+          if (prop === 'openWrite') {
+            return async (key: string, options?: object) => {
+              if (stall && key.startsWith('packs/')) {
+                stall = false;
+                fill(0);
+                await new Promise((r) => setTimeout(r, 900));
+              }
+              return target.openWrite(key, options);
+            };
+          }
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    store = await PosixObjectStore.open({ directory: repoDir });
+    service = await ChunkedBackupService.open(stalling(store), { name: 'repo', workers: 0, lockTtlMs: 300, onWarning: (w) => told.push(w) });
+    manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    // a1's packs end up half live (a2 keeps every other chunk): a repack; b1's wholly dead.
+    const a = await randomVolume(4 * MiB, 'a');
+    const a1 = await manager.backup({ volumeId: a.id });
+    const rw = await volumes.attach({ kind: 'volume', id: a.id }, 'rw');
+    for (let i = 0; i < 16; i += 2) await rw.device.write(i * CHUNK, randomBytes(CHUNK));
+    await volumes.detach(rw.id);
+    const a2 = await manager.backup({ volumeId: a.id });
+    const b1 = await manager.backup({ volumeId: (await randomVolume(6 * MiB, 'b')).id });
+    await manager.deleteBackup(a1.id);
+    await manager.deleteBackup(b1.id);
+    const before = await objects();
+
+    stall = true;
+    const gc = await service.gc({ graceMs: 0 }).catch((e: unknown) => e);
+    expect(stall).toBe(false); // the repack did start
+    expect(gc).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+    expect(await objects()).toEqual(before); // no pack deleted without the lock
+    expect(told.map((w) => w.message).join('\n')).not.toMatch(/skipped the repacks/);
+    expect(await temporaries()).toEqual([]);
+
+    await unfill();
+    const report = await service.gc({ graceMs: 0 });
+    expect(report.packsDeleted).toBeGreaterThan(0);
+    const check = await service.verify();
+    expect(check.problems).toEqual([]);
+    expect(check.checked).toEqual([a2.id]);
+  }, 60_000);
 });

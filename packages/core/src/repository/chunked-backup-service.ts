@@ -303,7 +303,7 @@ export class ChunkedBackupService implements BackupService {
   async gc(options: GcOptions = {}): Promise<GcReport> {
     return this.tag(async () => {
       const lock = await this.repository.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
-      return this.releasingAfter([lock], 'gc', () => this.collectOrDeleteOnly(options));
+      return this.releasingAfter([lock], 'gc', () => this.collectOrDeleteOnly(options, lock));
     });
   }
 
@@ -314,14 +314,17 @@ export class ChunkedBackupService implements BackupService {
    * with an `UNAVAILABLE` warning (`details.errno`, the first pass's error as cause) saying the
    * repacks were skipped. Safe: collectGarbage deletes nothing before its last write, so the pass
    * that failed freed nothing and left only extra data (packs it wrote are named, or orphans a
-   * later GC removes). When the second pass fails too, the first pass's error is raised.
+   * later GC removes). When the second pass fails too, the first pass's error is raised. The
+   * second pass runs only while `lock` (GC's exclusive lock) is still held: on a full disk its
+   * refreshes fail too, and once it has lapsed a backup may be reusing what the pass would delete,
+   * so the first pass's error is raised instead.
    */
-  private async collectOrDeleteOnly(options: GcOptions): Promise<GcReport> {
+  private async collectOrDeleteOnly(options: GcOptions, lock: LockHandle): Promise<GcReport> {
     try {
       return await collectGarbage(this.repository, options);
     } catch (err) {
       const errno = noSpaceErrno(err);
-      if (!errno || options.dryRun || options.signal?.aborted) throw err;
+      if (!errno || options.dryRun || options.signal?.aborted || !isHeld(lock)) throw err;
       const report = await collectGarbage(this.repository, { ...options, repackThreshold: Infinity }).catch(() => Promise.reject(err));
       const e = toCairnError(err, this.name);
       this.warn(new CairnError('UNAVAILABLE', `gc: the store is too full to repack (${e.message}): deleted only what no backup references (${report.bytesFreed} bytes) and skipped the repacks; run gc again once there is room for a few packs`, { driver: this.name, cause: err, details: { errno } }));
@@ -391,4 +394,14 @@ export class ChunkedBackupService implements BackupService {
 /** The record fields that describe a backup's data, as its manifest holds them (exportRecord writes them, importRecord checks them). */
 function dataFields(m: Manifest): Pick<BackupRecord, 'volumeId' | 'size' | 'parentId' | 'incremental' | 'createdAt'> {
   return { volumeId: m.volumeId, size: m.size, parentId: m.parentId, incremental: m.record.incremental ?? m.parentId !== undefined, createdAt: m.createdAt };
+}
+
+/** Whether `lock` is still held (LockHandle.assertHeld does not throw). */
+function isHeld(lock: LockHandle): boolean {
+  try {
+    lock.assertHeld();
+    return true;
+  } catch {
+    return false;
+  }
 }
