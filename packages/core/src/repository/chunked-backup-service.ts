@@ -319,7 +319,9 @@ export class ChunkedBackupService implements BackupService {
    * refreshes fail too, and once it has lapsed a backup may be reusing what the pass would delete,
    * so the first pass's error is raised instead.
    */
-  private async collectOrDeleteOnly(options: GcOptions, lock: LockHandle): Promise<GcReport> {
+  private async collectOrDeleteOnly(gcOptions: GcOptions, lock: LockHandle): Promise<GcReport> {
+    // Every delete first checks the lock is still held (GcOptions.assertHeld).
+    const options: GcOptions = { ...gcOptions, assertHeld: () => lock.assertHeld() };
     try {
       return await collectGarbage(this.repository, options);
     } catch (err) {

@@ -25,6 +25,12 @@ export interface GcOptions {
   /** Report what would be done (same counts, bytes freed by repacks estimated from blob sizes) without doing it. Default false. */
   dryRun?: boolean;
   signal?: AbortSignal;
+  /**
+   * Throws when the exclusive lock GC runs under has lapsed (LockHandle.assertHeld): called before
+   * every delete, so a GC whose lock expired while it wrote (its refreshes failed: a full or
+   * unreachable store) deletes nothing that a backup begun since may reuse.
+   */
+  assertHeld?: () => void;
 }
 
 export interface GcReport {
@@ -189,6 +195,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     report.packsRepacked = toRepack.length;
   }
   const removed = new Set([...toRepack, ...toDelete]);
+  const held = (): void => options.assertHeld?.();
   if (removed.size > 0 || lost.size > 0) {
     // Index objects naming a removed or lost pack are replaced by one naming their other packs,
     // written before they are deleted: a crash in between leaves a pack named twice, never unnamed.
@@ -196,6 +203,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
     if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
     for (const indexId of affected.keys()) {
+      held();
       await repo.store.delete(Keys.index(indexId));
       repo.index.forgetObject(indexId);
     }
@@ -204,20 +212,24 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     const entries = repo.index.packs().get(packId) ?? [];
     for (const e of entries) if (!referenced.has(e.id)) report.chunksRemoved++;
     report.bytesFreed += await sizeOf(repo, packId);
+    held();
     await repo.store.delete(Keys.pack(packId));
     repo.index.remove(packId);
     if (toDelete.includes(packId)) report.packsDeleted++;
   }
   for (const packId of orphans) {
     report.bytesFreed += await sizeOf(repo, packId);
+    held();
     await repo.store.delete(Keys.pack(packId));
     report.packsDeleted++;
   }
   for (const pageId of deadPages) {
+    held();
     await repo.store.delete(Keys.chunkList(pageId));
     report.pagesDeleted++;
   }
   for (const key of orphanEntries) {
+    held();
     await repo.store.delete(key);
     report.catalogEntriesDeleted++;
   }
