@@ -181,3 +181,22 @@ async function lockKeysOf(it: AsyncIterable<ObjectInfo>): Promise<string[]> {
   for await (const o of it) out.push(o.key);
   return out;
 }
+
+describe('an acquire cancelled while it waits for a conflicting lock to go', () => {
+  it('rejects CANCELLED at once, not after its poll interval, and leaves no lock object of its own', async () => {
+    const store = new MemoryObjectStore('mem');
+    // A poll interval far past the test's timeout: only a wait that watches the signal ends in time.
+    const locks = new RepositoryLocks(store, 60_000, 600_000);
+    const gc = await locks.acquire('exclusive', { purpose: 'gc' });
+    const abort = new AbortController();
+    const waiting = locks.acquire('shared', { purpose: 'backup', wait: true, signal: abort.signal });
+    waiting.catch(() => undefined);
+    // Its first attempt (memory store calls: microtasks) has found the exclusive lock, removed its
+    // own and is waiting to try again.
+    await new Promise((r) => setTimeout(r, 50));
+    abort.abort(new Error('cancelled by the test'));
+    await expect(waiting).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(await lockKeys(store)).toEqual([`locks/${gc.doc.id}`]);
+    await gc.release();
+  }, 10_000);
+});

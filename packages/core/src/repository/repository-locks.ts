@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { newId } from '../util/clock.js';
@@ -140,7 +141,8 @@ export class RepositoryLocks {
           details: { lock: blocker.id },
         });
       }
-      await new Promise((r) => setTimeout(r, this.pollMs * (0.5 + Math.random())));
+      // A cancel ends the wait at once (the loop's first check then rejects CANCELLED).
+      await delay(this.pollMs * (0.5 + Math.random()), undefined, { signal: options.signal }).catch(() => undefined);
     }
   }
 
