@@ -893,16 +893,42 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Cinder's import_record. The target's stored data describes the backup (BackupService.importRecord):
    * a document that disagrees with it is refused with `INVALID_INPUT`, nothing recorded, and so is
    * one whose name or description breaks the rules of backup()'s (`details.field`).
-   * `ALREADY_EXISTS` when the id is already known here (checked atomically).
+   * `ALREADY_EXISTS` when the id is already known here (checked atomically). `NOT_FOUND` when the
+   * data is gone, also when a delete of the backup in this catalog removed it between the check
+   * and the write of the record: the data is checked again once the record is written, and a
+   * record whose data is gone is removed (importedDataGone).
    */
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
-    const record = await this.target(service).importRecord(exported);
+    const target = this.target(service);
+    const record = await target.importRecord(exported);
     // The labels are the document's: held to the rules backup() holds a caller's to.
     assertStoredName(record.name, 'name');
     assertDescription(record.description, 'description');
     const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
     await this.catalog.putBackup(imported, { ifAbsent: true });
+    // A delete removes the data before the record, so once this write (ifAbsent) has succeeded
+    // any delete of the backup that ran since the check is over, and a second check sees it.
+    const gone = await target.importRecord(exported).then(
+      () => undefined,
+      (err: unknown) => (isCairnError(err) && err.code === 'NOT_FOUND' ? err : undefined),
+    );
+    if (gone) {
+      await this.importedDataGone(imported);
+      throw gone;
+    }
     return imported;
+  }
+
+  /**
+   * Removes the record importRecord wrote when its data has gone meanwhile: only while it is that
+   * record still (`available`, as written), in the backup's section. Anything since (a delete of
+   * it, a restore's claim) leaves it to that flow.
+   */
+  private async importedDataGone(imported: BackupRecord): Promise<void> {
+    await this.claims.exclusive(imported.id, async () => {
+      const now = await unlessNotFound(this.catalog.getBackup(imported.id));
+      if (now?.status === 'available' && now.updatedAt === imported.updatedAt && this.claims.count(imported.id, 'restore') === 0) await this.catalog.deleteBackup(imported.id);
+    });
   }
 
   /** Cancels a running job. `NOT_FOUND` when no such job runs. */
