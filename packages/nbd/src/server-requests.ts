@@ -59,7 +59,7 @@ const MAX_DESCRIBED = 0xffffffff;
  * order; each reply is written in one synchronous burst so replies never interleave).
  * Range and permission checks: READ/BLOCK_STATUS past the end → EINVAL, READ above the maximum
  * payload → EINVAL, WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only
- * export → EPERM, unknown command or flag → EINVAL, BLOCK_STATUS without a selected context →
+ * export → EPERM, unknown command or flag → EINVAL, WRITE_ZEROES with NBD_CMD_FLAG_FAST_ZERO → ENOTSUP (after the checks above), BLOCK_STATUS without a selected context →
  * EINVAL, BLOCK_STATUS for which the backend gives no usable descriptor for a context other than
  * `base:allocation` (it cannot be reported as 0: see `blockStatus`) → EIO. Backend errors map
  * through `toNbdErrno`. READ and BLOCK_STATUS get the connection's signal, aborted (`CANCELLED`)
@@ -121,6 +121,10 @@ export class RequestHandler {
         case CMD.WRITE_ZEROES:
           this.checkWritable(req);
           if (!this.backend.writeZeroes) throw new Refusal(NBD_ERR.EINVAL, 'WRITE_ZEROES is not offered');
+          // proto.md, NBD_CMD_FLAG_FAST_ZERO: a server that cannot promise the zeroing is fast MUST
+          // fail with ENOTSUP (and write nothing). NbdBackend makes no such promise, so
+          // NBD_FLAG_SEND_FAST_ZERO is never offered and the flag is always refused.
+          if ((req.flags & CMD_FLAG.FAST_ZERO) !== 0) throw new Refusal(NBD_ERR.ENOTSUP, 'fast zero is not offered');
           await this.backend.writeZeroes(req.offset, req.length, {
             fua: (req.flags & CMD_FLAG.FUA) !== 0,
             mayTrim: (req.flags & CMD_FLAG.NO_HOLE) === 0,
