@@ -133,11 +133,16 @@ export class RepositoryCatalog implements Catalog {
   async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
     if (!this.indexed) return (await this.listBackups(filter)).at(-1);
     const entries = await this.volumeEntries(filter.volumeId);
+    const prefix = volumePrefix(filter.volumeId);
     // Newest first, a few at a time: usually the first one read is the answer.
     for (let end = entries.length; end > 0; end -= READ_CONCURRENCY) {
-      const batch = entries.slice(Math.max(0, end - READ_CONCURRENCY), end).map((e) => e.backupId);
-      const records = await this.readMany(batch);
-      const hit = records.filter((r) => matches(r, filter)).sort(byCreation).at(-1);
+      const batch = entries.slice(Math.max(0, end - READ_CONCURRENCY), end);
+      const records = await this.readMany(batch.map((e) => e.backupId));
+      // Only records read through their own entry: a record replaced with another createdAt (or
+      // volume) keeps its old entry, whose name sorts it where it no longer is; its own entry,
+      // which every record has, finds it in its place.
+      const named = new Set(batch.map((e) => prefix + e.name));
+      const hit = records.filter((r) => named.has(volumeEntryKey(r)) && matches(r, filter)).sort(byCreation).at(-1);
       if (hit) return hit;
     }
     return undefined;
