@@ -1,12 +1,32 @@
 import { execFile } from 'node:child_process';
 import { chmod, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listJobs, registerJob } from '../src/jobs/job-files.js';
 import { BIN, jsonError, removeDir, tempDir } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
+
+/**
+ * Lets other users traverse every directory above `path` (adds o+x where it is missing, as a
+ * checkout in a `mktemp -d` directory lacks it) so a process of another user can run the CLI
+ * from this checkout; resolves with the undo.
+ */
+async function traversableByOthers(path: string): Promise<() => Promise<void>> {
+  const changed: [string, number][] = [];
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const mode = (await stat(dir)).mode & 0o7777;
+    if ((mode & 0o001) === 0) {
+      await chmod(dir, mode | 0o001);
+      changed.push([dir, mode]);
+    }
+    if (dir === dirname(dir)) break;
+  }
+  return async () => {
+    for (const [dir, mode] of changed.reverse()) await chmod(dir, mode);
+  };
+}
 
 /** Runs `fn` with the process umask set to `mask` (test files run in their own process: pool forks). */
 async function withUmask<T>(mask: number, fn: () => Promise<T>): Promise<T> {
@@ -69,12 +89,13 @@ describe('job records: temporary file, modes', () => {
   it.skipIf(!isRoot)('backup cancel by another user of a job whose record it may not read is UNAVAILABLE naming the job, the record unread (needs root to start a process of another user; skipped otherwise)', async () => {
     await chmod(root, 0o755); // the other user may reach the working directory, not the jobs
     await registerJob(stateDir, { id: 'root-job', kind: 'backup', backupId: 'b', volumeId: 'v' });
+    const undo = await traversableByOthers(BIN);
     const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       execFile(process.execPath, [BIN, 'backup', 'cancel', 'root-job', '--wait', '1', '--json'], { cwd: root, uid: NOBODY, gid: NOBODY, env: { ...process.env, CAIRN_CONFIG: undefined, HOME: '/' } }, (err, stdout, stderr) => {
         const code = (err as { code?: unknown } | null)?.code;
         resolve({ code: err ? (typeof code === 'number' ? code : 1) : 0, stdout, stderr });
       });
-    });
+    }).finally(undo);
     expect(r.code, r.stderr).toBe(6);
     expect(jsonError(r)).toMatchObject({ code: 'UNAVAILABLE', details: { job: 'root-job' } });
     expect(jsonError(r).details.pid).toBeUndefined(); // the record (naming the pid) was not readable to it
