@@ -139,11 +139,8 @@ export async function recoverNewVolumeIntents(deps: {
       }
       if (kept) return;
       // The states that restore left (`restoring-backup`, or `error_restoring` from a job that
-      // could not delete its volume): of volumes that are gone now.
-      for (const state of await catalog.listVolumeStates()) {
-        if (state.backupId !== intent.backupId || legacyIntentJobId(state.volumeId) !== undefined) continue;
-        if ((await unlessNotFound(volumes.getVolume(state.volumeId))) === undefined) await catalog.clearVolumeState(state.volumeId);
-      }
+      // could not delete its volume) name volumes that are gone now: recoverInFlight deletes
+      // those right after this, as it does every state of a volume that is gone (clearedStates).
       await deleteIntent(catalog, intent);
     });
   }
