@@ -1,4 +1,4 @@
-import { CairnError } from '@cairn/core';
+import { millisecondsFromEnv } from '../config/env-milliseconds.js';
 import { MAX_WAIT_SECONDS } from './routes-jobs.js';
 
 /**
@@ -31,17 +31,12 @@ export const TIMEOUT_ENV: Record<keyof ApiServerTimeouts, string> = {
   drainTimeoutMs: 'CAIRN_SERVE_DRAIN_TIMEOUT_MS',
 };
 
-/** The timeouts set in `env` (unset ones are left out); `INVALID_INPUT` for a value that is not a whole number from 1 to 3600000. */
+/**
+ * The timeouts set in `env` (unset ones are left out); `INVALID_INPUT` for a value that is not a
+ * whole number from 1 to 3600000 in decimal digits (millisecondsFromEnv).
+ */
 export function timeoutsFromEnv(env: NodeJS.ProcessEnv): Partial<ApiServerTimeouts> {
-  const out: Partial<ApiServerTimeouts> = {};
-  for (const [key, name] of Object.entries(TIMEOUT_ENV) as [keyof ApiServerTimeouts, string][]) {
-    const text = env[name];
-    if (text === undefined || text === '') continue;
-    const n = Number(text);
-    if (!Number.isSafeInteger(n) || n < 1 || n > 3_600_000) throw new CairnError('INVALID_INPUT', `${name} takes milliseconds, a whole number from 1 to 3600000, not ${JSON.stringify(text)}`);
-    out[key] = n;
-  }
-  return out;
+  return millisecondsFromEnv(env, TIMEOUT_ENV, 3_600_000);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { CairnError } from '@cairn/core';
+import { millisecondsFromEnv } from '../config/env-milliseconds.js';
 
 /**
  * Bounds of the qemu-img runs of `volume import` and `volume export` (see runBounded of
@@ -27,13 +27,5 @@ export const QEMU_IMG_BOUNDS_ENV: Record<keyof QemuImgBounds, string> = {
 
 /** The bounds `env` sets over the defaults; `INVALID_INPUT` naming the variable for a value that is not a whole number from 1 to 86400000 (a day). */
 export function qemuImgBoundsFromEnv(env: NodeJS.ProcessEnv): QemuImgBounds {
-  const out = { ...DEFAULT_QEMU_IMG_BOUNDS };
-  for (const [key, name] of Object.entries(QEMU_IMG_BOUNDS_ENV) as [keyof QemuImgBounds, string][]) {
-    const text = env[name];
-    if (text === undefined || text === '') continue;
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || n < 1 || n > 86_400_000) throw new CairnError('INVALID_INPUT', `${name} takes milliseconds, a whole number from 1 to 86400000, not ${JSON.stringify(text)}`);
-    out[key] = n;
-  }
-  return out;
+  return { ...DEFAULT_QEMU_IMG_BOUNDS, ...millisecondsFromEnv(env, QEMU_IMG_BOUNDS_ENV, 86_400_000) };
 }
