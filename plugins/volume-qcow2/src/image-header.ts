@@ -81,12 +81,51 @@ export async function qcow2HeaderRefusal(path: string): Promise<string | undefin
   }
 }
 
+/** The header's version (u32 at 4) and crypt_method (u32 at 32: 0 none, 1 AES, 2 LUKS). */
+const VERSION_OFFSET = 4;
+const CRYPT_METHOD_OFFSET = 32;
+
+/**
+ * Why the driver cannot serve the valid qcow2 image at `path`, by its header, or undefined:
+ *
+ * - it is encrypted (AES or LUKS): qemu opens it only with a key secret, which the driver never has;
+ * - it is qcow2 version 2 (`compat=0.10`): it cannot hold persistent dirty bitmaps, so neither a
+ *   checkpoint nor a snapshot copy (`convert --bitmaps`) can be made of it.
+ *
+ * Images the driver makes are neither (version 3, no encryption): such an image was written
+ * outside the driver. One read of the header; undefined as well when no qcow2 header can be read.
+ * Never throws.
+ */
+export async function qcow2Unsupported(path: string): Promise<string | undefined> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const header = Buffer.alloc(CRYPT_METHOD_OFFSET + 4);
+      const { bytesRead } = await fh.read(header, 0, header.length, 0);
+      if (bytesRead < header.length || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+      const crypt = header.readUInt32BE(CRYPT_METHOD_OFFSET);
+      if (crypt !== 0) return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}), and the driver holds no keys`;
+      if (header.readUInt32BE(VERSION_OFFSET) === 2) {
+        return 'it is qcow2 version 2 (compat=0.10), which cannot hold the persistent bitmaps of checkpoints and snapshot copies (`qemu-img amend -o compat=1.1` upgrades it)';
+      }
+      return undefined;
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * `CORRUPT` when the header of the qcow2 image at `path` makes it one the driver must not open
  * (qcow2HeaderRefusal): the driver refuses to open or copy it, so no file outside its directory
- * is ever served, nor an image qemu found corrupt.
+ * is ever served, nor an image qemu found corrupt. `NOT_SUPPORTED`, naming the image and why, for
+ * an encrypted or version 2 image (qcow2Unsupported).
  */
 export async function assertTrustedHeader(path: string, driver: string): Promise<void> {
   const why = await qcow2HeaderRefusal(path);
   if (why) throw new CairnError('CORRUPT', `image ${path} cannot be used: ${why}`, { driver });
+  const unsupported = await qcow2Unsupported(path);
+  if (unsupported) throw new CairnError('NOT_SUPPORTED', `image ${path} cannot be used: ${unsupported}`, { driver });
 }

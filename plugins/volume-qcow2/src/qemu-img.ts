@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { CairnError, runBounded, type ErrorCode, type RunBound } from '@cairn/core';
 import { assertTrustedHeader } from './image-header.js';
 import { imageErrorCode, withoutPaths } from './image-lock.js';
@@ -67,7 +68,17 @@ export class QemuImg {
    * by a daemon that was killed) are not damage: they hold nothing anyone reads. Its cost grows
    * with the image's metadata (the L1/L2 and refcount tables, about 1/8192 of the allocated
    * data): ~10 ms for an 8 GiB image with 4 GiB allocated on an idle machine (README, "Truncated
-   * images"; bench/check-cost.mjs). Without `shared` it takes the image's lock while it runs:
+   * images"; bench/check-cost.mjs).
+   *
+   * qemu's check allows the file to end less than one cluster short of the last cluster it
+   * counts (`image-end-offset`): legitimately so for a bitmap directory or table, a compressed
+   * cluster or a subcluster (extended L2) written last, but a data cluster cut there is served
+   * with its lost tail as zeros. So when the file is shorter than `image-end-offset`, the data
+   * qemu would read from the file (`qemu-img map`: every allocated extent's host range) must lie
+   * within it, else `CORRUPT`; compressed clusters' host ranges are not reported, so an image
+   * with any is `NOT_SUPPORTED` then (its cut tail would decompress to wrong data). The map runs
+   * only then (an image without bitmaps, subclusters or compressed clusters ends at
+   * `image-end-offset`). Without `shared` it takes the image's lock while it runs:
    * `BUSY` while another process has the image open for writing; `shared` (`-U`) is for a caller
    * that holds the lock itself, so nobody writes meanwhile. Other failures as `run` (`NOT_FOUND`
    * for a missing file); an I/O error during the check is `INTERNAL`.
@@ -76,7 +87,7 @@ export class QemuImg {
     const args = ['check', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path];
     // Exit status 2 (corruptions) and 3 (leaks only) still report in JSON on stdout.
     const out = await this.run(args, [path], [2, 3]);
-    let report: { corruptions?: unknown; 'check-errors'?: unknown };
+    let report: { corruptions?: unknown; 'check-errors'?: unknown; 'image-end-offset'?: unknown; 'compressed-clusters'?: unknown };
     try {
       report = JSON.parse(out) as typeof report;
     } catch (err) {
@@ -91,6 +102,42 @@ export class QemuImg {
     }
     const checkErrors = Number(report['check-errors'] ?? 0);
     if (checkErrors > 0) throw new CairnError('INTERNAL', `${this.binary} check of ${path} could not complete: ${checkErrors} error(s)`, { driver: this.driver });
+    const end = Number(report['image-end-offset']);
+    const fileSize = (await stat(path)).size;
+    if (!(fileSize < end)) return;
+    const compressed = Number(report['compressed-clusters'] ?? 0);
+    if (compressed > 0) {
+      throw new CairnError('NOT_SUPPORTED', `image ${path} has ${compressed} compressed cluster(s) and ends ${end - fileSize} bytes short of its last cluster: whether it was cut there cannot be told (qemu-img convert without -c writes it uncompressed)`, {
+        driver: this.driver,
+      });
+    }
+    const dataEnd = await this.dataEnd(path, shared);
+    if (dataEnd > fileSize) {
+      throw new CairnError('CORRUPT', `image ${path} is damaged: it is cut short, its data reaches byte ${dataEnd} of the file but the file ends at ${fileSize}`, {
+        driver: this.driver,
+        details: { fileSize, dataEnd },
+      });
+    }
+  }
+
+  /**
+   * The end of the data qemu reads from the qcow2 image's file at `path`: the highest end of the
+   * host ranges `qemu-img map` reports for allocated data (0 when none). Compressed clusters are
+   * not counted (map reports no host range for them).
+   */
+  private async dataEnd(path: string, shared: boolean): Promise<number> {
+    const out = await this.run(['map', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]);
+    let extents: Array<{ data?: unknown; offset?: unknown; length?: unknown }>;
+    try {
+      extents = JSON.parse(out) as typeof extents;
+    } catch (err) {
+      throw new CairnError('INTERNAL', `${this.binary} map: unreadable report: ${out.slice(0, 200)}`, { driver: this.driver, cause: err });
+    }
+    let end = 0;
+    for (const e of extents) {
+      if (e.data === true && typeof e.offset === 'number' && typeof e.length === 'number') end = Math.max(end, e.offset + e.length);
+    }
+    return end;
   }
 
   /**
