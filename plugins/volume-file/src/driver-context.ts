@@ -7,10 +7,11 @@ import { readFully } from './data-extents.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
-import { sameStamp, stampOf } from './image-stamp.js';
+import { sameStamp, settledStampOf, type ImageStamp } from './image-stamp.js';
 import type { RecordKind } from './layout.js';
 import type { VolumeRecord } from './records.js';
 import { RecordStore } from './record-store.js';
+import { fileSystemClock, type StampClock } from './stamp-clock.js';
 
 /**
  * open(2) errors meaning no bitmap file is at the path: missing (ENOENT), the `.cbt` directory
@@ -26,6 +27,8 @@ export class DriverContext {
   readonly targets = new KeyedMutex();
   /** Volume id → the change tracker of its read-write attachment in this instance. */
   readonly trackers = new Map<string, ChangeTracker>();
+  /** What image stamps are read with; a seam for tests emulating coarse file-system timestamps. */
+  clock: StampClock = fileSystemClock;
 
   constructor(
     readonly name: string,
@@ -46,15 +49,15 @@ export class DriverContext {
    * - the image no longer matches the sidecar's `imageStamp`: something wrote it behind the
    *   driver's back (image-stamp.ts).
    * Either way every checkpoint becomes inconsistent, the mark is cleared and the stamp taken
-   * anew. Edits `r` in place; true when it changed anything.
+   * anew (settled: settledStampOf). Edits `r` in place; true when it changed anything.
    */
   async recover(r: VolumeRecord): Promise<boolean> {
     if (this.trackers.has(r.id)) return false;
-    const now = await stampOf(this.store.layout.image('volume', r.id));
-    if (!r.writer && (!r.imageStamp || sameStamp(r.imageStamp, now))) return false;
+    const image = this.store.layout.image('volume', r.id);
+    if (!r.writer && (!r.imageStamp || sameStamp(r.imageStamp, await this.clock.stat(image)))) return false;
     for (const c of r.checkpoints) c.consistent = false;
     r.writer = null;
-    r.imageStamp = now;
+    r.imageStamp = await settledStampOf(image, this.clock);
     return true;
   }
 
@@ -73,12 +76,20 @@ export class DriverContext {
    * take no lock: a mismatch makes them treat every checkpoint as inconsistent.
    */
   async imageUnchanged(r: VolumeRecord): Promise<boolean> {
-    return !r.imageStamp || sameStamp(r.imageStamp, await stampOf(this.store.layout.image('volume', r.id)));
+    return !r.imageStamp || sameStamp(r.imageStamp, await this.clock.stat(this.store.layout.image('volume', r.id)));
+  }
+
+  /**
+   * The image of volume `volumeId` as it is now, as a stamp no later write leaves matching
+   * (settledStampOf). The caller keeps this driver's writers off the image.
+   */
+  async imageStamp(volumeId: string): Promise<ImageStamp> {
+    return settledStampOf(this.store.layout.image('volume', volumeId), this.clock);
   }
 
   /** Records the image as it is now in `r` (to be saved by the caller): the driver's own change, not a foreign one. */
   async stampImage(r: VolumeRecord): Promise<void> {
-    r.imageStamp = await stampOf(this.store.layout.image('volume', r.id));
+    r.imageStamp = await this.imageStamp(r.id);
   }
 
   /**

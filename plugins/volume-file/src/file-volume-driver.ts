@@ -345,9 +345,12 @@ export class FileVolumeDriver implements VolumeDriver {
   private async endWriter(volumeId: string, clean: boolean): Promise<void> {
     this.ctx.trackers.delete(volumeId);
     if (clean) {
-      await this.ctx.store.updateVolume(volumeId, async (r) => {
+      // The image as this session left it, closed; stamped before the metadata lock is taken, as
+      // settling may wait for the file system's clock (the image lock keeps other writers of ours off).
+      const stamp = await this.ctx.imageStamp(volumeId);
+      await this.ctx.store.updateVolume(volumeId, (r) => {
         r.writer = null;
-        await this.ctx.stampImage(r); // the image as this session left it, closed
+        r.imageStamp = stamp;
       });
     }
   }

@@ -1,32 +1,65 @@
-import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { fileSystemClock, type StampClock } from './stamp-clock.js';
 
 /**
  * What the driver last saw of a volume's image when nothing of its own was writing it: inode,
  * size and the nanosecond mtime and ctime (decimal strings, as JSON cannot hold them exactly).
  * Any write through another descriptor (`dd`, `qemu-img`, a VM given the raw file) changes mtime
  * and ctime, and putting mtime back (utimes) changes ctime; replacing the file changes the inode.
- * Best effort, not a guarantee: a write within the same file-system timestamp tick as the stamp
- * (a few ms on ext4) leaves it unchanged.
+ * A write made in the same tick of the file system's timestamp clock as the stamp would leave
+ * them unchanged ("racy git"): settledStampOf takes stamps no later write can leave unchanged.
+ * A stamp marked `racy` (the clock never moved past the image's ctime) matches nothing.
  */
 export interface ImageStamp {
   ino: string;
   size: string;
   mtimeNs: string;
   ctimeNs: string;
+  racy?: true;
 }
 
-/** The stamp of the image at `path` now. Throws what stat(2) throws (ENOENT for a missing image). */
-export async function stampOf(path: string): Promise<ImageStamp> {
-  const st = await stat(path, { bigint: true });
-  return { ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+/** The stamp of the image at `path` now, to compare with a saved one. Throws what stat(2) throws (ENOENT for a missing image). */
+export async function stampOf(path: string, clock: StampClock = fileSystemClock): Promise<ImageStamp> {
+  return clock.stat(path);
 }
 
-export function sameStamp(a: ImageStamp, b: ImageStamp): boolean {
-  return a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+/** Clock readings settledStampOf makes before it gives up: about 3.4 s of pauses (fileSystemClock.pause). */
+const SETTLE_ATTEMPTS = 60;
+
+/**
+ * The stamp of the image at `path`, to save: taken once the file system's timestamp clock is past
+ * the image's ctime, so that any later change to the image gives it a greater ctime and never
+ * matches (as long as the system clock is not set back). Each round is a probe update and two
+ * stats; with multigrain timestamps it takes one or two rounds (the second at once), with coarse
+ * timestamps up to one tick of waiting.
+ * Should the clock not get past the ctime within the patience (a ctime in the future after the
+ * clock was set back), the stamp comes back `racy`: it never matches, so every checkpoint is
+ * made inconsistent at the next check (one full backup instead of a possibly wrong incremental).
+ * The caller keeps the driver's own writers off the image meanwhile.
+ */
+export async function settledStampOf(path: string, clock: StampClock = fileSystemClock): Promise<ImageStamp> {
+  const dir = dirname(path);
+  for (let attempt = 0; ; attempt++) {
+    const now = await clock.now(dir); // read before the stat: ctime < now means the stat saw it before the clock moved on
+    const stamp = await clock.stat(path);
+    if (BigInt(stamp.ctimeNs) < now) return stamp;
+    if (attempt + 1 >= SETTLE_ATTEMPTS) return { ...stamp, racy: true };
+    await clock.pause(attempt);
+  }
+}
+
+/** Whether `saved` still describes the image whose stamp is `now`: never for a racy saved stamp. */
+export function sameStamp(saved: ImageStamp, now: ImageStamp): boolean {
+  return !saved.racy && saved.ino === now.ino && saved.size === now.size && saved.mtimeNs === now.mtimeNs && saved.ctimeNs === now.ctimeNs;
 }
 
 /** Shape check for a stamp read back from a sidecar. */
 export function isImageStamp(v: unknown): v is ImageStamp {
   const r = v as Record<string, unknown> | null;
-  return !!r && typeof r === 'object' && (['ino', 'size', 'mtimeNs', 'ctimeNs'] as const).every((k) => typeof r[k] === 'string' && /^\d+$/.test(r[k] as string));
+  return (
+    !!r &&
+    typeof r === 'object' &&
+    (['ino', 'size', 'mtimeNs', 'ctimeNs'] as const).every((k) => typeof r[k] === 'string' && /^\d+$/.test(r[k] as string)) &&
+    (r.racy === undefined || r.racy === true)
+  );
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
  *   volumes/<id>.json                      volume sidecar (VolumeRecord); its presence makes the volume exist
  *   volumes/<id>.img                       raw image, sparse, exactly `size` bytes
  *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
+ *   volumes/.clock                         empty probe whose ctime reads the file system's clock (stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
  */
 export type RecordKind = 'volume' | 'snapshot';
