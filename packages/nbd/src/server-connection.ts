@@ -5,6 +5,7 @@ import { ByteReader } from './byte-reader.js';
 import { connectionLost } from './error-map.js';
 import type { NbdExport } from './nbd-backend.js';
 import { CMD, REQUEST_HEADER_SIZE, REQUEST_MAGIC } from './protocol.js';
+import { replyBound } from './reply-bound.js';
 import { serverHandshake, type OptionRefusal, type ServerBlockSizes, type ServerSession } from './server-handshake.js';
 import { RequestHandler, type NbdRequest } from './server-requests.js';
 
@@ -19,8 +20,8 @@ export interface ServerConnectionOptions {
    */
   maxWriteBytes: number;
   /**
-   * Bytes of READ replies held at once (being produced, or waiting in the socket's write buffer);
-   * see the class comment.
+   * Bytes of READ and BLOCK_STATUS replies held at once (being produced, or waiting in the
+   * socket's write buffer); see the class comment.
    */
   maxReadBytes: number;
   handshakeTimeoutMs: number;
@@ -50,14 +51,17 @@ const NOTHING = Buffer.alloc(0);
  *   `maxWriteBytes` with it, or when no other payload is held (so one write of the maximum
  *   payload always proceeds). Until then the connection reads no further, as above. A connection
  *   therefore holds at most max(`maxWriteBytes`, maximum payload) of write payloads.
- * - Read replies: a READ is started only when the replies held, counted as the length each READ
- *   asked for from when it starts until its reply's last byte left the socket's write buffer
+ * - Read replies: a READ or BLOCK_STATUS is started only when the replies held, each counted
+ *   from when its request starts until its reply's last byte left the socket's write buffer
  *   (handed to the kernel, so the client is reading), stay within `maxReadBytes` with it, or when
- *   no other is held (so one read of the maximum payload always proceeds). Until then it waits
- *   parsed, nothing after it is parsed and the socket is paused; it starts as earlier replies
- *   flush. A connection therefore holds at most max(`maxReadBytes`, maximum payload) of read
+ *   no other is held (so one request always proceeds). Until then it waits parsed, nothing after
+ *   it is parsed and the socket is paused; it starts as earlier replies flush. A request is
+ *   charged `replyBound` (reply-bound.ts): a READ the length it asked for (0 above the maximum
+ *   payload: answered EINVAL at once), a BLOCK_STATUS the largest reply it can get (descriptors
+ *   are capped per context), lowered to the real size once its reply is built. A connection
+ *   therefore holds at most max(`maxReadBytes`, maximum payload, one BLOCK_STATUS reply) of such
  *   replies, whatever `maxInFlight` is, and a client that reads no reply stalls its own requests
- *   only. READs above the maximum payload (answered EINVAL at once) count 0.
+ *   only.
  * - Handshake: the next option is read only once earlier replies drained below the high-water
  *   mark; reading from the socket pauses meanwhile.
  * - A failed handshake (unknown client flags, bad option magic, NBD_OPT_ABORT, unknown export on
@@ -86,6 +90,10 @@ const NOTHING = Buffer.alloc(0);
 export class ServerConnection {
   private readonly reader = new ByteReader();
   private handler: RequestHandler | undefined;
+  /** Selected meta contexts of the session (once past the handshake): BLOCK_STATUS sends one chunk each. */
+  private contexts = 0;
+  /** Bytes of the read budget each started READ or BLOCK_STATUS holds until its reply flushed. */
+  private readonly replyHeld = new Map<NbdRequest, number>();
   private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
   private headerHave = 0;
   /**
@@ -96,7 +104,7 @@ export class ServerConnection {
   private payloadHave = 0;
   /** WRITE payloads allocated and not yet settled by the handler. */
   private readonly writes: ByteBudget;
-  /** READ replies started and not yet flushed (see `replyCost`). */
+  /** READ and BLOCK_STATUS replies started and not yet flushed (see `replyHeld`). */
   private readonly reads: ByteBudget;
   /** Received transmission bytes not parsed yet (the connection was at its limit); at most one socket read. */
   private backlog: Buffer | undefined;
@@ -176,13 +184,22 @@ export class ServerConnection {
       clearTimeout(timer);
     }
     if (!session) return this.reject();
+    this.contexts = session.contexts.size;
     this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, options.blockSizes.min, {
       settled: (req) => {
         if (req.type === CMD.WRITE) this.writes.release(req.length);
         this.updateFlow();
       },
       flushed: (req) => {
-        this.reads.release(this.replyCost(req));
+        this.reads.release(this.replyHeld.get(req) ?? 0);
+        this.replyHeld.delete(req);
+        this.updateFlow();
+      },
+      sized: (req, bytes) => {
+        const held = this.replyHeld.get(req) ?? 0;
+        if (bytes >= held) return;
+        this.reads.release(held - bytes);
+        this.replyHeld.set(req, bytes);
         this.updateFlow();
       },
     });
@@ -310,12 +327,11 @@ export class ServerConnection {
       req.payload = Buffer.allocUnsafe(req.length);
       return true;
     }
-    return this.reads.tryTake(this.replyCost(req));
-  }
-
-  /** Bytes of the read budget a request holds from its start until its reply flushed. */
-  private replyCost(req: NbdRequest): number {
-    return req.type === CMD.READ && req.length <= this.options.blockSizes.max ? req.length : 0;
+    const { max, min } = this.options.blockSizes;
+    const cost = replyBound(req, this.contexts, max, min);
+    if (!this.reads.tryTake(cost)) return false;
+    if (cost > 0) this.replyHeld.set(req, cost);
+    return true;
   }
 
   private dispatch(req: NbdRequest): void {

@@ -64,8 +64,14 @@ export function offeredContexts(exp: NbdExport): string[] {
   return [BASE_ALLOCATION, ...(exp.backend.metaContexts ?? []).filter((c) => c !== BASE_ALLOCATION)];
 }
 
-/** Transmission flags for an export. */
-export function transmissionFlags(exp: NbdExport): number {
+/**
+ * Transmission flags for an export, on a session that negotiated structured replies or not.
+ * SEND_DF is offered exactly when structured replies were (proto.md: the server "MUST set this
+ * transmission flag to 1 if the NBD_CMD_READ request supports the NBD_CMD_FLAG_DF flag, and MUST
+ * leave this flag clear if structured replies have not been negotiated"); a READ with DF is
+ * answered with one content chunk (RequestHandler). SEND_FAST_ZERO is never offered.
+ */
+export function transmissionFlags(exp: NbdExport, structured: boolean): number {
   const b = exp.backend;
   let f = TF.HAS_FLAGS;
   if (isReadOnly(b)) f |= TF.READ_ONLY;
@@ -75,7 +81,7 @@ export function transmissionFlags(exp: NbdExport): number {
     if (b.trim) f |= TF.SEND_TRIM;
     if (b.writeZeroes) f |= TF.SEND_WRITE_ZEROES;
   }
-  // SEND_DF is not offered: reads may come back in several chunks.
+  if (structured) f |= TF.SEND_DF;
   return f;
 }
 
@@ -115,7 +121,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
         if (!exp) return undefined;
         const tail = Buffer.alloc(noZeroes ? 10 : 134);
         tail.writeBigUInt64BE(BigInt(exp.backend.size), 0);
-        const flags = transmissionFlags(exp);
+        const flags = transmissionFlags(exp, structured);
         tail.writeUInt16BE(flags, 8);
         ctx.send(tail);
         return { export: exp, flags, structured, contexts: contextsFor(selected, exp.name) };
@@ -184,7 +190,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
           reply(REP_ERR.UNKNOWN, Buffer.from(`no export ${JSON.stringify(req.exportName)}`));
           break;
         }
-        const flags = transmissionFlags(exp);
+        const flags = transmissionFlags(exp, structured);
         const info = Buffer.allocUnsafe(12);
         info.writeUInt16BE(INFO.EXPORT, 0);
         info.writeBigUInt64BE(BigInt(exp.backend.size), 2);

@@ -20,8 +20,9 @@ export interface NbdServerLimits {
    * and the connection reads no further requests, until earlier replies flush; one is always
    * started when no other is held, so the bound is max(this, `maxPayload`). A client that
    * pipelines large reads and reads replies slowly (or never) thus holds no more than this,
-   * whatever `maxInFlightPerConnection` allows. Separate from, and in addition to,
-   * `maxWriteBytesPerConnection`. Default 64 MiB.
+   * whatever `maxInFlightPerConnection` allows. BLOCK_STATUS replies count too, each as the
+   * largest reply it can get until built, then as its size (reply-bound.ts). Separate from, and
+   * in addition to, `maxWriteBytesPerConnection`. Default 64 MiB.
    */
   maxReadBytesPerConnection?: number;
   /**

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type net from 'node:net';
 import { CairnError } from '@cairn/core';
+import { commandFlagRefusal } from './command-flags.js';
 import { toNbdErrno } from './error-map.js';
 import type { BackendCallOptions, NbdBackend, ReadRun, StatusDescriptor } from './nbd-backend.js';
 import { isReadOnly } from './nbd-backend.js';
@@ -14,6 +15,7 @@ import {
   SIMPLE_REPLY_MAGIC,
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.js';
+import { MAX_STATUS_DESCRIPTORS, statusChunkBytes } from './reply-bound.js';
 import type { ServerSession } from './server-handshake.js';
 import { foldToBlocks, safeMerge } from './status-blocks.js';
 
@@ -39,6 +41,11 @@ export interface RequestHooks {
    * Until then the reply's buffers are held by this process.
    */
   flushed(req: NbdRequest): void;
+  /**
+   * A BLOCK_STATUS reply was built and is about to be written: `bytes` is its size, at most
+   * `replyBound` of the request (reply-bound.ts).
+   */
+  sized(req: NbdRequest, bytes: number): void;
 }
 
 /** A request refused with an NBD error value. */
@@ -49,7 +56,6 @@ class Refusal {
   ) {}
 }
 
-const KNOWN_FLAGS = CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.DF | CMD_FLAG.REQ_ONE | CMD_FLAG.FAST_ZERO;
 const ZEROES = Buffer.alloc(1024 * 1024);
 /** Most bytes one BLOCK_STATUS chunk can describe: descriptor lengths are 32-bit. */
 const MAX_DESCRIBED = 0xffffffff;
@@ -57,10 +63,12 @@ const MAX_DESCRIBED = 0xffffffff;
 /**
  * Executes requests of one session against its backend and writes the replies (in completion
  * order; each reply is written in one synchronous burst so replies never interleave).
- * Range and permission checks: READ/BLOCK_STATUS past the end → EINVAL, READ above the maximum
- * payload → EINVAL, WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only
- * export → EPERM, unknown command or flag → EINVAL, WRITE_ZEROES with NBD_CMD_FLAG_FAST_ZERO → ENOTSUP (after the checks above), BLOCK_STATUS without a selected context →
- * EINVAL, BLOCK_STATUS for which the backend gives no usable descriptor for a context other than
+ * Checks: first the command flags (`commandFlagRefusal`: a flag unknown, not applicable to the
+ * command or not negotiated → EINVAL; this includes NBD_CMD_FLAG_FAST_ZERO, never offered); then
+ * READ/BLOCK_STATUS past the end → EINVAL, READ above the maximum payload → EINVAL,
+ * WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only export → EPERM, unknown
+ * command → EINVAL, BLOCK_STATUS without a selected context → EINVAL, BLOCK_STATUS for which the
+ * backend gives no usable descriptor for a context other than
  * `base:allocation` (it cannot be reported as 0: see `blockStatus`) → EIO. Backend errors map
  * through `toNbdErrno`. READ and BLOCK_STATUS get the connection's signal, aborted (`CANCELLED`)
  * once the socket closed (see `BackendCallOptions`).
@@ -108,7 +116,8 @@ export class RequestHandler {
 
   private async run(req: NbdRequest): Promise<void> {
     try {
-      if ((req.flags & ~KNOWN_FLAGS) !== 0) throw new Refusal(NBD_ERR.EINVAL, 'unknown command flag');
+      const badFlags = commandFlagRefusal(req.type, req.flags, this.session.flags);
+      if (badFlags) throw new Refusal(NBD_ERR.EINVAL, badFlags);
       switch (req.type) {
         case CMD.READ:
           return this.sendRead(req, await this.read(req));
@@ -121,10 +130,6 @@ export class RequestHandler {
         case CMD.WRITE_ZEROES:
           this.checkWritable(req);
           if (!this.backend.writeZeroes) throw new Refusal(NBD_ERR.EINVAL, 'WRITE_ZEROES is not offered');
-          // proto.md, NBD_CMD_FLAG_FAST_ZERO: a server that cannot promise the zeroing is fast MUST
-          // fail with ENOTSUP (and write nothing). NbdBackend makes no such promise, so
-          // NBD_FLAG_SEND_FAST_ZERO is never offered and the flag is always refused.
-          if ((req.flags & CMD_FLAG.FAST_ZERO) !== 0) throw new Refusal(NBD_ERR.ENOTSUP, 'fast zero is not offered');
           await this.backend.writeZeroes(req.offset, req.length, {
             fua: (req.flags & CMD_FLAG.FUA) !== 0,
             mayTrim: (req.flags & CMD_FLAG.NO_HOLE) === 0,
@@ -176,6 +181,10 @@ export class RequestHandler {
    * `size % min` bytes, or REQ_ONE for less than `min`) can leave no whole block: it gets one
    * descriptor for what it can describe. The backend is asked again from where it stopped until
    * its answer ends on a block boundary, so no block is described from part of it.
+   * Each context gets at most MAX_STATUS_DESCRIPTORS descriptors (reply-bound.ts: the server MAY
+   * describe less than asked): the backend's descriptors are taken up to that many (more only
+   * while not even one block is covered, possible only with a minimum block size above it), a
+   * partial block after whole ones is left out (`foldToBlocks`), and the result is cut to that many.
    */
   private async blockStatus(req: NbdRequest): Promise<Array<[number, StatusDescriptor[]]>> {
     if (!this.session.structured || this.session.contexts.size === 0) throw new Refusal(NBD_ERR.EINVAL, 'no meta context selected');
@@ -192,16 +201,16 @@ export class RequestHandler {
       do {
         const left = wanted - covered;
         const got = await this.backend.blockStatus?.(name, req.offset + covered, left, this.callOptions);
-        const n = takeDescriptors(got ?? [], left, descs);
+        const n = takeDescriptors(got ?? [], left, descs, Math.max(1, MAX_STATUS_DESCRIPTORS - descs.length));
         // Nothing usable. For base:allocation status 0 (data) is always true (see NbdBackend); for
         // another context 0 is a claim (for a dirty bitmap: clean, so an incremental would skip
         // the data), which only the backend can make.
         if (n === 0 && name !== BASE_ALLOCATION) throw new Refusal(NBD_ERR.EIO, `backend gave no status for ${name} at ${req.offset + covered}`);
         if (n === 0) descs.push({ length: left, flags: 0 });
         covered += n === 0 ? left : n;
-      } while (covered < wanted && covered % min !== 0);
+      } while (covered < wanted && covered % min !== 0 && (descs.length < MAX_STATUS_DESCRIPTORS || covered < min));
       const folded = min > 1 ? foldToBlocks(descs, min, safeMerge(name)) : descs;
-      out.push([id, one ? folded.slice(0, 1) : folded]);
+      out.push([id, folded.slice(0, one ? 1 : MAX_STATUS_DESCRIPTORS)]);
     }
     return out;
   }
@@ -238,23 +247,34 @@ export class RequestHandler {
     this.writeAll(req, [this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, 6 + msg.length), body, msg]);
   }
 
+  /**
+   * Without structured replies: a simple reply with the data. With them: one chunk per run
+   * (OFFSET_DATA or OFFSET_HOLE), or with NBD_CMD_FLAG_DF a single OFFSET_DATA chunk with the
+   * zeros written out (proto.md: with DF "the server MUST send at most one content chunk" and, "if
+   * the area being read contains both data and a hole, the server MUST use
+   * NBD_REPLY_TYPE_OFFSET_DATA with the zeroes explicitly present"). DF never gets EOVERFLOW
+   * ("MAY reject ... if the length is too large to send without fragmentation"): every READ
+   * served is within the maximum payload (at most 32 MiB), which one chunk's 32-bit length holds,
+   * and zeros are sent from a shared buffer, so the one chunk costs no more memory than the runs.
+   */
   private sendRead(req: NbdRequest, runs: ReadRun[]): void {
-    if (!this.session.structured) {
+    const whole = !this.session.structured || (req.flags & CMD_FLAG.DF) !== 0;
+    if (whole) {
       const data: Buffer[] = [];
       for (const r of runs) {
         if (Buffer.isBuffer(r)) data.push(r);
         else for (let left = r.zero; left > 0; left -= ZEROES.length) data.push(ZEROES.subarray(0, Math.min(left, ZEROES.length)));
       }
-      return this.sendSimple(req, 0, data);
+      if (!this.session.structured) return this.sendSimple(req, 0, data);
+      if (req.length === 0) return this.writeAll(req, [this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0)]);
+      return this.writeAll(req, [this.chunkHeader(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, 8 + req.length), u64(req.offset), ...data]);
     }
     const parts: Buffer[] = [];
     const nonEmpty = runs.filter((r) => (Buffer.isBuffer(r) ? r.length : r.zero) > 0);
     let at = req.offset;
     nonEmpty.forEach((r, i) => {
       const flags = i === nonEmpty.length - 1 ? REPLY_FLAG_DONE : 0;
-      const off = Buffer.allocUnsafe(8);
-      off.writeUInt32BE(Math.floor(at / 0x100000000), 0);
-      off.writeUInt32BE(at >>> 0, 4);
+      const off = u64(at);
       if (Buffer.isBuffer(r)) {
         parts.push(this.chunkHeader(req.cookie, flags, REPLY_TYPE.OFFSET_DATA, 8 + r.length), off, r);
         at += r.length;
@@ -270,6 +290,9 @@ export class RequestHandler {
   }
 
   private sendStatus(req: NbdRequest, perContext: Array<[number, StatusDescriptor[]]>): void {
+    let bytes = 0;
+    for (const [, descs] of perContext) bytes += statusChunkBytes(descs.length);
+    this.hooks.sized(req, bytes);
     const parts: Buffer[] = [];
     perContext.forEach(([id, descs], i) => {
       const body = Buffer.allocUnsafe(4 + 8 * descs.length);
@@ -296,18 +319,28 @@ export class RequestHandler {
   }
 }
 
+/** `v` (a safe integer) as a big-endian 64-bit field. */
+function u64(v: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32BE(Math.floor(v / 0x100000000), 0);
+  b.writeUInt32BE(v >>> 0, 4);
+  return b;
+}
+
 /**
- * Appends to `into` the descriptors of `descs` with a positive length, cut to `limit` bytes in
- * all (lengths floored to whole bytes); returns the bytes they cover.
+ * Appends to `into` the descriptors of `descs` with a positive length, cut to `limit` bytes and
+ * `count` descriptors in all (lengths floored to whole bytes); returns the bytes they cover.
  */
-function takeDescriptors(descs: readonly StatusDescriptor[], limit: number, into: StatusDescriptor[]): number {
+function takeDescriptors(descs: readonly StatusDescriptor[], limit: number, into: StatusDescriptor[], count: number): number {
   let sum = 0;
+  let taken = 0;
   for (const d of descs) {
-    if (sum >= limit) break;
+    if (sum >= limit || taken >= count) break;
     const length = Math.min(Math.floor(d.length), limit - sum);
     if (!(length > 0)) continue;
     into.push({ length, flags: d.flags });
     sum += length;
+    taken++;
   }
   return sum;
 }

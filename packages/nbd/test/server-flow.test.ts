@@ -195,7 +195,9 @@ describe('NbdServer after a failed handshake', () => {
     let flooding = true;
     void (async () => {
       while (flooding && !raw.socket.destroyed) {
-        if (!raw.socket.write(junk)) await new Promise((r) => raw.socket.once('drain', r).once('close', r));
+        // One 'drain' listener per wait (removed when it fires); the close is raced, not listened
+        // for again on every wait (that piled up 'close' listeners on the socket).
+        if (!raw.socket.write(junk)) await Promise.race([new Promise((r) => raw.socket.once('drain', r)), raw.closed]);
       }
     })();
     const closed = await settlesWithin(raw.closed, 5000);

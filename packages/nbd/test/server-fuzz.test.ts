@@ -18,7 +18,7 @@ const REP_ERR_UNSUP = 0x80000001;
 const REP_ERR_INVALID = 0x80000003;
 const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7 };
 const FLAG = { FUA: 1, NO_HOLE: 2, DF: 4, REQ_ONE: 8, FAST_ZERO: 16 };
-const E = { OK: 0, EPERM: 1, EINVAL: 22, ENOSPC: 28, ENOTSUP: 95 };
+const E = { OK: 0, EPERM: 1, EINVAL: 22, ENOSPC: 28 };
 
 const SIZE = 1024 * 1024;
 const MAX_PAYLOAD = 64 * 1024;
@@ -254,6 +254,13 @@ describe('NbdServer fuzz: handshake phase', () => {
 /** The errno a correct server gives a request on this session (simple replies, no meta context). */
 function expectedErrno(type: number, flags: number, offset: bigint, length: number): number {
   if ((flags & ~0x1f) !== 0) return E.EINVAL;
+  // proto.md, command flags: FUA is valid on every command (SEND_FUA is sent here); NO_HOLE and
+  // FAST_ZERO apply to WRITE_ZEROES only, FAST_ZERO only with SEND_FAST_ZERO (never sent: "SHOULD
+  // fail with NBD_EINVAL"); DF applies to READ only with SEND_DF (not sent without structured
+  // replies); REQ_ONE applies to BLOCK_STATUS only. Any other use: EINVAL.
+  if ((flags & FLAG.NO_HOLE) !== 0 && type !== CMD.WRITE_ZEROES) return E.EINVAL;
+  if ((flags & (FLAG.DF | FLAG.FAST_ZERO)) !== 0) return E.EINVAL;
+  if ((flags & FLAG.REQ_ONE) !== 0 && type !== CMD.BLOCK_STATUS) return E.EINVAL;
   const past = offset + BigInt(length) > BigInt(SIZE);
   switch (type) {
     case CMD.READ:
@@ -262,9 +269,7 @@ function expectedErrno(type: number, flags: number, offset: bigint, length: numb
     case CMD.TRIM:
       return past ? E.ENOSPC : E.OK;
     case CMD.WRITE_ZEROES:
-      // proto.md, NBD_CMD_FLAG_FAST_ZERO: a server that cannot promise a fast zero MUST fail with ENOTSUP.
-      if (past) return E.ENOSPC;
-      return (flags & FLAG.FAST_ZERO) !== 0 ? E.ENOTSUP : E.OK;
+      return past ? E.ENOSPC : E.OK;
     case CMD.FLUSH:
       return E.OK;
     default:
@@ -293,7 +298,7 @@ describe('NbdServer fuzz: transmission phase', () => {
       return Math.floor(rnd() * 8192);
     };
     const types = [CMD.READ, CMD.WRITE, CMD.FLUSH, CMD.TRIM, CMD.CACHE, CMD.WRITE_ZEROES, CMD.BLOCK_STATUS, 8, 9, 0x7fff, 0xffff];
-    const flagChoices = [0, FLAG.FUA, FLAG.NO_HOLE, FLAG.DF, FLAG.REQ_ONE, FLAG.FAST_ZERO, FLAG.FUA | FLAG.FAST_ZERO, 0x20, 0x8000, 0xffff];
+    const flagChoices = [0, FLAG.FUA, FLAG.NO_HOLE, FLAG.DF, FLAG.REQ_ONE, FLAG.FAST_ZERO, FLAG.FUA | FLAG.FAST_ZERO, FLAG.FUA | FLAG.NO_HOLE, 0x20, 0x8000, 0xffff];
     let cookie = 1;
     for (let batch = 0; batch < 150; batch++) {
       const sent = new Map<number, { errno: number; readLength: number }>();
@@ -323,12 +328,14 @@ describe('NbdServer fuzz: transmission phase', () => {
     await healthy();
   });
 
-  it('does not zero when NBD_CMD_FLAG_FAST_ZERO was sent (fast zero is not offered): ENOTSUP', async () => {
+  it('does not zero when NBD_CMD_FLAG_FAST_ZERO was sent (fast zero is not offered): EINVAL', async () => {
     const { raw } = await rawGo(path, EXPORT);
     backend.bytes.fill(0x5a, 8192, 12288);
     const before = backend.zeroCalls;
     raw.write(frame(CMD.WRITE_ZEROES, FLAG.FAST_ZERO, 9, 8192n, 4096));
-    expect(await simpleReply(raw)).toEqual({ errno: E.ENOTSUP, cookie: 9 });
+    // proto.md: without NBD_FLAG_SEND_FAST_ZERO the server "SHOULD NOT fail with NBD_ENOTSUP" and
+    // "SHOULD fail with NBD_EINVAL if the NBD_CMD_FLAG_FAST_ZERO flag was set".
+    expect(await simpleReply(raw)).toEqual({ errno: E.EINVAL, cookie: 9 });
     expect(backend.zeroCalls).toBe(before);
     expect(backend.bytes.subarray(8192, 12288).every((b) => b === 0x5a)).toBe(true);
     raw.socket.destroy();

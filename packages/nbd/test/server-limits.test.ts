@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient, NbdServer, type NbdBackend, type NbdServerOptions } from '../src/index.js';
 import { run, tempDir } from './helpers/peers.js';
-import { RawSocket, rawGo, request, simpleReply } from './helpers/raw-nbd.js';
+import { BLOCK_STATUS, DONE, RawSocket, flaggedRequest, rawGo, rawStructuredGo, readChunk, request, simpleReply } from './helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
 const READ = 0;
@@ -163,6 +163,88 @@ describe('NbdServer read-reply budget per connection', () => {
     expect(Buffer.concat(all).equals(bytes)).toBe(true);
     await c.disconnect();
     raw.socket.destroy();
+    await server.close();
+  });
+});
+
+/**
+ * A `base:allocation` as fragmented as it gets at 512 bytes: descriptors alternate data (0) and
+ * hole+zero (3) every 512 bytes. Counts the calls started.
+ */
+function fragmentedBackend(size: number): NbdBackend & { started: number } {
+  const b = {
+    size,
+    started: 0,
+    read: async (_o: number, len: number) => [{ zero: len }],
+    async blockStatus(_context: string, o: number, len: number) {
+      b.started++;
+      const out: Array<{ length: number; flags: number }> = [];
+      for (let at = o; at < o + len; ) {
+        const to = Math.min(o + len, (Math.floor(at / 512) + 1) * 512);
+        out.push({ length: to - at, flags: Math.floor(at / 512) % 2 === 0 ? 0 : 3 });
+        at = to;
+      }
+      return out;
+    },
+  };
+  return b;
+}
+
+/** The descriptors of one BLOCK_STATUS chunk as [length, flags]. */
+function descriptorsOf(body: Buffer): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let i = 4; i < body.length; i += 8) out.push([body.readUInt32BE(i), body.readUInt32BE(i + 4)]);
+  return out;
+}
+
+describe('NbdServer block status replies', () => {
+  it('a client pipelining BLOCK_STATUS of a fragmented export and reading no reply makes the server start no more than maxReadBytesPerConnection of replies', async () => {
+    const backend = fragmentedBackend(64 * MiB);
+    const { server, path } = await serve(backend, { maxReadBytesPerConnection: 2 * MiB, maxInFlightPerConnection: 32 });
+    const { raw } = await rawStructuredGo(path, 'x', ['base:allocation']);
+    raw.socket.pause(); // read no reply: none can leave the server's write buffer
+    const N = 16;
+    raw.write(Buffer.concat(Array.from({ length: N }, (_, i) => flaggedRequest(7, 0, i + 1, 0, 32 * MiB))));
+    await sleep(300);
+    // Each reply is 65536 descriptors (512 KiB + 24 bytes): three fit in 2 MiB, the fourth waits
+    // (maxInFlight alone allows 16; unbounded, the server held 16 of them).
+    expect(backend.started).toBe(3);
+    raw.socket.resume();
+    const cookies = new Set<number>();
+    for (let i = 0; i < N; i++) {
+      const c = await readChunk(raw);
+      expect(c).toMatchObject({ type: BLOCK_STATUS, flags: DONE });
+      const descs = descriptorsOf(c.body);
+      expect(descs.length).toBe(65536);
+      expect(descs.every(([length, flags], j) => length === 512 && flags === (j % 2 === 0 ? 0 : 3))).toBe(true);
+      cookies.add(c.cookie);
+    }
+    expect(cookies.size).toBe(N);
+    expect(backend.started).toBe(N);
+    raw.socket.destroy();
+    await server.close();
+  });
+
+  it('one BLOCK_STATUS reply carries at most 65536 descriptors per context; the rest is asked from where it stopped', async () => {
+    const backend = fragmentedBackend(64 * MiB);
+    const { server, path } = await serve(backend, {});
+    const { raw } = await rawStructuredGo(path, 'x', ['base:allocation']);
+    // 64 MiB at 512 bytes a descriptor would be 131072 descriptors (1 MiB of reply).
+    raw.write(flaggedRequest(7, 0, 1, 0, 64 * MiB));
+    const first = descriptorsOf((await readChunk(raw)).body);
+    expect(first.length).toBe(65536);
+    expect(first.every(([length, flags], j) => length === 512 && flags === (j % 2 === 0 ? 0 : 3))).toBe(true);
+    raw.write(flaggedRequest(7, 0, 2, 32 * MiB, 32 * MiB));
+    const rest = descriptorsOf((await readChunk(raw)).body);
+    expect(rest.length).toBe(65536);
+    expect(rest[0]).toEqual([512, 0]);
+    raw.socket.destroy();
+    // A client that follows up (NbdClient.mapExtents) gets the whole map.
+    const c = await NbdClient.connect({ path, exportName: 'x', metaContexts: ['base:allocation'] });
+    const map = await c.mapExtents('base:allocation');
+    expect(map.length).toBe(131072);
+    expect(map[131071]).toEqual({ offset: 64 * MiB - 512, length: 512, flags: 3 });
+    await c.disconnect();
     await server.close();
   });
 });

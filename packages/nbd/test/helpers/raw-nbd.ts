@@ -96,8 +96,8 @@ export function u64(v: number): Buffer {
   return b;
 }
 
-/** Connects and negotiates `exportName` with NBD_OPT_GO only (simple replies). Returns the export size. */
-export async function rawGo(to: string | { port: number; host?: string }, exportName: string): Promise<{ raw: RawSocket; size: number }> {
+/** Connects and negotiates `exportName` with NBD_OPT_GO only (simple replies). Returns the export size and transmission flags. */
+export async function rawGo(to: string | { port: number; host?: string }, exportName: string): Promise<{ raw: RawSocket; size: number; flags: number }> {
   const raw = await RawSocket.connect(to);
   await raw.read(18);
   raw.write(u32(3));
@@ -105,14 +105,61 @@ export async function rawGo(to: string | { port: number; host?: string }, export
   const data = Buffer.concat([u32(name.length), name, u16(0)]);
   raw.write(Buffer.concat([IHAVEOPT, u32(7), u32(data.length), data]));
   let size = -1;
+  let flags = -1;
   for (;;) {
     const head = await raw.read(20);
     const type = head.readUInt32BE(12);
     const body = await raw.read(head.readUInt32BE(16));
-    if (type === 3 && body.readUInt16BE(0) === 0) size = Number(body.readBigUInt64BE(2));
-    if (type === 1) return { raw, size };
+    if (type === 3 && body.readUInt16BE(0) === 0) {
+      size = Number(body.readBigUInt64BE(2));
+      flags = body.readUInt16BE(10);
+    }
+    if (type === 1) return { raw, size, flags };
     if (type >= 0x80000000) throw new Error(`GO refused: ${type}`);
   }
+}
+
+/**
+ * Connects with structured replies, selects `metaContexts` on `exportName` (NBD_OPT_SET_META_CONTEXT)
+ * and enters transmission with NBD_OPT_GO. Returns the transmission flags and the ids granted, by name.
+ */
+export async function rawStructuredGo(path: string, exportName: string, metaContexts: string[]): Promise<{ raw: RawSocket; flags: number; contexts: Map<string, number> }> {
+  const raw = await RawSocket.connect(path);
+  await raw.read(18);
+  raw.write(u32(3));
+  const option = async (opt: number, data: Buffer): Promise<Array<{ type: number; body: Buffer }>> => {
+    raw.write(Buffer.concat([IHAVEOPT, u32(opt), u32(data.length), data]));
+    const replies: Array<{ type: number; body: Buffer }> = [];
+    for (;;) {
+      const head = await raw.read(20);
+      const type = head.readUInt32BE(12);
+      replies.push({ type, body: await raw.read(head.readUInt32BE(16)) });
+      if (type === 1) return replies;
+      if (type >= 0x80000000) throw new Error(`option ${opt} refused: ${type}`);
+    }
+  };
+  await option(8, Buffer.alloc(0));
+  const name = Buffer.from(exportName);
+  const queries = metaContexts.map((q) => Buffer.from(q));
+  const contexts = new Map<string, number>();
+  const meta = await option(10, Buffer.concat([u32(name.length), name, u32(queries.length), ...queries.flatMap((q) => [u32(q.length), q])]));
+  for (const r of meta) if (r.type === 4) contexts.set(r.body.subarray(4).toString(), r.body.readUInt32BE(0));
+  const go = await option(7, Buffer.concat([u32(name.length), name, u16(0)]));
+  const info = go.find((r) => r.type === 3 && r.body.readUInt16BE(0) === 0)!;
+  return { raw, flags: info.body.readUInt16BE(10), contexts };
+}
+
+/** One request frame with command flags: magic, flags, type, cookie, offset, length (+ payload). */
+export function flaggedRequest(type: number, flags: number, cookie: number, offset: number, length: number, payload?: Buffer): Buffer {
+  return Buffer.concat([u32(0x25609513), u16(flags), u16(type), u64(cookie), u64(offset), u32(length), payload ?? Buffer.alloc(0)]);
+}
+
+/** Reads one structured reply chunk. */
+export async function readChunk(raw: RawSocket): Promise<{ flags: number; type: number; cookie: number; body: Buffer }> {
+  const head = await raw.read(20);
+  if (head.readUInt32BE(0) !== 0x668e33ef) throw new Error('not a structured reply chunk');
+  const body = await raw.read(head.readUInt32BE(16));
+  return { flags: head.readUInt16BE(4), type: head.readUInt16BE(6), cookie: Number(head.readBigUInt64BE(8)), body };
 }
 
 /** One request frame: magic, flags, type, cookie, offset, length (+ payload). */
