@@ -1,3 +1,4 @@
+import { BACKUP_STATUSES, type BackupStatus } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { restoreResult } from '../output/restore-result.js';
@@ -8,7 +9,8 @@ import { addRoute, pathId, QueryFlag, Text } from './routing.js';
 import { knownTarget } from './targets.js';
 import { startVerify } from './verify.js';
 
-const ListQuery = z.strictObject({ volumeId: Text.optional() });
+/** `GET /v1/backups`: Cinder's `volume_id` and `status` filters (`backup list --volume`, `--status`). */
+const ListQuery = z.strictObject({ volumeId: Text.optional(), status: z.enum(BACKUP_STATUSES as [BackupStatus, ...BackupStatus[]]).optional() });
 const DeleteQuery = z.strictObject({ cascade: QueryFlag.optional() });
 
 /** `POST /v1/backups`: the options of `cairn backup create`. */
@@ -49,7 +51,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     query: ListQuery,
     handler: async ({ query }) => {
       const volumeId = query.volumeId === undefined ? undefined : await cli.listedVolumeId(query.volumeId);
-      return (await manager.listBackups(volumeId === undefined ? {} : { volumeId })).map(backupJson);
+      return (await manager.listBackups({ volumeId, status: query.status })).map(backupJson);
     },
   });
 

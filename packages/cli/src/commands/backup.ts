@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { CairnError, writeFileAtomic, type BackupRecord } from '@cairn/core';
+import { BACKUP_STATUSES, CairnError, writeFileAtomic, type BackupRecord, type BackupStatus } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { exportBackup } from '../archive/writer.js';
@@ -50,11 +50,13 @@ export function registerBackupCommands(program: Command): void {
     .command('list')
     .description('list backups, oldest first')
     .option('--volume <volume>', 'only backups of this volume (id, or name of an existing volume)')
+    .option('--status <status>', `only backups in this status (${BACKUP_STATUSES.join(', ')})`)
     .action(
-      withContext<{ volume?: string }>(async (ctx, _args, o) => {
+      withContext<{ volume?: string; status?: string }>(async (ctx, _args, o) => {
         const manager = await ctx.manager();
         const volumeId = o.volume === undefined ? undefined : await ctx.listedVolumeId(o.volume);
-        list(ctx, await manager.listBackups(volumeId === undefined ? {} : { volumeId }));
+        // Checked by the manager too (INVALID_INPUT): the cast only carries the caller's text there.
+        list(ctx, await manager.listBackups({ volumeId, status: o.status as BackupStatus | undefined }));
       }),
     );
 

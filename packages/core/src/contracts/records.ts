@@ -11,6 +11,9 @@ import type { ProcessOwner } from '../util/process-owner.js';
  */
 export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
 
+/** Every BackupStatus, for checking a caller's filter (a list by status). */
+export const BACKUP_STATUSES: readonly BackupStatus[] = ['creating', 'available', 'restoring', 'deleting', 'error', 'error_deleting'];
+
 /** Flow states the manager lays over a volume's driver status while it works on it. */
 export type VolumeFlowStatus = 'backing-up' | 'restoring-backup' | 'error_restoring';
 

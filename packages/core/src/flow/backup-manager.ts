@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent } from '../contracts/progress.js';
-import type { BackupRecord, VolumeFlowStatus } from '../contracts/records.js';
+import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
@@ -127,7 +127,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Validates and starts a backup. Rejects at once (no record) with `NOT_FOUND` for an unknown
-   * volume or target, `CONFLICT` for a volume in use without `force`, busy in another flow or left
+   * volume or target, `CONFLICT` for a volume in use without `force`, in a driver status other than `available` and `in-use` (`error`), busy in another flow or left
    * `error_restoring` (a partial restore: `details.volumeStatus`; restore it again first),
    * `INVALID_INPUT` for an incremental with no full backup or a bad `name` or `description`
    * (details `{ field, reason }`), `NOT_SUPPORTED` for an incremental the target cannot take.
@@ -356,11 +356,19 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * `CONFLICT` for an in-use volume without `request.force`; `NOT_SUPPORTED` for an in-use volume
-   * the driver can neither snapshot nor back up itself. Checked at the request and again once the
-   * job holds the volume (its status may have changed while the job waited).
+   * As Cinder: only an `available` or `in-use` volume is backed up; any other driver status
+   * (`error`: the driver cannot vouch for its contents) is `CONFLICT` (`details.volumeId`,
+   * `details.volumeStatus`), with or without `force`. `CONFLICT` for an in-use volume without
+   * `request.force`; `NOT_SUPPORTED` for an in-use volume the driver can neither snapshot nor back
+   * up itself. Checked at the request and again once the job holds the volume (its status may have
+   * changed while the job waited).
    */
   private assertMayBackUp(volume: Volume, request: Pick<BackupRequest, 'force'>): void {
+    if (volume.status !== 'available' && volume.status !== 'in-use') {
+      throw new CairnError('CONFLICT', `volume ${volume.id} is ${volume.status}: only an available or in-use volume can be backed up`, {
+        details: { volumeId: volume.id, volumeStatus: volume.status },
+      });
+    }
     if (volume.status === 'in-use' && !request.force) {
       throw new CairnError('CONFLICT', `volume ${volume.id} is in use; pass force to back it up through a snapshot`);
     }
@@ -682,8 +690,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * gone is resumed by `recover()` (which the CLI and API run), one whose owner cannot be judged
    * from here is `resetState` to `error` first. An `error_deleting` backup is deleted again (a
    * retry). On a target with dependent chains, `CONFLICT` when others depend on it and `cascade`
-   * is not set (also when the service itself refuses: the record is then left as it was); `NOT_SUPPORTED` for `cascade` on a target without cascade delete. Deletes
-   * dependents first, newest first. Checks and the move to `deleting` are atomic with respect to
+   * is not set (also when the service itself refuses: the record is then left as it was); `NOT_SUPPORTED` for `cascade` on a
+   * dependent-chain target without cascade delete; a cascade deletes dependents first, newest
+   * first. On a target without dependent chains (self-contained backups) dependents never block a
+   * delete (unlike Cinder), they stay restorable with `parentId` naming the deleted backup, and
+   * `cascade` changes nothing. Checks and the move to `deleting` are atomic with respect to
    * this manager's restores, backups and deletes of the backup, so of two deletes of one backup
    * at once one runs and the other is refused. Not idempotent: an id already gone is `NOT_FOUND`.
    */
@@ -826,8 +837,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return this.catalog.getBackup(backupId);
   }
 
-  async listBackups(filter?: { volumeId?: string }): Promise<BackupRecord[]> {
-    return this.catalog.listBackups(filter);
+  /**
+   * Backups, oldest first (by `createdAt`): all, or those of volume `filter.volumeId` and/or in
+   * status `filter.status` (Cinder's `volume_id` and `status` filters). `INVALID_INPUT`
+   * (`details.field`) for a status that is not a BackupStatus.
+   */
+  async listBackups(filter: { volumeId?: string; status?: BackupStatus } = {}): Promise<BackupRecord[]> {
+    const { volumeId, status } = filter;
+    if (status !== undefined && !BACKUP_STATUSES.includes(status)) {
+      throw new CairnError('INVALID_INPUT', `status must be one of ${BACKUP_STATUSES.join(', ')}, not ${JSON.stringify(status)}`, { details: { field: 'status' } });
+    }
+    return this.catalog.listBackups({ ...(volumeId !== undefined ? { volumeId } : {}), ...(status !== undefined ? { status } : {}) });
   }
 
   /** Backups whose parent is `backupId` (libvirt's children listing). `NOT_FOUND` if unknown. */
