@@ -6,7 +6,7 @@
  * parent): Cairn never reads a file the user did not name.
  */
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, readdir, readFile, symlink, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
@@ -186,8 +186,8 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
   it('SIGTERM while qemu-img converts kills the conversion at once: CANCELLED (exit 130), no temporary file, no volume', async () => {
     const bin = join(cwd, 'slow-bin');
     await mkdir(bin);
-    // info and check are the real ones; convert writes a little, then hangs for a minute
-    await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\nif [ "$1" = convert ]; then echo $$ > ${join(cwd, 'convert.pid')}; echo partial > "$5"; exec sleep 60; fi\nexec /usr/bin/qemu-img "$@"\n`);
+    // info and check are the real ones; convert hangs for a minute
+    await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\nif [ "$1" = convert ]; then echo $$ > ${join(cwd, 'convert.pid')}; exec sleep 60; fi\nexec /usr/bin/qemu-img "$@"\n`);
     await chmod(join(bin, 'qemu-img'), 0o755);
     const q = join(cwd, 'slow.qcow2');
     qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
@@ -216,15 +216,46 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
       if (full) execFileSync('umount', [full]);
     });
 
-    it('import: converting into a full temporary directory is UNAVAILABLE (exit 6), leaving no temporary file and no volume', async () => {
-      const q = join(cwd, 'full-in.qcow2');
+    it('qcow2 and VMDK import and export need no temporary copy of the volume: with TMPDIR a full 1 MiB tmpfs a 4 MiB volume round-trips byte for byte', async () => {
+      if (!(await volumeNames()).includes('via-nbd')) await cairnJson(['volume', 'import', raw, '--name', 'via-nbd'], { cwd });
+      for (const format of ['qcow2', 'vmdk']) {
+        const image = join(cwd, `via-nbd.${format}`);
+        const exported = await run(['volume', 'export', 'via-nbd', image], { TMPDIR: full });
+        expect(exported.code, exported.stderr).toBe(0);
+        expect(JSON.parse(exported.stdout)).toMatchObject({ format, size: 4 * MiB });
+        expect(await readdir(full)).toEqual([]);
+        // Read back by qemu-img itself, not by Cairn.
+        const back = join(cwd, `via-nbd-${format}.raw`);
+        qemuImg('convert', '-f', format, '-O', 'raw', image, back);
+        expect((await readFile(back)).equals(data), `${format} export`).toBe(true);
+        const name = fresh();
+        const imported = await run(['volume', 'import', image, '--name', name], { TMPDIR: full });
+        expect(imported.code, imported.stderr).toBe(0);
+        expect(JSON.parse(imported.stdout)).toMatchObject({ format, created: true, volume: { name, size: 4 * MiB } });
+        expect(await readdir(full)).toEqual([]);
+        const out = join(cwd, `via-nbd-${name}.raw`);
+        await cairnJson(['volume', 'export', name, out], { cwd });
+        expect((await readFile(out)).equals(data), `${format} import`).toBe(true);
+      }
+    });
+
+    it('import of a qcow2 into a volume store on a full disk is UNAVAILABLE (exit 6), not CORRUPT for the EIO qemu-img saw; the new volume is deleted', async () => {
+      const store = join(cwd, 'full-store');
+      await mkdir(store);
+      const init = await cairn(['init', '--yes', '--repository-dir', join(store, 'repo'), '--volumes-dir', join(full, 'volumes'), '--json'], { cwd: store });
+      expect(init.code, init.stderr).toBe(0);
+      const q = join(cwd, 'full-store.qcow2');
       qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
-      const name = fresh();
-      const r = await run(['volume', 'import', q, '--name', name], { TMPDIR: full });
-      expect(r.code, r.stderr).toBe(6);
-      expect(jsonError(r).code).toBe('UNAVAILABLE');
-      expect(await volumeNames()).not.toContain(name);
-      expect(await readdir(full)).toEqual([]);
+      try {
+        const r = await cairn(['volume', 'import', q, '--name', 'too-big', '--json'], { cwd: store, env: { TMPDIR: tmp } });
+        expect(r.code, r.stderr).toBe(6);
+        expect(jsonError(r).code).toBe('UNAVAILABLE');
+        expect(jsonError(r).message).not.toMatch(/qemu-img/);
+        expect((await cairnJson<{ name: string }[]>(['volume', 'list'], { cwd: store })).map((v) => v.name)).not.toContain('too-big');
+        expect(await readdir(tmp)).toEqual([]);
+      } finally {
+        await rm(join(full, 'volumes'), { recursive: true, force: true });
+      }
     });
 
     it('export to qcow2 onto a full disk is UNAVAILABLE (exit 6), as a raw export is, leaving nothing', async () => {

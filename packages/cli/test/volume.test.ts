@@ -111,6 +111,37 @@ describe('cairn volume', () => {
     expect((await readFile(again)).equals(data)).toBe(true);
   });
 
+  it('volume import --into of a qcow2 writes only the blocks that differ, and zeros past the end of a smaller image', async () => {
+    const base = join(cwd, 'q-base.raw');
+    const data = await writeRawImage(base, 4 * MiB); // MiB 0 and 3 random, 1 text, 2 zeros
+    const v = await json(['volume', 'import', base, '--name', 'q-target']);
+    const changed = Buffer.from(data.subarray(0, 2 * MiB));
+    randomBytes(65536).copy(changed, 5 * 65536);
+    await writeFile(join(cwd, 'q-changed.raw'), changed);
+    const qcow = join(cwd, 'q-changed.qcow2');
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(cwd, 'q-changed.raw'), qcow]);
+    const r = await json(['volume', 'import', qcow, '--into', v.volume.id]);
+    // 64 KiB changed, and MiB 3 (data) zeroed past the image's 2 MiB; MiB 2 was zero already.
+    expect(r).toMatchObject({ format: 'qcow2', created: false, bytesScanned: 4 * MiB, bytesWritten: 65536 + MiB });
+    const out = join(cwd, 'q-target.raw');
+    await json(['volume', 'export', v.volume.id, out]);
+    expect((await readFile(out)).equals(Buffer.concat([changed, Buffer.alloc(2 * MiB)]))).toBe(true);
+  });
+
+  it('volume export to qcow2 is sparse: zero areas of the volume are not allocated in the image', async () => {
+    const raw = join(cwd, 's.raw');
+    const data = await writeRawImage(raw, 3 * MiB); // MiB 2 is zeros
+    await json(['volume', 'import', raw, '--name', 'sparse']);
+    const qcow = join(cwd, 'sparse.qcow2');
+    expect(await json(['volume', 'export', 'sparse', qcow])).toMatchObject({ format: 'qcow2', bytesWritten: 2 * MiB });
+    const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-f', 'qcow2', qcow]).toString()) as { start: number; length: number; data: boolean }[];
+    const dataEnd = Math.max(...map.filter((m) => m.data).map((m) => m.start + m.length));
+    expect(dataEnd).toBe(2 * MiB);
+    const back = join(cwd, 'sparse-back.raw');
+    execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', qcow, back]);
+    expect((await readFile(back)).equals(data)).toBe(true);
+  });
+
   it('volume export --format vmdk writes a VMDK that qemu-img reads back', async () => {
     const raw = join(cwd, 'v.raw');
     const data = await writeRawImage(raw, 1 * MiB);

@@ -5,9 +5,11 @@ import { CairnError, syncDir, unlessNotFound, type VolumeDriver } from '@cairn/c
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
-import { detectFormat, formatFromName, inspectImage, parseFormat, qemuConvert, type ImageFormat } from '../images/image-format.js';
+import { serveDeviceToQemu } from '../images/device-nbd.js';
+import { differingWrites } from '../images/differing-writes.js';
+import { detectFormat, formatFromName, inspectImage, parseFormat, qemuConvertFromNbd, qemuConvertToNbd, type ImageFormat } from '../images/image-format.js';
 import { assertSelfContained } from '../images/image-refs.js';
-import { writeDeviceToImage, writeImageToDevice } from '../images/image-copy.js';
+import { writeDeviceToImage, writeImageToDevice, type CopyStats } from '../images/image-copy.js';
 import { checkInputFile } from '../io/input-file.js';
 import { createOwnedTempDir } from '../io/owned-temp-dir.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
@@ -141,11 +143,15 @@ export function registerVolumeCommands(program: Command): void {
  * `volume import`. A qcow2 or VMDK image is first checked (image-refs.ts: it must name no other
  * file, `INVALID_INPUT`; `qemu-img info` and `check`: `CORRUPT` when damaged or truncated), and
  * its virtual size compared with an `--into` volume, before anything is converted or created.
- * A new volume is deleted on any failure, a cancel by `signal` (SIGINT/SIGTERM) included, so an
- * interrupted import leaves no half-written volume under the image's name; the temporary raw
- * file is removed in every case, and a qemu-img still converting is killed on a cancel. The raw
- * file's directory (`$TMPDIR/cairn-import-XXXXXX`) names its owner, so one left by a killed import
- * is removed by the next (owned-temp-dir.ts).
+ * It is then converted straight into the volume, with no temporary copy: the volume's device is
+ * served over NBD on a private unix socket (serveDeviceToQemu, in `$TMPDIR/cairn-import-XXXXXX`,
+ * which names its owner so one left by a killed import is removed by the next: owned-temp-dir.ts)
+ * and `qemu-img convert -n` writes into it (a new volume is made of the image's virtual size,
+ * rounded up to 512 bytes, and told zero: zero areas are not written). Both raw and converted
+ * images write only the blocks that differ from the volume (differingWrites, writeImageToDevice),
+ * and an `--into` volume larger than the image gets zeros past its end. A new volume is deleted
+ * on any failure, a cancel by `signal` (SIGINT/SIGTERM) included, so an interrupted import leaves
+ * no half-written volume under the image's name; a qemu-img still converting is killed on a cancel.
  */
 async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }, signal?: AbortSignal): Promise<void> {
   if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
@@ -153,12 +159,8 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
   const format = opts.format === 'auto' ? await detectFormat(file) : opts.format;
   // A raw disk may begin like a qcow2 or VMDK (a guest wrote one at its sector 0).
   const hint = opts.format === 'auto' && format !== 'raw' ? ` (recognised as ${format} by its first bytes; if it is a raw disk image, import it with --format raw)` : '';
-  let virtualSize: number | undefined;
-  if (format !== 'raw') {
-    await assertSelfContained(file, format, hint);
-    ({ virtualSize } = await inspectImage(file, format, hint, signal));
-    if (virtualSize === 0) throw new CairnError('INVALID_INPUT', `image ${file} is empty`);
-  }
+  const imageSize = format === 'raw' ? (await stat(file)).size : await checkedImageSize(file, format, hint, signal);
+  if (imageSize === 0) throw new CairnError('INVALID_INPUT', `image ${file} is empty`);
   const driver = await ctx.volumes();
   const manager = await ctx.manager({ recover: true });
   let into: { id: string; size: number } | undefined;
@@ -166,52 +168,74 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
     const v = await ctx.resolveVolume(opts.into);
     const view = await manager.getVolume(v.id);
     if (view.status !== 'available') throw new CairnError('CONFLICT', `volume ${v.id} is ${view.status}, not available`);
-    if (virtualSize !== undefined && virtualSize > v.size) throw new CairnError('INVALID_INPUT', `image ${file} (${virtualSize} bytes) is larger than volume ${v.id} (${v.size} bytes)`);
+    if (imageSize > v.size) throw new CairnError('INVALID_INPUT', `image ${file} (${imageSize} bytes) is larger than volume ${v.id} (${v.size} bytes)`);
     into = { id: v.id, size: v.size };
   }
-  let temp: string | undefined;
-  try {
-    let raw = file;
-    if (format !== 'raw') {
-      temp = await createOwnedTempDir('cairn-import-');
-      raw = join(temp, 'image.raw');
-      ctx.out.info(`converting ${format} image to raw with qemu-img`);
-      await qemuConvert(file, format, raw, 'raw', { otherwise: 'CORRUPT', hint, signal });
-    }
-    const rawSize = (await stat(raw)).size;
-    if (rawSize === 0) throw new CairnError('INVALID_INPUT', `image ${file} is empty`);
-    let volumeId: string;
-    let created = false;
-    if (into) {
-      if (rawSize > into.size) throw new CairnError('INVALID_INPUT', `image ${file} (${rawSize} bytes) is larger than volume ${into.id} (${into.size} bytes)`);
-      volumeId = into.id;
-    } else {
-      const size = Math.ceil(rawSize / 512) * 512;
-      volumeId = (await driver.createVolume({ size, name: opts.name ?? basename(file).replace(/\.(raw|img|qcow2?|vmdk)$/i, '') })).id;
-      created = true;
-    }
-    const stats = await copyInto(ctx, driver, volumeId, raw, created, signal).catch(async (err) => {
-      if (created) await driver.deleteVolume(volumeId).catch(() => {});
-      throw err;
-    });
-    const view = await manager.getVolume(volumeId);
-    ctx.out.result({ volume: volumeJson(view), format, created, ...stats }, () =>
-      `${created ? 'imported' : 'overwrote'} volume ${view.id} (${view.name}) from ${format} image: ${formatBytes(stats.bytesScanned)} scanned, ${formatBytes(stats.bytesWritten)} written`,
-    );
-  } finally {
-    if (temp) await rm(temp, { recursive: true, force: true });
-  }
+  const volumeId = into
+    ? into.id
+    : (await driver.createVolume({ size: Math.ceil(imageSize / 512) * 512, name: opts.name ?? basename(file).replace(/\.(raw|img|qcow2?|vmdk)$/i, '') })).id;
+  const created = !into;
+  const stats = await copyInto(ctx, driver, volumeId, { file, format, size: imageSize, hint }, created, signal).catch(async (err) => {
+    if (created) await driver.deleteVolume(volumeId).catch(() => {});
+    throw err;
+  });
+  const view = await manager.getVolume(volumeId);
+  ctx.out.result({ volume: volumeJson(view), format, created, ...stats }, () =>
+    `${created ? 'imported' : 'overwrote'} volume ${view.id} (${view.name}) from ${format} image: ${formatBytes(stats.bytesScanned)} scanned, ${formatBytes(stats.bytesWritten)} written`,
+  );
 }
 
-async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string, raw: string, zeroed: boolean, signal?: AbortSignal) {
+/** A qcow2 or VMDK's virtual size once it passed assertSelfContained and inspectImage. */
+async function checkedImageSize(file: string, format: Exclude<ImageFormat, 'raw'>, hint: string, signal?: AbortSignal): Promise<number> {
+  await assertSelfContained(file, format, hint);
+  return (await inspectImage(file, format, hint, signal)).virtualSize;
+}
+
+/** Writes the image onto volume `volumeId` (zero-filled when `zeroed`): raw by writeImageToDevice, qcow2/VMDK by qemu-img over NBD. */
+async function copyInto(
+  ctx: CliContext,
+  driver: VolumeDriver,
+  volumeId: string,
+  image: { file: string; format: ImageFormat; size: number; hint: string },
+  zeroed: boolean,
+  signal?: AbortSignal,
+): Promise<CopyStats> {
   const a = await driver.attach({ kind: 'volume', id: volumeId }, 'rw');
   const progress = progressReporter('import', ctx.out.options);
   try {
-    return await writeImageToDevice(raw, a.device, { targetIsZeroed: zeroed, progress: progress.update, signal });
+    if (image.format === 'raw') return await writeImageToDevice(image.file, a.device, { targetIsZeroed: zeroed, progress: progress.update, signal });
+    const target = differingWrites(a.device);
+    const temp = await createOwnedTempDir('cairn-import-');
+    try {
+      const served = await serveDeviceToQemu(target.device, temp, highWater((done) => progress.update(done, a.device.size)));
+      try {
+        ctx.out.info(`converting ${image.format} image into the volume with qemu-img`);
+        await qemuConvertToNbd(image.file, image.format, served.uri, { targetIsZero: zeroed, hint: image.hint, signal }).catch((err) => {
+          throw served.failure ?? err; // the device's own error (a full disk…), not qemu-img's errno
+        });
+      } finally {
+        await served.close();
+      }
+      // qemu-img wrote the image's virtual size; the rest of a larger --into volume reads as zeros.
+      if (!zeroed && image.size < a.device.size) await target.device.writeZeroes(image.size, a.device.size - image.size);
+      await a.device.flush();
+    } finally {
+      await rm(temp, { recursive: true, force: true });
+    }
+    progress.update(a.device.size, a.device.size);
+    return { bytesScanned: a.device.size, bytesWritten: target.bytesWritten };
   } finally {
     progress.stop();
     await driver.detach(a.id);
   }
+}
+
+/** Reports only ends beyond the highest seen (requests of a client come slightly out of order). */
+function highWater(report: (done: number) => void): (end: number) => void {
+  let mark = 0;
+  return (end) => {
+    if (end > mark) report((mark = end));
+  };
 }
 
 /**
@@ -221,8 +245,11 @@ async function copyInto(ctx: CliContext, driver: VolumeDriver, volumeId: string,
  * directory of the path written, fsynced and renamed over it only when complete (the directory is
  * fsynced too): the file holds the old content or the whole new image, never a partial one, also
  * with `--force`. On any failure, a cancel by `signal` (SIGINT/SIGTERM) included, the temporary
- * file is removed. The format `auto` follows the name given. A qcow2 or VMDK is converted from a
- * raw file in `$TMPDIR/cairn-export-XXXXXX`, which names its owner (owned-temp-dir.ts).
+ * file is removed. The format `auto` follows the name given. A qcow2 or VMDK is converted by
+ * `qemu-img convert` straight from the volume, with no temporary copy: its device is served
+ * read-only over NBD on a private unix socket (serveDeviceToQemu) in `$TMPDIR/cairn-export-XXXXXX`,
+ * which names its owner (owned-temp-dir.ts); qemu-img reads only the data that block status
+ * reports. `bytesWritten` is the data read from the volume (holes and zero extents excluded).
  */
 async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }, signal?: AbortSignal): Promise<void> {
   const format = opts.format === 'auto' ? formatFromName(given) : opts.format;
@@ -232,19 +259,27 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
   const partial = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   let temp: string | undefined;
   try {
-    const raw = format === 'raw' ? partial : join((temp = await createOwnedTempDir('cairn-export-')), 'image.raw');
     const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
     const progress = progressReporter('export', ctx.out.options);
-    let stats;
+    let stats: CopyStats;
     try {
-      stats = await writeDeviceToImage(a.device, raw, progress.update, signal);
+      if (format === 'raw') stats = await writeDeviceToImage(a.device, partial, progress.update, signal);
+      else {
+        temp = await createOwnedTempDir('cairn-export-');
+        const served = await serveDeviceToQemu(a.device, temp, highWater((done) => progress.update(done, a.device.size)));
+        try {
+          await qemuConvertFromNbd(served.uri, partial, format, { signal }).catch((err) => {
+            throw served.failure ?? err; // the volume's own read error, not qemu-img's errno
+          });
+        } finally {
+          await served.close();
+        }
+        stats = { bytesScanned: a.device.size, bytesWritten: served.dataBytesRead };
+        await fsyncFile(partial);
+      }
     } finally {
       progress.stop();
       await driver.detach(a.id);
-    }
-    if (format !== 'raw') {
-      await qemuConvert(raw, 'raw', partial, format, { otherwise: 'INTERNAL', signal });
-      await fsyncFile(partial);
     }
     await rename(partial, file);
     await syncDir(dirname(file));

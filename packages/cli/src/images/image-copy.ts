@@ -12,7 +12,8 @@ export interface CopyStats {
   bytesWritten: number;
 }
 
-function isZero(b: Buffer): boolean {
+/** Whether every byte of `b` is zero. */
+export function isZero(b: Buffer): boolean {
   for (let i = 0; i < b.length; i += 8192) {
     const end = Math.min(b.length, i + 8192);
     for (let j = i; j < end; j++) if (b[j] !== 0) return false;

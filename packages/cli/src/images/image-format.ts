@@ -123,20 +123,37 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
 }
 
 /**
- * Converts an image with `qemu-img convert` (sparse output; the input opened by imageSpec, so no
- * backing file). `NOT_SUPPORTED` when qemu-img is not installed; a failure as qemuFailure, with
- * `otherwise` for one it cannot tell (`CORRUPT` reading an image given to import, `INTERNAL` for
- * export's own raw file). Killed when `signal` aborts (`CANCELLED`), and when it makes no progress
- * for the stall window (`UNAVAILABLE`, see runQemuImg). The caller removes the output on failure.
+ * `volume import` of a qcow2 or VMDK: converts the image `input` (opened by imageSpec, so no
+ * backing file) into the raw NBD export `target` (`nbd+unix://…`, a volume's device served by
+ * serveDeviceToQemu), which must be at least the image's virtual size (qemu-img refuses a smaller
+ * one). `-n`: the target exists and is written in place, nothing is created; `-W`: writes out of
+ * order (a block device, no file layout to keep); with `targetIsZero` (a new volume, all zeros),
+ * `--target-is-zero`: zero areas of the image are not written at all. `NOT_SUPPORTED` when
+ * qemu-img is not installed; a failure as qemuFailure with `CORRUPT` for one it cannot tell (the
+ * image is damaged). Killed when `signal` aborts (`CANCELLED`) and when it makes no progress for
+ * the stall window (`UNAVAILABLE`, see runQemuImg).
  */
-export async function qemuConvert(
+export async function qemuConvertToNbd(
   input: string,
-  inputFormat: ImageFormat,
-  output: string,
-  outputFormat: ImageFormat,
-  options: { otherwise: Otherwise; hint?: string; signal?: AbortSignal },
+  inputFormat: Exclude<ImageFormat, 'raw'>,
+  target: string,
+  options: { targetIsZero: boolean; hint?: string; signal?: AbortSignal },
 ): Promise<void> {
-  const need = `${inputFormat === 'raw' ? outputFormat : inputFormat} images`;
-  const run = await runQemuImg(['convert', '-O', outputFormat, imageSpec(input, inputFormat), output], need, 'copy', options.signal);
-  if (run.code !== 0) throw qemuFailure(run, `qemu-img convert ${input} to ${outputFormat} failed`, options.otherwise, options.hint);
+  const args = ['convert', '-n', ...(options.targetIsZero ? ['--target-is-zero'] : []), '-W', '-O', 'raw', imageSpec(input, inputFormat), target];
+  const run = await runQemuImg(args, `${inputFormat} images`, 'copy', options.signal);
+  if (run.code !== 0) throw qemuFailure(run, `qemu-img convert ${input} to the volume failed`, 'CORRUPT', options.hint);
+}
+
+/**
+ * `volume export` to qcow2 or VMDK: converts the raw NBD export `source` (a volume's device served
+ * by serveDeviceToQemu; `-f raw`, never probed) into a new image file `output` of `outputFormat`.
+ * qemu-img asks the export's block status and reads only data, and writes no zero clusters (sparse
+ * output). `NOT_SUPPORTED` when qemu-img is not installed; a failure as qemuFailure (a full disk
+ * `UNAVAILABLE`), `INTERNAL` for one it cannot tell. Killed when `signal` aborts (`CANCELLED`) and
+ * when it makes no progress for the stall window (`UNAVAILABLE`). The caller removes `output` on
+ * failure.
+ */
+export async function qemuConvertFromNbd(source: string, output: string, outputFormat: Exclude<ImageFormat, 'raw'>, options: { signal?: AbortSignal }): Promise<void> {
+  const run = await runQemuImg(['convert', '-f', 'raw', '-O', outputFormat, source, output], `${outputFormat} images`, 'copy', options.signal);
+  if (run.code !== 0) throw qemuFailure(run, `qemu-img convert of the volume to ${outputFormat} failed`, 'INTERNAL');
 }
