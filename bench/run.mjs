@@ -53,7 +53,8 @@ const MEASURED = new Set(['backup', 'restore']);
 const cairn = (...a) => timed(process.execPath, [...NODE_FLAGS, CAIRN_OP, ...a.slice(0, 1), work, ...a.slice(1)], join(here, '..'), CAIRN_ENV, MEASURED.has(a[0]));
 const restic = (...a) => timed('restic', ['--no-cache', ...a], work, env, MEASURED.has(a[0]));
 const borg = (cwd, ...a) => timed('borg', a, cwd, borgEnv, a[0] === 'create' || a[0] === 'extract');
-const du = (p) => Number(execFileSync('du', ['-sb', p], { encoding: 'utf8' }).split('\t')[0]);
+// The posix store's space reserve (`@reserve`, made at init) is room set aside, not stored data.
+const du = (p) => Number(execFileSync('du', ['-sb', '--exclude=@reserve', p], { encoding: 'utf8' }).split('\t')[0]);
 const duDisk = (p) => Number(execFileSync('du', ['-sB1', p], { encoding: 'utf8' }).split('\t')[0]);
 const mbps = (s) => Math.round(size / 1e6 / s);
 

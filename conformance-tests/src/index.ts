@@ -16,6 +16,7 @@ export { objectStoreSuite, objectStoreGroups } from './object-store/suite.js';
 export { objectReadWrite, objectListing, objectConcurrency, objectReadInto, objectPartWrites, newPrefix } from './object-store/cases.js';
 export { objectForeignEntries } from './object-store/foreign-entries.js';
 export { objectCancellation } from './object-store/cancellation.js';
+export { objectSpaceReserve } from './object-store/space-reserve.js';
 export type * from './backup-service/context.js';
 export { backupServiceSuite, backupServiceGroups } from './backup-service/suite.js';
 export { backupRoundTrip, backupVerify } from './backup-service/roundtrip.js';

@@ -4,12 +4,13 @@ import type { ObjectStoreContext, ObjectStoreSuiteOptions } from './context.js';
 import { newPrefix, objectConcurrency, objectListing, objectPartWrites, objectReadInto, objectReadWrite } from './cases.js';
 import { objectCancellation, objectCancellationMidCall } from './cancellation.js';
 import { objectForeignEntries } from './foreign-entries.js';
+import { objectSpaceReserve } from './space-reserve.js';
 import { objectSweepTemp } from './sweep-temp.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
 /**
  * Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only
- * with readInto, openWrite only with writeInParts, sweepTemp only with sweepsTemp, signals only with cancellable), and the foreign-entry cases when the store can
+ * with readInto, openWrite only with writeInParts, sweepTemp only with sweepsTemp, signals only with cancellable, the reserve only with spaceReserve), and the foreign-entry cases when the store can
  * have them planted (`foreign`: ObjectStoreSuiteOptions.plantForeign is given).
  */
 export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false): Group<ObjectStoreContext>[] {
@@ -21,6 +22,7 @@ export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false
     ...(caps.writeInParts ? [objectPartWrites] : []),
     ...(caps.sweepsTemp ? [objectSweepTemp(caps)] : []),
     ...(caps.cancellable ? [objectCancellation(caps), objectCancellationMidCall(caps)] : []),
+    ...(caps.spaceReserve ? [objectSpaceReserve] : []),
     ...(foreign ? [objectForeignEntries] : []),
   ];
 }

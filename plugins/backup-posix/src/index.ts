@@ -8,12 +8,14 @@ import { PosixObjectStore } from './posix-object-store.js';
 
 export { PosixObjectStore, DEFAULT_TEMP_AGE_MS } from './posix-object-store.js';
 export { TEMP_REFRESH_MS } from './temp-refresh.js';
+export { DEFAULT_RESERVE_BYTES, RESERVE_NAME } from './space-reserve.js';
 export type { PosixObjectStoreOptions } from './options.js';
 export { SHARD_MIN_HEX, isShardedName, isTempName, keyToSegments, segmentsToKey } from './key-layout.js';
 
 /**
  * The plugin's DI module: the `posix` object store. Options: `directory` (required, absolute),
- * `createDirectory` (default true). `INVALID_INPUT` with `details.option` naming a bad option;
+ * `createDirectory` (default true), `reserveBytes` (the space reserve, default 64 MiB, 0 disables
+ * it). `INVALID_INPUT` with `details.option` naming a bad option;
  * `UNAVAILABLE` when the directory is missing and may not be created.
  */
 export const posixModule = pluginModule({

@@ -15,9 +15,15 @@ export interface PosixObjectStoreOptions {
    * backups to the disk under it.
    */
   createDirectory?: boolean;
+  /**
+   * Bytes of the space reserve (space-reserve.ts): a file of random bytes in `directory` that a
+   * write of an operation freeing space (a backup's delete, a GC) may give up when the file system
+   * is full. A non-negative integer; default DEFAULT_RESERVE_BYTES (64 MiB); 0 disables it.
+   */
+  reserveBytes?: number;
 }
 
-const KNOWN = new Set(['directory', 'createDirectory']);
+const KNOWN = new Set(['directory', 'createDirectory', 'reserveBytes']);
 
 function invalid(option: string, message: string): CairnError {
   return new CairnError('INVALID_INPUT', `option ${option}: ${message}`, { driver: DRIVER, details: { option } });
@@ -25,18 +31,26 @@ function invalid(option: string, message: string): CairnError {
 
 /**
  * Validates factory options. `INVALID_INPUT` with `details.option` naming the bad option:
- * `directory` missing, not a string or not absolute; `createDirectory` not a boolean; any
- * unknown option (a typo would otherwise be ignored silently).
+ * `directory` missing, not a string or not absolute; `createDirectory` not a boolean;
+ * `reserveBytes` not a non-negative safe integer; any unknown option (a typo would otherwise be
+ * ignored silently).
  */
 export function parsePosixOptions(raw: Record<string, unknown>): PosixObjectStoreOptions {
   if (raw === null || typeof raw !== 'object') throw invalid('directory', 'options must be an object');
   for (const name of Object.keys(raw)) {
     if (!KNOWN.has(name)) throw invalid(name, 'unknown option');
   }
-  const { directory, createDirectory } = raw;
+  const { directory, createDirectory, reserveBytes } = raw;
   if (typeof directory !== 'string' || directory === '') throw invalid('directory', 'is required (an absolute path)');
   if (!isAbsolute(directory)) throw invalid('directory', `must be an absolute path, got ${JSON.stringify(directory)}`);
   if (directory.includes('\0')) throw invalid('directory', 'must not contain NUL');
   if (createDirectory !== undefined && typeof createDirectory !== 'boolean') throw invalid('createDirectory', 'must be a boolean');
-  return createDirectory === undefined ? { directory } : { directory, createDirectory };
+  if (reserveBytes !== undefined && !(typeof reserveBytes === 'number' && Number.isSafeInteger(reserveBytes) && reserveBytes >= 0)) {
+    throw invalid('reserveBytes', `must be a non-negative integer (bytes; 0 disables the reserve), got ${typeof reserveBytes === 'string' ? JSON.stringify(reserveBytes) : String(reserveBytes)}`);
+  }
+  return {
+    directory,
+    ...(createDirectory === undefined ? {} : { createDirectory }),
+    ...(reserveBytes === undefined ? {} : { reserveBytes }),
+  };
 }

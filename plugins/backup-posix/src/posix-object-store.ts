@@ -11,6 +11,7 @@ import {
   isNoHardLinks,
   isRetryable,
   makeDirectories,
+  noSpaceErrno,
   openDirect,
   resolveRange,
   type ByteRange,
@@ -29,6 +30,7 @@ import { keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
+import { DEFAULT_RESERVE_BYTES, SpaceReserve } from './space-reserve.js';
 
 /** Where a key's object goes: its directory (path, and segments below the store's directory) and its path. */
 interface Place {
@@ -58,15 +60,22 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  * that rejects `CANCELLED` published nothing. Its last check comes just before the rename or link;
  * an abort after it is not looked at any more: the put publishes, fsyncs the directory and
  * resolves (the whole object, durable).
+ *
+ * Space reserve (capability `spaceReserve`, option `reserveBytes`; space-reserve.ts): a put marked
+ * `spendReserve` that finds the file system full gives the reserve up and tries once more;
+ * ensureReserve makes it (the repository calls it when it opens), and so do deletes that removed
+ * an object, once the store was asked for a reserve, when it is missing and fits.
  */
 export class PosixObjectStore implements ObjectStore {
   readonly name = DRIVER;
-  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true, sweepsTemp: true, cancellable: true };
+  readonly capabilities: ObjectStoreCapabilities = { atomicIfAbsent: true, readInto: true, writeInParts: true, sweepsTemp: true, cancellable: true, spaceReserve: true };
   /** The absolute directory holding the objects. */
   readonly directory: string;
   private readonly createDirectory: boolean;
   /** The directories on the way to the keys, and which of them are known durable. */
   private readonly dirs: DirectoryChain;
+  /** The space reserve in `directory` (space-reserve.ts). */
+  private readonly reserve: SpaceReserve;
 
   /** Validates options without touching the disk (`INVALID_INPUT` naming the option). */
   constructor(options: PosixObjectStoreOptions) {
@@ -74,6 +83,7 @@ export class PosixObjectStore implements ObjectStore {
     this.directory = resolve(parsed.directory);
     this.createDirectory = parsed.createDirectory ?? true;
     this.dirs = new DirectoryChain(this.directory);
+    this.reserve = new SpaceReserve(this.directory, parsed.reserveBytes ?? DEFAULT_RESERVE_BYTES);
   }
 
   /**
@@ -134,14 +144,33 @@ export class PosixObjectStore implements ObjectStore {
    * directory of other keys, and, with `ifAbsent`, when its path holds a foreign file that is no
    * object (a symbolic link, FIFO, socket: get and head say `NOT_FOUND`), which is left in place;
    * without `ifAbsent` such a file is replaced (a link, never its target). `options.signal`:
-   * see the class comment.
+   * see the class comment. `options.spendReserve`: a put that failed for space (ENOSPC, EDQUOT)
+   * before it published gives up the space reserve and is tried once more; the second try's
+   * error, if any, is the put's.
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    const attempt = { published: false };
+    try {
+      await this.putOnce(key, data, options, attempt);
+    } catch (err) {
+      if (!options.spendReserve || !this.reserve.enabled || attempt.published || !noSpaceErrno(err)) throw err;
+      await this.reserve.release();
+      await this.putOnce(key, data, options, { published: false });
+    }
+  }
+
+  /** One try of put; `attempt.published` is set once the object is published (a retry then must not run). */
+  private async putOnce(key: string, data: Uint8Array, options: PutOptions, attempt: { published: boolean }): Promise<void> {
     await this.writing(async () => {
       checkSignal(options.signal);
       const place = await this.placeOf(key);
-      await this.publish(key, place, await writeTempFile(place.dir, data, options.signal, `put ${key}: writing its temporary file`), options);
+      await this.publish(key, place, await writeTempFile(place.dir, data, options.signal, `put ${key}: writing its temporary file`), options, attempt);
     });
+  }
+
+  /** Makes the space reserve when it is missing and fits (ObjectStore.ensureReserve); never rejects. */
+  async ensureReserve(): Promise<boolean> {
+    return this.reserve.ensure();
   }
 
   /**
@@ -193,7 +222,7 @@ export class PosixObjectStore implements ObjectStore {
    * `CANCELLED`, `temp` removed, nothing published; once published, the put completes (the
    * directory's fsync) and resolves whatever the signal says.
    */
-  private async publish(key: string, place: Place, temp: string, options: PutOptions): Promise<void> {
+  private async publish(key: string, place: Place, temp: string, options: PutOptions, attempt?: { published: boolean }): Promise<void> {
     const { final } = place;
     try {
       checkSignal(options.signal); // the last check before publishing: never after an observed abort
@@ -219,6 +248,7 @@ export class PosixObjectStore implements ObjectStore {
       }
       throw errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTEMPTY' || errnoOf(err) === 'EEXIST' ? this.collision(key, err) : writeError(err, `put ${key}`);
     }
+    if (attempt) attempt.published = true;
     // Published: the abort is no longer looked at, so CANCELLED always means nothing was published.
     await this.dirs.sync(place.dirSegments).catch((err: unknown) => {
       throw writeError(err, `fsync of the directory of ${key}`);
@@ -330,7 +360,8 @@ export class PosixObjectStore implements ObjectStore {
    * the fsync: the object is gone either way, as when it was absent from the start. Directories
    * (shards included) are never removed here, so a concurrent put into them can not lose its
    * directory. `options.signal`: checked before the unlink (then nothing is removed) and before
-   * the fsync (then the object is gone, perhaps not durably).
+   * the fsync (then the object is gone, perhaps not durably). Once the object was removed, the
+   * space reserve is made again when it is missing and fits (best effort: never fails the delete).
    */
   async delete(key: string, options: CallOptions = {}): Promise<void> {
     assertObjectKey(key, DRIVER);
@@ -347,6 +378,7 @@ export class PosixObjectStore implements ObjectStore {
       if (isAbsent(err)) return;
       throw fsError(err, `fsync after delete ${key}`);
     });
+    await this.reserve.afterFree();
   }
 
   /**
@@ -398,6 +430,7 @@ export class PosixObjectStore implements ObjectStore {
       const message = `sweeping temporary files: ${refused} could not be removed, the first ${first.path}: ${(first.err as Error).message}`;
       throw new CairnError(fsError(first.err, '').code, message, { driver: DRIVER, cause: first.err, details: { removed, refused } });
     }
+    if (removed > 0) await this.reserve.afterFree();
     return removed;
   }
 

@@ -1,18 +1,18 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmdirSync, statfsSync } from 'node:fs';
-import { readdir, rm, statfs } from 'node:fs/promises';
+import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type ObjectStore, type Volume } from '@cairn/core';
-import { PosixObjectStore } from '../src/index.js';
+import { PosixObjectStore, RESERVE_NAME } from '../src/index.js';
 import { allFiles } from './helpers.js';
 
 /**
  * Core's repository and flow over this store when the repository's file system fills up: a
  * backup that runs out of space part-way, a final record write that does, and freeing space on
- * a full disk (delete, then gc). The catalog lives in the same repository (the CLI keeps it in
+ * a full disk (delete, then gc: with the store's space reserve, and without one). The catalog lives in the same repository (the CLI keeps it in
  * the default target's: packages/cli/src/context.ts), so it shares the full disk.
  *
  * A 24 MiB tmpfs stands in for the disk (needs root). Without one the tests are skipped with the
@@ -20,6 +20,8 @@ import { allFiles } from './helpers.js';
  */
 const MiB = 1024 * 1024;
 const CHUNK = 256 * 1024;
+/** The space reserve of the cases that have one (the default, 64 MiB, does not fit this disk). */
+const RESERVE = MiB;
 const mounted: string[] = [];
 let mountError = '';
 function mountTmpfs(options: string): string | undefined {
@@ -85,8 +87,9 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
   let manager: BackupManager;
   let warnings: Error[];
 
-  async function rig(wrap?: (s: PosixObjectStore) => ObjectStore): Promise<void> {
-    store = await PosixObjectStore.open({ directory: repoDir });
+  /** The store (with a space reserve of `reserveBytes`: none unless asked), repository and manager. */
+  async function rig(wrap?: (s: PosixObjectStore) => ObjectStore, reserveBytes = 0): Promise<void> {
+    store = await PosixObjectStore.open({ directory: repoDir, reserveBytes });
     const opened = wrap ? wrap(store) : store;
     service = await ChunkedBackupService.open(opened, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: MiB, compression: 'none', kdf: { N: 1024, r: 8, p: 1 } } });
     volumes ??= new MemoryVolumeDriver();
@@ -102,6 +105,21 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     return v;
   }
   const temporaries = async (): Promise<string[]> => (await allFiles(repoDir)).filter((f) => f.includes('~'));
+  /** The reserve file's inode and size, or undefined when there is none. */
+  const reserve = async (): Promise<{ ino: number; size: number } | undefined> => {
+    const st = await lstat(join(repoDir, RESERVE_NAME)).catch(() => undefined);
+    return st && { ino: st.ino, size: st.size };
+  };
+  /** Two backups of one 8 MiB volume, each rewriting all of it: deleting the first frees its packs. */
+  async function twoBackups(): Promise<{ old: { id: string }; kept: { id: string } }> {
+    const v = await randomVolume(8 * MiB, 'v');
+    const old = await manager.backup({ volumeId: v.id });
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, randomBytes(8 * MiB));
+    await volumes.detach(a.id);
+    const kept = await manager.backup({ volumeId: v.id });
+    return { old, kept };
+  }
   /** Every repository object as `key`, each readable whole (no partial object is ever visible). */
   async function objects(): Promise<string[]> {
     const out: string[] = [];
@@ -211,37 +229,85 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     expect(await temporaries()).toEqual([]);
   }, 60_000);
 
-  it('on a completely full disk, backup delete and gc fail UNAVAILABLE naming the full file system and the object they could not write, and change nothing; with a little space freed they reclaim the space', async () => {
-    const v = await randomVolume(8 * MiB, 'v');
-    const old = await manager.backup({ volumeId: v.id });
-    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
-    await a.device.write(0, randomBytes(8 * MiB));
-    await volumes.detach(a.id);
-    const kept = await manager.backup({ volumeId: v.id });
+  it('with a space reserve, on a completely full disk backup delete and gc succeed (their locks and records spend the reserve), reclaim the space, leave a repository that verifies, and the reserve is back afterwards', async () => {
+    await service.close();
+    await rig(undefined, RESERVE);
+    const made = await reserve();
+    expect(made?.size).toBe(RESERVE); // made when the repository opened
+    const { old, kept } = await twoBackups();
     fill(0);
-    const before = await objects();
+    expect(await freeBytes()).toBeLessThan(64 * 1024);
 
-    const del = await manager.deleteBackup(old.id).catch((e: unknown) => e);
-    expect(del).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
-    expect(String((del as Error).message)).toMatch(/put (locks|catalog)\/.*no space left on the file system/);
-    expect(await manager.getBackup(old.id)).toMatchObject({ status: 'available' });
-    const gc = await service.gc({ graceMs: 0 }).catch((e: unknown) => e);
-    expect(gc).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
-    expect(String((gc as Error).message)).toMatch(/put locks\/.*no space left on the file system/);
-    expect(await objects()).toEqual(before);
-    expect(await temporaries()).toEqual([]);
-    expect(await service.locks()).toEqual([]);
-
-    // A little room (the last 4 KiB blocks dd wrote) is enough for the records and locks.
-    await rm(join(disk!, 'filler.tail'), { force: true });
     await manager.deleteBackup(old.id);
+    expect((await manager.listBackups()).map((b) => b.id)).toEqual([kept.id]);
+    expect((await reserve())?.ino).not.toBe(made!.ino); // given up for the lock or the record
     const freeBefore = await freeBytes();
     const report = await service.gc({ graceMs: 0 });
     expect(report.packsDeleted + report.packsRepacked).toBeGreaterThan(0);
-    expect(await freeBytes()).toBeGreaterThanOrEqual(freeBefore + 7 * MiB);
+    // The old backup's 8 MiB of packs are freed, less the reserve made again from them.
+    expect(await freeBytes()).toBeGreaterThanOrEqual(freeBefore + 7 * MiB - RESERVE);
+    expect(await reserve()).toMatchObject({ size: RESERVE });
     expect((await service.verify()).problems).toEqual([]);
-    expect((await manager.listBackups()).map((b) => b.id)).toEqual([kept.id]);
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+    expect(warnings).toEqual([]);
   }, 60_000);
+
+  it('a backup on a completely full disk fails UNAVAILABLE and does not spend the space reserve', async () => {
+    await service.close();
+    await rig(undefined, RESERVE);
+    const v = await randomVolume(4 * MiB, 'v');
+    await manager.backup({ volumeId: v.id }); // the next one is an incremental, with a parent to claim
+    const a = await volumes.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(0, randomBytes(MiB));
+    await volumes.detach(a.id);
+    fill(0);
+    const made = await reserve();
+    expect(made?.size).toBe(RESERVE);
+
+    const err = await manager.backup({ volumeId: v.id }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+    expect(await reserve()).toEqual(made); // the same file: never given up
+    const fresh = await manager.backup({ volumeId: (await randomVolume(MiB, 'w')).id }).catch((e: unknown) => e);
+    expect(fresh).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+    expect(await reserve()).toEqual(made);
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+  }, 60_000);
+
+  for (const [label, reserveBytes] of [['without a space reserve (reserveBytes 0)', 0], ['with a reserve too large for the disk (not made)', 16 * MiB]] as const) {
+    it(`${label}, on a completely full disk backup delete and gc fail UNAVAILABLE naming the full file system and the object they could not write, and change nothing; with a little space freed they reclaim the space`, async () => {
+      await service.close();
+      await rig(undefined, reserveBytes);
+      expect(await reserve()).toBeUndefined();
+      const { old, kept } = await twoBackups();
+      fill(0);
+      const before = await objects();
+
+      const del = await manager.deleteBackup(old.id).catch((e: unknown) => e);
+      expect(del).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+      expect(String((del as Error).message)).toMatch(/put (locks|catalog)\/.*no space left on the file system/);
+      expect(await manager.getBackup(old.id)).toMatchObject({ status: 'available' });
+      const gc = await service.gc({ graceMs: 0 }).catch((e: unknown) => e);
+      expect(gc).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+      expect(String((gc as Error).message)).toMatch(/put locks\/.*no space left on the file system/);
+      expect(await objects()).toEqual(before);
+      expect(await temporaries()).toEqual([]);
+      expect(await service.locks()).toEqual([]);
+
+      // A little room (the last 4 KiB blocks dd wrote) is enough for the records and locks.
+      await rm(join(disk!, 'filler.tail'), { force: true });
+      await manager.deleteBackup(old.id);
+      const freeBefore = await freeBytes();
+      const report = await service.gc({ graceMs: 0 });
+      expect(report.packsDeleted + report.packsRepacked).toBeGreaterThan(0);
+      expect(await freeBytes()).toBeGreaterThanOrEqual(freeBefore + 7 * MiB);
+      expect((await service.verify()).problems).toEqual([]);
+      expect((await manager.listBackups()).map((b) => b.id)).toEqual([kept.id]);
+      expect(await reserve()).toBeUndefined();
+    }, 60_000);
+  }
+
   it('gc on a nearly full disk, too full to repack, still deletes the packs no backup references (a warning says repacks were skipped); with space back, a gc repacks', async () => {
     await service.close();
     const told: Error[] = [];

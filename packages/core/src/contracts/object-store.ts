@@ -39,6 +39,16 @@ export interface PutOptions extends CallOptions {
    * other keys, a foreign file a store cannot read as one), the put is `CONFLICT` instead.
    */
   ifAbsent?: boolean;
+  /**
+   * This write belongs to an operation that frees space (a backup's delete, a GC): the writes it
+   * must make before it may delete anything (its lock object and the lock's refreshes, a catalog
+   * record's `deleting` state, GC's index rewrites). The caller marks such writes explicitly;
+   * every other write (a backup's) is unmarked. A store with a space reserve (capability
+   * `spaceReserve`) that finds no room for a marked put gives up its reserve and tries the put
+   * once more; an unmarked put never touches the reserve. Stores without the capability ignore
+   * it. Applies to put only (openWrite's part writes never spend a reserve).
+   */
+  spendReserve?: boolean;
 }
 
 export interface ObjectStoreCapabilities {
@@ -52,6 +62,11 @@ export interface ObjectStoreCapabilities {
   sweepsTemp?: boolean;
   /** Honours `signal` in the options of every call as CallOptions states (else ignores it). */
   cancellable?: boolean;
+  /**
+   * Keeps a space reserve (implements ensureReserve): room set aside on its file system that only
+   * puts marked `spendReserve` may use, so that deleting backups and GC work on a full disk.
+   */
+  spaceReserve?: boolean;
 }
 
 /**
@@ -145,6 +160,14 @@ export interface ObjectStore {
    * `options.signal` (CallOptions): once it aborts, the iteration's next step rejects `CANCELLED`.
    */
   list(prefix: string, options?: CallOptions): AsyncIterable<ObjectInfo>;
+  /**
+   * Optional (capability spaceReserve): makes the store's space reserve when it is missing and
+   * fits, best effort. Resolves true when a reserve is there afterwards, false when there is none
+   * (disabled, no room for it, or the store cannot write); never rejects. The repository calls it
+   * when it opens. The store gives the reserve up only for a put marked `spendReserve` that found
+   * no room, and makes it again itself, best effort, after its deletes freed space.
+   */
+  ensureReserve?(): Promise<boolean>;
   /** Releases connections. Idempotent. */
   close?(): Promise<void>;
 }

@@ -302,7 +302,8 @@ export class ChunkedBackupService implements BackupService {
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
     return this.tag(async () => {
-      const lock = await this.repository.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal });
+      // A GC frees space: its lock may spend the store's space reserve (a dry run frees nothing).
+      const lock = await this.repository.locks.acquire('exclusive', { purpose: 'gc', signal: options.signal, spendReserve: !options.dryRun });
       return this.releasingAfter([lock], 'gc', () => this.collectOrDeleteOnly(options, lock));
     });
   }

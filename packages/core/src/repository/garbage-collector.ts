@@ -165,7 +165,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
     return report;
   }
-  if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal);
+  // GC's index writes come before its deletes: they may spend the store's space reserve (spendReserve).
+  if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal, true);
   if (toRepack.length > 0) {
     const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
     const wanted = new Set<string>();
@@ -201,7 +202,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     // written before they are deleted: a crash in between leaves a pack named twice, never unnamed.
     const affected = repo.index.objectsNaming(new Set([...removed, ...lost]));
     const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
-    if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]));
+    if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]), undefined, true);
     for (const indexId of affected.keys()) {
       held();
       await repo.store.delete(Keys.index(indexId));

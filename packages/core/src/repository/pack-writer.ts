@@ -38,12 +38,13 @@ export function* indexDocPieces(packs: readonly [string, readonly IndexEntry[]][
  * records it in `index` and adds the entries of the packs it does not know yet (a pack's entries
  * never change, and readers use the first naming: re-adding a known pack would only rebuild the
  * index's table, ~0.3 s a pack at a million chunks). Returns the bytes written. Nothing enters
- * `index` unless the object is stored. `signal` goes to the store's put (ObjectStore CallOptions).
+ * `index` unless the object is stored. `signal` goes to the store's put (ObjectStore CallOptions);
+ * `spendReserve` marks the put as one of an operation freeing space (GC's, ObjectStore PutOptions).
  */
-export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][], signal?: AbortSignal): Promise<number> {
+export async function writeIndexObject(store: ObjectStore, codec: ChunkCodec, index: ChunkIndex, packs: [string, readonly IndexEntry[]][], signal?: AbortSignal, spendReserve = false): Promise<number> {
   const indexId = randomBytes(32).toString('hex');
   const sealed = sealPieces(codec, () => indexDocPieces(packs), indexLabel(indexId));
-  await store.put(Keys.index(indexId), sealed, { ifAbsent: true, signal });
+  await store.put(Keys.index(indexId), sealed, { ifAbsent: true, signal, ...(spendReserve ? { spendReserve } : {}) });
   index.recordObject(indexId, packs.map(([packId]) => packId));
   const known = index.packs();
   for (const [packId, entries] of packs) if (!known.has(packId)) index.add(packId, entries);

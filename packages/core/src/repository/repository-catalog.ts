@@ -7,7 +7,7 @@ import { byCreation, matches } from '../memory/memory-catalog.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
-import type { LockHandle } from './repository-locks.js';
+import { spending, type LockHandle } from './repository-locks.js';
 import type { Repository } from './repository.js';
 
 const PREFIX = { backups: 'catalog/backups/', volumes: 'catalog/volumes/', byVolume: 'catalog/by-volume/', intents: 'catalog/new-volumes/' } as const;
@@ -91,13 +91,17 @@ export class RepositoryCatalog implements Catalog {
    * and when another writer wins the race, the entry written meanwhile is removed again unless it
    * is the existing record's own (a damaged existing record leaves it: GC cannot take it either,
    * but listings read that record as CORRUPT anyway).
+   *
+   * A record going `deleting` is the write a delete must make before it deletes anything: its
+   * entry and the record are written with the store's `spendReserve` (ObjectStore PutOptions).
    */
   async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
     this.assertSectionsHeld();
     const entry = volumeEntryKey(record);
     if (!options.ifAbsent) {
-      await this.repo.store.put(entry, Buffer.alloc(0));
-      await this.write(PREFIX.backups, record.id, record);
+      const freeing = spending(record.status === 'deleting');
+      await this.repo.store.put(entry, Buffer.alloc(0), freeing);
+      await this.write(PREFIX.backups, record.id, record, freeing);
       return;
     }
     if (await this.exists(PREFIX.backups + record.id)) throw backupExists(record.id);
@@ -171,12 +175,19 @@ export class RepositoryCatalog implements Catalog {
    * and nothing written, when one may have lapsed (its refresh did not land before it expired, as
    * in a store outage during a long section such as a reset's verify), because another process
    * may then have entered that section and changed what fn checked.
+   *
+   * The section's lock is written with the store's `spendReserve`: a delete's check and its move to
+   * `deleting` run in a section, which this catalog cannot tell from others before fn runs. The lock
+   * is a few hundred bytes, held for the section only, and its delete gives the space back (the
+   * store makes its reserve again then). A backup's first write, its `creating` record, is made
+   * outside any section and never spends the reserve, so a backup on a full disk fails before it
+   * takes one.
    */
   section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     return this.sections.run(
       backupId,
       async () => {
-        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: this.options.recordLockTtlMs ?? RECORD_LOCK_TTL_MS });
+        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: this.options.recordLockTtlMs ?? RECORD_LOCK_TTL_MS, spendReserve: true });
         const held: HeldSection = { lock, ended: false };
         try {
           return await this.inSection.run([...(this.inSection.getStore() ?? []), held], fn);

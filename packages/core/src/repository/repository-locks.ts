@@ -55,6 +55,12 @@ export interface LockOptions {
   /** This lock's lifetime without a refresh, in ms (refreshed every third of it). Default: the instance's. */
   ttlMs?: number;
   signal?: AbortSignal;
+  /**
+   * The lock belongs to an operation that frees space (a delete, a GC): its object and every
+   * refresh of it are written with the store's `spendReserve` (ObjectStore PutOptions), so that
+   * it can be taken on a full disk where the store keeps a space reserve.
+   */
+  spendReserve?: boolean;
 }
 
 /**
@@ -70,6 +76,11 @@ const recordLockPrefix = (backupId: string): string => `${RECORD_LOCK_PREFIX}${B
 export function isStale(doc: LockDoc, now = Date.now()): boolean {
   if (Date.parse(doc.expiresAt) < now) return true;
   return !ownerMayBeAlive(doc.owner);
+}
+
+/** The put options that mark a write as one that may spend the store's space reserve (none when not). */
+export function spending(spendReserve: boolean | undefined): { spendReserve?: true } {
+  return spendReserve ? { spendReserve: true } : {};
 }
 
 /** Whether `mine` must give way to the live lock `other`. */
@@ -114,7 +125,7 @@ export class RepositoryLocks {
         createdAt: new Date(now).toISOString(),
         expiresAt: new Date(now + ttlMs).toISOString(),
       };
-      await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true, signal: options.signal }).catch((err: unknown) => {
+      await this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(doc)), { ifAbsent: true, signal: options.signal, ...spending(options.spendReserve) }).catch((err: unknown) => {
         // A put cancelled as it published may have landed (ObjectStore CallOptions): removed, with
         // no signal and not awaited (the store may hang), else it blocks others until it expires.
         if (isCairnError(err) && err.code === 'CANCELLED') void this.store.delete(Keys.lock(doc.id)).catch(() => {});
@@ -134,7 +145,7 @@ export class RepositoryLocks {
         if (!options.signal?.aborted) await removing;
         throw err;
       }
-      if (!blocker) return this.hold(doc, ttlMs);
+      if (!blocker) return this.hold(doc, ttlMs, options.spendReserve);
       await this.store.delete(Keys.lock(doc.id));
       if (!options.wait) {
         throw new CairnError('BUSY', `repository is locked (${blocker.kind} lock by ${blocker.owner.host}:${blocker.owner.pid} for ${blocker.purpose}, until ${blocker.expiresAt})`, {
@@ -184,7 +195,8 @@ export class RepositoryLocks {
     return broken;
   }
 
-  private hold(doc: LockDoc, ttlMs: number): LockHandle {
+  /** Refreshes `doc` every third of `ttlMs` (with `spendReserve` when it was taken so) until released. */
+  private hold(doc: LockDoc, ttlMs: number, spendReserve?: boolean): LockHandle {
     let deleted = false;
     let refreshing: Promise<void> = Promise.resolve();
     /** Expiry of the lock object as last written. */
@@ -196,7 +208,7 @@ export class RepositoryLocks {
       pending = true;
       const next = Date.now() + ttlMs;
       const refreshed = { ...doc, expiresAt: new Date(next).toISOString() };
-      refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed))).then(
+      refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed)), spending(spendReserve)).then(
         () => {
           // Landed after the expiry it replaces: for a while the lock looked stale to others.
           if (Date.now() >= expiresAt) lapsed = true;

@@ -100,6 +100,9 @@ export class Repository {
       if (isCairnError(err) && err.code === 'ALREADY_EXISTS') throw new CairnError('ALREADY_EXISTS', 'a repository already exists here', { cause: err });
       throw err;
     }
+    // Best effort, as at open: a new repository gets its store's space reserve at once, so that its
+    // first backup does not pay for writing it (ObjectStore.ensureReserve).
+    if (store.capabilities.spaceReserve) await store.ensureReserve?.().catch(() => false);
     return config;
   }
 
@@ -132,6 +135,9 @@ export class Repository {
     if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
     const problem = configProblem(config);
     if (problem) throw new CairnError('CORRUPT', `repository config is damaged: ${problem}`);
+    // Best effort, never failing the open: a store with a space reserve makes it when it is
+    // missing and fits, so that deletes and GC can free space on a full disk (ObjectStore.ensureReserve).
+    if (store.capabilities.spaceReserve) await store.ensureReserve?.().catch(() => false);
     if (!config.encryption) {
       // An empty passphrase (an empty key file) is a passphrase given too: never a licence to write in clear.
       if (options.passphrase !== undefined) throw new CairnError('INVALID_INPUT', 'this repository is not encrypted, but a passphrase was given: refusing to write in clear what is meant to be encrypted (open it without a passphrase if it was made so)');
