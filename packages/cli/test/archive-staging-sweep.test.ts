@@ -107,12 +107,12 @@ describe('staging directories of dead processes', () => {
     const qcow = join(cwd, 'disk.qcow2');
     execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(cwd, 'disk.raw'), qcow]);
     const imports = async () => (await readdir(tmp)).filter((n) => n.startsWith('cairn-import-')).sort();
-    // 1. A real import, killed with SIGKILL once qemu-img writes the raw file in its directory.
+    // 1. A real import, killed with SIGKILL once the volume's NBD socket for qemu-img is in its directory.
     const { child, exit } = cairnSpawn(['volume', 'import', qcow, '--name', 'killed', '--json'], { cwd, env: env() });
     let killedDir: string | undefined;
     for (let i = 0; i < 3000 && !killedDir; i++) {
       for (const name of await imports()) {
-        if ((await readdir(join(tmp, name)).catch((): string[] => [])).includes('image.raw')) killedDir = name;
+        if ((await readdir(join(tmp, name)).catch((): string[] => [])).includes('nbd.sock')) killedDir = name;
       }
       if (!killedDir) await new Promise((r) => setTimeout(r, 5));
     }
