@@ -45,16 +45,19 @@ export function nbdReplyError(errno: number, what: string, serverMessage?: strin
 
 /**
  * CairnError (or anything thrown by a server backend) → NBD error value for the reply.
- * CORRUPT → EIO, INVALID_INPUT → EINVAL, NOT_SUPPORTED → ENOTSUP, UNAVAILABLE → EIO,
- * everything else → EIO.
+ * INVALID_INPUT → EINVAL, NOT_SUPPORTED → EINVAL, CORRUPT → EIO, UNAVAILABLE → EIO,
+ * everything else → EIO. Never ENOTSUP: proto.md says the server "SHOULD NOT return NBD_ENOTSUP
+ * except as documented in response to NBD_CMD_WRITE_ZEROES when NBD_CMD_FLAG_FAST_ZERO is
+ * supported" (this server does not offer fast zero). A request the backend cannot serve as asked
+ * is the client's to change, not to retry, so EINVAL (which proto.md also tells clients to assume
+ * for an unexpected value) rather than EIO (our client reads EIO as retryable, `UNAVAILABLE`).
  */
 export function toNbdErrno(err: unknown): number {
   const code = err instanceof CairnError ? err.code : undefined;
   switch (code) {
     case 'INVALID_INPUT':
-      return NBD_ERR.EINVAL;
     case 'NOT_SUPPORTED':
-      return NBD_ERR.ENOTSUP;
+      return NBD_ERR.EINVAL;
     default:
       return NBD_ERR.EIO;
   }

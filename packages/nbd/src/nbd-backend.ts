@@ -1,6 +1,6 @@
 /**
  * What an NbdServer serves: one backend per named export. Errors thrown by a backend become
- * NBD error replies (CairnError CORRUPT → EIO, INVALID_INPUT → EINVAL, NOT_SUPPORTED → ENOTSUP,
+ * NBD error replies (CairnError CORRUPT → EIO, INVALID_INPUT → EINVAL, NOT_SUPPORTED → EINVAL,
  * UNAVAILABLE and anything else → EIO); the connection stays up.
  */
 
@@ -48,7 +48,7 @@ export interface NbdBackend {
    * Meta context names served besides `base:allocation` (for example `qemu:dirty-bitmap:b0`).
    * Their flags are bits whose set state is the one a client must not miss (dirty): with a
    * minimum block size > 1 the server reports a bit for a block when any part of it has the bit
-   * (for `base:allocation`, only when every part has it). See `foldToBlocks`.
+   * (for `base:allocation`, only when every part has it). See `StatusChunkBuilder`.
    */
   readonly metaContexts?: readonly string[];
   /**

@@ -5,7 +5,8 @@ import type { NbdAddress } from './connection.js';
 import { FdReserve } from './fd-reserve.js';
 import { PrivateSocketPath } from './private-socket.js';
 import type { NbdExport } from './nbd-backend.js';
-import { MAX_PAYLOAD_CAP, REP_ERR } from './protocol.js';
+import { REP_ERR } from './protocol.js';
+import { resolveBlockSizes } from './server-block-sizes.js';
 import { ServerConnection } from './server-connection.js';
 import type { OptionRefusal } from './server-handshake.js';
 import { resolveServerLimits, type NbdServerLimits } from './server-limits.js';
@@ -13,11 +14,14 @@ import { resolveServerLimits, type NbdServerLimits } from './server-limits.js';
 export interface NbdServerOptions extends NbdServerLimits {
   /** Exports served, by unique name. */
   exports: NbdExport[];
-  /** Largest READ/WRITE payload accepted, advertised as the maximum block size. Default 32 MiB (also the cap). */
+  /**
+   * Largest READ/WRITE payload accepted, advertised as the maximum block size: a multiple of
+   * `minBlockSize`, from `preferredBlockSize` to 32 MiB. Default 32 MiB (also the cap).
+   */
   maxPayload?: number;
-  /** Advertised minimum block size. Default 1. */
+  /** Advertised minimum block size: a power of 2 from 1 to 65536 (proto.md). Default 1. */
   minBlockSize?: number;
-  /** Advertised preferred block size. Default 4096. */
+  /** Advertised preferred block size: a power of 2, at least max(`minBlockSize`, 512) (proto.md). Default 4096. */
   preferredBlockSize?: number;
   /**
    * Problems of the server itself that no caller is waiting for, as `UNAVAILABLE`, rate-limited
@@ -70,7 +74,10 @@ export class NbdServer {
   /** Sheds new connections while the process is out of descriptors, instead of spinning on accept. */
   private readonly reserve: FdReserve;
 
-  /** `INVALID_INPUT` for duplicate export names, bad block sizes or bad limits (see `resolveServerLimits`). */
+  /**
+   * `INVALID_INPUT` for duplicate export names, block sizes proto.md forbids (see
+   * `resolveBlockSizes`) or bad limits (see `resolveServerLimits`); `details.option` names a bad option.
+   */
   constructor(private readonly options: NbdServerOptions) {
     this.driver = options.driver ?? 'nbd-server';
     this.acceptErrors = new AcceptErrorReporter(options.onError ?? (() => undefined), this.driver);
@@ -84,13 +91,7 @@ export class NbdServer {
       if (this.exports.has(e.name)) throw new CairnError('INVALID_INPUT', `duplicate export name ${JSON.stringify(e.name)}`, { driver: this.driver });
       this.exports.set(e.name, e);
     }
-    const max = options.maxPayload ?? MAX_PAYLOAD_CAP;
-    const min = options.minBlockSize ?? 1;
-    const preferred = options.preferredBlockSize ?? 4096;
-    if (!(min >= 1 && min <= preferred && preferred <= max && max <= MAX_PAYLOAD_CAP)) {
-      throw new CairnError('INVALID_INPUT', `block sizes must satisfy 1 ≤ min ≤ preferred ≤ max ≤ 32 MiB`, { driver: this.driver });
-    }
-    const blockSizes = { min, preferred, max };
+    const blockSizes = resolveBlockSizes(options, this.driver);
     const limits = resolveServerLimits(options, this.driver);
     const maxConnections = limits.maxConnections;
     const shutdown = (): OptionRefusal | undefined => (this.closing ? { type: REP_ERR.SHUTDOWN, message: 'server is shutting down' } : undefined);

@@ -138,5 +138,12 @@ export const DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
 
 /** Largest payload any request carries or asks for (32 MiB, qemu's limit). */
 export const MAX_PAYLOAD_CAP = 32 * 1024 * 1024;
+/**
+ * WRITE lengths from which an oversize payload may be treated as a denial of service (the
+ * connection dropped); below it an oversize WRITE is read, discarded and refused. proto.md: "any
+ * *length* less than 2^25 (33,554,432) bytes SHOULD NOT be considered a denial of service attack
+ * (even if the advertised maximum block size is smaller)".
+ */
+export const DOS_WRITE_LENGTH = 2 ** 25;
 /** Longest string (export name, context name, message) the protocol allows. */
 export const MAX_STRING = 4096;

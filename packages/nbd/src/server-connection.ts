@@ -4,7 +4,7 @@ import { ByteBudget } from './byte-budget.js';
 import { ByteReader } from './byte-reader.js';
 import { connectionLost } from './error-map.js';
 import type { NbdExport } from './nbd-backend.js';
-import { CMD, REQUEST_HEADER_SIZE, REQUEST_MAGIC } from './protocol.js';
+import { CMD, DOS_WRITE_LENGTH, REQUEST_HEADER_SIZE, REQUEST_MAGIC } from './protocol.js';
 import { replyBound } from './reply-bound.js';
 import { serverHandshake, type OptionRefusal, type ServerBlockSizes, type ServerSession } from './server-handshake.js';
 import { RequestHandler, type NbdRequest } from './server-requests.js';
@@ -50,7 +50,11 @@ const NOTHING = Buffer.alloc(0);
  *   payloads held, from when their buffer is allocated until the backend call settles, stay within
  *   `maxWriteBytes` with it, or when no other payload is held (so one write of the maximum
  *   payload always proceeds). Until then the connection reads no further, as above. A connection
- *   therefore holds at most max(`maxWriteBytes`, maximum payload) of write payloads.
+ *   therefore holds at most max(`maxWriteBytes`, maximum payload) of write payloads. A WRITE above
+ *   the maximum payload but under `DOS_WRITE_LENGTH` (2^25) takes no budget: its payload is read
+ *   and dropped as it arrives (nothing allocated) and it is answered EINVAL (proto.md: such a
+ *   length "SHOULD NOT be considered a denial of service attack (even if the advertised maximum
+ *   block size is smaller)", and the server "SHOULD report an NBD_EINVAL error").
  * - Read replies: a READ or BLOCK_STATUS is started only when the replies held, each counted
  *   from when its request starts until its reply's last byte left the socket's write buffer
  *   (handed to the kernel, so the client is reading), stay within `maxReadBytes` with it, or when
@@ -76,8 +80,9 @@ const NOTHING = Buffer.alloc(0);
  * request cut off by the FIN is dropped unanswered. This needs the socket to stay writable after
  * the client's FIN: the net.Server must be created with `allowHalfOpen: true` (NbdServer is);
  * without it node ends the socket at the FIN and the replies still owed are lost.
- * A bad request magic or an oversize write payload is a protocol violation: the connection is
- * dropped (the stream cannot be resynchronised).
+ * A bad request magic, or a WRITE above the maximum payload of `DOS_WRITE_LENGTH` bytes or more
+ * (proto.md: a peer "MAY initiate a hard disconnect" for a payload "large enough to be deemed a
+ * denial of service attack"), drops the connection.
  *
  * Idle: past the handshake, once no byte was received or sent (or made progress leaving the
  * write buffer) for `idleTimeoutMs` (the socket's own inactivity timer), the socket is destroyed
@@ -98,7 +103,8 @@ export class ServerConnection {
   private headerHave = 0;
   /**
    * A parsed request not started yet: a READ waiting for the read budget, or a WRITE waiting for
-   * the write budget (`payload` unset) or receiving its payload.
+   * the write budget (`payload` unset) or receiving its payload (into `payload`, or dropped when
+   * `discard`).
    */
   private request: NbdRequest | undefined;
   private payloadHave = 0;
@@ -187,7 +193,7 @@ export class ServerConnection {
     this.contexts = session.contexts.size;
     this.handler = new RequestHandler(this.socket, session, options.blockSizes.max, options.blockSizes.min, {
       settled: (req) => {
-        if (req.type === CMD.WRITE) this.writes.release(req.length);
+        if (req.type === CMD.WRITE && req.payload) this.writes.release(req.length);
         this.updateFlow();
       },
       flushed: (req) => {
@@ -260,7 +266,7 @@ export class ServerConnection {
         if (req.type === CMD.WRITE && this.payloadHave < req.length) {
           if (p === chunk.length) break;
           const take = Math.min(req.length - this.payloadHave, chunk.length - p);
-          chunk.copy(req.payload!, this.payloadHave, p, p + take);
+          if (req.payload) chunk.copy(req.payload, this.payloadHave, p, p + take); // else discarded
           this.payloadHave += take;
           p += take;
           continue;
@@ -310,7 +316,10 @@ export class ServerConnection {
       offset: h.readUInt32BE(16) * 0x100000000 + h.readUInt32BE(20),
       length: h.readUInt32BE(24),
     };
-    if (req.type === CMD.WRITE && req.length > this.options.blockSizes.max) return this.violation(`write payload of ${req.length} bytes`);
+    if (req.type === CMD.WRITE && req.length > this.options.blockSizes.max) {
+      if (req.length >= DOS_WRITE_LENGTH) return this.violation(`write payload of ${req.length} bytes`);
+      req.discard = true; // read and dropped, answered EINVAL (see the class comment)
+    }
     this.payloadHave = 0;
     this.request = req; // started by parse once its budget allows
     return true;
@@ -322,7 +331,7 @@ export class ServerConnection {
    */
   private admit(req: NbdRequest): boolean {
     if (req.type === CMD.WRITE) {
-      if (req.payload) return true;
+      if (req.payload || req.discard) return true;
       if (!this.writes.tryTake(req.length)) return false;
       req.payload = Buffer.allocUnsafe(req.length);
       return true;
@@ -357,7 +366,7 @@ export class ServerConnection {
 
   /** Whether the pending request waits for its budget (rather than for payload bytes). */
   private waitingForBudget(): boolean {
-    return this.request !== undefined && !(this.request.type === CMD.WRITE && this.request.payload);
+    return this.request !== undefined && !(this.request.type === CMD.WRITE && (this.request.payload || this.request.discard));
   }
 
   /** Pauses the socket while nothing more may be taken from it, resumes it otherwise. */

@@ -109,6 +109,9 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
     const { option, data } = await readOption(ctx.reader, ctx.driver);
     const reply = (type: number, payload?: Buffer): void => ctx.send(encodeOptionReply(option, type, payload));
     const invalid = (why: string): void => reply(REP_ERR.INVALID, Buffer.from(why));
+    // proto.md: NBD_OPT_SET_META_CONTEXT "replaces all previously-set metadata contexts (including
+    // when this command fails)": whatever its answer, nothing selected before survives it.
+    if (option === OPT.SET_META_CONTEXT) selected = undefined;
     const refusal = option === OPT.ABORT ? undefined : ctx.refusal();
     if (refusal) {
       if (option === OPT.EXPORT_NAME) return undefined;

@@ -13,11 +13,13 @@ import {
   REPLY_FLAG_DONE,
   REPLY_TYPE,
   SIMPLE_REPLY_MAGIC,
+  STRUCTURED_HEADER_SIZE,
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.js';
-import { MAX_STATUS_DESCRIPTORS, statusChunkBytes } from './reply-bound.js';
+import { MAX_STATUS_DESCRIPTORS } from './reply-bound.js';
 import type { ServerSession } from './server-handshake.js';
-import { foldToBlocks, safeMerge } from './status-blocks.js';
+import { safeMerge } from './status-blocks.js';
+import { StatusChunkBuilder } from './status-chunk-builder.js';
 
 /** A parsed transmission request. */
 export interface NbdRequest {
@@ -29,6 +31,11 @@ export interface NbdRequest {
   length: number;
   /** WRITE: the data. */
   payload?: Buffer;
+  /**
+   * WRITE above the maximum payload (and under `DOS_WRITE_LENGTH`): its payload bytes are read
+   * and dropped as they arrive, never held, and the request is answered EINVAL (no `payload`).
+   */
+  discard?: boolean;
 }
 
 /** What a RequestHandler tells its connection about each request it was given. */
@@ -66,7 +73,8 @@ const MAX_DESCRIBED = 0xffffffff;
  * Checks: first the command flags (`commandFlagRefusal`: a flag unknown, not applicable to the
  * command or not negotiated → EINVAL; this includes NBD_CMD_FLAG_FAST_ZERO, never offered); then
  * READ/BLOCK_STATUS past the end → EINVAL, READ above the maximum payload → EINVAL,
- * WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only export → EPERM, unknown
+ * WRITE/WRITE_ZEROES/TRIM past the end → ENOSPC, any write on a read-only export → EPERM, then
+ * WRITE above the maximum payload (its payload discarded, `discard`) → EINVAL, unknown
  * command → EINVAL, BLOCK_STATUS without a selected context → EINVAL, BLOCK_STATUS for which the
  * backend gives no usable descriptor for a context other than
  * `base:allocation` (it cannot be reported as 0: see `blockStatus`) → EIO. Backend errors map
@@ -125,6 +133,9 @@ export class RequestHandler {
           return this.sendStatus(req, await this.blockStatus(req));
         case CMD.WRITE:
           this.checkWritable(req);
+          // proto.md: the server "SHOULD report an NBD_EINVAL error if the client's request ... is
+          // larger than the advertised maximum block size".
+          if (req.discard) throw new Refusal(NBD_ERR.EINVAL, `write of ${req.length} bytes exceeds ${this.maxPayload}`);
           await this.backend.write!(req.offset, req.payload!, { fua: (req.flags & CMD_FLAG.FUA) !== 0 });
           break;
         case CMD.WRITE_ZEROES:
@@ -169,24 +180,27 @@ export class RequestHandler {
   }
 
   /**
-   * The descriptors per selected context. With a minimum block size `min` > 1 they are whole
-   * blocks of `min` bytes counted from the request's offset (proto.md: the server "MUST use
-   * descriptor lengths that are an integer multiple of any advertised minimum block size"), each
-   * with the safe state of its parts (`safeMerge`: never a hole or zeros over data, never clean
-   * over a dirty part). For the aligned requests proto.md asks of clients these are the export's
-   * blocks. The described range is the request rounded up to whole blocks (proto.md: without
-   * REQ_ONE "the final descriptor MAY extend beyond the original requested size"), or with
+   * The BLOCK_STATUS chunk payload (context id and descriptors, see `StatusChunkBuilder`) per
+   * selected context, built as the backend answers: what a request holds meanwhile is these wire
+   * bytes, never one object per descriptor. With a minimum block size `min` > 1 the descriptors
+   * are whole blocks of `min` bytes counted from the request's offset (proto.md: the server "MUST
+   * use descriptor lengths that are an integer multiple of any advertised minimum block size"),
+   * each with the safe state of its parts (`safeMerge`: never a hole or zeros over data, never
+   * clean over a dirty part). For the aligned requests proto.md asks of clients these are the
+   * export's blocks. The described range is the request rounded up to whole blocks (proto.md:
+   * without REQ_ONE "the final descriptor MAY extend beyond the original requested size"), or with
    * REQ_ONE rounded down ("MUST NOT be greater than the length of the request"), and never past
    * the end of the export. Only a request that broke the client's MUSTs (inside the last
    * `size % min` bytes, or REQ_ONE for less than `min`) can leave no whole block: it gets one
    * descriptor for what it can describe. The backend is asked again from where it stopped until
    * its answer ends on a block boundary, so no block is described from part of it.
    * Each context gets at most MAX_STATUS_DESCRIPTORS descriptors (reply-bound.ts: the server MAY
-   * describe less than asked): the backend's descriptors are taken up to that many (more only
-   * while not even one block is covered, possible only with a minimum block size above it), a
-   * partial block after whole ones is left out (`foldToBlocks`), and the result is cut to that many.
+   * describe less than asked): the backend's descriptors are taken up to that many in all (more
+   * only while not even one block is covered, which needs at most `min` ≤ 65536 of them: each
+   * covers a byte or more), a partial block after whole ones is left out, and the folded result is
+   * cut to that many (one with REQ_ONE).
    */
-  private async blockStatus(req: NbdRequest): Promise<Array<[number, StatusDescriptor[]]>> {
+  private async blockStatus(req: NbdRequest): Promise<Buffer[]> {
     if (!this.session.structured || this.session.contexts.size === 0) throw new Refusal(NBD_ERR.EINVAL, 'no meta context selected');
     if (req.length === 0 || req.offset + req.length > this.backend.size) throw new Refusal(NBD_ERR.EINVAL, 'block status past the end of the export');
     const one = (req.flags & CMD_FLAG.REQ_ONE) !== 0;
@@ -194,25 +208,34 @@ export class RequestHandler {
     const room = Math.min(this.backend.size - req.offset, MAX_DESCRIBED - (MAX_DESCRIBED % min));
     const rounded = one ? req.length - (req.length % min) : Math.ceil(req.length / min) * min;
     const wanted = Math.min(rounded || req.length, room);
-    const out: Array<[number, StatusDescriptor[]]> = [];
+    // Every descriptor written is a block or more (or the one partial block): never more than the blocks described.
+    const most = one ? 1 : Math.min(MAX_STATUS_DESCRIPTORS, Math.ceil(wanted / min));
+    const out: Buffer[] = [];
     for (const [id, name] of this.session.contexts) {
-      const descs: StatusDescriptor[] = [];
-      let covered = 0;
+      const chunk = new StatusChunkBuilder(id, min, safeMerge(name), most);
       do {
-        const left = wanted - covered;
-        const got = await this.backend.blockStatus?.(name, req.offset + covered, left, this.callOptions);
-        const n = takeDescriptors(got ?? [], left, descs, Math.max(1, MAX_STATUS_DESCRIPTORS - descs.length));
+        const left = wanted - chunk.covered;
+        const n = await this.askBackend(name, req.offset + chunk.covered, left, chunk);
         // Nothing usable. For base:allocation status 0 (data) is always true (see NbdBackend); for
         // another context 0 is a claim (for a dirty bitmap: clean, so an incremental would skip
         // the data), which only the backend can make.
-        if (n === 0 && name !== BASE_ALLOCATION) throw new Refusal(NBD_ERR.EIO, `backend gave no status for ${name} at ${req.offset + covered}`);
-        if (n === 0) descs.push({ length: left, flags: 0 });
-        covered += n === 0 ? left : n;
-      } while (covered < wanted && covered % min !== 0 && (descs.length < MAX_STATUS_DESCRIPTORS || covered < min));
-      const folded = min > 1 ? foldToBlocks(descs, min, safeMerge(name)) : descs;
-      out.push([id, folded.slice(0, one ? 1 : MAX_STATUS_DESCRIPTORS)]);
+        if (n === 0 && name !== BASE_ALLOCATION) throw new Refusal(NBD_ERR.EIO, `backend gave no status for ${name} at ${req.offset + chunk.covered}`);
+        if (n === 0) chunk.add(left, 0);
+      } while (chunk.covered < wanted && chunk.covered % min !== 0 && (chunk.taken < MAX_STATUS_DESCRIPTORS || chunk.covered < min));
+      out.push(chunk.finish());
     }
     return out;
+  }
+
+  /**
+   * Asks the backend for the status of `length` bytes at `offset` and adds what it answered to
+   * `chunk` (`takeDescriptors`); returns the bytes added. Its own call, so the backend's answer
+   * is dropped when it returns: a suspended async function keeps every local it had, and
+   * `blockStatus` awaits again (the next context, the rest of a block) before it finishes.
+   */
+  private async askBackend(name: string, offset: number, length: number, chunk: StatusChunkBuilder): Promise<number> {
+    const got = await this.backend.blockStatus?.(name, offset, length, this.callOptions);
+    return takeDescriptors(got ?? [], length, chunk, Math.max(1, MAX_STATUS_DESCRIPTORS - chunk.taken));
   }
 
   private checkWritable(req: NbdRequest): void {
@@ -289,19 +312,14 @@ export class RequestHandler {
     this.writeAll(req, parts);
   }
 
-  private sendStatus(req: NbdRequest, perContext: Array<[number, StatusDescriptor[]]>): void {
+  /** One BLOCK_STATUS chunk per payload (`blockStatus`), the last one DONE. */
+  private sendStatus(req: NbdRequest, bodies: Buffer[]): void {
     let bytes = 0;
-    for (const [, descs] of perContext) bytes += statusChunkBytes(descs.length);
+    for (const body of bodies) bytes += STRUCTURED_HEADER_SIZE + body.length;
     this.hooks.sized(req, bytes);
     const parts: Buffer[] = [];
-    perContext.forEach(([id, descs], i) => {
-      const body = Buffer.allocUnsafe(4 + 8 * descs.length);
-      body.writeUInt32BE(id, 0);
-      descs.forEach((d, j) => {
-        body.writeUInt32BE(d.length, 4 + 8 * j);
-        body.writeUInt32BE(d.flags >>> 0, 8 + 8 * j);
-      });
-      const flags = i === perContext.length - 1 ? REPLY_FLAG_DONE : 0;
+    bodies.forEach((body, i) => {
+      const flags = i === bodies.length - 1 ? REPLY_FLAG_DONE : 0;
       parts.push(this.chunkHeader(req.cookie, flags, REPLY_TYPE.BLOCK_STATUS, body.length), body);
     });
     this.writeAll(req, parts);
@@ -328,17 +346,17 @@ function u64(v: number): Buffer {
 }
 
 /**
- * Appends to `into` the descriptors of `descs` with a positive length, cut to `limit` bytes and
+ * Adds to `into` the descriptors of `descs` with a positive length, cut to `limit` bytes and
  * `count` descriptors in all (lengths floored to whole bytes); returns the bytes they cover.
  */
-function takeDescriptors(descs: readonly StatusDescriptor[], limit: number, into: StatusDescriptor[], count: number): number {
+function takeDescriptors(descs: readonly StatusDescriptor[], limit: number, into: StatusChunkBuilder, count: number): number {
   let sum = 0;
   let taken = 0;
   for (const d of descs) {
     if (sum >= limit || taken >= count) break;
     const length = Math.min(Math.floor(d.length), limit - sum);
     if (!(length > 0)) continue;
-    into.push({ length, flags: d.flags });
+    into.add(length, d.flags);
     sum += length;
     taken++;
   }

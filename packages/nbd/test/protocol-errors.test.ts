@@ -156,7 +156,7 @@ describe('NbdServer protocol errors', () => {
     await server.close();
   });
 
-  it('a WRITE announcing more than the maximum payload makes the server drop the connection', async () => {
+  it('a WRITE announcing 2^25 bytes or more, above the maximum payload, makes the server drop the connection', async () => {
     const { server, path } = await serve(memoryBackend(64 * MiB));
     const { raw } = await rawGo(path, 'x');
     raw.write(request(1, 1, 0, 40 * MiB));
@@ -165,7 +165,7 @@ describe('NbdServer protocol errors', () => {
     await server.close();
   });
 
-  it('backend errors map to NBD errors: CORRUPT → EIO (UNAVAILABLE), NOT_SUPPORTED → ENOTSUP, INVALID_INPUT → EINVAL', async () => {
+  it('backend errors map to NBD errors: CORRUPT → EIO (UNAVAILABLE), NOT_SUPPORTED → EINVAL (never ENOTSUP), INVALID_INPUT → EINVAL', async () => {
     const codes = ['CORRUPT', 'NOT_SUPPORTED', 'INVALID_INPUT'] as const;
     const failing: NbdBackend = {
       size: MiB,
@@ -176,9 +176,29 @@ describe('NbdServer protocol errors', () => {
     const { server, path } = await serve(failing);
     const c = await NbdClient.connect({ path, exportName: 'x' });
     await expect(c.read(0, 512)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { nbdError: 5 } });
-    await expect(c.read(4096, 512)).rejects.toMatchObject({ code: 'NOT_SUPPORTED', details: { nbdError: 95 } });
+    // proto.md: the server "SHOULD NOT return NBD_ENOTSUP except as documented in response to
+    // NBD_CMD_WRITE_ZEROES when NBD_CMD_FLAG_FAST_ZERO is supported" (fast zero is not offered).
+    await expect(c.read(4096, 512)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: 22 } });
     await expect(c.read(8192, 512)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { nbdError: 22 } });
     await c.disconnect();
+    // The same on the wire, for a READ and a WRITE, with simple replies.
+    const unsupported: NbdBackend = {
+      size: MiB,
+      read: async () => {
+        throw new CairnError('NOT_SUPPORTED', 'backend cannot');
+      },
+      write: async () => {
+        throw new CairnError('NOT_SUPPORTED', 'backend cannot');
+      },
+    };
+    const other = await serve(unsupported);
+    const { raw } = await rawGo(other.path, 'x');
+    raw.write(request(0, 7, 0, 512));
+    expect(await simpleReply(raw)).toEqual({ errno: 22, cookie: 7 });
+    raw.write(request(1, 8, 0, 512, Buffer.alloc(512)));
+    expect(await simpleReply(raw)).toEqual({ errno: 22, cookie: 8 });
+    raw.socket.destroy();
+    await other.server.close();
     await server.close();
   });
 
