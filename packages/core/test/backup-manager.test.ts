@@ -280,11 +280,13 @@ describe('BackupManager.restore', () => {
     await expectCode(manager.restore({ backupId: 'missing', newVolume: {} }), 'NOT_FOUND');
   });
 
-  it('a failed restore leaves an existing volume error_restoring and deletes a new one; the backup stays available', async () => {
+  it('a restore that fails once it has written leaves an existing volume error_restoring and deletes a new one; the backup stays available', async () => {
     const { volumes, service, manager } = rig();
     const v = await filledVolume(volumes);
     const b = await manager.backup({ volumeId: v.id });
-    service.restore = async () => {
+    // (One that fails before its first write leaves an existing volume as it was: restore-unwritten.test.ts.)
+    service.restore = async (_backup, target) => {
+      await target.write(0, Buffer.alloc(512, 1));
       throw new Error('disk on fire');
     };
     const target = await volumes.createVolume({ size: v.size });

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
 import type { Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent } from '../contracts/progress.js';
-import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowStatus } from '../contracts/records.js';
+import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowState, type VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
@@ -20,7 +20,8 @@ import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
 import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
-import { assertNoFlow, beginVolumeFlow, markErrorRestoring } from './volume-flow-states.js';
+import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
+import { watchWrites } from './write-watch.js';
 import { deleteVolume } from './delete-volume.js';
 import { assertVerifiable, verifyAll, verifyOne } from './verify-backups.js';
 
@@ -408,9 +409,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * The job waits for the volume's lock, then checks the backup and an existing volume again
    * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
    * it is `restoring`, and cannot be deleted, until the last of its restores ends, which puts it
-   * back to `available` (never recreating a record). A job that fails before it writes (those
-   * checks, a cancel while it waits) leaves an existing volume as it was; once it has begun
-   * writing, a failure leaves an existing volume `error_restoring`. Once the volume holds the
+   * back to `available` (never recreating a record). Its read-write attach fails with `BUSY`
+   * while anyone has the volume attached (one attached read-only is `available` to the driver). A job that fails before it writes (those
+   * checks, the attach, a cancel while it waits, a service that fails before its first write:
+   * the backup's data gone, say) leaves an existing volume as it was (one that was
+   * `error_restoring` stays so); once the service has begun writing (a driver that restores
+   * itself, `flowOverride`: once it is called), a failure leaves an existing volume
+   * `error_restoring`. Once the volume holds the
    * whole backup, flushed, the restore is done: a cancel is too late, and the job succeeds. The
    * job's `done` settles with the backup's record.
    *
@@ -549,7 +554,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let attachment: Attachment | undefined;
     let letGo: LetGo | undefined = owned?.letGo;
     let flowStarted = false;
-    let writing = false;
+    /** Whether the volume may have been written: an existing one is `error_restoring` after a failure only then. */
+    let touched = () => false;
+    /** The `error_restoring` state this restore took over, put back when it fails having written nothing. */
+    let replaced: VolumeFlowState | undefined;
     let committed = false;
     try {
       // A cancel while queued ends the job here, before it touches the volume or the backup.
@@ -568,16 +576,20 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
       // volume attached) fails the job before it writes, leaving the volume as it was.
       if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
-      await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id, (id, fn) => this.claims.exclusive(id, fn, signal));
+      replaced = await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id, (id, fn) => this.claims.exclusive(id, fn, signal));
       flowStarted = true;
-      writing = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
       if (override) {
+        // The driver writes the volume itself: whether it has begun cannot be told.
+        touched = () => true;
         await override.restoreBackup({ volume, backup, service, options: { targetIsZeroed: created }, signal, progress: sink });
       } else {
-        const device = attachment!.device;
-        await service.restore(backup, device, { signal, progress: sink, targetIsZeroed: created });
-        await device.flush();
+        // A service that fails before its first write (the backup's data gone, a cancel) leaves
+        // the volume as it was, and then not `error_restoring`.
+        const watched = watchWrites(attachment!.device);
+        touched = watched.touched;
+        await service.restore(backup, watched.device, { signal, progress: sink, targetIsZeroed: created });
+        await watched.device.flush();
       }
       // A new volume is the caller's once its intent is gone (retried when that fails with a
       // retryable code). An intent left would have recovery delete the volume after the job
@@ -604,8 +616,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (owned) {
         await this.dropNewVolume(volume, backup.id, owned.jobId, flowStarted);
-      } else if (writing) {
+      } else if (flowStarted && touched()) {
         await this.cleanup(() => markErrorRestoring(this.catalog, volume.id, backup.id));
+      } else if (flowStarted) {
+        await this.cleanup(() => endUnwrittenRestore(this.catalog, volume.id, replaced));
       }
       if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
       letGo?.();

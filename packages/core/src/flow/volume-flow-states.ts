@@ -1,5 +1,5 @@
 import type { Catalog } from '../contracts/catalog.js';
-import type { VolumeFlowStatus } from '../contracts/records.js';
+import type { VolumeFlowState, VolumeFlowStatus } from '../contracts/records.js';
 import type { Volume } from '../contracts/volume-driver.js';
 import { CairnError, isAlreadyExists } from '../errors.js';
 import { nowIso } from '../util/clock.js';
@@ -33,9 +33,10 @@ export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, vol
  * processes begin on it at once, one replaces it and the others find it replaced (`CONFLICT`).
  * The flow excludes them itself, whether or not the driver's attach would (a flow-override driver
  * is never attached by core). `section` is the manager's (BackupClaims.exclusive); the caller
- * holds no section.
+ * holds no section. Resolves with the `error_restoring` state a restore replaced (for it to put
+ * back when it fails having written nothing: endUnwrittenRestore), else undefined.
  */
-export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string, section: Section): Promise<void> {
+export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string, section: Section): Promise<VolumeFlowState | undefined> {
   const existing = await catalog.getVolumeState(volume.id);
   const state = { volumeId: volume.id, status, backupId, since: nowIso() };
   if (existing?.status === 'error_restoring' && status === 'restoring-backup') {
@@ -46,7 +47,7 @@ export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: 
       }
       await catalog.putVolumeState({ ...state, previousStatus: existing.previousStatus });
     });
-    return;
+    return existing;
   }
   if (existing) throw new CairnError('CONFLICT', `volume ${volume.id} is ${existing.status}`, { details: { volumeId: volume.id, volumeStatus: existing.status } });
   try {
@@ -55,6 +56,7 @@ export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: 
     if (!isAlreadyExists(err)) throw err;
     throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { cause: err, details: { volumeId: volume.id } });
   }
+  return undefined;
 }
 
 /** Runs `fn` alone on one backup record (BackupClaims.exclusive). */
@@ -69,4 +71,16 @@ export async function markErrorRestoring(catalog: Catalog, volumeId: string, bac
     backupId,
     since: nowIso(),
   });
+}
+
+/**
+ * Settles the state of an existing volume whose restore failed before anything was written to it
+ * (its content is what it was before the restore began): the `error_restoring` state the restore
+ * replaced (`replaced`, from beginVolumeFlow) is put back as it was, and a volume that had none is
+ * left in none. Called by the restore that holds the volume's `restoring-backup` state, before
+ * its claim on the backup is released (recovery.ts: a state is settled while its backup is live).
+ */
+export async function endUnwrittenRestore(catalog: Catalog, volumeId: string, replaced: VolumeFlowState | undefined): Promise<void> {
+  if (replaced) await catalog.putVolumeState(replaced);
+  else await catalog.clearVolumeState(volumeId);
 }
