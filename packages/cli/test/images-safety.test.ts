@@ -5,8 +5,8 @@
  * Images may name other files (a backing file, a qcow2 external data file, VMDK extents, a VMDK
  * parent): Cairn never reads a file the user did not name.
  */
-import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, readdir, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmod, mkdir, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
@@ -108,6 +108,93 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
       const name = fresh();
       await expectRefused(await run(['volume', 'import', file, '--name', name]), 'CORRUPT', 5, name);
     }
+  });
+
+  // qemu-img check lets a file end less than one cluster (qcow2) or grain (VMDK) short of its
+  // last one, and convert then reads the cut tail of a data cluster as zeros, exit 0.
+  const checkStatus = (file: string): number | null => spawnSync('qemu-img', ['check', file], { stdio: 'ignore' }).status;
+  const endOffset = (file: string): number => Number(JSON.parse(execFileSync('qemu-img', ['check', '--output=json', file], { encoding: 'utf8' }))['image-end-offset']);
+
+  it.each([
+    ['qcow2', 'qcow2', []],
+    ['monolithicSparse VMDK', 'vmdk', ['-o', 'subformat=monolithicSparse']],
+  ] as const)('a %s cut 4 KiB short (inside its last data cluster or grain, which qemu-img check passes and convert reads as zeros) is CORRUPT (exit 5) naming the image, with no volume left', async (kind, format, options) => {
+    const file = join(cwd, `cut4k-${kind.replace(/ /g, '-')}.${format}`);
+    qemuImg('create', '-f', format, ...options, file, '4M');
+    execFileSync('qemu-io', ['-f', format, '-c', 'write -P 0x5a 0 1M', file], { stdio: 'ignore' });
+    await truncate(file, (await stat(file)).size - 4096);
+    expect(checkStatus(file), 'qemu-img check passes').toBe(0);
+    const name = fresh();
+    const r = await run(['volume', 'import', file, '--name', name]);
+    await expectRefused(r, 'CORRUPT', 5, name);
+    expect(jsonError(r).message).toContain(file);
+    expect(jsonError(r).message).toMatch(/cut short/);
+  });
+
+  it('a VMDK descriptor with sparse extents (twoGbMaxExtentSparse): whole, it imports; its second extent cut 4 KiB short (which qemu-img check passes) is CORRUPT (exit 5) naming the extent', async () => {
+    const dir = join(cwd, 'split');
+    await mkdir(dir);
+    const file = join(dir, 'split.vmdk');
+    qemuImg('create', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', file, '3G');
+    // Data at the end of both extents' files (2 GiB each): each must be judged against its own file.
+    execFileSync('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x5a 0 1M', '-c', 'write -P 0x33 2100M 1M', file], { stdio: 'ignore' });
+    const whole = fresh();
+    const ok = await run(['volume', 'import', file, '--name', whole]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const back = join(cwd, 'split-back.qcow2');
+    await cairnJson(['volume', 'export', whole, back], { cwd });
+    expect(spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'vmdk', back, file], { stdio: 'ignore' }).status, 'the import reads as the image').toBe(0);
+
+    const extent = join(dir, 'split-s002.vmdk');
+    await truncate(extent, (await stat(extent)).size - 4096);
+    expect(checkStatus(file)).toBe(0);
+    const name = fresh();
+    const r = await run(['volume', 'import', file, '--name', name]);
+    await expectRefused(r, 'CORRUPT', 5, name);
+    expect(jsonError(r).message).toContain(extent);
+    expect(jsonError(r).message).toContain(file);
+  });
+
+  it('a qcow2 whose file ends inside its last cluster legitimately (a bitmap directory written last) still imports byte for byte', async () => {
+    const file = join(cwd, 'bitmap-last.qcow2');
+    qemuImg('create', '-f', 'qcow2', file, '4M');
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', file], { stdio: 'ignore' });
+    qemuImg('bitmap', '--add', file, 'b0');
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 2M 64k', file], { stdio: 'ignore' });
+    expect((await stat(file)).size).toBeLessThan(endOffset(file)); // the case the check must not refuse
+    const name = fresh();
+    const r = await run(['volume', 'import', file, '--name', name]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = join(cwd, 'bitmap-last.out');
+    await cairnJson(['volume', 'export', name, out], { cwd });
+    const want = Buffer.alloc(4 * MiB);
+    want.fill(0x5a, 0, MiB);
+    want.fill(0x33, 2 * MiB, 2 * MiB + 64 * 1024);
+    expect((await readFile(out)).equals(want)).toBe(true);
+  });
+
+  it('a compressed qcow2 (qemu-img convert -c, as cloud images are), which ends short of its last cluster, imports byte for byte: its uncompressed data are still checked, its compressed clusters cannot be', async () => {
+    const text = join(cwd, 'text.raw');
+    await writeFile(text, Array.from({ length: (4 * MiB) / 16 }, (_, i) => `${String(i).padStart(15, '0')}\n`).join(''));
+    const whole = join(cwd, 'compressed.qcow2');
+    qemuImg('convert', '-c', '-f', 'raw', '-O', 'qcow2', text, whole);
+    expect((await stat(whole)).size).toBeLessThan(endOffset(whole));
+    const name = fresh();
+    const r = await run(['volume', 'import', whole, '--name', name]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = join(cwd, 'compressed-back.raw');
+    const e = await run(['volume', 'export', name, out]);
+    expect(e.code, e.stderr).toBe(0);
+    expect((await readFile(out)).equals(await readFile(text))).toBe(true);
+  });
+
+  it('a streamOptimized VMDK cut inside its last grain (which qemu-img check passes) is CORRUPT (exit 5): its compressed grain cannot be read', async () => {
+    const file = join(cwd, 'cut-stream.vmdk');
+    qemuImg('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, file);
+    await truncate(file, (await stat(file)).size - 4096);
+    expect(checkStatus(file)).toBe(0);
+    const name = fresh();
+    await expectRefused(await run(['volume', 'import', file, '--name', name]), 'CORRUPT', 5, name);
   });
 
   it('a damaged qcow2 (a header too short, an invalid L1 table) is CORRUPT (exit 5)', async () => {

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { CairnError, runBounded, type ErrorCode, type RunBound } from '@cairn/core';
+import { assertDataWithinFile, CairnError, runBounded, type ErrorCode, type RunBound } from '@cairn/core';
 import { assertTrustedHeader } from './image-header.js';
 import { imageErrorCode, withoutPaths } from './image-lock.js';
 
@@ -102,42 +102,14 @@ export class QemuImg {
     }
     const checkErrors = Number(report['check-errors'] ?? 0);
     if (checkErrors > 0) throw new CairnError('INTERNAL', `${this.binary} check of ${path} could not complete: ${checkErrors} error(s)`, { driver: this.driver });
-    const end = Number(report['image-end-offset']);
-    const fileSize = (await stat(path)).size;
-    if (!(fileSize < end)) return;
-    const compressed = Number(report['compressed-clusters'] ?? 0);
-    if (compressed > 0) {
-      throw new CairnError('NOT_SUPPORTED', `image ${path} has ${compressed} compressed cluster(s) and ends ${end - fileSize} bytes short of its last cluster: whether it was cut there cannot be told (qemu-img convert without -c writes it uncompressed)`, {
-        driver: this.driver,
-      });
-    }
-    const dataEnd = await this.dataEnd(path, shared);
-    if (dataEnd > fileSize) {
-      throw new CairnError('CORRUPT', `image ${path} is damaged: it is cut short, its data reaches byte ${dataEnd} of the file but the file ends at ${fileSize}`, {
-        driver: this.driver,
-        details: { fileSize, dataEnd },
-      });
-    }
-  }
-
-  /**
-   * The end of the data qemu reads from the qcow2 image's file at `path`: the highest end of the
-   * host ranges `qemu-img map` reports for allocated data (0 when none). Compressed clusters are
-   * not counted (map reports no host range for them).
-   */
-  private async dataEnd(path: string, shared: boolean): Promise<number> {
-    const out = await this.run(['map', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]);
-    let extents: Array<{ data?: unknown; offset?: unknown; length?: unknown }>;
-    try {
-      extents = JSON.parse(out) as typeof extents;
-    } catch (err) {
-      throw new CairnError('INTERNAL', `${this.binary} map: unreadable report: ${out.slice(0, 200)}`, { driver: this.driver, cause: err });
-    }
-    let end = 0;
-    for (const e of extents) {
-      if (e.data === true && typeof e.offset === 'number' && typeof e.length === 'number') end = Math.max(end, e.offset + e.length);
-    }
-    return end;
+    // The file may end short of image-end-offset: the shared rule (assertDataWithinFile of @cairn/core).
+    await assertDataWithinFile(path, {
+      check: report,
+      fileSize: (await stat(path)).size,
+      map: () => this.run(['map', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]),
+      mapWhat: `${this.binary} map`,
+      driver: this.driver,
+    });
   }
 
   /**

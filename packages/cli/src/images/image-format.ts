@@ -1,5 +1,6 @@
-import { open } from 'node:fs/promises';
-import { CairnError, runBounded, type RunBound } from '@cairn/core';
+import { open, stat } from 'node:fs/promises';
+import { assertDataWithinFile, CairnError, runBounded, type QemuCheckReport, type RunBound } from '@cairn/core';
+import { vmdkSparseExtents } from './image-refs.js';
 import { qemuImgBoundsFromEnv } from './qemu-img-bounds.js';
 
 /** Disk image formats `volume import`/`volume export` understand. */
@@ -14,15 +15,20 @@ export function parseFormat(text: string): ImageFormat | 'auto' {
 
 /** The format of an existing image from its magic bytes: `QFI\xfb` qcow2, `KDMV` or a descriptor VMDK, else raw. */
 export async function detectFormat(file: string): Promise<ImageFormat> {
+  const b = await readHead(file, 512);
+  if (b.subarray(0, 4).equals(Buffer.from([0x51, 0x46, 0x49, 0xfb]))) return 'qcow2';
+  if (b.subarray(0, 4).toString('latin1') === 'KDMV') return 'vmdk';
+  if (b.toString('latin1').startsWith('# Disk DescriptorFile')) return 'vmdk';
+  return 'raw';
+}
+
+/** The first `length` bytes of `file` (fewer when it is shorter). */
+async function readHead(file: string, length: number): Promise<Buffer> {
   const fh = await open(file, 'r');
   try {
-    const head = Buffer.alloc(512);
-    const { bytesRead } = await fh.read(head, 0, 512, 0);
-    const b = head.subarray(0, bytesRead);
-    if (b.subarray(0, 4).equals(Buffer.from([0x51, 0x46, 0x49, 0xfb]))) return 'qcow2';
-    if (b.subarray(0, 4).toString('latin1') === 'KDMV') return 'vmdk';
-    if (b.toString('latin1').startsWith('# Disk DescriptorFile')) return 'vmdk';
-    return 'raw';
+    const head = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(head, 0, length, 0);
+    return head.subarray(0, bytesRead);
   } finally {
     await fh.close();
   }
@@ -46,7 +52,7 @@ interface QemuRun {
 
 /**
  * Runs qemu-img (C locale, so its messages can be matched) under a bound (runBounded of
- * @cairn/core, bounds from qemuImgBoundsFromEnv): `metadata` runs (`info`, `check`) at most the
+ * @cairn/core, bounds from qemuImgBoundsFromEnv): `metadata` runs (`info`, `check`, `map`) at most the
  * timeout in all, a `copy` (`convert`) never the stall window without progress; one that overruns
  * is killed (SIGTERM, SIGKILL after a grace) and the run fails with `UNAVAILABLE` naming the
  * command (`qemu-img info`…), only once the kill is over, so the caller's cleanup of its output
@@ -99,9 +105,18 @@ export function imageSpec(file: string, format: ImageFormat): string {
  * Checks an input image before it is converted, and returns its virtual size: `qemu-img info`
  * and `qemu-img check` (a truncated qcow2 or VMDK converts without an error, its missing
  * clusters read as zeros; check finds them). `CORRUPT` for an image qemu-img cannot open or whose
- * check finds errors (leaked clusters are harmless); errors as qemuFailure otherwise. The image
- * must have passed assertSelfContained. `hint` ends messages about damage (e.g. --format raw).
- * Each run is bounded by the metadata timeout (`UNAVAILABLE` naming it; see runQemuImg).
+ * check finds errors (leaked clusters are harmless). check lets a file end less than one cluster
+ * (qcow2) or grain (sparse VMDK) short, reading the cut tail of a data cluster as zeros: so the
+ * data `qemu-img map` places in the file must lie within it (assertDataWithinFile of @cairn/core,
+ * the rule the qcow2 volume driver applies), `CORRUPT` naming the image otherwise; for a qcow2
+ * only when its file ends short of `image-end-offset`, for a sparse VMDK always (its check
+ * reports no end): a single-file one (magic `KDMV`), or each SPARSE extent of a descriptor
+ * against the guest range it holds (vmdkSparseExtents; its FLAT extents' sizes are checked by
+ * assertSelfContained). Compressed data (a compressed qcow2's clusters, a streamOptimized VMDK's
+ * grains) have no place in the map: they are imported unchecked (cloud images are compressed
+ * qcow2s; a cut grain fails convert, `CORRUPT`, a zlib cluster cut short may read as wrong data). Errors as qemuFailure otherwise. The
+ * image must have passed assertSelfContained. `hint` ends messages about damage (e.g. --format
+ * raw). Each run is bounded by the metadata timeout (`UNAVAILABLE` naming it; see runQemuImg).
  */
 export async function inspectImage(file: string, format: Exclude<ImageFormat, 'raw'>, hint: string, signal?: AbortSignal): Promise<{ virtualSize: number }> {
   const spec = imageSpec(file, format);
@@ -112,14 +127,42 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
   if (typeof virtualSize !== 'number' || !Number.isSafeInteger(virtualSize) || virtualSize < 0) {
     throw new CairnError('CORRUPT', `image ${file}: qemu-img reports no usable virtual size`, { driver: 'qemu-img' });
   }
-  const check = await runQemuImg(['check', spec], need, 'metadata', signal);
+  const check = await runQemuImg(['check', '--output=json', spec], need, 'metadata', signal);
   // 0 clean, 3 leaked clusters only, 63 no check for this format; 2 corruptions, 1 check failed.
-  if (check.code !== 0 && check.code !== 3 && check.code !== 63) {
-    const found = /(\d+) errors were found/.exec(check.stdout)?.[1];
-    if (check.code === 2) throw new CairnError('CORRUPT', `image ${file} is damaged: qemu-img check found ${found ?? 'some'} errors (a truncated or corrupt ${format})${hint}`, { driver: 'qemu-img', details: { exitCode: 2 } });
-    throw qemuFailure(check, `image ${file} is damaged: qemu-img check failed`, 'CORRUPT', hint);
+  if (check.code === 63) return { virtualSize };
+  const report = check.code === 0 || check.code === 2 || check.code === 3 ? checkReport(check.stdout) : undefined;
+  if (check.code === 2) {
+    const found = report && typeof report.corruptions === 'number' ? report.corruptions : 'some';
+    throw new CairnError('CORRUPT', `image ${file} is damaged: qemu-img check found ${found} errors (a truncated or corrupt ${format})${hint}`, { driver: 'qemu-img', details: { exitCode: 2 } });
+  }
+  if (!report) throw qemuFailure(check, `image ${file} is damaged: qemu-img check failed`, 'CORRUPT', hint);
+  // Where the data lie: the image's own file (qcow2, a sparse VMDK), or a descriptor's SPARSE extents.
+  const files = format === 'qcow2' || (await readHead(file, 4)).toString('latin1') === 'KDMV' ? [{ path: file, range: undefined }] : (await vmdkSparseExtents(file)).map((e) => ({ path: e.path, range: e }));
+  let mapped: Promise<string> | undefined;
+  const map = async (): Promise<string> => {
+    const run = await runQemuImg(['map', '--output=json', spec], need, 'metadata', signal);
+    if (run.code !== 0) throw qemuFailure(run, `image ${file} is damaged: qemu-img map failed`, 'CORRUPT', hint);
+    return run.stdout;
+  };
+  for (const { path, range } of files) {
+    const of = path === file ? '' : ` (an extent of ${file})`;
+    await assertDataWithinFile(path, { check: report, fileSize: (await stat(path)).size, map: () => (mapped ??= map()), mapWhat: 'qemu-img map', guestRange: range, compressed: 'unchecked' }).catch((err: unknown) => {
+      // The rule's own verdicts carry no driver (qemu-img runs' errors do): tagged, with the hint.
+      if (!(err instanceof CairnError) || err.driver !== undefined) throw err;
+      throw new CairnError(err.code, `${err.message}${of}${err.code === 'CORRUPT' ? hint : ''}`, { driver: 'qemu-img', details: { ...err.details, file: path }, cause: err });
+    });
   }
   return { virtualSize };
+}
+
+/** qemu-img check's JSON report (exit 0, 2 or 3); undefined when stdout holds none. */
+function checkReport(stdout: string): (QemuCheckReport & { corruptions?: unknown }) | undefined {
+  try {
+    const report = JSON.parse(stdout) as unknown;
+    return report !== null && typeof report === 'object' && !Array.isArray(report) ? (report as QemuCheckReport) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -77,12 +77,7 @@ async function checkVmdk(file: string, read: Read, hint: string): Promise<void> 
   const parent = /parentFileNameHint\s*=\s*"([^"]+)"/.exec(text);
   if (parent) throw refused(file, 'backing-file', `is a delta disk with a parent ${shown(parent[1]!)}`, hint);
   if (sparse) return; // a sparse VMDK is its own single extent
-  // Extent lines as qemu reads them (`RW <sectors> <TYPE> "<file>" [offset]`); any line starting
-  // with RW and holding a quote counts, a superset of qemu's sscanf.
-  for (const line of text.split(/[\r\n]/)) {
-    if (!/^\s*RW/.test(line) || !line.includes('"')) continue;
-    const name = /"([^"]*)/.exec(line)![1]!;
-    const fields = /^\s*RW\s+(\d+)\s+(\S+?)\s*"[^"]*"\s*(\d+)?/.exec(line);
+  for (const { name, fields } of extentLines(text)) {
     if (!name || name === '.' || name === '..' || /[/\\:]/.test(name) || name.length > 511) {
       throw refused(file, 'extent', `names an extent ${shown(name)} that is not a file beside it`, hint);
     }
@@ -100,4 +95,44 @@ async function checkVmdk(file: string, read: Read, hint: string): Promise<void> 
       }
     }
   }
+}
+
+/**
+ * Extent lines of a VMDK descriptor as qemu reads them (`RW <sectors> <TYPE> "<file>" [offset]`),
+ * in order: any line starting with RW and holding a quote counts, a superset of qemu's sscanf;
+ * `fields` (sectors, type, offset) only when the line is well formed.
+ */
+function* extentLines(text: string): Generator<{ name: string; fields: RegExpExecArray | null }> {
+  for (const line of text.split(/[\r\n]/)) {
+    if (!/^\s*RW/.test(line) || !line.includes('"')) continue;
+    yield { name: /"([^"]*)/.exec(line)![1]!, fields: /^\s*RW\s+(\d+)\s+(\S+?)\s*"[^"]*"\s*(\d+)?/.exec(line) };
+  }
+}
+
+/**
+ * The SPARSE extents of the VMDK descriptor `file` (one that passed assertSelfContained: its
+ * extents are files beside it), each with the guest byte range it holds (extents follow each other
+ * in the order of their lines): what qemu reads from each is checked against its size
+ * (inspectImage). Empty for a sparse VMDK (its own single extent, magic `KDMV`).
+ */
+export async function vmdkSparseExtents(file: string): Promise<Array<{ path: string; start: number; end: number }>> {
+  const fh = await open(file, 'r');
+  let text: string;
+  try {
+    const buf = Buffer.alloc(Math.min(DESC_MAX, (await fh.stat()).size));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    text = buf.subarray(0, bytesRead).toString('latin1');
+  } finally {
+    await fh.close();
+  }
+  if (text.startsWith('KDMV') || text.startsWith('COWD')) return [];
+  const extents: Array<{ path: string; start: number; end: number }> = [];
+  let start = 0;
+  for (const { name, fields } of extentLines(text)) {
+    if (!fields) break; // qemu refuses the descriptor (or the extent): nothing to map further
+    const end = start + Number(fields[1]) * 512;
+    if (fields[2] === 'SPARSE') extents.push({ path: join(dirname(file), name), start, end });
+    start = end;
+  }
+  return extents;
 }

@@ -3,7 +3,7 @@ import { millisecondsFromEnv } from '../config/env-milliseconds.js';
 /**
  * Bounds of the qemu-img runs of `volume import` and `volume export` (see runBounded of
  * @cairn/core), so a qemu-img hung on dead storage (a stopped NFS server) fails the command with
- * `UNAVAILABLE` instead of hanging it: metadata runs (`info`, `check`) at most `timeoutMs` in all;
+ * `UNAVAILABLE` instead of hanging it: metadata runs (`info`, `check`, `map`) at most `timeoutMs` in all;
  * `convert` never `stallMs` without progress (read/write counters of the process), however long
  * the copy takes in all.
  */
