@@ -275,6 +275,24 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     expect(await service.locks()).toEqual([]);
   }, 60_000);
 
+  it('on a full disk only a catalog section that frees space (a delete\'s) spends the space reserve for its lock: any other section (a backup\'s) fails UNAVAILABLE and leaves the reserve', async () => {
+    await service.close();
+    await rig(undefined, RESERVE);
+    const catalog = new RepositoryCatalog(service.repository);
+    fill(0);
+    const made = await reserve();
+    expect(made?.size).toBe(RESERVE);
+
+    const plain = await catalog.section('b1', async () => 'ran').catch((e: unknown) => e);
+    expect(plain).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
+    expect(await reserve()).toEqual(made); // the same file: never given up
+
+    expect(await catalog.section('b1', async () => 'ran', undefined, { freesSpace: true })).toBe('ran');
+    expect(await reserve()).toBeUndefined(); // given up for the lock (no room to make it again)
+    expect(await service.locks()).toEqual([]);
+    expect(await temporaries()).toEqual([]);
+  }, 60_000);
+
   for (const [label, reserveBytes] of [['without a space reserve (reserveBytes 0)', 0], ['with a reserve too large for the disk (not made)', 16 * MiB]] as const) {
     it(`${label}, on a completely full disk backup delete and gc fail UNAVAILABLE naming the full file system and the object they could not write, and change nothing; with a little space freed they reclaim the space`, async () => {
       await service.close();

@@ -1,5 +1,11 @@
 import type { BackupRecord, BackupStatus, NewVolumeIntent, VolumeFlowState } from './records.js';
 
+/** How a Catalog.section is taken. */
+export interface SectionOptions {
+  /** The section belongs to an operation that frees space (a backup's delete): see Catalog.section. */
+  freesSpace?: boolean;
+}
+
 export interface BackupFilter {
   volumeId?: string;
   status?: BackupStatus;
@@ -46,8 +52,11 @@ export interface Catalog {
    * (once fn runs, the signal is fn's business), and with the catalog's errors (`UNAVAILABLE`)
    * when it cannot be taken. A catalog whose sections can lapse (a lock that could not be
    * refreshed in time) refuses fn's writes with `BUSY` from then on, writing nothing.
+   * `options.freesSpace`: the section belongs to an operation that frees space (a backup's
+   * delete), so a catalog kept on a store with a space reserve may spend it for what taking the
+   * section writes (ObjectStore PutOptions.spendReserve); other catalogs ignore it.
    */
-  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
+  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal, options?: SectionOptions): Promise<T>;
   /** The flow state laid over a volume, if any. */
   getVolumeState(volumeId: string): Promise<VolumeFlowState | undefined>;
   listVolumeStates(): Promise<VolumeFlowState[]>;

@@ -1,4 +1,4 @@
-import type { Catalog } from '../contracts/catalog.js';
+import type { Catalog, SectionOptions } from '../contracts/catalog.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 
 /** How a running flow uses an existing backup: reads it (`restore`, and BackupManager.readBackup) or builds on it (`parent`). */
@@ -29,8 +29,8 @@ export class BackupClaims {
    * Runs `fn` alone on `backupId`: no other section of this manager runs on it meanwhile, and
    * (through the catalog's `section`) none of any process sharing the catalog.
    */
-  exclusive<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return this.mutex.run(`backup:${backupId}`, () => this.catalog.section(backupId, fn, signal), signal);
+  exclusive<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal, options?: SectionOptions): Promise<T> {
+    return this.mutex.run(`backup:${backupId}`, () => this.catalog.section(backupId, fn, signal, options), signal);
   }
 
   /** How many running flows use `backupId` that way. */

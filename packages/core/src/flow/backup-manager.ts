@@ -723,6 +723,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   private async deleteHeld(backupId: string, options: { cascade?: boolean }): Promise<void> {
+    // The section of a delete frees space: it may spend a store's space reserve (Catalog.section).
     const [backup, service] = await this.claims.exclusive(backupId, async () => {
       const backup = await this.catalog.getBackup(backupId);
       const restored = this.claims.count(backup.id, 'restore') > 0;
@@ -758,7 +759,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       }
       await this.catalog.putBackup({ ...backup, status: 'deleting', owner: currentOwner(), updatedAt: nowIso() });
       return [backup, service] as const;
-    });
+    }, undefined, { freesSpace: true });
     await this.finishDelete(backup, service);
   }
 

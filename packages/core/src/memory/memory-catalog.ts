@@ -1,4 +1,4 @@
-import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
+import type { BackupFilter, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
 import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import { CairnError } from '../errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
@@ -40,7 +40,8 @@ export class MemoryCatalog implements Catalog {
   }
 
   /** Sections of every user of this catalog object (it lives in one process). */
-  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  /** `options` (SectionOptions) mean nothing here: this catalog writes no store. */
+  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal, _options?: SectionOptions): Promise<T> {
     return this.sections.run(backupId, fn, signal);
   }
 

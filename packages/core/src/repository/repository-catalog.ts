@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { BackupFilter, Catalog, CatalogPutOptions } from '../contracts/catalog.js';
+import type { BackupFilter, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
 import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import { CairnError, isAlreadyExists, isCairnError, unlessNotFound } from '../errors.js';
@@ -176,18 +176,17 @@ export class RepositoryCatalog implements Catalog {
    * in a store outage during a long section such as a reset's verify), because another process
    * may then have entered that section and changed what fn checked.
    *
-   * The section's lock is written with the store's `spendReserve`: a delete's check and its move to
-   * `deleting` run in a section, which this catalog cannot tell from others before fn runs. The lock
-   * is a few hundred bytes, held for the section only, and its delete gives the space back (the
-   * store makes its reserve again then). A backup's first write, its `creating` record, is made
-   * outside any section and never spends the reserve, so a backup on a full disk fails before it
-   * takes one.
+   * The lock of a section that frees space (`options.freesSpace`: a delete's check and its move
+   * to `deleting`) is written with the store's `spendReserve`; no other section's is, so a backup
+   * that fills the disk never spends the reserve on the sections of its failure. The lock is a few
+   * hundred bytes, held for the section only, and its delete gives the space back (the store makes
+   * its reserve again then).
    */
-  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  section<T>(backupId: string, fn: () => Promise<T>, signal?: AbortSignal, options: SectionOptions = {}): Promise<T> {
     return this.sections.run(
       backupId,
       async () => {
-        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: this.options.recordLockTtlMs ?? RECORD_LOCK_TTL_MS, spendReserve: true });
+        const lock = await this.repo.locks.acquire('record', { backupId, purpose: `catalog record of backup ${backupId}`, wait: true, signal, ttlMs: this.options.recordLockTtlMs ?? RECORD_LOCK_TTL_MS, spendReserve: options.freesSpace === true });
         const held: HeldSection = { lock, ended: false };
         try {
           return await this.inSection.run([...(this.inSection.getStore() ?? []), held], fn);
