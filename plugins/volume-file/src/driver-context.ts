@@ -50,23 +50,40 @@ export class DriverContext {
    *   driver's back (image-stamp.ts).
    * Either way every checkpoint becomes inconsistent, the mark is cleared and the stamp taken
    * anew (settled: settledStampOf). Edits `r` in place; true when it changed anything.
+   *
+   * `now`, when given, is a settled stamp of the image (imageStamp) the caller took holding that
+   * same lock: it is compared and saved instead of stat and settling here, so that a caller can
+   * settle before it takes the metadata lock (settling may wait one tick of a coarse clock). An
+   * outside write after it has a later ctime, so it never matches: it is caught at the next check.
    */
-  async recover(r: VolumeRecord): Promise<boolean> {
-    if (this.trackers.has(r.id)) return false;
-    const image = this.store.layout.image('volume', r.id);
-    if (!r.writer && (!r.imageStamp || sameStamp(r.imageStamp, await this.clock.stat(image)))) return false;
+  async recover(r: VolumeRecord, now?: ImageStamp): Promise<boolean> {
+    if (!(await this.needsRecovery(r, now))) return false;
     for (const c of r.checkpoints) c.consistent = false;
     r.writer = null;
-    r.imageStamp = await settledStampOf(image, this.clock);
+    r.imageStamp = now ?? (await this.imageStamp(r.id));
     return true;
   }
 
-  /** Reads the volume's sidecar and applies `recover`, persisting it when needed. Caller holds an image lock. */
+  /** Whether `recover` would change `r`: a stat of the image (unless `now` is given), no settling. */
+  private async needsRecovery(r: VolumeRecord, now?: ImageStamp): Promise<boolean> {
+    if (this.trackers.has(r.id)) return false;
+    if (r.writer) return true;
+    return !!r.imageStamp && !sameStamp(r.imageStamp, now ?? (await this.clock.stat(this.store.layout.image('volume', r.id))));
+  }
+
+  /**
+   * Reads the volume's sidecar and applies `recover`, persisting it when needed. Caller holds an
+   * image lock that no live writer could share. The common case (nothing to recover) costs one stat
+   * and takes no metadata lock; otherwise the stamp is settled once, before the metadata lock, and
+   * the sidecar read again under it is recovered with that stamp (another process may have
+   * recovered it meanwhile: then nothing changes).
+   */
   async recovered(volumeId: string): Promise<VolumeRecord> {
     const r = await this.store.volume(volumeId);
-    if (this.trackers.has(volumeId) || !(await this.recover(structuredClone(r)))) return r;
+    if (!(await this.needsRecovery(r))) return r;
+    const now = await this.imageStamp(volumeId);
     return this.store.updateVolume(volumeId, async (fresh) => {
-      await this.recover(fresh);
+      await this.recover(fresh, now);
       return fresh;
     });
   }

@@ -31,10 +31,16 @@ export class FileCheckpoints implements ChangedBlockTracking {
         const cp: CheckpointRecord = { id: newId(), createdAt: nowIso(), consistent: true };
         const tracker = ctx.trackers.get(volumeId);
         const add = async () => {
+          // Without a local writer, tracking starts from the image as it is now: its stamp is
+          // settled before the metadata lock is taken (settling may wait one tick of a coarse
+          // clock), which is safe as the image's shared lock keeps every writer of ours off it
+          // until the sidecar is written; an outside write meanwhile gets a later ctime, so the
+          // stamp no longer matches and the checkpoint is made inconsistent at the next check.
+          const now = tracker ? undefined : await ctx.imageStamp(volumeId);
           const bitmap = await ctx.store
             .updateVolume(volumeId, async (r) => {
-              await ctx.recover(r);
-              if (!tracker) await ctx.stampImage(r); // tracking starts from the image as it is now
+              await ctx.recover(r, now);
+              if (now) r.imageStamp = now;
               if (r.size > DirtyBitmap.maxSize(GRANULARITY)) throw ctx.err('INVALID_INPUT', `volume ${volumeId} is larger than a dirty bitmap tracks (${DirtyBitmap.maxSize(GRANULARITY)} bytes)`);
               const empty = DirtyBitmap.empty(r.size, GRANULARITY);
               await ctx.saveBitmap('volume', volumeId, cp.id, empty);

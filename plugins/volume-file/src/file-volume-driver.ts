@@ -26,6 +26,7 @@ import { resizeImage } from './image-size.js';
 import type { RecordKind } from './layout.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
+import { holdWriterLock, writerAlive } from './writer-lock.js';
 
 export interface FileVolumeDriverOptions {
   /** Directory holding images, sidecars and bitmaps; created when missing. Required. */
@@ -256,7 +257,9 @@ export class FileVolumeDriver implements VolumeDriver {
    * attachment or any number of `ro` ones, here and across instances and processes: `BUSY` when
    * the attach conflicts with one of this instance (assertNoConflict) or with another's lock, and
    * nothing is changed then. Snapshots attach `ro` only (`INVALID_INPUT` for `rw`) and never
-   * conflict with their volume. `NOT_FOUND` if unknown.
+   * conflict with their volume. `NOT_FOUND` if unknown. A `rw` attach also holds the volume's
+   * writer lock (writer-lock.ts), which status probes take instead of the image's lock, so that
+   * polling `getVolume`/`listVolumes` never makes an attach fail.
    */
   async attach(target: AttachTarget, mode: AttachMode): Promise<Attachment> {
     return this.guard('attach', async () => {
@@ -268,8 +271,19 @@ export class FileVolumeDriver implements VolumeDriver {
         if (kind === 'snapshot' && mode === 'rw') throw this.ctx.err('INVALID_INPUT', `snapshot ${id} can only be attached read-only`);
         if (kind === 'volume') this.assertNoConflict(id, mode);
         const image = this.ctx.store.layout.image(kind, id);
-        const release = await this.ctx.locks.hold(image, mode === 'rw' ? 'exclusive' : 'shared');
+        const releaseImage = await this.ctx.locks.hold(image, mode === 'rw' ? 'exclusive' : 'shared');
+        let releaseWriter: (() => Promise<void>) | undefined;
+        // The writer lock goes first: it must outlive the writer mark, which only the image lock
+        // allows to be written.
+        const release = async () => {
+          try {
+            await releaseWriter?.();
+          } finally {
+            await releaseImage();
+          }
+        };
         try {
+          if (mode === 'rw') releaseWriter = await holdWriterLock(this.ctx.store.layout.writerLock(id), this.name);
           return await this.openDevice(kind, record, mode, release);
         } catch (err) {
           await release();
@@ -356,7 +370,7 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Removes a sidecar (the record is gone at that instant), then its image and bitmaps, holding an
+   * Removes a sidecar (the record is gone at that instant), then its image, writer lock and bitmaps, holding an
    * exclusive lock on the image; `check` runs first under that lock and may refuse by throwing.
    */
   private async removeFiles(kind: RecordKind, id: string, check?: () => Promise<void>): Promise<void> {
@@ -368,6 +382,7 @@ export class FileVolumeDriver implements VolumeDriver {
         await syncDir(layout.dir(kind));
       });
       await rm(layout.image(kind, id), { force: true });
+      if (kind === 'volume') await rm(layout.writerLock(id), { force: true });
       await rm(layout.cbtDir(kind, id), { recursive: true, force: true });
     });
   }
@@ -390,17 +405,16 @@ export class FileVolumeDriver implements VolumeDriver {
     return [...this.attachments.values()].some((a) => a.target.kind === kind && a.target.id === id);
   }
 
-  /** `in-use` while attached read-write here, or while another live process holds it read-write. */
+  /**
+   * `in-use` while attached read-write here, or while another live process (or instance) holds it
+   * read-write: its sidecar carries a writer mark and the writer lock is held. A mark without the
+   * lock is a writer that is gone (the next attach recovers). Takes no lock on the image, so a
+   * status query never makes an attach, extend, snapshot or delete fail with `BUSY`.
+   */
   private async statusOf(r: VolumeRecord): Promise<Volume['status']> {
     if (this.ctx.trackers.has(r.id)) return 'in-use';
     if (!r.writer) return 'available';
-    try {
-      await this.ctx.locks.during(this.ctx.store.layout.image('volume', r.id), 'shared', async () => {});
-      return 'available'; // the marked writer is gone; the next attach recovers
-    } catch (err) {
-      if ((err as { code?: string }).code === 'BUSY') return 'in-use';
-      throw err;
-    }
+    return (await writerAlive(this.ctx.store.layout.writerLock(r.id), this.name)) ? 'in-use' : 'available';
   }
 
   private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {

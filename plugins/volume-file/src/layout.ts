@@ -7,6 +7,7 @@ import { join } from 'node:path';
  *   volumes/<id>.json                      volume sidecar (VolumeRecord); its presence makes the volume exist
  *   volumes/<id>.img                       raw image, sparse, exactly `size` bytes
  *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
+ *   volumes/<id>.writer                    empty; flock(2) held by a read-write attachment (writer-lock.ts)
  *   volumes/.clock                         empty probe whose ctime reads the file system's clock (stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
  */
@@ -29,6 +30,11 @@ export class Layout {
 
   image(kind: RecordKind, id: string): string {
     return join(this.dir(kind), `${id}.img`);
+  }
+
+  /** The writer lock of volume `id` (writer-lock.ts); made at its first read-write attach. */
+  writerLock(id: string): string {
+    return join(this.dir('volume'), `${id}.writer`);
   }
 
   cbtDir(kind: RecordKind, id: string): string {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'vitest';
 import { rejectsWithCode } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, spawnHolder, tempDir, untilNotBusy, type Holder } from './helpers.js';
+import { removeDir, spawnHolder, spawnPoller, tempDir, untilNotBusy, type Holder, type Poller } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -12,6 +12,7 @@ describe('FileVolumeDriver across processes', () => {
   let dir: string;
   let driver: FileVolumeDriver;
   let holder: Holder | undefined;
+  let poller: Poller | undefined;
 
   beforeEach(async () => {
     dir = await tempDir();
@@ -21,6 +22,8 @@ describe('FileVolumeDriver across processes', () => {
   afterEach(async () => {
     if (holder && holder.child.exitCode === null && holder.child.signalCode === null) await holder.kill();
     holder = undefined;
+    poller?.kill();
+    poller = undefined;
     await removeDir(dir);
   });
 
@@ -59,7 +62,9 @@ describe('FileVolumeDriver across processes', () => {
     const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
     holder = spawnHolder(dir, v.id, 'rw', MiB);
     assert.equal(await holder.ready, 'attached');
+    assert.equal((await driver.getVolume(v.id)).status, 'in-use', 'status while the other process writes');
     await holder.kill();
+    assert.equal((await driver.getVolume(v.id)).status, 'available', 'status once the marked writer is dead');
     const a = await untilNotBusy(() => driver.attach({ kind: 'volume', id: v.id }, 'ro'));
     assert.ok((await a.device.read(MiB, 4096)).equals(Buffer.alloc(4096, 0x77)), 'the write itself reached the image');
     await rejectsWithCode(a.device.extents({ kind: 'changed', since: cp.id }), 'NOT_FOUND', 'extents(changed) after a crash');
@@ -126,4 +131,39 @@ describe('FileVolumeDriver across processes', () => {
     ]);
     await other.detach(ro.id);
   });
+
+  // Backup software polls `volume list` all the time; a status probe must never make a real attach fail.
+  for (const [how, env] of [
+    ['with fs-ext', {}],
+    ['with flock(1) helpers (no fs-ext)', { CAIRN_VOLUME_FILE_NO_FS_EXT: '1' }],
+  ] as const) {
+    it(`another process polling listVolumes ${how} never makes attach(rw) here fail with BUSY, and sees the volume in use`, async () => {
+      const v = await driver.createVolume({ size: 4 * MiB });
+      poller = spawnPoller(dir, 7, env);
+      await poller.polling;
+      let seed = 11;
+      const rand = (n: number) => {
+        seed = (seed * 1103515245 + 12345) >>> 0;
+        return Math.floor((seed / 2 ** 32) * n);
+      };
+      const failures: string[] = [];
+      for (let i = 0; i < 150; i++) {
+        let a;
+        try {
+          a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+        } catch (err) {
+          failures.push(String((err as { code?: string }).code));
+          continue;
+        }
+        await a.device.write(rand(4 * MiB - 512), Buffer.alloc(512, 1 + rand(255)));
+        await driver.detach(a.id);
+      }
+      const report = await poller.stop();
+      poller = undefined;
+      assert.deepEqual(failures, [], 'attach(rw) failures while another process polls');
+      assert.ok(!('error' in report), `the poller failed: ${JSON.stringify(report)}`);
+      assert.ok(report.inUse > 0, 'the poller saw the volume in use while attached here');
+      assert.equal((await driver.getVolume(v.id)).status, 'available');
+    });
+  }
 });

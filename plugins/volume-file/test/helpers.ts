@@ -88,3 +88,42 @@ export async function untilNotBusy<T>(fn: () => Promise<T>): Promise<T> {
     }
   }
 }
+
+const pollFixture = fileURLToPath(new URL('./fixtures/poll-volumes.mjs', import.meta.url));
+
+export interface Poller {
+  /** Resolves once the poller has listed the volumes once. */
+  polling: Promise<void>;
+  /** Closes its stdin and resolves with its report: how many lists it made and how many statuses were `in-use`. */
+  stop(): Promise<{ polls: number; inUse: number } | { error: string }>;
+  kill(): void;
+}
+
+/**
+ * Spawns a second Node process that lists the volumes of `directory` in a loop through the built
+ * package (test/fixtures/poll-volumes.mjs), with `env` added to its environment.
+ */
+export function spawnPoller(directory: string, seed: number, env: Record<string, string> = {}): Poller {
+  if (!existsSync(built)) throw new Error(`${built} is missing: run \`npx tsc -b plugins/volume-file\` first`);
+  const child = spawn(process.execPath, [pollFixture, directory, String(seed)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const polling = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.startsWith('polling\n')) resolve();
+    });
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    void exited.then(() => reject(new Error(`poller exited before polling: ${out}`)));
+  });
+  polling.catch(() => {});
+  return {
+    polling,
+    stop: async () => {
+      child.stdin.end();
+      await exited;
+      return JSON.parse(out.split('\n').find((l) => l.startsWith('{')) ?? `{"error":${JSON.stringify(out)}}`);
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}

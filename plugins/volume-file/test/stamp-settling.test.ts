@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'vitest';
+import { FileVolumeDriver } from '../src/index.js';
+import { tryLock } from '../src/file-lock.js';
+import type { ImageStamp } from '../src/image-stamp.js';
+import { fileSystemClock, type StampClock } from '../src/stamp-clock.js';
+import { removeDir, tempDir } from './helpers.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/**
+ * The real file-system clock, watched: counts the image stamps settled (settledStampOf's first
+ * clock reading, i.e. one not right after a pause) and how many of them were read while the
+ * driver's metadata lock (flock on `<dir>/.lock`) was held, tried from a descriptor of its own.
+ */
+class WatchedClock implements StampClock {
+  settles = 0;
+  settlesUnderMetadataLock = 0;
+  private paused = false;
+
+  constructor(private readonly directory: string) {}
+
+  stat(path: string): Promise<ImageStamp> {
+    this.paused = false;
+    return fileSystemClock.stat(path);
+  }
+
+  async now(dir: string): Promise<bigint> {
+    if (!this.paused) {
+      this.settles++;
+      const lock = await tryLock(join(this.directory, '.lock'), 'exclusive', 'test');
+      if (lock) await lock.release();
+      else this.settlesUnderMetadataLock++;
+    }
+    this.paused = false;
+    return fileSystemClock.now(dir);
+  }
+
+  async pause(attempt: number): Promise<void> {
+    this.paused = true;
+    await fileSystemClock.pause(attempt);
+  }
+}
+
+function watch(d: FileVolumeDriver, directory: string): WatchedClock {
+  const clock = new WatchedClock(directory);
+  (d as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
+  return clock;
+}
+
+async function writeBehindTheDriver(image: string): Promise<void> {
+  const fh = await open(image, 'r+');
+  try {
+    await fh.write(Buffer.alloc(4 * KiB, 0xee), 0, 4 * KiB, 0);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function changed(d: FileVolumeDriver, volumeId: string, cp: string): Promise<unknown> {
+  return d.changedBlockTracking.changedSince('volume', volumeId, cp).catch((err: { code?: string }) => err.code);
+}
+
+describe('FileVolumeDriver: image stamps are settled once, outside the metadata lock', () => {
+  let dir: string;
+  let driver: FileVolumeDriver;
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    driver = new FileVolumeDriver({ directory: dir });
+  });
+
+  afterEach(async () => {
+    await removeDir(dir);
+  });
+
+  it('attach of a volume written behind the driver settles the new stamp once, not under the metadata lock, and the checkpoint becomes inconsistent', async () => {
+    const v = await driver.createVolume({ size: MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    await writeBehindTheDriver(join(dir, 'volumes', `${v.id}.img`));
+    const clock = watch(driver, dir);
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await driver.detach(a.id);
+    assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
+    assert.equal(await changed(driver, v.id, cp.id), 'NOT_FOUND', 'the checkpoint that missed the write');
+    // The recovered stamp matches the image: nothing more to recover, nothing settled.
+    const again = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await driver.detach(again.id);
+    assert.equal(clock.settles, 1, 'settles after a second attach');
+  });
+
+  it('createCheckpoint with no writer settles its stamp outside the metadata lock, once also after a write behind the driver', async () => {
+    const v = await driver.createVolume({ size: MiB });
+    const clock = watch(driver, dir);
+    const first = await driver.changedBlockTracking.createCheckpoint(v.id);
+    assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
+    await writeBehindTheDriver(join(dir, 'volumes', `${v.id}.img`));
+    const second = await driver.changedBlockTracking.createCheckpoint(v.id);
+    assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 2, underLock: 0 });
+    assert.equal(await changed(driver, v.id, first.id), 'NOT_FOUND', 'the checkpoint that missed the write');
+    assert.deepEqual(await changed(driver, v.id, second.id), [], 'the checkpoint taken after it');
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await a.device.write(2 * 64 * KiB, Buffer.alloc(512, 1));
+    await driver.detach(a.id);
+    assert.deepEqual(await changed(driver, v.id, second.id), [{ offset: 2 * 64 * KiB, length: 64 * KiB }]);
+  });
+});
