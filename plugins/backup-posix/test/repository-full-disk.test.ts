@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmdirSync, statfsSync } from 'node:fs';
 import { lstat, readdir, rm, statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type ObjectStore, type Volume } from '@cairn/core';
@@ -271,6 +271,65 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     const fresh = await manager.backup({ volumeId: (await randomVolume(MiB, 'w')).id }).catch((e: unknown) => e);
     expect(fresh).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
     expect(await reserve()).toEqual(made);
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+  }, 60_000);
+
+  it('with a space reserve, on a completely full disk recovery resumes a delete whose process died (the section it takes spends the reserve) and the space is reclaimed', async () => {
+    await service.close();
+    await rig(undefined, RESERVE);
+    const made = await reserve();
+    expect(made?.size).toBe(RESERVE);
+    const { old, kept } = await twoBackups();
+    // A delete whose process died once the record went `deleting` (a pid no process has).
+    const catalog = new RepositoryCatalog(service.repository);
+    const deadOwner = { host: hostname(), pid: 2 ** 22 + 4321 };
+    await catalog.section(old.id, async () => catalog.putBackup({ ...(await catalog.getBackup(old.id)), status: 'deleting', owner: deadOwner }));
+    fill(0);
+    expect(await freeBytes()).toBeLessThan(64 * 1024);
+
+    const report = await manager.recover();
+    expect(report.errors).toEqual([]);
+    expect(report.resumedDeletes).toEqual([old.id]);
+    expect((await manager.listBackups()).map((b) => b.id)).toEqual([kept.id]);
+    expect((await reserve())?.ino).not.toBe(made!.ino); // given up for the section's lock
+    const freeBefore = await freeBytes();
+    const gc = await service.gc({ graceMs: 0 });
+    expect(gc.packsDeleted + gc.packsRepacked).toBeGreaterThan(0);
+    expect(await freeBytes()).toBeGreaterThanOrEqual(freeBefore + 7 * MiB - RESERVE);
+    expect((await service.verify()).problems).toEqual([]);
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+  }, 60_000);
+
+  it('on a completely full disk, recovery that has no room to settle a crashed backup (its record and its volume state) reports them in errors instead of failing, so the delete after it runs and frees space; once there is room the next recovery settles them', async () => {
+    await service.close();
+    await rig(undefined, RESERVE);
+    const { old, kept } = await twoBackups();
+    // A backup whose process died (a pid no process has): its record `creating`, its volume `backing-up`.
+    const catalog = new RepositoryCatalog(service.repository);
+    const deadOwner = { host: hostname(), pid: 2 ** 22 + 4321 };
+    const crashed = { ...(await catalog.getBackup(kept.id)), id: randomUUID(), status: 'creating' as const, owner: deadOwner };
+    await catalog.section(crashed.id, async () => {
+      await catalog.putBackup(crashed);
+      await catalog.putVolumeState({ volumeId: crashed.volumeId, status: 'backing-up', backupId: crashed.id, since: new Date().toISOString(), previousStatus: 'available' });
+    });
+    fill(0);
+    expect(await freeBytes()).toBeLessThan(64 * 1024);
+
+    const report = await manager.recover(); // as the CLI's `backup delete` runs it first
+    expect(report.failedBackups).toEqual([]);
+    expect(report.errors).toEqual([expect.stringMatching(new RegExp(`^${crashed.id}: UNAVAILABLE .*no space left`)), expect.stringMatching(new RegExp(`^${crashed.volumeId}: UNAVAILABLE .*no space left`))]);
+    expect(await manager.getBackup(crashed.id)).toMatchObject({ status: 'creating' }); // left for the next recovery
+    await manager.deleteBackup(old.id);
+    const gc = await service.gc({ graceMs: 0 });
+    expect(gc.packsDeleted + gc.packsRepacked).toBeGreaterThan(0);
+
+    const again = await manager.recover();
+    expect(again.errors).toEqual([]);
+    expect(again.failedBackups).toEqual([crashed.id]);
+    expect(again.resetVolumes).toEqual([crashed.volumeId]);
+    expect(await manager.getBackup(crashed.id)).toMatchObject({ status: 'error' });
     expect(await temporaries()).toEqual([]);
     expect(await service.locks()).toEqual([]);
   }, 60_000);

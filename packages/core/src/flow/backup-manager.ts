@@ -808,7 +808,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       catalog: this.catalog,
       volumes: this.volumes,
       isLive: (b) => mayBeWorkedOn(b),
-      section: (id, fn) => this.claims.exclusive(id, fn),
+      section: (id, fn, options) => this.claims.exclusive(id, fn, undefined, options),
       canFinishDelete: (b) => Object.hasOwn(this.targets, b.service),
       finishDelete: (b) => this.finishDelete(b, this.target(b.service)),
     });

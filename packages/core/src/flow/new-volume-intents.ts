@@ -113,14 +113,15 @@ export async function recoverNewVolumeIntents(deps: {
   volumes: VolumeDriver;
   only: string | undefined;
   liveNow: (backupId: string) => Promise<boolean>;
-  section: <T>(backupId: string, fn: () => Promise<T>) => Promise<T>;
+  /** Runs a step in the section of `backupId` (recoverInFlight's step: `label` names it in `errors` when it has to be left for the next run). */
+  section: (label: string, backupId: string, fn: () => Promise<void>) => Promise<void>;
   report: Required<RecoveryReport>;
 }): Promise<void> {
   const { catalog, volumes, only, liveNow, section, report } = deps;
   for (const listed of await listIntents(catalog)) {
     if (only !== undefined && listed.backupId !== only) continue;
     if (await liveNow(listed.backupId)) continue;
-    await section(listed.backupId, async () => {
+    await section(listed.jobId, listed.backupId, async () => {
       if (await liveNow(listed.backupId)) return;
       // As it is now: another recovery may have settled it since it was listed.
       const intent = await findIntent(catalog, listed.jobId);

@@ -1,7 +1,8 @@
-import type { Catalog } from '../contracts/catalog.js';
+import type { Catalog, SectionOptions } from '../contracts/catalog.js';
 import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { isNotFound, unlessNotFound } from '../errors.js';
+import { noSpaceErrno } from '../repository/no-space.js';
 import { nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { holdRecord, type LetGo } from './live-records.js';
@@ -54,6 +55,10 @@ export interface RecoveryReport {
  * still attached, `BUSY`, is reported in `errors` and its intent kept for the next run), then the
  * flow states that restore left of volumes now gone, then the intent itself. Intents an older
  * Cairn kept as volume flow states are settled the same way.
+ *
+ * On a full store a full recovery goes on past the steps it has no room for (reported in
+ * `errors`, left for the next run), and a resumed delete's section may spend the store's space
+ * reserve (Catalog.section `freesSpace`): see `step` below.
  */
 export async function recoverInFlight(deps: {
   catalog: Catalog;
@@ -72,8 +77,10 @@ export async function recoverInFlight(deps: {
    * Runs one record's re-read, judgement and writes alone on that record (BackupClaims.exclusive:
    * the catalog's section), so two processes recovering at once resolve a record once, and a
    * flow's check-then-write of it sees no recovery in between. Default: the catalog's section.
+   * `options.freesSpace` (Catalog.section) is set for the section of a record listed `deleting`:
+   * a delete resumed on a full disk takes it, so it may spend a store's space reserve.
    */
-  section?: <T>(backupId: string, fn: () => Promise<T>) => Promise<T>;
+  section?: <T>(backupId: string, fn: () => Promise<T>, options?: SectionOptions) => Promise<T>;
   /**
    * Resolve only this backup: its record (none when it is unknown), the volume state a flow of it
    * left, its temporary snapshot. Default: every backup.
@@ -81,7 +88,7 @@ export async function recoverInFlight(deps: {
   only?: string;
 }): Promise<RecoveryReport> {
   const { catalog, volumes, only } = deps;
-  const section = deps.section ?? (<T>(backupId: string, fn: () => Promise<T>) => catalog.section(backupId, fn));
+  const section = deps.section ?? (<T>(backupId: string, fn: () => Promise<T>, options?: SectionOptions) => catalog.section(backupId, fn, undefined, options));
   const report: Required<RecoveryReport> = {
     failedBackups: [],
     restoredBackups: [],
@@ -93,6 +100,22 @@ export async function recoverInFlight(deps: {
     clearedStates: [],
     skipped: [],
     errors: [],
+  };
+  /**
+   * One step of the recovery: `fn` in the section of `backupId`. A full recovery (no `only`)
+   * whose step fails for space (noSpaceErrno: a full store has no room for the section's lock or
+   * the step's write, and a put is whole or absent: the record or state is as it was) reports it in
+   * `errors` under `label` and goes on,
+   * the step left for the next run: a full disk must not stop the resumed deletes, nor the
+   * deletes and GCs a front end runs after recovery, that free space. Any other failure rejects.
+   */
+  const step = async (label: string, backupId: string, fn: () => Promise<void>, options?: SectionOptions): Promise<void> => {
+    try {
+      await section(backupId, fn, options);
+    } catch (err) {
+      if (only !== undefined || !noSpaceErrno(err)) throw err;
+      report.errors.push(`${label}: ${String((err as { code?: unknown })?.code ?? '')} ${String((err as Error)?.message ?? err)}`);
+    }
   };
   const live = new Set<string>();
   const records = only === undefined ? await catalog.listBackups() : [await unlessNotFound(catalog.getBackup(only))].filter((b) => b !== undefined);
@@ -112,7 +135,9 @@ export async function recoverInFlight(deps: {
     // with its record's final write. A flow lets go of a record only once that write settled, so a
     // record read after it was seen held by no one, and still in a flow status, was left behind.
     let resume: { record: BackupRecord; letGo: LetGo } | undefined;
-    await section(listed.id, async () => {
+    // A resumed delete frees space: its section, as a delete's, may spend a store's space reserve.
+    const freesSpace = listed.status === 'deleting' && deps.finishDelete !== undefined;
+    await step(listed.id, listed.id, async () => {
       // Read in the section even when resolving only this backup: another process may have
       // resolved it since it was read.
       const b = await unlessNotFound(catalog.getBackup(listed.id));
@@ -146,7 +171,7 @@ export async function recoverInFlight(deps: {
           throw err;
         }
       }
-    });
+    }, freesSpace ? { freesSpace } : undefined);
     if (resume) {
       const { record, letGo } = resume;
       report.resumedDeletes.push(record.id);
@@ -175,7 +200,7 @@ export async function recoverInFlight(deps: {
     return true;
   };
   // Restores to a new volume that ended or died without settling their volume (new-volume-intents.ts).
-  await recoverNewVolumeIntents({ catalog, volumes, only, liveNow, section, report });
+  await recoverNewVolumeIntents({ catalog, volumes, only, liveNow, section: step, report });
   for (const listed of await catalog.listVolumeStates()) {
     if (only !== undefined && listed.backupId !== only) continue;
     // Legacy intents (kept as flow states by an older Cairn) are settled above, never marked error_restoring.
@@ -185,7 +210,7 @@ export async function recoverInFlight(deps: {
     // live flow of its backup may still be settling it.
     if (await isGone(volumes, listed.volumeId)) {
       if (await liveNow(listed.backupId)) continue;
-      await section(listed.backupId, async () => {
+      await step(listed.volumeId, listed.backupId, async () => {
         const state = await catalog.getVolumeState(listed.volumeId);
         if (!state || state.backupId !== listed.backupId || state.since !== listed.since || !(await isGone(volumes, listed.volumeId))) return;
         await catalog.clearVolumeState(state.volumeId);
@@ -200,7 +225,7 @@ export async function recoverInFlight(deps: {
     // In the section of the backup the state names: another recovery of it waits, and reads the
     // state again after this one has settled it, so it never settles a state a flow has since
     // put in its place (a restore's of an `error_restoring` volume, a new flow's once cleared).
-    await section(listed.backupId, async () => {
+    await step(listed.volumeId, listed.backupId, async () => {
       if (await liveNow(listed.backupId)) return;
       // As it is now: a job that began meanwhile may have replaced the state listed.
       const state = await catalog.getVolumeState(listed.volumeId);
