@@ -106,7 +106,10 @@ export class QemuImg {
     await assertDataWithinFile(path, {
       check: report,
       fileSize: (await stat(path)).size,
-      map: () => this.run(['map', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]),
+      // Streamed: a fragmented image's map runs to tens of MiB (an entry per extent), more than a kept stdout may hold.
+      streamMap: async (sink) => {
+        await this.run(['map', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path], [], undefined, sink);
+      },
       mapWhat: `${this.binary} map`,
       driver: this.driver,
     });
@@ -158,13 +161,20 @@ export class QemuImg {
   /**
    * Runs qemu-img; `paths` are the file names in `args` (left out when its stderr is classified).
    * `reporting`: exit statuses that still answer on stdout (qemu-img check's), resolved like 0.
-   * `bound`: metadata work by default (the timeout); see runBounded.
+   * `bound`: metadata work by default (the timeout); see runBounded. `onStdout`: stdout is handed
+   * to it as it comes and not kept (runBounded's `onStdout`; the run then resolves '').
    */
-  private async run(args: string[], paths: string[], reporting: number[] = [], bound: RunBound = { kind: 'deadline', ms: this.bounds.timeoutMs }): Promise<string> {
+  private async run(
+    args: string[],
+    paths: string[],
+    reporting: number[] = [],
+    bound: RunBound = { kind: 'deadline', ms: this.bounds.timeoutMs },
+    onStdout?: (chunk: Buffer) => void,
+  ): Promise<string> {
     const what = `${this.binary} ${args[0]}`;
     let result;
     try {
-      result = await runBounded(this.binary, args, { bound, what, driver: this.driver });
+      result = await runBounded(this.binary, args, { bound, what, driver: this.driver, ...(onStdout ? { onStdout } : {}) });
     } catch (err) {
       if (err instanceof CairnError) throw err;
       throw new CairnError('UNAVAILABLE', `cannot run ${this.binary}: ${(err as Error).message}`, { driver: this.driver, cause: err });

@@ -36,6 +36,13 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** The child's environment (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Given: stdout is handed to it chunk by chunk as it comes, and not kept (`stdout` resolves
+   * empty, and the 16 MiB limit is not applied to it), for a report whose size grows with the
+   * data (`qemu-img map` of a fragmented image). Should it throw, the child is killed as on an
+   * overrun and the run fails with that error (a CairnError; anything else as `INTERNAL`).
+   */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 /** Output kept per stream; a child writing more is killed (`INTERNAL`): none of ours should. */
@@ -52,7 +59,7 @@ const KILL_GRACE_MS = 3_000;
  * kernel dies only when its I/O returns). The rejection comes only once the kill sequence is over,
  * so a caller that then removes what the child was making does not race a child that got to run
  * on. `CANCELLED` naming `what` when `signal` aborts, after the same kill sequence. `INTERNAL`
- * when it writes more than 16 MiB to a stream.
+ * when it writes more than 16 MiB to a stream that is kept (stdout is not, given `onStdout`).
  */
 export function runBounded(binary: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
   const { bound, what, driver, signal } = options;
@@ -94,6 +101,15 @@ export function runBounded(binary: string, args: readonly string[], options: Run
     };
     const collect = (chunks: Buffer[], which: 'out' | 'err') => (chunk: Buffer) => {
       lastProgress = Date.now();
+      if (which === 'out' && options.onStdout) {
+        if (failure) return;
+        try {
+          options.onStdout(chunk);
+        } catch (e) {
+          void kill(e instanceof CairnError ? e : new CairnError('INTERNAL', `${what}: ${(e as Error).message}`, { driver, cause: e, details: { pid: child.pid } }));
+        }
+        return;
+      }
       const total = (which === 'out' ? (outBytes += chunk.length) : (errBytes += chunk.length));
       if (total > MAX_OUTPUT) void kill(new CairnError('INTERNAL', `${what} wrote more than ${MAX_OUTPUT} bytes to std${which}`, { driver, details: { pid: child.pid } }));
       else chunks.push(chunk);

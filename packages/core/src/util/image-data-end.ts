@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import { CairnError } from '../errors.js';
 
 /** The fields of `qemu-img check --output=json` that assertDataWithinFile reads. */
@@ -13,7 +14,14 @@ export interface ImageEndProbe {
   /** The size of the image's file now. */
   fileSize: number;
   /** Runs `qemu-img map --output=json` of the image (read-only) and resolves its stdout; called only when needed. */
-  map: () => Promise<string>;
+  map?: () => Promise<string>;
+  /**
+   * Like `map`, and used instead when given, but hands the report to `sink` as it comes, piece by
+   * piece, and resolves once it is all handed over: it is read entry by entry (qemu-img prints one
+   * a line) and never kept whole. A fragmented image's map has an entry per extent, about 107
+   * bytes each: tens of MiB and more. One of the two is required.
+   */
+  streamMap?: (sink: (chunk: Buffer) => void) => Promise<void>;
   /** Names the map run in an `INTERNAL` error for an unreadable report (e.g. `qemu-img map`). */
   mapWhat: string;
   /** Tags the errors (CairnError's `driver`). */
@@ -63,7 +71,7 @@ export async function assertDataWithinFile(image: string, probe: ImageEndProbe):
       driver,
     });
   }
-  const dataEnd = mappedDataEnd(await probe.map(), probe.mapWhat, driver, probe.guestRange);
+  const dataEnd = await mappedDataEnd(probe);
   if (dataEnd > fileSize) {
     throw new CairnError('CORRUPT', `image ${image} is damaged: it is cut short, its data reaches byte ${dataEnd} of the file but the file ends at ${fileSize}`, {
       driver,
@@ -73,23 +81,94 @@ export async function assertDataWithinFile(image: string, probe: ImageEndProbe):
 }
 
 /**
- * The end of the data qemu reads from an image's file, from `qemu-img map --output=json`: the
- * highest end of the host ranges of allocated data (0 when none). Extents without a host offset
- * (compressed data) are not counted, nor, given `range`, those starting outside it. `INTERNAL`
- * naming `what` when the report is not a JSON list.
+ * The end of the data qemu reads from an image's file, from `qemu-img map --output=json`
+ * (probe.streamMap, else probe.map): the highest end of the host ranges of allocated data (0 when
+ * none). Extents without a host offset (compressed data) are not counted, nor, given
+ * `probe.guestRange`, those starting outside it. `INTERNAL` naming `probe.mapWhat` when the
+ * report is not a JSON list (streamed: a list of one entry a line, as qemu-img prints it).
  */
-function mappedDataEnd(out: string, what: string, driver?: string, range?: { start: number; end: number }): number {
+async function mappedDataEnd(probe: ImageEndProbe): Promise<number> {
+  const { mapWhat: what, driver, guestRange: range } = probe;
+  const unreadable = (text: string, cause?: unknown) => new CairnError('INTERNAL', `${what}: unreadable report: ${text.slice(0, 200)}`, { driver, cause });
+  let end = 0;
+  const take = (e: MapEntry): void => {
+    if (!e || typeof e !== 'object') throw unreadable(JSON.stringify(e));
+    if (range && !(typeof e.start === 'number' && e.start >= range.start && e.start < range.end)) return;
+    if (e.data === true && typeof e.offset === 'number' && typeof e.length === 'number') end = Math.max(end, e.offset + e.length);
+  };
+  if (probe.streamMap) {
+    const lines = new MapLines(take, unreadable);
+    await probe.streamMap((chunk) => lines.push(chunk));
+    lines.end();
+    return end;
+  }
+  if (!probe.map) throw new CairnError('INTERNAL', `${what}: no map to read`, { driver });
+  const out = await probe.map();
   let extents: unknown;
   try {
     extents = JSON.parse(out);
   } catch (err) {
-    throw new CairnError('INTERNAL', `${what}: unreadable report: ${out.slice(0, 200)}`, { driver, cause: err });
+    throw unreadable(out, err);
   }
-  if (!Array.isArray(extents)) throw new CairnError('INTERNAL', `${what}: unreadable report: ${out.slice(0, 200)}`, { driver });
-  let end = 0;
-  for (const e of extents as Array<{ start?: unknown; data?: unknown; offset?: unknown; length?: unknown }>) {
-    if (range && !(typeof e.start === 'number' && e.start >= range.start && e.start < range.end)) continue;
-    if (e.data === true && typeof e.offset === 'number' && typeof e.length === 'number') end = Math.max(end, e.offset + e.length);
-  }
+  if (!Array.isArray(extents)) throw unreadable(out);
+  for (const e of extents as MapEntry[]) take(e);
   return end;
+}
+
+/** One entry of a `qemu-img map --output=json` report, as far as mappedDataEnd reads it (null or not an object: unreadable). */
+type MapEntry = { start?: unknown; data?: unknown; offset?: unknown; length?: unknown } | null;
+
+/**
+ * The entries of a `qemu-img map --output=json` report read as it comes: a JSON list with one
+ * entry a line (`[{…},` … `{…},` … `{…}]`, or `[]`), each handed to `take` as soon as its line is
+ * complete; only the current line is kept. `unreadable` makes the error for anything else.
+ */
+class MapLines {
+  private readonly decoder = new StringDecoder('utf8');
+  private partial = '';
+  private opened = false;
+  private closed = false;
+
+  constructor(
+    private readonly take: (entry: MapEntry) => void,
+    private readonly unreadable: (text: string, cause?: unknown) => Error,
+  ) {}
+
+  push(chunk: Buffer): void {
+    const text = this.partial + this.decoder.write(chunk);
+    const lines = text.split('\n');
+    this.partial = lines.pop() ?? '';
+    for (const line of lines) this.line(line);
+  }
+
+  /** After the last chunk: `unreadable` unless the list was opened and closed. */
+  end(): void {
+    this.line(this.partial + this.decoder.end());
+    this.partial = '';
+    if (!this.opened || !this.closed) throw this.unreadable('(the list is not closed)');
+  }
+
+  private line(raw: string): void {
+    let line = raw.trim();
+    if (!line) return;
+    if (this.closed) throw this.unreadable(line);
+    if (!this.opened) {
+      if (!line.startsWith('[')) throw this.unreadable(line);
+      this.opened = true;
+      line = line.slice(1).trimStart();
+    }
+    if (line.endsWith(']')) {
+      this.closed = true;
+      line = line.slice(0, -1).trimEnd();
+    } else if (line.endsWith(',')) line = line.slice(0, -1);
+    else throw this.unreadable(line);
+    if (!line) return;
+    let entry: unknown;
+    try {
+      entry = JSON.parse(line);
+    } catch (err) {
+      throw this.unreadable(line, err);
+    }
+    this.take(entry as MapEntry);
+  }
 }
