@@ -32,17 +32,29 @@ const SETTLE_ATTEMPTS = 60;
  * matches (as long as the system clock is not set back). Each round is a probe update and two
  * stats; with multigrain timestamps it takes one or two rounds (the second at once), with coarse
  * timestamps up to one tick of waiting.
- * Should the clock not get past the ctime within the patience (a ctime in the future after the
- * clock was set back), the stamp comes back `racy`: it never matches, so every checkpoint is
+ * A ctime beyond the clock's current tick (the clock was set back below it) is first brought
+ * back under the clock by a `touch` of the image (its ctime alone changes; once per call).
+ * Should the clock still not get past the ctime within the patience (the touch refused: another
+ * user's image, a read-only file system), the stamp comes back `racy`: it never matches, so every checkpoint is
  * made inconsistent at the next check (one full backup instead of a possibly wrong incremental).
  * The caller keeps the driver's own writers off the image meanwhile.
  */
 export async function settledStampOf(path: string, clock: StampClock = fileSystemClock): Promise<ImageStamp> {
   const dir = dirname(path);
+  let touched = false;
   for (let attempt = 0; ; attempt++) {
     const now = await clock.now(dir); // read before the stat: ctime < now means the stat saw it before the clock moved on
     const stamp = await clock.stat(path);
-    if (BigInt(stamp.ctimeNs) < now) return stamp;
+    const ctime = BigInt(stamp.ctimeNs);
+    if (ctime < now) return stamp;
+    if (ctime > now && !touched) {
+      // Beyond the clock's current tick: the clock was set back below the image's ctime, and
+      // would not pass it before the wall clock caught up again (hours, or years after a wrong
+      // RTC). The image gets a ctime from the clock as it is now (nothing else changes), which the
+      // next reading passes; the stamp about to be saved is of this image as it is now all the same.
+      touched = true;
+      if (await clock.touch(path).then(() => true, () => false)) continue;
+    }
     if (attempt + 1 >= SETTLE_ATTEMPTS) return { ...stamp, racy: true };
     await clock.pause(attempt);
   }

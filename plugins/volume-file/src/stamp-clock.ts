@@ -1,4 +1,4 @@
-import { open, stat, unlink, utimes } from 'node:fs/promises';
+import { chmod, open, stat, unlink, utimes } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +20,11 @@ export interface StampClock {
   now(dir: string): Promise<bigint>;
   /** Lets time pass before reading the clock again; `attempt` counts the readings so far, from 0. */
   pause(attempt: number): Promise<void>;
+  /**
+   * Gives the file at `path` a ctime read from the clock now, changing nothing else (its data,
+   * size, mtime and mode stay). Throws what chmod(2) throws (EPERM: another user's file; EROFS).
+   */
+  touch(path: string): Promise<void>;
 }
 
 /** The probe file `now` changes to read the clock: in the directory it is asked about, so on the same file system. */
@@ -49,6 +54,10 @@ export const fileSystemClock: StampClock = {
     // tmpfs) a second reading is already finer than any earlier one. Coarse clocks tick every 1–10 ms
     // (1 s or 2 s on file systems storing whole seconds): back off up to 64 ms.
     if (attempt > 0) await sleep(Math.min(2 ** (attempt - 1), 64));
+  },
+  async touch(path) {
+    // A chmod to the mode it has: the kernel sets ctime to now on any attribute change, and only then.
+    await chmod(path, (await stat(path)).mode & 0o7777);
   },
 };
 

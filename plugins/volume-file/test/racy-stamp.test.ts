@@ -52,6 +52,9 @@ class CoarseClock implements StampClock {
   async pause(): Promise<void> {
     if (!this.frozen) await this.tick();
   }
+  touch(path: string): Promise<void> {
+    return fileSystemClock.touch(path);
+  }
 }
 
 /** Installs `clock` as the driver's stamp clock (the DriverContext seam). */

@@ -43,6 +43,9 @@ class WatchedClock implements StampClock {
     this.paused = true;
     await fileSystemClock.pause(attempt);
   }
+  touch(path: string): Promise<void> {
+    return fileSystemClock.touch(path);
+  }
 }
 
 function watch(d: FileVolumeDriver, directory: string): WatchedClock {
