@@ -292,6 +292,57 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     expect(() => process.kill(pid, 0), 'the conversion still runs').toThrow();
   }, 30_000);
 
+  it('a $TMPDIR too deep for a unix socket path (107 bytes) does not stop qcow2 and VMDK import and export: they round-trip byte for byte, leaving it empty', async () => {
+    const deep = join(tmp, 'd'.repeat(Math.max(1, 100 - tmp.length)));
+    await mkdir(deep);
+    try {
+      if (!(await volumeNames()).includes('deep-src')) await cairnJson(['volume', 'import', raw, '--name', 'deep-src'], { cwd });
+      for (const format of ['qcow2', 'vmdk']) {
+        const image = join(cwd, `deep.${format}`);
+        const exported = await run(['volume', 'export', 'deep-src', image], { TMPDIR: deep });
+        expect(exported.code, exported.stderr).toBe(0);
+        expect(await readdir(deep)).toEqual([]);
+        const name = fresh();
+        const imported = await run(['volume', 'import', image, '--name', name], { TMPDIR: deep });
+        expect(imported.code, imported.stderr).toBe(0);
+        expect(await readdir(deep)).toEqual([]);
+        const out = join(cwd, `deep-${name}.raw`);
+        await cairnJson(['volume', 'export', name, out], { cwd });
+        expect((await readFile(out)).equals(data), `${format} round trip`).toBe(true);
+      }
+    } finally {
+      await rm(deep, { recursive: true, force: true });
+    }
+  });
+
+  it('SIGINT while an --into import zeroes the volume past the end of a qcow2 (qemu-img done) stops it: CANCELLED (exit 130), nothing left in TMPDIR', async () => {
+    const q = join(cwd, 'into-tail.qcow2');
+    qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
+    const target = fresh();
+    // Reading 2 GiB past the 4 MiB image to compare it with zeros takes seconds.
+    await cairnJson(['volume', 'create', target, '--size', '2GiB'], { cwd });
+    const { child, exit } = cairnSpawn(['volume', 'import', q, '--into', target, '--json'], { cwd, env: { TMPDIR: tmp } });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    let settled = false;
+    void exit.then(() => (settled = true));
+    // "converting" is printed once the socket listens; the socket goes once qemu-img is done, its
+    // directory only after the volume past the image was zeroed: that is when the signal comes.
+    const inTail = async (): Promise<boolean> => {
+      if (!stderr.includes('converting qcow2 image')) return false;
+      const dirs = await readdir(tmp);
+      return dirs.length === 1 && !(await readdir(join(tmp, dirs[0]!)).catch(() => ['gone'])).includes('nbd.sock');
+    };
+    while (!settled && !(await inTail())) await new Promise((r) => setTimeout(r, 10));
+    expect(settled, 'the import ended before the volume past the image was being zeroed').toBe(false);
+    child.kill('SIGINT');
+    const r = await exit;
+    expect(r.code, r.stderr).toBe(130);
+    expect(jsonError(r).code).toBe('CANCELLED');
+    expect(await readdir(tmp)).toEqual([]);
+    expect(await cairnJson(['volume', 'show', target], { cwd })).toMatchObject({ status: 'available' });
+  }, 120_000);
+
   describe.skipIf(!isRoot)('a full disk (a 1 MiB tmpfs)', () => {
     let full: string;
     beforeAll(async () => {

@@ -4,6 +4,7 @@ export type { NbdAddress } from './connection.js';
 export { NbdClient, type NbdConnectOptions, type NbdListAddress, type NbdExtent, type BlockSizes } from './nbd-client.js';
 export { InFlightWindow } from './in-flight-window.js';
 export { NbdServer, type NbdServerOptions } from './nbd-server.js';
+export { fitsUnixSocketPath } from './private-socket.js';
 export type { NbdServerLimits } from './server-limits.js';
 export { isReadOnly, type BackendCallOptions, type NbdBackend, type NbdExport, type ReadRun, type StatusDescriptor } from './nbd-backend.js';
 export { blockDeviceBackend, type BlockDeviceBackendOptions } from './block-device-backend.js';

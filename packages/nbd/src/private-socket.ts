@@ -7,6 +7,14 @@ const MAX_SOCKET_PATH_BYTES = 107;
 const TEMP_PREFIX = '.nbd';
 
 /**
+ * Whether a server can listen on the unix socket `path` (PrivateSocketPath): it and the temporary
+ * path bound first (`<dir of path>/.nbdXXXXXX/s`) fit a unix socket path (107 bytes). Pure.
+ */
+export function fitsUnixSocketPath(path: string): boolean {
+  return Math.max(Buffer.byteLength(path), Buffer.byteLength(join(dirname(path), `${TEMP_PREFIX}XXXXXX`, 's'))) <= MAX_SOCKET_PATH_BYTES;
+}
+
+/**
  * A unix socket path that only this process's user may connect to, whatever the umask.
  *
  * connect(2) on a unix socket needs write permission on the socket file, and bind(2) creates it
@@ -34,8 +42,7 @@ export class PrivateSocketPath {
    * would silently bind a truncated name); otherwise the system's error.
    */
   constructor(readonly path: string, driver?: string) {
-    const longest = Math.max(Buffer.byteLength(path), Buffer.byteLength(join(dirname(path), `${TEMP_PREFIX}XXXXXX`, 's')));
-    if (longest > MAX_SOCKET_PATH_BYTES) {
+    if (!fitsUnixSocketPath(path)) {
       throw new CairnError('INVALID_INPUT', `socket path too long: ${path} (it and its temporary path ${join(dirname(path), `${TEMP_PREFIX}XXXXXX`, 's')} must fit ${MAX_SOCKET_PATH_BYTES} bytes)`, { driver });
     }
     this.tempDir = mkdtempSync(join(dirname(path), TEMP_PREFIX));

@@ -5,13 +5,12 @@ import { CairnError, syncDir, unlessNotFound, type VolumeDriver } from '@cairn/c
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
-import { serveDeviceToQemu } from '../images/device-nbd.js';
+import { createSocketDir, serveDeviceToQemu } from '../images/device-nbd.js';
 import { differingWrites } from '../images/differing-writes.js';
 import { detectFormat, formatFromName, inspectImage, parseFormat, qemuConvertFromNbd, qemuConvertToNbd, type ImageFormat } from '../images/image-format.js';
 import { assertSelfContained } from '../images/image-refs.js';
 import { writeDeviceToImage, writeImageToDevice, type CopyStats } from '../images/image-copy.js';
 import { checkInputFile } from '../io/input-file.js';
-import { createOwnedTempDir } from '../io/owned-temp-dir.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { progressReporter } from '../output/progress.js';
@@ -145,13 +144,15 @@ export function registerVolumeCommands(program: Command): void {
  * its virtual size compared with an `--into` volume, before anything is converted or created.
  * It is then converted straight into the volume, with no temporary copy: the volume's device is
  * served over NBD on a private unix socket (serveDeviceToQemu, in `$TMPDIR/cairn-import-XXXXXX`,
- * which names its owner so one left by a killed import is removed by the next: owned-temp-dir.ts)
+ * or in `/tmp` for a `$TMPDIR` too deep for a socket path: createSocketDir; it names its owner
+ * so one left by a killed import is removed by the next: owned-temp-dir.ts)
  * and `qemu-img convert -n` writes into it (a new volume is made of the image's virtual size,
  * rounded up to 512 bytes, and told zero: zero areas are not written). Both raw and converted
  * images write only the blocks that differ from the volume (differingWrites, writeImageToDevice),
  * and an `--into` volume larger than the image gets zeros past its end. A new volume is deleted
  * on any failure, a cancel by `signal` (SIGINT/SIGTERM) included, so an interrupted import leaves
- * no half-written volume under the image's name; a qemu-img still converting is killed on a cancel.
+ * no half-written volume under the image's name; a qemu-img still converting is killed on a cancel,
+ * and the zeroing past the image's end of an `--into` volume stops (differingWrites checks `signal`).
  */
 async function importImage(ctx: CliContext, file: string, opts: { name?: string; into?: string; format: ImageFormat | 'auto' }, signal?: AbortSignal): Promise<void> {
   if (opts.name !== undefined && opts.into !== undefined) throw new CairnError('INVALID_INPUT', '--name and --into exclude each other');
@@ -204,8 +205,8 @@ async function copyInto(
   const progress = progressReporter('import', ctx.out.options);
   try {
     if (image.format === 'raw') return await writeImageToDevice(image.file, a.device, { targetIsZeroed: zeroed, progress: progress.update, signal });
-    const target = differingWrites(a.device);
-    const temp = await createOwnedTempDir('cairn-import-');
+    const target = differingWrites(a.device, signal);
+    const temp = await createSocketDir('cairn-import-');
     try {
       const served = await serveDeviceToQemu(target.device, temp, highWater((done) => progress.update(done, a.device.size)));
       try {
@@ -247,8 +248,8 @@ function highWater(report: (done: number) => void): (end: number) => void {
  * with `--force`. On any failure, a cancel by `signal` (SIGINT/SIGTERM) included, the temporary
  * file is removed. The format `auto` follows the name given. A qcow2 or VMDK is converted by
  * `qemu-img convert` straight from the volume, with no temporary copy: its device is served
- * read-only over NBD on a private unix socket (serveDeviceToQemu) in `$TMPDIR/cairn-export-XXXXXX`,
- * which names its owner (owned-temp-dir.ts); qemu-img reads only the data that block status
+ * read-only over NBD on a private unix socket (serveDeviceToQemu) in `$TMPDIR/cairn-export-XXXXXX`
+ * (createSocketDir: `/tmp` for a deep `$TMPDIR`), which names its owner (owned-temp-dir.ts); qemu-img reads only the data that block status
  * reports. `bytesWritten` is the data read from the volume (holes and zero extents excluded).
  */
 async function exportImage(ctx: CliContext, ref: string, given: string, opts: { format: ImageFormat | 'auto'; force: boolean }, signal?: AbortSignal): Promise<void> {
@@ -265,7 +266,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
     try {
       if (format === 'raw') stats = await writeDeviceToImage(a.device, partial, progress.update, signal);
       else {
-        temp = await createOwnedTempDir('cairn-export-');
+        temp = await createSocketDir('cairn-export-');
         const served = await serveDeviceToQemu(a.device, temp, highWater((done) => progress.update(done, a.device.size)));
         try {
           await qemuConvertFromNbd(served.uri, partial, format, { signal }).catch((err) => {

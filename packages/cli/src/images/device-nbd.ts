@@ -1,8 +1,25 @@
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { toCairnError, type BlockDevice, type CairnError } from '@cairn/core';
-import { blockDeviceBackend, nbdUri, NbdServer, type NbdBackend } from '@cairn/nbd';
+import { blockDeviceBackend, fitsUnixSocketPath, nbdUri, NbdServer, type NbdBackend } from '@cairn/nbd';
+import { createOwnedTempDir, type OwnedTempPrefix } from '../io/owned-temp-dir.js';
 
 const DRIVER = 'image-nbd';
+/** The socket's name in the directory given to serveDeviceToQemu. */
+const SOCKET_NAME = 'nbd.sock';
+/** Where the socket's directory goes when the system temporary directory is too deep for it. */
+const SHORT_TMP = '/tmp';
+
+/**
+ * Makes the private directory for serveDeviceToQemu's socket: an owned temporary directory
+ * (createOwnedTempDir, `<parent>/<prefix>XXXXXX`, mode 0700) in the system temporary directory
+ * (`$TMPDIR`), or in `/tmp` when a socket path there would not fit a unix socket path (107 bytes:
+ * a deep `$TMPDIR`); the socket holds no data, so the place costs no space. The caller removes it.
+ */
+export async function createSocketDir(prefix: OwnedTempPrefix): Promise<string> {
+  const fits = fitsUnixSocketPath(join(tmpdir(), `${prefix}XXXXXX`, SOCKET_NAME));
+  return createOwnedTempDir(prefix, fits ? tmpdir() : SHORT_TMP);
+}
 
 /** A volume's device served to one qemu-img run (serveDeviceToQemu). */
 export interface DeviceNbdExport {
@@ -23,7 +40,7 @@ export interface DeviceNbdExport {
  * Serves `device` as the only export of an NbdServer of @cairn/nbd (blockDeviceBackend: holes and
  * zeros reported by block status, so qemu-img reads and writes only data) on the unix socket
  * `<dir>/nbd.sock`, owner-only from the moment it exists (PrivateSocketPath). `dir` is a private
- * directory of the caller (an owned temporary directory), whose removal is the caller's.
+ * directory of the caller (createSocketDir), whose removal is the caller's.
  * `progress(end)` is told the end offset of each request served (reads, block status, writes and
  * zeroing), for a progress report of a client that goes front to back. A path too long for a unix
  * socket is `INVALID_INPUT` (see PrivateSocketPath); nothing is left listening on any failure.
@@ -67,7 +84,7 @@ export async function serveDeviceToQemu(device: BlockDevice, dir: string, progre
   const name = 'volume';
   const server = new NbdServer({ exports: [{ name, backend }], maxConnections: 1, idleTimeoutMs: 0, driver: DRIVER });
   try {
-    const address = await server.listen({ path: join(dir, 'nbd.sock') });
+    const address = await server.listen({ path: join(dir, SOCKET_NAME) });
     return {
       uri: nbdUri(address, name),
       get dataBytesRead() {

@@ -1,4 +1,4 @@
-import type { BlockDevice } from '@cairn/core';
+import { throwIfAborted, type BlockDevice } from '@cairn/core';
 import { isZero } from './image-copy.js';
 
 /** Bytes compared per device read when zeroing a range. */
@@ -18,9 +18,11 @@ export interface DifferingWrites {
  * for raw images. Each call reads the range first; runs of adjacent differing blocks of one kind
  * go out as one `write` (data) or `writeZeroes` (blocks that must become zero). Calls on
  * overlapping ranges must not be in flight at once (an NBD client gets no ordering for those
- * either). Everything else passes through.
+ * either). Everything else passes through. Once `signal` is aborted, `write` and `writeZeroes`
+ * fail with `CANCELLED` (checked before each call and each STEP of a `writeZeroes`, which may
+ * span the whole volume).
  */
-export function differingWrites(device: BlockDevice): DifferingWrites {
+export function differingWrites(device: BlockDevice, signal?: AbortSignal): DifferingWrites {
   const unit = device.extentGranularity;
   let bytesWritten = 0;
   /** Writes the blocks of `want` (the wanted bytes at `offset`) that differ from `current`. */
@@ -66,11 +68,13 @@ export function differingWrites(device: BlockDevice): DifferingWrites {
     },
     read: (offset, length, into) => device.read(offset, length, into),
     async write(offset, data) {
+      throwIfAborted(signal, 'image');
       const want = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
       await apply(offset, want, await device.read(offset, want.length));
     },
     async writeZeroes(offset, length) {
       for (let at = offset, end = offset + length; at < end; at += STEP) {
+        throwIfAborted(signal, 'image');
         const n = Math.min(STEP, end - at);
         await apply(at, zeros.subarray(0, n), await device.read(at, n));
       }
