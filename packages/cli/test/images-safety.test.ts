@@ -6,7 +6,7 @@
  * parent): Cairn never reads a file the user did not name.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmod, mkdir, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
@@ -188,6 +188,29 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     expect((await readFile(out)).equals(await readFile(text))).toBe(true);
   });
 
+  it('a fragmented qcow2 whose qemu-img map is over 16 MiB (170,000 entries) and whose file ends short of its last cluster legitimately (a bitmap) imports byte for byte: the map is read as it comes, not kept', async () => {
+    const extents = 85_000; // 512 bytes of data every 4 KiB, in 512-byte clusters: a data and a hole entry each
+    const raw = join(cwd, 'frag.raw');
+    const fh = await open(raw, 'w');
+    for (let i = 0; i < extents; i++) await fh.write(Buffer.alloc(512, ((i * 7) & 0xff) + 1), 0, 512, i * 4096);
+    await fh.truncate(extents * 4096);
+    await fh.close();
+    const image = join(cwd, 'frag.qcow2');
+    qemuImg('convert', '-t', 'unsafe', '-W', '-S', '512', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=512', raw, image);
+    qemuImg('bitmap', '--add', image, 'b1');
+    expect((await stat(image)).size).toBeLessThan(endOffset(image)); // the map is consulted
+    expect(execFileSync('qemu-img', ['map', '--output=json', image], { maxBuffer: 256 * MiB }).length).toBeGreaterThan(16 * MiB);
+    const name = fresh();
+    const r = await run(['volume', 'import', image, '--name', name]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = join(cwd, 'frag-back.raw');
+    const e = await run(['volume', 'export', name, out]);
+    expect(e.code, e.stderr).toBe(0);
+    expect(spawnSync('cmp', ['-s', raw, out]).status, 'the export equals the image').toBe(0);
+    await rm(raw);
+    await rm(out);
+  }, 180_000);
+
   it('a streamOptimized VMDK cut inside its last grain (which qemu-img check passes) is CORRUPT (exit 5): its compressed grain cannot be read', async () => {
     const file = join(cwd, 'cut-stream.vmdk');
     qemuImg('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, file);
@@ -283,10 +306,10 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     const started = Date.now();
     while (!(await readdir(tmp).then((d) => d.length > 0)) && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 300));
-    const sent = Date.now();
+    // The command ends long before the fake convert's minute is up (the test's own timeout is 30 s),
+    // and the convert is gone: it was killed, not waited for.
     child.kill('SIGTERM');
     const r = await exit;
-    expect(Date.now() - sent).toBeLessThan(10_000);
     await expectRefused(r, 'CANCELLED', 130, name);
     const pid = Number((await readFile(join(cwd, 'convert.pid'), 'utf8')).trim());
     expect(() => process.kill(pid, 0), 'the conversion still runs').toThrow();

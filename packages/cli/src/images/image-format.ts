@@ -59,14 +59,15 @@ interface QemuRun {
  * does not race it. Killed the same way once `signal` aborts (then `CANCELLED`). `NOT_SUPPORTED`
  * when qemu-img is missing or cannot be run; a qemu-img killed by a signal nobody here sent is
  * `INTERNAL` saying so. A non-zero exit is returned, for the caller to judge with qemuFailure.
+ * With `onStdout`, stdout goes to it as it comes and is not kept (runBounded: no 16 MiB cap).
  */
-async function runQemuImg(args: string[], need: string, work: 'metadata' | 'copy', signal?: AbortSignal): Promise<QemuRun> {
+async function runQemuImg(args: string[], need: string, work: 'metadata' | 'copy', signal?: AbortSignal, onStdout?: (chunk: Buffer) => void): Promise<QemuRun> {
   const what = `qemu-img ${args[0]}`;
   const bounds = qemuImgBoundsFromEnv(process.env);
   const bound: RunBound = work === 'metadata' ? { kind: 'deadline', ms: bounds.timeoutMs } : { kind: 'stall', ms: bounds.stallMs };
   let run;
   try {
-    run = await runBounded('qemu-img', args, { bound, what, driver: 'qemu-img', signal, env: { ...process.env, LC_ALL: 'C' } });
+    run = await runBounded('qemu-img', args, { bound, what, driver: 'qemu-img', signal, env: { ...process.env, LC_ALL: 'C' }, ...(onStdout ? { onStdout } : {}) });
   } catch (err) {
     if (err instanceof CairnError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -144,9 +145,16 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
     if (run.code !== 0) throw qemuFailure(run, `image ${file} is damaged: qemu-img map failed`, 'CORRUPT', hint);
     return run.stdout;
   };
+  // One file: the map is read as it comes, never kept (a fragmented image's map has an entry per
+  // extent, past runBounded's 16 MiB cap on kept output). A descriptor's extents share one kept map.
+  const streamMap = async (sink: (chunk: Buffer) => void): Promise<void> => {
+    const run = await runQemuImg(['map', '--output=json', spec], need, 'metadata', signal, sink);
+    if (run.code !== 0) throw qemuFailure(run, `image ${file} is damaged: qemu-img map failed`, 'CORRUPT', hint);
+  };
+  const read = files.length === 1 ? { streamMap } : { map: () => (mapped ??= map()) };
   for (const { path, range } of files) {
     const of = path === file ? '' : ` (an extent of ${file})`;
-    await assertDataWithinFile(path, { check: report, fileSize: (await stat(path)).size, map: () => (mapped ??= map()), mapWhat: 'qemu-img map', guestRange: range, compressed: 'unchecked' }).catch((err: unknown) => {
+    await assertDataWithinFile(path, { check: report, fileSize: (await stat(path)).size, ...read, mapWhat: 'qemu-img map', guestRange: range, compressed: 'unchecked' }).catch((err: unknown) => {
       // The rule's own verdicts carry no driver (qemu-img runs' errors do): tagged, with the hint.
       if (!(err instanceof CairnError) || err.driver !== undefined) throw err;
       throw new CairnError(err.code, `${err.message}${of}${err.code === 'CORRUPT' ? hint : ''}`, { driver: 'qemu-img', details: { ...err.details, file: path }, cause: err });
