@@ -1,9 +1,9 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, KeyedMutex, makeDirectories } from '@cairn/core';
-import { writeFileAtomic } from '@cairn/core';
+import { CairnError, KeyedMutex } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { readFully } from './data-extents.js';
+import { makeOwnedDirectory, writeOwnedFileAtomic } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
@@ -141,14 +141,15 @@ export class DriverContext {
   /**
    * Makes the `<id>.cbt` directory of a volume or snapshot where missing (and the directories
    * above it): core's makeDirectories, so a directory that takes no new entries is `UNAVAILABLE`
-   * at once, tagged with this driver. Idempotent.
+   * at once, tagged with this driver; a new `.cbt` gets its parent's owner (makeOwnedDirectory). Idempotent.
    */
   async makeCbtDir(kind: RecordKind, id: string): Promise<void> {
-    await makeDirectories(this.store.layout.cbtDir(kind, id), { driver: this.name });
+    await makeOwnedDirectory(this.store.layout.cbtDir(kind, id), this.name);
   }
 
+  /** Replaces a checkpoint's bitmap atomically and durably, keeping its directory's owner (writeOwnedFileAtomic). */
   async saveBitmap(kind: RecordKind, id: string, checkpointId: string, bitmap: DirtyBitmap): Promise<void> {
     await this.makeCbtDir(kind, id);
-    await writeFileAtomic(this.store.layout.bitmap(kind, id, checkpointId), bitmap.serialize());
+    await writeOwnedFileAtomic(this.store.layout.bitmap(kind, id, checkpointId), bitmap.serialize());
   }
 }

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { open, rm, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import {
@@ -18,6 +19,7 @@ import {
   type VolumeDriverCapabilities,
 } from '@cairn/core';
 import { ChangeTracker } from './change-tracker.js';
+import { openNewOwned } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { DriverContext } from './driver-context.js';
 import { FileBlockDevice, GRANULARITY } from './file-block-device.js';
@@ -79,7 +81,7 @@ export class FileVolumeDriver implements VolumeDriver {
       await this.ctx.store.init();
       const id = newId();
       const image = this.ctx.store.layout.image('volume', id);
-      const fh = await open(image, 'wx', 0o600);
+      const fh = await openNewOwned(image, constants.O_WRONLY, 0o600); // 'wx', with the directory's owner
       try {
         try {
           await resizeImage(fh, spec.size, this.name);

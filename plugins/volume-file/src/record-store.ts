@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
 import { KeyedMutex, SidecarStore } from '@cairn/core';
+import { ensureOwnedFile, makeOwnedDirectory, writeOwnedFileAtomic } from './dir-owner.js';
 import { lockWithin } from './file-lock.js';
 import { Layout } from './layout.js';
 import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeRecord } from './records.js';
@@ -10,10 +10,12 @@ const META_LOCK_WAIT_MS = 10_000;
 /**
  * The driver's sidecars (core's SidecarStore) plus its layout. Several driver instances (several
  * processes) may share a directory, so every read-modify-write also holds the metadata lock: an
- * in-process mutex plus flock on `.lock`.
+ * in-process mutex plus flock on `.lock`. What it creates (the directories, `.lock`, sidecars) gets the
+ * owner of the directory it is made in when root works in another user's directory (dir-owner.ts).
  */
 export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
   readonly layout: Layout;
+  private tree: Promise<void> | undefined;
 
   constructor(directory: string, driver: string) {
     const layout = new Layout(directory);
@@ -23,7 +25,7 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
       dir: (kind) => layout.dir(kind),
       readVolume: readVolumeRecord,
       readSnapshot: readSnapshotRecord,
-      setup: async () => (await open(layout.lockFile, 'a', 0o600)).close(),
+      setup: () => ensureOwnedFile(layout.lockFile),
       guard: (fn) =>
         meta.run('meta', async () => {
           const lock = await lockWithin(layout.lockFile, 'exclusive', META_LOCK_WAIT_MS, driver);
@@ -35,6 +37,28 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
         }),
     });
     this.layout = layout;
+  }
+
+  /**
+   * Core's init, after the driver's directory and its `volumes` and `snapshots` are made with
+   * owners (makeOwnedDirectory). Retried after a failure, as core's is.
+   */
+  override init(): Promise<void> {
+    this.tree ??= (async () => {
+      await makeOwnedDirectory(this.layout.directory, this.options.driver);
+      await makeOwnedDirectory(this.layout.dir('volume'), this.options.driver);
+      await makeOwnedDirectory(this.layout.dir('snapshot'), this.options.driver);
+    })().catch((err: unknown) => {
+      this.tree = undefined;
+      throw err;
+    });
+    return this.tree.then(() => super.init());
+  }
+
+  /** Core's put (the same JSON text as its writeSidecar), keeping the owner of the directory (writeOwnedFileAtomic). */
+  override async put(record: VolumeRecord | SnapshotRecord): Promise<void> {
+    await this.init();
+    await writeOwnedFileAtomic(this.sidecarPath(record.kind, record.id), `${JSON.stringify(record, null, 2)}\n`);
   }
 
   /** Runs `fn` holding the metadata lock (in-process and across processes). `BUSY` after 10 s of waiting. */

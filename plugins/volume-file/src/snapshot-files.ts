@@ -1,5 +1,6 @@
 import { open, stat } from 'node:fs/promises';
 import { nowIso } from '@cairn/core';
+import { adoptCreatedFile } from './dir-owner.js';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { DriverContext } from './driver-context.js';
 import { copyImage } from './image-copy.js';
@@ -12,6 +13,7 @@ import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.j
  * sidecar, whose appearance makes the snapshot exist. The caller keeps the image from changing.
  * An image shorter than the sidecar says (an extend interrupted by a crash) is copied grown to
  * the sidecar's size: the missing tail reads as zeros, as it will on the volume once attached.
+ * Its files get the owner of their directory when root makes them in another user's (dir-owner.ts).
  * On failure nothing of the snapshot is left (no sidecar, image or bitmaps; or, when its sidecar
  * landed and cannot be removed, the whole snapshot) and the error is thrown.
  */
@@ -43,6 +45,7 @@ async function writeSnapshotFiles(
   const { layout } = ctx.store;
   const image = layout.image('snapshot', id);
   await copyImage(layout.image('volume', volume.id), image);
+  await adoptCreatedFile(image); // the copy is root's: it gets the directory's owner, as the sidecar will
   if ((await stat(image)).size < volume.size) {
     const fh = await open(image, 'r+');
     try {

@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { ensureOwnedFile } from './dir-owner.js';
 import { lockWithin, tryLock } from './file-lock.js';
 
 /**
@@ -20,12 +20,12 @@ const WRITER_LOCK_WAIT_MS = 5_000;
  */
 
 /**
- * Takes the writer lock at `path` (created when missing) exclusively, waiting while status probes
+ * Takes the writer lock at `path` (created when missing, with its directory's owner: dir-owner.ts) exclusively, waiting while status probes
  * hold it; resolves to its release (idempotent). Call holding the image's exclusive lock.
  * `BUSY` when it stays held for WRITER_LOCK_WAIT_MS.
  */
 export async function holdWriterLock(path: string, driver: string): Promise<() => Promise<void>> {
-  await (await open(path, 'a', 0o600)).close();
+  await ensureOwnedFile(path);
   const lock = await lockWithin(path, 'exclusive', WRITER_LOCK_WAIT_MS, driver);
   return () => lock.release();
 }
