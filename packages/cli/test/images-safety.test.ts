@@ -155,6 +155,67 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     expect(jsonError(r).message).toContain(file);
   });
 
+  it('a VMDK descriptor with a VMFSSPARSE extent (qemu opens it as it opens a SPARSE one): whole, it imports byte for byte; cut 4 KiB short (which qemu-img check passes and convert reads as zeros) it is CORRUPT (exit 5) naming the extent', async () => {
+    const dir = join(cwd, 'vmfssparse');
+    await mkdir(dir);
+    const file = join(dir, 'vs.vmdk');
+    qemuImg('create', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', file, '4M');
+    execFileSync('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x5a 0 1M', '-c', 'write -P 0x33 3M 1M', file], { stdio: 'ignore' });
+    const desc = await readFile(file, 'latin1');
+    await writeFile(file, desc.replace(' SPARSE "', ' VMFSSPARSE "').replace(/createType="[^"]*"/, 'createType="vmfsSparse"'), 'latin1');
+    expect(JSON.parse(execFileSync('qemu-img', ['info', '--output=json', file], { encoding: 'utf8' }))['format-specific'].data.extents[0].format).toBe('VMFSSPARSE');
+    const want = Buffer.alloc(4 * MiB);
+    want.fill(0x5a, 0, MiB);
+    want.fill(0x33, 3 * MiB);
+    const whole = fresh();
+    expect((await run(['volume', 'import', file, '--name', whole])).code).toBe(0);
+    const out = join(cwd, 'vmfssparse-back.raw');
+    await cairnJson(['volume', 'export', whole, out], { cwd });
+    expect((await readFile(out)).equals(want), 'the import reads as the image').toBe(true);
+
+    const extent = join(dir, 'vs-s001.vmdk');
+    await truncate(extent, (await stat(extent)).size - 4096);
+    expect(checkStatus(file), 'qemu-img check passes').toBe(0);
+    const name = fresh();
+    const r = await run(['volume', 'import', file, '--name', name]);
+    await expectRefused(r, 'CORRUPT', 5, name);
+    expect(jsonError(r).message).toContain(extent);
+  });
+
+  it('VMDK data Cairn cannot check for damage is NOT_SUPPORTED (exit 7) naming its kind, before qemu-img reads it: a SESPARSE extent, a COWD image given as --format vmdk, a SPARSE extent holding a COWD file', async () => {
+    const dir = join(cwd, 'unchecked');
+    await mkdir(dir);
+    // A COWD (VMDK3) sparse header: magic, version 1, flags 3, then sizes; qemu would open it.
+    const cowd = Buffer.alloc(2048);
+    cowd.write('COWD', 0, 'latin1');
+    cowd.writeUInt32LE(1, 4);
+    cowd.writeUInt32LE(3, 8);
+    cowd.writeUInt32LE(8192, 12); // disk sectors
+    cowd.writeUInt32LE(128, 16); // granularity
+    cowd.writeUInt32LE(4, 20); // L1 directory offset (sectors)
+    cowd.writeUInt32LE(1, 24); // L1 entries
+    await writeFile(join(dir, 'old-s001.vmdk'), cowd);
+    await writeFile(join(dir, 'se-s001.vmdk'), Buffer.alloc(64 * 1024));
+    const descriptor = (type: string, createType: string, extent: string) =>
+      `# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="${createType}"\n\nRW 8192 ${type} "${extent}"\n`;
+    await writeFile(join(dir, 'se.vmdk'), descriptor('SESPARSE', 'seSparse', 'se-s001.vmdk'));
+    await writeFile(join(dir, 'cowd-extent.vmdk'), descriptor('SPARSE', 'twoGbMaxExtentSparse', 'old-s001.vmdk'));
+    for (const [file, args, kind] of [
+      [join(dir, 'se.vmdk'), [], 'SESPARSE'],
+      [join(dir, 'old-s001.vmdk'), ['--format', 'vmdk'], 'COWD'],
+      [join(dir, 'cowd-extent.vmdk'), [], 'COWD'],
+    ] as const) {
+      const name = fresh();
+      const r = await run(['volume', 'import', file, '--name', name, ...args]);
+      expect(jsonError(r).code, `${file}: ${r.stderr}`).toBe('NOT_SUPPORTED');
+      expect(r.code).toBe(7);
+      expect(jsonError(r).message).toContain(kind);
+      expect(jsonError(r).details).toMatchObject({ kind });
+      expect(await volumeNames()).not.toContain(name);
+      expect(await readdir(tmp)).toEqual([]);
+    }
+  });
+
   it('a qcow2 whose file ends inside its last cluster legitimately (a bitmap directory written last) still imports byte for byte', async () => {
     const file = join(cwd, 'bitmap-last.qcow2');
     qemuImg('create', '-f', 'qcow2', file, '4M');
@@ -342,8 +403,15 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     const q = join(cwd, 'into-tail.qcow2');
     qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
     const target = fresh();
-    // Reading 2 GiB past the 4 MiB image to compare it with zeros takes seconds.
-    await cairnJson(['volume', 'create', target, '--size', '2GiB'], { cwd });
+    // Only data is read and compared past the image (holes already read as zeros): a volume
+    // holding 1 GiB of data past the 4 MiB image takes a while to zero.
+    const full = join(cwd, 'into-tail-data.raw');
+    const fh = await open(full, 'w');
+    const chunk = Buffer.alloc(16 * MiB, 0x5a);
+    for (let off = 0; off < 1024 * MiB; off += chunk.length) await fh.write(chunk, 0, chunk.length, off);
+    await fh.close();
+    await cairnJson(['volume', 'import', full, '--name', target], { cwd });
+    await rm(full);
     const { child, exit } = cairnSpawn(['volume', 'import', q, '--into', target, '--json'], { cwd, env: { TMPDIR: tmp } });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));

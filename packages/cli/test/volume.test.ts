@@ -3,7 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { FileVolumeDriver } from '@cairn/volume-file';
+import type { BlockDevice } from '@cairn/core';
 import { CliContext } from '../src/context.js';
+import { differingWrites } from '../src/images/differing-writes.js';
+import { writeImageToDevice } from '../src/images/image-copy.js';
 import { buildProgram } from '../src/program.js';
 import { Output } from '../src/output/output.js';
 import { cairn, cairnJson, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage, jsonError } from './helpers.js';
@@ -249,5 +253,106 @@ describe('cairn volume list while volumes come and go', () => {
       process.exitCode = exitCode;
     }
     expect(JSON.parse(stdout.join('')).map((v: { id: string }) => v.id)).toEqual([kept.id]);
+  });
+});
+
+/**
+ * Overwriting a large sparse volume with a small image (`volume import --into`) on a real file
+ * volume: what the device holds is read only where its allocated extents say it may hold data
+ * (holes already read as zeros), only differing blocks are written, and the result is exact.
+ */
+describe('volume import --into a sparse volume reads only its data', () => {
+  const SIZE = 256 * MiB;
+  const K64 = 64 * 1024;
+  let dir: string;
+  let driver: FileVolumeDriver;
+  beforeAll(async () => {
+    dir = await tempDir();
+    driver = new FileVolumeDriver({ directory: join(dir, 'volumes') });
+  });
+  afterAll(() => removeDir(dir));
+
+  /** A SIZE volume holding A (1 MiB at 0), B (1 MiB at 2 MiB), C (1 MiB at 100 MiB), D (64 KiB at 200 MiB); holes elsewhere. */
+  const sparseVolume = async (name: string) => {
+    const v = await driver.createVolume({ name, size: SIZE });
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const parts = { A: randomBytes(MiB), B: randomBytes(MiB), C: randomBytes(MiB), D: randomBytes(K64) };
+    await a.device.write(0, parts.A);
+    await a.device.write(2 * MiB, parts.B);
+    await a.device.write(100 * MiB, parts.C);
+    await a.device.write(200 * MiB, parts.D);
+    await a.device.flush();
+    const allocated = (await a.device.extents({ kind: 'allocated' })).reduce((n, e) => n + e.length, 0);
+    return { a, parts, allocated };
+  };
+
+  /** `device`, counting the bytes read from it and the bytes written to it (data and zeros). */
+  const counting = (device: BlockDevice) => {
+    const n = { read: 0, written: 0 };
+    const spy: BlockDevice = {
+      size: device.size,
+      mode: device.mode,
+      driverName: device.driverName,
+      extentGranularity: device.extentGranularity,
+      read: (o, l, into) => ((n.read += l), device.read(o, l, into)),
+      write: (o, d) => ((n.written += d.byteLength), device.write(o, d)),
+      writeZeroes: (o, l) => ((n.written += l), device.writeZeroes(o, l)),
+      flush: () => device.flush(),
+      extents: (q, r) => device.extents(q, r),
+      close: () => device.close(),
+    };
+    return { spy, n };
+  };
+
+  const expectContent = async (device: BlockDevice, want: Map<number, Buffer>) => {
+    for (let off = 0; off < device.size; off += 16 * MiB) {
+      const got = await device.read(off, 16 * MiB);
+      const expected = Buffer.alloc(16 * MiB);
+      for (const [at, bytes] of want) if (at >= off && at < off + 16 * MiB) bytes.copy(expected, at - off);
+      expect(got.equals(expected), `bytes at ${off}`).toBe(true);
+    }
+  };
+
+  it('raw image (writeImageToDevice): holes are neither read nor written, zero regions of the image over holes cost nothing, bytesWritten counts only differing blocks, result byte-exact', async () => {
+    const { a, parts, allocated } = await sparseVolume('raw-into');
+    try {
+      // 4 MiB image: MiB 0 is A with one 64 KiB block changed; MiB 1 zeros (a hole on the volume);
+      // MiB 2 zeros (B on the volume: must become zero); MiB 3 new data (a hole on the volume).
+      const image = Buffer.alloc(4 * MiB);
+      parts.A.copy(image, 0);
+      randomBytes(K64).copy(image, 5 * K64);
+      const fresh = randomBytes(MiB);
+      fresh.copy(image, 3 * MiB);
+      const file = join(dir, 'small.raw');
+      await writeFile(file, image);
+      const { spy, n } = counting(a.device);
+      const stats = await writeImageToDevice(file, spy);
+      // Past the image only C and D held data and are zeroed: 64 KiB + B + MiB 3 + C + D written.
+      expect(stats).toEqual({ bytesScanned: SIZE, bytesWritten: K64 + MiB + MiB + MiB + K64 });
+      expect(n.written).toBe(stats.bytesWritten);
+      expect(n.read, 'bytes read from the volume: only its allocated extents').toBeLessThanOrEqual(allocated);
+      await expectContent(a.device, new Map([[0, image]]));
+    } finally {
+      await driver.detach(a.id);
+    }
+  });
+
+  it('qcow2/VMDK path (differingWrites.writeZeroes past the image): only allocated extents are read, only data is zeroed, bytesWritten exact', async () => {
+    const { a, parts, allocated } = await sparseVolume('zero-tail');
+    try {
+      const { spy, n } = counting(a.device);
+      const target = differingWrites(spy);
+      await target.device.writeZeroes(MiB, SIZE - MiB); // B, C and D become zero; A stays
+      expect(target.bytesWritten).toBe(MiB + MiB + K64);
+      expect(n.written).toBe(target.bytesWritten);
+      expect(n.read, 'bytes read from the volume: only its allocated extents').toBeLessThanOrEqual(allocated - MiB);
+      await expectContent(a.device, new Map([[0, parts.A]]));
+      // Cancelled: fails with CANCELLED before reading anything.
+      const ac = new AbortController();
+      ac.abort();
+      await expect(differingWrites(spy, ac.signal).device.writeZeroes(0, SIZE)).rejects.toMatchObject({ code: 'CANCELLED' });
+    } finally {
+      await driver.detach(a.id);
+    }
   });
 });

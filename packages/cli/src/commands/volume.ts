@@ -217,7 +217,8 @@ async function copyInto(
       } finally {
         await served.close();
       }
-      // qemu-img wrote the image's virtual size; the rest of a larger --into volume reads as zeros.
+      // qemu-img wrote the image's virtual size; the rest of a larger --into volume reads as zeros
+      // (differingWrites reads and compares only its allocated data there).
       if (!zeroed && image.size < a.device.size) await target.device.writeZeroes(image.size, a.device.size - image.size);
       await a.device.flush();
     } finally {

@@ -1,32 +1,30 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, throwIfAborted, type BlockDevice } from '@cairn/core';
+import { CairnError, throwIfAborted, type BlockDevice, type ByteRange } from '@cairn/core';
+import { dataRanges, readKnownData } from './device-data.js';
+import { writeDiffering } from './differing-writes.js';
+import { isZero } from './zero-bytes.js';
 
 const MiB = 1024 * 1024;
 /** Bytes read per step. */
 const STEP = 4 * MiB;
 
 export interface CopyStats {
-  /** Logical bytes compared or copied. */
+  /** Logical bytes compared or copied (ranges the device's extents show read as zeros count as compared). */
   bytesScanned: number;
   /** Bytes written to the target (data that differed; zeros included). */
   bytesWritten: number;
 }
 
-/** Whether every byte of `b` is zero. */
-export function isZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i += 8192) {
-    const end = Math.min(b.length, i + 8192);
-    for (let j = i; j < end; j++) if (b[j] !== 0) return false;
-  }
-  return true;
-}
-
 /**
  * Writes the raw image `file` onto `device`, touching only the blocks (of the device's
- * `extentGranularity`) whose bytes differ, so the volume's changed-block tracking marks exactly
- * what changed. Blocks past the image's end are made zero. `INVALID_INPUT` when the image is
- * larger than the device. With `targetIsZeroed`, zero blocks of the image are not compared.
- * `CANCELLED` once `signal` is aborted (checked before each step of STEP bytes).
+ * `extentGranularity`) whose bytes differ (writeDiffering), so the volume's changed-block
+ * tracking marks exactly what changed. Blocks past the image's end are made zero. What the device
+ * holds is read only where its allocated extents say it may hold data (dataRanges, asked once
+ * before anything is written): past the image's end only those ranges are visited at all, so an
+ * image far smaller than a sparse volume costs the volume's data, not its size. `INVALID_INPUT`
+ * when the image is larger than the device. With `targetIsZeroed`, the device is not read and
+ * nothing past the image is visited. `CANCELLED` once `signal` is aborted (checked before each
+ * step of at most STEP bytes visited).
  */
 export async function writeImageToDevice(
   file: string,
@@ -39,41 +37,29 @@ export async function writeImageToDevice(
     if (imageSize > device.size) {
       throw new CairnError('INVALID_INPUT', `image ${file} (${imageSize} bytes) is larger than the volume (${device.size} bytes)`);
     }
-    const unit = device.extentGranularity;
+    const data = options.targetIsZeroed ? [] : await dataRanges(device, { offset: 0, length: device.size });
+    // The image's range in full, then past it only what may hold data (the rest reads as zeros).
+    const visits: ByteRange[] = [{ offset: 0, length: imageSize }];
+    for (const r of data) {
+      const from = Math.max(r.offset, imageSize);
+      if (r.offset + r.length > from) visits.push({ offset: from, length: r.offset + r.length - from });
+    }
     const stats: CopyStats = { bytesScanned: 0, bytesWritten: 0 };
     const src = Buffer.alloc(STEP);
-    for (let off = 0; off < device.size; off += STEP) {
-      throwIfAborted(options.signal, 'image');
-      const len = Math.min(STEP, device.size - off);
-      const image = await readAt(fh, src, off, len, imageSize);
-      const current = options.targetIsZeroed ? undefined : await device.read(off, len);
-      // Runs of adjacent differing blocks of one kind (data or zeros) go out as one call.
-      let run: { start: number; end: number; zero: boolean } | undefined;
-      const flushRun = async () => {
-        if (!run) return;
-        if (run.zero) await device.writeZeroes(off + run.start, run.end - run.start);
-        else await device.write(off + run.start, Buffer.from(image.subarray(run.start, run.end)));
-        stats.bytesWritten += run.end - run.start;
-        run = undefined;
-      };
-      for (let b = 0; b < len; b += unit) {
-        const n = Math.min(unit, len - b);
-        const want = image.subarray(b, b + n);
-        const wantZero = isZero(want);
-        if (current ? want.equals(current.subarray(b, b + n)) : wantZero) {
-          await flushRun();
-          continue;
-        }
-        if (run && run.zero === wantZero && run.end === b) run.end = b + n;
-        else {
-          await flushRun();
-          run = { start: b, end: b + n, zero: wantZero };
-        }
+    const cur = Buffer.alloc(STEP);
+    for (const v of visits) {
+      for (let off = v.offset, end = v.offset + v.length; off < end; off += STEP) {
+        throwIfAborted(options.signal, 'image');
+        const len = Math.min(STEP, end - off);
+        const image = await readAt(fh, src, off, len, imageSize);
+        const current = await readKnownData(device, off, len, data, cur);
+        stats.bytesWritten += await writeDiffering(device, off, image, current);
+        stats.bytesScanned = off + len;
+        options.progress?.(stats.bytesScanned, device.size);
       }
-      await flushRun();
-      stats.bytesScanned += len;
-      options.progress?.(stats.bytesScanned, device.size);
     }
+    stats.bytesScanned = device.size;
+    options.progress?.(device.size, device.size);
     await device.flush();
     return stats;
   } finally {

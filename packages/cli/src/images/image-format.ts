@@ -111,7 +111,7 @@ export function imageSpec(file: string, format: ImageFormat): string {
  * data `qemu-img map` places in the file must lie within it (assertDataWithinFile of @cairn/core,
  * the rule the qcow2 volume driver applies), `CORRUPT` naming the image otherwise; for a qcow2
  * only when its file ends short of `image-end-offset`, for a sparse VMDK always (its check
- * reports no end): a single-file one (magic `KDMV`), or each SPARSE extent of a descriptor
+ * reports no end): a single-file one (magic `KDMV`), or each SPARSE or VMFSSPARSE extent of a descriptor
  * against the guest range it holds (vmdkSparseExtents; its FLAT extents' sizes are checked by
  * assertSelfContained). Compressed data (a compressed qcow2's clusters, a streamOptimized VMDK's
  * grains) have no place in the map: they are imported unchecked (cloud images are compressed
@@ -137,7 +137,7 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
     throw new CairnError('CORRUPT', `image ${file} is damaged: qemu-img check found ${found} errors (a truncated or corrupt ${format})${hint}`, { driver: 'qemu-img', details: { exitCode: 2 } });
   }
   if (!report) throw qemuFailure(check, `image ${file} is damaged: qemu-img check failed`, 'CORRUPT', hint);
-  // Where the data lie: the image's own file (qcow2, a sparse VMDK), or a descriptor's SPARSE extents.
+  // Where the data lie: the image's own file (qcow2, a sparse VMDK), or a descriptor's sparse extents.
   const files = format === 'qcow2' || (await readHead(file, 4)).toString('latin1') === 'KDMV' ? [{ path: file, range: undefined }] : (await vmdkSparseExtents(file)).map((e) => ({ path: e.path, range: e }));
   let mapped: Promise<string> | undefined;
   const map = async (): Promise<string> => {

@@ -15,6 +15,9 @@ import type { ImageFormat } from './image-format.js';
  * descriptor (regular files, not symbolic links): the usual two-file VMDK (`disk.vmdk`,
  * `disk-flat.vmdk`). The checks are a superset of what qemu 7 follows; qemu-img is also told to
  * open no backing file (image-format.ts), so a check missed here still reads no backing file.
+ * VMDK data whose damage cannot be checked (inspectImage) is refused with `NOT_SUPPORTED`
+ * (`details.kind`): a COWD sparse file (the image itself or a SPARSE/VMFSSPARSE extent) and a
+ * SESPARSE extent.
  */
 export async function assertSelfContained(file: string, format: Exclude<ImageFormat, 'raw'>, hint: string): Promise<void> {
   const fh = await open(file, 'r');
@@ -70,9 +73,38 @@ const DESC_REGION = 0x200 + 20 * 512;
 /** qemu reads at most this much of a descriptor file. */
 const DESC_MAX = (1 << 20) - 1;
 
+/** Extent types qemu opens as a sparse file (vmdk_open_sparse, KDMV or COWD by magic): SPARSE and VMFSSPARSE. */
+const SPARSE_EXTENT = /^(SPARSE|VMFSSPARSE)$/;
+
+/**
+ * `NOT_SUPPORTED` naming the kind: VMDK data Cairn cannot check for being cut short (a truncated
+ * file converts without an error, its missing grains read as zeros), so it imports none of it.
+ * COWD (VMware's old VMFS sparse layout) and SESPARSE (ESXi's space-efficient sparse) cannot be
+ * made by qemu-img here to test a check on; qemu opens SESPARSE read-only.
+ */
+const unchecked = (file: string, kind: 'COWD' | 'SESPARSE', where: string, hint: string): CairnError =>
+  new CairnError(
+    'NOT_SUPPORTED',
+    `image ${file}${where} is a ${kind} VMDK ${kind === 'COWD' ? 'sparse file' : 'extent'}, which Cairn cannot check for damage; convert it first (e.g. qemu-img convert -O qcow2 <image> <copy.qcow2>) and import the copy${hint}`,
+    { details: { file, kind } },
+  );
+
+/** The first 4 bytes of `path` as text ('' for a shorter file). */
+async function magicOf(path: string): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4);
+    const { bytesRead } = await fh.read(buf, 0, 4, 0);
+    return buf.subarray(0, bytesRead).toString('latin1');
+  } finally {
+    await fh.close();
+  }
+}
+
 async function checkVmdk(file: string, read: Read, hint: string): Promise<void> {
   const magic = (await read(0, 4)).toString('latin1');
-  const sparse = magic === 'KDMV' || magic === 'COWD';
+  if (magic === 'COWD') throw unchecked(file, 'COWD', '', hint);
+  const sparse = magic === 'KDMV';
   const text = (await read(0, sparse ? DESC_REGION : DESC_MAX)).toString('latin1');
   const parent = /parentFileNameHint\s*=\s*"([^"]+)"/.exec(text);
   if (parent) throw refused(file, 'backing-file', `is a delta disk with a parent ${shown(parent[1]!)}`, hint);
@@ -86,6 +118,9 @@ async function checkVmdk(file: string, read: Read, hint: string): Promise<void> 
     if (!link?.isFile()) {
       throw refused(file, 'extent', `names an extent ${shown(name)} that is ${link ? 'not a regular file (a symbolic link, a device…)' : 'missing'}`, hint);
     }
+    // Sparse extents are checked against qemu-img map (vmdkSparseExtents), unless of a kind that cannot be.
+    if (fields?.[2] === 'SESPARSE') throw unchecked(file, 'SESPARSE', ` (its extent ${shown(name)})`, hint);
+    if (fields && SPARSE_EXTENT.test(fields[2]!) && (await magicOf(path)) === 'COWD') throw unchecked(file, 'COWD', ` (its extent ${shown(name)})`, hint);
     // A flat extent shorter than it claims would read as zeros: a truncated image.
     if (fields && /^(FLAT|VMFS)$/.test(fields[2]!)) {
       const need = (Number(fields[3] ?? 0) + Number(fields[1])) * 512;
@@ -110,10 +145,11 @@ function* extentLines(text: string): Generator<{ name: string; fields: RegExpExe
 }
 
 /**
- * The SPARSE extents of the VMDK descriptor `file` (one that passed assertSelfContained: its
- * extents are files beside it), each with the guest byte range it holds (extents follow each other
- * in the order of their lines): what qemu reads from each is checked against its size
- * (inspectImage). Empty for a sparse VMDK (its own single extent, magic `KDMV`).
+ * The sparse extents (SPARSE, VMFSSPARSE) of the VMDK descriptor `file` (one that passed
+ * assertSelfContained: its extents are files beside it, none COWD or SESPARSE), each with the
+ * guest byte range it holds (extents follow each other in the order of their lines): what qemu
+ * reads from each is checked against its size (inspectImage). Empty for a sparse VMDK (its own
+ * single extent, magic `KDMV`).
  */
 export async function vmdkSparseExtents(file: string): Promise<Array<{ path: string; start: number; end: number }>> {
   const fh = await open(file, 'r');
@@ -125,13 +161,13 @@ export async function vmdkSparseExtents(file: string): Promise<Array<{ path: str
   } finally {
     await fh.close();
   }
-  if (text.startsWith('KDMV') || text.startsWith('COWD')) return [];
+  if (text.startsWith('KDMV')) return [];
   const extents: Array<{ path: string; start: number; end: number }> = [];
   let start = 0;
   for (const { name, fields } of extentLines(text)) {
     if (!fields) break; // qemu refuses the descriptor (or the extent): nothing to map further
     const end = start + Number(fields[1]) * 512;
-    if (fields[2] === 'SPARSE') extents.push({ path: join(dirname(file), name), start, end });
+    if (SPARSE_EXTENT.test(fields[2]!)) extents.push({ path: join(dirname(file), name), start, end });
     start = end;
   }
   return extents;
