@@ -126,15 +126,16 @@ export async function statObject(path: string, key: string): Promise<ObjectInfo 
   }
 }
 
-/** Every temporary file in the tree, as `{ path, mtimeMs }`; entries removed meanwhile are skipped. */
-export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number }> {
+/** Every temporary file in the tree, as `{ path, mtimeMs, bytes }` (bytes: its allocated blocks); entries removed meanwhile are skipped. */
+export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number; bytes: number }> {
   for await (const { name, kind } of entries(root)) {
     const path = join(root, name);
     if (kind === 'dir' && isKeySegment(name)) {
       yield* tempFiles(path);
     } else if (kind === 'file' && isTempName(name)) {
       try {
-        yield { path, mtimeMs: (await lstat(path)).mtimeMs };
+        const st = await lstat(path);
+        yield { path, mtimeMs: st.mtimeMs, bytes: st.blocks * 512 };
       } catch (err) {
         if (!isAbsent(err)) throw fsError(err, `stat ${name}`);
       }

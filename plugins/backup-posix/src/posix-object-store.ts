@@ -64,7 +64,9 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  * Space reserve (capability `spaceReserve`, option `reserveBytes`; space-reserve.ts): a put marked
  * `spendReserve` that finds the file system full gives the reserve up and tries once more;
  * ensureReserve makes it (the repository calls it when it opens), and so do deletes that removed
- * an object, once the store was asked for a reserve, when it is missing and fits.
+ * an object, once the store was asked for a reserve, when it is missing and fits (after a creation
+ * the file system refused for space, only once the store deleted the reserve's size since).
+ * shortOfSpace says when it is missing and cannot be made (GC then skips its repacks).
  */
 export class PosixObjectStore implements ObjectStore {
   readonly name = DRIVER;
@@ -171,6 +173,17 @@ export class PosixObjectStore implements ObjectStore {
   /** Makes the space reserve when it is missing and fits (ObjectStore.ensureReserve); never rejects. */
   async ensureReserve(): Promise<boolean> {
     return this.reserve.ensure();
+  }
+
+  /**
+   * ObjectStore.shortOfSpace: true when the reserve is enabled, the file system is large enough
+   * to hold it twice over, and it is missing and cannot be made now (ensureReserve: given up, by
+   * this process or another, and less than twice its size free; or held back after the file system
+   * refused its writes, as a quota does). Never rejects.
+   */
+  async shortOfSpace(): Promise<boolean> {
+    if (await this.reserve.ensure()) return false;
+    return this.reserve.possible();
   }
 
   /**
@@ -367,6 +380,8 @@ export class PosixObjectStore implements ObjectStore {
     assertObjectKey(key, DRIVER);
     checkSignal(options.signal);
     const path = this.pathOf(key);
+    // What the file held (allocated blocks), measured only while the reserve counts deletes (space-reserve.ts).
+    const freed = this.reserve.owes ? await lstat(path).then((st) => st.blocks * 512, () => 0) : 0;
     try {
       await unlink(path);
     } catch (err) {
@@ -378,7 +393,7 @@ export class PosixObjectStore implements ObjectStore {
       if (isAbsent(err)) return;
       throw fsError(err, `fsync after delete ${key}`);
     });
-    await this.reserve.afterFree();
+    await this.reserve.afterFree(freed);
   }
 
   /**
@@ -411,15 +426,17 @@ export class PosixObjectStore implements ObjectStore {
     }
     const cutoff = Date.now() - olderThanMs;
     let removed = 0;
+    let freed = 0;
     let refused = 0;
     let first: { err: unknown; path: string } | undefined;
-    for await (const { path, mtimeMs } of tempFiles(this.directory)) {
+    for await (const { path, mtimeMs, bytes } of tempFiles(this.directory)) {
       // Whole milliseconds on both sides: Date.now() drops the fraction that mtimeMs keeps, so a
       // file written earlier in the current millisecond would otherwise look younger than 0 ms.
       if (Math.floor(mtimeMs) > cutoff) continue;
       try {
         await unlink(path);
         removed++;
+        freed += bytes;
       } catch (err) {
         if (isAbsent(err)) continue;
         refused++;
@@ -430,7 +447,7 @@ export class PosixObjectStore implements ObjectStore {
       const message = `sweeping temporary files: ${refused} could not be removed, the first ${first.path}: ${(first.err as Error).message}`;
       throw new CairnError(fsError(first.err, '').code, message, { driver: DRIVER, cause: first.err, details: { removed, refused } });
     }
-    if (removed > 0) await this.reserve.afterFree();
+    if (removed > 0) await this.reserve.afterFree(freed);
     return removed;
   }
 

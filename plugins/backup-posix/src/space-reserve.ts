@@ -15,10 +15,17 @@
  *   fails.
  * - It is made only when the file system has room for it twice over (it never takes more than half
  *   of what is free), and never fails the call that asked for it.
+ * - A creation whose writes the file system refused for space (ENOSPC, EDQUOT: a user's quota,
+ *   which statfs does not show, may refuse what statfs says fits) is not tried again, by ensure or
+ *   afterFree, until this process's store has deleted at least the reserve's size since (afterFree
+ *   counts the bytes freed): a GC deleting thousands of objects must not write and throw away a
+ *   reserve's worth of bytes on each delete. A check that finds too little free space (statfs)
+ *   writes nothing and holds no retry back.
  */
 import { randomBytes } from 'node:crypto';
 import { lstat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { noSpaceErrno } from '@cairn/core';
 import { createTempFile, fsyncDir, linkIfAbsent, writeAll } from './durable-fs.js';
 import { keepFresh } from './temp-refresh.js';
 
@@ -47,6 +54,13 @@ export class SpaceReserve {
    * make it again. A store used without a repository never writes one on its own.
    */
   private armed = false;
+  /**
+   * Bytes the store must still delete before a creation is tried again: the reserve's size after a
+   * creation that failed for space, counted down by afterFree; 0 when nothing holds a retry back.
+   */
+  private owed = 0;
+  /** Test seam: called before each creation writes (after its free-space check passed). */
+  beforeWrite: (() => Promise<void> | void) | undefined;
 
   constructor(
     private readonly directory: string,
@@ -65,6 +79,7 @@ export class SpaceReserve {
     if (!this.enabled) return false;
     this.armed = true;
     if (await this.present()) return true;
+    if (this.owed > 0) return false; // refused for space, and not enough deleted since (see the file's contract)
     this.creating ??= this.create().finally(() => (this.creating = undefined));
     return this.creating;
   }
@@ -84,10 +99,38 @@ export class SpaceReserve {
     }
   }
 
-  /** After a delete freed space: makes the reserve again when it is missing and fits. Never rejects. */
-  async afterFree(): Promise<void> {
-    if (!this.armed || this.creating) return;
+  /**
+   * Whether a creation is held back until more is deleted (the file's contract): the store then
+   * passes afterFree the sizes of what it deletes, and need not measure them otherwise.
+   */
+  get owes(): boolean {
+    return this.owed > 0;
+  }
+
+  /**
+   * After a delete (or sweep) freed `freedBytes` (what the removed files held; the store measures
+   * it only while `owes`): makes the reserve again when it is missing and fits, unless a creation
+   * that failed for space is still held back (the file's contract). Never rejects.
+   */
+  async afterFree(freedBytes = 0): Promise<void> {
+    if (this.owed > 0) this.owed = Math.max(0, this.owed - freedBytes);
+    if (!this.armed || this.creating || this.owed > 0) return;
     await this.ensure();
+  }
+
+  /**
+   * Whether the file system is large enough ever to hold the reserve twice over (its size by
+   * statfs, used or not). Where it is not, the reserve is never made and its absence says nothing
+   * about free space. False when disabled or statfs fails. Never rejects.
+   */
+  async possible(): Promise<boolean> {
+    if (!this.enabled) return false;
+    try {
+      const s = await statfs(this.directory);
+      return s.blocks * s.bsize >= 2 * this.bytes;
+    } catch {
+      return false;
+    }
   }
 
   /** Whether a regular file is at the reserve's name (anything else there is left alone: false). */
@@ -112,6 +155,7 @@ export class SpaceReserve {
     const stopRefresh = keepFresh(() => fh);
     try {
       if (!(await this.fits())) return false;
+      await this.beforeWrite?.();
       ({ path: temp, fh } = await createTempFile(this.directory, false));
       for (let done = 0; done < this.bytes; done += PIECE) await writeAll(fh, randomBytes(Math.min(PIECE, this.bytes - done)), done);
       await fh.sync();
@@ -121,8 +165,11 @@ export class SpaceReserve {
       await linkIfAbsent(temp, this.path); // false: another creator's reserve is there, which is as good
       await fsyncDir(this.directory);
       return await this.present();
-    } catch {
-      return false; // no room after all, a read-only file system, the directory gone: no reserve
+    } catch (err) {
+      // No room after all (held back until the store deleted the reserve's size), a read-only
+      // file system, the directory gone: no reserve.
+      if (noSpaceErrno(err)) this.owed = this.bytes;
+      return false;
     } finally {
       stopRefresh();
       await fh?.close().catch(() => undefined);

@@ -253,6 +253,121 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     expect(warnings).toEqual([]);
   }, 60_000);
 
+  it('with a space reserve, gc on a completely full disk, whose lock gives the reserve up, skips its repacks from the start (a warning says so): the room goes to its index write, and it frees the packs no backup references', async () => {
+    await service.close();
+    const told: Error[] = [];
+    // A reserve larger than a pack: the room its release makes holds one. Armed, the store stands
+    // for repacks that use up that room: once a new pack is committed or abandoned, the disk is
+    // full to the last block, so every write after it (a pack's, an index object's) fails for space.
+    const reserveBytes = 2 * MiB;
+    let armed = false;
+    let packsOpened = 0;
+    let fills = 0;
+    const refill = (): void => fill(0, `${FILLER}-repack${++fills}`);
+    const filling = (s: PosixObjectStore): ObjectStore =>
+      new Proxy(s, {
+        get(target, prop, receiver) {
+          if (prop === 'openWrite') {
+            return async (key: string, options?: object) => {
+              const writer = await target.openWrite(key, options);
+              if (!armed || !key.startsWith('packs/')) return writer;
+              packsOpened++;
+              return new Proxy(writer, {
+                get(w, p, r) {
+                  const v = Reflect.get(w, p, r) as unknown;
+                  if (typeof v !== 'function') return v;
+                  const f = (v as (...a: unknown[]) => Promise<unknown>).bind(w);
+                  return p === 'commit' || p === 'abort' ? async (...a: unknown[]) => f(...a).finally(refill) : f;
+                },
+              });
+            };
+          }
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    store = await PosixObjectStore.open({ directory: repoDir, reserveBytes });
+    service = await ChunkedBackupService.open(filling(store), { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: MiB, compression: 'none', kdf: { N: 1024, r: 8, p: 1 } }, onWarning: (w) => told.push(w) });
+    manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
+    expect((await reserve())?.size).toBe(reserveBytes);
+    // a1's packs end up half live (a2 keeps every other chunk): a repack. c2 rewrites the first half
+    // of c: c1's first packs are wholly dead, its last ones live, so the index object naming them
+    // all must be rewritten (a write) before a delete-only pass may delete anything.
+    const a = await randomVolume(4 * MiB, 'a');
+    const a1 = await manager.backup({ volumeId: a.id });
+    const rw = await volumes.attach({ kind: 'volume', id: a.id }, 'rw');
+    for (let i = 0; i < 16; i += 2) await rw.device.write(i * CHUNK, randomBytes(CHUNK));
+    await volumes.detach(rw.id);
+    const a2 = await manager.backup({ volumeId: a.id });
+    const c = await randomVolume(6 * MiB, 'c');
+    const c1 = await manager.backup({ volumeId: c.id });
+    const rc = await volumes.attach({ kind: 'volume', id: c.id }, 'rw');
+    await rc.device.write(0, randomBytes(3 * MiB));
+    await volumes.detach(rc.id);
+    const c2 = await manager.backup({ volumeId: c.id });
+    await manager.deleteBackup(a1.id);
+    await manager.deleteBackup(c1.id);
+    expect((await reserve())?.size).toBe(reserveBytes);
+    fill(0);
+    const free = await freeBytes();
+    expect(free).toBeLessThan(64 * 1024);
+
+    armed = true;
+    const report = await service.gc({ graceMs: 0 });
+    expect(packsOpened).toBe(0); // no repack was tried
+    expect(report.packsRepacked).toBe(0);
+    expect(report.packsDeleted).toBeGreaterThan(0);
+    expect(report.bytesFreed).toBeGreaterThanOrEqual(2 * MiB); // c1's dead packs
+    expect(await freeBytes()).toBeGreaterThanOrEqual(free + report.bytesFreed - reserveBytes); // less the reserve made again
+    expect(told.map((w) => w.message).join('\n')).toMatch(/short of space.*skipped the repacks/s);
+    expect(told[0]).toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await reserve()).toMatchObject({ size: reserveBytes }); // made again from what gc freed
+    expect(await temporaries()).toEqual([]);
+    expect(await service.locks()).toEqual([]);
+    const check = await service.verify();
+    expect(check.problems).toEqual([]);
+    expect(check.checked.sort()).toEqual([a2.id, c2.id].sort());
+
+    // With room for the reserve and more, gc repacks again.
+    await unfill();
+    armed = false;
+    const again = await service.gc({ graceMs: 0 });
+    expect(again.packsRepacked).toBeGreaterThan(0);
+    expect((await service.verify()).problems).toEqual([]);
+  }, 60_000);
+
+  it('a reserve whose writes the file system refused for space although statfs showed room (as a quota does) is not tried again on every delete: only once the store has deleted the reserve\'s size since', async () => {
+    const s = await PosixObjectStore.open({ directory: join(disk!, 'plain'), reserveBytes: 2 * MiB });
+    // The seam counts creations that write; while `refuse`, the disk fills just before the write
+    // and the test empties it again after: statfs shows room, writes find none, as under a quota.
+    let attempts = 0;
+    let refuse = true;
+    (s as unknown as { reserve: { beforeWrite?: () => void } }).reserve.beforeWrite = () => {
+      attempts++;
+      if (refuse) fill(0);
+    };
+    for (let i = 0; i < 8; i++) await s.put(`small/${i}`, randomBytes(1024));
+    for (let i = 0; i < 2; i++) await s.put(`big/${i}`, randomBytes(MiB));
+
+    expect(await s.ensureReserve()).toBe(false);
+    expect(attempts).toBe(1);
+    await unfill();
+    expect(await freeBytes()).toBeGreaterThan(8 * MiB); // room by statfs, twice the reserve and more
+    for (let i = 0; i < 8; i++) {
+      await s.delete(`small/${i}`); // 32 KiB freed in all: not the reserve's size
+      await unfill();
+    }
+    expect(await s.ensureReserve()).toBe(false); // held back too
+    expect(attempts).toBe(1);
+    await s.delete('big/0');
+    expect(attempts).toBe(1); // 1 MiB and 32 KiB freed: still short of 2 MiB
+    refuse = false;
+    await s.delete('big/1'); // 2 MiB and more freed since: tried again, and made
+    expect(attempts).toBe(2);
+    expect((await lstat(join(disk!, 'plain', RESERVE_NAME))).size).toBe(2 * MiB);
+    expect((await allFiles(join(disk!, 'plain'))).sort()).toEqual([RESERVE_NAME]); // no temporary left
+  }, 60_000);
+
   it('a backup on a completely full disk fails UNAVAILABLE and does not spend the space reserve', async () => {
     await service.close();
     await rig(undefined, RESERVE);

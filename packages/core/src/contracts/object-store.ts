@@ -168,6 +168,16 @@ export interface ObjectStore {
    * no room, and makes it again itself, best effort, after its deletes freed space.
    */
   ensureReserve?(): Promise<boolean>;
+  /**
+   * Optional (capability spaceReserve): true when the store is short of space: its reserve is
+   * missing and cannot be made now (ensureReserve is tried first: given up, by this process or
+   * another, and too little free to make it again; or its writes were refused, as by a quota), on
+   * a file system that could hold it. False when the reserve is there or made now, disabled, or
+   * too large ever to be made there. Never rejects. GC asks it once it holds its lock (whose writes
+   * may have given the reserve up) and then skips its repacks: the room the reserve left goes to
+   * the writes that free space, never to new packs.
+   */
+  shortOfSpace?(): Promise<boolean>;
   /** Releases connections. Idempotent. */
   close?(): Promise<void>;
 }

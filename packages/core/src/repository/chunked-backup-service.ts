@@ -319,10 +319,20 @@ export class ChunkedBackupService implements BackupService {
    * second pass runs only while `lock` (GC's exclusive lock) is still held: on a full disk its
    * refreshes fail too, and once it has lapsed a backup may be reusing what the pass would delete,
    * so the first pass's error is raised instead.
+   *
+   * A store short of space from the start (ObjectStore.shortOfSpace, asked once the lock is held:
+   * its reserve is missing and cannot be made, perhaps given up for this GC's own lock) gets the
+   * delete-only pass at once, with the same kind of warning: repacks would otherwise fill the room
+   * the reserve left, and a failed first pass could leave the second no room for its index write.
    */
   private async collectOrDeleteOnly(gcOptions: GcOptions, lock: LockHandle): Promise<GcReport> {
     // Every delete first checks the lock is still held (GcOptions.assertHeld).
     const options: GcOptions = { ...gcOptions, assertHeld: () => lock.assertHeld() };
+    if (!options.dryRun && (await this.shortOfSpace())) {
+      const report = await collectGarbage(this.repository, { ...options, repackThreshold: Infinity });
+      this.warn(new CairnError('UNAVAILABLE', `gc: the store is short of space (its space reserve is missing and there is no room to make it again; no space left for repacks): deleted only what no backup references (${report.bytesFreed} bytes) and skipped the repacks; run gc again once there is room for the reserve and a few packs`, { driver: this.name, details: { shortOfSpace: true } }));
+      return report;
+    }
     try {
       return await collectGarbage(this.repository, options);
     } catch (err) {
@@ -333,6 +343,12 @@ export class ChunkedBackupService implements BackupService {
       this.warn(new CairnError('UNAVAILABLE', `gc: the store is too full to repack (${e.message}): deleted only what no backup references (${report.bytesFreed} bytes) and skipped the repacks; run gc again once there is room for a few packs`, { driver: this.name, cause: err, details: { errno } }));
       return report;
     }
+  }
+
+  /** ObjectStore.shortOfSpace where the store keeps a space reserve; false otherwise. */
+  private async shortOfSpace(): Promise<boolean> {
+    const store = this.repository.store;
+    return store.capabilities.spaceReserve === true && (await store.shortOfSpace?.().catch(() => false)) === true;
   }
 
   async stats(): Promise<RepositoryStats> {
