@@ -9,7 +9,8 @@ import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, write
 
 /**
  * `backup export` reads its backup under the manager's claim (BackupManager.readBackup): a delete
- * meanwhile is refused with CONFLICT, a restore of it by the same manager may run at once, and a
+ * meanwhile is refused with CONFLICT, a restore of it by the same manager or another export in
+ * another process may run at once, and a
  * claim a killed export left is settled by the next recovery. Real processes, a real posix
  * repository and the file volume driver.
  */
@@ -82,6 +83,30 @@ describe('backup export claims the backup it reads', () => {
     expect((await readFile(join(cwd, 'big.raw'))).equals(await importedBytes(archive, id))).toBe(true);
     expect((await cairn(['backup', 'delete', id], { cwd })).code).toBe(0);
     expect(await stagings()).toEqual([]);
+  }, 300_000);
+
+  it('two exports of one backup from two processes at once both succeed; neither archive names the readers; available after both', async () => {
+    const id = (await cairnJson(['backup', 'create', 'big'], { cwd })).id as string;
+    const first = join(cwd, 'first.tar');
+    const second = join(cwd, 'second.tar');
+    const { child, exit } = await exportUnderway(id, first);
+    // Stopped while it reads: the second export runs entirely within the first.
+    child.kill('SIGSTOP');
+    let again;
+    try {
+      again = await cairn(['backup', 'export', id, '--archive', second, '--json'], { cwd, env: env() });
+    } finally {
+      child.kill('SIGCONT');
+    }
+    expect(again.code, again.stderr).toBe(0);
+    const exported = await exit;
+    expect(exported.code, exported.stderr).toBe(0);
+    expect((await cairnJson(['backup', 'show', id], { cwd })).status).toBe('available');
+    // The records in the archives carry no process of this deployment (owner, readers).
+    for (const archive of [first, second]) expect((await readFile(archive)).includes('"readers"'), archive).toBe(false);
+    const bytes = await readFile(join(cwd, 'big.raw'));
+    expect(bytes.equals(await importedBytes(second, id))).toBe(true);
+    expect((await cairn(['backup', 'delete', id], { cwd })).code).toBe(0);
   }, 300_000);
 
   it('an export killed with SIGKILL leaves the backup restoring; the next recovery makes it available and deletable', async () => {

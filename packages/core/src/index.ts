@@ -6,7 +6,7 @@ export type * from './contracts/volume-driver.js';
 export type * from './contracts/backup-service.js';
 export type * from './contracts/object-store.js';
 export type * from './contracts/catalog.js';
-export { BACKUP_STATUSES } from './contracts/records.js';
+export { BACKUP_STATUSES, SHARED_READERS_OWNER } from './contracts/records.js';
 export type * from './contracts/records.js';
 export type { ProgressEvent, ProgressSink } from './contracts/progress.js';
 

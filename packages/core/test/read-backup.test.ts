@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { BackupManager, RepositoryCatalog, type BackupRecord } from '../src/index.js';
 import { chunkedRig, contents, expectCode, filledVolume, gate, MiB } from './helpers.js';
@@ -53,7 +54,7 @@ describe('BackupManager.readBackup', () => {
     await expectCode(manager.getBackup(backup.id), 'NOT_FOUND');
   });
 
-  it('shares the claim with restores and other reads of this manager: the backup is available again only after the last ends', async () => {
+  it('shares the claim with restores and other reads, of this manager and of others: the backup is available again only after the last ends', async () => {
     const rig = await setup();
     const { manager, other, backup } = rig;
     const g1 = gate();
@@ -66,11 +67,53 @@ describe('BackupManager.readBackup', () => {
     // Both ended; the first read still runs.
     expect(await manager.getBackup(backup.id)).toMatchObject({ status: 'restoring' });
     await expectCode(other.deleteBackup(backup.id), 'CONFLICT');
-    // Another manager (another process) finds it restoring by someone else: refused, as a restore is.
-    await expectCode(other.readBackup(backup.id, async () => undefined), 'CONFLICT');
+    // Another manager (as another process would) reads it too, as one more of its readers; its
+    // end leaves the backup restoring while the first read runs.
+    const g2 = gate();
+    const second = other.readBackup(backup.id, async (b) => {
+      await g2.arrive();
+      return b.readers?.length;
+    });
+    // Its refusal (as before readers) fails the test at once rather than leaving it waiting.
+    await Promise.race([g2.reached, second]);
+    expect((await manager.getBackup(backup.id)).readers).toHaveLength(2);
+    g2.release();
+    expect(await second).toBe(2);
+    expect(await manager.getBackup(backup.id)).toMatchObject({ status: 'restoring' });
+    expect((await manager.getBackup(backup.id)).readers).toHaveLength(1);
+    await expectCode(other.deleteBackup(backup.id), 'CONFLICT');
     g1.release();
     await first;
     expect(await manager.getBackup(backup.id)).toMatchObject({ status: 'available' });
+    expect((await manager.getBackup(backup.id)).readers).toBeUndefined();
+  });
+
+  it('readers left on a record that is not restoring (carried over by an older Cairn\'s reset, an imported record) are not joined: the read is the only reader, and available after it', async () => {
+    const rig = await setup();
+    const { manager, backup } = rig;
+    const stale: BackupRecord = { ...backup, readers: [{ id: 'other-manager', owner: { host: hostname(), pid: process.ppid }, since: backup.createdAt }] };
+    const catalog = new RepositoryCatalog(rig.service.repository);
+    await catalog.section(backup.id, () => catalog.putBackup(stale));
+    const during = await manager.readBackup(backup.id, async () => manager.getBackup(backup.id));
+    expect(during.status).toBe('restoring');
+    expect(during.readers?.map((r) => r.owner.pid)).toEqual([process.pid]);
+    const after = await manager.getBackup(backup.id);
+    expect(after.status).toBe('available');
+    expect(after.readers).toBeUndefined();
+  });
+
+  it('a backup restoring by an older Cairn (an owner, no readers: it would end it regardless of others) is not joined: CONFLICT, record untouched', async () => {
+    const rig = await setup();
+    const { manager, backup } = rig;
+    // The parent process: alive, and another process of this host.
+    const legacy: BackupRecord = { ...backup, status: 'restoring', owner: { host: hostname(), pid: process.ppid }, updatedAt: new Date().toISOString() };
+    const catalog = new RepositoryCatalog(rig.service.repository);
+    await catalog.section(backup.id, () => catalog.putBackup(legacy));
+    let ran = false;
+    await expectCode(manager.readBackup(backup.id, async () => void (ran = true)), 'CONFLICT');
+    await expectCode(manager.startRestore({ backupId: backup.id, newVolume: {} }), 'CONFLICT');
+    expect(ran).toBe(false);
+    expect(await manager.getBackup(backup.id)).toEqual(legacy);
   });
 
   it('a callback that fails: its error as a CairnError, and the claim is released', async () => {

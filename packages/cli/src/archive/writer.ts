@@ -100,8 +100,9 @@ export async function writeArchive(
         chunks.push({ name: chunkName(off), offset: off, length, sha256: createHash('sha256').update(data).digest('hex') });
       }
       const dataTotal = chunks.reduce((n, c) => n + c.length, 0);
-      // The owner too: a claimed record (exportBackup) names this process, which an archive has no use for.
-      const { serviceData: _s, checkpointId: _c, status: _st, owner: _o, ...exported } = record;
+      // The owner and readers too: a claimed record (exportBackup) names this process (and others
+      // reading it: BackupRecord.readers), which an archive has no use for.
+      const { serviceData: _s, checkpointId: _c, status: _st, owner: _o, readers: _r, ...exported } = record;
       const manifest: ArchiveManifest = { format: ARCHIVE_FORMAT, createdAt: nowIso(), record: exported, size: record.size, chunks, vmConfig: !!vmConfig };
       // Compact: a chunk takes ~150 bytes of it. An archive whose manifest or sums an import
       // would refuse (over MAX_METADATA_BYTES: ~1.7 TiB of non-zero data) is never written.

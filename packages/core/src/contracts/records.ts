@@ -53,11 +53,41 @@ export interface BackupRecord {
   /** Opaque data the service needs to find the backup again (manifest id, object prefix…). */
   serviceData: Record<string, unknown>;
   stats?: BackupStats;
-  /** Process working on the record while it is `creating`/`restoring`/`deleting`; recovery leaves live owners alone. */
+  /**
+   * Process working on the record while it is `creating`/`restoring`/`deleting`; recovery leaves
+   * live owners alone. While `restoring`, the sole reader's owner, or SHARED_READERS_OWNER when
+   * several processes read it (see `readers`).
+   */
   owner?: ProcessOwner;
+  /**
+   * Who reads the backup while it is `restoring` (restores, BackupManager.readBackup): one entry
+   * per BackupManager that does (its claims), each added and removed in the record's
+   * Catalog.section; the backup is
+   * `restoring` while any entry's process may be alive, and back to `available` with the last
+   * one. Absent in any other status, and on a `restoring` record an older Cairn wrote (one process
+   * reads it: its `owner`, which a newer Cairn does not join).
+   */
+  readers?: BackupReader[];
   createdAt: string;
   updatedAt: string;
 }
+
+/** One BackupManager reading a backup (BackupRecord.readers). */
+export interface BackupReader {
+  /** The manager's own id (BackupClaims.readerId): several managers of one process each have an entry. */
+  id: string;
+  /** Its process. */
+  owner: ProcessOwner;
+  /** When that process began reading. */
+  since: string;
+}
+
+/**
+ * The `owner` of a record `restoring` by several processes: a host no process runs on, so that
+ * an older Cairn, which judges the record by `owner` alone and ignores `readers`, takes it for a
+ * live owner elsewhere and neither recovers nor deletes it while any of them reads it.
+ */
+export const SHARED_READERS_OWNER: ProcessOwner = Object.freeze({ host: 'cairn:shared-readers', pid: 0 });
 
 export interface VolumeFlowState {
   volumeId: string;

@@ -1,4 +1,5 @@
 import type { Catalog, SectionOptions } from '../contracts/catalog.js';
+import { newId } from '../util/clock.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 
 /** How a running flow uses an existing backup: reads it (`restore`, and BackupManager.readBackup) or builds on it (`parent`). */
@@ -11,8 +12,10 @@ export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
  * The manager's running flows' claims on existing backups, per backup (the counts are
  * in-process, like InProcessVolumeLocks). A restore reading a backup (or a readBackup), or a backup
  * building on it as its parent, claims it for as long as it runs; the manager refuses to delete a claimed backup.
- * Other processes see a restore's claim as the record's `restoring` status, and a parent claim as
- * the child's `creating` record naming the parent (written in the parent's section).
+ * Other managers and processes see restore claims as the record's `restoring` status and its
+ * `readers`, this manager's entry named `readerId` (backup-readers.ts: restores of a backup by
+ * several processes run at once, and it is `available` again after the last), and a parent claim
+ * as the child's `creating` record naming the parent (written in the parent's section).
  *
  * Every status change of one backup runs in `exclusive` (a claim's check, its last release, a
  * delete's checks and its move to `deleting`), so a check and the write that follows it see no
@@ -22,6 +25,8 @@ export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
 export class BackupClaims {
   private readonly mutex = new KeyedMutex();
   private readonly held = new Map<string, Record<BackupUse, number>>();
+  /** This manager's entry in the `readers` of the records it restores or reads (BackupRecord.readers). */
+  readonly readerId = newId();
 
   constructor(private readonly catalog: Pick<Catalog, 'section'>) {}
 

@@ -11,6 +11,7 @@ import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { withRetries } from '../util/retry.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
+import { withoutReader, withReader } from './backup-readers.js';
 import { linkedController, type Job } from './jobs.js';
 import { holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
@@ -402,9 +403,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Validates and starts a restore. Rejects at once with `NOT_FOUND` (backup, volume),
-   * `CONFLICT` (backup neither `available` nor `restoring` by this manager's other restores,
-   * volume not `available`), `INVALID_INPUT` (volume smaller than the backup). Restores of one
-   * backup, to new or existing volumes, may run at once.
+   * `CONFLICT` (backup neither `available` nor `restoring` by readers that name themselves,
+   * BackupRecord.readers; volume not `available`), `INVALID_INPUT` (volume smaller than the
+   * backup). Restores of one backup, to new or existing volumes, in one process or several, may
+   * run at once.
    *
    * The job waits for the volume's lock, then checks the backup and an existing volume again
    * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
@@ -492,20 +494,23 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
-   * Claims `backupId` for a restore or a readBackup: `restoring`, owned by this process (or
-   * already `restoring` by this manager's other restores and reads of it). `CONFLICT` when it is neither available nor restoring
-   * here, `NOT_FOUND` when it is gone. Resolves with the record as claimed and the release.
+   * Claims `backupId` for a restore or a readBackup: `restoring`, this manager among its readers
+   * (backup-readers.ts), whoever else reads it. `CONFLICT` when it is neither available nor
+   * restoring by readers (assertRestorable), `NOT_FOUND` when it is gone. Resolves with the record
+   * as claimed and the release.
    */
   private async claimRestore(backupId: string, signal: AbortSignal | undefined): Promise<[BackupRecord, ReleaseClaim]> {
     let claimed!: BackupRecord;
     const release = await this.claims.claim(backupId, 'restore', async (restoring) => {
       const current = await this.catalog.getBackup(backupId);
       this.assertRestorable(current, restoring);
-      if (current.status === 'restoring') {
+      // This manager's first claim adds its entry to the record's readers (backup-readers.ts);
+      // its other claims share that entry.
+      if (restoring > 0 && current.status === 'restoring') {
         claimed = current;
         return true;
       }
-      claimed = { ...current, status: 'restoring', owner: currentOwner(), updatedAt: nowIso() };
+      claimed = withReader(current, this.claims.readerId);
       await this.catalog.putBackup(claimed);
       return true;
     }, signal);
@@ -515,12 +520,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * `CONFLICT` unless `backup` may be restored here: `available`, or `restoring` by this
-   * manager's other restores of it (`held`: their claims). Restores only read a backup, so any
-   * number may run at once, to new and existing volumes alike; one left `restoring` by another
-   * process, or by a process that died, is refused.
+   * manager's other restores of it (`held`: their claims) or by readers of any process
+   * (BackupRecord.readers). Restores only read a backup, so any number may run at once, in any
+   * processes, to new and existing volumes alike; one left `restoring` by an older Cairn (no
+   * `readers`: it would end it without regard to others) is refused.
    */
   private assertRestorable(backup: BackupRecord, held: number): void {
-    if (backup.status === 'available' || (backup.status === 'restoring' && held > 0)) return;
+    if (backup.status === 'available' || (backup.status === 'restoring' && (held > 0 || backup.readers !== undefined))) return;
     throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
   }
 
@@ -659,17 +665,18 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * outlives it. Resolves with what `fn` resolves with.
    *
    * Checked and claimed as a restore is (the same claim: startRestore): `NOT_FOUND` for an unknown
-   * backup or target, `CONFLICT` unless the backup is `available` or `restoring` by this manager's
-   * other restores and reads of it, `CANCELLED` (nothing claimed) when `signal` fires before the
-   * claim is taken. While `fn` runs the record is `restoring`, owned by this process, and stays:
+   * backup or target, `CONFLICT` unless the backup is `available` or `restoring` by readers that
+   * name themselves (BackupRecord.readers: restores and reads here or in other processes),
+   * `CANCELLED` (nothing claimed) when `signal` fires before the claim is taken. While `fn` runs
+   * the record is `restoring`, this manager among its readers, and stays:
    * `deleteBackup` of it here or in any process sharing the catalog is refused with `CONFLICT`
    * (`details.status` `restoring`), as during a restore, so a garbage collection keeps its data;
-   * restores and other reads of it by this manager run at once, sharing the claim; an incremental
-   * may still build on it. When `fn` settles (resolves, rejects, or gives up on `signal`), the claim
-   * goes, and the last claim of the backup puts it back to `available` (a failure of that write
-   * is a `warning`). `fn`'s failure is rethrown as a CairnError, `CANCELLED` once `signal` fired. A
-   * process that dies while `fn` runs leaves the record `restoring`; `recover()` puts it back to
-   * `available`, as for a restore whose process died.
+   * restores and other reads of it, by this manager or others, run at once; an incremental may
+   * still build on it. When `fn` settles (resolves, rejects, or gives up on `signal`), the claim
+   * goes, and the last claim of any reader that may be alive puts it back to `available` (a
+   * failure of that write is a `warning`). `fn`'s failure is rethrown as a CairnError, `CANCELLED` once `signal` fired. A
+   * process that dies while `fn` runs leaves its entry; `recover()` drops it, and puts the record
+   * back to `available` when no other reader may be alive, as for a restore whose process died.
    */
   async readBackup<T>(backupId: string, fn: (backup: BackupRecord, service: BackupService) => Promise<T>, options: { signal?: AbortSignal } = {}): Promise<T> {
     const { signal } = options;
@@ -691,10 +698,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 
-  /** The last restore of a backup ended: back to `available`, re-read so a deleted record stays deleted. */
+  /**
+   * The last restore (or read) of a backup by this manager ended: its entry leaves the record's
+   * readers, and the backup is back to `available` when no reader that may be alive is left.
+   * Re-read, so a deleted record stays deleted.
+   */
   private async endRestoring(backupId: string): Promise<void> {
     const current = await unlessNotFound(this.catalog.getBackup(backupId));
-    if (current?.status === 'restoring') await this.catalog.putBackup({ ...current, status: 'available', owner: undefined, updatedAt: nowIso() });
+    if (current?.status === 'restoring') await this.catalog.putBackup(withoutReader(current, this.claims.readerId));
   }
 
   /**

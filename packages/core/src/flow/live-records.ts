@@ -1,4 +1,4 @@
-import type { BackupRecord } from '../contracts/records.js';
+import type { BackupReader, BackupRecord } from '../contracts/records.js';
 import { isThisProcess, ownerMayBeAlive } from '../util/process-owner.js';
 
 /**
@@ -48,11 +48,22 @@ export function isRecordHeld(backupId: string): boolean {
 
 /**
  * Whether someone may still be working on `record` (then recovery leaves it alone): a flow of
- * this process holds it, or its owner is another process that may be alive (`ownerMayBeAlive`).
- * A record this process owns but does not hold is not worked on: its flow ended without its final
- * write. Says nothing of the record's status; callers ask only of records in a flow status.
+ * this process holds it, or its owner is another process that may be alive (`ownerMayBeAlive`);
+ * for a `restoring` record with `readers`, one of its readers may be alive (readerMayBeAlive),
+ * its `owner` aside. A record this process owns but does not hold is not worked on: its flow
+ * ended without its final write. Says nothing else of the record's status; callers ask only of
+ * records in a flow status.
  */
-export function mayBeWorkedOn(record: Pick<BackupRecord, 'id' | 'owner'>): boolean {
+export function mayBeWorkedOn(record: Pick<BackupRecord, 'id' | 'owner' | 'status' | 'readers'>): boolean {
   if (isRecordHeld(record.id)) return true;
+  if (record.status === 'restoring' && record.readers) return record.readers.some((r) => readerMayBeAlive(record.id, r));
   return !!record.owner && !isThisProcess(record.owner) && ownerMayBeAlive(record.owner);
+}
+
+/**
+ * Whether the process of a reader of backup `backupId` may still read it: this process while a
+ * flow of it holds the record, another process while it may be alive.
+ */
+export function readerMayBeAlive(backupId: string, reader: BackupReader): boolean {
+  return isThisProcess(reader.owner) ? isRecordHeld(backupId) : ownerMayBeAlive(reader.owner);
 }

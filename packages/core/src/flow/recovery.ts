@@ -5,6 +5,7 @@ import { isNotFound, unlessNotFound } from '../errors.js';
 import { noSpaceErrno } from '../repository/no-space.js';
 import { nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
+import { hasDeadReaders, withLiveReaders } from './backup-readers.js';
 import { holdRecord, type LetGo } from './live-records.js';
 import { legacyIntentJobId, recoverNewVolumeIntents } from './new-volume-intents.js';
 
@@ -46,7 +47,9 @@ export interface RecoveryReport {
 
 /**
  * Resolves what a crash left in flight, exactly as Cinder's backup manager does at start:
- * creating → error; restoring → available with the volume in error_restoring; deleting resumed;
+ * creating → error; restoring → available with the volume in error_restoring (a record read by
+ * several processes once none of its readers is alive; the entries of those gone are dropped
+ * meanwhile, BackupRecord.readers); deleting resumed;
  * a volume left backing-up returns to its previous status; temporary snapshots go; the flow state
  * of a volume that is gone (`NOT_FOUND` from the driver) is deleted. Idempotent.
  *
@@ -123,8 +126,9 @@ export async function recoverInFlight(deps: {
   for (const listed of records) {
     if (!IN_FLOW.has(listed.status)) continue;
     // Judged before the read as well: a flow that still holds the record then may write its final
-    // status while the read is in flight, and the read return what was there before.
-    if (deps.isLive(listed)) {
+    // status while the read is in flight, and the read return what was there before. A live record
+    // naming readers that are gone is read again in its section, to drop them.
+    if (deps.isLive(listed) && !(listed.status === 'restoring' && hasDeadReaders(listed))) {
       live.add(listed.id);
       report.skipped.push(listed.id);
       continue;
@@ -145,13 +149,15 @@ export async function recoverInFlight(deps: {
       if (deps.isLive(b)) {
         live.add(b.id);
         report.skipped.push(b.id);
+        // Read by processes of which some are gone: their entries go, the record stays `restoring`.
+        if (b.status === 'restoring' && hasDeadReaders(b)) await catalog.putBackup(withLiveReaders(b));
         return;
       }
       if (b.status === 'creating') {
         await catalog.putBackup({ ...b, status: 'error', owner: undefined, failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
         report.failedBackups.push(b.id);
       } else if (b.status === 'restoring') {
-        await catalog.putBackup({ ...b, status: 'available', owner: undefined, updatedAt: nowIso() });
+        await catalog.putBackup({ ...b, status: 'available', owner: undefined, readers: undefined, updatedAt: nowIso() });
         report.restoredBackups.push(b.id);
       } else if (b.status === 'deleting' && deps.finishDelete) {
         if (deps.canFinishDelete?.(b) === false) {

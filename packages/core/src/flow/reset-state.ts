@@ -59,7 +59,7 @@ async function resetHeld(deps: ResetDeps, before: BackupRecord, status: 'availab
     if (current.status !== resolved.status || current.updatedAt !== resolved.updatedAt) {
       throw new CairnError('CONFLICT', `backup ${before.id} changed while it was reset (now ${current.status})`, { details: { backupId: before.id, status: current.status } });
     }
-    const record: BackupRecord = { ...current, owner: undefined, ...fields, updatedAt: nowIso() };
+    const record: BackupRecord = { ...current, owner: undefined, readers: undefined, ...fields, updatedAt: nowIso() };
     await deps.catalog.putBackup(record);
     return record;
   };
