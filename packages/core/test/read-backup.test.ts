@@ -116,6 +116,86 @@ describe('BackupManager.readBackup', () => {
     expect(await manager.getBackup(backup.id)).toEqual(legacy);
   });
 
+  it('a record exported while it is read (service.exportRecord of the claimed record), or available with readers an older Cairn left, does not carry its readers nor its owner', async () => {
+    const rig = await setup();
+    const { manager, other, backup } = rig;
+    /** The record an exported document holds. */
+    const docRecord = (exported: string): Record<string, unknown> => JSON.parse(Buffer.from(exported, 'base64').toString('utf8')).record;
+    const g = gate();
+    const first = other.readBackup(backup.id, () => g.arrive());
+    await Promise.race([g.reached, first]);
+    const exported = await manager.readBackup(backup.id, async (claimed, service) => {
+      expect(claimed.readers).toHaveLength(2);
+      return service.exportRecord(claimed);
+    });
+    g.release();
+    await first;
+    const doc = docRecord(exported);
+    expect(doc).toMatchObject({ id: backup.id, status: 'available' });
+    expect(doc).not.toHaveProperty('readers');
+    expect(doc).not.toHaveProperty('owner');
+
+    // An older Cairn's end of a read (or its reset) keeps the readers on the available record.
+    const stale: BackupRecord = { ...(await manager.getBackup(backup.id)), readers: [{ id: 'gone', owner: { host: hostname(), pid: process.ppid }, since: backup.createdAt }] };
+    const catalog = new RepositoryCatalog(rig.service.repository);
+    await catalog.section(backup.id, () => catalog.putBackup(stale));
+    const viaManager = docRecord((await manager.exportRecord(backup.id)).record);
+    expect(viaManager).toMatchObject({ id: backup.id, status: 'available' });
+    expect(viaManager).not.toHaveProperty('readers');
+  });
+
+  it("a manager whose entry a reset elsewhere dropped while it reads writes it again at its next claim: another reader's end leaves the backup restoring, not deletable", async () => {
+    const rig = await setup();
+    const { manager, other, backup } = rig;
+    const g1 = gate();
+    const first = manager.readBackup(backup.id, () => g1.arrive());
+    await Promise.race([g1.reached, first]);
+    // An administrator's reset on another host (whose process, as it asserts, is gone; recovery
+    // and resetState here leave a live read alone): available, neither owner nor readers.
+    const catalog = new RepositoryCatalog(rig.service.repository);
+    await catalog.section(backup.id, async () => {
+      const current = await catalog.getBackup(backup.id);
+      await catalog.putBackup({ ...current, status: 'available', owner: undefined, readers: undefined, updatedAt: new Date().toISOString() });
+    });
+    // Another process's read, then a second read of this manager.
+    const g2 = gate();
+    const second = other.readBackup(backup.id, () => g2.arrive());
+    await Promise.race([g2.reached, second]);
+    const g3 = gate();
+    const third = manager.readBackup(backup.id, () => g3.arrive());
+    await Promise.race([g3.reached, third]);
+    expect((await manager.getBackup(backup.id)).readers).toHaveLength(2);
+    g2.release();
+    await second;
+    expect(await manager.getBackup(backup.id), 'this manager still reads it').toMatchObject({ status: 'restoring' });
+    await expectCode(other.deleteBackup(backup.id), 'CONFLICT');
+    g3.release();
+    g1.release();
+    await Promise.all([first, third]);
+    expect(await manager.getBackup(backup.id)).toMatchObject({ status: 'available' });
+    expect((await manager.getBackup(backup.id)).readers).toBeUndefined();
+  });
+
+  it('a backup an older Cairn restores while its record still carries readers from before (it keeps fields it does not know) is not joined, and recovery leaves that live restore alone', async () => {
+    const rig = await setup();
+    const { manager, backup } = rig;
+    const catalog = new RepositoryCatalog(rig.service.repository);
+    // A reader whose process is gone, left on the available record (an older Cairn's recovery of it).
+    const dead = { id: 'gone', owner: { host: hostname(), pid: 2 ** 22 + 1 }, since: backup.createdAt };
+    // Then an older Cairn's restore in a live process of this host (the parent): its owner, the readers kept.
+    const legacy: BackupRecord = { ...backup, status: 'restoring', owner: { host: hostname(), pid: process.ppid }, readers: [dead], updatedAt: new Date().toISOString() };
+    await catalog.section(backup.id, () => catalog.putBackup(legacy));
+    let ran = false;
+    await expectCode(manager.readBackup(backup.id, async () => void (ran = true)), 'CONFLICT');
+    await expectCode(manager.startRestore({ backupId: backup.id, newVolume: {} }), 'CONFLICT');
+    expect(ran).toBe(false);
+    const report = await manager.recover();
+    expect(report.restoredBackups).toEqual([]);
+    expect(report.skipped).toContain(backup.id);
+    expect(await manager.getBackup(backup.id)).toEqual(legacy);
+    await expectCode(manager.deleteBackup(backup.id), 'CONFLICT');
+  });
+
   it('a callback that fails: its error as a CairnError, and the claim is released', async () => {
     const rig = await setup();
     const { manager, backup } = rig;

@@ -92,6 +92,27 @@ describe('one backup read by several processes', () => {
     await expect(catalog.getBackup(backup.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 
+  it('reset-state here while two live processes of this host read the backup (owner SHARED_READERS_OWNER) is CONFLICT, the record untouched', async () => {
+    const { directory, backup, manager, catalog } = await setUp();
+    const a = await startReader(directory, backup.id);
+    expect(a.first.event).toBe('reading');
+    const b = await startReader(directory, backup.id);
+    expect(b.first.event).toBe('reading');
+    const before = await catalog.getBackup(backup.id);
+    expect(before.owner).toEqual(SHARED_READERS_OWNER);
+    for (const status of ['error', 'available'] as const) {
+      await expect(manager.resetState(backup.id, status)).rejects.toMatchObject({ code: 'CONFLICT', details: { backupId: backup.id, status: 'restoring' } });
+    }
+    expect(await catalog.getBackup(backup.id)).toEqual(before);
+    // With one reader left, as before readers: its owner is that process.
+    a.child.proc.stdin!.write('end\n');
+    expect(await a.child.waitFor('result')).toMatchObject({ ok: true });
+    await expect(manager.resetState(backup.id, 'error')).rejects.toMatchObject({ code: 'CONFLICT', details: { owner: { pid: b.child.proc.pid } } });
+    b.child.proc.stdin!.write('end\n');
+    expect(await b.child.waitFor('result')).toMatchObject({ ok: true });
+    expect(await catalog.getBackup(backup.id)).toMatchObject({ status: 'available' });
+  });
+
   it('a reader that dies while this process reads too: recovery drops its entry, the backup stays restoring until this read ends', async () => {
     const { directory, backup, manager, catalog } = await setUp();
     const a = await startReader(directory, backup.id);

@@ -65,7 +65,8 @@ export interface BackupRecord {
    * Catalog.section; the backup is
    * `restoring` while any entry's process may be alive, and back to `available` with the last
    * one. Absent in any other status, and on a `restoring` record an older Cairn wrote (one process
-   * reads it: its `owner`, which a newer Cairn does not join).
+   * reads it: its `owner`, which a newer Cairn does not join). Readers its `owner` disagrees with
+   * (carried over by an older Cairn's restore) are not counted: live-records.ts currentReaders.
    */
   readers?: BackupReader[];
   createdAt: string;

@@ -11,9 +11,9 @@ import { RateBudget, throttleReads } from '../util/read-rate.js';
 import { withRetries } from '../util/retry.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
-import { withoutReader, withReader } from './backup-readers.js';
+import { hasReader, withoutReader, withReader } from './backup-readers.js';
 import { linkedController, type Job } from './jobs.js';
-import { holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
+import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 import { pruneCheckpoints } from './checkpoint-pruning.js';
@@ -505,8 +505,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       const current = await this.catalog.getBackup(backupId);
       this.assertRestorable(current, restoring);
       // This manager's first claim adds its entry to the record's readers (backup-readers.ts);
-      // its other claims share that entry.
-      if (restoring > 0 && current.status === 'restoring') {
+      // its other claims share that entry while the record still has it (a reset elsewhere may
+      // have dropped it: the entry is then written again, else the other readers' last release
+      // would end this manager's reads).
+      if (restoring > 0 && current.status === 'restoring' && hasReader(current, this.claims.readerId)) {
         claimed = current;
         return true;
       }
@@ -523,10 +525,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * manager's other restores of it (`held`: their claims) or by readers of any process
    * (BackupRecord.readers). Restores only read a backup, so any number may run at once, in any
    * processes, to new and existing volumes alike; one left `restoring` by an older Cairn (no
-   * `readers`: it would end it without regard to others) is refused.
+   * `readers` that its `owner` agrees with, currentReaders: it would end it without regard to
+   * others) is refused.
    */
   private assertRestorable(backup: BackupRecord, held: number): void {
-    if (backup.status === 'available' || (backup.status === 'restoring' && (held > 0 || backup.readers !== undefined))) return;
+    if (backup.status === 'available' || (backup.status === 'restoring' && (held > 0 || currentReaders(backup) !== undefined))) return;
     throw new CairnError('CONFLICT', `backup ${backup.id} is ${backup.status}, not available`);
   }
 
@@ -834,7 +837,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Refused with `CONFLICT` (nothing changed) while a flow of this process holds the record or
    * uses it (a running job: cancel it), and while the record is in a flow status and its owner is
    * a process on this host, in this pid namespace, that is alive (`ownerLocation` is `here` and
-   * `ownerMayBeAlive`: a job running there; cancel it there). `NOT_FOUND` for an unknown backup,
+   * `ownerMayBeAlive`: a job running there; cancel it there); for a `restoring` record with
+   * `readers`, any of its readers (its `owner` is SHARED_READERS_OWNER when there are several). `NOT_FOUND` for an unknown backup,
    * `INVALID_INPUT` for a status other than `available` and `error`.
    *
    * Otherwise resolves the record as recover() resolves an abandoned one, whatever its owner:

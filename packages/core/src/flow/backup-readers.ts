@@ -1,7 +1,7 @@
 import { SHARED_READERS_OWNER, type BackupReader, type BackupRecord } from '../contracts/records.js';
 import { nowIso } from '../util/clock.js';
 import { currentOwner, isThisProcess } from '../util/process-owner.js';
-import { readerMayBeAlive } from './live-records.js';
+import { currentReaders, readerMayBeAlive } from './live-records.js';
 
 /**
  * The cross-process side of restore claims (BackupRecord.readers): who reads a backup, kept in
@@ -24,22 +24,27 @@ export function withoutReader(record: BackupRecord, readerId: string): BackupRec
 
 /** The record without the entries of readers that are gone (this process's entries stay while a flow of it holds the record). */
 export function withLiveReaders(record: BackupRecord): BackupRecord {
-  return readBy(record, (record.readers ?? []).filter((r) => readerMayBeAlive(record.id, r)), nowIso());
+  return readBy(record, (currentReaders(record) ?? []).filter((r) => readerMayBeAlive(record.id, r)), nowIso());
+}
+
+/** Whether the `restoring` record names reader `readerId` of this process. */
+export function hasReader(record: BackupRecord, readerId: string): boolean {
+  return (currentReaders(record) ?? []).some((r) => r.id === readerId && isThisProcess(r.owner));
 }
 
 /** Whether the record names a reader that is gone (recovery drops it: withLiveReaders). */
 export function hasDeadReaders(record: BackupRecord): boolean {
-  return (record.readers ?? []).some((r) => !readerMayBeAlive(record.id, r));
+  return (currentReaders(record) ?? []).some((r) => !readerMayBeAlive(record.id, r));
 }
 
 /**
- * The readers but `readerId` of this process that may be alive. Only a `restoring` record's
- * readers count: those of a record in another status were carried over by a writer that knows
- * nothing of them (an older Cairn's reset, a record exported and imported elsewhere).
+ * The readers but `readerId` of this process that may be alive. Only the readers of a `restoring`
+ * record whose owner agrees with them count (currentReaders): others were carried over by a
+ * writer that knows nothing of them (an older Cairn's reset or restore, a record exported and
+ * imported elsewhere).
  */
 function othersAlive(record: BackupRecord, readerId: string): BackupReader[] {
-  if (record.status !== 'restoring') return [];
-  return (record.readers ?? []).filter((r) => !(r.id === readerId && isThisProcess(r.owner)) && readerMayBeAlive(record.id, r));
+  return (currentReaders(record) ?? []).filter((r) => !(r.id === readerId && isThisProcess(r.owner)) && readerMayBeAlive(record.id, r));
 }
 
 /**

@@ -1,5 +1,5 @@
-import type { BackupReader, BackupRecord } from '../contracts/records.js';
-import { isThisProcess, ownerMayBeAlive } from '../util/process-owner.js';
+import { SHARED_READERS_OWNER, type BackupReader, type BackupRecord } from '../contracts/records.js';
+import { isThisProcess, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
 
 /**
  * The backup records this process is working on, process-wide: every BackupManager of the
@@ -56,8 +56,26 @@ export function isRecordHeld(backupId: string): boolean {
  */
 export function mayBeWorkedOn(record: Pick<BackupRecord, 'id' | 'owner' | 'status' | 'readers'>): boolean {
   if (isRecordHeld(record.id)) return true;
-  if (record.status === 'restoring' && record.readers) return record.readers.some((r) => readerMayBeAlive(record.id, r));
+  const readers = currentReaders(record);
+  if (readers) return readers.some((r) => readerMayBeAlive(record.id, r));
   return !!record.owner && !isThisProcess(record.owner) && ownerMayBeAlive(record.owner);
+}
+
+/**
+ * The readers of a `restoring` record that a newer Cairn read it by: its `owner` agrees with them
+ * (the sole reader's, or SHARED_READERS_OWNER for several). Undefined for any other record, also
+ * for one an older Cairn made `restoring` (its own owner) while it still carried readers from
+ * before (an older Cairn keeps fields it does not know): that restore is judged by its owner.
+ */
+export function currentReaders(record: Pick<BackupRecord, 'status' | 'owner' | 'readers'>): BackupReader[] | undefined {
+  const { readers, owner } = record;
+  if (record.status !== 'restoring' || !readers || readers.length === 0 || !owner) return undefined;
+  const expected = readers.length === 1 ? readers[0]!.owner : SHARED_READERS_OWNER;
+  return sameOwner(owner, expected) ? readers : undefined;
+}
+
+function sameOwner(a: ProcessOwner, b: ProcessOwner): boolean {
+  return a.host === b.host && a.pid === b.pid && a.startTime === b.startTime && a.bootId === b.bootId && a.pidNamespace === b.pidNamespace;
 }
 
 /**

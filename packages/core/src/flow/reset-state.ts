@@ -4,9 +4,9 @@ import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCorrupt, isNotFound, toCairnError } from '../errors.js';
 import { nowIso } from '../util/clock.js';
-import { isThisProcess, ownerLocation, ownerMayBeAlive } from '../util/process-owner.js';
+import { isThisProcess, ownerLocation, ownerMayBeAlive, type ProcessOwner } from '../util/process-owner.js';
 import type { BackupClaims } from './backup-claims.js';
-import { holdCount, holdRecord, isRecordHeld } from './live-records.js';
+import { currentReaders, holdCount, holdRecord, isRecordHeld } from './live-records.js';
 import { IN_FLOW, recoverInFlight } from './recovery.js';
 
 /** What a reset works with: the manager's catalog, driver, claims and targets. */
@@ -84,13 +84,22 @@ async function resetHeld(deps: ResetDeps, before: BackupRecord, status: 'availab
   return write({ status: 'available', failReason: undefined });
 }
 
-/** Whether the record's owner is another process of this host and pid namespace that runs (its job may). */
-function runsHere(record: BackupRecord): boolean {
-  const owner = record.owner;
-  return !!owner && !isThisProcess(owner) && ownerLocation(owner) === 'here' && ownerMayBeAlive(owner);
+/**
+ * Another process of this host and pid namespace that runs (its job may) and works on the record:
+ * its owner, or for a `restoring` record read by readers (currentReaders) any of them (its `owner`
+ * is then SHARED_READERS_OWNER when there are several, a host no process runs on). Undefined when none.
+ */
+function runnerHere(record: BackupRecord): ProcessOwner | undefined {
+  const owners = currentReaders(record)?.map((r) => r.owner) ?? (record.owner ? [record.owner] : []);
+  return owners.find((owner) => !isThisProcess(owner) && ownerLocation(owner) === 'here' && ownerMayBeAlive(owner));
 }
 
-const runningHere = (record: BackupRecord): CairnError =>
-  new CairnError('CONFLICT', `backup ${record.id} is ${record.status} in process ${record.owner?.pid}, which is running on this host: cancel the job there`, {
-    details: { backupId: record.id, status: record.status, owner: record.owner },
+/** Whether another process of this host runs a job on the record (runnerHere). */
+const runsHere = (record: BackupRecord): boolean => runnerHere(record) !== undefined;
+
+const runningHere = (record: BackupRecord): CairnError => {
+  const owner = runnerHere(record) ?? record.owner;
+  return new CairnError('CONFLICT', `backup ${record.id} is ${record.status} in process ${owner?.pid}, which is running on this host: cancel the job there`, {
+    details: { backupId: record.id, status: record.status, owner },
   });
+};

@@ -201,12 +201,13 @@ export class ChunkedBackupService implements BackupService {
    * The record as a document for importRecord: the catalog's record, with the fields that describe
    * the data (those importRecord checks) taken from the manifest, so that a fresh export always
    * imports even where the catalog's copy differs (records written before 2026-12-05 kept the
-   * volume's size at request time, the manifest the size copied).
+   * volume's size at request time, the manifest the size copied). Without the processes that
+   * work on or read the record (`owner`, `readers`: they mean nothing where the document goes).
    */
   async exportRecord(backup: BackupRecord): Promise<string> {
     return this.tag(async () => {
       const m = await this.repository.readManifest(backup.id);
-      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, ...dataFields(m), owner: undefined, status: 'available' } };
+      const doc = { format: RECORD_FORMAT, repository: this.repository.config.id, record: { ...m.record, ...backup, ...dataFields(m), owner: undefined, readers: undefined, status: 'available' } };
       return Buffer.from(JSON.stringify(doc)).toString('base64');
     });
   }
