@@ -11,6 +11,7 @@ export type * from './contracts/records.js';
 export type { ProgressEvent, ProgressSink } from './contracts/progress.js';
 
 export { BaseBlockDevice } from './drivers/base-block-device.js';
+export { PassThroughDevice } from './util/pass-through-device.js';
 export { assertReadInto, checkExtents } from './drivers/device-checks.js';
 export { attachConflict } from './drivers/attach-rule.js';
 

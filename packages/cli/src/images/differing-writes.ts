@@ -1,4 +1,4 @@
-import { throwIfAborted, type BlockDevice } from '@cairn/core';
+import { PassThroughDevice, throwIfAborted, type BlockDevice } from '@cairn/core';
 import { dataRanges } from './device-data.js';
 import { isZero } from './zero-bytes.js';
 
@@ -61,45 +61,37 @@ export async function writeDiffering(device: BlockDevice, offset: number, want: 
  * span the whole volume).
  */
 export function differingWrites(device: BlockDevice, signal?: AbortSignal): DifferingWrites {
-  let bytesWritten = 0;
-  const zeros = Buffer.alloc(STEP);
-  const wrapped: BlockDevice = {
-    get size() {
-      return device.size;
-    },
-    get mode() {
-      return device.mode;
-    },
-    get driverName() {
-      return device.driverName;
-    },
-    get extentGranularity() {
-      return device.extentGranularity;
-    },
-    read: (offset, length, into) => device.read(offset, length, into),
-    async write(offset, data) {
-      throwIfAborted(signal, 'image');
-      const want = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-      bytesWritten += await writeDiffering(device, offset, want, await device.read(offset, want.length));
-    },
-    async writeZeroes(offset, length) {
-      throwIfAborted(signal, 'image');
-      for (const r of await dataRanges(device, { offset, length })) {
-        for (let at = r.offset, end = r.offset + r.length; at < end; at += STEP) {
-          throwIfAborted(signal, 'image');
-          const n = Math.min(STEP, end - at);
-          bytesWritten += await writeDiffering(device, at, zeros.subarray(0, n), await device.read(at, n));
-        }
-      }
-    },
-    flush: () => device.flush(),
-    extents: (query, range) => device.extents(query, range),
-    close: () => device.close(),
-  };
+  const wrapped = new DifferingWritesDevice(device, signal);
   return {
     device: wrapped,
     get bytesWritten() {
-      return bytesWritten;
+      return wrapped.bytesWritten;
     },
   };
+}
+
+class DifferingWritesDevice extends PassThroughDevice {
+  bytesWritten = 0;
+  private readonly zeros = Buffer.alloc(STEP);
+  constructor(
+    inner: BlockDevice,
+    private readonly signal?: AbortSignal,
+  ) {
+    super(inner);
+  }
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    throwIfAborted(this.signal, 'image');
+    const want = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    this.bytesWritten += await writeDiffering(this.inner, offset, want, await this.inner.read(offset, want.length));
+  }
+  override async writeZeroes(offset: number, length: number): Promise<void> {
+    throwIfAborted(this.signal, 'image');
+    for (const r of await dataRanges(this.inner, { offset, length })) {
+      for (let at = r.offset, end = r.offset + r.length; at < end; at += STEP) {
+        throwIfAborted(this.signal, 'image');
+        const n = Math.min(STEP, end - at);
+        this.bytesWritten += await writeDiffering(this.inner, at, this.zeros.subarray(0, n), await this.inner.read(at, n));
+      }
+    }
+  }
 }

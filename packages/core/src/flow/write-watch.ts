@@ -1,4 +1,5 @@
-import type { BlockDevice, ByteRange, Extent, ExtentQuery } from '../contracts/block-device.js';
+import type { BlockDevice } from '../contracts/block-device.js';
+import { PassThroughDevice } from '../util/pass-through-device.js';
 
 /**
  * A device that tells whether anything has been asked to change it: `touched()` is true from the
@@ -17,39 +18,14 @@ export function watchWrites(device: BlockDevice): WatchedDevice {
   return { device: watched, touched: () => watched.touched };
 }
 
-class WriteWatchedDevice implements BlockDevice {
+class WriteWatchedDevice extends PassThroughDevice {
   touched = false;
-  constructor(private readonly inner: BlockDevice) {}
-  get size() {
-    return this.inner.size;
-  }
-  get mode() {
-    return this.inner.mode;
-  }
-  get extentGranularity() {
-    return this.inner.extentGranularity;
-  }
-  get driverName() {
-    return this.inner.driverName;
-  }
-  read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    return this.inner.read(offset, length, into);
-  }
-  write(offset: number, data: Uint8Array): Promise<void> {
+  override write(offset: number, data: Uint8Array): Promise<void> {
     this.touched = true;
     return this.inner.write(offset, data);
   }
-  writeZeroes(offset: number, length: number): Promise<void> {
+  override writeZeroes(offset: number, length: number): Promise<void> {
     this.touched = true;
     return this.inner.writeZeroes(offset, length);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-  extents(query: ExtentQuery, range?: ByteRange): Promise<Extent[]> {
-    return this.inner.extents(query, range);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -1,4 +1,5 @@
-import type { BlockDevice, ByteRange, Extent, ExtentQuery } from '../contracts/block-device.js';
+import type { BlockDevice } from '../contracts/block-device.js';
+import { PassThroughDevice } from './pass-through-device.js';
 import { CairnError, throwIfAborted } from '../errors.js';
 
 /**
@@ -47,41 +48,16 @@ export function throttleReads(device: BlockDevice, budget: RateBudget, signal?: 
   return new ThrottledDevice(device, budget, signal);
 }
 
-class ThrottledDevice implements BlockDevice {
+class ThrottledDevice extends PassThroughDevice {
   constructor(
-    private readonly inner: BlockDevice,
+    inner: BlockDevice,
     private readonly budget: RateBudget,
     private readonly signal?: AbortSignal,
-  ) {}
-  get size() {
-    return this.inner.size;
+  ) {
+    super(inner);
   }
-  get mode() {
-    return this.inner.mode;
-  }
-  get extentGranularity() {
-    return this.inner.extentGranularity;
-  }
-  get driverName() {
-    return this.inner.driverName;
-  }
-  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  override async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     await this.budget.take(length, this.signal);
     return this.inner.read(offset, length, into);
-  }
-  write(offset: number, data: Uint8Array): Promise<void> {
-    return this.inner.write(offset, data);
-  }
-  writeZeroes(offset: number, length: number): Promise<void> {
-    return this.inner.writeZeroes(offset, length);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-  extents(query: ExtentQuery, range?: ByteRange): Promise<Extent[]> {
-    return this.inner.extents(query, range);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
