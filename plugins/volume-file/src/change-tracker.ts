@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
-import type { Extent } from '@cairn/core';
-import { writeOwnedFileAtomic } from './dir-owner.js';
+import { writeFileAtomic, type Extent } from '@cairn/core';
+import { OWNED } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { WriteGate } from './write-gate.js';
 
@@ -62,7 +62,7 @@ export class ChangeTracker {
     await this.named(async (ids) => {
       for (const [id, b] of [...this.bitmaps]) {
         if (!ids.has(id)) this.bitmaps.delete(id);
-        else await writeOwnedFileAtomic(this.bitmapPath(id), b.serialize()); // keeps the directory's owner
+        else await writeFileAtomic(this.bitmapPath(id), b.serialize(), OWNED); // keeps the directory's owner
       }
     });
   }

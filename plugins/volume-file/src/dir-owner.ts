@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
-import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { makeDirectories, syncDir, tempPathBeside } from '@cairn/core';
+import { makeDirectories, type NewFileOptions } from '@cairn/core';
 
 /**
  * Who owns what the driver makes. A volumes directory may be shared between its owner and root
@@ -98,29 +98,16 @@ export async function adoptCreatedFile(path: string): Promise<void> {
 }
 
 /**
- * Core's writeFileAtomic with ownership: the temporary file (mode 0600) is given the owner of its
- * directory before it is written and renamed over `path`, so the replaced file keeps the
- * directory's owner. Atomic and durable as writeFileAtomic; on failure the temp file is removed.
+ * For core's writeFileAtomic and sidecars (NewFileOptions.onCreated): gives the file just created
+ * exclusively at `path`, open as `fh`, the owner of its directory (ownerFor), so that a file
+ * replaced by it keeps that owner.
  */
-export async function writeOwnedFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = tempPathBeside(path);
-  const fh = await openNewOwned(tmp, constants.O_WRONLY, 0o600);
-  try {
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } catch (err) {
-      await fh.close().catch(() => {});
-      throw err;
-    }
-    await fh.close(); // NFS reports write-back errors (ENOSPC, EDQUOT) again here
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await syncDir(dirname(path));
+export async function ownNewFile(fh: FileHandle, path: string): Promise<void> {
+  await adopt(fh, await ownerFor(dirname(path)));
 }
+
+/** NewFileOptions that keep the directory's owner (ownNewFile). */
+export const OWNED: NewFileOptions = { onCreated: ownNewFile };
 
 /**
  * Makes the directory `dir` (its parents as core's makeDirectories does, with its errors: the

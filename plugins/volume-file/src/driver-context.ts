@@ -1,9 +1,9 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, KeyedMutex } from '@cairn/core';
+import { CairnError, KeyedMutex, writeFileAtomic } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { readFully } from './data-extents.js';
-import { makeOwnedDirectory, writeOwnedFileAtomic } from './dir-owner.js';
+import { makeOwnedDirectory, OWNED } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
@@ -147,9 +147,9 @@ export class DriverContext {
     await makeOwnedDirectory(this.store.layout.cbtDir(kind, id), this.name);
   }
 
-  /** Replaces a checkpoint's bitmap atomically and durably, keeping its directory's owner (writeOwnedFileAtomic). */
+  /** Replaces a checkpoint's bitmap atomically and durably, keeping its directory's owner (writeFileAtomic with OWNED). */
   async saveBitmap(kind: RecordKind, id: string, checkpointId: string, bitmap: DirtyBitmap): Promise<void> {
     await this.makeCbtDir(kind, id);
-    await writeOwnedFileAtomic(this.store.layout.bitmap(kind, id, checkpointId), bitmap.serialize());
+    await writeFileAtomic(this.store.layout.bitmap(kind, id, checkpointId), bitmap.serialize(), OWNED);
   }
 }

@@ -1,5 +1,5 @@
 import { KeyedMutex, SidecarStore } from '@cairn/core';
-import { ensureOwnedFile, makeOwnedDirectory, writeOwnedFileAtomic } from './dir-owner.js';
+import { ensureOwnedFile, makeOwnedDirectory, OWNED } from './dir-owner.js';
 import { lockWithin } from './file-lock.js';
 import { Layout } from './layout.js';
 import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeRecord } from './records.js';
@@ -26,6 +26,7 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
       readVolume: readVolumeRecord,
       readSnapshot: readSnapshotRecord,
       setup: () => ensureOwnedFile(layout.lockFile),
+      newFile: OWNED, // sidecars keep the directory's owner
       guard: (fn) =>
         meta.run('meta', async () => {
           const lock = await lockWithin(layout.lockFile, 'exclusive', META_LOCK_WAIT_MS, driver);
@@ -53,12 +54,6 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
       throw err;
     });
     return this.tree.then(() => super.init());
-  }
-
-  /** Core's put (the same JSON text as its writeSidecar), keeping the owner of the directory (writeOwnedFileAtomic). */
-  override async put(record: VolumeRecord | SnapshotRecord): Promise<void> {
-    await this.init();
-    await writeOwnedFileAtomic(this.sidecarPath(record.kind, record.id), `${JSON.stringify(record, null, 2)}\n`);
   }
 
   /** Runs `fn` holding the metadata lock (in-process and across processes). `BUSY` after 10 s of waiting. */

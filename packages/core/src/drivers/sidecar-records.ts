@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Checkpoint, Snapshot, Volume } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
-import { writeFileAtomic } from '../util/durable-file.js';
+import { writeFileAtomic, type NewFileOptions } from '../util/durable-file.js';
 
 /**
  * JSON sidecars for volume drivers that keep their records in files next to the images (file,
@@ -58,8 +58,8 @@ const isCheckpoints = (v: unknown): boolean =>
 const corrupt = (path: string, driver: string, cause?: unknown) => new CairnError('CORRUPT', `sidecar ${path} is not a valid record`, { driver, cause });
 
 /** Writes a sidecar atomically and durably. Idempotent. */
-export async function writeSidecar(path: string, record: VolumeSidecar | SnapshotSidecar): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`);
+export async function writeSidecar(path: string, record: VolumeSidecar | SnapshotSidecar, options: NewFileOptions = {}): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`, options);
 }
 
 /** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when damaged or of the wrong shape (see readJson). */

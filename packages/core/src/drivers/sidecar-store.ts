@@ -1,7 +1,7 @@
 import { readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CairnError, isCairnError } from '../errors.js';
-import { syncDir } from '../util/durable-file.js';
+import { syncDir, type NewFileOptions } from '../util/durable-file.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { makeDirectories } from '../util/make-directories.js';
 import { isUuid, writeSidecar, type SnapshotSidecar, type VolumeSidecar } from './sidecar-records.js';
@@ -19,6 +19,8 @@ export interface SidecarStoreOptions<V extends VolumeSidecar, S extends Snapshot
   setup?(): Promise<void>;
   /** Wraps every read-modify-write, e.g. in a cross-process lock. Default: the in-process mutex alone. */
   guard?<T>(fn: () => Promise<T>): Promise<T>;
+  /** How each sidecar's new file is made (writeFileAtomic's options), e.g. giving it an owner. */
+  newFile?: NewFileOptions;
 }
 
 /**
@@ -91,7 +93,7 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
   /** Writes a new or replaced sidecar atomically. Idempotent. `INVALID_INPUT` for an id that is not a UUID. */
   async put(record: V | S): Promise<void> {
     await this.init();
-    await writeSidecar(this.sidecarPath(record.kind, record.id), record);
+    await writeSidecar(this.sidecarPath(record.kind, record.id), record, this.options.newFile);
   }
 
   /** Removes a sidecar durably: the record is gone from that instant. Idempotent: an id that is not a UUID names none. */

@@ -1,16 +1,27 @@
 import { randomBytes } from 'node:crypto';
-import { link, lstat, open, rename, unlink } from 'node:fs/promises';
+import { link, lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+
+/** How writeNewFileDurably and writeFileAtomic make their new file. */
+export interface NewFileOptions {
+  /**
+   * Runs on the new file's descriptor right after its exclusive creation, before anything is
+   * written (`path`: where it was created), e.g. to give it an owner. Its failure fails the write,
+   * the new file removed.
+   */
+  onCreated?(fh: FileHandle, path: string): Promise<void>;
+}
 
 /**
  * Replaces `path` with `data` atomically and durably: a temp file `.<name>.<random>.tmp` in the
  * same directory is written and fsynced, renamed over `path`, and the directory is fsynced. A
  * reader sees the old or the new content, never a mix; after return the new content survives a
- * power cut. On failure the temp file is removed. Idempotent.
+ * power cut. On failure the temp file is removed. Idempotent. `options` as writeNewFileDurably's,
+ * for the temp file.
  */
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+export async function writeFileAtomic(path: string, data: Uint8Array | string, options: NewFileOptions = {}): Promise<void> {
   const tmp = tempPathBeside(path);
-  await writeNewFileDurably(tmp, data);
+  await writeNewFileDurably(tmp, data, options);
   try {
     await rename(tmp, path);
   } catch (err) {
@@ -29,12 +40,13 @@ export function tempPathBeside(path: string): string {
  * Creates the file `path` exclusively (O_EXCL, mode 0600), writes `data` and fsyncs it: durable
  * once this resolves. On any failure, the close's included (NFS reports write-back errors such as
  * ENOSPC or EDQUOT again at close), the file it created is removed and the first error is thrown:
- * a failed write's, not that of the close after it.
+ * a failed write's, not that of the close after it. `options.onCreated` runs before the write.
  */
-export async function writeNewFileDurably(path: string, data: Uint8Array | string): Promise<void> {
+export async function writeNewFileDurably(path: string, data: Uint8Array | string, options: NewFileOptions = {}): Promise<void> {
   const fh = await open(path, 'wx', 0o600);
   try {
     try {
+      await options.onCreated?.(fh, path);
       await fh.writeFile(data);
       await fh.sync();
     } catch (err) {
