@@ -43,7 +43,7 @@ export { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive, pidExists,
 export { ordinal } from './util/order.js';
 
 export { Repository, type InitOptions, type OpenOptions } from './repository/repository.js';
-export { noSpaceErrno } from './repository/no-space.js';
+export { noSpaceErrno } from './util/no-space.js';
 export { ChunkedBackupService, type ChunkedServiceOptions, type RepositoryStats } from './repository/chunked-backup-service.js';
 export { RepositoryCatalog } from './repository/repository-catalog.js';
 export type { GcOptions, GcReport } from './repository/garbage-collector.js';

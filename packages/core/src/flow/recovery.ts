@@ -2,7 +2,7 @@ import type { Catalog, SectionOptions } from '../contracts/catalog.js';
 import type { BackupRecord } from '../contracts/records.js';
 import type { VolumeDriver } from '../contracts/volume-driver.js';
 import { isNotFound, unlessNotFound } from '../errors.js';
-import { noSpaceErrno } from '../repository/no-space.js';
+import { noSpaceErrno } from '../util/no-space.js';
 import { nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { hasDeadReaders, withLiveReaders } from './backup-readers.js';

@@ -19,7 +19,7 @@ import { nowIso } from '../util/clock.js';
 import { writeBackup, type WriteOptions } from './backup-writer.js';
 import { Keys, type Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
-import { noSpaceErrno } from './no-space.js';
+import { noSpaceErrno } from '../util/no-space.js';
 import { Repository, type InitOptions, type OpenOptions } from './repository.js';
 import { restoreBackup } from './restorer.js';
 import { releaseAll, type LockHandle, type LockInfo } from './repository-locks.js';
