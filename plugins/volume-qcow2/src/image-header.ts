@@ -19,14 +19,26 @@ const SIZE_OFFSET = 24;
  * (the sidecar's size): whoever opens such an image meets the problem itself. Never throws.
  */
 export async function qcow2VirtualSize(path: string): Promise<number | undefined> {
+  const header = await readQcow2Header(path);
+  if (!header || header.length < SIZE_OFFSET + 8) return undefined;
+  const size = header.readBigUInt64BE(SIZE_OFFSET);
+  return size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : undefined;
+}
+
+/** Bytes of the header any judgement here reads: up to incompatible_features (u64 at 72). */
+const HEADER_BYTES = 80;
+
+/**
+ * The first HEADER_BYTES of the qcow2 image at `path` (fewer when the file is shorter), or
+ * undefined when it cannot be read or does not start with qcow2's magic. One read; never throws.
+ */
+async function readQcow2Header(path: string): Promise<Buffer | undefined> {
   try {
     const fh = await open(path, 'r');
     try {
-      const header = Buffer.alloc(SIZE_OFFSET + 8);
+      const header = Buffer.alloc(HEADER_BYTES);
       const { bytesRead } = await fh.read(header, 0, header.length, 0);
-      if (bytesRead < header.length || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
-      const size = header.readBigUInt64BE(SIZE_OFFSET);
-      return size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : undefined;
+      return bytesRead >= 4 && header.readUInt32BE(0) === QCOW2_MAGIC ? header.subarray(0, bytesRead) : undefined;
     } finally {
       await fh.close().catch(() => {});
     }
@@ -46,7 +58,8 @@ const MARKED_CORRUPT = 1n << 1n;
 const EXTERNAL_DATA_FILE = 1n << 2n;
 
 /**
- * Why the driver must not open the qcow2 image at `path`, by its header, or undefined:
+ * Why the driver must not open the qcow2 image whose header (readQcow2Header) is `header`, or
+ * undefined:
  *
  * - it names a backing file (read through for every cluster the image does not allocate) or an
  *   external data file (where all its data lives): qemu would open ANOTHER file. Images the
@@ -55,30 +68,18 @@ const EXTERNAL_DATA_FILE = 1n << 2n;
  * - qemu marked it corrupt: qemu refuses to open it writable but serves it read-only (a snapshot
  *   copy), whatever its damaged metadata points at.
  *
- * One read of the header; undefined as well when no qcow2 header can be read (whoever opens the
- * file then meets that). Never throws.
+ * Undefined as well for a header too short to say (whoever opens the file then meets that).
  */
-export async function qcow2HeaderRefusal(path: string): Promise<string | undefined> {
-  try {
-    const fh = await open(path, 'r');
-    try {
-      const header = Buffer.alloc(INCOMPATIBLE_OFFSET + 8);
-      const { bytesRead } = await fh.read(header, 0, header.length, 0);
-      if (bytesRead < BACKING_SIZE + 4 || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
-      const backingOffset = header.readBigUInt64BE(BACKING_OFFSET);
-      const backingSize = header.readUInt32BE(BACKING_SIZE);
-      if (backingOffset !== 0n && backingSize > 0) return 'it names a backing file, which the driver never opens';
-      if (header.readUInt32BE(4) < 3 || bytesRead < header.length) return undefined;
-      const incompatible = header.readBigUInt64BE(INCOMPATIBLE_OFFSET);
-      if ((incompatible & EXTERNAL_DATA_FILE) !== 0n) return 'its data is in an external data file, which the driver never opens';
-      if ((incompatible & MARKED_CORRUPT) !== 0n) return 'qemu marked its metadata corrupt (qemu-img check -r all may repair it)';
-      return undefined;
-    } finally {
-      await fh.close().catch(() => {});
-    }
-  } catch {
-    return undefined;
-  }
+function headerRefusal(header: Buffer): string | undefined {
+  if (header.length < BACKING_SIZE + 4) return undefined;
+  const backingOffset = header.readBigUInt64BE(BACKING_OFFSET);
+  const backingSize = header.readUInt32BE(BACKING_SIZE);
+  if (backingOffset !== 0n && backingSize > 0) return 'it names a backing file, which the driver never opens';
+  if (header.readUInt32BE(4) < 3 || header.length < INCOMPATIBLE_OFFSET + 8) return undefined;
+  const incompatible = header.readBigUInt64BE(INCOMPATIBLE_OFFSET);
+  if ((incompatible & EXTERNAL_DATA_FILE) !== 0n) return 'its data is in an external data file, which the driver never opens';
+  if ((incompatible & MARKED_CORRUPT) !== 0n) return 'qemu marked its metadata corrupt (qemu-img check -r all may repair it)';
+  return undefined;
 }
 
 /** The header's version (u32 at 4) and crypt_method (u32 at 32: 0 none, 1 AES, 2 LUKS). */
@@ -86,46 +87,38 @@ const VERSION_OFFSET = 4;
 const CRYPT_METHOD_OFFSET = 32;
 
 /**
- * Why the driver cannot serve the valid qcow2 image at `path`, by its header, or undefined:
+ * Why the driver cannot serve the valid qcow2 image whose header (readQcow2Header) is `header`, or
+ * undefined:
  *
  * - it is encrypted (AES or LUKS): qemu opens it only with a key secret, which the driver never has;
  * - it is qcow2 version 2 (`compat=0.10`): it cannot hold persistent dirty bitmaps, so neither a
  *   checkpoint nor a snapshot copy (`convert --bitmaps`) can be made of it.
  *
  * Images the driver makes are neither (version 3, no encryption): such an image was written
- * outside the driver. One read of the header; undefined as well when no qcow2 header can be read.
- * Never throws.
+ * outside the driver. Undefined as well for a header too short to say.
  */
-export async function qcow2Unsupported(path: string): Promise<string | undefined> {
-  try {
-    const fh = await open(path, 'r');
-    try {
-      const header = Buffer.alloc(CRYPT_METHOD_OFFSET + 4);
-      const { bytesRead } = await fh.read(header, 0, header.length, 0);
-      if (bytesRead < header.length || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
-      const crypt = header.readUInt32BE(CRYPT_METHOD_OFFSET);
-      if (crypt !== 0) return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}), and the driver holds no keys`;
-      if (header.readUInt32BE(VERSION_OFFSET) === 2) {
-        return 'it is qcow2 version 2 (compat=0.10), which cannot hold the persistent bitmaps of checkpoints and snapshot copies (`qemu-img amend -o compat=1.1` upgrades it)';
-      }
-      return undefined;
-    } finally {
-      await fh.close().catch(() => {});
-    }
-  } catch {
-    return undefined;
+function headerUnsupported(header: Buffer): string | undefined {
+  if (header.length < CRYPT_METHOD_OFFSET + 4) return undefined;
+  const crypt = header.readUInt32BE(CRYPT_METHOD_OFFSET);
+  if (crypt !== 0) return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}), and the driver holds no keys`;
+  if (header.readUInt32BE(VERSION_OFFSET) === 2) {
+    return 'it is qcow2 version 2 (compat=0.10), which cannot hold the persistent bitmaps of checkpoints and snapshot copies (`qemu-img amend -o compat=1.1` upgrades it)';
   }
+  return undefined;
 }
 
 /**
  * `CORRUPT` when the header of the qcow2 image at `path` makes it one the driver must not open
- * (qcow2HeaderRefusal): the driver refuses to open or copy it, so no file outside its directory
+ * (headerRefusal): the driver refuses to open or copy it, so no file outside its directory
  * is ever served, nor an image qemu found corrupt. `NOT_SUPPORTED`, naming the image and why, for
- * an encrypted or version 2 image (qcow2Unsupported).
+ * an encrypted or version 2 image (headerUnsupported). One read of the header; an image whose
+ * header cannot be read or is no qcow2's passes (whoever opens it meets that).
  */
 export async function assertTrustedHeader(path: string, driver: string): Promise<void> {
-  const why = await qcow2HeaderRefusal(path);
+  const header = await readQcow2Header(path); // one read for both judgements
+  if (!header) return;
+  const why = headerRefusal(header);
   if (why) throw new CairnError('CORRUPT', `image ${path} cannot be used: ${why}`, { driver });
-  const unsupported = await qcow2Unsupported(path);
+  const unsupported = headerUnsupported(header);
   if (unsupported) throw new CairnError('NOT_SUPPORTED', `image ${path} cannot be used: ${unsupported}`, { driver });
 }
