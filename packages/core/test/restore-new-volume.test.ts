@@ -211,8 +211,11 @@ describe('a restore to a new volume records its intent as a NewVolumeIntent', ()
     };
     const { job, volume } = await r.manager.startRestore({ backupId: b.id, newVolume: { name: 'copy' } });
     await copying.reached;
-    expect(await catalog.listNewVolumeIntents()).toEqual([{ jobId: job.id, backupId: b.id, since: expect.any(String) }]);
+    // Both name the restore's reader (its manager's entry in the backup's readers): once it is gone they are settled.
+    const reader = { id: expect.any(String), owner: expect.objectContaining({ pid: process.pid }), since: expect.any(String) };
+    expect(await catalog.listNewVolumeIntents()).toEqual([{ jobId: job.id, backupId: b.id, since: expect.any(String), reader }]);
     expect((await catalog.listVolumeStates()).map((s) => s.volumeId)).toEqual([volume.id]);
+    expect((await catalog.listVolumeStates())[0]!.reader).toEqual(reader);
     copying.release();
     await job.done;
     expect(await catalog.listNewVolumeIntents()).toEqual([]);

@@ -4,15 +4,16 @@
  * being answered holds these wire bytes only (8 per descriptor, what `replyBound` charges), never
  * one object per descriptor.
  *
- * Descriptors are consecutive from the request's offset. With a minimum block size `min` > 1 they
- * are folded onto blocks of `min` bytes counted from that offset (proto.md: the server "MUST use
- * descriptor lengths that are an integer multiple of any advertised minimum block size"): a block
- * made of parts with different flags gets `merge` of them (see `safeMerge`), and consecutive
- * equal flags become one descriptor (proto.md: the server "SHOULD use different *status* values
- * between consecutive descriptors"). A partial block after whole ones is left out (proto.md: the
- * server "MAY return less data than requested"); when no whole block was seen, the one partial
- * block is the one descriptor (the caller arranges that only for requests that broke the client's
- * alignment MUST). With `min` 1 descriptors are written as given.
+ * Descriptors are consecutive from the request's offset, and consecutive equal flags always
+ * become one descriptor, whatever the minimum block size (proto.md: the server "SHOULD use
+ * different *status* values between consecutive descriptors where feasible"). With a minimum
+ * block size `min` > 1 they are first folded onto blocks of `min` bytes counted from that offset
+ * (proto.md: the server "MUST use descriptor lengths that are an integer multiple of any
+ * advertised minimum block size"): a block made of parts with different flags gets `merge` of
+ * them (see `safeMerge`). A partial block after whole ones is left out (proto.md: the server
+ * "MAY return less data than requested"); when no whole block was seen, the one partial block is
+ * the one descriptor (the caller arranges that only for requests that broke the client's
+ * alignment MUST). With `min` 1 the descriptors are the backend's, equal neighbours joined.
  *
  * At most `maxDescriptors` descriptors are written: those of the fold of everything added, cut to
  * the first `maxDescriptors` (later parts only lengthen the last one while their flags match it).
@@ -49,7 +50,7 @@ export class StatusChunkBuilder {
     this.taken++;
     if (this.min === 1) {
       this.at += length;
-      return this.emit(length, flags, false);
+      return this.emit(length, flags);
     }
     const min = this.min;
     let left = length;
@@ -57,7 +58,7 @@ export class StatusChunkBuilder {
       const into = this.at % min;
       if (into === 0 && left >= min) {
         const whole = left - (left % min);
-        this.emit(whole, flags, true);
+        this.emit(whole, flags);
         this.at += whole;
         left -= whole;
         continue;
@@ -66,13 +67,13 @@ export class StatusChunkBuilder {
       this.acc = into === 0 ? flags : this.merge(this.acc, flags);
       this.at += take;
       left -= take;
-      if (this.at % min === 0) this.emit(min, this.acc, true);
+      if (this.at % min === 0) this.emit(min, this.acc);
     }
   }
 
   /** The chunk's payload, exactly as long as its descriptors need (at least one: see the class comment). */
   finish(): Buffer {
-    if (this.count === 0 && this.at % this.min !== 0) this.emit(this.at % this.min, this.acc, false);
+    if (this.count === 0 && this.at % this.min !== 0) this.emit(this.at % this.min, this.acc);
     const used = 4 + 8 * this.count;
     if (used === this.body.length) return this.body;
     const exact = Buffer.allocUnsafe(used);
@@ -85,10 +86,11 @@ export class StatusChunkBuilder {
     return this.count;
   }
 
-  private emit(length: number, flags: number, mergeEqual: boolean): void {
+  /** Writes the next descriptor, or lengthens the last one when its flags are the same. */
+  private emit(length: number, flags: number): void {
     if (this.full) return;
     const last = 4 + 8 * (this.count - 1);
-    if (mergeEqual && this.count > 0 && this.body.readUInt32BE(last + 4) === flags >>> 0) {
+    if (this.count > 0 && this.body.readUInt32BE(last + 4) === flags >>> 0) {
       this.body.writeUInt32BE(this.body.readUInt32BE(last) + length, last);
       return;
     }

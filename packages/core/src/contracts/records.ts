@@ -98,6 +98,13 @@ export interface VolumeFlowState {
   /** Backup the flow works on. */
   backupId: string;
   since: string;
+  /**
+   * On a `restoring-backup` state: the reader (BackupRecord.readers) whose restore laid it. Once
+   * that reader is gone the state is settled (`error_restoring`, keeping this field), whoever else
+   * still reads the backup (flow/reader-leftovers.ts). Absent on other states and on states an
+   * older Cairn wrote (judged by their backup's record alone).
+   */
+  reader?: BackupReader;
 }
 
 /**
@@ -115,4 +122,9 @@ export interface NewVolumeIntent {
   backupId: string;
   /** When the intent was recorded. */
   since: string;
+  /**
+   * The restore's reader (BackupRecord.readers): once it is gone the intent is settled, whoever
+   * else still reads the backup (flow/reader-leftovers.ts). Absent on intents an older Cairn wrote.
+   */
+  reader?: BackupReader;
 }

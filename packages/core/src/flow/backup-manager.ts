@@ -12,6 +12,7 @@ import { withRetries } from '../util/retry.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { hasReader, withoutReader, withReader } from './backup-readers.js';
+import { ownEntry, settleGoneReaders } from './reader-leftovers.js';
 import { linkedController, type Job } from './jobs.js';
 import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
@@ -480,7 +481,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let intended = false;
     try {
       [backup, release] = await this.claimRestore(backup.id, signal);
-      await recordNewVolumeIntent(this.catalog, jobId, backup.id);
+      await recordNewVolumeIntent(this.catalog, jobId, backup.id, ownEntry(backup, this.claims.readerId));
       intended = true;
       const metadata = { ...backup.volumeMetadata, [RESTORE_JOB_METADATA_KEY]: jobId };
       const volume = await this.volumes.createVolume({ size: backup.size, name: name ?? `restore-${backup.id}`, metadata });
@@ -513,6 +514,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         return true;
       }
       claimed = withReader(current, this.claims.readerId);
+      await settleGoneReaders(this.catalog, current);
       await this.catalog.putBackup(claimed);
       return true;
     }, signal);
@@ -585,7 +587,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
       // volume attached) fails the job before it writes, leaving the volume as it was.
       if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
-      replaced = await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id, (id, fn) => this.claims.exclusive(id, fn, signal));
+      replaced = await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id, (id, fn) => this.claims.exclusive(id, fn, signal), ownEntry(backup, this.claims.readerId));
       flowStarted = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
       if (override) {
@@ -708,7 +710,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    */
   private async endRestoring(backupId: string): Promise<void> {
     const current = await unlessNotFound(this.catalog.getBackup(backupId));
-    if (current?.status === 'restoring') await this.catalog.putBackup(withoutReader(current, this.claims.readerId));
+    if (current?.status !== 'restoring') return;
+    await settleGoneReaders(this.catalog, current);
+    await this.catalog.putBackup(withoutReader(current, this.claims.readerId));
   }
 
   /**

@@ -1,8 +1,9 @@
 import type { Catalog } from '../contracts/catalog.js';
-import type { NewVolumeIntent } from '../contracts/records.js';
+import type { BackupReader, NewVolumeIntent } from '../contracts/records.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
+import { readerGone } from './reader-leftovers.js';
 import type { RecoveryReport } from './recovery.js';
 
 /*
@@ -44,11 +45,12 @@ interface FoundIntent extends NewVolumeIntent {
 
 /**
  * Records the intent of restore job `jobId` to create a volume for `backupId` (only if absent:
- * job ids are unique, so `ALREADY_EXISTS` never comes from another job). The caller has claimed
- * the backup, so recovery judges the intent live for as long as the claim is.
+ * job ids are unique, so `ALREADY_EXISTS` never comes from another job), naming the restore's
+ * `reader` (NewVolumeIntent.reader). The caller has claimed the backup, so recovery judges the
+ * intent live for as long as the claim is and that reader may be alive.
  */
-export async function recordNewVolumeIntent(catalog: Pick<Catalog, 'putNewVolumeIntent'>, jobId: string, backupId: string): Promise<void> {
-  await catalog.putNewVolumeIntent({ jobId, backupId, since: nowIso() }, { ifAbsent: true });
+export async function recordNewVolumeIntent(catalog: Pick<Catalog, 'putNewVolumeIntent'>, jobId: string, backupId: string, reader?: BackupReader): Promise<void> {
+  await catalog.putNewVolumeIntent({ jobId, backupId, since: nowIso(), ...(reader ? { reader } : {}) }, { ifAbsent: true });
 }
 
 /** The intent of restore job `jobId`, the catalog's or a legacy one, or undefined. */
@@ -102,7 +104,8 @@ export async function assertNotLeftByRestore(catalog: Pick<Catalog, 'getNewVolum
  * Settles the intents of restores to a new volume that ended or died without settling their
  * volume (recoverInFlight's step for them). An intent is judged live, as a volume state is, by
  * its backup's record (`liveNow`): the job claims the backup before it writes the intent, and
- * deletes the intent before it releases the claim. For each intent not live, in the section of its
+ * deletes the intent before it releases the claim; and one naming its reader, once that reader is
+ * gone, is not live whatever else reads the backup (NewVolumeIntent.reader). For each intent not live, in the section of its
  * backup: every volume whose metadata names its job is deleted (`report.removedVolumes`; one that
  * cannot be, `BUSY` while attached, goes to `report.errors` and its intent is kept for the next
  * run), then the flow states of that backup's volumes that are gone, then the intent. Only
@@ -120,12 +123,14 @@ export async function recoverNewVolumeIntents(deps: {
   const { catalog, volumes, only, liveNow, section, report } = deps;
   for (const listed of await listIntents(catalog)) {
     if (only !== undefined && listed.backupId !== only) continue;
-    if (await liveNow(listed.backupId)) continue;
+    // An intent whose restore's reader is gone is settled whatever else reads its backup (reader-leftovers.ts).
+    const mine = readerGone(listed);
+    if (!mine && (await liveNow(listed.backupId))) continue;
     await section(listed.jobId, listed.backupId, async () => {
-      if (await liveNow(listed.backupId)) return;
+      if (!mine && (await liveNow(listed.backupId))) return;
       // As it is now: another recovery may have settled it since it was listed.
       const intent = await findIntent(catalog, listed.jobId);
-      if (!intent || intent.legacy !== listed.legacy) return;
+      if (!intent || intent.legacy !== listed.legacy || (mine && !readerGone(intent))) return;
       let kept = false;
       for (const volume of await volumes.listVolumes()) {
         if (volume.metadata?.[RESTORE_JOB_METADATA_KEY] !== intent.jobId) continue;

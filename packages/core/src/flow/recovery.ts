@@ -8,6 +8,7 @@ import { currentOwner } from '../util/process-owner.js';
 import { hasDeadReaders, withLiveReaders } from './backup-readers.js';
 import { holdRecord, type LetGo } from './live-records.js';
 import { legacyIntentJobId, recoverNewVolumeIntents } from './new-volume-intents.js';
+import { readerGone } from './reader-leftovers.js';
 
 /** Statuses of a record a flow works on. */
 export const IN_FLOW: ReadonlySet<BackupRecord['status']> = new Set(['creating', 'restoring', 'deleting']);
@@ -50,6 +51,9 @@ export interface RecoveryReport {
  * creating → error; restoring → available with the volume in error_restoring (a record read by
  * several processes once none of its readers is alive; the entries of those gone are dropped
  * meanwhile, BackupRecord.readers); deleting resumed;
+ * what a restore left that names its reader (VolumeFlowState.reader, NewVolumeIntent.reader) is
+ * settled once that reader is gone, even while other readers keep its backup `restoring`
+ * (reader-leftovers.ts);
  * a volume left backing-up returns to its previous status; temporary snapshots go; the flow state
  * of a volume that is gone (`NOT_FOUND` from the driver) is deleted. Idempotent.
  *
@@ -214,8 +218,10 @@ export async function recoverInFlight(deps: {
     // A state of a volume that is gone (deleted by the driver directly, or by a delete that died
     // between the volume and its state) names nothing: deleted, whatever its status, unless a
     // live flow of its backup may still be settling it.
+    // A state whose restore's reader is gone is its own: settled whatever else reads its backup.
+    const mine = readerGone(listed);
     if (await isGone(volumes, listed.volumeId)) {
-      if (await liveNow(listed.backupId)) continue;
+      if (!mine && (await liveNow(listed.backupId))) continue;
       await step(listed.volumeId, listed.backupId, async () => {
         const state = await catalog.getVolumeState(listed.volumeId);
         if (!state || state.backupId !== listed.backupId || state.since !== listed.since || !(await isGone(volumes, listed.volumeId))) return;
@@ -227,15 +233,16 @@ export async function recoverInFlight(deps: {
     // Only these two are settled; and a live flow's state is left alone without waiting for a
     // section (judged again inside it).
     if (listed.status !== 'backing-up' && listed.status !== 'restoring-backup') continue;
-    if (await liveNow(listed.backupId)) continue;
+    if (!mine && (await liveNow(listed.backupId))) continue;
     // In the section of the backup the state names: another recovery of it waits, and reads the
     // state again after this one has settled it, so it never settles a state a flow has since
     // put in its place (a restore's of an `error_restoring` volume, a new flow's once cleared).
     await step(listed.volumeId, listed.backupId, async () => {
-      if (await liveNow(listed.backupId)) return;
+      if (!mine && (await liveNow(listed.backupId))) return;
       // As it is now: a job that began meanwhile may have replaced the state listed.
       const state = await catalog.getVolumeState(listed.volumeId);
       if (!state || state.backupId !== listed.backupId || state.status !== listed.status) return;
+      if (mine && (state.since !== listed.since || !readerGone(state))) return;
       if (state.status === 'backing-up') {
         await catalog.clearVolumeState(state.volumeId);
         report.resetVolumes.push(state.volumeId);

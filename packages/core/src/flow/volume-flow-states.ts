@@ -1,5 +1,5 @@
 import type { Catalog } from '../contracts/catalog.js';
-import type { VolumeFlowState, VolumeFlowStatus } from '../contracts/records.js';
+import type { BackupReader, VolumeFlowState, VolumeFlowStatus } from '../contracts/records.js';
 import type { Volume } from '../contracts/volume-driver.js';
 import { CairnError, isAlreadyExists } from '../errors.js';
 import { nowIso } from '../util/clock.js';
@@ -34,11 +34,12 @@ export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, vol
  * The flow excludes them itself, whether or not the driver's attach would (a flow-override driver
  * is never attached by core). `section` is the manager's (BackupClaims.exclusive); the caller
  * holds no section. Resolves with the `error_restoring` state a restore replaced (for it to put
- * back when it fails having written nothing: endUnwrittenRestore), else undefined.
+ * back when it fails having written nothing: endUnwrittenRestore), else undefined. A restore names
+ * its `reader` (its manager's entry in the backup's readers) on the state: VolumeFlowState.reader.
  */
-export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string, section: Section): Promise<VolumeFlowState | undefined> {
+export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string, section: Section, reader?: BackupReader): Promise<VolumeFlowState | undefined> {
   const existing = await catalog.getVolumeState(volume.id);
-  const state = { volumeId: volume.id, status, backupId, since: nowIso() };
+  const state = { volumeId: volume.id, status, backupId, since: nowIso(), ...(reader ? { reader } : {}) };
   if (existing?.status === 'error_restoring' && status === 'restoring-backup') {
     await section(existing.backupId, async () => {
       const now = await catalog.getVolumeState(volume.id);
