@@ -28,3 +28,4 @@ export { catalogSuite, catalogGroups } from './catalog/suite.js';
 export { catalogConditionalWrites, catalogConcurrency, catalogRecord, catalogSections } from './catalog/cases.js';
 export { catalogIntentConcurrency, catalogIntents } from './catalog/intent-cases.js';
 export { catalogListings } from './catalog/listing-cases.js';
+export { catalogPaging } from './catalog/paging-cases.js';

@@ -4,10 +4,11 @@ import { catalogConcurrency, catalogConditionalWrites, catalogSections } from '.
 import type { CatalogContext, CatalogSuiteOptions } from './context.js';
 import { catalogIntentConcurrency, catalogIntents } from './intent-cases.js';
 import { catalogListings } from './listing-cases.js';
+import { catalogPaging } from './paging-cases.js';
 
 /** Groups for a catalog: concurrent writers only where ifAbsent is atomic. */
 export function catalogGroups(options: Pick<CatalogSuiteOptions, 'atomicIfAbsent'>): Group<CatalogContext>[] {
-  return [catalogConditionalWrites, catalogListings, catalogSections, catalogIntents, ...(options.atomicIfAbsent ? [catalogConcurrency, catalogIntentConcurrency] : [])];
+  return [catalogConditionalWrites, catalogListings, catalogPaging, catalogSections, catalogIntents, ...(options.atomicIfAbsent ? [catalogConcurrency, catalogIntentConcurrency] : [])];
 }
 
 /** Registers the catalog suite with vitest. Each case gets an empty catalog (and its sibling, where the catalog has them). */

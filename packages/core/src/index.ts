@@ -41,6 +41,7 @@ export { runBounded, type RunBound, type RunOptions as BoundedRunOptions, type R
 export { newId, nowIso } from './util/clock.js';
 export { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive, pidExists, processStartTime, type OwnerLocation, type ProcessOwner } from './util/process-owner.js';
 export { ordinal } from './util/order.js';
+export { BACKUP_SORT_KEYS, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit } from './util/backup-page.js';
 
 export { Repository, type InitOptions, type OpenOptions } from './repository/repository.js';
 export { noSpaceErrno } from './util/no-space.js';

@@ -1,4 +1,4 @@
-import { BACKUP_STATUSES, type BackupStatus } from '@cairn/core';
+import { BACKUP_STATUSES, parseBackupSort, parsePageLimit, type BackupStatus } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { restoreResult } from '../output/restore-result.js';
@@ -9,8 +9,19 @@ import { addRoute, pathId, QueryFlag, Text } from './routing.js';
 import { knownTarget } from './targets.js';
 import { startVerify } from './verify.js';
 
-/** `GET /v1/backups`: Cinder's `volume_id` and `status` filters (`backup list --volume`, `--status`). */
-const ListQuery = z.strictObject({ volumeId: Text.optional(), status: z.enum(BACKUP_STATUSES as [BackupStatus, ...BackupStatus[]]).optional() });
+/**
+ * `GET /v1/backups`: Cinder's `volume_id`, `status` and `name` filters, `sort`, `limit` and
+ * `marker` (`backup list --volume`, `--status`, `--name`, `--sort`, `--limit`, `--marker`).
+ * `limit` and `sort` are checked by core (parsePageLimit, parseBackupSort: INVALID_INPUT).
+ */
+const ListQuery = z.strictObject({
+  volumeId: Text.optional(),
+  status: z.enum(BACKUP_STATUSES as [BackupStatus, ...BackupStatus[]]).optional(),
+  name: z.string().optional(),
+  sort: z.string().optional(),
+  marker: Text.optional(),
+  limit: z.string().optional(),
+});
 const DeleteQuery = z.strictObject({ cascade: QueryFlag.optional() });
 
 /** `POST /v1/backups`: the options of `cairn backup create`. */
@@ -49,9 +60,15 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     method: 'GET',
     url: '/v1/backups',
     query: ListQuery,
-    handler: async ({ query }) => {
+    handler: async ({ query, request, reply }) => {
+      const limit = query.limit === undefined ? undefined : parsePageLimit(query.limit);
+      const sort = query.sort === undefined ? undefined : parseBackupSort(query.sort);
       const volumeId = query.volumeId === undefined ? undefined : await cli.listedVolumeId(query.volumeId);
-      return (await manager.listBackups({ volumeId, status: query.status })).map(backupJson);
+      const page = await manager.listBackupPage({ volumeId, status: query.status, name: query.name, sort, marker: query.marker, limit });
+      // The body stays a Backup[]; where the next page starts is a header (RFC 8288), as the same
+      // query with `marker` set to the page's last id.
+      if (page.next !== undefined) reply.header('link', `<${nextPageUrl(request.url, page.next)}>; rel="next"`);
+      return page.backups.map(backupJson);
     },
   });
 
@@ -168,4 +185,12 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       return backupJson(record);
     },
   });
+}
+
+/** `url` (path and query) with its `marker` parameter set to `marker`. */
+function nextPageUrl(url: string, marker: string): string {
+  const at = url.indexOf('?');
+  const params = new URLSearchParams(at < 0 ? '' : url.slice(at + 1));
+  params.set('marker', marker);
+  return `${at < 0 ? url : url.slice(0, at)}?${params.toString()}`;
 }

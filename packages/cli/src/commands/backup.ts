@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { BACKUP_STATUSES, CairnError, writeFileAtomic, type BackupRecord, type BackupStatus } from '@cairn/core';
+import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, writeFileAtomic, type BackupRecord, type BackupStatus } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { exportBackup } from '../archive/writer.js';
@@ -48,15 +48,23 @@ export function registerBackupCommands(program: Command): void {
 
   backup
     .command('list')
-    .description('list backups, oldest first')
+    .description('list backups, oldest first unless --sort says otherwise')
     .option('--volume <volume>', 'only backups of this volume (id, or name of an existing volume)')
     .option('--status <status>', `only backups in this status (${BACKUP_STATUSES.join(', ')})`)
+    .option('--name <name>', 'only backups of exactly this name')
+    .option('--sort <key[:dir],…>', `order by these keys (${BACKUP_SORT_KEYS.join(', ')}), each asc (default) or desc, e.g. createdAt:desc`)
+    .option('--limit <n>', `at most this many backups (1 to ${MAX_BACKUP_PAGE_LIMIT})`)
+    .option('--marker <id>', 'start after this backup (the last one of the previous page)')
     .action(
-      withContext<{ volume?: string; status?: string }>(async (ctx, _args, o) => {
+      withContext<{ volume?: string; status?: string; name?: string; sort?: string; limit?: string; marker?: string }>(async (ctx, _args, o) => {
+        const limit = o.limit === undefined ? undefined : parsePageLimit(o.limit);
+        const sort = o.sort === undefined ? undefined : parseBackupSort(o.sort);
         const manager = await ctx.manager();
         const volumeId = o.volume === undefined ? undefined : await ctx.listedVolumeId(o.volume);
         // Checked by the manager too (INVALID_INPUT): the cast only carries the caller's text there.
-        list(ctx, await manager.listBackups({ volumeId, status: o.status as BackupStatus | undefined }));
+        const page = await manager.listBackupPage({ volumeId, status: o.status as BackupStatus | undefined, name: o.name, sort, marker: o.marker, limit });
+        if (page.next !== undefined) ctx.out.info(`more backups follow: next page with --marker ${page.next}`);
+        list(ctx, page.backups);
       }),
     );
 

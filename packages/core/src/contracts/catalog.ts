@@ -12,6 +12,45 @@ export interface BackupFilter {
   parentId?: string;
   /** The backup service (target) name. */
   service?: string;
+  /** The backup's name, exactly (Cinder's `name` filter). */
+  name?: string;
+}
+
+/** What a backup listing may be sorted by (Cinder's `sort` keys, in Cairn's field names). */
+export type BackupSortKey = 'createdAt' | 'updatedAt' | 'id' | 'name' | 'status' | 'size' | 'volumeId';
+
+/** One key of a listing's order: `asc` smallest first (strings ordinal, `size` numeric). */
+export interface BackupSort {
+  key: BackupSortKey;
+  dir: 'asc' | 'desc';
+}
+
+/**
+ * One page of a backup listing (Cinder's `limit`, `marker`, `sort`): the records matching the
+ * filter, in `sort` order, that come after the marker, at most `limit` of them.
+ */
+export interface BackupPageQuery extends BackupFilter {
+  /**
+   * Keys in order of precedence, each key at most once. `createdAt` and then `id` are added
+   * where absent, in the direction of the first key (as Cinder does), so the order is total and
+   * pages never repeat or skip a record while the records do not change. Default: oldest first
+   * (`createdAt` asc, `id` asc), listBackups' order.
+   */
+  sort?: readonly BackupSort[];
+  /**
+   * The id of a backup (usually the last of the previous page): the page starts after where that
+   * record sorts, whether or not it matches the filter. `NOT_FOUND` when no backup has that id
+   * (one deleted since: start the listing over).
+   */
+  marker?: string;
+  /** At most this many records: a whole number from 1 to MAX_BACKUP_PAGE_LIMIT. Default: no limit. */
+  limit?: number;
+}
+
+export interface BackupPage {
+  backups: BackupRecord[];
+  /** The marker of the next page (the last record's id) when more records follow; else absent. */
+  next?: string;
 }
 
 export interface CatalogPutOptions {
@@ -34,6 +73,14 @@ export interface Catalog {
   getBackup(backupId: string): Promise<BackupRecord>;
   /** Records matching `filter`, oldest first (by creation time, then id). */
   listBackups(filter?: BackupFilter): Promise<BackupRecord[]>;
+  /**
+   * One page of the records matching `query` (BackupPageQuery). `INVALID_INPUT` (`details.field`:
+   * `limit`, `sort`) for a limit that is not a whole number from 1 to MAX_BACKUP_PAGE_LIMIT, an
+   * unknown sort key or direction, a key given twice; `NOT_FOUND` (`details.field: 'marker'`) for
+   * a marker that names no backup. Catalogs read no more records than the filter needs where they
+   * can (a volume's records only, with `volumeId`).
+   */
+  listBackupPage(query?: BackupPageQuery): Promise<BackupPage>;
   /**
    * The newest record of a volume matching `filter` (what listBackups would list last), or
    * undefined. Catalogs answer it without reading every record where they can.

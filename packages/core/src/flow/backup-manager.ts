@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/backup-service.js';
-import type { Catalog } from '../contracts/catalog.js';
+import type { BackupPage, BackupPageQuery, Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent } from '../contracts/progress.js';
 import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowState, type VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
@@ -878,10 +878,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    */
   async listBackups(filter: { volumeId?: string; status?: BackupStatus } = {}): Promise<BackupRecord[]> {
     const { volumeId, status } = filter;
-    if (status !== undefined && !BACKUP_STATUSES.includes(status)) {
-      throw new CairnError('INVALID_INPUT', `status must be one of ${BACKUP_STATUSES.join(', ')}, not ${JSON.stringify(status)}`, { details: { field: 'status' } });
-    }
+    checkStatus(status);
     return this.catalog.listBackups({ ...(volumeId !== undefined ? { volumeId } : {}), ...(status !== undefined ? { status } : {}) });
+  }
+
+  /**
+   * One page of backups (Catalog.listBackupPage: Cinder's `limit`, `marker`, `sort` and `name`),
+   * filtered as listBackups is, with its `INVALID_INPUT` for a status that is not a BackupStatus.
+   */
+  async listBackupPage(query: Pick<BackupPageQuery, 'volumeId' | 'status' | 'name' | 'sort' | 'marker' | 'limit'> = {}): Promise<BackupPage> {
+    checkStatus(query.status);
+    return this.catalog.listBackupPage(query);
   }
 
   /** Backups whose parent is `backupId` (libvirt's children listing). `NOT_FOUND` if unknown. */
@@ -1064,4 +1071,11 @@ const PARENT_STATUSES: ReadonlySet<BackupRecord['status']> = new Set(['available
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {
   if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
+}
+
+/** `INVALID_INPUT` (`details.field: 'status'`) unless `status` is undefined or a BackupStatus. */
+function checkStatus(status: BackupStatus | undefined): void {
+  if (status !== undefined && !BACKUP_STATUSES.includes(status)) {
+    throw new CairnError('INVALID_INPUT', `status must be one of ${BACKUP_STATUSES.join(', ')}, not ${JSON.stringify(status)}`, { details: { field: 'status' } });
+  }
 }

@@ -1,6 +1,7 @@
-import type { BackupFilter, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
+import type { BackupFilter, BackupPage, BackupPageQuery, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
 import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import { CairnError } from '../errors.js';
+import { backupOrder, checkPageQuery, markerRecord, pageOf } from '../util/backup-page.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 
@@ -29,6 +30,14 @@ export class MemoryCatalog implements Catalog {
       .filter((r) => matches(r, filter))
       .sort(byCreation)
       .map(clone);
+  }
+
+  async listBackupPage(query: BackupPageQuery = {}): Promise<BackupPage> {
+    const { limit, sort } = checkPageQuery(query);
+    const marker = await markerRecord((id) => this.getBackup(id), query.marker);
+    const order = backupOrder(sort);
+    const page = pageOf([...this.backups.values()].filter((r) => matches(r, query)).sort(order), order, marker, limit);
+    return { ...page, backups: page.backups.map(clone) };
   }
 
   async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
@@ -95,6 +104,7 @@ export function matches(record: BackupRecord, filter: BackupFilter): boolean {
     (filter.volumeId === undefined || record.volumeId === filter.volumeId) &&
     (filter.status === undefined || record.status === filter.status) &&
     (filter.parentId === undefined || record.parentId === filter.parentId) &&
-    (filter.service === undefined || record.service === filter.service)
+    (filter.service === undefined || record.service === filter.service) &&
+    (filter.name === undefined || record.name === filter.name)
   );
 }

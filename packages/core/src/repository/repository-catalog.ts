@@ -1,9 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { BackupFilter, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
+import type { BackupFilter, BackupPage, BackupPageQuery, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
 import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import { CairnError, isAlreadyExists, isCairnError, unlessNotFound } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
+import { backupOrder, checkPageQuery, creationOrder, markerRecord, pageOf } from '../util/backup-page.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { decodeDocument, encodeDocument } from './codec.js';
@@ -132,6 +133,23 @@ export class RepositoryCatalog implements Catalog {
     // Once each: a record may have two entries (one a refused ifAbsent write could not remove).
     const records = await this.readMany([...new Set(ids)]);
     return records.filter((r) => matches(r, filter)).sort(byCreation);
+  }
+
+  /**
+   * One page (Catalog.listBackupPage). With `volumeId` (format 3 and later) only that volume's
+   * records are read, through its entries; in creation order (the default), only from the
+   * marker's place on and a batch at a time, until the page and one record more are found.
+   * Without `volumeId`, every record is read (records are sealed objects: nothing else knows
+   * their fields), then sorted and cut.
+   */
+  async listBackupPage(query: BackupPageQuery = {}): Promise<BackupPage> {
+    const { limit, sort } = checkPageQuery(query);
+    const marker = await markerRecord((id) => this.getBackup(id), query.marker);
+    const order = backupOrder(sort);
+    const filter: BackupFilter = { volumeId: query.volumeId, status: query.status, parentId: query.parentId, service: query.service, name: query.name };
+    const dir = creationOrder(sort);
+    if (filter.volumeId !== undefined && this.indexed && dir !== undefined) return this.volumePage(filter, filter.volumeId, dir, marker, limit);
+    return pageOf((await this.listBackups(filter)).sort(order), order, marker, limit);
   }
 
   async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
@@ -285,6 +303,33 @@ export class RepositoryCatalog implements Catalog {
       if (backupId !== undefined) out.push({ name, backupId });
     }
     return out.sort((a, b) => ordinal(a.name, b.name));
+  }
+
+  /**
+   * A page of one volume's records in creation order (`dir`), read through the volume's entries
+   * from the marker's place on (where its entry would be), READ_CONCURRENCY at a time, until
+   * `limit` + 1 records match (all of them without a limit). As in latestBackup, a record counts
+   * only when read through its own entry.
+   */
+  private async volumePage(filter: BackupFilter, volumeId: string, dir: 'asc' | 'desc', marker: BackupRecord | undefined, limit: number | undefined): Promise<BackupPage> {
+    const prefix = volumePrefix(volumeId);
+    let entries = await this.volumeEntries(volumeId);
+    if (dir === 'desc') entries.reverse();
+    if (marker) {
+      const at = volumeEntryKey({ volumeId, createdAt: marker.createdAt, id: marker.id }).slice(prefix.length);
+      entries = entries.filter((e) => (dir === 'asc' ? ordinal(e.name, at) > 0 : ordinal(e.name, at) < 0));
+    }
+    const want = limit === undefined ? Infinity : limit + 1;
+    const found = new Map<string, BackupRecord>();
+    for (let i = 0; i < entries.length && found.size < want; i += READ_CONCURRENCY) {
+      const batch = entries.slice(i, i + READ_CONCURRENCY);
+      const named = new Set(batch.map((e) => prefix + e.name));
+      for (const r of await this.readMany([...new Set(batch.map((e) => e.backupId))])) {
+        if (named.has(volumeEntryKey(r)) && matches(r, filter)) found.set(r.id, r);
+      }
+    }
+    const order = backupOrder([{ key: 'createdAt', dir }, { key: 'id', dir }]);
+    return pageOf([...found.values()].sort(order), order, undefined, limit);
   }
 
   /** The records of `ids` that exist, READ_CONCURRENCY reads at a time. */
