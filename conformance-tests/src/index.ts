@@ -7,6 +7,7 @@ export * from './harness.js';
 export type * from './volume-driver/context.js';
 export { volumeDriverSuite, volumeDriverGroups, declaredCapabilities } from './volume-driver/suite.js';
 export { volumeLifecycle } from './volume-driver/lifecycle.js';
+export { volumeMetadata } from './volume-driver/metadata.js';
 export { volumeIo } from './volume-driver/io.js';
 export { snapshotCases, snapshotRefusals } from './volume-driver/snapshots.js';
 export { attachConflicts, attachConflictsAcrossInstances } from './volume-driver/conflicts.js';

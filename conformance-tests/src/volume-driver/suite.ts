@@ -6,6 +6,7 @@ import type { VolumeDriverContext, VolumeDriverSuiteOptions } from './context.js
 import { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals, changedExtentsWhileWriting } from './extents.js';
 import { volumeIo } from './io.js';
 import { volumeLifecycle } from './lifecycle.js';
+import { volumeMetadata } from './metadata.js';
 import { snapshotCases, snapshotRefusals } from './snapshots.js';
 import type { VolumeDriverCapabilities } from '@cairn/core';
 
@@ -21,6 +22,7 @@ export function declaredCapabilities(caps: VolumeDriverCapabilities): Group<Volu
           assert.equal(!!driver.changedBlockTracking, caps.changedBlockTracking, 'changedBlockTracking presence');
           assert.equal(!!driver.quiesce, caps.quiesce, 'quiesce presence');
           assert.equal(!!driver.flowOverride, caps.flowOverride, 'flowOverride presence');
+          assert.equal(typeof driver.setVolumeMetadata === 'function', caps.volumeMetadata, 'setVolumeMetadata presence');
           assert.equal(typeof driver.name, 'string');
         },
       },
@@ -36,6 +38,7 @@ export function declaredCapabilities(caps: VolumeDriverCapabilities): Group<Volu
  */
 export function volumeDriverGroups(caps: VolumeDriverCapabilities, peer?: { sharesReadOnly?: boolean }): Group<VolumeDriverContext>[] {
   const groups = [volumeLifecycle];
+  if (caps.volumeMetadata) groups.push(volumeMetadata);
   if (caps.attach) groups.push(volumeIo, attachConflicts(caps), allocatedExtents);
   if (caps.attach && peer) groups.push(attachConflictsAcrossInstances((peer.sharesReadOnly ?? true) && caps.multiAttachReadOnly, caps.snapshots));
   groups.push(caps.snapshots ? snapshotCases : snapshotRefusals);

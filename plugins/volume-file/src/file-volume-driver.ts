@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import {
   attachConflict,
   assertDisplayName,
+  assertVolumeMetadata,
   assertVolumeSize,
   newId,
   nowIso,
@@ -49,6 +50,7 @@ export class FileVolumeDriver implements VolumeDriver {
     flowOverride: false,
     attach: true,
     multiAttachReadOnly: true,
+    volumeMetadata: true,
   };
   readonly changedBlockTracking: FileCheckpoints;
   private readonly ctx: DriverContext;
@@ -75,9 +77,7 @@ export class FileVolumeDriver implements VolumeDriver {
       assertVolumeSize(spec?.size, this.name);
       if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
       const metadata = spec.metadata ?? {};
-      if (typeof metadata !== 'object' || Object.values(metadata).some((v) => typeof v !== 'string')) {
-        throw this.ctx.err('INVALID_INPUT', 'volume metadata must map strings to strings');
-      }
+      assertVolumeMetadata(metadata, 'metadata', this.name);
       await this.ctx.store.init();
       const id = newId();
       const image = this.ctx.store.layout.image('volume', id);
@@ -143,6 +143,28 @@ export class FileVolumeDriver implements VolumeDriver {
       const out: Volume[] = [];
       for (const r of await this.ctx.store.volumes()) out.push(toVolume(r, await this.statusOf(r)));
       return out;
+    });
+  }
+
+  /**
+   * Replaces the metadata in the volume's sidecar: one read-modify-write of it (SidecarStore's
+   * updateVolume, holding the metadata lock, across processes too), written by core's atomic
+   * write, so the sidecar holds all of the old record or all of the new. Serialized with this
+   * instance's attach, extend and delete of the volume (its target lock); another process's delete
+   * removes the sidecar holding the metadata lock, so this finds it or is `NOT_FOUND`, never
+   * bringing it back. Allowed while attached, here or elsewhere (the writer mark and checkpoints
+   * are read and written back as they are). `INVALID_INPUT` (assertVolumeMetadata) changes nothing.
+   */
+  async setVolumeMetadata(volumeId: string, metadata: Record<string, string>): Promise<Volume> {
+    return this.guard('setVolumeMetadata', async () => {
+      assertVolumeMetadata(metadata, 'metadata', this.name);
+      const record = await this.ctx.targets.run(`volume:${volumeId}`, () =>
+        this.ctx.store.updateVolume(volumeId, (r) => {
+          r.metadata = { ...metadata };
+          return { ...r };
+        }),
+      );
+      return toVolume(record, await this.statusOf(record));
     });
   }
 

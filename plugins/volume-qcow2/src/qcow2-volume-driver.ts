@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import {
   CairnError,
   assertDisplayName,
+  assertVolumeMetadata,
   assertVolumeSize,
   newId,
   nowIso,
@@ -97,6 +98,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     flowOverride: false,
     attach: true,
     multiAttachReadOnly: true,
+    volumeMetadata: true,
   };
   readonly changedBlockTracking: Qcow2Checkpoints;
   private readonly store: RecordStore;
@@ -152,9 +154,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       assertVolumeSize(spec?.size, this.name);
       if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
       const metadata = spec.metadata ?? {};
-      if (typeof metadata !== 'object' || Object.values(metadata).some((v) => typeof v !== 'string')) {
-        throw this.err('INVALID_INPUT', 'volume metadata must map strings to strings');
-      }
+      assertVolumeMetadata(metadata, 'metadata', this.name);
       await this.store.init();
       const id = newId();
       const image = this.store.layout.image('volume', id);
@@ -242,6 +242,43 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   private async statusOf(r: VolumeRecord): Promise<Volume['status']> {
     if (this.table.hasWriter(r.id)) return 'in-use';
     return (await this.others.writesElsewhere(r)) ? 'in-use' : 'available';
+  }
+
+  /**
+   * Replaces the metadata in the volume's sidecar: one read-modify-write of it (SidecarStore's
+   * updateVolume), written by core's atomic write, so the sidecar holds all of the old record or
+   * all of the new. Other instances change a volume's sidecar only while their daemon has its
+   * image (attach, checkpoints, extend, delete), so this holds the image too: when this instance's
+   * daemon has it open (attached here, a view) that open already excludes the others; otherwise
+   * its daemon takes the image's lock for the write (holdImage, as deleteVolume does; the daemon
+   * is started if none runs, `UNAVAILABLE` when it cannot run), `BUSY` while another process or
+   * driver instance has the image open, and `UNAVAILABLE` (nothing changed) when the daemon died
+   * while holding it. Serialized with this instance's attach, extend and delete (the volume's
+   * lock). `NOT_FOUND` for an unknown volume; `INVALID_INPUT` (assertVolumeMetadata) changes nothing.
+   */
+  async setVolumeMetadata(volumeId: string, metadata: Record<string, string>): Promise<Volume> {
+    return this.guard('setVolumeMetadata', () =>
+      this.runtime.locks.run(volumeId, async () => {
+        assertVolumeMetadata(metadata, 'metadata', this.name);
+        await this.store.volume(volumeId);
+        const replace = async (): Promise<Volume> =>
+          this.describe(
+            await this.store.updateVolume(volumeId, (r) => {
+              r.metadata = { ...metadata };
+              return { ...r };
+            }),
+          );
+        await this.runtime.finishDeferred(volumeId);
+        if (await this.runtime.isOpen(volumeId)) return replace();
+        const hold = await this.holdFile(this.store.layout.image('volume', volumeId), volumeId);
+        try {
+          this.assertHeld(hold, `volume ${volumeId}`);
+          return await replace();
+        } finally {
+          await hold?.release().catch(() => {}); // as in deleteVolume
+        }
+      }),
+    );
   }
 
   /**

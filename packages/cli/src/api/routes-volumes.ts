@@ -1,12 +1,21 @@
 import { unlessNotFound } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
 import { snapshotJson, volumeJson } from '../output/views.js';
 import type { ApiContext } from './api-context.js';
 import { addRoute } from './routing.js';
 
 /**
- * `GET /v1/volumes` (as `cairn volume list`), `GET /v1/volumes/:id` (as `cairn volume show`) and
- * `DELETE /v1/volumes/:id` (as `cairn volume delete`).
+ * `PUT /v1/volumes/:id/metadata`: the volume's whole key/value metadata (Cinder's PUT
+ * /volumes/{id}/metadata). Values are checked by core (assertVolumeMetadata: strings, else
+ * INVALID_INPUT), so that the API and the CLI refuse the same input with the same details.
+ */
+const MetadataBody = z.strictObject({ metadata: z.unknown() });
+
+/**
+ * `GET /v1/volumes` (as `cairn volume list`), `GET /v1/volumes/:id` (as `cairn volume show`),
+ * `DELETE /v1/volumes/:id` (as `cairn volume delete`) and `PUT /v1/volumes/:id/metadata` (as
+ * `cairn volume metadata`).
  */
 export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): void {
   addRoute(app, {
@@ -29,6 +38,18 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
       const driver = await api.cli.volumes();
       const snapshots = driver.capabilities.snapshots ? await driver.listSnapshots(v.id) : [];
       return { ...volumeJson(await api.manager.getVolume(v.id)), snapshots: snapshots.map(snapshotJson) };
+    },
+  });
+
+  // Core's flow (BackupManager.updateVolumeMetadata): replaces the user's keys, Cairn's `cairn.*`
+  // keys stay; synchronous, answering the volume as GET shows it.
+  addRoute(app, {
+    method: 'PUT',
+    url: '/v1/volumes/:id/metadata',
+    body: MetadataBody,
+    handler: async ({ params, body }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { replace: body.metadata as Record<string, string> }));
     },
   });
 

@@ -13,7 +13,7 @@ export interface RouteInput<Q, B> {
 
 /** One endpoint: its validation schemas, its success status and the handler returning the JSON body. */
 export interface RouteSpec<Q, B> {
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   url: string;
   /** Query parameters accepted (a strict object). Default: none; any parameter is INVALID_INPUT. */
   query?: z.ZodType<Q>;

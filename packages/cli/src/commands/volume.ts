@@ -17,6 +17,7 @@ import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseSize, optionParser } from '../output/units.js';
 import { snapshotColumns, snapshotJson, volumeColumns, volumeJson, volumeText } from '../output/views.js';
+import { registerVolumeMetadataCommand } from './volume-metadata.js';
 
 /** `key=value` → accumulated metadata. `INVALID_INPUT` without `=`. */
 function metadataPair(text: string, acc: Record<string, string> = {}): Record<string, string> {
@@ -80,6 +81,8 @@ export function registerVolumeCommands(program: Command): void {
         ctx.out.result({ deleted: v.id }, () => `deleted volume ${v.id}`);
       }),
     );
+
+  registerVolumeMetadataCommand(volume);
 
   volume
     .command('snapshot <volume>')

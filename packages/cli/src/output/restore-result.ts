@@ -11,6 +11,8 @@ export interface RestoreResultJson {
   volume: ReturnType<typeof volumeJson> | RestoredVolumeJson;
   /** Present only when the volume could not be read again after the restore: why (`{code, message, details?}`). */
   volumeError?: { code: string; message: string; details?: Record<string, unknown> };
+  /** Present (`true`) only when an existing volume kept its own metadata: its driver cannot replace it (core's RestoreResult.metadataKept). */
+  metadataKept?: true;
 }
 
 /**
@@ -20,10 +22,11 @@ export interface RestoreResultJson {
  */
 export function restoreResultJson(result: RestoreResult): RestoreResultJson {
   const backup = backupJson(result.backup);
+  const kept = result.metadataKept ? { metadataKept: true as const } : {};
   const e = result.volumeError;
-  if (!e) return { backup, volume: volumeJson(result.volume) };
+  if (!e) return { backup, volume: volumeJson(result.volume), ...kept };
   const { status: _s, previousStatus: _p, ...known } = volumeJson(result.volume);
-  return { backup, volume: known, volumeError: { code: e.code, message: e.message, ...(e.details && Object.keys(e.details).length > 0 ? { details: e.details } : {}) } };
+  return { backup, volume: known, volumeError: { code: e.code, message: e.message, ...(e.details && Object.keys(e.details).length > 0 ? { details: e.details } : {}) }, ...kept };
 }
 
 /**

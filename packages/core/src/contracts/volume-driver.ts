@@ -58,6 +58,8 @@ export interface VolumeDriverCapabilities {
   attach: boolean;
   /** Several read-only attachments of one target may exist at once (what conflicts: see `attach`). */
   multiAttachReadOnly: boolean;
+  /** `setVolumeMetadata` is present: a volume's key/value metadata can be replaced after its creation. */
+  volumeMetadata: boolean;
 }
 
 export interface Checkpoint {
@@ -142,6 +144,19 @@ export interface VolumeDriver {
   listVolumes(): Promise<Volume[]>;
   /** Grows a volume to `size` bytes. `INVALID_INPUT` when shrinking; `BUSY` while attached. */
   extendVolume(volumeId: string, size: number): Promise<Volume>;
+  /**
+   * Present exactly when `capabilities.volumeMetadata`. Replaces the volume's key/value metadata
+   * with `metadata` as a whole (keys it lacks are removed) and resolves with the volume as it now
+   * is. Atomic: after a crash or a failure the volume has all of its old metadata or all of the
+   * new, never a mix; a failed call leaves the old. `INVALID_INPUT` (nothing changed) unless
+   * `metadata` passes `assertVolumeMetadata` (createVolume's rule); `NOT_FOUND` for an unknown
+   * volume, also one deleted concurrently (a delete and this call are ordered: the volume never
+   * reappears). Works whether or not the volume is attached (metadata is not data; an attach,
+   * detach or delete of the volume at the same time, in this or another instance, loses neither
+   * change), except that a driver may be stricter and refuse with `BUSY` while another instance
+   * or process has the volume open. Idempotent.
+   */
+  setVolumeMetadata?(volumeId: string, metadata: Record<string, string>): Promise<Volume>;
 
   /**
    * Takes a crash-consistent snapshot. `NOT_SUPPORTED` without the capability; `NOT_FOUND` if

@@ -20,7 +20,8 @@ import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } f
 import { pruneCheckpoints } from './checkpoint-pruning.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
-import { readBackRestored, type RestoreResult } from './restore-result.js';
+import { markMetadataKept, readBackRestored, type RestoreResult } from './restore-result.js';
+import { restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
 import { watchWrites } from './write-watch.js';
@@ -449,6 +450,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let owned: NewVolume | undefined;
     if ('volumeId' in request) {
       volume = await this.restoreTarget(request.volumeId, backup);
+      if (!this.replacesMetadata()) volume = markMetadataKept(volume);
     } else {
       owned = await this.createRestoreVolume(jobId, backup, request.newVolume.name, request.signal);
       volume = owned.volume;
@@ -466,6 +468,31 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     };
     this.track(job);
     return { job, volume };
+  }
+
+  /** Whether the volume driver can replace a volume's metadata (`capabilities.volumeMetadata`). */
+  private replacesMetadata(): boolean {
+    return this.volumes.capabilities.volumeMetadata === true && typeof this.volumes.setVolumeMetadata === 'function';
+  }
+
+  /**
+   * Changes a volume's key/value metadata (Cinder's volume metadata API): `replace` all of it, or
+   * `set` and `unset` keys (volume-metadata.ts), through the driver's atomic setVolumeMetadata; resolves
+   * with the volume as getVolume shows it. Keys starting with `cairn.` are Cairn's own: the
+   * volume keeps its own, and a change naming one is `INVALID_INPUT` (`details.reason`
+   * `reserved_key`), as is metadata that does not map strings to strings; nothing is changed then.
+   * `NOT_FOUND` for an unknown volume; `NOT_SUPPORTED` when the driver lacks
+   * `capabilities.volumeMetadata`; `CONFLICT` (`details: {volumeId, volumeStatus}`) while a backup
+   * or restore works on the volume (`backing-up`, `restoring-backup`, which a running restore's
+   * new volume is from its creation), judged from the catalog's state when the change is made
+   * (it does not wait for the volume's lock: a flow that begins just after it is not refused, and a
+   * restore's own replacement, made at its end, comes after it). A volume left `error_restoring`
+   * may be changed. set/unset read the metadata and replace it: of two changes made at once, the
+   * later replacement wins.
+   */
+  async updateVolumeMetadata(volumeId: string, change: VolumeMetadataChange): Promise<VolumeView> {
+    const volume = await updateVolumeMetadata({ catalog: this.catalog, volumes: this.volumes }, volumeId, change);
+    return this.getVolume(volume.id);
   }
 
   /**
@@ -601,6 +628,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         touched = watched.touched;
         await service.restore(backup, watched.device, { signal, progress: sink, targetIsZeroed: created });
         await watched.device.flush();
+      }
+      // An existing volume takes the backup's metadata (restoredVolumeMetadata: Cairn's own keys
+      // stay) once it holds the whole backup, flushed, as Cinder's restore puts the backup's
+      // metadata after its data: a restore that fails before this leaves the volume's metadata as
+      // it was. The driver replaces it atomically, so when this fails the metadata is still the
+      // old, and the restore fails as after a failed write (error_restoring: restore it again).
+      // A new volume got the backup's at its creation; a driver without the capability keeps the
+      // volume's own (RestoreResult.metadataKept).
+      if (!owned && this.replacesMetadata()) {
+        await this.volumes.setVolumeMetadata!(volume.id, restoredVolumeMetadata(backup.volumeMetadata ?? {}, volume.metadata));
       }
       // A new volume is the caller's once its intent is gone (retried when that fails with a
       // retryable code). An intent left would have recovery delete the volume after the job

@@ -65,9 +65,10 @@ export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Pr
 /**
  * `CONFLICT` (`volumeStatus` `restoring-backup`) when `volume` is the new volume of a restore still
  * running: the intent of the job that created it is recorded and that job's backup is `restoring`
- * by a live owner (a restore deletes its intent before it releases its claim).
+ * by a live owner (a restore deletes its intent before it releases its claim). Also what a metadata
+ * change refuses (volume-metadata.ts).
  */
-async function assertNoRunningRestore(catalog: DeleteVolumeDeps['catalog'], volume: Volume): Promise<void> {
+export async function assertNoRunningRestore(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>, volume: Volume): Promise<void> {
   const volumeId = volume.id;
   const intent = await intentOfVolume(catalog, volume);
   if (!intent) return;

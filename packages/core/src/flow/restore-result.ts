@@ -19,6 +19,24 @@ export interface RestoreResult {
    * maps it). The restore succeeded all the same.
    */
   volumeError?: CairnError;
+  /**
+   * Set only for a restore into an existing volume whose driver cannot replace a volume's metadata
+   * (no `capabilities.volumeMetadata`): the volume kept its own metadata, where a driver with the
+   * capability gives it the backup's (volume-metadata.ts: restoredVolumeMetadata).
+   */
+  metadataKept?: true;
+}
+
+/**
+ * The volumes startRestore returned for restores whose volume keeps its own metadata (see
+ * RestoreResult.metadataKept): the very objects, which callers hand back to readBackRestored.
+ */
+const keptMetadata = new WeakSet<Volume>();
+
+/** Marks `volume`, as startRestore returns it, as a restore's volume that keeps its own metadata; returns it. */
+export function markMetadataKept(volume: Volume): Volume {
+  keptMetadata.add(volume);
+  return volume;
 }
 
 /**
@@ -28,9 +46,10 @@ export interface RestoreResult {
  * the read does (see RestoreResult.volumeError).
  */
 export async function readBackRestored(manager: Pick<BackupManager, 'getVolume'>, backup: BackupRecord, volume: Volume): Promise<RestoreResult> {
+  const kept = keptMetadata.has(volume) ? { metadataKept: true as const } : {};
   try {
-    return { backup, volume: await manager.getVolume(volume.id) };
+    return { backup, volume: await manager.getVolume(volume.id), ...kept };
   } catch (err) {
-    return { backup, volume, volumeError: toCairnError(err) };
+    return { backup, volume, volumeError: toCairnError(err), ...kept };
   }
 }

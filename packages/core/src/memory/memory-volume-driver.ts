@@ -14,7 +14,7 @@ import { attachConflict } from '../drivers/attach-rule.js';
 import { BaseBlockDevice } from '../drivers/base-block-device.js';
 import { CairnError } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
-import { assertDisplayName, assertVolumeSize } from '../util/validate.js';
+import { assertDisplayName, assertVolumeMetadata, assertVolumeSize } from '../util/validate.js';
 import { PageStore, pagesToExtents } from './page-store.js';
 
 export interface MemoryVolumeDriverOptions {
@@ -52,6 +52,7 @@ export class MemoryVolumeDriver implements VolumeDriver {
     flowOverride: false,
     attach: true,
     multiAttachReadOnly: true,
+    volumeMetadata: true,
   };
   readonly changedBlockTracking: ChangedBlockTracking;
   private readonly pageSize: number;
@@ -79,6 +80,7 @@ export class MemoryVolumeDriver implements VolumeDriver {
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     assertVolumeSize(spec?.size, this.name);
     if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
+    if (spec.metadata !== undefined) assertVolumeMetadata(spec.metadata, 'metadata', this.name);
     const info: Volume = {
       id: newId(),
       name: spec.name ?? '',
@@ -107,6 +109,14 @@ export class MemoryVolumeDriver implements VolumeDriver {
 
   async listVolumes(): Promise<Volume[]> {
     return Promise.all([...this.volumes.keys()].map((id) => this.getVolume(id)));
+  }
+
+  /** Replaces the metadata in one assignment (the contract's atomicity); allowed while attached. */
+  async setVolumeMetadata(volumeId: string, metadata: Record<string, string>): Promise<Volume> {
+    assertVolumeMetadata(metadata, 'metadata', this.name);
+    const v = this.volume(volumeId);
+    v.info.metadata = { ...metadata };
+    return { ...v.info, status: this.statusOf(volumeId), metadata: { ...metadata } };
   }
 
   async extendVolume(volumeId: string, size: number): Promise<Volume> {

@@ -107,3 +107,23 @@ export function assertStoredName(value: unknown, field: string, driver?: string)
 export function assertDescription(value: unknown, field: string, driver?: string): asserts value is string {
   assertDisplayText(value, field, driver, true);
 }
+
+/**
+ * Throws INVALID_INPUT (details `{ field, reason }`, `reason` `not_object` or `not_string`, with
+ * `key` for the latter) unless `value` is volume metadata: a plain object (not null, not an array)
+ * mapping keys to string values. The one rule for a volume's key/value metadata, at its creation
+ * (VolumeDriver.createVolume) and when it is replaced (VolumeDriver.setVolumeMetadata).
+ */
+export function assertVolumeMetadata(value: unknown, field: string, driver?: string): asserts value is Record<string, string> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CairnError('INVALID_INPUT', `${field}: volume metadata must map strings to strings`, { driver, details: { field, reason: 'not_object' } });
+  }
+  for (const [key, v] of Object.entries(value)) {
+    if (typeof v !== 'string') {
+      throw new CairnError('INVALID_INPUT', `${field}: volume metadata must map strings to strings (${JSON.stringify(key)} is not a string)`, {
+        driver,
+        details: { field, reason: 'not_string', key },
+      });
+    }
+  }
+}

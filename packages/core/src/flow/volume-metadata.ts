@@ -1,0 +1,107 @@
+import type { Catalog } from '../contracts/catalog.js';
+import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
+import { CairnError } from '../errors.js';
+import { assertVolumeMetadata } from '../util/validate.js';
+import { assertNoRunningRestore } from './delete-volume.js';
+
+/*
+ * A volume's key/value metadata as the flow changes it: a restore into an existing volume gives
+ * it the backup's (as Cinder's BackupMetadataAPI.put does), and a caller may change it
+ * (BackupManager.updateVolumeMetadata, as Cinder's volume metadata API). Both go through the
+ * driver's setVolumeMetadata, which replaces the metadata atomically.
+ *
+ * Keys under CAIRN_METADATA_PREFIX are Cairn's bookkeeping about the volume itself
+ * (`cairn.restore-job`: the restore that created it, which recovery follows to its intent), not
+ * the user's: they always stay as the volume has them. A backup's are those of its source volume
+ * and are not copied onto another one; a caller may not set or unset them.
+ */
+
+/** Metadata keys Cairn keeps for itself (new-volume-intents.ts: RESTORE_JOB_METADATA_KEY). */
+export const CAIRN_METADATA_PREFIX = 'cairn.';
+
+const isCairnKey = (key: string): boolean => key.startsWith(CAIRN_METADATA_PREFIX);
+
+/** `metadata` without Cairn's keys. */
+function userKeys(metadata: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(metadata).filter(([k]) => !isCairnKey(k)));
+}
+
+/** `metadata`'s Cairn keys only. */
+function cairnKeys(metadata: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(metadata).filter(([k]) => isCairnKey(k)));
+}
+
+/**
+ * The metadata a restore gives the existing volume it restored into: the backup's
+ * (`BackupRecord.volumeMetadata`) replacing the volume's, keys the backup lacks removed, except
+ * Cairn's own keys, which stay as the volume has them (the backup's are dropped).
+ */
+export function restoredVolumeMetadata(backupMetadata: Record<string, string>, volumeMetadata: Record<string, string>): Record<string, string> {
+  return { ...userKeys(backupMetadata), ...cairnKeys(volumeMetadata) };
+}
+
+/**
+ * A caller's change of a volume's metadata: `replace` (all of it, keys absent removed), or `set`
+ * (added or overwritten) and `unset` (removed; absent keys are no error), never both forms.
+ */
+export type VolumeMetadataChange = { replace: Record<string, string> } | { set?: Record<string, string>; unset?: string[] };
+
+/**
+ * `INVALID_INPUT` (details `{field, reason}`) unless `change` is a VolumeMetadataChange whose
+ * metadata passes assertVolumeMetadata and names no Cairn key (`reason: 'reserved_key'`,
+ * `details.key`).
+ */
+export function assertMetadataChange(change: unknown): asserts change is VolumeMetadataChange {
+  const fail = (field: string, reason: string, message: string, extra: Record<string, unknown> = {}): never => {
+    throw new CairnError('INVALID_INPUT', message, { details: { field, reason, ...extra } });
+  };
+  if (typeof change !== 'object' || change === null) fail('metadata', 'not_object', 'a metadata change is an object');
+  const c = change as Record<string, unknown>;
+  if ('replace' in c && ('set' in c || 'unset' in c)) fail('metadata', 'conflicting', 'a metadata change replaces the metadata or sets and unsets keys, not both');
+  const keys: string[] = [];
+  for (const field of ['replace', 'set'] as const) {
+    if (c[field] === undefined) continue;
+    assertVolumeMetadata(c[field], field === 'replace' ? 'metadata' : 'set');
+    keys.push(...Object.keys(c[field] as object));
+  }
+  if (c.unset !== undefined) {
+    if (!Array.isArray(c.unset) || c.unset.some((k) => typeof k !== 'string')) fail('unset', 'not_string', 'unset lists metadata keys (strings)');
+    keys.push(...(c.unset as string[]));
+  }
+  const reserved = keys.find(isCairnKey);
+  if (reserved !== undefined) {
+    fail('metadata', 'reserved_key', `metadata keys starting with "${CAIRN_METADATA_PREFIX}" are Cairn's own and cannot be changed: ${JSON.stringify(reserved)}`, { key: reserved });
+  }
+}
+
+/** `current` changed by `change`; Cairn's keys stay as `current` has them. */
+export function changedMetadata(current: Record<string, string>, change: VolumeMetadataChange): Record<string, string> {
+  if ('replace' in change) return { ...change.replace, ...cairnKeys(current) };
+  const next = { ...current, ...(change.set ?? {}) };
+  for (const key of change.unset ?? []) delete next[key];
+  return { ...next, ...cairnKeys(current) };
+}
+
+/** What a metadata change works with: the manager's catalog and driver. */
+export interface VolumeMetadataDeps {
+  catalog: Pick<Catalog, 'getVolumeState' | 'getNewVolumeIntent' | 'getBackup'>;
+  volumes: Pick<VolumeDriver, 'name' | 'capabilities' | 'getVolume' | 'setVolumeMetadata'>;
+}
+
+/** The contract is BackupManager.updateVolumeMetadata's. */
+export async function updateVolumeMetadata(deps: VolumeMetadataDeps, volumeId: string, change: VolumeMetadataChange): Promise<Volume> {
+  const { catalog, volumes } = deps;
+  assertMetadataChange(change);
+  // The driver first: an unknown volume is NOT_FOUND whatever the catalog holds.
+  const volume = await volumes.getVolume(volumeId);
+  if (!volumes.capabilities.volumeMetadata || !volumes.setVolumeMetadata) {
+    throw new CairnError('NOT_SUPPORTED', `volume driver ${volumes.name} cannot change a volume's metadata`, { driver: volumes.name });
+  }
+  const state = await catalog.getVolumeState(volume.id);
+  if (state?.status === 'backing-up' || state?.status === 'restoring-backup') {
+    throw new CairnError('CONFLICT', `volume ${volume.id} is ${state.status}`, { details: { volumeId: volume.id, volumeStatus: state.status } });
+  }
+  // The new volume of a running restore is its restore's before that lays its state over it.
+  if (!state) await assertNoRunningRestore(catalog, volume);
+  return volumes.setVolumeMetadata(volume.id, changedMetadata(volume.metadata, change));
+}
