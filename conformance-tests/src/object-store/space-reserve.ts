@@ -1,7 +1,8 @@
 /**
- * For stores that declare `spaceReserve` (ObjectStore.ensureReserve, PutOptions.spendReserve):
- * the reserve is never an object, and a put marked `spendReserve` is, where there is room, the
- * same put as an unmarked one. What a full file system does is the store's own test to show (it
+ * For stores that declare `spaceReserve` (ObjectStore.ensureReserve, shortOfSpace,
+ * PutOptions.spendReserve): the reserve is never an object, a put marked `spendReserve` is, where
+ * there is room, the same put as an unmarked one, and a store whose reserve is there is not short
+ * of space. What a full file system does is the store's own test to show (it
  * needs one: the posix store's runs on a small tmpfs).
  */
 import assert from 'node:assert/strict';
@@ -40,5 +41,27 @@ const reserveIsNoObject: Case<ObjectStoreContext> = {
   },
 };
 
+const shortOfSpaceAgrees: Case<ObjectStoreContext> = {
+  name: 'shortOfSpace resolves a boolean and makes no object; where the reserve is there (ensureReserve true) it is false, and it leaves the reserve there',
+  async run({ store, prefix }) {
+    assert.equal(typeof store.shortOfSpace, 'function', 'a store declaring spaceReserve implements shortOfSpace');
+    await store.put(`${prefix}/k`, patternBytes(1000, 73));
+    const before = await keysUnder(store.list(''));
+    // Asked first, before any ensureReserve: it tries ensureReserve itself, and answers for what it finds.
+    const first = await store.shortOfSpace!();
+    assert.equal(typeof first, 'boolean', 'shortOfSpace resolves a boolean');
+    const made = await store.ensureReserve!();
+    if (made) {
+      assert.equal(first, false, 'shortOfSpace is false where ensureReserve then finds the reserve there (it tries ensureReserve first)');
+      assert.equal(await store.shortOfSpace!(), false, 'shortOfSpace is false while the reserve is there');
+      assert.equal(await store.ensureReserve!(), true, 'shortOfSpace leaves the reserve there');
+    } else {
+      assert.equal(typeof (await store.shortOfSpace!()), 'boolean', 'shortOfSpace resolves a boolean where there is no reserve');
+    }
+    assert.deepEqual(await keysUnder(store.list('')), before, 'shortOfSpace makes and removes no object');
+    assertSameBytes(await store.get(`${prefix}/k`), patternBytes(1000, 73), 'an object shortOfSpace left');
+  },
+};
+
 /** The space reserve group, for stores that declare `spaceReserve`. */
-export const objectSpaceReserve: Group<ObjectStoreContext> = { name: 'space reserve (spaceReserve)', cases: [reserveIsNoObject] };
+export const objectSpaceReserve: Group<ObjectStoreContext> = { name: 'space reserve (spaceReserve)', cases: [reserveIsNoObject, shortOfSpaceAgrees] };

@@ -9,6 +9,7 @@ import { PosixObjectStore } from './posix-object-store.js';
 export { PosixObjectStore, DEFAULT_TEMP_AGE_MS } from './posix-object-store.js';
 export { TEMP_REFRESH_MS } from './temp-refresh.js';
 export { DEFAULT_RESERVE_BYTES, RESERVE_NAME } from './space-reserve.js';
+export { MAKING_NAME } from './reserve-marker.js';
 export type { PosixObjectStoreOptions } from './options.js';
 export { SHARD_MIN_HEX, isShardedName, isTempName, keyToSegments, segmentsToKey } from './key-layout.js';
 

@@ -179,10 +179,12 @@ export class PosixObjectStore implements ObjectStore {
    * ObjectStore.shortOfSpace: true when the reserve is enabled, the file system is large enough
    * to hold it twice over, and it is missing and cannot be made now (ensureReserve: given up, by
    * this process or another, and less than twice its size free; or held back after the file system
-   * refused its writes, as a quota does). Never rejects.
+   * refused its writes, as a quota does). False while another creator still holds the reserve's
+   * marker (space-reserve.ts: it found room and is making it). Never rejects.
    */
   async shortOfSpace(): Promise<boolean> {
     if (await this.reserve.ensure()) return false;
+    if (await this.reserve.beingMade()) return false;
     return this.reserve.possible();
   }
 

@@ -11,6 +11,14 @@
  * - At most one reserve file, whatever processes and hosts share the directory: it is written as a
  *   temporary file (newTempName, so a creator that dies leaves only what sweepTemp removes) and
  *   published by link(2), which never replaces an existing reserve; the loser removes its file.
+ * - One creator writes at a time (reserve-marker.ts): a creation takes the marker `@reserve.making`
+ *   after its free-space check and before it writes, and gives it back once its temporary file is
+ *   gone (published or not). A creation that finds the marker held by a live creator writes
+ *   nothing and does not wait: it resolves whether a reserve is there now (a repository's open
+ *   awaits ensureReserve, and a creator that died holding the marker keeps it live for
+ *   MAKING_STALE_MS, so waiting would stall every open meanwhile). So creators opening one
+ *   repository at once write one reserve's worth of temporary bytes, not one each, and a failed
+ *   write (ENOSPC) leaves no temporary file and no marker.
  * - Releasing is one unlink(2) of that name: two releasers at once remove it once, and neither
  *   fails.
  * - It is made only when the file system has room for it twice over (it never takes more than half
@@ -27,6 +35,7 @@ import { lstat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { noSpaceErrno } from '@cairn/core';
 import { createTempFile, fsyncDir, linkIfAbsent, writeAll } from './durable-fs.js';
+import { ReserveMarker } from './reserve-marker.js';
 import { keepFresh } from './temp-refresh.js';
 
 /** The reserve's file name in the store's directory. */
@@ -59,8 +68,10 @@ export class SpaceReserve {
    * creation that failed for space, counted down by afterFree; 0 when nothing holds a retry back.
    */
   private owed = 0;
-  /** Test seam: called before each creation writes (after its free-space check passed). */
+  /** Test seam: called before each creation writes (after its free-space check passed and it took the marker). */
   beforeWrite: (() => Promise<void> | void) | undefined;
+  /** The marker that lets one creator write at a time (reserve-marker.ts). */
+  private readonly marker: ReserveMarker;
 
   constructor(
     private readonly directory: string,
@@ -68,6 +79,7 @@ export class SpaceReserve {
     readonly bytes: number,
   ) {
     this.path = join(directory, RESERVE_NAME);
+    this.marker = new ReserveMarker(directory);
   }
 
   get enabled(): boolean {
@@ -133,6 +145,14 @@ export class SpaceReserve {
     }
   }
 
+  /**
+   * Whether a live creator (this process or another) holds the marker, so the reserve is being
+   * made now: it was checked to fit. Never rejects.
+   */
+  async beingMade(): Promise<boolean> {
+    return this.enabled && (await this.marker.live());
+  }
+
   /** Whether a regular file is at the reserve's name (anything else there is left alone: false). */
   private async present(): Promise<boolean> {
     try {
@@ -152,9 +172,13 @@ export class SpaceReserve {
   private async create(): Promise<boolean> {
     let temp: string | undefined;
     let fh: FileHandle | undefined;
+    let giveBack: (() => Promise<void>) | undefined;
     const stopRefresh = keepFresh(() => fh);
     try {
       if (!(await this.fits())) return false;
+      giveBack = await this.marker.take();
+      if (!giveBack) return await this.present(); // another creator is making it: see the contract
+      if (await this.present()) return true; // made by the creator that held the marker before
       await this.beforeWrite?.();
       ({ path: temp, fh } = await createTempFile(this.directory, false));
       for (let done = 0; done < this.bytes; done += PIECE) await writeAll(fh, randomBytes(Math.min(PIECE, this.bytes - done)), done);
@@ -174,6 +198,7 @@ export class SpaceReserve {
       stopRefresh();
       await fh?.close().catch(() => undefined);
       if (temp) await unlink(temp).catch(() => undefined); // published or not, the temporary name goes
+      await giveBack?.(); // only once the temporary file is gone: one at a time
     }
   }
 }

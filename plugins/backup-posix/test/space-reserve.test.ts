@@ -1,7 +1,12 @@
-import { lstat, readFile, rm, unlink } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmdirSync } from 'node:fs';
+import { link, lstat, readFile, rm, statfs, unlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { DEFAULT_RESERVE_BYTES, PosixObjectStore, RESERVE_NAME } from '../src/index.js';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_RESERVE_BYTES, MAKING_NAME, PosixObjectStore, RESERVE_NAME } from '../src/index.js';
+import { MAKING_STALE_MS } from '../src/reserve-marker.js';
 import { allFiles, assertDistFresh, listKeys, PACKAGE_DIR, spawnChild, tempStore } from './helpers.js';
 
 /**
@@ -105,4 +110,99 @@ describe('the posix store space reserve', () => {
     expect(await allFiles(s.directory)).toEqual([RESERVE_NAME]);
     expect((await lstat(reserveOf(s))).size).toBe(bytes);
   }, 60_000);
+});
+
+// Creators racing on a nearly full disk: a 16 MiB tmpfs, mounted here when we may (root).
+const MiB = 1024 * KiB;
+let tmpfs: string | undefined;
+let mountError = '';
+{
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-reserve-race-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0700', 'tmpfs', dir], { stdio: 'pipe' });
+    tmpfs = dir;
+  } catch (err) {
+    mountError = String((err as Error).message).split('\n')[0]!;
+    rmdirSync(dir);
+  }
+}
+if (!tmpfs) console.warn(`reserve race tests skipped: cannot mount a tmpfs (${mountError})`);
+const freeOf = async (dir: string): Promise<number> => {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+};
+/** The test seam of a store's reserve (space-reserve.ts): called before a creation writes. */
+const seam = (s: PosixObjectStore): { beforeWrite?: () => Promise<void> | void } => (s as unknown as { reserve: { beforeWrite?: () => Promise<void> | void } }).reserve;
+
+describe.skipIf(!tmpfs)('creators of one reserve at once (16 MiB tmpfs)', () => {
+  afterAll(() => {
+    execFileSync('umount', [tmpfs!]);
+    rmdirSync(tmpfs!);
+  });
+  afterEach(() => {
+    execFileSync('find', [tmpfs!, '-mindepth', '1', '-delete']);
+  });
+
+  it('four store instances opening a nearly full disk at once write one temporary reserve, not four: all see the reserve, the disk keeps the rest, no temporary or marker is left', async () => {
+    const bytes = 4 * MiB;
+    // 10 MiB free: room for the reserve twice over, not for four temporary reserves.
+    execFileSync('dd', ['if=/dev/zero', `of=${join(tmpfs!, 'filler')}`, 'bs=1M', `count=${Math.floor((await freeOf(tmpfs!)) / MiB) - 10}`], { stdio: 'pipe' });
+    const free = await freeOf(tmpfs!);
+    expect(free).toBeGreaterThanOrEqual(10 * MiB);
+    expect(free).toBeLessThan(11 * MiB);
+    const dir = join(tmpfs!, 'repo');
+    const stores = await Promise.all([0, 1, 2, 3].map(() => PosixObjectStore.open({ directory: dir, reserveBytes: bytes })));
+    // Every creation that gets to write waits until all four got there (or, when fewer ever do,
+    // a while): without a bound on creators, all four pass the free-space check before any writes.
+    let writers = 0;
+    for (const s of stores) {
+      seam(s).beforeWrite = async () => {
+        writers++;
+        for (let i = 0; i < 40 && writers < stores.length; i++) await new Promise((r) => setTimeout(r, 25));
+      };
+    }
+    const made = await Promise.all(stores.map((s) => s.ensureReserve()));
+    expect(writers).toBe(1);
+    // The one that wrote it sees it; the others, which found the marker held, did not wait for it.
+    expect(made.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+    for (const s of stores) expect(await s.ensureReserve()).toBe(true);
+    expect((await allFiles(dir)).sort()).toEqual([RESERVE_NAME]);
+    expect((await lstat(join(dir, RESERVE_NAME))).size).toBe(bytes);
+    expect(await freeOf(tmpfs!)).toBeGreaterThanOrEqual(free - bytes - 64 * KiB); // the reserve and its directory, nothing more
+    for (const s of stores) expect(await s.shortOfSpace()).toBe(false);
+  }, 60_000);
+});
+
+describe('the reserve marker (@reserve.making)', () => {
+  it('a creation that finds a live marker writes nothing and does not wait: false while the holder works, true once it published; shortOfSpace meanwhile is false', async () => {
+    const s = await store(256 * KiB);
+    let wrote = 0;
+    seam(s).beforeWrite = () => {
+      wrote++;
+    };
+    await writeFile(join(s.directory, MAKING_NAME), ''); // another creator at work
+    expect(await s.ensureReserve()).toBe(false); // not there yet, and not waited for
+    expect(await s.shortOfSpace()).toBe(false); // it is being made
+    // The holder publishes its reserve and gives the marker back.
+    const made = join(s.directory, '~tmp-holder');
+    await writeFile(made, randomBytes(256 * KiB));
+    await link(made, reserveOf(s));
+    await unlink(made);
+    await unlink(join(s.directory, MAKING_NAME));
+    expect(await s.ensureReserve()).toBe(true);
+    expect(await s.shortOfSpace()).toBe(false);
+    expect(wrote).toBe(0);
+    expect(await allFiles(s.directory)).toEqual([RESERVE_NAME]);
+  });
+
+  it('a marker left by a creator that died (older than MAKING_STALE_MS) is taken over: the reserve is made and no marker or temporary file is left', async () => {
+    const s = await store(256 * KiB);
+    const marker = join(s.directory, MAKING_NAME);
+    await writeFile(marker, '');
+    const old = new Date(Date.now() - MAKING_STALE_MS - 60_000);
+    await utimes(marker, old, old);
+    expect(await s.ensureReserve()).toBe(true);
+    expect((await lstat(reserveOf(s))).size).toBe(256 * KiB);
+    expect(await allFiles(s.directory)).toEqual([RESERVE_NAME]);
+  });
 });
