@@ -114,6 +114,21 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
   // last one, and convert then reads the cut tail of a data cluster as zeros, exit 0.
   const checkStatus = (file: string): number | null => spawnSync('qemu-img', ['check', file], { stdio: 'ignore' }).status;
   const endOffset = (file: string): number => Number(JSON.parse(execFileSync('qemu-img', ['check', '--output=json', file], { encoding: 'utf8' }))['image-end-offset']);
+  /**
+   * Cuts `cut` (the image `file` itself, or a sparse extent of the VMDK descriptor `file`) 4 KiB
+   * short, which qemu-img check passes: the import is CORRUPT (exit 5) naming it, no volume left.
+   */
+  const expectCutRefused = async (file: string, cut = file): Promise<CliResult> => {
+    await truncate(cut, (await stat(cut)).size - 4096);
+    expect(checkStatus(file), 'qemu-img check passes').toBe(0);
+    const name = fresh();
+    const r = await run(['volume', 'import', file, '--name', name]);
+    await expectRefused(r, 'CORRUPT', 5, name);
+    expect(jsonError(r).message).toContain(cut);
+    expect(jsonError(r).message).toMatch(/cut short/);
+    expect(jsonError(r).details).toMatchObject({ file: cut });
+    return r;
+  };
 
   it.each([
     ['qcow2', 'qcow2', []],
@@ -122,13 +137,7 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     const file = join(cwd, `cut4k-${kind.replace(/ /g, '-')}.${format}`);
     qemuImg('create', '-f', format, ...options, file, '4M');
     execFileSync('qemu-io', ['-f', format, '-c', 'write -P 0x5a 0 1M', file], { stdio: 'ignore' });
-    await truncate(file, (await stat(file)).size - 4096);
-    expect(checkStatus(file), 'qemu-img check passes').toBe(0);
-    const name = fresh();
-    const r = await run(['volume', 'import', file, '--name', name]);
-    await expectRefused(r, 'CORRUPT', 5, name);
-    expect(jsonError(r).message).toContain(file);
-    expect(jsonError(r).message).toMatch(/cut short/);
+    await expectCutRefused(file);
   });
 
   it('a VMDK descriptor with sparse extents (twoGbMaxExtentSparse): whole, it imports; its second extent cut 4 KiB short (which qemu-img check passes) is CORRUPT (exit 5) naming the extent', async () => {
@@ -145,13 +154,7 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     await cairnJson(['volume', 'export', whole, back], { cwd });
     expect(spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'vmdk', back, file], { stdio: 'ignore' }).status, 'the import reads as the image').toBe(0);
 
-    const extent = join(dir, 'split-s002.vmdk');
-    await truncate(extent, (await stat(extent)).size - 4096);
-    expect(checkStatus(file)).toBe(0);
-    const name = fresh();
-    const r = await run(['volume', 'import', file, '--name', name]);
-    await expectRefused(r, 'CORRUPT', 5, name);
-    expect(jsonError(r).message).toContain(extent);
+    const r = await expectCutRefused(file, join(dir, 'split-s002.vmdk'));
     expect(jsonError(r).message).toContain(file);
   });
 
@@ -173,13 +176,7 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     await cairnJson(['volume', 'export', whole, out], { cwd });
     expect((await readFile(out)).equals(want), 'the import reads as the image').toBe(true);
 
-    const extent = join(dir, 'vs-s001.vmdk');
-    await truncate(extent, (await stat(extent)).size - 4096);
-    expect(checkStatus(file), 'qemu-img check passes').toBe(0);
-    const name = fresh();
-    const r = await run(['volume', 'import', file, '--name', name]);
-    await expectRefused(r, 'CORRUPT', 5, name);
-    expect(jsonError(r).message).toContain(extent);
+    await expectCutRefused(file, join(dir, 'vs-s001.vmdk'));
   });
 
   it('VMDK data Cairn cannot check for damage is NOT_SUPPORTED (exit 7) naming its kind, before qemu-img reads it: a SESPARSE extent, a COWD image given as --format vmdk, a SPARSE extent holding a COWD file', async () => {
@@ -270,6 +267,31 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
     expect(spawnSync('cmp', ['-s', raw, out]).status, 'the export equals the image').toBe(0);
     await rm(raw);
     await rm(out);
+  }, 180_000);
+
+  it('a VMDK descriptor with 6 sparse extents whose qemu-img map is over 16 MiB (196,000 entries) imports byte for byte, and with its last extent cut 4 KiB short is CORRUPT (exit 5) naming it: one map for all extents, read as it comes, not kept', async () => {
+    const dir = join(cwd, 'frag-split');
+    await mkdir(dir);
+    const file = join(dir, 'fs.vmdk');
+    const GRAIN = 65536;
+    qemuImg('create', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse,zeroed_grain=on', file, '12G');
+    // Every other grain a zeroed grain (no data in the file): a map entry each, and one for each hole between.
+    const zeroed = Array.from({ length: (12 * 1024 * MiB) / GRAIN / 2 }, (_, i) => `write -z ${2 * i * GRAIN} ${GRAIN}`);
+    // Data in the first and the last extent (the last grain of the image).
+    const cmds = [...zeroed, `write -P 0x5a ${GRAIN} ${GRAIN}`, `write -P 0x33 ${12 * 1024 * MiB - GRAIN} ${GRAIN}`].join('\n');
+    execFileSync('qemu-io', ['-t', 'unsafe', '-f', 'vmdk', file], { input: `${cmds}\n`, stdio: ['pipe', 'ignore', 'inherit'] });
+    const map = execFileSync('qemu-img', ['map', '--output=json', file], { maxBuffer: 256 * MiB });
+    expect(map.length).toBeGreaterThan(16 * MiB);
+    expect(map.toString().split('\n').filter((l) => l.includes('"start"')).length).toBeGreaterThan(190_000);
+    const whole = fresh();
+    const ok = await run(['volume', 'import', file, '--name', whole]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const back = join(cwd, 'frag-split-back.qcow2');
+    expect((await run(['volume', 'export', whole, back])).code).toBe(0);
+    expect(spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'vmdk', back, file], { stdio: 'ignore' }).status, 'the import reads as the image').toBe(0);
+    await rm(back);
+
+    await expectCutRefused(file, join(dir, 'fs-s006.vmdk'));
   }, 180_000);
 
   it('a streamOptimized VMDK cut inside its last grain (which qemu-img check passes) is CORRUPT (exit 5): its compressed grain cannot be read', async () => {

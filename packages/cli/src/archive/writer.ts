@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { CairnError, ChunkedBackupService, isCairnError, nowIso, syncDir, tempPathBeside, throwIfAborted, toCairnError, type BackupManager, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
+import { isZero } from '../images/zero-bytes.js';
 import type { ArchiveProgress } from './progress.js';
 import { StagingVolume } from './staging.js';
 
@@ -26,11 +27,6 @@ function allocatedChunks(extents: { offset: number; length: number }[], size: nu
     for (let off = from; off < Math.min(e.offset + e.length, size); off += ARCHIVE_CHUNK) if (offsets.at(-1) !== off) offsets.push(off);
   }
   return offsets;
-}
-
-function isZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 /**

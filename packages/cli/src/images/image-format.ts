@@ -1,5 +1,5 @@
 import { open, stat } from 'node:fs/promises';
-import { assertDataWithinFile, CairnError, runBounded, type QemuCheckReport, type RunBound } from '@cairn/core';
+import { assertDataWithinFiles, CairnError, runBounded, type QemuCheckReport, type RunBound } from '@cairn/core';
 import { vmdkSparseExtents } from './image-refs.js';
 import { qemuImgBoundsFromEnv } from './qemu-img-bounds.js';
 
@@ -108,12 +108,12 @@ export function imageSpec(file: string, format: ImageFormat): string {
  * clusters read as zeros; check finds them). `CORRUPT` for an image qemu-img cannot open or whose
  * check finds errors (leaked clusters are harmless). check lets a file end less than one cluster
  * (qcow2) or grain (sparse VMDK) short, reading the cut tail of a data cluster as zeros: so the
- * data `qemu-img map` places in the file must lie within it (assertDataWithinFile of @cairn/core,
+ * data `qemu-img map` places in the file must lie within it (assertDataWithinFiles of @cairn/core,
  * the rule the qcow2 volume driver applies), `CORRUPT` naming the image otherwise; for a qcow2
  * only when its file ends short of `image-end-offset`, for a sparse VMDK always (its check
  * reports no end): a single-file one (magic `KDMV`), or each SPARSE or VMFSSPARSE extent of a descriptor
  * against the guest range it holds (vmdkSparseExtents; its FLAT extents' sizes are checked by
- * assertSelfContained). Compressed data (a compressed qcow2's clusters, a streamOptimized VMDK's
+ * assertSelfContained), all from one `qemu-img map` read as it comes (memory flat in its entries). Compressed data (a compressed qcow2's clusters, a streamOptimized VMDK's
  * grains) have no place in the map: they are imported unchecked (cloud images are compressed
  * qcow2s; a cut grain fails convert, `CORRUPT`, a zlib cluster cut short may read as wrong data). Errors as qemuFailure otherwise. The
  * image must have passed assertSelfContained. `hint` ends messages about damage (e.g. --format
@@ -137,29 +137,27 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
     throw new CairnError('CORRUPT', `image ${file} is damaged: qemu-img check found ${found} errors (a truncated or corrupt ${format})${hint}`, { driver: 'qemu-img', details: { exitCode: 2 } });
   }
   if (!report) throw qemuFailure(check, `image ${file} is damaged: qemu-img check failed`, 'CORRUPT', hint);
-  // Where the data lie: the image's own file (qcow2, a sparse VMDK), or a descriptor's sparse extents.
-  const files = format === 'qcow2' || (await readHead(file, 4)).toString('latin1') === 'KDMV' ? [{ path: file, range: undefined }] : (await vmdkSparseExtents(file)).map((e) => ({ path: e.path, range: e }));
-  let mapped: Promise<string> | undefined;
-  const map = async (): Promise<string> => {
-    const run = await runQemuImg(['map', '--output=json', spec], need, 'metadata', signal);
-    if (run.code !== 0) throw qemuFailure(run, `image ${file} is damaged: qemu-img map failed`, 'CORRUPT', hint);
-    return run.stdout;
+  // Where the data lie: the image's own file (qcow2, a sparse VMDK), or a descriptor's sparse
+  // extents, each against the guest range it holds. One map run, read as it comes, never kept: a
+  // fragmented image's map has an entry per extent, past runBounded's 16 MiB cap on kept output.
+  const single = format === 'qcow2' || (await readHead(file, 4)).toString('latin1') === 'KDMV';
+  const files = single ? [{ path: file, start: 0, end: Number.POSITIVE_INFINITY }] : await vmdkSparseExtents(file);
+  const probe = {
+    check: report,
+    streamMap: async (sink: (chunk: Buffer) => void): Promise<void> => {
+      const run = await runQemuImg(['map', '--output=json', spec], need, 'metadata', signal, sink);
+      if (run.code !== 0) throw qemuFailure(run, `image ${file} is damaged: qemu-img map failed`, 'CORRUPT', hint);
+    },
+    mapWhat: 'qemu-img map',
+    compressed: 'unchecked' as const,
   };
-  // One file: the map is read as it comes, never kept (a fragmented image's map has an entry per
-  // extent, past runBounded's 16 MiB cap on kept output). A descriptor's extents share one kept map.
-  const streamMap = async (sink: (chunk: Buffer) => void): Promise<void> => {
-    const run = await runQemuImg(['map', '--output=json', spec], need, 'metadata', signal, sink);
-    if (run.code !== 0) throw qemuFailure(run, `image ${file} is damaged: qemu-img map failed`, 'CORRUPT', hint);
-  };
-  const read = files.length === 1 ? { streamMap } : { map: () => (mapped ??= map()) };
-  for (const { path, range } of files) {
-    const of = path === file ? '' : ` (an extent of ${file})`;
-    await assertDataWithinFile(path, { check: report, fileSize: (await stat(path)).size, ...read, mapWhat: 'qemu-img map', guestRange: range, compressed: 'unchecked' }).catch((err: unknown) => {
-      // The rule's own verdicts carry no driver (qemu-img runs' errors do): tagged, with the hint.
-      if (!(err instanceof CairnError) || err.driver !== undefined) throw err;
-      throw new CairnError(err.code, `${err.message}${of}${err.code === 'CORRUPT' ? hint : ''}`, { driver: 'qemu-img', details: { ...err.details, file: path }, cause: err });
-    });
-  }
+  const sized = await Promise.all(files.map(async ({ path, start, end }) => ({ path, size: (await stat(path)).size, guestRange: { start, end } })));
+  await assertDataWithinFiles(sized, probe).catch((err: unknown) => {
+    // The rule's own verdicts carry no driver (qemu-img runs' errors do): tagged, with the hint.
+    if (!(err instanceof CairnError) || err.driver !== undefined) throw err;
+    const of = err.details?.file === file ? '' : ` (an extent of ${file})`;
+    throw new CairnError(err.code, `${err.message}${of}${err.code === 'CORRUPT' ? hint : ''}`, { driver: 'qemu-img', details: err.details, cause: err });
+  });
   return { virtualSize };
 }
 

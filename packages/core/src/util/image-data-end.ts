@@ -7,31 +7,21 @@ export interface QemuCheckReport {
   'compressed-clusters'?: unknown;
 }
 
-/** What assertDataWithinFile is told about one image file, whose check found no corruption. */
-export interface ImageEndProbe {
+/** How assertDataWithinFile(s) reads an image's check and map (whose check found no corruption). */
+export interface ImageMapProbe {
   /** The check's JSON report; one without `image-end-offset` (VMDK reports none) always has the map consulted. */
   check: QemuCheckReport;
-  /** The size of the image's file now. */
-  fileSize: number;
-  /** Runs `qemu-img map --output=json` of the image (read-only) and resolves its stdout; called only when needed. */
-  map?: () => Promise<string>;
   /**
-   * Like `map`, and used instead when given, but hands the report to `sink` as it comes, piece by
-   * piece, and resolves once it is all handed over: it is read entry by entry (qemu-img prints one
-   * a line) and never kept whole. A fragmented image's map has an entry per extent, about 107
-   * bytes each: tens of MiB and more. One of the two is required.
+   * Runs `qemu-img map --output=json` of the image (read-only), hands the report to `sink` as it
+   * comes, piece by piece, and resolves once it is all handed over: it is read entry by entry
+   * (qemu-img prints one a line) and never kept whole. A fragmented image's map has an entry per
+   * extent, about 107 bytes each: tens of MiB and more. Called at most once, and only when needed.
    */
-  streamMap?: (sink: (chunk: Buffer) => void) => Promise<void>;
+  streamMap: (sink: (chunk: Buffer) => void) => Promise<void>;
   /** Names the map run in an `INTERNAL` error for an unreadable report (e.g. `qemu-img map`). */
   mapWhat: string;
   /** Tags the errors (CairnError's `driver`). */
   driver?: string;
-  /**
-   * For an image whose data lie in several files (a VMDK descriptor's sparse extents, each a file
-   * of its own): the guest byte range `[start, end)` held by `image`, one of them; only map
-   * entries starting in it count. Absent: every entry is in `image`.
-   */
-  guestRange?: { start: number; end: number };
   /**
    * What an image with compressed clusters that ends short of its last cluster gets: `refuse`
    * (default) `NOT_SUPPORTED`, as a cut there cannot be told; `unchecked`: its uncompressed data
@@ -39,6 +29,22 @@ export interface ImageEndProbe {
    * images as distributed, cloud images being compressed qcow2s).
    */
   compressed?: 'refuse' | 'unchecked';
+}
+
+/** What assertDataWithinFile is told about an image whose data lie in one file. */
+export interface ImageEndProbe extends ImageMapProbe {
+  /** The size of the image's file now. */
+  fileSize: number;
+}
+
+/** One of the files an image's data lie in (a VMDK descriptor's sparse extents, each a file of its own). */
+export interface ImageDataFile {
+  /** Named in errors (and `details.file`). */
+  path: string;
+  /** Its size now. */
+  size: number;
+  /** The guest byte range `[start, end)` it holds: only map entries starting in it count. The files' ranges do not overlap. */
+  guestRange: { start: number; end: number };
 }
 
 /**
@@ -54,65 +60,100 @@ export interface ImageEndProbe {
  *   `unchecked`: then only its uncompressed data are checked, by the next rule);
  * - otherwise every allocated data range qemu would read from the file (map's `offset` +
  *   `length` of each `data` entry) must lie within it, else `CORRUPT` naming `image`, with
- *   `details` `{ fileSize, dataEnd }`. Entries without an offset (compressed data, e.g. a
+ *   `details` `{ fileSize, dataEnd, file }` (`file`: `image`). Entries without an offset (compressed data, e.g. a
  *   streamOptimized VMDK's grains) are not counted.
  * The map's offsets must be offsets in `image` itself (qemu-img's JSON map names no file): for an
- * image whose data lie in several files, one call per file with its `guestRange` (map entries do
- * not span files). Not for a qcow2 with an external data file. `INTERNAL` for a map report
- * that is not a JSON list; errors of `map` itself are passed on.
+ * image whose data lie in several files, assertDataWithinFiles. Not for a qcow2 with an external
+ * data file. `INTERNAL` for a map report that is not a JSON list; errors of `streamMap` itself are
+ * passed on.
  */
-export async function assertDataWithinFile(image: string, probe: ImageEndProbe): Promise<void> {
-  const { check, fileSize, driver } = probe;
-  const end = check['image-end-offset'] === undefined ? Number.POSITIVE_INFINITY : Number(check['image-end-offset']);
-  if (!(fileSize < end)) return;
-  const compressed = Number(check['compressed-clusters'] ?? 0);
-  if (compressed > 0 && probe.compressed !== 'unchecked') {
-    throw new CairnError('NOT_SUPPORTED', `image ${image} has ${compressed} compressed cluster(s) and ends ${end - fileSize} bytes short of its last cluster: whether it was cut there cannot be told (qemu-img convert without -c writes it uncompressed)`, {
-      driver,
-    });
-  }
-  const dataEnd = await mappedDataEnd(probe);
-  if (dataEnd > fileSize) {
-    throw new CairnError('CORRUPT', `image ${image} is damaged: it is cut short, its data reaches byte ${dataEnd} of the file but the file ends at ${fileSize}`, {
-      driver,
-      details: { fileSize, dataEnd },
-    });
-  }
+export function assertDataWithinFile(image: string, probe: ImageEndProbe): Promise<void> {
+  return assertWithin([{ path: image, size: probe.fileSize }], probe);
 }
 
 /**
- * The end of the data qemu reads from an image's file, from `qemu-img map --output=json`
- * (probe.streamMap, else probe.map): the highest end of the host ranges of allocated data (0 when
- * none). Extents without a host offset (compressed data) are not counted, nor, given
- * `probe.guestRange`, those starting outside it. `INTERNAL` naming `probe.mapWhat` when the
- * report is not a JSON list (streamed: a list of one entry a line, as qemu-img prints it).
+ * assertDataWithinFile's rule for an image whose data lie in several files (map entries do not
+ * span files): each of `files` against the map entries starting in its `guestRange`. One map run
+ * for them all, read as it comes: memory grows with the number of files, never with the map's
+ * entries. The verdict names the first file, in the order given, that breaks the rule; its
+ * `details.file` is that file's path.
  */
-async function mappedDataEnd(probe: ImageEndProbe): Promise<number> {
-  const { mapWhat: what, driver, guestRange: range } = probe;
+export function assertDataWithinFiles(files: readonly ImageDataFile[], probe: ImageMapProbe): Promise<void> {
+  return assertWithin(files, probe);
+}
+
+async function assertWithin(files: ReadonlyArray<{ path: string; size: number; guestRange?: GuestRange }>, probe: ImageMapProbe): Promise<void> {
+  const { check, driver } = probe;
+  const end = check['image-end-offset'] === undefined ? Number.POSITIVE_INFINITY : Number(check['image-end-offset']);
+  const short = files.filter((f) => f.size < end);
+  if (short.length === 0) return;
+  const compressed = Number(check['compressed-clusters'] ?? 0);
+  if (compressed > 0 && probe.compressed !== 'unchecked') {
+    const { path, size } = short[0]!;
+    throw new CairnError('NOT_SUPPORTED', `image ${path} has ${compressed} compressed cluster(s) and ends ${end - size} bytes short of its last cluster: whether it was cut there cannot be told (qemu-img convert without -c writes it uncompressed)`, {
+      driver,
+      details: { file: path },
+    });
+  }
+  const dataEnds = await mappedDataEnds(probe, short.map((f) => f.guestRange));
+  short.forEach(({ path, size: fileSize }, i) => {
+    const dataEnd = dataEnds[i]!;
+    if (dataEnd > fileSize) {
+      throw new CairnError('CORRUPT', `image ${path} is damaged: it is cut short, its data reaches byte ${dataEnd} of the file but the file ends at ${fileSize}`, {
+        driver,
+        details: { fileSize, dataEnd, file: path },
+      });
+    }
+  });
+}
+
+type GuestRange = { start: number; end: number };
+
+/**
+ * The ends of the data qemu reads from each of an image's files, from one streamed
+ * `qemu-img map --output=json` (probe.streamMap): per entry of `ranges`, the highest end of the
+ * host ranges of allocated data whose entry starts in that guest range (`undefined`: every entry;
+ * only as the sole range), 0 when none. Extents without a host offset (compressed data) are not
+ * counted. `INTERNAL` naming `probe.mapWhat` when the report is not a JSON list of one entry a
+ * line, as qemu-img prints it.
+ */
+async function mappedDataEnds(probe: ImageMapProbe, ranges: ReadonlyArray<GuestRange | undefined>): Promise<number[]> {
+  const { mapWhat: what, driver } = probe;
   const unreadable = (text: string, cause?: unknown) => new CairnError('INTERNAL', `${what}: unreadable report: ${text.slice(0, 200)}`, { driver, cause });
-  let end = 0;
+  const ends = ranges.map(() => 0);
+  const rangeOf = rangeFinder(ranges);
   const take = (e: MapEntry): void => {
     if (!e || typeof e !== 'object') throw unreadable(JSON.stringify(e));
-    if (range && !(typeof e.start === 'number' && e.start >= range.start && e.start < range.end)) return;
-    if (e.data === true && typeof e.offset === 'number' && typeof e.length === 'number') end = Math.max(end, e.offset + e.length);
+    if (!(e.data === true && typeof e.offset === 'number' && typeof e.length === 'number')) return;
+    const i = rangeOf(e.start);
+    if (i !== undefined) ends[i] = Math.max(ends[i]!, e.offset + e.length);
   };
-  if (probe.streamMap) {
-    const lines = new MapLines(take, unreadable);
-    await probe.streamMap((chunk) => lines.push(chunk));
-    lines.end();
-    return end;
-  }
-  if (!probe.map) throw new CairnError('INTERNAL', `${what}: no map to read`, { driver });
-  const out = await probe.map();
-  let extents: unknown;
-  try {
-    extents = JSON.parse(out);
-  } catch (err) {
-    throw unreadable(out, err);
-  }
-  if (!Array.isArray(extents)) throw unreadable(out);
-  for (const e of extents as MapEntry[]) take(e);
-  return end;
+  const lines = new MapLines(take, unreadable);
+  await probe.streamMap((chunk) => lines.push(chunk));
+  lines.end();
+  return ends;
+}
+
+/**
+ * Which of `ranges` (non-overlapping) holds guest offset `start`: its index, or undefined (not a
+ * number, or in none). A single `undefined` range holds every offset. Binary search by start.
+ */
+function rangeFinder(ranges: ReadonlyArray<GuestRange | undefined>): (start: unknown) => number | undefined {
+  if (ranges.length === 1 && ranges[0] === undefined) return () => 0;
+  const order = ranges.map((r, i) => ({ ...r!, i })).sort((a, b) => a.start - b.start);
+  return (start) => {
+    if (typeof start !== 'number') return undefined;
+    let lo = 0;
+    let hi = order.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = order[mid]!;
+      if (start < r.start) hi = mid - 1;
+      else if (start >= r.end) lo = mid + 1;
+      else return r.i;
+    }
+    return undefined;
+  };
 }
 
 /** One entry of a `qemu-img map --output=json` report, as far as mappedDataEnd reads it (null or not an object: unreadable). */
