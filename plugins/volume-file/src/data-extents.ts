@@ -1,11 +1,10 @@
 import type { FileHandle } from 'node:fs/promises';
-import type { ByteRange, Extent } from '@cairn/core';
+import { isZero, type ByteRange, type Extent } from '@cairn/core';
 import { fsExt, seekData, seekHole, type FsExt } from './native-fs.js';
 
 /** Unit of the zero scan used without fs-ext, in bytes. */
 const SCAN_GRANULE = 64 * 1024;
 const SCAN_CHUNK = 1024 * 1024;
-const ZEROS = Buffer.alloc(SCAN_CHUNK);
 
 /**
  * Ranges of `range` that may hold data in the file behind `fh`; everything outside them reads as
@@ -45,7 +44,7 @@ async function scanNonZero(fh: FileHandle, range: ByteRange): Promise<Extent[]> 
     await readFully(fh, buf.subarray(0, n), pos);
     for (let at = 0; at < n; ) {
       const granuleEnd = Math.min(n, at + SCAN_GRANULE - ((pos + at) % SCAN_GRANULE));
-      if (!buf.subarray(at, granuleEnd).equals(ZEROS.subarray(0, granuleEnd - at))) {
+      if (!isZero(buf.subarray(at, granuleEnd))) {
         const last = out[out.length - 1];
         if (last && last.offset + last.length === pos + at) last.length += granuleEnd - at;
         else out.push({ offset: pos + at, length: granuleEnd - at });

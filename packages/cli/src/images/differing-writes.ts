@@ -1,6 +1,5 @@
-import { PassThroughDevice, throwIfAborted, type BlockDevice } from '@cairn/core';
+import { isZero, PassThroughDevice, throwIfAborted, type BlockDevice } from '@cairn/core';
 import { dataRanges } from './device-data.js';
-import { isZero } from './zero-bytes.js';
 
 /** Bytes compared per device read when zeroing a range. */
 const STEP = 4 * 1024 * 1024;

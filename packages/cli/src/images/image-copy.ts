@@ -1,8 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, throwIfAborted, type BlockDevice, type ByteRange } from '@cairn/core';
+import { CairnError, isZero, throwIfAborted, type BlockDevice, type ByteRange } from '@cairn/core';
 import { dataRanges, readKnownData } from './device-data.js';
 import { writeDiffering } from './differing-writes.js';
-import { isZero } from './zero-bytes.js';
 
 const MiB = 1024 * 1024;
 /** Bytes read per step. */

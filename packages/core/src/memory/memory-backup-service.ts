@@ -15,6 +15,7 @@ import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { chunkRangesOf, indexesIn, mergeRanges } from '../repository/chunk-plan.js';
 import { checkExtents } from '../drivers/device-checks.js';
+import { isZero } from '../util/zero-bytes.js';
 
 interface StoredBackup {
   id: string;
@@ -36,7 +37,6 @@ interface StoredBackup {
 
 const ZERO = '';
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-const isZero = (b: Buffer): boolean => b.every((x) => x === 0);
 
 /**
  * The reference backup service, shaped like Cinder's chunked drivers before dedup: a full backup

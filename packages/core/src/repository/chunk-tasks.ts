@@ -8,13 +8,14 @@
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import { isCairnError } from '../errors.js';
 import { COPY_ALIGN, alignPad } from '../util/direct-io.js';
+import { isZero } from '../util/zero-bytes.js';
 import { ChunkCodec } from './codec.js';
 
 export interface CodecSettings {
   idKey?: Uint8Array;
   dataKey?: Uint8Array;
   compression: CompressionAlgorithm;
-  /** Chunk size in bytes: a zero buffer of this size is kept for zero detection. */
+  /** Chunk size in bytes: a process request's input is cut into chunks of this size (the last may be shorter). */
   chunkSize: number;
 }
 
@@ -105,14 +106,12 @@ export const regionOf = (b: Buffer): Region => ({ buffer: b.buffer, offset: b.by
 /** Executes requests against one codec; the same code runs in each worker and inline. */
 export class TaskRunner {
   private readonly codec: ChunkCodec;
-  private readonly zeros: Buffer;
 
   constructor(private readonly settings: CodecSettings) {
     this.codec = new ChunkCodec(
       settings.idKey ? Buffer.from(settings.idKey) : undefined,
       settings.dataKey ? Buffer.from(settings.dataKey) : undefined,
     );
-    this.zeros = Buffer.alloc(settings.chunkSize);
   }
 
   /** Runs one request; never throws (a failure becomes a FailedReply, so a worker survives it). */
@@ -133,7 +132,7 @@ export class TaskRunner {
     for (let i = 0, at = 0; at < input.length; i++, at += chunkSize) {
       const n = Math.min(chunkSize, input.length - at);
       const data = input.subarray(at, at + n);
-      if (data.equals(this.zeros.subarray(0, n))) {
+      if (isZero(data)) {
         outcomes.push({ zero: true, id: null, same: false, offset: 0, length: 0 });
         continue;
       }

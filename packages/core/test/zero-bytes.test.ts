@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { isZero } from '../src/images/zero-bytes.js';
+import { isZero } from '../src/util/zero-bytes.js';
 
-// isZero (images/zero-bytes.ts) is the one zero test of the CLI: volume import's writers and the
-// archive writer's scan (a chunk that is all zeros is left out of the archive). It compares in
-// slices against a shared zero buffer, so every length and position must be covered: slice
-// boundaries, the last byte, lengths that are no multiple of the slice, views into a larger buffer.
+// isZero (util/zero-bytes.ts) is the tree's one zero test: the repository's chunk worker (on views
+// of shared memory), the memory backup service, volume-file's zero scan, the CLI's import writers
+// and archive scan. It compares in slices against a shared zero buffer, by offsets into its
+// argument, so every length and position must be covered: slice boundaries, the last byte, lengths
+// that are no multiple of the slice, views into a larger buffer, views of shared memory.
 
 const SLICE = 64 * 1024;
 const LENGTHS = [0, 1, 2, 511, SLICE - 1, SLICE, SLICE + 1, 3 * SLICE + 7, 4 * 1024 * 1024, 4 * 1024 * 1024 + 3];
@@ -43,5 +44,19 @@ describe('isZero', () => {
     view[view.length - 1] = 7;
     expect(isZero(view)).toBe(false);
     expect(isZero(new Uint8Array(view.buffer, view.byteOffset, view.length - 1))).toBe(true);
+  });
+
+  it('reads a view of shared memory (as the chunk worker passes it) by its own offsets', () => {
+    const shared = new SharedArrayBuffer(4 * SLICE + 64);
+    const outer = Buffer.from(shared);
+    outer.fill(0x5a);
+    const view = Buffer.from(shared, 32, 2 * SLICE + 1);
+    view.fill(0);
+    expect(isZero(view)).toBe(true);
+    for (const p of [0, SLICE, 2 * SLICE]) {
+      view[p] = 1;
+      expect(isZero(view), `byte ${p}`).toBe(false);
+      view[p] = 0;
+    }
   });
 });
