@@ -35,7 +35,7 @@ describe('volume metadata through the CLI and the API', () => {
     const put = await server.call('PUT', '/v1/volumes/meta-api/metadata', { metadata: { fresh: 'yes' } });
     expect(put).toMatchObject({ status: 200, json: { id: v.id, metadata: { fresh: 'yes' } } });
     expect((await server.call('GET', `/v1/volumes/${v.id}`)).json).toMatchObject({ metadata: { fresh: 'yes' } });
-    for (const body of [{ metadata: { n: 1 } }, { metadata: ['x'] }, {}, { metadata: {}, extra: 1 }, { metadata: { 'cairn.restore-job': 'x' } }]) {
+    for (const body of [{ metadata: { n: 1 } }, { metadata: ['x'] }, {}, { metadata: {}, extra: 1 }, { metadata: { 'cairn.restore-job': 'x' } }, { metadata: { '': 'x' } }, { metadata: { k: 'v'.repeat(256) } }]) {
       expect(await server.call('PUT', `/v1/volumes/${v.id}/metadata`, body)).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
     }
     expect((await server.call('GET', `/v1/volumes/${v.id}`)).json).toMatchObject({ metadata: { fresh: 'yes' } });

@@ -112,6 +112,34 @@ describe('BackupManager.updateVolumeMetadata', () => {
     expect((await volumes.getVolume(target.id)).metadata).toEqual(target.metadata);
   });
 
+  it("holds keys and values to Cinder's limits: an empty key, or a key or value over 255 characters, is INVALID_INPUT naming the key, and nothing changes", async () => {
+    const { manager, volumes, target } = await metadataRig();
+    const long = 'k'.repeat(256);
+    const bad: [unknown, string][] = [
+      [{ replace: { '': 'x' } }, 'empty_key'],
+      [{ set: { '': 'x' } }, 'empty_key'],
+      [{ set: { [long]: 'v' } }, 'key_too_long'],
+      [{ replace: { k: 'v'.repeat(256) } }, 'value_too_long'],
+      [{ set: { k: '\u{1F600}'.repeat(256) } }, 'value_too_long'], // characters, not UTF-16 units
+    ];
+    for (const [change, reason] of bad) {
+      await expect(manager.updateVolumeMetadata(target.id, change as never)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { reason } });
+    }
+    expect((await volumes.getVolume(target.id)).metadata).toEqual(target.metadata);
+    // At the limits: accepted (a 255-character key and value, 255 characters that take 510 UTF-16 units).
+    const key = 'k'.repeat(255);
+    const at = { [key]: 'v'.repeat(255), emoji: '\u{1F600}'.repeat(255) };
+    expect((await manager.updateVolumeMetadata(target.id, { replace: at })).metadata).toEqual({ ...at, 'cairn.restore-job': 'job-of-the-target' });
+  });
+
+  it("a restore gives the volume the backup's metadata whatever its lengths (the limits are the caller's, as Cinder's restore does not check them)", async () => {
+    const { manager, volumes, target } = await metadataRig();
+    const src = await volumes.createVolume({ size: 2 * MiB, metadata: { note: 'n'.repeat(300) } });
+    const b = await manager.backup({ volumeId: src.id });
+    await manager.restore({ backupId: b.id, volumeId: target.id });
+    expect((await volumes.getVolume(target.id)).metadata).toEqual({ note: 'n'.repeat(300), 'cairn.restore-job': 'job-of-the-target' });
+  });
+
   it('NOT_FOUND for an unknown volume, NOT_SUPPORTED without the capability', async () => {
     const { manager, volumes, target } = await metadataRig();
     await expectCode(manager.updateVolumeMetadata('00000000-0000-4000-8000-000000000000', { replace: {} }), 'NOT_FOUND');

@@ -180,7 +180,8 @@ export class PosixObjectStore implements ObjectStore {
    * to hold it twice over, and it is missing and cannot be made now (ensureReserve: given up, by
    * this process or another, and less than twice its size free; or held back after the file system
    * refused its writes, as a quota does). False while another creator still holds the reserve's
-   * marker (space-reserve.ts: it found room and is making it). Never rejects.
+   * marker and the reserve's size is still free (space-reserve.ts beingMade: it found room and is
+   * making it; with less free the marker is a dead creator's, and hides nothing). Never rejects.
    */
   async shortOfSpace(): Promise<boolean> {
     if (await this.reserve.ensure()) return false;

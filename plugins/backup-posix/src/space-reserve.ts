@@ -16,7 +16,8 @@
  *   gone (published or not). A creation that finds the marker held by a live creator writes
  *   nothing and does not wait: it resolves whether a reserve is there now (a repository's open
  *   awaits ensureReserve, and a creator that died holding the marker keeps it live for
- *   MAKING_STALE_MS, so waiting would stall every open meanwhile). So creators opening one
+ *   MAKING_STALE_MS, so waiting would stall every open meanwhile). Such a marker hides no
+ *   shortage: beingMade also needs the reserve's size free. So creators opening one
  *   repository at once write one reserve's worth of temporary bytes, not one each, and a failed
  *   write (ENOSPC) leaves no temporary file and no marker.
  * - Releasing is one unlink(2) of that name: two releasers at once remove it once, and neither
@@ -146,11 +147,21 @@ export class SpaceReserve {
   }
 
   /**
-   * Whether a live creator (this process or another) holds the marker, so the reserve is being
-   * made now: it was checked to fit. Never rejects.
+   * Whether the reserve is being made now: a live creator (this process or another) holds the
+   * marker, and the file system still has the reserve's size free. A live creator found twice that
+   * free (fits) and writes the reserve's size at most, so this holds for as long as it writes; a
+   * marker that looks live with less free is a creator's that died within MAKING_STALE_MS (or
+   * others filled the disk meanwhile), and it hides no shortage. False when statfs fails. Never
+   * rejects.
    */
   async beingMade(): Promise<boolean> {
-    return this.enabled && (await this.marker.live());
+    if (!this.enabled || !(await this.marker.live())) return false;
+    try {
+      const s = await statfs(this.directory);
+      return s.bavail * s.bsize >= this.bytes;
+    } catch {
+      return false;
+    }
   }
 
   /** Whether a regular file is at the reserve's name (anything else there is left alone: false). */

@@ -4,7 +4,7 @@ import { mkdtempSync, rmdirSync } from 'node:fs';
 import { link, lstat, readFile, rm, statfs, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_RESERVE_BYTES, MAKING_NAME, PosixObjectStore, RESERVE_NAME } from '../src/index.js';
 import { MAKING_STALE_MS } from '../src/reserve-marker.js';
 import { allFiles, assertDistFresh, listKeys, PACKAGE_DIR, spawnChild, tempStore } from './helpers.js';
@@ -101,32 +101,21 @@ describe('the posix store space reserve', () => {
     }
     const results = await done;
     for (const c of children) expect(await c.exited).toEqual({ code: 0, signal: null });
-    // Both raced for real: each had a reserve there (made, or found made) and gave one up.
-    for (const r of results) {
-      expect(r.made).toBeGreaterThan(0);
-      expect(r.released).toBeGreaterThan(0);
-    }
+    // They raced for real: reserves were made and given up. Not necessarily by each: a creation
+    // that finds the other's marker held writes nothing and does not wait (reserve-marker.ts), so
+    // a child may run all its rounds while the other writes one reserve, making none.
+    expect(results.reduce((n, r) => n + Number(r.made), 0)).toBeGreaterThan(0);
+    expect(results.reduce((n, r) => n + Number(r.released), 0)).toBeGreaterThan(0);
     expect(seen).toBeGreaterThan(0);
     expect(await allFiles(s.directory)).toEqual([RESERVE_NAME]);
     expect((await lstat(reserveOf(s))).size).toBe(bytes);
   }, 60_000);
 });
 
-// Creators racing on a nearly full disk: a 16 MiB tmpfs, mounted here when we may (root).
+// Creators racing on a nearly full disk: a 16 MiB tmpfs, mounted when we may (root). Mounted in
+// the group's beforeAll, not at the module's top level: a run that filters this group out (-t)
+// runs neither its beforeAll nor its afterAll, so a top-level mount was left mounted.
 const MiB = 1024 * KiB;
-let tmpfs: string | undefined;
-let mountError = '';
-{
-  const dir = mkdtempSync(join(tmpdir(), 'cairn-reserve-race-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0700', 'tmpfs', dir], { stdio: 'pipe' });
-    tmpfs = dir;
-  } catch (err) {
-    mountError = String((err as Error).message).split('\n')[0]!;
-    rmdirSync(dir);
-  }
-}
-if (!tmpfs) console.warn(`reserve race tests skipped: cannot mount a tmpfs (${mountError})`);
 const freeOf = async (dir: string): Promise<number> => {
   const s = await statfs(dir);
   return s.bavail * s.bsize;
@@ -134,16 +123,29 @@ const freeOf = async (dir: string): Promise<number> => {
 /** The test seam of a store's reserve (space-reserve.ts): called before a creation writes. */
 const seam = (s: PosixObjectStore): { beforeWrite?: () => Promise<void> | void } => (s as unknown as { reserve: { beforeWrite?: () => Promise<void> | void } }).reserve;
 
-describe.skipIf(!tmpfs)('creators of one reserve at once (16 MiB tmpfs)', () => {
+describe('creators of one reserve at once (16 MiB tmpfs)', () => {
+  let tmpfs: string | undefined;
+  beforeAll(() => {
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-reserve-race-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0700', 'tmpfs', dir], { stdio: 'pipe' });
+      tmpfs = dir;
+    } catch (err) {
+      rmdirSync(dir);
+      console.warn(`reserve race tests skipped: cannot mount a tmpfs (${String((err as Error).message).split('\n')[0]})`);
+    }
+  });
   afterAll(() => {
-    execFileSync('umount', [tmpfs!]);
-    rmdirSync(tmpfs!);
+    if (!tmpfs) return;
+    execFileSync('umount', [tmpfs]);
+    rmdirSync(tmpfs);
   });
   afterEach(() => {
-    execFileSync('find', [tmpfs!, '-mindepth', '1', '-delete']);
+    if (tmpfs) execFileSync('find', [tmpfs, '-mindepth', '1', '-delete']);
   });
 
-  it('four store instances opening a nearly full disk at once write one temporary reserve, not four: all see the reserve, the disk keeps the rest, no temporary or marker is left', async () => {
+  it('four store instances opening a nearly full disk at once write one temporary reserve, not four: all see the reserve, the disk keeps the rest, no temporary or marker is left', async (ctx) => {
+    if (!tmpfs) return ctx.skip();
     const bytes = 4 * MiB;
     // 10 MiB free: room for the reserve twice over, not for four temporary reserves.
     execFileSync('dd', ['if=/dev/zero', `of=${join(tmpfs!, 'filler')}`, 'bs=1M', `count=${Math.floor((await freeOf(tmpfs!)) / MiB) - 10}`], { stdio: 'pipe' });
@@ -170,6 +172,23 @@ describe.skipIf(!tmpfs)('creators of one reserve at once (16 MiB tmpfs)', () => 
     expect((await lstat(join(dir, RESERVE_NAME))).size).toBe(bytes);
     expect(await freeOf(tmpfs!)).toBeGreaterThanOrEqual(free - bytes - 64 * KiB); // the reserve and its directory, nothing more
     for (const s of stores) expect(await s.shortOfSpace()).toBe(false);
+  }, 60_000);
+
+  it('a fresh marker on a disk with less than the reserve free (its creator died just now, the disk filled) does not hide the shortage: shortOfSpace is true, and false again once there is room', async (ctx) => {
+    if (!tmpfs) return ctx.skip();
+    const bytes = 4 * MiB;
+    const dir = join(tmpfs, 'repo');
+    const s = await PosixObjectStore.open({ directory: dir, reserveBytes: bytes });
+    const filler = join(tmpfs, 'filler');
+    // 1 MiB free: a live creator, which found twice the reserve free, would leave at least the reserve's size.
+    execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=1M', `count=${Math.floor((await freeOf(tmpfs)) / MiB) - 1}`], { stdio: 'pipe' });
+    expect(await freeOf(tmpfs)).toBeLessThan(bytes);
+    await writeFile(join(dir, MAKING_NAME), ''); // left by a creator killed a moment ago: fresh for MAKING_STALE_MS
+    expect(await s.shortOfSpace()).toBe(true);
+    await rm(filler);
+    // Room again, the marker still fresh: the reserve may be on its way, as the marker says.
+    expect(await s.shortOfSpace()).toBe(false);
+    expect(await allFiles(dir)).toEqual([MAKING_NAME]); // nothing written while the marker is held
   }, 60_000);
 });
 

@@ -480,7 +480,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * `set` and `unset` keys (volume-metadata.ts), through the driver's atomic setVolumeMetadata; resolves
    * with the volume as getVolume shows it. Keys starting with `cairn.` are Cairn's own: the
    * volume keeps its own, and a change naming one is `INVALID_INPUT` (`details.reason`
-   * `reserved_key`), as is metadata that does not map strings to strings; nothing is changed then.
+   * `reserved_key`), as is metadata that does not map strings to strings, an empty key, and a key
+   * or value over 255 characters (Cinder's limits: volume-metadata.ts METADATA_MAX_LENGTH);
+   * nothing is changed then.
    * `NOT_FOUND` for an unknown volume; `NOT_SUPPORTED` when the driver lacks
    * `capabilities.volumeMetadata`; `CONFLICT` (`details: {volumeId, volumeStatus}`) while a backup
    * or restore works on the volume (`backing-up`, `restoring-backup`, which a running restore's

@@ -47,9 +47,28 @@ export function restoredVolumeMetadata(backupMetadata: Record<string, string>, v
 export type VolumeMetadataChange = { replace: Record<string, string> } | { set?: Record<string, string>; unset?: string[] };
 
 /**
+ * The most characters (code points, as Cinder counts them) in a key or a value a caller sets:
+ * Cinder's volume metadata API refuses longer ones, and an empty key. A restore's replacement is
+ * not held to it (the backup's metadata is the volume's as it was, as in Cinder's restore).
+ */
+export const METADATA_MAX_LENGTH = 255;
+
+/** `INVALID_INPUT` (details `{field, reason, key}`) for an empty key, or a key or value over METADATA_MAX_LENGTH. */
+function assertMetadataLengths(metadata: Record<string, string>, field: string): void {
+  for (const [key, value] of Object.entries(metadata)) {
+    const reason = key === '' ? 'empty_key' : [...key].length > METADATA_MAX_LENGTH ? 'key_too_long' : [...value].length > METADATA_MAX_LENGTH ? 'value_too_long' : undefined;
+    if (!reason) continue;
+    const shown = JSON.stringify(key.length > 40 ? `${key.slice(0, 40)}…` : key);
+    const message = reason === 'empty_key' ? 'a metadata key is empty' : `metadata ${reason === 'key_too_long' ? 'key' : 'value of key'} ${shown} is longer than ${METADATA_MAX_LENGTH} characters`;
+    throw new CairnError('INVALID_INPUT', message, { details: { field, reason, key } });
+  }
+}
+
+/**
  * `INVALID_INPUT` (details `{field, reason}`) unless `change` is a VolumeMetadataChange whose
- * metadata passes assertVolumeMetadata and names no Cairn key (`reason: 'reserved_key'`,
- * `details.key`).
+ * metadata passes assertVolumeMetadata, has no empty key and no key or value over
+ * METADATA_MAX_LENGTH characters (`reason` `empty_key`, `key_too_long`, `value_too_long`, with
+ * `details.key`), and names no Cairn key (`reason: 'reserved_key'`, `details.key`).
  */
 export function assertMetadataChange(change: unknown): asserts change is VolumeMetadataChange {
   const fail = (field: string, reason: string, message: string, extra: Record<string, unknown> = {}): never => {
@@ -62,6 +81,7 @@ export function assertMetadataChange(change: unknown): asserts change is VolumeM
   for (const field of ['replace', 'set'] as const) {
     if (c[field] === undefined) continue;
     assertVolumeMetadata(c[field], field === 'replace' ? 'metadata' : 'set');
+    assertMetadataLengths(c[field], field === 'replace' ? 'metadata' : 'set');
     keys.push(...Object.keys(c[field] as object));
   }
   if (c.unset !== undefined) {
