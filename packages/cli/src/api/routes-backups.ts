@@ -125,9 +125,9 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       const view = await jobs.start(async (signal) => {
         const backup = await manager.getBackup(id);
         const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id, signal } : { backupId: backup.id, newVolume: { name: body.newVolume?.name }, signal };
-        const { job, volume } = await manager.startRestore(request);
+        const { job, volume, metadataKept } = await manager.startRestore(request);
         // Core reads the volume back (readBackRestored); a failed read is in the result, never a failed job.
-        return managerJob(job, backup.service, (record) => restoreResult(manager, record, volume));
+        return managerJob(job, backup.service, (record) => restoreResult(manager, record, volume, metadataKept));
       });
       reply.header('location', jobLocation(view.id));
       return view;

@@ -96,10 +96,10 @@ export function registerBackupCommands(program: Command): void {
         if (o.name !== undefined && !o.new) throw new CairnError('INVALID_INPUT', '--name goes with --new');
         const manager = await ctx.manager({ recover: true });
         const request = o.to ? { backupId: id!, volumeId: (await ctx.resolveVolume(o.to)).id } : { backupId: id!, newVolume: { name: o.name } };
-        const { job, volume } = await manager.startRestore(request);
+        const { job, volume, metadataKept } = await manager.startRestore(request);
         const record = await runJob(manager, job, ctx.stateDir, ctx.out, ctx.cancelHint(job.id));
         // The restore succeeded: a volume that cannot be read again now is a warning, not a failure.
-        const result = await restoreResult(manager, record, volume);
+        const result = await restoreResult(manager, record, volume, metadataKept);
         if (result.volumeError) ctx.out.warn(`the restore succeeded, but volume ${volume.id} could not be read again: ${result.volumeError.message}`);
         ctx.out.result(result, () => `restored backup ${record.id} to volume ${result.volume.id} (${result.volume.name})`);
       }),

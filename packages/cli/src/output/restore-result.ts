@@ -33,6 +33,6 @@ export function restoreResultJson(result: RestoreResult): RestoreResultJson {
  * The JSON of a restore that succeeded: `record` as its job ended, `volume` as `startRestore`
  * returned it, read back by core (readBackRestored). Never rejects.
  */
-export async function restoreResult(manager: Pick<BackupManager, 'getVolume'>, record: BackupRecord, volume: Volume): Promise<RestoreResultJson> {
-  return restoreResultJson(await readBackRestored(manager, record, volume));
+export async function restoreResult(manager: Pick<BackupManager, 'getVolume'>, record: BackupRecord, volume: Volume, metadataKept?: boolean): Promise<RestoreResultJson> {
+  return restoreResultJson(await readBackRestored(manager, record, volume, metadataKept));
 }

@@ -20,7 +20,7 @@ import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } f
 import { pruneCheckpoints } from './checkpoint-pruning.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
-import { markMetadataKept, readBackRestored, type RestoreResult } from './restore-result.js';
+import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
@@ -399,8 +399,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * restore began, with the reason in `volumeError`.
    */
   async restore(request: RestoreRequest): Promise<RestoreResult> {
-    const { job, volume } = await this.startRestore(request);
-    return readBackRestored(this, await job.done, volume);
+    const { job, volume, metadataKept } = await this.startRestore(request);
+    return readBackRestored(this, await job.done, volume, metadataKept);
   }
 
   /**
@@ -434,8 +434,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * with a `warning` (the delete's code, `details.volumeId` and `details.backupId`), backups and
    * restores of it are refused with `CONFLICT`, and `recover()` deletes it (`removedVolumes`), as
    * it deletes the volume of a restore whose process died at any point.
+   *
+   * `metadataKept` is set when the volume is an existing one whose driver cannot replace its
+   * metadata (RestoreResult.metadataKept): hand it to readBackRestored with the volume.
    */
-  async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume }> {
+  async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume; metadataKept?: true }> {
     const backup = await this.catalog.getBackup(request.backupId);
     this.assertRestorable(backup, this.claims.count(backup.id, 'restore'));
     const service = this.target(backup.service);
@@ -450,7 +453,6 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let owned: NewVolume | undefined;
     if ('volumeId' in request) {
       volume = await this.restoreTarget(request.volumeId, backup);
-      if (!this.replacesMetadata()) volume = markMetadataKept(volume);
     } else {
       owned = await this.createRestoreVolume(jobId, backup, request.newVolume.name, request.signal);
       volume = owned.volume;
@@ -467,7 +469,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       progress: () => ({ ...progress }),
     };
     this.track(job);
-    return { job, volume };
+    return 'volumeId' in request && !this.replacesMetadata() ? { job, volume, metadataKept: true } : { job, volume };
   }
 
   /** Whether the volume driver can replace a volume's metadata (`capabilities.volumeMetadata`). */

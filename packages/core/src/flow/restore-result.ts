@@ -28,25 +28,14 @@ export interface RestoreResult {
 }
 
 /**
- * The volumes startRestore returned for restores whose volume keeps its own metadata (see
- * RestoreResult.metadataKept): the very objects, which callers hand back to readBackRestored.
- */
-const keptMetadata = new WeakSet<Volume>();
-
-/** Marks `volume`, as startRestore returns it, as a restore's volume that keeps its own metadata; returns it. */
-export function markMetadataKept(volume: Volume): Volume {
-  keptMetadata.add(volume);
-  return volume;
-}
-
-/**
  * The result of a restore that succeeded: `backup` as its job ended (Job.done), `volume` the volume
- * it wrote as startRestore returned it, read back now through `manager.getVolume`. The one place a
+ * it wrote as startRestore returned it, read back now through `manager.getVolume`, and
+ * `metadataKept` as startRestore returned it (RestoreResult.metadataKept). The one place a
  * restore's read-back is made and judged: never rejects, since the restore has succeeded whatever
  * the read does (see RestoreResult.volumeError).
  */
-export async function readBackRestored(manager: Pick<BackupManager, 'getVolume'>, backup: BackupRecord, volume: Volume): Promise<RestoreResult> {
-  const kept = keptMetadata.has(volume) ? { metadataKept: true as const } : {};
+export async function readBackRestored(manager: Pick<BackupManager, 'getVolume'>, backup: BackupRecord, volume: Volume, metadataKept?: boolean): Promise<RestoreResult> {
+  const kept = metadataKept ? { metadataKept: true as const } : {};
   try {
     return { backup, volume: await manager.getVolume(volume.id), ...kept };
   } catch (err) {
