@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { assertDataWithinFile, CairnError, runBounded, type ErrorCode, type RunBound } from '@cairn/core';
+import { assertDataWithinFile, assertQcow2MetadataWithinFile, CairnError, runBounded, type ErrorCode, type RunBound } from '@cairn/core';
 import { assertTrustedHeader } from './image-header.js';
 import { imageErrorCode, withoutPaths } from './image-lock.js';
 
@@ -73,9 +73,13 @@ export class QemuImg {
    * qemu's check allows the file to end less than one cluster short of the last cluster it
    * counts (`image-end-offset`): legitimately so for a bitmap directory or table, a compressed
    * cluster or a subcluster (extended L2) written last, but a data cluster cut there is served
-   * with its lost tail as zeros. So when the file is shorter than `image-end-offset`, the data
-   * qemu would read from the file (`qemu-img map`: every allocated extent's host range) must lie
-   * within it, else `CORRUPT`; compressed clusters' host ranges are not reported, so an image
+   * with its lost tail as zeros, and so is a cut L2 table's mapping (its clusters read as
+   * unallocated: zeros), a cut refcount block's or bitmap table's content. So when the file is
+   * shorter than `image-end-offset`, the metadata qemu would read (the L1 and L2 tables, the
+   * refcount table and blocks, the snapshot table, the bitmap directory, tables and data:
+   * assertQcow2MetadataWithinFile, positioned reads of the tables only) and the data it would read
+   * from the file (`qemu-img map`: every allocated extent's host range) must lie within it, else
+   * `CORRUPT` naming the structure or the data's end; compressed clusters' host ranges are not reported, so an image
    * with any is `NOT_SUPPORTED` then (its cut tail would decompress to wrong data). The map runs
    * only then (an image without bitmaps, subclusters or compressed clusters ends at
    * `image-end-offset`). Without `shared` it takes the image's lock while it runs:
@@ -102,10 +106,13 @@ export class QemuImg {
     }
     const checkErrors = Number(report['check-errors'] ?? 0);
     if (checkErrors > 0) throw new CairnError('INTERNAL', `${this.binary} check of ${path} could not complete: ${checkErrors} error(s)`, { driver: this.driver });
-    // The file may end short of image-end-offset: the shared rule (assertDataWithinFile of @cairn/core).
+    // The file may end short of image-end-offset: the shared rules (@cairn/core), its metadata
+    // (assertQcow2MetadataWithinFile) and its data (assertDataWithinFile) must lie within it.
+    const fileSize = (await stat(path)).size;
+    await assertQcow2MetadataWithinFile(path, { check: report, fileSize, driver: this.driver });
     await assertDataWithinFile(path, {
       check: report,
-      fileSize: (await stat(path)).size,
+      fileSize,
       // Streamed: a fragmented image's map runs to tens of MiB (an entry per extent), more than a kept stdout may hold.
       streamMap: async (sink) => {
         await this.run(['map', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path], [], undefined, sink);

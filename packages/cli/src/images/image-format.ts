@@ -1,5 +1,5 @@
 import { open, stat } from 'node:fs/promises';
-import { assertDataWithinFiles, CairnError, runBounded, type QemuCheckReport, type RunBound } from '@cairn/core';
+import { assertDataWithinFiles, assertQcow2MetadataWithinFile, CairnError, runBounded, type QemuCheckReport, type RunBound } from '@cairn/core';
 import { vmdkSparseExtents } from './image-refs.js';
 import { qemuImgBoundsFromEnv } from './qemu-img-bounds.js';
 
@@ -107,8 +107,11 @@ export function imageSpec(file: string, format: ImageFormat): string {
  * and `qemu-img check` (a truncated qcow2 or VMDK converts without an error, its missing
  * clusters read as zeros; check finds them). `CORRUPT` for an image qemu-img cannot open or whose
  * check finds errors (leaked clusters are harmless). check lets a file end less than one cluster
- * (qcow2) or grain (sparse VMDK) short, reading the cut tail of a data cluster as zeros: so the
- * data `qemu-img map` places in the file must lie within it (assertDataWithinFiles of @cairn/core,
+ * (qcow2) or grain (sparse VMDK) short, reading the cut tail of a data cluster as zeros: so a
+ * qcow2's metadata (its L1/L2 and refcount tables, snapshot table, bitmaps: a cut L2 table reads
+ * as unallocated, its data as zeros) must lie within its file when it ends short of
+ * `image-end-offset` (assertQcow2MetadataWithinFile of @cairn/core, `CORRUPT` naming the
+ * structure), and the data `qemu-img map` places in the file must lie within it (assertDataWithinFiles of @cairn/core,
  * the rule the qcow2 volume driver applies), `CORRUPT` naming the image otherwise; for a qcow2
  * only when its file ends short of `image-end-offset`, for a sparse VMDK always (its check
  * reports no end): a single-file one (magic `KDMV`), or each SPARSE or VMFSSPARSE extent of a descriptor
@@ -152,12 +155,15 @@ export async function inspectImage(file: string, format: Exclude<ImageFormat, 'r
     compressed: 'unchecked' as const,
   };
   const sized = await Promise.all(files.map(async ({ path, start, end }) => ({ path, size: (await stat(path)).size, guestRange: { start, end } })));
-  await assertDataWithinFiles(sized, probe).catch((err: unknown) => {
-    // The rule's own verdicts carry no driver (qemu-img runs' errors do): tagged, with the hint.
+  // The rules' own verdicts carry no driver (qemu-img runs' errors do): tagged, with the hint.
+  const tagged = (err: unknown): never => {
     if (!(err instanceof CairnError) || err.driver !== undefined) throw err;
     const of = err.details?.file === file ? '' : ` (an extent of ${file})`;
     throw new CairnError(err.code, `${err.message}${of}${err.code === 'CORRUPT' ? hint : ''}`, { driver: 'qemu-img', details: err.details, cause: err });
-  });
+  };
+  // A qcow2's metadata first: a cut L2 table hides its data from the map (they read as zeros).
+  if (format === 'qcow2') await assertQcow2MetadataWithinFile(file, { check: report, fileSize: sized[0]!.size }).catch(tagged);
+  await assertDataWithinFiles(sized, probe).catch(tagged);
   return { virtualSize };
 }
 

@@ -62,6 +62,8 @@ export interface ImageDataFile {
  *   `length` of each `data` entry) must lie within it, else `CORRUPT` naming `image`, with
  *   `details` `{ fileSize, dataEnd, file }` (`file`: `image`). Entries without an offset (compressed data, e.g. a
  *   streamOptimized VMDK's grains) are not counted.
+ * Metadata in the cut tail (a qcow2's L2 table, refcount block, bitmap or snapshot table) is no
+ * data the map places: assertQcow2MetadataWithinFile (qcow2-metadata-end.ts) is that rule.
  * The map's offsets must be offsets in `image` itself (qemu-img's JSON map names no file): for an
  * image whose data lie in several files, assertDataWithinFiles. Not for a qcow2 with an external
  * data file. `INTERNAL` for a map report that is not a JSON list; errors of `streamMap` itself are
