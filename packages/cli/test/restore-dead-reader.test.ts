@@ -1,3 +1,4 @@
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupManager, type BackupRecord, type VolumeFlowState } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +7,18 @@ import { Output } from '../src/output/output.js';
 import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeDeploymentConfig, writeRawImage } from './helpers.js';
 
 const SIZE = 128 * MiB;
+
+/** Whether every thread of process `pid` is stopped (`T` in /proc: SIGSTOP), so it changes nothing until SIGCONT or SIGKILL. */
+async function allStopped(pid: number): Promise<boolean> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => undefined);
+  if (tasks === undefined) return false; // ended: the caller sees its exit
+  for (const task of tasks) {
+    const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => undefined);
+    if (stat === undefined) continue; // a thread that ended
+    if (stat[stat.lastIndexOf(')') + 2] !== 'T') return false;
+  }
+  return true;
+}
 
 /**
  * A backup is `restoring` while any of its readers (BackupRecord.readers: one per BackupManager,
@@ -60,37 +73,95 @@ describe('a restore process killed while other processes read its backup', () =>
     };
   }
 
-  /**
-   * Starts `cairn backup restore <id> ...args` for each run at once, and SIGKILLs them all once
-   * each has laid `restoring-backup` over a volume its `mine` accepts (each is then among the
-   * backup's readers, writing its volume; none has seen another dead). Resolves with those
-   * volumes' states, in the order of `runs`.
-   */
-  async function killedRestores(runs: Array<{ args: string[]; mine: (volumeId: string) => boolean }>): Promise<VolumeFlowState[]> {
-    const children = runs.map((r) => cairnSpawn(['backup', 'restore', id, ...r.args, '--json'], { cwd }));
-    try {
-      let states: Array<VolumeFlowState | undefined> = [];
-      for (;;) {
-        const all = (await (await catalog()).listVolumeStates()).filter((s) => s.backupId === id && s.status === 'restoring-backup');
-        states = runs.map((r) => all.find((s) => r.mine(s.volumeId)));
-        if (states.every((s) => s) || children.some((c) => c.child.exitCode !== null)) break;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      expect(states.every((s) => s), 'a restore never began writing').toBe(true);
-      for (const { child } of children) child.kill('SIGKILL');
-      for (const { child, exit } of children) {
-        await exit;
-        expect(child.signalCode, 'a restore ended before it was killed').toBe('SIGKILL');
-      }
-      return states as VolumeFlowState[];
-    } finally {
-      for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
+  /** One `cairn backup restore <id> ...args` of a round: `mine` tells its volume; `newVolume` restores to a new one (it has an intent). */
+  interface Run {
+    args: string[];
+    mine: (volumeId: string) => boolean;
+    newVolume?: boolean;
   }
 
-  /** One restore, killed as killedRestores does. */
-  async function killedRestore(args: string[], mine: (volumeId: string) => boolean): Promise<VolumeFlowState> {
-    return (await killedRestores([{ args, mine }]))[0]!;
+  /**
+   * Starts `cairn backup restore <id> ...args` for each run `plan` makes, at once, and SIGKILLs them
+   * all once each has laid `restoring-backup` over a volume its `mine` accepts (each is then among
+   * the backup's readers, writing its volume; none has seen another dead). Resolves with those
+   * volumes' states, in the order of the runs.
+   *
+   * A restore takes well under a second once it has laid its state, so each child is stopped
+   * (SIGSTOP) as soon as its state is seen, and the others are waited for while it can do nothing.
+   * Once every thread of every child is stopped, what each left is checked to be as when it was
+   * seen (its state; a new volume's intent naming it): only then are they killed. A child that got
+   * past its commit before it was stopped (a heavily loaded machine) makes the round prove
+   * nothing: its children are let go on (SIGCONT) to end their restores, and `plan` makes a new
+   * round, with volumes of its own.
+   */
+  async function killedRestores(plan: () => Promise<Run[]>): Promise<VolumeFlowState[]> {
+    const failures: string[] = [];
+    for (let round = 1; round <= 5; round++) {
+      const runs = await plan();
+      const children = runs.map((r) => cairnSpawn(['backup', 'restore', id, ...r.args, '--json'], { cwd }));
+      let killed = false;
+      try {
+        const seen: Array<VolumeFlowState | undefined> = runs.map(() => undefined);
+        let early: number | undefined;
+        for (;;) {
+          const all = (await (await catalog()).listVolumeStates()).filter((s) => s.backupId === id && s.status === 'restoring-backup');
+          runs.forEach((r, i) => {
+            const state = seen[i] ? undefined : all.find((s) => r.mine(s.volumeId));
+            if (!state) return;
+            children[i]!.child.kill('SIGSTOP');
+            seen[i] = state;
+          });
+          early = children.findIndex((c, i) => !seen[i] && (c.child.exitCode !== null || c.child.signalCode !== null));
+          if (seen.every((s) => s) || early >= 0) break;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        if (early !== undefined && early >= 0) {
+          const result = await children[early]!.exit;
+          // A restore that failed proves a bug; one that succeeded was only quicker than this look.
+          expect(result.code, `a restore failed before it began writing: ${result.stderr}`).toBe(0);
+          failures.push(`round ${round}: a restore ended before its state was seen`);
+          continue;
+        }
+        // Stopped once every thread is (a write under way when SIGSTOP came is then done), unless it ended meanwhile.
+        for (const { child } of children) while (child.exitCode === null && child.signalCode === null && !(await allStopped(child.pid!))) await new Promise((r) => setTimeout(r, 5));
+        const ended = children.find((c) => c.child.exitCode !== null || c.child.signalCode !== null);
+        if (ended) throw new Error(`a stopped restore ended: ${JSON.stringify(await ended.exit)}`);
+        const states = await (await catalog()).listVolumeStates();
+        const intents = await (await catalog()).listNewVolumeIntents();
+        const intact = runs.every(
+          (r, i) =>
+            states.some((s) => s.volumeId === seen[i]!.volumeId && s.status === 'restoring-backup' && s.since === seen[i]!.since) &&
+            (!r.newVolume || intents.some((n) => n.backupId === id && n.reader?.owner.pid === children[i]!.child.pid)),
+        );
+        if (!intact) {
+          failures.push(`round ${round}: a restore got past its commit before it was stopped`);
+          continue;
+        }
+        for (const { child } of children) child.kill('SIGKILL');
+        killed = true;
+        for (const { child, exit } of children) {
+          await exit;
+          expect(child.signalCode, 'a restore ended before it was killed').toBe('SIGKILL');
+        }
+        return seen as VolumeFlowState[];
+      } finally {
+        // A round that proves nothing: its restores end as they would have (nothing left behind).
+        if (!killed) {
+          for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
+          await Promise.all(children.map((c) => c.exit));
+        }
+      }
+    }
+    throw new Error(`no round stopped every restore while it was writing: ${failures.join('; ')}`);
+  }
+
+  /** One restore to a fresh volume named `name`, killed as killedRestores does. */
+  async function killedRestoreTo(name: string): Promise<VolumeFlowState> {
+    const [state] = await killedRestores(async () => {
+      const target = await freshVolume(name);
+      return [{ args: ['--to', target], mine: (v) => v === target }];
+    });
+    return state!;
   }
 
   async function stateOf(volumeId: string): Promise<VolumeFlowState | undefined> {
@@ -104,21 +175,24 @@ describe('a restore process killed while other processes read its backup', () =>
   it('recovery while another reader lives: the dead restore’s existing volume goes error_restoring, its new volume is deleted, the backup stays restoring', async () => {
     const read = await holdRead(manager);
     try {
-      const target = await freshVolume('rec-to');
-      const known = new Set((await (await ctx.volumes()).listVolumes()).map((v) => v.id));
-      const [, created] = await killedRestores([
-        { args: ['--to', target], mine: (v) => v === target },
-        { args: ['--new', '--name', 'rec-new'], mine: (v) => !known.has(v) && v !== target },
-      ]);
+      const [existing, created] = await killedRestores(async () => {
+        const to = await freshVolume('rec-to');
+        const known = new Set((await (await ctx.volumes()).listVolumes()).map((v) => v.id));
+        return [
+          { args: ['--to', to], mine: (v) => v === to },
+          { args: ['--new', '--name', 'rec-new'], mine: (v) => !known.has(v) && v !== to, newVolume: true },
+        ];
+      });
+      const target = existing!.volumeId;
       expect((await manager.getBackup(id)).readers).toHaveLength(3);
 
       const report = await manager.recover();
       expect(report.skipped).toContain(id);
       expect(report.errorRestoringVolumes).toContain(target);
-      expect(report.removedVolumes).toContain(created.volumeId);
+      expect(report.removedVolumes).toContain(created!.volumeId);
       expect(await stateOf(target)).toMatchObject({ status: 'error_restoring', backupId: id });
-      expect((await (await ctx.volumes()).listVolumes()).map((v) => v.id)).not.toContain(created.volumeId);
-      expect(await stateOf(created.volumeId)).toBeUndefined();
+      expect((await (await ctx.volumes()).listVolumes()).map((v) => v.id)).not.toContain(created!.volumeId);
+      expect(await stateOf(created!.volumeId)).toBeUndefined();
       const record = await manager.getBackup(id);
       expect(record.status).toBe('restoring');
       expect(record.readers?.map((r) => r.owner.pid)).toEqual([process.pid]);
@@ -131,8 +205,7 @@ describe('a restore process killed while other processes read its backup', () =>
   it("another reader's claim while one more reader lives: the dead restore's volume goes error_restoring", async () => {
     const read = await holdRead(manager);
     try {
-      const target = await freshVolume('claim-to');
-      await killedRestore(['--to', target], (v) => v === target);
+      const target = (await killedRestoreTo('claim-to')).volumeId;
       expect(await stateOf(target)).toMatchObject({ status: 'restoring-backup' });
       const second = await holdRead(other);
       try {
@@ -151,9 +224,9 @@ describe('a restore process killed while other processes read its backup', () =>
     const read = await holdRead(manager);
     try {
       const second = await holdRead(other);
-      const target = await freshVolume('release-to');
+      let target!: string;
       try {
-        await killedRestore(['--to', target], (v) => v === target);
+        target = (await killedRestoreTo('release-to')).volumeId;
         expect(await stateOf(target)).toMatchObject({ status: 'restoring-backup' });
       } finally {
         await second.end();
