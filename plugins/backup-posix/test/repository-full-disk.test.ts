@@ -4,7 +4,7 @@ import { mkdtempSync, rmdirSync, statfsSync } from 'node:fs';
 import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type ObjectStore, type Volume } from '@cairn/core';
 import { PosixObjectStore, RESERVE_NAME } from '../src/index.js';
 import { allFiles } from './helpers.js';
@@ -17,6 +17,8 @@ import { allFiles } from './helpers.js';
  *
  * A 24 MiB tmpfs stands in for the disk (needs root). Without one the tests are skipped with the
  * reason printed; under CI=true a skip is a failure (scripts/no-skip-reporter.js): CI must run them.
+ * It is mounted in the group's beforeAll, not at the module's top level: a run that filters the
+ * group out (-t) runs neither its beforeAll nor its afterAll, so a top-level mount was left mounted.
  */
 const MiB = 1024 * 1024;
 const CHUNK = 256 * 1024;
@@ -36,8 +38,8 @@ function mountTmpfs(options: string): string | undefined {
     return undefined;
   }
 }
-const disk = mountTmpfs('size=24m,mode=0700');
-if (!disk) console.warn(`repository full-disk tests skipped: cannot mount a tmpfs (${mountError})`);
+/** The tmpfs, once the group's beforeAll mounted it; undefined when it could not. */
+let disk: string | undefined;
 
 const FILLER = 'filler';
 /**
@@ -79,7 +81,7 @@ function beforePuts(store: PosixObjectStore, before: (key: string) => Promise<vo
   });
 }
 
-describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)", () => {
+describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
   let repoDir: string;
   let store: PosixObjectStore;
   let service: ChunkedBackupService;
@@ -130,17 +132,24 @@ describe.skipIf(!disk)("a repository whose file system fills up (24 MiB tmpfs)",
     return out.sort();
   }
 
-  beforeEach(async () => {
-    repoDir = join(disk!, 'repo');
+  beforeAll(() => {
+    disk = mountTmpfs('size=24m,mode=0700');
+    if (!disk) console.warn(`repository full-disk tests skipped: cannot mount a tmpfs (${mountError})`);
+  });
+  beforeEach(async (ctx) => {
+    if (!disk) return ctx.skip();
+    repoDir = join(disk, 'repo');
     volumes = new MemoryVolumeDriver();
     await rig();
   });
   afterEach(async () => {
+    if (!disk) return;
     await service.close();
-    execFileSync('find', [disk!, '-mindepth', '1', '-delete']);
+    execFileSync('find', [disk, '-mindepth', '1', '-delete']);
   });
   afterAll(() => {
-    for (const dir of mounted) {
+    disk = undefined;
+    for (const dir of mounted.splice(0)) {
       execFileSync('umount', [dir]);
       rmdirSync(dir);
     }
