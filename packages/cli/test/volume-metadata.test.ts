@@ -30,6 +30,18 @@ describe('volume metadata through the CLI and the API', () => {
     expect((await json(['volume', 'show', v.id])).metadata).toEqual({ a: 'x', c: '3' });
   });
 
+  it('cairn volume create -m is held to the limits of metadata set: a value or key over 255 characters, an empty key, a cairn.* key are INVALID_INPUT (exit 2) and nothing is created; 255 characters are accepted', async () => {
+    const before = await json(['volume', 'list']);
+    for (const pair of [`k=${'v'.repeat(256)}`, `${'k'.repeat(256)}=v`, '=v', 'cairn.x=1', 'cairn.restore-job=x']) {
+      const r = await cairn(['--json', 'volume', 'create', 'meta-bad', '--size', '1MiB', '-m', 'ok=1', '-m', pair], { cwd });
+      expect(r.code, pair).toBe(2);
+      expect(JSON.parse(r.stderr || r.stdout), pair).toMatchObject({ error: { code: 'INVALID_INPUT' } });
+    }
+    expect(await json(['volume', 'list'])).toEqual(before);
+    const v = await json(['volume', 'create', 'meta-max', '--size', '1MiB', '-m', `${'k'.repeat(255)}=${'é'.repeat(255)}`]);
+    expect(v.metadata).toEqual({ ['k'.repeat(255)]: 'é'.repeat(255) });
+  });
+
   it('PUT /v1/volumes/:id/metadata replaces the metadata; bad input 400, unknown volume 404', async () => {
     const v = await json(['volume', 'create', 'meta-api', '--size', '1MiB', '-m', 'old=1']);
     const put = await server.call('PUT', '/v1/volumes/meta-api/metadata', { metadata: { fresh: 'yes' } });

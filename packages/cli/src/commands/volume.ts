@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CairnError, syncDir, unlessNotFound, type VolumeDriver } from '@cairn/core';
+import { assertCallerVolumeMetadata, CairnError, syncDir, unlessNotFound, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
@@ -37,6 +37,8 @@ export function registerVolumeCommands(program: Command): void {
     .option('-m, --metadata <key=value>', 'metadata (repeatable)', (text: string, acc: Record<string, string>) => optionParser((t) => metadataPair(t, acc))(text), {})
     .action(
       withContext<{ size: number; metadata: Record<string, string> }>(async (ctx, [name], opts) => {
+        // The limits of `volume metadata set` (no empty key, at most 255 characters, no `cairn.*` key), before anything is created.
+        assertCallerVolumeMetadata(opts.metadata);
         const v = await (await ctx.volumes()).createVolume({ name, size: opts.size, metadata: opts.metadata });
         ctx.out.result(volumeJson(v), () => volumeText(v));
       }),

@@ -64,6 +64,28 @@ function assertMetadataLengths(metadata: Record<string, string>, field: string):
   }
 }
 
+/** `INVALID_INPUT` (details `{field, reason: 'reserved_key', key}`) for the first of `keys` that is Cairn's. */
+function assertNoCairnKey(keys: string[], field: string): void {
+  const reserved = keys.find(isCairnKey);
+  if (reserved === undefined) return;
+  throw new CairnError('INVALID_INPUT', `metadata keys starting with "${CAIRN_METADATA_PREFIX}" are Cairn's own and cannot be changed: ${JSON.stringify(reserved)}`, {
+    details: { field, reason: 'reserved_key', key: reserved },
+  });
+}
+
+/**
+ * `INVALID_INPUT` (details `{field, reason}`) unless `metadata`, given by a caller for a volume it
+ * creates (`cairn volume create -m`), is held to the rules of a caller's change
+ * (assertMetadataChange): passes assertVolumeMetadata, no empty key, no key or value over
+ * METADATA_MAX_LENGTH characters, no Cairn key (`reason: 'reserved_key'`). Not for the metadata a
+ * restore creates a volume with: that is the backup's, as the volume had it.
+ */
+export function assertCallerVolumeMetadata(metadata: unknown, field = 'metadata'): asserts metadata is Record<string, string> {
+  assertVolumeMetadata(metadata, field);
+  assertMetadataLengths(metadata, field);
+  assertNoCairnKey(Object.keys(metadata), field);
+}
+
 /**
  * `INVALID_INPUT` (details `{field, reason}`) unless `change` is a VolumeMetadataChange whose
  * metadata passes assertVolumeMetadata, has no empty key and no key or value over
@@ -88,10 +110,7 @@ export function assertMetadataChange(change: unknown): asserts change is VolumeM
     if (!Array.isArray(c.unset) || c.unset.some((k) => typeof k !== 'string')) fail('unset', 'not_string', 'unset lists metadata keys (strings)');
     keys.push(...(c.unset as string[]));
   }
-  const reserved = keys.find(isCairnKey);
-  if (reserved !== undefined) {
-    fail('metadata', 'reserved_key', `metadata keys starting with "${CAIRN_METADATA_PREFIX}" are Cairn's own and cannot be changed: ${JSON.stringify(reserved)}`, { key: reserved });
-  }
+  assertNoCairnKey(keys, 'metadata');
 }
 
 /** `current` changed by `change`; Cairn's keys stay as `current` has them. */
