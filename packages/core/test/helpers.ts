@@ -7,6 +7,9 @@ import {
   MemoryObjectStore,
   MemoryVolumeDriver,
   RepositoryCatalog,
+  type BackupRecord,
+  type ByteRange,
+  type CallOptions,
   type InitOptions,
   type ObjectStore,
   type BackupJob,
@@ -133,4 +136,64 @@ export function gate() {
   const reached = new Promise<void>((r) => (arrived = r));
   const opened = new Promise<void>((r) => (release = r));
   return { reached, release, arrive: () => (arrived(), opened) };
+}
+
+/** Counts the store's reads (gets) of catalog records (`catalog/backups/…`) in `gets`. */
+export class RecordCountingStore extends MemoryObjectStore {
+  gets = 0;
+  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
+    if (key.startsWith('catalog/backups/')) this.gets++;
+    return super.get(key, range, options);
+  }
+}
+
+/** What a fixture record `n` is called and where it is kept (sixtyRecordCatalogs). */
+export interface FixtureRecordShape {
+  id(n: number): string;
+  /** '' when absent. */
+  name?(n: number): string;
+  /** 'repo' when absent. */
+  service?(n: number): string;
+}
+
+/** Record `n` of `volumeId` (1 MiB, full), created and updated `minute` minutes into 2026-11-24 UTC. */
+export function fixtureRecord(shape: FixtureRecordShape, n: number, volumeId: string, minute: number, status: BackupRecord['status']): BackupRecord {
+  const at = new Date(Date.UTC(2026, 10, 24, 0, minute)).toISOString();
+  return {
+    id: shape.id(n),
+    name: shape.name?.(n) ?? '',
+    description: '',
+    volumeId,
+    volumeName: 'v',
+    size: MiB,
+    status,
+    service: shape.service?.(n) ?? 'repo',
+    incremental: false,
+    volumeMetadata: {},
+    serviceData: {},
+    createdAt: at,
+    updatedAt: at,
+  };
+}
+
+/**
+ * 60 records (`shape`) over three volumes (`volumes`, one id with a colon): record i is of volume
+ * i mod 3, created at minute 7i mod 60 (out of id order), and in error when i mod 5 is 4. Written
+ * to a repository's catalog over a RecordCountingStore (`store`, its count then reset) and to a
+ * memory catalog (`memory`), for answers to compare. `record(n, …)` makes another of the shape.
+ */
+export async function sixtyRecordCatalogs(shape: FixtureRecordShape) {
+  const store = new RecordCountingStore('mem');
+  const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: 'pw', init: { kdf: FAST_KDF } });
+  const catalog = new RepositoryCatalog(service.repository);
+  const memory = new MemoryCatalog();
+  const volumes = ['vol-a', 'vol-b', 'pool:vol-c'];
+  const record = (n: number, volumeId: string, minute: number, status: BackupRecord['status']) => fixtureRecord(shape, n, volumeId, minute, status);
+  for (let i = 0; i < 60; i++) {
+    const r = record(i, volumes[i % 3]!, (i * 7) % 60, i % 5 === 4 ? 'error' : 'available');
+    await catalog.putBackup(r);
+    await memory.putBackup(r);
+  }
+  store.gets = 0;
+  return { store, catalog, memory, volumes, record };
 }

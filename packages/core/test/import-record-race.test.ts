@@ -40,7 +40,7 @@ describe('importRecord racing a delete', () => {
     await r.manager.deleteBackup(b.id);
     await expectCode(r.service.repository.readManifest(b.id), 'NOT_FOUND');
     open();
-    await expectCode(importing, 'NOT_FOUND');
+    await expect(importing).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining(b.id) });
     await expectCode(importer.getBackup(b.id), 'NOT_FOUND');
     await expectCode(r.manager.getBackup(b.id), 'NOT_FOUND');
     expect(await importer.listBackups()).toEqual([]);

@@ -3,7 +3,7 @@
  * backup is. A document that disagrees with the data on what it describes is refused.
  */
 import { describe, expect, it } from 'vitest';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord } from '../src/index.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryObjectStore, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord, type ByteRange, type CallOptions } from '../src/index.js';
 import { MiB, chunkedRig, expectCode, filledVolume } from './helpers.js';
 
 /** The exported document with its record's fields changed (`undefined` removes a field). */
@@ -21,6 +21,15 @@ async function chunkedPair() {
   const inc = await r.manager.backup({ volumeId: v.id, incremental: true, name: 'inc' });
   const other = new BackupManager({ volumes: r.volumes, targets: { repo: r.service }, catalog: new MemoryCatalog() });
   return { ...r, v, full, inc, other };
+}
+
+/** Counts the reads (gets) of each manifest. */
+class ManifestCountingStore extends MemoryObjectStore {
+  readonly manifestGets = new Map<string, number>();
+  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
+    if (key.startsWith('manifests/')) this.manifestGets.set(key, (this.manifestGets.get(key) ?? 0) + 1);
+    return super.get(key, range, options);
+  }
 }
 
 /** A memory deployment with a full and an incremental backup, and another deployment (its own catalog) over the same service. */
@@ -91,6 +100,28 @@ describe('importRecord into a chunked repository', () => {
     }
     const { volume } = await other.restore({ backupId: inc.id, newVolume: {} });
     expect(volume.size).toBe(inc.size);
+  });
+
+  it('importRecord reads the manifest once: the check once the record is written only asks whether it is still there', async () => {
+    const store = new ManifestCountingStore('mem');
+    const r = await chunkedRig(store);
+    const v = await filledVolume(r.volumes, MiB, 5);
+    const b = await r.manager.backup({ volumeId: v.id });
+    const exported = await r.manager.exportRecord(b.id);
+    const other = new BackupManager({ volumes: r.volumes, targets: { repo: r.service }, catalog: new MemoryCatalog() });
+    store.manifestGets.clear();
+    expect(await other.importRecord(exported.service, exported.record)).toMatchObject({ id: b.id, status: 'available', size: b.size });
+    expect([...store.manifestGets]).toEqual([[`manifests/${b.id}`, 1]]);
+  });
+
+  it('importRecord of a backup whose manifest is gone is NOT_FOUND, of one whose manifest is damaged CORRUPT, both naming the backup, and records nothing', async () => {
+    const { manager, store, full, inc, other } = await chunkedPair();
+    const [gone, damaged] = [await manager.exportRecord(full.id), await manager.exportRecord(inc.id)];
+    await store.delete(`manifests/${full.id}`);
+    await store.put(`manifests/${inc.id}`, Buffer.from('not a manifest'));
+    await expect(other.importRecord(gone.service, gone.record)).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining(full.id) });
+    await expect(other.importRecord(damaged.service, damaged.record)).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(inc.id) });
+    expect(await other.listBackups()).toEqual([]);
   });
 
   it("importRecord takes the document's own fields (name, description) but the manifest's description of the data, and drops fields no record has", async () => {

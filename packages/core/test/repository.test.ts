@@ -12,10 +12,9 @@ import {
   Repository,
   RepositoryCatalog,
   type BackupRecord,
-  type ByteRange,
   type ObjectStore,
 } from '../src/index.js';
-import { contents, expectCode, FAST_KDF, filledVolume, keys, MiB } from './helpers.js';
+import { contents, expectCode, FAST_KDF, filledVolume, keys, MiB, sixtyRecordCatalogs } from './helpers.js';
 import { decodeDocument, encodeDocument } from '../src/repository/codec.js';
 import { restoreBackup } from '../src/repository/restorer.js';
 import { volumeEntryKey } from '../src/repository/repository-catalog.js';
@@ -33,16 +32,6 @@ async function rig(options: { passphrase?: string; store?: ObjectStore; workers?
   const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
   return { store, service, volumes, manager };
 }
-
-/** Counts the catalog records read. */
-class CountingStore extends MemoryObjectStore {
-  gets = 0;
-  override async get(key: string, range?: ByteRange): Promise<Buffer> {
-    if (key.startsWith('catalog/backups/')) this.gets++;
-    return super.get(key, range);
-  }
-}
-
 
 describe('Repository', () => {
   it('init writes a self-describing config; a second init fails with ALREADY_EXISTS; open of an empty store with NOT_FOUND', async () => {
@@ -576,38 +565,9 @@ describe('RepositoryCatalog', () => {
     expect(imported.owner).toBeUndefined();
   });
 
-  /** A record of `volumeId`, created `minute` minutes into the day. */
-  const record = (id: number, volumeId: string, minute: number, status: BackupRecord['status'], service = 'repo'): BackupRecord => ({
-    id: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
-    name: '',
-    description: '',
-    volumeId,
-    volumeName: 'v',
-    size: MiB,
-    status,
-    service,
-    incremental: false,
-    volumeMetadata: {},
-    serviceData: {},
-    createdAt: new Date(Date.UTC(2026, 10, 24, 0, minute)).toISOString(),
-    updatedAt: new Date(Date.UTC(2026, 10, 24, 0, minute)).toISOString(),
-  });
-
-  /** 60 records over three volumes (one id with a colon), with errors and another service mixed in. */
-  async function catalogs() {
-    const store = new CountingStore('mem');
-    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: 'pw', init: { kdf: FAST_KDF } });
-    const catalog = new RepositoryCatalog(service.repository);
-    const memory = new MemoryCatalog();
-    const volumes = ['vol-a', 'vol-b', 'pool:vol-c'];
-    for (let i = 0; i < 60; i++) {
-      const r = record(i, volumes[i % 3]!, (i * 7) % 60, i % 5 === 4 ? 'error' : 'available', i % 11 === 10 ? 'other' : 'repo');
-      await catalog.putBackup(r);
-      await memory.putBackup(r);
-    }
-    store.gets = 0;
-    return { store, catalog, memory, volumes };
-  }
+  /** The catalogs: uuid-like ids, unnamed, with records of another service mixed in. */
+  const catalogs = () =>
+    sixtyRecordCatalogs({ id: (n) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, service: (n) => (n % 11 === 10 ? 'other' : 'repo') });
 
   it('a volume\'s listing reads only its own records, its newest backup only a few, with the same answers as the memory catalog', async () => {
     const { store, catalog, memory, volumes } = await catalogs();
@@ -634,7 +594,7 @@ describe('RepositoryCatalog', () => {
   });
 
   it('a deleted record takes its volume entry along; an entry whose record is gone is skipped', async () => {
-    const { store, catalog, memory } = await catalogs();
+    const { store, catalog, memory, record } = await catalogs();
     const newest = (await catalog.latestBackup({ volumeId: 'vol-a' }))!;
     await catalog.deleteBackup(newest.id);
     await memory.deleteBackup(newest.id);

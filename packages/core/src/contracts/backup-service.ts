@@ -144,6 +144,13 @@ export interface BackupService {
    * `NOT_FOUND` when the data is gone. Returns the record with status `available` and no `owner`.
    */
   importRecord(exported: string): Promise<BackupRecord>;
+  /**
+   * Optional: resolves while the backup's data is still stored, `NOT_FOUND` once it is gone. A
+   * presence check only, cheaper than importRecord (which reads and checks what is stored):
+   * importRecord's flow asks it again once the record is written, and falls back to importRecord
+   * of the same document without it.
+   */
+  assertStored?(backup: BackupRecord): Promise<void>;
   /** Releases connections and workers. Idempotent. */
   close?(): Promise<void>;
 }

@@ -997,8 +997,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * one whose name or description breaks the rules of backup()'s (`details.field`).
    * `ALREADY_EXISTS` when the id is already known here (checked atomically). `NOT_FOUND` when the
    * data is gone, also when a delete of the backup in this catalog removed it between the check
-   * and the write of the record: the data is checked again once the record is written, and a
-   * record whose data is gone is removed (importedDataGone).
+   * and the write of the record: the data is checked again once the record is written (for
+   * presence only, through BackupService.assertStored where the target has it), and a record
+   * whose data is gone is removed (importedDataGone).
    */
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
     const target = this.target(service);
@@ -1009,8 +1010,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     const imported = { ...record, service, status: 'available' as const, updatedAt: nowIso() };
     await this.catalog.putBackup(imported, { ifAbsent: true });
     // A delete removes the data before the record, so once this write (ifAbsent) has succeeded
-    // any delete of the backup that ran since the check is over, and a second check sees it.
-    const gone = await target.importRecord(exported).then(
+    // any delete of the backup that ran since the check is over, and a second check sees it. It
+    // asks only whether the data is there (assertStored), where the target can say so.
+    const recheck = target.assertStored ? target.assertStored(imported) : target.importRecord(exported);
+    const gone = await recheck.then(
       () => undefined,
       (err: unknown) => (isCairnError(err) && err.code === 'NOT_FOUND' ? err : undefined),
     );

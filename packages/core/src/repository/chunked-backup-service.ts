@@ -277,6 +277,11 @@ export class ChunkedBackupService implements BackupService {
     });
   }
 
+  /** Resolves while the backup's manifest is stored (a head: nothing read). `NOT_FOUND` when it is gone. */
+  async assertStored(backup: BackupRecord): Promise<void> {
+    return this.tag(() => this.repository.assertManifest(backup.id));
+  }
+
   /** Records of every backup in the repository, from their manifests (works from any machine). */
   async listBackups(): Promise<BackupRecord[]> {
     return this.tag(async () => {

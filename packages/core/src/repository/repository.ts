@@ -199,8 +199,7 @@ export class Repository {
     try {
       blob = await untilAborted(this.store.get(Keys.manifest(backupId), undefined, { signal }), signal);
     } catch (err) {
-      if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `backup ${backupId} has no manifest in the repository`, { cause: err });
-      throw err;
+      throw noManifest(backupId, err);
     }
     try {
       const m = parseManifest(openDocument(this.codec, blob, label.manifest(backupId)), (id) => readPage(this.store, this.codec, id, signal));
@@ -209,6 +208,18 @@ export class Repository {
       return m;
     } catch (cause) {
       throw new CairnError('CORRUPT', `manifest of backup ${backupId} is damaged: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  /**
+   * Resolves while a backup's manifest is stored, without reading it (a head of the object: its
+   * content is not checked). `NOT_FOUND` naming the backup when absent, as readManifest's.
+   */
+  async assertManifest(backupId: string): Promise<void> {
+    try {
+      await this.store.head(Keys.manifest(backupId));
+    } catch (err) {
+      throw noManifest(backupId, err);
     }
   }
 
@@ -241,6 +252,11 @@ export class Repository {
     await this.processorInstance?.close();
     this.processorInstance = undefined;
   }
+}
+
+/** A store's error at a manifest's key: its `NOT_FOUND` as the repository's, naming the backup; anything else as it is. */
+function noManifest(backupId: string, err: unknown): unknown {
+  return isCairnError(err) && err.code === 'NOT_FOUND' ? new CairnError('NOT_FOUND', `backup ${backupId} has no manifest in the repository`, { cause: err }) : err;
 }
 
 const CHUNKS_KEY = Buffer.from('"chunks":');
