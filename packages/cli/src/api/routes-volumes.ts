@@ -1,21 +1,26 @@
-import { unlessNotFound } from '@cairn/core';
+import { assertCallerVolumeMetadata, CAIRN_METADATA_PREFIX, unlessNotFound } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { snapshotJson, volumeJson } from '../output/views.js';
 import type { ApiContext } from './api-context.js';
+import { assertHasKey, metadataItem } from './metadata-item.js';
 import { addRoute } from './routing.js';
 
 /**
- * `PUT /v1/volumes/:id/metadata`: the volume's whole key/value metadata (Cinder's PUT
- * /volumes/{id}/metadata). Values are checked by core (assertVolumeMetadata: strings, else
- * INVALID_INPUT), so that the API and the CLI refuse the same input with the same details.
+ * `PUT` and `POST /v1/volumes/:id/metadata`: key/value metadata replacing the volume's whole, or
+ * merged into it (Cinder's PUT and POST /volumes/{id}/metadata). Values are checked by core
+ * (assertCallerVolumeMetadata: strings, else INVALID_INPUT), so that the API and the CLI refuse
+ * the same input with the same details.
  */
 const MetadataBody = z.strictObject({ metadata: z.unknown() });
 
+/** `PUT /v1/volumes/:id/metadata/:key`: `{"meta": {"<key>": "value"}}` (Cinder's body), checked by metadataItem. */
+const MetaItemBody = z.strictObject({ meta: z.unknown() });
+
 /**
  * `GET /v1/volumes` (as `cairn volume list`), `GET /v1/volumes/:id` (as `cairn volume show`),
- * `DELETE /v1/volumes/:id` (as `cairn volume delete`) and `PUT /v1/volumes/:id/metadata` (as
- * `cairn volume metadata`).
+ * `DELETE /v1/volumes/:id` (as `cairn volume delete`) and Cinder's volume metadata API under
+ * `/v1/volumes/:id/metadata` (as `cairn volume metadata`).
  */
 export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): void {
   addRoute(app, {
@@ -41,8 +46,19 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     },
   });
 
-  // Core's flow (BackupManager.updateVolumeMetadata): replaces the user's keys, Cairn's `cairn.*`
-  // keys stay; synchronous, answering the volume as GET shows it.
+  // The volume's metadata, Cairn's `cairn.*` keys included, as GET /v1/volumes/:id shows it.
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/volumes/:id/metadata',
+    handler: async ({ params }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      return { metadata: (await api.manager.getVolume(v.id)).metadata };
+    },
+  });
+
+  // The changes below are core's flow (BackupManager.updateVolumeMetadata): Cairn's `cairn.*` keys
+  // stay and cannot be named; synchronous, each answering the volume as GET shows it.
+  // PUT replaces the user's keys.
   addRoute(app, {
     method: 'PUT',
     url: '/v1/volumes/:id/metadata',
@@ -50,6 +66,55 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     handler: async ({ params, body }) => {
       const v = await api.cli.resolveVolume(params.id!);
       return volumeJson(await api.manager.updateVolumeMetadata(v.id, { replace: body.metadata as Record<string, string> }));
+    },
+  });
+
+  // POST creates or overwrites the keys given; the others stay.
+  addRoute(app, {
+    method: 'POST',
+    url: '/v1/volumes/:id/metadata',
+    body: MetadataBody,
+    handler: async ({ params, body }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      // Checked here so that the details name the body's field (core's `set` form would say `set`).
+      assertCallerVolumeMetadata(body.metadata, 'metadata');
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { set: body.metadata }));
+    },
+  });
+
+  // One key: `{"meta": {"<key>": "value"}}`, 404 when the volume lacks it.
+  addRoute(app, {
+    method: 'GET',
+    url: '/v1/volumes/:id/metadata/:key',
+    handler: async ({ params }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      const { metadata } = await api.manager.getVolume(v.id);
+      assertHasKey(v.id, metadata, params.key!);
+      return { meta: { [params.key!]: metadata[params.key!] } };
+    },
+  });
+
+  // Creates or overwrites one key; the body names exactly that key (metadataItem).
+  addRoute(app, {
+    method: 'PUT',
+    url: '/v1/volumes/:id/metadata/:key',
+    body: MetaItemBody,
+    handler: async ({ params, body }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { set: metadataItem(params.key!, body.meta) }));
+    },
+  });
+
+  // Removes one key: 404 when the volume lacks it (after the refusal of a `cairn.*` key, which
+  // core makes `INVALID_INPUT` whether the volume has it or not).
+  addRoute(app, {
+    method: 'DELETE',
+    url: '/v1/volumes/:id/metadata/:key',
+    handler: async ({ params }) => {
+      const v = await api.cli.resolveVolume(params.id!);
+      const key = params.key!;
+      if (!key.startsWith(CAIRN_METADATA_PREFIX)) assertHasKey(v.id, (await api.manager.getVolume(v.id)).metadata, key);
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { unset: [key] }));
     },
   });
 

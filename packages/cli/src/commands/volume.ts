@@ -17,14 +17,7 @@ import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseSize, optionParser } from '../output/units.js';
 import { snapshotColumns, snapshotJson, volumeColumns, volumeJson, volumeText } from '../output/views.js';
-import { registerVolumeMetadataCommand } from './volume-metadata.js';
-
-/** `key=value` → accumulated metadata. `INVALID_INPUT` without `=`. */
-function metadataPair(text: string, acc: Record<string, string> = {}): Record<string, string> {
-  const i = text.indexOf('=');
-  if (i <= 0) throw new CairnError('INVALID_INPUT', `metadata "${text}" is not key=value`);
-  return { ...acc, [text.slice(0, i)]: text.slice(i + 1) };
-}
+import { metadataPairs, registerVolumeMetadataCommand } from './volume-metadata.js';
 
 /** `cairn volume …`: volumes and snapshots on the configured volume driver, raw/qcow2/VMDK import and export. */
 export function registerVolumeCommands(program: Command): void {
@@ -34,12 +27,14 @@ export function registerVolumeCommands(program: Command): void {
     .command('create <name>')
     .description('create a zero-filled volume')
     .requiredOption('-s, --size <size>', 'size, e.g. 64MiB, 1G (a multiple of 512 bytes)', optionParser(parseSize))
-    .option('-m, --metadata <key=value>', 'metadata (repeatable)', (text: string, acc: Record<string, string>) => optionParser((t) => metadataPair(t, acc))(text), {})
+    .option('-m, --metadata <key=value>', 'metadata (repeatable)', (text: string, acc: string[]) => [...acc, text], [])
     .action(
-      withContext<{ size: number; metadata: Record<string, string> }>(async (ctx, [name], opts) => {
+      withContext<{ size: number; metadata: string[] }>(async (ctx, [name], opts) => {
+        // Parsed here, not by commander, so that a bad pair keeps its details (as `volume metadata set`).
+        const metadata = metadataPairs(opts.metadata);
         // The limits of `volume metadata set` (no empty key, at most 255 characters, no `cairn.*` key), before anything is created.
-        assertCallerVolumeMetadata(opts.metadata);
-        const v = await (await ctx.volumes()).createVolume({ name, size: opts.size, metadata: opts.metadata });
+        assertCallerVolumeMetadata(metadata);
+        const v = await (await ctx.volumes()).createVolume({ name, size: opts.size, metadata });
         ctx.out.result(volumeJson(v), () => volumeText(v));
       }),
     );
