@@ -21,7 +21,7 @@ import { pruneCheckpoints } from './checkpoint-pruning.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
 import { readBackRestored, type RestoreResult } from './restore-result.js';
-import { restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
+import { replacesMetadata, restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
 import { watchWrites } from './write-watch.js';
@@ -469,12 +469,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       progress: () => ({ ...progress }),
     };
     this.track(job);
-    return 'volumeId' in request && !this.replacesMetadata() ? { job, volume, metadataKept: true } : { job, volume };
-  }
-
-  /** Whether the volume driver can replace a volume's metadata (`capabilities.volumeMetadata`). */
-  private replacesMetadata(): boolean {
-    return this.volumes.capabilities.volumeMetadata === true && typeof this.volumes.setVolumeMetadata === 'function';
+    return 'volumeId' in request && !replacesMetadata(this.volumes) ? { job, volume, metadataKept: true } : { job, volume };
   }
 
   /**
@@ -640,8 +635,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // old, and the restore fails as after a failed write (error_restoring: restore it again).
       // A new volume got the backup's at its creation; a driver without the capability keeps the
       // volume's own (RestoreResult.metadataKept).
-      if (!owned && this.replacesMetadata()) {
-        await this.volumes.setVolumeMetadata!(volume.id, restoredVolumeMetadata(backup.volumeMetadata ?? {}, volume.metadata));
+      if (!owned && replacesMetadata(this.volumes)) {
+        await this.volumes.setVolumeMetadata(volume.id, restoredVolumeMetadata(backup.volumeMetadata ?? {}, volume.metadata));
       }
       // A new volume is the caller's once its intent is gone (retried when that fails with a
       // retryable code). An intent left would have recovery delete the volume after the job

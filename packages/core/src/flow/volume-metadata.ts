@@ -127,13 +127,21 @@ export interface VolumeMetadataDeps {
   volumes: Pick<VolumeDriver, 'name' | 'capabilities' | 'getVolume' | 'setVolumeMetadata'>;
 }
 
+/**
+ * Whether `volumes` can replace a volume's metadata: it declares `capabilities.volumeMetadata`
+ * and has setVolumeMetadata. What a restore into an existing volume and a caller's change both ask.
+ */
+export function replacesMetadata<V extends Pick<VolumeDriver, 'capabilities' | 'setVolumeMetadata'>>(volumes: V): volumes is V & Required<Pick<VolumeDriver, 'setVolumeMetadata'>> {
+  return volumes.capabilities.volumeMetadata === true && typeof volumes.setVolumeMetadata === 'function';
+}
+
 /** The contract is BackupManager.updateVolumeMetadata's. */
 export async function updateVolumeMetadata(deps: VolumeMetadataDeps, volumeId: string, change: VolumeMetadataChange): Promise<Volume> {
   const { catalog, volumes } = deps;
   assertMetadataChange(change);
   // The driver first: an unknown volume is NOT_FOUND whatever the catalog holds.
   const volume = await volumes.getVolume(volumeId);
-  if (!volumes.capabilities.volumeMetadata || !volumes.setVolumeMetadata) {
+  if (!replacesMetadata(volumes)) {
     throw new CairnError('NOT_SUPPORTED', `volume driver ${volumes.name} cannot change a volume's metadata`, { driver: volumes.name });
   }
   const state = await catalog.getVolumeState(volume.id);
