@@ -23,7 +23,7 @@ export * from './flow/backup-manager.js';
 export type { Job, JobKind } from './flow/jobs.js';
 export { InProcessVolumeLocks, type VolumeLocks } from './flow/locks.js';
 export { TEMP_SNAPSHOT_PREFIX, type RecoveryReport } from './flow/recovery.js';
-export { assertCallerVolumeMetadata, CAIRN_METADATA_PREFIX, METADATA_MAX_LENGTH, type VolumeMetadataChange } from './flow/volume-metadata.js';
+export { assertCallerVolumeMetadata, assertMetadataChange, CAIRN_METADATA_PREFIX, METADATA_MAX_LENGTH, type VolumeMetadataChange } from './flow/volume-metadata.js';
 
 export { MemoryVolumeDriver, type MemoryVolumeDriverOptions } from './memory/memory-volume-driver.js';
 export { MemoryObjectStore } from './memory/memory-object-store.js';

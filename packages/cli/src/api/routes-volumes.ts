@@ -1,4 +1,4 @@
-import { assertCallerVolumeMetadata, CAIRN_METADATA_PREFIX, unlessNotFound } from '@cairn/core';
+import { assertCallerVolumeMetadata, assertMetadataChange, unlessNotFound, type VolumeMetadataChange } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { snapshotJson, volumeJson } from '../output/views.js';
@@ -105,16 +105,17 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     },
   });
 
-  // Removes one key: 404 when the volume lacks it (after the refusal of a `cairn.*` key, which
-  // core makes `INVALID_INPUT` whether the volume has it or not).
+  // Removes one key: 404 when the volume lacks it, after core's rules (a `cairn.*` key is
+  // `INVALID_INPUT` whether the volume has it or not).
   addRoute(app, {
     method: 'DELETE',
     url: '/v1/volumes/:id/metadata/:key',
     handler: async ({ params }) => {
       const v = await api.cli.resolveVolume(params.id!);
-      const key = params.key!;
-      if (!key.startsWith(CAIRN_METADATA_PREFIX)) assertHasKey(v.id, (await api.manager.getVolume(v.id)).metadata, key);
-      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { unset: [key] }));
+      const change: VolumeMetadataChange = { unset: [params.key!] };
+      assertMetadataChange(change);
+      assertHasKey(v.id, (await api.manager.getVolume(v.id)).metadata, params.key!);
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, change));
     },
   });
 
