@@ -6,7 +6,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import { UNOWNED_VIEWS_GRACE_MS } from '../src/views-dir.js';
 import { MiB, missingQemu, pattern, qemuImg, tempDir } from './helpers.js';
-import { becomes } from './refusals.js';
 
 // What a daemon start reclaims in `views/` that names no owner (views-dir.ts): overlays of the
 // older flat layout and directories without an owner file go once they are stale and no process
@@ -33,8 +32,15 @@ const lockedByOther = (path: string): boolean => /lock/.test(qemuImg(['info', '-
 
 /** A qemu-storage-daemon of its own (no Cairn) that has `path` open as a writable qcow2 node, as an older Cairn's daemon has its overlays. */
 async function daemonHolding(path: string): Promise<ChildProcess> {
-  const daemon = spawn('qemu-storage-daemon', ['--blockdev', `driver=file,node-name=f,filename=${path}`, '--blockdev', 'driver=qcow2,node-name=q,file=f'], { stdio: 'ignore' });
-  expect(await becomes(() => lockedByOther(path), 5000), 'the daemon holds the overlay').toBe(true);
+  const daemon = spawn('qemu-storage-daemon', ['--blockdev', `driver=file,node-name=f,filename=${path}`, '--blockdev', 'driver=qcow2,node-name=q,file=f'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  daemon.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  // Waited for until it holds the overlay or ends, not for a fixed time: on a loaded machine its
+  // start took more than 5 s (the test's own timeout bounds the wait).
+  while (!lockedByOther(path)) {
+    if (daemon.exitCode !== null || daemon.signalCode !== null) throw new Error(`qemu-storage-daemon ended (${daemon.exitCode ?? daemon.signalCode}) before it held ${path}: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
   return daemon;
 }
 
