@@ -22,6 +22,7 @@ export type * from './backup-service/context.js';
 export { backupServiceSuite, backupServiceGroups } from './backup-service/suite.js';
 export { backupRoundTrip, backupVerify } from './backup-service/roundtrip.js';
 export { backupProgress } from './backup-service/progress.js';
+export { backupAssertStored } from './backup-service/stored.js';
 export { incrementalCases, dependentChainCases, independentBackupCases, incrementalRefusals } from './backup-service/incremental.js';
 export { newRecord, takeBackup, restoreBytes, readVolume, writeVolume, fillRealistic } from './backup-service/helpers.js';
 export type * from './catalog/context.js';

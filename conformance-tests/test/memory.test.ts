@@ -1,3 +1,4 @@
+import { describe, expect, it } from 'vitest';
 import { MemoryBackupService, MemoryCatalog, MemoryObjectStore, MemoryVolumeDriver } from '@cairn/core';
 import { backupServiceSuite, catalogSuite, objectStoreSuite, volumeDriverSuite } from '../src/index.js';
 
@@ -19,6 +20,14 @@ backupServiceSuite('MemoryBackupService', {
     return { service, corrupt: async (b) => service.corrupt(b.id) };
   },
   capabilities: new MemoryBackupService().describe().capabilities,
+});
+
+// The assertStored group passes a service without that (optional) method: the reference has it,
+// so the group's checks run against it.
+describe('MemoryBackupService', () => {
+  it('implements the optional assertStored, which the suite then checks', () => {
+    expect(typeof new MemoryBackupService().assertStored).toBe('function');
+  });
 });
 
 catalogSuite('MemoryCatalog', {

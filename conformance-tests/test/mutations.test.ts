@@ -14,6 +14,7 @@ import {
   type VolumeDriver,
 } from '@cairn/core';
 import {
+  backupAssertStored,
   backupProgress,
   backupRoundTrip,
   backupServiceGroups,
@@ -428,6 +429,33 @@ describe('backup-service mutations', () => {
     };
     await caughtOnlyBy(without(backupServiceGroups(caps), cancelCase), cancelCase, hooks(mutate), /cancelled while bytes were still to copy resolved/);
   });
+
+  const storedCase = byName(backupAssertStored.cases, 'assertStored resolves for a stored backup');
+  const stored: [string, (s: MemoryBackupService) => void, RegExp][] = [
+    [
+      'an assertStored that answers "stored" whatever the id, so an import whose data went meanwhile keeps a record of nothing',
+      (s) => {
+        s.assertStored = async () => {};
+      },
+      /assertStored\(a backup never stored\) should fail with NOT_FOUND but succeeded/,
+    ],
+    [
+      'an assertStored that fails UNAVAILABLE for data that is gone, which the import flow does not take for gone',
+      (s) => {
+        const assertStored = s.assertStored.bind(s);
+        s.assertStored = (b) =>
+          assertStored(b).catch((err: unknown) => {
+            throw codeOf(err) === 'NOT_FOUND' ? new CairnError('UNAVAILABLE', 'cannot tell', { driver: s.name }) : err;
+          });
+      },
+      /assertStored\(a backup never stored\) should fail with NOT_FOUND, got UNAVAILABLE/,
+    ],
+  ];
+  for (const [what, mutate, message] of stored) {
+    it(what, async () => {
+      await caughtOnlyBy(without(backupServiceGroups(caps), storedCase), storedCase, hooks(mutate), message);
+    });
+  }
 
   const progress: [string, (s: BackupService) => void, RegExp][] = [
     [

@@ -6,6 +6,7 @@ import type { BackupServiceContext, BackupServiceSuiteOptions } from './context.
 import { dependentChainCases, incrementalCases, incrementalRefusals, independentBackupCases } from './incremental.js';
 import { backupProgress } from './progress.js';
 import { backupRoundTrip, backupVerify } from './roundtrip.js';
+import { backupAssertStored } from './stored.js';
 
 function declared(caps: BackupServiceCapabilities): Group<BackupServiceContext> {
   return {
@@ -23,7 +24,7 @@ function declared(caps: BackupServiceCapabilities): Group<BackupServiceContext> 
 
 /** Groups for a service's declared capabilities; a missing capability runs its refusal case. */
 export function backupServiceGroups(caps: BackupServiceCapabilities): Group<BackupServiceContext>[] {
-  const groups = [declared(caps), backupRoundTrip, backupVerify, backupProgress];
+  const groups = [declared(caps), backupRoundTrip, backupVerify, backupAssertStored, backupProgress];
   if (!caps.incremental) return [...groups, incrementalRefusals];
   return [...groups, incrementalCases, caps.dependentChains ? dependentChainCases : independentBackupCases];
 }

@@ -9,32 +9,17 @@ import {
   MemoryObjectStore,
   MemoryVolumeDriver,
   RepositoryCatalog,
-  type ByteRange,
   type ObjectStore,
 } from '../src/index.js';
 import { ChunkCodec, decodeDocument, encodeDocument } from '../src/repository/codec.js';
 import { ChunkPageWriter } from '../src/repository/chunk-page-writer.js';
 import { pageJson, pageLabel, readPage, writePage } from '../src/repository/chunk-map.js';
 import { sealPieces } from '../src/repository/codec.js';
-import { contents, expectCode, keys, MiB } from './helpers.js';
+import { contents, CountingStore, expectCode, keys, MiB } from './helpers.js';
 
 const CHUNK = 256 * 1024;
 /** 4 chunks of 256 KiB a page: a page per MiB of volume. */
 const PAGE = 4;
-
-/** Counts the writes and reads of chunk list pages. */
-class CountingStore extends MemoryObjectStore {
-  pagePuts = 0;
-  pageGets = 0;
-  override async put(key: string, data: Buffer, options?: { ifAbsent?: boolean }): Promise<void> {
-    if (key.startsWith('chunklists/')) this.pagePuts++;
-    return super.put(key, data, options);
-  }
-  override async get(key: string, range?: ByteRange): Promise<Buffer> {
-    if (key.startsWith('chunklists/')) this.pageGets++;
-    return super.get(key, range);
-  }
-}
 
 /** An encrypted repository, or a plain one with `passphrase` null. */
 async function rig(store: ObjectStore = new CountingStore('mem'), passphrase: string | null = 'pw') {
@@ -111,12 +96,12 @@ describe('chunk list pages (repository format 4)', () => {
     await write(r.volumes, v.id, MiB + 10, Buffer.alloc(100, 7)); // page 1
     await write(r.volumes, v.id, 12 * MiB, Buffer.alloc(100, 8)); // page 12, zero until now
     const store = r.store as CountingStore;
-    store.pagePuts = store.pageGets = 0;
+    store.reset();
     const inc = await r.manager.backup({ volumeId: v.id, incremental: true });
     // Each stored page of the parent (0, 1, 2, 8 and 9) was read once, its ids checked against
     // the index (docs/repository-format.md, "What a writer guarantees"); only the changed pages
     // were written.
-    expect([store.pageGets, store.pagePuts]).toEqual([5, 2]);
+    expect([store.count('get', 'chunklists/'), store.count('put', 'chunklists/')]).toEqual([5, 2]);
     expect(inc.stats!.bytesRead).toBe(2 * CHUNK);
     const a = (await manifestDoc(r, full.id)).chunkPages;
     const b = (await manifestDoc(r, inc.id)).chunkPages;

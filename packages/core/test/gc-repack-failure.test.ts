@@ -5,25 +5,9 @@
  * file (the posix store refreshes its mtime, so no sweep removes it while the process lives).
  */
 import { describe, expect, it } from 'vitest';
-import { MemoryObjectStore, type ObjectPartWriter, type PutOptions } from '../src/index.js';
-import { chunkedRig, filledVolume, keys } from './helpers.js';
+import { chunkedRig, CountingStore, filledVolume, keys } from './helpers.js';
 
 const CHUNK = 256 * 1024; // the rig's chunk size
-
-/** A store that counts the part writers it opened and those that ended (committed or aborted). */
-class CountingStore extends MemoryObjectStore {
-  opened = 0;
-  ended = 0;
-  override async openWrite(key: string, options?: PutOptions): Promise<ObjectPartWriter> {
-    const inner = await super.openWrite(key, options);
-    this.opened++;
-    return {
-      append: (data) => inner.append(data),
-      commit: () => inner.commit().finally(() => this.ended++),
-      abort: () => inner.abort().finally(() => this.ended++),
-    };
-  }
-}
 
 describe('gc whose repack fails', () => {
   it('fails with CORRUPT, deletes nothing and leaves no pack being written', async () => {

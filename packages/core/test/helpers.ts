@@ -11,7 +11,10 @@ import {
   type ByteRange,
   type CallOptions,
   type InitOptions,
+  type ObjectInfo,
+  type ObjectPartWriter,
   type ObjectStore,
+  type PutOptions,
   type BackupJob,
   type BackupResult,
   type BackupSource,
@@ -138,12 +141,65 @@ export function gate() {
   return { reached, release, arrive: () => (arrived(), opened) };
 }
 
-/** Counts the store's reads (gets) of catalog records (`catalog/backups/…`) in `gets`. */
-export class RecordCountingStore extends MemoryObjectStore {
-  gets = 0;
+/** Where a repository's catalog keeps its records (docs/repository-format.md, "Catalog"). */
+export const RECORDS = 'catalog/backups/';
+
+/** The calls a CountingStore counts, by the key (or, for `list`, the prefix) they name. */
+export type CountedCall = 'get' | 'put' | 'head' | 'list';
+
+/**
+ * A memory store that counts its calls: the keys of its gets, whole puts and heads and the
+ * prefixes of its lists (`count`, `keys`), and the part writers it opened and that ended,
+ * committed or aborted (`opened`, `ended`). `reset()` starts every count over.
+ */
+export class CountingStore extends MemoryObjectStore {
+  private calls: Record<CountedCall, string[]> = { get: [], put: [], head: [], list: [] };
+  opened = 0;
+  ended = 0;
+
+  /** How many `call`s named a key under `prefix` since the last reset. */
+  count(call: CountedCall, prefix = ''): number {
+    return this.keys(call, prefix).length;
+  }
+
+  /** The keys under `prefix` that `call`s named since the last reset, in call order (repeated when called again). */
+  keys(call: CountedCall, prefix = ''): string[] {
+    return this.calls[call].filter((k) => k.startsWith(prefix));
+  }
+
+  reset(): void {
+    this.calls = { get: [], put: [], head: [], list: [] };
+    this.opened = this.ended = 0;
+  }
+
   override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
-    if (key.startsWith('catalog/backups/')) this.gets++;
+    this.calls.get.push(key);
     return super.get(key, range, options);
+  }
+
+  override async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+    this.calls.put.push(key);
+    return super.put(key, data, options);
+  }
+
+  override async head(key: string, options?: CallOptions): Promise<ObjectInfo> {
+    this.calls.head.push(key);
+    return super.head(key, options);
+  }
+
+  override list(prefix: string, options?: CallOptions): AsyncIterable<ObjectInfo> {
+    this.calls.list.push(prefix);
+    return super.list(prefix, options);
+  }
+
+  override async openWrite(key: string, options?: PutOptions): Promise<ObjectPartWriter> {
+    const inner = await super.openWrite(key, options);
+    this.opened++;
+    return {
+      append: (data) => inner.append(data),
+      commit: () => inner.commit().finally(() => this.ended++),
+      abort: () => inner.abort().finally(() => this.ended++),
+    };
   }
 }
 
@@ -179,11 +235,11 @@ export function fixtureRecord(shape: FixtureRecordShape, n: number, volumeId: st
 /**
  * 60 records (`shape`) over three volumes (`volumes`, one id with a colon): record i is of volume
  * i mod 3, created at minute 7i mod 60 (out of id order), and in error when i mod 5 is 4. Written
- * to a repository's catalog over a RecordCountingStore (`store`, its count then reset) and to a
+ * to a repository's catalog over a CountingStore (`store`, its counts then reset) and to a
  * memory catalog (`memory`), for answers to compare. `record(n, …)` makes another of the shape.
  */
 export async function sixtyRecordCatalogs(shape: FixtureRecordShape) {
-  const store = new RecordCountingStore('mem');
+  const store = new CountingStore('mem');
   const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, passphrase: 'pw', init: { kdf: FAST_KDF } });
   const catalog = new RepositoryCatalog(service.repository);
   const memory = new MemoryCatalog();
@@ -194,6 +250,6 @@ export async function sixtyRecordCatalogs(shape: FixtureRecordShape) {
     await catalog.putBackup(r);
     await memory.putBackup(r);
   }
-  store.gets = 0;
+  store.reset();
   return { store, catalog, memory, volumes, record };
 }

@@ -3,8 +3,8 @@
  * backup is. A document that disagrees with the data on what it describes is refused.
  */
 import { describe, expect, it } from 'vitest';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryObjectStore, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord, type ByteRange, type CallOptions } from '../src/index.js';
-import { MiB, chunkedRig, expectCode, filledVolume } from './helpers.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RepositoryCatalog, type BackupRecord } from '../src/index.js';
+import { MiB, chunkedRig, CountingStore, expectCode, filledVolume } from './helpers.js';
 
 /** The exported document with its record's fields changed (`undefined` removes a field). */
 function tampered(exported: string, fields: Partial<Record<keyof BackupRecord | string, unknown>>): string {
@@ -21,15 +21,6 @@ async function chunkedPair() {
   const inc = await r.manager.backup({ volumeId: v.id, incremental: true, name: 'inc' });
   const other = new BackupManager({ volumes: r.volumes, targets: { repo: r.service }, catalog: new MemoryCatalog() });
   return { ...r, v, full, inc, other };
-}
-
-/** Counts the reads (gets) of each manifest. */
-class ManifestCountingStore extends MemoryObjectStore {
-  readonly manifestGets = new Map<string, number>();
-  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
-    if (key.startsWith('manifests/')) this.manifestGets.set(key, (this.manifestGets.get(key) ?? 0) + 1);
-    return super.get(key, range, options);
-  }
 }
 
 /** A memory deployment with a full and an incremental backup, and another deployment (its own catalog) over the same service. */
@@ -103,15 +94,15 @@ describe('importRecord into a chunked repository', () => {
   });
 
   it('importRecord reads the manifest once: the check once the record is written only asks whether it is still there', async () => {
-    const store = new ManifestCountingStore('mem');
+    const store = new CountingStore('mem');
     const r = await chunkedRig(store);
     const v = await filledVolume(r.volumes, MiB, 5);
     const b = await r.manager.backup({ volumeId: v.id });
     const exported = await r.manager.exportRecord(b.id);
     const other = new BackupManager({ volumes: r.volumes, targets: { repo: r.service }, catalog: new MemoryCatalog() });
-    store.manifestGets.clear();
+    store.reset();
     expect(await other.importRecord(exported.service, exported.record)).toMatchObject({ id: b.id, status: 'available', size: b.size });
-    expect([...store.manifestGets]).toEqual([[`manifests/${b.id}`, 1]]);
+    expect(store.keys('get', 'manifests/')).toEqual([`manifests/${b.id}`]);
   });
 
   it('importRecord of a backup whose manifest is gone is NOT_FOUND, of one whose manifest is damaged CORRUPT, both naming the backup, and records nothing', async () => {

@@ -14,7 +14,7 @@ import {
   type BackupRecord,
   type ObjectStore,
 } from '../src/index.js';
-import { contents, expectCode, FAST_KDF, filledVolume, keys, MiB, sixtyRecordCatalogs } from './helpers.js';
+import { contents, expectCode, FAST_KDF, filledVolume, keys, MiB, RECORDS, sixtyRecordCatalogs } from './helpers.js';
 import { decodeDocument, encodeDocument } from '../src/repository/codec.js';
 import { restoreBackup } from '../src/repository/restorer.js';
 import { volumeEntryKey } from '../src/repository/repository-catalog.js';
@@ -572,25 +572,25 @@ describe('RepositoryCatalog', () => {
   it('a volume\'s listing reads only its own records, its newest backup only a few, with the same answers as the memory catalog', async () => {
     const { store, catalog, memory, volumes } = await catalogs();
     for (const volumeId of volumes) {
-      store.gets = 0;
+      store.reset();
       const listed = await catalog.listBackups({ volumeId });
       expect(listed).toEqual(await memory.listBackups({ volumeId }));
       expect(listed).toHaveLength(20);
-      expect(store.gets).toBe(20);
+      expect(store.count('get', RECORDS)).toBe(20);
       for (const filter of [{ volumeId }, { volumeId, status: 'available' as const, service: 'repo' }, { volumeId, status: 'error' as const }, { volumeId, service: 'other' }]) {
         const latest = await catalog.latestBackup(filter);
         expect(latest).toBeDefined();
         expect(latest).toEqual(await memory.latestBackup(filter));
       }
       // What an incremental asks for: among the newest few (rarer matches read further back).
-      store.gets = 0;
+      store.reset();
       await catalog.latestBackup({ volumeId, status: 'available', service: 'repo' });
-      expect(store.gets).toBeLessThanOrEqual(8);
+      expect(store.count('get', RECORDS)).toBeLessThanOrEqual(8);
     }
     expect(await catalog.latestBackup({ volumeId: 'vol-z' })).toBeUndefined();
-    store.gets = 0;
+    store.reset();
     expect(await catalog.listBackups({ status: 'error' })).toEqual(await memory.listBackups({ status: 'error' }));
-    expect(store.gets).toBe(60); // no volume: every record
+    expect(store.count('get', RECORDS)).toBe(60); // no volume: every record
   });
 
   it('a deleted record takes its volume entry along; an entry whose record is gone is skipped', async () => {

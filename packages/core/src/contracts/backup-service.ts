@@ -145,8 +145,10 @@ export interface BackupService {
    */
   importRecord(exported: string): Promise<BackupRecord>;
   /**
-   * Optional: resolves while the backup's data is still stored, `NOT_FOUND` once it is gone. A
-   * presence check only, cheaper than importRecord (which reads and checks what is stored):
+   * Optional: resolves while the backup's data is still stored, `NOT_FOUND` once it is gone (or
+   * was never stored). The backup is the one `backup.id` names: the record may be a catalog's,
+   * with a target name and labels of its own. A presence check only (damaged data may pass),
+   * cheaper than importRecord (which reads and checks what is stored):
    * importRecord's flow asks it again once the record is written, and falls back to importRecord
    * of the same document without it.
    */

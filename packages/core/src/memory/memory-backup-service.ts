@@ -226,6 +226,11 @@ export class MemoryBackupService implements BackupService {
     return { ...parsed.record, ...held, checkpointId: b.checkpointId, service: this.name, owner: undefined, failReason: undefined, status: 'available' };
   }
 
+  /** Resolves while `backup.id` is held (nothing is read or checked); `NOT_FOUND` once it is deleted or was never stored. */
+  async assertStored(backup: BackupRecord): Promise<void> {
+    this.stored(backup.id);
+  }
+
   /** Test hook: flips one stored byte of `backupId`, as disk rot would. */
   corrupt(backupId: string): void {
     for (const data of this.stored(backupId).blocks.values()) {

@@ -242,7 +242,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
 
 /**
  * A listed backup's manifest, or undefined when it was deleted after the listing (deletes take
- * no lock). Any other failure, a missing chunk list page among them, is raised.
+ * no lock), which Repository.assertManifest tells from a NOT_FOUND of a part it names. Any other
+ * failure, a missing chunk list page among them, is raised.
  */
 async function readListedManifest(repo: Repository, backupId: string): Promise<Manifest | undefined> {
   try {
@@ -250,7 +251,7 @@ async function readListedManifest(repo: Repository, backupId: string): Promise<M
   } catch (err) {
     if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
     try {
-      await repo.store.head(Keys.manifest(backupId));
+      await repo.assertManifest(backupId);
     } catch (gone) {
       if (isCairnError(gone) && gone.code === 'NOT_FOUND') return undefined;
     }

@@ -46,6 +46,22 @@ const entryBackupId = (name: string): string | undefined => {
   return dot > 0 && !name.includes('/') ? name.slice(dot + 1) : undefined;
 };
 
+/** A volume entry (volumeEntryKey): its whole key, its name (`<time>.<backup id>`) and the backup id. */
+interface VolumeEntry {
+  key: string;
+  name: string;
+  backupId: string;
+}
+
+/** The entry at `key` (`catalog/by-volume/<hex>/<time>.<backup id>`); undefined for any other key there. */
+function volumeEntry(key: string): VolumeEntry | undefined {
+  const rest = key.slice(PREFIX.byVolume.length);
+  const slash = rest.indexOf('/');
+  const name = rest.slice(slash + 1);
+  const backupId = slash > 0 ? entryBackupId(name) : undefined;
+  return backupId === undefined ? undefined : { key, name, backupId };
+}
+
 /** The directory of a volume's entries: the volume id in hex (ids may hold `:`, keys may not). */
 const volumePrefix = (volumeId: string): string => `${PREFIX.byVolume}${Buffer.from(volumeId, 'utf8').toString('hex')}/`;
 
@@ -55,10 +71,15 @@ const volumePrefix = (volumeId: string): string => `${PREFIX.byVolume}${Buffer.f
  * without reading its older records or any other volume's.
  */
 export function volumeEntryKey(record: Pick<BackupRecord, 'volumeId' | 'createdAt' | 'id'>): string {
+  return `${volumePrefix(record.volumeId)}${entryName(record)}`;
+}
+
+/** The name of a record's volume entry, `<time>.<backupId>`: the same under any volume, so names of all volumes sort as their records do too. */
+function entryName(record: Pick<BackupRecord, 'createdAt' | 'id'>): string {
   // Normalised through Date, so that times written with other precisions sort the same way.
   const t = Date.parse(record.createdAt);
   const at = Number.isFinite(t) ? new Date(t).toISOString().replace(/[-:.]/g, '') : '00000000T000000000Z';
-  return `${volumePrefix(record.volumeId)}${at}.${record.id}`;
+  return `${at}.${record.id}`;
 }
 
 /**
@@ -129,18 +150,20 @@ export class RepositoryCatalog implements Catalog {
   }
 
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
-    const ids = filter.volumeId !== undefined && this.indexed ? (await this.volumeEntries(filter.volumeId)).map((e) => e.backupId) : await recordIds(this.repo);
+    const ids = filter.volumeId !== undefined && this.indexed ? (await this.volumeEntries(volumePrefix(filter.volumeId))).map((e) => e.backupId) : await recordIds(this.repo);
     // Once each: a record may have two entries (one a refused ifAbsent write could not remove).
     const records = await this.readMany([...new Set(ids)]);
     return records.filter((r) => matches(r, filter)).sort(byCreation);
   }
 
   /**
-   * One page (Catalog.listBackupPage). With `volumeId` (format 3 and later) only that volume's
-   * records are read, through its entries; in creation order (the default), only from the
-   * marker's place on and a batch at a time, until the page and one record more are found.
-   * Without `volumeId`, every record is read (records are sealed objects: nothing else knows
-   * their fields), then sorted and cut.
+   * One page (Catalog.listBackupPage). In creation order (the default, or `createdAt:desc`) in
+   * format 3 and later, records are read through the volume entries (that volume's with
+   * `volumeId`, every volume's without), whose names sort as the records do: only from the
+   * marker's place on and a batch at a time, until the page and one record more are found (the
+   * entries are listed whole, no record is read for that). Any other order, or an older format,
+   * reads every record (of the volume, with `volumeId`: records are sealed objects, nothing else
+   * knows their fields), then sorts and cuts.
    */
   async listBackupPage(query: BackupPageQuery = {}): Promise<BackupPage> {
     const { limit, sort } = checkPageQuery(query);
@@ -148,14 +171,16 @@ export class RepositoryCatalog implements Catalog {
     const order = backupOrder(sort);
     const filter: BackupFilter = { volumeId: query.volumeId, status: query.status, parentId: query.parentId, service: query.service, name: query.name };
     const dir = creationOrder(sort);
-    if (filter.volumeId !== undefined && this.indexed && dir !== undefined) return this.volumePage(filter, filter.volumeId, dir, marker, limit);
+    if (this.indexed && dir !== undefined) {
+      const entries = await this.volumeEntries(filter.volumeId === undefined ? PREFIX.byVolume : volumePrefix(filter.volumeId));
+      return this.entryPage(filter, entries, dir, marker, limit);
+    }
     return pageOf((await this.listBackups(filter)).sort(order), order, marker, limit);
   }
 
   async latestBackup(filter: BackupFilter & { volumeId: string }): Promise<BackupRecord | undefined> {
     if (!this.indexed) return (await this.listBackups(filter)).at(-1);
-    const entries = await this.volumeEntries(filter.volumeId);
-    const prefix = volumePrefix(filter.volumeId);
+    const entries = await this.volumeEntries(volumePrefix(filter.volumeId));
     // Newest first, a few at a time: usually the first one read is the answer.
     for (let end = entries.length; end > 0; end -= READ_CONCURRENCY) {
       const batch = entries.slice(Math.max(0, end - READ_CONCURRENCY), end);
@@ -163,7 +188,7 @@ export class RepositoryCatalog implements Catalog {
       // Only records read through their own entry: a record replaced with another createdAt (or
       // volume) keeps its old entry, whose name sorts it where it no longer is; its own entry,
       // which every record has, finds it in its place.
-      const named = new Set(batch.map((e) => prefix + e.name));
+      const named = new Set(batch.map((e) => e.key));
       const hit = records.filter((r) => named.has(volumeEntryKey(r)) && matches(r, filter)).sort(byCreation).at(-1);
       if (hit) return hit;
     }
@@ -293,37 +318,36 @@ export class RepositoryCatalog implements Catalog {
     return this.repo.config.version >= CATALOG_BY_VOLUME_VERSION;
   }
 
-  /** A volume's entries, oldest first. */
-  private async volumeEntries(volumeId: string): Promise<{ name: string; backupId: string }[]> {
-    const prefix = volumePrefix(volumeId);
-    const out: { name: string; backupId: string }[] = [];
+  /**
+   * The entries under `prefix` (one volume's directory, or PREFIX.byVolume for every volume's),
+   * oldest first: by name (creation time, then backup id), then by key.
+   */
+  private async volumeEntries(prefix: string): Promise<VolumeEntry[]> {
+    const out: VolumeEntry[] = [];
     for await (const o of this.repo.store.list(prefix)) {
-      const name = o.key.slice(prefix.length);
-      const backupId = entryBackupId(name);
-      if (backupId !== undefined) out.push({ name, backupId });
+      const entry = volumeEntry(o.key);
+      if (entry) out.push(entry);
     }
-    return out.sort((a, b) => ordinal(a.name, b.name));
+    return out.sort((a, b) => ordinal(a.name, b.name) || ordinal(a.key, b.key));
   }
 
   /**
-   * A page of one volume's records in creation order (`dir`), read through the volume's entries
-   * from the marker's place on (where its entry would be), READ_CONCURRENCY at a time, until
-   * `limit` + 1 records match (all of them without a limit). As in latestBackup, a record counts
-   * only when read through its own entry.
+   * A page of records in creation order (`dir`), read through `entries` (volumeEntries, oldest
+   * first) from the marker's place on (where its entry would be), READ_CONCURRENCY at a time,
+   * until `limit` + 1 records match (all of them without a limit). As in latestBackup, a record
+   * counts only when read through its own entry.
    */
-  private async volumePage(filter: BackupFilter, volumeId: string, dir: 'asc' | 'desc', marker: BackupRecord | undefined, limit: number | undefined): Promise<BackupPage> {
-    const prefix = volumePrefix(volumeId);
-    let entries = await this.volumeEntries(volumeId);
-    if (dir === 'desc') entries.reverse();
+  private async entryPage(filter: BackupFilter, entries: VolumeEntry[], dir: 'asc' | 'desc', marker: BackupRecord | undefined, limit: number | undefined): Promise<BackupPage> {
+    if (dir === 'desc') entries = [...entries].reverse();
     if (marker) {
-      const at = volumeEntryKey({ volumeId, createdAt: marker.createdAt, id: marker.id }).slice(prefix.length);
+      const at = entryName(marker);
       entries = entries.filter((e) => (dir === 'asc' ? ordinal(e.name, at) > 0 : ordinal(e.name, at) < 0));
     }
     const want = limit === undefined ? Infinity : limit + 1;
     const found = new Map<string, BackupRecord>();
     for (let i = 0; i < entries.length && found.size < want; i += READ_CONCURRENCY) {
       const batch = entries.slice(i, i + READ_CONCURRENCY);
-      const named = new Set(batch.map((e) => prefix + e.name));
+      const named = new Set(batch.map((e) => e.key));
       for (const r of await this.readMany([...new Set(batch.map((e) => e.backupId))])) {
         if (named.has(volumeEntryKey(r)) && matches(r, filter)) found.set(r.id, r);
       }
