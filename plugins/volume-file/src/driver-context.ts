@@ -104,11 +104,6 @@ export class DriverContext {
     return settledStampOf(this.store.layout.image('volume', volumeId), this.clock);
   }
 
-  /** Records the image as it is now in `r` (to be saved by the caller): the driver's own change, not a foreign one. */
-  async stampImage(r: VolumeRecord): Promise<void> {
-    r.imageStamp = await this.imageStamp(r.id);
-  }
-
   /**
    * A checkpoint's saved bitmap for a `size`-byte volume; undefined when missing or damaged (the
    * checkpoint is then inconsistent: its queries are `NOT_FOUND`, callers read everything). Damaged

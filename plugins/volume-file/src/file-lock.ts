@@ -6,63 +6,54 @@ import { fsExt, type FsExt } from './native-fs.js';
 
 export type LockMode = 'shared' | 'exclusive';
 
-/** A flock(2) lock held on one open file description. */
+/** A flock(2) lock held on one open file description of this process. */
 export interface HeldLock {
   readonly mode: LockMode;
   /**
-   * Present where the lock is on a descriptor of this process (fs-ext): converts a shared lock to
-   * exclusive in place, without waiting. Linux does that under one kernel lock when it succeeds,
-   * but a failed conversion has already dropped the shared lock; it is then taken back on the same
-   * descriptor. Resolves to the mode now held, or null when no lock is held any more (another
-   * process got in): the lock is then released and must not be trusted.
+   * Converts a shared lock to exclusive in place, without waiting. Linux does that under one
+   * kernel lock when it succeeds, but a failed conversion has already dropped the shared lock; it
+   * is then taken back on the same descriptor. Resolves to the mode now held, or null when no lock
+   * is held any more (another process got in): the lock is then released and must not be trusted.
    */
-  upgrade?(): Promise<LockMode | null>;
-  /** Drops the lock. Idempotent. */
+  upgrade(): Promise<LockMode | null>;
+  /** Drops the lock (closes its descriptor). Idempotent. */
   release(): Promise<void>;
 }
 
 /**
+ * flock(2) without waiting on the open file `fh`, in `mode`: true when taken (or converted), false
+ * when another open file holds a conflicting lock; a CairnError for anything else.
+ */
+type Flock = (fh: FileHandle, mode: LockMode) => Promise<boolean>;
+
+/**
  * Takes a flock(2) on `path` without waiting; resolves to null when another open file (another
- * process, or another driver instance) holds a conflicting lock. The lock dies with the process.
- * With fs-ext the lock is taken on a descriptor of this process; without it, on a `flock(1)`
- * helper process (util-linux) that holds it until its stdin closes — also when this process dies.
- * `NOT_FOUND` when `path` does not exist.
+ * process, or another driver instance) holds a conflicting lock. The lock is on a descriptor of
+ * this process, so it dies with the process. The file is opened read-only and never created:
+ * throws what open(2) throws (ENOENT when `path` does not exist). The flock(2) call itself is made
+ * by `fs-ext`, or without it by `flock(1)` (util-linux) run on that same open file (its fd 3),
+ * which exits at once, leaving the lock with this process's descriptor.
  */
 export async function tryLock(path: string, mode: LockMode, driver: string): Promise<HeldLock | null> {
   const ext = fsExt();
-  if (ext) {
-    const fh = await open(path, 'r');
-    try {
-      ext.flockSync(fh.fd, mode === 'exclusive' ? 'exnb' : 'shnb');
-    } catch (err) {
-      await fh.close();
-      const code = (err as { code?: string }).code;
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return null;
-      throw new CairnError('INTERNAL', `flock ${path}: ${(err as Error).message}`, { driver, cause: err });
-    }
-    return descriptorLock(fh, mode, ext, path, driver);
+  const flock: Flock = ext ? (fh, m) => Promise.resolve(nativeFlock(ext, fh, m, path, driver)) : (fh, m) => helperFlock(fh, m, path, driver);
+  const fh = await open(path, 'r');
+  let taken = false;
+  try {
+    taken = await flock(fh, mode);
+  } finally {
+    if (!taken) await fh.close();
   }
-  return helperLock(path, mode, driver);
+  return taken ? descriptorLock(fh, mode, flock) : null;
 }
 
-function descriptorLock(fh: FileHandle, initial: LockMode, ext: FsExt, path: string, driver: string): HeldLock {
+function descriptorLock(fh: FileHandle, initial: LockMode, flock: Flock): HeldLock {
   let mode = initial;
   let released = false;
   const release = async () => {
     if (released) return;
     released = true;
-    await fh.close(); // closing the last descriptor drops the flock
-  };
-  /** flock without waiting; false on conflict. */
-  const take = (m: LockMode): boolean => {
-    try {
-      ext.flockSync(fh.fd, m === 'exclusive' ? 'exnb' : 'shnb');
-      return true;
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return false;
-      throw new CairnError('INTERNAL', `flock ${path}: ${(err as Error).message}`, { driver, cause: err });
-    }
+    await fh.close(); // closing the last descriptor of the open file drops the flock
   };
   return {
     get mode() {
@@ -71,8 +62,8 @@ function descriptorLock(fh: FileHandle, initial: LockMode, ext: FsExt, path: str
     upgrade: async () => {
       if (released) return null;
       try {
-        if (mode === 'exclusive' || take('exclusive')) return (mode = 'exclusive');
-        if (take('shared')) return mode; // another holder conflicts; the shared lock is back
+        if (mode === 'exclusive' || (await flock(fh, 'exclusive'))) return (mode = 'exclusive');
+        if (await flock(fh, 'shared')) return mode; // another holder conflicts; the shared lock is back
       } catch (err) {
         await release(); // in an unknown state: held no more
         throw err;
@@ -95,46 +86,33 @@ export async function lockWithin(path: string, mode: LockMode, timeoutMs: number
   }
 }
 
+function nativeFlock(ext: FsExt, fh: FileHandle, mode: LockMode, path: string, driver: string): boolean {
+  try {
+    ext.flockSync(fh.fd, mode === 'exclusive' ? 'exnb' : 'shnb');
+    return true;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return false;
+    throw new CairnError('INTERNAL', `flock ${path}: ${(err as Error).message}`, { driver, cause: err });
+  }
+}
+
 const CONFLICT_EXIT = 75;
 
-function helperLock(path: string, mode: LockMode, driver: string): Promise<HeldLock | null> {
+/**
+ * The flock(2) of nativeFlock made by `flock(1)`, given `fh` as its fd 3: the lock belongs to the
+ * open file, which this process keeps open after flock(1) has exited.
+ */
+function helperFlock(fh: FileHandle, mode: LockMode, path: string, driver: string): Promise<boolean> {
   return new Promise((resolve, reject) => {
-    const args = ['--nonblock', '--conflict-exit-code', String(CONFLICT_EXIT), mode === 'exclusive' ? '--exclusive' : '--shared', '--no-fork', path];
-    const child = spawn('flock', [...args, '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let settled = false;
+    const args = ['--nonblock', '--conflict-exit-code', String(CONFLICT_EXIT), mode === 'exclusive' ? '--exclusive' : '--shared', '3'];
+    const child = spawn('flock', args, { stdio: ['ignore', 'ignore', 'pipe', fh.fd] });
     let stderr = '';
-    const exited = new Promise<void>((r) => child.once('close', () => r()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdout.on('data', (d: Buffer) => {
-      if (settled || !d.toString().includes('locked')) return;
-      settled = true;
-      // A held lock must not keep the process alive; waiting for its release must.
-      const streams = [child.stdin, child.stdout, child.stderr] as unknown as { ref?: () => void; unref?: () => void }[];
-      child.unref();
-      for (const s of streams) s.unref?.();
-      let released = false;
-      resolve({
-        mode,
-        release: async () => {
-          if (released) return;
-          released = true;
-          child.ref();
-          for (const s of streams) s.ref?.();
-          child.stdin.end();
-          await exited;
-        },
-      });
-    });
-    child.once('error', (err) => {
-      if (settled) return;
-      settled = true;
-      reject(new CairnError('NOT_SUPPORTED', `locking needs fs-ext or flock(1): ${err.message}`, { driver, cause: err }));
-    });
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', (err) => reject(new CairnError('NOT_SUPPORTED', `locking needs fs-ext or flock(1): ${err.message}`, { driver, cause: err })));
     child.once('close', (code) => {
-      if (settled) return;
-      settled = true;
-      if (code === CONFLICT_EXIT) resolve(null);
-      else if (/No such file/.test(stderr)) reject(new CairnError('NOT_FOUND', `${path} not found`, { driver }));
+      if (code === 0) resolve(true);
+      else if (code === CONFLICT_EXIT) resolve(false);
       else reject(new CairnError('INTERNAL', `flock(1) on ${path} exited ${String(code)}: ${stderr.trim()}`, { driver }));
     });
   });

@@ -191,12 +191,16 @@ export class FileVolumeDriver implements VolumeDriver {
   /**
    * extendVolume's work, holding the exclusive lock. The sidecar and grown bitmaps are saved
    * before the image grows, so that a crash in between leaves an image shorter than its sidecar,
-   * which attach heals; when the image cannot grow, they are put back as they were.
+   * which attach heals; when the image cannot grow, they are put back as they were. Image stamps
+   * are settled before the metadata lock is taken (settling may wait one tick of a coarse clock,
+   * which would hold up every metadata change of the directory, in every process): recovery by
+   * `recovered` (whose recheck under the lock is one stat), the new stamp once the image has grown.
    */
   private async grow(volumeId: string, image: string, size: number): Promise<void> {
     const { ctx } = this;
     const before = new Map<string, DirtyBitmap>();
     let oldSize = 0;
+    await ctx.recovered(volumeId);
     await ctx.store.updateVolume(volumeId, async (r) => {
       await ctx.recover(r);
       oldSize = r.size;
@@ -227,7 +231,19 @@ export class FileVolumeDriver implements VolumeDriver {
     }
     // The grown image is the driver's own change. Should this fail, the stale stamp only makes
     // the checkpoints inconsistent at the next check (a full backup, never a wrong incremental).
-    await ctx.store.updateVolume(volumeId, (r) => ctx.stampImage(r)).catch(() => {});
+    await this.saveStamp(volumeId).catch(() => {});
+  }
+
+  /**
+   * Records the image as it is now in the volume's sidecar, as the driver's own change: settled
+   * first (this may wait one tick of a coarse clock), then saved holding the metadata lock only for
+   * the write. Call holding a lock on the image that keeps every writer of ours off it.
+   */
+  private async saveStamp(volumeId: string): Promise<void> {
+    const stamp = await this.ctx.imageStamp(volumeId);
+    await this.ctx.store.updateVolume(volumeId, (r) => {
+      r.imageStamp = stamp;
+    });
   }
 
   /**
@@ -335,7 +351,7 @@ export class FileVolumeDriver implements VolumeDriver {
     if (actual < size) {
       // An extend interrupted between sidecar and truncate: its bitmaps already mark the tail.
       await resizeImage(image, size, this.name);
-      await ctx.store.updateVolume(record.id, (r) => ctx.stampImage(r));
+      await this.saveStamp(record.id);
     }
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {

@@ -36,7 +36,7 @@ export class ImageLocks {
       else if (mode === 'exclusive' && e.lock.mode !== 'exclusive') {
         const shared = e.lock;
         e.lock = null; // lost until the upgrade says otherwise, also if it throws
-        e.lock = await this.upgrade(shared, path);
+        e.lock = await this.upgrade(shared);
         if (e.lock?.mode !== 'exclusive') throw this.busy(path, mode);
       }
       e.refs++;
@@ -70,14 +70,9 @@ export class ImageLocks {
     return lock;
   }
 
-  /**
-   * A shared lock made exclusive; else the shared lock still (or again) held; else null: lost.
-   * In place where the lock allows it; else (flock(1) helpers) release, then retake.
-   */
-  private async upgrade(lock: HeldLock, path: string): Promise<HeldLock | null> {
-    if (lock.upgrade) return (await lock.upgrade()) ? lock : null;
-    await lock.release();
-    return (await tryLock(path, 'exclusive', this.driver)) ?? (await tryLock(path, 'shared', this.driver));
+  /** A shared lock made exclusive in place; else the shared lock still (or again) held; else null: lost. */
+  private async upgrade(lock: HeldLock): Promise<HeldLock | null> {
+    return (await lock.upgrade()) ? lock : null;
   }
 
   private busy(path: string, mode: LockMode): CairnError {

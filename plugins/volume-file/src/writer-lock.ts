@@ -32,7 +32,8 @@ export async function holdWriterLock(path: string, driver: string): Promise<() =
 
 /**
  * Whether a writer holds the writer lock at `path` now: a shared lock tried without waiting and
- * dropped at once. A missing file means no writer ever attached the volume read-write with it.
+ * dropped at once. A missing file means no writer ever attached the volume read-write with it (or
+ * the volume was deleted meanwhile); the probe never creates it (tryLock).
  */
 export async function writerAlive(path: string, driver: string): Promise<boolean> {
   let lock;
@@ -40,7 +41,7 @@ export async function writerAlive(path: string, driver: string): Promise<boolean
     lock = await tryLock(path, 'shared', driver);
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (code === 'ENOENT' || code === 'NOT_FOUND') return false;
+    if (code === 'ENOENT') return false;
     throw err;
   }
   if (!lock) return true;

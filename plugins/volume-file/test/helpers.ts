@@ -46,11 +46,11 @@ export interface Holder {
   kill(): Promise<void>;
 }
 
-/** Spawns a second Node process that attaches `volumeId` through the built package. */
-export function spawnHolder(directory: string, volumeId: string, mode: 'ro' | 'rw', writeOffset?: number): Holder {
+/** Spawns a second Node process that attaches `volumeId` through the built package, with `env` added to its environment. */
+export function spawnHolder(directory: string, volumeId: string, mode: 'ro' | 'rw', writeOffset?: number, env: Record<string, string> = {}): Holder {
   if (!existsSync(built)) throw new Error(`${built} is missing: run \`npx tsc -b plugins/volume-file\` first`);
   const args = [fixture, directory, volumeId, mode, ...(writeOffset === undefined ? [] : [String(writeOffset)])];
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   let out = '';
   const ready = new Promise<string>((resolve, reject) => {

@@ -8,24 +8,39 @@ import { removeDir, spawnHolder, tempDir, type Holder } from './helpers.js';
 const MiB = 1024 * 1024;
 
 // Wraps every lock so the test can act in the instant one is released: that is where a
-// non-atomic shared → exclusive upgrade lets another process in. Locks lose `upgrade`, so the
-// driver takes the release-then-retake path that flock(1) helper locks also take.
+// non-atomic shared → exclusive upgrade lets another process in. A wrapped lock upgrades as
+// flock(2) converts a lock: the shared lock is dropped first (the test acts then), then the
+// exclusive one is tried; should that fail, no lock is held any more.
 const hooks = vi.hoisted(() => ({ onRelease: undefined as (() => Promise<void>) | undefined }));
 vi.mock('../src/file-lock.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../src/file-lock.js')>();
+  type Lock = NonNullable<Awaited<ReturnType<typeof real.tryLock>>>;
   return {
     ...real,
     tryLock: async (...args: Parameters<typeof real.tryLock>) => {
-      const lock = await real.tryLock(...args);
+      const [path, , driver] = args;
+      let lock: Lock | null = await real.tryLock(...args);
       if (!lock) return null;
+      const release = async () => {
+        const held = lock;
+        lock = null;
+        if (!held) return;
+        await held.release();
+        const hook = hooks.onRelease;
+        hooks.onRelease = undefined;
+        await hook?.();
+      };
       return {
-        mode: lock.mode,
-        release: async () => {
-          await lock.release();
-          const hook = hooks.onRelease;
-          hooks.onRelease = undefined;
-          await hook?.();
+        get mode() {
+          return lock?.mode ?? 'shared';
         },
+        upgrade: async () => {
+          if (lock?.mode === 'exclusive') return 'exclusive';
+          await release();
+          lock = await real.tryLock(path, 'exclusive', driver);
+          return lock ? 'exclusive' : null;
+        },
+        release,
       };
     },
   };

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { open } from 'node:fs/promises';
+import { open, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'vitest';
 import { FileVolumeDriver } from '../src/index.js';
@@ -34,6 +34,43 @@ class WatchedClock implements StampClock {
       const lock = await tryLock(join(this.directory, '.lock'), 'exclusive', 'test');
       if (lock) await lock.release();
       else this.settlesUnderMetadataLock++;
+    }
+    this.paused = false;
+    return fileSystemClock.now(dir);
+  }
+
+  async pause(attempt: number): Promise<void> {
+    this.paused = true;
+    await fileSystemClock.pause(attempt);
+  }
+  touch(path: string): Promise<void> {
+    return fileSystemClock.touch(path);
+  }
+}
+
+/**
+ * The real file-system clock, whose first reading of each settle waits for `during` to finish
+ * first: what happens while the driver settles a stamp. Records `during`'s outcome.
+ */
+class ClockWaitingFor implements StampClock {
+  outcomes: string[] = [];
+  private paused = false;
+
+  constructor(private readonly during: () => Promise<unknown>) {}
+
+  stat(path: string): Promise<ImageStamp> {
+    this.paused = false;
+    return fileSystemClock.stat(path);
+  }
+
+  async now(dir: string): Promise<bigint> {
+    if (!this.paused) {
+      this.outcomes.push(
+        await this.during().then(
+          () => 'done',
+          (err: { code?: string }) => `error ${String(err.code)}`,
+        ),
+      );
     }
     this.paused = false;
     return fileSystemClock.now(dir);
@@ -109,5 +146,40 @@ describe('FileVolumeDriver: image stamps are settled once, outside the metadata 
     await a.device.write(2 * 64 * KiB, Buffer.alloc(512, 1));
     await driver.detach(a.id);
     assert.deepEqual(await changed(driver, v.id, second.id), [{ offset: 2 * 64 * KiB, length: 64 * KiB }]);
+  });
+
+  it('extendVolume settles its stamps outside the metadata lock: once, and twice after a write behind the driver (the recovery, then the grown image)', async () => {
+    const v = await driver.createVolume({ size: MiB });
+    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const clock = watch(driver, dir);
+    await driver.extendVolume(v.id, 2 * MiB);
+    assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
+    assert.deepEqual(await changed(driver, v.id, cp.id), [{ offset: MiB, length: MiB }], 'the grown tail, and the stamp of the grown image matches');
+    await writeBehindTheDriver(join(dir, 'volumes', `${v.id}.img`));
+    await driver.extendVolume(v.id, 3 * MiB);
+    assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 3, underLock: 0 });
+    assert.equal(await changed(driver, v.id, cp.id), 'NOT_FOUND', 'the checkpoint that missed the write');
+  });
+
+  it('attach healing an interrupted extend settles the new stamp outside the metadata lock', async () => {
+    const v = await driver.createVolume({ size: 2 * MiB });
+    await truncate(join(dir, 'volumes', `${v.id}.img`), MiB); // as an extend that crashed before its ftruncate
+    const clock = watch(driver, dir);
+    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    assert.equal(a.device.size, 2 * MiB);
+    await driver.detach(a.id);
+    assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
+  });
+
+  it('while extendVolume settles a stamp, another driver instance changes the metadata of another volume', async () => {
+    const other = new FileVolumeDriver({ directory: dir });
+    const v = await driver.createVolume({ size: MiB });
+    const w = await other.createVolume({ size: MiB });
+    const clock = new ClockWaitingFor(() => other.setVolumeMetadata(w.id, { during: 'settle' }));
+    (driver as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
+    await driver.extendVolume(v.id, 2 * MiB);
+    assert.deepEqual(clock.outcomes, ['done'], 'the other instance\'s metadata change made during each settle');
+    assert.deepEqual((await other.getVolume(w.id)).metadata, { during: 'settle' });
+    assert.equal((await driver.getVolume(v.id)).size, 2 * MiB);
   });
 });
