@@ -4,12 +4,15 @@
  * qemu-img convert reads the missing tail as zeros: a cut L2 table's entries read as
  * unallocated, so the data they mapped import as zeros, exit 0, and check counts only a leak.
  * Cairn walks the image's metadata (assertQcow2MetadataWithinFile of @cairn/core) before it
- * converts: CORRUPT (exit 5) naming the file and the structure, no volume left.
+ * converts: CORRUPT (exit 5) naming the file and the structure, no volume left. The same for a
+ * compressed qcow2 cut inside its last compressed cluster (zlib inflates the missing part, read as
+ * zeros, into wrong data without an error).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, readdir, readFile, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compressedText, l2TableLast, REFCOUNT_BLOCK_LAST_DATA, refcountBlockLast } from '../../core/test/qcow2-cut-images.js';
 import { cairn, cairnJson, jsonError, MiB, removeDir, tempDir, type CliResult } from './helpers.js';
 
 describe('volume import of a qcow2 cut inside its last metadata structure', () => {
@@ -25,7 +28,6 @@ describe('volume import of a qcow2 cut inside its last metadata structure', () =
 
   const run = (args: string[]): Promise<CliResult> => cairn([...args, '--json'], { cwd, env: { TMPDIR: tmp } });
   const qemuImg = (...args: string[]): void => void execFileSync('qemu-img', args, { cwd, stdio: 'ignore' });
-  const qemuIo = (file: string, command: string): void => void execFileSync('qemu-io', ['-f', 'qcow2', '-c', command, file], { stdio: 'ignore' });
   const volumeNames = async (): Promise<string[]> => (await cairnJson<{ name: string }[]>(['volume', 'list'], { cwd })).map((v) => v.name);
 
   /**
@@ -35,11 +37,7 @@ describe('volume import of a qcow2 cut inside its last metadata structure', () =
    */
   const l2Last = (): string => {
     const file = join(cwd, `l2-last-${++n}.qcow2`);
-    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=4096', file, '4M');
-    qemuIo(file, 'write -P 0xab 1792k 4k');
-    qemuImg('snapshot', '-c', 's1', file);
-    qemuIo(file, 'write -z 0 4k');
-    qemuImg('snapshot', '-d', 's1', file);
+    l2TableLast(file, { size: '4M', clusterSize: 4096, at: 1792 * 1024 });
     return file;
   };
   const expectRefused = async (file: string, structure: string): Promise<void> => {
@@ -69,12 +67,29 @@ describe('volume import of a qcow2 cut inside its last metadata structure', () =
     await expectRefused(file, 'L2 table');
   });
 
-  it('a qcow2 whose last cluster is a refcount block (512-byte clusters), cut 256 bytes short (which qemu-img check passes), is CORRUPT (exit 5) naming the refcount block', async () => {
+  it('a qcow2 whose last cluster is a refcount block (512-byte clusters), cut 256 bytes short (only entries of clusters past image-end-offset, which qemu reads as the zeros they were), imports byte for byte', async () => {
     const file = join(cwd, 'refblock-last.qcow2');
-    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=512', file, '1M');
-    qemuIo(file, `write -P 0xcd 0 ${249 * 512}`); // the 257th cluster's refcount needs a second block, allocated after it
+    refcountBlockLast(file);
     await truncate(file, (await stat(file)).size - 256);
     expect(spawnSync('qemu-img', ['check', file], { stdio: 'ignore' }).status).toBe(0);
-    await expectRefused(file, 'refcount block');
+    const r = await run(['volume', 'import', file, '--name', 'refblock-cut']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = join(cwd, 'refblock-cut.raw');
+    await cairnJson(['volume', 'export', 'refblock-cut', out], { cwd });
+    const want = Buffer.alloc(MiB);
+    want.fill(0xcd, 0, REFCOUNT_BLOCK_LAST_DATA);
+    expect((await readFile(out)).equals(want)).toBe(true);
+  });
+
+  it('a compressed qcow2 (convert -c) cut 1000 bytes inside its last compressed cluster (qemu-img check: clean; convert: exit 0 with wrong data) is CORRUPT (exit 5) naming the compressed cluster', async () => {
+    const text = join(cwd, 'text.raw');
+    const file = join(cwd, 'compressed-cut.qcow2');
+    await compressedText(text, file, 2 * MiB);
+    await truncate(file, (await stat(file)).size - 1000);
+    expect(spawnSync('qemu-img', ['check', file], { stdio: 'ignore' }).status).toBe(0);
+    const converted = join(cwd, 'compressed-cut.raw');
+    qemuImg('convert', '-f', 'qcow2', '-O', 'raw', file, converted);
+    expect((await readFile(converted)).equals(await readFile(text))).toBe(false); // what an unchecked import would hold
+    await expectRefused(file, 'compressed cluster');
   });
 });

@@ -39,6 +39,7 @@ export { RateBudget, throttleReads } from './util/read-rate.js';
 export { untilAborted } from './util/until-aborted.js';
 export { assertDataWithinFile, assertDataWithinFiles, type ImageDataFile, type ImageEndProbe, type ImageMapProbe, type QemuCheckReport } from './util/image-data-end.js';
 export { assertQcow2MetadataWithinFile, type Qcow2MetadataProbe, type Qcow2Structure } from './util/qcow2-metadata-end.js';
+export { parseQcow2Header, QCOW2_MAGIC, type Qcow2Header } from './util/qcow2-header.js';
 export { runBounded, type RunBound, type RunOptions as BoundedRunOptions, type RunResult as BoundedRunResult } from './util/bounded-run.js';
 export { newId, nowIso } from './util/clock.js';
 export { currentOwner, isThisProcess, ownerLocation, ownerMayBeAlive, pidExists, processStartTime, type OwnerLocation, type ProcessOwner } from './util/process-owner.js';

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assertQcow2MetadataWithinFile } from '../src/index.js';
+import { compressedText, l2TableLast, REFCOUNT_BLOCK_LAST_DATA, refcountBlockLast } from './qcow2-cut-images.js';
 
 // qemu-img check (qemu 7) lets a qcow2 file end up to one cluster short of image-end-offset and
 // qemu reads the missing tail as zeros. When that tail held METADATA, check counts no corruption
@@ -28,7 +29,7 @@ describe.skipIf(missing.length > 0)(`assertQcow2MetadataWithinFile on real qcow2
   const qemuImg = (...args: string[]): void => void execFileSync('qemu-img', args, { stdio: 'ignore' });
   const qemuIo = (file: string, ...commands: string[]): void => void execFileSync('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
   /** `qemu-img check --output=json`: its report and exit status (0 clean, 3 leaks only, 2 corruptions). */
-  const check = (file: string): { status: number | null; report: { 'image-end-offset'?: number; corruptions?: number } } => {
+  const check = (file: string): { status: number | null; report: { 'image-end-offset'?: number; 'compressed-clusters'?: number; corruptions?: number } } => {
     const r = spawnSync('qemu-img', ['check', '--output=json', file], { encoding: 'utf8' });
     return { status: r.status, report: JSON.parse(r.stdout) };
   };
@@ -46,13 +47,7 @@ describe.skipIf(missing.length > 0)(`assertQcow2MetadataWithinFile on real qcow2
   /** A 1 GiB image whose last cluster is an L2 table mapping the 64 KiB of 0xab at 500 MiB (entry 8000 of 8192: in its last 4 KiB). */
   const l2Last = (): string => {
     const file = fresh();
-    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=65536', file, '1G');
-    qemuIo(file, 'write -P 0xab 500M 64k');
-    // A snapshot shares the L2 table; a zero write then copies it (a new L2 table, the last
-    // cluster, no data cluster after it); deleting the snapshot frees the old one.
-    qemuImg('snapshot', '-c', 's1', file);
-    qemuIo(file, 'write -z 0 64k');
-    qemuImg('snapshot', '-d', 's1', file);
+    l2TableLast(file, { size: '1G', clusterSize: 65536, at: 500 * MiB });
     return file;
   };
 
@@ -71,14 +66,37 @@ describe.skipIf(missing.length > 0)(`assertQcow2MetadataWithinFile on real qcow2
     });
   });
 
-  it('an image whose last cluster is a refcount block (512-byte clusters: one block per 256 clusters), cut 256 bytes short: CORRUPT naming the refcount block', async () => {
+  const refblockLast = (): string => {
     const file = fresh();
-    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=512', file, '1M');
-    qemuIo(file, `write -P 0xcd 0 ${249 * 512}`); // the 257th cluster's refcount needs a second block, allocated after it
+    refcountBlockLast(file);
+    return file;
+  };
+
+  it('a last refcount block cut where its entries count only clusters past image-end-offset (256 bytes: clusters 384 to 511) passes: qemu reads and writes the image as whole', async () => {
+    const file = refblockLast();
     expect(await verdict(file)).toBe('whole');
     await cut(file, 256);
+    const { status, report } = check(file);
+    expect(status).toBe(0);
+    expect(report['image-end-offset']).toBeLessThanOrEqual(384 * 512);
+    expect(await verdict(file)).toBe('whole');
+    qemuIo(file, `read -P 0xcd 0 ${REFCOUNT_BLOCK_LAST_DATA}`);
+    // Allocations past the cut entries' clusters and beyond: refcounts qemu writes into the cut part.
+    qemuIo(file, `write -P 0xef ${256 * 1024} ${200 * 512}`, `read -P 0xcd 0 ${REFCOUNT_BLOCK_LAST_DATA}`, `read -P 0xef ${256 * 1024} ${200 * 512}`);
     expect(check(file).status).toBe(0);
-    expect(await verdict(file)).toMatchObject({ code: 'CORRUPT', details: { structure: 'refcount block', end: (await stat(file)).size + 256 } });
+  });
+
+  it('a last refcount block cut into the entries of clusters in use (its own): qemu-img check counts the corruption; with image-end-offset past the cut entries, CORRUPT naming the refcount block', async () => {
+    const file = refblockLast();
+    const { report: whole } = check(file);
+    const size = (await stat(file)).size;
+    await cut(file, 510); // keeps the entry of cluster 256 only
+    expect(check(file).status).toBe(2); // the block's own cluster reads refcount 0: "ERROR cluster 257 refcount=0 reference=1"
+    // The walk's own rule, against the whole image's report (cluster 257 in use):
+    await expect(assertQcow2MetadataWithinFile(file, { check: whole, fileSize: size - 510 })).rejects.toMatchObject({
+      code: 'CORRUPT',
+      details: { structure: 'refcount block', offset: size - 512, end: size },
+    });
   });
 
   it('an internal snapshot table (written last, its last entry unpadded: a legitimately short file) passes; cut 8 bytes short it is CORRUPT naming it', async () => {
@@ -120,14 +138,62 @@ describe.skipIf(missing.length > 0)(`assertQcow2MetadataWithinFile on real qcow2
     expect(await verdict(file)).toMatchObject({ code: 'CORRUPT', details: { structure: 'bitmap table' } });
   });
 
+  it('bitmaps qemu ignores (autoclear bit 0 unset: written by a writer that knows no bitmaps) are not walked: their directory cut short passes, and qemu reads the image as whole', async () => {
+    const file = withBitmap();
+    await clearBitmapsConsistent(file);
+    await cut(file, 8);
+    const { status, report } = check(file);
+    expect(status).toBe(3); // the ignored bitmaps' clusters are leaks to it
+    expect(report.corruptions ?? 0).toBe(0);
+    const read = spawnSync('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 2 8M 64k', '-c', 'read -P 1 0 64k', file], { encoding: 'utf8' });
+    expect(read.stdout).not.toMatch(/Pattern verification failed/);
+    expect(read.stderr).toMatch(/bitmaps are now considered inconsistent/);
+    expect(await verdict(file)).toBe('whole');
+  });
+
+  /** 2 MiB of text converted to a compressed qcow2 (64 KiB clusters, 32 compressed). */
+  const compressedImage = async (...options: string[]): Promise<{ file: string; text: string }> => {
+    const text = join(dir, `text-${++n}.raw`);
+    const file = fresh();
+    await compressedText(text, file, 2 * MiB, ...options);
+    return { file, text };
+  };
+
+  it('a compressed qcow2 cut 1000 bytes inside its last compressed cluster: qemu-img check finds nothing and convert exits 0 with wrong data; CORRUPT naming the compressed cluster', async () => {
+    const { file, text } = await compressedImage();
+    await cut(file, 1000);
+    const { status, report } = check(file);
+    expect(status).toBe(0);
+    expect(report['compressed-clusters']).toBe(32);
+    const out = join(dir, `out-${n}.raw`);
+    qemuImg('convert', '-f', 'qcow2', '-O', 'raw', file, out); // exits 0
+    expect((await readFile(out)).equals(await readFile(text))).toBe(false);
+    const size = (await stat(file)).size;
+    const err = await verdict(file);
+    expect(err).toMatchObject({ code: 'CORRUPT', details: { file, fileSize: size, structure: 'compressed cluster' } });
+    expect((err as { details: { end: number } }).details.end).toBeGreaterThan(size);
+  });
+
+  it('compressed clusters whose sector ranges pass the end of the file but whose streams end within it pass (zlib and zstd, written by qemu-io); zstd cut inside its frame is CORRUPT', async () => {
+    for (const type of ['zlib', 'zstd']) {
+      const file = fresh();
+      qemuImg('create', '-f', 'qcow2', '-o', `compression_type=${type}`, file, '4M');
+      qemuIo(file, 'write -c -P 0x11 0 64k', 'write -c -P 0x22 64k 64k');
+      expect((await stat(file)).size % 512, type).not.toBe(0); // the last range, rounded to 512 bytes, passes the end
+      expect(await verdict(file), type).toBe('whole');
+    }
+    const { file } = await compressedImage('-o', 'compression_type=zstd');
+    expect(await verdict(file)).toBe('whole');
+    await cut(file, 1000);
+    expect(check(file).status).toBe(0);
+    expect(await verdict(file)).toMatchObject({ code: 'CORRUPT', details: { structure: 'compressed cluster' } });
+  });
+
   it('legitimately short images pass: extended L2 (a subcluster written last), compressed clusters, an L1 table written last', async () => {
     const sub = fresh();
     qemuImg('create', '-f', 'qcow2', '-o', 'extended_l2=on', sub, '64M');
     qemuIo(sub, 'write -P 7 0 4k');
-    const text = join(dir, 'text.raw');
-    await writeFile(text, Array.from({ length: (MiB * 2) / 16 }, (_, i) => `${String(i).padStart(15, '0')}\n`).join(''));
-    const compressed = fresh();
-    qemuImg('convert', '-c', '-f', 'raw', '-O', 'qcow2', text, compressed);
+    const { file: compressed } = await compressedImage();
     const grown = fresh();
     qemuImg('create', '-f', 'qcow2', grown, '64M');
     qemuIo(grown, 'write -P 3 0 64k');
@@ -189,4 +255,11 @@ async function tableLast(file: string): Promise<void> {
   const out = Buffer.concat([f.subarray(0, tableOffset), directory, Buffer.alloc(clusterSize - dirSize), table]);
   out.writeBigUInt64BE(BigInt(tableOffset), at + 24);
   await writeFile(file, out);
+}
+
+/** Clears autoclear_features bit 0 (byte 95 of a version 3 header), as a writer that knows no bitmaps does: qemu then ignores the bitmaps extension. */
+async function clearBitmapsConsistent(file: string): Promise<void> {
+  const f = await readFile(file);
+  f[95] = f[95]! & ~1;
+  await writeFile(file, f);
 }

@@ -1,15 +1,10 @@
 import { open } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
-
-/** qcow2's magic, `QFI\xfb`: the header's first 4 bytes (big-endian, as every header field). */
-const QCOW2_MAGIC = 0x514649fb;
-/** The header's `size` field: the image's virtual size in bytes, a big-endian u64 at byte 24. */
-const SIZE_OFFSET = 24;
+import { CairnError, parseQcow2Header, type Qcow2Header } from '@cairn/core';
 
 /**
  * The virtual size recorded in the header of the qcow2 image at `path`: what qemu serves when it
  * opens the image, so what an attach of the volume serves (volume-extend.ts's imageSize asks the
- * daemon for the same number when the image is open there). One read of 32 bytes, no process
+ * daemon for the same number when the image is open there). One read of the header, no process
  * spawned and no lock taken: it works while any daemon holds the image. qemu rewrites the field
  * in place with one small write when it resizes the image (`block_resize`, `qemu-img resize`), so
  * a read meanwhile sees the old size or the new one, each a size the image had.
@@ -19,26 +14,25 @@ const SIZE_OFFSET = 24;
  * (the sidecar's size): whoever opens such an image meets the problem itself. Never throws.
  */
 export async function qcow2VirtualSize(path: string): Promise<number | undefined> {
-  const header = await readQcow2Header(path);
-  if (!header || header.length < SIZE_OFFSET + 8) return undefined;
-  const size = header.readBigUInt64BE(SIZE_OFFSET);
-  return size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : undefined;
+  const size = (await readQcow2Header(path))?.size;
+  return size !== undefined && size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : undefined;
 }
 
 /** Bytes of the header any judgement here reads: up to incompatible_features (u64 at 72). */
 const HEADER_BYTES = 80;
 
 /**
- * The first HEADER_BYTES of the qcow2 image at `path` (fewer when the file is shorter), or
- * undefined when it cannot be read or does not start with qcow2's magic. One read; never throws.
+ * The header of the qcow2 image at `path` as far as its first HEADER_BYTES go (parseQcow2Header
+ * of @cairn/core: fields past the end of a shorter file are undefined), or undefined when it
+ * cannot be read or does not start with qcow2's magic. One read; never throws.
  */
-async function readQcow2Header(path: string): Promise<Buffer | undefined> {
+async function readQcow2Header(path: string): Promise<Qcow2Header | undefined> {
   try {
     const fh = await open(path, 'r');
     try {
-      const header = Buffer.alloc(HEADER_BYTES);
-      const { bytesRead } = await fh.read(header, 0, header.length, 0);
-      return bytesRead >= 4 && header.readUInt32BE(0) === QCOW2_MAGIC ? header.subarray(0, bytesRead) : undefined;
+      const bytes = Buffer.alloc(HEADER_BYTES);
+      const { bytesRead } = await fh.read(bytes, 0, bytes.length, 0);
+      return parseQcow2Header(bytes.subarray(0, bytesRead));
     } finally {
       await fh.close().catch(() => {});
     }
@@ -47,14 +41,9 @@ async function readQcow2Header(path: string): Promise<Buffer | undefined> {
   }
 }
 
-/** Header fields naming other files (qcow2 spec): backing_file_offset (u64 at 8), backing_file_size (u32 at 16). */
-const BACKING_OFFSET = 8;
-const BACKING_SIZE = 16;
-/** incompatible_features (u64 at 72, version 3 only). */
-const INCOMPATIBLE_OFFSET = 72;
-/** Bit 1: qemu found the image's metadata corrupt and marked it so (it still opens it read-only). */
+/** incompatible_features bit 1: qemu found the image's metadata corrupt and marked it so (it still opens it read-only). */
 const MARKED_CORRUPT = 1n << 1n;
-/** Bit 2: the data clusters live in an external data file. */
+/** incompatible_features bit 2: the data clusters live in an external data file. */
 const EXTERNAL_DATA_FILE = 1n << 2n;
 
 /**
@@ -70,21 +59,15 @@ const EXTERNAL_DATA_FILE = 1n << 2n;
  *
  * Undefined as well for a header too short to say (whoever opens the file then meets that).
  */
-function headerRefusal(header: Buffer): string | undefined {
-  if (header.length < BACKING_SIZE + 4) return undefined;
-  const backingOffset = header.readBigUInt64BE(BACKING_OFFSET);
-  const backingSize = header.readUInt32BE(BACKING_SIZE);
-  if (backingOffset !== 0n && backingSize > 0) return 'it names a backing file, which the driver never opens';
-  if (header.readUInt32BE(4) < 3 || header.length < INCOMPATIBLE_OFFSET + 8) return undefined;
-  const incompatible = header.readBigUInt64BE(INCOMPATIBLE_OFFSET);
+function headerRefusal(header: Qcow2Header): string | undefined {
+  if (header.backingFileSize === undefined) return undefined;
+  if (header.backingFileOffset !== 0n && header.backingFileSize > 0) return 'it names a backing file, which the driver never opens';
+  const incompatible = header.incompatibleFeatures; // 0 for version 2, which has none
+  if (incompatible === undefined) return undefined;
   if ((incompatible & EXTERNAL_DATA_FILE) !== 0n) return 'its data is in an external data file, which the driver never opens';
   if ((incompatible & MARKED_CORRUPT) !== 0n) return 'qemu marked its metadata corrupt (qemu-img check -r all may repair it)';
   return undefined;
 }
-
-/** The header's version (u32 at 4) and crypt_method (u32 at 32: 0 none, 1 AES, 2 LUKS). */
-const VERSION_OFFSET = 4;
-const CRYPT_METHOD_OFFSET = 32;
 
 /**
  * Why the driver cannot serve the valid qcow2 image whose header (readQcow2Header) is `header`, or
@@ -97,11 +80,11 @@ const CRYPT_METHOD_OFFSET = 32;
  * Images the driver makes are neither (version 3, no encryption): such an image was written
  * outside the driver. Undefined as well for a header too short to say.
  */
-function headerUnsupported(header: Buffer): string | undefined {
-  if (header.length < CRYPT_METHOD_OFFSET + 4) return undefined;
-  const crypt = header.readUInt32BE(CRYPT_METHOD_OFFSET);
+function headerUnsupported(header: Qcow2Header): string | undefined {
+  const crypt = header.cryptMethod;
+  if (crypt === undefined) return undefined;
   if (crypt !== 0) return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}), and the driver holds no keys`;
-  if (header.readUInt32BE(VERSION_OFFSET) === 2) {
+  if (header.version === 2) {
     return 'it is qcow2 version 2 (compat=0.10), which cannot hold the persistent bitmaps of checkpoints and snapshot copies (`qemu-img amend -o compat=1.1` upgrades it)';
   }
   return undefined;

@@ -254,7 +254,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * is started if none runs, `UNAVAILABLE` when it cannot run), `BUSY` while another process or
    * driver instance has the image open, and `UNAVAILABLE` (nothing changed) when the daemon died
    * while holding it. Serialized with this instance's attach, extend and delete (the volume's
-   * lock). `NOT_FOUND` for an unknown volume; `INVALID_INPUT` (assertVolumeMetadata) changes nothing.
+   * lock). `NOT_FOUND` for an unknown volume, and for one whose image file is missing (no lock to
+   * take: nothing changed); `INVALID_INPUT` (assertVolumeMetadata) changes nothing.
    */
   async setVolumeMetadata(volumeId: string, metadata: Record<string, string>): Promise<Volume> {
     return this.guard('setVolumeMetadata', () =>
@@ -270,12 +271,17 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           );
         await this.runtime.finishDeferred(volumeId);
         if (await this.runtime.isOpen(volumeId)) return replace();
-        const hold = await this.holdFile(this.store.layout.image('volume', volumeId), volumeId);
+        const image = this.store.layout.image('volume', volumeId);
+        const hold = await this.holdFile(image, volumeId);
+        // No image, no lock to take: nothing would order this write after another instance's
+        // deleteVolume (which removes such a volume's sidecar unheld), and the volume could
+        // reappear. The record is left as it is.
+        if (!hold) throw this.err('NOT_FOUND', `volume ${volumeId} has no image (${image} is missing): its metadata is not changed`);
         try {
           this.assertHeld(hold, `volume ${volumeId}`);
           return await replace();
         } finally {
-          await hold?.release().catch(() => {}); // as in deleteVolume
+          await hold.release().catch(() => {}); // as in deleteVolume
         }
       }),
     );

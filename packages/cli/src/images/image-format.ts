@@ -117,8 +117,10 @@ export function imageSpec(file: string, format: ImageFormat): string {
  * reports no end): a single-file one (magic `KDMV`), or each SPARSE or VMFSSPARSE extent of a descriptor
  * against the guest range it holds (vmdkSparseExtents; its FLAT extents' sizes are checked by
  * assertSelfContained), all from one `qemu-img map` read as it comes (memory flat in its entries). Compressed data (a compressed qcow2's clusters, a streamOptimized VMDK's
- * grains) have no place in the map: they are imported unchecked (cloud images are compressed
- * qcow2s; a cut grain fails convert, `CORRUPT`, a zlib cluster cut short may read as wrong data). Errors as qemuFailure otherwise. The
+ * grains) have no place in the map: the map check passes them (cloud images are compressed
+ * qcow2s); a qcow2's compressed cluster cut short (zlib would inflate it as wrong data) is found
+ * by the metadata walk, `CORRUPT` naming the `compressed cluster`; a cut grain fails convert,
+ * `CORRUPT`. Errors as qemuFailure otherwise. The
  * image must have passed assertSelfContained. `hint` ends messages about damage (e.g. --format
  * raw). Each run is bounded by the metadata timeout (`UNAVAILABLE` naming it; see runQemuImg).
  */
