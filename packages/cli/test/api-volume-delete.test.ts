@@ -1,42 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { currentOwner } from '@cairn/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CliContext } from '../src/context.js';
-import { Output } from '../src/output/output.js';
-import { cairnJson, removeDir, serveApi, tempDir, writeDeploymentConfig, type ServedApi } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { servedDeployment } from './served-deployment.js';
 
 // DELETE /v1/volumes/:id against a running `cairn serve` (file volumes, posix repository).
 
 describe('DELETE /v1/volumes/:id', () => {
-  let cwd: string;
-  let config: string;
-  let server: ServedApi;
-  beforeAll(async () => {
-    cwd = await tempDir();
-    config = await writeDeploymentConfig(cwd);
-    server = await serveApi(cwd);
-  });
-  afterAll(async () => {
-    if (server) await server.stop();
-    await removeDir(cwd);
-  });
-  const json = (args: string[]) => cairnJson(args, { cwd });
-  /** Runs `fn` with the deployment's context in this process (another process, as the server sees it). */
-  const inProcess = async <T>(fn: (ctx: CliContext) => Promise<T>): Promise<T> => {
-    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
-    try {
-      return await fn(ctx);
-    } finally {
-      await ctx.close();
-    }
-  };
+  const d = servedDeployment();
+  const { json, inProcess } = d;
 
   it('deletes a volume by id or unique name: 200 {deleted: id}; then, and for an unknown volume, 404 NOT_FOUND', async () => {
     const v = await json(['volume', 'create', 'doomed', '--size', '1MiB']);
-    expect(await server.call('DELETE', '/v1/volumes/doomed')).toEqual({ status: 200, json: { deleted: v.id } });
-    expect(await server.call('GET', `/v1/volumes/${v.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
-    expect(await server.call('DELETE', `/v1/volumes/${v.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
-    expect(await server.call('DELETE', '/v1/volumes/no-such-volume')).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
+    expect(await d.server.call('DELETE', '/v1/volumes/doomed')).toEqual({ status: 200, json: { deleted: v.id } });
+    expect(await d.server.call('GET', `/v1/volumes/${v.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
+    expect(await d.server.call('DELETE', `/v1/volumes/${v.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
+    expect(await d.server.call('DELETE', '/v1/volumes/no-such-volume')).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
   });
 
   it('deletes a volume a failed restore left error_restoring, and its flow state', async () => {
@@ -47,11 +25,11 @@ describe('DELETE /v1/volumes/:id', () => {
     await inProcess(async (ctx) =>
       (await ctx.catalog()).putVolumeState({ volumeId: broken.id, status: 'error_restoring', previousStatus: 'available', backupId: backup.id, since: new Date().toISOString() }),
     );
-    expect((await server.call('GET', `/v1/volumes/${broken.id}`)).json).toMatchObject({ status: 'error_restoring' });
-    expect(await server.call('DELETE', `/v1/volumes/${broken.id}`)).toEqual({ status: 200, json: { deleted: broken.id } });
-    expect(await server.call('GET', `/v1/volumes/${broken.id}`)).toMatchObject({ status: 404 });
+    expect((await d.server.call('GET', `/v1/volumes/${broken.id}`)).json).toMatchObject({ status: 'error_restoring' });
+    expect(await d.server.call('DELETE', `/v1/volumes/${broken.id}`)).toEqual({ status: 200, json: { deleted: broken.id } });
+    expect(await d.server.call('GET', `/v1/volumes/${broken.id}`)).toMatchObject({ status: 404 });
     expect(await inProcess(async (ctx) => (await ctx.catalog()).getVolumeState(broken.id))).toBeUndefined();
-    expect((await server.call('GET', `/v1/backups/${backup.id}`)).json).toMatchObject({ status: 'available' });
+    expect((await d.server.call('GET', `/v1/backups/${backup.id}`)).json).toMatchObject({ status: 'available' });
   });
 
   it('is 409 CONFLICT (details volumeId, volumeStatus) while a backup of another live process works on the volume, which is kept', async () => {
@@ -64,9 +42,9 @@ describe('DELETE /v1/volumes/:id', () => {
       await catalog.putBackup({ ...(await catalog.getBackup(done.id)), id: running, status: 'creating', owner: currentOwner(), checkpointId: undefined });
       await catalog.putVolumeState({ volumeId: v.id, status: 'backing-up', previousStatus: 'available', backupId: running, since: new Date().toISOString() });
     });
-    const r = await server.call('DELETE', `/v1/volumes/${v.id}`);
+    const r = await d.server.call('DELETE', `/v1/volumes/${v.id}`);
     expect(r).toMatchObject({ status: 409, json: { error: { code: 'CONFLICT', details: { volumeId: v.id, volumeStatus: 'backing-up' } } } });
-    expect((await server.call('GET', `/v1/volumes/${v.id}`)).json).toMatchObject({ id: v.id, status: 'backing-up' });
+    expect((await d.server.call('GET', `/v1/volumes/${v.id}`)).json).toMatchObject({ id: v.id, status: 'backing-up' });
   });
 
   it('is 409 BUSY while another process has the volume attached, and deletes nothing', async () => {
@@ -75,12 +53,12 @@ describe('DELETE /v1/volumes/:id', () => {
       const driver = await ctx.volumes();
       const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
       try {
-        expect(await server.call('DELETE', `/v1/volumes/${v.id}`)).toMatchObject({ status: 409, json: { error: { code: 'BUSY' } } });
+        expect(await d.server.call('DELETE', `/v1/volumes/${v.id}`)).toMatchObject({ status: 409, json: { error: { code: 'BUSY' } } });
       } finally {
         await driver.detach(a.id);
       }
     });
-    expect((await server.call('GET', `/v1/volumes/${v.id}`)).json).toMatchObject({ id: v.id, status: 'available' });
-    expect(await server.call('DELETE', `/v1/volumes/${v.id}`)).toEqual({ status: 200, json: { deleted: v.id } });
+    expect((await d.server.call('GET', `/v1/volumes/${v.id}`)).json).toMatchObject({ id: v.id, status: 'available' });
+    expect(await d.server.call('DELETE', `/v1/volumes/${v.id}`)).toEqual({ status: 200, json: { deleted: v.id } });
   });
 });

@@ -31,11 +31,11 @@ describe('backup list paging, sorting and name filter (Cinder\'s limit, marker, 
   const listIds = async (args: string[]) => ((await cairnJson(['backup', 'list', ...args], { cwd })) as { id: string }[]).map((b) => b.id);
 
   /** The ids of every page of `cairn backup list <args> --limit <limit>`, following `--marker` with each page's last id. */
-  async function cliPages(args: string[], limit: number): Promise<string[]> {
+  async function cliPages(args: string[], limit: number, flags: string[] = ['--json']): Promise<string[]> {
     const out: string[] = [];
     let marker: string[] = [];
     for (let n = 0; n < 10; n++) {
-      const r = await cairn(['backup', 'list', ...args, '--limit', String(limit), ...marker, '--json'], { cwd });
+      const r = await cairn(['backup', 'list', ...args, '--limit', String(limit), ...marker, ...flags], { cwd });
       expect(r.code).toBe(0);
       const page = (JSON.parse(r.stdout) as { id: string }[]).map((b) => b.id);
       out.push(...page);
@@ -59,6 +59,21 @@ describe('backup list paging, sorting and name filter (Cinder\'s limit, marker, 
     // Name then (its direction's) creation time: dailies first.
     const byName = [...all.filter((b) => b.name === 'daily'), ...all.filter((b) => b.name === 'weekly')].map((b) => b.id);
     expect(await cliPages(['--sort', 'name'], 2)).toEqual(byName);
+  });
+
+  it('--quiet keeps the next-page line (a listing cut short: part of its result), with --json as without; it is then the only line on stderr', async () => {
+    const ids = all.map((b) => b.id);
+    for (const limit of [1, 2, 5]) {
+      expect(await cliPages([], limit, ['--json', '--quiet'])).toEqual(ids);
+      expect(await cliPages([], limit, ['--quiet', '--json'])).toEqual(ids);
+    }
+    const quiet = await cairn(['backup', 'list', '--limit', '2', '--quiet'], { cwd });
+    expect(quiet.code).toBe(0);
+    // Warnings print with --quiet too (none is expected here, but the bundle's staleness warning may come).
+    const lines = (text: string) => text.split('\n').filter((l) => l !== '' && !l.startsWith('warning: '));
+    expect(lines(quiet.stderr)).toEqual([`more backups follow: next page with --marker ${all[1]!.id}`]);
+    const last = await cairn(['backup', 'list', '--limit', '2', '--marker', all[2]!.id, '--quiet', '--json'], { cwd });
+    expect(lines(last.stderr)).toEqual([]);
   });
 
   it('cairn backup list --name and --volume combine with paging; the table shows the page only', async () => {

@@ -66,13 +66,15 @@ export interface ErrorResponse {
  * Fastify's own errors (`FST_ERR_*`, from body parsing and limits) as API codes. Their messages
  * are replaced by ours, which say what to send instead.
  */
-const FRAMEWORK: Record<string, { code: ApiErrorCode; message: string }> = {
+const FRAMEWORK: Record<string, { code: ApiErrorCode; message: string; details?: Record<string, unknown> }> = {
   FST_ERR_CTP_INVALID_JSON_BODY: { code: 'INVALID_INPUT', message: 'the request body is not valid JSON (or holds a __proto__ or constructor.prototype key)' },
   FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'INVALID_INPUT', message: 'the request body is empty but Content-Type is application/json' },
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: 'INVALID_INPUT', message: 'the request body does not match its Content-Length' },
   FST_ERR_CTP_BODY_TOO_LARGE: { code: 'PAYLOAD_TOO_LARGE', message: 'the request body is larger than the server accepts' },
   FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'request bodies must be JSON (Content-Type: application/json)' },
-  FST_ERR_BAD_URL: { code: 'INVALID_INPUT', message: 'the request URL is malformed' },
+  // A path whose percent-encoding does not decode (`%zz`, a lone `%`, bytes that are not UTF-8):
+  // a `%` in an id or a metadata key is sent as `%25`.
+  FST_ERR_BAD_URL: { code: 'INVALID_INPUT', message: 'the request URL is malformed: its percent-encoding does not decode (send a % as %25)', details: { reason: 'malformed_url' } },
   // A path segment longer than the router matches (MAX_PARAM_LENGTH): no id or name is that long.
   FST_ERR_MAX_PARAM_LENGTH: { code: 'NOT_FOUND', message: 'no such resource: a path segment is longer than any id or name' },
 };
@@ -95,7 +97,7 @@ export function errorResponse(err: unknown): ErrorResponse {
   } else {
     const fst = FRAMEWORK[String((err as { code?: unknown })?.code)];
     const status = (err as { statusCode?: unknown })?.statusCode;
-    if (fst) ({ code, message } = fst);
+    if (fst) ({ code, message, details } = fst);
     else if (typeof status === 'number' && status >= 400 && status < 500) (code = 'INVALID_INPUT'), (message = (err as Error).message);
     else ({ code, message, details } = toCairnError(err));
   }

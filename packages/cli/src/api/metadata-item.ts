@@ -24,6 +24,16 @@ export function metadataItem(key: string, meta: unknown): Record<string, string>
   return meta;
 }
 
+/**
+ * The key a DELETE /v1/volumes/:id/metadata/:key path names, held to core's rule for a key a
+ * caller changes (assertCallerVolumeMetadata): `INVALID_INPUT` with `details: {field: 'key',
+ * reason, key}`, `reason` `empty_key`, `key_too_long` or `reserved_key` (a `cairn.*` key).
+ */
+export function pathKey(key: string): string {
+  assertCallerVolumeMetadata({ [key]: '' }, 'key');
+  return key;
+}
+
 /** `NOT_FOUND` (`details: {volumeId, key}`) unless `metadata` has `key`: a volume that exists, a key it lacks. */
 export function assertHasKey(volumeId: string, metadata: Record<string, string>, key: string): void {
   if (Object.hasOwn(metadata, key)) return;

@@ -115,6 +115,10 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
     },
   });
 
+  // Core's startRestore judges, before the 202, whatever it can without restoring (unknown backup
+  // or volume, backup not restorable, volume not available, in another flow, too small, attached
+  // by someone: BUSY) and refuses here, no job started; the job judges again once it holds the
+  // volume, so that a volume taken after the 202 fails the job.
   addRoute(app, {
     method: 'POST',
     url: '/v1/backups/:id/restore',

@@ -1,21 +1,21 @@
-import { assertCallerVolumeMetadata, assertMetadataChange, unlessNotFound, type VolumeMetadataChange } from '@cairn/core';
+import { assertCallerVolumeMetadata, unlessNotFound } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { snapshotJson, volumeJson } from '../output/views.js';
 import type { ApiContext } from './api-context.js';
-import { assertHasKey, metadataItem } from './metadata-item.js';
+import { assertHasKey, metadataItem, pathKey } from './metadata-item.js';
 import { addRoute } from './routing.js';
 
 /**
  * `PUT` and `POST /v1/volumes/:id/metadata`: key/value metadata replacing the volume's whole, or
- * merged into it (Cinder's PUT and POST /volumes/{id}/metadata). Values are checked by core
- * (assertCallerVolumeMetadata: strings, else INVALID_INPUT), so that the API and the CLI refuse
- * the same input with the same details.
+ * merged into it (Cinder's PUT and POST /volumes/{id}/metadata). `metadata` is checked by core
+ * (assertCallerVolumeMetadata, field `metadata`), absent included (`reason: 'not_object'`), so
+ * that the API and the CLI refuse the same input with the same details.
  */
-const MetadataBody = z.strictObject({ metadata: z.unknown() });
+const MetadataBody = z.strictObject({ metadata: z.unknown().optional() });
 
-/** `PUT /v1/volumes/:id/metadata/:key`: `{"meta": {"<key>": "value"}}` (Cinder's body), checked by metadataItem. */
-const MetaItemBody = z.strictObject({ meta: z.unknown() });
+/** `PUT /v1/volumes/:id/metadata/:key`: `{"meta": {"<key>": "value"}}` (Cinder's body), checked by metadataItem (field `meta`), absent included. */
+const MetaItemBody = z.strictObject({ meta: z.unknown().optional() });
 
 /**
  * `GET /v1/volumes` (as `cairn volume list`), `GET /v1/volumes/:id` (as `cairn volume show`),
@@ -46,14 +46,12 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     },
   });
 
-  // The volume's metadata, Cairn's `cairn.*` keys included, as GET /v1/volumes/:id shows it.
+  // The volume's metadata, Cairn's `cairn.*` keys included, as GET /v1/volumes/:id shows it (the
+  // driver's, as resolving the volume read it: the manager's view adds only its status).
   addRoute(app, {
     method: 'GET',
     url: '/v1/volumes/:id/metadata',
-    handler: async ({ params }) => {
-      const v = await api.cli.resolveVolume(params.id!);
-      return { metadata: (await api.manager.getVolume(v.id)).metadata };
-    },
+    handler: async ({ params }) => ({ metadata: (await api.cli.resolveVolume(params.id!)).metadata }),
   });
 
   // The changes below are core's flow (BackupManager.updateVolumeMetadata): Cairn's `cairn.*` keys
@@ -65,7 +63,10 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     body: MetadataBody,
     handler: async ({ params, body }) => {
       const v = await api.cli.resolveVolume(params.id!);
-      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { replace: body.metadata as Record<string, string> }));
+      // Core's rule for the replacement (assertMetadataChange says `metadata` too), checked here
+      // as well so that an absent `metadata` is refused as not an object, never taken for none.
+      assertCallerVolumeMetadata(body.metadata, 'metadata');
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { replace: body.metadata }));
     },
   });
 
@@ -82,14 +83,14 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     },
   });
 
-  // One key: `{"meta": {"<key>": "value"}}`, 404 when the volume lacks it.
+  // One key: `{"meta": {"<key>": "value"}}`, 404 when the volume lacks it. The key is the path
+  // segment as decoded (`%2F` is a `/` in the key, `%25` a `%`).
   addRoute(app, {
     method: 'GET',
     url: '/v1/volumes/:id/metadata/:key',
     handler: async ({ params }) => {
-      const v = await api.cli.resolveVolume(params.id!);
-      const { metadata } = await api.manager.getVolume(v.id);
-      assertHasKey(v.id, metadata, params.key!);
+      const { id, metadata } = await api.cli.resolveVolume(params.id!);
+      assertHasKey(id, metadata, params.key!);
       return { meta: { [params.key!]: metadata[params.key!] } };
     },
   });
@@ -105,17 +106,16 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     },
   });
 
-  // Removes one key: 404 when the volume lacks it, after core's rules (a `cairn.*` key is
-  // `INVALID_INPUT` whether the volume has it or not).
+  // Removes one key: 404 when the volume lacks it, after core's rules for the key (pathKey: a
+  // `cairn.*` key is `INVALID_INPUT` whether the volume has it or not).
   addRoute(app, {
     method: 'DELETE',
     url: '/v1/volumes/:id/metadata/:key',
     handler: async ({ params }) => {
       const v = await api.cli.resolveVolume(params.id!);
-      const change: VolumeMetadataChange = { unset: [params.key!] };
-      assertMetadataChange(change);
-      assertHasKey(v.id, (await api.manager.getVolume(v.id)).metadata, params.key!);
-      return volumeJson(await api.manager.updateVolumeMetadata(v.id, change));
+      const key = pathKey(params.key!);
+      assertHasKey(v.id, v.metadata, key);
+      return volumeJson(await api.manager.updateVolumeMetadata(v.id, { unset: [key] }));
     },
   });
 

@@ -63,7 +63,8 @@ export function registerBackupCommands(program: Command): void {
         const volumeId = o.volume === undefined ? undefined : await ctx.listedVolumeId(o.volume);
         // Checked by the manager too (INVALID_INPUT): the cast only carries the caller's text there.
         const page = await manager.listBackupPage({ volumeId, status: o.status as BackupStatus | undefined, name: o.name, sort, marker: o.marker, limit });
-        if (page.next !== undefined) ctx.out.info(`more backups follow: next page with --marker ${page.next}`);
+        // Not silenced by --quiet: without it a script paging with --quiet cannot tell a full page from the last.
+        if (page.next !== undefined) ctx.out.notice(`more backups follow: next page with --marker ${page.next}`);
         list(ctx, page.backups);
       }),
     );

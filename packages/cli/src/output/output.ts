@@ -26,6 +26,15 @@ export class Output {
     if (!this.options.quiet) process.stderr.write(`${message}\n`);
   }
 
+  /**
+   * A line on stderr that qualifies the result without being data (a listing cut short: where its
+   * next page starts), printed even with `--quiet`, which silences only progress and chatter: a
+   * script that pages with `--quiet` needs it as much as a person does.
+   */
+  notice(message: string): void {
+    process.stderr.write(`${message}\n`);
+  }
+
   /** A warning on stderr, printed even with `--quiet`. */
   warn(message: string): void {
     process.stderr.write(`warning: ${message}\n`);

@@ -21,6 +21,7 @@ import { pruneCheckpoints } from './checkpoint-pruning.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
 import { readBackRestored, type RestoreResult } from './restore-result.js';
+import { assertTakesRestoreAttach } from './restore-precondition.js';
 import { replacesMetadata, restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
@@ -407,8 +408,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Validates and starts a restore. Rejects at once with `NOT_FOUND` (backup, volume),
    * `CONFLICT` (backup neither `available` nor `restoring` by readers that name themselves,
    * BackupRecord.readers; volume not `available`), `INVALID_INPUT` (volume smaller than the
-   * backup). Restores of one backup, to new or existing volumes, in one process or several, may
-   * run at once.
+   * backup), `BUSY` (an existing volume someone has attached, read-only too: the driver's
+   * read-write attach refuses it, assertTakesRestoreAttach; not judged while a job of this manager
+   * works on the volume, which the restore waits for). Restores of one backup, to new or existing
+   * volumes, in one process or several, may run at once.
    *
    * The job waits for the volume's lock, then checks the backup and an existing volume again
    * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
@@ -453,6 +456,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let owned: NewVolume | undefined;
     if ('volumeId' in request) {
       volume = await this.restoreTarget(request.volumeId, backup);
+      // Refused here, not only by the job, when the volume cannot be attached read-write (someone
+      // reads it). Not probed while a job of this manager works on the volume: the restore waits
+      // for it, and the probe could make its attach fail.
+      if (!this.listJobs().some((j) => j.volumeId === volume.id)) await assertTakesRestoreAttach(this.volumes, volume.id, (id) => retrying(() => this.volumes.detach(id)));
     } else {
       owned = await this.createRestoreVolume(jobId, backup, request.newVolume.name, request.signal);
       volume = owned.volume;
