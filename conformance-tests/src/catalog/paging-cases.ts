@@ -147,6 +147,37 @@ export const catalogPaging: Group<CatalogContext> = {
       },
     },
     {
+      name: 'a record replaced with another creation time or volume is paged once, at its new place; a marker is where its record is now',
+      async run({ catalog, sibling }) {
+        const all = population();
+        for (const r of all) await catalog.putBackup(r);
+        const order = expected(all, []);
+        // The oldest record moved to the end, the second one to the other volume at one instant
+        // with a third record (their ids then order them), the newest to the start.
+        const moved = { ...order[0]!, createdAt: '2026-04-01T09:00:00.000Z' };
+        const tie = order[5]!;
+        const otherVolume = { ...order[1]!, volumeId: order[1]!.volumeId === 'vol-p' ? 'vol-q' : 'vol-p', createdAt: tie.createdAt };
+        const early = { ...order.at(-1)!, createdAt: '2026-04-01T07:00:00.000Z' };
+        for (const r of [moved, otherVolume, early]) await catalog.putBackup(r);
+        const now = all.map((r) => [moved, otherVolume, early].find((x) => x.id === r.id) ?? r);
+        for (const reader of sibling ? [catalog, sibling] : [catalog]) {
+          const who = reader === catalog ? '' : ' (sibling)';
+          for (const { label, sort } of SORTS.slice(0, 2)) {
+            for (const { volume, keep } of [{ volume: undefined, keep: () => true }, { volume: 'vol-p', keep: (r: BackupRecord) => r.volumeId === 'vol-p' }, { volume: 'vol-q', keep: (r: BackupRecord) => r.volumeId === 'vol-q' }]) {
+              const query: BackupPageQuery = { ...(sort ? { sort } : {}), ...(volume ? { volumeId: volume } : {}) };
+              const want = expected(now.filter(keep), sort ?? []);
+              for (const limit of [1, 2, 5]) assert.deepEqual(ids(await allPages(reader, query, limit, `${label}, ${volume ?? 'every volume'}, limit ${limit}${who}`)), ids(want), `${label}, ${volume ?? 'every volume'}, limit ${limit}${who}`);
+              for (const marker of [moved, otherVolume, early]) {
+                const after = expected(now, sort ?? []);
+                const rest = after.slice(after.findIndex((r) => r.id === marker.id) + 1).filter(keep);
+                assert.deepEqual(ids((await reader.listBackupPage({ ...query, marker: marker.id })).backups), ids(rest), `${label}, ${volume ?? 'every volume'}, after the moved ${marker.id}${who}`);
+              }
+            }
+          }
+        }
+      },
+    },
+    {
       name: 'bad paging input is INVALID_INPUT (limit, sort) or NOT_FOUND (marker), and changes nothing',
       async run({ catalog }) {
         const all = population().slice(0, 4);

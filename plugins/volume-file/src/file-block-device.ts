@@ -1,6 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { BaseBlockDevice, CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
+import { BaseBlockDevice, CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type AttachMode, type AttachTarget, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { dataExtents, writeFully } from './data-extents.js';
 import { PUNCH_ALIGN, PUNCH_MIN, punchHole } from './hole-punch.js';
@@ -41,6 +41,8 @@ export class FileBlockDevice extends BaseBlockDevice {
 
   constructor(
     driver: string,
+    /** The volume or snapshot whose image this is (named in errors). */
+    private readonly target: AttachTarget,
     private readonly fh: FileHandle,
     private readonly path: string,
     size: number,
@@ -58,13 +60,27 @@ export class FileBlockDevice extends BaseBlockDevice {
     return this.io(() => this.readAt(offset, into));
   }
 
+  /** Fills `into` from `offset`; `CORRUPT` (cutShort) when the image ends before that range does. */
   private async readAt(offset: number, into: Buffer): Promise<void> {
     let done = 0;
     while (done < into.length) {
       const { bytesRead } = await this.fh.read(into, done, into.length - done, offset + done);
-      if (bytesRead === 0) throw new Error(`image ${this.path} ended at ${offset + done}, before the device size`);
+      if (bytesRead === 0) throw this.cutShort(offset + done, offset, into.length);
       done += bytesRead;
     }
+  }
+
+  /**
+   * The image ends at byte `end`, inside the read of `length` bytes at `offset`, before the
+   * device's size: attach made it that long, so another program cut it short since. `CORRUPT`,
+   * naming the volume (or snapshot), the file and where it ends; nothing is read.
+   */
+  private cutShort(end: number, offset: number, length: number): CairnError {
+    const { kind, id } = this.target;
+    return new CairnError('CORRUPT', `image ${this.path} of ${kind} ${id} is damaged: it ends at byte ${end}, before the ${this.size}-byte device does (cut short while attached); reading ${length} bytes at ${offset}`, {
+      driver: this.driverName,
+      details: { [`${kind}Id`]: id, file: this.path, fileSize: end, offset, length, deviceSize: this.size },
+    });
   }
 
   protected _write(offset: number, data: Uint8Array): Promise<void> {

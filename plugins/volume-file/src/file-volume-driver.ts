@@ -375,7 +375,8 @@ export class FileVolumeDriver implements VolumeDriver {
       throw err;
     });
     const id = newId();
-    const device = new FileBlockDevice(this.name, fh, image, size, mode, {
+    const target: AttachTarget = { kind, id: record.id };
+    const device = new FileBlockDevice(this.name, target, fh, image, size, mode, {
       tracker,
       changedSince: (cp) => this.changedBlockTracking.changedSince(kind, record.id, cp),
       closed: async (clean) => {
@@ -387,7 +388,7 @@ export class FileVolumeDriver implements VolumeDriver {
         }
       },
     });
-    const attachment: Attachment = { id, target: { kind, id: record.id }, mode, device };
+    const attachment: Attachment = { id, target, mode, device };
     this.attachments.set(id, attachment);
     return attachment;
   }

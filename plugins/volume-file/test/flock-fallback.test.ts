@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -67,6 +67,43 @@ describe('FileVolumeDriver with the flock(1) fallback', () => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, missing], { env: { ...process.env, ...FALLBACK } });
     assert.deepEqual(stdout.trim().split('\n'), ['ENOENT', 'ENOENT']);
     assert.equal(existsSync(missing), false, 'the missing file was created');
+  });
+
+  it('a shared lock converts in place as flock(2) does: exclusive when alone; else the shared lock still held; no descriptor left by a conflict', async () => {
+    const file = join(dir, 'lock-me');
+    await writeFile(file, '');
+    // Another open file's lock, tried without waiting by flock(1) itself: 'free' or 'held'.
+    const script = `import { tryLock } from ${JSON.stringify(builtFileLock)};
+      import { spawnSync, spawn } from 'node:child_process';
+      import { readdirSync, readlinkSync } from 'node:fs';
+      const path = process.argv[1];
+      const other = (m) => (spawnSync('flock', ['--nonblock', m, path, 'true']).status === 0 ? 'free' : 'held');
+      const open = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd) === path; } catch { return false; } }).length;
+      const out = [];
+      const a = await tryLock(path, 'shared', 'file');
+      out.push(a.mode, other('-s'), other('-x'));
+      out.push(await a.upgrade(), a.mode, other('-s'));
+      await a.release();
+      out.push(other('-x'));
+      const holder = spawn('flock', ['-s', path, '-c', 'echo ok; exec cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      await new Promise((r) => holder.stdout.once('data', r));
+      const b = await tryLock(path, 'shared', 'file');
+      out.push(await b.upgrade(), b.mode, other('-s'), other('-x'));
+      out.push(String(await tryLock(path, 'exclusive', 'file')), open());
+      await b.release();
+      out.push(open());
+      holder.stdin.end();
+      await new Promise((r) => holder.once('close', r));
+      console.log(out.join(' '));`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, file], { env: { ...process.env, ...FALLBACK } });
+    assert.deepEqual(stdout.trim().split(' '), [
+      ...['shared', 'free', 'held'], // a shared lock: other readers in, writers out
+      ...['exclusive', 'exclusive', 'held'], // converted alone: readers out too
+      'free', // released
+      ...['shared', 'shared', 'free', 'held'], // another reader holds it: the conversion fails, the shared lock is kept
+      ...['null', '1'], // a conflicting try keeps no descriptor open: only b's
+      '0',
+    ]);
   });
 
   it('a writer SIGKILLed while attached read-write holds its locks in no other process: the volume is available and attaches read-write here at once', async () => {
