@@ -79,8 +79,11 @@ export class QemuImg {
    * refcount table and blocks, the snapshot table, the bitmap directory, tables and data:
    * assertQcow2MetadataWithinFile, positioned reads of the tables only) and the data it would read
    * from the file (`qemu-img map`: every allocated extent's host range) must lie within it, else
-   * `CORRUPT` naming the structure or the data's end; compressed clusters' host ranges are not reported, so an image
-   * with any is `NOT_SUPPORTED` then (its cut tail would decompress to wrong data). The map runs
+   * `CORRUPT` naming the structure or the data's end. The map reports no host range for a
+   * compressed cluster (as `qemu-img convert -c` writes, and cloud images are): the walk reads the
+   * L2 tables then, and each compressed cluster whose sector range passes the end of the file
+   * must hold its whole stream within it (`CORRUPT` naming the `compressed cluster`: qemu would
+   * inflate a cut one to wrong data without an error). The map runs
    * only then (an image without bitmaps, subclusters or compressed clusters ends at
    * `image-end-offset`). Without `shared` it takes the image's lock while it runs:
    * `BUSY` while another process has the image open for writing; `shared` (`-U`) is for a caller
@@ -119,6 +122,9 @@ export class QemuImg {
       },
       mapWhat: `${this.binary} map`,
       driver: this.driver,
+      // The map places no compressed cluster; the metadata walk above checked each one that
+      // passes the end of the file (its whole zlib stream or zstd frame within it).
+      compressed: 'unchecked',
     });
   }
 

@@ -24,9 +24,10 @@ export interface ImageMapProbe {
   driver?: string;
   /**
    * What an image with compressed clusters that ends short of its last cluster gets: `refuse`
-   * (default) `NOT_SUPPORTED`, as a cut there cannot be told; `unchecked`: its uncompressed data
-   * are checked against the map as any image's, its compressed clusters are not (for an import of
-   * images as distributed, cloud images being compressed qcow2s).
+   * (default) `NOT_SUPPORTED`, as a cut there cannot be told from the map; `unchecked`: its
+   * uncompressed data are checked against the map as any image's, its compressed clusters are
+   * not: for a caller that checks them otherwise (a qcow2's: assertQcow2MetadataWithinFile, as
+   * the qcow2 volume driver and `cairn volume import` do; cloud images are compressed qcow2s).
    */
   compressed?: 'refuse' | 'unchecked';
 }
