@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MiB, expectCode, filledVolume, rig } from './helpers.js';
-import { CairnError, type MemoryVolumeDriver } from '../src/index.js';
+import { CairnError, assertCallerVolumeMetadata, type MemoryVolumeDriver } from '../src/index.js';
 
 /**
  * A restore into an existing volume gives it the backup's key/value metadata, as Cinder's
@@ -130,6 +130,39 @@ describe('BackupManager.updateVolumeMetadata', () => {
     const key = 'k'.repeat(255);
     const at = { [key]: 'v'.repeat(255), emoji: '\u{1F600}'.repeat(255) };
     expect((await manager.updateVolumeMetadata(target.id, { replace: at })).metadata).toEqual({ ...at, 'cairn.restore-job': 'job-of-the-target' });
+  });
+
+  it('a replace named with nothing in it ({replace: undefined}) is INVALID_INPUT (not_object), never a replacement by no keys', async () => {
+    const { manager, volumes, target } = await metadataRig();
+    await expect(manager.updateVolumeMetadata(target.id, { replace: undefined } as never)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { field: 'metadata', reason: 'not_object' },
+    });
+    expect((await volumes.getVolume(target.id)).metadata).toEqual(target.metadata);
+    // An absent set is no change, as before.
+    expect((await manager.updateVolumeMetadata(target.id, { set: undefined, unset: ['owner'] })).metadata).toEqual({ tier: 'silver', 'cairn.restore-job': 'job-of-the-target' });
+  });
+
+  it('a key holding a control character (NUL, escape, newline, DEL, C1) is INVALID_INPUT (control_character, the code point), through every door; nothing changes', async () => {
+    const { manager, volumes, target } = await metadataRig();
+    const bad: [unknown, string, string][] = [
+      [{ set: { 'a\u0000b': 'v' } }, 'set', 'U+0000'],
+      [{ replace: { 'ok': 'v', '\u001b[31m': 'v' } }, 'metadata', 'U+001B'],
+      [{ set: { 'line\nbreak': 'v' } }, 'set', 'U+000A'],
+      [{ set: { 'del\u007f': 'v' } }, 'set', 'U+007F'],
+      [{ set: { 'c1\u0085': 'v' } }, 'set', 'U+0085'],
+    ];
+    for (const [change, field, codePoint] of bad) {
+      await expect(manager.updateVolumeMetadata(target.id, change as never)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field, reason: 'control_character', codePoint } });
+    }
+    expect(() => assertCallerVolumeMetadata({ 'k\u0000': 'v' })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', details: { field: 'metadata', reason: 'control_character', key: 'k\u0000', codePoint: 'U+0000' } }));
+    expect((await volumes.getVolume(target.id)).metadata).toEqual(target.metadata);
+    // Values are held to their length alone (as Cinder), and keys may hold any other character.
+    const fine = { 'a/b c:d-é\u{1F600}': 'tab\there\nnewline' };
+    expect((await manager.updateVolumeMetadata(target.id, { set: fine })).metadata).toMatchObject(fine);
+    // A key stored before the rule can still be unset.
+    await volumes.setVolumeMetadata(target.id, { ...(await volumes.getVolume(target.id)).metadata, 'old\u0000key': 'x' });
+    expect((await manager.updateVolumeMetadata(target.id, { unset: ['old\u0000key'] })).metadata).not.toHaveProperty('old\u0000key');
   });
 
   it("a restore gives the volume the backup's metadata whatever its lengths (the limits are the caller's, as Cinder's restore does not check them)", async () => {

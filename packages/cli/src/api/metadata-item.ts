@@ -27,7 +27,7 @@ export function metadataItem(key: string, meta: unknown): Record<string, string>
 /**
  * The key a DELETE /v1/volumes/:id/metadata/:key path names, held to core's rule for a key a
  * caller changes (assertCallerVolumeMetadata): `INVALID_INPUT` with `details: {field: 'key',
- * reason, key}`, `reason` `empty_key`, `key_too_long` or `reserved_key` (a `cairn.*` key).
+ * reason, key}`, `reason` `empty_key`, `key_too_long`, `control_character` or `reserved_key` (a `cairn.*` key).
  */
 export function pathKey(key: string): string {
   assertCallerVolumeMetadata({ [key]: '' }, 'key');

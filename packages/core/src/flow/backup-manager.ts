@@ -132,8 +132,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Validates and starts a backup. Rejects at once (no record) with `NOT_FOUND` for an unknown
-   * volume or target, `CONFLICT` for a volume in use without `force`, in a driver status other than `available` and `in-use` (`error`), busy in another flow or left
-   * `error_restoring` (a partial restore: `details.volumeStatus`; restore it again first),
+   * volume or target, `CONFLICT` for a volume in use without `force`, in a driver status other than `available` and `in-use` (`error`), busy in another flow
+   * (`details: {volumeId, volumeStatus}`) or left `error_restoring` (a partial restore:
+   * `details.volumeStatus`; restore it again first),
    * `INVALID_INPUT` for an incremental with no full backup or a bad `name` or `description`
    * (details `{ field, reason }`), `NOT_SUPPORTED` for an incremental the target cannot take.
    *
@@ -484,8 +485,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * `set` and `unset` keys (volume-metadata.ts), through the driver's atomic setVolumeMetadata; resolves
    * with the volume as getVolume shows it. Keys starting with `cairn.` are Cairn's own: the
    * volume keeps its own, and a change naming one is `INVALID_INPUT` (`details.reason`
-   * `reserved_key`), as is metadata that does not map strings to strings, an empty key, and a key
-   * or value over 255 characters (Cinder's limits: volume-metadata.ts METADATA_MAX_LENGTH);
+   * `reserved_key`), as is metadata that does not map strings to strings (`{replace: undefined}`
+   * too), an empty key, a key or value over 255 characters (Cinder's limits: volume-metadata.ts
+   * METADATA_MAX_LENGTH) and a key holding a control character (`control_character`);
    * nothing is changed then.
    * `NOT_FOUND` for an unknown volume; `NOT_SUPPORTED` when the driver lacks
    * `capabilities.volumeMetadata`; `CONFLICT` (`details: {volumeId, volumeStatus}`) while a backup

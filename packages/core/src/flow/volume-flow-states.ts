@@ -10,8 +10,9 @@ import { nowIso } from '../util/clock.js';
  */
 
 /**
- * `CONFLICT` when the volume is in a flow. `error_restoring` (a partial restore) may be restored
- * over, never backed up (as in Cinder): that refusal carries `details.volumeStatus`.
+ * `CONFLICT` (details `{volumeId, volumeStatus}`, the flow state found, as beginVolumeFlow's) when
+ * the volume is in a flow. `error_restoring` (a partial restore) may be restored over, never
+ * backed up (as in Cinder).
  */
 export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, volumeId: string, next: 'backup' | 'restore'): Promise<void> {
   const flow = await catalog.getVolumeState(volumeId);
@@ -21,7 +22,7 @@ export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, vol
       details: { volumeId, volumeStatus: flow.status },
     });
   }
-  throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`);
+  throw new CairnError('CONFLICT', `volume ${volumeId} is ${flow.status}`, { details: { volumeId, volumeStatus: flow.status } });
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Catalog } from '../contracts/catalog.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError } from '../errors.js';
-import { assertVolumeMetadata } from '../util/validate.js';
+import { assertVolumeMetadata, controlCharacterIn } from '../util/validate.js';
 import { assertNoRunningRestore } from './delete-volume.js';
 
 /*
@@ -53,14 +53,25 @@ export type VolumeMetadataChange = { replace: Record<string, string> } | { set?:
  */
 export const METADATA_MAX_LENGTH = 255;
 
-/** `INVALID_INPUT` (details `{field, reason, key}`) for an empty key, or a key or value over METADATA_MAX_LENGTH. */
-function assertMetadataLengths(metadata: Record<string, string>, field: string): void {
+/**
+ * `INVALID_INPUT` (details `{field, reason, key}`) for an empty key, a key or value over
+ * METADATA_MAX_LENGTH, or a key holding a C0 or C1 control character (`reason:
+ * 'control_character'`, `details.codePoint` `U+XXXX`). Cinder's volume metadata API takes keys of
+ * letters, digits and `-_:. ` only; Cairn takes any other key (`/`, non-ASCII), but not a control
+ * character: a NUL cuts C strings and HTTP paths and headers, an escape drives terminals. Values
+ * are held to the length alone, as in Cinder.
+ */
+function assertMetadataEntries(metadata: Record<string, string>, field: string): void {
   for (const [key, value] of Object.entries(metadata)) {
-    const reason = key === '' ? 'empty_key' : [...key].length > METADATA_MAX_LENGTH ? 'key_too_long' : [...value].length > METADATA_MAX_LENGTH ? 'value_too_long' : undefined;
+    const codePoint = controlCharacterIn(key);
+    const reason = key === '' ? 'empty_key' : [...key].length > METADATA_MAX_LENGTH ? 'key_too_long' : codePoint ? 'control_character' : [...value].length > METADATA_MAX_LENGTH ? 'value_too_long' : undefined;
     if (!reason) continue;
     const shown = JSON.stringify(key.length > 40 ? `${key.slice(0, 40)}…` : key);
-    const message = reason === 'empty_key' ? 'a metadata key is empty' : `metadata ${reason === 'key_too_long' ? 'key' : 'value of key'} ${shown} is longer than ${METADATA_MAX_LENGTH} characters`;
-    throw new CairnError('INVALID_INPUT', message, { details: { field, reason, key } });
+    const message =
+      reason === 'empty_key' ? 'a metadata key is empty'
+      : reason === 'control_character' ? `metadata key ${shown} holds a control character (${codePoint})`
+      : `metadata ${reason === 'key_too_long' ? 'key' : 'value of key'} ${shown} is longer than ${METADATA_MAX_LENGTH} characters`;
+    throw new CairnError('INVALID_INPUT', message, { details: { field, reason, key, ...(reason === 'control_character' ? { codePoint } : {}) } });
   }
 }
 
@@ -77,20 +88,24 @@ function assertNoCairnKey(keys: string[], field: string): void {
  * `INVALID_INPUT` (details `{field, reason}`) unless `metadata`, given by a caller for a volume it
  * creates (`cairn volume create -m`), is held to the rules of a caller's change
  * (assertMetadataChange): passes assertVolumeMetadata, no empty key, no key or value over
- * METADATA_MAX_LENGTH characters, no Cairn key (`reason: 'reserved_key'`). Not for the metadata a
+ * METADATA_MAX_LENGTH characters, no control character in a key, no Cairn key (`reason:
+ * 'reserved_key'`). Not for the metadata a
  * restore creates a volume with: that is the backup's, as the volume had it.
  */
 export function assertCallerVolumeMetadata(metadata: unknown, field = 'metadata'): asserts metadata is Record<string, string> {
   assertVolumeMetadata(metadata, field);
-  assertMetadataLengths(metadata, field);
+  assertMetadataEntries(metadata, field);
   assertNoCairnKey(Object.keys(metadata), field);
 }
 
 /**
  * `INVALID_INPUT` (details `{field, reason}`) unless `change` is a VolumeMetadataChange whose
- * metadata passes assertVolumeMetadata, has no empty key and no key or value over
- * METADATA_MAX_LENGTH characters (`reason` `empty_key`, `key_too_long`, `value_too_long`, with
- * `details.key`), and names no Cairn key (`reason: 'reserved_key'`, `details.key`).
+ * metadata passes assertVolumeMetadata (a `replace` that is present must be metadata: `{replace:
+ * undefined}` is `reason: 'not_object'`, never a replacement by nothing), has no empty key, no key
+ * or value over METADATA_MAX_LENGTH characters and no key holding a control character (`reason`
+ * `empty_key`, `key_too_long`, `value_too_long`, `control_character` with `details.codePoint`; with
+ * `details.key`), and names no Cairn key (`reason: 'reserved_key'`, `details.key`). Keys to `unset`
+ * are held to the last rule alone, so a key stored before these rules can still be removed.
  */
 export function assertMetadataChange(change: unknown): asserts change is VolumeMetadataChange {
   const fail = (field: string, reason: string, message: string, extra: Record<string, unknown> = {}): never => {
@@ -101,9 +116,10 @@ export function assertMetadataChange(change: unknown): asserts change is VolumeM
   if ('replace' in c && ('set' in c || 'unset' in c)) fail('metadata', 'conflicting', 'a metadata change replaces the metadata or sets and unsets keys, not both');
   const keys: string[] = [];
   for (const field of ['replace', 'set'] as const) {
-    if (c[field] === undefined) continue;
+    // An absent `set` changes nothing; a `replace` named with nothing in it would remove every key.
+    if (c[field] === undefined && (field === 'set' || !('replace' in c))) continue;
     assertVolumeMetadata(c[field], field === 'replace' ? 'metadata' : 'set');
-    assertMetadataLengths(c[field], field === 'replace' ? 'metadata' : 'set');
+    assertMetadataEntries(c[field], field === 'replace' ? 'metadata' : 'set');
     keys.push(...Object.keys(c[field] as object));
   }
   if (c.unset !== undefined) {

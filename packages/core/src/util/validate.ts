@@ -71,11 +71,17 @@ function assertDisplayText(value: unknown, field: string, driver: string | undef
   const text = value as string;
   const length = [...text].length;
   if (length > MAX_DISPLAY_TEXT) fail('too_long', `must be at most ${MAX_DISPLAY_TEXT} characters, got ${length}`, { length, max: MAX_DISPLAY_TEXT });
-  const control = (multiline ? CONTROL_BUT_TAB_NEWLINE : CONTROL).exec(text);
-  if (control) {
-    const codePoint = `U+${control[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
-    fail('control_character', `must not contain control characters, found ${codePoint}`, { codePoint });
-  }
+  const codePoint = controlCharacterIn(text, multiline);
+  if (codePoint) fail('control_character', `must not contain control characters, found ${codePoint}`, { codePoint });
+}
+
+/**
+ * The first C0 or C1 control character (U+0000–U+001F, U+007F–U+009F) in `text`, as `U+XXXX`;
+ * tab and newline are let through when `tabNewline`. Undefined when there is none.
+ */
+export function controlCharacterIn(text: string, tabNewline = false): string | undefined {
+  const control = (tabNewline ? CONTROL_BUT_TAB_NEWLINE : CONTROL).exec(text);
+  return control ? `U+${control[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}` : undefined;
 }
 
 /**
