@@ -109,5 +109,47 @@ export const catalogListings: Group<CatalogContext> = {
         }
       },
     },
+    {
+      name: 'putBackup stores createdAt and updatedAt canonical (UTC, milliseconds), so listings, pages and markers follow time; a time that is no ISO-8601 date-time is INVALID_INPUT and nothing is written',
+      async run({ catalog, sibling }) {
+        // As strings these sort c, a, b; in time b (00:30Z), c (00:45Z), a (01:00Z).
+        const a = { ...catalogRecord('vol-t', '2026-12-07T01:00:00Z'), updatedAt: '2026-12-07T03:00:00+02:00' };
+        const b = catalogRecord('vol-t', '2026-12-07T01:30:00.000+01:00');
+        const c = catalogRecord('vol-t', '2026-12-07T00:45:00.000Z');
+        for (const r of [a, b, c]) await catalog.putBackup(r);
+        const got = await catalog.getBackup(a.id);
+        assert.equal(got.createdAt, '2026-12-07T01:00:00.000Z');
+        assert.equal(got.updatedAt, '2026-12-07T01:00:00.000Z');
+        assert.equal((await catalog.getBackup(b.id)).createdAt, '2026-12-07T00:30:00.000Z');
+        const inTime = [b.id, c.id, a.id];
+        for (const view of sibling ? [catalog, sibling] : [catalog]) {
+          assert.deepEqual(ids(await view.listBackups()), inTime);
+          assert.deepEqual(ids(await view.listBackups({ volumeId: 'vol-t' })), inTime);
+          assert.equal((await view.latestBackup({ volumeId: 'vol-t' }))?.id, a.id);
+          for (const volumeId of [undefined, 'vol-t']) {
+            for (const dir of ['asc', 'desc'] as const) {
+              const walked: string[] = [];
+              let marker: string | undefined;
+              do {
+                const page = await view.listBackupPage({ volumeId, marker, limit: 1, sort: [{ key: 'createdAt', dir }] });
+                walked.push(...ids(page.backups).map(String));
+                marker = page.next;
+              } while (marker !== undefined && walked.length <= inTime.length);
+              assert.deepEqual(walked, dir === 'asc' ? inTime : [...inTime].reverse(), `pages of ${volumeId ?? 'every volume'}, createdAt ${dir}`);
+            }
+          }
+        }
+        for (const [field, value] of [['createdAt', 'yesterday'], ['createdAt', '2026-12-07 01:00'], ['createdAt', '2026-13-40T01:00:00.000Z'], ['updatedAt', 'Mon, 07 Dec 2026 01:00:00 GMT'], ['updatedAt', '2026-12-07T01:00:00.000']] as const) {
+          const bad = { ...catalogRecord('vol-t', '2026-12-07T02:00:00.000Z'), [field]: value };
+          const err = (await rejectsWithCode(catalog.putBackup(bad), 'INVALID_INPUT', `putBackup with ${field} ${value}`)) as { details?: Record<string, unknown> };
+          assert.equal(err.details?.field, field);
+          await rejectsWithCode(catalog.getBackup(bad.id), 'NOT_FOUND', 'getBackup of the refused record');
+          // A refused replacement leaves the stored record as it was.
+          await rejectsWithCode(catalog.putBackup({ ...a, [field]: value, status: 'available' }), 'INVALID_INPUT', `replacing putBackup with ${field} ${value}`);
+        }
+        assert.deepEqual(await catalog.getBackup(a.id), got);
+        assert.deepEqual(ids(await catalog.listBackups({ volumeId: 'vol-t' })), inTime);
+      },
+    },
   ],
 };

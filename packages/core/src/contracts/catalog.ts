@@ -67,7 +67,14 @@ export interface CatalogPutOptions {
  * Where the BackupManager keeps records. Writes are atomic per record.
  */
 export interface Catalog {
-  /** Inserts or replaces a record (see `options.ifAbsent`). Idempotent without ifAbsent. */
+  /**
+   * Inserts or replaces a record (see `options.ifAbsent`). Idempotent without ifAbsent. Its
+   * createdAt and updatedAt are stored in `toISOString`'s form (UTC, milliseconds), whatever
+   * ISO-8601 form with a zone they come in (`2026-12-07T02:00:00+01:00` is stored
+   * `2026-12-07T01:00:00.000Z`), so that listings, pages and markers order records by time in
+   * every catalog; `INVALID_INPUT` (`details.field`: `createdAt` or `updatedAt`), nothing written,
+   * for a time that is no ISO-8601 date-time with a zone.
+   */
   putBackup(record: BackupRecord, options?: CatalogPutOptions): Promise<void>;
   /** `NOT_FOUND` if unknown. */
   getBackup(backupId: string): Promise<BackupRecord>;

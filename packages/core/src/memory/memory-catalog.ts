@@ -4,6 +4,7 @@ import { CairnError } from '../errors.js';
 import { backupOrder, checkPageQuery, markerRecord, pageOf } from '../util/backup-page.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
+import { withCanonicalTimes } from '../util/record-times.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -14,7 +15,8 @@ export class MemoryCatalog implements Catalog {
   private readonly intents = new Map<string, NewVolumeIntent>();
   private readonly sections = new KeyedMutex();
 
-  async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+  async putBackup(given: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+    const record = withCanonicalTimes(given);
     if (options.ifAbsent && this.backups.has(record.id)) throw new CairnError('ALREADY_EXISTS', `backup ${record.id} already exists`, { driver: 'catalog' });
     this.backups.set(record.id, clone(record));
   }

@@ -52,6 +52,11 @@ export interface GcReport {
   /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period and at least 15 minutes old. */
   catalogEntriesDeleted: number;
   /**
+   * Keys under `catalog/by-volume/` that are no volume entry (nested deeper, or not named
+   * `<time>.<backup id>`: not written by Cairn). Left alone: GC deletes only what the catalog reads as an entry.
+   */
+  catalogKeysUnknown: number;
+  /**
    * What writers that died left in the store (the posix store's temporary files: a pack being
    * streamed, a put in progress), removed once older than the grace period and at least 15
    * minutes old; 0 in a dry run and for stores without the sweepsTemp capability.
@@ -75,7 +80,7 @@ export interface GcReport {
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, leftoversDeleted: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0 };
   if (!options.dryRun) await repo.upgradeFormat();
   await repo.index.refresh();
   if (repo.index.damaged.size > 0) {
@@ -150,8 +155,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
   const adopted = await adoptable(repo, unnamed, referenced, options.signal);
   const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
-  const orphanEntries = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now);
+  const { orphans: orphanEntries, unknown: unknownCatalogKeys } = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now);
   report.packsAdopted = adopted.packs.length;
+  report.catalogKeysUnknown = unknownCatalogKeys.length;
   if (options.dryRun) {
     report.packsDeleted = toDelete.length + orphans.length;
     report.packsRepacked = toRepack.length;

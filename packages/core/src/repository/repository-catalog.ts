@@ -7,6 +7,7 @@ import { byCreation, matches } from '../memory/memory-catalog.js';
 import { backupOrder, checkPageQuery, creationOrder, markerRecord, pageOf } from '../util/backup-page.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
+import { parsedTime, readableTimes, withCanonicalTimes } from '../util/record-times.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import { spending, type LockHandle } from './repository-locks.js';
 import type { Repository } from './repository.js';
@@ -47,14 +48,20 @@ const entryBackupId = (name: string): string | undefined => {
 };
 
 /** A volume entry (volumeEntryKey): its whole key, its name (`<time>.<backup id>`) and the backup id. */
-interface VolumeEntry {
+export interface VolumeEntry {
   key: string;
   name: string;
   backupId: string;
 }
 
-/** The entry at `key` (`catalog/by-volume/<hex>/<time>.<backup id>`); undefined for any other key there. */
-function volumeEntry(key: string): VolumeEntry | undefined {
+/**
+ * The entry at `key` (`catalog/by-volume/<hex>/<time>.<backup id>`); undefined for any other key
+ * there (one nested deeper, one directly under `catalog/by-volume/`, a name without `.`). The one
+ * parser of entry keys: listings read what it accepts, and GC (orphanVolumeEntries) deletes only
+ * what it accepts, so a key no listing reads is never taken for an entry.
+ */
+export function volumeEntry(key: string): VolumeEntry | undefined {
+  if (!key.startsWith(PREFIX.byVolume)) return undefined;
   const rest = key.slice(PREFIX.byVolume.length);
   const slash = rest.indexOf('/');
   const name = rest.slice(slash + 1);
@@ -76,9 +83,9 @@ export function volumeEntryKey(record: Pick<BackupRecord, 'volumeId' | 'createdA
 
 /** The name of a record's volume entry, `<time>.<backupId>`: the same under any volume, so names of all volumes sort as their records do too. */
 function entryName(record: Pick<BackupRecord, 'createdAt' | 'id'>): string {
-  // Normalised through Date, so that times written with other precisions sort the same way.
-  const t = Date.parse(record.createdAt);
-  const at = Number.isFinite(t) ? new Date(t).toISOString().replace(/[-:.]/g, '') : '00000000T000000000Z';
+  // Normalised as records are read (readableTimes): a record stored before putBackup made its
+  // times canonical sorts by the time its entry names.
+  const at = (parsedTime(record.createdAt) ?? '0000-00-00T00:00:00.000Z').replace(/[-:.]/g, '');
   return `${at}.${record.id}`;
 }
 
@@ -114,10 +121,12 @@ export class RepositoryCatalog implements Catalog {
    * is the existing record's own (a damaged existing record leaves it: GC cannot take it either,
    * but listings read that record as CORRUPT anyway).
    *
-   * A record going `deleting` is the write a delete must make before it deletes anything: its
+   * Its times are stored canonical (withCanonicalTimes: `INVALID_INPUT`, nothing written, for
+   * one that is no ISO-8601 date-time). A record going `deleting` is the write a delete must make before it deletes anything: its
    * entry and the record are written with the store's `spendReserve` (ObjectStore PutOptions).
    */
-  async putBackup(record: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+  async putBackup(given: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+    const record = withCanonicalTimes(given);
     this.assertSectionsHeld();
     const entry = volumeEntryKey(record);
     if (!options.ifAbsent) {
@@ -146,7 +155,7 @@ export class RepositoryCatalog implements Catalog {
   async getBackup(backupId: string): Promise<BackupRecord> {
     const r = await this.read<BackupRecord>(PREFIX.backups, backupId);
     if (!r) throw new CairnError('NOT_FOUND', `backup ${backupId} not found`, { driver: 'catalog' });
-    return r;
+    return readableTimes(r);
   }
 
   async listBackups(filter: BackupFilter = {}): Promise<BackupRecord[]> {
@@ -363,7 +372,7 @@ export class RepositoryCatalog implements Catalog {
     const reader = async (): Promise<void> => {
       while (next < ids.length) {
         const r = await this.read<BackupRecord>(PREFIX.backups, ids[next++]!);
-        if (r) out.push(r);
+        if (r) out.push(readableTimes(r));
       }
     };
     await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, ids.length) }, reader));
@@ -413,19 +422,29 @@ export async function writeVolumeEntries(repo: Repository): Promise<void> {
   }
 }
 
+/** What orphanVolumeEntries found under `catalog/by-volume/`. */
+export interface VolumeEntryScan {
+  /** Keys of entries whose record is gone, old enough to delete. */
+  orphans: string[];
+  /** Keys there that are no volume entry (volumeEntry: not written by Cairn); nothing deletes them. */
+  unknown: string[];
+}
+
 /**
  * Volume entries whose record is gone (a crash between writing an entry and its record, or
  * between deleting a record and its entry), last modified at least `graceMs` ago: younger ones
- * may belong to a record being written right now. Their keys, for GC to delete.
+ * may belong to a record being written right now. Their keys, for GC to delete; and the keys
+ * under `catalog/by-volume/` that volumeEntry does not read as entries, which GC leaves alone.
  */
-export async function orphanVolumeEntries(repo: Repository, graceMs: number, now = Date.now()): Promise<string[]> {
+export async function orphanVolumeEntries(repo: Repository, graceMs: number, now = Date.now()): Promise<VolumeEntryScan> {
   const records = new Set(await recordIds(repo));
-  const orphans: string[] = [];
+  const scan: VolumeEntryScan = { orphans: [], unknown: [] };
   for await (const o of repo.store.list(PREFIX.byVolume)) {
-    const backupId = entryBackupId(o.key.slice(o.key.lastIndexOf('/') + 1));
-    if (backupId !== undefined && !records.has(backupId) && now - Date.parse(o.modifiedAt) >= graceMs) orphans.push(o.key);
+    const entry = volumeEntry(o.key);
+    if (!entry) scan.unknown.push(o.key);
+    else if (!records.has(entry.backupId) && now - Date.parse(o.modifiedAt) >= graceMs) scan.orphans.push(o.key);
   }
-  return orphans;
+  return scan;
 }
 
 /** The ids of every record in the repository, in no order. */

@@ -1,0 +1,45 @@
+import type { BackupRecord } from '../contracts/records.js';
+import { CairnError } from '../errors.js';
+
+/** An ISO-8601 date-time with a zone (`Z` or `±hh:mm`), seconds and fraction optional. */
+const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * `value` in the one form catalogs keep times in, `toISOString`'s (UTC, milliseconds:
+ * `2026-12-07T01:00:00.000Z`), so that ordinal order of stored times is time order; undefined
+ * when it is no ISO-8601 date-time with a zone.
+ */
+export function canonicalTime(value: unknown): string | undefined {
+  return typeof value === 'string' && ISO_DATE_TIME.test(value) ? parsedTime(value) : undefined;
+}
+
+/** Any time `Date.parse` reads, in `toISOString`'s form; undefined when it reads none. For times already stored. */
+export function parsedTime(value: string): string | undefined {
+  const t = Date.parse(value);
+  return Number.isFinite(t) ? new Date(t).toISOString() : undefined;
+}
+
+/**
+ * `record` with its createdAt and updatedAt canonical (canonicalTime), what Catalog.putBackup
+ * stores. `INVALID_INPUT` (`details.field`, `details.backupId`) for either that is no ISO-8601
+ * date-time with a zone.
+ */
+export function withCanonicalTimes(record: BackupRecord): BackupRecord {
+  const out = { ...record };
+  for (const field of ['createdAt', 'updatedAt'] as const) {
+    const t = canonicalTime(record[field]);
+    if (t === undefined) throw new CairnError('INVALID_INPUT', `backup ${record.id}: ${field} ${JSON.stringify(record[field])} is not an ISO-8601 date-time with a zone`, { driver: 'catalog', details: { backupId: record.id, field } });
+    out[field] = t;
+  }
+  return out;
+}
+
+/**
+ * A stored record as catalogs return it: times canonical where they parse (parsedTime: a record
+ * written before putBackup made them so), else as stored. Volume entry names use the same parse.
+ */
+export function readableTimes(record: BackupRecord): BackupRecord {
+  const createdAt = parsedTime(record.createdAt) ?? record.createdAt;
+  const updatedAt = parsedTime(record.updatedAt) ?? record.updatedAt;
+  return createdAt === record.createdAt && updatedAt === record.updatedAt ? record : { ...record, createdAt, updatedAt };
+}
