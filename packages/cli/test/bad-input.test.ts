@@ -96,6 +96,32 @@ describe('cairn with bad input', () => {
     expect(jsonError(through).code).toBe('INVALID_INPUT');
   });
 
+  it('a stateDir that is a file, or under one, is UNAVAILABLE (exit 6) saying so and naming the jobs directory, for every command that uses it', async () => {
+    // Before: `EEXIST: file already exists`, or for cancel a guess that the job was another user's.
+    const dir = await emptyDir('state-is-a-file');
+    await writeFile(join(dir, 'state'), 'not a directory');
+    const config = (stateDir: string) => ({
+      stateDir,
+      volumeDrivers: { file: { plugin: 'file', options: { directory: 'vols' } } },
+      targets: { posix: { plugin: 'posix', options: { directory: 'repo', repository: { init: true } } } },
+    });
+    for (const stateDir of ['state', 'state/below']) {
+      const file = join(dir, `${stateDir.replace('/', '-')}.json`);
+      await writeFile(file, JSON.stringify(config(stateDir)));
+      const jobs = join(dir, stateDir, 'jobs');
+      const v = await cairnJson(['volume', 'create', `d-${stateDir.replace('/', '-')}`, '--size', '1MiB', '--config', file], { cwd: dir });
+      for (const args of [['backup', 'jobs'], ['backup', 'cancel', 'some-job'], ['backup', 'create', v.id, '-q']]) {
+        const r = await cairn([...args, '--config', file, '--json'], { cwd: dir });
+        expect(r.code, `${stateDir} ${args.join(' ')}: ${r.stderr}`).toBe(6);
+        const err = jsonError(r);
+        expect(err, args.join(' ')).toMatchObject({ code: 'UNAVAILABLE', details: { file: jobs } });
+        expect(err.message).toContain('a file is there or on the way to it');
+        expect(err.message).toContain('stateDir');
+      }
+    }
+    expect(await readFile(join(dir, 'state'), 'utf8')).toBe('not a directory');
+  });
+
   it('a config that never ends (/dev/zero) or holds more than 4 MiB is INVALID_INPUT (exit 2) naming it, read no further', async () => {
     const endless = await cairn(['--config', '/dev/zero', 'volume', 'list', '--json'], { cwd });
     expect(endless.code).toBe(2);

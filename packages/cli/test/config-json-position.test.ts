@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { firstDuplicateKey } from '../src/config/json-duplicate-key.js';
 import { jsonErrorPosition } from '../src/config/json-position.js';
 import { cairn, jsonError, removeDir, tempDir } from './helpers.js';
 
@@ -37,5 +38,18 @@ describe('malformed JSON config: line and column', () => {
       expect(() => JSON.parse(bad), bad).toThrow();
       expect(jsonErrorPosition(bad), bad).toBeDefined();
     }
+  });
+});
+
+describe('firstDuplicateKey', () => {
+  it('finds the second setting of a key in one object, as JSON.parse decodes keys, and nothing else', () => {
+    expect(firstDuplicateKey('{"a": 1,\n "b": {"a": 2},\n  "a": 3}')).toEqual({ key: 'a', line: 3, column: 3 });
+    expect(firstDuplicateKey('{"a": 1, "\\u0061": 2}')).toMatchObject({ key: 'a', line: 1, column: 10 });
+    expect(firstDuplicateKey('[{"a": 1}, {"a": 2}]')).toBeUndefined();
+    expect(firstDuplicateKey('{"a": {"a": {"a": 1}}, "b": [{"b": 1}]}')).toBeUndefined();
+    expect(firstDuplicateKey('{"x": [{"k": 1, "k": 2}]}')).toMatchObject({ key: 'k' });
+    expect(firstDuplicateKey('"text"')).toBeUndefined();
+    const deep = `${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`;
+    expect(() => firstDuplicateKey(deep)).not.toThrow();
   });
 });

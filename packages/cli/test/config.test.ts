@@ -1,6 +1,7 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_WORKERS } from '../src/config/schema.js';
 import { cairn, cairnJson, MiB, removeDir, tempDir, jsonError } from './helpers.js';
 
 describe('cairn config', () => {
@@ -169,6 +170,48 @@ describe('cairn config', () => {
       const r = await cairn(['backup', 'list', '--config', f, '--json'], { cwd });
       expect([r.code, jsonError(r).code], key).toEqual([2, 'INVALID_INPUT']);
     }
+  });
+
+  it('a JSON config that sets a key twice in one object is INVALID_INPUT (exit 2) at the second setting, and nothing is made', async () => {
+    // JSON.parse would keep the second "targets" and drop the first without a word.
+    const dir = await tempDir();
+    try {
+      const body = '{\n  "volumeDrivers": {"d": {"plugin": "file", "options": {"directory": "vols"}}},\n  "targets": {"a": {"plugin": "posix", "options": {"directory": "repo-a", "repository": {"init": true}}}},\n  "targets": {"b": {"plugin": "posix", "options": {"directory": "repo-b", "repository": {"init": true}}}}\n}\n';
+      const file = join(dir, 'twice.json');
+      await writeFile(file, body);
+      const r = await cairn(['backup', 'list', '--config', file, '--json'], { cwd: dir });
+      expect(r.code, r.stderr).toBe(2);
+      const err = jsonError(r);
+      expect(err).toMatchObject({ code: 'INVALID_INPUT', details: { file, line: 4, column: 3, key: 'targets' } });
+      expect(err.message).toContain('line 4, column 3');
+      expect((await readdir(dir)).sort()).toEqual(['twice.json']);
+      // The same key in two different objects is no duplicate: "disks", "plugin", "options", "directory".
+      const fine = await withConfig('same-key-elsewhere.json', JSON.stringify({ ...good, targets: { disks: good.targets.main } }));
+      expect((await cairn(['volume', 'list', '--config', fine], { cwd })).code).toBe(0);
+    } finally {
+      await removeDir(dir);
+    }
+  });
+
+  it('a JSON config that starts with a byte order mark (as Windows editors save it) loads as without one', async () => {
+    const file = await withConfig('bom.json', `\uFEFF${JSON.stringify(good, null, 2)}\r\n`);
+    const r = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toBeInstanceOf(Array);
+    // A fault after it is still placed on the line and column an editor shows.
+    const broken = await withConfig('bom-broken.json', '\uFEFF{\n  "version" 1\n}\n');
+    expect(jsonError(await cairn(['volume', 'list', '--config', broken, '--json'], { cwd })).details).toMatchObject({ line: 2, column: 13 });
+  });
+
+  it(`repository.workers above ${MAX_WORKERS} is INVALID_INPUT (exit 2) naming the field, before any thread is started`, async () => {
+    // 1000 threads made a backup take 6 GiB and fail with INTERNAL after 45 s.
+    const withWorkers = (n: number) => ({ ...good, targets: { main: { plugin: 'posix', options: { directory: 'repo', repository: { init: true, workers: n } } } } });
+    const bad = await withConfig('workers-many.json', JSON.stringify(withWorkers(MAX_WORKERS + 1)));
+    const r = await cairn(['volume', 'list', '--config', bad, '--json'], { cwd });
+    expect(r.code, r.stderr).toBe(2);
+    expect(jsonError(r).details.issues).toEqual([{ path: 'targets.main.options.repository.workers', message: `expected at most ${MAX_WORKERS} threads` }]);
+    const most = await withConfig('workers-most.json', JSON.stringify(withWorkers(MAX_WORKERS)));
+    expect((await cairn(['volume', 'list', '--config', most], { cwd })).code).toBe(0);
   });
 
   it('backup cancel --wait takes a number of seconds: anything else is a usage error (exit 2) before anything is signalled', async () => {

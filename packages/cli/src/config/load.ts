@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { CairnError } from '@cairn/core';
 import type { z } from 'zod';
 import { readBounded } from '../io/input-file.js';
+import { firstDuplicateKey } from './json-duplicate-key.js';
 import { jsonErrorPosition } from './json-position.js';
 import { ConfigSchema, type CairnConfig } from './schema.js';
 
@@ -137,9 +138,9 @@ export function fromText(file: string, text: string): LoadedConfig {
 }
 
 /**
- * The document in `text`: YAML for a `.yaml`/`.yml` file, else JSON. `INVALID_INPUT` when it is
- * malformed, with `details.file`, and the message and `details.line`/`details.column` (1-based)
- * saying where. An empty file (or one of whitespace alone) is `INVALID_INPUT` saying so:
+ * The document in `text`: YAML for a `.yaml`/`.yml` file, else JSON (a leading byte order mark
+ * ignored). `INVALID_INPUT` when it is malformed or an object in it sets a key twice, with
+ * `details.file`, and the message and `details.line`/`details.column` (1-based) saying where. An empty file (or one of whitespace alone) is `INVALID_INPUT` saying so:
  * it is what `cairn init` holds while it writes the config, or leaves when it is killed.
  */
 function parseText(file: string, text: string): unknown {
@@ -150,14 +151,23 @@ function parseText(file: string, text: string): unknown {
     const { message, line, column } = r.problem;
     throw new CairnError('INVALID_INPUT', `${file}: not valid YAML: ${message}`, { driver: 'config', details: { file, line, column } });
   }
+  // A byte order mark (Windows editors write one) is no part of the document, as YAML's parser takes it.
+  const json = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(json);
   } catch (cause) {
     // JSON.parse's message often says nowhere where (Node 20): the place is found by a scan of its own.
-    const at = jsonErrorPosition(text);
+    const at = jsonErrorPosition(json);
     const where = at ? ` at line ${at.line}, column ${at.column}` : '';
     throw new CairnError('INVALID_INPUT', `${file}: not valid JSON${where}: ${(cause as Error).message}`, { driver: 'config', cause, details: { file, ...at } });
   }
+  const duplicate = firstDuplicateKey(json);
+  if (duplicate) {
+    const { key, line, column } = duplicate;
+    throw new CairnError('INVALID_INPUT', `${file}: key ${JSON.stringify(key)} is set twice in one object, at line ${line}, column ${column} the second time: keep one`, { driver: 'config', details: { file, line, column, key } });
+  }
+  return value;
 }
 
 /**

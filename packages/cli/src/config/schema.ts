@@ -13,11 +13,19 @@ const DriverEntry = z.strictObject({
   options: z.record(z.string(), z.unknown()).default({}),
 });
 
+/** The most chunk worker threads a target's `repository.workers` may ask for (docs/cli.md, "Config"). */
+export const MAX_WORKERS = 256;
+
 /** The repository options of a target built over an object store (chunked repository). */
 const RepositoryOptions = z.strictObject({
   passphrase: SecretRef.optional(),
   init: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
-  workers: z.number().int().min(0).optional(),
+  /**
+   * Threads hashing, compressing and sealing chunks (0: none, inline). At most MAX_WORKERS: each
+   * thread gets its own read-ahead in shared memory (8 MiB per thread), and 1000 made a backup
+   * grow to 6 GiB and fail after 45 s instead of refusing the config.
+   */
+  workers: z.number().int().min(0).max(MAX_WORKERS, `expected at most ${MAX_WORKERS} threads`).optional(),
 });
 
 const TargetEntry = DriverEntry.extend({

@@ -45,6 +45,20 @@ function jobOwner(doc: JobFile): ProcessOwner {
 }
 
 const jobsDir = (stateDir: string) => join(stateDir, 'jobs');
+
+/**
+ * `UNAVAILABLE` (details.file, as for a jobs directory that cannot be read) when `cause` says the
+ * jobs directory `dir` cannot exist because a file is there or on the way to it (ENOTDIR; EEXIST
+ * from a mkdir: the level is a file), so the config's `stateDir` is wrong: saying so, not the
+ * system's bare message (`EEXIST: file already exists`) nor a guess at another user's job.
+ * `undefined` for any other cause.
+ */
+function notADirectory(dir: string, cause: unknown): CairnError | undefined {
+  const err = cause as NodeJS.ErrnoException;
+  if (err?.code !== 'ENOTDIR' && !(err?.code === 'EEXIST' && err.syscall === 'mkdir')) return undefined;
+  const message = `the jobs directory ${dir} cannot exist: a file is there or on the way to it (stateDir in the config names the state directory; it must be a directory)`;
+  return new CairnError('UNAVAILABLE', message, { cause, details: { file: dir } });
+}
 const ID = /^[A-Za-z0-9-]{1,64}$/;
 
 /**
@@ -68,7 +82,8 @@ async function makeJobsDirectory(dir: string): Promise<void> {
  * exclusively (O_EXCL, mode 0600: never through a link planted by someone else), fsynced and
  * renamed into place, so the record (mode 0600) is whole or absent, and durable once this
  * resolves. The jobs directory is made 0700 when missing (see makeJobsDirectory).
- * `UNAVAILABLE` when the record cannot be written (nothing is left behind then).
+ * `UNAVAILABLE` when the record cannot be written (nothing is left behind then), saying so when
+ * the jobs directory cannot exist because a file is there or on the way (notADirectory).
  */
 export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'kind' | 'backupId' | 'volumeId'>): Promise<() => Promise<void>> {
   const dir = jobsDir(stateDir);
@@ -82,7 +97,7 @@ export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'k
     // writeFileAtomic removes its temporary file; the record itself is in place only when the
     // directory's fsync failed after the rename (job ids are unique: the file is ours).
     await rm(file, { force: true }).catch(() => {});
-    throw new CairnError('UNAVAILABLE', `cannot record job ${job.id} in ${dir}: ${(cause as Error).message}`, { cause });
+    throw notADirectory(dir, cause) ?? new CairnError('UNAVAILABLE', `cannot record job ${job.id} in ${dir}: ${(cause as Error).message}`, { cause });
   }
   return () => rm(file, { force: true });
 }
@@ -90,7 +105,8 @@ export async function registerJob(stateDir: string, job: Pick<JobFile, 'id' | 'k
 /**
  * What a record file holds: the job, `missing` (no such file: never written, or removed meanwhile),
  * `corrupt` (not a job record: unparsable JSON or a required field missing or of the wrong type),
- * or `unreadable` (the file exists but cannot be read; left alone). Records are only ever written
+ * or `unreadable` (the file exists but cannot be read; left alone). `UNAVAILABLE` when a file is
+ * on the way to it (notADirectory: no job can be recorded there). Records are only ever written
  * whole (`registerJob` writes a temporary file `.<id>.json.<random>.tmp`, not named `*.json`,
  * and renames it), so a `corrupt` record is never one being written: it is damage and will never become valid.
  */
@@ -99,6 +115,8 @@ async function readJobFile(file: string): Promise<JobFile | 'missing' | 'corrupt
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
+    const notDir = notADirectory(dirname(file), err);
+    if (notDir) throw notDir;
     return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable';
   }
   let doc: unknown;
@@ -120,7 +138,8 @@ const warnOnStderr = (message: string) => void process.stderr.write(`warning: ${
 
 /**
  * Every recorded job, oldest first, with whether its process still runs. A missing jobs directory
- * is no jobs; one that cannot be read (permissions, not a directory) is `UNAVAILABLE`. A corrupt
+ * is no jobs; one that cannot be read (permissions, not a directory: notADirectory says which) is
+ * `UNAVAILABLE`. A corrupt
  * record (see `readJobFile`: never a partly written one) is removed at once and reported through
  * `warn` (default: a `warning:` line on stderr); a record that cannot be read is skipped.
  */
@@ -131,7 +150,7 @@ export async function listJobs(stateDir: string, warn: (message: string) => void
     names = await readdir(dir);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new CairnError('UNAVAILABLE', `cannot read the jobs directory ${dir}: ${(cause as Error).message}`, { cause });
+    throw notADirectory(dir, cause) ?? new CairnError('UNAVAILABLE', `cannot read the jobs directory ${dir}: ${(cause as Error).message}`, { cause });
   }
   const out: JobListing[] = [];
   for (const name of names.filter((n) => n.endsWith('.json'))) {
