@@ -76,6 +76,7 @@ export const MAX_OPTION_REPLY_BYTES = 4 * 1024 * 1024;
  * `MAX_OPTION_REPLY_BYTES` bytes for one option it gives up with `CORRUPT` (and the caller drops
  * the connection), rather than buffering until `connectTimeoutMs`. Far above any real server:
  * an export list or a context list that large is not something a client can use.
+ * NBD_REP_ERR_SHUTDOWN to any option ends the session at once with a soft disconnect (`giveUp`).
  */
 async function haggle(reader: ByteReader, send: Send, driver: string, option: number, data: Buffer, onReply?: (r: OptionReply) => void): Promise<OptionReply> {
   send(encodeOption(option, data));
@@ -84,6 +85,7 @@ async function haggle(reader: ByteReader, send: Send, driver: string, option: nu
   for (;;) {
     const r = await readOptionReply(reader, driver);
     if (r.option !== option) throw protocolError(`reply to option ${r.option} while ${option} was pending`, driver);
+    if (r.type === REP_ERR.SHUTDOWN) throw giveUp(r, `option ${option}`, send, driver);
     if (r.type === REP.ACK || (r.type & REP_ERR_BIT) !== 0) return r;
     replies += 1;
     bytes += OPTION_REPLY_HEADER + r.data.length;
@@ -100,12 +102,30 @@ async function haggle(reader: ByteReader, send: Send, driver: string, option: nu
 /** Bytes of an option reply header (magic, option, type, length). */
 const OPTION_REPLY_HEADER = 20;
 
-function optionFailure(r: OptionReply, what: string, driver: string): CairnError {
+/**
+ * The client gives up on the session after the error reply `r`: it sends NBD_OPT_ABORT (a soft
+ * disconnect) and returns the error to throw, with `details.optionReply` set to the reply type.
+ * proto.md: a client that wants to end the session during option haggling "MUST use soft
+ * disconnect" (a hard disconnect only on a violation of a MUST by the server or a failed TLS
+ * negotiation), and "If the client receives NBD_REP_ERR_SHUTDOWN it MUST initiate a soft
+ * disconnect". The caller lets go of the connection gracefully (`isSoftDisconnect`).
+ */
+function giveUp(r: OptionReply, what: string, send: Send, driver: string): CairnError {
+  send(encodeOption(OPT.ABORT));
   const message = r.data.length > 0 ? `: ${r.data.toString('utf8')}` : '';
   return new CairnError(optionErrorCode(r.type), `${what} refused by the server (reply ${r.type - REP_ERR_BIT})${message}`, {
     driver,
     details: { optionReply: r.type },
   });
+}
+
+/**
+ * Whether `err` ended a handshake with NBD_OPT_ABORT already sent (an option error reply, see
+ * `giveUp`): the connection is to be released (FIN, then closed once the server hangs up), not
+ * destroyed.
+ */
+export function isSoftDisconnect(err: unknown): boolean {
+  return err instanceof CairnError && typeof err.details?.optionReply === 'number';
 }
 
 function exportNameData(name: string): Buffer {
@@ -189,7 +209,7 @@ async function go(reader: ByteReader, send: Send, opts: NegotiateOptions, result
     }
   });
   if (r.type === REP_ERR.UNSUP) return false;
-  if (r.type !== REP.ACK) throw optionFailure(r, `export ${JSON.stringify(opts.exportName)}`, opts.driver);
+  if (r.type !== REP.ACK) throw giveUp(r, `export ${JSON.stringify(opts.exportName)}`, send, opts.driver);
   if (!sawExport) throw protocolError('NBD_OPT_GO acknowledged without NBD_INFO_EXPORT', opts.driver);
   return true;
 }
@@ -211,7 +231,7 @@ export async function listExportsOver(reader: ByteReader, send: Send, driver: st
     if (name === undefined) throw protocolError('malformed NBD_REP_SERVER', driver);
     names.push(name);
   });
-  if (r.type !== REP.ACK) throw optionFailure(r, 'NBD_OPT_LIST', driver);
+  if (r.type !== REP.ACK) throw giveUp(r, 'NBD_OPT_LIST', send, driver);
   send(encodeOption(OPT.ABORT));
   return names;
 }
@@ -221,7 +241,7 @@ export async function listMetaContextsOver(reader: ByteReader, send: Send, drive
   const { fixed } = await greet(reader, send, driver);
   if (!fixed) throw new CairnError('NOT_SUPPORTED', 'server does not support fixed newstyle', { driver });
   const sr = await haggle(reader, send, driver, OPT.STRUCTURED_REPLY, Buffer.alloc(0));
-  if (sr.type !== REP.ACK) throw optionFailure(sr, 'NBD_OPT_STRUCTURED_REPLY', driver);
+  if (sr.type !== REP.ACK) throw giveUp(sr, 'NBD_OPT_STRUCTURED_REPLY', send, driver);
   const count = Buffer.allocUnsafe(4);
   count.writeUInt32BE(queries.length, 0);
   const names: string[] = [];
@@ -233,7 +253,7 @@ export async function listMetaContextsOver(reader: ByteReader, send: Send, drive
     if (name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', driver);
     names.push(name);
   });
-  if (r.type !== REP.ACK) throw optionFailure(r, 'NBD_OPT_LIST_META_CONTEXT', driver);
+  if (r.type !== REP.ACK) throw giveUp(r, 'NBD_OPT_LIST_META_CONTEXT', send, driver);
   send(encodeOption(OPT.ABORT));
   return names;
 }

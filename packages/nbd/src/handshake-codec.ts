@@ -56,6 +56,18 @@ export async function readOption(reader: ByteReader, driver: string): Promise<Op
   return { option, data: await reader.read(length) };
 }
 
+/**
+ * The UTF-8 bytes of a message for an error reply, cut to at most 4096 bytes on a character
+ * boundary: proto.md, a string (error messages included) "MUST be no longer than 4096 bytes".
+ */
+export function encodeMessage(text: string): Buffer {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= MAX_STRING) return bytes;
+  let end = MAX_STRING;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // bytes[end] continues the character before it
+  return bytes.subarray(0, end);
+}
+
 /** Appends a u32 length and the UTF-8 bytes of `s`. */
 export function encodeString32(s: string): Buffer {
   const bytes = Buffer.from(s, 'utf8');

@@ -1,10 +1,10 @@
 import { CairnError, assertRange } from '@cairn/core';
 import { ClientConnection, type NbdAddress } from './connection.js';
-import { listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
+import { isSoftDisconnect, listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
 import { NBD_DRIVER, connectionLost } from './error-map.js';
 import { InFlightWindow } from './in-flight-window.js';
 import { PerRequestBound, type HeldRequest } from './per-request-bound.js';
-import { BASE_ALLOCATION, CMD, CMD_FLAG, TF } from './protocol.js';
+import { BASE_ALLOCATION, CMD, CMD_FLAG, NBD_ERR, TF } from './protocol.js';
 import { encodeRequest, splitRange } from './request-frames.js';
 import { ReplyParser, type NbdExtent, type PendingReply } from './reply-parser.js';
 
@@ -126,6 +126,8 @@ export class NbdClient {
   private nextCookie = 1;
   private readonly blockStatusChunk: number;
   private disconnecting: Promise<void> | undefined;
+  /** Why the session is ending (see `endSession`): every later call fails with it. */
+  private endReason: CairnError | undefined;
 
   private constructor(
     private readonly conn: ClientConnection,
@@ -161,7 +163,10 @@ export class NbdClient {
   /**
    * Connects and negotiates. `UNAVAILABLE` if unreachable, `NOT_FOUND` for an unknown export,
    * `CORRUPT` for a non-NBD peer; `INVALID_INPUT`, before connecting, for a `maxInFlight` that is
-   * not a positive integer.
+   * not a positive integer. When the server refuses an option with an error reply (an unknown
+   * export, NBD_REP_ERR_SHUTDOWN, …) the client ends the session with NBD_OPT_ABORT, as proto.md
+   * asks, and then lets go of the connection (`ClientConnection.release`); only a protocol
+   * violation or a timeout drops it outright.
    */
   static async connect(options: NbdConnectOptions): Promise<NbdClient> {
     const driver = options.driver ?? NBD_DRIVER;
@@ -182,7 +187,9 @@ export class NbdClient {
       );
       return new NbdClient(conn, negotiated, options);
     } catch (err) {
-      conn.abort(err instanceof CairnError ? err : connectionLost(String(err), driver, err));
+      // An option refused: NBD_OPT_ABORT was sent (a soft disconnect), so end gracefully.
+      if (isSoftDisconnect(err)) conn.release();
+      else conn.abort(err instanceof CairnError ? err : connectionLost(String(err), driver, err));
       throw err;
     }
   }
@@ -403,8 +410,17 @@ export class NbdClient {
    * and this fails with `UNAVAILABLE` (as do the requests still in flight).
    */
   disconnect(): Promise<void> {
+    return this.endSession(new CairnError('INVALID_INPUT', 'client is disconnected', { driver: this.driver }));
+  }
+
+  /**
+   * The soft disconnect behind `disconnect()`: requests not yet sent (and every later call) fail
+   * with `reason`, those in flight are answered, then NBD_CMD_DISC. Idempotent: the first reason wins.
+   */
+  private endSession(reason: CairnError): Promise<void> {
+    this.endReason ??= reason;
     this.disconnecting ??= (async () => {
-      this.window.fail(new CairnError('INVALID_INPUT', 'client is disconnected', { driver: this.driver }));
+      this.window.fail(reason);
       const closed = new Promise<void>((resolve) => this.conn.onClosed(() => resolve()));
       const orderly = (async (): Promise<void> => {
         await this.window.idle();
@@ -507,9 +523,20 @@ export class NbdClient {
     this.checkHeld(p);
   }
 
+  /**
+   * Settles a request. An ESHUTDOWN error (the server is shutting down) also ends the session:
+   * proto.md, "If the client receives an ESHUTDOWN error it MUST initiate a soft disconnect" (and
+   * "SHOULD wait until there are no inflight requests first"), so requests not yet sent and every
+   * later call fail with `UNAVAILABLE`, those in flight are answered, then NBD_CMD_DISC is sent
+   * (see `endSession`; a later `disconnect()` waits for the same).
+   */
   private complete(p: Pending): void {
     if (p.error) p.reject(p.error);
     else p.resolve();
+    if (p.error?.details?.nbdError === NBD_ERR.ESHUTDOWN) {
+      const reason = new CairnError('UNAVAILABLE', `the server is shutting down (ESHUTDOWN to a ${p.what}): the client disconnected`, { driver: this.driver });
+      this.endSession(reason).catch(() => undefined); // its failure is the connection's, seen by every request
+    }
   }
 
   /**
@@ -578,7 +605,7 @@ export class NbdClient {
   }
 
   private checkOpen(): void {
-    if (this.disconnecting) throw new CairnError('INVALID_INPUT', 'client is disconnected', { driver: this.driver });
+    if (this.endReason) throw new CairnError(this.endReason.code, this.endReason.message, { driver: this.driver });
     if (this.conn.closed) throw connectionLost('connection to the NBD server was lost', this.driver);
   }
 

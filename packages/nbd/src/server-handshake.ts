@@ -1,5 +1,5 @@
 import type { ByteReader } from './byte-reader.js';
-import { PayloadCursor, encodeOptionReply, encodeString32, readOption } from './handshake-codec.js';
+import { PayloadCursor, encodeMessage, encodeOptionReply, encodeString32, readOption } from './handshake-codec.js';
 import { isReadOnly, type NbdExport } from './nbd-backend.js';
 import {
   BASE_ALLOCATION,
@@ -108,14 +108,17 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
     await ctx.writable();
     const { option, data } = await readOption(ctx.reader, ctx.driver);
     const reply = (type: number, payload?: Buffer): void => ctx.send(encodeOptionReply(option, type, payload));
-    const invalid = (why: string): void => reply(REP_ERR.INVALID, Buffer.from(why));
+    // An error reply's message is a string: at most 4096 bytes (`encodeMessage`), whatever the
+    // client's export name quoted in it.
+    const fail = (type: number, why: string): void => reply(type, encodeMessage(why));
+    const invalid = (why: string): void => fail(REP_ERR.INVALID, why);
     // proto.md: NBD_OPT_SET_META_CONTEXT "replaces all previously-set metadata contexts (including
     // when this command fails)": whatever its answer, nothing selected before survives it.
     if (option === OPT.SET_META_CONTEXT) selected = undefined;
     const refusal = option === OPT.ABORT ? undefined : ctx.refusal();
     if (refusal) {
       if (option === OPT.EXPORT_NAME) return undefined;
-      reply(refusal.type, Buffer.from(refusal.message));
+      fail(refusal.type, refusal.message);
       continue;
     }
     switch (option) {
@@ -161,7 +164,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
         }
         const exp = ctx.exports.get(req.exportName);
         if (!exp) {
-          reply(REP_ERR.UNKNOWN, Buffer.from(`no export ${JSON.stringify(req.exportName)}`));
+          fail(REP_ERR.UNKNOWN, `no export ${JSON.stringify(req.exportName)}`);
           break;
         }
         const offered = offeredContexts(exp);
@@ -190,7 +193,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
         }
         const exp = ctx.exports.get(req.exportName);
         if (!exp) {
-          reply(REP_ERR.UNKNOWN, Buffer.from(`no export ${JSON.stringify(req.exportName)}`));
+          fail(REP_ERR.UNKNOWN, `no export ${JSON.stringify(req.exportName)}`);
           break;
         }
         const flags = transmissionFlags(exp, structured);
@@ -218,7 +221,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
         break;
       }
       default:
-        reply(REP_ERR.UNSUP, Buffer.from(`option ${option} is not supported`));
+        fail(REP_ERR.UNSUP, `option ${option} is not supported`);
     }
   }
 }
