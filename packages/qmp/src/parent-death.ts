@@ -24,8 +24,11 @@ export function canTieToParent(): Promise<boolean> {
   return probe;
 }
 
-/** The program and arguments that run `binary argv` as a child that gets SIGTERM when this process dies. */
-export async function tiedToParent(binary: string, argv: string[]): Promise<{ file: string; args: string[] }> {
-  if (!(await canTieToParent())) return { file: binary, args: argv };
-  return { file: 'setpriv', args: ['--pdeathsig', 'SIGTERM', '--', binary, ...argv] };
+/**
+ * The program and arguments that run `binary argv` as a child that gets SIGTERM when this process
+ * dies; `tied` is false where that cannot be arranged (the program is then run directly).
+ */
+export async function tiedToParent(binary: string, argv: string[]): Promise<{ file: string; args: string[]; tied: boolean }> {
+  if (!(await canTieToParent())) return { file: binary, args: argv, tied: false };
+  return { file: 'setpriv', args: ['--pdeathsig', 'SIGTERM', '--', binary, ...argv], tied: true };
 }

@@ -6,10 +6,15 @@
  * - `start` resolves once QMP answered the handshake, or throws UNAVAILABLE (binary missing,
  *   daemon exited, no QMP in time) with the daemon's stderr in the message and `details.log`,
  *   and, when the daemon was still there, its process state (`details.processState`, e.g.
- *   `stopped (T)`); INVALID_INPUT when the socket path would be 108 bytes or longer. A
+ *   `stopped (T)`); INVALID_INPUT when the socket path would be 108 bytes or longer, or for an
+ *   argument or binary name node cannot pass (a NUL byte); the code of the system error
+ *   (NOT_FOUND, UNAVAILABLE, …) when the temp dir or its log cannot be made under `tmpParent`.
+ *   A start refused before anything ran leaves no temp dir behind. A
  *   connection that gets no greeting within 2 s is dropped and made again until the deadline.
  * - `stop` asks `quit`, waits, then SIGTERM, then SIGKILL; it resolves with the exit status.
- *   Idempotent. A clean `quit` is what makes qemu write persistent bitmaps to qcow2 files.
+ *   Idempotent. A clean `quit` is what makes qemu write persistent bitmaps to qcow2 files; when
+ *   the QMP client is already closed, `stop` sends SIGTERM at once (the same clean quit).
+ *   A program that cannot be run (missing, not executable) is UNAVAILABLE `cannot run …`.
  * - `kill` (SIGKILL by default) sends its signal at once, also while a `stop` is under way (a
  *   stop waiting on a wedged daemon is when it is needed), and resolves with the exit status, as
  *   that stop then does. It simulates a crash; the QMP client then fails every pending and later
@@ -23,7 +28,9 @@
  *   after this process exits (the stale-dir sweep below leaves it alone). Daemons still running
  *   when the Node process exits are SIGKILLed.
  * - The daemon does not outlive this process: on Linux it gets SIGTERM (a clean quit) when this
- *   process dies in any way, even SIGKILL (parent-death.ts). `start` first removes the temp
+ *   process dies in any way, even SIGKILL (parent-death.ts). It then runs in a process group of
+ *   its own, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this process, which
+ *   decides how to stop the daemon. `start` first removes the temp
  *   dirs left under `tmpParent` by owners that are gone, except dirs kept with `keepDir`
  *   (runtime-dirs.ts).
  */
@@ -32,7 +39,7 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CairnError } from '@cairn/core';
+import { CairnError, toCairnError } from '@cairn/core';
 import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
@@ -93,6 +100,33 @@ const optValue = (value: string): string => value.replaceAll(',', ',,');
 /** Most of the log kept in memory when the temp dir is removed, for `readLog()` (the last 1 MiB). */
 const KEPT_LOG_BYTES = 1024 * 1024;
 
+/**
+ * Spawns `command` with stdout and stderr appended to `logPath`. Throws what opening the log or
+ * node's spawn throws synchronously (an argument it cannot pass); a program that cannot be run
+ * is reported later, as the child's 'error' event or setpriv's exit status.
+ */
+function spawnLogged(command: { file: string; args: string[]; tied: boolean }, logPath: string): ChildProcess {
+  const logFd = openSync(logPath, 'a');
+  try {
+    // `detached`: a session and process group of its own, so the SIGINT a terminal's Ctrl-C sends
+    // to its whole foreground group reaches this process (whose handler may still need QMP to
+    // cancel cleanly) and not the daemon, which would quit on it. Only when parent death ends the
+    // daemon (`tied`): otherwise that Ctrl-C is what stops it should this process die of it.
+    return spawn(command.file, command.args, { stdio: ['ignore', logFd, logFd], detached: command.tied });
+  } finally {
+    closeSync(logFd);
+  }
+}
+
+/** The CairnError for a synchronous spawn failure: INVALID_INPUT for an argument node cannot pass (a NUL byte), else by its system error. */
+function spawnRefusal(err: unknown, binary: string, driver: string): CairnError {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('ERR_INVALID_ARG')) {
+    return new CairnError('INVALID_INPUT', `cannot run ${binary}: ${(err as Error).message}`, { driver, cause: err });
+  }
+  return toCairnError(err, driver, `cannot run ${binary}`);
+}
+
 export class QemuStorageDaemon {
   private stopping: Promise<DaemonExit> | undefined;
   private exitStatus: DaemonExit | undefined;
@@ -144,7 +178,9 @@ export class QemuStorageDaemon {
     const keepDir = options.keepDir ?? false;
     const tmpParent = options.tmpParent ?? '/tmp';
     await removeStaleDirs(tmpParent);
-    const dir = await mkdtemp(join(tmpParent, DIR_PREFIX));
+    const dir = await mkdtemp(join(tmpParent, DIR_PREFIX)).catch((err: unknown) => {
+      throw toCairnError(err, driver, `cannot create the daemon's temp dir under ${tmpParent}`);
+    });
     const socketPath = join(dir, 'qmp.sock');
     const logPath = join(dir, 'daemon.log');
     if (Buffer.byteLength(socketPath) > MAX_UNIX_SOCKET_PATH_BYTES) {
@@ -160,12 +196,13 @@ export class QemuStorageDaemon {
     ];
     const binary = options.binary ?? 'qemu-storage-daemon';
     const command = await tiedToParent(binary, argv);
-    const logFd = openSync(logPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(command.file, command.args, { stdio: ['ignore', logFd, logFd] });
-    } finally {
-      closeSync(logFd);
+      child = spawnLogged(command, logPath);
+    } catch (err) {
+      // Nothing runs: the dir (no owner file yet, so no later sweep would take it) goes now.
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw spawnRefusal(err, binary, driver);
     }
     installExitHook();
     live.add(child);
@@ -206,7 +243,8 @@ export class QemuStorageDaemon {
     if (!keepDir) await rm(dir, { recursive: true, force: true });
     let why = `no QMP on ${socketPath} within ${startTimeoutMs} ms${state ? ` (daemon process ${child.pid} was ${state})` : ''}`;
     if (spawnError) why = `cannot run ${binary}: ${spawnError.message}`;
-    else if (exited && exit.code === 127 && command.file !== binary) why = `cannot run ${binary}`; // setpriv's exec failed (reason in stderr)
+    // setpriv's exec of the program failed (reason in stderr): 127 when missing, 126 otherwise (EACCES, ENOEXEC).
+    else if (exited && (exit.code === 127 || exit.code === 126) && command.file !== binary) why = `cannot run ${binary}`;
     else if (exited && exit.signal !== 'SIGKILL') why = `daemon exited during startup (code ${exit.code}, signal ${exit.signal})`;
     throw unavailable(`${why}${log.trim() ? `; stderr: ${log.trim().slice(-2000)}` : ''}`, driver, spawnError ?? lastError, {
       log,
@@ -265,10 +303,12 @@ export class QemuStorageDaemon {
 
   private async doStop(quitTimeoutMs: number, termTimeoutMs: number): Promise<DaemonExit> {
     const quitDeadline = Date.now() + quitTimeoutMs; // one budget for the reply and the exit
-    if (!this.exitStatus && !this.qmp.closed) {
-      await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs }).catch(() => undefined);
-    }
-    if (!(await this.exitsWithin(Math.max(0, quitDeadline - Date.now())))) {
+    // Without a QMP connection (closed by the caller, or after a protocol error) no `quit` can be
+    // sent, so nothing would make the daemon exit within the quit budget: SIGTERM at once, which
+    // qemu-storage-daemon handles as the same clean quit.
+    const quitSent = !this.exitStatus && !this.qmp.closed;
+    if (quitSent) await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs }).catch(() => undefined);
+    if (!(await this.exitsWithin(quitSent ? Math.max(0, quitDeadline - Date.now()) : 0))) {
       this.child.kill('SIGTERM');
       if (!(await this.exitsWithin(termTimeoutMs))) this.child.kill('SIGKILL');
     }

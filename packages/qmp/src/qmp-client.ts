@@ -27,6 +27,7 @@ import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOption
 import { JsonLineDecoder } from './json-lines.js';
 import { assertSafeCommand } from './preflight.js';
 import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
+import { receivedExcerpt } from './received.js';
 import { checkTimeoutMs } from './timeouts.js';
 
 /** Where the QMP monitor listens: a unix socket path, or a TCP host and port. */
@@ -308,7 +309,7 @@ export class QmpClient {
     for (const message of messages) {
       if (this.closedReason) return;
       if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-        const received = JSON.stringify(message)?.slice(0, 200);
+        const received = receivedExcerpt(message);
         this.shutdown(unavailable(`QMP peer sent a message that is not a JSON object: ${received}`, this.driver, undefined, { received }));
         return;
       }
@@ -328,7 +329,7 @@ export class QmpClient {
       this.greetingWaiter = undefined;
       const qmp = msg?.QMP as QmpGreeting | undefined;
       if (qmp && typeof qmp === 'object') waiter.resolve({ version: qmp.version, capabilities: qmp.capabilities ?? [] });
-      else waiter.reject(unavailable('peer did not send a QMP greeting', this.driver, undefined, { received: msg }));
+      else waiter.reject(unavailable('peer did not send a QMP greeting', this.driver, undefined, { received: receivedExcerpt(msg) }));
       return;
     }
     if (typeof msg?.event === 'string') {

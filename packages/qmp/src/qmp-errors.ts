@@ -7,9 +7,12 @@
  *   2. "not found", "cannot find", "failed to find", "no such file",
  *      "does not exist"                                                   → NOT_FOUND
  *   3. "inconsistent", "corrupt"  (e.g. a bitmap left by a crash)          → CORRUPT
- *   4. "in use", "busy", "lock", "permission conflict", "already running",
+ *   4. 'Failed to get "write" lock', 'Failed to get shared "…" lock',
+ *      "Failed to lock byte N" (file-posix: another process holds the
+ *      image's lock; retrying later may succeed)                           → BUSY
+ *   5. "in use", "busy", "lock", "permission conflict", "already running",
  *      "is being", "currently"                                            → CONFLICT
- *   5. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
+ *   6. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
  * Other classes: CommandNotFound → NOT_SUPPORTED, DeviceNotFound → NOT_FOUND,
  * DeviceNotActive → CONFLICT, KVMMissingCap → NOT_SUPPORTED, unknown classes → INTERNAL.
  * The rules read qemu's own words only: what qemu quotes in single quotes (file names, node,
@@ -18,6 +21,7 @@
  * `command`).
  */
 import { CairnError, type ErrorCode } from '@cairn/core';
+import { receivedExcerpt } from './received.js';
 
 /** Driver name used in every error raised by this package. */
 export const QMP_DRIVER = 'qmp';
@@ -31,6 +35,8 @@ export interface QmpErrorBody {
 const ALREADY_EXISTS = /already exists|duplicate|id '[^']*' is already in use/i;
 const NOT_FOUND = /not found|cannot find|failed to find|no such file|does not exist/i;
 const CORRUPT = /inconsistent|corrupt/i;
+/** file-posix.c's words when another process holds the image file's lock (qemu 7.2). */
+const LOCKED_ELSEWHERE = /Failed to get (?:shared )?"[a-z -]+" lock|Failed to lock byte \d+/i;
 const CONFLICT = /in use|busy|\block\b|permission conflict|already running|is being|currently/i;
 
 /** The Cairn code for a QMP error class and description (rules in the file comment). */
@@ -48,6 +54,7 @@ export function qmpErrorCode(qmpClass: string, desc: string): ErrorCode {
       if (ALREADY_EXISTS.test(words)) return 'ALREADY_EXISTS';
       if (NOT_FOUND.test(words)) return 'NOT_FOUND';
       if (CORRUPT.test(words)) return 'CORRUPT';
+      if (LOCKED_ELSEWHERE.test(words)) return 'BUSY';
       if (CONFLICT.test(words)) return 'CONFLICT';
       return 'INVALID_INPUT';
     }
@@ -59,7 +66,7 @@ export function qmpErrorCode(qmpClass: string, desc: string): ErrorCode {
 /** A CairnError for a QMP error reply to `command`. */
 export function qmpError(command: string, body: QmpErrorBody, driver: string = QMP_DRIVER): CairnError {
   const qmpClass = typeof body?.class === 'string' ? body.class : 'GenericError';
-  const desc = typeof body?.desc === 'string' ? body.desc : JSON.stringify(body);
+  const desc = typeof body?.desc === 'string' ? body.desc : receivedExcerpt(body);
   return new CairnError(qmpErrorCode(qmpClass, desc), `${command}: ${desc}`, {
     driver,
     details: { command, qmpClass, qmpDesc: desc },

@@ -94,14 +94,15 @@ export class FakeQmpPeers {
   /**
    * A peer that greets as qemu 7.2 does, then hands every command it receives (whole lines,
    * however the bytes arrive) to `answer` with the connection's socket. `sockets`: its connections.
+   * `greeting`: a line sent instead of qemu's greeting.
    */
-  async listen(answer: (m: QmpCommand, s: net.Socket) => void): Promise<{ path: string; sockets: net.Socket[] }> {
+  async listen(answer: (m: QmpCommand, s: net.Socket) => void, greeting?: string): Promise<{ path: string; sockets: net.Socket[] }> {
     const path = join(this.dir, `q${this.servers.length}.sock`);
     const sockets: net.Socket[] = [];
     const server = net.createServer((s) => {
       sockets.push(s);
       s.on('error', () => undefined);
-      s.write(`${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] } })}\r\n`);
+      s.write(`${greeting ?? JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] } })}\r\n`);
       let buffered = '';
       s.on('data', (b) => {
         buffered += String(b);

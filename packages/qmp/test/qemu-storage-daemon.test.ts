@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '../src/index.js';
@@ -57,6 +58,40 @@ describe('QemuStorageDaemon lifecycle', () => {
 
   it('start(missing binary) fails with UNAVAILABLE', async () => {
     await expectCode(QemuStorageDaemon.start({ binary: '/nonexistent/qemu-storage-daemon' }), 'UNAVAILABLE');
+  });
+
+  it('start(binary that is not executable) fails with UNAVAILABLE "cannot run", not as a daemon that exited', async () => {
+    const notExecutable = `${dir}/not-executable`;
+    await writeFile(notExecutable, '', { mode: 0o644 });
+    const err = await expectCode(QemuStorageDaemon.start({ binary: notExecutable }), 'UNAVAILABLE');
+    expect((err as unknown as Error).message).toContain(`cannot run ${notExecutable}`);
+    expect((err as unknown as Error).message).not.toContain('exited during startup');
+    expect(String(err.details?.log)).toMatch(/Permission denied/);
+  });
+
+  it('start(tmpParent missing) fails with a CairnError NOT_FOUND naming it', async () => {
+    const err = await expectCode(QemuStorageDaemon.start({ tmpParent: `${dir}/missing` }), 'NOT_FOUND');
+    expect((err as unknown as Error).message).toContain(`${dir}/missing`);
+  });
+
+  it('start(an argument or binary holding a NUL byte) fails with INVALID_INPUT and leaves no temp dir', async () => {
+    const parent = await mkdtemp(`${dir}/nul-`);
+    await expectCode(QemuStorageDaemon.start({ tmpParent: parent, args: ['--blockdev', 'driver=null-co,node-name=a\0b'] }), 'INVALID_INPUT');
+    await expectCode(QemuStorageDaemon.start({ tmpParent: parent, binary: 'qemu-storage-daemon\0' }), 'INVALID_INPUT');
+    expect(await readdir(parent)).toEqual([]);
+  });
+
+  it('stop() after the QMP client was closed ends the daemon cleanly without waiting out quitTimeoutMs', { timeout: 10_000 }, async () => {
+    const image = await createQcow2(dir, 'closed-qmp.qcow2');
+    const d = await startOn(image);
+    await d.qmp.execute('block-dirty-bitmap-add', { node: 'd0', name: 'b0', persistent: true });
+    await d.qmp.close(); // no `quit` can be sent now
+    // Far beyond the test's timeout: only a stop that does not wait for a quit that was never sent passes.
+    expect(await d.stop({ quitTimeoutMs: 60_000 })).toEqual({ code: 0, signal: null });
+    // SIGTERM is qemu-storage-daemon's clean quit: the bitmap was written, not left in use.
+    const [bitmap] = await imageBitmaps(image);
+    expect(bitmap).toMatchObject({ name: 'b0' });
+    expect(bitmap!.flags).not.toContain('in-use');
   });
 
   it('start() drops a connection that gets no greeting and connects again (a stand-in daemon that ignores its first connection)', async () => {

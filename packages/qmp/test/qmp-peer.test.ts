@@ -36,4 +36,33 @@ describe('QmpClient with a misbehaving peer', () => {
       expect(uncaught).toEqual([]);
     });
   }
+
+  // JSON.parse reads any depth, JSON.stringify throws past a few thousand levels: describing
+  // such a line in the error used to throw out of the socket's data handler (an uncaught
+  // exception, which ends a CLI or server process).
+  for (const [what, line] of [
+    ['an array', `${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`],
+    ['an object without a greeting', `{"a":${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}}`],
+    ['an error body', `{"error":${'['.repeat(1_000_000)}${']'.repeat(1_000_000)},"id":"cairn-2"}`],
+  ] as const) {
+    it(`a line nested a million levels deep (${what}) fails the call or connect with a CairnError, nothing thrown out of the socket handler`, async () => {
+      const uncaught: unknown[] = [];
+      const onUncaught = (err: unknown): void => void uncaught.push(err);
+      process.on('uncaughtException', onUncaught);
+      try {
+        if (what === 'an object without a greeting') {
+          const { path } = await peers.listen(() => undefined, line);
+          await expect(QmpClient.connect({ path }, { timeoutMs: 5_000 })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+        } else {
+          const client = await QmpClient.connect({ path: await fakeQmp(line) });
+          const err = await client.execute('query-version', undefined, { timeoutMs: 5_000 }).catch((e: unknown) => e);
+          expect(err).toMatchObject({ code: what === 'an array' ? 'UNAVAILABLE' : 'INVALID_INPUT' });
+          await client.close();
+        }
+      } finally {
+        process.off('uncaughtException', onUncaught);
+      }
+      expect(uncaught).toEqual([]);
+    });
+  }
 });
