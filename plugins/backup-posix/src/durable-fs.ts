@@ -154,15 +154,19 @@ export async function readExactly(fh: FileHandle, offset: number, length: number
  * Reads the bytes `[from, to)` of an O_DIRECT file into `span`, which starts at the aligned
  * offset `from` and is as long as the aligned end (util/direct-io's directReadSpan). Every read
  * asks for whole aligned blocks (at most READ_CHUNK; `signal` checked before each); only the
- * file's end makes one short. `CORRUPT` when the file ends before `to`.
+ * file's end makes one short. `CORRUPT` when the file ends before `to` (cut short since its
+ * size was read), as readExactly says for buffered reads.
  */
 export async function readDirect(fh: FileHandle, span: Buffer, from: number, to: number, what: string, signal?: AbortSignal): Promise<void> {
   let done = 0;
   while (from + done < to) {
     checkSignal(signal);
     const { bytesRead } = await fh.read(span, done, Math.min(READ_CHUNK, span.length - done), from + done);
-    if (bytesRead === 0) throw new CairnError('CORRUPT', `${what} ended after ${from + done} of ${to} bytes`, { driver: DRIVER, details: { offset: from, length: to - from } });
     done += bytesRead;
-    if (from + done < to && done % DIRECT_IO_ALIGN !== 0) throw new CairnError('INTERNAL', `${what}: short O_DIRECT read of ${bytesRead} bytes`, { driver: DRIVER });
+    // An O_DIRECT read returns whole blocks but at the file's end: one that returns nothing, or
+    // ends off a block, before `to` met the end (the file was cut short after its fstat).
+    if (from + done < to && (bytesRead === 0 || done % DIRECT_IO_ALIGN !== 0)) {
+      throw new CairnError('CORRUPT', `${what} ended after ${from + done} of ${to} bytes`, { driver: DRIVER, details: { offset: from, length: to - from } });
+    }
   }
 }

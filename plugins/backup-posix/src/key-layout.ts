@@ -3,7 +3,8 @@
  *
  * The mapping (stable: changing it orphans every stored object):
  *
- * - A key is `/`-separated segments of `[A-Za-z0-9._-]` (validated by core's `assertObjectKey`).
+ * - A key is `/`-separated segments of `[A-Za-z0-9._-]` (validated by core's `assertObjectKey`),
+ *   each at most SEGMENT_MAX_BYTES long (assertStorableKey, before any file system call).
  *   Every segment but the last is a directory; the last is a file name.
  * - When the last segment is a *sharded name* — at least {@link SHARD_MIN_HEX} lowercase hex
  *   digits (`^[0-9a-f]{16,}$`, e.g. a sha256 id) — a directory named after its first two
@@ -21,6 +22,14 @@
  * characters) can not coexist with sharded keys `p/ab…`. Such a put fails with `CONFLICT`.
  */
 import { randomBytes } from 'node:crypto';
+import { CairnError, assertObjectKey } from '@cairn/core';
+
+/**
+ * Longest segment the store takes, in bytes: NAME_MAX of Linux's common file systems (ext4, XFS,
+ * Btrfs, tmpfs, NFS). A file system with a lower limit still refuses longer names (ENAMETOOLONG →
+ * `INVALID_INPUT`), only later in the call.
+ */
+export const SEGMENT_MAX_BYTES = 255;
 
 /** Minimum length of a lowercase hex last segment that is stored under a shard directory. */
 export const SHARD_MIN_HEX = 16;
@@ -43,6 +52,23 @@ export function isShardDirName(name: string): boolean {
 /** True when `name` is a valid key segment (so not a temporary file or foreign name). */
 export function isKeySegment(name: string): boolean {
   return KEY_SEGMENT.test(name) && name !== '.' && name !== '..';
+}
+
+/**
+ * Checks a key before any file system call: core's key rules (assertObjectKey), and every segment
+ * at most SEGMENT_MAX_BYTES, since each is a file or directory name. `INVALID_INPUT` otherwise
+ * (with `details.segmentBytes` and `details.maxBytes` for a segment too long), so that a put or
+ * part writer of such a key fails before it writes anything rather than at its rename.
+ */
+export function assertStorableKey(key: unknown, driver: string): asserts key is string {
+  assertObjectKey(key, driver);
+  for (const segment of key.split('/')) {
+    // Key characters are ASCII: a segment's length is its length in bytes.
+    if (segment.length > SEGMENT_MAX_BYTES) {
+      const message = `object key ${JSON.stringify(key)} has a segment of ${segment.length} bytes; file names here hold at most ${SEGMENT_MAX_BYTES}`;
+      throw new CairnError('INVALID_INPUT', message, { driver, details: { segmentBytes: segment.length, maxBytes: SEGMENT_MAX_BYTES } });
+    }
+  }
 }
 
 /** Path segments (relative to the store's directory) of a validated key. */

@@ -36,12 +36,16 @@ async function openDir(path: string): Promise<Dir | undefined> {
   }
 }
 
-/** Entries of a directory with their kinds; nothing when it vanished during the walk. */
-async function* entries(dirPath: string): AsyncGenerator<{ name: string; kind: Kind }> {
+/**
+ * Entries of a directory with their kinds (only those whose name `wanted` takes, judged before any
+ * lstat); nothing when it vanished during the walk.
+ */
+async function* entries(dirPath: string, wanted: (name: string) => boolean = () => true): AsyncGenerator<{ name: string; kind: Kind }> {
   const dir = await openDir(dirPath);
   if (!dir) return;
   try {
     for await (const entry of dir) {
+      if (!wanted(entry.name)) continue;
       const kind = await kindOf(dirPath, entry);
       if (kind) yield { name: entry.name, kind };
     }
@@ -63,6 +67,16 @@ export async function* listObjects(root: string, prefix: string): AsyncGenerator
   const partial = prefix.slice(cut + 1);
   yield* walkObjects(root, base, prefix, partial, false);
 }
+
+/**
+ * How many times each directory is read. readdir(2) makes no promise about entries removed or
+ * added while it runs, and replacing an object (rename over it) is both: tmpfs gives the new
+ * entry a freed position that the read may have passed already, so one read misses an object
+ * replaced meanwhile although its key was never absent (a lock object refreshed, a catalog record
+ * updated). A second read finds every such object, unless it was replaced again during that read
+ * too; names met before are not looked at again (no lstat), so it costs one more readdir.
+ */
+const READ_PASSES = 2;
 
 /** Files stat'ed at once, and shard directories listed at once (each fs call is a thread-pool round trip). */
 const STAT_BATCH = 32;
@@ -86,20 +100,22 @@ async function* walkObjects(
   const files: { path: string; key: string }[] = [];
   const shards: { segments: string[]; filesOnly: boolean }[] = [];
   const subtrees: string[][] = [];
-  for await (const { name, kind } of entries(dirPath)) {
-    if (!isKeySegment(name) || seen.has(name)) continue;
-    seen.add(name);
-    if (kind === 'dir' && !filesOnly) {
-      const below = [...segments, name];
-      if (partial === undefined || name.startsWith(partial)) {
-        if (isShardDirName(name)) shards.push({ segments: below, filesOnly: false });
-        else subtrees.push(below);
-      } else if (isShardDirName(name) && partial.startsWith(name)) {
-        shards.push({ segments: below, filesOnly: true });
+  for (let pass = 0; pass < READ_PASSES; pass++) {
+    for await (const { name, kind } of entries(dirPath, (n) => isKeySegment(n) && !seen.has(n))) {
+      if (seen.has(name)) continue; // met twice in one pass: replaced, and listed again at its new place
+      seen.add(name);
+      if (kind === 'dir' && !filesOnly) {
+        const below = [...segments, name];
+        if (partial === undefined || name.startsWith(partial)) {
+          if (isShardDirName(name)) shards.push({ segments: below, filesOnly: false });
+          else subtrees.push(below);
+        } else if (isShardDirName(name) && partial.startsWith(name)) {
+          shards.push({ segments: below, filesOnly: true });
+        }
+      } else if (kind === 'file') {
+        const key = segmentsToKey(segments, name);
+        if (key !== undefined && key.startsWith(prefix)) files.push({ path: join(dirPath, name), key });
       }
-    } else if (kind === 'file') {
-      const key = segmentsToKey(segments, name);
-      if (key !== undefined && key.startsWith(prefix)) files.push({ path: join(dirPath, name), key });
     }
   }
   for (let i = 0; i < files.length; i += STAT_BATCH) {

@@ -5,7 +5,6 @@ import {
   CairnError,
   DIRECT_IO_ALIGN,
   alignedBuffer,
-  assertObjectKey,
   assertObjectPrefix,
   directReadSpan,
   isNoHardLinks,
@@ -26,7 +25,7 @@ import {
 import { DirectoryChain } from './directory-chain.js';
 import { checkSignal, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
 import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
-import { keyToSegments } from './key-layout.js';
+import { assertStorableKey, keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
@@ -223,7 +222,7 @@ export class PosixObjectStore implements ObjectStore {
    * store's directory) and path of `key`, which is validated here.
    */
   private async placeOf(key: string): Promise<Place> {
-    assertObjectKey(key, DRIVER);
+    assertStorableKey(key, DRIVER);
     const segments = keyToSegments(key);
     const dirSegments = segments.slice(0, -1);
     const dir = await this.dirs.ensure(dirSegments);
@@ -297,7 +296,7 @@ export class PosixObjectStore implements ObjectStore {
    * buffer); through `span` (directReadSpan of `into`) with O_DIRECT where the file system allows.
    */
   private async read(key: string, range: ByteRange | undefined, signal: AbortSignal | undefined, into?: Buffer, span?: Buffer): Promise<Buffer> {
-    assertObjectKey(key, DRIVER);
+    assertStorableKey(key, DRIVER);
     checkSignal(signal);
     let fh: FileHandle;
     let direct = false;
@@ -362,7 +361,7 @@ export class PosixObjectStore implements ObjectStore {
 
   /** Size and modification time from stat(2). `NOT_FOUND` if absent. Idempotent. `options.signal`: checked before and after. */
   async head(key: string, options: CallOptions = {}): Promise<ObjectInfo> {
-    assertObjectKey(key, DRIVER);
+    assertStorableKey(key, DRIVER);
     checkSignal(options.signal);
     const info = await statObject(this.pathOf(key), key);
     checkSignal(options.signal);
@@ -371,7 +370,8 @@ export class PosixObjectStore implements ObjectStore {
   }
 
   /**
-   * Removes the object and fsyncs its directory. Idempotent: an absent key succeeds, and so does
+   * Removes the object and fsyncs its directory. Idempotent: an absent key succeeds (on a
+   * read-only file system too, which refuses every unlink(2) with EROFS), and so does
    * a key whose directory vanishes (another process removed it, emptied) between the unlink and
    * the fsync: the object is gone either way, as when it was absent from the start. Directories
    * (shards included) are never removed here, so a concurrent put into them can not lose its
@@ -380,7 +380,7 @@ export class PosixObjectStore implements ObjectStore {
    * space reserve is made again when it is missing and fits (best effort: never fails the delete).
    */
   async delete(key: string, options: CallOptions = {}): Promise<void> {
-    assertObjectKey(key, DRIVER);
+    assertStorableKey(key, DRIVER);
     checkSignal(options.signal);
     const path = this.pathOf(key);
     // What the file held (allocated blocks), measured only while the reserve counts deletes (space-reserve.ts).
@@ -389,6 +389,9 @@ export class PosixObjectStore implements ObjectStore {
       await unlink(path);
     } catch (err) {
       if (isAbsent(err) || errnoOf(err) === 'EISDIR') return; // a directory is no object
+      // A read-only file system says EROFS before it looks the name up, present or not: a key
+      // that holds no object (nothing, or a directory) is deleted all the same (idempotent).
+      if (await this.holdsNoObject(path)) return;
       throw fsError(err, `delete ${key}`);
     }
     checkSignal(options.signal);
@@ -452,6 +455,15 @@ export class PosixObjectStore implements ObjectStore {
     }
     if (removed > 0) await this.reserve.afterFree(freed);
     return removed;
+  }
+
+  /** True when nothing, or a directory, is at `path` (an lstat that fails otherwise: false). */
+  private async holdsNoObject(path: string): Promise<boolean> {
+    try {
+      return (await lstat(path)).isDirectory();
+    } catch (err) {
+      return isAbsent(err);
+    }
   }
 
   /** Nothing to release. Idempotent. */

@@ -127,4 +127,25 @@ describe('on-disk layout and list', () => {
     await expect(store.put(`x/${'n'.repeat(300)}`, Buffer.from('x'))).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(store.get(`x/${'n'.repeat(300)}`)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
   });
+
+  it('a key with a segment over 255 bytes is INVALID_INPUT at openWrite and before a put writes anything; 255 bytes is stored', async () => {
+    store = await tempStore('long-early');
+    const long = `x/${'n'.repeat(256)}`;
+    // openWrite checks its key (ObjectStore.openWrite), not its commit after every part was written.
+    await expect(store.openWrite(long)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { segmentBytes: 256, maxBytes: 255 } });
+    await expect(store.openWrite(`${'d'.repeat(256)}/k`, { ifAbsent: true })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(store.put(long, Buffer.alloc(1024 * 1024, 1))).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { segmentBytes: 256 } });
+    await expect(store.put(long, Buffer.from('x'), { ifAbsent: true })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(store.head(long)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(store.delete(long)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    // Nothing was made for them: no directory, no temporary file.
+    expect(await readdir(store.directory)).toEqual([]);
+    const longest = `x/${'n'.repeat(255)}`;
+    const w = await store.openWrite(longest);
+    await w.append(Buffer.from('two'));
+    await w.append(Buffer.from(' parts'));
+    await w.commit();
+    expect((await store.get(longest)).toString()).toBe('two parts');
+    expect(await listKeys(store)).toEqual([longest]);
+  });
 });
