@@ -9,7 +9,7 @@
  * Limits: the signal follows the *thread* that spawned the child (a daemon started from a worker
  * thread is stopped when that worker ends), and a death of this process in the instant between
  * fork and prctl is not seen. Elsewhere (not Linux, no usable `setpriv`) the program is run
- * directly and only the `exit` hook of qemu-storage-daemon.ts stops it.
+ * directly and only the `exit` hook (exit-hook.ts) stops it, at a normal exit.
  */
 import { execFile } from 'node:child_process';
 

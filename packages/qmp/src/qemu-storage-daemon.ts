@@ -26,7 +26,8 @@
  * - The temp dir (socket, log) is removed after exit unless `keepDir`, however the daemon ended
  *   (also when it died on its own, before `whenExited` resolves); a kept dir stays, also
  *   after this process exits (the stale-dir sweep below leaves it alone). Daemons still running
- *   when the Node process exits are SIGKILLed.
+ *   when the Node process exits normally get SIGTERM (a clean quit) and the exit waits for them,
+ *   at most 3 s, then SIGKILLs any left (exit-hook.ts).
  * - The daemon does not outlive this process: on Linux it gets SIGTERM (a clean quit) when this
  *   process dies in any way, even SIGKILL (parent-death.ts). It then runs in a process group of
  *   its own, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this process, which
@@ -40,6 +41,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CairnError, toCairnError } from '@cairn/core';
+import { endAtExit } from './exit-hook.js';
 import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
@@ -83,16 +85,6 @@ export interface DaemonExit {
 const DRIVER = 'qemu-storage-daemon';
 /** How long one start attempt waits for the greeting and `qmp_capabilities` before connecting again. */
 const HANDSHAKE_ATTEMPT_MS = 2_000;
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
 
 /** Escapes a value for qemu's `key=value,...` option syntax (a comma is doubled). */
 const optValue = (value: string): string => value.replaceAll(',', ',,');
@@ -204,8 +196,7 @@ export class QemuStorageDaemon {
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
       throw spawnRefusal(err, binary, driver);
     }
-    installExitHook();
-    live.add(child);
+    endAtExit(child);
     let spawnError: Error | undefined;
     const whenExited = new Promise<DaemonExit>((resolve) => {
       child.once('error', (err) => {
@@ -213,7 +204,7 @@ export class QemuStorageDaemon {
         resolve({ code: null, signal: null });
       });
       child.once('exit', (code, signal) => resolve({ code, signal }));
-    }).finally(() => live.delete(child));
+    });
     let exited = false;
     void whenExited.then(() => (exited = true));
     // Only after the listeners above: an await before them could miss a quick 'exit' or 'error'.

@@ -14,7 +14,10 @@
  *      "is being", "currently"                                            → CONFLICT
  *   6. anything else (bad argument, wrong type, missing parameter)         → INVALID_INPUT
  * Other classes: CommandNotFound → NOT_SUPPORTED, DeviceNotFound → NOT_FOUND,
- * DeviceNotActive → CONFLICT, KVMMissingCap → NOT_SUPPORTED, unknown classes → INTERNAL.
+ * DeviceNotActive → NOT_FOUND, KVMMissingCap → NOT_SUPPORTED, unknown classes → INTERNAL.
+ * DeviceNotActive is qemu's "the thing addressed is not there": 7.2 sends it for a block job id it
+ * does not know (`Block job 'j' not found`, also for a job that has just ended), a balloon or
+ * D-Bus display that is not set up; never for something present but busy.
  * The rules read qemu's own words only: what qemu quotes in single quotes (file names, node,
  * bitmap and export names, which may hold any words: '/srv/lock/…', '/data/not found/…') is left
  * out of the match. The QMP class, desc and command are kept in `details` (`qmpClass`, `qmpDesc`,
@@ -46,9 +49,8 @@ export function qmpErrorCode(qmpClass: string, desc: string): ErrorCode {
     case 'KVMMissingCap':
       return 'NOT_SUPPORTED';
     case 'DeviceNotFound':
-      return 'NOT_FOUND';
     case 'DeviceNotActive':
-      return 'CONFLICT';
+      return 'NOT_FOUND';
     case 'GenericError': {
       const words = desc.replace(/'[^']*'/g, "''");
       if (ALREADY_EXISTS.test(words)) return 'ALREADY_EXISTS';

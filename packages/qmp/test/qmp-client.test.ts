@@ -94,9 +94,9 @@ describe('QmpClient.execute', () => {
     await qmp.execute('block-dirty-bitmap-remove', { node: 'disk', name: 'dup' });
   });
 
-  it('blockdev-del(node in use) fails with CONFLICT and block-job-cancel(unknown job) with CONFLICT', async () => {
+  it('blockdev-del(node in use) fails with CONFLICT and block-job-cancel(unknown job) with NOT_FOUND', async () => {
     await expectCode(qmp.execute('blockdev-del', { 'node-name': 'disk-file' }), 'CONFLICT');
-    const err = await expectCode(qmp.execute('block-job-cancel', { device: 'no-such-job' }), 'CONFLICT');
+    const err = await expectCode(qmp.execute('block-job-cancel', { device: 'no-such-job' }), 'NOT_FOUND');
     expect(err.details?.qmpClass).toBe('DeviceNotActive');
   });
 
@@ -349,5 +349,16 @@ describe('QmpClient jobs (fleecing flow)', () => {
       actions.bitmapRemove({ node: 'disk', name: 'fl-old' }),
       actions.bitmapRemove({ node: 'disk', name: 'fl-new' }),
     ]);
+  });
+
+  it('block-job-cancel of a job that has just ended fails with NOT_FOUND (qemu: DeviceNotActive), as a cleanup racing the job needs', async () => {
+    const copy = await createQcow2(dir, 'ended-copy.qcow2', SIZE);
+    await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'ended-copy', file: { driver: 'file', filename: copy } });
+    const completed = qmp.waitForEvent('BLOCK_JOB_COMPLETED', (e) => e.data.device === 'ended-job');
+    await qmp.execute('blockdev-backup', { 'job-id': 'ended-job', device: 'disk', target: 'ended-copy', sync: 'full' });
+    await completed;
+    const err = await expectCode(qmp.execute('block-job-cancel', { device: 'ended-job' }), 'NOT_FOUND');
+    expect(err.details).toMatchObject({ qmpClass: 'DeviceNotActive', qmpDesc: "Block job 'ended-job' not found" });
+    await qmp.execute('blockdev-del', { 'node-name': 'ended-copy' });
   });
 });

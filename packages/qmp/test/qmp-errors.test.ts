@@ -6,7 +6,7 @@ const observed: [string, string, string][] = [
   ['CommandNotFound', 'The command nope has not been found', 'NOT_SUPPORTED'],
   ['KVMMissingCap', 'Using KVM without required capability', 'NOT_SUPPORTED'],
   ['DeviceNotFound', "Device 'x' not found", 'NOT_FOUND'],
-  ['DeviceNotActive', "Block job 'zz' not found", 'CONFLICT'],
+  ['DeviceNotActive', "Block job 'zz' not found", 'NOT_FOUND'],
   ['GenericError', "Failed to find node with node-name='x'", 'NOT_FOUND'],
   ['GenericError', "Cannot find device='nonode' nor node-name='nonode'", 'NOT_FOUND'],
   ['GenericError', "Dirty bitmap 'nob' not found", 'NOT_FOUND'],

@@ -92,10 +92,11 @@ export async function startView(view: FleecingView, checkpoints: CheckpointRecor
  * Tears a view down, whatever part of it exists: cancels its backup job if qemu lists it (qemu
  * removes the filter; waits for BLOCK_JOB_CANCELLED), deletes the overlay node and the frozen
  * bitmaps where present, and removes the overlay file. What qemu reports gone (NOT_FOUND) counts
- * as done; any other error is thrown, the view then partly there. The job query comes first: its
- * reply proves qemu has run every command sent before, including a startView whose reply never
- * came. Idempotent, so it can run again after any failure. Exports of the view must be gone
- * first. Safe after the daemon died (only the file is removed).
+ * as done, also a job that ended between the query and the cancel (qemu's DeviceNotActive); any
+ * other error is thrown, the view then partly there. The job query comes first: its reply proves
+ * qemu has run every command sent before, including a startView whose reply never came.
+ * Idempotent, so it can run again after any failure. Exports of the view must be gone first.
+ * Safe after the daemon died (only the file is removed).
  */
 export async function destroyView(view: FleecingView): Promise<void> {
   const { session } = view;

@@ -53,14 +53,19 @@ export function imageErrorCode(text: string, paths: readonly string[]): 'BUSY' |
 
 /**
  * A CairnError for a failed QMP command that opens or locks the image at `path` (`blockdev-add`,
- * `block-export-add`): its code by imageErrorCode on qemu's own text. Otherwise the error keeps
- * its code, but CONFLICT becomes INTERNAL: qemu's real lock failures are BUSY here (told by their
- * own message above), so a CONFLICT the QMP mapping gave is not another process holding the image.
+ * `block-export-add`), its code by imageErrorCode on qemu's own text:
+ * - qemu's lock failure (another process holds the image; the QMP mapping already calls it BUSY)
+ *   is BUSY `image <path> is locked by another process`, whatever code it came with;
+ * - a missing file or a damaged image is NOT_FOUND or CORRUPT (`cannot open image <path>: …`
+ *   where the QMP mapping gave another code, else the error as it is);
+ * - anything else keeps its code, but CONFLICT becomes INTERNAL: what the QMP mapping calls
+ *   CONFLICT here (a permission conflict, a node in use) is within this daemon, which opens each
+ *   image once, so it is the driver's fault, not another process holding the image.
  */
 export function imageOpenError(err: CairnError, path: string, driver: string): CairnError {
   const desc = typeof err.details?.qmpDesc === 'string' ? err.details.qmpDesc : err.message;
   const code = imageErrorCode(desc, [path]) ?? (err.code === 'CONFLICT' ? 'INTERNAL' : err.code);
-  if (code === err.code) return err;
+  if (code !== 'BUSY' && code === err.code) return err;
   const what = code === 'BUSY' ? `image ${path} is locked by another process` : `cannot open image ${path}: ${desc}`;
   return new CairnError(code, what, { driver, cause: err, ...(err.details ? { details: err.details } : {}) });
 }
