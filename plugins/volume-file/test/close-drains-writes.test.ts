@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { alignedBuffer, isCairnError } from '@cairn/core';
 import { rejectsWithCode } from '@cairn/conformance';
 import type { DriverContext } from '../src/driver-context.js';
-import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -28,20 +27,13 @@ function openOn(id: string): number {
  * Writes queued behind a snapshot's write gate are the hard case: they wait for the gate.
  */
 describe('FileVolumeDriver detach with writes queued behind a snapshot', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
+  const t = driverPerTest();
 
   it('waits for the queued writes, saves them in the bitmaps, and leaves no descriptor open', async () => {
-    const v = await driver.createVolume({ size: 32 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
-    const gate = (driver as unknown as { ctx: DriverContext }).ctx.trackers.get(v.id)!.gate;
+    const v = await t.driver.createVolume({ size: 32 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const gate = (t.driver as unknown as { ctx: DriverContext }).ctx.trackers.get(v.id)!.gate;
 
     // Stands in for a snapshot's copy: holds the gate shut until `reopen`.
     let reopen!: () => void;
@@ -53,7 +45,7 @@ describe('FileVolumeDriver detach with writes queued behind a snapshot', () => {
     write.catch(() => {});
     zeroes.catch(() => {});
 
-    const detached = driver.detach(a.id);
+    const detached = t.driver.detach(a.id);
     await rejectsWithCode(a.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'write after detach began');
     await sleep(100); // the old code finished detaching here, with the writes still queued
     reopen();
@@ -66,7 +58,7 @@ describe('FileVolumeDriver detach with writes queued behind a snapshot', () => {
     await sleep(50);
     assert.equal(openOn(v.id), 0, 'no descriptor on the image after detach');
 
-    const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const r = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     const changed = await r.device.extents({ kind: 'changed', since: cp.id });
     const covers = (off: number) => changed.some((e) => e.offset <= off && off < e.offset + e.length);
     if (outcomes[0].status === 'fulfilled') {
@@ -74,21 +66,21 @@ describe('FileVolumeDriver detach with writes queued behind a snapshot', () => {
       assert.ok(covers(8 * MiB), `the write is in the saved bitmap: ${JSON.stringify(changed)}`);
     }
     if (outcomes[1].status === 'fulfilled') assert.ok(covers(16 * MiB), `the writeZeroes is in the saved bitmap: ${JSON.stringify(changed)}`);
-    await driver.detach(r.id);
-    assert.equal((await driver.getVolume(v.id)).status, 'available');
+    await t.driver.detach(r.id);
+    assert.equal((await t.driver.getVolume(v.id)).status, 'available');
   });
 
   it('a second detach issued meanwhile also resolves only once the queued writes are saved', async () => {
-    const v = await driver.createVolume({ size: 8 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
-    const gate = (driver as unknown as { ctx: DriverContext }).ctx.trackers.get(v.id)!.gate;
+    const v = await t.driver.createVolume({ size: 8 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const gate = (t.driver as unknown as { ctx: DriverContext }).ctx.trackers.get(v.id)!.gate;
     let reopen!: () => void;
     const snapshot = gate.exclusive(() => new Promise<void>((r) => (reopen = r)));
     let done = false;
     const write = a.device.write(MiB, Buffer.alloc(4096, 7)).then(() => (done = true));
     write.catch(() => {});
-    const first = driver.detach(a.id);
+    const first = t.driver.detach(a.id);
     const second = a.device.close();
     await sleep(50);
     reopen();
@@ -97,8 +89,8 @@ describe('FileVolumeDriver detach with writes queued behind a snapshot', () => {
     assert.ok(done, 'close resolved only after the queued write');
     await first;
     await write;
-    const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const r = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.deepEqual(await r.device.extents({ kind: 'changed', since: cp.id }), [{ offset: MiB, length: 65536 }]);
-    await driver.detach(r.id);
+    await t.driver.detach(r.id);
   });
 });

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isCairnError } from '@cairn/core';
-import { afterEach, beforeEach, describe, it } from 'vitest';
-import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { describe, it } from 'vitest';
+import { driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -14,23 +13,16 @@ const MiB = 1024 * 1024;
  * naming the volume, the image and where it ends, and reads before that end still work.
  */
 describe('FileVolumeDriver read of an image cut short while attached', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
+  const t = driverPerTest();
 
   for (const mode of ['ro', 'rw'] as const) {
     it(`a read past the new end is CORRUPT naming the volume and offsets (attached ${mode})`, async () => {
-      const v = await driver.createVolume({ size: 4 * MiB });
-      const w = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+      const v = await t.driver.createVolume({ size: 4 * MiB });
+      const w = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
       await w.device.write(0, Buffer.alloc(8192, 5));
-      await driver.detach(w.id);
-      const a = await driver.attach({ kind: 'volume', id: v.id }, mode);
-      const image = join(dir, 'volumes', `${v.id}.img`);
+      await t.driver.detach(w.id);
+      const a = await t.driver.attach({ kind: 'volume', id: v.id }, mode);
+      const image = join(t.dir, 'volumes', `${v.id}.img`);
       await truncate(image, MiB + 4096); // another program cuts it while attached
       try {
         const err: unknown = await a.device.read(MiB, 8192).then(
@@ -44,7 +36,7 @@ describe('FileVolumeDriver read of an image cut short while attached', () => {
         assert.deepEqual(err.details, { volumeId: v.id, file: image, fileSize: MiB + 4096, offset: MiB, length: 8192, deviceSize: 4 * MiB });
         assert.ok((await a.device.read(0, 8192)).equals(Buffer.alloc(8192, 5)), 'a read before the end still works');
       } finally {
-        await driver.detach(a.id);
+        await t.driver.detach(a.id);
       }
     });
   }

@@ -5,9 +5,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterEach, beforeEach, describe, it } from 'vitest';
-import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, spawnHolder, spawnPoller, tempDir, type Holder, type Poller } from './helpers.js';
+import { describe, it } from 'vitest';
+import { childrenPerTest, driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
 /** Forces the fallbacks in the processes it is given to: locks taken through flock(1) (README, fs-ext). */
@@ -25,43 +24,27 @@ async function childrenOf(pid: number): Promise<string[]> {
  * and nothing outlives the process that held it.
  */
 describe('FileVolumeDriver with the flock(1) fallback', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-  let holder: Holder | undefined;
-  let poller: Poller | undefined;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-
-  afterEach(async () => {
-    if (holder && holder.child.exitCode === null && holder.child.signalCode === null) await holder.kill();
-    holder = undefined;
-    poller?.kill();
-    poller = undefined;
-    await removeDir(dir);
-  });
+  const t = driverPerTest();
+  const children = childrenPerTest();
 
   it('a status probe of a volume marked by a dead writer whose writer lock file is gone (a delete meanwhile) says available and creates no file', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    holder = spawnHolder(dir, v.id, 'rw', 0, FALLBACK);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const holder = children.holder(t.dir, v.id, 'rw', 0, FALLBACK);
     assert.equal(await holder.ready, 'attached');
     await holder.kill(); // its writer mark stays in the sidecar
     // What a deleteVolume does between a probe's read of the sidecar and its lock; also the state
     // a writer of a driver version without writer locks leaves.
-    const writerLock = join(dir, 'volumes', `${v.id}.writer`);
+    const writerLock = join(t.dir, 'volumes', `${v.id}.writer`);
     await rm(writerLock);
-    poller = spawnPoller(dir, 3, FALLBACK);
+    const poller = children.poller(t.dir, 3, FALLBACK);
     await poller.polling;
     const report = await poller.stop();
-    poller = undefined;
     assert.deepEqual(report, { polls: (report as { polls: number }).polls, inUse: 0 }, 'the poller saw the dead writer as alive, or failed');
     assert.equal(existsSync(writerLock), false, 'a writer lock file was created by the probe');
   });
 
   it('a lock tried on a missing file fails with ENOENT and creates nothing', async () => {
-    const missing = join(dir, 'volumes', 'gone.img');
+    const missing = join(t.dir, 'volumes', 'gone.img');
     const script = `import { tryLock } from ${JSON.stringify(builtFileLock)};
       for (const mode of ['shared', 'exclusive']) await tryLock(process.argv[1], mode, 'file').then(() => console.log('locked'), (e) => console.log(e.code));`;
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, missing], { env: { ...process.env, ...FALLBACK } });
@@ -70,7 +53,7 @@ describe('FileVolumeDriver with the flock(1) fallback', () => {
   });
 
   it('a shared lock converts in place as flock(2) does: exclusive when alone; else the shared lock still held; no descriptor left by a conflict', async () => {
-    const file = join(dir, 'lock-me');
+    const file = join(t.dir, 'lock-me');
     await writeFile(file, '');
     // Another open file's lock, tried without waiting by flock(1) itself: 'free' or 'held'.
     const script = `import { tryLock } from ${JSON.stringify(builtFileLock)};
@@ -107,18 +90,18 @@ describe('FileVolumeDriver with the flock(1) fallback', () => {
   });
 
   it('a writer SIGKILLed while attached read-write holds its locks in no other process: the volume is available and attaches read-write here at once', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    holder = spawnHolder(dir, v.id, 'rw', MiB, FALLBACK);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const holder = children.holder(t.dir, v.id, 'rw', MiB, FALLBACK);
     assert.equal(await holder.ready, 'attached');
     assert.deepEqual(await childrenOf(holder.child.pid!), [], 'processes the writer keeps running while attached');
-    assert.equal((await driver.getVolume(v.id)).status, 'in-use', 'status while the other process writes');
+    assert.equal((await t.driver.getVolume(v.id)).status, 'in-use', 'status while the other process writes');
     await holder.kill();
     // Its descriptors, and so its flocks, are gone by the time its exit is reported: no retry.
-    assert.equal((await driver.getVolume(v.id)).status, 'available', 'status once the marked writer is dead');
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    assert.equal((await t.driver.getVolume(v.id)).status, 'available', 'status once the marked writer is dead');
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     assert.ok((await rw.device.read(MiB, 4096)).equals(Buffer.alloc(4096, 0x77)), 'the dead writer\'s write reached the image');
     await assert.rejects(rw.device.extents({ kind: 'changed', since: cp.id }), { code: 'NOT_FOUND' }, 'extents(changed) after a crash');
-    await driver.detach(rw.id);
+    await t.driver.detach(rw.id);
   });
 });

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { FileVolumeDriver } from '../src/index.js';
+import { afterEach, beforeEach } from 'vitest';
+import { FileVolumeDriver } from '../src/index.js';
+import type { StampClock } from '../src/stamp-clock.js';
 
 export async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'cairn-volume-file-'));
@@ -13,6 +15,33 @@ export async function tempDir(): Promise<string> {
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/** The current test's directory and driver, as set up by driverPerTest. */
+export interface TestDriver {
+  /** A fresh temp directory, removed after the test. */
+  readonly dir: string;
+  /** A FileVolumeDriver on `dir`. */
+  readonly driver: FileVolumeDriver;
+}
+
+/**
+ * Registers hooks in the calling describe block: before each test, a fresh temp directory and a
+ * driver on it (read through the returned object's fields); after each test, the directory removed.
+ */
+export function driverPerTest(): TestDriver {
+  const current = {} as { dir: string; driver: FileVolumeDriver };
+  beforeEach(async () => {
+    current.dir = await tempDir();
+    current.driver = new FileVolumeDriver({ directory: current.dir });
+  });
+  afterEach(async () => removeDir(current.dir));
+  return current;
+}
+
+/** Makes `d` read image stamps and the time through `clock` from now on. */
+export function useClock(d: FileVolumeDriver, clock: StampClock): void {
+  (d as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
 }
 
 /**
@@ -87,6 +116,40 @@ export async function untilNotBusy<T>(fn: () => Promise<T>): Promise<T> {
       await sleep(20);
     }
   }
+}
+
+/** Spawns holders and pollers (spawnHolder, spawnPoller) that are SIGKILLed after the test if still running. */
+export interface TestChildren {
+  holder: typeof spawnHolder;
+  poller: typeof spawnPoller;
+}
+
+/**
+ * Registers an afterEach in the calling describe block that SIGKILLs the holders and pollers spawned
+ * through the returned object during the test, if still running. Call it after driverPerTest: vitest
+ * runs after-hooks in reverse order, so they are gone before the directory is removed.
+ */
+export function childrenPerTest(): TestChildren {
+  let holders: Holder[] = [];
+  let pollers: Poller[] = [];
+  afterEach(async () => {
+    for (const h of holders) if (h.child.exitCode === null && h.child.signalCode === null) await h.kill();
+    for (const p of pollers) p.kill();
+    holders = [];
+    pollers = [];
+  });
+  return {
+    holder: (...args) => {
+      const h = spawnHolder(...args);
+      holders.push(h);
+      return h;
+    },
+    poller: (...args) => {
+      const p = spawnPoller(...args);
+      pollers.push(p);
+      return p;
+    },
+  };
 }
 
 const pollFixture = fileURLToPath(new URL('./fixtures/poll-volumes.mjs', import.meta.url));

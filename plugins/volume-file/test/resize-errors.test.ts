@@ -4,10 +4,9 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { rejectsWithCode } from '@cairn/conformance';
-import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -28,52 +27,45 @@ async function runLimited(dir: string, volumeId: string, size: number): Promise<
  * fails extendVolume of a volume with checkpoints with INVALID_INPUT, also changing nothing.
  */
 describe('FileVolumeDriver sizes the file system or the bitmaps refuse', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
+  const t = driverPerTest();
 
   async function volumeWithChange() {
-    const v = await driver.createVolume({ size: MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(0, Buffer.alloc(512, 1));
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
     return { v, cp };
   }
 
   it('a size larger than the file system allows (EFBIG) fails with INVALID_INPUT and changes nothing', async () => {
     const { v, cp } = await volumeWithChange();
-    const files = (await readdir(join(dir, 'volumes'))).sort();
-    assert.deepEqual(await runLimited(dir, v.id, GiB), { createVolume: 'INVALID_INPUT', extendVolume: 'INVALID_INPUT' });
+    const files = (await readdir(join(t.dir, 'volumes'))).sort();
+    assert.deepEqual(await runLimited(t.dir, v.id, GiB), { createVolume: 'INVALID_INPUT', extendVolume: 'INVALID_INPUT' });
 
-    assert.deepEqual((await readdir(join(dir, 'volumes'))).sort(), files, 'no orphan image');
-    assert.equal((await driver.getVolume(v.id)).size, MiB, 'the volume keeps its size');
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    assert.deepEqual((await readdir(join(t.dir, 'volumes'))).sort(), files, 'no orphan image');
+    assert.equal((await t.driver.getVolume(v.id)).size, MiB, 'the volume keeps its size');
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     assert.equal(a.device.size, MiB);
     assert.deepEqual(await a.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 0, length: 65536 }], 'the checkpoint still tracks');
-    await driver.detach(a.id);
-    await driver.extendVolume(v.id, 2 * MiB);
-    const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(a.id);
+    await t.driver.extendVolume(v.id, 2 * MiB);
+    const r = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.deepEqual(await r.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 0, length: 65536 }, { offset: MiB, length: MiB }]);
-    await driver.detach(r.id);
+    await t.driver.detach(r.id);
   });
 
   it('extending a volume with checkpoints beyond what a dirty bitmap supports fails with INVALID_INPUT and changes nothing', async () => {
     const { v, cp } = await volumeWithChange();
-    const bitmap = join(dir, 'volumes', `${v.id}.cbt`, `${cp.id}.bitmap`);
-    const sidecar = join(dir, 'volumes', `${v.id}.json`);
+    const bitmap = join(t.dir, 'volumes', `${v.id}.cbt`, `${cp.id}.bitmap`);
+    const sidecar = join(t.dir, 'volumes', `${v.id}.json`);
     const before = { bitmap: await readFile(bitmap), sidecar: await readFile(sidecar, 'utf8') };
-    await rejectsWithCode(driver.extendVolume(v.id, 2 ** 52), 'INVALID_INPUT', 'extendVolume(2^52) with a checkpoint');
+    await rejectsWithCode(t.driver.extendVolume(v.id, 2 ** 52), 'INVALID_INPUT', 'extendVolume(2^52) with a checkpoint');
     assert.ok((await readFile(bitmap)).equals(before.bitmap), 'the bitmap is unchanged');
     assert.equal(await readFile(sidecar, 'utf8'), before.sidecar, 'the sidecar is unchanged');
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.equal(a.device.size, MiB);
     assert.deepEqual(await a.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 0, length: 65536 }]);
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
   });
 });

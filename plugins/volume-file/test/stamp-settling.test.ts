@@ -1,27 +1,24 @@
 import assert from 'node:assert/strict';
 import { open, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { FileVolumeDriver } from '../src/index.js';
 import { tryLock } from '../src/file-lock.js';
 import type { ImageStamp } from '../src/image-stamp.js';
 import { fileSystemClock, type StampClock } from '../src/stamp-clock.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /**
- * The real file-system clock, watched: counts the image stamps settled (settledStampOf's first
- * clock reading, i.e. one not right after a pause) and how many of them were read while the
- * driver's metadata lock (flock on `<dir>/.lock`) was held, tried from a descriptor of its own.
+ * The real file-system clock, calling `onSettle` at the first clock reading of each settle
+ * (settledStampOf's first `now`, i.e. one not right after a pause) before taking it.
  */
-class WatchedClock implements StampClock {
-  settles = 0;
-  settlesUnderMetadataLock = 0;
+abstract class SettleHookClock implements StampClock {
   private paused = false;
 
-  constructor(private readonly directory: string) {}
+  protected abstract onSettle(): Promise<void>;
 
   stat(path: string): Promise<ImageStamp> {
     this.paused = false;
@@ -29,12 +26,7 @@ class WatchedClock implements StampClock {
   }
 
   async now(dir: string): Promise<bigint> {
-    if (!this.paused) {
-      this.settles++;
-      const lock = await tryLock(join(this.directory, '.lock'), 'exclusive', 'test');
-      if (lock) await lock.release();
-      else this.settlesUnderMetadataLock++;
-    }
+    if (!this.paused) await this.onSettle();
     this.paused = false;
     return fileSystemClock.now(dir);
   }
@@ -49,45 +41,46 @@ class WatchedClock implements StampClock {
 }
 
 /**
- * The real file-system clock, whose first reading of each settle waits for `during` to finish
- * first: what happens while the driver settles a stamp. Records `during`'s outcome.
+ * Counts the image stamps settled and how many of them were read while the driver's metadata lock
+ * (flock on `<dir>/.lock`) was held, tried from a descriptor of its own.
  */
-class ClockWaitingFor implements StampClock {
+class WatchedClock extends SettleHookClock {
+  settles = 0;
+  settlesUnderMetadataLock = 0;
+
+  constructor(private readonly directory: string) {
+    super();
+  }
+
+  protected async onSettle(): Promise<void> {
+    this.settles++;
+    const lock = await tryLock(join(this.directory, '.lock'), 'exclusive', 'test');
+    if (lock) await lock.release();
+    else this.settlesUnderMetadataLock++;
+  }
+}
+
+/** Waits at each settle for `during` to finish first: what happens while the driver settles a stamp. Records `during`'s outcome. */
+class ClockWaitingFor extends SettleHookClock {
   outcomes: string[] = [];
-  private paused = false;
 
-  constructor(private readonly during: () => Promise<unknown>) {}
-
-  stat(path: string): Promise<ImageStamp> {
-    this.paused = false;
-    return fileSystemClock.stat(path);
+  constructor(private readonly during: () => Promise<unknown>) {
+    super();
   }
 
-  async now(dir: string): Promise<bigint> {
-    if (!this.paused) {
-      this.outcomes.push(
-        await this.during().then(
-          () => 'done',
-          (err: { code?: string }) => `error ${String(err.code)}`,
-        ),
-      );
-    }
-    this.paused = false;
-    return fileSystemClock.now(dir);
-  }
-
-  async pause(attempt: number): Promise<void> {
-    this.paused = true;
-    await fileSystemClock.pause(attempt);
-  }
-  touch(path: string): Promise<void> {
-    return fileSystemClock.touch(path);
+  protected async onSettle(): Promise<void> {
+    this.outcomes.push(
+      await this.during().then(
+        () => 'done',
+        (err: { code?: string }) => `error ${String(err.code)}`,
+      ),
+    );
   }
 }
 
 function watch(d: FileVolumeDriver, directory: string): WatchedClock {
   const clock = new WatchedClock(directory);
-  (d as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
+  useClock(d, clock);
   return clock;
 }
 
@@ -105,81 +98,71 @@ async function changed(d: FileVolumeDriver, volumeId: string, cp: string): Promi
 }
 
 describe('FileVolumeDriver: image stamps are settled once, outside the metadata lock', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-
-  afterEach(async () => {
-    await removeDir(dir);
-  });
+  const t = driverPerTest();
 
   it('attach of a volume written behind the driver settles the new stamp once, not under the metadata lock, and the checkpoint becomes inconsistent', async () => {
-    const v = await driver.createVolume({ size: MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    await writeBehindTheDriver(join(dir, 'volumes', `${v.id}.img`));
-    const clock = watch(driver, dir);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    await driver.detach(a.id);
+    const v = await t.driver.createVolume({ size: MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    await writeBehindTheDriver(join(t.dir, 'volumes', `${v.id}.img`));
+    const clock = watch(t.driver, t.dir);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(a.id);
     assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
-    assert.equal(await changed(driver, v.id, cp.id), 'NOT_FOUND', 'the checkpoint that missed the write');
+    assert.equal(await changed(t.driver, v.id, cp.id), 'NOT_FOUND', 'the checkpoint that missed the write');
     // The recovered stamp matches the image: nothing more to recover, nothing settled.
-    const again = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    await driver.detach(again.id);
+    const again = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(again.id);
     assert.equal(clock.settles, 1, 'settles after a second attach');
   });
 
   it('createCheckpoint with no writer settles its stamp outside the metadata lock, once also after a write behind the driver', async () => {
-    const v = await driver.createVolume({ size: MiB });
-    const clock = watch(driver, dir);
-    const first = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const v = await t.driver.createVolume({ size: MiB });
+    const clock = watch(t.driver, t.dir);
+    const first = await t.driver.changedBlockTracking.createCheckpoint(v.id);
     assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
-    await writeBehindTheDriver(join(dir, 'volumes', `${v.id}.img`));
-    const second = await driver.changedBlockTracking.createCheckpoint(v.id);
+    await writeBehindTheDriver(join(t.dir, 'volumes', `${v.id}.img`));
+    const second = await t.driver.changedBlockTracking.createCheckpoint(v.id);
     assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 2, underLock: 0 });
-    assert.equal(await changed(driver, v.id, first.id), 'NOT_FOUND', 'the checkpoint that missed the write');
-    assert.deepEqual(await changed(driver, v.id, second.id), [], 'the checkpoint taken after it');
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    assert.equal(await changed(t.driver, v.id, first.id), 'NOT_FOUND', 'the checkpoint that missed the write');
+    assert.deepEqual(await changed(t.driver, v.id, second.id), [], 'the checkpoint taken after it');
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(2 * 64 * KiB, Buffer.alloc(512, 1));
-    await driver.detach(a.id);
-    assert.deepEqual(await changed(driver, v.id, second.id), [{ offset: 2 * 64 * KiB, length: 64 * KiB }]);
+    await t.driver.detach(a.id);
+    assert.deepEqual(await changed(t.driver, v.id, second.id), [{ offset: 2 * 64 * KiB, length: 64 * KiB }]);
   });
 
   it('extendVolume settles its stamps outside the metadata lock: once, and twice after a write behind the driver (the recovery, then the grown image)', async () => {
-    const v = await driver.createVolume({ size: MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const clock = watch(driver, dir);
-    await driver.extendVolume(v.id, 2 * MiB);
+    const v = await t.driver.createVolume({ size: MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const clock = watch(t.driver, t.dir);
+    await t.driver.extendVolume(v.id, 2 * MiB);
     assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
-    assert.deepEqual(await changed(driver, v.id, cp.id), [{ offset: MiB, length: MiB }], 'the grown tail, and the stamp of the grown image matches');
-    await writeBehindTheDriver(join(dir, 'volumes', `${v.id}.img`));
-    await driver.extendVolume(v.id, 3 * MiB);
+    assert.deepEqual(await changed(t.driver, v.id, cp.id), [{ offset: MiB, length: MiB }], 'the grown tail, and the stamp of the grown image matches');
+    await writeBehindTheDriver(join(t.dir, 'volumes', `${v.id}.img`));
+    await t.driver.extendVolume(v.id, 3 * MiB);
     assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 3, underLock: 0 });
-    assert.equal(await changed(driver, v.id, cp.id), 'NOT_FOUND', 'the checkpoint that missed the write');
+    assert.equal(await changed(t.driver, v.id, cp.id), 'NOT_FOUND', 'the checkpoint that missed the write');
   });
 
   it('attach healing an interrupted extend settles the new stamp outside the metadata lock', async () => {
-    const v = await driver.createVolume({ size: 2 * MiB });
-    await truncate(join(dir, 'volumes', `${v.id}.img`), MiB); // as an extend that crashed before its ftruncate
-    const clock = watch(driver, dir);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const v = await t.driver.createVolume({ size: 2 * MiB });
+    await truncate(join(t.dir, 'volumes', `${v.id}.img`), MiB); // as an extend that crashed before its ftruncate
+    const clock = watch(t.driver, t.dir);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.equal(a.device.size, 2 * MiB);
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
     assert.deepEqual({ settles: clock.settles, underLock: clock.settlesUnderMetadataLock }, { settles: 1, underLock: 0 });
   });
 
   it('while extendVolume settles a stamp, another driver instance changes the metadata of another volume', async () => {
-    const other = new FileVolumeDriver({ directory: dir });
-    const v = await driver.createVolume({ size: MiB });
+    const other = new FileVolumeDriver({ directory: t.dir });
+    const v = await t.driver.createVolume({ size: MiB });
     const w = await other.createVolume({ size: MiB });
     const clock = new ClockWaitingFor(() => other.setVolumeMetadata(w.id, { during: 'settle' }));
-    (driver as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
-    await driver.extendVolume(v.id, 2 * MiB);
+    useClock(t.driver, clock);
+    await t.driver.extendVolume(v.id, 2 * MiB);
     assert.deepEqual(clock.outcomes, ['done'], 'the other instance\'s metadata change made during each settle');
     assert.deepEqual((await other.getVolume(w.id)).metadata, { during: 'settle' });
-    assert.equal((await driver.getVolume(v.id)).size, 2 * MiB);
+    assert.equal((await t.driver.getVolume(v.id)).size, 2 * MiB);
   });
 });
