@@ -11,7 +11,7 @@ describe('ordinal', () => {
 
 describe('catalog listings', () => {
   const record = (id: string, createdAt: string): BackupRecord =>
-    ({ id, createdAt, volumeId: 'v', name: id, status: 'available', service: 's', size: 512, parentId: undefined }) as unknown as BackupRecord;
+    ({ id, createdAt, updatedAt: createdAt, volumeId: 'v', name: id, status: 'available', service: 's', size: 512, parentId: undefined }) as unknown as BackupRecord;
 
   it('list oldest first, ties broken by id in code-unit order', async () => {
     const c = new MemoryCatalog();
