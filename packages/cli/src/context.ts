@@ -11,6 +11,7 @@ import {
 } from '@cairn/core';
 import { posixModule } from '@cairn/backup-posix';
 import { fileVolumeModule } from '@cairn/volume-file';
+import { qcow2VolumeModule } from '@cairn/volume-qcow2';
 import { loadConfig, type LoadedConfig } from './config/load.js';
 import type { Output } from './output/output.js';
 import { printRecovery } from './output/recovery-report.js';
@@ -25,12 +26,21 @@ export interface GlobalOptions {
 }
 
 /**
- * The plugins this binary composes. Secrets are read by core's registry: a missing file is
+ * The plugins this binary composes (docs/cli.md, "Plugins"): volume drivers `file` and `qcow2`,
+ * the object store `posix`. Composing a plugin only registers its factory: a driver is built, and
+ * its programs run (qcow2: qemu-img, qemu-storage-daemon), only when the config names it and a
+ * command asks for it (CliContext.volumes). Secrets are read by core's registry: a missing file is
  * `NOT_FOUND`, one this process may not read `UNAVAILABLE` naming it (details.file).
  */
 export function composeRegistry(): DriverRegistry {
-  return DriverRegistry.compose(fileVolumeModule, posixModule);
+  return DriverRegistry.compose(fileVolumeModule, qcow2VolumeModule, posixModule);
 }
+
+/** A driver that holds resources until closed (qcow2: its qemu-storage-daemon). */
+interface Closable {
+  close(): Promise<void>;
+}
+const closable = (x: unknown): x is Closable => typeof (x as Partial<Closable> | null)?.close === 'function';
 
 /**
  * What a command works with, built lazily from the config: the registry, the volume driver, the
@@ -189,8 +199,18 @@ export class CliContext {
     return (await unlessNotFound(this.resolveVolume(ref)))?.id ?? ref;
   }
 
-  /** Releases every opened target. Idempotent; never throws. */
+  /**
+   * Releases the volume driver, if one was built and has a `close` (qcow2 detaches what is still
+   * attached and stops its daemon, so that it writes its dirty bitmaps), and every opened target.
+   * Idempotent; never throws.
+   */
   async close(): Promise<void> {
+    const volumeDriver = this.volumeDriver;
+    this.volumeDriver = undefined;
+    const driver = await volumeDriver?.catch(() => undefined); // one that failed to build holds nothing
+    if (closable(driver)) {
+      await driver.close().catch((err: unknown) => this.out.warn(`the volume driver could not be closed: ${(err as Error)?.message ?? String(err)}`));
+    }
     for (const p of this.services.values()) {
       try {
         await (await p).close?.();

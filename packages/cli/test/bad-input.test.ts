@@ -96,7 +96,7 @@ describe('cairn with bad input', () => {
     expect(jsonError(through).code).toBe('INVALID_INPUT');
   });
 
-  it('a stateDir that is a file, or under one, is UNAVAILABLE (exit 6) saying so and naming the jobs directory, for every command that uses it', async () => {
+  it('a stateDir that is a file, or under one, is UNAVAILABLE (exit 6) saying so and naming the jobs directory, for every command that uses it; backup create records nothing', async () => {
     // Before: `EEXIST: file already exists`, or for cancel a guess that the job was another user's.
     const dir = await emptyDir('state-is-a-file');
     await writeFile(join(dir, 'state'), 'not a directory');
@@ -118,7 +118,19 @@ describe('cairn with bad input', () => {
         expect(err.message).toContain('a file is there or on the way to it');
         expect(err.message).toContain('stateDir');
       }
+      // The backup was refused before it started: no record (before: one left `error` per try).
+      expect(await cairnJson(['backup', 'list', '--config', file], { cwd: dir })).toEqual([]);
     }
+    // A restore to a new volume is refused before it starts too: no volume is made.
+    const good = join(dir, 'good.json');
+    await writeFile(good, JSON.stringify(config('good-state')));
+    const volumes = await cairnJson(['volume', 'list', '--config', good], { cwd: dir });
+    const b = await cairnJson(['backup', 'create', volumes[0].id, '-q', '--config', good], { cwd: dir });
+    const restore = await cairn(['backup', 'restore', b.id, '--new', '--config', join(dir, 'state.json'), '--json'], { cwd: dir });
+    expect(restore.code, restore.stderr).toBe(6);
+    expect(jsonError(restore)).toMatchObject({ code: 'UNAVAILABLE', details: { file: join(dir, 'state', 'jobs') } });
+    expect(await cairnJson(['volume', 'list', '--config', good], { cwd: dir })).toEqual(volumes);
+    expect((await cairnJson(['backup', 'show', b.id, '--config', good], { cwd: dir })).status).toBe('available');
     expect(await readFile(join(dir, 'state'), 'utf8')).toBe('not a directory');
   });
 

@@ -208,12 +208,13 @@ export class AttachmentTable {
     for (const id of [...this.entries.keys()]) await this.detach(id).catch(() => {});
   }
 
-  /** The daemon died: forget its attachments (their devices fail with UNAVAILABLE from now on). */
+  /** The daemon died: forget its attachments (their devices fail with UNAVAILABLE from now on: BaseBlockDevice.lose). */
   dropSession(session: DaemonSession): void {
     for (const [id, e] of this.entries) {
       if (e.session !== session) continue;
       this.entries.delete(id);
-      void e.device.close().catch(() => {});
+      const reason = this.err('UNAVAILABLE', `attachment ${id} is gone: the qemu-storage-daemon serving it died (nothing more is read or written through it; attach again)`);
+      void e.device.lose(reason).catch(() => {});
     }
   }
 

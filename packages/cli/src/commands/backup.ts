@@ -10,7 +10,7 @@ import { ExitCode } from '../exit-codes.js';
 import { accessError, checkInputFile, readBounded } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
-import { cancelJob, listJobs, removeStaleJob, staleReason } from '../jobs/job-files.js';
+import { cancelJob, listJobs, prepareJobsDirectory, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { phasedProgress } from '../output/phased-progress.js';
 import { progressReporter } from '../output/progress.js';
@@ -38,6 +38,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext<{ incremental: boolean; force: boolean; name?: string; description?: string; target?: string; readRate?: number }>(async (ctx, [ref], o) => {
         ctx.expectDataFlow();
+        await prepareJobsDirectory(ctx.stateDir); // before anything is written: the job must be recordable
         const manager = await ctx.manager({ recover: true, readRate: o.readRate });
         const v = await ctx.resolveVolume(ref!);
         const job = await manager.startBackup({ volumeId: v.id, incremental: o.incremental, force: o.force, name: o.name, description: o.description, target: o.target });
@@ -95,6 +96,7 @@ export function registerBackupCommands(program: Command): void {
         ctx.expectDataFlow();
         if (!!o.to === o.new) throw new CairnError('INVALID_INPUT', 'give exactly one of --to <volume> and --new');
         if (o.name !== undefined && !o.new) throw new CairnError('INVALID_INPUT', '--name goes with --new');
+        await prepareJobsDirectory(ctx.stateDir); // before anything is written: the job must be recordable
         const manager = await ctx.manager({ recover: true });
         const request = o.to ? { backupId: id!, volumeId: (await ctx.resolveVolume(o.to)).id } : { backupId: id!, newVolume: { name: o.name } };
         const { job, volume, metadataKept } = await manager.startRestore(request);

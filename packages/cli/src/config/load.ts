@@ -114,10 +114,13 @@ async function assertOwnDefaultsDir(dir: string): Promise<void> {
   throw new CairnError('INVALID_INPUT', `${dir}, where the embedded defaults keep volumes and backups, belongs to another user (uid ${owner}): run Cairn from another directory, or write a config`, { driver: 'config', details: { file: dir } });
 }
 
+/** Plugin options that name a directory (`runtimeDir`: the qcow2 driver's daemon sockets). */
+const PATH_OPTIONS = ['directory', 'runtimeDir'] as const;
+
 /**
  * Parses and validates a config document; `file` names it in errors. Every path the config holds
  * is made absolute against `file`'s directory, never the working directory: `stateDir`, each
- * driver's and target's `directory` option, and a target's `repository.passphrase` given as
+ * driver's and target's `directory` and `runtimeDir` options (PATH_OPTIONS), and a target's `repository.passphrase` given as
  * `file:<relative path>` (as systemd and nginx resolve paths in their configs).
  */
 export function fromText(file: string, text: string): LoadedConfig {
@@ -127,7 +130,10 @@ export function fromText(file: string, text: string): LoadedConfig {
   const config = parsed.data;
   const absolute = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   for (const entry of [...Object.values(config.volumeDrivers), ...Object.values(config.targets)]) {
-    if (typeof entry.options.directory === 'string' && entry.options.directory !== '') entry.options.directory = absolute(entry.options.directory);
+    for (const key of PATH_OPTIONS) {
+      const value = entry.options[key];
+      if (typeof value === 'string' && value !== '') entry.options[key] = absolute(value);
+    }
   }
   for (const target of Object.values(config.targets)) {
     const repository = target.options.repository;

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { access, constants, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CairnError, currentOwner, makeDirectories, ordinal, toCairnError, writeFileAtomic, type ProcessOwner } from '@cairn/core';
@@ -73,6 +73,24 @@ async function makeJobsDirectory(dir: string): Promise<void> {
     await mkdir(dir, { mode: 0o700 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir).catch(() => undefined))?.isDirectory()) throw err;
+  }
+}
+
+/**
+ * Checks, before a job starts, that its record will have a place: makes the jobs directory of
+ * `stateDir` when missing (as registerJob does) and checks that this process may create files in
+ * it. So a command whose jobs cannot be recorded fails before its flow starts, writing nothing to
+ * the repository (no backup record left `error` by the cancellation runJob would have to make).
+ * `UNAVAILABLE` with details.file the jobs directory, saying so when a file is in the way
+ * (notADirectory). Writing the record itself can still fail later (a full disk): runJob handles that.
+ */
+export async function prepareJobsDirectory(stateDir: string): Promise<void> {
+  const dir = jobsDir(stateDir);
+  try {
+    await makeJobsDirectory(dir);
+    await access(dir, constants.W_OK | constants.X_OK);
+  } catch (cause) {
+    throw notADirectory(dir, cause) ?? new CairnError('UNAVAILABLE', `cannot record jobs in ${dir}: ${(cause as Error).message}`, { cause, details: { file: dir } });
   }
 }
 

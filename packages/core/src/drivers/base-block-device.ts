@@ -9,6 +9,8 @@ import { normalizeExtents } from '../util/extents.js';
  */
 export abstract class BaseBlockDevice implements BlockDevice {
   private closed = false;
+  /** Why the driver gave the device up (lose), when it did: what every later call fails with. */
+  private lostReason: CairnError | undefined;
 
   protected constructor(
     readonly driverName: string,
@@ -78,7 +80,20 @@ export abstract class BaseBlockDevice implements BlockDevice {
     await this.guard(() => this._close(), 'close');
   }
 
+  /**
+   * Closes the device because the driver lost what served it (e.g. qcow2: its qemu-storage-daemon
+   * died), so that every later call fails with `reason` (its code and message: `UNAVAILABLE`, the
+   * caller's retry or recovery decides) instead of the `INVALID_INPUT` of a device its caller
+   * closed. Idempotent; the first reason stays. For drivers, not for the device's users.
+   */
+  async lose(reason: CairnError): Promise<void> {
+    this.lostReason ??= reason;
+    await this.close();
+  }
+
+  /** `INVALID_INPUT` once the caller closed the device; the driver's reason once it lost it (lose). */
   protected assertOpen(): void {
+    if (this.lostReason) throw new CairnError(this.lostReason.code, this.lostReason.message, { driver: this.driverName, details: this.lostReason.details });
     if (this.closed) throw this.invalid('device is closed');
   }
 
