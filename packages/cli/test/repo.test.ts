@@ -45,6 +45,18 @@ describe('cairn repo', () => {
     expect(await json(['repo', 'stats'])).toMatchObject({ backups: 0, packs: 0, chunks: 0 });
   });
 
+  it('repo gc leaves a key under catalog/by-volume/ that is no volume entry alone, and counts it in JSON and text', async () => {
+    const store = await PosixObjectStore.open({ directory: join(cwd, '.cairn/repository') });
+    const foreign = 'catalog/by-volume/not-cairns/copied/20260101T000000000Z.gone';
+    await store.put(foreign, Buffer.from('x'));
+    expect(await json(['repo', 'gc', '--grace', '0'])).toMatchObject({ catalogKeysUnknown: 1, catalogEntriesDeleted: 0 });
+    const text = await cairn(['repo', 'gc', '--grace', '0'], { cwd });
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/catalog keys not written by Cairn \(left alone\):\s+1\n/);
+    await store.head(foreign); // still there
+    await store.delete(foreign);
+  });
+
   it('repo unlock removes a stale lock; --force removes live ones too', async () => {
     const store = await PosixObjectStore.open({ directory: join(cwd, '.cairn/repository') });
     const lock = (id: string, pid: number) => ({

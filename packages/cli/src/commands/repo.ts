@@ -37,6 +37,7 @@ export function registerRepoCommands(program: Command): void {
             ['packs adopted', report.packsAdopted],
             ['chunk list pages deleted', report.pagesDeleted],
             ['catalog entries deleted', report.catalogEntriesDeleted],
+            ['catalog keys not written by Cairn (left alone)', report.catalogKeysUnknown],
             ['leftovers of dead writers deleted', report.leftoversDeleted],
             ['chunks removed', report.chunksRemoved],
             ['bytes freed', formatBytes(report.bytesFreed)],
