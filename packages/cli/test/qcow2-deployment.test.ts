@@ -165,6 +165,25 @@ describe('cairn with the qcow2 volume driver', () => {
     expect({ exit: killed!.exit, code: killed!.code }, killed!.message).toEqual({ exit: 6, code: 'UNAVAILABLE' });
   });
 
+  it('a config in a directory too deep for its relative runtimeDir (unix sockets ≤ 107 bytes): a backup is INVALID_INPUT (exit 2) naming runtimeDir, before any record is written', async () => {
+    // The same volumes and repository, from a config whose directory makes `run/cairn-qsd-XXXXXX/qmp.sock` 108 bytes or more.
+    const deep = join(cwd, 'd'.repeat(Math.max(1, 90 - cwd.length)));
+    await mkdir(join(deep, 'run'), { recursive: true });
+    const config = join(deep, 'cairn.config.json');
+    await writeFile(config, JSON.stringify({
+      volumeDrivers: { qcow2: { plugin: 'qcow2', options: { directory: join(cwd, 'qcow2'), runtimeDir: 'run' } } },
+      targets: { posix: { plugin: 'posix', options: { directory: join(cwd, 'repo') } } },
+    }));
+    const before = await json<{ id: string }[]>(['backup', 'list', '--volume', 'disk']);
+    const r = await run(['backup', 'create', 'disk', '--config', config, '--json']);
+    expect(r.code, r.stderr).toBe(2);
+    expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT' });
+    expect(jsonError(r).message).toContain(`runtimeDir ${join(deep, 'run')}`);
+    // Nothing was started or written: no backup record (not even one ended error), no daemon dir.
+    expect(await json<{ id: string }[]>(['backup', 'list', '--volume', 'disk'])).toEqual(before);
+    expect(await readdir(join(deep, 'run'))).toEqual([]);
+  });
+
   it('a config naming qcow2 options wrongly is INVALID_INPUT (exit 2) naming the option; a file-only config never starts qemu', async () => {
     const bad = join(cwd, 'bad.json');
     await writeFile(bad, JSON.stringify({ volumeDrivers: { q: { plugin: 'qcow2', options: { directory: 'qcow2', commandTimeoutMs: -1 } } }, targets: { posix: { plugin: 'posix', options: { directory: 'repo' } } } }));

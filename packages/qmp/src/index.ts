@@ -18,4 +18,4 @@ export {
   type QmpGreeting,
   type QmpTarget,
 } from './qmp-client.js';
-export { QemuStorageDaemon, type DaemonExit, type QemuStorageDaemonOptions, type StopOptions } from './qemu-storage-daemon.js';
+export { assertTmpParentFits, QemuStorageDaemon, type DaemonExit, type QemuStorageDaemonOptions, type StopOptions } from './qemu-storage-daemon.js';

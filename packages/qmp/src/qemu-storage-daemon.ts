@@ -86,6 +86,26 @@ const DRIVER = 'qemu-storage-daemon';
 /** How long one start attempt waits for the greeting and `qmp_capabilities` before connecting again. */
 const HANDSHAKE_ATTEMPT_MS = 2_000;
 
+/** The QMP socket's name in the daemon's temp dir. */
+const SOCKET_NAME = 'qmp.sock';
+/** Characters mkdtemp appends to DIR_PREFIX. */
+const MKDTEMP_SUFFIX = 'XXXXXX';
+
+/**
+ * Checks that a daemon's temp dir under `tmpParent` can hold unix sockets: the path of a socket
+ * named at most `socketNameBytes` long (default: the QMP socket's) in a `cairn-qsd-XXXXXX`
+ * directory under it must fit MAX_UNIX_SOCKET_PATH_BYTES. `INVALID_INPUT` otherwise, naming
+ * `option` (the caller's name for `tmpParent`), with details.directory, pathBytes and maxBytes,
+ * before anything is created. A caller that takes `tmpParent` from its config calls it when it is
+ * configured, so that a too-deep directory is refused before any work starts.
+ */
+export function assertTmpParentFits(tmpParent: string, driver: string, option = 'tmpParent', socketNameBytes = SOCKET_NAME.length): void {
+  const longest = Buffer.byteLength(join(tmpParent, DIR_PREFIX + MKDTEMP_SUFFIX, 'x'.repeat(socketNameBytes)));
+  if (longest <= MAX_UNIX_SOCKET_PATH_BYTES) return;
+  const message = `${option} ${tmpParent} is too deep for the daemon's unix sockets: their paths would be ${longest} bytes, at most ${MAX_UNIX_SOCKET_PATH_BYTES} work; give a shorter one`;
+  throw new CairnError('INVALID_INPUT', message, { driver, details: { directory: tmpParent, pathBytes: longest, maxBytes: MAX_UNIX_SOCKET_PATH_BYTES } });
+}
+
 /** Escapes a value for qemu's `key=value,...` option syntax (a comma is doubled). */
 const optValue = (value: string): string => value.replaceAll(',', ',,');
 
@@ -169,16 +189,13 @@ export class QemuStorageDaemon {
     checkTimeoutMs('commandTimeoutMs', options.commandTimeoutMs, driver, true);
     const keepDir = options.keepDir ?? false;
     const tmpParent = options.tmpParent ?? '/tmp';
+    assertTmpParentFits(tmpParent, driver);
     await removeStaleDirs(tmpParent);
     const dir = await mkdtemp(join(tmpParent, DIR_PREFIX)).catch((err: unknown) => {
       throw toCairnError(err, driver, `cannot create the daemon's temp dir under ${tmpParent}`);
     });
-    const socketPath = join(dir, 'qmp.sock');
+    const socketPath = join(dir, SOCKET_NAME);
     const logPath = join(dir, 'daemon.log');
-    if (Buffer.byteLength(socketPath) > MAX_UNIX_SOCKET_PATH_BYTES) {
-      await rm(dir, { recursive: true, force: true });
-      throw new CairnError('INVALID_INPUT', `QMP socket path is longer than ${MAX_UNIX_SOCKET_PATH_BYTES} bytes: ${socketPath}`, { driver });
-    }
     const argv = [
       '--chardev',
       `socket,id=qmp0,path=${optValue(socketPath)},server=on,wait=off`,

@@ -18,6 +18,7 @@ import {
   type VolumeDriver,
   type VolumeDriverCapabilities,
 } from '@cairn/core';
+import { assertTmpParentFits } from '@cairn/qmp';
 import { AttachmentTable } from './attachment-table.js';
 import { copiedCheckpoints } from './checkpoint-reconcile.js';
 import type { DaemonSession } from './daemon-session.js';
@@ -113,6 +114,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       throw new CairnError('INVALID_INPUT', 'option `directory` is required and must be a non-empty string', { driver: this.name });
     }
     const timeout = optionalMs(options, 'commandTimeoutMs', this.name);
+    const runtimeDir = options.runtimeDir ?? tmpdir();
+    // The daemon's sockets (qmp.sock, nbd.sock: same length) go in a directory under it: a too-deep one is refused here, not at the first attach.
+    assertTmpParentFits(runtimeDir, this.name, options.runtimeDir === undefined ? 'runtimeDir (unset: the system temp dir)' : 'runtimeDir');
     this.store = new RecordStore(options.directory, this.name, newId());
     this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name, {
       timeoutMs: optionalMs(options, 'qemuImgTimeoutMs', this.name) ?? DEFAULT_QEMU_IMG_TIMEOUT_MS,
@@ -121,7 +125,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     this.runtime = new Runtime({
       driver: this.name,
       binary: options.qemuStorageDaemon ?? 'qemu-storage-daemon',
-      runtimeDir: options.runtimeDir ?? tmpdir(),
+      runtimeDir,
       commandTimeoutMs: timeout ?? DEFAULT_COMMAND_TIMEOUT_MS,
       store: this.store,
       qemuImg: this.qemuImg,
