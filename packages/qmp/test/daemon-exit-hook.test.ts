@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { processAlive } from '../src/runtime-dirs.js';
-import { createQcow2, imageBitmaps, removeDir, tempDir } from './helpers.js';
+import { createQcow2, imageBitmaps, removeDir, tempDir, exitsWithin } from './helpers.js';
 
 // A caller that exits normally without stopping its daemon: the exit hook must end the daemon
 // with a clean quit (persistent bitmaps written, so the qcow2 driver's checkpoints survive), and a
@@ -19,11 +19,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await removeDir(dir);
 });
-
-async function exitsWithin(pid: number, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (!processAlive(pid)) return true;
-  return !processAlive(pid);
-}
 
 /** Runs the fixture to its normal exit and returns the daemon's pid. */
 async function callerExits(image: string, mode = ''): Promise<number> {

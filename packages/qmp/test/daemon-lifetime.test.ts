@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
 import { processAlive } from '../src/runtime-dirs.js';
-import { createQcow2, removeDir, tempDir } from './helpers.js';
+import { createQcow2, removeDir, tempDir, exitsWithin } from './helpers.js';
 
 // A caller that dies without cleaning up (SIGKILL, OOM, SIGTERM without handler) must not leave
 // its daemon running with the image's write lock, nor its temp dir behind for ever.
@@ -22,11 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await removeDir(dir);
 });
-
-async function exitsWithin(pid: number, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (!processAlive(pid)) return true;
-  return !processAlive(pid);
-}
 
 describe('the daemon does not outlive its caller (Linux: setpriv --pdeathsig)', () => {
   for (const signal of ['SIGKILL', 'SIGTERM'] as const) {

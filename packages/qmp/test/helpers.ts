@@ -5,10 +5,17 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'vitest';
 import { isCairnError, type ErrorCode } from '@cairn/core';
+import { processAlive } from '../src/runtime-dirs.js';
 
 const run = promisify(execFile);
 
 /** A fresh short temp dir under /tmp (unix socket paths must stay under 108 bytes). */
+/** Whether process `pid` is gone within `ms` (polled every 50 ms; no assertion on the time itself). */
+export async function exitsWithin(pid: number, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (!processAlive(pid)) return true;
+  return !processAlive(pid);
+}
+
 export const tempDir = (): Promise<string> => mkdtemp('/tmp/cairn-qmpt-');
 
 export const removeDir = (dir: string | undefined): Promise<void> => (dir ? rm(dir, { recursive: true, force: true }) : Promise.resolve());
