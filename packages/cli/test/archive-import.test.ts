@@ -113,6 +113,24 @@ describe('backup import keeps only exported record fields', () => {
     expect((await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual(ids);
   });
 
+  it('an archive whose record has a volume id that is not an id (empty, path-like, over 200 characters) is INVALID_INPUT (exit 2) naming volumeId, and writes nothing', async () => {
+    await writeRawImage(join(cwd, 'vid.raw'), 1 * MiB);
+    await cairnJson(['volume', 'import', join(cwd, 'vid.raw'), '--name', 'vid'], { cwd });
+    const b = await cairnJson(['backup', 'create', 'vid'], { cwd });
+    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, 'vid.tar')], { cwd });
+    const entries = await readEntries(join(cwd, 'vid.tar'));
+    const manifest = JSON.parse(entries[0]!.data.toString());
+    const ids = (await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id);
+    for (const volumeId of ['', '../../etc', 'v'.repeat(201)]) {
+      const crafted = { ...manifest, record: { ...manifest.record, id: '88888888-2222-3333-4444-555555555555', volumeId } };
+      await writeEntries(join(cwd, 'bad-vid.tar'), [{ name: entries[0]!.name, data: Buffer.from(JSON.stringify(crafted)) }, ...entries.slice(1)]);
+      const r = await run(['backup', 'import', join(cwd, 'bad-vid.tar'), '--json']);
+      expect(r.code, `${JSON.stringify(volumeId)}: ${r.stderr}`).toBe(2);
+      expect(JSON.parse(r.stderr).error).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'volumeId' } });
+    }
+    expect((await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual(ids);
+  });
+
   it("another process's recovery leaves a running import alone (its creating record has an owner)", async () => {
     await writeRawImage(join(cwd, 'big.raw'), 192 * MiB);
     await cairnJson(['volume', 'import', join(cwd, 'big.raw'), '--name', 'big'], { cwd });

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import type { Attachment } from '@cairn/core';
+import { toCairnError, type Attachment } from '@cairn/core';
 import { FileVolumeDriver } from '@cairn/volume-file';
 import { createOwnedTempDir, OWNER_FILE, removeDeadTempDirs } from '../io/owned-temp-dir.js';
 
@@ -26,16 +26,21 @@ export class StagingVolume {
   /**
    * `size` must be a positive multiple of 512 (`INVALID_INPUT` otherwise). `parent` is the
    * directory the staging goes in (default: the system temporary directory, `os.tmpdir()`).
+   * Rejects only with a CairnError: a system error is mapped by toCairnError with a message naming
+   * the staging directory (`parent` missing `NOT_FOUND`, full `UNAVAILABLE`, a file
+   * `INVALID_INPUT`), so that a caller never takes it for an error of the archive it reads or writes.
    */
   static async create(size: number, parent: string = tmpdir()): Promise<StagingVolume> {
-    const dir = await createOwnedTempDir('cairn-archive-', parent);
+    const dir = await createOwnedTempDir('cairn-archive-', parent).catch((err: unknown) => {
+      throw toCairnError(err, 'archive', `cannot create a staging directory in ${parent}`);
+    });
     try {
       const driver = new FileVolumeDriver({ directory: dir });
       const v = await driver.createVolume({ size, name: 'staging' });
       return new StagingVolume(driver, v.id, dir);
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
-      throw err;
+      throw toCairnError(err, 'archive', `cannot create the staging volume in ${dir}`);
     }
   }
 
