@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readdir, rm, unlink, utimes } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { newId } from '@cairn/core';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -28,7 +28,16 @@ function createOverlay(path: string): void {
   expect(made.status, made.stderr).toBe(0);
 }
 
-const lockedByOther = (path: string): boolean => /lock/.test(qemuImg(['info', '-f', 'qcow2', path]).stderr);
+/**
+ * Whether some process holds qemu's locks on `path`: an open file description lock (OFDLCK, as
+ * qemu takes) on its inode in /proc/locks. Read from /proc, not probed with `qemu-img info`: that
+ * probe takes qemu's shared locks itself for an instant, and a daemon starting in that instant
+ * fails its own open ("Failed to get "write" lock"), as a CI run saw.
+ */
+async function lockedByOther(path: string): Promise<boolean> {
+  const { ino } = await stat(path);
+  return (await readFile('/proc/locks', 'utf8')).split('\n').some((l) => /\bOFDLCK\b/.test(l) && l.split(/\s+/).some((f) => f.endsWith(`:${ino}`)));
+}
 
 /** A qemu-storage-daemon of its own (no Cairn) that has `path` open as a writable qcow2 node, as an older Cairn's daemon has its overlays. */
 async function daemonHolding(path: string): Promise<ChildProcess> {
@@ -37,7 +46,7 @@ async function daemonHolding(path: string): Promise<ChildProcess> {
   daemon.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   // Waited for until it holds the overlay or ends, not for a fixed time: on a loaded machine its
   // start took more than 5 s (the test's own timeout bounds the wait).
-  while (!lockedByOther(path)) {
+  while (!(await lockedByOther(path))) {
     if (daemon.exitCode !== null || daemon.signalCode !== null) throw new Error(`qemu-storage-daemon ended (${daemon.exitCode ?? daemon.signalCode}) before it held ${path}: ${stderr}`);
     await new Promise((r) => setTimeout(r, 25));
   }
