@@ -65,6 +65,25 @@ describe('a volume that grew within its last chunk', () => {
     await volumes.detach(t.id);
     await service.close();
   });
+
+  it('verify names only the backup that puts a chunk where it does not fit, not another that holds the chunk where it belongs', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 384 * 1024, 64);
+    const a = await manager.backup({ volumeId: v.id });
+    const b = await manager.backup({ volumeId: v.id }); // the same chunks as a
+    // b as the writer before the grown-volume fix left it: a's short last chunk in a full chunk's place.
+    const repo = service.repository;
+    const key = `manifests/${b.id}`;
+    const doc = decodeDocument<Record<string, unknown>>(repo.codec, await store.get(key), `manifest:${b.id}`);
+    await store.put(key, encodeDocument(repo.codec, { ...doc, size: 512 * 1024 }, `manifest:${b.id}`));
+    const whole = await service.verify();
+    expect(whole.problems).toEqual([expect.objectContaining({ backupId: b.id, code: 'CORRUPT', message: expect.stringContaining('where 262144 belong') })]);
+    expect((await manager.verify(a.id)).problems).toEqual([]);
+    // a restores exactly: it is whole, as verify says.
+    const r = await manager.restore({ backupId: a.id, newVolume: {} });
+    expect((await contents(volumes, r.volume.id)).equals(await contents(volumes, v.id))).toBe(true);
+    await service.close();
+  });
 });
 
 describe('a store that fails for a moment', () => {

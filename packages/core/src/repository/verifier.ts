@@ -18,8 +18,9 @@ const FETCH_BATCH = 16_384;
  * that cannot be read and break no backup are reported too, after them, one problem each with no
  * backupId (VerifyProblem), and so are copies of chunks that failed their checks or are gone while
  * another copy of the chunk read well (the chunk breaks no backup: readers fall back to the
- * other copy; fetchChunks). A chunk is also bad when its length is
- * not the length of the place it fills (every chunk is chunkSize bytes but a short last one).
+ * other copy; fetchChunks). A backup is also broken when it puts a chunk at a place of another
+ * length (every chunk is chunkSize bytes but a short last one): that backup only, not the others
+ * that hold the chunk where its length belongs.
  * Progress: plaintext bytes of the distinct chunks checked, out of those the index lists (chunks
  * it does not list are missing: they count in neither).
  *
@@ -41,14 +42,23 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
   let total = 0;
   for (const backupId of ids) {
     report.checked.push(backupId);
+    // A chunk whose length is not that of a place this backup puts it in breaks this backup only
+    // (the chunk itself may be whole, and fill its place in another backup). The report names the
+    // first such place and counts the rest, so its message stays short however many there are.
+    let misplaced: string | undefined;
+    let misplacedCount = 0;
     // A manifest or chunk list page that cannot be read breaks the backup; its chunks read so
     // far are still checked.
     const failure = await walkChunks(repo, backupId, signal, (id, want) => {
       const have = repo.index.get(id)?.rawLength;
       if (wanted.add(id)) total += have ?? 0;
-      if (have !== undefined && have !== want && !bad.has(id)) bad.set(id, new CairnError('CORRUPT', `chunk ${id} has ${have} bytes where ${want} belong`, { details: { chunk: id } }));
+      if (have === undefined || have === want) return;
+      misplacedCount += 1;
+      misplaced ??= `chunk ${id} has ${have} bytes where ${want} belong`;
     });
-    if (failure) perBackup.set(backupId, { backupId, code: failure.code, message: failure.message });
+    const more = misplacedCount > 1 ? ` (and ${misplacedCount - 1} more chunk places of the wrong length)` : '';
+    const messages = [...(failure ? [failure.message] : []), ...(misplaced ? [misplaced + more] : [])];
+    if (messages.length > 0) perBackup.set(backupId, { backupId, code: misplaced ? 'CORRUPT' : failure!.code, message: messages.join('; ') });
   }
   progress?.(0, total);
   for (let at = 0; at < wanted.size; at += FETCH_BATCH) {
