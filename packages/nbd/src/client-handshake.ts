@@ -1,4 +1,5 @@
 import { CairnError } from '@cairn/core';
+import { blockSizeViolation, type AdvertisedBlockSizes } from './advertised-block-sizes.js';
 import type { ByteReader } from './byte-reader.js';
 import { optionErrorCode, protocolError } from './error-map.js';
 import { PayloadCursor, encodeOption, encodeString32, readOptionReply, type OptionReply } from './handshake-codec.js';
@@ -169,32 +170,47 @@ async function setMetaContexts(reader: ByteReader, send: Send, opts: NegotiateOp
   const count = Buffer.allocUnsafe(4);
   count.writeUInt32BE(opts.metaContexts.length, 0);
   const data = Buffer.concat([exportNameData(opts.exportName), count, ...opts.metaContexts.map(encodeString32)]);
+  const names = new Map<number, string>(); // id → context name
   const r = await haggle(reader, send, opts.driver, OPT.SET_META_CONTEXT, data, (reply) => {
     if (reply.type !== REP.META_CONTEXT) return;
     const c = new PayloadCursor(reply.data);
     const id = c.u32();
     const name = c.string();
     if (id === undefined || name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', opts.driver);
+    // proto.md: one reply "for each selected metadata context, each with a unique metadata
+    // context ID". An id given twice would have one BLOCK_STATUS chunk taken as the status of two
+    // contexts (say base:allocation's as a dirty bitmap's); a name given twice, two ids for it.
+    if (into.has(name)) throw protocolError(`NBD_REP_META_CONTEXT: context ${JSON.stringify(name)} given twice`, opts.driver);
+    const other = names.get(id);
+    if (other !== undefined) throw protocolError(`NBD_REP_META_CONTEXT: id ${id} given to both ${JSON.stringify(other)} and ${JSON.stringify(name)}`, opts.driver);
+    names.set(id, name);
     into.set(name, id);
   });
   // A server that cannot do meta contexts still serves data: carry on without them.
   if (r.type !== REP.ACK) into.clear();
 }
 
-/** NBD_OPT_GO; returns false when the server does not know GO (caller falls back to EXPORT_NAME). */
+/**
+ * NBD_OPT_GO; returns false when the server does not know GO (caller falls back to EXPORT_NAME).
+ * `CORRUPT` (the caller drops the connection) on a malformed NBD_INFO_EXPORT or
+ * NBD_INFO_BLOCK_SIZE, or block sizes that break proto.md's rules (`advertised-block-sizes.ts`).
+ */
 async function go(reader: ByteReader, send: Send, opts: NegotiateOptions, result: NegotiatedExport): Promise<boolean> {
   const requests = Buffer.allocUnsafe(4);
   requests.writeUInt16BE(1, 0);
   requests.writeUInt16BE(INFO.BLOCK_SIZE, 2);
   let sawExport = false;
+  let advertised: AdvertisedBlockSizes | undefined;
   const r = await haggle(reader, send, opts.driver, OPT.GO, Buffer.concat([exportNameData(opts.exportName), requests]), (reply) => {
     if (reply.type !== REP.INFO) return;
     const c = new PayloadCursor(reply.data);
     const type = c.u16();
+    // proto.md: NBD_INFO_EXPORT's "*length* MUST be 12", NBD_INFO_BLOCK_SIZE's "MUST be 14"
+    // (2 of them the type): a payload of another length is malformed.
     if (type === INFO.EXPORT) {
       const size = c.u64();
       const flags = c.u16();
-      if (size === undefined || flags === undefined) throw protocolError('malformed NBD_INFO_EXPORT', opts.driver);
+      if (size === undefined || flags === undefined || c.remaining !== 0) throw protocolError('malformed NBD_INFO_EXPORT', opts.driver);
       result.size = size;
       result.flags = flags;
       sawExport = true;
@@ -202,15 +218,24 @@ async function go(reader: ByteReader, send: Send, opts: NegotiateOptions, result
       const min = c.u32();
       const preferred = c.u32();
       const max = c.u32();
-      if (min === undefined || preferred === undefined || max === undefined || min < 1 || max < min) {
+      if (min === undefined || preferred === undefined || max === undefined || c.remaining !== 0) {
         throw protocolError('malformed NBD_INFO_BLOCK_SIZE', opts.driver);
       }
-      result.blockSizes = { min, preferred, max: Math.min(max, MAX_PAYLOAD_CAP) };
+      const violation = blockSizeViolation({ min, preferred, max });
+      if (violation) throw protocolError(`NBD_INFO_BLOCK_SIZE: ${violation}`, opts.driver);
+      advertised = { min, preferred, max };
     }
   });
   if (r.type === REP_ERR.UNSUP) return false;
   if (r.type !== REP.ACK) throw giveUp(r, `export ${JSON.stringify(opts.exportName)}`, send, opts.driver);
   if (!sawExport) throw protocolError('NBD_OPT_GO acknowledged without NBD_INFO_EXPORT', opts.driver);
+  if (advertised) {
+    // The rule tying the maximum to the export size is checked once both are known (the server
+    // may send NBD_INFO_BLOCK_SIZE before NBD_INFO_EXPORT).
+    const violation = blockSizeViolation(advertised, result.size);
+    if (violation) throw protocolError(`NBD_INFO_BLOCK_SIZE: ${violation}`, opts.driver);
+    result.blockSizes = { ...advertised, max: Math.min(advertised.max, MAX_PAYLOAD_CAP) };
+  }
   return true;
 }
 

@@ -1,13 +1,32 @@
 import type { ByteReader } from './byte-reader.js';
 import { protocolError } from './error-map.js';
-import { IHAVEOPT, MAX_STRING, OPTION_REPLY_MAGIC } from './protocol.js';
+import { DOS_WRITE_LENGTH, IHAVEOPT, MAX_STRING, OPTION_REPLY_MAGIC } from './protocol.js';
 
-/** Largest option or option reply payload either side accepts (64 KiB); larger is a violation. */
+/**
+ * Largest option or option reply payload either side reads and parses (64 KiB). A larger option
+ * reply is a violation (`readOptionReply`); a larger option is not (see `readOption`).
+ */
 export const MAX_OPTION_DATA = 64 * 1024;
+
+/**
+ * Largest option data the server reads and discards to answer the option with an error (2^25,
+ * 32 MiB). Beyond it the option is a denial of service and the connection is dropped: proto.md
+ * lets a server "initiate a hard disconnect" when "a client's behaviour constitutes a denial of
+ * service", and uses 2^25 as the length below which a payload "SHOULD NOT be considered a denial
+ * of service attack" in transmission. The handshake timeout bounds how many such options one
+ * client gets through.
+ */
+export const MAX_DISCARDED_OPTION_DATA = DOS_WRITE_LENGTH;
 
 export interface OptionMessage {
   option: number;
+  /** The option data; empty when `oversize` is set. */
   data: Buffer;
+  /**
+   * Set (to the declared length) when the data is longer than `MAX_OPTION_DATA`: it was not read,
+   * and the caller either drops the connection or skips it with `discardOptionData`.
+   */
+  oversize?: number;
 }
 
 export interface OptionReply {
@@ -46,14 +65,30 @@ export async function readOptionReply(reader: ByteReader, driver: string): Promi
   return { option, type, data: await reader.read(length) };
 }
 
-/** Reads one client option; `CORRUPT` on a bad magic or an oversize payload. */
+/**
+ * Reads one client option header and, up to `MAX_OPTION_DATA` bytes, its data. Longer data is
+ * left unread (`oversize`); `CORRUPT` on a bad magic or data over `MAX_DISCARDED_OPTION_DATA`.
+ */
 export async function readOption(reader: ByteReader, driver: string): Promise<OptionMessage> {
   const head = await reader.read(16);
   if (head.readBigUInt64BE(0) !== IHAVEOPT) throw protocolError('bad option magic', driver);
   const option = head.readUInt32BE(8);
   const length = head.readUInt32BE(12);
-  if (length > MAX_OPTION_DATA) throw protocolError(`option of ${length} bytes`, driver);
+  if (length > MAX_DISCARDED_OPTION_DATA) throw protocolError(`option of ${length} bytes`, driver);
+  if (length > MAX_OPTION_DATA) return { option, data: Buffer.alloc(0), oversize: length };
   return { option, data: await reader.read(length) };
+}
+
+/**
+ * Reads and drops `length` bytes of option data, `MAX_OPTION_DATA` at a time: at most that much
+ * of it is held at once, however long the data.
+ */
+export async function discardOptionData(reader: ByteReader, length: number): Promise<void> {
+  for (let left = length; left > 0; ) {
+    const n = Math.min(left, MAX_OPTION_DATA);
+    await reader.read(n);
+    left -= n;
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { ByteReader } from './byte-reader.js';
-import { PayloadCursor, encodeMessage, encodeOptionReply, encodeString32, readOption } from './handshake-codec.js';
+import { MAX_OPTION_DATA, PayloadCursor, discardOptionData, encodeMessage, encodeOptionReply, encodeString32, readOption } from './handshake-codec.js';
 import { isReadOnly, type NbdExport } from './nbd-backend.js';
 import {
   BASE_ALLOCATION,
@@ -59,6 +59,21 @@ export interface OptionRefusal {
   message: string;
 }
 
+/**
+ * The options `serverHandshake` acts on; others get NBD_REP_ERR_UNSUP. NBD_OPT_ABORT with data is
+ * acknowledged all the same (proto.md: "a server SHOULD ignore any data sent by the client").
+ */
+const HANDLED_OPTIONS: ReadonlySet<number> = new Set([
+  OPT.EXPORT_NAME,
+  OPT.ABORT,
+  OPT.LIST,
+  OPT.INFO,
+  OPT.GO,
+  OPT.STRUCTURED_REPLY,
+  OPT.LIST_META_CONTEXT,
+  OPT.SET_META_CONTEXT,
+]);
+
 /** Every context an export offers, `base:allocation` first; the id of a context is its index + 1. */
 export function offeredContexts(exp: NbdExport): string[] {
   return [BASE_ALLOCATION, ...(exp.backend.metaContexts ?? []).filter((c) => c !== BASE_ALLOCATION)];
@@ -89,8 +104,11 @@ export function transmissionFlags(exp: NbdExport, structured: boolean): number {
  * Runs the server side of the fixed newstyle handshake. Resolves with the session once the client
  * entered transmission (NBD_OPT_GO or NBD_OPT_EXPORT_NAME), or undefined when the client
  * aborted or must be dropped (unknown client flags, unknown export on EXPORT_NAME, EXPORT_NAME
- * while refused).
- * Rejects with `CORRUPT` on a malformed option stream.
+ * while refused, EXPORT_NAME with data over `MAX_OPTION_DATA`).
+ * Other options with data over `MAX_OPTION_DATA` (64 KiB) have it read and dropped unparsed and
+ * get NBD_REP_ERR_TOO_BIG (NBD_REP_ERR_UNSUP if unknown, NBD_REP_ACK for NBD_OPT_ABORT).
+ * Rejects with `CORRUPT` on a malformed option stream (bad magic, option data over
+ * `MAX_DISCARDED_OPTION_DATA`, 32 MiB).
  */
 export async function serverHandshake(ctx: ServerHandshakeContext): Promise<ServerSession | undefined> {
   const hello = Buffer.allocUnsafe(18);
@@ -106,7 +124,10 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
 
   for (;;) {
     await ctx.writable();
-    const { option, data } = await readOption(ctx.reader, ctx.driver);
+    const { option, data, oversize } = await readOption(ctx.reader, ctx.driver);
+    // NBD_OPT_EXPORT_NAME cannot be answered with an error; no export name is that long anyway.
+    if (oversize !== undefined && option === OPT.EXPORT_NAME) return undefined;
+    if (oversize !== undefined) await discardOptionData(ctx.reader, oversize);
     const reply = (type: number, payload?: Buffer): void => ctx.send(encodeOptionReply(option, type, payload));
     // An error reply's message is a string: at most 4096 bytes (`encodeMessage`), whatever the
     // client's export name quoted in it.
@@ -119,6 +140,14 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
     if (refusal) {
       if (option === OPT.EXPORT_NAME) return undefined;
       fail(refusal.type, refusal.message);
+      continue;
+    }
+    if (oversize !== undefined && option !== OPT.ABORT) {
+      // proto.md: unknown options get NBD_REP_ERR_UNSUP whatever their data; known ones,
+      // NBD_REP_ERR_TOO_BIG ("The request or the reply is too large to process"). Either way the
+      // data was skipped and the session goes on ("MUST NOT fail to parse the next message").
+      if (HANDLED_OPTIONS.has(option)) fail(REP_ERR.TOO_BIG, `option data of ${oversize} bytes is over ${MAX_OPTION_DATA}`);
+      else fail(REP_ERR.UNSUP, `option ${option} is not supported`);
       continue;
     }
     switch (option) {

@@ -167,7 +167,7 @@ describe('NbdServer fuzz: handshake phase', () => {
       ['unknown client flags', u32(0xfffffffc)],
       ['bad option magic', Buffer.concat([Buffer.from('IHAVEOPX'), u32(OPT.LIST), u32(0)])],
       ['option length 2^32-1', Buffer.concat([IHAVEOPT, u32(OPT.GO), u32(0xffffffff), Buffer.alloc(64)])],
-      ['option length over 64 KiB', Buffer.concat([IHAVEOPT, u32(OPT.INFO), u32(64 * 1024 + 1)])],
+      ['option length over 32 MiB', Buffer.concat([IHAVEOPT, u32(OPT.INFO), u32(32 * 1024 * 1024 + 1)])],
       ['a transmission request before negotiation ends', frame(CMD.READ, 0, 1, 0n, 512)],
       ['NBD_OPT_EXPORT_NAME of an unknown export', option(OPT.EXPORT_NAME, Buffer.from('nope'))],
     ];
