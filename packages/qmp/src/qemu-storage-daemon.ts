@@ -32,8 +32,8 @@
  *   process dies in any way, even SIGKILL (parent-death.ts). It then runs in a process group of
  *   its own, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this process, which
  *   decides how to stop the daemon. `start` first removes the temp
- *   dirs left under `tmpParent` by owners that are gone, except dirs kept with `keepDir`
- *   (runtime-dirs.ts).
+ *   dirs left under `tmpParent` by owners that are gone, except dirs kept with `keepDir`, and
+ *   owner-less ones quiet for 10 minutes with no live socket (rules in runtime-dirs.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -209,7 +209,7 @@ export class QemuStorageDaemon {
     try {
       child = spawnLogged(command, logPath);
     } catch (err) {
-      // Nothing runs: the dir (no owner file yet, so no later sweep would take it) goes now.
+      // Nothing runs: the dir (no owner file yet, so a later sweep would take it only after the owner-less grace) goes now.
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
       throw spawnRefusal(err, binary, driver);
     }

@@ -3,8 +3,9 @@
  *
  * Contracts:
  * - `connect` reads the greeting, sends `qmp_capabilities`, and returns a ready client, or throws
- *   UNAVAILABLE (socket missing, refused, no greeting in time), INVALID_INPUT (unix path ≥ 108
- *   bytes) or CANCELLED (signal).
+ *   UNAVAILABLE (socket missing, refused, no greeting in time, a first message that is not a QMP
+ *   greeting (greeting.ts), an error reply to `qmp_capabilities`), INVALID_INPUT (unix path ≥ 108
+ *   bytes, a bad timeout; before connecting) or CANCELLED (signal).
  * - Arguments known to crash qemu 7.2, or that its JSON parser would refuse without an `id`
  *   (strings it cannot read, past its nesting, token count or size limits), are refused with
  *   INVALID_INPUT before sending (preflight.ts), as are arguments JSON cannot encode (a BigInt, a
@@ -15,20 +16,24 @@
  *   carry the command out, and its late reply is dropped (counted in `droppedReplies`).
  * - When the connection closes, every pending call fails with UNAVAILABLE, waiters reject with
  *   UNAVAILABLE, and later calls fail with UNAVAILABLE. A peer that breaks the protocol (a line
- *   that is not JSON, or not a JSON object) makes the client close itself the same way; nothing
- *   it sends can throw out of the socket handler. A closed client stays closed: there is
+ *   that is not JSON, or not a JSON object) makes the client close itself the same way, after
+ *   handling every message received before the bad line (a reply sent just before it still
+ *   reaches its caller); the error names the start of the bad line. Nothing it sends can throw
+ *   out of the socket handler. A closed client stays closed: there is
  *   no reconnect; call `connect` again for a new client.
  */
 import net from 'node:net';
 import { CairnError } from '@cairn/core';
-import type { QemuVersionInfo } from './block-types.js';
 import type { QmpArgs, QmpCommandName, QmpResult, TransactionAction, TransactionProperties } from './commands.js';
 import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOptions } from './events.js';
+import { parseGreeting, type QmpGreeting } from './greeting.js';
 import { JsonLineDecoder } from './json-lines.js';
 import { assertSafeCommand } from './preflight.js';
 import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
 import { receivedExcerpt } from './received.js';
 import { checkTimeoutMs } from './timeouts.js';
+
+export type { QmpGreeting } from './greeting.js';
 
 /** Where the QMP monitor listens: a unix socket path, or a TCP host and port. */
 export type QmpTarget = { path: string } | { host: string; port: number };
@@ -53,13 +58,6 @@ export interface ExecuteOptions {
   timeoutMs?: number;
   /** Aborting fails the call with CANCELLED (qemu may still run the command). */
   signal?: AbortSignal;
-}
-
-/** The greeting qemu sends on connect. */
-export interface QmpGreeting {
-  version: QemuVersionInfo;
-  /** Capabilities offered (qemu 7.2: `oob`); this client enables none. */
-  capabilities: string[];
 }
 
 type ExecuteParams<K extends QmpCommandName> = undefined extends QmpArgs<K>
@@ -146,10 +144,13 @@ export class QmpClient {
       return client;
     } catch (err) {
       client.shutdown(undefined);
-      if (err instanceof CairnError && err.code !== 'UNAVAILABLE') throw err;
+      if (err instanceof CairnError && err.code === 'CANCELLED') throw err;
+      // Anything else (no greeting, a peer that is not a QMP server, an error reply to
+      // qmp_capabilities, a lost connection) means no usable QMP there: UNAVAILABLE.
       const cause = err instanceof CairnError && err.cause !== undefined ? err.cause : err;
       const reason = cause instanceof Error ? cause.message : String(cause);
-      throw unavailable(`cannot open QMP at ${where}: ${reason}`, driver, cause, { target: where });
+      const details = err instanceof CairnError ? err.details : undefined;
+      throw unavailable(`cannot open QMP at ${where}: ${reason}`, driver, cause, { ...details, target: where });
     } finally {
       clearTimeout(timer);
       if (onAbort) signal?.removeEventListener('abort', onAbort);
@@ -298,14 +299,13 @@ export class QmpClient {
     return new Promise((resolve, reject) => (this.greetingWaiter = { resolve, reject }));
   }
 
+  /**
+   * Handles a chunk: every complete message in it is handled in order, so a reply that arrived
+   * before a line breaking the protocol still reaches its caller; then the break closes the
+   * client (UNAVAILABLE for the calls still pending, naming the start of the bad line).
+   */
   private onData(chunk: Buffer): void {
-    let messages: unknown[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch (err) {
-      this.shutdown(unavailable(`QMP stream is not valid JSON lines: ${(err as Error).message}`, this.driver, err));
-      return;
-    }
+    const { messages, failure } = this.decoder.push(chunk);
     for (const message of messages) {
       if (this.closedReason) return;
       if (typeof message !== 'object' || message === null || Array.isArray(message)) {
@@ -321,15 +321,22 @@ export class QmpClient {
         return;
       }
     }
+    if (failure) {
+      const message = `QMP stream is not valid JSON lines: ${failure.error.message}; line: ${failure.line}`;
+      this.shutdown(unavailable(message, this.driver, failure.error, { received: failure.line }));
+    }
   }
 
   private dispatch(msg: Record<string, unknown>): void {
     if (this.greetingWaiter) {
       const waiter = this.greetingWaiter;
       this.greetingWaiter = undefined;
-      const qmp = msg?.QMP as QmpGreeting | undefined;
-      if (qmp && typeof qmp === 'object') waiter.resolve({ version: qmp.version, capabilities: qmp.capabilities ?? [] });
-      else waiter.reject(unavailable('peer did not send a QMP greeting', this.driver, undefined, { received: receivedExcerpt(msg) }));
+      const greeting = parseGreeting(msg);
+      if (greeting) waiter.resolve(greeting);
+      else {
+        const received = receivedExcerpt(msg);
+        waiter.reject(unavailable(`not a QMP greeting: ${received}`, this.driver, undefined, { received }));
+      }
       return;
     }
     if (typeof msg?.event === 'string') {

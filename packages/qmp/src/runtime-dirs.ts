@@ -1,20 +1,36 @@
 /**
  * Ownership of the daemons' temp dirs (`<parent>/cairn-qsd-XXXXXX`). Each dir gets an `owner`
  * file naming the Node process that created it and the daemon's pid. `removeStaleDirs` removes
- * the dirs whose owner and daemon are both gone (a caller killed before it could clean up), so
- * sockets and logs do not pile up. A dir without an `owner` file (being created right now, or
- * made by an older version) or with any process alive is left alone; a reused pid only delays a
- * removal, never causes a wrong one. So is a dir kept on purpose (`keep`: the daemon was started
- * with `keepDir`, whose log is there to be read after the daemon and its caller are gone);
- * removing it is its keeper's business.
+ * the dirs left behind by callers killed before they could clean up, so sockets and logs do not
+ * pile up:
+ * - A dir with an `owner` file is removed when its owner and its daemon are both gone. With any
+ *   process alive it is left alone; a reused pid only delays a removal, never causes a wrong one.
+ *   A dir kept on purpose (`keep`: the daemon was started with `keepDir`, whose log is there to be
+ *   read after the daemon and its caller are gone) is never removed; that is its keeper's business.
+ * - A dir without a readable `owner` file (one being created right now, or left by a caller that
+ *   died between making the dir and writing the file, or by an older version) is removed only when
+ *   all of these hold: its name is one mkdtemp makes (`cairn-qsd-` and six letters or digits); it
+ *   is a directory of this process's user, not a link; neither it nor anything directly in it was
+ *   modified in the last OWNERLESS_GRACE_MS (10 minutes; a dir being set up gets its owner file
+ *   within moments); and no unix socket in it accepts a connection (a daemon still serving there,
+ *   even a stopped one, whose socket the kernel still queues for, keeps it). A socket that cannot
+ *   be judged (no answer in time, a permission error) counts as live.
+ * Never throws: a dir that cannot be read or removed is skipped.
  */
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
 import { processStateLetter } from './process-state.js';
 
 /** Prefix of every daemon temp dir. */
 export const DIR_PREFIX = 'cairn-qsd-';
 const OWNER_FILE = 'owner';
+/** How old (by mtime) an owner-less dir and everything in it must be before it may be removed. */
+export const OWNERLESS_GRACE_MS = 10 * 60 * 1000;
+/** How long a socket in an owner-less dir may take to accept a connection before it counts as live. */
+const SOCKET_PROBE_MS = 1_000;
+/** What mkdtemp appends to DIR_PREFIX. */
+const MKDTEMP_NAME = /^[A-Za-z0-9]{6}$/;
 
 interface Owner {
   pid: number;
@@ -29,7 +45,7 @@ export async function writeOwner(dir: string, daemonPid: number | undefined, kee
   await writeFile(join(dir, OWNER_FILE), JSON.stringify(owner));
 }
 
-/** Removes the temp dirs under `parent` whose owner process and daemon have both exited. Never throws. */
+/** Removes the temp dirs under `parent` left behind (rules in the file comment) and returns their paths. Never throws. */
 export async function removeStaleDirs(parent: string): Promise<string[]> {
   const removed: string[] = [];
   const names = await readdir(parent).catch(() => [] as string[]);
@@ -37,13 +53,51 @@ export async function removeStaleDirs(parent: string): Promise<string[]> {
     if (!name.startsWith(DIR_PREFIX)) continue;
     const dir = join(parent, name);
     const owner = await readOwner(dir);
-    if (!owner || owner.keep || owner.pid === process.pid || processAlive(owner.pid) || (owner.daemonPid !== undefined && processAlive(owner.daemonPid))) continue;
+    if (!owner) {
+      if (!MKDTEMP_NAME.test(name.slice(DIR_PREFIX.length)) || !(await ownerlessDirIsAbandoned(dir))) continue;
+    } else if (owner.keep || owner.pid === process.pid || processAlive(owner.pid) || (owner.daemonPid !== undefined && processAlive(owner.daemonPid))) continue;
     await rm(dir, { recursive: true, force: true }).then(
       () => removed.push(dir),
       () => undefined,
     );
   }
   return removed;
+}
+
+/** Whether the owner-less `dir` may be removed: this user's directory, quiet for the grace, with no live socket. */
+async function ownerlessDirIsAbandoned(dir: string): Promise<boolean> {
+  try {
+    const st = await lstat(dir);
+    if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) return false;
+    const quietSince = Date.now() - OWNERLESS_GRACE_MS;
+    if (st.mtimeMs > quietSince) return false;
+    const sockets: string[] = [];
+    for (const entry of await readdir(dir)) {
+      const path = join(dir, entry);
+      const est = await lstat(path);
+      if (est.mtimeMs > quietSince) return false;
+      if (est.isSocket()) sockets.push(path);
+    }
+    for (const socket of sockets) if (await socketMayBeLive(socket)) return false;
+    return true;
+  } catch {
+    return false; // vanished or unreadable: not ours to judge now
+  }
+}
+
+/** False only when connecting to the unix socket at `path` is refused (or it is gone): nobody listens. */
+function socketMayBeLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.createConnection({ path });
+    const done = (live: boolean): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(live);
+    };
+    const timer = setTimeout(() => done(true), SOCKET_PROBE_MS);
+    socket.once('connect', () => done(true));
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'));
+  });
 }
 
 async function readOwner(dir: string): Promise<Owner | undefined> {

@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QmpClient } from '../src/index.js';
-import { answerReturn, FakeQmpPeers } from './helpers.js';
+import { answerReturn, FakeQmpPeers, type QmpCommand } from './helpers.js';
 
 // A misbehaving QMP peer must never crash the process: whatever it sends after the handshake,
 // the client fails its calls and closes with UNAVAILABLE.
@@ -63,6 +64,36 @@ describe('QmpClient with a misbehaving peer', () => {
         process.off('uncaughtException', onUncaught);
       }
       expect(uncaught).toEqual([]);
+    });
+  }
+
+  // A reply and a bad line in one socket chunk: the reply used to be lost with the chunk (its
+  // caller got the connection failure, or waited for its timeout), since the decoder threw on
+  // the bad line before returning the messages it had already finished.
+  for (const [what, bad] of [
+    ['a line that is not JSON', 'this is not json'],
+    ['a line that is not an object', '[1,2]'],
+  ] as const) {
+    it(`a reply and ${what} in one chunk: the reply reaches its caller, then pending calls fail with UNAVAILABLE naming the line`, async () => {
+      let held: { m: QmpCommand; s: net.Socket } | undefined;
+      const { path } = await peers.listen((m, s) => {
+        if (m.execute === 'x-held') held = { m, s };
+        else if (m.execute === 'query-version') {
+          // The reply, then the bad line, in one write (one chunk on a unix socket), while x-held is still pending.
+          s.write(`${JSON.stringify({ return: { qemu: { major: 7, minor: 2, micro: 0 }, package: 'p' }, id: m.id })}\r\n${bad}\r\n`);
+        } else answerReturn(s, m);
+      });
+      const client = await QmpClient.connect({ path });
+      const pendingHeld = client.execute('x-held', {}, { timeoutMs: 5_000 }).catch((e: unknown) => e);
+      await vi.waitFor(() => expect(held).toBeDefined());
+      const version = await client.execute('query-version', undefined, { timeoutMs: 5_000 });
+      expect(version.package).toBe('p');
+      const err = (await pendingHeld) as { code: string; message: string; cause?: { message?: string } };
+      expect(err).toMatchObject({ code: 'UNAVAILABLE' });
+      const closed = await client.whenClosed;
+      expect(closed).toMatchObject({ code: 'UNAVAILABLE' });
+      expect(closed?.message).toContain(bad);
+      expect(err.cause).toBe(closed);
     });
   }
 });
