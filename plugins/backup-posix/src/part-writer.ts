@@ -19,6 +19,7 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, writeDirect, type ObjectPartWriter } from '@cairn/core';
 import { checkSignal, createTempFile, writeAll } from './durable-fs.js';
 import { DRIVER, writeError } from './fs-errors.js';
+import { assertObjectData } from './object-data.js';
 import { keepFresh } from './temp-refresh.js';
 
 export class PosixPartWriter implements ObjectPartWriter {
@@ -58,8 +59,14 @@ export class PosixPartWriter implements ObjectPartWriter {
     return writer;
   }
 
+  /** A part that is no Uint8Array is refused (`INVALID_INPUT`, object-data.ts) and changes nothing: the writer stays usable. */
   append(data: Uint8Array): Promise<void> {
     if (this.finished) return Promise.reject(new CairnError('INTERNAL', `append to ${this.key} after its commit or abort`, { driver: DRIVER }));
+    try {
+      assertObjectData(data, `writing ${this.key}`);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const at = this.size;
     this.size += data.length;
     const written = this.chain.then(() => this.write(data, at));

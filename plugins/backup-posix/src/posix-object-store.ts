@@ -27,6 +27,7 @@ import { checkSignal, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTemp
 import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
 import { assertStorableKey, keyToSegments } from './key-layout.js';
 import { listObjects, statObject, tempFiles } from './list-walk.js';
+import { assertObjectData } from './object-data.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
 import { DEFAULT_RESERVE_BYTES, SpaceReserve } from './space-reserve.js';
@@ -147,9 +148,12 @@ export class PosixObjectStore implements ObjectStore {
    * without `ifAbsent` such a file is replaced (a link, never its target). `options.signal`:
    * see the class comment. `options.spendReserve`: a put that failed for space (ENOSPC, EDQUOT)
    * before it published gives up the space reserve and is tried once more; the second try's
-   * error, if any, is the put's.
+   * error, if any, is the put's. `data` that is no Uint8Array → `INVALID_INPUT` (details.argument
+   * = `data`), before anything is made on disk.
    */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    assertStorableKey(key, DRIVER);
+    assertObjectData(data, `put ${key}`);
     const attempt = { published: false };
     try {
       await this.putOnce(key, data, options, attempt);

@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import { writeFileAtomic, type Extent } from '@cairn/core';
 import { OWNED } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
+import { namingFullDisk } from './no-space.js';
 import { WriteGate } from './write-gate.js';
 
 /**
@@ -15,6 +16,8 @@ export class ChangeTracker {
   private readonly bitmaps = new Map<string, DirtyBitmap>();
 
   constructor(
+    /** The driver's name, for errors. */
+    private readonly driver: string,
     private readonly bitmapPath: (checkpointId: string) => string,
     /** Makes the directory the bitmaps go in where missing (DriverContext.makeCbtDir). */
     private readonly makeCbtDir: () => Promise<void>,
@@ -55,14 +58,18 @@ export class ChangeTracker {
   /**
    * Writes every bitmap whose checkpoint the sidecar still names, atomically and durably, and
    * stops tracking the others (deleted by another driver instance or process): a deleted
-   * checkpoint's bitmap file is never written back.
+   * checkpoint's bitmap file is never written back. A bitmap the full file system refuses fails it
+   * `UNAVAILABLE` naming that file (no-space.ts); the file keeps its old content.
    */
   async save(): Promise<void> {
     await this.makeCbtDir();
     await this.named(async (ids) => {
       for (const [id, b] of [...this.bitmaps]) {
         if (!ids.has(id)) this.bitmaps.delete(id);
-        else await writeFileAtomic(this.bitmapPath(id), b.serialize(), OWNED); // keeps the directory's owner
+        else {
+          const path = this.bitmapPath(id);
+          await namingFullDisk(path, 'saving dirty bitmap', this.driver, () => writeFileAtomic(path, b.serialize(), OWNED)); // keeps the directory's owner
+        }
       }
     });
   }

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { makeDirectories, type NewFileOptions } from '@cairn/core';
+import { makeDirectories, syncDir, type NewFileOptions } from '@cairn/core';
 
 /**
  * Who owns what the driver makes. A volumes directory may be shared between its owner and root
@@ -113,25 +113,32 @@ export const OWNED: NewFileOptions = { onCreated: ownNewFile };
  * Makes the directory `dir` (its parents as core's makeDirectories does, with its errors: the
  * `UNAVAILABLE` of a place taking no new directories, tagged `driver`). When this call makes `dir`
  * itself, it gets the owner of its parent (ownerFor); an existing `dir` is left as it is.
+ * Durable when it resolves: the chain is made with makeDirectories' `durable` (the parent of every
+ * level made is fsynced; an existing level's parent once per process), and `parent` is fsynced
+ * after this call made `dir` in it, so the files later written durably in `dir` (sidecars,
+ * bitmaps) do not vanish with their directory's entry in a power cut.
  */
 export async function makeOwnedDirectory(dir: string, driver: string): Promise<void> {
   const parent = dirname(dir);
-  await makeDirectories(parent, { driver });
+  await makeDirectories(parent, { driver, durable: true });
   const owner = await ownerFor(parent);
   try {
     await mkdir(dir, 0o777);
-  } catch (err) {
-    // EEXIST: made already; anything else: makeDirectories tries again and says it as it does.
-    if ((err as { code?: string }).code !== 'EEXIST') await makeDirectories(dir, { driver });
+  } catch {
+    // EEXIST: made already (perhaps by a creator still fsyncing it: makeDirectories fsyncs its
+    // parent once per process); anything else: makeDirectories tries again and says it as it does.
+    await makeDirectories(dir, { driver, durable: true });
     return;
   }
-  if (!owner) return;
-  // O_NOFOLLOW|O_DIRECTORY: should the new directory be swapped meanwhile, only a directory that
-  // is itself in `parent` (whose owner may rename entries there anyway) can be reached.
-  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-  try {
-    await adopt(fh, owner);
-  } finally {
-    await fh.close();
+  if (owner) {
+    // O_NOFOLLOW|O_DIRECTORY: should the new directory be swapped meanwhile, only a directory that
+    // is itself in `parent` (whose owner may rename entries there anyway) can be reached.
+    const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    try {
+      await adopt(fh, owner);
+    } finally {
+      await fh.close();
+    }
   }
+  await syncDir(parent);
 }

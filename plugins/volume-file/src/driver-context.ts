@@ -9,6 +9,7 @@ import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
 import { sameStamp, settledStampOf, type ImageStamp } from './image-stamp.js';
 import type { RecordKind } from './layout.js';
+import { namingFullDisk } from './no-space.js';
 import type { VolumeRecord } from './records.js';
 import { RecordStore } from './record-store.js';
 import { fileSystemClock, type StampClock } from './stamp-clock.js';
@@ -136,15 +137,22 @@ export class DriverContext {
   /**
    * Makes the `<id>.cbt` directory of a volume or snapshot where missing (and the directories
    * above it): core's makeDirectories, so a directory that takes no new entries is `UNAVAILABLE`
-   * at once, tagged with this driver; a new `.cbt` gets its parent's owner (makeOwnedDirectory). Idempotent.
+   * at once, tagged with this driver; a new `.cbt` gets its parent's owner (makeOwnedDirectory).
+   * A full file system: `UNAVAILABLE` naming the directory (no-space.ts). Idempotent.
    */
   async makeCbtDir(kind: RecordKind, id: string): Promise<void> {
-    await makeOwnedDirectory(this.store.layout.cbtDir(kind, id), this.name);
+    const dir = this.store.layout.cbtDir(kind, id);
+    await namingFullDisk(dir, 'making directory', this.name, () => makeOwnedDirectory(dir, this.name));
   }
 
-  /** Replaces a checkpoint's bitmap atomically and durably, keeping its directory's owner (writeFileAtomic with OWNED). */
+  /**
+   * Replaces a checkpoint's bitmap atomically and durably, keeping its directory's owner
+   * (writeFileAtomic with OWNED). A full file system: `UNAVAILABLE` naming the bitmap file, which
+   * keeps its old content (no-space.ts).
+   */
   async saveBitmap(kind: RecordKind, id: string, checkpointId: string, bitmap: DirtyBitmap): Promise<void> {
     await this.makeCbtDir(kind, id);
-    await writeFileAtomic(this.store.layout.bitmap(kind, id, checkpointId), bitmap.serialize(), OWNED);
+    const path = this.store.layout.bitmap(kind, id, checkpointId);
+    await namingFullDisk(path, 'saving dirty bitmap', this.name, () => writeFileAtomic(path, bitmap.serialize(), OWNED));
   }
 }

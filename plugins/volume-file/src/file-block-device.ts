@@ -6,6 +6,7 @@ import { dataExtents, writeFully } from './data-extents.js';
 import { PUNCH_ALIGN, PUNCH_MIN, punchHole } from './hole-punch.js';
 import { InFlight } from './in-flight.js';
 import { fsExt, seekData } from './native-fs.js';
+import { namingFullDisk } from './no-space.js';
 
 /** Unit of allocated/changed extents and of the dirty bitmaps: 64 KiB. */
 export const GRANULARITY = 64 * 1024;
@@ -83,14 +84,22 @@ export class FileBlockDevice extends BaseBlockDevice {
     });
   }
 
+  /** A full file system (ENOSPC, EDQUOT) fails it `UNAVAILABLE` naming the image (no-space.ts), as writeZeroes and flush. */
   protected _write(offset: number, data: Uint8Array): Promise<void> {
     return this.io(() =>
-      this.tracked(offset, data.length, async () => {
-        const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
-        if (direct) await writeDirect(direct, data, offset);
-        else await writeFully(this.fh, data, offset);
-      }),
+      this.tracked(offset, data.length, () =>
+        this.imageWrite('writing image', async () => {
+          const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
+          if (direct) await writeDirect(direct, data, offset);
+          else await writeFully(this.fh, data, offset);
+        }),
+      ),
     );
+  }
+
+  /** Runs a write or sync of the image, a full file system's error naming it (namingFullDisk). */
+  private imageWrite<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return namingFullDisk(this.path, what, this.driverName, fn);
   }
 
   /**
@@ -110,7 +119,7 @@ export class FileBlockDevice extends BaseBlockDevice {
    * already a hole is left alone. Either way the range reads as zeros afterwards.
    */
   protected _writeZeroes(offset: number, length: number): Promise<void> {
-    return this.io(() => this.zeroRange(offset, length));
+    return this.io(() => this.imageWrite('zeroing a range of image', () => this.zeroRange(offset, length)));
   }
 
   private async zeroRange(offset: number, length: number): Promise<void> {
@@ -136,7 +145,7 @@ export class FileBlockDevice extends BaseBlockDevice {
   }
 
   private async sync(): Promise<void> {
-    await this.fh.sync();
+    await this.imageWrite('flushing image', () => this.fh.sync());
     await this.hooks.tracker?.save();
   }
 

@@ -27,6 +27,7 @@ import { FileBlockDevice, GRANULARITY } from './file-block-device.js';
 import { FileCheckpoints } from './file-checkpoints.js';
 import { resizeImage } from './image-size.js';
 import type { RecordKind } from './layout.js';
+import { namingFullDisk } from './no-space.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
 import { holdWriterLock, writerAlive } from './writer-lock.js';
@@ -68,9 +69,10 @@ export class FileVolumeDriver implements VolumeDriver {
 
   /**
    * Creates a sparse zero-filled image. `INVALID_INPUT` for a bad size (also one the file system
-   * refuses for a file), name or metadata; `UNAVAILABLE` without space. A failure leaves no image
-   * and no sidecar behind (should the sidecar stay because it cannot be removed, its image stays
-   * too: the volume is listed and usable). Not idempotent.
+   * refuses for a file), name or metadata; `UNAVAILABLE` without space, naming the file (image,
+   * sidecar, lock file, directory) that could not be written (details.file, no-space.ts). A failure
+   * leaves no image and no sidecar behind (should the sidecar stay because it cannot be removed,
+   * its image stays too: the volume is listed and usable). Not idempotent.
    */
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
@@ -81,11 +83,14 @@ export class FileVolumeDriver implements VolumeDriver {
       await this.ctx.store.init();
       const id = newId();
       const image = this.ctx.store.layout.image('volume', id);
-      const fh = await openNewOwned(image, constants.O_WRONLY, 0o600); // 'wx', with the directory's owner
+      // 'wx', with the directory's owner; no inode left fails it UNAVAILABLE naming the image (no-space.ts)
+      const fh = await namingFullDisk(image, 'creating image', this.name, () => openNewOwned(image, constants.O_WRONLY, 0o600));
       try {
         try {
-          await resizeImage(fh, spec.size, this.name);
-          await fh.sync();
+          await namingFullDisk(image, 'creating image', this.name, async () => {
+            await resizeImage(fh, spec.size, this.name);
+            await fh.sync();
+          });
         } finally {
           await fh.close();
         }
@@ -221,7 +226,7 @@ export class FileVolumeDriver implements VolumeDriver {
       r.size = size;
     });
     try {
-      await resizeImage(image, size, this.name);
+      await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, size, this.name));
     } catch (err) {
       await ctx.store.updateVolume(volumeId, async (r) => {
         for (const [id, bitmap] of before) await ctx.saveBitmap('volume', volumeId, id, bitmap);
@@ -350,12 +355,13 @@ export class FileVolumeDriver implements VolumeDriver {
     if (actual > size || (actual < size && kind === 'snapshot')) throw ctx.err('CORRUPT', `image ${image} has ${actual} bytes, its sidecar says ${size}`);
     if (actual < size) {
       // An extend interrupted between sidecar and truncate: its bitmaps already mark the tail.
-      await resizeImage(image, size, this.name);
+      await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, size, this.name));
       await this.saveStamp(record.id);
     }
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
       const t = new ChangeTracker(
+        this.name,
         (cp) => ctx.store.layout.bitmap('volume', record.id, cp),
         () => ctx.makeCbtDir('volume', record.id),
         (fn) => ctx.store.exclusively(async () => fn(new Set((await ctx.store.volume(record.id)).checkpoints.map((c) => c.id)))),

@@ -2,6 +2,7 @@ import { KeyedMutex, SidecarStore } from '@cairn/core';
 import { ensureOwnedFile, makeOwnedDirectory, OWNED } from './dir-owner.js';
 import { lockWithin } from './file-lock.js';
 import { Layout } from './layout.js';
+import { namingFullDisk } from './no-space.js';
 import { readSnapshotRecord, readVolumeRecord, type SnapshotRecord, type VolumeRecord } from './records.js';
 
 /** How long a metadata change waits for another process's metadata change, in ms. */
@@ -10,7 +11,9 @@ const META_LOCK_WAIT_MS = 10_000;
 /**
  * The driver's sidecars (core's SidecarStore) plus its layout. Several driver instances (several
  * processes) may share a directory, so every read-modify-write also holds the metadata lock: an
- * in-process mutex plus flock on `.lock`. What it creates (the directories, `.lock`, sidecars) gets the
+ * in-process mutex plus flock on `.lock`. A full file system (ENOSPC, EDQUOT) fails a sidecar
+ * write, or the making of a directory or `.lock`, `UNAVAILABLE` naming that file (no-space.ts);
+ * the sidecar keeps what it held. What it creates (the directories, `.lock`, sidecars) gets the
  * owner of the directory it is made in when root works in another user's directory (dir-owner.ts).
  */
 export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
@@ -25,7 +28,7 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
       dir: (kind) => layout.dir(kind),
       readVolume: readVolumeRecord,
       readSnapshot: readSnapshotRecord,
-      setup: () => ensureOwnedFile(layout.lockFile),
+      setup: () => namingFullDisk(layout.lockFile, 'creating lock file', driver, () => ensureOwnedFile(layout.lockFile)),
       newFile: OWNED, // sidecars keep the directory's owner
       guard: (fn) =>
         meta.run('meta', async () => {
@@ -46,14 +49,20 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
    */
   override init(): Promise<void> {
     this.tree ??= (async () => {
-      await makeOwnedDirectory(this.layout.directory, this.options.driver);
-      await makeOwnedDirectory(this.layout.dir('volume'), this.options.driver);
-      await makeOwnedDirectory(this.layout.dir('snapshot'), this.options.driver);
+      for (const dir of [this.layout.directory, this.layout.dir('volume'), this.layout.dir('snapshot')]) {
+        await namingFullDisk(dir, 'making directory', this.options.driver, () => makeOwnedDirectory(dir, this.options.driver));
+      }
     })().catch((err: unknown) => {
       this.tree = undefined;
       throw err;
     });
     return this.tree.then(() => super.init());
+  }
+
+  /** Core's put (atomic and durable), a full file system's error naming the sidecar. */
+  override async put(record: VolumeRecord | SnapshotRecord): Promise<void> {
+    const path = this.sidecarPath(record.kind, record.id);
+    await namingFullDisk(path, 'writing sidecar', this.options.driver, () => super.put(record));
   }
 
   /** Runs `fn` holding the metadata lock (in-process and across processes). `BUSY` after 10 s of waiting. */

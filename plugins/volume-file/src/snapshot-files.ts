@@ -5,6 +5,7 @@ import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { DriverContext } from './driver-context.js';
 import { copyImage } from './image-copy.js';
 import { resizeImage } from './image-size.js';
+import { namingFullDisk } from './no-space.js';
 import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.js';
 
 /**
@@ -44,17 +45,19 @@ async function writeSnapshotFiles(
 ): Promise<SnapshotRecord> {
   const { layout } = ctx.store;
   const image = layout.image('snapshot', id);
-  await copyImage(layout.image('volume', volume.id), image);
-  await adoptCreatedFile(image); // the copy is root's: it gets the directory's owner, as the sidecar will
-  if ((await stat(image)).size < volume.size) {
-    const fh = await open(image, 'r+');
-    try {
-      await resizeImage(fh, volume.size, ctx.name);
-      await fh.sync();
-    } finally {
-      await fh.close();
+  await namingFullDisk(image, 'copying the volume\'s image to', ctx.name, async () => {
+    await copyImage(layout.image('volume', volume.id), image);
+    await adoptCreatedFile(image); // the copy is root's: it gets the directory's owner, as the sidecar will
+    if ((await stat(image)).size < volume.size) {
+      const fh = await open(image, 'r+');
+      try {
+        await resizeImage(fh, volume.size, ctx.name);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
     }
-  }
+  });
   await ctx.makeCbtDir('snapshot', id);
   const checkpoints: CheckpointRecord[] = [];
   for (const c of volume.checkpoints) {

@@ -1,5 +1,6 @@
 import { ensureOwnedFile } from './dir-owner.js';
 import { lockWithin, tryLock } from './file-lock.js';
+import { namingFullDisk } from './no-space.js';
 
 /**
  * How long a read-write attach waits for status probes to let go of the writer lock, in ms. Only
@@ -22,10 +23,11 @@ const WRITER_LOCK_WAIT_MS = 5_000;
 /**
  * Takes the writer lock at `path` (created when missing, with its directory's owner: dir-owner.ts) exclusively, waiting while status probes
  * hold it; resolves to its release (idempotent). Call holding the image's exclusive lock.
- * `BUSY` when it stays held for WRITER_LOCK_WAIT_MS.
+ * `BUSY` when it stays held for WRITER_LOCK_WAIT_MS. `UNAVAILABLE` naming the file when a full file
+ * system (no inode left, a quota) refuses to create it (no-space.ts).
  */
 export async function holdWriterLock(path: string, driver: string): Promise<() => Promise<void>> {
-  await ensureOwnedFile(path);
+  await namingFullDisk(path, 'creating writer lock file', driver, () => ensureOwnedFile(path));
   const lock = await lockWithin(path, 'exclusive', WRITER_LOCK_WAIT_MS, driver);
   return () => lock.release();
 }

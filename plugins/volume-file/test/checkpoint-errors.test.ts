@@ -1,8 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isCairnError } from '@cairn/core';
 import { patternBytes } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -23,53 +23,47 @@ function failNextSidecarWrite(d: FileVolumeDriver): void {
 const rejection = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
 
 describe('the file driver\'s checkpoint calls fail with CairnErrors', () => {
-  let dir: string;
-  let d: FileVolumeDriver;
-  beforeEach(async () => {
-    dir = await tempDir();
-    d = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
+  const t = driverPerTest();
 
   it('createCheckpoint without space: UNAVAILABLE tagged with the driver, no checkpoint, and the older one still answers', async () => {
-    const v = await d.createVolume({ size: 4 * MiB });
-    const A = await d.changedBlockTracking.createCheckpoint(v.id);
-    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const A = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(MiB, patternBytes(4096, 1));
-    failNextSidecarWrite(d);
-    const err = await rejection(d.changedBlockTracking.createCheckpoint(v.id));
+    failNextSidecarWrite(t.driver);
+    const err = await rejection(t.driver.changedBlockTracking.createCheckpoint(v.id));
     expect(isCairnError(err), `not a CairnError: ${String(err)}`).toBe(true);
     expect(err).toMatchObject({ code: 'UNAVAILABLE', driver: 'file' });
-    expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]);
+    expect((await t.driver.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]);
     expect(await a.device.extents({ kind: 'changed', since: A.id })).toEqual([{ offset: MiB, length: 64 * 1024 }]);
-    await d.detach(a.id);
+    await t.driver.detach(a.id);
   });
 
   it('deleteCheckpoint without space: UNAVAILABLE tagged with the driver, and the checkpoint stays', async () => {
-    const v = await d.createVolume({ size: 4 * MiB });
-    const A = await d.changedBlockTracking.createCheckpoint(v.id);
-    failNextSidecarWrite(d);
-    const err = await rejection(d.changedBlockTracking.deleteCheckpoint(v.id, A.id));
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const A = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    failNextSidecarWrite(t.driver);
+    const err = await rejection(t.driver.changedBlockTracking.deleteCheckpoint(v.id, A.id));
     expect(isCairnError(err), `not a CairnError: ${String(err)}`).toBe(true);
     expect(err).toMatchObject({ code: 'UNAVAILABLE', driver: 'file' });
-    expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]);
+    expect((await t.driver.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]);
   });
 
   it('a deleteCheckpoint that fails while the volume is attached read-write leaves the checkpoint tracking: writes after it are reported once detached', async () => {
-    const v = await d.createVolume({ size: 4 * MiB });
-    const A = await d.changedBlockTracking.createCheckpoint(v.id);
-    const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
-    failNextSidecarWrite(d);
-    expect(await rejection(d.changedBlockTracking.deleteCheckpoint(v.id, A.id))).toBeInstanceOf(Error);
-    expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]); // still there
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const A = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    failNextSidecarWrite(t.driver);
+    expect(await rejection(t.driver.changedBlockTracking.deleteCheckpoint(v.id, A.id))).toBeInstanceOf(Error);
+    expect((await t.driver.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]); // still there
     await a.device.write(2 * MiB, patternBytes(4096, 2));
-    await d.detach(a.id);
-    const r = await d.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(a.id);
+    const r = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     const answer = await r.device.extents({ kind: 'changed', since: A.id }).then(
       (extents) => JSON.stringify(extents),
       (e: { code?: string }) => String(e.code),
     );
-    await d.detach(r.id);
+    await t.driver.detach(r.id);
     expect([JSON.stringify([{ offset: 2 * MiB, length: 64 * 1024 }]), 'NOT_FOUND']).toContain(answer);
   });
 });

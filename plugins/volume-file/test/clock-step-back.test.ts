@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { beforeEach, describe, it } from 'vitest';
 import { FileVolumeDriver } from '../src/index.js';
 import type { ImageStamp } from '../src/image-stamp.js';
 import { fileSystemClock, type StampClock } from '../src/stamp-clock.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -64,49 +64,42 @@ async function changedOrNotFound(d: FileVolumeDriver, volumeId: string, cp: stri
 // no incremental backup until the clock caught up with the image (an hour, or years after a wrong
 // RTC). The driver now gives the image a fresh ctime from the set-back clock and settles on that.
 describe('FileVolumeDriver: the clock set back below the image’s ctime', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
+  const t = driverPerTest();
   let clock: SteppedBackClock;
-  const image = (id: string) => join(dir, 'volumes', `${id}.img`);
-  const savedStamp = async (id: string) => (JSON.parse(await readFile(join(dir, 'volumes', `${id}.json`), 'utf8')) as { imageStamp: ImageStamp }).imageStamp;
+  const image = (id: string) => join(t.dir, 'volumes', `${id}.img`);
+  const savedStamp = async (id: string) => (JSON.parse(await readFile(join(t.dir, 'volumes', `${id}.json`), 'utf8')) as { imageStamp: ImageStamp }).imageStamp;
 
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-    clock = new SteppedBackClock(dir);
-    (driver as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
-  });
-
-  afterEach(async () => {
-    await removeDir(dir);
+  beforeEach(() => {
+    clock = new SteppedBackClock(t.dir);
+    useClock(t.driver, clock);
   });
 
   it('a checkpoint made after the step stays consistent, and a later write behind the driver is still seen', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(0, Buffer.alloc(4 * KiB, 1));
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
     await clock.stepBack(HOUR_NS);
 
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
     assert.equal((await savedStamp(v.id)).racy, undefined, 'the checkpoint’s stamp is settled, not racy');
-    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    await driver.detach(ro.id);
-    assert.deepEqual(await changedOrNotFound(driver, v.id, cp.id), []);
+    const ro = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(ro.id);
+    assert.deepEqual(await changedOrNotFound(t.driver, v.id, cp.id), []);
 
     const fh = await open(image(v.id), 'r+');
     await fh.write(Buffer.alloc(4 * KiB, 0xee), 0, 4 * KiB, 2 * MiB);
     await fh.close();
-    assert.equal(await changedOrNotFound(driver, v.id, cp.id), 'NOT_FOUND');
+    assert.equal(await changedOrNotFound(t.driver, v.id, cp.id), 'NOT_FOUND');
   });
 
   it('a read-write session that wrote nothing ends with a settled stamp, and its checkpoint stays consistent', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
     await clock.stepBack(HOUR_NS);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
-    await driver.detach(a.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    await t.driver.detach(a.id);
     assert.equal((await savedStamp(v.id)).racy, undefined);
-    assert.deepEqual(await changedOrNotFound(driver, v.id, cp.id), []);
+    assert.deepEqual(await changedOrNotFound(t.driver, v.id, cp.id), []);
   });
 });

@@ -4,10 +4,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { describe, it } from 'vitest';
 import type { Extent } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir, untilNotBusy } from './helpers.js';
+import { dirPerTest, untilNotBusy } from './helpers.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/random-writer.mjs', import.meta.url));
 /** A multiple of 512 (the contract), not of 4 KiB nor of the 64 KiB granule. */
@@ -41,24 +41,16 @@ async function writeAndKill(directory: string, volumeId: string, seed: number, m
 }
 
 describe('FileVolumeDriver: writers SIGKILLed at random moments never make an incremental miss data', () => {
-  let dir: string;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-  });
-
-  afterEach(async () => {
-    await removeDir(dir);
-  });
+  const t = dirPerTest();
 
   it.each([
     { writer: 'with fs-ext', noFsExt: false },
     { writer: 'without fs-ext (flock(1) helpers, zero scan)', noFsExt: true },
   ])(`$writer: after each of ${ROUNDS} kills, every byte that differs from a checkpoint's content is in extents(changed), or the checkpoint is NOT_FOUND`, async ({ noFsExt }) => {
-    const driver = new FileVolumeDriver({ directory: dir });
+    const driver = new FileVolumeDriver({ directory: t.dir });
     const cbt = driver.changedBlockTracking;
     const v = await driver.createVolume({ size: SIZE });
-    const image = join(dir, 'volumes', `${v.id}.img`);
+    const image = join(t.dir, 'volumes', `${v.id}.img`);
     /** Live checkpoints with the image's content when each was made. */
     let live: { id: string; content: Buffer }[] = [];
     let checked = 0;
@@ -71,7 +63,7 @@ describe('FileVolumeDriver: writers SIGKILLed at random moments never make an in
         live = live.filter((_, i) => i !== 1);
       }
       // Kill points spread from "before the first attach" to "many sessions in".
-      await writeAndKill(dir, v.id, round * 7919 + 1, (round * 37) % 400, noFsExt);
+      await writeAndKill(t.dir, v.id, round * 7919 + 1, (round * 37) % 400, noFsExt);
       const now = await readFile(image);
       assert.equal(now.length, SIZE);
       for (const c of live) {
@@ -81,7 +73,7 @@ describe('FileVolumeDriver: writers SIGKILLed at random moments never make an in
           if (phase === 'after attach') await driver.detach((await untilNotBusy(() => driver.attach({ kind: 'volume', id: v.id }, 'ro'))).id);
           let extents: Extent[];
           try {
-            extents = await new FileVolumeDriver({ directory: dir }).changedBlockTracking.changedSince('volume', v.id, c.id);
+            extents = await new FileVolumeDriver({ directory: t.dir }).changedBlockTracking.changedSince('volume', v.id, c.id);
           } catch (err) {
             assert.equal((err as { code?: string }).code, 'NOT_FOUND', String(err));
             continue;

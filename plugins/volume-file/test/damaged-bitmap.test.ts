@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { appendFile, mkdir, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { patternBytes } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -41,36 +41,30 @@ const operations: Record<string, (d: FileVolumeDriver, volumeId: string) => Prom
 const code = (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: { code?: string }) => String(e.code));
 
 describe('a damaged bitmap file only makes its checkpoint inconsistent (README: queries NOT_FOUND, callers read everything)', () => {
-  let dir: string;
-  let d: FileVolumeDriver;
-  beforeEach(async () => {
-    dir = await tempDir();
-    d = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
+  const t = driverPerTest();
 
   for (const [damage, damageIt] of Object.entries(damages)) {
     for (const [op, run] of Object.entries(operations)) {
       it(`bitmap ${damage}: ${op} succeeds, changed extents are NOT_FOUND, and the checkpoint can be deleted`, { timeout: 10_000 }, async () => {
-        const v = await d.createVolume({ size: 4 * MiB });
-        const A = await d.changedBlockTracking.createCheckpoint(v.id);
-        const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
+        const v = await t.driver.createVolume({ size: 4 * MiB });
+        const A = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+        const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
         await a.device.write(MiB, patternBytes(4096, 1));
-        await d.detach(a.id);
-        await damageIt(join(dir, 'volumes', `${v.id}.cbt`, `${A.id}.bitmap`));
+        await t.driver.detach(a.id);
+        await damageIt(join(t.dir, 'volumes', `${v.id}.cbt`, `${A.id}.bitmap`));
 
-        expect(await code(run(d, v.id))).toBe('ok');
+        expect(await code(run(t.driver, v.id))).toBe('ok');
 
-        const r = await d.attach({ kind: 'volume', id: v.id }, 'ro');
+        const r = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
         expect(await code(r.device.extents({ kind: 'changed', since: A.id }))).toBe('NOT_FOUND');
-        await d.detach(r.id);
-        for (const s of await d.listSnapshots(v.id)) {
-          const sa = await d.attach({ kind: 'snapshot', id: s.id }, 'ro');
+        await t.driver.detach(r.id);
+        for (const s of await t.driver.listSnapshots(v.id)) {
+          const sa = await t.driver.attach({ kind: 'snapshot', id: s.id }, 'ro');
           expect(await code(sa.device.extents({ kind: 'changed', since: A.id }))).toBe('NOT_FOUND');
-          await d.detach(sa.id);
+          await t.driver.detach(sa.id);
         }
-        expect(await code(d.changedBlockTracking.deleteCheckpoint(v.id, A.id))).toBe('ok');
-        expect(await d.changedBlockTracking.listCheckpoints(v.id)).toEqual([]);
+        expect(await code(t.driver.changedBlockTracking.deleteCheckpoint(v.id, A.id))).toBe('ok');
+        expect(await t.driver.changedBlockTracking.listCheckpoints(v.id)).toEqual([]);
       });
     }
   }

@@ -1,25 +1,21 @@
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { patternBytes } from '@cairn/conformance';
 import { dataExtents } from '../src/data-extents.js';
 import { DirtyBitmap } from '../src/dirty-bitmap.js';
 import { fsExt } from '../src/native-fs.js';
-import { removeDir, tempDir } from './helpers.js';
+import { dirPerTest } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
 describe('dataExtents', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await tempDir();
-  });
-  afterEach(async () => removeDir(dir));
+  const t = dirPerTest();
 
   it('dataExtents(file) covers every written byte with SEEK_DATA (when fs-ext loads) and with the zero scan', async () => {
-    const fh = await open(join(dir, 'img'), 'w+');
+    const fh = await open(join(t.dir, 'img'), 'w+');
     try {
       await fh.truncate(16 * MiB);
       const writes = [
@@ -48,7 +44,7 @@ describe('dataExtents', () => {
 
   it('on a file whose size is not a multiple of 4 KiB or 64 KiB, with data up to its last byte, every non-zero byte of any unaligned range is in the extents, and no extent leaves the range', async () => {
     const size = MiB + 3 * 512 + 7; // unaligned even to 512, as a file written by another tool may be
-    const fh = await open(join(dir, 'img'), 'w+');
+    const fh = await open(join(t.dir, 'img'), 'w+');
     try {
       await fh.truncate(size);
       const writes = [

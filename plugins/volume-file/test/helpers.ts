@@ -17,25 +17,43 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** The current test's directory and driver, as set up by driverPerTest. */
-export interface TestDriver {
+/** The current test's directory, as set up by dirPerTest. */
+export interface TestDir {
   /** A fresh temp directory, removed after the test. */
   readonly dir: string;
+}
+
+/** The current test's directory and driver, as set up by driverPerTest. */
+export interface TestDriver extends TestDir {
   /** A FileVolumeDriver on `dir`. */
   readonly driver: FileVolumeDriver;
 }
 
 /**
- * Registers hooks in the calling describe block: before each test, a fresh temp directory and a
- * driver on it (read through the returned object's fields); after each test, the directory removed.
+ * Registers hooks in the calling describe block: before each test, a fresh temp directory (read
+ * through the returned object's field); after each test, the directory removed. Hooks the block
+ * registers after this call run after the directory is made, and their after-hooks before it is
+ * removed (vitest runs after-hooks in reverse order).
  */
-export function driverPerTest(): TestDriver {
-  const current = {} as { dir: string; driver: FileVolumeDriver };
+export function dirPerTest(): TestDir {
+  const current = {} as { dir: string };
   beforeEach(async () => {
     current.dir = await tempDir();
-    current.driver = new FileVolumeDriver({ directory: current.dir });
   });
   afterEach(async () => removeDir(current.dir));
+  return current;
+}
+
+/**
+ * Registers hooks in the calling describe block: before each test, a fresh temp directory and a
+ * driver on it (read through the returned object's fields); after each test, the directory removed
+ * (as dirPerTest).
+ */
+export function driverPerTest(): TestDriver {
+  const current = dirPerTest() as { dir: string; driver: FileVolumeDriver };
+  beforeEach(() => {
+    current.driver = new FileVolumeDriver({ directory: current.dir });
+  });
   return current;
 }
 

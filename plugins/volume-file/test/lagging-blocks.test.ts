@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { patternBytes } from '@cairn/conformance';
 import { dataExtents } from '../src/data-extents.js';
 import { fsExt, type FsExt } from '../src/native-fs.js';
-import { removeDir, tempDir } from './helpers.js';
+import { dirPerTest } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -34,16 +34,14 @@ function counting(ext: FsExt): { ext: FsExt; seeks: () => number } {
 }
 
 describe('dataExtents when st_blocks lags behind writes', () => {
-  let dir: string;
+  const t = dirPerTest();
   let fh: FileHandle;
   beforeEach(async () => {
-    dir = await tempDir();
-    fh = await open(join(dir, 'img'), 'w+');
+    fh = await open(join(t.dir, 'img'), 'w+');
     await fh.truncate(16 * MiB);
   });
   afterEach(async () => {
     await fh.close();
-    await removeDir(dir);
   });
 
   const backends = () => [{ name: 'zero scan', ext: null as FsExt | null }, ...(fsExt() ? [{ name: 'SEEK_DATA', ext: fsExt()! as FsExt | null }] : [])];

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it, vi } from 'vitest';
+import { afterEach, describe, it, vi } from 'vitest';
 import { rejectsWithCode } from '@cairn/conformance';
 import type { DriverContext } from '../src/driver-context.js';
 import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, spawnHolder, tempDir, type Holder } from './helpers.js';
+import { driverPerTest, type Holder, spawnHolder } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -57,69 +57,62 @@ vi.mock('../src/file-lock.js', async (importOriginal) => {
  * concurrent getVolume — and then upgrades it. The tests take that shared hold directly.
  */
 describe('FileVolumeDriver after losing an image lock in an upgrade race', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
+  const t = driverPerTest();
   let holder: Holder | undefined;
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
 
   afterEach(async () => {
     hooks.onRelease = undefined;
     if (holder && holder.child.exitCode === null && holder.child.signalCode === null) await holder.kill();
     holder = undefined;
-    await removeDir(dir);
   });
 
   /** A shared hold of this instance on the volume's image, as getVolume's status probe takes. */
   const holdShared = (volumeId: string): Promise<() => Promise<void>> => {
-    const { ctx } = driver as unknown as { ctx: DriverContext };
+    const { ctx } = t.driver as unknown as { ctx: DriverContext };
     return ctx.locks.hold(ctx.store.layout.image('volume', volumeId), 'shared');
   };
 
   it('fails the upgrade with BUSY, then re-acquires for real: BUSY while the other process writes, working after', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
+    const v = await t.driver.createVolume({ size: 4 * MiB });
     const release = await holdShared(v.id);
     // Another process attaches read-write exactly when this one's shared lock is dropped.
     hooks.onRelease = async () => {
-      holder = spawnHolder(dir, v.id, 'rw');
+      holder = spawnHolder(t.dir, v.id, 'rw');
       assert.equal(await holder.ready, 'attached');
     };
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) losing the race');
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) losing the race');
     assert.ok(holder, 'the race was injected');
 
-    assert.equal((await driver.getVolume(v.id)).status, 'in-use', 'status while the other process writes');
-    await rejectsWithCode(driver.changedBlockTracking.createCheckpoint(v.id), 'BUSY', 'createCheckpoint while the other process writes');
-    await rejectsWithCode(driver.createSnapshot(v.id), 'BUSY', 'createSnapshot while the other process writes');
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'a second attach(ro) while the other process writes');
-    assert.deepEqual(await driver.changedBlockTracking.listCheckpoints(v.id), [], 'no checkpoint was recorded');
+    assert.equal((await t.driver.getVolume(v.id)).status, 'in-use', 'status while the other process writes');
+    await rejectsWithCode(t.driver.changedBlockTracking.createCheckpoint(v.id), 'BUSY', 'createCheckpoint while the other process writes');
+    await rejectsWithCode(t.driver.createSnapshot(v.id), 'BUSY', 'createSnapshot while the other process writes');
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'a second attach(ro) while the other process writes');
+    assert.deepEqual(await t.driver.changedBlockTracking.listCheckpoints(v.id), [], 'no checkpoint was recorded');
 
     assert.equal(await holder.stop(), 0);
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    assert.equal((await driver.getVolume(v.id)).status, 'available');
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    assert.equal((await t.driver.getVolume(v.id)).status, 'available');
     await release();
     // Every lock was released: the volume can be written, and tracks from the checkpoint.
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await rw.device.write(0, Buffer.alloc(512, 1));
     assert.deepEqual(await rw.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 0, length: 65536 }]);
-    await driver.detach(rw.id);
+    await t.driver.detach(rw.id);
   });
 
   it('after a lost upgrade, a new attach(ro) takes a real shared lock that keeps other writers out', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
+    const v = await t.driver.createVolume({ size: 4 * MiB });
     const release = await holdShared(v.id);
     hooks.onRelease = async () => {
-      holder = spawnHolder(dir, v.id, 'rw');
+      holder = spawnHolder(t.dir, v.id, 'rw');
       assert.equal(await holder.ready, 'attached');
     };
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) losing the race');
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) losing the race');
     assert.equal(await holder!.stop(), 0);
-    const ro2 = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    holder = spawnHolder(dir, v.id, 'rw');
+    const ro2 = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    holder = spawnHolder(t.dir, v.id, 'rw');
     assert.equal(await holder.ready.catch((e: Error) => e.message.split('\n')[0]), 'error BUSY', 'another process cannot write while this one reads');
-    await driver.detach(ro2.id);
+    await t.driver.detach(ro2.id);
     await release();
   });
 });

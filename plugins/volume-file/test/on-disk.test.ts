@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { alignedBuffer } from '@cairn/core';
 import { patternBytes, rejectsWithCode } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -14,36 +14,30 @@ const GiB = 1024 * MiB;
 const allocated = async (path: string) => (await stat(path)).blocks * 512;
 
 describe('FileVolumeDriver on disk', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-  const volumeImage = (id: string) => join(dir, 'volumes', `${id}.img`);
-  const snapshotImage = (id: string) => join(dir, 'snapshots', `${id}.img`);
+  const t = driverPerTest();
+  const volumeImage = (id: string) => join(t.dir, 'volumes', `${id}.img`);
+  const snapshotImage = (id: string) => join(t.dir, 'snapshots', `${id}.img`);
 
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
 
   it('createVolume(1 GiB) makes a sparse image of 1 GiB that allocates no data blocks', async () => {
-    const v = await driver.createVolume({ size: GiB });
+    const v = await t.driver.createVolume({ size: GiB });
     const s = await stat(volumeImage(v.id));
     assert.equal(s.size, GiB);
     assert.ok(s.blocks * 512 <= 64 * KiB, `a new 1 GiB volume allocates ${s.blocks * 512} bytes`);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.deepEqual(await a.device.extents({ kind: 'allocated' }), []);
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
   });
 
   it('createSnapshot copies only the data, and writes after it reach the volume image but not the snapshot image', async () => {
-    const v = await driver.createVolume({ size: 64 * MiB });
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 64 * MiB });
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     const before = patternBytes(8 * MiB, 1);
     await rw.device.write(16 * MiB, before);
-    const snap = await driver.createSnapshot(v.id);
+    const snap = await t.driver.createSnapshot(v.id);
     const after = patternBytes(MiB, 2);
     await rw.device.write(16 * MiB, after);
-    await driver.detach(rw.id);
+    await t.driver.detach(rw.id);
     const snapBytes = await allocated(snapshotImage(snap.id));
     assert.ok(snapBytes >= 8 * MiB && snapBytes <= 9 * MiB, `snapshot allocates ${snapBytes} bytes for 8 MiB of data`);
     assert.equal((await stat(snapshotImage(snap.id))).size, 64 * MiB);
@@ -52,13 +46,13 @@ describe('FileVolumeDriver on disk', () => {
     assert.ok(snapFile.subarray(16 * MiB, 24 * MiB).equals(before), 'snapshot image keeps the old bytes');
     assert.ok(volFile.subarray(16 * MiB, 17 * MiB).equals(after), 'volume image has the new bytes');
     assert.ok(snapFile.subarray(0, 16 * MiB).every((b) => b === 0), 'holes read as zeros in the copy');
-    await driver.deleteSnapshot(snap.id);
+    await t.driver.deleteSnapshot(snap.id);
   });
 
   it('large aligned writes (the O_DIRECT path) and buffered writes over each other read back exactly, and CBT sees both', async () => {
-    const v = await driver.createVolume({ size: 32 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 32 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     const expected = Buffer.alloc(32 * MiB);
     const put = async (offset: number, data: Buffer): Promise<void> => {
       await rw.device.write(offset, data);
@@ -76,13 +70,13 @@ describe('FileVolumeDriver on disk', () => {
     for (const [offset, length] of [[0, 4.5 * MiB], [8 * MiB, 2 * MiB], [12 * MiB, MiB + 100]]) {
       expect(changed.some((e) => e.offset <= offset! && offset! + length! <= e.offset + e.length), `change at ${offset}`).toBe(true);
     }
-    await driver.detach(rw.id);
+    await t.driver.detach(rw.id);
     expect((await readFile(volumeImage(v.id))).equals(expected)).toBe(true);
   });
 
   it('writeZeroes of a large range deallocates it, and the range reads as zeros and drops out of extents(allocated)', async () => {
-    const v = await driver.createVolume({ size: 32 * MiB });
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 32 * MiB });
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     const data = patternBytes(16 * MiB, 3);
     await a.device.write(0, data);
     await a.device.flush();
@@ -95,52 +89,52 @@ describe('FileVolumeDriver on disk', () => {
     assert.ok((await a.device.read(0, 16 * MiB)).equals(data), 'content after writeZeroes');
     const extents = await a.device.extents({ kind: 'allocated' });
     assert.ok(!extents.some((e) => e.offset < 4 * MiB + 64 * KiB && e.offset + e.length > 4 * MiB), `the middle of the zeroed range is still allocated: ${JSON.stringify(extents)}`);
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
   });
 
   it('extendVolume grows the image sparsely and the new tail counts as changed since an older checkpoint', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    await driver.extendVolume(v.id, 8 * MiB);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    await t.driver.extendVolume(v.id, 8 * MiB);
     const s = await stat(volumeImage(v.id));
     assert.equal(s.size, 8 * MiB);
     assert.ok(s.blocks * 512 <= 64 * KiB, 'the new tail is a hole');
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.deepEqual(await a.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 4 * MiB, length: 4 * MiB }]);
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
   });
 
   it('a snapshot reports changed extents as of the snapshot, not later writes', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await rw.device.write(0, Buffer.alloc(100, 1));
-    const snap = await driver.createSnapshot(v.id);
+    const snap = await t.driver.createSnapshot(v.id);
     await rw.device.write(2 * MiB, Buffer.alloc(100, 2));
-    await driver.detach(rw.id);
-    const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+    await t.driver.detach(rw.id);
+    const s = await t.driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
     assert.deepEqual(await s.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 0, length: 64 * KiB }]);
-    await driver.detach(s.id);
-    const vol = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(s.id);
+    const vol = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.deepEqual(await vol.device.extents({ kind: 'changed', since: cp.id }), [
       { offset: 0, length: 64 * KiB },
       { offset: 2 * MiB, length: 64 * KiB },
     ]);
-    await driver.detach(vol.id);
-    await driver.deleteSnapshot(snap.id);
+    await t.driver.detach(vol.id);
+    await t.driver.deleteSnapshot(snap.id);
   });
 
   it('createSnapshot during concurrent writes captures each write whole or not at all, and its bitmap agrees with its bytes', async () => {
-    const v = await driver.createVolume({ size: 16 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 16 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     const block = 256 * KiB;
     const writes = Array.from({ length: 64 }, (_, i) => rw.device.write(i * block, Buffer.alloc(block, i + 1)));
-    const snapP = driver.createSnapshot(v.id);
+    const snapP = t.driver.createSnapshot(v.id);
     await Promise.all(writes);
     const snap = await snapP;
-    await driver.detach(rw.id);
-    const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
+    await t.driver.detach(rw.id);
+    const s = await t.driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
     const changed = await s.device.extents({ kind: 'changed', since: cp.id });
     for (let i = 0; i < 64; i++) {
       const got = await s.device.read(i * block, block);
@@ -149,16 +143,16 @@ describe('FileVolumeDriver on disk', () => {
       const reported = changed.some((e) => e.offset <= i * block && i * block < e.offset + e.length);
       if (whole) assert.ok(reported, `write ${i} is in the snapshot but not in its changed extents`);
     }
-    await driver.detach(s.id);
-    await driver.deleteSnapshot(snap.id);
+    await t.driver.detach(s.id);
+    await t.driver.deleteSnapshot(snap.id);
   });
 
   it('deleteVolume of a volume with snapshots fails with BUSY', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const snap = await driver.createSnapshot(v.id);
-    await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(with snapshot)');
-    await driver.deleteSnapshot(snap.id);
-    await driver.deleteVolume(v.id);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const snap = await t.driver.createSnapshot(v.id);
+    await rejectsWithCode(t.driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(with snapshot)');
+    await t.driver.deleteSnapshot(snap.id);
+    await t.driver.deleteVolume(v.id);
     await assert.rejects(stat(volumeImage(v.id)), { code: 'ENOENT' }, 'image removed');
   });
 });

@@ -1,36 +1,29 @@
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { DriverRegistry } from '@cairn/core';
 import { patternBytes, rejectsWithCode } from '@cairn/conformance';
 import { FileVolumeDriver, fileVolumeModule } from '../src/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { driverPerTest, removeDir, tempDir } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
 describe('FileVolumeDriver state in its directory', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
-  const sidecar = (kind: 'volumes' | 'snapshots', id: string) => join(dir, kind, `${id}.json`);
-
-  beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-  });
-  afterEach(async () => removeDir(dir));
+  const t = driverPerTest();
+  const sidecar = (kind: 'volumes' | 'snapshots', id: string) => join(t.dir, kind, `${id}.json`);
 
   it('a second driver instance on the same directory sees the same volumes, bytes, snapshots and checkpoints', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB, name: 'data', metadata: { tier: 'gold' } });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB, name: 'data', metadata: { tier: 'gold' } });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     const bytes = patternBytes(100_000, 5);
     await a.device.write(MiB, bytes);
-    await driver.detach(a.id);
-    const snap = await driver.createSnapshot(v.id, 'snap');
+    await t.driver.detach(a.id);
+    const snap = await t.driver.createSnapshot(v.id, 'snap');
 
-    const other = new FileVolumeDriver({ directory: dir });
-    assert.deepEqual(await other.listVolumes(), await driver.listVolumes());
+    const other = new FileVolumeDriver({ directory: t.dir });
+    assert.deepEqual(await other.listVolumes(), await t.driver.listVolumes());
     assert.deepEqual(await other.getVolume(v.id), { ...v, status: 'available' });
     assert.deepEqual(await other.listSnapshots(v.id), [snap]);
     assert.deepEqual(await other.changedBlockTracking.listCheckpoints(v.id), [cp]);
@@ -41,31 +34,31 @@ describe('FileVolumeDriver state in its directory', () => {
   });
 
   it('attach(rw) through a second driver instance while the first holds the volume read-write fails with BUSY', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
-    const other = new FileVolumeDriver({ directory: dir });
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const other = new FileVolumeDriver({ directory: t.dir });
     await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) from a second instance');
     assert.equal((await other.getVolume(v.id)).status, 'in-use');
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
     const b = await other.attach({ kind: 'volume', id: v.id }, 'rw');
     await other.detach(b.id);
   });
 
   it('attach(rw) next to a read-only attachment fails with BUSY, of this instance as of a second one, and works once both readers are gone', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    const other = new FileVolumeDriver({ directory: dir });
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const ro = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const other = new FileVolumeDriver({ directory: t.dir });
     const otherRo = await other.attach({ kind: 'volume', id: v.id }, 'ro');
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while this instance and another read');
-    await driver.detach(ro.id);
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while another instance reads');
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while this instance and another read');
+    await t.driver.detach(ro.id);
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while another instance reads');
     await other.detach(otherRo.id);
-    const rw = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const rw = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await rw.device.write(3 * MiB, Buffer.alloc(10, 9));
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) from this instance while written');
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) from this instance while written');
     await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) from another instance while written');
-    await driver.detach(rw.id);
+    await t.driver.detach(rw.id);
     const again = await other.attach({ kind: 'volume', id: v.id }, 'ro');
     assert.ok((await again.device.read(3 * MiB, 10)).equals(Buffer.alloc(10, 9)));
     assert.deepEqual(await again.device.extents({ kind: 'changed', since: cp.id }), [{ offset: 3 * MiB, length: 65536 }], 'the saved bitmap');
@@ -73,70 +66,70 @@ describe('FileVolumeDriver state in its directory', () => {
   });
 
   it('getVolume, listVolumes and attach of a volume whose sidecar is damaged fail with CORRUPT', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
+    const v = await t.driver.createVolume({ size: 4 * MiB });
     for (const damage of ['{"format":1,"kind":"vol', '{}', '[1,2]', JSON.stringify({ ...JSON.parse(await readFile(sidecar('volumes', v.id), 'utf8')), size: -1 })]) {
       await writeFile(sidecar('volumes', v.id), damage);
-      await rejectsWithCode(driver.getVolume(v.id), 'CORRUPT', `getVolume(${damage})`);
-      await rejectsWithCode(driver.listVolumes(), 'CORRUPT', `listVolumes(${damage})`);
-      await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'CORRUPT', `attach(${damage})`);
+      await rejectsWithCode(t.driver.getVolume(v.id), 'CORRUPT', `getVolume(${damage})`);
+      await rejectsWithCode(t.driver.listVolumes(), 'CORRUPT', `listVolumes(${damage})`);
+      await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'CORRUPT', `attach(${damage})`);
     }
   });
 
   it('listSnapshots and attach of a snapshot whose sidecar is damaged fail with CORRUPT', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const snap = await driver.createSnapshot(v.id);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const snap = await t.driver.createSnapshot(v.id);
     await writeFile(sidecar('snapshots', snap.id), 'not json');
-    await rejectsWithCode(driver.listSnapshots(v.id), 'CORRUPT', 'listSnapshots');
-    await rejectsWithCode(driver.attach({ kind: 'snapshot', id: snap.id }, 'ro'), 'CORRUPT', 'attach(snapshot)');
+    await rejectsWithCode(t.driver.listSnapshots(v.id), 'CORRUPT', 'listSnapshots');
+    await rejectsWithCode(t.driver.attach({ kind: 'snapshot', id: snap.id }, 'ro'), 'CORRUPT', 'attach(snapshot)');
   });
 
   it('an image whose size disagrees with its sidecar fails attach with CORRUPT', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    await writeFile(join(dir, 'volumes', `${v.id}.img`), Buffer.alloc(5 * MiB));
-    await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'CORRUPT', 'attach(oversized image)');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    await writeFile(join(t.dir, 'volumes', `${v.id}.img`), Buffer.alloc(5 * MiB));
+    await rejectsWithCode(t.driver.attach({ kind: 'volume', id: v.id }, 'ro'), 'CORRUPT', 'attach(oversized image)');
   });
 
   it('after a simulated crash (writer mark left in the sidecar) extents(changed) fails with NOT_FOUND and the volume works', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
     const record = JSON.parse(await readFile(sidecar('volumes', v.id), 'utf8'));
     record.writer = { pid: 2 ** 22 + 1, hostname: 'gone', since: new Date().toISOString() };
     await writeFile(sidecar('volumes', v.id), JSON.stringify(record));
-    assert.equal((await driver.getVolume(v.id)).status, 'available', 'nobody holds the lock of a dead writer');
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    assert.equal((await t.driver.getVolume(v.id)).status, 'available', 'nobody holds the lock of a dead writer');
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(0, Buffer.alloc(512, 1));
     await rejectsWithCode(a.device.extents({ kind: 'changed', since: cp.id }), 'NOT_FOUND', 'extents(changed) after the crash');
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
     const after = JSON.parse(await readFile(sidecar('volumes', v.id), 'utf8'));
     assert.equal(after.writer, null, 'a clean detach clears the writer mark');
     assert.deepEqual(after.checkpoints.map((c: { consistent: boolean }) => c.consistent), [false]);
   });
 
   it('a damaged bitmap makes extents(changed) fail with NOT_FOUND instead of under-reporting', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(0, Buffer.alloc(512, 1));
-    await driver.detach(a.id);
-    const bitmap = join(dir, 'volumes', `${v.id}.cbt`, `${cp.id}.bitmap`);
+    await t.driver.detach(a.id);
+    const bitmap = join(t.dir, 'volumes', `${v.id}.cbt`, `${cp.id}.bitmap`);
     const bytes = await readFile(bitmap);
     bytes[bytes.length - 1] ^= 0xff;
     await writeFile(bitmap, bytes);
-    const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    const r = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
     await rejectsWithCode(r.device.extents({ kind: 'changed', since: cp.id }), 'NOT_FOUND', 'extents(changed) with a damaged bitmap');
-    await driver.detach(r.id);
+    await t.driver.detach(r.id);
   });
 
   it('temporary files left by an interrupted sidecar write are not listed as volumes', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    await writeFile(join(dir, 'volumes', `.${v.id}.json.abc.tmp`), '{');
-    await writeFile(join(dir, 'volumes', 'notes.json'), '{');
-    assert.deepEqual((await driver.listVolumes()).map((x) => x.id), [v.id]);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    await writeFile(join(t.dir, 'volumes', `.${v.id}.json.abc.tmp`), '{');
+    await writeFile(join(t.dir, 'volumes', 'notes.json'), '{');
+    assert.deepEqual((await t.driver.listVolumes()).map((x) => x.id), [v.id]);
   });
 
   it('getVolume of a malformed id fails with NOT_FOUND without touching other paths', async () => {
-    await rejectsWithCode(driver.getVolume('../../etc/passwd'), 'NOT_FOUND', 'getVolume(path)');
-    await rejectsWithCode(driver.attach({ kind: 'snapshot', id: '..' }, 'ro'), 'NOT_FOUND', 'attach(path)');
+    await rejectsWithCode(t.driver.getVolume('../../etc/passwd'), 'NOT_FOUND', 'getVolume(path)');
+    await rejectsWithCode(t.driver.attach({ kind: 'snapshot', id: '..' }, 'ro'), 'NOT_FOUND', 'attach(path)');
   });
 });
 

@@ -9,7 +9,7 @@ import type { Extent } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
 import { sameStamp, settledStampOf, stampOf, type ImageStamp } from '../src/image-stamp.js';
 import { CLOCK_PROBE, fileSystemClock, type StampClock } from '../src/stamp-clock.js';
-import { removeDir, tempDir } from './helpers.js';
+import { dirPerTest, driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -57,11 +57,6 @@ class CoarseClock implements StampClock {
   }
 }
 
-/** Installs `clock` as the driver's stamp clock (the DriverContext seam). */
-function useClock(d: FileVolumeDriver, clock: StampClock): void {
-  (d as unknown as { ctx: { clock: StampClock } }).ctx.clock = clock;
-}
-
 /** Overwrites 4 KiB at `offset` of the image file itself, bypassing the driver, at once (same tick). */
 async function writeBehindTheDriver(image: string, offset: number): Promise<void> {
   const fh = await open(image, 'r+');
@@ -84,82 +79,69 @@ async function changed(d: FileVolumeDriver, volumeId: string, cp: string): Promi
 const covers = (extents: Extent[], offset: number) => extents.some((e) => e.offset <= offset && offset < e.offset + e.length);
 
 describe('FileVolumeDriver: a write behind the driver in the same timestamp tick as the image stamp', () => {
-  let dir: string;
-  let driver: FileVolumeDriver;
+  const t = driverPerTest();
   let clock: CoarseClock;
 
   beforeEach(async () => {
-    dir = await tempDir();
-    driver = new FileVolumeDriver({ directory: dir });
-    clock = new CoarseClock(dir);
+    clock = new CoarseClock(t.dir);
     await clock.tick();
-    useClock(driver, clock);
+    useClock(t.driver, clock);
   });
 
-  afterEach(async () => {
-    await removeDir(dir);
-  });
-
-  const image = (id: string) => join(dir, 'volumes', `${id}.img`);
+  const image = (id: string) => join(t.dir, 'volumes', `${id}.img`);
 
   it('right after a clean detach is seen: the checkpoint is refused, not under-reported', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(0, Buffer.alloc(4 * KiB, 1));
-    await driver.detach(a.id);
-    await writeBehindTheDriver(image(v.id), 2 * MiB); // no tick since the driver's own last write
-    const seen = await changed(driver, v.id, cp.id);
+    await t.driver.detach(a.id);
+    await writeBehindTheDriver(image(v.id), 2 * MiB); // no tick since the t.driver's own last write
+    const seen = await changed(t.driver, v.id, cp.id);
     assert.ok(seen === 'NOT_FOUND' || covers(seen, 2 * MiB), `the write at 2 MiB is reported or the checkpoint refused, got ${JSON.stringify(seen)}`);
     // Attach persists the verdict.
-    const b = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    await driver.detach(b.id);
-    assert.equal(await changed(driver, v.id, cp.id), 'NOT_FOUND');
+    const b = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(b.id);
+    assert.equal(await changed(t.driver, v.id, cp.id), 'NOT_FOUND');
   });
 
   it('right after createCheckpoint is seen', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
     await writeBehindTheDriver(image(v.id), MiB);
-    const seen = await changed(driver, v.id, cp.id);
+    const seen = await changed(t.driver, v.id, cp.id);
     assert.ok(seen === 'NOT_FOUND' || covers(seen, MiB), `got ${JSON.stringify(seen)}`);
   });
 
   it('without a write behind its back, the driver keeps its checkpoint consistent under the coarse clock', async () => {
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(3 * MiB, Buffer.alloc(4 * KiB, 1));
-    await driver.detach(a.id);
+    await t.driver.detach(a.id);
     await clock.tick();
-    const ro = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-    await driver.detach(ro.id);
-    assert.deepEqual(await changed(driver, v.id, cp.id), [{ offset: 3 * MiB, length: 64 * KiB }]);
+    const ro = await t.driver.attach({ kind: 'volume', id: v.id }, 'ro');
+    await t.driver.detach(ro.id);
+    assert.deepEqual(await changed(t.driver, v.id, cp.id), [{ offset: 3 * MiB, length: 64 * KiB }]);
   });
 
   it('a clock that never moves past the image yields a racy stamp, which makes the checkpoints inconsistent', async () => {
-    const frozen = new CoarseClock(dir, true);
+    const frozen = new CoarseClock(t.dir, true);
     await frozen.tick();
-    useClock(driver, frozen);
-    const v = await driver.createVolume({ size: 4 * MiB });
-    const cp = await driver.changedBlockTracking.createCheckpoint(v.id);
-    const saved = JSON.parse(await readFile(join(dir, 'volumes', `${v.id}.json`), 'utf8')) as { imageStamp: ImageStamp };
+    useClock(t.driver, frozen);
+    const v = await t.driver.createVolume({ size: 4 * MiB });
+    const cp = await t.driver.changedBlockTracking.createCheckpoint(v.id);
+    const saved = JSON.parse(await readFile(join(t.dir, 'volumes', `${v.id}.json`), 'utf8')) as { imageStamp: ImageStamp };
     assert.equal(saved.imageStamp.racy, true);
-    assert.equal(await changed(driver, v.id, cp.id), 'NOT_FOUND');
+    assert.equal(await changed(t.driver, v.id, cp.id), 'NOT_FOUND');
   });
 });
 
 describe('settledStampOf on this machine’s file system', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await tempDir();
-  });
-  afterEach(async () => {
-    await removeDir(dir);
-  });
+  const t = dirPerTest();
 
   it('any write right after the stamp changes it, also when the stamp follows a write at once', async () => {
-    const path = join(dir, 'img');
+    const path = join(t.dir, 'img');
     await writeFile(path, Buffer.alloc(64 * KiB));
     const fh = await open(path, 'r+');
     try {
