@@ -157,7 +157,8 @@ export class DaemonSession {
    * too for an image qemu-img check finds damaged, above all one cut short, whose lost clusters
    * qemu would serve as zeros (QemuImg.assertWhole, before the open: it takes the image's lock
    * while it runs, `BUSY` when another process holds it). `NOT_SUPPORTED` for an image the driver
-   * cannot serve: encrypted or qcow2 version 2 (assertTrustedHeader). On failure no node is left: when the
+   * cannot serve: an encrypted one (assertTrustedHeader; a qcow2 version 2 image opens, without
+   * bitmaps). On failure no node is left: when the
    * add got no reply (qemu may still run it), a delete of the same node name is sent after it.
    */
   async openNode(path: string, readOnly: boolean): Promise<{ name: string; fresh: boolean }> {

@@ -2,20 +2,38 @@ import { open } from 'node:fs/promises';
 import { CairnError, parseQcow2Header, type Qcow2Header } from '@cairn/core';
 
 /**
- * The virtual size recorded in the header of the qcow2 image at `path`: what qemu serves when it
- * opens the image, so what an attach of the volume serves (volume-extend.ts's imageSize asks the
- * daemon for the same number when the image is open there). One read of the header, no process
- * spawned and no lock taken: it works while any daemon holds the image. qemu rewrites the field
- * in place with one small write when it resizes the image (`block_resize`, `qemu-img resize`), so
- * a read meanwhile sees the old size or the new one, each a size the image had.
+ * What the header of the qcow2 image at `path` says about serving it. One read of the header, no
+ * process spawned and no lock taken: it works while any daemon holds the image. Never throws.
  *
- * `undefined` when no such size can be read — no file, no permission, an I/O error, a file too
- * short or without qcow2's magic, a size beyond 2^53 — for callers that have another answer
- * (the sidecar's size): whoever opens such an image meets the problem itself. Never throws.
+ * - `size`: the virtual size recorded there, what qemu serves when it opens the image, so what an
+ *   attach of the volume serves (volume-extend.ts's imageSize asks the daemon for the same number
+ *   when the image is open there). qemu rewrites the field in place with one small write when it
+ *   resizes the image (`block_resize`, `qemu-img resize`), so a read meanwhile sees the old size
+ *   or the new one, each a size the image had.
+ * - `holdsBitmaps`: whether it can hold persistent dirty bitmaps (false for qcow2 version 2).
+ *
+ * Each is undefined when it cannot be read — no file, no permission, an I/O error, a file too
+ * short or without qcow2's magic, a size beyond 2^53 — for callers that have another answer (the
+ * sidecar's): whoever opens such an image meets the problem itself.
  */
-export async function qcow2VirtualSize(path: string): Promise<number | undefined> {
-  const size = (await readQcow2Header(path))?.size;
-  return size !== undefined && size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : undefined;
+export async function qcow2ImageFacts(path: string): Promise<{ size?: number; holdsBitmaps?: boolean }> {
+  const header = await readQcow2Header(path);
+  const size = header?.size;
+  return {
+    ...(size !== undefined && size <= BigInt(Number.MAX_SAFE_INTEGER) ? { size: Number(size) } : {}),
+    ...(header?.version !== undefined ? { holdsBitmaps: holdsBitmaps(header) } : {}),
+  };
+}
+
+/**
+ * Whether an image with this header can hold persistent dirty bitmaps (checkpoints, and the
+ * bitmaps `qemu-img convert --bitmaps` copies): qcow2 version 3 (`compat=1.1`, what the driver
+ * makes) can, version 2 (`compat=0.10`, older images made outside the driver) cannot — qemu
+ * refuses the bitmap ("Source lacks bitmap support" to a copy). True when the version is unknown:
+ * whoever opens such an image meets that.
+ */
+export function holdsBitmaps(header: Qcow2Header): boolean {
+  return header.version === undefined || header.version >= 3;
 }
 
 /** Bytes of the header any judgement here reads: up to incompatible_features (u64 at 72). */
@@ -71,37 +89,31 @@ function headerRefusal(header: Qcow2Header): string | undefined {
 
 /**
  * Why the driver cannot serve the valid qcow2 image whose header (readQcow2Header) is `header`, or
- * undefined:
- *
- * - it is encrypted (AES or LUKS): qemu opens it only with a key secret, which the driver never has;
- * - it is qcow2 version 2 (`compat=0.10`): it cannot hold persistent dirty bitmaps, so neither a
- *   checkpoint nor a snapshot copy (`convert --bitmaps`) can be made of it.
- *
- * Images the driver makes are neither (version 3, no encryption): such an image was written
- * outside the driver. Undefined as well for a header too short to say.
+ * undefined: it is encrypted (AES or LUKS), and qemu opens it only with a key secret, which the
+ * driver never has. Images the driver makes are not: such an image was written outside the
+ * driver. A qcow2 version 2 image (`compat=0.10`) is served: only its checkpoints are refused
+ * (holdsBitmaps). Undefined as well for a header too short to say.
  */
 function headerUnsupported(header: Qcow2Header): string | undefined {
   const crypt = header.cryptMethod;
-  if (crypt === undefined) return undefined;
-  if (crypt !== 0) return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}), and the driver holds no keys`;
-  if (header.version === 2) {
-    return 'it is qcow2 version 2 (compat=0.10), which cannot hold the persistent bitmaps of checkpoints and snapshot copies (`qemu-img amend -o compat=1.1` upgrades it)';
-  }
-  return undefined;
+  if (crypt === undefined || crypt === 0) return undefined;
+  return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}), and the driver holds no keys`;
 }
 
 /**
  * `CORRUPT` when the header of the qcow2 image at `path` makes it one the driver must not open
  * (headerRefusal): the driver refuses to open or copy it, so no file outside its directory
  * is ever served, nor an image qemu found corrupt. `NOT_SUPPORTED`, naming the image and why, for
- * an encrypted or version 2 image (headerUnsupported). One read of the header; an image whose
- * header cannot be read or is no qcow2's passes (whoever opens it meets that).
+ * an encrypted image (headerUnsupported). One read of the header; an image whose header cannot
+ * be read or is no qcow2's passes (whoever opens it meets that). Resolves to whether the image
+ * can hold persistent dirty bitmaps (holdsBitmaps; true when the header cannot be read).
  */
-export async function assertTrustedHeader(path: string, driver: string): Promise<void> {
-  const header = await readQcow2Header(path); // one read for both judgements
-  if (!header) return;
+export async function assertTrustedHeader(path: string, driver: string): Promise<{ holdsBitmaps: boolean }> {
+  const header = await readQcow2Header(path); // one read for every judgement
+  if (!header) return { holdsBitmaps: true };
   const why = headerRefusal(header);
   if (why) throw new CairnError('CORRUPT', `image ${path} cannot be used: ${why}`, { driver });
   const unsupported = headerUnsupported(header);
   if (unsupported) throw new CairnError('NOT_SUPPORTED', `image ${path} cannot be used: ${unsupported}`, { driver });
+  return { holdsBitmaps: holdsBitmaps(header) };
 }

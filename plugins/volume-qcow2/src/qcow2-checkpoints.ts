@@ -1,6 +1,7 @@
-import { toCairnError, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
+import { CairnError, toCairnError, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
 import { addCheckpoint, removeCheckpoint } from './checkpoint-chain.js';
 import type { DaemonSession } from './daemon-session.js';
+import { qcow2ImageFacts } from './image-header.js';
 import type { RecordStore } from './record-store.js';
 import { toCheckpoint } from './records.js';
 import type { Runtime } from './runtime.js';
@@ -20,11 +21,24 @@ export class Qcow2Checkpoints implements ChangedBlockTracking {
     private readonly driver: string,
   ) {}
 
-  /** `NOT_FOUND` for an unknown volume. Not idempotent. */
+  /**
+   * `NOT_FOUND` for an unknown volume. `NOT_SUPPORTED`, before anything is opened or changed, for
+   * a volume whose image is qcow2 version 2 (made outside the driver, `compat=0.10`): it cannot
+   * hold the persistent bitmap, and the driver does not upgrade the image itself. Such a volume
+   * says so (`capabilities.changedBlockTracking: false` on getVolume/listVolumes), and core's
+   * flow then takes no checkpoint: its backups read the whole volume. Not idempotent.
+   */
   async createCheckpoint(volumeId: string): Promise<Checkpoint> {
     return this.guard('createCheckpoint', () =>
       this.runtime.locks.run(volumeId, async () => {
         await this.store.volume(volumeId);
+        const image = this.store.layout.image('volume', volumeId);
+        if ((await qcow2ImageFacts(image)).holdsBitmaps === false) {
+          throw new CairnError('NOT_SUPPORTED', `volume ${volumeId} has no changed-block tracking: its image ${image} is qcow2 version 2 (compat=0.10), which cannot hold the persistent dirty bitmap of a checkpoint (\`qemu-img amend -o compat=1.1\` upgrades it while nothing has it open)`, {
+            driver: this.driver,
+            details: { volumeId, reason: 'qcow2-v2' },
+          });
+        }
         return this.withVolume(volumeId, async (session, node) => toCheckpoint(volumeId, await addCheckpoint(session, node, this.store, volumeId)));
       }),
     );

@@ -1,5 +1,4 @@
 import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import {
   CairnError,
   assertDisplayName,
@@ -18,12 +17,11 @@ import {
   type VolumeDriver,
   type VolumeDriverCapabilities,
 } from '@cairn/core';
-import { assertTmpParentFits } from '@cairn/qmp';
 import { AttachmentTable } from './attachment-table.js';
 import { copiedCheckpoints } from './checkpoint-reconcile.js';
 import type { DaemonSession } from './daemon-session.js';
 import { destroyView, prepareView, startView, type FleecingView } from './fleecing-view.js';
-import { qcow2VirtualSize } from './image-header.js';
+import { qcow2ImageFacts } from './image-header.js';
 import { holdImage } from './image-hold.js';
 import { OtherInstances } from './other-instances.js';
 import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
@@ -31,6 +29,7 @@ import { QemuImg } from './qemu-img.js';
 import { RecordStore } from './record-store.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { Runtime } from './runtime.js';
+import { resolveRuntimeDir } from './runtime-dir.js';
 import { growImage, imageSize } from './volume-extend.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
@@ -50,7 +49,11 @@ const DEFAULT_QEMU_IMG_STALL_MS = 120_000;
 export interface Qcow2VolumeDriverOptions {
   /** Directory holding images, sidecars and temporary overlays; created when missing. Required. */
   directory: string;
-  /** Parent of the daemon's temp dir holding the QMP and NBD unix sockets (paths must stay under 108 bytes). Default `os.tmpdir()`. */
+  /**
+   * Parent of the daemon's temp dir holding the QMP and NBD unix sockets (paths must stay under
+   * 108 bytes: one too deep is `INVALID_INPUT` when the driver is built). Default `os.tmpdir()`,
+   * or `/tmp` when that is too deep (resolveRuntimeDir).
+   */
   runtimeDir?: string;
   /** The qemu-img program. Default `qemu-img` from PATH. */
   qemuImg?: string;
@@ -81,6 +84,11 @@ function optionalMs(options: Qcow2VolumeDriverOptions, key: 'commandTimeoutMs' |
     throw new CairnError('INVALID_INPUT', `option \`${key}\` must be a positive number of milliseconds`, { driver });
   }
   return v;
+}
+
+/** `volume` with what its image lacks (qcow2ImageFacts): no changed-block tracking for a qcow2 version 2 image. */
+function withImageCapabilities(volume: Volume, facts: { holdsBitmaps?: boolean }): Volume {
+  return facts.holdsBitmaps === false ? { ...volume, capabilities: { changedBlockTracking: false } } : volume;
 }
 
 /**
@@ -114,9 +122,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       throw new CairnError('INVALID_INPUT', 'option `directory` is required and must be a non-empty string', { driver: this.name });
     }
     const timeout = optionalMs(options, 'commandTimeoutMs', this.name);
-    const runtimeDir = options.runtimeDir ?? tmpdir();
-    // The daemon's sockets (qmp.sock, nbd.sock: same length) go in a directory under it: a too-deep one is refused here, not at the first attach.
-    assertTmpParentFits(runtimeDir, this.name, options.runtimeDir === undefined ? 'runtimeDir (unset: the system temp dir)' : 'runtimeDir');
+    // The daemon's sockets (qmp.sock, nbd.sock: same length) go in a directory under it: a
+    // configured one too deep is refused here, not at the first attach; unset, a deep $TMPDIR gives way to /tmp.
+    const runtimeDir = resolveRuntimeDir(options.runtimeDir, this.name);
     this.store = new RecordStore(options.directory, this.name, newId());
     this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name, {
       timeoutMs: optionalMs(options, 'qemuImgTimeoutMs', this.name) ?? DEFAULT_QEMU_IMG_TIMEOUT_MS,
@@ -232,11 +240,13 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * catches up only at the next extend to that size (growImage). Reporting the sidecar's size would
    * tell callers a smaller volume than the device they attach (core's flow would refuse to restore
    * a backup of it into it). Only when the header cannot be read (a missing or damaged image,
-   * which attach reports itself) is it the sidecar's size.
+   * which attach reports itself) is it the sidecar's size. A volume whose image is qcow2
+   * version 2 (made outside the driver) has `capabilities: { changedBlockTracking: false }`: it
+   * cannot hold the bitmaps of checkpoints (Qcow2Checkpoints.createCheckpoint refuses them).
    */
   private async describe(r: VolumeRecord): Promise<Volume> {
-    const [size, status] = await Promise.all([qcow2VirtualSize(this.store.layout.image('volume', r.id)), this.statusOf(r)]);
-    return toVolume({ ...r, size: size ?? r.size }, status);
+    const [facts, status] = await Promise.all([qcow2ImageFacts(this.store.layout.image('volume', r.id)), this.statusOf(r)]);
+    return withImageCapabilities(toVolume({ ...r, size: facts.size ?? r.size }, status), facts);
   }
 
   /**
@@ -316,7 +326,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         await this.assertClosed(volumeId);
         const { session, node } = await this.runtime.openVolume(volumeId); // BUSY while another daemon has the image
         try {
-          return toVolume(await growImage(session, node, this.store, volumeId, size, this.name), 'available');
+          const grown = toVolume(await growImage(session, node, this.store, volumeId, size, this.name), 'available');
+          return withImageCapabilities(grown, await qcow2ImageFacts(this.store.layout.image('volume', volumeId)));
         } finally {
           // Closing writes the image's metadata. The change is committed: a close that fails stays
           // queued on the node (retried, and reported by the volume's next use) and does not fail the call.

@@ -43,8 +43,10 @@ export class QemuImg {
   }
 
   /**
-   * Copies `src` to a new qcow2 `dst`, sparse (only allocated clusters are written), with its
-   * persistent dirty bitmaps; inconsistent bitmaps are left out (`--skip-broken-bitmaps`).
+   * Copies `src` to a new qcow2 `dst` (version 3), sparse (only allocated clusters are written),
+   * with its persistent dirty bitmaps; inconsistent bitmaps are left out (`--skip-broken-bitmaps`).
+   * A qcow2 version 2 `src` holds none and is copied without them (qemu-img refuses `--bitmaps`
+   * for it: "Source lacks bitmap support"); it is only read, never changed.
    * `shared` (`-U`): `src` is opened without taking its lock, for a caller that holds it itself
    * (so nobody writes it meanwhile); else `BUSY` while another process has it open. `CORRUPT`
    * when `src` names a backing file or an external data file (the copy would hold that other
@@ -53,9 +55,10 @@ export class QemuImg {
    * its I/O counters) for `stallMs`; it is killed first, and the caller removes the partial `dst`.
    */
   async copyWithBitmaps(src: string, dst: string, shared = false): Promise<void> {
-    await assertTrustedHeader(src, this.driver);
+    const { holdsBitmaps } = await assertTrustedHeader(src, this.driver);
     await this.assertWhole(src, shared);
-    const args = ['convert', '-p', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER}`, '--bitmaps', '--skip-broken-bitmaps', src, dst];
+    const bitmaps = holdsBitmaps ? ['--bitmaps', '--skip-broken-bitmaps'] : [];
+    const args = ['convert', '-p', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER},compat=1.1`, ...bitmaps, src, dst];
     await this.run(args, [src, dst], [], { kind: 'stall', ms: this.bounds.stallMs });
   }
 

@@ -15,6 +15,19 @@ export interface Volume {
   status: DriverVolumeStatus;
   createdAt: string;
   metadata: Record<string, string>;
+  /**
+   * What this volume lacks of its driver's capabilities (capabilities are data); absent: nothing.
+   * A driver that declares `changedBlockTracking` may hold a volume it cannot track (the qcow2
+   * driver: an image in qcow2 version 2): `{ changedBlockTracking: false }`, and createCheckpoint
+   * of it fails with `NOT_SUPPORTED`. The flow takes no checkpoint of such a volume: every backup
+   * of it reads the whole volume.
+   */
+  capabilities?: VolumeCapabilities;
+}
+
+/** A volume's own capabilities (Volume.capabilities): only what it lacks of its driver's. */
+export interface VolumeCapabilities {
+  changedBlockTracking?: false;
 }
 
 export interface Snapshot {

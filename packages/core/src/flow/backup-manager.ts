@@ -3,7 +3,7 @@ import type { BackupService, VerifyOptions, VerifyReport } from '../contracts/ba
 import type { BackupPage, BackupPageQuery, Catalog } from '../contracts/catalog.js';
 import type { ProgressEvent } from '../contracts/progress.js';
 import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowState, type VolumeFlowStatus } from '../contracts/records.js';
-import type { Attachment, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
+import type { Attachment, ChangedBlockTracking, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
@@ -228,7 +228,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let flowStarted = false;
     /** The backup's own error, once it has failed: what the job rejects with. */
     let failure: CairnError | undefined;
-    const cbt = this.volumes.capabilities.changedBlockTracking ? this.volumes.changedBlockTracking : undefined;
+    /** The driver's tracking, once the volume is known to have it (Volume.capabilities). */
+    let cbt: ChangedBlockTracking | undefined;
     try {
       try {
         // A cancel while queued ends the job here, before it touches the volume.
@@ -251,6 +252,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         }
         // The record describes the volume as copied, which may have changed since the request.
         const volume = await this.volumes.getVolume(record.volumeId);
+        // A volume its driver cannot track (a qcow2 v2 image) gets no checkpoint: the backup reads it all.
+        if (this.volumes.capabilities.changedBlockTracking && volume.capabilities?.changedBlockTracking !== false) cbt = this.volumes.changedBlockTracking;
         await assertNotLeftByRestore(this.catalog, volume);
         // Checked again as it is now: a volume attached read-write while the job waited is in use,
         // and is copied through a snapshot only when the request said `force`.
@@ -329,7 +332,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         });
       }
       // After the final write: pruning keeps the checkpoint the newest available record names.
-      if (cbt && checkpoint) await this.cleanup(() => (failure ? cbt.deleteCheckpoint(record.volumeId, checkpoint!.id) : pruneCheckpoints(cbt, this.catalog, record, checkpoint!, parent)));
+      const tracking = cbt;
+      if (tracking && checkpoint) await this.cleanup(() => (failure ? tracking.deleteCheckpoint(record.volumeId, checkpoint!.id) : pruneCheckpoints(tracking, this.catalog, record, checkpoint!, parent)));
       if (failure) throw failure;
       return { ...record };
     } finally {
