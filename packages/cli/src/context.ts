@@ -13,6 +13,7 @@ import { posixModule } from '@cairn/backup-posix';
 import { fileVolumeModule } from '@cairn/volume-file';
 import { qcow2VolumeModule } from '@cairn/volume-qcow2';
 import { loadConfig, type LoadedConfig } from './config/load.js';
+import { repositoryWorkers } from './config/workers.js';
 import type { Output } from './output/output.js';
 import { printRecovery } from './output/recovery-report.js';
 
@@ -133,7 +134,10 @@ export class CliContext {
   private async buildTarget(name: string, plugin: string, options: Record<string, unknown>): Promise<BackupService> {
     if (this.registry.names().objectStores.includes(plugin)) {
       const onWarning = (warning: CairnError) => this.out.warn(warning.message);
-      const repository = { ...((options.repository as Record<string, unknown> | undefined) ?? {}), name, onWarning, ...(this.startWorkers ? { startWorkers: true } : {}) };
+      const configured = (options.repository as Record<string, unknown> | undefined) ?? {};
+      // The config's limit holds for the default too (repositoryWorkers).
+      const workers = repositoryWorkers(configured.workers as number | undefined);
+      const repository = { ...configured, workers, name, onWarning, ...(this.startWorkers ? { startWorkers: true } : {}) };
       return this.registry.createBackupService(plugin, { ...options, repository });
     }
     const service = await this.registry.createBackupService(plugin, options);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, cairnJson, jsonError, listTree, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
 
 /**
- * An import stages the archive's data in the temporary directory ($TMPDIR): when that directory
+ * An import stages the archive's data in its staging directory (--staging-dir): when that directory
  * cannot take the staging, the error says so, with the code of its cause, and is never reported
  * as a fault of the archive (`CORRUPT`, or `NOT_FOUND` "archive … does not exist"). Nothing is
  * written to the target. A 1 MiB tmpfs, filled, stands in for a full temporary directory (needs
@@ -13,7 +13,7 @@ import { cairn, cairnJson, jsonError, listTree, MiB, removeDir, tempDir, writeRa
  */
 const isRoot = process.getuid?.() === 0;
 
-describe.skipIf(!isRoot)('backup import when the temporary directory cannot take the staging', () => {
+describe.skipIf(!isRoot)('backup import when the staging directory cannot take the staging', () => {
   let cwd: string;
   let other: string;
   let full: string;
@@ -47,9 +47,9 @@ describe.skipIf(!isRoot)('backup import when the temporary directory cannot take
     ['is a file', () => archive, 2, 'INVALID_INPUT'],
   ];
   for (const [what, dir, exit, code] of cases) {
-    it(`$TMPDIR that ${what}: ${code} (exit ${exit}) naming the staging directory, not the archive; nothing is written`, async () => {
+    it(`--staging-dir that ${what}: ${code} (exit ${exit}) naming the staging directory, not the archive; nothing is written`, async () => {
       const before = await listTree(other);
-      const r = await cairn(['backup', 'import', archive, '--json'], { cwd: other, env: { TMPDIR: dir() } });
+      const r = await cairn(['backup', 'import', archive, '--staging-dir', dir(), '--json'], { cwd: other });
       expect(r.code, r.stderr).toBe(exit);
       const e = jsonError(r);
       expect(e.code).toBe(code);

@@ -81,7 +81,7 @@ describe('signals during volume import/export and backup export/import', () => {
   it('backup import interrupted by SIGINT while the archive is checked exits 130, removes its claim and staging, and the next import succeeds', async () => {
     const other = join(cwd, 'other');
     await mkdir(other);
-    const r = await interrupt(['backup', 'import', archive], 'SIGINT', staged, other);
+    const r = await interrupt(['backup', 'import', archive, '--staging-dir', tmp], 'SIGINT', staged, other);
     expect(r.code, r.stderr).toBe(130);
     expect(jsonError(r).code).toBe('CANCELLED');
     expect(await readdir(tmp)).toEqual([]);

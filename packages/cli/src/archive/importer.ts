@@ -30,6 +30,15 @@ export interface ImportDestination {
   catalog: Catalog;
 }
 
+export interface ImportOptions {
+  progress?: ArchiveProgress;
+  signal?: AbortSignal;
+  /** The directory the archive's data is staged in (readArchive). Default: the system temporary directory. */
+  stagingDir?: string;
+  /** Make `stagingDir` (and its parents) when it is missing. Default false. */
+  makeStagingDir?: boolean;
+}
+
 /**
  * Imports an archive into `to.service` and registers its record in `to.catalog`, keeping the
  * backup's id, volume, name, description and times. First the id is claimed (claimId), having
@@ -54,13 +63,13 @@ export interface ImportDestination {
 export async function importArchive(
   to: ImportDestination,
   file: string,
-  options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
+  options: ImportOptions = {},
 ): Promise<BackupRecord> {
   throwIfAborted(options.signal, 'archive');
   const head = await peekManifest(file);
   if (!head) {
     // Not an archive the reader takes: it says why, having written nothing.
-    const { staging } = await readArchive(file);
+    const { staging } = await readArchive(file, { stagingDir: options.stagingDir, makeStagingDir: options.makeStagingDir });
     await staging.dispose();
     throw changed(file);
   }
@@ -95,14 +104,14 @@ async function fillClaimed(
   file: string,
   record: BackupRecord,
   head: ManifestHead,
-  options: { progress?: ArchiveProgress; signal?: AbortSignal },
+  options: ImportOptions,
 ): Promise<BackupRecord> {
   const { service, catalog } = to;
   let writing = false;
   let finished = false;
   try {
     const progress = options.progress ?? (() => {});
-    const { manifest, staging, vmConfig } = await readArchive(file, { signal: options.signal, progress });
+    const { manifest, staging, vmConfig } = await readArchive(file, { signal: options.signal, progress, stagingDir: options.stagingDir, makeStagingDir: options.makeStagingDir });
     try {
       // A cancel while the archive was read removes the claim, as a refusal does: nothing is written yet.
       throwIfAborted(options.signal, 'archive');

@@ -46,9 +46,10 @@ function assertSafeName(name: string): void {
  * `CORRUPT` (a damaged manifest): the archive is read to its end to tell. Progress (phase `read`):
  * the data entries' bytes checked into staging, of the manifest's total. `CANCELLED` once `signal` is
  * aborted (checked before each entry). On any refusal the staging volume is removed before the
- * error is thrown.
+ * error is thrown. The staging volume goes in `options.stagingDir` (StagingVolume.create's
+ * `parent`, made when missing if `options.makeStagingDir`; default: the system temporary directory).
  */
-export async function readArchive(file: string, options: { progress?: ArchiveProgress; signal?: AbortSignal } = {}): Promise<ReadArchive> {
+export async function readArchive(file: string, options: { progress?: ArchiveProgress; signal?: AbortSignal; stagingDir?: string; makeStagingDir?: boolean } = {}): Promise<ReadArchive> {
   const extract = tar.extract();
   const input = createReadStream(file);
   input.on('error', (err) => extract.destroy(err));
@@ -97,7 +98,7 @@ export async function readArchive(file: string, options: { progress?: ArchivePro
         for (const c of manifest.chunks) expected.set(c.name, c);
         dataTotal = manifest.chunks.reduce((n, c) => n + c.length, 0);
         options.progress?.(0, dataTotal, 'read');
-        staging = await StagingVolume.create(manifest.size);
+        staging = await StagingVolume.create(manifest.size, options.stagingDir, { makeParent: options.makeStagingDir });
         rw = await staging.attach('rw');
         continue;
       }

@@ -1,6 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { toCairnError, type Attachment } from '@cairn/core';
+import { join } from 'node:path';
+import { makeDirectories, toCairnError, type Attachment } from '@cairn/core';
 import { FileVolumeDriver } from '@cairn/volume-file';
 import { createOwnedTempDir, OWNER_FILE, removeDeadTempDirs } from '../io/owned-temp-dir.js';
 
@@ -29,9 +30,10 @@ export class StagingVolume {
    * Rejects only with a CairnError: a system error is mapped by toCairnError with a message naming
    * the staging directory (`parent` missing `NOT_FOUND`, full `UNAVAILABLE`, a file
    * `INVALID_INPUT`), so that a caller never takes it for an error of the archive it reads or writes.
+   * `options.makeParent`: make `parent` and its missing parents first (makeDirectories).
    */
-  static async create(size: number, parent: string = tmpdir()): Promise<StagingVolume> {
-    const dir = await createOwnedTempDir('cairn-archive-', parent).catch((err: unknown) => {
+  static async create(size: number, parent: string = tmpdir(), options: { makeParent?: boolean } = {}): Promise<StagingVolume> {
+    const dir = await (options.makeParent ? makeDirectories(parent) : Promise.resolve()).then(() => createOwnedTempDir('cairn-archive-', parent)).catch((err: unknown) => {
       throw toCairnError(err, 'archive', `cannot create a staging directory in ${parent}`);
     });
     try {
@@ -57,3 +59,11 @@ export class StagingVolume {
 export function removeDeadStagings(parent: string = tmpdir()): Promise<string[]> {
   return removeDeadTempDirs('cairn-archive-', parent);
 }
+
+/**
+ * The directory `backup import` stages an archive's data in unless told another
+ * (`--staging-dir`): `<stateDir>/staging`, which StagingVolume.create makes when it is missing
+ * (`makeParent`). The state directory is on disk in every deployment, unlike the system temporary
+ * directory, often a tmpfs that would hold a large archive's data in memory.
+ */
+export const defaultImportStaging = (stateDir: string): string => join(stateDir, 'staging');

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CairnError, ChunkedBackupService, isCairnError, isZero, nowIso, syncDir, tempPathBeside, throwIfAborted, toCairnError, type BackupManager, type BackupRecord, type BackupService } from '@cairn/core';
+import { CairnError, ChunkedBackupService, isCairnError, isZero, nowIso, syncDir, throwIfAborted, toCairnError, type BackupManager, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
 import type { ArchiveProgress } from './progress.js';
+import { createOwnedTempDir } from '../io/owned-temp-dir.js';
 import { StagingVolume } from './staging.js';
 
 export interface ArchiveWriteResult {
@@ -32,9 +33,13 @@ function allocatedChunks(extents: { offset: number; length: number }[], size: nu
  * Writes backup `record` of `service` as a self-contained archive at `file` (format.ts). The
  * backup is restored into a private staging volume first, so the service checks every chunk on
  * the way (`CORRUPT` if the backup is damaged). The archive appears under its name only when
- * complete (written as a temporary file of this export's own beside it, `.<name>.<random>.tmp` as
- * volume export writes, created exclusively, fsynced, then renamed); on any failure it is removed.
- * Two exports to one file at once never write into one file: the last rename wins, whole.
+ * complete: it is written as `<name>` in a private directory of this export's own beside it,
+ * `.cairn-partial-XXXXXX` (owned-temp-dir.ts: mode 0700, naming its owner process), created
+ * exclusively, fsynced, then renamed over `file`; on any failure the directory is removed. An
+ * export killed outright (SIGKILL) cannot remove it, so every export first removes the
+ * `.cairn-partial-` directories beside its file whose owner is certainly dead (removeDeadTempDirs),
+ * never a live export's. Two exports to one file at once never write into one file: the last
+ * rename wins, whole.
  * `CONFLICT` unless the record's data is complete: `available`, or `restoring` (restores and
  * reads only read it). Takes no claim on the backup: `exportBackup` does, and is what the CLI
  * runs. Called directly, the VM configuration is read before the data: a backup deleted meanwhile
@@ -54,10 +59,14 @@ export async function writeArchive(
   options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
 ): Promise<ArchiveWriteResult> {
   if (record.status !== 'available' && record.status !== 'restoring') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
-  const partial = tempPathBeside(file);
   const wrapWrite = (err: unknown) => (isCairnError(err) ? err : toCairnError(err, undefined, `writing archive ${file}`));
-  // Opened first: a missing directory or a read-only disk fails before the restore runs.
-  const fh = await open(partial, 'wx', 0o600).catch((err) => {
+  // Made first: a missing directory or a read-only disk fails before the restore runs.
+  const partialDir = await createOwnedTempDir('.cairn-partial-', dirname(file)).catch((err: unknown) => {
+    throw wrapWrite(err);
+  });
+  const partial = join(partialDir, basename(file));
+  const fh = await open(partial, 'wx', 0o600).catch(async (err: unknown) => {
+    await rm(partialDir, { recursive: true, force: true });
     throw wrapWrite(err);
   });
   let staging: StagingVolume | undefined;
@@ -142,6 +151,7 @@ export async function writeArchive(
       pack.finalize();
       await done; // the stream fsyncs and closes the file (flush) before it finishes
       await rename(partial, file);
+      await rm(partialDir, { recursive: true, force: true });
       await syncDir(dirname(file));
       return { file, backupId: record.id, size: record.size, chunks: chunks.length, dataBytes };
     } finally {
@@ -150,7 +160,7 @@ export async function writeArchive(
   } catch (err) {
     pack.destroy();
     await fh.close().catch(() => {}); // already closed when the stream got that far
-    await rm(partial, { force: true });
+    await rm(partialDir, { recursive: true, force: true });
     throw writeError !== undefined ? wrapWrite(writeError) : toCairnError(err);
   } finally {
     await staging?.dispose();

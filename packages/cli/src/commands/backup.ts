@@ -3,6 +3,7 @@ import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, p
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { exportBackup } from '../archive/writer.js';
+import { defaultImportStaging } from '../archive/staging.js';
 import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
@@ -212,15 +213,18 @@ export function registerBackupCommands(program: Command): void {
     .command('import <archive>')
     .description('check an archive completely, then write its data into a target and register the backup')
     .option('-t, --target <name>', 'target from the config (default: defaultTarget)')
+    .option('--staging-dir <dir>', "existing directory to check the archive's data in before it is written (default: <stateDir>/staging)")
     .action(
-      withContext<{ target?: string }>(async (ctx, [file], o) => {
+      withContext<{ target?: string; stagingDir?: string }>(async (ctx, [file], o) => {
         ctx.expectDataFlow();
         await checkInputFile(resolve(file!), 'archive');
+        // Staged on disk (<stateDir>/staging, made on first use), not in a tmpfs $TMPDIR: an archive's data may be large.
+        const stagingDir = o.stagingDir !== undefined ? resolve(o.stagingDir) : defaultImportStaging(ctx.stateDir);
         await ctx.manager({ recover: true });
         const progress = phasedProgress('import', ctx.out.options);
         const to = { service: await ctx.target(o.target), catalog: await ctx.catalog() };
         // SIGINT/SIGTERM cancel the import: before its data is written the claim is removed, after it the record ends error (importArchive).
-        const record = await cancellableBySignal(ctx.out, 'import', (signal) => importArchive(to, resolve(file!), { progress: progress.update, signal })).finally(() => progress.stop());
+        const record = await cancellableBySignal(ctx.out, 'import', (signal) => importArchive(to, resolve(file!), { progress: progress.update, signal, stagingDir, makeStagingDir: o.stagingDir === undefined })).finally(() => progress.stop());
         ctx.out.result(backupJson(record), () => backupText(record));
       }),
     );

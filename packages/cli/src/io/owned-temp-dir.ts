@@ -7,7 +7,8 @@ import { currentOwner, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } fro
  * Private temporary directories that name their owner, so that those a killed process left behind
  * (SIGKILL, the OOM killer, a crash: no cleanup ran) are removed by the next command that makes one
  * of the same kind: archive stagings (`cairn-archive-`), `volume import`'s conversion
- * (`cairn-import-`) and `volume export`'s (`cairn-export-`).
+ * (`cairn-import-`) and `volume export`'s (`cairn-export-`), and the partial file of an archive
+ * export, beside the archive (`.cairn-partial-`).
  */
 
 /** The owner file in each directory: `{format, owner: ProcessOwner, createdAt}`. */
@@ -16,8 +17,11 @@ const OWNER_FORMAT = 'cairn-staging/1';
 /** An owner file is a few hundred bytes; anything much larger is not one. */
 const MAX_OWNER_FILE = 64 * 1024;
 
-/** The kinds of owned directory: `<prefix>XXXXXX`, as mkdtemp names them. */
-export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-';
+/**
+ * The kinds of owned directory: `<prefix>XXXXXX`, as mkdtemp names them. `.cairn-partial-` is
+ * made beside a file being written whole (`backup export --archive`), to hold it until renamed.
+ */
+export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-' | '.cairn-partial-';
 
 /**
  * Makes `<parent>/<prefix>XXXXXX` (mode 0700; `parent` default: the system temporary directory,

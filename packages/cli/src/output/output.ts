@@ -1,4 +1,5 @@
 import { isCairnError, toCairnError } from '@cairn/core';
+import { cutLongRuns } from './echo.js';
 import { hintFor } from './error-hints.js';
 
 /** Where a command's results go: JSON or human text on stdout, messages on stderr. */
@@ -44,15 +45,18 @@ export class Output {
    * Prints an error on stderr: `error [CODE]: message`, or with `--json` the document
    * `{"error":{"code","message","details"}}`. Causes are never printed (they may hold paths of
    * secret files); `CAIRN_DEBUG=1` prints the stack. An error whose remedy is the operator's (a
-   * full file system: error-hints.ts) adds a `hint: …` line, or `error.hint` with `--json`.
+   * full file system: error-hints.ts) adds a `hint: …` line, or `error.hint` with `--json`. The
+   * message echoes user text bounded (cutLongRuns: a run of more than MAX_ECHO non-blank
+   * characters, such as a 100 KB id, is cut, its length noted); `details` stay whole, for scripts.
    */
   error(err: unknown): void {
     const e = toCairnError(err);
+    const message = cutLongRuns(e.message);
     const hint = hintFor(err);
     if (this.json) {
-      process.stderr.write(`${JSON.stringify({ error: { code: e.code, message: e.message, details: e.details ?? {}, ...(hint ? { hint } : {}) } })}\n`);
+      process.stderr.write(`${JSON.stringify({ error: { code: e.code, message, details: e.details ?? {}, ...(hint ? { hint } : {}) } })}\n`);
     } else {
-      process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+      process.stderr.write(`error [${e.code}]: ${message}\n`);
       if (hint) process.stderr.write(`hint: ${hint}\n`);
     }
     if (process.env.CAIRN_DEBUG && !isCairnError(err)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
