@@ -12,11 +12,18 @@ import type { Repository } from '../src/repository/repository.js';
 import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
 import { keys } from './helpers.js';
 
-/** Stores a second copy of `data` (chunk `id`) in a pack of its own, named by an index object; returns the pack's id. */
-async function secondCopy(repo: Repository, data: Buffer): Promise<string> {
+/**
+ * Stores a second copy of `data` (chunk `id`) in a pack of its own, after it chunks `others` (each
+ * stored once: say, a racing backup's chunks no backup references), named by an index object;
+ * returns the pack's id.
+ */
+async function secondCopy(repo: Repository, data: Buffer, ...others: Buffer[]): Promise<string> {
   const id = repo.codec.chunkId(data);
   const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
-  await writer.add(id, repo.codec.encode(data, 'none', id), data.length);
+  for (const o of [data, ...others]) {
+    const oid = repo.codec.chunkId(o);
+    await writer.add(oid, repo.codec.encode(o, 'none', oid), o.length);
+  }
   await writer.finish();
   const copy = repo.index.otherCopies(id).at(-1);
   if (!copy) throw new Error('the second copy is not in the index');
@@ -134,5 +141,128 @@ describe('gc over a chunk whose first copy is damaged', () => {
     expect((await other.verify()).problems).toEqual([]);
     expect((await restored(other, b)).equals(data)).toBe(true);
     await other.close();
+  });
+});
+
+/**
+ * GC deletes (or repacks) a pack holding a copy of a referenced chunk the index does not resolve
+ * to: the copy it keeps must read well first, or the only good copy is lost.
+ */
+describe('gc dropping a copy of a chunk whose kept copy is damaged', () => {
+  /** A backup 'b' of `n` chunks in one pack, and a second copy of its last-stored chunk in a pack otherwise dead. */
+  async function twoCopies(seed: number, n = 2) {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const data = pattern(n * CHUNK, seed);
+    const b = await backUp(service, 'b', data);
+    const chunks = Array.from({ length: n }, (_, k) => data.subarray(k * CHUNK, (k + 1) * CHUNK));
+    // The chunk stored last in the backup's pack (so that a truncation takes it and no other).
+    const dup = chunks.sort((x, y) => repo.index.get(repo.codec.chunkId(y))!.offset - repo.index.get(repo.codec.chunkId(x))!.offset)[0]!;
+    const id = repo.codec.chunkId(dup);
+    const second = await secondCopy(repo, dup, pattern(CHUNK, seed + 1000)); // its other chunk is dead
+    expect(repo.index.get(id)!.pack).not.toBe(second);
+    return { store, service, repo, b, data, id, second };
+  }
+
+  /** Another process's view after GC: its verify of the whole repository and its restore of `b`. */
+  async function afterwards(store: ObjectStore, b: Parameters<typeof restored>[1], data: Buffer): Promise<void> {
+    const other = await openRepo(store);
+    await other.repository.index.refresh();
+    expect((await other.verify()).problems).toEqual([]);
+    expect((await restored(other, b)).equals(data)).toBe(true);
+    await other.close();
+  }
+
+  it('gc() whose kept copy has a flipped byte keeps the good copy of the otherwise dead pack: verify clean, restore byte-exact', async () => {
+    const { store, service, repo, b, data, id, second } = await twoCopies(120);
+    const damaged = await damageFirstCopy(store, repo, id);
+
+    const report = await service.gc({ graceMs: 0 });
+    await service.close();
+    await afterwards(store, b, data);
+    // The damaged pack was repacked (the chunk taken from the good copy), and the dead one deleted.
+    expect(report).toMatchObject({ copiesDamaged: 1, chunksUnreadable: 0, packsRepacked: 1, packsDeleted: 1 });
+    const packs = await keys(store, 'packs/');
+    expect(packs).not.toContain(`packs/${damaged}`);
+    expect(packs).not.toContain(`packs/${second}`);
+  });
+
+  it('gc() whose kept copy lies in a truncated pack keeps the good copy: verify clean, restore byte-exact', async () => {
+    // One chunk: a range read past the end fails every blob it covers (chunk-fetcher.ts), so a
+    // truncated pack holding another chunk stored once would fail the repack (CORRUPT) instead.
+    const { store, service, repo, b, data, id } = await twoCopies(121, 1);
+    const l = repo.index.get(id)!;
+    const pack = await store.get(`packs/${l.pack}`);
+    await store.put(`packs/${l.pack}`, pack.subarray(0, l.offset + Math.floor(l.length / 2)));
+
+    const report = await service.gc({ graceMs: 0 });
+    await service.close();
+    await afterwards(store, b, data);
+    expect(report).toMatchObject({ copiesDamaged: 1, chunksUnreadable: 0 });
+  });
+
+  it('gc() repacking the pack of the other copy keeps that copy when the kept one is damaged', async () => {
+    const store = new MemoryObjectStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const a = pattern(CHUNK, 122);
+    const data = Buffer.concat([a, pattern(CHUNK, 123)]);
+    const b = await backUp(service, 'b', data);
+    const id = repo.codec.chunkId(a);
+    // The second pack: the copy of a, a chunk another backup then references, and a dead one — a third dead: repacked.
+    const e = pattern(CHUNK, 124);
+    const second = await secondCopy(repo, a, e, pattern(CHUNK, 125));
+    const c = await backUp(service, 'c', e); // reuses e from the second pack
+    expect(repo.index.get(repo.codec.chunkId(e))!.pack).toBe(second);
+    await damageFirstCopy(store, repo, id);
+
+    const report = await service.gc({ graceMs: 0 });
+    await service.close();
+    await afterwards(store, b, data);
+    const other = await openRepo(store);
+    expect((await restored(other, c)).equals(e)).toBe(true);
+    await other.close();
+    expect(report).toMatchObject({ copiesDamaged: 1, chunksUnreadable: 0 });
+  });
+
+  it('gc() that writes no pack (repack threshold Infinity) leaves the pack of the good copy alone', async () => {
+    const { store, service, repo, b, data, id, second } = await twoCopies(126);
+    const damaged = await damageFirstCopy(store, repo, id);
+    const before = await keys(store, 'packs/');
+
+    const report = await service.gc({ graceMs: 0, repackThreshold: Infinity });
+    expect(await keys(store, 'packs/')).toEqual(before); // nothing written, nothing deleted
+    expect((await restored(service, b)).equals(data)).toBe(true); // from the second copy
+    await service.close();
+    expect(report).toMatchObject({ copiesDamaged: 1, chunksUnreadable: 0, packsDeleted: 0, packsRepacked: 0 });
+    expect(before).toContain(`packs/${damaged}`);
+    expect(before).toContain(`packs/${second}`);
+  });
+
+  it('gc() of a chunk no copy of which reads well deletes none of its copies and reports it', async () => {
+    const { store, service, repo, id, second } = await twoCopies(127);
+    await damageFirstCopy(store, repo, id);
+    const l = repo.index.otherCopies(id).find((x) => x.pack === second)!;
+    const pack = await store.get(`packs/${second}`);
+    pack[l.offset + 10]! ^= 0x01;
+    await store.put(`packs/${second}`, pack);
+    const before = await keys(store, 'packs/');
+
+    const report = await service.gc({ graceMs: 0 });
+    await service.close();
+    expect(await keys(store, 'packs/')).toEqual(before);
+    expect(report).toMatchObject({ copiesDamaged: 0, chunksUnreadable: 1, packsDeleted: 0 });
+  });
+
+  it('gc() whose kept copy reads well still deletes the dead pack holding the other copy', async () => {
+    const { store, service, repo, b, data, id, second } = await twoCopies(128);
+    const kept = repo.index.get(id)!.pack;
+
+    const report = await service.gc({ graceMs: 0 });
+    await service.close();
+    expect(report).toMatchObject({ copiesDamaged: 0, chunksUnreadable: 0, packsDeleted: 1, packsRepacked: 0 });
+    expect(await keys(store, 'packs/')).toEqual([`packs/${kept}`]);
+    await afterwards(store, b, data);
   });
 });

@@ -1,5 +1,6 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
+import { guardDroppedCopies } from './dropped-copies.js';
 import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
@@ -62,13 +63,26 @@ export interface GcReport {
    * minutes old; 0 in a dry run and for stores without the sweepsTemp capability.
    */
   leftoversDeleted: number;
+  /**
+   * Referenced chunks whose copy the index resolves to failed its checks (damaged, or its pack
+   * short) when GC read it before dropping another copy, while another copy read well: GC copied
+   * the chunk forward from the good copy and repacked the damaged copy's pack (unless in its grace
+   * period); in a pass that writes no pack, it kept every pack holding a copy of it instead.
+   */
+  copiesDamaged: number;
+  /**
+   * Referenced chunks GC was about to drop a copy of, none of whose copies reads well: every pack
+   * holding a copy is left alone. Verify reports the backups they break.
+   */
+  chunksUnreadable: number;
 }
 
 /**
  * Removes chunks no manifest references and repacks mostly-empty packs. The caller holds the
  * repository's exclusive lock (ChunkedBackupService.gc takes it: `BUSY` while any backup holds its
  * shared lock) and releases it once this settles. Refuses (`CORRUPT`) when a
- * manifest cannot be read: it never deletes what it cannot prove unreferenced. Order of effects:
+ * manifest cannot be read: it never deletes what it cannot prove unreferenced, nor a copy of a
+ * referenced chunk before the copy it keeps has read well (dropped-copies.ts). Order of effects:
  * an index object naming unnamed packs that hold chunks a manifest references and no named pack
  * holds (adopted, never deleted), new packs and their index object, then an index object naming the surviving packs of
  * every index object that named a removed pack or one the store lacks (lost: no reader resolves a
@@ -80,7 +94,7 @@ export interface GcReport {
 export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0 };
   if (!options.dryRun) await repo.upgradeFormat();
   await repo.index.refresh();
   if (repo.index.damaged.size > 0) {
@@ -124,8 +138,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   const lost = await lostPacks(repo, packTimes);
   for (const packId of lost) repo.index.remove(packId);
   const kept = new Set<string>(); // chunk ids with a surviving copy
-  const toRepack: string[] = [];
-  const toDelete: string[] = [];
+  const toRepack = new Set<string>();
+  const toDelete = new Set<string>();
   for (const [packId, entries] of repo.index.packs()) {
     throwIfAborted(options.signal);
     let live = 0;
@@ -145,9 +159,15 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
       for (const e of entries) kept.add(e.id);
       continue;
     }
-    if (live === 0) toDelete.push(packId);
-    else if ((total - liveBytes) / total >= threshold) toRepack.push(packId);
+    if (live === 0) toDelete.add(packId);
+    else if ((total - liveBytes) / total >= threshold) toRepack.add(packId);
   }
+  // A chunk stored twice loses a copy when the pack holding it is deleted or repacked: the copy
+  // kept is read first, and GC keeps a good copy when it fails (dropped-copies.ts). A threshold of
+  // Infinity is a pass that writes no pack (ChunkedBackupService.collectOrDeleteOnly, `never`).
+  const guarded = await guardDroppedCopies(repo, { referenced, toRepack, toDelete, old, repacks: Number.isFinite(threshold), signal: options.signal });
+  report.copiesDamaged = guarded.damaged;
+  report.chunksUnreadable = guarded.unreadable;
   // Packs no index object names (a writer died before naming them) hold nothing reachable —
   // unless a manifest references a chunk no named pack holds: then the orphans that hold such
   // chunks are adopted (named again), and an orphan whose trailer cannot be read is kept.
@@ -159,13 +179,13 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   report.packsAdopted = adopted.packs.length;
   report.catalogKeysUnknown = unknownCatalogKeys.length;
   if (options.dryRun) {
-    report.packsDeleted = toDelete.length + orphans.length;
-    report.packsRepacked = toRepack.length;
+    report.packsDeleted = toDelete.size + orphans.length;
+    report.packsRepacked = toRepack.size;
     report.pagesDeleted = deadPages.length;
     report.catalogEntriesDeleted = orphanEntries.length;
     for (const packId of [...toRepack, ...toDelete]) {
       for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
-      if (toDelete.includes(packId)) report.bytesFreed += await sizeOf(repo, packId);
+      if (toDelete.has(packId)) report.bytesFreed += await sizeOf(repo, packId);
       else for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.bytesFreed += e.length;
     }
     for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
@@ -173,9 +193,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   }
   // GC's index writes come before its deletes: they may spend the store's space reserve (spendReserve).
   if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal, true);
-  if (toRepack.length > 0) {
+  if (toRepack.size > 0 || guarded.rescue.size > 0) {
     const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
-    const wanted = new Set<string>();
+    const wanted = new Set<string>(guarded.rescue); // fetched from a good copy: their first failed
     for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
     // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
     // returns at once when cancelled, while a call of the callback below may still be running.
@@ -199,7 +219,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     } finally {
       options.signal?.removeEventListener('abort', cancel);
     }
-    report.packsRepacked = toRepack.length;
+    report.packsRepacked = toRepack.size;
   }
   const removed = new Set([...toRepack, ...toDelete]);
   const held = (): void => options.assertHeld?.();
@@ -222,7 +242,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     held();
     await repo.store.delete(Keys.pack(packId));
     repo.index.remove(packId);
-    if (toDelete.includes(packId)) report.packsDeleted++;
+    if (toDelete.has(packId)) report.packsDeleted++;
   }
   for (const packId of orphans) {
     report.bytesFreed += await sizeOf(repo, packId);
