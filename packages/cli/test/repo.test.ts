@@ -53,6 +53,9 @@ describe('cairn repo', () => {
     const text = await cairn(['repo', 'gc', '--grace', '0'], { cwd });
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/catalog keys not written by Cairn \(left alone\):\s+1\n/);
+    // GC's duplicate-copy counts (dropped-copies.ts) are shown too; nothing here is stored twice.
+    expect(text.stdout).toMatch(/damaged chunk copies replaced from a good copy:\s+0\n/);
+    expect(text.stdout).toMatch(/chunks with no readable copy \(their packs kept\):\s+0\n/);
     await store.head(foreign); // still there
     await store.delete(foreign);
   });

@@ -39,6 +39,8 @@ export function registerRepoCommands(program: Command): void {
             ['catalog entries deleted', report.catalogEntriesDeleted],
             ['catalog keys not written by Cairn (left alone)', report.catalogKeysUnknown],
             ['leftovers of dead writers deleted', report.leftoversDeleted],
+            ['damaged chunk copies replaced from a good copy', report.copiesDamaged],
+            ['chunks with no readable copy (their packs kept)', report.chunksUnreadable],
             ['chunks removed', report.chunksRemoved],
             ['bytes freed', formatBytes(report.bytesFreed)],
           ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),
