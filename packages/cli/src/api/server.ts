@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { METHODS as HTTP_METHODS, STATUS_CODES } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { CairnError } from '@cairn/core';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -36,7 +36,14 @@ export interface ApiServerOptions {
   timeouts?: Partial<ApiServerTimeouts>;
 }
 
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+/**
+ * Every method a request can reach the router with: all that Node's parser reads (TRACE, QUERY,
+ * PROPFIND… too), except CONNECT, which Node hands to its own event and never to the router. A
+ * known path answers each one it does not serve 405 (addMethodNotAllowed), never 404. The common
+ * ones first: `Allow` lists the served ones in this order (`GET, HEAD, DELETE`).
+ */
+const COMMON_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
+const METHODS: readonly string[] = [...COMMON_METHODS, ...HTTP_METHODS.filter((m) => m !== 'CONNECT' && !COMMON_METHODS.includes(m))];
 
 /**
  * The REST API (docs/api.md) over one ApiContext. `listen` binds; `shutdown` stops accepting
@@ -145,6 +152,9 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
   app.setErrorHandler((err, _request, reply) => sendError(reply, err, options));
   app.setNotFoundHandler((request, reply) => sendError(reply, new CairnError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`), options));
 
+  // Fastify routes only the methods it knows (GET … OPTIONS, TRACE, QUERY): the others get a
+  // route too, for their 405.
+  for (const m of METHODS) if (!app.supportedMethods.includes(m)) app.addHttpMethod(m);
   const routes = collectRoutes(app);
   registerSystemRoutes(app, api);
   registerVolumeRoutes(app, api);
@@ -189,7 +199,11 @@ function collectRoutes(app: FastifyInstance): Map<string, Set<string>> {
   return routes;
 }
 
-/** On every path, the methods it does not serve answer 405 METHOD_NOT_ALLOWED with `Allow`. */
+/**
+ * On every path, the methods it does not serve (any of METHODS) answer 405 METHOD_NOT_ALLOWED
+ * with `Allow`, once authenticated and before the body is read: whatever the body (another
+ * content type, malformed, too large), the answer is the 405.
+ */
 function addMethodNotAllowed(app: FastifyInstance, routes: Map<string, Set<string>>): void {
   for (const [url, methods] of [...routes]) {
     // Fastify answers HEAD on every GET route by itself.
@@ -198,14 +212,17 @@ function addMethodNotAllowed(app: FastifyInstance, routes: Map<string, Set<strin
     const others = METHODS.filter((m) => !serves(m));
     if (others.length === 0) continue;
     const allow = allowed.join(', ');
+    const refuse = async (request: FastifyRequest) => {
+      throw new HttpError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${url} (allowed: ${allow})`, { allow });
+    };
     app.route({
-      method: [...others],
+      method: others,
       url,
       exposeHeadRoute: false,
       config: { filler: true },
-      handler: async (request: FastifyRequest) => {
-        throw new HttpError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${url} (allowed: ${allow})`, { allow });
-      },
+      // Route hooks run after the server's (authentication, shutdown), before the body is parsed.
+      onRequest: refuse,
+      handler: refuse,
     });
   }
 }
