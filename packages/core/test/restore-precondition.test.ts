@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BackupManager, MemoryCatalog, MemoryVolumeDriver, type VolumeLocks } from '../src/index.js';
+import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type VolumeFlowState, type VolumeLocks } from '../src/index.js';
 import { MiB, ScriptedService, contents, expectCode, filledVolume, gate, rig } from './helpers.js';
 
 /**
@@ -41,5 +41,66 @@ describe('startRestore onto a volume someone reads', () => {
     expect((await manager.getVolume(dst.id)).status).toBe('available');
     expect((await manager.getBackup(b.id)).status).toBe('available');
     expect((await contents(volumes, dst.id)).equals(before)).toBe(true);
+  });
+});
+
+/**
+ * The probe attaches the volume read-write for an instant (the driver contract lists no
+ * attachments to judge by). A flow of another manager or process whose own attach meets it is
+ * refused BUSY, and retries (flow-attach.ts): it never fails for the probe.
+ */
+describe("a restore's precondition probe met by another manager's flow", () => {
+  it("a backup in another manager whose read-only attach comes while the probe is attached completes", async () => {
+    const volumes = new MemoryVolumeDriver();
+    const catalog = new MemoryCatalog();
+    const service = new MemoryBackupService('mem');
+    const setup = new BackupManager({ volumes, targets: { mem: service }, catalog });
+    const b = await setup.backup({ volumeId: (await filledVolume(volumes, MiB, 1)).id });
+    const dst = await filledVolume(volumes, MiB, 2);
+    const before = await contents(volumes, dst.id);
+    // The restoring manager: its probe stays attached until the backup's attach has been refused.
+    const probeDetach = gate();
+    let probed = false;
+    const restoring = Object.assign(Object.create(volumes) as MemoryVolumeDriver, {
+      detach: async (id: string) => {
+        if (!probed) {
+          probed = true;
+          await probeDetach.arrive();
+        }
+        return volumes.detach(id);
+      },
+    });
+    const restorer = new BackupManager({ volumes: restoring, targets: { mem: service }, catalog });
+    // The backing-up manager (another process): it has read the volume (available) and lays its
+    // flow state, then attaches, only once the restore's probe is attached.
+    const layState = gate();
+    const refusals: string[] = [];
+    const backingUp = Object.assign(Object.create(volumes) as MemoryVolumeDriver, {
+      attach: async (...args: Parameters<MemoryVolumeDriver['attach']>) =>
+        volumes.attach(...args).catch((err: { code?: string }) => {
+          refusals.push(String(err.code));
+          probeDetach.release();
+          throw err;
+        }),
+    });
+    const backer = new BackupManager({
+      volumes: backingUp,
+      targets: { mem: service },
+      catalog: Object.assign(Object.create(catalog) as MemoryCatalog, {
+        putVolumeState: async (state: VolumeFlowState, o?: { ifAbsent?: boolean }) => (await layState.arrive(), catalog.putVolumeState(state, o)),
+      }),
+    });
+    const backup = backer.backup({ volumeId: dst.id });
+    await layState.reached;
+    const started = restorer.startRestore({ backupId: b.id, volumeId: dst.id });
+    await probeDetach.reached;
+    layState.release();
+    expect(await backup).toMatchObject({ status: 'available', volumeId: dst.id });
+    expect(refusals).toEqual(['BUSY']);
+    // The restore, refused at start or by its job (the volume was backing-up), or done.
+    const restored = await started.then((s) => s.job.done).then(() => 'restored', (e: { code?: string }) => String(e.code));
+    expect(['CONFLICT', 'restored']).toContain(restored);
+    if (restored === 'CONFLICT') expect((await contents(volumes, dst.id)).equals(before)).toBe(true);
+    expect(await catalog.listVolumeStates()).toEqual([]);
   });
 });

@@ -144,7 +144,9 @@ async function fillClaimed(
     if (finished) throw e;
     const settle = writing
       ? catalog.putBackup({ ...record, status: 'error', owner: undefined, failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() })
-      : catalog.deleteBackup(record.id);
+      : // In the record's section, as every removal of a record (BackupClaims): a reset of it in
+        // another process (its read and its write in that section) never writes it back.
+        catalog.section(record.id, () => catalog.deleteBackup(record.id));
     await settle.catch(() => undefined);
     throw e;
   }

@@ -18,8 +18,10 @@ export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
  * as the child's `creating` record naming the parent (written in the parent's section).
  *
  * Every status change of one backup runs in `exclusive` (a claim's check, its last release, a
- * delete's checks and its move to `deleting`), so a check and the write that follows it see no
- * other change of that backup in between, by this process or any other sharing the catalog. Sections of one backup never nest; a section of a
+ * delete's checks and its move to `deleting`), and so does every removal of its record (a
+ * delete's last step, an import's withdrawn claim), so a check and the write that follows it see
+ * no other change of that backup in between, by this process or any other sharing the catalog,
+ * and a write made in a section never brings back a record removed since its read. Sections of one backup never nest; a section of a
  * parent may run sections of its children (cascade delete), never the reverse.
  */
 export class BackupClaims {

@@ -12,7 +12,7 @@ import { withRetries } from '../util/retry.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { hasReader, withoutReader, withReader } from './backup-readers.js';
-import { ownEntry, settleGoneReaders } from './reader-leftovers.js';
+import { ownEntry, settleGoneReaders, stateAsSettled } from './reader-leftovers.js';
 import { linkedController, type Job } from './jobs.js';
 import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
@@ -22,6 +22,7 @@ import { byCreation } from '../memory/memory-catalog.js';
 import { resetBackupState } from './reset-state.js';
 import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { assertTakesRestoreAttach } from './restore-precondition.js';
+import { attachForFlow } from './flow-attach.js';
 import { replacesMetadata, restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
 import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
@@ -280,9 +281,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
           }
           if (volume.status === 'in-use') {
             snapshot = await this.pointInTime(volume, record.id);
-            attachment = await this.volumes.attach({ kind: 'snapshot', id: snapshot.id }, 'ro');
+            attachment = await attachForFlow(this.volumes, { kind: 'snapshot', id: snapshot.id }, 'ro', signal);
           } else {
-            attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'ro');
+            attachment = await attachForFlow(this.volumes, { kind: 'volume', id: volume.id }, 'ro', signal);
           }
           record.size = attachment.device.size;
           const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
@@ -422,7 +423,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
    * it is `restoring`, and cannot be deleted, until the last of its restores ends, which puts it
    * back to `available` (never recreating a record). Its read-write attach fails with `BUSY`
-   * while anyone has the volume attached (one attached read-only is `available` to the driver). A job that fails before it writes (those
+   * while anyone has the volume attached (one attached read-only is `available` to the driver;
+   * an attachment gone within about a second, retried: flow-attach.ts). A job that fails before it writes (those
    * checks, the attach, a cancel while it waits, a service that fails before its first write:
    * the backup's data gone, say) leaves an existing volume as it was (one that was
    * `error_restoring` stays so); once the service has begun writing (a driver that restores
@@ -624,8 +626,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       throwIfCancelled(signal);
       const override = this.volumes.capabilities.flowOverride ? this.volumes.flowOverride : undefined;
       // Attached before the flow begins: an attach the driver refuses (BUSY: someone else has the
-      // volume attached) fails the job before it writes, leaving the volume as it was.
-      if (!override) attachment = await this.volumes.attach({ kind: 'volume', id: volume.id }, 'rw');
+      // volume attached, still after attachForFlow's retries) fails the job before it writes,
+      // leaving the volume as it was.
+      if (!override) attachment = await attachForFlow(this.volumes, { kind: 'volume', id: volume.id }, 'rw', signal);
       replaced = await beginVolumeFlow(this.catalog, volume, 'restoring-backup', backup.id, (id, fn) => this.claims.exclusive(id, fn, signal), ownEntry(backup, this.claims.readerId));
       flowStarted = true;
       const sink = this.progressSink(backup.id, 'restore', progress);
@@ -833,7 +836,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   /**
    * Removes a backup's data then its record; on failure the record goes to `error_deleting`, except
    * for a `CONFLICT` refusal of the service (nothing deleted), which puts the record back as it was.
-   * Holds the record (live-records) meanwhile, so a recovery of this process leaves it alone.
+   * Holds the record (live-records) meanwhile, so a recovery of this process leaves it alone. The
+   * data is deleted outside the record's section (others' sections need not wait for it), the
+   * record in it. Not called in the record's section.
    */
   private async finishDelete(backup: BackupRecord, service: BackupService): Promise<void> {
     const letGo = holdRecord(backup.id);
@@ -848,7 +853,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         refused = isCairnError(err) && err.code === 'CONFLICT' && backup.status !== 'deleting';
         throw err;
       }
-      await this.catalog.deleteBackup(backup.id);
+      // Removed in the record's section, as every removal of a record is (BackupClaims): a
+      // check-then-write of the record in a section (a reset's, in another process) then never
+      // writes it back between its read and its write. The section of a delete frees space.
+      await this.claims.exclusive(backup.id, () => this.catalog.deleteBackup(backup.id), undefined, { freesSpace: true });
     } catch (err) {
       const e = toCairnError(err);
       const back: BackupRecord = refused ? { ...backup, updatedAt: nowIso() } : { ...backup, status: 'error_deleting', failReason: `${e.code}: ${e.message}`, updatedAt: nowIso() };
@@ -946,10 +954,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     return this.catalog.listBackups({ parentId: backupId });
   }
 
-  /** The driver's view of a volume with the manager's flow state laid over it. */
+  /**
+   * The driver's view of a volume with the manager's flow state laid over it; a `restoring-backup`
+   * state whose restore's reader is gone shows as the `error_restoring` recovery makes of it.
+   */
   async getVolume(volumeId: string): Promise<VolumeView> {
     const volume = await this.volumes.getVolume(volumeId);
-    const flow = await this.catalog.getVolumeState(volumeId);
+    // A `restoring-backup` state whose restore's reader is gone is shown `error_restoring` (stateAsSettled).
+    const flow = stateAsSettled(await this.catalog.getVolumeState(volumeId));
     return flow ? { ...volume, status: flow.status, previousStatus: flow.previousStatus } : volume;
   }
 

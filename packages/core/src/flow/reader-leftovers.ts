@@ -1,5 +1,5 @@
 import type { Catalog } from '../contracts/catalog.js';
-import type { BackupReader, BackupRecord } from '../contracts/records.js';
+import type { BackupReader, BackupRecord, VolumeFlowState } from '../contracts/records.js';
 import { nowIso } from '../util/clock.js';
 import { isThisProcess } from '../util/process-owner.js';
 import { hasDeadReaders } from './backup-readers.js';
@@ -41,4 +41,18 @@ export async function settleGoneReaders(catalog: Pick<Catalog, 'listVolumeStates
     settled.push(state.volumeId);
   }
   return settled;
+}
+
+/**
+ * A volume's flow state as the flows judge it: a `restoring-backup` state whose reader is gone
+ * (readerGone: its process died, or its flow here ended without settling it) is `error_restoring`,
+ * what recovery makes of it (Cinder: the volume of a restore that died is `error_restoring`), so
+ * the next flow on the volume, a delete of it, or a look at it, need not wait for a recovery: the
+ * volume may be deleted, restored again, its metadata changed, and it is shown `error_restoring`.
+ * Nothing is written: the state settled is what a flow that takes the volume over (its section's
+ * re-read compares `since`) or recovery replaces. Any other state, or none, is as it is.
+ */
+export function stateAsSettled<S extends VolumeFlowState | undefined>(state: S): S {
+  if (state?.status !== 'restoring-backup' || !readerGone(state)) return state;
+  return { ...state, status: 'error_restoring' };
 }

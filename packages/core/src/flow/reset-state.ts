@@ -54,6 +54,11 @@ async function resetHeld(deps: ResetDeps, before: BackupRecord, status: 'availab
   }
   for (const failed of report.errors) deps.warn(new CairnError('UNAVAILABLE', `reset of backup ${before.id}: ${failed}`, { details: { backupId: before.id } }));
   const resolved = await deps.catalog.getBackup(before.id);
+  // A get-compare-put, atomic as the whole reset runs in the record's section: every removal of a
+  // record runs in its section too (BackupClaims), so a delete elsewhere (one whose data delete
+  // ran meanwhile, an import withdrawing its claim) removes the record before the get (NOT_FOUND)
+  // or after the put, never in between to have it written back. Writes outside a section (a
+  // running job's final one) are caught only as far as the compare sees them.
   const write = async (fields: Partial<BackupRecord>): Promise<BackupRecord> => {
     const current = await deps.catalog.getBackup(before.id);
     if (current.status !== resolved.status || current.updatedAt !== resolved.updatedAt) {

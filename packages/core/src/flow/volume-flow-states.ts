@@ -3,6 +3,7 @@ import type { BackupReader, VolumeFlowState, VolumeFlowStatus } from '../contrac
 import type { Volume } from '../contracts/volume-driver.js';
 import { CairnError, isAlreadyExists } from '../errors.js';
 import { nowIso } from '../util/clock.js';
+import { stateAsSettled } from './reader-leftovers.js';
 
 /*
  * The flow states the manager lays over volumes (`backing-up`, `restoring-backup`,
@@ -15,7 +16,8 @@ import { nowIso } from '../util/clock.js';
  * backed up (as in Cinder).
  */
 export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, volumeId: string, next: 'backup' | 'restore'): Promise<void> {
-  const flow = await catalog.getVolumeState(volumeId);
+  // A `restoring-backup` state whose restore's reader is gone is `error_restoring` (stateAsSettled).
+  const flow = stateAsSettled(await catalog.getVolumeState(volumeId));
   if (!flow || (flow.status === 'error_restoring' && next === 'restore')) return;
   if (flow.status === 'error_restoring') {
     throw new CairnError('CONFLICT', `volume ${volumeId} is error_restoring (a restore of backup ${flow.backupId} failed part-way); restore it again before backing it up`, {
@@ -39,11 +41,11 @@ export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, vol
  * its `reader` (its manager's entry in the backup's readers) on the state: VolumeFlowState.reader.
  */
 export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: VolumeFlowStatus, backupId: string, section: Section, reader?: BackupReader): Promise<VolumeFlowState | undefined> {
-  const existing = await catalog.getVolumeState(volume.id);
+  const existing = stateAsSettled(await catalog.getVolumeState(volume.id));
   const state = { volumeId: volume.id, status, backupId, since: nowIso(), ...(reader ? { reader } : {}) };
   if (existing?.status === 'error_restoring' && status === 'restoring-backup') {
     await section(existing.backupId, async () => {
-      const now = await catalog.getVolumeState(volume.id);
+      const now = stateAsSettled(await catalog.getVolumeState(volume.id));
       if (now?.status !== 'error_restoring' || now.backupId !== existing.backupId || now.since !== existing.since) {
         throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { details: { volumeId: volume.id, volumeStatus: now?.status } });
       }
