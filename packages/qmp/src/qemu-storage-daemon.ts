@@ -12,16 +12,21 @@
  *   A start refused before anything ran leaves no temp dir behind. A
  *   connection that gets no greeting within 2 s is dropped and made again until the deadline.
  * - `stop` asks `quit`, waits, then SIGTERM, then SIGKILL; it resolves with the exit status.
- *   Idempotent. A clean `quit` is what makes qemu write persistent bitmaps to qcow2 files; when
- *   the QMP client is already closed, `stop` sends SIGTERM at once (the same clean quit).
- *   A program that cannot be run (missing, not executable) is UNAVAILABLE `cannot run …`.
+ *   Idempotent. Every wait is bounded: a daemon that has not exited `killTimeoutMs` after its
+ *   SIGKILL (stuck in uninterruptible I/O: a hung disk, NFS or FUSE server; SIGKILL takes effect
+ *   only when that I/O ends) fails it UNAVAILABLE `left behind`, with details.pid,
+ *   details.processState and details.leftBehind: true; its temp dir is removed once it exits,
+ *   and a later `stop` or `kill` waits for that exit again, bounded the same way. A failed
+ *   `start` bounds its wait after its SIGKILL the same way (5 000 ms). A clean `quit` is what
+ *   makes qemu write persistent bitmaps to qcow2 files; when the QMP client is already closed,
+ *   `stop` sends SIGTERM at once (the same clean quit). A program that cannot be run (missing, not executable) is UNAVAILABLE `cannot run …`.
  * - `kill` (SIGKILL by default) sends its signal at once, also while a `stop` is under way (a
  *   stop waiting on a wedged daemon is when it is needed), and resolves with the exit status, as
- *   that stop then does. It simulates a crash; the QMP client then fails every pending and later
- *   call with UNAVAILABLE.
- * - Timeouts (`startTimeoutMs`, `commandTimeoutMs`, `quitTimeoutMs`, `termTimeoutMs`) are ms from
- *   0 to 2^31 - 1 (`commandTimeoutMs` may be `Infinity`); NaN, a negative or a longer one is
- *   INVALID_INPUT, before anything is spawned or sent.
+ *   that stop then does; its wait after a SIGKILL is bounded as `stop`'s. It simulates a crash;
+ *   the QMP client then fails every pending and later call with UNAVAILABLE.
+ * - Timeouts (`startTimeoutMs`, `commandTimeoutMs`, `quitTimeoutMs`, `termTimeoutMs`,
+ *   `killTimeoutMs`) are ms from 0 to 2^31 - 1 (`commandTimeoutMs` may be `Infinity`); NaN, a
+ *   negative or a longer one is INVALID_INPUT, before anything is spawned or sent.
  * - One instance is one process: to restart, `start` a new instance on the same images.
  * - The temp dir (socket, log) is removed after exit unless `keepDir`, however the daemon ended
  *   (also when it died on its own, before `whenExited` resolves); a kept dir stays, also
@@ -46,7 +51,7 @@ import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
 import { processState } from './process-state.js';
-import { DIR_PREFIX, removeStaleDirs, writeOwner } from './runtime-dirs.js';
+import { DIR_PREFIX, QMP_SOCKET_NAME, removeStaleDirs, writeOwner } from './runtime-dirs.js';
 import { checkTimeoutMs } from './timeouts.js';
 
 export interface QemuStorageDaemonOptions {
@@ -74,6 +79,35 @@ export interface StopOptions {
   quitTimeoutMs?: number;
   /** Wait this long after SIGTERM, before SIGKILL. Default 3 000 ms. */
   termTimeoutMs?: number;
+  /**
+   * Wait this long for the exit after SIGKILL, then give up: UNAVAILABLE, the process left behind
+   * (see the file comment). Default 5 000 ms.
+   */
+  killTimeoutMs?: number;
+}
+
+/** Default `killTimeoutMs`; also the bound of a failed start's wait after its SIGKILL. */
+const DEFAULT_KILL_TIMEOUT_MS = 5_000;
+
+/**
+ * Resolves with the exit once `exited` settles, or with undefined when `sigkilled` has resolved
+ * and `ms` more passed without it: the process is stuck (uninterruptible I/O). Leaves no timer.
+ */
+async function exitAfterKill(exited: Promise<DaemonExit>, sigkilled: Promise<void>, ms: number): Promise<DaemonExit | undefined> {
+  const ac = new AbortController();
+  try {
+    const giveUp = sigkilled.then(() => sleep(ms, undefined, { signal: ac.signal })).catch(() => undefined);
+    return await Promise.race([exited, giveUp]);
+  } finally {
+    ac.abort();
+  }
+}
+
+/** The UNAVAILABLE for a daemon still there `ms` after its SIGKILL: `why` it was killed, then what is left behind. */
+function leftBehind(why: string, pid: number | undefined, ms: number, driver: string, details: Record<string, unknown> = {}): CairnError {
+  const state = processState(pid);
+  const message = `${why}daemon process ${pid} did not exit within ${ms} ms of SIGKILL${state ? ` (it is ${state})` : ''}; it is left behind until the I/O it waits for ends`;
+  return unavailable(message, driver, undefined, { ...details, pid, leftBehind: true, ...(state ? { processState: state } : {}) });
 }
 
 /** How the daemon ended: exit code, or the signal that killed it. */
@@ -87,7 +121,7 @@ const DRIVER = 'qemu-storage-daemon';
 const HANDSHAKE_ATTEMPT_MS = 2_000;
 
 /** The QMP socket's name in the daemon's temp dir. */
-const SOCKET_NAME = 'qmp.sock';
+const SOCKET_NAME = QMP_SOCKET_NAME;
 /** Characters mkdtemp appends to DIR_PREFIX. */
 const MKDTEMP_SUFFIX = 'XXXXXX';
 
@@ -141,6 +175,10 @@ function spawnRefusal(err: unknown, binary: string, driver: string): CairnError 
 
 export class QemuStorageDaemon {
   private stopping: Promise<DaemonExit> | undefined;
+  /** Resolves once SIGKILL was sent, by `stop` or `kill`: from then on waits for the exit are bounded. */
+  private readonly sigkilled: Promise<void>;
+  private markSigkilled!: () => void;
+  private sigkillSent = false;
   private exitStatus: DaemonExit | undefined;
   /** The log as it was when the temp dir was removed (its last KEPT_LOG_BYTES). */
   private keptLog: string | undefined;
@@ -167,6 +205,7 @@ export class QemuStorageDaemon {
     /** The connected QMP client; closed once the daemon exits. */
     readonly qmp: QmpClient,
   ) {
+    this.sigkilled = new Promise((resolve) => (this.markSigkilled = resolve));
     this.whenExited = exited.then(async (exit) => {
       this.exitStatus = exit;
       await this.removeDir();
@@ -246,9 +285,14 @@ export class QemuStorageDaemon {
     }
     const state = exited ? undefined : processState(child.pid);
     if (!exited) child.kill('SIGKILL');
-    const exit = await whenExited;
+    const exit = await exitAfterKill(whenExited, Promise.resolve(), DEFAULT_KILL_TIMEOUT_MS);
     const log = await readFile(logPath, 'utf8').catch(() => '');
+    // Also when the daemon is left behind: killed, it never runs its own code again.
     if (!keepDir) await rm(dir, { recursive: true, force: true });
+    if (!exit) {
+      const why = `no QMP on ${socketPath} within ${startTimeoutMs} ms${state ? ` (daemon process ${child.pid} was ${state})` : ''}; `;
+      throw leftBehind(why, child.pid, DEFAULT_KILL_TIMEOUT_MS, driver, { log, args: argv });
+    }
     let why = `no QMP on ${socketPath} within ${startTimeoutMs} ms${state ? ` (daemon process ${child.pid} was ${state})` : ''}`;
     if (spawnError) why = `cannot run ${binary}: ${spawnError.message}`;
     // setpriv's exec of the program failed (reason in stderr): 127 when missing, 126 otherwise (EACCES, ENOEXEC).
@@ -286,22 +330,48 @@ export class QemuStorageDaemon {
     try {
       checkTimeoutMs('quitTimeoutMs', options.quitTimeoutMs, this.driver);
       checkTimeoutMs('termTimeoutMs', options.termTimeoutMs, this.driver);
+      checkTimeoutMs('killTimeoutMs', options.killTimeoutMs, this.driver);
     } catch (err) {
       return Promise.reject(err);
     }
-    this.stopping ??= this.doStop(options.quitTimeoutMs ?? 5_000, options.termTimeoutMs ?? 3_000);
+    const killTimeoutMs = options.killTimeoutMs ?? DEFAULT_KILL_TIMEOUT_MS;
+    this.stopping ??= this.settled(this.doStop(options.quitTimeoutMs ?? 5_000, options.termTimeoutMs ?? 3_000, killTimeoutMs));
     return this.stopping;
+  }
+
+  /** `stopping` for `run`, forgotten should it fail (a daemon left behind), so a later call waits again. */
+  private settled(run: Promise<DaemonExit>): Promise<DaemonExit> {
+    const stopping = run.catch((err: unknown) => {
+      if (this.stopping === stopping) this.stopping = undefined;
+      throw err;
+    });
+    return stopping;
   }
 
   /**
    * Sends `signal` (default SIGKILL) now, unless the daemon has exited, and resolves with the exit
    * status once it exited. While a `stop` is under way the signal is sent all the same and that
-   * stop resolves with the same status. Use for crash tests, or when a `stop` hangs.
+   * stop resolves with the same status. Use for crash tests, or when a `stop` hangs. After a
+   * SIGKILL the wait is bounded (`killTimeoutMs`, default 5 000 ms; UNAVAILABLE left behind, as
+   * `stop`); after another signal it lasts until the exit or a SIGKILL's bound.
    */
-  kill(signal: 'SIGKILL' | 'SIGTERM' | 'SIGINT' = 'SIGKILL'): Promise<DaemonExit> {
-    if (!this.exitStatus) this.child.kill(signal);
-    this.stopping ??= this.finish();
+  kill(signal: 'SIGKILL' | 'SIGTERM' | 'SIGINT' = 'SIGKILL', options: Pick<StopOptions, 'killTimeoutMs'> = {}): Promise<DaemonExit> {
+    try {
+      checkTimeoutMs('killTimeoutMs', options.killTimeoutMs, this.driver);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (!this.exitStatus) this.send(signal);
+    this.stopping ??= this.settled(this.finish(options.killTimeoutMs ?? DEFAULT_KILL_TIMEOUT_MS));
     return this.stopping;
+  }
+
+  /** Sends `signal`, noting a SIGKILL (sigkilled). */
+  private send(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+    if (signal !== 'SIGKILL') return;
+    this.sigkillSent = true;
+    this.markSigkilled();
   }
 
   /** Sends any signal without waiting (e.g. SIGSTOP / SIGCONT to freeze the daemon in tests). */
@@ -309,7 +379,8 @@ export class QemuStorageDaemon {
     if (!this.exitStatus) this.child.kill(signal);
   }
 
-  private async doStop(quitTimeoutMs: number, termTimeoutMs: number): Promise<DaemonExit> {
+  private async doStop(quitTimeoutMs: number, termTimeoutMs: number, killTimeoutMs: number): Promise<DaemonExit> {
+    if (this.sigkillSent) return this.finish(killTimeoutMs); // a stop again after one that left the daemon behind
     const quitDeadline = Date.now() + quitTimeoutMs; // one budget for the reply and the exit
     // Without a QMP connection (closed by the caller, or after a protocol error) no `quit` can be
     // sent, so nothing would make the daemon exit within the quit budget: SIGTERM at once, which
@@ -318,9 +389,9 @@ export class QemuStorageDaemon {
     if (quitSent) await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs }).catch(() => undefined);
     if (!(await this.exitsWithin(quitSent ? Math.max(0, quitDeadline - Date.now()) : 0))) {
       this.child.kill('SIGTERM');
-      if (!(await this.exitsWithin(termTimeoutMs))) this.child.kill('SIGKILL');
+      if (!(await this.exitsWithin(termTimeoutMs))) this.send('SIGKILL');
     }
-    return this.finish();
+    return this.finish(killTimeoutMs);
   }
 
   private async exitsWithin(ms: number): Promise<boolean> {
@@ -334,8 +405,13 @@ export class QemuStorageDaemon {
     return won;
   }
 
-  private async finish(): Promise<DaemonExit> {
-    const exit = await this.whenExited;
+  /** Waits for the exit (at most `killTimeoutMs` after a SIGKILL: else UNAVAILABLE left behind), then closes the client. */
+  private async finish(killTimeoutMs: number): Promise<DaemonExit> {
+    const exit = await exitAfterKill(this.whenExited, this.sigkilled, killTimeoutMs);
+    if (!exit) {
+      await this.qmp.close(); // killed, it never answers again: pending calls fail now
+      throw leftBehind('', this.child.pid, killTimeoutMs, this.driver, { dir: this.dir });
+    }
     // Let the client see the socket's EOF itself (so it records a lost connection), then close.
     const ac = new AbortController();
     await Promise.race([this.qmp.whenClosed, sleep(200, undefined, { signal: ac.signal }).catch(() => undefined)]);

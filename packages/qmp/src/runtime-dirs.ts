@@ -14,7 +14,10 @@
  *   modified in the last OWNERLESS_GRACE_MS (10 minutes; a dir being set up gets its owner file
  *   within moments); and no unix socket in it accepts a connection (a daemon still serving there,
  *   even a stopped one, whose socket the kernel still queues for, keeps it). A socket that cannot
- *   be judged (no answer in time, a permission error) counts as live.
+ *   be judged (no answer in time, a permission error) counts as live. The QMP socket
+ *   (QMP_SOCKET_NAME) is tried first and the others only while none answered: a monitor takes a
+ *   connection that leaves at once without a word, where an NBD server logs a failed negotiation
+ *   into the live daemon's log.
  * Never throws: a dir that cannot be read or removed is skipped.
  */
 import { lstat, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,6 +27,8 @@ import { processStateLetter } from './process-state.js';
 
 /** Prefix of every daemon temp dir. */
 export const DIR_PREFIX = 'cairn-qsd-';
+/** The daemon's QMP socket in its temp dir. */
+export const QMP_SOCKET_NAME = 'qmp.sock';
 const OWNER_FILE = 'owner';
 /** How old (by mtime) an owner-less dir and everything in it must be before it may be removed. */
 export const OWNERLESS_GRACE_MS = 10 * 60 * 1000;
@@ -76,7 +81,7 @@ async function ownerlessDirIsAbandoned(dir: string): Promise<boolean> {
       const path = join(dir, entry);
       const est = await lstat(path);
       if (est.mtimeMs > quietSince) return false;
-      if (est.isSocket()) sockets.push(path);
+      if (est.isSocket()) sockets[entry === QMP_SOCKET_NAME ? 'unshift' : 'push'](path);
     }
     for (const socket of sockets) if (await socketMayBeLive(socket)) return false;
     return true;

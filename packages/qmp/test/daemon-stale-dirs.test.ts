@@ -5,7 +5,8 @@
 // a fresh one, or one where a daemon still serves, stays.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
@@ -105,6 +106,55 @@ describe('stale-dir sweep of owner-less daemon dirs', () => {
     child.kill('SIGKILL');
     await exited;
     expect(await removeStaleDirs(parent)).toEqual([dir]); // once it is gone, the dir goes
+  });
+
+  it('judging a live daemon\'s owner-less dir asks its QMP socket, not its NBD server (which would log a failed negotiation)', async () => {
+    const sub = join(parent, 'live-nbd');
+    await mkdir(sub);
+    const daemon = await QemuStorageDaemon.start({ tmpParent: sub });
+    try {
+      await daemon.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: join(daemon.dir, 'nbd.sock') } } });
+      // More sockets beside it that count who connects, named to be listed before qmp.sock (node's
+      // readdir sorts names, as nbd.sock is): none may be asked while the QMP socket answers.
+      let asked = 0;
+      const paths = Array.from({ length: 2 }, (_, i) => join(daemon.dir, `a${i}.sock`));
+      let seen: (() => void) | undefined;
+      const others = await Promise.all(
+        paths.map(async (path) => {
+          const server = net.createServer((c) => {
+            asked++;
+            seen?.();
+            c.destroy();
+          });
+          await new Promise<void>((resolve) => server.listen(path, resolve));
+          return server;
+        }),
+      );
+      /** Connects to each socket once and waits until it was accepted: connections are accepted in order, so any earlier one (the sweep's) was counted by then. */
+      const flush = async (): Promise<void> => {
+        for (const path of paths) {
+          const accepted = new Promise<void>((resolve) => (seen = resolve));
+          const c = net.createConnection({ path });
+          c.on('error', () => undefined);
+          await accepted;
+          c.destroy();
+        }
+      };
+      await rm(join(daemon.dir, 'owner')); // as if it could not be written
+      await age(daemon.dir, AN_HOUR);
+      try {
+        expect(await removeStaleDirs(sub)).toEqual([]);
+        expect(existsSync(daemon.dir)).toBe(true);
+        await flush();
+        expect(asked - paths.length, 'connections the sweep made to sockets other than qmp.sock').toBe(0);
+      } finally {
+        for (const server of others) server.close();
+      }
+      await daemon.stop(); // then the log holds all the daemon wrote
+      expect(await daemon.readLog()).not.toMatch(/negotiation failed/);
+    } finally {
+      await daemon.stop();
+    }
   });
 
   it('leaves alone an old owner-less dir whose name mkdtemp would not make', async () => {
