@@ -35,7 +35,7 @@ describe('backup export claims the backup it reads', () => {
 
   /** Starts `cairn backup export <id>` and resolves once its staging volume exists (the restore is under way). */
   async function exportUnderway(id: string, archive: string) {
-    const run = cairnSpawn(['backup', 'export', id, '--archive', archive, '--json'], { cwd, env: env() });
+    const run = cairnSpawn(['backup', 'export', id, '--archive', archive, '--staging-dir', tmp, '--json'], { cwd, env: env() });
     let staged = false;
     for (let i = 0; i < 3000 && !staged && run.child.exitCode === null; i++) {
       for (const name of await stagings()) if ((await readdir(join(tmp, name, 'volumes')).catch(() => [])).length > 0) staged = true;
@@ -94,7 +94,7 @@ describe('backup export claims the backup it reads', () => {
     child.kill('SIGSTOP');
     let again;
     try {
-      again = await cairn(['backup', 'export', id, '--archive', second, '--json'], { cwd, env: env() });
+      again = await cairn(['backup', 'export', id, '--archive', second, '--staging-dir', tmp, '--json'], { cwd, env: env() });
     } finally {
       child.kill('SIGCONT');
     }

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
 
 /**
- * Staging directories (`cairn-archive-*` in the temporary directory) left by a process that was
+ * Staging directories (`cairn-archive-*` in the staging directory: here `--staging-dir`) left by a process that was
  * killed (SIGKILL, OOM, a crash: no cleanup ran) are removed by the next staging, and only those:
  * never one whose owner may run (this host's live process, another host, another pid namespace),
  * never anything that is not a Cairn staging directory.
@@ -52,7 +52,7 @@ describe('staging directories of dead processes', () => {
     // 1. A real export, killed with SIGKILL while it restores into its staging volume.
     const out = join(cwd, 'out');
     await mkdir(out);
-    const { child, exit } = cairnSpawn(['backup', 'export', backupId, '--archive', join(out, 'a.tar'), '--json'], { cwd, env: env() });
+    const { child, exit } = cairnSpawn(['backup', 'export', backupId, '--archive', join(out, 'a.tar'), '--staging-dir', tmp, '--json'], { cwd, env: env() });
     let killedStaging: string | undefined;
     for (let i = 0; i < 1500 && !killedStaging; i++) {
       for (const name of await stagings()) {
@@ -92,7 +92,7 @@ describe('staging directories of dead processes', () => {
       await symlink(join(tmp, 'other-dir'), join(tmp, 'cairn-archive-LINK01')); // a link to a directory of a dead owner
 
       // 3. The next export: succeeds, and removes the stagings of dead owners only.
-      const result = await cairnJson(['backup', 'export', backupId, '--archive', join(out, 'b.tar')], { cwd, env: env() });
+      const result = await cairnJson(['backup', 'export', backupId, '--archive', join(out, 'b.tar'), '--staging-dir', tmp], { cwd, env: env() });
       expect(result.backupId).toBe(backupId);
       expect(await stagings()).toEqual(
         ['cairn-archive-FILE01', 'cairn-archive-HOST01', 'cairn-archive-JUNK01', 'cairn-archive-LINK01', 'cairn-archive-LIVE01', 'cairn-archive-NOOWNR', 'cairn-archive-OTHER1', 'cairn-archive-PNS001', 'cairn-archive-longer-name'].sort(),

@@ -7,7 +7,7 @@ import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, write
  * SIGINT/SIGTERM in the middle of the long commands that are not manager jobs (volume import and
  * export, backup export and import): the command is cancelled (exit 130, CANCELLED) and cleans up
  * as on any failure, so the next run finds nothing half-made: no new volume under the image's
- * name, no temporary file beside the output, no staging volume in the temporary directory, no
+ * name, no temporary file beside the output, no staging volume in the staging directory, no
  * claimed record.
  */
 describe('signals during volume import/export and backup export/import', () => {
@@ -71,7 +71,7 @@ describe('signals during volume import/export and backup export/import', () => {
   it('backup export interrupted by SIGINT exits 130 and leaves neither a temporary archive nor a staging volume', async () => {
     const out = join(cwd, 'archive-out');
     await mkdir(out);
-    const r = await interrupt(['backup', 'export', backupId, '--archive', join(out, 'b.tar')], 'SIGINT', progressed('export'));
+    const r = await interrupt(['backup', 'export', backupId, '--archive', join(out, 'b.tar'), '--staging-dir', tmp], 'SIGINT', progressed('export'));
     expect(r.code, r.stderr).toBe(130);
     expect(jsonError(r).code).toBe('CANCELLED');
     expect(await readdir(out)).toEqual([]);

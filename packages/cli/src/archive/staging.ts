@@ -61,9 +61,9 @@ export function removeDeadStagings(parent: string = tmpdir()): Promise<string[]>
 }
 
 /**
- * The directory `backup import` stages an archive's data in unless told another
- * (`--staging-dir`): `<stateDir>/staging`, which StagingVolume.create makes when it is missing
- * (`makeParent`). The state directory is on disk in every deployment, unlike the system temporary
- * directory, often a tmpfs that would hold a large archive's data in memory.
+ * The directory `backup export --archive` and `backup import` stage a backup's data in unless
+ * told another (`--staging-dir`): `<stateDir>/staging`, which StagingVolume.create makes when it
+ * is missing (`makeParent`). The state directory is on disk in every deployment, unlike the
+ * system temporary directory, often a tmpfs that would hold a large backup's data in memory.
  */
-export const defaultImportStaging = (stateDir: string): string => join(stateDir, 'staging');
+export const defaultArchiveStaging = (stateDir: string): string => join(stateDir, 'staging');

@@ -1,13 +1,21 @@
 import { createHash } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { CairnError, ChunkedBackupService, isCairnError, isZero, nowIso, syncDir, throwIfAborted, toCairnError, type BackupManager, type BackupRecord, type BackupService } from '@cairn/core';
+import { CairnError, ChunkedBackupService, isCairnError, isZero, nowIso, throwIfAborted, toCairnError, type BackupManager, type BackupRecord, type BackupService } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, SUMS_NAME, VM_CONFIG_NAME, type ArchiveChunk, type ArchiveManifest } from './format.js';
 import type { ArchiveProgress } from './progress.js';
-import { createOwnedTempDir } from '../io/owned-temp-dir.js';
+import { createPartialFile } from '../io/partial-file.js';
 import { StagingVolume } from './staging.js';
+
+export interface ArchiveWriteOptions {
+  progress?: ArchiveProgress;
+  signal?: AbortSignal;
+  /** The directory the backup is restored into before it is archived (StagingVolume.create's `parent`). Default: the system temporary directory. */
+  stagingDir?: string;
+  /** Make `stagingDir` (and its parents) when it is missing. Default false. */
+  makeStagingDir?: boolean;
+}
 
 export interface ArchiveWriteResult {
   file: string;
@@ -31,10 +39,11 @@ function allocatedChunks(extents: { offset: number; length: number }[], size: nu
 
 /**
  * Writes backup `record` of `service` as a self-contained archive at `file` (format.ts). The
- * backup is restored into a private staging volume first, so the service checks every chunk on
- * the way (`CORRUPT` if the backup is damaged). The archive appears under its name only when
+ * backup is restored into a private staging volume first (in `options.stagingDir`: see
+ * ArchiveWriteOptions), so the service checks every chunk on the way (`CORRUPT` if the backup is
+ * damaged). The archive appears under its name only when
  * complete: it is written as `<name>` in a private directory of this export's own beside it,
- * `.cairn-partial-XXXXXX` (owned-temp-dir.ts: mode 0700, naming its owner process), created
+ * `.cairn-partial-XXXXXX` (createPartialFile: mode 0700, naming its owner process), created
  * exclusively, fsynced, then renamed over `file`; on any failure the directory is removed. An
  * export killed outright (SIGKILL) cannot remove it, so every export first removes the
  * `.cairn-partial-` directories beside its file whose owner is certainly dead (removeDeadTempDirs),
@@ -56,17 +65,16 @@ export async function writeArchive(
   service: BackupService,
   record: BackupRecord,
   file: string,
-  options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
+  options: ArchiveWriteOptions = {},
 ): Promise<ArchiveWriteResult> {
   if (record.status !== 'available' && record.status !== 'restoring') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
   const wrapWrite = (err: unknown) => (isCairnError(err) ? err : toCairnError(err, undefined, `writing archive ${file}`));
   // Made first: a missing directory or a read-only disk fails before the restore runs.
-  const partialDir = await createOwnedTempDir('.cairn-partial-', dirname(file)).catch((err: unknown) => {
+  const partial = await createPartialFile(file).catch((err: unknown) => {
     throw wrapWrite(err);
   });
-  const partial = join(partialDir, basename(file));
-  const fh = await open(partial, 'wx', 0o600).catch(async (err: unknown) => {
-    await rm(partialDir, { recursive: true, force: true });
+  const fh = await open(partial.path, 'wx', 0o600).catch(async (err: unknown) => {
+    await partial.discard();
     throw wrapWrite(err);
   });
   let staging: StagingVolume | undefined;
@@ -77,7 +85,7 @@ export async function writeArchive(
     // once, and a manifest gone after that read (deleted meanwhile) takes nothing from either.
     const vmConfig = service instanceof ChunkedBackupService ? await service.vmConfig(record.id) : undefined;
     throwIfAborted(options.signal, 'archive');
-    staging = await StagingVolume.create(record.size);
+    staging = await StagingVolume.create(record.size, options.stagingDir, { makeParent: options.makeStagingDir });
     const rw = await staging.attach('rw');
     const progress = options.progress ?? (() => {});
     try {
@@ -150,9 +158,7 @@ export async function writeArchive(
       await add(SUMS_NAME, Buffer.from(`${sums.join('\n')}\n`));
       pack.finalize();
       await done; // the stream fsyncs and closes the file (flush) before it finishes
-      await rename(partial, file);
-      await rm(partialDir, { recursive: true, force: true });
-      await syncDir(dirname(file));
+      await partial.publish();
       return { file, backupId: record.id, size: record.size, chunks: chunks.length, dataBytes };
     } finally {
       await staging.driver.detach(ro.id);
@@ -160,7 +166,7 @@ export async function writeArchive(
   } catch (err) {
     pack.destroy();
     await fh.close().catch(() => {}); // already closed when the stream got that far
-    await rm(partialDir, { recursive: true, force: true });
+    await partial.discard();
     throw writeError !== undefined ? wrapWrite(writeError) : toCairnError(err);
   } finally {
     await staging?.dispose();
@@ -179,7 +185,7 @@ export function exportBackup(
   manager: BackupManager,
   backupId: string,
   file: string,
-  options: { progress?: ArchiveProgress; signal?: AbortSignal } = {},
+  options: ArchiveWriteOptions = {},
 ): Promise<ArchiveWriteResult> {
   return manager.readBackup(backupId, (record, service) => writeArchive(service, record, file, options), { signal: options.signal });
 }

@@ -1,15 +1,16 @@
 import { resolve } from 'node:path';
-import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, writeFileAtomic, type BackupRecord, type BackupStatus } from '@cairn/core';
+import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, writeNewFileDurably, type BackupRecord, type BackupStatus } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { exportBackup } from '../archive/writer.js';
-import { defaultImportStaging } from '../archive/staging.js';
+import { defaultArchiveStaging } from '../archive/staging.js';
 import { withContext } from '../command-runner.js';
 import { registerServeCommand } from './serve.js';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { accessError, checkInputFile, readBounded } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
+import { createPartialFile } from '../io/partial-file.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { cancelJob, listJobs, prepareJobsDirectory, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
@@ -189,15 +190,18 @@ export function registerBackupCommands(program: Command): void {
     .description('write a backup as a self-contained, verifiable tar archive')
     .requiredOption('-a, --archive <file>', 'archive file to write (.tar)')
     .option('--force', `overwrite an existing file (${WRITE_THROUGH_HELP})`, false)
+    .option('--staging-dir <dir>', "existing directory to restore the backup's data in before it is archived (default: <stateDir>/staging)")
     .action(
-      withContext<{ archive: string; force: boolean }>(async (ctx, [id], o) => {
+      withContext<{ archive: string; force: boolean; stagingDir?: string }>(async (ctx, [id], o) => {
         ctx.expectDataFlow();
         const file = await outputPath(resolve(o.archive), o.force);
+        // Staged on disk (<stateDir>/staging, made on first use), not in a tmpfs $TMPDIR: a backup's data may be large.
+        const stagingDir = o.stagingDir !== undefined ? resolve(o.stagingDir) : defaultArchiveStaging(ctx.stateDir);
         // Recovers first: the export claims the backup, and a claim a killed export left is settled.
         const manager = await ctx.manager({ recover: true });
         const progress = phasedProgress('export', ctx.out.options);
-        // SIGINT/SIGTERM cancel the export: its temporary file and staging volume are removed, its claim released.
-        const result = await cancellableBySignal(ctx.out, 'export', (signal) => exportBackup(manager, id!, file, { progress: progress.update, signal })).finally(() => progress.stop());
+        // SIGINT/SIGTERM cancel the export: its partial archive and staging volume are removed, its claim released.
+        const result = await cancellableBySignal(ctx.out, 'export', (signal) => exportBackup(manager, id!, file, { progress: progress.update, signal, stagingDir, makeStagingDir: o.stagingDir === undefined })).finally(() => progress.stop());
         ctx.out.result(result, () =>
           renderFields([
             ['archive', result.file],
@@ -219,7 +223,7 @@ export function registerBackupCommands(program: Command): void {
         ctx.expectDataFlow();
         await checkInputFile(resolve(file!), 'archive');
         // Staged on disk (<stateDir>/staging, made on first use), not in a tmpfs $TMPDIR: an archive's data may be large.
-        const stagingDir = o.stagingDir !== undefined ? resolve(o.stagingDir) : defaultImportStaging(ctx.stateDir);
+        const stagingDir = o.stagingDir !== undefined ? resolve(o.stagingDir) : defaultArchiveStaging(ctx.stateDir);
         await ctx.manager({ recover: true });
         const progress = phasedProgress('import', ctx.out.options);
         const to = { service: await ctx.target(o.target), catalog: await ctx.catalog() };
@@ -240,8 +244,9 @@ export function registerBackupCommands(program: Command): void {
         if (o.output) {
           // Replaced if it exists (as documented); a symbolic link is written through.
           const file = await outputPath(resolve(o.output), true);
-          // Whole or not at all: an existing file keeps its content until the new one is complete.
-          await writeFileAtomic(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
+          // Whole or not at all: an existing file keeps its content until the new one is complete
+          // (written in a private directory beside it, as volume and archive exports write: createPartialFile).
+          await writePartialThenPublish(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
           ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${id} to ${file}`);
         } else {
           process.stdout.write(text);
@@ -279,4 +284,15 @@ const RECORD_LIMIT = 16 * 1024 * 1024;
 async function readRecordFile(file: string): Promise<string> {
   await checkInputFile(file, 'record file', { stream: true });
   return readBounded(file, RECORD_LIMIT, `record file ${file}`);
+}
+
+/** Writes `text` as `file` whole (createPartialFile: exclusive, fsynced, then renamed); on failure nothing is left beside it. */
+async function writePartialThenPublish(file: string, text: string): Promise<void> {
+  const partial = await createPartialFile(file);
+  try {
+    await writeNewFileDurably(partial.path, text);
+    await partial.publish();
+  } finally {
+    await partial.discard();
+  }
 }

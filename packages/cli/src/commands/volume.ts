@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { assertCallerVolumeMetadata, CairnError, syncDir, unlessNotFound, type VolumeDriver } from '@cairn/core';
+import { open, rm, stat } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { assertCallerVolumeMetadata, CairnError, unlessNotFound, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
@@ -13,6 +12,7 @@ import { writeDeviceToImage, writeImageToDevice, type CopyStats } from '../image
 import { checkInputFile } from '../io/input-file.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
+import { createPartialFile } from '../io/partial-file.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseSize, optionParser } from '../output/units.js';
@@ -243,11 +243,12 @@ function highWater(report: (done: number) => void): (end: number) => void {
 /**
  * Writes volume `ref` to the image `given`. A symbolic link is written through (outputPath): the
  * image replaces the file the link points to and the link is kept; the result's `file` is the
- * path written. The image is written to a temporary file `.<name>.<random>.tmp` in the
- * directory of the path written, fsynced and renamed over it only when complete (the directory is
- * fsynced too): the file holds the old content or the whole new image, never a partial one, also
- * with `--force`. On any failure, a cancel by `signal` (SIGINT/SIGTERM) included, the temporary
- * file is removed. The format `auto` follows the name given. A qcow2 or VMDK is converted by
+ * path written. The image is written as `<name>` in a private directory beside the path written
+ * (createPartialFile: `.cairn-partial-XXXXXX`, naming this process), fsynced and renamed over it
+ * only when complete (the directory is fsynced too): the file holds the old content or the whole
+ * new image, never a partial one, also with `--force`. On any failure, a cancel by `signal`
+ * (SIGINT/SIGTERM) included, that directory is removed; one an export killed outright left is
+ * removed by the next export (or archive export) beside it, once its owner is certainly dead. The format `auto` follows the name given. A qcow2 or VMDK is converted by
  * `qemu-img convert` straight from the volume, with no temporary copy: its device is served
  * read-only over NBD on a private unix socket (serveDeviceToQemu) in `$TMPDIR/cairn-export-XXXXXX`
  * (createSocketDir: `/tmp` for a deep `$TMPDIR`), which names its owner (owned-temp-dir.ts); qemu-img reads only the data that block status
@@ -258,7 +259,9 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
   const file = await outputPath(given, opts.force);
   const v = await ctx.resolveVolume(ref);
   const driver = await ctx.volumes();
-  const partial = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  // Made first: a directory that cannot take the image fails before the volume is attached.
+  const partialFile = await createPartialFile(file);
+  const partial = partialFile.path;
   let temp: string | undefined;
   try {
     const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
@@ -283,8 +286,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
       progress.stop();
       await driver.detach(a.id);
     }
-    await rename(partial, file);
-    await syncDir(dirname(file));
+    await partialFile.publish();
     ctx.out.result({ volumeId: v.id, file, format, size: v.size, ...stats }, () =>
       renderFields([
         ['volume', `${v.name} (${v.id})`],
@@ -295,7 +297,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
       ]),
     );
   } catch (err) {
-    await rm(partial, { force: true });
+    await partialFile.discard();
     throw err;
   } finally {
     if (temp) await rm(temp, { recursive: true, force: true });

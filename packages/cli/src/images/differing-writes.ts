@@ -71,6 +71,14 @@ export function differingWrites(device: BlockDevice, signal?: AbortSignal): Diff
 
 class DifferingWritesDevice extends PassThroughDevice {
   bytesWritten = 0;
+  /**
+   * Adds `n` once the write it counts has ended. Never `this.bytesWritten += await …`: that reads
+   * the total before the await, so calls in flight at once (an NBD client's, `qemu-img convert
+   * -W`) would each add to a stale total and lose the others' bytes.
+   */
+  private count(n: number): void {
+    this.bytesWritten += n;
+  }
   private readonly zeros = Buffer.alloc(STEP);
   constructor(
     inner: BlockDevice,
@@ -81,7 +89,7 @@ class DifferingWritesDevice extends PassThroughDevice {
   override async write(offset: number, data: Uint8Array): Promise<void> {
     throwIfAborted(this.signal, 'image');
     const want = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    this.bytesWritten += await writeDiffering(this.inner, offset, want, await this.inner.read(offset, want.length));
+    this.count(await writeDiffering(this.inner, offset, want, await this.inner.read(offset, want.length)));
   }
   override async writeZeroes(offset: number, length: number): Promise<void> {
     throwIfAborted(this.signal, 'image');
@@ -89,7 +97,7 @@ class DifferingWritesDevice extends PassThroughDevice {
       for (let at = r.offset, end = r.offset + r.length; at < end; at += STEP) {
         throwIfAborted(this.signal, 'image');
         const n = Math.min(STEP, end - at);
-        this.bytesWritten += await writeDiffering(this.inner, at, this.zeros.subarray(0, n), await this.inner.read(at, n));
+        this.count(await writeDiffering(this.inner, at, this.zeros.subarray(0, n), await this.inner.read(at, n)));
       }
     }
   }

@@ -7,8 +7,8 @@ import { currentOwner, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } fro
  * Private temporary directories that name their owner, so that those a killed process left behind
  * (SIGKILL, the OOM killer, a crash: no cleanup ran) are removed by the next command that makes one
  * of the same kind: archive stagings (`cairn-archive-`), `volume import`'s conversion
- * (`cairn-import-`) and `volume export`'s (`cairn-export-`), and the partial file of an archive
- * export, beside the archive (`.cairn-partial-`).
+ * (`cairn-import-`) and `volume export`'s (`cairn-export-`), and the partial file of a volume or
+ * archive export, beside the file it becomes (`.cairn-partial-`: partial-file.ts).
  */
 
 /** The owner file in each directory: `{format, owner: ProcessOwner, createdAt}`. */
@@ -19,7 +19,8 @@ const MAX_OWNER_FILE = 64 * 1024;
 
 /**
  * The kinds of owned directory: `<prefix>XXXXXX`, as mkdtemp names them. `.cairn-partial-` is
- * made beside a file being written whole (`backup export --archive`), to hold it until renamed.
+ * made beside a file being written whole (`volume export`, `backup export --archive`:
+ * createPartialFile), to hold it until renamed.
  */
 export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-' | '.cairn-partial-';
 

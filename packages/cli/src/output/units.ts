@@ -37,14 +37,27 @@ export function parseSize(text: string): number {
   return Number(bytes);
 }
 
-/** `1536` → `1.5 KiB`. */
+const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+/**
+ * `1536` → `1.5 KiB`: bytes whole, larger units with one decimal below 100 and none from 100 on,
+ * judged on the rounded value (99.96 KiB is `100 KiB`), and in the next unit when rounding
+ * reaches 1024 (1048575 bytes is `1.0 MiB`, not `1024 KiB`).
+ */
 export function formatBytes(n: number | undefined): string {
   if (n === undefined || !Number.isFinite(n)) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
   let i = 0;
-  while (Math.abs(v) >= 1024 && i < units.length - 1) (v /= 1024), i++;
-  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+  while (i < BYTE_UNITS.length - 1 && Math.abs(n) >= 1024 ** (i + 1)) i++;
+  if (i === 0) return `${n} B`;
+  let text = scaled(n / 1024 ** i);
+  if (i < BYTE_UNITS.length - 1 && Math.abs(Number(text)) >= 1024) text = scaled(n / 1024 ** ++i);
+  return `${text} ${BYTE_UNITS[i]}`;
+}
+
+/** `v` with one decimal, or none when that rounds to 100 or more. */
+function scaled(v: number): string {
+  const one = v.toFixed(1);
+  return Math.abs(Number(one)) >= 100 ? v.toFixed(0) : one;
 }
 
 /** `1234` → `1.23 s`; under a second in ms. */

@@ -1,10 +1,18 @@
-import type { BackupRecord, Snapshot, VerifyReport, VolumeView } from '@cairn/core';
+import type { BackupRecord, Snapshot, VerifyReport, VolumeCapabilities, VolumeView } from '@cairn/core';
 import { renderFields, renderTable, type Column } from './table.js';
 import { formatBytes, formatDuration } from './units.js';
 
-/** JSON shape of a volume (docs/cli.md "Volume"). */
+/**
+ * JSON shape of a volume (docs/cli.md "Volume"). `capabilities` (Volume.capabilities: what this
+ * volume lacks of its driver's, `{changedBlockTracking: false}`) only when the volume lacks any.
+ */
 export function volumeJson(v: VolumeView) {
-  return { id: v.id, name: v.name, size: v.size, status: v.status, previousStatus: v.previousStatus, createdAt: v.createdAt, metadata: v.metadata };
+  return { id: v.id, name: v.name, size: v.size, status: v.status, previousStatus: v.previousStatus, createdAt: v.createdAt, metadata: v.metadata, ...(v.capabilities ? { capabilities: v.capabilities } : {}) };
+}
+
+/** Human text of what a volume lacks of its driver's capabilities; undefined when nothing. */
+export function lackedCapabilitiesText(c: VolumeCapabilities | undefined): string | undefined {
+  return c?.changedBlockTracking === false ? 'no changed-block tracking (every backup reads the whole volume)' : undefined;
 }
 
 export const volumeColumns: Column<VolumeView>[] = [
@@ -13,9 +21,12 @@ export const volumeColumns: Column<VolumeView>[] = [
   { header: 'SIZE', value: (v) => formatBytes(v.size), right: true },
   { header: 'STATUS', value: (v) => v.status },
   { header: 'CREATED', value: (v) => v.createdAt },
+  // What the volume lacks of its driver's capabilities, `-` when nothing (lackedCapabilitiesText, short).
+  { header: 'NOTES', value: (v) => (v.capabilities?.changedBlockTracking === false ? 'no changed-block tracking' : undefined) },
 ];
 
 export function volumeText(v: VolumeView, snapshots?: Snapshot[]): string {
+  const lacks = lackedCapabilitiesText(v.capabilities);
   const lines = renderFields([
     ['id', v.id],
     ['name', v.name],
@@ -23,6 +34,8 @@ export function volumeText(v: VolumeView, snapshots?: Snapshot[]): string {
     ['status', v.previousStatus ? `${v.status} (was ${v.previousStatus})` : v.status],
     ['created', v.createdAt],
     ['metadata', Object.entries(v.metadata).map(([k, x]) => `${k}=${x}`).join(', ')],
+    // Only for a volume that lacks some of its driver's capabilities (a qcow2 version 2 image).
+    ...(lacks ? [['capabilities', lacks] as [string, string]] : []),
   ]);
   if (!snapshots) return lines;
   return `${lines}\n\nsnapshots:\n${renderTable(snapshots, snapshotColumns)}`;
