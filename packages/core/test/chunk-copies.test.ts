@@ -189,8 +189,8 @@ describe('gc dropping a copy of a chunk whose kept copy is damaged', () => {
   });
 
   it('gc() whose kept copy lies in a truncated pack keeps the good copy: verify clean, restore byte-exact', async () => {
-    // One chunk: a range read past the end fails every blob it covers (chunk-fetcher.ts), so a
-    // truncated pack holding another chunk stored once would fail the repack (CORRUPT) instead.
+    // One chunk, the truncated pack's only one (a pack also holding chunks before the cut:
+    // truncated-pack.test.ts).
     const { store, service, repo, b, data, id } = await twoCopies(121, 1);
     const l = repo.index.get(id)!;
     const pack = await store.get(`packs/${l.pack}`);

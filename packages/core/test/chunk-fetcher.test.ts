@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryObjectStore, MemoryVolumeDriver, RepositoryCatalog, type ByteRange } from '../src/index.js';
-import { fetchChunks } from '../src/repository/chunk-fetcher.js';
+import { cutRange, fetchChunks } from '../src/repository/chunk-fetcher.js';
 import { MiB, filledVolume } from './helpers.js';
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -121,5 +121,23 @@ describe('fetchChunks', () => {
     expect(store.active).toBe(0);
     expect(store.started).toBe(startedAtAbort);
     expect(handled).toBe(3);
+  });
+});
+
+describe('cutRange', () => {
+  // Blobs at 0 (100 bytes), 100 (50), a gap, 200 (100): one range of 300 bytes.
+  const blob = (id: string, offset: number, length: number) => ({ id, pack: 'p', offset, length, rawLength: length * 2 });
+  const range = { pack: 'p', offset: 0, length: 300, raw: 500, blobs: [blob('a', 0, 100), blob('b', 100, 50), blob('c', 200, 100)] };
+
+  it('keeps the blobs that end by the pack size, in one range ending at the last of them, and loses the rest', () => {
+    expect(cutRange(range, 150)).toEqual({ kept: { pack: 'p', offset: 0, length: 150, raw: 300, blobs: range.blobs.slice(0, 2) }, lost: range.blobs.slice(2) });
+    expect(cutRange(range, 299)).toEqual({ kept: { pack: 'p', offset: 0, length: 150, raw: 300, blobs: range.blobs.slice(0, 2) }, lost: range.blobs.slice(2) });
+    expect(cutRange(range, 149)).toEqual({ kept: { pack: 'p', offset: 0, length: 100, raw: 200, blobs: range.blobs.slice(0, 1) }, lost: range.blobs.slice(1) });
+  });
+
+  it('is undefined when no blob is whole, or every one is', () => {
+    expect(cutRange(range, 99)).toBeUndefined();
+    expect(cutRange(range, 300)).toBeUndefined();
+    expect(cutRange(range, 1000)).toBeUndefined();
   });
 });

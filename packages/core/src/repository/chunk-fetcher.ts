@@ -62,6 +62,33 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
 }
 
 /**
+ * The part of range `r` that a pack of `size` bytes holds whole (`kept`: the blobs that end by
+ * `size`, in one range ending at the last of them) and the blobs it cuts or lacks (`lost`); or
+ * undefined when the cut leaves no blob whole, or every blob whole (the range failed for another
+ * reason). Pure.
+ */
+export function cutRange(r: PackRange, size: number): { kept: PackRange; lost: Location[] } | undefined {
+  const whole = r.blobs.filter((b) => b.offset + b.length <= size);
+  if (whole.length === 0 || whole.length === r.blobs.length) return undefined;
+  const end = whole.reduce((m, b) => Math.max(m, b.offset + b.length), r.offset);
+  const raw = whole.reduce((n, b) => n + b.rawLength, 0);
+  return { kept: { pack: r.pack, offset: r.offset, length: end - r.offset, raw, blobs: whole }, lost: r.blobs.filter((b) => b.offset + b.length > size) };
+}
+
+/**
+ * The copy's error of a failed ranged get of `pack`: `NOT_FOUND` (missing) or `CORRUPT` (short:
+ * a range past its end, or the store's own `CORRUPT` when it ended during the read). Any other
+ * error is a failure of the store, not of a copy, and is thrown.
+ */
+function packDamage(err: unknown, pack: string): CairnError {
+  if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')) {
+    return new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err });
+  }
+  if (isCairnError(err) && err.code === 'CORRUPT') return err;
+  throw err;
+}
+
+/**
  * Fetches and opens chunks by id, calling `onChunks` with the checked plaintexts of each fetched
  * range as it is decoded (ranges are planned in pack order and several are in flight, so calls
  * may overlap and come in any order; the plaintexts of one range are views into one buffer, back
@@ -69,8 +96,10 @@ export function planRanges(locations: Iterable<Location>, maxRange: number, maxG
  * chunk is handed over once however many times it is wanted. A chunk whose copy fails its checks
  * or is gone (its pack missing or short) is fetched from the next copy the index names
  * (ChunkIndex.otherCopies), after the ranges planned before it, and `onCopyFailed` is told of the
- * copy that failed; only when no copy is left is it an error: `NOT_FOUND` names a chunk the index
- * lacks or whose pack is gone, `CORRUPT` a chunk that fails its checks. With `onError`, those
+ * copy that failed (a short pack fails only the chunks whose blobs it cuts or lacks: those wholly
+ * before its end are read and handed over as usual); only when no copy is left is it an error:
+ * `NOT_FOUND` names a chunk the index lacks or whose pack is gone, `CORRUPT` a chunk that fails
+ * its checks or whose blob its pack cuts. With `onError`, those
  * errors are passed to it instead and the walk goes on (verify). On any other failure no new
  * range starts, the ranges in flight settle, and the first error is thrown. A chunk read well the
  * first time costs nothing more than it did before copies were tried.
@@ -182,38 +211,83 @@ async function fetchRound(
   cancelled.catch(() => undefined); // raised where it is raced
   if (signal) signal.addEventListener('abort', onAbort!, { once: true });
 
+  /** Reads range `r` of its pack into `into` (r.length bytes). */
+  const read = async (r: PackRange, into: Buffer): Promise<void> => {
+    const key = Keys.pack(r.pack);
+    if (store.getInto) {
+      reading++;
+      try {
+        await store.getInto(key, { offset: r.offset, length: r.length }, into, { once: options.once, signal });
+      } finally {
+        reading--;
+      }
+    } else {
+      const got = await store.get(key, { offset: r.offset, length: r.length }, { signal });
+      if (!gone) got.copy(into);
+    }
+  };
+
+  /**
+   * Called once the ranged get of `r` into `range` failed with `damage`, a copy's error: reads
+   * again the part of `r` that its pack still holds whole, when the pack is short, and fails the
+   * blobs past its end; returns that part, or undefined once every blob of `r` is failed. Only a
+   * short pack is cut (one head and one more get, on damage only): a missing pack, or a range
+   * whose blobs the pack all holds, fails every blob. Errors of the store are thrown.
+   */
+  const salvage = async (r: PackRange, range: Buffer, damage: CairnError): Promise<PackRange | undefined> => {
+    let cut: ReturnType<typeof cutRange>;
+    let size = 0;
+    if (damage.code === 'CORRUPT' && r.blobs.length > 1) {
+      try {
+        size = (await store.head(Keys.pack(r.pack), { signal })).size;
+        cut = cutRange(r, size);
+      } catch (err) {
+        damage = packDamage(err, r.pack); // gone since: every blob fails
+      }
+    }
+    if (gone) return undefined;
+    if (cut) {
+      try {
+        await read(cut.kept, range.subarray(0, cut.kept.length));
+      } catch (err) {
+        if (gone) return undefined;
+        damage = packDamage(err, r.pack); // cut again since: every blob fails
+        cut = undefined;
+      }
+    }
+    if (gone) return undefined;
+    if (!cut) {
+      for (const b of r.blobs) failed(b, damage);
+      return undefined;
+    }
+    for (const b of cut.lost) {
+      const message = `pack ${r.pack} is truncated: it ends at byte ${size}, before the end of chunk ${b.id} (bytes ${b.offset} to ${b.offset + b.length})`;
+      failed(b, new CairnError('CORRUPT', message, { cause: damage, details: { chunk: b.id, pack: r.pack, size } }));
+    }
+    return cut.kept;
+  };
+
   // One range: read (holding an input), decode (holding both), hand over (holding the output).
-  const run = async (r: PackRange, input: Buffer): Promise<void> => {
+  const run = async (planned: PackRange, input: Buffer): Promise<void> => {
     let holdsInput = true;
     let output: Buffer | undefined;
     try {
       // The range sits at its pack offset's alignment, so each blob is as aligned in memory as
       // the writer laid it out (see util/direct-io's COPY_ALIGN); with `once`, at its alignment to
       // DIRECT_IO_ALIGN from the buffer's page-aligned start (directReadSpan's layout).
-      const shift = options.once ? r.offset % DIRECT_IO_ALIGN : alignPad(0, r.offset);
-      const range = input.subarray(shift, shift + r.length);
+      const shift = options.once ? planned.offset % DIRECT_IO_ALIGN : alignPad(0, planned.offset);
+      let r = planned;
+      let range = input.subarray(shift, shift + r.length);
       try {
-        const key = Keys.pack(r.pack);
-        if (store.getInto) {
-          reading++;
-          try {
-            await store.getInto(key, { offset: r.offset, length: r.length }, range, { once: options.once, signal });
-          } finally {
-            reading--;
-          }
-        } else {
-          const got = await store.get(key, { offset: r.offset, length: r.length }, { signal });
-          if (!gone) got.copy(range);
-        }
+        await read(r, range);
       } catch (err) {
         if (gone) return;
-        const e = isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')
-          ? new CairnError(err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', `pack ${r.pack} is ${err.code === 'NOT_FOUND' ? 'missing' : 'truncated'}`, { cause: err })
-          : err;
-        // Only damage is a copy's; a store that fails (UNAVAILABLE…) fails the walk.
-        if (!(isCairnError(e) && (e.code === 'NOT_FOUND' || e.code === 'CORRUPT'))) throw e;
-        for (const b of r.blobs) failed(b, e);
-        return;
+        // Only damage is a copy's; a store that fails (UNAVAILABLE…) fails the walk. A short pack
+        // fails only the blobs past its end: those before it are decoded as if read at once.
+        const kept = await salvage(r, range, packDamage(err, r.pack));
+        if (!kept) return;
+        r = kept;
+        range = range.subarray(0, r.length);
       }
       if (gone) return;
       output = await outputs.take(signal);
