@@ -2,7 +2,8 @@ import type { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CairnError } from '../src/errors.js';
 import { ChunkCodec } from '../src/repository/codec.js';
-import { ChunkProcessor } from '../src/repository/chunk-processor.js';
+import { availableParallelism } from 'node:os';
+import { ChunkProcessor, defaultChunkWorkers, MAX_DEFAULT_CHUNK_WORKERS } from '../src/repository/chunk-processor.js';
 import { outputBytesPerChunk } from '../src/repository/chunk-tasks.js';
 
 const chunkSize = 64 * 1024;
@@ -250,5 +251,25 @@ describe('ChunkProcessor when a worker dies', () => {
       expect([e.code, e.message]).toEqual(['INTERNAL', expect.stringMatching(/closed/)]);
     }
     await expect(within(job(pool))).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+});
+
+describe('the default number of chunk worker threads', () => {
+  it('is one per core, at least 1 and at most 256: a 1024-core machine starts 256', () => {
+    expect(MAX_DEFAULT_CHUNK_WORKERS).toBe(256);
+    expect(defaultChunkWorkers(1024)).toBe(256);
+    expect(defaultChunkWorkers(257)).toBe(256);
+    expect(defaultChunkWorkers(256)).toBe(256);
+    expect(defaultChunkWorkers(2)).toBe(2);
+    expect(defaultChunkWorkers(0)).toBe(1);
+  });
+
+  it('is what a processor given no count starts', async () => {
+    const pool = new ChunkProcessor(settings);
+    try {
+      expect((pool as unknown as { workers: Worker[] }).workers).toHaveLength(defaultChunkWorkers(availableParallelism()));
+    } finally {
+      await pool.close();
+    }
   });
 });

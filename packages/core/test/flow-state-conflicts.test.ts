@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { MiB, filledVolume, gate, rig } from './helpers.js';
 
@@ -29,6 +30,8 @@ describe('CONFLICT for a volume in a flow names the volume and its state', () =>
     const { volumes, catalog, manager } = rig();
     const src = await filledVolume(volumes, MiB, 1);
     const b = await manager.backup({ volumeId: src.id });
+    // The other process's backup: its `creating` record, owned by a live process (the test runner's parent), and its state.
+    await catalog.putBackup({ ...b, id: 'elsewhere', status: 'creating', owner: { host: hostname(), pid: process.ppid } });
     await catalog.putVolumeState({ volumeId: src.id, status: 'backing-up', previousStatus: 'available', backupId: 'elsewhere', since: new Date().toISOString() });
     const expected = { code: 'CONFLICT', details: { volumeId: src.id, volumeStatus: 'backing-up' } };
     await expect(manager.startBackup({ volumeId: src.id })).rejects.toMatchObject(expected);

@@ -53,6 +53,14 @@ function gateNextBackup(service: ChunkedBackupService): ReturnType<typeof gate> 
 /** `p`, or `'still waiting'` after `ms`. */
 const within = <T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'> => Promise.race([p, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), ms))]);
 
+/**
+ * Resolves after UNBLOCK_MS: a bound on a wait that the code under test must not make, so that a
+ * regression fails on the order of the events a test records rather than hanging. No test asserts
+ * how long anything took.
+ */
+const UNBLOCK_MS = 5_000;
+const unblocked = (): Promise<void> => new Promise((r) => setTimeout(r, UNBLOCK_MS).unref());
+
 const outcome = (p: Promise<unknown>): Promise<string> =>
   p.then(
     () => 'ok',
@@ -152,20 +160,31 @@ describe('record sections across processes sharing a repository', () => {
     const backup = await a.manager.backup({ volumeId: v.id });
     const catalog = new RepositoryCatalog(a.service.repository);
     await catalog.putBackup({ ...(await catalog.getBackup(backup.id)), status: 'deleting', owner: { host: hostname(), pid: 2 ** 22 + 4321 } });
+    const events: string[] = [];
+    // The resumed delete waits in the target until `finish` (or, should the other process's
+    // section below wait for it, for at most UNBLOCK_MS: then the events' order shows it).
     let deleting!: () => void;
     const inDelete = new Promise<void>((r) => (deleting = r));
-    countDeletes(a.service, 1_500);
+    let finishDelete!: () => void;
+    const finish = new Promise<void>((r) => (finishDelete = r));
     const del = a.service.delete.bind(a.service);
-    a.service.delete = async (b, o) => (deleting(), del(b, o));
+    a.service.delete = async (record, o) => {
+      deleting();
+      await Promise.race([finish, unblocked()]);
+      events.push('delete ended');
+      return del(record, o);
+    };
     const recovered = a.manager.recover();
     await inDelete;
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
-    const started = Date.now();
-    const seen = await b.catalog.section(backup.id, () => b.catalog.getBackup(backup.id));
-    expect(Date.now() - started).toBeLessThan(1_000);
+    const seen = await b.catalog.section(backup.id, async () => (events.push('section ran'), b.catalog.getBackup(backup.id)));
     expect(seen).toMatchObject({ status: 'deleting', owner: { pid: process.pid } });
     expect(await b.manager.recover()).toMatchObject({ resumedDeletes: [], skipped: [backup.id] });
+    // The other process's section ran, and its recovery skipped the record, while the delete was still running.
+    expect(events).toEqual(['section ran']);
+    finishDelete();
     expect((await recovered).resumedDeletes).toEqual([backup.id]);
+    expect(events).toEqual(['section ran', 'delete ended']);
     await expectCode(catalog.getBackup(backup.id), 'NOT_FOUND');
   });
 
@@ -177,11 +196,14 @@ describe('record sections across processes sharing a repository', () => {
     await catalog.putVolumeState({ volumeId: v.id, status: 'error_restoring', previousStatus: 'available', backupId: full.id, since: new Date().toISOString() });
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
     const held = await holdSection(b.catalog, full.id);
-    const started = Date.now();
-    const report = await within(a.manager.recover(), 3_000);
+    const events: string[] = [];
+    const recovering = a.manager.recover().then((report) => (events.push('recovered'), report));
+    // The section is left once recovery has ended (or, should recovery wait for it, after UNBLOCK_MS).
+    await Promise.race([recovering, unblocked()]);
+    events.push('section left');
     await held.leave();
-    expect(report).not.toBe('still waiting');
-    expect(Date.now() - started).toBeLessThan(2_000);
+    await recovering;
+    expect(events).toEqual(['recovered', 'section left']);
     expect(await catalog.getVolumeState(v.id)).toMatchObject({ status: 'error_restoring' });
   });
 

@@ -12,10 +12,12 @@ import { withRetries } from '../util/retry.js';
 import { assertDescription, assertDisplayName, assertStoredName } from '../util/validate.js';
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { hasReader, withoutReader, withReader } from './backup-readers.js';
-import { ownEntry, settleGoneReaders, stateAsSettled } from './reader-leftovers.js';
+import { ownEntry, settleGoneReaders } from './reader-leftovers.js';
+import { judgedVolumeState } from './backup-leftovers.js';
 import { linkedController, type Job } from './jobs.js';
 import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
+import { RequestOrder, type Turn } from './request-order.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 import { pruneCheckpoints } from './checkpoint-pruning.js';
 import { byCreation } from '../memory/memory-catalog.js';
@@ -104,6 +106,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   /** Restores and incrementals claim the backups they use; deleteBackup refuses claimed ones. */
   private readonly claims: BackupClaims;
   private readonly jobs = new Map<string, Job>();
+  /** The order of this manager's backup requests per volume, which their jobs run in. */
+  private readonly requestOrder = new RequestOrder();
 
   constructor(options: BackupManagerOptions) {
     super();
@@ -143,7 +147,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * copies the volume as it is then: the record's `size` and, for an incremental, its `parentId`
    * (the newest backup at that moment whose data is complete, `available` or `restoring`: a restore
    * only reads it; claimed so it cannot be deleted meanwhile) are
-   * those of the copy. The job's `done` settles with the record in `available`, or rejects (record
+   * those of the copy. The jobs of one volume that this manager starts run in the order their
+   * requests were made, at once too (RequestOrder), and their records' `createdAt` is in that
+   * order: incrementals requested at once form one chain, each the parent of the next. The job's `done` settles with the record in `available`, or rejects (record
    * in `error`; `CANCELLED` when cancelled, at once when it still waits for the lock). Once the
    * service has committed the backup, a cancel is too late: the backup completes `available`.
    * Not idempotent.
@@ -158,19 +164,29 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     if (request.readRate !== undefined && this.volumes.capabilities.flowOverride) {
       throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} runs backups itself (flow override): readRate cannot be applied`);
     }
-    const volume = await this.volumes.getVolume(request.volumeId);
-    await assertNoFlow(this.catalog, volume.id, 'backup');
-    await assertNotLeftByRestore(this.catalog, volume);
-    this.assertMayBackUp(volume, request);
-    let parent: BackupRecord | undefined;
-    if (request.incremental) {
-      if (!service.describe().capabilities.incremental) {
-        throw new CairnError('NOT_SUPPORTED', `target ${service.name} does not take incremental backups`);
-      }
-      parent = await this.latestParent(volume.id, service.name);
-      if (!parent) throw new CairnError('INVALID_INPUT', `volume ${volume.id} has no available backup to base an incremental on`);
-    }
+    // Taken before the first await, as is the record's creation time: the jobs of one volume's
+    // requests run in request order (RequestOrder), and their records' createdAt is in that order
+    // too, so each incremental's parent (the newest complete backup by createdAt) is the one before.
     const now = nowIso();
+    const turn = this.requestOrder.take(request.volumeId);
+    let volume: Volume;
+    let parent: BackupRecord | undefined;
+    try {
+      volume = await this.volumes.getVolume(request.volumeId);
+      await assertNoFlow(this.catalog, volume.id, 'backup');
+      await assertNotLeftByRestore(this.catalog, volume);
+      this.assertMayBackUp(volume, request);
+      if (request.incremental) {
+        if (!service.describe().capabilities.incremental) {
+          throw new CairnError('NOT_SUPPORTED', `target ${service.name} does not take incremental backups`);
+        }
+        parent = await this.latestParent(volume.id, service.name);
+        if (!parent) throw new CairnError('INVALID_INPUT', `volume ${volume.id} has no available backup to base an incremental on`);
+      }
+    } catch (err) {
+      turn.pass();
+      throw err;
+    }
     const record: BackupRecord = {
       id: newId(),
       name: request.name ?? '',
@@ -195,6 +211,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       await this.catalog.putBackup(record, { ifAbsent: true });
     } catch (err) {
       letGo();
+      turn.pass();
       throw err;
     }
     const controller = linkedController(request.signal);
@@ -204,7 +221,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       kind: 'backup',
       backupId: record.id,
       volumeId: volume.id,
-      done: this.runBackup(record, parent, service, request, controller.signal, progress).finally(letGo),
+      done: this.runBackup(record, parent, service, request, turn, controller.signal, progress).finally(() => {
+        letGo();
+        controller.unlink();
+      }),
       cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
       progress: () => ({ ...progress }),
     };
@@ -217,6 +237,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     parent: BackupRecord | undefined,
     service: BackupService,
     request: BackupRequest,
+    turn: Turn,
     signal: AbortSignal,
     progress: { bytesDone: number; bytesTotal: number },
   ): Promise<BackupRecord> {
@@ -233,8 +254,14 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let cbt: ChangedBlockTracking | undefined;
     try {
       try {
-        // A cancel while queued ends the job here, before it touches the volume.
-        release = await this.locks.acquire(record.volumeId, signal);
+        // A cancel while queued ends the job here, before it touches the volume. The job waits for
+        // its turn (request order), then for the lock, and passes the turn on once it holds it.
+        await turn.wait(signal);
+        try {
+          release = await this.locks.acquire(record.volumeId, signal);
+        } finally {
+          turn.pass();
+        }
         throwIfCancelled(signal);
         await assertNoFlow(this.catalog, record.volumeId, 'backup');
         if (parent) {
@@ -338,6 +365,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (failure) throw failure;
       return { ...record };
     } finally {
+      turn.pass();
       if (releaseParent) await this.cleanup(() => releaseParent!());
       if (release) await release();
     }
@@ -478,7 +506,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       kind: 'restore',
       backupId: backup.id,
       volumeId: volume.id,
-      done: this.runRestore(owned?.backup ?? backup, volume, owned, service, controller.signal, progress),
+      done: this.runRestore(owned?.backup ?? backup, volume, owned, service, controller.signal, progress).finally(controller.unlink),
       cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
       progress: () => ({ ...progress }),
     };
@@ -956,18 +984,22 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * The driver's view of a volume with the manager's flow state laid over it; a `restoring-backup`
-   * state whose restore's reader is gone shows as the `error_restoring` recovery makes of it.
+   * state whose restore's reader is gone shows as the `error_restoring` recovery makes of it, and a
+   * `backing-up` state whose backup's flow is over (its final clear of the state failed, or its
+   * process died) is not shown, as recovery clears it (judgedVolumeState).
    */
   async getVolume(volumeId: string): Promise<VolumeView> {
     const volume = await this.volumes.getVolume(volumeId);
-    // A `restoring-backup` state whose restore's reader is gone is shown `error_restoring` (stateAsSettled).
-    const flow = stateAsSettled(await this.catalog.getVolumeState(volumeId));
+    // A `restoring-backup` state whose restore's reader is gone is shown `error_restoring`, a
+    // `backing-up` one whose backup's flow is over is not shown (judgedVolumeState).
+    const flow = await judgedVolumeState(this.catalog, volumeId);
     return flow ? { ...volume, status: flow.status, previousStatus: flow.previousStatus } : volume;
   }
 
   /**
    * Deletes a volume (Cinder's volume delete). `NOT_FOUND` for an unknown volume. `CONFLICT`
-   * (`details: {volumeId, volumeStatus}`) while a backup or restore works on it (`backing-up`,
+   * (`details: {volumeId, volumeStatus}`) while a backup or restore works on it (`backing-up` of a
+   * backup whose flow is not over: judgedVolumeState,
    * `restoring-backup`, which the new volume of a running restore is from its creation);
    * otherwise the driver's delete, `BUSY` while the volume is attached or has
    * snapshots (nothing deleted). A volume a failed restore left `error_restoring` is deleted too,

@@ -4,6 +4,7 @@ import { CairnError, unlessNotFound } from '../errors.js';
 import { mayBeWorkedOn } from './live-records.js';
 import { intentOfVolume } from './new-volume-intents.js';
 import { stateAsSettled } from './reader-leftovers.js';
+import { judgedVolumeState } from './backup-leftovers.js';
 import type { Section } from './volume-flow-states.js';
 
 /** What a volume delete works with: the manager's catalog, driver and record sections. */
@@ -20,7 +21,8 @@ export interface DeleteVolumeDeps {
  * What the flow keeps of a volume, and what becomes of it:
  * - Its flow state. `backing-up` and `restoring-backup` refuse the delete (a flow works on the
  *   volume), but a `restoring-backup` one whose restore's reader is gone is the `error_restoring`
- *   recovery makes of it (stateAsSettled); an `error_restoring` one is deleted with the volume, in the section of the backup it
+ *   recovery makes of it (stateAsSettled), and a `backing-up` one whose backup's flow is over is
+ *   none (judgedVolumeState: the volume is deleted, the state, naming a volume gone, left to recovery); an `error_restoring` one is deleted with the volume, in the section of the backup it
  *   names (where a restore takes such a volume over: beginVolumeFlow), after the volume, so a
  *   crash in between never leaves a volume of unknown content looking `available`. A state left
  *   by such a crash names a volume that is gone: volume ids are never reused, and every flow
@@ -42,8 +44,9 @@ export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Pr
   const { catalog, volumes, section } = deps;
   // The driver first: an unknown volume is NOT_FOUND whatever the catalog holds.
   const volume = await volumes.getVolume(volumeId);
-  // A `restoring-backup` state whose restore's reader is gone is `error_restoring` (stateAsSettled).
-  const state = stateAsSettled(await catalog.getVolumeState(volume.id));
+  // A `restoring-backup` state whose restore's reader is gone is `error_restoring`, a `backing-up`
+  // one whose backup's flow is over is none (judgedVolumeState).
+  const state = await judgedVolumeState(catalog, volume.id);
   if (state?.status === 'backing-up' || state?.status === 'restoring-backup') {
     throw new CairnError('CONFLICT', `volume ${volume.id} is ${state.status}`, { details: { volumeId: volume.id, volumeStatus: state.status } });
   }

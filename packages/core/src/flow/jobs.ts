@@ -23,12 +23,27 @@ export interface Job {
   progress(): { bytesDone: number; bytesTotal: number };
 }
 
-/** Links an external signal to a new controller, so a job can be cancelled from either side. */
-export function linkedController(external?: AbortSignal): AbortController {
+/** A job's controller, linked to a caller's signal until `unlink()`. */
+export interface LinkedController {
+  readonly signal: AbortSignal;
+  abort(reason?: unknown): void;
+  /**
+   * Removes the listener on the caller's signal (idempotent): called once the job has ended, so a
+   * long-lived signal (a server's) keeps no listener, nor the job's state, per job it ever ran.
+   */
+  unlink(): void;
+}
+
+/**
+ * Links an external signal to a new controller, so a job can be cancelled from either side: the
+ * external signal's abort (its reason) aborts the controller until `unlink()`.
+ */
+export function linkedController(external?: AbortSignal): LinkedController {
   const controller = new AbortController();
-  if (external) {
-    if (external.aborted) controller.abort(external.reason);
-    else external.addEventListener('abort', () => controller.abort(external.reason), { once: true });
-  }
-  return controller;
+  const abort = (reason?: unknown): void => controller.abort(reason);
+  if (!external) return { signal: controller.signal, abort, unlink: () => undefined };
+  const onAbort = (): void => controller.abort(external.reason);
+  if (external.aborted) onAbort();
+  else external.addEventListener('abort', onAbort, { once: true });
+  return { signal: controller.signal, abort, unlink: () => external.removeEventListener('abort', onAbort) };
 }

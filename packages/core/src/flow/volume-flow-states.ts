@@ -4,6 +4,7 @@ import type { Volume } from '../contracts/volume-driver.js';
 import { CairnError, isAlreadyExists } from '../errors.js';
 import { nowIso } from '../util/clock.js';
 import { stateAsSettled } from './reader-leftovers.js';
+import { backupFlowOver, judgedVolumeState } from './backup-leftovers.js';
 
 /*
  * The flow states the manager lays over volumes (`backing-up`, `restoring-backup`,
@@ -13,11 +14,11 @@ import { stateAsSettled } from './reader-leftovers.js';
 /**
  * `CONFLICT` (details `{volumeId, volumeStatus}`, the flow state found, as beginVolumeFlow's) when
  * the volume is in a flow. `error_restoring` (a partial restore) may be restored over, never
- * backed up (as in Cinder).
+ * backed up (as in Cinder). The state is judged as judgedVolumeState does: a `restoring-backup`
+ * state whose reader is gone is `error_restoring`, a `backing-up` one whose backup's flow is over is none.
  */
-export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, volumeId: string, next: 'backup' | 'restore'): Promise<void> {
-  // A `restoring-backup` state whose restore's reader is gone is `error_restoring` (stateAsSettled).
-  const flow = stateAsSettled(await catalog.getVolumeState(volumeId));
+export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState' | 'getBackup'>, volumeId: string, next: 'backup' | 'restore'): Promise<void> {
+  const flow = await judgedVolumeState(catalog, volumeId);
   if (!flow || (flow.status === 'error_restoring' && next === 'restore')) return;
   if (flow.status === 'error_restoring') {
     throw new CairnError('CONFLICT', `volume ${volumeId} is error_restoring (a restore of backup ${flow.backupId} failed part-way); restore it again before backing it up`, {
@@ -35,7 +36,9 @@ export async function assertNoFlow(catalog: Pick<Catalog, 'getVolumeState'>, vol
  * `section` of the backup the state names, reading the state again there: of restores that
  * processes begin on it at once, one replaces it and the others find it replaced (`CONFLICT`).
  * The flow excludes them itself, whether or not the driver's attach would (a flow-override driver
- * is never attached by core). `section` is the manager's (BackupClaims.exclusive); the caller
+ * is never attached by core). A `backing-up` state whose backup's flow is over (backupFlowOver: its
+ * clear failed) is replaced the same way, in the section of the backup it names, as what
+ * recovery would clear. `section` is the manager's (BackupClaims.exclusive); the caller
  * holds no section. Resolves with the `error_restoring` state a restore replaced (for it to put
  * back when it fails having written nothing: endUnwrittenRestore), else undefined. A restore names
  * its `reader` (its manager's entry in the backup's readers) on the state: VolumeFlowState.reader.
@@ -52,6 +55,16 @@ export async function beginVolumeFlow(catalog: Catalog, volume: Volume, status: 
       await catalog.putVolumeState({ ...state, previousStatus: existing.previousStatus });
     });
     return existing;
+  }
+  if (existing?.status === 'backing-up' && (await backupFlowOver(catalog, existing.backupId))) {
+    await section(existing.backupId, async () => {
+      const now = await catalog.getVolumeState(volume.id);
+      if (now?.status !== 'backing-up' || now.backupId !== existing.backupId || now.since !== existing.since || !(await backupFlowOver(catalog, now.backupId))) {
+        throw new CairnError('CONFLICT', `volume ${volume.id} was taken by another flow meanwhile`, { details: { volumeId: volume.id, volumeStatus: now?.status } });
+      }
+      await catalog.putVolumeState({ ...state, previousStatus: volume.status });
+    });
+    return undefined;
   }
   if (existing) throw new CairnError('CONFLICT', `volume ${volume.id} is ${existing.status}`, { details: { volumeId: volume.id, volumeStatus: existing.status } });
   try {

@@ -3,7 +3,7 @@ import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError } from '../errors.js';
 import { assertVolumeMetadata, controlCharacterIn } from '../util/validate.js';
 import { assertNoRunningRestore } from './delete-volume.js';
-import { stateAsSettled } from './reader-leftovers.js';
+import { judgedVolumeState } from './backup-leftovers.js';
 
 /*
  * A volume's key/value metadata as the flow changes it: a restore into an existing volume gives
@@ -161,8 +161,9 @@ export async function updateVolumeMetadata(deps: VolumeMetadataDeps, volumeId: s
   if (!replacesMetadata(volumes)) {
     throw new CairnError('NOT_SUPPORTED', `volume driver ${volumes.name} cannot change a volume's metadata`, { driver: volumes.name });
   }
-  // A `restoring-backup` state whose restore's reader is gone is `error_restoring` (stateAsSettled).
-  const state = stateAsSettled(await catalog.getVolumeState(volume.id));
+  // A `restoring-backup` state whose restore's reader is gone is `error_restoring`, a `backing-up`
+  // one whose backup's flow is over is none (judgedVolumeState).
+  const state = await judgedVolumeState(catalog, volume.id);
   if (state?.status === 'backing-up' || state?.status === 'restoring-backup') {
     throw new CairnError('CONFLICT', `volume ${volume.id} is ${state.status}`, { details: { volumeId: volume.id, volumeStatus: state.status } });
   }

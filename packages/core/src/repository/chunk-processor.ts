@@ -52,6 +52,21 @@ interface Slot {
 const MAX_START_FAILURES = 3;
 
 /**
+ * The most chunk worker threads a processor starts by default (the CLI's config limit too):
+ * each thread reserves its own read-ahead in shared memory.
+ */
+export const MAX_DEFAULT_CHUNK_WORKERS = 256;
+
+/**
+ * A processor's default thread count: one per core of `cores` (default: the machine's available
+ * parallelism), at least 1 and at most MAX_DEFAULT_CHUNK_WORKERS, so a 1024-core machine starts
+ * 256 threads, not 1024.
+ */
+export function defaultChunkWorkers(cores: number = availableParallelism()): number {
+  return Math.max(1, Math.min(cores, MAX_DEFAULT_CHUNK_WORKERS));
+}
+
+/**
  * Runs chunk hashing, compression, sealing and opening on a pool of worker threads (or inline when
  * `workers` is 0), on shared memory the caller owns: messages carry only offsets, ids and
  * outcomes. Memory: the callers' buffers; the queue is bounded by the callers.
@@ -97,12 +112,13 @@ export class ChunkProcessor {
   private url: URL | undefined;
 
   /**
-   * `workers`: threads to use. Default: the machine's available parallelism. 0 runs inline.
+   * `workers`: threads to use. Default: defaultChunkWorkers() (the machine's available
+   * parallelism, at most MAX_DEFAULT_CHUNK_WORKERS). 0 runs inline.
    * `settings` may be a promise (the repository's keys still being derived): the threads boot at
    * once, on a core the derivation leaves idle, and get the settings when they come; tasks wait
    * for them. If it rejects, every task fails with its error (close the processor).
    */
-  constructor(settings: CodecSettings | Promise<CodecSettings>, private readonly workerCount = availableParallelism()) {
+  constructor(settings: CodecSettings | Promise<CodecSettings>, private readonly workerCount = defaultChunkWorkers()) {
     this.closing = new Promise((resolve) => (this.markClosing = resolve));
     const known = settings instanceof Promise ? undefined : settings;
     this.settings = known;

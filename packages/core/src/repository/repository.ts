@@ -37,7 +37,7 @@ export interface InitOptions {
 export interface OpenOptions {
   /** Passphrase of an encrypted repository. */
   passphrase?: string;
-  /** Worker threads for hashing/compression. Default: available parallelism; 0 runs inline. */
+  /** Worker threads for hashing/compression. Default: available parallelism, at most 256 (defaultChunkWorkers); 0 runs inline. */
   workers?: number;
   /** Lock lifetime without refresh, ms. Default 5 minutes. */
   lockTtlMs?: number;
