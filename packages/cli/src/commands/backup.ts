@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, writeNewFileDurably, type BackupRecord, type BackupStatus } from '@cairn/core';
+import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, type BackupRecord, type BackupStatus } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { exportBackup } from '../archive/writer.js';
@@ -10,7 +10,7 @@ import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { accessError, checkInputFile, readBounded } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
-import { createPartialFile } from '../io/partial-file.js';
+import { writeFileWhole } from '../io/partial-file.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { cancelJob, listJobs, prepareJobsDirectory, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
@@ -246,7 +246,7 @@ export function registerBackupCommands(program: Command): void {
           const file = await outputPath(resolve(o.output), true);
           // Whole or not at all: an existing file keeps its content until the new one is complete
           // (written in a private directory beside it, as volume and archive exports write: createPartialFile).
-          await writePartialThenPublish(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
+          await writeFileWhole(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
           ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${id} to ${file}`);
         } else {
           process.stdout.write(text);
@@ -284,15 +284,4 @@ const RECORD_LIMIT = 16 * 1024 * 1024;
 async function readRecordFile(file: string): Promise<string> {
   await checkInputFile(file, 'record file', { stream: true });
   return readBounded(file, RECORD_LIMIT, `record file ${file}`);
-}
-
-/** Writes `text` as `file` whole (createPartialFile: exclusive, fsynced, then renamed); on failure nothing is left beside it. */
-async function writePartialThenPublish(file: string, text: string): Promise<void> {
-  const partial = await createPartialFile(file);
-  try {
-    await writeNewFileDurably(partial.path, text);
-    await partial.publish();
-  } finally {
-    await partial.discard();
-  }
 }

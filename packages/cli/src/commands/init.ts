@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { CairnError, ChunkedBackupService, toCairnError, unlessNotFound, writeFileAtomic, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
+import { CairnError, ChunkedBackupService, toCairnError, unlessNotFound, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
 import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
@@ -9,6 +9,7 @@ import { fromText } from '../config/load.js';
 import { claimConfigFile, existingConfigError } from '../io/config-claim.js';
 import { accessError } from '../io/input-file.js';
 import { outputPath } from '../io/output-path.js';
+import { writeFileWhole } from '../io/partial-file.js';
 import { composeRegistry } from '../context.js';
 import { renderFields } from '../output/table.js';
 import { parseSize, optionParser } from '../output/units.js';
@@ -81,7 +82,7 @@ export function registerInitCommand(program: Command): void {
           try {
             // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
             // Without --force, only over this init's own empty file (never over another init's config).
-            const writing = claim ? claim.publish(text) : writeFileAtomic(written, text).then(() => true);
+            const writing = claim ? claim.publish(text) : writeFileWhole(written, text).then(() => true);
             const published = await writing.catch((err: unknown) => Promise.reject(configNotWritten(accessError(err, written, 'write'), file, String(target.options.directory), existed)));
             if (!published) throw configWrittenMeanwhile(file, String(target.options.directory), existed);
             const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;

@@ -1,15 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
-import { open, rename, stat, unlink } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { CairnError, isNoHardLinks, linkIfAbsent, syncDir, tempPathBeside, writeNewFileDurably } from '@cairn/core';
+import { CairnError, isNoHardLinks, linkIfAbsent, syncDir, writeNewFileDurably } from '@cairn/core';
 import { accessError } from './input-file.js';
+import { createPartialFile, type PartialFile } from './partial-file.js';
 
 /** A config file's name held by claimConfigFile until `publish` puts the config in its place, or `release()` gives it up. */
 export interface ConfigClaim {
   /**
    * Puts the config `text` in place of the empty file, atomically and durably: a temporary file
-   * in the config's directory is written and fsynced, the empty file is removed if it is still
+   * is written and fsynced in a private directory beside the config (createPartialFile:
+   * `.cairn-partial-XXXXXX`, naming this process, so that one an init killed outright leaves is
+   * removed by a later init or export once its owner is dead), the empty file is removed if it is still
    * ours (removeIfOurs), the temporary file is linked to the config's name (link(2), which never
    * replaces a file), and the directory is fsynced. Resolves `false`, having published nothing,
    * when another file holds the name (another init wrote the config meanwhile, e.g. with
@@ -17,8 +20,8 @@ export interface ConfigClaim {
    * link the name is free for an instant; another init that claims it then goes on, and this one
    * resolves false (one config, never a replaced one). On a file system without hard links (vfat,
    * some FUSE mounts) the temporary file is renamed to the name instead, which the empty file left
-   * an instant before. The temporary file is removed whatever happens. Errors are the system's, as
-   * writeFileAtomic's. Call it once.
+   * an instant before. The private directory is removed whatever happens (SIGINT and SIGTERM
+   * included). Errors are the system's, as writeFileAtomic's. Call it once.
    */
   publish(text: string): Promise<boolean>;
   /**
@@ -35,7 +38,7 @@ export interface ConfigClaim {
  * created nothing. The holder publishes the config over its own empty file (`publish`) and calls
  * `release()` in `finally`: after a failure that removes the empty file, after success it leaves
  * the config alone. From before the create until then, SIGINT and SIGTERM remove the empty file
- * (and publish's temporary file) and end the process as they would have; one that comes while the
+ * (and publish's private directory) and end the process as they would have; one that comes while the
  * create is under way takes effect when it returns. A holder killed otherwise (SIGKILL, a crash,
  * power loss) leaves the empty file, which existingConfigError tells from a real config. A
  * directory this process may not write in is `UNAVAILABLE`; other system errors are thrown as they
@@ -47,8 +50,8 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
   let opening = true;
   /** A signal that came while the create was under way. */
   let pending: NodeJS.Signals | undefined;
-  /** publish's temporary file while it exists. */
-  let temp: string | undefined;
+  /** publish's private directory while it exists. */
+  let temp: PartialFile | undefined;
   let published = false;
   // Device and inode, and the birth time where the file system keeps one (0 where it does not): a
   // freed inode number may be reused at once for another init's empty claim.
@@ -66,11 +69,7 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
     process.on('SIGINT', hold);
     process.on('SIGTERM', hold);
     stopWatching();
-    try {
-      if (temp !== undefined) unlinkSync(temp);
-    } catch {
-      // Ending the process matters more than a temporary file.
-    }
+    temp?.discardSync(); // never throws: ending the process matters more than a temporary file
     try {
       if (!published) removeIfOurs(file, ours);
     } catch {
@@ -114,24 +113,29 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
   return {
     async publish(text) {
       const dir = dirname(file);
-      temp = tempPathBeside(file);
-      const written = temp;
+      const partial = await createPartialFile(file);
+      temp = partial;
+      const written = partial.path;
       try {
         await writeNewFileDurably(written, text);
         if (removeIfOurs(file, ours) === 'theirs') return false;
-        const linked = await linkIfAbsent(written, file).catch(async (err: unknown) => {
+        const linked = await linkIfAbsent(written, file).catch((err: unknown) => {
           if (!isNoHardLinks(err)) throw err;
-          await rename(written, file); // no hard links here
-          return true;
+          return undefined; // no hard links here
         });
-        if (!linked) return false;
-        published = true;
-        await unlink(written).catch(() => undefined);
-        await syncDir(dir);
+        if (linked === false) return false;
+        if (linked === undefined) {
+          await partial.publish(); // renamed to the name, which the empty file left an instant ago; the directory is fsynced
+          published = true;
+        } else {
+          published = true;
+          await partial.discard();
+          await syncDir(dir);
+        }
         return true;
       } finally {
         temp = undefined;
-        await unlink(written).catch(() => undefined);
+        await partial.discard();
       }
     },
     async release() {

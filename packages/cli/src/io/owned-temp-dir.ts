@@ -8,7 +8,8 @@ import { currentOwner, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } fro
  * (SIGKILL, the OOM killer, a crash: no cleanup ran) are removed by the next command that makes one
  * of the same kind: archive stagings (`cairn-archive-`), `volume import`'s conversion
  * (`cairn-import-`) and `volume export`'s (`cairn-export-`), and the partial file of a volume or
- * archive export, beside the file it becomes (`.cairn-partial-`: partial-file.ts).
+ * archive export, an exported record or `cairn init`'s config, beside the file it becomes
+ * (`.cairn-partial-`: partial-file.ts).
  */
 
 /** The owner file in each directory: `{format, owner: ProcessOwner, createdAt}`. */
@@ -19,8 +20,8 @@ const MAX_OWNER_FILE = 64 * 1024;
 
 /**
  * The kinds of owned directory: `<prefix>XXXXXX`, as mkdtemp names them. `.cairn-partial-` is
- * made beside a file being written whole (`volume export`, `backup export --archive`:
- * createPartialFile), to hold it until renamed.
+ * made beside a file being written whole (`volume export`, `backup export --archive`, `cairn
+ * init`'s config: createPartialFile), to hold it until renamed.
  */
 export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-' | '.cairn-partial-';
 
@@ -35,7 +36,7 @@ export async function createOwnedTempDir(prefix: OwnedTempPrefix, parent: string
   await removeDeadTempDirs(prefix, parent);
   const dir = await mkdtemp(join(parent, prefix));
   try {
-    // The owner first: a directory without one is never removed by another process's sweep.
+    // The owner first: a directory without one is removed by another process's sweep only once quiet for OWNERLESS_GRACE_MS.
     await writeFileAtomic(join(dir, OWNER_FILE), JSON.stringify({ format: OWNER_FORMAT, owner: currentOwner(), createdAt: new Date().toISOString() }));
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
@@ -44,18 +45,28 @@ export async function createOwnedTempDir(prefix: OwnedTempPrefix, parent: string
   return dir;
 }
 
+/** How long (by mtime) an owner-less directory and everything in it must have been quiet before a sweep removes it. */
+export const OWNERLESS_GRACE_MS = 10 * 60 * 1000;
+
 /**
- * Removes from `parent` the directories of `prefix` whose owner is certainly dead, and returns
- * their paths. A directory is removed only when all of these hold: its name is one
- * createOwnedTempDir makes (`prefix` and six letters or digits); it is a directory, not a link, of
- * this process's user; it holds a regular file `cairn-staging.json` of the owner format naming a
- * well-formed owner; and core's `ownerMayBeAlive` says that owner no longer runs (on this host
- * and in this pid namespace: no process has its pid, or its pid now runs with another start time,
- * or the owner ran in an earlier boot). Everything else is left alone: an owner of another host or
- * pid namespace (it cannot be judged from here), a live one, a directory without a readable owner
- * (one being created, or left by an older version), anything else. Never throws: a directory that
- * cannot be read or removed is skipped (another process's sweep may be removing it; the next
- * sweep tries again).
+ * Removes from `parent` the directories of `prefix` that were left behind, and returns their
+ * paths. Only a directory whose name is one createOwnedTempDir makes (`prefix` and six letters or
+ * digits, as mkdtemp names them) that is a directory, not a link, of this process's user is
+ * considered; then:
+ * - With a regular file `cairn-staging.json` of the owner format naming a well-formed owner, it is
+ *   removed when core's `ownerMayBeAlive` says that owner no longer runs (on this host and in this
+ *   pid namespace: no process has its pid, or its pid now runs with another start time, or the
+ *   owner ran in an earlier boot). An owner of another host or pid namespace (it cannot be judged
+ *   from here) or a live one keeps it.
+ * - Without any `cairn-staging.json` (a process killed between making the directory and writing
+ *   its owner file, or while removing the directory, whose owner file may go first; or one left
+ *   by an older version), it is removed when neither it nor anything in it, at any depth, was
+ *   modified (mtime) in the last OWNERLESS_GRACE_MS (10 minutes): a directory being set up gets
+ *   its owner file within moments, so a quiet one is abandoned.
+ * - Anything else is left alone: a `cairn-staging.json` that is not a readable owner (another
+ *   format, e.g. a newer version's, or not a regular file) cannot be judged.
+ * Never throws: a directory that cannot be read or removed is skipped (another process's sweep may
+ * be removing it; the next sweep tries again).
  */
 export async function removeDeadTempDirs(prefix: OwnedTempPrefix, parent: string = tmpdir()): Promise<string[]> {
   let names: string[];
@@ -69,8 +80,10 @@ export async function removeDeadTempDirs(prefix: OwnedTempPrefix, parent: string
     if (!name.startsWith(prefix) || !/^[A-Za-z0-9]{6}$/.test(name.slice(prefix.length))) continue;
     const dir = join(parent, name);
     try {
+      const st = await lstat(dir);
+      if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) continue;
       const owner = await dirOwner(dir);
-      if (!owner || ownerMayBeAlive(owner)) continue;
+      if (owner === 'none' ? !(await quietSince(dir, Date.now() - OWNERLESS_GRACE_MS)) : !owner || ownerMayBeAlive(owner)) continue;
       await rm(dir, { recursive: true, force: true });
       removed.push(dir);
     } catch {
@@ -80,12 +93,23 @@ export async function removeDeadTempDirs(prefix: OwnedTempPrefix, parent: string
   return removed;
 }
 
-/** The owner `dir` names when it is a directory of this user with a well-formed owner file; undefined otherwise. */
-async function dirOwner(dir: string): Promise<ProcessOwner | undefined> {
-  const st = await lstat(dir);
-  if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) return undefined;
+/** Whether `path` and everything under it (links not followed) were last modified before `since` (ms since the epoch). */
+async function quietSince(path: string, since: number): Promise<boolean> {
+  const st = await lstat(path);
+  if (st.mtimeMs > since) return false;
+  if (!st.isDirectory()) return true;
+  for (const entry of await readdir(path)) if (!(await quietSince(join(path, entry), since))) return false;
+  return true;
+}
+
+/** The owner the directory `dir` names in a well-formed owner file; 'none' when it has no owner file; undefined when the file is not a readable owner. */
+async function dirOwner(dir: string): Promise<ProcessOwner | 'none' | undefined> {
   const file = join(dir, OWNER_FILE);
-  const fst = await lstat(file);
+  const fst = await lstat(file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (fst === undefined) return 'none';
   if (!fst.isFile() || fst.size > MAX_OWNER_FILE) return undefined;
   const doc = JSON.parse(await readFile(file, 'utf8')) as unknown;
   if (!isRecord(doc) || doc.format !== OWNER_FORMAT || !isRecord(doc.owner)) return undefined;

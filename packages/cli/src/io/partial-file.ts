@@ -1,11 +1,12 @@
+import { rmSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { syncDir } from '@cairn/core';
+import { syncDir, writeNewFileDurably } from '@cairn/core';
 import { createOwnedTempDir } from './owned-temp-dir.js';
 
 /**
  * A file a command writes whole under a name the user gave (`volume export`, `backup export
- * --archive`), out of sight until complete (createPartialFile).
+ * --archive`, `cairn init`'s config), out of sight until complete (createPartialFile).
  */
 export interface PartialFile {
   /** Where to write it: `<dir of file>/.cairn-partial-XXXXXX/<name of file>`; nothing is there yet. */
@@ -17,6 +18,8 @@ export interface PartialFile {
   publish(): Promise<void>;
   /** Removes the private directory and what it holds. Idempotent; never rejects. */
   discard(): Promise<void>;
+  /** discard, synchronously: for a signal handler that ends the process. Never throws. */
+  discardSync(): void;
 }
 
 /**
@@ -40,5 +43,28 @@ export async function createPartialFile(file: string): Promise<PartialFile> {
       await syncDir(dirname(file));
     },
     discard,
+    discardSync() {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // Left behind, it is removed by a later sweep once its owner is dead.
+      }
+    },
   };
+}
+
+/**
+ * Writes `data` as the file `file` whole, replacing what is there (createPartialFile: written in
+ * its private directory, fsynced, renamed over `file`, directory fsynced): `file` holds its old
+ * content or all of `data`, never a part. On failure the private directory is removed and the
+ * system error thrown; one a process killed outright leaves is removed by a later sweep.
+ */
+export async function writeFileWhole(file: string, data: Uint8Array | string): Promise<void> {
+  const partial = await createPartialFile(file);
+  try {
+    await writeNewFileDurably(partial.path, data);
+    await partial.publish();
+  } finally {
+    await partial.discard();
+  }
 }
