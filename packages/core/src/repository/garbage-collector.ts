@@ -287,20 +287,22 @@ async function readListedManifest(repo: Repository, backupId: string): Promise<M
 
 /**
  * Of the packs no index object names, those holding a referenced chunk that no named pack holds
- * (`packs`, with their trailers' entries), and those GC must not delete (`keep`: the adoptable
- * ones, and any whose trailer cannot be read while such chunks are missing). Reads trailers only
- * when a referenced chunk is missing from the index.
+ * (`packs`, with their trailers' entries: every such pack, not only the first holding each chunk,
+ * since no copy of an unnamed pack is proven here and the first may be damaged; a later GC drops
+ * the extra copies once it has proven the one it keeps, dropped-copies.ts), and those GC must not
+ * delete (`keep`: the adoptable ones, and any whose trailer cannot be read while such chunks are
+ * missing). Reads trailers (each unnamed pack's) only when a referenced chunk is missing from the index.
  */
 async function adoptable(repo: Repository, unnamed: string[], referenced: ReadonlySet<string>, signal?: AbortSignal): Promise<{ packs: [string, IndexEntry[]][]; keep: Set<string> }> {
   const packs: [string, IndexEntry[]][] = [];
   const keep = new Set<string>();
   if (unnamed.length === 0) return { packs, keep };
-  const missing = new Set<string>();
-  for (const id of referenced) if (!repo.index.has(id)) missing.add(id);
-  if (missing.size === 0) return { packs, keep };
+  const sought = new Set<string>(); // referenced, in no named pack
+  for (const id of referenced) if (!repo.index.has(id)) sought.add(id);
+  if (sought.size === 0) return { packs, keep };
+  const missing = new Set(sought); // sought, in no pack read so far
   const unreadable: string[] = [];
   for (const packId of unnamed) {
-    if (missing.size === 0) break; // the rest hold nothing a backup lacks
     throwIfAborted(signal);
     let entries: IndexEntry[];
     try {
@@ -311,7 +313,7 @@ async function adoptable(repo: Repository, unnamed: string[], referenced: Readon
       unreadable.push(packId);
       continue;
     }
-    if (!entries.some((e) => missing.has(e.id))) continue;
+    if (!entries.some((e) => sought.has(e.id))) continue;
     packs.push([packId, entries]);
     keep.add(packId);
     for (const e of entries) missing.delete(e.id);
