@@ -7,6 +7,8 @@ import {
   MemoryVolumeDriver,
   Repository,
   RepositoryCatalog,
+  assertDisplayName,
+  assertVolumeMetadata,
   type BackupRecord,
   type BackupService,
   type BlockDevice,
@@ -30,6 +32,7 @@ import {
   volumeDriverGroups,
   volumeIo,
   volumeLifecycle,
+  volumeMetadata,
   type BackupServiceContext,
   type Case,
   type CatalogContext,
@@ -249,6 +252,31 @@ describe('volume-driver mutations', () => {
     });
     await caughtOnlyBy(without(groups), newCases.reusedBytes, h, /a volume created after a delete: bytes differ/);
   });
+
+  it('a driver without setVolumeMetadata whose createVolume answers the name and metadata asked but keeps neither', async () => {
+    const target = byName(volumeLifecycle.cases, 'createVolume returns an available volume of the requested size, name and metadata');
+    const noMetadataCaps = { ...caps, volumeMetadata: false };
+    const h = hooks((driver) => {
+      Object.assign(driver, { capabilities: noMetadataCaps, setVolumeMetadata: undefined });
+      const create = driver.createVolume.bind(driver);
+      driver.createVolume = async (spec) => {
+        if (spec.name !== undefined) assertDisplayName(spec.name, 'name', driver.name);
+        if (spec.metadata !== undefined) assertVolumeMetadata(spec.metadata, 'metadata', driver.name);
+        const v = await create({ size: spec.size });
+        return { ...v, name: spec.name ?? '', metadata: { ...(spec.metadata ?? {}) } };
+      };
+    });
+    await caughtOnlyBy(without(volumeDriverGroups(noMetadataCaps), target), target, h, /getVolume of the new volume/);
+  });
+
+  it('a setVolumeMetadata that takes a Map for metadata and so replaces the volume\'s metadata with none', async () => {
+    const target = byName(volumeMetadata.cases, 'setVolumeMetadata with metadata that does not map strings to strings');
+    const h = hooks((driver) => {
+      const set = driver.setVolumeMetadata!.bind(driver);
+      driver.setVolumeMetadata = (id, metadata) => set(id, metadata instanceof Map ? { ...metadata } : metadata);
+    });
+    await caughtOnlyBy(without(groups, target), target, h, /setVolumeMetadata\(a Map\) should fail with INVALID_INPUT but succeeded/);
+  });
 });
 
 describe('catalog mutations', () => {
@@ -360,6 +388,19 @@ describe('catalog mutations', () => {
       await caughtOnlyBy(others, target, hooks(mutate), message);
     });
   }
+
+  it('a putBackup that takes a day past its month\'s end (2026-02-30) for a day of the next month, as Date.parse does', async () => {
+    const target = listing('putBackup stores createdAt and updatedAt canonical');
+    const lenient = (t: string): string => {
+      const ms = /^\d{4}-\d{2}-\d{2}T.*(?:Z|[+-]\d{2}:\d{2})$/.test(t) ? Date.parse(t) : NaN;
+      return Number.isFinite(ms) ? new Date(ms).toISOString() : t;
+    };
+    const mutate = (c: Catalog) => {
+      const put = c.putBackup.bind(c);
+      c.putBackup = (r, options) => put({ ...r, createdAt: lenient(r.createdAt), updatedAt: lenient(r.updatedAt) }, options);
+    };
+    await caughtOnlyBy(without(catalogGroups({ atomicIfAbsent: true }), target), target, hooks(mutate), /putBackup with createdAt 2026-02-30T01:00:00\.000Z should fail with INVALID_INPUT but succeeded/);
+  });
 
   it('a section that ignores its signal while it waits, and runs fn once the holder ends', async () => {
     const target = byName(catalogSections.cases, 'a section waiting for another rejects with CANCELLED');

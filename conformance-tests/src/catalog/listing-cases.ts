@@ -110,7 +110,7 @@ export const catalogListings: Group<CatalogContext> = {
       },
     },
     {
-      name: 'putBackup stores createdAt and updatedAt canonical (UTC, milliseconds), so listings, pages and markers follow time; a time that is no ISO-8601 date-time is INVALID_INPUT and nothing is written',
+      name: 'putBackup stores createdAt and updatedAt canonical (UTC, milliseconds), so listings, pages and markers follow time; a time that is no ISO-8601 date-time (a day past the end of its month too) is INVALID_INPUT and nothing is written',
       async run({ catalog, sibling }) {
         // As strings these sort c, a, b; in time b (00:30Z), c (00:45Z), a (01:00Z).
         const a = { ...catalogRecord('vol-t', '2026-12-07T01:00:00Z'), updatedAt: '2026-12-07T03:00:00+02:00' };
@@ -139,7 +139,7 @@ export const catalogListings: Group<CatalogContext> = {
             }
           }
         }
-        for (const [field, value] of [['createdAt', 'yesterday'], ['createdAt', '2026-12-07 01:00'], ['createdAt', '2026-13-40T01:00:00.000Z'], ['updatedAt', 'Mon, 07 Dec 2026 01:00:00 GMT'], ['updatedAt', '2026-12-07T01:00:00.000']] as const) {
+        for (const [field, value] of [['createdAt', 'yesterday'], ['createdAt', '2026-12-07 01:00'], ['createdAt', '2026-13-40T01:00:00.000Z'], ['createdAt', '2026-02-30T01:00:00.000Z'], ['updatedAt', '2026-04-31T01:00:00+02:00'], ['updatedAt', 'Mon, 07 Dec 2026 01:00:00 GMT'], ['updatedAt', '2026-12-07T01:00:00.000']] as const) {
           const bad = { ...catalogRecord('vol-t', '2026-12-07T02:00:00.000Z'), [field]: value };
           const err = (await rejectsWithCode(catalog.putBackup(bad), 'INVALID_INPUT', `putBackup with ${field} ${value}`)) as { details?: Record<string, unknown> };
           assert.equal(err.details?.field, field);

@@ -7,16 +7,16 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
   name: 'volume lifecycle',
   cases: [
     {
-      name: 'createVolume returns an available volume of the requested size, name and metadata',
+      name: 'createVolume returns an available volume of the requested size, name and metadata, and getVolume and listVolumes show it so',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize, name: 'vol-a', metadata: { tier: 'gold' } });
         assert.equal(v.size, volumeSize);
         assert.equal(v.name, 'vol-a');
         assert.equal(v.status, 'available');
         assert.deepEqual(v.metadata, { tier: 'gold' });
-        const again = await driver.getVolume(v.id);
-        assert.equal(again.id, v.id);
-        assert.equal(again.size, volumeSize);
+        // What the driver keeps, not only what it answered (drivers without setVolumeMetadata too).
+        assert.deepEqual(await driver.getVolume(v.id), v, 'getVolume of the new volume');
+        assert.deepEqual((await driver.listVolumes()).find((x) => x.id === v.id), v, 'listVolumes entry of the new volume');
       },
     },
     {

@@ -97,6 +97,13 @@ describe('runBounded', () => {
       expect(spawned).toEqual([]);
     });
 
+    it('an abort made while the child is being told of (in onSpawn) cancels the run too', async () => {
+      const abort = new AbortController();
+      const p = runBounded('sleep', ['30'], { bound: { kind: 'deadline', ms: 2_000 }, what: 'sleep', driver: 'test', signal: abort.signal, onSpawn: (pid) => (spawned.push(pid), abort.abort()) });
+      await expect(p).rejects.toMatchObject({ code: 'CANCELLED', details: { command: 'sleep', exited: true } });
+      expect(exists(spawned[0]!)).toBe(false);
+    });
+
     it('a child that ends before the abort resolves as usual', async () => {
       const abort = new AbortController();
       const r = await runBounded('sh', ['-c', 'echo ok'], { bound: { kind: 'deadline', ms: 30_000 }, what: 'sh test', driver: 'test', signal: abort.signal });

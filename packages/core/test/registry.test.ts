@@ -28,6 +28,17 @@ describe('DriverRegistry', () => {
     await expect(registry.createVolumeDriver('nope')).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('memory') });
   });
 
+  it('the memory plugins refuse a size option that is no positive power of two with INVALID_INPUT naming it', async () => {
+    const registry = DriverRegistry.compose(memoryModule);
+    // 3 * 2^31: a bitwise power-of-two test sees only its low 32 bits, one bit set.
+    for (const pageSize of [3, 0, -4096, 4096.5, '4096', 3 * 2 ** 31]) {
+      await expect(registry.createVolumeDriver('memory', { pageSize }), String(pageSize)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'pageSize' } });
+    }
+    await expect(registry.createBackupService('memory', { blockSize: 1000 })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'blockSize' } });
+    const driver = await registry.createVolumeDriver('memory', { pageSize: 2 ** 32 });
+    expect(driver).toBeInstanceOf(MemoryVolumeDriver);
+  });
+
   it('compose() with no modules is empty, not an error', () => {
     expect(DriverRegistry.compose().names()).toEqual({ volumeDrivers: [], backupServices: [], objectStores: [] });
   });

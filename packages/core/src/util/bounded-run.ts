@@ -126,6 +126,7 @@ export function runBounded(binary: string, args: readonly string[], options: Run
     if (child.pid === undefined) return; // the 'error' event follows
     options.onSpawn?.(child.pid, args);
     signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort(); // aborted meanwhile (by onSpawn): no event will come
 
     const started = Date.now();
     const pid = child.pid;

@@ -7,10 +7,19 @@ const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?
 /**
  * `value` in the one form catalogs keep times in, `toISOString`'s (UTC, milliseconds:
  * `2026-12-07T01:00:00.000Z`), so that ordinal order of stored times is time order; undefined
- * when it is no ISO-8601 date-time with a zone.
+ * when it is no ISO-8601 date-time with a zone, a day past its month's end included
+ * (`2026-02-30`, which `Date.parse` would take for March 2nd).
  */
 export function canonicalTime(value: unknown): string | undefined {
-  return typeof value === 'string' && ISO_DATE_TIME.test(value) ? parsedTime(value) : undefined;
+  return typeof value === 'string' && ISO_DATE_TIME.test(value) && dayInMonth(value) ? parsedTime(value) : undefined;
+}
+
+/** Whether the `YYYY-MM-DD` that `value` (matching ISO_DATE_TIME) starts with is a day of its month. */
+function dayInMonth(value: string): boolean {
+  const [year, month, day] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
+  // Day 0 of the next month is the last of this one; Date.UTC maps years 0–99 to 1900–1999, so Feb 29 is judged on a year of the same leap rule 400 years on.
+  const last = new Date(Date.UTC(year + 400, month, 0)).getUTCDate();
+  return month >= 1 && month <= 12 && day >= 1 && day <= last;
 }
 
 /** Any time `Date.parse` reads, in `toISOString`'s form; undefined when it reads none. For times already stored. */

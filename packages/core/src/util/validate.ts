@@ -116,12 +116,16 @@ export function assertDescription(value: unknown, field: string, driver?: string
 
 /**
  * Throws INVALID_INPUT (details `{ field, reason }`, `reason` `not_object` or `not_string`, with
- * `key` for the latter) unless `value` is volume metadata: a plain object (not null, not an array)
- * mapping keys to string values. The one rule for a volume's key/value metadata, at its creation
+ * `key` for the latter) unless `value` is volume metadata: a plain object (one whose prototype is
+ * Object.prototype or null: not null, an array, a Map or another class's instance) mapping keys to
+ * string values. The one rule for a volume's key/value metadata, at its creation
  * (VolumeDriver.createVolume) and when it is replaced (VolumeDriver.setVolumeMetadata).
  */
 export function assertVolumeMetadata(value: unknown, field: string, driver?: string): asserts value is Record<string, string> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+  // Plain: made by `{}` or JSON.parse (or with no prototype). A Map, a Date or a class instance
+  // would pass for one whose entries (none of its own) are then lost without a word.
+  const proto: unknown = typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined;
+  if (typeof value !== 'object' || value === null || (proto !== Object.prototype && proto !== null)) {
     throw new CairnError('INVALID_INPUT', `${field}: volume metadata must map strings to strings`, { driver, details: { field, reason: 'not_object' } });
   }
   for (const [key, v] of Object.entries(value)) {
