@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { CairnError } from '@cairn/core';
 import { blockSizeViolation, type AdvertisedBlockSizes } from './advertised-block-sizes.js';
 import type { ByteReader } from './byte-reader.js';
@@ -166,6 +167,25 @@ export async function negotiate(reader: ByteReader, send: Send, opts: NegotiateO
   return result;
 }
 
+/**
+ * The id and name of an NBD_REP_META_CONTEXT payload (32-bit id, then the name). `CORRUPT` when the
+ * payload is shorter than the id, the name is over 4096 bytes, or the name is not valid UTF-8
+ * (proto.md: it "MUST be valid UTF-8 data"): decoding such a name would turn the bad bytes into
+ * U+FFFD, so the context matched or listed would not be the one the server named. The caller drops
+ * the connection (proto.md: a client that "detects a violation of a mandatory condition" MAY
+ * initiate a hard disconnect), as for the other malformed replies.
+ */
+function parseMetaContextReply(data: Buffer, driver: string): { id: number; name: string } {
+  const c = new PayloadCursor(data);
+  const id = c.u32();
+  if (id !== undefined && !isUtf8(data.subarray(4))) {
+    throw protocolError(`NBD_REP_META_CONTEXT: context name is not valid UTF-8 (bytes ${data.subarray(4, 4 + 64).toString('hex')})`, driver);
+  }
+  const name = c.string();
+  if (id === undefined || name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', driver);
+  return { id, name };
+}
+
 async function setMetaContexts(reader: ByteReader, send: Send, opts: NegotiateOptions, into: Map<string, number>): Promise<void> {
   const count = Buffer.allocUnsafe(4);
   count.writeUInt32BE(opts.metaContexts.length, 0);
@@ -173,10 +193,7 @@ async function setMetaContexts(reader: ByteReader, send: Send, opts: NegotiateOp
   const names = new Map<number, string>(); // id → context name
   const r = await haggle(reader, send, opts.driver, OPT.SET_META_CONTEXT, data, (reply) => {
     if (reply.type !== REP.META_CONTEXT) return;
-    const c = new PayloadCursor(reply.data);
-    const id = c.u32();
-    const name = c.string();
-    if (id === undefined || name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', opts.driver);
+    const { id, name } = parseMetaContextReply(reply.data, opts.driver);
     // proto.md: one reply "for each selected metadata context, each with a unique metadata
     // context ID". An id given twice would have one BLOCK_STATUS chunk taken as the status of two
     // contexts (say base:allocation's as a dirty bitmap's); a name given twice, two ids for it.
@@ -272,11 +289,7 @@ export async function listMetaContextsOver(reader: ByteReader, send: Send, drive
   const names: string[] = [];
   const r = await haggle(reader, send, driver, OPT.LIST_META_CONTEXT, Buffer.concat([exportNameData(exportName), count, ...queries.map(encodeString32)]), (reply) => {
     if (reply.type !== REP.META_CONTEXT) return;
-    const c = new PayloadCursor(reply.data);
-    c.u32();
-    const name = c.string();
-    if (name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', driver);
-    names.push(name);
+    names.push(parseMetaContextReply(reply.data, driver).name);
   });
   if (r.type !== REP.ACK) throw giveUp(r, 'NBD_OPT_LIST_META_CONTEXT', send, driver);
   send(encodeOption(OPT.ABORT));

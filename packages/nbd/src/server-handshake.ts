@@ -74,6 +74,15 @@ const HANDLED_OPTIONS: ReadonlySet<number> = new Set([
   OPT.SET_META_CONTEXT,
 ]);
 
+/**
+ * Most queries one NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT may carry. A well-formed
+ * request with more is answered NBD_REP_ERR_TOO_BIG (proto.md: for LIST with queries the server "MAY
+ * fail with NBD_REP_ERR_TOO_BIG if too many queries are requested"; SET "MAY return
+ * NBD_REP_ERR_TOO_BIG if a request seeks to select too many contexts"); a malformed one is still
+ * NBD_REP_ERR_INVALID (a syntactically invalid request "MUST" get it).
+ */
+export const MAX_META_QUERIES = 1024;
+
 /** Every context an export offers, `base:allocation` first; the id of a context is its index + 1. */
 export function offeredContexts(exp: NbdExport): string[] {
   return [BASE_ALLOCATION, ...(exp.backend.metaContexts ?? []).filter((c) => c !== BASE_ALLOCATION)];
@@ -191,6 +200,10 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
           invalid('malformed meta context request');
           break;
         }
+        if (req.queries.length > MAX_META_QUERIES) {
+          fail(REP_ERR.TOO_BIG, `${req.queries.length} meta context queries are over ${MAX_META_QUERIES}`);
+          break;
+        }
         const exp = ctx.exports.get(req.exportName);
         if (!exp) {
           fail(REP_ERR.UNKNOWN, `no export ${JSON.stringify(req.exportName)}`);
@@ -265,11 +278,15 @@ function u16(v: number): Buffer {
   return b;
 }
 
+/**
+ * Parses meta context option data; undefined when malformed. Any query count is parsed: the data is
+ * at most `MAX_OPTION_DATA` bytes and each query takes at least 4, so the loop is bounded by the data.
+ */
 function parseMetaRequest(data: Buffer): { exportName: string; queries: string[] } | undefined {
   const c = new PayloadCursor(data);
   const exportName = c.string32();
   const count = c.u32();
-  if (exportName === undefined || count === undefined || count > 1024) return undefined;
+  if (exportName === undefined || count === undefined) return undefined;
   const queries: string[] = [];
   for (let i = 0; i < count; i++) {
     const q = c.string32();

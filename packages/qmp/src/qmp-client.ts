@@ -73,6 +73,16 @@ interface Pending {
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
+/**
+ * `err`'s message without the `[driver] ` tag a CairnError of `driver` starts with, for quoting it
+ * inside another error of the same driver (which carries the tag once). Other errors, and a
+ * CairnError of another driver, keep their message as it is.
+ */
+function untagged(err: Error, driver: string): string {
+  const tag = `[${driver}] `;
+  return err instanceof CairnError && err.driver === driver && err.message.startsWith(tag) ? err.message.slice(tag.length) : err.message;
+}
+
 export class QmpClient {
   private readonly hub: EventHub;
   private readonly pending = new Map<string, Pending>();
@@ -148,7 +158,7 @@ export class QmpClient {
       // Anything else (no greeting, a peer that is not a QMP server, an error reply to
       // qmp_capabilities, a lost connection) means no usable QMP there: UNAVAILABLE.
       const cause = err instanceof CairnError && err.cause !== undefined ? err.cause : err;
-      const reason = cause instanceof Error ? cause.message : String(cause);
+      const reason = cause instanceof Error ? untagged(cause, driver) : String(cause);
       const details = err instanceof CairnError ? err.details : undefined;
       throw unavailable(`cannot open QMP at ${where}: ${reason}`, driver, cause, { ...details, target: where });
     } finally {
