@@ -115,6 +115,11 @@ export class DriverRegistry implements FactoryContext {
    * the function told of failures that fail no job, such as locks left to expire, default
    * process.emitWarning); every other option goes to the store. A plugin's own backup service
    * gets `options` as they are.
+   *
+   * The store built here is the chunked service's: its `close()` closes the store
+   * (ChunkedServiceOptions.ownsStore). When anything fails once the store is built (the passphrase
+   * cannot be read, the repository cannot be opened or made), the store is closed before the
+   * error is raised; a failure of that close is dropped, the first error is the one raised.
    */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
     if (this.services.has(plugin) || !this.stores.has(plugin)) return this.build('backup service', this.services, plugin, options);
@@ -124,11 +129,19 @@ export class DriverRegistry implements FactoryContext {
     }
     const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
     const store = await this.objectStore(plugin, storeOptions);
-    return ChunkedBackupService.open(store, {
-      ...(rest as ChunkedServiceOptions),
-      name: typeof rest.name === 'string' ? rest.name : plugin,
-      passphrase: passphrase === undefined ? undefined : await this.secret(passphrase),
-    });
+    try {
+      return await ChunkedBackupService.open(store, {
+        ...(rest as ChunkedServiceOptions),
+        name: typeof rest.name === 'string' ? rest.name : plugin,
+        passphrase: passphrase === undefined ? undefined : await this.secret(passphrase),
+        ownsStore: true,
+      });
+    } catch (err) {
+      await Promise.resolve()
+        .then(() => store.close?.())
+        .catch(() => undefined);
+      throw err;
+    }
   }
 
   async objectStore(plugin: string, options: Record<string, unknown> = {}): Promise<ObjectStore> {

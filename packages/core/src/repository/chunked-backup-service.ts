@@ -38,6 +38,13 @@ export interface ChunkedServiceOptions extends OpenOptions, WriteOptions {
    * names them). Default: process.emitWarning.
    */
   onWarning?: (warning: CairnError) => void;
+  /**
+   * Whether the service owns the store given to `open`: once open resolves, the service's close()
+   * closes the store too (ObjectStore.close). The registry sets it for the stores it builds
+   * (DriverRegistry.createBackupService). Default false: a store the caller passed in stays the
+   * caller's to close, and so does the store of an open that rejects, whatever this says.
+   */
+  ownsStore?: boolean;
 }
 
 export interface RepositoryStats {
@@ -401,9 +408,25 @@ export class ChunkedBackupService implements BackupService {
     return this.repository.locks.breakLocks(options);
   }
 
+  /**
+   * Releases the repository (its worker threads: Repository.close, as every call does) and then,
+   * when the service owns it (`ownsStore`), the store, even when releasing the repository failed.
+   * Idempotent: the store is closed once, by the first call; later calls (or ones made meanwhile)
+   * settle as that close did.
+   */
   async close(): Promise<void> {
-    await this.repository.close();
+    try {
+      await this.repository.close();
+    } finally {
+      if (this.options.ownsStore) {
+        this.storeClosing ??= Promise.resolve().then(() => this.repository.store.close?.());
+        await this.storeClosing;
+      }
+    }
   }
+
+  /** The owned store's close, once started (close). */
+  private storeClosing: Promise<void> | undefined;
 
   /** Tags errors with the service name. */
   private async tag<T>(fn: () => Promise<T>): Promise<T> {

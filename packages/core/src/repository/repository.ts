@@ -248,6 +248,10 @@ export class Repository {
     await this.store.delete(Keys.manifest(backupId));
   }
 
+  /**
+   * Stops the worker pool, if one was started. The store is not closed: it is whoever passed it to
+   * open's (ChunkedBackupService closes the stores it owns).
+   */
   async close(): Promise<void> {
     await this.processorInstance?.close();
     this.processorInstance = undefined;
