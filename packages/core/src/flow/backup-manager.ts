@@ -14,7 +14,7 @@ import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { hasReader, withoutReader, withReader } from './backup-readers.js';
 import { ownEntry, settleGoneReaders } from './reader-leftovers.js';
 import { judgedVolumeState } from './backup-leftovers.js';
-import { linkedController, type Job } from './jobs.js';
+import { assertSignal, linkedController, type Job } from './jobs.js';
 import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
 import { RequestOrder, type Turn } from './request-order.js';
@@ -141,7 +141,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * (`details: {volumeId, volumeStatus}`) or left `error_restoring` (a partial restore:
    * `details.volumeStatus`; restore it again first),
    * `INVALID_INPUT` for an incremental with no full backup or a bad `name` or `description`
-   * (details `{ field, reason }`), `NOT_SUPPORTED` for an incremental the target cannot take.
+   * (details `{ field, reason }`) or a `signal` that is not an AbortSignal (`details.field`
+   * `signal`), `NOT_SUPPORTED` for an incremental the target cannot take.
    *
    * The job waits for the volume's lock, then checks the volume again (the same `CONFLICT`s) and
    * copies the volume as it is then: the record's `size` and, for an incremental, its `parentId`
@@ -164,6 +165,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     if (request.readRate !== undefined && this.volumes.capabilities.flowOverride) {
       throw new CairnError('NOT_SUPPORTED', `driver ${this.volumes.name} runs backups itself (flow override): readRate cannot be applied`);
     }
+    // Checked before the turn is taken and the record written: linking it to the job cannot fail then.
+    assertSignal(request.signal);
     // Taken before the first await, as is the record's creation time: the jobs of one volume's
     // requests run in request order (RequestOrder), and their records' createdAt is in that order
     // too, so each incremental's parent (the newest complete backup by createdAt) is the one before.
@@ -442,7 +445,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Validates and starts a restore. Rejects at once with `NOT_FOUND` (backup, volume),
    * `CONFLICT` (backup neither `available` nor `restoring` by readers that name themselves,
    * BackupRecord.readers; volume not `available`), `INVALID_INPUT` (volume smaller than the
-   * backup), `BUSY` (an existing volume someone has attached, read-only too: the driver's
+   * backup; a `signal` that is not an AbortSignal, `details.field` `signal`, nothing claimed), `BUSY` (an existing volume someone has attached, read-only too: the driver's
    * read-write attach refuses it, assertTakesRestoreAttach; not judged while a job of this manager
    * works on the volume, which the restore waits for). Restores of one backup, to new or existing
    * volumes, in one process or several, may run at once.
@@ -477,6 +480,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * metadata (RestoreResult.metadataKept): hand it to readBackRestored with the volume.
    */
   async startRestore(request: RestoreRequest): Promise<{ job: Job; volume: Volume; metadataKept?: true }> {
+    // Checked before the backup is claimed or a volume made: linking it to the job cannot fail then.
+    assertSignal(request.signal);
     const backup = await this.catalog.getBackup(request.backupId);
     this.assertRestorable(backup, this.claims.count(backup.id, 'restore'));
     const service = this.target(backup.service);
@@ -752,7 +757,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Checked and claimed as a restore is (the same claim: startRestore): `NOT_FOUND` for an unknown
    * backup or target, `CONFLICT` unless the backup is `available` or `restoring` by readers that
    * name themselves (BackupRecord.readers: restores and reads here or in other processes),
-   * `CANCELLED` (nothing claimed) when `signal` fires before the claim is taken. While `fn` runs
+   * `CANCELLED` (nothing claimed) when `signal` fires before the claim is taken, `INVALID_INPUT`
+   * (`details.field` `signal`, nothing claimed) for a `signal` that is not an AbortSignal. While `fn` runs
    * the record is `restoring`, this manager among its readers, and stays:
    * `deleteBackup` of it here or in any process sharing the catalog is refused with `CONFLICT`
    * (`details.status` `restoring`), as during a restore, so a garbage collection keeps its data;
@@ -765,6 +771,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    */
   async readBackup<T>(backupId: string, fn: (backup: BackupRecord, service: BackupService) => Promise<T>, options: { signal?: AbortSignal } = {}): Promise<T> {
     const { signal } = options;
+    // Checked before anything is claimed: a signal that is not one would fail the claim's section
+    // after it had been queued for.
+    assertSignal(signal);
     throwIfAborted(signal);
     // Held (live-records) from before the claim may write `restoring` until the release settled.
     const letGo = holdRecord(backupId);
@@ -1008,10 +1017,12 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * so of a delete and a restore begun at once, in any processes sharing the catalog, one goes on
    * and the other is `CONFLICT` (as is a delete that finds the state changed there). The volume's
    * checkpoints go with it (the driver's); new-volume intents are left to recover()
-   * (delete-volume.ts says why). `options.signal` ends a wait for the section with `CANCELLED`.
+   * (delete-volume.ts says why). `options.signal` ends a wait for the section with `CANCELLED`;
+   * one that is not an AbortSignal is `INVALID_INPUT` (`details.field` `signal`), nothing deleted.
    * Not idempotent: a volume already gone is `NOT_FOUND`.
    */
   async deleteVolume(volumeId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    assertSignal(options.signal);
     const section = <T>(backupId: string, fn: () => Promise<T>) => this.claims.exclusive(backupId, fn, options.signal);
     return deleteVolume({ catalog: this.catalog, volumes: this.volumes, section }, volumeId);
   }

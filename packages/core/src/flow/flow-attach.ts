@@ -12,8 +12,10 @@ export const ATTACH_RETRY_MS: readonly number[] = [50, 200, 800];
  * VolumeDriver.attach), so an attachment someone holds for an instant only, as the precondition
  * probe of a restore in another manager or process does (restore-precondition.ts), fails no
  * flow; one held longer still fails it with `BUSY`, about a second later. Not retried once
- * `signal` has fired, nor for any other error (an attach that failed otherwise may have been made).
+ * `signal` has fired, nor for any other error (an attach that failed otherwise may have been made):
+ * a cancel that comes while a retry waits ends the wait, no further attach is made, and the call
+ * rejects with the `BUSY` refusal (the flow reports its cancel).
  */
 export function attachForFlow(volumes: Pick<VolumeDriver, 'attach'>, target: AttachTarget, mode: AttachMode, signal: AbortSignal): Promise<Attachment> {
-  return withRetries(() => volumes.attach(target, mode), ATTACH_RETRY_MS, (err) => hasCode(err, 'BUSY') && !signal.aborted);
+  return withRetries(() => volumes.attach(target, mode), ATTACH_RETRY_MS, (err) => hasCode(err, 'BUSY'), signal);
 }

@@ -1,3 +1,4 @@
+import { CairnError } from '../errors.js';
 import type { BackupRecord } from '../contracts/records.js';
 
 export type JobKind = 'backup' | 'restore';
@@ -35,10 +36,26 @@ export interface LinkedController {
 }
 
 /**
+ * `INVALID_INPUT` (`details.field: 'signal'`) unless `signal` is undefined or an AbortSignal (by
+ * its shape: `aborted`, `addEventListener`, `removeEventListener`). A request's signal is checked
+ * before anything is taken or written for it (a backup's record and its turn, a restore's claim):
+ * linking it to the job later must not fail.
+ */
+export function assertSignal(signal: unknown): asserts signal is AbortSignal | undefined {
+  if (signal === undefined) return;
+  const s = signal as Partial<AbortSignal> | null;
+  if (typeof s !== 'object' || s === null || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function' || typeof s.removeEventListener !== 'function') {
+    throw new CairnError('INVALID_INPUT', 'signal must be an AbortSignal', { details: { field: 'signal', reason: 'not_abort_signal' } });
+  }
+}
+
+/**
  * Links an external signal to a new controller, so a job can be cancelled from either side: the
- * external signal's abort (its reason) aborts the controller until `unlink()`.
+ * external signal's abort (its reason) aborts the controller until `unlink()`. `INVALID_INPUT`
+ * for an external signal that is not an AbortSignal (assertSignal).
  */
 export function linkedController(external?: AbortSignal): LinkedController {
+  assertSignal(external);
   const controller = new AbortController();
   const abort = (reason?: unknown): void => controller.abort(reason);
   if (!external) return { signal: controller.signal, abort, unlink: () => undefined };
