@@ -10,7 +10,9 @@ import { PackWriter } from '../src/repository/pack-writer.js';
 import { ChunkCodec } from '../src/repository/codec.js';
 import type { Repository } from '../src/repository/repository.js';
 import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
-import { keys } from './helpers.js';
+import { readKeptCopies } from '../src/repository/dropped-copies.js';
+import { collectGarbage } from '../src/repository/garbage-collector.js';
+import { CountingStore, keys } from './helpers.js';
 
 /**
  * Stores a second copy of `data` (chunk `id`) in a pack of its own, after it chunks `others` (each
@@ -316,5 +318,55 @@ describe('gc adopting packs no index object names', () => {
     await other.close();
     expect(report).toMatchObject({ packsAdopted: 2, packsDeleted: 0 });
     expect((await keys(store, 'packs/')).length).toBe(2);
+  });
+});
+
+describe("GC's check of the copies it keeps, in batches", () => {
+  it('readKeptCopies over more ids than one batch reads them a batch at a time and still finds every damaged copy', async () => {
+    const store = new CountingStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const data = pattern(3 * CHUNK, 130); // one 1 MiB pack
+    await backUp(service, 'b', data);
+    const chunks = Array.from({ length: 3 }, (_, k) => data.subarray(k * CHUNK, (k + 1) * CHUNK));
+    const ids = chunks.map((c) => repo.codec.chunkId(c)).sort((x, y) => repo.index.get(x)!.offset - repo.index.get(y)!.offset);
+    const kept = repo.index.get(ids[0]!)!.pack;
+    expect(ids.every((id) => repo.index.get(id)!.pack === kept)).toBe(true); // one pack, in pack order
+    await secondCopy(repo, chunks[0]!, ...chunks.slice(1)); // a second copy of each, in another pack
+    await damageFirstCopy(store, repo, ids[1]!); // in the first batch
+    await damageFirstCopy(store, repo, ids[2]!); // in the second
+    store.reset();
+
+    const found = await readKeptCopies(repo, ids, undefined, 2);
+    expect(found.damaged).toEqual(new Map([[ids[1], kept], [ids[2], kept]]));
+    expect(found.unreadable).toEqual(new Set());
+    // Batches of 2 and 1 ids: one ranged read of the kept pack each (all 3 fit one range).
+    expect(store.count('get', `packs/${kept}`)).toBe(2);
+    await service.close();
+  });
+});
+
+describe("GC's repack, in batches", () => {
+  it('collectGarbage copies the live chunks of a repacked pack forward a batch at a time: the backup restores byte-exact', async () => {
+    const store = new CountingStore('mem');
+    const service = await openRepo(store);
+    const repo = service.repository;
+    const data = pattern(3 * CHUNK, 131); // one 1 MiB pack
+    const first = await backUp(service, 'a', data);
+    const live = data.subarray(0, 2 * CHUNK);
+    const b = await backUp(service, 'b', live); // the first two chunks again
+    const pack = repo.index.get(repo.codec.chunkId(live.subarray(0, CHUNK)))!.pack;
+    await service.delete(first); // a third of the pack is dead now: GC repacks it
+    store.reset();
+
+    const report = await collectGarbage(repo, { graceMs: 0 }, 1);
+    expect(report).toMatchObject({ packsRepacked: 1, chunksRemoved: 1 });
+    // Two live chunks in batches of one: one ranged read of the repacked pack each.
+    expect(store.count('get', `packs/${pack}`)).toBe(2);
+    await service.close();
+    const other = await openRepo(store);
+    expect((await restored(other, b)).equals(live)).toBe(true);
+    expect((await other.verify()).problems).toEqual([]);
+    await other.close();
   });
 });

@@ -66,6 +66,21 @@ describe('a volume that grew within its last chunk', () => {
     await service.close();
   });
 
+  it('verify names the place (byte offset in the volume) of a chunk of the wrong length', async () => {
+    const { store, service, volumes, manager } = await rig();
+    const v = await filledVolume(volumes, 896 * 1024, 65); // 3½ chunks: the short one fills the place at 768 KiB
+    const a = await manager.backup({ volumeId: v.id });
+    const repo = service.repository;
+    const key = `manifests/${a.id}`;
+    const doc = decodeDocument<Record<string, unknown>>(repo.codec, await store.get(key), `manifest:${a.id}`);
+    await store.put(key, encodeDocument(repo.codec, { ...doc, size: 1024 * 1024 }, `manifest:${a.id}`));
+    const short = repo.codec.chunkId((await contents(volumes, v.id)).subarray(768 * 1024));
+    expect((await manager.verify(a.id)).problems).toEqual([
+      { backupId: a.id, code: 'CORRUPT', message: `chunk ${short} at byte ${768 * 1024} of the volume has ${128 * 1024} bytes where ${256 * 1024} belong` },
+    ]);
+    await service.close();
+  });
+
   it('verify names only the backup that puts a chunk where it does not fit, not another that holds the chunk where it belongs', async () => {
     const { store, service, volumes, manager } = await rig();
     const v = await filledVolume(volumes, 384 * 1024, 64);

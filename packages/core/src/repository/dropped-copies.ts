@@ -1,4 +1,5 @@
 import { fetchChunks } from './chunk-fetcher.js';
+import { FETCH_BATCH, batches } from './fetch-batches.js';
 import type { Repository } from './repository.js';
 
 /** What GC plans to remove (garbage-collector.ts), and what it may do instead. Mutated by guardDroppedCopies. */
@@ -88,18 +89,22 @@ export async function guardDroppedCopies(repo: Repository, plan: RemovalPlan): P
  * Fetches `ids` as restore does, each from the copy the index resolves it to, checked against its
  * id, else from the next copy the index names. `damaged`: chunks whose first copy failed while a
  * later one read well, each with the pack of the copy that failed; `unreadable`: chunks no copy of
- * which reads well.
+ * which reads well. Fetches `batch` ids at a time (FETCH_BATCH, as verify does), so that what the
+ * fetcher plans per chunk stays bounded however many copies GC drops (an interrupted repack of a
+ * large repository leaves very many duplicates).
  */
-async function readKeptCopies(repo: Repository, ids: ReadonlySet<string>, signal?: AbortSignal): Promise<{ damaged: Map<string, string>; unreadable: Set<string> }> {
+export async function readKeptCopies(repo: Repository, ids: Iterable<string>, signal?: AbortSignal, batch = FETCH_BATCH): Promise<{ damaged: Map<string, string>; unreadable: Set<string> }> {
   const damaged = new Map<string, string>();
   const unreadable = new Set<string>();
-  await fetchChunks(repo, ids, async () => undefined, {
-    once: true,
-    signal,
-    // A chunk's first failed copy is the one the index resolves it to (fetchChunks reads that first).
-    onCopyFailed: (copy) => void (damaged.has(copy.id) || damaged.set(copy.id, copy.pack)),
-    onError: (id) => void unreadable.add(id),
-  });
+  for (const some of batches(ids, batch)) {
+    await fetchChunks(repo, some, async () => undefined, {
+      once: true,
+      signal,
+      // A chunk's first failed copy is the one the index resolves it to (fetchChunks reads that first).
+      onCopyFailed: (copy) => void (damaged.has(copy.id) || damaged.set(copy.id, copy.pack)),
+      onError: (id) => void unreadable.add(id),
+    });
+  }
   for (const id of unreadable) damaged.delete(id);
   return { damaged, unreadable };
 }

@@ -1,6 +1,7 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { guardDroppedCopies } from './dropped-copies.js';
+import { FETCH_BATCH, batches } from './fetch-batches.js';
 import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
@@ -90,8 +91,10 @@ export interface GcReport {
  * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
  * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
  * can sweep them), all past the grace period (the last two also at least 15 minutes old).
+ * Memory: the chunks a repack copies forward are fetched `fetchBatch` at a time (FETCH_BATCH, as
+ * verify does), so what the fetcher plans per chunk stays bounded however many packs are repacked.
  */
-export async function collectGarbage(repo: Repository, options: GcOptions = {}): Promise<GcReport> {
+export async function collectGarbage(repo: Repository, options: GcOptions = {}, fetchBatch = FETCH_BATCH): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
   const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0 };
@@ -204,12 +207,14 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     options.signal?.addEventListener('abort', cancel, { once: true });
     // Re-encode from checked plaintext so corruption is never copied forward.
     try {
-      await fetchChunks(repo, wanted, async (chunks) => {
-        for (const { id, data } of chunks) {
-          throwIfAborted(options.signal);
-          await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
-        }
-      }, { signal: options.signal });
+      for (const some of batches(wanted, fetchBatch)) {
+        await fetchChunks(repo, some, async (chunks) => {
+          for (const { id, data } of chunks) {
+            throwIfAborted(options.signal);
+            await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
+          }
+        }, { signal: options.signal });
+      }
       await writer.finish();
     } catch (err) {
       // The pack being filled is discarded (a store's part writer left open keeps its temporary

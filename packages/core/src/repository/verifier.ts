@@ -3,13 +3,8 @@ import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { ChunkIdSet } from './chunk-id-set.js';
 import { chunkLength } from './chunk-plan.js';
+import { FETCH_BATCH } from './fetch-batches.js';
 import type { Repository } from './repository.js';
-
-/**
- * Distinct chunks fetched and checked at a time: what the fetcher plans and holds per chunk
- * (~300 bytes) is held for this many only, 2 GiB of data at the default chunk size.
- */
-const FETCH_BATCH = 16_384;
 
 /**
  * Reads and checks every chunk the given backups use (all backups when `backupIds` is omitted),
@@ -49,12 +44,12 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
     let misplacedCount = 0;
     // A manifest or chunk list page that cannot be read breaks the backup; its chunks read so
     // far are still checked.
-    const failure = await walkChunks(repo, backupId, signal, (id, want) => {
+    const failure = await walkChunks(repo, backupId, signal, (id, want, offset) => {
       const have = repo.index.get(id)?.rawLength;
       if (wanted.add(id)) total += have ?? 0;
       if (have === undefined || have === want) return;
       misplacedCount += 1;
-      misplaced ??= `chunk ${id} has ${have} bytes where ${want} belong`;
+      misplaced ??= `chunk ${id} at byte ${offset} of the volume has ${have} bytes where ${want} belong`;
     });
     const more = misplacedCount > 1 ? ` (and ${misplacedCount - 1} more chunk places of the wrong length)` : '';
     const messages = [...(failure ? [failure.message] : []), ...(misplaced ? [misplaced + more] : [])];
@@ -128,12 +123,13 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
 }
 
 /**
- * Calls `visit` with the id and place length of every non-zero chunk of a backup, in chunk
- * order. Returns the `CORRUPT` or `NOT_FOUND` error of a manifest or chunk list page that cannot
- * be read (the chunks before it were visited); any other error is thrown. The manifest is the
- * walk's own, so its reads and its pages' take `signal` (`CANCELLED` at once when it aborts).
+ * Calls `visit` with the id, place length and place offset (bytes into the volume) of every
+ * non-zero chunk of a backup, in chunk order. Returns the `CORRUPT` or `NOT_FOUND` error of a
+ * manifest or chunk list page that cannot be read (the chunks before it were visited); any other
+ * error is thrown. The manifest is the walk's own, so its reads and its pages' take `signal`
+ * (`CANCELLED` at once when it aborts).
  */
-async function walkChunks(repo: Repository, backupId: string, signal: AbortSignal | undefined, visit: (id: string, length: number) => void): Promise<(CairnError & { code: 'CORRUPT' | 'NOT_FOUND' }) | undefined> {
+async function walkChunks(repo: Repository, backupId: string, signal: AbortSignal | undefined, visit: (id: string, length: number, offset: number) => void): Promise<(CairnError & { code: 'CORRUPT' | 'NOT_FOUND' }) | undefined> {
   try {
     const m = await repo.readManifest(backupId, { signal });
     for (let k = 0; k < m.chunks.pageCount; k++) {
@@ -141,7 +137,8 @@ async function walkChunks(repo: Repository, backupId: string, signal: AbortSigna
       const page = await m.chunks.page(k);
       for (let j = 0; j < page.length; j++) {
         const id = page.get(j);
-        if (id !== null) visit(id, chunkLength(m.size, m.chunkSize, k * m.chunks.pageChunks + j));
+        const n = k * m.chunks.pageChunks + j;
+        if (id !== null) visit(id, chunkLength(m.size, m.chunkSize, n), n * m.chunkSize);
       }
     }
     return undefined;
