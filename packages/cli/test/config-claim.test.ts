@@ -23,7 +23,7 @@ describe('claimConfigFile', () => {
     const { dir, file } = await configIn();
     const claim = await claimConfigFile(file);
     expect((await stat(file)).size).toBe(0);
-    expect(await claim.publish('{"version": 1}\n')).toBe(true);
+    expect(await claim.publish('{"version": 1}\n')).toEqual({}); // published, and durably (no notDurable)
     await claim.release();
     expect(await readFile(file, 'utf8')).toBe('{"version": 1}\n');
     expect(await readdir(dir)).toEqual(['cairn.config.json']);

@@ -25,6 +25,11 @@ export interface ArchiveWriteResult {
   chunks: number;
   /** Bytes of data in the archive. */
   dataBytes: number;
+  /**
+   * Set when the archive is in place but its directory could not be fsynced, so that it may not
+   * survive a crash (Published.notDurable): the export succeeded; the caller warns of this.
+   */
+  notDurable?: CairnError;
 }
 
 /** The offsets (ascending, each once) of the ARCHIVE_CHUNK-aligned chunks that `extents` (ascending) touch, on a device of `size` bytes. */
@@ -158,8 +163,8 @@ export async function writeArchive(
       await add(SUMS_NAME, Buffer.from(`${sums.join('\n')}\n`));
       pack.finalize();
       await done; // the stream fsyncs and closes the file (flush) before it finishes
-      await partial.publish();
-      return { file, backupId: record.id, size: record.size, chunks: chunks.length, dataBytes };
+      const { notDurable } = await partial.publish();
+      return { file, backupId: record.id, size: record.size, chunks: chunks.length, dataBytes, ...(notDurable ? { notDurable } : {}) };
     } finally {
       await staging.driver.detach(ro.id);
     }

@@ -201,7 +201,8 @@ export function registerBackupCommands(program: Command): void {
         const manager = await ctx.manager({ recover: true });
         const progress = phasedProgress('export', ctx.out.options);
         // SIGINT/SIGTERM cancel the export: its partial archive and staging volume are removed, its claim released.
-        const result = await cancellableBySignal(ctx.out, 'export', (signal) => exportBackup(manager, id!, file, { progress: progress.update, signal, stagingDir, makeStagingDir: o.stagingDir === undefined })).finally(() => progress.stop());
+        const { notDurable, ...result } = await cancellableBySignal(ctx.out, 'export', (signal) => exportBackup(manager, id!, file, { progress: progress.update, signal, stagingDir, makeStagingDir: o.stagingDir === undefined })).finally(() => progress.stop());
+        if (notDurable) ctx.out.warn(notDurable.message); // in place, but perhaps not durable: said, not failed
         ctx.out.result(result, () =>
           renderFields([
             ['archive', result.file],
@@ -246,7 +247,8 @@ export function registerBackupCommands(program: Command): void {
           const file = await outputPath(resolve(o.output), true);
           // Whole or not at all: an existing file keeps its content until the new one is complete
           // (written in a private directory beside it, as volume and archive exports write: createPartialFile).
-          await writeFileWhole(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
+          const { notDurable } = await writeFileWhole(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
+          if (notDurable) ctx.out.warn(notDurable.message); // in place, but perhaps not durable: said, not failed
           ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${id} to ${file}`);
         } else {
           process.stdout.write(text);

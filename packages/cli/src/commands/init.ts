@@ -1,7 +1,8 @@
 import { statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { realpath } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { CairnError, ChunkedBackupService, toCairnError, unlessNotFound, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
+import { CairnError, ChunkedBackupService, isAlreadyExists, toCairnError, unlessNotFound, type CompressionAlgorithm, type DriverRegistry } from '@cairn/core';
 import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
@@ -9,6 +10,7 @@ import { fromText } from '../config/load.js';
 import { claimConfigFile, existingConfigError } from '../io/config-claim.js';
 import { accessError } from '../io/input-file.js';
 import { outputPath } from '../io/output-path.js';
+import { removeDeadTempDirs } from '../io/owned-temp-dir.js';
 import { writeFileWhole } from '../io/partial-file.js';
 import { composeRegistry } from '../context.js';
 import { renderFields } from '../output/table.js';
@@ -47,7 +49,9 @@ export function registerInitCommand(program: Command): void {
         const file = resolve(globals.config ?? (process.env.CAIRN_CONFIG || undefined) ?? 'cairn.config.json');
         // A config that is a symbolic link is written through (the link stays), as exports are.
         const written = await outputPath(file, opts.force).catch(async (err: unknown) => {
-          throw err instanceof CairnError && err.code === 'ALREADY_EXISTS' ? await existingConfigError(file, err) : err;
+          if (!isAlreadyExists(err)) throw err;
+          await sweepBeside(await realpath(file).catch(() => file));
+          throw await existingConfigError(file, err as CairnError);
         });
         const o = opts.yes ? opts : await ask(opts);
         if (o.passphraseEnv && o.passphraseFile) throw new CairnError('INVALID_INPUT', '--passphrase-env and --passphrase-file exclude each other');
@@ -72,7 +76,12 @@ export function registerInitCommand(program: Command): void {
         // Without --force the config's name is taken before the repository is made: of several
         // inits at once one goes on, the others stop here having made nothing (no orphan repository).
         // The one that goes on publishes over its own empty file only (ConfigClaim.publish).
-        const claim = opts.force ? undefined : await claimConfigFile(written);
+        const claim = opts.force
+          ? undefined
+          : await claimConfigFile(written).catch(async (err: unknown) => {
+              if (isAlreadyExists(err)) await sweepBeside(written);
+              throw err;
+            });
         try {
           const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
           const store = await registry.objectStore('posix', storeOptions);
@@ -82,9 +91,11 @@ export function registerInitCommand(program: Command): void {
           try {
             // Whole or not at all: a failed write leaves no config (or, with --force, the old one).
             // Without --force, only over this init's own empty file (never over another init's config).
-            const writing = claim ? claim.publish(text) : writeFileWhole(written, text).then(() => true);
+            const writing = claim ? claim.publish(text) : writeFileWhole(written, text);
             const published = await writing.catch((err: unknown) => Promise.reject(configNotWritten(accessError(err, written, 'write'), file, String(target.options.directory), existed)));
             if (!published) throw configWrittenMeanwhile(file, String(target.options.directory), existed);
+            // In place, but its directory entry may not survive a crash: said, not failed (Published).
+            if (published.notDurable) out.warn(published.notDurable.message);
             const stats = service instanceof ChunkedBackupService ? await service.stats() : undefined;
             const result = {
               config: file,
@@ -111,6 +122,16 @@ export function registerInitCommand(program: Command): void {
         }
       }),
     );
+}
+
+/**
+ * Removes the `.cairn-partial-` directories beside the config `written` whose owner is certainly
+ * dead (removeDeadTempDirs: an init killed while it published the config there), when an init
+ * stops because the config exists: such an init leaves its (empty) config and that directory, and
+ * no later init gets as far as making its own there (createPartialFile's sweep). Never throws.
+ */
+async function sweepBeside(written: string): Promise<void> {
+  await removeDeadTempDirs('.cairn-partial-', dirname(written));
 }
 
 /**

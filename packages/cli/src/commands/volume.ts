@@ -286,7 +286,8 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
       progress.stop();
       await driver.detach(a.id);
     }
-    await partialFile.publish();
+    const { notDurable } = await partialFile.publish();
+    if (notDurable) ctx.out.warn(notDurable.message); // in place, but perhaps not durable: said, not failed
     ctx.out.result({ volumeId: v.id, file, format, size: v.size, ...stats }, () =>
       renderFields([
         ['volume', `${v.name} (${v.id})`],

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { CairnError, isNoHardLinks, linkIfAbsent, syncDir, writeNewFileDurably } from '@cairn/core';
+import { CairnError, isNoHardLinks, linkIfAbsent, writeNewFileDurably } from '@cairn/core';
 import { accessError } from './input-file.js';
-import { createPartialFile, type PartialFile } from './partial-file.js';
+import { createPartialFile, syncPublished, type PartialFile, type Published } from './partial-file.js';
 
 /** A config file's name held by claimConfigFile until `publish` puts the config in its place, or `release()` gives it up. */
 export interface ConfigClaim {
@@ -21,9 +21,10 @@ export interface ConfigClaim {
    * resolves false (one config, never a replaced one). On a file system without hard links (vfat,
    * some FUSE mounts) the temporary file is renamed to the name instead, which the empty file left
    * an instant before. The private directory is removed whatever happens (SIGINT and SIGTERM
-   * included). Errors are the system's, as writeFileAtomic's. Call it once.
+   * included). Errors are the system's, as writeFileAtomic's; once the config is in place, a failed
+   * fsync of the directory is not one: it is `notDurable` in the result (Published). Call it once.
    */
-  publish(text: string): Promise<boolean>;
+  publish(text: string): Promise<Published | false>;
   /**
    * Removes the empty file unless something else has taken its place since (the published config,
    * or another file put there), and stops watching for signals. Idempotent.
@@ -112,7 +113,6 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
   let released = false;
   return {
     async publish(text) {
-      const dir = dirname(file);
       const partial = await createPartialFile(file);
       temp = partial;
       const written = partial.path;
@@ -125,14 +125,13 @@ export async function claimConfigFile(file: string): Promise<ConfigClaim> {
         });
         if (linked === false) return false;
         if (linked === undefined) {
-          await partial.publish(); // renamed to the name, which the empty file left an instant ago; the directory is fsynced
+          const result = await partial.publish(); // renamed to the name, which the empty file left an instant ago; the directory is fsynced
           published = true;
-        } else {
-          published = true;
-          await partial.discard();
-          await syncDir(dir);
+          return result;
         }
-        return true;
+        published = true;
+        await partial.discard();
+        return await syncPublished(file);
       } finally {
         temp = undefined;
         await partial.discard();

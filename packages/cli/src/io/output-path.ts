@@ -81,7 +81,10 @@ export async function checkOutputLocation(file: string): Promise<boolean> {
     throw accessError(cause, file, 'write', dir);
   });
   // In a sticky directory (/tmp) only the file's or the directory's owner may replace a file.
-  const uid = process.getuid?.();
+  // Owner as the kernel judges it when the rename comes: by the effective uid (as for a link,
+  // assertLinkMayBeFollowed), not the real one, which differs in a setuid process or after
+  // seteuid (and only an effective uid 0, not a real one, has the right to replace any file).
+  const uid = process.geteuid?.();
   if (existing && uid !== undefined && uid !== 0 && (parent.mode & 0o1000) !== 0 && existing.uid !== uid && parent.uid !== uid) {
     throw new CairnError('UNAVAILABLE', `${file} belongs to another user in sticky directory ${dir}: it cannot be replaced`, { details: { file } });
   }
