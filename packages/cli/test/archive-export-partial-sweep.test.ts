@@ -1,7 +1,7 @@
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+import { cairnJson, cairnUnderway, MiB, removeDir, tempDir, writeRawImage, type RunUnderway } from './helpers.js';
 
 /**
  * An archive export killed outright (SIGKILL: no cleanup runs) leaves its partial archive beside
@@ -15,18 +15,9 @@ describe('backup export --archive: partial archives of killed exports', () => {
   const env = () => ({ TMPDIR: tmp });
 
   /** Starts an export to `file` and resolves once it runs and its partial archive is in `dir`. */
-  async function exportUnderway(file: string, dir: string): Promise<{ kill(): void; exit: Promise<CliResult> }> {
-    let err = '';
-    const { child, exit } = cairnSpawn(['backup', 'export', backupId, '--archive', file, '--json'], { cwd, env: env() });
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    let settled = false;
-    void exit.then(() => (settled = true));
-    for (let i = 0; i < 1500 && !settled; i++) {
-      if (err.includes('export: restore') && (await readdir(dir)).length > 0) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    expect(settled, 'the export ended before its partial archive was seen').toBe(false);
-    return { kill: () => child.kill('SIGKILL'), exit };
+  function exportUnderway(file: string, dir: string): Promise<RunUnderway> {
+    const args = ['backup', 'export', backupId, '--archive', file, '--json'];
+    return cairnUnderway(args, { cwd, env: env() }, async (err) => err.includes('export: restore') && (await readdir(dir)).length > 0, { tries: 1500, everyMs: 20 });
   }
 
   beforeAll(async () => {

@@ -1,9 +1,9 @@
 import { type BackupRecord } from '@cairn/core';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { importArchive } from '../src/archive/importer.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { archivedBackup, cairnJson, MiB, removeDir, tempDir } from './helpers.js';
+import { MiB, useArchivedBackup } from './helpers.js';
 
 let failDispose = false;
 vi.mock('../src/archive/reader.js', async (original) => {
@@ -23,19 +23,10 @@ vi.mock('../src/archive/reader.js', async (original) => {
 });
 
 describe('an import whose staging cleanup fails after the record is available', () => {
-  let cwd: string;
-  let config: string;
-  let archive: string;
-  let backupId: string;
-  beforeAll(async () => {
-    cwd = await tempDir();
-    ({ config, archive, backupId } = await archivedBackup(cwd, 4 * MiB));
-    await cairnJson(['backup', 'delete', backupId], { cwd });
-  });
-  afterAll(() => removeDir(cwd));
+  const fx = useArchivedBackup(4 * MiB, { deleted: true });
 
   it('keeps the record available with its service data and rejects with the cleanup error', async () => {
-    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    const ctx = await CliContext.create({ config: fx.config }, new Output({ quiet: true }));
     try {
       const catalog = await ctx.catalog();
       const writes: string[] = [];
@@ -43,9 +34,9 @@ describe('an import whose staging cleanup fails after the record is available', 
         putBackup: async (r: BackupRecord, o?: { ifAbsent?: boolean }) => (writes.push(r.status), catalog.putBackup(r, o)),
       });
       failDispose = true;
-      const result = await importArchive({ service: await ctx.target(), catalog: spy }, archive).then((r) => r.status, (e) => `${e.code}: ${e.message}`);
+      const result = await importArchive({ service: await ctx.target(), catalog: spy }, fx.archive).then((r) => r.status, (e) => `${e.code}: ${e.message}`);
       failDispose = false;
-      const rec = await catalog.getBackup(backupId);
+      const rec = await catalog.getBackup(fx.backupId);
       expect(result).toMatch(/^BUSY: /);
       expect(writes).toEqual(['creating', 'available']);
       expect(rec.status).toBe('available');

@@ -1,10 +1,10 @@
 import { CairnError, isCairnError, type BackupJob, type BackupRecord, type BackupService, type BackupSource, type Catalog } from '@cairn/core';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { importArchive } from '../src/archive/importer.js';
 import { readArchive } from '../src/archive/reader.js';
 import { CliContext } from '../src/context.js';
 import { Output } from '../src/output/output.js';
-import { archivedBackup, cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, useArchivedBackup } from './helpers.js';
 
 // Counts the archive reads, to tell when an import was refused.
 vi.mock('../src/archive/reader.js', async (original) => {
@@ -17,29 +17,20 @@ vi.mock('../src/archive/reader.js', async (original) => {
  * with ALREADY_EXISTS having written nothing, and the record ends `available`.
  */
 describe('concurrent imports of one archive', () => {
-  let cwd: string;
-  let config: string;
-  let archive: string;
-  let backupId: string;
-
-  beforeAll(async () => {
-    cwd = await tempDir();
-    ({ config, archive, backupId } = await archivedBackup(cwd, 16 * MiB));
-  });
-  afterAll(() => removeDir(cwd));
+  const fx = useArchivedBackup(16 * MiB);
 
   /** Removes the backup so the archive can be imported again. */
-  const deleteBackup = () => cairnJson(['backup', 'delete', backupId], { cwd });
+  const deleteBackup = () => cairnJson(['backup', 'delete', fx.backupId], { cwd: fx.cwd });
 
   /** The record as stored, and whether `backup verify` finds it whole. */
   async function stored(): Promise<{ status: string; verified: number }> {
-    const record = await cairnJson<BackupRecord>(['backup', 'show', backupId], { cwd });
-    return { status: record.status, verified: (await cairn(['backup', 'verify', backupId], { cwd })).code };
+    const record = await cairnJson<BackupRecord>(['backup', 'show', fx.backupId], { cwd: fx.cwd });
+    return { status: record.status, verified: (await cairn(['backup', 'verify', fx.backupId], { cwd: fx.cwd })).code };
   }
 
   it('two calls at once, both finding the id free before either writes: one imports, the other gets ALREADY_EXISTS', async () => {
     await deleteBackup();
-    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    const ctx = await CliContext.create({ config: fx.config }, new Output({ quiet: true }));
     try {
       const catalog = await ctx.catalog();
       // Each call's first look at the record waits (up to 2 s) until the other call looks too:
@@ -55,7 +46,7 @@ describe('concurrent imports of one archive', () => {
         },
       });
       const to = { service: await ctx.target(), catalog: racing };
-      const results = await Promise.allSettled([importArchive(to, archive), importArchive(to, archive)]);
+      const results = await Promise.allSettled([importArchive(to, fx.archive), importArchive(to, fx.archive)]);
       const won = results.filter((r) => r.status === 'fulfilled');
       const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       expect(won).toHaveLength(1);
@@ -68,7 +59,7 @@ describe('concurrent imports of one archive', () => {
 
   it('two `cairn backup import` processes at once: one exits 0, the other ALREADY_EXISTS (exit 4)', async () => {
     await deleteBackup();
-    const runs = await Promise.all([0, 1].map(() => cairnSpawn(['backup', 'import', archive, '--json'], { cwd }).exit));
+    const runs = await Promise.all([0, 1].map(() => cairnSpawn(['backup', 'import', fx.archive, '--json'], { cwd: fx.cwd }).exit));
     expect(runs.map((r) => r.code).sort()).toEqual([0, 4]);
     expect(jsonError(runs.find((r) => r.code === 4)!).code).toBe('ALREADY_EXISTS');
     expect(await stored()).toEqual({ status: 'available', verified: 0 });
@@ -76,7 +67,7 @@ describe('concurrent imports of one archive', () => {
 
   it("an import of an id that another import has claimed is refused with ALREADY_EXISTS before it reads the archive; this process's recovery leaves the running import alone", async () => {
     await deleteBackup();
-    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    const ctx = await CliContext.create({ config: fx.config }, new Output({ quiet: true }));
     try {
       const target = await ctx.target();
       const catalog = await ctx.catalog();
@@ -88,15 +79,15 @@ describe('concurrent imports of one archive', () => {
       const held = Object.assign(Object.create(target) as BackupService, {
         backup: async (job: BackupJob, source: BackupSource) => (reached(), await go, target.backup(job, source)),
       });
-      const first = importArchive({ service: held, catalog }, archive);
+      const first = importArchive({ service: held, catalog }, fx.archive);
       await writing;
       const reads = vi.mocked(readArchive).mock.calls.length;
-      await expect(importArchive({ service: target, catalog }, archive)).rejects.toMatchObject({ code: 'ALREADY_EXISTS', details: { status: 'creating' } });
+      await expect(importArchive({ service: target, catalog }, fx.archive)).rejects.toMatchObject({ code: 'ALREADY_EXISTS', details: { status: 'creating' } });
       expect(vi.mocked(readArchive).mock.calls.length).toBe(reads);
-      expect((await (await ctx.manager()).recover()).skipped).toEqual([backupId]);
-      expect((await catalog.getBackup(backupId)).status).toBe('creating');
+      expect((await (await ctx.manager()).recover()).skipped).toEqual([fx.backupId]);
+      expect((await catalog.getBackup(fx.backupId)).status).toBe('creating');
       proceed();
-      expect(await first).toMatchObject({ id: backupId, status: 'available' });
+      expect(await first).toMatchObject({ id: fx.backupId, status: 'available' });
     } finally {
       await ctx.close();
     }
@@ -105,7 +96,7 @@ describe('concurrent imports of one archive', () => {
 
   it("an import whose final catalog writes failed leaves its record creating, and this process's recovery fails it to error", async () => {
     await deleteBackup();
-    const ctx = await CliContext.create({ config }, new Output({ quiet: true }));
+    const ctx = await CliContext.create({ config: fx.config }, new Output({ quiet: true }));
     try {
       const catalog = await ctx.catalog();
       const failing = Object.assign(Object.create(catalog) as Catalog, {
@@ -114,11 +105,11 @@ describe('concurrent imports of one archive', () => {
           return catalog.putBackup(record, options);
         },
       });
-      await expect(importArchive({ service: await ctx.target(), catalog: failing }, archive)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
-      expect((await catalog.getBackup(backupId)).status).toBe('creating');
+      await expect(importArchive({ service: await ctx.target(), catalog: failing }, fx.archive)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect((await catalog.getBackup(fx.backupId)).status).toBe('creating');
       const report = await (await ctx.manager()).recover();
-      expect(report.failedBackups).toEqual([backupId]);
-      expect((await catalog.getBackup(backupId)).status).toBe('error');
+      expect(report.failedBackups).toEqual([fx.backupId]);
+      expect((await catalog.getBackup(fx.backupId)).status).toBe('error');
     } finally {
       await ctx.close();
     }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { currentOwner, processStartTime, type ProcessOwner } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { deadOwner, forgeStagingDir } from './helpers-staging.js';
 
 /**
  * Staging directories (`cairn-archive-*` in the staging directory: here `--staging-dir`) left by a process that was
@@ -32,21 +33,7 @@ describe('staging directories of dead processes', () => {
   });
 
   /** Writes `<tmp>/<name>/cairn-staging.json` naming `owner`, as a staging of `owner` would. */
-  async function forged(name: string, owner: ProcessOwner | string): Promise<void> {
-    await mkdir(join(tmp, name));
-    const doc = typeof owner === 'string' ? owner : JSON.stringify({ format: 'cairn-staging/1', owner, createdAt: new Date().toISOString() });
-    await writeFile(join(tmp, name, 'cairn-staging.json'), doc);
-  }
-
-  /** A process that ran and exited: its owner is certainly dead. */
-  async function deadOwner(): Promise<ProcessOwner> {
-    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
-    await new Promise((r) => child.once('spawn', r));
-    const owner = { ...currentOwner(), pid: child.pid!, startTime: processStartTime(child.pid!) };
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
-    return owner;
-  }
+  const forged = (name: string, owner: ProcessOwner | string) => forgeStagingDir(join(tmp, name), owner);
 
   it('an export killed with SIGKILL leaves its staging, which the next export removes; live, foreign and non-Cairn directories stay', async () => {
     // 1. A real export, killed with SIGKILL while it restores into its staging volume.

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { currentOwner, processStartTime, type ProcessOwner } from '@cairn/core';
+import { currentOwner, type ProcessOwner } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairnJson, removeDir, tempDir } from './helpers.js';
+import { deadOwner, forgeStagingDir } from './helpers-staging.js';
 
 /**
  * `backup export-record -o <file>` writes the record in a private `.cairn-partial-XXXXXX`
@@ -21,27 +21,16 @@ describe('backup export-record -o: partial files beside the output', () => {
   }, 60_000);
   afterAll(() => removeDir(cwd));
 
-  /** The owner of a process started and then SIGKILLed: certainly dead. */
-  async function killedOwner(): Promise<ProcessOwner> {
-    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
-    await new Promise((r) => child.once('spawn', r));
-    const owner = { ...currentOwner(), pid: child.pid!, startTime: processStartTime(child.pid!) };
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
-    return owner;
-  }
-
   /** `<dir>/<name>` as a writer's partial directory naming `owner`, holding a half-written `file`. */
   async function partialOf(dir: string, name: string, owner: ProcessOwner, file: string): Promise<void> {
-    await mkdir(join(dir, name));
-    await writeFile(join(dir, name, 'cairn-staging.json'), JSON.stringify({ format: 'cairn-staging/1', owner, createdAt: new Date().toISOString() }));
+    await forgeStagingDir(join(dir, name), owner);
     await writeFile(join(dir, name, file), '{"half":');
   }
 
   it("writes the record whole, removing a killed writer's partial directory and keeping a live one's", async () => {
     const out = join(cwd, 'records');
     await mkdir(out);
-    await partialOf(out, '.cairn-partial-DEAD01', await killedOwner(), 'rec.json');
+    await partialOf(out, '.cairn-partial-DEAD01', await deadOwner(), 'rec.json');
     await partialOf(out, '.cairn-partial-LIVE01', currentOwner(), 'rec.json'); // this test process: alive
     const r = await cairnJson(['backup', 'export-record', backupId, '-o', join(out, 'rec.json')], { cwd });
     expect(r).toEqual({ exported: backupId, file: join(out, 'rec.json') });

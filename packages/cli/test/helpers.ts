@@ -1,9 +1,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
 
 export const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../bin/cairn.js');
 export const MiB = 1024 * 1024;
@@ -88,6 +89,37 @@ export function cairnSpawn(args: string[], options: RunOptions): { child: ChildP
   return { child, exit };
 }
 
+/** A background run of the binary (cairnUnderway) caught while under way. */
+export interface RunUnderway {
+  /** SIGKILLs it: no cleanup of its own runs. */
+  kill(): void;
+  exit: Promise<CliResult>;
+}
+
+/**
+ * Starts the binary (cairnSpawn) and resolves once `underway(stderr so far)` is true, asking every
+ * `everyMs` up to `tries` times (then it resolves all the same, the run still going). Rejects if
+ * the run ends before then: it was never seen under way.
+ */
+export async function cairnUnderway(
+  args: string[],
+  options: RunOptions,
+  underway: (stderr: string) => Promise<boolean>,
+  poll: { tries: number; everyMs: number },
+): Promise<RunUnderway> {
+  const { child, exit } = cairnSpawn(args, options);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  let settled = false;
+  void exit.then(() => (settled = true));
+  for (let i = 0; i < poll.tries && !settled; i++) {
+    if (await underway(stderr)) break;
+    await new Promise((r) => setTimeout(r, poll.everyMs));
+  }
+  if (settled) throw new Error(`cairn ${args.join(' ')} ended before it was seen under way: ${(await exit).stderr}`);
+  return { kill: () => child.kill('SIGKILL'), exit };
+}
+
 export async function tempDir(prefix = 'cairn-cli-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
@@ -150,6 +182,25 @@ export async function writeDeploymentConfig(cwd: string): Promise<string> {
 }
 
 /**
+ * Writes `<cwd>/cairn.config.json` for a deployment on the qcow2 volume driver (real qemu-img and
+ * qemu-storage-daemon) with images in `qcow2` and daemons' runtime dirs in `run` (made here; both
+ * relative, so resolved against the config's directory), and one posix target, `posix`, in `repo`.
+ * Returns the config's path.
+ */
+export async function writeQcow2DeploymentConfig(cwd: string): Promise<string> {
+  const config = join(cwd, 'cairn.config.json');
+  await mkdir(join(cwd, 'run'));
+  await writeFile(
+    config,
+    JSON.stringify({
+      volumeDrivers: { qcow2: { plugin: 'qcow2', options: { directory: 'qcow2', runtimeDir: 'run' } } },
+      targets: { posix: { plugin: 'posix', options: { directory: 'repo', repository: { init: true } } } },
+    }),
+  );
+  return config;
+}
+
+/**
  * The smallest deployment (writeDeploymentConfig) in `cwd`, with volume `a` imported from a raw
  * image of `size` bytes, one full backup of it, and that backup exported as the archive `a.tar`.
  */
@@ -161,6 +212,30 @@ export async function archivedBackup(cwd: string, size: number): Promise<{ confi
   const archive = join(cwd, 'a.tar');
   await cairnJson(['backup', 'export', backupId, '--archive', archive], { cwd });
   return { config, archive, backupId };
+}
+
+/** What useArchivedBackup makes: the directory the CLI runs in, and archivedBackup's result. */
+export interface ArchivedBackupFixture {
+  cwd: string;
+  config: string;
+  archive: string;
+  backupId: string;
+}
+
+/**
+ * For the describe block it is called in: beforeAll makes a tempDir holding archivedBackup(size)
+ * (with `deleted`, the backup is then deleted, so the archive can be imported), afterAll removes
+ * the directory. The returned object's fields are set once beforeAll has run: read them in tests.
+ */
+export function useArchivedBackup(size: number, options: { deleted?: boolean } = {}): ArchivedBackupFixture {
+  const fx: ArchivedBackupFixture = { cwd: '', config: '', archive: '', backupId: '' };
+  beforeAll(async () => {
+    fx.cwd = await tempDir();
+    Object.assign(fx, await archivedBackup(fx.cwd, size));
+    if (options.deleted) await cairnJson(['backup', 'delete', fx.backupId], { cwd: fx.cwd });
+  }, 120_000);
+  afterAll(() => (fx.cwd ? removeDir(fx.cwd) : undefined));
+  return fx;
 }
 
 /** A running `cairn serve` (serveApi) and a small fetch client for it. */

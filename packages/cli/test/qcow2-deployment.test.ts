@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CairnError } from '@cairn/core';
 import { exitCodeFor } from '../src/exit-codes.js';
-import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, serveApi, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, serveApi, tempDir, writeQcow2DeploymentConfig, writeRawImage } from './helpers.js';
 
 /**
  * The bundled `cairn` with a config whose volume driver is the qcow2 plugin (real qemu-img and
@@ -25,15 +25,8 @@ describe('cairn with the qcow2 volume driver', () => {
 
   beforeAll(async () => {
     cwd = await tempDir('cairn-q-');
-    await mkdir(join(cwd, 'run'));
     // runtimeDir relative: resolved against the config's directory, as `directory` is.
-    await writeFile(
-      join(cwd, 'cairn.config.json'),
-      JSON.stringify({
-        volumeDrivers: { qcow2: { plugin: 'qcow2', options: { directory: 'qcow2', runtimeDir: 'run' } } },
-        targets: { posix: { plugin: 'posix', options: { directory: 'repo', repository: { init: true } } } },
-      }),
-    );
+    await writeQcow2DeploymentConfig(cwd);
     raw = join(cwd, 'disk.raw');
     image = await writeRawImage(raw, SIZE);
   });

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, MiB, removeDir, tempDir } from './helpers.js';
+import { cairn, cairnJson, MiB, removeDir, tempDir, writeQcow2DeploymentConfig } from './helpers.js';
 
 /**
  * `volume show` and `volume list` show what a volume lacks of its driver's capabilities
@@ -17,14 +17,7 @@ describe('volume show/list: a volume without changed-block tracking', () => {
 
   beforeAll(async () => {
     cwd = await tempDir('cairn-caps-');
-    await mkdir(join(cwd, 'run'));
-    await writeFile(
-      join(cwd, 'cairn.config.json'),
-      JSON.stringify({
-        volumeDrivers: { qcow2: { plugin: 'qcow2', options: { directory: 'qcow2', runtimeDir: 'run' } } },
-        targets: { posix: { plugin: 'posix', options: { directory: 'repo', repository: { init: true } } } },
-      }),
-    );
+    await writeQcow2DeploymentConfig(cwd);
     oldId = (await json(['volume', 'create', 'old', '--size', '4MiB'])).id;
     newId = (await json(['volume', 'create', 'new', '--size', '4MiB'])).id;
     const image = join(cwd, 'qcow2', 'volumes', `${oldId}.qcow2`);

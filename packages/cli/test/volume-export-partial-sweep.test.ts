@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage, type CliResult } from './helpers.js';
+import { cairnJson, cairnUnderway, MiB, removeDir, tempDir, writeRawImage, type RunUnderway } from './helpers.js';
 
 /**
  * `volume export` writes its image in a private `.cairn-partial-XXXXXX` directory beside the file
@@ -14,10 +14,7 @@ describe('volume export: partial images of killed exports', () => {
   let data: Buffer;
 
   /** Starts an export of volume `disk` to `file` and resolves once it writes the image in `dir` (`file` itself appears only when complete). */
-  async function exportUnderway(file: string, dir: string): Promise<{ kill(): void; exit: Promise<CliResult> }> {
-    const { child, exit } = cairnSpawn(['volume', 'export', 'disk', file, '--json'], { cwd });
-    let settled = false;
-    void exit.then(() => (settled = true));
+  function exportUnderway(file: string, dir: string): Promise<RunUnderway> {
     // The image being written: a file beside `file`, or `file`'s name in a directory beside it
     // (not the directory alone: its owner file may not be in place yet).
     const writing = async () => {
@@ -27,12 +24,7 @@ describe('volume export: partial images of killed exports', () => {
       }
       return false;
     };
-    for (let i = 0; i < 3000 && !settled; i++) {
-      if (await writing()) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    expect(settled, 'the export ended before its partial image was seen').toBe(false);
-    return { kill: () => child.kill('SIGKILL'), exit };
+    return cairnUnderway(['volume', 'export', 'disk', file, '--json'], { cwd }, writing, { tries: 3000, everyMs: 5 });
   }
 
   beforeAll(async () => {

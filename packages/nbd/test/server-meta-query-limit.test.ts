@@ -4,45 +4,25 @@
 // NBD_REP_ERR_TOO_BIG: "The request or the reply is too large to process"). The server takes up to
 // 1024 queries; a well-formed request with more is TOO_BIG, while a syntactically invalid one stays
 // NBD_REP_ERR_INVALID ("the server MUST fail the request with NBD_REP_ERR_INVALID"). Raw socket.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NbdServer } from '../src/index.js';
-import { tempDir } from './helpers/peers.js';
-import { RawSocket, u32 } from './helpers/raw-nbd.js';
+import { optionFrame, optionReplies, rawHello, RawSocket, u32 } from './helpers/raw-nbd.js';
+import { serveOnSocket, type SocketServer } from './helpers/socket-server.js';
 
 // Numbers from proto.md, written here so the test holds the server to the spec.
-const IHAVEOPT = Buffer.from('IHAVEOPT');
 const OPT = { STRUCTURED_REPLY: 8, LIST_META: 9, SET_META: 10 };
 const REP = { ACK: 1, META_CONTEXT: 4, ERR_INVALID: 0x80000003, ERR_TOO_BIG: 0x80000009 };
 const LIMIT = 1024;
 
-let dir: { path: string; remove: () => Promise<void> };
-let server: NbdServer;
-let path: string;
-
+let served: SocketServer;
 beforeAll(async () => {
-  dir = await tempDir('nbd-mq-');
-  server = new NbdServer({ exports: [{ name: 'e', backend: { size: 1 << 20, read: async (_o: number, l: number) => Buffer.alloc(l) } }] });
-  path = join(dir.path, 's.sock');
-  await server.listen({ path });
+  served = await serveOnSocket('nbd-mq-', 1 << 20);
 });
-afterAll(async () => {
-  await server?.close();
-  await dir?.remove();
-});
+afterAll(() => served?.close());
 
 /** Sends one option and returns its replies (type, META_CONTEXT name) up to the final one. */
 async function option(raw: RawSocket, opt: number, data: Buffer): Promise<Array<{ type: number; name?: string }>> {
-  raw.write(Buffer.concat([IHAVEOPT, u32(opt), u32(data.length), data]));
-  const out: Array<{ type: number; name?: string }> = [];
-  for (;;) {
-    const head = await raw.read(20);
-    expect(head.readUInt32BE(8)).toBe(opt);
-    const type = head.readUInt32BE(12);
-    const body = await raw.read(head.readUInt32BE(16));
-    out.push(type === REP.META_CONTEXT ? { type, name: body.subarray(4).toString() } : { type });
-    if (type === REP.ACK || type >= 0x80000000) return out;
-  }
+  raw.write(optionFrame(opt, data));
+  return (await optionReplies(raw, opt)).map(({ type, body }) => (type === REP.META_CONTEXT ? { type, name: body.subarray(4).toString() } : { type }));
 }
 
 function metaRequest(exportName: string, queries: string[]): Buffer {
@@ -56,9 +36,7 @@ function queries(n: number): string[] {
 }
 
 async function structuredSession(): Promise<RawSocket> {
-  const raw = await RawSocket.connect(path);
-  await raw.read(18);
-  raw.write(u32(3));
+  const raw = await rawHello(served.path);
   expect(await option(raw, OPT.STRUCTURED_REPLY, Buffer.alloc(0))).toEqual([{ type: REP.ACK }]);
   return raw;
 }

@@ -5,11 +5,9 @@
 // disconnect being for a breach of a MUST or a denial of service. So an option whose data is over
 // the 64 KiB the server parses is skipped and answered, and the session goes on; only data over
 // 32 MiB (the denial-of-service bound) drops the client. Raw socket, numbers from proto.md.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NbdServer } from '../src/index.js';
-import { tempDir } from './helpers/peers.js';
-import { RawSocket, u16, u32 } from './helpers/raw-nbd.js';
+import { optionFrame as option, optionReplies as replies, rawHello, u16, u32 } from './helpers/raw-nbd.js';
+import { serveOnSocket, type SocketServer } from './helpers/socket-server.js';
 
 const IHAVEOPT = Buffer.from('IHAVEOPT');
 const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, SET_META: 10 };
@@ -20,43 +18,13 @@ const REP_ERR_TOO_BIG = 0x80000009;
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-let dir: { path: string; remove: () => Promise<void> };
-let server: NbdServer;
-let path: string;
-
+let served: SocketServer;
 beforeAll(async () => {
-  dir = await tempDir('nbd-big-');
-  server = new NbdServer({ exports: [{ name: 'e', backend: { size: MiB, read: async (_o: number, l: number) => Buffer.alloc(l, 7) } }] });
-  path = join(dir.path, 's.sock');
-  await server.listen({ path });
+  served = await serveOnSocket('nbd-big-', MiB, 7);
 });
-afterAll(async () => {
-  await server?.close();
-  await dir?.remove();
-});
+afterAll(() => served?.close());
 
-function option(opt: number, data: Buffer = Buffer.alloc(0)): Buffer {
-  return Buffer.concat([IHAVEOPT, u32(opt), u32(data.length), data]);
-}
-
-/** Reads option replies up to the final one (ACK or an error); returns them all. */
-async function replies(raw: RawSocket, opt: number): Promise<Array<{ type: number; body: Buffer }>> {
-  const out: Array<{ type: number; body: Buffer }> = [];
-  for (;;) {
-    const head = await raw.read(20);
-    expect(head.readUInt32BE(8)).toBe(opt);
-    const type = head.readUInt32BE(12);
-    out.push({ type, body: await raw.read(head.readUInt32BE(16)) });
-    if (type === REP_ACK || type >= 0x80000000) return out;
-  }
-}
-
-async function hello(): Promise<RawSocket> {
-  const raw = await RawSocket.connect(path);
-  await raw.read(18);
-  raw.write(u32(3));
-  return raw;
-}
+const hello = () => rawHello(served.path);
 
 const goData = Buffer.concat([u32(1), Buffer.from('e'), u16(0)]);
 

@@ -1,8 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmdirSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { TmpfsMounts } from '@cairn/conformance';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PosixObjectStore } from '../src/index.js';
 import { allFiles, listKeys } from './helpers.js';
@@ -10,20 +7,7 @@ import { allFiles, listKeys } from './helpers.js';
 // A real full disk: a 1 MiB tmpfs (and one with few inodes), mounted when we may (root). Mounted
 // in the group's beforeAll, not at the module's top level: a run that filters this group out (-t)
 // runs neither its beforeAll nor its afterAll, so a top-level mount was left mounted.
-const mountpoints: string[] = [];
-let mountError = '';
-function mountTmpfs(options: string): string | undefined {
-  const dir = mkdtempSync(join(tmpdir(), 'cairn-posix-full-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { stdio: 'pipe' });
-    mountpoints.push(dir);
-    return dir;
-  } catch (err) {
-    mountError = String((err as Error).message).split('\n')[0]!;
-    rmdirSync(dir);
-    return undefined;
-  }
-}
+const tmpfs = new TmpfsMounts('cairn-posix-full-');
 
 const freeBlocks = async (dir: string): Promise<number> => (await statfs(dir)).bfree;
 const temps = async (dir: string): Promise<string[]> => (await allFiles(dir)).filter((f) => f.includes('~'));
@@ -32,19 +16,12 @@ describe('a full disk (1 MiB tmpfs)', () => {
   let small: string | undefined;
   let fewInodes: string | undefined;
   beforeAll(() => {
-    small = mountTmpfs('size=1m,mode=0700');
-    fewInodes = small ? mountTmpfs('size=4m,nr_inodes=12,mode=0700') : undefined;
-    if (!small) console.warn(`disk-full tests skipped: cannot mount a tmpfs (${mountError})`);
+    small = tmpfs.mount('size=1m,mode=0700');
+    fewInodes = small ? tmpfs.mount('size=4m,nr_inodes=12,mode=0700') : undefined;
+    if (!small) console.warn(`disk-full tests skipped: cannot mount a tmpfs (${tmpfs.error})`);
   });
-  afterAll(() => {
-    for (const dir of mountpoints.splice(0)) {
-      execFileSync('umount', [dir]);
-      rmdirSync(dir);
-    }
-  });
-  afterEach(async () => {
-    for (const dir of mountpoints) execFileSync('find', [dir, '-mindepth', '1', '-delete']);
-  });
+  afterAll(() => tmpfs.unmountAll());
+  afterEach(() => tmpfs.empty());
 
   it('put(2 MiB) on a 1 MiB filesystem fails with UNAVAILABLE, leaves no object and no temporary file, and frees every block it took', async (ctx) => {
     if (!small) return ctx.skip();

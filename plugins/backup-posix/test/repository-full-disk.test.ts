@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmdirSync, statfsSync } from 'node:fs';
+import { statfsSync } from 'node:fs';
 import { lstat, readdir, rm, statfs } from 'node:fs/promises';
-import { hostname, tmpdir } from 'node:os';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { TmpfsMounts } from '@cairn/conformance';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type ObjectStore, type Volume } from '@cairn/core';
 import { PosixObjectStore, RESERVE_NAME } from '../src/index.js';
 import { allFiles } from './helpers.js';
@@ -24,20 +25,7 @@ const MiB = 1024 * 1024;
 const CHUNK = 256 * 1024;
 /** The space reserve of the cases that have one (the default, 64 MiB, does not fit this disk). */
 const RESERVE = MiB;
-const mounted: string[] = [];
-let mountError = '';
-function mountTmpfs(options: string): string | undefined {
-  const dir = mkdtempSync(join(tmpdir(), 'cairn-repo-full-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { stdio: 'pipe' });
-    mounted.push(dir);
-    return dir;
-  } catch (err) {
-    mountError = String((err as Error).message).split('\n')[0]!;
-    rmdirSync(dir);
-    return undefined;
-  }
-}
+const tmpfs = new TmpfsMounts('cairn-repo-full-');
 /** The tmpfs, once the group's beforeAll mounted it; undefined when it could not. */
 let disk: string | undefined;
 
@@ -133,8 +121,8 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
   }
 
   beforeAll(() => {
-    disk = mountTmpfs('size=24m,mode=0700');
-    if (!disk) console.warn(`repository full-disk tests skipped: cannot mount a tmpfs (${mountError})`);
+    disk = tmpfs.mount('size=24m,mode=0700');
+    if (!disk) console.warn(`repository full-disk tests skipped: cannot mount a tmpfs (${tmpfs.error})`);
   });
   beforeEach(async (ctx) => {
     if (!disk) return ctx.skip();
@@ -145,14 +133,11 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
   afterEach(async () => {
     if (!disk) return;
     await service.close();
-    execFileSync('find', [disk, '-mindepth', '1', '-delete']);
+    tmpfs.empty();
   });
   afterAll(() => {
     disk = undefined;
-    for (const dir of mounted.splice(0)) {
-      execFileSync('umount', [dir]);
-      rmdirSync(dir);
-    }
+    tmpfs.unmountAll();
   });
 
   it('a backup that fills the disk part-way fails UNAVAILABLE naming ENOSPC, ends `error`, leaves no partial object, temporary or lock; once space is freed the next backup succeeds and verify passes', async () => {

@@ -1,8 +1,7 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { open, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { TmpfsMounts } from '@cairn/conformance';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FileVolumeDriver } from '../src/index.js';
 
@@ -12,20 +11,7 @@ import { FileVolumeDriver } from '../src/index.js';
  * nothing half-written: sidecars and bitmaps hold what they held, no temporary file stays behind,
  * a failed createVolume leaves no image. On a real full disk: tmpfs mounts (we are root here).
  */
-const mountpoints: string[] = [];
-let mountError = '';
-function mountTmpfs(options: string): string | undefined {
-  const dir = mkdtempSync(join(tmpdir(), 'cairn-volume-file-full-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { stdio: 'pipe' });
-    mountpoints.push(dir);
-    return dir;
-  } catch (err) {
-    mountError = String((err as Error).message).split('\n')[0]!;
-    rmdirSync(dir);
-    return undefined;
-  }
-}
+const tmpfs = new TmpfsMounts('cairn-volume-file-full-');
 
 /** Fills the file system of `dir` with a file of its own (4 KiB writes until ENOSPC); returns its path. */
 async function fill(dir: string): Promise<string> {
@@ -65,19 +51,14 @@ describe('FileVolumeDriver on a full file system', () => {
   let small: string | undefined;
   let fewInodes: string | undefined;
   beforeAll(() => {
-    small = mountTmpfs('size=1m,mode=0700');
-    fewInodes = small ? mountTmpfs('size=4m,nr_inodes=24,mode=0700') : undefined;
-    if (!small || !fewInodes) console.warn(`disk-full tests skipped: cannot mount a tmpfs (${mountError})`);
+    small = tmpfs.mount('size=1m,mode=0700');
+    fewInodes = small ? tmpfs.mount('size=4m,nr_inodes=24,mode=0700') : undefined;
+    if (!small || !fewInodes) console.warn(`disk-full tests skipped: cannot mount a tmpfs (${tmpfs.error})`);
   });
-  afterAll(() => {
-    for (const dir of mountpoints.splice(0)) {
-      execFileSync('umount', [dir]);
-      rmdirSync(dir);
-    }
-  });
+  afterAll(() => tmpfs.unmountAll());
   afterEach(async () => {
     for (const c of cleanup.splice(0)) await c().catch(() => {});
-    for (const dir of mountpoints) execFileSync('find', [dir, '-mindepth', '1', '-delete']);
+    tmpfs.empty();
   });
 
   it('image writes, bitmap saves, sidecar writes and a new image fail UNAVAILABLE naming their file; nothing is half-written', async (ctx) => {

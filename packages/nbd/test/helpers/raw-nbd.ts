@@ -96,6 +96,34 @@ export function u64(v: number): Buffer {
   return b;
 }
 
+/** One client option frame: IHAVEOPT, the option, the data length, the data. */
+export function optionFrame(opt: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([IHAVEOPT, u32(opt), u32(data.length), data]);
+}
+
+/** Connects and reads the 18-byte greeting, then sends the client flags FIXED_NEWSTYLE | NO_ZEROES: the socket is ready for options. */
+export async function rawHello(to: string | { port: number; host?: string }): Promise<RawSocket> {
+  const raw = await RawSocket.connect(to);
+  await raw.read(18);
+  raw.write(u32(3));
+  return raw;
+}
+
+/**
+ * Reads the replies to option `opt` up to its final one (ACK or an error type), all of them in
+ * order. Throws when a reply names another option (the server must echo the option it answers).
+ */
+export async function optionReplies(raw: RawSocket, opt: number): Promise<Array<{ type: number; body: Buffer }>> {
+  const out: Array<{ type: number; body: Buffer }> = [];
+  for (;;) {
+    const head = await raw.read(20);
+    if (head.readUInt32BE(8) !== opt) throw new Error(`reply names option ${head.readUInt32BE(8)}, expected ${opt}`);
+    const type = head.readUInt32BE(12);
+    out.push({ type, body: await raw.read(head.readUInt32BE(16)) });
+    if (type === 1 || type >= 0x80000000) return out;
+  }
+}
+
 /** Connects and negotiates `exportName` with NBD_OPT_GO only (simple replies). Returns the export size and transmission flags. */
 export async function rawGo(to: string | { port: number; host?: string }, exportName: string): Promise<{ raw: RawSocket; size: number; flags: number }> {
   const raw = await RawSocket.connect(to);
