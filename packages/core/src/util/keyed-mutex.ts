@@ -1,15 +1,20 @@
 import { CairnError, isCairnError } from '../errors.js';
+import { assertSignal } from './validate.js';
 
 /**
  * In-process mutual exclusion by key. Waiters are served in arrival order.
  * `acquire` resolves to a release function; calling it twice is harmless. A waiter given a
  * `signal` that aborts before its turn rejects with `CANCELLED` (the signal's reason when that is
- * a CANCELLED CairnError) and passes its turn on at once when it comes.
+ * a CANCELLED CairnError) and passes its turn on at once when it comes. A `signal` that is not an
+ * AbortSignal is `INVALID_INPUT` (`details.field: 'signal'`, assertSignal) before any turn is
+ * queued, and an acquire that throws leaves no turn queued: later acquires of the key never wait
+ * on it.
  */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<void>>();
 
   async acquire(key: string, signal?: AbortSignal, waitingFor = key): Promise<() => void> {
+    assertSignal(signal);
     if (signal?.aborted) throw cancelled(signal, waitingFor);
     const previous = this.tails.get(key) ?? Promise.resolve();
     let release!: () => void;
@@ -33,7 +38,14 @@ export class KeyedMutex {
         gaveUp = true;
         reject(cancelled(signal, waitingFor));
       };
-      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        signal.addEventListener('abort', onAbort, { once: true });
+      } catch (err) {
+        // Shaped like a signal but refusing a listener: bad input, and its turn passes on when it
+        // comes (released now, the key would no longer wait for the turns queued before it).
+        void previous.then(releaseOnce);
+        throw new CairnError('INVALID_INPUT', 'signal must be an AbortSignal', { cause: err, details: { field: 'signal', reason: 'not_abort_signal' } });
+      }
       void previous.then(() => {
         signal.removeEventListener('abort', onAbort);
         if (gaveUp) releaseOnce();

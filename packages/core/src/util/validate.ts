@@ -137,3 +137,17 @@ export function assertVolumeMetadata(value: unknown, field: string, driver?: str
     }
   }
 }
+
+/**
+ * `INVALID_INPUT` (`details.field: 'signal'`) unless `signal` is undefined or an AbortSignal (by
+ * its shape: `aborted`, `addEventListener`, `removeEventListener`). A request's signal is checked
+ * before anything is taken or written for it (a backup's record and its turn, a restore's claim):
+ * linking it to the job later must not fail.
+ */
+export function assertSignal(signal: unknown): asserts signal is AbortSignal | undefined {
+  if (signal === undefined) return;
+  const s = signal as Partial<AbortSignal> | null;
+  if (typeof s !== 'object' || s === null || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function' || typeof s.removeEventListener !== 'function') {
+    throw new CairnError('INVALID_INPUT', 'signal must be an AbortSignal', { details: { field: 'signal', reason: 'not_abort_signal' } });
+  }
+}
