@@ -1,7 +1,8 @@
-import { mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOwnedTempDir, removeDeadTempDirs } from '../src/io/owned-temp-dir.js';
+import { createOwnedTempDir, removeDeadTempDirs, removeOwnedTempDir, removeOwnedTempDirSync } from '../src/io/owned-temp-dir.js';
 import { removeDir, tempDir } from './helpers.js';
 
 /** The contract's grace for an owner-less directory (OWNERLESS_GRACE_MS): 10 minutes. */
@@ -9,10 +10,11 @@ const GRACE_MS = 10 * 60 * 1000;
 
 /**
  * A process killed between making its owned directory (mkdtemp) and writing the owner file in it,
- * or while removing it (the owner file may go first), leaves a directory with no owner file. The
- * sweep removes such a directory once it and everything in it have been quiet (mtime) for
- * 10 minutes (OWNERLESS_GRACE_MS), and keeps one that is fresh anywhere inside, as well as links, other names,
- * and owner files it cannot read.
+ * or at the end of removing it (removeOwnedTempDir takes the owner file last), leaves a directory
+ * with no owner file and nothing but the owner file's temporary files. The sweep removes such a
+ * directory once it and they have been quiet (mtime) for 10 minutes (OWNERLESS_GRACE_MS), and
+ * keeps one that is fresh, one holding anything else (a user's directory named like ours), links,
+ * other names, and owner files it cannot read.
  */
 describe('removeDeadTempDirs: owner-less directories', () => {
   let base: string;
@@ -32,38 +34,57 @@ describe('removeDeadTempDirs: owner-less directories', () => {
   };
   const old = GRACE_MS + 60_000;
 
-  it('removes an owner-less directory quiet for the grace, with what is in it at any depth', async () => {
+  it('removes an owner-less directory quiet for the grace that holds nothing, or only owner-file temporary files', async () => {
     const parent = await parentDir();
-    const empty = join(parent, '.cairn-partial-Empty1'); // killed right after mkdtemp
+    const empty = join(parent, '.cairn-partial-Empty1'); // killed right after mkdtemp, or at the end of its removal
     await mkdir(empty);
-    const half = join(parent, '.cairn-partial-Half01'); // killed while writing the owner file, or while removing the directory
-    await mkdir(join(half, 'sub'), { recursive: true });
+    const half = join(parent, '.cairn-partial-Half01'); // killed while writing the owner file
+    await mkdir(half);
     await writeFile(join(half, '.cairn-staging.json.0a1b2c3d4e5f.tmp'), '{"form');
-    await writeFile(join(half, 'sub', 'data'), 'x');
-    await age(old, join(half, 'sub', 'data'), join(half, 'sub'), join(half, '.cairn-staging.json.0a1b2c3d4e5f.tmp'), half, empty);
+    await age(old, join(half, '.cairn-staging.json.0a1b2c3d4e5f.tmp'), half, empty);
 
     expect((await removeDeadTempDirs('.cairn-partial-', parent)).sort()).toEqual([empty, half].sort());
     expect(await readdir(parent)).toEqual([]);
   });
 
-  it('keeps an owner-less directory that is fresh, or that holds anything fresh at any depth', async () => {
+  it("keeps an owner-less directory that holds anything else, however old: a user's directory named like ours", async () => {
+    const parent = await parentDir();
+    // A script's `mktemp -d -t cairn-export-XXXXXX`, holding an image it exported and is still uploading.
+    const users = join(parent, 'cairn-export-Abc123');
+    await mkdir(join(users, 'sub'), { recursive: true });
+    await writeFile(join(users, 'disk.qcow2'), 'image');
+    await writeFile(join(users, 'sub', 'notes'), 'x');
+    // An owner-file temporary file beside a file of the user's is no licence either.
+    const mixed = join(parent, 'cairn-export-Mixed1');
+    await mkdir(mixed);
+    await writeFile(join(mixed, '.cairn-staging.json.0a1b2c3d4e5f.tmp'), '{"form');
+    await writeFile(join(mixed, 'keep'), 'mine');
+    // A directory named as an owner-file temporary file is not one.
+    const dirNamedTemp = join(parent, 'cairn-export-DirTmp');
+    await mkdir(join(dirNamedTemp, '.cairn-staging.json.0a1b2c3d4e5f.tmp'), { recursive: true });
+    const paths = ['cairn-export-Abc123/sub/notes', 'cairn-export-Abc123/sub', 'cairn-export-Abc123/disk.qcow2', 'cairn-export-Abc123', 'cairn-export-Mixed1/.cairn-staging.json.0a1b2c3d4e5f.tmp', 'cairn-export-Mixed1/keep', 'cairn-export-Mixed1', 'cairn-export-DirTmp/.cairn-staging.json.0a1b2c3d4e5f.tmp', 'cairn-export-DirTmp'];
+    await age(old, ...paths.map((p) => join(parent, p)));
+
+    expect(await removeDeadTempDirs('cairn-export-', parent)).toEqual([]);
+    expect((await readdir(parent)).sort()).toEqual(['cairn-export-Abc123', 'cairn-export-DirTmp', 'cairn-export-Mixed1']);
+    expect((await readdir(users)).sort()).toEqual(['disk.qcow2', 'sub']);
+    expect(await readFile(join(users, 'disk.qcow2'), 'utf8')).toBe('image');
+  });
+
+  it('keeps an owner-less directory that is fresh, or whose owner-file temporary file is', async () => {
     const parent = await parentDir();
     const fresh = join(parent, 'cairn-archive-Fresh1'); // being created right now
     await mkdir(fresh);
-    const freshEntry = join(parent, 'cairn-archive-Entry1');
+    const freshEntry = join(parent, 'cairn-archive-Entry1'); // its owner file being written
     await mkdir(freshEntry);
-    await writeFile(join(freshEntry, 'data'), 'being written');
+    await writeFile(join(freshEntry, '.cairn-staging.json.0a1b2c3d4e5f.tmp'), '{"form');
     await age(old, freshEntry);
-    const freshDeep = join(parent, 'cairn-archive-Deep01');
-    await mkdir(join(freshDeep, 'volumes', 'v'), { recursive: true });
-    await writeFile(join(freshDeep, 'volumes', 'v', 'data'), 'being written');
-    await age(old, join(freshDeep, 'volumes', 'v'), join(freshDeep, 'volumes'), freshDeep);
     const justInside = join(parent, 'cairn-archive-Grace1'); // a minute short of the grace
     await mkdir(justInside);
     await age(GRACE_MS - 60_000, justInside);
 
     expect(await removeDeadTempDirs('cairn-archive-', parent)).toEqual([]);
-    expect((await readdir(parent)).sort()).toEqual(['cairn-archive-Deep01', 'cairn-archive-Entry1', 'cairn-archive-Fresh1', 'cairn-archive-Grace1']);
+    expect((await readdir(parent)).sort()).toEqual(['cairn-archive-Entry1', 'cairn-archive-Fresh1', 'cairn-archive-Grace1']);
   });
 
   it('keeps old owner-less look-alikes that are not its own: another name, a link, a file, an owner file it cannot read', async () => {
@@ -95,5 +116,46 @@ describe('removeDeadTempDirs: owner-less directories', () => {
     const made = await createOwnedTempDir('.cairn-partial-', parent);
     expect((await readdir(parent)).sort()).toEqual([made.slice(parent.length + 1), '.cairn-partial-New001'].sort());
     expect(await readdir(made)).toEqual(['cairn-staging.json']);
+  });
+});
+
+/**
+ * removeOwnedTempDir takes the owner file last, so that a removal cut short leaves either the
+ * owner file (the directory is judged by its owner) or an empty directory, never an owner-less one
+ * with data in it (which the sweep keeps, as it may be a user's).
+ */
+describe('removeOwnedTempDir', () => {
+  let base: string;
+  beforeAll(async () => (base = await tempDir('cairn-owned-remove-')));
+  afterAll(() => removeDir(base));
+
+  it('removes the directory and all it holds; a missing one is no error', async () => {
+    const dir = await createOwnedTempDir('cairn-archive-', base);
+    await mkdir(join(dir, 'volumes', 'v'), { recursive: true });
+    await writeFile(join(dir, 'volumes', 'v', 'data'), 'x');
+    await removeOwnedTempDir(dir);
+    expect(await readdir(base)).toEqual([]);
+    await removeOwnedTempDir(dir);
+    const sync = await createOwnedTempDir('.cairn-partial-', base);
+    await writeFile(join(sync, 'file'), 'x');
+    removeOwnedTempDirSync(sync);
+    expect(await readdir(base)).toEqual([]);
+    removeOwnedTempDirSync(sync);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('keeps the owner file when something in the directory cannot be removed (a busy mount point)', async () => {
+    const dir = await createOwnedTempDir('cairn-archive-', base);
+    const mnt = join(dir, 'mnt');
+    await mkdir(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    try {
+      await expect(removeOwnedTempDir(dir)).rejects.toMatchObject({ code: 'EBUSY' });
+      expect(() => removeOwnedTempDirSync(dir)).toThrow(/EBUSY/);
+      expect((await readdir(dir)).sort()).toEqual(['cairn-staging.json', 'mnt']);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+    await removeOwnedTempDir(dir);
+    expect(await readdir(base)).toEqual([]);
   });
 });

@@ -1,9 +1,8 @@
-import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeDirectories, toCairnError, type Attachment } from '@cairn/core';
 import { FileVolumeDriver } from '@cairn/volume-file';
-import { createOwnedTempDir, OWNER_FILE, removeDeadTempDirs } from '../io/owned-temp-dir.js';
+import { createOwnedTempDir, OWNER_FILE, removeDeadTempDirs, removeOwnedTempDir } from '../io/owned-temp-dir.js';
 
 /** The owner file in each staging directory (owned-temp-dir.ts). */
 export const STAGING_OWNER_FILE = OWNER_FILE;
@@ -41,7 +40,7 @@ export class StagingVolume {
       const v = await driver.createVolume({ size, name: 'staging' });
       return new StagingVolume(driver, v.id, dir);
     } catch (err) {
-      await rm(dir, { recursive: true, force: true });
+      await removeOwnedTempDir(dir).catch(() => {});
       throw toCairnError(err, 'archive', `cannot create the staging volume in ${dir}`);
     }
   }
@@ -51,7 +50,7 @@ export class StagingVolume {
   }
 
   async dispose(): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
+    await removeOwnedTempDir(this.dir); // its owner file last
   }
 }
 

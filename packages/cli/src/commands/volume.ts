@@ -1,4 +1,4 @@
-import { open, rm, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { assertCallerVolumeMetadata, CairnError, unlessNotFound, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
@@ -12,6 +12,7 @@ import { writeDeviceToImage, writeImageToDevice, type CopyStats } from '../image
 import { checkInputFile } from '../io/input-file.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
+import { removeOwnedTempDir } from '../io/owned-temp-dir.js';
 import { createPartialFile } from '../io/partial-file.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
@@ -222,7 +223,7 @@ async function copyInto(
       if (!zeroed && image.size < a.device.size) await target.device.writeZeroes(image.size, a.device.size - image.size);
       await a.device.flush();
     } finally {
-      await rm(temp, { recursive: true, force: true });
+      await removeOwnedTempDir(temp); // its owner file last
     }
     progress.update(a.device.size, a.device.size);
     return { bytesScanned: a.device.size, bytesWritten: target.bytesWritten };
@@ -301,7 +302,7 @@ async function exportImage(ctx: CliContext, ref: string, given: string, opts: { 
     await partialFile.discard();
     throw err;
   } finally {
-    if (temp) await rm(temp, { recursive: true, force: true });
+    if (temp) await removeOwnedTempDir(temp); // its owner file last
   }
 }
 

@@ -1,3 +1,4 @@
+import { readdirSync, rmSync } from 'node:fs';
 import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +31,9 @@ export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export
  * `os.tmpdir()`) holding its owner file, written atomically before the caller puts anything in
  * it, and returns its path. First removes the directories of `prefix` whose owner is certainly
  * dead (removeDeadTempDirs). A failure to write the owner file removes the directory and rejects
- * with it; nothing is left behind. The caller removes the directory when done.
+ * with it; nothing is left behind. The caller removes the directory when done, by
+ * removeOwnedTempDir (or removeOwnedTempDirSync), never by a plain recursive rm: the owner file
+ * must go last.
  */
 export async function createOwnedTempDir(prefix: OwnedTempPrefix, parent: string = tmpdir()): Promise<string> {
   await removeDeadTempDirs(prefix, parent);
@@ -45,7 +48,7 @@ export async function createOwnedTempDir(prefix: OwnedTempPrefix, parent: string
   return dir;
 }
 
-/** How long (by mtime) an owner-less directory and everything in it must have been quiet before a sweep removes it. */
+/** How long (by mtime) an owner-less directory and the owner file's temporary files in it must have been quiet before a sweep removes it. */
 export const OWNERLESS_GRACE_MS = 10 * 60 * 1000;
 
 /**
@@ -58,11 +61,14 @@ export const OWNERLESS_GRACE_MS = 10 * 60 * 1000;
  *   pid namespace: no process has its pid, or its pid now runs with another start time, or the
  *   owner ran in an earlier boot). An owner of another host or pid namespace (it cannot be judged
  *   from here) or a live one keeps it.
- * - Without any `cairn-staging.json` (a process killed between making the directory and writing
- *   its owner file, or while removing the directory, whose owner file may go first; or one left
- *   by an older version), it is removed when neither it nor anything in it, at any depth, was
- *   modified (mtime) in the last OWNERLESS_GRACE_MS (10 minutes): a directory being set up gets
- *   its owner file within moments, so a quiet one is abandoned.
+ * - Without any `cairn-staging.json`, it is removed only when it holds nothing but the owner
+ *   file's temporary files (`.cairn-staging.json.<random>.tmp`, writeFileAtomic's), if anything,
+ *   and neither it nor they were modified (mtime) in the last OWNERLESS_GRACE_MS (10 minutes):
+ *   that is all a process killed between making the directory and writing its owner file leaves,
+ *   or one killed while removing it (removeOwnedTempDir takes the owner file last), and a
+ *   directory being set up gets its owner file within moments, so a quiet one is abandoned. An
+ *   owner-less directory holding anything else is not one of these: a directory of the user's
+ *   that happens to have such a name (a script's `mktemp -d -t cairn-export-XXXXXX`) is kept.
  * - Anything else is left alone: a `cairn-staging.json` that is not a readable owner (another
  *   format, e.g. a newer version's, or not a regular file) cannot be judged.
  * Never throws: a directory that cannot be read or removed is skipped (another process's sweep may
@@ -83,7 +89,7 @@ export async function removeDeadTempDirs(prefix: OwnedTempPrefix, parent: string
       const st = await lstat(dir);
       if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) continue;
       const owner = await dirOwner(dir);
-      if (owner === 'none' ? !(await quietSince(dir, Date.now() - OWNERLESS_GRACE_MS)) : !owner || ownerMayBeAlive(owner)) continue;
+      if (owner === 'none' ? !(await abandonedOwnerless(dir, Date.now() - OWNERLESS_GRACE_MS)) : !owner || ownerMayBeAlive(owner)) continue;
       await rm(dir, { recursive: true, force: true });
       removed.push(dir);
     } catch {
@@ -93,13 +99,56 @@ export async function removeDeadTempDirs(prefix: OwnedTempPrefix, parent: string
   return removed;
 }
 
-/** Whether `path` and everything under it (links not followed) were last modified before `since` (ms since the epoch). */
-async function quietSince(path: string, since: number): Promise<boolean> {
-  const st = await lstat(path);
-  if (st.mtimeMs > since) return false;
-  if (!st.isDirectory()) return true;
-  for (const entry of await readdir(path)) if (!(await quietSince(join(path, entry), since))) return false;
+/** The names of writeFileAtomic's temporary files of the owner file (`.<name>.<12 hex digits>.tmp`: core's tempPathBeside). */
+const OWNER_TEMP = /^\.cairn-staging\.json\.[0-9a-f]{12}\.tmp$/;
+
+/**
+ * Whether the owner-less directory `dir` is an abandoned one of ours: it holds nothing but
+ * regular files named as the owner file's temporary files, and neither it nor they were modified
+ * (mtime) after `since` (ms since the epoch).
+ */
+async function abandonedOwnerless(dir: string, since: number): Promise<boolean> {
+  if ((await lstat(dir)).mtimeMs > since) return false;
+  for (const name of await readdir(dir)) {
+    if (!OWNER_TEMP.test(name)) return false;
+    const st = await lstat(join(dir, name));
+    if (!st.isFile() || st.mtimeMs > since) return false;
+  }
   return true;
+}
+
+/**
+ * Removes the owned directory `dir` (createOwnedTempDir) and what it holds, its owner file last,
+ * so that a process killed part-way leaves either its owner file (the directory is removed by a
+ * sweep once its owner is dead) or nothing but an empty directory (removed once quiet: see
+ * removeDeadTempDirs). A missing `dir` is no error. Rejects with the system error when something
+ * in it cannot be removed; the owner file then stays, naming this process.
+ */
+export async function removeOwnedTempDir(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const name of names) if (name !== OWNER_FILE) await rm(join(dir, name), { recursive: true, force: true });
+  await rm(join(dir, OWNER_FILE), { force: true });
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** removeOwnedTempDir, synchronously: for a signal handler that ends the process. Throws as it rejects. */
+export function removeOwnedTempDirSync(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const name of names) if (name !== OWNER_FILE) rmSync(join(dir, name), { recursive: true, force: true });
+  rmSync(join(dir, OWNER_FILE), { force: true });
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** The owner the directory `dir` names in a well-formed owner file; 'none' when it has no owner file; undefined when the file is not a readable owner. */

@@ -1,8 +1,7 @@
-import { rmSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CairnError, syncDir, toCairnError, writeNewFileDurably } from '@cairn/core';
-import { createOwnedTempDir } from './owned-temp-dir.js';
+import { createOwnedTempDir, removeOwnedTempDir, removeOwnedTempDirSync } from './owned-temp-dir.js';
 
 /**
  * A file a command writes whole under a name the user gave (`volume export`, `backup export
@@ -36,7 +35,7 @@ export interface PartialFile {
 export async function createPartialFile(file: string): Promise<PartialFile> {
   const dir = await createOwnedTempDir('.cairn-partial-', dirname(file));
   const path = join(dir, basename(file));
-  const discard = () => rm(dir, { recursive: true, force: true }).catch(() => {});
+  const discard = () => removeOwnedTempDir(dir).catch(() => {});
   return {
     path,
     async publish() {
@@ -47,7 +46,7 @@ export async function createPartialFile(file: string): Promise<PartialFile> {
     discard,
     discardSync() {
       try {
-        rmSync(dir, { recursive: true, force: true });
+        removeOwnedTempDirSync(dir);
       } catch {
         // Left behind, it is removed by a later sweep once its owner is dead.
       }
