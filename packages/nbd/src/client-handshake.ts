@@ -1,4 +1,3 @@
-import { isUtf8 } from 'node:buffer';
 import { CairnError } from '@cairn/core';
 import { blockSizeViolation, type AdvertisedBlockSizes } from './advertised-block-sizes.js';
 import type { ByteReader } from './byte-reader.js';
@@ -169,20 +168,21 @@ export async function negotiate(reader: ByteReader, send: Send, opts: NegotiateO
 
 /**
  * The id and name of an NBD_REP_META_CONTEXT payload (32-bit id, then the name). `CORRUPT` when the
- * payload is shorter than the id, the name is over 4096 bytes, or the name is not valid UTF-8
- * (proto.md: it "MUST be valid UTF-8 data"): decoding such a name would turn the bad bytes into
- * U+FFFD, so the context matched or listed would not be the one the server named. The caller drops
- * the connection (proto.md: a client that "detects a violation of a mandatory condition" MAY
- * initiate a hard disconnect), as for the other malformed replies.
+ * payload is shorter than the id or the name is not an NBD string (`stringViolation`: over 4096
+ * bytes, not valid UTF-8 — proto.md: it "MUST be valid UTF-8 data" — or containing NUL): decoding
+ * such a name would turn the bad bytes into U+FFFD, so the context matched or listed would not be
+ * the one the server named. The caller drops the connection (proto.md: a client that "detects a
+ * violation of a mandatory condition" MAY initiate a hard disconnect), as for the other malformed
+ * replies.
  */
 function parseMetaContextReply(data: Buffer, driver: string): { id: number; name: string } {
   const c = new PayloadCursor(data);
   const id = c.u32();
-  if (id !== undefined && !isUtf8(data.subarray(4))) {
-    throw protocolError(`NBD_REP_META_CONTEXT: context name is not valid UTF-8 (bytes ${data.subarray(4, 4 + 64).toString('hex')})`, driver);
-  }
+  if (id === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', driver);
   const name = c.string();
-  if (id === undefined || name === undefined) throw protocolError('malformed NBD_REP_META_CONTEXT', driver);
+  if (name === undefined) {
+    throw protocolError(`NBD_REP_META_CONTEXT: context name ${c.problem} (bytes ${data.subarray(4, 4 + 64).toString('hex')})`, driver);
+  }
   return { id, name };
 }
 
@@ -262,15 +262,21 @@ function readSize(b: Buffer, at: number, driver: string): number {
   return Number(v);
 }
 
-/** NBD_OPT_LIST then NBD_OPT_ABORT: the export names the server offers. */
+/**
+ * NBD_OPT_LIST then NBD_OPT_ABORT: the export names the server offers. An NBD_REP_SERVER whose
+ * name is not an NBD string (`stringViolation`) or does not fit its payload is `CORRUPT` (the
+ * caller drops the connection, no NBD_OPT_ABORT): a name decoded with U+FFFD could not be asked
+ * for with NBD_OPT_GO.
+ */
 export async function listExportsOver(reader: ByteReader, send: Send, driver: string): Promise<string[]> {
   const { fixed } = await greet(reader, send, driver);
   if (!fixed) throw new CairnError('NOT_SUPPORTED', 'server does not support fixed newstyle (no NBD_OPT_LIST)', { driver });
   const names: string[] = [];
   const r = await haggle(reader, send, driver, OPT.LIST, Buffer.alloc(0), (reply) => {
     if (reply.type !== REP.SERVER) return;
-    const name = new PayloadCursor(reply.data).string32();
-    if (name === undefined) throw protocolError('malformed NBD_REP_SERVER', driver);
+    const c = new PayloadCursor(reply.data);
+    const name = c.string32();
+    if (name === undefined) throw protocolError(`malformed NBD_REP_SERVER: export name ${c.problem}`, driver);
     names.push(name);
   });
   if (r.type !== REP.ACK) throw giveUp(r, 'NBD_OPT_LIST', send, driver);

@@ -1,5 +1,6 @@
 import type { ByteReader } from './byte-reader.js';
 import { protocolError } from './error-map.js';
+import { stringViolation } from './nbd-string.js';
 import { DOS_WRITE_LENGTH, IHAVEOPT, MAX_STRING, OPTION_REPLY_MAGIC } from './protocol.js';
 
 /**
@@ -111,9 +112,17 @@ export function encodeString32(s: string): Buffer {
   return Buffer.concat([len, bytes]);
 }
 
-/** A bounds-checked cursor over an option payload; every overrun is `undefined`. */
+/**
+ * A bounds-checked cursor over an option payload; every overrun, and every string that is not an
+ * NBD string (`stringViolation`), is `undefined`.
+ */
 export class PayloadCursor {
   private pos = 0;
+  /**
+   * Why the last `string()`/`string32()` gave undefined, worded to follow the string's name
+   * ("is not valid UTF-8", "runs past the end of the payload"); undefined after one succeeded.
+   */
+  problem: string | undefined;
   constructor(private readonly buf: Buffer) {}
 
   get remaining(): number {
@@ -141,17 +150,30 @@ export class PayloadCursor {
     return v > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : Number(v);
   }
 
-  /** A string of `length` bytes (or all remaining bytes); undefined past the end or > 4096 bytes. */
+  /**
+   * A string of `length` bytes (or all remaining bytes). Undefined (with `problem` set, the cursor
+   * not moved) past the end or when the bytes are not an NBD string: over 4096 bytes, not valid
+   * UTF-8, or containing NUL.
+   */
   string(length = this.remaining): string | undefined {
-    if (length > this.remaining || length > MAX_STRING) return undefined;
-    const s = this.buf.toString('utf8', this.pos, this.pos + length);
+    if (length > this.remaining) {
+      this.problem = `of ${length} bytes runs past the end of the payload`;
+      return undefined;
+    }
+    const bytes = this.buf.subarray(this.pos, this.pos + length);
+    this.problem = stringViolation(bytes);
+    if (this.problem !== undefined) return undefined;
     this.pos += length;
-    return s;
+    return bytes.toString('utf8');
   }
 
-  /** A u32-length-prefixed string. */
+  /** A u32-length-prefixed string (see `string`). */
   string32(): string | undefined {
     const n = this.u32();
-    return n === undefined ? undefined : this.string(n);
+    if (n === undefined) {
+      this.problem = 'has no 32-bit length';
+      return undefined;
+    }
+    return this.string(n);
   }
 }

@@ -113,7 +113,9 @@ export function transmissionFlags(exp: NbdExport, structured: boolean): number {
  * Runs the server side of the fixed newstyle handshake. Resolves with the session once the client
  * entered transmission (NBD_OPT_GO or NBD_OPT_EXPORT_NAME), or undefined when the client
  * aborted or must be dropped (unknown client flags, unknown export on EXPORT_NAME, EXPORT_NAME
- * while refused, EXPORT_NAME with data over `MAX_OPTION_DATA`).
+ * while refused, EXPORT_NAME with data over `MAX_OPTION_DATA` or a name that is not an NBD string).
+ * Other options whose export name or queries are not NBD strings (`stringViolation`) get
+ * NBD_REP_ERR_INVALID and the session goes on.
  * Other options with data over `MAX_OPTION_DATA` (64 KiB) have it read and dropped unparsed and
  * get NBD_REP_ERR_TOO_BIG (NBD_REP_ERR_UNSUP if unknown, NBD_REP_ACK for NBD_OPT_ABORT).
  * Rejects with `CORRUPT` on a malformed option stream (bad magic, option data over
@@ -161,7 +163,10 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
     }
     switch (option) {
       case OPT.EXPORT_NAME: {
-        const exp = ctx.exports.get(data.toString('utf8'));
+        // A name that is not an NBD string (not UTF-8, NUL, over 4096 bytes) names no export: it
+        // is not decoded leniently, where U+FFFD could match an export the client never named.
+        const name = new PayloadCursor(data).string();
+        const exp = name === undefined ? undefined : ctx.exports.get(name);
         if (!exp) return undefined;
         const tail = Buffer.alloc(noZeroes ? 10 : 134);
         tail.writeBigUInt64BE(BigInt(exp.backend.size), 0);
@@ -196,8 +201,8 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
           break;
         }
         const req = parseMetaRequest(data);
-        if (!req) {
-          invalid('malformed meta context request');
+        if (typeof req === 'string') {
+          invalid(`malformed meta context request: ${req}`);
           break;
         }
         if (req.queries.length > MAX_META_QUERIES) {
@@ -229,8 +234,8 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
       case OPT.INFO:
       case OPT.GO: {
         const req = parseInfoRequest(data);
-        if (!req) {
-          invalid('malformed NBD_OPT_INFO/GO request');
+        if (typeof req === 'string') {
+          invalid(`malformed NBD_OPT_INFO/GO request: ${req}`);
           break;
         }
         const exp = ctx.exports.get(req.exportName);
@@ -279,33 +284,39 @@ function u16(v: number): Buffer {
 }
 
 /**
- * Parses meta context option data; undefined when malformed. Any query count is parsed: the data is
- * at most `MAX_OPTION_DATA` bytes and each query takes at least 4, so the loop is bounded by the data.
+ * Parses meta context option data; when it is malformed, why (the caller answers
+ * NBD_REP_ERR_INVALID and the session goes on). Malformed includes an export name or query that is
+ * not an NBD string (`stringViolation`: not UTF-8, NUL, over 4096 bytes). Any query count is
+ * parsed: the data is at most `MAX_OPTION_DATA` bytes and each query takes at least 4, so the loop
+ * is bounded by the data.
  */
-function parseMetaRequest(data: Buffer): { exportName: string; queries: string[] } | undefined {
+function parseMetaRequest(data: Buffer): { exportName: string; queries: string[] } | string {
   const c = new PayloadCursor(data);
   const exportName = c.string32();
+  if (exportName === undefined) return `export name ${c.problem}`;
   const count = c.u32();
-  if (exportName === undefined || count === undefined) return undefined;
+  if (count === undefined) return 'no query count';
   const queries: string[] = [];
   for (let i = 0; i < count; i++) {
     const q = c.string32();
-    if (q === undefined) return undefined;
+    if (q === undefined) return `query ${i} ${c.problem}`;
     queries.push(q);
   }
-  return c.remaining === 0 ? { exportName, queries } : undefined;
+  return c.remaining === 0 ? { exportName, queries } : `${c.remaining} bytes after the last query`;
 }
 
-function parseInfoRequest(data: Buffer): { exportName: string; infos: number[] } | undefined {
+/** Parses NBD_OPT_INFO/GO data; when it is malformed, why (as `parseMetaRequest`). */
+function parseInfoRequest(data: Buffer): { exportName: string; infos: number[] } | string {
   const c = new PayloadCursor(data);
   const exportName = c.string32();
+  if (exportName === undefined) return `export name ${c.problem}`;
   const count = c.u16();
-  if (exportName === undefined || count === undefined) return undefined;
+  if (count === undefined) return 'no information request count';
   const infos: number[] = [];
   for (let i = 0; i < count; i++) {
     const t = c.u16();
-    if (t === undefined) return undefined;
+    if (t === undefined) return 'information requests run past the end of the data';
     infos.push(t);
   }
-  return c.remaining === 0 ? { exportName, infos } : undefined;
+  return c.remaining === 0 ? { exportName, infos } : `${c.remaining} bytes after the information requests`;
 }
