@@ -100,6 +100,21 @@ describe('cairn serve: bad input gets a clear error with a stable code', () => {
     expect(await server.call('GET', '/v1/health')).toMatchObject({ status: 200 });
   });
 
+  it('a #fragment in the request target is no part of the query: it is dropped before routing, while an encoded %23 stays in the path', async () => {
+    // fetch never sends a fragment: the request line is written by hand.
+    const get = async (target: string) => parseAnswer(await rawRequest(server.url, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`));
+    const list = await get('/v1/volumes#frag');
+    expect(list.status, JSON.stringify(list.json)).toBe(200);
+    expect(list.json.map((v: { id: string }) => v.id)).toContain(volumeId);
+    // The fragment does not end up in the last query value either.
+    const backups = await get('/v1/backups?volumeId=src#frag');
+    expect(backups.status, JSON.stringify(backups.json)).toBe(200);
+    expect(backups.json).toEqual([]);
+    expect(await get(`/v1/volumes/${volumeId}?#`)).toMatchObject({ status: 200, json: { id: volumeId } });
+    // `%23` is a `#` inside the segment, not a fragment: no volume is named `src#x`.
+    expect(await get('/v1/volumes/src%23x')).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });
+  });
+
   it('readRate is a whole number of bytes per second: a fractional rate is 400 INVALID_INPUT and starts nothing', async () => {
     const r = await server.call('POST', '/v1/backups', { volumeId, readRate: 0.5 });
     expect(r).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT', details: { issues: [{ path: 'body.readRate' }] } } } });

@@ -67,7 +67,7 @@ export interface ErrorResponse {
  * are replaced by ours, which say what to send instead.
  */
 const FRAMEWORK: Record<string, { code: ApiErrorCode; message: string; details?: Record<string, unknown> }> = {
-  FST_ERR_CTP_INVALID_JSON_BODY: { code: 'INVALID_INPUT', message: 'the request body is not valid JSON (or holds a __proto__ or constructor.prototype key)' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { code: 'INVALID_INPUT', message: 'the request body is not valid JSON' },
   FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'INVALID_INPUT', message: 'the request body is empty but Content-Type is application/json' },
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: 'INVALID_INPUT', message: 'the request body does not match its Content-Length' },
   FST_ERR_CTP_BODY_TOO_LARGE: { code: 'PAYLOAD_TOO_LARGE', message: 'the request body is larger than the server accepts' },

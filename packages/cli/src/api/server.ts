@@ -12,6 +12,8 @@ import { DEFAULT_TIMEOUTS, longestWaitMs, type ApiServerTimeouts } from './serve
 import { registerSystemRoutes } from './routes-system.js';
 import { registerTargetRoutes } from './routes-targets.js';
 import { registerVolumeRoutes } from './routes-volumes.js';
+import { parseJsonBody } from './json-body.js';
+import { withoutFragment } from './request-target.js';
 
 /** Largest request body accepted (bytes). Every body of the API is a small JSON document. */
 export const BODY_LIMIT = 1024 * 1024;
@@ -123,6 +125,8 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // A `#fragment` (which clients do not send) is dropped before routing: it is not the query.
+    rewriteUrl: (request) => withoutFragment(request.url ?? '/'),
     // Errors fastify raises before routing (a URL that cannot be decoded) get the API's shape too,
     // and, like every request, are answered only once authenticated: without the token, 401.
     frameworkErrors: (err, request, reply) => sendError(reply, authenticated(request) ?? err, options),
@@ -130,10 +134,10 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
     clientErrorHandler: sendClientError,
   });
 
-  // Bodies are JSON only (text/plain is refused with 415); an empty JSON body is "no body".
-  const json = app.getDefaultJsonParser('error', 'error');
+  // Bodies are JSON only (text/plain is refused with 415); an empty JSON body is "no body". Keys
+  // are data (parseJsonBody): `__proto__` or `constructor` is a key like any other.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => (body === '' ? done(null, undefined) : json(request, body as string, done)));
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, async (_request: FastifyRequest, body: string | Buffer) => (body === '' ? undefined : parseJsonBody(String(body))));
 
   app.addHook('onRequest', async (request) => check(request));
   app.addHook('onRequest', async () => {
