@@ -1,3 +1,4 @@
+import { MAX_DEFAULT_CHUNK_WORKERS } from '@cairn/core';
 import { z } from 'zod';
 
 /** A secret reference: the value itself never appears in the config. */
@@ -13,8 +14,11 @@ const DriverEntry = z.strictObject({
   options: z.record(z.string(), z.unknown()).default({}),
 });
 
-/** The most chunk worker threads a target's `repository.workers` may ask for (docs/cli.md, "Config"). */
-export const MAX_WORKERS = 256;
+/**
+ * The most chunk worker threads a target's `repository.workers` may ask for (docs/cli.md, "Config"):
+ * core's cap on its own default (256), so the default always passes the config's check.
+ */
+export const MAX_WORKERS = MAX_DEFAULT_CHUNK_WORKERS;
 
 /** The repository options of a target built over an object store (chunked repository). */
 const RepositoryOptions = z.strictObject({

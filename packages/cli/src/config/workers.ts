@@ -1,13 +1,11 @@
-import { availableParallelism } from 'node:os';
-import { MAX_WORKERS } from './schema.js';
+import { defaultChunkWorkers } from '@cairn/core';
 
 /**
  * The chunk worker threads a target's repository gets: `configured` (`repository.workers`, which
- * the schema holds to 0..MAX_WORKERS) when given, else one per core of `cores` (default: the
- * machine's available parallelism) but never more than MAX_WORKERS, the limit the config itself
- * enforces: a 1024-core machine gets 256 threads by default, not 1024 (each thread reserves its
- * own read-ahead in shared memory).
+ * the schema holds to 0..MAX_WORKERS) when given, else core's default for `cores`
+ * (defaultChunkWorkers: one per core, at least 1, at most 256, which is also the config's
+ * MAX_WORKERS), so a 1024-core machine gets 256 threads by default, not 1024.
  */
-export function repositoryWorkers(configured: number | undefined, cores: number = availableParallelism()): number {
-  return configured ?? Math.max(1, Math.min(cores, MAX_WORKERS));
+export function repositoryWorkers(configured: number | undefined, cores?: number): number {
+  return configured ?? defaultChunkWorkers(cores);
 }
