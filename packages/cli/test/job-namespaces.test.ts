@@ -8,9 +8,10 @@ import { cancelJob, listJobs, registerJob } from '../src/jobs/job-files.js';
 import { cairnJson, removeDir, tempDir } from './helpers.js';
 
 /**
- * A state directory may be shared by containers under one host name (a config directory on a
- * shared disk): a job file names its process by host, boot, pid namespace, pid and start time,
- * and a job of another pid namespace is never judged dead nor signalled from here.
+ * A state directory may be shared by containers or machines under one host name (a config
+ * directory on a shared disk): a job file names its process by host, machine id, boot, pid
+ * namespace, pid and start time, and a job of another pid namespace or machine is never judged
+ * dead nor signalled from here.
  */
 describe('job files of other pid namespaces and boots', () => {
   let stateDir: string;
@@ -82,6 +83,30 @@ describe('job files of other pid namespaces and boots', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(running(child)).toBe(true);
     expect(await readdir(jobsDir())).not.toContain('rebooted.json');
+  });
+
+  it('registerJob() records the machine id; a job of another machine under this host name is elsewhere, kept and not signalled, whatever its boot id', async () => {
+    expect(me.machineId).toMatch(/^[0-9a-f]{32}$/);
+    const unregister = await registerJob(stateDir, { id: 'mine', kind: 'backup', backupId: 'b', volumeId: 'v' });
+    expect(JSON.parse(await readFile(join(jobsDir(), 'mine.json'), 'utf8'))).toMatchObject({ machineId: me.machineId });
+    await unregister();
+    const { child, startTime } = await sleeper();
+    const twin = { host: hostname(), bootId: 'another-machines-boot', pidNamespace: me.pidNamespace, machineId: `not-${me.machineId}` };
+    await writeJob('twin', { ...twin, pid: child.pid, pidStartTime: startTime });
+    await writeJob('twin-no-pid-here', { ...twin, pid: 2 ** 22 + 4321, pidStartTime: 1 });
+    await writeJob('rebooted-same-machine', { ...twin, machineId: me.machineId, pid: 2 ** 22 + 4321, pidStartTime: 1 });
+    const listed = await listJobs(stateDir);
+    expect(listed.map((j) => [j.id, j.state, j.alive]).sort()).toEqual([
+      ['rebooted-same-machine', 'gone', false],
+      ['twin', 'elsewhere', true],
+      ['twin-no-pid-here', 'elsewhere', true],
+    ]);
+    expect(listed.every((j) => !('machineId' in j))).toBe(true);
+    await expect(cancelJob(stateDir, 'twin', 500)).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining('on another machine named') });
+    await expect(cancelJob(stateDir, 'twin-no-pid-here', 500)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(running(child)).toBe(true);
+    expect((await readdir(jobsDir())).sort()).toEqual(['rebooted-same-machine.json', 'twin-no-pid-here.json', 'twin.json']);
   });
 
   it('a job of this namespace and boot is judged by pid and start time; one of another host is elsewhere', async () => {

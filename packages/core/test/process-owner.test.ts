@@ -7,11 +7,12 @@ import { currentOwner, ownerMayBeAlive, processStartTime } from '../src/util/pro
 
 /** An owner is host, pid and the kernel's start time of the pid: a reused pid does not keep a dead owner alive. */
 describe('process owners', () => {
-  it('names this process with its start time, boot id and pid namespace, and judges it alive', () => {
+  it('names this process with its start time, boot id, pid namespace and machine id, and judges it alive', () => {
     const me = currentOwner();
     const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
     const pidNamespace = statSync('/proc/self/ns/pid').ino;
-    expect(me).toEqual({ host: hostname(), pid: process.pid, startTime: processStartTime(process.pid), bootId, pidNamespace });
+    const machineId = readFileSync('/etc/machine-id', 'utf8').trim();
+    expect(me).toEqual({ host: hostname(), pid: process.pid, startTime: processStartTime(process.pid), bootId, pidNamespace, machineId });
     expect(me.startTime).toBeGreaterThan(0);
     expect(ownerMayBeAlive(me)).toBe(true);
   });

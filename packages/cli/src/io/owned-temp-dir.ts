@@ -59,8 +59,9 @@ export const OWNERLESS_GRACE_MS = 10 * 60 * 1000;
  * - With a regular file `cairn-staging.json` of the owner format naming a well-formed owner, it is
  *   removed when core's `ownerMayBeAlive` says that owner no longer runs (on this host and in this
  *   pid namespace: no process has its pid, or its pid now runs with another start time, or the
- *   owner ran in an earlier boot). An owner of another host or pid namespace (it cannot be judged
- *   from here) or a live one keeps it.
+ *   owner ran in an earlier boot). An owner of another host, of another machine under this host
+ *   name (another machine id) or of another pid namespace (it cannot be judged from here) or a
+ *   live one keeps it.
  * - Without any `cairn-staging.json`, it is removed only when it holds nothing but the owner
  *   file's temporary files (`.cairn-staging.json.<random>.tmp`, writeFileAtomic's), if anything,
  *   and neither it nor they were modified (mtime) in the last OWNERLESS_GRACE_MS (10 minutes):
@@ -162,12 +163,13 @@ async function dirOwner(dir: string): Promise<ProcessOwner | 'none' | undefined>
   if (!fst.isFile() || fst.size > MAX_OWNER_FILE) return undefined;
   const doc = JSON.parse(await readFile(file, 'utf8')) as unknown;
   if (!isRecord(doc) || doc.format !== OWNER_FORMAT || !isRecord(doc.owner)) return undefined;
-  const { host, pid, startTime, bootId, pidNamespace } = doc.owner;
+  const { host, pid, startTime, bootId, pidNamespace, machineId } = doc.owner;
   const count = (v: unknown, min: number) => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
   if (typeof host !== 'string' || host === '' || !count(pid, 1)) return undefined;
   if ((startTime !== undefined && !count(startTime, 0)) || (pidNamespace !== undefined && !count(pidNamespace, 0))) return undefined;
-  if (bootId !== undefined && (typeof bootId !== 'string' || bootId === '')) return undefined;
-  return { host, pid: pid as number, startTime: startTime as number | undefined, bootId: bootId as string | undefined, pidNamespace: pidNamespace as number | undefined };
+  const text = (v: unknown) => v === undefined || (typeof v === 'string' && v !== '');
+  if (!text(bootId) || !text(machineId)) return undefined;
+  return { host, pid: pid as number, startTime: startTime as number | undefined, bootId: bootId as string | undefined, pidNamespace: pidNamespace as number | undefined, machineId: machineId as string | undefined };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

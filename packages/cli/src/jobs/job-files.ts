@@ -21,27 +21,29 @@ export interface JobFile {
   /**
    * Where `pid` runs: core's `ProcessOwner` fields of the process. Absent in records written
    * before they were kept (taken for this host's, judged by pid and start time) and, for
-   * `bootId` and `pidNamespace`, where /proc is unavailable.
+   * `bootId` and `pidNamespace`, where /proc is unavailable, and `machineId` where no machine id
+   * can be read.
    */
   host?: string;
   bootId?: string;
   pidNamespace?: number;
+  machineId?: string;
 }
 
-/** A listed job: the record without where it runs (`host`, `bootId`, `pidNamespace`). */
-export interface JobListing extends Omit<JobFile, 'host' | 'bootId' | 'pidNamespace'> {
+/** A listed job: the record without where it runs (`host`, `bootId`, `pidNamespace`, `machineId`). */
+export interface JobListing extends Omit<JobFile, 'host' | 'bootId' | 'pidNamespace' | 'machineId'> {
   /**
    * False when the recorded process no longer runs or its pid now names another process (the
    * file is stale); true when it runs, and for a job `elsewhere` (it may be running).
    */
   alive: boolean;
-  /** Why: `alive`, `gone` (exited), `reused` (the pid names another process), `elsewhere` (another host or pid namespace). */
+  /** Why: `alive`, `gone` (exited), `reused` (the pid names another process), `elsewhere` (another host, machine or pid namespace). */
   state: JobProcessState;
 }
 
 /** The process a job record names. */
 function jobOwner(doc: JobFile): ProcessOwner {
-  return { host: doc.host ?? hostname(), pid: doc.pid, startTime: doc.pidStartTime, bootId: doc.bootId, pidNamespace: doc.pidNamespace };
+  return { host: doc.host ?? hostname(), pid: doc.pid, startTime: doc.pidStartTime, bootId: doc.bootId, pidNamespace: doc.pidNamespace, machineId: doc.machineId };
 }
 
 const jobsDir = (stateDir: string) => join(stateDir, 'jobs');
@@ -181,7 +183,7 @@ export async function listJobs(stateDir: string, warn: (message: string) => void
       continue;
     }
     const state = jobProcessState(jobOwner(doc));
-    const { host: _h, bootId: _b, pidNamespace: _n, ...listed } = doc;
+    const { host: _h, bootId: _b, pidNamespace: _n, machineId: _m, ...listed } = doc;
     out.push({ ...listed, alive: state === 'alive' || state === 'elsewhere', state });
   }
   return out.sort((a, b) => ordinal(a.startedAt, b.startedAt));
@@ -234,7 +236,9 @@ export async function cancelJob(stateDir: string, id: string, waitMs = 30_000): 
   const owner = jobOwner(doc);
   const state = jobProcessState(owner);
   if (state === 'elsewhere') {
-    const where = owner.host === hostname() ? 'in another pid namespace (another container)' : `on host ${owner.host}`;
+    const me = currentOwner();
+    const otherMachine = owner.bootId !== me.bootId && owner.machineId !== undefined && me.machineId !== undefined && owner.machineId !== me.machineId;
+    const where = owner.host !== hostname() ? `on host ${owner.host}` : otherMachine ? `on another machine named ${owner.host} (machine id ${owner.machineId})` : 'in another pid namespace (another container)';
     throw new CairnError('UNAVAILABLE', `job ${id} runs ${where}: cancel it there (if its process is gone, remove ${file})`);
   }
   if (state !== 'alive') {

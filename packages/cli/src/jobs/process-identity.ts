@@ -12,7 +12,7 @@ import { ownerLocation, pidExists, processStartTime, type ProcessOwner } from '@
 
 /**
  * What became of a job's recorded process: still running it, exited, its pid now names another
- * process, or it runs `elsewhere` (another host or pid namespace: it may be running).
+ * process, or it runs `elsewhere` (another host, machine or pid namespace: it may be running).
  */
 export type JobProcessState = 'alive' | 'gone' | 'reused' | 'elsewhere';
 

@@ -11,12 +11,18 @@ import { hostname } from 'node:os';
  * be read, and in locks and records written before they were kept; a field that the owner or this
  * process lacks is not compared (an owner without a start time is judged by its pid alone).
  *
- * The host is taken to name one machine, that is one kernel: containers that share a host name
- * (`--network host`) share the kernel and its boot id and are told apart by their pid namespaces.
- * Two kernels under one host name (two machines called `localhost`, container runtimes that give
- * each container a boot id of its own) must not share a repository: another boot id under this
- * host name is taken for an earlier boot of this machine, whose processes are all gone (so what a
- * crash left is recovered after a reboot; records do not expire, locks do).
+ * One kernel is told by its boot id: containers that share a host name (`--network host`) share
+ * the kernel and its boot id and are told apart by their pid namespaces. Another boot id under
+ * this host name is taken for an earlier boot of this machine, whose processes are all gone (so
+ * what a crash left is recovered after a reboot; records do not expire, locks do), unless the
+ * machine ids tell another machine: two machines may share a host name (two VMs called
+ * `localhost`, cloned images) and a repository or state directory, and an owner whose machine id
+ * differs from this process's, under another boot id, runs `elsewhere` (may be alive: never judged
+ * from here). Under this boot id the machine id is not compared: containers of one kernel whose
+ * images carry machine ids of their own are one machine, told apart by their pid namespaces.
+ * Machines that share both host name and machine id (an image cloned without a new
+ * `/etc/machine-id`) are still taken for one machine, and so are an owner and a process of which
+ * either lacks a machine id (owners written before it was kept judge as they did then).
  */
 export interface ProcessOwner {
   host: string;
@@ -26,6 +32,12 @@ export interface ProcessOwner {
   bootId?: string;
   /** Inode number of the pid namespace, `N` of `readlink /proc/self/ns/pid` → `pid:[N]`. */
   pidNamespace?: number;
+  /**
+   * The machine id, `/etc/machine-id` or else `/var/lib/dbus/machine-id`, trimmed: stays across
+   * boots, tells machines that share a host name apart. Absent where neither file can be read or
+   * is empty.
+   */
+  machineId?: string;
 }
 
 /** What `/proc/<pid>/stat` says of a process; undefined when it cannot be read (no such process, no /proc). */
@@ -69,18 +81,23 @@ export function pidExists(pid: number): boolean {
 
 let self: ProcessOwner | undefined;
 
+/** Where the machine id is read, first readable non-empty one wins (systemd's, then D-Bus's older place). */
+const MACHINE_ID_FILES = ['/etc/machine-id', '/var/lib/dbus/machine-id'];
+
 /** This process (computed once: none of it changes while the process runs). */
 export function currentOwner(): ProcessOwner {
   if (!self) {
     const startTime = processStartTime(process.pid);
     const bootId = readOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined);
     const ns = readOr(() => /^pid:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/pid'))?.[1]);
+    const machineId = MACHINE_ID_FILES.map((file) => readOr(() => readFileSync(file, 'utf8').trim() || undefined)).find((id) => id !== undefined);
     self = {
       host: hostname(),
       pid: process.pid,
       ...(startTime !== undefined ? { startTime } : {}),
       ...(bootId !== undefined ? { bootId } : {}),
       ...(ns !== undefined ? { pidNamespace: Number(ns) } : {}),
+      ...(machineId !== undefined ? { machineId } : {}),
     };
   }
   return { ...self };
@@ -109,15 +126,20 @@ export function isThisProcess(owner: ProcessOwner): boolean {
 export type OwnerLocation = 'here' | 'elsewhere' | 'past-boot';
 
 /**
- * Where `owner` runs, seen from this process. `elsewhere`: another host, or another pid namespace
- * of this boot (another container): its pid means nothing in this /proc, so it cannot be judged
- * from here. `past-boot`: another boot id under this host name, that is an earlier boot of this
- * machine (see `ProcessOwner`): every process of it is gone. `here` otherwise, also when the
- * owner or this process lacks a field.
+ * Where `owner` runs, seen from this process. `elsewhere`: another host; another machine under
+ * this host name (both carry a machine id and they differ, and the boot ids are not known equal); or another pid
+ * namespace of this boot (another container): its pid means nothing in this /proc, so it cannot
+ * be judged from here. `past-boot`: another boot id under this host name and machine id (or where
+ * the owner or this process lacks a machine id, as in owners written before it was kept), that
+ * is an earlier boot of this machine (see `ProcessOwner`): every process of it is gone. `here`
+ * otherwise, also when the owner or this process lacks a field.
  */
 export function ownerLocation(owner: ProcessOwner): OwnerLocation {
   if (owner.host !== hostname()) return 'elsewhere';
   const me = currentOwner();
+  // One boot id is one kernel, so machine ids (which containers of one kernel may carry apart) are not compared then.
+  const sameBoot = owner.bootId !== undefined && owner.bootId === me.bootId;
+  if (!sameBoot && owner.machineId !== undefined && me.machineId !== undefined && owner.machineId !== me.machineId) return 'elsewhere';
   if (owner.bootId !== undefined && me.bootId !== undefined && owner.bootId !== me.bootId) return 'past-boot';
   if (owner.pidNamespace !== undefined && me.pidNamespace !== undefined && owner.pidNamespace !== me.pidNamespace) return 'elsewhere';
   return 'here';
