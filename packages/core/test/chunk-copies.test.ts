@@ -254,7 +254,7 @@ describe('gc dropping a copy of a chunk whose kept copy is damaged', () => {
     const report = await service.gc({ graceMs: 0 });
     await service.close();
     expect(await keys(store, 'packs/')).toEqual(before);
-    expect(report).toMatchObject({ copiesDamaged: 0, chunksUnreadable: 1, packsDeleted: 0 });
+    expect(report).toMatchObject({ copiesDamaged: 0, chunksUnreadable: 1, packsLeftUnreadable: 1, packsDeleted: 0 });
   });
 
   it('gc({ dryRun }) reads the kept copy too: the counts of the run that follows, nothing removed', async () => {

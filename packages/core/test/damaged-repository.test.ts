@@ -76,7 +76,12 @@ describe('a volume that grew within its last chunk', () => {
     await store.put(key, encodeDocument(repo.codec, { ...doc, size: 1024 * 1024 }, `manifest:${a.id}`));
     const short = repo.codec.chunkId((await contents(volumes, v.id)).subarray(768 * 1024));
     expect((await manager.verify(a.id)).problems).toEqual([
-      { backupId: a.id, code: 'CORRUPT', message: `chunk ${short} at byte ${768 * 1024} of the volume has ${128 * 1024} bytes where ${256 * 1024} belong` },
+      {
+        backupId: a.id,
+        code: 'CORRUPT',
+        message: `chunk ${short} at byte ${768 * 1024} of the volume has ${128 * 1024} bytes where ${256 * 1024} belong`,
+        details: { misplacedChunk: { chunkId: short, offset: 768 * 1024, expectedLength: 256 * 1024, actualLength: 128 * 1024, count: 1 } },
+      },
     ]);
     await service.close();
   });

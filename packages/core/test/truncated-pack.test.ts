@@ -88,8 +88,8 @@ describe.each(stores)('a pack truncated in the middle (%s)', (_, makeStore) => {
     expect(report.checked).toEqual(expect.arrayContaining(['full', 'head', 'tail']));
     const problems = [...report.problems].sort((a, b) => (a.backupId ?? '').localeCompare(b.backupId ?? ''));
     expect(problems).toEqual([
-      { backupId: 'full', code: 'CORRUPT', message: expect.stringContaining(`pack ${pack} is truncated`) },
-      { backupId: 'tail', code: 'CORRUPT', message: expect.stringContaining(`pack ${pack} is truncated`) },
+      { backupId: 'full', code: 'CORRUPT', message: expect.stringContaining(`pack ${pack} is truncated`), details: { badChunk: { chunkId: expect.any(String), pack, count: 3 } } },
+      { backupId: 'tail', code: 'CORRUPT', message: expect.stringContaining(`pack ${pack} is truncated`), details: { badChunk: { chunkId: expect.any(String), pack, count: 2 } } },
     ]);
     // Only the three chunks the cut takes are named (full's problem names each of its bad chunks).
     for (const c of chunks) {

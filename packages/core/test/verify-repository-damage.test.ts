@@ -34,7 +34,7 @@ describe('verify of the whole repository', () => {
     await expect(fresh.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('verify') });
     const report = await fresh.verify();
     expect(report.checked).toEqual([b.id]);
-    expect(report.problems).toEqual([{ code: 'CORRUPT', message: expect.stringContaining(`index/${strayId}`) }]);
+    expect(report.problems).toEqual([{ code: 'CORRUPT', message: expect.stringContaining(`index/${strayId}`), details: { indexObject: strayId } }]);
     expect(report.problems[0]!.backupId).toBeUndefined();
     // The backup itself is whole: a verify of it finds nothing, and its record stays restorable.
     expect((await fresh.verify(await manager.getBackup(b.id))).problems).toEqual([]);
@@ -45,7 +45,8 @@ describe('verify of the whole repository', () => {
     const { store, service, b, indexKey } = await backupWithDamagedIndex(82);
     const { service: fresh } = await chunkedRig(store);
     const report = await fresh.verify();
-    expect(report.problems).toEqual([{ backupId: b.id, code: 'NOT_FOUND', message: expect.stringContaining(`unreadable index objects: ${indexKey}`) }]);
+    expect(report.problems).toEqual([{ backupId: b.id, code: 'NOT_FOUND', message: expect.stringContaining(`unreadable index objects: ${indexKey}`), details: { badChunk: { chunkId: expect.any(String), count: expect.any(Number) } } }]);
+    expect(report.problems[0]!.details!.badChunk).not.toHaveProperty('pack'); // the index names no copy of it
     await expectCode(fresh.gc({ graceMs: 0 }), 'CORRUPT');
     await Promise.all([service.close(), fresh.close()]);
   });

@@ -41,6 +41,7 @@ export function registerRepoCommands(program: Command): void {
             ['leftovers of dead writers deleted', report.leftoversDeleted],
             ['damaged chunk copies replaced from a good copy', report.copiesDamaged],
             ['chunks with no readable copy (their packs kept)', report.chunksUnreadable],
+            ['packs kept whole for them (run repo verify)', report.packsLeftUnreadable],
             ['chunks removed', report.chunksRemoved],
             ['bytes freed', formatBytes(report.bytesFreed)],
           ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),

@@ -81,6 +81,27 @@ export interface VerifyProblem {
   backupId?: string;
   code: 'CORRUPT' | 'NOT_FOUND';
   message: string;
+  /** What the message says, for programs (each part present when the problem has that kind of damage; absent from services that give none). */
+  details?: VerifyProblemDetails;
+}
+
+/** Structured parts of a VerifyProblem: the first of each kind, and counts (never lists that grow with the damage). */
+export interface VerifyProblemDetails {
+  /**
+   * The first chunk of the backup (in chunk order) that fails its checks or is missing, the pack of
+   * the copy the index resolves it to (absent when the index names none), and how many of the
+   * backup's distinct chunks are bad or missing.
+   */
+  badChunk?: { chunkId: string; pack?: string; count: number };
+  /**
+   * The first place of the backup that holds a chunk of another length: its byte offset in the
+   * volume, the length the place needs and the chunk's, and how many such places the backup has.
+   */
+  misplacedChunk?: { chunkId: string; offset: number; expectedLength: number; actualLength: number; count: number };
+  /** A chunk (breaking no backup) whose copies in `packs` fail while another copy reads well (no backupId). */
+  damagedCopy?: { chunkId: string; packs: string[] };
+  /** An index object that cannot be read (its id, as in `index/<id>`), when it breaks no backup (no backupId). */
+  indexObject?: string;
 }
 
 export interface VerifyOptions {

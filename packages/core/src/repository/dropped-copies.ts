@@ -24,6 +24,21 @@ export interface DroppedCopies {
   damaged: number;
   /** Referenced chunks GC was about to drop a copy of, none of whose copies reads well. */
   unreadable: number;
+  /** Packs GC had planned to repack or delete that it keeps whole instead, for holding a copy of an `unreadable` chunk. */
+  left: Set<string>;
+}
+
+/**
+ * Keeps whole every pack the index names as holding a copy of chunk `id`: takes each out of
+ * `plan`'s repacks and deletes, and adds to `left` those it takes out (GC had planned to remove them).
+ */
+export function keepEveryCopy(repo: Repository, id: string, plan: Pick<RemovalPlan, 'toRepack' | 'toDelete'>, left?: Set<string>): string[] {
+  const l = repo.index.get(id);
+  const packs = l ? [l.pack, ...repo.index.otherCopies(id).map((c) => c.pack)] : [];
+  for (const p of packs) {
+    if (plan.toRepack.delete(p) || plan.toDelete.delete(p)) left?.add(p);
+  }
+  return packs;
 }
 
 /**
@@ -44,16 +59,11 @@ export interface DroppedCopies {
  */
 export async function guardDroppedCopies(repo: Repository, plan: RemovalPlan): Promise<DroppedCopies> {
   const { referenced, toRepack, toDelete } = plan;
-  const out: DroppedCopies = { rescue: new Set(), damaged: 0, unreadable: 0 };
+  const out: DroppedCopies = { rescue: new Set(), damaged: 0, unreadable: 0, left: new Set() };
   const checked = new Set<string>();
   const spared = new Set<string>(); // packs kept whole
-  const spare = (id: string): void => {
-    const l = repo.index.get(id);
-    for (const c of l ? [l, ...repo.index.otherCopies(id)] : []) {
-      spared.add(c.pack);
-      toRepack.delete(c.pack);
-      toDelete.delete(c.pack);
-    }
+  const spare = (id: string, left?: Set<string>): void => {
+    for (const p of keepEveryCopy(repo, id, plan, left)) spared.add(p);
   };
   // Sparing a pack or repacking one changes which copies are dropped: rounds run until none is left unproven.
   for (;;) {
@@ -80,7 +90,7 @@ export async function guardDroppedCopies(repo: Repository, plan: RemovalPlan): P
     }
     for (const id of found.unreadable) {
       out.unreadable++;
-      spare(id);
+      spare(id, out.left);
     }
   }
 }

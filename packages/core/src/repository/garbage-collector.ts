@@ -1,7 +1,8 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { guardDroppedCopies } from './dropped-copies.js';
-import { FETCH_BATCH, batches } from './fetch-batches.js';
+import { FETCH_BATCH } from './fetch-batches.js';
+import { copyForward, type CopiedForward } from './gc-repack.js';
 import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
@@ -72,10 +73,17 @@ export interface GcReport {
    */
   copiesDamaged: number;
   /**
-   * Referenced chunks GC was about to drop a copy of, none of whose copies reads well: every pack
-   * holding a copy is left alone. Verify reports the backups they break.
+   * Referenced chunks none of whose copies reads well, found when GC read them before dropping
+   * another copy, or to copy them forward out of a pack it repacks (a damaged chunk stored once):
+   * every pack holding a copy is left alone, and GC goes on with the others. Verify reports the
+   * backups they break.
    */
   chunksUnreadable: number;
+  /**
+   * Packs past the grace period that GC would have repacked or deleted, kept whole instead for
+   * holding a copy of a chunk counted in `chunksUnreadable` (its bytes stay for forensics).
+   */
+  packsLeftUnreadable: number;
 }
 
 /**
@@ -83,7 +91,9 @@ export interface GcReport {
  * repository's exclusive lock (ChunkedBackupService.gc takes it: `BUSY` while any backup holds its
  * shared lock) and releases it once this settles. Refuses (`CORRUPT`) when a
  * manifest cannot be read: it never deletes what it cannot prove unreferenced, nor a copy of a
- * referenced chunk before the copy it keeps has read well (dropped-copies.ts). Order of effects:
+ * referenced chunk before the copy it keeps has read well (dropped-copies.ts); a pack holding a
+ * referenced chunk with no copy that reads well is kept whole, and GC goes on with the others
+ * (gc-repack.ts, dropped-copies.ts: `chunksUnreadable`, `packsLeftUnreadable`). Order of effects:
  * an index object naming unnamed packs that hold chunks a manifest references and no named pack
  * holds (adopted, never deleted), new packs and their index object, then an index object naming the surviving packs of
  * every index object that named a removed pack or one the store lacks (lost: no reader resolves a
@@ -97,7 +107,7 @@ export interface GcReport {
 export async function collectGarbage(repo: Repository, options: GcOptions = {}, fetchBatch = FETCH_BATCH): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
   if (!options.dryRun) await repo.upgradeFormat();
   await repo.index.refresh();
   if (repo.index.damaged.size > 0) {
@@ -170,7 +180,14 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // Infinity is a pass that writes no pack (ChunkedBackupService.collectOrDeleteOnly, `never`).
   const guarded = await guardDroppedCopies(repo, { referenced, toRepack, toDelete, old, repacks: Number.isFinite(threshold), signal: options.signal });
   report.copiesDamaged = guarded.damaged;
-  report.chunksUnreadable = guarded.unreadable;
+  // The repack's reads (in a dry run too, for the same counts) leave whole the packs holding a
+  // chunk with no good copy, instead of stopping GC (gc-repack.ts).
+  const repackPlan = { referenced, toRepack, toDelete, rescue: guarded.rescue, batch: fetchBatch, signal: options.signal };
+  const counted = (forward: CopiedForward): void => {
+    report.chunksUnreadable = guarded.unreadable + forward.unreadable.size;
+    report.packsLeftUnreadable = new Set([...guarded.left, ...forward.left]).size;
+  };
+  counted({ unreadable: new Set(), left: new Set() });
   // Packs no index object names (a writer died before naming them) hold nothing reachable —
   // unless a manifest references a chunk no named pack holds: then the orphans that hold such
   // chunks are adopted (named again), and an orphan whose trailer cannot be read is kept.
@@ -182,6 +199,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   report.packsAdopted = adopted.packs.length;
   report.catalogKeysUnknown = unknownCatalogKeys.length;
   if (options.dryRun) {
+    if (toRepack.size > 0 || guarded.rescue.size > 0) counted(await copyForward(repo, repackPlan));
     report.packsDeleted = toDelete.size + orphans.length;
     report.packsRepacked = toRepack.size;
     report.pagesDeleted = deadPages.length;
@@ -198,23 +216,13 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal, true);
   if (toRepack.size > 0 || guarded.rescue.size > 0) {
     const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
-    const wanted = new Set<string>(guarded.rescue); // fetched from a good copy: their first failed
-    for (const p of toRepack) for (const e of repo.index.packs().get(p)!) if (referenced.has(e.id) && repo.index.get(e.id)?.pack === p) wanted.add(e.id);
     // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
     // returns at once when cancelled, while a call of the callback below may still be running.
     const cancel = (): void => writer.cancel(new CairnError('CANCELLED', 'gc cancelled', { cause: options.signal?.reason }));
     if (options.signal?.aborted) cancel();
     options.signal?.addEventListener('abort', cancel, { once: true });
-    // Re-encode from checked plaintext so corruption is never copied forward.
     try {
-      for (const some of batches(wanted, fetchBatch)) {
-        await fetchChunks(repo, some, async (chunks) => {
-          for (const { id, data } of chunks) {
-            throwIfAborted(options.signal);
-            await writer.add(id, repo.codec.encode(data, repo.config.compression, id), data.length);
-          }
-        }, { signal: options.signal });
-      }
+      counted(await copyForward(repo, repackPlan, (id, blob, rawLength) => writer.add(id, blob, rawLength)));
       await writer.finish();
     } catch (err) {
       // The pack being filled is discarded (a store's part writer left open keeps its temporary

@@ -9,7 +9,9 @@ import type { Repository } from './repository.js';
 /**
  * Reads and checks every chunk the given backups use (all backups when `backupIds` is omitted),
  * each chunk once, and reports which backups a bad or missing chunk, chunk list page or manifest
- * breaks (one problem per backup, in the order given). With `backupIds` omitted, index objects
+ * breaks (one problem per backup, in the order given; a backup named twice is checked and
+ * reported once), each with structured `details` beside its message (VerifyProblemDetails: the
+ * first chunk of each kind and counts, never lists). With `backupIds` omitted, index objects
  * that cannot be read and break no backup are reported too, after them, one problem each with no
  * backupId (VerifyProblem), and so are copies of chunks that failed their checks or are gone while
  * another copy of the chunk read well (the chunk breaks no backup: readers fall back to the
@@ -26,12 +28,12 @@ import type { Repository } from './repository.js';
 export async function verifyBackups(repo: Repository, backupIds?: string[], options: VerifyOptions = {}): Promise<VerifyReport> {
   const { signal, progress } = options;
   await repo.index.refresh();
-  const ids = backupIds ?? (await repo.listBackupIds({ signal }));
+  const ids = [...new Set(backupIds ?? (await repo.listBackupIds({ signal })))]; // each backup checked and reported once
   const report: VerifyReport = { checked: [], problems: [], bytesChecked: 0 };
   const wanted = new ChunkIdSet();
   const bad = new Map<string, CairnError>();
-  /** Copies that failed while another copy of their chunk was tried, per chunk. */
-  const failedCopies = new Map<string, CairnError[]>();
+  /** Copies that failed while another copy of their chunk was tried, per chunk, with their packs. */
+  const failedCopies = new Map<string, { pack: string; err: CairnError }[]>();
   // One problem per backup: a manifest's or page's first, then its chunks'.
   const perBackup = new Map<string, VerifyProblem>();
   let total = 0;
@@ -42,6 +44,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
     // first such place and counts the rest, so its message stays short however many there are.
     let misplaced: string | undefined;
     let misplacedCount = 0;
+    let first: NonNullable<VerifyProblem['details']>['misplacedChunk'];
     // A manifest or chunk list page that cannot be read breaks the backup; its chunks read so
     // far are still checked.
     const failure = await walkChunks(repo, backupId, signal, (id, want, offset) => {
@@ -50,10 +53,13 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
       if (have === undefined || have === want) return;
       misplacedCount += 1;
       misplaced ??= `chunk ${id} at byte ${offset} of the volume has ${have} bytes where ${want} belong`;
+      first ??= { chunkId: id, offset, expectedLength: want, actualLength: have, count: 0 };
     });
     const more = misplacedCount > 1 ? ` (and ${misplacedCount - 1} more chunk places of the wrong length)` : '';
     const messages = [...(failure ? [failure.message] : []), ...(misplaced ? [misplaced + more] : [])];
-    if (messages.length > 0) perBackup.set(backupId, { backupId, code: misplaced ? 'CORRUPT' : failure!.code, message: messages.join('; ') });
+    if (messages.length > 0) {
+      perBackup.set(backupId, { backupId, code: misplaced ? 'CORRUPT' : failure!.code, message: messages.join('; '), ...(first ? { details: { misplacedChunk: { ...first, count: misplacedCount } } } : {}) });
+    }
   }
   progress?.(0, total);
   for (let at = 0; at < wanted.size; at += FETCH_BATCH) {
@@ -68,26 +74,30 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
         signal,
         once: true,
         onError: (id, err) => bad.set(id, err),
-        onCopyFailed: (copy, err) => failedCopies.set(copy.id, [...(failedCopies.get(copy.id) ?? []), new CairnError(err.code, `its copy in pack ${copy.pack} at ${copy.offset}: ${err.message}`, { cause: err })]),
+        onCopyFailed: (copy, err) => failedCopies.set(copy.id, [...(failedCopies.get(copy.id) ?? []), { pack: copy.pack, err: new CairnError(err.code, `its copy in pack ${copy.pack} at ${copy.offset}: ${err.message}`, { cause: err }) }]),
       },
     );
   }
   // The backups each bad chunk breaks, in the order their chunks come (walked again: only now is
   // it known which chunks to look for).
   if (bad.size > 0) {
-    for (const backupId of new Set(ids)) {
+    for (const backupId of ids) {
       const named = new Set<string>();
       await walkChunks(repo, backupId, signal, (id) => {
         const err = bad.get(id);
         if (!err || named.has(id)) return;
         named.add(id);
-        const p = perBackup.get(backupId);
+        let p = perBackup.get(backupId);
         if (p) {
           p.message += `; chunk ${id}: ${err.message}`;
           if (err.code === 'CORRUPT') p.code = 'CORRUPT';
         } else {
-          perBackup.set(backupId, { backupId, code: err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', message: `chunk ${id}: ${err.message}` });
+          p = { backupId, code: err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', message: `chunk ${id}: ${err.message}` };
+          perBackup.set(backupId, p);
         }
+        const details = (p.details ??= {});
+        if (details.badChunk) details.badChunk.count++;
+        else details.badChunk = { chunkId: id, ...withPack(repo.index.get(id)?.pack), count: 1 };
       });
     }
   }
@@ -101,13 +111,13 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
       damagedNamed = true;
     }
   }
-  report.problems.push(...[...new Set(ids)].filter((id) => perBackup.has(id)).map((id) => perBackup.get(id)!));
+  report.problems.push(...ids.filter((id) => perBackup.has(id)).map((id) => perBackup.get(id)!));
   // A verify of the whole repository names every unreadable index object (GC refuses to run over
   // one and sends its caller here): in the problems of the backups it may break, or, when it
   // breaks none, as a problem of its own, without a backupId.
   if (!backupIds && !damagedNamed) {
     for (const id of repo.index.damaged) {
-      report.problems.push({ code: 'CORRUPT', message: `index object index/${id} cannot be read; it breaks no backup, but GC refuses to run over it: delete the object index/${id} from the store, and the next GC names again, from their own trailers, the packs it named that hold chunks a backup uses` });
+      report.problems.push({ code: 'CORRUPT', message: `index object index/${id} cannot be read; it breaks no backup, but GC refuses to run over it: delete the object index/${id} from the store, and the next GC names again, from their own trailers, the packs it named that hold chunks a backup uses`, details: { indexObject: id } });
     }
   }
   // A damaged copy that another copy stands in for breaks no backup, but every read of the chunk
@@ -115,8 +125,8 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
   if (!backupIds) {
     for (const [id, copies] of failedCopies) {
       if (bad.has(id)) continue; // no copy read well: the backups' problems name the chunk
-      const code = copies.every((e) => e.code === 'NOT_FOUND') ? 'NOT_FOUND' : 'CORRUPT';
-      report.problems.push({ code, message: `chunk ${id} breaks no backup (another copy reads well), but readers try first ${copies.map((e) => e.message).join('; ')}` });
+      const code = copies.every((c) => c.err.code === 'NOT_FOUND') ? 'NOT_FOUND' : 'CORRUPT';
+      report.problems.push({ code, message: `chunk ${id} breaks no backup (another copy reads well), but readers try first ${copies.map((c) => c.err.message).join('; ')}`, details: { damagedCopy: { chunkId: id, packs: copies.map((c) => c.pack) } } });
     }
   }
   return report;
@@ -146,4 +156,9 @@ async function walkChunks(repo: Repository, backupId: string, signal: AbortSigna
     if (isCairnError(err) && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) return err as CairnError & { code: 'CORRUPT' | 'NOT_FOUND' };
     throw err;
   }
+}
+
+/** `{ pack }`, or nothing when there is none (an optional field is left out, not undefined). */
+function withPack(pack: string | undefined): { pack?: string } {
+  return pack === undefined ? {} : { pack };
 }
