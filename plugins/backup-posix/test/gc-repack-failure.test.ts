@@ -1,14 +1,15 @@
 import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog } from '@cairn/core';
+import { BackupManager, CairnError, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog } from '@cairn/core';
 import { allFiles, tempStore } from './helpers.js';
 
-// core's GC over this store: a repack that fails on a damaged chunk leaves no temporary file
-// behind (a part writer left open would keep it fresh, out of every sweep's reach).
+// core's GC over this store: a repack that fails (the store's reads fail part-way) leaves no
+// temporary file behind (a part writer left open would keep it fresh, out of every sweep's reach).
+// A damaged live chunk does not fail the repack (its pack is kept whole), and leaves none either.
 const CHUNK = 256 * 1024;
 
 describe('gc whose repack fails, over the posix store', () => {
-  it('leaves no temporary pack file in the repository', async () => {
+  it('leaves no temporary pack file in the repository, whether the repack fails or keeps a damaged pack whole', async () => {
     const store = await tempStore('gc-repack-fail');
     const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 1024 * 1024, compression: 'none' } });
     const volumes = new MemoryVolumeDriver();
@@ -23,7 +24,25 @@ describe('gc whose repack fails, over the posix store', () => {
     await volumes.detach(b.id);
     const second = await manager.backup({ volumeId: v.id });
     await manager.deleteBackup(first.id);
-    // Damage the live chunk stored last in the packs the repack copies from.
+    // Reads of a second distinct pack fail: the repack has copied the first pack's live chunks
+    // into the pack it is writing by then.
+    const realGetInto = store.getInto.bind(store);
+    const read = new Set<string>();
+    store.getInto = async (key, range, into, options) => {
+      if (key.startsWith('packs/')) {
+        read.add(key);
+        if (read.size > 1) throw new CairnError('UNAVAILABLE', `get ${key}: connection reset`);
+      }
+      return realGetInto(key, range, into, options);
+    };
+
+    await expect(service.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(read.size).toBeGreaterThan(1);
+    expect((await allFiles(store.directory)).filter((f) => f.includes('~'))).toEqual([]);
+    store.getInto = realGetInto;
+
+    // Damage the live chunk stored last in the packs the repack copies from: GC keeps that pack
+    // whole and completes, with no temporary file left either.
     const repo = service.repository;
     const ids = (await (await repo.readManifest(second.id)).chunks.slice()).filter((c): c is string => c !== null);
     await repo.index.refresh();
@@ -32,8 +51,9 @@ describe('gc whose repack fails, over the posix store', () => {
     const pack = await store.get(`packs/${last.pack}`);
     pack[last.offset + 100]! ^= 0x40;
     await store.put(`packs/${last.pack}`, pack);
-
-    await expect(service.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'CORRUPT' });
+    const report = await service.gc({ graceMs: 0 });
+    expect(report).toMatchObject({ chunksUnreadable: 1, packsLeftUnreadable: 1 });
+    expect(await store.get(`packs/${last.pack}`)).toEqual(pack);
     expect((await allFiles(store.directory)).filter((f) => f.includes('~'))).toEqual([]);
     await service.close();
     await rm(store.directory, { recursive: true, force: true });
