@@ -3,6 +3,7 @@ import { ClientConnection, type NbdAddress } from './connection.js';
 import { isSoftDisconnect, listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
 import { NBD_DRIVER, connectionLost } from './error-map.js';
 import { InFlightWindow } from './in-flight-window.js';
+import { assertNbdString, assertNbdStrings } from './nbd-string.js';
 import { PerRequestBound, type HeldRequest } from './per-request-bound.js';
 import { BASE_ALLOCATION, CMD, CMD_FLAG, NBD_ERR, TF } from './protocol.js';
 import { encodeRequest, splitRange } from './request-frames.js';
@@ -163,7 +164,9 @@ export class NbdClient {
   /**
    * Connects and negotiates. `UNAVAILABLE` if unreachable, `NOT_FOUND` for an unknown export,
    * `CORRUPT` for a non-NBD peer; `INVALID_INPUT`, before connecting, for a `maxInFlight` that is
-   * not a positive integer. When the server refuses an option with an error reply (an unknown
+   * not a positive integer, and for an `exportName` or a `metaContexts` entry that is not an NBD
+   * string (`textViolation`: a lone surrogate, NUL, over 4096 bytes of UTF-8), naming the field
+   * (`details.field`, e.g. `metaContexts[1]`). When the server refuses an option with an error reply (an unknown
    * export, NBD_REP_ERR_SHUTDOWN, …) the client ends the session with NBD_OPT_ABORT, as proto.md
    * asks, and then lets go of the connection (`ClientConnection.release`); only a protocol
    * violation or a timeout drops it outright.
@@ -174,14 +177,18 @@ export class NbdClient {
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
       throw new CairnError('INVALID_INPUT', `maxInFlight must be a positive integer, not ${maxInFlight}`, { driver });
     }
+    const exportName = options.exportName ?? '';
+    const metaContexts = options.metaContexts ?? [BASE_ALLOCATION];
+    assertNbdString(exportName, 'exportName', driver);
+    assertNbdStrings(metaContexts, 'metaContexts', driver);
     const timeout = options.connectTimeoutMs ?? 30_000;
     const conn = await ClientConnection.open(options, driver, timeout);
     try {
       const negotiated = await conn.within(timeout, 'handshake', () =>
         negotiate(conn.reader, (b) => conn.socket.write(b), {
-          exportName: options.exportName ?? '',
+          exportName,
           structuredReplies: options.structuredReplies ?? true,
-          metaContexts: options.metaContexts ?? [BASE_ALLOCATION],
+          metaContexts,
           driver,
         }),
       );
@@ -213,9 +220,12 @@ export class NbdClient {
 
   /**
    * Meta context names an export offers for `queries` (NBD_OPT_LIST_META_CONTEXT; all when empty).
-   * Deadlines as for `listExports`.
+   * Deadlines as for `listExports`. `INVALID_INPUT`, before connecting, for an `exportName` or a
+   * query that is not an NBD string (as `connect`; `details.field` e.g. `queries[0]`).
    */
   static async listMetaContexts(address: NbdListAddress, exportName = '', queries: string[] = [], driver = NBD_DRIVER): Promise<string[]> {
+    assertNbdString(exportName, 'exportName', driver);
+    assertNbdStrings(queries, 'queries', driver);
     const timeout = address.connectTimeoutMs ?? 30_000;
     const conn = await ClientConnection.open(address, driver, timeout);
     try {

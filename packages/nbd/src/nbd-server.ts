@@ -3,7 +3,7 @@ import { CairnError, toCairnError } from '@cairn/core';
 import { AcceptErrorReporter } from './accept-errors.js';
 import type { NbdAddress } from './connection.js';
 import { FdReserve } from './fd-reserve.js';
-import { stringViolation } from './nbd-string.js';
+import { textViolation } from './nbd-string.js';
 import { PrivateSocketPath } from './private-socket.js';
 import type { NbdExport } from './nbd-backend.js';
 import { REP_ERR } from './protocol.js';
@@ -77,7 +77,8 @@ export class NbdServer {
 
   /**
    * `INVALID_INPUT` for duplicate export names, export names that are not NBD strings (over 4096
-   * bytes of UTF-8 or containing NUL, `stringViolation`: no client could name them), block sizes proto.md forbids (see
+   * bytes of UTF-8, containing NUL or a lone surrogate, `textViolation`: no client could name
+   * them), block sizes proto.md forbids (see
    * `resolveBlockSizes`) or bad limits (see `resolveServerLimits`); `details.option` names a bad option.
    */
   constructor(private readonly options: NbdServerOptions) {
@@ -91,7 +92,7 @@ export class NbdServer {
     this.exports = new Map();
     for (const e of options.exports) {
       if (this.exports.has(e.name)) throw new CairnError('INVALID_INPUT', `duplicate export name ${JSON.stringify(e.name)}`, { driver: this.driver });
-      const violation = stringViolation(Buffer.from(e.name, 'utf8'));
+      const violation = textViolation(e.name);
       if (violation) throw new CairnError('INVALID_INPUT', `export name ${JSON.stringify(e.name.slice(0, 64))} ${violation}`, { driver: this.driver });
       this.exports.set(e.name, e);
     }

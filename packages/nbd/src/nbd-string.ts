@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { CairnError } from '@cairn/core';
 import { MAX_STRING } from './protocol.js';
 
 /**
@@ -15,4 +16,33 @@ export function stringViolation(bytes: Uint8Array): string | undefined {
   if (!isUtf8(bytes)) return 'is not valid UTF-8';
   if (bytes.includes(0)) return 'contains NUL';
   return undefined;
+}
+
+/**
+ * Why the string `value` cannot go out as an NBD string, or undefined when it can: not a string;
+ * a lone surrogate (UTF-8 has no encoding for it, and `Buffer.from` would send U+FFFD in its place,
+ * naming something the caller never named); or its UTF-8 breaks `stringViolation` (NUL, over 4096
+ * bytes). The reason reads after the string's name, as stringViolation's.
+ */
+export function textViolation(value: unknown): string | undefined {
+  if (typeof value !== 'string') return `is not a string (${typeof value})`;
+  if (/\p{Cs}/u.test(value)) return 'is not valid UTF-8 (it holds a lone surrogate)';
+  return stringViolation(Buffer.from(value, 'utf8'));
+}
+
+/**
+ * Throws `INVALID_INPUT` naming `field` (e.g. `exportName`, `metaContexts[1]`) when `value` is not
+ * an NBD string (textViolation). For what this side sends: checked before anything is sent.
+ */
+export function assertNbdString(value: unknown, field: string, driver: string): asserts value is string {
+  const violation = textViolation(value);
+  if (violation === undefined) return;
+  const shown = typeof value === 'string' ? ` ${JSON.stringify(value.slice(0, 64))}${value.length > 64 ? '…' : ''}` : '';
+  throw new CairnError('INVALID_INPUT', `${field}${shown} ${violation}`, { driver, details: { field } });
+}
+
+/** `assertNbdString` for each of `values` (`field[i]`); INVALID_INPUT when `values` is not an array. */
+export function assertNbdStrings(values: unknown, field: string, driver: string): asserts values is string[] {
+  if (!Array.isArray(values)) throw new CairnError('INVALID_INPUT', `${field} must be an array of strings`, { driver, details: { field } });
+  values.forEach((v, i) => assertNbdString(v, `${field}[${i}]`, driver));
 }

@@ -117,6 +117,18 @@ describe('NbdClient against qemu-storage-daemon', () => {
   it('connect(unknown export) fails with NOT_FOUND', async () => {
     await expect(NbdClient.connect({ path: sock, exportName: 'nope' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
+
+  it('an export name, meta context or query that is not an NBD string is INVALID_INPUT naming it, not sent to qemu', async () => {
+    await expect(NbdClient.connect({ path: sock, exportName: 'disk\0' })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'exportName' } });
+    await expect(NbdClient.connect({ path: sock, exportName: 'disk', metaContexts: ['base:allocation', 'qemu:dirty-bitmap:bm0\uD800'] })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { field: 'metaContexts[1]' },
+    });
+    await expect(NbdClient.listMetaContexts({ path: sock }, 'disk', ['qemu:dirty-bitmap:' + 'x'.repeat(4096)])).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { field: 'queries[0]' },
+    });
+  });
 });
 
 describe('NbdBlockDevice against qemu-storage-daemon', () => {

@@ -1,6 +1,7 @@
 /**
  * Supervises one `qemu-storage-daemon` process with a QMP monitor on a unix socket in its own
- * temp dir (`/tmp/cairn-qsd-XXXXXX/qmp.sock`, well under the 108-byte limit).
+ * temp dir (`/tmp/cairn-qsd-XXXXXX/qmp.sock`, well under the 108-byte limit; `cairn-qsk-XXXXXX`
+ * with `keepDir`).
  *
  * Contracts:
  * - `start` resolves once QMP answered the handshake, or throws UNAVAILABLE (binary missing,
@@ -51,7 +52,7 @@ import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
 import { processState } from './process-state.js';
-import { DIR_PREFIX, QMP_SOCKET_NAME, removeStaleDirs, writeOwner } from './runtime-dirs.js';
+import { DIR_PREFIX, KEPT_DIR_PREFIX, QMP_SOCKET_NAME, removeStaleDirs, writeOwner } from './runtime-dirs.js';
 import { checkTimeoutMs } from './timeouts.js';
 
 export interface QemuStorageDaemonOptions {
@@ -65,7 +66,8 @@ export interface QemuStorageDaemonOptions {
   tmpParent?: string;
   /**
    * Keep the temp dir (socket, `daemon.log`) after the daemon exits, e.g. to read the log after a
-   * failure; the caller removes it. Not removed as stale by later starts either. Default false.
+   * failure; the caller removes it. Named `cairn-qsk-XXXXXX` (not `cairn-qsd-`), so it is never
+   * removed as stale by later starts, even when its owner file could not be written. Default false.
    */
   keepDir?: boolean;
   /** Name used in error messages. Default `qemu-storage-daemon`. */
@@ -230,7 +232,8 @@ export class QemuStorageDaemon {
     const tmpParent = options.tmpParent ?? '/tmp';
     assertTmpParentFits(tmpParent, driver);
     await removeStaleDirs(tmpParent);
-    const dir = await mkdtemp(join(tmpParent, DIR_PREFIX)).catch((err: unknown) => {
+    // A kept dir is named apart (KEPT_DIR_PREFIX, as long): no sweep takes it, owner file or not.
+    const dir = await mkdtemp(join(tmpParent, keepDir ? KEPT_DIR_PREFIX : DIR_PREFIX)).catch((err: unknown) => {
       throw toCairnError(err, driver, `cannot create the daemon's temp dir under ${tmpParent}`);
     });
     const socketPath = join(dir, SOCKET_NAME);

@@ -1,5 +1,6 @@
 /**
- * Ownership of the daemons' temp dirs (`<parent>/cairn-qsd-XXXXXX`). Each dir gets an `owner`
+ * Ownership of the daemons' temp dirs (`<parent>/cairn-qsd-XXXXXX`; `cairn-qsk-XXXXXX` for one
+ * kept with `keepDir`, which the sweep never looks at: see KEPT_DIR_PREFIX). Each dir gets an `owner`
  * file naming the Node process that created it and the daemon's pid. `removeStaleDirs` removes
  * the dirs left behind by callers killed before they could clean up, so sockets and logs do not
  * pile up:
@@ -7,6 +8,9 @@
  *   process alive it is left alone; a reused pid only delays a removal, never causes a wrong one.
  *   A dir kept on purpose (`keep`: the daemon was started with `keepDir`, whose log is there to be
  *   read after the daemon and its caller are gone) is never removed; that is its keeper's business.
+ *   Such dirs are named with KEPT_DIR_PREFIX, which the sweep skips, so one stays even without an
+ *   owner file (writing it failed); `keep` in the owner file covers `cairn-qsd-` dirs kept by
+ *   older versions.
  * - A dir without a readable `owner` file (one being created right now, or left by a caller that
  *   died between making the dir and writing the file, or by an older version) is removed only when
  *   all of these hold: its name is one mkdtemp makes (`cairn-qsd-` and six letters or digits); it
@@ -25,8 +29,14 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { processStateLetter } from './process-state.js';
 
-/** Prefix of every daemon temp dir. */
+/** Prefix of the daemons' temp dirs, the ones the sweep judges. */
 export const DIR_PREFIX = 'cairn-qsd-';
+/**
+ * Prefix of the temp dir of a daemon started with `keepDir`: the dir is the caller's to remove, so
+ * its name alone keeps it from the sweep, also when its owner file (with `keep`) was never written.
+ * As long as DIR_PREFIX, so the socket paths in it are as long (assertTmpParentFits holds for both).
+ */
+export const KEPT_DIR_PREFIX = 'cairn-qsk-';
 /** The daemon's QMP socket in its temp dir. */
 export const QMP_SOCKET_NAME = 'qmp.sock';
 const OWNER_FILE = 'owner';

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
-import { DIR_PREFIX, OWNERLESS_GRACE_MS, removeStaleDirs } from '../src/runtime-dirs.js';
+import { DIR_PREFIX, KEPT_DIR_PREFIX, OWNERLESS_GRACE_MS, removeStaleDirs } from '../src/runtime-dirs.js';
 import { removeDir, tempDir } from './helpers.js';
 
 let parent: string;
@@ -71,6 +71,24 @@ describe('stale-dir sweep of owner-less daemon dirs', () => {
     } finally {
       await daemon.stop();
     }
+  });
+
+  it('leaves the dir of a keepDir daemon alone, however old, even when its owner file was never written (it is the caller\'s)', async () => {
+    const sub = join(parent, 'kept');
+    await mkdir(sub);
+    const daemon = await QemuStorageDaemon.start({ tmpParent: sub, keepDir: true });
+    await rm(join(daemon.dir, 'owner')); // as when writeOwner failed
+    await daemon.stop();
+    expect(existsSync(join(daemon.dir, 'daemon.log'))).toBe(true);
+    await age(daemon.dir, AN_HOUR);
+    expect(await removeStaleDirs(sub)).toEqual([]);
+    const next = await QemuStorageDaemon.start({ tmpParent: sub }); // sweeps first
+    await next.stop();
+    expect(existsSync(join(daemon.dir, 'daemon.log'))).toBe(true);
+    // Named apart, with a prefix as long (the socket path limit is the same for both).
+    expect(daemon.dir.startsWith(join(sub, KEPT_DIR_PREFIX))).toBe(true);
+    expect(KEPT_DIR_PREFIX.length).toBe(DIR_PREFIX.length);
+    await removeDir(sub);
   });
 
   it('leaves one alone that is within the grace (being set up now, or just left)', async () => {

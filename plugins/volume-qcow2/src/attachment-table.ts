@@ -164,6 +164,10 @@ export class AttachmentTable {
    * timeout, the flush its I/O timeout. A daemon that does not answer in time (stalled, not dead)
    * is stopped (`quit`, SIGTERM, SIGKILL; its other attachments and views go with it) and detach
    * fails with UNAVAILABLE: writes not flushed may be lost. A daemon that died is not an error.
+   * A daemon that SIGKILL did not end either (stuck in uninterruptible I/O; DaemonSession.leftBehind)
+   * is: detach fails UNAVAILABLE with its `details.leftBehind`, `pid`, `processState` and detach's
+   * own failure as `cause`, after at most the stop's bounded waits; so does the detach of any other
+   * attachment of that daemon until it exits. The attachment is forgotten all the same.
    * A device whose connection is already lost (its requests got nothing from the daemon within
    * the I/O timeout) cannot be flushed or disconnected: detach goes on with the export and the
    * node, whose QMP commands tell whether the daemon still stalls.
@@ -192,16 +196,32 @@ export class AttachmentTable {
         // After the daemon died there is nothing left to flush or release: detach succeeds.
         if (!stalled && (err as CairnError).code === 'UNAVAILABLE') await session.exitedWithin(1000);
         if (stalled && session.alive) {
-          await session.abandon();
-          throw new CairnError('UNAVAILABLE', `detach ${attachmentId}: qemu-storage-daemon stopped answering, so it was stopped; writes not yet flushed may be lost`, {
-            driver: this.driver,
-            cause: err,
-          });
+          await session.abandon().catch(() => undefined); // a daemon left behind: session.leftBehind, below
+          if (!session.leftBehind) {
+            throw new CairnError('UNAVAILABLE', `detach ${attachmentId}: qemu-storage-daemon stopped answering, so it was stopped; writes not yet flushed may be lost`, {
+              driver: this.driver,
+              cause: err,
+            });
+          }
         }
+        const stuck = session.leftBehind;
+        if (stuck) throw this.leftBehind(attachmentId, stuck, err);
         if (session.alive) throw err;
         await device.close().catch(() => {});
       }
+      // Steps that skip a daemon which is not alive "succeed" on a stuck one too: it still holds the image.
+      const stuck = session.leftBehind;
+      if (stuck) throw this.leftBehind(attachmentId, stuck, undefined);
     });
+  }
+
+  /**
+   * The error of a detach whose daemon, SIGKILLed, did not exit (DaemonSession.leftBehind): the
+   * image stays open and locked in it, so the volume is not free. `cause` is detach's own failure.
+   */
+  private leftBehind(attachmentId: string, stuck: CairnError, cause: unknown): CairnError {
+    const message = `detach ${attachmentId}: qemu-storage-daemon stopped answering and could not be stopped (${stuck.message.replace(/^\[[^\]]*\] /, '')}); until it exits it keeps the image open and locked (attaching it again is BUSY) and writes not yet flushed may be lost`;
+    return new CairnError('UNAVAILABLE', message, { driver: this.driver, cause: cause ?? stuck, details: { ...stuck.details } });
   }
 
   async detachAll(): Promise<void> {

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { CairnError, KeyedMutex, toCairnError } from '@cairn/core';
+import { CairnError, KeyedMutex, isCairnError, toCairnError } from '@cairn/core';
 import { NbdClient } from '@cairn/nbd';
 import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '@cairn/qmp';
 import { DeferredWork } from './deferred-work.js';
@@ -54,6 +54,8 @@ export class DaemonSession {
   readonly deferred: DeferredWork;
   private counter = 0;
   private stopping = false;
+  /** The `left behind` error of the last stop that found the daemon stuck after its SIGKILL (see leftBehind). */
+  private stuck: CairnError | undefined;
 
   private constructor(
     readonly daemon: QemuStorageDaemon,
@@ -79,7 +81,9 @@ export class DaemonSession {
     try {
       await daemon.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdSocket } } });
     } catch (err) {
-      await daemon.kill();
+      // The start's own error is what the caller needs. A daemon the kill leaves behind (stuck in
+      // uninterruptible I/O) has opened no image yet, so it holds nothing a later start needs.
+      await daemon.kill().catch(() => undefined);
       throw err;
     }
     return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs, options.qemuImg);
@@ -335,22 +339,48 @@ export class DaemonSession {
   }
 
   /**
-   * The daemon stopped answering: stops it (`quit`, SIGTERM, SIGKILL, each wait bounded by
-   * `timeoutMs`) as a LOST session, not a requested stop, so the driver drops its attachments and
-   * views and the next call starts a new daemon. Idempotent.
+   * While the daemon, SIGKILLed by `stop` or `abandon`, has still not exited (stuck in
+   * uninterruptible I/O: a hung disk, NFS or FUSE server), the UNAVAILABLE `left behind` that
+   * stop failed with (`details.leftBehind`, `pid`, `processState`); else undefined. Such a
+   * daemon is not `alive` (its QMP client is closed), but it is not gone either: it keeps its
+   * images open and locked (another daemon's open of them is BUSY), and I/O it had under way may
+   * still reach them, until it exits. Nothing it served may be reported as released meanwhile.
    */
-  async abandon(): Promise<void> {
-    await this.daemon.stop(this.stopTimeouts());
+  get leftBehind(): CairnError | undefined {
+    return this.daemon.exit ? undefined : this.stuck;
   }
 
-  /** Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. Idempotent. */
+  /**
+   * The daemon stopped answering: stops it (`quit`, SIGTERM, SIGKILL, each wait bounded by
+   * `timeoutMs`, at most 5, 3 and 5 s) as a LOST session, not a requested stop, so the driver
+   * drops its attachments and views once it exits and the next call starts a new daemon.
+   * UNAVAILABLE `left behind` (see leftBehind) when it has not exited after its SIGKILL; a later
+   * call waits for that exit again, bounded the same way. Idempotent.
+   */
+  async abandon(): Promise<void> {
+    await this.stopDaemon();
+  }
+
+  /**
+   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. Bounded and
+   * failing as `abandon` (the nodes then stay known: the stuck daemon still holds them). Idempotent.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
-    await this.daemon.stop(this.stopTimeouts());
+    await this.stopDaemon();
     this.nodes.clear();
   }
 
-  private stopTimeouts(): { quitTimeoutMs: number; termTimeoutMs: number } {
-    return { quitTimeoutMs: Math.min(5_000, this.timeoutMs), termTimeoutMs: Math.min(3_000, this.timeoutMs) };
+  private async stopDaemon(): Promise<void> {
+    try {
+      await this.daemon.stop(this.stopTimeouts());
+    } catch (err) {
+      if (isCairnError(err) && err.details?.leftBehind === true) this.stuck = err;
+      throw err;
+    }
+  }
+
+  private stopTimeouts(): { quitTimeoutMs: number; termTimeoutMs: number; killTimeoutMs: number } {
+    return { quitTimeoutMs: Math.min(5_000, this.timeoutMs), termTimeoutMs: Math.min(3_000, this.timeoutMs), killTimeoutMs: Math.min(5_000, this.timeoutMs) };
   }
 }

@@ -484,7 +484,11 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     return this.guard('attach', () => this.table.attach(target, mode));
   }
 
-  /** Flushes a read-write device, disconnects, removes the export and closes unused nodes. Idempotent. */
+  /**
+   * Flushes a read-write device, disconnects, removes the export and closes unused nodes.
+   * Idempotent. Bounded; UNAVAILABLE when the daemon stalls (see AttachmentTable.detach), with
+   * `details.leftBehind` when SIGKILL cannot end it either (its image stays locked).
+   */
   async detach(attachmentId: string): Promise<void> {
     return this.guard('detach', () => this.table.detach(attachmentId));
   }
@@ -492,7 +496,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   /**
    * Detaches everything, tears views down and stops the daemon cleanly (`quit`, so qemu writes
    * the persistent bitmaps into the images). Later calls that need the daemon fail with
-   * `UNAVAILABLE`. Idempotent.
+   * `UNAVAILABLE`. Idempotent. Bounded: `UNAVAILABLE` with `details.leftBehind` when a daemon (the
+   * running one, or one a detach gave up on) has not exited after its SIGKILL (Runtime.close); a
+   * later call waits for it again.
    */
   async close(): Promise<void> {
     await this.table.detachAll();

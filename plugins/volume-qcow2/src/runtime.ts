@@ -32,12 +32,16 @@ export class Runtime {
   private closed = false;
   /** The retries of sessions whose daemon has not exited yet. */
   private readonly retries = new Set<DeferredRetry>();
+  /** Sessions whose daemon has not exited: the running one, and any given up on while stuck (DaemonSession.leftBehind). */
+  private readonly unexited = new Set<DaemonSession>();
 
   constructor(private readonly options: RuntimeOptions) {}
 
   /**
    * The running session, starting a daemon when none runs. Calls are chained, so concurrent
-   * callers share one start. `UNAVAILABLE` when it cannot start or after `close()`.
+   * callers share one start. `UNAVAILABLE` when it cannot start or after `close()`. A daemon
+   * left behind (DaemonSession.leftBehind) does not run, so a new one starts beside it; qemu's
+   * image locks keep the new one off every image the stuck one still has open (BUSY).
    */
   session(): Promise<DaemonSession> {
     if (this.closed) return Promise.reject(new CairnError('UNAVAILABLE', 'driver is closed', { driver: this.options.driver }));
@@ -53,10 +57,12 @@ export class Runtime {
     const retry = new DeferredRetry(s, this.locks, this.options.commandTimeoutMs);
     if (this.closed) retry.stop();
     this.retries.add(retry);
+    this.unexited.add(s);
     s.deferred.onQueued((node, fresh) => retry.schedule(node, fresh));
     void s.daemon.whenExited.then(() => {
       retry.stop();
       this.retries.delete(retry);
+      this.unexited.delete(s);
       if (s.stopRequested) return;
       this.options.onSessionLost(s);
       void s.daemon.kill().catch(() => {}); // reaps the client and removes the daemon's temp dir
@@ -128,13 +134,20 @@ export class Runtime {
    * Stops the daemon cleanly (persistent bitmaps are written), then removes this instance's views
    * directory with the overlays of views whose teardown was still deferred (views never outlive
    * their daemon; other instances' overlays are not touched). Later calls fail with UNAVAILABLE.
-   * Idempotent.
+   * Daemons given up on earlier while stuck (a detach's abandon left them behind) are waited for
+   * again, each bounded as DaemonSession.abandon. When any daemon is still there after that, the
+   * first such UNAVAILABLE `left behind` (`details.leftBehind`, `pid`) is thrown, after every
+   * daemon was tried, and the views directory stays (the stuck daemon may hold its overlays);
+   * a later call tries again. Idempotent.
    */
   async close(): Promise<void> {
     this.closed = true;
     for (const retry of this.retries) retry.stop();
-    const s = await this.starting?.catch(() => undefined);
-    await s?.stop();
+    const current = await this.starting?.catch(() => undefined);
+    let failure: unknown;
+    await current?.stop().catch((err: unknown) => (failure ??= err));
+    for (const s of [...this.unexited]) if (s !== current) await s.abandon().catch((err: unknown) => (failure ??= err));
+    if (failure !== undefined) throw failure;
     await removeViewsDir(this.options.store.layout).catch(() => {});
   }
 }
