@@ -142,7 +142,16 @@ export async function statObject(path: string, key: string): Promise<ObjectInfo 
   }
 }
 
-/** Every temporary file in the tree, as `{ path, mtimeMs, bytes }` (bytes: its allocated blocks); entries removed meanwhile are skipped. */
+/**
+ * The bytes an unlink(2) of the file whose lstat is `st` frees: its allocated blocks when this is
+ * its only link; none while another name holds it (an only-if-absent put killed between its link
+ * and the unlink of its temporary name leaves the object with a second link, the temporary one).
+ */
+export function freedByUnlink(st: { nlink: number; blocks: number }): number {
+  return st.nlink > 1 ? 0 : st.blocks * 512;
+}
+
+/** Every temporary file in the tree, as `{ path, mtimeMs, bytes }` (bytes: what removing it frees, freedByUnlink); entries removed meanwhile are skipped. */
 export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number; bytes: number }> {
   for await (const { name, kind } of entries(root)) {
     const path = join(root, name);
@@ -151,7 +160,7 @@ export async function* tempFiles(root: string): AsyncGenerator<{ path: string; m
     } else if (kind === 'file' && isTempName(name)) {
       try {
         const st = await lstat(path);
-        yield { path, mtimeMs: st.mtimeMs, bytes: st.blocks * 512 };
+        yield { path, mtimeMs: st.mtimeMs, bytes: freedByUnlink(st) };
       } catch (err) {
         if (!isAbsent(err)) throw fsError(err, `stat ${name}`);
       }

@@ -26,7 +26,7 @@ import { DirectoryChain } from './directory-chain.js';
 import { checkSignal, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
 import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
 import { assertStorableKey, keyToSegments } from './key-layout.js';
-import { listObjects, statObject, tempFiles } from './list-walk.js';
+import { freedByUnlink, listObjects, statObject, tempFiles } from './list-walk.js';
 import { assertObjectData } from './object-data.js';
 import { parsePosixOptions, type PosixObjectStoreOptions } from './options.js';
 import { PosixPartWriter } from './part-writer.js';
@@ -387,8 +387,8 @@ export class PosixObjectStore implements ObjectStore {
     assertStorableKey(key, DRIVER);
     checkSignal(options.signal);
     const path = this.pathOf(key);
-    // What the file held (allocated blocks), measured only while the reserve counts deletes (space-reserve.ts).
-    const freed = this.reserve.owes ? await lstat(path).then((st) => st.blocks * 512, () => 0) : 0;
+    // What the unlink frees (space-reserve.ts), measured only while the reserve counts deletes.
+    const freed = this.reserve.owes ? await lstat(path).then(freedByUnlink, () => 0) : 0;
     try {
       await unlink(path);
     } catch (err) {

@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { statfsSync } from 'node:fs';
-import { lstat, readdir, rm, statfs } from 'node:fs/promises';
+import { link, lstat, readdir, rm, statfs, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TmpfsMounts } from '@cairn/conformance';
 import { BackupManager, ChunkedBackupService, MemoryVolumeDriver, RepositoryCatalog, type ObjectStore, type Volume } from '@cairn/core';
@@ -360,6 +360,37 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
     expect(attempts).toBe(2);
     expect((await lstat(join(disk!, 'plain', RESERVE_NAME))).size).toBe(2 * MiB);
     expect((await allFiles(join(disk!, 'plain'))).sort()).toEqual([RESERVE_NAME]); // no temporary left
+  }, 60_000);
+
+  it('while a refused reserve is held back, removing a name of an object that has another name frees nothing and counts nothing: a leftover temporary link swept, or the object deleted while one is left', async () => {
+    const s = await PosixObjectStore.open({ directory: join(disk!, 'plain'), reserveBytes: 2 * MiB });
+    let attempts = 0;
+    let refuse = true;
+    (s as unknown as { reserve: { beforeWrite?: () => void } }).reserve.beforeWrite = () => {
+      attempts++;
+      if (refuse) fill(0);
+    };
+    for (const k of ['big/0', 'big/1', 'big/2']) await s.put(k, randomBytes(MiB), { ifAbsent: true });
+    // An only-if-absent put killed between its link(2) and the unlink of its temporary name leaves
+    // the object with a second name, the temporary one (the on-disk state such a kill leaves).
+    const leftover = (k: string) => join(dirname(s.pathOf(k)), `~tmp-1-${k.replace('/', '')}`);
+    for (const k of ['big/0', 'big/1', 'big/2']) await link(s.pathOf(k), leftover(k));
+    expect(await s.ensureReserve()).toBe(false); // refused for space: held back until 2 MiB are deleted
+    expect(attempts).toBe(1);
+    await unfill();
+    refuse = false;
+
+    await utimes(leftover('big/0'), 0, 0);
+    await utimes(leftover('big/1'), 0, 0);
+    expect(await s.sweepTemp(60_000)).toBe(2); // 2 MiB of names, no byte freed: the objects keep them
+    expect(attempts).toBe(1);
+    await s.delete('big/2'); // its leftover name keeps the data: nothing freed
+    expect(attempts).toBe(1);
+    await s.delete('big/0'); // its last name: 1 MiB freed
+    expect(attempts).toBe(1);
+    await s.delete('big/1'); // 2 MiB freed since: tried again, and made
+    expect(attempts).toBe(2);
+    expect((await lstat(join(disk!, 'plain', RESERVE_NAME))).size).toBe(2 * MiB);
   }, 60_000);
 
   it('a backup on a completely full disk fails UNAVAILABLE and does not spend the space reserve', async () => {

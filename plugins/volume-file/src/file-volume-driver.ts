@@ -30,6 +30,7 @@ import type { RecordKind } from './layout.js';
 import { namingFullDisk } from './no-space.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
+import { sweepOrphanSnapshots } from './snapshot-orphans.js';
 import { holdWriterLock, writerAlive } from './writer-lock.js';
 
 export interface FileVolumeDriverOptions {
@@ -254,12 +255,15 @@ export class FileVolumeDriver implements VolumeDriver {
   /**
    * A crash-consistent copy of the volume (writes through this driver pause during it) with its
    * checkpoints' bitmaps. `NOT_FOUND` if unknown; `BUSY` while another process writes the volume.
+   * First removes what snapshot creates and deletes killed midway left behind over a day ago
+   * (sweepOrphanSnapshots: image copies and bitmap directories without a sidecar).
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
         await this.ctx.store.volume(volumeId);
         if (name !== undefined) assertDisplayName(name, 'name', this.name);
+        await sweepOrphanSnapshots(this.ctx.store.layout); // a killed create's copy would keep its space for ever
         const id = newId();
         const tracker = this.ctx.trackers.get(volumeId);
         let record: SnapshotRecord;
