@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -47,5 +47,50 @@ describe.skipIf(!isRoot)('checkOutputLocation in a sticky directory, by effectiv
   it("lets the file's owner (effective uid 2000) and root (effective uid 0) replace it", async () => {
     expect(await checkAs(2000)).toBe(true);
     expect(await checkAs(0)).toBe(true);
+  });
+});
+
+/**
+ * The check that the directory may be written in judges by the effective uid too, as the kernel
+ * does when the file is created there: with real uid 0 (which access(2) judges, and which may
+ * write anywhere) and effective uid 1000, a directory of root's (0755) is refused before anything
+ * is written, with `UNAVAILABLE` naming it, and a directory of uid 1000's (0700) is taken. Needs
+ * root, to change the effective uid of this process (back again after each check).
+ */
+describe.skipIf(!isRoot)('checkOutputLocation: writing in the directory, by effective uid', () => {
+  let base: string;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'cairn-euid-dir-'));
+    await chmod(base, 0o755);
+    await mkdir(join(base, 'roots'), { mode: 0o755 });
+    await mkdir(join(base, 'users'), { mode: 0o700 });
+    await chown(join(base, 'users'), 1000, 1000);
+  });
+  afterAll(() => removeDir(base));
+
+  /** `what(file)` run with effective uid 1000 (real uid 0): its result, or the error it rejects with. */
+  async function asUser(what: (file: string) => Promise<unknown>, file: string): Promise<unknown> {
+    process.seteuid!(1000);
+    try {
+      return await what(file).catch((err: unknown) => err);
+    } finally {
+      process.seteuid!(0);
+    }
+  }
+
+  it("refuses a directory effective uid 1000 may not write in (UNAVAILABLE, details.file, the directory named), as the kernel refuses the write", async () => {
+    const file = join(base, 'roots', 'image.raw');
+    const err = await asUser(checkOutputLocation, file);
+    expect(err).toMatchObject({ code: 'UNAVAILABLE', details: { file } });
+    expect((err as Error).message).toContain(`in directory ${join(base, 'roots')}`);
+    // The kernel agrees: the write itself is refused for that effective uid.
+    expect(await asUser((f) => writeFile(f, 'x'), file)).toMatchObject({ code: 'EACCES' });
+    expect(await readdir(join(base, 'roots'))).toEqual([]);
+  });
+
+  it("takes a directory of effective uid 1000's own (0700), as the kernel takes the write", async () => {
+    const file = join(base, 'users', 'image.raw');
+    expect(await asUser(checkOutputLocation, file)).toBe(false);
+    expect(await asUser((f) => writeFile(f, 'x'), file)).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import { CairnError } from '@cairn/core';
+import { CairnError, quotedCut } from '@cairn/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 
@@ -97,6 +97,6 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
  */
 export function pathId(params: Record<string, string>, name: string, what: string): string {
   const id = params[name] ?? '';
-  if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no ${what} ${JSON.stringify(id.length > 200 ? `${id.slice(0, 64)}…` : id)}`);
+  if (!ID.test(id)) throw new CairnError('NOT_FOUND', `no ${what} ${quotedCut(id, 200)}`);
   return id;
 }

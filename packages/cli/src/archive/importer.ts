@@ -9,6 +9,7 @@ import {
   holdRecord,
   isAlreadyExists,
   nowIso,
+  quotedCut,
   throwIfAborted,
   toCairnError,
   unlessNotFound,
@@ -244,8 +245,7 @@ function assertVolumeId(id: string): void {
   try {
     assertId(id, 'volume', 'archive');
   } catch (cause) {
-    const shown = `${JSON.stringify(id.slice(0, 80))}${id.length > 80 ? ` (${id.length} characters)` : ''}`;
-    throw new CairnError('INVALID_INPUT', `the archived record's volume id ${shown} is malformed: it must be 1 to 200 letters, digits, '.', '_', ':' or '-', starting with a letter or digit`, {
+    throw new CairnError('INVALID_INPUT', `the archived record's volume id ${quotedCut(id, 80)} is malformed: it must be 1 to 200 letters, digits, '.', '_', ':' or '-', starting with a letter or digit`, {
       driver: 'archive',
       details: { field: 'volumeId' },
       cause,

@@ -84,8 +84,7 @@ export function registerInitCommand(program: Command): void {
             });
         try {
           const { repository, ...storeOptions } = target.options as { repository?: Record<string, unknown> } & Record<string, unknown>;
-          const store = await registry.objectStore('posix', storeOptions);
-          const existed = (await unlessNotFound(store.head('config'))) !== undefined;
+          const existed = await holdsRepository(registry, storeOptions);
           const init = { ...(o.compression ? { compression: o.compression } : {}), ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) };
           const service = await registry.createBackupService('posix', { ...target.options, repository: { ...repository, init } });
           try {
@@ -122,6 +121,22 @@ export function registerInitCommand(program: Command): void {
         }
       }),
     );
+}
+
+/**
+ * Whether the posix store of `storeOptions` holds a repository (its `config` object), asked before
+ * the backup service makes or adopts it. The store opened to ask is closed on every path, the
+ * answer or the error of `head` given either way (a failure of that close is dropped).
+ */
+async function holdsRepository(registry: DriverRegistry, storeOptions: Record<string, unknown>): Promise<boolean> {
+  const store = await registry.objectStore('posix', storeOptions);
+  try {
+    return (await unlessNotFound(store.head('config'))) !== undefined;
+  } finally {
+    await Promise.resolve()
+      .then(() => store.close?.())
+      .catch(() => undefined);
+  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import { lstat, open, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError, quotedCut } from '@cairn/core';
 import type { ImageFormat } from './image-format.js';
 
 /**
@@ -49,8 +49,8 @@ const refused = (file: string, reason: 'backing-file' | 'data-file' | 'extent', 
     { details: { file, reason } },
   );
 
-/** A name from an image for a message: printable, bounded. */
-const shown = (name: string): string => JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name);
+/** A name from an image for a message: printable, bounded (200 characters, quotedCut). */
+const shown = (name: string): string => quotedCut(name, 200);
 
 /** qcow2 header: backing_file_offset (u64 @8) and size (u32 @16); v3 incompatible_features (u64 @72), bit 2 external data file. */
 async function checkQcow2(file: string, read: Read, hint: string): Promise<void> {

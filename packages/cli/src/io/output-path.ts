@@ -1,6 +1,7 @@
-import { access, constants, lstat, realpath, stat } from 'node:fs/promises';
+import { lstat, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError } from '@cairn/core';
+import { assertEffectiveDirAccess } from './effective-access.js';
 import { accessError } from './input-file.js';
 
 /** The rule below as the commands' help states it (`--force`). */
@@ -61,8 +62,9 @@ async function assertLinkMayBeFollowed(file: string, linkUid: number): Promise<v
  * Checks that a file can be written at `file` (by a temporary file in its directory renamed over
  * it) and says whether one is there already. A directory at `file` is `INVALID_INPUT` (with or
  * without `--force`: a directory is never replaced); a missing directory is `NOT_FOUND`, a parent
- * that is a file `INVALID_INPUT`, a directory this process may not read and write in, or another
- * user's file in a sticky directory, `UNAVAILABLE`. Every error has `details.file`.
+ * that is a file `INVALID_INPUT`, a directory this process may not read and write in (by its
+ * effective uid and gid: assertEffectiveDirAccess), or another user's file in a sticky directory,
+ * `UNAVAILABLE`. Every error has `details.file`.
  */
 export async function checkOutputLocation(file: string): Promise<boolean> {
   const existing = await stat(file).catch(() => undefined);
@@ -77,7 +79,8 @@ export async function checkOutputLocation(file: string): Promise<boolean> {
   });
   if (!parent.isDirectory()) throw new CairnError('INVALID_INPUT', `${dir} is not a directory`, { details: { file } });
   // Read too: publishing a file ends with an fsync of its directory, which opens it for reading.
-  await access(dir, constants.R_OK | constants.W_OK | constants.X_OK).catch((cause: unknown) => {
+  // By the effective uid, as the kernel judges the writes (and as the sticky rule below judges).
+  await assertEffectiveDirAccess(dir, parent).catch((cause: unknown) => {
     throw accessError(cause, file, 'write', dir);
   });
   // In a sticky directory (/tmp) only the file's or the directory's owner may replace a file.

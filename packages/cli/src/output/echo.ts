@@ -1,3 +1,5 @@
+import { cutText } from '@cairn/core';
+
 /**
  * Bounds what an error message echoes of text a user supplied (an id or name on the command line,
  * a key or value in a config): 100 KB of it would bury the message.
@@ -12,8 +14,5 @@ export const MAX_ECHO = 512;
  * is returned unchanged.
  */
 export function cutLongRuns(text: string, max: number = MAX_ECHO): string {
-  return text.replace(new RegExp(`\\S{${max + 1},}`, 'gu'), (run) => {
-    const points = [...run];
-    return points.length > max ? `${points.slice(0, max).join('')}… (${points.length} characters)` : run;
-  });
+  return text.replace(new RegExp(`\\S{${max + 1},}`, 'gu'), (run) => cutText(run, max));
 }

@@ -1,6 +1,7 @@
 import type { Catalog } from '../contracts/catalog.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError } from '../errors.js';
+import { quotedCut } from '../util/cut-text.js';
 import { assertVolumeMetadata, controlCharacterIn } from '../util/validate.js';
 import { assertNoRunningRestore } from './delete-volume.js';
 import { judgedVolumeState } from './backup-leftovers.js';
@@ -67,7 +68,7 @@ function assertMetadataEntries(metadata: Record<string, string>, field: string):
     const codePoint = controlCharacterIn(key);
     const reason = key === '' ? 'empty_key' : [...key].length > METADATA_MAX_LENGTH ? 'key_too_long' : codePoint ? 'control_character' : [...value].length > METADATA_MAX_LENGTH ? 'value_too_long' : undefined;
     if (!reason) continue;
-    const shown = JSON.stringify(key.length > 40 ? `${key.slice(0, 40)}…` : key);
+    const shown = quotedCut(key, 40);
     const message =
       reason === 'empty_key' ? 'a metadata key is empty'
       : reason === 'control_character' ? `metadata key ${shown} holds a control character (${codePoint})`
