@@ -16,6 +16,7 @@ import {
   type VolumeDriver,
 } from '@cairn/core';
 import {
+  allocatedExtents,
   backupAssertStored,
   backupProgress,
   backupRoundTrip,
@@ -101,6 +102,12 @@ describe('volume-driver mutations', () => {
     deleteAttachedSnapshot: byName(snapshotCases.cases, 'deleteSnapshot of an attached snapshot fails with BUSY'),
     staleDevice: byName(volumeIo.cases, 'a detached device refuses every call'),
     reusedBytes: byName(volumeLifecycle.cases, 'listVolumes lists created volumes'),
+    unalignedEnd: byName(allocatedExtents.cases, 'a volume whose size is no multiple of the extent granularity'),
+    otherVolumeCheckpoint: byName(changedExtents.cases, 'a checkpoint belongs to its volume'),
+    deleteKeepsOthers: byName(changedExtents.cases, 'deleting a checkpoint keeps the changes of the others'),
+    listCheckpointsUnknown: byName(changedExtents.cases, 'listCheckpoints of an unknown or deleted volume'),
+    listSnapshotsUnknown: byName(snapshotCases.cases, 'listSnapshots of an unknown or deleted volume'),
+    extendBadSize: byName(volumeLifecycle.cases, 'extendVolume to a size that is no multiple of 512'),
   };
   for (const c of Object.values(newCases)) added.add(c);
 
@@ -251,6 +258,93 @@ describe('volume-driver mutations', () => {
       };
     });
     await caughtOnlyBy(without(groups), newCases.reusedBytes, h, /a volume created after a delete: bytes differ/);
+  });
+
+  it('extents that stop at the last whole granule, so the partial one at the end of an unaligned volume is never reported', async () => {
+    const h = hooks((driver) =>
+      onDevices(driver, (device) => {
+        const extents = device.extents.bind(device);
+        device.extents = async (query, range) => {
+          const whole = Math.floor(device.size / device.extentGranularity) * device.extentGranularity;
+          return (await extents(query, range)).flatMap((e) => (e.offset + e.length <= whole ? [e] : e.offset < whole ? [{ ...e, length: whole - e.offset }] : []));
+        };
+      }),
+    );
+    await caughtOnlyBy(without(groups), newCases.unalignedEnd, h, /allocated extents miss written byte \d+ of \d+/);
+  });
+
+  it("checkpoints kept in one table for all volumes: a device asked since another volume's checkpoint answers that nothing changed", async () => {
+    const h = hooks((driver) => {
+      const cbt = driver.changedBlockTracking;
+      const volumeOf = new Map<string, string>();
+      const create = cbt.createCheckpoint.bind(cbt);
+      cbt.createCheckpoint = async (volumeId) => {
+        const cp = await create(volumeId);
+        volumeOf.set(cp.id, volumeId);
+        return cp;
+      };
+      const snapshotOf = new Map<string, string>();
+      const snap = driver.createSnapshot.bind(driver);
+      driver.createSnapshot = async (volumeId, name) => {
+        const s = await snap(volumeId, name);
+        snapshotOf.set(s.id, volumeId);
+        return s;
+      };
+      const attach = driver.attach.bind(driver);
+      driver.attach = async (target, mode) => {
+        const a = await attach(target, mode);
+        const extents = a.device.extents.bind(a.device);
+        const volumeId = target.kind === 'volume' ? target.id : snapshotOf.get(target.id);
+        a.device.extents = async (query, range) => {
+          const since = query.kind === 'changed' ? query.since : undefined;
+          const owner = since === undefined ? undefined : volumeOf.get(since);
+          if (owner && owner !== volumeId && (await cbt.listCheckpoints(owner)).some((c) => c.id === since)) return [];
+          return extents(query, range);
+        };
+        return a;
+      };
+    });
+    await caughtOnlyBy(without(groups), newCases.otherVolumeCheckpoint, h, /extents of volume A since volume B's checkpoint should fail with NOT_FOUND but succeeded/);
+  });
+
+  it("a deleteCheckpoint that resets the volume's tracking, so the other checkpoints lose the writes made before it", async () => {
+    // The reference keeps a page set per checkpoint; this one clears them all at any delete, as a
+    // driver with one shared dirty map cleared by "stop tracking" would.
+    const h = hooks((driver) => {
+      const cbt = driver.changedBlockTracking;
+      const del = cbt.deleteCheckpoint.bind(cbt);
+      const state = (driver as unknown as { volumes: Map<string, { dirty: Map<string, { pages: Set<number> }> }> }).volumes;
+      cbt.deleteCheckpoint = async (volumeId, checkpointId) => {
+        await del(volumeId, checkpointId);
+        for (const d of state.get(volumeId)?.dirty.values() ?? []) d.pages.clear();
+      };
+    });
+    await caughtOnlyBy(without(groups), newCases.deleteKeepsOthers, h, /changed since the older checkpoint, after the middle one was deleted: written byte \d+ is missing/);
+  });
+
+  it('a listCheckpoints that answers an empty list for an unknown volume', async () => {
+    const h = hooks((driver) => {
+      const cbt = driver.changedBlockTracking;
+      const list = cbt.listCheckpoints.bind(cbt);
+      cbt.listCheckpoints = (volumeId) => list(volumeId).catch((err: unknown) => (codeOf(err) === 'NOT_FOUND' ? [] : Promise.reject(err)));
+    });
+    await caughtOnlyBy(without(groups), newCases.listCheckpointsUnknown, h, /listCheckpoints\(unknown volume\) should fail with NOT_FOUND but succeeded/);
+  });
+
+  it('a listSnapshots that filters its snapshots by volume id without checking the volume exists', async () => {
+    const h = hooks((driver) => {
+      const list = driver.listSnapshots.bind(driver);
+      driver.listSnapshots = (volumeId) => list(volumeId).catch((err: unknown) => (codeOf(err) === 'NOT_FOUND' ? [] : Promise.reject(err)));
+    });
+    await caughtOnlyBy(without(groups), newCases.listSnapshotsUnknown, h, /listSnapshots\(unknown volume\) should fail with NOT_FOUND but succeeded/);
+  });
+
+  it('an extendVolume that rounds a size that is no multiple of 512 up to the next sector instead of refusing it', async () => {
+    const h = hooks((driver) => {
+      const extend = driver.extendVolume.bind(driver);
+      driver.extendVolume = (id, size) => extend(id, typeof size === 'number' && Number.isFinite(size) ? Math.ceil(size / 512) * 512 : size);
+    });
+    await caughtOnlyBy(without(groups), newCases.extendBadSize, h, /extendVolume\(8388708\) should fail with INVALID_INPUT but succeeded/);
   });
 
   it('a driver without setVolumeMetadata whose createVolume answers the name and metadata asked but keeps neither', async () => {

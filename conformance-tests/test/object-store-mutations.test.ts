@@ -224,6 +224,18 @@ describe('object-store mutations the suite caught only with the cases added for 
     await caughtOnlyBy(h, 'gets racing a replacing put', /get 0 during the put \(the new object\): length/);
   });
 
+  it('a delete by prefix, as `rm -r` of a key\'s place: deleting `p/a` also removes `p/a/b` and `p/ab`', async () => {
+    const h = memory((s) => {
+      const del = s.delete.bind(s);
+      s.delete = async (key, o) => {
+        const under: string[] = [];
+        for await (const i of s.list(key, o)) under.push(i.key);
+        for (const k of [key, ...under]) await del(k, o);
+      };
+    });
+    await caughtOnlyBy(h, 'delete removes exactly its key', /objects after the deletes/);
+  });
+
   it('a list that also yields keys the prefix starts with (`p/x` listed for `p/xy`)', async () => {
     const h = memory((s) => {
       const list = s.list.bind(s);

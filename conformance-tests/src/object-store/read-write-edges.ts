@@ -1,8 +1,9 @@
 /**
  * put/get/head/delete clauses at their edges, each one a way a store can lose repository data:
  * a range one byte past the end, a size that stays stale after a replace, a deleted key still
- * taken for put(ifAbsent), ALREADY_EXISTS for a place that holds other keys, a malformed key
- * (`..`) reaching the storage on any call, a reader that sees a replacing put half done.
+ * taken for put(ifAbsent), a delete that takes more than its key, ALREADY_EXISTS for a place
+ * that holds other keys, a malformed key (`..`) reaching the storage on any call, a reader that
+ * sees a replacing put half done.
  */
 import assert from 'node:assert/strict';
 import type { ObjectInfo } from '@cairn/core';
@@ -66,6 +67,23 @@ const ifAbsentAfterDelete: Case<ObjectStoreContext> = {
       await w.commit();
       assert.equal((await store.get(`${prefix}/k`)).toString(), 'parts', 'commit(ifAbsent) of a deleted key');
     }
+  },
+};
+
+const deleteExactly: Case<ObjectStoreContext> = {
+  name: 'delete removes exactly its key: not the keys below it, nor those it is a string prefix of; a delete where no object is, above stored keys, removes nothing',
+  async run({ store, prefix }) {
+    // A store whose objects are files must not remove a directory with what is in it (rm -r),
+    // nor a store whose delete is by prefix remove the keys that extend the one named: either
+    // loses objects no one deleted.
+    const kept = [`${prefix}/a/b`, `${prefix}/a/c/d`, `${prefix}/ab`, `${prefix}/a.bak`, `${prefix}/xy`, `${prefix}/x.1`];
+    for (const k of [...kept, `${prefix}/x`]) await store.put(k, Buffer.from(k));
+    await store.delete(`${prefix}/a`); // no object there, only keys below it
+    await store.delete(`${prefix}/x`); // an object that is a string prefix of others
+    await store.delete(`${prefix}/never/stored/here`);
+    await rejectsWithCode(store.head(`${prefix}/x`), 'NOT_FOUND', 'head of the deleted key');
+    assert.deepEqual((await collect(store.list(`${prefix}/`))).map((o) => o.key).sort(), [...kept].sort(), 'objects after the deletes');
+    for (const k of kept) assert.equal((await store.get(k)).toString(), k, `${k} after deletes of other keys`);
   },
 };
 
@@ -139,4 +157,4 @@ const readersDuringReplace: Case<ObjectStoreContext> = {
 };
 
 /** Added to the put, get, head, delete group (cases.ts). */
-export const readWriteEdgeCases: Case<ObjectStoreContext>[] = [rangeEdges, sizeAfterReplace, ifAbsentAfterDelete, parentPlace, malformedEverywhere, readersDuringReplace];
+export const readWriteEdgeCases: Case<ObjectStoreContext>[] = [rangeEdges, sizeAfterReplace, ifAbsentAfterDelete, deleteExactly, parentPlace, malformedEverywhere, readersDuringReplace];

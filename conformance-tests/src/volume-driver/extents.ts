@@ -3,6 +3,7 @@ import type { ByteRange, Extent } from '@cairn/core';
 import type { Group } from '../harness.js';
 import { patternBytes, rejectsWithCode } from '../harness.js';
 import type { VolumeDriverContext } from './context.js';
+import { allocatedExtentEdgeCases, changedExtentEdgeCases } from './extent-edges.js';
 
 /**
  * Asserts `extents` are as BlockDevice.extents promises: integer offsets and lengths, inside
@@ -90,6 +91,7 @@ export const allocatedExtents: Group<VolumeDriverContext> = {
         await driver.detach(a.id);
       },
     },
+    ...allocatedExtentEdgeCases,
   ],
 };
 
@@ -229,6 +231,7 @@ export const changedExtents: Group<VolumeDriverContext> = {
         await rejectsWithCode(cbt.createCheckpoint('00000000-0000-4000-8000-000000000003'), 'NOT_FOUND', 'createCheckpoint(unknown volume)');
       },
     },
+    ...changedExtentEdgeCases,
   ],
 };
 

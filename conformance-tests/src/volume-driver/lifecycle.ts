@@ -108,5 +108,23 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
         await rejectsWithCode(driver.extendVolume(v.id, volumeSize), 'INVALID_INPUT', 'extendVolume(shrink)');
       },
     },
+    {
+      name: 'extendVolume to a size that is no multiple of 512 or no number fails with INVALID_INPUT and changes nothing; of an unknown volume, NOT_FOUND',
+      async run({ driver, volumeSize }) {
+        // createVolume's size rule holds for the new size too: a device of an unaligned (or NaN)
+        // size is one no backup or restore can cover in whole sectors.
+        const v = await driver.createVolume({ size: volumeSize });
+        for (const size of [volumeSize * 2 + 100, volumeSize + 1.5, Number.NaN, Number.POSITIVE_INFINITY, String(volumeSize * 2) as never]) {
+          await rejectsWithCode(driver.extendVolume(v.id, size), 'INVALID_INPUT', `extendVolume(${String(size)})`);
+        }
+        assert.equal((await driver.getVolume(v.id)).size, volumeSize, 'size after the refused extends');
+        if (driver.capabilities.attach) {
+          const r = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+          assert.equal(r.device.size, volumeSize, 'device size after the refused extends');
+          await driver.detach(r.id);
+        }
+        await rejectsWithCode(driver.extendVolume('00000000-0000-4000-8000-000000000005', volumeSize * 2), 'NOT_FOUND', 'extendVolume(unknown volume)');
+      },
+    },
   ],
 };

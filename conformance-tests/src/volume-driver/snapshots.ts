@@ -79,6 +79,17 @@ export const snapshotCases: Group<VolumeDriverContext> = {
       },
     },
     {
+      name: 'listSnapshots of an unknown or deleted volume fails with NOT_FOUND',
+      async run({ driver, volumeSize }) {
+        // An empty list would tell a caller (deleting the volume, pruning) that a wrong id has
+        // no snapshots.
+        await rejectsWithCode(driver.listSnapshots('00000000-0000-4000-8000-000000000006'), 'NOT_FOUND', 'listSnapshots(unknown volume)');
+        const v = await driver.createVolume({ size: volumeSize });
+        await driver.deleteVolume(v.id);
+        await rejectsWithCode(driver.listSnapshots(v.id), 'NOT_FOUND', 'listSnapshots(deleted volume)');
+      },
+    },
+    {
       name: 'deleteVolume of a volume with snapshots fails with BUSY and keeps the volume and its snapshots readable',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
