@@ -4,14 +4,17 @@
  *   prepare <size> [--volume <bytes>] [--no-raw]
  *                         file volume with the realistic image (and image.raw for restic); with
  *                         --volume, a larger volume holding the image at its start, holes after
- *   modify [--seed <n>]   the day of writes, through the driver (tracked) and into image.raw;
- *                         another seed rewrites other blocks with other data (default 7)
+ *   modify [--seed <n>] [--write-align <bytes>]
+ *                         the day of writes, through the driver (tracked) and into image.raw;
+ *                         another seed rewrites other blocks with other data (default 7); the
+ *                         alignment of its 64 KiB writes (default 65536, lib/image.mjs dayOfWrites)
  *   init [--encrypt]      a posix repository
  *   backup <name> [--incremental] [--no-cbt]
  *   digest <name>         records the volume's SHA-256 under <name> (not timed)
  *   restore <name>        into a new volume
  *   restore-phases <name>  restore through the service, timing the copy and the flush apart
  *   check <name>          compares the restored volume with the digest, reports its allocation, deletes it
+ * Any op: `--repo <dir>` uses the posix repository at <dir> instead of <workdir>/repo.
  * Prints one JSON line on stdout.
  */
 import { createHash } from 'node:crypto';
@@ -27,7 +30,9 @@ const PASS = 'bench-passphrase';
 const statePath = join(work, 'state.json');
 const state = async () => JSON.parse(await readFile(statePath, 'utf8'));
 const driver = () => new FileVolumeDriver({ directory: join(work, 'volumes') });
-const store = () => PosixObjectStore.open({ directory: join(work, 'repo'), createDirectory: true });
+const repoAt = args.indexOf('--repo');
+const repoDir = repoAt >= 0 ? args[repoAt + 1] : join(work, 'repo');
+const store = () => PosixObjectStore.open({ directory: repoDir, createDirectory: true });
 
 async function digest(volumes, volumeId, size) {
   const a = await volumes.attach({ kind: 'volume', id: volumeId }, 'ro');
@@ -80,6 +85,7 @@ if (op === 'prepare') {
   const a = await volumes.attach({ kind: 'volume', id: s.volumeId }, 'rw');
   const raw = s.raw === false ? undefined : await open(join(work, 'image.raw'), 'r+');
   const seedAt = args.indexOf('--seed');
+  const alignAt = args.indexOf('--write-align');
   out.bytesChanged = await dayOfWrites(
     s.size,
     async (offset, data) => {
@@ -87,6 +93,7 @@ if (op === 'prepare') {
       await raw?.write(data, 0, data.length, offset);
     },
     seedAt >= 0 ? Number(args[seedAt + 1]) : undefined,
+    alignAt >= 0 ? Number(args[alignAt + 1]) : undefined,
   );
   await a.device.flush();
   await volumes.detach(a.id);

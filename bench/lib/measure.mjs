@@ -48,6 +48,7 @@ export function timed(cmd, args, { cwd, env, measured = false, cold = false, set
   const r = spawnSync('/usr/bin/time', ['-f', 'TIME %e %M', cmd, ...args], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   const m = /TIME ([\d.]+) (\d+)/.exec(r.stderr);
+  if (!m) throw new Error(`${cmd} ${args.join(' ')}: no time or peak RSS from /usr/bin/time: ${r.stderr}`);
   const json = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
   return { seconds: Number(m[1]), rssMiB: Math.round(Number(m[2]) / 1024), out: json ? JSON.parse(json) : undefined };
 }
