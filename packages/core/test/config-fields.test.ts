@@ -62,4 +62,24 @@ describe('repository config fields', () => {
     await expectCode(Repository.open(store, { passphrase: 'not the secret' }), 'INVALID_INPUT');
     expect((await Repository.open(store, { passphrase: 'secret' })).encrypted).toBe(true);
   });
+
+  // scrypt refuses N >= 2^(16·r) itself (a RangeError from node:crypto, no CairnError), so r=1
+  // with N=2^16 must be judged with the other bounds: damage at open, bad input at init.
+  it.each([
+    ['N=2^40', { N: 2 ** 40 }],
+    ['N=2^16 with r=1 (scrypt wants N < 2^(16·r))', { N: 2 ** 16, r: 1 }],
+    ['N=2^23 with r=1', { N: 2 ** 23, r: 1 }],
+    ['N not a power of two', { N: 3 * 1024 }],
+    ['p=2^20', { p: 2 ** 20 }],
+    ['r=0', { r: 0 }],
+  ])('scrypt parameters a hostile config may name (%s) are CORRUPT at open, before any derivation', async (_, bad) => {
+    const store = await withConfig((c) => Object.assign(c.encryption as object, bad), 'secret');
+    await expectCode(Repository.open(store, { passphrase: 'secret', workers: 0 }), 'CORRUPT');
+  });
+
+  it('init refuses scrypt parameters scrypt itself refuses (N=2^16, r=1) with INVALID_INPUT, writing no config', async () => {
+    const store = new MemoryObjectStore('mem');
+    await expectCode(Repository.init(store, { passphrase: 'secret', kdf: { N: 2 ** 16, r: 1, p: 1 } }), 'INVALID_INPUT');
+    expect(await keys(store, '')).toEqual([]);
+  });
 });

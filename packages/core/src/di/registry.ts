@@ -40,6 +40,9 @@ function byName<T>(kind: Kind, factories: DriverFactory<T>[]): Map<string, Drive
   return map;
 }
 
+/** Variables `DriverRegistry.secret()` took out of this process's environment, by name: one process, one environment, whichever registry read them. */
+const takenFromEnv = new Map<string, string>();
+
 /**
  * Resolves drivers by plugin name. Built from the factories that plugin modules bound; refuses
  * duplicate names at construction (`CONFLICT`), and unknown names at use (`NOT_FOUND`).
@@ -152,13 +155,21 @@ export class DriverRegistry implements FactoryContext {
    * Reads `env:NAME` or `file:/path` (the file's content, one trailing newline dropped). Errors,
    * tagged `registry`: `INVALID_INPUT` for other forms; `NOT_FOUND` for an unset (or empty)
    * variable; a file's as readSecretFile says (secret-file.ts: at most 64 KiB are read).
+   *
+   * A variable read is taken out of this process's environment (`process.env`), and its value is
+   * kept for later reads, by any registry of this process: every child process spawned afterwards (qemu-img,
+   * qemu-storage-daemon, flock…) inherits the environment, where its user could read the secret
+   * in /proc/<pid>/environ for as long as it runs, and its core dumps would hold it. Set again,
+   * the variable is read anew (and taken again). Children spawned before the read still hold it.
    */
   async secret(reference: string): Promise<string> {
     if (typeof reference === 'string' && reference.startsWith('env:')) {
       const name = reference.slice(4);
       // Only the environment's own variables: `env:constructor` or `env:__proto__` is no secret.
-      const value = Object.hasOwn(process.env, name) ? process.env[name] : undefined;
+      const value = Object.hasOwn(process.env, name) ? process.env[name] : takenFromEnv.get(name);
       if (typeof value !== 'string' || value === '') throw new CairnError('NOT_FOUND', `environment variable ${name} is not set`, { driver: 'registry' });
+      takenFromEnv.set(name, value);
+      delete process.env[name];
       this.secrets.add(value);
       return value;
     }

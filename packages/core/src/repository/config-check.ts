@@ -24,15 +24,17 @@ export function compressionProblem(c: unknown): string | undefined {
 }
 
 /**
- * Why scrypt parameters are unusable, or undefined: N a power of two from 2 to 2^24, r from 1 to
- * 32, p from 1 to 16, at most 1 GiB of memory (128·N·r bytes). A config names them, so they are
- * bounded before any key derivation sizes memory from them.
+ * Why scrypt parameters are unusable, or undefined: N a power of two from 2 to 2^24 and below
+ * 2^(16·r) (scrypt's own rule: node:crypto throws a RangeError otherwise, so r=1 allows N up to
+ * 2^15), r from 1 to 32, p from 1 to 16, at most 1 GiB of memory (128·N·r bytes). A config names
+ * them, so they are bounded before any key derivation sizes memory from them.
  */
 export function kdfProblem(k: Partial<Pick<EncryptionParams, 'N' | 'r' | 'p'>>): string | undefined {
   const { N, r, p } = k;
   const int = (v: unknown, lo: number, hi: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= lo && v <= hi;
   if (!int(N, 2, 1 << 24) || !isPowerOfTwo(N)) return `scrypt N must be a power of two from 2 to 2^24, got ${String(N)}`;
   if (!int(r, 1, 32) || !int(p, 1, 16)) return `scrypt r must be from 1 to 32 and p from 1 to 16, got r=${String(r)} p=${String(p)}`;
+  if (N >= 2 ** (16 * r)) return `scrypt N must be below 2^${16 * r} when r=${r}, got N=${N}`;
   if (128 * N * r > 1024 * MiB) return `scrypt N=${N}, r=${r} needs more than 1 GiB`;
   return undefined;
 }
