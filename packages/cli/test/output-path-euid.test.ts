@@ -1,6 +1,8 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkOutputLocation } from '../src/io/output-path.js';
 import { removeDir } from './helpers.js';
@@ -92,5 +94,55 @@ describe.skipIf(!isRoot)('checkOutputLocation: writing in the directory, by effe
     const file = join(base, 'users', 'image.raw');
     expect(await asUser(checkOutputLocation, file)).toBe(false);
     expect(await asUser((f) => writeFile(f, 'x'), file)).toBeUndefined();
+  });
+});
+
+const setprivUsable = isRoot && spawnSync('setpriv', ['--version']).status === 0;
+const outputPathModule = fileURLToPath(new URL('../dist/io/output-path.js', import.meta.url));
+
+/**
+ * A user that is not root but holds CAP_DAC_OVERRIDE (systemd's `User=cairn` with
+ * `AmbientCapabilities=CAP_DAC_OVERRIDE`, or `setcap cap_dac_override+ep` on node) may write in any
+ * directory, as the kernel judges the writes; access(2), which drops a non-root caller's
+ * capabilities, says EACCES. checkOutputLocation takes such a directory, as the write does. Run in
+ * a child process made uid/gid 1000 with that capability alone (setpriv), on the built package.
+ * Needs root and setpriv.
+ */
+describe.skipIf(!setprivUsable)('checkOutputLocation: a non-root user holding CAP_DAC_OVERRIDE', () => {
+  let base: string;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'cairn-dac-'));
+    await chmod(base, 0o755);
+    await mkdir(join(base, 'roots'), { mode: 0o755 }); // root's: uid 1000 writes here only by the capability
+  });
+  afterAll(() => removeDir(base));
+
+  /** checkOutputLocation(file) and then the write itself, in a child of uid/gid 1000 with `caps` (setpriv's `+dac_override`, or `-all`). */
+  function childCheckAndWrite(file: string, caps: string): { check: unknown; wrote: string } {
+    const script = `
+      import { writeFileSync } from 'node:fs';
+      const { checkOutputLocation } = await import(${JSON.stringify(outputPathModule)});
+      const check = await checkOutputLocation(process.argv[1]).catch((e) => ({ code: e.code, message: e.message }));
+      let wrote = 'yes';
+      try { writeFileSync(process.argv[1], 'x'); } catch (e) { wrote = e.code; }
+      process.stdout.write(JSON.stringify({ check, wrote }));`;
+    const out = execFileSync(
+      'setpriv',
+      ['--reuid=1000', '--regid=1000', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`, process.execPath, '--input-type=module', '-e', script, file],
+      { encoding: 'utf8' },
+    );
+    return JSON.parse(out) as { check: unknown; wrote: string };
+  }
+
+  it('takes a directory of root\'s (0755) that the capability lets it write in, as the kernel takes the write', () => {
+    const file = join(base, 'roots', 'image.raw');
+    expect(childCheckAndWrite(file, '+dac_override')).toEqual({ check: false, wrote: 'yes' });
+  });
+
+  it('without the capability the same directory is refused (UNAVAILABLE), as the kernel refuses the write', () => {
+    const file = join(base, 'roots', 'other.raw');
+    const r = childCheckAndWrite(file, '-all');
+    expect(r.check).toMatchObject({ code: 'UNAVAILABLE' });
+    expect(r.wrote).toBe('EACCES');
   });
 });
