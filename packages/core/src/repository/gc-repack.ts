@@ -40,7 +40,10 @@ export interface CopiedForward {
  * handed to `add`: the pack holding the good copy may be removed (GC proved nothing else for it,
  * leaving that to this read); the chunks it holds that read well stay there, not copied again at
  * every GC (a pack processed before another turns out to hold a copy of an unreadable chunk is
- * kept too: its chunks copied forward are then stored twice, extra data a later GC drops).
+ * kept too: its chunks copied forward are then stored twice, extra data a later GC drops). A pack
+ * left before its turn is still read for the chunks the index resolves to it of which another
+ * copy is in a pack GC still removes (the guard left proving them to this read: without it, GC
+ * could delete their only good copy), and those whose copy in it failed are handed to `add`.
  * Memory: the encoded chunks of one pack (they are handed over once the whole pack has been read),
  * and what the fetcher plans for `batch` chunks. Store failures other than damage are thrown.
  */
@@ -61,10 +64,15 @@ export async function copyForward(repo: Repository, plan: RepackPlan, add?: (id:
     }, { signal, onError: lost });
   }
   for (const packId of [...toRepack]) {
-    if (!toRepack.has(packId)) continue; // left meanwhile: it holds a copy of a chunk found unreadable
+    // A pack left before its turn (it holds a copy of a chunk found unreadable) is read too, but only
+    // for its chunks of which GC still drops another copy: the guard (dropped-copies.ts) left
+    // proving them to this read, and the copy kept here may be damaged.
+    const leftBefore = !toRepack.has(packId);
     const ids = new Set<string>();
     for (const e of repo.index.packs().get(packId) ?? []) {
-      if (referenced.has(e.id) && !plan.rescue.has(e.id) && repo.index.get(e.id)?.pack === packId) ids.add(e.id);
+      if (!referenced.has(e.id) || plan.rescue.has(e.id) || repo.index.get(e.id)?.pack !== packId) continue;
+      if (leftBefore && !repo.index.otherCopies(e.id).some((c) => toRepack.has(c.pack) || plan.toDelete.has(c.pack))) continue;
+      ids.add(e.id);
     }
     const held: { id: string; blob: Buffer; rawLength: number }[] = [];
     const failedHere = new Set<string>(); // the first copy tried is this pack's (the index resolves the chunk to it)
@@ -73,13 +81,15 @@ export async function copyForward(repo: Repository, plan: RepackPlan, add?: (id:
       await fetchChunks(repo, some, async (chunks) => {
         for (const { id, data } of chunks) {
           throwIfAborted(signal);
-          if (add) held.push({ id, blob: encode(id, data), rawLength: data.length });
+          if (add && (!leftBefore || failedHere.has(id))) held.push({ id, blob: encode(id, data), rawLength: data.length });
         }
       }, { signal, onError: (id) => void unreadable.push(id), onCopyFailed: (copy) => void failedHere.add(copy.id) });
     }
     for (const id of unreadable) lost(id);
+    // Still to repack: every chunk read goes forward. Left (now or before): only those whose copy here failed.
+    const whole = toRepack.has(packId);
     for (const h of held) {
-      if (unreadable.length === 0 || failedHere.has(h.id)) await add!(h.id, h.blob, h.rawLength);
+      if (whole || failedHere.has(h.id)) await add!(h.id, h.blob, h.rawLength);
     }
   }
   return out;

@@ -1,0 +1,122 @@
+/**
+ * A pack GC planned to repack that it leaves whole before reading it (it holds a copy of a chunk
+ * with no good copy, found while another pack was read): the chunks the index resolves to it are
+ * still proven before GC drops their other copies, and one whose copy there is damaged is copied
+ * forward from the good copy GC removes (gc-repack.ts). Over the memory store and the real posix store.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PosixObjectStore } from '@cairn/backup-posix';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChunkedBackupService, MemoryObjectStore, type ObjectStore } from '../src/index.js';
+import { ChunkCodec } from '../src/repository/codec.js';
+import { PackWriter } from '../src/repository/pack-writer.js';
+import type { Repository } from '../src/repository/repository.js';
+import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
+import { FAST_KDF, MiB, keys } from './helpers.js';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+const stores: [string, () => Promise<ObjectStore>][] = [
+  ['memory store', async () => new MemoryObjectStore('mem')],
+  [
+    'posix store',
+    async () => {
+      const directory = await mkdtemp(join(tmpdir(), 'cairn-gc-left-pack-'));
+      dirs.push(directory);
+      return PosixObjectStore.open({ directory });
+    },
+  ],
+];
+
+function open(store: ObjectStore): Promise<ChunkedBackupService> {
+  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 4 * MiB, kdf: FAST_KDF } });
+}
+
+/** Writes one pack holding `chunks`, in that order (the index learns it after every pack known so far). */
+async function writePack(store: ObjectStore, repo: Repository, chunks: Buffer[]): Promise<string> {
+  const writer = new PackWriter(store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
+  for (const c of chunks) {
+    const id = repo.codec.chunkId(c);
+    await writer.add(id, repo.codec.encode(c, 'none', id), c.length);
+  }
+  await writer.finish();
+  const packs = new Set(chunks.map((c) => [repo.index.get(repo.codec.chunkId(c))!, ...repo.index.otherCopies(repo.codec.chunkId(c))].at(-1)!.pack));
+  expect(packs.size).toBe(1);
+  return [...packs][0]!;
+}
+
+/** Flips a byte in the middle of chunk `id`'s copy in `pack`, through the store. */
+async function damage(store: ObjectStore, repo: Repository, id: string, pack: string): Promise<void> {
+  const l = [repo.index.get(id)!, ...repo.index.otherCopies(id)].find((c) => c.pack === pack)!;
+  const bytes = await store.get(`packs/${pack}`);
+  bytes[l.offset + Math.floor(l.length / 2)]! ^= 0x40;
+  await store.put(`packs/${pack}`, bytes);
+}
+
+/**
+ * Pack P (first known) holds chunk Z, live, and a dead chunk; pack A (next) another copy of Z, chunk
+ * X, live (the index resolves X to A), and a dead chunk; pack B (last) another copy of X and a dead
+ * chunk. Both copies of Z are damaged (Z has no good copy), and so is X's copy in A: X's only good
+ * copy is in B, which GC deletes whole (every live chunk of it resolves elsewhere). GC repacks P
+ * first, finds Z unreadable and leaves P and A whole.
+ */
+async function scene(store: ObjectStore, seed: number) {
+  const service = await open(store);
+  const repo = service.repository;
+  const [z, x, g1, g2, g3] = [0, 1, 2, 3, 4].map((k) => pattern(CHUNK, seed * 10 + k));
+  const first = await backUp(service, 'first', Buffer.concat([z!, g1!]));
+  const zId = repo.codec.chunkId(z!);
+  const xId = repo.codec.chunkId(x!);
+  const p = repo.index.get(zId)!.pack;
+  const a = await writePack(store, repo, [z!, x!, g2!]);
+  const b = await writePack(store, repo, [x!, g3!]);
+  expect(new Set([p, a, b]).size).toBe(3);
+  expect(repo.index.get(xId)!.pack).toBe(a);
+  const both = await backUp(service, 'both', Buffer.concat([z!, x!]));
+  const xOnly = await backUp(service, 'x', x!);
+  await service.delete(first);
+  await damage(store, repo, zId, p);
+  await damage(store, repo, zId, a);
+  await damage(store, repo, xId, a);
+  return { service, x: x!, xId, zId, p, a, b, both, xOnly };
+}
+
+describe.each(stores)('gc leaving a pack whole before reading it (%s)', (_, makeStore) => {
+  it('copies forward a chunk of that pack whose copy there is damaged before deleting the pack holding its only good copy: its backup restores byte-exact', async () => {
+    const store = await makeStore();
+    const { service, x, xId, p, a, b, both, xOnly, zId } = await scene(store, 61);
+
+    const report = await service.gc({ graceMs: 0 });
+    expect(report).toMatchObject({ chunksUnreadable: 1, packsLeftUnreadable: 2, packsRepacked: 0, packsDeleted: 1 });
+    const packs = await keys(store, 'packs/');
+    expect(packs).toEqual(expect.arrayContaining([`packs/${p}`, `packs/${a}`]));
+    expect(packs).not.toContain(`packs/${b}`); // still freed: X went forward first
+    await service.close();
+
+    const other = await open(store);
+    expect((await other.verify(xOnly)).problems).toEqual([]);
+    expect((await restored(other, xOnly)).equals(x)).toBe(true);
+    // Only the backup using Z is broken; X's damaged copy in A is named too when the reopened index
+    // resolves X to it first (index objects load in listing order), as breaking no backup.
+    const whole = await other.verify();
+    expect(whole.problems.filter((q) => q.backupId !== undefined)).toEqual([expect.objectContaining({ backupId: both.id, message: expect.stringContaining(zId) })]);
+    for (const q of whole.problems.filter((q) => q.backupId === undefined)) expect(q.details?.damagedCopy).toEqual({ chunkId: xId, packs: [a] });
+    await other.close();
+  });
+
+  it('gc({ dryRun }) reports the counts of the run that follows', async () => {
+    const store = await makeStore();
+    const { service } = await scene(store, 62);
+    const dry = await service.gc({ graceMs: 0, dryRun: true });
+    const real = await service.gc({ graceMs: 0 });
+    await service.close();
+    const counts = (r: typeof real) => ({ chunksUnreadable: r.chunksUnreadable, packsLeftUnreadable: r.packsLeftUnreadable, packsRepacked: r.packsRepacked, packsDeleted: r.packsDeleted, copiesDamaged: r.copiesDamaged });
+    expect(counts(real)).toEqual(counts(dry));
+    expect(counts(dry)).toMatchObject({ chunksUnreadable: 1, packsLeftUnreadable: 2, packsRepacked: 0 });
+  });
+});
