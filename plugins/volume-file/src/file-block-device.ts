@@ -91,7 +91,7 @@ export class FileBlockDevice extends BaseBlockDevice {
         this.imageWrite('writing image', async () => {
           const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
           if (direct) await writeDirect(direct, data, offset);
-          else await writeFully(this.fh, data, offset);
+          else await writeFully(this.fh, data, offset, this.driverName);
         }),
       ),
     );
@@ -187,7 +187,7 @@ export class FileBlockDevice extends BaseBlockDevice {
 
   private async zeros(offset: number, length: number): Promise<void> {
     for (let done = 0; done < length; done += ZERO_CHUNK.length) {
-      await writeFully(this.fh, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done)), offset + done);
+      await writeFully(this.fh, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done)), offset + done, this.driverName);
     }
   }
 }

@@ -29,15 +29,16 @@ type Flock = (fh: FileHandle, mode: LockMode) => Promise<boolean>;
 /**
  * Takes a flock(2) on `path` without waiting; resolves to null when another open file (another
  * process, or another driver instance) holds a conflicting lock. The lock is on a descriptor of
- * this process, so it dies with the process. The file is opened read-only and never created:
- * throws what open(2) throws (ENOENT when `path` does not exist). The flock(2) call itself is made
+ * this process, so it dies with the process. The file is never created: throws what open(2)
+ * throws (ENOENT when `path` does not exist). It is opened for reading and writing, whatever the
+ * mode, and read-only only when open(2) refuses writing (lockFile). The flock(2) call itself is made
  * by `fs-ext`, or without it by `flock(1)` (util-linux) run on that same open file (its fd 3),
  * which exits at once, leaving the lock with this process's descriptor.
  */
 export async function tryLock(path: string, mode: LockMode, driver: string): Promise<HeldLock | null> {
   const ext = fsExt();
   const flock: Flock = ext ? (fh, m) => Promise.resolve(nativeFlock(ext, fh, m, path, driver)) : (fh, m) => helperFlock(fh, m, path, driver);
-  const fh = await open(path, 'r');
+  const fh = await lockFile(path);
   let taken = false;
   try {
     taken = await flock(fh, mode);
@@ -45,6 +46,29 @@ export async function tryLock(path: string, mode: LockMode, driver: string): Pro
     if (!taken) await fh.close();
   }
   return taken ? descriptorLock(fh, mode, flock) : null;
+}
+
+/** Why open(2) may refuse writing a file it lets this process read: permissions, a read-only mount, an immutable file. */
+const WRITE_REFUSED = new Set(['EACCES', 'EROFS', 'EPERM']);
+
+/**
+ * `path` opened to be flocked: read-write (O_RDWR, never O_CREAT), or read-only when open(2)
+ * refuses writing (WRITE_REFUSED); any other failure (ENOENT, ...) is thrown. Nothing is ever
+ * written through it. Why for writing: man 2 flock, "NFS details": since Linux 2.6.12 NFS clients
+ * emulate flock() as fcntl(2) byte-range locks on the entire file, so "in order to place an
+ * exclusive lock, the file must be opened for writing" (fcntl(2) fails a write lock on a descriptor
+ * not open for writing with EBADF, which would surface as INTERNAL). A shared lock is opened the
+ * same way so that upgrade() can convert it in place. On a local file system flock(2) ignores the
+ * open mode: a read-only descriptor still takes both modes there, which the fallback keeps; on NFS
+ * an exclusive lock on it still fails as before.
+ */
+async function lockFile(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'r+');
+  } catch (err) {
+    if (!WRITE_REFUSED.has((err as { code?: string }).code ?? '')) throw err;
+    return open(path, 'r');
+  }
 }
 
 function descriptorLock(fh: FileHandle, initial: LockMode, flock: Flock): HeldLock {

@@ -23,6 +23,7 @@ import { ChangeTracker } from './change-tracker.js';
 import { openNewOwned } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { DriverContext } from './driver-context.js';
+import { withFailedUndo } from './failed-undo.js';
 import { FileBlockDevice, GRANULARITY } from './file-block-device.js';
 import { FileCheckpoints } from './file-checkpoints.js';
 import { resizeImage } from './image-size.js';
@@ -197,7 +198,8 @@ export class FileVolumeDriver implements VolumeDriver {
   /**
    * extendVolume's work, holding the exclusive lock. The sidecar and grown bitmaps are saved
    * before the image grows, so that a crash in between leaves an image shorter than its sidecar,
-   * which attach heals; when the image cannot grow, they are put back as they were. Image stamps
+   * which attach heals; when the image cannot grow, they are put back as they were (should that
+   * fail too, the resize's error is thrown, with the other in `details.undoError`). Image stamps
    * are settled before the metadata lock is taken (settling may wait one tick of a coarse clock,
    * which would hold up every metadata change of the directory, in every process): recovery by
    * `recovered` (whose recheck under the lock is one stat), the new stamp once the image has grown.
@@ -229,10 +231,16 @@ export class FileVolumeDriver implements VolumeDriver {
     try {
       await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, size, this.name));
     } catch (err) {
-      await ctx.store.updateVolume(volumeId, async (r) => {
-        for (const [id, bitmap] of before) await ctx.saveBitmap('volume', volumeId, id, bitmap);
-        r.size = oldSize;
-      });
+      // Should putting them back fail too, the sidecar keeps the new size of an image still of the
+      // old one, which attach heals (above); the resize's error stays the one thrown (withFailedUndo).
+      await ctx.store
+        .updateVolume(volumeId, async (r) => {
+          for (const [id, bitmap] of before) await ctx.saveBitmap('volume', volumeId, id, bitmap);
+          r.size = oldSize;
+        })
+        .catch((undoErr: unknown) => {
+          throw withFailedUndo(err, undoErr, this.name, 'extendVolume');
+        });
       throw err;
     }
     // The grown image is the driver's own change. Should this fail, the stale stamp only makes
@@ -263,7 +271,7 @@ export class FileVolumeDriver implements VolumeDriver {
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
         await this.ctx.store.volume(volumeId);
         if (name !== undefined) assertDisplayName(name, 'name', this.name);
-        await sweepOrphanSnapshots(this.ctx.store.layout); // a killed create's copy would keep its space for ever
+        await sweepOrphanSnapshots(this.ctx.store.layout, undefined, this.ctx.clock); // a killed create's copy would keep its space for ever
         const id = newId();
         const tracker = this.ctx.trackers.get(volumeId);
         let record: SnapshotRecord;

@@ -10,6 +10,7 @@ import { join } from 'node:path';
  *   volumes/<id>.writer                    empty; flock(2) held by a read-write attachment (writer-lock.ts)
  *   volumes/.clock                         empty probe whose ctime reads the file system's clock (stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
+ *   snapshots/.clock                       the same probe, read by the sweep of leftover snapshot files (snapshot-orphans.ts)
  */
 export type RecordKind = 'volume' | 'snapshot';
 

@@ -1,6 +1,7 @@
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isUuid, type Layout } from './layout.js';
+import { fileSystemClock, type StampClock } from './stamp-clock.js';
 
 /**
  * Age after which a snapshot's image copy or bitmap directory with no sidecar is taken for a
@@ -13,26 +14,36 @@ export const ORPHAN_AGE_MS = 24 * 60 * 60 * 1000;
 /**
  * Removes what a createSnapshot or deleteSnapshot killed midway (a crash, SIGKILL, a power cut)
  * left in `snapshots/`: an image copy `<id>.img` or bitmap directory `<id>.cbt` whose sidecar
- * `<id>.json` is absent, last modified more than `ageMs` ago. A failed (not killed) create removes
+ * `<id>.json` is absent, unchanged for more than `ageMs`. A failed (not killed) create removes
  * its own files (createSnapshotFiles); without this, a copy — as much data as its volume holds —
  * would take its space for ever, listed nowhere. Entries whose sidecar exists (even damaged), temp
  * files and foreign names are left alone. Best effort: never rejects; resolves to the paths it removed.
+ *
+ * An entry's age is from the later of its mtime and ctime, against the timestamp clock of the file
+ * system holding `snapshots/` (`clock.now`), never the local clock: a snapshot being put in place
+ * by a copy that keeps times (`cp -a`, `rsync -a`, `tar x`: its `.cbt` and `.img` land with the
+ * origin's old mtime before its sidecar does) has a fresh ctime, which no utimes can set back; and
+ * a file server whose clock is behind this host's never makes a live creator's copy look old.
  */
-export async function sweepOrphanSnapshots(layout: Layout, ageMs = ORPHAN_AGE_MS, now = Date.now()): Promise<string[]> {
+export async function sweepOrphanSnapshots(layout: Layout, ageMs = ORPHAN_AGE_MS, clock: StampClock = fileSystemClock): Promise<string[]> {
   const dir = layout.dir('snapshot');
   const names = await readdir(dir).catch(() => [] as string[]);
   const removed: string[] = [];
+  let now: bigint | undefined;
   for (const name of names) {
     const m = /^(.+)\.(img|cbt)$/.exec(name);
     if (!m || !isUuid(m[1]!)) continue;
     const path = join(dir, name);
     try {
-      if ((await lstat(path)).mtimeMs > now - ageMs) continue; // a live creator's, or too recent to tell
+      now ??= await clock.now(dir); // read once, and only when there is something to judge
+      const st = await lstat(path, { bigint: true });
+      const changed = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
+      if (changed > now - BigInt(ageMs) * 1_000_000n) continue; // a live creator's, one being put in place, or too recent to tell
       if (await exists(layout.sidecar('snapshot', m[1]!))) continue;
       await rm(path, { recursive: true, force: true });
       removed.push(path);
     } catch {
-      // gone meanwhile, or not ours to remove: the next sweep looks again
+      // gone meanwhile, not ours to remove, or the clock unreadable (a read-only directory): the next sweep looks again
     }
   }
   return removed;

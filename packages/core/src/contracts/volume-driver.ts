@@ -155,7 +155,11 @@ export interface VolumeDriver {
   getVolume(volumeId: string): Promise<Volume>;
   /** Lists volumes, ordered by creation. */
   listVolumes(): Promise<Volume[]>;
-  /** Grows a volume to `size` bytes. `INVALID_INPUT` when shrinking; `BUSY` while attached. */
+  /**
+   * Grows a volume to `size` bytes. `NOT_FOUND` if unknown; `INVALID_INPUT` when shrinking, and for
+   * a size that is not a finite number (NaN, an infinity, not a number at all) or not a multiple of
+   * 512 — createVolume's size rule — leaving the volume as it was; `BUSY` while attached.
+   */
   extendVolume(volumeId: string, size: number): Promise<Volume>;
   /**
    * Present exactly when `capabilities.volumeMetadata`. Replaces the volume's key/value metadata
