@@ -144,18 +144,28 @@ export async function readArchive(file: string, options: { progress?: ArchivePro
   }
 }
 
-/** Whether the file's first header block carries the POSIX tar magic (`ustar` at 257): a damaged tar does, another kind of file does not. */
+/**
+ * Whether the file starts as a tar does: its first header block carries the POSIX tar magic
+ * (`ustar` at 257), or the file (however short) starts as every Cairn archive's first header does,
+ * with the manifest's name and its NUL. A damaged or truncated tar (cut inside its first header
+ * too) does; another kind of file does not.
+ */
 async function startsLikeTar(file: string): Promise<boolean> {
   const fh = await open(file, 'r').catch(() => undefined);
   if (!fh) return false;
   try {
     const head = Buffer.alloc(512);
     const { bytesRead } = await fh.read(head, 0, 512, 0);
-    return bytesRead === 512 && head.toString('latin1', 257, 262) === 'ustar';
+    if (bytesRead >= 262 && head.toString('latin1', 257, 262) === 'ustar') return true;
+    const n = Math.min(bytesRead, FIRST_NAME.length);
+    return n > 0 && head.subarray(0, n).equals(FIRST_NAME.subarray(0, n));
   } finally {
     await fh.close();
   }
 }
+
+/** How every archive's first header starts: the manifest's name, NUL-terminated (format.ts). */
+const FIRST_NAME = Buffer.from(`${MANIFEST_NAME}\0`, 'latin1');
 
 /** A manifest of another version of the format (`cairn-archive/<n>`): refused as such, whatever its sums say. */
 function otherVersion(body: Buffer): boolean {
