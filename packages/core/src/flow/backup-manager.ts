@@ -26,7 +26,7 @@ import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { assertTakesRestoreAttach } from './restore-precondition.js';
 import { attachForFlow } from './flow-attach.js';
 import { replacesMetadata, restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
-import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
+import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, intentVolumeStatus, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
 import { watchWrites } from './write-watch.js';
 import { deleteVolume } from './delete-volume.js';
@@ -995,14 +995,21 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * The driver's view of a volume with the manager's flow state laid over it; a `restoring-backup`
    * state whose restore's reader is gone shows as the `error_restoring` recovery makes of it, and a
    * `backing-up` state whose backup's flow is over (its final clear of the state failed, or its
-   * process died) is not shown, as recovery clears it (judgedVolumeState).
+   * process died) is not shown, as recovery clears it (judgedVolumeState). A restore's new volume
+   * in no flow state yet (its job waits for the volume's lock or attach) shows `restoring-backup`
+   * while its intent is recorded, or `error_restoring` once that restore can no longer run
+   * (intentVolumeStatus): never `available` before it holds the backup.
    */
   async getVolume(volumeId: string): Promise<VolumeView> {
     const volume = await this.volumes.getVolume(volumeId);
     // A `restoring-backup` state whose restore's reader is gone is shown `error_restoring`, a
     // `backing-up` one whose backup's flow is over is not shown (judgedVolumeState).
     const flow = await judgedVolumeState(this.catalog, volumeId);
-    return flow ? { ...volume, status: flow.status, previousStatus: flow.previousStatus } : volume;
+    if (flow) return { ...volume, status: flow.status, previousStatus: flow.previousStatus };
+    // A restore's new volume before its flow state (the job waits for its lock or attach), or
+    // left by a restore that died then: never `available` while it holds no backup yet.
+    const created = await intentVolumeStatus(this.catalog, volume);
+    return created ? { ...volume, status: created } : volume;
   }
 
   /**

@@ -3,6 +3,7 @@ import type { BackupReader, NewVolumeIntent } from '../contracts/records.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
+import { mayBeWorkedOn } from './live-records.js';
 import { readerGone } from './reader-leftovers.js';
 import type { RecoveryReport } from './recovery.js';
 
@@ -65,6 +66,25 @@ async function findIntent(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolu
 export async function intentOfVolume(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState'>, volume: Pick<Volume, 'metadata'>): Promise<NewVolumeIntent | undefined> {
   const jobId = volume.metadata?.[RESTORE_JOB_METADATA_KEY];
   return jobId ? findIntent(catalog, jobId) : undefined;
+}
+
+/**
+ * How a volume that a restore to a new volume created is to be shown while its job's intent is
+ * recorded (the volume holds the backup only once the intent is gone): `restoring-backup` while
+ * that restore may still run (its backup `restoring` by a reader that may be alive, and the
+ * intent's own reader not gone), as Cinder's new volume is from its creation; `error_restoring`
+ * once it cannot (recovery deletes the volume: recoverNewVolumeIntents). Undefined for a volume
+ * no recorded intent names. A flow state laid over the volume says more, and is judged first.
+ */
+export async function intentVolumeStatus(
+  catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>,
+  volume: Pick<Volume, 'metadata'>,
+): Promise<'restoring-backup' | 'error_restoring' | undefined> {
+  const intent = await intentOfVolume(catalog, volume);
+  if (!intent) return undefined;
+  if (readerGone(intent)) return 'error_restoring';
+  const backup = await unlessNotFound(catalog.getBackup(intent.backupId));
+  return backup?.status === 'restoring' && mayBeWorkedOn(backup) ? 'restoring-backup' : 'error_restoring';
 }
 
 /** Every intent recorded: the catalog's, then the legacy ones. */
