@@ -134,9 +134,11 @@ async function idsIn(map: ChunkMap, indexes: readonly number[]): Promise<(string
  * backup that may yet fail. `CONFLICT` when such a chunk is no longer on the device by then.
  *
  * Cancelled (`job.signal`), it rejects with `CANCELLED` without waiting for the store: waits for
- * read slots and for pack uploads end at once (PackWriter.cancel), so a store whose writes hang
- * does not hold the job; the slots go back to the shared pool once every batch has settled (a
- * worker task in progress runs to its end, milliseconds), and no store write starts after. The
+ * read slots, for pack uploads (PackWriter.cancel) and for chunk list page writes
+ * (ChunkPageWriter.finish) end at once, so a store whose writes hang does not hold the job (nor
+ * do reads of the parent's chunk list pages when the caller read `parent` with the job's
+ * signal); the slots go back to the shared pool once every batch has settled (a worker task in
+ * progress runs to its end, milliseconds), and no store write starts after. The
  * signal goes to the store's writes of packs, index objects and chunk list pages (a `cancellable`
  * store ends them and publishes nothing more: ObjectStore's CallOptions); not to the manifest's,
  * the commit point, written only once everything else is stored.

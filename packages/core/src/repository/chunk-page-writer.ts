@@ -6,6 +6,7 @@ import type { ObjectStore } from '../contracts/object-store.js';
 import { ChunkList } from './chunk-list.js';
 import { ChunkMap, PAGE_CHUNKS, readPage, writePage } from './chunk-map.js';
 import type { ChunkCodec } from './codec.js';
+import { untilAborted } from '../util/until-aborted.js';
 
 interface OpenPage {
   ready: Promise<ChunkList>;
@@ -94,11 +95,12 @@ export class ChunkPageWriter {
 
   /**
    * Writes what is left and returns the map of the backup's pages. Throws the first page write's
-   * error.
+   * error; `CANCELLED` as soon as `signal` is aborted, without waiting for page writes in flight
+   * (a store that does not heed the signal may never settle them; they are unreferenced).
    */
   async finish(): Promise<ChunkMap> {
     this.passTo(this.ids.length);
-    await this.settle();
+    await untilAborted(this.settle(), this.signal);
     if (this.failure) throw this.failure;
     for (let k = 0; k < this.ids.length && !this.failure; k++) {
       if (this.ids[k] !== undefined) continue;
@@ -109,7 +111,7 @@ export class ChunkPageWriter {
       else {
         this.hold(k);
         this.release(k);
-        await this.settle();
+        await untilAborted(this.settle(), this.signal);
       }
     }
     if (this.failure) throw this.failure;

@@ -122,7 +122,9 @@ export class ChunkedBackupService implements BackupService {
           await repo.upgradeFormat();
           let parent: Manifest | undefined;
           if (job.parent) {
-            parent = await repo.readManifest(job.parent.id);
+            // The parent's manifest and its chunk list pages are read for this backup alone: its
+            // signal ends those reads (a store that hangs does not hold a cancelled backup).
+            parent = await repo.readManifest(job.parent.id, { signal: job.signal });
             if (parent.volumeId !== job.volume.id) throw new CairnError('INVALID_INPUT', `parent ${job.parent.id} belongs to volume ${parent.volumeId}, not ${job.volume.id}`);
           }
           return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady, beforeManifest: () => shared.assertHeld() })).result;
