@@ -40,8 +40,11 @@ function byName<T>(kind: Kind, factories: DriverFactory<T>[]): Map<string, Drive
   return map;
 }
 
-/** Variables `DriverRegistry.secret()` took out of this process's environment, by name: one process, one environment, whichever registry read them. */
-const takenFromEnv = new Map<string, string>();
+/**
+ * Names of the variables a `DriverRegistry.secret()` of this process took out of the environment:
+ * names only, never values, so that another registry's NOT_FOUND can say where the variable went.
+ */
+const takenNames = new Set<string>();
 
 /**
  * Resolves drivers by plugin name. Built from the factories that plugin modules bound; refuses
@@ -156,19 +159,27 @@ export class DriverRegistry implements FactoryContext {
    * tagged `registry`: `INVALID_INPUT` for other forms; `NOT_FOUND` for an unset (or empty)
    * variable; a file's as readSecretFile says (secret-file.ts: at most 64 KiB are read).
    *
-   * A variable read is taken out of this process's environment (`process.env`), and its value is
-   * kept for later reads, by any registry of this process: every child process spawned afterwards (qemu-img,
-   * qemu-storage-daemon, flock…) inherits the environment, where its user could read the secret
-   * in /proc/<pid>/environ for as long as it runs, and its core dumps would hold it. Set again,
-   * the variable is read anew (and taken again). Children spawned before the read still hold it.
+   * A variable read is taken out of this process's environment (`process.env`): every child
+   * process spawned afterwards (qemu-img, qemu-storage-daemon, flock…) inherits the environment,
+   * where its user could read the secret in /proc/<pid>/environ for as long as it runs, and its
+   * core dumps would hold it. Children spawned before the read still hold it. The value is kept
+   * by this registry only, for its own later reads of the name (init reads a passphrase twice; a
+   * config's targets may share one); set again, the variable is read anew (and taken again).
+   * Another registry of the process (one composed later, e.g. for the next test or request) sees
+   * the environment as it is: a variable taken and not set again is `NOT_FOUND` there, its message
+   * saying it was taken; never a value its caller may since have unset or meant to change.
    */
   async secret(reference: string): Promise<string> {
     if (typeof reference === 'string' && reference.startsWith('env:')) {
       const name = reference.slice(4);
       // Only the environment's own variables: `env:constructor` or `env:__proto__` is no secret.
-      const value = Object.hasOwn(process.env, name) ? process.env[name] : takenFromEnv.get(name);
-      if (typeof value !== 'string' || value === '') throw new CairnError('NOT_FOUND', `environment variable ${name} is not set`, { driver: 'registry' });
-      takenFromEnv.set(name, value);
+      const value = Object.hasOwn(process.env, name) ? process.env[name] : this.fromEnv.get(name);
+      if (typeof value !== 'string' || value === '') {
+        const taken = takenNames.has(name) ? ' (a registry of this process read it and took it out of the environment: read it through that registry, or give file:/path)' : '';
+        throw new CairnError('NOT_FOUND', `environment variable ${name} is not set${taken}`, { driver: 'registry' });
+      }
+      this.fromEnv.set(name, value);
+      takenNames.add(name);
       delete process.env[name];
       this.secrets.add(value);
       return value;
@@ -183,6 +194,9 @@ export class DriverRegistry implements FactoryContext {
 
   /** Secrets read by `secret()`, kept out of the messages of the errors plugins raise. */
   private readonly secrets = new Set<string>();
+
+  /** The variables this registry took out of the environment (`secret()`), by name: its own later reads of them. */
+  private readonly fromEnv = new Map<string, string>();
 
   /** Builds a driver with `plugin`'s factory; its failures as the class comment says. */
   private async build<T>(kind: Kind, map: Map<string, DriverFactory<T>>, plugin: string, options: Record<string, unknown>): Promise<T> {
