@@ -2,7 +2,8 @@
  * A pack GC planned to repack that it leaves whole before reading it (it holds a copy of a chunk
  * with no good copy, found while another pack was read): the chunks the index resolves to it are
  * still proven before GC drops their other copies, and one whose copy there is damaged is copied
- * forward from the good copy GC removes (gc-repack.ts). Over the memory store and the real posix store.
+ * forward from the good copy GC removes (gc-repack.ts), whether A is read in the same group of
+ * packs as the pack that leaves it or after it. Over the memory store and the real posix store.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { PosixObjectStore } from '@cairn/backup-posix';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkedBackupService, MemoryObjectStore, type ObjectStore } from '../src/index.js';
 import { ChunkCodec } from '../src/repository/codec.js';
+import { collectGarbage } from '../src/repository/garbage-collector.js';
 import { PackWriter } from '../src/repository/pack-writer.js';
 import type { Repository } from '../src/repository/repository.js';
 import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
@@ -106,6 +108,23 @@ describe.each(stores)('gc leaving a pack whole before reading it (%s)', (_, make
     const whole = await other.verify();
     expect(whole.problems.filter((q) => q.backupId !== undefined)).toEqual([expect.objectContaining({ backupId: both.id, message: expect.stringContaining(zId) })]);
     for (const q of whole.problems.filter((q) => q.backupId === undefined)) expect(q.details?.damagedCopy).toEqual({ chunkId: xId, packs: [a] });
+    await other.close();
+  });
+
+  it('does the same when the repack reads each pack in a group of its own (a fetch batch of one chunk): A is left before its group is read', async () => {
+    const store = await makeStore();
+    const { service, x, a, b, p, xOnly } = await scene(store, 63);
+
+    const report = await collectGarbage(service.repository, { graceMs: 0 }, 1);
+    expect(report).toMatchObject({ chunksUnreadable: 1, packsLeftUnreadable: 2, packsRepacked: 0, packsDeleted: 1 });
+    const packs = await keys(store, 'packs/');
+    expect(packs).toEqual(expect.arrayContaining([`packs/${p}`, `packs/${a}`]));
+    expect(packs).not.toContain(`packs/${b}`);
+    await service.close();
+
+    const other = await open(store);
+    expect((await other.verify(xOnly)).problems).toEqual([]);
+    expect((await restored(other, xOnly)).equals(x)).toBe(true);
     await other.close();
   });
 

@@ -101,8 +101,9 @@ export interface GcReport {
  * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
  * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
  * can sweep them), all past the grace period (the last two also at least 15 minutes old).
- * Memory: the chunks a repack copies forward are fetched `fetchBatch` at a time (FETCH_BATCH, as
- * verify does), so what the fetcher plans per chunk stays bounded however many packs are repacked.
+ * Memory: the chunks a repack copies forward are fetched a group of packs at a time, at most
+ * `fetchBatch` chunks (FETCH_BATCH, as verify does) and REPACK_GROUP_BYTES of them held encoded
+ * (gc-repack.ts), so memory stays bounded however many packs are repacked.
  */
 export async function collectGarbage(repo: Repository, options: GcOptions = {}, fetchBatch = FETCH_BATCH): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
