@@ -60,6 +60,7 @@ export { ChunkMap, ChunkWindow, PAGE_CHUNKS } from './repository/chunk-map.js';
 export { isNoHardLinks, linkIfAbsent, syncDir, tempPathBeside, writeFileAtomic, writeNewFileDurably, type NewFileOptions } from './util/durable-file.js';
 export { makeDirectories, type MakeDirectoriesOptions } from './util/make-directories.js';
 export { readBounded } from './util/read-bounded.js';
+export { writeFully, type PositionalWriter, type WriteFullyOptions } from './util/write-fully.js';
 export { cutText, quotedCut } from './util/cut-text.js';
 export { isZero } from './util/zero-bytes.js';
 export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';

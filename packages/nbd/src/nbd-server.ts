@@ -1,9 +1,9 @@
 import net from 'node:net';
-import { CairnError, toCairnError } from '@cairn/core';
+import { CairnError, quotedCut, toCairnError } from '@cairn/core';
 import { AcceptErrorReporter } from './accept-errors.js';
 import type { NbdAddress } from './connection.js';
 import { FdReserve } from './fd-reserve.js';
-import { textViolation } from './nbd-string.js';
+import { SHOWN_NAME, textViolation } from './nbd-string.js';
 import { PrivateSocketPath } from './private-socket.js';
 import type { NbdExport } from './nbd-backend.js';
 import { REP_ERR } from './protocol.js';
@@ -91,9 +91,9 @@ export class NbdServer {
     );
     this.exports = new Map();
     for (const e of options.exports) {
-      if (this.exports.has(e.name)) throw new CairnError('INVALID_INPUT', `duplicate export name ${JSON.stringify(e.name)}`, { driver: this.driver });
+      if (this.exports.has(e.name)) throw new CairnError('INVALID_INPUT', `duplicate export name ${quotedCut(e.name, SHOWN_NAME)}`, { driver: this.driver });
       const violation = textViolation(e.name);
-      if (violation) throw new CairnError('INVALID_INPUT', `export name ${JSON.stringify(e.name.slice(0, 64))} ${violation}`, { driver: this.driver });
+      if (violation) throw new CairnError('INVALID_INPUT', `export name ${quotedCut(e.name, SHOWN_NAME)} ${violation}`, { driver: this.driver });
       this.exports.set(e.name, e);
     }
     const blockSizes = resolveBlockSizes(options, this.driver);

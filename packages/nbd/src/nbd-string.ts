@@ -1,6 +1,12 @@
 import { isUtf8 } from 'node:buffer';
-import { CairnError } from '@cairn/core';
+import { CairnError, quotedCut } from '@cairn/core';
 import { MAX_STRING } from './protocol.js';
+
+/**
+ * Code points of a name a message echoes (core's quotedCut: never splits a character, notes the
+ * whole length when it cuts).
+ */
+export const SHOWN_NAME = 64;
 
 /**
  * Why `bytes` are not an NBD string, or undefined when they are. proto.md: "Where this document
@@ -37,7 +43,7 @@ export function textViolation(value: unknown): string | undefined {
 export function assertNbdString(value: unknown, field: string, driver: string): asserts value is string {
   const violation = textViolation(value);
   if (violation === undefined) return;
-  const shown = typeof value === 'string' ? ` ${JSON.stringify(value.slice(0, 64))}${value.length > 64 ? '…' : ''}` : '';
+  const shown = typeof value === 'string' ? ` ${quotedCut(value, SHOWN_NAME)}` : '';
   throw new CairnError('INVALID_INPUT', `${field}${shown} ${violation}`, { driver, details: { field } });
 }
 

@@ -62,6 +62,14 @@ describe('NbdClient refuses to send strings that are not NBD strings', () => {
     await expect(NbdClient.connect({ ...nowhere, exportName: 'e' })).rejects.toMatchObject({ code: 'UNAVAILABLE' }); // control
   });
 
+  it('the message shows at most 64 characters of the string, none of them split, and the whole length', async () => {
+    // A cut at 64 UTF-16 units split the character outside the BMP and showed a lone surrogate.
+    const name = 'x'.repeat(63) + '\u{1F600}' + 'y'.repeat(20) + '\0';
+    await expect(NbdClient.connect({ path, exportName: name, connectTimeoutMs: 10_000 })).rejects.toMatchObject(
+      refused('exportName', new RegExp(`exportName "x{63}\u{1F600}"… \\(85 characters\\) contains NUL$`, 'u')),
+    );
+  });
+
   it('metaContexts that is not an array of strings is INVALID_INPUT', async () => {
     const bad = { path, exportName: 'e', metaContexts: 'base:allocation' } as unknown as Parameters<typeof NbdClient.connect>[0];
     await expect(NbdClient.connect(bad)).rejects.toMatchObject(refused('metaContexts', /must be an array/));

@@ -108,6 +108,27 @@ describe('NbdServer export names that are not NBD strings', () => {
     expect(() => new NbdServer({ exports: [{ name, backend }] })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', message: expect.stringMatching(message) }));
   });
 
+  // 63 characters, then one outside the BMP (two UTF-16 units), then more: a cut at 64 UTF-16
+  // units split it, and the message showed a lone surrogate (`\ud83d`).
+  const long = 'x'.repeat(63) + '\u{1F600}' + 'y'.repeat(20);
+  const shown = `"${'x'.repeat(63)}\u{1F600}"… (85 characters)`;
+
+  it('the message shows at most 64 characters of a bad name, none of them split, and the whole length', () => {
+    let message = '';
+    try {
+      new NbdServer({ exports: [{ name: long + '\0', backend }] });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain(`export name ${shown} contains NUL`);
+  });
+
+  it('a duplicate name is shown cut as well', () => {
+    expect(() => new NbdServer({ exports: [{ name: long, backend }, { name: long, backend }] })).toThrow(
+      expect.objectContaining({ code: 'INVALID_INPUT', message: expect.stringContaining(`duplicate export name ${shown.replace('85', '84')}`) }),
+    );
+  });
+
   it('a name of 4096 bytes is served (control)', () => {
     expect(() => new NbdServer({ exports: [{ name: 'x'.repeat(4096), backend }] })).not.toThrow();
   });

@@ -6,7 +6,7 @@
 import { constants, type BigIntStats } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, syncDir, throwIfAborted, writeDirect } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, syncDir, throwIfAborted, writeDirect, writeFully, type PositionalWriter } from '@cairn/core';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
@@ -49,17 +49,13 @@ export async function fsyncDirStat(dir: string): Promise<BigIntStats> {
 }
 
 /**
- * Writes all of `data` at `position` of an open (buffered) file, looping over short writes; once
- * `signal` aborts no further write(2) starts (`CANCELLED`).
+ * Writes all of `data` at `position` of an open (buffered) file, looping over short writes (core's
+ * writeFully, at most WRITE_CHUNK a write(2)); once `signal` aborts no further write(2) starts
+ * (`CANCELLED`). A write that takes nothing fails `UNAVAILABLE` (tagged posix) naming the offset
+ * and length left, instead of being retried for ever.
  */
-export async function writeAll(fh: FileHandle, data: Uint8Array, position = 0, signal?: AbortSignal): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    checkSignal(signal);
-    const length = Math.min(WRITE_CHUNK, data.length - done);
-    const { bytesWritten } = await fh.write(data, done, length, position + done);
-    done += bytesWritten;
-  }
+export async function writeAll(fh: PositionalWriter, data: Uint8Array, position = 0, signal?: AbortSignal): Promise<void> {
+  await writeFully(fh, data, position, { driver: DRIVER, signal, maxWrite: WRITE_CHUNK });
 }
 
 /**

@@ -1,9 +1,9 @@
-import { link, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DirectoryChain } from '../src/directory-chain.js';
-import { linkIfAbsent, writeTempFile } from '../src/durable-fs.js';
+import { linkIfAbsent, writeAll, writeTempFile } from '../src/durable-fs.js';
 import { isTempName } from '../src/key-layout.js';
 
 describe('durable-fs primitives', () => {
@@ -63,5 +63,44 @@ describe('durable-fs primitives', () => {
     const chain = new DirectoryChain(dir);
     await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? chain : new DirectoryChain(dir)).ensure(['x', 'y', 'z'])));
     expect((await stat(join(dir, 'x', 'y', 'z'))).isDirectory()).toBe(true);
+  });
+
+  /** A real file's handle that writes at most `per` bytes a call, and none once `budget` bytes are written. */
+  async function stingyHandle(path: string, per: number, budget: number) {
+    const fh = await open(path, 'w+');
+    let left = budget;
+    let calls = 0;
+    return {
+      calls: () => calls,
+      close: () => fh.close(),
+      write: async (data: Uint8Array, offset: number, length: number, position: number) => {
+        // The old loop never stopped: end it here, so that it fails instead of hanging the run.
+        if (++calls > 1000) throw new Error('writeAll kept retrying a write that takes nothing');
+        const n = Math.min(length, per, left);
+        left -= n;
+        return n === 0 ? { bytesWritten: 0, buffer: data } : fh.write(data, offset, n, position);
+      },
+    };
+  }
+
+  it('writeAll continues short writes until everything is written', async () => {
+    const h = await stingyHandle(join(dir, 'short'), 3, 1000);
+    await writeAll(h, Buffer.from('0123456789'), 2);
+    await h.close();
+    expect(await readFile(join(dir, 'short'))).toEqual(Buffer.concat([Buffer.alloc(2), Buffer.from('0123456789')]));
+    expect(h.calls()).toBe(4);
+  });
+
+  it('writeAll: a write that takes nothing fails UNAVAILABLE (posix) naming offset and length, keeping what was written', async () => {
+    const h = await stingyHandle(join(dir, 'zero'), 4, 6);
+    await expect(writeAll(h, Buffer.from('0123456789'), 0)).rejects.toMatchObject({
+      code: 'UNAVAILABLE',
+      driver: 'posix',
+      message: expect.stringMatching(/^\[posix\] writing 4 bytes at offset 6: .*wrote none/),
+      details: { offset: 6, length: 4 },
+    });
+    expect(h.calls()).toBe(3);
+    await h.close();
+    expect(await readFile(join(dir, 'zero'), 'utf8')).toBe('012345');
   });
 });

@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { CairnError, isZero, type ByteRange, type Extent } from '@cairn/core';
+import { isZero, type ByteRange, type Extent } from '@cairn/core';
 import { fsExt, seekData, seekHole, type FsExt } from './native-fs.js';
 
 /** Unit of the zero scan used without fs-ext, in bytes. */
@@ -57,7 +57,7 @@ async function scanNonZero(fh: FileHandle, range: ByteRange): Promise<Extent[]> 
 }
 
 /** Reads exactly `into.length` bytes at `position`; bytes past the end of the file read as zeros. */
-export async function readFully(fh: FileHandle, into: Uint8Array, position: number): Promise<void> {
+export async function readFully(fh: Pick<FileHandle, 'read'>, into: Uint8Array, position: number): Promise<void> {
   let done = 0;
   while (done < into.length) {
     const { bytesRead } = await fh.read(into, done, into.length - done, position + done);
@@ -66,24 +66,5 @@ export async function readFully(fh: FileHandle, into: Uint8Array, position: numb
       return;
     }
     done += bytesRead;
-  }
-}
-
-/**
- * Writes all of `data` at `position`, looping over short writes. A write that takes no byte of a
- * non-empty rest (pwrite(2) returning 0) fails `UNAVAILABLE` (tagged `driver`): retrying it would
- * loop for ever, and the file system accepted nothing. What was written before stays written.
- */
-export async function writeFully(fh: Pick<FileHandle, 'write'>, data: Uint8Array, position: number, driver?: string): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    if (bytesWritten <= 0) {
-      throw new CairnError('UNAVAILABLE', `writing ${data.length - done} bytes at offset ${position + done}: the file system wrote none (${done} of ${data.length} written)`, {
-        driver,
-        details: { offset: position + done, length: data.length - done },
-      });
-    }
-    done += bytesWritten;
   }
 }

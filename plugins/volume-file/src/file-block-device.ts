@@ -1,8 +1,8 @@
 import type { FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { BaseBlockDevice, CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, type AttachMode, type AttachTarget, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
+import { BaseBlockDevice, CairnError, DIRECT_IO_ALIGN, isDirectIoReady, openDirect, writeDirect, writeFully, type AttachMode, type AttachTarget, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
-import { dataExtents, writeFully } from './data-extents.js';
+import { dataExtents } from './data-extents.js';
 import { PUNCH_ALIGN, PUNCH_MIN, punchHole } from './hole-punch.js';
 import { InFlight } from './in-flight.js';
 import { fsExt, seekData } from './native-fs.js';
@@ -91,7 +91,7 @@ export class FileBlockDevice extends BaseBlockDevice {
         this.imageWrite('writing image', async () => {
           const direct = data.length >= DIRECT_MIN && data.length % DIRECT_IO_ALIGN === 0 && isDirectIoReady(data, offset) ? await this.directHandle() : undefined;
           if (direct) await writeDirect(direct, data, offset);
-          else await writeFully(this.fh, data, offset, this.driverName);
+          else await writeFully(this.fh, data, offset, { driver: this.driverName });
         }),
       ),
     );
@@ -187,7 +187,7 @@ export class FileBlockDevice extends BaseBlockDevice {
 
   private async zeros(offset: number, length: number): Promise<void> {
     for (let done = 0; done < length; done += ZERO_CHUNK.length) {
-      await writeFully(this.fh, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done)), offset + done, this.driverName);
+      await writeFully(this.fh, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done)), offset + done, { driver: this.driverName });
     }
   }
 }

@@ -46,7 +46,7 @@ async function writeSnapshotFiles(
   const { layout } = ctx.store;
   const image = layout.image('snapshot', id);
   await namingFullDisk(image, 'copying the volume\'s image to', ctx.name, async () => {
-    await copyImage(layout.image('volume', volume.id), image);
+    await copyImage(layout.image('volume', volume.id), image, ctx.name);
     await adoptCreatedFile(image); // the copy is root's: it gets the directory's owner, as the sidecar will
     if ((await stat(image)).size < volume.size) {
       const fh = await open(image, 'r+');

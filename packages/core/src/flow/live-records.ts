@@ -74,8 +74,19 @@ export function currentReaders(record: Pick<BackupRecord, 'status' | 'owner' | '
   return sameOwner(owner, expected) ? readers : undefined;
 }
 
+/**
+ * Every field of ProcessOwner: a field added to it fails to compile here until listed, so that
+ * sameOwner compares it too.
+ */
+const OWNER_FIELDS: { readonly [K in keyof Required<ProcessOwner>]: true } = { host: true, pid: true, startTime: true, bootId: true, pidNamespace: true, machineId: true };
+
+/**
+ * Whether `a` and `b` name one owner as written: equal in every field of ProcessOwner, an optional
+ * field equal only when both lack it or both carry the same value. A newer Cairn writes the sole
+ * reader's owner object itself as the record's owner, so the two agree field by field.
+ */
 function sameOwner(a: ProcessOwner, b: ProcessOwner): boolean {
-  return a.host === b.host && a.pid === b.pid && a.startTime === b.startTime && a.bootId === b.bootId && a.pidNamespace === b.pidNamespace;
+  return (Object.keys(OWNER_FIELDS) as Array<keyof ProcessOwner>).every((k) => a[k] === b[k]);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import { CairnError, KeyedMutex, toCairnError, type Extent } from '@cairn/core';
+import { CairnError, KeyedMutex, toCairnError, writeFully, type Extent } from '@cairn/core';
 import { lockOverlay, type OverlayLock } from './overlay-lock.js';
 
 /** Default overlay block size: 64 KiB. */
@@ -268,12 +268,9 @@ export class OverlayFile {
     this.dirtyTo = Math.max(this.dirtyTo, to);
   }
 
+  /** All of `bytes` into the data file at `position` (core's writeFully: a write taking nothing fails `UNAVAILABLE`). */
   private async writeAt(bytes: Buffer, position: number): Promise<void> {
-    let done = 0;
-    while (done < bytes.length) {
-      const { bytesWritten } = await this.data.write(bytes, done, bytes.length - done, position + done);
-      done += bytesWritten;
-    }
+    await writeFully(this.data, bytes, position, { driver: DRIVER });
   }
 
   private assertOpen(): void {
