@@ -1,8 +1,9 @@
-import { CairnError } from '@cairn/core';
+import { CairnError, quotedCut } from '@cairn/core';
 import { blockSizeViolation, type AdvertisedBlockSizes } from './advertised-block-sizes.js';
 import type { ByteReader } from './byte-reader.js';
 import { optionErrorCode, protocolError } from './error-map.js';
 import { PayloadCursor, encodeOption, encodeString32, readOptionReply, type OptionReply } from './handshake-codec.js';
+import { SHOWN_NAME } from './nbd-string.js';
 import {
   FLAG_C_FIXED_NEWSTYLE,
   FLAG_C_NO_ZEROES,
@@ -159,7 +160,7 @@ export async function negotiate(reader: ByteReader, send: Send, opts: NegotiateO
   // NBD_OPT_EXPORT_NAME: the server either answers with size and flags or hangs up.
   send(encodeOption(OPT.EXPORT_NAME, Buffer.from(opts.exportName, 'utf8')));
   const info = await reader.read(noZeroes ? 10 : 134).catch((err: unknown) => {
-    throw new CairnError('NOT_FOUND', `export ${JSON.stringify(opts.exportName)} refused (server closed the connection)`, { driver, cause: err });
+    throw new CairnError('NOT_FOUND', `export ${quotedCut(opts.exportName, SHOWN_NAME)} refused (server closed the connection)`, { driver, cause: err });
   });
   result.size = readSize(info, 0, driver);
   result.flags = info.readUInt16BE(8);
@@ -197,9 +198,9 @@ async function setMetaContexts(reader: ByteReader, send: Send, opts: NegotiateOp
     // proto.md: one reply "for each selected metadata context, each with a unique metadata
     // context ID". An id given twice would have one BLOCK_STATUS chunk taken as the status of two
     // contexts (say base:allocation's as a dirty bitmap's); a name given twice, two ids for it.
-    if (into.has(name)) throw protocolError(`NBD_REP_META_CONTEXT: context ${JSON.stringify(name)} given twice`, opts.driver);
+    if (into.has(name)) throw protocolError(`NBD_REP_META_CONTEXT: context ${quotedCut(name, SHOWN_NAME)} given twice`, opts.driver);
     const other = names.get(id);
-    if (other !== undefined) throw protocolError(`NBD_REP_META_CONTEXT: id ${id} given to both ${JSON.stringify(other)} and ${JSON.stringify(name)}`, opts.driver);
+    if (other !== undefined) throw protocolError(`NBD_REP_META_CONTEXT: id ${id} given to both ${quotedCut(other, SHOWN_NAME)} and ${quotedCut(name, SHOWN_NAME)}`, opts.driver);
     names.set(id, name);
     into.set(name, id);
   });
@@ -244,7 +245,7 @@ async function go(reader: ByteReader, send: Send, opts: NegotiateOptions, result
     }
   });
   if (r.type === REP_ERR.UNSUP) return false;
-  if (r.type !== REP.ACK) throw giveUp(r, `export ${JSON.stringify(opts.exportName)}`, send, opts.driver);
+  if (r.type !== REP.ACK) throw giveUp(r, `export ${quotedCut(opts.exportName, SHOWN_NAME)}`, send, opts.driver);
   if (!sawExport) throw protocolError('NBD_OPT_GO acknowledged without NBD_INFO_EXPORT', opts.driver);
   if (advertised) {
     // The rule tying the maximum to the export size is checked once both are known (the server

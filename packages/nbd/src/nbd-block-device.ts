@@ -1,5 +1,6 @@
-import { BaseBlockDevice, CairnError, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
+import { BaseBlockDevice, CairnError, quotedCut, type AttachMode, type ByteRange, type Extent, type ExtentQuery } from '@cairn/core';
 import { NbdClient, type NbdConnectOptions } from './nbd-client.js';
+import { SHOWN_NAME } from './nbd-string.js';
 import { BASE_ALLOCATION, DIRTY_BITMAP_PREFIX, STATE_DIRTY, STATE_HOLE, STATE_ZERO } from './protocol.js';
 
 export interface NbdBlockDeviceOptions {
@@ -95,7 +96,7 @@ export class NbdBlockDevice extends BaseBlockDevice {
     const context = DIRTY_BITMAP_PREFIX + query.since;
     if (!this.client.metaContexts.has(context)) {
       if (this.bitmaps.size === 0) throw new CairnError('NOT_SUPPORTED', 'no dirty bitmap was negotiated on this connection', { driver: this.driverName });
-      throw new CairnError('NOT_FOUND', `checkpoint ${JSON.stringify(query.since)} has no exported dirty bitmap`, { driver: this.driverName });
+      throw new CairnError('NOT_FOUND', `checkpoint ${quotedCut(query.since, SHOWN_NAME)} has no exported dirty bitmap`, { driver: this.driverName });
     }
     const map = await this.client.mapExtents(context, range.offset, range.length);
     return map.filter((e) => (e.flags & STATE_DIRTY) !== 0).map(({ offset, length }) => ({ offset, length }));

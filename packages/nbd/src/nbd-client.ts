@@ -1,9 +1,9 @@
-import { CairnError, assertRange } from '@cairn/core';
+import { CairnError, assertRange, cutText, quotedCut } from '@cairn/core';
 import { ClientConnection, type NbdAddress } from './connection.js';
 import { isSoftDisconnect, listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
 import { NBD_DRIVER, connectionLost } from './error-map.js';
 import { InFlightWindow } from './in-flight-window.js';
-import { assertNbdString, assertNbdStrings } from './nbd-string.js';
+import { SHOWN_NAME, assertNbdString, assertNbdStrings } from './nbd-string.js';
 import { PerRequestBound, type HeldRequest } from './per-request-bound.js';
 import { BASE_ALLOCATION, CMD, CMD_FLAG, NBD_ERR, TF } from './protocol.js';
 import { encodeRequest, splitRange } from './request-frames.js';
@@ -363,14 +363,14 @@ export class NbdClient {
   async blockStatus(context: string, offset: number, length: number): Promise<NbdExtent[]> {
     this.checkRange(offset, length);
     const contextId = this.metaContexts.get(context);
-    if (contextId === undefined) throw new CairnError('NOT_SUPPORTED', `meta context ${JSON.stringify(context)} was not negotiated`, { driver: this.driver });
+    if (contextId === undefined) throw new CairnError('NOT_SUPPORTED', `meta context ${quotedCut(context, SHOWN_NAME)} was not negotiated`, { driver: this.driver });
     if (length === 0) return [];
-    if (offset >= this.addressableSize) throw this.tailError(`block-status(${context})`, offset, length);
+    if (offset >= this.addressableSize) throw this.tailError(`block-status(${cutText(context, SHOWN_NAME)})`, offset, length);
     const min = this.blockSizes.min;
     const start = offset - (offset % min);
     const end = Math.min(Math.ceil((offset + length) / min) * min, this.addressableSize);
     const chunk = Math.max(min, this.blockStatusChunk - (this.blockStatusChunk % min));
-    const what = `block-status(${context})`;
+    const what = `block-status(${cutText(context, SHOWN_NAME)})`;
     // A successful reply carries at least one descriptor for `contextId` (the parser fails the
     // connection otherwise), made absolute from `start` and trimmed to the request.
     const described = (await this.submit(CMD.BLOCK_STATUS, 0, start, Math.min(end - start, chunk), { contextId, what }))!;
@@ -400,7 +400,7 @@ export class NbdClient {
    */
   async mapExtents(context: string, offset = 0, length = this.size - offset): Promise<NbdExtent[]> {
     this.checkRange(offset, length);
-    if (length > 0 && offset + length > this.addressableSize) throw this.tailError(`block-status(${context})`, offset, length);
+    if (length > 0 && offset + length > this.addressableSize) throw this.tailError(`block-status(${cutText(context, SHOWN_NAME)})`, offset, length);
     const out: NbdExtent[] = [];
     const end = offset + length;
     for (let at = offset; at < end; ) {

@@ -1,6 +1,8 @@
+import { quotedCut } from '@cairn/core';
 import type { ByteReader } from './byte-reader.js';
 import { MAX_OPTION_DATA, PayloadCursor, discardOptionData, encodeMessage, encodeOptionReply, encodeString32, readOption } from './handshake-codec.js';
 import { isReadOnly, type NbdExport } from './nbd-backend.js';
+import { SHOWN_NAME } from './nbd-string.js';
 import {
   BASE_ALLOCATION,
   FLAG_C_FIXED_NEWSTYLE,
@@ -211,7 +213,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
         }
         const exp = ctx.exports.get(req.exportName);
         if (!exp) {
-          fail(REP_ERR.UNKNOWN, `no export ${JSON.stringify(req.exportName)}`);
+          fail(REP_ERR.UNKNOWN, `no export ${quotedCut(req.exportName, SHOWN_NAME)}`);
           break;
         }
         const offered = offeredContexts(exp);
@@ -240,7 +242,7 @@ export async function serverHandshake(ctx: ServerHandshakeContext): Promise<Serv
         }
         const exp = ctx.exports.get(req.exportName);
         if (!exp) {
-          fail(REP_ERR.UNKNOWN, `no export ${JSON.stringify(req.exportName)}`);
+          fail(REP_ERR.UNKNOWN, `no export ${quotedCut(req.exportName, SHOWN_NAME)}`);
           break;
         }
         const flags = transmissionFlags(exp, structured);

@@ -206,7 +206,9 @@ export class OverlayFile {
 
   /**
    * Makes every write completed before this call durable: fsyncs the data file, then writes the
-   * map bytes changed since the last flush and fsyncs the map. Flushes run one at a time.
+   * map bytes changed since the last flush (all of them: core's writeFully continues short writes,
+   * and one taking nothing fails `UNAVAILABLE`, the bytes kept for the next flush) and fsyncs the
+   * map. Flushes run one at a time.
    */
   async flush(): Promise<void> {
     this.assertOpen();
@@ -222,7 +224,7 @@ export class OverlayFile {
       try {
         await this.data.sync();
         if (snapshot) {
-          await this.map.write(snapshot, 0, snapshot.length, HEADER_SIZE + from);
+          await writeFully(this.map, snapshot, HEADER_SIZE + from, { driver: DRIVER });
           await this.map.sync();
         }
       } catch (err) {
@@ -288,11 +290,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Writes a new map whole (header, then `bits`) and fsyncs it; short writes are continued (writeFully). */
 async function writeHeader(map: FileHandle, header: Header, bits: Uint8Array): Promise<void> {
   const head = Buffer.alloc(HEADER_SIZE, 0x20);
   head.write(MAGIC + JSON.stringify(header) + '\n');
-  await map.write(head, 0, HEADER_SIZE, 0);
-  await map.write(bits, 0, bits.length, HEADER_SIZE);
+  await writeFully(map, head, 0, { driver: DRIVER });
+  await writeFully(map, bits, HEADER_SIZE, { driver: DRIVER });
   await map.sync();
 }
 
