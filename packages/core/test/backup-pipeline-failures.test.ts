@@ -46,15 +46,19 @@ describe('a backup whose chunk worker dies', () => {
       const store = new MemoryObjectStore('mem');
       const service = await open(store, 2);
       const pool = service.repository.processor();
+      // The worker given the 5th task dies holding it, whatever the timing: terminated once the
+      // task is posted, or (throws) sent first a message whose handler throws (settings it cannot
+      // read), so that the uncaught error ends the thread before the task runs. Thrown after the
+      // task instead, the worker could reply to it first and die idle, failing no task (the
+      // backup then succeeds: seen under load).
       let tasks = 0;
       for (const w of workersOf(pool)) {
         const post = w.postMessage.bind(w);
         w.postMessage = (m: { kind?: string }) => {
+          const fifth = m.kind === 'process' && ++tasks === 5;
+          if (fifth && how === 'throws') post({ kind: 'configure', settings: null });
           post(m);
-          if (m.kind === 'process' && ++tasks === 5) {
-            if (how === 'is terminated') void w.terminate();
-            else post({ kind: 'configure', settings: null });
-          }
+          if (fifth && how === 'is terminated') void w.terminate();
         };
       }
       const abort = new AbortController();

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { COPY_ALIGN, DIRECT_IO_ALIGN, alignPad, alignedBuffer, directReadSpan, isDirectIoReady, openDirect, writeDirect } from '../src/index.js';
+import { CairnError, COPY_ALIGN, DIRECT_IO_ALIGN, alignPad, alignedBuffer, directReadSpan, isDirectIoReady, openDirect, writeDirect } from '../src/index.js';
 
 describe('direct I/O helpers', () => {
   let dir: string;
@@ -72,6 +72,56 @@ describe('direct I/O helpers', () => {
     expect(back.subarray(0, DIRECT_IO_ALIGN).every((b) => b === 0)).toBe(true);
     expect(back.subarray(DIRECT_IO_ALIGN).equals(data)).toBe(true);
   });
+
+  /**
+   * An O_DIRECT handle on a real file that writes as asked until `budget` bytes are written, then
+   * reports `then(length)` bytes taken of each write without writing (a short write, which a
+   * local file here never makes).
+   */
+  async function shortHandle(path: string, budget: number, then: (length: number) => number) {
+    const fh = await openDirect(path, constants.O_WRONLY | constants.O_CREAT);
+    expect(fh, `O_DIRECT unavailable on ${tmpdir()}`).toBeDefined();
+    let left = budget;
+    const asked: number[] = [];
+    return {
+      asked,
+      close: () => fh!.close(),
+      write: async (data: Uint8Array, offset: number, length: number, position: number) => {
+        if (asked.push(length) > 100) throw new Error('writeDirect kept retrying a short write');
+        if (left <= 0) return { bytesWritten: then(length), buffer: data };
+        const r = await fh!.write(data, offset, Math.min(length, left), position);
+        left -= r.bytesWritten;
+        return r;
+      },
+    };
+  }
+
+  const A = DIRECT_IO_ALIGN;
+  for (const [what, budget, taken, offset, length] of [
+    ['a whole-block write that takes nothing', 2 * A, () => 0, 3 * A, 3 * A + 1234],
+    ['a whole-block write that takes part of a block', 2 * A, () => 512, 3 * A, 3 * A + 1234],
+    ['the padded tail block written short', 5 * A, (n: number) => n / 2, 6 * A, 1234],
+  ] as const) {
+    it(`writeDirect: ${what} fails UNAVAILABLE naming offset and length, keeping what was written`, async () => {
+      const data = alignedBuffer(5 * A + 1234);
+      data.fill(9);
+      const path = join(dir, 'short');
+      const h = await shortHandle(path, budget, taken);
+      let err: unknown;
+      try {
+        err = await writeDirect(h, data, A).catch((e: unknown) => e);
+      } finally {
+        await h.close();
+      }
+      expect(err).toBeInstanceOf(CairnError);
+      expect(err).toMatchObject({ code: 'UNAVAILABLE', details: { offset, length } });
+      expect((err as CairnError).message).toContain(`writing ${length} bytes at offset ${offset} with O_DIRECT`);
+      expect(h.asked).toHaveLength(2); // the short write is not retried, nor followed by another
+      const back = await readFile(path);
+      expect(back.length).toBe(A + budget);
+      expect(back.subarray(A).every((b) => b === 9)).toBe(true);
+    });
+  }
 
   it('openDirect passes on errors other than a refusal of O_DIRECT (a missing directory is ENOENT)', async () => {
     await expect(openDirect(join(dir, 'no', 'such'), constants.O_WRONLY | constants.O_CREAT)).rejects.toMatchObject({ code: 'ENOENT' });

@@ -9,6 +9,9 @@ import type { ChunkWindow } from './chunk-map.js';
 import type { ChunkList } from './chunk-list.js';
 import type { Repository } from './repository.js';
 
+/** A chunk that a fetch ended without delivering or failing (fetchChunks' contract broken). */
+const lost = (id: string): CairnError => new CairnError('INTERNAL', `chunk fetch ended without delivering chunk ${id}`, { details: { chunk: id } });
+
 export interface BackupReaderOptions {
   /** Chunks kept decoded in memory (LRU). Default 64. */
   cacheChunks?: number;
@@ -31,7 +34,8 @@ export interface BackupReadOptions {
  * basis of serving a backup as an NBD export. Chunks are fetched on demand, checked against their
  * ids, kept in a bounded LRU cache, and read ahead for sequential access. A damaged chunk fails
  * the read that needs it with `CORRUPT` (never wrong bytes); others stay readable. Safe for
- * concurrent reads.
+ * concurrent reads. The errors of a chunk (and of a chunk list page) name the backup in their
+ * message and as `details.backupId`, next to the chunk's own details.
  */
 export class BackupReader {
   private readonly cache = new Map<number, Promise<Buffer>>();
@@ -101,8 +105,9 @@ export class BackupReader {
    * pack), checked, and copied straight to its place; zero chunks are written as zeros. Meant
    * for large sequential reads (an export reading ahead in windows), where the cache would only
    * add a copy. `INVALID_INPUT` outside the backup; `CORRUPT`/`NOT_FOUND` naming the backup for
-   * bad data (then `into` holds garbage); `CANCELLED` (options.signal; `into` may then still be
-   * written to by a fetch in flight, until the store's get returns).
+   * bad data (then `into` holds garbage); `INTERNAL` when the fetch ended without delivering or
+   * failing some chunk (never bytes the range was not given); `CANCELLED` (options.signal; `into`
+   * may then still be written to by a fetch in flight, until the store's get returns).
    */
   async readRange(offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length), options: BackupReadOptions = {}): Promise<Buffer> {
     assertRange(offset, length, this.size);
@@ -126,15 +131,19 @@ export class BackupReader {
       if (list) list.push(i);
       else byId.set(id, [i]);
     }
-    let failure: CairnError | undefined;
+    let failure: { id: string; err: CairnError } | undefined;
+    // Ids neither delivered nor failed yet: what is left once the fetch ends was never written
+    // into `out` (fetchChunks hands over or fails each, so only a bug leaves one).
+    const undelivered = new Set(byId.keys());
     await fetchChunks(
       this.repo,
       byId.keys(),
       async (chunks) => {
         for (const { id, data } of chunks) {
+          undelivered.delete(id);
           for (const i of byId.get(id)!) {
             if (data.length !== this.lengthAt(i)) {
-              failure ??= this.misfit(id, i, data.length);
+              failure ??= { id, err: this.misfit(id, i, data.length) };
               continue;
             }
             const start = i * cs;
@@ -144,9 +153,10 @@ export class BackupReader {
           }
         }
       },
-      { onError: (_id, err) => void (failure ??= err), signal },
+      { onError: (id, err) => void (undelivered.delete(id), (failure ??= { id, err })), signal },
     );
-    if (failure) throw this.named(failure);
+    if (failure) throw this.named(failure.err, failure.id);
+    for (const id of undelivered) throw this.named(lost(id), id);
     return out;
   }
 
@@ -199,7 +209,6 @@ export class BackupReader {
     return this.cache.get(index)!;
   }
 
-  /** Starts one batched fetch for `indexes` (non-zero chunks of `window`), caching a promise per index. */
   /** Plaintext bytes chunk `i` must have: the chunk size, or what is left for a short last one. */
   private lengthAt(i: number): number {
     return chunkLength(this.size, this.chunkSize, i);
@@ -209,13 +218,20 @@ export class BackupReader {
     return new CairnError('CORRUPT', `chunk ${id} has ${length} bytes where ${this.lengthAt(i)} belong`, { details: { chunk: id } });
   }
 
+  /** Starts one batched fetch for `indexes` (non-zero chunks of `window`), caching a promise per index. */
   private load(indexes: number[], window: ChunkWindow): void {
     const byId = new Map<string, number[]>();
     for (const i of indexes) {
       const id = window.get(i)!;
       byId.set(id, [...(byId.get(id) ?? []), i]);
     }
+    // Each index's promise, until settled (then taken out: what is left at the end was lost).
     const settle = new Map<number, { resolve: (b: Buffer) => void; reject: (e: unknown) => void }>();
+    const take = (i: number) => {
+      const s = settle.get(i);
+      settle.delete(i);
+      return s;
+    };
     for (const i of indexes) {
       const p = new Promise<Buffer>((resolve, reject) => settle.set(i, { resolve, reject }));
       p.catch(() => this.cache.delete(i)); // a failed chunk is retried on the next read
@@ -228,31 +244,34 @@ export class BackupReader {
       async (chunks) => {
         for (const { id, data } of chunks) {
           for (const i of byId.get(id)!) {
-            if (data.length === this.lengthAt(i)) settle.get(i)!.resolve(Buffer.from(data));
-            else settle.get(i)!.reject(this.named(this.misfit(id, i, data.length)));
+            if (data.length === this.lengthAt(i)) take(i)?.resolve(Buffer.from(data));
+            else take(i)?.reject(this.named(this.misfit(id, i, data.length), id));
           }
         }
       },
       { onError: (id, err) => errors.set(id, err) },
     )
       .catch((err) => {
-        for (const s of settle.values()) s.reject(err);
+        for (const i of [...settle.keys()]) take(i)!.reject(err);
       })
       .finally(() => {
         for (const [id, err] of errors) {
-          const e = this.named(err);
-          for (const i of byId.get(id)!) settle.get(i)!.reject(e);
+          const e = this.named(err, id);
+          for (const i of byId.get(id)!) take(i)?.reject(e);
         }
-        // Settling twice is a no-op: this only catches a chunk that was neither delivered nor failed.
-        let lost: CairnError | undefined;
-        for (const s of settle.values()) s.reject((lost ??= new CairnError('INTERNAL', 'chunk fetch ended without delivering the chunk')));
+        // Only a chunk that was neither delivered nor failed is left.
+        for (const i of [...settle.keys()]) {
+          const id = window.get(i)!;
+          take(i)!.reject(this.named(lost(id), id));
+        }
         this.evict();
       });
   }
 
-  /** A chunk's error, naming this backup. */
-  private named(err: CairnError): CairnError {
-    return new CairnError(err.code, `backup ${this.manifest.backupId}: ${err.message}`, { cause: err, details: err.details });
+  /** Chunk `chunk`'s error, naming this backup (in its message and `details.backupId`) and the chunk (`details.chunk`). */
+  private named(err: CairnError, chunk: string): CairnError {
+    const backupId = this.manifest.backupId;
+    return new CairnError(err.code, `backup ${backupId}: ${err.message}`, { cause: err, details: { chunk, ...err.details, backupId } });
   }
 
   private evict(): void {

@@ -154,7 +154,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
   const device = source.device;
   const size = device.size;
   const count = Math.ceil(size / chunkSize);
-  const indexReady = options.indexReady ?? repo.index.refresh();
+  const indexReady = options.indexReady ?? repo.index.refresh({ signal: job.signal });
   indexReady.catch(() => undefined); // raised where it is awaited
   const { ranges, usedChanges } = await chunksToRead(repo, source, parent, count, indexReady);
   const sameLayout = parent && parent.chunkSize === chunkSize;

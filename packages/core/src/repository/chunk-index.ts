@@ -1,5 +1,6 @@
-import type { ObjectStore } from '../contracts/object-store.js';
-import { isCairnError } from '../errors.js';
+import type { CallOptions, ObjectStore } from '../contracts/object-store.js';
+import { isCairnError, throwIfAborted } from '../errors.js';
+import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
 import type { ChunkCodec } from './codec.js';
 import { openDocument } from './codec.js';
 import { scanIndexDocument } from './index-scan.js';
@@ -80,31 +81,42 @@ export class ChunkIndex {
    * gone or unnamed. Loads start while the listing still runs, up to LOAD_CONCURRENCY at a time.
    * Call it under the repository lock a job holds (shared or exclusive): GC, which deletes, then
    * cannot run.
+   *
+   * `options.signal` (a job's): once it aborts, the refresh rejects `CANCELLED` at once, whatever
+   * the store does: the listing and the reads get the signal (a `cancellable` store stops them)
+   * and are no longer waited for. A cancelled refresh leaves a view the next refresh completes:
+   * the index objects it loaded before the abort are applied whole, each on its own; nothing is
+   * applied after the abort (a read that returns late is dropped), and nothing is forgotten (that
+   * needs a whole listing). Without a signal (GC, which must see the store whole before it
+   * deletes), it runs to its end or fails.
    */
-  async refresh(): Promise<void> {
+  async refresh(options: CallOptions = {}): Promise<void> {
+    const { signal } = options;
+    throwIfAborted(signal);
     // Only objects known before the listing starts can be judged deleted: one this process
     // records meanwhile may be missing from the listing without being gone.
     const known = new Set([...this.objects.keys(), ...this.damaged]);
     const listed = new Set<string>();
     const loading = new Set<Promise<void>>();
     // Every load's failure is kept (never left unhandled, whatever stops the listing) and the
-    // first is raised once all have settled.
+    // first is raised once all have settled (or at once, cancelled).
     let failure: { error: unknown } | undefined;
     try {
-      for await (const o of this.store.list(Keys.indexes)) {
+      for await (const o of eachUntilAborted(this.store.list(Keys.indexes, { signal }), signal)) {
         const indexId = o.key.slice(Keys.indexes.length);
         listed.add(indexId);
         if (failure || this.objects.has(indexId) || this.damaged.has(indexId)) continue;
-        const p: Promise<void> = this.load(indexId)
+        const p: Promise<void> = this.load(indexId, signal)
           .catch((error: unknown) => void (failure ??= { error }))
           .finally(() => loading.delete(p));
         loading.add(p);
-        if (loading.size >= LOAD_CONCURRENCY) await Promise.race(loading);
+        if (loading.size >= LOAD_CONCURRENCY) await untilAborted(Promise.race(loading), signal);
       }
     } finally {
-      await Promise.all(loading);
+      await untilAborted(Promise.all(loading), signal);
     }
     if (failure) throw failure.error;
+    throwIfAborted(signal);
     let forgotten = this.forgotSince;
     this.forgotSince = false;
     for (const indexId of known) {
@@ -117,9 +129,15 @@ export class ChunkIndex {
     for (const packId of [...this.byPack.keys()]) if (!named.has(packId)) this.remove(packId);
   }
 
-  private async load(indexId: string): Promise<void> {
+  /**
+   * Loads index object `indexId` and applies it whole (synchronously once read), unless `signal`
+   * aborted first: then `CANCELLED`, nothing applied, not even as damaged.
+   */
+  private async load(indexId: string, signal: AbortSignal | undefined): Promise<void> {
     try {
-      const json = openDocument(this.codec, await this.store.get(Keys.index(indexId)), indexLabel(indexId));
+      const sealed = await untilAborted(this.store.get(Keys.index(indexId), undefined, { signal }), signal);
+      throwIfAborted(signal);
+      const json = openDocument(this.codec, sealed, indexLabel(indexId));
       const scanned = scanIndexDocument(json, indexId);
       if (scanned) {
         if (this.objects.has(indexId)) return; // recorded meanwhile by this process
@@ -145,6 +163,7 @@ export class ChunkIndex {
         this.addTuples(packId, blobs);
       }
     } catch (err) {
+      throwIfAborted(signal);
       if (isCairnError(err) && err.code === 'NOT_FOUND') return; // deleted while listing
       // A failure to read it (the store unavailable) fails the refresh and is tried again by the
       // next one; only content that does not decode or parse is damage, remembered as such.

@@ -116,8 +116,9 @@ export class ChunkedBackupService implements BackupService {
       const [shared, volumeLock] = await this.backupLocks(job);
       return this.releasingAfter([volumeLock, shared], `backup ${job.backup.id}`, async () => {
         // The index loads alongside the parent's manifest and the first reads; writeBackup waits
-        // for it before its first dedup decision.
-        const indexReady = repo.index.refresh();
+        // for it before its first dedup decision. The job's signal ends the load (a store whose
+        // listing or reads of index/ hang does not hold a cancelled backup): see ChunkIndex.refresh.
+        const indexReady = repo.index.refresh({ signal: job.signal });
         try {
           await repo.upgradeFormat();
           let parent: Manifest | undefined;

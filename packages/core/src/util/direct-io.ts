@@ -15,7 +15,8 @@
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { throwIfAborted } from '../errors.js';
+import { CairnError, throwIfAborted } from '../errors.js';
+import type { PositionalWriter } from './write-fully.js';
 
 /** Alignment of buffers, offsets and lengths for O_DIRECT here (the page size; covers 512-byte devices). */
 export const DIRECT_IO_ALIGN = 4096;
@@ -93,16 +94,21 @@ const tails: Buffer[] = [];
  * Writes `data` (isDirectIoReady at `position`) through an O_DIRECT descriptor. Whole aligned
  * blocks go straight from `data`; a partial last block is written padded with zeros — so when
  * `data` ends the file, the caller truncates the file to its real length afterwards. Loops over
- * short writes. Once `signal` aborts, no further write(2) starts (`CANCELLED`); one in the kernel
- * finishes first.
+ * short writes of whole blocks. A write that takes nothing, or a number of bytes that is not a
+ * whole number of blocks (the next O_DIRECT write could not start where it stopped), fails
+ * `UNAVAILABLE`, its details naming the file `offset` and `length` of the data not known written;
+ * what was written before stays written. Once `signal` aborts, no further write(2) starts
+ * (`CANCELLED`); one in the kernel finishes first. `fh`: an O_DIRECT FileHandle (openDirect), or
+ * anything with its positional write.
  */
-export async function writeDirect(fh: FileHandle, data: Uint8Array, position: number, signal?: AbortSignal): Promise<void> {
+export async function writeDirect(fh: PositionalWriter, data: Uint8Array, position: number, signal?: AbortSignal): Promise<void> {
   const whole = data.length - (data.length % DIRECT_IO_ALIGN);
   let done = 0;
   while (done < whole) {
     throwIfAborted(signal);
-    const { bytesWritten } = await fh.write(data, done, Math.min(DIRECT_WRITE_MAX, whole - done), position + done);
-    if (bytesWritten <= 0 || bytesWritten % DIRECT_IO_ALIGN !== 0) throw new Error(`short O_DIRECT write of ${bytesWritten} bytes`);
+    const asked = Math.min(DIRECT_WRITE_MAX, whole - done);
+    const { bytesWritten } = await fh.write(data, done, asked, position + done);
+    if (!(bytesWritten > 0) || bytesWritten % DIRECT_IO_ALIGN !== 0) throw shortWrite(position + done, data.length - done, asked, bytesWritten);
     done += bytesWritten;
   }
   const tail = data.length - whole;
@@ -113,10 +119,17 @@ export async function writeDirect(fh: FileHandle, data: Uint8Array, position: nu
     block.fill(0);
     block.set(data.subarray(whole));
     const { bytesWritten } = await fh.write(block, 0, DIRECT_IO_ALIGN, position + whole);
-    if (bytesWritten !== DIRECT_IO_ALIGN) throw new Error(`short O_DIRECT write of ${bytesWritten} bytes`);
+    if (bytesWritten !== DIRECT_IO_ALIGN) throw shortWrite(position + whole, tail, DIRECT_IO_ALIGN, bytesWritten);
   } finally {
     if (tails.length < 8) tails.push(block);
   }
+}
+
+/** writeDirect's error for a write(2) of `asked` bytes that took `bytesWritten`, leaving `length` bytes at `offset` not known written. */
+function shortWrite(offset: number, length: number, asked: number, bytesWritten: number): CairnError {
+  return new CairnError('UNAVAILABLE', `writing ${length} bytes at offset ${offset} with O_DIRECT: a write of ${asked} bytes took ${bytesWritten} (O_DIRECT goes on only after at least one whole ${DIRECT_IO_ALIGN}-byte block, and only whole blocks)`, {
+    details: { offset, length },
+  });
 }
 
 /**

@@ -1,0 +1,174 @@
+/**
+ * ChunkIndex.refresh with a signal (a backup's): cancelled while the store's listing of index/ or
+ * its reads of index objects hang (ignoring the signal), it rejects CANCELLED at once, and leaves a
+ * view the next refresh completes: objects read before the abort are applied whole, a read that
+ * returns after it is dropped, nothing is forgotten. A backup cancelled then settles at once, and
+ * the next backup works. Real chunked repository and index on a memory store.
+ */
+import { createHash } from 'node:crypto';
+import { getEventListeners } from 'node:events';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChunkedBackupService, MemoryObjectStore, type ByteRange, type CallOptions, type ObjectInfo } from '../src/index.js';
+import { ChunkIndex, indexLabel } from '../src/repository/chunk-index.js';
+import { ChunkCodec, encodeDocument } from '../src/repository/codec.js';
+import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
+import { FAST_KDF, MiB, keys } from './helpers.js';
+
+/** Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing). */
+const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
+const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A memory store (declared not cancellable) whose listing of index/ never yields while `hangList`
+ * is set, and whose gets of index objects (those in `hangGets`, or all with `hangAllGets`) wait
+ * until release(), ignoring any signal, and then return the object as it is.
+ */
+class HangingIndexStore extends MemoryObjectStore {
+  hangList = false;
+  hangAllGets = false;
+  readonly hangGets = new Set<string>();
+  /** Listing steps and gets that hung. */
+  hung = 0;
+  private readonly held: (() => void)[] = [];
+  constructor() {
+    super('mem');
+    (this as { capabilities: object }).capabilities = { atomicIfAbsent: true };
+  }
+  override list(prefix: string, options?: CallOptions): AsyncIterable<ObjectInfo> {
+    if (!(this.hangList && prefix.startsWith('index/'))) return super.list(prefix, options);
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () => {
+          this.hung++;
+          return new Promise<IteratorResult<ObjectInfo>>(() => {});
+        },
+      }),
+    };
+  }
+  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
+    if (key.startsWith('index/') && (this.hangAllGets || this.hangGets.has(key))) {
+      this.hung++;
+      await new Promise<void>((resolve) => this.held.push(resolve));
+      return super.get(key, range);
+    }
+    return super.get(key, range, options);
+  }
+  release(): void {
+    this.hangList = this.hangAllGets = false;
+    this.hangGets.clear();
+    for (const r of this.held.splice(0)) r();
+  }
+}
+
+const hexId = (label: string): string => createHash('sha256').update(label).digest('hex');
+const codec = new ChunkCodec(undefined, undefined);
+
+/** Stores index object `name` (format 2) naming pack `name`-pack with one chunk `name`-chunk. */
+async function putIndex(store: MemoryObjectStore, name: string): Promise<{ key: string; pack: string; chunk: string }> {
+  const [id, pack, chunk] = [hexId(name), hexId(`${name}-pack`), hexId(`${name}-chunk`)];
+  await store.put(`index/${id}`, encodeDocument(codec, { version: 2, packs: [[pack, [[chunk, 0, 100, 100]]]] }, indexLabel(id)));
+  return { key: `index/${id}`, pack, chunk };
+}
+
+describe('ChunkIndex.refresh cancelled', () => {
+  it('while a read of an index object hangs: CANCELLED at once; objects read before stay applied whole, the late read is dropped, nothing is forgotten; the next refresh completes the view', async () => {
+    const store = new HangingIndexStore();
+    const old = await putIndex(store, 'old');
+    const index = new ChunkIndex(store, codec);
+    await index.refresh();
+    await store.delete(old.key); // gone (a GC elsewhere): a whole refresh forgets its pack
+    const [a, b] = [await putIndex(store, 'a'), await putIndex(store, 'b')];
+    store.hangGets.add(b.key);
+    const abort = new AbortController();
+    const refreshing = index.refresh({ signal: abort.signal });
+    refreshing.catch(() => undefined);
+    while (store.hung === 0 || !index.has(a.chunk)) await tick();
+    abort.abort();
+    await expect(within(refreshing, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+    // The old view, plus `a` whole: `old` is not forgotten (that needs a whole listing), `b` not read.
+    expect([...index.indexedPacks()].sort()).toEqual([old.pack, a.pack].sort());
+    expect([index.has(old.chunk), index.has(a.chunk), index.has(b.chunk)]).toEqual([true, true, false]);
+    store.release(); // the hung read returns `b` now: too late, dropped
+    await tick(20);
+    expect(index.has(b.chunk)).toBe(false);
+    expect(index.indexedPacks().has(b.pack)).toBe(false);
+    expect(index.damaged.size).toBe(0);
+    await index.refresh();
+    expect([...index.indexedPacks()].sort()).toEqual([a.pack, b.pack].sort());
+    expect([index.has(old.chunk), index.has(a.chunk), index.has(b.chunk)]).toEqual([false, true, true]);
+  });
+
+  it('while the listing of index/ hangs: CANCELLED at once, the index as it was; the next refresh completes it', async () => {
+    const store = new HangingIndexStore();
+    const old = await putIndex(store, 'old');
+    const index = new ChunkIndex(store, codec);
+    await index.refresh();
+    await store.delete(old.key);
+    const a = await putIndex(store, 'a');
+    store.hangList = true;
+    const abort = new AbortController();
+    const refreshing = index.refresh({ signal: abort.signal });
+    refreshing.catch(() => undefined);
+    while (store.hung === 0) await tick();
+    abort.abort();
+    await expect(within(refreshing, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+    expect([...index.indexedPacks()]).toEqual([old.pack]);
+    store.release();
+    await index.refresh();
+    expect([...index.indexedPacks()]).toEqual([a.pack]);
+    expect([index.has(old.chunk), index.has(a.chunk)]).toEqual([false, true]);
+  });
+
+  it('with a signal aborted before it starts: CANCELLED, and the store is not asked', async () => {
+    const store = new HangingIndexStore();
+    await putIndex(store, 'a');
+    store.hangList = true;
+    const index = new ChunkIndex(store, codec);
+    await expect(within(index.refresh({ signal: AbortSignal.abort() }), 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(store.hung).toBe(0);
+    expect(index.indexedPacks().size).toBe(0);
+  });
+});
+
+describe('a backup cancelled while the chunk index loads', () => {
+  const services: ChunkedBackupService[] = [];
+  afterEach(async () => {
+    for (const s of services.splice(0)) await s.close();
+  });
+  const open = async (store: HangingIndexStore): Promise<ChunkedBackupService> => {
+    const s = await ChunkedBackupService.open(store, { name: 'repo', workers: 2, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
+    services.push(s);
+    return s;
+  };
+
+  for (const what of ['its listing of index/ hangs', 'its reads of index objects hang'] as const) {
+    it(`while ${what}: CANCELLED at once, no listener left, and the next backup dedups against the whole index`, async () => {
+      const store = new HangingIndexStore();
+      const first = pattern(4 * MiB, 11);
+      await backUp(await open(store), 'b0', first);
+      // Another process (a fresh index): its backup must load the index objects b0 wrote.
+      const service = await open(store);
+      if (what === 'its listing of index/ hangs') store.hangList = true;
+      else store.hangAllGets = true;
+      const abort = new AbortController();
+      const p = backUp(service, 'b1', pattern(4 * MiB, 12), undefined, undefined, abort.signal);
+      p.catch(() => undefined);
+      while (store.hung === 0) await tick();
+      await tick(50);
+      abort.abort();
+      await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+      expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+      expect(await keys(store, 'manifests/')).toEqual(['manifests/b0']);
+      store.release();
+      const packs = (await keys(store, 'packs/')).length;
+      const again = await within(backUp(service, 'b2', first), 20_000);
+      expect((await restored(service, again)).equals(first)).toBe(true);
+      // b0's chunks were found in the index: b2 stored no new pack.
+      expect((await keys(store, 'packs/')).length).toBe(packs);
+      expect((await service.verify()).problems).toEqual([]);
+    });
+  }
+});
