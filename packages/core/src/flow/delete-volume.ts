@@ -1,8 +1,7 @@
 import type { Catalog } from '../contracts/catalog.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, unlessNotFound } from '../errors.js';
-import { mayBeWorkedOn } from './live-records.js';
-import { intentOfVolume } from './new-volume-intents.js';
+import { CairnError } from '../errors.js';
+import { judgedIntent } from './new-volume-intents.js';
 import { stateAsSettled } from './reader-leftovers.js';
 import { judgedVolumeState } from './backup-leftovers.js';
 import type { Section } from './volume-flow-states.js';
@@ -32,9 +31,10 @@ export interface DeleteVolumeDeps {
  *   records naming them stay, as backups outlive their volume; a checkpoint id is only ever used
  *   for the next incremental of the same volume, which can no longer be taken.
  * - A new-volume intent whose job created the volume (new-volume-intents.ts). While that job
- *   runs (its backup `restoring` and live: mayBeWorkedOn), the volume is its restore's even before
- *   the restore lays `restoring-backup` over it (it does so once it has the volume's lock and
- *   attachment): `CONFLICT` as for `restoring-backup`. Otherwise (its restore died or failed) the
+ *   runs (its backup `restoring` and live: mayBeWorkedOn, and the intent's own reader not gone:
+ *   intentVolumeStatus, as getVolume shows it), the volume is its restore's even before the restore
+ *   lays `restoring-backup` over it (it does so once it has the volume's lock and attachment):
+ *   `CONFLICT` as for `restoring-backup`. Otherwise (its restore died or failed) the
  *   volume is deleted and the intent is left to
  *   recovery: it names a job, not a volume, and may be a running restore's; once its restore is
  *   over, recovery finds no volume to delete and deletes the intent. An intent refuses flows only
@@ -70,17 +70,17 @@ export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Pr
 
 /**
  * `CONFLICT` (`volumeStatus` `restoring-backup`) when `volume` is the new volume of a restore still
- * running: the intent of the job that created it is recorded and that job's backup is `restoring`
- * by a live owner (a restore deletes its intent before it releases its claim). Also what a metadata
- * change refuses (volume-metadata.ts).
+ * running, as getVolume shows it and recovery judges it (intentVolumeStatus): the intent of the job
+ * that created it is recorded, that intent's reader (when it names one) is not gone, and that job's
+ * backup is `restoring` by a live owner (a restore deletes its intent before it releases its claim).
+ * A volume whose restore's reader is gone is `error_restoring` whatever else reads the backup, and
+ * passes (recovery deletes it too). Also what a metadata change refuses (volume-metadata.ts).
  */
 export async function assertNoRunningRestore(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>, volume: Volume): Promise<void> {
   const volumeId = volume.id;
-  const intent = await intentOfVolume(catalog, volume);
-  if (!intent) return;
-  const backup = await unlessNotFound(catalog.getBackup(intent.backupId));
-  if (backup?.status !== 'restoring' || !mayBeWorkedOn(backup)) return;
-  throw new CairnError('CONFLICT', `volume ${volumeId} is restoring-backup (a restore of backup ${backup.id} is creating it)`, {
+  const judged = await judgedIntent(catalog, volume);
+  if (judged?.status !== 'restoring-backup') return;
+  throw new CairnError('CONFLICT', `volume ${volumeId} is restoring-backup (a restore of backup ${judged.intent.backupId} is creating it)`, {
     details: { volumeId, volumeStatus: 'restoring-backup' },
   });
 }

@@ -80,11 +80,22 @@ export async function intentVolumeStatus(
   catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>,
   volume: Pick<Volume, 'metadata'>,
 ): Promise<'restoring-backup' | 'error_restoring' | undefined> {
+  return (await judgedIntent(catalog, volume))?.status;
+}
+
+/**
+ * The recorded intent of the restore job that created `volume`, with the status it gives the
+ * volume (intentVolumeStatus's), or undefined when no recorded intent names the volume.
+ */
+export async function judgedIntent(
+  catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>,
+  volume: Pick<Volume, 'metadata'>,
+): Promise<{ intent: NewVolumeIntent; status: 'restoring-backup' | 'error_restoring' } | undefined> {
   const intent = await intentOfVolume(catalog, volume);
   if (!intent) return undefined;
-  if (readerGone(intent)) return 'error_restoring';
+  if (readerGone(intent)) return { intent, status: 'error_restoring' };
   const backup = await unlessNotFound(catalog.getBackup(intent.backupId));
-  return backup?.status === 'restoring' && mayBeWorkedOn(backup) ? 'restoring-backup' : 'error_restoring';
+  return { intent, status: backup?.status === 'restoring' && mayBeWorkedOn(backup) ? 'restoring-backup' : 'error_restoring' };
 }
 
 /** Every intent recorded: the catalog's, then the legacy ones. */
@@ -104,19 +115,21 @@ async function deleteIntent(catalog: Pick<Catalog, 'deleteNewVolumeIntent' | 'cl
 }
 
 /**
- * `CONFLICT` (details `{ volumeId, volumeStatus: 'error_restoring', backupId }`) when `volume` is
- * one that a failed restore to a new volume could not delete: its metadata names a restore job
- * whose intent (the catalog's or a legacy one) is still recorded. Recovery deletes such a volume;
- * a backup or a restore of it meanwhile would make a volume that recovery deletes hold data
- * someone wants. A volume restored completely keeps the job's id, but its intent is gone.
+ * `CONFLICT` (details `{ volumeId, volumeStatus, backupId }`) when `volume` is one that a restore
+ * to a new volume created and has not settled: its metadata names a restore job whose intent (the
+ * catalog's or a legacy one) is still recorded. `volumeStatus` is the volume's as getVolume shows it
+ * (intentVolumeStatus): `restoring-backup` while that restore may still run, `error_restoring` once
+ * it cannot (recovery deletes such a volume: a backup or a restore of it meanwhile would make a
+ * volume that recovery deletes hold data someone wants). A volume restored completely keeps the
+ * job's id, but its intent is gone.
  */
-export async function assertNotLeftByRestore(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState'>, volume: Pick<Volume, 'id' | 'metadata'>): Promise<void> {
-  const jobId = volume.metadata?.[RESTORE_JOB_METADATA_KEY];
-  if (!jobId) return;
-  const intent = await findIntent(catalog, jobId);
-  if (!intent) return;
-  throw new CairnError('CONFLICT', `volume ${volume.id} is being created by a restore of backup ${intent.backupId} (one that failed left it error_restoring: recovery deletes it)`, {
-    details: { volumeId: volume.id, volumeStatus: 'error_restoring', backupId: intent.backupId },
+export async function assertNotLeftByRestore(catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>, volume: Pick<Volume, 'id' | 'metadata'>): Promise<void> {
+  const judged = await judgedIntent(catalog, volume);
+  if (!judged) return;
+  const { intent, status } = judged;
+  const why = status === 'restoring-backup' ? 'is being created by a restore' : 'was left by a restore that failed or died (recovery deletes it)';
+  throw new CairnError('CONFLICT', `volume ${volume.id} is ${status}: it ${why} of backup ${intent.backupId}`, {
+    details: { volumeId: volume.id, volumeStatus: status, backupId: intent.backupId },
   });
 }
 
