@@ -8,7 +8,7 @@
 import { getEventListeners } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CairnError, ChunkedBackupService, MemoryObjectStore, type ObjectPartWriter, type ObjectStore, type PutOptions } from '../src/index.js';
+import { CairnError, ChunkedBackupService, MemoryObjectStore, type ByteRange, type CallOptions, type ObjectPartWriter, type ObjectStore, type PutOptions } from '../src/index.js';
 import type { ChunkProcessor } from '../src/repository/chunk-processor.js';
 import { BufferDevice, CHUNK, job, pattern, record, restored, backUp } from './buffer-backups.js';
 import { FAST_KDF, MiB, keys } from './helpers.js';
@@ -138,21 +138,50 @@ describe('a backup whose store fails one write', () => {
   }
 });
 
-/** A store whose writes under `prefix` never settle (nor heed their signal) once `hang` is set. */
+/**
+ * A memory store whose `call`s (puts or gets) of keys under `prefix` never settle (nor heed their
+ * signal) once `hang` is set; `hung` counts them. One hanging puts declares only atomicIfAbsent,
+ * so that every write reaches it as a whole put (no part writes, which it would not hang).
+ */
 class HangingStore extends MemoryObjectStore {
   hang = false;
   hung = 0;
-  constructor(private readonly prefix: string) {
+  constructor(
+    private readonly call: 'put' | 'get',
+    private readonly prefix: string,
+  ) {
     super('mem');
-    (this as { capabilities: object }).capabilities = { atomicIfAbsent: true };
+    if (call === 'put') (this as { capabilities: object }).capabilities = { atomicIfAbsent: true };
+  }
+  /** Whether a `call` of `key` hangs now (counted). */
+  private hangs(call: 'put' | 'get', key: string): boolean {
+    if (!(this.hang && call === this.call && key.startsWith(this.prefix))) return false;
+    this.hung++;
+    return true;
   }
   override async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
-    if (this.hang && key.startsWith(this.prefix)) {
-      this.hung++;
-      return new Promise<never>(() => {});
-    }
+    if (this.hangs('put', key)) return new Promise<never>(() => {});
     return super.put(key, data, options);
   }
+  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
+    if (this.hangs('get', key)) return new Promise<never>(() => {});
+    return super.get(key, range, options);
+  }
+}
+
+/**
+ * Starts a backup with `start` (given a new signal), aborts it once `store` has hung a call and
+ * 100 ms more have passed, and expects it to reject CANCELLED within 2 s leaving no abort listener.
+ */
+async function cancelOnceHung(store: HangingStore, start: (signal: AbortSignal) => Promise<unknown>): Promise<void> {
+  const abort = new AbortController();
+  const p = start(abort.signal);
+  p.catch(() => undefined);
+  while (store.hung === 0) await tick();
+  await tick(100);
+  abort.abort();
+  await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+  expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
 }
 
 describe('a backup cancelled at each stage', () => {
@@ -202,17 +231,10 @@ describe('a backup cancelled at each stage', () => {
 
   for (const prefix of ['chunklists/', 'index/'] as const) {
     it(`while its ${prefix} writes hang: CANCELLED at once, and the next backup works`, async () => {
-      const store = new HangingStore(prefix);
+      const store = new HangingStore('put', prefix);
       const service = await open(store, 2);
       store.hang = true;
-      const abort = new AbortController();
-      const p = backUp(service, 'b1', pattern(8 * MiB, 7), undefined, undefined, abort.signal);
-      p.catch(() => undefined);
-      while (store.hung === 0) await tick();
-      await tick(100);
-      abort.abort();
-      await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-      expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+      await cancelOnceHung(store, (signal) => backUp(service, 'b1', pattern(8 * MiB, 7), undefined, undefined, signal));
       store.hang = false;
       await recovers(service, store, 'b2');
     });
@@ -221,7 +243,7 @@ describe('a backup cancelled at each stage', () => {
 
 describe('a backup to a slow store', () => {
   it('reads ahead only as far as its slots and upload window: pack memory stays bounded', async () => {
-    const store = new HangingStore('packs/');
+    const store = new HangingStore('put', 'packs/');
     const service = await open(store, 2);
     store.hang = true;
     let read = 0;
@@ -249,37 +271,14 @@ describe('a backup to a slow store', () => {
   });
 });
 
-/** A store whose gets under `prefix` never settle (nor heed their signal) once `hang` is set. */
-class HangingReads extends MemoryObjectStore {
-  hang = false;
-  hung = 0;
-  constructor(private readonly prefix: string) {
-    super('mem');
-  }
-  override async get(key: string, range?: Parameters<MemoryObjectStore['get']>[1], options?: Parameters<MemoryObjectStore['get']>[2]): Promise<Buffer> {
-    if (this.hang && key.startsWith(this.prefix)) {
-      this.hung++;
-      return new Promise<never>(() => {});
-    }
-    return super.get(key, range, options);
-  }
-}
-
 describe("an incremental cancelled while its parent's chunk list pages cannot be read", () => {
   it('rejects CANCELLED at once when those reads never settle, and the next incremental works', async () => {
-    const store = new HangingReads('chunklists/');
+    const store = new HangingStore('get', 'chunklists/');
     const service = await open(store, 2);
     const first = pattern(8 * MiB, 1);
     const b1 = await backUp(service, 'b1', first);
     store.hang = true;
-    const abort = new AbortController();
-    const p = backUp(service, 'b2', pattern(8 * MiB, 2), b1, [{ offset: 0, length: MiB }], abort.signal);
-    p.catch(() => undefined);
-    while (store.hung === 0) await tick();
-    await tick(100);
-    abort.abort();
-    await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-    expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+    await cancelOnceHung(store, (signal) => backUp(service, 'b2', pattern(8 * MiB, 2), b1, [{ offset: 0, length: MiB }], signal));
     expect(await keys(store, 'manifests/')).toEqual([`manifests/${b1.id}`]);
     store.hang = false;
     const second = Buffer.concat([pattern(MiB, 3), first.subarray(MiB)]);

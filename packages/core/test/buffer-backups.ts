@@ -91,9 +91,9 @@ export function job(backup: BackupRecord, parent?: BackupRecord, signal = new Ab
   return { backup, parent, volume: { ...VOLUME, size: backup.size }, signal, progress: () => undefined };
 }
 
-/** A chunked service over `store` (created with CHUNK-byte chunks and 1 MiB packs), inline codec. */
-export async function openRepo(store: ObjectStore = new MemoryObjectStore('mem')): Promise<ChunkedBackupService> {
-  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 1024 * 1024, kdf: FAST_KDF } });
+/** A chunked service over `store` (created with CHUNK-byte chunks and `packSize`-byte packs, 1 MiB by default), inline codec. */
+export async function openRepo(store: ObjectStore = new MemoryObjectStore('mem'), packSize = 1024 * 1024): Promise<ChunkedBackupService> {
+  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize, kdf: FAST_KDF } });
 }
 
 export type Service = ChunkedBackupService | MemoryBackupService;

@@ -5,60 +5,17 @@
  * forward from the good copy GC removes (gc-repack.ts), whether A is read in the same group of
  * packs as the pack that leaves it or after it. Over the memory store and the real posix store.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PosixObjectStore } from '@cairn/backup-posix';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ChunkedBackupService, MemoryObjectStore, type ObjectStore } from '../src/index.js';
-import { ChunkCodec } from '../src/repository/codec.js';
+import { describe, expect, it } from 'vitest';
+import type { ObjectStore } from '../src/index.js';
 import { collectGarbage } from '../src/repository/garbage-collector.js';
-import { PackWriter } from '../src/repository/pack-writer.js';
-import type { Repository } from '../src/repository/repository.js';
-import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
-import { FAST_KDF, MiB, keys } from './helpers.js';
+import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
+import { MiB, keys } from './helpers.js';
+import { damageCopy, writePack } from './pack-copies.js';
+import { memoryAndPosixStores } from './store-kinds.js';
 
-const dirs: string[] = [];
-afterEach(async () => {
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
+const stores = memoryAndPosixStores('gc-left-pack');
 
-const stores: [string, () => Promise<ObjectStore>][] = [
-  ['memory store', async () => new MemoryObjectStore('mem')],
-  [
-    'posix store',
-    async () => {
-      const directory = await mkdtemp(join(tmpdir(), 'cairn-gc-left-pack-'));
-      dirs.push(directory);
-      return PosixObjectStore.open({ directory });
-    },
-  ],
-];
-
-function open(store: ObjectStore): Promise<ChunkedBackupService> {
-  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 4 * MiB, kdf: FAST_KDF } });
-}
-
-/** Writes one pack holding `chunks`, in that order (the index learns it after every pack known so far). */
-async function writePack(store: ObjectStore, repo: Repository, chunks: Buffer[]): Promise<string> {
-  const writer = new PackWriter(store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
-  for (const c of chunks) {
-    const id = repo.codec.chunkId(c);
-    await writer.add(id, repo.codec.encode(c, 'none', id), c.length);
-  }
-  await writer.finish();
-  const packs = new Set(chunks.map((c) => [repo.index.get(repo.codec.chunkId(c))!, ...repo.index.otherCopies(repo.codec.chunkId(c))].at(-1)!.pack));
-  expect(packs.size).toBe(1);
-  return [...packs][0]!;
-}
-
-/** Flips a byte in the middle of chunk `id`'s copy in `pack`, through the store. */
-async function damage(store: ObjectStore, repo: Repository, id: string, pack: string): Promise<void> {
-  const l = [repo.index.get(id)!, ...repo.index.otherCopies(id)].find((c) => c.pack === pack)!;
-  const bytes = await store.get(`packs/${pack}`);
-  bytes[l.offset + Math.floor(l.length / 2)]! ^= 0x40;
-  await store.put(`packs/${pack}`, bytes);
-}
+const open = (store: ObjectStore) => openRepo(store, 4 * MiB);
 
 /**
  * Pack P (first known) holds chunk Z, live, and a dead chunk; pack A (next) another copy of Z, chunk
@@ -75,16 +32,16 @@ async function scene(store: ObjectStore, seed: number) {
   const zId = repo.codec.chunkId(z!);
   const xId = repo.codec.chunkId(x!);
   const p = repo.index.get(zId)!.pack;
-  const a = await writePack(store, repo, [z!, x!, g2!]);
-  const b = await writePack(store, repo, [x!, g3!]);
+  const a = await writePack(repo, [z!, x!, g2!]);
+  const b = await writePack(repo, [x!, g3!]);
   expect(new Set([p, a, b]).size).toBe(3);
   expect(repo.index.get(xId)!.pack).toBe(a);
   const both = await backUp(service, 'both', Buffer.concat([z!, x!]));
   const xOnly = await backUp(service, 'x', x!);
   await service.delete(first);
-  await damage(store, repo, zId, p);
-  await damage(store, repo, zId, a);
-  await damage(store, repo, xId, a);
+  await damageCopy(repo, zId, p);
+  await damageCopy(repo, zId, a);
+  await damageCopy(repo, xId, a);
   return { service, x: x!, xId, zId, p, a, b, both, xOnly };
 }
 

@@ -4,47 +4,17 @@
  * it breaks), frees everything else it can, and counts the chunk and the pack (garbage-collector.ts,
  * gc-repack.ts). Over the memory store and over the real posix store.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PosixObjectStore } from '@cairn/backup-posix';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ChunkedBackupService, MemoryObjectStore, type ObjectStore } from '../src/index.js';
-import { ChunkCodec } from '../src/repository/codec.js';
-import { PackWriter } from '../src/repository/pack-writer.js';
-import type { Repository } from '../src/repository/repository.js';
-import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
-import { FAST_KDF, MiB, keys } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import type { ObjectStore } from '../src/index.js';
+import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
+import { MiB, keys } from './helpers.js';
+import { damageCopy, writePack } from './pack-copies.js';
+import { memoryAndPosixStores } from './store-kinds.js';
 
-const dirs: string[] = [];
-afterEach(async () => {
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
-
-const stores: [string, () => Promise<ObjectStore>][] = [
-  ['memory store', async () => new MemoryObjectStore('mem')],
-  [
-    'posix store',
-    async () => {
-      const directory = await mkdtemp(join(tmpdir(), 'cairn-gc-unreadable-'));
-      dirs.push(directory);
-      return PosixObjectStore.open({ directory });
-    },
-  ],
-];
+const stores = memoryAndPosixStores('gc-unreadable');
 
 /** A chunked service over `store` whose 4 MiB packs hold every chunk of one backup below. */
-function open(store: ObjectStore): Promise<ChunkedBackupService> {
-  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 4 * MiB, kdf: FAST_KDF } });
-}
-
-/** Flips a byte in the middle of the blob the index resolves chunk `id` to, through the store. */
-async function damage(store: ObjectStore, repo: Repository, id: string, pack = repo.index.get(id)!.pack): Promise<void> {
-  const l = [repo.index.get(id)!, ...repo.index.otherCopies(id)].find((c) => c.pack === pack)!;
-  const bytes = await store.get(`packs/${pack}`);
-  bytes[l.offset + Math.floor(l.length / 2)]! ^= 0x40;
-  await store.put(`packs/${pack}`, bytes);
-}
+const open = (store: ObjectStore) => openRepo(store, 4 * MiB);
 
 /**
  * Backup `full` of 4 chunks in one pack (returned in blob order, with the pack), backup `broken`
@@ -72,7 +42,7 @@ async function scene(store: ObjectStore, seed: number) {
   await service.delete(full);
   await service.delete(dead);
   const unreadable = repo.codec.chunkId(chunks[0]!);
-  await damage(store, repo, unreadable);
+  await damageCopy(repo, unreadable);
   return { service, repo, chunks, pack, deadPack, broken, good, goodData, unreadable };
 }
 
@@ -123,15 +93,10 @@ describe.each(stores)('gc over a pack holding a damaged chunk stored once (%s)',
     // A second copy of the second chunk, in a pack with a chunk no backup references (GC deletes
     // it whole: the index resolves the chunk to the first pack, which GC was to repack).
     const id = repo.codec.chunkId(chunks[1]!);
-    const writer = new PackWriter(store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
-    for (const c of [chunks[1]!, pattern(CHUNK, 499)]) {
-      const cid = repo.codec.chunkId(c);
-      await writer.add(cid, repo.codec.encode(c, 'none', cid), c.length);
-    }
-    await writer.finish();
+    await writePack(repo, [chunks[1]!, pattern(CHUNK, 499)]);
     const second = repo.index.otherCopies(id)[0]!.pack;
     expect(repo.index.get(id)!.pack).toBe(pack);
-    await damage(store, repo, id, pack);
+    await damageCopy(repo, id, pack);
 
     const report = await service.gc({ graceMs: 0 });
     expect(report).toMatchObject({ chunksUnreadable: 1, packsLeftUnreadable: 1, packsRepacked: 0 });

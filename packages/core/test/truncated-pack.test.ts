@@ -4,40 +4,19 @@
  * fetcher reads neighbouring blobs in one ranged get that now reaches past the pack's end
  * (chunk-fetcher.ts). Over the memory store and over the real posix store.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PosixObjectStore } from '@cairn/backup-posix';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CairnError, ChunkedBackupService, MemoryObjectStore, type ObjectInfo, type ObjectStore } from '../src/index.js';
 import { fetchChunks } from '../src/repository/chunk-fetcher.js';
-import { ChunkCodec } from '../src/repository/codec.js';
-import { PackWriter } from '../src/repository/pack-writer.js';
 import type { Repository } from '../src/repository/repository.js';
-import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
-import { FAST_KDF, MiB } from './helpers.js';
+import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
+import { MiB } from './helpers.js';
+import { writePack } from './pack-copies.js';
+import { memoryAndPosixStores } from './store-kinds.js';
 
-const dirs: string[] = [];
-afterEach(async () => {
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
-
-const stores: [string, () => Promise<ObjectStore>][] = [
-  ['memory store', async () => new MemoryObjectStore('mem')],
-  [
-    'posix store',
-    async () => {
-      const directory = await mkdtemp(join(tmpdir(), 'cairn-truncated-pack-'));
-      dirs.push(directory);
-      return PosixObjectStore.open({ directory });
-    },
-  ],
-];
+const stores = memoryAndPosixStores('truncated-pack');
 
 /** A chunked service over `store` whose 4 MiB packs hold every chunk of the backups below. */
-function open(store: ObjectStore): Promise<ChunkedBackupService> {
-  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 4 * MiB, kdf: FAST_KDF } });
-}
+const open = (store: ObjectStore) => openRepo(store, 4 * MiB);
 
 /**
  * Backs up `n` chunks as backup `full` (all in one pack), and returns them in the order of their
@@ -63,12 +42,7 @@ async function truncate(store: ObjectStore, pack: string, size: number): Promise
 
 /** Stores a second copy of each of `copies` in a pack of its own, named by an index object. */
 async function secondCopies(repo: Repository, copies: Buffer[]): Promise<void> {
-  const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
-  for (const c of copies) {
-    const id = repo.codec.chunkId(c);
-    await writer.add(id, repo.codec.encode(c, 'none', id), c.length);
-  }
-  await writer.finish();
+  await writePack(repo, copies);
   for (const c of copies) expect(repo.index.otherCopies(repo.codec.chunkId(c))).toHaveLength(1);
 }
 

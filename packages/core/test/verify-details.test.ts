@@ -3,47 +3,18 @@
  * problem's structured `details` (VerifyProblemDetails) beside its message. Over the memory store
  * and over the real posix store.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PosixObjectStore } from '@cairn/backup-posix';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ChunkedBackupService, MemoryObjectStore, type ObjectStore } from '../src/index.js';
-import { ChunkCodec } from '../src/repository/codec.js';
-import { PackWriter } from '../src/repository/pack-writer.js';
+import { describe, expect, it } from 'vitest';
+import type { ObjectStore } from '../src/index.js';
 import type { Repository } from '../src/repository/repository.js';
 import { verifyBackups } from '../src/repository/verifier.js';
-import { CHUNK, backUp, pattern } from './buffer-backups.js';
-import { FAST_KDF, MiB } from './helpers.js';
+import { CHUNK, backUp, openRepo, pattern } from './buffer-backups.js';
+import { MiB } from './helpers.js';
+import { damageCopy, writePack } from './pack-copies.js';
+import { memoryAndPosixStores } from './store-kinds.js';
 
-const dirs: string[] = [];
-afterEach(async () => {
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
+const stores = memoryAndPosixStores('verify-details');
 
-const stores: [string, () => Promise<ObjectStore>][] = [
-  ['memory store', async () => new MemoryObjectStore('mem')],
-  [
-    'posix store',
-    async () => {
-      const directory = await mkdtemp(join(tmpdir(), 'cairn-verify-details-'));
-      dirs.push(directory);
-      return PosixObjectStore.open({ directory });
-    },
-  ],
-];
-
-function open(store: ObjectStore): Promise<ChunkedBackupService> {
-  return ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 4 * MiB, kdf: FAST_KDF } });
-}
-
-/** Flips a byte in the middle of chunk `id`'s copy in `pack` (default: the one the index resolves it to). */
-async function damage(store: ObjectStore, repo: Repository, id: string, pack = repo.index.get(id)!.pack): Promise<void> {
-  const l = [repo.index.get(id)!, ...repo.index.otherCopies(id)].find((c) => c.pack === pack)!;
-  const bytes = await store.get(`packs/${pack}`);
-  bytes[l.offset + Math.floor(l.length / 2)]! ^= 0x40;
-  await store.put(`packs/${pack}`, bytes);
-}
+const open = (store: ObjectStore) => openRepo(store, 4 * MiB);
 
 /** The chunks of `data`, in the order of their blobs in their (one) pack. */
 function inPackOrder(repo: Repository, data: Buffer): string[] {
@@ -59,7 +30,7 @@ describe.each(stores)('verify report (%s)', (_, makeStore) => {
     const data = pattern(2 * CHUNK, 501);
     await backUp(service, 'a', data);
     await backUp(service, 'b', pattern(CHUNK, 502));
-    await damage(store, repo, inPackOrder(repo, data)[0]!);
+    await damageCopy(repo, inPackOrder(repo, data)[0]!);
 
     const report = await verifyBackups(repo, ['a', 'b', 'a']);
     expect(report.checked).toEqual(['a', 'b']);
@@ -76,8 +47,8 @@ describe.each(stores)('verify report (%s)', (_, makeStore) => {
     await backUp(service, 'a', data);
     const ids = Array.from({ length: 3 }, (_, k) => repo.codec.chunkId(data.subarray(k * CHUNK, (k + 1) * CHUNK))); // chunk order
     const pack = repo.index.get(ids[0]!)!.pack;
-    await damage(store, repo, ids[0]!);
-    await damage(store, repo, ids[2]!);
+    await damageCopy(repo, ids[0]!);
+    await damageCopy(repo, ids[2]!);
 
     const [problem, ...rest] = (await service.verify()).problems;
     expect(rest).toEqual([]);
@@ -95,10 +66,8 @@ describe.each(stores)('verify report (%s)', (_, makeStore) => {
     await backUp(service, 'a', data);
     const id = repo.codec.chunkId(data);
     const first = repo.index.get(id)!.pack;
-    const writer = new PackWriter(store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(CHUNK));
-    await writer.add(id, repo.codec.encode(data, 'none', id), data.length);
-    await writer.finish();
-    await damage(store, repo, id, first);
+    await writePack(repo, [data]);
+    await damageCopy(repo, id, first);
 
     const whole = await service.verify();
     expect(whole.problems).toEqual([{ code: 'CORRUPT', message: expect.stringContaining(`its copy in pack ${first}`), details: { damagedCopy: { chunkId: id, packs: [first] } } }]);
