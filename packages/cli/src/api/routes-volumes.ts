@@ -1,4 +1,4 @@
-import { assertCallerVolumeMetadata, unlessNotFound } from '@cairn/core';
+import { assertCallerVolumeMetadata } from '@cairn/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { snapshotJson, volumeJson } from '../output/views.js';
@@ -27,11 +27,9 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     method: 'GET',
     url: '/v1/volumes',
     handler: async () => {
-      const volumes = await (await api.cli.volumes()).listVolumes();
-      // A volume deleted since it was listed (a failed restore's new volume, a `cairn volume delete`
-      // elsewhere) is left out rather than failing the list with NOT_FOUND.
-      const views = await Promise.all(volumes.map((v) => unlessNotFound(api.manager.getVolume(v.id))));
-      return views.filter((v) => v !== undefined).map(volumeJson);
+      // Core's one listing (BackupManager.listVolumes): each volume as GET /v1/volumes/:id shows
+      // it, from one read of the catalog's flow states and intents, as `cairn volume list`.
+      return (await api.manager.listVolumes()).map(volumeJson);
     },
   });
 

@@ -1,6 +1,6 @@
 import { open, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { assertCallerVolumeMetadata, CairnError, unlessNotFound, type VolumeDriver } from '@cairn/core';
+import { assertCallerVolumeMetadata, CairnError, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import type { CliContext } from '../context.js';
@@ -45,11 +45,9 @@ export function registerVolumeCommands(program: Command): void {
     .description('list volumes, oldest first, with the backup flow state laid over their status')
     .action(
       withContext(async (ctx) => {
-        const manager = await ctx.manager();
-        const volumes = await (await ctx.volumes()).listVolumes();
-        // A volume deleted since it was listed (a failed restore's new volume, a `cairn volume
-        // delete` elsewhere) is left out rather than failing the list with NOT_FOUND, as in GET /v1/volumes.
-        const views = (await Promise.all(volumes.map((v) => unlessNotFound(manager.getVolume(v.id))))).filter((v) => v !== undefined);
+        // Core's one listing (BackupManager.listVolumes): each volume as `volume show` shows it,
+        // from one read of the catalog's flow states and intents, as GET /v1/volumes.
+        const views = await (await ctx.manager()).listVolumes();
         ctx.out.result(views.map(volumeJson), () => renderTable(views, volumeColumns));
       }),
     );

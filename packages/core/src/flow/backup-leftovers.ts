@@ -39,7 +39,16 @@ export async function backupFlowOver(catalog: Pick<Catalog, 'getBackup'>, backup
  * (beginVolumeFlow), and recovery clears it.
  */
 export async function judgedVolumeState(catalog: Pick<Catalog, 'getVolumeState' | 'getBackup'>, volumeId: string): Promise<VolumeFlowState | undefined> {
-  const state = stateAsSettled(await catalog.getVolumeState(volumeId));
-  if (state?.status === 'backing-up' && (await backupFlowOver(catalog, state.backupId))) return undefined;
-  return state;
+  return judgeVolumeState(catalog, await catalog.getVolumeState(volumeId));
+}
+
+/**
+ * judgedVolumeState of a flow state already read (`state`, or none): what a listing that read
+ * every state at once (Catalog.listVolumeStates) judges each volume's by. Reads only the record of
+ * the backup a `backing-up` state names.
+ */
+export async function judgeVolumeState(catalog: Pick<Catalog, 'getBackup'>, state: VolumeFlowState | undefined): Promise<VolumeFlowState | undefined> {
+  const settled = stateAsSettled(state);
+  if (settled?.status === 'backing-up' && (await backupFlowOver(catalog, settled.backupId))) return undefined;
+  return settled;
 }

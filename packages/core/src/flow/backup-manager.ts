@@ -13,7 +13,7 @@ import { assertDescription, assertDisplayName, assertStoredName } from '../util/
 import { BackupClaims, type ReleaseClaim } from './backup-claims.js';
 import { hasReader, withoutReader, withReader } from './backup-readers.js';
 import { ownEntry, settleGoneReaders } from './reader-leftovers.js';
-import { judgedVolumeState } from './backup-leftovers.js';
+import { listVolumeViews, volumeView } from './volume-views.js';
 import { assertSignal, linkedController, type Job } from './jobs.js';
 import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
@@ -26,7 +26,7 @@ import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { assertTakesRestoreAttach } from './restore-precondition.js';
 import { attachForFlow } from './flow-attach.js';
 import { replacesMetadata, restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
-import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, intentVolumeStatus, recordNewVolumeIntent } from './new-volume-intents.js';
+import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
 import { watchWrites } from './write-watch.js';
 import { deleteVolume } from './delete-volume.js';
@@ -1001,15 +1001,18 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * (intentVolumeStatus): never `available` before it holds the backup.
    */
   async getVolume(volumeId: string): Promise<VolumeView> {
-    const volume = await this.volumes.getVolume(volumeId);
-    // A `restoring-backup` state whose restore's reader is gone is shown `error_restoring`, a
-    // `backing-up` one whose backup's flow is over is not shown (judgedVolumeState).
-    const flow = await judgedVolumeState(this.catalog, volumeId);
-    if (flow) return { ...volume, status: flow.status, previousStatus: flow.previousStatus };
-    // A restore's new volume before its flow state (the job waits for its lock or attach), or
-    // left by a restore that died then: never `available` while it holds no backup yet.
-    const created = await intentVolumeStatus(this.catalog, volume);
-    return created ? { ...volume, status: created } : volume;
+    return volumeView(this.catalog, await this.volumes.getVolume(volumeId));
+  }
+
+  /**
+   * Every volume of the driver (its listVolumes, in its order) as getVolume shows it, judged by
+   * the same rules from one listing of the catalog's flow states and one of its new-volume
+   * intents (volume-views.ts): the catalog reads do not grow with the volumes, only with the
+   * backups that live flow states and intents name (each record read once). A volume deleted
+   * while it is listed is either in the list or not, never a `NOT_FOUND`.
+   */
+  async listVolumes(): Promise<VolumeView[]> {
+    return listVolumeViews(this.catalog, this.volumes);
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Catalog } from '../contracts/catalog.js';
-import type { BackupReader, NewVolumeIntent } from '../contracts/records.js';
+import type { BackupReader, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
 import { CairnError, unlessNotFound } from '../errors.js';
 import { nowIso } from '../util/clock.js';
@@ -92,20 +92,54 @@ export async function judgedIntent(
   volume: Pick<Volume, 'metadata'>,
 ): Promise<{ intent: NewVolumeIntent; status: 'restoring-backup' | 'error_restoring' } | undefined> {
   const intent = await intentOfVolume(catalog, volume);
-  if (!intent) return undefined;
+  return intent && judgeIntent(catalog, intent);
+}
+
+/**
+ * judgedIntent of an intent already found (`intent`, the one naming the volume): what a listing
+ * that read every intent at once (intentsByJob) judges each volume's by. Reads only the record of
+ * the intent's backup, and not that while the intent's reader is gone.
+ */
+export async function judgeIntent(
+  catalog: Pick<Catalog, 'getBackup'>,
+  intent: NewVolumeIntent,
+): Promise<{ intent: NewVolumeIntent; status: 'restoring-backup' | 'error_restoring' }> {
   if (readerGone(intent)) return { intent, status: 'error_restoring' };
   const backup = await unlessNotFound(catalog.getBackup(intent.backupId));
   return { intent, status: backup?.status === 'restoring' && mayBeWorkedOn(backup) ? 'restoring-backup' : 'error_restoring' };
 }
 
-/** Every intent recorded: the catalog's, then the legacy ones. */
-async function listIntents(catalog: Pick<Catalog, 'listNewVolumeIntents' | 'listVolumeStates'>): Promise<FoundIntent[]> {
-  const own = (await catalog.listNewVolumeIntents()).map((i) => ({ ...i, legacy: false }));
-  const legacy = (await catalog.listVolumeStates()).flatMap((s) => {
+/** The legacy intents among the volume flow states `states` (those whose key names no volume). */
+function legacyIntents(states: readonly VolumeFlowState[]): FoundIntent[] {
+  return states.flatMap((s) => {
     const jobId = legacyIntentJobId(s.volumeId);
     return jobId === undefined ? [] : [{ jobId, backupId: s.backupId, since: s.since, legacy: true }];
   });
-  return [...own, ...legacy];
+}
+
+/** Every intent recorded: the catalog's, then the legacy ones. */
+async function listIntents(catalog: Pick<Catalog, 'listNewVolumeIntents' | 'listVolumeStates'>): Promise<FoundIntent[]> {
+  const own = (await catalog.listNewVolumeIntents()).map((i) => ({ ...i, legacy: false }));
+  return [...own, ...legacyIntents(await catalog.listVolumeStates())];
+}
+
+/**
+ * Every recorded intent by its job's id, as findIntent finds each: the catalog's own (`own`, as
+ * Catalog.listNewVolumeIntents lists them) before a legacy one of the same job kept among the
+ * volume flow states `states` (as Catalog.listVolumeStates lists them). What a listing of many
+ * volumes looks each volume's intent up in (intentNamedBy) instead of reading it per volume.
+ */
+export function intentsByJob(own: readonly NewVolumeIntent[], states: readonly VolumeFlowState[]): ReadonlyMap<string, NewVolumeIntent> {
+  const byJob = new Map<string, NewVolumeIntent>();
+  for (const intent of legacyIntents(states)) byJob.set(intent.jobId, intent);
+  for (const intent of own) byJob.set(intent.jobId, intent);
+  return byJob;
+}
+
+/** intentOfVolume looked up in `byJob` (intentsByJob): the intent of the restore job that created `volume`, or undefined. */
+export function intentNamedBy(byJob: ReadonlyMap<string, NewVolumeIntent>, volume: Pick<Volume, 'metadata'>): NewVolumeIntent | undefined {
+  const jobId = volume.metadata?.[RESTORE_JOB_METADATA_KEY];
+  return jobId ? byJob.get(jobId) : undefined;
 }
 
 /** Deletes `intent` where it is kept. Idempotent. */
