@@ -14,6 +14,8 @@ export { BaseBlockDevice } from './drivers/base-block-device.js';
 export { PassThroughDevice } from './util/pass-through-device.js';
 export { assertReadInto, checkExtents } from './drivers/device-checks.js';
 export { attachConflict } from './drivers/attach-rule.js';
+export { isImageStamp, sameStamp, settledStampOf, stampOf, type ImageStamp } from './drivers/image-stamp.js';
+export { CLOCK_PROBE, fileSystemClock, type StampClock } from './drivers/stamp-clock.js';
 
 export * from './di/tokens.js';
 export { pluginModule, type PluginContributions } from './di/plugin-module.js';

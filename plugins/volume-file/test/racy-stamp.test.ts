@@ -169,9 +169,9 @@ describe.runIf(isRoot)('the clock probe of another user', () => {
     dir = await mkdtemp(join(tmpdir(), 'cairn-clock-probe-'));
     await chmod(dir, 0o777); // uid 65534 may create files here, as a shared volumes directory
     // The checkout may not be reachable by uid 65534 (a mktemp -d clone is 0700): the module
-    // (node: imports only) is copied where it can read it.
+    // (core's stamp clock: node: imports only) is copied where it can read it.
     moduleDir = await mkdtemp(join(tmpdir(), 'cairn-clock-module-'));
-    await copyFile(fileURLToPath(new URL('../dist/stamp-clock.js', import.meta.url)), join(moduleDir, 'stamp-clock.mjs'));
+    await copyFile(fileURLToPath(new URL('../../../packages/core/dist/drivers/stamp-clock.js', import.meta.url)), join(moduleDir, 'stamp-clock.mjs'));
     await chmod(moduleDir, 0o755);
   });
   afterEach(async () => {

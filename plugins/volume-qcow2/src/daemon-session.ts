@@ -26,6 +26,11 @@ export interface SessionOptions {
   commandTimeoutMs: number;
   /** Checks every image before it is opened (QemuImg.assertWhole). */
   qemuImg: QemuImg;
+  /**
+   * Called after the daemon closed a node (`blockdev-del` answered: qemu has written its bitmaps
+   * and let go of the file), with the image's path; not when the daemon died. Must not throw.
+   */
+  onNodeClosed?: (path: string) => Promise<void>;
 }
 
 interface OpenNode {
@@ -65,6 +70,7 @@ export class DaemonSession {
     /** How long the daemon may take to answer one QMP command or event, and an NBD connect or disconnect. */
     readonly timeoutMs: number,
     private readonly qemuImg: QemuImg,
+    private readonly onNodeClosed: (path: string) => Promise<void>,
   ) {
     this.deferred = new DeferredWork(driver);
   }
@@ -86,7 +92,7 @@ export class DaemonSession {
       await daemon.kill().catch(() => undefined);
       throw err;
     }
-    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs, options.qemuImg);
+    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs, options.qemuImg, options.onNodeClosed ?? (async () => {}));
   }
 
   /** The I/O timeout: how long NBD requests may wait for the daemon (IO_TIMEOUT_FACTOR command timeouts). */
@@ -130,6 +136,11 @@ export class DaemonSession {
     ]);
     clearTimeout(timer);
     return exited;
+  }
+
+  /** The images of the writable nodes open now. */
+  private writablePaths(): string[] {
+    return [...this.nodes].filter(([, n]) => !n.readOnly).map(([path]) => path);
   }
 
   /** True once `stop()` was called (an exit after that is not a crash). */
@@ -231,7 +242,8 @@ export class DaemonSession {
    */
   private async closeNode(path: string, open: OpenNode): Promise<void> {
     if (this.nodes.get(path) !== open) return;
-    if (this.alive) {
+    const closed = this.alive;
+    if (closed) {
       try {
         await this.qmp.execute('blockdev-del', { 'node-name': open.name });
       } catch (err) {
@@ -242,6 +254,7 @@ export class DaemonSession {
     this.unsettledNodes.delete(open.name); // a reopen gets a new name and is reconciled as fresh
     this.filters.forget(open.name);
     this.deferred.drop(open.name);
+    if (closed && !open.readOnly) await this.onNodeClosed(path);
   }
 
   /**
@@ -362,13 +375,18 @@ export class DaemonSession {
   }
 
   /**
-   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. Bounded and
+   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps, then
+   * `onNodeClosed` runs for each writable node that was open. Bounded and
    * failing as `abandon` (the nodes then stay known: the stuck daemon still holds them). Idempotent.
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    const writable = this.writablePaths();
     await this.stopDaemon();
     this.nodes.clear();
+    // The daemon has exited: its writes are in the bitmaps it wrote at `quit` (or, killed, those
+    // bitmaps are left in-use and refused at the next open), so the images are as it left them.
+    for (const path of writable) await this.onNodeClosed(path);
   }
 
   private async stopDaemon(): Promise<void> {

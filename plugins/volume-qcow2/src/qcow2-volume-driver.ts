@@ -31,6 +31,7 @@ import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './
 import { Runtime } from './runtime.js';
 import { resolveRuntimeDir } from './runtime-dir.js';
 import { growImage, imageSize } from './volume-extend.js';
+import { checkVolumeStamp, volumeStampNow } from './volume-stamp.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 /**
@@ -385,6 +386,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         // holding the image, is BUSY. A volume deleted before is NOT_FOUND here.
         const hold = await this.holdFile(image, volumeId);
         try {
+          await checkVolumeStamp(this.store, volumeId, await volumeStampNow(this.store, volumeId)); // written outside the driver: the copy trusts no checkpoint
           return toSnapshot(await this.copySnapshot(await this.store.volume(volumeId), image, name ?? '', () => hold?.held() ?? false));
         } finally {
           await hold?.release().catch(() => {}); // a failed release is queued and retried (DeferredWork)

@@ -1,4 +1,4 @@
-import { readSnapshotSidecar, readVolumeSidecar, type CheckpointRecord, type SnapshotSidecar, type VolumeSidecar } from '@cairn/core';
+import { isImageStamp, readSnapshotSidecar, readVolumeSidecar, type CheckpointRecord, type ImageStamp, type SnapshotSidecar, type VolumeSidecar } from '@cairn/core';
 
 export { toCheckpoint, toSnapshot, toVolume, type CheckpointRecord } from '@cairn/core';
 
@@ -17,6 +17,11 @@ export interface WriterMark {
  */
 export interface VolumeRecord extends VolumeSidecar {
   writer?: WriterMark | null;
+  /**
+   * The image as this driver last closed it (volume-stamp.ts): a write made to it outside the
+   * driver while closed makes every checkpoint not consistent. Absent in older sidecars: not checked.
+   */
+  imageStamp?: ImageStamp;
 }
 
 const isWriterMark = (v: unknown): boolean => {
@@ -29,7 +34,7 @@ export type SnapshotRecord = SnapshotSidecar;
 
 /** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when unreadable or of the wrong shape. */
 export const readVolumeRecord = (path: string, driver: string): Promise<VolumeRecord> =>
-  readVolumeSidecar<VolumeRecord>(path, driver, (r) => r.writer === undefined || r.writer === null || isWriterMark(r.writer));
+  readVolumeSidecar<VolumeRecord>(path, driver, (r) => (r.writer === undefined || r.writer === null || isWriterMark(r.writer)) && (r.imageStamp === undefined || isImageStamp(r.imageStamp)));
 
 /** Reads a snapshot sidecar; same errors as readVolumeRecord. */
 export const readSnapshotRecord = (path: string, driver: string): Promise<SnapshotRecord> => readSnapshotSidecar<SnapshotRecord>(path, driver);

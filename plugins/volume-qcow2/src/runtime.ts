@@ -1,3 +1,4 @@
+import { basename, dirname } from 'node:path';
 import { CairnError, KeyedMutex } from '@cairn/core';
 import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.js';
 import { DaemonSession } from './daemon-session.js';
@@ -5,6 +6,7 @@ import { DeferredRetry } from './deferred-retry.js';
 import type { QemuImg } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import { prepareViewsDir, removeViewsDir } from './views-dir.js';
+import { checkVolumeStamp, saveVolumeStamp, volumeStampNow } from './volume-stamp.js';
 
 export interface RuntimeOptions {
   driver: string;
@@ -53,7 +55,7 @@ export class Runtime {
   private async start(): Promise<DaemonSession> {
     await this.options.store.init();
     await prepareViewsDir(this.options.store.layout, (path) => this.options.qemuImg.lockState(path));
-    const s = await DaemonSession.start(this.options);
+    const s = await DaemonSession.start({ ...this.options, onNodeClosed: (path) => this.stampClosed(path) });
     const retry = new DeferredRetry(s, this.locks, this.options.commandTimeoutMs);
     if (this.closed) retry.stop();
     this.retries.add(retry);
@@ -70,6 +72,15 @@ export class Runtime {
     return s;
   }
 
+  /** A volume image the daemon let go of gets its stamp (volume-stamp.ts); other images (overlays, copies) none. */
+  private async stampClosed(path: string): Promise<void> {
+    const { layout } = this.options.store;
+    const name = basename(path);
+    if (dirname(path) !== layout.dir('volume') || !name.endsWith('.qcow2')) return;
+    const volumeId = name.slice(0, -'.qcow2'.length);
+    if (layout.image('volume', volumeId) === path) await saveVolumeStamp(this.options.store, volumeId);
+  }
+
   /** The running session without starting one. */
   async running(): Promise<DaemonSession | undefined> {
     const s = await this.starting?.catch(() => undefined);
@@ -78,16 +89,21 @@ export class Runtime {
 
   /**
    * Opens a volume's image as a writable node (or takes another reference). When this call
-   * opened it, the checkpoint chain is reconciled with the bitmaps qemu loaded; when the node was
-   * already open, the work deferred on it runs first (DeferredWork), and an unsettled chain is
+   * opened it, the image's stamp taken before the open is checked (volume-stamp.ts: a write made
+   * outside the driver makes every checkpoint not consistent), then the checkpoint chain is
+   * reconciled with the bitmaps qemu loaded; when the node was already open, the work deferred on it runs first (DeferredWork), and an unsettled chain is
    * reconciled (see checkpoint-reconcile.ts). Callers hold the volume's lock.
    */
   async openVolume(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
     const session = await this.session();
     const path = this.options.store.layout.image('volume', volumeId);
+    // Taken before the open, which writes the image; compared once this daemon holds it.
+    const before = session.nodeOf(path) ? undefined : await volumeStampNow(this.options.store, volumeId);
     const { name, fresh } = await session.openNode(path, false);
     try {
       if (fresh) {
+        // Written outside the driver since it last closed the image? Then no checkpoint is trusted.
+        await checkVolumeStamp(this.options.store, volumeId, before);
         await reconcileCheckpoints(session, name, this.options.store, volumeId);
       } else {
         await session.deferred.run(name);

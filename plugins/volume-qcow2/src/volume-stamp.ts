@@ -1,0 +1,54 @@
+import { sameStamp, settledStampOf, stampOf, type ImageStamp } from '@cairn/core';
+import type { RecordStore } from './record-store.js';
+
+/*
+ * Image stamps (`@cairn/core` image-stamp: inode, size, nanosecond mtime and ctime) of volume
+ * images, against writes made while the driver has the image closed. qemu programs that open
+ * the image writable mark what they write in its enabled persistent bitmap, but a plain write to
+ * the file (a data cluster overwritten in place) changes no bitmap, and the checkpoint would
+ * under-report. Contract:
+ * - saveVolumeStamp runs right after this driver's daemon closed the volume's node (its last
+ *   write to the image: the bitmaps), and after a clean `quit` for a node still open then;
+ * - the image's stamp is taken before the daemon opens the closed image (volumeStampNow), and
+ *   compared once the open succeeded and before the chain is reconciled (checkVolumeStamp); a
+ *   snapshot copy compares it under its hold, before copying: an image that no longer matches
+ *   makes every checkpoint not consistent (NOT_FOUND since them: the next backup reads everything).
+ * A sidecar without a stamp (written before stamps existed, or whose stamp write failed after a
+ * mismatch) is not checked; a stamp that could not be saved leaves the older one, which no longer
+ * matches: a full backup, never a wrong incremental.
+ */
+
+/** Saves the stamp of the volume's image, taken once the file system's clock is past its ctime (settledStampOf). Never throws. */
+export async function saveVolumeStamp(store: RecordStore, volumeId: string): Promise<void> {
+  try {
+    const stamp = await settledStampOf(store.layout.image('volume', volumeId));
+    await store.updateVolume(volumeId, (r) => {
+      r.imageStamp = stamp;
+    });
+  } catch {
+    // The old stamp stays and no longer matches the image: the next open loses the checkpoints.
+  }
+}
+
+/** The image's stamp now, to hand to checkVolumeStamp once the image is held; undefined for a missing image. */
+export async function volumeStampNow(store: RecordStore, volumeId: string): Promise<ImageStamp | undefined> {
+  return stampOf(store.layout.image('volume', volumeId)).catch(() => undefined);
+}
+
+/**
+ * Once this daemon holds the image (its node opened fresh, or holdImage), so that no other
+ * instance changes the sidecar meanwhile: when the sidecar's stamp does not match `before` (the
+ * image's stamp taken before the open; the open itself writes the image), every checkpoint is
+ * marked not consistent and the stamp dropped (the next close saves a new one). A stamp saved by
+ * another instance between `before` and the open mismatches too: a full backup, never a miss.
+ * Nothing happens without a saved stamp or without `before` (a missing image: the open fails).
+ * Callers hold the volume's lock.
+ */
+export async function checkVolumeStamp(store: RecordStore, volumeId: string, before: ImageStamp | undefined): Promise<void> {
+  const saved = (await store.volume(volumeId)).imageStamp;
+  if (!saved || !before || sameStamp(saved, before)) return;
+  await store.updateVolume(volumeId, (r) => {
+    for (const c of r.checkpoints) c.consistent = false;
+    delete r.imageStamp;
+  });
+}
