@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { MiB, filledVolume, gate, over } from './helpers.js';
+import { MiB, filledVolume, over } from './helpers.js';
 import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type Catalog, type ProcessOwner } from '../src/index.js';
-import type { BackupReader } from '../src/contracts/records.js';
+import { backedUpRig, gateRwAttach, restoreDiedAtAttach } from './restore-rig.js';
 import { LEGACY_INTENT_PREFIX, RESTORE_JOB_METADATA_KEY } from '../src/flow/new-volume-intents.js';
 
 /**
@@ -12,11 +12,8 @@ import { LEGACY_INTENT_PREFIX, RESTORE_JOB_METADATA_KEY } from '../src/flow/new-
  * job's id (`cairn.restore-job`) once restored.
  */
 
-/** A pid no process has here (above the kernel's pid limit). */
-const gone: ProcessOwner = { host: hostname(), pid: 2 ** 22 + 4321 };
 /** A process on another host: judged alive from here. */
 const elsewhere: ProcessOwner = { host: `not-${hostname()}`, pid: 1 };
-const asGone = (r: BackupReader): BackupReader => ({ ...r, owner: gone });
 
 /** The catalog reads `catalog`'s methods make through the returned catalog, counted in `reads.n`. */
 function counted(catalog: Catalog) {
@@ -44,11 +41,7 @@ const shown = (v: { id: string; status: string; previousStatus?: string }) => ({
 
 describe('BackupManager.listVolumes', () => {
   it('shows every kind of volume as getVolume does', async () => {
-    const volumes = new MemoryVolumeDriver();
-    const shared = new MemoryCatalog();
-    const manager = new BackupManager({ volumes, targets: { mem: new MemoryBackupService('mem') }, catalog: shared });
-    const src = await filledVolume(volumes, MiB, 1);
-    const backup = await manager.backup({ volumeId: src.id });
+    const { volumes, shared, manager, src, backup } = await backedUpRig();
     const since = new Date().toISOString();
 
     // Restored completely: keeps its job's id, its intent gone.
@@ -57,29 +50,8 @@ describe('BackupManager.listVolumes', () => {
     expect(restored.volume.metadata?.[RESTORE_JOB_METADATA_KEY]).toBeDefined();
 
     // A restore whose process died at its attach: its intent names a reader that is gone.
-    let dead = false;
-    const dyingCatalog = over(shared, {
-      putBackup: async (r, o) => {
-        if (dead) return;
-        const mine = r.owner?.pid === process.pid;
-        await shared.putBackup({ ...r, ...(mine ? { owner: gone } : {}), ...(r.readers ? { readers: r.readers.map(asGone) } : {}) }, o);
-      },
-      putVolumeState: async (s, o) => (dead ? undefined : shared.putVolumeState(s, o)),
-      clearVolumeState: async (id) => (dead ? undefined : shared.clearVolumeState(id)),
-      putNewVolumeIntent: async (i, o) => (dead ? undefined : shared.putNewVolumeIntent(i.reader ? { ...i, reader: asGone(i.reader) } : i, o)),
-      deleteNewVolumeIntent: async (id) => (dead ? undefined : shared.deleteNewVolumeIntent(id)),
-    });
-    const dying = Object.assign(Object.create(volumes) as MemoryVolumeDriver, {
-      attach: async () => {
-        dead = true;
-        throw new Error('killed');
-      },
-      deleteVolume: async (id: string) => (dead ? undefined : volumes.deleteVolume(id)),
-    });
-    const other = new BackupManager({ volumes: dying, targets: { mem: new MemoryBackupService('mem') }, catalog: dyingCatalog });
-    const left = await other.startRestore({ backupId: backup.id, newVolume: { name: 'left' } });
-    await left.job.done.catch(() => {});
-    expect(dead).toBe(true);
+    const left = await restoreDiedAtAttach(shared, volumes, backup.id, 'left');
+    expect(left.died).toBe(true);
 
     // A volume of a legacy intent (a flow state keyed by the job, naming no reader): judged by its
     // backup's record, which the restore waiting below keeps `restoring`.
@@ -98,12 +70,7 @@ describe('BackupManager.listVolumes', () => {
     await shared.putVolumeState({ volumeId: failed.id, status: 'error_restoring', previousStatus: 'available', backupId: backup.id, since });
 
     // A restore to a new volume waiting at its attach: its intent recorded, no flow state yet.
-    const g = gate();
-    const attach = volumes.attach.bind(volumes);
-    volumes.attach = async (...args) => {
-      if (args[1] === 'rw') await g.arrive();
-      return attach(...args);
-    };
+    const g = gateRwAttach(volumes);
     const waiting = await manager.startRestore({ backupId: backup.id, newVolume: { name: 'waiting' } });
     await g.reached;
 

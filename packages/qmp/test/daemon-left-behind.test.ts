@@ -1,121 +1,61 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
 import { processAlive } from '../src/runtime-dirs.js';
-import { expectCode, removeDir, tempDir } from './helpers.js';
+import { fuseUsable, hangingFuseEachTest } from './fixtures/hanging-fuse-server.js';
+import { expectCode, tempDir } from './helpers.js';
 
 // A daemon stuck in uninterruptible I/O survives SIGKILL until that I/O ends. Made for real here:
 // a FUSE file system (fixtures/hanging-fuse.mjs) that reads a lookup and never answers it, so the
 // daemon opening a file there sleeps in state D, and SIGKILL takes effect only once the file
 // system's server exits (which aborts the connection). Needs root and /dev/fuse.
-const fixture = fileURLToPath(new URL('./fixtures/hanging-fuse.mjs', import.meta.url));
-const fuseUsable = (() => {
-  try {
-    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
-    return process.getuid?.() === 0;
-  } catch {
-    return false;
-  }
-})();
-
-let dir: string;
-let mountPoint: string;
-let fuse: ChildProcess | undefined;
-/** Lines the FUSE server printed (`ready`, `hung <name>`), and waiters for them. */
-let lines: string[];
-let waiters: Array<() => void>;
-
-/** Whether the FUSE server has exited (by a signal too). */
-const fuseGone = (): boolean => !fuse || fuse.exitCode !== null || fuse.signalCode !== null;
-
-/** Resolves once the FUSE server printed `line`. */
-function printed(line: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (lines.includes(line)) resolve();
-      else if (fuseGone()) reject(new Error(`FUSE server exited (${fuse?.exitCode}) before printing ${line}`));
-      else waiters.push(check);
-    };
-    check();
-  });
-}
-
-beforeEach(async () => {
-  if (!fuseUsable) return;
-  dir = await tempDir();
-  mountPoint = join(dir, 'mnt');
-  await mkdir(mountPoint);
-  lines = [];
-  waiters = [];
-  fuse = spawn(process.execPath, [fixture, mountPoint], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let rest = '';
-  fuse.stdout!.on('data', (b: Buffer) => {
-    const parts = (rest + String(b)).split('\n');
-    rest = parts.pop()!;
-    lines.push(...parts);
-    for (const w of waiters.splice(0)) w();
-  });
-  fuse.once('exit', () => {
-    for (const w of waiters.splice(0)) w();
-  });
-  await printed('ready');
-});
-
-afterEach(async () => {
-  if (!fuseUsable) return;
-  fuse?.kill('SIGKILL'); // aborts the FUSE connection: the stuck daemon's SIGKILL takes effect
-  await new Promise((resolve) => (fuseGone() ? resolve(undefined) : fuse!.once('exit', resolve)));
-  spawnSync('umount', ['-l', mountPoint]);
-  await removeDir(dir);
-});
+const fuse = hangingFuseEachTest(fuseUsable, tempDir);
 
 describe.skipIf(!fuseUsable)('a daemon that SIGKILL cannot end (uninterruptible I/O on a hung FUSE server)', () => {
   it('stop() gives up killTimeoutMs after its SIGKILL: UNAVAILABLE left behind, naming pid and state; a later stop() gets the exit', async () => {
-    const daemon = await QemuStorageDaemon.start({ tmpParent: dir });
-    const opening = daemon.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'f0', filename: join(mountPoint, 'img') }, { timeoutMs: 60_000 });
+    const daemon = await QemuStorageDaemon.start({ tmpParent: fuse.dir });
+    const opening = daemon.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'f0', filename: join(fuse.mountPoint, 'img') }, { timeoutMs: 60_000 });
     opening.catch(() => undefined); // awaited below; handled should the test fail first
-    await printed('hung img');
+    await fuse.printed('hung img');
     const err = await expectCode(daemon.stop({ quitTimeoutMs: 200, termTimeoutMs: 200, killTimeoutMs: 1_000 }), 'UNAVAILABLE');
     expect((err as unknown as Error).message).toMatch(/did not exit within 1000 ms of SIGKILL.*left behind/);
     expect(err.details).toMatchObject({ pid: daemon.pid, leftBehind: true, processState: 'in uninterruptible sleep (D)' });
     expect(processAlive(daemon.pid)).toBe(true);
     await expectCode(opening, 'UNAVAILABLE'); // the client is closed: the call does not wait out its timeout
     // The I/O ends (the file system's server goes): the SIGKILL takes effect, and stop() reports it.
-    fuse!.kill('SIGKILL');
+    fuse.kill();
     expect(await daemon.stop({ killTimeoutMs: 30_000 })).toEqual({ code: null, signal: 'SIGKILL' });
     expect(existsSync(daemon.dir)).toBe(false);
   }, 30_000);
 
   it('kill() gives up killTimeoutMs after its SIGKILL the same way', async () => {
-    const daemon = await QemuStorageDaemon.start({ tmpParent: dir });
-    const opening = daemon.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'f0', filename: join(mountPoint, 'img') }, { timeoutMs: 60_000 });
+    const daemon = await QemuStorageDaemon.start({ tmpParent: fuse.dir });
+    const opening = daemon.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'f0', filename: join(fuse.mountPoint, 'img') }, { timeoutMs: 60_000 });
     opening.catch(() => undefined); // awaited below; handled should the test fail first
-    await printed('hung img');
+    await fuse.printed('hung img');
     const err = await expectCode(daemon.kill('SIGKILL', { killTimeoutMs: 500 }), 'UNAVAILABLE');
     expect(err.details).toMatchObject({ pid: daemon.pid, leftBehind: true });
     await opening.catch(() => undefined);
-    fuse!.kill('SIGKILL');
+    fuse.kill();
     expect(await daemon.kill('SIGKILL', { killTimeoutMs: 30_000 })).toEqual({ code: null, signal: 'SIGKILL' });
   }, 30_000);
 
   it('a start whose daemon hangs before QMP comes up gives up after its SIGKILL: UNAVAILABLE left behind, no temp dir', async () => {
-    const parent = join(dir, 'start');
+    const parent = join(fuse.dir, 'start');
     await mkdir(parent);
-    const args = ['--blockdev', `driver=file,node-name=f0,filename=${join(mountPoint, 'img')}`];
+    const args = ['--blockdev', `driver=file,node-name=f0,filename=${join(fuse.mountPoint, 'img')}`];
     const err = await expectCode(QemuStorageDaemon.start({ tmpParent: parent, args, startTimeoutMs: 500 }), 'UNAVAILABLE');
     expect((err as unknown as Error).message).toMatch(/no QMP on .* within 500 ms.*did not exit within \d+ ms of SIGKILL/);
     expect(err.details).toMatchObject({ leftBehind: true, processState: 'in uninterruptible sleep (D)' });
     expect(processAlive(err.details!.pid as number)).toBe(true);
-    expect(lines).toContain('hung img');
+    expect(fuse.lines).toContain('hung img');
     expect(await readdir(parent)).toEqual([]);
   }, 30_000);
 
   it('killTimeoutMs is checked: NaN is INVALID_INPUT before anything is sent', async () => {
-    const daemon = await QemuStorageDaemon.start({ tmpParent: dir });
+    const daemon = await QemuStorageDaemon.start({ tmpParent: fuse.dir });
     await expectCode(daemon.stop({ killTimeoutMs: Number.NaN }), 'INVALID_INPUT');
     await expectCode(daemon.kill('SIGKILL', { killTimeoutMs: -1 }), 'INVALID_INPUT');
     expect(processAlive(daemon.pid)).toBe(true);

@@ -1,41 +1,14 @@
-import { rm } from 'node:fs/promises';
-import { afterAll, describe, expect, it } from 'vitest';
-import type { Extent } from '@cairn/core';
+import { describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, disposeDriver, missingQemu, pattern, qemuImg, tempDir } from './helpers.js';
+import { MiB, disposeDriver, missingQemu, pattern, qemuImg } from './helpers.js';
+import { driversOn } from './drivers-on.js';
+import { changedSince as changed, writeVolume } from './volume-io.js';
 
 const SIZE = 8 * MiB;
 const G = 64 * 1024;
-const dirs: string[] = [];
-const drivers: Qcow2VolumeDriver[] = [];
+const driverOn = driversOn();
 
-async function driverOn(directory?: string): Promise<Qcow2VolumeDriver> {
-  const dir = directory ?? (await tempDir());
-  if (!dirs.includes(dir)) dirs.push(dir);
-  const d = new Qcow2VolumeDriver({ directory: dir });
-  drivers.push(d);
-  return d;
-}
-
-afterAll(async () => {
-  for (const d of drivers) await d.close().catch(() => {});
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
-
-async function write(driver: Qcow2VolumeDriver, volumeId: string, at: number, length: number, seed: number): Promise<void> {
-  const a = await driver.attach({ kind: 'volume', id: volumeId }, 'rw');
-  await a.device.write(at, pattern(length, seed));
-  await driver.detach(a.id);
-}
-
-async function changed(driver: Qcow2VolumeDriver, target: { kind: 'volume' | 'snapshot'; id: string }, since: string): Promise<Extent[]> {
-  const a = await driver.attach(target, 'ro');
-  try {
-    return await a.device.extents({ kind: 'changed', since });
-  } finally {
-    await driver.detach(a.id);
-  }
-}
+const write = (driver: Qcow2VolumeDriver, volumeId: string, at: number, length: number, seed: number): Promise<void> => writeVolume(driver, volumeId, at, pattern(length, seed));
 
 describe.skipIf(missingQemu.length > 0)(`dirty bitmaps as checkpoints (needs ${missingQemu.join(', ') || 'qemu'})`, () => {
   it('extents(changed) still reports the writes after a clean daemon restart (close, then a new driver)', async () => {

@@ -1,9 +1,6 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { fuseUsable, hangingFuseEachTest } from '../../../packages/qmp/test/fixtures/hanging-fuse-server.js';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import { MiB, missingQemu, tempDir } from './helpers.js';
 import { sessionOf } from './stall.js';
@@ -15,65 +12,8 @@ import { sessionOf } from './stall.js';
 // close() reports the stuck daemon instead of resolving. Made for real with the FUSE server of
 // packages/qmp (a lookup it never answers puts the daemon's main thread in state D, until the
 // server exits). Needs root and /dev/fuse.
-const fixture = fileURLToPath(new URL('../../../packages/qmp/test/fixtures/hanging-fuse.mjs', import.meta.url));
-const fuseUsable = (() => {
-  try {
-    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
-    return process.getuid?.() === 0;
-  } catch {
-    return false;
-  }
-})();
+const fuse = hangingFuseEachTest(fuseUsable && missingQemu.length === 0, () => tempDir());
 const TIMEOUT = 500;
-
-let dir: string;
-let mountPoint: string;
-let fuse: ChildProcess | undefined;
-let lines: string[];
-let waiters: Array<() => void>;
-
-const fuseGone = (): boolean => !fuse || fuse.exitCode !== null || fuse.signalCode !== null;
-
-/** Resolves once the FUSE server printed `line` (`ready`, `hung <name>`). */
-function printed(line: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (lines.includes(line)) resolve();
-      else if (fuseGone()) reject(new Error(`FUSE server exited (${fuse?.exitCode}) before printing ${line}`));
-      else waiters.push(check);
-    };
-    check();
-  });
-}
-
-beforeEach(async () => {
-  if (!fuseUsable || missingQemu.length > 0) return;
-  dir = await tempDir();
-  mountPoint = join(dir, 'mnt');
-  await mkdir(mountPoint);
-  lines = [];
-  waiters = [];
-  fuse = spawn(process.execPath, [fixture, mountPoint], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let rest = '';
-  fuse.stdout!.on('data', (b: Buffer) => {
-    const parts = (rest + String(b)).split('\n');
-    rest = parts.pop()!;
-    lines.push(...parts);
-    for (const w of waiters.splice(0)) w();
-  });
-  fuse.once('exit', () => {
-    for (const w of waiters.splice(0)) w();
-  });
-  await printed('ready');
-});
-
-afterEach(async () => {
-  if (!fuseUsable || missingQemu.length > 0) return;
-  fuse?.kill('SIGKILL'); // aborts the FUSE connection: the stuck daemon's SIGKILL takes effect
-  await new Promise((resolve) => (fuseGone() ? resolve(undefined) : fuse!.once('exit', resolve)));
-  spawnSync('umount', ['-l', mountPoint]);
-  await rm(dir, { recursive: true, force: true });
-});
 
 /** The error `promise` (the call `what`) rejects with; fails the test should it resolve. */
 async function rejection(what: string, promise: Promise<unknown>): Promise<Error & { code?: string; details?: Record<string, unknown>; cause?: unknown }> {
@@ -85,16 +25,16 @@ async function rejection(what: string, promise: Promise<unknown>): Promise<Error
 
 describe.skipIf(!fuseUsable || missingQemu.length > 0)('a daemon that SIGKILL cannot end (uninterruptible I/O on a hung FUSE server)', () => {
   it('detach fails UNAVAILABLE left behind with its own failure as cause; the image stays locked (attach BUSY); close() reports the daemon until it exits', async () => {
-    const d = new Qcow2VolumeDriver({ directory: join(dir, 'volumes'), commandTimeoutMs: TIMEOUT });
+    const d = new Qcow2VolumeDriver({ directory: join(fuse.dir, 'volumes'), commandTimeoutMs: TIMEOUT });
     const v = await d.createVolume({ size: 8 * MiB });
     const a = await d.attach({ kind: 'volume', id: v.id }, 'ro');
     const b = await d.attach({ kind: 'volume', id: v.id }, 'ro');
     const session = await sessionOf(d);
     const pid = session.daemon.pid;
     // The daemon's main loop opens a file on the hung file system: it sleeps in state D.
-    const opening = session.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'hang', filename: join(mountPoint, 'img') }, { timeoutMs: 60_000 });
+    const opening = session.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'hang', filename: join(fuse.mountPoint, 'img') }, { timeoutMs: 60_000 });
     opening.catch(() => undefined);
-    await printed('hung img');
+    await fuse.printed('hung img');
 
     const err = await rejection('detach(a)', d.detach(a.id));
     expect(err.code).toBe('UNAVAILABLE');
@@ -115,10 +55,10 @@ describe.skipIf(!fuseUsable || missingQemu.length > 0)('a daemon that SIGKILL ca
     expect(closeErr).toMatchObject({ code: 'UNAVAILABLE', details: { leftBehind: true, pid } });
 
     // The I/O ends (the file system's server goes): the SIGKILL takes effect, close() succeeds and the image is free.
-    fuse!.kill('SIGKILL');
+    fuse.kill();
     await session.daemon.whenExited;
     await d.close();
-    const other = new Qcow2VolumeDriver({ directory: join(dir, 'volumes') });
+    const other = new Qcow2VolumeDriver({ directory: join(fuse.dir, 'volumes') });
     try {
       const again = await other.attach({ kind: 'volume', id: v.id }, 'ro');
       await other.detach(again.id);

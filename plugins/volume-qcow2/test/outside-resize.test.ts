@@ -1,45 +1,23 @@
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Extent } from '@cairn/core';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, missingQemu, pattern, qemuImg, readSidecar, tempDir } from './helpers.js';
+import { MiB, missingQemu, pattern, qemuImg, readSidecar } from './helpers.js';
+import { driversOn } from './drivers-on.js';
+import { changedSince, writeVolume } from './volume-io.js';
 
 // `qemu-img resize` of a closed volume image keeps its persistent bitmaps (qemu resizes them) but
 // cannot mark a new tail dirty, and drops the bits of a cut one: checkpoints made at the old size
 // must not be trusted afterwards, as after extendVolume.
 
 const G = 64 * 1024;
-const dirs: string[] = [];
-const drivers: Qcow2VolumeDriver[] = [];
+const driverOn = driversOn();
 
-afterAll(async () => {
-  for (const d of drivers) await d.close().catch(() => {});
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
+const write = (d: Qcow2VolumeDriver, volumeId: string, at: number, length: number, seed: number): Promise<void> => writeVolume(d, volumeId, at, pattern(length, seed));
 
-async function driverOn(directory?: string): Promise<Qcow2VolumeDriver> {
-  const dir = directory ?? (await tempDir());
-  if (!dirs.includes(dir)) dirs.push(dir);
-  const d = new Qcow2VolumeDriver({ directory: dir });
-  drivers.push(d);
-  return d;
-}
-
-async function write(d: Qcow2VolumeDriver, volumeId: string, at: number, length: number, seed: number): Promise<void> {
-  const a = await d.attach({ kind: 'volume', id: volumeId }, 'rw');
-  await a.device.write(at, pattern(length, seed));
-  await d.detach(a.id);
-}
-
-async function changed(d: Qcow2VolumeDriver, target: { kind: 'volume' | 'snapshot'; id: string }, since: string): Promise<Extent[] | string> {
-  const a = await d.attach(target, 'ro');
-  try {
-    return await a.device.extents({ kind: 'changed', since }).catch((e: { code?: string }) => String(e.code));
-  } finally {
-    await d.detach(a.id);
-  }
-}
+/** The changed extents, or the code of the error that refused them. */
+const changed = (d: Qcow2VolumeDriver, target: { kind: 'volume' | 'snapshot'; id: string }, since: string): Promise<Extent[] | string> =>
+  changedSince(d, target, since).catch((e: { code?: string }) => String(e.code));
 
 function resize(d: Qcow2VolumeDriver, volumeId: string, size: number): void {
   const r = qemuImg(['resize', '-q', '--shrink', '-f', 'qcow2', join(d.directory, 'volumes', `${volumeId}.qcow2`), String(size)]);

@@ -1,9 +1,10 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { open, rm } from 'node:fs/promises';
-import { afterAll, describe, expect, it } from 'vitest';
-import type { Extent } from '@cairn/core';
+import { open } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
-import { MiB, has, missingQemu, pattern, qemuImg, readSidecar, tempDir } from './helpers.js';
+import { MiB, has, missingQemu, pattern, qemuImg, readSidecar } from './helpers.js';
+import { driversOn } from './drivers-on.js';
+import { changedSince as changed, writeVolume as write } from './volume-io.js';
 
 /*
  * Writes to a volume's image made while Cairn has it detached. qemu programs (qemu-io,
@@ -14,41 +15,12 @@ import { MiB, has, missingQemu, pattern, qemuImg, readSidecar, tempDir } from '.
 
 const SIZE = 8 * MiB;
 const G = 64 * 1024;
-const dirs: string[] = [];
-const drivers: Qcow2VolumeDriver[] = [];
-
-async function driverOn(directory?: string): Promise<Qcow2VolumeDriver> {
-  const dir = directory ?? (await tempDir());
-  if (!dirs.includes(dir)) dirs.push(dir);
-  const d = new Qcow2VolumeDriver({ directory: dir });
-  drivers.push(d);
-  return d;
-}
-
-afterAll(async () => {
-  for (const d of drivers) await d.close().catch(() => {});
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
-
-async function write(driver: Qcow2VolumeDriver, volumeId: string, at: number, data: Buffer): Promise<void> {
-  const a = await driver.attach({ kind: 'volume', id: volumeId }, 'rw');
-  await a.device.write(at, data);
-  await driver.detach(a.id);
-}
+const driverOn = driversOn();
 
 async function read(driver: Qcow2VolumeDriver, volumeId: string, at: number, length: number): Promise<Buffer> {
   const a = await driver.attach({ kind: 'volume', id: volumeId }, 'ro');
   try {
     return Buffer.from(await a.device.read(at, length));
-  } finally {
-    await driver.detach(a.id);
-  }
-}
-
-async function changed(driver: Qcow2VolumeDriver, target: { kind: 'volume' | 'snapshot'; id: string }, since: string): Promise<Extent[]> {
-  const a = await driver.attach(target, 'ro');
-  try {
-    return await a.device.extents({ kind: 'changed', since });
   } finally {
     await driver.detach(a.id);
   }

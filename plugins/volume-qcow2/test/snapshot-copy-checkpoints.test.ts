@@ -1,10 +1,10 @@
-import { rm } from 'node:fs/promises';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Extent } from '@cairn/core';
 import type { TransactionAction } from '@cairn/qmp';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import type { Runtime } from '../src/runtime.js';
-import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+import { MiB, missingQemu, pattern } from './helpers.js';
+import { driversOn } from './drivers-on.js';
 
 // A snapshot copy (createSnapshot of a closed volume) answers "changed since C" from the bitmaps
 // copied with the image. Those bitmaps must be held to the same rules as the volume's own when its
@@ -12,16 +12,7 @@ import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
 
 const SIZE = 8 * MiB;
 const G = 64 * 1024;
-const dirs: string[] = [];
-const drivers: Qcow2VolumeDriver[] = [];
-
-async function driverOn(directory?: string): Promise<Qcow2VolumeDriver> {
-  const dir = directory ?? (await tempDir());
-  if (!dirs.includes(dir)) dirs.push(dir);
-  const d = new Qcow2VolumeDriver({ directory: dir });
-  drivers.push(d);
-  return d;
-}
+const driverOn = driversOn();
 
 async function rawTransaction(d: Qcow2VolumeDriver, steps: (node: string) => TransactionAction[], volumeId: string): Promise<void> {
   const runtime = (d as unknown as { runtime: Runtime }).runtime;
@@ -45,11 +36,6 @@ async function copyAnswer(d: Qcow2VolumeDriver, volumeId: string, since: string,
     await d.detach(s.id);
   }
 }
-
-afterAll(async () => {
-  for (const d of drivers) await d.close().catch(() => {});
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
 
 describe.skipIf(missingQemu.length > 0)(`snapshot copies of a closed volume never under-report (needs ${missingQemu.join(', ') || 'qemu'})`, () => {
   it('a stray recording bitmap left by a crash between the checkpoint transaction and its sidecar write: the copy covers its writes or says NOT_FOUND', async () => {
