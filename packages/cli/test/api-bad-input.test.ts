@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver } from '@cairn/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiContext } from '../src/api/api-context.js';
 import { JobTable } from '../src/api/jobs.js';
@@ -134,21 +134,27 @@ describe('cairn serve: bad input gets a clear error with a stable code', () => {
 });
 
 describe('GET /v1/volumes while volumes come and go', () => {
-  it('leaves out a volume deleted between listing the volumes and reading its flow state, instead of answering 404', async () => {
-    const volume = (id: string) => ({ id, name: id, size: MiB, status: 'available', createdAt: '2026-01-01T00:00:00.000Z', metadata: {} });
-    const driver = { listVolumes: async () => [volume('kept'), volume('gone')] };
-    const manager = {
-      getVolume: async (id: string) => {
-        if (id === 'gone') throw new CairnError('NOT_FOUND', `volume ${id} not found`);
-        return volume(id);
-      },
+  // Core's one listing (BackupManager.listVolumes) judges the volumes the driver listed from one
+  // read of the catalog: a volume deleted right after the driver listed it is shown as listed,
+  // never a 404 (or a 500) for the whole list.
+  it('shows a volume deleted right after the driver listed it as listed, instead of answering 404', async () => {
+    const volumes = new MemoryVolumeDriver();
+    const kept = await volumes.createVolume({ size: MiB, name: 'kept' });
+    const gone = await volumes.createVolume({ size: MiB, name: 'gone' });
+    const list = volumes.listVolumes.bind(volumes);
+    volumes.listVolumes = async () => {
+      const listed = await list();
+      await volumes.deleteVolume(gone.id); // deleted once listed, before the catalog is read
+      return listed;
     };
-    const api = { cli: { volumes: async () => driver }, manager, jobs: new JobTable(), version: 'test' } as unknown as ApiContext;
+    const manager = new BackupManager({ volumes, targets: { memory: new MemoryBackupService() }, catalog: new MemoryCatalog() });
+    const api = { cli: { volumes: async () => volumes }, manager, jobs: new JobTable(), version: 'test' } as unknown as ApiContext;
     const server = new ApiServer(api);
     try {
       const r = await server.app.inject({ method: 'GET', url: '/v1/volumes' });
       expect(r.statusCode).toBe(200);
-      expect(r.json().map((v: { id: string }) => v.id)).toEqual(['kept']);
+      expect(r.json().map((v: { id: string }) => v.id).sort()).toEqual([kept.id, gone.id].sort());
+      expect((await list()).map((v) => v.id)).toEqual([kept.id]); // it was deleted indeed
     } finally {
       await server.app.close();
     }

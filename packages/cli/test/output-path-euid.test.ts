@@ -117,20 +117,27 @@ describe.skipIf(!setprivUsable)('checkOutputLocation: a non-root user holding CA
   });
   afterAll(() => removeDir(base));
 
-  /** checkOutputLocation(file) and then the write itself, in a child of uid/gid 1000 with `caps` (setpriv's `+dac_override`, or `-all`). */
+  /**
+   * checkOutputLocation(file) and then the write itself, in a child of uid/gid 1000 with `caps`
+   * (setpriv's `+dac_override`, or `-all`). Without capabilities the child starts as root, loads
+   * the module and only then becomes uid/gid 1000 (setuid drops every capability): the checkout
+   * may sit in a directory uid 1000 cannot read (a 0700 temporary directory).
+   */
   function childCheckAndWrite(file: string, caps: string): { check: unknown; wrote: string } {
+    const dropTo = caps === '-all' ? 'process.setgroups([]); process.setgid(1000); process.setuid(1000);' : '';
     const script = `
       import { writeFileSync } from 'node:fs';
       const { checkOutputLocation } = await import(${JSON.stringify(outputPathModule)});
+      ${dropTo}
       const check = await checkOutputLocation(process.argv[1]).catch((e) => ({ code: e.code, message: e.message }));
       let wrote = 'yes';
       try { writeFileSync(process.argv[1], 'x'); } catch (e) { wrote = e.code; }
       process.stdout.write(JSON.stringify({ check, wrote }));`;
-    const out = execFileSync(
-      'setpriv',
-      ['--reuid=1000', '--regid=1000', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`, process.execPath, '--input-type=module', '-e', script, file],
-      { encoding: 'utf8' },
-    );
+    const node = [process.execPath, '--input-type=module', '-e', script, file];
+    const out =
+      caps === '-all'
+        ? execFileSync(node[0]!, node.slice(1), { encoding: 'utf8', cwd: base })
+        : execFileSync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`, ...node], { encoding: 'utf8', cwd: base });
     return JSON.parse(out) as { check: unknown; wrote: string };
   }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { TmpfsMounts } from '@cairn/conformance';
@@ -23,6 +23,8 @@ async function lockReport(path: string, env: Record<string, string>, uid?: numbe
     import { spawnSync } from 'node:child_process';
     import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
     const path = process.argv[1];
+    // Modules loaded, the child becomes \`uid\` (the checkout may sit where that user cannot read).
+    if (process.argv[2]) { process.setgroups([]); process.setgid(Number(process.argv[2])); process.setuid(Number(process.argv[2])); }
     const other = (m) => (spawnSync('flock', ['--nonblock', m, path, 'true']).status === 0 ? 'free' : 'held');
     const fds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd) === path; } catch { return false; } });
     const access = (fd) => ['r', 'w', 'rw'][parseInt(/flags:\\s*(\\d+)/.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1], 8) & 3];
@@ -34,9 +36,9 @@ async function lockReport(path: string, env: Record<string, string>, uid?: numbe
       await lock.release();
     }
     console.log(out.join(' '));`;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, path], {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, path, ...(uid === undefined ? [] : [String(uid)])], {
     env: { ...process.env, ...env },
-    ...(uid === undefined ? {} : { uid, gid: uid }),
+    cwd: dirname(path),
   });
   return stdout.trim();
 }
