@@ -1,18 +1,16 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, KeyedMutex, writeFileAtomic } from '@cairn/core';
+import { CairnError, fileSystemClock, KeyedMutex, sameStamp, settledStampOf, writeFileAtomic, type ImageStamp, type StampClock } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
 import { readFully } from './data-extents.js';
 import { makeOwnedDirectory, OWNED } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
 import { ImageLocks } from './image-locks.js';
-import { sameStamp, settledStampOf, type ImageStamp } from './image-stamp.js';
 import type { RecordKind } from './layout.js';
 import { namingFullDisk } from './no-space.js';
 import type { VolumeRecord } from './records.js';
 import { RecordStore } from './record-store.js';
-import { fileSystemClock, type StampClock } from './stamp-clock.js';
 
 /**
  * open(2) errors meaning no bitmap file is at the path: missing (ENOENT), the `.cbt` directory
@@ -48,7 +46,7 @@ export class DriverContext {
    * live writer could share (or with this instance's own writer, when it does nothing):
    * - the sidecar still carries a writer mark: that writer died with dirty bits unsaved;
    * - the image no longer matches the sidecar's `imageStamp`: something wrote it behind the
-   *   driver's back (image-stamp.ts).
+   *   driver's back (core's drivers/image-stamp.ts).
    * Either way every checkpoint becomes inconsistent, the mark is cleared and the stamp taken
    * anew (settled: settledStampOf). Edits `r` in place; true when it changed anything.
    *

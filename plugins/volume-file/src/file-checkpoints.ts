@@ -115,7 +115,7 @@ export class FileCheckpoints implements ChangedBlockTracking {
    * Extents changed since `checkpointId` on the volume or snapshot `id`, from the live tracker
    * when the volume is attached read-write here, else from the saved bitmap. `NOT_FOUND` when the
    * checkpoint is unknown, inconsistent, or its bitmap is missing or damaged, and for a volume
-   * whose image no longer matches its stamp (written outside the driver, image-stamp.ts).
+   * whose image no longer matches its stamp (written outside the driver, core's drivers/image-stamp.ts).
    */
   async changedSince(kind: RecordKind, id: string, checkpointId: string): Promise<Extent[]> {
     const { ctx } = this;

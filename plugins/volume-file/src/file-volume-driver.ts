@@ -196,7 +196,9 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * extendVolume's work, holding the exclusive lock. The sidecar and grown bitmaps are saved
+   * extendVolume's work, holding the exclusive lock. `INVALID_INPUT`, changing nothing, when the
+   * sidecar now says more than `size` (grown by another process since extendVolume's check, which
+   * reads the sidecar before the lock). The sidecar and grown bitmaps are saved
    * before the image grows, so that a crash in between leaves an image shorter than its sidecar,
    * which attach heals; when the image cannot grow, they are put back as they were (should that
    * fail too, the resize's error is thrown, with the other in `details.undoError`). Image stamps
@@ -210,6 +212,9 @@ export class FileVolumeDriver implements VolumeDriver {
     let oldSize = 0;
     await ctx.recovered(volumeId);
     await ctx.store.updateVolume(volumeId, async (r) => {
+      // The size extendVolume checked was read before the lock: another process may have grown the
+      // volume since, and truncating to `size` would then cut off its tail.
+      if (size < r.size) throw ctx.err('INVALID_INPUT', `cannot shrink volume ${volumeId} from ${r.size} to ${size}`);
       await ctx.recover(r);
       oldSize = r.size;
       const tracked = r.checkpoints.filter((x) => x.consistent);

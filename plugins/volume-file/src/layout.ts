@@ -8,7 +8,7 @@ import { join } from 'node:path';
  *   volumes/<id>.img                       raw image, sparse, exactly `size` bytes
  *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
  *   volumes/<id>.writer                    empty; flock(2) held by a read-write attachment (writer-lock.ts)
- *   volumes/.clock                         empty probe whose ctime reads the file system's clock (stamp-clock.ts)
+ *   volumes/.clock                         empty probe whose ctime reads the file system's clock (core's drivers/stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
  *   snapshots/.clock                       the same probe, read by the sweep of leftover snapshot files (snapshot-orphans.ts)
  */

@@ -1,5 +1,4 @@
-import { readSnapshotSidecar, readVolumeSidecar, type SnapshotSidecar, type VolumeSidecar } from '@cairn/core';
-import { isImageStamp, type ImageStamp } from './image-stamp.js';
+import { isImageStamp, readSnapshotSidecar, readVolumeSidecar, type ImageStamp, type SnapshotSidecar, type VolumeSidecar } from '@cairn/core';
 
 export { toSnapshot, toVolume, type CheckpointRecord } from '@cairn/core';
 

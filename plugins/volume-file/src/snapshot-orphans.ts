@@ -1,7 +1,7 @@
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileSystemClock, type StampClock } from '@cairn/core';
 import { isUuid, type Layout } from './layout.js';
-import { fileSystemClock, type StampClock } from './stamp-clock.js';
 
 /**
  * Age after which a snapshot's image copy or bitmap directory with no sidecar is taken for a

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeEach, describe, it } from 'vitest';
+import { fileSystemClock, type ImageStamp, type StampClock } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
-import type { ImageStamp } from '../src/image-stamp.js';
-import { fileSystemClock, type StampClock } from '../src/stamp-clock.js';
 import { driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;

@@ -3,9 +3,8 @@ import { open, readFile, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'vitest';
-import type { Extent } from '@cairn/core';
+import { stampOf, type Extent } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
-import { stampOf } from '../src/image-stamp.js';
 import { driverPerTest } from './helpers.js';
 
 const KiB = 1024;

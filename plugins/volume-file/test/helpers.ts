@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach } from 'vitest';
+import type { StampClock } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
-import type { StampClock } from '../src/stamp-clock.js';
 
 export async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'cairn-volume-file-'));

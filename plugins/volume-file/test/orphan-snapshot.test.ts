@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { patternBytes } from '@cairn/conformance';
+import { fileSystemClock, type StampClock } from '@cairn/core';
 import { ORPHAN_AGE_MS } from '../src/snapshot-orphans.js';
-import { fileSystemClock, type StampClock } from '../src/stamp-clock.js';
 import { driverPerTest, useClock } from './helpers.js';
 
 const MiB = 1024 * 1024;

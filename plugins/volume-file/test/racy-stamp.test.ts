@@ -5,10 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, it } from 'vitest';
-import type { Extent } from '@cairn/core';
+import { CLOCK_PROBE, fileSystemClock, sameStamp, settledStampOf, stampOf, type Extent, type ImageStamp, type StampClock } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
-import { sameStamp, settledStampOf, stampOf, type ImageStamp } from '../src/image-stamp.js';
-import { CLOCK_PROBE, fileSystemClock, type StampClock } from '../src/stamp-clock.js';
 import { dirPerTest, driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;

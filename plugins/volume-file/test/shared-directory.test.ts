@@ -87,7 +87,7 @@ describe.runIf(isRoot)('a volumes directory of another user, used by root', () =
     await root.detach(a.id); // rewrites the sidecar, saves the bitmap; the writer lock stays
     const s = await root.createSnapshot(v.id);
 
-    // The clock probe stays root's: a process that may not change it reads the clock through a fresh file (stamp-clock.ts).
+    // The clock probe stays root's: a process that may not change it reads the clock through a fresh file (core's drivers/stamp-clock.ts).
     expect((await notOwnedByNobody(directory)).filter((e) => !e.startsWith('volumes/.clock '))).toEqual([]);
     expect((await lstat(join(directory, 'volumes', `${v.id}.json`))).mode & 0o777, 'no mode widened').toBe(0o600);
     expect((await lstat(join(directory, 'volumes', `${v.id}.writer`))).mode & 0o777).toBe(0o600);

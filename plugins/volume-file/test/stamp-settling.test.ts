@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { open, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'vitest';
+import { fileSystemClock, type ImageStamp, type StampClock } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
 import { tryLock } from '../src/file-lock.js';
-import type { ImageStamp } from '../src/image-stamp.js';
-import { fileSystemClock, type StampClock } from '../src/stamp-clock.js';
 import { driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;
