@@ -49,6 +49,7 @@ export { ordinal } from './util/order.js';
 export { BACKUP_SORT_KEYS, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit } from './util/backup-page.js';
 
 export { Repository, type InitOptions, type OpenOptions } from './repository/repository.js';
+export { chunkSizeProblem, compressionProblem, packSizeProblem } from './repository/config-check.js';
 export { defaultChunkWorkers, MAX_DEFAULT_CHUNK_WORKERS } from './repository/chunk-processor.js';
 export { noSpaceErrno } from './util/no-space.js';
 export { ChunkedBackupService, type ChunkedServiceOptions, type RepositoryStats } from './repository/chunked-backup-service.js';

@@ -6,7 +6,7 @@ import { CairnError, ChunkedBackupService, isAlreadyExists, toCairnError, unless
 import { Option, type Command } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { withoutContext } from '../command-runner.js';
-import { fromText } from '../config/load.js';
+import { fromText, namedConfig } from '../config/load.js';
 import { claimConfigFile, existingConfigError } from '../io/config-claim.js';
 import { accessError } from '../io/input-file.js';
 import { outputPath } from '../io/output-path.js';
@@ -45,8 +45,8 @@ export function registerInitCommand(program: Command): void {
     .action(
       withoutContext<InitOptions>(async (out, _args, opts, globals) => {
         // Everything that can be refused is refused before anything is created on disk.
-        // An empty CAIRN_CONFIG is unset, as for every other command (loadConfig).
-        const file = resolve(globals.config ?? (process.env.CAIRN_CONFIG || undefined) ?? 'cairn.config.json');
+        // As for every other command (namedConfig): an empty CAIRN_CONFIG is unset, an empty --config refused.
+        const file = resolve(namedConfig(globals.config) ?? 'cairn.config.json');
         // A config that is a symbolic link is written through (the link stays), as exports are.
         const written = await outputPath(file, opts.force).catch(async (err: unknown) => {
           if (!isAlreadyExists(err)) throw err;

@@ -37,6 +37,17 @@ export function embeddedDefaults(baseDir: string): CairnConfig {
 }
 
 /**
+ * The config file named for a command: `explicit` (from `--config`), else `$CAIRN_CONFIG` (an empty
+ * one counts as unset), else undefined. An explicit empty name is `INVALID_INPUT`
+ * (`details.option: "config"`): `--config "$CONFIG"` with the variable unset names no file, and
+ * must not fall back to a config or the embedded defaults in the working directory.
+ */
+export function namedConfig(explicit: string | undefined): string | undefined {
+  if (explicit === '') throw new CairnError('INVALID_INPUT', '--config names no file (an empty path)', { driver: 'config', details: { option: 'config' } });
+  return explicit ?? (process.env.CAIRN_CONFIG || undefined);
+}
+
+/**
  * Finds and loads the config: `explicit` (from `--config`), else `$CAIRN_CONFIG`, else the first
  * of CONFIG_NAMES in `cwd`, else the embedded defaults. `NOT_FOUND` when a named file is
  * missing; `INVALID_INPUT` naming the file, the path in it and what is expected when it is wrong,
@@ -44,7 +55,7 @@ export function embeddedDefaults(baseDir: string): CairnConfig {
  * Every error about a config file carries its absolute path in `details.file`.
  */
 export async function loadConfig(explicit: string | undefined, cwd = process.cwd()): Promise<LoadedConfig> {
-  const named = explicit ?? (process.env.CAIRN_CONFIG || undefined);
+  const named = namedConfig(explicit);
   if (named) {
     const file = resolve(cwd, named);
     const text = await readText(file);

@@ -1,4 +1,4 @@
-import { MAX_DEFAULT_CHUNK_WORKERS } from '@cairn/core';
+import { chunkSizeProblem, compressionProblem, MAX_DEFAULT_CHUNK_WORKERS, packSizeProblem } from '@cairn/core';
 import { z } from 'zod';
 
 /** A secret reference: the value itself never appears in the config. */
@@ -20,10 +20,29 @@ const DriverEntry = z.strictObject({
  */
 export const MAX_WORKERS = MAX_DEFAULT_CHUNK_WORKERS;
 
+/** A field checked by one of core's repository checks (`problem`: why the value is refused, or undefined). */
+const checked = (problem: (v: unknown) => string | undefined) =>
+  z.unknown().superRefine((v, ctx) => {
+    const message = problem(v);
+    if (message) ctx.addIssue({ code: 'custom', message });
+  });
+
+/**
+ * `repository.init` as an object: the layout of a repository created when missing, and nothing
+ * else. Checked here, with core's rules, so that a wrong value names the config and its path
+ * before any directory is made, and a misspelt key (`chunksize`) is refused rather than ignored:
+ * a repository keeps its chunk size and compression for ever.
+ */
+const RepositoryInit = z.strictObject({
+  chunkSize: checked(chunkSizeProblem).optional(),
+  compression: checked(compressionProblem).optional(),
+  packSize: checked(packSizeProblem).optional(),
+});
+
 /** The repository options of a target built over an object store (chunked repository). */
 const RepositoryOptions = z.strictObject({
   passphrase: SecretRef.optional(),
-  init: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+  init: z.union([z.boolean(), RepositoryInit]).optional(),
   /**
    * Threads hashing, compressing and sealing chunks (0: none, inline). At most MAX_WORKERS: each
    * thread gets its own read-ahead in shared memory (8 MiB per thread), and 1000 made a backup
