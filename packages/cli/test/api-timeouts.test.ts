@@ -110,6 +110,34 @@ describe('cairn serve timeouts', () => {
     expect(result!.stderr).toMatch(/cancelling 1 running job/);
   });
 
+  it('--max-connections caps the connections held open: one more is closed unanswered', async () => {
+    const server = await serve({ CAIRN_SERVE_KEEPALIVE_TIMEOUT_MS: '600000' }, ['--max-connections', '1', '--keep-jobs-bytes', '64KiB']);
+    const held = connect(server.port, '127.0.0.1');
+    sockets.push(held);
+    const answered = new Promise<string>((resolve) => held.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+    held.write('GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    expect(await answered).toMatch(/^HTTP\/1\.1 200 [^]*"connections":\{"open":1,"limit":1,"refused":0\}/);
+    const extra = connect(server.port, '127.0.0.1');
+    sockets.push(extra);
+    extra.on('error', () => {});
+    const received = receivedUntilClosed(extra);
+    expect(await closedWithin(extra, 5_000)).toBe(true);
+    expect(await received).toBe('');
+    server.child.kill('SIGTERM');
+    expect((await server.exit).code).toBe(0);
+  });
+
+  it.each([
+    ['--max-connections', '0', 'a whole number from 1 to 10000'],
+    ['--keep-jobs-bytes', '1000', 'a size from 1KiB to 16GiB'],
+  ])('%s %s is refused (exit 2)', async (option, value, range) => {
+    const spawned = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json', option, value], { cwd });
+    servers.push(spawned);
+    const result = await exitWithin(spawned.exit, 10_000);
+    expect(result?.code, result?.stderr).toBe(2);
+    expect(result!.stderr).toContain(`${option} takes ${range}`);
+  });
+
   it('an invalid timeout in the environment is refused (INVALID_INPUT, exit 2)', async () => {
     const spawned = cairnSpawn(['serve', '--listen', '127.0.0.1:0', '--json'], { cwd, env: { CAIRN_SERVE_REQUEST_TIMEOUT_MS: 'soon' } });
     servers.push(spawned);

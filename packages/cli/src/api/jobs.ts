@@ -121,14 +121,25 @@ export const MAINTENANCE_KINDS: ReadonlySet<ApiJobKind> = new Set(['verify', 'gc
 /** Default `maxMaintenance` (`cairn serve --max-maintenance-jobs`). */
 export const DEFAULT_MAX_MAINTENANCE_JOBS = 2;
 
+/** Default `maxEnded` (`cairn serve --keep-jobs`). */
+export const DEFAULT_KEEP_JOBS = 100;
+/** Default `maxEndedBytes` (`cairn serve --keep-jobs-bytes`). */
+export const DEFAULT_KEEP_JOBS_BYTES = 16 * 1024 * 1024;
+
 /**
  * The jobs this server started (backups, restores, verifies), running and recently ended. Ended
- * jobs are kept so clients can read the outcome: the newest `maxEnded` of them, older ones are
- * forgotten (then `NOT_FOUND`; the backup record still tells a backup's outcome).
+ * jobs are kept so clients can read the outcome, the newest first, up to two bounds: at most
+ * `maxEnded` of them, and at most `maxEndedBytes` of them measured as their views' JSON (a job's
+ * result can be large: a verify report listing many problems). Older ones are forgotten (then
+ * `NOT_FOUND`; the backup record still tells a backup's outcome). The job that ended last is
+ * kept whatever its size, so that its client can read it: the kept views take at most
+ * `maxEndedBytes` plus that one.
  */
 export class JobTable {
   private readonly entries = new Map<string, Entry>();
-  private readonly ended: string[] = [];
+  /** Ended jobs oldest first, with the size of each one's view (JSON bytes), and their sum. */
+  private readonly ended: { id: string; bytes: number }[] = [];
+  private endedBytes = 0;
   private closing = false;
   /**
    * Starts in flight (see `start`): each settles (never rejects) once its job was added or its
@@ -142,11 +153,13 @@ export class JobTable {
    * `maxEnded`: ended jobs kept. `onIdle`: called each time the last running job ends (the
    * server releases memory kept for reuse once it stays idle). `maxMaintenance`: the most jobs of
    * MAINTENANCE_KINDS running (or being started) at once; default DEFAULT_MAX_MAINTENANCE_JOBS.
+   * `maxEndedBytes`: the most bytes of ended jobs' views kept (see the class).
    */
   constructor(
-    private readonly maxEnded = 100,
+    private readonly maxEnded = DEFAULT_KEEP_JOBS,
     private readonly onIdle?: () => void,
     private readonly maxMaintenance = DEFAULT_MAX_MAINTENANCE_JOBS,
+    private readonly maxEndedBytes = DEFAULT_KEEP_JOBS_BYTES,
   ) {}
 
   /** Follows a started job and returns its view. After `shutdown` began, the job is cancelled at once. */
@@ -276,10 +289,27 @@ export class JobTable {
     return entry;
   }
 
+  /** Keeps `entry`, which has just ended, and forgets the oldest ended jobs over either bound. */
   private onEnd(entry: Entry): void {
-    this.ended.push(entry.spec.id);
-    while (this.ended.length > this.maxEnded) this.entries.delete(this.ended.shift()!);
+    // An ended job's view never changes again (an ended job cannot be cancelled), so it is measured once.
+    const bytes = jsonBytes(entry.view());
+    this.ended.push({ id: entry.spec.id, bytes });
+    this.endedBytes += bytes;
+    while (this.ended.length > this.maxEnded || (this.endedBytes > this.maxEndedBytes && this.ended.length > 1)) {
+      const oldest = this.ended.shift()!;
+      this.endedBytes -= oldest.bytes;
+      this.entries.delete(oldest.id);
+    }
     if (this.running === 0) this.onIdle?.();
+  }
+}
+
+/** Size of `value` as the API sends it (UTF-8 JSON); 0 for one JSON.stringify refuses (a cycle, a BigInt: it cannot be sent either). */
+function jsonBytes(value: unknown): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(value) ?? '');
+  } catch {
+    return 0;
   }
 }
 

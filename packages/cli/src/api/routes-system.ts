@@ -1,14 +1,15 @@
 import type { FastifyInstance } from 'fastify';
 import { jobLocation, type ApiContext } from './api-context.js';
+import type { ConnectionStats } from './connection-limit.js';
 import { addRoute } from './routing.js';
 import { startVerify } from './verify.js';
 
-/** `GET /v1/health` and `POST /v1/verify` (the whole repository). */
-export function registerSystemRoutes(app: FastifyInstance, api: ApiContext): void {
+/** `GET /v1/health` (`connections`: the server's, see ConnectionLimit) and `POST /v1/verify` (the whole repository). */
+export function registerSystemRoutes(app: FastifyInstance, api: ApiContext, connections: () => ConnectionStats): void {
   addRoute(app, {
     method: 'GET',
     url: '/v1/health',
-    handler: async () => ({ status: 'ok', version: api.version, jobs: { running: api.jobs.running } }),
+    handler: async () => ({ status: 'ok', version: api.version, jobs: { running: api.jobs.running }, connections: connections() }),
   });
 
   addRoute(app, {

@@ -6,6 +6,7 @@ import type { ApiContext } from './api-context.js';
 import { bearerCheck, localClientCheck, type ListenAddress } from './auth.js';
 import type { TlsFiles } from './tls.js';
 import { clientErrorResponse, errorResponse, forOperator, HttpError } from './errors.js';
+import { ConnectionLimit, DEFAULT_MAX_CONNECTIONS } from './connection-limit.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
 import { DEFAULT_TIMEOUTS, longestWaitMs, type ApiServerTimeouts } from './server-timeouts.js';
@@ -36,6 +37,8 @@ export interface ApiServerOptions {
   onServerError?: (err: unknown) => void;
   /** Connection limits; each defaults to DEFAULT_TIMEOUTS. */
   timeouts?: Partial<ApiServerTimeouts>;
+  /** Connections held open at once; one more is closed at once (ConnectionLimit). Default DEFAULT_MAX_CONNECTIONS. */
+  maxConnections?: number;
 }
 
 /**
@@ -160,7 +163,8 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
   // route too, for their 405.
   for (const m of METHODS) if (!app.supportedMethods.includes(m)) app.addHttpMethod(m);
   const routes = collectRoutes(app);
-  registerSystemRoutes(app, api);
+  const connections = new ConnectionLimit(app.server, options.maxConnections ?? DEFAULT_MAX_CONNECTIONS, options.log);
+  registerSystemRoutes(app, api, () => connections.stats());
   registerVolumeRoutes(app, api);
   registerBackupRoutes(app, api);
   registerJobRoutes(app, api, longestWaitMs(timeouts));

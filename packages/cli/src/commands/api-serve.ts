@@ -2,7 +2,8 @@ import { CairnError } from '@cairn/core';
 import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
-import { DEFAULT_MAX_MAINTENANCE_JOBS, JobTable } from '../api/jobs.js';
+import { DEFAULT_MAX_CONNECTIONS } from '../api/connection-limit.js';
+import { DEFAULT_KEEP_JOBS, DEFAULT_KEEP_JOBS_BYTES, DEFAULT_MAX_MAINTENANCE_JOBS, JobTable } from '../api/jobs.js';
 import { PeriodicRecovery } from '../api/periodic-recovery.js';
 import { printRecovery } from '../output/recovery-report.js';
 import { timeoutsFromEnv } from '../api/server-timeouts.js';
@@ -28,6 +29,16 @@ function wholeNumber(option: string, min: number, max: number): (text: string) =
 
 /** `--keep-jobs`: a whole number from 1 to 10000. */
 const parseKeepJobs = wholeNumber('--keep-jobs', 1, 10_000);
+
+/** `--keep-jobs-bytes`: a size from 1 KiB to 16 GiB. */
+function parseKeepJobsBytes(text: string): number {
+  const n = parseSize(text);
+  if (n < 1024 || n > 16 * 1024 ** 3) throw new CairnError('INVALID_INPUT', `--keep-jobs-bytes takes a size from 1KiB to 16GiB, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** `--max-connections`: a whole number from 1 to 10000 (as `backup serve`'s). */
+const parseMaxConnections = wholeNumber('--max-connections', 1, 10_000);
 
 /** `--max-maintenance-jobs`: a whole number from 1 to 64. */
 const parseMaxMaintenance = wholeNumber('--max-maintenance-jobs', 1, 64);
@@ -87,7 +98,14 @@ export function registerApiServeCommand(program: Command, version: string): void
     .option('--tls-cert <file>', 'speak HTTPS with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (not encrypted)')
     .option('--read-rate <size>', 'read volumes at most this many bytes per second, shared by all backups of the server, e.g. 50MiB', optionParser(parseSize))
-    .option('--keep-jobs <n>', 'ended jobs kept for clients to read, 1 to 10000 (oldest forgotten first)', optionParser(parseKeepJobs), 100)
+    .option('--keep-jobs <n>', 'ended jobs kept for clients to read, 1 to 10000 (oldest forgotten first)', optionParser(parseKeepJobs), DEFAULT_KEEP_JOBS)
+    .option(
+      '--keep-jobs-bytes <size>',
+      'at most this much of ended jobs (their JSON) kept for clients to read, 1KiB to 16GiB (oldest forgotten first; the last ended is always kept)',
+      optionParser(parseKeepJobsBytes),
+      DEFAULT_KEEP_JOBS_BYTES,
+    )
+    .option('--max-connections <n>', 'connections held open at once, 1 to 10000; one more is closed at once, unanswered', optionParser(parseMaxConnections), DEFAULT_MAX_CONNECTIONS)
     .option(
       '--max-maintenance-jobs <n>',
       'verify and gc jobs run at once (each reads a whole repository or backup); one more is refused with BUSY (409, Retry-After)',
@@ -101,7 +119,7 @@ export function registerApiServeCommand(program: Command, version: string): void
       DEFAULT_RECOVER_INTERVAL,
     )
     .action(
-      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; maxMaintenanceJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
+      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; keepJobsBytes: number; maxConnections: number; maxMaintenanceJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
         // Refusals come before anything is opened.
         const listen = parseListen(o.listen);
         const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
@@ -135,7 +153,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         const { ApiServer } = await import('../api/server.js');
         // Memory kept for reuse goes back once the server has been idle for a while.
         const idle = new IdleRelease(IDLE_RELEASE_MS, () => jobs.running === 0);
-        const jobs = new JobTable(o.keepJobs, () => idle.idle(), o.maxMaintenanceJobs);
+        const jobs = new JobTable(o.keepJobs, () => idle.idle(), o.maxMaintenanceJobs, o.keepJobsBytes);
         const recovery = new PeriodicRecovery({
           intervalMs: o.recoverInterval * 1000,
           recover: () => manager.recover(),
@@ -144,7 +162,7 @@ export function registerApiServeCommand(program: Command, version: string): void
         });
         const server = new ApiServer(
           { cli: ctx, manager, jobs, version },
-          { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts },
+          { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts, maxConnections: o.maxConnections },
         );
         const bound = await server.listen(listen);
         if (o.recoverInterval > 0) recovery.start();
