@@ -1,9 +1,9 @@
-import { CairnError, quotedCut } from '@cairn/core';
+import { CairnError, cutText, quotedCut } from '@cairn/core';
 import { blockSizeViolation, type AdvertisedBlockSizes } from './advertised-block-sizes.js';
 import type { ByteReader } from './byte-reader.js';
 import { optionErrorCode, protocolError } from './error-map.js';
 import { PayloadCursor, encodeOption, encodeString32, readOptionReply, type OptionReply } from './handshake-codec.js';
-import { SHOWN_NAME } from './nbd-string.js';
+import { SHOWN_MESSAGE, SHOWN_NAME } from './nbd-string.js';
 import {
   FLAG_C_FIXED_NEWSTYLE,
   FLAG_C_NO_ZEROES,
@@ -110,11 +110,12 @@ const OPTION_REPLY_HEADER = 20;
  * proto.md: a client that wants to end the session during option haggling "MUST use soft
  * disconnect" (a hard disconnect only on a violation of a MUST by the server or a failed TLS
  * negotiation), and "If the client receives NBD_REP_ERR_SHUTDOWN it MUST initiate a soft
- * disconnect". The caller lets go of the connection gracefully (`isSoftDisconnect`).
+ * disconnect". The caller lets go of the connection gracefully (`isSoftDisconnect`). The
+ * server's message (up to 64 KiB) is shown cut to `SHOWN_MESSAGE` code points (core's cutText).
  */
 function giveUp(r: OptionReply, what: string, send: Send, driver: string): CairnError {
   send(encodeOption(OPT.ABORT));
-  const message = r.data.length > 0 ? `: ${r.data.toString('utf8')}` : '';
+  const message = r.data.length > 0 ? `: ${cutText(r.data.toString('utf8'), SHOWN_MESSAGE)}` : '';
   return new CairnError(optionErrorCode(r.type), `${what} refused by the server (reply ${r.type - REP_ERR_BIT})${message}`, {
     driver,
     details: { optionReply: r.type },

@@ -1,4 +1,5 @@
-import { CairnError, type ErrorCode } from '@cairn/core';
+import { CairnError, cutText, type ErrorCode } from '@cairn/core';
+import { SHOWN_MESSAGE } from './nbd-string.js';
 import { NBD_ERR, REP_ERR } from './protocol.js';
 
 /** Driver name used in errors raised by this package unless a caller passes its own. */
@@ -34,9 +35,12 @@ export function nbdErrorName(errno: number): string {
   return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
 }
 
-/** A CairnError for an NBD error reply; `details.nbdError` holds the raw value. */
+/**
+ * A CairnError for an NBD error reply; `details.nbdError` holds the raw value. The server's message
+ * (up to 4096 bytes from an error chunk) is shown cut to `SHOWN_MESSAGE` code points (core's cutText).
+ */
 export function nbdReplyError(errno: number, what: string, serverMessage?: string, driver = NBD_DRIVER): CairnError {
-  const text = serverMessage ? `: ${serverMessage}` : '';
+  const text = serverMessage ? `: ${cutText(serverMessage, SHOWN_MESSAGE)}` : '';
   return new CairnError(nbdErrorCode(errno), `${what} failed with ${nbdErrorName(errno)}${text}`, {
     driver,
     details: { nbdError: errno, nbdErrorName: nbdErrorName(errno) },

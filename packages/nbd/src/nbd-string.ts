@@ -9,6 +9,12 @@ import { MAX_STRING } from './protocol.js';
 export const SHOWN_NAME = 64;
 
 /**
+ * Code points of the peer's free text (an NBD_REP_ERR message, an error chunk's message) a message
+ * echoes, with core's cutText: a server may send 64 KiB of it, which would bury the error.
+ */
+export const SHOWN_MESSAGE = 200;
+
+/**
  * Why `bytes` are not an NBD string, or undefined when they are. proto.md: "Where this document
  * refers to a string, then unless otherwise stated, that string is a sequence of UTF-8 code points,
  * which is not `NUL` terminated, MUST NOT contain `NUL` characters, SHOULD be no longer than 256

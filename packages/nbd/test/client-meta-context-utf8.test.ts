@@ -5,11 +5,8 @@
 // for the other malformed option replies. Scripted servers over Unix sockets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
-import { serveNames } from './helpers/names-server.js';
+import { expectContextNameRefused, serveNames } from './helpers/names-server.js';
 import { ScriptedServers } from './helpers/scripted-servers.js';
-
-// Numbers from proto.md.
-const OPT = { ABORT: 2, GO: 7, STRUCTURED_REPLY: 8, LIST_META: 9, SET_META: 10 };
 
 const scripted = new ScriptedServers('nbd-mcu-');
 beforeAll(() => scripted.open());
@@ -25,23 +22,11 @@ const BAD: Array<[string, Buffer]> = [
 
 describe('NbdClient and NBD_REP_META_CONTEXT names that are not UTF-8', () => {
   it.each(BAD)('connect (NBD_OPT_SET_META_CONTEXT), %s: CORRUPT, hard disconnect before NBD_OPT_GO', async (_what, name) => {
-    const { path, seen, closed } = await serveNames(scripted, Buffer.from('e'), name);
-    await expect(NbdClient.connect({ path, metaContexts: ['base:allocation'], connectTimeoutMs: 10_000 })).rejects.toMatchObject({
-      code: 'CORRUPT',
-      message: expect.stringMatching(/NBD_REP_META_CONTEXT: context name is not valid UTF-8/),
-    });
-    await closed;
-    expect(seen).toEqual([OPT.STRUCTURED_REPLY, OPT.SET_META]);
+    await expectContextNameRefused(scripted, name, 'connect', /NBD_REP_META_CONTEXT: context name is not valid UTF-8/);
   });
 
   it.each(BAD)('listMetaContexts (NBD_OPT_LIST_META_CONTEXT), %s: CORRUPT, hard disconnect', async (_what, name) => {
-    const { path, seen, closed } = await serveNames(scripted, Buffer.from('e'), name);
-    await expect(NbdClient.listMetaContexts({ path, connectTimeoutMs: 10_000 }, '')).rejects.toMatchObject({
-      code: 'CORRUPT',
-      message: expect.stringMatching(/NBD_REP_META_CONTEXT: context name is not valid UTF-8/),
-    });
-    await closed;
-    expect(seen).toEqual([OPT.STRUCTURED_REPLY, OPT.LIST_META]);
+    await expectContextNameRefused(scripted, name, 'listMetaContexts', /NBD_REP_META_CONTEXT: context name is not valid UTF-8/);
   });
 
   it('a valid multi-byte UTF-8 name is taken as sent (control)', async () => {

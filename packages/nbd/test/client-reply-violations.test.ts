@@ -248,7 +248,8 @@ describe('NbdClient structured replies that proto.md forbids', () => {
   });
 
   it('error chunks of each kind with a message of exactly 4096 bytes fail their request with that message, and the connection stays up', async () => {
-    const message = 'm'.repeat(MAX_STRING);
+    // The error shows the message cut to 200 characters, with its whole length (SHOWN_MESSAGE).
+    const message = `${'m'.repeat(200)}… (${MAX_STRING} characters)`;
     // After its message, the unknown error type carries 1 MiB this client knows nothing of.
     const kinds: Array<(req: Buffer, at: number) => Buffer> = [
       (req) => chunk(req, 0, ERROR, errorOfLength(MAX_STRING)),

@@ -5,27 +5,20 @@
 // used to go out as U+FFFD and open another export (`e\uFFFD`, served here), and NUL or an
 // oversize name got whatever the server made of it. Against NbdServer over a Unix socket
 // (qemu-storage-daemon.test.ts has the same against qemu's server).
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient, NbdServer } from '../src/index.js';
-import { tempDir } from './helpers/peers.js';
+import { serveOnSocket, type SocketServer } from './helpers/socket-server.js';
 
 const SIZE = 1 << 20;
 
-let dir: { path: string; remove: () => Promise<void> };
-let server: NbdServer;
+let served: SocketServer;
 let path: string;
 beforeAll(async () => {
-  dir = await tempDir('nbd-cstr-');
-  const backend = { size: SIZE, read: async (_o: number, l: number) => Buffer.alloc(l) };
-  server = new NbdServer({ exports: [{ name: 'e', backend }, { name: 'e\uFFFD', backend }] });
-  path = join(dir.path, 's.sock');
-  await server.listen({ path });
+  served = await serveOnSocket('nbd-cstr-', SIZE, 0, ['e', 'e\uFFFD']);
+  path = served.path;
 });
-afterAll(async () => {
-  await server?.close();
-  await dir?.remove();
-});
+afterAll(() => served?.close());
 
 // Strings that are not NBD strings, and why (the end of the message).
 const BAD: Array<[string, string, RegExp]> = [
@@ -56,7 +49,7 @@ describe('NbdClient refuses to send strings that are not NBD strings', () => {
   });
 
   it('refuses before connecting: a path where nothing listens gives INVALID_INPUT, not UNAVAILABLE', async () => {
-    const nowhere = { path: join(dir.path, 'nobody.sock'), connectTimeoutMs: 10_000 };
+    const nowhere = { path: join(dirname(path), 'nobody.sock'), connectTimeoutMs: 10_000 };
     await expect(NbdClient.connect({ ...nowhere, exportName: 'e\0' })).rejects.toMatchObject(refused('exportName', /contains NUL/));
     await expect(NbdClient.listMetaContexts(nowhere, 'e', ['base:\0'])).rejects.toMatchObject(refused('queries[0]', /contains NUL/));
     await expect(NbdClient.connect({ ...nowhere, exportName: 'e' })).rejects.toMatchObject({ code: 'UNAVAILABLE' }); // control

@@ -5,11 +5,10 @@
 // or has a NUL gets NBD_REP_ERR_INVALID, and the session goes on; it is never decoded with U+FFFD
 // in place of the bad bytes (which would match the export `e\uFFFD` here). NBD_OPT_EXPORT_NAME
 // cannot be answered with an error: the server hangs up, as for an unknown export. Raw socket.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdServer } from '../src/index.js';
 import { optionFrame, optionReplies, rawHello, type RawSocket, u16, u32 } from './helpers/raw-nbd.js';
-import { tempDir } from './helpers/peers.js';
+import { serveOnSocket, type SocketServer } from './helpers/socket-server.js';
 
 // Numbers from proto.md, written here so the test holds the server to the spec.
 const OPT = { EXPORT_NAME: 1, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, LIST_META: 9, SET_META: 10 };
@@ -19,20 +18,13 @@ const SIZE = 1 << 20;
 // 'e' followed by a byte that is not UTF-8: decoded leniently it is 'e\uFFFD', an export served here.
 const E_FF = Buffer.from([0x65, 0xff]);
 
-let dir: { path: string; remove: () => Promise<void> };
-let server: NbdServer;
+let served: SocketServer;
 let path: string;
 beforeAll(async () => {
-  dir = await tempDir('nbd-sstr-');
-  const backend = { size: SIZE, read: async (_o: number, l: number) => Buffer.alloc(l) };
-  server = new NbdServer({ exports: [{ name: 'e', backend }, { name: 'e\uFFFD', backend }] });
-  path = join(dir.path, 's.sock');
-  await server.listen({ path });
+  served = await serveOnSocket('nbd-sstr-', SIZE, 0, ['e', 'e\uFFFD']);
+  path = served.path;
 });
-afterAll(async () => {
-  await server?.close();
-  await dir?.remove();
-});
+afterAll(() => served?.close());
 
 /** Sends one option and returns its replies (type, and the META_CONTEXT name) up to the final one. */
 async function option(raw: RawSocket, opt: number, data: Buffer): Promise<Array<{ type: number; name?: string }>> {

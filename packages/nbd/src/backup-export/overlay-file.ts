@@ -1,13 +1,11 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { CairnError, KeyedMutex, toCairnError, writeFully, type Extent } from '@cairn/core';
 import { lockOverlay, type OverlayLock } from './overlay-lock.js';
+import { HEADER_SIZE, bitmapBytes, isOverlayBlockSize, readMap, shownId, writeMap, type OverlayHeader } from './overlay-map.js';
 
 /** Default overlay block size: 64 KiB. */
 export const OVERLAY_BLOCK_SIZE = 64 * 1024;
 
-const MAGIC = 'CAIRN-OVERLAY/1\n';
-/** The map file: a 4 KiB header (magic + JSON, space-padded), then one bit per block, LSB first. */
-const HEADER_SIZE = 4096;
 const DRIVER = 'backup-export';
 /** KeyedMutex key serialising flushes (block locks use the block number). */
 const FLUSH_LOCK = 'flush';
@@ -27,9 +25,7 @@ export interface OverlayOpenOptions {
   blockSize?: number;
 }
 
-interface Header extends OverlayIdentity {
-  blockSize: number;
-}
+type Header = OverlayHeader;
 
 /**
  * A local copy-on-write overlay over a read-only backup: `<path>` is a sparse data file of the
@@ -71,12 +67,14 @@ export class OverlayFile {
   /**
    * Opens the overlay at `path`, creating it (data + map) when neither file exists.
    * `CONFLICT` when it belongs to another backup or size, when only one of the two files exists,
-   * or when this process or another that may be alive has it open (its lock); `CORRUPT` for a map that is not an overlay map;
-   * `INVALID_INPUT` for a bad block size.
+   * or when this process or another that may be alive has it open (its lock); `CORRUPT`, naming
+   * the file, for a map that is not an intact overlay map (`readMap`: every header field and the
+   * map's length are checked) or a data file whose length is not the backup's size (truncated:
+   * its blocks would read as zeros); `INVALID_INPUT` for a bad block size.
    */
   static async open(path: string, identity: OverlayIdentity, readBase: (offset: number, length: number) => Promise<Buffer>, options: OverlayOpenOptions = {}): Promise<OverlayFile> {
     const blockSize = options.blockSize ?? OVERLAY_BLOCK_SIZE;
-    if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 16 << 20 || (blockSize & (blockSize - 1)) !== 0) {
+    if (!isOverlayBlockSize(blockSize)) {
       throw new CairnError('INVALID_INPUT', `overlay block size must be a power of two from 4 KiB to 16 MiB, not ${blockSize}`, { driver: DRIVER });
     }
     if (openPaths.has(path)) throw new CairnError('CONFLICT', `overlay ${path} is already open`, { driver: DRIVER });
@@ -99,20 +97,22 @@ export class OverlayFile {
       );
       try {
         const header: Header = { backupId: identity.backupId, size: identity.size, blockSize };
-        const blocks = Math.ceil(identity.size / blockSize);
         let bits: Uint8Array;
         if (data.created) {
           await data.handle.truncate(identity.size);
-          bits = new Uint8Array(Math.ceil(blocks / 8));
-          await writeHeader(map.handle, header, bits);
+          bits = new Uint8Array(bitmapBytes(identity.size, blockSize));
+          await writeMap(map.handle, header, bits);
         } else {
-          const found = await readHeader(map.handle, path);
-          if (found.backupId !== identity.backupId || found.size !== identity.size) {
-            throw new CairnError('CONFLICT', `overlay ${path} belongs to backup ${found.backupId} (${found.size} bytes), not ${identity.backupId}`, { driver: DRIVER });
+          const found = await readMap(map.handle, `${path}.map`);
+          if (found.header.backupId !== identity.backupId || found.header.size !== identity.size) {
+            throw new CairnError('CONFLICT', `overlay ${path} belongs to backup ${shownId(found.header.backupId)} (${found.header.size} bytes), not ${identity.backupId}`, { driver: DRIVER });
           }
-          header.blockSize = found.blockSize;
-          bits = new Uint8Array(Math.ceil(Math.ceil(identity.size / found.blockSize) / 8));
-          await map.handle.read(bits, 0, bits.length, HEADER_SIZE);
+          const dataSize = (await data.handle.stat()).size;
+          if (dataSize !== identity.size) {
+            throw new CairnError('CORRUPT', `${path} is ${dataSize} bytes, not the backup's ${identity.size}: the overlay's data file is damaged`, { driver: DRIVER, details: { file: path } });
+          }
+          header.blockSize = found.header.blockSize;
+          bits = found.bits;
         }
         return new OverlayFile(path, header, data.handle, map.handle, bits, readBase, lock);
       } catch (err) {
@@ -288,32 +288,6 @@ async function exists(path: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
-}
-
-/** Writes a new map whole (header, then `bits`) and fsyncs it; short writes are continued (writeFully). */
-async function writeHeader(map: FileHandle, header: Header, bits: Uint8Array): Promise<void> {
-  const head = Buffer.alloc(HEADER_SIZE, 0x20);
-  head.write(MAGIC + JSON.stringify(header) + '\n');
-  await writeFully(map, head, 0, { driver: DRIVER });
-  await writeFully(map, bits, HEADER_SIZE, { driver: DRIVER });
-  await map.sync();
-}
-
-async function readHeader(map: FileHandle, path: string): Promise<Header> {
-  const head = Buffer.alloc(HEADER_SIZE);
-  const { bytesRead } = await map.read(head, 0, HEADER_SIZE, 0);
-  const text = head.subarray(0, bytesRead).toString('utf8');
-  const bad = (): CairnError => new CairnError('CORRUPT', `${path}.map is not a Cairn overlay map`, { driver: DRIVER });
-  if (bytesRead < HEADER_SIZE || !text.startsWith(MAGIC)) throw bad();
-  let parsed: Partial<Header>;
-  try {
-    parsed = JSON.parse(text.slice(MAGIC.length, text.indexOf('\n', MAGIC.length))) as Partial<Header>;
-  } catch (cause) {
-    throw new CairnError('CORRUPT', `${path}.map has an unreadable header`, { driver: DRIVER, cause });
-  }
-  const bs = parsed.blockSize;
-  if (typeof parsed.backupId !== 'string' || !Number.isSafeInteger(parsed.size) || !Number.isSafeInteger(bs) || bs! < 4096 || (bs! & (bs! - 1)) !== 0) throw bad();
-  return parsed as Header;
 }
 
 function popcount(byte: number): number {

@@ -1,5 +1,7 @@
 import type net from 'node:net';
 import { createServer } from 'node:net';
+import { expect } from 'vitest';
+import { NbdClient } from '../../src/index.js';
 import { RawSocket, serveOptions, u16, u32, u64, type ReceivedOption } from './raw-nbd.js';
 import type { ScriptedServers } from './scripted-servers.js';
 
@@ -45,4 +47,20 @@ export async function serveNames(scripted: ScriptedServers, exportName: Buffer, 
     }).catch(() => s.destroy());
   });
   return { path: await scripted.listen(server), seen, closed };
+}
+
+/**
+ * Serves the context name `contextName` (serveNames, export `e`) and expects the client to treat it
+ * as a protocol violation: `connect` (NBD_OPT_SET_META_CONTEXT for base:allocation) or
+ * `listMetaContexts` (NBD_OPT_LIST_META_CONTEXT) fails `CORRUPT` with `message`, and drops the
+ * connection outright: the server saw NBD_OPT_STRUCTURED_REPLY and that option only (no
+ * NBD_OPT_ABORT, no NBD_OPT_GO) before it closed.
+ */
+export async function expectContextNameRefused(scripted: ScriptedServers, contextName: Buffer, via: 'connect' | 'listMetaContexts', message: RegExp): Promise<void> {
+  const { path, seen, closed } = await serveNames(scripted, Buffer.from('e'), contextName);
+  const call =
+    via === 'connect' ? NbdClient.connect({ path, metaContexts: ['base:allocation'], connectTimeoutMs: 10_000 }) : NbdClient.listMetaContexts({ path, connectTimeoutMs: 10_000 }, '');
+  await expect(call).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(message) });
+  await closed;
+  expect(seen).toEqual([OPT.STRUCTURED_REPLY, via === 'connect' ? OPT.SET_META : OPT.LIST_META]);
 }

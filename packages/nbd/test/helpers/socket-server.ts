@@ -1,4 +1,4 @@
-// Test helper: an NbdServer serving one in-memory export on a unix socket in its own temp dir.
+// Test helper: an NbdServer serving in-memory exports on a unix socket in its own temp dir.
 import { join } from 'node:path';
 import { NbdServer } from '../../src/index.js';
 import { tempDir } from './peers.js';
@@ -10,12 +10,13 @@ export interface SocketServer {
 }
 
 /**
- * Listens with one read-only export `e` of `size` bytes, every byte `fill`, on `s.sock` in a fresh
- * tempDir(`prefix`).
+ * Listens with read-only exports named `names` (default one, `e`), each of `size` bytes, every byte
+ * `fill`, on `s.sock` in a fresh tempDir(`prefix`).
  */
-export async function serveOnSocket(prefix: string, size: number, fill = 0): Promise<SocketServer> {
+export async function serveOnSocket(prefix: string, size: number, fill = 0, names: string[] = ['e']): Promise<SocketServer> {
   const dir = await tempDir(prefix);
-  const server = new NbdServer({ exports: [{ name: 'e', backend: { size, read: async (_o: number, l: number) => Buffer.alloc(l, fill) } }] });
+  const backend = { size, read: async (_o: number, l: number) => Buffer.alloc(l, fill) };
+  const server = new NbdServer({ exports: names.map((name) => ({ name, backend })) });
   const path = join(dir.path, 's.sock');
   try {
     await server.listen({ path });
