@@ -323,8 +323,14 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     if (failure) throw failure;
     throwIfAborted(job.signal);
     await borrowed.secure(repo.inflight, me, writer, storeAgain);
-    await writer.finish();
-    chunks = await pages.finish();
+    // The last pack and index object, and the chunk list's last pages, are written at once: the
+    // manifest needs both durable, neither needs the other (one store round trip less at the end
+    // of every backup, most of an incremental's tail). Both settle before either error is raised
+    // (the writer's first): cleanup below never runs beside a finish still writing.
+    const [packsDone, pagesDone] = await Promise.allSettled([writer.finish(), pages.finish()]);
+    if (packsDone.status === 'rejected') throw packsDone.reason;
+    if (pagesDone.status === 'rejected') throw pagesDone.reason;
+    chunks = pagesDone.value;
     throwIfAborted(job.signal);
   } catch (err) {
     // Every cleanup runs and none throws (PackWriter.abandon, ChunkPageWriter.abandon): the
