@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkedBackupService, MemoryObjectStore, type ByteRange, type CallOptions, type ObjectInfo } from '../src/index.js';
 import { ChunkIndex, indexLabel } from '../src/repository/chunk-index.js';
 import { ChunkCodec, encodeDocument } from '../src/repository/codec.js';
-import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
+import { BufferDevice, CHUNK, backUp, pattern, restored } from './buffer-backups.js';
 import { FAST_KDF, MiB, keys } from './helpers.js';
 
 /** Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing). */
@@ -170,5 +170,48 @@ describe('a backup cancelled while the chunk index loads', () => {
       expect((await keys(store, 'packs/')).length).toBe(packs);
       expect((await service.verify()).problems).toEqual([]);
     });
+  }
+});
+
+describe('a restore, a verify or stats cancelled while the chunk index loads', () => {
+  const services: ChunkedBackupService[] = [];
+  afterEach(async () => {
+    for (const s of services.splice(0)) await s.close();
+  });
+  const open = async (store: HangingIndexStore): Promise<ChunkedBackupService> => {
+    const s = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
+    services.push(s);
+    return s;
+  };
+
+  type Backup = Awaited<ReturnType<typeof backUp>>;
+  const jobs: Record<string, (s: ChunkedBackupService, b: Backup, signal: AbortSignal) => Promise<unknown>> = {
+    restore: (s: ChunkedBackupService, b: Backup, signal: AbortSignal) => s.restore(b, new BufferDevice(Buffer.alloc(b.size), 'rw'), { signal }),
+    'verify of the backup': (s: ChunkedBackupService, b: Backup, signal: AbortSignal) => s.verify(b, { signal }),
+    'verify of every backup': (s: ChunkedBackupService, _b: Backup, signal: AbortSignal) => s.verify(undefined, { signal }),
+    stats: (s: ChunkedBackupService, _b: Backup, signal: AbortSignal) => s.stats({ signal }),
+  };
+  for (const [name, run] of Object.entries(jobs)) {
+    for (const what of ['its listing of index/ hangs', 'its reads of index objects hang'] as const) {
+      it(`${name}, while ${what}: CANCELLED at once, no listener left; the same service works once the store answers`, async () => {
+        const store = new HangingIndexStore();
+        const data = pattern(2 * MiB, 21);
+        const b = await backUp(await open(store), 'b0', data);
+        // Another process (a fresh index): the job must load the index objects b0 wrote.
+        const service = await open(store);
+        if (what === 'its listing of index/ hangs') store.hangList = true;
+        else store.hangAllGets = true;
+        const abort = new AbortController();
+        const p = run(service, b, abort.signal);
+        p.catch(() => undefined);
+        while (store.hung === 0) await tick();
+        abort.abort();
+        await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+        expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+        store.release();
+        expect((await within(restored(service, b), 20_000)).equals(data)).toBe(true);
+        expect((await service.verify()).problems).toEqual([]);
+      });
+    }
   }
 });

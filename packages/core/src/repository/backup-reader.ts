@@ -234,7 +234,9 @@ export class BackupReader {
     };
     for (const i of indexes) {
       const p = new Promise<Buffer>((resolve, reject) => settle.set(i, { resolve, reject }));
-      p.catch(() => this.cache.delete(i)); // a failed chunk is retried on the next read
+      // A failed chunk is retried on the next read: its promise leaves the cache, unless evicted
+      // already and replaced by a newer fetch of the chunk, which stays.
+      p.catch(() => void (this.cache.get(i) === p && this.cache.delete(i)));
       this.cache.set(i, p);
     }
     const errors = new Map<string, CairnError>();

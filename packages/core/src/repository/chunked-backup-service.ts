@@ -11,11 +11,12 @@ import type {
   VerifyReport,
 } from '../contracts/backup-service.js';
 import type { BlockDevice } from '../contracts/block-device.js';
-import type { ObjectStore } from '../contracts/object-store.js';
+import type { CallOptions, ObjectStore } from '../contracts/object-store.js';
 import type { BackupRecord } from '../contracts/records.js';
 import { CairnError, isCairnError, toCairnError } from '../errors.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { nowIso } from '../util/clock.js';
+import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
 import { writeBackup, type WriteOptions } from './backup-writer.js';
 import { Keys, type Manifest } from './format.js';
 import { collectGarbage, type GcOptions, type GcReport } from './garbage-collector.js';
@@ -367,19 +368,24 @@ export class ChunkedBackupService implements BackupService {
     return store.capabilities.spaceReserve === true && (await store.shortOfSpace?.().catch(() => false)) === true;
   }
 
-  async stats(): Promise<RepositoryStats> {
+  /**
+   * Counts of the repository (RepositoryStats). `options.signal` ends it (`CANCELLED` at once, the
+   * index load included: ChunkIndex.refresh), however the store's listings and reads hang.
+   */
+  async stats(options: CallOptions = {}): Promise<RepositoryStats> {
+    const { signal } = options;
     return this.tag(async () => {
       const repo = this.repository;
-      await repo.index.refresh();
+      await repo.index.refresh({ signal });
       let storedBytes = 0;
       let packs = 0;
-      for await (const o of repo.store.list('packs/')) {
+      for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal }), signal)) {
         storedBytes += o.size;
         packs++;
       }
       let chunkListPages = 0;
       let chunkListBytes = 0;
-      for await (const o of repo.store.list(Keys.chunkLists)) {
+      for await (const o of eachUntilAborted(repo.store.list(Keys.chunkLists, { signal }), signal)) {
         chunkListBytes += o.size;
         chunkListPages++;
       }
@@ -391,7 +397,7 @@ export class ChunkedBackupService implements BackupService {
         encrypted: repo.encrypted,
         chunkSize: repo.config.chunkSize,
         compression: repo.config.compression,
-        backups: (await repo.listBackupIds()).length,
+        backups: (await untilAborted(repo.listBackupIds({ signal }), signal)).length,
         packs,
         chunks: seen.size,
         storedBytes,

@@ -1,5 +1,5 @@
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
-import { fetchChunks } from './chunk-fetcher.js';
+import { untilAborted } from '../util/until-aborted.js';
 import { guardDroppedCopies } from './dropped-copies.js';
 import { FETCH_BATCH } from './fetch-batches.js';
 import { copyForward, type CopiedForward } from './gc-repack.js';
@@ -117,8 +117,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   }
   const referenced = new Set<string>();
   const pages = new Set<string>(); // chunk list pages named by a manifest (read once each)
-  for (const backupId of await repo.listBackupIds()) {
-    const m = await readListedManifest(repo, backupId); // CORRUPT or NOT_FOUND (a page) aborts the collection
+  // The manifests (and their pages) are GC's own reads: its signal ends them, however the store hangs.
+  for (const backupId of await untilAborted(repo.listBackupIds({ signal: options.signal }), options.signal)) {
+    const m = await readListedManifest(repo, backupId, options.signal); // CORRUPT or NOT_FOUND (a page) aborts the collection
     if (!m) continue; // deleted since it was listed: its chunks are unreferenced now
     report.backups++;
     for (let k = 0; k < m.chunks.pageCount; k++) {
@@ -283,11 +284,12 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
 /**
  * A listed backup's manifest, or undefined when it was deleted after the listing (deletes take
  * no lock), which Repository.assertManifest tells from a NOT_FOUND of a part it names. Any other
- * failure, a missing chunk list page among them, is raised.
+ * failure, a missing chunk list page among them, is raised. `signal` goes to the manifest's reads
+ * and its pages' (`CANCELLED` at once: Repository.readManifest).
  */
-async function readListedManifest(repo: Repository, backupId: string): Promise<Manifest | undefined> {
+async function readListedManifest(repo: Repository, backupId: string, signal: AbortSignal | undefined): Promise<Manifest | undefined> {
   try {
-    return await repo.readManifest(backupId);
+    return await repo.readManifest(backupId, { signal });
   } catch (err) {
     if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
     try {

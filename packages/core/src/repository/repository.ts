@@ -187,7 +187,8 @@ export class Repository {
   }
 
   /**
-   * Reads a backup's manifest. `NOT_FOUND` when absent, `CORRUPT` when damaged; both name the backup.
+   * Reads a backup's manifest. `NOT_FOUND` when absent, `CORRUPT` when damaged; both name the
+   * backup, in their message and as `details.backupId`.
    * `options.signal` (CallOptions) goes to the store's read of the manifest and to every later
    * read of its chunk list pages (readPage), which then reject `CANCELLED` at once when it aborts,
    * whether or not the store honours it: pass it only when the Manifest is the operation's own
@@ -207,7 +208,7 @@ export class Repository {
       if (m.backupId !== backupId || m.chunks.length !== Math.ceil(m.size / m.chunkSize)) throw new Error('manifest fields are inconsistent');
       return m;
     } catch (cause) {
-      throw new CairnError('CORRUPT', `manifest of backup ${backupId} is damaged: ${(cause as Error).message}`, { cause });
+      throw new CairnError('CORRUPT', `manifest of backup ${backupId} is damaged: ${(cause as Error).message}`, { cause, details: { backupId } });
     }
   }
 
@@ -258,9 +259,9 @@ export class Repository {
   }
 }
 
-/** A store's error at a manifest's key: its `NOT_FOUND` as the repository's, naming the backup; anything else as it is. */
+/** A store's error at a manifest's key: its `NOT_FOUND` as the repository's, naming the backup (message and `details.backupId`); anything else as it is. */
 function noManifest(backupId: string, err: unknown): unknown {
-  return isCairnError(err) && err.code === 'NOT_FOUND' ? new CairnError('NOT_FOUND', `backup ${backupId} has no manifest in the repository`, { cause: err }) : err;
+  return isCairnError(err) && err.code === 'NOT_FOUND' ? new CairnError('NOT_FOUND', `backup ${backupId} has no manifest in the repository`, { cause: err, details: { backupId } }) : err;
 }
 
 const CHUNKS_KEY = Buffer.from('"chunks":');

@@ -47,16 +47,17 @@ export function coalesceWrites(writes: { offset: number; data: Buffer }[]): { of
  * `INVALID_INPUT` for a small target; `NOT_FOUND`/`CORRUPT` naming the backup; never wrong bytes.
  *
  * Cancelled (`options.signal`), it rejects with `CANCELLED` at once, whatever the store and the
- * target do: it waits neither for ranged gets nor for target writes, zeroing or flushes in flight
- * (see fetchChunks for the memory they hold), and starts no write once the signal is aborted; a
- * write in flight may still land afterwards.
+ * target do: it waits neither for the index load nor ranged gets, nor for target writes, zeroing
+ * or flushes in flight (see fetchChunks for the memory they hold), and starts no write once the
+ * signal is aborted; a write in flight may still land afterwards.
  */
 export async function restoreBackup(repo: Repository, manifest: Manifest, target: BlockDevice, options: RestoreOptions = {}, windowBytes = WINDOW_BYTES): Promise<void> {
   const { size, chunkSize, backupId } = manifest;
   if (target.size < size) throw new CairnError('INVALID_INPUT', `target of ${target.size} bytes is smaller than backup ${backupId} (${size} bytes)`);
-  repo.processor(); // the worker threads boot while the index loads
-  await repo.index.refresh();
   const signal = options.signal;
+  repo.processor(); // the worker threads boot while the index loads
+  // The restore's signal ends the index load too (a store whose listing or reads of index/ hang).
+  await repo.index.refresh({ signal });
   // A wait outside fetchChunks (a page load, zeroing, a flush) ends when the restore is cancelled
   // (util/until-aborted); the target writes inside fetchChunks are its to drop.
   let done = 0;

@@ -1,5 +1,6 @@
 import type { VerifyOptions, VerifyProblem, VerifyReport } from '../contracts/backup-service.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { untilAborted } from '../util/until-aborted.js';
 import { fetchChunks } from './chunk-fetcher.js';
 import { ChunkIdSet } from './chunk-id-set.js';
 import { chunkLength } from './chunk-plan.js';
@@ -27,8 +28,8 @@ import type { Repository } from './repository.js';
  */
 export async function verifyBackups(repo: Repository, backupIds?: string[], options: VerifyOptions = {}): Promise<VerifyReport> {
   const { signal, progress } = options;
-  await repo.index.refresh();
-  const ids = [...new Set(backupIds ?? (await repo.listBackupIds({ signal })))]; // each backup checked and reported once
+  await repo.index.refresh({ signal }); // a cancel ends the index load too (ChunkIndex.refresh)
+  const ids = [...new Set(backupIds ?? (await untilAborted(repo.listBackupIds({ signal }), signal)))]; // each backup checked and reported once
   const report: VerifyReport = { checked: [], problems: [], bytesChecked: 0 };
   const wanted = new ChunkIdSet();
   const bad = new Map<string, CairnError>();
