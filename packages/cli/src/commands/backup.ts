@@ -18,6 +18,7 @@ import { phasedProgress } from '../output/phased-progress.js';
 import { progressReporter } from '../output/progress.js';
 import { restoreResult } from '../output/restore-result.js';
 import { renderFields, renderTable } from '../output/table.js';
+import { shownText } from '../output/terminal-text.js';
 import { formatBytes, parseSeconds, parseSize, optionParser } from '../output/units.js';
 import { backupColumns, backupJson, backupText, verifyText } from '../output/views.js';
 
@@ -106,7 +107,7 @@ export function registerBackupCommands(program: Command): void {
         // The restore succeeded: a volume that cannot be read again now is a warning, not a failure.
         const result = await restoreResult(manager, record, volume, metadataKept);
         if (result.volumeError) ctx.out.warn(`the restore succeeded, but volume ${volume.id} could not be read again: ${result.volumeError.message}`);
-        ctx.out.result(result, () => `restored backup ${record.id} to volume ${result.volume.id} (${result.volume.name})`);
+        ctx.out.result(result, () => `restored backup ${shownText(record.id)} to volume ${shownText(result.volume.id)} (${shownText(result.volume.name)})`);
       }),
     );
 
@@ -117,7 +118,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext<{ cascade: boolean }>(async (ctx, [id], o) => {
         await (await ctx.manager({ recover: true })).deleteBackup(id!, { cascade: o.cascade });
-        ctx.out.result({ deleted: id }, () => `deleted backup ${id}`);
+        ctx.out.result({ deleted: id }, () => `deleted backup ${shownText(id!)}`);
       }),
     );
 
@@ -181,7 +182,7 @@ export function registerBackupCommands(program: Command): void {
     .action(
       withContext<{ wait: number }>(async (ctx, [id], o) => {
         const job = await cancelJob(ctx.stateDir, id!, o.wait * 1000);
-        ctx.out.result({ cancelled: job.id, kind: job.kind, backupId: job.backupId, pid: job.pid }, () => `cancelled ${job.kind} job ${job.id} (process ${job.pid})`);
+        ctx.out.result({ cancelled: job.id, kind: job.kind, backupId: job.backupId, pid: job.pid }, () => `cancelled ${shownText(job.kind)} job ${shownText(job.id)} (process ${job.pid})`);
       }),
     );
 
@@ -249,7 +250,7 @@ export function registerBackupCommands(program: Command): void {
           // (written in a private directory beside it, as volume and archive exports write: createPartialFile).
           const { notDurable } = await writeFileWhole(file, text).catch((err: unknown) => Promise.reject(accessError(err, file, 'write')));
           if (notDurable) ctx.out.warn(notDurable.message); // in place, but perhaps not durable: said, not failed
-          ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${id} to ${file}`);
+          ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${shownText(id!)} to ${shownText(file)}`);
         } else {
           process.stdout.write(text);
         }

@@ -14,6 +14,7 @@ import { removeDeadTempDirs } from '../io/owned-temp-dir.js';
 import { writeFileWhole } from '../io/partial-file.js';
 import { composeRegistry } from '../context.js';
 import { renderFields } from '../output/table.js';
+import { shownText } from '../output/terminal-text.js';
 import { parseSize, optionParser } from '../output/units.js';
 
 interface InitOptions {
@@ -208,8 +209,8 @@ async function ask(opts: InitOptions): Promise<InitOptions> {
   const piped = rl ? [] : (await readAll()).split(/\r?\n/);
   try {
     const q = async (question: string, dflt: string) => {
-      if (rl) return (await rl.question(`${question} [${dflt}]: `)).trim() || dflt;
-      process.stderr.write(`${question} [${dflt}]: \n`);
+      if (rl) return (await rl.question(`${question} [${shownText(dflt)}]: `)).trim() || dflt;
+      process.stderr.write(`${question} [${shownText(dflt)}]: \n`);
       return (piped.shift() ?? '').trim() || dflt;
     };
     const o = { ...opts };

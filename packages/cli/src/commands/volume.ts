@@ -16,6 +16,7 @@ import { removeOwnedTempDir } from '../io/owned-temp-dir.js';
 import { createPartialFile } from '../io/partial-file.js';
 import { progressReporter } from '../output/progress.js';
 import { renderFields, renderTable } from '../output/table.js';
+import { shownText } from '../output/terminal-text.js';
 import { formatBytes, parseSize, optionParser } from '../output/units.js';
 import { snapshotColumns, snapshotJson, volumeColumns, volumeJson, volumeText } from '../output/views.js';
 import { metadataPairs, registerVolumeMetadataCommand } from './volume-metadata.js';
@@ -74,7 +75,7 @@ export function registerVolumeCommands(program: Command): void {
         // The flow is core's (BackupManager.deleteVolume), after the recovery the manager runs
         // first: a flow state a dead process left is settled before it is judged.
         await (await ctx.manager({ recover: true })).deleteVolume(v.id);
-        ctx.out.result({ deleted: v.id }, () => `deleted volume ${v.id}`);
+        ctx.out.result({ deleted: v.id }, () => `deleted volume ${shownText(v.id)}`);
       }),
     );
 
@@ -109,7 +110,7 @@ export function registerVolumeCommands(program: Command): void {
     .action(
       withContext(async (ctx, [id]) => {
         await (await ctx.volumes()).deleteSnapshot(id!);
-        ctx.out.result({ deleted: id }, () => `deleted snapshot ${id}`);
+        ctx.out.result({ deleted: id }, () => `deleted snapshot ${shownText(id!)}`);
       }),
     );
 
@@ -181,7 +182,7 @@ async function importImage(ctx: CliContext, file: string, opts: { name?: string;
   });
   const view = await manager.getVolume(volumeId);
   ctx.out.result({ volume: volumeJson(view), format, created, ...stats }, () =>
-    `${created ? 'imported' : 'overwrote'} volume ${view.id} (${view.name}) from ${format} image: ${formatBytes(stats.bytesScanned)} scanned, ${formatBytes(stats.bytesWritten)} written`,
+    `${created ? 'imported' : 'overwrote'} volume ${shownText(view.id)} (${shownText(view.name)}) from ${format} image: ${formatBytes(stats.bytesScanned)} scanned, ${formatBytes(stats.bytesWritten)} written`,
   );
 }
 

@@ -1,6 +1,7 @@
 import { isCairnError, toCairnError } from '@cairn/core';
 import { cutLongRuns } from './echo.js';
 import { hintFor } from './error-hints.js';
+import { shownLines, shownMessage } from './terminal-text.js';
 
 /** Where a command's results go: JSON or human text on stdout, messages on stderr. */
 export interface OutputOptions {
@@ -17,14 +18,22 @@ export class Output {
     return !!this.options.json;
   }
 
-  /** Prints a command's result: `value` as JSON, or `human()` as text. */
+  /**
+   * Prints a command's result: `value` as JSON, or `human()` as text. The text's echoed parts (ids,
+   * names, metadata, paths) must go through shownText (tables and fields do: table.ts); the whole
+   * goes through shownLines, so no control character other than its line feeds reaches stdout.
+   */
   result(value: unknown, human: () => string): void {
-    process.stdout.write(this.json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+    process.stdout.write(this.json ? `${JSON.stringify(value, null, 2)}\n` : `${shownLines(human())}\n`);
   }
 
-  /** An informational line on stderr (never data). Suppressed by `--quiet`. */
+  /**
+   * An informational line on stderr (never data). Suppressed by `--quiet`. Like every message
+   * here (notice, warn, error's text), shown through shownMessage: echoed text cannot start a line
+   * or move the cursor.
+   */
   info(message: string): void {
-    if (!this.options.quiet) process.stderr.write(`${message}\n`);
+    if (!this.options.quiet) process.stderr.write(`${shownMessage(message)}\n`);
   }
 
   /**
@@ -33,12 +42,12 @@ export class Output {
    * script that pages with `--quiet` needs it as much as a person does.
    */
   notice(message: string): void {
-    process.stderr.write(`${message}\n`);
+    process.stderr.write(`${shownMessage(message)}\n`);
   }
 
   /** A warning on stderr, printed even with `--quiet`. */
   warn(message: string): void {
-    process.stderr.write(`warning: ${message}\n`);
+    process.stderr.write(`warning: ${shownMessage(message)}\n`);
   }
 
   /**
@@ -48,6 +57,8 @@ export class Output {
    * full file system: error-hints.ts) adds a `hint: …` line, or `error.hint` with `--json`. The
    * message echoes user text bounded (cutLongRuns: a run of more than MAX_ECHO non-blank
    * characters, such as a 100 KB id, is cut, its length noted); `details` stay whole, for scripts.
+   * In text mode the message goes through shownMessage (control characters, line separators and
+   * bidi overrides an echoed id may hold are escaped); the JSON document holds it unescaped.
    */
   error(err: unknown): void {
     const e = toCairnError(err);
@@ -56,7 +67,7 @@ export class Output {
     if (this.json) {
       process.stderr.write(`${JSON.stringify({ error: { code: e.code, message, details: e.details ?? {}, ...(hint ? { hint } : {}) } })}\n`);
     } else {
-      process.stderr.write(`error [${e.code}]: ${message}\n`);
+      process.stderr.write(`error [${e.code}]: ${shownMessage(message)}\n`);
       if (hint) process.stderr.write(`hint: ${hint}\n`);
     }
     if (process.env.CAIRN_DEBUG && !isCairnError(err)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);

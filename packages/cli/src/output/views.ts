@@ -1,5 +1,6 @@
 import type { BackupRecord, Snapshot, VerifyReport, VolumeCapabilities, VolumeView } from '@cairn/core';
 import { renderFields, renderTable, type Column } from './table.js';
+import { shownText } from './terminal-text.js';
 import { formatBytes, formatDuration } from './units.js';
 
 /**
@@ -105,11 +106,11 @@ export function backupText(b: BackupRecord): string {
   ]);
 }
 
-/** Human text of a verify report. */
+/** Human text of a verify report; a problem's backup id and message shown through shownText. */
 export function verifyText(report: VerifyReport): string {
   return [
     `checked ${report.checked.length} backup(s), ${formatBytes(report.bytesChecked)}`,
-    ...report.problems.map((p) => `problem [${p.code}] ${p.backupId === undefined ? 'repository' : `backup ${p.backupId}`}: ${p.message}`),
+    ...report.problems.map((p) => `problem [${p.code}] ${p.backupId === undefined ? 'repository' : `backup ${shownText(p.backupId)}`}: ${shownText(p.message)}`),
     report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem(s)`,
   ].join('\n');
 }
