@@ -9,6 +9,7 @@
  */
 import { CairnError } from '@cairn/core';
 import type { JobStatus, JobType } from './block-types.js';
+import { onDeadline } from './deadline.js';
 import { QMP_DRIVER, unavailable } from './qmp-errors.js';
 import { checkTimeoutMs } from './timeouts.js';
 
@@ -165,7 +166,8 @@ export class EventHub {
 
   /**
    * Resolves with the first event named `name` for which `predicate` holds, counting from this
-   * call. Rejects UNAVAILABLE on timeout or when the connection closes, CANCELLED on abort,
+   * call. Rejects UNAVAILABLE on timeout (an event received by the deadline still wins:
+   * deadline.ts) or when the connection closes, CANCELLED on abort,
    * INVALID_INPUT for a bad `timeoutMs` (see `checkTimeoutMs`).
    * The returned promise is pre-marked handled, so an abandoned waiter never raises an
    * unhandled rejection; awaiting it still throws.
@@ -181,11 +183,11 @@ export class EventHub {
       }
       if (this.closedWith) return reject(this.closedWith.error ?? unavailable(`waiting for ${name}: connection closed`, this.driver));
       if (signal?.aborted) return reject(new CairnError('CANCELLED', `waiting for ${name} cancelled`, { driver: this.driver, cause: signal.reason }));
-      let timer: NodeJS.Timeout | undefined;
+      let cancelDeadline: (() => void) | undefined;
       const cleanup = (): void => {
         unsubscribe();
         unsubscribeClose();
-        if (timer) clearTimeout(timer);
+        cancelDeadline?.();
         signal?.removeEventListener('abort', onAbort);
       };
       const onAbort = (): void => {
@@ -209,10 +211,11 @@ export class EventHub {
         reject(error ?? unavailable(`waiting for ${name}: connection closed`, this.driver));
       });
       if (Number.isFinite(timeoutMs)) {
-        timer = setTimeout(() => {
+        // An event already received when the deadline passes still wins (deadline.ts).
+        cancelDeadline = onDeadline(timeoutMs, () => {
           cleanup();
           reject(unavailable(`no ${name} event within ${timeoutMs} ms`, this.driver, undefined, { event: name, timeoutMs }));
-        }, timeoutMs);
+        });
       }
       signal?.addEventListener('abort', onAbort, { once: true });
     });

@@ -17,7 +17,9 @@
  *   SIGKILL (stuck in uninterruptible I/O: a hung disk, NFS or FUSE server; SIGKILL takes effect
  *   only when that I/O ends) fails it UNAVAILABLE `left behind`, with details.pid,
  *   details.processState and details.leftBehind: true; its temp dir is removed once it exits,
- *   and a later `stop` or `kill` waits for that exit again, bounded the same way. A failed
+ *   and a later `stop` or `kill` waits for that exit again, bounded the same way. Such a process
+ *   no longer keeps this one alive (its child handle is unref'd): a caller may exit meanwhile,
+ *   leaving it to the kernel (and its temp dir to a later start's sweep). A failed
  *   `start` bounds its wait after its SIGKILL the same way (5 000 ms). A clean `quit` is what
  *   makes qemu write persistent bitmaps to qcow2 files; when the QMP client is already closed,
  *   `stop` sends SIGTERM at once (the same clean quit). A program that cannot be run (missing, not executable) is UNAVAILABLE `cannot run …`.
@@ -293,6 +295,7 @@ export class QemuStorageDaemon {
     // Also when the daemon is left behind: killed, it never runs its own code again.
     if (!keepDir) await rm(dir, { recursive: true, force: true });
     if (!exit) {
+      child.unref(); // as in finish(): a process left behind does not keep this one alive
       const why = `no QMP on ${socketPath} within ${startTimeoutMs} ms${state ? ` (daemon process ${child.pid} was ${state})` : ''}; `;
       throw leftBehind(why, child.pid, DEFAULT_KILL_TIMEOUT_MS, driver, { log, args: argv });
     }
@@ -413,6 +416,10 @@ export class QemuStorageDaemon {
     const exit = await exitAfterKill(this.whenExited, this.sigkilled, killTimeoutMs);
     if (!exit) {
       await this.qmp.close(); // killed, it never answers again: pending calls fail now
+      // Its handle no longer keeps this process alive: a caller with nothing else to do (a CLI
+      // run) must be able to exit, which it could not until the stuck I/O ended. Its exit, should
+      // it come while this process still runs, is seen all the same (whenExited, a later stop).
+      this.child.unref();
       throw leftBehind('', this.child.pid, killTimeoutMs, this.driver, { dir: this.dir });
     }
     // Let the client see the socket's EOF itself (so it records a lost connection), then close.

@@ -13,7 +13,9 @@
  * - Every `execute` carries a unique `id`; replies are matched by id only, never by order, so
  *   concurrent calls and interleaved events are safe. Errors follow `qmpErrorCode`.
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
- *   carry the command out, and its late reply is dropped (counted in `droppedReplies`).
+ *   carry the command out, and its late reply is dropped (counted in `droppedReplies`). A reply
+ *   already received when the deadline passes (this process's event loop was held up) is
+ *   delivered, not timed out (deadline.ts); so is an event a `waitForEvent` waits for.
  * - When the connection closes, every pending call fails with UNAVAILABLE, waiters reject with
  *   UNAVAILABLE, and later calls fail with UNAVAILABLE. A peer that breaks the protocol (a line
  *   that is not JSON, or not a JSON object) makes the client close itself the same way, after
@@ -29,6 +31,7 @@ import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOption
 import { parseGreeting, type QmpGreeting } from './greeting.js';
 import { JsonLineDecoder } from './json-lines.js';
 import { assertSafeCommand } from './preflight.js';
+import { onDeadline } from './deadline.js';
 import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
 import { receivedExcerpt } from './received.js';
 import { checkTimeoutMs } from './timeouts.js';
@@ -226,13 +229,13 @@ export class QmpClient {
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     const quit = command === 'quit';
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let cancelDeadline: (() => void) | undefined;
       let settled = false;
       const settle = (): void => {
         if (!settled && quit) this.quitsPending--;
         settled = true;
         this.pending.delete(id);
-        if (timer) clearTimeout(timer);
+        cancelDeadline?.();
         signal?.removeEventListener('abort', onAbort);
       };
       const onAbort = (): void => {
@@ -252,10 +255,11 @@ export class QmpClient {
         },
       });
       if (Number.isFinite(timeoutMs)) {
-        timer = setTimeout(() => {
+        // A reply already received when the deadline passes still wins (deadline.ts).
+        cancelDeadline = onDeadline(timeoutMs, () => {
           settle();
           reject(unavailable(`${command}: no reply within ${timeoutMs} ms`, this.driver, undefined, { command, timeoutMs }));
-        }, timeoutMs);
+        });
       }
       signal?.addEventListener('abort', onAbort, { once: true });
       if (quit) this.quitsPending++;

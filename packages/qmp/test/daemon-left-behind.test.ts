@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
 import { processAlive } from '../src/runtime-dirs.js';
@@ -60,5 +62,25 @@ describe.skipIf(!fuseUsable)('a daemon that SIGKILL cannot end (uninterruptible 
     await expectCode(daemon.kill('SIGKILL', { killTimeoutMs: -1 }), 'INVALID_INPUT');
     expect(processAlive(daemon.pid)).toBe(true);
     expect(await daemon.stop()).toEqual({ code: 0, signal: null });
+  }, 30_000);
+});
+
+describe.skipIf(!fuseUsable)('a caller whose daemon was left behind', () => {
+  it('can exit: the stuck process does not keep its event loop alive (a CLI run ended only when the I/O did)', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/stop-left-behind.mjs', import.meta.url));
+    const child = spawn(process.execPath, [fixture, fuse.mountPoint, fuse.dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += String(b)));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await fuse.printed('hung img');
+    child.stdin.end('stop\n');
+    // Bounded: a caller that never exits fails the test instead of stalling the suite.
+    const bound = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const code = await exited;
+    clearTimeout(bound);
+    const report = JSON.parse(out.trim()) as { pid: number; code: string; details: Record<string, unknown> };
+    expect(report).toMatchObject({ code: 'UNAVAILABLE', details: { leftBehind: true } });
+    expect(code).toBe(0); // exited by itself, not killed at the bound
+    expect(processAlive(report.pid)).toBe(true); // still stuck: the caller did not wait for it
   }, 30_000);
 });
