@@ -14,6 +14,7 @@ declare -A NEEDS=(
   [setpriv]=util-linux   # the CLI's permission tests drop root's capabilities with it
   [prlimit]=util-linux
   [openssl]=openssl
+  [strace]=strace       # volume-file checks the open modes of its lock descriptors with it
 )
 
 missing=()

@@ -10,9 +10,10 @@ export type LockMode = 'shared' | 'exclusive';
 export interface HeldLock {
   readonly mode: LockMode;
   /**
-   * Converts a shared lock to exclusive in place, without waiting. Linux does that under one
-   * kernel lock when it succeeds, but a failed conversion has already dropped the shared lock; it
-   * is then taken back on the same descriptor. Resolves to the mode now held, or null when no lock
+   * Converts a shared lock to exclusive, without waiting, on a descriptor of the same file opened
+   * for writing (which NFS needs: lockFile), or in place when the file cannot be opened so. Either
+   * way the shared lock is dropped before the exclusive one is tried (as flock(2) itself does); a
+   * refused conversion takes the shared lock back, read-only. Resolves to the mode now held, or null when no lock
    * is held any more (another process got in): the lock is then released and must not be trusted.
    */
   upgrade(): Promise<LockMode | null>;
@@ -30,15 +31,16 @@ type Flock = (fh: FileHandle, mode: LockMode) => Promise<boolean>;
  * Takes a flock(2) on `path` without waiting; resolves to null when another open file (another
  * process, or another driver instance) holds a conflicting lock. The lock is on a descriptor of
  * this process, so it dies with the process. The file is never created: throws what open(2)
- * throws (ENOENT when `path` does not exist). It is opened for reading and writing, whatever the
- * mode, and read-only only when open(2) refuses writing (lockFile). The flock(2) call itself is made
+ * throws (ENOENT when `path` does not exist). It is opened read-only for a shared lock, and for an
+ * exclusive one for reading and writing, read-only only when open(2) refuses writing (lockFile);
+ * upgrade() gets a writable descriptor when it needs one. The flock(2) call itself is made
  * by `fs-ext`, or without it by `flock(1)` (util-linux) run on that same open file (its fd 3),
  * which exits at once, leaving the lock with this process's descriptor.
  */
 export async function tryLock(path: string, mode: LockMode, driver: string): Promise<HeldLock | null> {
   const ext = fsExt();
   const flock: Flock = ext ? (fh, m) => Promise.resolve(nativeFlock(ext, fh, m, path, driver)) : (fh, m) => helperFlock(fh, m, path, driver);
-  const fh = await lockFile(path);
+  const fh = await lockFile(path, mode);
   let taken = false;
   try {
     taken = await flock(fh, mode);
@@ -52,17 +54,26 @@ export async function tryLock(path: string, mode: LockMode, driver: string): Pro
 const WRITE_REFUSED = new Set(['EACCES', 'EROFS', 'EPERM']);
 
 /**
- * `path` opened to be flocked: read-write (O_RDWR, never O_CREAT), or read-only when open(2)
- * refuses writing (WRITE_REFUSED); any other failure (ENOENT, ...) is thrown. Nothing is ever
- * written through it. Why for writing: man 2 flock, "NFS details": since Linux 2.6.12 NFS clients
- * emulate flock() as fcntl(2) byte-range locks on the entire file, so "in order to place an
- * exclusive lock, the file must be opened for writing" (fcntl(2) fails a write lock on a descriptor
- * not open for writing with EBADF, which would surface as INTERNAL). A shared lock is opened the
- * same way so that upgrade() can convert it in place. On a local file system flock(2) ignores the
- * open mode: a read-only descriptor still takes both modes there, which the fallback keeps; on NFS
- * an exclusive lock on it still fails as before.
+ * `path` opened to be flocked in `mode`, never created; what open(2) throws otherwise (ENOENT, ...)
+ * is thrown. Nothing is ever written through it.
+ *
+ * Exclusive: read-write (O_RDWR), or read-only when open(2) refuses writing (WRITE_REFUSED). Why
+ * for writing: man 2 flock, "NFS details": since Linux 2.6.12 NFS clients emulate flock() as
+ * fcntl(2) byte-range locks on the entire file, so "in order to place an exclusive lock, the file
+ * must be opened for writing" (fcntl(2) fails a write lock on a descriptor not open for writing
+ * with EBADF, which would surface as INTERNAL). On a local file system flock(2) ignores the open
+ * mode: a read-only descriptor still takes both modes there, which the fallback keeps; on NFS an
+ * exclusive lock on it still fails as before.
+ *
+ * Shared: read-only, always: a read lock (fcntl F_RDLCK on NFS) needs only read access, and a
+ * writable descriptor is not free. The image lock of a read-only attach is on the image itself,
+ * held for as long as the attachment (a backup reading for hours): a writable descriptor there
+ * makes `mount -o remount,ro` fail EBUSY, makes overlayfs copy a lower-layer image up, and makes
+ * inotify report IN_CLOSE_WRITE for an image nobody wrote, as would every status probe's shared
+ * lock on a `.writer` file. Upgrading such a lock reopens the file for writing (writableAgain).
  */
-async function lockFile(path: string): Promise<FileHandle> {
+async function lockFile(path: string, mode: LockMode): Promise<FileHandle> {
+  if (mode === 'shared') return open(path, 'r');
   try {
     return await open(path, 'r+');
   } catch (err) {
@@ -71,7 +82,26 @@ async function lockFile(path: string): Promise<FileHandle> {
   }
 }
 
-function descriptorLock(fh: FileHandle, initial: LockMode, flock: Flock): HeldLock {
+/**
+ * The file open read-only as `fh` opened again for reading and writing, through
+ * /proc/self/fd (the same file, even if its path now names another or none), for an exclusive
+ * lock on NFS (lockFile); undefined when that is refused or impossible (no /proc, WRITE_REFUSED):
+ * the lock is then converted on `fh` itself, as flock(2) allows on a local file system.
+ */
+async function writableAgain(fh: FileHandle): Promise<FileHandle | undefined> {
+  return open(`/proc/self/fd/${fh.fd}`, 'r+').catch(() => undefined);
+}
+
+/**
+ * A held lock on `first`. A shared lock's descriptor is always read-only (lockFile); converted to
+ * exclusive, it moves to a writable descriptor of the same file first (writableAgain): the shared
+ * lock is dropped with the old descriptor and the exclusive one tried on the new, which is what a
+ * flock(2) conversion does anyway (it drops the shared lock before taking the exclusive one, and
+ * keeps it dropped when that fails). When the exclusive lock is refused, the shared lock is taken
+ * back on a read-only descriptor again.
+ */
+function descriptorLock(first: FileHandle, initial: LockMode, flock: Flock): HeldLock {
+  let fh = first;
   let mode = initial;
   let released = false;
   const release = async () => {
@@ -79,15 +109,50 @@ function descriptorLock(fh: FileHandle, initial: LockMode, flock: Flock): HeldLo
     released = true;
     await fh.close(); // closing the last descriptor of the open file drops the flock
   };
+  /** Moves the lock to descriptor `next`, closing the current one (which drops the lock held on it). */
+  const moveTo = async (next: FileHandle) => {
+    const old = fh;
+    fh = next;
+    await old.close();
+  };
+  /** Shared to exclusive on the descriptor in hand; else the shared lock back on it; else false. */
+  const convert = async (): Promise<boolean> => {
+    if (await flock(fh, 'exclusive')) {
+      mode = 'exclusive';
+      return true;
+    }
+    return flock(fh, 'shared');
+  };
+  /** The conversion moved to a writable descriptor; the shared lock taken back read-only when refused. */
+  const convertWritable = async (rw: FileHandle): Promise<boolean> => {
+    const ro = await open(`/proc/self/fd/${fh.fd}`, 'r').catch(async (err: unknown) => {
+      await rw.close();
+      throw err;
+    });
+    let back = false;
+    try {
+      await moveTo(rw);
+      if (await flock(fh, 'exclusive')) {
+        mode = 'exclusive';
+        return true;
+      }
+      back = await flock(ro, 'shared');
+    } finally {
+      if (!back) await ro.close();
+    }
+    if (back) await moveTo(ro);
+    return back;
+  };
   return {
     get mode() {
       return mode;
     },
     upgrade: async () => {
       if (released) return null;
+      if (mode === 'exclusive') return mode;
       try {
-        if (mode === 'exclusive' || (await flock(fh, 'exclusive'))) return (mode = 'exclusive');
-        if (await flock(fh, 'shared')) return mode; // another holder conflicts; the shared lock is back
+        const rw = await writableAgain(fh);
+        if (await (rw ? convertWritable(rw) : convert())) return mode; // exclusive, or the shared lock back (another holder conflicts)
       } catch (err) {
         await release(); // in an unknown state: held no more
         throw err;

@@ -32,6 +32,7 @@ import { namingFullDisk } from './no-space.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
 import { sweepOrphanSnapshots } from './snapshot-orphans.js';
+import { finishDeletions, markDeleting, removeVolumeFiles } from './volume-deletion.js';
 import { holdWriterLock, writerAlive } from './writer-lock.js';
 
 export interface FileVolumeDriverOptions {
@@ -144,9 +145,15 @@ export class FileVolumeDriver implements VolumeDriver {
     });
   }
 
-  /** Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. */
+  /**
+   * Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. First
+   * finishes the deletions killed midway, whose images would otherwise keep their space for ever
+   * (finishDeletions, volume-deletion.ts; best effort).
+   */
   async listVolumes(): Promise<Volume[]> {
     return this.guard('listVolumes', async () => {
+      await this.ctx.store.init();
+      await finishDeletions(this.ctx.store.layout, this.name);
       const out: Volume[] = [];
       for (const r of await this.ctx.store.volumes()) out.push(toVolume(r, await this.statusOf(r)));
       return out;
@@ -434,19 +441,27 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Removes a sidecar (the record is gone at that instant), then its image, writer lock and bitmaps, holding an
-   * exclusive lock on the image; `check` runs first under that lock and may refuse by throwing.
+   * Deletes a volume or snapshot holding an exclusive lock on its image; `check` runs first under
+   * that lock and may refuse by throwing. A volume: its sidecar renamed `<id>.deleting` (the record
+   * is gone at that instant), then its image, writer lock and bitmaps, then that sidecar
+   * (volume-deletion.ts: a deletion killed midway is finished by the next listVolumes). A snapshot:
+   * its sidecar removed (gone at that instant), then its image and bitmaps (what a kill leaves
+   * between is swept by age: snapshot-orphans.ts).
    */
   private async removeFiles(kind: RecordKind, id: string, check?: () => Promise<void>): Promise<void> {
     const { layout } = this.ctx.store;
     await this.ctx.locks.during(layout.image(kind, id), 'exclusive', async () => {
       await check?.();
+      if (kind === 'volume') {
+        await markDeleting(this.ctx.store, id);
+        await removeVolumeFiles(layout, id);
+        return;
+      }
       await this.ctx.store.exclusively(async () => {
         await unlink(layout.sidecar(kind, id));
         await syncDir(layout.dir(kind));
       });
       await rm(layout.image(kind, id), { force: true });
-      if (kind === 'volume') await rm(layout.writerLock(id), { force: true });
       await rm(layout.cbtDir(kind, id), { recursive: true, force: true });
     });
   }

@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { copyFile, open, unlink, type FileHandle } from 'node:fs/promises';
-import { writeFully, type Extent, type PositionalWriter } from '@cairn/core';
+import { CairnError, writeFully, type Extent, type PositionalWriter } from '@cairn/core';
 import { dataExtents, readFully } from './data-extents.js';
 
 export type CopyMethod = 'reflink' | 'sparse-copy';
@@ -12,7 +12,9 @@ const IN_FLIGHT = 4;
 const NO_REFLINK = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY', 'EBADF', 'ENOTSOCK']);
 
 /**
- * Copies image `src` to a new file `dst` (replaced if present) and makes it durable. First a
+ * Copies image `src` to a new file `dst` and makes it durable. `dst` is created exclusively: when
+ * anything is at `dst` already (a file, a symlink planted there, dangling or not) the copy fails
+ * `ALREADY_EXISTS` (details.file) and that entry and whatever it points to stay untouched. First a
  * reflink (`COPYFILE_FICLONE_FORCE`: O(1), shares extents copy-on-write, on XFS/Btrfs/bcachefs),
  * else a sparse-preserving copy of only the data extents (holes stay holes). Returns the method used.
  * The caller keeps `src` from changing during the copy. Not idempotent. `driver` tags the errors
@@ -20,23 +22,30 @@ const NO_REFLINK = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS'
  */
 export async function copyImage(src: string, dst: string, driver: string): Promise<CopyMethod> {
   try {
-    await copyFile(src, dst, constants.COPYFILE_FICLONE_FORCE);
+    // COPYFILE_EXCL: O_CREAT|O_EXCL, never through a symlink, never truncating another file
+    await copyFile(src, dst, constants.COPYFILE_FICLONE_FORCE | constants.COPYFILE_EXCL);
     await syncFile(dst);
     return 'reflink';
   } catch (err) {
-    if (!NO_REFLINK.has((err as { code?: string }).code ?? '')) throw err;
-    await unlink(dst).catch(() => {});
+    if (!NO_REFLINK.has((err as { code?: string }).code ?? '')) throw taken(err, dst, driver);
+    await unlink(dst).catch(() => {}); // the empty file made before FICLONE was refused (unlink never follows a symlink)
   }
   await sparseCopy(src, dst, driver);
   return 'sparse-copy';
 }
 
-/** Copies the data extents of `src` into a same-sized sparse `dst` (copyExtents), then fsyncs it. */
+/**
+ * Copies the data extents of `src` into a same-sized sparse new file `dst` (copyExtents), then
+ * fsyncs it. `dst` is created exclusively ('wx': O_CREAT|O_EXCL): `ALREADY_EXISTS` when anything,
+ * a symlink too, is there, which is left as it is.
+ */
 export async function sparseCopy(src: string, dst: string, driver: string): Promise<void> {
   const from = await open(src, 'r');
   try {
     const size = (await from.stat()).size;
-    const to = await open(dst, 'w', 0o600);
+    const to = await open(dst, 'wx', 0o600).catch((err: unknown) => {
+      throw taken(err, dst, driver);
+    });
     try {
       await to.truncate(size);
       await copyExtents(from, to, await dataExtents(from, { offset: 0, length: size }), driver);
@@ -71,8 +80,15 @@ export async function copyExtents(from: Pick<FileHandle, 'read'>, to: Positional
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
 }
 
+/** EEXIST from creating `dst` as `ALREADY_EXISTS` naming it; any other error as it is. */
+function taken(err: unknown, dst: string, driver: string): unknown {
+  if ((err as { code?: string }).code !== 'EEXIST') return err;
+  return new CairnError('ALREADY_EXISTS', `cannot copy an image to ${dst}: something is there already`, { driver, cause: err, details: { file: dst } });
+}
+
+/** fsyncs the file the copy has just made at `path`; O_NOFOLLOW: a symlink put in its place meanwhile is refused (ELOOP). */
 async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     await fh.sync();
   } finally {

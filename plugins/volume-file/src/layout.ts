@@ -8,6 +8,7 @@ import { join } from 'node:path';
  *   volumes/<id>.img                       raw image, sparse, exactly `size` bytes
  *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
  *   volumes/<id>.writer                    empty; flock(2) held by a read-write attachment (writer-lock.ts)
+ *   volumes/<id>.deleting                  the sidecar of a volume being deleted, renamed (volume-deletion.ts)
  *   volumes/.clock                         empty probe whose ctime reads the file system's clock (core's drivers/stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
  *   snapshots/.clock                       the same probe, read by the sweep of leftover snapshot files (snapshot-orphans.ts)
@@ -36,6 +37,11 @@ export class Layout {
   /** The writer lock of volume `id` (writer-lock.ts); made at its first read-write attach. */
   writerLock(id: string): string {
     return join(this.dir('volume'), `${id}.writer`);
+  }
+
+  /** Volume `id`'s sidecar once its deletion has begun (volume-deletion.ts): no longer a volume. */
+  deleting(id: string): string {
+    return join(this.dir('volume'), `${id}.deleting`);
   }
 
   cbtDir(kind: RecordKind, id: string): string {

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { nowIso } from '@cairn/core';
 import { adoptCreatedFile } from './dir-owner.js';
@@ -49,7 +50,7 @@ async function writeSnapshotFiles(
     await copyImage(layout.image('volume', volume.id), image, ctx.name);
     await adoptCreatedFile(image); // the copy is root's: it gets the directory's owner, as the sidecar will
     if ((await stat(image)).size < volume.size) {
-      const fh = await open(image, 'r+');
+      const fh = await open(image, constants.O_RDWR | constants.O_NOFOLLOW); // the copy just made: never another file through a symlink
       try {
         await resizeImage(fh, volume.size, ctx.name);
         await fh.sync();

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { lstat, open, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'vitest';
-import { copyExtents, sparseCopy } from '../src/image-copy.js';
+import { isCairnError } from '@cairn/core';
+import { copyExtents, copyImage, sparseCopy } from '../src/image-copy.js';
 import { dirPerTest } from './helpers.js';
 
 /**
@@ -48,5 +49,57 @@ describe('sparse copy errors', () => {
       await from.close();
       await to.close();
     }
+  });
+});
+
+/**
+ * Contract (image-copy.ts, copyImage/sparseCopy): the copy's destination is created exclusively
+ * (O_CREAT|O_EXCL, which never follows a symlink): anything already at that path — a symlink
+ * planted there, dangling or not, or another file — makes the copy fail `ALREADY_EXISTS` naming
+ * it, and neither it nor what it points to is written, truncated or created.
+ */
+describe('the copy never writes through what is at its destination', () => {
+  const t = dirPerTest();
+  const COPIES = [
+    { name: 'sparseCopy', copy: sparseCopy },
+    { name: 'copyImage (reflink, else sparse copy)', copy: async (src: string, dst: string, driver: string) => void (await copyImage(src, dst, driver)) },
+  ];
+  const refused = (dst: string) => (err: unknown) => {
+    assert.ok(isCairnError(err), `not a CairnError: ${String(err)}`);
+    assert.equal(err.code, 'ALREADY_EXISTS');
+    assert.equal(err.driver, 'file');
+    assert.deepEqual(err.details, { file: dst });
+    return true;
+  };
+
+  it.each(COPIES)('$name: a symlink at the destination to another file is refused; that file keeps its content', async ({ copy }) => {
+    const src = join(t.dir, 'src');
+    await writeFile(src, Buffer.alloc(64 * 1024, 9));
+    const victim = join(t.dir, 'victim');
+    await writeFile(victim, 'precious');
+    const dst = join(t.dir, 'dst');
+    await symlink(victim, dst);
+    await assert.rejects(copy(src, dst, 'file'), refused(dst));
+    assert.equal(await readFile(victim, 'utf8'), 'precious');
+    assert.ok((await lstat(dst)).isSymbolicLink());
+  });
+
+  it.each(COPIES)('$name: a dangling symlink at the destination is refused; nothing is created where it points', async ({ copy }) => {
+    const src = join(t.dir, 'src');
+    await writeFile(src, Buffer.alloc(4096, 3));
+    const dst = join(t.dir, 'dst');
+    const nowhere = join(t.dir, 'nowhere');
+    await symlink(nowhere, dst);
+    await assert.rejects(copy(src, dst, 'file'), refused(dst));
+    await assert.rejects(lstat(nowhere), { code: 'ENOENT' });
+  });
+
+  it.each(COPIES)('$name: an existing file at the destination is refused, not truncated', async ({ copy }) => {
+    const src = join(t.dir, 'src');
+    await writeFile(src, Buffer.alloc(4096, 3));
+    const dst = join(t.dir, 'dst');
+    await writeFile(dst, 'another file');
+    await assert.rejects(copy(src, dst, 'file'), refused(dst));
+    assert.equal(await readFile(dst, 'utf8'), 'another file');
   });
 });

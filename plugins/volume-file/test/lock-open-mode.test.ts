@@ -35,6 +35,12 @@ async function lockReport(path: string, env: Record<string, string>, uid?: numbe
       out.push(lock.mode, fds().map(access).join(','), other('-s'), other('-x'));
       await lock.release();
     }
+    // A shared lock converted to exclusive (ImageLocks does when a writer joins readers).
+    const up = await tryLock(path, 'shared', 'file').catch((e) => e.code);
+    if (up && typeof up !== 'string') {
+      out.push('upgrade', String(await up.upgrade()), fds().map(access).join(','), other('-s'), other('-x'));
+      await up.release();
+    }
     console.log(out.join(' '));`;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, path, ...(uid === undefined ? [] : [String(uid)])], {
     env: { ...process.env, ...env },
@@ -49,11 +55,13 @@ const LOCKERS: { name: string; env: Record<string, string> }[] = [
 ];
 
 /**
- * Contract (file-lock.ts, lockFile): a lock file is opened read-write, never created, so that an
- * exclusive flock(2) also works on NFS, where Linux emulates it with fcntl(2) locks that need a
- * file open for writing (man 2 flock). Where open(2) refuses writing (no write permission, a
- * read-only mount, an immutable file) it is opened read-only and both modes still lock, as
- * flock(2) allows on a local file system. Either way the locks exclude other processes as before.
+ * Contract (file-lock.ts, lockFile): a lock file is never created. For an exclusive lock (also a
+ * shared one upgraded) it is opened read-write, so that an exclusive flock(2) also works on NFS,
+ * where Linux emulates it with fcntl(2) locks that need a file open for writing (man 2 flock);
+ * where open(2) refuses writing (no write permission, a read-only mount, an immutable file) it is
+ * opened read-only and the lock is still taken, as flock(2) allows on a local file system. A shared
+ * lock is always on a read-only descriptor (a read lock needs no more), so a reader holds no
+ * writable descriptor on the file. Either way the locks exclude other processes as before.
  * There is no NFS here: what is checked is the open mode, and that the locks keep working.
  */
 describe.each(LOCKERS)('tryLock with $name: how the lock file is opened', ({ env }) => {
@@ -72,10 +80,10 @@ describe.each(LOCKERS)('tryLock with $name: how the lock file is opened', ({ env
     for (const c of cleanup.splice(0)) c();
   });
 
-  const LOCKED_RW = ['shared', 'rw', 'free', 'held', 'exclusive', 'rw', 'held', 'held'].join(' ');
-  const LOCKED_RO = ['shared', 'r', 'free', 'held', 'exclusive', 'r', 'held', 'held'].join(' ');
+  const LOCKED_RW = ['shared', 'r', 'free', 'held', 'exclusive', 'rw', 'held', 'held', 'upgrade', 'exclusive', 'rw', 'held', 'held'].join(' ');
+  const LOCKED_RO = ['shared', 'r', 'free', 'held', 'exclusive', 'r', 'held', 'held', 'upgrade', 'exclusive', 'r', 'held', 'held'].join(' ');
 
-  it('a file it may write: opened read-write (an exclusive lock on NFS needs that); shared and exclusive locks exclude other processes', async () => {
+  it('a file it may write: a shared lock read-only, an exclusive one (also an upgraded shared one) read-write (an exclusive lock on NFS needs that); both exclude other processes', async () => {
     const file = join(dir, 'writable.lock');
     writeFileSync(file, '');
     assert.equal(await lockReport(file, env), LOCKED_RW);
