@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { CairnError } from '@cairn/core';
 import { CliContext, type GlobalOptions } from './context.js';
 import { exitCodeFor } from './exit-codes.js';
 import { Output } from './output/output.js';
@@ -15,7 +16,8 @@ function split<O>(raw: unknown[]): { args: string[]; opts: O; globals: GlobalOpt
 /**
  * Wraps a command body as a commander action: loads the config into a CliContext, runs the
  * body, prints any error (text, or JSON with `--json`) and sets the exit code from its
- * CairnError code. The context is closed in `finally`.
+ * CairnError code. The context is closed in `finally`; a failure of that close is reported by
+ * `reportCloseFailure`.
  */
 export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Promise<void> {
   return async (...raw) => {
@@ -29,9 +31,26 @@ export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Pro
       out.error(err);
       process.exitCode = exitCodeFor(err);
     } finally {
-      await ctx?.close();
+      const unclosed = await ctx?.close();
+      if (unclosed) reportCloseFailure(out, unclosed);
     }
   };
+}
+
+/**
+ * The volume driver could not be closed after the command ran: with qcow2, a daemon that SIGKILL
+ * could not end (stuck in uninterruptible I/O), which keeps its images open and locked, so the
+ * next command on them is BUSY, and writes it had not flushed may be lost. The command's own
+ * result stands (it was printed), but the run did not end clean: a command that succeeded fails
+ * with that error (`error [UNAVAILABLE]: …`, exit 6, `details.leftBehind` and `pid` with
+ * `--json`), as a detach that leaves a daemon behind does; a command that failed keeps its own
+ * error and exit code, and the close failure is a `warning:` line.
+ */
+function reportCloseFailure(out: Output, err: CairnError): void {
+  const message = `the volume driver could not be closed: ${err.message}`;
+  if (process.exitCode !== undefined && process.exitCode !== 0) return out.warn(message);
+  out.error(new CairnError(err.code, `the command completed, but ${message}`, { cause: err, details: err.details }));
+  process.exitCode = exitCodeFor(err);
 }
 
 /** Like `withContext` for commands that load no config (`init`, `demo`): the body gets the Output and globals. */

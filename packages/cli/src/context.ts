@@ -4,9 +4,11 @@ import {
   ChunkedBackupService,
   DriverRegistry,
   RepositoryCatalog,
+  toCairnError,
   unlessNotFound,
   type BackupService,
   type Volume,
+  type VolumeLocks,
   type VolumeDriver,
 } from '@cairn/core';
 import { posixModule } from '@cairn/backup-posix';
@@ -161,16 +163,17 @@ export class CliContext {
    * The BackupManager over every configured target. With `recover`, resolves what an earlier
    * crash left in flight first (mutating commands do); core leaves the records of live processes
    * (a job still running elsewhere) alone. `readRate` (bytes/s) throttles reads from volumes.
-   * Manager warnings go to stderr.
+   * `locks`: the manager's VolumeLocks (default in-process; `cairn serve` adds its limit on
+   * backups and restores through them). Both are taken from the first call. Manager warnings go to stderr.
    */
-  async manager(options: { recover?: boolean; readRate?: number } = {}): Promise<BackupManager> {
+  async manager(options: { recover?: boolean; readRate?: number; locks?: VolumeLocks } = {}): Promise<BackupManager> {
     this.managerPromise ??= (async () => {
       const targets: Record<string, BackupService> = {};
       for (const name of Object.keys(this.loaded.config.targets)) targets[name] = await this.target(name);
       const volumes = await this.volumes();
       // One budget for every backup of this process (a server's `--read-rate`); a cancelled
       // backup stops waiting for it at once.
-      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog(), readRate: options.readRate });
+      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog(), readRate: options.readRate, locks: options.locks });
       manager.on('warning', (e) => this.out.warn(e.message));
       return manager;
     })();
@@ -206,15 +209,16 @@ export class CliContext {
   /**
    * Releases the volume driver, if one was built and has a `close` (qcow2 detaches what is still
    * attached and stops its daemon, so that it writes its dirty bitmaps), and every opened target.
-   * Idempotent; never throws.
+   * Idempotent; never throws: resolves with the volume driver's close failure, if any (qcow2: a
+   * daemon that could not be stopped, UNAVAILABLE with `details.leftBehind`, which keeps its
+   * images open and locked), for the caller to report (command-runner.ts), else undefined.
    */
-  async close(): Promise<void> {
+  async close(): Promise<CairnError | undefined> {
     const volumeDriver = this.volumeDriver;
     this.volumeDriver = undefined;
     const driver = await volumeDriver?.catch(() => undefined); // one that failed to build holds nothing
-    if (closable(driver)) {
-      await driver.close().catch((err: unknown) => this.out.warn(`the volume driver could not be closed: ${(err as Error)?.message ?? String(err)}`));
-    }
+    let failure: CairnError | undefined;
+    if (closable(driver)) await driver.close().catch((err: unknown) => (failure = toCairnError(err)));
     for (const p of this.services.values()) {
       try {
         await (await p).close?.();
@@ -223,6 +227,7 @@ export class CliContext {
       }
     }
     this.services.clear();
+    return failure;
   }
 }
 

@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { NbdClient } from '@cairn/nbd';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, cairnWithin, jsonError, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
 
 /** The JSON document `backup serve --json` prints once the export listens (it may span several lines). */
 function servedView(child: ChildProcess): Promise<any> {
@@ -63,6 +63,15 @@ describe('cairn backup serve', () => {
 
   it.each(['0', '-1', '1.5', 'many', '10001'])('backup serve --max-connections %s exits 2 (usage)', async (n) => {
     expect((await cairn(['backup', 'serve', backupId, '--socket', join(cwd, 'x.sock'), '--max-connections', n], { cwd })).code).toBe(2);
+  });
+
+  // The same rules as cairn serve's count options (commands/whole-number.ts): decimal digits only.
+  it.each([' 5', '5 ', '1e3', '0x10', '+5', ''])('backup serve --max-connections %j is INVALID_INPUT, exit 2 (usage), never serving', async (n) => {
+    // Killed if it starts serving (a value taken), so the test fails instead of hanging.
+    const r = await cairnWithin(15_000, ['backup', 'serve', backupId, '--socket', join(cwd, 'y.sock'), '--max-connections', n, '--json'], cwd);
+    expect(r.killed).toBe(false);
+    expect(r.code).toBe(2);
+    expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('--max-connections takes a whole number from 1 to 10000') });
   });
 
   it('backup serve of an unknown id exits 3 and --socket with --listen exits 2', async () => {

@@ -27,6 +27,11 @@ export interface JobSpec {
    * success (a verify that found problems); rejects when the job failed or was cancelled.
    */
   outcome: Promise<{ result: unknown; error?: unknown }>;
+  /**
+   * While the job waits for a place among the server's backups and restores (DataJobSlots), its
+   * place in line (1: it gets the next one); undefined once it runs, and for jobs that never wait.
+   */
+  queuePosition?(): number | undefined;
 }
 
 /** The JSON view of a job (docs/api.md, "Job"). */
@@ -34,6 +39,9 @@ export interface JobView {
   id: string;
   kind: ApiJobKind;
   state: ApiJobState;
+  /** Present (true), with `queuePosition`, while a `running` job waits for a place (`--max-data-jobs`). */
+  queued?: true;
+  queuePosition?: number;
   backupId?: string;
   volumeId?: string;
   target?: string;
@@ -99,10 +107,13 @@ class Entry {
 
   view(): JobView {
     const { id, kind, backupId, volumeId, target } = this.spec;
+    const queuePosition = this.state === 'running' ? this.spec.queuePosition?.() : undefined;
     return {
       id,
       kind,
       state: this.state,
+      queued: queuePosition === undefined ? undefined : true,
+      queuePosition,
       backupId,
       volumeId,
       target,
@@ -227,10 +238,17 @@ export class JobTable {
     return n;
   }
 
-  /** Jobs still running. */
+  /** Jobs still running (those waiting for a place included). */
   get running(): number {
     let n = 0;
     for (const e of this.entries.values()) if (e.state === 'running') n++;
+    return n;
+  }
+
+  /** Running jobs that wait for a place among the backups and restores (JobSpec.queuePosition). */
+  get queued(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.state === 'running' && e.spec.queuePosition?.() !== undefined) n++;
     return n;
   }
 
@@ -317,10 +335,12 @@ function jsonBytes(value: unknown): number {
  * A manager job (backup or restore) as a JobSpec. `finish` turns the final record into the
  * job's result view; it must not reject once the job succeeded (a rejection would report the job
  * failed): a restore's reads the restored volume again and reports a failed read in the result
- * (restoreResult).
+ * (restoreResult). `queuePosition`: the job's place in line while it waits for a place
+ * (DataJobSlots.position of the ticket it was started with).
  */
-export function managerJob(job: Job, target: string | undefined, finish: (record: Awaited<Job['done']>) => Promise<unknown>): JobSpec {
+export function managerJob(job: Job, target: string | undefined, finish: (record: Awaited<Job['done']>) => Promise<unknown>, queuePosition?: () => number | undefined): JobSpec {
   return {
+    queuePosition,
     id: job.id,
     kind: job.kind,
     backupId: job.backupId,

@@ -1,6 +1,7 @@
 import { CairnError } from '@cairn/core';
 import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
+import { DataJobSlots, DEFAULT_MAX_DATA_JOBS } from '../api/data-job-slots.js';
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
 import { DEFAULT_MAX_CONNECTIONS } from '../api/connection-limit.js';
 import { DEFAULT_KEEP_JOBS, DEFAULT_KEEP_JOBS_BYTES, DEFAULT_MAX_MAINTENANCE_JOBS, JobTable } from '../api/jobs.js';
@@ -11,21 +12,10 @@ import { loadTls } from '../api/tls.js';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
 import { optionParser, parseSeconds, parseSize } from '../output/units.js';
+import { wholeNumber } from './whole-number.js';
 
 /** Default `--listen`: loopback only. */
 export const DEFAULT_LISTEN = '127.0.0.1:8470';
-
-/**
- * The parser of an option that takes a whole number from `min` to `max`, written in decimal digits
- * only (no sign, exponent, `0x` or spaces). `INVALID_INPUT` naming the option otherwise.
- */
-function wholeNumber(option: string, min: number, max: number): (text: string) => number {
-  return (text) => {
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || n < min || n > max) throw new CairnError('INVALID_INPUT', `${option} takes a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
-    return n;
-  };
-}
 
 /** `--keep-jobs`: a whole number from 1 to 10000. */
 const parseKeepJobs = wholeNumber('--keep-jobs', 1, 10_000);
@@ -42,6 +32,9 @@ const parseMaxConnections = wholeNumber('--max-connections', 1, 10_000);
 
 /** `--max-maintenance-jobs`: a whole number from 1 to 64. */
 const parseMaxMaintenance = wholeNumber('--max-maintenance-jobs', 1, 64);
+
+/** `--max-data-jobs`: a whole number from 0 (no limit, as Cinder's `backup_max_operations`) to 1024. */
+const parseMaxDataJobs = wholeNumber('--max-data-jobs', 0, 1024);
 
 /** Default `--recover-interval`, seconds. */
 export const DEFAULT_RECOVER_INTERVAL = 60;
@@ -113,13 +106,19 @@ export function registerApiServeCommand(program: Command, version: string): void
       DEFAULT_MAX_MAINTENANCE_JOBS,
     )
     .option(
+      '--max-data-jobs <n>',
+      'backups and restores run at once, 0 to 1024 (0: no limit); more are accepted (202) and wait in line, first come first served',
+      optionParser(parseMaxDataJobs),
+      DEFAULT_MAX_DATA_JOBS,
+    )
+    .option(
       '--recover-interval <seconds>',
       'also resolve, this often (1 to 86400 s), what processes that died left in flight (records stuck creating, restoring or deleting); jobs still running are left alone; 0: only at start',
       optionParser(parseRecoverInterval),
       DEFAULT_RECOVER_INTERVAL,
     )
     .action(
-      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; keepJobsBytes: number; maxConnections: number; maxMaintenanceJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
+      withContext<{ listen: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; readRate?: number; keepJobs: number; keepJobsBytes: number; maxConnections: number; maxMaintenanceJobs: number; maxDataJobs: number; recoverInterval: number }>(async (ctx, _args, o) => {
         // Refusals come before anything is opened.
         const listen = parseListen(o.listen);
         const auth = o.tokenFile === undefined ? undefined : await loadToken(ctx.registry, o.tokenFile);
@@ -145,7 +144,10 @@ export function registerApiServeCommand(program: Command, version: string): void
 
         // Everything requests use, opened once: targets (worker threads), catalog, manager.
         ctx.expectDataFlow();
-        const manager = await ctx.manager({ readRate: o.readRate });
+        // Backups and restores take a place (at most --max-data-jobs at once) once they hold
+        // their volume's lock: the manager's locks are the places' (DataJobSlots).
+        const dataJobs = new DataJobSlots(o.maxDataJobs);
+        const manager = await ctx.manager({ readRate: o.readRate, locks: dataJobs.volumeLocks() });
         if (stopping) return stoppedAtStart();
         printRecovery(ctx.out, await manager.recover(), 'an earlier run');
         if (stopping) return stoppedAtStart();
@@ -161,7 +163,7 @@ export function registerApiServeCommand(program: Command, version: string): void
           onError: (err) => ctx.out.warn(`recovery failed (tried again in ${o.recoverInterval} s): ${(err as Error)?.message ?? String(err)}`),
         });
         const server = new ApiServer(
-          { cli: ctx, manager, jobs, version },
+          { cli: ctx, manager, jobs, dataJobs, version },
           { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts, maxConnections: o.maxConnections },
         );
         const bound = await server.listen(listen);

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import { renderFields } from '../output/table.js';
 import { formatBytes, optionParser } from '../output/units.js';
+import { wholeNumber } from './whole-number.js';
 
 /** `127.0.0.1:10809` → {host, port}. `INVALID_INPUT` for anything else. */
 function parseListen(text: string): { host: string; port: number } {
@@ -16,14 +17,8 @@ function parseListen(text: string): { host: string; port: number } {
 /** Largest `--max-connections`: each client holds a descriptor, and as many refused ones may wait. */
 const MAX_CONNECTIONS = 10_000;
 
-/** `--max-connections`: a whole number from 1 to 10000. */
-function parseMaxConnections(text: string): number {
-  const n = Number(text);
-  if (!/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > MAX_CONNECTIONS) {
-    throw new CairnError('INVALID_INPUT', `--max-connections takes a whole number from 1 to ${MAX_CONNECTIONS}, not ${JSON.stringify(text)}`);
-  }
-  return n;
-}
+/** `--max-connections`: a whole number from 1 to 10000, in decimal digits only (wholeNumber). */
+const parseMaxConnections = wholeNumber('--max-connections', 1, MAX_CONNECTIONS);
 
 /** Resolves when the process gets SIGINT or SIGTERM. */
 const untilSignal = (): Promise<NodeJS.Signals> =>
