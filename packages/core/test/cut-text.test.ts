@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertCallerVolumeMetadata, cutText, quotedCut } from '../src/index.js';
+import { assertCallerVolumeMetadata, cutText, escapedCut, escapedText, quotedCut } from '../src/index.js';
 
 /**
  * cutText and quotedCut bound the user text a message echoes: at most `max` code points shown, a
@@ -25,5 +25,19 @@ describe('cutText, quotedCut', () => {
       message = (err as Error).message;
     }
     expect(message).toBe(`metadata key "${'\u{1F511}'.repeat(40)}"… (256 characters) is longer than 255 characters`);
+  });
+
+  it('escapedText escapes C0, DEL, C1, U+2028/2029 and bidi controls as JSON writes them, adds no quotes, leaves the rest (backslashes too) as it is', () => {
+    expect(escapedText('a\nb\r\t\x1b[2J\u0000\u007f\u0085\u009b\u2028\u2029\u202a\u202e\u2066\u2069z')).toBe(
+      'a\\nb\\r\\t\\u001b[2J\\u0000\\u007f\\u0085\\u009b\\u2028\\u2029\\u202a\\u202e\\u2066\\u2069z',
+    );
+    expect(escapedText('C:\\dir "x" é\u{1F600}\u00a0\u200f')).toBe('C:\\dir "x" é\u{1F600}\u00a0\u200f');
+  });
+
+  it('escapedCut cuts as cutText (counting the text as given), then escapes the part shown', () => {
+    expect(escapedCut('abc', 3)).toBe('abc');
+    expect(escapedCut('a\nb', 3)).toBe('a\\nb');
+    expect(escapedCut('\x1b'.repeat(5), 3)).toBe('\\u001b\\u001b\\u001b… (5 characters)');
+    expect(escapedCut('\u{1F600}'.repeat(4), 3)).toBe(`${'\u{1F600}'.repeat(3)}… (4 characters)`);
   });
 });

@@ -1,4 +1,4 @@
-import { CairnError, cutText, quotedCut } from '@cairn/core';
+import { CairnError, escapedCut, quotedCut } from '@cairn/core';
 import { blockSizeViolation, type AdvertisedBlockSizes } from './advertised-block-sizes.js';
 import type { ByteReader } from './byte-reader.js';
 import { optionErrorCode, protocolError } from './error-map.js';
@@ -111,11 +111,12 @@ const OPTION_REPLY_HEADER = 20;
  * disconnect" (a hard disconnect only on a violation of a MUST by the server or a failed TLS
  * negotiation), and "If the client receives NBD_REP_ERR_SHUTDOWN it MUST initiate a soft
  * disconnect". The caller lets go of the connection gracefully (`isSoftDisconnect`). The
- * server's message (up to 64 KiB) is shown cut to `SHOWN_MESSAGE` code points (core's cutText).
+ * server's message (up to 64 KiB) is shown cut to `SHOWN_MESSAGE` code points, its control,
+ * separator and bidi characters escaped, unquoted (core's escapedCut).
  */
 function giveUp(r: OptionReply, what: string, send: Send, driver: string): CairnError {
   send(encodeOption(OPT.ABORT));
-  const message = r.data.length > 0 ? `: ${cutText(r.data.toString('utf8'), SHOWN_MESSAGE)}` : '';
+  const message = r.data.length > 0 ? `: ${escapedCut(r.data.toString('utf8'), SHOWN_MESSAGE)}` : '';
   return new CairnError(optionErrorCode(r.type), `${what} refused by the server (reply ${r.type - REP_ERR_BIT})${message}`, {
     driver,
     details: { optionReply: r.type },

@@ -1,4 +1,4 @@
-import { CairnError, cutText, type ErrorCode } from '@cairn/core';
+import { CairnError, escapedCut, type ErrorCode } from '@cairn/core';
 import { SHOWN_MESSAGE } from './nbd-string.js';
 import { NBD_ERR, REP_ERR } from './protocol.js';
 
@@ -37,10 +37,12 @@ export function nbdErrorName(errno: number): string {
 
 /**
  * A CairnError for an NBD error reply; `details.nbdError` holds the raw value. The server's message
- * (up to 4096 bytes from an error chunk) is shown cut to `SHOWN_MESSAGE` code points (core's cutText).
+ * (up to 4096 bytes from an error chunk) is shown cut to `SHOWN_MESSAGE` code points, its control,
+ * separator and bidi characters escaped, unquoted (core's escapedCut): it cannot break the line of a
+ * log or an API response that carries the error.
  */
 export function nbdReplyError(errno: number, what: string, serverMessage?: string, driver = NBD_DRIVER): CairnError {
-  const text = serverMessage ? `: ${cutText(serverMessage, SHOWN_MESSAGE)}` : '';
+  const text = serverMessage ? `: ${escapedCut(serverMessage, SHOWN_MESSAGE)}` : '';
   return new CairnError(nbdErrorCode(errno), `${what} failed with ${nbdErrorName(errno)}${text}`, {
     driver,
     details: { nbdError: errno, nbdErrorName: nbdErrorName(errno) },

@@ -10,7 +10,8 @@ export const SHOWN_NAME = 64;
 
 /**
  * Code points of the peer's free text (an NBD_REP_ERR message, an error chunk's message) a message
- * echoes, with core's cutText: a server may send 64 KiB of it, which would bury the error.
+ * echoes, with core's escapedCut (control characters escaped): a server may send 64 KiB of it,
+ * which would bury the error.
  */
 export const SHOWN_MESSAGE = 200;
 

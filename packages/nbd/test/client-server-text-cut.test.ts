@@ -1,7 +1,9 @@
 // The client's errors show a server's free text cut (core's cutText, SHOWN_MESSAGE code points):
 // an NBD_REP_ERR reply may carry up to 64 KiB of message, an error chunk up to 4096 bytes, and a
 // hostile or broken server sends all of it. Scripted servers send the longest message each allows
-// (an option reply of MAX_OPTION_DATA bytes, an error chunk message of 4096 bytes).
+// (an option reply of MAX_OPTION_DATA bytes, an error chunk message of 4096 bytes). The text shown
+// has its control, separator and bidi characters escaped, unquoted (core's escapedCut): a server's
+// line feed or ESC must not start a forged line in a log or an API response carrying the error.
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../src/index.js';
@@ -68,6 +70,37 @@ describe("a server's text in the client's errors is cut", () => {
     const path = await refusing(OPT_LIST, REP_ERR_POLICY, 'p'.repeat(200));
     const err = await failure(NbdClient.listExports({ path }));
     expect(err.message).toBe(`[nbd] NBD_OPT_LIST refused by the server (reply 2): ${'p'.repeat(200)}`);
+  });
+
+  it("a server's line feeds, ESC, C1, U+2028 and bidi override are escaped in the message, nothing quoted, and counted as one character each when cut", async () => {
+    const evil = 'no\nerror [OK]: fake\r\x1b[2J\u009b\u2028\u202eq\\';
+    const shown = 'no\\nerror [OK]: fake\\r\\u001b[2J\\u009b\\u2028\\u202eq\\';
+    const path = await refusing(OPT_LIST, REP_ERR_POLICY, evil);
+    const err = await failure(NbdClient.listExports({ path }));
+    expect(err.message).toBe(`[nbd] NBD_OPT_LIST refused by the server (reply 2): ${shown}`);
+    const long = await refusing(7, REP_ERR_UNKNOWN, '\n'.repeat(LONGEST_REPLY));
+    const cut = await failure(NbdClient.connect({ path: long, exportName: 'e', structuredReplies: false }));
+    expect(cut.message).toBe(`[nbd] export "e" refused by the server (reply 6): ${'\\n'.repeat(200)}… (${LONGEST_REPLY} characters)`);
+  });
+
+  it("an error chunk's message with a line feed and ESC: escaped in the READ's error", async () => {
+    const server = fakeServer(
+      1 << 20,
+      async (s, raw) => {
+        scripted.track(s);
+        const req = await raw.read(28);
+        s.write(chunk(req, DONE, ERROR, errorBody(EIO, 'disk gone\nerror [OK]: \x1b[31mfake')));
+      },
+      { structuredContextId: 1 },
+    );
+    const path = await scripted.listen(server);
+    const client = await NbdClient.connect({ path });
+    try {
+      const err = await failure(client.read(0, 4096));
+      expect(err).toMatchObject({ code: 'UNAVAILABLE', message: '[nbd] read failed with EIO: disk gone\\nerror [OK]: \\u001b[31mfake' });
+    } finally {
+      await client.disconnect().catch(() => undefined);
+    }
   });
 
   it('an error chunk with a 4096-byte message to a READ', async () => {

@@ -30,3 +30,33 @@ export function quotedCut(text: string, max: number): string {
   const { head, length } = cut(text, max);
   return `${JSON.stringify(head)}${note(length)}`;
 }
+
+/**
+ * Characters that could forge a line or reorder what a terminal or a log viewer shows: C0 controls
+ * (U+0000–U+001F: line feed, carriage return, ESC…), DEL (U+007F), C1 controls (U+0080–U+009F),
+ * the separators U+2028 and U+2029, and the bidi embeddings, overrides and isolates
+ * U+202A–U+202E and U+2066–U+2069 (the set the CLI's terminal-text.ts escapes at display).
+ */
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
+
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * `text` with each character listed above escaped as JSON writes it: `\n`, `\r`, `\t` as those two
+ * characters, every other one as `\uXXXX` (lower-case hex). Nothing else changes (backslashes
+ * included) and no quotes are added: for free text a message shows as it is (a peer's error
+ * message), which then stays on its line in a log, an API response or a terminal.
+ */
+export function escapedText(text: string): string {
+  return text.replace(UNSAFE, (c) => NAMED[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * `text` cut as cutText cuts it (the first `max` code points of the text as given, the note naming
+ * its whole length), then escaped as escapedText escapes it, without quotes. So the note still
+ * counts the text's own characters (a line feed counts one, though it shows as two).
+ */
+export function escapedCut(text: string, max: number): string {
+  const { head, length } = cut(text, max);
+  return `${escapedText(head)}${note(length)}`;
+}

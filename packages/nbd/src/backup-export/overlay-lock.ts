@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { CairnError, currentOwner, linkIfAbsent, ownerMayBeAlive, tempPathBeside, toCairnError, type ProcessOwner } from '@cairn/core';
+import { CairnError, currentOwner, linkIfAbsent, ownerMayBeAlive, quotedCut, tempPathBeside, toCairnError, type ProcessOwner } from '@cairn/core';
+import { SHOWN_NAME } from '../nbd-string.js';
 
 const DRIVER = 'backup-export';
 /** Tries to take over a lock whose owner is dead before giving up (each try loses only to another process taking it). */
@@ -40,8 +41,7 @@ export async function lockOverlay(path: string): Promise<OverlayLock> {
       const owner = await readOwner(lockPath);
       if (owner === null) continue; // gone meanwhile: try again
       if (owner === undefined || ownerMayBeAlive(owner)) {
-        const who = owner ? ` by process ${owner.pid} on ${owner.host}` : ' (its lock file is unreadable)';
-        throw new CairnError('CONFLICT', `overlay ${path} is in use${who}`, { driver: DRIVER, details: { lock: lockPath } });
+        throw inUse(path, lockPath, owner);
       }
       // Moved aside, then judged again: if another process took the dead lock over between our
       // read and the rename, what was moved is its live lock, which goes back into place.
@@ -56,7 +56,7 @@ export async function lockOverlay(path: string): Promise<OverlayLock> {
       if (moved && ownerMayBeAlive(moved)) {
         await link(aside, lockPath).catch(() => undefined);
         await unlink(aside).catch(() => undefined);
-        throw new CairnError('CONFLICT', `overlay ${path} is in use by process ${moved.pid} on ${moved.host}`, { driver: DRIVER, details: { lock: lockPath } });
+        throw inUse(path, lockPath, moved);
       }
       await unlink(aside).catch(() => undefined);
     }
@@ -66,6 +66,16 @@ export async function lockOverlay(path: string): Promise<OverlayLock> {
   } finally {
     await unlink(mine).catch(() => undefined);
   }
+}
+
+/**
+ * `CONFLICT`: the overlay at `path` is held by `owner` (undefined: the lock file is unreadable). The
+ * host name comes from the lock file, which anything may have written: it is quoted, cut to
+ * SHOWN_NAME code points and its control characters escaped (core's quotedCut).
+ */
+function inUse(path: string, lockPath: string, owner: ProcessOwner | undefined): CairnError {
+  const who = owner ? ` by process ${owner.pid} on ${quotedCut(owner.host, SHOWN_NAME)}` : ' (its lock file is unreadable)';
+  return new CairnError('CONFLICT', `overlay ${path} is in use${who}`, { driver: DRIVER, details: { lock: lockPath } });
 }
 
 /** The lock's owner; null when the file is gone, undefined when it is unreadable. */
