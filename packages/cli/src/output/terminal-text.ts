@@ -1,26 +1,22 @@
+import { escapedText } from '@cairn/core';
+
 /**
  * How text mode shows text a user or a file supplied (an id, a name, a metadata key or value, a
  * path, a message echoing them) on a terminal: characters that could forge a line or reorder what
  * the terminal shows are escaped, so the text stays on its line and reads as it is stored. `--json`
  * output never goes through here: its data is shown exactly (JSON escapes what it must).
  *
- * Escaped: C0 controls (U+0000–U+001F: line feed, carriage return, ESC…), DEL (U+007F), C1
- * controls (U+0080–U+009F), the line and paragraph separators U+2028 and U+2029, and the bidi
- * embeddings, overrides and isolates U+202A–U+202E and U+2066–U+2069. `\n`, `\r` and `\t` are
- * shown as those two characters, every other one as `\uXXXX` (lower-case hex), as JSON writes
- * them. Other text, backslashes included, is shown unchanged.
+ * Escaped: what core's escapedText escapes — C0 controls (U+0000–U+001F: line feed, carriage
+ * return, ESC…), DEL (U+007F), C1 controls (U+0080–U+009F), the line and paragraph separators
+ * U+2028 and U+2029, and the bidi embeddings, overrides and isolates U+202A–U+202E and
+ * U+2066–U+2069. `\n`, `\r` and `\t` are shown as those two characters, every other one as
+ * `\uXXXX` (lower-case hex), as JSON writes them. Other text, backslashes included, is shown
+ * unchanged.
  */
-
-/** One character of those escaped (see above). */
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
-
-const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-
-const escape = (c: string): string => NAMED[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 /** `text` for one line of a terminal: every character listed above escaped, line feeds included. */
 export function shownText(text: string): string {
-  return text.replace(UNSAFE, escape);
+  return escapedText(text);
 }
 
 /**
@@ -30,7 +26,7 @@ export function shownText(text: string): string {
  * screen or reorder text.
  */
 export function shownLines(text: string): string {
-  return text.replace(UNSAFE, (c) => (c === '\n' ? c : escape(c)));
+  return escapedText(text, (c) => c === '\n');
 }
 
 /**
@@ -41,5 +37,5 @@ export function shownLines(text: string): string {
  * stderr is one Cairn began (`error [CODE]: `, `warning: `, `hint: `…).
  */
 export function shownMessage(text: string): string {
-  return text.replace(UNSAFE, (c, offset: number) => (c === '\n' && text.startsWith('  ', offset + 1) ? c : escape(c)));
+  return escapedText(text, (c, offset) => c === '\n' && text.startsWith('  ', offset + 1));
 }

@@ -45,10 +45,11 @@ const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
  * `text` with each character listed above escaped as JSON writes it: `\n`, `\r`, `\t` as those two
  * characters, every other one as `\uXXXX` (lower-case hex). Nothing else changes (backslashes
  * included) and no quotes are added: for free text a message shows as it is (a peer's error
- * message), which then stays on its line in a log, an API response or a terminal.
+ * message), which then stays on its line in a log, an API response or a terminal. `keep`, when
+ * given, may keep a character at its offset in `text` as it is (a line feed a layout meant).
  */
-export function escapedText(text: string): string {
-  return text.replace(UNSAFE, (c) => NAMED[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+export function escapedText(text: string, keep?: (char: string, offset: number) => boolean): string {
+  return text.replace(UNSAFE, (c: string, offset: number) => (keep?.(c, offset) ? c : (NAMED[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)));
 }
 
 /**
