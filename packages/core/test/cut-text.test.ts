@@ -34,6 +34,11 @@ describe('cutText, quotedCut', () => {
     expect(escapedText('C:\\dir "x" é\u{1F600}\u00a0\u200f')).toBe('C:\\dir "x" é\u{1F600}\u00a0\u200f');
   });
 
+  it('quotedCut also escapes what JSON leaves raw (DEL, C1, U+2028/2029, bidi controls), never a character twice', () => {
+    expect(quotedCut('a\u2028b\u202ec\u007f\u0085\u2066', 20)).toBe('"a\\u2028b\\u202ec\\u007f\\u0085\\u2066"');
+    expect(quotedCut('x\ny\\u2028', 20)).toBe('"x\\ny\\\\u2028"');
+  });
+
   it('escapedCut cuts as cutText (counting the text as given), then escapes the part shown', () => {
     expect(escapedCut('abc', 3)).toBe('abc');
     expect(escapedCut('a\nb', 3)).toBe('a\\nb');

@@ -30,4 +30,16 @@ describe('the holder named in an overlay lock CONFLICT', () => {
     });
     expect(await readFile(`${p}.lock`, 'utf8')).toBe(lock);
   });
+
+  it('a lock file larger than a lock file can be (64 KiB) is not read whole: the overlay is in use, its lock file unreadable, and left as it was', async () => {
+    const p = join(dir.path, 'big.img');
+    const lock = JSON.stringify({ owner: { host: 'h', pid: 1, machineId: 'f'.repeat(32), pidNamespace: 1 }, pad: 'x'.repeat(80 * 1024) });
+    await writeFile(`${p}.lock`, lock);
+    const err = await OverlayFile.open(p, { backupId: 'b', size: 4096 }, async (_o, l) => Buffer.alloc(l)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'CONFLICT', message: `[backup-export] overlay ${p} is in use (its lock file is unreadable)` });
+    expect(await readFile(`${p}.lock`, 'utf8')).toBe(lock);
+  });
 });

@@ -1,7 +1,7 @@
 import { access, constants, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { CairnError, currentOwner, makeDirectories, ordinal, toCairnError, writeFileAtomic, type ProcessOwner } from '@cairn/core';
+import { CairnError, currentOwner, escapedText, makeDirectories, ordinal, toCairnError, writeFileAtomic, type ProcessOwner } from '@cairn/core';
 import { jobProcessState, looksLikeCairn, type JobProcessState } from './process-identity.js';
 
 /** What a running command records about its job in `<stateDir>/jobs/<id>.json`. */
@@ -154,7 +154,8 @@ async function readJobFile(file: string): Promise<JobFile | 'missing' | 'corrupt
   return valid ? (doc as JobFile) : 'corrupt';
 }
 
-const warnOnStderr = (message: string) => void process.stderr.write(`warning: ${message}\n`);
+/** The default `warn`: a `warning:` line, the message's control characters escaped (it may name a file of the jobs directory). */
+const warnOnStderr = (message: string) => void process.stderr.write(`warning: ${escapedText(message)}\n`);
 
 /**
  * Every recorded job, oldest first, with whether its process still runs. A missing jobs directory

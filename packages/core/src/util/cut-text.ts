@@ -23,12 +23,15 @@ export function cutText(text: string, max: number): string {
 }
 
 /**
- * `text` as a JSON string literal (quoted, control characters escaped), cut as cutText cuts it;
+ * `text` as a JSON string literal (quoted, control characters escaped, and the other characters
+ * escapedText escapes too, as `\uXXXX`), cut as cutText cuts it;
  * the note `… (<n> characters)` follows the closing quote: `"abc"… (300 characters)`.
  */
 export function quotedCut(text: string, max: number): string {
   const { head, length } = cut(text, max);
-  return `${JSON.stringify(head)}${note(length)}`;
+  // JSON escapes C0 controls; escapedText then escapes what JSON leaves raw (DEL, C1, U+2028/2029,
+  // bidi controls), never a character twice (JSON's escapes are plain backslashes and letters).
+  return `${escapedText(JSON.stringify(head))}${note(length)}`;
 }
 
 /**

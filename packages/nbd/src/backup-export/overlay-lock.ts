@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { CairnError, currentOwner, linkIfAbsent, ownerMayBeAlive, quotedCut, tempPathBeside, toCairnError, type ProcessOwner } from '@cairn/core';
+import { link, rename, unlink, writeFile } from 'node:fs/promises';
+import { CairnError, currentOwner, linkIfAbsent, ownerMayBeAlive, quotedCut, readBounded, tempPathBeside, toCairnError, type ProcessOwner } from '@cairn/core';
 import { SHOWN_NAME } from '../nbd-string.js';
+
+/** The most of a lock file read: its JSON is a few hundred bytes. */
+const LOCK_FILE_LIMIT = 64 * 1024;
 
 const DRIVER = 'backup-export';
 /** Tries to take over a lock whose owner is dead before giving up (each try loses only to another process taking it). */
@@ -81,7 +84,8 @@ function inUse(path: string, lockPath: string, owner: ProcessOwner | undefined):
 /** The lock's owner; null when the file is gone, undefined when it is unreadable. */
 async function readOwner(lockPath: string): Promise<ProcessOwner | null | undefined> {
   try {
-    const doc = JSON.parse(await readFile(lockPath, 'utf8')) as { owner?: ProcessOwner };
+    // A lock file is a small JSON document; a larger one is unreadable, not read until memory runs out.
+    const doc = JSON.parse((await readBounded(lockPath, LOCK_FILE_LIMIT, 'overlay lock file')).toString('utf8')) as { owner?: ProcessOwner };
     return doc.owner && typeof doc.owner.pid === 'number' && typeof doc.owner.host === 'string' ? doc.owner : undefined;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : undefined;
