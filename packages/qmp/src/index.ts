@@ -9,6 +9,7 @@ export {
   type QmpEventName,
   type WaitForEventOptions,
 } from './events.js';
+export { onDeadline } from './deadline.js';
 export { QMP_DRIVER, qmpError, qmpErrorCode, type QmpErrorBody } from './qmp-errors.js';
 export {
   MAX_UNIX_SOCKET_PATH_BYTES,

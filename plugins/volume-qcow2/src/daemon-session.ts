@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { CairnError, KeyedMutex, isCairnError, toCairnError } from '@cairn/core';
 import { NbdClient } from '@cairn/nbd';
-import { QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '@cairn/qmp';
+import { onDeadline, QemuStorageDaemon, type BlockDirtyInfo, type QmpClient } from '@cairn/qmp';
 import { DeferredWork } from './deferred-work.js';
 import { FilterStack } from './filter-stack.js';
 import { assertTrustedHeader } from './image-header.js';
@@ -127,14 +127,17 @@ export class DaemonSession {
     return !this.daemon.exit && !this.qmp.closed;
   }
 
-  /** Waits up to `ms` for the daemon to exit; true if it has. */
+  /**
+   * Waits up to `ms` for the daemon to exit; true if it has. An exit received by the deadline
+   * counts (onDeadline), also when its temp dir is still being removed.
+   */
   async exitedWithin(ms: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
+    let cancel = (): void => {};
     const exited = await Promise.race([
       this.daemon.whenExited.then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+      new Promise<boolean>((resolve) => (cancel = onDeadline(ms, () => resolve(this.daemon.exit !== undefined)))),
     ]);
-    clearTimeout(timer);
+    cancel();
     return exited;
   }
 
@@ -333,21 +336,21 @@ export class DaemonSession {
   /**
    * Waits for `work` (an NBD step) at most `timeoutMs` (default the session's command timeout);
    * then fails with UNAVAILABLE (`details.timeoutMs` set: the daemon is stalled, not dead).
-   * `work` goes on.
+   * `work` goes on. An answer received by the deadline wins (onDeadline): after this process's
+   * event loop was held up, a reply waiting in the socket settles `work` before the deadline fires.
    */
   async within<T>(what: string, work: Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
+    let cancel = (): void => {};
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new CairnError('UNAVAILABLE', `${what}: no answer from qemu-storage-daemon within ${timeoutMs} ms`, { driver: this.driver, details: { timeoutMs } })),
-        timeoutMs,
+      cancel = onDeadline(timeoutMs, () =>
+        reject(new CairnError('UNAVAILABLE', `${what}: no answer from qemu-storage-daemon within ${timeoutMs} ms`, { driver: this.driver, details: { timeoutMs } })),
       );
     });
     work.catch(() => {}); // a late failure after the deadline is nobody's
     try {
       return await Promise.race([work, late]);
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
   }
 
