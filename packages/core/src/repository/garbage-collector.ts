@@ -9,7 +9,7 @@ import { PackWriter, writeIndexObject } from './pack-writer.js';
 import { readPackTrailer } from './pack-trailer.js';
 import type { IndexEntry, Manifest } from './format.js';
 import type { Repository } from './repository.js';
-import { orphanVolumeEntries } from './repository-catalog.js';
+import { deleteOrphanEntry, orphanVolumeEntries } from './repository-catalog.js';
 
 /**
  * Leftovers younger than this are kept whatever the grace period: records and lock objects are
@@ -99,7 +99,7 @@ export interface GcReport {
  * every index object that named a removed pack or one the store lacks (lost: no reader resolves a
  * chunk to it again), then those old index objects, then old packs —
  * a crash leaves extra data, never missing data. Last, chunk list pages no manifest names,
- * catalog volume entries whose record is gone and dead writers' leftovers in the store (where it
+ * catalog volume entries whose record is gone (and still is when each is deleted) and dead writers' leftovers in the store (where it
  * can sweep them), all past the grace period (the last two also at least 15 minutes old).
  * Memory: the chunks a repack copies forward are fetched a group of packs at a time, at most
  * `fetchBatch` chunks (FETCH_BATCH, as verify does) and REPACK_GROUP_BYTES of them held encoded
@@ -272,8 +272,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   }
   for (const key of orphanEntries) {
     held();
-    await repo.store.delete(key);
-    report.catalogEntriesDeleted++;
+    if (await deleteOrphanEntry(repo, key)) report.catalogEntriesDeleted++; // unless its record is back
   }
   // No backup runs under the exclusive lock, but records and locks are written without it: a
   // leftover is swept only once it is older than any live write could leave it.

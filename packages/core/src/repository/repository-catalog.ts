@@ -450,6 +450,28 @@ export async function orphanVolumeEntries(repo: Repository, graceMs: number, now
   return scan;
 }
 
+/**
+ * Deletes the volume entry at `key`, one orphanVolumeEntries found, unless its record exists now;
+ * true when it was deleted. A record may be written again after the scan listed the records
+ * without it (a delete that removed the record, failed to remove the entry and put the record back
+ * as `error_deleting`): an update writes its entry only when it is missing, so that entry keeps
+ * its old date, and deleting it would leave a record no volume listing finds. A record written
+ * between this check and the delete still loses its entry (a window of one store call, where the
+ * scan's was GC's whole run).
+ */
+export async function deleteOrphanEntry(repo: Repository, key: string): Promise<boolean> {
+  const entry = volumeEntry(key);
+  if (!entry) return false;
+  const record = await repo.store.head(PREFIX.backups + entry.backupId).catch((err: unknown) => {
+    // NOT_FOUND: gone; INVALID_INPUT: an id no key can hold names no record (as `read` takes them)
+    if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_INPUT')) return undefined;
+    throw err;
+  });
+  if (record !== undefined) return false;
+  await repo.store.delete(key);
+  return true;
+}
+
 /** The ids of every record in the repository, in no order. */
 async function recordIds(repo: Repository): Promise<string[]> {
   const ids: string[] = [];
