@@ -8,7 +8,6 @@ import {
   unlessNotFound,
   type BackupService,
   type Volume,
-  type VolumeLocks,
   type VolumeDriver,
 } from '@cairn/core';
 import { posixModule } from '@cairn/backup-posix';
@@ -163,17 +162,17 @@ export class CliContext {
    * The BackupManager over every configured target. With `recover`, resolves what an earlier
    * crash left in flight first (mutating commands do); core leaves the records of live processes
    * (a job still running elsewhere) alone. `readRate` (bytes/s) throttles reads from volumes.
-   * `locks`: the manager's VolumeLocks (default in-process; `cairn serve` adds its limit on
-   * backups and restores through them). Both are taken from the first call. Manager warnings go to stderr.
+   * `maxDataJobs`: backups and restores run at once (BackupManagerOptions.maxDataJobs; `cairn
+   * serve --max-data-jobs`). Both are taken from the first call. Manager warnings go to stderr.
    */
-  async manager(options: { recover?: boolean; readRate?: number; locks?: VolumeLocks } = {}): Promise<BackupManager> {
+  async manager(options: { recover?: boolean; readRate?: number; maxDataJobs?: number } = {}): Promise<BackupManager> {
     this.managerPromise ??= (async () => {
       const targets: Record<string, BackupService> = {};
       for (const name of Object.keys(this.loaded.config.targets)) targets[name] = await this.target(name);
       const volumes = await this.volumes();
       // One budget for every backup of this process (a server's `--read-rate`); a cancelled
       // backup stops waiting for it at once.
-      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog(), readRate: options.readRate, locks: options.locks });
+      const manager = new BackupManager({ volumes, targets, defaultTarget: this.defaultTargetName, catalog: await this.catalog(), readRate: options.readRate, maxDataJobs: options.maxDataJobs });
       manager.on('warning', (e) => this.out.warn(e.message));
       return manager;
     })();

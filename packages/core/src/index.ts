@@ -22,7 +22,7 @@ export { pluginModule, type PluginContributions } from './di/plugin-module.js';
 export { DriverRegistry } from './di/registry.js';
 
 export * from './flow/backup-manager.js';
-export type { Job, JobKind } from './flow/jobs.js';
+export type { Job, JobKind, JobQueuePlace } from './flow/jobs.js';
 export { InProcessVolumeLocks, type VolumeLocks } from './flow/locks.js';
 export { TEMP_SNAPSHOT_PREFIX, type RecoveryReport } from './flow/recovery.js';
 export { assertCallerVolumeMetadata, assertMetadataChange, CAIRN_METADATA_PREFIX, METADATA_MAX_LENGTH, type VolumeMetadataChange } from './flow/volume-metadata.js';

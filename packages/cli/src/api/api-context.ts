@@ -1,6 +1,5 @@
 import type { BackupManager } from '@cairn/core';
 import type { CliContext } from '../context.js';
-import type { DataJobSlots } from './data-job-slots.js';
 import type { JobTable } from './jobs.js';
 
 /**
@@ -13,12 +12,6 @@ export interface ApiContext {
   cli: CliContext;
   manager: BackupManager;
   jobs: JobTable;
-  /**
-   * The places of backups and restores (`--max-data-jobs`): the manager must have been built
-   * with its `volumeLocks()` for the limit to hold; the routes start manager jobs through it so
-   * that job views show a waiting job's place in line. Absent: no limit, no job shown waiting.
-   */
-  dataJobs?: DataJobSlots;
   /** The cairn version the server reports. */
   version: string;
 }

@@ -1,4 +1,4 @@
-import { CairnError, isCairnError, newId, ordinal, toCairnError, type Job } from '@cairn/core';
+import { CairnError, isCairnError, newId, ordinal, toCairnError, type Job, type JobQueuePlace } from '@cairn/core';
 import { errorJson } from './errors.js';
 
 export type ApiJobKind = 'backup' | 'restore' | 'verify' | 'gc' | 'reset-state';
@@ -28,10 +28,11 @@ export interface JobSpec {
    */
   outcome: Promise<{ result: unknown; error?: unknown }>;
   /**
-   * While the job waits for a place among the server's backups and restores (DataJobSlots), its
-   * place in line (1: it gets the next one); undefined once it runs, and for jobs that never wait.
+   * While a manager's job waits before it runs (Job.queued: behind another flow of its volume, or
+   * for a place among the server's backups and restores, `--max-data-jobs`), what for and its
+   * place in that line (1: it is the next); undefined once it runs, and for jobs that never wait.
    */
-  queuePosition?(): number | undefined;
+  queued?(): JobQueuePlace | undefined;
 }
 
 /** The JSON view of a job (docs/api.md, "Job"). */
@@ -39,8 +40,13 @@ export interface JobView {
   id: string;
   kind: ApiJobKind;
   state: ApiJobState;
-  /** Present (true), with `queuePosition`, while a `running` job waits for a place (`--max-data-jobs`). */
+  /**
+   * Present (true), with `queuedFor` and `queuePosition`, while a `running` backup or restore waits
+   * before it runs: for a place (`data-jobs`: `--max-data-jobs`), or behind another backup or
+   * restore of its volume (`volume`).
+   */
   queued?: true;
+  queuedFor?: JobQueuePlace['waitsFor'];
   queuePosition?: number;
   backupId?: string;
   volumeId?: string;
@@ -107,13 +113,14 @@ class Entry {
 
   view(): JobView {
     const { id, kind, backupId, volumeId, target } = this.spec;
-    const queuePosition = this.state === 'running' ? this.spec.queuePosition?.() : undefined;
+    const place = this.state === 'running' ? this.spec.queued?.() : undefined;
     return {
       id,
       kind,
       state: this.state,
-      queued: queuePosition === undefined ? undefined : true,
-      queuePosition,
+      queued: place === undefined ? undefined : true,
+      queuedFor: place?.waitsFor,
+      queuePosition: place?.position,
       backupId,
       volumeId,
       target,
@@ -131,6 +138,8 @@ class Entry {
 export const MAINTENANCE_KINDS: ReadonlySet<ApiJobKind> = new Set(['verify', 'gc']);
 /** Default `maxMaintenance` (`cairn serve --max-maintenance-jobs`). */
 export const DEFAULT_MAX_MAINTENANCE_JOBS = 2;
+/** Default `cairn serve --max-data-jobs`: the manager's `maxDataJobs` (backups and restores run at once). */
+export const DEFAULT_MAX_DATA_JOBS = 4;
 
 /** Default `maxEnded` (`cairn serve --keep-jobs`). */
 export const DEFAULT_KEEP_JOBS = 100;
@@ -245,10 +254,10 @@ export class JobTable {
     return n;
   }
 
-  /** Running jobs that wait for a place among the backups and restores (JobSpec.queuePosition). */
+  /** Running jobs that wait before they run: for a place among the backups and restores, or behind another flow of their volume (JobSpec.queued). */
   get queued(): number {
     let n = 0;
-    for (const e of this.entries.values()) if (e.state === 'running' && e.spec.queuePosition?.() !== undefined) n++;
+    for (const e of this.entries.values()) if (e.state === 'running' && e.spec.queued?.() !== undefined) n++;
     return n;
   }
 
@@ -335,12 +344,12 @@ function jsonBytes(value: unknown): number {
  * A manager job (backup or restore) as a JobSpec. `finish` turns the final record into the
  * job's result view; it must not reject once the job succeeded (a rejection would report the job
  * failed): a restore's reads the restored volume again and reports a failed read in the result
- * (restoreResult). `queuePosition`: the job's place in line while it waits for a place
- * (DataJobSlots.position of the ticket it was started with).
+ * (restoreResult). The job's `queued` (what it waits for before it runs, and its place) is the
+ * manager's (Job.queued).
  */
-export function managerJob(job: Job, target: string | undefined, finish: (record: Awaited<Job['done']>) => Promise<unknown>, queuePosition?: () => number | undefined): JobSpec {
+export function managerJob(job: Job, target: string | undefined, finish: (record: Awaited<Job['done']>) => Promise<unknown>): JobSpec {
   return {
-    queuePosition,
+    queued: () => job.queued?.(),
     id: job.id,
     kind: job.kind,
     backupId: job.backupId,

@@ -53,16 +53,8 @@ const ImportRecordBody = z.strictObject({ service: Text, record: Text, target: T
 
 /** Backups: list, show, children, delete, create, restore, verify, reset-state, export-record, import-record. */
 export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): void {
-  const { cli, manager, jobs, dataJobs } = api;
+  const { cli, manager, jobs } = api;
   const backupId = (params: Record<string, string>) => pathId(params, 'id', 'backup');
-  // Runs `start` (the manager's startBackup or startRestore) so that its job waits for a place
-  // among the server's backups and restores (DataJobSlots) where it waits for its volume;
-  // `queuePosition` tells the job's view its place in line.
-  const startDataJob = async <T>(start: () => Promise<T>): Promise<{ started: T; queuePosition?: () => number | undefined }> => {
-    if (!dataJobs) return { started: await start() };
-    const ticket = dataJobs.ticket();
-    return { started: await dataJobs.run(ticket, start), queuePosition: () => dataJobs.position(ticket) };
-  };
 
   addRoute(app, {
     method: 'GET',
@@ -115,10 +107,9 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       // A start in flight: shutdown waits for it (JobTable.start).
       const view = await jobs.start(async (signal) => {
         const volume = await cli.resolveVolume(body.volumeId);
-        const { started: job, queuePosition } = await startDataJob(() =>
-          manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target, readRate: body.readRate, signal }),
-        );
-        return managerJob(job, target, async (record) => backupJson(record), queuePosition);
+        // Beyond the manager's maxDataJobs (`--max-data-jobs`) the job waits in line: job.queued().
+        const job = await manager.startBackup({ volumeId: volume.id, incremental: body.incremental, force: body.force, name: body.name, description: body.description, target, readRate: body.readRate, signal });
+        return managerJob(job, target, async (record) => backupJson(record));
       });
       reply.header('location', jobLocation(view.id));
       return view;
@@ -139,10 +130,9 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
       const view = await jobs.start(async (signal) => {
         const backup = await manager.getBackup(id);
         const request = body.volumeId !== undefined ? { backupId: backup.id, volumeId: (await cli.resolveVolume(body.volumeId)).id, signal } : { backupId: backup.id, newVolume: { name: body.newVolume?.name }, signal };
-        const { started, queuePosition } = await startDataJob(() => manager.startRestore(request));
-        const { job, volume, metadataKept } = started;
+        const { job, volume, metadataKept } = await manager.startRestore(request);
         // Core reads the volume back (readBackRestored); a failed read is in the result, never a failed job.
-        return managerJob(job, backup.service, (record) => restoreResult(manager, record, volume, metadataKept), queuePosition);
+        return managerJob(job, backup.service, (record) => restoreResult(manager, record, volume, metadataKept));
       });
       reply.header('location', jobLocation(view.id));
       return view;

@@ -1,10 +1,9 @@
 import { CairnError } from '@cairn/core';
 import type { Command } from 'commander';
 import { assertListenAllowed, isLoopback, loadToken, parseListen } from '../api/auth.js';
-import { DataJobSlots, DEFAULT_MAX_DATA_JOBS } from '../api/data-job-slots.js';
 import { IdleRelease, IDLE_RELEASE_MS } from '../api/idle-release.js';
 import { DEFAULT_MAX_CONNECTIONS } from '../api/connection-limit.js';
-import { DEFAULT_KEEP_JOBS, DEFAULT_KEEP_JOBS_BYTES, DEFAULT_MAX_MAINTENANCE_JOBS, JobTable } from '../api/jobs.js';
+import { DEFAULT_KEEP_JOBS, DEFAULT_KEEP_JOBS_BYTES, DEFAULT_MAX_DATA_JOBS, DEFAULT_MAX_MAINTENANCE_JOBS, JobTable } from '../api/jobs.js';
 import { PeriodicRecovery } from '../api/periodic-recovery.js';
 import { printRecovery } from '../output/recovery-report.js';
 import { timeoutsFromEnv } from '../api/server-timeouts.js';
@@ -144,10 +143,8 @@ export function registerApiServeCommand(program: Command, version: string): void
 
         // Everything requests use, opened once: targets (worker threads), catalog, manager.
         ctx.expectDataFlow();
-        // Backups and restores take a place (at most --max-data-jobs at once) once they hold
-        // their volume's lock: the manager's locks are the places' (DataJobSlots).
-        const dataJobs = new DataJobSlots(o.maxDataJobs);
-        const manager = await ctx.manager({ readRate: o.readRate, locks: dataJobs.volumeLocks() });
+        // At most --max-data-jobs backups and restores run at once: the manager's maxDataJobs.
+        const manager = await ctx.manager({ readRate: o.readRate, maxDataJobs: o.maxDataJobs });
         if (stopping) return stoppedAtStart();
         printRecovery(ctx.out, await manager.recover(), 'an earlier run');
         if (stopping) return stoppedAtStart();
@@ -163,7 +160,7 @@ export function registerApiServeCommand(program: Command, version: string): void
           onError: (err) => ctx.out.warn(`recovery failed (tried again in ${o.recoverInterval} s): ${(err as Error)?.message ?? String(err)}`),
         });
         const server = new ApiServer(
-          { cli: ctx, manager, jobs, dataJobs, version },
+          { cli: ctx, manager, jobs, version },
           { token: auth?.token, tls, log: (line) => ctx.out.info(line), onServerError: (err) => ctx.out.error(err), timeouts, maxConnections: o.maxConnections },
         );
         const bound = await server.listen(listen);

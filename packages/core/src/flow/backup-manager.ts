@@ -17,6 +17,7 @@ import { listVolumeViews, volumeView } from './volume-views.js';
 import { assertSignal, linkedController, type Job } from './jobs.js';
 import { currentReaders, holdRecord, mayBeWorkedOn, type LetGo } from './live-records.js';
 import { InProcessVolumeLocks, type VolumeLocks } from './locks.js';
+import { JobWaits, type JobWait } from './job-waits.js';
 import { RequestOrder, type Turn } from './request-order.js';
 import { IN_FLOW, TEMP_SNAPSHOT_PREFIX, recoverInFlight, type RecoveryReport } from './recovery.js';
 import { pruneCheckpoints } from './checkpoint-pruning.js';
@@ -49,6 +50,18 @@ export interface BackupManagerOptions {
    * server's `--read-rate`); a request's own `readRate` applies on top. Default: unlimited.
    */
   readRate?: number;
+  /**
+   * Run at most this many backups and restores ("data jobs") at once, as Cinder's
+   * `backup_max_operations`: each holds a read arena, worker time and store connections. One more
+   * is not refused: it is accepted as usual and its job waits in line, first come first served,
+   * for a running one to end (Job.queued: `waitsFor: 'data-jobs'`). A job takes its place once it
+   * holds its volume's lock, before it checks the volume again or touches it; while it waits it is
+   * as a job queued behind another flow of its volume (a backup's record `creating`, its volume in
+   * no flow state; a restore's new volume created, its backup claimed) and a cancel ends it at
+   * once. Verify, gc and readBackup take no place. A whole number; 0 or undefined: no limit.
+   * Anything else is `INVALID_INPUT` (`details.field` `maxDataJobs`).
+   */
+  maxDataJobs?: number;
 }
 
 export interface BackupRequest {
@@ -108,6 +121,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   private readonly jobs = new Map<string, Job>();
   /** The order of this manager's backup requests per volume, which their jobs run in. */
   private readonly requestOrder = new RequestOrder();
+  /** What its jobs wait for before they run (their volume, a place: maxDataJobs), and where each stands. */
+  private readonly waits: JobWaits;
 
   constructor(options: BackupManagerOptions) {
     super();
@@ -128,6 +143,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     this.locks = options.locks ?? new InProcessVolumeLocks();
     if (options.readRate !== undefined && !(Number.isFinite(options.readRate) && options.readRate > 0)) throw new CairnError('INVALID_INPUT', `readRate must be a positive number of bytes per second, got ${String(options.readRate)}`);
     this.readBudget = options.readRate ? new RateBudget(options.readRate) : undefined;
+    this.waits = new JobWaits(options.maxDataJobs ?? 0);
   }
 
   /** Backs up a volume and resolves with the `available` record. See `startBackup`. */
@@ -151,7 +167,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * those of the copy. The jobs of one volume that this manager starts run in the order their
    * requests were made, at once too (RequestOrder), and their records' `createdAt` is in that
    * order: incrementals requested at once form one chain, each the parent of the next. The job's `done` settles with the record in `available`, or rejects (record
-   * in `error`; `CANCELLED` when cancelled, at once when it still waits for the lock). Once the
+   * in `error`; `CANCELLED` when cancelled, at once when it still waits for the lock or for a
+   * place among the data jobs: maxDataJobs). While it waits, `job.queued()` says what for and its place. Once the
    * service has committed the backup, a cancel is too late: the backup completes `available`.
    * Not idempotent.
    */
@@ -172,6 +189,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     // too, so each incremental's parent (the newest complete backup by createdAt) is the one before.
     const now = nowIso();
     const turn = this.requestOrder.take(request.volumeId);
+    const turnOrder = this.waits.order();
     let volume: Volume;
     let parent: BackupRecord | undefined;
     try {
@@ -219,17 +237,19 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
     const controller = linkedController(request.signal);
     const progress = { bytesDone: 0, bytesTotal: volume.size };
+    const wait = this.waits.open(volume.id, turnOrder);
     const job: Job = {
       id: record.id,
       kind: 'backup',
       backupId: record.id,
       volumeId: volume.id,
-      done: this.runBackup(record, parent, service, request, turn, controller.signal, progress).finally(() => {
+      done: this.runBackup(record, parent, service, request, turn, wait, controller.signal, progress).finally(() => {
         letGo();
         controller.unlink();
       }),
       cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
       progress: () => ({ ...progress }),
+      queued: () => wait.place(),
     };
     this.track(job);
     return job;
@@ -241,6 +261,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     service: BackupService,
     request: BackupRequest,
     turn: Turn,
+    wait: JobWait,
     signal: AbortSignal,
     progress: { bytesDone: number; bytesTotal: number },
   ): Promise<BackupRecord> {
@@ -258,13 +279,17 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     try {
       try {
         // A cancel while queued ends the job here, before it touches the volume. The job waits for
-        // its turn (request order), then for the lock, and passes the turn on once it holds it.
+        // its turn (request order), then for the lock, and passes the turn on once it holds it;
+        // then, holding the volume, for a place among the data jobs (maxDataJobs).
         await turn.wait(signal);
+        wait.awaitLock();
         try {
           release = await this.locks.acquire(record.volumeId, signal);
         } finally {
           turn.pass();
         }
+        wait.holdVolume();
+        await wait.takePlace(signal);
         throwIfCancelled(signal);
         await assertNoFlow(this.catalog, record.volumeId, 'backup');
         if (parent) {
@@ -370,6 +395,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     } finally {
       turn.pass();
       if (releaseParent) await this.cleanup(() => releaseParent!());
+      wait.end();
       if (release) await release();
     }
   }
@@ -450,7 +476,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * works on the volume, which the restore waits for). Restores of one backup, to new or existing
    * volumes, in one process or several, may run at once.
    *
-   * The job waits for the volume's lock, then checks the backup and an existing volume again
+   * The job waits for the volume's lock (then, holding it, for a place among the data jobs:
+   * maxDataJobs; `job.queued()` says what it waits for), then checks the backup and an existing volume again
    * (the same codes; `NOT_FOUND` when the backup was deleted meanwhile) and claims the backup:
    * it is `restoring`, and cannot be deleted, until the last of its restores ends, which puts it
    * back to `available` (never recreating a record). Its read-write attach fails with `BUSY`
@@ -506,14 +533,16 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
     const controller = linkedController(request.signal);
     const progress = { bytesDone: 0, bytesTotal: backup.size };
+    const wait = this.waits.open(volume.id);
     const job: Job = {
       id: jobId,
       kind: 'restore',
       backupId: backup.id,
       volumeId: volume.id,
-      done: this.runRestore(owned?.backup ?? backup, volume, owned, service, controller.signal, progress).finally(controller.unlink),
+      done: this.runRestore(owned?.backup ?? backup, volume, owned, service, wait, controller.signal, progress).finally(controller.unlink),
       cancel: (reason) => controller.abort(new CairnError('CANCELLED', reason ?? 'cancelled by request')),
       progress: () => ({ ...progress }),
+      queued: () => wait.place(),
     };
     this.track(job);
     return 'volumeId' in request && !replacesMetadata(this.volumes) ? { job, volume, metadataKept: true } : { job, volume };
@@ -629,6 +658,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     volume: Volume,
     owned: NewVolume | undefined,
     service: BackupService,
+    wait: JobWait,
     signal: AbortSignal,
     progress: { bytesDone: number; bytesTotal: number },
   ): Promise<BackupRecord> {
@@ -645,8 +675,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     let replaced: VolumeFlowState | undefined;
     let committed = false;
     try {
-      // A cancel while queued ends the job here, before it touches the volume or the backup.
+      // A cancel while queued ends the job here, before it touches the volume or the backup: it
+      // waits for the volume's lock, then, holding it, for a place among the data jobs (maxDataJobs).
       release = await this.locks.acquire(volume.id, signal);
+      wait.holdVolume();
+      await wait.takePlace(signal);
       throwIfCancelled(signal);
       if (!owned) {
         volume = await this.restoreTarget(volume.id, backup);
@@ -719,6 +752,7 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       }
       if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
       letGo?.();
+      wait.end();
       if (release) await release();
     }
     return this.catalog.getBackup(backup.id).catch(() => ({ ...backup, status: 'available' as const, owner: undefined }));

@@ -1,10 +1,12 @@
 import { CairnError } from '../errors.js';
 import { assertSignal } from '../util/validate.js';
 import type { BackupRecord } from '../contracts/records.js';
+import type { JobQueuePlace } from './job-waits.js';
 
 export { assertSignal };
 
 export type JobKind = 'backup' | 'restore';
+export type { JobQueuePlace };
 
 /** A running backup or restore. */
 export interface Job {
@@ -19,12 +21,22 @@ export interface Job {
   done: Promise<BackupRecord>;
   /**
    * Requests cancellation; the job ends with `CANCELLED` (at once while it waits for its
-   * volume's lock). Too late once a backup's service has committed it, or once a restore has
+   * volume's lock or for a place among the data jobs, `queued()`: before it has read or written
+   * the volume). Too late once a backup's service has committed it, or once a restore has
    * written and flushed the whole volume: that job succeeds. Idempotent.
    */
   cancel(reason?: string): void;
   /** Latest progress, in logical bytes. */
   progress(): { bytesDone: number; bytesTotal: number };
+  /**
+   * While the job waits before it runs, what for and its place (JobQueuePlace): behind another
+   * backup or restore of its volume that its manager runs, or for a place among the manager's
+   * data jobs (BackupManagerOptions.maxDataJobs); undefined while it runs and once it has ended.
+   * A job comes to its first wait within microtasks of its start, with no I/O between: undefined
+   * before that, it shows its wait to a caller that has let the event loop turn once since.
+   * Always present on a BackupManager's jobs (optional so that a front end's test doubles still type).
+   */
+  queued?(): JobQueuePlace | undefined;
 }
 
 /** A job's controller, linked to a caller's signal until `unlink()`. */
