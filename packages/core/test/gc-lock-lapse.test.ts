@@ -10,7 +10,10 @@ import { FAST_KDF, filledVolume, keys } from './helpers.js';
 
 const CHUNK = 256 * 1024;
 
-/** While `stalling`, a pack's commit waits 900 ms and lock refreshes fail meanwhile. */
+/**
+ * While `stalling`, lock writes fail and a pack's commit waits until every exclusive lock object
+ * in the store has expired: the lapse itself is waited for, however slow the machine.
+ */
 class StallingStore extends MemoryObjectStore {
   stalling = false;
   private locksFail = false;
@@ -25,7 +28,7 @@ class StallingStore extends MemoryObjectStore {
       commit: async () => {
         if (this.stalling && key.startsWith('packs/')) {
           this.locksFail = true;
-          await new Promise((r) => setTimeout(r, 900));
+          await this.untilExclusiveLocksExpired();
           this.locksFail = false;
         }
         return inner.commit();
@@ -33,12 +36,27 @@ class StallingStore extends MemoryObjectStore {
       abort: () => inner.abort(),
     };
   }
+  /** Resolves once no exclusive lock object is left unexpired (none refreshes: lock writes fail). */
+  private async untilExclusiveLocksExpired(): Promise<void> {
+    for (;;) {
+      const expiries: number[] = [];
+      for await (const o of super.list('locks/')) {
+        const doc = JSON.parse((await super.get(o.key)).toString('utf8')) as { kind: string; expiresAt: string };
+        if (doc.kind === 'exclusive') expiries.push(Date.parse(doc.expiresAt));
+      }
+      if (expiries.length > 0 && expiries.every((e) => e < Date.now())) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 }
 
 describe('gc whose exclusive lock lapsed while it wrote', () => {
   it('deletes nothing and fails BUSY; the next gc, holding its lock, deletes and the kept backup verifies', async () => {
     const store = new StallingStore('mem');
-    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: 300, init: { chunkSize: CHUNK, packSize: 1024 * 1024, kdf: FAST_KDF, compression: 'none' } });
+    // Backups, deletes and the last gc hold locks of the default lifetime (they must not lapse on a
+    // slow machine); the gc that must lapse runs in a second service with 300 ms locks.
+    const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 1024 * 1024, kdf: FAST_KDF, compression: 'none' } });
+    const lapsing = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: 300 });
     const volumes = new MemoryVolumeDriver();
     const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
     const v = await filledVolume(volumes, 8 * CHUNK, 17);
@@ -52,7 +70,7 @@ describe('gc whose exclusive lock lapsed while it wrote', () => {
 
     const before = [...(await keys(store, 'packs/')), ...(await keys(store, 'index/')), ...(await keys(store, 'chunklists/'))];
     store.stalling = true;
-    await expect(service.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'BUSY', message: expect.stringMatching(/lapsed/) });
+    await expect(lapsing.gc({ graceMs: 0 })).rejects.toMatchObject({ code: 'BUSY', message: expect.stringMatching(/lapsed/) });
     store.stalling = false;
     const after = new Set([...(await keys(store, 'packs/')), ...(await keys(store, 'index/')), ...(await keys(store, 'chunklists/'))]);
     expect(before.filter((k) => !after.has(k))).toEqual([]); // nothing deleted without the lock
@@ -60,6 +78,7 @@ describe('gc whose exclusive lock lapsed while it wrote', () => {
     const report = await service.gc({ graceMs: 0 });
     expect(report.packsRepacked + report.packsDeleted).toBeGreaterThan(0);
     expect((await manager.verify(second.id)).problems).toEqual([]);
+    await lapsing.close();
     await service.close();
   });
 });

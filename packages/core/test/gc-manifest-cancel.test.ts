@@ -56,11 +56,13 @@ describe('gc cancelled while manifests are read', () => {
     p.catch(() => undefined);
     while (store.hung === 0) await tick();
     abort.abort();
-    await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    // The hung gets answer only at release(), below: a gc that waited for them never settles here,
+    // so the bound only tells "never" from "settled" (generous: a loaded machine is slow, not stuck).
+    await expect(within(p, 20_000)).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
     expect(await keys(store, 'packs/')).toEqual(before);
     store.release();
-    expect(await within(service.gc({ graceMs: 0 }), 20_000)).toMatchObject({ backups: 1, packsDeleted: 1 });
+    expect(await within(service.gc({ graceMs: 0 }), 30_000)).toMatchObject({ backups: 1, packsDeleted: 1 });
     expect((await restored(service, b)).equals(data)).toBe(true);
-  });
+  }, 90_000);
 });

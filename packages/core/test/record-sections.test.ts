@@ -128,7 +128,9 @@ describe('record sections across processes sharing a repository', () => {
     const inc = outcome(a.manager.backup({ volumeId: v.id, incremental: true, signal: controller.signal }));
     await new Promise((r) => setTimeout(r, 300));
     controller.abort();
-    const ended = await within(inc, 3_000);
+    // The section is left only below: an end at all shows the cancel did not wait for it (the bound
+    // tells "never" from a slow machine's late answer).
+    const ended = await within(inc, 20_000);
     await held.leave();
     expect(ended).toBe('CANCELLED');
   });
@@ -236,7 +238,9 @@ describe('record sections across processes sharing a repository', () => {
     const b = await otherProcess(a.store as MemoryObjectStore, a.volumes);
     const held = await holdSection(b.catalog, full.id);
     controller.abort();
-    const ended = await within(inc, 3_000);
+    // The section is left only below: an end at all shows the cancel did not wait for it (the bound
+    // tells "never" from a slow machine's late answer).
+    const ended = await within(inc, 20_000);
     await held.leave();
     expect(ended).toBe('CANCELLED');
   });
@@ -337,16 +341,19 @@ describe("a section whose record lock lapses (its refresh failed until it expire
     const v = await filledVolume(a.volumes, 2 * MiB);
     const backup = await a.manager.backup({ volumeId: v.id });
     const outage = refreshOutage(store);
+    // A lock that must stay held lives 1.5 s (refreshed every 500 ms: a slow machine's late timer
+    // does not lapse it); one that must lapse lives 300 ms, and no refresh lands for 600 ms.
+    const steady = new RepositoryCatalog(a.service.repository, { recordLockTtlMs: 1500 });
     const catalog = new RepositoryCatalog(a.service.repository, { recordLockTtlMs: 300 });
-    const slowWrite = (description: string) =>
-      catalog.section(backup.id, async () => {
-        await new Promise((r) => setTimeout(r, 600)); // two lifetimes: refreshed twice, or lapsed
-        await catalog.putBackup({ ...(await catalog.getBackup(backup.id)), description });
+    const slowWrite = (cat: RepositoryCatalog, ms: number, description: string) =>
+      cat.section(backup.id, async () => {
+        await new Promise((r) => setTimeout(r, ms)); // past the lock's lifetime: refreshed, or lapsed
+        await cat.putBackup({ ...(await cat.getBackup(backup.id)), description });
       });
-    await slowWrite('refreshed');
+    await slowWrite(steady, 1600, 'refreshed');
     expect((await catalog.getBackup(backup.id)).description).toBe('refreshed');
     outage.outage = true;
-    const err = await slowWrite('lapsed').then(() => undefined, (e: unknown) => e);
+    const err = await slowWrite(catalog, 600, 'lapsed').then(() => undefined, (e: unknown) => e);
     expect(err).toMatchObject({ code: 'BUSY' });
     expect((await catalog.getBackup(backup.id)).description).toBe('refreshed');
     // The volume state and deletes are refused the same way; a nested section's writes check the outer one's lock.

@@ -8,6 +8,10 @@ import { RepositoryLocks } from '../src/repository/repository-locks.js';
 import { MiB, contents, filledVolume } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Resolves once `done()` holds, checked every 20 ms: waits for a condition, not a guessed duration. */
+const until = async (done: () => Promise<boolean>): Promise<void> => {
+  while (!(await done())) await sleep(20);
+};
 
 /** A store whose lock writes fail while `down` is set, as during an outage. */
 class OutageStore extends MemoryObjectStore {
@@ -21,14 +25,17 @@ class OutageStore extends MemoryObjectStore {
 describe('a held lock', () => {
   it('stays held while its refreshes land, and reports BUSY once a refresh failed past its expiry, even after refreshes resume', async () => {
     const store = new OutageStore('mem');
-    const locks = new RepositoryLocks(store, 300);
+    // 1.5 s: refreshed every 500 ms, so a slow machine's late timer does not lapse it by mistake.
+    const locks = new RepositoryLocks(store, 1500);
     const lock = await locks.acquire('shared', { purpose: 'backup' });
-    await sleep(700); // more than two lifetimes, refreshed every 100 ms
+    const stored = async () => Date.parse((await locks.list()).find((l) => l.id === lock.doc.id)!.expiresAt);
+    const firstExpiry = Date.parse(lock.doc.expiresAt);
+    await until(async () => Date.now() > firstExpiry); // past its first lifetime: held only if refreshed
     expect(() => lock.assertHeld()).not.toThrow();
     store.down = true;
-    await sleep(450); // past the last written expiry
+    await until(async () => (await stored()) < Date.now()); // past the last written expiry (nothing rewrites it)
     store.down = false;
-    await sleep(250); // refreshed again
+    await until(async () => (await stored()) > Date.now()); // refreshed again
     expect(() => lock.assertHeld()).toThrow(expect.objectContaining({ code: 'BUSY' }));
     await lock.release();
   });

@@ -566,9 +566,11 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
   it('gc whose exclusive lock lapsed while the disk was full (its refreshes failed) does not fall back to deleting: it fails with the full-disk error and deletes nothing', async () => {
     await service.close();
     const told: Error[] = [];
-    // The pack writes of gc's repack fill the disk, then wait past the lock's lifetime: every
-    // refresh of gc's exclusive lock meanwhile fails for space, so the lock lapses.
+    // The pack writes of gc's repack fill the disk, then wait until gc's exclusive lock object has
+    // expired (the lapse itself, not a guess at how long it takes): every refresh of the lock
+    // meanwhile fails for space, so the lock lapses.
     let stall = false;
+    const exclusiveExpired = async (): Promise<boolean> => (await service.locks()).some((l) => l.kind === 'exclusive' && Date.parse(l.expiresAt) < Date.now());
     const stalling = (s: PosixObjectStore): ObjectStore =>
       new Proxy(s, {
         get(target, prop, receiver) {
@@ -577,7 +579,7 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
               if (stall && key.startsWith('packs/')) {
                 stall = false;
                 fill(0);
-                await new Promise((r) => setTimeout(r, 900));
+                while (!(await exclusiveExpired())) await new Promise((r) => setTimeout(r, 20));
               }
               return target.openWrite(key, options);
             };
@@ -587,7 +589,10 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
         },
       });
     store = await PosixObjectStore.open({ directory: repoDir });
-    service = await ChunkedBackupService.open(stalling(store), { name: 'repo', workers: 0, lockTtlMs: 300, onWarning: (w) => told.push(w) });
+    // Backups, deletes and the last gc hold locks of the default lifetime (they must not lapse on a
+    // slow machine); the gc that must lapse runs in a second service with 300 ms locks.
+    service = await ChunkedBackupService.open(stalling(store), { name: 'repo', workers: 0, onWarning: (w) => told.push(w) });
+    const lapsing = await ChunkedBackupService.open(stalling(store), { name: 'repo', workers: 0, lockTtlMs: 300, onWarning: (w) => told.push(w) });
     manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
     // a1's packs end up half live (a2 keeps every other chunk): a repack; b1's wholly dead.
     const a = await randomVolume(4 * MiB, 'a');
@@ -602,7 +607,8 @@ describe("a repository whose file system fills up (24 MiB tmpfs)", () => {
     const before = await objects();
 
     stall = true;
-    const gc = await service.gc({ graceMs: 0 }).catch((e: unknown) => e);
+    const gc = await lapsing.gc({ graceMs: 0 }).catch((e: unknown) => e);
+    await lapsing.close();
     expect(stall).toBe(false); // the repack did start
     expect(gc).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
     expect(await objects()).toEqual(before); // no pack deleted without the lock
