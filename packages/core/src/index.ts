@@ -39,6 +39,7 @@ export { KeyedMutex } from './util/keyed-mutex.js';
 export { releaseSharedBuffers } from './util/buffer-pool.js';
 export { RateBudget, throttleReads } from './util/read-rate.js';
 export { untilAborted } from './util/until-aborted.js';
+export { onDeadline, type DeadlineOptions } from './util/deadline.js';
 export { assertDataWithinFile, assertDataWithinFiles, type ImageDataFile, type ImageEndProbe, type ImageMapProbe, type QemuCheckReport } from './util/image-data-end.js';
 export { assertQcow2MetadataWithinFile, type Qcow2MetadataProbe, type Qcow2Structure } from './util/qcow2-metadata-end.js';
 export { parseQcow2Header, QCOW2_MAGIC, type Qcow2Header } from './util/qcow2-header.js';

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { CairnError } from '@cairn/core';
+import { CairnError, onDeadline } from '@cairn/core';
 import { ByteReader } from './byte-reader.js';
 import { connectionLost } from './error-map.js';
 
@@ -30,7 +30,7 @@ export class ClientConnection {
     private readonly driver: string,
   ) {}
 
-  /** Connects; `UNAVAILABLE` when nothing listens there or the connection times out. */
+  /** Connects; `UNAVAILABLE` when nothing listens there or the connection is not made within `timeoutMs`. */
   static open(address: NbdAddress, driver: string, timeoutMs: number): Promise<ClientConnection> {
     return new Promise((resolve, reject) => {
       let conn: ClientConnection | undefined = undefined;
@@ -47,15 +47,16 @@ export class ClientConnection {
           : net.connect({ host: address.host, port: address.port, onread, noDelay: true });
       conn = new ClientConnection(socket, driver);
       const c = conn;
-      const timer = setTimeout(() => socket.destroy(connectionLost(`connect timed out after ${timeoutMs} ms`, driver)), timeoutMs);
+      // A connection already made when the deadline passes wins (onDeadline: the event loop may have been held up).
+      const cancelDeadline = onDeadline(timeoutMs, () => socket.destroy(connectionLost(`connect timed out after ${timeoutMs} ms`, driver)));
       socket.once('connect', () => {
-        clearTimeout(timer);
+        cancelDeadline();
         socket.off('error', onConnectError);
         socket.on('error', () => undefined); // reported through 'close'
         resolve(c);
       });
       const onConnectError = (err: Error): void => {
-        clearTimeout(timer);
+        cancelDeadline();
         reject(connectionLost(`cannot connect to ${describe(address)}: ${err.message}`, driver, err));
       };
       socket.once('error', onConnectError);
@@ -73,14 +74,16 @@ export class ClientConnection {
   /**
    * Runs `phase` (greeting and option haggling) under a deadline: when it has not settled within
    * `ms`, the connection is aborted with `UNAVAILABLE` ("<what> timed out after <ms> ms"); that
-   * also fails the read `phase` waits on, so `phase` rejects with the same error.
+   * also fails the read `phase` waits on, so `phase` rejects with the same error. Bytes already
+   * received when the deadline passes (the event loop was held up) are handed to `phase` first
+   * (onDeadline): a phase they complete succeeds.
    */
   async within<T>(ms: number, what: string, phase: () => Promise<T>): Promise<T> {
-    const timer = setTimeout(() => this.abort(connectionLost(`${what} timed out after ${ms} ms`, this.driver)), ms);
+    const cancelDeadline = onDeadline(ms, () => this.abort(connectionLost(`${what} timed out after ${ms} ms`, this.driver)));
     try {
       return await phase();
     } finally {
-      clearTimeout(timer);
+      cancelDeadline();
     }
   }
 

@@ -1,4 +1,4 @@
-import { CairnError, assertRange, cutText, quotedCut } from '@cairn/core';
+import { CairnError, assertRange, cutText, onDeadline, quotedCut } from '@cairn/core';
 import { ClientConnection, type NbdAddress } from './connection.js';
 import { isSoftDisconnect, listExportsOver, listMetaContextsOver, negotiate, type BlockSizes, type NegotiatedExport } from './client-handshake.js';
 import { NBD_DRIVER, connectionLost } from './error-map.js';
@@ -61,6 +61,9 @@ export type NbdConnectOptions = NbdAddress & {
    * - A WRITE is answered only once its whole payload arrived, so one payload (at most
    *   `maxPayload`) must reach the server within this time.
    * Both bounds run on a monotonic clock: a step of the wall clock neither trips nor delays them.
+   * They are checked after the bytes already received were handled (core's onDeadline), as are
+   * the connect, handshake and disconnect deadlines: after this process's event loop was held up,
+   * an answer waiting in the socket counts.
    * Default 60000; 0 disables both bounds.
    */
   requestTimeoutMs?: number;
@@ -120,8 +123,8 @@ export class NbdClient {
   private readonly held = new PerRequestBound<Pending>();
   private readonly requestTimeoutMs: number;
   private readonly disconnectTimeoutMs: number;
-  /** Armed while requests are pending: checks for `requestTimeoutMs` without progress. */
-  private timer: NodeJS.Timeout | undefined;
+  /** Cancels the check for `requestTimeoutMs` without progress, armed while requests are pending. */
+  private cancelCheck: (() => void) | undefined;
   /** `now()` when the last bytes arrived from the server (0: none since the handshake). */
   private lastReceivedAt = 0;
   private nextCookie = 1;
@@ -440,8 +443,15 @@ export class NbdClient {
       })();
       const ms = this.disconnectTimeoutMs;
       if (ms <= 0) return orderly;
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
+      let cancelDeadline: (() => void) | undefined;
+      // Replies and the server's hang-up already received when the deadline passes win
+      // (onDeadline). The socket's 'close' comes only after onDeadline's check: a hang-up read by
+      // then (readableEnded) is the end `orderly` waits for.
+      const late = new Promise<true>((resolve) => {
+        cancelDeadline = onDeadline(ms, () => {
+          if (!this.conn.socket.readableEnded) resolve(true);
+        });
+      });
       try {
         if ((await Promise.race([orderly, late])) === true) {
           const err = connectionLost(`disconnect did not complete within ${ms} ms`, this.driver);
@@ -449,7 +459,7 @@ export class NbdClient {
           throw err;
         }
       } finally {
-        clearTimeout(timer);
+        cancelDeadline?.();
       }
     })();
     return this.disconnecting;
@@ -569,15 +579,19 @@ export class NbdClient {
     );
   }
 
-  /** Arms the request timer unless it is armed or disabled. */
+  /** Arms the request check unless it is armed or disabled. */
   private watch(): void {
-    if (this.timer || this.requestTimeoutMs <= 0) return;
+    if (this.cancelCheck || this.requestTimeoutMs <= 0) return;
     this.arm(this.requestTimeoutMs);
   }
 
+  /**
+   * Checks `ms` from now, after the bytes received by then were handled (onDeadline: after this
+   * process's event loop was held up, a reply waiting in the socket counts as progress). Unref'd:
+   * a pending request keeps the socket, and so the process, alive anyway.
+   */
   private arm(ms: number): void {
-    this.timer = setTimeout(() => this.checkTimeout(), ms);
-    this.timer.unref(); // a pending request keeps the socket, and so the process, alive anyway
+    this.cancelCheck = onDeadline(ms, () => this.checkTimeout(), { unref: true });
   }
 
   /**
@@ -586,7 +600,7 @@ export class NbdClient {
    * re-arms for the moment that would happen.
    */
   private checkTimeout(): void {
-    this.timer = undefined;
+    this.cancelCheck = undefined;
     const oldest = this.pending.values().next().value;
     if (!oldest) return;
     const silent = now() - Math.max(this.lastReceivedAt, oldest.sentAt);
@@ -601,8 +615,8 @@ export class NbdClient {
    */
   private failAll(err: CairnError): void {
     this.parser.halt();
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    this.cancelCheck?.();
+    this.cancelCheck = undefined;
     this.window.fail(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();

@@ -7,9 +7,8 @@
  * created before `execute()` is sent cannot miss an event that qemu emits before or after the
  * command's reply (qemu 7.2 sends BLOCK_EXPORT_DELETED before the reply to block-export-del).
  */
-import { CairnError } from '@cairn/core';
+import { CairnError, onDeadline } from '@cairn/core';
 import type { JobStatus, JobType } from './block-types.js';
-import { onDeadline } from './deadline.js';
 import { QMP_DRIVER, unavailable } from './qmp-errors.js';
 import { checkTimeoutMs } from './timeouts.js';
 
@@ -167,7 +166,7 @@ export class EventHub {
   /**
    * Resolves with the first event named `name` for which `predicate` holds, counting from this
    * call. Rejects UNAVAILABLE on timeout (an event received by the deadline still wins:
-   * deadline.ts) or when the connection closes, CANCELLED on abort,
+   * core's onDeadline) or when the connection closes, CANCELLED on abort,
    * INVALID_INPUT for a bad `timeoutMs` (see `checkTimeoutMs`).
    * The returned promise is pre-marked handled, so an abandoned waiter never raises an
    * unhandled rejection; awaiting it still throws.
@@ -211,7 +210,7 @@ export class EventHub {
         reject(error ?? unavailable(`waiting for ${name}: connection closed`, this.driver));
       });
       if (Number.isFinite(timeoutMs)) {
-        // An event already received when the deadline passes still wins (deadline.ts).
+        // An event already received when the deadline passes still wins (core's onDeadline).
         cancelDeadline = onDeadline(timeoutMs, () => {
           cleanup();
           reject(unavailable(`no ${name} event within ${timeoutMs} ms`, this.driver, undefined, { event: name, timeoutMs }));

@@ -9,7 +9,8 @@ export {
   type QmpEventName,
   type WaitForEventOptions,
 } from './events.js';
-export { onDeadline } from './deadline.js';
+/** Moved to @cairn/core (packages/nbd uses it too); still exported here for callers of @cairn/qmp. */
+export { onDeadline, type DeadlineOptions } from '@cairn/core';
 export { QMP_DRIVER, qmpError, qmpErrorCode, type QmpErrorBody } from './qmp-errors.js';
 export {
   MAX_UNIX_SOCKET_PATH_BYTES,

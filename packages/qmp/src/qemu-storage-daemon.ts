@@ -48,7 +48,7 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CairnError, toCairnError } from '@cairn/core';
+import { CairnError, onDeadline, toCairnError } from '@cairn/core';
 import { endAtExit } from './exit-hook.js';
 import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
@@ -79,7 +79,7 @@ export interface QemuStorageDaemonOptions {
 }
 
 export interface StopOptions {
-  /** Wait this long for exit after `quit`, before SIGTERM. Default 5 000 ms. */
+  /** Wait this long for the `quit` reply and the exit, from the `stop()` (also when `quit` is queued behind a command the daemon is stuck on), before SIGTERM. Default 5 000 ms. */
   quitTimeoutMs?: number;
   /** Wait this long after SIGTERM, before SIGKILL. Default 3 000 ms. */
   termTimeoutMs?: number;
@@ -392,7 +392,14 @@ export class QemuStorageDaemon {
     // sent, so nothing would make the daemon exit within the quit budget: SIGTERM at once, which
     // qemu-storage-daemon handles as the same clean quit.
     const quitSent = !this.exitStatus && !this.qmp.closed;
-    if (quitSent) await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs }).catch(() => undefined);
+    if (quitSent) {
+      // `quit`'s own timeout counts from its turn (qmp-client.ts), which never comes while qemu is
+      // stuck on a command sent before it: the stop's budget is cut from now.
+      const budget = new AbortController();
+      const cancelBudget = onDeadline(quitTimeoutMs, () => budget.abort());
+      await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs, signal: budget.signal }).catch(() => undefined);
+      cancelBudget();
+    }
     if (!(await this.exitsWithin(quitSent ? Math.max(0, quitDeadline - Date.now()) : 0))) {
       this.child.kill('SIGTERM');
       if (!(await this.exitsWithin(termTimeoutMs))) this.send('SIGKILL');

@@ -12,10 +12,22 @@
  *   cycle) and a timeout that is NaN, negative or over 2^31 - 1 ms (timeouts.ts).
  * - Every `execute` carries a unique `id`; replies are matched by id only, never by order, so
  *   concurrent calls and interleaved events are safe. Errors follow `qmpErrorCode`.
+ * - A call's timeout counts from its turn, not from its sending: qemu's monitor (without OOB) runs
+ *   one command at a time in the order received, so a call waits its turn while an earlier one
+ *   runs (a `blockdev-del` writing bitmaps under disk load) and would otherwise time out though
+ *   the daemon is healthy. Commands are still written at once (never serialized); the deadline of
+ *   the oldest unsettled call only is running, and when that call settles (answered, timed out,
+ *   aborted, or failed by a closing connection) the next one's starts. A call that timed out or
+ *   was aborted ends its turn at that moment although qemu may still be running it: its caller
+ *   was told then, and the next call is bounded from there (so a call queued behind a command
+ *   qemu is stuck on times out too, one timeout later). Only this client's calls are known:
+ *   a command running for another QMP connection to the same qemu can still hold a call past
+ *   its timeout.
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
  *   carry the command out, and its late reply is dropped (counted in `droppedReplies`). A reply
  *   already received when the deadline passes (this process's event loop was held up) is
- *   delivered, not timed out (deadline.ts); so is an event a `waitForEvent` waits for.
+ *   delivered, not timed out (core's onDeadline); so is an event a `waitForEvent` waits for, and
+ *   a greeting or `qmp_capabilities` reply by the `connect` deadline.
  * - When the connection closes, every pending call fails with UNAVAILABLE, waiters reject with
  *   UNAVAILABLE, and later calls fail with UNAVAILABLE. A peer that breaks the protocol (a line
  *   that is not JSON, or not a JSON object) makes the client close itself the same way, after
@@ -25,13 +37,12 @@
  *   no reconnect; call `connect` again for a new client.
  */
 import net from 'node:net';
-import { CairnError } from '@cairn/core';
+import { CairnError, onDeadline } from '@cairn/core';
 import type { QmpArgs, QmpCommandName, QmpResult, TransactionAction, TransactionProperties } from './commands.js';
 import { EventHub, type QmpEvent, type QmpEventListener, type WaitForEventOptions } from './events.js';
 import { parseGreeting, type QmpGreeting } from './greeting.js';
 import { JsonLineDecoder } from './json-lines.js';
 import { assertSafeCommand } from './preflight.js';
-import { onDeadline } from './deadline.js';
 import { QMP_DRIVER, qmpError, unavailable, type QmpErrorBody } from './qmp-errors.js';
 import { receivedExcerpt } from './received.js';
 import { checkTimeoutMs } from './timeouts.js';
@@ -52,12 +63,16 @@ export interface QmpConnectOptions {
   signal?: AbortSignal;
   /** Name used in error messages. Default `qmp`. */
   driver?: string;
-  /** Default `timeoutMs` of `execute`. Default 30 000 ms; `Infinity` waits forever. */
+  /** Default `timeoutMs` of `execute` (counted from a call's turn). Default 30 000 ms; `Infinity` waits forever. */
   commandTimeoutMs?: number;
 }
 
 export interface ExecuteOptions {
-  /** Fail with UNAVAILABLE when no reply arrives in time. Default: the client's `commandTimeoutMs`; `Infinity` waits forever; NaN, negative or over 2^31 - 1 is INVALID_INPUT. */
+  /**
+   * Fail with UNAVAILABLE when no reply arrives this many ms after the call's turn (every call sent
+   * before it on this client has settled; see the file comment). Default: the client's
+   * `commandTimeoutMs`; `Infinity` waits forever; NaN, negative or over 2^31 - 1 is INVALID_INPUT.
+   */
   timeoutMs?: number;
   /** Aborting fails the call with CANCELLED (qemu may still run the command). */
   signal?: AbortSignal;
@@ -71,6 +86,8 @@ interface Pending {
   command: string;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
+  /** Starts the call's deadline: its turn at the monitor has come. Idempotent; nothing once settled. */
+  startClock: () => void;
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
@@ -142,10 +159,11 @@ export class QmpClient {
     const socket = 'path' in target ? net.createConnection({ path: target.path }) : net.createConnection({ host: target.host, port: target.port });
     const client = new QmpClient(socket, driver, options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    let timer: NodeJS.Timeout | undefined;
+    let cancelDeadline: (() => void) | undefined;
     let onAbort: (() => void) | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(unavailable(`no QMP handshake from ${where} within ${timeoutMs} ms`, driver)), timeoutMs);
+      // A greeting or reply already received when the deadline passes is handled first (onDeadline).
+      cancelDeadline = onDeadline(timeoutMs, () => reject(unavailable(`no QMP handshake from ${where} within ${timeoutMs} ms`, driver)));
       onAbort = () => reject(new CairnError('CANCELLED', 'connect cancelled', { driver, cause: signal?.reason }));
       signal?.addEventListener('abort', onAbort, { once: true });
     });
@@ -165,7 +183,7 @@ export class QmpClient {
       const details = err instanceof CairnError ? err.details : undefined;
       throw unavailable(`cannot open QMP at ${where}: ${reason}`, driver, cause, { ...details, target: where });
     } finally {
-      clearTimeout(timer);
+      cancelDeadline?.();
       if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -237,10 +255,19 @@ export class QmpClient {
         this.pending.delete(id);
         cancelDeadline?.();
         signal?.removeEventListener('abort', onAbort);
+        this.startHeadClock(); // the next call's turn, if this one was the oldest
       };
       const onAbort = (): void => {
         settle();
         reject(new CairnError('CANCELLED', `${command} cancelled`, { driver: this.driver, cause: signal?.reason }));
+      };
+      const startClock = (): void => {
+        if (settled || cancelDeadline || !Number.isFinite(timeoutMs)) return;
+        // A reply already received when the deadline passes still wins (core's onDeadline).
+        cancelDeadline = onDeadline(timeoutMs, () => {
+          settle();
+          reject(unavailable(`${command}: no reply within ${timeoutMs} ms of its turn at the monitor`, this.driver, undefined, { command, timeoutMs }));
+        });
       };
       this.pending.set(id, {
         command,
@@ -253,18 +280,23 @@ export class QmpClient {
           settle();
           reject(error);
         },
+        startClock,
       });
-      if (Number.isFinite(timeoutMs)) {
-        // A reply already received when the deadline passes still wins (deadline.ts).
-        cancelDeadline = onDeadline(timeoutMs, () => {
-          settle();
-          reject(unavailable(`${command}: no reply within ${timeoutMs} ms`, this.driver, undefined, { command, timeoutMs }));
-        });
-      }
       signal?.addEventListener('abort', onAbort, { once: true });
       if (quit) this.quitsPending++;
       this.socket.write(line);
+      this.startHeadClock(); // at once when no call sent before this one is still unsettled
     });
+  }
+
+  /**
+   * Starts the deadline of the oldest unsettled call (`pending` keeps send order), if not yet
+   * started: qemu's monitor (no OOB) runs one command at a time in the order received, so a call
+   * gets its turn when every call sent before it has settled (see the file comment).
+   */
+  private startHeadClock(): void {
+    if (this.closedReason) return;
+    this.pending.values().next().value?.startClock();
   }
 
   /** Runs `actions` atomically with the `transaction` command: all apply, or none does. */

@@ -31,8 +31,10 @@ describe.skipIf(!fuseUsable || missingQemu.length > 0)('a daemon that SIGKILL ca
     const b = await d.attach({ kind: 'volume', id: v.id }, 'ro');
     const session = await sessionOf(d);
     const pid = session.daemon.pid;
-    // The daemon's main loop opens a file on the hung file system: it sleeps in state D.
-    const opening = session.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'hang', filename: join(fuse.mountPoint, 'img') }, { timeoutMs: 60_000 });
+    // The daemon's main loop opens a file on the hung file system: it sleeps in state D. Bounded
+    // like the driver's own commands: the commands queued behind it get their turn (and their
+    // timeout starts) only when it has timed out.
+    const opening = session.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'hang', filename: join(fuse.mountPoint, 'img') }, { timeoutMs: TIMEOUT });
     opening.catch(() => undefined);
     await fuse.printed('hung img');
 
