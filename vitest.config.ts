@@ -7,9 +7,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
-    // Both cores: vitest's default for a run is one fewer than the cores, which is one worker here,
-    // and most test files wait on child processes, disks and sockets more than they compute.
-    maxWorkers: 2,
     // The cairn bundle that CLI tests run is made from the dist just built (scripts/bundle-setup.ts).
     globalSetup: ['./scripts/bundle-setup.ts'],
     reporters: ['default', new NoSkipReporter()],
