@@ -11,12 +11,18 @@ import { FAST_KDF, filledVolume, keys } from './helpers.js';
 const CHUNK = 256 * 1024;
 
 /**
- * While `stalling`, lock writes fail and a pack's commit waits until every exclusive lock object
- * in the store has expired: the lapse itself is waited for, however slow the machine.
+ * While `stalling`, lock writes fail and a pack's commit waits until every lock's lifetime has run
+ * out since then: no refresh can land once lock writes fail, and each refresh's expiry was computed
+ * before it was written, so every lock written so far expires within `lockTtlMs` of that moment.
+ * The lapse itself is waited for, however slow the machine, and the wait does not depend on what
+ * the store holds.
  */
 class StallingStore extends MemoryObjectStore {
   stalling = false;
   private locksFail = false;
+  constructor(name: string, private readonly lockTtlMs: number) {
+    super(name);
+  }
   override async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
     if (this.locksFail && key.startsWith('locks/')) throw new CairnError('UNAVAILABLE', 'the store refuses writes');
     return super.put(key, data, options);
@@ -28,7 +34,8 @@ class StallingStore extends MemoryObjectStore {
       commit: async () => {
         if (this.stalling && key.startsWith('packs/')) {
           this.locksFail = true;
-          await this.untilExclusiveLocksExpired();
+          const lapsedAfter = Date.now() + this.lockTtlMs;
+          while (Date.now() <= lapsedAfter) await new Promise((r) => setTimeout(r, Math.max(1, lapsedAfter + 1 - Date.now())));
           this.locksFail = false;
         }
         return inner.commit();
@@ -36,27 +43,16 @@ class StallingStore extends MemoryObjectStore {
       abort: () => inner.abort(),
     };
   }
-  /** Resolves once no exclusive lock object is left unexpired (none refreshes: lock writes fail). */
-  private async untilExclusiveLocksExpired(): Promise<void> {
-    for (;;) {
-      const expiries: number[] = [];
-      for await (const o of super.list('locks/')) {
-        const doc = JSON.parse((await super.get(o.key)).toString('utf8')) as { kind: string; expiresAt: string };
-        if (doc.kind === 'exclusive') expiries.push(Date.parse(doc.expiresAt));
-      }
-      if (expiries.length > 0 && expiries.every((e) => e < Date.now())) return;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
 }
 
 describe('gc whose exclusive lock lapsed while it wrote', () => {
   it('deletes nothing and fails BUSY; the next gc, holding its lock, deletes and the kept backup verifies', async () => {
-    const store = new StallingStore('mem');
+    const LAPSING_TTL_MS = 300;
+    const store = new StallingStore('mem', LAPSING_TTL_MS);
     // Backups, deletes and the last gc hold locks of the default lifetime (they must not lapse on a
     // slow machine); the gc that must lapse runs in a second service with 300 ms locks.
     const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: 1024 * 1024, kdf: FAST_KDF, compression: 'none' } });
-    const lapsing = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: 300 });
+    const lapsing = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, lockTtlMs: LAPSING_TTL_MS });
     const volumes = new MemoryVolumeDriver();
     const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
     const v = await filledVolume(volumes, 8 * CHUNK, 17);
