@@ -65,6 +65,7 @@ export { isNoHardLinks, linkIfAbsent, syncDir, tempPathBeside, writeFileAtomic, 
 export { makeDirectories, type MakeDirectoriesOptions } from './util/make-directories.js';
 export { readBounded } from './util/read-bounded.js';
 export { writeFully, type PositionalWriter, type WriteFullyOptions } from './util/write-fully.js';
+export { readFully, type PositionalReader, type ReadFullyOptions } from './util/read-fully.js';
 export { cutText, escapedCut, escapedText, quotedCut } from './util/cut-text.js';
 export { isZero } from './util/zero-bytes.js';
 export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';

@@ -6,7 +6,7 @@
 import { constants, type BigIntStats } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, syncDir, throwIfAborted, writeDirect, writeFully, type PositionalWriter } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, readFully, syncDir, throwIfAborted, writeDirect, writeFully, type PositionalWriter } from '@cairn/core';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
@@ -134,16 +134,10 @@ export { linkIfAbsent };
  * each; `signal` checked before each); returns `out[0, length)`. `CORRUPT` if the file is shorter.
  */
 export async function readExactly(fh: FileHandle, offset: number, length: number, what: string, out: Buffer, signal?: AbortSignal): Promise<Buffer> {
-  let done = 0;
-  while (done < length) {
-    checkSignal(signal);
-    const { bytesRead } = await fh.read(out, done, Math.min(READ_CHUNK, length - done), offset + done);
-    if (bytesRead === 0) {
-      throw new CairnError('CORRUPT', `${what} ended after ${done} of ${length} bytes`, { driver: DRIVER, details: { offset, length } });
-    }
-    done += bytesRead;
-  }
-  return out.subarray(0, length);
+  const into = out.subarray(0, length);
+  const done = await readFully(fh, into, offset, { driver: DRIVER, signal, maxRead: READ_CHUNK });
+  if (done < length) throw new CairnError('CORRUPT', `${what} ended after ${done} of ${length} bytes`, { driver: DRIVER, details: { offset, length } });
+  return into;
 }
 
 /**

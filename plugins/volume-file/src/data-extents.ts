@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { isZero, type ByteRange, type Extent } from '@cairn/core';
+import { isZero, readFully, type ByteRange, type Extent } from '@cairn/core';
 import { fsExt, seekData, seekHole, type FsExt } from './native-fs.js';
 
 /** Unit of the zero scan used without fs-ext, in bytes. */
@@ -41,7 +41,7 @@ async function scanNonZero(fh: FileHandle, range: ByteRange): Promise<Extent[]> 
   let pos = range.offset;
   while (pos < end) {
     const n = Math.min(SCAN_CHUNK, end - pos);
-    await readFully(fh, buf.subarray(0, n), pos);
+    buf.fill(0, await readFully(fh, buf.subarray(0, n), pos), n); // past the file's end: zeros
     for (let at = 0; at < n; ) {
       const granuleEnd = Math.min(n, at + SCAN_GRANULE - ((pos + at) % SCAN_GRANULE));
       if (!isZero(buf.subarray(at, granuleEnd))) {
@@ -54,17 +54,4 @@ async function scanNonZero(fh: FileHandle, range: ByteRange): Promise<Extent[]> 
     pos += n;
   }
   return out;
-}
-
-/** Reads exactly `into.length` bytes at `position`; bytes past the end of the file read as zeros. */
-export async function readFully(fh: Pick<FileHandle, 'read'>, into: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < into.length) {
-    const { bytesRead } = await fh.read(into, done, into.length - done, position + done);
-    if (bytesRead === 0) {
-      into.fill(0, done);
-      return;
-    }
-    done += bytesRead;
-  }
 }

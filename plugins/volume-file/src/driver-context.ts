@@ -1,8 +1,7 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { CairnError, fileSystemClock, KeyedMutex, sameStamp, settledStampOf, writeFileAtomic, type ImageStamp, type StampClock } from '@cairn/core';
+import { CairnError, fileSystemClock, KeyedMutex, readFully, sameStamp, settledStampOf, writeFileAtomic, type ImageStamp, type StampClock } from '@cairn/core';
 import type { ChangeTracker } from './change-tracker.js';
-import { readFully } from './data-extents.js';
 import { makeOwnedDirectory, OWNED } from './dir-owner.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { GRANULARITY } from './file-block-device.js';
@@ -125,7 +124,7 @@ export class DriverContext {
       const st = await fh.stat();
       if (!st.isFile() || st.size !== expected) return undefined;
       const buf = Buffer.alloc(expected);
-      await readFully(fh, buf, 0); // a file cut short meanwhile reads as zeros, which parse refuses
+      await readFully(fh, buf, 0); // a file cut short meanwhile leaves zeros (Buffer.alloc), which parse refuses
       return DirtyBitmap.parse(buf, size, GRANULARITY);
     } finally {
       await fh.close().catch(() => {});

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { copyFile, open, unlink, type FileHandle } from 'node:fs/promises';
-import { CairnError, writeFully, type Extent, type PositionalWriter } from '@cairn/core';
-import { dataExtents, readFully } from './data-extents.js';
+import { CairnError, readFully, writeFully, type Extent, type PositionalWriter } from '@cairn/core';
+import { dataExtents } from './data-extents.js';
 
 export type CopyMethod = 'reflink' | 'sparse-copy';
 
@@ -73,7 +73,7 @@ export async function copyExtents(from: Pick<FileHandle, 'read'>, to: Positional
     const buf = Buffer.allocUnsafe(CHUNK);
     while (next < pieces.length) {
       const { pos, n } = pieces[next++]!;
-      await readFully(from, buf.subarray(0, n), pos);
+      buf.fill(0, await readFully(from, buf.subarray(0, n), pos), n); // past the source's end: zeros
       await writeFully(to, buf.subarray(0, n), pos, { driver });
     }
   };

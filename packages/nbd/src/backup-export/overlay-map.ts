@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { CairnError, quotedCut, writeFully } from '@cairn/core';
+import { CairnError, quotedCut, readFully, writeFully } from '@cairn/core';
 
 /**
  * The overlay's map file: a 4 KiB header (`CAIRN-OVERLAY/1\n`, then one line of JSON
@@ -54,8 +54,8 @@ export async function readMap(map: FileHandle, mapPath: string): Promise<{ heade
   const corrupt = (why: string, cause?: unknown): CairnError => new CairnError('CORRUPT', `${mapPath} ${why}`, { driver: DRIVER, cause, details: { file: mapPath } });
   const fileSize = (await map.stat()).size;
   if (fileSize < HEADER_SIZE) throw corrupt(`is not a Cairn overlay map (${fileSize} bytes, shorter than its ${HEADER_SIZE}-byte header)`);
-  const head = await readExactly(map, HEADER_SIZE, 0);
-  if (!head) throw corrupt('shrank while it was read');
+  const head = Buffer.alloc(HEADER_SIZE);
+  if ((await readFully(map, head, 0)) < HEADER_SIZE) throw corrupt('shrank while it was read');
   const text = head.toString('latin1', 0, MAGIC.length);
   if (!text.startsWith(MAGIC_PREFIX)) throw corrupt('is not a Cairn overlay map');
   if (text !== MAGIC) throw corrupt(`has overlay map format ${JSON.stringify(text.slice(MAGIC_PREFIX.length).trimEnd())}, not ${VERSION}`);
@@ -76,22 +76,11 @@ export async function readMap(map: FileHandle, mapPath: string): Promise<{ heade
   if (fileSize !== want) {
     throw corrupt(`is ${fileSize} bytes, but its header (${size} bytes in blocks of ${blockSize}) makes it ${want}: ${fileSize < want ? 'truncated' : 'damaged'}`);
   }
-  const bits = await readExactly(map, want - HEADER_SIZE, HEADER_SIZE);
-  if (!bits) throw corrupt('shrank while it was read');
+  const bits = Buffer.alloc(want - HEADER_SIZE);
+  if ((await readFully(map, bits, HEADER_SIZE)) < bits.length) throw corrupt('shrank while it was read');
   const blocks = Math.ceil(size / blockSize);
   if (blocks % 8 !== 0 && bits[bits.length - 1]! >> (blocks % 8) !== 0) throw corrupt(`has bits set past its last block (${blocks})`);
   return { header: { backupId, size, blockSize }, bits };
-}
-
-/** `length` bytes of `file` at `position`; undefined when the file ends before them. */
-async function readExactly(file: FileHandle, length: number, position: number): Promise<Buffer | undefined> {
-  const out = Buffer.alloc(length);
-  for (let done = 0; done < length; ) {
-    const { bytesRead } = await file.read(out, done, length - done, position + done);
-    if (bytesRead === 0) return undefined;
-    done += bytesRead;
-  }
-  return out;
 }
 
 /** A backup id found in a map, for a message: quoted and cut. */
