@@ -126,9 +126,33 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EOPNOTSUPP: 'NOT_SUPPORTED',
 };
 
-/** Throws `CANCELLED` if the signal is aborted. Call between units of work. */
+/** How cancelledError builds its error. */
+export interface CancelledErrorOptions {
+  /** Message of a new error; default `operation cancelled`. */
+  message?: string;
+  /** Tags a new error (CairnError's `driver`); a reason passed on keeps its own. */
+  driver?: string;
+  /**
+   * Which reasons are passed on as they are: `cancelled` (the default) a CairnError `CANCELLED`;
+   * `any` every CairnError, whatever its code (for a wait whose contract is to end with the
+   * canceller's own error, e.g. a connection lost as `UNAVAILABLE`).
+   */
+  keep?: 'cancelled' | 'any';
+}
+
+/**
+ * The error for work ended by an aborted `signal`: its reason itself when that is a CairnError
+ * `keep` passes on (the canceller's own words, e.g. "backup cancelled by SIGINT"), else a new
+ * `CANCELLED` (`message`, tagged `driver`) whose cause is the reason. Never throws.
+ */
+export function cancelledError(signal: AbortSignal, options: CancelledErrorOptions = {}): CairnError {
+  const { message = 'operation cancelled', driver, keep = 'cancelled' } = options;
+  const reason: unknown = signal.reason;
+  if (isCairnError(reason) && (keep === 'any' || reason.code === 'CANCELLED')) return reason;
+  return new CairnError('CANCELLED', message, { driver, cause: reason });
+}
+
+/** Throws `CANCELLED` (cancelledError) if the signal is aborted. Call between units of work. */
 export function throwIfAborted(signal: AbortSignal | undefined, driver?: string): void {
-  if (signal?.aborted) {
-    throw new CairnError('CANCELLED', 'operation cancelled', { driver, cause: signal.reason });
-  }
+  if (signal?.aborted) throw cancelledError(signal, { driver });
 }

@@ -4,7 +4,7 @@ import type { BackupPage, BackupPageQuery, Catalog } from '../contracts/catalog.
 import type { ProgressEvent } from '../contracts/progress.js';
 import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowState, type VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, ChangedBlockTracking, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
+import { CairnError, cancelledError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
@@ -1221,7 +1221,7 @@ const PARENT_STATUSES: ReadonlySet<BackupRecord['status']> = new Set(['available
 
 /** Throws the job's `CANCELLED` once its signal has fired. */
 function throwIfCancelled(signal: AbortSignal): void {
-  if (signal.aborted) throw toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled'));
+  if (signal.aborted) throw cancelledError(signal, { message: 'cancelled', keep: 'any' });
 }
 
 /** `INVALID_INPUT` (`details.field: 'status'`) unless `status` is undefined or a BackupStatus. */

@@ -1,4 +1,4 @@
-import { CairnError, isCairnError } from '../errors.js';
+import { CairnError, cancelledError } from '../errors.js';
 
 /** Identifies one job's wait in a DataJobLimit (`take`, `position`). Compared by identity. */
 export type DataJobTicket = object;
@@ -35,7 +35,7 @@ export class DataJobLimit {
    * when that is one), delaying no one behind it.
    */
   take(ticket: DataJobTicket, signal: AbortSignal): Promise<() => void> {
-    if (signal.aborted) return Promise.reject(cancelled(signal));
+    if (signal.aborted) return Promise.reject(cancelledError(signal, { message: WAIT_CANCELLED }));
     if (this.limit === 0 || (this.holders < this.limit && this.line.length === 0)) {
       this.holders++;
       return Promise.resolve(this.release());
@@ -44,7 +44,7 @@ export class DataJobLimit {
       const onAbort = (): void => {
         const at = this.line.indexOf(waiter);
         if (at >= 0) this.line.splice(at, 1);
-        reject(cancelled(signal));
+        reject(cancelledError(signal, { message: WAIT_CANCELLED }));
       };
       const waiter: Waiter = {
         ticket,
@@ -84,8 +84,5 @@ export class DataJobLimit {
   }
 }
 
-/** CANCELLED for a waiter whose signal fired: the signal's reason when that is one already. */
-function cancelled(signal: AbortSignal): CairnError {
-  const reason: unknown = signal.reason;
-  return isCairnError(reason) && reason.code === 'CANCELLED' ? reason : new CairnError('CANCELLED', 'cancelled while waiting for a place among the data jobs', { cause: reason });
-}
+/** Message of the CANCELLED of a waiter whose signal fired when its reason is none already (cancelledError). */
+const WAIT_CANCELLED = 'cancelled while waiting for a place among the data jobs';

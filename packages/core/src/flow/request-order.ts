@@ -1,4 +1,4 @@
-import { CairnError, toCairnError } from '../errors.js';
+import { cancelledError } from '../errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 
 /**
@@ -24,7 +24,7 @@ export class RequestOrder {
       new Promise((resolve, reject) => {
         const onAbort = (): void => {
           pass();
-          reject(toCairnError(signal.reason ?? new CairnError('CANCELLED', 'cancelled while waiting for its turn')));
+          reject(cancelledError(signal, { message: 'cancelled while waiting for its turn', keep: 'any' }));
         };
         if (signal.aborted) return onAbort();
         signal.addEventListener('abort', onAbort, { once: true });

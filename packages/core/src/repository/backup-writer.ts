@@ -1,5 +1,5 @@
 import type { BackupJob, BackupResult, BackupSource } from '../contracts/backup-service.js';
-import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { CairnError, cancelledError, isCairnError, throwIfAborted } from '../errors.js';
 import { batchesIn, chunkLength, chunkRangesOf, chunksIn, mergeRanges, runsOf, type ChunkRange } from './chunk-plan.js';
 import type { Manifest } from './format.js';
 import type { Extent } from '../contracts/block-device.js';
@@ -184,7 +184,7 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
       return { input: arena.subarray(at, at + inputSize), output: arena.subarray(at + inputSize, at + inputSize + outputSize) };
     }),
   );
-  const cancel = (): void => writer.cancel(new CairnError('CANCELLED', `backup ${job.backup.id} cancelled`, { cause: job.signal?.reason }));
+  const cancel = (): void => writer.cancel(cancelledError(job.signal!, { message: `backup ${job.backup.id} cancelled` }));
   if (job.signal?.aborted) cancel();
   job.signal?.addEventListener('abort', cancel, { once: true });
   const stats = { bytesRead: 0, bytesNew: 0, bytesReused: 0, bytesStored: 0, durationMs: 0 };

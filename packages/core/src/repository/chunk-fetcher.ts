@@ -1,4 +1,4 @@
-import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { CairnError, cancelledError, isCairnError, throwIfAborted } from '../errors.js';
 import type { Location } from './chunk-index.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../util/buffer-pool.js';
 import { FreeList } from '../util/free-list.js';
@@ -204,7 +204,7 @@ async function fetchRound(
   const cancelled = new Promise<never>((_, reject) => {
     onAbort = (): void => {
       gone = true;
-      failure ??= { error: new CairnError('CANCELLED', 'operation cancelled', { cause: signal?.reason }) };
+      failure ??= { error: cancelledError(signal!) };
       reject(failure.error);
     };
   });

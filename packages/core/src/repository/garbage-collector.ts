@@ -1,4 +1,4 @@
-import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { CairnError, cancelledError, isCairnError, throwIfAborted } from '../errors.js';
 import { untilAborted } from '../util/until-aborted.js';
 import { guardDroppedCopies } from './dropped-copies.js';
 import { FETCH_BATCH } from './fetch-batches.js';
@@ -220,7 +220,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
     // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
     // returns at once when cancelled, while a call of the callback below may still be running.
-    const cancel = (): void => writer.cancel(new CairnError('CANCELLED', 'gc cancelled', { cause: options.signal?.reason }));
+    const cancel = (): void => writer.cancel(cancelledError(options.signal!, { message: 'gc cancelled' }));
     if (options.signal?.aborted) cancel();
     options.signal?.addEventListener('abort', cancel, { once: true });
     try {

@@ -1,4 +1,4 @@
-import { CairnError } from '../errors.js';
+import { cancelledError } from '../errors.js';
 
 /**
  * A fixed set of reusable items (buffers, slots) handed out one at a time. `take` resolves at once
@@ -33,7 +33,7 @@ export class FreeList<T> {
       const onAbort = (): void => {
         const at = this.waiting.indexOf(got);
         if (at >= 0) this.waiting.splice(at, 1);
-        reject(new CairnError('CANCELLED', 'operation cancelled', { cause: signal.reason }));
+        reject(cancelledError(signal));
       };
       const got = (x: T): void => {
         signal.removeEventListener('abort', onAbort);

@@ -1,4 +1,4 @@
-import { CairnError, isCairnError } from '../errors.js';
+import { CairnError, cancelledError } from '../errors.js';
 import { assertSignal } from './validate.js';
 
 /**
@@ -15,7 +15,7 @@ export class KeyedMutex {
 
   async acquire(key: string, signal?: AbortSignal, waitingFor = key): Promise<() => void> {
     assertSignal(signal);
-    if (signal?.aborted) throw cancelled(signal, waitingFor);
+    if (signal?.aborted) throw cancelledError(signal, { message: `cancelled while waiting for ${waitingFor}` });
     const previous = this.tails.get(key) ?? Promise.resolve();
     let release!: () => void;
     const current = new Promise<void>((resolve) => (release = resolve));
@@ -36,7 +36,7 @@ export class KeyedMutex {
       let gaveUp = false;
       const onAbort = (): void => {
         gaveUp = true;
-        reject(cancelled(signal, waitingFor));
+        reject(cancelledError(signal, { message: `cancelled while waiting for ${waitingFor}` }));
       };
       try {
         signal.addEventListener('abort', onAbort, { once: true });
@@ -68,10 +68,4 @@ export class KeyedMutex {
       release();
     }
   }
-}
-
-/** CANCELLED for a waiter whose signal aborted: the signal's reason when that is one already. */
-function cancelled(signal: AbortSignal, waitingFor: string): CairnError {
-  const reason: unknown = signal.reason;
-  return isCairnError(reason) && reason.code === 'CANCELLED' ? reason : new CairnError('CANCELLED', `cancelled while waiting for ${waitingFor}`, { cause: reason });
 }

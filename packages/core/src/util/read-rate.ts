@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../contracts/block-device.js';
 import { PassThroughDevice } from './pass-through-device.js';
-import { CairnError, throwIfAborted } from '../errors.js';
+import { cancelledError, throwIfAborted } from '../errors.js';
 
 /**
  * Paces reads so that the bytes granted never run ahead of `bytesPerSecond` × the time elapsed
@@ -27,7 +27,7 @@ export class RateBudget {
       const onAbort = (): void => {
         clearTimeout(timer);
         if (this.next === end) this.next = start;
-        reject(new CairnError('CANCELLED', 'throttled read cancelled', { cause: signal!.reason }));
+        reject(cancelledError(signal!, { message: 'throttled read cancelled' }));
       };
       const timer = setTimeout(() => {
         signal?.removeEventListener('abort', onAbort);

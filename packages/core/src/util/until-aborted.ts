@@ -1,4 +1,4 @@
-import { CairnError } from '../errors.js';
+import { cancelledError } from '../errors.js';
 
 /**
  * `p`'s outcome, or `CANCELLED` (tagged `driver`) as soon as `signal` is aborted, at once if it
@@ -9,7 +9,7 @@ import { CairnError } from '../errors.js';
 export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, driver?: string): Promise<T> {
   if (!signal) return p;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new CairnError('CANCELLED', 'cancelled', { driver, cause: signal.reason }));
+    const onAbort = (): void => reject(cancelledError(signal, { message: 'cancelled', driver }));
     p.then(
       (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
       (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
