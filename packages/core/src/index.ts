@@ -58,7 +58,7 @@ export { RepositoryCatalog } from './repository/repository-catalog.js';
 export type { GcOptions, GcReport } from './repository/garbage-collector.js';
 export type { LockInfo, LockKind } from './repository/repository-locks.js';
 export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, type RepositoryConfig } from './repository/format.js';
-export { BackupReader, type BackupReadOptions, type BackupReaderOptions } from './repository/backup-reader.js';
+export { BackupReader, type BackupReadOptions, type BackupReaderOpenOptions, type BackupReaderOptions } from './repository/backup-reader.js';
 export { ChunkList } from './repository/chunk-list.js';
 export { ChunkMap, ChunkWindow, PAGE_CHUNKS } from './repository/chunk-map.js';
 export { isNoHardLinks, linkIfAbsent, syncDir, tempPathBeside, writeFileAtomic, writeNewFileDurably, type NewFileOptions } from './util/durable-file.js';

@@ -1,6 +1,7 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { ApiContext } from './api-context.js';
+import { clientGone } from './client-gone.js';
 import { addRoute, pathId } from './routing.js';
 
 /** Longest `?wait=` a client may ask for, seconds. */
@@ -22,16 +23,6 @@ const WaitSeconds = z
   .pipe(z.number().max(MAX_WAIT_SECONDS, `expected a number of seconds from 0 to ${MAX_WAIT_SECONDS}`));
 
 const GetQuery = z.strictObject({ wait: WaitSeconds.optional() });
-
-/**
- * A signal that aborts when the connection of `reply` closes before the answer was sent: the
- * client of a long-poll went away, and nobody waits for the answer any more.
- */
-function clientGone(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.once('close', () => controller.abort());
-  return controller.signal;
-}
 
 /**
  * `GET /v1/jobs`, `GET /v1/jobs/:id[?wait=seconds]`, `DELETE /v1/jobs/:id` (cancel).

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { jobLocation, type ApiContext } from './api-context.js';
+import { clientGone } from './client-gone.js';
 import { apiJob } from './jobs.js';
 import { addRoute } from './routing.js';
 import { knownTarget } from './targets.js';
@@ -41,7 +42,11 @@ export function registerTargetRoutes(app: FastifyInstance, api: ApiContext): voi
   addRoute(app, {
     method: 'GET',
     url: '/v1/targets/:name/stats',
-    handler: async ({ params }) => (await api.cli.repository(knownTarget(api, params.name!))).stats(),
+    // A client that goes away ends the listing of the store (CANCELLED): nobody waits for it.
+    handler: async ({ params, reply }) => {
+      const signal = clientGone(reply);
+      return (await api.cli.repository(knownTarget(api, params.name!))).stats({ signal });
+    },
   });
 
   addRoute(app, {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
 import { ExitCode } from '../exit-codes.js';
+import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { formatBytes, parseDuration, parseRepackThreshold, optionParser } from '../output/units.js';
 import { verifyText } from '../output/views.js';
@@ -66,7 +67,9 @@ export function registerRepoCommands(program: Command): void {
     .description('size, dedup and layout of the repository')
     .action(
       withContext(async (ctx) => {
-        const s = await (await ctx.repository(target(repo))).stats();
+        // SIGINT/SIGTERM ends it (CANCELLED, exit 130) however long the store takes to list.
+        const service = await ctx.repository(target(repo));
+        const s = await cancellableBySignal(ctx.out, 'stats', (signal) => service.stats({ signal }));
         ctx.out.result(s, () =>
           renderFields([
             ['repository', s.id],

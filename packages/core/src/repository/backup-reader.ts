@@ -19,6 +19,16 @@ export interface BackupReaderOptions {
   readAhead?: number;
 }
 
+export interface BackupReaderOpenOptions extends BackupReaderOptions {
+  /**
+   * Ends the open (the caller is gone): aborted, it rejects with `CANCELLED` at once, whatever
+   * the store does. A read of the manifest in flight goes on until the store answers, unawaited;
+   * the index refresh stops as ChunkIndex.refresh does with a signal (the next refresh completes
+   * the view). Not kept: the reader's reads take their own (BackupReadOptions).
+   */
+  signal?: AbortSignal;
+}
+
 export interface BackupReadOptions {
   /**
    * Ends the read (a client gone): aborted, it rejects with `CANCELLED` at once, whatever the
@@ -52,11 +62,18 @@ export class BackupReader {
     this.readAhead = Math.max(0, Math.min(options.readAhead ?? 16, this.cacheChunks / 2));
   }
 
-  /** `NOT_FOUND`/`CORRUPT` for a missing or damaged manifest. */
-  static async open(repo: Repository, backupId: string, options: BackupReaderOptions = {}): Promise<BackupReader> {
-    const manifest = await repo.readManifest(backupId);
-    await repo.index.refresh();
-    return new BackupReader(repo, manifest, options);
+  /**
+   * `NOT_FOUND`/`CORRUPT` for a missing or damaged manifest. `CANCELLED` at once when
+   * `options.signal` aborts (see BackupReaderOpenOptions), whatever the store does.
+   */
+  static async open(repo: Repository, backupId: string, options: BackupReaderOpenOptions = {}): Promise<BackupReader> {
+    const { signal, ...readerOptions } = options;
+    throwIfAborted(signal);
+    // The manifest is the reader's, read later by every read (its chunk list pages): the signal
+    // ends the wait for it, never binds its later page reads (Repository.readManifest's signal would).
+    const manifest = await untilAborted(repo.readManifest(backupId), signal);
+    await repo.index.refresh({ signal });
+    return new BackupReader(repo, manifest, readerOptions);
   }
 
   get size(): number {
@@ -163,8 +180,13 @@ export class BackupReader {
   /**
    * Ranges holding data (non-zero chunks) inside `range`; everything else reads as zeros.
    * `NOT_FOUND`/`CORRUPT` naming the backup when a page of its chunk list cannot be read.
+   * `CANCELLED` at once when `options.signal` aborts, whatever the store does: a page read in
+   * flight goes on (pages are shared with other reads through the chunk list's cache), no other
+   * page is read for this call.
    */
-  async allocated(range: ByteRange = { offset: 0, length: this.size }): Promise<Extent[]> {
+  async allocated(range: ByteRange = { offset: 0, length: this.size }, options: BackupReadOptions = {}): Promise<Extent[]> {
+    const { signal } = options;
+    throwIfAborted(signal);
     const out: Extent[] = [];
     const first = Math.floor(range.offset / this.chunkSize);
     const end = range.offset + range.length;
@@ -172,7 +194,7 @@ export class BackupReader {
     // A page at a time: a range may span the whole volume (a client mapping a 1 TiB backup).
     let page: ChunkList | undefined;
     for (let i = first; i * this.chunkSize < end && i < this.manifest.chunks.length; i++) {
-      if (!page || i % pageChunks === 0) page = await this.manifest.chunks.page(Math.floor(i / pageChunks));
+      if (!page || i % pageChunks === 0) page = await untilAborted(this.manifest.chunks.page(Math.floor(i / pageChunks)), signal);
       if (page.isZero(i % pageChunks)) continue;
       const start = Math.max(range.offset, i * this.chunkSize);
       const stop = Math.min(end, (i + 1) * this.chunkSize, this.size);

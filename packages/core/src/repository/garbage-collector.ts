@@ -150,7 +150,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // The index objects naming it are rewritten below without it, as for a removed pack: else
   // every other process (and this one, once restarted) still resolves those chunks to it
   // first, and restores and verifies them as missing although a copy survives.
-  const lost = await lostPacks(repo, packTimes);
+  const lost = await lostPacks(repo, packTimes, options.signal);
   for (const packId of lost) repo.index.remove(packId);
   const kept = new Set<string>(); // chunk ids with a surviving copy
   const toRepack = new Set<string>();
@@ -208,10 +208,10 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     report.catalogEntriesDeleted = orphanEntries.length;
     for (const packId of [...toRepack, ...toDelete]) {
       for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
-      if (toDelete.has(packId)) report.bytesFreed += await sizeOf(repo, packId);
+      if (toDelete.has(packId)) report.bytesFreed += await sizeOf(repo, packId, options.signal);
       else for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.bytesFreed += e.length;
     }
-    for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId);
+    for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId, options.signal);
     return report;
   }
   // GC's index writes come before its deletes: they may spend the store's space reserve (spendReserve).
@@ -321,7 +321,7 @@ async function adoptable(repo: Repository, unnamed: string[], referenced: Readon
     throwIfAborted(signal);
     let entries: IndexEntry[];
     try {
-      entries = await readPackTrailer(repo.store, repo.codec, packId);
+      entries = await readPackTrailer(repo.store, repo.codec, packId, signal);
     } catch (err) {
       if (isCairnError(err) && err.code === 'NOT_FOUND') continue;
       if (!(isCairnError(err) && err.code === 'CORRUPT')) throw err;
@@ -342,14 +342,16 @@ async function adoptable(repo: Repository, unnamed: string[], referenced: Readon
  * The packs the index or a known index object names that the store lacks: absent from its
  * listing (`packTimes`) and confirmed by a `head` (NOT_FOUND). One the listing missed but `head`
  * finds is added to `packTimes`, and counts as present. Costs a head per pack the listing lacks
- * (normally none).
+ * (normally none). `signal` goes to each head, and ends the call with `CANCELLED` at once when it
+ * aborts, whatever the store does.
  */
-async function lostPacks(repo: Repository, packTimes: Map<string, number>): Promise<Set<string>> {
+async function lostPacks(repo: Repository, packTimes: Map<string, number>, signal: AbortSignal | undefined): Promise<Set<string>> {
   const lost = new Set<string>();
   for (const packId of new Set([...repo.index.packs().keys(), ...repo.index.indexedPacks()])) {
     if (packTimes.has(packId)) continue;
+    throwIfAborted(signal);
     try {
-      packTimes.set(packId, Date.parse((await repo.store.head(Keys.pack(packId))).modifiedAt));
+      packTimes.set(packId, Date.parse((await untilAborted(repo.store.head(Keys.pack(packId), { signal }), signal)).modifiedAt));
     } catch (err) {
       if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
       lost.add(packId);
@@ -358,9 +360,13 @@ async function lostPacks(repo: Repository, packTimes: Map<string, number>): Prom
   return lost;
 }
 
-async function sizeOf(repo: Repository, packId: string): Promise<number> {
+/**
+ * Pack `packId`'s size in the store, 0 when it is gone. `signal` (a dry run's: the deletes, once
+ * begun, run to their end) goes to the head and ends the call with `CANCELLED` at once when it aborts.
+ */
+async function sizeOf(repo: Repository, packId: string, signal?: AbortSignal): Promise<number> {
   try {
-    return (await repo.store.head(Keys.pack(packId))).size;
+    return (await untilAborted(repo.store.head(Keys.pack(packId), { signal }), signal)).size;
   } catch (err) {
     if (isCairnError(err) && err.code === 'NOT_FOUND') return 0;
     throw err;

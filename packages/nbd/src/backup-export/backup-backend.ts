@@ -52,7 +52,7 @@ export function backupBackend(reader: BackupReader, overlay?: OverlayFile, optio
       const out: StatusDescriptor[] = [];
       await walk(overlay, offset, length, async (from, len, inOverlay) => {
         if (inOverlay) push(out, len, 0);
-        else for (const d of baseStatus(await untilAborted(reader.allocated({ offset: from, length: len }), call?.signal, 'backup-export'), from, len)) push(out, d.length, d.flags);
+        else for (const d of baseStatus(await untilAborted(reader.allocated({ offset: from, length: len }, { signal: call?.signal }), call?.signal, 'backup-export'), from, len)) push(out, d.length, d.flags);
       });
       return out;
     },
@@ -90,7 +90,7 @@ async function walk(overlay: OverlayFile | undefined, offset: number, length: nu
  * `CANCELLED` at once when `signal` is aborted.
  */
 async function baseRuns(reader: BackupReader, windows: WindowReader, offset: number, length: number, signal: AbortSignal | undefined): Promise<ReadRun[]> {
-  const data = await untilAborted(reader.allocated({ offset, length }), signal, 'backup-export');
+  const data = await untilAborted(reader.allocated({ offset, length }, { signal }), signal, 'backup-export');
   if (data.length === 0) return [{ zero: length }];
   const bytes = await windows.read(offset, length, signal);
   const runs: ReadRun[] = [];

@@ -50,6 +50,12 @@ export interface ServeBackupOptions extends NbdServerLimits {
    * `NbdServerOptions.onError`. Default: ignored.
    */
   onError?: (err: CairnError) => void;
+  /**
+   * Ends the opening's waits on the repository (its lock, the manifest, the chunk index): aborted
+   * during them, serveBackup rejects with `CANCELLED` at once, whatever the store does, leaving
+   * nothing running or locked. Not looked at once the export listens: `close()` stops it.
+   */
+  signal?: AbortSignal;
 }
 
 /** A backup being served; `close()` stops it. */
@@ -128,7 +134,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
     // that finished between the two would leave it naming packs that are gone).
     let assertServing: (() => void) | undefined;
     if (options.lock ?? true) {
-      const lock = await repo.locks.acquire('shared', { purpose: `serve backup ${backupId} over NBD` });
+      const lock = await repo.locks.acquire('shared', { purpose: `serve backup ${backupId} over NBD`, signal: options.signal });
       cleanups.push(() => lock.release());
       // O(1) per request: a flag and a clock read (LockHandle.assertHeld).
       assertServing = () => {
@@ -152,7 +158,7 @@ export async function serveBackup(service: { readonly repository: Repository }, 
       watch.unref();
       cleanups.push(async () => clearInterval(watch));
     }
-    const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 5 * readAhead, readAhead });
+    const reader = await BackupReader.open(repo, backupId, { cacheChunks: options.cacheChunks ?? 5 * readAhead, readAhead, signal: options.signal });
     let overlay: OverlayFile | undefined;
     if (options.writableOverlay !== undefined) {
       overlay = await OverlayFile.open(options.writableOverlay, { backupId, size: reader.size }, (o, l) => reader.read(o, l), { blockSize: options.overlayBlockSize });
