@@ -1,4 +1,5 @@
 /** Entry point of the `cairn` binary (bin/cairn.js imports this module). */
+import { internalErrorText } from './output/internal-error.js';
 import { run } from './program.js';
 
 run(process.argv).then(
@@ -6,7 +7,7 @@ run(process.argv).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`error [INTERNAL]: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.stderr.write(internalErrorText(err));
     process.exitCode = 1;
   },
 );

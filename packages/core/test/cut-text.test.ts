@@ -28,10 +28,10 @@ describe('cutText, quotedCut', () => {
   });
 
   it('escapedText escapes C0, DEL, C1, U+2028/2029 and bidi controls as JSON writes them, adds no quotes, leaves the rest (backslashes too) as it is', () => {
-    expect(escapedText('a\nb\r\t\x1b[2J\u0000\u007f\u0085\u009b\u2028\u2029\u202a\u202e\u2066\u2069z')).toBe(
-      'a\\nb\\r\\t\\u001b[2J\\u0000\\u007f\\u0085\\u009b\\u2028\\u2029\\u202a\\u202e\\u2066\\u2069z',
+    expect(escapedText('a\nb\r\t\x1b[2J\u0000\u007f\u0085\u009b\u2028\u2029\u202a\u202e\u2066\u2069\u061c\u200e\u200f\ufeffz')).toBe(
+      'a\\nb\\r\\t\\u001b[2J\\u0000\\u007f\\u0085\\u009b\\u2028\\u2029\\u202a\\u202e\\u2066\\u2069\\u061c\\u200e\\u200f\\ufeffz',
     );
-    expect(escapedText('C:\\dir "x" é\u{1F600}\u00a0\u200f')).toBe('C:\\dir "x" é\u{1F600}\u00a0\u200f');
+    expect(escapedText('C:\\dir "x" é\u{1F600}\u00a0\u200f')).toBe('C:\\dir "x" é\u{1F600}\u00a0\\u200f');
   });
 
   it('quotedCut also escapes what JSON leaves raw (DEL, C1, U+2028/2029, bidi controls), never a character twice', () => {

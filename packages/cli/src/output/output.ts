@@ -70,7 +70,8 @@ export class Output {
       process.stderr.write(`error [${e.code}]: ${shownMessage(message)}\n`);
       if (hint) process.stderr.write(`hint: ${hint}\n`);
     }
-    if (process.env.CAIRN_DEBUG && !isCairnError(err)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
-    else if (process.env.CAIRN_DEBUG) process.stderr.write(`${e.stack}\n`);
+    // The stack repeats the message: escaped as it is (shownMessage), its frames on their own lines.
+    if (process.env.CAIRN_DEBUG && !isCairnError(err)) process.stderr.write(`${shownMessage((err as Error)?.stack ?? String(err))}\n`);
+    else if (process.env.CAIRN_DEBUG) process.stderr.write(`${shownMessage(e.stack ?? '')}\n`);
   }
 }

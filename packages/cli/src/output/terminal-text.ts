@@ -8,10 +8,10 @@ import { escapedText } from '@cairn/core';
  *
  * Escaped: what core's escapedText escapes — C0 controls (U+0000–U+001F: line feed, carriage
  * return, ESC…), DEL (U+007F), C1 controls (U+0080–U+009F), the line and paragraph separators
- * U+2028 and U+2029, and the bidi embeddings, overrides and isolates U+202A–U+202E and
- * U+2066–U+2069. `\n`, `\r` and `\t` are shown as those two characters, every other one as
- * `\uXXXX` (lower-case hex), as JSON writes them. Other text, backslashes included, is shown
- * unchanged.
+ * U+2028 and U+2029, the bidi embeddings, overrides and isolates U+202A–U+202E and
+ * U+2066–U+2069, the bidi marks U+061C, U+200E and U+200F, and U+FEFF. `\n`, `\r` and `\t` are
+ * shown as those two characters, every other one as `\uXXXX` (lower-case hex), as JSON writes them.
+ * Other text, backslashes included, is shown unchanged.
  */
 
 /** `text` for one line of a terminal: every character listed above escaped, line feeds included. */

@@ -37,10 +37,11 @@ export function quotedCut(text: string, max: number): string {
 /**
  * Characters that could forge a line or reorder what a terminal or a log viewer shows: C0 controls
  * (U+0000–U+001F: line feed, carriage return, ESC…), DEL (U+007F), C1 controls (U+0080–U+009F),
- * the separators U+2028 and U+2029, and the bidi embeddings, overrides and isolates
- * U+202A–U+202E and U+2066–U+2069 (the set the CLI's terminal-text.ts escapes at display).
+ * the separators U+2028 and U+2029, the bidi embeddings, overrides and isolates U+202A–U+202E and
+ * U+2066–U+2069, the bidi marks U+061C, U+200E and U+200F, and the invisible U+FEFF (the set the
+ * CLI's terminal-text.ts escapes at display).
  */
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/gu;
 
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
