@@ -3,8 +3,9 @@
  * one-shot waiters.
  *
  * Delivery contract: every subscriber sees every matching event that arrives after it was
- * registered, in wire order, and nothing from before. Registration is synchronous, so a waiter
- * created before `execute()` is sent cannot miss an event that qemu emits before or after the
+ * registered, in wire order, and nothing from before. Registration is synchronous and socket
+ * input is handled only between ticks, so a waiter created before `execute()` is sent, or in the
+ * same synchronous run right after it, cannot miss an event that qemu emits before or after the
  * command's reply (qemu 7.2 sends BLOCK_EXPORT_DELETED before the reply to block-export-del).
  */
 import { CairnError, onDeadline } from '@cairn/core';
@@ -56,6 +57,14 @@ export interface WaitForEventOptions {
   timeoutMs?: number;
   /** Aborting rejects with CANCELLED. */
   signal?: AbortSignal;
+  /**
+   * The command that triggers the event (its `execute` promise). The event is caught from the
+   * call on, as always, but `timeoutMs` counts from when `after` resolves (the command's reply),
+   * not from the call: the command may wait its turn at the monitor behind a slow one, and its
+   * own timeout bounds that. When `after` rejects (the command failed, timed out or was aborted),
+   * the wait rejects with the same error at once, unless the event came first.
+   */
+  after?: PromiseLike<unknown>;
 }
 
 /** Default `timeoutMs` of `waitForEvent`. */
@@ -165,8 +174,9 @@ export class EventHub {
 
   /**
    * Resolves with the first event named `name` for which `predicate` holds, counting from this
-   * call. Rejects UNAVAILABLE on timeout (an event received by the deadline still wins:
-   * core's onDeadline) or when the connection closes, CANCELLED on abort,
+   * call. Rejects UNAVAILABLE on timeout (counted from this call, or from `options.after`'s
+   * reply; an event received by the deadline still wins: core's onDeadline) or when the
+   * connection closes, CANCELLED on abort, `after`'s error when it rejects first,
    * INVALID_INPUT for a bad `timeoutMs` (see `checkTimeoutMs`).
    * The returned promise is pre-marked handled, so an abandoned waiter never raises an
    * unhandled rejection; awaiting it still throws.
@@ -183,7 +193,9 @@ export class EventHub {
       if (this.closedWith) return reject(this.closedWith.error ?? unavailable(`waiting for ${name}: connection closed`, this.driver));
       if (signal?.aborted) return reject(new CairnError('CANCELLED', `waiting for ${name} cancelled`, { driver: this.driver, cause: signal.reason }));
       let cancelDeadline: (() => void) | undefined;
+      let done = false;
       const cleanup = (): void => {
+        done = true;
         unsubscribe();
         unsubscribeClose();
         cancelDeadline?.();
@@ -209,14 +221,22 @@ export class EventHub {
         cleanup();
         reject(error ?? unavailable(`waiting for ${name}: connection closed`, this.driver));
       });
-      if (Number.isFinite(timeoutMs)) {
+      const startDeadline = (): void => {
+        if (done || !Number.isFinite(timeoutMs)) return;
         // An event already received when the deadline passes still wins (core's onDeadline).
         cancelDeadline = onDeadline(timeoutMs, () => {
           cleanup();
-          reject(unavailable(`no ${name} event within ${timeoutMs} ms`, this.driver, undefined, { event: name, timeoutMs }));
+          const from = options.after ? ' of the reply' : '';
+          reject(unavailable(`no ${name} event within ${timeoutMs} ms${from}`, this.driver, undefined, { event: name, timeoutMs }));
         });
-      }
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (!options.after) return startDeadline();
+      options.after.then(startDeadline, (err: unknown) => {
+        if (done) return;
+        cleanup();
+        reject(err);
+      });
     });
     promise.catch(() => undefined);
     return promise;

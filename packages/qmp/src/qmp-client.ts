@@ -328,8 +328,10 @@ export class QmpClient {
 
   /**
    * Resolves with the first `name` event (matching `predicate`) that arrives after this call.
-   * Create it before the `execute` that triggers the event. Rejects UNAVAILABLE on timeout
-   * (default 30 000 ms) or close, CANCELLED on abort.
+   * Create it before the `execute` that triggers the event, or in the same synchronous run
+   * right after it with `after` set to that `execute`: the timeout then counts from its reply
+   * (a command queued behind a slow one gets its turn late). Rejects UNAVAILABLE on timeout
+   * (default 30 000 ms) or close, CANCELLED on abort, `after`'s error when it rejects first.
    */
   waitForEvent<N extends string>(name: N, predicate?: (event: QmpEvent<N>) => boolean, options?: WaitForEventOptions): Promise<QmpEvent<N>> {
     return this.hub.wait(name, predicate as ((event: QmpEvent) => boolean) | undefined, options) as Promise<QmpEvent<N>>;

@@ -54,4 +54,33 @@ describe.skipIf(!fuseUsable)('QMP command deadlines on a real daemon held by a s
       await daemon.stop();
     }
   }, 30_000);
+
+  it('an event wait with `after` counts from that command\'s reply, not from its creation; a failing trigger ends it with its error', async () => {
+    const daemon = await QemuStorageDaemon.start({ tmpParent: fuse.dir });
+    const { qmp } = daemon;
+    try {
+      await qmp.execute('blockdev-add', { driver: 'null-co', 'node-name': 'n0', size: 1024 * 1024 });
+      await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: join(daemon.dir, 'nbd.sock') } } });
+      await qmp.execute('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'n0', writable: false });
+      const opening = qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'f0', filename: join(fuse.mountPoint, 'img') }, { timeoutMs: 60_000 });
+      opening.catch(() => undefined); // awaited below; handled should the test fail first
+      await fuse.printed('hung img');
+      // Created when block-export-del is sent: it waits behind blockdev-add, then the event comes.
+      const deleting = qmp.execute('block-export-del', { id: 'e0' }, { timeoutMs: TIMEOUT_MS });
+      const gone = qmp.waitForEvent('BLOCK_EXPORT_DELETED', (e) => e.data.id === 'e0', { timeoutMs: TIMEOUT_MS, after: deleting });
+      await sleep(TIMEOUT_MS * 3); // well past the wait's timeout from its creation
+      fuse.kill();
+      await expect(opening).rejects.toMatchObject({ message: expect.stringMatching(/blockdev-add: Could not open/) });
+      await deleting;
+      expect((await gone).data.id).toBe('e0');
+
+      // The trigger fails (the export is gone): the wait rejects with that error, not at a timeout.
+      const again = qmp.execute('block-export-del', { id: 'e0' });
+      const never = qmp.waitForEvent('BLOCK_EXPORT_DELETED', undefined, { timeoutMs: Infinity, after: again });
+      const err = await expectCode(again, 'NOT_FOUND');
+      await expect(never).rejects.toBe(err);
+    } finally {
+      await daemon.stop();
+    }
+  }, 30_000);
 });

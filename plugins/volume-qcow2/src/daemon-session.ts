@@ -320,12 +320,18 @@ export class DaemonSession {
     return id;
   }
 
-  /** Removes an export (dropping any client left) and waits for BLOCK_EXPORT_DELETED. Idempotent. */
+  /**
+   * Removes an export (dropping any client left) and waits for BLOCK_EXPORT_DELETED, at most the
+   * command timeout from the `block-export-del` reply (the command itself may wait its turn
+   * behind a slow one; its own timeout bounds that). Idempotent.
+   */
   async deleteExport(id: string): Promise<void> {
     if (!this.alive) return;
-    const gone = this.qmp.waitForEvent('BLOCK_EXPORT_DELETED', (e) => e.data.id === id, { timeoutMs: this.timeoutMs });
+    const deleting = this.qmp.execute('block-export-del', { id, mode: 'hard' });
+    // Registered in the same tick as the sending, so the event cannot be missed (qemu 7.2 sends it before the reply).
+    const gone = this.qmp.waitForEvent('BLOCK_EXPORT_DELETED', (e) => e.data.id === id, { timeoutMs: this.timeoutMs, after: deleting });
     try {
-      await this.qmp.execute('block-export-del', { id, mode: 'hard' });
+      await deleting;
     } catch (err) {
       if ((err as CairnError).code === 'NOT_FOUND') return;
       throw err;

@@ -90,7 +90,8 @@ export async function startView(view: FleecingView, checkpoints: CheckpointRecor
 
 /**
  * Tears a view down, whatever part of it exists: cancels its backup job if qemu lists it (qemu
- * removes the filter; waits for BLOCK_JOB_CANCELLED), deletes the overlay node and the frozen
+ * removes the filter; waits for BLOCK_JOB_CANCELLED, at most the command timeout from the
+ * cancel's reply), deletes the overlay node and the frozen
  * bitmaps where present, and removes the overlay file. What qemu reports gone (NOT_FOUND) counts
  * as done, also a job that ended between the query and the cancel (qemu's DeviceNotActive); any
  * other error is thrown, the view then partly there. The job query comes first: its reply proves
@@ -103,8 +104,10 @@ export async function destroyView(view: FleecingView): Promise<void> {
   if (session.alive) {
     const jobs = await session.qmp.execute('query-block-jobs');
     if (jobs.some((j) => j.device === view.job)) {
-      const cancelled = session.qmp.waitForEvent('BLOCK_JOB_CANCELLED', (e) => e.data.device === view.job, { timeoutMs: session.timeoutMs });
-      if (await isPresent(session.qmp.execute('block-job-cancel', { device: view.job }))) await cancelled;
+      const cancelling = session.qmp.execute('block-job-cancel', { device: view.job });
+      // Registered in the same tick as the sending (no event missed); bounded from the cancel's reply, not its queueing.
+      const cancelled = session.qmp.waitForEvent('BLOCK_JOB_CANCELLED', (e) => e.data.device === view.job, { timeoutMs: session.timeoutMs, after: cancelling });
+      if (await isPresent(cancelling)) await cancelled;
     }
     await ignoreNotFound(session.qmp.execute('blockdev-del', { 'node-name': view.overlay }));
     for (const name of view.frozen.values()) await ignoreNotFound(session.qmp.execute('block-dirty-bitmap-remove', { node: view.node, name }));
