@@ -1,14 +1,14 @@
 import { constants } from 'node:fs';
-import { open, rm, stat, unlink } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import {
   attachConflict,
+  hasCode,
   assertDisplayName,
   assertVolumeMetadata,
   assertVolumeSize,
   newId,
   nowIso,
-  syncDir,
   toCairnError,
   type AttachMode,
   type AttachTarget,
@@ -21,6 +21,7 @@ import {
 } from '@cairn/core';
 import { ChangeTracker } from './change-tracker.js';
 import { openNewOwned } from './dir-owner.js';
+import { finishDeletion, finishDeletions, markDeleting, removeRecordFiles } from './deletion.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { DriverContext } from './driver-context.js';
 import { withFailedUndo } from './failed-undo.js';
@@ -29,16 +30,13 @@ import { FileCheckpoints } from './file-checkpoints.js';
 import { resizeImage } from './image-size.js';
 import type { RecordKind } from './layout.js';
 import { namingFullDisk } from './no-space.js';
+import { parseFileVolumeOptions, type FileVolumeDriverOptions } from './options.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
 import { sweepOrphanSnapshots } from './snapshot-orphans.js';
-import { finishDeletions, markDeleting, removeVolumeFiles } from './volume-deletion.js';
 import { holdWriterLock, writerAlive } from './writer-lock.js';
 
-export interface FileVolumeDriverOptions {
-  /** Directory holding images, sidecars and bitmaps; created when missing. Required. */
-  directory: string;
-}
+export type { FileVolumeDriverOptions } from './options.js';
 
 /**
  * The embedded default volume driver: each volume is a sparse raw image file with a JSON sidecar
@@ -60,8 +58,9 @@ export class FileVolumeDriver implements VolumeDriver {
   private readonly ctx: DriverContext;
   private readonly attachments = new Map<string, Attachment>();
 
+  /** `INVALID_INPUT` naming the option for a missing `directory` or an unknown option (parseFileVolumeOptions). */
   constructor(options: FileVolumeDriverOptions) {
-    this.ctx = new DriverContext(this.name, options.directory);
+    this.ctx = new DriverContext(this.name, parseFileVolumeOptions(options).directory);
     this.changedBlockTracking = new FileCheckpoints(this.ctx);
   }
 
@@ -123,12 +122,13 @@ export class FileVolumeDriver implements VolumeDriver {
    * snapshots. The snapshot check is made holding the image's exclusive lock, which a snapshot
    * holds (shared) from its copy to its sidecar: a snapshot another instance or process takes
    * concurrently either is seen (`BUSY`) or fails itself (`BUSY`, or `NOT_FOUND` once the volume
-   * is gone); no snapshot outlives its volume.
+   * is gone); no snapshot outlives its volume. A retry of a deletion killed midway finishes it and
+   * succeeds (retryKilledDeletion).
    */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
-        await this.ctx.store.volume(volumeId);
+        if (!(await this.retryKilledDeletion('volume', () => this.ctx.store.volume(volumeId), volumeId))) return;
         if (this.attachedHere('volume', volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} is attached`);
         await this.removeFiles('volume', volumeId, async () => {
           if ((await this.ctx.store.snapshots()).some((s) => s.volumeId === volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} has snapshots`);
@@ -147,13 +147,13 @@ export class FileVolumeDriver implements VolumeDriver {
 
   /**
    * Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. First
-   * finishes the deletions killed midway, whose images would otherwise keep their space for ever
-   * (finishDeletions, volume-deletion.ts; best effort).
+   * finishes the volume and snapshot deletions killed midway, whose images would otherwise keep
+   * their space (finishDeletions, deletion.ts; best effort).
    */
   async listVolumes(): Promise<Volume[]> {
     return this.guard('listVolumes', async () => {
       await this.ctx.store.init();
-      await finishDeletions(this.ctx.store.layout, this.name);
+      for (const kind of ['volume', 'snapshot'] as const) await finishDeletions(this.ctx.store.layout, kind, this.name);
       const out: Volume[] = [];
       for (const r of await this.ctx.store.volumes()) out.push(toVolume(r, await this.statusOf(r)));
       return out;
@@ -275,8 +275,9 @@ export class FileVolumeDriver implements VolumeDriver {
   /**
    * A crash-consistent copy of the volume (writes through this driver pause during it) with its
    * checkpoints' bitmaps. `NOT_FOUND` if unknown; `BUSY` while another process writes the volume.
-   * First removes what snapshot creates and deletes killed midway left behind over a day ago
-   * (sweepOrphanSnapshots: image copies and bitmap directories without a sidecar).
+   * First removes what snapshot creates killed midway (and deletes killed midway by an older
+   * driver version) left behind over a day ago (sweepOrphanSnapshots: image copies and bitmap
+   * directories without a sidecar).
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
@@ -302,21 +303,28 @@ export class FileVolumeDriver implements VolumeDriver {
     );
   }
 
-  /** `NOT_FOUND` if unknown; `BUSY` while attached here or by another process. */
+  /**
+   * `NOT_FOUND` if unknown; `BUSY` while attached here or by another process. A retry of a deletion
+   * killed midway finishes it and succeeds (retryKilledDeletion).
+   */
   async deleteSnapshot(snapshotId: string): Promise<void> {
     return this.guard('deleteSnapshot', () =>
       this.ctx.targets.run(`snapshot:${snapshotId}`, async () => {
-        await this.ctx.store.snapshot(snapshotId);
+        if (!(await this.retryKilledDeletion('snapshot', () => this.ctx.store.snapshot(snapshotId), snapshotId))) return;
         if (this.attachedHere('snapshot', snapshotId)) throw this.ctx.err('BUSY', `snapshot ${snapshotId} is attached`);
         await this.removeFiles('snapshot', snapshotId);
       }),
     );
   }
 
-  /** Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. */
+  /**
+   * Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. First finishes the
+   * snapshot deletions killed midway (finishDeletions, deletion.ts; best effort).
+   */
   async listSnapshots(volumeId: string): Promise<Snapshot[]> {
     return this.guard('listSnapshots', async () => {
       await this.ctx.store.volume(volumeId);
+      await finishDeletions(this.ctx.store.layout, 'snapshot', this.name);
       return (await this.ctx.store.snapshots()).filter((s) => s.volumeId === volumeId).map(toSnapshot);
     });
   }
@@ -442,28 +450,39 @@ export class FileVolumeDriver implements VolumeDriver {
 
   /**
    * Deletes a volume or snapshot holding an exclusive lock on its image; `check` runs first under
-   * that lock and may refuse by throwing. A volume: its sidecar renamed `<id>.deleting` (the record
-   * is gone at that instant), then its image, writer lock and bitmaps, then that sidecar
-   * (volume-deletion.ts: a deletion killed midway is finished by the next listVolumes). A snapshot:
-   * its sidecar removed (gone at that instant), then its image and bitmaps (what a kill leaves
-   * between is swept by age: snapshot-orphans.ts).
+   * that lock and may refuse by throwing. Its sidecar is renamed `<id>.deleting` (the record is
+   * gone at that instant), then its image, bitmaps (and a volume's writer lock) are removed, then
+   * that sidecar (deletion.ts: a deletion killed midway is finished by the next listing, or by a
+   * retried delete).
    */
   private async removeFiles(kind: RecordKind, id: string, check?: () => Promise<void>): Promise<void> {
     const { layout } = this.ctx.store;
     await this.ctx.locks.during(layout.image(kind, id), 'exclusive', async () => {
       await check?.();
-      if (kind === 'volume') {
-        await markDeleting(this.ctx.store, id);
-        await removeVolumeFiles(layout, id);
-        return;
-      }
-      await this.ctx.store.exclusively(async () => {
-        await unlink(layout.sidecar(kind, id));
-        await syncDir(layout.dir(kind));
-      });
-      await rm(layout.image(kind, id), { force: true });
-      await rm(layout.cbtDir(kind, id), { recursive: true, force: true });
+      await markDeleting(this.ctx.store, kind, id);
+      await removeRecordFiles(layout, kind, id);
     });
+  }
+
+  /**
+   * The lookup of a delete: resolves to true when `kind` `id` exists (`lookup` resolved) and is to
+   * be deleted. When `lookup` fails with `NOT_FOUND` and a deletion of that id was killed midway
+   * (its `<id>.deleting` sidecar left), that deletion is finished here and this resolves to false:
+   * the retried delete succeeds, as the operator who retries it expects, instead of `NOT_FOUND`.
+   * `BUSY` when the image's lock is held elsewhere (that deletion is still under way in another
+   * process or instance). Otherwise `lookup`'s error.
+   */
+  private async retryKilledDeletion(kind: RecordKind, lookup: () => Promise<unknown>, id: string): Promise<boolean> {
+    try {
+      await lookup();
+      return true;
+    } catch (err) {
+      if (!hasCode(err, 'NOT_FOUND')) throw err;
+      const outcome = await finishDeletion(this.ctx.store.layout, kind, id, this.name);
+      if (outcome === 'none') throw err;
+      if (outcome === 'busy') throw this.ctx.err('BUSY', `the deletion of ${kind} ${id} is under way in another process`);
+      return false;
+    }
   }
 
   /**

@@ -8,9 +8,10 @@ import { join } from 'node:path';
  *   volumes/<id>.img                       raw image, sparse, exactly `size` bytes
  *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
  *   volumes/<id>.writer                    empty; flock(2) held by a read-write attachment (writer-lock.ts)
- *   volumes/<id>.deleting                  the sidecar of a volume being deleted, renamed (volume-deletion.ts)
+ *   volumes/<id>.deleting                  the sidecar of a volume being deleted, renamed (deletion.ts)
  *   volumes/.clock                         empty probe whose ctime reads the file system's clock (core's drivers/stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
+ *   snapshots/<id>.deleting                the same for a snapshot being deleted
  *   snapshots/.clock                       the same probe, read by the sweep of leftover snapshot files (snapshot-orphans.ts)
  */
 export type RecordKind = 'volume' | 'snapshot';
@@ -39,9 +40,9 @@ export class Layout {
     return join(this.dir('volume'), `${id}.writer`);
   }
 
-  /** Volume `id`'s sidecar once its deletion has begun (volume-deletion.ts): no longer a volume. */
-  deleting(id: string): string {
-    return join(this.dir('volume'), `${id}.deleting`);
+  /** The sidecar of `kind` `id` once its deletion has begun (deletion.ts): no longer a volume or snapshot. */
+  deleting(kind: RecordKind, id: string): string {
+    return join(this.dir(kind), `${id}.deleting`);
   }
 
   cbtDir(kind: RecordKind, id: string): string {

@@ -12,12 +12,14 @@ import { isUuid, type Layout } from './layout.js';
 export const ORPHAN_AGE_MS = 24 * 60 * 60 * 1000;
 
 /**
- * Removes what a createSnapshot or deleteSnapshot killed midway (a crash, SIGKILL, a power cut)
- * left in `snapshots/`: an image copy `<id>.img` or bitmap directory `<id>.cbt` whose sidecar
- * `<id>.json` is absent, unchanged for more than `ageMs`. A failed (not killed) create removes
- * its own files (createSnapshotFiles); without this, a copy — as much data as its volume holds —
- * would take its space for ever, listed nowhere. Entries whose sidecar exists (even damaged), temp
- * files and foreign names are left alone. Best effort: never rejects; resolves to the paths it removed.
+ * Removes what a createSnapshot killed midway (a crash, SIGKILL, a power cut), or a deleteSnapshot
+ * of a driver version that removed the sidecar first, left in `snapshots/`: an image copy
+ * `<id>.img` or bitmap directory `<id>.cbt` whose sidecar `<id>.json` is absent, unchanged for
+ * more than `ageMs`. A failed (not killed) create removes its own files (createSnapshotFiles);
+ * without this, a copy — as much data as its volume holds — would take its space for ever, listed
+ * nowhere. (A deleteSnapshot of this version leaves a `<id>.deleting` sidecar instead, finished by
+ * the next listing: deletion.ts.) Entries whose sidecar exists (even damaged), temp files and
+ * foreign names are left alone. Best effort: never rejects; resolves to the paths it removed.
  *
  * An entry's age is from the later of its mtime and ctime, against the timestamp clock of the file
  * system holding `snapshots/` (`clock.now`), never the local clock: a snapshot being put in place

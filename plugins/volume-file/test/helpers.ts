@@ -208,3 +208,30 @@ export function spawnPoller(directory: string, seed: number, env: Record<string,
     kill: () => child.kill('SIGKILL'),
   };
 }
+
+const deleteStalled = fileURLToPath(new URL('./fixtures/delete-stalled.mjs', import.meta.url));
+
+/**
+ * Runs a deleteVolume or deleteSnapshot of `id` in a child process (test/fixtures/delete-stalled.mjs,
+ * the built driver) and SIGKILLs it right where the deletion removes the image — after
+ * `whileStalled`, when given, has run with the child stalled there (holding the image's lock).
+ */
+export async function deleteKilledAtImage(directory: string, kind: 'volume' | 'snapshot', id: string, whileStalled?: () => Promise<void>): Promise<void> {
+  const child = spawn(process.execPath, [deleteStalled, directory, kind, id], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('removing image\n')) resolve();
+    });
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    void exited.then(() => reject(new Error(`the deleting child exited before removing the image: ${out}`)));
+  });
+  try {
+    await whileStalled?.();
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}

@@ -16,8 +16,8 @@ const MiB = 1024 * 1024;
  * createSnapshot once it has been unchanged (mtime and ctime) for over a day by the file system's
  * clock; younger leftovers (perhaps a live creator's), entries just put in place by a copy that
  * keeps old mtimes, and every snapshot with a sidecar stay. The leftovers here are real ones: a
- * snapshot's files whose sidecar is gone, as a deleteSnapshot killed right after its unlink of the
- * sidecar leaves them. A day cannot pass in a test and ctime cannot be set back: the driver reads
+ * snapshot's files whose sidecar is gone, as a deleteSnapshot of an older driver version, killed
+ * right after its unlink of the sidecar, leaves them (this version's: snapshot-deletion.test.ts). A day cannot pass in a test and ctime cannot be set back: the driver reads
  * the clock of `snapshots/` a day ahead of a reading taken between the old and the young leftovers.
  */
 describe('leftovers of a killed snapshot create or delete', () => {

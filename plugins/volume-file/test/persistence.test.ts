@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DriverRegistry } from '@cairn/core';
 import { patternBytes, rejectsWithCode } from '@cairn/conformance';
 import { FileVolumeDriver, fileVolumeModule } from '../src/index.js';
@@ -152,6 +152,25 @@ describe('fileVolumeModule', () => {
     const registry = DriverRegistry.compose(fileVolumeModule);
     for (const options of [{}, { directory: 42 }, { directory: '' }]) {
       await rejectsWithCode(registry.createVolumeDriver('file', options), 'INVALID_INPUT', `create(${JSON.stringify(options)})`);
+    }
+  });
+
+  it('an unknown option (a misspelt key) fails with INVALID_INPUT naming it, from the factory and the constructor alike', async () => {
+    const dir = await tempDir();
+    try {
+      const registry = DriverRegistry.compose(fileVolumeModule);
+      for (const options of [{ directory: dir, directroy: dir }, { directory: dir, readOnly: true }]) {
+        const key = Object.keys(options)[1]!;
+        await expect(registry.createVolumeDriver('file', options), key).rejects.toMatchObject({
+          code: 'INVALID_INPUT',
+          message: expect.stringContaining(key),
+          details: { option: key },
+        });
+        expect(() => new FileVolumeDriver(options as unknown as { directory: string }), key).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', details: { option: key } }));
+      }
+      expect(await readdir(dir)).toEqual([]); // nothing made for a refused driver
+    } finally {
+      await removeDir(dir);
     }
   });
 });

@@ -1,31 +1,11 @@
-import { spawn } from 'node:child_process';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { patternBytes } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { driverPerTest } from './helpers.js';
+import { deleteKilledAtImage, driverPerTest } from './helpers.js';
 
 const MiB = 1024 * 1024;
-const fixture = fileURLToPath(new URL('./fixtures/delete-volume-stalled.mjs', import.meta.url));
-
-/** Runs a deleteVolume of `volumeId` in a child process and SIGKILLs it where it removes the image. */
-async function deleteKilledAtImage(directory: string, volumeId: string): Promise<void> {
-  const child = spawn(process.execPath, [fixture, directory, volumeId], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('removing image\n')) resolve();
-    });
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    void exited.then(() => reject(new Error(`the deleting child exited before removing the image: ${out}`)));
-  });
-  child.kill('SIGKILL');
-  await exited;
-}
 
 /** 512-byte blocks allocated to the entries of `volumes/` named after `id`, and their names. */
 async function leftOf(directory: string, id: string): Promise<{ names: string[]; blocks: number }> {
@@ -37,15 +17,17 @@ async function leftOf(directory: string, id: string): Promise<{ names: string[];
 }
 
 /**
- * Contract (volume-deletion.ts): a deleteVolume killed midway — here SIGKILLed in a real process
- * right where it removes the image — never leaves an image that nothing names. The volume is gone
- * at once (not listed, NOT_FOUND), and the next listVolumes, in any process, removes what is left:
- * image, writer lock, bitmaps and the renamed sidecar, so the space comes back.
+ * Contract (deletion.ts): a deleteVolume killed midway — here SIGKILLed in a real process right
+ * where it removes the image — never leaves an image that nothing names. The volume is gone at
+ * once (not listed, NOT_FOUND), and the next listVolumes, in any process, removes what is left:
+ * image, writer lock, bitmaps and the renamed sidecar, so the space comes back. A retried
+ * deleteVolume finishes it too, and succeeds.
  */
 describe('a volume deletion killed midway', () => {
   const t = driverPerTest();
 
-  it('is finished by the next listVolumes: the volume is gone and its image space reclaimed', async () => {
+  /** A volume with 4 MiB of data and a checkpoint, whose deletion was SIGKILLed at its image; and a volume kept. */
+  async function killedDeletion(whileStalled?: (id: string) => Promise<void>): Promise<{ id: string; kept: string }> {
     const v = await t.driver.createVolume({ size: 8 * MiB });
     const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
     await a.device.write(0, patternBytes(4 * MiB, 5));
@@ -53,13 +35,31 @@ describe('a volume deletion killed midway', () => {
     await t.driver.changedBlockTracking.createCheckpoint(v.id);
     const kept = await t.driver.createVolume({ size: MiB, name: 'kept' });
     expect((await leftOf(t.dir, v.id)).blocks).toBeGreaterThanOrEqual((4 * MiB) / 512);
+    await deleteKilledAtImage(t.dir, 'volume', v.id, whileStalled && (() => whileStalled(v.id)));
+    expect((await leftOf(t.dir, v.id)).names).toContain(`${v.id}.deleting`);
+    return { id: v.id, kept: kept.id };
+  }
 
-    await deleteKilledAtImage(t.dir, v.id);
+  it('is finished by the next listVolumes: the volume is gone and its image space reclaimed', async () => {
+    const { id, kept } = await killedDeletion();
 
     const fresh = new FileVolumeDriver({ directory: t.dir }); // as another process after the crash
-    await expect(fresh.getVolume(v.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    expect((await fresh.listVolumes()).map((x) => x.id)).toEqual([kept.id]);
-    expect(await leftOf(t.dir, v.id)).toEqual({ names: [], blocks: 0 });
-    expect((await fresh.getVolume(kept.id)).name).toBe('kept');
+    await expect(fresh.getVolume(id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await fresh.listVolumes()).map((x) => x.id)).toEqual([kept]);
+    expect(await leftOf(t.dir, id)).toEqual({ names: [], blocks: 0 });
+    expect((await fresh.getVolume(kept)).name).toBe('kept');
+  });
+
+  it('is finished by a retried deleteVolume, which succeeds; BUSY while it was still under way; NOT_FOUND once done', async () => {
+    const fresh = new FileVolumeDriver({ directory: t.dir }); // the operator retrying
+    const { id, kept } = await killedDeletion(async (stalled) => {
+      await expect(fresh.deleteVolume(stalled)).rejects.toMatchObject({ code: 'BUSY' });
+      expect((await leftOf(t.dir, stalled)).names).toEqual([`${stalled}.cbt`, `${stalled}.deleting`, `${stalled}.img`, `${stalled}.writer`]);
+    });
+
+    await fresh.deleteVolume(id);
+    expect(await leftOf(t.dir, id)).toEqual({ names: [], blocks: 0 });
+    await expect(fresh.deleteVolume(id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await fresh.listVolumes()).map((x) => x.id)).toEqual([kept]);
   });
 });
