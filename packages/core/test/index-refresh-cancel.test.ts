@@ -14,7 +14,11 @@ import { ChunkCodec, encodeDocument } from '../src/repository/codec.js';
 import { BufferDevice, CHUNK, backUp, pattern, restored } from './buffer-backups.js';
 import { FAST_KDF, MiB, keys } from './helpers.js';
 
-/** Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing). */
+/**
+ * Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing).
+ * A cancel is awaited without it: the store hangs until released, so a cancel that waited for the
+ * store would never settle, and the test's timeout is the bound.
+ */
 const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
@@ -64,6 +68,55 @@ class HangingIndexStore extends MemoryObjectStore {
 const hexId = (label: string): string => createHash('sha256').update(label).digest('hex');
 const codec = new ChunkCodec(undefined, undefined);
 
+type Hang = 'its listing of index/ hangs' | 'its reads of index objects hang';
+const HANGS: readonly Hang[] = ['its listing of index/ hangs', 'its reads of index objects hang'];
+
+/** Makes `store`'s listing of index/, or its gets of every index object, hang until release(). */
+function hang(store: HangingIndexStore, what: Hang): void {
+  if (what === 'its listing of index/ hangs') store.hangList = true;
+  else store.hangAllGets = true;
+}
+
+/**
+ * Starts `start` with a signal, waits until `store` has hung (and `untilAlso()` holds, then
+ * `settleMs` more), and aborts: the call's promise (rejection marked handled) and its signal.
+ */
+async function abortOnceHung<T>(
+  store: HangingIndexStore,
+  start: (signal: AbortSignal) => Promise<T>,
+  { settleMs = 0, untilAlso = () => true }: { settleMs?: number; untilAlso?: () => boolean } = {},
+): Promise<{ p: Promise<T>; signal: AbortSignal }> {
+  const abort = new AbortController();
+  const p = start(abort.signal);
+  p.catch(() => undefined);
+  while (store.hung === 0 || !untilAlso()) await tick();
+  if (settleMs > 0) await tick(settleMs);
+  abort.abort();
+  return { p, signal: abort.signal };
+}
+
+/** An index that has read index object `old`, which is then deleted (a GC elsewhere): a whole refresh forgets its pack. */
+async function indexWithDeleted(store: HangingIndexStore): Promise<{ index: ChunkIndex; old: Awaited<ReturnType<typeof putIndex>> }> {
+  const old = await putIndex(store, 'old');
+  const index = new ChunkIndex(store, codec);
+  await index.refresh();
+  await store.delete(old.key);
+  return { index, old };
+}
+
+/** Services opened by the running test, closed after it. */
+const services: ChunkedBackupService[] = [];
+afterEach(async () => {
+  for (const s of services.splice(0)) await s.close();
+});
+
+/** Opens the repository on `store` (created on first use) with `workers` workers; closed after the test. */
+async function open(store: HangingIndexStore, workers: number): Promise<ChunkedBackupService> {
+  const s = await ChunkedBackupService.open(store, { name: 'repo', workers, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
+  services.push(s);
+  return s;
+}
+
 /** Stores index object `name` (format 2) naming pack `name`-pack with one chunk `name`-chunk. */
 async function putIndex(store: MemoryObjectStore, name: string): Promise<{ key: string; pack: string; chunk: string }> {
   const [id, pack, chunk] = [hexId(name), hexId(`${name}-pack`), hexId(`${name}-chunk`)];
@@ -74,19 +127,12 @@ async function putIndex(store: MemoryObjectStore, name: string): Promise<{ key: 
 describe('ChunkIndex.refresh cancelled', () => {
   it('while a read of an index object hangs: CANCELLED at once; objects read before stay applied whole, the late read is dropped, nothing is forgotten; the next refresh completes the view', async () => {
     const store = new HangingIndexStore();
-    const old = await putIndex(store, 'old');
-    const index = new ChunkIndex(store, codec);
-    await index.refresh();
-    await store.delete(old.key); // gone (a GC elsewhere): a whole refresh forgets its pack
+    const { index, old } = await indexWithDeleted(store);
     const [a, b] = [await putIndex(store, 'a'), await putIndex(store, 'b')];
     store.hangGets.add(b.key);
-    const abort = new AbortController();
-    const refreshing = index.refresh({ signal: abort.signal });
-    refreshing.catch(() => undefined);
-    while (store.hung === 0 || !index.has(a.chunk)) await tick();
-    abort.abort();
-    await expect(within(refreshing, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-    expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+    const { p: refreshing, signal } = await abortOnceHung(store, (signal) => index.refresh({ signal }), { untilAlso: () => index.has(a.chunk) });
+    await expect(refreshing).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
     // The old view, plus `a` whole: `old` is not forgotten (that needs a whole listing), `b` not read.
     expect([...index.indexedPacks()].sort()).toEqual([old.pack, a.pack].sort());
     expect([index.has(old.chunk), index.has(a.chunk), index.has(b.chunk)]).toEqual([true, true, false]);
@@ -102,19 +148,12 @@ describe('ChunkIndex.refresh cancelled', () => {
 
   it('while the listing of index/ hangs: CANCELLED at once, the index as it was; the next refresh completes it', async () => {
     const store = new HangingIndexStore();
-    const old = await putIndex(store, 'old');
-    const index = new ChunkIndex(store, codec);
-    await index.refresh();
-    await store.delete(old.key);
+    const { index, old } = await indexWithDeleted(store);
     const a = await putIndex(store, 'a');
     store.hangList = true;
-    const abort = new AbortController();
-    const refreshing = index.refresh({ signal: abort.signal });
-    refreshing.catch(() => undefined);
-    while (store.hung === 0) await tick();
-    abort.abort();
-    await expect(within(refreshing, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-    expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+    const { p: refreshing, signal } = await abortOnceHung(store, (signal) => index.refresh({ signal }));
+    await expect(refreshing).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
     expect([...index.indexedPacks()]).toEqual([old.pack]);
     store.release();
     await index.refresh();
@@ -127,40 +166,24 @@ describe('ChunkIndex.refresh cancelled', () => {
     await putIndex(store, 'a');
     store.hangList = true;
     const index = new ChunkIndex(store, codec);
-    await expect(within(index.refresh({ signal: AbortSignal.abort() }), 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(index.refresh({ signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(store.hung).toBe(0);
     expect(index.indexedPacks().size).toBe(0);
   });
 });
 
 describe('a backup cancelled while the chunk index loads', () => {
-  const services: ChunkedBackupService[] = [];
-  afterEach(async () => {
-    for (const s of services.splice(0)) await s.close();
-  });
-  const open = async (store: HangingIndexStore): Promise<ChunkedBackupService> => {
-    const s = await ChunkedBackupService.open(store, { name: 'repo', workers: 2, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
-    services.push(s);
-    return s;
-  };
-
-  for (const what of ['its listing of index/ hangs', 'its reads of index objects hang'] as const) {
+  for (const what of HANGS) {
     it(`while ${what}: CANCELLED at once, no listener left, and the next backup dedups against the whole index`, async () => {
       const store = new HangingIndexStore();
       const first = pattern(4 * MiB, 11);
-      await backUp(await open(store), 'b0', first);
+      await backUp(await open(store, 2), 'b0', first);
       // Another process (a fresh index): its backup must load the index objects b0 wrote.
-      const service = await open(store);
-      if (what === 'its listing of index/ hangs') store.hangList = true;
-      else store.hangAllGets = true;
-      const abort = new AbortController();
-      const p = backUp(service, 'b1', pattern(4 * MiB, 12), undefined, undefined, abort.signal);
-      p.catch(() => undefined);
-      while (store.hung === 0) await tick();
-      await tick(50);
-      abort.abort();
-      await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-      expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+      const service = await open(store, 2);
+      hang(store, what);
+      const { p, signal } = await abortOnceHung(store, (signal) => backUp(service, 'b1', pattern(4 * MiB, 12), undefined, undefined, signal), { settleMs: 50 });
+      await expect(p).rejects.toMatchObject({ code: 'CANCELLED' });
+      expect(getEventListeners(signal, 'abort')).toHaveLength(0);
       expect(await keys(store, 'manifests/')).toEqual(['manifests/b0']);
       store.release();
       const packs = (await keys(store, 'packs/')).length;
@@ -174,16 +197,6 @@ describe('a backup cancelled while the chunk index loads', () => {
 });
 
 describe('a restore, a verify or stats cancelled while the chunk index loads', () => {
-  const services: ChunkedBackupService[] = [];
-  afterEach(async () => {
-    for (const s of services.splice(0)) await s.close();
-  });
-  const open = async (store: HangingIndexStore): Promise<ChunkedBackupService> => {
-    const s = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
-    services.push(s);
-    return s;
-  };
-
   type Backup = Awaited<ReturnType<typeof backUp>>;
   const jobs: Record<string, (s: ChunkedBackupService, b: Backup, signal: AbortSignal) => Promise<unknown>> = {
     restore: (s: ChunkedBackupService, b: Backup, signal: AbortSignal) => s.restore(b, new BufferDevice(Buffer.alloc(b.size), 'rw'), { signal }),
@@ -192,22 +205,17 @@ describe('a restore, a verify or stats cancelled while the chunk index loads', (
     stats: (s: ChunkedBackupService, _b: Backup, signal: AbortSignal) => s.stats({ signal }),
   };
   for (const [name, run] of Object.entries(jobs)) {
-    for (const what of ['its listing of index/ hangs', 'its reads of index objects hang'] as const) {
+    for (const what of HANGS) {
       it(`${name}, while ${what}: CANCELLED at once, no listener left; the same service works once the store answers`, async () => {
         const store = new HangingIndexStore();
         const data = pattern(2 * MiB, 21);
-        const b = await backUp(await open(store), 'b0', data);
+        const b = await backUp(await open(store, 0), 'b0', data);
         // Another process (a fresh index): the job must load the index objects b0 wrote.
-        const service = await open(store);
-        if (what === 'its listing of index/ hangs') store.hangList = true;
-        else store.hangAllGets = true;
-        const abort = new AbortController();
-        const p = run(service, b, abort.signal);
-        p.catch(() => undefined);
-        while (store.hung === 0) await tick();
-        abort.abort();
-        await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-        expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+        const service = await open(store, 0);
+        hang(store, what);
+        const { p, signal } = await abortOnceHung(store, (signal) => run(service, b, signal));
+        await expect(p).rejects.toMatchObject({ code: 'CANCELLED' });
+        expect(getEventListeners(signal, 'abort')).toHaveLength(0);
         store.release();
         expect((await within(restored(service, b), 20_000)).equals(data)).toBe(true);
         expect((await service.verify()).problems).toEqual([]);

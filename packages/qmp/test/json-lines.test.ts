@@ -15,9 +15,29 @@ const peers = new FakeQmpPeers();
 beforeAll(() => peers.open());
 afterAll(() => peers.close());
 
-/** Feeds `bytes` to `decoder` in PIECE-sized chunks until a failure; returns the messages, the failure and the time taken. */
-function feed(decoder: JsonLineDecoder, bytes: Buffer): { messages: unknown[]; failure?: JsonLineFailure; ms: number } {
-  const started = performance.now();
+/**
+ * Linear, not quadratic, without a wall-clock bound (a loaded machine makes any work slow): the
+ * same work at 1/8 the size, in the same test, costs about 1/8 (linear) and not 1/64 (quadratic).
+ * Costs are this process's CPU time (not the wall clock: time the machine gives other processes
+ * does not count), the least of a few runs. The bound, 24 of the 8 linear, leaves room for noise.
+ */
+const SMALLER = 8;
+const MAX_RATIO = 24;
+
+/** This process's CPU time in ms (user and system) that `work` took, the least of `runs` runs. */
+async function cpuMs(work: () => unknown, runs = 3): Promise<number> {
+  let least = Infinity;
+  for (let i = 0; i < runs; i++) {
+    const before = process.cpuUsage();
+    await work();
+    const used = process.cpuUsage(before);
+    least = Math.min(least, (used.user + used.system) / 1000);
+  }
+  return least;
+}
+
+/** Feeds `bytes` to `decoder` in PIECE-sized chunks until a failure; returns the messages and the failure. */
+function feed(decoder: JsonLineDecoder, bytes: Buffer): { messages: unknown[]; failure?: JsonLineFailure } {
   const messages: unknown[] = [];
   let failure: JsonLineFailure | undefined;
   for (let at = 0; at < bytes.length && !failure; at += PIECE) {
@@ -25,26 +45,29 @@ function feed(decoder: JsonLineDecoder, bytes: Buffer): { messages: unknown[]; f
     messages.push(...batch.messages);
     failure = batch.failure;
   }
-  return { messages, failure, ms: performance.now() - started };
+  return { messages, failure };
 }
 
 describe('JsonLineDecoder', () => {
-  it('a 16 MiB line in 64 KiB pieces is parsed in linear time', () => {
-    const text = 'x'.repeat(16 * MiB);
-    const { messages, ms } = feed(new JsonLineDecoder(), Buffer.from(`{"return": "${text}", "id": "a"}\r\n{"event": "E"}\n`));
+  it('a 16 MiB line in 64 KiB pieces is parsed in linear time', async () => {
+    const line = (bytes: number) => Buffer.from(`{"return": "${'x'.repeat(bytes)}", "id": "a"}\r\n{"event": "E"}\n`);
+    const [large, small] = [line(16 * MiB), line((16 * MiB) / SMALLER)];
+    const { messages } = feed(new JsonLineDecoder(), large);
     expect(messages).toHaveLength(2);
-    expect((messages[0] as { return: string }).return.length).toBe(text.length);
+    expect((messages[0] as { return: string }).return.length).toBe(16 * MiB);
     expect(messages[1]).toEqual({ event: 'E' });
-    expect(ms).toBeLessThan(1_500);
+    const [largeMs, smallMs] = [await cpuMs(() => feed(new JsonLineDecoder(), large)), await cpuMs(() => feed(new JsonLineDecoder(), small))];
+    expect(largeMs / Math.max(smallMs, 1), `${largeMs} ms of CPU for 16 MiB, ${smallMs} ms for 1/${SMALLER}`).toBeLessThan(MAX_RATIO);
   });
 
-  it('a line over the limit is refused with a RangeError failure once the limit is passed, in linear time', () => {
-    const decoder = new JsonLineDecoder(16 * MiB);
-    const { messages, failure, ms } = feed(decoder, Buffer.alloc(17 * MiB, 0x61));
+  it('a line over the limit is refused with a RangeError failure once the limit is passed, in linear time', async () => {
+    const { messages, failure } = feed(new JsonLineDecoder(16 * MiB), Buffer.alloc(17 * MiB, 0x61));
     expect(messages).toEqual([]);
     expect(failure?.error).toBeInstanceOf(RangeError);
     expect(failure?.line).toMatch(/^"a{100,199}$/); // the start of the line, JSON-quoted, cut to 200 characters
-    expect(ms).toBeLessThan(1_500);
+    const over = (limit: number) => () => feed(new JsonLineDecoder(limit), Buffer.alloc(limit + MiB / SMALLER, 0x61));
+    const [largeMs, smallMs] = [await cpuMs(over(16 * MiB)), await cpuMs(over((16 * MiB) / SMALLER))];
+    expect(largeMs / Math.max(smallMs, 1), `${largeMs} ms of CPU for a 16 MiB limit, ${smallMs} ms for 1/${SMALLER}`).toBeLessThan(MAX_RATIO);
   });
 
   it('counts the limit in bytes, keeps multi-byte characters split across pieces, and splits lines anywhere', () => {
@@ -79,15 +102,17 @@ describe('JsonLineDecoder with a bad line', () => {
 });
 
 describe('QmpClient with a large reply', () => {
-  it('a 24 MiB reply line arriving in socket-sized pieces resolves its call within 3 s', async () => {
+  it('a 24 MiB reply line arriving in socket-sized pieces resolves its call in time linear in its size', async () => {
     const big = 'y'.repeat(24 * MiB);
-    const { path } = await peers.listen((m, s) => answerReturn(s, m, m.execute === 'x-big' ? big : {}));
+    const small = big.slice(0, big.length / SMALLER);
+    const { path } = await peers.listen((m, s) => answerReturn(s, m, m.execute === 'x-big' ? big : m.execute === 'x-small' ? small : {}));
     const client = await QmpClient.connect({ path });
     try {
-      const started = performance.now();
       const got = await client.execute<string>('x-big', {}, { timeoutMs: 60_000 });
       expect(got.length).toBe(big.length);
-      expect(performance.now() - started).toBeLessThan(3_000);
+      // CPU time of this process: the fake peer's writes are in it too, and are linear.
+      const [largeMs, smallMs] = [await cpuMs(() => client.execute('x-big', {}, { timeoutMs: 60_000 })), await cpuMs(() => client.execute('x-small', {}, { timeoutMs: 60_000 }))];
+      expect(largeMs / Math.max(smallMs, 1), `${largeMs} ms of CPU for 24 MiB, ${smallMs} ms for 1/${SMALLER}`).toBeLessThan(MAX_RATIO);
     } finally {
       await client.close();
     }
