@@ -32,7 +32,7 @@ export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Pro
       process.exitCode = exitCodeFor(err);
     } finally {
       const unclosed = await ctx?.close();
-      if (unclosed) reportCloseFailure(out, unclosed);
+      if (unclosed) process.exitCode = reportCloseFailure(out, unclosed, Number(process.exitCode ?? 0));
     }
   };
 }
@@ -44,13 +44,17 @@ export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Pro
  * result stands (it was printed), but the run did not end clean: a command that succeeded fails
  * with that error (`error [UNAVAILABLE]: …`, exit 6, `details.leftBehind` and `pid` with
  * `--json`), as a detach that leaves a daemon behind does; a command that failed keeps its own
- * error and exit code, and the close failure is a `warning:` line.
+ * error and exit code, and the close failure is a `warning:` line. Returns the exit code the run
+ * ends with, given the one the command ended with.
  */
-function reportCloseFailure(out: Output, err: CairnError): void {
+export function reportCloseFailure(out: Output, err: CairnError, exitCode: number): number {
   const message = `the volume driver could not be closed: ${err.message}`;
-  if (process.exitCode !== undefined && process.exitCode !== 0) return out.warn(message);
+  if (exitCode !== 0) {
+    out.warn(message);
+    return exitCode;
+  }
   out.error(new CairnError(err.code, `the command completed, but ${message}`, { cause: err, details: err.details }));
-  process.exitCode = exitCodeFor(err);
+  return exitCodeFor(err);
 }
 
 /** Like `withContext` for commands that load no config (`init`, `demo`): the body gets the Output and globals. */

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CairnError, makeDirectories, type BackupManager, type BackupRecord, type VolumeDriver } from '@cairn/core';
 import type { Command } from 'commander';
-import { withoutContext } from '../command-runner.js';
+import { reportCloseFailure, withoutContext } from '../command-runner.js';
 import { embeddedDefaults } from '../config/load.js';
 import { CliContext, type GlobalOptions } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
@@ -60,6 +60,8 @@ async function demo(out: Output, o: { dir?: string; size: number; keep: boolean 
   await makeDirectories(dir);
   const config = embeddedDefaults(dir);
   const ctx = CliContext.forConfig({ file: undefined, config, stateDir: config.stateDir }, { ...globals, config: undefined }, out);
+  // The demo's exit code; undefined while it has none (it is failing with an error).
+  let code: number | undefined;
   try {
     const rows = await runDemo(ctx, o.size, signal);
     const ok = rows.every((r) => r.check !== 'MISMATCH');
@@ -76,12 +78,15 @@ async function demo(out: Output, o: { dir?: string; size: number; keep: boolean 
         ok ? 'all restores are byte-exact' : 'A RESTORE DIFFERS FROM ITS SOURCE',
       ].join('\n'),
     );
-    return ok ? ExitCode.OK : ExitCode.CORRUPT;
+    code = ok ? ExitCode.OK : ExitCode.CORRUPT;
   } finally {
-    await ctx.close();
+    // A failed close is reported as every command reports it (command-runner's reportCloseFailure).
+    const unclosed = await ctx.close();
+    if (unclosed) code = reportCloseFailure(out, unclosed, code ?? ExitCode.INTERNAL);
     if (!o.dir && !o.keep) await rm(dir, { recursive: true, force: true });
     else out.info(`demo files kept in ${dir}`);
   }
+  return code;
 }
 
 /** The demo's steps. `signal` stops them (CANCELLED) at the next MiB written or compared, or through the running job. */
