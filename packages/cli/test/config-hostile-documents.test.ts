@@ -5,13 +5,19 @@ import { fromText } from '../src/config/load.js';
 import { cairn, jsonError, removeDir, tempDir } from './helpers.js';
 
 /** What fromText throws (or undefined), and how long it took. */
-function load(file: string, text: string): { err: { code?: string; message: string; details?: Record<string, unknown> } | undefined; ms: number } {
-  const start = Date.now();
+function load(file: string, text: string): { err: { code?: string; message: string; details?: Record<string, unknown> } | undefined; cpuMs: number } {
+  // CPU time of this process, not the wall clock: the parse is synchronous, and time the machine
+  // gives other processes (two test files run at once) is not the parser's.
+  const start = process.cpuUsage();
+  const cpuMs = (): number => {
+    const used = process.cpuUsage(start);
+    return (used.user + used.system) / 1000;
+  };
   try {
     fromText(file, text);
-    return { err: undefined, ms: Date.now() - start };
+    return { err: undefined, cpuMs: cpuMs() };
   } catch (err) {
-    return { err: err as { code?: string; message: string }, ms: Date.now() - start };
+    return { err: err as { code?: string; message: string }, cpuMs: cpuMs() };
   }
 }
 
@@ -26,19 +32,19 @@ describe('config: hostile documents', () => {
 
   it('a YAML config of many aliases (30 KB, 10,000 aliases of one anchor) is INVALID_INPUT at once, not seconds of CPU (20,000: 42 s)', { timeout: 60_000 }, () => {
     const text = `volumeDrivers: {}\nx: &a 1\ny: [${Array(10_000).fill('*a').join(', ')}]\n`;
-    const { err, ms } = load(join(cwd, 'aliases.yaml'), text);
+    const { err, cpuMs } = load(join(cwd, 'aliases.yaml'), text);
     expect(err?.code).toBe('INVALID_INPUT');
     expect(err?.message).toMatch(/aliases/);
     expect(err?.details).toMatchObject({ line: 3 });
-    expect(ms).toBeLessThan(2_000);
+    expect(cpuMs).toBeLessThan(2_000);
   });
 
   it('an 8 KB YAML config of aliases of an empty collection (which the parser never counts as expansions) is refused at once, not 11 s of CPU', { timeout: 60_000 }, () => {
     const inner = Array(50).fill('*e').join(', ');
     const text = `volumeDrivers: {}\ne: &e []\nb: &b [${inner}]\nc: [${Array(2_000).fill('*b').join(', ')}]\n`;
-    const { err, ms } = load(join(cwd, 'empty-anchor.yaml'), text);
+    const { err, cpuMs } = load(join(cwd, 'empty-anchor.yaml'), text);
     expect(err?.code).toBe('INVALID_INPUT');
-    expect(ms).toBeLessThan(2_000);
+    expect(cpuMs).toBeLessThan(2_000);
   });
 
   it('a config that shares options through a few anchors still loads, relative paths resolved against its directory', () => {
