@@ -20,7 +20,8 @@
  *   aborted, or failed by a closing connection) the next one's starts. A call that timed out or
  *   was aborted ends its turn at that moment although qemu may still be running it: its caller
  *   was told then, and the next call is bounded from there (so a call queued behind a command
- *   qemu is stuck on times out too, one timeout later). Only this client's calls are known:
+ *   qemu is stuck on times out too, one timeout later, and the k-th behind it k timeouts later;
+ *   closing the client fails them all at once). Only this client's calls are known:
  *   a command running for another QMP connection to the same qemu can still hold a call past
  *   its timeout.
  * - A call that times out fails with UNAVAILABLE, an aborted one with CANCELLED; qemu may still
