@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { MemoryObjectStore, type ObjectPartWriter, type PutOptions } from '../src/index.js';
 import { backUp, openRepo, pattern, restored } from './buffer-backups.js';
 import { MiB } from './helpers.js';
+import { within } from './settle.js';
 
 /** A store whose pack writes (puts, and parts of streamed packs) never settle once `hang` is set. */
 class HangingPackStore extends MemoryObjectStore {
@@ -32,14 +33,11 @@ class HangingPackStore extends MemoryObjectStore {
   }
 }
 
-/**
- * Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing).
- * A cancel is awaited without it: the store hangs, so a cancel that waited for the store would
- * never settle, and the test's timeout is the bound.
+/*
+ * `within` bounds only what must settle once the store answers. A cancel is awaited without it:
+ * the store hangs, so a cancel that waited for the store would never settle, and the test's
+ * timeout is the bound.
  */
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-
 describe('a backup cancelled while the store hangs', () => {
   for (const streamed of [true, false]) {
     it(`backup() rejects CANCELLED at once when its pack uploads never settle (${streamed ? 'streamed packs' : 'whole packs'})`, async () => {

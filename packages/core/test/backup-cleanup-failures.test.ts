@@ -16,8 +16,7 @@ import {
 } from '../src/index.js';
 import { BufferDevice, CHUNK, job, pattern, record, restored } from './buffer-backups.js';
 import { FAST_KDF, contents, filledVolume, keys } from './helpers.js';
-
-const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { tick } from './settle.js';
 
 /** A store that refuses to delete lock objects (but record locks) once a manifest is written. */
 class LockKeepingStore extends MemoryObjectStore {

@@ -7,27 +7,18 @@
  */
 import { getEventListeners } from 'node:events';
 import type { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CairnError, ChunkedBackupService, MemoryObjectStore, type ByteRange, type CallOptions, type ObjectPartWriter, type ObjectStore, type PutOptions } from '../src/index.js';
 import type { ChunkProcessor } from '../src/repository/chunk-processor.js';
 import { BufferDevice, CHUNK, job, pattern, record, restored, backUp } from './buffer-backups.js';
-import { FAST_KDF, MiB, keys } from './helpers.js';
+import { FAST_KDF, MiB, closedAfterEach, keys } from './helpers.js';
+import { tick, within } from './settle.js';
 
-/** Rejects with 'hung' when `p` has not settled within `ms`. */
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
-
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close?.();
-});
+const keep = closedAfterEach();
 
 /** A chunked service over `store` with `workers` chunk threads (CHUNK-byte chunks, 1 MiB packs). */
 async function open(store: ObjectStore, workers: number): Promise<ChunkedBackupService> {
-  const s = await ChunkedBackupService.open(store, { name: 'repo', workers, init: { chunkSize: CHUNK, packSize: 1024 * 1024, kdf: FAST_KDF } });
-  services.push(s);
-  return s;
+  return keep(await ChunkedBackupService.open(store, { name: 'repo', workers, init: { chunkSize: CHUNK, packSize: 1024 * 1024, kdf: FAST_KDF } }));
 }
 
 /** After a failed backup: no manifest, and the next backup of the same service restores exactly. */

@@ -3,9 +3,11 @@
  * newer fetch of the same chunk cached in its place) takes only its own promise out of the cache,
  * never the newer one: the chunk is not fetched again. A real chunked repository on a memory store.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { BackupReader, CairnError, MemoryObjectStore, type ByteRange, type CallOptions, type ChunkedBackupService } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { BackupReader, CairnError, MemoryObjectStore, type ByteRange, type CallOptions } from '../src/index.js';
 import { CHUNK, backUp, openRepo, pattern } from './buffer-backups.js';
+import { closedAfterEach } from './helpers.js';
+import { tick } from './settle.js';
 
 /** A memory store whose next get of a pack, once `holdNext` is set, waits until release() and then fails UNAVAILABLE; it counts the gets of packs. */
 class OneFailingGetStore extends MemoryObjectStore {
@@ -32,17 +34,12 @@ class OneFailingGetStore extends MemoryObjectStore {
   }
 }
 
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+const keep = closedAfterEach();
 
 describe('BackupReader cache', () => {
   it('a failed fetch settling after its chunk was evicted and fetched again leaves the newer fetch cached', async () => {
     const store = new OneFailingGetStore('mem');
-    const service = await openRepo(store);
-    services.push(service);
+    const service = keep(await openRepo(store));
     const data = pattern(6 * CHUNK, 51);
     await backUp(service, 'b1', data);
     // The smallest cache (4 chunks), no read-ahead: each read fetches its own chunks only.

@@ -4,10 +4,11 @@
  * the store for ever. readRange's own fetch stops reading ranges; read's fetches, shared with
  * other reads through the chunk cache, go on and serve those reads once the store answers.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { BackupReader, MemoryObjectStore, type ByteRange, type ChunkedBackupService, type GetIntoOptions } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { BackupReader, MemoryObjectStore, type ByteRange, type GetIntoOptions } from '../src/index.js';
 import { CHUNK, backUp, openRepo, pattern } from './buffer-backups.js';
-import { MiB } from './helpers.js';
+import { MiB, closedAfterEach } from './helpers.js';
+import { tick, within } from './settle.js';
 
 /** A store whose ranged reads of packs wait while `hang` is set, until release(), then read. */
 class HangingReadStore extends MemoryObjectStore {
@@ -30,31 +31,22 @@ class HangingReadStore extends MemoryObjectStore {
   }
 }
 
-/**
- * Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing).
- * A cancel is awaited without it: the store hangs, so a cancel that waited for the store would
- * never settle, and the test's timeout is the bound.
+/*
+ * `within` bounds only what must settle once the store answers. A cancel is awaited without it:
+ * the store hangs, so a cancel that waited for the store would never settle, and the test's
+ * timeout is the bound.
  */
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-
-const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Waits until `held` has an entry, then a moment more (the fetch fills every slot and stops). */
 async function stalled(held: unknown[]): Promise<void> {
   while (held.length === 0) await tick(5);
   await tick(50);
 }
 
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 async function served(size: number, seed: number): Promise<{ store: HangingReadStore; reader: BackupReader; data: Buffer }> {
   const store = new HangingReadStore('mem');
-  const service = await openRepo(store);
-  services.push(service);
+  const service = keep(await openRepo(store));
   const data = pattern(size, seed);
   const b = await backUp(service, 'b1', data);
   return { store, reader: await BackupReader.open(service.repository, b.id, { readAhead: 0 }), data };

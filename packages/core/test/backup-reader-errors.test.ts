@@ -4,21 +4,18 @@
  * place (CORRUPT) fails read and readRange with the backup named in the message and as
  * `details.backupId`, next to the chunk's own details. A real chunked repository on a memory store.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BackupReader, CairnError, MemoryObjectStore, type ChunkedBackupService } from '../src/index.js';
 import { decodeDocument, encodeDocument } from '../src/repository/codec.js';
 import { CHUNK, backUp, openRepo, pattern } from './buffer-backups.js';
+import { closedAfterEach } from './helpers.js';
 
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 /** A 4-chunk backup `b1` and a reader of it (no read-ahead: each read fetches only its chunks). */
 async function served(): Promise<{ store: MemoryObjectStore; service: ChunkedBackupService; data: Buffer; secondChunk: string }> {
   const store = new MemoryObjectStore('mem');
-  const service = await openRepo(store);
-  services.push(service);
+  const service = keep(await openRepo(store));
   const data = pattern(4 * CHUNK, 41);
   await backUp(service, 'b1', data);
   return { store, service, data, secondChunk: service.repository.codec.chunkId(data.subarray(CHUNK, 2 * CHUNK)) };

@@ -6,51 +6,19 @@
  * reads the backup whole. A real chunked repository on a memory store.
  */
 import { getEventListeners } from 'node:events';
-import { afterEach, describe, expect, it } from 'vitest';
-import { BackupReader, MemoryObjectStore, type ByteRange, type CallOptions, type ChunkedBackupService } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { BackupReader, type ChunkedBackupService } from '../src/index.js';
 import { CHUNK, backUp, openRepo, pattern } from './buffer-backups.js';
+import { HoldingStore } from './hang-helpers.js';
+import { closedAfterEach } from './helpers.js';
+import { tick, within } from './settle.js';
 
-/** A memory store (not cancellable) whose gets of keys under `hang` wait until release(), ignoring any signal. */
-class HangingGetStore extends MemoryObjectStore {
-  hang: string | undefined;
-  hung = 0;
-  private readonly held: (() => void)[] = [];
-  constructor() {
-    super('mem');
-    (this as { capabilities: object }).capabilities = { atomicIfAbsent: true };
-  }
-  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
-    if (this.hang !== undefined && key.startsWith(this.hang)) {
-      this.hung++;
-      await new Promise<void>((resolve) => this.held.push(resolve));
-      return super.get(key, range);
-    }
-    return super.get(key, range, options);
-  }
-  release(): void {
-    this.hang = undefined;
-    for (const r of this.held.splice(0)) r();
-  }
-}
-
-/** Rejects with 'hung' when `p` has not settled within `ms`: a bound telling "never" from "settled", not a timing. */
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
-
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
-const open = async (store: HangingGetStore): Promise<ChunkedBackupService> => {
-  const s = await openRepo(store);
-  services.push(s);
-  return s;
-};
+const keep = closedAfterEach();
+const open = async (store: HoldingStore): Promise<ChunkedBackupService> => keep(await openRepo(store));
 
 /** A store holding backup `b` (4 chunks of data), and a second service on it whose index has not loaded yet (another process). */
-async function stored(): Promise<{ store: HangingGetStore; service: ChunkedBackupService; id: string; data: Buffer }> {
-  const store = new HangingGetStore();
+async function stored(): Promise<{ store: HoldingStore; service: ChunkedBackupService; id: string; data: Buffer }> {
+  const store = new HoldingStore();
   const data = pattern(4 * CHUNK, 41);
   const b = await backUp(await open(store), 'b', data);
   return { store, service: await open(store), id: b.id, data };
@@ -63,7 +31,7 @@ describe('BackupReader.open cancelled while the store hangs', () => {
   ] as const) {
     it(`during ${what}: CANCELLED at once, no listener left; the next open reads the backup whole`, async () => {
       const { store, service, id, data } = await stored();
-      store.hang = prefix;
+      store.hold('get', prefix);
       const abort = new AbortController();
       const opening = BackupReader.open(service.repository, id, { signal: abort.signal });
       opening.catch(() => undefined);
@@ -79,7 +47,7 @@ describe('BackupReader.open cancelled while the store hangs', () => {
 
   it('with a signal aborted before it starts: CANCELLED, the store not asked', async () => {
     const { store, service, id } = await stored();
-    store.hang = '';
+    store.hold('get', '');
     await expect(within(BackupReader.open(service.repository, id, { signal: AbortSignal.abort() }), 20_000)).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(store.hung).toBe(0);
   });
@@ -89,7 +57,7 @@ describe('BackupReader.allocated cancelled while the store hangs', () => {
   it('during the read of a chunk list page: CANCELLED at once, no listener left; once the store answers, allocated() maps the backup', async () => {
     const { store, service, id, data } = await stored();
     const reader = await BackupReader.open(service.repository, id);
-    store.hang = 'chunklists/';
+    store.hold('get', 'chunklists/');
     const abort = new AbortController();
     const mapping = reader.allocated(undefined, { signal: abort.signal });
     mapping.catch(() => undefined);

@@ -24,9 +24,8 @@ import { CairnError, ChunkedBackupService, MemoryObjectStore } from '../src/inde
 import type { ChunkProcessor } from '../src/repository/chunk-processor.js';
 import { CHUNK, backUp, pattern, restored } from './buffer-backups.js';
 import { FAST_KDF, MiB, keys } from './helpers.js';
+import { within } from './settle.js';
 
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
 const workersOf = (p: ChunkProcessor): Worker[] => (p as unknown as { workers: Worker[] }).workers;
 
 afterEach(() => {

@@ -3,8 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { BackupManager, ChunkedBackupService, MemoryObjectStore, MemoryVolumeDriver, RepositoryCatalog, type ByteRange } from '../src/index.js';
 import { cutRange, fetchChunks } from '../src/repository/chunk-fetcher.js';
 import { MiB, filledVolume } from './helpers.js';
-
-const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { tick } from './settle.js';
 
 /** A memory store whose ranged gets take a few ms and are counted while in flight. */
 class SlowStore extends MemoryObjectStore {

@@ -4,53 +4,23 @@
  * backup still restores. A real chunked repository on a memory store.
  */
 import { getEventListeners } from 'node:events';
-import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryObjectStore, type ByteRange, type CallOptions, type ChunkedBackupService } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
-import { keys } from './helpers.js';
+import { HoldingStore } from './hang-helpers.js';
+import { closedAfterEach, keys } from './helpers.js';
+import { tick, within } from './settle.js';
 
-/** A memory store (not cancellable) whose gets of manifests wait until release() while `hang` is set, ignoring any signal. */
-class HangingManifestStore extends MemoryObjectStore {
-  hang = false;
-  hung = 0;
-  private readonly held: (() => void)[] = [];
-  constructor() {
-    super('mem');
-    (this as { capabilities: object }).capabilities = { atomicIfAbsent: true };
-  }
-  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
-    if (this.hang && key.startsWith('manifests/')) {
-      this.hung++;
-      await new Promise<void>((resolve) => this.held.push(resolve));
-      return super.get(key, range);
-    }
-    return super.get(key, range, options);
-  }
-  release(): void {
-    this.hang = false;
-    for (const r of this.held.splice(0)) r();
-  }
-}
-
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
-
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 describe('gc cancelled while manifests are read', () => {
   it('rejects CANCELLED at once, no listener left, nothing deleted; the next gc runs', async () => {
-    const store = new HangingManifestStore();
-    const service = await openRepo(store);
-    services.push(service);
+    const store = new HoldingStore();
+    const service = keep(await openRepo(store));
     const data = pattern(2 * CHUNK, 31);
     const b = await backUp(service, 'b', data);
     await service.delete(await backUp(service, 'gone', pattern(2 * CHUNK, 32))); // a pack for GC to delete
     const before = await keys(store, 'packs/');
-    store.hang = true;
+    store.hold('get', 'manifests/'); // its gets of manifests wait until release(), ignoring the signal
     const abort = new AbortController();
     const p = service.gc({ graceMs: 0, signal: abort.signal });
     p.catch(() => undefined);

@@ -1,4 +1,4 @@
-import { expect } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import {
   BackupManager,
   ChunkedBackupService,
@@ -43,6 +43,22 @@ export async function chunkedRig(store: ObjectStore = new MemoryObjectStore('mem
   const volumes = options.volumes ?? new MemoryVolumeDriver();
   const manager = new BackupManager({ volumes, targets: { repo: service }, catalog: new RepositoryCatalog(service.repository) });
   return { store, service, volumes, manager };
+}
+
+/**
+ * Services a test file opens, closed after each test: registers (in the calling file, at its top
+ * level or in a describe) an afterEach that closes, in the order kept, every service given to the
+ * returned `keep` during the test. `keep` returns the service it was given.
+ */
+export function closedAfterEach(): <S extends ChunkedBackupService>(service: S) => S {
+  const services: ChunkedBackupService[] = [];
+  afterEach(async () => {
+    for (const s of services.splice(0)) await s.close();
+  });
+  return (service) => {
+    services.push(service);
+    return service;
+  };
 }
 
 export async function expectCode(p: Promise<unknown>, code: string): Promise<void> {

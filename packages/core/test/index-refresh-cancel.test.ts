@@ -7,63 +7,20 @@
  */
 import { createHash } from 'node:crypto';
 import { getEventListeners } from 'node:events';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ChunkedBackupService, MemoryObjectStore, type ByteRange, type CallOptions, type ObjectInfo } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { ChunkedBackupService, MemoryObjectStore } from '../src/index.js';
 import { ChunkIndex, indexLabel } from '../src/repository/chunk-index.js';
 import { ChunkCodec, encodeDocument } from '../src/repository/codec.js';
 import { BufferDevice, CHUNK, backUp, pattern, restored } from './buffer-backups.js';
-import { FAST_KDF, MiB, keys } from './helpers.js';
+import { HoldingStore } from './hang-helpers.js';
+import { FAST_KDF, MiB, closedAfterEach, keys } from './helpers.js';
+import { tick, within } from './settle.js';
 
-/**
- * Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing).
- * A cancel is awaited without it: the store hangs until released, so a cancel that waited for the
- * store would never settle, and the test's timeout is the bound.
+/*
+ * `within` bounds only what must settle once the store answers. A cancel is awaited without it:
+ * the store hangs until released, so a cancel that waited for the store would never settle, and
+ * the test's timeout is the bound.
  */
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * A memory store (declared not cancellable) whose listing of index/ never yields while `hangList`
- * is set, and whose gets of index objects (those in `hangGets`, or all with `hangAllGets`) wait
- * until release(), ignoring any signal, and then return the object as it is.
- */
-class HangingIndexStore extends MemoryObjectStore {
-  hangList = false;
-  hangAllGets = false;
-  readonly hangGets = new Set<string>();
-  /** Listing steps and gets that hung. */
-  hung = 0;
-  private readonly held: (() => void)[] = [];
-  constructor() {
-    super('mem');
-    (this as { capabilities: object }).capabilities = { atomicIfAbsent: true };
-  }
-  override list(prefix: string, options?: CallOptions): AsyncIterable<ObjectInfo> {
-    if (!(this.hangList && prefix.startsWith('index/'))) return super.list(prefix, options);
-    return {
-      [Symbol.asyncIterator]: () => ({
-        next: () => {
-          this.hung++;
-          return new Promise<IteratorResult<ObjectInfo>>(() => {});
-        },
-      }),
-    };
-  }
-  override async get(key: string, range?: ByteRange, options?: CallOptions): Promise<Buffer> {
-    if (key.startsWith('index/') && (this.hangAllGets || this.hangGets.has(key))) {
-      this.hung++;
-      await new Promise<void>((resolve) => this.held.push(resolve));
-      return super.get(key, range);
-    }
-    return super.get(key, range, options);
-  }
-  release(): void {
-    this.hangList = this.hangAllGets = false;
-    this.hangGets.clear();
-    for (const r of this.held.splice(0)) r();
-  }
-}
 
 const hexId = (label: string): string => createHash('sha256').update(label).digest('hex');
 const codec = new ChunkCodec(undefined, undefined);
@@ -72,9 +29,8 @@ type Hang = 'its listing of index/ hangs' | 'its reads of index objects hang';
 const HANGS: readonly Hang[] = ['its listing of index/ hangs', 'its reads of index objects hang'];
 
 /** Makes `store`'s listing of index/, or its gets of every index object, hang until release(). */
-function hang(store: HangingIndexStore, what: Hang): void {
-  if (what === 'its listing of index/ hangs') store.hangList = true;
-  else store.hangAllGets = true;
+function hang(store: HoldingStore, what: Hang): void {
+  store.hold(what === 'its listing of index/ hangs' ? 'list' : 'get', 'index/');
 }
 
 /**
@@ -82,7 +38,7 @@ function hang(store: HangingIndexStore, what: Hang): void {
  * `settleMs` more), and aborts: the call's promise (rejection marked handled) and its signal.
  */
 async function abortOnceHung<T>(
-  store: HangingIndexStore,
+  store: HoldingStore,
   start: (signal: AbortSignal) => Promise<T>,
   { settleMs = 0, untilAlso = () => true }: { settleMs?: number; untilAlso?: () => boolean } = {},
 ): Promise<{ p: Promise<T>; signal: AbortSignal }> {
@@ -96,7 +52,7 @@ async function abortOnceHung<T>(
 }
 
 /** An index that has read index object `old`, which is then deleted (a GC elsewhere): a whole refresh forgets its pack. */
-async function indexWithDeleted(store: HangingIndexStore): Promise<{ index: ChunkIndex; old: Awaited<ReturnType<typeof putIndex>> }> {
+async function indexWithDeleted(store: HoldingStore): Promise<{ index: ChunkIndex; old: Awaited<ReturnType<typeof putIndex>> }> {
   const old = await putIndex(store, 'old');
   const index = new ChunkIndex(store, codec);
   await index.refresh();
@@ -105,16 +61,11 @@ async function indexWithDeleted(store: HangingIndexStore): Promise<{ index: Chun
 }
 
 /** Services opened by the running test, closed after it. */
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 /** Opens the repository on `store` (created on first use) with `workers` workers; closed after the test. */
-async function open(store: HangingIndexStore, workers: number): Promise<ChunkedBackupService> {
-  const s = await ChunkedBackupService.open(store, { name: 'repo', workers, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
-  services.push(s);
-  return s;
+async function open(store: HoldingStore, workers: number): Promise<ChunkedBackupService> {
+  return keep(await ChunkedBackupService.open(store, { name: 'repo', workers, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } }));
 }
 
 /** Stores index object `name` (format 2) naming pack `name`-pack with one chunk `name`-chunk. */
@@ -126,10 +77,10 @@ async function putIndex(store: MemoryObjectStore, name: string): Promise<{ key: 
 
 describe('ChunkIndex.refresh cancelled', () => {
   it('while a read of an index object hangs: CANCELLED at once; objects read before stay applied whole, the late read is dropped, nothing is forgotten; the next refresh completes the view', async () => {
-    const store = new HangingIndexStore();
+    const store = new HoldingStore();
     const { index, old } = await indexWithDeleted(store);
     const [a, b] = [await putIndex(store, 'a'), await putIndex(store, 'b')];
-    store.hangGets.add(b.key);
+    store.hold('get', b.key); // only b's read hangs
     const { p: refreshing, signal } = await abortOnceHung(store, (signal) => index.refresh({ signal }), { untilAlso: () => index.has(a.chunk) });
     await expect(refreshing).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(getEventListeners(signal, 'abort')).toHaveLength(0);
@@ -147,10 +98,10 @@ describe('ChunkIndex.refresh cancelled', () => {
   });
 
   it('while the listing of index/ hangs: CANCELLED at once, the index as it was; the next refresh completes it', async () => {
-    const store = new HangingIndexStore();
+    const store = new HoldingStore();
     const { index, old } = await indexWithDeleted(store);
     const a = await putIndex(store, 'a');
-    store.hangList = true;
+    store.hold('list', 'index/');
     const { p: refreshing, signal } = await abortOnceHung(store, (signal) => index.refresh({ signal }));
     await expect(refreshing).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(getEventListeners(signal, 'abort')).toHaveLength(0);
@@ -162,9 +113,9 @@ describe('ChunkIndex.refresh cancelled', () => {
   });
 
   it('with a signal aborted before it starts: CANCELLED, and the store is not asked', async () => {
-    const store = new HangingIndexStore();
+    const store = new HoldingStore();
     await putIndex(store, 'a');
-    store.hangList = true;
+    store.hold('list', 'index/');
     const index = new ChunkIndex(store, codec);
     await expect(index.refresh({ signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(store.hung).toBe(0);
@@ -175,7 +126,7 @@ describe('ChunkIndex.refresh cancelled', () => {
 describe('a backup cancelled while the chunk index loads', () => {
   for (const what of HANGS) {
     it(`while ${what}: CANCELLED at once, no listener left, and the next backup dedups against the whole index`, async () => {
-      const store = new HangingIndexStore();
+      const store = new HoldingStore();
       const first = pattern(4 * MiB, 11);
       await backUp(await open(store, 2), 'b0', first);
       // Another process (a fresh index): its backup must load the index objects b0 wrote.
@@ -207,7 +158,7 @@ describe('a restore, a verify or stats cancelled while the chunk index loads', (
   for (const [name, run] of Object.entries(jobs)) {
     for (const what of HANGS) {
       it(`${name}, while ${what}: CANCELLED at once, no listener left; the same service works once the store answers`, async () => {
-        const store = new HangingIndexStore();
+        const store = new HoldingStore();
         const data = pattern(2 * MiB, 21);
         const b = await backUp(await open(store, 0), 'b0', data);
         // Another process (a fresh index): the job must load the index objects b0 wrote.

@@ -4,14 +4,12 @@
  * verify's problems aside, exportRecord, importRecord, assertStored, vmConfig) keep it. A real
  * chunked repository on a memory store.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { CairnError, MemoryObjectStore, type ChunkedBackupService } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { CairnError, MemoryObjectStore } from '../src/index.js';
 import { BufferDevice, CHUNK, backUp, openRepo, pattern } from './buffer-backups.js';
+import { closedAfterEach } from './helpers.js';
 
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 async function rejection(p: Promise<unknown>): Promise<CairnError> {
   const err = await p.then(
@@ -25,8 +23,7 @@ async function rejection(p: Promise<unknown>): Promise<CairnError> {
 describe('manifest errors name the backup (message and details.backupId)', () => {
   it('a missing manifest: NOT_FOUND from readManifest, assertManifest, restore, exportRecord, assertStored and vmConfig', async () => {
     const store = new MemoryObjectStore('mem');
-    const service = await openRepo(store);
-    services.push(service);
+    const service = keep(await openRepo(store));
     const b = await backUp(service, 'b1', pattern(2 * CHUNK, 71));
     await service.delete(b);
     const repo = service.repository;
@@ -47,8 +44,7 @@ describe('manifest errors name the backup (message and details.backupId)', () =>
 
   it('a damaged manifest: CORRUPT from readManifest and restore, keeping the message', async () => {
     const store = new MemoryObjectStore('mem');
-    const service = await openRepo(store);
-    services.push(service);
+    const service = keep(await openRepo(store));
     const b = await backUp(service, 'b1', pattern(2 * CHUNK, 72));
     const blob = await store.get('manifests/b1');
     await store.put('manifests/b1', blob.subarray(0, Math.floor(blob.length / 2))); // cut in half

@@ -4,11 +4,12 @@
  * the store and the device do later; memory the store may still fill is never handed to the
  * shared pool again, and the next restore of the same process is byte-exact.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ChunkedBackupService, MemoryObjectStore, type ByteRange, type GetIntoOptions } from '../src/index.js';
 import { giveSharedBuffer, takeSharedBuffer } from '../src/util/buffer-pool.js';
 import { BufferDevice, CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
-import { FAST_KDF, MiB } from './helpers.js';
+import { FAST_KDF, MiB, closedAfterEach } from './helpers.js';
+import { tick, within } from './settle.js';
 
 /**
  * A store that reads into caller memory (getInto), whose ranged reads of packs never settle while
@@ -61,16 +62,11 @@ class HangingDevice extends BufferDevice {
   }
 }
 
-/**
- * Rejects with 'hung' when `p` has not settled within `ms` (a bound for "settles", not a timing).
- * A cancel is awaited without it: the store hangs, so a cancel that waited for the store would
- * never settle, and the test's timeout is the bound.
+/*
+ * `within` bounds only what must settle once the store answers. A cancel is awaited without it:
+ * the store hangs, so a cancel that waited for the store would never settle, and the test's
+ * timeout is the bound.
  */
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung: not settled within ${ms} ms`)), ms).unref())]);
-
-const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Waits until `held` has an entry, then a moment more (the pipeline fills every slot and stops). */
 async function stalled(held: unknown[]): Promise<void> {
   while (held.length === 0) await tick(5);
@@ -89,16 +85,12 @@ function pooled(memory: ArrayBufferLike): boolean {
   return !!found;
 }
 
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 describe('a restore or verify cancelled while the store or the device hangs', () => {
   it('restore() rejects CANCELLED at once when ranged gets never settle; their buffers are never pooled again, and the next restore is byte-exact', async () => {
     const store = new HangingReadStore('mem');
-    const service = await openRepo(store);
-    services.push(service);
+    const service = keep(await openRepo(store));
     const data = pattern(16 * MiB, 21);
     const b = await backUp(service, 'b1', data);
     store.hang = true;
@@ -123,8 +115,7 @@ describe('a restore or verify cancelled while the store or the device hangs', ()
 
   it('restore() rejects CANCELLED at once when the target\'s writes never settle; no write starts after, and the buffers are pooled once the writes settle', async () => {
     // Worker threads decode: the arena is shared with them.
-    const service = await ChunkedBackupService.open(new MemoryObjectStore('mem'), { name: 'repo', workers: 2, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } });
-    services.push(service);
+    const service = keep(await ChunkedBackupService.open(new MemoryObjectStore('mem'), { name: 'repo', workers: 2, init: { chunkSize: CHUNK, packSize: MiB, kdf: FAST_KDF } }));
     const data = pattern(16 * MiB, 22);
     const b = await backUp(service, 'b1', data);
     const abort = new AbortController();
@@ -148,8 +139,7 @@ describe('a restore or verify cancelled while the store or the device hangs', ()
   });
 
   it('restore() rejects CANCELLED at once when the target\'s write-zeroes never settles', async () => {
-    const service = await openRepo();
-    services.push(service);
+    const service = keep(await openRepo());
     const data = pattern(16 * MiB, 24);
     data.fill(0, 0, 4 * MiB); // zero chunks first: the restore zeroes them before it fetches
     const b = await backUp(service, 'b1', data);
@@ -169,8 +159,7 @@ describe('a restore or verify cancelled while the store or the device hangs', ()
 
   it('verify() rejects CANCELLED at once when ranged gets never settle; the next verify is clean', async () => {
     const store = new HangingReadStore('mem');
-    const service = await openRepo(store);
-    services.push(service);
+    const service = keep(await openRepo(store));
     const b = await backUp(service, 'b1', pattern(16 * MiB, 23));
     store.hang = true;
     const abort = new AbortController();

@@ -5,10 +5,10 @@
  * names the damaged copy as breaking no backup (`damagedCopy`, no backupId), never as a broken backup.
  * A real chunked repository on a memory store whose packs look old but for those named young.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryObjectStore, type CallOptions, type ChunkedBackupService, type ObjectInfo } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { MemoryObjectStore, type CallOptions, type ObjectInfo } from '../src/index.js';
 import { CHUNK, backUp, openRepo, pattern, restored } from './buffer-backups.js';
-import { keys } from './helpers.js';
+import { closedAfterEach, keys } from './helpers.js';
 import { damageCopy, writePack } from './pack-copies.js';
 
 /** A memory store whose objects under packs/ list and head as a day old, but for the packs in `young`. */
@@ -26,16 +26,12 @@ class AgedPacksStore extends MemoryObjectStore {
   }
 }
 
-const services: ChunkedBackupService[] = [];
-afterEach(async () => {
-  for (const s of services.splice(0)) await s.close();
-});
+const keep = closedAfterEach();
 
 describe('verify after GC rescued a chunk whose damaged copy is in a pack within the grace period', () => {
   it('names the damaged copy as breaking no backup; verify of the backup is clean; the backup restores byte-exact', async () => {
     const store = new AgedPacksStore('mem');
-    const service = await openRepo(store);
-    services.push(service);
+    const service = keep(await openRepo(store));
     const repo = service.repository;
     const data = pattern(2 * CHUNK, 91);
     const b = await backUp(service, 'b', data);
@@ -54,7 +50,7 @@ describe('verify after GC rescued a chunk whose damaged copy is in a pack within
     expect(packs).not.toContain(`packs/${second}`);
 
     for (const s of [service, await openRepo(store)]) {
-      if (s !== service) services.push(s);
+      if (s !== service) keep(s);
       await s.repository.index.refresh();
       expect((await s.verify(b)).problems).toEqual([]);
       expect((await restored(s, b)).equals(data)).toBe(true);

@@ -14,6 +14,7 @@ import {
 } from '@cairn/core';
 import { PosixObjectStore } from '../src/index.js';
 import { BufferDevice, pattern } from './buffer-device.js';
+import { within } from '../../../packages/core/test/settle.js';
 import { allFiles, listKeys, tempStore } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -49,9 +50,6 @@ const job = (id: string, size: number, signal?: AbortSignal) => {
   const backup: BackupRecord = { id, volumeId: 'vol-1', type: 'full', status: 'creating', size, createdAt: now, updatedAt: now, serviceData: {} } as unknown as BackupRecord;
   return { backup, volume: { id: 'vol-1', name: 'vol', size, status: 'available' as const, createdAt: now, metadata: {} }, signal: signal ?? new AbortController().signal, progress: () => undefined };
 };
-
-const within = <T,>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms).unref())]);
 
 let directory: string | undefined;
 afterEach(async () => {
