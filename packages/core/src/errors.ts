@@ -1,6 +1,8 @@
 /**
  * One error type for all of Cairn. Callers branch on `code`, never on message text.
- * Every driver tags its errors with its name, so a message always says who failed.
+ * Every driver tags its errors with its name, so a message always says who failed. A cancel is
+ * the exception: work ended by an aborted signal whose reason is a `CANCELLED` CairnError throws
+ * that reason itself (cancelledError), in the canceller's words ("backup cancelled by SIGINT").
  */
 
 /** Stable error codes. Adding a code is a minor change; renaming one is a breaking change. */

@@ -480,7 +480,7 @@ export class FileVolumeDriver implements VolumeDriver {
       if (!hasCode(err, 'NOT_FOUND')) throw err;
       const outcome = await finishDeletion(this.ctx.store.layout, kind, id, this.name);
       if (outcome === 'none') throw err;
-      if (outcome === 'busy') throw this.ctx.err('BUSY', `the deletion of ${kind} ${id} is under way in another process`);
+      if (outcome === 'busy') throw this.ctx.err('BUSY', `the deletion of ${kind} ${id} is under way elsewhere (another process or driver instance)`);
       return false;
     }
   }
