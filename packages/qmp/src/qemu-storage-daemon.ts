@@ -11,7 +11,9 @@
  *   argument or binary name node cannot pass (a NUL byte); the code of the system error
  *   (NOT_FOUND, UNAVAILABLE, …) when the temp dir or its log cannot be made under `tmpParent`.
  *   A start refused before anything ran leaves no temp dir behind. A
- *   connection that gets no greeting within 2 s is dropped and made again until the deadline.
+ *   connection that gets no greeting within 2 s is dropped and made again until the deadline
+ *   (`startTimeoutMs`, on a monotonic clock), then one last attempt gets its full 2 s: a daemon
+ *   ready by the deadline is connected even when this process was held up past it.
  * - `stop` asks `quit`, waits, then SIGTERM, then SIGKILL; it resolves with the exit status.
  *   Idempotent. Every wait is bounded: a daemon that has not exited `killTimeoutMs` after its
  *   SIGKILL (stuck in uninterruptible I/O: a hung disk, NFS or FUSE server; SIGKILL takes effect
@@ -62,7 +64,11 @@ export interface QemuStorageDaemonOptions {
   args?: string[];
   /** Program to run. Default `qemu-storage-daemon` (from PATH). */
   binary?: string;
-  /** Deadline from spawn to a ready QMP client. Default 10 000 ms. */
+  /**
+   * Budget from spawn (monotonic clock) for connection attempts, 10 ms apart, each cut at it; then
+   * one last attempt with the whole 2 s handshake bound, so `start` gives up at most about 2 s
+   * after it (0: that one attempt only). Default 10 000 ms.
+   */
   startTimeoutMs?: number;
   /** Parent of the temp dir. Default `/tmp`. */
   tmpParent?: string;
@@ -126,6 +132,8 @@ const HANDSHAKE_ATTEMPT_MS = 2_000;
 
 /** The QMP socket's name in the daemon's temp dir. */
 const SOCKET_NAME = QMP_SOCKET_NAME;
+/** Milliseconds on a monotonic clock, for the start and stop budgets (the wall clock may step). */
+const now = (): number => performance.now();
 /** Characters mkdtemp appends to DIR_PREFIX. */
 const MKDTEMP_SUFFIX = 'XXXXXX';
 
@@ -257,6 +265,8 @@ export class QemuStorageDaemon {
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
       throw spawnRefusal(err, binary, driver);
     }
+    const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+    const deadline = now() + startTimeoutMs; // from the spawn, as documented
     endAtExit(child);
     let spawnError: Error | undefined;
     const whenExited = new Promise<DaemonExit>((resolve) => {
@@ -271,22 +281,27 @@ export class QemuStorageDaemon {
     // Only after the listeners above: an await before them could miss a quick 'exit' or 'error'.
     await writeOwner(dir, child.pid, keepDir).catch(() => undefined); // housekeeping only
 
-    const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-    const deadline = Date.now() + startTimeoutMs;
     let lastError: unknown;
-    while (!exited && Date.now() < deadline) {
+    for (;;) {
+      if (exited) break;
+      const begun = now();
       try {
-        // One attempt waits at most HANDSHAKE_ATTEMPT_MS: a connection that got no greeting is
-        // dropped and made again, so one lost greeting does not use up the whole start budget.
-        const qmp = await QmpClient.connect(
-          { path: socketPath },
-          { driver, timeoutMs: Math.max(1, Math.min(HANDSHAKE_ATTEMPT_MS, deadline - Date.now())), commandTimeoutMs: options.commandTimeoutMs },
-        );
+        // An attempt begun before the deadline waits at most HANDSHAKE_ATTEMPT_MS and not past the
+        // deadline: a connection that got no greeting is dropped and made again, so one lost
+        // greeting does not use up the whole budget. The attempt begun at or after the deadline
+        // (there is always one, see below) is the last and gets the whole HANDSHAKE_ATTEMPT_MS.
+        const left = deadline - begun;
+        const timeoutMs = left > 0 ? Math.min(HANDSHAKE_ATTEMPT_MS, Math.ceil(left)) : HANDSHAKE_ATTEMPT_MS;
+        const qmp = await QmpClient.connect({ path: socketPath }, { driver, timeoutMs, commandTimeoutMs: options.commandTimeoutMs });
         return new QemuStorageDaemon(child, dir, socketPath, logPath, whenExited, keepDir, driver, qmp);
       } catch (err) {
         lastError = err;
-        await sleep(10);
       }
+      // Give up only after an attempt begun once the budget was spent: when this process was held
+      // up (a stalled event loop, not scheduled) past the deadline, a daemon ready by then still
+      // gets one connection made after the hold.
+      if (begun >= deadline) break;
+      await sleep(10);
     }
     const state = exited ? undefined : processState(child.pid);
     if (!exited) child.kill('SIGKILL');
@@ -387,7 +402,7 @@ export class QemuStorageDaemon {
 
   private async doStop(quitTimeoutMs: number, termTimeoutMs: number, killTimeoutMs: number): Promise<DaemonExit> {
     if (this.sigkillSent) return this.finish(killTimeoutMs); // a stop again after one that left the daemon behind
-    const quitDeadline = Date.now() + quitTimeoutMs; // one budget for the reply and the exit
+    const quitDeadline = now() + quitTimeoutMs; // one budget for the reply and the exit
     // Without a QMP connection (closed by the caller, or after a protocol error) no `quit` can be
     // sent, so nothing would make the daemon exit within the quit budget: SIGTERM at once, which
     // qemu-storage-daemon handles as the same clean quit.
@@ -400,7 +415,7 @@ export class QemuStorageDaemon {
       await this.qmp.execute('quit', undefined, { timeoutMs: quitTimeoutMs, signal: budget.signal }).catch(() => undefined);
       cancelBudget();
     }
-    if (!(await this.exitsWithin(quitSent ? Math.max(0, quitDeadline - Date.now()) : 0))) {
+    if (!(await this.exitsWithin(quitSent ? Math.max(0, quitDeadline - now()) : 0))) {
       this.child.kill('SIGTERM');
       if (!(await this.exitsWithin(termTimeoutMs))) this.send('SIGKILL');
     }
