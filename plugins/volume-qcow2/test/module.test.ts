@@ -30,6 +30,23 @@ describe('qcow2VolumeModule', () => {
     await driver.close();
   });
 
+  it('an unknown option (a misspelt key) fails with INVALID_INPUT naming it in the message and details.option, rather than being ignored', async () => {
+    for (const key of ['comandTimeoutMs', 'directroy', 'qemu-img', 'reserveBytes']) {
+      await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', [key]: 1000 })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining(`\`${key}\``),
+        details: { option: key },
+      });
+    }
+    // A bad known option names itself in details.option as well.
+    await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', qemuImg: 7 })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option: 'qemuImg' } });
+    await expect(registry.createVolumeDriver('qcow2', { directory: ' ' })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option: 'directory' } });
+    // Every known option is taken.
+    const all = { directory: '/tmp/x', runtimeDir: '/tmp', qemuImg: 'qemu-img', qemuStorageDaemon: 'qemu-storage-daemon', commandTimeoutMs: 1000, qemuImgTimeoutMs: 1000, qemuImgStallMs: 1000 };
+    const driver = (await registry.createVolumeDriver('qcow2', all)) as Qcow2VolumeDriver;
+    await driver.close();
+  });
+
   it('createVolumeDriver(qcow2, {directory}) builds a driver that starts no daemon until needed', async () => {
     const driver = (await registry.createVolumeDriver('qcow2', { directory: '/nonexistent/cairn' })) as Qcow2VolumeDriver;
     expect(driver).toBeInstanceOf(Qcow2VolumeDriver);

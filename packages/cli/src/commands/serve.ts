@@ -1,8 +1,9 @@
 import { resolve } from 'node:path';
-import { CairnError } from '@cairn/core';
-import { serveBackup, type ServeBackupOptions } from '@cairn/nbd';
+import { CairnError, untilAborted } from '@cairn/core';
+import { serveBackup, type BackupExport, type ServeBackupOptions } from '@cairn/nbd';
 import type { Command } from 'commander';
 import { withContext } from '../command-runner.js';
+import { onInterrupt } from '../jobs/cancel-on-signal.js';
 import { renderFields } from '../output/table.js';
 import { formatBytes, optionParser } from '../output/units.js';
 import { wholeNumber } from './whole-number.js';
@@ -20,21 +21,17 @@ const MAX_CONNECTIONS = 10_000;
 /** `--max-connections`: a whole number from 1 to 10000, in decimal digits only (wholeNumber). */
 const parseMaxConnections = wholeNumber('--max-connections', 1, MAX_CONNECTIONS);
 
-/** Resolves when the process gets SIGINT or SIGTERM. */
-const untilSignal = (): Promise<NodeJS.Signals> =>
-  new Promise((res) => {
-    const stop = (s: NodeJS.Signals) => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      res(s);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+/** Resolves once `signal` is aborted (at once if it already is). */
+const untilAbort = (signal: AbortSignal): Promise<void> =>
+  new Promise((res) => (signal.aborted ? res() : signal.addEventListener('abort', () => res(), { once: true })));
 
 /**
  * `cairn backup serve <id>`: any backup as an NBD export, read on demand from its repository,
- * until SIGINT/SIGTERM (then clients in flight are answered and the export closes cleanly).
+ * until SIGINT/SIGTERM (then clients in flight are answered and the export closes cleanly, exit 0).
+ * The signals are taken from the start: one while the backup is still being opened (the
+ * repository's lock, the manifest, the chunk index: a store that hangs, such as a dead NFS mount)
+ * ends the command with `CANCELLED` (exit 130) at once, leaving no lock in the repository and no
+ * socket. A second signal exits at once with 130 (onInterrupt).
  */
 export function registerServeCommand(backup: Command): void {
   backup
@@ -48,31 +45,46 @@ export function registerServeCommand(backup: Command): void {
     .action(
       withContext<{ socket?: string; listen?: string; exportName?: string; writableOverlay?: string; maxConnections?: number }>(async (ctx, [id], o) => {
         if (o.socket && o.listen) throw new CairnError('INVALID_INPUT', 'give either --socket or --listen, not both');
-        const record = await (await ctx.manager()).getBackup(id!);
-        if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
-        const service = await ctx.repository(record.service);
-        const listen: ServeBackupOptions['listen'] = o.listen ? parseListen(o.listen) : { path: resolve(o.socket ?? `${ctx.stateDir}/serve-${record.id}.sock`) };
-        const exp = await serveBackup(service, record.id, {
-          listen,
-          exportName: o.exportName,
-          writableOverlay: o.writableOverlay ? resolve(o.writableOverlay) : undefined,
-          maxConnections: o.maxConnections,
-          // Failures to accept a connection (out of file descriptors) are warnings: the export keeps serving.
-          onError: (err) => ctx.out.warn(err.message),
+        const controller = new AbortController();
+        let exp: BackupExport | undefined;
+        const removeHandlers = onInterrupt((sig) => {
+          ctx.out.info(exp ? `${sig}: closing the export` : `${sig}: cancelling backup serve`);
+          controller.abort(new CairnError('CANCELLED', `backup serve cancelled by ${sig}`));
         });
-        const view = { backupId: exp.backupId, exportName: exp.exportName, uri: exp.uri, size: exp.size, readOnly: exp.readOnly };
-        ctx.out.result(view, () =>
-          renderFields([
-            ['backup', exp.backupId],
-            ['export', exp.exportName],
-            ['uri', exp.uri],
-            ['size', formatBytes(exp.size)],
-            ['mode', exp.readOnly ? 'read-only' : `writable (overlay ${o.writableOverlay})`],
-          ]) + '\nserving until interrupted (Ctrl-C)',
-        );
-        const signal = await untilSignal();
-        ctx.out.info(`${signal}: closing the export`);
-        await exp.close();
+        try {
+          const { signal } = controller;
+          // Reading the record and opening the target take no signal: the wait for them ends (the
+          // command's close still waits for a target being opened).
+          const record = await untilAborted((async () => (await ctx.manager()).getBackup(id!))(), signal);
+          if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
+          const service = await untilAborted(ctx.repository(record.service), signal);
+          const listen: ServeBackupOptions['listen'] = o.listen ? parseListen(o.listen) : { path: resolve(o.socket ?? `${ctx.stateDir}/serve-${record.id}.sock`) };
+          exp = await serveBackup(service, record.id, {
+            listen,
+            exportName: o.exportName,
+            writableOverlay: o.writableOverlay ? resolve(o.writableOverlay) : undefined,
+            maxConnections: o.maxConnections,
+            // Failures to accept a connection (out of file descriptors) are warnings: the export keeps serving.
+            onError: (err) => ctx.out.warn(err.message),
+            // Ends the opening (lock, manifest, index) with CANCELLED; not looked at once it listens.
+            signal,
+          });
+          const view = { backupId: exp.backupId, exportName: exp.exportName, uri: exp.uri, size: exp.size, readOnly: exp.readOnly };
+          const served = exp;
+          ctx.out.result(view, () =>
+            renderFields([
+              ['backup', served.backupId],
+              ['export', served.exportName],
+              ['uri', served.uri],
+              ['size', formatBytes(served.size)],
+              ['mode', served.readOnly ? 'read-only' : `writable (overlay ${o.writableOverlay})`],
+            ]) + '\nserving until interrupted (Ctrl-C)',
+          );
+          await untilAbort(signal);
+          await exp.close();
+        } finally {
+          removeHandlers();
+        }
       }),
     );
 }

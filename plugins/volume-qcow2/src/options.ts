@@ -1,0 +1,41 @@
+import { CairnError } from '@cairn/core';
+import type { Qcow2VolumeDriverOptions } from './qcow2-volume-driver.js';
+
+const DRIVER = 'qcow2';
+const STRINGS = ['runtimeDir', 'qemuImg', 'qemuStorageDaemon'] as const;
+const MILLISECONDS = ['commandTimeoutMs', 'qemuImgTimeoutMs', 'qemuImgStallMs'] as const;
+const KNOWN: ReadonlySet<string> = new Set(['directory', ...STRINGS, ...MILLISECONDS]);
+
+function invalid(option: string, message: string): CairnError {
+  return new CairnError('INVALID_INPUT', `option \`${option}\` ${message}`, { driver: DRIVER, details: { option } });
+}
+
+/**
+ * Validates the factory's options. `INVALID_INPUT` with `details.option` naming the bad option:
+ * `directory` missing, not a string or blank; `runtimeDir`, `qemuImg`, `qemuStorageDaemon` not a
+ * non-empty string; `commandTimeoutMs`, `qemuImgTimeoutMs`, `qemuImgStallMs` not a positive
+ * number; any unknown option (a misspelt `comandTimeoutMs` would otherwise be ignored without a
+ * word, the default used). Returns only the options given, known ones.
+ */
+export function parseQcow2VolumeOptions(raw: unknown): Qcow2VolumeDriverOptions {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('directory', 'is required: the options must be an object');
+  for (const name of Object.keys(raw)) {
+    if (!KNOWN.has(name)) throw invalid(name, `is unknown (known: ${[...KNOWN].join(', ')})`);
+  }
+  const o = raw as Record<string, unknown>;
+  if (typeof o.directory !== 'string' || o.directory.trim() === '') throw invalid('directory', 'is required and must be a non-empty string');
+  const options: Qcow2VolumeDriverOptions = { directory: o.directory };
+  for (const key of STRINGS) {
+    const v = o[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v.trim() === '') throw invalid(key, 'must be a non-empty string');
+    options[key] = v;
+  }
+  for (const key of MILLISECONDS) {
+    const v = o[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw invalid(key, 'must be a positive number of milliseconds');
+    options[key] = v;
+  }
+  return options;
+}
