@@ -87,8 +87,8 @@ export class ChunkIndex {
    * and are no longer waited for. A cancelled refresh leaves a view the next refresh completes:
    * the index objects it loaded before the abort are applied whole, each on its own; nothing is
    * applied after the abort (a read that returns late is dropped), and nothing is forgotten (that
-   * needs a whole listing). Without a signal (GC, which must see the store whole before it
-   * deletes), it runs to its end or fails.
+   * needs a whole listing). Without a signal, it runs to its end or fails. GC passes its own:
+   * it needs the store seen whole only to go on, and a GC whose refresh was cancelled stops.
    */
   async refresh(options: CallOptions = {}): Promise<void> {
     const { signal } = options;

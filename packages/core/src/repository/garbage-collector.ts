@@ -1,5 +1,5 @@
 import { CairnError, cancelledError, isCairnError, throwIfAborted } from '../errors.js';
-import { untilAborted } from '../util/until-aborted.js';
+import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
 import { guardDroppedCopies } from './dropped-copies.js';
 import { FETCH_BATCH } from './fetch-batches.js';
 import { copyForward, type CopiedForward } from './gc-repack.js';
@@ -110,7 +110,10 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   const threshold = options.repackThreshold ?? 0.25;
   const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
   if (!options.dryRun) await repo.upgradeFormat();
-  await repo.index.refresh();
+  // The signal ends the refresh at once, whatever the store does, and a refresh it ended applies
+  // nothing after the abort and forgets nothing (ChunkIndex.refresh): a cancelled GC leaves a view
+  // the next refresh completes, and stops before anything that needs the store seen whole.
+  await repo.index.refresh({ signal: options.signal });
   if (repo.index.damaged.size > 0) {
     // Verify of the whole repository reports each of them (verifier.ts), with the backups it breaks if any.
     throw new CairnError('CORRUPT', `index objects cannot be read: ${[...repo.index.damaged].map((id) => `index/${id}`).join(', ')}; run verify of the whole repository`);
@@ -136,12 +139,14 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // Pages no manifest names: a backup that failed or was deleted. Young ones may belong to a
   // backup still running elsewhere.
   const deadPages: string[] = [];
-  for await (const o of repo.store.list(Keys.chunkLists, { signal: options.signal })) {
+  // Every listing and read before the deletes ends with CANCELLED at once when the signal aborts,
+  // whatever the store does (one whose listing ignores the signal included).
+  for await (const o of eachUntilAborted(repo.store.list(Keys.chunkLists, { signal: options.signal }), options.signal)) {
     const pageId = o.key.slice(Keys.chunkLists.length);
     if (!pages.has(pageId) && now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
   }
   const packTimes = new Map<string, number>();
-  for await (const o of repo.store.list(Keys.packs, { signal: options.signal })) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
+  for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal: options.signal }), options.signal)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
   const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
   // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
   // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
@@ -197,7 +202,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
   const adopted = await adoptable(repo, unnamed, referenced, options.signal);
   const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
-  const { orphans: orphanEntries, unknown: unknownCatalogKeys } = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now);
+  const { orphans: orphanEntries, unknown: unknownCatalogKeys } = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now, options.signal);
   report.packsAdopted = adopted.packs.length;
   report.catalogKeysUnknown = unknownCatalogKeys.length;
   if (options.dryRun) {

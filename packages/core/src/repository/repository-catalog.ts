@@ -8,6 +8,7 @@ import { backupOrder, checkPageQuery, creationOrder, markerRecord, pageOf } from
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { parsedTime, readableTimes, withCanonicalTimes } from '../util/record-times.js';
+import { eachUntilAborted } from '../util/until-aborted.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import { spending, type LockHandle } from './repository-locks.js';
 import type { Repository } from './repository.js';
@@ -438,11 +439,13 @@ export interface VolumeEntryScan {
  * between deleting a record and its entry), last modified at least `graceMs` ago: younger ones
  * may belong to a record being written right now. Their keys, for GC to delete; and the keys
  * under `catalog/by-volume/` that volumeEntry does not read as entries, which GC leaves alone.
+ * `signal` (GC's) goes to both listings and ends the scan with `CANCELLED` at once when it
+ * aborts, whatever the store does.
  */
-export async function orphanVolumeEntries(repo: Repository, graceMs: number, now = Date.now()): Promise<VolumeEntryScan> {
-  const records = new Set(await recordIds(repo));
+export async function orphanVolumeEntries(repo: Repository, graceMs: number, now = Date.now(), signal?: AbortSignal): Promise<VolumeEntryScan> {
+  const records = new Set(await recordIds(repo, signal));
   const scan: VolumeEntryScan = { orphans: [], unknown: [] };
-  for await (const o of repo.store.list(PREFIX.byVolume)) {
+  for await (const o of eachUntilAborted(repo.store.list(PREFIX.byVolume, { signal }), signal)) {
     const entry = volumeEntry(o.key);
     if (!entry) scan.unknown.push(o.key);
     else if (!records.has(entry.backupId) && now - Date.parse(o.modifiedAt) >= graceMs) scan.orphans.push(o.key);
@@ -472,9 +475,12 @@ export async function deleteOrphanEntry(repo: Repository, key: string): Promise<
   return true;
 }
 
-/** The ids of every record in the repository, in no order. */
-async function recordIds(repo: Repository): Promise<string[]> {
+/**
+ * The ids of every record in the repository, in no order. `signal` goes to the listing and ends
+ * it with `CANCELLED` at once when it aborts, whatever the store does.
+ */
+async function recordIds(repo: Repository, signal?: AbortSignal): Promise<string[]> {
   const ids: string[] = [];
-  for await (const o of repo.store.list(PREFIX.backups)) ids.push(o.key.slice(PREFIX.backups.length));
+  for await (const o of eachUntilAborted(repo.store.list(PREFIX.backups, { signal }), signal)) ids.push(o.key.slice(PREFIX.backups.length));
   return ids;
 }
