@@ -69,8 +69,22 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
     expect(r.code, r.stderr).toBe(0);
   };
 
+  /** Serves `cwd` with `args`; the server is kept for `stop()` (and for afterAll, when a test fails first). */
+  const serve = async (args: string[] = []): Promise<ServedApi> => (server = await serveApi(cwd, args));
+
+  /**
+   * Serves `cwd` at `--max-data-jobs 1` and starts a backup of `a` that runs until cancelled,
+   * holding the only place; resolves with the server and that backup's 202 view.
+   */
+  const serveOneRunning = async (): Promise<{ server: ServedApi; first: any }> => {
+    const served = await serve(['--max-data-jobs', '1']);
+    const first = await backup(served, 'a', true);
+    expect(await viewUntil(served, first.id, holdsPlace)).toMatchObject({ state: 'running' });
+    return { server: served, first };
+  };
+
   it('at 1: a second and a third backup wait in order, their volumes untouched, until each one before them has ended; verify and gc do not wait', async () => {
-    server = await serveApi(cwd, ['--max-data-jobs', '1']);
+    const server = await serve(['--max-data-jobs', '1']);
     const first = await backup(server, 'a', true);
     const second = await backup(server, 'b', true);
     const third = await backup(server, 'c');
@@ -115,9 +129,7 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
   }, 120_000);
 
   it('a waiting backup or restore cancelled ends cancelled at once, having touched nothing; the job before it runs on', async () => {
-    server = await serveApi(cwd, ['--max-data-jobs', '1']);
-    const first = await backup(server, 'a', true);
-    expect(await viewUntil(server, first.id, holdsPlace)).toMatchObject({ state: 'running' });
+    const { server, first } = await serveOneRunning();
     const waiting = await backup(server, 'b');
     const restore = await server.call('POST', `/v1/backups/${earlier.id}/restore`, { newVolume: { name: 'restored' } });
     expect(restore.status).toBe(202);
@@ -150,9 +162,7 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
   }, 120_000);
 
   it('at 1, a restore waits for a running backup as a backup does, then restores', async () => {
-    server = await serveApi(cwd, ['--max-data-jobs', '1']);
-    const first = await backup(server, 'a', true);
-    expect(await viewUntil(server, first.id, holdsPlace)).toMatchObject({ state: 'running' });
+    const { server, first } = await serveOneRunning();
     const restore = await server.call('POST', `/v1/backups/${earlier.id}/restore`, { newVolume: { name: 'restored-later' } });
     expect((await server.call('GET', `/v1/jobs/${restore.json.id}`)).json).toMatchObject({ state: 'running', queued: true, queuePosition: 1, progress: { bytesDone: 0 } });
     await server.call('DELETE', `/v1/jobs/${first.id}`);
@@ -161,9 +171,7 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
   }, 120_000);
 
   it('shutdown cancels waiting backups with the running one: their records end error (CANCELLED), the volumes available, exit 0', async () => {
-    server = await serveApi(cwd, ['--max-data-jobs', '1']);
-    const first = await backup(server, 'a', true);
-    expect(await viewUntil(server, first.id, holdsPlace)).toMatchObject({ state: 'running' });
+    const { server, first } = await serveOneRunning();
     const waiting = await backup(server, 'b');
     expect((await server.call('GET', `/v1/jobs/${waiting.id}`)).json).toMatchObject({ queued: true, queuePosition: 1 });
     // Its volume is in no flow yet: another backup of it is accepted, and queued behind it (for the volume).
@@ -177,27 +185,25 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
   }, 120_000);
 
   it('a server killed while a backup waits leaves its record creating and its volume available; the next start recovers it, and the volume backs up again', async () => {
-    server = await serveApi(cwd, ['--max-data-jobs', '1']);
-    const first = await backup(server, 'a', true);
-    expect(await viewUntil(server, first.id, holdsPlace)).toMatchObject({ state: 'running' });
-    const waiting = await backup(server, 'b');
-    expect((await server.call('GET', `/v1/jobs/${waiting.id}`)).json).toMatchObject({ queued: true });
-    server.child.kill('SIGKILL');
-    await server.exit;
+    const { server: killed } = await serveOneRunning();
+    const waiting = await backup(killed, 'b');
+    expect((await killed.call('GET', `/v1/jobs/${waiting.id}`)).json).toMatchObject({ queued: true });
+    killed.child.kill('SIGKILL');
+    await killed.exit;
     server = undefined;
     // As the server left them (`backup show` and `volume show` do not recover): nothing blocks the volume.
     expect(await cairnJson(['backup', 'show', waiting.id], { cwd })).toMatchObject({ status: 'creating' });
     expect(await cairnJson(['volume', 'show', 'b'], { cwd })).toMatchObject({ status: 'available' });
-    server = await serveApi(cwd, ['--max-data-jobs', '1']);
-    expect((await server.call('GET', `/v1/backups/${waiting.id}`)).json).toMatchObject({ status: 'error' });
-    expect((await server.call('GET', '/v1/volumes/b')).json).toMatchObject({ status: 'available' });
-    const again = await backup(server, 'b');
-    expect(await settle(server, again.id)).toMatchObject({ state: 'succeeded' });
+    const restarted = await serve(['--max-data-jobs', '1']);
+    expect((await restarted.call('GET', `/v1/backups/${waiting.id}`)).json).toMatchObject({ status: 'error' });
+    expect((await restarted.call('GET', '/v1/volumes/b')).json).toMatchObject({ status: 'available' });
+    const again = await backup(restarted, 'b');
+    expect(await settle(restarted, again.id)).toMatchObject({ state: 'succeeded' });
     await stop();
   }, 120_000);
 
   it('by default four backups run at once and a fifth waits; with 0 none waits', async () => {
-    server = await serveApi(cwd);
+    let server = await serve();
     const running = [];
     for (const name of ['a', 'b', 'c', 'd']) running.push(await backup(server, name, true));
     for (const job of running) expect(await viewUntil(server, job.id, holdsPlace)).toMatchObject({ state: 'running' });
@@ -205,7 +211,7 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
     expect((await server.call('GET', `/v1/jobs/${fifth.id}`)).json).toMatchObject({ queued: true, queuePosition: 1 });
     await stop();
 
-    server = await serveApi(cwd, ['--max-data-jobs', '0']);
+    server = await serve(['--max-data-jobs', '0']);
     const slow = [];
     for (const name of VOLUMES) slow.push(await backup(server, name, true));
     // Each reads its first unit: all five hold their volume at once.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BackupManager, CairnError, ChunkedBackupService, MemoryCatalog, MemoryObjectStore, MemoryVolumeDriver, type Job } from '../src/index.js';
+import { BackupManager, CairnError, ChunkedBackupService, MemoryCatalog, MemoryObjectStore, MemoryVolumeDriver, type Job, type Volume } from '../src/index.js';
 import { FAST_KDF, MiB, ScriptedService, expectCode, filledVolume } from './helpers.js';
 
 /**
@@ -18,6 +18,13 @@ function rig(maxDataJobs?: number) {
   const catalog = new MemoryCatalog();
   const manager = new BackupManager({ volumes, targets: { scripted: service }, catalog, maxDataJobs });
   return { volumes, service, catalog, manager };
+}
+
+/** `count` volumes of 4 MiB in `volumes`, filled from seeds 1, 2, …, made one after another in that order. */
+async function seededVolumes(volumes: MemoryVolumeDriver, count: number): Promise<Volume[]> {
+  const made: Volume[] = [];
+  for (let seed = 1; seed <= count; seed++) made.push(await filledVolume(volumes, 4 * MiB, seed));
+  return made;
 }
 
 /** Waits (up to 2000 turns of the event loop's timers) until `done()` holds; fails the test when it never does. */
@@ -52,7 +59,7 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
 describe('BackupManager maxDataJobs: backups and restores beyond the limit wait in line', () => {
   it('at 1: later backups and a restore wait in the order they came, their volumes in no flow, until each one before them has ended', async () => {
     const { volumes, manager } = rig(1);
-    const [va, vb, vc] = [await filledVolume(volumes, 4 * MiB, 1), await filledVolume(volumes, 4 * MiB, 2), await filledVolume(volumes, 4 * MiB, 3)];
+    const [va, vb, vc] = await seededVolumes(volumes, 3);
     const earlier = await manager.backup({ volumeId: vc.id });
     const first = await manager.startBackup({ volumeId: va.id, readRate: 1 });
     await reading(first);
@@ -96,7 +103,7 @@ describe('BackupManager maxDataJobs: backups and restores beyond the limit wait 
 
   it('a newcomer goes behind the line, even when it comes just as a place is freed', async () => {
     const { volumes, manager } = rig(1);
-    const [va, vb, vc] = [await filledVolume(volumes, 4 * MiB, 1), await filledVolume(volumes, 4 * MiB, 2), await filledVolume(volumes, 4 * MiB, 3)];
+    const [va, vb, vc] = await seededVolumes(volumes, 3);
     const first = await manager.startBackup({ volumeId: va.id, readRate: 1 });
     await reading(first);
     const second = await manager.startBackup({ volumeId: vb.id, readRate: 1 });
@@ -116,7 +123,7 @@ describe('BackupManager maxDataJobs: backups and restores beyond the limit wait 
 
   it('a waiting backup or restore cancelled ends CANCELLED at once having touched nothing; the running one runs on and the line moves up', async () => {
     const { volumes, service, manager } = rig(1);
-    const [va, vb] = [await filledVolume(volumes, 4 * MiB, 1), await filledVolume(volumes, 4 * MiB, 2)];
+    const [va, vb] = await seededVolumes(volumes, 2);
     const earlier = await manager.backup({ volumeId: vb.id });
     const first = await manager.startBackup({ volumeId: va.id, readRate: 1 });
     await reading(first);
@@ -157,7 +164,7 @@ describe('BackupManager maxDataJobs: backups and restores beyond the limit wait 
 
   it('a job behind another flow of its volume shows its place in the volume\'s line, the lock\'s before the turns\'; holding the volume, it waits for a place', async () => {
     const { volumes, manager } = rig(1);
-    const [va, vb, vc] = [await filledVolume(volumes, 4 * MiB, 1), await filledVolume(volumes, 4 * MiB, 2), await filledVolume(volumes, 4 * MiB, 3)];
+    const [va, vb, vc] = await seededVolumes(volumes, 3);
     const earlier = await manager.backup({ volumeId: va.id });
     const running = await manager.startBackup({ volumeId: vb.id, readRate: 1 });
     await reading(running);
@@ -211,7 +218,7 @@ describe('BackupManager maxDataJobs: backups and restores beyond the limit wait 
 
   it('a server\'s shutdown (the signal every job was started with) ends the running job and the waiting ones CANCELLED: records error, volumes in no flow, no place kept', async () => {
     const { volumes, manager } = rig(1);
-    const [va, vb, vc] = [await filledVolume(volumes, 4 * MiB, 1), await filledVolume(volumes, 4 * MiB, 2), await filledVolume(volumes, 4 * MiB, 3)];
+    const [va, vb, vc] = await seededVolumes(volumes, 3);
     const earlier = await manager.backup({ volumeId: vc.id });
     const server = new AbortController();
     const signal = server.signal;
@@ -247,7 +254,7 @@ describe('BackupManager maxDataJobs: backups and restores beyond the limit wait 
     const repo = await ChunkedBackupService.open(new MemoryObjectStore('mem'), { name: 'repo', workers: 0, init: { chunkSize: 256 * 1024, packSize: MiB, kdf: FAST_KDF } });
     const manager = new BackupManager({ volumes, targets: { scripted, repo }, catalog: new MemoryCatalog(), maxDataJobs: 1 });
     try {
-      const [va, vb] = [await filledVolume(volumes, 4 * MiB, 1), await filledVolume(volumes, 4 * MiB, 2)];
+      const [va, vb] = await seededVolumes(volumes, 2);
       const earlier = await manager.backup({ volumeId: vb.id, target: 'repo' });
       const first = await manager.startBackup({ volumeId: va.id, readRate: 1 });
       await reading(first);

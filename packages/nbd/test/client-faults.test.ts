@@ -4,7 +4,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdBlockDevice, NbdClient } from '../src/index.js';
-import { outcome, sleep } from './helpers/outcome.js';
+import { sleep } from './helpers/outcome.js';
 import { tempDir } from './helpers/peers.js';
 import { BLOCK_STATUS, chunk, DONE, fakeServer, OFFSET_DATA, OFFSET_HOLE, offsetData, offsetHole, statusBody } from './helpers/raw-nbd.js';
 
@@ -100,9 +100,17 @@ describe('NbdClient block status replies', () => {
 });
 
 describe('NbdClient timeouts', () => {
-  /** A server that reads requests (DISC included) and never answers nor hangs up, even after the client's FIN. */
-  function silentServer(): { server: net.Server; sockets: net.Socket[] } {
-    return structuredServer(() => undefined, true);
+  /**
+   * A server that reads requests (DISC included) and never answers nor hangs up, even after the
+   * client's FIN; `readReceived` resolves once it has read a READ request.
+   */
+  function silentServer(): { server: net.Server; sockets: net.Socket[]; readReceived: Promise<void> } {
+    let received!: () => void;
+    const readReceived = new Promise<void>((resolve) => (received = resolve));
+    const { server, sockets } = structuredServer((req) => {
+      if (req.readUInt16BE(6) === 0) received();
+    }, true);
+    return { server, sockets, readReceived };
   }
 
   it('a request unanswered after requestTimeoutMs fails with UNAVAILABLE and closes the connection', async () => {
@@ -229,24 +237,49 @@ describe('NbdClient timeouts', () => {
   });
 
   /**
-   * A 1 MiB read the server sends as 16 OFFSET_DATA chunks of 64 KiB, one every 50 ms, stopping
-   * after `sent` of them; every other read is answered at once, its reply landing between two
-   * chunks of the large one (qemu interleaves replies so). Meanwhile the client reads 4 KiB every
-   * 40 ms. Resolves with what the large read came to, when, and how many small reads succeeded.
+   * A 1 MiB read the server sends as 16 OFFSET_DATA chunks of 64 KiB, stopping after `sent` of
+   * them; every other read is answered at once, its reply landing between two chunks of the large
+   * one (qemu interleaves replies so). Each chunk after the first is sent 50 ms after the one
+   * before it and only once a small read has been answered since that one: a count reached, not a
+   * number of reads hoped for in a time window. Meanwhile the client reads 4 KiB every 40 ms.
+   * Resolves with what the large read came to, when, and how many small reads succeeded.
    */
   async function chunkedReadAmidTraffic(sent: number): Promise<{ result: string; message?: string; ms: number; small: number; big: Buffer; got?: Buffer }> {
     const big = Buffer.alloc(MiB);
     for (let i = 0; i < big.length; i++) big[i] = i % 253;
     const piece = 64 * 1024;
+    let answered = 0; // small reads the server has answered
+    let onAnswer: (() => void) | undefined;
+    /** Resolves once more than `n` small reads have been answered. */
+    const answeredMoreThan = (n: number): Promise<void> =>
+      new Promise((resolve) => {
+        const check = (): void => (answered > n ? resolve() : void (onAnswer = check));
+        check();
+      });
     const { server, sockets } = structuredServer((req, s) => {
       const offset = Number(req.readBigUInt64BE(16));
       const length = req.readUInt32BE(24);
       if (length !== MiB) {
         s.write(chunk(req, DONE, OFFSET_DATA, offsetData(offset, Buffer.alloc(length, 0x88))));
+        answered++;
+        const wake = onAnswer;
+        onAnswer = undefined;
+        wake?.();
         return;
       }
       const chunks = Array.from({ length: MiB / piece }, (_, i) => chunk(req, i === MiB / piece - 1 ? DONE : 0, OFFSET_DATA, offsetData(i * piece, big.subarray(i * piece, (i + 1) * piece))));
-      void trickle(s, chunks.slice(0, sent), 50);
+      void (async () => {
+        let mark = answered;
+        for (let i = 0; i < sent; i++) {
+          if (i > 0) {
+            await sleep(50);
+            await answeredMoreThan(mark);
+          }
+          if (s.destroyed) return;
+          s.write(chunks[i]);
+          mark = answered;
+        }
+      })();
     });
     const c = await NbdClient.connect({ path: await listen(server), requestTimeoutMs: 300 });
     const started = Date.now();
@@ -280,7 +313,9 @@ describe('NbdClient timeouts', () => {
     expect(result).toBe('fulfilled');
     expect(got!.equals(big)).toBe(true);
     expect(ms).toBeGreaterThan(600);
-    expect(small).toBeGreaterThan(10); // newer reads were answered all along
+    // Newer reads were answered all along: one between every two chunks, so the one before the
+    // last chunk was sent after the 14th chunk (>= 650 ms in) and answered while the read was open.
+    expect(small).toBeGreaterThanOrEqual(15);
   });
 
   it('a large read whose reply chunks stop while newer reads are answered fails with UNAVAILABLE, counted from its last chunk', async () => {
@@ -289,16 +324,19 @@ describe('NbdClient timeouts', () => {
     // It failed by the per-request bound (bytes never stopped), not later than that by anything else.
     expect(message).toContain('though the server sent a reply chunk to a request sent');
     expect(ms).toBeGreaterThanOrEqual(340);
-    expect(small).toBeGreaterThan(5);
+    // Newer reads were answered: the one between the two chunks, and the one whose reply tripped
+    // the bound (it settles before the connection is closed).
+    expect(small).toBeGreaterThanOrEqual(2);
   });
 
   it('disconnect() gives up after disconnectTimeoutMs with UNAVAILABLE, failing what is in flight, and closes', async () => {
-    const { server, sockets } = silentServer();
+    const { server, sockets, readReceived } = silentServer();
     const c = await NbdClient.connect({ path: await listen(server), disconnectTimeoutMs: 200 });
     const read = c.read(0, 4096);
-    await sleep(20);
+    read.catch(() => undefined); // inspected below
+    await readReceived; // in flight: the server has it
     await expect(c.disconnect()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
-    expect(await outcome(read, 100)).toBe('UNAVAILABLE');
+    await expect(read).rejects.toMatchObject({ code: 'UNAVAILABLE' }); // the test's timeout is the bound
     for (const s of sockets) s.destroy();
   });
 
@@ -310,12 +348,13 @@ describe('NbdClient timeouts', () => {
   });
 
   it('NbdBlockDevice.close() does not hang on a server that stopped answering', async () => {
-    const { server, sockets } = silentServer();
+    const { server, sockets, readReceived } = silentServer();
     const device = await NbdBlockDevice.open({ path: await listen(server), disconnectTimeoutMs: 200 });
     const read = device.read(0, 4096);
-    await sleep(20);
+    read.catch(() => undefined); // inspected below
+    await readReceived; // in flight: the server has it
     await device.close().catch(() => undefined); // settles (the test's timeout is the bound)
-    expect(await outcome(read, 100)).toBe('UNAVAILABLE');
+    await expect(read).rejects.toMatchObject({ code: 'UNAVAILABLE' }); // the test's timeout is the bound
     for (const s of sockets) s.destroy();
   });
 });
