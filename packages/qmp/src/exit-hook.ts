@@ -48,8 +48,8 @@ function endLiveChildren(): void {
   const canWatch = existsSync('/proc/self/stat');
   if (canWatch) {
     const sleeper = new Int32Array(new SharedArrayBuffer(4));
-    const deadline = Date.now() + EXIT_QUIT_MS;
-    while (children.some(running) && Date.now() < deadline) Atomics.wait(sleeper, 0, 0, POLL_MS);
+    const deadline = performance.now() + EXIT_QUIT_MS; // monotonic: a wall-clock step neither cuts nor stretches the wait
+    while (children.some(running) && performance.now() < deadline) Atomics.wait(sleeper, 0, 0, POLL_MS);
   }
   for (const child of children) if (!canWatch || running(child)) child.kill('SIGKILL');
 }
