@@ -13,7 +13,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CairnError } from '@cairn/core';
 import { fsyncDir, fsyncDirStat } from './durable-fs.js';
-import { DRIVER, errnoOf, writeError } from './fs-errors.js';
+import { DRIVER, errnoOf, isAbsent, writeError } from './fs-errors.js';
 
 /** Bound on the directories remembered (the chunked repository's keys use a few hundred). */
 const REMEMBERED_MAX = 65_536;
@@ -32,24 +32,61 @@ export class DirectoryChain {
   /** Directories whose entries, and their ancestors' up to the root, are known durable, with their identities. */
   private readonly durable = new Map<string, string>();
 
+  /** The root's device and inode number from `pinRoot`; undefined: the root is not checked. */
+  private pinned: string | undefined;
+
   /** `root`: the store's directory, which is never created here. */
   constructor(private readonly root: string) {}
+
+  /**
+   * Pins the root to the directory `st` describes (its stat at open): from then on no directory is
+   * created (mkdirOne), and `ensure([])` returns the root for no write directly in it, unless the
+   * root's path still leads to that directory (same device and inode number). So a store on a mount
+   * point whose mount went away (or whose directory was replaced) writes nothing on what is now
+   * there. One stat(2) each time; none for a put under a directory known durable.
+   */
+  pinRoot(st: BigIntStats): void {
+    this.pinned = `${st.dev}:${st.ino}`;
+  }
+
+  /**
+   * Resolves when the root is not pinned or its path still leads to the directory pinned; else
+   * `UNAVAILABLE` (details.directory = the root): unmounted, replaced, or gone.
+   */
+  async checkRoot(): Promise<void> {
+    if (this.pinned === undefined) return;
+    const st = await stat(this.root, { bigint: true }).catch((err: unknown) => {
+      if (isAbsent(err)) return undefined;
+      throw writeError(err, `stat of the store's directory ${this.root}`);
+    });
+    if (st?.isDirectory() && `${st.dev}:${st.ino}` === this.pinned) return;
+    const message = `the store's directory ${this.root} is no longer the directory opened: unmounted or replaced`;
+    throw new CairnError('UNAVAILABLE', message, { driver: DRIVER, details: { directory: this.root } });
+  }
 
   /**
    * `root/segments…` (`root` itself for no segments), created one level at a time where
    * missing, returned once it and every directory between it and `root` has its entry fsynced
    * in its parent. Idempotent and safe against concurrent creators, in this process or others.
    * `CONFLICT` when a component exists as a file; `UNAVAILABLE` when `root` (or a directory on
-   * the way) is gone, for ENOSPC and for a failed fsync (the next call fsyncs again).
+   * the way) is gone, for ENOSPC and for a failed fsync (the next call fsyncs again). With the
+   * root pinned (pinRoot), `UNAVAILABLE` when it is no longer the directory pinned, checked for
+   * no segments, for a directory not known durable that exists, and before each mkdir.
    */
   async ensure(segments: readonly string[]): Promise<string> {
     const dir = join(this.root, ...segments);
-    if (segments.length === 0 || this.durable.has(dir)) return dir;
+    if (segments.length === 0) {
+      await this.checkRoot();
+      return dir;
+    }
+    if (this.durable.has(dir)) return dir;
     const st = await stat(dir).catch((err: unknown) => {
       if (errnoOf(err) === 'ENOENT') return undefined;
       throw errnoOf(err) === 'ENOTDIR' ? collision(segments, err) : writeError(err, `stat ${segments.join('/')}`);
     });
     if (st && !st.isDirectory()) throw collision(segments);
+    // One found existing (no mkdir below checks the root) may be the disk's under a mount gone.
+    if (st) await this.checkRoot();
     /** Levels known durable from earlier calls, checked below against what is at their paths now. */
     const remembered: string[] = [];
     for (let depth = 1; depth <= segments.length; depth++) {
@@ -119,9 +156,13 @@ export class DirectoryChain {
     for (let depth = 1; depth <= segments.length; depth++) this.durable.delete(join(this.root, ...segments.slice(0, depth)));
   }
 
-  /** Creates one level; an existing directory is fine (its creator may not have fsynced yet: the caller does). */
+  /**
+   * Creates one level; an existing directory is fine (its creator may not have fsynced yet: the
+   * caller does). With the root pinned, only while it is the directory pinned (checkRoot).
+   */
   private async mkdirOne(segments: readonly string[]): Promise<void> {
     const dir = join(this.root, ...segments);
+    await this.checkRoot();
     try {
       await mkdir(dir);
     } catch (err) {

@@ -11,8 +11,15 @@ export interface PosixObjectStoreOptions {
   directory: string;
   /**
    * Create `directory` (and its parents) when it does not exist. Default `true`. Set `false`
-   * for a mount point, so that a missing mount fails with `UNAVAILABLE` instead of writing
-   * backups to the disk under it.
+   * for a store on a mount, so that a missing mount fails with `UNAVAILABLE` instead of writing
+   * backups to the disk under it. With `false` the directory found at open is pinned (device and
+   * inode number): once its path leads elsewhere (the mount went away, the directory was
+   * replaced), every write that would create a directory or write directly in it fails
+   * `UNAVAILABLE` and creates nothing, until the path leads to that directory again (a file system
+   * mounted again may have another device number: open the store again). What this does not catch: a store opened while the
+   * mount is already missing. A bare mount point exists (empty) when unmounted, so a store opened
+   * on it then pins the disk under it; point `directory` at a subdirectory of the mount (made
+   * beforehand), which does not exist while unmounted, so that open fails `UNAVAILABLE`.
    */
   createDirectory?: boolean;
   /**

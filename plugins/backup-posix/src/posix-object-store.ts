@@ -85,12 +85,16 @@ export class PosixObjectStore implements ObjectStore {
     this.directory = resolve(parsed.directory);
     this.createDirectory = parsed.createDirectory ?? true;
     this.dirs = new DirectoryChain(this.directory);
-    this.reserve = new SpaceReserve(this.directory, parsed.reserveBytes ?? DEFAULT_RESERVE_BYTES);
+    this.reserve = new SpaceReserve(this.directory, parsed.reserveBytes ?? DEFAULT_RESERVE_BYTES, () => this.dirs.checkRoot());
   }
 
   /**
    * Builds a store and checks its directory: created when missing and `createDirectory` is not
-   * false, else `UNAVAILABLE` (details.option = `directory`). Unless `createDirectory` is false,
+   * false, else `UNAVAILABLE` (details.option = `directory`). With `createDirectory` false the
+   * directory found is pinned by its device and inode number: once its path leads elsewhere (the
+   * mount went away, the directory was replaced), every write that would create a directory or
+   * write directly in it (a key with no `/`, the space reserve) fails `UNAVAILABLE` and creates
+   * nothing (DirectoryChain.pinRoot). Unless `createDirectory` is false,
    * it is durable when this resolves (core's makeDirectories with `durable`: the parent of every
    * directory created is fsynced, and so, once per process, is the parent of one found existing,
    * whose maker, say a concurrent open, may still be fsyncing it). `INVALID_INPUT` (details.option = `directory`)
@@ -108,9 +112,12 @@ export class PosixObjectStore implements ObjectStore {
   private async checkDirectory(): Promise<void> {
     const details = { option: 'directory' };
     try {
-      if (!(await stat(this.directory)).isDirectory()) {
+      const st = await stat(this.directory, { bigint: true });
+      if (!st.isDirectory()) {
         throw new CairnError('INVALID_INPUT', `option directory: ${this.directory} is not a directory`, { driver: DRIVER, details });
       }
+      // A mount point: nothing is written unless its path still leads to this directory (pinRoot).
+      if (!this.createDirectory) this.dirs.pinRoot(st);
     } catch (err) {
       if (!isAbsent(err)) throw fsError(err, `option directory: ${this.directory}`);
       if (errnoOf(err) === 'ENOTDIR') throw this.notADirectory(err);

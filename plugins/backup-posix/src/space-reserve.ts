@@ -78,6 +78,8 @@ export class SpaceReserve {
     private readonly directory: string,
     /** Bytes of the reserve; 0 disables it. */
     readonly bytes: number,
+    /** Run before a creation writes anything in `directory` (its marker first); a rejection: no reserve. */
+    private readonly beforeCreate: () => Promise<void> = async () => {},
   ) {
     this.path = join(directory, RESERVE_NAME);
     this.marker = new ReserveMarker(directory);
@@ -187,6 +189,7 @@ export class SpaceReserve {
     const stopRefresh = keepFresh(() => fh);
     try {
       if (!(await this.fits())) return false;
+      await this.beforeCreate(); // the store's directory still the one opened (a mount point)
       giveBack = await this.marker.take();
       if (!giveBack) return await this.present(); // another creator is making it: see the contract
       if (await this.present()) return true; // made by the creator that held the marker before
