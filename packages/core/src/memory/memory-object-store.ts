@@ -69,7 +69,7 @@ export class MemoryObjectStore implements ObjectStore {
   async get(key: string, range?: ByteRange, options: CallOptions = {}): Promise<Buffer> {
     const o = this.lookup(key, options.signal);
     if (!range) return Buffer.from(o.data);
-    assertRange(range.offset, range.length, o.data.length, this.name);
+    assertRange(range.offset, range.length, o.data.length, this.name, `object ${key}`);
     return Buffer.from(o.data.subarray(range.offset, range.offset + range.length));
   }
 

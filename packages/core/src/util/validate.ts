@@ -11,10 +11,13 @@ export function assertVolumeSize(size: unknown, driver?: string): asserts size i
   }
 }
 
-/** Throws INVALID_INPUT unless `[offset, offset+length)` lies inside `[0, size)`. */
-export function assertRange(offset: number, length: number, size: number, driver?: string): void {
+/**
+ * Throws INVALID_INPUT unless `[offset, offset+length)` lies inside `[0, size)`; the message names
+ * `what` the range is of (default `the device`; an object store passes the object).
+ */
+export function assertRange(offset: number, length: number, size: number, driver?: string, what = 'the device'): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
-    throw new CairnError('INVALID_INPUT', `range [${offset}, +${length}) is outside the device of ${size} bytes`, {
+    throw new CairnError('INVALID_INPUT', `range [${offset}, +${length}) is outside ${what} of ${size} bytes`, {
       driver,
       details: { offset, length, size },
     });
