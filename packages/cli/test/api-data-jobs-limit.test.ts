@@ -128,6 +128,16 @@ describe('cairn serve --max-data-jobs: backups and restores beyond the limit wai
     await stop();
   }, 120_000);
 
+  it('at 1: the 202 of a backup or restore that will wait for a place says so (queued, queuedFor data-jobs, its position)', async () => {
+    const { server } = await serveOneRunning();
+    const waiting = await backup(server, 'b');
+    expect(waiting).toMatchObject({ state: 'running', queued: true, queuedFor: 'data-jobs', queuePosition: 1, progress: { bytesDone: 0 } });
+    const restore = await server.call('POST', `/v1/backups/${earlier.id}/restore`, { newVolume: { name: 'restored-queued' } });
+    expect(restore.status).toBe(202);
+    expect(restore.json).toMatchObject({ kind: 'restore', state: 'running', queued: true, queuedFor: 'data-jobs', queuePosition: 2 });
+    await stop();
+  }, 120_000);
+
   it('a waiting backup or restore cancelled ends cancelled at once, having touched nothing; the job before it runs on', async () => {
     const { server, first } = await serveOneRunning();
     const waiting = await backup(server, 'b');

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiContext } from '../src/api/api-context.js';
-import { parseJsonBody } from '../src/api/json-body.js';
+import { MAX_JSON_DEPTH, parseJsonBody } from '../src/api/json-body.js';
 import { JobTable } from '../src/api/jobs.js';
 import { ApiServer } from '../src/api/server.js';
 import { cairnJson, MiB, removeDir, serveApi, tempDir, writeRawImage, type ServedApi } from './helpers.js';
@@ -58,6 +58,26 @@ describe('cairn serve: a volume metadata key named __proto__, constructor or pro
     expect(Object.keys(after.json.metadata).sort()).toEqual(['__proto__', 'constructor', 'prototype']);
   });
 
+  it('a body nested too deeply (valid JSON) is 400 INVALID_INPUT too_deeply_nested, not "not valid JSON"; nothing changes', async () => {
+    const before = (await server.call('GET', `/v1/volumes/${volumeId}/metadata`)).json;
+    const deepObject = `{"metadata":${'{"a":'.repeat(50_000)}"x"${'}'.repeat(50_000)}}`;
+    const deepArray = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
+    for (const [method, path, body] of [
+      ['POST', `/v1/volumes/${volumeId}/metadata`, deepObject],
+      ['POST', '/v1/backups', deepArray],
+    ]) {
+      const r = await server.call(method, path, body);
+      expect(r.status, path).toBe(400);
+      expect(r.json.error, path).toEqual({
+        code: 'INVALID_INPUT',
+        message: `the request body is nested deeper than ${MAX_JSON_DEPTH} arrays and objects`,
+        details: { reason: 'too_deeply_nested', maxDepth: MAX_JSON_DEPTH },
+      });
+    }
+    expect((await server.call('GET', `/v1/volumes/${volumeId}/metadata`)).json).toEqual(before);
+    expect((await server.call('GET', '/v1/jobs')).json).toEqual([]);
+  });
+
   it('a field named __proto__ elsewhere is an unknown field (400 INVALID_INPUT naming it), not a way around the body schema', async () => {
     const r = await server.call('POST', '/v1/backups', '{"__proto__": {"admin": true}, "volumeId": "src"}');
     expect(r).toMatchObject({ status: 400, json: { error: { code: 'INVALID_INPUT' } } });
@@ -82,7 +102,19 @@ describe('request bodies are parsed into objects without a prototype: nothing a 
   });
 
   it('text that is not JSON is INVALID_INPUT', () => {
-    expect(() => parseJsonBody('{"a": ')).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', message: 'the request body is not valid JSON' }));
+    expect(() => parseJsonBody('{"a": ')).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', message: 'the request body is not valid JSON', details: { reason: 'malformed_json' } }));
+  });
+
+  it(`parseJsonBody takes nesting up to MAX_JSON_DEPTH (${MAX_JSON_DEPTH}) and refuses one more level with reason too_deeply_nested`, () => {
+    const nested = (depth: number) => `${'{"a":'.repeat(depth - 1)}[]${'}'.repeat(depth - 1)}`;
+    const body = parseJsonBody(nested(MAX_JSON_DEPTH)) as any;
+    let inner = body;
+    for (let i = 1; i < MAX_JSON_DEPTH; i++) {
+      expect(Object.getPrototypeOf(inner)).toBeNull();
+      inner = inner.a;
+    }
+    expect(inner).toEqual([]);
+    expect(() => parseJsonBody(nested(MAX_JSON_DEPTH + 1))).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', details: { reason: 'too_deeply_nested', maxDepth: MAX_JSON_DEPTH } }));
   });
 
   it('the server answers hostile bodies and leaves Object.prototype untouched', async () => {

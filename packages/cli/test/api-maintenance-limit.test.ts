@@ -62,6 +62,25 @@ describe('cairn serve: the limit on verify and gc jobs', () => {
     expect(await settle(server, again.json.id)).toMatchObject({ kind: 'gc', state: 'succeeded' });
   }, 120_000);
 
+  it('--max-maintenance-jobs 1: a reset-state to available (it verifies) counts as a verify; one to error does not', async () => {
+    server = await serveApi(cwd, ['--max-maintenance-jobs', '1', '--keep-jobs', '50']);
+    const verify = await server.call('POST', '/v1/verify', {});
+    expect(verify.status).toBe(202);
+    const reset = await server.call('POST', `/v1/backups/${backupId}/reset-state`, { state: 'available' });
+    expect(reset).toMatchObject({ status: 409, json: { error: { code: 'BUSY', details: { running: 1, limit: 1 } } } });
+    // A reset to error reads no data: not counted (an unknown backup is its 404, not BUSY).
+    expect((await server.call('POST', '/v1/backups/no-such-backup/reset-state', { state: 'error' })).status).toBe(404);
+    expect(await settle(server, verify.json.id)).toMatchObject({ state: 'succeeded' });
+    // Running, the reset to available holds the one place: a verify meanwhile is BUSY.
+    const running = await server.call('POST', `/v1/backups/${backupId}/reset-state`, { state: 'available' });
+    expect(running.status).toBe(202);
+    expect(await server.call('POST', '/v1/verify', {})).toMatchObject({ status: 409, json: { error: { code: 'BUSY', details: { running: 1, limit: 1 } } } });
+    expect(await settle(server, running.json.id)).toMatchObject({ kind: 'reset-state', state: 'succeeded', result: { status: 'available' } });
+    expect((await server.call('POST', '/v1/verify', {})).status).toBe(202);
+    expect((await server.stop()).code).toBe(0);
+    server = undefined;
+  }, 120_000);
+
   it('--max-maintenance-jobs takes a whole number from 1 to 64: anything else is a usage error (exit 2)', async () => {
     for (const bad of ['0', '65', '1.5', 'two', '-1']) {
       expect((await cairn(['serve', '--listen', '127.0.0.1:0', '--max-maintenance-jobs', bad], { cwd })).code, bad).toBe(2);

@@ -76,7 +76,12 @@ class Entry {
    */
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly spec: JobSpec, onEnd: (e: Entry) => void) {
+  /** `maintenance`: counts against the table's maxMaintenance while it runs. */
+  constructor(
+    readonly spec: JobSpec,
+    onEnd: (e: Entry) => void,
+    readonly maintenance = false,
+  ) {
     this.settled = spec.outcome.then(
       ({ result, error }) => this.end(error === undefined ? 'succeeded' : 'failed', result, error),
       (err: unknown) => this.end(isCairnError(err) && err.code === 'CANCELLED' ? 'cancelled' : 'failed', undefined, err),
@@ -134,7 +139,11 @@ class Entry {
   }
 }
 
-/** Kinds of job that read a whole repository or backup to check or sweep it, of which a server runs at most `maxMaintenance` at once. */
+/**
+ * Kinds of job that read a whole repository or backup to check or sweep it, of which a server runs
+ * at most `maxMaintenance` at once, with the starts passed `maintenance` (a reset-state to
+ * `available`, which verifies the backup).
+ */
 export const MAINTENANCE_KINDS: ReadonlySet<ApiJobKind> = new Set(['verify', 'gc']);
 /** Default `maxMaintenance` (`cairn serve --max-maintenance-jobs`). */
 export const DEFAULT_MAX_MAINTENANCE_JOBS = 2;
@@ -184,10 +193,15 @@ export class JobTable {
 
   /** Follows a started job and returns its view. After `shutdown` began, the job is cancelled at once. */
   add(spec: JobSpec): JobView {
-    const entry = new Entry(spec, (e) => this.onEnd(e));
+    return this.follow(spec, false).view();
+  }
+
+  /** `maintenance`: the job counts against `maxMaintenance` (those of MAINTENANCE_KINDS always do). */
+  private follow(spec: JobSpec, maintenance: boolean): Entry {
+    const entry = new Entry(spec, (e) => this.onEnd(e), maintenance || MAINTENANCE_KINDS.has(spec.kind));
     this.entries.set(spec.id, entry);
     if (this.closing) this.requestCancel(entry, 'the server is shutting down');
-    return entry.view();
+    return entry;
   }
 
   /**
@@ -196,8 +210,10 @@ export class JobTable {
    * and waited for too, never left running after shutdown resolved. `begin` gets a signal that
    * shutdown aborts with CANCELLED, for the validation and waits of a start (the manager's
    * startBackup/startRestore take it, and link their job to it). Rejects as `begin` does, adding nothing.
+   * Resolves with the job's view; a manager's job (one with `queued`) once it shows its first
+   * wait, so that the view says whether it waits in a line (`queued`) and for what.
    *
-   * With `maintenance` (a verify or gc), refused with `BUSY` before `begin` is called (nothing is
+   * With `maintenance` (a verify, a gc, a reset-state to `available`), refused with `BUSY` before `begin` is called (nothing is
    * started; `details: {running, limit}`) while `maxMaintenance` such jobs run or are being
    * started: each reads a whole repository or backup, and a client must not start any number.
    */
@@ -206,7 +222,7 @@ export class JobTable {
     if (maintenance) {
       const running = this.maintenanceJobs();
       if (running >= this.maxMaintenance) {
-        throw new CairnError('BUSY', `${running} verify or gc job(s) are running, the most this server runs at once: retry once one has ended`, {
+        throw new CairnError('BUSY', `${running} verify, gc or reset-state (to available) job(s) are running, the most this server runs at once: retry once one has ended`, {
           details: { running, limit: this.maxMaintenance },
         });
       }
@@ -219,11 +235,17 @@ export class JobTable {
       () => {},
     );
     this.starting.set(pending, { controller, maintenance });
+    let entry: Entry;
     try {
-      return this.add(await begun);
+      entry = this.follow(await begun, maintenance);
     } finally {
       this.starting.delete(pending);
     }
+    // A manager's job comes to its first wait (its volume, or a place among the data jobs) within
+    // microtasks of its start, seen once the event loop has turned (core's Job.queued): the view
+    // returned (the 202) then says whether it waits (`queued`, `queuedFor`, `queuePosition`).
+    if (entry.spec.queued) await new Promise<void>((resolve) => setImmediate(resolve));
+    return entry.view();
   }
 
   /** The view of job `id`. `NOT_FOUND` for an unknown or forgotten job. */
@@ -239,10 +261,10 @@ export class JobTable {
       .sort((a, b) => ordinal(a.startedAt, b.startedAt));
   }
 
-  /** Jobs of MAINTENANCE_KINDS running, and maintenance starts in flight. */
+  /** Maintenance jobs running (MAINTENANCE_KINDS, and those started with `maintenance`), and maintenance starts in flight. */
   private maintenanceJobs(): number {
     let n = 0;
-    for (const e of this.entries.values()) if (e.state === 'running' && MAINTENANCE_KINDS.has(e.spec.kind)) n++;
+    for (const e of this.entries.values()) if (e.state === 'running' && e.maintenance) n++;
     for (const s of this.starting.values()) if (s.maintenance) n++;
     return n;
   }

@@ -152,7 +152,8 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
   });
 
   // Cinder's backup-reset-state. A reset to available verifies the backup's data, which takes as
-  // long as a verify: a job, as verify is. Unknown backup and invalid body: refused here; the
+  // long as a verify: a job, as verify is, counted as one against --max-maintenance-jobs (BUSY
+  // beyond it); a reset to error reads no data and is not. Unknown backup and invalid body: refused here; the
   // manager's refusals (a job still working on the record: CONFLICT) and verify's are the job's.
   addRoute(app, {
     method: 'POST',
@@ -167,7 +168,7 @@ export function registerBackupRoutes(app: FastifyInstance, api: ApiContext): voi
         const fields = { kind: 'reset-state' as const, backupId: backup.id, volumeId: backup.volumeId, target: backup.service };
         // The reset's outcome is the job's: a cancel stops its verify (CANCELLED), not its writes.
         return apiJob(fields, async (signal, progress) => ({ result: backupJson(await manager.resetState(backup.id, state, { signal, progress })) }));
-      });
+      }, { maintenance: state === 'available' });
       reply.header('location', jobLocation(view.id));
       return view;
     },

@@ -1,11 +1,12 @@
-import { METHODS as HTTP_METHODS, STATUS_CODES } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { METHODS as HTTP_METHODS } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { CairnError } from '@cairn/core';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ApiContext } from './api-context.js';
 import { bearerCheck, localClientCheck, type ListenAddress } from './auth.js';
 import type { TlsFiles } from './tls.js';
-import { clientErrorResponse, errorResponse, forOperator, HttpError } from './errors.js';
+import { errorResponse, forOperator, HttpError } from './errors.js';
+import { ClientErrors } from './client-error.js';
 import { ConnectionLimit, DEFAULT_MAX_CONNECTIONS } from './connection-limit.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
@@ -118,6 +119,7 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
       return err;
     }
   };
+  const clientErrors = new ClientErrors();
   const app = Fastify({
     ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key, ...checking } } : { http: checking }),
     requestTimeout: timeouts.requestTimeoutMs,
@@ -133,9 +135,11 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
     // Errors fastify raises before routing (a URL that cannot be decoded) get the API's shape too,
     // and, like every request, are answered only once authenticated: without the token, 401.
     frameworkErrors: (err, request, reply) => sendError(reply, authenticated(request) ?? err, options),
-    // And so do requests Node's HTTP parser refuses (timeout, headers too large, not HTTP).
-    clientErrorHandler: sendClientError,
+    // And so do requests Node's HTTP parser refuses (timeout, headers too large, not HTTP), once
+    // the answers owed before them on the connection are sent (ClientErrors).
+    clientErrorHandler: clientErrors.handle,
   });
+  clientErrors.install(app.server);
 
   // Bodies are JSON only (text/plain is refused with 415); an empty JSON body is "no body". Keys
   // are data (parseJsonBody): `__proto__` or `constructor` is a key like any other.
@@ -179,20 +183,6 @@ function sendError(reply: FastifyReply, err: unknown, options: ApiServerOptions)
   const r = errorResponse(err);
   if (forOperator(err, r.status)) options.onServerError?.(err);
   return reply.code(r.status).headers(r.headers).send(r.body);
-}
-
-/**
- * Answers a request Node's HTTP parser refused (see clientErrorResponse) on its socket, then
- * closes the connection: what follows on it cannot be parsed. A reset socket gets nothing.
- */
-function sendClientError(err: Error, socket: Socket): void {
-  if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
-  const { status, body } = clientErrorResponse(err);
-  const text = JSON.stringify(body);
-  if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
-  }
-  socket.destroy(err);
 }
 
 /** Records the methods of every route as it is added (the fillers of addMethodNotAllowed excepted). */
