@@ -24,6 +24,7 @@ import { destroyView, prepareView, startView, type FleecingView } from './fleeci
 import { qcow2ImageFacts } from './image-header.js';
 import { holdImage } from './image-hold.js';
 import { OtherInstances } from './other-instances.js';
+import { parseQcow2VolumeOptions } from './options.js';
 import { Qcow2Checkpoints } from './qcow2-checkpoints.js';
 import { QemuImg } from './qemu-img.js';
 import { RecordStore } from './record-store.js';
@@ -78,15 +79,6 @@ export interface Qcow2VolumeDriverOptions {
   qemuImgStallMs?: number;
 }
 
-/** A positive finite number of milliseconds, or undefined; else `INVALID_INPUT` naming the option. */
-function optionalMs(options: Qcow2VolumeDriverOptions, key: 'commandTimeoutMs' | 'qemuImgTimeoutMs' | 'qemuImgStallMs', driver: string): number | undefined {
-  const v = options[key];
-  if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
-    throw new CairnError('INVALID_INPUT', `option \`${key}\` must be a positive number of milliseconds`, { driver });
-  }
-  return v;
-}
-
 /** `volume` with what its image lacks (qcow2ImageFacts): no changed-block tracking for a qcow2 version 2 image. */
 function withImageCapabilities(volume: Volume, facts: { holdsBitmaps?: boolean }): Volume {
   return facts.holdsBitmaps === false ? { ...volume, capabilities: { changedBlockTracking: false } } : volume;
@@ -118,18 +110,17 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   private readonly others: OtherInstances;
   private readonly views = new Map<string, FleecingView>();
 
-  constructor(options: Qcow2VolumeDriverOptions) {
-    if (typeof options?.directory !== 'string' || options.directory.trim() === '') {
-      throw new CairnError('INVALID_INPUT', 'option `directory` is required and must be a non-empty string', { driver: this.name });
-    }
-    const timeout = optionalMs(options, 'commandTimeoutMs', this.name);
+  /** `INVALID_INPUT` naming the option for a wrong or unknown option (parseQcow2VolumeOptions), as the plugin factory. */
+  constructor(given: Qcow2VolumeDriverOptions) {
+    const options = parseQcow2VolumeOptions(given);
+    const timeout = options.commandTimeoutMs;
     // The daemon's sockets (qmp.sock, nbd.sock: same length) go in a directory under it: a
     // configured one too deep is refused here, not at the first attach; unset, a deep $TMPDIR gives way to /tmp.
     const runtimeDir = resolveRuntimeDir(options.runtimeDir, this.name);
     this.store = new RecordStore(options.directory, this.name, newId());
     this.qemuImg = new QemuImg(options.qemuImg ?? 'qemu-img', this.name, {
-      timeoutMs: optionalMs(options, 'qemuImgTimeoutMs', this.name) ?? DEFAULT_QEMU_IMG_TIMEOUT_MS,
-      stallMs: optionalMs(options, 'qemuImgStallMs', this.name) ?? DEFAULT_QEMU_IMG_STALL_MS,
+      timeoutMs: options.qemuImgTimeoutMs ?? DEFAULT_QEMU_IMG_TIMEOUT_MS,
+      stallMs: options.qemuImgStallMs ?? DEFAULT_QEMU_IMG_STALL_MS,
     });
     this.runtime = new Runtime({
       driver: this.name,

@@ -37,6 +37,10 @@ describe('qcow2VolumeModule', () => {
         message: expect.stringContaining(`\`${key}\``),
         details: { option: key },
       });
+      // The constructor, which a deployment may call directly, refuses it the same way.
+      expect(() => new Qcow2VolumeDriver({ directory: '/tmp/x', [key]: 1000 } as unknown as ConstructorParameters<typeof Qcow2VolumeDriver>[0])).toThrow(
+        expect.objectContaining({ code: 'INVALID_INPUT', details: { option: key } }),
+      );
     }
     // A bad known option names itself in details.option as well.
     await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', qemuImg: 7 })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option: 'qemuImg' } });
