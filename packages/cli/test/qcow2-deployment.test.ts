@@ -36,7 +36,10 @@ describe('cairn with the qcow2 volume driver', () => {
   async function daemonsOf(pid: number): Promise<number[]> {
     const found: number[] = [];
     for (const name of await readdir(join(cwd, 'run')).catch(() => [] as string[])) {
-      const owner = await readFile(join(cwd, 'run', name, 'owner'), 'utf8').then((t) => JSON.parse(t) as { pid: number; daemonPid?: number }, () => undefined);
+      // Missing, or caught while it is being written (empty or cut short): not there yet, looked at again at the next poll.
+      const owner = await readFile(join(cwd, 'run', name, 'owner'), 'utf8')
+        .then((t) => JSON.parse(t) as { pid: number; daemonPid?: number })
+        .catch(() => undefined);
       if (owner?.pid === pid && owner.daemonPid) found.push(owner.daemonPid);
     }
     return found;
