@@ -51,6 +51,13 @@ const editManifest = (entries: Entry[], edit: (m: any) => void): Entry[] => {
   return [{ ...entries[0]!, data: Buffer.from(JSON.stringify(m, null, 2)) }, ...entries.slice(1)];
 };
 
+/** A copy of `b` with the byte at `at` inverted: always a change, whatever the byte was (setting it to a constant is not). */
+const flipped = (b: Buffer, at: number): Buffer => {
+  const copy = Buffer.from(b);
+  copy[at]! ^= 0xff;
+  return copy;
+};
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const resum = (entries: Entry[]) => {
   const body = entries.filter((e) => e.name !== 'SHA256SUMS').map((e) => `${sha(e.data)}  ${e.name}`).join('\n');
@@ -108,7 +115,7 @@ describe('cairn backup export/import (archives)', () => {
 
   it('backup import of a damaged archive of an id already present is ALREADY_EXISTS (exit 4): the id is claimed before the data is read', async () => {
     const bad = join(cwd, 'bad-present.tar');
-    await writeEntries(bad, entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e)));
+    await writeEntries(bad, entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: flipped(e.data, 100) } : e)));
     const before = await listTree(other);
     const r = await cairn(['backup', 'import', bad, '--json'], { cwd: other });
     expect(r.code, r.stderr).toBe(4);
@@ -122,7 +129,7 @@ describe('cairn backup export/import (archives)', () => {
   });
 
   const refused: [string, () => Entry[], number, string][] = [
-    ['a flipped byte in a data entry', () => entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e)), 5, 'CORRUPT'],
+    ['a flipped byte in a data entry', () => entries.map((e) => (e.name.startsWith('data/') ? { ...e, data: flipped(e.data, 100) } : e)), 5, 'CORRUPT'],
     ['an entry escaping the target (../)', () => resum([entries[0]!, { name: '../escape.bin', data: Buffer.from('x') }, ...entries.slice(1)]), 2, 'INVALID_INPUT'],
     ['an absolute entry name', () => resum([entries[0]!, { name: '/tmp/abs.bin', data: Buffer.from('x') }, ...entries.slice(1)]), 2, 'INVALID_INPUT'],
     ['a duplicated entry name', () => resum([entries[0]!, entries[1]!, entries[1]!, ...entries.slice(2)]), 2, 'INVALID_INPUT'],
@@ -165,7 +172,7 @@ describe('cairn backup export/import (archives)', () => {
 
   it('readArchive of a damaged archive rejects with CORRUPT and leaves no file of its staging open', async () => {
     const bad = join(cwd, 'bad-fds.tar');
-    await writeEntries(bad, resum(entries.map((e, i) => (e.name.startsWith('data/') && i === entries.length - 2 ? { ...e, data: Buffer.from(e.data).fill(7, 100, 101) } : e))));
+    await writeEntries(bad, resum(entries.map((e, i) => (e.name.startsWith('data/') && i === entries.length - 2 ? { ...e, data: flipped(e.data, 100) } : e))));
     const open = () => readdirSync('/proc/self/fd').length;
     const before = open();
     await expect(readArchive(bad)).rejects.toMatchObject({ code: 'CORRUPT' });
