@@ -35,6 +35,7 @@ export { memoryModule } from './memory/memory-module.js';
 
 export * from './util/extents.js';
 export * from './util/validate.js';
+export { knownOptions, optionError } from './util/driver-options.js';
 export { KeyedMutex } from './util/keyed-mutex.js';
 export { releaseSharedBuffers } from './util/buffer-pool.js';
 export { RateBudget, throttleReads } from './util/read-rate.js';

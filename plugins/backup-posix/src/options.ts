@@ -1,5 +1,5 @@
 import { isAbsolute } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { knownOptions, optionError } from '@cairn/core';
 import { DRIVER } from './fs-errors.js';
 
 /** Options of the `posix` object store. */
@@ -30,11 +30,8 @@ export interface PosixObjectStoreOptions {
   reserveBytes?: number;
 }
 
-const KNOWN = new Set(['directory', 'createDirectory', 'reserveBytes']);
-
-function invalid(option: string, message: string): CairnError {
-  return new CairnError('INVALID_INPUT', `option ${option}: ${message}`, { driver: DRIVER, details: { option } });
-}
+const KNOWN = ['directory', 'createDirectory', 'reserveBytes'] as const;
+const invalid = (option: string, problem: string) => optionError(DRIVER, option, problem);
 
 /**
  * Validates factory options. `INVALID_INPUT` with `details.option` naming the bad option:
@@ -42,12 +39,8 @@ function invalid(option: string, message: string): CairnError {
  * `reserveBytes` not a non-negative safe integer; any unknown option (a typo would otherwise be
  * ignored silently).
  */
-export function parsePosixOptions(raw: Record<string, unknown>): PosixObjectStoreOptions {
-  if (raw === null || typeof raw !== 'object') throw invalid('directory', 'options must be an object');
-  for (const name of Object.keys(raw)) {
-    if (!KNOWN.has(name)) throw invalid(name, 'unknown option');
-  }
-  const { directory, createDirectory, reserveBytes } = raw;
+export function parsePosixOptions(raw: unknown): PosixObjectStoreOptions {
+  const { directory, createDirectory, reserveBytes } = knownOptions(raw, KNOWN, DRIVER, 'directory');
   if (typeof directory !== 'string' || directory === '') throw invalid('directory', 'is required (an absolute path)');
   if (!isAbsolute(directory)) throw invalid('directory', `must be an absolute path, got ${JSON.stringify(directory)}`);
   if (directory.includes('\0')) throw invalid('directory', 'must not contain NUL');

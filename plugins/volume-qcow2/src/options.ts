@@ -1,14 +1,11 @@
-import { CairnError } from '@cairn/core';
+import { knownOptions, optionError } from '@cairn/core';
 import type { Qcow2VolumeDriverOptions } from './qcow2-volume-driver.js';
 
 const DRIVER = 'qcow2';
 const STRINGS = ['runtimeDir', 'qemuImg', 'qemuStorageDaemon'] as const;
 const MILLISECONDS = ['commandTimeoutMs', 'qemuImgTimeoutMs', 'qemuImgStallMs'] as const;
-const KNOWN: ReadonlySet<string> = new Set(['directory', ...STRINGS, ...MILLISECONDS]);
-
-function invalid(option: string, message: string): CairnError {
-  return new CairnError('INVALID_INPUT', `option \`${option}\` ${message}`, { driver: DRIVER, details: { option } });
-}
+const KNOWN = ['directory', ...STRINGS, ...MILLISECONDS] as const;
+const invalid = (option: string, problem: string) => optionError(DRIVER, option, problem);
 
 /**
  * Validates the factory's options. `INVALID_INPUT` with `details.option` naming the bad option:
@@ -18,11 +15,7 @@ function invalid(option: string, message: string): CairnError {
  * word, the default used). Returns only the options given, known ones.
  */
 export function parseQcow2VolumeOptions(raw: unknown): Qcow2VolumeDriverOptions {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('directory', 'is required: the options must be an object');
-  for (const name of Object.keys(raw)) {
-    if (!KNOWN.has(name)) throw invalid(name, `is unknown (known: ${[...KNOWN].join(', ')})`);
-  }
-  const o = raw as Record<string, unknown>;
+  const o = knownOptions(raw, KNOWN, DRIVER, 'directory');
   if (typeof o.directory !== 'string' || o.directory.trim() === '') throw invalid('directory', 'is required and must be a non-empty string');
   const options: Qcow2VolumeDriverOptions = { directory: o.directory };
   for (const key of STRINGS) {
