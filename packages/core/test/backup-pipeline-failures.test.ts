@@ -12,6 +12,7 @@ import { CairnError, ChunkedBackupService, MemoryObjectStore, type ByteRange, ty
 import type { ChunkProcessor } from '../src/repository/chunk-processor.js';
 import { BufferDevice, CHUNK, job, pattern, record, restored, backUp } from './buffer-backups.js';
 import { FAST_KDF, MiB, closedAfterEach, keys } from './helpers.js';
+import { cancelOnceHung } from './hang-helpers.js';
 import { tick, within } from './settle.js';
 
 const keep = closedAfterEach();
@@ -160,21 +161,6 @@ class HangingStore extends MemoryObjectStore {
   }
 }
 
-/**
- * Starts a backup with `start` (given a new signal), aborts it once `store` has hung a call and
- * 100 ms more have passed, and expects it to reject CANCELLED within 2 s leaving no abort listener.
- */
-async function cancelOnceHung(store: HangingStore, start: (signal: AbortSignal) => Promise<unknown>): Promise<void> {
-  const abort = new AbortController();
-  const p = start(abort.signal);
-  p.catch(() => undefined);
-  while (store.hung === 0) await tick();
-  await tick(100);
-  abort.abort();
-  await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
-  expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
-}
-
 describe('a backup cancelled at each stage', () => {
   it('while the device read is in progress: CANCELLED once it returns, no listener left', async () => {
     const store = new MemoryObjectStore('mem');
@@ -197,7 +183,7 @@ describe('a backup cancelled at each stage', () => {
     p.catch(() => undefined);
     while (reads < 6) await tick();
     release();
-    await expect(within(p, 5000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(within(p, 20_000)).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
     await recovers(service, store, 'b2');
   });
@@ -214,7 +200,7 @@ describe('a backup cancelled at each stage', () => {
       if (++calls === 4) abort.abort();
       return r;
     };
-    await expect(within(backUp(service, 'b1', pattern(32 * MiB, 6), undefined, undefined, abort.signal), 5000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(within(backUp(service, 'b1', pattern(32 * MiB, 6), undefined, undefined, abort.signal), 20_000)).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
     pool.process = process;
     await recovers(service, store, 'b2');
@@ -225,7 +211,7 @@ describe('a backup cancelled at each stage', () => {
       const store = new HangingStore('put', prefix);
       const service = await open(store, 2);
       store.hang = true;
-      await cancelOnceHung(store, (signal) => backUp(service, 'b1', pattern(8 * MiB, 7), undefined, undefined, signal));
+      await cancelOnceHung(store, (signal) => backUp(service, 'b1', pattern(8 * MiB, 7), undefined, undefined, signal), 100);
       store.hang = false;
       await recovers(service, store, 'b2');
     });
@@ -248,17 +234,17 @@ describe('a backup to a slow store', () => {
     const abort = new AbortController();
     const p = service.backup(job(record('b1', data.length), undefined, abort.signal), { device });
     p.catch(() => undefined);
-    while (store.hung === 0) await tick();
+    // 2 workers: 12 slots of 1 MiB (4 per worker + 4), 2 packs of 1 MiB uploading, one filling:
+    // the reads reach 12 MiB whatever the machine's load (a test timeout says they never did), then
+    // stop; a queue of sealed blobs with no bound would read the whole 64 MiB.
+    while (store.hung === 0 || read < 12 * MiB) await tick();
     for (let last = -1; last !== read; ) {
       last = read;
       await tick(200);
     }
-    // 2 workers: 12 slots of 1 MiB (4 per worker + 4), 2 packs of 1 MiB uploading, one filling;
-    // a queue of sealed blobs with no bound would read the whole 64 MiB.
-    expect(read).toBeGreaterThanOrEqual(12 * MiB);
     expect(read).toBeLessThanOrEqual(16 * MiB);
     abort.abort();
-    await expect(within(p, 2000)).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(within(p, 20_000)).rejects.toMatchObject({ code: 'CANCELLED' });
   });
 });
 
@@ -269,7 +255,7 @@ describe("an incremental cancelled while its parent's chunk list pages cannot be
     const first = pattern(8 * MiB, 1);
     const b1 = await backUp(service, 'b1', first);
     store.hang = true;
-    await cancelOnceHung(store, (signal) => backUp(service, 'b2', pattern(8 * MiB, 2), b1, [{ offset: 0, length: MiB }], signal));
+    await cancelOnceHung(store, (signal) => backUp(service, 'b2', pattern(8 * MiB, 2), b1, [{ offset: 0, length: MiB }], signal), 100);
     expect(await keys(store, 'manifests/')).toEqual([`manifests/${b1.id}`]);
     store.hang = false;
     const second = Buffer.concat([pattern(MiB, 3), first.subarray(MiB)]);

@@ -1,5 +1,25 @@
 /** A memory store whose chosen calls hang until released, for tests of calls cancelled while the store hangs. */
+import { getEventListeners } from 'node:events';
+import { expect } from 'vitest';
 import { MemoryObjectStore, type ByteRange, type CallOptions, type ObjectInfo } from '../src/index.js';
+import { tick, within } from './settle.js';
+
+/**
+ * Starts `start` with a new signal, aborts it once `store` has hung a call (and `settleMs` more
+ * have passed, for other stages to get stuck too), and expects the call to reject CANCELLED
+ * without waiting for the store (the bound of 20 s only tells "never" from "settled": the held
+ * calls answer at the earliest at release()) and to leave no listener on the signal.
+ */
+export async function cancelOnceHung(store: { readonly hung: number }, start: (signal: AbortSignal) => Promise<unknown>, settleMs = 0): Promise<void> {
+  const abort = new AbortController();
+  const p = start(abort.signal);
+  p.catch(() => undefined);
+  while (store.hung === 0) await tick();
+  if (settleMs > 0) await tick(settleMs);
+  abort.abort();
+  await expect(within(p, 20_000)).rejects.toMatchObject({ code: 'CANCELLED' });
+  expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
+}
 
 /** The calls a HoldingStore can hold: gets (whole or ranged), ranged gets only, heads, listings. */
 export type HeldCall = 'get' | 'getRange' | 'head' | 'list';
