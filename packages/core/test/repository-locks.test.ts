@@ -25,8 +25,9 @@ class OutageStore extends MemoryObjectStore {
 describe('a held lock', () => {
   it('stays held while its refreshes land, and reports BUSY once a refresh failed past its expiry, even after refreshes resume', async () => {
     const store = new OutageStore('mem');
-    // 1.5 s: refreshed every 500 ms, so a slow machine's late timer does not lapse it by mistake.
-    const locks = new RepositoryLocks(store, 1500);
+    // 3 s: refreshed every second, so a refresh timer late by up to 2 s (a loaded machine) does not
+    // lapse it by mistake.
+    const locks = new RepositoryLocks(store, 3000);
     const lock = await locks.acquire('shared', { purpose: 'backup' });
     const stored = async () => Date.parse((await locks.list()).find((l) => l.id === lock.doc.id)!.expiresAt);
     const firstExpiry = Date.parse(lock.doc.expiresAt);
