@@ -69,8 +69,8 @@ const A = '11111111-1111-4111-8111-111111111111';
 const B = '22222222-2222-4222-8222-222222222222';
 const volumeRecord = (id: string): VolumeSidecar => ({ format: 1, kind: 'volume', id, name: '', size: 512, createdAt: '2024-01-01T00:00:00.000Z', metadata: {}, checkpoints: [] });
 
-/** `work`'s outcome, or 'hung' when it has not settled within `ms`. */
-async function within<T>(work: Promise<T>, ms = 2000): Promise<T | 'hung'> {
+/** `work`'s outcome, or 'hung' when it has not settled within `ms` (20 s unless given: a hang bound, not a timing). */
+async function within<T>(work: Promise<T>, ms = 20_000): Promise<T | 'hung'> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([work, new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), ms)))]);
