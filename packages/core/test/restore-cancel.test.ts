@@ -110,7 +110,7 @@ describe('a restore or verify cancelled while the store or the device hangs', ()
     expect((await within(restored(service, b), 10_000)).equals(data)).toBe(true);
     expect(store.held).toHaveLength(0);
     // Nothing is held: GC (the exclusive lock) runs.
-    await within(service.gc({ dryRun: true }), 5000);
+    await within(service.gc({ dryRun: true }), 30_000);
   });
 
   it('restore() rejects CANCELLED at once when the target\'s writes never settle; no write starts after, and the buffers are pooled once the writes settle', async () => {
