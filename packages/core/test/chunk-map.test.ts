@@ -317,12 +317,12 @@ describe('ChunkPageWriter', () => {
     await new Promise((r) => setTimeout(r, 10));
     expect(await keys(store, 'chunklists/')).toEqual([]); // the batches have not passed page 0
     w.passTo(1);
-    await vi.waitFor(async () => expect(await keys(store, 'chunklists/')).toHaveLength(1));
+    await vi.waitFor(async () => expect(await keys(store, 'chunklists/')).toHaveLength(1), { timeout: 20_000 });
     w.passTo(2);
     await new Promise((r) => setTimeout(r, 10));
     expect(await keys(store, 'chunklists/')).toHaveLength(1); // page 1 is still held
     w.release(1);
-    await vi.waitFor(async () => expect(await keys(store, 'chunklists/')).toHaveLength(2));
+    await vi.waitFor(async () => expect(await keys(store, 'chunklists/')).toHaveLength(2), { timeout: 20_000 });
     const map = await w.finish();
     expect(map.pageIds).toHaveLength(3);
     expect(map.pageId(2)).toBeNull(); // never held, no base: zero
