@@ -67,7 +67,7 @@ describe('NbdClient ends a refused negotiation with a soft disconnect (NBD_OPT_A
     try {
       await expect(NbdClient.connect({ path: sock, exportName: 'nope' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
       // qemu-nbd traces every option it reads; a client that hung up makes it log a failed negotiation.
-      await expect.poll(() => qemu.log(), { timeout: 5000 }).toMatch(/Checking option 2 \(abort\)/);
+      await expect.poll(() => qemu.log(), { timeout: 20_000 }).toMatch(/Checking option 2 \(abort\)/);
       expect(qemu.log()).not.toMatch(/option negotiation failed/);
       // The connection was let go of gracefully: qemu-nbd still serves the next client.
       const c = await NbdClient.connect({ path: sock, exportName: 'disk' });
