@@ -73,20 +73,30 @@ export async function finishDeletion(layout: Layout, kind: RecordKind, id: strin
   return 'finished';
 }
 
+/** The ids of the deletions killed midway among `names` (a listing of a kind's directory): `<id>.deleting`, `id` a UUID. */
+function deletingIds(names: readonly string[]): string[] {
+  const ids: string[] = [];
+  for (const name of names) {
+    const m = /^(.+)\.deleting$/.exec(name);
+    if (m && isUuid(m[1]!)) ids.push(m[1]!);
+  }
+  return ids;
+}
+
 /**
  * Finishes the deletions of `kind` killed midway (a `<id>.deleting` sidecar left in its
  * directory), each by finishDeletion: one still under way (in this process too: the lock is on a
- * descriptor of its own) is left to finish itself. Best effort: never rejects (the next listing
- * tries again); resolves to the ids it finished.
+ * descriptor of its own) is left to finish itself. `names` is a listing of that directory the
+ * caller has just read (so a listing reads it once: RecordStore's volumeListing, snapshotListing);
+ * without it the directory is read here. Best effort: never rejects (the next listing tries
+ * again); resolves to the ids it finished.
  */
-export async function finishDeletions(layout: Layout, kind: RecordKind, driver: string): Promise<string[]> {
-  const names = await readdir(layout.dir(kind)).catch(() => [] as string[]);
+export async function finishDeletions(layout: Layout, kind: RecordKind, driver: string, names?: readonly string[]): Promise<string[]> {
+  const ids = deletingIds(names ?? (await readdir(layout.dir(kind)).catch(() => [] as string[])));
   const finished: string[] = [];
-  for (const name of names) {
-    const m = /^(.+)\.deleting$/.exec(name);
-    if (!m || !isUuid(m[1]!)) continue;
+  for (const id of ids) {
     try {
-      if ((await finishDeletion(layout, kind, m[1]!, driver)) === 'finished') finished.push(m[1]!);
+      if ((await finishDeletion(layout, kind, id, driver)) === 'finished') finished.push(id);
     } catch {
       // not ours to remove, or gone meanwhile: the next listing looks again
     }

@@ -147,15 +147,23 @@ export class FileVolumeDriver implements VolumeDriver {
 
   /**
    * Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. First
-   * finishes the volume and snapshot deletions killed midway, whose images would otherwise keep
-   * their space (finishDeletions, deletion.ts; best effort).
+   * finishes the deletions killed midway, whose images would otherwise keep their space
+   * (finishDeletions, deletion.ts; best effort): the volumes' among the names of the same one read
+   * of `volumes/` that lists them (a volume whose deletion began is never listed: it has no
+   * `<id>.json`), and the snapshots' from a read of `snapshots/`. Nothing this listing shows is
+   * made wrong by a snapshot deletion left midway (it is listed nowhere, and deleteVolume counts
+   * only snapshots with a sidecar); `snapshots/` is read here only so that the space of such a
+   * copy — as large as its volume — comes back at the next listing of any kind: a caller that only
+   * polls listVolumes (a scheduler, a status page) may never list that volume's snapshots.
    */
   async listVolumes(): Promise<Volume[]> {
     return this.guard('listVolumes', async () => {
-      await this.ctx.store.init();
-      for (const kind of ['volume', 'snapshot'] as const) await finishDeletions(this.ctx.store.layout, kind, this.name);
+      const { layout } = this.ctx.store;
+      const { records, names } = await this.ctx.store.volumeListing();
+      await finishDeletions(layout, 'volume', this.name, names);
+      await finishDeletions(layout, 'snapshot', this.name);
       const out: Volume[] = [];
-      for (const r of await this.ctx.store.volumes()) out.push(toVolume(r, await this.statusOf(r)));
+      for (const r of records) out.push(toVolume(r, await this.statusOf(r)));
       return out;
     });
   }
@@ -318,14 +326,17 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. First finishes the
-   * snapshot deletions killed midway (finishDeletions, deletion.ts; best effort).
+   * Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. Also finishes the
+   * snapshot deletions killed midway (finishDeletions, deletion.ts; best effort), among the names
+   * of the same one read of `snapshots/` that lists them (one whose deletion began has no
+   * `<id>.json`: it is never listed).
    */
   async listSnapshots(volumeId: string): Promise<Snapshot[]> {
     return this.guard('listSnapshots', async () => {
       await this.ctx.store.volume(volumeId);
-      await finishDeletions(this.ctx.store.layout, 'snapshot', this.name);
-      return (await this.ctx.store.snapshots()).filter((s) => s.volumeId === volumeId).map(toSnapshot);
+      const { records, names } = await this.ctx.store.snapshotListing();
+      await finishDeletions(this.ctx.store.layout, 'snapshot', this.name, names);
+      return records.filter((s) => s.volumeId === volumeId).map(toSnapshot);
     });
   }
 

@@ -1,12 +1,13 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeEach } from 'vitest';
+import { afterEach, beforeEach, expect } from 'vitest';
 import type { StampClock } from '@cairn/core';
+import { patternBytes } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
 
 export async function tempDir(): Promise<string> {
@@ -210,13 +211,56 @@ export function spawnPoller(directory: string, seed: number, env: Record<string,
 }
 
 const deleteStalled = fileURLToPath(new URL('./fixtures/delete-stalled.mjs', import.meta.url));
+const MiB = 1024 * 1024;
+
+/** 512-byte blocks allocated to the entries of `kind`'s directory (`volumes/`, `snapshots/`) named after `id`, and their names, sorted. */
+export async function leftOf(directory: string, kind: 'volume' | 'snapshot', id: string): Promise<{ names: string[]; blocks: number }> {
+  const dir = join(directory, kind === 'volume' ? 'volumes' : 'snapshots');
+  const names = (await readdir(dir)).filter((n) => n.startsWith(id)).sort();
+  let blocks = 0;
+  for (const n of names) blocks += (await stat(join(dir, n))).blocks;
+  return { names, blocks };
+}
+
+/** What deleteKilledAtImage set up: the volume, the id whose deletion was killed, and one of the same kind kept. */
+export interface KilledDeletion {
+  volumeId: string;
+  id: string;
+  kept: string;
+}
 
 /**
- * Runs a deleteVolume or deleteSnapshot of `id` in a child process (test/fixtures/delete-stalled.mjs,
- * the built driver) and SIGKILLs it right where the deletion removes the image — after
- * `whileStalled`, when given, has run with the child stalled there (holding the image's lock).
+ * Sets up a deletion of `kind` killed midway, through `t.driver` on `t.dir`: a volume of 8 MiB
+ * with 4 MiB of data (patternBytes(4 MiB, `seed`)), attached read-write once (so it has a writer
+ * lock) and a checkpoint; for `snapshot`, two snapshots of it, `deleted` and `kept`; for `volume`,
+ * a second volume named `kept`. Then runs a deleteVolume of the first volume, or a deleteSnapshot of
+ * `deleted`, in a child process (test/fixtures/delete-stalled.mjs, the built driver) and SIGKILLs
+ * it right where the deletion removes the image — after `whileStalled(id)`, when given, has run
+ * with the child stalled there (holding the image's lock). Asserts the files of `id` before (its
+ * sidecar, image holding the 4 MiB, bitmaps) and after (the image and bitmaps still there, the
+ * sidecar renamed `<id>.deleting`).
  */
-export async function deleteKilledAtImage(directory: string, kind: 'volume' | 'snapshot', id: string, whileStalled?: () => Promise<void>): Promise<void> {
+export async function deleteKilledAtImage(t: TestDriver, kind: 'volume' | 'snapshot', seed: number, whileStalled?: (id: string) => Promise<void>): Promise<KilledDeletion> {
+  const v = await t.driver.createVolume({ size: 8 * MiB });
+  const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
+  await a.device.write(0, patternBytes(4 * MiB, seed));
+  await t.driver.detach(a.id);
+  await t.driver.changedBlockTracking.createCheckpoint(v.id);
+  const [id, kept] =
+    kind === 'volume'
+      ? [v.id, (await t.driver.createVolume({ size: MiB, name: 'kept' })).id]
+      : [(await t.driver.createSnapshot(v.id, 'deleted')).id, (await t.driver.createSnapshot(v.id, 'kept')).id];
+  const writer = kind === 'volume' ? [`${id}.writer`] : [];
+  const before = await leftOf(t.dir, kind, id);
+  expect(before.names).toEqual([`${id}.cbt`, `${id}.img`, `${id}.json`, ...writer]);
+  expect(before.blocks).toBeGreaterThanOrEqual((4 * MiB) / 512);
+  await runKilledAtImage(t.dir, kind, id, whileStalled && (() => whileStalled(id)));
+  expect((await leftOf(t.dir, kind, id)).names).toEqual([`${id}.cbt`, `${id}.deleting`, `${id}.img`, ...writer]);
+  return { volumeId: v.id, id, kept };
+}
+
+/** deleteKilledAtImage's child process: deletes `kind` `id`, SIGKILLed where it removes the image, after `whileStalled`. */
+async function runKilledAtImage(directory: string, kind: 'volume' | 'snapshot', id: string, whileStalled?: () => Promise<void>): Promise<void> {
   const child = spawn(process.execPath, [deleteStalled, directory, kind, id], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -234,4 +278,19 @@ export async function deleteKilledAtImage(directory: string, kind: 'volume' | 's
     child.kill('SIGKILL');
     await exited;
   }
+}
+
+let strace: boolean | undefined;
+
+/** Whether strace(1) runs here (installed, and ptrace allowed). */
+export function haveStrace(): boolean {
+  if (strace === undefined) {
+    try {
+      execFileSync('strace', ['-f', '-o', '/dev/null', 'true'], { stdio: 'ignore' });
+      strace = true;
+    } catch {
+      strace = false;
+    }
+  }
+  return strace;
 }

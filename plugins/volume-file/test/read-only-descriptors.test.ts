@@ -1,11 +1,11 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { childrenPerTest, driverPerTest } from './helpers.js';
+import { childrenPerTest, driverPerTest, haveStrace } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const built = fileURLToPath(new URL('../dist/index.js', import.meta.url));
@@ -25,19 +25,6 @@ function accessModes(pid: number, path: string): string[] {
     out.push(['r', 'w', 'rw'][flags & 3]!);
   }
   return out.sort();
-}
-
-let strace: boolean | undefined;
-function haveStrace(): boolean {
-  if (strace === undefined) {
-    try {
-      execFileSync('strace', ['-f', '-o', '/dev/null', 'true'], { stdio: 'ignore' });
-      strace = true;
-    } catch {
-      strace = false;
-    }
-  }
-  return strace;
 }
 
 /**

@@ -1,20 +1,12 @@
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { patternBytes } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { deleteKilledAtImage, driverPerTest } from './helpers.js';
+import { deleteKilledAtImage, driverPerTest, leftOf as leftIn } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
 /** 512-byte blocks allocated to the entries of `snapshots/` named after `id`, and their names. */
-async function leftOf(directory: string, id: string): Promise<{ names: string[]; blocks: number }> {
-  const dir = join(directory, 'snapshots');
-  const names = (await readdir(dir)).filter((n) => n.startsWith(id)).sort();
-  let blocks = 0;
-  for (const n of names) blocks += (await stat(join(dir, n))).blocks;
-  return { names, blocks };
-}
+const leftOf = (directory: string, id: string) => leftIn(directory, 'snapshot', id);
 
 /**
  * Contract (deletion.ts): a deleteSnapshot killed midway — SIGKILLed in a real process right where
@@ -27,21 +19,8 @@ async function leftOf(directory: string, id: string): Promise<{ names: string[];
 describe('a snapshot deletion killed midway', () => {
   const t = driverPerTest();
 
-  /** A volume with 4 MiB of data, a checkpoint and two snapshots, one of whose deletion was SIGKILLed at its image. */
-  async function killedDeletion(whileStalled?: (id: string) => Promise<void>): Promise<{ volumeId: string; id: string; kept: string }> {
-    const v = await t.driver.createVolume({ size: 8 * MiB });
-    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
-    await a.device.write(0, patternBytes(4 * MiB, 9));
-    await t.driver.detach(a.id);
-    await t.driver.changedBlockTracking.createCheckpoint(v.id);
-    const s = await t.driver.createSnapshot(v.id, 'deleted');
-    const kept = await t.driver.createSnapshot(v.id, 'kept');
-    expect((await leftOf(t.dir, s.id)).names).toEqual([`${s.id}.cbt`, `${s.id}.img`, `${s.id}.json`]);
-    expect((await leftOf(t.dir, s.id)).blocks).toBeGreaterThanOrEqual((4 * MiB) / 512);
-    await deleteKilledAtImage(t.dir, 'snapshot', s.id, whileStalled && (() => whileStalled(s.id)));
-    expect((await leftOf(t.dir, s.id)).names).toEqual([`${s.id}.cbt`, `${s.id}.deleting`, `${s.id}.img`]);
-    return { volumeId: v.id, id: s.id, kept: kept.id };
-  }
+  /** A volume with 4 MiB of data (pattern 9), a checkpoint and two snapshots, one of whose deletion was SIGKILLed at its image (helpers.ts). */
+  const killedDeletion = (whileStalled?: (id: string) => Promise<void>) => deleteKilledAtImage(t, 'snapshot', 9, whileStalled);
 
   it('is finished by the next listSnapshots: the snapshot is gone and its copy\'s space reclaimed', async () => {
     const { volumeId, id, kept } = await killedDeletion();

@@ -1,20 +1,9 @@
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { patternBytes } from '@cairn/conformance';
 import { FileVolumeDriver } from '../src/index.js';
-import { deleteKilledAtImage, driverPerTest } from './helpers.js';
-
-const MiB = 1024 * 1024;
+import { deleteKilledAtImage, driverPerTest, leftOf as leftIn } from './helpers.js';
 
 /** 512-byte blocks allocated to the entries of `volumes/` named after `id`, and their names. */
-async function leftOf(directory: string, id: string): Promise<{ names: string[]; blocks: number }> {
-  const dir = join(directory, 'volumes');
-  const names = (await readdir(dir)).filter((n) => n.startsWith(id)).sort();
-  let blocks = 0;
-  for (const n of names) blocks += (await stat(join(dir, n))).blocks;
-  return { names, blocks };
-}
+const leftOf = (directory: string, id: string) => leftIn(directory, 'volume', id);
 
 /**
  * Contract (deletion.ts): a deleteVolume killed midway — here SIGKILLed in a real process right
@@ -26,19 +15,8 @@ async function leftOf(directory: string, id: string): Promise<{ names: string[];
 describe('a volume deletion killed midway', () => {
   const t = driverPerTest();
 
-  /** A volume with 4 MiB of data and a checkpoint, whose deletion was SIGKILLed at its image; and a volume kept. */
-  async function killedDeletion(whileStalled?: (id: string) => Promise<void>): Promise<{ id: string; kept: string }> {
-    const v = await t.driver.createVolume({ size: 8 * MiB });
-    const a = await t.driver.attach({ kind: 'volume', id: v.id }, 'rw');
-    await a.device.write(0, patternBytes(4 * MiB, 5));
-    await t.driver.detach(a.id);
-    await t.driver.changedBlockTracking.createCheckpoint(v.id);
-    const kept = await t.driver.createVolume({ size: MiB, name: 'kept' });
-    expect((await leftOf(t.dir, v.id)).blocks).toBeGreaterThanOrEqual((4 * MiB) / 512);
-    await deleteKilledAtImage(t.dir, 'volume', v.id, whileStalled && (() => whileStalled(v.id)));
-    expect((await leftOf(t.dir, v.id)).names).toContain(`${v.id}.deleting`);
-    return { id: v.id, kept: kept.id };
-  }
+  /** A volume with 4 MiB of data (pattern 5) and a checkpoint, whose deletion was SIGKILLed at its image; and a volume kept (helpers.ts). */
+  const killedDeletion = (whileStalled?: (id: string) => Promise<void>) => deleteKilledAtImage(t, 'volume', 5, whileStalled);
 
   it('is finished by the next listVolumes: the volume is gone and its image space reclaimed', async () => {
     const { id, kept } = await killedDeletion();

@@ -29,6 +29,13 @@ export interface SidecarStoreOptions<V extends VolumeSidecar, S extends Snapshot
  */
 const inProcess = new KeyedMutex();
 
+/** One read of a kind's sidecar directory: its records, and every name the directory held then. */
+export interface SidecarListing<R> {
+  /** Ordered by creation (then id); one deleted meanwhile is left out. */
+  records: R[];
+  names: string[];
+}
+
 const byCreation = (a: { createdAt: string; id: string }, b: { createdAt: string; id: string }) =>
   a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 
@@ -82,12 +89,25 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
 
   /** Every volume, ordered by creation. `CORRUPT` if any sidecar is damaged. */
   async volumes(): Promise<V[]> {
-    return (await this.all('volume', (id) => this.volume(id))).sort(byCreation);
+    return (await this.volumeListing()).records;
   }
 
   /** Every snapshot (of every volume), ordered by creation. `CORRUPT` if any sidecar is damaged. */
   async snapshots(): Promise<S[]> {
-    return (await this.all('snapshot', (id) => this.snapshot(id))).sort(byCreation);
+    return (await this.snapshotListing()).records;
+  }
+
+  /**
+   * volumes(), with every name the one read of the volumes' directory found (for a driver's own
+   * files beside the sidecars: a deletion's marker, say), so that the directory is read once.
+   */
+  volumeListing(): Promise<SidecarListing<V>> {
+    return this.listing('volume', (id) => this.volume(id));
+  }
+
+  /** snapshots(), with every name the one read of the snapshots' directory found (volumeListing). */
+  snapshotListing(): Promise<SidecarListing<S>> {
+    return this.listing('snapshot', (id) => this.snapshot(id));
   }
 
   /** Writes a new or replaced sidecar atomically. Idempotent. `INVALID_INPUT` for an id that is not a UUID. */
@@ -159,18 +179,19 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
     return record;
   }
 
-  private async all<R>(kind: SidecarKind, read: (id: string) => Promise<R>): Promise<R[]> {
+  private async listing<R extends { createdAt: string; id: string }>(kind: SidecarKind, read: (id: string) => Promise<R>): Promise<SidecarListing<R>> {
     await this.init();
-    const ids = (await readdir(this.options.dir(kind))).filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
-    const out: R[] = [];
+    const names = await readdir(this.options.dir(kind));
+    const ids = names.filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
+    const records: R[] = [];
     for (const id of ids) {
       try {
-        out.push(await read(id));
+        records.push(await read(id));
       } catch (err) {
         if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err; // deleted meanwhile is fine
       }
     }
-    return out;
+    return { records: records.sort(byCreation), names };
   }
 
   private notFound(kind: SidecarKind, id: string): CairnError {
