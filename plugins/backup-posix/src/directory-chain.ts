@@ -34,6 +34,8 @@ export class DirectoryChain {
 
   /** The root's device and inode number from `pinRoot`; undefined: the root is not checked. */
   private pinned: string | undefined;
+  /** The root's device number from `pinRoot`, as a decimal string (see checkDevice). */
+  private pinnedDevice: string | undefined;
 
   /** `root`: the store's directory, which is never created here. */
   constructor(private readonly root: string) {}
@@ -47,6 +49,18 @@ export class DirectoryChain {
    */
   pinRoot(st: BigIntStats): void {
     this.pinned = `${st.dev}:${st.ino}`;
+    this.pinnedDevice = String(st.dev);
+  }
+
+  /**
+   * For a read that found a file, `dev` its device number: resolves at once when the root is not
+   * pinned or the file is on the pinned root's device; else checkRoot (a file of another file
+   * system is either under a mount inside the store, then fine, or on the disk under a mount point
+   * whose mount went away, then `UNAVAILABLE`). Costs nothing for a file of the pinned device.
+   */
+  async checkDevice(dev: number | bigint): Promise<void> {
+    if (this.pinnedDevice === undefined || String(dev) === this.pinnedDevice) return;
+    await this.checkRoot();
   }
 
   /**

@@ -56,16 +56,22 @@ async function* entries(dirPath: string, wanted: (name: string) => boolean = () 
 }
 
 /**
- * Every object whose key starts with `prefix` (a validated key prefix), each once.
- * Starts at the directory of the prefix's complete segments; at that level it descends only
- * into directories whose name starts with the partial last segment, or — for the files of a
- * shard directory — whose two-hex name the partial segment starts with.
+ * Called with the device number of each object found, before it is yielded; a rejection ends the
+ * walk with that error (the store's check that the file is in its pinned directory's tree).
  */
-export async function* listObjects(root: string, prefix: string): AsyncGenerator<ObjectInfo> {
+export type DeviceCheck = (dev: number) => Promise<void>;
+
+/**
+ * Every object whose key starts with `prefix` (a validated key prefix), each once; `check` sees
+ * each one's device first. Starts at the directory of the prefix's complete segments; at that
+ * level it descends only into directories whose name starts with the partial last segment, or —
+ * for the files of a shard directory — whose two-hex name the partial segment starts with.
+ */
+export async function* listObjects(root: string, prefix: string, check: DeviceCheck): AsyncGenerator<ObjectInfo> {
   const cut = prefix.lastIndexOf('/');
   const base = cut < 0 ? [] : prefix.slice(0, cut).split('/');
   const partial = prefix.slice(cut + 1);
-  yield* walkObjects(root, base, prefix, partial, false);
+  yield* walkObjects(root, base, prefix, partial, false, check);
 }
 
 /**
@@ -94,6 +100,7 @@ async function* walkObjects(
   prefix: string,
   partial: string | undefined,
   filesOnly: boolean,
+  check: DeviceCheck,
 ): AsyncGenerator<ObjectInfo> {
   const dirPath = join(root, ...segments);
   const seen = new Set<string>();
@@ -119,23 +126,30 @@ async function* walkObjects(
     }
   }
   for (let i = 0; i < files.length; i += STAT_BATCH) {
-    const infos = await Promise.all(files.slice(i, i + STAT_BATCH).map((f) => statObject(f.path, f.key)));
-    for (const info of infos) if (info) yield info;
+    const found = await Promise.all(files.slice(i, i + STAT_BATCH).map((f) => statObject(f.path, f.key)));
+    for (const object of found) {
+      if (!object) continue;
+      await check(object.dev);
+      yield object.info;
+    }
   }
   // Shard directories are flat (one level of files), so several are listed at once, each whole.
   for (let i = 0; i < shards.length; i += SHARD_BATCH) {
-    const lists = await Promise.all(shards.slice(i, i + SHARD_BATCH).map((d) => collect(walkObjects(root, d.segments, prefix, undefined, d.filesOnly))));
+    const lists = await Promise.all(shards.slice(i, i + SHARD_BATCH).map((d) => collect(walkObjects(root, d.segments, prefix, undefined, d.filesOnly, check))));
     for (const list of lists) yield* list;
   }
-  for (const below of subtrees) yield* walkObjects(root, below, prefix, undefined, false);
+  for (const below of subtrees) yield* walkObjects(root, below, prefix, undefined, false, check);
 }
 
-/** Size and time of the file holding `key`, or `undefined` when it is gone or not a file. */
-export async function statObject(path: string, key: string): Promise<ObjectInfo | undefined> {
+/**
+ * Size and time of the file holding `key`, with the device number it is on, or `undefined` when
+ * it is gone or not a file.
+ */
+export async function statObject(path: string, key: string): Promise<{ info: ObjectInfo; dev: number } | undefined> {
   try {
     const st = await lstat(path);
     if (!st.isFile()) return undefined;
-    return { key, size: st.size, modifiedAt: st.mtime.toISOString() };
+    return { info: { key, size: st.size, modifiedAt: st.mtime.toISOString() }, dev: st.dev };
   } catch (err) {
     if (isAbsent(err)) return undefined;
     throw fsError(err, `stat ${key}`);
@@ -151,8 +165,11 @@ export function freedByUnlink(st: { nlink: number; blocks: number }): number {
   return st.nlink > 1 ? 0 : st.blocks * 512;
 }
 
-/** Every temporary file in the tree, as `{ path, mtimeMs, bytes }` (bytes: what removing it frees, freedByUnlink); entries removed meanwhile are skipped. */
-export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number; bytes: number }> {
+/**
+ * Every temporary file in the tree, as `{ path, mtimeMs, bytes, dev }` (bytes: what removing it
+ * frees, freedByUnlink; dev: its device number); entries removed meanwhile are skipped.
+ */
+export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number; bytes: number; dev: number }> {
   for await (const { name, kind } of entries(root)) {
     const path = join(root, name);
     if (kind === 'dir' && isKeySegment(name)) {
@@ -160,7 +177,7 @@ export async function* tempFiles(root: string): AsyncGenerator<{ path: string; m
     } else if (kind === 'file' && isTempName(name)) {
       try {
         const st = await lstat(path);
-        yield { path, mtimeMs: st.mtimeMs, bytes: freedByUnlink(st) };
+        yield { path, mtimeMs: st.mtimeMs, bytes: freedByUnlink(st), dev: st.dev };
       } catch (err) {
         if (!isAbsent(err)) throw fsError(err, `stat ${name}`);
       }

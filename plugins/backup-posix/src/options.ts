@@ -15,7 +15,8 @@ export interface PosixObjectStoreOptions {
    * backups to the disk under it. With `false` the directory found at open is pinned (device and
    * inode number): once its path leads elsewhere (the mount went away, the directory was
    * replaced), every write that would create a directory or write directly in it fails
-   * `UNAVAILABLE` and creates nothing, until the path leads to that directory again (a file system
+   * `UNAVAILABLE` and creates nothing, and so do deletes, listings and reads that would answer
+   * "absent" or found their file on another device (PosixObjectStore.open), until the path leads to that directory again (a file system
    * mounted again may have another device number: open the store again). What this does not catch: a store opened while the
    * mount is already missing. A bare mount point exists (empty) when unmounted, so a store opened
    * on it then pins the disk under it; point `directory` at a subdirectory of the mount (made

@@ -94,7 +94,12 @@ export class PosixObjectStore implements ObjectStore {
    * directory found is pinned by its device and inode number: once its path leads elsewhere (the
    * mount went away, the directory was replaced), every write that would create a directory or
    * write directly in it (a key with no `/`, the space reserve) fails `UNAVAILABLE` and creates
-   * nothing (DirectoryChain.pinRoot). Unless `createDirectory` is false,
+   * nothing (DirectoryChain.pinRoot); so do deletes and sweepTemp (checked before they remove
+   * anything), and every read whose answer would be "absent" (get, getInto and head of a key
+   * with no object, delete of one, any listing when it ends) or that found its file on another
+   * device than the pinned directory's: the disk under a mount gone says nothing about the
+   * store's objects (`UNAVAILABLE`, details.directory, not `NOT_FOUND` or an empty listing).
+   * Unless `createDirectory` is false,
    * it is durable when this resolves (core's makeDirectories with `durable`: the parent of every
    * directory created is fsynced, and so, once per process, is the parent of one found existing,
    * whose maker, say a concurrent open, may still be fsyncing it). `INVALID_INPUT` (details.option = `directory`)
@@ -283,8 +288,8 @@ export class PosixObjectStore implements ObjectStore {
 
   /**
    * The object, or `range` of it, read with positional reads of just that range from one open
-   * file (a concurrent replace never mixes two versions). `NOT_FOUND` if absent; `INVALID_INPUT`
-   * if the range leaves the object. Idempotent. `options.signal`: checked before the open and
+   * file (a concurrent replace never mixes two versions). `NOT_FOUND` if absent (`UNAVAILABLE`
+   * when the pinned directory is gone: see open); `INVALID_INPUT` if the range leaves the object. Idempotent. `options.signal`: checked before the open and
    * between reads of at most 8 MiB.
    */
   async get(key: string, range?: ByteRange, options: CallOptions = {}): Promise<Buffer> {
@@ -323,11 +328,12 @@ export class PosixObjectStore implements ObjectStore {
       // Objects are regular files: a symbolic link (ELOOP) or a Unix socket (ENXIO) is no
       // object, as in head and list.
       const code = errnoOf(err);
-      throw isAbsent(err) || code === 'ELOOP' || code === 'ENXIO' ? this.notFound(key, err) : fsError(err, `get ${key}`);
+      throw isAbsent(err) || code === 'ELOOP' || code === 'ENXIO' ? await this.absent(key, err) : fsError(err, `get ${key}`);
     }
     try {
       const st = await fh.stat();
-      if (!st.isFile()) throw this.notFound(key);
+      await this.dirs.checkDevice(st.dev);
+      if (!st.isFile()) throw await this.absent(key);
       const r = resolveRange(range, st.size, DRIVER);
       if (direct) {
         await this.readSpan(fh, key, r, into!, span!, signal);
@@ -370,14 +376,15 @@ export class PosixObjectStore implements ObjectStore {
     }
   }
 
-  /** Size and modification time from stat(2). `NOT_FOUND` if absent. Idempotent. `options.signal`: checked before and after. */
+  /** Size and modification time from stat(2). `NOT_FOUND` if absent (`UNAVAILABLE` when the pinned directory is gone: see open). Idempotent. `options.signal`: checked before and after. */
   async head(key: string, options: CallOptions = {}): Promise<ObjectInfo> {
     assertStorableKey(key, DRIVER);
     checkSignal(options.signal);
-    const info = await statObject(this.pathOf(key), key);
+    const found = await statObject(this.pathOf(key), key);
     checkSignal(options.signal);
-    if (!info) throw this.notFound(key);
-    return info;
+    if (!found) throw await this.absent(key);
+    await this.dirs.checkDevice(found.dev);
+    return found.info;
   }
 
   /**
@@ -389,20 +396,24 @@ export class PosixObjectStore implements ObjectStore {
    * directory. `options.signal`: checked before the unlink (then nothing is removed) and before
    * the fsync (then the object is gone, perhaps not durably). Once the object was removed, the
    * space reserve is made again when it is missing and fits (best effort: never fails the delete).
+   * With the directory pinned and gone (see open), `UNAVAILABLE`, before anything is removed, and
+   * for an absent key too.
    */
   async delete(key: string, options: CallOptions = {}): Promise<void> {
     assertStorableKey(key, DRIVER);
     checkSignal(options.signal);
     const path = this.pathOf(key);
+    // A delete is a write: nothing is removed from the disk under a mount gone (one stat(2), beside the unlink and fsync).
+    await this.dirs.checkRoot();
     // What the unlink frees (space-reserve.ts), measured only while the reserve counts deletes.
     const freed = this.reserve.owes ? await lstat(path).then(freedByUnlink, () => 0) : 0;
     try {
       await unlink(path);
     } catch (err) {
-      if (isAbsent(err) || errnoOf(err) === 'EISDIR') return; // a directory is no object
       // A read-only file system says EROFS before it looks the name up, present or not: a key
-      // that holds no object (nothing, or a directory) is deleted all the same (idempotent).
-      if (await this.holdsNoObject(path)) return;
+      // that holds no object (nothing, or a directory: no object either) is deleted all the same
+      // (idempotent), once the root is known to be the one pinned (see absent).
+      if (isAbsent(err) || errnoOf(err) === 'EISDIR' || (await this.holdsNoObject(path))) return this.dirs.checkRoot();
       throw fsError(err, `delete ${key}`);
     }
     checkSignal(options.signal);
@@ -415,15 +426,20 @@ export class PosixObjectStore implements ObjectStore {
 
   /**
    * Every object under `prefix`, each once, in no promised order; temporary files never appear.
-   * `options.signal`: checked before the walk and before each object is yielded.
+   * `options.signal`: checked before the walk and before each object is yielded. With the
+   * directory pinned and gone (see open), `UNAVAILABLE` once the walk ends, and before an object
+   * found on another device is yielded.
    */
   async *list(prefix: string, options: CallOptions = {}): AsyncIterable<ObjectInfo> {
     assertObjectPrefix(prefix, DRIVER);
     checkSignal(options.signal);
-    for await (const info of listObjects(this.directory, prefix)) {
+    for await (const info of listObjects(this.directory, prefix, (dev) => this.dirs.checkDevice(dev))) {
       checkSignal(options.signal);
       yield info;
     }
+    // What the walk did not find is absent only if it walked the pinned directory's tree: a mount
+    // gone before or during the walk leaves the (empty) disk under it. One stat(2) per listing.
+    await this.dirs.checkRoot();
   }
 
   /**
@@ -446,7 +462,9 @@ export class PosixObjectStore implements ObjectStore {
     let freed = 0;
     let refused = 0;
     let first: { err: unknown; path: string } | undefined;
-    for await (const { path, mtimeMs, bytes } of tempFiles(this.directory)) {
+    await this.dirs.checkRoot(); // removes files: nothing on the disk under a mount gone
+    for await (const { path, mtimeMs, bytes, dev } of tempFiles(this.directory)) {
+      await this.dirs.checkDevice(dev);
       // Whole milliseconds on both sides: Date.now() drops the fraction that mtimeMs keeps, so a
       // file written earlier in the current millisecond would otherwise look younger than 0 ms.
       if (Math.floor(mtimeMs) > cutoff) continue;
@@ -513,7 +531,14 @@ export class PosixObjectStore implements ObjectStore {
     return new CairnError('CONFLICT', `object ${key} collides with a directory of other keys`, { driver: DRIVER, cause });
   }
 
-  private notFound(key: string, cause?: unknown): CairnError {
+  /**
+   * `NOT_FOUND` for a key that holds no object, once the root is known to be the directory pinned
+   * (checkRoot): else `UNAVAILABLE`, since the disk under a mount gone says nothing about the
+   * store's objects. A read that found its file needs no such check when the file is on the pinned
+   * root's device (checkDevice).
+   */
+  private async absent(key: string, cause?: unknown): Promise<CairnError> {
+    await this.dirs.checkRoot();
     return new CairnError('NOT_FOUND', `object ${key} not found`, { driver: DRIVER, cause });
   }
 }

@@ -3,7 +3,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ChunkedBackupService, type BackupRecord, type ObjectInfo } from '@cairn/core';
 import { PosixObjectStore } from '../src/index.js';
+import { BufferDevice, pattern } from './buffer-device.js';
 import { allFiles } from './helpers.js';
 
 /**
@@ -71,7 +73,8 @@ describe('a mount that goes away while the store is open (createDirectory: false
       await expect(store.put('config4', Buffer.from('x'))).rejects.toThrow(`${mp} is no longer the directory opened: unmounted or replaced`);
       // The space reserve (a root-level file and its marker) is not made there either.
       expect(await store.ensureReserve()).toBe(false);
-      await store.delete(PACK(1));
+      // A delete is a write too, and the disk under the mount point cannot tell whether it was there.
+      await expect(store.delete(PACK(1))).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { directory: mp } });
       expect(await allFiles(mp)).toEqual(['index/.keep']);
     }, (mp) => {
       // A key directory the disk under the mount point already has (left by an earlier mishap).
@@ -96,6 +99,95 @@ describe('a mount that goes away while the store is open (createDirectory: false
       // sits on the disk under it. Pointing `directory` at a subdirectory is what guards against that.
       const bare = await PosixObjectStore.open({ directory: mp, createDirectory: false, reserveBytes: 0 });
       expect(bare.directory).toBe(mp);
+    });
+  });
+});
+
+/** The objects `list(prefix)` yields before it settles, and how it settles (the error, or undefined). */
+async function listing(store: PosixObjectStore, prefix: string): Promise<{ yielded: ObjectInfo[]; error: unknown }> {
+  const yielded: ObjectInfo[] = [];
+  try {
+    for await (const info of store.list(prefix)) yielded.push(info);
+  } catch (error) {
+    return { yielded, error };
+  }
+  return { yielded, error: undefined };
+}
+
+const job = (id: string, size: number) => {
+  const now = new Date(0).toISOString();
+  const backup = { id, volumeId: 'vol-1', type: 'full', status: 'creating', size, createdAt: now, updatedAt: now, serviceData: {} } as unknown as BackupRecord;
+  return { backup, volume: { id: 'vol-1', name: 'vol', size, status: 'available' as const, createdAt: now, metadata: {} }, signal: new AbortController().signal, progress: () => undefined };
+};
+
+describe('reads once the mount went away (createDirectory: false): UNAVAILABLE, never "absent"', () => {
+  it('on the mount point: get, ranged get, getInto, head, delete, list and sweepTemp fail UNAVAILABLE, also for keys the disk under it holds', async (ctx) => {
+    await withMount(ctx, async (mp) => {
+      const store = await PosixObjectStore.open({ directory: mp, createDirectory: false, reserveBytes: 0 });
+      const data = Buffer.alloc(64 * 1024, 7);
+      for (const key of [PACK(1), 'config', 'locks/l1', 'index/i1']) await store.put(key, data);
+      execFileSync('umount', ['-l', mp]);
+      const gone = { code: 'UNAVAILABLE', details: { directory: mp } };
+      // PACK(1) and locks/l1 are nowhere under the mount point; config and index/i1 are there, with other bytes.
+      for (const key of [PACK(1), 'locks/l1', 'config', 'index/i1', PACK(9)]) {
+        await expect(store.get(key), `get ${key}`).rejects.toMatchObject(gone);
+        await expect(store.get(key, { offset: 4096, length: 100 }), `ranged get ${key}`).rejects.toMatchObject(gone);
+        const into = Buffer.alloc(8192);
+        await expect(store.getInto(key, { offset: 0, length: 4096 }, into), `getInto ${key}`).rejects.toMatchObject(gone);
+        await expect(store.getInto(key, { offset: 0, length: 4096 }, into, { once: true }), `getInto once ${key}`).rejects.toMatchObject(gone);
+        await expect(store.head(key), `head ${key}`).rejects.toMatchObject(gone);
+        await expect(store.delete(key), `delete ${key}`).rejects.toMatchObject(gone);
+      }
+      for (const prefix of ['', 'packs/', 'locks/', 'index/', 'config', 'nothing/']) {
+        const { yielded, error } = await listing(store, prefix);
+        expect(error, `list ${JSON.stringify(prefix)}`).toMatchObject(gone);
+        expect(yielded, `list ${JSON.stringify(prefix)}`).toEqual([]); // not even what the disk under it holds
+      }
+      await expect(store.sweepTemp(0)).rejects.toMatchObject(gone);
+      await expect(store.get('config')).rejects.toThrow(`${mp} is no longer the directory opened: unmounted or replaced`);
+      // The disk under the mount point is left as it was: no delete or sweep removed anything there.
+      expect((await allFiles(mp)).sort()).toEqual(['config', 'index/i1', 'index/~tmp-old']);
+    }, (mp) => {
+      // Objects at the same keys on the disk under the mount point (left by an earlier mishap), and a temporary file.
+      writeFileSync(join(mp, 'config'), 'the disk under the mount point');
+      mkdirSync(join(mp, 'index'));
+      writeFileSync(join(mp, 'index', 'i1'), 'the disk under the mount point');
+      writeFileSync(join(mp, 'index', '~tmp-old'), 'a temporary file');
+    });
+  });
+
+  it('the store still answers NOT_FOUND and empty listings while its mount is there', async (ctx) => {
+    await withMount(ctx, async (mp) => {
+      const store = await PosixObjectStore.open({ directory: mp, createDirectory: false, reserveBytes: 0 });
+      await store.put(PACK(1), Buffer.from('on the mount'));
+      await expect(store.get(PACK(2))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      await expect(store.head('config')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      await store.delete(PACK(2));
+      expect(await listing(store, 'locks/')).toEqual({ yielded: [], error: undefined });
+      expect((await listing(store, 'packs/')).yielded.map((o) => o.key)).toEqual([PACK(1)]);
+      expect(await store.sweepTemp(0)).toBe(0);
+    });
+  });
+
+  it('a chunked repository on a subdirectory of the mount: listing backups, checking one and restoring fail UNAVAILABLE, not "no backups" or NOT_FOUND', async (ctx) => {
+    await withMount(ctx, async (mp) => {
+      const dir = join(mp, 'cairn');
+      mkdirSync(dir);
+      const store = await PosixObjectStore.open({ directory: dir, createDirectory: false, reserveBytes: 0 });
+      const service = await ChunkedBackupService.open(store, { name: 'repo', workers: 0, init: { chunkSize: 256 * 1024, packSize: 1024 * 1024, kdf: { N: 1024, r: 8, p: 1 } } });
+      const data = pattern(2 * 1024 * 1024, 3);
+      const b1 = job('b1', data.length);
+      const result = await service.backup(b1, { device: new BufferDevice(data) });
+      const record = { ...b1.backup, status: 'available' as const, serviceData: result.serviceData };
+      expect((await service.listBackups()).map((b) => b.id)).toEqual(['b1']);
+      execFileSync('umount', ['-l', mp]);
+      const gone = { code: 'UNAVAILABLE', details: { directory: dir } };
+      await expect(service.listBackups()).rejects.toMatchObject(gone);
+      await expect(service.assertStored(record)).rejects.toMatchObject(gone);
+      const target = new BufferDevice(Buffer.alloc(data.length), 'rw');
+      await expect(service.restore(record, target)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect(await allFiles(mp)).toEqual([]);
+      await service.close?.().catch(() => undefined);
     });
   });
 });
