@@ -8,6 +8,7 @@ import type { TlsFiles } from './tls.js';
 import { errorResponse, forOperator, HttpError } from './errors.js';
 import { ClientErrors } from './client-error.js';
 import { ConnectionLimit, DEFAULT_MAX_CONNECTIONS } from './connection-limit.js';
+import { HandlersInFlight } from './handlers-in-flight.js';
 import { registerBackupRoutes } from './routes-backups.js';
 import { registerJobRoutes } from './routes-jobs.js';
 import { DEFAULT_TIMEOUTS, longestWaitMs, type ApiServerTimeouts } from './server-timeouts.js';
@@ -54,21 +55,22 @@ const METHODS: readonly string[] = [...COMMON_METHODS, ...HTTP_METHODS.filter((m
 /**
  * The REST API (docs/api.md) over one ApiContext. `listen` binds; `shutdown` stops accepting
  * requests (later ones get 503 UNAVAILABLE), cancels every running job, waits for the requests
- * in flight and for the jobs to settle. Closing the context (targets, worker threads) is the
- * caller's, after `shutdown`.
+ * in flight, for their route handlers to end and for the jobs to settle. Closing the context
+ * (targets, worker threads) is the caller's, after `shutdown`: nothing of the server uses it then.
  */
 export class ApiServer {
   readonly app: FastifyInstance;
   private closing = false;
   private readonly scheme: 'http' | 'https';
   private readonly timeouts: ApiServerTimeouts;
+  private readonly handlers = new HandlersInFlight();
 
   constructor(
     private readonly api: ApiContext,
     options: ApiServerOptions = {},
   ) {
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-    this.app = buildApp(api, options, this.timeouts, () => this.closing);
+    this.app = buildApp(api, options, this.timeouts, () => this.closing, this.handlers);
     this.scheme = options.tls ? 'https' : 'http';
   }
 
@@ -85,10 +87,15 @@ export class ApiServer {
   }
 
   /**
-   * Graceful stop (call once): resolves when every job has ended and every connection is closed.
-   * Requests in flight get `drainTimeoutMs` after the jobs settled to be answered; connections
-   * still open then (a client that never finishes sending its body, say) are closed, so the
-   * stop takes at most the jobs' settling plus `drainTimeoutMs`.
+   * Graceful stop (call once): resolves when every job has ended, every connection is closed and
+   * every route handler has ended. Requests in flight get `drainTimeoutMs` after the jobs settled
+   * to be answered; connections still open then (a client that never finishes sending its body,
+   * say) are closed. A handler goes on working after its connection is closed (a delete, an
+   * import-record: its catalog writes are not stopped halfway), and the stop waits for it too, so
+   * the stop takes the jobs' settling plus `drainTimeoutMs`, or as long as the slowest handler
+   * when that is longer. A handler is not cancelled: it ends as its store calls do (the store's
+   * own timeouts), and it waits for a record section another process holds as long as that holds
+   * it.
    */
   async shutdown(): Promise<void> {
     this.closing = true;
@@ -100,12 +107,15 @@ export class ApiServer {
     clearTimeout(timer);
     if (!drained) this.app.server.closeAllConnections();
     await closed;
+    // No connection is left, but a handler whose connection was cut may still be at work on the
+    // targets; none starts from here on.
+    await this.handlers.close();
     // A start that was in flight added its job after the first wait (cancelled at once): wait for it too.
     await this.api.jobs.settled();
   }
 }
 
-function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServerTimeouts, closing: () => boolean): FastifyInstance {
+function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServerTimeouts, closing: () => boolean, handlers: HandlersInFlight): FastifyInstance {
   // Node checks request and header timeouts every connectionsCheckingInterval (default 30 s).
   const checking = { connectionsCheckingInterval: Math.max(100, Math.min(1000, timeouts.requestTimeoutMs)) };
   // The error that refuses `request` (no hooks run before routing): without the token, or, on a
@@ -166,6 +176,7 @@ function buildApp(api: ApiContext, options: ApiServerOptions, timeouts: ApiServe
   // Fastify routes only the methods it knows (GET … OPTIONS, TRACE, QUERY): the others get a
   // route too, for their 405.
   for (const m of METHODS) if (!app.supportedMethods.includes(m)) app.addHttpMethod(m);
+  countHandlers(app, handlers);
   const routes = collectRoutes(app);
   const connections = new ConnectionLimit(app.server, options.maxConnections ?? DEFAULT_MAX_CONNECTIONS, options.log);
   registerSystemRoutes(app, api, () => connections.stats());
@@ -183,6 +194,16 @@ function sendError(reply: FastifyReply, err: unknown, options: ApiServerOptions)
   const r = errorResponse(err);
   if (forOperator(err, r.status)) options.onServerError?.(err);
   return reply.code(r.status).headers(r.headers).send(r.body);
+}
+
+/** Runs the handler of every route added from here on counted by `handlers` (shutdown waits for them). */
+function countHandlers(app: FastifyInstance, handlers: HandlersInFlight): void {
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler;
+    route.handler = function (this: FastifyInstance, request, reply) {
+      return handlers.run(async () => handler.call(this, request, reply));
+    };
+  });
 }
 
 /** Records the methods of every route as it is added (the fillers of addMethodNotAllowed excepted). */

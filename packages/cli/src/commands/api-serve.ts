@@ -70,8 +70,8 @@ function untilSignal(onSecond: () => void): Promise<NodeJS.Signals> {
  * manager and set of targets for the process's lifetime, so worker threads and open repositories
  * stay warm between requests. Prints the bound address once listening. On SIGINT/SIGTERM: stops
  * accepting requests at once (a periodic recovery run in progress is waited for alongside, not
- * before), cancels the running jobs, waits for them and that run to settle, closes the targets
- * and exits 0. A signal during start-up (opening the targets, the first recovery) lets the step
+ * before), cancels the running jobs, waits for them, that run and the requests still being
+ * handled (ApiServer.shutdown) to settle, closes the targets and exits 0. A signal during start-up (opening the targets, the first recovery) lets the step
  * under way finish (recovery leaves records consistent and releases its locks), then closes the
  * targets and exits 0 without listening. A second signal exits at once with 130.
  *
