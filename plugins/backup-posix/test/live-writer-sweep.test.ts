@@ -22,7 +22,7 @@ async function idleForAnHour(temp: string): Promise<void> {
   const hourAgo = new Date(Date.now() - HOUR);
   await utimes(temp, hourAgo, hourAgo);
   vi.advanceTimersByTime(HOUR);
-  await vi.waitFor(async () => expect(Date.now() - (await lstat(temp)).mtimeMs).toBeLessThan(GC_MIN_AGE), { timeout: 2_000 });
+  await vi.waitFor(async () => expect(Date.now() - (await lstat(temp)).mtimeMs).toBeLessThan(GC_MIN_AGE), { timeout: 20_000 });
 }
 
 // sweepTemp judges a temporary file abandoned by its mtime: a live writer keeps it fresh however
