@@ -121,7 +121,7 @@ export class ChunkedBackupService implements BackupService {
         // listing or reads of index/ hang does not hold a cancelled backup): see ChunkIndex.refresh.
         const indexReady = repo.index.refresh({ signal: job.signal });
         try {
-          await repo.upgradeFormat();
+          await repo.upgradeFormat({ signal: job.signal });
           let parent: Manifest | undefined;
           if (job.parent) {
             // The parent's manifest and its chunk list pages are read for this backup alone: its

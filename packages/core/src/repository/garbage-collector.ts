@@ -109,7 +109,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
   const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
-  if (!options.dryRun) await repo.upgradeFormat();
+  // The one-time upgrade of an older format, cancelled by GC's signal as every other store call before the deletes.
+  if (!options.dryRun) await repo.upgradeFormat({ signal: options.signal });
   // The signal ends the refresh at once, whatever the store does, and a refresh it ended applies
   // nothing after the abort and forgets nothing (ChunkIndex.refresh): a cancelled GC leaves a view
   // the next refresh completes, and stops before anything that needs the store seen whole.

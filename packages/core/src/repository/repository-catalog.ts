@@ -2,13 +2,13 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { BackupFilter, BackupPage, BackupPageQuery, Catalog, CatalogPutOptions, SectionOptions } from '../contracts/catalog.js';
 import type { PutOptions } from '../contracts/object-store.js';
 import type { BackupRecord, NewVolumeIntent, VolumeFlowState } from '../contracts/records.js';
-import { CairnError, isAlreadyExists, isCairnError, unlessNotFound } from '../errors.js';
+import { CairnError, isAlreadyExists, isCairnError, throwIfAborted, unlessNotFound } from '../errors.js';
 import { byCreation, matches } from '../memory/memory-catalog.js';
 import { backupOrder, checkPageQuery, creationOrder, markerRecord, pageOf } from '../util/backup-page.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { parsedTime, readableTimes, withCanonicalTimes } from '../util/record-times.js';
-import { eachUntilAborted } from '../util/until-aborted.js';
+import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import { spending, type LockHandle } from './repository-locks.js';
 import type { Repository } from './repository.js';
@@ -410,19 +410,22 @@ const backupExists = (backupId: string, cause?: unknown): CairnError => new Cair
 /**
  * Gives every record in the repository its volume entry: part of the upgrade to format 3, run
  * before `config` says 3 (records written meanwhile by this version come with their entries).
- * Damaged records are left as they are (they list as CORRUPT either way). Idempotent.
+ * Damaged records are left as they are (they list as CORRUPT either way). Idempotent. `signal`
+ * (the upgrade's) goes to the listing and each put, is checked before each record, and ends the
+ * call with `CANCELLED` at once when it aborts, whatever the store does.
  */
-export async function writeVolumeEntries(repo: Repository): Promise<void> {
+export async function writeVolumeEntries(repo: Repository, signal?: AbortSignal): Promise<void> {
   const catalog = new RepositoryCatalog(repo);
-  for (const id of await recordIds(repo)) {
+  for (const id of await recordIds(repo, signal)) {
+    throwIfAborted(signal);
     let record: BackupRecord;
     try {
-      record = await catalog.getBackup(id);
+      record = await untilAborted(catalog.getBackup(id), signal);
     } catch (err) {
       if (isCairnError(err) && (err.code === 'NOT_FOUND' || err.code === 'CORRUPT')) continue;
       throw err;
     }
-    await repo.store.put(volumeEntryKey(record), Buffer.alloc(0));
+    await untilAborted(repo.store.put(volumeEntryKey(record), Buffer.alloc(0), { signal }), signal);
   }
 }
 

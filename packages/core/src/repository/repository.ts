@@ -1,6 +1,6 @@
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { CallOptions, ObjectStore } from '../contracts/object-store.js';
-import { CairnError, isCairnError } from '../errors.js';
+import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { untilAborted } from '../util/until-aborted.js';
 import { ChunkCodec, decodeDocument, encodeDocument, openDocument } from './codec.js';
@@ -167,12 +167,24 @@ export class Repository {
    * records without entries, or ignoring new-volume intents (the catalog upgrades before it writes
    * the first).
    * Idempotent; concurrent upgraders write the same bytes.
+   *
+   * `options.signal` (the caller's: a GC's, a backup's) goes to every store call of the upgrade,
+   * each of which then ends with `CANCELLED` at once when it aborts, whatever the store does; it is
+   * checked between steps too. A cancelled upgrade leaves the repository migrated or not, never
+   * half: the volume entries come first and mean nothing without the new version (each names a
+   * record that exists: what the upgrade adds, written again by the next one), and `config` is
+   * written last, in one put, never begun once the abort was seen. A put already under way when
+   * it aborts is no longer awaited and may still land: the repository is then migrated, while this
+   * object keeps the old version until a later call writes the same bytes again.
    */
-  async upgradeFormat(): Promise<void> {
+  async upgradeFormat(options: CallOptions = {}): Promise<void> {
+    const { signal } = options;
     if (this.config.version >= FORMAT_VERSION) return;
-    if (this.config.version < CATALOG_BY_VOLUME_VERSION) await writeVolumeEntries(this);
+    throwIfAborted(signal);
+    if (this.config.version < CATALOG_BY_VOLUME_VERSION) await writeVolumeEntries(this, signal);
+    throwIfAborted(signal);
     const upgraded: RepositoryConfig = { ...this.config, version: FORMAT_VERSION };
-    await this.store.put(Keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)));
+    await untilAborted(this.store.put(Keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)), { signal }), signal);
     (this as { config: RepositoryConfig }).config = upgraded;
   }
 
