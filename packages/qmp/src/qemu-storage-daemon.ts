@@ -100,17 +100,31 @@ export interface StopOptions {
 const DEFAULT_KILL_TIMEOUT_MS = 5_000;
 
 /**
- * Resolves with the exit once `exited` settles, or with undefined when `sigkilled` has resolved
- * and `ms` more passed without it: the process is stuck (uninterruptible I/O). Leaves no timer.
+ * Resolves true once `exited` resolves, false when `ms` passed first (`ms` from 0 to 2^31 - 1).
+ * `exited` must resolve from the child's 'exit' (or 'error') event itself, nothing later: an exit
+ * received by the deadline wins, also after this process's event loop was held up past it (core's
+ * onDeadline: the event is read in the poll phase, before the deadline fires), so a daemon that
+ * has exited is never taken for one still running and sent a signal. Leaves no timer.
+ */
+function exitsWithinMs(exited: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const cancel = onDeadline(ms, () => resolve(false));
+    void exited.then(() => {
+      cancel();
+      resolve(true);
+    });
+  });
+}
+
+/**
+ * Resolves with the exit once `exited` (the child's 'exit' event, as exitsWithinMs) resolves, or
+ * with undefined when `sigkilled` has resolved and `ms` more passed without it: the process is
+ * stuck (uninterruptible I/O). Leaves no timer.
  */
 async function exitAfterKill(exited: Promise<DaemonExit>, sigkilled: Promise<void>, ms: number): Promise<DaemonExit | undefined> {
-  const ac = new AbortController();
-  try {
-    const giveUp = sigkilled.then(() => sleep(ms, undefined, { signal: ac.signal })).catch(() => undefined);
-    return await Promise.race([exited, giveUp]);
-  } finally {
-    ac.abort();
-  }
+  const killedFirst = await Promise.race([exited.then(() => false), sigkilled.then(() => true)]);
+  if (killedFirst && !(await exitsWithinMs(exited, ms))) return undefined;
+  return exited;
 }
 
 /** The UNAVAILABLE for a daemon still there `ms` after its SIGKILL: `why` it was killed, then what is left behind. */
@@ -210,8 +224,8 @@ export class QemuStorageDaemon {
     readonly socketPath: string,
     /** stdout and stderr of the daemon. */
     readonly logPath: string,
-    /** Resolves when the process has exited. */
-    exited: Promise<DaemonExit>,
+    /** Resolves when the process has exited: at its 'exit' (or 'error') event, which the waits for it take as the exit. */
+    private readonly exited: Promise<DaemonExit>,
     private readonly keepDir: boolean,
     readonly driver: string,
     /** The connected QMP client; closed once the daemon exits. */
@@ -422,20 +436,19 @@ export class QemuStorageDaemon {
     return this.finish(killTimeoutMs);
   }
 
+  /** Whether the daemon exits within `ms` (an exit already received when the time is up counts: exitsWithinMs). */
   private async exitsWithin(ms: number): Promise<boolean> {
     if (this.exitStatus) return true;
-    const ac = new AbortController();
-    const won = await Promise.race([
-      this.whenExited.then(() => true),
-      sleep(ms, false, { signal: ac.signal }).catch(() => false),
-    ]);
-    ac.abort();
-    return won;
+    return exitsWithinMs(this.exited, ms);
   }
 
-  /** Waits for the exit (at most `killTimeoutMs` after a SIGKILL: else UNAVAILABLE left behind), then closes the client. */
+  /**
+   * Waits for the exit (at most `killTimeoutMs` after a SIGKILL: else UNAVAILABLE left behind),
+   * closes the client, then waits for the temp dir's removal (whenExited; not counted in that
+   * bound: the daemon is gone by then).
+   */
   private async finish(killTimeoutMs: number): Promise<DaemonExit> {
-    const exit = await exitAfterKill(this.whenExited, this.sigkilled, killTimeoutMs);
+    const exit = await exitAfterKill(this.exited, this.sigkilled, killTimeoutMs);
     if (!exit) {
       await this.qmp.close(); // killed, it never answers again: pending calls fail now
       // Its handle no longer keeps this process alive: a caller with nothing else to do (a CLI
@@ -449,6 +462,7 @@ export class QemuStorageDaemon {
     await Promise.race([this.qmp.whenClosed, sleep(200, undefined, { signal: ac.signal }).catch(() => undefined)]);
     ac.abort();
     await this.qmp.close();
-    return exit; // the temp dir went with the exit (whenExited)
+    await this.whenExited; // the temp dir goes with the exit
+    return exit;
   }
 }

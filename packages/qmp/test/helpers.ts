@@ -9,13 +9,16 @@ import { processAlive } from '../src/runtime-dirs.js';
 
 const run = promisify(execFile);
 
-/** A fresh short temp dir under /tmp (unix socket paths must stay under 108 bytes). */
-/** Whether process `pid` is gone within `ms` (polled every 50 ms; no assertion on the time itself). */
+/**
+ * Whether process `pid` is gone within `ms` (polled every 50 ms, on a monotonic clock: a step of
+ * the wall clock neither cuts nor stretches the wait; no assertion on the time itself).
+ */
 export async function exitsWithin(pid: number, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (!processAlive(pid)) return true;
+  for (const end = performance.now() + ms; performance.now() < end; await new Promise((r) => setTimeout(r, 50))) if (!processAlive(pid)) return true;
   return !processAlive(pid);
 }
 
+/** A fresh short temp dir under /tmp (unix socket paths must stay under 108 bytes). */
 export const tempDir = (): Promise<string> => mkdtemp('/tmp/cairn-qmpt-');
 
 export const removeDir = (dir: string | undefined): Promise<void> => (dir ? rm(dir, { recursive: true, force: true }) : Promise.resolve());
