@@ -33,7 +33,7 @@ async function daemonIn(dir: string): Promise<ChildProcess> {
   const sock = join(dir, 'qmp.sock');
   const child = spawn('qemu-storage-daemon', ['--chardev', `socket,id=m0,path=${sock},server=on,wait=off`, '--monitor', 'chardev=m0'], { stdio: 'ignore' });
   children.push(child);
-  await vi.waitFor(() => expect(existsSync(sock)).toBe(true), { timeout: 5_000 });
+  await vi.waitFor(() => expect(existsSync(sock)).toBe(true), { timeout: 20_000 });
   return child;
 }
 

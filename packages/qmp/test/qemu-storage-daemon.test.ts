@@ -107,11 +107,11 @@ describe('QemuStorageDaemon lifecycle', () => {
     expect(err.details?.exit).toEqual({ code: null, signal: 'SIGKILL' });
   });
 
-  it('kill() while stop() waits on a frozen daemon sends SIGKILL at once; the stop resolves with the same exit', { timeout: 5_000 }, async () => {
+  it('kill() while stop() waits on a frozen daemon sends SIGKILL at once; the stop resolves with the same exit', { timeout: 60_000 }, async () => {
     const d = await QemuStorageDaemon.start();
     started.push(d);
     d.signal('SIGSTOP'); // wedged: quit gets no answer and SIGTERM stays pending
-    const stopping = d.stop({ quitTimeoutMs: 60_000, termTimeoutMs: 60_000 });
+    const stopping = d.stop({ quitTimeoutMs: 600_000, termTimeoutMs: 600_000 }); // far past the test's timeout: only the kill can end it
     await new Promise((r) => setTimeout(r, 100)); // quit is sent and waits
     const exit = await d.kill();
     expect(exit).toEqual({ code: null, signal: 'SIGKILL' });

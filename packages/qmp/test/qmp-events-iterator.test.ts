@@ -40,8 +40,8 @@ describe('events() with next() called again before the earlier one settled', () 
     const second = events.next();
     await cycle('e1');
     await cycle('e2');
-    expect(idOf(await within(first, 2_000))).toBe('e1');
-    expect(idOf(await within(second, 2_000))).toBe('e2');
+    expect(idOf(await within(first, 20_000))).toBe('e1');
+    expect(idOf(await within(second, 20_000))).toBe('e2');
     await events.return!();
   });
 
@@ -50,7 +50,7 @@ describe('events() with next() called again before the earlier one settled', () 
     const a = events.next();
     const b = events.next();
     await events.return!();
-    expect(await within(a, 1_000)).toEqual({ value: undefined, done: true });
-    expect(await within(b, 1_000)).toEqual({ value: undefined, done: true });
+    expect(await within(a, 20_000)).toEqual({ value: undefined, done: true });
+    expect(await within(b, 20_000)).toEqual({ value: undefined, done: true });
   });
 });

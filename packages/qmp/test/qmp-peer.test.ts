@@ -84,8 +84,8 @@ describe('QmpClient with a misbehaving peer', () => {
         } else answerReturn(s, m);
       });
       const client = await QmpClient.connect({ path });
-      const pendingHeld = client.execute('x-held', {}, { timeoutMs: 5_000 }).catch((e: unknown) => e);
-      await vi.waitFor(() => expect(held).toBeDefined());
+      const pendingHeld = client.execute('x-held', {}, { timeoutMs: 30_000 }).catch((e: unknown) => e);
+      await vi.waitFor(() => expect(held).toBeDefined(), { timeout: 20_000 });
       const version = await client.execute('query-version', undefined, { timeoutMs: 5_000 });
       expect(version.package).toBe('p');
       const err = (await pendingHeld) as { code: string; message: string; cause?: { message?: string } };
