@@ -12,7 +12,12 @@ const peers = new FakeQmpPeers();
 beforeAll(() => peers.open());
 afterAll(() => peers.close());
 
-const TIMEOUT = 100;
+/**
+ * The deadline under test (ms). It must cover the work before the stall (the peer, in this
+ * process, reading the command and answering), however loaded the machine: 1 s. The stall, twice
+ * that, passes the deadline whenever the stall starts.
+ */
+const TIMEOUT = 1_000;
 /** Blocks this thread (and so the event loop) for `ms`. */
 const stallLoop = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
@@ -21,7 +26,7 @@ describe('QmpClient after its event loop stalled past a deadline', () => {
     const { path } = await peers.listen((m: QmpCommand, s: net.Socket) => {
       if (m.execute !== 'x-answered') return answerReturn(s, m);
       answerReturn(s, m, { answered: m.id });
-      stallLoop(TIMEOUT * 4); // the reply waits in the client's socket while the deadline passes
+      stallLoop(TIMEOUT * 2); // the reply waits in the client's socket while the deadline passes
     });
     const client = await QmpClient.connect({ path });
     try {
@@ -37,7 +42,7 @@ describe('QmpClient after its event loop stalled past a deadline', () => {
       answerReturn(s, m);
       if (m.execute !== 'x-emit') return;
       s.write(`${JSON.stringify({ event: 'BLOCK_EXPORT_DELETED', data: { id: 'e1' }, timestamp: { seconds: 1, microseconds: 0 } })}\r\n`);
-      stallLoop(TIMEOUT * 4);
+      stallLoop(TIMEOUT * 2);
     });
     const client = await QmpClient.connect({ path });
     try {
