@@ -1,5 +1,5 @@
 import { CairnError, ErrorCodes } from '@cairn/core';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { isLoopback, parseListen } from '../src/api/auth.js';
 import { errorResponse, forOperator, HTTP_STATUS, HttpError, TransportCodes } from '../src/api/errors.js';
 import { JobTable, type JobSpec } from '../src/api/jobs.js';
@@ -164,8 +164,8 @@ describe('recovery while the server runs', () => {
       onError: () => {},
     });
     recovery.start();
-    await new Promise((r) => setTimeout(r, 150));
-    expect(runs).toBeGreaterThanOrEqual(2);
+    // Two runs at least (the second scheduled by the first's end), however slow the machine.
+    await vi.waitFor(() => expect(runs).toBeGreaterThanOrEqual(2), { timeout: 20_000, interval: 10 });
     expect(overlap).toBe(false);
     await recovery.stop();
     expect(concurrent).toBe(0);

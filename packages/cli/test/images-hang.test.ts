@@ -3,8 +3,9 @@
  * PATH is a wrapper that, for the command named in its `freeze` file, writes its pid and SIGSTOPs
  * itself (a process stopped in I/O makes no progress either), then would exec the real qemu-img.
  * Metadata runs (`info`, `check`) must fail after CAIRN_QEMU_IMG_TIMEOUT_MS, a `convert` after
- * CAIRN_QEMU_IMG_STALL_MS without progress: `UNAVAILABLE` (exit 6) naming the command, the frozen
- * child gone, no temporary file (each run gets a TMPDIR of its own, checked empty), no volume.
+ * CAIRN_QEMU_IMG_STALL_MS without progress (each set short only for the run that freezes):
+ * `UNAVAILABLE` (exit 6) naming the command, the frozen child gone, no temporary file (each run
+ * gets a TMPDIR of its own, checked empty), no volume.
  */
 import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -21,6 +22,9 @@ const exists = (pid: number): boolean => {
     return false;
   }
 };
+
+/** The bound of the frozen qemu-img run (ms): what the command waits before it gives up on it. */
+const SHORT_BOUND_MS = '5000';
 
 describe('volume import/export with a hung qemu-img', () => {
   let cwd: string;
@@ -55,14 +59,27 @@ describe('volume import/export with a hung qemu-img', () => {
   });
   afterAll(() => removeDir(cwd));
 
-  /** Runs the CLI with the wrapper first on PATH, `command` armed to freeze, and 500 ms bounds. */
+  /**
+   * Runs the CLI with the wrapper first on PATH and `command` armed to freeze. Only the bound that
+   * governs the frozen command is short (the timeout for `info` and `check`, the stall window for
+   * `convert`); the other keeps its two-minute default, so the runs that are not frozen (the
+   * `info` before a frozen `check`, the metadata runs before a frozen `convert`) are never cut
+   * short by a slow machine. SHORT_BOUND_MS must still cover what runs under it before the
+   * freeze: the wrapper's start up to its `echo $$ > pid` (and, for `check`, a real `info`); from
+   * 3 s up runBounded's kill grace is its full 3 s too.
+   */
   const runFrozen = async (command: string, args: string[]): Promise<CliResult> => {
     await writeFile(join(cwd, 'freeze'), command);
-    return cairn([...args, '--json'], { cwd, env: { TMPDIR: tmp, PATH: `${bin}:${process.env.PATH}`, CAIRN_QEMU_IMG_TIMEOUT_MS: '500', CAIRN_QEMU_IMG_STALL_MS: '500' } });
+    const bound = command === 'convert' ? { CAIRN_QEMU_IMG_STALL_MS: SHORT_BOUND_MS } : { CAIRN_QEMU_IMG_TIMEOUT_MS: SHORT_BOUND_MS };
+    return cairn([...args, '--json'], { cwd, env: { TMPDIR: tmp, PATH: `${bin}:${process.env.PATH}`, ...bound } });
   };
   /** The run failed UNAVAILABLE (exit 6) naming `qemu-img <command>`, and the child that froze is gone. */
   const expectHangReported = async (r: CliResult, command: string): Promise<void> => {
-    const pid = Number((await readFile(join(cwd, 'pid'), 'utf8')).trim());
+    // The wrapper writes its pid before it stops itself and is killed only once the bound ran
+    // out, so once the run has ended the file is there, or the wrapper never got to freeze.
+    const pidText = await readFile(join(cwd, 'pid'), 'utf8').catch(() => '');
+    expect(pidText, `the qemu-img ${command} wrapper was killed before it froze (bound ${SHORT_BOUND_MS} ms); ${r.stderr}`).toMatch(/^\d+\n$/);
+    const pid = Number(pidText.trim());
     frozen.push(pid);
     expect(r.code, r.stderr).toBe(6);
     const e = jsonError(r);
@@ -80,7 +97,7 @@ describe('volume import/export with a hung qemu-img', () => {
       await expectHangReported(r, command);
       expect(await readdir(tmp)).toEqual([]); // the import's own cairn-import-* directory is gone
       expect(await volumeNames()).not.toContain(name);
-    }, 30_000);
+    });
   }
 
   it('export: a qemu-img convert that hangs fails UNAVAILABLE naming it, with no temporary file and no output', async () => {
@@ -90,7 +107,7 @@ describe('volume import/export with a hung qemu-img', () => {
     await expectHangReported(r, 'convert');
     expect(await readdir(out)).toEqual([]);
     expect(await readdir(tmp)).toEqual([]);
-  }, 30_000);
+  });
 
   it('a bound that is not a whole number of milliseconds is INVALID_INPUT naming the variable', async () => {
     const r = await cairn(['volume', 'import', image, '--name', 'bad-bound', '--json'], { cwd, env: { TMPDIR: tmp, CAIRN_QEMU_IMG_TIMEOUT_MS: '1e3' } });

@@ -379,24 +379,45 @@ describe('volume import/export of qcow2 and VMDK: bad images and failures', () =
   it('SIGTERM while qemu-img converts kills the conversion at once: CANCELLED (exit 130), no temporary file, no volume', async () => {
     const bin = join(cwd, 'slow-bin');
     await mkdir(bin);
-    // info and check are the real ones; convert hangs for a minute
-    await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\nif [ "$1" = convert ]; then echo $$ > ${join(cwd, 'convert.pid')}; exec sleep 60; fi\nexec /usr/bin/qemu-img "$@"\n`);
+    // info and check are the real ones; convert writes its pid, then hangs for ten minutes
+    const pidFile = join(cwd, 'convert.pid');
+    await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\nif [ "$1" = convert ]; then echo $$ > ${pidFile}; exec sleep 600; fi\nexec /usr/bin/qemu-img "$@"\n`);
     await chmod(join(bin, 'qemu-img'), 0o755);
     const q = join(cwd, 'slow.qcow2');
     qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, q);
     const name = fresh();
     const { child, exit } = cairnSpawn(['volume', 'import', q, '--name', name, '--json'], { cwd, env: { TMPDIR: tmp, PATH: `${bin}:${process.env.PATH}` } });
+    // The convert runs once its pid is written in full (the sleep follows at once: a SIGTERM
+    // before the exec would have to kill the shell, which is the same child).
+    const sleep = (ms: number) => new Promise<undefined>((r) => setTimeout(() => r(undefined), ms));
     const started = Date.now();
-    while (!(await readdir(tmp).then((d) => d.length > 0)) && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, 300));
-    // The command ends long before the fake convert's minute is up (the test's own timeout is 30 s),
-    // and the convert is gone: it was killed, not waited for.
+    let pidText = '';
+    while (!/^\d+\n$/.test(pidText) && Date.now() - started < 30_000) {
+      await sleep(50);
+      pidText = await readFile(pidFile, 'utf8').catch(() => '');
+    }
+    expect(pidText, 'the convert never started').toMatch(/^\d+\n$/);
+    const pid = Number(pidText.trim());
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    // The command ends long before the fake convert's ten minutes are up, and the convert is gone:
+    // it was killed, not waited for. 45 s tells the two apart on a loaded machine.
     child.kill('SIGTERM');
-    const r = await exit;
-    await expectRefused(r, 'CANCELLED', 130, name);
-    const pid = Number((await readFile(join(cwd, 'convert.pid'), 'utf8')).trim());
-    expect(() => process.kill(pid, 0), 'the conversion still runs').toThrow();
-  }, 30_000);
+    const r = await Promise.race([exit, sleep(45_000)]);
+    const outlived = alive();
+    // Our own processes only (the CLI and its fake convert), so that nothing outlives a failed run.
+    if (outlived) process.kill(pid, 'SIGKILL');
+    if (!r) child.kill('SIGKILL');
+    expect(r, 'the command waited for the convert instead of killing it').toBeDefined();
+    expect(outlived, 'the conversion still runs').toBe(false);
+    await expectRefused(r!, 'CANCELLED', 130, name);
+  });
 
   it('a $TMPDIR too deep for a unix socket path (107 bytes) does not stop qcow2 and VMDK import and export: they round-trip byte for byte, leaving it empty', async () => {
     const deep = join(tmp, 'd'.repeat(Math.max(1, 100 - tmp.length)));

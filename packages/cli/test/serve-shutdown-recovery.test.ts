@@ -5,6 +5,7 @@
  * process holds that backup's record section (a `record` lock of the repository, as another
  * Cairn process in RepositoryCatalog.section would), so the server's recovery waits on it.
  */
+import { watch } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { PosixObjectStore } from '@cairn/backup-posix';
@@ -36,6 +37,28 @@ function getOnNewConnection(url: string, path: string): Promise<number | string>
   });
 }
 
+/**
+ * Resolves true once a lock object of `backupId`'s record section other than `own` is created in
+ * the posix store's `locksDir` (a `record` lock's id begins `record-<backup id as hex>-`), false
+ * after `ms`. Watched (inotify), not polled: each try's object lives only for a put, a listing and
+ * a delete.
+ */
+function recordLockTried(locksDir: string, backupId: string, own: string, ms: number): Promise<boolean> {
+  const prefix = `record-${Buffer.from(backupId, 'utf8').toString('hex')}-`;
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const watcher = watch(locksDir, (_event, name) => {
+      if (name && String(name).startsWith(prefix) && String(name) !== own) done(true);
+    });
+    function done(seen: boolean): void {
+      clearTimeout(timer);
+      watcher.close();
+      resolve(seen);
+    }
+    timer = setTimeout(() => done(false), ms);
+  });
+}
+
 describe('cairn serve: SIGTERM during a periodic recovery run', () => {
   let cwd: string;
   let volumeId: string;
@@ -62,15 +85,17 @@ describe('cairn serve: SIGTERM during a periodic recovery run', () => {
       try {
         backup.child.kill('SIGKILL');
         await backup.exit;
-        await sleep(2500); // a recovery run started meanwhile and waits on the section
+        // A recovery run waits on the section: it tries the backup's record lock again and again
+        // (RepositoryLocks.acquire: put, check, delete, wait), each try a new lock object.
+        expect(await recordLockTried(join(cwd, '.cairn/repository/locks'), backupId, section.doc.id, 30_000), 'no recovery run tried the record section').toBe(true);
         expect(await get(`/v1/backups/${backupId}`)).toMatchObject({ status: 'creating' });
         expect(await getOnNewConnection(server.url, '/v1/backups')).toBe(200);
 
         server.child.kill('SIGTERM');
         await until(async () => stderr, (s) => s.includes('shutting down'));
-        await sleep(500);
-        // The run still waits on the section: the server must not be listening any more.
-        expect(await getOnNewConnection(server.url, '/v1/backups')).toBe('ECONNREFUSED');
+        // The run still waits on the section (held until after these checks): the server must
+        // stop listening all the same, and not exit before the run ends.
+        expect(await until(() => getOnNewConnection(server.url, '/v1/backups'), (v) => v === 'ECONNREFUSED', 20_000)).toBe('ECONNREFUSED');
         expect(server.child.exitCode).toBeNull(); // it waits for the recovery run
       } finally {
         await section.release();

@@ -13,7 +13,13 @@ const scripted = new ScriptedServers('nbd-sl-');
 beforeAll(() => scripted.open());
 afterAll(() => scripted.close());
 
-const TIMEOUT = 200;
+/**
+ * The deadline under test (ms). It must cover the work before the stall (the handshake's round
+ * trips, a request and its reply) on a loaded machine; STALL exceeds it, so the deadline has
+ * always passed when the loop runs again.
+ */
+const TIMEOUT = 1_000;
+const STALL = 2 * TIMEOUT;
 const CMD_READ = 0;
 const CMD_DISC = 2;
 
@@ -52,7 +58,7 @@ async function serve(hooks: { afterHandshake?: () => void; afterRead?: () => voi
 describe('NbdClient deadlines after its event loop stalled past them', () => {
   it('a reply received before the stall ended completes its request: the request timeout does not close the connection', async () => {
     let stalls = 1;
-    const path = await serve({ afterRead: () => void (stalls-- > 0 && stallLoop(TIMEOUT * 4)) });
+    const path = await serve({ afterRead: () => void (stalls-- > 0 && stallLoop(STALL)) });
     const client = await NbdClient.connect({ path, requestTimeoutMs: TIMEOUT });
     try {
       expect(await client.read(0, 4096)).toEqual(Buffer.alloc(4096, 0x5a));
@@ -63,7 +69,7 @@ describe('NbdClient deadlines after its event loop stalled past them', () => {
   });
 
   it('option replies received before the stall ended complete the handshake within connectTimeoutMs', async () => {
-    const path = await serve({ afterHandshake: () => stallLoop(TIMEOUT * 4) });
+    const path = await serve({ afterHandshake: () => stallLoop(STALL) });
     const client = await NbdClient.connect({ path, connectTimeoutMs: TIMEOUT });
     try {
       expect(client.size).toBe(64 * 1024);
@@ -74,7 +80,7 @@ describe('NbdClient deadlines after its event loop stalled past them', () => {
   });
 
   it('a hang-up received before the stall ended completes disconnect() within disconnectTimeoutMs', async () => {
-    const path = await serve({ afterDisc: () => stallLoop(TIMEOUT * 4) });
+    const path = await serve({ afterDisc: () => stallLoop(STALL) });
     const client = await NbdClient.connect({ path, disconnectTimeoutMs: TIMEOUT });
     expect(await client.read(0, 512)).toEqual(Buffer.alloc(512, 0x5a));
     await expect(client.disconnect()).resolves.toBeUndefined();

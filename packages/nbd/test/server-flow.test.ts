@@ -68,7 +68,8 @@ describe('NbdServer transmission flow control', () => {
     const { raw } = await rawGo(path, 'x');
     const N = 200;
     raw.write(Buffer.concat(Array.from({ length: N }, (_, i) => request(0, i + 1, 0, 4096))));
-    await sleep(200);
+    await vi.waitFor(() => expect(started).toBeGreaterThanOrEqual(4), { timeout: 20_000, interval: 10 });
+    await sleep(200); // a server without the limit would have started the rest with the first 4 (one packet)
     expect(started).toBe(4);
     // Let them finish a few at a time: parsing resumes from the bytes kept buffered.
     const cookies = new Set<number>();
@@ -142,7 +143,7 @@ describe('NbdServer ending a connection (proto.md: NBD_CMD_DISC answers every ou
       cookies.push(r.cookie);
     }
     expect(cookies.sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
-    expect(await settlesWithin(raw.closed, 2000)).toBe(true);
+    expect(await settlesWithin(raw.closed, 20_000)).toBe(true);
     expect(raw.pending).toBe(0);
     await server.close();
     expect(server.connectionCount).toBe(0);
@@ -181,10 +182,12 @@ describe('NbdServer after a failed handshake', () => {
     const backend: NbdBackend = { size: MiB, read: async (_o, len) => [{ zero: len }] };
     const { server, path } = await serve(backend, 4);
     const raw = await RawSocket.connect(path, true); // a client that never hangs up
+    // The server ends its side once it has given up (rejected: all it reads from then on is discarded).
+    const serverEnded = new Promise<void>((r) => raw.socket.once('end', () => r()));
     await raw.read(18);
     await fail(raw);
-    // The server has given up; from now on count what still reaches a handshake ByteReader.
-    await sleep(50);
+    expect(await settlesWithin(serverEnded, 20_000), 'the server never gave up on the handshake').toBe(true);
+    // From now on count what still reaches a handshake ByteReader.
     let pushed = 0;
     const push = ByteReader.prototype.push;
     vi.spyOn(ByteReader.prototype, 'push').mockImplementation(function (this: ByteReader, chunk: Buffer) {
@@ -200,7 +203,7 @@ describe('NbdServer after a failed handshake', () => {
         if (!raw.socket.write(junk)) await Promise.race([new Promise((r) => raw.socket.once('drain', r)), raw.closed]);
       }
     })();
-    const closed = await settlesWithin(raw.closed, 5000);
+    const closed = await settlesWithin(raw.closed, 20_000); // destroyed after REJECT_GRACE_MS (1 s)
     flooding = false;
     raw.socket.destroy();
     expect(closed).toBe(true);
