@@ -121,26 +121,32 @@ describe('releasing memory when idle', () => {
     expect(idle).toBe(1);
   });
 
-  it('IdleRelease releases once idle for its delay, restarts the delay on each idle(), and not while a job runs', async () => {
-    let running = false;
-    let released = 0;
-    const r = new IdleRelease(30, () => !running, () => released++);
-    r.idle();
-    await new Promise((res) => setTimeout(res, 15));
-    r.idle(); // a job ran and ended meanwhile: the delay starts again
-    await new Promise((res) => setTimeout(res, 20));
-    expect(released).toBe(0);
-    await new Promise((res) => setTimeout(res, 30));
-    expect(released).toBe(1);
-    running = true;
-    r.idle();
-    await new Promise((res) => setTimeout(res, 60));
-    expect(released).toBe(1); // a job running when the delay ends: nothing released
-    r.idle();
-    r.stop();
-    running = false;
-    await new Promise((res) => setTimeout(res, 60));
-    expect(released).toBe(1);
+  it('IdleRelease releases once idle for its delay, restarts the delay on each idle(), and not while a job runs', () => {
+    // Fake timers: the delays are the contract, and real ones would race a loaded machine's pauses.
+    vi.useFakeTimers();
+    try {
+      let running = false;
+      let released = 0;
+      const r = new IdleRelease(30, () => !running, () => released++);
+      r.idle();
+      vi.advanceTimersByTime(15);
+      r.idle(); // a job ran and ended meanwhile: the delay starts again
+      vi.advanceTimersByTime(20);
+      expect(released).toBe(0); // 35 ms since the first idle(), 20 since the second
+      vi.advanceTimersByTime(10);
+      expect(released).toBe(1);
+      running = true;
+      r.idle();
+      vi.advanceTimersByTime(60);
+      expect(released).toBe(1); // a job running when the delay ends: nothing released
+      r.idle();
+      r.stop();
+      running = false;
+      vi.advanceTimersByTime(60);
+      expect(released).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
