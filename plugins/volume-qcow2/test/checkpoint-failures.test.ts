@@ -6,6 +6,7 @@ import type { RecordStore } from '../src/record-store.js';
 import type { Runtime } from '../src/runtime.js';
 import type { TransactionAction } from '@cairn/qmp';
 import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
+import { sessionOf, stalledAt } from './stall.js';
 
 // A checkpoint must never under-report: whatever fails between qemu and the sidecar, "changed
 // since C" either covers every write after C or fails with NOT_FOUND (the caller reads everything).
@@ -119,18 +120,13 @@ describe.skipIf(missingQemu.length > 0)(`checkpoint failures never under-report 
   });
 
   it('a checkpoint transaction that timed out and ran late: queries fail with NOT_FOUND until the next checkpoint reconciles the node', async () => {
-    const d = await driverOn(undefined, { commandTimeoutMs: 400 });
+    const d = await driverOn(); // the default command timeout: only the stalled transaction times out (stalledAt)
     const v = await d.createVolume({ size: SIZE });
     const A = await d.changedBlockTracking.createCheckpoint(v.id);
     const a = await d.attach({ kind: 'volume', id: v.id }, 'rw');
-    const pid = (await d.daemonPid())!;
-    process.kill(pid, 'SIGSTOP');
-    try {
-      await expect(d.changedBlockTracking.createCheckpoint(v.id)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
-    } finally {
-      process.kill(pid, 'SIGCONT'); // qemu now runs the transaction nobody waits for
-    }
-    await new Promise((r) => setTimeout(r, 300));
+    const session = await sessionOf(d);
+    expect(await stalledAt(session, 'transaction', () => d.changedBlockTracking.createCheckpoint(v.id))).toBe('UNAVAILABLE');
+    await session.qmp.execute('query-block-jobs'); // answered after the transaction nobody waited for: qemu has run it
     await a.device.write(5 * MiB, pattern(4096, 7)); // lands in the stray bitmap, not in A
     expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([A.id]);
     const answer = await a.device.extents({ kind: 'changed', since: A.id }).then(

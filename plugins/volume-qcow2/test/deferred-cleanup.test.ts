@@ -4,27 +4,30 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import type { DaemonSession } from '../src/daemon-session.js';
 import { MiB, missingQemu, overlaysIn, pattern, tempDir } from './helpers.js';
-import { addIntruder, becomes, imageOf, qemuNodes, sleep, volumeWithView } from './refusals.js';
-import { exportOf, leftovers, runtimeOf, sessionOf, stalledAt } from './stall.js';
+import { addIntruder, becomes, imageOf, qemuNodes, SETTLED_MS, sleep, volumeWithView } from './refusals.js';
+import { boundSessionsBy, exportOf, leftovers, runtimeOf, sessionOf, stalledAt } from './stall.js';
 
 // Cleanup that does not finish — the daemon did not answer (SIGSTOP here), or refused a step —
 // is kept and retried until it succeeds (DeferredWork): before the volume's next use, which
 // reports its error while it still fails, and on a timer without any use. A refusal is made
 // here by an export of the view's overlay (or of the volume's node) that Cairn did not make (an
 // "intruder", refusals.ts): qemu will not delete a node an export uses (CONFLICT) until that
-// export is gone. One driver per case.
+// export is gone. One driver per case. The command timeout T spaces the retries only: every
+// command of the daemon gets a generous bound (boundSessionsBy), and a command stalled on purpose a
+// short one (stalledAt).
 
 const T = 250;
+boundSessionsBy();
 const dirs: string[] = [];
 
 afterAll(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function driverIn(dir?: string): Promise<Qcow2VolumeDriver> {
+async function driverIn(dir?: string, commandTimeoutMs = T): Promise<Qcow2VolumeDriver> {
   const directory = dir ?? (await tempDir());
   if (!dir) dirs.push(directory);
-  return new Qcow2VolumeDriver({ directory, commandTimeoutMs: T });
+  return new Qcow2VolumeDriver({ directory, commandTimeoutMs });
 }
 
 /** The volume attaches read-write with nothing else in qemu, takes a write, and its image closes at detach. */
@@ -87,7 +90,7 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
         expect(session.nodeOf(image)).toBeDefined();
         expect(await leftovers(session)).not.toEqual([]);
       });
-      expect(await becomes(() => session.nodeOf(image) === undefined, 20 * T), 'the image closes without a new use').toBe(true);
+      expect(await becomes(() => session.nodeOf(image) === undefined, SETTLED_MS), 'the image closes without a new use').toBe(true);
       expect(await leftovers(session)).toEqual([]);
       expect(await overlaysIn(d.directory)).toEqual([]);
 
@@ -131,27 +134,46 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
   });
 
   it('cleanup queued on one node is retried one command timeout later even while another node of the same session keeps failing with a long backoff', async () => {
-    const d = await driverIn();
+    const U = 2 * T; // this case's command timeout: the backed-off node's retries are 8U apart when the other node is queued
+    const d = await driverIn(undefined, U);
     try {
       const one = await volumeWithView(d);
       await addIntruder(one.session);
       await expect(d.deleteSnapshot(one.snapshotId)).rejects.toMatchObject({ code: 'CONFLICT' });
       await d.detach(one.readerId);
-      await sleep(7.5 * T); // refused again at T, 3T and 7T: that node's next retry is 8T later
 
+      // What the retries do, in order: `one` when the refused teardown's node is retried, `w`
+      // when the other node's work has run (its close; nothing else uses either node).
+      const oneNode = one.session.deferred.pending().find((p) => p.volumeId === one.volumeId)?.node;
+      expect(oneNode, 'the refused teardown is queued').toBeDefined();
+      let wNode: string | undefined;
+      const log: string[] = [];
+      const { deferred } = one.session;
+      const run = deferred.run.bind(deferred);
+      deferred.run = async (node) => {
+        if (node === oneNode) log.push('one');
+        await run(node);
+        if (node === wNode) log.push('w');
+      };
       const w = await d.createVolume({ size: 8 * MiB });
       const a = await d.attach({ kind: 'volume', id: w.id }, 'ro');
       const image = imageOf(d, w.id);
-      await addIntruder(one.session, one.session.nodeOf(image), 'intruder-w');
+      wNode = one.session.nodeOf(image)!;
+      await addIntruder(one.session, wNode, 'intruder-w');
+
+      // Refused at U, 3U and 7U after it was queued: its next retry is 8U after the third, the
+      // other node's first U after its close is queued (queued while the third runs, it is still U).
+      expect(await becomes(() => log.length >= 3, SETTLED_MS), 'the refused teardown is retried without a use').toBe(true);
       await expect(d.detach(a.id)).rejects.toMatchObject({ code: 'CONFLICT' }); // its close is queued
+      log.length = 0;
       await one.session.deleteExport('intruder-w');
-      const queued = Date.now();
-      expect(await becomes(() => one.session.nodeOf(image) === undefined, 4 * T), 'the other node closes about one command timeout after its close was queued').toBe(true);
-      expect(Date.now() - queued).toBeLessThan(4 * T);
+      expect(await becomes(() => log.includes('w'), SETTLED_MS), 'the other node is closed without a new use').toBe(true);
+      expect(log[0], 'the other node is closed (one command timeout after its close was queued) before the backed-off node is retried again').toBe('w');
+      expect(one.session.nodeOf(image)).toBeUndefined();
       expect(one.session.nodeOf(imageOf(d, one.volumeId)), 'the refused teardown still holds its node').toBeDefined();
 
       await one.session.deleteExport('intruder');
-      expect(await becomes(() => one.session.nodeOf(imageOf(d, one.volumeId)) === undefined, 12 * T), 'the backed-off node is retried too').toBe(true);
+      expect(await becomes(() => one.session.nodeOf(imageOf(d, one.volumeId)) === undefined, SETTLED_MS), 'the backed-off node is retried too').toBe(true);
     } finally {
       await d.close();
     }
@@ -175,10 +197,10 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
       await runtimeOf(d).locks.run(first.volumeId, async () => {
         await session.deleteExport('intruder-v');
         await session.deleteExport('intruder-w');
-        expect(await becomes(() => session.nodeOf(imageOf(d, second.volumeId)) === undefined, 8 * T), "the second volume's node closes while the first one's lock is held").toBe(true);
+        expect(await becomes(() => session.nodeOf(imageOf(d, second.volumeId)) === undefined, SETTLED_MS), "the second volume's node closes while the first one's lock is held").toBe(true);
         expect(session.nodeOf(imageOf(d, first.volumeId)), "the first volume's close waits for its lock").toBeDefined();
       });
-      expect(await becomes(() => session.nodeOf(imageOf(d, first.volumeId)) === undefined, 12 * T), 'and runs once the lock is free').toBe(true);
+      expect(await becomes(() => session.nodeOf(imageOf(d, first.volumeId)) === undefined, SETTLED_MS), 'and runs once the lock is free').toBe(true);
     } finally {
       await d.close();
     }
@@ -196,11 +218,11 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
       const created = await stalledAt(session, 'blockdev-del', async () => (second = (await d.changedBlockTracking.createCheckpoint(v.id)).id));
       expect(created).toBe('resolved');
       expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([first.id, second]);
-      expect(await becomes(() => session.nodeOf(image) === undefined, 12 * T), 'the queued close runs without a new use').toBe(true);
+      expect(await becomes(() => session.nodeOf(image) === undefined, SETTLED_MS), 'the queued close runs without a new use').toBe(true);
 
       expect(await stalledAt(session, 'blockdev-del', () => d.changedBlockTracking.deleteCheckpoint(v.id, first.id))).toBe('resolved');
       expect((await d.changedBlockTracking.listCheckpoints(v.id)).map((c) => c.id)).toEqual([second]);
-      expect(await becomes(() => session.nodeOf(image) === undefined, 12 * T), 'the queued close runs without a new use').toBe(true);
+      expect(await becomes(() => session.nodeOf(image) === undefined, SETTLED_MS), 'the queued close runs without a new use').toBe(true);
       await expectCleanWriter(d, session, v.id);
     } finally {
       await d.close();
@@ -220,7 +242,7 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
       await expect(d.attach({ kind: 'volume', id: v.id }, 'rw')).rejects.toMatchObject({ code: 'CONFLICT' }); // the queued close first
 
       await session.deleteExport('intruder');
-      expect(await becomes(() => session.nodeOf(image) === undefined, 12 * T), 'the queued close is retried without a new use').toBe(true);
+      expect(await becomes(() => session.nodeOf(image) === undefined, SETTLED_MS), 'the queued close is retried without a new use').toBe(true);
       expect(await qemuNodes(session)).toEqual([]);
       await expectCleanWriter(d, session, v.id);
     } finally {

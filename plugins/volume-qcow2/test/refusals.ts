@@ -10,6 +10,12 @@ import { sessionOf } from './stall.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * A bound for `becomes` where it only tells "never" from "settled" (the real daemon's work, a
+ * retry due a few hundred ms on): far past anything a loaded machine takes.
+ */
+export const SETTLED_MS = 20_000;
+
 /** Polls `check` every 25 ms for up to `ms`; whether it became true. */
 export async function becomes(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
   for (const end = Date.now() + ms; Date.now() < end; await sleep(25)) if (await check()) return true;

@@ -3,16 +3,19 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Attachment, Snapshot } from '@cairn/core';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import { MiB, missingQemu, pattern, tempDir } from './helpers.js';
-import { addIntruder, becomes, imageOf, killDaemon, sleep, volumeWithView } from './refusals.js';
-import { leftovers, runtimeOf, sessionOf } from './stall.js';
+import { addIntruder, becomes, imageOf, killDaemon, SETTLED_MS, sleep, volumeWithView } from './refusals.js';
+import { boundSessionsBy, leftovers, runtimeOf, sessionOf } from './stall.js';
 
 // A daemon dies and the driver starts a new one (a new session) while work of the old one is
 // still about: its deferred cleanup's retry pending or waiting for a volume's lock, its exit not
 // yet noticed. Nothing of the old session may hold back or undo the new one's: each session has
 // its own retry, and its own nodes and filters (whose names repeat from one session to the next).
-// Refusals are made by an "intruder" export (refusals.ts). One driver per case.
+// Refusals are made by an "intruder" export (refusals.ts). One driver per case. The command
+// timeout T spaces the retries only: every command of the daemon gets a generous bound
+// (boundSessionsBy).
 
 const T = 250;
+boundSessionsBy();
 const dirs: string[] = [];
 
 afterAll(async () => {
@@ -97,7 +100,7 @@ describe.skipIf(missingQemu.length > 0)(`a new daemon session is independent of 
     const d = await driverIn();
     try {
       const first = await d.createVolume({ size: 8 * MiB });
-      await d.attach({ kind: 'volume', id: first.id }, 'ro');
+      const gone = await d.attach({ kind: 'volume', id: first.id }, 'ro');
       const s1 = await sessionOf(d);
       await s1.qmp.close(); // the session is dead for the driver, its daemon not exited yet
 
@@ -105,9 +108,10 @@ describe.skipIf(missingQemu.length > 0)(`a new daemon session is independent of 
       const r = await d.attach({ kind: 'volume', id: v.id }, 'ro'); // a new daemon
       expect(await sessionOf(d)).not.toBe(s1);
       const snap = await d.createSnapshot(v.id, 'view');
+      expect((gone.device as unknown as { isClosed: boolean }).isClosed).toBe(false);
       s1.daemon.signal('SIGKILL');
-      await s1.daemon.whenExited;
-      await sleep(50); // the driver's exit handlers have run
+      // The driver's exit handlers have run: they dropped the dead session's attachment (lose: closed).
+      expect(await becomes(() => (gone.device as unknown as { isClosed: boolean }).isClosed, SETTLED_MS), 'the driver saw the daemon exit').toBe(true);
 
       await d.detach(r.id);
       await expectWriterBesideView(d, v.id, snap.id);
