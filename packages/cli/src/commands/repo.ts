@@ -37,6 +37,7 @@ export function registerRepoCommands(program: Command): void {
             ['packs in grace', report.packsInGrace],
             ['packs adopted', report.packsAdopted],
             ['chunk list pages deleted', report.pagesDeleted],
+            ['chunk list pages in grace', report.pagesInGrace],
             ['catalog entries deleted', report.catalogEntriesDeleted],
             ['catalog keys not written by Cairn (left alone)', report.catalogKeysUnknown],
             ['leftovers of dead writers deleted', report.leftoversDeleted],

@@ -2,13 +2,14 @@ import { CairnError, cancelledError, isCairnError, throwIfAborted } from '../err
 import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
 import { guardDroppedCopies } from './dropped-copies.js';
 import { FETCH_BATCH } from './fetch-batches.js';
-import { copyForward, type CopiedForward } from './gc-repack.js';
+import { bytesCopiedForward, copyForward, type CopiedForward } from './gc-repack.js';
 import { ChunkCodec } from './codec.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
 import { readPackTrailer } from './pack-trailer.js';
 import type { IndexEntry, Manifest } from './format.js';
 import type { Repository } from './repository.js';
+import { manifestGone } from './manifest-gone.js';
 import { deleteOrphanEntry, orphanVolumeEntries } from './repository-catalog.js';
 
 /**
@@ -25,7 +26,11 @@ export interface GcOptions {
   graceMs?: number;
   /** Repack a pack when at least this share of its bytes is unreferenced. Default 0.25. */
   repackThreshold?: number;
-  /** Report what would be done (same counts, bytes freed by repacks estimated from blob sizes) without doing it. Default false. */
+  /**
+   * Report what would be done without doing it: the same counts, and `bytesFreed` estimated (the
+   * new packs' bytes from the sizes of the blobs copied forward, their trailers not counted: a real
+   * run frees that much less). Default false.
+   */
   dryRun?: boolean;
   signal?: AbortSignal;
   /**
@@ -41,8 +46,18 @@ export interface GcReport {
   packsDeleted: number;
   packsRepacked: number;
   chunksRemoved: number;
+  /**
+   * What the store's packs shrank by: the sizes of the packs deleted (whole or repacked) minus
+   * those of the new packs the repack wrote (index objects not counted). Below 0 when GC copied
+   * forward more than it removed (chunks rescued from a damaged copy whose pack is in its grace
+   * period). A dry run's is an estimate (GcOptions.dryRun).
+   */
   bytesFreed: number;
-  /** Packs left alone because they are younger than the grace period. */
+  /**
+   * Packs left alone because they are younger than the grace period: named packs holding an
+   * unreferenced chunk, and packs no index object names (a backup still writing, or one killed
+   * before naming them) that are not adopted.
+   */
   packsInGrace: number;
   /**
    * Packs no index object named that hold chunks a backup references and no named pack holds
@@ -52,6 +67,8 @@ export interface GcReport {
   packsAdopted: number;
   /** Chunk list pages (format 4) no manifest names, removed once older than the grace period. */
   pagesDeleted: number;
+  /** Chunk list pages no manifest names left alone because they are younger than the grace period (a backup still writing, or one killed). */
+  pagesInGrace: number;
   /** Catalog volume entries whose record is gone (left by a crash), removed once older than the grace period and at least 15 minutes old. */
   catalogEntriesDeleted: number;
   /**
@@ -108,7 +125,7 @@ export interface GcReport {
 export async function collectGarbage(repo: Repository, options: GcOptions = {}, fetchBatch = FETCH_BATCH): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, pagesInGrace: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
   // The one-time upgrade of an older format, cancelled by GC's signal as every other store call before the deletes.
   if (!options.dryRun) await repo.upgradeFormat({ signal: options.signal });
   // The signal ends the refresh at once, whatever the store does, and a refresh it ended applies
@@ -144,7 +161,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // whatever the store does (one whose listing ignores the signal included).
   for await (const o of eachUntilAborted(repo.store.list(Keys.chunkLists, { signal: options.signal }), options.signal)) {
     const pageId = o.key.slice(Keys.chunkLists.length);
-    if (!pages.has(pageId) && now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
+    if (pages.has(pageId)) continue;
+    if (now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
+    else report.pagesInGrace++;
   }
   const packTimes = new Map<string, number>();
   for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal: options.signal }), options.signal)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
@@ -203,6 +222,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
   const adopted = await adoptable(repo, unnamed, referenced, options.signal);
   const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
+  report.packsInGrace += unnamed.filter((p) => !old(p) && !adopted.keep.has(p)).length;
   const { orphans: orphanEntries, unknown: unknownCatalogKeys } = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now, options.signal);
   report.packsAdopted = adopted.packs.length;
   report.catalogKeysUnknown = unknownCatalogKeys.length;
@@ -212,18 +232,19 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     report.packsRepacked = toRepack.size;
     report.pagesDeleted = deadPages.length;
     report.catalogEntriesDeleted = orphanEntries.length;
-    for (const packId of [...toRepack, ...toDelete]) {
+    // As a real run counts it, the new packs' blobs taken from the index's lengths (their trailers are not known).
+    report.bytesFreed -= bytesCopiedForward(repo, repackPlan); // 0 - 0 is 0, never -0
+    for (const packId of [...toRepack, ...toDelete, ...orphans]) {
       for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
-      if (toDelete.has(packId)) report.bytesFreed += await sizeOf(repo, packId, options.signal);
-      else for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.bytesFreed += e.length;
+      report.bytesFreed += await sizeOf(repo, packId, options.signal);
     }
-    for (const packId of orphans) report.bytesFreed += await sizeOf(repo, packId, options.signal);
     return report;
   }
   // GC's index writes come before its deletes: they may spend the store's space reserve (spendReserve).
   if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal, true);
   if (toRepack.size > 0 || guarded.rescue.size > 0) {
-    const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize));
+    const written: string[] = [];
+    const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize), undefined, { stored: (packId) => void written.push(packId) });
     // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
     // returns at once when cancelled, while a call of the callback below may still be running.
     const cancel = (): void => writer.cancel(cancelledError(options.signal!, { message: 'gc cancelled' }));
@@ -240,6 +261,8 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     } finally {
       options.signal?.removeEventListener('abort', cancel);
     }
+    // bytesFreed is what the packs shrink by: the new packs count against the ones removed below.
+    for (const packId of written) report.bytesFreed -= await sizeOf(repo, packId, options.signal);
     report.packsRepacked = toRepack.size;
   }
   const removed = new Set([...toRepack, ...toDelete]);
@@ -288,7 +311,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
 
 /**
  * A listed backup's manifest, or undefined when it was deleted after the listing (deletes take
- * no lock), which Repository.assertManifest tells from a NOT_FOUND of a part it names. Any other
+ * no lock), which manifestGone tells from a NOT_FOUND of a part it names. Any other
  * failure, a missing chunk list page among them, is raised. `signal` goes to the manifest's reads
  * and its pages' (`CANCELLED` at once: Repository.readManifest).
  */
@@ -296,12 +319,7 @@ async function readListedManifest(repo: Repository, backupId: string, signal: Ab
   try {
     return await repo.readManifest(backupId, { signal });
   } catch (err) {
-    if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
-    try {
-      await repo.assertManifest(backupId);
-    } catch (gone) {
-      if (isCairnError(gone) && gone.code === 'NOT_FOUND') return undefined;
-    }
+    if (isCairnError(err) && err.code === 'NOT_FOUND' && (await manifestGone(repo, backupId))) return undefined;
     throw err;
   }
 }

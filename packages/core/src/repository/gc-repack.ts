@@ -117,9 +117,29 @@ export async function copyForward(repo: Repository, plan: RepackPlan, add?: (id:
   return out;
 }
 
+/** Whether a repack of pack `packId` copies chunk `id` of it forward: referenced, resolved to it by the index, and not rescued (copied forward first, from wherever a copy reads well). */
+function copiedFrom(repo: Repository, plan: Pick<RepackPlan, 'referenced' | 'rescue'>, packId: string, id: string): boolean {
+  return plan.referenced.has(id) && !plan.rescue.has(id) && repo.index.get(id)?.pack === packId;
+}
+
+/**
+ * The encoded bytes of the chunks a repack of `plan` as it stands hands to the new packs (the
+ * `rescue` chunks and those copyForward copies out of each pack of `toRepack`), as the index
+ * records their blobs: a chunk re-encoded has the length of its blob, so this is the new packs'
+ * bytes but for their own trailers and alignment padding. A dry run's estimate; reads nothing.
+ */
+export function bytesCopiedForward(repo: Repository, plan: Pick<RepackPlan, 'referenced' | 'rescue' | 'toRepack'>): number {
+  let bytes = 0;
+  for (const id of plan.rescue) bytes += repo.index.get(id)?.length ?? 0;
+  for (const packId of plan.toRepack) {
+    for (const e of repo.index.packs().get(packId) ?? []) if (copiedFrom(repo, plan, packId, e.id)) bytes += e.length;
+  }
+  return bytes;
+}
+
 /** Pack `packId`'s turn: the chunks to read from it, as the plan stands now. */
 function planTurn(repo: Repository, plan: RepackPlan, packId: string): PackTurn {
-  const { referenced, toRepack, toDelete, rescue } = plan;
+  const { toRepack, toDelete } = plan;
   // A pack left before its turn (it holds a copy of a chunk found unreadable) is read too, but only
   // for its chunks of which GC still drops another copy: the guard (dropped-copies.ts) left
   // proving them to this read, and the copy kept here may be damaged.
@@ -127,7 +147,7 @@ function planTurn(repo: Repository, plan: RepackPlan, packId: string): PackTurn 
   const ids: string[] = [];
   let bytes = 0;
   for (const e of repo.index.packs().get(packId) ?? []) {
-    if (!referenced.has(e.id) || rescue.has(e.id) || repo.index.get(e.id)?.pack !== packId) continue;
+    if (!copiedFrom(repo, plan, packId, e.id)) continue;
     if (leftBefore && !repo.index.otherCopies(e.id).some((c) => toRepack.has(c.pack) || toDelete.has(c.pack))) continue;
     ids.push(e.id);
     bytes += ChunkCodec.maxEncodedLength(e.rawLength);

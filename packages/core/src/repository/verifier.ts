@@ -5,6 +5,7 @@ import { fetchChunks } from './chunk-fetcher.js';
 import { ChunkIdSet } from './chunk-id-set.js';
 import { chunkLength } from './chunk-plan.js';
 import { FETCH_BATCH } from './fetch-batches.js';
+import { manifestGone } from './manifest-gone.js';
 import type { Repository } from './repository.js';
 
 /**
@@ -18,7 +19,10 @@ import type { Repository } from './repository.js';
  * another copy of the chunk read well (the chunk breaks no backup: readers fall back to the
  * other copy; fetchChunks). A backup is also broken when it puts a chunk at a place of another
  * length (every chunk is chunkSize bytes but a short last one): that backup only, not the others
- * that hold the chunk where its length belongs.
+ * that hold the chunk where its length belongs. With `backupIds` omitted, a listed backup whose
+ * manifest or page is `NOT_FOUND` because it was deleted since the listing (deletes take no lock:
+ * its manifest is gone, manifestGone) is neither in `checked` nor reported; one named in
+ * `backupIds` that has no manifest is reported (`NOT_FOUND`).
  * Progress: plaintext bytes of the distinct chunks checked, out of those the index lists (chunks
  * it does not list are missing: they count in neither).
  *
@@ -56,6 +60,10 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
       misplaced ??= `chunk ${id} at byte ${offset} of the volume has ${have} bytes where ${want} belong`;
       first ??= { chunkId: id, offset, expectedLength: want, actualLength: have, count: 0 };
     });
+    if (failure?.code === 'NOT_FOUND' && !backupIds && (await manifestGone(repo, backupId))) {
+      report.checked.pop(); // deleted since the listing: there is nothing left to check
+      continue;
+    }
     const more = misplacedCount > 1 ? ` (and ${misplacedCount - 1} more chunk places of the wrong length)` : '';
     const messages = [...(failure ? [failure.message] : []), ...(misplaced ? [misplaced + more] : [])];
     if (messages.length > 0) {
@@ -82,7 +90,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
   // The backups each bad chunk breaks, in the order their chunks come (walked again: only now is
   // it known which chunks to look for).
   if (bad.size > 0) {
-    for (const backupId of ids) {
+    for (const backupId of report.checked) {
       const named = new Set<string>();
       await walkChunks(repo, backupId, signal, (id) => {
         const err = bad.get(id);
@@ -112,7 +120,7 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
       damagedNamed = true;
     }
   }
-  report.problems.push(...ids.filter((id) => perBackup.has(id)).map((id) => perBackup.get(id)!));
+  report.problems.push(...report.checked.filter((id) => perBackup.has(id)).map((id) => perBackup.get(id)!));
   // A verify of the whole repository names every unreadable index object (GC refuses to run over
   // one and sends its caller here): in the problems of the backups it may break, or, when it
   // breaks none, as a problem of its own, without a backupId.
