@@ -25,8 +25,8 @@ class OutageStore extends MemoryObjectStore {
 describe('a held lock', () => {
   it('stays held while its refreshes land, and reports BUSY once a refresh failed past its expiry, even after refreshes resume', async () => {
     const store = new OutageStore('mem');
-    // 3 s: refreshed every second, so a refresh timer late by up to 2 s (a loaded machine) does not
-    // lapse it by mistake.
+    // 3 s: refreshed every 500 ms with a 1 s margin, so a refresh timer late by up to 1.5 s (a
+    // loaded machine) does not lapse it by mistake.
     const locks = new RepositoryLocks(store, 3000);
     const lock = await locks.acquire('shared', { purpose: 'backup' });
     const stored = async () => Date.parse((await locks.list()).find((l) => l.id === lock.doc.id)!.expiresAt);

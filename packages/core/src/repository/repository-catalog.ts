@@ -224,7 +224,7 @@ export class RepositoryCatalog implements Catalog {
    * taken after an in-process turn (so this process's sections queue here instead of polling the
    * store). Waits while another live holder has it; a dead holder's lock is stale and blocks
    * nothing on its host, and lapses within RECORD_LOCK_TTL_MS elsewhere (the lock is refreshed
-   * every third of that while fn runs).
+   * every sixth of that while fn runs).
    *
    * Every write fn makes through this catalog (records, volume entries, volume states, intents, deletes)
    * first checks the locks of the sections it runs in, this one and those it is nested in: `BUSY`,

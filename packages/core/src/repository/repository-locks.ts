@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ObjectStore } from '../contracts/object-store.js';
-import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
+import { CairnError, hasCode, isCairnError, throwIfAborted, toCairnError } from '../errors.js';
 import { newId } from '../util/clock.js';
 import { withRetries } from '../util/retry.js';
 import { Keys } from './format.js';
@@ -23,17 +23,33 @@ export interface LockDoc {
 }
 
 export interface LockInfo extends LockDoc {
-  /** Expired, or held by a process of this host that no longer runs. Stale locks block nothing. */
+  /**
+   * Expired, or held by a process of this host that no longer runs. Stale locks block nothing.
+   * A `corrupt` lock is stale only once its `expiresAt` (its object's modification time plus the
+   * lock lifetime) has passed.
+   */
   stale: boolean;
+  /**
+   * Set when the lock object is not a lock document (not JSON, or without a known kind, an owner or
+   * an expiry): its holder and kind are unknown, so while it is live it conflicts with every lock
+   * whose check reads it, and `expiresAt` is its object's modification time plus the reader's lock
+   * lifetime (a holder that still refreshes it keeps it live). `kind`, `owner` and `purpose` are
+   * placeholders.
+   */
+  corrupt?: true;
 }
 
 export interface LockHandle {
   doc: LockDoc;
   /**
-   * Throws `BUSY` when the lock may have lapsed since it was taken: a refresh that failed until
-   * the lock's expiry passed (a store outage) left a window in which GC could see it stale and
-   * run. A job checks before it commits (a backup, before its manifest): whatever it reused may
-   * be gone.
+   * Throws `BUSY` unless the lock still counts as held: more than the lapse margin (a third of its
+   * lifetime, LAPSE_SHARE) is left on the holder's clock until the expiry of its last rewrite that
+   * landed, and no rewrite landed (or failed) inside the margin. A lock whose refreshes fail (a
+   * store outage) reaches the margin while another host, whose clock may run ahead by less than
+   * the margin, still sees it live; past it, that host may see it stale and run GC. Once a
+   * rewrite lands inside the margin the lock has lapsed for good: the check fails from then on.
+   * A job checks before it commits (a backup, before its manifest: whatever it reused may be
+   * gone) and GC before every delete.
    */
   assertHeld(): void;
   /**
@@ -52,7 +68,7 @@ export interface LockOptions {
   backupId?: string;
   /** Wait for conflicting locks to go (default false: fail with BUSY at once). */
   wait?: boolean;
-  /** This lock's lifetime without a refresh, in ms (refreshed every third of it). Default: the instance's. */
+  /** This lock's lifetime without a refresh, in ms (refreshed every sixth of it: LockHandle.assertHeld). Default: the instance's. */
   ttlMs?: number;
   signal?: AbortSignal;
   /**
@@ -71,6 +87,22 @@ export interface LockOptions {
  */
 const RECORD_LOCK_PREFIX = 'record-';
 const recordLockPrefix = (backupId: string): string => `${RECORD_LOCK_PREFIX}${Buffer.from(backupId, 'utf8').toString('hex')}-`;
+
+/**
+ * The share of a lock's lifetime its holder keeps as a margin (LockHandle.assertHeld): with a
+ * lifetime of 5 minutes, the holder stops 100 s before its last written expiry. Hosts must keep
+ * their clocks closer than that (less the time of one delete). Holders rewrite their lock every
+ * REFRESH_SHARE of its lifetime, so a live holder normally has 5/6 of it left and two rewrites
+ * in a row may fail (the third, a sixth later, still lands before the margin): a store hiccup
+ * does not stop a job.
+ */
+const LAPSE_SHARE = 1 / 3;
+const REFRESH_SHARE = 1 / 6;
+
+/** Reads of a lock object that fail are tried again after these delays (an NFS ESTALE while its holder renames a rewrite over it clears on the next read). */
+const LOCK_READ_RETRY_MS = [50, 200];
+
+const KINDS: readonly string[] = ['shared', 'exclusive', 'volume', 'record'] satisfies LockKind[];
 
 /** True when a lock no longer protects anything: expired, or its owner on this host is gone. */
 export function isStale(doc: LockDoc, now = Date.now()): boolean {
@@ -104,7 +136,10 @@ function conflicts(mine: LockDoc, other: LockDoc): boolean {
 export class RepositoryLocks {
   constructor(
     private readonly store: ObjectStore,
-    /** Lock lifetime in ms without a refresh. Default 5 minutes; refreshed every third of it. */
+    /**
+     * Lock lifetime in ms without a refresh. Default 5 minutes; refreshed every sixth of it. Also
+     * the lifetime given to a corrupt lock object from its modification time (LockInfo.corrupt).
+     */
     private readonly ttlMs = 5 * 60_000,
     /** Poll interval while waiting, in ms. Default 250. */
     private readonly pollMs = 250,
@@ -137,7 +172,7 @@ export class RepositoryLocks {
         // record locks, every other kind's all but record locks (see recordLockPrefix).
         const prefix = kind === 'record' ? recordLockPrefix(options.backupId ?? '') : undefined;
         const relevant = (id: string): boolean => (prefix ? id.startsWith(prefix) : !id.startsWith(RECORD_LOCK_PREFIX));
-        blocker = (await this.read(relevant, prefix, options.signal)).find((l) => l.id !== doc.id && !l.stale && conflicts(doc, l));
+        blocker = (await this.read(relevant, prefix, options.signal)).find((l) => l.id !== doc.id && !l.stale && (l.corrupt || conflicts(doc, l)));
       } catch (err) {
         // Else it blocks others until it expires. No signal: cleanup runs after a cancel too,
         // but a cancelled acquire does not wait for it.
@@ -148,7 +183,8 @@ export class RepositoryLocks {
       if (!blocker) return this.hold(doc, ttlMs, options.spendReserve);
       await this.store.delete(Keys.lock(doc.id));
       if (!options.wait) {
-        throw new CairnError('BUSY', `repository is locked (${blocker.kind} lock by ${blocker.owner.host}:${blocker.owner.pid} for ${blocker.purpose}, until ${blocker.expiresAt})`, {
+        const by = blocker.corrupt ? `lock object ${blocker.id} is not a lock document; it counts as held` : `${blocker.kind} lock by ${blocker.owner.host}:${blocker.owner.pid} for ${blocker.purpose}`;
+        throw new CairnError('BUSY', `repository is locked (${by}, until ${blocker.expiresAt})`, {
           details: { lock: blocker.id },
         });
       }
@@ -157,50 +193,72 @@ export class RepositoryLocks {
     }
   }
 
-  /** Every lock object, stale ones marked. Unreadable lock objects are reported stale. */
+  /**
+   * Every lock object, stale ones marked, corrupt ones as LockInfo.corrupt says. Rejects (as
+   * `read` does) when a lock object cannot be read.
+   */
   list(): Promise<LockInfo[]> {
     return this.read(() => true);
   }
 
   /**
-   * The lock objects whose id `accept`s (among those whose id starts with `prefix`), read as `list`
-   * reads them; `signal` goes to the store's calls (`CANCELLED` is raised, never taken for an
-   * unreadable lock).
+   * The lock objects whose id `accept`s (among those whose id starts with `prefix`); `signal` goes
+   * to the store's calls (`CANCELLED` is raised). A lock deleted since the listing (`NOT_FOUND`)
+   * was released and is skipped. A lock whose read keeps failing (tried three times, 50 and 200 ms
+   * apart) may be live, so it is never taken for stale: the read rejects with the store's error
+   * (its code kept, `details.lock` naming the lock), and whatever the caller was about to do
+   * (take a lock, break stale ones) is not done. The store's code rather than `BUSY`: nothing is
+   * known to hold the repository, the store failed, and its code says whether a retry may help.
+   * A lock object that is read but is not a lock document is LockInfo.corrupt.
    */
   private async read(accept: (id: string) => boolean, prefix = '', signal?: AbortSignal): Promise<LockInfo[]> {
     const out: LockInfo[] = [];
     for await (const o of this.store.list(Keys.locks + prefix, { signal })) {
-      if (!accept(o.key.slice(Keys.locks.length))) continue;
+      const id = o.key.slice(Keys.locks.length);
+      if (!accept(id)) continue;
+      let data: Buffer;
       try {
-        const doc = JSON.parse((await this.store.get(o.key, undefined, { signal })).toString('utf8')) as LockDoc;
-        out.push({ ...doc, stale: isStale(doc) });
+        const retryable = (err: unknown): boolean => !hasCode(err, 'NOT_FOUND') && !hasCode(err, 'CANCELLED');
+        data = await withRetries(() => this.store.get(o.key, undefined, { signal }), LOCK_READ_RETRY_MS, retryable, signal);
       } catch (err) {
-        if (isCairnError(err) && err.code === 'NOT_FOUND') continue;
-        if (isCairnError(err) && err.code === 'CANCELLED') throw err;
-        const id = o.key.slice(Keys.locks.length);
-        out.push({ id, kind: 'shared', owner: { host: '?', pid: 0 }, purpose: 'unreadable lock object', createdAt: o.modifiedAt, expiresAt: o.modifiedAt, stale: true });
+        if (hasCode(err, 'NOT_FOUND')) continue;
+        throwIfAborted(signal);
+        const e = toCairnError(err);
+        if (e.code === 'CANCELLED') throw e;
+        throw new CairnError(e.code, `lock ${id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: id } });
       }
+      out.push(parseLock(id, data, o.modifiedAt, this.ttlMs));
     }
     return out;
   }
 
-  /** Removes stale locks (or, with `all`, every lock: only when no Cairn process uses the repository). */
+  /**
+   * Removes stale locks (or, with `all`, every lock: only when no Cairn process uses the repository).
+   * Without `all`, a lock that cannot be read makes it reject (see `read`) having deleted nothing;
+   * with `all`, locks are deleted as listed, unread.
+   */
   async breakLocks(options: { all?: boolean } = {}): Promise<string[]> {
+    const ids: string[] = [];
+    if (options.all) for await (const o of this.store.list(Keys.locks)) ids.push(o.key.slice(Keys.locks.length));
+    else for (const l of await this.list()) if (l.stale) ids.push(l.id);
     const broken: string[] = [];
-    for (const l of await this.list()) {
-      if (!options.all && !l.stale) continue;
-      await this.store.delete(Keys.lock(l.id));
-      broken.push(l.id);
+    for (const id of ids) {
+      await this.store.delete(Keys.lock(id));
+      broken.push(id);
     }
     return broken;
   }
 
-  /** Refreshes `doc` every third of `ttlMs` (with `spendReserve` when it was taken so) until released. */
+  /**
+   * Refreshes `doc` every REFRESH_SHARE of `ttlMs` (with `spendReserve` when it was taken so) until
+   * released; the handle counts it held while more than LAPSE_SHARE of `ttlMs` is left.
+   */
   private hold(doc: LockDoc, ttlMs: number, spendReserve?: boolean): LockHandle {
     let deleted = false;
     let refreshing: Promise<void> = Promise.resolve();
-    /** Expiry of the lock object as last written. */
-    let expiresAt = Date.parse(doc.expiresAt);
+    const margin = ttlMs * LAPSE_SHARE;
+    /** Expiry of the lock object as last written, less the margin: the holder stops here. */
+    let heldUntil = Date.parse(doc.expiresAt) - margin;
     let lapsed = false;
     let pending = false;
     const timer = setInterval(() => {
@@ -210,21 +268,22 @@ export class RepositoryLocks {
       const refreshed = { ...doc, expiresAt: new Date(next).toISOString() };
       refreshing = this.store.put(Keys.lock(doc.id), Buffer.from(JSON.stringify(refreshed)), spending(spendReserve)).then(
         () => {
-          // Landed after the expiry it replaces: for a while the lock looked stale to others.
-          if (Date.now() >= expiresAt) lapsed = true;
-          expiresAt = next;
+          // Landed inside the margin of the expiry it replaces: a host whose clock runs ahead may
+          // have seen the lock stale meanwhile.
+          if (Date.now() >= heldUntil) lapsed = true;
+          heldUntil = next - margin;
         },
         () => {
-          if (Date.now() >= expiresAt) lapsed = true; // retried at the next tick, too late anyway
+          if (Date.now() >= heldUntil) lapsed = true; // retried at the next tick, too late anyway
         },
       ).finally(() => (pending = false));
-    }, Math.max(10, ttlMs / 3));
+    }, Math.max(10, ttlMs * REFRESH_SHARE));
     timer.unref();
     return {
       doc,
       assertHeld: () => {
-        if (lapsed || Date.now() >= expiresAt) {
-          throw new CairnError('BUSY', `the repository's ${doc.kind} lock (${doc.purpose}) lapsed: it could not be refreshed before it expired, so GC may have run meanwhile`, { details: { lock: doc.id } });
+        if (lapsed || Date.now() >= heldUntil) {
+          throw new CairnError('BUSY', `the repository's ${doc.kind} lock (${doc.purpose}) lapsed: it could not be refreshed in time (less than a third of its lifetime was left), so GC may have run meanwhile`, { details: { lock: doc.id } });
         }
       },
       release: async () => {
@@ -247,4 +306,43 @@ export async function releaseAll(locks: readonly LockHandle[]): Promise<void> {
 /** Deletes `key`, trying three times 50 and 200 ms apart; rejects with the last try's error. */
 function deleteWithRetries(store: ObjectStore, key: string): Promise<void> {
   return withRetries(() => store.delete(key), [50, 200]);
+}
+
+/**
+ * The LockInfo of the lock object `id` holding `data`, last written at `modifiedAt` (ObjectInfo).
+ * The id is the object's, whatever the document says (breakLocks deletes by it). Data that is not
+ * a lock document is LockInfo.corrupt: live until `modifiedAt` + `ttlMs` (and for good when the
+ * store gave no readable modification time: `cairn repo unlock --force` removes it).
+ */
+function parseLock(id: string, data: Buffer, modifiedAt: string, ttlMs: number, now = Date.now()): LockInfo {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(data.toString('utf8'));
+  } catch {
+    doc = undefined;
+  }
+  if (isLockDoc(doc)) return { ...doc, id, stale: isStale(doc, now) };
+  const until = Date.parse(modifiedAt) + ttlMs;
+  const known = Number.isFinite(until);
+  return {
+    id,
+    kind: id.startsWith(RECORD_LOCK_PREFIX) ? 'record' : 'exclusive',
+    owner: { host: '?', pid: 0 },
+    purpose: 'corrupt lock object',
+    createdAt: modifiedAt,
+    expiresAt: known ? new Date(until).toISOString() : modifiedAt,
+    stale: known && until < now,
+    corrupt: true,
+  };
+}
+
+/** Whether `doc` has what judging a lock needs: a known kind, an owner, an expiry that parses. */
+function isLockDoc(doc: unknown): doc is LockDoc {
+  const d = doc as { kind?: unknown; owner?: { host?: unknown; pid?: unknown } | null; expiresAt?: unknown } | null | undefined;
+  return (
+    typeof d === 'object' && d !== null &&
+    typeof d.kind === 'string' && KINDS.includes(d.kind) &&
+    typeof d.owner === 'object' && d.owner !== null && typeof d.owner.host === 'string' && typeof d.owner.pid === 'number' &&
+    typeof d.expiresAt === 'string' && Number.isFinite(Date.parse(d.expiresAt))
+  );
 }
