@@ -341,16 +341,17 @@ describe("a section whose record lock lapses (its refresh failed until it expire
     const v = await filledVolume(a.volumes, 2 * MiB);
     const backup = await a.manager.backup({ volumeId: v.id });
     const outage = refreshOutage(store);
-    // A lock that must stay held lives 1.5 s (refreshed every 500 ms: a slow machine's late timer
-    // does not lapse it); one that must lapse lives 300 ms, and no refresh lands for 600 ms.
-    const steady = new RepositoryCatalog(a.service.repository, { recordLockTtlMs: 1500 });
+    // A lock that must stay held lives 3 s (refreshed every 500 ms, held while more than 1 s is
+    // left: a refresh timer late by up to 1.5 s on a slow machine does not lapse it); one that
+    // must lapse lives 300 ms, and no refresh lands for 600 ms.
+    const steady = new RepositoryCatalog(a.service.repository, { recordLockTtlMs: 3000 });
     const catalog = new RepositoryCatalog(a.service.repository, { recordLockTtlMs: 300 });
     const slowWrite = (cat: RepositoryCatalog, ms: number, description: string) =>
       cat.section(backup.id, async () => {
         await new Promise((r) => setTimeout(r, ms)); // past the lock's lifetime: refreshed, or lapsed
         await cat.putBackup({ ...(await cat.getBackup(backup.id)), description });
       });
-    await slowWrite(steady, 1600, 'refreshed');
+    await slowWrite(steady, 3100, 'refreshed');
     expect((await catalog.getBackup(backup.id)).description).toBe('refreshed');
     outage.outage = true;
     const err = await slowWrite(catalog, 600, 'lapsed').then(() => undefined, (e: unknown) => e);

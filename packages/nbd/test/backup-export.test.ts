@@ -296,7 +296,8 @@ describe('serveBackup when its repository lock lapses', () => {
   }
 
   it('serveBackup whose lock refreshes fail stops once the lock lapsed: onError gets UNAVAILABLE (cause BUSY), clients are cut off, its lock is gone', async () => {
-    // 3 s: refreshed every second, so a slow machine's late timer does not lapse it before fail().
+    // 3 s: refreshed every 500 ms and held while more than 1 s is left, so a slow machine's late
+    // timer does not lapse it before fail().
     const lapsing = lapsingLocks(3000);
     const errors: CairnError[] = [];
     let reported!: () => void;
