@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import * as tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, cairnSpawn, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
+import { cairn, cairnJson, cairnSpawn, jsonError, MiB, removeDir, tempDir, writeRawImage } from './helpers.js';
 
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '../dist');
 
@@ -128,6 +128,22 @@ describe('backup import keeps only exported record fields', () => {
       expect(r.code, `${JSON.stringify(volumeId)}: ${r.stderr}`).toBe(2);
       expect(JSON.parse(r.stderr).error).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'volumeId' } });
     }
+    expect((await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual(ids);
+  });
+
+  it("an archive whose record id starts with '-' (which the REST API's paths refuse and the CLI reads as an option) is INVALID_INPUT (exit 2), and writes nothing", async () => {
+    await writeRawImage(join(cwd, 'dash.raw'), 1 * MiB);
+    await cairnJson(['volume', 'import', join(cwd, 'dash.raw'), '--name', 'dash'], { cwd });
+    const b = await cairnJson(['backup', 'create', 'dash'], { cwd });
+    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, 'dash.tar')], { cwd });
+    const entries = await readEntries(join(cwd, 'dash.tar'));
+    const manifest = JSON.parse(entries[0]!.data.toString());
+    const ids = (await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id);
+    const crafted = { ...manifest, record: { ...manifest.record, id: '-7777777-2222-3333-4444-555555555555' } };
+    await writeEntries(join(cwd, 'bad-id.tar'), [{ name: entries[0]!.name, data: Buffer.from(JSON.stringify(crafted)) }, ...entries.slice(1)]);
+    const r = await run(['backup', 'import', join(cwd, 'bad-id.tar'), '--json']);
+    expect(r.code, r.stderr).toBe(2);
+    expect(jsonError(r)).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('record.id') });
     expect((await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id)).toEqual(ids);
   });
 

@@ -15,8 +15,12 @@ export const SUMS_NAME = 'SHA256SUMS';
 export const VM_CONFIG_NAME = 'vm-config';
 /** Bytes per data entry (the last of a volume may be shorter). */
 export const ARCHIVE_CHUNK = 4 * 1024 * 1024;
-/** What an archived record's id may be: it names catalog and repository objects. */
-export const RECORD_ID = /^[A-Za-z0-9-]{1,64}$/;
+/**
+ * What an archived record's id may be: it names catalog and repository objects. It starts with a
+ * letter or digit: the REST API's paths take no other (api/routing.ts), and the CLI would read a
+ * leading `-` as an option.
+ */
+export const RECORD_ID = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 /** Largest metadata entry (manifest, sums, vm-config) a reader accepts; the writer writes none larger. */
 export const MAX_METADATA_BYTES = 64 * 1024 * 1024;
 

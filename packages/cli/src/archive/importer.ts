@@ -20,6 +20,7 @@ import {
 } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { readArchive, readEntry } from './reader.js';
+import { isSystemError } from './system-error.js';
 import type { ArchiveProgress } from './progress.js';
 import { MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, type ArchiveManifest } from './format.js';
 
@@ -179,8 +180,9 @@ interface ManifestHead {
 
 /**
  * The record and size in the manifest that an archive starts with, read without the rest of the
- * archive; undefined when the file does not start with a manifest of that shape (readArchive then
- * refuses it, and says why). Nothing of it is trusted beyond naming the id to claim: readArchive
+ * archive; undefined when the file does not start with a manifest of that shape, or is missing
+ * (readArchive then refuses it, and says why). A file that cannot be read (a system error, e.g.
+ * EIO) is the CairnError its code maps to (toCairnError). Nothing of it is trusted beyond naming the id to claim: readArchive
  * checks the whole archive afterwards.
  */
 async function peekManifest(file: string): Promise<ManifestHead | undefined> {
@@ -199,7 +201,10 @@ async function peekManifest(file: string): Promise<ManifestHead | undefined> {
       return ok ? { record: r as ArchiveManifest['record'], size: m!.size as number } : undefined;
     }
     return undefined;
-  } catch {
+  } catch (err) {
+    // A read that failed (EIO…) is no answer about the file: said now, or a read that then passes
+    // would have the import report the file as changed while it was imported.
+    if (isSystemError(err) && err.code !== 'ENOENT') throw toCairnError(err, 'archive', `reading archive ${file}`);
     return undefined;
   } finally {
     extract.destroy();

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { CairnError, isCairnError, throwIfAborted, type Attachment } from '@cairn/core';
+import { CairnError, isCairnError, throwIfAborted, toCairnError, type Attachment } from '@cairn/core';
 import * as tar from 'tar-stream';
 import { z } from 'zod';
 import { ARCHIVE_CHUNK, ARCHIVE_FORMAT, chunkName, MANIFEST_NAME, MAX_METADATA_BYTES, RECORD_ID, SUMS_NAME, VM_CONFIG_NAME, type ArchiveManifest } from './format.js';
 import type { ArchiveProgress } from './progress.js';
 import { StagingVolume } from './staging.js';
+import { isSystemError } from './system-error.js';
 
 export interface ReadArchive {
   manifest: ArchiveManifest;
@@ -41,7 +42,8 @@ function assertSafeName(name: string): void {
  * the archive (absolute path, `..`), a duplicated name, a link or other non-file entry, an
  * unexpected entry or order, or a file that is not a Cairn archive (not a tar at all, another
  * format version, a manifest it does not take); with `CORRUPT` a wrong entry size, a checksum
- * mismatch, a missing entry or a truncated tar. A manifest it does not take is refused with
+ * mismatch, a missing entry or a truncated tar; a file that cannot be read as the code its system
+ * error maps to (toCairnError: EIO `UNAVAILABLE`; a missing file `NOT_FOUND`). A manifest it does not take is refused with
  * `INVALID_INPUT` only when SHA256SUMS vouches for it (an intact archive, written so), else
  * `CORRUPT` (a damaged manifest): the archive is read to its end to tell. Progress (phase `read`):
  * the data entries' bytes checked into staging, of the manifest's total. `CANCELLED` once `signal` is
@@ -139,6 +141,8 @@ export async function readArchive(file: string, options: { progress?: ArchivePro
     if (isCairnError(err)) throw err;
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') throw new CairnError('NOT_FOUND', `archive ${file} does not exist`, { driver: 'archive', cause: err });
+    // The file could not be read (EIO, EACCES…): what its code maps to, never a verdict on its content.
+    if (isSystemError(err)) throw toCairnError(err, 'archive', `reading archive ${file}`);
     if (seen.size === 0 && !(await startsLikeTar(file))) throw refuse(`${file} is not a Cairn backup archive (not a tar archive: ${e.message})`);
     throw corrupt(`${file} is not a readable tar archive: ${e.message}`, err);
   }

@@ -42,11 +42,38 @@ function allocatedChunks(extents: { offset: number; length: number }[], size: nu
   return offsets;
 }
 
+/** What writeArchive takes from the stored backup rather than from its catalog record. */
+interface StoredBackup {
+  /** The backup's size: what the restore writes and the archive's manifest says. */
+  size: number;
+  vmConfig?: Buffer;
+  /** The record fields that describe the data, as stored (the catalog's copy may differ). */
+  dataFields: Partial<Pick<BackupRecord, 'volumeId' | 'size' | 'parentId' | 'incremental' | 'createdAt'>>;
+}
+
+/**
+ * The stored backup's size, VM configuration and data fields. For a repository (a
+ * ChunkedBackupService) its manifest, read once, is authoritative, as exportRecord takes it:
+ * records written before 2026-12-05 kept the volume's size at request time, which may not be the
+ * size the backup holds. Other services: the record's own size, no VM configuration. `NOT_FOUND`
+ * when the manifest is gone.
+ */
+async function storedBackup(service: BackupService, record: BackupRecord, signal?: AbortSignal): Promise<StoredBackup> {
+  if (!(service instanceof ChunkedBackupService)) return { size: record.size, dataFields: {} };
+  const m = await service.repository.readManifest(record.id, { signal });
+  return {
+    size: m.size,
+    vmConfig: m.vmConfig ? Buffer.from(m.vmConfig, 'base64') : undefined,
+    dataFields: { volumeId: m.volumeId, size: m.size, parentId: m.parentId, incremental: m.record.incremental ?? m.parentId !== undefined, createdAt: m.createdAt },
+  };
+}
+
 /**
  * Writes backup `record` of `service` as a self-contained archive at `file` (format.ts). The
  * backup is restored into a private staging volume first (in `options.stagingDir`: see
  * ArchiveWriteOptions), so the service checks every chunk on the way (`CORRUPT` if the backup is
- * damaged). The archive appears under its name only when
+ * damaged). Its size, and the archived record's data fields, are the stored backup's
+ * (storedBackup), whatever the catalog's record says. The archive appears under its name only when
  * complete: it is written as `<name>` in a private directory of this export's own beside it,
  * `.cairn-partial-XXXXXX` (createPartialFile: mode 0700, naming its owner process), created
  * exclusively, fsynced, then renamed over `file`; on any failure the directory is removed. An
@@ -88,9 +115,9 @@ export async function writeArchive(
   try {
     // First, so that it and the data are of one backup: the restore reads the backup's manifest
     // once, and a manifest gone after that read (deleted meanwhile) takes nothing from either.
-    const vmConfig = service instanceof ChunkedBackupService ? await service.vmConfig(record.id) : undefined;
+    const { size, vmConfig, dataFields } = await storedBackup(service, record, options.signal);
     throwIfAborted(options.signal, 'archive');
-    staging = await StagingVolume.create(record.size, options.stagingDir, { makeParent: options.makeStagingDir });
+    staging = await StagingVolume.create(size, options.stagingDir, { makeParent: options.makeStagingDir });
     const rw = await staging.attach('rw');
     const progress = options.progress ?? (() => {});
     try {
@@ -120,7 +147,7 @@ export async function writeArchive(
       // The owner and readers too: a claimed record (exportBackup) names this process (and others
       // reading it: BackupRecord.readers), which an archive has no use for.
       const { serviceData: _s, checkpointId: _c, status: _st, owner: _o, readers: _r, ...exported } = record;
-      const manifest: ArchiveManifest = { format: ARCHIVE_FORMAT, createdAt: nowIso(), record: exported, size: record.size, chunks, vmConfig: !!vmConfig };
+      const manifest: ArchiveManifest = { format: ARCHIVE_FORMAT, createdAt: nowIso(), record: { ...exported, ...dataFields }, size, chunks, vmConfig: !!vmConfig };
       // Compact: a chunk takes ~150 bytes of it. An archive whose manifest or sums an import
       // would refuse (over MAX_METADATA_BYTES: ~1.7 TiB of non-zero data) is never written.
       const manifestBytes = Buffer.from(JSON.stringify(manifest));
@@ -143,7 +170,10 @@ export async function writeArchive(
       const add = async (name: string, data: Buffer): Promise<void> => {
         sums.push(`${createHash('sha256').update(data).digest('hex')}  ${name}`);
         const entry = new Promise<void>((resolve, reject) => {
-          pack.entry({ name, size: data.length, mode: 0o600, mtime: new Date() }, data, (err) => (err ? reject(err) : resolve()));
+          const sink = pack.entry({ name, size: data.length, mode: 0o600, mtime: new Date() }, data, (err) => (err ? reject(err) : resolve()));
+          // A failed write destroys the pack, and the pack the entry in progress, which then emits
+          // 'error': its callback above and `done` carry that error; unheard, it would crash the process.
+          sink.on('error', () => {});
         });
         entry.catch(() => {});
         await Promise.race([entry, done]);
@@ -164,7 +194,7 @@ export async function writeArchive(
       pack.finalize();
       await done; // the stream fsyncs and closes the file (flush) before it finishes
       const { notDurable } = await partial.publish();
-      return { file, backupId: record.id, size: record.size, chunks: chunks.length, dataBytes, ...(notDurable ? { notDurable } : {}) };
+      return { file, backupId: record.id, size, chunks: chunks.length, dataBytes, ...(notDurable ? { notDurable } : {}) };
     } finally {
       await staging.driver.detach(ro.id);
     }

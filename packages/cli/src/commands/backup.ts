@@ -189,11 +189,14 @@ export function registerBackupCommands(program: Command): void {
   backup
     .command('export <id>')
     .description('write a backup as a self-contained, verifiable tar archive')
-    .requiredOption('-a, --archive <file>', 'archive file to write (.tar)')
+    .requiredOption('-a, --archive <file>', 'archive file to write (.tar; not "-": an archive is only ever a complete file)')
     .option('--force', `overwrite an existing file (${WRITE_THROUGH_HELP})`, false)
     .option('--staging-dir <dir>', "existing directory to restore the backup's data in before it is archived (default: <stateDir>/staging)")
     .action(
       withContext<{ archive: string; force: boolean; stagingDir?: string }>(async (ctx, [id], o) => {
+        // Not stdout: the archive appears whole or not at all (written beside, then renamed), which a
+        // stream cannot do. A file named "-" is `./-`.
+        if (o.archive === '-') throw new CairnError('INVALID_INPUT', 'backup export cannot write an archive to stdout ("-"): name a file (for a file named "-", ./-)');
         ctx.expectDataFlow();
         const file = await outputPath(resolve(o.archive), o.force);
         // Staged on disk (<stateDir>/staging, made on first use), not in a tmpfs $TMPDIR: a backup's data may be large.
@@ -238,12 +241,12 @@ export function registerBackupCommands(program: Command): void {
   backup
     .command('export-record <id>')
     .description("print a backup's record (Cinder's export_record) for a deployment that reaches the same repository")
-    .option('-o, --output <file>', 'write the record to a file instead of stdout')
+    .option('-o, --output <file>', 'write the record to a file instead of stdout ("-": stdout)')
     .action(
       withContext<{ output?: string }>(async (ctx, [id], o) => {
         const doc = await (await ctx.manager()).exportRecord(id!);
         const text = `${JSON.stringify(doc, null, 2)}\n`;
-        if (o.output) {
+        if (o.output && o.output !== '-') {
           // Replaced if it exists (as documented); a symbolic link is written through.
           const file = await outputPath(resolve(o.output), true);
           // Whole or not at all: an existing file keeps its content until the new one is complete
