@@ -145,15 +145,20 @@ describe('a corrupt lock object', () => {
 describe('a holder whose refreshes fail', () => {
   it('reports not held while the lock is still live to others (a third of its lifetime left), and stays so after refreshes resume', async () => {
     const store = new FlakyLockStore('mem');
-    // 3 s: refreshed every 500 ms; the margin is 1 s.
-    const locks = new RepositoryLocks(store, 3000);
+    // 6 s: refreshed every second; the margin is 2 s, so the first check that finds it not held
+    // comes before its expiry unless that check is 2 s late.
+    const locks = new RepositoryLocks(store, 6000);
     const lock = await locks.acquire('exclusive', { purpose: 'gc' });
     store.down = true;
-    await until(() => !held(lock));
-    // Others still see it live: a host whose clock runs ahead by less than the margin would too.
+    let checkedAt = 0;
+    await until(() => {
+      checkedAt = Date.now();
+      return !held(lock);
+    });
+    // When it first said so, others still saw it live (nothing rewrites it during the outage): a
+    // host whose clock runs ahead by less than the margin would too.
     const seen = (await locks.list()).find((l) => l.id === lock.doc.id)!;
-    expect(seen.stale).toBe(false);
-    expect(Date.parse(seen.expiresAt)).toBeGreaterThan(Date.now());
+    expect(Date.parse(seen.expiresAt)).toBeGreaterThan(checkedAt);
     expect(() => lock.assertHeld()).toThrow(expect.objectContaining({ code: 'BUSY' }));
     store.down = false;
     await until(async () => Date.parse((await locks.list()).find((l) => l.id === lock.doc.id)!.expiresAt) > Date.parse(seen.expiresAt)); // a rewrite landed
@@ -178,6 +183,44 @@ describe('a holder whose refreshes fail', () => {
     };
     await until(async () => failed === 1 && (await stored()) > first); // one refresh failed, a later one landed
     expect(held(lock)).toBe(true);
+    await lock.release();
+  });
+});
+
+describe('a lock whose acquire took long', () => {
+  it('is rewritten at once when a sixth of its lifetime passed since it was written, and stays held', async () => {
+    // Its conflict check (the listing of locks) takes 1.6 s of a 3 s lifetime: more than half.
+    // Counted from the end of the acquire, the first rewrite would land 2.1 s after the write,
+    // inside the 1 s margin, and the lock would count as lapsed for good.
+    class SlowListing extends MemoryObjectStore {
+      lockWrites = 0;
+      override async *list(prefix: string, options?: CallOptions) {
+        if (prefix.startsWith('locks/')) await sleep(1600);
+        yield* super.list(prefix, options);
+      }
+      override async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+        await super.put(key, data, options);
+        if (key.startsWith('locks/') && !options?.ifAbsent) this.lockWrites++;
+      }
+    }
+    const store = new SlowListing('mem');
+    const lock = await new RepositoryLocks(store, 3000).acquire('shared', { purpose: 'backup' });
+    await until(() => store.lockWrites >= 2); // two rewrites landed
+    expect(held(lock)).toBe(true);
+    await lock.release();
+  });
+});
+
+describe('a corrupt record lock', () => {
+  it("lives as long as the record locks its check reads (that acquire's lifetime), not the instance's", async () => {
+    const store = new MemoryObjectStore('mem');
+    const hex = Buffer.from('b1', 'utf8').toString('hex');
+    await store.put(`locks/record-${hex}-x`, Buffer.from('{}'));
+    const locks = new RepositoryLocks(store); // 5 minutes
+    await expect(locks.acquire('record', { purpose: 'record', backupId: 'b1', ttlMs: 300 })).rejects.toMatchObject({ code: 'BUSY', details: { lock: `record-${hex}-x` } });
+    // 300 ms after its write it is stale to a record check of 300 ms locks; the waiting acquire gets it.
+    const lock = await locks.acquire('record', { purpose: 'record', backupId: 'b1', ttlMs: 300, wait: true });
+    lock.assertHeld();
     await lock.release();
   });
 });

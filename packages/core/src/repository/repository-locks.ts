@@ -172,7 +172,9 @@ export class RepositoryLocks {
         // record locks, every other kind's all but record locks (see recordLockPrefix).
         const prefix = kind === 'record' ? recordLockPrefix(options.backupId ?? '') : undefined;
         const relevant = (id: string): boolean => (prefix ? id.startsWith(prefix) : !id.startsWith(RECORD_LOCK_PREFIX));
-        blocker = (await this.read(relevant, prefix, options.signal)).find((l) => l.id !== doc.id && !l.stale && (l.corrupt || conflicts(doc, l)));
+        // A corrupt lock among them lives as long as the locks this check reads: a record lock's
+        // lifetime (this acquire's) for record locks, the instance's for the others.
+        blocker = (await this.read(relevant, prefix, options.signal, prefix ? ttlMs : this.ttlMs)).find((l) => l.id !== doc.id && !l.stale && (l.corrupt || conflicts(doc, l)));
       } catch (err) {
         // Else it blocks others until it expires. No signal: cleanup runs after a cancel too,
         // but a cancelled acquire does not wait for it.
@@ -209,9 +211,10 @@ export class RepositoryLocks {
    * (its code kept, `details.lock` naming the lock), and whatever the caller was about to do
    * (take a lock, break stale ones) is not done. The store's code rather than `BUSY`: nothing is
    * known to hold the repository, the store failed, and its code says whether a retry may help.
-   * A lock object that is read but is not a lock document is LockInfo.corrupt.
+   * A lock object that is read but is not a lock document is LockInfo.corrupt, live for
+   * `corruptTtlMs` from its modification time (default the instance's lifetime).
    */
-  private async read(accept: (id: string) => boolean, prefix = '', signal?: AbortSignal): Promise<LockInfo[]> {
+  private async read(accept: (id: string) => boolean, prefix = '', signal?: AbortSignal, corruptTtlMs = this.ttlMs): Promise<LockInfo[]> {
     const out: LockInfo[] = [];
     for await (const o of this.store.list(Keys.locks + prefix, { signal })) {
       const id = o.key.slice(Keys.locks.length);
@@ -227,7 +230,7 @@ export class RepositoryLocks {
         if (e.code === 'CANCELLED') throw e;
         throw new CairnError(e.code, `lock ${id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: id } });
       }
-      out.push(parseLock(id, data, o.modifiedAt, this.ttlMs));
+      out.push(parseLock(id, data, o.modifiedAt, corruptTtlMs));
     }
     return out;
   }
@@ -261,7 +264,8 @@ export class RepositoryLocks {
     let heldUntil = Date.parse(doc.expiresAt) - margin;
     let lapsed = false;
     let pending = false;
-    const timer = setInterval(() => {
+    const period = Math.max(10, ttlMs * REFRESH_SHARE);
+    const refresh = (): void => {
       if (pending) return; // one rewrite at a time: an older one landing last would shorten the lock
       pending = true;
       const next = Date.now() + ttlMs;
@@ -277,8 +281,13 @@ export class RepositoryLocks {
           if (Date.now() >= heldUntil) lapsed = true; // retried at the next tick, too late anyway
         },
       ).finally(() => (pending = false));
-    }, Math.max(10, ttlMs * REFRESH_SHARE));
+    };
+    const timer = setInterval(refresh, period);
     timer.unref();
+    // Counted from the lock's write, not from now: an acquire that took long (slow conflict reads,
+    // a slow fsync) would otherwise leave its first rewrite to land inside the margin, and the
+    // lock lapsed for good with every rewrite landing. Rewritten at once when a period has passed.
+    if (Date.now() - (Date.parse(doc.expiresAt) - ttlMs) >= period) refresh();
     return {
       doc,
       assertHeld: () => {
