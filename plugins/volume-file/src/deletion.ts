@@ -87,7 +87,7 @@ function deletingIds(names: readonly string[]): string[] {
  * Finishes the deletions of `kind` killed midway (a `<id>.deleting` sidecar left in its
  * directory), each by finishDeletion: one still under way (in this process too: the lock is on a
  * descriptor of its own) is left to finish itself. `names` is a listing of that directory the
- * caller has just read (so a listing reads it once: RecordStore's volumeListing, snapshotListing);
+ * caller has just read (so a listing reads it once: SidecarStore's names);
  * without it the directory is read here. Best effort: never rejects (the next listing tries
  * again); resolves to the ids it finished.
  */

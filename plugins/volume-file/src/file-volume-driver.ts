@@ -146,9 +146,10 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. First
-   * finishes the deletions killed midway, whose images would otherwise keep their space
-   * (finishDeletions, deletion.ts; best effort): the volumes' among the names of the same one read
+   * Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. First,
+   * before any sidecar is read (so a damaged one does not stop them), finishes the deletions
+   * killed midway, whose images would otherwise keep their space (finishDeletions, deletion.ts;
+   * best effort): the volumes' among the names of the same one read
    * of `volumes/` that lists them (a volume whose deletion began is never listed: it has no
    * `<id>.json`), and the snapshots' from a read of `snapshots/`. Nothing this listing shows is
    * made wrong by a snapshot deletion left midway (it is listed nowhere, and deleteVolume counts
@@ -159,11 +160,11 @@ export class FileVolumeDriver implements VolumeDriver {
   async listVolumes(): Promise<Volume[]> {
     return this.guard('listVolumes', async () => {
       const { layout } = this.ctx.store;
-      const { records, names } = await this.ctx.store.volumeListing();
+      const names = await this.ctx.store.names('volume');
       await finishDeletions(layout, 'volume', this.name, names);
       await finishDeletions(layout, 'snapshot', this.name);
       const out: Volume[] = [];
-      for (const r of records) out.push(toVolume(r, await this.statusOf(r)));
+      for (const r of await this.ctx.store.volumesAmong(names)) out.push(toVolume(r, await this.statusOf(r)));
       return out;
     });
   }
@@ -334,9 +335,9 @@ export class FileVolumeDriver implements VolumeDriver {
   async listSnapshots(volumeId: string): Promise<Snapshot[]> {
     return this.guard('listSnapshots', async () => {
       await this.ctx.store.volume(volumeId);
-      const { records, names } = await this.ctx.store.snapshotListing();
+      const names = await this.ctx.store.names('snapshot');
       await finishDeletions(this.ctx.store.layout, 'snapshot', this.name, names);
-      return records.filter((s) => s.volumeId === volumeId).map(toSnapshot);
+      return (await this.ctx.store.snapshotsAmong(names)).filter((s) => s.volumeId === volumeId).map(toSnapshot);
     });
   }
 

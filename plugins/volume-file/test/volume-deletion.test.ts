@@ -1,3 +1,5 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileVolumeDriver } from '../src/index.js';
 import { deleteKilledAtImage, driverPerTest, leftOf as leftIn } from './helpers.js';
@@ -26,6 +28,15 @@ describe('a volume deletion killed midway', () => {
     expect((await fresh.listVolumes()).map((x) => x.id)).toEqual([kept]);
     expect(await leftOf(t.dir, id)).toEqual({ names: [], blocks: 0 });
     expect((await fresh.getVolume(kept)).name).toBe('kept');
+  });
+
+  it('is finished by the next listVolumes even when another volume\'s sidecar is damaged (the listing then fails CORRUPT)', async () => {
+    const { id, kept } = await killedDeletion();
+    await writeFile(join(t.dir, 'volumes', `${kept}.json`), '{"torn'); // damaged after the crash
+
+    const fresh = new FileVolumeDriver({ directory: t.dir });
+    await expect(fresh.listVolumes()).rejects.toMatchObject({ code: 'CORRUPT' });
+    expect(await leftOf(t.dir, id)).toEqual({ names: [], blocks: 0 });
   });
 
   it('is finished by a retried deleteVolume, which succeeds; BUSY while it was still under way; NOT_FOUND once done', async () => {

@@ -29,13 +29,6 @@ export interface SidecarStoreOptions<V extends VolumeSidecar, S extends Snapshot
  */
 const inProcess = new KeyedMutex();
 
-/** One read of a kind's sidecar directory: its records, and every name the directory held then. */
-export interface SidecarListing<R> {
-  /** Ordered by creation (then id); one deleted meanwhile is left out. */
-  records: R[];
-  names: string[];
-}
-
 const byCreation = (a: { createdAt: string; id: string }, b: { createdAt: string; id: string }) =>
   a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 
@@ -89,25 +82,32 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
 
   /** Every volume, ordered by creation. `CORRUPT` if any sidecar is damaged. */
   async volumes(): Promise<V[]> {
-    return (await this.volumeListing()).records;
+    return this.volumesAmong(await this.names('volume'));
   }
 
   /** Every snapshot (of every volume), ordered by creation. `CORRUPT` if any sidecar is damaged. */
   async snapshots(): Promise<S[]> {
-    return (await this.snapshotListing()).records;
+    return this.snapshotsAmong(await this.names('snapshot'));
   }
 
   /**
-   * volumes(), with every name the one read of the volumes' directory found (for a driver's own
-   * files beside the sidecars: a deletion's marker, say), so that the directory is read once.
+   * Every name in `kind`'s directory, from one read of it: for volumesAmong / snapshotsAmong, and
+   * for a driver's own files beside the sidecars (a deletion's marker, say), so that a listing
+   * reads the directory once and can tend to those files before it reads any sidecar.
    */
-  volumeListing(): Promise<SidecarListing<V>> {
-    return this.listing('volume', (id) => this.volume(id));
+  async names(kind: SidecarKind): Promise<string[]> {
+    await this.init();
+    return readdir(this.options.dir(kind));
   }
 
-  /** snapshots(), with every name the one read of the snapshots' directory found (volumeListing). */
-  snapshotListing(): Promise<SidecarListing<S>> {
-    return this.listing('snapshot', (id) => this.snapshot(id));
+  /** volumes(), of the sidecars among `names` (a read of the volumes' directory: names). */
+  volumesAmong(names: readonly string[]): Promise<V[]> {
+    return this.among(names, (id) => this.volume(id));
+  }
+
+  /** snapshots(), of the sidecars among `names` (a read of the snapshots' directory: names). */
+  snapshotsAmong(names: readonly string[]): Promise<S[]> {
+    return this.among(names, (id) => this.snapshot(id));
   }
 
   /** Writes a new or replaced sidecar atomically. Idempotent. `INVALID_INPUT` for an id that is not a UUID. */
@@ -179,9 +179,7 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
     return record;
   }
 
-  private async listing<R extends { createdAt: string; id: string }>(kind: SidecarKind, read: (id: string) => Promise<R>): Promise<SidecarListing<R>> {
-    await this.init();
-    const names = await readdir(this.options.dir(kind));
+  private async among<R extends { createdAt: string; id: string }>(names: readonly string[], read: (id: string) => Promise<R>): Promise<R[]> {
     const ids = names.filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
     const records: R[] = [];
     for (const id of ids) {
@@ -191,7 +189,7 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
         if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err; // deleted meanwhile is fine
       }
     }
-    return { records: records.sort(byCreation), names };
+    return records.sort(byCreation);
   }
 
   private notFound(kind: SidecarKind, id: string): CairnError {
