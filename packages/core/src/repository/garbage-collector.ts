@@ -166,7 +166,16 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     else report.pagesInGrace++;
   }
   const packTimes = new Map<string, number>();
-  for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal: options.signal }), options.signal)) packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
+  // The listing's sizes serve bytesFreed: no head per pack removed.
+  const packSizes = new Map<string, number>();
+  for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal: options.signal }), options.signal)) {
+    packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
+    packSizes.set(o.key.slice(Keys.packs.length), o.size);
+  }
+  const sizeOf = (packId: string, signal?: AbortSignal): Promise<number> => {
+    const listed = packSizes.get(packId);
+    return listed === undefined ? headSize(repo, packId, signal) : Promise.resolve(listed);
+  };
   const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
   // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
   // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
@@ -236,15 +245,15 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     report.bytesFreed -= bytesCopiedForward(repo, repackPlan); // 0 - 0 is 0, never -0
     for (const packId of [...toRepack, ...toDelete, ...orphans]) {
       for (const e of repo.index.packs().get(packId) ?? []) if (!referenced.has(e.id)) report.chunksRemoved++;
-      report.bytesFreed += await sizeOf(repo, packId, options.signal);
+      report.bytesFreed += await sizeOf(packId, options.signal);
     }
     return report;
   }
   // GC's index writes come before its deletes: they may spend the store's space reserve (spendReserve).
   if (adopted.packs.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, adopted.packs, options.signal, true);
   if (toRepack.size > 0 || guarded.rescue.size > 0) {
-    const written: string[] = [];
-    const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize), undefined, { stored: (packId) => void written.push(packId) });
+    let newPackBytes = 0;
+    const writer = new PackWriter(repo.store, repo.codec, repo.index, repo.config.packSize, ChunkCodec.maxEncodedLength(repo.config.chunkSize), undefined, { stored: (_id, _entries, size) => void (newPackBytes += size) });
     // A cancel ends the writer's waits on the store and refuses every add after it: fetchChunks
     // returns at once when cancelled, while a call of the callback below may still be running.
     const cancel = (): void => writer.cancel(cancelledError(options.signal!, { message: 'gc cancelled' }));
@@ -262,7 +271,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
       options.signal?.removeEventListener('abort', cancel);
     }
     // bytesFreed is what the packs shrink by: the new packs count against the ones removed below.
-    for (const packId of written) report.bytesFreed -= await sizeOf(repo, packId, options.signal);
+    report.bytesFreed -= newPackBytes;
     report.packsRepacked = toRepack.size;
   }
   const removed = new Set([...toRepack, ...toDelete]);
@@ -282,14 +291,14 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   for (const packId of removed) {
     const entries = repo.index.packs().get(packId) ?? [];
     for (const e of entries) if (!referenced.has(e.id)) report.chunksRemoved++;
-    report.bytesFreed += await sizeOf(repo, packId);
+    report.bytesFreed += await sizeOf(packId);
     held();
     await repo.store.delete(Keys.pack(packId));
     repo.index.remove(packId);
     if (toDelete.has(packId)) report.packsDeleted++;
   }
   for (const packId of orphans) {
-    report.bytesFreed += await sizeOf(repo, packId);
+    report.bytesFreed += await sizeOf(packId);
     held();
     await repo.store.delete(Keys.pack(packId));
     report.packsDeleted++;
@@ -388,7 +397,7 @@ async function lostPacks(repo: Repository, packTimes: Map<string, number>, signa
  * Pack `packId`'s size in the store, 0 when it is gone. `signal` (a dry run's: the deletes, once
  * begun, run to their end) goes to the head and ends the call with `CANCELLED` at once when it aborts.
  */
-async function sizeOf(repo: Repository, packId: string, signal?: AbortSignal): Promise<number> {
+async function headSize(repo: Repository, packId: string, signal?: AbortSignal): Promise<number> {
   try {
     return (await untilAborted(repo.store.head(Keys.pack(packId), { signal }), signal)).size;
   } catch (err) {

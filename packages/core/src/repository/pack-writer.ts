@@ -60,8 +60,8 @@ const ZERO_PAD = new Uint8Array(COPY_ALIGN);
 
 /** What a PackWriter tells its owner about its packs. */
 export interface PackWriterHooks {
-  /** A pack is stored (every byte of it), whether or not an index object names it yet. */
-  stored?: (packId: string, entries: readonly IndexEntry[]) => void;
+  /** A pack is stored (every byte of it, `size` in all), whether or not an index object names it yet. */
+  stored?: (packId: string, entries: readonly IndexEntry[], size: number) => void;
   /** An index object names a pack now (and its entries are in the index). */
   named?: (entries: readonly IndexEntry[]) => void;
 }
@@ -307,7 +307,7 @@ export class PackWriter {
       await c.body.store();
       this.bytesStored += size;
       this.packsWritten++;
-      this.hooks.stored?.(c.id, c.entries);
+      this.hooks.stored?.(c.id, c.entries, size);
       // In the shared index (for everyone's dedup) once an index object names it: writeIndex.
       this.unindexed.push([c.id, c.entries]);
       this.unindexedBlobs += c.entries.length;
