@@ -91,14 +91,22 @@ describe('backup import keeps only exported record fields', () => {
     expect((await readFile(join(cwd, 'r.raw'))).equals(changed)).toBe(true);
   });
 
-  it('an archive whose record has a name, volume name or description breaking the label rules is INVALID_INPUT (exit 2) naming the field, and writes nothing', async () => {
-    await writeRawImage(join(cwd, 'n.raw'), 1 * MiB);
-    await cairnJson(['volume', 'import', join(cwd, 'n.raw'), '--name', 'n'], { cwd });
-    const b = await cairnJson(['backup', 'create', 'n'], { cwd });
-    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, 'n.tar')], { cwd });
-    const entries = await readEntries(join(cwd, 'n.tar'));
-    const manifest = JSON.parse(entries[0]!.data.toString());
+  /**
+   * A fresh volume `name` (1 MiB) backed up and exported to `<name>.tar`: that archive's entries,
+   * its manifest parsed, and the ids of the backups listed now (to show a refused import wrote nothing).
+   */
+  async function archivedFresh(name: string): Promise<{ entries: Awaited<ReturnType<typeof readEntries>>; manifest: any; ids: string[] }> {
+    await writeRawImage(join(cwd, `${name}.raw`), 1 * MiB);
+    await cairnJson(['volume', 'import', join(cwd, `${name}.raw`), '--name', name], { cwd });
+    const b = await cairnJson(['backup', 'create', name], { cwd });
+    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, `${name}.tar`)], { cwd });
+    const entries = await readEntries(join(cwd, `${name}.tar`));
     const ids = (await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id);
+    return { entries, manifest: JSON.parse(entries[0]!.data.toString()), ids };
+  }
+
+  it('an archive whose record has a name, volume name or description breaking the label rules is INVALID_INPUT (exit 2) naming the field, and writes nothing', async () => {
+    const { entries, manifest, ids } = await archivedFresh('n');
     for (const [field, value] of [
       ['name', 'two\nlines'],
       ['volumeName', 'v'.repeat(256)],
@@ -114,13 +122,7 @@ describe('backup import keeps only exported record fields', () => {
   });
 
   it('an archive whose record has a volume id that is not an id (empty, path-like, over 200 characters) is INVALID_INPUT (exit 2) naming volumeId, and writes nothing', async () => {
-    await writeRawImage(join(cwd, 'vid.raw'), 1 * MiB);
-    await cairnJson(['volume', 'import', join(cwd, 'vid.raw'), '--name', 'vid'], { cwd });
-    const b = await cairnJson(['backup', 'create', 'vid'], { cwd });
-    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, 'vid.tar')], { cwd });
-    const entries = await readEntries(join(cwd, 'vid.tar'));
-    const manifest = JSON.parse(entries[0]!.data.toString());
-    const ids = (await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id);
+    const { entries, manifest, ids } = await archivedFresh('vid');
     for (const volumeId of ['', '../../etc', 'v'.repeat(201)]) {
       const crafted = { ...manifest, record: { ...manifest.record, id: '88888888-2222-3333-4444-555555555555', volumeId } };
       await writeEntries(join(cwd, 'bad-vid.tar'), [{ name: entries[0]!.name, data: Buffer.from(JSON.stringify(crafted)) }, ...entries.slice(1)]);
@@ -132,13 +134,7 @@ describe('backup import keeps only exported record fields', () => {
   });
 
   it("an archive whose record id starts with '-' (which the REST API's paths refuse and the CLI reads as an option) is INVALID_INPUT (exit 2), and writes nothing", async () => {
-    await writeRawImage(join(cwd, 'dash.raw'), 1 * MiB);
-    await cairnJson(['volume', 'import', join(cwd, 'dash.raw'), '--name', 'dash'], { cwd });
-    const b = await cairnJson(['backup', 'create', 'dash'], { cwd });
-    await cairnJson(['backup', 'export', b.id, '--archive', join(cwd, 'dash.tar')], { cwd });
-    const entries = await readEntries(join(cwd, 'dash.tar'));
-    const manifest = JSON.parse(entries[0]!.data.toString());
-    const ids = (await cairnJson(['backup', 'list'], { cwd })).map((x: { id: string }) => x.id);
+    const { entries, manifest, ids } = await archivedFresh('dash');
     const crafted = { ...manifest, record: { ...manifest.record, id: '-7777777-2222-3333-4444-555555555555' } };
     await writeEntries(join(cwd, 'bad-id.tar'), [{ name: entries[0]!.name, data: Buffer.from(JSON.stringify(crafted)) }, ...entries.slice(1)]);
     const r = await run(['backup', 'import', join(cwd, 'bad-id.tar'), '--json']);
