@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it, beforeAll, afterAll } from 'vitest';
-import type { ErrorCode } from '@cairn/core';
+import { isCairnError, type ErrorCode } from '@cairn/core';
 
 /** One check. `run` rejects when the implementation under test is wrong. */
 export interface Case<C> {
@@ -14,8 +14,12 @@ export interface Group<C> {
   cases: Case<C>[];
 }
 
-/** Rejects unless `promise` rejects with a CairnError of `code`; resolves with that error. Tests assert codes, never text. */
-export async function rejectsWithCode(promise: Promise<unknown> | (() => Promise<unknown>), code: ErrorCode, what = 'call'): Promise<unknown> {
+/**
+ * Rejects unless `promise` rejects with a CairnError (isCairnError: the type callers branch on) of
+ * `code`, tagged with `driver` when given (contracts: a driver tags its errors with its name);
+ * resolves with that error. Tests assert codes, never text.
+ */
+export async function rejectsWithCode(promise: Promise<unknown> | (() => Promise<unknown>), code: ErrorCode, what = 'call', driver?: string): Promise<unknown> {
   let settled: unknown;
   try {
     await (typeof promise === 'function' ? promise() : promise);
@@ -25,6 +29,8 @@ export async function rejectsWithCode(promise: Promise<unknown> | (() => Promise
   assert.ok(settled !== undefined, `${what} should fail with ${code} but succeeded`);
   const actual = (settled as { code?: unknown }).code;
   assert.equal(actual, code, `${what} should fail with ${code}, got ${String(actual)}: ${String((settled as Error).message)}`);
+  assert.ok(isCairnError(settled), `${what} failed with code ${code} but not with a CairnError (${String((settled as Error).name)}: ${String((settled as Error).message)})`);
+  if (driver !== undefined) assert.equal(settled.driver, driver, `${what}: the ${code} error should be tagged with driver ${JSON.stringify(driver)}, got ${JSON.stringify(settled.driver)}`);
   return settled;
 }
 

@@ -28,6 +28,7 @@ import {
   catalogPaging,
   catalogSections,
   changedExtents,
+  changedExtentsAcrossInstances,
   runCase,
   snapshotCases,
   volumeDriverGroups,
@@ -108,6 +109,11 @@ describe('volume-driver mutations', () => {
     listCheckpointsUnknown: byName(changedExtents.cases, 'listCheckpoints of an unknown or deleted volume'),
     listSnapshotsUnknown: byName(snapshotCases.cases, 'listSnapshots of an unknown or deleted volume'),
     extendBadSize: byName(volumeLifecycle.cases, 'extendVolume to a size that is no multiple of 512'),
+    concurrentRw: byName(groups.flatMap((g) => g.cases), 'concurrent attach(rw) calls of one volume'),
+    concurrentRwRo: byName(groups.flatMap((g) => g.cases), 'concurrent attach(rw) and attach(ro) of one volume'),
+    deleteKeepsData: byName(snapshotCases.cases, 'deleteSnapshot changes no data'),
+    snapshotAllocated: byName(snapshotCases.cases, "a snapshot device's allocated extents describe the snapshot's bytes"),
+    zeroFlagged: byName(allocatedExtents.cases, 'after writeZeroes and writes into the zeroed range'),
   };
   for (const c of Object.values(newCases)) added.add(c);
 
@@ -370,6 +376,165 @@ describe('volume-driver mutations', () => {
       driver.setVolumeMetadata = (id, metadata) => set(id, metadata instanceof Map ? { ...metadata } : metadata);
     });
     await caughtOnlyBy(without(groups, target), target, h, /setVolumeMetadata\(a Map\) should fail with INVALID_INPUT but succeeded/);
+  });
+
+  it('an attach that checks for conflicts, awaits (opening an image), then registers: concurrent attaches all win', async () => {
+    const h = hooks((driver) => {
+      const inner = driver as unknown as { assertNoConflict(id: string, mode: string): void };
+      const check = inner.assertNoConflict.bind(driver);
+      const attach = driver.attach.bind(driver);
+      driver.attach = async (target, mode) => {
+        if (target?.kind !== 'volume') return attach(target, mode);
+        check(target.id, mode); // a sequential conflict is still refused
+        await new Promise((r) => setImmediate(r));
+        inner.assertNoConflict = () => {};
+        try {
+          return await attach(target, mode);
+        } finally {
+          inner.assertNoConflict = check;
+        }
+      };
+    });
+    await caughtOnlyBy(without(groups), newCases.concurrentRw, h, /concurrent attach\(rw, rw, rw, rw\): 4 attaches succeeded/);
+    await expect(runCase(newCases.concurrentRwRo, h)).rejects.toThrow(/concurrent attach\(rw, ro\): 2 attaches succeeded/);
+  });
+
+  it('a deleteSnapshot that merges the wrong way: the volume goes back to the snapshot', async () => {
+    const h = hooks((driver) => {
+      const del = driver.deleteSnapshot.bind(driver);
+      driver.deleteSnapshot = async (id) => {
+        const s = await driver.attach({ kind: 'snapshot', id }, 'ro').catch(() => undefined);
+        if (s) {
+          const bytes = await s.device.read(0, s.device.size);
+          await driver.detach(s.id);
+          const volumeId = (await driver.listVolumes()).find((v) => v.size === bytes.length && v.status === 'available')?.id;
+          const w = volumeId ? await driver.attach({ kind: 'volume', id: volumeId }, 'rw').catch(() => undefined) : undefined;
+          if (w) {
+            await w.device.write(0, bytes);
+            await driver.detach(w.id);
+          }
+        }
+        return del(id);
+      };
+    });
+    await caughtOnlyBy(without(groups), newCases.deleteKeepsData, h, /the volume after the older snapshot was deleted: bytes differ/);
+  });
+
+  it('a deleteSnapshot that drops data the volume still shares with it: the parts not rewritten since read zeros', async () => {
+    const h = hooks((driver) => {
+      const del = driver.deleteSnapshot.bind(driver);
+      driver.deleteSnapshot = async (id) => {
+        const volumeId = (await driver.listVolumes()).find((v) => v.status === 'available')?.id;
+        const s = await driver.attach({ kind: 'snapshot', id }, 'ro').catch(() => undefined);
+        const w = s && volumeId ? await driver.attach({ kind: 'volume', id: volumeId }, 'rw').catch(() => undefined) : undefined;
+        if (s && w && w.device.size === s.device.size) {
+          for (let at = 0; at < s.device.size; at += 4096) {
+            if ((await s.device.read(at, 4096)).equals(await w.device.read(at, 4096))) await w.device.writeZeroes(at, 4096);
+          }
+        }
+        if (w) await driver.detach(w.id);
+        if (s) await driver.detach(s.id);
+        return del(id);
+      };
+    });
+    await caughtOnlyBy(without(groups), newCases.deleteKeepsData, h, /the volume after the older snapshot was deleted: bytes differ first at offset 0/);
+  });
+
+  it("a snapshot device whose allocated extents are the live volume's", async () => {
+    const h = hooks((driver) => {
+      const writers = new Map<string, BlockDevice>();
+      const snapshotOf = new Map<string, string>();
+      const create = driver.createSnapshot.bind(driver);
+      driver.createSnapshot = async (volumeId, name) => {
+        const s = await create(volumeId, name);
+        snapshotOf.set(s.id, volumeId);
+        return s;
+      };
+      const attach = driver.attach.bind(driver);
+      driver.attach = async (target, mode) => {
+        const a = await attach(target, mode);
+        if (target.kind === 'volume' && mode === 'rw') writers.set(target.id, a.device);
+        if (target.kind === 'snapshot') {
+          const extents = a.device.extents.bind(a.device);
+          a.device.extents = async (query, range) => {
+            const live = writers.get(snapshotOf.get(target.id)!);
+            return query.kind === 'allocated' && live ? live.extents(query, range).catch(() => extents(query, range)) : extents(query, range);
+          };
+        }
+        return a;
+      };
+    });
+    await caughtOnlyBy(without(groups), newCases.snapshotAllocated, h, /allocated extents of the snapshot: byte 0 holds data but lies in no allocated extent/);
+  });
+
+  it('allocated extents that keep zero: true on a range once zeroed, after it is written again', async () => {
+    const h = hooks((driver) =>
+      onDevices(driver, (device) => {
+        const zeroed: [number, number][] = [];
+        const writeZeroes = device.writeZeroes.bind(device);
+        device.writeZeroes = async (offset, length) => {
+          await writeZeroes(offset, length);
+          zeroed.push([offset, offset + length]);
+        };
+        const extents = device.extents.bind(device);
+        device.extents = async (query, range) => {
+          const list = await extents(query, range);
+          if (query.kind !== 'allocated') return list;
+          return list.map((e) => (zeroed.some(([from, to]) => from < e.offset + e.length && e.offset < to) ? { ...e, zero: true } : e));
+        };
+      }),
+    );
+    await caughtOnlyBy(without(groups), newCases.zeroFlagged, h, /allocated extents after writeZeroes then writes: byte \d+ holds data but lies in an extent flagged zero/);
+  });
+
+  it('a driver whose errors are plain Errors carrying a code, or CairnErrors not tagged with its name', async () => {
+    const target = byName(volumeIo.cases, 'attach rw marks the volume in-use, a second rw attach fails with BUSY');
+    const rethrowing = (wrap: (err: CairnError) => unknown) =>
+      hooks((driver) => {
+        const attach = driver.attach.bind(driver);
+        driver.attach = (target, mode) => attach(target, mode).catch((err: unknown) => Promise.reject(err instanceof CairnError ? wrap(err) : err));
+      });
+    await runCase(target, rethrowing((err) => err));
+    const plain = (err: CairnError) => Object.assign(new Error(err.message), { code: err.code, details: err.details, driver: err.driver });
+    await expect(runCase(target, rethrowing(plain))).rejects.toThrow(/second rw attach failed with code BUSY but not with a CairnError/);
+    const untagged = (err: CairnError) => new CairnError(err.code, err.message, { details: err.details });
+    await expect(runCase(target, rethrowing(untagged))).rejects.toThrow(/second rw attach: the BUSY error should be tagged with driver "memory"/);
+  });
+
+  it('changed-block tracking kept per instance: an instance reports only the changes written through its own devices', async () => {
+    const target = byName(changedExtentsAcrossInstances.cases, 'writes made through the second instance');
+    /** A view of `shared` as another instance; its changed extents keep only ranges written through it. */
+    const instance = (shared: MemoryVolumeDriver): VolumeDriver => {
+      const view = Object.create(shared) as MemoryVolumeDriver;
+      const written: [number, number][] = [];
+      const overlaps = (e: { offset: number; length: number }) => written.some(([from, to]) => from < e.offset + e.length && e.offset < to);
+      view.attach = async (target, mode) => {
+        const a = await shared.attach(target, mode);
+        if (target.kind !== 'volume') return a;
+        const { write, writeZeroes, extents } = { write: a.device.write.bind(a.device), writeZeroes: a.device.writeZeroes.bind(a.device), extents: a.device.extents.bind(a.device) };
+        a.device.write = async (offset, data) => {
+          await write(offset, data);
+          written.push([offset, offset + data.length]);
+        };
+        a.device.writeZeroes = async (offset, length) => {
+          await writeZeroes(offset, length);
+          written.push([offset, offset + length]);
+        };
+        a.device.extents = async (query, range) => (query.kind === 'changed' ? (await extents(query, range)).filter(overlaps) : extents(query, range));
+        return a;
+      };
+      return view;
+    };
+    const peerGroups = volumeDriverGroups(caps, { sharesReadOnly: true });
+    const h = {
+      setup: async (): Promise<VolumeDriverContext> => {
+        const shared = new MemoryVolumeDriver();
+        return { driver: instance(shared), peer: instance(shared), volumeSize: 4 * 1024 * 1024 };
+      },
+    };
+    await caughtOnlyBy(without(peerGroups), target, h, /asked through the instance that took the checkpoint: written byte 0 is not reported/);
+    const honest = { setup: async (): Promise<VolumeDriverContext> => { const shared = new MemoryVolumeDriver(); return { driver: shared, peer: Object.create(shared) as VolumeDriver, volumeSize: 4 * 1024 * 1024 }; } };
+    await runCase(target, honest);
   });
 });
 

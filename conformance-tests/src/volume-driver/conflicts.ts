@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { Attachment, VolumeDriver, VolumeDriverCapabilities } from '@cairn/core';
 import type { Case, Group } from '../harness.js';
 import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
+import { concurrentAttaches } from './concurrent-attach.js';
 import type { VolumeDriverContext } from './context.js';
 
 /**
@@ -51,7 +52,7 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
         const { holder, other } = pair(ctx);
         const v = await holder.createVolume({ size: ctx.volumeSize });
         const ro = await holder.attach({ kind: 'volume', id: v.id }, 'ro');
-        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) next to ro');
+        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) next to ro', ctx.driver.name);
         await holder.detach(ro.id);
       },
     },
@@ -61,8 +62,8 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
         const { holder, other } = pair(ctx);
         const v = await holder.createVolume({ size: ctx.volumeSize });
         const rw = await holder.attach({ kind: 'volume', id: v.id }, 'rw');
-        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) next to rw');
-        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) next to rw');
+        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) next to rw', ctx.driver.name);
+        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) next to rw', ctx.driver.name);
         await holder.detach(rw.id);
       },
     },
@@ -87,7 +88,7 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
             const { holder, other } = pair(ctx);
             const v = await holder.createVolume({ size: ctx.volumeSize });
             const a = await holder.attach({ kind: 'volume', id: v.id }, 'ro');
-            await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'second attach(ro)');
+            await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'second attach(ro)', ctx.driver.name);
             await holder.detach(a.id);
           },
         },
@@ -98,13 +99,13 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
         const v = await holder.createVolume({ size: ctx.volumeSize });
         const readers: [VolumeDriver, Attachment][] = [[holder, await holder.attach({ kind: 'volume', id: v.id }, 'ro')]];
         if (sharesReadOnly) readers.push([other, await other.attach({ kind: 'volume', id: v.id }, 'ro')]);
-        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while read');
+        await rejectsWithCode(other.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'attach(rw) while read', ctx.driver.name);
         for (const [driver, a] of readers) await driver.detach(a.id);
 
         const rw = await other.attach({ kind: 'volume', id: v.id }, 'rw');
         const patch = patternBytes(65536, 32);
         await rw.device.write(65536, patch);
-        await rejectsWithCode(holder.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) while written');
+        await rejectsWithCode(holder.attach({ kind: 'volume', id: v.id }, 'ro'), 'BUSY', 'attach(ro) while written', ctx.driver.name);
         await other.detach(rw.id);
 
         const ro = await holder.attach({ kind: 'volume', id: v.id }, 'ro');
@@ -127,8 +128,8 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
         const rw = await holder.attach({ kind: 'volume', id }, 'rw');
         const whileWritten = await statuses(p, id);
         assert.equal(whileWritten[0], 'in-use', 'status seen by the instance that writes');
-        await rejectsWithCode(other.attach({ kind: 'volume', id }, 'ro'), 'BUSY', 'attach(ro) next to rw');
-        await rejectsWithCode(other.attach({ kind: 'volume', id }, 'rw'), 'BUSY', 'attach(rw) next to rw');
+        await rejectsWithCode(other.attach({ kind: 'volume', id }, 'ro'), 'BUSY', 'attach(ro) next to rw', ctx.driver.name);
+        await rejectsWithCode(other.attach({ kind: 'volume', id }, 'rw'), 'BUSY', 'attach(rw) next to rw', ctx.driver.name);
         assert.deepEqual(await statuses(p, id), whileWritten, 'status after the refused attaches');
         assertSameBytes(await rw.device.read(0, size), data, 'the writer reads the volume after the refusals');
         const patch = patternBytes(100_000, 34);
@@ -140,8 +141,8 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
 
         // Held read-only: a write attach is refused; the reader still reads the same bytes.
         const ro = await holder.attach({ kind: 'volume', id }, 'ro');
-        await rejectsWithCode(other.attach({ kind: 'volume', id }, 'rw'), 'BUSY', 'attach(rw) next to ro');
-        if (!sharesReadOnly) await rejectsWithCode(other.attach({ kind: 'volume', id }, 'ro'), 'BUSY', 'second attach(ro)');
+        await rejectsWithCode(other.attach({ kind: 'volume', id }, 'rw'), 'BUSY', 'attach(rw) next to ro', ctx.driver.name);
+        if (!sharesReadOnly) await rejectsWithCode(other.attach({ kind: 'volume', id }, 'ro'), 'BUSY', 'second attach(ro)', ctx.driver.name);
         assert.deepEqual(await statuses(p, id), ['available', 'available'], 'status after the refused attach next to a reader');
         assertSameBytes(await ro.device.read(0, size), data, 'the reader reads the volume after the refusal');
         await holder.detach(ro.id);
@@ -167,7 +168,7 @@ function conflictCases(where: string, pair: (ctx: VolumeDriverContext) => Pair, 
  * conflict with their volume's.
  */
 export function attachConflicts(caps: VolumeDriverCapabilities): Group<VolumeDriverContext> {
-  const cases = conflictCases('', ({ driver }) => ({ holder: driver, other: driver }), caps.multiAttachReadOnly);
+  const cases = [...conflictCases('', ({ driver }) => ({ holder: driver, other: driver }), caps.multiAttachReadOnly), ...concurrentAttaches];
   if (caps.snapshots) {
     cases.push({
       name: "attachments of a snapshot never conflict with the volume's, in either order",
@@ -210,7 +211,7 @@ export function attachConflictsAcrossInstances(sharesReadOnly: boolean, snapshot
         const v = await volumeWithData(holder, ctx.volumeSize, 41);
         const snap = await holder.createSnapshot(v.id);
         const a = await other.attach({ kind: 'snapshot', id: snap.id }, 'ro');
-        await rejectsWithCode(holder.deleteSnapshot(snap.id), 'BUSY', 'deleteSnapshot while the other instance reads it');
+        await rejectsWithCode(holder.deleteSnapshot(snap.id), 'BUSY', 'deleteSnapshot while the other instance reads it', ctx.driver.name);
         assertSameBytes(await a.device.read(0, ctx.volumeSize), v.data, 'the snapshot read by the other instance');
         await other.detach(a.id);
         await holder.deleteSnapshot(snap.id);

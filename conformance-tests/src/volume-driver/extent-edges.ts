@@ -60,7 +60,7 @@ const checkpointOfItsVolume: Case<VolumeDriverContext> = {
     const w = await driver.attach({ kind: 'volume', id: a.id }, 'rw');
     await w.device.write(65536, patternBytes(65536, 82));
     await w.device.flush();
-    await rejectsWithCode(w.device.extents({ kind: 'changed', since: cpB.id }), 'NOT_FOUND', "extents of volume A since volume B's checkpoint");
+    await rejectsWithCode(w.device.extents({ kind: 'changed', since: cpB.id }), 'NOT_FOUND', "extents of volume A since volume B's checkpoint", driver.name);
     assert.ok(covers(await w.device.extents({ kind: 'changed', since: cpA.id }), 65536), "the write is reported since A's own checkpoint");
     await driver.detach(w.id);
     await cbt.deleteCheckpoint(a.id, cpB.id); // an unknown checkpoint of a known volume: no error
@@ -100,7 +100,7 @@ const deleteKeepsOthers: Case<VolumeDriverContext> = {
     const sinceNewer = await a.device.extents({ kind: 'changed', since: newer.id });
     assert.ok(covers(sinceNewer, third.offset), `changed since the newer checkpoint: the write after the delete is missing (extents ${JSON.stringify(sinceNewer)})`);
     assert.ok(!covers(sinceNewer, first.offset), 'changed since the newer checkpoint: a write before it is reported');
-    await rejectsWithCode(a.device.extents({ kind: 'changed', since: middle.id }), 'NOT_FOUND', 'extents since the deleted checkpoint');
+    await rejectsWithCode(a.device.extents({ kind: 'changed', since: middle.id }), 'NOT_FOUND', 'extents since the deleted checkpoint', driver.name);
     await driver.detach(a.id);
     for (const cp of [older, newer]) await cbt.deleteCheckpoint(v.id, cp.id);
   },
@@ -111,10 +111,10 @@ const listCheckpointsUnknown: Case<VolumeDriverContext> = {
   async run({ driver, volumeSize }) {
     // An empty list would tell the flow "no checkpoint to prune" for a volume id that is wrong.
     const cbt = driver.changedBlockTracking!;
-    await rejectsWithCode(cbt.listCheckpoints(unknownVolume), 'NOT_FOUND', 'listCheckpoints(unknown volume)');
+    await rejectsWithCode(cbt.listCheckpoints(unknownVolume), 'NOT_FOUND', 'listCheckpoints(unknown volume)', driver.name);
     const v = await driver.createVolume({ size: volumeSize });
     await driver.deleteVolume(v.id);
-    await rejectsWithCode(cbt.listCheckpoints(v.id), 'NOT_FOUND', 'listCheckpoints(deleted volume)');
+    await rejectsWithCode(cbt.listCheckpoints(v.id), 'NOT_FOUND', 'listCheckpoints(deleted volume)', driver.name);
   },
 };
 

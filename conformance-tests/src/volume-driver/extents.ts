@@ -4,6 +4,7 @@ import type { Group } from '../harness.js';
 import { patternBytes, rejectsWithCode } from '../harness.js';
 import type { VolumeDriverContext } from './context.js';
 import { allocatedExtentEdgeCases, changedExtentEdgeCases } from './extent-edges.js';
+import { zeroFlaggedExtents } from './extent-truth.js';
 
 /**
  * Asserts `extents` are as BlockDevice.extents promises: integer offsets and lengths, inside
@@ -87,11 +88,12 @@ export const allocatedExtents: Group<VolumeDriverContext> = {
         const extents = await a.device.extents({ kind: 'allocated' }, range);
         assert.ok(extents.length > 0, 'a fully written range reports data');
         assertWellFormed(extents, range, 'allocated extents of a range');
-        await rejectsWithCode(a.device.extents({ kind: 'allocated' }, { offset: volumeSize - 512, length: 1024 }), 'INVALID_INPUT', 'extents past end');
+        await rejectsWithCode(a.device.extents({ kind: 'allocated' }, { offset: volumeSize - 512, length: 1024 }), 'INVALID_INPUT', 'extents past end', driver.name);
         await driver.detach(a.id);
       },
     },
     ...allocatedExtentEdgeCases,
+    zeroFlaggedExtents,
   ],
 };
 
@@ -224,11 +226,11 @@ export const changedExtents: Group<VolumeDriverContext> = {
         await cbt.deleteCheckpoint(v.id, c1.id); // idempotent
         assert.deepEqual((await cbt.listCheckpoints(v.id)).map((c) => c.id), [c2.id]);
         const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-        await rejectsWithCode(a.device.extents({ kind: 'changed', since: c1.id }), 'NOT_FOUND', 'extents since deleted checkpoint');
-        await rejectsWithCode(a.device.extents({ kind: 'changed', since: 'no-such-checkpoint' }), 'NOT_FOUND', 'extents since unknown checkpoint');
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: c1.id }), 'NOT_FOUND', 'extents since deleted checkpoint', driver.name);
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: 'no-such-checkpoint' }), 'NOT_FOUND', 'extents since unknown checkpoint', driver.name);
         assert.deepEqual(await a.device.extents({ kind: 'changed', since: c2.id }), [], 'nothing written since c2');
         await driver.detach(a.id);
-        await rejectsWithCode(cbt.createCheckpoint('00000000-0000-4000-8000-000000000003'), 'NOT_FOUND', 'createCheckpoint(unknown volume)');
+        await rejectsWithCode(cbt.createCheckpoint('00000000-0000-4000-8000-000000000003'), 'NOT_FOUND', 'createCheckpoint(unknown volume)', driver.name);
       },
     },
     ...changedExtentEdgeCases,
@@ -338,7 +340,7 @@ export const changedExtentsRefusals: Group<VolumeDriverContext> = {
         assert.equal(driver.changedBlockTracking, undefined);
         const v = await driver.createVolume({ size: volumeSize });
         const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
-        await rejectsWithCode(a.device.extents({ kind: 'changed', since: 'any' }), 'NOT_SUPPORTED', 'extents(changed)');
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: 'any' }), 'NOT_SUPPORTED', 'extents(changed)', driver.name);
         await driver.detach(a.id);
       },
     },

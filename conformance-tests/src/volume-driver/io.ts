@@ -80,8 +80,8 @@ export const volumeIo: Group<VolumeDriverContext> = {
         const v = await driver.createVolume({ size: volumeSize });
         const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
         assert.equal(a.device.mode, 'ro');
-        await rejectsWithCode(a.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'write(ro)');
-        await rejectsWithCode(a.device.writeZeroes(0, 512), 'INVALID_INPUT', 'writeZeroes(ro)');
+        await rejectsWithCode(a.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'write(ro)', driver.name);
+        await rejectsWithCode(a.device.writeZeroes(0, 512), 'INVALID_INPUT', 'writeZeroes(ro)', driver.name);
         await driver.detach(a.id);
       },
     },
@@ -90,10 +90,10 @@ export const volumeIo: Group<VolumeDriverContext> = {
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
         const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
-        await rejectsWithCode(a.device.read(volumeSize - 10, 11), 'INVALID_INPUT', 'read past end');
-        await rejectsWithCode(a.device.read(-1, 1), 'INVALID_INPUT', 'read at -1');
-        await rejectsWithCode(a.device.write(volumeSize, Buffer.alloc(1)), 'INVALID_INPUT', 'write past end');
-        await rejectsWithCode(a.device.writeZeroes(volumeSize - 512, 1024), 'INVALID_INPUT', 'writeZeroes past end');
+        await rejectsWithCode(a.device.read(volumeSize - 10, 11), 'INVALID_INPUT', 'read past end', driver.name);
+        await rejectsWithCode(a.device.read(-1, 1), 'INVALID_INPUT', 'read at -1', driver.name);
+        await rejectsWithCode(a.device.write(volumeSize, Buffer.alloc(1)), 'INVALID_INPUT', 'write past end', driver.name);
+        await rejectsWithCode(a.device.writeZeroes(volumeSize - 512, 1024), 'INVALID_INPUT', 'writeZeroes past end', driver.name);
         await driver.detach(a.id);
       },
     },
@@ -105,7 +105,7 @@ export const volumeIo: Group<VolumeDriverContext> = {
         for (const mode of ['rw', 'ro'] as const) {
           const a = await driver.attach({ kind: 'volume', id: v.id }, mode);
           if (mode === 'rw') await a.device.write(volumeSize - 65536, data);
-          await rejectsWithCode(driver.extendVolume(v.id, volumeSize * 2), 'BUSY', `extendVolume(attached ${mode})`);
+          await rejectsWithCode(driver.extendVolume(v.id, volumeSize * 2), 'BUSY', `extendVolume(attached ${mode})`, driver.name);
           assert.equal(a.device.size, volumeSize, 'the attached device keeps its size');
           assertSameBytes(await a.device.read(volumeSize - 65536, 65536), data, `the ${mode} attachment reads the volume after the refused extend`);
           await driver.detach(a.id);
@@ -123,7 +123,7 @@ export const volumeIo: Group<VolumeDriverContext> = {
         const v = await driver.createVolume({ size: volumeSize });
         const a = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
         assert.equal((await driver.getVolume(v.id)).status, 'in-use');
-        await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'second rw attach');
+        await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rw'), 'BUSY', 'second rw attach', driver.name);
         await driver.detach(a.id);
         assert.equal((await driver.getVolume(v.id)).status, 'available');
       },
@@ -136,7 +136,7 @@ export const volumeIo: Group<VolumeDriverContext> = {
         await driver.detach(a.id);
         await driver.detach(a.id);
         await driver.detach('00000000-0000-4000-8000-00000000dead');
-        await rejectsWithCode(a.device.read(0, 512), 'INVALID_INPUT', 'read after detach');
+        await rejectsWithCode(a.device.read(0, 512), 'INVALID_INPUT', 'read after detach', driver.name);
       },
     },
     {
@@ -150,11 +150,11 @@ export const volumeIo: Group<VolumeDriverContext> = {
         const data = patternBytes(65536, 67);
         const now = await driver.attach({ kind: 'volume', id: v.id }, 'rw');
         await now.device.write(0, data);
-        await rejectsWithCode(stale.device.write(0, Buffer.alloc(65536, 0xff)), 'INVALID_INPUT', 'write after detach');
-        await rejectsWithCode(stale.device.writeZeroes(0, 65536), 'INVALID_INPUT', 'writeZeroes after detach');
-        await rejectsWithCode(stale.device.read(0, 512), 'INVALID_INPUT', 'read after detach');
-        await rejectsWithCode(stale.device.flush(), 'INVALID_INPUT', 'flush after detach');
-        await rejectsWithCode(stale.device.extents({ kind: 'allocated' }), 'INVALID_INPUT', 'extents after detach');
+        await rejectsWithCode(stale.device.write(0, Buffer.alloc(65536, 0xff)), 'INVALID_INPUT', 'write after detach', driver.name);
+        await rejectsWithCode(stale.device.writeZeroes(0, 65536), 'INVALID_INPUT', 'writeZeroes after detach', driver.name);
+        await rejectsWithCode(stale.device.read(0, 512), 'INVALID_INPUT', 'read after detach', driver.name);
+        await rejectsWithCode(stale.device.flush(), 'INVALID_INPUT', 'flush after detach', driver.name);
+        await rejectsWithCode(stale.device.extents({ kind: 'allocated' }), 'INVALID_INPUT', 'extents after detach', driver.name);
         await stale.device.close(); // idempotent
         assertSameBytes(await now.device.read(0, 65536), data, 'the volume, as its current attachment wrote it');
         await driver.detach(now.id);
@@ -167,7 +167,7 @@ export const volumeIo: Group<VolumeDriverContext> = {
       name: 'attach with an unknown mode fails with INVALID_INPUT',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
-        await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rwx' as never), 'INVALID_INPUT', 'attach(rwx)');
+        await rejectsWithCode(driver.attach({ kind: 'volume', id: v.id }, 'rwx' as never), 'INVALID_INPUT', 'attach(rwx)', driver.name);
       },
     },
   ],

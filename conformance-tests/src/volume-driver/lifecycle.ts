@@ -23,7 +23,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
       name: 'createVolume with a size that is not a positive multiple of 512 fails with INVALID_INPUT',
       async run({ driver }) {
         for (const size of [0, -512, 1000, 1.5 * 512, Number.NaN]) {
-          await rejectsWithCode(driver.createVolume({ size }), 'INVALID_INPUT', `createVolume(${size})`);
+          await rejectsWithCode(driver.createVolume({ size }), 'INVALID_INPUT', `createVolume(${size})`, driver.name);
         }
         assert.equal((await driver.listVolumes()).length, 0, 'a refused create must leave nothing behind');
       },
@@ -33,7 +33,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
       async run({ driver, volumeSize }) {
         const bad = ['', 'a'.repeat(256), 'line\nbreak', 'tab\there', 'nul\u0000', 'del\u007f', 'c1\u0085'];
         for (const name of bad) {
-          const err = await rejectsWithCode(driver.createVolume({ size: volumeSize, name }), 'INVALID_INPUT', `createVolume(name ${JSON.stringify(name.slice(0, 20))})`);
+          const err = await rejectsWithCode(driver.createVolume({ size: volumeSize, name }), 'INVALID_INPUT', `createVolume(name ${JSON.stringify(name.slice(0, 20))})`, driver.name);
           assert.equal((err as { details?: { field?: unknown } }).details?.field, 'name', 'details.field names the field');
         }
         assert.equal((await driver.listVolumes()).length, 0, 'a refused create must leave nothing behind');
@@ -51,7 +51,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
         assert.deepEqual((await driver.listVolumes()).map((v) => v.id).sort(), [a.id, b.id].sort());
         await driver.deleteVolume(a.id);
         assert.deepEqual((await driver.listVolumes()).map((v) => v.id), [b.id]);
-        await rejectsWithCode(driver.getVolume(a.id), 'NOT_FOUND', 'getVolume(deleted)');
+        await rejectsWithCode(driver.getVolume(a.id), 'NOT_FOUND', 'getVolume(deleted)', driver.name);
         // A volume created after a delete is zero-filled: none of the deleted one's bytes show.
         if (driver.capabilities.attach) {
           const w = await driver.attach({ kind: 'volume', id: b.id }, 'rw');
@@ -69,9 +69,9 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
       name: 'getVolume, deleteVolume and attach of an unknown id fail with NOT_FOUND',
       async run({ driver }) {
         const unknown = '00000000-0000-4000-8000-000000000000';
-        await rejectsWithCode(driver.getVolume(unknown), 'NOT_FOUND', 'getVolume');
-        await rejectsWithCode(driver.deleteVolume(unknown), 'NOT_FOUND', 'deleteVolume');
-        await rejectsWithCode(driver.attach({ kind: 'volume', id: unknown }, 'ro'), 'NOT_FOUND', 'attach');
+        await rejectsWithCode(driver.getVolume(unknown), 'NOT_FOUND', 'getVolume', driver.name);
+        await rejectsWithCode(driver.deleteVolume(unknown), 'NOT_FOUND', 'deleteVolume', driver.name);
+        await rejectsWithCode(driver.attach({ kind: 'volume', id: unknown }, 'ro'), 'NOT_FOUND', 'attach', driver.name);
       },
     },
     {
@@ -83,7 +83,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
         for (const mode of ['rw', 'ro'] as const) {
           const a = await driver.attach({ kind: 'volume', id: v.id }, mode);
           if (mode === 'rw') await a.device.write(volumeSize - 65536, data);
-          await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', `deleteVolume(attached ${mode})`);
+          await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', `deleteVolume(attached ${mode})`, driver.name);
           assertSameBytes(await a.device.read(volumeSize - 65536, 65536), data, `the ${mode} attachment reads the volume after the refused delete`);
           await driver.detach(a.id);
           assert.equal((await driver.getVolume(v.id)).size, volumeSize, `the volume is kept after the refused delete while attached ${mode}`);
@@ -105,7 +105,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
         assert.ok((await r.device.read(volumeSize - 4096, 4096)).equals(Buffer.alloc(4096, 0x5a)), 'old data kept');
         assert.ok((await r.device.read(volumeSize, volumeSize)).equals(Buffer.alloc(volumeSize)), 'new tail reads zeros');
         await driver.detach(r.id);
-        await rejectsWithCode(driver.extendVolume(v.id, volumeSize), 'INVALID_INPUT', 'extendVolume(shrink)');
+        await rejectsWithCode(driver.extendVolume(v.id, volumeSize), 'INVALID_INPUT', 'extendVolume(shrink)', driver.name);
       },
     },
     {
@@ -115,7 +115,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
         // size is one no backup or restore can cover in whole sectors.
         const v = await driver.createVolume({ size: volumeSize });
         for (const size of [volumeSize * 2 + 100, volumeSize + 1.5, Number.NaN, Number.POSITIVE_INFINITY, String(volumeSize * 2) as never]) {
-          await rejectsWithCode(driver.extendVolume(v.id, size), 'INVALID_INPUT', `extendVolume(${String(size)})`);
+          await rejectsWithCode(driver.extendVolume(v.id, size), 'INVALID_INPUT', `extendVolume(${String(size)})`, driver.name);
         }
         assert.equal((await driver.getVolume(v.id)).size, volumeSize, 'size after the refused extends');
         if (driver.capabilities.attach) {
@@ -123,7 +123,7 @@ export const volumeLifecycle: Group<VolumeDriverContext> = {
           assert.equal(r.device.size, volumeSize, 'device size after the refused extends');
           await driver.detach(r.id);
         }
-        await rejectsWithCode(driver.extendVolume('00000000-0000-4000-8000-000000000005', volumeSize * 2), 'NOT_FOUND', 'extendVolume(unknown volume)');
+        await rejectsWithCode(driver.extendVolume('00000000-0000-4000-8000-000000000005', volumeSize * 2), 'NOT_FOUND', 'extendVolume(unknown volume)', driver.name);
       },
     },
   ],

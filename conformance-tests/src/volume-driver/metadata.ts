@@ -36,22 +36,22 @@ export const volumeMetadata: Group<VolumeDriverContext> = {
         const v = await driver.createVolume({ size: volumeSize, metadata: { keep: 'me' } });
         // A Map is no plain object: its entries are none of its own, so taking it would store {}.
         for (const bad of [{ n: 1 }, null, ['x'], 'text', { nested: { a: 'b' } }, new Map([['keep', 'lost']])]) {
-          await rejectsWithCode(setter(driver)(v.id, bad as never), 'INVALID_INPUT', `setVolumeMetadata(${bad instanceof Map ? 'a Map' : JSON.stringify(bad)})`);
+          await rejectsWithCode(setter(driver)(v.id, bad as never), 'INVALID_INPUT', `setVolumeMetadata(${bad instanceof Map ? 'a Map' : JSON.stringify(bad)})`, driver.name);
         }
         assert.deepEqual((await driver.getVolume(v.id)).metadata, { keep: 'me' });
         // createVolume holds metadata to the same rule.
-        await rejectsWithCode(driver.createVolume({ size: volumeSize, metadata: ['x'] as never }), 'INVALID_INPUT', 'createVolume(metadata array)');
+        await rejectsWithCode(driver.createVolume({ size: volumeSize, metadata: ['x'] as never }), 'INVALID_INPUT', 'createVolume(metadata array)', driver.name);
         assert.equal((await driver.listVolumes()).length, 1, 'a refused create leaves nothing behind');
       },
     },
     {
       name: 'setVolumeMetadata of an unknown or deleted volume fails with NOT_FOUND and does not bring it back',
       async run({ driver, volumeSize }) {
-        await rejectsWithCode(setter(driver)('00000000-0000-4000-8000-000000000000', { a: 'b' }), 'NOT_FOUND', 'unknown volume');
+        await rejectsWithCode(setter(driver)('00000000-0000-4000-8000-000000000000', { a: 'b' }), 'NOT_FOUND', 'unknown volume', driver.name);
         const v = await driver.createVolume({ size: volumeSize });
         await driver.deleteVolume(v.id);
-        await rejectsWithCode(setter(driver)(v.id, { a: 'b' }), 'NOT_FOUND', 'deleted volume');
-        await rejectsWithCode(driver.getVolume(v.id), 'NOT_FOUND', 'getVolume(deleted)');
+        await rejectsWithCode(setter(driver)(v.id, { a: 'b' }), 'NOT_FOUND', 'deleted volume', driver.name);
+        await rejectsWithCode(driver.getVolume(v.id), 'NOT_FOUND', 'getVolume(deleted)', driver.name);
         assert.deepEqual(await driver.listVolumes(), []);
       },
     },

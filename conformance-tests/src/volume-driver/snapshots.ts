@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { Group } from '../harness.js';
 import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
 import type { VolumeDriverContext } from './context.js';
+import { snapshotDataCases } from './snapshot-data.js';
 
 /** Runs when the driver declares `snapshots`. */
 export const snapshotCases: Group<VolumeDriverContext> = {
@@ -39,7 +40,7 @@ export const snapshotCases: Group<VolumeDriverContext> = {
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
         for (const name of ['', 'a'.repeat(256), 'line\nbreak', 'nul\u0000', 'c1\u0085']) {
-          const err = await rejectsWithCode(driver.createSnapshot(v.id, name), 'INVALID_INPUT', `createSnapshot(name ${JSON.stringify(name.slice(0, 20))})`);
+          const err = await rejectsWithCode(driver.createSnapshot(v.id, name), 'INVALID_INPUT', `createSnapshot(name ${JSON.stringify(name.slice(0, 20))})`, driver.name);
           assert.equal((err as { details?: { field?: unknown } }).details?.field, 'name', 'details.field names the field');
         }
         assert.equal((await driver.listSnapshots(v.id)).length, 0, 'a refused snapshot must leave nothing behind');
@@ -54,7 +55,7 @@ export const snapshotCases: Group<VolumeDriverContext> = {
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
         const snap = await driver.createSnapshot(v.id);
-        await rejectsWithCode(driver.attach({ kind: 'snapshot', id: snap.id }, 'rw'), 'INVALID_INPUT', 'attach(snapshot, rw)');
+        await rejectsWithCode(driver.attach({ kind: 'snapshot', id: snap.id }, 'rw'), 'INVALID_INPUT', 'attach(snapshot, rw)', driver.name);
         await driver.deleteSnapshot(snap.id);
       },
     },
@@ -67,15 +68,15 @@ export const snapshotCases: Group<VolumeDriverContext> = {
         assert.deepEqual((await driver.listSnapshots(v.id)).map((s) => s.id), [s1.id, s2.id]);
         await driver.deleteSnapshot(s1.id);
         assert.deepEqual((await driver.listSnapshots(v.id)).map((s) => s.id), [s2.id]);
-        await rejectsWithCode(driver.attach({ kind: 'snapshot', id: s1.id }, 'ro'), 'NOT_FOUND', 'attach(deleted snapshot)');
+        await rejectsWithCode(driver.attach({ kind: 'snapshot', id: s1.id }, 'ro'), 'NOT_FOUND', 'attach(deleted snapshot)', driver.name);
         await driver.deleteSnapshot(s2.id);
       },
     },
     {
       name: 'createSnapshot of an unknown volume and deleteSnapshot of an unknown id fail with NOT_FOUND',
       async run({ driver }) {
-        await rejectsWithCode(driver.createSnapshot('00000000-0000-4000-8000-000000000001'), 'NOT_FOUND', 'createSnapshot');
-        await rejectsWithCode(driver.deleteSnapshot('00000000-0000-4000-8000-000000000002'), 'NOT_FOUND', 'deleteSnapshot');
+        await rejectsWithCode(driver.createSnapshot('00000000-0000-4000-8000-000000000001'), 'NOT_FOUND', 'createSnapshot', driver.name);
+        await rejectsWithCode(driver.deleteSnapshot('00000000-0000-4000-8000-000000000002'), 'NOT_FOUND', 'deleteSnapshot', driver.name);
       },
     },
     {
@@ -83,10 +84,10 @@ export const snapshotCases: Group<VolumeDriverContext> = {
       async run({ driver, volumeSize }) {
         // An empty list would tell a caller (deleting the volume, pruning) that a wrong id has
         // no snapshots.
-        await rejectsWithCode(driver.listSnapshots('00000000-0000-4000-8000-000000000006'), 'NOT_FOUND', 'listSnapshots(unknown volume)');
+        await rejectsWithCode(driver.listSnapshots('00000000-0000-4000-8000-000000000006'), 'NOT_FOUND', 'listSnapshots(unknown volume)', driver.name);
         const v = await driver.createVolume({ size: volumeSize });
         await driver.deleteVolume(v.id);
-        await rejectsWithCode(driver.listSnapshots(v.id), 'NOT_FOUND', 'listSnapshots(deleted volume)');
+        await rejectsWithCode(driver.listSnapshots(v.id), 'NOT_FOUND', 'listSnapshots(deleted volume)', driver.name);
       },
     },
     {
@@ -98,7 +99,7 @@ export const snapshotCases: Group<VolumeDriverContext> = {
         await rw.device.write(0, data);
         await driver.detach(rw.id);
         const snap = await driver.createSnapshot(v.id);
-        await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(with a snapshot)');
+        await rejectsWithCode(driver.deleteVolume(v.id), 'BUSY', 'deleteVolume(with a snapshot)', driver.name);
         assert.deepEqual((await driver.listSnapshots(v.id)).map((s) => s.id), [snap.id], 'the snapshot is kept');
         const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
         assertSameBytes(await s.device.read(0, volumeSize), data, 'the snapshot after the refused delete');
@@ -108,7 +109,7 @@ export const snapshotCases: Group<VolumeDriverContext> = {
         await driver.detach(a.id);
         await driver.deleteSnapshot(snap.id);
         await driver.deleteVolume(v.id);
-        await rejectsWithCode(driver.getVolume(v.id), 'NOT_FOUND', 'getVolume(deleted)');
+        await rejectsWithCode(driver.getVolume(v.id), 'NOT_FOUND', 'getVolume(deleted)', driver.name);
       },
     },
     {
@@ -121,7 +122,7 @@ export const snapshotCases: Group<VolumeDriverContext> = {
         await driver.detach(rw.id);
         const snap = await driver.createSnapshot(v.id);
         const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
-        await rejectsWithCode(driver.deleteSnapshot(snap.id), 'BUSY', 'deleteSnapshot(attached)');
+        await rejectsWithCode(driver.deleteSnapshot(snap.id), 'BUSY', 'deleteSnapshot(attached)', driver.name);
         assertSameBytes(await s.device.read(0, volumeSize), data, 'the snapshot read by its attachment after the refused delete');
         assert.deepEqual((await driver.listSnapshots(v.id)).map((x) => x.id), [snap.id], 'the snapshot is kept');
         await driver.detach(s.id);
@@ -135,10 +136,10 @@ export const snapshotCases: Group<VolumeDriverContext> = {
         const snap = await driver.createSnapshot(v.id);
         const s = await driver.attach({ kind: 'snapshot', id: snap.id }, 'ro');
         assert.equal(s.device.size, volumeSize);
-        await rejectsWithCode(s.device.read(volumeSize - 10, 11), 'INVALID_INPUT', 'snapshot read past end');
-        await rejectsWithCode(s.device.read(volumeSize, 512), 'INVALID_INPUT', 'snapshot read at end');
-        await rejectsWithCode(s.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'snapshot write');
-        await rejectsWithCode(s.device.writeZeroes(0, 512), 'INVALID_INPUT', 'snapshot writeZeroes');
+        await rejectsWithCode(s.device.read(volumeSize - 10, 11), 'INVALID_INPUT', 'snapshot read past end', driver.name);
+        await rejectsWithCode(s.device.read(volumeSize, 512), 'INVALID_INPUT', 'snapshot read at end', driver.name);
+        await rejectsWithCode(s.device.write(0, Buffer.alloc(512, 1)), 'INVALID_INPUT', 'snapshot write', driver.name);
+        await rejectsWithCode(s.device.writeZeroes(0, 512), 'INVALID_INPUT', 'snapshot writeZeroes', driver.name);
         await driver.detach(s.id);
         await driver.deleteSnapshot(snap.id);
       },
@@ -163,6 +164,7 @@ export const snapshotCases: Group<VolumeDriverContext> = {
         await driver.deleteSnapshot(s1.id);
       },
     },
+    ...snapshotDataCases,
   ],
 };
 
@@ -174,7 +176,7 @@ export const snapshotRefusals: Group<VolumeDriverContext> = {
       name: 'createSnapshot fails with NOT_SUPPORTED',
       async run({ driver, volumeSize }) {
         const v = await driver.createVolume({ size: volumeSize });
-        await rejectsWithCode(driver.createSnapshot(v.id), 'NOT_SUPPORTED', 'createSnapshot');
+        await rejectsWithCode(driver.createSnapshot(v.id), 'NOT_SUPPORTED', 'createSnapshot', driver.name);
       },
     },
   ],

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Group } from '../harness.js';
 import { registerGroups } from '../harness.js';
+import { changedExtentsAcrossInstances } from './cbt-across-instances.js';
 import { attachConflicts, attachConflictsAcrossInstances } from './conflicts.js';
 import type { VolumeDriverContext, VolumeDriverSuiteOptions } from './context.js';
 import { allocatedExtents, changedExtents, changedExtentsOfSnapshots, changedExtentsRefusals, changedExtentsWhileWriting } from './extents.js';
@@ -34,7 +35,8 @@ export function declaredCapabilities(caps: VolumeDriverCapabilities): Group<Volu
  * Picks the groups a driver's declared capabilities call for. A declared capability runs its
  * cases; a missing one runs the opposite case (the call fails with NOT_SUPPORTED), never a skip.
  * With `peer` (the suite has a second instance on the same volumes), the attach conflicts also
- * run across the two instances.
+ * run across the two instances, and with changedBlockTracking, changes made through one instance
+ * are checked as seen by the other.
  */
 export function volumeDriverGroups(caps: VolumeDriverCapabilities, peer?: { sharesReadOnly?: boolean }): Group<VolumeDriverContext>[] {
   const groups = [volumeLifecycle];
@@ -44,6 +46,7 @@ export function volumeDriverGroups(caps: VolumeDriverCapabilities, peer?: { shar
   groups.push(caps.snapshots ? snapshotCases : snapshotRefusals);
   if (caps.attach) groups.push(caps.changedBlockTracking ? changedExtents : changedExtentsRefusals);
   if (caps.attach && caps.changedBlockTracking && caps.snapshots) groups.push(changedExtentsOfSnapshots, changedExtentsWhileWriting);
+  if (caps.attach && caps.changedBlockTracking && peer) groups.push(changedExtentsAcrossInstances);
   return [declaredCapabilities(caps), ...groups];
 }
 
