@@ -5,6 +5,8 @@ import type { Group } from '../harness.js';
 import { assertSameBytes, patternBytes, rejectsWithCode } from '../harness.js';
 import type { ObjectStoreContext } from './context.js';
 import { readWriteEdgeCases } from './read-write-edges.js';
+import { modifiedTime } from './modified-time.js';
+import { ifAbsentRaceCases, listRaceCases } from './races.js';
 
 async function collect(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
   const out: ObjectInfo[] = [];
@@ -89,6 +91,7 @@ export const objectReadWrite: Group<ObjectStoreContext> = {
       },
     },
     ...readWriteEdgeCases,
+    modifiedTime,
   ],
 };
 
@@ -147,6 +150,7 @@ export const objectListing: Group<ObjectStoreContext> = {
         }
       },
     },
+    ...listRaceCases,
   ],
 };
 
@@ -165,6 +169,7 @@ export const objectConcurrency: Group<ObjectStoreContext> = {
         assertSameBytes(await store.get(key), payloads[winners[0]!]!, 'winner bytes');
       },
     },
+    ...ifAbsentRaceCases,
   ],
 };
 

@@ -6,11 +6,12 @@ import { objectCancellation, objectCancellationMidCall } from './cancellation.js
 import { objectForeignEntries } from './foreign-entries.js';
 import { objectSpaceReserve } from './space-reserve.js';
 import { objectSweepTemp } from './sweep-temp.js';
+import { objectPartWriteRaces } from './races.js';
 import type { ObjectStoreCapabilities } from '@cairn/core';
 
 /**
  * Groups for a store's declared capabilities (concurrency only with atomic ifAbsent, getInto only
- * with readInto, openWrite only with writeInParts, sweepTemp only with sweepsTemp, signals only with cancellable, the reserve only with spaceReserve), and the foreign-entry cases when the store can
+ * with readInto, openWrite only with writeInParts, concurrent commits only with both atomic ifAbsent and writeInParts, sweepTemp only with sweepsTemp, signals only with cancellable, the reserve only with spaceReserve), and the foreign-entry cases when the store can
  * have them planted (`foreign`: ObjectStoreSuiteOptions.plantForeign is given).
  */
 export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false): Group<ObjectStoreContext>[] {
@@ -20,6 +21,7 @@ export function objectStoreGroups(caps: ObjectStoreCapabilities, foreign = false
     ...(caps.atomicIfAbsent ? [objectConcurrency] : []),
     ...(caps.readInto ? [objectReadInto] : []),
     ...(caps.writeInParts ? [objectPartWrites] : []),
+    ...(caps.atomicIfAbsent && caps.writeInParts ? [objectPartWriteRaces] : []),
     ...(caps.sweepsTemp ? [objectSweepTemp(caps)] : []),
     ...(caps.cancellable ? [objectCancellation(caps), objectCancellationMidCall(caps)] : []),
     ...(caps.spaceReserve ? [objectSpaceReserve] : []),
