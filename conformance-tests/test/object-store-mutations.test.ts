@@ -320,6 +320,98 @@ describe('object-store mutations the suite caught only with the cases added for 
     await caughtOnlyBy(h, 'a getInto aborted while it runs', /getInto wrote into `into` after it settled/);
   });
 
+  it('a put(ifAbsent) that creates the object with its first half, then writes the whole (a reader or a refused rival sees a part)', async () => {
+    const h = memory((s) => {
+      const put = s.put.bind(s);
+      s.put = async (key, data, o) => {
+        if (!o?.ifAbsent || data.length < 2) return put(key, data, o);
+        await put(key, data.subarray(0, data.length >> 1), o);
+        await new Promise((r) => setImmediate(r));
+        return put(key, data, { ...o, ifAbsent: false });
+      };
+    });
+    await caughtOnlyBy(h, 'gets racing a put(ifAbsent) of a new key', /get 0 during the put: length/);
+  });
+
+  it('a part writer whose commit(ifAbsent) checks for the key, then publishes a step later (two commits both win)', async () => {
+    const h = memory((s) => {
+      const openWrite = s.openWrite!.bind(s);
+      s.openWrite = async (key, o = {}) => {
+        const w = await openWrite(key, { ...o, ifAbsent: false });
+        return {
+          ...w,
+          commit: async () => {
+            if (o.ifAbsent && (await s.head(key).then(() => true, () => false))) {
+              await w.abort();
+              throw new CairnError('ALREADY_EXISTS', `${key} exists`);
+            }
+            await new Promise((r) => setImmediate(r));
+            return w.commit();
+          },
+        };
+      };
+    });
+    await caughtOnlyBy(h, 'of concurrent commit(ifAbsent) calls of eight writers', /winners \(8 is the put\): 0,1/);
+  });
+
+  it('a list that resumes by position in an order where a replaced key moves to the end (a key listed twice)', async () => {
+    const h = memory((s) => {
+      const put = s.put.bind(s);
+      const del = s.delete.bind(s);
+      const list = s.list.bind(s);
+      // A memory call runs to its end in one step, so this delete and put are one step too.
+      s.put = (key, data, o) => {
+        if (!o?.ifAbsent && !o?.signal?.aborted) void del(key).catch(() => undefined);
+        return put(key, data, o);
+      };
+      s.list = async function* (p: string, o?: CallOptions): AsyncIterable<ObjectInfo> {
+        for (let i = 0; ; i++) {
+          let at = 0;
+          let next: ObjectInfo | undefined;
+          for await (const info of list(p, o)) if (at++ === i) (next = info);
+          if (!next) return;
+          await new Promise((r) => setImmediate(r));
+          yield next;
+        }
+      };
+    });
+    await caughtOnlyBy(h, 'a list run while some of its keys are replaced', /keys listed more than once/);
+  });
+
+  it('head and list that give every object the epoch as its modifiedAt', async () => {
+    const h = memory((s) => {
+      const epoch = new Date(0).toISOString();
+      const head = s.head.bind(s);
+      const list = s.list.bind(s);
+      s.head = async (key, o) => ({ ...(await head(key, o)), modifiedAt: epoch });
+      s.list = async function* (p: string, o?: CallOptions): AsyncIterable<ObjectInfo> {
+        for await (const info of list(p, o)) yield { ...info, modifiedAt: epoch };
+      };
+    });
+    await caughtOnlyBy(h, 'head and list give the time of the last write', /list after the put: modifiedAt 1970-01-01T00:00:00\.000Z is more than 2000 ms before/);
+  });
+
+  it('head and list that give an object the time of its first write after a replacing put', async () => {
+    const h = memory((s) => {
+      const first = new Map<string, string>();
+      const put = s.put.bind(s);
+      const del = s.delete.bind(s);
+      const head = s.head.bind(s);
+      const list = s.list.bind(s);
+      const timed = (info: ObjectInfo): ObjectInfo => ({ ...info, modifiedAt: first.get(info.key) ?? info.modifiedAt });
+      s.put = async (key, data, o) => {
+        await put(key, data, o);
+        await head(key).then((i) => void (first.has(key) || first.set(key, i.modifiedAt)), () => undefined);
+      };
+      s.delete = async (key, o) => (await del(key, o), void first.delete(key));
+      s.head = async (key, o) => timed(await head(key, o));
+      s.list = async function* (p: string, o?: CallOptions): AsyncIterable<ObjectInfo> {
+        for await (const info of list(p, o)) yield timed(info);
+      };
+    });
+    await caughtOnlyBy(h, 'head and list give the time of the last write', /head after the replacing put: modifiedAt .* is not later than the first write's/);
+  });
+
   it('a posix sweepTemp that ignores its age (a live writer\'s file goes and its commit fails)', async () => {
     const h = onPosix((s) => {
       const sweep = s.sweepTemp!.bind(s);
