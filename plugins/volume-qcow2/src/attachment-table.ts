@@ -67,11 +67,14 @@ export class AttachmentTable {
       this.assertNoConflict(volumeId, mode);
       const { session, node } = await this.runtime.openVolume(volumeId);
       const release = await this.markWriter(volumeId, mode, () => this.runtime.releaseVolume(session, volumeId));
-      const changed: ChangedSource = async (since, range) => {
-        const chain = bitmapChain((await this.store.volume(volumeId)).checkpoints, since);
-        if (!chain || session.isUnsettled(node)) throw this.notFound(since);
-        return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
-      };
+      // Under the volume's lock: the sidecar's chain and the node's bitmaps then agree (a checkpoint
+      // call changes the bitmaps, then the sidecar, inside the lock). Nothing calls this with the lock held.
+      const changed: ChangedSource = (since, range) =>
+        this.runtime.locks.run(volumeId, async () => {
+          const chain = bitmapChain((await this.store.volume(volumeId)).checkpoints, since);
+          if (!chain || session.isUnsettled(node)) throw this.notFound(since);
+          return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
+        });
       return this.open({ kind: 'volume', id: volumeId }, mode, session, session.filters.top(node), release, changed, volumeId);
     });
   }
@@ -170,7 +173,10 @@ export class AttachmentTable {
    * attachment of that daemon until it exits. The attachment is forgotten all the same.
    * A device whose connection is already lost (its requests got nothing from the daemon within
    * the I/O timeout) cannot be flushed or disconnected: detach goes on with the export and the
-   * node, whose QMP commands tell whether the daemon still stalls.
+   * node, whose QMP commands tell whether the daemon still stalls. Any other failure before the
+   * node's release while the daemon runs (an NBD error reply to the flush, a refused export
+   * deletion) fails detach and keeps the attachment: what was not torn down yet stays in place
+   * and a later detach (or `close()`) goes on from there. A release that fails is queued (releaseNode).
    */
   async detach(attachmentId: string): Promise<void> {
     const entry = this.entries.get(attachmentId);
@@ -178,6 +184,7 @@ export class AttachmentTable {
     await this.runtime.locks.run(entry.volumeId, async () => {
       if (!this.entries.delete(attachmentId)) return;
       const { session, device } = entry;
+      let releasing = false; // a release that fails stays queued on the node (releaseNode): nothing to retry here
       try {
         try {
           // A flush writes back what the image has cached, which can take long on slow storage:
@@ -190,6 +197,7 @@ export class AttachmentTable {
           await device.close().catch(() => {});
         }
         await session.deleteExport(entry.exportId);
+        releasing = true;
         await entry.release();
       } catch (err) {
         const stalled = isTimeout(err);
@@ -206,7 +214,14 @@ export class AttachmentTable {
         }
         const stuck = session.leftBehind;
         if (stuck) throw this.leftBehind(attachmentId, stuck, err);
-        if (session.alive) throw err;
+        if (session.alive) {
+          // A refusal or error reply before the release (e.g. the flush's EIO or ENOSPC) from a
+          // daemon that still runs: the attachment stays, so its export and node stay accounted
+          // for (a second rw attach is BUSY) and a retried detach takes up the steps again (each
+          // is safe to repeat).
+          if (!releasing) this.entries.set(attachmentId, entry);
+          throw err;
+        }
         await device.close().catch(() => {});
       }
       // Steps that skip a daemon which is not alive "succeed" on a stuck one too: it still holds the image.

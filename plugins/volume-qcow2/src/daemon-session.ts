@@ -27,10 +27,11 @@ export interface SessionOptions {
   /** Checks every image before it is opened (QemuImg.assertWhole). */
   qemuImg: QemuImg;
   /**
-   * Called after the daemon closed a node (`blockdev-del` answered: qemu has written its bitmaps
-   * and let go of the file), with the image's path; not when the daemon died. Must not throw.
+   * Called after the daemon closed a writable node (`blockdev-del` answered: qemu has written its
+   * bitmaps and let go of the file), with the image's path and the session, whose daemon still
+   * runs; not when the daemon died or quit. Callers hold the volume's lock. Must not throw.
    */
-  onNodeClosed?: (path: string) => Promise<void>;
+  onNodeClosed?: (path: string, session: DaemonSession) => Promise<void>;
 }
 
 interface OpenNode {
@@ -70,7 +71,7 @@ export class DaemonSession {
     /** How long the daemon may take to answer one QMP command or event, and an NBD connect or disconnect. */
     readonly timeoutMs: number,
     private readonly qemuImg: QemuImg,
-    private readonly onNodeClosed: (path: string) => Promise<void>,
+    private readonly onNodeClosed: (path: string, session: DaemonSession) => Promise<void>,
   ) {
     this.deferred = new DeferredWork(driver);
   }
@@ -139,11 +140,6 @@ export class DaemonSession {
     ]);
     cancel();
     return exited;
-  }
-
-  /** The images of the writable nodes open now. */
-  private writablePaths(): string[] {
-    return [...this.nodes].filter(([, n]) => !n.readOnly).map(([path]) => path);
   }
 
   /** True once `stop()` was called (an exit after that is not a crash). */
@@ -253,11 +249,12 @@ export class DaemonSession {
         if ((err as CairnError).code !== 'NOT_FOUND') throw err;
       }
     }
+    // Before the node is forgotten, so that whoever sees it gone sees the stamp's hold gone too.
+    if (closed && !open.readOnly) await this.onNodeClosed(path, this);
     this.nodes.delete(path);
     this.unsettledNodes.delete(open.name); // a reopen gets a new name and is reconciled as fresh
     this.filters.forget(open.name);
     this.deferred.drop(open.name);
-    if (closed && !open.readOnly) await this.onNodeClosed(path);
   }
 
   /**
@@ -384,18 +381,16 @@ export class DaemonSession {
   }
 
   /**
-   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps, then
-   * `onNodeClosed` runs for each writable node that was open. Bounded and
-   * failing as `abandon` (the nodes then stay known: the stuck daemon still holds them). Idempotent.
+   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. `onNodeClosed`
+   * does not run for nodes still open then: with the daemon gone nothing holds their images, and
+   * another instance may be changing their sidecars already (their old stamps stay and no longer
+   * match: volume-stamp.ts). Bounded and failing as `abandon` (the nodes then stay known: the
+   * stuck daemon still holds them). Idempotent.
    */
   async stop(): Promise<void> {
     this.stopping = true;
-    const writable = this.writablePaths();
     await this.stopDaemon();
     this.nodes.clear();
-    // The daemon has exited: its writes are in the bitmaps it wrote at `quit` (or, killed, those
-    // bitmaps are left in-use and refused at the next open), so the images are as it left them.
-    for (const path of writable) await this.onNodeClosed(path);
   }
 
   private async stopDaemon(): Promise<void> {

@@ -7,6 +7,7 @@ import {
   newId,
   nowIso,
   ordinal,
+  settledStampOf,
   toCairnError,
   type AttachMode,
   type AttachTarget,
@@ -165,6 +166,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       const record: VolumeRecord = { format: 1, kind: 'volume', id, name: spec.name ?? '', size: spec.size, createdAt: nowIso(), metadata: { ...metadata }, checkpoints: [], writer: null };
       try {
         await this.qemuImg.create(image, spec.size);
+        // Stamped from the start (volume-stamp.ts): a write outside the driver before the first
+        // close (after a crash, say) makes its checkpoints not consistent.
+        record.imageStamp = await settledStampOf(image);
         await this.store.put(record); // the sidecar appearing is what makes the volume exist
       } catch (err) {
         await this.store.discardCreated('volume', id, [this.store.layout.image('volume', id)]);

@@ -3,6 +3,7 @@ import { CairnError, KeyedMutex } from '@cairn/core';
 import { reconcileCheckpoints, settleCheckpoints } from './checkpoint-reconcile.js';
 import { DaemonSession } from './daemon-session.js';
 import { DeferredRetry } from './deferred-retry.js';
+import { holdImage } from './image-hold.js';
 import type { QemuImg } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import { prepareViewsDir, removeViewsDir } from './views-dir.js';
@@ -55,7 +56,7 @@ export class Runtime {
   private async start(): Promise<DaemonSession> {
     await this.options.store.init();
     await prepareViewsDir(this.options.store.layout, (path) => this.options.qemuImg.lockState(path));
-    const s = await DaemonSession.start({ ...this.options, onNodeClosed: (path) => this.stampClosed(path) });
+    const s = await DaemonSession.start({ ...this.options, onNodeClosed: (path, session) => this.stampClosed(path, session) });
     const retry = new DeferredRetry(s, this.locks, this.options.commandTimeoutMs);
     if (this.closed) retry.stop();
     this.retries.add(retry);
@@ -72,13 +73,31 @@ export class Runtime {
     return s;
   }
 
-  /** A volume image the daemon let go of gets its stamp (volume-stamp.ts); other images (overlays, copies) none. */
-  private async stampClosed(path: string): Promise<void> {
+  /**
+   * A volume image the daemon let go of gets its stamp (volume-stamp.ts); other images (overlays,
+   * copies) none. The sidecar changes only while this daemon holds the image (README): the stamp
+   * is saved under holdImage, taken right after the close. When the hold cannot be taken (BUSY:
+   * another instance opened the image in between; NOT_FOUND: deleted) nothing is written and the
+   * old stamp stays, which no longer matches: a full backup, never a wrong incremental, and never
+   * a sidecar written over another instance's change or recreated after its deletion. Never throws.
+   */
+  private async stampClosed(path: string, session: DaemonSession): Promise<void> {
     const { layout } = this.options.store;
     const name = basename(path);
     if (dirname(path) !== layout.dir('volume') || !name.endsWith('.qcow2')) return;
     const volumeId = name.slice(0, -'.qcow2'.length);
-    if (layout.image('volume', volumeId) === path) await saveVolumeStamp(this.options.store, volumeId);
+    if (layout.image('volume', volumeId) !== path) return;
+    let release: () => Promise<void>;
+    try {
+      release = await holdImage(session, path, volumeId, this.options.driver);
+    } catch {
+      return;
+    }
+    try {
+      if (session.alive) await saveVolumeStamp(this.options.store, volumeId);
+    } finally {
+      await release().catch(() => {}); // a failed release is queued and retried (DeferredWork)
+    }
   }
 
   /** The running session without starting one. */

@@ -8,13 +8,15 @@ import type { RecordStore } from './record-store.js';
  * the file (a data cluster overwritten in place) changes no bitmap, and the checkpoint would
  * under-report. Contract:
  * - saveVolumeStamp runs right after this driver's daemon closed the volume's node (its last
- *   write to the image: the bitmaps), and after a clean `quit` for a node still open then;
+ *   write to the image: the bitmaps), under the image's hold taken after the close (holdImage,
+ *   Runtime), so that no other instance changes the sidecar meanwhile; not when the hold cannot
+ *   be taken, nor after a `quit` (nothing holds the image then);
  * - the image's stamp is taken before the daemon opens the closed image (volumeStampNow), and
  *   compared once the open succeeded and before the chain is reconciled (checkVolumeStamp); a
  *   snapshot copy compares it under its hold, before copying: an image that no longer matches
  *   makes every checkpoint not consistent (NOT_FOUND since them: the next backup reads everything).
- * A sidecar without a stamp (written before stamps existed, or whose stamp write failed after a
- * mismatch) is not checked; a stamp that could not be saved leaves the older one, which no longer
+ * createVolume saves the new image's stamp with the sidecar. A sidecar without a stamp (written
+ * before stamps existed) is not checked; a stamp that could not be saved leaves the older one, which no longer
  * matches: a full backup, never a wrong incremental.
  */
 
@@ -39,7 +41,8 @@ export async function volumeStampNow(store: RecordStore, volumeId: string): Prom
  * Once this daemon holds the image (its node opened fresh, or holdImage), so that no other
  * instance changes the sidecar meanwhile: when the sidecar's stamp does not match `before` (the
  * image's stamp taken before the open; the open itself writes the image), every checkpoint is
- * marked not consistent and the stamp dropped (the next close saves a new one). A stamp saved by
+ * marked not consistent and the stamp replaced by one that never matches (the next close saves a
+ * new one). A stamp saved by
  * another instance between `before` and the open mismatches too: a full backup, never a miss.
  * Nothing happens without a saved stamp or without `before` (a missing image: the open fails).
  * Callers hold the volume's lock.
@@ -49,6 +52,8 @@ export async function checkVolumeStamp(store: RecordStore, volumeId: string, bef
   if (!saved || !before || sameStamp(saved, before)) return;
   await store.updateVolume(volumeId, (r) => {
     for (const c of r.checkpoints) c.consistent = false;
-    delete r.imageStamp;
+    // Never matches (sameStamp: `racy`), so a checkpoint made from now on is not trusted either
+    // until a close saves a real stamp: a crash before that leaves no gap for outside writes.
+    r.imageStamp = { ...before, racy: true };
   });
 }

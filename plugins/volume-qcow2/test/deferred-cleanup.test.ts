@@ -107,7 +107,7 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
     }
   });
 
-  it('close() with a teardown still kept stops the daemon cleanly: the checkpoint keeps the writes, no overlay is left, and a new driver writes the volume', async () => {
+  it('close() with a teardown still kept stops the daemon cleanly: no overlay is left, a new driver writes the volume, and the checkpoint is not trusted (no stamp is saved once nothing holds the image)', async () => {
     const d = await driverIn();
     const v = await d.createVolume({ size: 8 * MiB });
     const c = await d.changedBlockTracking.createCheckpoint(v.id);
@@ -125,8 +125,9 @@ describe.skipIf(missingQemu.length > 0)(`cleanup that did not finish is retried 
     const again = await driverIn(d.directory);
     try {
       const a = await again.attach({ kind: 'volume', id: v.id }, 'rw');
-      const changed = await a.device.extents({ kind: 'changed', since: c.id });
-      expect(changed.some((e) => e.offset <= 1 * MiB && 1 * MiB < e.offset + e.length)).toBe(true);
+      // The node was open at `quit`: its image's stamp could not be saved under a hold, so the
+      // old one no longer matches and every checkpoint is not consistent (a full backup).
+      await expect(a.device.extents({ kind: 'changed', since: c.id })).rejects.toMatchObject({ code: 'NOT_FOUND' });
       await again.detach(a.id);
     } finally {
       await again.close();
