@@ -8,6 +8,7 @@ import {
   nowIso,
   ordinal,
   settledStampOf,
+  stampOf,
   toCairnError,
   type AttachMode,
   type AttachTarget,
@@ -167,8 +168,10 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       try {
         await this.qemuImg.create(image, spec.size);
         // Stamped from the start (volume-stamp.ts): a write outside the driver before the first
-        // close (after a crash, say) makes its checkpoints not consistent.
-        record.imageStamp = await settledStampOf(image);
+        // close (after a crash, say) makes its checkpoints not consistent. A stamp that cannot be
+        // settled here (a file system refusing the clock probe) never matches: the volume has no
+        // checkpoint yet, so that costs nothing, and the create does not fail for it.
+        record.imageStamp = await settledStampOf(image).catch(async () => ({ ...(await stampOf(image)), racy: true as const }));
         await this.store.put(record); // the sidecar appearing is what makes the volume exist
       } catch (err) {
         await this.store.discardCreated('volume', id, [this.store.layout.image('volume', id)]);
