@@ -79,7 +79,11 @@ export class NbdServer {
    * `INVALID_INPUT` for duplicate export names, export names that are not NBD strings (over 4096
    * bytes of UTF-8, containing NUL or a lone surrogate, `textViolation`: no client could name
    * them), block sizes proto.md forbids (see
-   * `resolveBlockSizes`) or bad limits (see `resolveServerLimits`); `details.option` names a bad option.
+   * `resolveBlockSizes`), an export whose size is not a multiple of `minBlockSize` (proto.md: it
+   * "SHOULD be an integer multiple of that block size, since otherwise, the client would be unable
+   * to access the final few bytes"; qemu's client asserts on such an export's last block, libnbd
+   * refuses its block status) or bad limits (see `resolveServerLimits`); `details.option` names a
+   * bad option, `details.export` an export whose size does not fit.
    */
   constructor(private readonly options: NbdServerOptions) {
     this.driver = options.driver ?? 'nbd-server';
@@ -97,6 +101,14 @@ export class NbdServer {
       this.exports.set(e.name, e);
     }
     const blockSizes = resolveBlockSizes(options, this.driver);
+    for (const e of options.exports) {
+      if (e.backend.size % blockSizes.min !== 0) {
+        throw new CairnError('INVALID_INPUT', `export ${quotedCut(e.name, SHOWN_NAME)} is ${e.backend.size} bytes, not a multiple of minBlockSize ${blockSizes.min}: no client could reach its last ${e.backend.size % blockSizes.min} bytes`, {
+          driver: this.driver,
+          details: { option: 'minBlockSize', export: e.name },
+        });
+      }
+    }
     const limits = resolveServerLimits(options, this.driver);
     const maxConnections = limits.maxConnections;
     const shutdown = (): OptionRefusal | undefined => (this.closing ? { type: REP_ERR.SHUTDOWN, message: 'server is shutting down' } : undefined);

@@ -190,9 +190,9 @@ export class RequestHandler {
    * export's blocks. The described range is the request rounded up to whole blocks (proto.md:
    * without REQ_ONE "the final descriptor MAY extend beyond the original requested size"), or with
    * REQ_ONE rounded down ("MUST NOT be greater than the length of the request"), and never past
-   * the end of the export. Only a request that broke the client's MUSTs (inside the last
-   * `size % min` bytes, or REQ_ONE for less than `min`) can leave no whole block: it gets one
-   * descriptor for what it can describe. The backend is asked again from where it stopped until
+   * the end of the export (whose size is a multiple of `min`: NbdServer refuses others). Only a
+   * request that broke the client's MUSTs (REQ_ONE for less than `min`) can leave no whole block:
+   * it gets one descriptor for what it can describe. The backend is asked again from where it stopped until
    * its answer ends on a block boundary, so no block is described from part of it.
    * Each context gets at most MAX_STATUS_DESCRIPTORS descriptors (reply-bound.ts: the server MAY
    * describe less than asked): the backend's descriptors are taken up to that many in all (more

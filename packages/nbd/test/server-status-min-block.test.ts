@@ -150,9 +150,16 @@ describe('NbdServer block status with a minimum block size', () => {
     }
   });
 
+  it('refuses an export whose size is not a multiple of the minimum block size', () => {
+    // proto.md: the size SHOULD be a multiple, "since otherwise, the client would be unable to access the final few bytes".
+    const make = (size: number) => () => new NbdServer({ exports: [{ name: 'x', backend: sectorBackend(size) }], minBlockSize: MIN, preferredBlockSize: MIN });
+    expect(make(8 * MIN + 1000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', details: { option: 'minBlockSize', export: 'x' } }));
+    expect(make(8 * MIN + 512)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
+    expect(make(8 * MIN)).not.toThrow();
+  });
+
   it('rounds an unaligned request out to whole blocks, never past the end, and honours REQ_ONE', async () => {
-    // 8 blocks and 1000 bytes more: the last 1000 bytes are no whole block.
-    const size = 8 * MIN + 1000;
+    const size = 8 * MIN;
     const { server, path } = await serve(size);
     const { raw, min } = await rawStructured(path);
     try {
@@ -163,10 +170,8 @@ describe('NbdServer block status with a minimum block size', () => {
       // REQ_ONE: one descriptor, no longer than the request, still whole blocks.
       expect(await rawStatus(raw, 8, 0, 3 * MIN)).toEqual([[MIN, 0]]);
       expect(await rawStatus(raw, 8, 5 * MIN, 2 * MIN + 100)).toEqual([[2 * MIN, 3]]);
-      // To the end: the partial block at the end is left out (proto.md: the server MAY return less).
-      expect(await rawStatus(raw, 0, 7 * MIN, MIN + 1000)).toEqual([[MIN, 0]]);
-      // Only the partial block left: no whole block can describe it; one descriptor to the end.
-      expect(await rawStatus(raw, 0, 8 * MIN, 1000)).toEqual([[1000, 0]]);
+      // The last block, asked for with more than its length: never described past the end.
+      expect(await rawStatus(raw, 0, 7 * MIN, MIN / 2)).toEqual([[MIN, 0]]);
     } finally {
       raw.socket.destroy();
       await server.close();
