@@ -228,10 +228,10 @@ const changed = (file: string): CairnError => new CairnError('CORRUPT', `${file}
  */
 export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord, 'id' | 'name' | 'description' | 'volumeId' | 'volumeName' | 'volumeMetadata' | 'createdAt'> {
   const str = (v: unknown) => (typeof v === 'string' ? v : '');
-  const metadata: Record<string, string> = {};
-  if (r.volumeMetadata && typeof r.volumeMetadata === 'object') {
-    for (const [k, v] of Object.entries(r.volumeMetadata)) if (typeof v === 'string') metadata[k] = v;
-  }
+  // Own data properties (fromEntries): an assignment `metadata['__proto__'] = v` would set the
+  // prototype instead (a string is ignored), losing a key the rest of Cairn keeps.
+  const metadata: Record<string, string> =
+    r.volumeMetadata && typeof r.volumeMetadata === 'object' ? Object.fromEntries(Object.entries(r.volumeMetadata).filter(([, v]) => typeof v === 'string')) : {};
   const now = nowIso();
   const created = Date.parse(r.createdAt);
   const createdAt = Number.isFinite(created) && created <= Date.parse(now) ? new Date(created).toISOString() : now;
