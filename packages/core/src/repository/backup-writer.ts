@@ -19,7 +19,13 @@ import type { Repository } from './repository.js';
 import { assertReadInto, checkExtents } from '../drivers/device-checks.js';
 
 export interface WriteOptions {
-  /** Read units in flight ahead of the workers. Default: 4 per worker + 4. Memory: this × unit × 2 (the unit and room for its encoded form). */
+  /**
+   * Read units in flight ahead of the workers. Default: 4 per worker + 4. Memory: this × unit × 2
+   * (the unit and room for its encoded form), where the unit is `readUnit` rounded down to whole
+   * chunks but never less than one chunk: about 24 MiB at the defaults on 2 cores, but 384 MiB with
+   * 16 MiB chunks, and it grows with the workers (one per core by default). Set it to bound a
+   * backup's memory on a machine with many cores or with large chunks.
+   */
   readAhead?: number;
   /** Bytes read and handed to a worker at once (whole chunks, at least one). Default 1 MiB. */
   readUnit?: number;
