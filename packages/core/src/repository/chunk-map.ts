@@ -36,9 +36,13 @@ export function pageJson(list: ChunkList): Buffer {
 }
 
 /**
- * Writes a page (only if absent: a page with the same id holds the same list) and returns its
- * id and stored size (0 when it was there already), or null for a page of zero chunks, which is
- * never stored. `signal` goes to the store's head and put (ObjectStore CallOptions).
+ * Writes a page and returns its id and stored size (0 when a good copy was there already), or
+ * null for a page of zero chunks, which is never stored. A page with the same id holds the same
+ * list, so one stored already is reused, but only once read back and found to hold exactly this
+ * text (a full page is about 140 KiB stored: 4 per 2 GiB of volume); one that is damaged (its
+ * seal or text wrong, or cut) is overwritten with the good bytes, so that no new backup names a
+ * damaged page, and the backups that named it already read well again. `signal` goes to the store's get and
+ * put (ObjectStore CallOptions), and the read rejects `CANCELLED` once it aborts.
  */
 export async function writePage(store: ObjectStore, codec: ChunkCodec, list: ChunkList, signal?: AbortSignal): Promise<{ id: string | null; stored: number }> {
   let any = false;
@@ -46,25 +50,39 @@ export async function writePage(store: ObjectStore, codec: ChunkCodec, list: Chu
   if (!any) return { id: null, stored: 0 };
   const json = pageJson(list);
   const id = codec.chunkId(json);
-  // A page stored already (an incremental that changed nothing in it) costs a stat, not a
+  const key = Keys.chunkList(id);
+  // A page stored already (an incremental that changed nothing in it) costs a read, not a
   // durable write that the store then refuses.
-  if (await exists(store, Keys.chunkList(id), signal)) return { id, stored: 0 };
+  const found = await storedPage(store, codec, id, json, signal);
+  if (found === 'good') return { id, stored: 0 };
   const blob = sealPieces(codec, () => [json], pageLabel(id));
+  if (found === 'damaged') {
+    await store.put(key, blob, { signal }); // the same id, the bytes it should have had
+    return { id, stored: blob.length };
+  }
   try {
-    await store.put(Keys.chunkList(id), blob, { ifAbsent: true, signal });
+    await store.put(key, blob, { ifAbsent: true, signal });
     return { id, stored: blob.length };
   } catch (err) {
+    // Another writer stored it meanwhile: whole (puts are atomic), from the same text.
     if (isCairnError(err) && err.code === 'ALREADY_EXISTS') return { id, stored: 0 };
     throw err;
   }
 }
 
-async function exists(store: ObjectStore, key: string, signal?: AbortSignal): Promise<boolean> {
+/** Whether page `id` is stored holding exactly `json` ('good'), is absent, or is stored damaged. */
+async function storedPage(store: ObjectStore, codec: ChunkCodec, id: string, json: Buffer, signal?: AbortSignal): Promise<'good' | 'absent' | 'damaged'> {
+  let blob: Buffer;
   try {
-    await store.head(key, { signal });
-    return true;
+    blob = await untilAborted(store.get(Keys.chunkList(id), undefined, { signal }), signal);
   } catch (err) {
-    if (isCairnError(err) && err.code === 'NOT_FOUND') return false;
+    if (isCairnError(err) && err.code === 'NOT_FOUND') return 'absent';
+    throw err;
+  }
+  try {
+    return openDocument(codec, blob, pageLabel(id)).equals(json) ? 'good' : 'damaged';
+  } catch (err) {
+    if (isCairnError(err) && err.code === 'CORRUPT') return 'damaged';
     throw err;
   }
 }

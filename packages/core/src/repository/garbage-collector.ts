@@ -21,6 +21,12 @@ import { deleteOrphanEntry, orphanVolumeEntries } from './repository-catalog.js'
  */
 const LEFTOVER_MIN_AGE_MS = 15 * 60_000;
 
+/** A pack as the store's listing (or a head) gave it: its mtime (ms since the epoch) and size. */
+interface ListedPack {
+  modifiedAt: number;
+  size: number;
+}
+
 export interface GcOptions {
   /** Packs younger than this are never removed (a backup elsewhere may be about to reference them). Default 1 hour. */
   graceMs?: number;
@@ -165,18 +171,17 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     if (now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
     else report.pagesInGrace++;
   }
-  const packTimes = new Map<string, number>();
-  // The listing's sizes serve bytesFreed: no head per pack removed.
-  const packSizes = new Map<string, number>();
+  // Each pack's time and size, from the listing (or a head: lostPacks). The sizes serve
+  // bytesFreed: no head per pack removed.
+  const listed = new Map<string, ListedPack>();
   for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal: options.signal }), options.signal)) {
-    packTimes.set(o.key.slice(Keys.packs.length), Date.parse(o.modifiedAt));
-    packSizes.set(o.key.slice(Keys.packs.length), o.size);
+    listed.set(o.key.slice(Keys.packs.length), { modifiedAt: Date.parse(o.modifiedAt), size: o.size });
   }
   const sizeOf = (packId: string, signal?: AbortSignal): Promise<number> => {
-    const listed = packSizes.get(packId);
-    return listed === undefined ? headSize(repo, packId, signal) : Promise.resolve(listed);
+    const size = listed.get(packId)?.size;
+    return size === undefined ? headSize(repo, packId, signal) : Promise.resolve(size);
   };
-  const old = (packId: string) => now - (packTimes.get(packId) ?? now) >= grace;
+  const old = (packId: string) => now - (listed.get(packId)?.modifiedAt ?? now) >= grace;
   // A pack the index names but the store lacks holds nothing to keep or delete (verify reports
   // the chunks it took along). It leaves the index, so that each of its chunks resolves to a
   // copy the store holds, if any: that copy is the live one, counted below and, when its pack
@@ -184,7 +189,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // The index objects naming it are rewritten below without it, as for a removed pack: else
   // every other process (and this one, once restarted) still resolves those chunks to it
   // first, and restores and verifies them as missing although a copy survives.
-  const lost = await lostPacks(repo, packTimes, options.signal);
+  const lost = await lostPacks(repo, listed, options.signal);
   for (const packId of lost) repo.index.remove(packId);
   const kept = new Set<string>(); // chunk ids with a surviving copy
   const toRepack = new Set<string>();
@@ -228,7 +233,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // unless a manifest references a chunk no named pack holds: then the orphans that hold such
   // chunks are adopted (named again), and an orphan whose trailer cannot be read is kept.
   const indexed = repo.index.indexedPacks();
-  const unnamed = [...packTimes.keys()].filter((p) => !indexed.has(p));
+  const unnamed = [...listed.keys()].filter((p) => !indexed.has(p));
   const adopted = await adoptable(repo, unnamed, referenced, options.signal);
   const orphans = unnamed.filter((p) => old(p) && !adopted.keep.has(p));
   report.packsInGrace += unnamed.filter((p) => !old(p) && !adopted.keep.has(p)).length;
@@ -280,7 +285,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
     // Index objects naming a removed or lost pack are replaced by one naming their other packs,
     // written before they are deleted: a crash in between leaves a pack named twice, never unnamed.
     const affected = repo.index.objectsNaming(new Set([...removed, ...lost]));
-    const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && packTimes.has(p));
+    const others = [...new Set([...affected.values()].flat())].filter((p) => !removed.has(p) && repo.index.packs().has(p) && listed.has(p));
     if (others.length > 0) await writeIndexObject(repo.store, repo.codec, repo.index, others.map((p) => [p, repo.index.packs().get(p)!]), undefined, true);
     for (const indexId of affected.keys()) {
       held();
@@ -373,18 +378,19 @@ async function adoptable(repo: Repository, unnamed: string[], referenced: Readon
 
 /**
  * The packs the index or a known index object names that the store lacks: absent from its
- * listing (`packTimes`) and confirmed by a `head` (NOT_FOUND). One the listing missed but `head`
- * finds is added to `packTimes`, and counts as present. Costs a head per pack the listing lacks
+ * listing (`listed`) and confirmed by a `head` (NOT_FOUND). One the listing missed but `head`
+ * finds is added to `listed` (its time and size), and counts as present. Costs a head per pack the listing lacks
  * (normally none). `signal` goes to each head, and ends the call with `CANCELLED` at once when it
  * aborts, whatever the store does.
  */
-async function lostPacks(repo: Repository, packTimes: Map<string, number>, signal: AbortSignal | undefined): Promise<Set<string>> {
+async function lostPacks(repo: Repository, listed: Map<string, ListedPack>, signal: AbortSignal | undefined): Promise<Set<string>> {
   const lost = new Set<string>();
   for (const packId of new Set([...repo.index.packs().keys(), ...repo.index.indexedPacks()])) {
-    if (packTimes.has(packId)) continue;
+    if (listed.has(packId)) continue;
     throwIfAborted(signal);
     try {
-      packTimes.set(packId, Date.parse((await untilAborted(repo.store.head(Keys.pack(packId), { signal }), signal)).modifiedAt));
+      const info = await untilAborted(repo.store.head(Keys.pack(packId), { signal }), signal);
+      listed.set(packId, { modifiedAt: Date.parse(info.modifiedAt), size: info.size });
     } catch (err) {
       if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err;
       lost.add(packId);

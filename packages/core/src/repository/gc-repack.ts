@@ -67,10 +67,11 @@ interface PackTurn {
  * A chunk no copy of which reads well (damaged and stored once, say) stops nothing: every pack
  * holding a copy of it leaves `toRepack` and `toDelete` at once (kept whole: its bytes stay for
  * forensics, and verify still reports the backups it breaks) and joins `left`, and GC goes on with
- * the other packs. Of a pack so left, only the chunks whose copy in it failed (read from another
- * copy) are handed to `add`: the pack holding the good copy may be removed (GC proved nothing else
- * for it, leaving that to this read); the chunks it holds that read well stay there, not copied
- * again at every GC (a pack handed over before another, of its group or a later one, turns out to
+ * the other packs (every pack of `toRepack` still has its turn, the order taken before the rescue
+ * reads: one they leave is read as left before its turn, below). Of a pack so left, only the
+ * chunks whose copy in it failed (read from another copy) are handed to `add`: the pack holding
+ * the good copy may be removed (GC proved nothing else for it, leaving that to this read); the
+ * chunks it holds that read well stay there, not copied again at every GC (a pack handed over before another, of its group or a later one, turns out to
  * hold a copy of an unreadable chunk is kept too: its chunks copied forward are then stored twice,
  * extra data a later GC drops). A pack left before its group is planned is still read for the
  * chunks the index resolves to it of which another copy is in a pack GC still removes (the guard
@@ -90,6 +91,10 @@ export async function copyForward(repo: Repository, plan: RepackPlan, add?: (id:
     keepEveryCopy(repo, id, plan, out.left);
   };
   const encode = (id: string, data: Buffer): Buffer => repo.codec.encode(data, repo.config.compression, id);
+  // Every pack planned for a repack has its turn, taken before the rescue: one the rescue leaves
+  // whole (its damaged copy was to be rescued, and the good copy failed this time) is read as left
+  // before its turn, for the chunks the guard left proving to that read.
+  const order = [...toRepack];
   for (const some of batches(plan.rescue, plan.batch)) {
     await fetchChunks(repo, some, async (chunks) => {
       for (const { id, data } of chunks) {
@@ -98,7 +103,6 @@ export async function copyForward(repo: Repository, plan: RepackPlan, add?: (id:
       }
     }, { signal, onError: lost });
   }
-  const order = [...toRepack];
   for (let next = 0; next < order.length; ) {
     // A group's turns are planned when it starts: a pack left by an earlier group is `leftBefore`.
     const group: PackTurn[] = [];

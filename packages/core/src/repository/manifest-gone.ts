@@ -1,4 +1,4 @@
-import { isCairnError } from '../errors.js';
+import { hasCode } from '../errors.js';
 import type { Repository } from './repository.js';
 
 /**
@@ -12,6 +12,6 @@ export async function manifestGone(repo: Repository, backupId: string): Promise<
     await repo.assertManifest(backupId);
     return false;
   } catch (err) {
-    return isCairnError(err) && err.code === 'NOT_FOUND';
+    return hasCode(err, 'NOT_FOUND');
   }
 }
