@@ -244,3 +244,43 @@ describe('a restore to a new volume whose intent cannot be deleted once the volu
     expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
   });
 });
+
+describe('a restore to a new volume whose driver’s create fails after making the volume', () => {
+  /** A backed-up volume, then the driver's create made to make the volume and fail (VolumeDriver.createVolume does not promise it leaves none). */
+  async function leakyCreate() {
+    const volumes = new MemoryVolumeDriver();
+    const catalog = new MemoryCatalog();
+    const manager = new BackupManager({ volumes, targets: { memory: new MemoryBackupService() }, catalog });
+    const src = await filledVolume(volumes, MiB, 1);
+    const b = await manager.backup({ volumeId: src.id });
+    const create = volumes.createVolume.bind(volumes);
+    volumes.createVolume = async (spec) => {
+      await create(spec);
+      throw new CairnError('UNAVAILABLE', 'the directory could not be synced after the volume appeared', { driver: 'memory' });
+    };
+    return { volumes, catalog, manager, src, b };
+  }
+
+  it('deletes that volume and the intent: nothing is left, and the backup is available', async () => {
+    const { volumes, catalog, manager, src, b } = await leakyCreate();
+    await expectCode(manager.startRestore({ backupId: b.id, newVolume: { name: 'copy' } }), 'UNAVAILABLE');
+    expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+    expect(await catalog.listNewVolumeIntents()).toEqual([]);
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+  });
+
+  it('when that volume cannot be deleted either, keeps the intent: the volume shows error_restoring, and recovery deletes it', async () => {
+    const { volumes, catalog, manager, src, b } = await leakyCreate();
+    const del = volumes.deleteVolume.bind(volumes);
+    volumes.deleteVolume = async () => Promise.reject(new CairnError('UNAVAILABLE', 'driver went away', { driver: 'memory' }));
+    await expectCode(manager.startRestore({ backupId: b.id, newVolume: { name: 'copy' } }), 'UNAVAILABLE');
+    const left = (await volumes.listVolumes()).filter((v) => v.id !== src.id);
+    expect(left).toHaveLength(1);
+    expect(await manager.getVolume(left[0]!.id)).toMatchObject({ status: 'error_restoring' });
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    volumes.deleteVolume = del;
+    expect(await manager.recover()).toMatchObject({ removedVolumes: [left[0]!.id], errors: [] });
+    expect((await volumes.listVolumes()).map((v) => v.id)).toEqual([src.id]);
+    expect(await catalog.listNewVolumeIntents()).toEqual([]);
+  });
+});

@@ -27,7 +27,7 @@ import { readBackRestored, type RestoreResult } from './restore-result.js';
 import { assertTakesRestoreAttach } from './restore-precondition.js';
 import { attachForFlow } from './flow-attach.js';
 import { replacesMetadata, restoredVolumeMetadata, updateVolumeMetadata, type VolumeMetadataChange } from './volume-metadata.js';
-import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, recordNewVolumeIntent } from './new-volume-intents.js';
+import { RESTORE_JOB_METADATA_KEY, assertNotLeftByRestore, deleteVolumesOfJob, recordNewVolumeIntent } from './new-volume-intents.js';
 import { assertNoFlow, beginVolumeFlow, endUnwrittenRestore, markErrorRestoring } from './volume-flow-states.js';
 import { watchWrites } from './write-watch.js';
 import { deleteVolume } from './delete-volume.js';
@@ -573,9 +573,12 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
 
   /**
    * Claims `backup` for a restore to a new volume, records the intent to create it, then creates
-   * it (startRestore). On a failure nothing is left: a driver's failed create leaves no volume, and
-   * the intent and the claim go (an intent whose clear fails is cleared by recover(), finding no
-   * volume). `backup` is as startRestore read it; the result's is as claimed.
+   * it (startRestore). On a failure nothing is left: a volume the driver's failed create left after
+   * all (VolumeDriver.createVolume does not promise none: a sidecar store's discard can fail) is
+   * found by the job's id in its metadata and deleted, then the intent and the claim go. One that
+   * cannot be deleted keeps the intent, so the volume shows `error_restoring` and recover() deletes
+   * it; an intent whose clear fails is cleared by recover() too. `backup` is as startRestore read
+   * it; the result's is as claimed.
    */
   private async createRestoreVolume(jobId: string, backup: BackupRecord, name: string | undefined, signal: AbortSignal | undefined): Promise<NewVolume> {
     // Held (live-records) from before the claim may write `restoring` until the job's release.
@@ -590,7 +593,13 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       const volume = await this.volumes.createVolume({ size: backup.size, name: name ?? `restore-${backup.id}`, metadata });
       return { volume, backup, release, letGo, jobId };
     } catch (err) {
-      if (intended) await this.cleanup(() => this.catalog.deleteNewVolumeIntent(jobId));
+      if (intended) {
+        await this.cleanup(async () => {
+          const { failed } = await deleteVolumesOfJob(this.volumes, jobId);
+          if (failed.length > 0) throw failed[0]!.error;
+          await this.catalog.deleteNewVolumeIntent(jobId);
+        });
+      }
       if (release) await this.cleanup(() => release!(() => this.endRestoring(backup.id)));
       letGo();
       throw err;

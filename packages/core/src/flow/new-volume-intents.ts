@@ -142,6 +142,29 @@ export function intentNamedBy(byJob: ReadonlyMap<string, NewVolumeIntent>, volum
   return jobId ? byJob.get(jobId) : undefined;
 }
 
+/**
+ * Deletes every volume whose metadata names restore job `jobId` (one gone meanwhile counts as
+ * deleted): `removed` their ids, `failed` those that could not be deleted, with the error. Reads
+ * the driver's whole listing: for the paths that settle a job's volume after a failure.
+ */
+export async function deleteVolumesOfJob(
+  volumes: Pick<VolumeDriver, 'listVolumes' | 'deleteVolume'>,
+  jobId: string,
+): Promise<{ removed: string[]; failed: { volumeId: string; error: unknown }[] }> {
+  const removed: string[] = [];
+  const failed: { volumeId: string; error: unknown }[] = [];
+  for (const volume of await volumes.listVolumes()) {
+    if (volume.metadata?.[RESTORE_JOB_METADATA_KEY] !== jobId) continue;
+    try {
+      await unlessNotFound(volumes.deleteVolume(volume.id));
+      removed.push(volume.id);
+    } catch (error) {
+      failed.push({ volumeId: volume.id, error });
+    }
+  }
+  return { removed, failed };
+}
+
 /** Deletes `intent` where it is kept. Idempotent. */
 async function deleteIntent(catalog: Pick<Catalog, 'deleteNewVolumeIntent' | 'clearVolumeState'>, intent: FoundIntent): Promise<void> {
   if (intent.legacy) await catalog.clearVolumeState(`${LEGACY_INTENT_PREFIX}${intent.jobId}`);
@@ -198,19 +221,12 @@ export async function recoverNewVolumeIntents(deps: {
       // As it is now: another recovery may have settled it since it was listed.
       const intent = await findIntent(catalog, listed.jobId);
       if (!intent || intent.legacy !== listed.legacy || (mine && !readerGone(intent))) return;
-      let kept = false;
-      for (const volume of await volumes.listVolumes()) {
-        if (volume.metadata?.[RESTORE_JOB_METADATA_KEY] !== intent.jobId) continue;
-        try {
-          await unlessNotFound(volumes.deleteVolume(volume.id));
-        } catch (err) {
-          kept = true;
-          report.errors.push(`${volume.id}: ${String((err as { code?: string })?.code ?? '')} the volume of an unfinished restore of backup ${intent.backupId} could not be deleted: ${String((err as Error)?.message ?? err)}`);
-          continue;
-        }
-        report.removedVolumes.push(volume.id);
+      const { removed, failed } = await deleteVolumesOfJob(volumes, intent.jobId);
+      report.removedVolumes.push(...removed);
+      for (const { volumeId, error: err } of failed) {
+        report.errors.push(`${volumeId}: ${String((err as { code?: string })?.code ?? '')} the volume of an unfinished restore of backup ${intent.backupId} could not be deleted: ${String((err as Error)?.message ?? err)}`);
       }
-      if (kept) return;
+      if (failed.length > 0) return;
       // The states that restore left (`restoring-backup`, or `error_restoring` from a job that
       // could not delete its volume) name volumes that are gone now: recoverInFlight deletes
       // those right after this, as it does every state of a volume that is gone (clearedStates).
