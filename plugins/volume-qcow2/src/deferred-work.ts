@@ -18,8 +18,8 @@ interface Queue {
  *
  * When it runs again, always under the volume's lock: before the node's next use (Runtime.openVolume,
  * Runtime.finishDeferred, DaemonSession.openNode, whose call fails with the work's error while it
- * still fails), and without a use, on a timer while the daemon runs (the session's DeferredRetry,
- * told by `onQueued`), each node's retries further apart (the bound: at most one attempt per node
+ * still fails; openVolume and the driver's holds run all the volume's work, Runtime.finishPending),
+ * and without a use, on a timer while the daemon runs (the session's DeferredRetry, told by `onQueued`), each node's retries further apart (the bound: at most one attempt per node
  * per retry interval, capped, never a loop).
  *
  * Contract for queued work: safe to run again after any failure (idempotent steps), and either

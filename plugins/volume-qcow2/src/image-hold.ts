@@ -21,7 +21,9 @@ import { outcomeUnknown } from './outcome.js';
  *
  * Returns the release: removes the export and the nodes ("no such export/node" counts as done).
  * When that fails it is queued on the session's DeferredWork under `volumeId`'s lock and retried
- * until it succeeds (the error is thrown). Callers hold the volume's lock.
+ * until it succeeds (the error is thrown), on the session's timer and before the volume's next
+ * open or hold in this instance (Runtime.finishPending), which it would otherwise refuse.
+ * Callers hold the volume's lock.
  */
 export async function holdImage(session: DaemonSession, path: string, volumeId: string, driver: string): Promise<() => Promise<void>> {
   const node = session.nextName('hold');

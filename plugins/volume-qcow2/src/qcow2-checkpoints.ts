@@ -1,10 +1,21 @@
-import { CairnError, toCairnError, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
+import { setTimeout as delay } from 'node:timers/promises';
+import { CairnError, hasCode, toCairnError, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
 import { addCheckpoint, removeCheckpoint } from './checkpoint-chain.js';
 import type { DaemonSession } from './daemon-session.js';
 import { qcow2ImageFacts } from './image-header.js';
 import type { RecordStore } from './record-store.js';
 import { toCheckpoint } from './records.js';
 import type { Runtime } from './runtime.js';
+
+/**
+ * Delays before the open of a volume's image for a checkpoint call is tried again after `BUSY`
+ * (another process holds the image's lock). Another driver instance holds a volume's image for
+ * milliseconds right after its daemon closed it (the hold under which it saves the image's stamp,
+ * Runtime.stampClosed), so a checkpoint call made right after its detach would fail for that
+ * alone; waiting about a second, as core does for a flow's attach (ATTACH_RETRY_MS), lets such a
+ * hold go. A longer use of the image elsewhere (an attachment) is still `BUSY`.
+ */
+export const CHECKPOINT_OPEN_RETRY_MS: readonly number[] = [50, 200, 800];
 
 /**
  * Changed-block tracking by persistent qcow2 dirty bitmaps, one per checkpoint (see
@@ -61,18 +72,31 @@ export class Qcow2Checkpoints implements ChangedBlockTracking {
   }
 
   /**
-   * Runs `fn` on the volume's node, opened for it (Runtime.openVolume), then drops that reference.
+   * Runs `fn` on the volume's node, opened for it (Runtime.openVolume; an open refused with `BUSY`,
+   * which changes nothing, is tried again after each of CHECKPOINT_OPEN_RETRY_MS, still under the
+   * volume's lock), then drops that reference.
    * The result is `fn`'s alone: a close that fails after it (no reply, or refused) does not fail
    * the call — `fn`'s change is committed by then — and stays queued on the node (releaseNode),
    * retried until it succeeds, and reported by the node's next use while it fails. Callers hold
    * the volume's lock.
    */
   private async withVolume<T>(volumeId: string, fn: (session: DaemonSession, node: string) => Promise<T>): Promise<T> {
-    const { session, node } = await this.runtime.openVolume(volumeId);
+    const { session, node } = await this.openWhenFree(volumeId);
     try {
       return await fn(session, node);
     } finally {
       await this.runtime.releaseVolume(session, volumeId).catch(() => {}); // queued on failure
+    }
+  }
+
+  private async openWhenFree(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.runtime.openVolume(volumeId);
+      } catch (err) {
+        if (attempt >= CHECKPOINT_OPEN_RETRY_MS.length || !hasCode(err, 'BUSY')) throw err;
+        await delay(CHECKPOINT_OPEN_RETRY_MS[attempt]);
+      }
     }
   }
 

@@ -529,16 +529,16 @@ export class Qcow2VolumeDriver implements VolumeDriver {
 
   /**
    * Takes the lock of the image file at `path` in this instance's daemon (holdImage; the daemon
-   * is started if none runs), after finishing work deferred on a node of it here (a queued
-   * close). Resolves to the release and `held` (false once the daemon that holds it exited: the
+   * is started if none runs), after finishing the work deferred here under `volumeId`
+   * (Runtime.finishPending: a queued close of a node of it, or a queued release of an earlier
+   * hold). Resolves to the release and `held` (false once the daemon that holds it exited: the
    * lock went with it), or undefined when there is no such file (nobody can hold it). `BUSY`
    * while another process or driver instance, or a node of this daemon, has it open. Callers hold
    * the volume's lock (`volumeId`: the volume of the image or snapshot copy).
    */
   private async holdFile(path: string, volumeId: string): Promise<{ release: () => Promise<void>; held: () => boolean } | undefined> {
     const session = await this.runtime.session();
-    const node = session.nodeOf(path);
-    if (node) await session.deferred.run(node);
+    await this.runtime.finishPending(session, volumeId); // its own failed release of an earlier hold included
     const release = await holdImage(session, path, volumeId, this.name).catch((err: CairnError) => {
       if (err.code === 'NOT_FOUND') return undefined;
       throw err;

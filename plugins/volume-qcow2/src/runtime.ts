@@ -37,6 +37,12 @@ export class Runtime {
   private readonly retries = new Set<DeferredRetry>();
   /** Sessions whose daemon has not exited: the running one, and any given up on while stuck (DaemonSession.leftBehind). */
   private readonly unexited = new Set<DaemonSession>();
+  /**
+   * Per session, the volume images whose stamp check failed at their fresh open (openVolume): the
+   * close of that node saves no stamp (stampClosed), so the old one, which the open made stale,
+   * stays and the next open sees the mismatch the failed check could not record.
+   */
+  private readonly unchecked = new WeakMap<DaemonSession, Set<string>>();
 
   constructor(private readonly options: RuntimeOptions) {}
 
@@ -79,7 +85,10 @@ export class Runtime {
    * is saved under holdImage, taken right after the close. When the hold cannot be taken (BUSY:
    * another instance opened the image in between; NOT_FOUND: deleted) nothing is written and the
    * old stamp stays, which no longer matches: a full backup, never a wrong incremental, and never
-   * a sidecar written over another instance's change or recreated after its deletion. Never throws.
+   * a sidecar written over another instance's change or recreated after its deletion. Nothing is
+   * written either for an image whose stamp check failed at its open (`unchecked`), nor when the
+   * daemon (whose death lets the hold go) is found gone right before the write (saveVolumeStamp's
+   * `held`, checked after the settle wait). Never throws.
    */
   private async stampClosed(path: string, session: DaemonSession): Promise<void> {
     const { layout } = this.options.store;
@@ -87,6 +96,7 @@ export class Runtime {
     if (dirname(path) !== layout.dir('volume') || !name.endsWith('.qcow2')) return;
     const volumeId = name.slice(0, -'.qcow2'.length);
     if (layout.image('volume', volumeId) !== path) return;
+    if (this.unchecked.get(session)?.delete(path)) return;
     let release: () => Promise<void>;
     try {
       release = await holdImage(session, path, volumeId, this.options.driver);
@@ -94,7 +104,7 @@ export class Runtime {
       return;
     }
     try {
-      if (session.alive) await saveVolumeStamp(this.options.store, volumeId);
+      await saveVolumeStamp(this.options.store, volumeId, () => session.alive);
     } finally {
       await release().catch(() => {}); // a failed release is queued and retried (DeferredWork)
     }
@@ -111,18 +121,25 @@ export class Runtime {
    * opened it, the image's stamp taken before the open is checked (volume-stamp.ts: a write made
    * outside the driver makes every checkpoint not consistent), then the checkpoint chain is
    * reconciled with the bitmaps qemu loaded; when the node was already open, the work deferred on it runs first (DeferredWork), and an unsettled chain is
-   * reconciled (see checkpoint-reconcile.ts). Callers hold the volume's lock.
+   * reconciled (see checkpoint-reconcile.ts). Before anything, the work deferred under the
+   * volume runs (finishPending: a hold of its image whose release failed would refuse this open).
+   * When the stamp check fails (the sidecar cannot be read, say), the node's close saves no stamp
+   * (`unchecked`): the next open still sees the mismatch. Callers hold the volume's lock.
    */
   async openVolume(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
     const session = await this.session();
     const path = this.options.store.layout.image('volume', volumeId);
+    await this.finishPending(session, volumeId);
     // Taken before the open, which writes the image; compared once this daemon holds it.
     const before = session.nodeOf(path) ? undefined : await volumeStampNow(this.options.store, volumeId);
     const { name, fresh } = await session.openNode(path, false);
     try {
       if (fresh) {
         // Written outside the driver since it last closed the image? Then no checkpoint is trusted.
-        await checkVolumeStamp(this.options.store, volumeId, before);
+        await checkVolumeStamp(this.options.store, volumeId, before).catch((err: unknown) => {
+          this.unchecked.set(session, (this.unchecked.get(session) ?? new Set()).add(path));
+          throw err;
+        });
         await reconcileCheckpoints(session, name, this.options.store, volumeId);
       } else {
         await session.deferred.run(name);
@@ -133,6 +150,17 @@ export class Runtime {
       throw err;
     }
     return { session, node: name };
+  }
+
+  /**
+   * Runs the work deferred in `session` under `volumeId`'s lock, on any node (DeferredWork): the
+   * volume's node, its views, the release of a hold of its image or of a snapshot copy's file
+   * (holdImage), whose failure would otherwise keep this daemon's own next open or hold of the
+   * image refused (BUSY) until the session's retry timer. Throws the first work's error while it
+   * still fails (it stays queued). Callers hold the volume's lock.
+   */
+  async finishPending(session: DaemonSession, volumeId: string): Promise<void> {
+    for (const { node, volumeId: owner } of session.deferred.pending()) if (owner === volumeId) await session.deferred.run(node);
   }
 
   /** Reconciles an open volume node if it is unsettled. Callers hold the volume's lock. */

@@ -10,7 +10,9 @@ import type { RecordStore } from './record-store.js';
  * - saveVolumeStamp runs right after this driver's daemon closed the volume's node (its last
  *   write to the image: the bitmaps), under the image's hold taken after the close (holdImage,
  *   Runtime), so that no other instance changes the sidecar meanwhile; not when the hold cannot
- *   be taken, nor after a `quit` (nothing holds the image then);
+ *   be taken, nor after a `quit` (nothing holds the image then), nor when the daemon died by the
+ *   time of the write, nor for a node whose stamp check failed at its open (the mismatch it could
+ *   not record stays visible: the old stamp no longer matches);
  * - the image's stamp is taken before the daemon opens the closed image (volumeStampNow), and
  *   compared once the open succeeded and before the chain is reconciled (checkVolumeStamp); a
  *   snapshot copy compares it under its hold, before copying: an image that no longer matches
@@ -20,11 +22,17 @@ import type { RecordStore } from './record-store.js';
  * matches: a full backup, never a wrong incremental.
  */
 
-/** Saves the stamp of the volume's image, taken once the file system's clock is past its ctime (settledStampOf). Never throws. */
-export async function saveVolumeStamp(store: RecordStore, volumeId: string): Promise<void> {
+/**
+ * Saves the stamp of the volume's image, taken once the file system's clock is past its ctime
+ * (settledStampOf). `held` (whether the caller still holds the image: its daemon runs) is asked
+ * after that wait, with the sidecar read, right before the write: false writes nothing. A hold
+ * lost during the write itself is not seen. Never throws.
+ */
+export async function saveVolumeStamp(store: RecordStore, volumeId: string, held: () => boolean): Promise<void> {
   try {
     const stamp = await settledStampOf(store.layout.image('volume', volumeId));
     await store.updateVolume(volumeId, (r) => {
+      if (!held()) throw new Error('the image is no longer held'); // nothing is written
       r.imageStamp = stamp;
     });
   } catch {

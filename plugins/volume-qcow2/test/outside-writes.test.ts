@@ -3,6 +3,7 @@ import { open } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import { MiB, has, missingQemu, pattern, qemuImg, readSidecar } from './helpers.js';
+import { hostOffset } from './outside-write.js';
 import { driversOn } from './drivers-on.js';
 import { changedSince as changed, writeVolume as write } from './volume-io.js';
 
@@ -27,14 +28,6 @@ async function read(driver: Qcow2VolumeDriver, volumeId: string, at: number, len
 }
 
 const image = (d: Qcow2VolumeDriver, id: string): string => `${d.directory}/volumes/${id}.qcow2`;
-
-/** The host offset of the data cluster holding guest offset `at` (qemu-img map). */
-function hostOffset(path: string, at: number): number {
-  const map = JSON.parse(qemuImg(['map', '-U', '--output=json', '-f', 'qcow2', path]).stdout) as Array<{ start: number; length: number; data: boolean; offset?: number }>;
-  const e = map.find((m) => m.data && m.start <= at && at < m.start + m.length && m.offset !== undefined);
-  if (!e) throw new Error(`no data cluster at ${at}`);
-  return e.offset! + (at - e.start);
-}
 
 /** A volume with data everywhere, a checkpoint made while detached, and one write after it through the driver. */
 async function volumeWithCheckpoint(d: Qcow2VolumeDriver): Promise<{ id: string; cp: string }> {

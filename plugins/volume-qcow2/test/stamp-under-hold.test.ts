@@ -1,8 +1,8 @@
 import { access, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Qcow2VolumeDriver } from '../src/index.js';
 import { driverPair, MiB, missingQemu, pattern } from './helpers.js';
+import { gateStampWrite } from './stamp-gate.js';
 
 // The image stamp saved after this driver's daemon closed a volume's node is a sidecar write, so it
 // is made only while the daemon holds the image (README: a sidecar changes only then). Two driver
@@ -13,31 +13,6 @@ const dirs: string[] = [];
 afterAll(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
-
-type Put = (r: { kind: string; imageStamp?: { ctimeNs: string } }) => Promise<void>;
-
-/**
- * Holds `d`'s next sidecar write that carries a new image stamp (not `old`, the one saved at
- * create) until `go` is called; `reached` resolves when it starts.
- */
-function gateStampWrite(d: Qcow2VolumeDriver, old: { ctimeNs: string }): { reached: Promise<void>; go: () => void } {
-  const store = (d as unknown as { store: { put: Put } }).store;
-  const put = store.put.bind(store);
-  let reach!: () => void;
-  let go!: () => void;
-  const reached = new Promise<void>((r) => (reach = r));
-  const gate = new Promise<void>((r) => (go = r));
-  let armed = true;
-  store.put = async (r) => {
-    if (armed && r.kind === 'volume' && r.imageStamp && r.imageStamp.ctimeNs !== old.ctimeNs) {
-      armed = false;
-      reach();
-      await gate;
-    }
-    return put(r);
-  };
-  return { reached, go };
-}
 
 const exists = (path: string): Promise<boolean> => access(path).then(() => true, () => false);
 
