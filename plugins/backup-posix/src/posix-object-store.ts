@@ -412,8 +412,9 @@ export class PosixObjectStore implements ObjectStore {
     } catch (err) {
       // A read-only file system says EROFS before it looks the name up, present or not: a key
       // that holds no object (nothing, or a directory: no object either) is deleted all the same
-      // (idempotent), once the root is known to be the one pinned (see absent).
-      if (isAbsent(err) || errnoOf(err) === 'EISDIR' || (await this.holdsNoObject(path))) return this.dirs.checkRoot();
+      // (idempotent). The root was checked above, just before the unlink (as for a present key):
+      // not again here.
+      if (isAbsent(err) || errnoOf(err) === 'EISDIR' || (await this.holdsNoObject(path))) return;
       throw fsError(err, `delete ${key}`);
     }
     checkSignal(options.signal);

@@ -128,13 +128,17 @@ export function registerVolumeCommands(program: Command): void {
 
   volume
     .command('export <volume> <file>')
-    .description("write a volume's content to a raw, qcow2 or VMDK image file")
+    .description("write a volume's content to a raw, qcow2 or VMDK image file (not \"-\": an image is only ever a complete file)")
     .option('-f, --format <format>', 'image format: auto (from the file name), raw, qcow2, vmdk', optionParser(parseFormat), 'auto')
     .option('--force', `overwrite an existing file (${WRITE_THROUGH_HELP})`, false)
     .action(
-      withContext<{ format: ImageFormat | 'auto'; force: boolean }>((ctx, [ref, file], opts) =>
-        cancellableBySignal(ctx.out, 'volume export', (signal) => exportImage(ctx, ref!, resolve(file!), opts, signal)),
-      ),
+      withContext<{ format: ImageFormat | 'auto'; force: boolean }>(async (ctx, [ref, file], opts) => {
+        // Not stdout (as `backup export --archive -`): the image appears whole or not at all
+        // (written beside, then renamed), and qemu-img writes qcow2 and VMDK to a file it can seek
+        // in, neither of which a stream can do. A file named "-" is `./-`.
+        if (file === '-') throw new CairnError('INVALID_INPUT', 'volume export cannot write an image to stdout ("-"): name a file (for a file named "-", ./-)');
+        return cancellableBySignal(ctx.out, 'volume export', (signal) => exportImage(ctx, ref!, resolve(file!), opts, signal));
+      }),
     );
 }
 

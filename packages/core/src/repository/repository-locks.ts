@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { ObjectStore } from '../contracts/object-store.js';
+import type { ObjectInfo, ObjectStore } from '../contracts/object-store.js';
 import { CairnError, hasCode, isCairnError, throwIfAborted, toCairnError } from '../errors.js';
 import { newId } from '../util/clock.js';
 import { withRetries } from '../util/retry.js';
@@ -31,7 +31,7 @@ export interface LockInfo extends LockDoc {
   stale: boolean;
   /**
    * Set when the lock object is not a lock document (not JSON, or without a known kind, an owner or
-   * an expiry): its holder and kind are unknown, so while it is live it conflicts with every lock
+   * an expiry, or larger than LOCK_MAX_BYTES): its holder and kind are unknown, so while it is live it conflicts with every lock
    * whose check reads it, and `expiresAt` is its object's modification time plus the reader's lock
    * lifetime (a holder that still refreshes it keeps it live). `kind`, `owner` and `purpose` are
    * placeholders.
@@ -102,6 +102,13 @@ const REFRESH_SHARE = 1 / 6;
 /** Reads of a lock object that fail are tried again after these delays (an NFS ESTALE while its holder renames a rewrite over it clears on the next read). */
 const LOCK_READ_RETRY_MS = [50, 200];
 
+/**
+ * The largest lock object read, in bytes (a lock document is a few hundred). A larger one is
+ * LockInfo.corrupt: not read when its listing shows it larger, and judged corrupt when the bytes
+ * read are (it was replaced by a larger one since the listing: then it was read whole).
+ */
+export const LOCK_MAX_BYTES = 64 * 1024;
+
 const KINDS: readonly string[] = ['shared', 'exclusive', 'volume', 'record'] satisfies LockKind[];
 
 /** True when a lock no longer protects anything: expired, or its owner on this host is gone. */
@@ -113,6 +120,13 @@ export function isStale(doc: LockDoc, now = Date.now()): boolean {
 /** The put options that mark a write as one that may spend the store's space reserve (none when not). */
 export function spending(spendReserve: boolean | undefined): { spendReserve?: true } {
   return spendReserve ? { spendReserve: true } : {};
+}
+
+/** A lock as read: its judgement, the object as listed, and the bytes read (none when oversize). */
+interface SeenLock {
+  info: LockInfo;
+  object: ObjectInfo;
+  data?: Buffer;
 }
 
 /** Whether `mine` must give way to the live lock `other`. */
@@ -211,43 +225,100 @@ export class RepositoryLocks {
    * (its code kept, `details.lock` naming the lock), and whatever the caller was about to do
    * (take a lock, break stale ones) is not done. The store's code rather than `BUSY`: nothing is
    * known to hold the repository, the store failed, and its code says whether a retry may help.
-   * A lock object that is read but is not a lock document is LockInfo.corrupt, live for
-   * `corruptTtlMs` from its modification time (default the instance's lifetime).
+   * A lock object that is read but is not a lock document, or is larger than LOCK_MAX_BYTES, is
+   * LockInfo.corrupt, live for `corruptTtlMs` from its modification time (default the instance's
+   * lifetime).
    */
   private async read(accept: (id: string) => boolean, prefix = '', signal?: AbortSignal, corruptTtlMs = this.ttlMs): Promise<LockInfo[]> {
-    const out: LockInfo[] = [];
+    return (await this.readSeen(accept, prefix, signal, corruptTtlMs)).map((l) => l.info);
+  }
+
+  /** As `read`, with what each judgement was made from (breakLocks compares it before deleting). */
+  private async readSeen(accept: (id: string) => boolean, prefix = '', signal?: AbortSignal, corruptTtlMs = this.ttlMs): Promise<SeenLock[]> {
+    const out: SeenLock[] = [];
     for await (const o of this.store.list(Keys.locks + prefix, { signal })) {
       const id = o.key.slice(Keys.locks.length);
       if (!accept(id)) continue;
-      let data: Buffer;
-      try {
-        const retryable = (err: unknown): boolean => !hasCode(err, 'NOT_FOUND') && !hasCode(err, 'CANCELLED');
-        data = await withRetries(() => this.store.get(o.key, undefined, { signal }), LOCK_READ_RETRY_MS, retryable, signal);
-      } catch (err) {
-        if (hasCode(err, 'NOT_FOUND')) continue;
-        throwIfAborted(signal);
-        const e = toCairnError(err);
-        if (e.code === 'CANCELLED') throw e;
-        throw new CairnError(e.code, `lock ${id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: id } });
-      }
-      out.push(parseLock(id, data, o.modifiedAt, corruptTtlMs));
+      const data = await this.readData(o, id, signal);
+      if (data === 'gone') continue;
+      const info = data === 'oversize' ? corruptLock(id, o.modifiedAt, corruptTtlMs) : parseLock(id, data, o.modifiedAt, corruptTtlMs);
+      out.push({ info, object: o, data: data === 'oversize' ? undefined : data });
     }
     return out;
   }
 
   /**
+   * The bytes of the lock object `o` (as listed), `gone` when it was deleted since, `oversize` when
+   * it is larger than LOCK_MAX_BYTES (not read when its listed size says so). Rejects as `read` says.
+   */
+  private async readData(o: ObjectInfo, id: string, signal?: AbortSignal): Promise<Buffer | 'gone' | 'oversize'> {
+    if (o.size > LOCK_MAX_BYTES) return 'oversize';
+    let data: Buffer;
+    try {
+      const retryable = (err: unknown): boolean => !hasCode(err, 'NOT_FOUND') && !hasCode(err, 'CANCELLED');
+      data = await withRetries(() => this.store.get(o.key, undefined, { signal }), LOCK_READ_RETRY_MS, retryable, signal);
+    } catch (err) {
+      if (hasCode(err, 'NOT_FOUND')) return 'gone';
+      throwIfAborted(signal);
+      const e = toCairnError(err);
+      if (e.code === 'CANCELLED') throw e;
+      throw new CairnError(e.code, `lock ${id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: id } });
+    }
+    return data.length > LOCK_MAX_BYTES ? 'oversize' : data;
+  }
+
+  /**
+   * Whether the lock judged stale from `seen` is still as it was judged, read again: its bytes
+   * the same, then (head, after that read, so a rewrite landing between the two is seen) its size
+   * and modification time the listing's. False when it was rewritten since the listing (a
+   * holder's refresh: the lock may be live again) or is gone. Rejects as `read` does when it
+   * cannot be read.
+   */
+  private async unchanged(seen: SeenLock): Promise<boolean> {
+    const { object: o, info } = seen;
+    const data = await this.readData(o, info.id);
+    if (data === 'gone') return false;
+    const same = data === 'oversize' ? seen.data === undefined : seen.data !== undefined && data.equals(seen.data);
+    if (!same) return false;
+    let now: ObjectInfo;
+    try {
+      now = await withRetries(() => this.store.head(o.key), LOCK_READ_RETRY_MS, (err) => !hasCode(err, 'NOT_FOUND'));
+    } catch (err) {
+      if (hasCode(err, 'NOT_FOUND')) return false;
+      const e = toCairnError(err);
+      throw new CairnError(e.code, `lock ${info.id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: info.id } });
+    }
+    // Compared as times too: a store may spell one time differently in a listing and a head.
+    return now.size === o.size && (now.modifiedAt === o.modifiedAt || Date.parse(now.modifiedAt) === Date.parse(o.modifiedAt));
+  }
+
+  /**
    * Removes stale locks (or, with `all`, every lock: only when no Cairn process uses the repository).
    * Without `all`, a lock that cannot be read makes it reject (see `read`) having deleted nothing;
-   * with `all`, locks are deleted as listed, unread.
+   * with `all`, locks are deleted as listed, unread. Returns the ids deleted.
+   *
+   * Without `all`, each stale lock is read again just before its delete (`unchanged`): one
+   * rewritten since the listing (its holder refreshed it after all) or gone is left alone, and
+   * one that cannot be read then makes it reject, having deleted only the locks before it. The
+   * store has no conditional delete, so a refresh that lands between that second read and the
+   * delete (one head and one delete call) is still deleted with the lock: its holder's next
+   * refresh writes it again, and until then other processes may take it for released.
    */
   async breakLocks(options: { all?: boolean } = {}): Promise<string[]> {
-    const ids: string[] = [];
-    if (options.all) for await (const o of this.store.list(Keys.locks)) ids.push(o.key.slice(Keys.locks.length));
-    else for (const l of await this.list()) if (l.stale) ids.push(l.id);
     const broken: string[] = [];
-    for (const id of ids) {
-      await this.store.delete(Keys.lock(id));
-      broken.push(id);
+    if (options.all) {
+      const ids: string[] = [];
+      for await (const o of this.store.list(Keys.locks)) ids.push(o.key.slice(Keys.locks.length));
+      for (const id of ids) {
+        await this.store.delete(Keys.lock(id));
+        broken.push(id);
+      }
+      return broken;
+    }
+    for (const seen of (await this.readSeen(() => true)).filter((l) => l.info.stale)) {
+      if (!(await this.unchanged(seen))) continue;
+      await this.store.delete(seen.object.key);
+      broken.push(seen.info.id);
     }
     return broken;
   }
@@ -320,7 +391,7 @@ function deleteWithRetries(store: ObjectStore, key: string): Promise<void> {
 /**
  * The LockInfo of the lock object `id` holding `data`, last written at `modifiedAt` (ObjectInfo).
  * The id is the object's, whatever the document says (breakLocks deletes by it). Data that is not
- * a lock document is LockInfo.corrupt: live until `modifiedAt` + `ttlMs` (and for good when the
+ * a lock document is LockInfo.corrupt (corruptLock): live until `modifiedAt` + `ttlMs` (and for good when the
  * store gave no readable modification time: `cairn repo unlock --force` removes it).
  */
 function parseLock(id: string, data: Buffer, modifiedAt: string, ttlMs: number, now = Date.now()): LockInfo {
@@ -331,6 +402,11 @@ function parseLock(id: string, data: Buffer, modifiedAt: string, ttlMs: number, 
     doc = undefined;
   }
   if (isLockDoc(doc)) return { ...doc, id, stale: isStale(doc, now) };
+  return corruptLock(id, modifiedAt, ttlMs, now);
+}
+
+/** The LockInfo.corrupt of the lock object `id` last written at `modifiedAt`: live until then plus `ttlMs` (see parseLock). */
+function corruptLock(id: string, modifiedAt: string, ttlMs: number, now = Date.now()): LockInfo {
   const until = Date.parse(modifiedAt) + ttlMs;
   const known = Number.isFinite(until);
   return {
