@@ -2,7 +2,7 @@
  * The one-time upgrade of an older repository (Repository.upgradeFormat) takes its caller's signal:
  * a GC or a backup cancelled while the upgrade's store calls hang (and ignore the signal) rejects
  * CANCELLED, leaves no abort listener and leaves the repository unmigrated; once the store
- * answers, the next run migrates it. Format 4 (the upgrade is one write of `config`, held here)
+ * answers, the next run migrates it. Format 4 (the upgrade is a read of `config` and one write of it, the write held here)
  * and format 2 (its records' volume entries come first: the listing of the records is held).
  * A real chunked repository on a memory store.
  */

@@ -5,7 +5,11 @@ import { KeyedMutex } from '../util/keyed-mutex.js';
 /** How a running flow uses an existing backup: reads it (`restore`, and BackupManager.readBackup) or builds on it (`parent`). */
 export type BackupUse = 'restore' | 'parent';
 
-/** Drops one claim; `last` runs (in `exclusive`) when it was the final claim of its kind. Idempotent. */
+/**
+ * Drops one claim; `last` runs (in `exclusive`) when it was the final claim of its kind.
+ * Idempotent. The claim is dropped even when the section cannot be taken: the release then
+ * rejects with that error, `last` not run.
+ */
 export type ReleaseClaim = (last?: () => Promise<void>) => Promise<void>;
 
 /**
@@ -61,7 +65,7 @@ export class BackupClaims {
     }, signal);
     if (!taken) return undefined;
     let released = false;
-    const drop = async (): Promise<boolean> => {
+    const drop = (): boolean => {
       const counts = this.held.get(backupId)!;
       counts[use]--;
       if (counts.restore === 0 && counts.parent === 0) this.held.delete(backupId);
@@ -73,9 +77,23 @@ export class BackupClaims {
       // Only a release that writes the record (`last`: a restore's end) needs the catalog's
       // section; dropping a count is this process's business, and must not wait for another
       // process's section (a cancelled job would wait with it).
-      if (!last) return void (await this.mutex.run(`backup:${backupId}`, drop));
-      await this.exclusive(backupId, async () => {
-        if (await drop()) await last();
+      if (!last) return void (await this.mutex.run(`backup:${backupId}`, async () => drop()));
+      // The count drops whatever becomes of the section: in it when it is taken (`last` then sees
+      // the count already dropped), else once taking it failed (the section's error is the
+      // release's). A count kept would refuse the backup's delete and reset for the life of the
+      // process, and a retry is a no-op. `last` is then not run: the record keeps what it says
+      // (a restore's `restoring`, this manager among its readers) until a later claim's release or
+      // a reset ends it.
+      let dropped = false;
+      await this.mutex.run(`backup:${backupId}`, async () => {
+        try {
+          await this.catalog.section(backupId, async () => {
+            dropped = true;
+            if (drop()) await last();
+          });
+        } finally {
+          if (!dropped) drop();
+        }
       });
     };
   }

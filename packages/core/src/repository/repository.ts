@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { CompressionAlgorithm } from '../contracts/backup-service.js';
 import type { CallOptions, ObjectStore } from '../contracts/object-store.js';
 import { CairnError, isCairnError, throwIfAborted } from '../errors.js';
@@ -102,7 +103,7 @@ export class Repository {
     }
     // Best effort, as at open: a new repository gets its store's space reserve at once, so that its
     // first backup does not pay for writing it (ObjectStore.ensureReserve).
-    if (store.capabilities.spaceReserve) await store.ensureReserve?.().catch(() => false);
+    await ensureReserve(store);
     return config;
   }
 
@@ -116,31 +117,14 @@ export class Repository {
    * otherwise make this process write in clear what its user means to encrypt).
    */
   static async open(store: ObjectStore, options: OpenOptions = {}): Promise<Repository> {
-    let raw: Buffer;
-    try {
-      raw = await store.get(Keys.config);
-    } catch (err) {
-      if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `no repository in ${store.name} (run init first)`, { cause: err });
-      throw err;
-    }
-    let config: RepositoryConfig;
-    try {
-      config = JSON.parse(raw.toString('utf8')) as RepositoryConfig;
-    } catch (cause) {
-      throw new CairnError('CORRUPT', 'repository config is not valid JSON', { cause });
-    }
-    if (config?.format !== FORMAT_NAME) throw new CairnError('CORRUPT', 'repository config does not describe a Cairn repository');
-    const badVersion = versionProblem(config.version);
-    if (badVersion) throw new CairnError('CORRUPT', `repository config is damaged: ${badVersion}`);
-    if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
-    const problem = configProblem(config);
-    if (problem) throw new CairnError('CORRUPT', `repository config is damaged: ${problem}`);
-    // Best effort, never failing the open: a store with a space reserve makes it when it is
-    // missing and fits, so that deletes and GC can free space on a full disk (ObjectStore.ensureReserve).
-    if (store.capabilities.spaceReserve) await store.ensureReserve?.().catch(() => false);
+    const config = await readConfig(store);
+    // The space reserve (best effort, never failing the open) is made only once the open is
+    // accepted: after the config's checks (nothing is written into what is no repository this
+    // Cairn can use) and the passphrase's (an open refused for a wrong or missing one writes nothing).
     if (!config.encryption) {
       // An empty passphrase (an empty key file) is a passphrase given too: never a licence to write in clear.
       if (options.passphrase !== undefined) throw new CairnError('INVALID_INPUT', 'this repository is not encrypted, but a passphrase was given: refusing to write in clear what is meant to be encrypted (open it without a passphrase if it was made so)');
+      await ensureReserve(store);
       return new Repository(store, config, undefined, options);
     }
     if (options.passphrase === undefined) throw new CairnError('INVALID_INPUT', 'this repository is encrypted: a passphrase or key file is required');
@@ -150,6 +134,7 @@ export class Repository {
     try {
       const repo = new Repository(store, config, await deriving, options);
       repo.processorInstance = processor;
+      await ensureReserve(store);
       return repo;
     } catch (err) {
       await processor?.close();
@@ -168,6 +153,17 @@ export class Repository {
    * the first).
    * Idempotent; concurrent upgraders write the same bytes.
    *
+   * The rewrite starts from `config` as stored now, read again just before it (the one read at
+   * open may be long out of date), and is not made when that config is no longer the one opened:
+   * `NOT_SUPPORTED` when a newer Cairn has upgraded it past FORMAT_VERSION meanwhile (as open
+   * refuses it; writing would downgrade it and drop that Cairn's fields), `CONFLICT`
+   * (`details.field`: `id` or `encryption`) when its id or encryption parameters differ (the
+   * repository was initialised again: its config and keys must not be overwritten with the old),
+   * `CORRUPT` or `NOT_FOUND` as open's when it is damaged or gone. When it is at FORMAT_VERSION
+   * already (another upgrader), nothing is written and this object takes it. The store has no
+   * compare-and-swap: a config written by another process between that read and this put (a
+   * store call apart) is still overwritten; only that window is left.
+   *
    * `options.signal` (the caller's: a GC's, a backup's) goes to every store call of the upgrade,
    * each of which then ends with `CANCELLED` at once when it aborts, whatever the store does; it is
    * checked between steps too. A cancelled upgrade leaves the repository migrated or not, never
@@ -183,7 +179,18 @@ export class Repository {
     throwIfAborted(signal);
     if (this.config.version < CATALOG_BY_VOLUME_VERSION) await writeVolumeEntries(this, signal);
     throwIfAborted(signal);
-    const upgraded: RepositoryConfig = { ...this.config, version: FORMAT_VERSION };
+    const stored = await readConfig(this.store, signal);
+    for (const field of ['id', 'encryption'] as const) {
+      if (!isDeepStrictEqual(stored[field], this.config[field])) {
+        throw new CairnError('CONFLICT', `repository config's ${field} changed since this process opened it (initialised again?): not upgrading it; open the repository again`, { details: { field } });
+      }
+    }
+    if (stored.version >= FORMAT_VERSION) {
+      (this as { config: RepositoryConfig }).config = stored;
+      return;
+    }
+    throwIfAborted(signal);
+    const upgraded: RepositoryConfig = { ...stored, version: FORMAT_VERSION };
     await untilAborted(this.store.put(Keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)), { signal }), signal);
     (this as { config: RepositoryConfig }).config = upgraded;
   }
@@ -269,6 +276,42 @@ export class Repository {
     await this.processorInstance?.close();
     this.processorInstance = undefined;
   }
+}
+
+/**
+ * The repository's `config` as stored, checked as open checks it: `NOT_FOUND` when there is none,
+ * `CORRUPT` when unreadable, lacking a field every Cairn writes or with impossible parameters,
+ * `NOT_SUPPORTED` for a format newer than FORMAT_VERSION. `signal` as CallOptions'.
+ */
+async function readConfig(store: ObjectStore, signal?: AbortSignal): Promise<RepositoryConfig> {
+  let raw: Buffer;
+  try {
+    raw = await untilAborted(store.get(Keys.config, undefined, { signal }), signal);
+  } catch (err) {
+    if (isCairnError(err) && err.code === 'NOT_FOUND') throw new CairnError('NOT_FOUND', `no repository in ${store.name} (run init first)`, { cause: err });
+    throw err;
+  }
+  let config: RepositoryConfig;
+  try {
+    config = JSON.parse(raw.toString('utf8')) as RepositoryConfig;
+  } catch (cause) {
+    throw new CairnError('CORRUPT', 'repository config is not valid JSON', { cause });
+  }
+  if (config?.format !== FORMAT_NAME) throw new CairnError('CORRUPT', 'repository config does not describe a Cairn repository');
+  const badVersion = versionProblem(config.version);
+  if (badVersion) throw new CairnError('CORRUPT', `repository config is damaged: ${badVersion}`);
+  if (config.version > FORMAT_VERSION) throw new CairnError('NOT_SUPPORTED', `repository format ${config.version} is newer than this Cairn (${FORMAT_VERSION})`);
+  const problem = configProblem(config);
+  if (problem) throw new CairnError('CORRUPT', `repository config is damaged: ${problem}`);
+  return config;
+}
+
+/**
+ * Best effort, never failing: a store with a space reserve makes it when it is missing and fits,
+ * so that deletes and GC can free space on a full disk (ObjectStore.ensureReserve).
+ */
+async function ensureReserve(store: ObjectStore): Promise<void> {
+  if (store.capabilities.spaceReserve) await store.ensureReserve?.().catch(() => false);
 }
 
 /** A store's error at a manifest's key: its `NOT_FOUND` as the repository's, naming the backup (message and `details.backupId`); anything else as it is. */

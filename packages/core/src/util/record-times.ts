@@ -4,14 +4,23 @@ import { CairnError } from '../errors.js';
 /** An ISO-8601 date-time with a zone (`Z` or `±hh:mm`), seconds and fraction optional. */
 const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/;
 
+/** The first and last instants whose toISOString has a 4-digit year (`0000`…`9999`). */
+const EARLIEST = new Date('0000-01-01T00:00:00.000Z').getTime();
+const LATEST = new Date('9999-12-31T23:59:59.999Z').getTime();
+
 /**
  * `value` in the one form catalogs keep times in, `toISOString`'s (UTC, milliseconds:
  * `2026-12-07T01:00:00.000Z`), so that ordinal order of stored times is time order; undefined
  * when it is no ISO-8601 date-time with a zone, a day past its month's end included
- * (`2026-02-30`, which `Date.parse` would take for March 2nd).
+ * (`2026-02-30`, which `Date.parse` would take for March 2nd), or when its zone moves it out of
+ * 0000-01-01T00:00:00.000Z…9999-12-31T23:59:59.999Z (`0000-01-01T00:00+01:00`): toISOString
+ * would give such a time an expanded year (`-000001-…`, `+010000-…`), out of ordinal order with
+ * the others and not a valid catalog key.
  */
 export function canonicalTime(value: unknown): string | undefined {
-  return typeof value === 'string' && ISO_DATE_TIME.test(value) && dayInMonth(value) ? parsedTime(value) : undefined;
+  if (typeof value !== 'string' || !ISO_DATE_TIME.test(value) || !dayInMonth(value)) return undefined;
+  const t = Date.parse(value);
+  return t >= EARLIEST && t <= LATEST ? new Date(t).toISOString() : undefined;
 }
 
 /** Whether the `YYYY-MM-DD` that `value` (matching ISO_DATE_TIME) starts with is a day of its month. */
@@ -31,13 +40,13 @@ export function parsedTime(value: string): string | undefined {
 /**
  * `record` with its createdAt and updatedAt canonical (canonicalTime), what Catalog.putBackup
  * stores. `INVALID_INPUT` (`details.field`, `details.backupId`) for either that is no ISO-8601
- * date-time with a zone.
+ * date-time with a zone, or one outside years 0000–9999 in UTC.
  */
 export function withCanonicalTimes(record: BackupRecord): BackupRecord {
   const out = { ...record };
   for (const field of ['createdAt', 'updatedAt'] as const) {
     const t = canonicalTime(record[field]);
-    if (t === undefined) throw new CairnError('INVALID_INPUT', `backup ${record.id}: ${field} ${JSON.stringify(record[field])} is not an ISO-8601 date-time with a zone`, { driver: 'catalog', details: { backupId: record.id, field } });
+    if (t === undefined) throw new CairnError('INVALID_INPUT', `backup ${record.id}: ${field} ${JSON.stringify(record[field])} is not an ISO-8601 date-time with a zone within years 0000–9999 (UTC)`, { driver: 'catalog', details: { backupId: record.id, field } });
     out[field] = t;
   }
   return out;
