@@ -5,7 +5,8 @@
  *
  * Contracts:
  * - `start` resolves once QMP answered the handshake, or throws UNAVAILABLE (binary missing,
- *   daemon exited, no QMP in time) with the daemon's stderr in the message and `details.log`,
+ *   daemon exited, no QMP in time) with the daemon's stderr in the message and `details.log` (the
+ *   log's last 1 MiB),
  *   and, when the daemon was still there, its process state (`details.processState`, e.g.
  *   `stopped (T)`); INVALID_INPUT when the socket path would be 108 bytes or longer, or for an
  *   argument or binary name node cannot pass (a NUL byte); the code of the system error
@@ -42,7 +43,8 @@
  *   process dies in any way, even SIGKILL (parent-death.ts). It then runs in a process group of
  *   its own, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this process, which
  *   decides how to stop the daemon. `start` first removes the temp
- *   dirs left under `tmpParent` by owners that are gone, except dirs kept with `keepDir`, and
+ *   dirs left under `tmpParent` by owners that are gone and whose sockets are dead (a daemon of
+ *   another pid namespace is judged by its sockets), except dirs kept with `keepDir`, and
  *   owner-less ones quiet for 10 minutes with no live socket (rules in runtime-dirs.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -52,6 +54,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CairnError, onDeadline, toCairnError } from '@cairn/core';
 import { endAtExit } from './exit-hook.js';
+import { readTail } from './log-tail.js';
 import { tiedToParent } from './parent-death.js';
 import { MAX_UNIX_SOCKET_PATH_BYTES, QmpClient } from './qmp-client.js';
 import { unavailable } from './qmp-errors.js';
@@ -169,7 +172,11 @@ export function assertTmpParentFits(tmpParent: string, driver: string, option = 
 /** Escapes a value for qemu's `key=value,...` option syntax (a comma is doubled). */
 const optValue = (value: string): string => value.replaceAll(',', ',,');
 
-/** Most of the log kept in memory when the temp dir is removed, for `readLog()` (the last 1 MiB). */
+/**
+ * Most of the log kept in memory when the temp dir is removed, for `readLog()` (its last 1 MiB),
+ * and put in a failed start's error. Only that tail is read: the log itself is not bounded (the
+ * daemon appends to it for as long as it runs), so it may be far larger than a string can hold.
+ */
 const KEPT_LOG_BYTES = 1024 * 1024;
 
 /**
@@ -242,8 +249,7 @@ export class QemuStorageDaemon {
   /** Removes the temp dir unless `keepDir`, keeping the log's tail for `readLog()`. Never throws. */
   private async removeDir(): Promise<void> {
     if (this.keepDir) return;
-    const log = await readFile(this.logPath, 'utf8').catch(() => '');
-    this.keptLog = log.length > KEPT_LOG_BYTES ? log.slice(-KEPT_LOG_BYTES) : log;
+    this.keptLog = await readTail(this.logPath, KEPT_LOG_BYTES).catch(() => '');
     await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 
@@ -320,7 +326,7 @@ export class QemuStorageDaemon {
     const state = exited ? undefined : processState(child.pid);
     if (!exited) child.kill('SIGKILL');
     const exit = await exitAfterKill(whenExited, Promise.resolve(), DEFAULT_KILL_TIMEOUT_MS);
-    const log = await readFile(logPath, 'utf8').catch(() => '');
+    const log = await readTail(logPath, KEPT_LOG_BYTES).catch(() => '');
     // Also when the daemon is left behind: killed, it never runs its own code again.
     if (!keepDir) await rm(dir, { recursive: true, force: true });
     if (!exit) {
@@ -351,7 +357,7 @@ export class QemuStorageDaemon {
     return this.exitStatus;
   }
 
-  /** The daemon's stdout and stderr so far; once the temp dir is removed, its last 1 MiB as it was then. */
+  /** The daemon's stdout and stderr so far; once the temp dir is removed, its last 1 MiB (bytes) as it was then. */
   async readLog(): Promise<string> {
     if (this.keptLog !== undefined) return this.keptLog;
     return readFile(this.logPath, 'utf8').catch(() => this.keptLog ?? '');

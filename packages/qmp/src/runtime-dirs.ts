@@ -4,8 +4,14 @@
  * file naming the Node process that created it and the daemon's pid. `removeStaleDirs` removes
  * the dirs left behind by callers killed before they could clean up, so sockets and logs do not
  * pile up:
- * - A dir with an `owner` file is removed when its owner and its daemon are both gone. With any
- *   process alive it is left alone; a reused pid only delays a removal, never causes a wrong one.
+ * - A dir with an `owner` file is removed when its owner and its daemon are both gone and no unix
+ *   socket in it accepts a connection (judged as for an owner-less dir, below). With any process
+ *   alive it is left alone; a reused pid only delays a removal, never causes a wrong one. Pids
+ *   mean something only in their pid namespace: a daemon started from another one (a container
+ *   sharing the parent dir) has pids that are gone or name other processes here, so its sockets
+ *   decide. The owner file records the owner's pid namespace (`pidNamespace`, the inode of
+ *   `/proc/self/ns/pid`); a dir of another namespace is judged by its sockets alone. Owner files
+ *   without it (older versions) are judged by pids, then sockets.
  *   A dir kept on purpose (`keep`: the daemon was started with `keepDir`, whose log is there to be
  *   read after the daemon and its caller are gone) is never removed; that is its keeper's business.
  *   Such dirs are named with KEPT_DIR_PREFIX, which the sweep skips, so one stays even without an
@@ -27,6 +33,7 @@
 import { lstat, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
+import { currentOwner } from '@cairn/core';
 import { processStateLetter } from './process-state.js';
 
 /** Prefix of the daemons' temp dirs, the ones the sweep judges. */
@@ -50,13 +57,16 @@ const MKDTEMP_NAME = /^[A-Za-z0-9]{6}$/;
 interface Owner {
   pid: number;
   daemonPid?: number;
+  /** Inode of the owner's pid namespace (`pid:[N]`); absent where /proc cannot tell, and in older owner files. */
+  pidNamespace?: number;
   /** Kept on purpose (`keepDir`): never removed as stale. */
   keep?: true;
 }
 
 /** Records this process (and the daemon) as the owner of `dir`; `keep` marks a dir kept on purpose. */
 export async function writeOwner(dir: string, daemonPid: number | undefined, keep = false): Promise<void> {
-  const owner: Owner = { pid: process.pid, ...(daemonPid ? { daemonPid } : {}), ...(keep ? { keep } : {}) };
+  const { pidNamespace } = currentOwner();
+  const owner: Owner = { pid: process.pid, ...(daemonPid ? { daemonPid } : {}), ...(pidNamespace !== undefined ? { pidNamespace } : {}), ...(keep ? { keep } : {}) };
   await writeFile(join(dir, OWNER_FILE), JSON.stringify(owner));
 }
 
@@ -70,7 +80,7 @@ export async function removeStaleDirs(parent: string): Promise<string[]> {
     const owner = await readOwner(dir);
     if (!owner) {
       if (!MKDTEMP_NAME.test(name.slice(DIR_PREFIX.length)) || !(await ownerlessDirIsAbandoned(dir))) continue;
-    } else if (owner.keep || owner.pid === process.pid || processAlive(owner.pid) || (owner.daemonPid !== undefined && processAlive(owner.daemonPid))) continue;
+    } else if (owner.keep || ownerMayRun(owner) || (await socketsMayBeLive(dir))) continue;
     await rm(dir, { recursive: true, force: true }).then(
       () => removed.push(dir),
       () => undefined,
@@ -86,18 +96,48 @@ async function ownerlessDirIsAbandoned(dir: string): Promise<boolean> {
     if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) return false;
     const quietSince = Date.now() - OWNERLESS_GRACE_MS;
     if (st.mtimeMs > quietSince) return false;
-    const sockets: string[] = [];
-    for (const entry of await readdir(dir)) {
-      const path = join(dir, entry);
-      const est = await lstat(path);
-      if (est.mtimeMs > quietSince) return false;
-      if (est.isSocket()) sockets[entry === QMP_SOCKET_NAME ? 'unshift' : 'push'](path);
-    }
-    for (const socket of sockets) if (await socketMayBeLive(socket)) return false;
-    return true;
+    for (const entry of await readdir(dir)) if ((await lstat(join(dir, entry))).mtimeMs > quietSince) return false;
+    return !(await socketsMayBeLive(dir));
   } catch {
     return false; // vanished or unreadable: not ours to judge now
   }
+}
+
+/**
+ * Whether the owner or its daemon may run, as far as pids tell: its pids are this namespace's (same
+ * `pidNamespace`, or not recorded on either side) and one of them is alive. False for an owner of
+ * another pid namespace, whose pids tell nothing here (its sockets decide).
+ */
+function ownerMayRun(owner: Owner): boolean {
+  const here = currentOwner().pidNamespace;
+  if (owner.pidNamespace !== undefined && here !== undefined && owner.pidNamespace !== here) return false;
+  return owner.pid === process.pid || processAlive(owner.pid) || (owner.daemonPid !== undefined && processAlive(owner.daemonPid));
+}
+
+/**
+ * Whether a unix socket directly in `dir` may be served (socketMayBeLive), the QMP socket asked
+ * first and the others only while none answered. True also when `dir` cannot be listed (other
+ * than gone): what cannot be judged counts as live.
+ */
+async function socketsMayBeLive(dir: string): Promise<boolean> {
+  const gone = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT';
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch (err) {
+    return !gone(err);
+  }
+  const sockets: string[] = [];
+  for (const entry of entries) {
+    const path = join(dir, entry);
+    try {
+      if ((await lstat(path)).isSocket()) sockets[entry === QMP_SOCKET_NAME ? 'unshift' : 'push'](path);
+    } catch (err) {
+      if (!gone(err)) return true; // an entry removed meanwhile is no socket; one that cannot be judged may be
+    }
+  }
+  for (const socket of sockets) if (await socketMayBeLive(socket)) return true;
+  return false;
 }
 
 /** False only when connecting to the unix socket at `path` is refused (or it is gone): nobody listens. */
@@ -120,7 +160,14 @@ async function readOwner(dir: string): Promise<Owner | undefined> {
     const o = JSON.parse(await readFile(join(dir, OWNER_FILE), 'utf8')) as Partial<Owner>;
     if (!Number.isInteger(o.pid) || (o.pid as number) <= 0) return undefined;
     if (o.daemonPid !== undefined && (!Number.isInteger(o.daemonPid) || o.daemonPid <= 0)) return undefined;
-    return { pid: o.pid!, ...(o.daemonPid !== undefined ? { daemonPid: o.daemonPid } : {}), ...(o.keep === true ? { keep: true as const } : {}) };
+    // A malformed namespace is ignored (judged as an older owner file: pids, then sockets).
+    const pidNamespace = Number.isSafeInteger(o.pidNamespace) && (o.pidNamespace as number) > 0 ? o.pidNamespace : undefined;
+    return {
+      pid: o.pid!,
+      ...(o.daemonPid !== undefined ? { daemonPid: o.daemonPid } : {}),
+      ...(pidNamespace !== undefined ? { pidNamespace } : {}),
+      ...(o.keep === true ? { keep: true as const } : {}),
+    };
   } catch {
     return undefined;
   }

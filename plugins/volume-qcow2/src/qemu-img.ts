@@ -97,12 +97,7 @@ export class QemuImg {
     const args = ['check', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path];
     // Exit status 2 (corruptions) and 3 (leaks only) still report in JSON on stdout.
     const out = await this.run(args, [path], [2, 3]);
-    let report: { corruptions?: unknown; 'check-errors'?: unknown; 'image-end-offset'?: unknown; 'compressed-clusters'?: unknown };
-    try {
-      report = JSON.parse(out) as typeof report;
-    } catch (err) {
-      throw new CairnError('INTERNAL', `${this.binary} check: unreadable report: ${out.slice(0, 200)}`, { driver: this.driver, cause: err });
-    }
+    const report = this.jsonReport(out, 'check') as { corruptions?: unknown; 'check-errors'?: unknown; 'image-end-offset'?: unknown; 'compressed-clusters'?: unknown };
     const corruptions = Number(report.corruptions ?? 0);
     if (corruptions > 0) {
       throw new CairnError('CORRUPT', `image ${path} is damaged: qemu-img check counts ${corruptions} corruption(s) (a truncated image has clusters past its end)`, {
@@ -149,10 +144,31 @@ export class QemuImg {
     return { size, bitmaps };
   }
 
-  /** `qemu-img info --output=json` of a closed image (`-U` when `shared`: may see stale data). */
+  /**
+   * `qemu-img info --output=json` of a closed image (`-U` when `shared`: may see stale data).
+   * `INTERNAL` when its stdout is not a JSON object (jsonReport).
+   */
   async info(path: string, shared = false): Promise<Record<string, unknown>> {
     const out = await this.run(['info', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', path], [path]);
-    return JSON.parse(out) as Record<string, unknown>;
+    return this.jsonReport(out, 'info');
+  }
+
+  /**
+   * The JSON object a successful `qemu-img <command> --output=json` printed on stdout; `INTERNAL`
+   * (`<binary> <command>: unreadable report: <its first 200 characters>`) for anything else: text
+   * that is not JSON, or JSON that is not an object (an array, a string, null).
+   */
+  private jsonReport(out: string, command: string): Record<string, unknown> {
+    let report: unknown;
+    try {
+      report = JSON.parse(out);
+    } catch (err) {
+      throw new CairnError('INTERNAL', `${this.binary} ${command}: unreadable report: ${out.slice(0, 200)}`, { driver: this.driver, cause: err });
+    }
+    if (typeof report !== 'object' || report === null || Array.isArray(report)) {
+      throw new CairnError('INTERNAL', `${this.binary} ${command}: unreadable report: ${out.slice(0, 200)}`, { driver: this.driver });
+    }
+    return report as Record<string, unknown>;
   }
 
   /**
