@@ -445,15 +445,27 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     }
   }
 
-  /** Takes the temporary snapshot of an in-use volume, quiescing around it when the driver can. */
+  /**
+   * Takes the temporary snapshot of an in-use volume, quiescing around it when the driver can. A
+   * thaw that fails fails the backup with its error (the guest may still be frozen: that must not
+   * pass as a warning), and the snapshot taken is deleted first (best effort; recover() deletes a
+   * temporary snapshot left anyway), since the caller never gets it to clean up.
+   */
   private async pointInTime(volume: Volume, backupId: string): Promise<Snapshot> {
     const q = this.volumes.capabilities.quiesce ? this.volumes.quiesce : undefined;
     if (q) await q.freeze(volume.id);
+    let snapshot: Snapshot | undefined;
     try {
-      return await this.volumes.createSnapshot(volume.id, `${TEMP_SNAPSHOT_PREFIX}${backupId}`);
+      snapshot = await this.volumes.createSnapshot(volume.id, `${TEMP_SNAPSHOT_PREFIX}${backupId}`);
     } finally {
-      if (q) await q.thaw(volume.id);
+      if (q) {
+        await q.thaw(volume.id).catch(async (err: unknown) => {
+          if (snapshot) await this.cleanup(() => this.volumes.deleteSnapshot(snapshot!.id));
+          throw err;
+        });
+      }
     }
+    return snapshot;
   }
 
   /**
