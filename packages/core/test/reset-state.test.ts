@@ -137,7 +137,7 @@ describe('resetState(): a record whose owner is gone for good', () => {
     const v = await filledVolume(volumes, MiB, 7);
     const b = await manager.backup({ volumeId: v.id });
     const failed = await manager.resetState(b.id, 'error');
-    expect(failed).toMatchObject({ status: 'error', failReason: expect.stringContaining('was available') });
+    expect(failed).toMatchObject({ status: 'error', failReason: 'CANCELLED: reset to error by reset-state (was available)' });
     expect(await manager.resetState(b.id, 'error')).toMatchObject({ status: 'error', failReason: failed.failReason });
     expect(await manager.resetState(b.id, 'available')).toMatchObject({ status: 'available', failReason: undefined });
     expect((await manager.restore({ backupId: b.id, newVolume: {} })).backup.status).toBe('available');

@@ -70,7 +70,8 @@ async function resetHeld(deps: ResetDeps, before: BackupRecord, status: 'availab
   };
   if (status === 'error') {
     if (before.status === 'error') return write({ status: 'error', failReason: before.failReason });
-    return write({ status: 'error', failReason: `INTERNAL: reset to error (was ${before.status})` });
+    // CANCELLED, not INTERNAL (a bug): an operator declared the work on it over.
+    return write({ status: 'error', failReason: `CANCELLED: reset to error by reset-state (was ${before.status})` });
   }
   const service = deps.target(resolved.service);
   let problems: VerifyProblem[];
