@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { CairnError } from '@cairn/core';
 import { CliContext, type GlobalOptions } from './context.js';
-import { exitCodeFor } from './exit-codes.js';
+import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { Output } from './output/output.js';
+import { stdoutFailure, watchStdout } from './output/stdout.js';
 
 /** A command body: positional arguments, its own options, the context; returns the exit code (default 0). */
 export type CommandBody<O> = (ctx: CliContext, args: string[], opts: O) => Promise<number | void>;
@@ -17,12 +18,14 @@ function split<O>(raw: unknown[]): { args: string[]; opts: O; globals: GlobalOpt
  * Wraps a command body as a commander action: loads the config into a CliContext, runs the
  * body, prints any error (text, or JSON with `--json`) and sets the exit code from its
  * CairnError code. The context is closed in `finally`; a failure of that close is reported by
- * `reportCloseFailure`.
+ * `reportCloseFailure`, a failure to write to stdout (also a closed pipe) by `reportStdoutFailure`,
+ * after the close: a failed write never skips it.
  */
 export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Promise<void> {
   return async (...raw) => {
     const { args, opts, globals } = split<O>(raw);
     const out = new Output(globals);
+    watchStdout();
     let ctx: CliContext | undefined;
     try {
       ctx = await CliContext.create(globals, out);
@@ -33,8 +36,35 @@ export function withContext<O>(body: CommandBody<O>): (...raw: unknown[]) => Pro
     } finally {
       const unclosed = await ctx?.close();
       if (unclosed) process.exitCode = reportCloseFailure(out, unclosed, Number(process.exitCode ?? 0));
+      process.exitCode = reportStdoutFailure(out, await stdoutFailure(), Number(process.exitCode ?? 0));
     }
   };
+}
+
+/**
+ * The command's writes to stdout failed (`failure`, if any). Its reader gone (EPIPE: `cairn volume
+ * list | head -1`, or a reader that exited early) ends the run quietly with exit 141
+ * (ExitCode.BROKEN_PIPE), what a shell reports for a program ended by SIGPIPE, as other tools end
+ * there: no message, since no one reads the rest. Any other error (ENOSPC on a full disk or
+ * /dev/full, EIO) is `UNAVAILABLE`, exit 6, printed on stderr, the command's work (done) standing.
+ * A command that failed keeps its own error and exit code (a failure other than EPIPE is then a
+ * `warning:` line). Returns the exit code the run ends with, given the one the command ended with.
+ */
+export function reportStdoutFailure(out: Output, failure: NodeJS.ErrnoException | undefined, exitCode: number): number {
+  if (!failure) return exitCode;
+  const epipe = failure.code === 'EPIPE';
+  if (exitCode !== 0) {
+    if (!epipe) out.warn(`the output could not be written to stdout: ${failure.message}`);
+    return exitCode;
+  }
+  if (epipe) return ExitCode.BROKEN_PIPE;
+  out.error(
+    new CairnError('UNAVAILABLE', `the command completed, but its output could not be written to stdout: ${failure.message}`, {
+      cause: failure,
+      details: failure.code ? { errno: failure.code } : {},
+    }),
+  );
+  return ExitCode.UNAVAILABLE;
 }
 
 /**
@@ -57,16 +87,18 @@ export function reportCloseFailure(out: Output, err: CairnError, exitCode: numbe
   return exitCodeFor(err);
 }
 
-/** Like `withContext` for commands that load no config (`init`, `demo`): the body gets the Output and globals. */
+/** Like `withContext` for commands that load no config (`init`, `demo`): the body gets the Output and globals; stdout's failures as reportStdoutFailure says. */
 export function withoutContext<O>(body: (out: Output, args: string[], opts: O, globals: GlobalOptions) => Promise<number | void>): (...raw: unknown[]) => Promise<void> {
   return async (...raw) => {
     const { args, opts, globals } = split<O>(raw);
     const out = new Output(globals);
+    watchStdout();
     try {
       process.exitCode = (await body(out, args, opts, globals)) ?? 0;
     } catch (err) {
       out.error(err);
       process.exitCode = exitCodeFor(err);
     }
+    process.exitCode = reportStdoutFailure(out, await stdoutFailure(), Number(process.exitCode ?? 0));
   };
 }

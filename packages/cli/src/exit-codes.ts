@@ -14,6 +14,8 @@ export const ExitCode = {
   UNAVAILABLE: 6,
   NOT_SUPPORTED: 7,
   CANCELLED: 130,
+  /** stdout's reader went away (EPIPE): no error code, no message (reportStdoutFailure), as for SIGPIPE (128 + 13). */
+  BROKEN_PIPE: 141,
 } as const;
 
 const BY_CODE: Record<ErrorCode, number> = {

@@ -55,10 +55,13 @@ describe('DriverRegistry.createBackupService: the object store it builds is clos
     expect(store.closes).toBe(1);
   });
 
-  it('a passphrase that cannot be read (an unset variable: NOT_FOUND) closes the store built before it', async () => {
+  it('a passphrase that cannot be read (an unset variable: NOT_FOUND) is read before the store is built: none is built', async () => {
     const store = new CountingStore('mem');
-    await expect(registryOver(store).createBackupService('mem', { repository: { init: true, passphrase: `env:${PASSPHRASE_VAR}`, workers: 0 } })).rejects.toMatchObject({ code: 'NOT_FOUND', driver: 'registry' });
-    expect(store.closes).toBe(1);
+    let built = 0;
+    const registry = DriverRegistry.compose(pluginModule({ objectStores: [{ name: 'mem', description: 'counting store', create: async () => (built++, store) }] }));
+    await expect(registry.createBackupService('mem', { repository: { init: true, passphrase: `env:${PASSPHRASE_VAR}`, workers: 0 } })).rejects.toMatchObject({ code: 'NOT_FOUND', driver: 'registry' });
+    expect(built).toBe(0);
+    expect(store.closes).toBe(0);
     expect(await store.head('config').catch((err: CairnError) => err.code)).toBe('NOT_FOUND'); // nothing was made
   });
 

@@ -20,6 +20,7 @@ import { restoreResult } from '../output/restore-result.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { shownText } from '../output/terminal-text.js';
 import { formatBytes, parseSeconds, parseSize, optionParser } from '../output/units.js';
+import { writeStdout } from '../output/stdout.js';
 import { backupColumns, backupJson, backupText, verifyText } from '../output/views.js';
 
 const list = (ctx: CliContext, rows: BackupRecord[]) => ctx.out.result(rows.map(backupJson), () => renderTable(rows, backupColumns));
@@ -255,7 +256,7 @@ export function registerBackupCommands(program: Command): void {
           if (notDurable) ctx.out.warn(notDurable.message); // in place, but perhaps not durable: said, not failed
           ctx.out.result({ exported: id, file }, () => `wrote the record of backup ${shownText(id!)} to ${shownText(file)}`);
         } else {
-          process.stdout.write(text);
+          writeStdout(text);
         }
       }),
     );

@@ -129,9 +129,17 @@ async function assertOwnDefaultsDir(dir: string): Promise<void> {
 const PATH_OPTIONS = ['directory', 'runtimeDir'] as const;
 
 /**
+ * Plugin options that name a program (the qcow2 driver's `qemuImg`, `qemuStorageDaemon`): one
+ * with a slash is a path, resolved as PATH_OPTIONS are; a bare name (`qemu-img`) is left as it
+ * is, to be looked up on PATH when run, as a shell does.
+ */
+const PROGRAM_OPTIONS = ['qemuImg', 'qemuStorageDaemon'] as const;
+
+/**
  * Parses and validates a config document; `file` names it in errors. Every path the config holds
  * is made absolute against `file`'s directory, never the working directory: `stateDir`, each
- * driver's and target's `directory` and `runtimeDir` options (PATH_OPTIONS), and a target's `repository.passphrase` given as
+ * driver's and target's `directory` and `runtimeDir` options (PATH_OPTIONS), `qemuImg` and
+ * `qemuStorageDaemon` when they hold a slash (PROGRAM_OPTIONS: a bare name stays one, for PATH), and a target's `repository.passphrase` given as
  * `file:<relative path>` (as systemd and nginx resolve paths in their configs).
  */
 export function fromText(file: string, text: string): LoadedConfig {
@@ -144,6 +152,10 @@ export function fromText(file: string, text: string): LoadedConfig {
     for (const key of PATH_OPTIONS) {
       const value = entry.options[key];
       if (typeof value === 'string' && value !== '') entry.options[key] = absolute(value);
+    }
+    for (const key of PROGRAM_OPTIONS) {
+      const value = entry.options[key];
+      if (typeof value === 'string' && value.includes('/')) entry.options[key] = absolute(value);
     }
   }
   for (const target of Object.values(config.targets)) {

@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError } from '@cairn/core';
@@ -60,15 +61,23 @@ async function assertLinkMayBeFollowed(file: string, linkUid: number): Promise<v
 
 /**
  * Checks that a file can be written at `file` (by a temporary file in its directory renamed over
- * it) and says whether one is there already. A directory at `file` is `INVALID_INPUT` (with or
- * without `--force`: a directory is never replaced); a missing directory is `NOT_FOUND`, a parent
+ * it) and says whether one is there already. Anything at `file` but a regular file (a directory,
+ * a character or block device such as /dev/null or /dev/sdb, a FIFO, a socket) is `INVALID_INPUT`
+ * with `details.kind` (with or without `--force`: only a regular file is ever replaced); a missing directory is `NOT_FOUND`, a parent
  * that is a file `INVALID_INPUT`, a directory this process may not read and write in (by its
  * effective uid and gid: assertEffectiveDirAccess), or another user's file in a sticky directory,
  * `UNAVAILABLE`. Every error has `details.file`.
  */
 export async function checkOutputLocation(file: string): Promise<boolean> {
   const existing = await stat(file).catch(() => undefined);
-  if (existing?.isDirectory()) throw new CairnError('INVALID_INPUT', `${file} is a directory; name a file to write`, { details: { file } });
+  if (existing?.isDirectory()) throw new CairnError('INVALID_INPUT', `${file} is a directory; name a file to write`, { details: { file, kind: 'directory' } });
+  // The rename that publishes the output would replace a device node or FIFO with a regular file
+  // (/dev/null, /dev/sdb: the device node gone, the data on devtmpfs). Writing into one is not
+  // what these commands do: refused, as a directory is.
+  if (existing && !existing.isFile()) {
+    const kind = fileKind(existing);
+    throw new CairnError('INVALID_INPUT', `${file} is a ${kind}, not a regular file: only a regular file is written or replaced; name a file to write`, { details: { file, kind } });
+  }
   const dir = dirname(file);
   const parent = await stat(dir).catch((cause: NodeJS.ErrnoException) => {
     throw cause.code === 'ENOENT'
@@ -92,4 +101,14 @@ export async function checkOutputLocation(file: string): Promise<boolean> {
     throw new CairnError('UNAVAILABLE', `${file} belongs to another user in sticky directory ${dir}: it cannot be replaced`, { details: { file } });
   }
   return existing !== undefined;
+}
+
+/** What a file that is not a regular one is, in words (for the error checkOutputLocation raises). */
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'directory';
+  if (st.isCharacterDevice()) return 'character device';
+  if (st.isBlockDevice()) return 'block device';
+  if (st.isFIFO()) return 'FIFO';
+  if (st.isSocket()) return 'socket';
+  return 'special file';
 }

@@ -1,6 +1,7 @@
 import { isCairnError, toCairnError } from '@cairn/core';
 import { cutLongRuns } from './echo.js';
 import { hintFor } from './error-hints.js';
+import { writeStdout } from './stdout.js';
 import { shownLines, shownMessage } from './terminal-text.js';
 
 /** Where a command's results go: JSON or human text on stdout, messages on stderr. */
@@ -24,7 +25,8 @@ export class Output {
    * goes through shownLines, so no control character other than its line feeds reaches stdout.
    */
   result(value: unknown, human: () => string): void {
-    process.stdout.write(this.json ? `${JSON.stringify(value, null, 2)}\n` : `${shownLines(human())}\n`);
+    // A failed write (EPIPE, ENOSPC) is reported once the command is done (reportStdoutFailure).
+    writeStdout(this.json ? `${JSON.stringify(value, null, 2)}\n` : `${shownLines(human())}\n`);
   }
 
   /**

@@ -123,8 +123,9 @@ export class DriverRegistry implements FactoryContext {
    * gets `options` as they are.
    *
    * The store built here is the chunked service's: its `close()` closes the store
-   * (ChunkedServiceOptions.ownsStore). When anything fails once the store is built (the passphrase
-   * cannot be read, the repository cannot be opened or made), the store is closed before the
+   * (ChunkedServiceOptions.ownsStore). The passphrase is read before the store is built: one that
+   * cannot be read fails with nothing made (no repository directory). When anything fails once
+   * the store is built (the repository cannot be opened or made), the store is closed before the
    * error is raised; a failure of that close is dropped, the first error is the one raised.
    */
   async createBackupService(plugin: string, options: Record<string, unknown> = {}): Promise<BackupService> {
@@ -134,12 +135,15 @@ export class DriverRegistry implements FactoryContext {
       throw new CairnError('INVALID_INPUT', `the options of the backup service "${plugin}": repository must be an object of options`, { driver: 'registry', details: { field: 'repository', plugin } });
     }
     const { passphrase, ...rest } = repository as { passphrase?: string } & Record<string, unknown>;
+    // Read before the store is built: building it may make its directory (posix's createDirectory),
+    // which a passphrase that cannot be read must not leave behind.
+    const secret = passphrase === undefined ? undefined : await this.secret(passphrase);
     const store = await this.objectStore(plugin, storeOptions);
     try {
       return await ChunkedBackupService.open(store, {
         ...(rest as ChunkedServiceOptions),
         name: typeof rest.name === 'string' ? rest.name : plugin,
-        passphrase: passphrase === undefined ? undefined : await this.secret(passphrase),
+        passphrase: secret,
         ownsStore: true,
       });
     } catch (err) {
