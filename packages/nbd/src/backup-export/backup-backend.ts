@@ -4,8 +4,6 @@ import { BASE_ALLOCATION, STATE_HOLE, STATE_ZERO } from '../protocol.js';
 import type { OverlayFile } from './overlay-file.js';
 import { WindowReader, type WindowReaderOptions } from './window-reader.js';
 
-const ZERO_PIECE = Buffer.alloc(4 * 1024 * 1024);
-
 /** Options of `backupBackend`: its read-ahead windows, and what may stop it. */
 export interface BackupBackendOptions extends WindowReaderOptions {
   /**
@@ -22,13 +20,16 @@ export interface BackupBackendOptions extends WindowReaderOptions {
  * copy sparsely. A read touching a damaged or missing chunk fails with the reader's `CORRUPT` /
  * `NOT_FOUND`, which the server answers with EIO; other ranges stay readable.
  *
- * Sequential reads go through a WindowReader (`options`: large read-ahead windows, replies as
- * views); random reads straight to the reader. A call whose signal is aborted (its client gone)
+ * Sequential reads (per connection: the call's signal names it) go through a WindowReader
+ * (`options`: large read-ahead windows, replies copied out of them); random reads straight to the
+ * reader. A call whose signal is aborted (its client gone)
  * rejects with `CANCELLED` at once and holds no buffer of its own; the chunk fetches and windows
  * it shares with other clients go on.
  *
  * Without `overlay` the export is read-only. With it, writes, write-zeroes and flush go to the
  * overlay, and reads take overlay blocks where written, else the backup (reported as data).
+ * Write-zeroes that may trim only mark whole blocks the overlay's data file still has as a hole
+ * (OverlayFile.writeZeroes); with NBD_CMD_FLAG_NO_HOLE zeros are written.
  */
 export function backupBackend(reader: BackupReader, overlay?: OverlayFile, options: BackupBackendOptions = {}): NbdBackend {
   const sequential = new WindowReader(reader, options);
@@ -62,12 +63,9 @@ export function backupBackend(reader: BackupReader, overlay?: OverlayFile, optio
       assertServing();
       await overlay.write(offset, data, fua);
     };
-    backend.writeZeroes = async (offset, length, { fua }) => {
+    backend.writeZeroes = async (offset, length, { fua, mayTrim }) => {
       assertServing();
-      for (let at = offset; at < offset + length; at += ZERO_PIECE.length) {
-        await overlay.write(at, ZERO_PIECE.subarray(0, Math.min(ZERO_PIECE.length, offset + length - at)));
-      }
-      if (fua) await overlay.flush();
+      await overlay.writeZeroes(offset, length, fua, mayTrim);
     };
     backend.flush = () => overlay.flush();
   }
@@ -86,7 +84,8 @@ async function walk(overlay: OverlayFile | undefined, offset: number, length: nu
 }
 
 /**
- * The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one (windowed) read.
+ * The backup's bytes as runs: zero chunks as `{ zero }`, data as views of one read (a buffer of
+ * the read's length: never part of a larger window).
  * `CANCELLED` at once when `signal` is aborted.
  */
 async function baseRuns(reader: BackupReader, windows: WindowReader, offset: number, length: number, signal: AbortSignal | undefined): Promise<ReadRun[]> {

@@ -1,4 +1,5 @@
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { CairnError, KeyedMutex, toCairnError, writeFully, type Extent } from '@cairn/core';
 import { lockOverlay, type OverlayLock } from './overlay-lock.js';
 import { HEADER_SIZE, bitmapBytes, isOverlayBlockSize, readMap, shownId, writeMap, type OverlayHeader } from './overlay-map.js';
@@ -7,6 +8,8 @@ import { HEADER_SIZE, bitmapBytes, isOverlayBlockSize, readMap, shownId, writeMa
 export const OVERLAY_BLOCK_SIZE = 64 * 1024;
 
 const DRIVER = 'backup-export';
+/** Zeros written (and compared against) a piece at a time by `writeZeroes`. */
+const ZEROS = Buffer.alloc(4 * 1024 * 1024);
 /** KeyedMutex key serialising flushes (block locks use the block number). */
 const FLUSH_LOCK = 'flush';
 
@@ -65,7 +68,8 @@ export class OverlayFile {
   }
 
   /**
-   * Opens the overlay at `path`, creating it (data + map) when neither file exists.
+   * Opens the overlay at `path`, creating it (data + map) when neither file exists; the creation
+   * is atomic (see `create`: a crash leaves no overlay or a whole one, never half of one).
    * `CONFLICT` when it belongs to another backup or size, when only one of the two files exists,
    * or when this process or another that may be alive has it open (its lock); `CORRUPT`, naming
    * the file, for a map that is not an intact overlay map (`readMap`: every header field and the
@@ -82,41 +86,35 @@ export class OverlayFile {
     let lock: OverlayLock | undefined;
     try {
       lock = await lockOverlay(path);
-      const [dataExists, mapExists] = await Promise.all([exists(path), exists(`${path}.map`)]);
+      let [dataExists, mapExists] = await Promise.all([exists(path), exists(`${path}.map`)]);
+      if (dataExists && !mapExists && (await exists(newName(`${path}.map`)))) {
+        // A creation cut short between its two renames: the data file was never written.
+        await rename(newName(`${path}.map`), `${path}.map`);
+        mapExists = true;
+      }
       if (dataExists !== mapExists) {
         throw new CairnError('CONFLICT', `${dataExists ? path : `${path}.map`} exists without its pair: not an overlay of this kind`, { driver: DRIVER });
       }
-      const flags = dataExists ? 'r+' : 'wx+';
-      const data = { handle: await open(path, flags), created: !dataExists };
-      const map = await open(`${path}.map`, flags).then(
-        (handle) => ({ handle, created: !mapExists }),
-        async (err: unknown) => {
-          await data.handle.close();
-          throw err;
-        },
-      );
+      if (!dataExists) await create(path, { backupId: identity.backupId, size: identity.size, blockSize });
+      const data = await open(path, 'r+');
+      const map = await open(`${path}.map`, 'r+').catch(async (err: unknown) => {
+        await data.close();
+        throw err;
+      });
       try {
-        const header: Header = { backupId: identity.backupId, size: identity.size, blockSize };
-        let bits: Uint8Array;
-        if (data.created) {
-          await data.handle.truncate(identity.size);
-          bits = new Uint8Array(bitmapBytes(identity.size, blockSize));
-          await writeMap(map.handle, header, bits);
-        } else {
-          const found = await readMap(map.handle, `${path}.map`);
-          if (found.header.backupId !== identity.backupId || found.header.size !== identity.size) {
-            throw new CairnError('CONFLICT', `overlay ${path} belongs to backup ${shownId(found.header.backupId)} (${found.header.size} bytes), not ${identity.backupId}`, { driver: DRIVER });
-          }
-          const dataSize = (await data.handle.stat()).size;
-          if (dataSize !== identity.size) {
-            throw new CairnError('CORRUPT', `${path} is ${dataSize} bytes, not the backup's ${identity.size}: the overlay's data file is damaged`, { driver: DRIVER, details: { file: path } });
-          }
-          header.blockSize = found.header.blockSize;
-          bits = found.bits;
+        const found = await readMap(map, `${path}.map`);
+        if (found.header.backupId !== identity.backupId || found.header.size !== identity.size) {
+          throw new CairnError('CONFLICT', `overlay ${path} belongs to backup ${shownId(found.header.backupId)} (${found.header.size} bytes), not ${identity.backupId}`, { driver: DRIVER });
         }
-        return new OverlayFile(path, header, data.handle, map.handle, bits, readBase, lock);
+        const dataSize = (await data.stat()).size;
+        if (dataSize !== identity.size) {
+          throw new CairnError('CORRUPT', `${path} is ${dataSize} bytes, not the backup's ${identity.size}: the overlay's data file is damaged`, { driver: DRIVER, details: { file: path } });
+        }
+        const header: Header = { ...found.header };
+        const bits = found.bits;
+        return new OverlayFile(path, header, data, map, bits, readBase, lock);
       } catch (err) {
-        await Promise.allSettled([data.handle.close(), map.handle.close()]);
+        await Promise.allSettled([data.close(), map.close()]);
         throw err;
       }
     } catch (err) {
@@ -205,6 +203,42 @@ export class OverlayFile {
   }
 
   /**
+   * Makes `[offset, offset+length)` (inside the backup's size) read as zeros, as a `write` of
+   * zeros would, with `fua` as there. With `mayTrim`, a whole block not yet in the overlay whose
+   * bytes in the data file already read as zeros (a hole of the sparse data file, never written)
+   * is only marked, nothing written: a client zeroing a disk does not fill the overlay's file
+   * system. Marking is enough because an overlay block's bytes are read from the data file, and
+   * `flush` syncs the data file before it writes the bit. Partial blocks, blocks in the overlay
+   * already, blocks whose data file bytes are not zeros, and every block without `mayTrim`
+   * (NBD_CMD_FLAG_NO_HOLE: keep the range allocated) get zeros written.
+   */
+  async writeZeroes(offset: number, length: number, fua = false, mayTrim = true): Promise<void> {
+    this.assertOpen();
+    const bs = this.blockSize;
+    const end = offset + length;
+    /** Start of the zeros still to be written, up to `at`. */
+    let pending = offset;
+    const writePending = async (to: number): Promise<void> => {
+      for (let p = pending; p < to; p += ZEROS.length) await this.write(p, ZEROS.subarray(0, Math.min(ZEROS.length, to - p)));
+      pending = to;
+    };
+    for (let at = offset; at < end; ) {
+      const blockStart = Math.floor(at / bs) * bs;
+      const blockEnd = Math.min(blockStart + bs, this.header.size);
+      const next = Math.min(end, blockEnd);
+      if (mayTrim && at === blockStart && end >= blockEnd && (await this.markIfZeros(blockStart / bs))) {
+        await writePending(at);
+        pending = next;
+      } else if (next - pending >= ZEROS.length) {
+        await writePending(next);
+      }
+      at = next;
+    }
+    await writePending(end);
+    if (fua) await this.flush();
+  }
+
+  /**
    * Makes every write completed before this call durable: fsyncs the data file, then writes the
    * map bytes changed since the last flush (all of them: core's writeFully continues short writes,
    * and one taking nothing fails `UNAVAILABLE`, the bytes kept for the next flush) and fsyncs the
@@ -249,6 +283,24 @@ export class OverlayFile {
     }
   }
 
+  /** Marks `block` as in the overlay if it is not and its data file bytes read as zeros; whether it did. */
+  private async markIfZeros(block: number): Promise<boolean> {
+    const release = await this.locks.acquire(String(block));
+    try {
+      if (this.has(block)) return false;
+      const start = block * this.blockSize;
+      const end = Math.min(start + this.blockSize, this.header.size);
+      for (let p = start; p < end; p += ZEROS.length) {
+        const n = Math.min(ZEROS.length, end - p);
+        if (!(await this.read(p, n)).equals(ZEROS.subarray(0, n))) return false;
+      }
+      this.mark(block, block);
+      return true;
+    } finally {
+      release();
+    }
+  }
+
   private has(block: number): boolean {
     return (this.bits[block >> 3]! & (1 << (block & 7))) !== 0;
   }
@@ -277,6 +329,45 @@ export class OverlayFile {
 
   private assertOpen(): void {
     if (this.closed) throw new CairnError('UNAVAILABLE', `overlay ${this.path} is closed`, { driver: DRIVER });
+  }
+}
+
+/** The temporary name `create` gives `path` until it is complete. */
+const newName = (path: string): string => `${path}.new`;
+
+/**
+ * Creates a new empty overlay at `path` (which must not exist) so that a crash at any point
+ * leaves either no overlay (only `.new` leftovers, replaced by the next creation) or one that
+ * opens: both files are made and synced under temporary names, then the data file is renamed,
+ * then the map, each rename made durable (the directory synced). A crash between the two renames
+ * leaves the data file (never written) with `<path>.map.new`, which `open` renames to finish.
+ */
+async function create(path: string, header: Header): Promise<void> {
+  const data = await open(newName(path), 'w');
+  try {
+    await data.truncate(header.size);
+    await data.sync();
+  } finally {
+    await data.close();
+  }
+  const map = await open(newName(`${path}.map`), 'w');
+  try {
+    await writeMap(map, header, new Uint8Array(bitmapBytes(header.size, header.blockSize)));
+  } finally {
+    await map.close();
+  }
+  await rename(newName(path), path);
+  await syncDirectory(dirname(path));
+  await rename(newName(`${path}.map`), `${path}.map`);
+  await syncDirectory(dirname(path));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 
