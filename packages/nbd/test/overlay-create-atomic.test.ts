@@ -2,7 +2,7 @@
 // file renamed, then the map. Every state a crash can leave (made here by hand) opens: leftovers
 // of a creation that did not get to its renames are replaced, and one cut short between the two
 // renames is finished.
-import { mkdir, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OverlayFile } from '../src/index.js';
@@ -49,6 +49,19 @@ describe('OverlayFile first creation', () => {
     await mkdir(sub);
     await (await OverlayFile.open(join(sub, 'o.img'), identity, base)).close();
     expect((await readdir(sub)).sort()).toEqual(['o.img', 'o.img.map']);
+  });
+
+  it('makes both files owner-only (0600), whatever the umask and a .new leftover’s mode: they hold blocks of the backup, decrypted', async () => {
+    const path = join(dir.path, `m${++n}.img`);
+    await writeFile(`${path}.new`, Buffer.alloc(100), { mode: 0o644 });
+    const umask = process.umask(0o022);
+    try {
+      await (await OverlayFile.open(path, identity, base)).close();
+    } finally {
+      process.umask(umask);
+    }
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect((await stat(`${path}.map`)).mode & 0o777).toBe(0o600);
   });
 
   it('a crash before the renames (a short data file, a short map under .new names): the next open creates the overlay anew', async () => {

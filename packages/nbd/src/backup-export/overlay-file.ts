@@ -336,22 +336,26 @@ export class OverlayFile {
 const newName = (path: string): string => `${path}.new`;
 
 /**
- * Creates a new empty overlay at `path` (which must not exist) so that a crash at any point
+ * Creates a new empty overlay at `path` (which must not exist), both files owner-only (0600), so that a crash at any point
  * leaves either no overlay (only `.new` leftovers, replaced by the next creation) or one that
  * opens: both files are made and synced under temporary names, then the data file is renamed,
  * then the map, each rename made durable (the directory synced). A crash between the two renames
  * leaves the data file (never written) with `<path>.map.new`, which `open` renames to finish.
  */
 async function create(path: string, header: Header): Promise<void> {
-  const data = await open(newName(path), 'w');
+  // Owner-only, as the export's socket is: the overlay holds blocks of the backup, decrypted
+  // (chmod too: a `.new` leftover keeps the mode it was made with).
+  const data = await open(newName(path), 'w', 0o600);
   try {
+    await data.chmod(0o600);
     await data.truncate(header.size);
     await data.sync();
   } finally {
     await data.close();
   }
-  const map = await open(newName(`${path}.map`), 'w');
+  const map = await open(newName(`${path}.map`), 'w', 0o600);
   try {
+    await map.chmod(0o600);
     await writeMap(map, header, new Uint8Array(bitmapBytes(header.size, header.blockSize)));
   } finally {
     await map.close();
