@@ -357,10 +357,14 @@ export class QemuStorageDaemon {
     return this.exitStatus;
   }
 
-  /** The daemon's stdout and stderr so far; once the temp dir is removed, its last 1 MiB (bytes) as it was then. */
+  /**
+   * The last 1 MiB (bytes) of the daemon's stdout and stderr so far (the log has no bound while
+   * the daemon runs; a whole one past V8's string limit could not be read); once the temp dir is
+   * removed, as it was then.
+   */
   async readLog(): Promise<string> {
     if (this.keptLog !== undefined) return this.keptLog;
-    return readFile(this.logPath, 'utf8').catch(() => this.keptLog ?? '');
+    return readTail(this.logPath, KEPT_LOG_BYTES).catch(() => this.keptLog ?? '');
   }
 
   /**

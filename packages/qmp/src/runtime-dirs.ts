@@ -10,8 +10,10 @@
  *   mean something only in their pid namespace: a daemon started from another one (a container
  *   sharing the parent dir) has pids that are gone or name other processes here, so its sockets
  *   decide. The owner file records the owner's pid namespace (`pidNamespace`, the inode of
- *   `/proc/self/ns/pid`); a dir of another namespace is judged by its sockets alone. Owner files
- *   without it (older versions) are judged by pids, then sockets.
+ *   `/proc/self/ns/pid`). A dir of another namespace, or of an owner file without it (older
+ *   versions), whose pids are gone here is judged as an owner-less dir is (quiet for the grace, no
+ *   socket served): its daemon may be starting, its sockets not made yet. One of this namespace
+ *   whose pids are gone is removed once no socket in it is served.
  *   A dir kept on purpose (`keep`: the daemon was started with `keepDir`, whose log is there to be
  *   read after the daemon and its caller are gone) is never removed; that is its keeper's business.
  *   Such dirs are named with KEPT_DIR_PREFIX, which the sweep skips, so one stays even without an
@@ -80,7 +82,11 @@ export async function removeStaleDirs(parent: string): Promise<string[]> {
     const owner = await readOwner(dir);
     if (!owner) {
       if (!MKDTEMP_NAME.test(name.slice(DIR_PREFIX.length)) || !(await ownerlessDirIsAbandoned(dir))) continue;
-    } else if (owner.keep || ownerMayRun(owner) || (await socketsMayBeLive(dir))) continue;
+    } else if (owner.keep || ownerMayRun(owner)) continue;
+    // Pids of this namespace that are gone mean a dead owner: its sockets decide. An owner of
+    // another namespace (or one not recorded) may be starting its daemon, whose sockets do not
+    // exist yet: it must also be quiet for the grace, as an owner-less dir.
+    else if (ownPidNamespace(owner) ? await socketsMayBeLive(dir) : !(await quietAndUnserved(dir))) continue;
     await rm(dir, { recursive: true, force: true }).then(
       () => removed.push(dir),
       () => undefined,
@@ -94,13 +100,28 @@ async function ownerlessDirIsAbandoned(dir: string): Promise<boolean> {
   try {
     const st = await lstat(dir);
     if (!st.isDirectory() || (process.getuid !== undefined && st.uid !== process.getuid())) return false;
+  } catch {
+    return false; // vanished or unreadable: not ours to judge now
+  }
+  return quietAndUnserved(dir);
+}
+
+/** Whether `dir` and every entry in it are unmodified for OWNERLESS_GRACE_MS and no socket in it is served. */
+async function quietAndUnserved(dir: string): Promise<boolean> {
+  try {
     const quietSince = Date.now() - OWNERLESS_GRACE_MS;
-    if (st.mtimeMs > quietSince) return false;
+    if ((await lstat(dir)).mtimeMs > quietSince) return false;
     for (const entry of await readdir(dir)) if ((await lstat(join(dir, entry))).mtimeMs > quietSince) return false;
     return !(await socketsMayBeLive(dir));
   } catch {
     return false; // vanished or unreadable: not ours to judge now
   }
+}
+
+/** Whether `owner` recorded this process's pid namespace (its pids then mean what they say here). */
+function ownPidNamespace(owner: Owner): boolean {
+  const here = currentOwner().pidNamespace;
+  return owner.pidNamespace !== undefined && here !== undefined && owner.pidNamespace === here;
 }
 
 /**

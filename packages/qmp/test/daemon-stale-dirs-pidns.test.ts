@@ -2,15 +2,16 @@
 // here. A daemon started from another pid namespace (a container sharing the temp parent) has
 // pids that do not exist here, so any start() on this side removed a live daemon's dir (its
 // qmp.sock, nbd.sock and log). Now an owner dir also needs its sockets dead (QMP first), and an
-// owner of another pid namespace (recorded in the owner file) is judged by its sockets alone.
+// owner of another pid namespace (or not recorded) is judged as an owner-less dir: quiet for the
+// grace as well (its daemon may be starting, its sockets not made yet).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readlinkSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
-import { DIR_PREFIX, removeStaleDirs } from '../src/runtime-dirs.js';
+import { DIR_PREFIX, OWNERLESS_GRACE_MS, removeStaleDirs } from '../src/runtime-dirs.js';
 import { removeDir, tempDir } from './helpers.js';
 
 const sweepFixture = fileURLToPath(new URL('./fixtures/sweep-stale-dirs.mjs', import.meta.url));
@@ -68,6 +69,13 @@ async function ownedDaemonDir(under: string, owner: (daemonPid: number) => Promi
   return { dir, child };
 }
 
+/** Sets `dir` and everything directly in it as last modified before the grace. */
+async function aged(dir: string): Promise<void> {
+  const then = new Date(Date.now() - OWNERLESS_GRACE_MS - 60_000);
+  for (const entry of await readdir(dir)) await utimes(join(dir, entry), then, then);
+  await utimes(dir, then, then);
+}
+
 async function killed(child: ChildProcess): Promise<void> {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
@@ -88,14 +96,37 @@ describe('stale-dir sweep of dirs with an owner file whose pids are gone here', 
     }
   });
 
-  it('an old owner file (no pidNamespace) with dead pids: kept while its QMP socket is served, removed once it is not', async () => {
+  it('an old owner file (no pidNamespace) with dead pids: kept while its QMP socket is served or it is within the grace, removed once neither', async () => {
     const sub = join(parent, 'old-owner');
     await mkdir(sub);
     const gone = await deadPid();
     const { dir, child } = await ownedDaemonDir(sub, async () => ({ pid: gone, daemonPid: await deadPid() }));
+    await aged(dir);
     expect(await removeStaleDirs(sub)).toEqual([]);
     expect(existsSync(join(dir, 'qmp.sock'))).toBe(true);
     await killed(child); // the socket file stays, refusing connections
+    await utimes(dir, new Date(), new Date()); // young again
+    expect(await removeStaleDirs(sub)).toEqual([]);
+    await aged(dir);
+    expect(await removeStaleDirs(sub)).toEqual([dir]);
+  });
+
+  it('a dir of another pid namespace whose daemon has not made its sockets yet (starting) is left alone within the grace', async () => {
+    const sub = join(parent, 'foreign-starting');
+    await mkdir(sub);
+    const dir = await mkdtemp(join(sub, DIR_PREFIX));
+    await writeFile(join(dir, 'owner'), JSON.stringify({ pid: await deadPid(), daemonPid: await deadPid(), pidNamespace: 1 }));
+    expect(await removeStaleDirs(sub)).toEqual([]);
+    await aged(dir);
+    expect(await removeStaleDirs(sub)).toEqual([dir]);
+  });
+
+  it('a dir of this pid namespace whose pids are gone is removed at once when no socket is served', async () => {
+    const sub = join(parent, 'own-dead');
+    await mkdir(sub);
+    const { dir, child } = await ownedDaemonDir(sub, async () => ({ pid: await deadPid(), daemonPid: await deadPid(), pidNamespace: Number(/\d+/.exec(ownNamespace)![0]) }));
+    expect(await removeStaleDirs(sub)).toEqual([]);
+    await killed(child);
     expect(await removeStaleDirs(sub)).toEqual([dir]);
   });
 
@@ -124,6 +155,7 @@ describe('stale-dir sweep of dirs with an owner file whose pids are gone here', 
     expect(await removeStaleDirs(sub)).toEqual([]); // seen from here: another namespace, socket served
     expect(sweepFromAnotherNamespace(sub)).toEqual([]);
     await killed(child);
+    await aged(dir);
     expect(await removeStaleDirs(sub)).toEqual([dir]); // this process runs, but its pid means nothing for that namespace
   });
 
@@ -133,6 +165,8 @@ describe('stale-dir sweep of dirs with an owner file whose pids are gone here', 
     const { dir, child } = await ownedDaemonDir(sub, async (daemonPid) => ({ pid: process.pid, daemonPid, pidNamespace: Number(/\d+/.exec(ownNamespace)![0]) }));
     expect(sweepFromAnotherNamespace(sub)).toEqual([]);
     await killed(child);
+    expect(sweepFromAnotherNamespace(sub)).toEqual([]); // within the grace: from there, it may be starting
+    await aged(dir);
     expect(sweepFromAnotherNamespace(sub)).toEqual([dir]);
   });
 });

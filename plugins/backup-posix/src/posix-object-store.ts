@@ -412,9 +412,10 @@ export class PosixObjectStore implements ObjectStore {
     } catch (err) {
       // A read-only file system says EROFS before it looks the name up, present or not: a key
       // that holds no object (nothing, or a directory: no object either) is deleted all the same
-      // (idempotent). The root was checked above, just before the unlink (as for a present key):
-      // not again here.
-      if (isAbsent(err) || errnoOf(err) === 'EISDIR' || (await this.holdsNoObject(path))) return;
+      // (idempotent), once the root is known to be the one pinned (see absent): checked again
+      // after the unlink, since a mount gone between the check above and the unlink also makes
+      // the key look absent.
+      if (isAbsent(err) || errnoOf(err) === 'EISDIR' || (await this.holdsNoObject(path))) return this.dirs.checkRoot();
       throw fsError(err, `delete ${key}`);
     }
     checkSignal(options.signal);

@@ -39,8 +39,9 @@ describe('qemu-img reports that are not a JSON object (stand-in qemu-img exiting
   for (const stdout of ['qemu-img: some banner, not JSON\n', '', '{"virtual-size": 10', 'null\n', '[1, 2]\n', '"text"\n']) {
     it(`info and describe fail INTERNAL for stdout ${JSON.stringify(stdout)}`, async () => {
       await writeFile(join(dir, 'stdout'), stdout);
-      for (const call of [img.info(join(dir, 'x.qcow2')), img.describe(join(dir, 'x.qcow2'))]) {
-        const err = await rejection(call);
+      // One at a time: a call started before the other was awaited could reject unhandled.
+      for (const call of [() => img.info(join(dir, 'x.qcow2')), () => img.describe(join(dir, 'x.qcow2'))]) {
+        const err = await rejection(call());
         expect(err).toBeInstanceOf(CairnError);
         expect(err).toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('info: unreadable report') });
       }

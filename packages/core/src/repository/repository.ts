@@ -177,14 +177,20 @@ export class Repository {
     const { signal } = options;
     if (this.config.version >= FORMAT_VERSION) return;
     throwIfAborted(signal);
-    if (this.config.version < CATALOG_BY_VOLUME_VERSION) await writeVolumeEntries(this, signal);
-    throwIfAborted(signal);
-    const stored = await readConfig(this.store, signal);
-    for (const field of ['id', 'encryption'] as const) {
-      if (!isDeepStrictEqual(stored[field], this.config[field])) {
-        throw new CairnError('CONFLICT', `repository config's ${field} changed since this process opened it (initialised again?): not upgrading it; open the repository again`, { details: { field } });
+    // Read (and checked) before the volume entries too: nothing is written into a repository
+    // initialised again meanwhile.
+    const current = async (): Promise<RepositoryConfig> => {
+      const stored = await readConfig(this.store, signal);
+      for (const field of ['id', 'encryption'] as const) {
+        if (!isDeepStrictEqual(stored[field], this.config[field])) {
+          throw new CairnError('CONFLICT', `repository config's ${field} changed since this process opened it (initialised again?): not upgrading it; open the repository again`, { details: { field } });
+        }
       }
-    }
+      return stored;
+    };
+    if (this.config.version < CATALOG_BY_VOLUME_VERSION && (await current()).version < CATALOG_BY_VOLUME_VERSION) await writeVolumeEntries(this, signal);
+    throwIfAborted(signal);
+    const stored = await current();
     if (stored.version >= FORMAT_VERSION) {
       (this as { config: RepositoryConfig }).config = stored;
       return;
