@@ -3,6 +3,7 @@ import { syncDir } from '@cairn/core';
 import { tryLock } from './file-lock.js';
 import { isUuid, type Layout, type RecordKind } from './layout.js';
 import type { RecordStore } from './record-store.js';
+import { removeSidecarTemps } from './sidecar-temps.js';
 
 /**
  * Deleting a volume or a snapshot, so that a crash at any point leaves nothing that is never
@@ -32,13 +33,17 @@ export async function markDeleting(store: RecordStore, kind: RecordKind, id: str
 
 /**
  * Removes what is left of `kind` `id` once markDeleting has run: its image, a volume's writer
- * lock, its bitmap directory, then its `<id>.deleting` sidecar. Each step is idempotent (what is
+ * lock, its bitmap directory, the temp files of its sidecar writes killed midway
+ * (sidecar-temps.ts), then its `<id>.deleting` sidecar. `names`, when given, is a listing of
+ * the kind's directory read since that sidecar was renamed, in which those temp files are looked
+ * up (so a listing that finishes deletions reads the directory once). Each step is idempotent (what is
  * gone already is fine), so a deletion finished twice, or by two processes at once, does no harm.
  */
-export async function removeRecordFiles(layout: Layout, kind: RecordKind, id: string): Promise<void> {
+export async function removeRecordFiles(layout: Layout, kind: RecordKind, id: string, names?: readonly string[]): Promise<void> {
   await rm(layout.image(kind, id), { force: true });
   if (kind === 'volume') await rm(layout.writerLock(id), { force: true });
   await rm(layout.cbtDir(kind, id), { recursive: true, force: true });
+  await removeSidecarTemps(layout, kind, id, names);
   await unlink(layout.deleting(kind, id)).catch((err: { code?: string }) => {
     if (err.code !== 'ENOENT') throw err;
   });
@@ -50,9 +55,10 @@ export async function removeRecordFiles(layout: Layout, kind: RecordKind, id: st
  * its own (an image already gone needs no lock). Resolves to `none` when there is no such sidecar
  * (or `id` is no UUID: nothing is looked up then), `finished` once the files are gone, `busy` when
  * the lock is held elsewhere — a deletion still under way, in another process or instance, left to
- * finish itself. Throws what removing a file throws.
+ * finish itself. Throws what removing a file throws. `names`: as removeRecordFiles's (a listing
+ * in which this deletion's `<id>.deleting` was seen).
  */
-export async function finishDeletion(layout: Layout, kind: RecordKind, id: string, driver: string): Promise<'none' | 'finished' | 'busy'> {
+export async function finishDeletion(layout: Layout, kind: RecordKind, id: string, driver: string, names?: readonly string[]): Promise<'none' | 'finished' | 'busy'> {
   if (!isUuid(id)) return 'none';
   try {
     await lstat(layout.deleting(kind, id));
@@ -66,7 +72,7 @@ export async function finishDeletion(layout: Layout, kind: RecordKind, id: strin
   });
   if (!lock) return 'busy';
   try {
-    await removeRecordFiles(layout, kind, id);
+    await removeRecordFiles(layout, kind, id, names);
   } finally {
     if (lock !== 'gone') await lock.release();
   }
@@ -92,11 +98,12 @@ function deletingIds(names: readonly string[]): string[] {
  * again); resolves to the ids it finished.
  */
 export async function finishDeletions(layout: Layout, kind: RecordKind, driver: string, names?: readonly string[]): Promise<string[]> {
-  const ids = deletingIds(names ?? (await readdir(layout.dir(kind)).catch(() => [] as string[])));
+  const listing = names ?? (await readdir(layout.dir(kind)).catch(() => [] as string[]));
+  const ids = deletingIds(listing);
   const finished: string[] = [];
   for (const id of ids) {
     try {
-      if ((await finishDeletion(layout, kind, id, driver)) === 'finished') finished.push(id);
+      if ((await finishDeletion(layout, kind, id, driver, listing)) === 'finished') finished.push(id);
     } catch {
       // not ours to remove, or gone meanwhile: the next listing looks again
     }

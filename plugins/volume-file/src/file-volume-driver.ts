@@ -14,6 +14,7 @@ import {
   type AttachTarget,
   type Attachment,
   type CreateVolumeSpec,
+  type ImageStamp,
   type Snapshot,
   type Volume,
   type VolumeDriver,
@@ -30,10 +31,13 @@ import { FileCheckpoints } from './file-checkpoints.js';
 import { resizeImage } from './image-size.js';
 import type { RecordKind } from './layout.js';
 import { namingFullDisk } from './no-space.js';
+import { OwnImageChange } from './own-change.js';
 import { parseFileVolumeOptions, type FileVolumeDriverOptions } from './options.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
 import { sweepOrphanSnapshots } from './snapshot-orphans.js';
+import { sweepSidecarTemps } from './sidecar-temps.js';
+import { sweepOrphanVolumes } from './volume-orphans.js';
 import { holdWriterLock, writerAlive } from './writer-lock.js';
 
 export type { FileVolumeDriverOptions } from './options.js';
@@ -221,17 +225,22 @@ export class FileVolumeDriver implements VolumeDriver {
    * are settled before the metadata lock is taken (settling may wait one tick of a coarse clock,
    * which would hold up every metadata change of the directory, in every process): recovery by
    * `recovered` (whose recheck under the lock is one stat), the new stamp once the image has grown.
+   * The image is compared with its stamp again right before it grows, and around the new stamp
+   * (OwnImageChange): a write from outside the driver made while the bitmaps were saved makes
+   * every checkpoint inconsistent instead of being absorbed by the new stamp.
    */
   private async grow(volumeId: string, image: string, size: number): Promise<void> {
     const { ctx } = this;
     const before = new Map<string, DirtyBitmap>();
     let oldSize = 0;
+    let reference: ImageStamp | undefined;
     await ctx.recovered(volumeId);
     await ctx.store.updateVolume(volumeId, async (r) => {
       // The size extendVolume checked was read before the lock: another process may have grown the
       // volume since, and truncating to `size` would then cut off its tail.
       if (size < r.size) throw ctx.err('INVALID_INPUT', `cannot shrink volume ${volumeId} from ${r.size} to ${size}`);
       await ctx.recover(r);
+      reference = r.imageStamp;
       oldSize = r.size;
       const tracked = r.checkpoints.filter((x) => x.consistent);
       if (tracked.length > 0 && size > DirtyBitmap.maxSize(GRANULARITY)) {
@@ -249,7 +258,9 @@ export class FileVolumeDriver implements VolumeDriver {
       }
       r.size = size;
     });
+    let own: OwnImageChange;
     try {
+      own = await OwnImageChange.begin(ctx, volumeId, reference);
       await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, size, this.name));
     } catch (err) {
       // Should putting them back fail too, the sidecar keeps the new size of an image still of the
@@ -266,19 +277,7 @@ export class FileVolumeDriver implements VolumeDriver {
     }
     // The grown image is the driver's own change. Should this fail, the stale stamp only makes
     // the checkpoints inconsistent at the next check (a full backup, never a wrong incremental).
-    await this.saveStamp(volumeId).catch(() => {});
-  }
-
-  /**
-   * Records the image as it is now in the volume's sidecar, as the driver's own change: settled
-   * first (this may wait one tick of a coarse clock), then saved holding the metadata lock only for
-   * the write. Call holding a lock on the image that keeps every writer of ours off it.
-   */
-  private async saveStamp(volumeId: string): Promise<void> {
-    const stamp = await this.ctx.imageStamp(volumeId);
-    await this.ctx.store.updateVolume(volumeId, (r) => {
-      r.imageStamp = stamp;
-    });
+    await own.record().catch(() => {});
   }
 
   /**
@@ -286,14 +285,18 @@ export class FileVolumeDriver implements VolumeDriver {
    * checkpoints' bitmaps. `NOT_FOUND` if unknown; `BUSY` while another process writes the volume.
    * First removes what snapshot creates killed midway (and deletes killed midway by an older
    * driver version) left behind over a day ago (sweepOrphanSnapshots: image copies and bitmap
-   * directories without a sidecar).
+   * directories without a sidecar), and likewise the images of volume creates killed midway
+   * (sweepOrphanVolumes) and the temp files of sidecar writes killed midway (sweepSidecarTemps).
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
         await this.ctx.store.volume(volumeId);
         if (name !== undefined) assertDisplayName(name, 'name', this.name);
-        await sweepOrphanSnapshots(this.ctx.store.layout, undefined, this.ctx.clock); // a killed create's copy would keep its space for ever
+        const { layout } = this.ctx.store;
+        await sweepOrphanSnapshots(layout, undefined, this.ctx.clock); // a killed create's copy would keep its space for ever
+        await sweepOrphanVolumes(layout, undefined, this.ctx.clock); // as would a killed createVolume's image
+        await sweepSidecarTemps(layout, undefined, this.ctx.clock);
         const id = newId();
         const tracker = this.ctx.trackers.get(volumeId);
         let record: SnapshotRecord;
@@ -394,13 +397,16 @@ export class FileVolumeDriver implements VolumeDriver {
     const { ctx } = this;
     const image = ctx.store.layout.image(kind, record.id);
     let size = record.size;
-    if (kind === 'volume') size = (await ctx.recovered(record.id)).size;
+    let reference: ImageStamp | undefined;
+    if (kind === 'volume') ({ size, imageStamp: reference } = await ctx.recovered(record.id));
     const actual = (await stat(image)).size;
     if (actual > size || (actual < size && kind === 'snapshot')) throw ctx.err('CORRUPT', `image ${image} has ${actual} bytes, its sidecar says ${size}`);
     if (actual < size) {
-      // An extend interrupted between sidecar and truncate: its bitmaps already mark the tail.
+      // An extend interrupted between sidecar and truncate: its bitmaps already mark the tail. A
+      // write from outside since `recovered` is not taken for part of this growth (OwnImageChange).
+      const own = await OwnImageChange.begin(ctx, record.id, reference);
       await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, size, this.name));
-      await this.saveStamp(record.id);
+      await own.record();
     }
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
@@ -463,8 +469,8 @@ export class FileVolumeDriver implements VolumeDriver {
   /**
    * Deletes a volume or snapshot holding an exclusive lock on its image; `check` runs first under
    * that lock and may refuse by throwing. Its sidecar is renamed `<id>.deleting` (the record is
-   * gone at that instant), then its image, bitmaps (and a volume's writer lock) are removed, then
-   * that sidecar (deletion.ts: a deletion killed midway is finished by the next listing, or by a
+   * gone at that instant), then its image, bitmaps (and a volume's writer lock), the temp files
+   * of its sidecar writes killed midway, then that sidecar (deletion.ts: a deletion killed midway is finished by the next listing, or by a
    * retried delete).
    */
   private async removeFiles(kind: RecordKind, id: string, check?: () => Promise<void>): Promise<void> {

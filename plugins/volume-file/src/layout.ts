@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { isUuid } from '@cairn/core';
 
 /**
  * Where things live under the driver's `directory`:
@@ -9,6 +10,7 @@ import { join } from 'node:path';
  *   volumes/<id>.cbt/<checkpoint>.bitmap   dirty bitmap of one checkpoint
  *   volumes/<id>.writer                    empty; flock(2) held by a read-write attachment (writer-lock.ts)
  *   volumes/<id>.deleting                  the sidecar of a volume being deleted, renamed (deletion.ts)
+ *   volumes/.<id>.json.<random>.tmp       a sidecar being written (core's writeFileAtomic); left by a killed write (sidecar-temps.ts)
  *   volumes/.clock                         empty probe whose ctime reads the file system's clock (core's drivers/stamp-clock.ts)
  *   snapshots/<id>.json|.img|.cbt/         the same for snapshots (SnapshotRecord)
  *   snapshots/<id>.deleting                the same for a snapshot being deleted
@@ -55,4 +57,14 @@ export class Layout {
 }
 
 /** Ids are UUIDs; anything else cannot name a file of ours (and is never found). */
-export { isUuid } from '@cairn/core';
+export { isUuid };
+
+/**
+ * The id whose sidecar the temp file `name` (an entry of a kind's directory) was written for —
+ * `.<id>.json.<random hex>.tmp`, core's tempPathBeside — or undefined for any other name.
+ */
+export function sidecarTempId(name: string): string | undefined {
+  const m = /^\.(.+)\.json\.[0-9a-f]+\.tmp$/.exec(name);
+  return m && isUuid(m[1]!) ? m[1] : undefined;
+}
+

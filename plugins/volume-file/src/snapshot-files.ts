@@ -15,6 +15,10 @@ import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.j
  * sidecar, whose appearance makes the snapshot exist. The caller keeps the image from changing.
  * An image shorter than the sidecar says (an extend interrupted by a crash) is copied grown to
  * the sidecar's size: the missing tail reads as zeros, as it will on the volume once attached.
+ * Without `live` (no local writer), `volume` is a record whose image stamp the caller has just
+ * checked (DriverContext.recovered): the image is compared with it again once copied, and a write
+ * from outside the driver meanwhile makes every checkpoint of the snapshot and of the volume
+ * inconsistent.
  * Its files get the owner of their directory when root makes them in another user's (dir-owner.ts).
  * On failure nothing of the snapshot is left (no sidecar, image or bitmaps; or, when its sidecar
  * landed and cannot be removed, the whole snapshot) and the error is thrown.
@@ -65,6 +69,13 @@ async function writeSnapshotFiles(
     const bitmap = !c.consistent ? undefined : live ? live.get(c.id) : await ctx.loadBitmap('volume', volume.id, c.id, volume.size);
     if (bitmap) await ctx.saveBitmap('snapshot', id, c.id, bitmap);
     checkpoints.push({ id: c.id, createdAt: c.createdAt, consistent: !!bitmap });
+  }
+  if (!live && !(await ctx.imageUnchanged(volume))) {
+    // Written from outside the driver since `volume` was read (its stamp checked): perhaps during
+    // the copy, which then holds a write its checkpoints' bitmaps do not. Neither the snapshot's
+    // checkpoints nor the volume's are consistent then (the volume's recovered as recover does).
+    for (const c of checkpoints) c.consistent = false;
+    await ctx.recovered(volume.id);
   }
   const record: SnapshotRecord = {
     format: 1,

@@ -1,15 +1,10 @@
-import { lstat, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileSystemClock, type StampClock } from '@cairn/core';
 import { isUuid, type Layout } from './layout.js';
+import { exists, ORPHAN_AGE_MS, unchangedFor } from './leftover-age.js';
 
-/**
- * Age after which a snapshot's image copy or bitmap directory with no sidecar is taken for a
- * leftover: one day. A live createSnapshot writes its copy (fresh mtime) and then, within
- * seconds, its bitmaps and sidecar; only a creator stalled for a day (a hung NFS mount) could
- * still be about to write the sidecar of a copy this old.
- */
-export const ORPHAN_AGE_MS = 24 * 60 * 60 * 1000;
+export { ORPHAN_AGE_MS } from './leftover-age.js';
 
 /**
  * Removes what a createSnapshot killed midway (a crash, SIGKILL, a power cut), or a deleteSnapshot
@@ -22,10 +17,9 @@ export const ORPHAN_AGE_MS = 24 * 60 * 60 * 1000;
  * foreign names are left alone. Best effort: never rejects; resolves to the paths it removed.
  *
  * An entry's age is from the later of its mtime and ctime, against the timestamp clock of the file
- * system holding `snapshots/` (`clock.now`), never the local clock: a snapshot being put in place
- * by a copy that keeps times (`cp -a`, `rsync -a`, `tar x`: its `.cbt` and `.img` land with the
- * origin's old mtime before its sidecar does) has a fresh ctime, which no utimes can set back; and
- * a file server whose clock is behind this host's never makes a live creator's copy look old.
+ * system holding `snapshots/` (unchangedFor, leftover-age.ts): a snapshot being put in place by a
+ * copy that keeps times (its `.cbt` and `.img` land with the origin's old mtime before its sidecar
+ * does) is young, as is a live creator's copy on a file server whose clock is behind this host's.
  */
 export async function sweepOrphanSnapshots(layout: Layout, ageMs = ORPHAN_AGE_MS, clock: StampClock = fileSystemClock): Promise<string[]> {
   const dir = layout.dir('snapshot');
@@ -38,9 +32,7 @@ export async function sweepOrphanSnapshots(layout: Layout, ageMs = ORPHAN_AGE_MS
     const path = join(dir, name);
     try {
       now ??= await clock.now(dir); // read once, and only when there is something to judge
-      const st = await lstat(path, { bigint: true });
-      const changed = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
-      if (changed > now - BigInt(ageMs) * 1_000_000n) continue; // a live creator's, one being put in place, or too recent to tell
+      if (!(await unchangedFor(path, now, ageMs))) continue; // a live creator's, one being put in place, or too recent to tell
       if (await exists(layout.sidecar('snapshot', m[1]!))) continue;
       await rm(path, { recursive: true, force: true });
       removed.push(path);
@@ -49,14 +41,4 @@ export async function sweepOrphanSnapshots(layout: Layout, ageMs = ORPHAN_AGE_MS
     }
   }
   return removed;
-}
-
-/** Whether anything is at `path`; an lstat failing otherwise than ENOENT counts as there (keep the data). */
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code !== 'ENOENT';
-  }
 }
