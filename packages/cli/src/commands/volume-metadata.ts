@@ -10,13 +10,15 @@ import { volumeJson, volumeText } from '../output/views.js';
  * pair without `=` or with an empty key.
  */
 export function metadataPairs(items: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+  // A Map, then own data properties: `out['__proto__'] = v` would set the prototype instead,
+  // losing a key the rest of Cairn keeps.
+  const pairs = new Map<string, string>();
   for (const text of items) {
     const i = text.indexOf('=');
     if (i <= 0) throw new CairnError('INVALID_INPUT', `metadata "${text}" is not key=value`, { details: { field: 'metadata', reason: 'not_pair' } });
-    out[text.slice(0, i)] = text.slice(i + 1);
+    pairs.set(text.slice(0, i), text.slice(i + 1));
   }
-  return out;
+  return Object.fromEntries(pairs);
 }
 
 /**
