@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { BackupReader, type Repository } from '@cairn/core';
+import { BackupReader, CairnError, type Repository } from '@cairn/core';
 import { NbdClient, serveBackup, type BackupExport, type ServeBackupOptions } from '../src/index.js';
 import { CHUNK, KiB, MiB, backupFixture, corruptChunk, type BackupFixture } from './backup-export-fixture.js';
 import { sleep } from './helpers/outcome.js';
@@ -117,6 +117,30 @@ describe('backup export read-ahead windows', () => {
     } finally {
       await a.disconnect();
       await b.disconnect();
+    }
+  });
+
+  it('a window whose fetch failed for now (UNAVAILABLE, not damage) is fetched again by the next read in it', async () => {
+    const readRange = BackupReader.prototype.readRange;
+    let refused = false;
+    const spy = vi.spyOn(BackupReader.prototype, 'readRange').mockImplementation(function (this: BackupReader, start: number, length: number) {
+      if (start === 12 * MiB && !refused) {
+        refused = true;
+        return Promise.reject(new CairnError('UNAVAILABLE', 'the store went away for a moment', { driver: 'test' }));
+      }
+      return readRange.call(this, start, length);
+    });
+    const path = await serve(f.service, f.backup.id);
+    const client = await NbdClient.connect({ path, exportName: f.backup.id });
+    try {
+      const expectRead = async (at: number) => expect((await client.read(at, 4 * KiB)).equals(f.source.subarray(at, at + 4 * KiB))).toBe(true);
+      await expectRead(8 * MiB); // not sequential yet: read directly
+      await expectRead(8 * MiB + 128 * KiB); // sequential: [8, 12) MiB and two windows ahead, [12, 16) refused
+      await vi.waitFor(() => expect(refused).toBe(true));
+      await expectRead(12 * MiB); // in the refused window: fetched again
+      expect(spy.mock.calls.filter(([start]) => start === 12 * MiB)).toHaveLength(2);
+    } finally {
+      await client.disconnect();
     }
   });
 

@@ -1,8 +1,8 @@
-// OverlayFile.open creates a new overlay atomically: both files under `.new` names, then the data
+// OverlayFile.open creates a new overlay atomically: both files under `.cairn-new` names, then the data
 // file renamed, then the map. Every state a crash can leave (made here by hand) opens: leftovers
 // of a creation that did not get to its renames are replaced, and one cut short between the two
 // renames is finished.
-import { mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OverlayFile } from '../src/index.js';
@@ -51,9 +51,9 @@ describe('OverlayFile first creation', () => {
     expect((await readdir(sub)).sort()).toEqual(['o.img', 'o.img.map']);
   });
 
-  it('makes both files owner-only (0600), whatever the umask and a .new leftover’s mode: they hold blocks of the backup, decrypted', async () => {
+  it('makes both files owner-only (0600), whatever the umask and a leftover’s mode: they hold blocks of the backup, decrypted', async () => {
     const path = join(dir.path, `m${++n}.img`);
-    await writeFile(`${path}.new`, Buffer.alloc(100), { mode: 0o644 });
+    await writeFile(`${path}.cairn-new`, Buffer.alloc(100), { mode: 0o644 });
     const umask = process.umask(0o022);
     try {
       await (await OverlayFile.open(path, identity, base)).close();
@@ -64,19 +64,32 @@ describe('OverlayFile first creation', () => {
     expect((await stat(`${path}.map`)).mode & 0o777).toBe(0o600);
   });
 
-  it('a crash before the renames (a short data file, a short map under .new names): the next open creates the overlay anew', async () => {
+  it('a crash before the renames (a short data file, a short map under .cairn-new names): the next open creates the overlay anew', async () => {
     const path = join(dir.path, `o${++n}.img`);
-    await writeFile(`${path}.new`, Buffer.alloc(100));
-    await writeFile(`${path}.map.new`, Buffer.from('CAIRN-OVERLAY/1\n{"backupId":'));
+    await writeFile(`${path}.cairn-new`, Buffer.alloc(100));
+    await writeFile(`${path}.map.cairn-new`, Buffer.from('CAIRN-OVERLAY/1\n{"backupId":'));
     await expectUsable(path);
   });
 
-  it('a crash between the renames (the data file, its map still under .map.new): the next open finishes the creation', async () => {
+  it('a crash between the renames (the data file, its map still under .map.cairn-new): the next open finishes the creation', async () => {
     const path = join(dir.path, `o${++n}.img`);
     await writeFile(path, Buffer.alloc(0));
     await truncate(path, SIZE);
-    await writeFile(`${path}.map.new`, await newMap());
+    await writeFile(`${path}.map.cairn-new`, await newMap());
     await expectUsable(path);
+  });
+
+  it('leaves a user’s files named <path>.new and <path>.map.new alone, and follows no link planted at a temporary name', async () => {
+    const path = join(dir.path, `u${++n}.img`);
+    await writeFile(`${path}.new`, 'precious');
+    await writeFile(`${path}.map.new`, 'precious too');
+    const target = join(dir.path, `target${n}`);
+    await writeFile(target, 'not to be truncated');
+    await symlink(target, `${path}.cairn-new`);
+    await expectUsable(path);
+    expect(await readFile(`${path}.new`, 'utf8')).toBe('precious');
+    expect(await readFile(`${path}.map.new`, 'utf8')).toBe('precious too');
+    expect(await readFile(target, 'utf8')).toBe('not to be truncated');
   });
 
   it('a data file without its map and nothing to finish it with is still CONFLICT', async () => {

@@ -1,4 +1,4 @@
-import { open, rename, stat, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError, KeyedMutex, toCairnError, writeFully, type Extent } from '@cairn/core';
 import { lockOverlay, type OverlayLock } from './overlay-lock.js';
@@ -333,27 +333,30 @@ export class OverlayFile {
 }
 
 /** The temporary name `create` gives `path` until it is complete. */
-const newName = (path: string): string => `${path}.new`;
+const newName = (path: string): string => `${path}.cairn-new`;
 
 /**
  * Creates a new empty overlay at `path` (which must not exist), both files owner-only (0600), so that a crash at any point
- * leaves either no overlay (only `.new` leftovers, replaced by the next creation) or one that
+ * leaves either no overlay (only `.cairn-new` leftovers, replaced by the next creation) or one that
  * opens: both files are made and synced under temporary names, then the data file is renamed,
  * then the map, each rename made durable (the directory synced). A crash between the two renames
- * leaves the data file (never written) with `<path>.map.new`, which `open` renames to finish.
+ * leaves the data file (never written) with `<path>.map.cairn-new`, which `open` renames to finish.
+ * The temporary names say whose they are (a file a user named `<path>.new` is never touched); a
+ * leftover is unlinked, then made anew exclusively (O_EXCL: a link planted there is not followed).
  */
 async function create(path: string, header: Header): Promise<void> {
   // Owner-only, as the export's socket is: the overlay holds blocks of the backup, decrypted
-  // (chmod too: a `.new` leftover keeps the mode it was made with).
-  const data = await open(newName(path), 'w', 0o600);
+  await rm(newName(path), { force: true });
+  const data = await open(newName(path), 'wx', 0o600);
   try {
-    await data.chmod(0o600);
+    await data.chmod(0o600); // whatever the umask
     await data.truncate(header.size);
     await data.sync();
   } finally {
     await data.close();
   }
-  const map = await open(newName(`${path}.map`), 'w', 0o600);
+  await rm(newName(`${path}.map`), { force: true });
+  const map = await open(newName(`${path}.map`), 'wx', 0o600);
   try {
     await map.chmod(0o600);
     await writeMap(map, header, new Uint8Array(bitmapBytes(header.size, header.blockSize)));

@@ -1,4 +1,4 @@
-import { untilAborted, type BackupReader } from '@cairn/core';
+import { hasCode, untilAborted, type BackupReader } from '@cairn/core';
 
 export interface WindowReaderOptions {
   /** Chunks per window. Default 32 (4 MiB at 128 KiB chunks). */
@@ -29,8 +29,9 @@ const RECENT = 8;
  * share one stream. Two clients reading the same window therefore do not make each other look
  * sequential.
  *
- * Damage: a window that fails (a damaged or missing chunk somewhere in it) is remembered as
- * failed until this reader is dropped (the export closes): read-ahead skips it, and reads inside
+ * Damage: a window that fails with `CORRUPT` or `NOT_FOUND` (a damaged or missing chunk somewhere
+ * in it; not a store that failed for now, `UNAVAILABLE`) is remembered as failed until this reader
+ * is dropped (the export closes): read-ahead skips it, and reads inside
  * it go straight to the reader, so only reads touching the damaged chunk fail and the window is
  * not fetched again. Safe for concurrent reads. Windows are shared by every caller: a caller's
  * signal ends its own wait, never a window's fetch.
@@ -41,7 +42,7 @@ export class WindowReader {
   private readonly windowsCached: number;
   /** Each window's bytes, or undefined for a window of zero chunks only. */
   private readonly windows = new Map<number, Promise<Buffer | undefined>>();
-  /** Windows whose fetch failed: never fetched whole again. */
+  /** Windows whose fetch found damage: never fetched whole again. */
   private readonly failed = new Set<number>();
   /** Recent windows of each stream (see the class comment). */
   private readonly recentBySignal = new WeakMap<AbortSignal, number[]>();
@@ -102,8 +103,9 @@ export class WindowReader {
     const length = Math.min(this.windowSize, this.reader.size - start);
     // One batched fetch, each chunk copied once, straight to its place.
     p = this.reader.allocated({ offset: start, length }).then((data) => (data.length === 0 ? undefined : this.reader.readRange(start, length)));
-    p.catch(() => {
-      this.failed.add(w);
+    p.catch((err: unknown) => {
+      // Damage is for good; a store that failed (UNAVAILABLE, a cancel) may serve the window next time.
+      if (hasCode(err, 'CORRUPT') || hasCode(err, 'NOT_FOUND')) this.failed.add(w);
       if (this.windows.get(w) === p) this.windows.delete(w);
     });
     this.windows.set(w, p);
