@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { CairnError } from '@cairn/core';
 import { CliContext, type GlobalOptions } from './context.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
+import { withoutHint } from './output/error-hints.js';
 import { Output } from './output/output.js';
 import { stdoutFailure, watchStdout } from './output/stdout.js';
 
@@ -58,11 +59,14 @@ export function reportStdoutFailure(out: Output, failure: NodeJS.ErrnoException 
     return exitCode;
   }
   if (epipe) return ExitCode.BROKEN_PIPE;
+  // No hint: the full-file-system one speaks of the repository and `repo gc`, which stdout is not.
   out.error(
-    new CairnError('UNAVAILABLE', `the command completed, but its output could not be written to stdout: ${failure.message}`, {
-      cause: failure,
-      details: failure.code ? { errno: failure.code } : {},
-    }),
+    withoutHint(
+      new CairnError('UNAVAILABLE', `the command completed, but its output could not be written to stdout: ${failure.message}`, {
+        cause: failure,
+        details: failure.code ? { errno: failure.code } : {},
+      }),
+    ),
   );
   return ExitCode.UNAVAILABLE;
 }

@@ -193,6 +193,16 @@ describe('cairn config', () => {
     }
   });
 
+  it('a YAML syntax error is one line naming the place, without the parser\'s excerpt of the text (docs/cli.md, errors)', async () => {
+    const file = await withConfig('twice.yaml', 'version: 1\nversion: 1\n');
+    const r = await cairn(['volume', 'list', '--config', file], { cwd });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.split('\n').filter((l) => !l.startsWith('warning:'))).toEqual([`error [INVALID_INPUT]: [config] ${file}: not valid YAML: Map keys must be unique at line 2, column 1`, '']);
+    const j = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });
+    expect(jsonError(j)).toMatchObject({ details: { file, line: 2, column: 1 } });
+    expect(jsonError(j).message).toMatch(/not valid YAML: Map keys must be unique at line 2, column 1$/);
+  });
+
   it('a JSON config that starts with a byte order mark (as Windows editors save it) loads as without one', async () => {
     const file = await withConfig('bom.json', `\uFEFF${JSON.stringify(good, null, 2)}\r\n`);
     const r = await cairn(['volume', 'list', '--config', file, '--json'], { cwd });

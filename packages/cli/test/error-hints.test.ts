@@ -1,6 +1,6 @@
 import { CairnError } from '@cairn/core';
 import { describe, expect, it } from 'vitest';
-import { hintFor } from '../src/output/error-hints.js';
+import { hintFor, withoutHint } from '../src/output/error-hints.js';
 
 // Which errors get the full-file-system hint: a store's `details.errno`, or a system error's
 // `code`, anywhere in the chain of causes; no other error.
@@ -21,5 +21,11 @@ describe('error hints', () => {
     const loop: { cause?: unknown } = {};
     loop.cause = loop; // a cycle ends the walk instead of hanging it
     expect(hintFor(loop)).toBeUndefined();
+  });
+
+  it('gives no hint for an error marked withoutHint (stdout on a full device), though its cause is ENOSPC', () => {
+    const stdout = withoutHint(new CairnError('UNAVAILABLE', 'output could not be written to stdout', { cause: sysError('ENOSPC'), details: { errno: 'ENOSPC' } }));
+    expect(hintFor(stdout)).toBeUndefined();
+    expect(hintFor(new CairnError('UNAVAILABLE', 'put x', { cause: stdout.cause }))).toBeDefined(); // only the marked error
   });
 });

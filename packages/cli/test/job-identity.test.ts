@@ -67,6 +67,20 @@ describe('job files and process identity', () => {
     expect(await readdir(jobsDir())).not.toContain(`${job.id}.json`);
   });
 
+  it('the dead-job warning names what the job works on: a backup its volume, a restore its backup and volume', async () => {
+    const exited = spawn('true', { stdio: 'ignore' });
+    await new Promise((r) => exited.once('exit', r));
+    await mkdir(jobsDir(), { recursive: true });
+    const record = (id: string, kind: string) => ({ id, kind, pid: exited.pid, backupId: 'b-1', volumeId: 'v-1', startedAt: new Date().toISOString(), pidStartTime: 1 });
+    await writeFile(join(jobsDir(), 'dead-backup.json'), JSON.stringify({ ...record('dead-backup', 'backup'), backupId: 'dead-backup' }));
+    await writeFile(join(jobsDir(), 'dead-restore.json'), JSON.stringify(record('dead-restore', 'restore')));
+    const r = await cairn(['backup', 'jobs', '--json'], { cwd });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('warning: job dead-backup (backup of volume v-1) is dead: ');
+    expect(r.stderr).toContain('warning: job dead-restore (restore of backup b-1 to volume v-1) is dead: ');
+    expect(await readdir(jobsDir())).not.toContain('dead-backup.json');
+  });
+
   it('a job file whose pid now names another process is not listed, not signalled, and removed', async () => {
     const sleeper = unrelatedProcess();
     await new Promise((r) => sleeper.once('spawn', r));

@@ -64,6 +64,7 @@ describe("a command whose stdout can't be written", () => {
     const e = JSON.parse(lines[0]!).error;
     expect(e).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
     expect(e.message).toContain('stdout');
+    expect(e.hint).toBeUndefined(); // the full-file-system hint is about the repository and `repo gc`, not stdout
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(await readdir(join(cwd, 'run'))).toEqual([]);
   });
@@ -75,6 +76,8 @@ describe("a command whose stdout can't be written", () => {
     const r = await runWithStdout(openSync('/dev/full', 'w'), ['backup', 'export-record', backup.id], cwd);
     expect(r.code, r.stderr).toBe(6);
     expect(r.stderr).toMatch(/^error \[UNAVAILABLE\]: .*stdout/m);
+    expect(r.stderr).not.toMatch(/^hint:/m);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   }, 60_000);
 });

@@ -54,7 +54,23 @@ describe.each(stores)('verify report (%s)', (_, makeStore) => {
     expect(rest).toEqual([]);
     expect(problem).toMatchObject({ backupId: 'a', code: 'CORRUPT', details: { badChunk: { chunkId: ids[0], pack, count: 2 } } });
     expect(problem!.details!.misplacedChunk).toBeUndefined();
-    expect(problem!.message).toMatch(new RegExp(`^chunk ${ids[0]}: .*; chunk ${ids[2]}: `));
+    expect(problem!.message).toMatch(new RegExp(`^chunk ${ids[0]} is damaged: .*; chunk ${ids[2]} is damaged: `));
+    await service.close();
+  });
+
+  it("a bad chunk's message names it once: `chunk <id> is damaged: …`, not `chunk <id>: chunk <id> is damaged: …`", async () => {
+    const store = await makeStore();
+    const service = await open(store);
+    const repo = service.repository;
+    const data = pattern(2 * CHUNK, 505);
+    await backUp(service, 'a', data);
+    const ids = Array.from({ length: 2 }, (_, k) => repo.codec.chunkId(data.subarray(k * CHUNK, (k + 1) * CHUNK)));
+    await damageCopy(repo, ids[1]!);
+
+    const [problem] = (await service.verify()).problems;
+    expect(problem).toMatchObject({ backupId: 'a', code: 'CORRUPT', details: { badChunk: { chunkId: ids[1], count: 1 } } });
+    expect(problem!.message).toMatch(new RegExp(`^chunk ${ids[1]} is damaged: `));
+    expect(problem!.message.split(ids[1]!).length - 1).toBe(1); // the id appears once
     await service.close();
   });
 

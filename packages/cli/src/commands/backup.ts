@@ -12,7 +12,7 @@ import { accessError, checkInputFile, readBounded } from '../io/input-file.js';
 import { outputPath, WRITE_THROUGH_HELP } from '../io/output-path.js';
 import { writeFileWhole } from '../io/partial-file.js';
 import { cancellableBySignal } from '../jobs/cancel-on-signal.js';
-import { cancelJob, listJobs, prepareJobsDirectory, removeStaleJob, staleReason } from '../jobs/job-files.js';
+import { cancelJob, jobSubject, listJobs, prepareJobsDirectory, removeStaleJob, staleReason } from '../jobs/job-files.js';
 import { runJob } from '../jobs/run-job.js';
 import { phasedProgress } from '../output/phased-progress.js';
 import { progressReporter } from '../output/progress.js';
@@ -160,7 +160,7 @@ export function registerBackupCommands(program: Command): void {
         const all = await listJobs(ctx.stateDir, (m) => ctx.out.warn(m));
         for (const stale of all.filter((j) => !j.alive)) {
           await removeStaleJob(ctx.stateDir, stale);
-          ctx.out.warn(`job ${stale.id} (${stale.kind} of backup ${stale.backupId}) is dead: ${staleReason(stale, stale.state)}; removed its record`);
+          ctx.out.warn(`job ${stale.id} (${jobSubject(stale)}) is dead: ${staleReason(stale, stale.state)}; removed its record`);
         }
         const jobs = all.filter((j) => j.alive);
         ctx.out.result(jobs.map(({ alive: _a, state: _s, pidStartTime: _t, ...j }) => j), () =>

@@ -6,6 +6,7 @@ import { withContext } from '../command-runner.js';
 import { onInterrupt } from '../jobs/cancel-on-signal.js';
 import { renderFields } from '../output/table.js';
 import { formatBytes, optionParser } from '../output/units.js';
+import { serveSocket } from './serve-socket.js';
 import { wholeNumber } from './whole-number.js';
 
 /** `127.0.0.1:10809` → {host, port}. `INVALID_INPUT` for anything else. */
@@ -37,7 +38,7 @@ export function registerServeCommand(backup: Command): void {
   backup
     .command('serve <id>')
     .description('serve a backup as an NBD export (read-only, or writes to a local overlay) until interrupted')
-    .option('--socket <path>', 'listen on this unix socket (default: <state dir>/serve-<id>.sock)')
+    .option('--socket <path>', 'listen on this unix socket (default: <state dir>/serve-<id>.sock, or a private dir under $TMPDIR or /tmp when that path is too long)')
     .option('--listen <host:port>', 'listen on a loopback TCP address instead, e.g. 127.0.0.1:10809 (port 0: any free port)')
     .option('--export-name <name>', 'export name clients ask for (default: the backup id)')
     .option('--writable-overlay <file>', 'accept writes into this copy-on-write file; the repository is never written')
@@ -47,6 +48,7 @@ export function registerServeCommand(backup: Command): void {
         if (o.socket && o.listen) throw new CairnError('INVALID_INPUT', 'give either --socket or --listen, not both');
         const controller = new AbortController();
         let exp: BackupExport | undefined;
+        let releaseSocket: (() => Promise<void>) | undefined;
         const removeHandlers = onInterrupt((sig) => {
           ctx.out.info(exp ? `${sig}: closing the export` : `${sig}: cancelling backup serve`);
           controller.abort(new CairnError('CANCELLED', `backup serve cancelled by ${sig}`));
@@ -58,7 +60,9 @@ export function registerServeCommand(backup: Command): void {
           const record = await untilAborted((async () => (await ctx.manager()).getBackup(id!))(), signal);
           if (record.status !== 'available') throw new CairnError('CONFLICT', `backup ${record.id} is ${record.status}, not available`);
           const service = await untilAborted(ctx.repository(record.service), signal);
-          const listen: ServeBackupOptions['listen'] = o.listen ? parseListen(o.listen) : { path: resolve(o.socket ?? `${ctx.stateDir}/serve-${record.id}.sock`) };
+          const socket = o.listen ? undefined : await serveSocket(ctx.stateDir, record.id, o.socket);
+          releaseSocket = socket?.release;
+          const listen: ServeBackupOptions['listen'] = socket ? { path: socket.path } : parseListen(o.listen!);
           exp = await serveBackup(service, record.id, {
             listen,
             exportName: o.exportName,
@@ -84,6 +88,7 @@ export function registerServeCommand(backup: Command): void {
           await exp.close();
         } finally {
           removeHandlers();
+          await releaseSocket?.();
         }
       }),
     );

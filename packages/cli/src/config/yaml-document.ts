@@ -30,8 +30,7 @@ class TextProblem extends Error {
  * error, several documents, a duplicated key, an alias naming no anchor, more than
  * MAX_YAML_ALIASES aliases (at the first one too many), a merge key (`<<`) whose value is not a
  * map or a sequence of maps, a key that is a collection. Every problem of the text itself carries
- * its line and column; the message ends with them (`at line L, column C`) and, for syntax errors,
- * the parser's excerpt of the text.
+ * its line and column; the message is one line and ends with them (`at line L, column C`).
  *
  * Merge keys (YAML 1.1 `<<: *base` or `<<: [*a, *b]`, a plain `<<` only; a quoted `"<<"` is an
  * ordinary key) are expanded: the map gets each key of the merged maps that it does not set
@@ -43,7 +42,7 @@ export function parseYamlDocument(text: string): { value: unknown } | { problem:
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, merge: true });
   const error = doc.errors[0];
-  if (error) return { problem: { message: error.message.trimEnd(), line: error.linePos?.[0].line, column: error.linePos?.[0].col } };
+  if (error) return { problem: { message: withoutExcerpt(error.message), line: error.linePos?.[0].line, column: error.linePos?.[0].col } };
   try {
     return { value: toPlain(doc.contents, aliasTargets(doc)) };
   } catch (err) {
@@ -51,6 +50,16 @@ export function parseYamlDocument(text: string): { value: unknown } | { problem:
     const { line, col } = lines.linePos(err.offset);
     return { problem: { message: `${err.message} at line ${line}, column ${col}`, line, column: col } };
   }
+}
+
+/**
+ * The first line of a parser's message, without the excerpt of the text it appends after a colon
+ * (`… at line 2, column 1:` then the lines around it and a caret): a message is one line (docs/cli.md,
+ * errors), the place is already in it, and the excerpt could show a config's secrets.
+ */
+function withoutExcerpt(message: string): string {
+  const first = message.trimEnd().split('\n', 1)[0]!;
+  return first.endsWith(':') ? first.slice(0, -1) : first;
 }
 
 /**

@@ -11,13 +11,14 @@ const SOCKET_NAME = 'nbd.sock';
 const SHORT_TMP = '/tmp';
 
 /**
- * Makes the private directory for serveDeviceToQemu's socket: an owned temporary directory
- * (createOwnedTempDir, `<parent>/<prefix>XXXXXX`, mode 0700) in the system temporary directory
- * (`$TMPDIR`), or in `/tmp` when a socket path there would not fit a unix socket path (107 bytes:
- * a deep `$TMPDIR`); the socket holds no data, so the place costs no space. The caller removes it.
+ * Makes the private directory for a unix socket named `socketName` (default: serveDeviceToQemu's
+ * `nbd.sock`): an owned temporary directory (createOwnedTempDir, `<parent>/<prefix>XXXXXX`, mode
+ * 0700) in the system temporary directory (`$TMPDIR`), or in `/tmp` when a socket path there would
+ * not fit a unix socket path (107 bytes: a deep `$TMPDIR`); the socket holds no data, so the place
+ * costs no space. The caller removes it (removeOwnedTempDir).
  */
-export async function createSocketDir(prefix: OwnedTempPrefix): Promise<string> {
-  const fits = fitsUnixSocketPath(join(tmpdir(), `${prefix}XXXXXX`, SOCKET_NAME));
+export async function createSocketDir(prefix: OwnedTempPrefix, socketName: string = SOCKET_NAME): Promise<string> {
+  const fits = fitsUnixSocketPath(join(tmpdir(), `${prefix}XXXXXX`, socketName));
   return createOwnedTempDir(prefix, fits ? tmpdir() : SHORT_TMP);
 }
 

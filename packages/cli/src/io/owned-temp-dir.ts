@@ -8,7 +8,8 @@ import { currentOwner, ownerMayBeAlive, writeFileAtomic, type ProcessOwner } fro
  * Private temporary directories that name their owner, so that those a killed process left behind
  * (SIGKILL, the OOM killer, a crash: no cleanup ran) are removed by the next command that makes one
  * of the same kind: archive stagings (`cairn-archive-`), `volume import`'s conversion
- * (`cairn-import-`) and `volume export`'s (`cairn-export-`), and the partial file of a volume or
+ * (`cairn-import-`) and `volume export`'s (`cairn-export-`), `backup serve`'s socket when its
+ * default path is too long (`cairn-serve-`: serve-socket.ts), and the partial file of a volume or
  * archive export, an exported record or `cairn init`'s config, beside the file it becomes
  * (`.cairn-partial-`: partial-file.ts).
  */
@@ -24,7 +25,7 @@ const MAX_OWNER_FILE = 64 * 1024;
  * made beside a file being written whole (`volume export`, `backup export --archive`, `cairn
  * init`'s config: createPartialFile), to hold it until renamed.
  */
-export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-' | '.cairn-partial-';
+export type OwnedTempPrefix = 'cairn-archive-' | 'cairn-import-' | 'cairn-export-' | 'cairn-serve-' | '.cairn-partial-';
 
 /**
  * Makes `<parent>/<prefix>XXXXXX` (mode 0700; `parent` default: the system temporary directory,

@@ -199,6 +199,14 @@ export async function removeStaleJob(stateDir: string, job: JobListing): Promise
   await rm(join(jobsDir(stateDir), `${job.id}.json`), { force: true }).catch(() => {});
 }
 
+/**
+ * What a job works on, for messages: `backup of volume <volumeId>` (a backup job's id is the new
+ * backup's own), `restore of backup <backupId> to volume <volumeId>`.
+ */
+export function jobSubject(job: Pick<JobFile, 'kind' | 'backupId' | 'volumeId'>): string {
+  return job.kind === 'restore' ? `restore of backup ${job.backupId} to volume ${job.volumeId}` : `backup of volume ${job.volumeId}`;
+}
+
 /** Why a stale record's process no longer runs its job, for messages. */
 export function staleReason(job: Pick<JobFile, 'pid'>, state: JobProcessState): string {
   return state === 'reused' ? `its process ${job.pid} is gone and the pid now belongs to another process` : `its process ${job.pid} is gone`;

@@ -49,18 +49,28 @@ function barReporter(label: string): ProgressReporter {
   };
 }
 
+/**
+ * The plain lines: the first report at once, then at most one per LINE_INTERVAL_MS, and at `stop`
+ * the latest report unless that very line is the last one printed (a job whose first report is
+ * already its end, or whose last report came in just after a line: one final line, not two).
+ */
 function lineReporter(label: string): ProgressReporter {
   let last = 0;
-  let latest: [number, number] | undefined;
+  let latest: string | undefined;
+  let printed: string | undefined;
   let stopped = false;
-  const print = ([done, total]: [number, number]) => {
+  const line = (done: number, total: number): string => {
     const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
-    process.stderr.write(`${label}: ${formatBytes(done)} / ${formatBytes(total)} (${pct}%)\n`);
+    return `${label}: ${formatBytes(done)} / ${formatBytes(total)} (${pct}%)`;
+  };
+  const print = (text: string) => {
+    printed = text;
+    process.stderr.write(`${text}\n`);
   };
   return {
     update(done, total) {
       if (stopped) return;
-      latest = [done, total];
+      latest = line(done, total);
       const now = Date.now();
       if (now - last >= LINE_INTERVAL_MS) {
         last = now;
@@ -70,7 +80,7 @@ function lineReporter(label: string): ProgressReporter {
     stop() {
       if (stopped) return;
       stopped = true;
-      if (latest) print(latest);
+      if (latest !== undefined && latest !== printed) print(latest);
     },
   };
 }

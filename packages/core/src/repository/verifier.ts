@@ -98,10 +98,10 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
         named.add(id);
         let p = perBackup.get(backupId);
         if (p) {
-          p.message += `; chunk ${id}: ${err.message}`;
+          p.message += `; ${chunkProblem(id, err)}`;
           if (err.code === 'CORRUPT') p.code = 'CORRUPT';
         } else {
-          p = { backupId, code: err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', message: `chunk ${id}: ${err.message}` };
+          p = { backupId, code: err.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CORRUPT', message: chunkProblem(id, err) };
           perBackup.set(backupId, p);
         }
         const details = (p.details ??= {});
@@ -139,6 +139,15 @@ export async function verifyBackups(repo: Repository, backupIds?: string[], opti
     }
   }
   return report;
+}
+
+/**
+ * A bad chunk's part of a problem's message, naming the chunk once: the read's message when it
+ * already begins with `chunk <id> ` (`chunk <id> is damaged: …`, `chunk <id> is in no pack`),
+ * else `chunk <id>: <message>`.
+ */
+function chunkProblem(id: string, err: Error): string {
+  return err.message.startsWith(`chunk ${id} `) ? err.message : `chunk ${id}: ${err.message}`;
 }
 
 /**
