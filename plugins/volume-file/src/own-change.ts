@@ -17,8 +17,12 @@ import type { DriverContext } from './driver-context.js';
  * takes the settled stamp (core's settledStampOf, which may wait one tick of a coarse clock) and
  * compares the two: a write from outside made while settling would otherwise be absorbed as well.
  * On either mismatch every checkpoint of the volume is made inconsistent (as recover does); the
- * settled stamp is saved either way. Not caught: a write landing between `change` and `record`'s
- * first stat within the same tick of the file system's timestamp clock.
+ * settled stamp is saved either way. Not caught: a write landing between `begin`'s stat and
+ * `record`'s first stat (the change's few system calls), at any timestamp granularity: it is
+ * absorbed with the change. Needless mismatches (a full backup, never a wrong incremental): two
+ * processes healing one interrupted extend at once (an attach heals under a shared lock: the
+ * second sees the first's growth as an outside write), and a clock set back (settling touches the
+ * image, so its stamp after settling differs from the stat before).
  */
 export class OwnImageChange {
   private constructor(
