@@ -5,9 +5,9 @@
  * and writes nothing when another upgrader was first. Real memory and posix stores.
  */
 import { describe, expect, it } from 'vitest';
-import { Repository, type ObjectStore } from '../src/index.js';
+import { Repository, RepositoryCatalog, type BackupRecord, type ObjectStore } from '../src/index.js';
 import { FORMAT_VERSION } from '../src/repository/format.js';
-import { FAST_KDF } from './helpers.js';
+import { FAST_KDF, keys } from './helpers.js';
 import { memoryAndPosixStores } from './store-kinds.js';
 
 const stores = memoryAndPosixStores('upgrade-reread');
@@ -15,6 +15,22 @@ const stores = memoryAndPosixStores('upgrade-reread');
 const stored = async (store: ObjectStore): Promise<Buffer> => store.get('config');
 const parsed = async (store: ObjectStore): Promise<Record<string, unknown>> => JSON.parse((await stored(store)).toString('utf8')) as Record<string, unknown>;
 const rewrite = (store: ObjectStore, config: Record<string, unknown>): Promise<void> => store.put('config', Buffer.from(JSON.stringify(config)));
+
+const RECORD: BackupRecord = {
+  id: 'b-1',
+  name: '',
+  description: '',
+  volumeId: 'vol-1',
+  volumeName: '',
+  size: 512,
+  status: 'available',
+  service: 'repo',
+  incremental: false,
+  volumeMetadata: {},
+  serviceData: {},
+  createdAt: '2026-12-07T01:00:00.000Z',
+  updatedAt: '2026-12-07T01:00:00.000Z',
+};
 
 /** A repository whose config says format 4 (its upgrade is the rewrite of config alone), opened by a long-lived process. */
 async function openedAtFormat4(store: ObjectStore, passphrase?: string) {
@@ -69,6 +85,24 @@ describe.each(stores)('upgradeFormat against a config changed since the open (%s
     await expect(repo.upgradeFormat()).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'encryption' } });
     expect((await stored(store)).equals(before)).toBe(true);
     await repo.close();
+  });
+
+  it('format 2 with a backup record, initialised again meanwhile (a new id): CONFLICT before any volume entry is written', async () => {
+    const store = await make();
+    await Repository.init(store, {});
+    await new RepositoryCatalog(await Repository.open(store, { workers: 0 })).putBackup(RECORD);
+    // What a format-2 repository is: its records, and no catalog/by-volume/ entries for them.
+    for (const key of await keys(store, 'catalog/by-volume/')) await store.delete(key);
+    expect(await keys(store, 'catalog/backups/')).not.toEqual([]);
+    await rewrite(store, { ...(await parsed(store)), version: 2 });
+    const repo = await Repository.open(store, { workers: 0 });
+    expect(repo.config.version).toBe(2);
+    await store.delete('config');
+    await Repository.init(store, {});
+    const before = await stored(store);
+    await expect(repo.upgradeFormat()).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'id' } });
+    expect(await keys(store, 'catalog/by-volume/')).toEqual([]);
+    expect((await stored(store)).equals(before)).toBe(true);
   });
 
   it('another upgrader was first: nothing written, and this object takes the stored config', async () => {

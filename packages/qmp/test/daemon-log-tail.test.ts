@@ -1,7 +1,7 @@
 // When the daemon's temp dir was removed, the whole daemon.log was read into one string to keep
 // its last 1 MiB for readLog(): a log past about 512 MiB cannot be one string, the read failed and
 // the log was lost (readLog() gave ''). Now only the last 1 MiB is read (open, fstat, read).
-import { appendFile, open, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuStorageDaemon } from '../src/index.js';
@@ -35,6 +35,24 @@ describe('the daemon log tail', () => {
     const log = await daemon.readLog();
     expect(log.endsWith('second to last line\nlast line\n')).toBe(true);
     expect(Buffer.byteLength(log)).toBe(MiB);
+  });
+
+  it('readLog() of a running daemon gives the last 1 MiB of its log, not the whole log', async () => {
+    const daemon = await QemuStorageDaemon.start({ tmpParent: parent });
+    try {
+      // The daemon appends (O_APPEND): grow its log past 1 MiB with known bytes and last lines.
+      const filler = Buffer.from(Array.from({ length: 3 * 16 * 1024 }, (_, i) => `${String(i).padStart(63, '.')}\n`).join(''));
+      await appendFile(daemon.logPath, filler);
+      await appendFile(daemon.logPath, 'second to last line\nlast line\n');
+      const log = await daemon.readLog();
+      const whole = await readFile(daemon.logPath);
+      expect(whole.length).toBeGreaterThan(3 * MiB);
+      expect(Buffer.byteLength(log)).toBe(MiB);
+      expect(log.endsWith('second to last line\nlast line\n')).toBe(true);
+      expect(log).toBe(whole.subarray(whole.length - MiB).toString('utf8'));
+    } finally {
+      await daemon.stop();
+    }
   });
 
   it('reads a small file whole and a large one from its end, dropping a character cut at the start', async () => {

@@ -9,10 +9,10 @@
  * with anyway, checks the identity from the handle it fsyncs through (one fstat).
  */
 import type { BigIntStats } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CairnError } from '@cairn/core';
-import { fsyncDir, fsyncDirStat } from './durable-fs.js';
+import { DIRECTORY_MODE, fsyncDir, fsyncDirStat } from './durable-fs.js';
 import { DRIVER, errnoOf, isAbsent, writeError } from './fs-errors.js';
 
 /** Bound on the directories remembered (the chunked repository's keys use a few hundred). */
@@ -171,14 +171,14 @@ export class DirectoryChain {
   }
 
   /**
-   * Creates one level; an existing directory is fine (its creator may not have fsynced yet: the
-   * caller does). With the root pinned, only while it is the directory pinned (checkRoot).
+   * Creates one level, mode DIRECTORY_MODE whatever the umask; an existing directory is fine and
+   * keeps its mode (its creator may not have fsynced yet: the caller does). With the root pinned, only while it is the directory pinned (checkRoot).
    */
   private async mkdirOne(segments: readonly string[]): Promise<void> {
     const dir = join(this.root, ...segments);
     await this.checkRoot();
     try {
-      await mkdir(dir);
+      await mkdir(dir, DIRECTORY_MODE);
     } catch (err) {
       const code = errnoOf(err);
       if (code === 'EEXIST') {
@@ -191,6 +191,10 @@ export class DirectoryChain {
       }
       throw writeError(err, `mkdir ${segments.join('/')}`);
     }
+    // The mode again, past the umask: only on the directory this call made (one found is left as it is).
+    await chmod(dir, DIRECTORY_MODE).catch((err: unknown) => {
+      throw writeError(err, `chmod ${segments.join('/')}`);
+    });
   }
 }
 

@@ -1,28 +1,75 @@
 /**
  * Walking the store's directory tree: every object under a key prefix (for `list`), and every
  * temporary file (for `sweepTemp`). Walks stream directories (`opendir`), visit only the
- * directories that can hold a match, and tolerate entries removed while they walk.
+ * directories that can hold a match, follow symbolic links to directories (never into a directory
+ * they are already in: linkedDirectory), and tolerate entries removed while they walk.
  */
-import type { Dir, Dirent } from 'node:fs';
-import { lstat, opendir } from 'node:fs/promises';
+import type { BigIntStats, Dir, Dirent } from 'node:fs';
+import { lstat, opendir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ObjectInfo } from '@cairn/core';
-import { fsError, isAbsent } from './fs-errors.js';
+import { errnoOf, fsError, isAbsent } from './fs-errors.js';
 import { isKeySegment, isShardDirName, isTempName, segmentsToKey } from './key-layout.js';
 
+/** 'dir' also for a symbolic link to a directory (followed, as reads follow it: see linkedDirectory). */
 type Kind = 'dir' | 'file' | 'other';
 
-/** The kind of an entry, with an lstat when the filesystem does not report it (some NFS servers). */
-async function kindOf(dirPath: string, entry: Dirent): Promise<Kind | undefined> {
+/**
+ * The kind of an entry, with an lstat when the filesystem does not report it (some NFS servers).
+ * A symbolic link is a 'dir' when it leads to a directory that is not one of the walk's own
+ * directories on the way to it (linkedDirectory), else 'other'.
+ */
+async function kindOf(root: string, segments: readonly string[], entry: Dirent): Promise<Kind | undefined> {
   if (entry.isDirectory()) return 'dir';
   if (entry.isFile()) return 'file';
-  if (entry.isSymbolicLink() || entry.isFIFO() || entry.isSocket() || entry.isBlockDevice() || entry.isCharacterDevice()) return 'other';
+  const dirPath = join(root, ...segments);
+  if (entry.isSymbolicLink()) return (await linkedDirectory(root, segments, entry.name)) ? 'dir' : 'other';
+  if (entry.isFIFO() || entry.isSocket() || entry.isBlockDevice() || entry.isCharacterDevice()) return 'other';
   try {
     const st = await lstat(join(dirPath, entry.name));
+    if (st.isSymbolicLink()) return (await linkedDirectory(root, segments, entry.name)) ? 'dir' : 'other';
     return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
   } catch (err) {
     if (isAbsent(err)) return undefined;
     throw fsError(err, `lstat ${entry.name}`);
+  }
+}
+
+/** What tells one directory from another while a walk runs: device and inode number. */
+const identityOf = (st: BigIntStats): string => `${st.dev}:${st.ino}`;
+
+/**
+ * Whether the symbolic link `name` in `root/segments…` leads to a directory the walk may enter:
+ * true when it does and that directory is none of the directories the walk is in on its way there
+ * (`root` and each level of `segments`, by device and inode number), which would make the walk go
+ * round for ever. A link to nothing, to a file or to itself is false; a link that cannot be looked
+ * at (EACCES, EIO) fails the walk (statOrNothing). Reads follow such links
+ * (a key's path is opened through them), so listing follows them too: an operator may move a
+ * prefix or a shard directory to another disk behind one. Costs one stat(2) for the link and one
+ * per level above it, for links only.
+ */
+async function linkedDirectory(root: string, segments: readonly string[], name: string): Promise<boolean> {
+  const target = await statOrNothing(join(root, ...segments, name), name);
+  if (!target?.isDirectory()) return false;
+  const id = identityOf(target);
+  for (let depth = 0; depth <= segments.length; depth++) {
+    const level = await statOrNothing(join(root, ...segments.slice(0, depth)), segments.slice(0, depth).join('/') || '.');
+    if (level && identityOf(level) === id) return false;
+  }
+  return true;
+}
+
+/**
+ * stat(2) following links, or `undefined` for nothing there (gone, a link to nothing, a link loop
+ * the kernel gives up on: ELOOP). Other errors (EACCES, EIO) are thrown: a listing that skipped a
+ * directory it could not look at would leave out objects that exist.
+ */
+async function statOrNothing(path: string, what: string): Promise<BigIntStats | undefined> {
+  try {
+    return await stat(path, { bigint: true });
+  } catch (err) {
+    if (isAbsent(err) || errnoOf(err) === 'ELOOP') return undefined;
+    throw fsError(err, `stat ${what}`);
   }
 }
 
@@ -37,16 +84,17 @@ async function openDir(path: string): Promise<Dir | undefined> {
 }
 
 /**
- * Entries of a directory with their kinds (only those whose name `wanted` takes, judged before any
- * lstat); nothing when it vanished during the walk.
+ * Entries of the directory `root/segments…` with their kinds (only those whose name `wanted`
+ * takes, judged before any lstat); nothing when it vanished during the walk.
  */
-async function* entries(dirPath: string, wanted: (name: string) => boolean = () => true): AsyncGenerator<{ name: string; kind: Kind }> {
+async function* entries(root: string, segments: readonly string[], wanted: (name: string) => boolean = () => true): AsyncGenerator<{ name: string; kind: Kind }> {
+  const dirPath = join(root, ...segments);
   const dir = await openDir(dirPath);
   if (!dir) return;
   try {
     for await (const entry of dir) {
       if (!wanted(entry.name)) continue;
-      const kind = await kindOf(dirPath, entry);
+      const kind = await kindOf(root, segments, entry);
       if (kind) yield { name: entry.name, kind };
     }
   } catch (err) {
@@ -108,7 +156,7 @@ async function* walkObjects(
   const shards: { segments: string[]; filesOnly: boolean }[] = [];
   const subtrees: string[][] = [];
   for (let pass = 0; pass < READ_PASSES; pass++) {
-    for await (const { name, kind } of entries(dirPath, (n) => isKeySegment(n) && !seen.has(n))) {
+    for await (const { name, kind } of entries(root, segments, (n) => isKeySegment(n) && !seen.has(n))) {
       if (seen.has(name)) continue; // met twice in one pass: replaced, and listed again at its new place
       seen.add(name);
       if (kind === 'dir' && !filesOnly) {
@@ -166,14 +214,15 @@ export function freedByUnlink(st: { nlink: number; blocks: number }): number {
 }
 
 /**
- * Every temporary file in the tree, as `{ path, mtimeMs, bytes, dev }` (bytes: what removing it
- * frees, freedByUnlink; dev: its device number); entries removed meanwhile are skipped.
+ * Every temporary file in the tree (below `root/segments…`, default all of it, following symbolic
+ * links to directories as listing does), as `{ path, mtimeMs, bytes, dev }` (bytes: what removing
+ * it frees, freedByUnlink; dev: its device number); entries removed meanwhile are skipped.
  */
-export async function* tempFiles(root: string): AsyncGenerator<{ path: string; mtimeMs: number; bytes: number; dev: number }> {
-  for await (const { name, kind } of entries(root)) {
-    const path = join(root, name);
+export async function* tempFiles(root: string, segments: readonly string[] = []): AsyncGenerator<{ path: string; mtimeMs: number; bytes: number; dev: number }> {
+  for await (const { name, kind } of entries(root, segments, (n) => isKeySegment(n) || isTempName(n))) {
+    const path = join(root, ...segments, name);
     if (kind === 'dir' && isKeySegment(name)) {
-      yield* tempFiles(path);
+      yield* tempFiles(root, [...segments, name]);
     } else if (kind === 'file' && isTempName(name)) {
       try {
         const st = await lstat(path);

@@ -23,7 +23,7 @@ import {
   type PutOptions,
 } from '@cairn/core';
 import { DirectoryChain } from './directory-chain.js';
-import { checkSignal, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
+import { DIRECTORY_MODE, checkSignal, fsyncDir, linkIfAbsent, readDirect, readExactly, writeTempFile } from './durable-fs.js';
 import { DRIVER, errnoOf, fsError, isAbsent, writeError } from './fs-errors.js';
 import { assertStorableKey, keyToSegments } from './key-layout.js';
 import { freedByUnlink, listObjects, statObject, tempFiles } from './list-walk.js';
@@ -50,6 +50,9 @@ export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
  * Layout and key mapping: see key-layout.ts and the README. Every put is atomic and durable
  * when it resolves (temporary file, fsync, rename or link, fsync of the directory); readers and
  * `list` never see a partial object. Safe to share one directory between processes and hosts.
+ * Every file it creates is mode 0600 and every directory it makes 0700, whatever the umask
+ * (FILE_MODE, DIRECTORY_MODE); it never changes the mode of what exists. Symbolic links to
+ * directories inside it are followed by every call, listing and sweepTemp included (list-walk.ts).
  *
  * Cancellation (capability `cancellable`, ObjectStore's CallOptions): every call checks its
  * signal before it starts and between its steps (each read(2) or write(2) of at most 8 MiB,
@@ -132,7 +135,7 @@ export class PosixObjectStore implements ObjectStore {
     }
     // A directory that must not be created (a mount point) is not made or made durable here.
     if (!this.createDirectory) return;
-    await makeDirectories(this.directory, { durable: true, driver: DRIVER }).catch((e: unknown) => {
+    await makeDirectories(this.directory, { durable: true, driver: DRIVER, mode: DIRECTORY_MODE }).catch((e: unknown) => {
       // A file on the way (ENOTDIR), or at the place itself (EEXIST: a file made there meanwhile, a dangling link).
       const code = errnoOf(e);
       throw code === 'ENOTDIR' || code === 'EEXIST' ? this.notADirectory(e) : fsError(e, `creating ${this.directory}, or making it durable`);

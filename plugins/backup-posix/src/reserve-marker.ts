@@ -21,11 +21,11 @@
  * - A holder removes the marker only while it is still its own (same inode).
  * - Others that find a live marker write nothing, and do not wait for the holder (space-reserve.ts).
  */
-import { lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from './fs-errors.js';
-import { linkIfAbsent } from './durable-fs.js';
+import { linkIfAbsent, openOwnerOnly } from './durable-fs.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
 
@@ -56,7 +56,7 @@ export class ReserveMarker {
     for (let attempt = 0; attempt < 3; attempt++) {
       let fh: FileHandle;
       try {
-        fh = await open(this.path, 'wx');
+        fh = await openOwnerOnly(this.path);
       } catch (err) {
         if (errnoOf(err) !== 'EEXIST') throw err;
         if (await this.removeStale()) continue;

@@ -1,4 +1,4 @@
-import { mkdir, stat } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { CairnError } from '../errors.js';
 import { syncDir } from './durable-file.js';
@@ -19,6 +19,12 @@ export interface MakeDirectoriesOptions {
   durable?: boolean;
   /** Driver name for the `UNAVAILABLE` error (see makeDirectories). Default: none. */
   driver?: string;
+  /**
+   * Mode of every level this call makes, whatever the umask (mkdir with it, then chmod to it);
+   * levels found existing, or made meanwhile by another creator (EEXIST), keep theirs. Default:
+   * none (mkdir's 0777 less the umask).
+   */
+  mode?: number;
 }
 
 /** Bound on the levels remembered as durable (callers make a few store and staging directories). */
@@ -62,7 +68,8 @@ export async function makeDirectories(dir: string, options: MakeDirectoriesOptio
   if (options.durable && existing !== undefined) await syncParent(existing, true);
   for (const level of missing) {
     try {
-      await mkdir(level);
+      await mkdir(level, options.mode);
+      if (options.mode !== undefined) await chmod(level, options.mode);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EEXIST' && (await stat(level).catch(() => undefined))?.isDirectory()) {
