@@ -253,18 +253,8 @@ export class RepositoryLocks {
    */
   private async readData(o: ObjectInfo, id: string, signal?: AbortSignal): Promise<Buffer | 'gone' | 'oversize'> {
     if (o.size > LOCK_MAX_BYTES) return 'oversize';
-    let data: Buffer;
-    try {
-      const retryable = (err: unknown): boolean => !hasCode(err, 'NOT_FOUND') && !hasCode(err, 'CANCELLED');
-      data = await withRetries(() => this.store.get(o.key, undefined, { signal }), LOCK_READ_RETRY_MS, retryable, signal);
-    } catch (err) {
-      if (hasCode(err, 'NOT_FOUND')) return 'gone';
-      throwIfAborted(signal);
-      const e = toCairnError(err);
-      if (e.code === 'CANCELLED') throw e;
-      throw new CairnError(e.code, `lock ${id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: id } });
-    }
-    return data.length > LOCK_MAX_BYTES ? 'oversize' : data;
+    const data = await readLockObject(id, () => this.store.get(o.key, undefined, { signal }), signal);
+    return data !== 'gone' && data.length > LOCK_MAX_BYTES ? 'oversize' : data;
   }
 
   /**
@@ -280,14 +270,8 @@ export class RepositoryLocks {
     if (data === 'gone') return false;
     const same = data === 'oversize' ? seen.data === undefined : seen.data !== undefined && data.equals(seen.data);
     if (!same) return false;
-    let now: ObjectInfo;
-    try {
-      now = await withRetries(() => this.store.head(o.key), LOCK_READ_RETRY_MS, (err) => !hasCode(err, 'NOT_FOUND'));
-    } catch (err) {
-      if (hasCode(err, 'NOT_FOUND')) return false;
-      const e = toCairnError(err);
-      throw new CairnError(e.code, `lock ${info.id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: info.id } });
-    }
+    const now = await readLockObject(info.id, () => this.store.head(o.key));
+    if (now === 'gone') return false;
     // Compared as times too: a store may spell one time differently in a listing and a head.
     return now.size === o.size && (now.modifiedAt === o.modifiedAt || Date.parse(now.modifiedAt) === Date.parse(o.modifiedAt));
   }
@@ -383,6 +367,25 @@ export async function releaseAll(locks: readonly LockHandle[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
+
+/**
+ * One read of lock object `id` (`call`: its get or head), tried again after each of
+ * LOCK_READ_RETRY_MS while it fails otherwise than NOT_FOUND or CANCELLED: `gone` when it is not
+ * there. Any other failure is the store's error, its code kept, saying the lock may be live
+ * (`details.lock` naming it); `CANCELLED` as it is, once `signal` aborted.
+ */
+async function readLockObject<T>(id: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T | 'gone'> {
+  try {
+    const retryable = (err: unknown): boolean => !hasCode(err, 'NOT_FOUND') && !hasCode(err, 'CANCELLED');
+    return await withRetries(call, LOCK_READ_RETRY_MS, retryable, signal);
+  } catch (err) {
+    if (hasCode(err, 'NOT_FOUND')) return 'gone';
+    throwIfAborted(signal);
+    const e = toCairnError(err);
+    if (e.code === 'CANCELLED') throw e;
+    throw new CairnError(e.code, `lock ${id} could not be read, so it may be live: ${e.message}`, { cause: err, details: { ...e.details, lock: id } });
+  }
+}
 /** Deletes `key`, trying three times 50 and 200 ms apart; rejects with the last try's error. */
 function deleteWithRetries(store: ObjectStore, key: string): Promise<void> {
   return withRetries(() => store.delete(key), [50, 200]);
