@@ -62,7 +62,7 @@ export { FORMAT_NAME, FORMAT_VERSION, Keys as RepositoryKeys, type Manifest, typ
 export { BackupReader, type BackupReadOptions, type BackupReaderOpenOptions, type BackupReaderOptions } from './repository/backup-reader.js';
 export { ChunkList } from './repository/chunk-list.js';
 export { ChunkMap, ChunkWindow, PAGE_CHUNKS } from './repository/chunk-map.js';
-export { isNoHardLinks, linkIfAbsent, syncDir, tempPathBeside, writeFileAtomic, writeNewFileDurably, type NewFileOptions } from './util/durable-file.js';
+export { isNoHardLinks, linkIfAbsent, openOwnerOnly, syncDir, tempPathBeside, writeFileAtomic, writeNewFileDurably, type NewFileOptions } from './util/durable-file.js';
 export { makeDirectories, type MakeDirectoriesOptions } from './util/make-directories.js';
 export { readBounded } from './util/read-bounded.js';
 export { writeFully, type PositionalWriter, type WriteFullyOptions } from './util/write-fully.js';

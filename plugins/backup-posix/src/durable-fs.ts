@@ -6,7 +6,7 @@
 import { constants, type BigIntStats } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, readFully, syncDir, throwIfAborted, writeDirect, writeFully, type PositionalWriter } from '@cairn/core';
+import { CairnError, DIRECT_IO_ALIGN, isDirectIoReady, linkIfAbsent, openDirect, openOwnerOnly, readFully, syncDir, throwIfAborted, writeDirect, writeFully, type PositionalWriter } from '@cairn/core';
 import { DRIVER, errnoOf, writeError } from './fs-errors.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
@@ -60,7 +60,7 @@ export async function writeAll(fh: PositionalWriter, data: Uint8Array, position 
 
 /**
  * Creates a temporary file in `dir` with O_CREAT|O_EXCL (so never shared with another writer),
- * mode FILE_MODE (openOwnerOnly), opened for writing; with O_DIRECT when `direct` is asked and the file system allows it
+ * mode FILE_MODE (core's openOwnerOnly), opened for writing; with O_DIRECT when `direct` is asked and the file system allows it
  * (`direct` in the answer says which). The file is created buffered and then opened a second
  * time with O_DIRECT, because a file system without O_DIRECT (ramfs, some FUSE mounts, tmpfs
  * before Linux 6.6) may create the file before refusing the flag. Filesystem errors are thrown
@@ -69,7 +69,7 @@ export async function writeAll(fh: PositionalWriter, data: Uint8Array, position 
  */
 export async function createTempFile(dir: string, direct: boolean): Promise<{ path: string; fh: FileHandle; direct: boolean }> {
   const path = join(dir, newTempName());
-  const fh = await openOwnerOnly(path);
+  const fh = await openOwnerOnly(path, FILE_MODE);
   if (!direct) return { path, fh, direct: false };
   try {
     const directFh = await openDirect(path, constants.O_WRONLY);
@@ -87,23 +87,6 @@ export async function createTempFile(dir: string, direct: boolean): Promise<{ pa
 export const FILE_MODE = 0o600;
 /** Mode of every directory the store creates (its own directory included, when it makes it): owner only. */
 export const DIRECTORY_MODE = 0o700;
-
-/**
- * Creates the file `path` exclusively (O_CREAT|O_EXCL), opened for writing, with mode FILE_MODE
- * whatever the umask (set again by fchmod after the create, which the umask does not touch). On a
- * failure after the create the file is closed and removed; EEXIST leaves the existing file alone.
- */
-export async function openOwnerOnly(path: string): Promise<FileHandle> {
-  const fh = await open(path, 'wx', FILE_MODE);
-  try {
-    await fh.chmod(FILE_MODE);
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await unlink(path).catch(() => undefined);
-    throw err;
-  }
-  return fh;
-}
 
 /** Objects at least this large, in an aligned buffer, are written with O_DIRECT (see core's direct-io). */
 const DIRECT_MIN = 1024 * 1024;

@@ -25,7 +25,8 @@ import { lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from './fs-errors.js';
-import { linkIfAbsent, openOwnerOnly } from './durable-fs.js';
+import { openOwnerOnly } from '@cairn/core';
+import { FILE_MODE, linkIfAbsent } from './durable-fs.js';
 import { newTempName } from './key-layout.js';
 import { keepFresh } from './temp-refresh.js';
 
@@ -56,7 +57,7 @@ export class ReserveMarker {
     for (let attempt = 0; attempt < 3; attempt++) {
       let fh: FileHandle;
       try {
-        fh = await openOwnerOnly(this.path);
+        fh = await openOwnerOnly(this.path, FILE_MODE);
       } catch (err) {
         if (errnoOf(err) !== 'EEXIST') throw err;
         if (await this.removeStale()) continue;

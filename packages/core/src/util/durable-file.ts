@@ -37,6 +37,24 @@ export function tempPathBeside(path: string): string {
 }
 
 /**
+ * Creates the file `path` exclusively (O_CREAT|O_EXCL: a link planted there is not followed),
+ * opened for writing, with `mode` (default 0600) whatever the umask (set again by fchmod after the
+ * create, which the umask does not touch). On a failure after the create the file is closed and
+ * removed; EEXIST leaves the existing file alone.
+ */
+export async function openOwnerOnly(path: string, mode = 0o600): Promise<FileHandle> {
+  const fh = await open(path, 'wx', mode);
+  try {
+    await fh.chmod(mode);
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw err;
+  }
+  return fh;
+}
+
+/**
  * Creates the file `path` exclusively (O_EXCL, mode 0600), writes `data` and fsyncs it: durable
  * once this resolves. On any failure, the close's included (NFS reports write-back errors such as
  * ENOSPC or EDQUOT again at close), the file it created is removed and the first error is thrown:

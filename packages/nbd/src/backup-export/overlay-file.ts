@@ -1,6 +1,6 @@
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { CairnError, KeyedMutex, toCairnError, writeFully, type Extent } from '@cairn/core';
+import { CairnError, KeyedMutex, openOwnerOnly, syncDir, toCairnError, writeFully, type Extent } from '@cairn/core';
 import { lockOverlay, type OverlayLock } from './overlay-lock.js';
 import { HEADER_SIZE, bitmapBytes, isOverlayBlockSize, readMap, shownId, writeMap, type OverlayHeader } from './overlay-map.js';
 
@@ -347,35 +347,24 @@ const newName = (path: string): string => `${path}.cairn-new`;
 async function create(path: string, header: Header): Promise<void> {
   // Owner-only, as the export's socket is: the overlay holds blocks of the backup, decrypted
   await rm(newName(path), { force: true });
-  const data = await open(newName(path), 'wx', 0o600);
+  const data = await openOwnerOnly(newName(path));
   try {
-    await data.chmod(0o600); // whatever the umask
     await data.truncate(header.size);
     await data.sync();
   } finally {
     await data.close();
   }
   await rm(newName(`${path}.map`), { force: true });
-  const map = await open(newName(`${path}.map`), 'wx', 0o600);
+  const map = await openOwnerOnly(newName(`${path}.map`));
   try {
-    await map.chmod(0o600);
     await writeMap(map, header, new Uint8Array(bitmapBytes(header.size, header.blockSize)));
   } finally {
     await map.close();
   }
   await rename(newName(path), path);
-  await syncDirectory(dirname(path));
+  await syncDir(dirname(path));
   await rename(newName(`${path}.map`), `${path}.map`);
-  await syncDirectory(dirname(path));
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await syncDir(dirname(path));
 }
 
 async function exists(path: string): Promise<boolean> {
