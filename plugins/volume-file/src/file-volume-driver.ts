@@ -35,9 +35,10 @@ import { OwnImageChange } from './own-change.js';
 import { parseFileVolumeOptions, type FileVolumeDriverOptions } from './options.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { createSnapshotFiles } from './snapshot-files.js';
-import { sweepOrphanSnapshots } from './snapshot-orphans.js';
-import { sweepSidecarTemps } from './sidecar-temps.js';
-import { sweepOrphanVolumes } from './volume-orphans.js';
+import { ORPHAN_AGE_MS, sweepLeftovers } from './leftover-age.js';
+import { orphanSnapshotEntry } from './snapshot-orphans.js';
+import { sidecarTempEntry } from './sidecar-temps.js';
+import { orphanVolumeEntry } from './volume-orphans.js';
 import { holdWriterLock, writerAlive } from './writer-lock.js';
 
 export type { FileVolumeDriverOptions } from './options.js';
@@ -284,9 +285,10 @@ export class FileVolumeDriver implements VolumeDriver {
    * A crash-consistent copy of the volume (writes through this driver pause during it) with its
    * checkpoints' bitmaps. `NOT_FOUND` if unknown; `BUSY` while another process writes the volume.
    * First removes what snapshot creates killed midway (and deletes killed midway by an older
-   * driver version) left behind over a day ago (sweepOrphanSnapshots: image copies and bitmap
-   * directories without a sidecar), and likewise the images of volume creates killed midway
-   * (sweepOrphanVolumes) and the temp files of sidecar writes killed midway (sweepSidecarTemps).
+   * driver version) left behind over a day ago (sweepLeftovers with orphanSnapshotEntry: image
+   * copies and bitmap directories without a sidecar), and likewise the images of volume creates
+   * killed midway (orphanVolumeEntry) and the temp files of sidecar writes killed midway
+   * (sidecarTempEntry).
    */
   async createSnapshot(volumeId: string, name?: string): Promise<Snapshot> {
     return this.guard('createSnapshot', () =>
@@ -294,9 +296,12 @@ export class FileVolumeDriver implements VolumeDriver {
         await this.ctx.store.volume(volumeId);
         if (name !== undefined) assertDisplayName(name, 'name', this.name);
         const { layout } = this.ctx.store;
-        await sweepOrphanSnapshots(layout, undefined, this.ctx.clock); // a killed create's copy would keep its space for ever
-        await sweepOrphanVolumes(layout, undefined, this.ctx.clock); // as would a killed createVolume's image
-        await sweepSidecarTemps(layout, undefined, this.ctx.clock);
+        // A killed create's copy, or a killed createVolume's image, would keep its space for ever;
+        // each directory is read once for every kind of leftover in it.
+        const snapshotOrphan = orphanSnapshotEntry(layout);
+        const volumeOrphan = orphanVolumeEntry(layout);
+        await sweepLeftovers(layout.dir('snapshot'), (n) => snapshotOrphan(n) ?? sidecarTempEntry(n), ORPHAN_AGE_MS, this.ctx.clock);
+        await sweepLeftovers(layout.dir('volume'), (n) => volumeOrphan(n) ?? sidecarTempEntry(n), ORPHAN_AGE_MS, this.ctx.clock);
         const id = newId();
         const tracker = this.ctx.trackers.get(volumeId);
         let record: SnapshotRecord;

@@ -1,4 +1,6 @@
-import { lstat } from 'node:fs/promises';
+import { lstat, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { StampClock } from '@cairn/core';
 
 /**
  * Age after which a file that no sidecar names (a killed create's image copy or image, a killed
@@ -30,4 +32,42 @@ export async function exists(path: string): Promise<boolean> {
   } catch (err) {
     return (err as { code?: string }).code !== 'ENOENT';
   }
+}
+
+/**
+ * What a sweep's judge says of an entry that may be a leftover: `unnamed` tells, once the entry is
+ * old, whether nothing names it still (its sidecar absent, …); `tree`: a directory, removed with
+ * what it holds (otherwise only a file is removed).
+ */
+export interface Leftover {
+  unnamed(): Promise<boolean>;
+  tree?: boolean;
+}
+
+/**
+ * Removes the entries of `dir` that `judge` takes for leftovers (undefined: not one), once unchanged
+ * for more than `ageMs` by `clock` (unchangedFor) and still unnamed. Reads the directory once, and
+ * the clock at most once (only when there is something to judge). Best effort: never rejects (an
+ * entry gone meanwhile, not ours to remove, or a clock that cannot be read is left to the next
+ * sweep); resolves to the paths it removed.
+ */
+export async function sweepLeftovers(dir: string, judge: (name: string) => Leftover | undefined, ageMs: number, clock: StampClock): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  let now: bigint | undefined;
+  for (const name of names) {
+    const leftover = judge(name);
+    if (!leftover) continue;
+    const path = join(dir, name);
+    try {
+      now ??= await clock.now(dir);
+      if (!(await unchangedFor(path, now, ageMs))) continue; // a live writer's, one being put in place, or too recent to tell
+      if (!(await leftover.unnamed())) continue;
+      await rm(path, { recursive: leftover.tree === true, force: true });
+      removed.push(path);
+    } catch {
+      // gone meanwhile, not ours to remove, or the clock unreadable (a read-only directory): the next sweep looks again
+    }
+  }
+  return removed;
 }

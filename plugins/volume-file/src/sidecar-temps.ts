@@ -1,15 +1,14 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileSystemClock, type StampClock } from '@cairn/core';
 import { sidecarTempId, type Layout, type RecordKind } from './layout.js';
-import { ORPHAN_AGE_MS, unchangedFor } from './leftover-age.js';
+import type { Leftover } from './leftover-age.js';
 
 /**
  * The temp files of sidecar writes (`.<id>.json.<random>.tmp`, core's writeFileAtomic): a write
  * killed between creating its temp file and renaming it over the sidecar (SIGKILL, a crash) leaves
  * a full copy of the sidecar, metadata included, that nothing reads. They are removed when their
  * volume or snapshot is deleted (removeSidecarTemps) and, whatever id they name, once a day old
- * (sweepSidecarTemps). A live write renames its temp file within milliseconds.
+ * (sidecarTempEntry). A live write renames its temp file within milliseconds.
  */
 
 /**
@@ -27,27 +26,9 @@ export async function removeSidecarTemps(layout: Layout, kind: RecordKind, id: s
 }
 
 /**
- * Removes the sidecar temp files in `volumes/` and `snapshots/` unchanged for more than `ageMs`,
- * by the timestamp clock of their file system (unchangedFor, leftover-age.ts). Other names are left
- * alone. Best effort: never rejects; resolves to the paths it removed.
+ * A sidecar temp file of any id (sidecarTempId), for sweepLeftovers (leftover-age.ts): removed once
+ * unchanged for more than its age. Other names are left alone.
  */
-export async function sweepSidecarTemps(layout: Layout, ageMs = ORPHAN_AGE_MS, clock: StampClock = fileSystemClock): Promise<string[]> {
-  const removed: string[] = [];
-  for (const kind of ['volume', 'snapshot'] as const) {
-    const dir = layout.dir(kind);
-    const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => sidecarTempId(n) !== undefined);
-    let now: bigint | undefined;
-    for (const name of names) {
-      const path = join(dir, name);
-      try {
-        now ??= await clock.now(dir);
-        if (!(await unchangedFor(path, now, ageMs))) continue; // perhaps a live write's
-        await rm(path, { force: true });
-        removed.push(path);
-      } catch {
-        // gone meanwhile (renamed by its write), or the clock unreadable: the next sweep looks again
-      }
-    }
-  }
-  return removed;
+export function sidecarTempEntry(name: string): Leftover | undefined {
+  return sidecarTempId(name) === undefined ? undefined : { unnamed: async () => true };
 }
