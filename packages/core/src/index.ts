@@ -37,6 +37,7 @@ export * from './util/extents.js';
 export * from './util/validate.js';
 export { knownOptions, optionError } from './util/driver-options.js';
 export { KeyedMutex } from './util/keyed-mutex.js';
+export { withRetries } from './util/retry.js';
 export { releaseSharedBuffers } from './util/buffer-pool.js';
 export { RateBudget, throttleReads } from './util/read-rate.js';
 export { untilAborted } from './util/until-aborted.js';

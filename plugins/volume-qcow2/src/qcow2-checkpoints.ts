@@ -1,5 +1,4 @@
-import { setTimeout as delay } from 'node:timers/promises';
-import { CairnError, hasCode, toCairnError, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
+import { CairnError, hasCode, toCairnError, withRetries, type ChangedBlockTracking, type Checkpoint } from '@cairn/core';
 import { addCheckpoint, removeCheckpoint } from './checkpoint-chain.js';
 import type { DaemonSession } from './daemon-session.js';
 import { qcow2ImageFacts } from './image-header.js';
@@ -89,15 +88,8 @@ export class Qcow2Checkpoints implements ChangedBlockTracking {
     }
   }
 
-  private async openWhenFree(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.runtime.openVolume(volumeId);
-      } catch (err) {
-        if (attempt >= CHECKPOINT_OPEN_RETRY_MS.length || !hasCode(err, 'BUSY')) throw err;
-        await delay(CHECKPOINT_OPEN_RETRY_MS[attempt]);
-      }
-    }
+  private openWhenFree(volumeId: string): Promise<{ session: DaemonSession; node: string }> {
+    return withRetries(() => this.runtime.openVolume(volumeId), CHECKPOINT_OPEN_RETRY_MS, (err) => hasCode(err, 'BUSY'));
   }
 
   private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
