@@ -4,7 +4,7 @@
  * reports write-back errors such as ENOSPC or EDQUOT again when the file is closed), so the
  * failures are injected into the sync and close of the handles node:fs/promises opens.
  */
-import { mkdtemp, readdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -76,4 +76,41 @@ describe('durable-file failures leave no temporary file', () => {
     expect(await readdir(dir)).toEqual(['record.json']);
     expect(await readFile(path, 'utf8')).toBe('two');
   });
+});
+
+/** Runs `fn` with the process umask set to `mask`, restored afterwards (test files run in their own process: pool forks). */
+async function withUmask<T>(mask: number, fn: () => Promise<T>): Promise<T> {
+  const old = process.umask(mask);
+  try {
+    return await fn();
+  } finally {
+    process.umask(old);
+  }
+}
+
+describe('durable-file new files are 0600 whatever the umask', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cairn-durable-file-mode-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // 0277 takes the owner's write bit, 0377 the owner's read bit too (a file its owner could not
+  // read back); 0 gives nothing beyond what was asked (the umask only takes bits away).
+  for (const mask of [0o277, 0o377, 0o000]) {
+    it(`under umask ${mask.toString(8).padStart(4, '0')} writeNewFileDurably and writeFileAtomic make files of mode 0600`, async () => {
+      const created = join(dir, 'created');
+      const replaced = join(dir, 'record.json');
+      await writeFile(replaced, 'old', { mode: 0o644 });
+      await withUmask(mask, async () => {
+        await writeNewFileDurably(created, 'data');
+        await writeFileAtomic(replaced, 'new');
+      });
+      expect(((await stat(created)).mode & 0o7777).toString(8)).toBe('600');
+      expect(((await stat(replaced)).mode & 0o7777).toString(8)).toBe('600');
+      expect(await readFile(replaced, 'utf8')).toBe('new');
+    });
+  }
 });

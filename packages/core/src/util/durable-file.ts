@@ -38,14 +38,17 @@ export function tempPathBeside(path: string): string {
 
 /**
  * Creates the file `path` exclusively (O_CREAT|O_EXCL: a link planted there is not followed),
- * opened for writing, with `mode` (default 0600) whatever the umask (set again by fchmod after the
- * create, which the umask does not touch). On a failure after the create the file is closed and
- * removed; EEXIST leaves the existing file alone.
+ * opened for writing, with `mode` (default 0600) whatever the umask: a umask only removes bits, so
+ * when the created file lacks some of `mode`'s it is set again by fchmod (which the umask does not
+ * touch). A file system that holds no modes (vfat: every file shows the mount's mode) is left as
+ * it is when that mode already holds all of `mode`'s bits, so it is not refused a chmod it cannot
+ * store. On a failure after the create the file is closed and removed; EEXIST leaves the existing
+ * file alone.
  */
 export async function openOwnerOnly(path: string, mode = 0o600): Promise<FileHandle> {
   const fh = await open(path, 'wx', mode);
   try {
-    await fh.chmod(mode);
+    if (((await fh.stat()).mode & mode) !== mode) await fh.chmod(mode);
   } catch (err) {
     await fh.close().catch(() => undefined);
     await unlink(path).catch(() => undefined);
@@ -55,13 +58,14 @@ export async function openOwnerOnly(path: string, mode = 0o600): Promise<FileHan
 }
 
 /**
- * Creates the file `path` exclusively (O_EXCL, mode 0600), writes `data` and fsyncs it: durable
- * once this resolves. On any failure, the close's included (NFS reports write-back errors such as
- * ENOSPC or EDQUOT again at close), the file it created is removed and the first error is thrown:
- * a failed write's, not that of the close after it. `options.onCreated` runs before the write.
+ * Creates the file `path` exclusively (O_EXCL, openOwnerOnly: mode 0600 whatever the umask),
+ * writes `data` and fsyncs it: durable once this resolves. On any failure, the close's included
+ * (NFS reports write-back errors such as ENOSPC or EDQUOT again at close), the file it created is
+ * removed and the first error is thrown: a failed write's, not that of the close after it.
+ * `options.onCreated` runs before the write.
  */
 export async function writeNewFileDurably(path: string, data: Uint8Array | string, options: NewFileOptions = {}): Promise<void> {
-  const fh = await open(path, 'wx', 0o600);
+  const fh = await openOwnerOnly(path);
   try {
     try {
       await options.onCreated?.(fh, path);
