@@ -92,6 +92,17 @@ export const allocatedExtents: Group<VolumeDriverContext> = {
         await driver.detach(a.id);
       },
     },
+    {
+      name: 'extents with an unknown query, or changed without a checkpoint id, fails with INVALID_INPUT (never NOT_FOUND, which would send the caller to a full read)',
+      async run({ driver, volumeSize }) {
+        const v = await driver.createVolume({ size: volumeSize });
+        const a = await driver.attach({ kind: 'volume', id: v.id }, 'ro');
+        await rejectsWithCode(a.device.extents({ kind: 'dirty' } as never), 'INVALID_INPUT', 'extents(dirty)', driver.name);
+        await rejectsWithCode(a.device.extents({ kind: 'changed' } as never), 'INVALID_INPUT', 'extents(changed) without since', driver.name);
+        await rejectsWithCode(a.device.extents({ kind: 'changed', since: '' }), 'INVALID_INPUT', "extents(changed, since '')", driver.name);
+        await driver.detach(a.id);
+      },
+    },
     ...allocatedExtentEdgeCases,
     zeroFlaggedExtents,
   ],

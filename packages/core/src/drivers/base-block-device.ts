@@ -64,6 +64,11 @@ export abstract class BaseBlockDevice implements BlockDevice {
   async extents(query: ExtentQuery, range?: ByteRange): Promise<Extent[]> {
     this.assertOpen();
     if (query?.kind !== 'allocated' && query?.kind !== 'changed') throw this.invalid(`unknown extent query ${JSON.stringify(query)}`);
+    // A changed query without a checkpoint id is the caller's bug, not an unknown checkpoint: a
+    // NOT_FOUND would send it to a full read, hiding the bug.
+    if (query.kind === 'changed' && (typeof query.since !== 'string' || query.since === '')) {
+      throw this.invalid(`extents(changed) needs a checkpoint id in since, got ${JSON.stringify(query.since)}`);
+    }
     const r = resolveRange(range, this.size, this.driverName);
     const found = await this.guard(() => this._extents(query, r), 'extents');
     for (const e of found) {
