@@ -402,17 +402,10 @@ export class FileVolumeDriver implements VolumeDriver {
     const { ctx } = this;
     const image = ctx.store.layout.image(kind, record.id);
     let size = record.size;
-    let reference: ImageStamp | undefined;
-    if (kind === 'volume') ({ size, imageStamp: reference } = await ctx.recovered(record.id));
+    if (kind === 'volume') ({ size } = await ctx.recovered(record.id));
     const actual = (await stat(image)).size;
     if (actual > size || (actual < size && kind === 'snapshot')) throw ctx.err('CORRUPT', `image ${image} has ${actual} bytes, its sidecar says ${size}`);
-    if (actual < size) {
-      // An extend interrupted between sidecar and truncate: its bitmaps already mark the tail. A
-      // write from outside since `recovered` is not taken for part of this growth (OwnImageChange).
-      const own = await OwnImageChange.begin(ctx, record.id, reference);
-      await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, size, this.name));
-      await own.record();
-    }
+    if (actual < size) await this.heal(record.id, image);
     let tracker: ChangeTracker | undefined;
     if (mode === 'rw') {
       const t = new ChangeTracker(
@@ -452,6 +445,33 @@ export class FileVolumeDriver implements VolumeDriver {
     const attachment: Attachment = { id, target, mode, device };
     this.attachments.set(id, attachment);
     return attachment;
+  }
+
+  /**
+   * Grows the image of a volume to its sidecar's size: an extend interrupted between sidecar and
+   * truncate (its bitmaps already mark the tail). Called holding an image lock, which may be
+   * shared: another process (or instance) may heal the same image at once, or look at it (attach,
+   * snapshot). So the growth is made holding the metadata lock, which every heal takes too: the
+   * sidecar and the image are read again under it, nothing is done when the image already has the
+   * sidecar's size (healed meanwhile), the sidecar's stamp as it is then is the reference, and the
+   * grown image's stamp is saved before the lock is let go (OwnImageChange): another process's
+   * heal is never taken for a write from outside, one from outside since that stamp still is. The
+   * settled stamp is taken after, outside the metadata lock. Throws what the resize
+   * (`UNAVAILABLE`, `INVALID_INPUT`), stat(2) and the sidecar write throw; a failed resize leaves
+   * the sidecar as it was.
+   */
+  private async heal(volumeId: string, image: string): Promise<void> {
+    const { ctx } = this;
+    const own = await ctx.store.exclusively(async () => {
+      const r = await ctx.store.volume(volumeId);
+      if ((await stat(image)).size >= r.size) return undefined;
+      const change = await OwnImageChange.begin(ctx, volumeId, r.imageStamp);
+      await namingFullDisk(image, 'growing image', this.name, () => resizeImage(image, r.size, this.name));
+      await change.edit(r);
+      await ctx.store.put(r);
+      return change;
+    });
+    await own?.record();
   }
 
   /**

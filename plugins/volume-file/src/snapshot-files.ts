@@ -16,9 +16,10 @@ import type { CheckpointRecord, SnapshotRecord, VolumeRecord } from './records.j
  * An image shorter than the sidecar says (an extend interrupted by a crash) is copied grown to
  * the sidecar's size: the missing tail reads as zeros, as it will on the volume once attached.
  * Without `live` (no local writer), `volume` is a record whose image stamp the caller has just
- * checked (DriverContext.recovered): the image is compared with it again once copied, and a write
- * from outside the driver meanwhile makes every checkpoint of the snapshot and of the volume
- * inconsistent.
+ * checked (DriverContext.recovered): once copied, the image is compared again with the sidecar's
+ * stamp as it is then (another process's heal of the image updates it, a write from outside does
+ * not), and a write from outside the driver meanwhile makes every checkpoint of the snapshot and
+ * of the volume inconsistent.
  * Its files get the owner of their directory when root makes them in another user's (dir-owner.ts).
  * On failure nothing of the snapshot is left (no sidecar, image or bitmaps; or, when its sidecar
  * landed and cannot be removed, the whole snapshot) and the error is thrown.
@@ -70,12 +71,24 @@ async function writeSnapshotFiles(
     if (bitmap) await ctx.saveBitmap('snapshot', id, c.id, bitmap);
     checkpoints.push({ id: c.id, createdAt: c.createdAt, consistent: !!bitmap });
   }
-  if (!live && !(await ctx.imageUnchanged(volume))) {
-    // Written from outside the driver since `volume` was read (its stamp checked): perhaps during
-    // the copy, which then holds a write its checkpoints' bitmaps do not. Neither the snapshot's
-    // checkpoints nor the volume's are consistent then (the volume's recovered as recover does).
-    for (const c of checkpoints) c.consistent = false;
-    await ctx.recovered(volume.id);
+  if (!live) {
+    // Compared with the sidecar as it is now, not `volume`: another process's heal of an
+    // interrupted extend during the copy (under a shared image lock too) updated its stamp, while a
+    // write from outside does not. Read under the metadata lock, which such a heal holds from its
+    // resize to its sidecar's new stamp, so sidecar and image are seen both before it or both after.
+    const { unchanged, now } = await ctx.store.exclusively(async () => {
+      const now = await ctx.store.volume(volume.id);
+      return { now, unchanged: await ctx.imageUnchanged(now) };
+    });
+    for (const c of checkpoints) {
+      // Made inconsistent meanwhile (another process saw a write from outside and recovered the
+      // volume, its new stamp absorbing the write): the copy may hold that write too.
+      if (!unchanged || now.checkpoints.find((x) => x.id === c.id)?.consistent !== true) c.consistent = false;
+    }
+    // Written from outside the driver since the sidecar's stamp was taken: perhaps during the copy,
+    // which then holds a write its checkpoints' bitmaps do not. Neither the snapshot's checkpoints
+    // nor the volume's are consistent then (the volume's recovered as recover does).
+    if (!unchanged) await ctx.recovered(volume.id);
   }
   const record: SnapshotRecord = {
     format: 1,

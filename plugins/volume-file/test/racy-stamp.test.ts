@@ -7,53 +7,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, it } from 'vitest';
 import { CLOCK_PROBE, fileSystemClock, sameStamp, settledStampOf, stampOf, type Extent, type ImageStamp, type StampClock } from '@cairn/core';
 import { FileVolumeDriver } from '../src/index.js';
+import { CoarseClock } from './coarse-clock.js';
 import { dirPerTest, driverPerTest, useClock } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/**
- * A file system whose timestamp clock ticks only when someone waits for it (`pause`) or the test
- * says so (`tick`): real timestamps are floored to the last tick at or before them, as a coarse
- * clock (1–10 ms ticks; whole seconds on ext4 with 128-byte inodes) would have recorded them.
- * Two changes with no tick between them get the same mtime and ctime, deterministically: the
- * "racy git" case, which this machine's multigrain timestamps never show. Ticks are readings of
- * the real clock, so real files keep their order relative to them.
- */
-class CoarseClock implements StampClock {
-  private readonly ticks: bigint[] = [];
-  /** With `frozen`, waiting does not make the clock tick either. */
-  constructor(
-    private readonly dir: string,
-    private readonly frozen = false,
-  ) {}
-
-  async tick(): Promise<void> {
-    this.ticks.push(await fileSystemClock.now(this.dir));
-  }
-
-  private floor(t: bigint): bigint {
-    let f = 0n;
-    for (const b of this.ticks) if (b <= t) f = b;
-    return f;
-  }
-
-  async stat(path: string): Promise<ImageStamp> {
-    const s = await fileSystemClock.stat(path);
-    return { ...s, mtimeNs: String(this.floor(BigInt(s.mtimeNs))), ctimeNs: String(this.floor(BigInt(s.ctimeNs))) };
-  }
-
-  async now(): Promise<bigint> {
-    return this.ticks.at(-1) ?? 0n;
-  }
-
-  async pause(): Promise<void> {
-    if (!this.frozen) await this.tick();
-  }
-  touch(path: string): Promise<void> {
-    return fileSystemClock.touch(path);
-  }
-}
 
 /** Overwrites 4 KiB at `offset` of the image file itself, bypassing the driver, at once (same tick). */
 async function writeBehindTheDriver(image: string, offset: number): Promise<void> {
