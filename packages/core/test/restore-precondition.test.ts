@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type VolumeFlowState, type VolumeLocks } from '../src/index.js';
+import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, type VolumeFlowState, type VolumeLocks } from '../src/index.js';
 import { MiB, ScriptedService, contents, expectCode, filledVolume, gate, rig } from './helpers.js';
 
 /**
@@ -102,5 +102,68 @@ describe("a restore's precondition probe met by another manager's flow", () => {
     expect(['CONFLICT', 'restored']).toContain(restored);
     if (restored === 'CONFLICT') expect((await contents(volumes, dst.id)).equals(before)).toBe(true);
     expect(await catalog.listVolumeStates()).toEqual([]);
+  });
+});
+
+/**
+ * The probe is startRestore's own attachment: no job holds it and the driver lists none, so
+ * nothing else would ever detach it. Its detach is retried whatever the error (detach is
+ * idempotent), and one that still fails is named in the rejection.
+ */
+describe("a restore's precondition probe whose detach fails with a code the cleanup retries do not cover", () => {
+  /**
+   * The memory driver, its detach failing `INTERNAL` (not a retryable code), detaching nothing,
+   * the next `failures` times once `arm(failures)` is called.
+   */
+  function failingDetach() {
+    const volumes = new MemoryVolumeDriver();
+    let failures = 0;
+    let failed = 0;
+    const driver = Object.assign(Object.create(volumes) as MemoryVolumeDriver, {
+      detach: async (id: string) => {
+        if (failed < failures) {
+          failed++;
+          throw new CairnError('INTERNAL', 'detach failed', { driver: 'memory' });
+        }
+        return volumes.detach(id);
+      },
+    });
+    const manager = new BackupManager({ volumes: driver, targets: { mem: new MemoryBackupService('mem') }, catalog: new MemoryCatalog() });
+    return { volumes, manager, failed: () => failed, arm: (n: number) => (failures = n) };
+  }
+
+  it('failing once, the probe is detached all the same: the restore runs and the volume is left unattached', async () => {
+    const { volumes, manager, failed, arm } = failingDetach();
+    const src = await filledVolume(volumes, MiB, 1);
+    const b = await manager.backup({ volumeId: src.id });
+    const dst = await filledVolume(volumes, MiB, 2);
+    arm(1);
+    const { job } = await manager.startRestore({ backupId: b.id, volumeId: dst.id });
+    await job.done;
+    expect(failed()).toBe(1);
+    expect((await contents(volumes, dst.id)).equals(await contents(volumes, src.id))).toBe(true);
+    // Nothing left attached: a read-write attach is taken.
+    await volumes.detach((await volumes.attach({ kind: 'volume', id: dst.id }, 'rw')).id);
+  });
+
+  it('failing every time, startRestore rejects with the detach code naming the probe left attached; no job, nothing written', async () => {
+    const { volumes, manager, arm } = failingDetach();
+    const src = await filledVolume(volumes, MiB, 1);
+    const b = await manager.backup({ volumeId: src.id });
+    const dst = await filledVolume(volumes, MiB, 2);
+    const before = await contents(volumes, dst.id);
+    arm(Infinity);
+    const err = await manager.startRestore({ backupId: b.id, volumeId: dst.id }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'INTERNAL', details: { volumeId: dst.id, attachmentId: expect.any(String) } });
+    expect(manager.listJobs()).toEqual([]);
+    expect((await manager.getBackup(b.id)).status).toBe('available');
+    // The probe named is the attachment that holds the volume: once it goes, the volume is free.
+    await expectCode(volumes.attach({ kind: 'volume', id: dst.id }, 'rw'), 'BUSY');
+    await volumes.detach((err as { details: { attachmentId: string } }).details.attachmentId);
+    expect((await contents(volumes, dst.id)).equals(before)).toBe(true);
+    await volumes.detach((await volumes.attach({ kind: 'volume', id: dst.id }, 'rw')).id);
   });
 });

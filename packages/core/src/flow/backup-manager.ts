@@ -4,7 +4,7 @@ import type { BackupPage, BackupPageQuery, Catalog } from '../contracts/catalog.
 import type { ProgressEvent } from '../contracts/progress.js';
 import { BACKUP_STATUSES, type BackupRecord, type BackupStatus, type VolumeFlowState, type VolumeFlowStatus } from '../contracts/records.js';
 import type { Attachment, ChangedBlockTracking, Checkpoint, Snapshot, Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError, cancelledError, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
+import { CairnError, cancelledError, hasCode, isCairnError, isRetryable, throwIfAborted, toCairnError, unlessNotFound } from '../errors.js';
 import { newId, nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { RateBudget, throttleReads } from '../util/read-rate.js';
@@ -160,7 +160,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * (details `{ field, reason }`) or a `signal` that is not an AbortSignal (`details.field`
    * `signal`), `NOT_SUPPORTED` for an incremental the target cannot take.
    *
-   * The job waits for the volume's lock, then checks the volume again (the same `CONFLICT`s) and
+   * The job waits for the volume's lock, then checks the volume again (the same `CONFLICT`s; a
+   * volume attached read-write after that check, which refuses the job's read-only attach, is
+   * judged again so: `CONFLICT` without `force`, with it copied through a snapshot) and
    * copies the volume as it is then: the record's `size` and, for an incremental, its `parentId`
    * (the newest backup at that moment whose data is complete, `available` or `restoring`: a restore
    * only reads it; claimed so it cannot be deleted meanwhile) are
@@ -334,11 +336,19 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
             await this.catalog.putBackup({ ...record, checkpointId: checkpoint.id, updatedAt: nowIso() });
             job.backup = { ...record, checkpointId: checkpoint.id };
           }
-          if (volume.status === 'in-use') {
-            snapshot = await this.pointInTime(volume, record.id);
+          // An `available` volume is attached as it is; one in use, at the check above or since
+          // (inUseSinceCheck), is copied through a temporary snapshot.
+          let source = volume;
+          if (source.status !== 'in-use') {
+            attachment = await attachForFlow(this.volumes, { kind: 'volume', id: volume.id }, 'ro', signal).catch(async (err: unknown) => {
+              source = await this.inUseSinceCheck(err, volume, request, signal);
+              return undefined;
+            });
+          }
+          if (!attachment) {
+            job.volume = source;
+            snapshot = await this.pointInTime(source, record.id);
             attachment = await attachForFlow(this.volumes, { kind: 'snapshot', id: snapshot.id }, 'ro', signal);
-          } else {
-            attachment = await attachForFlow(this.volumes, { kind: 'volume', id: volume.id }, 'ro', signal);
           }
           record.size = attachment.device.size;
           const changedSince = cbt && parent?.checkpointId && service.describe().capabilities.changedBlockTracking ? parent.checkpointId : undefined;
@@ -446,6 +456,25 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
   }
 
   /**
+   * Judges the refusal `err` of the read-only attach of `volume`, `available` at the job's check
+   * (assertMayBackUp). A volume attached read-write since (a VM started meanwhile) refuses it with
+   * `BUSY`, still after attachForFlow's retries, and is then `in-use`: read again, it is judged
+   * as the check judges it now, with the same error (`CONFLICT` without `request.force`,
+   * `NOT_SUPPORTED` when the driver cannot snapshot it), or, with `force`, resolves with the
+   * volume as read, to be copied through a temporary snapshot like one in use at the check.
+   * Rejects with `err` itself for any other error, a cancel, a volume that cannot be read again,
+   * and a `BUSY` of a volume still not `in-use` (attached read-only by someone, or read-write
+   * and detached since).
+   */
+  private async inUseSinceCheck(err: unknown, volume: Volume, request: Pick<BackupRequest, 'force'>, signal: AbortSignal): Promise<Volume> {
+    if (!hasCode(err, 'BUSY') || signal.aborted) throw err;
+    const now = await this.volumes.getVolume(volume.id).catch(() => undefined);
+    if (now?.status !== 'in-use') throw err;
+    this.assertMayBackUp(now, request);
+    return now;
+  }
+
+  /**
    * Takes the temporary snapshot of an in-use volume, quiescing around it when the driver can. A
    * thaw that fails fails the backup with its error (the guest may still be frozen: that must not
    * pass as a warning), and the snapshot taken is deleted first (best effort; recover() deletes a
@@ -485,7 +514,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * BackupRecord.readers; volume not `available`), `INVALID_INPUT` (volume smaller than the
    * backup; a `signal` that is not an AbortSignal, `details.field` `signal`, nothing claimed), `BUSY` (an existing volume someone has attached, read-only too: the driver's
    * read-write attach refuses it, assertTakesRestoreAttach; not judged while a job of this manager
-   * works on the volume, which the restore waits for). Restores of one backup, to new or existing
+   * works on the volume, which the restore waits for; the probe's detach failing still after its
+   * retries, the detach's code with `details: {volumeId, attachmentId}`, the probe left attached). Restores of one backup, to new or existing
    * volumes, in one process or several, may run at once.
    *
    * The job waits for the volume's lock (then, holding it, for a place among the data jobs:
@@ -537,8 +567,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       volume = await this.restoreTarget(request.volumeId, backup);
       // Refused here, not only by the job, when the volume cannot be attached read-write (someone
       // reads it). Not probed while a job of this manager works on the volume: the restore waits
-      // for it, and the probe could make its attach fail.
-      if (!this.listJobs().some((j) => j.volumeId === volume.id)) await assertTakesRestoreAttach(this.volumes, volume.id, (id) => retrying(() => this.volumes.detach(id)));
+      // for it, and the probe could make its attach fail. The probe's detach is retried whatever
+      // its error (an idempotent call: restore-precondition.ts): nothing else would detach it.
+      if (!this.listJobs().some((j) => j.volumeId === volume.id)) {
+        await assertTakesRestoreAttach(this.volumes, volume.id, (id) => withRetries(() => this.volumes.detach(id), CLEANUP_RETRY_MS));
+      }
     } else {
       owned = await this.createRestoreVolume(jobId, backup, request.newVolume.name, request.signal);
       volume = owned.volume;
