@@ -20,4 +20,5 @@ export {
   type QmpGreeting,
   type QmpTarget,
 } from './qmp-client.js';
+export { MAX_TIMEOUT_MS } from './timeouts.js';
 export { assertTmpParentFits, QemuStorageDaemon, type DaemonExit, type QemuStorageDaemonOptions, type StopOptions } from './qemu-storage-daemon.js';

@@ -24,6 +24,12 @@ export interface SessionOptions {
   driver: string;
   /** How long one QMP command may take before it fails with UNAVAILABLE (its outcome then unknown). */
   commandTimeoutMs: number;
+  /**
+   * How long `stop()` gives the daemon to quit cleanly (the `quit` reply and the exit: qemu
+   * closes its nodes and writes their persistent bitmaps) before SIGTERM, then SIGKILL. Not tied
+   * to `commandTimeoutMs`: a small command timeout must not kill a slow quit. From 1 to 2^31 - 1.
+   */
+  stopTimeoutMs: number;
   /** Checks every image before it is opened (QemuImg.assertWhole). */
   qemuImg: QemuImg;
   /**
@@ -72,6 +78,8 @@ export class DaemonSession {
     readonly timeoutMs: number,
     private readonly qemuImg: QemuImg,
     private readonly onNodeClosed: (path: string, session: DaemonSession) => Promise<void>,
+    /** The budget of a requested stop (SessionOptions.stopTimeoutMs). */
+    private readonly stopTimeoutMs: number,
   ) {
     this.deferred = new DeferredWork(driver);
   }
@@ -93,7 +101,7 @@ export class DaemonSession {
       await daemon.kill().catch(() => undefined);
       throw err;
     }
-    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs, options.qemuImg, options.onNodeClosed ?? (async () => {}));
+    return new DaemonSession(daemon, nbdSocket, options.driver, options.commandTimeoutMs, options.qemuImg, options.onNodeClosed ?? (async () => {}), options.stopTimeoutMs);
   }
 
   /** The I/O timeout: how long NBD requests may wait for the daemon (IO_TIMEOUT_FACTOR command timeouts). */
@@ -374,35 +382,54 @@ export class DaemonSession {
    * `timeoutMs`, at most 5, 3 and 5 s) as a LOST session, not a requested stop, so the driver
    * drops its attachments and views once it exits and the next call starts a new daemon.
    * UNAVAILABLE `left behind` (see leftBehind) when it has not exited after its SIGKILL; a later
-   * call waits for that exit again, bounded the same way. Idempotent.
+   * call waits for that exit again, bounded the same way. Idempotent; while a stop or abandon is
+   * under way, this waits for it (QemuStorageDaemon.stop: the first call's bounds hold).
    */
   async abandon(): Promise<void> {
-    await this.stopDaemon();
+    await this.stopDaemon(stopWaits(Math.min(5_000, this.timeoutMs), this.timeoutMs));
   }
 
   /**
-   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. `onNodeClosed`
-   * does not run for nodes still open then: with the daemon gone nothing holds their images, and
-   * another instance may be changing their sidecars already (their old stamps stay and no longer
-   * match: volume-stamp.ts). Bounded and failing as `abandon` (the nodes then stay known: the
-   * stuck daemon still holds them). Idempotent.
+   * Clean shutdown (`quit`): qemu closes every node and writes persistent bitmaps. The daemon gets
+   * its own budget for that, `stopTimeoutMs` (the quit's reply and the exit), then SIGTERM and
+   * SIGKILL, each wait at most 3 and 5 s and at most `stopTimeoutMs`: never the command timeout,
+   * which a caller may set small for quick stall detection, and which would kill a daemon still
+   * closing its images (writes and metadata caches not flushed, bitmaps left `in-use`).
+   *
+   * `onNodeClosed` does not run for nodes still open at the quit, and no stamp is saved for them
+   * afterwards, even after a clean exit (code 0): nothing can hold their images between the exit
+   * and a stamp's write (qemu's locks are the only exclusion between instances, and no hold can be
+   * taken while this daemon has the image open), so another instance may open the image, find its
+   * old stamp mismatched and mark its checkpoints not consistent in the sidecar, which a stamp
+   * written now (a read-modify-write serialized in this process only) could overwrite with the
+   * checkpoints it read before; and a write by any program that takes qemu's locks in between
+   * would be absorbed (volume-stamp.ts). Their old stamps stay and no longer match: a full backup.
+   * Bounded and failing as `abandon` (the nodes then stay known: the stuck daemon still holds
+   * them). Idempotent.
    */
   async stop(): Promise<void> {
     this.stopping = true;
-    await this.stopDaemon();
+    await this.stopDaemon(stopWaits(this.stopTimeoutMs, this.stopTimeoutMs));
     this.nodes.clear();
   }
 
-  private async stopDaemon(): Promise<void> {
+  private async stopDaemon(waits: StopWaits): Promise<void> {
     try {
-      await this.daemon.stop(this.stopTimeouts());
+      await this.daemon.stop(waits);
     } catch (err) {
       if (isCairnError(err) && err.details?.leftBehind === true) this.stuck = err;
       throw err;
     }
   }
+}
 
-  private stopTimeouts(): { quitTimeoutMs: number; termTimeoutMs: number; killTimeoutMs: number } {
-    return { quitTimeoutMs: Math.min(5_000, this.timeoutMs), termTimeoutMs: Math.min(3_000, this.timeoutMs), killTimeoutMs: Math.min(5_000, this.timeoutMs) };
-  }
+interface StopWaits {
+  quitTimeoutMs: number;
+  termTimeoutMs: number;
+  killTimeoutMs: number;
+}
+
+/** The waits of a stop: `quitMs` for the quit, then SIGTERM and SIGKILL, each wait at most 3 and 5 s and at most `boundMs`. */
+function stopWaits(quitMs: number, boundMs: number): StopWaits {
+  return { quitTimeoutMs: quitMs, termTimeoutMs: Math.min(3_000, boundMs), killTimeoutMs: Math.min(5_000, boundMs) };
 }

@@ -14,6 +14,8 @@ export interface RuntimeOptions {
   binary: string;
   runtimeDir: string;
   commandTimeoutMs: number;
+  /** The budget of the daemon's clean quit at `close()` (SessionOptions.stopTimeoutMs). */
+  stopTimeoutMs: number;
   store: RecordStore;
   /** Probes the locks of what other instances left in `views/` (prepareViewsDir). */
   qemuImg: QemuImg;
@@ -194,7 +196,8 @@ export class Runtime {
   }
 
   /**
-   * Stops the daemon cleanly (persistent bitmaps are written), then removes this instance's views
+   * Stops the daemon cleanly (persistent bitmaps are written; DaemonSession.stop, given
+   * `stopTimeoutMs`, not the command timeout), then removes this instance's views
    * directory with the overlays of views whose teardown was still deferred (views never outlive
    * their daemon; other instances' overlays are not touched). Later calls fail with UNAVAILABLE.
    * Daemons given up on earlier while stuck (a detach's abandon left them behind) are waited for

@@ -10,9 +10,16 @@ import type { RecordStore } from './record-store.js';
  * - saveVolumeStamp runs right after this driver's daemon closed the volume's node (its last
  *   write to the image: the bitmaps), under the image's hold taken after the close (holdImage,
  *   Runtime), so that no other instance changes the sidecar meanwhile; not when the hold cannot
- *   be taken, nor after a `quit` (nothing holds the image then), nor when the daemon died by the
- *   time of the write, nor for a node whose stamp check failed at its open (the mismatch it could
- *   not record stays visible: the old stamp no longer matches);
+ *   be taken, nor when the daemon died by the time of the write, nor for a node whose stamp check
+ *   failed at its open (the mismatch it could not record stays visible: the old stamp no longer
+ *   matches); nor for a node still open at a `quit`, even one that exited cleanly with its bitmaps
+ *   stored: from the exit on nothing holds the image (and no hold can be taken before it: the
+ *   daemon's open keeps other locks off), so (1) another instance may meanwhile open it, find the
+ *   old stamp mismatched and mark the checkpoints not consistent, which a stamp written from a read
+ *   of the sidecar made before that would undo (sidecar updates are serialized in-process only):
+ *   a wrong incremental; (2) a program taking qemu's locks (`qemu-img bitmap --clear`, a VM) may
+ *   change the image and be absorbed; (3) qemu exits 0 also after it failed to store a bitmap at
+ *   close (it only logs it). A hold in a fresh daemon after the exit would settle (1) only;
  * - the image's stamp is taken before the daemon opens the closed image (volumeStampNow), and
  *   compared once the open succeeded and before the chain is reconciled (checkVolumeStamp); a
  *   snapshot copy compares it under its hold, before copying: an image that no longer matches

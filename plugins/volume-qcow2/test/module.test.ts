@@ -30,6 +30,16 @@ describe('qcow2VolumeModule', () => {
     await driver.close();
   });
 
+  it('stopTimeoutMs that is not a positive number of milliseconds, or is past node\'s longest timer, fails with INVALID_INPUT naming it', async () => {
+    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, '1000', 2 ** 31]) {
+      const refusal = expect.objectContaining({ code: 'INVALID_INPUT', message: expect.stringContaining('stopTimeoutMs'), details: { option: 'stopTimeoutMs' } });
+      await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', stopTimeoutMs: bad })).rejects.toEqual(refusal);
+      expect(() => new Qcow2VolumeDriver({ directory: '/tmp/x', stopTimeoutMs: bad as number })).toThrow(refusal);
+    }
+    const driver = (await registry.createVolumeDriver('qcow2', { directory: '/tmp/x', stopTimeoutMs: 2 ** 31 - 1 })) as Qcow2VolumeDriver;
+    await driver.close();
+  });
+
   it('an unknown option (a misspelt key) fails with INVALID_INPUT naming it in the message and details.option, rather than being ignored', async () => {
     for (const key of ['comandTimeoutMs', 'directroy', 'qemu-img', 'reserveBytes']) {
       await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', [key]: 1000 })).rejects.toMatchObject({
@@ -46,7 +56,7 @@ describe('qcow2VolumeModule', () => {
     await expect(registry.createVolumeDriver('qcow2', { directory: '/tmp/x', qemuImg: 7 })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option: 'qemuImg' } });
     await expect(registry.createVolumeDriver('qcow2', { directory: ' ' })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option: 'directory' } });
     // Every known option is taken.
-    const all = { directory: '/tmp/x', runtimeDir: '/tmp', qemuImg: 'qemu-img', qemuStorageDaemon: 'qemu-storage-daemon', commandTimeoutMs: 1000, qemuImgTimeoutMs: 1000, qemuImgStallMs: 1000 };
+    const all = { directory: '/tmp/x', runtimeDir: '/tmp', qemuImg: 'qemu-img', qemuStorageDaemon: 'qemu-storage-daemon', commandTimeoutMs: 1000, stopTimeoutMs: 1000, qemuImgTimeoutMs: 1000, qemuImgStallMs: 1000 };
     const driver = (await registry.createVolumeDriver('qcow2', all)) as Qcow2VolumeDriver;
     await driver.close();
   });

@@ -52,7 +52,7 @@ export const GENEROUS_MS = 30_000;
 
 /**
  * From this call on, in this test file, every daemon session a driver starts bounds its QMP
- * commands, events, NBD steps and stop by `ms` (GENEROUS_MS) instead of the driver's
+ * commands, events, NBD steps and abandon by `ms` (GENEROUS_MS) instead of the driver's
  * `commandTimeoutMs`, which then only spaces the retries of deferred cleanup (DeferredRetry). For
  * tests that need retries a few hundred ms apart: with that as the bound of every command, an
  * image open or close that fsyncs on a busy disk failed them by chance. A command the test
@@ -65,8 +65,9 @@ export function boundSessionsBy(ms = GENEROUS_MS): void {
 
 /**
  * Bounds a running session's waits by `ms` from now on, as if it had been started with
- * `commandTimeoutMs: ms`: QMP commands, events, NBD connects and disconnects and its stop by `ms`,
- * NBD requests (of later connections and of `devices`, already connected) by its I/O timeout. For
+ * `commandTimeoutMs: ms`: QMP commands, events, NBD connects and disconnects and its abandon by
+ * `ms` (its clean stop has a budget of its own: `stopTimeoutMs`), NBD requests (of later
+ * connections and of `devices`, already connected) by its I/O timeout. For
  * tests of a stalled daemon that set up under boundSessionsBy, then stall it with a short bound.
  * Fails if a field it sets is not there.
  */
