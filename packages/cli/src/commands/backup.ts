@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, type BackupRecord, type BackupStatus } from '@cairn/core';
+import { BACKUP_SORT_KEYS, BACKUP_STATUSES, CairnError, isCairnError, MAX_BACKUP_PAGE_LIMIT, parseBackupSort, parsePageLimit, type BackupRecord, type BackupStatus, type RecoveryReport } from '@cairn/core';
 import type { Command } from 'commander';
 import { importArchive } from '../archive/importer.js';
 import { exportBackup } from '../archive/writer.js';
@@ -16,6 +16,7 @@ import { cancelJob, jobSubject, listJobs, prepareJobsDirectory, removeStaleJob, 
 import { runJob } from '../jobs/run-job.js';
 import { phasedProgress } from '../output/phased-progress.js';
 import { progressReporter } from '../output/progress.js';
+import { printRecovery } from '../output/recovery-report.js';
 import { restoreResult } from '../output/restore-result.js';
 import { renderFields, renderTable } from '../output/table.js';
 import { shownText } from '../output/terminal-text.js';
@@ -118,7 +119,18 @@ export function registerBackupCommands(program: Command): void {
     .option('--cascade', 'also delete backups that depend on it (targets with dependent chains)', false)
     .action(
       withContext<{ cascade: boolean }>(async (ctx, [id], o) => {
-        await (await ctx.manager({ recover: true })).deleteBackup(id!, { cascade: o.cascade });
+        // Recovered here rather than by ctx.manager({ recover: true }): its report says whether
+        // this run finished a delete of this backup that a dead process left (resumedDeletes).
+        const manager = await ctx.manager();
+        const report = await manager.recover();
+        printRecovery(ctx.out, report, 'an earlier run');
+        try {
+          await manager.deleteBackup(id!, { cascade: o.cascade });
+        } catch (err) {
+          // The backup is gone because this run's recovery finished its delete: that is this
+          // command's delete done, so it is reported as one (exit 0), not NOT_FOUND.
+          if (!(isCairnError(err) && err.code === 'NOT_FOUND' && recoveryDeleted(report, id!))) throw err;
+        }
         ctx.out.result({ deleted: id }, () => `deleted backup ${shownText(id!)}`);
       }),
     );
@@ -291,4 +303,12 @@ const RECORD_LIMIT = 16 * 1024 * 1024;
 async function readRecordFile(file: string): Promise<string> {
   await checkInputFile(file, 'record file', { stream: true });
   return readBounded(file, RECORD_LIMIT, `record file ${file}`);
+}
+
+/**
+ * Whether `report` says its recovery finished the delete of `backupId`: resumed
+ * (RecoveryReport.resumedDeletes) and no error reported for it (an error leaves the record).
+ */
+function recoveryDeleted(report: RecoveryReport, backupId: string): boolean {
+  return report.resumedDeletes.includes(backupId) && !report.errors.some((e) => e.startsWith(`${backupId}: `));
 }
