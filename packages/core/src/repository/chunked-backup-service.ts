@@ -13,7 +13,7 @@ import type {
 import type { BlockDevice } from '../contracts/block-device.js';
 import type { CallOptions, ObjectStore } from '../contracts/object-store.js';
 import type { BackupRecord } from '../contracts/records.js';
-import { CairnError, isCairnError, toCairnError } from '../errors.js';
+import { CairnError, isCairnError, isNotFound, toCairnError } from '../errors.js';
 import { byCreation } from '../memory/memory-catalog.js';
 import { nowIso } from '../util/clock.js';
 import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
@@ -126,7 +126,10 @@ export class ChunkedBackupService implements BackupService {
           if (job.parent) {
             // The parent's manifest and its chunk list pages are read for this backup alone: its
             // signal ends those reads (a store that hangs does not hold a cancelled backup).
-            parent = await repo.readManifest(job.parent.id, { signal: job.signal });
+            const parentId = job.parent.id;
+            parent = await repo.readManifest(parentId, { signal: job.signal }).catch((err: unknown): never => {
+              throw parentGone(parentId, err);
+            });
             if (parent.volumeId !== job.volume.id) throw new CairnError('INVALID_INPUT', `parent ${job.parent.id} belongs to volume ${parent.volumeId}, not ${job.volume.id}`);
           }
           return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady, beforeManifest: () => shared.assertHeld() })).result;
@@ -446,6 +449,20 @@ export class ChunkedBackupService implements BackupService {
       throw e.driver ? e : new CairnError(e.code, e.message, { driver: this.name, cause: e.cause ?? e, details: e.details });
     }
   }
+}
+
+/**
+ * A store's error at an incremental's parent's manifest: `NOT_FOUND` (the manifest gone, as
+ * readManifest says it, `details.backupId` the parent) as an error that says the parent's data is
+ * gone and what to do; anything else as it is.
+ */
+function parentGone(parentId: string, err: unknown): unknown {
+  if (!isNotFound(err)) return err;
+  const message =
+    `parent backup ${parentId} of this incremental has no manifest in the repository: its data was deleted behind the catalog's back ` +
+    `(e.g. by another deployment that imported its record and deleted it there). \`backup verify\` reports such backups; ` +
+    `delete backup ${parentId} (the next incremental then builds on the newest backup before it), or run a full backup`;
+  return new CairnError('NOT_FOUND', message, { cause: err, details: { backupId: parentId } });
 }
 
 /** The record fields that describe a backup's data, as its manifest holds them (exportRecord writes them, importRecord checks them). */
