@@ -162,7 +162,9 @@ export interface BackupService {
    * the service keeps of the backup) are the stored backup's, and a document that disagrees with
    * them on any of the five is refused with `INVALID_INPUT` (`details.backupId`, `details.field`),
    * as a stale or altered document. `INVALID_INPUT` also for a malformed or foreign record,
-   * `NOT_FOUND` when the data is gone. Returns the record with status `available` and no `owner`.
+   * `NOT_FOUND` when the backup's manifest (or what the service keeps in its place) is gone; the
+   * data it names need not be read (verify does). Returns the record with status `available` and
+   * no `owner`.
    */
   importRecord(exported: string): Promise<BackupRecord>;
   /**

@@ -1136,7 +1136,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * the targets. A backup deleted while it is verified (its record gone, `deleting` or
    * `error_deleting` once the verify is done) is not reported broken: verify(backupId) rejects as
    * for an unknown backup (`NOT_FOUND`) or one being deleted (`CONFLICT`), and a verify of every
-   * backup leaves it out of `checked` and `problems` (verify-backups.ts).
+   * backup leaves it out of `checked` and `problems` (verify-backups.ts). A verify of every backup
+   * also reports `NOT_FOUND` each `available` or `restoring` record whose target holds no data of
+   * it (deleted behind the catalog's back).
    */
   async verify(backupId?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
     if (backupId === undefined) return verifyAll(this.catalog, Object.values(this.targets), options);
@@ -1157,10 +1159,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * a document that disagrees with it is refused with `INVALID_INPUT`, nothing recorded, and so is
    * one whose name or description breaks the rules of backup()'s (`details.field`).
    * `ALREADY_EXISTS` when the id is already known here (checked atomically). `NOT_FOUND` when the
-   * data is gone, also when a delete of the backup in this catalog removed it between the check
-   * and the write of the record: the data is checked again once the record is written (for
-   * presence only, through BackupService.assertStored where the target has it), and a record
-   * whose data is gone is removed (importedDataGone).
+   * backup's manifest is gone, also when a delete of the backup in this catalog removed it between
+   * the check and the write of the record: the manifest is checked again once the record is written
+   * (for presence only, through BackupService.assertStored where the target has it), and a record
+   * whose manifest is gone is removed (importedDataGone). The data the manifest names is not read:
+   * verify checks it.
    */
   async importRecord(service: string, exported: string): Promise<BackupRecord> {
     const target = this.target(service);
