@@ -38,13 +38,13 @@ import { checkVolumeStamp, volumeStampNow } from './volume-stamp.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 /**
- * qemu-img's metadata work (create, check, info) reads the image's tables, about 1/8192 of its
-/**
  * `close()` gives the daemon this long to quit (close its images, write their bitmaps) before
  * SIGTERM, then SIGKILL: six times the 5 s the quit had before, for slow storage, while a daemon
  * that does not answer at all still keeps `close()` under 40 s (with SIGTERM's 3 s and SIGKILL's 5 s).
  */
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+/**
+ * qemu-img's metadata work (create, check, info) reads the image's tables, about 1/8192 of its
  * allocated data (`qemu-img check`: 10–30 ms for 4 GiB allocated, README): two minutes cover an
  * image with 8 TiB allocated read at 10 MB/s, and bound a call on hung storage.
  */
@@ -76,14 +76,14 @@ export interface Qcow2VolumeDriverOptions {
    */
   commandTimeoutMs?: number;
   /**
-   * How long one `qemu-img` metadata run (create, check, info) may take, in ms; then it is killed
-  /**
    * How long `close()` gives the daemon to quit cleanly (close its images, write their persistent
    * bitmaps) before SIGTERM, then SIGKILL (at most 3 and 5 s more), in ms; not tied to
    * `commandTimeoutMs`. A daemon killed before it closed an open image leaves its writes and
    * metadata caches unflushed and its bitmaps `in-use` (see README). Default 30 000, at most 2^31 - 1.
    */
   stopTimeoutMs?: number;
+  /**
+   * How long one `qemu-img` metadata run (create, check, info) may take, in ms; then it is killed
    * and the call fails with `UNAVAILABLE` (see README, "A hung qemu-img"). Default 120 000.
    */
   qemuImgTimeoutMs?: number;
@@ -142,9 +142,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       binary: options.qemuStorageDaemon ?? 'qemu-storage-daemon',
       runtimeDir,
       commandTimeoutMs: timeout ?? DEFAULT_COMMAND_TIMEOUT_MS,
+      stopTimeoutMs: options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS,
       store: this.store,
       qemuImg: this.qemuImg,
-      stopTimeoutMs: options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS,
       onSessionLost: (s) => this.sessionLost(s),
     });
     this.others = new OtherInstances(this.name, this.store, this.qemuImg, this.runtime);
