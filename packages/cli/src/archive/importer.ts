@@ -1,15 +1,14 @@
 import { createReadStream } from 'node:fs';
 import {
   assertDescription,
-  assertId,
   assertStoredName,
+  assertVolumeId,
   CairnError,
   ChunkedBackupService,
   currentOwner,
   holdRecord,
   isAlreadyExists,
   nowIso,
-  quotedCut,
   throwIfAborted,
   toCairnError,
   unlessNotFound,
@@ -222,9 +221,9 @@ const changed = (file: string): CairnError => new CairnError('CORRUPT', `${file}
  * forever. Strings of the wrong type become empty; metadata keeps string values only. A name,
  * volume name or description that breaks the label rules (`assertDisplayName`,
  * `assertDescription`: at most 255 characters, no control characters), and a volume id that is not
- * an id (`assertId`: what volume drivers and the REST API's paths take; it also names the
- * catalog's entries), is `INVALID_INPUT` (`details.field`): the archive is refused before anything
- * is written.
+ * a volume id (`assertVolumeId`: at most MAX_VOLUME_ID_BYTES bytes, which the catalog's entries
+ * are keyed by), is `INVALID_INPUT` (`details.field`): the archive is refused before anything is
+ * written.
  */
 export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord, 'id' | 'name' | 'description' | 'volumeId' | 'volumeName' | 'volumeMetadata' | 'createdAt'> {
   const str = (v: unknown) => (typeof v === 'string' ? v : '');
@@ -241,21 +240,8 @@ export function importedFields(r: ArchiveManifest['record']): Pick<BackupRecord,
   assertStoredName(name, 'name', 'archive');
   assertStoredName(volumeName, 'volumeName', 'archive');
   assertDescription(description, 'description', 'archive');
-  assertVolumeId(r.volumeId);
+  assertVolumeId(r.volumeId, 'volumeId', 'archive');
   return { id: r.id, name, description, volumeId: r.volumeId, volumeName, volumeMetadata: metadata, createdAt };
-}
-
-/** `INVALID_INPUT` (`details.field: volumeId`) unless `id` passes assertId; the message quotes at most 80 characters of it. */
-function assertVolumeId(id: string): void {
-  try {
-    assertId(id, 'volume', 'archive');
-  } catch (cause) {
-    throw new CairnError('INVALID_INPUT', `the archived record's volume id ${quotedCut(id, 80)} is malformed: it must be 1 to 200 letters, digits, '.', '_', ':' or '-', starting with a letter or digit`, {
-      driver: 'archive',
-      details: { field: 'volumeId' },
-      cause,
-    });
-  }
 }
 
 async function assertAbsent(service: BackupService, catalog: Catalog, id: string): Promise<void> {

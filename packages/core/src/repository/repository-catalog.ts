@@ -8,6 +8,7 @@ import { backupOrder, checkPageQuery, creationOrder, markerRecord, pageOf } from
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { ordinal } from '../util/order.js';
 import { parsedTime, readableTimes, withCanonicalTimes } from '../util/record-times.js';
+import { assertVolumeId } from '../util/validate.js';
 import { eachUntilAborted, untilAborted } from '../util/until-aborted.js';
 import { decodeDocument, encodeDocument } from './codec.js';
 import { spending, type LockHandle } from './repository-locks.js';
@@ -123,10 +124,15 @@ export class RepositoryCatalog implements Catalog {
    * but listings read that record as CORRUPT anyway).
    *
    * Its times are stored canonical (withCanonicalTimes: `INVALID_INPUT`, nothing written, for
-   * one that is no ISO-8601 date-time). A record going `deleting` is the write a delete must make before it deletes anything: its
+   * one that is no ISO-8601 date-time). Its volume id must key the entry (assertVolumeId, any
+   * characters: at most MAX_VOLUME_ID_BYTES bytes), else `INVALID_INPUT` (`details.field:
+   * volumeId`), nothing written. A record going `deleting` is the write a delete must make before it deletes anything: its
    * entry and the record are written with the store's `spendReserve` (ObjectStore PutOptions).
    */
   async putBackup(given: BackupRecord, options: CatalogPutOptions = {}): Promise<void> {
+    // Before any key is built: a volume id too long for the entry's key (a driver's, an import's)
+    // is INVALID_INPUT naming `volumeId`, nothing written, not a store's complaint about a key.
+    assertVolumeId(given.volumeId, 'volumeId', 'catalog', { anyCharacters: true });
     const record = withCanonicalTimes(given);
     this.assertSectionsHeld();
     const entry = volumeEntryKey(record);

@@ -1,5 +1,6 @@
 import { CairnError } from '../errors.js';
 import type { ByteRange } from '../contracts/block-device.js';
+import { quotedCut } from './cut-text.js';
 
 /** Throws INVALID_INPUT unless `size` is a positive safe integer multiple of 512. */
 export function assertVolumeSize(size: unknown, driver?: string): asserts size is number {
@@ -36,6 +37,40 @@ export function assertId(id: unknown, what: string, driver?: string): asserts id
   if (typeof id !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/.test(id)) {
     throw new CairnError('INVALID_INPUT', `${what} id is malformed: ${JSON.stringify(id)}`, { driver });
   }
+}
+
+/**
+ * Longest volume id, in bytes of its UTF-8 encoding. A repository keys a volume's backups by the
+ * id in hex (`catalog/by-volume/<hex>/`, two characters a byte), and the posix store takes key
+ * segments of at most 255 bytes (a file name): 127 bytes is the most every store takes.
+ */
+export const MAX_VOLUME_ID_BYTES = 127;
+
+/** A volume id's characters: a letter or digit, then letters, digits, `.`, `_`, `:` or `-`. */
+const VOLUME_ID_CHARACTERS = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+
+/**
+ * The one rule for a volume id, wherever one enters (an archive's record, the REST API, the CLI,
+ * a record the repository catalog keys): `INVALID_INPUT` naming `field` (`details: { field,
+ * reason, ... }`, `reason` one of `not_string`, `empty`, `too_long` (with `bytes` and `max`),
+ * `characters`) unless `id` is a string of 1 to MAX_VOLUME_ID_BYTES bytes of UTF-8 made of
+ * VOLUME_ID_CHARACTERS. With `anyCharacters` only the length is checked: what the catalog needs
+ * of the ids a volume driver gives (the catalog hex-encodes them, so any characters key). The
+ * message quotes at most 80 characters of the id.
+ */
+export function assertVolumeId(id: unknown, field = 'volumeId', driver?: string, options: { anyCharacters?: boolean } = {}): asserts id is string {
+  const fail = (reason: string, rule: string, extra: Record<string, unknown> = {}): never => {
+    const shown = typeof id === 'string' ? `volume id ${quotedCut(id, 80)}` : `volume id (${typeof id})`;
+    throw new CairnError('INVALID_INPUT', `${field}: ${shown} is malformed: ${rule}`, { driver, details: { field, reason, ...extra } });
+  };
+  const rule = options.anyCharacters
+    ? `a volume id is 1 to ${MAX_VOLUME_ID_BYTES} bytes (UTF-8)`
+    : `a volume id is 1 to ${MAX_VOLUME_ID_BYTES} bytes of letters, digits, '.', '_', ':' or '-', starting with a letter or digit`;
+  if (typeof id !== 'string') return fail('not_string', rule);
+  if (id === '') return fail('empty', rule);
+  const bytes = Buffer.byteLength(id, 'utf8');
+  if (bytes > MAX_VOLUME_ID_BYTES) fail('too_long', `${rule}; this one is ${bytes}`, { bytes, max: MAX_VOLUME_ID_BYTES });
+  if (!options.anyCharacters && !VOLUME_ID_CHARACTERS.test(id)) fail('characters', rule);
 }
 
 const KEY_SEGMENT = /^[A-Za-z0-9._-]+$/;
