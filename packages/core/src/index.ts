@@ -72,4 +72,4 @@ export { cutText, escapedCut, escapedText, quotedCut } from './util/cut-text.js'
 export { isZero } from './util/zero-bytes.js';
 export { alignedBuffer, alignPad, directReadSpan, isDirectIoReady, openDirect, writeDirect, COPY_ALIGN, DIRECT_IO_ALIGN } from './util/direct-io.js';
 export * from './drivers/sidecar-records.js';
-export { SidecarStore, type SidecarKind, type SidecarStoreOptions } from './drivers/sidecar-store.js';
+export { SidecarStore, toDamagedVolume, type DamagedSidecar, type SidecarKind, type SidecarListing, type SidecarStoreOptions } from './drivers/sidecar-store.js';

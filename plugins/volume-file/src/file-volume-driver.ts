@@ -9,11 +9,14 @@ import {
   assertVolumeSize,
   newId,
   nowIso,
+  ordinal,
   toCairnError,
+  toDamagedVolume,
   type AttachMode,
   type AttachTarget,
   type Attachment,
   type CreateVolumeSpec,
+  type DamagedSidecar,
   type ImageStamp,
   type Snapshot,
   type Volume,
@@ -129,29 +132,51 @@ export class FileVolumeDriver implements VolumeDriver {
    * concurrently either is seen (`BUSY`) or fails itself (`BUSY`, or `NOT_FOUND` once the volume
    * is gone); no snapshot outlives its volume. A retry of a deletion killed midway finishes it and
    * succeeds (retryKilledDeletion).
+   *
+   * Damaged sidecars (SidecarStore's volumeOrDamaged): a volume whose own sidecar is damaged (an
+   * `error` volume) is deleted as any other, under the same refusals. A damaged snapshot sidecar
+   * counts as a snapshot of this volume when its bytes name it (`BUSY`, naming it: deleteSnapshot
+   * removes it); one that names no volume, or another, does not stop the delete — a snapshot is a
+   * whole copy, which needs nothing of its volume's image, so it keeps its files and stays
+   * deletable by its id.
    */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
       this.ctx.targets.run(`volume:${volumeId}`, async () => {
-        if (!(await this.retryKilledDeletion('volume', () => this.ctx.store.volume(volumeId), volumeId))) return;
+        if (!(await this.retryKilledDeletion('volume', () => this.ctx.store.volumeOrDamaged(volumeId), volumeId))) return;
         if (this.attachedHere('volume', volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} is attached`);
         await this.removeFiles('volume', volumeId, async () => {
-          if ((await this.ctx.store.snapshots()).some((s) => s.volumeId === volumeId)) throw this.ctx.err('BUSY', `volume ${volumeId} has snapshots`);
+          const { records, damaged } = await this.ctx.store.snapshotListing();
+          const copies = records.filter((s) => s.volumeId === volumeId).map((s) => s.id);
+          const unreadable = damaged.filter((d) => d.volumeId === volumeId).map((d) => `${d.id} (its sidecar is damaged)`);
+          const all = [...copies, ...unreadable];
+          if (all.length > 0) throw this.ctx.err('BUSY', `volume ${volumeId} has snapshots: ${all.join(', ')}`);
         });
       }),
     );
   }
 
-  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. */
+  /** `NOT_FOUND` if unknown. A volume whose sidecar is damaged is shown as listVolumes shows it (status `error`), so that it can be deleted. */
   async getVolume(volumeId: string): Promise<Volume> {
     return this.guard('getVolume', async () => {
-      const r = await this.ctx.store.volume(volumeId);
-      return toVolume(r, await this.statusOf(r));
+      const found = await this.ctx.store.volumeOrDamaged(volumeId);
+      if (found.damaged) return this.describeDamaged(found.damaged);
+      return toVolume(found.record, await this.statusOf(found.record));
     });
   }
 
+  /** A volume whose sidecar is damaged (toDamagedVolume): the size is its image file's, when there is one. */
+  private async describeDamaged(d: DamagedSidecar): Promise<Volume> {
+    const size = await stat(this.ctx.store.layout.image('volume', d.id)).then(
+      (st) => (st.isFile() ? st.size : undefined),
+      () => undefined,
+    );
+    return toDamagedVolume(d, size);
+  }
+
   /**
-   * Every volume in the directory, ordered by creation. `CORRUPT` if any sidecar is damaged. First,
+   * Every volume in the directory, ordered by creation. A damaged sidecar stops nothing: its volume
+   * is listed with status `error` (describeDamaged), every other as usual. First,
    * before any sidecar is read (so a damaged one does not stop them), finishes the deletions
    * killed midway, whose images would otherwise keep their space (finishDeletions, deletion.ts;
    * best effort): the volumes' among the names of the same one read
@@ -168,9 +193,11 @@ export class FileVolumeDriver implements VolumeDriver {
       const names = await this.ctx.store.names('volume');
       await finishDeletions(layout, 'volume', this.name, names);
       await finishDeletions(layout, 'snapshot', this.name);
+      const { records, damaged } = await this.ctx.store.volumeListing(names);
       const out: Volume[] = [];
-      for (const r of await this.ctx.store.volumesAmong(names)) out.push(toVolume(r, await this.statusOf(r)));
-      return out;
+      for (const r of records) out.push(toVolume(r, await this.statusOf(r)));
+      for (const d of damaged) out.push(await this.describeDamaged(d));
+      return out.sort((a, b) => ordinal(a.createdAt, b.createdAt) || ordinal(a.id, b.id));
     });
   }
 
@@ -322,12 +349,13 @@ export class FileVolumeDriver implements VolumeDriver {
 
   /**
    * `NOT_FOUND` if unknown; `BUSY` while attached here or by another process. A retry of a deletion
-   * killed midway finishes it and succeeds (retryKilledDeletion).
+   * killed midway finishes it and succeeds (retryKilledDeletion). A snapshot whose sidecar is
+   * damaged is deleted too, sidecar, image and bitmaps (nothing else reads a snapshot's files).
    */
   async deleteSnapshot(snapshotId: string): Promise<void> {
     return this.guard('deleteSnapshot', () =>
       this.ctx.targets.run(`snapshot:${snapshotId}`, async () => {
-        if (!(await this.retryKilledDeletion('snapshot', () => this.ctx.store.snapshot(snapshotId), snapshotId))) return;
+        if (!(await this.retryKilledDeletion('snapshot', () => this.ctx.store.snapshotOrDamaged(snapshotId), snapshotId))) return;
         if (this.attachedHere('snapshot', snapshotId)) throw this.ctx.err('BUSY', `snapshot ${snapshotId} is attached`);
         await this.removeFiles('snapshot', snapshotId);
       }),
@@ -335,17 +363,20 @@ export class FileVolumeDriver implements VolumeDriver {
   }
 
   /**
-   * Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume. Also finishes the
+   * Snapshots of a volume, oldest first. `NOT_FOUND` for an unknown volume; a volume whose own
+   * sidecar is damaged lists its snapshots too. A snapshot whose sidecar is damaged is left out
+   * (there is no record to show; deleteVolume names those whose bytes name the volume) and stops
+   * no listing. Also finishes the
    * snapshot deletions killed midway (finishDeletions, deletion.ts; best effort), among the names
    * of the same one read of `snapshots/` that lists them (one whose deletion began has no
    * `<id>.json`: it is never listed).
    */
   async listSnapshots(volumeId: string): Promise<Snapshot[]> {
     return this.guard('listSnapshots', async () => {
-      await this.ctx.store.volume(volumeId);
+      await this.ctx.store.volumeOrDamaged(volumeId);
       const names = await this.ctx.store.names('snapshot');
       await finishDeletions(this.ctx.store.layout, 'snapshot', this.name, names);
-      return (await this.ctx.store.snapshotsAmong(names)).filter((s) => s.volumeId === volumeId).map(toSnapshot);
+      return (await this.ctx.store.snapshotListing(names)).records.filter((s) => s.volumeId === volumeId).map(toSnapshot);
     });
   }
 

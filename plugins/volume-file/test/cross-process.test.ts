@@ -78,10 +78,10 @@ describe('FileVolumeDriver across processes', () => {
     const other = new FileVolumeDriver({ directory: t.dir });
     const v = await t.driver.createVolume({ size: 4 * MiB });
     // The instant deleteVolume has listed the snapshots (none yet), the other instance snapshots the volume.
-    const store = (t.driver as unknown as { ctx: { store: { snapshots: () => Promise<unknown[]> } } }).ctx.store;
-    const snapshots = store.snapshots.bind(store);
+    const store = (t.driver as unknown as { ctx: { store: { snapshotListing: () => Promise<unknown> } } }).ctx.store;
+    const snapshots = store.snapshotListing.bind(store);
     let snapshot: Promise<string> | undefined;
-    store.snapshots = async () => {
+    store.snapshotListing = async () => {
       const seen = await snapshots();
       snapshot ??= other.createSnapshot(v.id).then(
         () => 'created',

@@ -1,5 +1,7 @@
-import { readdir, rm, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import type { Volume } from '../contracts/volume-driver.js';
 import { CairnError, isCairnError } from '../errors.js';
 import { syncDir, type NewFileOptions } from '../util/durable-file.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
@@ -7,6 +9,39 @@ import { makeDirectories } from '../util/make-directories.js';
 import { isUuid, writeSidecar, type SnapshotSidecar, type VolumeSidecar } from './sidecar-records.js';
 
 export type SidecarKind = 'volume' | 'snapshot';
+
+/**
+ * A sidecar that is there but holds no valid record (its read is `CORRUPT`: bit rot, a torn or
+ * foreign write, a record of a newer format). A tolerant listing (volumeListing, snapshotListing)
+ * reports it beside the readable records instead of failing, so that one damaged sidecar stops
+ * nothing about the other volumes.
+ */
+export interface DamagedSidecar {
+  kind: SidecarKind;
+  id: string;
+  /** The sidecar file. */
+  path: string;
+  /** What its read failed with (`CORRUPT`). */
+  error: CairnError;
+  /**
+   * For a snapshot: the volume its bytes name (a `"volumeId"` member holding a UUID, in a record
+   * that parses or in the text of one that does not), when they name exactly one; else absent —
+   * it could be any volume's. Damage may have changed it too: it is a hint, never proof.
+   */
+  volumeId?: string;
+  /** The sidecar file's modification time (ISO 8601): a stand-in for the creation time it no longer tells. */
+  modifiedAt: string;
+}
+
+/** A tolerant listing: the readable records ordered by creation, and the damaged sidecars. */
+export interface SidecarListing<R> {
+  records: R[];
+  damaged: DamagedSidecar[];
+}
+
+/** The most of a damaged sidecar read for its volume id (sidecar-records.ts reads no larger record). */
+const MAX_HINT_BYTES = 16 * 1024 * 1024;
+const VOLUME_ID_MEMBER = /"volumeId"\s*:\s*"([^"\\]*)"/g;
 
 export interface SidecarStoreOptions<V extends VolumeSidecar, S extends SnapshotSidecar> {
   /** Driver name for errors. */
@@ -80,7 +115,45 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
     return this.read('snapshot', id, this.options.readSnapshot);
   }
 
-  /** Every volume, ordered by creation. `CORRUPT` if any sidecar is damaged. */
+  /**
+   * The volume, or what is known of its damaged sidecar. `NOT_FOUND` when unknown (or not a
+   * UUID); errors other than `CORRUPT` (an I/O error: nothing is known) are thrown.
+   */
+  async volumeOrDamaged(id: string): Promise<{ record: V; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar }> {
+    try {
+      return { record: await this.volume(id) };
+    } catch (err) {
+      const damaged = await this.damage('volume', id, err);
+      if (!damaged) throw err;
+      return { damaged };
+    }
+  }
+
+  /** As volumeOrDamaged, of a snapshot (`damaged.volumeId`: the volume its bytes name, if any). */
+  async snapshotOrDamaged(id: string): Promise<{ record: S; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar }> {
+    try {
+      return { record: await this.snapshot(id) };
+    } catch (err) {
+      const damaged = await this.damage('snapshot', id, err);
+      if (!damaged) throw err;
+      return { damaged };
+    }
+  }
+
+  /**
+   * Every volume, tolerantly: the readable ones ordered by creation, and the damaged sidecars
+   * (never `CORRUPT`). `names`: a read of the volumes' directory (names), else one is made.
+   */
+  async volumeListing(names?: readonly string[]): Promise<SidecarListing<V>> {
+    return this.listing(names ?? (await this.names('volume')), (id) => this.volumeOrDamaged(id));
+  }
+
+  /** Every snapshot (of every volume), tolerantly, as volumeListing. */
+  async snapshotListing(names?: readonly string[]): Promise<SidecarListing<S>> {
+    return this.listing(names ?? (await this.names('snapshot')), (id) => this.snapshotOrDamaged(id));
+  }
+
+  /** Every volume, ordered by creation. `CORRUPT` if any sidecar is damaged (volumeListing does not fail so). */
   async volumes(): Promise<V[]> {
     return this.volumesAmong(await this.names('volume'));
   }
@@ -179,10 +252,43 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
     return record;
   }
 
-  private async among<R extends { createdAt: string; id: string }>(names: readonly string[], read: (id: string) => Promise<R>): Promise<R[]> {
-    const ids = names.filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
+  /** What is known of sidecar `kind` `id` when `err` is its read's `CORRUPT`; else undefined. */
+  private async damage(kind: SidecarKind, id: string, err: unknown): Promise<DamagedSidecar | undefined> {
+    if (!(isCairnError(err) && err.code === 'CORRUPT')) return undefined;
+    const path = this.sidecarPath(kind, id);
+    const modifiedAt = await stat(path).then(
+      (st) => st.mtime.toISOString(),
+      () => new Date(0).toISOString(),
+    );
+    const damaged: DamagedSidecar = { kind, id, path, error: err, modifiedAt };
+    if (kind === 'snapshot') {
+      const volumeId = await namedVolumeId(path);
+      if (volumeId !== undefined) damaged.volumeId = volumeId;
+    }
+    return damaged;
+  }
+
+  private async listing<R extends { createdAt: string; id: string }>(
+    names: readonly string[],
+    read: (id: string) => Promise<{ record: R; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar }>,
+  ): Promise<SidecarListing<R>> {
     const records: R[] = [];
-    for (const id of ids) {
+    const damaged: DamagedSidecar[] = [];
+    for (const id of sidecarIds(names)) {
+      try {
+        const found = await read(id);
+        if (found.damaged) damaged.push(found.damaged);
+        else records.push(found.record);
+      } catch (err) {
+        if (!(isCairnError(err) && err.code === 'NOT_FOUND')) throw err; // deleted meanwhile is fine
+      }
+    }
+    return { records: records.sort(byCreation), damaged: damaged.sort((a, b) => byCreation({ createdAt: a.modifiedAt, id: a.id }, { createdAt: b.modifiedAt, id: b.id })) };
+  }
+
+  private async among<R extends { createdAt: string; id: string }>(names: readonly string[], read: (id: string) => Promise<R>): Promise<R[]> {
+    const records: R[] = [];
+    for (const id of sidecarIds(names)) {
       try {
         records.push(await read(id));
       } catch (err) {
@@ -195,4 +301,54 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
   private notFound(kind: SidecarKind, id: string): CairnError {
     return new CairnError('NOT_FOUND', `${kind} ${String(id)} not found`, { driver: this.options.driver });
   }
+}
+
+/** The ids of the sidecars among `names` (a read of a kind's directory): `<id>.json`, `id` a UUID. */
+function sidecarIds(names: readonly string[]): string[] {
+  return names.filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
+}
+
+/**
+ * The volume a damaged snapshot sidecar's bytes name: the `volumeId` of the JSON object it still
+ * holds (a record of an unknown format, say), or else the one UUID that every `"volumeId": "…"`
+ * in its text holds (a torn or bit-rotten record). Undefined when it names none, several, or
+ * cannot be read (not a regular file, larger than any record, an I/O error).
+ */
+async function namedVolumeId(path: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > MAX_HINT_BYTES) return undefined;
+      text = (await fh.readFile()).toString('utf8');
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  } catch {
+    return undefined;
+  }
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+      const volumeId = (parsed as { volumeId?: unknown }).volumeId;
+      return isUuid(volumeId) ? volumeId : undefined;
+    }
+  } catch {
+    // not JSON (any more): look at its text
+  }
+  const named = new Set<string>();
+  for (const m of text.matchAll(VOLUME_ID_MEMBER)) named.add(m[1]!);
+  const [only] = named;
+  return named.size === 1 && isUuid(only) ? only : undefined;
+}
+
+/**
+ * How a volume whose sidecar is damaged is shown (a driver's getVolume and listVolumes): status
+ * `error`, no name or metadata (its record is unreadable), `size` (its image's, or 0 when that is
+ * unknown too), created when its sidecar was last written. It can be deleted; anything that needs
+ * its record (attach, snapshot, extend, checkpoints) fails `CORRUPT`.
+ */
+export function toDamagedVolume(d: DamagedSidecar, size: number | undefined): Volume {
+  return { id: d.id, name: '', size: size ?? 0, status: 'error', createdAt: d.modifiedAt, metadata: {} };
 }
