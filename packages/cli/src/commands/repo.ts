@@ -29,6 +29,8 @@ export function registerRepoCommands(program: Command): void {
       withContext<{ grace: number; dryRun: boolean; repackThreshold: number }>(async (ctx, _a, o) => {
         await ctx.manager({ recover: true });
         const report = await (await ctx.repository(target(repo))).gc({ graceMs: o.grace, dryRun: o.dryRun, repackThreshold: o.repackThreshold });
+        const lost = gcLostWarning(report);
+        if (lost) ctx.out.warn(lost);
         ctx.out.result(report, () =>
           renderFields([
             ['backups', report.backups],
@@ -40,6 +42,10 @@ export function registerRepoCommands(program: Command): void {
             ['chunk list pages in grace', report.pagesInGrace],
             ['catalog entries deleted', report.catalogEntriesDeleted],
             ['catalog keys not written by Cairn (left alone)', report.catalogKeysUnknown],
+            ['pack keys not written by Cairn (left alone)', report.packKeysUnknown],
+            ['chunk list keys not written by Cairn (left alone)', report.pageKeysUnknown],
+            ['packs lost from the store', report.packsLost],
+            ['chunks lost (backups name them; run repo verify)', report.chunksLost],
             ['leftovers of dead writers deleted', report.leftoversDeleted],
             ['damaged chunk copies replaced from a good copy', report.copiesDamaged],
             ['chunks with no readable copy (their packs kept)', report.chunksUnreadable],
@@ -48,6 +54,8 @@ export function registerRepoCommands(program: Command): void {
             ['bytes freed', formatBytes(report.bytesFreed)],
           ]) + (o.dryRun ? '\n(dry run: nothing removed)' : ''),
         );
+        // Backups name data that is gone: damage, as verify's problems are (exit 5, CORRUPT).
+        return report.chunksLost > 0 ? ExitCode.CORRUPT : ExitCode.OK;
       }),
     );
 
@@ -118,4 +126,19 @@ export function registerRepoCommands(program: Command): void {
         ctx.out.result({ removed }, () => `removed ${removed.length} lock(s)`);
       }),
     );
+}
+
+/**
+ * The warning GC's report calls for when the store lost packs the index named (deleted behind
+ * Cairn's back): GC drops them from the index, and a later GC no longer sees them, so this run is
+ * the one to say it. Undefined when nothing was lost.
+ */
+function gcLostWarning(report: { packsLost: number; chunksLost: number }): string | undefined {
+  if (report.packsLost === 0 && report.chunksLost === 0) return undefined;
+  const packs = report.packsLost > 0 ? `${report.packsLost} pack(s) named by the index are missing from the store (deleted or lost outside Cairn)` : 'no pack was found lost in this run';
+  const chunks =
+    report.chunksLost > 0
+      ? `${report.chunksLost} chunk(s) that backups name have no copy left: those backups cannot be restored whole; run repo verify to list them`
+      : 'every chunk a backup names still has a copy';
+  return `${packs}; ${chunks}`;
 }

@@ -35,8 +35,14 @@ export interface WriteOptions {
   pageChunks?: number;
   /** Resolves when repo.index is loaded (a refresh started by the caller); awaited before the first dedup check. Default: refresh here. */
   indexReady?: Promise<void>;
-  /** Called once every chunk is stored and named, just before the manifest is written; throwing fails the backup (a lapsed lock). */
-  beforeManifest?: () => void;
+  /**
+   * The repository lock the backup holds against GC (LockHandle.assertHeld: throws once it has
+   * lapsed). Checked once every chunk is stored and named, just before the manifest is written,
+   * and again once the manifest landed: a writer stalled in that write past the lock's lapse may
+   * have let a GC delete the packs and pages the manifest names, so the manifest is taken back
+   * (Repository.withdrawManifest) and the backup fails with the lock's error (`BUSY`).
+   */
+  lock?: { assertHeld(): void };
 }
 
 /** A read unit and the room for its encoded chunks, in memory shared with the workers. */
@@ -369,11 +375,33 @@ export async function writeBackup(repo: Repository, job: BackupJob, source: Back
     stats,
     record: { ...job.backup, size, status: 'available' },
   };
-  options.beforeManifest?.();
-  const manifestBytes = await repo.writeManifest({ ...manifest, stats: { ...stats, bytesStored: writer.bytesStored + pages.bytesStored } }).catch((err) => {
+  options.lock?.assertHeld();
+  const manifestBlob = await repo.writeManifest({ ...manifest, stats: { ...stats, bytesStored: writer.bytesStored + pages.bytesStored } }).catch((err) => {
     if (isCairnError(err) && err.code === 'ALREADY_EXISTS') throw new CairnError('CONFLICT', `backup id ${job.backup.id} already has a manifest`, { cause: err });
     throw err;
   });
-  stats.bytesStored = writer.bytesStored + pages.bytesStored + manifestBytes;
+  await stillHeldAfterManifest(repo, job.backup.id, manifestBlob, options.lock);
+  stats.bytesStored = writer.bytesStored + pages.bytesStored + manifestBlob.length;
   return { result: { serviceData: { repository: repo.config.id, manifest: `manifests/${job.backup.id}` }, stats }, manifest };
+}
+
+/**
+ * Checks `lock` again once backup `backupId`'s manifest (`blob`) landed. The lock lapses by time:
+ * while its expiry as last refreshed, less the margin, is still ahead, no GC can have judged it
+ * stale, so everything the manifest names is still stored. Once it has lapsed, a GC may have
+ * deleted the backup's young packs and pages meanwhile: the manifest is withdrawn (only if it is
+ * still this one) and the lock's error raised (`BUSY`), so the backup fails instead of publishing
+ * a backup that cannot be restored. A manifest that cannot be withdrawn is said in the error.
+ */
+async function stillHeldAfterManifest(repo: Repository, backupId: string, blob: Buffer, lock: WriteOptions['lock']): Promise<void> {
+  try {
+    lock?.assertHeld();
+  } catch (err) {
+    const e = isCairnError(err) ? err : new CairnError('BUSY', String(err), { cause: err });
+    const withdrawn = await repo.withdrawManifest(backupId, blob).then(
+      (removed) => (removed ? 'its manifest, written once the lock had lapsed, was removed' : 'its manifest is no longer the one it wrote, and was left alone'),
+      (failure: unknown) => `its manifest, written once the lock had lapsed, could not be removed (${String((failure as Error)?.message ?? failure)}): run repo verify`,
+    );
+    throw new CairnError(e.code, `backup ${backupId} failed: ${e.message}; ${withdrawn}`, { cause: err, details: { ...e.details, backupId } });
+  }
 }

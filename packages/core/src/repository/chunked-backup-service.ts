@@ -132,7 +132,7 @@ export class ChunkedBackupService implements BackupService {
             });
             if (parent.volumeId !== job.volume.id) throw new CairnError('INVALID_INPUT', `parent ${job.parent.id} belongs to volume ${parent.volumeId}, not ${job.volume.id}`);
           }
-          return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady, beforeManifest: () => shared.assertHeld() })).result;
+          return (await writeBackup(repo, job, source, parent, { ...this.options, indexReady, lock: shared })).result;
         } finally {
           await indexReady.catch(() => undefined); // its failure, if any, was raised by writeBackup
         }

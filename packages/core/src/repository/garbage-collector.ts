@@ -4,6 +4,7 @@ import { guardDroppedCopies } from './dropped-copies.js';
 import { FETCH_BATCH } from './fetch-batches.js';
 import { bytesCopiedForward, copyForward, type CopiedForward } from './gc-repack.js';
 import { ChunkCodec } from './codec.js';
+import { HEX_ID } from './chunk-id.js';
 import { Keys } from './format.js';
 import { PackWriter, writeIndexObject } from './pack-writer.js';
 import { readPackTrailer } from './pack-trailer.js';
@@ -83,6 +84,28 @@ export interface GcReport {
    */
   catalogKeysUnknown: number;
   /**
+   * Keys under `packs/` that name no pack (the rest of the key is not a pack id, 64 lowercase hex
+   * digits: a file not written by Cairn, or one in a subdirectory). Left alone: GC deletes only
+   * what it reads as a pack.
+   */
+  packKeysUnknown: number;
+  /** Keys under `chunklists/` that name no chunk list page (as packKeysUnknown). Left alone. */
+  pageKeysUnknown: number;
+  /**
+   * Packs an index object names that the store lacks (deleted or lost behind Cairn's back): GC
+   * drops them from the index (each of their chunks then resolves to a copy the store holds, if
+   * any). Damage: once a GC that is no dry run has dropped them, a later GC no longer sees them, so
+   * that run's report is the last to count them.
+   */
+  packsLost: number;
+  /**
+   * Chunks backups reference that no pack holds: none the index names once lost packs are
+   * dropped, nor one adopted. Chunks of lost packs with no copy elsewhere, mostly; counted by
+   * every GC while backups name them (not only the one that finds their pack lost). The backups
+   * naming them cannot be restored whole: `repo verify` names those backups.
+   */
+  chunksLost: number;
+  /**
    * What writers that died left in the store (the posix store's temporary files: a pack being
    * streamed, a put in progress), removed once older than the grace period and at least 15
    * minutes old; 0 in a dry run and for stores without the sweepsTemp capability.
@@ -131,7 +154,7 @@ export interface GcReport {
 export async function collectGarbage(repo: Repository, options: GcOptions = {}, fetchBatch = FETCH_BATCH): Promise<GcReport> {
   const grace = options.graceMs ?? 60 * 60_000;
   const threshold = options.repackThreshold ?? 0.25;
-  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, pagesInGrace: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
+  const report: GcReport = { backups: 0, packsDeleted: 0, packsRepacked: 0, chunksRemoved: 0, bytesFreed: 0, packsInGrace: 0, packsAdopted: 0, pagesDeleted: 0, pagesInGrace: 0, catalogEntriesDeleted: 0, catalogKeysUnknown: 0, packKeysUnknown: 0, pageKeysUnknown: 0, packsLost: 0, chunksLost: 0, leftoversDeleted: 0, copiesDamaged: 0, chunksUnreadable: 0, packsLeftUnreadable: 0 };
   // The one-time upgrade of an older format, cancelled by GC's signal as every other store call before the deletes.
   if (!options.dryRun) await repo.upgradeFormat({ signal: options.signal });
   // The signal ends the refresh at once, whatever the store does, and a refresh it ended applies
@@ -167,6 +190,10 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // whatever the store does (one whose listing ignores the signal included).
   for await (const o of eachUntilAborted(repo.store.list(Keys.chunkLists, { signal: options.signal }), options.signal)) {
     const pageId = o.key.slice(Keys.chunkLists.length);
+    if (!HEX_ID.test(pageId)) {
+      report.pageKeysUnknown++; // not a page: never deleted
+      continue;
+    }
     if (pages.has(pageId)) continue;
     if (now - Date.parse(o.modifiedAt) >= grace) deadPages.push(pageId);
     else report.pagesInGrace++;
@@ -174,8 +201,12 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // Each pack's time and size, from the listing (or a head: lostPacks). The sizes serve
   // bytesFreed: no head per pack removed.
   const listed = new Map<string, ListedPack>();
+  // A key whose rest is no pack id (a user's file, one in a subdirectory) is no pack: counted, never
+  // deleted, as the catalog's unknown keys are.
   for await (const o of eachUntilAborted(repo.store.list(Keys.packs, { signal: options.signal }), options.signal)) {
-    listed.set(o.key.slice(Keys.packs.length), { modifiedAt: Date.parse(o.modifiedAt), size: o.size });
+    const packId = o.key.slice(Keys.packs.length);
+    if (HEX_ID.test(packId)) listed.set(packId, { modifiedAt: Date.parse(o.modifiedAt), size: o.size });
+    else report.packKeysUnknown++;
   }
   const sizeOf = (packId: string, signal?: AbortSignal): Promise<number> => {
     const size = listed.get(packId)?.size;
@@ -191,6 +222,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   // first, and restores and verifies them as missing although a copy survives.
   const lost = await lostPacks(repo, listed, options.signal);
   for (const packId of lost) repo.index.remove(packId);
+  report.packsLost = lost.size;
   const kept = new Set<string>(); // chunk ids with a surviving copy
   const toRepack = new Set<string>();
   const toDelete = new Set<string>();
@@ -239,6 +271,9 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}, 
   report.packsInGrace += unnamed.filter((p) => !old(p) && !adopted.keep.has(p)).length;
   const { orphans: orphanEntries, unknown: unknownCatalogKeys } = await orphanVolumeEntries(repo, Math.max(grace, LEFTOVER_MIN_AGE_MS), now, options.signal);
   report.packsAdopted = adopted.packs.length;
+  // Lost: no copy in a pack the index names, nor in one adopted below (a dry run names none).
+  const adoptedIds = new Set(adopted.packs.flatMap(([, entries]) => entries.map((e) => e.id)));
+  for (const id of referenced) if (!repo.index.has(id) && !adoptedIds.has(id)) report.chunksLost++;
   report.catalogKeysUnknown = unknownCatalogKeys.length;
   if (options.dryRun) {
     if (toRepack.size > 0 || guarded.rescue.size > 0) counted(await copyForward(repo, repackPlan));

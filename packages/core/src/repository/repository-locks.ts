@@ -49,7 +49,8 @@ export interface LockHandle {
    * the margin, still sees it live; past it, that host may see it stale and run GC. Once a
    * rewrite lands inside the margin the lock has lapsed for good: the check fails from then on.
    * A job checks before it commits (a backup, before its manifest: whatever it reused may be
-   * gone) and GC before every delete.
+   * gone) and again once its commit landed (a backup stalled in its manifest write past the lapse
+   * takes the manifest back: backup-writer.ts), and GC before every delete.
    */
   assertHeld(): void;
   /**

@@ -251,15 +251,33 @@ export class Repository {
 
   /**
    * Writes a manifest once, naming its chunk list's pages (which must be stored already: see
-   * ChunkPageWriter). `ALREADY_EXISTS` if the backup id is taken.
+   * ChunkPageWriter). `ALREADY_EXISTS` if the backup id is taken. Returns the bytes stored.
    */
-  async writeManifest(manifest: Manifest): Promise<number> {
+  async writeManifest(manifest: Manifest): Promise<Buffer> {
     const { chunks, ...rest } = manifest;
     if (!chunks.pageIds) throw new CairnError('INTERNAL', `manifest of backup ${manifest.backupId} has no stored chunk list pages`);
     const doc = { ...rest, version: FORMAT_VERSION, pageChunks: chunks.pageChunks, chunkPages: chunks.pageIds };
     const blob = encodeDocument(this.codec, doc, label.manifest(manifest.backupId));
     await this.store.put(Keys.manifest(manifest.backupId), blob, { ifAbsent: true });
-    return blob.length;
+    return blob;
+  }
+
+  /**
+   * Removes backup `backupId`'s manifest only when it holds `blob` (what writeManifest stored and
+   * returned): true when removed, false when it is gone or another. A writer takes back a manifest
+   * it must not have published; one written by anyone else is left alone.
+   */
+  async withdrawManifest(backupId: string, blob: Buffer): Promise<boolean> {
+    let stored: Buffer;
+    try {
+      stored = await this.store.get(Keys.manifest(backupId));
+    } catch (err) {
+      if (isCairnError(err) && err.code === 'NOT_FOUND') return false;
+      throw err;
+    }
+    if (!stored.equals(blob)) return false;
+    await this.store.delete(Keys.manifest(backupId));
+    return true;
   }
 
   /** Ids of every backup with a manifest. `options.signal` goes to the store's list (CallOptions). */
