@@ -5,8 +5,9 @@ import type { FleecingView } from './fleecing-view.js';
 import type { OtherInstances } from './other-instances.js';
 import { Qcow2BlockDevice, type ChangedSource } from './qcow2-block-device.js';
 import type { RecordStore } from './record-store.js';
-import { bitmapChain } from './records.js';
+import { bitmapChain, type SnapshotRecord } from './records.js';
 import type { Runtime } from './runtime.js';
+import { checkCopyStamp, copyStampHolds, imageStampNow } from './volume-stamp.js';
 
 interface Entry {
   attachment: Attachment;
@@ -124,17 +125,34 @@ export class AttachmentTable {
     return this.open({ kind: 'snapshot', id: view.info.id }, 'ro', view.session, view.overlay, async () => {}, changed, view.info.volumeId);
   }
 
+  /**
+   * A snapshot copy, opened read-only. Its stamp (volume-stamp.ts) is taken before the open and
+   * compared once the daemon has the copy open (checkCopyStamp: a copy written outside the driver
+   * has every checkpoint made not consistent, for good; when that check fails the attach fails);
+   * each "changed since" query compares it again (copyStampHolds), so a write made while attached
+   * is `NOT_FOUND` as well. Callers hold the lock of the copy's volume.
+   */
   private async attachCopy(snapshotId: string): Promise<Attachment> {
-    const record = await this.store.snapshot(snapshotId);
+    const { volumeId } = await this.store.snapshot(snapshotId);
     const session = await this.runtime.session();
     const path = this.store.layout.image('snapshot', snapshotId);
+    const before = await imageStampNow(this.store, 'snapshot', snapshotId);
     const { name: node } = await session.openNode(path, true);
+    const release = (): Promise<void> => session.releaseNode(path, volumeId);
+    let record: SnapshotRecord;
+    try {
+      await checkCopyStamp(this.store, snapshotId, before);
+      record = await this.store.snapshot(snapshotId);
+    } catch (err) {
+      await release().catch(() => {}); // a failed close stays queued (releaseNode)
+      throw err;
+    }
     const changed = async (since: string, range: ByteRange): Promise<Extent[]> => {
       const chain = bitmapChain(record.checkpoints, since);
-      if (!chain) throw this.notFound(since);
+      if (!chain || !(await copyStampHolds(record.imageStamp, path))) throw this.notFound(since);
       return queryChangedExtents(session, { bitmapNode: node, exportNode: node, sources: chain, range, driver: this.driver });
     };
-    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, () => session.releaseNode(path, record.volumeId), changed, record.volumeId);
+    return this.open({ kind: 'snapshot', id: snapshotId }, 'ro', session, node, release, changed, volumeId);
   }
 
   /** Exports `node`, connects, and records the attachment; on failure releases what it took. */

@@ -44,7 +44,7 @@ const HEADER_BYTES = 80;
  * of @cairn/core: fields past the end of a shorter file are undefined), or undefined when it
  * cannot be read or does not start with qcow2's magic. One read; never throws.
  */
-async function readQcow2Header(path: string): Promise<Qcow2Header | undefined> {
+export async function readQcow2Header(path: string): Promise<Qcow2Header | undefined> {
   try {
     const fh = await open(path, 'r');
     try {

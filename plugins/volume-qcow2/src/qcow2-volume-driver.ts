@@ -7,13 +7,13 @@ import {
   newId,
   nowIso,
   ordinal,
-  settledStampOf,
-  stampOf,
   toCairnError,
+  toDamagedVolume,
   type AttachMode,
   type AttachTarget,
   type Attachment,
   type CreateVolumeSpec,
+  type DamagedSidecar,
   type Snapshot,
   type Volume,
   type VolumeDriver,
@@ -33,8 +33,9 @@ import { RecordStore } from './record-store.js';
 import { toSnapshot, toVolume, type SnapshotRecord, type VolumeRecord } from './records.js';
 import { Runtime } from './runtime.js';
 import { resolveRuntimeDir } from './runtime-dir.js';
+import { assertWithinQcow2Limit, imageMaxSize, MAX_VOLUME_SIZE } from './size-limit.js';
 import { growImage, imageSize } from './volume-extend.js';
-import { checkVolumeStamp, volumeStampNow } from './volume-stamp.js';
+import { checkVolumeStamp, imageStampNow, settledImageStamp } from './volume-stamp.js';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 /**
@@ -164,7 +165,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
 
   /**
    * Creates an empty qcow2 image (no data clusters), then its sidecar, whose appearance makes the
-   * volume exist. `INVALID_INPUT` for a bad size, name or metadata; errors of qemu-img and of the
+   * volume exist. `INVALID_INPUT` for a bad size, name or metadata, and for a size above qcow2's
+   * limit for 64 KiB clusters (2^51 bytes: size-limit.ts; `details.maxSize`), before anything is
+   * made; errors of qemu-img and of the
    * sidecar write (`UNAVAILABLE` without space or on an I/O error). A failure leaves nothing
    * listed, or at worst a listed volume that attaches (SidecarStore.discardCreated), and the error
    * is raised. Not idempotent.
@@ -172,6 +175,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   async createVolume(spec: CreateVolumeSpec): Promise<Volume> {
     return this.guard('createVolume', async () => {
       assertVolumeSize(spec?.size, this.name);
+      assertWithinQcow2Limit(spec.size, MAX_VOLUME_SIZE, this.name, 'createVolume'); // before qemu-img refuses it
       if (spec.name !== undefined) assertDisplayName(spec.name, 'name', this.name);
       const metadata = spec.metadata ?? {};
       assertVolumeMetadata(metadata, 'metadata', this.name);
@@ -185,7 +189,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         // close (after a crash, say) makes its checkpoints not consistent. A stamp that cannot be
         // settled here (a file system refusing the clock probe) never matches: the volume has no
         // checkpoint yet, so that costs nothing, and the create does not fail for it.
-        record.imageStamp = await settledStampOf(image).catch(async () => ({ ...(await stampOf(image)), racy: true as const }));
+        record.imageStamp = await settledImageStamp(image);
         await this.store.put(record); // the sidecar appearing is what makes the volume exist
       } catch (err) {
         await this.store.discardCreated('volume', id, [this.store.layout.image('volume', id)]);
@@ -208,19 +212,33 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * image, which a copy holds from its start to its sidecar (createSnapshot): of a deleteVolume
    * and another instance's createSnapshot, one is `BUSY` (or the snapshot `NOT_FOUND`), and no
    * snapshot outlives its volume.
+   *
+   * Damaged sidecars (SidecarStore's snapshotOrDamaged): a volume whose own sidecar is damaged (an
+   * `error` volume) is deleted as any other, image included, under the same refusals. A damaged
+   * snapshot sidecar counts as a snapshot of this volume when its bytes name it (`BUSY`, naming
+   * it: deleteSnapshot removes it); one that names no volume, or another, does not stop the delete
+   * — a snapshot copy is a whole image of its own, which needs nothing of its volume's, so the
+   * damaged snapshot keeps its files and stays deletable by its id.
    */
   async deleteVolume(volumeId: string): Promise<void> {
     return this.guard('deleteVolume', () =>
       this.runtime.locks.run(volumeId, async () => {
-        await this.store.volume(volumeId);
+        await this.store.volumeOrDamaged(volumeId); // NOT_FOUND if unknown; a damaged one is deleted too
         if (this.table.usesVolume(volumeId)) throw this.err('BUSY', `volume ${volumeId} is attached`);
-        const hasSnapshots = async (): Promise<boolean> => (await this.store.snapshots()).some((s) => s.volumeId === volumeId);
-        if ([...this.views.values()].some((v) => v.info.volumeId === volumeId) || (await hasSnapshots())) throw this.err('BUSY', `volume ${volumeId} has snapshots`);
+        const assertNoSnapshots = async (): Promise<void> => {
+          const views = [...this.views.values()].filter((v) => v.info.volumeId === volumeId).map((v) => v.info.id);
+          const { records, damaged } = await this.store.snapshotListing();
+          const copies = records.filter((s) => s.volumeId === volumeId).map((s) => s.id);
+          const unreadable = damaged.filter((d) => d.volumeId === volumeId).map((d) => `${d.id} (its sidecar is damaged)`);
+          const all = [...views, ...copies, ...unreadable];
+          if (all.length > 0) throw this.err('BUSY', `volume ${volumeId} has snapshots: ${all.join(', ')}`);
+        };
+        await assertNoSnapshots();
         await this.assertClosed(volumeId);
         const image = this.store.layout.image('volume', volumeId);
         const hold = await this.holdFile(image, volumeId);
         try {
-          if (await hasSnapshots()) throw this.err('BUSY', `volume ${volumeId} has snapshots`); // a copy another instance made meanwhile
+          await assertNoSnapshots(); // a copy another instance made meanwhile
           this.assertHeld(hold, `volume ${volumeId}`);
           await this.store.remove('volume', volumeId);
           await rm(image, { force: true });
@@ -233,17 +251,32 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     );
   }
 
-  /** `NOT_FOUND` if unknown; `CORRUPT` if its sidecar is damaged. Size: see describe; status: see statusOf. */
+  /**
+   * `NOT_FOUND` if unknown. Size: see describe; status: see statusOf. A volume whose sidecar is
+   * damaged is shown as listVolumes shows it (status `error`), so that it can be deleted.
+   */
   async getVolume(volumeId: string): Promise<Volume> {
-    return this.guard('getVolume', async () => this.describe(await this.store.volume(volumeId)));
+    return this.guard('getVolume', async () => {
+      const found = await this.store.volumeOrDamaged(volumeId);
+      return found.damaged ? this.describeDamaged(found.damaged) : this.describe(found.record);
+    });
   }
 
-  /** Every volume, ordered by creation. Size: see describe; status: see statusOf. */
+  /**
+   * Every volume, ordered by creation. Size: see describe; status: see statusOf. A damaged sidecar
+   * stops nothing: its volume is listed with status `error` (describeDamaged) and every other as usual.
+   */
   async listVolumes(): Promise<Volume[]> {
     return this.guard('listVolumes', async () => {
-      const records = await this.store.volumes();
-      return Promise.all(records.map((r) => this.describe(r)));
+      const { records, damaged } = await this.store.volumeListing();
+      const volumes = await Promise.all([...records.map((r) => this.describe(r)), ...damaged.map((d) => this.describeDamaged(d))]);
+      return volumes.sort((a, b) => ordinal(a.createdAt, b.createdAt) || ordinal(a.id, b.id));
     });
+  }
+
+  /** A volume whose sidecar is damaged (toDamagedVolume): the size is its image's, when its header reads. */
+  private async describeDamaged(d: DamagedSidecar): Promise<Volume> {
+    return toDamagedVolume(d, (await qcow2ImageFacts(this.store.layout.image('volume', d.id))).size);
   }
 
   /**
@@ -317,7 +350,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   /**
    * Grows the volume (the new tail reads as zeros). qemu cannot mark the new tail dirty, so every
    * checkpoint of the volume becomes inconsistent (the next backup is full). `INVALID_INPUT` when
-   * shrinking; `BUSY` while attached, while a view of it exists, or while another process (or
+   * shrinking, and for a size above what a qcow2 image with the image's cluster size can hold
+   * (2^51 bytes for the driver's 64 KiB clusters: size-limit.ts; `details.maxSize`), both before
+   * anything is changed (the checkpoints stay); `BUSY` while attached, while a view of it exists, or while another process (or
    * driver instance) has its image open — also for the current size, which then changes nothing.
    * The check against other processes and the resize are one step for them: this instance's
    * daemon opens the image (so the daemon is started if none runs, and `UNAVAILABLE` when it
@@ -333,6 +368,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         const current = await this.store.volume(volumeId);
         assertVolumeSize(size, this.name);
         if (size < current.size) throw this.err('INVALID_INPUT', `cannot shrink volume ${volumeId} from ${current.size} to ${size}`);
+        // Before anything is changed: growImage drops the checkpoints before block_resize, which would refuse this size.
+        assertWithinQcow2Limit(size, await imageMaxSize(this.store.layout.image('volume', volumeId)), this.name, `extendVolume ${volumeId}`);
         if (this.table.usesVolume(volumeId) || [...this.views.values()].some((v) => v.info.volumeId === volumeId)) {
           throw this.err('BUSY', `volume ${volumeId} is attached`);
         }
@@ -398,7 +435,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
         // holding the image, is BUSY. A volume deleted before is NOT_FOUND here.
         const hold = await this.holdFile(image, volumeId);
         try {
-          await checkVolumeStamp(this.store, volumeId, await volumeStampNow(this.store, volumeId)); // written outside the driver: the copy trusts no checkpoint
+          await checkVolumeStamp(this.store, volumeId, await imageStampNow(this.store, 'volume', volumeId)); // written outside the driver: the copy trusts no checkpoint
           return toSnapshot(await this.copySnapshot(await this.store.volume(volumeId), image, name ?? '', () => hold?.held() ?? false));
         } finally {
           await hold?.release().catch(() => {}); // a failed release is queued and retried (DeferredWork)
@@ -408,7 +445,8 @@ export class Qcow2VolumeDriver implements VolumeDriver {
   }
 
   /**
-   * A durable sparse copy of the closed image at `image` with its bitmaps, then its sidecar. The
+   * A durable sparse copy of the closed image at `image` with its bitmaps, then its sidecar, which
+   * holds the copy's image stamp (volume-stamp.ts: each attach of the copy checks it). The
    * caller holds the image (holdFile), so the copy reads it shared (`-U`). `held` tells whether
    * that hold still stands: it is asked once the sidecar is written, and if the hold was lost
    * (its daemon died, somewhere between the copy's start and now) the snapshot is discarded and
@@ -436,6 +474,9 @@ export class Qcow2VolumeDriver implements VolumeDriver {
       snap.size = copied.size;
       // The closed image's bitmaps were never reconciled with the sidecar: judge what was copied.
       snap.checkpoints = copiedCheckpoints(record.checkpoints, copied.bitmaps, copied.size !== record.size);
+      // The copy as made (volume-stamp.ts): the driver never writes it again, and each attach
+      // compares it, so a write to the copy outside the driver makes its checkpoints not consistent.
+      snap.imageStamp = await settledImageStamp(copy);
       await this.store.put(snap); // the sidecar appearing is what makes the snapshot exist
       if (!held()) throw this.err('UNAVAILABLE', `qemu-storage-daemon exited while it held volume ${record.id}'s image for a snapshot copy: the copy is not trusted`);
     } catch (err) {
@@ -450,12 +491,15 @@ export class Qcow2VolumeDriver implements VolumeDriver {
    * `NOT_FOUND` if unknown; `BUSY` while attached here, or — a copy — while another process or
    * driver instance has it open (attached): as deleteVolume does, this instance's daemon takes
    * the copy's lock (holdImage; the daemon is started if none runs, `UNAVAILABLE` when it cannot
-   * run) and keeps it until the copy is gone.
+   * run) and keeps it until the copy is gone. A copy whose sidecar is damaged is deleted too,
+   * sidecar and image (nothing else reads a copy: it is no image's backing file); when its bytes
+   * name no volume, its own id keys the lock in place of its volume's.
    */
   async deleteSnapshot(snapshotId: string): Promise<void> {
     return this.guard('deleteSnapshot', async () => {
       const view = this.views.get(snapshotId);
-      const volumeId = view?.info.volumeId ?? (await this.store.snapshot(snapshotId)).volumeId;
+      const found = view ? undefined : await this.store.snapshotOrDamaged(snapshotId);
+      const volumeId = view?.info.volumeId ?? found?.record?.volumeId ?? found?.damaged?.volumeId ?? snapshotId;
       await this.runtime.locks.run(volumeId, async () => {
         if (this.table.usesSnapshot(snapshotId)) throw this.err('BUSY', `snapshot ${snapshotId} is attached`);
         if (view) {
@@ -463,7 +507,7 @@ export class Qcow2VolumeDriver implements VolumeDriver {
           await this.retireView(view);
           return;
         }
-        await this.store.snapshot(snapshotId);
+        await this.store.snapshotOrDamaged(snapshotId); // NOT_FOUND once deleted meanwhile
         const copy = this.store.layout.image('snapshot', snapshotId);
         const hold = await this.holdFile(copy, volumeId);
         try {
@@ -477,11 +521,16 @@ export class Qcow2VolumeDriver implements VolumeDriver {
     });
   }
 
-  /** Views and copies of a volume, oldest first. `NOT_FOUND` for an unknown volume. */
+  /**
+   * Views and copies of a volume, oldest first. `NOT_FOUND` for an unknown volume; a volume whose
+   * own sidecar is damaged lists its snapshots too. A copy whose sidecar is damaged is left out
+   * (there is no record to show; deleteVolume names those whose bytes name the volume), and stops
+   * no listing.
+   */
   async listSnapshots(volumeId: string): Promise<Snapshot[]> {
     return this.guard('listSnapshots', async () => {
-      await this.store.volume(volumeId);
-      const copies = (await this.store.snapshots()).filter((s) => s.volumeId === volumeId).map(toSnapshot);
+      await this.store.volumeOrDamaged(volumeId);
+      const copies = (await this.store.snapshotListing()).records.filter((s) => s.volumeId === volumeId).map(toSnapshot);
       const views = [...this.views.values()].filter((v) => v.info.volumeId === volumeId).map((v) => ({ ...v.info }));
       return [...copies, ...views].sort((a, b) => ordinal(a.createdAt, b.createdAt));
     });

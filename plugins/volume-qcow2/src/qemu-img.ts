@@ -18,8 +18,10 @@ export interface QemuImgBounds {
  * Runs `qemu-img` with arguments (no shell). Errors, told from what qemu-img wrote with the file
  * names left out (see image-lock.ts): `UNAVAILABLE` when the binary cannot be run, `BUSY` when
  * another process holds the image's lock (qemu's lock failure, nothing else), `NOT_FOUND` for a
- * missing file or bitmap, `CORRUPT` for an image that is not valid qcow2, `INTERNAL` for any other
- * failure (permission denied, I/O error…; stderr in the message).
+ * missing file or bitmap, `CORRUPT` for an image that is not valid qcow2, `UNAVAILABLE` for a full
+ * file system or exhausted quota (`details.errno` ENOSPC or EDQUOT, `details.file` the file being
+ * written: fullDisk), `INTERNAL` for any other failure (permission denied, I/O error…; stderr in
+ * the message).
  *
  * No run is unbounded (hung storage, e.g. a dead NFS server, would otherwise hang the caller, with
  * the volume's lock and holds, forever): metadata work fails with `UNAVAILABLE` naming the command
@@ -39,7 +41,7 @@ export class QemuImg {
    * the caller removes it.
    */
   async create(path: string, size: number): Promise<void> {
-    await this.run(['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER}`, path, String(size)], [path]);
+    await this.run(['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER}`, path, String(size)], [path], [], undefined, undefined, path);
   }
 
   /**
@@ -59,7 +61,7 @@ export class QemuImg {
     await this.assertWhole(src, shared);
     const bitmaps = holdsBitmaps ? ['--bitmaps', '--skip-broken-bitmaps'] : [];
     const args = ['convert', '-p', ...(shared ? ['-U'] : []), '-f', 'qcow2', '-O', 'qcow2', '-o', `cluster_size=${CLUSTER},compat=1.1`, ...bitmaps, src, dst];
-    await this.run(args, [src, dst], [], { kind: 'stall', ms: this.bounds.stallMs });
+    await this.run(args, [src, dst], [], { kind: 'stall', ms: this.bounds.stallMs }, undefined, dst);
   }
 
   /**
@@ -195,6 +197,7 @@ export class QemuImg {
    * `reporting`: exit statuses that still answer on stdout (qemu-img check's), resolved like 0.
    * `bound`: metadata work by default (the timeout); see runBounded. `onStdout`: stdout is handed
    * to it as it comes and not kept (runBounded's `onStdout`; the run then resolves '').
+   * `writes`: the file the run writes (create's image, convert's copy), named by a full-disk error.
    */
   private async run(
     args: string[],
@@ -202,6 +205,7 @@ export class QemuImg {
     reporting: number[] = [],
     bound: RunBound = { kind: 'deadline', ms: this.bounds.timeoutMs },
     onStdout?: (chunk: Buffer) => void,
+    writes?: string,
   ): Promise<string> {
     const what = `${this.binary} ${args[0]}`;
     let result;
@@ -215,8 +219,32 @@ export class QemuImg {
     if (status === 0 || (status !== null && reporting.includes(status))) return stdout;
     const text = stderr.trim();
     const how = status === null ? `killed by ${signal}` : `exit status ${status}`;
+    const errno = noSpaceErrnoOf(text, paths);
+    if (errno) throw fullDisk(what, writes, errno, text, { status, signal }, this.driver);
     throw new CairnError(classify(text, paths), `${what}: ${text || how}`, { driver: this.driver, details: { status, signal } });
   }
+}
+
+/**
+ * The errno qemu-img's message names when the file system it wrote was full (qemu prints
+ * strerror's text: `No space left on device`, `Disk quota exceeded`), paths aside; else undefined.
+ */
+function noSpaceErrnoOf(stderr: string, paths: string[]): 'ENOSPC' | 'EDQUOT' | undefined {
+  const text = withoutPaths(stderr, paths);
+  if (/No space left on device/.test(text)) return 'ENOSPC';
+  if (/Disk quota exceeded/.test(text)) return 'EDQUOT';
+  return undefined;
+}
+
+/**
+ * A qemu-img run that failed for a full file system: `UNAVAILABLE` (retryable once space is freed,
+ * as core's toCairnError maps ENOSPC and EDQUOT for the driver's own writes), `details.errno` the
+ * errno, which core's noSpaceErrno (and the CLI's full-disk hint) read, and `details.file` the file
+ * it was writing, named in the message too, as the volume-file driver names a full disk.
+ */
+function fullDisk(what: string, file: string | undefined, errno: 'ENOSPC' | 'EDQUOT', stderr: string, details: Record<string, unknown>, driver: string): CairnError {
+  const reason = errno === 'EDQUOT' ? 'the disk quota is exhausted' : 'no space left on the file system';
+  return new CairnError('UNAVAILABLE', `${what}${file ? ` ${file}` : ''}: ${reason} (${stderr})`, { driver, details: { ...details, errno, ...(file ? { file } : {}) } });
 }
 
 function classify(stderr: string, paths: string[]): ErrorCode {

@@ -24,6 +24,19 @@ export class RecordStore extends SidecarStore<VolumeRecord, SnapshotRecord> {
     this.layout = layout;
   }
 
+  /**
+   * Read-modify-write of a snapshot copy's sidecar, as updateVolume: `fn` edits the record in
+   * place; it is written back only when `fn` returns without throwing. `NOT_FOUND` for an unknown
+   * snapshot. Serialized in-process by the caller, which holds the lock of the copy's volume (as
+   * every write and removal of a snapshot sidecar does).
+   */
+  async updateSnapshot<T>(id: string, fn: (r: SnapshotRecord) => Promise<T> | T): Promise<T> {
+    const record = await this.snapshot(id);
+    const result = await fn(record);
+    await this.put(record);
+    return result;
+  }
+
   /** The driver's name, for errors. */
   get driverName(): string {
     return this.options.driver;

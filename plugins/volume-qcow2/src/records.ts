@@ -30,14 +30,21 @@ const isWriterMark = (v: unknown): boolean => {
 };
 
 /** A snapshot copy's sidecar; the volume's checkpoints' bitmaps were copied with the data. */
-export type SnapshotRecord = SnapshotSidecar;
+export interface SnapshotRecord extends SnapshotSidecar {
+  /**
+   * The copy as this driver made it (volume-stamp.ts): a write made to it outside the driver
+   * makes every checkpoint of the copy not consistent. Absent in older sidecars: not checked.
+   */
+  imageStamp?: ImageStamp;
+}
 
 /** Reads a volume sidecar. `NOT_FOUND` when absent; `CORRUPT` when unreadable or of the wrong shape. */
 export const readVolumeRecord = (path: string, driver: string): Promise<VolumeRecord> =>
   readVolumeSidecar<VolumeRecord>(path, driver, (r) => (r.writer === undefined || r.writer === null || isWriterMark(r.writer)) && (r.imageStamp === undefined || isImageStamp(r.imageStamp)));
 
 /** Reads a snapshot sidecar; same errors as readVolumeRecord. */
-export const readSnapshotRecord = (path: string, driver: string): Promise<SnapshotRecord> => readSnapshotSidecar<SnapshotRecord>(path, driver);
+export const readSnapshotRecord = (path: string, driver: string): Promise<SnapshotRecord> =>
+  readSnapshotSidecar<SnapshotRecord>(path, driver, (r) => r.imageStamp === undefined || isImageStamp(r.imageStamp));
 
 /**
  * The checkpoints whose bitmaps must be merged to answer "changed since `checkpointId`": it and

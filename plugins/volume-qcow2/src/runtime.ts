@@ -7,7 +7,7 @@ import { holdImage } from './image-hold.js';
 import type { QemuImg } from './qemu-img.js';
 import type { RecordStore } from './record-store.js';
 import { prepareViewsDir, removeViewsDir } from './views-dir.js';
-import { checkVolumeStamp, saveVolumeStamp, volumeStampNow } from './volume-stamp.js';
+import { checkVolumeStamp, imageStampNow, saveVolumeStamp } from './volume-stamp.js';
 
 export interface RuntimeOptions {
   driver: string;
@@ -133,7 +133,7 @@ export class Runtime {
     const path = this.options.store.layout.image('volume', volumeId);
     await this.finishPending(session, volumeId);
     // Taken before the open, which writes the image; compared once this daemon holds it.
-    const before = session.nodeOf(path) ? undefined : await volumeStampNow(this.options.store, volumeId);
+    const before = session.nodeOf(path) ? undefined : await imageStampNow(this.options.store, 'volume', volumeId);
     const { name, fresh } = await session.openNode(path, false);
     try {
       if (fresh) {

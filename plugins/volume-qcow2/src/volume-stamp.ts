@@ -1,4 +1,5 @@
 import { sameStamp, settledStampOf, stampOf, type ImageStamp } from '@cairn/core';
+import type { RecordKind } from './layout.js';
 import type { RecordStore } from './record-store.js';
 
 /*
@@ -20,14 +21,30 @@ import type { RecordStore } from './record-store.js';
  *   a wrong incremental; (2) a program taking qemu's locks (`qemu-img bitmap --clear`, a VM) may
  *   change the image and be absorbed; (3) qemu exits 0 also after it failed to store a bitmap at
  *   close (it only logs it). A hold in a fresh daemon after the exit would settle (1) only;
- * - the image's stamp is taken before the daemon opens the closed image (volumeStampNow), and
+ * - the image's stamp is taken before the daemon opens the closed image (imageStampNow), and
  *   compared once the open succeeded and before the chain is reconciled (checkVolumeStamp); a
- *   snapshot copy compares it under its hold, before copying: an image that no longer matches
+ *   snapshot copy of a volume compares it under its hold, before copying: an image that no longer matches
  *   makes every checkpoint not consistent (NOT_FOUND since them: the next backup reads everything).
  * createVolume saves the new image's stamp with the sidecar. A sidecar without a stamp (written
  * before stamps existed) is not checked; a stamp that could not be saved leaves the older one, which no longer
  * matches: a full backup, never a wrong incremental.
+ *
+ * Snapshot copies (createSnapshot of a closed volume) are stamped the same way: the copy's stamp
+ * (settledImageStamp) is saved with its sidecar when it is made, once `qemu-img convert` has
+ * finished. The driver never writes a copy after that — an attach opens it read-only, and
+ * deleteSnapshot's hold is a raw node that writes nothing — so that stamp is never saved again.
+ * Each attach of the copy takes its stamp before the open and compares it once the daemon has
+ * the copy open (checkCopyStamp; the open keeps writers that take qemu's locks off it, and
+ * deleteSnapshot's hold of it, in any instance); a mismatch makes every checkpoint of the copy
+ * not consistent in its sidecar, for good. Each "changed since" query of the attachment compares
+ * the stamp again (copyStampHolds): a plain write to the copy while it is attached is seen too,
+ * up to the query (not one between the query and the reads that follow it).
  */
+
+/** The stamp to save for an image the driver just made (settledStampOf); `racy` (never matches) when it cannot be settled. */
+export async function settledImageStamp(path: string): Promise<ImageStamp> {
+  return settledStampOf(path).catch(async () => ({ ...(await stampOf(path)), racy: true as const }));
+}
 
 /**
  * Saves the stamp of the volume's image, taken once the file system's clock is past its ctime
@@ -47,9 +64,9 @@ export async function saveVolumeStamp(store: RecordStore, volumeId: string, held
   }
 }
 
-/** The image's stamp now, to hand to checkVolumeStamp once the image is held; undefined for a missing image. */
-export async function volumeStampNow(store: RecordStore, volumeId: string): Promise<ImageStamp | undefined> {
-  return stampOf(store.layout.image('volume', volumeId)).catch(() => undefined);
+/** The stamp of a volume's image or a snapshot copy now, to hand to checkVolumeStamp or checkCopyStamp once it is held; undefined for a missing file. */
+export async function imageStampNow(store: RecordStore, kind: RecordKind, id: string): Promise<ImageStamp | undefined> {
+  return stampOf(store.layout.image(kind, id)).catch(() => undefined);
 }
 
 /**
@@ -63,12 +80,41 @@ export async function volumeStampNow(store: RecordStore, volumeId: string): Prom
  * Callers hold the volume's lock.
  */
 export async function checkVolumeStamp(store: RecordStore, volumeId: string, before: ImageStamp | undefined): Promise<void> {
-  const saved = (await store.volume(volumeId)).imageStamp;
-  if (!saved || !before || sameStamp(saved, before)) return;
-  await store.updateVolume(volumeId, (r) => {
-    for (const c of r.checkpoints) c.consistent = false;
-    // Never matches (sameStamp: `racy`), so a checkpoint made from now on is not trusted either
-    // until a close saves a real stamp: a crash before that leaves no gap for outside writes.
-    r.imageStamp = { ...before, racy: true };
-  });
+  if (!mismatched((await store.volume(volumeId)).imageStamp, before)) return;
+  await store.updateVolume(volumeId, (r) => distrust(r, before!));
+}
+
+/**
+ * checkVolumeStamp for a snapshot copy, once this daemon has the copy open (its attach): when
+ * the sidecar's stamp does not match `before` (the copy's stamp taken before the open), every
+ * checkpoint of the copy is marked not consistent and the stamp replaced by one that never
+ * matches. Nothing happens without a saved stamp (older copies) or without `before`. Callers hold
+ * the lock of the copy's volume.
+ */
+export async function checkCopyStamp(store: RecordStore, snapshotId: string, before: ImageStamp | undefined): Promise<void> {
+  if (!mismatched((await store.snapshot(snapshotId)).imageStamp, before)) return;
+  await store.updateSnapshot(snapshotId, (r) => distrust(r, before!));
+}
+
+/** Whether the copy at `path` still has the stamp `saved` (true without one: an older copy); false when it cannot be read. */
+export async function copyStampHolds(saved: ImageStamp | undefined, path: string): Promise<boolean> {
+  if (!saved) return true;
+  return stampOf(path).then(
+    (now) => sameStamp(saved, now),
+    () => false,
+  );
+}
+
+/** Whether a saved stamp is contradicted by the image's stamp `before` (neither missing). */
+function mismatched(saved: ImageStamp | undefined, before: ImageStamp | undefined): boolean {
+  return !!saved && !!before && !sameStamp(saved, before);
+}
+
+/** Marks every checkpoint of the sidecar `r` not consistent, and gives it a stamp that never matches. */
+function distrust(r: { checkpoints: { consistent: boolean }[]; imageStamp?: ImageStamp }, before: ImageStamp): void {
+  for (const c of r.checkpoints) c.consistent = false;
+  // Never matches (sameStamp: `racy`). A volume: a checkpoint made from now on is not trusted
+  // either until a close saves a real stamp (a crash before that leaves no gap for outside
+  // writes). A copy: never saved again, so it stays distrusted.
+  r.imageStamp = { ...before, racy: true };
 }
