@@ -4,7 +4,7 @@
  * cases are plain functions that reject when the implementation under test is wrong.
  */
 export * from './harness.js';
-export { TmpfsMounts } from './tmpfs.js';
+export { fillFileSystem, TmpfsMounts } from './tmpfs.js';
 export type * from './volume-driver/context.js';
 export { volumeDriverSuite, volumeDriverGroups, declaredCapabilities } from './volume-driver/suite.js';
 export { volumeLifecycle } from './volume-driver/lifecycle.js';

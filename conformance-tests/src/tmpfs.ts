@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmdirSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -45,4 +46,21 @@ export class TmpfsMounts {
       rmdirSync(dir);
     }
   }
+}
+
+/**
+ * Fills the file system of `dir` (a small tmpfs, say) with a file of its own, `dir/filler`, in 4
+ * KiB writes until ENOSPC; returns its path. Any other write error is thrown.
+ */
+export async function fillFileSystem(dir: string): Promise<string> {
+  const path = join(dir, 'filler');
+  const fh = await open(path, 'w');
+  try {
+    for (const block = Buffer.alloc(4096, 7); ; ) await fh.write(block);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ENOSPC') throw err;
+  } finally {
+    await fh.close();
+  }
+  return path;
 }

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TmpfsMounts } from '@cairn/conformance';
+import { fillFileSystem, TmpfsMounts } from '@cairn/conformance';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FileVolumeDriver } from '../src/index.js';
 
@@ -12,20 +12,6 @@ import { FileVolumeDriver } from '../src/index.js';
  * a failed createVolume leaves no image. On a real full disk: tmpfs mounts (we are root here).
  */
 const tmpfs = new TmpfsMounts('cairn-volume-file-full-');
-
-/** Fills the file system of `dir` with a file of its own (4 KiB writes until ENOSPC); returns its path. */
-async function fill(dir: string): Promise<string> {
-  const path = join(dir, 'filler');
-  const fh = await open(path, 'w');
-  try {
-    for (const block = Buffer.alloc(4096, 7); ; ) await fh.write(block);
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOSPC') throw err;
-  } finally {
-    await fh.close();
-  }
-  return path;
-}
 
 /** Creates empty files in `dir` until the file system has no inode left; returns their directory. */
 async function useAllInodes(dir: string): Promise<string> {
@@ -74,7 +60,7 @@ describe('FileVolumeDriver on a full file system', () => {
     cleanup.push(() => a.device.close());
     const sidecarBefore = await readFile(sidecar, 'utf8');
     const bitmapBefore = await readFile(bitmap);
-    const filler = await fill(small);
+    const filler = await fillFileSystem(small);
     const before = await tree(dir);
 
     const named = (file: string) => ({ code: 'UNAVAILABLE', driver: 'file', details: expect.objectContaining({ file, errno: 'ENOSPC' }) });
@@ -118,7 +104,7 @@ describe('FileVolumeDriver on a full file system', () => {
     cleanup.push(() => a.device.close());
     await a.device.write(0, Buffer.alloc(256 * 1024, 3));
     await driver.detach(a.id);
-    await fill(small);
+    await fillFileSystem(small);
     const snap = await driver.createSnapshot(v.id).catch((e: unknown) => e);
     expect(snap).toMatchObject({ code: 'UNAVAILABLE', details: expect.objectContaining({ errno: 'ENOSPC' }) });
     const file = (snap as { details: { file: string } }).details.file;

@@ -1,7 +1,7 @@
-import { open, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { noSpaceErrno } from '@cairn/core';
-import { TmpfsMounts } from '@cairn/conformance';
+import { fillFileSystem, TmpfsMounts } from '@cairn/conformance';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Qcow2VolumeDriver } from '../src/index.js';
 import { MiB, missingQemu, pattern } from './helpers.js';
@@ -14,18 +14,6 @@ import { writeVolume as write } from './volume-io.js';
  * On a real full disk: a tmpfs mount (we are root here).
  */
 const tmpfs = new TmpfsMounts('cairn-qcow2-full-');
-
-/** Fills the file system of `dir` with a file of its own (4 KiB writes until ENOSPC). */
-async function fill(dir: string): Promise<void> {
-  const fh = await open(join(dir, 'filler'), 'w');
-  try {
-    for (const block = Buffer.alloc(4096, 7); ; ) await fh.write(block);
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOSPC') throw err;
-  } finally {
-    await fh.close();
-  }
-}
 
 const listing = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => !n.startsWith('.')).sort();
 
@@ -45,7 +33,7 @@ describe.skipIf(missingQemu.length > 0)(`qemu-img on a full file system (needs $
       const v = await d.createVolume({ size: 8 * MiB });
       await write(d, v.id, 0, pattern(2 * MiB, 1)); // the copy needs room for these clusters
       const volumesBefore = await listing(join(dir, 'volumes'));
-      await fill(small);
+      await fillFileSystem(small);
 
       const created = await d.createVolume({ size: 8 * MiB }).catch((e: unknown) => e);
       expect(created).toMatchObject({ code: 'UNAVAILABLE', details: { errno: 'ENOSPC' } });
