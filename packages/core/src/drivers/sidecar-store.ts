@@ -33,6 +33,9 @@ export interface DamagedSidecar {
   modifiedAt: string;
 }
 
+/** A sidecar's record, or, when its read is `CORRUPT`, what is known of it. */
+export type OrDamaged<R> = { record: R; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar };
+
 /** A tolerant listing: the readable records ordered by creation, and the damaged sidecars. */
 export interface SidecarListing<R> {
   records: R[];
@@ -119,22 +122,21 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
    * The volume, or what is known of its damaged sidecar. `NOT_FOUND` when unknown (or not a
    * UUID); errors other than `CORRUPT` (an I/O error: nothing is known) are thrown.
    */
-  async volumeOrDamaged(id: string): Promise<{ record: V; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar }> {
-    try {
-      return { record: await this.volume(id) };
-    } catch (err) {
-      const damaged = await this.damage('volume', id, err);
-      if (!damaged) throw err;
-      return { damaged };
-    }
+  async volumeOrDamaged(id: string): Promise<OrDamaged<V>> {
+    return this.orDamaged('volume', id, () => this.volume(id));
   }
 
   /** As volumeOrDamaged, of a snapshot (`damaged.volumeId`: the volume its bytes name, if any). */
-  async snapshotOrDamaged(id: string): Promise<{ record: S; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar }> {
+  async snapshotOrDamaged(id: string): Promise<OrDamaged<S>> {
+    return this.orDamaged('snapshot', id, () => this.snapshot(id));
+  }
+
+  /** `read()`'s record, or what is known of sidecar `kind` `id` when the read is `CORRUPT`; other errors thrown. */
+  private async orDamaged<R>(kind: SidecarKind, id: string, read: () => Promise<R>): Promise<OrDamaged<R>> {
     try {
-      return { record: await this.snapshot(id) };
+      return { record: await read() };
     } catch (err) {
-      const damaged = await this.damage('snapshot', id, err);
+      const damaged = await this.damage(kind, id, err);
       if (!damaged) throw err;
       return { damaged };
     }
@@ -270,7 +272,7 @@ export class SidecarStore<V extends VolumeSidecar, S extends SnapshotSidecar> {
 
   private async listing<R extends { createdAt: string; id: string }>(
     names: readonly string[],
-    read: (id: string) => Promise<{ record: R; damaged?: undefined } | { record?: undefined; damaged: DamagedSidecar }>,
+    read: (id: string) => Promise<OrDamaged<R>>,
   ): Promise<SidecarListing<R>> {
     const records: R[] = [];
     const damaged: DamagedSidecar[] = [];
