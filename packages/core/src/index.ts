@@ -25,6 +25,7 @@ export * from './flow/backup-manager.js';
 export type { Job, JobKind, JobQueuePlace } from './flow/jobs.js';
 export { InProcessVolumeLocks, type VolumeLocks } from './flow/locks.js';
 export { TEMP_SNAPSHOT_PREFIX, type RecoveryReport } from './flow/recovery.js';
+export { IMPORT_CLAIM_KEY, IMPORT_INTERRUPTED, importClaimOf, isInterruptedImport } from './flow/import-claim.js';
 export { assertCallerVolumeMetadata, assertMetadataChange, CAIRN_METADATA_PREFIX, METADATA_MAX_LENGTH, type VolumeMetadataChange } from './flow/volume-metadata.js';
 
 export { MemoryVolumeDriver, type MemoryVolumeDriverOptions } from './memory/memory-volume-driver.js';

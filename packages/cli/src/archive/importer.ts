@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import {
   assertDescription,
@@ -7,7 +8,10 @@ import {
   ChunkedBackupService,
   currentOwner,
   holdRecord,
+  IMPORT_CLAIM_KEY,
+  importClaimOf,
   isAlreadyExists,
+  isInterruptedImport,
   nowIso,
   throwIfAborted,
   toCairnError,
@@ -51,7 +55,10 @@ export interface ImportOptions {
  * another, takes it for abandoned. Then the archive is read and checked completely (see
  * readArchive): a refused archive removes the claim and writes nothing else. Then the data is
  * written and the record becomes `available`; a failure from then on leaves it `error` with its
- * reason (as Cinder's import does), to be deleted before importing the archive again.
+ * reason (as Cinder's import does), to be deleted before importing the archive again. An import
+ * whose process died (killed, a crash) leaves its claim `creating`, which recovery makes `error`
+ * (IMPORT_INTERRUPTED): an import of the archive into the same target replaces that record, and
+ * what the interrupted one wrote (takeOverInterrupted).
  *
  * The imported backup is a full backup (its parent and change-tracking checkpoint belong to the
  * deployment that made it). Only the fields an exported record carries are kept (importedFields):
@@ -80,7 +87,8 @@ export async function importArchive(
     status: 'creating',
     service: to.service.name,
     incremental: false,
-    serviceData: {},
+    // Marks the claim as this import's (import-claim.ts): the data it writes names it.
+    serviceData: { [IMPORT_CLAIM_KEY]: randomUUID() },
     owner: currentOwner(),
     updatedAt: nowIso(),
   };
@@ -158,9 +166,11 @@ async function fillClaimed(
  * friendlier refusal, the record is written only-if-absent (Catalog `ifAbsent`), so that of
  * claims of one id by any processes sharing the catalog exactly one succeeds. `ALREADY_EXISTS`
  * (nothing written) when the id is a record of the catalog, or a backup of the target's
- * repository.
+ * repository; except a record an interrupted import left (takeOverInterrupted), which is replaced.
  */
 async function claimId(to: ImportDestination, record: BackupRecord): Promise<void> {
+  const known = await unlessNotFound(to.catalog.getBackup(record.id));
+  if (known && isInterruptedImport(known) && known.service === to.service.name) return takeOverInterrupted(to, record);
   await assertAbsent(to.service, to.catalog, record.id);
   try {
     await to.catalog.putBackup(record, { ifAbsent: true });
@@ -169,6 +179,41 @@ async function claimId(to: ImportDestination, record: BackupRecord): Promise<voi
     await assertAbsent(to.service, to.catalog, record.id); // describes the record that won
     throw err;
   }
+}
+
+/**
+ * Replaces the record an interrupted import of this id into this target left (`error`, an
+ * import's claim settled by recovery: isInterruptedImport) with `record`, in the record's section
+ * (judged and written alone on it, as recovery and deletes do: of retries at once exactly one
+ * replaces it, and a delete that took it first leaves nothing to replace). What that import wrote
+ * goes first, through the target's delete (as `backup delete` would): a repository manifest of the
+ * id is deleted only when it names that import's claim (importClaimOf); a manifest of another
+ * writer is `ALREADY_EXISTS`, as for any import. The import then writes the data again from the
+ * archive (its chunks deduplicated against those the interrupted one stored). Killed at any point
+ * of this, the record is still an interrupted import's (or this import's claim, which recovery
+ * makes one), so the next retry goes on. A record that is no longer that when read in the section
+ * is refused as claimId refuses it.
+ */
+async function takeOverInterrupted(to: ImportDestination, record: BackupRecord): Promise<void> {
+  const { service, catalog } = to;
+  await catalog.section(record.id, async () => {
+    const known = await unlessNotFound(catalog.getBackup(record.id));
+    if (!known || !isInterruptedImport(known) || known.service !== service.name) {
+      await assertAbsent(service, catalog, record.id);
+      await catalog.putBackup(record, { ifAbsent: true });
+      return;
+    }
+    if (service instanceof ChunkedBackupService) {
+      const stored = await unlessNotFound(service.repository.readManifest(record.id));
+      if (stored && importClaimOf(stored.record) !== importClaimOf(known)) {
+        throw new CairnError('ALREADY_EXISTS', `backup ${record.id} is already in target ${service.name}, written by another import than the interrupted one its record names`, { details: { backupId: record.id } });
+      }
+      if (stored) await service.delete(known);
+    } else {
+      await service.delete(known); // idempotent: the catalog alone knows these services' backups
+    }
+    await catalog.putBackup(record);
+  });
 }
 
 /** What an import needs of the manifest before it reads the rest of the archive. */

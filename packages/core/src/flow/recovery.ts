@@ -7,6 +7,7 @@ import { nowIso } from '../util/clock.js';
 import { currentOwner } from '../util/process-owner.js';
 import { hasDeadReaders, withLiveReaders } from './backup-readers.js';
 import { holdRecord, type LetGo } from './live-records.js';
+import { IMPORT_INTERRUPTED, importClaimOf } from './import-claim.js';
 import { legacyIntentJobId, recoverNewVolumeIntents } from './new-volume-intents.js';
 import { readerGone } from './reader-leftovers.js';
 
@@ -48,7 +49,7 @@ export interface RecoveryReport {
 
 /**
  * Resolves what a crash left in flight, exactly as Cinder's backup manager does at start:
- * creating → error; restoring → available with the volume in error_restoring (a record read by
+ * creating → error (an archive import's claim with its own reason, IMPORT_INTERRUPTED); restoring → available with the volume in error_restoring (a record read by
  * several processes once none of its readers is alive; the entries of those gone are dropped
  * meanwhile, BackupRecord.readers); deleting resumed;
  * what a restore left that names its reader (VolumeFlowState.reader, NewVolumeIntent.reader) is
@@ -158,7 +159,10 @@ export async function recoverInFlight(deps: {
         return;
       }
       if (b.status === 'creating') {
-        await catalog.putBackup({ ...b, status: 'error', owner: undefined, failReason: 'INTERNAL: interrupted by a restart', updatedAt: nowIso() });
+        // An archive import's claim (import-claim.ts) keeps its mark and gets a reason of its own:
+        // an import of the same archive replaces it.
+        const failReason = importClaimOf(b) !== undefined ? IMPORT_INTERRUPTED : 'INTERNAL: interrupted by a restart';
+        await catalog.putBackup({ ...b, status: 'error', owner: undefined, failReason, updatedAt: nowIso() });
         report.failedBackups.push(b.id);
       } else if (b.status === 'restoring') {
         await catalog.putBackup({ ...b, status: 'available', owner: undefined, readers: undefined, updatedAt: nowIso() });
