@@ -3,6 +3,7 @@ import {
   CairnError,
   ChunkedBackupService,
   DriverRegistry,
+  hasCode,
   RepositoryCatalog,
   toCairnError,
   unlessNotFound,
@@ -193,6 +194,24 @@ export class CliContext {
     if (named.length === 1) return named[0]!;
     if (named.length > 1) throw new CairnError('CONFLICT', `${named.length} volumes are named ${ref}; use an id`);
     throw new CairnError('NOT_FOUND', `no volume with id or name ${ref}`);
+  }
+
+  /**
+   * Deletes the volume `ref` names (resolveVolume) by core's flow (BackupManager.deleteVolume of
+   * the manager `manager` resolves to, asked after the resolve) and resolves to its id. A `ref` no
+   * volume has (by id or name) is still deleted as an id: a delete of it killed midway is one the
+   * driver finishes, or has finished in this process (a listing, this resolve's included, does),
+   * and core's delete then succeeds (delete-volume.ts: retriedDelete). By name it cannot be: the
+   * name went with the volume's record. Otherwise resolveVolume's `NOT_FOUND`.
+   */
+  async deleteVolume(ref: string, manager: () => Promise<BackupManager>): Promise<string> {
+    let unknown: unknown;
+    const id = await this.resolveVolume(ref).then(
+      (v) => v.id,
+      (err: unknown) => (hasCode(err, 'NOT_FOUND') ? ((unknown = err), ref) : Promise.reject(err)),
+    );
+    await (await manager()).deleteVolume(id).catch((err: unknown) => Promise.reject(unknown !== undefined && hasCode(err, 'NOT_FOUND') ? unknown : err));
+    return id;
   }
 
   /**

@@ -65,6 +65,12 @@ export class FileVolumeDriver implements VolumeDriver {
   readonly changedBlockTracking: FileCheckpoints;
   private readonly ctx: DriverContext;
   private readonly attachments = new Map<string, Attachment>();
+  /**
+   * The volumes and snapshots (`<kind>:<id>`) whose deletion killed midway this instance's listings
+   * finished and no delete has asked for since: the first delete of one of them succeeds, and
+   * takes it out (retryKilledDeletion). One entry per killed deletion found and not retried.
+   */
+  private readonly finishedDeletions = new Set<string>();
 
   /** `INVALID_INPUT` naming the option for a missing `directory` or an unknown option (parseFileVolumeOptions). */
   constructor(options: FileVolumeDriverOptions) {
@@ -191,8 +197,8 @@ export class FileVolumeDriver implements VolumeDriver {
     return this.guard('listVolumes', async () => {
       const { layout } = this.ctx.store;
       const names = await this.ctx.store.names('volume');
-      await finishDeletions(layout, 'volume', this.name, names);
-      await finishDeletions(layout, 'snapshot', this.name);
+      this.remember('volume', await finishDeletions(layout, 'volume', this.name, names));
+      this.remember('snapshot', await finishDeletions(layout, 'snapshot', this.name));
       const { records, damaged } = await this.ctx.store.volumeListing(names);
       const out: Volume[] = [];
       for (const r of records) out.push(toVolume(r, await this.statusOf(r)));
@@ -375,7 +381,7 @@ export class FileVolumeDriver implements VolumeDriver {
     return this.guard('listSnapshots', async () => {
       await this.ctx.store.volumeOrDamaged(volumeId);
       const names = await this.ctx.store.names('snapshot');
-      await finishDeletions(this.ctx.store.layout, 'snapshot', this.name, names);
+      this.remember('snapshot', await finishDeletions(this.ctx.store.layout, 'snapshot', this.name, names));
       return (await this.ctx.store.snapshotListing(names)).records.filter((s) => s.volumeId === volumeId).map(toSnapshot);
     });
   }
@@ -543,8 +549,12 @@ export class FileVolumeDriver implements VolumeDriver {
    * be deleted. When `lookup` fails with `NOT_FOUND` and a deletion of that id was killed midway
    * (its `<id>.deleting` sidecar left), that deletion is finished here and this resolves to false:
    * the retried delete succeeds, as the operator who retries it expects, instead of `NOT_FOUND`.
-   * `BUSY` when the image's lock is held elsewhere (that deletion is still under way in another
-   * process or instance). Otherwise `lookup`'s error.
+   * So does the first delete of it after this instance's listing finished that deletion
+   * (finishedDeletions: a listing ran first, as the CLI's resolve and core's recovery do before
+   * the delete); a delete after that is `NOT_FOUND`, as once the retry finished it. `BUSY` when the image's lock
+   * is held elsewhere (that deletion is still under way in another process or instance).
+   * Otherwise `lookup`'s error: a deletion another instance finished, or one finished before this
+   * instance began, leaves nothing to tell that id from one never known.
    */
   private async retryKilledDeletion(kind: RecordKind, lookup: () => Promise<unknown>, id: string): Promise<boolean> {
     try {
@@ -553,10 +563,15 @@ export class FileVolumeDriver implements VolumeDriver {
     } catch (err) {
       if (!hasCode(err, 'NOT_FOUND')) throw err;
       const outcome = await finishDeletion(this.ctx.store.layout, kind, id, this.name);
-      if (outcome === 'none') throw err;
       if (outcome === 'busy') throw this.ctx.err('BUSY', `the deletion of ${kind} ${id} is under way elsewhere (another process or driver instance)`);
+      if (outcome === 'none' && !this.finishedDeletions.delete(`${kind}:${id}`)) throw err;
       return false;
     }
+  }
+
+  /** Records `ids` of `kind` as deletions killed midway that this instance's listing finished (finishedDeletions). */
+  private remember(kind: RecordKind, ids: readonly string[]): void {
+    for (const id of ids) this.finishedDeletions.add(`${kind}:${id}`);
   }
 
   /**

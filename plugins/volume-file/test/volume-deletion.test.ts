@@ -51,4 +51,17 @@ describe('a volume deletion killed midway', () => {
     await expect(fresh.deleteVolume(id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect((await fresh.listVolumes()).map((x) => x.id)).toEqual([kept]);
   });
+
+  it('is retried by a deleteVolume after the same instance\'s listing finished it: that delete succeeds, once; another instance, which finished nothing, says NOT_FOUND', async () => {
+    const { id, kept } = await killedDeletion();
+    const fresh = new FileVolumeDriver({ directory: t.dir }); // the retrying process, which lists first
+    expect((await fresh.listVolumes()).map((x) => x.id)).toEqual([kept]);
+    expect(await leftOf(t.dir, id)).toEqual({ names: [], blocks: 0 });
+
+    await expect(new FileVolumeDriver({ directory: t.dir }).deleteVolume(id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await fresh.deleteVolume(id);
+    await expect(fresh.deleteVolume(id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(fresh.deleteVolume(kept.replace(/^./, (c) => (c === '0' ? '1' : '0')))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await fresh.getVolume(kept)).name).toBe('kept');
+  });
 });

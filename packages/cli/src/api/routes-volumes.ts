@@ -123,9 +123,8 @@ export function registerVolumeRoutes(app: FastifyInstance, api: ApiContext): voi
     method: 'DELETE',
     url: '/v1/volumes/:id',
     handler: async ({ params }) => {
-      const v = await api.cli.resolveVolume(params.id!);
-      await api.manager.deleteVolume(v.id);
-      return { deleted: v.id };
+      // A retry of a delete killed midway succeeds (CliContext.deleteVolume).
+      return { deleted: await api.cli.deleteVolume(params.id!, async () => api.manager) };
     },
   });
 }

@@ -71,11 +71,11 @@ export function registerVolumeCommands(program: Command): void {
     .description('delete a volume (refused with BUSY while attached or while it has snapshots, CONFLICT during a backup or restore)')
     .action(
       withContext(async (ctx, [ref]) => {
-        const v = await ctx.resolveVolume(ref!);
         // The flow is core's (BackupManager.deleteVolume), after the recovery the manager runs
-        // first: a flow state a dead process left is settled before it is judged.
-        await (await ctx.manager({ recover: true })).deleteVolume(v.id);
-        ctx.out.result({ deleted: v.id }, () => `deleted volume ${shownText(v.id)}`);
+        // first: a flow state a dead process left is settled before it is judged. A retry of a
+        // delete killed midway succeeds (CliContext.deleteVolume).
+        const id = await ctx.deleteVolume(ref!, () => ctx.manager({ recover: true }));
+        ctx.out.result({ deleted: id }, () => `deleted volume ${shownText(id)}`);
       }),
     );
 

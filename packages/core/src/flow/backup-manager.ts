@@ -1117,7 +1117,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * checkpoints go with it (the driver's); new-volume intents are left to recover()
    * (delete-volume.ts says why). `options.signal` ends a wait for the section with `CANCELLED`;
    * one that is not an AbortSignal is `INVALID_INPUT` (`details.field` `signal`), nothing deleted.
-   * Not idempotent: a volume already gone is `NOT_FOUND`.
+   * Not idempotent: a volume already gone is `NOT_FOUND`, unless the driver finishes, or has
+   * finished in this process, a deletion of it killed midway (delete-volume.ts: retriedDelete).
    */
   async deleteVolume(volumeId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     assertSignal(options.signal);

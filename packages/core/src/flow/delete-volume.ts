@@ -1,6 +1,6 @@
 import type { Catalog } from '../contracts/catalog.js';
 import type { Volume, VolumeDriver } from '../contracts/volume-driver.js';
-import { CairnError } from '../errors.js';
+import { CairnError, hasCode } from '../errors.js';
 import { judgedIntent } from './new-volume-intents.js';
 import { stateAsSettled } from './reader-leftovers.js';
 import { judgedVolumeState } from './backup-leftovers.js';
@@ -43,7 +43,8 @@ export interface DeleteVolumeDeps {
 export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Promise<void> {
   const { catalog, volumes, section } = deps;
   // The driver first: an unknown volume is NOT_FOUND whatever the catalog holds.
-  const volume = await volumes.getVolume(volumeId);
+  const volume = await volumes.getVolume(volumeId).catch((err: unknown) => (hasCode(err, 'NOT_FOUND') ? retriedDelete(volumes, volumeId, err) : Promise.reject(err)));
+  if (!volume) return;
   // A `restoring-backup` state whose restore's reader is gone is `error_restoring`, a `backing-up`
   // one whose backup's flow is over is none (judgedVolumeState).
   const state = await judgedVolumeState(catalog, volume.id);
@@ -66,6 +67,21 @@ export async function deleteVolume(deps: DeleteVolumeDeps, volumeId: string): Pr
     await volumes.deleteVolume(volume.id);
     await catalog.clearVolumeState(volume.id);
   });
+}
+
+/**
+ * The delete of `volumeId`, which getVolume does not know (`notFound`, its error): the driver's
+ * deleteVolume of it, once. A driver whose deletion of that id was killed midway finishes it
+ * there, or has finished it in this process (the file driver's listings do), and succeeds: the
+ * retried delete is done (resolves to undefined). A driver that knows nothing of the id is
+ * `NOT_FOUND` (the VolumeDriver contract; conformance checks it), and `notFound` is thrown, as
+ * before; any other error of the driver's (`BUSY`: that deletion is under way elsewhere) is thrown.
+ * No flow state is judged: a volume getVolume does not know is in none (every flow reads the
+ * volume from the driver first), and a state naming it blocks nothing.
+ */
+async function retriedDelete(volumes: Pick<VolumeDriver, 'deleteVolume'>, volumeId: string, notFound: unknown): Promise<undefined> {
+  await volumes.deleteVolume(volumeId).catch((err: unknown) => Promise.reject(hasCode(err, 'NOT_FOUND') ? notFound : err));
+  return undefined;
 }
 
 /**
