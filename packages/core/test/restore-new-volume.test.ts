@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MiB, chunkedRig, contents, expectCode, filledVolume, gate, over, rig } from './helpers.js';
 import { BackupManager, CairnError, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, RepositoryCatalog, newId, ownerMayBeAlive, type Attachment, type BackupRecord } from '../src/index.js';
 import { recoverInFlight } from '../src/flow/recovery.js';
+import { asGone } from './restore-rig.js';
 
 /**
  * A restore to a new volume creates the volume, so it owns it: whatever happens (the copy fails
@@ -129,7 +130,13 @@ describe('a process that dies during a restore to a new volume', () => {
     const manager = new BackupManager({
       volumes: dying,
       targets: { mem: dyingService },
-      catalog: over(shared, { putBackup: (r: BackupRecord, o) => shared.putBackup(r.owner ? { ...r, owner: gone } : r, o) }),
+      // What it writes names a process that is gone: its records' owner and readers, and the
+      // reader its state and intent name.
+      catalog: over(shared, {
+        putBackup: (r: BackupRecord, o) => shared.putBackup({ ...r, ...(r.owner ? { owner: gone } : {}), ...(r.readers ? { readers: r.readers.map(asGone) } : {}) }, o),
+        putVolumeState: (s, o) => shared.putVolumeState(s.reader ? { ...s, reader: asGone(s.reader) } : s, o),
+        putNewVolumeIntent: (i, o) => shared.putNewVolumeIntent(i.reader ? { ...i, reader: asGone(i.reader) } : i, o),
+      }),
     });
     void manager.startRestore({ backupId: b.id, newVolume: {} }).catch(() => {});
     await dead;

@@ -536,9 +536,11 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * A new volume is the restore's own, and is never left behind unaccounted. Before it is created,
    * the backup is claimed (here, not in the job: `restoring` at once) and the intent to create it
    * is recorded in the catalog (a NewVolumeIntent: new-volume-intents.ts); the volume
-   * carries the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`, kept once restored). Its
-   * restore commits only once the intent is deleted too (an intent left would have recovery delete
-   * the volume): an intent that cannot be deleted fails the job. On any failure the job deletes
+   * carries the job's id in its metadata (`RESTORE_JOB_METADATA_KEY`, kept once restored). The
+   * intent is the job's last write, after the volume's state is cleared and the claim released,
+   * so a process that dies before the job is done leaves it, and recovery deletes the volume (an
+   * intent left would have recovery delete the volume): an intent that cannot be deleted fails
+   * the job. On any failure the job deletes
    * it (a detach or delete failing with a retryable code, `BUSY` or
    * `UNAVAILABLE`, is retried first). When it still cannot, the volume is left `error_restoring`
    * with a `warning` (the delete's code, `details.volumeId` and `details.backupId`), backups and
@@ -728,6 +730,8 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
     /** The `error_restoring` state this restore took over, put back when it fails having written nothing. */
     let replaced: VolumeFlowState | undefined;
     let committed = false;
+    /** Why a committed restore to a new volume still failed: its intent could not be deleted. */
+    let unsettled: unknown;
     try {
       // A cancel while queued ends the job here, before it touches the volume or the backup: it
       // waits for the volume's lock, then, holding it, for a place among the data jobs (maxDataJobs).
@@ -774,14 +778,10 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       if (!owned && replacesMetadata(this.volumes)) {
         await this.volumes.setVolumeMetadata(volume.id, restoredVolumeMetadata(backup.volumeMetadata ?? {}, volume.metadata));
       }
-      // A new volume is the caller's once its intent is gone (retried when that fails with a
-      // retryable code). An intent left would have recovery delete the volume after the job
-      // succeeded, so a failure here fails the job, which deletes the volume as after any failure.
-      if (owned) await retrying(() => this.catalog.deleteNewVolumeIntent(owned.jobId));
-      // The commit point: the volume holds the whole backup, flushed (a new one no longer has an
-      // intent). The restore is done; a cancel from here on (or one the copy finished despite) is
-      // too late, as for a backup once its service has committed it. A failure of the cleanup
-      // below is only a warning.
+      // The commit point: the volume holds the whole backup, flushed. The restore is done; a
+      // cancel from here on (or one the copy finished despite) is too late, as for a backup once
+      // its service has committed it. A failure of the cleanup below is only a warning, but for
+      // a new volume's intent, deleted last (below).
       committed = true;
     } catch (err) {
       throw signal.aborted && !(isCairnError(err) && err.code === 'CANCELLED') ? new CairnError('CANCELLED', 'restore cancelled', { cause: err }) : toCairnError(err);
@@ -794,8 +794,6 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
       // (so no longer live) reads the volume's state after this, and never takes a restore that
       // ended for one that was interrupted (it would mark a restored volume error_restoring).
       if (committed) {
-        // A new volume's intent went before the commit, so a crash before the state is cleared
-        // leaves it error_restoring (recovery), never deleted.
         await this.cleanup(() => this.catalog.clearVolumeState(volume.id));
       } else if (owned) {
         await this.dropNewVolume(volume, backup.id, owned.jobId, flowStarted);
@@ -805,10 +803,27 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
         await this.cleanup(() => endUnwrittenRestore(this.catalog, volume.id, replaced));
       }
       if (releaseBackup) await this.cleanup(() => releaseBackup!(() => this.endRestoring(backup.id)));
+      // A new volume is the caller's once its intent is gone: deleted last, after its state is
+      // cleared and the claim released (the record's final write), and before the job reports
+      // done, so a process that dies at any step before leaves the intent, and recovery deletes
+      // the volume (the caller was not told it is restored; a retry makes one volume, not a
+      // second). Until the hold below is let go, the intent's reader is alive, so no recovery
+      // takes it meanwhile (recoverNewVolumeIntents). Retried when that fails with a retryable
+      // code; an intent left would have recovery delete the volume after the job succeeded, so a
+      // failure here fails the job, which deletes the volume as after any failure.
+      if (committed && owned) {
+        try {
+          await retrying(() => this.catalog.deleteNewVolumeIntent(owned.jobId));
+        } catch (err) {
+          unsettled = err;
+          await this.dropNewVolume(volume, backup.id, owned.jobId, flowStarted);
+        }
+      }
       letGo?.();
       wait.end();
       if (release) await release();
     }
+    if (unsettled !== undefined) throw toCairnError(unsettled);
     return this.catalog.getBackup(backup.id).catch(() => ({ ...backup, status: 'available' as const, owner: undefined }));
   }
 
@@ -816,8 +831,9 @@ export class BackupManager extends EventEmitter<BackupManagerEvents> {
    * Deletes the new volume of a restore that failed (retrying a retryable failure), then its state
    * and its intent. When it cannot, the volume is left `error_restoring` and its intent kept, so
    * that recover() deletes it once it can; a `warning` (the delete's code, `details.volumeId`,
-   * `details.backupId`) says so. Runs while the backup is still claimed, so a recovery meanwhile
-   * leaves the intent alone.
+   * `details.backupId`) says so. Runs while the job still holds the backup's record (its claim not
+   * yet released, or, when the intent could not be deleted after the commit, released), so a
+   * recovery meanwhile leaves the intent alone: its reader is alive.
    */
   private async dropNewVolume(volume: Volume, backupId: string, jobId: string, flowStarted: boolean): Promise<void> {
     try {

@@ -17,11 +17,15 @@ import type { RecoveryReport } from './recovery.js';
  * the intent finds the volume too, even when the process died before it wrote anything naming the
  * volume's id.
  *
- * The intent stays until the job has settled the volume: deleted when the restore has committed
- * (the volume is the caller's from then on), or once the volume is deleted after a failure. An
- * intent whose backup is no longer in a live flow (the restore that wrote it ended or died) marks
- * a volume to delete: recoverNewVolumeIntents deletes every volume whose metadata names its job,
- * the flow states of that restore's volumes that are gone, and then the intent.
+ * The intent stays until the job has settled the volume: deleted as the job's last write once
+ * the restore has committed, after the volume's flow state is cleared and the backup's claim
+ * released (the volume is the caller's from then on: the job reports done only after), or once
+ * the volume is deleted after a failure. An intent whose restore ended or died (its reader gone;
+ * for one naming no reader, its backup no longer in a live flow) marks a volume to delete:
+ * recoverNewVolumeIntents deletes every volume whose metadata names its job, the flow states of
+ * that restore's volumes that are gone, and then the intent. So a process that dies at any step
+ * of a restore to a new volume before it is done leaves no volume behind (the caller was not told
+ * of one: a retry makes a single volume), and none the caller was told of is deleted.
  *
  * Cairn before the catalog had intents kept them as volume flow states under a key that names no
  * volume (LEGACY_INTENT_PREFIX + job id, status `restoring-backup`). Such an intent is found and
@@ -70,11 +74,11 @@ export async function intentOfVolume(catalog: Pick<Catalog, 'getNewVolumeIntent'
 
 /**
  * How a volume that a restore to a new volume created is to be shown while its job's intent is
- * recorded (the volume holds the backup only once the intent is gone): `restoring-backup` while
- * that restore may still run (its backup `restoring` by a reader that may be alive, and the
- * intent's own reader not gone), as Cinder's new volume is from its creation; `error_restoring`
- * once it cannot (recovery deletes the volume: recoverNewVolumeIntents). Undefined for a volume
- * no recorded intent names. A flow state laid over the volume says more, and is judged first.
+ * recorded (the volume is the caller's only once the intent is gone): `restoring-backup` while
+ * that restore may still run (intentLive), as Cinder's new volume is from its creation;
+ * `error_restoring` once it cannot (recovery deletes the volume: recoverNewVolumeIntents).
+ * Undefined for a volume no recorded intent names. A flow state laid over the volume says more,
+ * and is judged first.
  */
 export async function intentVolumeStatus(
   catalog: Pick<Catalog, 'getNewVolumeIntent' | 'getVolumeState' | 'getBackup'>,
@@ -104,9 +108,25 @@ export async function judgeIntent(
   catalog: Pick<Catalog, 'getBackup'>,
   intent: NewVolumeIntent,
 ): Promise<{ intent: NewVolumeIntent; status: 'restoring-backup' | 'error_restoring' }> {
-  if (readerGone(intent)) return { intent, status: 'error_restoring' };
-  const backup = await unlessNotFound(catalog.getBackup(intent.backupId));
-  return { intent, status: backup?.status === 'restoring' && mayBeWorkedOn(backup) ? 'restoring-backup' : 'error_restoring' };
+  return { intent, status: (await intentLive(intent, async () => backupLive(catalog, intent.backupId))) ? 'restoring-backup' : 'error_restoring' };
+}
+
+/** Whether backup `backupId` is `restoring` by someone who may still be working on it. */
+async function backupLive(catalog: Pick<Catalog, 'getBackup'>, backupId: string): Promise<boolean> {
+  const backup = await unlessNotFound(catalog.getBackup(backupId));
+  return backup?.status === 'restoring' && mayBeWorkedOn(backup);
+}
+
+/**
+ * Whether the restore that recorded `intent` may still run. One naming its reader (every intent a
+ * newer Cairn writes) is judged by that reader alone (reader-leftovers.ts): not once it is gone,
+ * whatever else reads its backup; and while it may be alive, also once its backup's record has
+ * left `restoring`, since the job deletes its intent after the claim's release (the record's
+ * final write), still holding the record. One naming no reader (an older Cairn's, a legacy one)
+ * is judged by its backup's record (`backupLive`: `restoring`, worked on).
+ */
+async function intentLive(intent: { backupId: string; reader?: BackupReader }, backupLive: () => Promise<boolean>): Promise<boolean> {
+  return intent.reader !== undefined ? !readerGone(intent) : backupLive();
 }
 
 /** The legacy intents among the volume flow states `states` (those whose key names no volume). */
@@ -192,10 +212,9 @@ export async function assertNotLeftByRestore(catalog: Pick<Catalog, 'getNewVolum
 
 /**
  * Settles the intents of restores to a new volume that ended or died without settling their
- * volume (recoverInFlight's step for them). An intent is judged live, as a volume state is, by
- * its backup's record (`liveNow`): the job claims the backup before it writes the intent, and
- * deletes the intent before it releases the claim; and one naming its reader, once that reader is
- * gone, is not live whatever else reads the backup (NewVolumeIntent.reader). For each intent not live, in the section of its
+ * volume (recoverInFlight's step for them). An intent is judged live by intentLive: by its reader
+ * (NewVolumeIntent.reader), or, naming none, by its backup's record (`liveNow`: the job claims
+ * the backup before it writes the intent). For each intent not live, in the section of its
  * backup: every volume whose metadata names its job is deleted (`report.removedVolumes`; one that
  * cannot be, `BUSY` while attached, goes to `report.errors` and its intent is kept for the next
  * run), then the flow states of that backup's volumes that are gone, then the intent. Only
@@ -213,14 +232,11 @@ export async function recoverNewVolumeIntents(deps: {
   const { catalog, volumes, only, liveNow, section, report } = deps;
   for (const listed of await listIntents(catalog)) {
     if (only !== undefined && listed.backupId !== only) continue;
-    // An intent whose restore's reader is gone is settled whatever else reads its backup (reader-leftovers.ts).
-    const mine = readerGone(listed);
-    if (!mine && (await liveNow(listed.backupId))) continue;
+    if (await intentLive(listed, () => liveNow(listed.backupId))) continue;
     await section(listed.jobId, listed.backupId, async () => {
-      if (!mine && (await liveNow(listed.backupId))) return;
       // As it is now: another recovery may have settled it since it was listed.
       const intent = await findIntent(catalog, listed.jobId);
-      if (!intent || intent.legacy !== listed.legacy || (mine && !readerGone(intent))) return;
+      if (!intent || intent.legacy !== listed.legacy || (await intentLive(intent, () => liveNow(intent.backupId)))) return;
       const { removed, failed } = await deleteVolumesOfJob(volumes, intent.jobId);
       report.removedVolumes.push(...removed);
       for (const { volumeId, error: err } of failed) {

@@ -59,7 +59,8 @@ export interface RecoveryReport {
  * of a volume that is gone (`NOT_FOUND` from the driver) is deleted. Idempotent.
  *
  * A restore to a new volume owns its volume (new-volume-intents.ts): the intent of a restore
- * whose backup is no longer in a live flow has every volume that names its job deleted (a volume
+ * that ended or died (its reader gone; naming none, its backup no longer in a live flow:
+ * intentLive) has every volume that names its job deleted (a volume
  * still attached, `BUSY`, is reported in `errors` and its intent kept for the next run), then the
  * flow states that restore left of volumes now gone, then the intent itself. Intents an older
  * Cairn kept as volume flow states are settled the same way.
