@@ -31,8 +31,9 @@ export interface DeleteVolumeDeps {
  *   records naming them stay, as backups outlive their volume; a checkpoint id is only ever used
  *   for the next incremental of the same volume, which can no longer be taken.
  * - A new-volume intent whose job created the volume (new-volume-intents.ts). While that job
- *   runs (its backup `restoring` and live: mayBeWorkedOn, and the intent's own reader not gone:
- *   intentVolumeStatus, as getVolume shows it), the volume is its restore's even before the restore
+ *   may run (intentLive: the intent's reader not gone, also after the backup's claim is released,
+ *   since the intent is the job's last write; an intent naming no reader, its backup `restoring`
+ *   and live: mayBeWorkedOn; intentVolumeStatus, as getVolume shows it), the volume is its restore's even before the restore
  *   lays `restoring-backup` over it (it does so once it has the volume's lock and attachment):
  *   `CONFLICT` as for `restoring-backup`. Otherwise (its restore died or failed) the
  *   volume is deleted and the intent is left to
@@ -87,8 +88,9 @@ async function retriedDelete(volumes: Pick<VolumeDriver, 'deleteVolume'>, volume
 /**
  * `CONFLICT` (`volumeStatus` `restoring-backup`) when `volume` is the new volume of a restore still
  * running, as getVolume shows it and recovery judges it (intentVolumeStatus): the intent of the job
- * that created it is recorded, that intent's reader (when it names one) is not gone, and that job's
- * backup is `restoring` by a live owner (a restore deletes its intent before it releases its claim).
+ * that created it is recorded, and that intent's reader is not gone (also after the job released
+ * its claim on the backup: a restore deletes its intent last), or, for an intent naming no reader,
+ * that job's backup is `restoring` by a live owner.
  * A volume whose restore's reader is gone is `error_restoring` whatever else reads the backup, and
  * passes (recovery deletes it too). Also what a metadata change refuses (volume-metadata.ts).
  */
