@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { currentOwner } from '@cairn/core';
 import { describe, expect, it } from 'vitest';
-import { cairn } from './helpers.js';
+import { cairn, killedEnv, writeKillHook } from './helpers.js';
 import { servedDeployment } from './served-deployment.js';
 
 // DELETE /v1/volumes/:id against a running `cairn serve` (file volumes, posix repository).
@@ -22,19 +21,8 @@ describe('DELETE /v1/volumes/:id', () => {
 
   it('a retry by id of a `volume delete` SIGKILLed midway (its image not yet removed) is 200 {deleted: id}, once; then 404', async () => {
     const v = await json(['volume', 'create', 'killed', '--size', '1MiB']);
-    const hook = join(d.cwd, 'kill-at-image-rm.cjs');
-    await writeFile(
-      hook,
-      `const fsp = require('fs').promises;
-const rm = fsp.rm;
-fsp.rm = async function (...a) {
-  if (String(a[0]).endsWith('${v.id}.img')) process.kill(process.pid, 'SIGKILL');
-  return rm.apply(this, a);
-};
-require('module').syncBuiltinESMExports();
-`,
-    );
-    const killed = await cairn(['volume', 'delete', v.id], { cwd: d.cwd, env: { NODE_OPTIONS: `--require ${hook}` } });
+    const hook = await writeKillHook(join(d.cwd, 'kill-at-image-rm.cjs'), 'rm', new RegExp(`${v.id}\\.img$`));
+    const killed = await cairn(['volume', 'delete', v.id], { cwd: d.cwd, env: killedEnv(hook) });
     expect(killed.code, killed.stderr).not.toBe(0);
     expect(await d.server.call('DELETE', `/v1/volumes/${v.id}`)).toEqual({ status: 200, json: { deleted: v.id } });
     expect(await d.server.call('DELETE', `/v1/volumes/${v.id}`)).toMatchObject({ status: 404, json: { error: { code: 'NOT_FOUND' } } });

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, jsonError, MiB, removeDir, tempDir } from './helpers.js';
+import { cairn, cairnJson, jsonError, killedEnv, MiB, removeDir, tempDir, writeKillHook } from './helpers.js';
 
 /**
  * A `backup delete` SIGKILLed part-way, then retried: real `cairn` processes, a real posix
@@ -15,19 +15,8 @@ describe('backup delete retried after a delete killed part-way', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    hook = join(cwd, 'kill-at-manifest-unlink.cjs');
     // SIGKILLs its own process at the first unlink of a file under repository/manifests/.
-    await writeFile(
-      hook,
-      `const fsp = require('fs').promises;
-const unlink = fsp.unlink;
-fsp.unlink = async function (...a) {
-  if (String(a[0]).includes('/repository/manifests/')) process.kill(process.pid, 'SIGKILL');
-  return unlink.apply(this, a);
-};
-require('module').syncBuiltinESMExports();
-`,
-    );
+    hook = await writeKillHook(join(cwd, 'kill-at-manifest-unlink.cjs'), 'unlink', /\/repository\/manifests\//);
     await writeFile(join(cwd, 'a.raw'), Buffer.alloc(4 * MiB, 7));
     await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', 'a'], { cwd });
   }, 120_000);
@@ -37,7 +26,7 @@ require('module').syncBuiltinESMExports();
 
   it('the retry finishes the delete in its recovery and reports it deleted (exit 0, the output of a delete); an id that never existed stays NOT_FOUND', async () => {
     const id: string = (await cairnJson(['backup', 'create', 'a'], { cwd })).id;
-    const killed = await cairn(['backup', 'delete', id], { cwd, env: { NODE_OPTIONS: `--require ${hook}` } });
+    const killed = await cairn(['backup', 'delete', id], { cwd, env: killedEnv(hook) });
     expect(killed.code, killed.stderr).not.toBe(0);
     expect((await cairnJson(['backup', 'show', id], { cwd })).status).toBe('deleting');
 
@@ -60,7 +49,7 @@ require('module').syncBuiltinESMExports();
 
   it('the retry of a killed delete in text form prints the line of a normal delete', async () => {
     const id: string = (await cairnJson(['backup', 'create', 'a'], { cwd })).id;
-    const killed = await cairn(['backup', 'delete', id], { cwd, env: { NODE_OPTIONS: `--require ${hook}` } });
+    const killed = await cairn(['backup', 'delete', id], { cwd, env: killedEnv(hook) });
     expect(killed.code, killed.stderr).not.toBe(0);
     const again = await cairn(['backup', 'delete', id], { cwd });
     expect(again.code, again.stderr).toBe(0);

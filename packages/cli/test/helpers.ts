@@ -120,6 +120,30 @@ export async function cairnUnderway(
   return { kill: () => child.kill('SIGKILL'), exit };
 }
 
+/**
+ * Writes `file`, a hook to preload with `NODE_OPTIONS=--require <file>` (killedEnv): the process
+ * SIGKILLs itself at its first `fs.promises[method]` call whose path `path` matches, before the
+ * call runs, as a crash at that step would leave things. Returns `file`.
+ */
+export async function writeKillHook(file: string, method: 'rm' | 'unlink', path: RegExp): Promise<string> {
+  await writeFile(
+    file,
+    `const fsp = require('fs').promises;
+const original = fsp.${method};
+const at = new RegExp(${JSON.stringify(path.source)});
+fsp.${method} = async function (...a) {
+  if (at.test(String(a[0]))) process.kill(process.pid, 'SIGKILL');
+  return original.apply(this, a);
+};
+require('module').syncBuiltinESMExports();
+`,
+  );
+  return file;
+}
+
+/** The environment that preloads `hook` (writeKillHook) into a `cairn` run. */
+export const killedEnv = (hook: string): Record<string, string> => ({ NODE_OPTIONS: `--require ${hook}` });
+
 export async function tempDir(prefix = 'cairn-cli-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }

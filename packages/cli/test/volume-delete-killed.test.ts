@@ -1,7 +1,7 @@
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
-import { cairn, cairnJson, jsonError, MiB, removeDir, tempDir } from './helpers.js';
+import { cairn, cairnJson, jsonError, killedEnv, MiB, removeDir, tempDir, writeKillHook } from './helpers.js';
 
 /**
  * A `volume delete` SIGKILLed part-way, then retried: real `cairn` processes and a real file
@@ -18,19 +18,8 @@ describe('volume delete retried after a delete killed part-way', () => {
 
   beforeAll(async () => {
     cwd = await tempDir();
-    hook = join(cwd, 'kill-at-image-rm.cjs');
     // SIGKILLs its own process at the first rm of a volume image.
-    await writeFile(
-      hook,
-      `const fsp = require('fs').promises;
-const rm = fsp.rm;
-fsp.rm = async function (...a) {
-  if (/\\/volumes\\/volumes\\/[^/]+\\.img$/.test(String(a[0]))) process.kill(process.pid, 'SIGKILL');
-  return rm.apply(this, a);
-};
-require('module').syncBuiltinESMExports();
-`,
-    );
+    hook = await writeKillHook(join(cwd, 'kill-at-image-rm.cjs'), 'rm', /\/volumes\/volumes\/[^/]+\.img$/);
     await writeFile(join(cwd, 'a.raw'), Buffer.alloc(2 * MiB, 7));
   }, 120_000);
   afterAll(async () => {
@@ -41,7 +30,7 @@ require('module').syncBuiltinESMExports();
   async function killedDelete(name: string, ref: (id: string) => string): Promise<string> {
     const imported = await cairnJson(['volume', 'import', join(cwd, 'a.raw'), '--name', name], { cwd });
     const id: string = imported.volume?.id ?? imported.id;
-    const killed = await cairn(['volume', 'delete', ref(id)], { cwd, env: { NODE_OPTIONS: `--require ${hook}` } });
+    const killed = await cairn(['volume', 'delete', ref(id)], { cwd, env: killedEnv(hook) });
     expect(killed.code, killed.stderr).not.toBe(0);
     expect(await filesOf(id)).toContain(`${id}.deleting`);
     expect(await filesOf(id)).toContain(`${id}.img`);
