@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { MiB, contents, filledVolume, gate, over } from './helpers.js';
-import { asGone, gone } from './restore-rig.js';
-import { BackupManager, MemoryBackupService, MemoryCatalog, MemoryVolumeDriver, ownerMayBeAlive, type BackupRecord } from '../src/index.js';
+import { contents, gate, over } from './helpers.js';
+import { asGone, backedUpRig, gone } from './restore-rig.js';
+import { BackupManager, ownerMayBeAlive, type BackupRecord } from '../src/index.js';
 import { recoverInFlight } from '../src/flow/recovery.js';
 
 /**
@@ -16,12 +16,7 @@ import { recoverInFlight } from '../src/flow/recovery.js';
 type Point = 'clear-state' | 'release' | 'delete-intent';
 
 async function dieAt(point: Point) {
-  const volumes = new MemoryVolumeDriver();
-  const service = new MemoryBackupService('mem');
-  const shared = new MemoryCatalog();
-  const src = await filledVolume(volumes, MiB, 1);
-  const setup = new BackupManager({ volumes, targets: { mem: service }, catalog: shared });
-  const b = await setup.backup({ volumeId: src.id });
+  const { volumes, service, shared, src, backup: b } = await backedUpRig();
   const never = new Promise<never>(() => {});
   let died!: () => void;
   const dead = new Promise<void>((r) => (died = r));
@@ -79,12 +74,7 @@ describe('a process that dies at the last steps of a restore to a new volume', (
 
 describe('a recovery while a restore to a new volume is at its last step', () => {
   it('deletes nothing between the claim’s release and the intent’s delete: the job is still alive', async () => {
-    const volumes = new MemoryVolumeDriver();
-    const service = new MemoryBackupService('mem');
-    const shared = new MemoryCatalog();
-    const src = await filledVolume(volumes, MiB, 1);
-    const setup = new BackupManager({ volumes, targets: { mem: service }, catalog: shared });
-    const b = await setup.backup({ volumeId: src.id });
+    const { volumes, service, shared, src, backup: b } = await backedUpRig();
     const last = gate();
     const catalog = over(shared, {
       deleteNewVolumeIntent: async (id) => {
